@@ -1,0 +1,440 @@
+//! The public API of rwal-wal, on every backend: what a user can do and what errors they get.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rwal_tests::{payload, targets};
+use rwal_wal::{Error, Options, RecordKind, Wal};
+
+#[test]
+fn an_empty_log_starts_at_one_and_a_reader_ends_at_once() {
+    for t in targets("empty") {
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        assert_eq!(
+            (wal.first_lsn(), wal.last_lsn(), wal.durable_lsn()),
+            (1, 0, 0),
+            "{}",
+            t.name
+        );
+        let mut reader = wal.reader(wal.first_lsn()).unwrap();
+        assert!(reader.next().unwrap().is_none(), "{}", t.name);
+        assert!(
+            matches!(
+                wal.read(1),
+                Err(Error::NotFound {
+                    lsn: 1,
+                    last_lsn: 0
+                })
+            ),
+            "{}",
+            t.name
+        );
+    }
+}
+
+#[test]
+fn appended_records_read_back_after_commit_and_reopen() {
+    for t in targets("roundtrip") {
+        let records: Vec<Vec<u8>> = (0..300)
+            .map(|i| payload(i, (i as usize * 37) % 3000))
+            .collect();
+        {
+            let wal = Wal::open(&t.dir, t.options()).unwrap();
+            for (i, r) in records.iter().enumerate() {
+                assert_eq!(wal.append(r).unwrap(), i as u64 + 1);
+            }
+            // Not durable yet: readers do not see it.
+            assert!(
+                matches!(wal.read(1), Err(Error::NotDurable { .. })),
+                "{}",
+                t.name
+            );
+            wal.commit(300).unwrap();
+            assert_eq!(wal.durable_lsn(), 300);
+            assert_eq!(wal.read(150).unwrap(), records[149], "{}", t.name);
+            wal.close().unwrap();
+        }
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        assert_eq!(
+            (wal.last_lsn(), wal.durable_lsn()),
+            (300, 300),
+            "{}",
+            t.name
+        );
+        let mut reader = wal.reader(1).unwrap();
+        let mut count = 0;
+        while let Some(record) = reader.next().unwrap() {
+            assert_eq!(record.lsn, count + 1);
+            assert_eq!(record.kind, RecordKind::User);
+            assert_eq!(
+                record.data,
+                &records[count as usize][..],
+                "{} lsn {}",
+                t.name,
+                record.lsn
+            );
+            count += 1;
+        }
+        assert_eq!(count, 300, "{}", t.name);
+    }
+}
+
+#[test]
+fn batches_get_contiguous_lsns_and_span_segments() {
+    for t in targets("batch") {
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        // 40 records of 100 KiB: several segment rolls inside one batch.
+        let records: Vec<Vec<u8>> = (0..40).map(|i| payload(i, 100 << 10)).collect();
+        let slices: Vec<&[u8]> = records.iter().map(|r| r.as_slice()).collect();
+        assert_eq!(wal.append_batch(&slices).unwrap(), 1);
+        assert_eq!(wal.append(b"after").unwrap(), 41);
+        wal.commit(41).unwrap();
+        assert!(
+            wal.segment_count() >= 4,
+            "{}: {} segments",
+            t.name,
+            wal.segment_count()
+        );
+        for (i, r) in records.iter().enumerate() {
+            assert_eq!(&wal.read(i as u64 + 1).unwrap(), r, "{}", t.name);
+        }
+        drop(wal);
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        assert_eq!(wal.last_lsn(), 41);
+        assert_eq!(wal.read(41).unwrap(), b"after");
+        assert_eq!(wal.read(17).unwrap(), records[16]);
+    }
+}
+
+#[test]
+fn a_record_larger_than_a_segment_is_refused_naming_both_sizes() {
+    for t in targets("large") {
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        let big = vec![1u8; 1 << 20];
+        match wal.append(&big) {
+            Err(Error::RecordTooLarge {
+                payload_bytes,
+                segment_bytes,
+                max_payload_bytes,
+            }) => {
+                assert_eq!((payload_bytes, segment_bytes), (1 << 20, 1 << 20));
+                assert_eq!(max_payload_bytes, (1 << 20) - 4096 - 32);
+            }
+            other => panic!("{}: {other:?}", t.name),
+        }
+        // The largest record that fits does fit, and nothing was consumed by the refusal.
+        let max = vec![2u8; (1 << 20) - 4096 - 32];
+        assert_eq!(wal.append_durable(&max).unwrap(), 1);
+        assert_eq!(wal.read(1).unwrap(), max);
+        assert!(matches!(
+            wal.append_batch(&[]),
+            Err(Error::InvalidArgument { .. })
+        ));
+    }
+}
+
+#[test]
+fn a_second_open_is_locked_until_the_first_closes() {
+    for t in targets("lock") {
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        match Wal::open(&t.dir, t.options()) {
+            Err(Error::Locked { dir }) => assert_eq!(dir, t.dir),
+            other => panic!("{}: {other:?}", t.name),
+        }
+        wal.close().unwrap();
+        Wal::open(&t.dir, t.options()).unwrap();
+    }
+}
+
+#[test]
+fn open_without_create_on_a_missing_log_says_so() {
+    for t in targets("nolog") {
+        match Wal::open(&t.dir, t.options().create_if_missing(false)) {
+            Err(Error::NoLog { dir }) => assert_eq!(dir, t.dir),
+            other => panic!("{}: {other:?}", t.name),
+        }
+    }
+}
+
+#[test]
+fn reopening_with_another_segment_size_keeps_old_segments_and_uses_the_new_size() {
+    for t in targets("resize") {
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        let first = payload(1, 600 << 10);
+        wal.append_durable(&first).unwrap();
+        wal.close().unwrap();
+        // A record of 1.5 MiB does not fit the old 1 MiB segment, and does fit a new 2 MiB one.
+        let wal = Wal::open(&t.dir, t.options().segment_bytes(2 << 20)).unwrap();
+        let second = payload(2, 1536 << 10);
+        assert_eq!(wal.append_durable(&second).unwrap(), 2);
+        wal.close().unwrap();
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        assert_eq!(wal.read(1).unwrap(), first, "{}", t.name);
+        assert_eq!(wal.read(2).unwrap(), second, "{}", t.name);
+    }
+}
+
+#[test]
+fn many_threads_append_and_one_sync_serves_many_committers() {
+    for t in targets("group") {
+        let wal = Arc::new(Wal::open(&t.dir, t.options().segment_bytes(4 << 20)).unwrap());
+        let threads: Vec<_> = (0..8u64)
+            .map(|thread| {
+                let wal = wal.clone();
+                std::thread::spawn(move || {
+                    let mut mine = Vec::new();
+                    for i in 0..200u64 {
+                        let data = payload(thread * 1000 + i, 64 + (i as usize % 200));
+                        let lsn = wal.append(&data).unwrap();
+                        wal.commit(lsn).unwrap();
+                        assert!(wal.durable_lsn() >= lsn);
+                        mine.push((lsn, data));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        let mut all: Vec<(u64, Vec<u8>)> = threads
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        all.sort();
+        let lsns: Vec<u64> = all.iter().map(|(l, _)| *l).collect();
+        assert_eq!(
+            lsns,
+            (1..=1600).collect::<Vec<_>>(),
+            "{}: LSNs are dense and unique",
+            t.name
+        );
+        for (lsn, data) in &all {
+            assert_eq!(&wal.read(*lsn).unwrap(), data);
+        }
+        let stats = wal.stats();
+        assert_eq!(stats.commits, 1600);
+        assert_eq!(stats.records_synced, 1600);
+        // Group commit happened: fewer syncs than commits (8 threads wait on one another's syncs).
+        assert!(stats.syncs < stats.commits, "{}: {stats:?}", t.name);
+        assert!(stats.max_records_per_sync > 1, "{}: {stats:?}", t.name);
+    }
+}
+
+#[test]
+fn commit_delay_gathers_more_records_per_sync() {
+    for t in targets("delay") {
+        let wal = Arc::new(
+            Wal::open(&t.dir, t.options().commit_delay(Duration::from_millis(2))).unwrap(),
+        );
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let wal = wal.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..25 {
+                        let lsn = wal.append(b"x").unwrap();
+                        wal.commit(lsn).unwrap();
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|h| h.join().unwrap());
+        let stats = wal.stats();
+        assert_eq!(stats.records_synced, 100);
+        assert!(stats.syncs < 100, "{}: {stats:?}", t.name);
+    }
+}
+
+#[test]
+fn commit_of_an_lsn_never_appended_is_an_error() {
+    for t in targets("commit-future") {
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        wal.append(b"a").unwrap();
+        assert!(matches!(
+            wal.commit(2),
+            Err(Error::NotFound {
+                lsn: 2,
+                last_lsn: 1
+            })
+        ));
+        wal.commit(0).unwrap();
+        wal.commit(1).unwrap();
+    }
+}
+
+#[test]
+fn a_tailing_reader_waits_for_durable_records_and_times_out() {
+    for t in targets("tail") {
+        let wal = Arc::new(Wal::open(&t.dir, t.options()).unwrap());
+        let mut reader = wal.reader(1).unwrap();
+        assert!(matches!(
+            reader.next_timeout(Duration::from_millis(20)),
+            Err(Error::Timeout { .. })
+        ));
+        let writer = {
+            let wal = wal.clone();
+            std::thread::spawn(move || {
+                for i in 0..50u64 {
+                    wal.append_durable(&payload(i, 100)).unwrap();
+                }
+            })
+        };
+        for i in 0..50u64 {
+            let record = reader.next_timeout(Duration::from_secs(10)).unwrap();
+            assert_eq!(
+                (record.lsn, record.data),
+                (i + 1, &payload(i, 100)[..]),
+                "{}",
+                t.name
+            );
+        }
+        writer.join().unwrap();
+        // Appended but not committed: the reader does not see it.
+        wal.append(b"pending").unwrap();
+        assert!(reader.next().unwrap().is_none());
+    }
+}
+
+#[test]
+fn a_reader_from_a_middle_lsn_and_out_of_range_starts() {
+    for t in targets("reader-range") {
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        for i in 0..500u64 {
+            wal.append(&payload(i, 2000)).unwrap();
+        }
+        wal.sync().unwrap();
+        let mut reader = wal.reader(333).unwrap();
+        assert_eq!(
+            reader.next().unwrap().unwrap().data,
+            &payload(332, 2000)[..],
+            "{}",
+            t.name
+        );
+        assert!(matches!(wal.reader(502), Err(Error::NotFound { .. })));
+        assert!(matches!(wal.reader(0), Err(Error::Compacted { .. })));
+        wal.reader(501).unwrap();
+    }
+}
+
+#[test]
+fn system_records_and_epochs_are_kept() {
+    for t in targets("kinds") {
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        wal.append(b"user").unwrap();
+        wal.append_with(RecordKind::System, 3, &[b"system"])
+            .unwrap();
+        assert!(matches!(
+            wal.append_with(RecordKind::User, 2, &[b"old"]),
+            Err(Error::InvalidArgument { name: "epoch", .. })
+        ));
+        wal.sync().unwrap();
+        wal.close().unwrap();
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        assert_eq!(wal.epoch(), 3);
+        let mut reader = wal.reader(1).unwrap();
+        let r = reader.next().unwrap().unwrap();
+        assert_eq!((r.kind, r.epoch), (RecordKind::User, 0));
+        let r = reader.next().unwrap().unwrap();
+        assert_eq!(
+            (r.kind, r.epoch, r.data),
+            (RecordKind::System, 3, &b"system"[..])
+        );
+    }
+}
+
+#[test]
+fn options_are_validated_at_open() {
+    for t in targets("options") {
+        let err = Wal::open(&t.dir, t.options().segment_bytes(1000)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidArgument {
+                    name: "segment_bytes",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("segment_bytes"), "{err}");
+    }
+}
+
+#[test]
+fn without_background_threads_maintain_does_the_work() {
+    for t in targets("stepping") {
+        let wal = Wal::open(&t.dir, t.options().background_threads(false)).unwrap();
+        let segment_files = || match &t.backend {
+            rwal_wal::Backend::Simulated(disk) => disk
+                .file_names()
+                .iter()
+                .filter(|n| n.ends_with(".seg"))
+                .count(),
+            _ => std::fs::read_dir(&t.dir)
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .ends_with(".seg")
+                })
+                .count(),
+        };
+        // Nothing runs behind the caller's back: no segment is prepared until maintain().
+        assert_eq!(segment_files(), 1, "{}", t.name);
+        wal.maintain().unwrap();
+        assert_eq!(segment_files(), 2, "{}", t.name);
+        for i in 0..20u64 {
+            wal.append(&payload(i, 200 << 10)).unwrap();
+        }
+        wal.sync().unwrap();
+        // Appends prepared what they needed themselves.
+        assert!(segment_files() >= 4, "{}", t.name);
+        wal.maintain().unwrap();
+        assert_eq!(wal.read(20).unwrap(), payload(19, 200 << 10));
+    }
+}
+
+#[test]
+fn close_makes_everything_durable_and_the_watermark_current() {
+    for t in targets("close") {
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        wal.append(b"one").unwrap();
+        wal.append(b"two").unwrap();
+        wal.close().unwrap();
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        let report = wal.recovery_report();
+        assert_eq!(report.control_durable_lsn, 2, "{}: {report:?}", t.name);
+        assert_eq!(report.last_lsn, 2);
+        assert!(report.events.is_empty(), "{}: {report:?}", t.name);
+    }
+}
+
+#[test]
+fn opens_with_default_options_create_the_directory() {
+    let temp = rwal_tests::TempDir::new("defaults");
+    let dir = temp.join("a/b/log");
+    let wal = Wal::open(&dir, Options::new()).unwrap();
+    assert_eq!(wal.append_durable(b"x").unwrap(), 1);
+    assert!(dir.join("control").exists());
+}
+
+#[test]
+fn another_process_cannot_take_the_lock() {
+    let temp = rwal_tests::TempDir::new("flock");
+    let dir = temp.join("log");
+    let lock_held_elsewhere = || {
+        let status = std::process::Command::new("flock")
+            .arg("-n")
+            .arg(dir.join("LOCK"))
+            .arg("true")
+            .status()
+            .unwrap();
+        !status.success()
+    };
+    let wal = Wal::open(&dir, Options::new().segment_bytes(1 << 20)).unwrap();
+    assert!(
+        lock_held_elsewhere(),
+        "another process could lock an open log"
+    );
+    wal.close().unwrap();
+    assert!(!lock_held_elsewhere(), "close did not release the lock");
+}

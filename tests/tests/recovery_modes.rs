@@ -1,0 +1,263 @@
+//! The four recovery modes, each on a torn tail and on corruption, and the recovery report.
+
+use rwal_tests::payload;
+use rwal_wal::{Backend, Error, Options, RecoveryEvent, RecoveryMode, SimDisk, Wal};
+
+const SEGMENT: &str = "00000000000000000001.seg";
+const PAYLOAD: usize = 100;
+/// Stored size of a record with a 100-byte payload: 32 + 100, padded to 136.
+const STORED: u64 = 136;
+
+fn options(disk: &SimDisk, mode: RecoveryMode) -> Options {
+    Options::new()
+        .backend(Backend::Simulated(disk.clone()))
+        .segment_bytes(1 << 20)
+        .background_threads(false)
+        .recovery_mode(mode)
+}
+
+fn offset_of(lsn: u64) -> u64 {
+    4096 + (lsn - 1) * STORED
+}
+
+/// A log with records 1..=durable committed, then `pending` more appended but never synced.
+fn log_with(durable: u64, pending: u64, watermark_in_control: bool) -> (SimDisk, Wal) {
+    let disk = SimDisk::new();
+    let wal = Wal::open("/sim", options(&disk, RecoveryMode::TolerateTornTail)).unwrap();
+    for i in 0..durable {
+        wal.append(&payload(i, PAYLOAD)).unwrap();
+    }
+    wal.sync().unwrap();
+    if watermark_in_control {
+        wal.maintain().unwrap();
+    }
+    for i in durable..durable + pending {
+        wal.append(&payload(i, PAYLOAD)).unwrap();
+    }
+    (disk, wal)
+}
+
+fn check_prefix(wal: &Wal, last: u64) {
+    assert_eq!(wal.last_lsn(), last);
+    assert_eq!(
+        wal.durable_lsn(),
+        last,
+        "recovery makes what it keeps durable"
+    );
+    for lsn in 1..=last {
+        assert_eq!(
+            wal.read(lsn).unwrap(),
+            payload(lsn - 1, PAYLOAD),
+            "lsn {lsn}"
+        );
+    }
+}
+
+#[test]
+fn a_torn_tail_is_cut_in_the_default_mode_and_kept_records_are_made_durable() {
+    let mut cuts = 0;
+    for seed in 0..100 {
+        let (disk, wal) = log_with(10, 30, true);
+        let crashed = disk.crash(seed);
+        drop(wal);
+        let wal = Wal::open("/sim", options(&crashed, RecoveryMode::TolerateTornTail)).unwrap();
+        let last = wal.last_lsn();
+        assert!((10..=40).contains(&last), "seed {seed}: {last}");
+        check_prefix(&wal, last);
+        let report = wal.recovery_report().clone();
+        assert_eq!(report.last_lsn, last);
+        if report
+            .events
+            .iter()
+            .any(|e| matches!(e, RecoveryEvent::TornTailCut { lsn, .. } if *lsn == last + 1))
+        {
+            cuts += 1;
+            assert!(report.bytes_cut > 0, "seed {seed}: {report:?}");
+        }
+        // A second crash right after recovery loses nothing recovery kept.
+        let again = crashed.crash(seed + 1000);
+        drop(wal);
+        let wal = Wal::open("/sim", options(&again, RecoveryMode::TolerateTornTail)).unwrap();
+        check_prefix(&wal, last);
+    }
+    assert!(cuts > 10, "torn tails were seen and cut ({cuts} of 100)");
+}
+
+#[test]
+fn absolute_consistency_refuses_a_torn_tail_but_opens_a_clean_log() {
+    let (disk, wal) = log_with(10, 0, true);
+    wal.close().unwrap();
+    let wal = Wal::open("/sim", options(&disk, RecoveryMode::AbsoluteConsistency)).unwrap();
+    check_prefix(&wal, 10);
+    drop(wal);
+    let mut refused = 0;
+    for seed in 0..50 {
+        let (disk, wal) = log_with(10, 5, true);
+        let crashed = disk.crash(seed);
+        drop(wal);
+        match Wal::open("/sim", options(&crashed, RecoveryMode::AbsoluteConsistency)) {
+            Err(Error::Corrupted { lsn, .. }) => {
+                assert!((11..=15).contains(&lsn), "seed {seed}: {lsn}");
+                refused += 1;
+            }
+            Ok(wal) => {
+                let report = wal.recovery_report();
+                assert!(
+                    (10..=15).contains(&report.last_lsn),
+                    "seed {seed}: {report:?}"
+                );
+                let cut = report
+                    .events
+                    .iter()
+                    .any(|e| matches!(e, RecoveryEvent::TornTailCut { .. }));
+                assert!(
+                    !cut,
+                    "seed {seed}: absolute consistency never cuts: {report:?}"
+                );
+                assert_eq!(report.bytes_cut, 0, "seed {seed}: {report:?}");
+            }
+            Err(other) => panic!("seed {seed}: {other}"),
+        }
+    }
+    assert!(refused > 0);
+}
+
+fn flipped_log(lsn: u64, byte_in_record: u64) -> SimDisk {
+    let (disk, wal) = log_with(10, 0, true);
+    wal.close().unwrap();
+    disk.flip_bit(SEGMENT, offset_of(lsn) + byte_in_record, 3);
+    disk
+}
+
+#[test]
+fn corruption_below_the_watermark_is_an_error_naming_segment_offset_and_checksums() {
+    let disk = flipped_log(5, 40);
+    match Wal::open("/sim", options(&disk, RecoveryMode::TolerateTornTail)) {
+        Err(Error::Corrupted {
+            segment,
+            offset,
+            lsn,
+            expected_crc,
+            found_crc,
+        }) => {
+            assert!(segment.ends_with(SEGMENT), "{segment:?}");
+            assert_eq!((offset, lsn), (offset_of(5), 5));
+            assert_ne!(expected_crc, found_crc);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        Wal::open("/sim", options(&disk, RecoveryMode::AbsoluteConsistency)),
+        Err(Error::Corrupted { lsn: 5, .. })
+    ));
+}
+
+#[test]
+fn point_in_time_keeps_the_prefix_before_the_corruption_and_says_what_was_lost() {
+    let disk = flipped_log(5, 40);
+    let wal = Wal::open("/sim", options(&disk, RecoveryMode::PointInTime)).unwrap();
+    check_prefix(&wal, 4);
+    let events = &wal.recovery_report().events;
+    assert!(
+        events.iter().any(|e| matches!(e, RecoveryEvent::CorruptionCut { lsn: 5, acknowledged_through, .. } if *acknowledged_through >= 10)),
+        "{events:?}"
+    );
+    // The log goes on from there, and a later open is clean.
+    assert_eq!(wal.append_durable(b"new five").unwrap(), 5);
+    drop(wal);
+    let wal = Wal::open("/sim", options(&disk, RecoveryMode::TolerateTornTail)).unwrap();
+    assert_eq!(wal.read(5).unwrap(), b"new five");
+}
+
+#[test]
+fn skip_corrupted_skips_a_damaged_stretch_to_the_next_segment() {
+    let disk = SimDisk::new();
+    let wal = Wal::open("/sim", options(&disk, RecoveryMode::TolerateTornTail)).unwrap();
+    // 200 KiB records: five per 1 MiB segment, three segments.
+    let big = |i: u64| payload(i, 200 << 10);
+    for i in 0..12 {
+        wal.append(&big(i)).unwrap();
+    }
+    wal.close().unwrap();
+    // Damage record 2 (in the first segment, which holds 1..=5).
+    let stored = ((32 + (200 << 10)) as u64).div_ceil(8) * 8;
+    disk.flip_bit(SEGMENT, 4096 + stored + 1000, 0);
+    assert!(matches!(
+        Wal::open("/sim", options(&disk, RecoveryMode::TolerateTornTail)),
+        Err(Error::Corrupted { lsn: 2, .. })
+    ));
+    let wal = Wal::open("/sim", options(&disk, RecoveryMode::SkipCorrupted)).unwrap();
+    assert!(
+        wal.recovery_report().events.iter().any(|e| matches!(
+            e,
+            RecoveryEvent::CorruptionSkipped {
+                first_lsn: 2,
+                last_lsn: 5,
+                ..
+            }
+        )),
+        "{:?}",
+        wal.recovery_report()
+    );
+    assert_eq!(wal.last_lsn(), 12);
+    assert_eq!(wal.read(1).unwrap(), big(0));
+    assert!(matches!(wal.read(3), Err(Error::NotFound { lsn: 3, .. })));
+    assert_eq!(wal.read(6).unwrap(), big(5));
+    let mut reader = wal.reader(1).unwrap();
+    let mut seen = Vec::new();
+    while let Some(record) = reader.next().unwrap() {
+        assert_eq!(record.data, &big(record.lsn - 1)[..]);
+        seen.push(record.lsn);
+    }
+    assert_eq!(seen, [1, 6, 7, 8, 9, 10, 11, 12]);
+}
+
+#[test]
+fn skip_corrupted_cuts_damage_in_the_last_segment_like_a_torn_tail() {
+    let disk = flipped_log(7, 50);
+    let wal = Wal::open("/sim", options(&disk, RecoveryMode::SkipCorrupted)).unwrap();
+    check_prefix(&wal, 6);
+}
+
+/// The control file's watermark is written lazily; the records' own durability claims prove
+/// that an earlier record had been acknowledged.
+#[test]
+fn a_later_record_proves_an_earlier_one_was_acknowledged() {
+    // Watermark not in the control file: only record 11's claim says 1..=10 were durable.
+    let (disk, wal) = log_with(10, 0, false);
+    wal.append_durable(&payload(10, PAYLOAD)).unwrap();
+    let crashed = disk.crash(3);
+    drop(wal);
+    crashed.flip_bit(SEGMENT, offset_of(5) + 60, 1);
+    match Wal::open("/sim", options(&crashed, RecoveryMode::TolerateTornTail)) {
+        Err(Error::Corrupted { lsn: 5, .. }) => {}
+        other => panic!("damage to an acknowledged record taken for a torn tail: {other:?}"),
+    }
+}
+
+#[test]
+fn a_missing_segment_below_the_watermark_is_corruption() {
+    let disk = SimDisk::new();
+    let wal = Wal::open("/sim", options(&disk, RecoveryMode::TolerateTornTail)).unwrap();
+    for i in 0..12 {
+        wal.append(&payload(i, 200 << 10)).unwrap();
+    }
+    wal.close().unwrap();
+    let second = "00000000000000000002.seg";
+    let names = disk.file_names();
+    assert!(names.contains(&second.to_string()), "{names:?}");
+    // Wipe the second segment's header: its records can no longer be found.
+    for byte in 0..64 {
+        for bit in 0..8 {
+            if disk.read_file(second).unwrap()[byte] & (1 << bit) != 0 {
+                disk.flip_bit(second, byte as u64, bit);
+            }
+        }
+    }
+    match Wal::open("/sim", options(&disk, RecoveryMode::TolerateTornTail)) {
+        Err(Error::Corrupted { lsn: 6, .. }) | Err(Error::BadFile { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    let wal = Wal::open("/sim", options(&disk, RecoveryMode::PointInTime)).unwrap();
+    assert_eq!(wal.last_lsn(), 5);
+}

@@ -1,0 +1,204 @@
+//! `truncate_after`: what it cuts, what it refuses, and that nothing cut ever comes back.
+
+use std::sync::Arc;
+
+use rwal_tests::{payload, targets};
+use rwal_wal::{Backend, Error, Options, SimDisk, Wal};
+
+#[test]
+fn truncation_drops_the_suffix_and_appends_continue_after_it() {
+    for t in targets("truncate") {
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        for i in 0..100u64 {
+            wal.append(&payload(i, 30_000)).unwrap();
+        }
+        wal.sync().unwrap();
+        let segments_before = wal.segment_count();
+        wal.truncate_after(10).unwrap();
+        assert_eq!((wal.last_lsn(), wal.durable_lsn()), (10, 10), "{}", t.name);
+        assert!(wal.segment_count() < segments_before, "{}", t.name);
+        assert!(matches!(wal.read(11), Err(Error::NotFound { .. })));
+        assert_eq!(wal.append_durable(b"new eleven").unwrap(), 11);
+        wal.close().unwrap();
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        assert_eq!(wal.last_lsn(), 11, "{}", t.name);
+        assert_eq!(wal.read(10).unwrap(), payload(9, 30_000));
+        assert_eq!(wal.read(11).unwrap(), b"new eleven");
+    }
+}
+
+#[test]
+fn truncating_everything_and_past_the_end() {
+    for t in targets("truncate-all") {
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        wal.append(b"a").unwrap();
+        wal.append(b"b").unwrap();
+        wal.sync().unwrap();
+        assert!(matches!(
+            wal.truncate_after(5),
+            Err(Error::NotFound {
+                lsn: 5,
+                last_lsn: 2
+            })
+        ));
+        wal.truncate_after(2).unwrap();
+        assert_eq!(wal.last_lsn(), 2);
+        wal.truncate_after(0).unwrap();
+        assert_eq!((wal.first_lsn(), wal.last_lsn()), (1, 0));
+        assert_eq!(wal.append_durable(b"c").unwrap(), 1);
+        drop(wal);
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        assert_eq!(wal.read(1).unwrap(), b"c", "{}", t.name);
+        assert_eq!(wal.last_lsn(), 1);
+    }
+}
+
+#[test]
+fn truncation_is_refused_while_a_reader_is_past_the_cut() {
+    for t in targets("truncate-pinned") {
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        for i in 0..10u64 {
+            wal.append(&payload(i, 10)).unwrap();
+        }
+        wal.sync().unwrap();
+        let mut reader = wal.reader(1).unwrap();
+        for _ in 0..6 {
+            reader.next().unwrap().unwrap();
+        }
+        match wal.truncate_after(4) {
+            Err(Error::Pinned {
+                pinned_lsn: 6,
+                cut_lsn: 4,
+                holder,
+                ..
+            }) => assert!(holder.contains("reader")),
+            other => panic!("{}: {other:?}", t.name),
+        }
+        assert_eq!(wal.last_lsn(), 10, "nothing was cut");
+        // At or past the reader's position it is allowed.
+        wal.truncate_after(6).unwrap();
+        assert!(reader.next().unwrap().is_none());
+        drop(reader);
+        wal.truncate_after(4).unwrap();
+        assert_eq!(wal.append_durable(b"five").unwrap(), 5);
+    }
+}
+
+#[test]
+fn a_committer_waiting_for_a_cut_record_is_told() {
+    let disk = SimDisk::new();
+    let wal = Arc::new(
+        Wal::open(
+            "/sim",
+            Options::new()
+                .backend(Backend::Simulated(disk))
+                .segment_bytes(1 << 20),
+        )
+        .unwrap(),
+    );
+    wal.append(b"1").unwrap();
+    wal.sync().unwrap();
+    wal.append(b"2").unwrap();
+    wal.truncate_after(1).unwrap();
+    assert!(matches!(wal.commit(2), Err(Error::NotFound { lsn: 2, .. })));
+    // Appends and commits go on normally afterwards.
+    let lsn = wal.append(b"2 again").unwrap();
+    wal.commit(lsn).unwrap();
+    assert_eq!(wal.read(2).unwrap(), b"2 again");
+}
+
+/// The regression the issue names: cut, append a record of the same length, crash, reopen:
+/// nothing old comes back.
+#[test]
+fn cut_records_never_come_back_after_a_crash() {
+    for seed in 0..200u64 {
+        let disk = SimDisk::new();
+        let options = Options::new()
+            .backend(Backend::Simulated(disk.clone()))
+            .segment_bytes(1 << 20)
+            .background_threads(false);
+        let wal = Wal::open("/sim", options.clone()).unwrap();
+        for i in 0..20u64 {
+            wal.append(&payload(i, 100)).unwrap();
+        }
+        wal.sync().unwrap();
+        wal.truncate_after(10).unwrap();
+        // Same length as the old record 11: old 12.. would line up right behind it.
+        let eleven = payload(1000 + seed, 100);
+        wal.append(&eleven).unwrap();
+        if seed % 2 == 0 {
+            wal.sync().unwrap();
+        }
+        let crashed = disk.crash(seed);
+        drop(wal);
+        let wal = Wal::open(
+            "/sim",
+            Options::new()
+                .backend(Backend::Simulated(crashed))
+                .segment_bytes(1 << 20),
+        )
+        .unwrap();
+        assert!(
+            wal.last_lsn() <= 11,
+            "seed {seed}: old records resurrected: last {}",
+            wal.last_lsn()
+        );
+        if seed % 2 == 0 {
+            assert_eq!(wal.read(11).unwrap(), eleven, "seed {seed}");
+        }
+        for lsn in 1..=wal.last_lsn().min(10) {
+            assert_eq!(wal.read(lsn).unwrap(), payload(lsn - 1, 100), "seed {seed}");
+        }
+    }
+}
+
+/// A truncation makes five syncs (control, directory, cut segment, control, and none more):
+/// failing the n-th stops it right after step n - 1, and a crash then must leave either the log
+/// before the cut or the log after it, never a mix, and never a false corruption.
+#[test]
+fn a_crash_after_any_step_of_a_truncation_leaves_before_or_after() {
+    let mut outcomes = [0u32; 2];
+    for seed in 0..400u64 {
+        let disk = SimDisk::new();
+        let options = Options::new()
+            .backend(Backend::Simulated(disk.clone()))
+            .segment_bytes(1 << 20)
+            .background_threads(false);
+        let wal = Wal::open("/sim", options).unwrap();
+        for i in 0..40u64 {
+            wal.append(&payload(i, 60_000)).unwrap();
+        }
+        wal.sync().unwrap();
+        let step = seed % 5;
+        disk.fail_sync_after(step, libc::EIO);
+        let cut = wal.truncate_after(15);
+        if step < 4 {
+            assert!(
+                matches!(cut, Err(Error::Poisoned { .. })),
+                "seed {seed}: {cut:?}"
+            );
+        }
+        let crashed = disk.crash(seed);
+        drop(wal);
+        let reopened = Options::new()
+            .backend(Backend::Simulated(crashed))
+            .segment_bytes(1 << 20);
+        let wal =
+            Wal::open("/sim", reopened).unwrap_or_else(|e| panic!("seed {seed} step {step}: {e}"));
+        let last = wal.last_lsn();
+        assert!(
+            last == 15 || last == 40,
+            "seed {seed} step {step}: last {last}"
+        );
+        outcomes[usize::from(last == 15)] += 1;
+        for lsn in 1..=last {
+            assert_eq!(
+                wal.read(lsn).unwrap(),
+                payload(lsn - 1, 60_000),
+                "seed {seed} lsn {lsn}"
+            );
+        }
+    }
+    // Both outcomes happen: the test does reach both sides of the commit point of a truncation.
+    assert!(outcomes[0] > 0 && outcomes[1] > 0, "{outcomes:?}");
+}

@@ -1,0 +1,216 @@
+//! The errors of the log. Every variant carries the fields that say what was expected and what
+//! was found, so that a caller (or an operator reading a log line) can act on it.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::Lsn;
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the log.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system call failed.
+    Io {
+        /// What the log was doing (`"fdatasync"`, `"create segment"`, ...).
+        op: &'static str,
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The error the system returned.
+        source: Arc<io::Error>,
+    },
+    /// The disk is full: a segment or the control file could not be created or grown. The log
+    /// is still usable for reads, and appends work again once space is freed.
+    NoSpace {
+        /// What the log was doing.
+        op: &'static str,
+        /// The file concerned.
+        path: PathBuf,
+    },
+    /// Another open log (in this or another process) holds the directory.
+    Locked {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// The directory holds no log and the options did not ask to create one.
+    NoLog {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// An argument or option is out of its range.
+    InvalidArgument {
+        /// The argument or option.
+        name: &'static str,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// A record does not fit in a segment.
+    RecordTooLarge {
+        /// The payload length asked for.
+        payload_bytes: u64,
+        /// The largest payload a segment of this size can hold.
+        max_payload_bytes: u64,
+        /// The segment size in force.
+        segment_bytes: u64,
+    },
+    /// A record at or below the durable watermark failed verification: acknowledged data is
+    /// damaged. Recovery never returns it as data.
+    Corrupted {
+        /// The segment file.
+        segment: PathBuf,
+        /// Byte offset of the record in the segment.
+        offset: u64,
+        /// The LSN expected at that position.
+        lsn: Lsn,
+        /// The checksum stored in the record header.
+        expected_crc: u32,
+        /// The checksum of the bytes found.
+        found_crc: u32,
+    },
+    /// A segment header or the control file is damaged or not ours.
+    BadFile {
+        /// The file.
+        path: PathBuf,
+        /// What was expected and what was found.
+        reason: String,
+    },
+    /// The file was written by a format version this build does not read.
+    UnsupportedVersion {
+        /// The file.
+        path: PathBuf,
+        /// The version found.
+        found: u32,
+        /// The version this build reads.
+        supported: u32,
+    },
+    /// An earlier write or sync failed; the log accepts nothing more. Reopen it to recover.
+    Poisoned {
+        /// The failure that poisoned the log.
+        cause: Arc<Error>,
+    },
+    /// No record with this LSN was ever written (or it was cut by `truncate_after`).
+    NotFound {
+        /// The LSN asked for.
+        lsn: Lsn,
+        /// The newest LSN in the log.
+        last_lsn: Lsn,
+    },
+    /// The record was appended but is not durable yet; readers never see past the durable LSN.
+    NotDurable {
+        /// The LSN asked for.
+        lsn: Lsn,
+        /// The newest durable LSN.
+        durable_lsn: Lsn,
+    },
+    /// The record was removed by compaction.
+    Compacted {
+        /// The LSN asked for.
+        lsn: Lsn,
+        /// The oldest LSN still retained.
+        first_retained: Lsn,
+    },
+    /// A reader or pin still holds records that an operation would remove.
+    Pinned {
+        /// The operation refused.
+        op: &'static str,
+        /// Who holds the records.
+        holder: String,
+        /// The LSN the holder is at.
+        pinned_lsn: Lsn,
+        /// The LSN the operation would have cut at.
+        cut_lsn: Lsn,
+    },
+    /// A wait ran out of time.
+    Timeout {
+        /// What was waited for.
+        waiting_for: &'static str,
+    },
+    /// The log was closed.
+    Closed,
+    /// This machine or build cannot do what was asked.
+    Unsupported {
+        /// What, and why.
+        reason: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
+        let path = path.into();
+        if source.raw_os_error() == Some(libc::ENOSPC) {
+            return Error::NoSpace { op, path };
+        }
+        Error::Io {
+            op,
+            path,
+            source: Arc::new(source),
+        }
+    }
+
+    pub(crate) fn invalid(name: &'static str, reason: impl Into<String>) -> Error {
+        Error::InvalidArgument {
+            name,
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn bad_file(path: impl Into<PathBuf>, reason: impl Into<String>) -> Error {
+        Error::BadFile {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io { op, path, source } => write!(f, "{op} {}: {source}", path.display()),
+            Error::NoSpace { op, path } => write!(f, "{op} {}: no space left on device", path.display()),
+            Error::Locked { dir } => write!(f, "log {} is already open (locked by another handle or process)", dir.display()),
+            Error::NoLog { dir } => write!(f, "no log in {} (open with create to make one)", dir.display()),
+            Error::InvalidArgument { name, reason } => write!(f, "invalid {name}: {reason}"),
+            Error::RecordTooLarge { payload_bytes, max_payload_bytes, segment_bytes } => write!(
+                f,
+                "record of {payload_bytes} bytes does not fit: a segment of {segment_bytes} bytes holds at most {max_payload_bytes} bytes of payload"
+            ),
+            Error::Corrupted { segment, offset, lsn, expected_crc, found_crc } => write!(
+                f,
+                "corrupted record at LSN {lsn} in {} at offset {offset}: checksum expected {expected_crc:#010x}, found {found_crc:#010x}",
+                segment.display()
+            ),
+            Error::BadFile { path, reason } => write!(f, "{}: {reason}", path.display()),
+            Error::UnsupportedVersion { path, found, supported } => write!(
+                f,
+                "{}: format version {found}, this build reads version {supported}",
+                path.display()
+            ),
+            Error::Poisoned { cause } => write!(f, "log poisoned by an earlier failure: {cause}"),
+            Error::NotFound { lsn, last_lsn } => write!(f, "LSN {lsn} was never written (last LSN is {last_lsn})"),
+            Error::NotDurable { lsn, durable_lsn } => write!(f, "LSN {lsn} is not durable yet (durable LSN is {durable_lsn})"),
+            Error::Compacted { lsn, first_retained } => write!(f, "LSN {lsn} was compacted away (first retained LSN is {first_retained})"),
+            Error::Pinned { op, holder, pinned_lsn, cut_lsn } => write!(
+                f,
+                "{op} after LSN {cut_lsn} refused: {holder} holds LSN {pinned_lsn}"
+            ),
+            Error::Timeout { waiting_for } => write!(f, "timed out waiting for {waiting_for}"),
+            Error::Closed => write!(f, "log is closed"),
+            Error::Unsupported { reason } => write!(f, "unsupported: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source.as_ref()),
+            Error::Poisoned { cause } => Some(cause.as_ref()),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,410 @@
+//! Group commit: one sync makes every waiting committer's records durable.
+//!
+//! Appenders report each copied run of records (`complete`); the contiguous prefix of copied
+//! records is the *written* LSN. A committer that finds no sync running becomes the leader: it
+//! takes the written LSN as its target, syncs without holding the lock, publishes the new durable
+//! LSN and wakes everyone. Committers that arrive meanwhile wait and are served by the next sync,
+//! whose target is taken after their records were copied: nobody is acknowledged by a sync that
+//! started before its record was written. There is no sync thread: the leader is a committer, so
+//! a log without background threads commits exactly the same way.
+//!
+//! A failed sync poisons: the error is kept, every waiter and every later call gets
+//! [`Error::Poisoned`] with it, and nothing retries the sync (after a failed fsync the kernel may
+//! have dropped the dirty pages, so a retry that succeeds proves nothing).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::sync::{AtomicU64, Condvar, Mutex, MutexGuard, Ordering};
+use crate::Lsn;
+
+/// Counters that show group commit at work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Syncs issued by committers.
+    pub syncs: u64,
+    /// Records made durable by those syncs.
+    pub records_synced: u64,
+    /// Bytes (as stored, headers and padding included) made durable by those syncs.
+    pub bytes_synced: u64,
+    /// The most records one sync made durable.
+    pub max_records_per_sync: u64,
+    /// Commit calls made.
+    pub commits: u64,
+}
+
+struct State {
+    written: Lsn,
+    written_bytes: u64,
+    /// Runs copied out of order: (first, last, bytes).
+    early: BinaryHeap<Reverse<(Lsn, Lsn, u64)>>,
+    durable: Lsn,
+    durable_bytes: u64,
+    syncing: bool,
+    /// Set while `truncate_after` rewrites the tail: no sync may start.
+    frozen: bool,
+    /// Bumped by each truncation, so that a committer whose record was cut learns it.
+    truncations: u64,
+    truncated_to: Lsn,
+    poisoned: Option<Arc<Error>>,
+    closed: bool,
+    /// Threads waiting for `written` to advance (so `complete` only notifies when needed).
+    waiting_for_written: u32,
+    stats: CommitStats,
+}
+
+/// The group-commit state of one log.
+pub(crate) struct GroupCommit {
+    state: Mutex<State>,
+    cond: Condvar,
+    durable: AtomicU64,
+}
+
+impl GroupCommit {
+    /// State after recovery: everything up to `durable` is written and durable.
+    pub fn new(durable: Lsn) -> GroupCommit {
+        GroupCommit {
+            state: Mutex::new(State {
+                written: durable,
+                written_bytes: 0,
+                early: BinaryHeap::new(),
+                durable,
+                durable_bytes: 0,
+                syncing: false,
+                frozen: false,
+                truncations: 0,
+                truncated_to: 0,
+                poisoned: None,
+                closed: false,
+                waiting_for_written: 0,
+                stats: CommitStats::default(),
+            }),
+            cond: Condvar::new(),
+            durable: AtomicU64::new(durable),
+        }
+    }
+
+    /// The durable LSN: every record up to it survives a crash.
+    pub fn durable_lsn(&self) -> Lsn {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    /// The written LSN: every record up to it is completely copied.
+    #[cfg(test)]
+    pub fn written_lsn(&self) -> Lsn {
+        self.state.lock().written
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> CommitStats {
+        self.state.lock().stats
+    }
+
+    /// Records that the run `first..=last` (`bytes` as stored) is completely copied.
+    pub fn complete(&self, first: Lsn, last: Lsn, bytes: u64) {
+        debug_assert!(first <= last);
+        let mut st = self.state.lock();
+        debug_assert!(first > st.written, "run {first}..={last} completed twice");
+        if first != st.written + 1 {
+            st.early.push(Reverse((first, last, bytes)));
+            return;
+        }
+        st.written = last;
+        st.written_bytes += bytes;
+        while let Some(&Reverse((f, l, b))) = st.early.peek() {
+            if f != st.written + 1 {
+                break;
+            }
+            st.early.pop();
+            st.written = l;
+            st.written_bytes += b;
+        }
+        if st.waiting_for_written > 0 {
+            self.cond.notify_all();
+        }
+    }
+
+    /// Fails with the poisoning error, if any.
+    pub fn check(&self) -> Result<()> {
+        let st = self.state.lock();
+        Self::check_state(&st)
+    }
+
+    fn check_state(st: &State) -> Result<()> {
+        if let Some(cause) = &st.poisoned {
+            return Err(Error::Poisoned {
+                cause: cause.clone(),
+            });
+        }
+        if st.closed {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    /// Poisons the log with `cause` and wakes every waiter.
+    pub fn poison(&self, cause: Error) -> Error {
+        let mut st = self.state.lock();
+        let cause = match &st.poisoned {
+            Some(first) => first.clone(),
+            None => {
+                let cause = Arc::new(cause);
+                st.poisoned = Some(cause.clone());
+                cause
+            }
+        };
+        self.cond.notify_all();
+        Error::Poisoned { cause }
+    }
+
+    /// Marks the log closed and wakes every waiter.
+    pub fn close(&self) {
+        self.state.lock().closed = true;
+        self.cond.notify_all();
+    }
+
+    /// Returns once every record up to `lsn` is durable. `sync(from, to)` makes records
+    /// `from + 1..=to` durable; it runs on the calling thread when it becomes the leader, after
+    /// waiting `delay` (if not zero) for more records to join the sync.
+    pub fn commit(
+        &self,
+        lsn: Lsn,
+        delay: Duration,
+        mut sync: impl FnMut(Lsn, Lsn) -> Result<()>,
+    ) -> Result<()> {
+        let mut st = self.state.lock();
+        st.stats.commits += 1;
+        let truncations = st.truncations;
+        loop {
+            Self::check_state(&st)?;
+            if st.truncations != truncations && lsn > st.truncated_to {
+                return Err(Error::NotFound {
+                    lsn,
+                    last_lsn: st.truncated_to,
+                });
+            }
+            if st.durable >= lsn {
+                return Ok(());
+            }
+            if st.syncing || st.frozen {
+                self.cond.wait(&mut st);
+                continue;
+            }
+            if st.written < lsn {
+                st.waiting_for_written += 1;
+                self.cond.wait(&mut st);
+                st.waiting_for_written -= 1;
+                continue;
+            }
+            st.syncing = true;
+            if !delay.is_zero() {
+                drop(st);
+                crate::sync::sleep(delay);
+                st = self.state.lock();
+            }
+            st = self.lead(st, &mut sync);
+        }
+    }
+
+    /// Runs one sync as the leader and publishes its outcome.
+    fn lead<'a>(
+        &'a self,
+        st: MutexGuard<'a, State>,
+        sync: &mut impl FnMut(Lsn, Lsn) -> Result<()>,
+    ) -> MutexGuard<'a, State> {
+        debug_assert!(st.syncing);
+        let (from, target) = (st.durable, st.written);
+        let bytes = st.written_bytes - st.durable_bytes;
+        drop(st);
+        let outcome = sync(from, target);
+        let mut st = self.state.lock();
+        st.syncing = false;
+        match outcome {
+            Ok(()) => {
+                assert!(target >= st.durable, "durable LSN went backwards");
+                st.durable = target;
+                st.durable_bytes += bytes;
+                self.durable.store(target, Ordering::Release);
+                let records = target - from;
+                st.stats.syncs += 1;
+                st.stats.records_synced += records;
+                st.stats.bytes_synced += bytes;
+                st.stats.max_records_per_sync = st.stats.max_records_per_sync.max(records);
+            }
+            Err(cause) if st.poisoned.is_none() => st.poisoned = Some(Arc::new(cause)),
+            Err(_) => {}
+        }
+        self.cond.notify_all();
+        st
+    }
+
+    /// Waits until the durable LSN reaches `lsn`, the deadline passes (`Timeout`), or the log is
+    /// poisoned or closed.
+    pub fn wait_durable(&self, lsn: Lsn, deadline: Instant) -> Result<()> {
+        let mut st = self.state.lock();
+        loop {
+            Self::check_state(&st)?;
+            if st.durable >= lsn {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::Timeout {
+                    waiting_for: "a durable record",
+                });
+            }
+            self.cond.wait_for(&mut st, deadline - now);
+        }
+    }
+
+    /// Waits until every record up to `lsn` is copied (appends must be stopped, so that this
+    /// cannot wait forever), or the log is poisoned.
+    pub fn wait_written(&self, lsn: Lsn) -> Result<()> {
+        let mut st = self.state.lock();
+        while st.written < lsn {
+            Self::check_state(&st)?;
+            st.waiting_for_written += 1;
+            self.cond.wait(&mut st);
+            st.waiting_for_written -= 1;
+        }
+        Ok(())
+    }
+
+    /// Stops syncs for a truncation: waits for a running sync to finish, then keeps new ones
+    /// from starting until `thaw`. Appends must already be stopped.
+    pub fn freeze(&self) -> Result<()> {
+        let mut st = self.state.lock();
+        while st.syncing {
+            self.cond.wait(&mut st);
+        }
+        Self::check_state(&st)?;
+        assert!(!st.frozen, "truncations are serialized by the caller");
+        st.frozen = true;
+        Ok(())
+    }
+
+    /// Ends a truncation to `lsn`: written and durable are now `lsn` (everything after was cut).
+    pub fn thaw(&self, lsn: Lsn) {
+        let mut st = self.state.lock();
+        debug_assert!(st.frozen);
+        debug_assert!(
+            st.early.is_empty(),
+            "appends were stopped during truncation"
+        );
+        st.frozen = false;
+        st.written = st.written.min(lsn);
+        st.durable = st.durable.min(lsn);
+        self.durable.store(st.durable, Ordering::Release);
+        st.truncations += 1;
+        st.truncated_to = lsn;
+        self.cond.notify_all();
+    }
+
+    /// Ends a freeze that cut nothing.
+    pub fn thaw_unchanged(&self) {
+        self.state.lock().frozen = false;
+        self.cond.notify_all();
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64 as StdAtomicU64;
+    use std::thread;
+
+    #[test]
+    fn one_sync_serves_many_committers() {
+        let gc = Arc::new(GroupCommit::new(0));
+        for lsn in 1..=10 {
+            gc.complete(lsn, lsn, 40);
+        }
+        let syncs = Arc::new(StdAtomicU64::new(0));
+        let s = syncs.clone();
+        gc.commit(10, Duration::ZERO, |from, to| {
+            assert_eq!((from, to), (0, 10));
+            s.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        })
+        .unwrap();
+        // Already durable: no further sync.
+        gc.commit(3, Duration::ZERO, |_, _| panic!("no sync needed"))
+            .unwrap();
+        assert_eq!(syncs.load(std::sync::atomic::Ordering::Relaxed), 1);
+        let stats = gc.stats();
+        assert_eq!(
+            (stats.syncs, stats.records_synced, stats.bytes_synced),
+            (1, 10, 400)
+        );
+    }
+
+    #[test]
+    fn out_of_order_completion_waits_for_the_gap() {
+        let gc = GroupCommit::new(0);
+        gc.complete(2, 3, 80);
+        assert_eq!(gc.written_lsn(), 0);
+        gc.complete(1, 1, 40);
+        assert_eq!(gc.written_lsn(), 3);
+    }
+
+    #[test]
+    fn failed_sync_poisons_every_waiter_and_later_call() {
+        let gc = Arc::new(GroupCommit::new(0));
+        gc.complete(1, 1, 40);
+        let waiter = {
+            let gc = gc.clone();
+            // Waits for LSN 2, which is never written: only the poison can wake it.
+            thread::spawn(move || gc.commit(2, Duration::ZERO, |_, _| Ok(())))
+        };
+        let err = gc.commit(1, Duration::ZERO, |_, _| {
+            Err(Error::io(
+                "fdatasync",
+                "seg",
+                std::io::Error::from_raw_os_error(libc::EIO),
+            ))
+        });
+        assert!(matches!(err, Err(Error::Poisoned { .. })), "{err:?}");
+        assert!(matches!(
+            waiter.join().unwrap(),
+            Err(Error::Poisoned { .. })
+        ));
+        let later = gc.commit(1, Duration::ZERO, |_, _| Ok(()));
+        match later {
+            Err(Error::Poisoned { cause }) => assert!(matches!(
+                *cause,
+                Error::Io {
+                    op: "fdatasync",
+                    ..
+                }
+            )),
+            other => panic!("expected poisoned, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn truncation_fails_committers_of_cut_records() {
+        let gc = Arc::new(GroupCommit::new(0));
+        gc.complete(1, 1, 40);
+        gc.commit(1, Duration::ZERO, |_, _| Ok(())).unwrap();
+        let waiter = {
+            let gc = gc.clone();
+            thread::spawn(move || gc.commit(5, Duration::ZERO, |_, _| Ok(())))
+        };
+        // Let the waiter block on LSN 5 (never written), then cut back to 1.
+        while gc.state.lock().waiting_for_written == 0 {
+            thread::yield_now();
+        }
+        gc.freeze().unwrap();
+        gc.thaw(1);
+        assert!(matches!(
+            waiter.join().unwrap(),
+            Err(Error::NotFound {
+                lsn: 5,
+                last_lsn: 1
+            })
+        ));
+    }
+}

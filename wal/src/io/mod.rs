@@ -1,0 +1,65 @@
+//! The I/O backends. Every byte the log reads or writes goes through the two traits here, so that
+//! the same log code runs on the real file system (memory-mapped or `pwrite` writes) and on a
+//! simulated disk that knows which bytes are durable.
+//!
+//! This module and its children are the only places in the crate that hold `unsafe` code.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+pub(crate) mod fs;
+pub mod recorder;
+pub mod sim;
+
+/// How segment files are allocated before they are mapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Preallocation {
+    /// Write zeros over the whole file once, in the background: commits later pay no metadata
+    /// update for converting unwritten extents (the default; see `docs/design.md`).
+    #[default]
+    ZeroFill,
+    /// `fallocate`: cheaper to prepare, but each first write into a block costs an extent
+    /// conversion at the next `fdatasync`.
+    Fallocate,
+}
+
+/// A file of fixed length, written at offsets and read through a zero-copy view.
+///
+/// The log's access discipline, which implementations rely on: concurrent `write_at` calls
+/// touch disjoint ranges, and `bytes` is only asked for ranges that no write is touching (records
+/// already completely written, which are not rewritten while anyone looks at them).
+pub(crate) trait File: Send + Sync {
+    /// The file's length in bytes (fixed at creation).
+    fn len(&self) -> u64;
+    /// Writes `parts` back to back starting at `offset`.
+    fn write_at(&self, offset: u64, parts: &[&[u8]]) -> io::Result<()>;
+    /// Makes every completed write durable (`fdatasync`).
+    fn sync(&self) -> io::Result<()>;
+    /// The bytes `[offset, offset + len)`, without copying.
+    fn bytes(&self, offset: u64, len: usize) -> &[u8];
+}
+
+/// Held while a log owns its directory; dropping it releases the directory.
+pub(crate) trait DirLock: Send + Sync {}
+
+/// A directory of files.
+pub(crate) trait Dir: Send + Sync {
+    /// The directory's path (for error messages; the simulated disk's is virtual).
+    fn path(&self) -> &Path;
+    /// The names of the files in it.
+    fn list(&self) -> io::Result<Vec<String>>;
+    /// Creates a new file of `len` bytes, fully allocated, its length durable. Its name is only
+    /// durable after `sync`.
+    fn create(&self, name: &str, len: u64) -> io::Result<Arc<dyn File>>;
+    /// Opens an existing file.
+    fn open(&self, name: &str) -> io::Result<Arc<dyn File>>;
+    /// Renames a file (durable after `sync`).
+    fn rename(&self, from: &str, to: &str) -> io::Result<()>;
+    /// Removes a file (durable after `sync`).
+    fn remove(&self, name: &str) -> io::Result<()>;
+    /// Makes creations, renames and removals durable (`fsync` of the directory).
+    fn sync(&self) -> io::Result<()>;
+    /// Takes the exclusive lock on the directory; `WouldBlock` if another holder has it.
+    fn lock(&self) -> io::Result<Box<dyn DirLock>>;
+}

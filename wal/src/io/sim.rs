@@ -1,0 +1,458 @@
+//! A simulated disk for tests: it remembers which bytes are durable, and on a simulated crash
+//! keeps an arbitrary subset of the 512-byte sectors written since the last sync. File creation,
+//! rename and removal are durable only after a directory sync. It can flip bits and fail the next
+//! sync, write or file creation with an errno of the test's choosing.
+//!
+//! Open a log on it with [`Backend::Simulated`](crate::Backend::Simulated); the path given to
+//! `open` is then only a label.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::{Dir, DirLock, File};
+use crate::rng::Rng;
+
+/// Bytes of a simulated sector: the unit a crash keeps or loses.
+pub const SECTOR_BYTES: usize = 512;
+
+/// A simulated disk holding one log directory. Cloning gives another handle to the same disk.
+#[derive(Clone)]
+pub struct SimDisk {
+    inner: Arc<DiskInner>,
+}
+
+impl std::fmt::Debug for SimDisk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<String> = self.inner.state.lock().names.keys().cloned().collect();
+        f.debug_struct("SimDisk").field("files", &names).finish()
+    }
+}
+
+struct DiskInner {
+    state: Mutex<DiskState>,
+    faults: Arc<Faults>,
+}
+
+#[derive(Default)]
+struct Faults {
+    /// (syncs to let through first, errno).
+    fail_sync: Mutex<Option<(u64, i32)>>,
+    fail_write: Mutex<Option<i32>>,
+    fail_create: Mutex<Option<i32>>,
+    space_limit_bytes: Mutex<Option<u64>>,
+    syncs: AtomicU64,
+}
+
+impl Faults {
+    fn take(slot: &Mutex<Option<i32>>) -> io::Result<()> {
+        match slot.lock().take() {
+            Some(errno) => Err(io::Error::from_raw_os_error(errno)),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a sync (of a file or the directory) against the armed failure.
+    fn sync_attempt(&self) -> io::Result<()> {
+        let mut armed = self.fail_sync.lock();
+        match *armed {
+            Some((0, errno)) => {
+                *armed = None;
+                Err(io::Error::from_raw_os_error(errno))
+            }
+            Some((ref mut pass, _)) => {
+                *pass -= 1;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+#[derive(Clone)]
+enum DirOp {
+    Create(String, Arc<SimFile>),
+    Rename(String, String),
+    Remove(String),
+}
+
+#[derive(Default)]
+struct DiskState {
+    names: BTreeMap<String, Arc<SimFile>>,
+    durable_names: BTreeMap<String, Arc<SimFile>>,
+    /// Directory operations since the last directory sync, in order.
+    pending: Vec<DirOp>,
+    locked: bool,
+}
+
+impl DirOp {
+    fn apply(&self, names: &mut BTreeMap<String, Arc<SimFile>>) {
+        match self {
+            DirOp::Create(name, file) => {
+                names.insert(name.clone(), file.clone());
+            }
+            DirOp::Rename(from, to) => {
+                if let Some(file) = names.remove(from) {
+                    names.insert(to.clone(), file);
+                }
+            }
+            DirOp::Remove(name) => {
+                names.remove(name);
+            }
+        }
+    }
+}
+
+impl Default for SimDisk {
+    fn default() -> Self {
+        SimDisk::new()
+    }
+}
+
+impl SimDisk {
+    /// An empty disk.
+    pub fn new() -> SimDisk {
+        SimDisk {
+            inner: Arc::new(DiskInner {
+                state: Mutex::new(DiskState::default()),
+                faults: Arc::new(Faults::default()),
+            }),
+        }
+    }
+
+    /// What survives a crash now: a new disk holding the durable state, a random prefix of the
+    /// directory operations not yet synced, and for every file a random subset of the sectors
+    /// written since its last sync. The old disk (and any log open on it) is left as it was.
+    pub fn crash(&self, seed: u64) -> SimDisk {
+        let mut rng = Rng::new(seed);
+        let faults = Arc::new(Faults::default());
+        let state = self.inner.state.lock();
+        let mut names = state.durable_names.clone();
+        let kept_ops = rng.below(state.pending.len() as u64 + 1) as usize;
+        for op in &state.pending[..kept_ops] {
+            op.apply(&mut names);
+        }
+        let mut images: Vec<(*const SimFile, Arc<SimFile>)> = Vec::new();
+        let mut new_names = BTreeMap::new();
+        for (name, file) in names {
+            let key = Arc::as_ptr(&file);
+            let image = match images.iter().find(|(k, _)| *k == key) {
+                Some((_, image)) => image.clone(),
+                None => {
+                    let image = Arc::new(file.crash_image(&mut rng, faults.clone()));
+                    images.push((key, image.clone()));
+                    image
+                }
+            };
+            new_names.insert(name, image);
+        }
+        SimDisk {
+            inner: Arc::new(DiskInner {
+                state: Mutex::new(DiskState {
+                    durable_names: new_names.clone(),
+                    names: new_names,
+                    pending: Vec::new(),
+                    locked: false,
+                }),
+                faults,
+            }),
+        }
+    }
+
+    /// The names of the files as the running system sees them.
+    pub fn file_names(&self) -> Vec<String> {
+        self.inner.state.lock().names.keys().cloned().collect()
+    }
+
+    /// A copy of a file's current bytes.
+    pub fn read_file(&self, name: &str) -> Option<Vec<u8>> {
+        let file = self.inner.state.lock().names.get(name).cloned()?;
+        Some(file.snapshot())
+    }
+
+    /// Flips one bit of a file, in its durable image as well as in its current bytes.
+    pub fn flip_bit(&self, name: &str, byte_offset: u64, bit: u8) {
+        let file = self
+            .inner
+            .state
+            .lock()
+            .names
+            .get(name)
+            .cloned()
+            .expect("file exists");
+        file.flip_bit(byte_offset as usize, bit);
+    }
+
+    /// Makes the next sync (of a file or of the directory) fail with `errno` (e.g. `libc::EIO`).
+    pub fn fail_next_sync(&self, errno: i32) {
+        self.fail_sync_after(0, errno);
+    }
+
+    /// Lets `passing` syncs (of files or of the directory) succeed, then fails the next one with
+    /// `errno`: a test can stop a multi-step protocol after any of its steps.
+    pub fn fail_sync_after(&self, passing: u64, errno: i32) {
+        *self.inner.faults.fail_sync.lock() = Some((passing, errno));
+    }
+
+    /// Makes the next write fail with `errno` (e.g. `libc::EIO`, `libc::ENOSPC`).
+    pub fn fail_next_write(&self, errno: i32) {
+        *self.inner.faults.fail_write.lock() = Some(errno);
+    }
+
+    /// Makes the next file creation fail with `errno`.
+    pub fn fail_next_create(&self, errno: i32) {
+        *self.inner.faults.fail_create.lock() = Some(errno);
+    }
+
+    /// Disarms every armed failure (sync, write, create) and lifts the space limit.
+    pub fn clear_faults(&self) {
+        let faults = &self.inner.faults;
+        *faults.fail_sync.lock() = None;
+        *faults.fail_write.lock() = None;
+        *faults.fail_create.lock() = None;
+        *faults.space_limit_bytes.lock() = None;
+    }
+
+    /// Limits the total size of all files: a creation past it fails with `ENOSPC`.
+    pub fn set_space_limit(&self, bytes: Option<u64>) {
+        *self.inner.faults.space_limit_bytes.lock() = bytes;
+    }
+
+    /// How many file syncs succeeded on this disk.
+    pub fn sync_count(&self) -> u64 {
+        self.inner.faults.syncs.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn dir(&self, path: &Path) -> SimDir {
+        SimDir {
+            disk: self.clone(),
+            path: path.to_path_buf(),
+        }
+    }
+}
+
+pub(crate) struct SimDir {
+    disk: SimDisk,
+    path: PathBuf,
+}
+
+fn not_found(name: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, format!("no file {name}"))
+}
+
+impl Dir for SimDir {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn list(&self) -> io::Result<Vec<String>> {
+        Ok(self.disk.file_names())
+    }
+
+    fn create(&self, name: &str, len: u64) -> io::Result<Arc<dyn File>> {
+        let faults = &self.disk.inner.faults;
+        Faults::take(&faults.fail_create)?;
+        let mut state = self.disk.inner.state.lock();
+        if state.names.contains_key(name) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                name.to_string(),
+            ));
+        }
+        if let Some(limit) = *faults.space_limit_bytes.lock() {
+            let used: u64 = state.names.values().map(|f| f.len()).sum();
+            if used + len > limit {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+        }
+        let file = Arc::new(SimFile::new(vec![0; len as usize], faults.clone()));
+        state.names.insert(name.to_string(), file.clone());
+        state
+            .pending
+            .push(DirOp::Create(name.to_string(), file.clone()));
+        Ok(file)
+    }
+
+    fn open(&self, name: &str) -> io::Result<Arc<dyn File>> {
+        let state = self.disk.inner.state.lock();
+        let file = state.names.get(name).ok_or_else(|| not_found(name))?;
+        Ok(file.clone())
+    }
+
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        let mut state = self.disk.inner.state.lock();
+        let op = DirOp::Rename(from.to_string(), to.to_string());
+        if !state.names.contains_key(from) {
+            return Err(not_found(from));
+        }
+        op.apply(&mut state.names);
+        state.pending.push(op);
+        Ok(())
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        let mut state = self.disk.inner.state.lock();
+        if !state.names.contains_key(name) {
+            return Err(not_found(name));
+        }
+        let op = DirOp::Remove(name.to_string());
+        op.apply(&mut state.names);
+        state.pending.push(op);
+        Ok(())
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.disk.inner.faults.sync_attempt()?;
+        let mut state = self.disk.inner.state.lock();
+        state.durable_names = state.names.clone();
+        state.pending.clear();
+        Ok(())
+    }
+
+    fn lock(&self) -> io::Result<Box<dyn DirLock>> {
+        let mut state = self.disk.inner.state.lock();
+        if state.locked {
+            return Err(io::Error::from(io::ErrorKind::WouldBlock));
+        }
+        state.locked = true;
+        Ok(Box::new(SimLock {
+            disk: self.disk.clone(),
+        }))
+    }
+}
+
+struct SimLock {
+    disk: SimDisk,
+}
+
+impl DirLock for SimLock {}
+
+impl Drop for SimLock {
+    fn drop(&mut self) {
+        self.disk.inner.state.lock().locked = false;
+    }
+}
+
+/// A simulated file: its current bytes, and what of them is durable.
+pub(crate) struct SimFile {
+    /// Current bytes. Atomic bytes so that a sync copying a sector while an appender writes a
+    /// neighbouring record in the same sector is not a data race.
+    data: Box<[AtomicU8]>,
+    durable: Mutex<Durable>,
+    faults: Arc<Faults>,
+}
+
+struct Durable {
+    image: Vec<u8>,
+    /// Sectors written since the last sync.
+    dirty: Vec<bool>,
+}
+
+impl SimFile {
+    fn new(bytes: Vec<u8>, faults: Arc<Faults>) -> SimFile {
+        let sectors = bytes.len().div_ceil(SECTOR_BYTES);
+        SimFile {
+            data: bytes.iter().map(|&b| AtomicU8::new(b)).collect(),
+            durable: Mutex::new(Durable {
+                image: bytes,
+                dirty: vec![false; sectors],
+            }),
+            faults,
+        }
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        self.data
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    fn crash_image(&self, rng: &mut Rng, faults: Arc<Faults>) -> SimFile {
+        let durable = self.durable.lock();
+        let mut image = durable.image.clone();
+        for (sector, _) in durable
+            .dirty
+            .iter()
+            .enumerate()
+            .filter(|(_, dirty)| **dirty)
+        {
+            if rng.below(2) == 0 {
+                let range = sector * SECTOR_BYTES..((sector + 1) * SECTOR_BYTES).min(image.len());
+                for i in range {
+                    image[i] = self.data[i].load(Ordering::Relaxed);
+                }
+            }
+        }
+        let sectors = image.len().div_ceil(SECTOR_BYTES);
+        SimFile {
+            data: image.iter().map(|&b| AtomicU8::new(b)).collect(),
+            durable: Mutex::new(Durable {
+                image,
+                dirty: vec![false; sectors],
+            }),
+            faults,
+        }
+    }
+
+    fn flip_bit(&self, offset: usize, bit: u8) {
+        let mut durable = self.durable.lock();
+        durable.image[offset] ^= 1 << bit;
+        self.data[offset].fetch_xor(1 << bit, Ordering::Relaxed);
+    }
+}
+
+impl File for SimFile {
+    fn len(&self) -> u64 {
+        self.data.len() as u64
+    }
+
+    fn write_at(&self, offset: u64, parts: &[&[u8]]) -> io::Result<()> {
+        Faults::take(&self.faults.fail_write)?;
+        let start = offset as usize;
+        let mut at = start;
+        for part in parts {
+            assert!(
+                at + part.len() <= self.data.len(),
+                "write past the end of a simulated file"
+            );
+            for (i, &byte) in part.iter().enumerate() {
+                self.data[at + i].store(byte, Ordering::Relaxed);
+            }
+            at += part.len();
+        }
+        if at > start {
+            let mut durable = self.durable.lock();
+            for sector in start / SECTOR_BYTES..=(at - 1) / SECTOR_BYTES {
+                durable.dirty[sector] = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.faults.sync_attempt()?;
+        let mut durable = self.durable.lock();
+        let Durable { image, dirty } = &mut *durable;
+        for (sector, flag) in dirty.iter_mut().enumerate().filter(|(_, d)| **d) {
+            let range = sector * SECTOR_BYTES..((sector + 1) * SECTOR_BYTES).min(image.len());
+            for i in range {
+                image[i] = self.data[i].load(Ordering::Relaxed);
+            }
+            *flag = false;
+        }
+        self.faults.syncs.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn bytes(&self, offset: u64, len: usize) -> &[u8] {
+        let range = &self.data[offset as usize..offset as usize + len];
+        // SAFETY: AtomicU8 has the size, alignment and bit validity of u8; no write touches this
+        // range while the slice lives (the trait's discipline), so plain reads do not race.
+        unsafe { std::slice::from_raw_parts(range.as_ptr().cast::<u8>(), len) }
+    }
+}

@@ -1,0 +1,61 @@
+//! # rwal-wal
+//!
+//! The single-node write-ahead log of rwal: checksummed, preallocated, memory-mapped segments;
+//! appends from many threads at once with one short serial step; group commit; zero-copy
+//! readers that never see past the durable LSN; recovery that tells a torn tail from
+//! corruption; and a `truncate_after` for consensus. Replication, checkpoints and the C ABI are
+//! built on top of it in other crates.
+//!
+//! ```
+//! use rwal_wal::{Options, Wal};
+//!
+//! # let dir = std::env::temp_dir().join(format!("rwal-doc-{}", std::process::id()));
+//! let wal = Wal::open(&dir, Options::new().segment_bytes(1 << 20))?;
+//! let lsn = wal.append(b"first record")?;
+//! wal.commit(lsn)?; // durable once this returns
+//! let mut reader = wal.reader(wal.first_lsn())?;
+//! while let Some(record) = reader.next()? {
+//!     assert_eq!(record.data, b"first record");
+//! }
+//! # drop(reader);
+//! wal.close()?;
+//! # std::fs::remove_dir_all(&dir).unwrap();
+//! # Ok::<(), rwal_wal::Error>(())
+//! ```
+//!
+//! The byte layouts, the commit protocol and the recovery rules are in `docs/design.md`.
+
+#![warn(missing_docs)]
+
+mod control;
+mod error;
+mod group_commit;
+pub mod io;
+mod options;
+mod pins;
+mod reader;
+pub mod record;
+mod recovery;
+mod reserve;
+pub mod rng;
+pub mod segment;
+mod sync;
+mod wal;
+
+#[cfg(all(test, loom))]
+mod loom_tests;
+
+/// A log sequence number: dense, the first record is 1.
+pub type Lsn = u64;
+
+pub use control::{ControlState, HardState};
+pub use error::{Error, Result};
+pub use group_commit::CommitStats;
+pub use io::recorder::SyncRecorder;
+pub use io::sim::SimDisk;
+pub use io::Preallocation;
+pub use options::{Backend, Options, RecoveryMode, SEGMENT_BYTES_DEFAULT};
+pub use reader::{Reader, Record};
+pub use record::RecordKind;
+pub use recovery::{RecoveryEvent, RecoveryReport};
+pub use wal::Wal;

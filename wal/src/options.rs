@@ -1,0 +1,259 @@
+//! Options of an open log. Every limit carries its unit in its name; everything is validated once,
+//! by [`Options::validate`] (which `Wal::open` calls).
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::io::recorder::SyncRecorder;
+use crate::io::sim::SimDisk;
+use crate::io::Preallocation;
+use crate::segment;
+
+/// Where and how the log's bytes are stored.
+#[derive(Debug, Clone, Default)]
+pub enum Backend {
+    /// Segment files mapped into memory and written through the mapping; `fdatasync` for
+    /// durability. The default.
+    #[default]
+    Mmap,
+    /// Segment files written with `pwritev` (read through a read-only mapping); `fdatasync`.
+    Pwrite,
+    /// A simulated disk, for tests (see [`SimDisk`]).
+    Simulated(SimDisk),
+}
+
+/// What recovery does with a record that fails verification (see `docs/design.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecoveryMode {
+    /// Any damage, even an incomplete last write, is an error: the log must end cleanly.
+    AbsoluteConsistency,
+    /// An invalid record past the durable watermark is a torn write and the log is cut there;
+    /// an invalid record at or below it is an error. The default.
+    #[default]
+    TolerateTornTail,
+    /// Keep the longest valid prefix: stop at the first invalid record, wherever it is, and cut
+    /// there. Acknowledged records after a corruption are lost (the report says which).
+    PointInTime,
+    /// Keep every valid record: a damaged stretch inside a segment is skipped up to the next
+    /// segment, leaving a hole in the LSNs (the report lists each hole).
+    SkipCorrupted,
+}
+
+/// Options for [`Wal::open`](crate::Wal::open).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub(crate) create_if_missing: bool,
+    pub(crate) segment_bytes: u64,
+    pub(crate) backend: Backend,
+    pub(crate) recovery_mode: RecoveryMode,
+    pub(crate) commit_delay: Duration,
+    pub(crate) background_threads: bool,
+    pub(crate) control_interval: Duration,
+    pub(crate) preallocation: Preallocation,
+    pub(crate) prepared_segments_max: usize,
+    pub(crate) sync_recorder: Option<SyncRecorder>,
+}
+
+/// Default segment size: 64 MiB.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
+/// Longest commit delay accepted.
+pub const COMMIT_DELAY_MAX: Duration = Duration::from_secs(1);
+/// Longest interval between control-file updates accepted.
+pub const CONTROL_INTERVAL_MAX: Duration = Duration::from_secs(60);
+/// Most segments kept prepared ahead of need.
+pub const PREPARED_SEGMENTS_LIMIT: usize = 8;
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            create_if_missing: true,
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+            backend: Backend::Mmap,
+            recovery_mode: RecoveryMode::TolerateTornTail,
+            commit_delay: Duration::ZERO,
+            background_threads: true,
+            control_interval: Duration::from_millis(100),
+            preallocation: Preallocation::ZeroFill,
+            prepared_segments_max: 1,
+            sync_recorder: None,
+        }
+    }
+}
+
+impl Options {
+    /// The defaults: create if missing, 64 MiB segments, `mmap`, tolerate a torn tail, no commit
+    /// delay, background threads on.
+    pub fn new() -> Options {
+        Options::default()
+    }
+
+    /// Create the log if the directory holds none (default true).
+    pub fn create_if_missing(mut self, create: bool) -> Options {
+        self.create_if_missing = create;
+        self
+    }
+
+    /// Size of new segment files, from 1 MiB to 2 GiB, a multiple of 4 KiB (default 64 MiB).
+    /// Existing segments keep their size: a log reopened with another value works.
+    pub fn segment_bytes(mut self, bytes: u64) -> Options {
+        self.segment_bytes = bytes;
+        self
+    }
+
+    /// The I/O backend (default [`Backend::Mmap`]).
+    pub fn backend(mut self, backend: Backend) -> Options {
+        self.backend = backend;
+        self
+    }
+
+    /// What recovery does with damaged records (default [`RecoveryMode::TolerateTornTail`]).
+    pub fn recovery_mode(mut self, mode: RecoveryMode) -> Options {
+        self.recovery_mode = mode;
+        self
+    }
+
+    /// How long the committer that leads a sync waits for more records to join it, like
+    /// PostgreSQL's `commit_delay` (default zero, at most one second).
+    pub fn commit_delay(mut self, delay: Duration) -> Options {
+        self.commit_delay = delay;
+        self
+    }
+
+    /// Run the background thread that prepares segments and updates the control file (default
+    /// true). Without it the log starts no thread at all, and [`Wal::maintain`](crate::Wal::maintain)
+    /// does that work when called: a simulation can then replay a seed exactly.
+    pub fn background_threads(mut self, enabled: bool) -> Options {
+        self.background_threads = enabled;
+        self
+    }
+
+    /// How often the background thread writes the durable watermark to the control file
+    /// (default 100 ms, from 1 ms to 60 s).
+    pub fn control_interval(mut self, interval: Duration) -> Options {
+        self.control_interval = interval;
+        self
+    }
+
+    /// How segment files are allocated (default [`Preallocation::ZeroFill`]).
+    pub fn preallocation(mut self, preallocation: Preallocation) -> Options {
+        self.preallocation = preallocation;
+        self
+    }
+
+    /// How many segments to keep prepared ahead of need (default 1, from 1 to 8).
+    pub fn prepared_segments_max(mut self, count: usize) -> Options {
+        self.prepared_segments_max = count;
+        self
+    }
+
+    /// Records the file images at each sync (a test instrument for the real backends).
+    pub fn sync_recorder(mut self, recorder: SyncRecorder) -> Options {
+        self.sync_recorder = Some(recorder);
+        self
+    }
+
+    /// Checks every option, naming the first one out of range.
+    pub fn validate(&self) -> Result<()> {
+        let bytes = self.segment_bytes;
+        if !(segment::SEGMENT_BYTES_MIN..=segment::SEGMENT_BYTES_MAX).contains(&bytes) {
+            return Err(Error::invalid(
+                "segment_bytes",
+                format!(
+                    "{bytes} is outside {}..={}",
+                    segment::SEGMENT_BYTES_MIN,
+                    segment::SEGMENT_BYTES_MAX
+                ),
+            ));
+        }
+        if bytes % 4096 != 0 {
+            return Err(Error::invalid(
+                "segment_bytes",
+                format!("{bytes} is not a multiple of 4096"),
+            ));
+        }
+        if self.commit_delay > COMMIT_DELAY_MAX {
+            return Err(Error::invalid(
+                "commit_delay",
+                format!(
+                    "{:?} is longer than {COMMIT_DELAY_MAX:?}",
+                    self.commit_delay
+                ),
+            ));
+        }
+        let interval_range = Duration::from_millis(1)..=CONTROL_INTERVAL_MAX;
+        if !interval_range.contains(&self.control_interval) {
+            return Err(Error::invalid(
+                "control_interval",
+                format!("{:?} is outside {interval_range:?}", self.control_interval),
+            ));
+        }
+        if !(1..=PREPARED_SEGMENTS_LIMIT).contains(&self.prepared_segments_max) {
+            return Err(Error::invalid(
+                "prepared_segments_max",
+                format!(
+                    "{} is outside 1..={PREPARED_SEGMENTS_LIMIT}",
+                    self.prepared_segments_max
+                ),
+            ));
+        }
+        if self.sync_recorder.is_some() && matches!(self.backend, Backend::Simulated(_)) {
+            return Err(Error::invalid(
+                "sync_recorder",
+                "only the real backends can be recorded",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_the_option() {
+        assert!(Options::new().validate().is_ok());
+        let too_small = Options::new().segment_bytes(4096).validate();
+        assert!(matches!(
+            too_small,
+            Err(Error::InvalidArgument {
+                name: "segment_bytes",
+                ..
+            })
+        ));
+        let odd = Options::new().segment_bytes((1 << 20) + 1).validate();
+        assert!(matches!(
+            odd,
+            Err(Error::InvalidArgument {
+                name: "segment_bytes",
+                ..
+            })
+        ));
+        let slow = Options::new()
+            .commit_delay(Duration::from_secs(2))
+            .validate();
+        assert!(matches!(
+            slow,
+            Err(Error::InvalidArgument {
+                name: "commit_delay",
+                ..
+            })
+        ));
+        let never = Options::new().control_interval(Duration::ZERO).validate();
+        assert!(matches!(
+            never,
+            Err(Error::InvalidArgument {
+                name: "control_interval",
+                ..
+            })
+        ));
+        let many = Options::new().prepared_segments_max(9).validate();
+        assert!(matches!(
+            many,
+            Err(Error::InvalidArgument {
+                name: "prepared_segments_max",
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,716 @@
+//! Recovery: what `open` does before the log is ready. It reads the control file, scans every
+//! segment, verifies every record, tells a torn tail from corruption, cuts what it drops (zero
+//! filling, so nothing stale can come back), makes what it keeps durable, and reports what it
+//! decided. The rules are in `docs/design.md` ("Recovery").
+
+use std::sync::Arc;
+
+use crate::control::{Control, ControlState};
+use crate::error::{Error, Result};
+use crate::io::{Dir, File};
+use crate::options::{Options, RecoveryMode};
+use crate::record::{self, Invalid};
+use crate::rng::Rng;
+use crate::segment::{
+    self, HeaderError, PreparedSegment, Segment, SegmentHeader, HEADER_REGION_BYTES,
+};
+use crate::Lsn;
+
+/// How many records past a damaged one recovery looks at for proof that it was acknowledged.
+const LOOKAHEAD_RECORDS_MAX: usize = 64;
+
+/// What recovery found and decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// The mode recovery ran in.
+    pub mode: RecoveryMode,
+    /// Segment files read.
+    pub segments_scanned: usize,
+    /// Valid records kept.
+    pub records: u64,
+    /// The oldest retained LSN.
+    pub first_lsn: Lsn,
+    /// The newest LSN kept (`first_lsn - 1` when the log is empty).
+    pub last_lsn: Lsn,
+    /// The epoch of the last record kept (0 if none).
+    pub last_epoch: u64,
+    /// The durable watermark the control file held.
+    pub control_durable_lsn: Lsn,
+    /// The watermark proven by the control file and the records' own durability claims: every
+    /// record up to it had been acknowledged.
+    pub proven_durable_lsn: Lsn,
+    /// Bytes dropped: zero-filled tails plus the sizes of segment files removed (prepared
+    /// segments that never held records do not count).
+    pub bytes_cut: u64,
+    /// Each decision, in order.
+    pub events: Vec<RecoveryEvent>,
+}
+
+/// One decision recovery made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecoveryEvent {
+    /// A new, empty log was created.
+    Created,
+    /// The records from `lsn` on were an incomplete write (never acknowledged) and were cut.
+    TornTailCut {
+        /// The segment file.
+        segment: String,
+        /// Where the cut starts.
+        offset: u64,
+        /// The first LSN cut.
+        lsn: Lsn,
+    },
+    /// `PointInTime`: the log was cut at a damaged acknowledged record.
+    CorruptionCut {
+        /// The segment file.
+        segment: String,
+        /// Where the cut starts.
+        offset: u64,
+        /// The first LSN lost.
+        lsn: Lsn,
+        /// Acknowledged records were lost up to this LSN at least.
+        acknowledged_through: Lsn,
+    },
+    /// `SkipCorrupted`: these LSNs were damaged and skipped; they read as missing.
+    CorruptionSkipped {
+        /// The segment file.
+        segment: String,
+        /// Where the damage starts.
+        offset: u64,
+        /// First LSN skipped.
+        first_lsn: Lsn,
+        /// Last LSN skipped.
+        last_lsn: Lsn,
+    },
+    /// A truncation interrupted by a crash was finished.
+    TruncationFinished {
+        /// Everything after this LSN was cut.
+        after_lsn: Lsn,
+    },
+    /// A segment file after the end of the log (prepared, or cut) was removed.
+    SegmentRemoved {
+        /// The file.
+        segment: String,
+    },
+}
+
+/// The state recovery hands to the open log.
+pub(crate) struct Recovered {
+    pub control: Control,
+    /// Retained segments in log order; the last is the active one.
+    pub segments: Vec<Arc<Segment>>,
+    /// First free byte of the active segment.
+    pub tail_offset: u64,
+    pub next_sequence: u64,
+    /// Segments prepared before the crash or close and never used, in sequence order.
+    pub prepared: Vec<PreparedSegment>,
+    pub report: RecoveryReport,
+}
+
+/// Where a damaged record (or a missing stretch) was found.
+struct Damage {
+    segment: String,
+    offset: u64,
+    lsn: Lsn,
+    expected_crc: u32,
+    found_crc: u32,
+}
+
+enum Decision {
+    Cut,
+    Skip,
+}
+
+struct Scan<'a> {
+    dir: &'a dyn Dir,
+    mode: RecoveryMode,
+    /// Every record up to this LSN is proven to have been acknowledged.
+    watermark: Lsn,
+    /// A truncation to finish: nothing after it is kept, and nothing after it proves anything.
+    pending_cut: Option<Lsn>,
+    expected: Lsn,
+    kept: Vec<Arc<Segment>>,
+    tail_offset: u64,
+    report: RecoveryReport,
+}
+
+/// Recovers the log in `dir` (creating it if allowed and absent).
+pub(crate) fn recover(dir: &dyn Dir, options: &Options) -> Result<Recovered> {
+    let mut names = dir.list().map_err(|e| Error::io("list", dir.path(), e))?;
+    // Files a crash left half made (a segment being allocated, a control file being created).
+    for temp in names.iter().filter(|n| n.ends_with(".tmp")) {
+        dir.remove(temp)
+            .map_err(|e| Error::io("remove", dir.path().join(temp), e))?;
+    }
+    names.retain(|n| !n.ends_with(".tmp"));
+    let mut files: Vec<(u64, String)> = names
+        .iter()
+        .filter_map(|n| segment::parse_file_name(n).map(|s| (s, n.clone())))
+        .collect();
+    files.sort();
+    let mut created = false;
+    let control = if Control::exists(dir)? {
+        Control::open(dir)?
+    } else if !files.is_empty() {
+        return Err(Error::bad_file(
+            dir.path().join(crate::control::FILE_NAME),
+            "missing, but segment files exist",
+        ));
+    } else if !options.create_if_missing {
+        return Err(Error::NoLog {
+            dir: dir.path().to_path_buf(),
+        });
+    } else {
+        created = true;
+        Control::create(dir, ControlState::empty())?
+    };
+    let state = control.state().clone();
+    let mut scan = Scan {
+        dir,
+        mode: options.recovery_mode,
+        watermark: state.durable_lsn,
+        pending_cut: state.pending_cut,
+        expected: state.first_lsn,
+        kept: Vec::new(),
+        tail_offset: HEADER_REGION_BYTES,
+        report: RecoveryReport {
+            mode: options.recovery_mode,
+            segments_scanned: 0,
+            records: 0,
+            first_lsn: state.first_lsn,
+            last_lsn: 0,
+            last_epoch: 0,
+            control_durable_lsn: state.durable_lsn,
+            proven_durable_lsn: state.durable_lsn,
+            bytes_cut: 0,
+            events: if created {
+                vec![RecoveryEvent::Created]
+            } else {
+                Vec::new()
+            },
+        },
+    };
+    if let Some(cut) = scan.pending_cut {
+        scan.watermark = scan.watermark.min(cut);
+    }
+    let stop_index = scan.scan_files(&files)?;
+    scan.check_watermark_reached()?;
+    scan.finish(&files, stop_index, control, options)
+}
+
+impl Scan<'_> {
+    /// Scans files in order; returns the index of the first file not kept (all from it on are
+    /// removed).
+    fn scan_files(&mut self, files: &[(u64, String)]) -> Result<usize> {
+        for (i, (sequence, name)) in files.iter().enumerate() {
+            self.report.segments_scanned += 1;
+            let file = self
+                .dir
+                .open(name)
+                .map_err(|e| Error::io("open", self.dir.path().join(name), e))?;
+            let header = match read_header(file.as_ref(), *sequence) {
+                Ok(header) => header,
+                Err(HeaderError::Version(found)) => {
+                    return Err(Error::UnsupportedVersion {
+                        path: self.dir.path().join(name),
+                        found,
+                        supported: segment::FORMAT_VERSION,
+                    })
+                }
+                // Prepared but never used: nothing to scan. Removed if nothing follows it.
+                Err(HeaderError::Prepared) => continue,
+                Err(HeaderError::Bad(reason)) => {
+                    let damage = Damage {
+                        segment: name.clone(),
+                        offset: 0,
+                        lsn: self.expected,
+                        expected_crc: 0,
+                        found_crc: 0,
+                    };
+                    let proof = self.lookahead(files, i + 1, None);
+                    match self.decide(damage, proof, Some(&reason))? {
+                        Decision::Cut => return Ok(i),
+                        Decision::Skip => continue,
+                    }
+                }
+            };
+            if header.first_lsn > self.expected {
+                let damage = Damage {
+                    segment: name.clone(),
+                    offset: 0,
+                    lsn: self.expected,
+                    expected_crc: 0,
+                    found_crc: 0,
+                };
+                let proof = self.lookahead(files, i, None);
+                match self.decide(damage, proof, None)? {
+                    Decision::Cut => return Ok(i),
+                    Decision::Skip => {
+                        self.skipped(name, 0, header.first_lsn - 1);
+                        self.expected = header.first_lsn;
+                    }
+                }
+            } else if header.first_lsn < self.expected && !self.kept.is_empty() {
+                return Err(Error::bad_file(
+                    self.dir.path().join(name),
+                    format!(
+                        "starts at LSN {} but the previous segment ends at LSN {}",
+                        header.first_lsn,
+                        self.expected - 1
+                    ),
+                ));
+            }
+            let segment = Arc::new(Segment::new(header, file));
+            let end = self.scan_records(&segment, files, i)?;
+            segment.seal(end.last_lsn);
+            self.kept.push(segment);
+            self.tail_offset = end.offset;
+            if end.cut {
+                return Ok(i + 1);
+            }
+        }
+        Ok(files.len())
+    }
+
+    /// Scans the records of one segment; says where its records end and whether the log ends
+    /// there (a cut).
+    fn scan_records(
+        &mut self,
+        segment: &Segment,
+        files: &[(u64, String)],
+        index: usize,
+    ) -> Result<SegmentEnd> {
+        let mut offset = HEADER_REGION_BYTES;
+        // Records before the log's first retained LSN (compacted away) are stepped over.
+        let mut lsn = segment.first_lsn();
+        loop {
+            if self.pending_cut.is_some_and(|cut| self.expected > cut) {
+                return Ok(SegmentEnd {
+                    offset,
+                    cut: true,
+                    last_lsn: self.expected - 1,
+                });
+            }
+            let invalid = match segment.record_at(offset) {
+                Ok((header, _)) if header.lsn == lsn => {
+                    if lsn >= self.expected {
+                        let claim = header
+                            .durable_hint
+                            .min(self.pending_cut.unwrap_or(Lsn::MAX));
+                        self.watermark = self.watermark.max(claim);
+                        segment.note_offset(lsn, offset);
+                        self.expected += 1;
+                        self.report.records += 1;
+                        self.report.last_epoch = header.epoch;
+                    }
+                    lsn += 1;
+                    offset += record::stored_len(header.payload_len as usize) as u64;
+                    continue;
+                }
+                Ok(_) => Invalid::BadField {
+                    stored_crc: stored_crc_at(segment, offset),
+                },
+                Err(Invalid::Empty) => {
+                    return Ok(SegmentEnd {
+                        offset,
+                        cut: false,
+                        last_lsn: self.expected - 1,
+                    })
+                }
+                Err(invalid) => invalid,
+            };
+            let damage = Damage {
+                segment: segment.name(),
+                offset,
+                lsn: self.expected,
+                expected_crc: invalid.stored_crc(),
+                found_crc: invalid.computed_crc(),
+            };
+            let proof = self.lookahead(files, index + 1, Some((segment, offset)));
+            match self.decide(damage, proof, None)? {
+                Decision::Cut => {
+                    return Ok(SegmentEnd {
+                        offset,
+                        cut: true,
+                        last_lsn: self.expected - 1,
+                    })
+                }
+                Decision::Skip => {
+                    // Nothing after a damaged record can be located: the rest of this segment
+                    // is skipped; the next segment says where the log resumes.
+                    let last_lsn = self.expected - 1;
+                    let resume = self.next_segment_start(files, index + 1);
+                    match resume {
+                        Some(first) => {
+                            self.skipped(&segment.name(), offset, first - 1);
+                            self.expected = first;
+                            return Ok(SegmentEnd {
+                                offset,
+                                cut: false,
+                                last_lsn,
+                            });
+                        }
+                        None => {
+                            return Ok(SegmentEnd {
+                                offset,
+                                cut: true,
+                                last_lsn,
+                            })
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The best proof, from records after a damaged spot, of how far the log had been
+    /// acknowledged: the highest durability claim of the records that follow it in the same
+    /// segment (hopping over the damaged one by its length, if that is sane) and of the first
+    /// record of each later segment.
+    fn lookahead(
+        &self,
+        files: &[(u64, String)],
+        from_file: usize,
+        within: Option<(&Segment, u64)>,
+    ) -> Lsn {
+        let cap = self.pending_cut.unwrap_or(Lsn::MAX);
+        let mut proof = 0;
+        if let Some((segment, offset)) = within {
+            let claimed =
+                record::claimed_payload_len(segment.bytes_from(offset)).unwrap_or(u32::MAX);
+            let mut at = offset.saturating_add(record::stored_len(claimed as usize) as u64);
+            for _ in 0..LOOKAHEAD_RECORDS_MAX {
+                match segment.record_at(at) {
+                    Ok((header, _)) if header.lsn > self.expected => {
+                        proof = proof.max(header.durable_hint);
+                        at += record::stored_len(header.payload_len as usize) as u64;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        for (sequence, name) in &files[from_file..] {
+            let Ok(file) = self.dir.open(name) else {
+                continue;
+            };
+            let Ok(header) = read_header(file.as_ref(), *sequence) else {
+                continue;
+            };
+            let segment = Segment::new(header, file);
+            if let Ok((first, _)) = segment.record_at(HEADER_REGION_BYTES) {
+                if first.lsn > self.expected {
+                    proof = proof.max(first.durable_hint);
+                }
+            }
+        }
+        proof.min(cap)
+    }
+
+    fn next_segment_start(&self, files: &[(u64, String)], from_file: usize) -> Option<Lsn> {
+        files[from_file..].iter().find_map(|(sequence, name)| {
+            let file = self.dir.open(name).ok()?;
+            let header = read_header(file.as_ref(), *sequence).ok()?;
+            (header.first_lsn > self.expected).then_some(header.first_lsn)
+        })
+    }
+
+    /// Applies the recovery mode to damage at `damage.lsn`.
+    fn decide(
+        &mut self,
+        damage: Damage,
+        proof: Lsn,
+        header_problem: Option<&str>,
+    ) -> Result<Decision> {
+        self.watermark = self.watermark.max(proof);
+        let acknowledged = damage.lsn <= self.watermark;
+        let corrupted = || match header_problem {
+            Some(reason) => Error::bad_file(
+                damage_path(self.dir, &damage),
+                format!("{reason} (log expected LSN {} here)", damage.lsn),
+            ),
+            None => Error::Corrupted {
+                segment: damage_path(self.dir, &damage),
+                offset: damage.offset,
+                lsn: damage.lsn,
+                expected_crc: damage.expected_crc,
+                found_crc: damage.found_crc,
+            },
+        };
+        let decision = match self.mode {
+            RecoveryMode::AbsoluteConsistency => return Err(corrupted()),
+            RecoveryMode::TolerateTornTail if acknowledged => return Err(corrupted()),
+            RecoveryMode::SkipCorrupted if acknowledged => Decision::Skip,
+            RecoveryMode::PointInTime if acknowledged => {
+                self.report.events.push(RecoveryEvent::CorruptionCut {
+                    segment: damage.segment.clone(),
+                    offset: damage.offset,
+                    lsn: damage.lsn,
+                    acknowledged_through: self.watermark,
+                });
+                Decision::Cut
+            }
+            _ => {
+                self.report.events.push(RecoveryEvent::TornTailCut {
+                    segment: damage.segment.clone(),
+                    offset: damage.offset,
+                    lsn: damage.lsn,
+                });
+                Decision::Cut
+            }
+        };
+        Ok(decision)
+    }
+
+    fn skipped(&mut self, segment: &str, offset: u64, last_lsn: Lsn) {
+        self.report.events.push(RecoveryEvent::CorruptionSkipped {
+            segment: segment.to_string(),
+            offset,
+            first_lsn: self.expected,
+            last_lsn,
+        });
+    }
+
+    /// At the end of the scan, every record up to the watermark must have been found.
+    fn check_watermark_reached(&mut self) -> Result<()> {
+        if self.expected > self.watermark {
+            return Ok(());
+        }
+        let segment = self.kept.last().map(|s| s.name()).unwrap_or_default();
+        let damage = Damage {
+            segment,
+            offset: self.tail_offset,
+            lsn: self.expected,
+            expected_crc: 0,
+            found_crc: 0,
+        };
+        match self.decide(damage, 0, None)? {
+            Decision::Cut | Decision::Skip => Ok(()),
+        }
+    }
+
+    /// Cuts, removes, makes durable, and writes the control file.
+    fn finish(
+        mut self,
+        files: &[(u64, String)],
+        stop_index: usize,
+        mut control: Control,
+        options: &Options,
+    ) -> Result<Recovered> {
+        let dir_path = self.dir.path().to_path_buf();
+        let last_lsn = self.expected - 1;
+        let mut removed_any = false;
+        let mut prepared = Vec::new();
+        // Files after the end of the log, and prepared files never used, go.
+        let kept_names: Vec<String> = self.kept.iter().map(|s| s.name()).collect();
+        for (index, (_, name)) in files.iter().enumerate() {
+            if index < stop_index && kept_names.contains(name) {
+                continue;
+            }
+            if index < stop_index && self.mode == RecoveryMode::SkipCorrupted {
+                // A segment skipped as damaged in the middle of the log stays for inspection.
+                if self.kept.last().is_some_and(|last| last.name() > *name) {
+                    continue;
+                }
+            }
+            let file = self
+                .dir
+                .open(name)
+                .map_err(|e| Error::io("open", dir_path.join(name), e))?;
+            let never_used = matches!(
+                read_header(file.as_ref(), files[index].0),
+                Err(HeaderError::Prepared)
+            );
+            let after_the_log = self
+                .kept
+                .last()
+                .is_none_or(|last| last.sequence() < files[index].0);
+            let fits = file.len() == options.segment_bytes;
+            if never_used
+                && after_the_log
+                && fits
+                && segment::last_nonzero_byte(file.bytes(0, file.len() as usize)).is_none()
+            {
+                // Prepared ahead of need and never written: kept for the next roll, so that
+                // reopening does not allocate a segment again.
+                prepared.push(PreparedSegment {
+                    sequence: files[index].0,
+                    file,
+                });
+                continue;
+            }
+            if !never_used {
+                self.report.bytes_cut += file.len();
+            }
+            drop(file);
+            self.dir
+                .remove(name)
+                .map_err(|e| Error::io("remove", dir_path.join(name), e))?;
+            self.report.events.push(RecoveryEvent::SegmentRemoved {
+                segment: name.clone(),
+            });
+            removed_any = true;
+        }
+        if removed_any {
+            self.dir
+                .sync()
+                .map_err(|e| Error::io("fsync directory", &dir_path, e))?;
+        }
+        // The active segment: zero whatever lies past the last record kept. Bytes there mean
+        // an unfinished write, which only AbsoluteConsistency refuses.
+        if let Some(active) = self.kept.last() {
+            let garbage = active.nonzero_len_from(self.tail_offset);
+            if garbage > 0 && self.mode == RecoveryMode::AbsoluteConsistency {
+                let stored_crc = stored_crc_at(active, self.tail_offset);
+                return Err(Error::Corrupted {
+                    segment: dir_path.join(active.name()),
+                    offset: self.tail_offset,
+                    lsn: self.expected,
+                    expected_crc: stored_crc,
+                    found_crc: stored_crc,
+                });
+            }
+            let zeroed = active
+                .zero_from(self.tail_offset)
+                .map_err(|e| Error::io("zero-fill", dir_path.join(active.name()), e))?;
+            self.report.bytes_cut += zeroed;
+        }
+        if let Some(cut) = self.pending_cut {
+            self.report
+                .events
+                .push(RecoveryEvent::TruncationFinished { after_lsn: cut });
+        }
+        // Make durable what is kept: every segment holding records past the old watermark.
+        let old_watermark = control.state().durable_lsn;
+        for (index, segment) in self.kept.iter().enumerate() {
+            let holds_new = segment
+                .sealed_last_lsn()
+                .is_none_or(|last| last > old_watermark);
+            if holds_new || index + 1 == self.kept.len() {
+                segment
+                    .file
+                    .sync()
+                    .map_err(|e| Error::io("fdatasync", dir_path.join(segment.name()), e))?;
+            }
+        }
+        let next_sequence = files.iter().map(|(s, _)| s + 1).max().unwrap_or(1);
+        let (segments, tail_offset, next_sequence) = if self.kept.is_empty() {
+            let first = create_segment(
+                self.dir,
+                next_sequence,
+                self.expected,
+                options.segment_bytes,
+            )?;
+            (vec![first], HEADER_REGION_BYTES, next_sequence + 1)
+        } else {
+            self.kept.last().expect("not empty").unseal();
+            (self.kept, self.tail_offset, next_sequence)
+        };
+        for segment in &segments[..segments.len() - 1] {
+            debug_assert!(segment.sealed_last_lsn().is_some());
+        }
+        let mut state = control.state().clone();
+        state.durable_lsn = last_lsn;
+        state.pending_cut = None;
+        if state != *control.state() {
+            control.write(state, &dir_path)?;
+        }
+        self.report.last_lsn = last_lsn;
+        self.report.proven_durable_lsn = self.watermark;
+        Ok(Recovered {
+            control,
+            segments,
+            tail_offset,
+            next_sequence,
+            prepared,
+            report: self.report,
+        })
+    }
+}
+
+struct SegmentEnd {
+    /// Where the segment's valid records end.
+    offset: u64,
+    /// The log ends here.
+    cut: bool,
+    /// The segment's last valid record.
+    last_lsn: Lsn,
+}
+
+fn damage_path(dir: &dyn Dir, damage: &Damage) -> std::path::PathBuf {
+    dir.path().join(&damage.segment)
+}
+
+fn stored_crc_at(segment: &Segment, offset: u64) -> u32 {
+    let bytes = segment.bytes_from(offset);
+    u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"))
+}
+
+/// Reads and checks a segment header against the file it is in.
+pub(crate) fn read_header(file: &dyn File, sequence: u64) -> Result<SegmentHeader, HeaderError> {
+    if file.len() < segment::SEGMENT_BYTES_MIN {
+        return Err(HeaderError::Bad(format!(
+            "file of {} bytes is too short for a segment",
+            file.len()
+        )));
+    }
+    let bytes: &[u8; segment::HEADER_BYTES] = file
+        .bytes(0, segment::HEADER_BYTES)
+        .try_into()
+        .expect("header bytes");
+    let header = SegmentHeader::decode(bytes)?;
+    if header.sequence != sequence {
+        return Err(HeaderError::Bad(format!(
+            "header says sequence {}, file name says {sequence}",
+            header.sequence
+        )));
+    }
+    if header.segment_bytes != file.len() {
+        return Err(HeaderError::Bad(format!(
+            "header says {} bytes, file has {}",
+            header.segment_bytes,
+            file.len()
+        )));
+    }
+    Ok(header)
+}
+
+/// Creates segment `sequence` starting at `first_lsn`, header written and durable.
+pub(crate) fn create_segment(
+    dir: &dyn Dir,
+    sequence: u64,
+    first_lsn: Lsn,
+    segment_bytes: u64,
+) -> Result<Arc<Segment>> {
+    let name = segment::file_name(sequence);
+    let path = dir.path().join(&name);
+    let temp = segment::temp_file_name(sequence);
+    let file = dir
+        .create(&temp, segment_bytes)
+        .map_err(|e| Error::io("create segment", &path, e))?;
+    dir.rename(&temp, &name)
+        .map_err(|e| Error::io("rename", &path, e))?;
+    let segment = activate(file, sequence, first_lsn);
+    segment
+        .file
+        .write_at(0, &[&segment.header.encode()])
+        .map_err(|e| Error::io("write", &path, e))?;
+    segment
+        .file
+        .sync()
+        .map_err(|e| Error::io("fdatasync", &path, e))?;
+    dir.sync()
+        .map_err(|e| Error::io("fsync directory", dir.path(), e))?;
+    Ok(segment)
+}
+
+/// Gives a prepared file its header fields (a fresh salt) without writing them yet.
+pub(crate) fn activate(file: Arc<dyn File>, sequence: u64, first_lsn: Lsn) -> Arc<Segment> {
+    let header = SegmentHeader {
+        salt: Rng::from_entropy().next_u64() as u32,
+        sequence,
+        first_lsn,
+        segment_bytes: file.len(),
+    };
+    Arc::new(Segment::new(header, file))
+}

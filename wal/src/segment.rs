@@ -1,0 +1,368 @@
+//! The segment: a preallocated file of records, and its header.
+//!
+//! ```text
+//! offset size field
+//!  0      8   magic          b"RWALSEG\x01"
+//!  8      4   format_version FORMAT_VERSION
+//! 12      4   salt           seeds every record checksum in this segment; new for each use
+//! 16      8   sequence       the segment's position in the log; also its file name
+//! 24      8   first_lsn      LSN of the first record stored in it
+//! 32      8   segment_bytes  the file's size, fixed when it was created
+//! 40     20   reserved       zero
+//! 60      4   header_crc     CRC32C of bytes 0..60
+//! 64   4032   unused         zero, so that records start on a 4 KiB boundary
+//! 4096    -   records        back to back, each 8-byte aligned, never spanning segments
+//! ```
+//!
+//! A file whose first 64 bytes are zero is a *prepared* segment: created and allocated ahead of
+//! need, but not yet holding records. Files are named `<sequence, 20 decimal digits>.seg` so that
+//! `ls` lists them in log order.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::io::File;
+use crate::record;
+use crate::Lsn;
+
+/// Bytes reserved for the segment header; records start here.
+pub const HEADER_REGION_BYTES: u64 = 4096;
+/// The first `HEADER_BYTES` of the region hold the header fields.
+pub const HEADER_BYTES: usize = 64;
+/// Magic bytes at the start of every segment.
+pub const MAGIC: [u8; 8] = *b"RWALSEG\x01";
+/// The segment format this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Smallest segment size accepted.
+pub const SEGMENT_BYTES_MIN: u64 = 1 << 20;
+/// Largest segment size accepted (offsets inside a segment are kept in `u32`).
+pub const SEGMENT_BYTES_MAX: u64 = 1 << 31;
+/// One sparse-index entry every this many records.
+pub const INDEX_STRIDE: u64 = 64;
+
+const MAGIC_OFFSET: usize = 0;
+const VERSION_OFFSET: usize = MAGIC_OFFSET + 8;
+const SALT_OFFSET: usize = VERSION_OFFSET + 4;
+const SEQUENCE_OFFSET: usize = SALT_OFFSET + 4;
+const FIRST_LSN_OFFSET: usize = SEQUENCE_OFFSET + 8;
+const SIZE_OFFSET: usize = FIRST_LSN_OFFSET + 8;
+const RESERVED_OFFSET: usize = SIZE_OFFSET + 8;
+const CRC_OFFSET: usize = 60;
+const _: () = assert!(RESERVED_OFFSET + 20 == CRC_OFFSET);
+const _: () = assert!(CRC_OFFSET + 4 == HEADER_BYTES);
+const _: () = assert!(HEADER_BYTES as u64 <= HEADER_REGION_BYTES);
+const _: () = assert!(HEADER_REGION_BYTES % record::ALIGN_BYTES as u64 == 0);
+const _: () = assert!(SEGMENT_BYTES_MAX <= u32::MAX as u64 + 1);
+
+/// The decoded fields of a segment header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// Seeds the record checksums.
+    pub salt: u32,
+    /// Position in the log.
+    pub sequence: u64,
+    /// LSN of the first record.
+    pub first_lsn: Lsn,
+    /// Size of the file.
+    pub segment_bytes: u64,
+}
+
+/// Why a segment header could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderError {
+    /// All zero: a prepared segment that never held records.
+    Prepared,
+    /// Damaged or not a segment; the text says what was found.
+    Bad(String),
+    /// A format version this build does not read.
+    Version(u32),
+}
+
+impl SegmentHeader {
+    /// Encodes the header.
+    pub fn encode(&self) -> [u8; HEADER_BYTES] {
+        let mut b = [0u8; HEADER_BYTES];
+        b[MAGIC_OFFSET..VERSION_OFFSET].copy_from_slice(&MAGIC);
+        b[VERSION_OFFSET..SALT_OFFSET].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[SALT_OFFSET..SEQUENCE_OFFSET].copy_from_slice(&self.salt.to_le_bytes());
+        b[SEQUENCE_OFFSET..FIRST_LSN_OFFSET].copy_from_slice(&self.sequence.to_le_bytes());
+        b[FIRST_LSN_OFFSET..SIZE_OFFSET].copy_from_slice(&self.first_lsn.to_le_bytes());
+        b[SIZE_OFFSET..RESERVED_OFFSET].copy_from_slice(&self.segment_bytes.to_le_bytes());
+        let crc = crc32c::crc32c(&b[..CRC_OFFSET]);
+        b[CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Decodes and checks a header.
+    pub fn decode(b: &[u8; HEADER_BYTES]) -> Result<SegmentHeader, HeaderError> {
+        if b.iter().all(|&x| x == 0) {
+            return Err(HeaderError::Prepared);
+        }
+        let stored = u32::from_le_bytes(b[CRC_OFFSET..].try_into().expect("4 bytes"));
+        let computed = crc32c::crc32c(&b[..CRC_OFFSET]);
+        if stored != computed {
+            return Err(HeaderError::Bad(format!(
+                "segment header checksum expected {stored:#010x}, found {computed:#010x}"
+            )));
+        }
+        if b[MAGIC_OFFSET..VERSION_OFFSET] != MAGIC {
+            return Err(HeaderError::Bad("not an rwal segment (bad magic)".into()));
+        }
+        let version = u32::from_le_bytes(b[VERSION_OFFSET..SALT_OFFSET].try_into().expect("4"));
+        if version != FORMAT_VERSION {
+            return Err(HeaderError::Version(version));
+        }
+        let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+        let header = SegmentHeader {
+            salt: u32::from_le_bytes(b[SALT_OFFSET..SEQUENCE_OFFSET].try_into().expect("4")),
+            sequence: u64_at(SEQUENCE_OFFSET),
+            first_lsn: u64_at(FIRST_LSN_OFFSET),
+            segment_bytes: u64_at(SIZE_OFFSET),
+        };
+        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&header.segment_bytes)
+            || header.first_lsn == 0
+        {
+            return Err(HeaderError::Bad(format!(
+                "impossible header fields {header:?}"
+            )));
+        }
+        Ok(header)
+    }
+}
+
+/// The file name of segment `sequence`.
+pub fn file_name(sequence: u64) -> String {
+    format!("{sequence:020}.seg")
+}
+
+/// The name segment `sequence` has while it is being allocated.
+pub fn temp_file_name(sequence: u64) -> String {
+    format!("{sequence:020}.seg.tmp")
+}
+
+/// The sequence number in a segment file name, or `None` if the name is not a segment's.
+pub fn parse_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".seg")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Largest payload a segment of `segment_bytes` can hold.
+pub fn max_payload_bytes(segment_bytes: u64) -> u64 {
+    segment_bytes - HEADER_REGION_BYTES - record::HEADER_BYTES as u64
+}
+
+/// A file created and allocated for a future segment, not yet holding records.
+pub(crate) struct PreparedSegment {
+    pub sequence: u64,
+    pub file: Arc<dyn File>,
+}
+
+/// A segment in use: its header fields, its file, and a sparse index from LSN to offset.
+pub(crate) struct Segment {
+    pub header: SegmentHeader,
+    pub file: Arc<dyn File>,
+    /// LSN of the last record in this segment; `Lsn::MAX` while records may still be added.
+    last_lsn: AtomicU64,
+    /// Offset of record `first_lsn + i * INDEX_STRIDE` at `index[i]`; 0 = not yet known.
+    index: Box<[AtomicU32]>,
+}
+
+impl std::fmt::Debug for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segment")
+            .field("header", &self.header)
+            .field("last_lsn", &self.last_lsn.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Segment {
+    pub fn new(header: SegmentHeader, file: Arc<dyn File>) -> Segment {
+        debug_assert_eq!(file.len(), header.segment_bytes);
+        let max_records =
+            (header.segment_bytes - HEADER_REGION_BYTES) / record::HEADER_BYTES as u64;
+        let entries = max_records / INDEX_STRIDE + 1;
+        let index = (0..entries).map(|_| AtomicU32::new(0)).collect();
+        Segment {
+            header,
+            file,
+            last_lsn: AtomicU64::new(Lsn::MAX),
+            index,
+        }
+    }
+
+    pub fn first_lsn(&self) -> Lsn {
+        self.header.first_lsn
+    }
+
+    pub fn sequence(&self) -> u64 {
+        self.header.sequence
+    }
+
+    pub fn name(&self) -> String {
+        file_name(self.header.sequence)
+    }
+
+    /// The last LSN stored here, or `None` while the segment is active.
+    pub fn sealed_last_lsn(&self) -> Option<Lsn> {
+        match self.last_lsn.load(Ordering::Acquire) {
+            Lsn::MAX => None,
+            lsn => Some(lsn),
+        }
+    }
+
+    /// Marks the segment full: `last_lsn` is its final record (`first_lsn - 1` when empty).
+    pub fn seal(&self, last_lsn: Lsn) {
+        debug_assert!(last_lsn + 1 >= self.first_lsn());
+        self.last_lsn.store(last_lsn, Ordering::Release);
+    }
+
+    /// Makes the segment active again (after `truncate_after` cut back into it).
+    pub fn unseal(&self) {
+        self.last_lsn.store(Lsn::MAX, Ordering::Release);
+    }
+
+    /// Remembers where record `lsn` starts, if it falls on an index stride.
+    pub fn note_offset(&self, lsn: Lsn, offset: u64) {
+        let rel = lsn - self.first_lsn();
+        if rel % INDEX_STRIDE == 0 {
+            let slot = &self.index[(rel / INDEX_STRIDE) as usize];
+            slot.store(
+                u32::try_from(offset).expect("segment offsets fit u32"),
+                Ordering::Release,
+            );
+        }
+    }
+
+    /// The closest indexed record at or before `lsn`: its LSN and offset.
+    pub fn seek_hint(&self, lsn: Lsn) -> (Lsn, u64) {
+        debug_assert!(lsn >= self.first_lsn());
+        let mut slot = ((lsn - self.first_lsn()) / INDEX_STRIDE) as usize;
+        loop {
+            let offset = self.index[slot].load(Ordering::Acquire);
+            if offset != 0 || slot == 0 {
+                let found_lsn = self.first_lsn() + slot as u64 * INDEX_STRIDE;
+                let offset = if offset == 0 {
+                    HEADER_REGION_BYTES
+                } else {
+                    u64::from(offset)
+                };
+                return (found_lsn, offset);
+            }
+            slot -= 1;
+        }
+    }
+
+    /// Forgets index entries past `lsn` (after a cut).
+    pub fn forget_after(&self, lsn: Lsn) {
+        let first_dropped = (lsn + 1).saturating_sub(self.first_lsn());
+        let from_slot = first_dropped.div_ceil(INDEX_STRIDE) as usize;
+        for slot in self.index.iter().skip(from_slot) {
+            slot.store(0, Ordering::Release);
+        }
+    }
+
+    /// The record bytes from `offset` to the end of the segment. Callers only look at records
+    /// that are completely written (at or below the written LSN) and never cut while they look.
+    pub fn bytes_from(&self, offset: u64) -> &[u8] {
+        self.file
+            .bytes(offset, (self.header.segment_bytes - offset) as usize)
+    }
+
+    /// Zero-fills the segment from `offset` to its last nonzero byte (not synced), so that no
+    /// stale record behind the new end can ever be linked back in. Returns the bytes zeroed.
+    pub fn zero_from(&self, offset: u64) -> std::io::Result<u64> {
+        let len = self.nonzero_len_from(offset);
+        if len == 0 {
+            return Ok(0);
+        }
+        let zeros = vec![0u8; (len as usize).min(1 << 20)];
+        let mut at = 0u64;
+        while at < len {
+            let n = (len - at).min(zeros.len() as u64) as usize;
+            self.file.write_at(offset + at, &[&zeros[..n]])?;
+            at += n as u64;
+        }
+        Ok(len)
+    }
+
+    /// How many bytes from `offset` on reach the last nonzero byte of the segment (0: all zero).
+    pub fn nonzero_len_from(&self, offset: u64) -> u64 {
+        last_nonzero_byte(self.bytes_from(offset)).map_or(0, |i| i as u64 + 1)
+    }
+
+    /// Decodes the record at `offset`.
+    pub fn record_at(&self, offset: u64) -> Result<(record::RecordHeader, &[u8]), record::Invalid> {
+        let header_end = offset + record::HEADER_BYTES as u64;
+        if header_end > self.header.segment_bytes {
+            return Err(record::Invalid::Empty);
+        }
+        record::decode(self.header.salt, self.bytes_from(offset))
+    }
+}
+
+/// Index of the last nonzero byte, scanning eight bytes at a time.
+pub(crate) fn last_nonzero_byte(bytes: &[u8]) -> Option<usize> {
+    let tail_len = bytes.len() % 8;
+    let (words, tail) = bytes.split_at(bytes.len() - tail_len);
+    if let Some(i) = tail.iter().rposition(|&b| b != 0) {
+        return Some(words.len() + i);
+    }
+    let word = words.rchunks_exact(8).position(|w| w != [0u8; 8])?;
+    let start = words.len() - (word + 1) * 8;
+    let i = words[start..start + 8]
+        .iter()
+        .rposition(|&b| b != 0)
+        .expect("nonzero word");
+    Some(start + i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trip_and_damage() {
+        let h = SegmentHeader {
+            salt: 0xdead_beef,
+            sequence: 3,
+            first_lsn: 77,
+            segment_bytes: 1 << 20,
+        };
+        let bytes = h.encode();
+        assert_eq!(SegmentHeader::decode(&bytes), Ok(h));
+        assert_eq!(
+            SegmentHeader::decode(&[0; HEADER_BYTES]),
+            Err(HeaderError::Prepared)
+        );
+        for i in 0..HEADER_BYTES {
+            let mut damaged = bytes;
+            damaged[i] ^= 0x10;
+            assert!(SegmentHeader::decode(&damaged).is_err(), "byte {i}");
+        }
+    }
+
+    #[test]
+    fn last_nonzero_byte_finds_the_end() {
+        assert_eq!(last_nonzero_byte(&[0; 100]), None);
+        for at in [0usize, 7, 8, 63, 64, 98, 99] {
+            let mut b = vec![0u8; 100];
+            b[at] = 1;
+            b[0] = 1;
+            assert_eq!(last_nonzero_byte(&b), Some(at));
+        }
+    }
+
+    #[test]
+    fn names_sort_in_log_order() {
+        let mut names: Vec<String> = [10u64, 9, 100, 1].iter().map(|&s| file_name(s)).collect();
+        names.sort();
+        let seqs: Vec<u64> = names.iter().map(|n| parse_file_name(n).unwrap()).collect();
+        assert_eq!(seqs, vec![1, 9, 10, 100]);
+        assert_eq!(parse_file_name("control"), None);
+        assert_eq!(parse_file_name("0001.seg"), None);
+    }
+}

@@ -1,0 +1,757 @@
+//! The open log: append, commit, read, truncate, maintain, close.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::control::{Control, ControlState};
+use crate::error::{Error, Result};
+use crate::group_commit::{CommitStats, GroupCommit};
+use crate::io::fs::{FsDir, WriteMode};
+use crate::io::{Dir, DirLock};
+use crate::options::{Backend, Options};
+use crate::pins::Pins;
+use crate::reader::Reader;
+use crate::record::{self, RecordHeader, RecordKind};
+use crate::recovery::{self, RecoveryReport};
+use crate::reserve::{Run, Tail};
+use crate::segment::{self, PreparedSegment, Segment, HEADER_REGION_BYTES};
+use crate::Lsn;
+
+/// Segments by (first LSN, sequence): an empty segment and its successor may share a first LSN.
+type SegmentMap = BTreeMap<(Lsn, u64), Arc<Segment>>;
+
+/// A write-ahead log open on a directory.
+///
+/// Every method takes `&self` and may be called from any thread: share the log with an `Arc`.
+/// Dropping it closes it (see [`Wal::close`] to see the error, if any).
+pub struct Wal {
+    inner: Arc<Inner>,
+    background: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("dir", &self.inner.dir.path())
+            .field("first_lsn", &self.first_lsn())
+            .field("last_lsn", &self.last_lsn())
+            .field("durable_lsn", &self.durable_lsn())
+            .finish()
+    }
+}
+
+/// Everything the log's handles, readers and background thread share.
+pub(crate) struct Inner {
+    dir: Box<dyn Dir>,
+    options: Options,
+    tail: crate::sync::Mutex<Tail<Arc<Segment>>>,
+    /// Mirror of the tail's next LSN, for lock-free `last_lsn`.
+    next_lsn: AtomicU64,
+    prepared: Mutex<VecDeque<PreparedSegment>>,
+    next_sequence: AtomicU64,
+    segments: RwLock<SegmentMap>,
+    pub(crate) group: GroupCommit,
+    control: Mutex<Control>,
+    /// Readers hold it shared while they step; `truncate_after` holds it exclusively.
+    pub(crate) cut_gate: RwLock<()>,
+    pub(crate) pins: Pins,
+    first_lsn: AtomicU64,
+    epoch: AtomicU64,
+    background: Mutex<Signal>,
+    background_cond: Condvar,
+    report: RecoveryReport,
+    lock: Mutex<Option<Box<dyn DirLock>>>,
+}
+
+#[derive(Default)]
+struct Signal {
+    wake: bool,
+    shutdown: bool,
+}
+
+impl Wal {
+    /// Opens the log in `dir`, creating it if it does not exist and the options allow, and
+    /// recovers it (see [`RecoveryReport`]). Fails with [`Error::Locked`] if another open log,
+    /// in this or another process, holds the directory.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Wal> {
+        options.validate()?;
+        let path = dir.as_ref();
+        let dir = open_dir(path, &options)?;
+        let lock = dir.lock().map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock => Error::Locked {
+                dir: path.to_path_buf(),
+            },
+            _ => Error::io("lock", path.join("LOCK"), e),
+        })?;
+        let recovered = recovery::recover(dir.as_ref(), &options)?;
+        let active = recovered
+            .segments
+            .last()
+            .expect("recovery leaves an active segment")
+            .clone();
+        let last_lsn = recovered.report.last_lsn;
+        let tail = Tail::new(
+            last_lsn + 1,
+            active.clone(),
+            recovered.tail_offset,
+            active.header.segment_bytes,
+            HEADER_REGION_BYTES,
+            options.segment_bytes,
+        );
+        let segments = recovered
+            .segments
+            .iter()
+            .map(|s| ((s.first_lsn(), s.sequence()), s.clone()))
+            .collect();
+        let first_lsn = recovered.control.state().first_lsn;
+        let epoch = recovered.report.last_epoch;
+        let inner = Arc::new(Inner {
+            dir,
+            tail: crate::sync::Mutex::new(tail),
+            next_lsn: AtomicU64::new(last_lsn + 1),
+            prepared: Mutex::new(recovered.prepared.into_iter().collect()),
+            next_sequence: AtomicU64::new(recovered.next_sequence),
+            segments: RwLock::new(segments),
+            group: GroupCommit::new(last_lsn),
+            control: Mutex::new(recovered.control),
+            cut_gate: RwLock::new(()),
+            pins: Pins::default(),
+            first_lsn: AtomicU64::new(first_lsn),
+            epoch: AtomicU64::new(epoch),
+            background: Mutex::new(Signal::default()),
+            background_cond: Condvar::new(),
+            report: recovered.report,
+            lock: Mutex::new(Some(lock)),
+            options,
+        });
+        let background = if inner.options.background_threads {
+            let worker = inner.clone();
+            let handle = std::thread::Builder::new()
+                .name("rwal-background".into())
+                .spawn(move || worker.background_loop())
+                .map_err(|e| Error::io("spawn background thread", path, e))?;
+            Some(handle)
+        } else {
+            None
+        };
+        Ok(Wal { inner, background })
+    }
+
+    /// Appends one user record and returns its LSN. The record is not durable until
+    /// [`commit`](Wal::commit) returns for it (or a later LSN).
+    pub fn append(&self, payload: &[u8]) -> Result<Lsn> {
+        self.inner.append(RecordKind::User, None, &[payload])
+    }
+
+    /// Appends several user records with contiguous LSNs; returns the first.
+    pub fn append_batch(&self, payloads: &[&[u8]]) -> Result<Lsn> {
+        self.inner.append(RecordKind::User, None, payloads)
+    }
+
+    /// Appends records of the given kind in the given epoch (for the replication layer); returns
+    /// the first LSN. The epoch must not be below the log's current epoch, which it becomes.
+    pub fn append_with(&self, kind: RecordKind, epoch: u64, payloads: &[&[u8]]) -> Result<Lsn> {
+        self.set_epoch(epoch)?;
+        self.inner.append(kind, Some(epoch), payloads)
+    }
+
+    /// Returns once every record up to `lsn` is durable. One sync serves every committer
+    /// waiting at the time (group commit).
+    pub fn commit(&self, lsn: Lsn) -> Result<()> {
+        self.inner.commit(lsn)
+    }
+
+    /// Appends a record and commits it.
+    pub fn append_durable(&self, payload: &[u8]) -> Result<Lsn> {
+        let lsn = self.append(payload)?;
+        self.commit(lsn)?;
+        Ok(lsn)
+    }
+
+    /// Commits everything appended so far; returns the LSN now durable.
+    pub fn sync(&self) -> Result<Lsn> {
+        let last = self.last_lsn();
+        self.commit(last)?;
+        Ok(last)
+    }
+
+    /// The oldest retained LSN (1 for a new log).
+    pub fn first_lsn(&self) -> Lsn {
+        self.inner.first_lsn.load(Ordering::Acquire)
+    }
+
+    /// The newest appended LSN (`first_lsn() - 1` for an empty log: 0 for a new one).
+    pub fn last_lsn(&self) -> Lsn {
+        self.inner.last_lsn()
+    }
+
+    /// The newest durable LSN: every record up to it survives a crash.
+    pub fn durable_lsn(&self) -> Lsn {
+        self.inner.group.durable_lsn()
+    }
+
+    /// The epoch new records are written in (the last record's after a reopen).
+    pub fn epoch(&self) -> u64 {
+        self.inner.epoch.load(Ordering::Acquire)
+    }
+
+    /// Sets the epoch new records are written in; it never goes backwards.
+    pub fn set_epoch(&self, epoch: u64) -> Result<()> {
+        let previous = self.inner.epoch.fetch_max(epoch, Ordering::AcqRel);
+        if epoch < previous {
+            return Err(Error::invalid(
+                "epoch",
+                format!("{epoch} is below the current epoch {previous}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A copy of the payload of durable record `lsn`.
+    pub fn read(&self, lsn: Lsn) -> Result<Vec<u8>> {
+        let _gate = self.inner.cut_gate.read();
+        self.inner.group.check()?;
+        self.inner.check_readable(lsn)?;
+        let (segment, offset) = self.inner.locate(lsn)?;
+        let header = self.inner.decode_at(&segment, offset, lsn)?;
+        let start = offset + record::HEADER_BYTES as u64;
+        Ok(segment.bytes_from(start)[..header.payload_len as usize].to_vec())
+    }
+
+    /// A reader from `from` (at least `first_lsn()`, at most `last_lsn() + 1`).
+    pub fn reader(&self, from: Lsn) -> Result<Reader> {
+        Reader::new(self.inner.clone(), from)
+    }
+
+    /// Durably removes every record after `lsn`; the next append gets `lsn + 1`. Refused with
+    /// [`Error::Pinned`] while a reader or pin is past `lsn`. Committers waiting for a cut record
+    /// get [`Error::NotFound`].
+    pub fn truncate_after(&self, lsn: Lsn) -> Result<()> {
+        self.inner.truncate_after(lsn)
+    }
+
+    /// Does the background work once: prepares the next segment and writes the durable
+    /// watermark to the control file. With background threads off, call it from time to time
+    /// (appends still prepare segments themselves when they must).
+    pub fn maintain(&self) -> Result<()> {
+        self.inner.maintain()
+    }
+
+    /// Group-commit counters.
+    pub fn stats(&self) -> CommitStats {
+        self.inner.group.stats()
+    }
+
+    /// Number of segments the log retains.
+    pub fn segment_count(&self) -> usize {
+        self.inner.segments.read().len()
+    }
+
+    /// What recovery found and decided when the log was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.report
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        self.inner.dir.path()
+    }
+
+    /// Syncs everything appended, stops the background thread, writes the final watermark and
+    /// releases the directory. Readers still alive get [`Error::Closed`].
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        if let Some(handle) = self.background.take() {
+            self.inner.background.lock().shutdown = true;
+            self.inner.background_cond.notify_all();
+            let _ = handle.join();
+        }
+        if self.inner.lock.lock().is_none() {
+            return Ok(());
+        }
+        let synced = self.sync().map(|_| ());
+        let written = synced.and_then(|()| self.inner.update_control());
+        self.inner.group.close();
+        self.inner.lock.lock().take();
+        written
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+fn open_dir(path: &Path, options: &Options) -> Result<Box<dyn Dir>> {
+    let mode = match &options.backend {
+        Backend::Simulated(disk) => return Ok(Box::new(disk.dir(path))),
+        Backend::Mmap => WriteMode::Map,
+        Backend::Pwrite => WriteMode::Pwrite,
+    };
+    let dir = FsDir::open(
+        path,
+        options.create_if_missing,
+        mode,
+        options.preallocation,
+        options.sync_recorder.clone(),
+    );
+    match dir {
+        Ok(dir) => Ok(Box::new(dir)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NoLog {
+            dir: path.to_path_buf(),
+        }),
+        Err(e) => Err(Error::io("open directory", path, e)),
+    }
+}
+
+impl Inner {
+    fn last_lsn(&self) -> Lsn {
+        self.next_lsn.load(Ordering::Acquire) - 1
+    }
+
+    fn append(&self, kind: RecordKind, epoch: Option<u64>, payloads: &[&[u8]]) -> Result<Lsn> {
+        if payloads.is_empty() {
+            return Err(Error::invalid(
+                "records",
+                "an append needs at least one record",
+            ));
+        }
+        let max = segment::max_payload_bytes(self.options.segment_bytes);
+        if let Some(big) = payloads.iter().find(|p| p.len() as u64 > max) {
+            return Err(Error::RecordTooLarge {
+                payload_bytes: big.len() as u64,
+                max_payload_bytes: max,
+                segment_bytes: self.options.segment_bytes,
+            });
+        }
+        self.group.check()?;
+        let sizes = || payloads.iter().map(|p| record::stored_len(p.len()) as u64);
+        let durable_hint = self.group.durable_lsn();
+        let epoch = epoch.unwrap_or_else(|| self.epoch.load(Ordering::Acquire));
+        let mut runs = Vec::with_capacity(1);
+        {
+            let mut tail = self.tail.lock();
+            let rolls = tail.rolls_needed(sizes());
+            if rolls > 0 {
+                self.prepare_segments(rolls)?;
+            }
+            tail.place(
+                sizes(),
+                |old, last, first| self.roll(old, last, first),
+                &mut runs,
+            );
+            self.next_lsn.store(tail.next_lsn(), Ordering::Release);
+        }
+        let first = runs[0].first_lsn;
+        let mut index = 0;
+        for run in &runs {
+            let records = &payloads[index..index + run.count];
+            index += run.count;
+            let bytes = self.copy_run(run, records, kind, epoch, durable_hint)?;
+            self.group
+                .complete(run.first_lsn, run.first_lsn + run.count as u64 - 1, bytes);
+        }
+        Ok(first)
+    }
+
+    /// Copies one run of records into its segment (after its header, if it opens the segment).
+    /// A failed write poisons the log: the LSNs are taken and cannot be given back.
+    fn copy_run(
+        &self,
+        run: &Run<Arc<Segment>>,
+        records: &[&[u8]],
+        kind: RecordKind,
+        epoch: u64,
+        durable_hint: Lsn,
+    ) -> Result<u64> {
+        let segment = &run.segment;
+        let fail = |e| {
+            self.group
+                .poison(Error::io("write", self.dir.path().join(segment.name()), e))
+        };
+        if run.opens_segment {
+            segment
+                .file
+                .write_at(0, &[&segment.header.encode()])
+                .map_err(fail)?;
+        }
+        const PADDING: [u8; record::ALIGN_BYTES] = [0; record::ALIGN_BYTES];
+        let mut offset = run.offset;
+        for (i, payload) in records.iter().enumerate() {
+            let lsn = run.first_lsn + i as u64;
+            let header = RecordHeader {
+                payload_len: payload.len() as u32,
+                lsn,
+                epoch,
+                durable_hint: durable_hint.min(lsn - 1),
+                kind,
+            };
+            let stored = record::stored_len(payload.len());
+            let padding = &PADDING[..stored - record::HEADER_BYTES - payload.len()];
+            segment
+                .file
+                .write_at(
+                    offset,
+                    &[
+                        &header.encode(segment.header.salt, payload),
+                        payload,
+                        padding,
+                    ],
+                )
+                .map_err(fail)?;
+            segment.note_offset(lsn, offset);
+            offset += stored as u64;
+        }
+        Ok(offset - run.offset)
+    }
+
+    /// Seals `old` at `last` and activates the next prepared segment, starting at `first`.
+    /// Called under the tail lock after `prepare_segments` made sure one is ready.
+    fn roll(&self, old: &Arc<Segment>, last: Lsn, first: Lsn) -> Arc<Segment> {
+        let prepared = self
+            .prepared
+            .lock()
+            .pop_front()
+            .expect("a prepared segment was made ready");
+        let segment = recovery::activate(prepared.file, prepared.sequence, first);
+        old.seal(last);
+        self.segments
+            .write()
+            .insert((first, segment.sequence()), segment.clone());
+        self.wake_background();
+        segment
+    }
+
+    /// Makes sure at least `count` segments are prepared, creating them now if needed.
+    fn prepare_segments(&self, count: usize) -> Result<()> {
+        let mut prepared = self.prepared.lock();
+        while prepared.len() < count {
+            let sequence = self.next_sequence.fetch_add(1, Ordering::Relaxed);
+            let name = segment::file_name(sequence);
+            let path = self.dir.path().join(&name);
+            // Allocated under a temporary name: a crash half way leaves a `.tmp` file that
+            // recovery removes, never a short segment.
+            let temp = segment::temp_file_name(sequence);
+            let file = self
+                .dir
+                .create(&temp, self.options.segment_bytes)
+                .map_err(|e| Error::io("create segment", &path, e))?;
+            self.dir
+                .rename(&temp, &name)
+                .map_err(|e| Error::io("rename", &path, e))?;
+            if let Err(e) = self.dir.sync() {
+                return Err(self
+                    .group
+                    .poison(Error::io("fsync directory", self.dir.path(), e)));
+            }
+            prepared.push_back(PreparedSegment { sequence, file });
+        }
+        Ok(())
+    }
+
+    fn commit(&self, lsn: Lsn) -> Result<()> {
+        let last = self.last_lsn();
+        if lsn > last {
+            return Err(Error::NotFound {
+                lsn,
+                last_lsn: last,
+            });
+        }
+        self.group
+            .commit(lsn, self.options.commit_delay, |from, to| {
+                self.sync_range(from, to)
+            })
+    }
+
+    /// Syncs every segment holding records `from + 1..=to`, oldest first.
+    fn sync_range(&self, from: Lsn, to: Lsn) -> Result<()> {
+        let segments: Vec<Arc<Segment>> = {
+            let map = self.segments.read();
+            let mut covering: Vec<Arc<Segment>> = map
+                .range(..=(to, u64::MAX))
+                .rev()
+                .take_while(|(_, s)| s.sealed_last_lsn().is_none_or(|last| last > from))
+                .map(|(_, s)| s.clone())
+                .collect();
+            covering.reverse();
+            covering
+        };
+        for segment in segments {
+            segment
+                .file
+                .sync()
+                .map_err(|e| Error::io("fdatasync", self.dir.path().join(segment.name()), e))?;
+        }
+        Ok(())
+    }
+
+    /// Fails unless `lsn` is a durable, retained LSN.
+    pub(crate) fn check_readable(&self, lsn: Lsn) -> Result<()> {
+        let first = self.first_lsn.load(Ordering::Acquire);
+        if lsn < first {
+            return Err(Error::Compacted {
+                lsn,
+                first_retained: first,
+            });
+        }
+        let durable = self.group.durable_lsn();
+        if lsn > durable {
+            let last = self.last_lsn();
+            if lsn > last {
+                return Err(Error::NotFound {
+                    lsn,
+                    last_lsn: last,
+                });
+            }
+            return Err(Error::NotDurable {
+                lsn,
+                durable_lsn: durable,
+            });
+        }
+        Ok(())
+    }
+
+    /// Fails unless a reader may start at `from`.
+    pub(crate) fn check_readable_start(&self, from: Lsn) -> Result<()> {
+        self.group.check()?;
+        let first = self.first_lsn.load(Ordering::Acquire);
+        if from < first {
+            return Err(Error::Compacted {
+                lsn: from,
+                first_retained: first,
+            });
+        }
+        let last = self.last_lsn();
+        if from > last + 1 {
+            return Err(Error::NotFound {
+                lsn: from,
+                last_lsn: last,
+            });
+        }
+        Ok(())
+    }
+
+    /// The segment holding `lsn` and the record's offset in it.
+    pub(crate) fn locate(&self, lsn: Lsn) -> Result<(Arc<Segment>, u64)> {
+        let segment = {
+            let map = self.segments.read();
+            map.range(..=(lsn, u64::MAX))
+                .next_back()
+                .map(|(_, s)| s.clone())
+        };
+        let Some(segment) = segment.filter(|s| s.sealed_last_lsn().is_none_or(|last| lsn <= last))
+        else {
+            return Err(Error::NotFound {
+                lsn,
+                last_lsn: self.last_lsn(),
+            });
+        };
+        let (mut at_lsn, mut offset) = segment.seek_hint(lsn);
+        while at_lsn < lsn {
+            let header = self.decode_at(&segment, offset, at_lsn)?;
+            offset += record::stored_len(header.payload_len as usize) as u64;
+            at_lsn += 1;
+        }
+        Ok((segment, offset))
+    }
+
+    /// The first LSN of the first segment starting after `lsn` (past a hole).
+    pub(crate) fn first_lsn_after(&self, lsn: Lsn) -> Option<Lsn> {
+        self.segments
+            .read()
+            .range((lsn + 1, 0)..)
+            .next()
+            .map(|(&(first, _), _)| first)
+    }
+
+    /// Decodes and checks the record at `offset`, which must be `lsn`; anything else means
+    /// the bytes changed after recovery verified them.
+    pub(crate) fn decode_at(
+        &self,
+        segment: &Segment,
+        offset: u64,
+        lsn: Lsn,
+    ) -> Result<RecordHeader> {
+        let corrupted = |expected_crc, found_crc| Error::Corrupted {
+            segment: self.dir.path().join(segment.name()),
+            offset,
+            lsn,
+            expected_crc,
+            found_crc,
+        };
+        match segment.record_at(offset) {
+            Ok((header, _)) if header.lsn == lsn => Ok(header),
+            Ok(_) => Err(corrupted(0, 0)),
+            Err(invalid) => Err(corrupted(invalid.stored_crc(), invalid.computed_crc())),
+        }
+    }
+
+    fn truncate_after(&self, lsn: Lsn) -> Result<()> {
+        self.group.check()?;
+        let mut tail = self.tail.lock();
+        let last = tail.next_lsn() - 1;
+        if lsn >= last {
+            return if lsn == last {
+                Ok(())
+            } else {
+                Err(Error::NotFound {
+                    lsn,
+                    last_lsn: last,
+                })
+            };
+        }
+        let first = self.first_lsn.load(Ordering::Acquire);
+        if lsn + 1 < first {
+            return Err(Error::Compacted {
+                lsn: lsn + 1,
+                first_retained: first,
+            });
+        }
+        self.group.wait_written(last)?;
+        self.group.freeze()?;
+        let gate = self.cut_gate.write();
+        if let Some((holder, pinned_lsn)) = self.pins.highest_above(lsn) {
+            drop(gate);
+            self.group.thaw_unchanged();
+            return Err(Error::Pinned {
+                op: "truncate",
+                holder,
+                pinned_lsn,
+                cut_lsn: lsn,
+            });
+        }
+        let mut control = self.control.lock();
+        match self.cut(&mut control, &mut tail, lsn) {
+            Ok(()) => {
+                self.group.thaw(lsn);
+                Ok(())
+            }
+            Err(e) => {
+                // The cut is half done on disk; recovery will finish it (the control file says
+                // so). Nothing more may be written here.
+                let poisoned = self.group.poison(e);
+                self.group.thaw_unchanged();
+                Err(poisoned)
+            }
+        }
+    }
+
+    /// The steps of a truncation, in the order that makes a crash at any point safe: declare
+    /// the cut in the control file, remove later segments, zero-fill and sync the cut
+    /// segment, then clear the declaration.
+    fn cut(&self, control: &mut Control, tail: &mut Tail<Arc<Segment>>, lsn: Lsn) -> Result<()> {
+        let dir_path = self.dir.path().to_path_buf();
+        let mut state = control.state().clone();
+        state.durable_lsn = state.durable_lsn.min(lsn);
+        state.pending_cut = Some(lsn);
+        control.write(state.clone(), &dir_path)?;
+        let (segment, offset) = self.locate(lsn + 1)?;
+        let later: Vec<Arc<Segment>> = {
+            let mut map = self.segments.write();
+            let key = (segment.first_lsn(), segment.sequence());
+            let later_keys: Vec<(Lsn, u64)> = map.range(key..).skip(1).map(|(k, _)| *k).collect();
+            later_keys.iter().filter_map(|k| map.remove(k)).collect()
+        };
+        for gone in &later {
+            self.dir
+                .remove(&gone.name())
+                .map_err(|e| Error::io("remove", dir_path.join(gone.name()), e))?;
+        }
+        if !later.is_empty() {
+            self.dir
+                .sync()
+                .map_err(|e| Error::io("fsync directory", &dir_path, e))?;
+        }
+        let path = dir_path.join(segment.name());
+        segment
+            .zero_from(offset)
+            .map_err(|e| Error::io("zero-fill", &path, e))?;
+        segment
+            .file
+            .sync()
+            .map_err(|e| Error::io("fdatasync", &path, e))?;
+        segment.forget_after(lsn);
+        segment.unseal();
+        state.pending_cut = None;
+        control.write(state, &dir_path)?;
+        tail.reset(
+            lsn + 1,
+            segment.clone(),
+            offset,
+            segment.header.segment_bytes,
+        );
+        self.next_lsn.store(lsn + 1, Ordering::Release);
+        Ok(())
+    }
+
+    fn maintain(&self) -> Result<()> {
+        self.group.check()?;
+        let wanted = self.options.prepared_segments_max;
+        self.prepare_segments(wanted)?;
+        self.update_control()
+    }
+
+    /// Writes the durable watermark to the control file if it moved. A failed write poisons.
+    fn update_control(&self) -> Result<()> {
+        let mut control = self.control.lock();
+        // Read under the control lock: a truncation lowers the durable LSN only while holding
+        // it, so a stale, higher watermark can never be written after a cut.
+        let durable = self.group.durable_lsn();
+        if durable <= control.state().durable_lsn {
+            return Ok(());
+        }
+        let state = ControlState {
+            durable_lsn: durable,
+            ..control.state().clone()
+        };
+        control
+            .write(state, self.dir.path())
+            .map_err(|e| self.group.poison(e))
+    }
+
+    fn wake_background(&self) {
+        self.background.lock().wake = true;
+        self.background_cond.notify_all();
+    }
+
+    fn background_loop(&self) {
+        loop {
+            {
+                let mut signal = self.background.lock();
+                if !signal.shutdown && !signal.wake {
+                    self.background_cond
+                        .wait_for(&mut signal, self.options.control_interval);
+                }
+                if signal.shutdown {
+                    return;
+                }
+                signal.wake = false;
+            }
+            // Errors here reach callers: a segment that could not be prepared is prepared again
+            // by the append that needs it (which returns the error), and a failed control write
+            // poisons the log.
+            let _ = self.maintain();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        fn is<T: Send + Sync>() {}
+        is::<Wal>();
+        is::<Reader>();
+    }
+}
