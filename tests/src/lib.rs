@@ -62,7 +62,8 @@ impl Target {
     }
 }
 
-/// The real `mmap` and `pwrite` backends (each in a fresh directory) and a fresh simulated disk.
+/// The real `mmap`, `pwrite` and `staged` backends (each in a fresh directory) and a fresh
+/// simulated disk.
 pub fn targets(label: &str) -> Vec<Target> {
     let real = |name: &'static str, backend: Backend| {
         let temp = TempDir::new(&format!("{label}-{name}"));
@@ -76,6 +77,7 @@ pub fn targets(label: &str) -> Vec<Target> {
     vec![
         real("mmap", Backend::Mmap),
         real("pwrite", Backend::Pwrite),
+        real("staged", Backend::Staged),
         Target {
             name: "sim",
             dir: PathBuf::from("/sim/log"),

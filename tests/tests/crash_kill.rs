@@ -2,7 +2,7 @@
 //! acknowledged LSN; the parent kills it with SIGKILL at a random moment, reopens the log, and
 //! checks that every acknowledged record is there byte for byte and that every record present
 //! is one that was appended. The same directory goes through every round, so recovery runs on
-//! a log that keeps growing across segments, alternating the `mmap` and `pwrite` backends.
+//! a log that keeps growing across segments, rotating through the `mmap`, `pwrite` and `staged` backends.
 //!
 //! `RWAL_CRASH_ROUNDS=N` runs N rounds (default 100).
 //!
@@ -26,7 +26,7 @@ fn sigkill_at_random_moments_loses_no_acknowledged_record() {
     let mut acked: BTreeMap<u64, u64> = BTreeMap::new();
     let mut total_acks = 0;
     for round in 0..rounds {
-        let backend = if round % 2 == 0 { "mmap" } else { "pwrite" };
+        let backend = ["mmap", "pwrite", "staged"][(round % 3) as usize];
         let mut child = Command::new(env!("CARGO_BIN_EXE_crash_child"))
             .arg(&dir)
             .arg(backend)
@@ -68,16 +68,9 @@ fn sigkill_at_random_moments_loses_no_acknowledged_record() {
             acked.insert(lsn, seed);
             total_acks += 1;
         }
-        check(
-            &dir,
-            &acked,
-            round,
-            if round % 2 == 0 {
-                Backend::Pwrite
-            } else {
-                Backend::Mmap
-            },
-        );
+        let reopen_with =
+            [Backend::Pwrite, Backend::Staged, Backend::Mmap][(round % 3) as usize].clone();
+        check(&dir, &acked, round, reopen_with);
     }
     eprintln!("{rounds} rounds, {total_acks} acknowledged records checked across the kills");
     assert!(

@@ -1,5 +1,5 @@
 //! Power cuts on the real backends. A SIGKILL keeps the page cache, so it cannot catch a missing
-//! sync; here the `mmap` and `pwrite` backends run with a recorder that keeps each file's image
+//! sync; here the `mmap`, `pwrite` and `staged` backends run with a recorder that keeps each file's image
 //! at every completed sync (and the directory's at every directory sync). At a random moment
 //! the test builds what a power cut could leave — the synced images plus a random subset of the
 //! sectors written since — recovers from it with the real backend, and checks that every
@@ -24,11 +24,8 @@ fn a_power_cut_after_any_sync_loses_no_acknowledged_record() {
     let rounds = rounds("RWAL_LOST_SYNC_ROUNDS", 60);
     let mut checked = 0u64;
     for round in 0..rounds {
-        let backend = if round % 2 == 0 {
-            Backend::Mmap
-        } else {
-            Backend::Pwrite
-        };
+        let backends = [Backend::Mmap, Backend::Pwrite, Backend::Staged];
+        let backend = backends[(round % 3) as usize].clone();
         let mut rng = Rng::new(round);
         let temp = TempDir::new("lost-sync");
         let dir = temp.join("log");
@@ -69,11 +66,7 @@ fn a_power_cut_after_any_sync_loses_no_acknowledged_record() {
         recorder.crash_image(&dir, &image, rng.next_u64()).unwrap();
         drop(wal);
         // Recover with the other backend: what one wrote, the other must read.
-        let other = if round % 2 == 0 {
-            Backend::Pwrite
-        } else {
-            Backend::Mmap
-        };
+        let other = backends[((round + 1) % 3) as usize].clone();
         let wal =
             Wal::open(&image, options(&other)).unwrap_or_else(|e| panic!("round {round}: {e}"));
         let last = wal.last_lsn();

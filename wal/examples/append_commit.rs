@@ -3,7 +3,7 @@
 //! `rwal bench` exists.
 //!
 //! ```sh
-//! cargo run --release -p rwal-wal --example append_commit -- [--dir DIR] [--threads N] [--records N] [--size BYTES] [--backend mmap|pwrite]
+//! cargo run --release -p rwal-wal --example append_commit -- [--dir DIR] [--threads N] [--records N] [--size BYTES] [--backend mmap|pwrite|staged]
 //! ```
 
 use std::sync::Arc;
@@ -43,9 +43,10 @@ fn parse() -> Result<Args, String> {
                 args.backend = match value()?.as_str() {
                     "mmap" => Backend::Mmap,
                     "pwrite" => Backend::Pwrite,
+                    "staged" => Backend::Staged,
                     other => {
                         return Err(format!(
-                            "--backend: unknown backend {other} (mmap or pwrite)"
+                            "--backend: unknown backend {other} (mmap, pwrite or staged)"
                         ))
                     }
                 }

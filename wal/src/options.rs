@@ -18,6 +18,9 @@ pub enum Backend {
     Mmap,
     /// Segment files written with `pwritev` (read through a read-only mapping); `fdatasync`.
     Pwrite,
+    /// Records copied into anonymous memory; a commit writes them to the segment file with one
+    /// `pwritev2(RWF_DSYNC)`; reads through a read-only mapping of the file.
+    Staged,
     /// A simulated disk, for tests (see [`SimDisk`]).
     Simulated(SimDisk),
 }

@@ -296,6 +296,7 @@ fn open_dir(path: &Path, options: &Options) -> Result<Box<dyn Dir>> {
         Backend::Simulated(disk) => return Ok(Box::new(disk.dir(path))),
         Backend::Mmap => WriteMode::Map,
         Backend::Pwrite => WriteMode::Pwrite,
+        Backend::Staged => WriteMode::Staged,
     };
     let dir = FsDir::open(
         path,
@@ -617,6 +618,10 @@ impl Inner {
             });
         }
         self.group.wait_written(last)?;
+        // Everything appended reaches the file first (appends stay stopped: the tail lock is
+        // held): the cut is located by reading record headers back, and backends that stage
+        // writes in memory must not hold any.
+        self.commit(last)?;
         self.group.freeze()?;
         let gate = self.cut_gate.write();
         if let Some((holder, pinned_lsn)) = self.pins.highest_above(lsn) {
@@ -697,7 +702,27 @@ impl Inner {
         self.group.check()?;
         let wanted = self.options.prepared_segments_max;
         self.prepare_segments(wanted)?;
+        self.write_back()?;
         self.update_control()
+    }
+
+    /// Writes staged records to their files (without a sync): everything in sealed segments,
+    /// and the active segment's once it holds more than `STAGED_BYTES_ACTIVE_MAX`. This is what
+    /// bounds the `Staged` backend's memory when nobody commits.
+    fn write_back(&self) -> Result<()> {
+        const STAGED_BYTES_ACTIVE_MAX: u64 = 8 << 20;
+        let segments: Vec<Arc<Segment>> = self.segments.read().values().cloned().collect();
+        for segment in segments {
+            let threshold = match segment.sealed_last_lsn() {
+                Some(_) => 0,
+                None => STAGED_BYTES_ACTIVE_MAX,
+            };
+            if let Err(e) = segment.file.write_back(threshold) {
+                let path = self.dir.path().join(segment.name());
+                return Err(self.group.poison(Error::io("write", path, e)));
+            }
+        }
+        Ok(())
     }
 
     /// Writes the durable watermark to the control file if it moved. A failed write poisons.

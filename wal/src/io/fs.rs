@@ -20,6 +20,9 @@ pub(crate) enum WriteMode {
     Map,
     /// `pwritev`; the mapping is read-only and serves reads only.
     Pwrite,
+    /// `memcpy` into anonymous staging memory; a sync writes the staged ranges to the file with
+    /// `pwritev2(RWF_DSYNC)`. The file mapping is read-only and serves reads only.
+    Staged,
 }
 
 pub(crate) struct FsDir {
@@ -96,7 +99,11 @@ impl FsDir {
         }
         let map = match self.mode {
             WriteMode::Map => MmapOptions::new().map_raw(&file)?,
-            WriteMode::Pwrite => MmapOptions::new().map_raw_read_only(&file)?,
+            WriteMode::Pwrite | WriteMode::Staged => MmapOptions::new().map_raw_read_only(&file)?,
+        };
+        let staging = match self.mode {
+            WriteMode::Staged => Some(Staging::new(len as usize)?),
+            WriteMode::Map | WriteMode::Pwrite => None,
         };
         Ok(Arc::new(FsFile {
             file,
@@ -105,6 +112,7 @@ impl FsDir {
             mode: self.mode,
             path,
             recorder: self.recorder.clone(),
+            staging,
         }))
     }
 }
@@ -197,6 +205,7 @@ pub(crate) struct FsFile {
     mode: WriteMode,
     path: PathBuf,
     recorder: Option<SyncRecorder>,
+    staging: Option<Staging>,
 }
 
 impl FsFile {
@@ -210,7 +219,38 @@ impl FsFile {
         );
     }
 
-    fn pwritev(&self, mut offset: u64, parts: &[&[u8]]) -> io::Result<()> {
+    fn fdatasync(&self) -> io::Result<()> {
+        // SAFETY: fdatasync on a file descriptor we own.
+        if unsafe { libc::fdatasync(self.file.as_raw_fd()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Writes every staged range to the file and makes it durable: one `pwritev2(RWF_DSYNC)`
+    /// when the staged bytes are one range and nothing else awaits a sync (the common case: the
+    /// tail since the last commit), otherwise a `pwritev` of each and one `fdatasync`.
+    fn sync_staged(&self, staging: &Staging) -> io::Result<()> {
+        // Held across take, write and sync: a write-back running beside a sync could otherwise
+        // take records the sync then reports durable before they reach the disk.
+        let mut flush = staging.flush.lock();
+        let ranges = staging.take_ranges();
+        let outcome = match (ranges.as_slice(), flush.written_unsynced) {
+            ([], false) => Ok(()),
+            ([(lo, hi)], false) => self.pwritev(*lo, &[staging.slice(*lo, *hi)], libc::RWF_DSYNC),
+            (many, _) => many
+                .iter()
+                .try_for_each(|&(lo, hi)| self.pwritev(lo, &[staging.slice(lo, hi)], 0))
+                .and_then(|()| self.fdatasync()),
+        };
+        outcome?;
+        flush.written_unsynced = false;
+        staging.release(&ranges, false);
+        Ok(())
+    }
+
+    /// `pwritev2` of all `parts` at `offset`, with `flags` (`RWF_DSYNC` makes the write durable).
+    fn pwritev(&self, mut offset: u64, parts: &[&[u8]], flags: libc::c_int) -> io::Result<()> {
         let mut iov: Vec<libc::iovec> = parts
             .iter()
             .filter(|p| !p.is_empty())
@@ -225,11 +265,12 @@ impl FsFile {
             // SAFETY: every iovec points into a slice borrowed for the duration of this call, and
             // the kernel only reads from them.
             let written = unsafe {
-                libc::pwritev(
+                libc::pwritev2(
                     self.file.as_raw_fd(),
                     iov[first..].as_ptr(),
                     count,
                     offset as libc::off_t,
+                    flags,
                 )
             };
             if written < 0 {
@@ -273,7 +314,14 @@ impl File for FsFile {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         self.check_range(offset, total);
         match self.mode {
-            WriteMode::Pwrite => self.pwritev(offset, parts),
+            WriteMode::Pwrite => self.pwritev(offset, parts, 0),
+            WriteMode::Staged => {
+                self.staging
+                    .as_ref()
+                    .expect("staged files have staging")
+                    .write(offset, parts);
+                Ok(())
+            }
             WriteMode::Map => {
                 let mut at = offset as usize;
                 for part in parts {
@@ -296,15 +344,33 @@ impl File for FsFile {
     }
 
     fn sync(&self) -> io::Result<()> {
-        // fdatasync also writes back pages dirtied through a shared mapping (Linux has one page
-        // cache), and is far cheaper than msync(MS_SYNC) here.
-        // SAFETY: fdatasync on a file descriptor we own.
-        if unsafe { libc::fdatasync(self.file.as_raw_fd()) } != 0 {
-            return Err(io::Error::last_os_error());
+        if let Some(staging) = &self.staging {
+            self.sync_staged(staging)?;
+        } else {
+            // fdatasync also writes back pages dirtied through a shared mapping (Linux has one
+            // page cache), and is far cheaper than msync(MS_SYNC) here.
+            self.fdatasync()?;
         }
         if let Some(recorder) = &self.recorder {
             recorder.file_synced(&self.path, &self.file)?;
         }
+        Ok(())
+    }
+
+    fn write_back(&self, staged_bytes_min: u64) -> io::Result<()> {
+        let Some(staging) = &self.staging else {
+            return Ok(());
+        };
+        if staging.staged_bytes() < staged_bytes_min.max(1) {
+            return Ok(());
+        }
+        let mut flush = staging.flush.lock();
+        let ranges = staging.take_ranges();
+        for &(lo, hi) in &ranges {
+            self.pwritev(lo, &[staging.slice(lo, hi)], 0)?;
+        }
+        flush.written_unsynced = true;
+        staging.release(&ranges, true);
         Ok(())
     }
 
@@ -313,5 +379,132 @@ impl File for FsFile {
         // SAFETY: the range is inside the mapping (checked above), which lives as long as
         // `self`; no write touches it while the slice lives (the trait's discipline).
         unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(offset as usize), len) }
+    }
+}
+
+/// Anonymous memory standing in for a segment's bytes until a sync writes them to the file.
+///
+/// Only the exact ranges that `write` calls completed are written out, never the hull around
+/// them: bytes of a copy still in progress are not written, and staging pages already written
+/// out can be given back to the system without their (now zero) contents ever reaching the file.
+struct Staging {
+    memory: MmapRaw,
+    state: parking_lot::Mutex<StagingState>,
+    flush: parking_lot::Mutex<FlushState>,
+}
+
+/// Serializes syncs and write-backs of one file.
+#[derive(Default)]
+struct FlushState {
+    /// Ranges were written to the file without a sync since the last sync.
+    written_unsynced: bool,
+}
+
+#[derive(Default)]
+struct StagingState {
+    /// Ranges written since the last sync, in completion order, adjacent ones merged.
+    dirty: Vec<(u64, u64)>,
+    /// Ranges written out whose pages have not been given back yet.
+    written_out: Vec<(u64, u64)>,
+    written_out_bytes: u64,
+}
+
+/// Give staging pages back once this many bytes were written out: `madvise` costs a TLB
+/// shootdown, so it is batched.
+const STAGING_RELEASE_BYTES: u64 = 4 << 20;
+const PAGE_BYTES: u64 = 4096;
+
+impl Staging {
+    fn new(len: usize) -> io::Result<Staging> {
+        let memory = MmapOptions::new().len(len).map_anon()?.into();
+        Ok(Staging {
+            memory,
+            state: parking_lot::Mutex::new(StagingState::default()),
+            flush: parking_lot::Mutex::new(FlushState::default()),
+        })
+    }
+
+    fn write(&self, offset: u64, parts: &[&[u8]]) {
+        let mut at = offset as usize;
+        for part in parts {
+            // SAFETY: FsFile::write_at checked that the range lies inside the file, and the
+            // staging memory has the file's length; concurrent writers touch disjoint ranges,
+            // and a range is only read (by a sync) after its write returned.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    part.as_ptr(),
+                    self.memory.as_mut_ptr().add(at),
+                    part.len(),
+                );
+            }
+            at += part.len();
+        }
+        if at == offset as usize {
+            return;
+        }
+        let (lo, hi) = (offset, at as u64);
+        let mut state = self.state.lock();
+        match state.dirty.last_mut() {
+            Some(last) if last.1 == lo => last.1 = hi,
+            _ => state.dirty.push((lo, hi)),
+        }
+    }
+
+    /// Takes the ranges written since the last sync, sorted and merged.
+    fn take_ranges(&self) -> Vec<(u64, u64)> {
+        let mut ranges = std::mem::take(&mut self.state.lock().dirty);
+        ranges.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+        for (lo, hi) in ranges {
+            match merged.last_mut() {
+                Some(last) if last.1 >= lo => last.1 = last.1.max(hi),
+                _ => merged.push((lo, hi)),
+            }
+        }
+        merged
+    }
+
+    fn slice(&self, lo: u64, hi: u64) -> &[u8] {
+        // SAFETY: inside the staging memory (ranges come from `write`, which stays in bounds);
+        // every byte of the range was written by a completed `write`, and the log never writes a
+        // range again while a sync may be reading it (a cut rewrites only after its own sync).
+        unsafe {
+            std::slice::from_raw_parts(self.memory.as_ptr().add(lo as usize), (hi - lo) as usize)
+        }
+    }
+
+    /// Bytes staged and not yet written to the file.
+    fn staged_bytes(&self) -> u64 {
+        self.state.lock().dirty.iter().map(|(lo, hi)| hi - lo).sum()
+    }
+
+    /// Notes ranges now in the file; gives their whole pages back once enough accumulated, or
+    /// at once with `all`.
+    fn release(&self, ranges: &[(u64, u64)], all: bool) {
+        let mut state = self.state.lock();
+        state.written_out.extend_from_slice(ranges);
+        state.written_out_bytes += ranges.iter().map(|(lo, hi)| hi - lo).sum::<u64>();
+        if state.written_out_bytes < STAGING_RELEASE_BYTES && !all {
+            return;
+        }
+        for (lo, hi) in std::mem::take(&mut state.written_out) {
+            let first_page = lo.div_ceil(PAGE_BYTES) * PAGE_BYTES;
+            let end_page = hi / PAGE_BYTES * PAGE_BYTES;
+            if end_page <= first_page {
+                continue;
+            }
+            // SAFETY: whole pages inside the staging memory whose bytes all belong to completed
+            // writes already in the file; nobody reads them again (reads go to the file
+            // mapping), and a later write into them finds zero pages, which is harmless because
+            // only the bytes it writes are written out.
+            unsafe {
+                libc::madvise(
+                    self.memory.as_mut_ptr().add(first_page as usize).cast(),
+                    (end_page - first_page) as usize,
+                    libc::MADV_DONTNEED,
+                );
+            }
+        }
+        state.written_out_bytes = 0;
     }
 }

@@ -36,6 +36,11 @@ pub(crate) trait File: Send + Sync {
     fn write_at(&self, offset: u64, parts: &[&[u8]]) -> io::Result<()>;
     /// Makes every completed write durable (`fdatasync`).
     fn sync(&self) -> io::Result<()>;
+    /// Backends that hold writes in memory (`Staged`) write them to the file, without making
+    /// them durable, once at least `staged_bytes_min` are held; this bounds their memory.
+    fn write_back(&self, _staged_bytes_min: u64) -> io::Result<()> {
+        Ok(())
+    }
     /// The bytes `[offset, offset + len)`, without copying.
     fn bytes(&self, offset: u64, len: usize) -> &[u8];
 }
