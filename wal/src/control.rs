@@ -177,6 +177,25 @@ impl ControlState {
     }
 }
 
+/// Decodes both copies of a control file's bytes (for read-only inspection): each is its
+/// generation and state, or `None` if it does not verify.
+pub(crate) fn decode_copies(
+    bytes: &[u8],
+    path: &std::path::Path,
+) -> Result<[Option<(u64, ControlState)>; 2]> {
+    if bytes.len() as u64 != FILE_BYTES {
+        return Err(Error::bad_file(
+            path,
+            format!("{} bytes, expected {FILE_BYTES}", bytes.len()),
+        ));
+    }
+    let text = path.display().to_string();
+    Ok([
+        ControlState::decode(&bytes[..SLOT_BYTES], &text)?,
+        ControlState::decode(&bytes[SLOT_BYTES..], &text)?,
+    ])
+}
+
 /// Where the copy of `generation` goes: generations alternate between the two slots, so a write
 /// never touches the newest valid copy.
 fn slot_offset(generation: u64) -> u64 {

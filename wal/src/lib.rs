@@ -30,6 +30,7 @@
 mod control;
 mod error;
 mod group_commit;
+pub mod inspect;
 pub mod io;
 mod options;
 mod pins;

@@ -1,0 +1,674 @@
+//! `rwal bench`: the benchmarks a storage engineer asks for first, on a temporary directory
+//! that is removed afterwards. Latencies go into HdrHistograms (3 significant digits).
+//!
+//! Workloads, for each backend chosen:
+//! - `durable-commit`: one thread, `append` + `commit` of one record at a time, per size;
+//! - `group-commit`: N threads each doing `append` + `commit`, per thread count;
+//! - `append`: `append` without commit (1 and 2 threads), records/s; and the process's
+//!   anonymous resident memory afterwards;
+//! - `recovery-scan`: reopening a log of `--recovery-mib` MiB of 4 KiB records (warm cache).
+//!
+//! and once, as the physical floor of the same run: a `pwrite`+`fdatasync` loop of 128-byte
+//! records and an `O_DIRECT|O_DSYNC` loop of 4 KiB blocks.
+
+use std::ffi::OsString;
+use std::fs::OpenOptions;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use rwal_wal::{Backend, Options, Wal};
+
+use crate::json::Value;
+
+const HELP: &str = "\
+usage: rwal bench [options]
+
+options:
+  --backend NAME       mmap, pwrite or staged (default mmap)
+  --all-backends       every backend, one after the other
+  --seconds S          seconds per workload (default 1)
+  --threads LIST       group-commit thread counts (default 1,4,16,64)
+  --size LIST          record sizes for durable-commit latency (default 128,4096)
+  --recovery-mib N     size of the log the recovery scan reads (default 256)
+  --segment-bytes N    segment size (default 64 MiB)
+  --dir DIR            where to put the temporary logs (default: the system temp directory)
+  --json               print the results as JSON instead of a table
+  --plot FILE.svg      also draw the latency percentile curves";
+
+struct Config {
+    backends: Vec<(&'static str, Backend)>,
+    seconds: f64,
+    threads: Vec<usize>,
+    sizes: Vec<usize>,
+    recovery_mib: u64,
+    segment_bytes: u64,
+    dir: Option<PathBuf>,
+    json: bool,
+    plot: Option<PathBuf>,
+}
+
+/// One measured workload.
+pub struct Outcome {
+    pub workload: &'static str,
+    pub backend: &'static str,
+    pub threads: usize,
+    pub size_bytes: usize,
+    pub ops: u64,
+    pub seconds: f64,
+    pub bytes: u64,
+    /// Latencies in nanoseconds.
+    pub latency: Option<Histogram<u64>>,
+    pub extra: Vec<(&'static str, f64)>,
+}
+
+impl Outcome {
+    pub fn label(&self) -> String {
+        let threads = if self.threads > 1 {
+            format!(" x{}", self.threads)
+        } else {
+            String::new()
+        };
+        format!(
+            "{} {} {}B{threads}",
+            self.backend, self.workload, self.size_bytes
+        )
+    }
+
+    fn ops_per_second(&self) -> f64 {
+        self.ops as f64 / self.seconds
+    }
+
+    fn json(&self) -> Value {
+        let mut fields = vec![
+            ("workload", Value::Str(self.workload.into())),
+            ("backend", Value::Str(self.backend.into())),
+            ("threads", Value::Int(self.threads as u64)),
+            ("size_bytes", Value::Int(self.size_bytes as u64)),
+            ("ops", Value::Int(self.ops)),
+            ("seconds", Value::Num(self.seconds)),
+            ("ops_per_s", Value::Num(self.ops_per_second())),
+            (
+                "mb_per_s",
+                Value::Num(self.bytes as f64 / self.seconds / 1e6),
+            ),
+        ];
+        if let Some(h) = &self.latency {
+            for (name, q) in QUANTILES {
+                fields.push((name, Value::Num(h.value_at_quantile(q) as f64 / 1e3)));
+            }
+            fields.push(("max_us", Value::Num(h.max() as f64 / 1e3)));
+        }
+        for (name, value) in &self.extra {
+            fields.push((name, Value::Num(*value)));
+        }
+        Value::Obj(fields)
+    }
+}
+
+const QUANTILES: [(&str, f64); 4] = [
+    ("p50_us", 0.5),
+    ("p90_us", 0.9),
+    ("p99_us", 0.99),
+    ("p999_us", 0.999),
+];
+
+fn parse(args: Vec<OsString>) -> Result<Option<Config>, String> {
+    use lexopt::prelude::*;
+    let mut config = Config {
+        backends: vec![("mmap", Backend::Mmap)],
+        seconds: 1.0,
+        threads: vec![1, 4, 16, 64],
+        sizes: vec![128, 4096],
+        recovery_mib: 256,
+        segment_bytes: rwal_wal::SEGMENT_BYTES_DEFAULT,
+        dir: None,
+        json: false,
+        plot: None,
+    };
+    let mut parser = lexopt::Parser::from_args(args);
+    let text = |parser: &mut lexopt::Parser| -> Result<String, String> {
+        parser
+            .value()
+            .map_err(|e| e.to_string())?
+            .into_string()
+            .map_err(|v| format!("not UTF-8: {v:?}"))
+    };
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        match arg {
+            Long("backend") => config.backends = vec![backend(&text(&mut parser)?)?],
+            Long("all-backends") => {
+                config.backends = vec![
+                    ("mmap", Backend::Mmap),
+                    ("pwrite", Backend::Pwrite),
+                    ("staged", Backend::Staged),
+                ]
+            }
+            Long("seconds") => {
+                config.seconds = number(&text(&mut parser)?, "--seconds")?;
+                if !(0.01..=3600.0).contains(&config.seconds) {
+                    return Err("--seconds must be between 0.01 and 3600".into());
+                }
+            }
+            Long("threads") => config.threads = list(&text(&mut parser)?, "--threads", 1..=1024)?,
+            Long("size") => config.sizes = list(&text(&mut parser)?, "--size", 12..=(16 << 20))?,
+            Long("recovery-mib") => {
+                config.recovery_mib = number(&text(&mut parser)?, "--recovery-mib")?
+            }
+            Long("segment-bytes") => {
+                config.segment_bytes = number(&text(&mut parser)?, "--segment-bytes")?
+            }
+            Long("dir") => config.dir = Some(text(&mut parser)?.into()),
+            Long("json") => config.json = true,
+            Long("plot") => config.plot = Some(text(&mut parser)?.into()),
+            Long("help") | Short('h') => {
+                println!("{HELP}");
+                return Ok(None);
+            }
+            other => return Err(format!("{}\n\n{HELP}", other.unexpected())),
+        }
+    }
+    Options::new()
+        .segment_bytes(config.segment_bytes)
+        .validate()
+        .map_err(|e| e.to_string())?;
+    Ok(Some(config))
+}
+
+fn backend(name: &str) -> Result<(&'static str, Backend), String> {
+    match name {
+        "mmap" => Ok(("mmap", Backend::Mmap)),
+        "pwrite" => Ok(("pwrite", Backend::Pwrite)),
+        "staged" => Ok(("staged", Backend::Staged)),
+        other => Err(format!(
+            "--backend: unknown backend {other:?} (mmap, pwrite or staged)"
+        )),
+    }
+}
+
+fn number<T: std::str::FromStr>(text: &str, flag: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    text.parse().map_err(|e| format!("{flag}: {text:?}: {e}"))
+}
+
+fn list(
+    text: &str,
+    flag: &str,
+    range: std::ops::RangeInclusive<usize>,
+) -> Result<Vec<usize>, String> {
+    let values: Vec<usize> = text
+        .split(',')
+        .map(|v| number(v.trim(), flag))
+        .collect::<Result<_, _>>()?;
+    match values.iter().find(|v| !range.contains(v)) {
+        Some(bad) => Err(format!("{flag}: {bad} is outside {range:?}")),
+        None if values.is_empty() => Err(format!("{flag}: empty list")),
+        None => Ok(values),
+    }
+}
+
+/// Runs the benchmarks and prints their results.
+pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
+    let Some(config) = parse(args)? else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let base = config
+        .dir
+        .clone()
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!("rwal-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&base).map_err(|e| format!("create {}: {e}", base.display()))?;
+    let outcome = measure(&config, &base);
+    let _ = std::fs::remove_dir_all(&base);
+    let results = outcome?;
+    if config.json {
+        println!(
+            "{}",
+            Value::Arr(results.iter().map(Outcome::json).collect()).render()
+        );
+    } else {
+        print_table(&results);
+    }
+    if let Some(path) = &config.plot {
+        crate::plot::write_svg(path, &results)
+            .map_err(|e| format!("--plot {}: {e}", path.display()))?;
+        if !config.json {
+            println!("\nlatency percentile curves written to {}", path.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn measure(config: &Config, base: &Path) -> Result<Vec<Outcome>, String> {
+    let per_backend = config.sizes.len() + config.threads.len() + 3;
+    let steps = (config.backends.len() * per_backend + 2) as u64;
+    let progress = ProgressBar::new(steps);
+    progress.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").map_err(|e| e.to_string())?,
+    );
+    let seconds = Duration::from_secs_f64(config.seconds);
+    let mut results = Vec::new();
+    let step = |message: String| {
+        progress.set_message(message);
+        progress.inc(1);
+    };
+    step("baseline: pwrite + fdatasync".into());
+    results.push(baseline_fdatasync(base, seconds).map_err(|e| format!("baseline: {e}"))?);
+    step("baseline: O_DIRECT|O_DSYNC".into());
+    match baseline_odirect(base, seconds) {
+        Ok(outcome) => results.push(outcome),
+        Err(e) => progress.println(format!("baseline O_DIRECT|O_DSYNC skipped: {e}")),
+    }
+    for (name, backend) in &config.backends {
+        let options = Options::new()
+            .backend(backend.clone())
+            .segment_bytes(config.segment_bytes);
+        let run = Run {
+            base,
+            name,
+            options,
+            seconds,
+        };
+        for &size in &config.sizes {
+            step(format!("{name}: durable commit {size} B"));
+            results.push(run.durable_commit(size).map_err(|e| e.to_string())?);
+        }
+        for &threads in &config.threads {
+            step(format!("{name}: group commit x{threads}"));
+            results.push(run.group_commit(threads).map_err(|e| e.to_string())?);
+        }
+        for threads in [1, 2] {
+            step(format!("{name}: append x{threads}"));
+            results.push(run.append(threads).map_err(|e| e.to_string())?);
+        }
+        step(format!(
+            "{name}: recovery scan of {} MiB",
+            config.recovery_mib
+        ));
+        results.push(
+            run.recovery(config.recovery_mib)
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    progress.finish_and_clear();
+    Ok(results)
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid bounds")
+}
+
+fn record(h: &mut Histogram<u64>, since: Instant) {
+    h.saturating_record(since.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64);
+}
+
+struct Run<'a> {
+    base: &'a Path,
+    name: &'static str,
+    options: Options,
+    seconds: Duration,
+}
+
+impl Run<'_> {
+    fn fresh(&self, workload: &str) -> rwal_wal::Result<(Wal, PathBuf)> {
+        let dir = self.base.join(format!("{}-{workload}", self.name));
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok((Wal::open(&dir, self.options.clone())?, dir))
+    }
+
+    fn durable_commit(&self, size: usize) -> rwal_wal::Result<Outcome> {
+        let (wal, dir) = self.fresh("durable")?;
+        let data = vec![0x5a; size];
+        let mut h = histogram();
+        // Warm up: the first commits pay for page faults and the first extent writes.
+        for _ in 0..50 {
+            wal.append_durable(&data)?;
+        }
+        let started = Instant::now();
+        while started.elapsed() < self.seconds {
+            let t = Instant::now();
+            let lsn = wal.append(&data)?;
+            wal.commit(lsn)?;
+            record(&mut h, t);
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        finish(wal, &dir)?;
+        Ok(Outcome {
+            workload: "durable-commit",
+            backend: self.name,
+            threads: 1,
+            size_bytes: size,
+            ops: h.len(),
+            seconds: elapsed,
+            bytes: h.len() * size as u64,
+            latency: Some(h),
+            extra: Vec::new(),
+        })
+    }
+
+    fn group_commit(&self, threads: usize) -> rwal_wal::Result<Outcome> {
+        let (wal, dir) = self.fresh("group")?;
+        let wal = Arc::new(wal);
+        let barrier = Arc::new(Barrier::new(threads + 1));
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let (wal, barrier, seconds) = (wal.clone(), barrier.clone(), self.seconds);
+                std::thread::spawn(move || -> rwal_wal::Result<Histogram<u64>> {
+                    let data = [0x33u8; 128];
+                    let mut h = histogram();
+                    barrier.wait();
+                    let started = Instant::now();
+                    while started.elapsed() < seconds {
+                        let t = Instant::now();
+                        let lsn = wal.append(&data)?;
+                        wal.commit(lsn)?;
+                        record(&mut h, t);
+                    }
+                    Ok(h)
+                })
+            })
+            .collect();
+        barrier.wait();
+        let started = Instant::now();
+        let mut merged = histogram();
+        for worker in workers {
+            let h = worker.join().expect("benchmark thread")?;
+            merged.add(&h).expect("same bounds");
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let stats = wal.stats();
+        let wal = Arc::try_unwrap(wal).expect("workers joined");
+        finish(wal, &dir)?;
+        let per_sync = stats.records_synced as f64 / stats.syncs.max(1) as f64;
+        Ok(Outcome {
+            workload: "group-commit",
+            backend: self.name,
+            threads,
+            size_bytes: 128,
+            ops: merged.len(),
+            seconds: elapsed,
+            bytes: merged.len() * 128,
+            latency: Some(merged),
+            extra: vec![("records_per_sync", per_sync)],
+        })
+    }
+
+    fn append(&self, threads: usize) -> rwal_wal::Result<Outcome> {
+        let (wal, dir) = self.fresh("append")?;
+        let wal = Arc::new(wal);
+        let barrier = Arc::new(Barrier::new(threads + 1));
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let (wal, barrier, seconds) = (wal.clone(), barrier.clone(), self.seconds);
+                std::thread::spawn(move || -> rwal_wal::Result<u64> {
+                    let data = [0x77u8; 128];
+                    let mut count = 0u64;
+                    barrier.wait();
+                    let started = Instant::now();
+                    // Check the clock every 1024 appends: an append is far cheaper than a
+                    // clock read is not.
+                    while started.elapsed() < seconds {
+                        for _ in 0..1024 {
+                            wal.append(&data)?;
+                        }
+                        count += 1024;
+                    }
+                    Ok(count)
+                })
+            })
+            .collect();
+        barrier.wait();
+        let started = Instant::now();
+        let mut ops = 0;
+        for worker in workers {
+            ops += worker.join().expect("benchmark thread")?;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let rss_anon_mib = rss_anon_bytes().map_or(f64::NAN, |b| b as f64 / (1 << 20) as f64);
+        let wal = Arc::try_unwrap(wal).expect("workers joined");
+        finish(wal, &dir)?;
+        Ok(Outcome {
+            workload: "append",
+            backend: self.name,
+            threads,
+            size_bytes: 128,
+            ops,
+            seconds: elapsed,
+            bytes: ops * 128,
+            latency: None,
+            extra: vec![("rss_anon_mib", rss_anon_mib)],
+        })
+    }
+
+    fn recovery(&self, mib: u64) -> rwal_wal::Result<Outcome> {
+        let (wal, dir) = self.fresh("recovery")?;
+        let record = vec![0x42u8; 4096];
+        let batch: Vec<&[u8]> = (0..64).map(|_| record.as_slice()).collect();
+        let records = (mib << 20) / 4096;
+        let mut written = 0;
+        while written < records {
+            wal.append_batch(&batch)?;
+            written += batch.len() as u64;
+        }
+        wal.close()?;
+        let started = Instant::now();
+        let wal = Wal::open(&dir, self.options.clone())?;
+        let elapsed = started.elapsed().as_secs_f64();
+        let scanned = wal.recovery_report().records;
+        finish(wal, &dir)?;
+        Ok(Outcome {
+            workload: "recovery-scan",
+            backend: self.name,
+            threads: 1,
+            size_bytes: 4096,
+            ops: scanned,
+            seconds: elapsed,
+            bytes: scanned * 4096,
+            latency: None,
+            extra: Vec::new(),
+        })
+    }
+}
+
+fn finish(wal: Wal, dir: &Path) -> rwal_wal::Result<()> {
+    wal.close()?;
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
+}
+
+/// `RssAnon` of this process, from `/proc/self/status`.
+fn rss_anon_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("RssAnon:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn zero_filled(path: &Path, bytes: u64, custom_flags: i32) -> std::io::Result<std::fs::File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    let zeros = vec![0u8; 1 << 20];
+    for chunk in 0..bytes / zeros.len() as u64 {
+        file.write_all_at(&zeros, chunk * zeros.len() as u64)?;
+    }
+    file.sync_all()?;
+    drop(file);
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(custom_flags)
+        .open(path)
+}
+
+/// The physical floor with a page-cache write: `pwrite` of 128 bytes + `fdatasync`.
+fn baseline_fdatasync(base: &Path, seconds: Duration) -> std::io::Result<Outcome> {
+    let path = base.join("baseline-fdatasync");
+    let file = zero_filled(&path, 64 << 20, 0)?;
+    let data = [0x11u8; 128];
+    let mut h = histogram();
+    let started = Instant::now();
+    let mut offset = 0u64;
+    while started.elapsed() < seconds {
+        let t = Instant::now();
+        file.write_all_at(&data, offset)?;
+        file.sync_data()?;
+        record(&mut h, t);
+        offset = (offset + 136) % (63 << 20);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&path);
+    Ok(Outcome {
+        workload: "baseline-pwrite-fdatasync",
+        backend: "raw",
+        threads: 1,
+        size_bytes: 128,
+        ops: h.len(),
+        seconds: elapsed,
+        bytes: h.len() * 128,
+        latency: Some(h),
+        extra: Vec::new(),
+    })
+}
+
+/// The physical floor: a 4 KiB `O_DIRECT|O_DSYNC` write per commit.
+fn baseline_odirect(base: &Path, seconds: Duration) -> std::io::Result<Outcome> {
+    let path = base.join("baseline-odirect");
+    let file = zero_filled(&path, 64 << 20, libc::O_DIRECT | libc::O_DSYNC)?;
+    let mut buffer = vec![0x22u8; 8192];
+    let aligned = buffer.as_ptr().align_offset(4096);
+    let block = &mut buffer[aligned..aligned + 4096];
+    block.fill(0x22);
+    let mut h = histogram();
+    let started = Instant::now();
+    let mut offset = 0u64;
+    while started.elapsed() < seconds {
+        let t = Instant::now();
+        file.write_all_at(block, offset)?;
+        record(&mut h, t);
+        offset = (offset + 4096) % (64 << 20);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&path);
+    Ok(Outcome {
+        workload: "baseline-odirect-dsync",
+        backend: "raw",
+        threads: 1,
+        size_bytes: 4096,
+        ops: h.len(),
+        seconds: elapsed,
+        bytes: h.len() * 4096,
+        latency: Some(h),
+        extra: Vec::new(),
+    })
+}
+
+fn micros(h: &Histogram<u64>, q: f64) -> String {
+    format!("{:.1}", h.value_at_quantile(q) as f64 / 1e3)
+}
+
+fn print_table(results: &[Outcome]) {
+    println!(
+        "{:<26} {:<7} {:>7} {:>6} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "workload",
+        "backend",
+        "threads",
+        "size",
+        "ops/s",
+        "MB/s",
+        "p50 us",
+        "p90 us",
+        "p99 us",
+        "p999 us",
+        "max us"
+    );
+    for r in results {
+        let (p50, p90, p99, p999, max) = match &r.latency {
+            Some(h) => (
+                micros(h, 0.5),
+                micros(h, 0.9),
+                micros(h, 0.99),
+                micros(h, 0.999),
+                format!("{:.1}", h.max() as f64 / 1e3),
+            ),
+            None => Default::default(),
+        };
+        println!(
+            "{:<26} {:<7} {:>7} {:>6} {:>12.0} {:>9.1} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            r.workload,
+            r.backend,
+            r.threads,
+            r.size_bytes,
+            r.ops_per_second(),
+            r.bytes as f64 / r.seconds / 1e6,
+            p50,
+            p90,
+            p99,
+            p999,
+            max
+        );
+        for (name, value) in &r.extra {
+            println!("{:<26}   {name} = {value:.2}", "");
+        }
+    }
+    print_ratios(results);
+}
+
+/// The ratios the performance targets are stated in, from this one run.
+fn print_ratios(results: &[Outcome]) {
+    let find = |workload: &str, backend: &str, threads: usize, size: usize| {
+        results.iter().find(|r| {
+            r.workload == workload
+                && r.backend == backend
+                && r.threads == threads
+                && r.size_bytes == size
+        })
+    };
+    let p = |r: Option<&Outcome>, q: f64| {
+        r.and_then(|r| r.latency.as_ref())
+            .map(|h| h.value_at_quantile(q) as f64)
+    };
+    println!("\nratios (this run):");
+    let floor = find("baseline-odirect-dsync", "raw", 1, 4096);
+    let fdatasync = find("baseline-pwrite-fdatasync", "raw", 1, 128);
+    let backends: Vec<&str> = results
+        .iter()
+        .filter(|r| r.backend != "raw")
+        .map(|r| r.backend)
+        .fold(Vec::new(), |mut v, b| {
+            if !v.contains(&b) {
+                v.push(b);
+            }
+            v
+        });
+    for backend in backends {
+        let durable = find("durable-commit", backend, 1, 128);
+        if let (Some(d), Some(f)) = (p(durable, 0.5), p(floor, 0.5)) {
+            println!("  {backend}: durable commit p50 / O_DIRECT|O_DSYNC 4K p50 = {:.2} (target <= 1.15)", d / f);
+        }
+        if let (Some(d), Some(f)) = (p(durable, 0.99), p(fdatasync, 0.99)) {
+            println!(
+                "  {backend}: durable commit p99 / pwrite+fdatasync p99 = {:.2} (target <= 1.0)",
+                d / f
+            );
+        }
+        if let (Some(one), Some(two)) = (
+            find("append", backend, 1, 128),
+            find("append", backend, 2, 128),
+        ) {
+            println!(
+                "  {backend}: append scaling, 2 threads / 1 = {:.2} (target >= 1.6)",
+                two.ops_per_second() / one.ops_per_second()
+            );
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The `rwal` command as an operator runs it: `inspect`, `verify` on a clean log, on a log with
+//! a flipped byte and on a log with a torn tail, and a very short `bench --json`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use rwal_wal::{Options, Wal};
+
+const SEGMENT: &str = "00000000000000000001.seg";
+
+fn temp(label: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rwal-cli-{label}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn rwal(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rwal"))
+        .args(args)
+        .output()
+        .expect("run rwal")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Ten durable records of 100 bytes (136 stored) in one 1 MiB segment.
+fn ten_records(dir: &Path) {
+    let wal = Wal::open(dir, Options::new().segment_bytes(1 << 20)).unwrap();
+    for i in 0..10u8 {
+        wal.append(&[i; 100]).unwrap();
+    }
+    wal.close().unwrap();
+}
+
+fn patch(dir: &Path, offset: u64, bytes: &[u8]) {
+    let path = dir.join(SEGMENT);
+    let mut data = std::fs::read(&path).unwrap();
+    for (i, b) in bytes.iter().enumerate() {
+        data[offset as usize + i] ^= b;
+    }
+    std::fs::write(path, data).unwrap();
+}
+
+#[test]
+fn inspect_lists_segments_and_the_control_file() {
+    let dir = temp("inspect");
+    ten_records(&dir);
+    let out = rwal(&["inspect", dir.to_str().unwrap()]);
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.contains(SEGMENT) && shown.contains("1..=10"),
+        "{shown}"
+    );
+    assert!(shown.contains("durable LSN 10"), "{shown}");
+    assert!(shown.contains("checkpoint: none"), "{shown}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn verify_passes_a_clean_log() {
+    let dir = temp("verify-clean");
+    ten_records(&dir);
+    let before = std::fs::read(dir.join(SEGMENT)).unwrap();
+    let out = rwal(&["verify", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("10 records checked"), "{}", text(&out));
+    assert_eq!(
+        std::fs::read(dir.join(SEGMENT)).unwrap(),
+        before,
+        "verify changed nothing"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn verify_names_segment_and_offset_of_a_flipped_byte_and_fails() {
+    let dir = temp("verify-flip");
+    ten_records(&dir);
+    let record_5 = 4096 + 4 * 136;
+    patch(&dir, record_5 + 50, &[0x04]);
+    let out = rwal(&["verify", dir.to_str().unwrap()]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains(&format!("CORRUPTED: {SEGMENT} offset {record_5} LSN 5")),
+        "{shown}"
+    );
+    assert!(shown.contains("checksum"), "{shown}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn verify_reports_a_torn_tail_without_failing() {
+    let dir = temp("verify-torn");
+    ten_records(&dir);
+    let end = 4096 + 10 * 136;
+    // Half a record header: what a crash in the middle of a write leaves.
+    patch(&dir, end, &[0xab; 20]);
+    let out = rwal(&["verify", dir.to_str().unwrap()]);
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.contains("torn tail") && shown.contains(&format!("offset {end} LSN 11")),
+        "{shown}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn verify_and_inspect_refuse_a_directory_without_a_log() {
+    let dir = temp("nolog");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = rwal(&["verify", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("no log in"), "{}", text(&out));
+    let out = rwal(&["inspect"]);
+    assert_eq!(out.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_short_bench_reports_every_workload_as_json() {
+    let dir = temp("bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let plot = dir.join("curves.svg");
+    let out = rwal(&[
+        "bench",
+        "--seconds",
+        "0.05",
+        "--threads",
+        "1,2",
+        "--size",
+        "128",
+        "--recovery-mib",
+        "4",
+        "--segment-bytes",
+        "1048576",
+        "--json",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    for workload in [
+        "baseline-pwrite-fdatasync",
+        "durable-commit",
+        "group-commit",
+        "append",
+        "recovery-scan",
+    ] {
+        assert!(
+            shown.contains(&format!("\"workload\":\"{workload}\"")),
+            "{workload} missing: {shown}"
+        );
+    }
+    assert!(shown.contains("\"p99_us\":"), "{shown}");
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("durable-commit"),
+        "not a plot of the curves"
+    );
+    // It cleaned up after itself: only the plot is left.
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("curves.svg")]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bench_rejects_bad_arguments_with_a_clear_message() {
+    let out = rwal(&["bench", "--backend", "floppy"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("unknown backend \"floppy\""),
+        "{}",
+        text(&out)
+    );
+    let out = rwal(&["bench", "--threads", "0"]);
+    assert!(
+        text(&out).contains("--threads: 0 is outside"),
+        "{}",
+        text(&out)
+    );
+    let out = rwal(&["bench", "--segment-bytes", "1000"]);
+    assert!(text(&out).contains("segment_bytes"), "{}", text(&out));
+}
