@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::sync::{AtomicU64, Condvar, Mutex, MutexGuard, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, Condvar, Mutex, MutexGuard, Ordering};
 use crate::Lsn;
 
 /// Counters that show group commit at work.
@@ -61,6 +61,8 @@ pub(crate) struct GroupCommit {
     state: Mutex<State>,
     cond: Condvar,
     durable: AtomicU64,
+    /// Set once the log is poisoned or closed, so that the append path checks without locking.
+    failed: AtomicBool,
 }
 
 impl GroupCommit {
@@ -84,6 +86,7 @@ impl GroupCommit {
             }),
             cond: Condvar::new(),
             durable: AtomicU64::new(durable),
+            failed: AtomicBool::new(false),
         }
     }
 
@@ -129,6 +132,9 @@ impl GroupCommit {
 
     /// Fails with the poisoning error, if any.
     pub fn check(&self) -> Result<()> {
+        if !self.failed.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let st = self.state.lock();
         Self::check_state(&st)
     }
@@ -156,6 +162,7 @@ impl GroupCommit {
                 cause
             }
         };
+        self.failed.store(true, Ordering::Release);
         self.cond.notify_all();
         Error::Poisoned { cause }
     }
@@ -163,6 +170,7 @@ impl GroupCommit {
     /// Marks the log closed and wakes every waiter.
     pub fn close(&self) {
         self.state.lock().closed = true;
+        self.failed.store(true, Ordering::Release);
         self.cond.notify_all();
     }
 
@@ -234,7 +242,10 @@ impl GroupCommit {
                 st.stats.bytes_synced += bytes;
                 st.stats.max_records_per_sync = st.stats.max_records_per_sync.max(records);
             }
-            Err(cause) if st.poisoned.is_none() => st.poisoned = Some(Arc::new(cause)),
+            Err(cause) if st.poisoned.is_none() => {
+                st.poisoned = Some(Arc::new(cause));
+                self.failed.store(true, Ordering::Release);
+            }
             Err(_) => {}
         }
         self.cond.notify_all();

@@ -12,7 +12,7 @@ use loom::thread;
 
 use crate::error::Error;
 use crate::group_commit::GroupCommit;
-use crate::reserve::{Run, Tail};
+use crate::reserve::{Runs, Tail};
 use crate::sync::Mutex;
 
 fn model(f: impl Fn() + Sync + Send + 'static) {

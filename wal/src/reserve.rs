@@ -35,6 +35,41 @@ pub(crate) struct Run<S> {
     pub opens_segment: bool,
 }
 
+/// The runs of one append: almost always one, kept inline so that an append allocates nothing.
+#[derive(Debug)]
+pub(crate) struct Runs<S> {
+    first: Option<Run<S>>,
+    more: Vec<Run<S>>,
+}
+
+impl<S> Runs<S> {
+    pub fn new() -> Runs<S> {
+        Runs {
+            first: None,
+            more: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, run: Run<S>) {
+        match self.first {
+            None => self.first = Some(run),
+            Some(_) => self.more.push(run),
+        }
+    }
+
+    fn last_mut(&mut self) -> Option<&mut Run<S>> {
+        match self.more.last_mut() {
+            Some(run) => Some(run),
+            None => self.first.as_mut(),
+        }
+    }
+
+    /// The runs in LSN order.
+    pub fn iter(&self) -> impl Iterator<Item = &Run<S>> {
+        self.first.iter().chain(self.more.iter())
+    }
+}
+
 impl<S: Clone> Tail<S> {
     pub fn new(
         next_lsn: Lsn,
@@ -105,7 +140,7 @@ impl<S: Clone> Tail<S> {
         &mut self,
         sizes: impl Iterator<Item = u64>,
         mut roll: impl FnMut(&S, Lsn, Lsn) -> S,
-        runs: &mut Vec<Run<S>>,
+        runs: &mut Runs<S>,
     ) {
         let mut opens_segment = false;
         for size in sizes {
@@ -145,7 +180,7 @@ mod tests {
     #[test]
     fn places_back_to_back_and_rolls() {
         let mut tail = Tail::new(1, 0u32, 100, 200, 100, 300);
-        let mut runs = Vec::new();
+        let mut runs = Runs::new();
         assert_eq!(tail.rolls_needed([40, 40, 40].into_iter()), 1);
         let mut seals = Vec::new();
         tail.place(
@@ -157,6 +192,7 @@ mod tests {
             &mut runs,
         );
         assert_eq!(seals, vec![(0, 2, 3)]);
+        let runs: Vec<&Run<u32>> = runs.iter().collect();
         assert_eq!(runs.len(), 2);
         assert_eq!(
             (

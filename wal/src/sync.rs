@@ -6,7 +6,7 @@
 mod imp {
     use std::time::Duration;
 
-    pub use std::sync::atomic::{AtomicU64, Ordering};
+    pub use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     /// A mutex (parking_lot's).
     #[derive(Debug, Default)]
@@ -52,7 +52,7 @@ mod imp {
     use std::ops::{Deref, DerefMut};
     use std::time::Duration;
 
-    pub use loom::sync::atomic::{AtomicU64, Ordering};
+    pub use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     #[derive(Debug, Default)]
     pub struct Mutex<T>(loom::sync::Mutex<T>);

@@ -18,9 +18,12 @@ use crate::pins::Pins;
 use crate::reader::Reader;
 use crate::record::{self, RecordHeader, RecordKind};
 use crate::recovery::{self, RecoveryReport};
-use crate::reserve::{Run, Tail};
+use crate::reserve::{Run, Runs, Tail};
 use crate::segment::{self, PreparedSegment, Segment, HEADER_REGION_BYTES};
 use crate::Lsn;
+
+/// The `Staged` backend writes the active segment's staged bytes back past this much.
+const STAGED_BYTES_ACTIVE_MAX: u64 = 8 << 20;
 
 /// Segments by (first LSN, sequence): an empty segment and its successor may share a first LSN.
 type SegmentMap = BTreeMap<(Lsn, u64), Arc<Segment>>;
@@ -338,7 +341,7 @@ impl Inner {
         let sizes = || payloads.iter().map(|p| record::stored_len(p.len()) as u64);
         let durable_hint = self.group.durable_lsn();
         let epoch = epoch.unwrap_or_else(|| self.epoch.load(Ordering::Acquire));
-        let mut runs = Vec::with_capacity(1);
+        let mut runs = Runs::new();
         {
             let mut tail = self.tail.lock();
             let rolls = tail.rolls_needed(sizes());
@@ -352,9 +355,9 @@ impl Inner {
             );
             self.next_lsn.store(tail.next_lsn(), Ordering::Release);
         }
-        let first = runs[0].first_lsn;
+        let first = runs.iter().next().expect("at least one record").first_lsn;
         let mut index = 0;
-        for run in &runs {
+        for run in runs.iter() {
             let records = &payloads[index..index + run.count];
             index += run.count;
             let bytes = self.copy_run(run, records, kind, epoch, durable_hint)?;
@@ -411,6 +414,11 @@ impl Inner {
                 .map_err(fail)?;
             segment.note_offset(lsn, offset);
             offset += stored as u64;
+        }
+        if segment.file.staged_bytes() >= STAGED_BYTES_ACTIVE_MAX {
+            // Nobody commits: have the background thread write the staged bytes back, so that
+            // the memory they hold stays bounded.
+            self.wake_background();
         }
         Ok(offset - run.offset)
     }
@@ -710,7 +718,6 @@ impl Inner {
     /// and the active segment's once it holds more than `STAGED_BYTES_ACTIVE_MAX`. This is what
     /// bounds the `Staged` backend's memory when nobody commits.
     fn write_back(&self) -> Result<()> {
-        const STAGED_BYTES_ACTIVE_MAX: u64 = 8 << 20;
         let segments: Vec<Arc<Segment>> = self.segments.read().values().cloned().collect();
         for segment in segments {
             let threshold = match segment.sealed_last_lsn() {

@@ -357,6 +357,10 @@ impl File for FsFile {
         Ok(())
     }
 
+    fn staged_bytes(&self) -> u64 {
+        self.staging.as_ref().map_or(0, Staging::staged_bytes)
+    }
+
     fn write_back(&self, staged_bytes_min: u64) -> io::Result<()> {
         let Some(staging) = &self.staging else {
             return Ok(());
@@ -390,6 +394,8 @@ impl File for FsFile {
 struct Staging {
     memory: MmapRaw,
     state: parking_lot::Mutex<StagingState>,
+    /// Total length of the dirty ranges (read without the lock on the append path).
+    dirty_bytes: std::sync::atomic::AtomicU64,
     flush: parking_lot::Mutex<FlushState>,
 }
 
@@ -420,6 +426,7 @@ impl Staging {
         Ok(Staging {
             memory,
             state: parking_lot::Mutex::new(StagingState::default()),
+            dirty_bytes: std::sync::atomic::AtomicU64::new(0),
             flush: parking_lot::Mutex::new(FlushState::default()),
         })
     }
@@ -448,11 +455,19 @@ impl Staging {
             Some(last) if last.1 == lo => last.1 = hi,
             _ => state.dirty.push((lo, hi)),
         }
+        self.dirty_bytes
+            .fetch_add(hi - lo, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Takes the ranges written since the last sync, sorted and merged.
     fn take_ranges(&self) -> Vec<(u64, u64)> {
-        let mut ranges = std::mem::take(&mut self.state.lock().dirty);
+        let mut ranges = {
+            let mut state = self.state.lock();
+            // Under the lock that `write` adds under: the count matches the ranges taken.
+            self.dirty_bytes
+                .store(0, std::sync::atomic::Ordering::Relaxed);
+            std::mem::take(&mut state.dirty)
+        };
         ranges.sort_unstable();
         let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
         for (lo, hi) in ranges {
@@ -475,7 +490,7 @@ impl Staging {
 
     /// Bytes staged and not yet written to the file.
     fn staged_bytes(&self) -> u64 {
-        self.state.lock().dirty.iter().map(|(lo, hi)| hi - lo).sum()
+        self.dirty_bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Notes ranges now in the file; gives their whole pages back once enough accumulated, or

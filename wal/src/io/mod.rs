@@ -41,6 +41,10 @@ pub(crate) trait File: Send + Sync {
     fn write_back(&self, _staged_bytes_min: u64) -> io::Result<()> {
         Ok(())
     }
+    /// Bytes held in memory and not yet written to the file (0 for backends that hold none).
+    fn staged_bytes(&self) -> u64 {
+        0
+    }
     /// The bytes `[offset, offset + len)`, without copying.
     fn bytes(&self, offset: u64, len: usize) -> &[u8];
 }
