@@ -35,10 +35,10 @@ fn loom_reservation_gives_distinct_lsns_and_disjoint_ranges() {
             .map(|size| {
                 let (tail, group) = (tail.clone(), group.clone());
                 thread::spawn(move || {
-                    let mut runs: Vec<Run<u32>> = Vec::new();
+                    let mut runs = Runs::new();
                     tail.lock()
                         .place([size].into_iter(), |s, _, _| s + 1, &mut runs);
-                    let run = runs.pop().expect("one run");
+                    let run = runs.iter().next().expect("one run").clone();
                     group.complete(run.first_lsn, run.first_lsn, size);
                     (run.first_lsn, run.segment, run.offset, size)
                 })
