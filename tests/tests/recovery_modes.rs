@@ -261,3 +261,113 @@ fn a_missing_segment_below_the_watermark_is_corruption() {
     let wal = Wal::open("/sim", options(&disk, RecoveryMode::PointInTime)).unwrap();
     assert_eq!(wal.last_lsn(), 5);
 }
+
+/// Regression: an all-zero header was taken as the clean end of the log even when a later
+/// record in the same segment proved the zeroed one acknowledged.
+#[test]
+fn a_zeroed_header_before_a_record_that_proves_it_is_corruption_not_the_end() {
+    let disk = SimDisk::new();
+    let wal = Wal::open("/sim", options(&disk, RecoveryMode::TolerateTornTail)).unwrap();
+    for i in 0..10 {
+        // Committed one by one: each record claims every earlier one durable.
+        wal.append_durable(&payload(i, PAYLOAD)).unwrap();
+    }
+    let crashed = disk.crash(5);
+    drop(wal);
+    // The control file's watermark is still 0 (no maintain ran): only record 10 proves 9.
+    let header_of_9 = offset_of(9);
+    let bytes = crashed.read_file(SEGMENT).unwrap();
+    for byte in header_of_9..header_of_9 + 32 {
+        for bit in 0..8 {
+            if bytes[byte as usize] & (1 << bit) != 0 {
+                crashed.flip_bit(SEGMENT, byte, bit);
+            }
+        }
+    }
+    match Wal::open("/sim", options(&crashed, RecoveryMode::TolerateTornTail)) {
+        Err(Error::Corrupted { lsn: 9, .. }) => {}
+        other => panic!("lost record taken for the end of the log: {other:?}"),
+    }
+    let wal = Wal::open("/sim", options(&crashed, RecoveryMode::PointInTime)).unwrap();
+    check_prefix(&wal, 8);
+    let cuts = wal
+        .recovery_report()
+        .events
+        .iter()
+        .filter(|e| matches!(e, RecoveryEvent::CorruptionCut { .. }))
+        .count();
+    assert_eq!(cuts, 1, "{:?}", wal.recovery_report());
+}
+
+/// Regression: point in time reported the same cut twice.
+#[test]
+fn point_in_time_reports_a_cut_once() {
+    let disk = flipped_log(5, 40);
+    let wal = Wal::open("/sim", options(&disk, RecoveryMode::PointInTime)).unwrap();
+    let events = &wal.recovery_report().events;
+    let cuts = events
+        .iter()
+        .filter(|e| matches!(e, RecoveryEvent::CorruptionCut { .. }))
+        .count();
+    assert_eq!(cuts, 1, "{events:?}");
+}
+
+/// Regression: when recovery kept no segment, a prepared file was kept for reuse with a lower
+/// sequence than the new first segment, and the next roll put later LSNs in an earlier file.
+#[test]
+fn a_log_recovered_to_nothing_keeps_its_segments_in_order() {
+    let disk = SimDisk::new();
+    let wal = Wal::open("/sim", options(&disk, RecoveryMode::TolerateTornTail)).unwrap();
+    wal.append_durable(&payload(0, PAYLOAD)).unwrap();
+    wal.maintain().unwrap(); // prepares segment 2
+    wal.close().unwrap();
+    disk.flip_bit(SEGMENT, 20, 0); // the first segment's header
+    let wal = Wal::open("/sim", options(&disk, RecoveryMode::PointInTime)).unwrap();
+    assert_eq!(wal.last_lsn(), 0);
+    let big = |i: u64| payload(i, 300 << 10);
+    for i in 0..8 {
+        wal.append(&big(i)).unwrap();
+    }
+    wal.sync().unwrap();
+    wal.close().unwrap();
+    let wal = Wal::open("/sim", options(&disk, RecoveryMode::TolerateTornTail)).unwrap();
+    assert_eq!(wal.last_lsn(), 8, "{:?}", wal.recovery_report());
+    for i in 0..8 {
+        assert_eq!(wal.read(i + 1).unwrap(), big(i));
+    }
+}
+
+/// Regression: skipping to a segment that was then cut left the log's last LSN in no segment.
+#[test]
+fn skip_corrupted_then_a_torn_segment_keeps_a_consistent_end() {
+    let disk = SimDisk::new();
+    let wal = Wal::open("/sim", options(&disk, RecoveryMode::TolerateTornTail)).unwrap();
+    let big = |i: u64| payload(i, 200 << 10);
+    for i in 0..12 {
+        wal.append(&big(i)).unwrap();
+    }
+    wal.close().unwrap();
+    let stored = ((32 + (200 << 10)) as u64).div_ceil(8) * 8;
+    disk.flip_bit(SEGMENT, 4096 + stored + 1000, 0); // record 2, in segment 1 (records 1..=5)
+    disk.flip_bit("00000000000000000002.seg", 30, 2); // segment 2's header (records 6..=10)
+    let wal = Wal::open("/sim", options(&disk, RecoveryMode::SkipCorrupted)).unwrap();
+    let last = wal.last_lsn();
+    let mut reader = wal.reader(1).unwrap();
+    let mut seen = Vec::new();
+    while let Some(record) = reader.next().unwrap() {
+        assert_eq!(record.data, &big(record.lsn - 1)[..]);
+        seen.push(record.lsn);
+    }
+    assert_eq!(
+        seen.last().copied().unwrap_or(0),
+        last,
+        "{:?}",
+        wal.recovery_report()
+    );
+    drop(reader);
+    let next = wal.append_durable(b"after the skip").unwrap();
+    assert_eq!(next, last + 1);
+    drop(wal);
+    let wal = Wal::open("/sim", options(&disk, RecoveryMode::SkipCorrupted)).unwrap();
+    assert_eq!(wal.read(next).unwrap(), b"after the skip");
+}

@@ -202,3 +202,32 @@ fn a_crash_after_any_step_of_a_truncation_leaves_before_or_after() {
     // Both outcomes happen: the test does reach both sides of the commit point of a truncation.
     assert!(outcomes[0] > 0 && outcomes[1] > 0, "{outcomes:?}");
 }
+
+/// Regression: truncating into a stretch skipped by `SkipCorrupted` declared the cut in the
+/// control file, then failed to find it and poisoned the log.
+#[test]
+fn truncating_into_a_skipped_stretch_is_refused_without_poisoning() {
+    let disk = SimDisk::new();
+    let options = |mode| {
+        Options::new()
+            .backend(Backend::Simulated(disk.clone()))
+            .segment_bytes(1 << 20)
+            .background_threads(false)
+            .recovery_mode(mode)
+    };
+    let wal = Wal::open("/sim", options(rwal_wal::RecoveryMode::TolerateTornTail)).unwrap();
+    for i in 0..12u64 {
+        wal.append(&payload(i, 200 << 10)).unwrap();
+    }
+    wal.close().unwrap();
+    let stored = ((32 + (200 << 10)) as u64).div_ceil(8) * 8;
+    disk.flip_bit("00000000000000000001.seg", 4096 + stored + 1000, 0);
+    let wal = Wal::open("/sim", options(rwal_wal::RecoveryMode::SkipCorrupted)).unwrap();
+    match wal.truncate_after(2) {
+        Err(Error::InvalidArgument { name: "lsn", .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    // Not poisoned: the log goes on.
+    wal.truncate_after(8).unwrap();
+    assert_eq!(wal.append_durable(b"nine").unwrap(), 9);
+}

@@ -231,6 +231,9 @@ impl GroupCommit {
         let mut st = self.state.lock();
         st.syncing = false;
         match outcome {
+            // Poisoned while this sync ran (a failed write elsewhere): what it covered may miss
+            // bytes that failed write dropped, so the durable LSN stays where it was.
+            Ok(()) if st.poisoned.is_some() => {}
             Ok(()) => {
                 assert!(target >= st.durable, "durable LSN went backwards");
                 st.durable = target;

@@ -76,8 +76,7 @@ impl Reader {
             return Ok(None);
         };
         let segment = self.segment.as_ref().expect("advance sets the segment");
-        let start = offset + record::HEADER_BYTES as u64;
-        let data = &segment.bytes_from(start)[..header.payload_len as usize];
+        let data = segment.payload(offset, header.payload_len);
         Ok(Some(Record {
             lsn: header.lsn,
             epoch: header.epoch,

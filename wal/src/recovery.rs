@@ -129,6 +129,10 @@ struct Scan<'a> {
     watermark: Lsn,
     /// A truncation to finish: nothing after it is kept, and nothing after it proves anything.
     pending_cut: Option<Lsn>,
+    /// Where a stretch skipped by `SkipCorrupted` began, until the segment it resumes in.
+    skip_from: Option<(String, u64)>,
+    /// A cut was decided (and reported): what it dropped is accounted for.
+    cut_recorded: bool,
     expected: Lsn,
     kept: Vec<Arc<Segment>>,
     tail_offset: u64,
@@ -171,6 +175,8 @@ pub(crate) fn recover(dir: &dyn Dir, options: &Options) -> Result<Recovered> {
         mode: options.recovery_mode,
         watermark: state.durable_lsn,
         pending_cut: state.pending_cut,
+        skip_from: None,
+        cut_recorded: false,
         expected: state.first_lsn,
         kept: Vec::new(),
         tail_offset: HEADER_REGION_BYTES,
@@ -195,6 +201,7 @@ pub(crate) fn recover(dir: &dyn Dir, options: &Options) -> Result<Recovered> {
         scan.watermark = scan.watermark.min(cut);
     }
     let stop_index = scan.scan_files(&files)?;
+    scan.check_past_the_end();
     scan.check_watermark_reached()?;
     scan.finish(&files, stop_index, control, options)
 }
@@ -247,7 +254,8 @@ impl Scan<'_> {
                 match self.decide(damage, proof, None)? {
                     Decision::Cut => return Ok(i),
                     Decision::Skip => {
-                        self.skipped(name, 0, header.first_lsn - 1);
+                        let (segment, offset) = self.skip_from.take().unwrap_or((name.clone(), 0));
+                        self.skipped(&segment, offset, header.first_lsn - 1);
                         self.expected = header.first_lsn;
                     }
                 }
@@ -338,27 +346,21 @@ impl Scan<'_> {
                 }
                 Decision::Skip => {
                     // Nothing after a damaged record can be located: the rest of this segment
-                    // is skipped; the next segment says where the log resumes.
+                    // is skipped. The next segment with a valid header says where the log
+                    // resumes (its gap is recorded as skipped when it is reached); with none,
+                    // the log ends here, and acknowledged records are lost.
                     let last_lsn = self.expected - 1;
-                    let resume = self.next_segment_start(files, index + 1);
-                    match resume {
-                        Some(first) => {
-                            self.skipped(&segment.name(), offset, first - 1);
-                            self.expected = first;
-                            return Ok(SegmentEnd {
-                                offset,
-                                cut: false,
-                                last_lsn,
-                            });
-                        }
-                        None => {
-                            return Ok(SegmentEnd {
-                                offset,
-                                cut: true,
-                                last_lsn,
-                            })
-                        }
+                    let resumes = self.next_segment_start(files, index + 1).is_some();
+                    if resumes {
+                        self.skip_from = Some((segment.name(), offset));
+                    } else {
+                        self.lost(segment.name(), offset);
                     }
+                    return Ok(SegmentEnd {
+                        offset,
+                        cut: !resumes,
+                        last_lsn,
+                    });
                 }
             }
         }
@@ -459,7 +461,26 @@ impl Scan<'_> {
                 Decision::Cut
             }
         };
+        if matches!(decision, Decision::Cut) {
+            self.cut_recorded = true;
+        }
         Ok(decision)
+    }
+
+    /// After a scan that ended at an all-zero header in the active segment: a valid record
+    /// behind it that claims the records before it durable turns that end into damage.
+    fn check_past_the_end(&mut self) {
+        if self.cut_recorded || self.mode == RecoveryMode::AbsoluteConsistency {
+            return;
+        }
+        let Some(active) = self.kept.last().cloned() else {
+            return;
+        };
+        let garbage = active.nonzero_len_from(self.tail_offset);
+        if garbage > 0 {
+            let proof = self.proof_past_the_end(&active, self.tail_offset, garbage);
+            self.watermark = self.watermark.max(proof);
+        }
     }
 
     fn skipped(&mut self, segment: &str, offset: u64, last_lsn: Lsn) {
@@ -473,7 +494,8 @@ impl Scan<'_> {
 
     /// At the end of the scan, every record up to the watermark must have been found.
     fn check_watermark_reached(&mut self) -> Result<()> {
-        if self.expected > self.watermark {
+        if self.expected > self.watermark || self.cut_recorded {
+            // Nothing missing, or a cut already decided (and reported) the loss.
             return Ok(());
         }
         let segment = self.kept.last().map(|s| s.name()).unwrap_or_default();
@@ -484,9 +506,69 @@ impl Scan<'_> {
             expected_crc: 0,
             found_crc: 0,
         };
+        let (segment, offset) = (damage.segment.clone(), damage.offset);
         match self.decide(damage, 0, None)? {
-            Decision::Cut | Decision::Skip => Ok(()),
+            Decision::Cut => {}
+            Decision::Skip => self.lost(segment, offset),
         }
+        Ok(())
+    }
+
+    /// AbsoluteConsistency: a segment file past the end of the log that holds bytes (its header
+    /// lost, records written into it) is an unfinished write, refused like any other.
+    fn refuse_written_unused_files(&self, files: &[(u64, String)]) -> Result<()> {
+        for (sequence, name) in files {
+            if self.kept.iter().any(|s| s.sequence() == *sequence) {
+                continue;
+            }
+            let path = self.dir.path().join(name);
+            let file = self
+                .dir
+                .open(name)
+                .map_err(|e| Error::io("open", &path, e))?;
+            if let Some(at) = segment::last_nonzero_byte(file.bytes(0, file.len() as usize)) {
+                return Err(Error::Corrupted {
+                    segment: path,
+                    offset: at as u64,
+                    lsn: self.expected,
+                    expected_crc: 0,
+                    found_crc: 0,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Reports acknowledged records lost from `expected` on, at the end of the log.
+    fn lost(&mut self, segment: String, offset: u64) {
+        self.report.events.push(RecoveryEvent::CorruptionCut {
+            segment,
+            offset,
+            lsn: self.expected,
+            acknowledged_through: self.watermark,
+        });
+        self.cut_recorded = true;
+    }
+
+    /// The highest durability claim of a valid record lying in the bytes past the last record
+    /// of the active segment (behind an all-zero header): such a record proves that the
+    /// records before it had been acknowledged, so the zero header is lost data, not the end.
+    fn proof_past_the_end(&self, segment: &Segment, from: u64, len: u64) -> Lsn {
+        let cap = self.pending_cut.unwrap_or(Lsn::MAX);
+        let mut proof = 0;
+        let mut at = from + record::ALIGN_BYTES as u64;
+        while at + (record::HEADER_BYTES as u64) <= from + len {
+            // Cheap filter before the checksum: the LSN field must be plausible.
+            let lsn_field = segment.file.bytes(at + 8, 8);
+            let lsn = u64::from_le_bytes(lsn_field.try_into().expect("8 bytes"));
+            if lsn > self.expected && lsn - self.expected < 1 << 24 {
+                if let Ok((header, _)) = segment.record_at(at) {
+                    proof = proof.max(header.durable_hint);
+                }
+            }
+            at += record::ALIGN_BYTES as u64;
+        }
+        proof.min(cap)
     }
 
     /// Cuts, removes, makes durable, and writes the control file.
@@ -499,6 +581,9 @@ impl Scan<'_> {
     ) -> Result<Recovered> {
         let dir_path = self.dir.path().to_path_buf();
         let last_lsn = self.expected - 1;
+        if self.mode == RecoveryMode::AbsoluteConsistency {
+            self.refuse_written_unused_files(files)?;
+        }
         let mut removed_any = false;
         let mut prepared = Vec::new();
         // Files after the end of the log, and prepared files never used, go.
@@ -524,7 +609,7 @@ impl Scan<'_> {
             let after_the_log = self
                 .kept
                 .last()
-                .is_none_or(|last| last.sequence() < files[index].0);
+                .is_some_and(|last| last.sequence() < files[index].0);
             let fits = file.len() == options.segment_bytes;
             if never_used
                 && after_the_log

@@ -265,8 +265,8 @@ impl Segment {
         }
     }
 
-    /// The record bytes from `offset` to the end of the segment. Callers only look at records
-    /// that are completely written (at or below the written LSN) and never cut while they look.
+    /// The bytes from `offset` to the end of the segment: only while no append can write to
+    /// this segment (recovery, or a truncation, which stops appends).
     pub fn bytes_from(&self, offset: u64) -> &[u8] {
         self.file
             .bytes(offset, (self.header.segment_bytes - offset) as usize)
@@ -294,13 +294,25 @@ impl Segment {
         last_nonzero_byte(self.bytes_from(offset)).map_or(0, |i| i as u64 + 1)
     }
 
-    /// Decodes the record at `offset`.
+    /// Decodes the record at `offset`, borrowing only its own bytes (its header, then as many
+    /// payload bytes as the header claims), never the rest of the segment, where appenders may
+    /// be writing.
     pub fn record_at(&self, offset: u64) -> Result<(record::RecordHeader, &[u8]), record::Invalid> {
         let header_end = offset + record::HEADER_BYTES as u64;
         if header_end > self.header.segment_bytes {
             return Err(record::Invalid::Empty);
         }
-        record::decode(self.header.salt, self.bytes_from(offset))
+        let header = self.file.bytes(offset, record::HEADER_BYTES);
+        let claimed = record::claimed_payload_len(header).unwrap_or(u32::MAX);
+        let room = self.header.segment_bytes - header_end;
+        let len = (record::HEADER_BYTES as u64 + u64::from(claimed).min(room)) as usize;
+        record::decode(self.header.salt, self.file.bytes(offset, len))
+    }
+
+    /// The payload of the record at `offset`, `len` bytes.
+    pub fn payload(&self, offset: u64, len: u32) -> &[u8] {
+        self.file
+            .bytes(offset + record::HEADER_BYTES as u64, len as usize)
     }
 }
 

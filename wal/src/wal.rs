@@ -222,8 +222,7 @@ impl Wal {
         self.inner.check_readable(lsn)?;
         let (segment, offset) = self.inner.locate(lsn)?;
         let header = self.inner.decode_at(&segment, offset, lsn)?;
-        let start = offset + record::HEADER_BYTES as u64;
-        Ok(segment.bytes_from(start)[..header.payload_len as usize].to_vec())
+        Ok(segment.payload(offset, header.payload_len).to_vec())
     }
 
     /// A reader from `from` (at least `first_lsn()`, at most `last_lsn() + 1`).
@@ -232,8 +231,12 @@ impl Wal {
     }
 
     /// Durably removes every record after `lsn`; the next append gets `lsn + 1`. Refused with
-    /// [`Error::Pinned`] while a reader or pin is past `lsn`. Committers waiting for a cut record
-    /// get [`Error::NotFound`].
+    /// [`Error::Pinned`] while a reader or pin is past `lsn`.
+    ///
+    /// It first makes everything appended durable (so the cut is found in the files whatever
+    /// the backend): a `commit` running beside it may therefore return `Ok` for a record the
+    /// truncation then removes. Callers that truncate (consensus replacing an uncommitted
+    /// suffix) order their own commits and truncations.
     pub fn truncate_after(&self, lsn: Lsn) -> Result<()> {
         self.inner.truncate_after(lsn)
     }
@@ -339,11 +342,14 @@ impl Inner {
         }
         self.group.check()?;
         let sizes = || payloads.iter().map(|p| record::stored_len(p.len()) as u64);
-        let durable_hint = self.group.durable_lsn();
         let epoch = epoch.unwrap_or_else(|| self.epoch.load(Ordering::Acquire));
         let mut runs = Runs::new();
+        let durable_hint;
         {
             let mut tail = self.tail.lock();
+            // Read under the tail lock: a truncation lowers the durable LSN while holding it, so
+            // no record can claim durability for records a cut removed.
+            durable_hint = self.group.durable_lsn();
             let rolls = tail.rolls_needed(sizes());
             if rolls > 0 {
                 self.prepare_segments(rolls)?;
@@ -625,6 +631,15 @@ impl Inner {
                 first_retained: first,
             });
         }
+        if let Some((holder, pinned_lsn)) = self.pins.highest_above(lsn) {
+            // Checked again below under the cut gate; this spares the commit when refused.
+            return Err(Error::Pinned {
+                op: "truncate",
+                holder,
+                pinned_lsn,
+                cut_lsn: lsn,
+            });
+        }
         self.group.wait_written(last)?;
         // Everything appended reaches the file first (appends stay stopped: the tail lock is
         // held): the cut is located by reading record headers back, and backends that stage
@@ -642,8 +657,25 @@ impl Inner {
                 cut_lsn: lsn,
             });
         }
+        let (segment, offset) = match self.locate(lsn + 1) {
+            Ok(found) => found,
+            Err(e) => {
+                drop(gate);
+                self.group.thaw_unchanged();
+                return Err(match e {
+                    Error::NotFound { .. } => Error::invalid(
+                        "lsn",
+                        format!(
+                            "LSN {} is in a stretch recovery skipped as damaged; cut elsewhere",
+                            lsn + 1
+                        ),
+                    ),
+                    other => other,
+                });
+            }
+        };
         let mut control = self.control.lock();
-        match self.cut(&mut control, &mut tail, lsn) {
+        match self.cut(&mut control, &mut tail, lsn, segment, offset) {
             Ok(()) => {
                 self.group.thaw(lsn);
                 Ok(())
@@ -661,13 +693,19 @@ impl Inner {
     /// The steps of a truncation, in the order that makes a crash at any point safe: declare
     /// the cut in the control file, remove later segments, zero-fill and sync the cut
     /// segment, then clear the declaration.
-    fn cut(&self, control: &mut Control, tail: &mut Tail<Arc<Segment>>, lsn: Lsn) -> Result<()> {
+    fn cut(
+        &self,
+        control: &mut Control,
+        tail: &mut Tail<Arc<Segment>>,
+        lsn: Lsn,
+        segment: Arc<Segment>,
+        offset: u64,
+    ) -> Result<()> {
         let dir_path = self.dir.path().to_path_buf();
         let mut state = control.state().clone();
         state.durable_lsn = state.durable_lsn.min(lsn);
         state.pending_cut = Some(lsn);
         control.write(state.clone(), &dir_path)?;
-        let (segment, offset) = self.locate(lsn + 1)?;
         let later: Vec<Arc<Segment>> = {
             let mut map = self.segments.write();
             let key = (segment.first_lsn(), segment.sequence());

@@ -396,6 +396,9 @@ struct Staging {
     state: parking_lot::Mutex<StagingState>,
     /// Total length of the dirty ranges (read without the lock on the append path).
     dirty_bytes: std::sync::atomic::AtomicU64,
+    /// End of the highest range waiting to be given back: a write below it must first forget
+    /// the pending ranges (read without the lock on the append path).
+    written_out_end: std::sync::atomic::AtomicU64,
     flush: parking_lot::Mutex<FlushState>,
 }
 
@@ -427,11 +430,26 @@ impl Staging {
             memory,
             state: parking_lot::Mutex::new(StagingState::default()),
             dirty_bytes: std::sync::atomic::AtomicU64::new(0),
+            written_out_end: std::sync::atomic::AtomicU64::new(0),
             flush: parking_lot::Mutex::new(FlushState::default()),
         })
     }
 
     fn write(&self, offset: u64, parts: &[&[u8]]) {
+        if offset
+            < self
+                .written_out_end
+                .load(std::sync::atomic::Ordering::Acquire)
+        {
+            // A write below bytes waiting to be given back (a cut rewrites the tail): forget
+            // them, so that no page this write fills is given back. Taking the lock also waits
+            // for a release in progress. Appends above every pending range skip this.
+            let mut state = self.state.lock();
+            state.written_out.clear();
+            state.written_out_bytes = 0;
+            self.written_out_end
+                .store(0, std::sync::atomic::Ordering::Release);
+        }
         let mut at = offset as usize;
         for part in parts {
             // SAFETY: FsFile::write_at checked that the range lies inside the file, and the
@@ -499,6 +517,9 @@ impl Staging {
         let mut state = self.state.lock();
         state.written_out.extend_from_slice(ranges);
         state.written_out_bytes += ranges.iter().map(|(lo, hi)| hi - lo).sum::<u64>();
+        let end = ranges.iter().map(|&(_, hi)| hi).max().unwrap_or(0);
+        self.written_out_end
+            .fetch_max(end, std::sync::atomic::Ordering::AcqRel);
         if state.written_out_bytes < STAGING_RELEASE_BYTES && !all {
             return;
         }
@@ -510,7 +531,10 @@ impl Staging {
             }
             // SAFETY: whole pages inside the staging memory whose bytes all belong to completed
             // writes already in the file; nobody reads them again (reads go to the file
-            // mapping), and a later write into them finds zero pages, which is harmless because
+            // mapping). No write is filling them: a write into a range waiting here (a cut
+            // rewriting the tail) first clears this list under this same lock (see `write` and
+            // `written_out_end`), and a write elsewhere touches no page wholly inside a range.
+            // A later write into a given-back page finds it zeroed, which is harmless because
             // only the bytes it writes are written out.
             unsafe {
                 libc::madvise(
@@ -521,5 +545,7 @@ impl Staging {
             }
         }
         state.written_out_bytes = 0;
+        self.written_out_end
+            .store(0, std::sync::atomic::Ordering::Release);
     }
 }
