@@ -29,7 +29,8 @@ const HELP: &str = "\
 usage: rwal bench [options]
 
 options:
-  --backend NAME       mmap, pwrite or staged (default mmap)
+  --backend NAME       mmap, pwrite, staged, io_uring (RWF_DSYNC writes) or
+                       io_uring-linked (writes + linked fdatasync) (default mmap)
   --all-backends       every backend, one after the other
   --seconds S          seconds per workload (default 1)
   --threads LIST       group-commit thread counts (default 1,4,16,64)
@@ -41,7 +42,7 @@ options:
   --plot FILE.svg      also draw the latency percentile curves";
 
 struct Config {
-    backends: Vec<(&'static str, Backend)>,
+    backends: Vec<(&'static str, Options)>,
     seconds: f64,
     threads: Vec<usize>,
     sizes: Vec<usize>,
@@ -120,7 +121,7 @@ const QUANTILES: [(&str, f64); 4] = [
 fn parse(args: Vec<OsString>) -> Result<Option<Config>, String> {
     use lexopt::prelude::*;
     let mut config = Config {
-        backends: vec![("mmap", Backend::Mmap)],
+        backends: vec![backend("mmap")?],
         seconds: 1.0,
         threads: vec![1, 4, 16, 64],
         sizes: vec![128, 4096],
@@ -142,11 +143,10 @@ fn parse(args: Vec<OsString>) -> Result<Option<Config>, String> {
         match arg {
             Long("backend") => config.backends = vec![backend(&text(&mut parser)?)?],
             Long("all-backends") => {
-                config.backends = vec![
-                    ("mmap", Backend::Mmap),
-                    ("pwrite", Backend::Pwrite),
-                    ("staged", Backend::Staged),
-                ]
+                config.backends = BACKENDS
+                    .iter()
+                    .map(|name| backend(name))
+                    .collect::<Result<_, _>>()?
             }
             Long("seconds") => {
                 config.seconds = number(&text(&mut parser)?, "--seconds")?;
@@ -179,15 +179,30 @@ fn parse(args: Vec<OsString>) -> Result<Option<Config>, String> {
     Ok(Some(config))
 }
 
-fn backend(name: &str) -> Result<(&'static str, Backend), String> {
-    match name {
-        "mmap" => Ok(("mmap", Backend::Mmap)),
-        "pwrite" => Ok(("pwrite", Backend::Pwrite)),
-        "staged" => Ok(("staged", Backend::Staged)),
-        other => Err(format!(
-            "--backend: unknown backend {other:?} (mmap, pwrite or staged)"
-        )),
-    }
+const BACKENDS: [&str; 5] = ["mmap", "pwrite", "staged", "io_uring", "io_uring-linked"];
+
+/// The options of a backend by its name on the command line.
+fn backend(name: &str) -> Result<(&'static str, Options), String> {
+    let options = Options::new();
+    let found = match name {
+        "mmap" => ("mmap", options.backend(Backend::Mmap)),
+        "pwrite" => ("pwrite", options.backend(Backend::Pwrite)),
+        "staged" => ("staged", options.backend(Backend::Staged)),
+        "io_uring" => ("io_uring", options.backend(Backend::IoUring)),
+        "io_uring-linked" => (
+            "io_uring-linked",
+            options
+                .backend(Backend::IoUring)
+                .io_uring_sync(rwal_wal::UringSync::LinkedFdatasync),
+        ),
+        other => {
+            return Err(format!(
+                "--backend: unknown backend {other:?} ({})",
+                BACKENDS.join(", ")
+            ))
+        }
+    };
+    Ok(found)
 }
 
 fn number<T: std::str::FromStr>(text: &str, flag: &str) -> Result<T, String>
@@ -265,10 +280,8 @@ fn measure(config: &Config, base: &Path) -> Result<Vec<Outcome>, String> {
         Ok(outcome) => results.push(outcome),
         Err(e) => progress.println(format!("baseline O_DIRECT|O_DSYNC skipped: {e}")),
     }
-    for (name, backend) in &config.backends {
-        let options = Options::new()
-            .backend(backend.clone())
-            .segment_bytes(config.segment_bytes);
+    for (name, options) in &config.backends {
+        let options = options.clone().segment_bytes(config.segment_bytes);
         let run = Run {
             base,
             name,

@@ -62,8 +62,8 @@ impl Target {
     }
 }
 
-/// The real `mmap`, `pwrite` and `staged` backends (each in a fresh directory) and a fresh
-/// simulated disk.
+/// The real `mmap`, `pwrite`, `staged` and `io_uring` backends (each in a fresh directory) and
+/// a fresh simulated disk.
 pub fn targets(label: &str) -> Vec<Target> {
     let real = |name: &'static str, backend: Backend| {
         let temp = TempDir::new(&format!("{label}-{name}"));
@@ -78,6 +78,7 @@ pub fn targets(label: &str) -> Vec<Target> {
         real("mmap", Backend::Mmap),
         real("pwrite", Backend::Pwrite),
         real("staged", Backend::Staged),
+        real("io_uring", Backend::IoUring),
         Target {
             name: "sim",
             dir: PathBuf::from("/sim/log"),

@@ -2,7 +2,8 @@
 //! acknowledged LSN; the parent kills it with SIGKILL at a random moment, reopens the log, and
 //! checks that every acknowledged record is there byte for byte and that every record present
 //! is one that was appended. The same directory goes through every round, so recovery runs on
-//! a log that keeps growing across segments, rotating through the `mmap`, `pwrite` and `staged` backends.
+//! a log that keeps growing across segments, rotating through the `mmap`, `pwrite`, `staged`
+//! and `io_uring` backends.
 //!
 //! `RWAL_CRASH_ROUNDS=N` runs N rounds (default 100).
 //!
@@ -26,7 +27,7 @@ fn sigkill_at_random_moments_loses_no_acknowledged_record() {
     let mut acked: BTreeMap<u64, u64> = BTreeMap::new();
     let mut total_acks = 0;
     for round in 0..rounds {
-        let backend = ["mmap", "pwrite", "staged"][(round % 3) as usize];
+        let backend = ["mmap", "pwrite", "staged", "io_uring"][(round % 4) as usize];
         let mut child = Command::new(env!("CARGO_BIN_EXE_crash_child"))
             .arg(&dir)
             .arg(backend)
@@ -68,8 +69,13 @@ fn sigkill_at_random_moments_loses_no_acknowledged_record() {
             acked.insert(lsn, seed);
             total_acks += 1;
         }
-        let reopen_with =
-            [Backend::Pwrite, Backend::Staged, Backend::Mmap][(round % 3) as usize].clone();
+        let reopen_with = [
+            Backend::Pwrite,
+            Backend::Staged,
+            Backend::IoUring,
+            Backend::Mmap,
+        ][(round % 4) as usize]
+            .clone();
         check(&dir, &acked, round, reopen_with);
     }
     eprintln!("{rounds} rounds, {total_acks} acknowledged records checked across the kills");

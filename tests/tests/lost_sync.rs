@@ -1,6 +1,7 @@
 //! Power cuts on the real backends. A SIGKILL keeps the page cache, so it cannot catch a missing
-//! sync; here the `mmap`, `pwrite` and `staged` backends run with a recorder that keeps each file's image
-//! at every completed sync (and the directory's at every directory sync). At a random moment
+//! sync; here the `mmap`, `pwrite`, `staged` and `io_uring` backends run with a recorder that
+//! keeps each file's image at every completed sync (and the directory's at every directory
+//! sync). At a random moment
 //! the test builds what a power cut could leave — the synced images plus a random subset of the
 //! sectors written since — recovers from it with the real backend, and checks that every
 //! acknowledged record is there, byte for byte, and nothing else that was never appended.
@@ -24,8 +25,13 @@ fn a_power_cut_after_any_sync_loses_no_acknowledged_record() {
     let rounds = rounds("RWAL_LOST_SYNC_ROUNDS", 60);
     let mut checked = 0u64;
     for round in 0..rounds {
-        let backends = [Backend::Mmap, Backend::Pwrite, Backend::Staged];
-        let backend = backends[(round % 3) as usize].clone();
+        let backends = [
+            Backend::Mmap,
+            Backend::Pwrite,
+            Backend::Staged,
+            Backend::IoUring,
+        ];
+        let backend = backends[(round % 4) as usize].clone();
         let mut rng = Rng::new(round);
         let temp = TempDir::new("lost-sync");
         let dir = temp.join("log");
@@ -66,7 +72,7 @@ fn a_power_cut_after_any_sync_loses_no_acknowledged_record() {
         recorder.crash_image(&dir, &image, rng.next_u64()).unwrap();
         drop(wal);
         // Recover with the other backend: what one wrote, the other must read.
-        let other = backends[((round + 1) % 3) as usize].clone();
+        let other = backends[((round + 1) % 4) as usize].clone();
         let wal =
             Wal::open(&image, options(&other)).unwrap_or_else(|e| panic!("round {round}: {e}"));
         let last = wal.last_lsn();

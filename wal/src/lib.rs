@@ -58,6 +58,7 @@ pub use error::{Error, Result};
 pub use group_commit::CommitStats;
 pub use io::recorder::SyncRecorder;
 pub use io::sim::SimDisk;
+pub use io::uring::UringSync;
 pub use io::Preallocation;
 pub use options::{Backend, Options, RecoveryMode, SEGMENT_BYTES_DEFAULT};
 pub use reader::{Reader, Record};

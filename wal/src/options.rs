@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::io::recorder::SyncRecorder;
 use crate::io::sim::SimDisk;
+use crate::io::uring::UringSync;
 use crate::io::Preallocation;
 use crate::segment;
 
@@ -21,6 +22,11 @@ pub enum Backend {
     /// Records copied into anonymous memory; a commit writes them to the segment file with one
     /// `pwritev2(RWF_DSYNC)`; reads through a read-only mapping of the file.
     Staged,
+    /// Staged like `Staged`, written as whole blocks with `O_DIRECT` through io_uring; durable
+    /// through the ring (see [`Options::io_uring_sync`]). Opening fails with
+    /// [`Error::Unsupported`] where io_uring or `O_DIRECT` is not available, unless
+    /// [`Options::io_uring_fallback`] asked for `Staged` instead.
+    IoUring,
     /// A simulated disk, for tests (see [`SimDisk`]).
     Simulated(SimDisk),
 }
@@ -55,6 +61,8 @@ pub struct Options {
     pub(crate) preallocation: Preallocation,
     pub(crate) prepared_segments_max: usize,
     pub(crate) sync_recorder: Option<SyncRecorder>,
+    pub(crate) io_uring_sync: UringSync,
+    pub(crate) io_uring_fallback: bool,
 }
 
 /// Default segment size: 64 MiB.
@@ -79,6 +87,8 @@ impl Default for Options {
             preallocation: Preallocation::ZeroFill,
             prepared_segments_max: 1,
             sync_recorder: None,
+            io_uring_sync: UringSync::DsyncWrites,
+            io_uring_fallback: false,
         }
     }
 }
@@ -152,6 +162,19 @@ impl Options {
     /// Records the file images at each sync (a test instrument for the real backends).
     pub fn sync_recorder(mut self, recorder: SyncRecorder) -> Options {
         self.sync_recorder = Some(recorder);
+        self
+    }
+
+    /// How the io_uring backend makes writes durable (default: `RWF_DSYNC` writes).
+    pub fn io_uring_sync(mut self, sync: UringSync) -> Options {
+        self.io_uring_sync = sync;
+        self
+    }
+
+    /// With the io_uring backend: open with `Staged` instead of failing where io_uring or
+    /// `O_DIRECT` is unavailable (default false).
+    pub fn io_uring_fallback(mut self, fallback: bool) -> Options {
+        self.io_uring_fallback = fallback;
         self
     }
 

@@ -303,18 +303,30 @@ fn open_dir(path: &Path, options: &Options) -> Result<Box<dyn Dir>> {
         Backend::Mmap => WriteMode::Map,
         Backend::Pwrite => WriteMode::Pwrite,
         Backend::Staged => WriteMode::Staged,
+        Backend::IoUring => WriteMode::Uring(options.io_uring_sync),
     };
-    let dir = FsDir::open(
-        path,
-        options.create_if_missing,
-        mode,
-        options.preallocation,
-        options.sync_recorder.clone(),
-    );
+    let open = |mode| {
+        FsDir::open(
+            path,
+            options.create_if_missing,
+            mode,
+            options.preallocation,
+            options.sync_recorder.clone(),
+        )
+    };
+    let dir = match open(mode) {
+        Err(e) if e.kind() == std::io::ErrorKind::Unsupported && options.io_uring_fallback => {
+            open(WriteMode::Staged)
+        }
+        other => other,
+    };
     match dir {
         Ok(dir) => Ok(Box::new(dir)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NoLog {
             dir: path.to_path_buf(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => Err(Error::Unsupported {
+            reason: format!("io_uring backend for {}: {e}", path.display()),
         }),
         Err(e) => Err(Error::io("open directory", path, e)),
     }

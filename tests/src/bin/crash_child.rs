@@ -1,7 +1,7 @@
 //! The child of the SIGKILL crash test: appends and commits from several threads and prints
 //! `<lsn> <seed>` for every record whose commit returned, until it is killed.
 //!
-//! Usage: `crash_child DIR BACKEND THREADS` with BACKEND `mmap`, `pwrite` or `staged`.
+//! Usage: `crash_child DIR BACKEND THREADS`, BACKEND `mmap`, `pwrite`, `staged` or `io_uring`.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -12,13 +12,14 @@ use rwal_wal::{Backend, Options, Wal};
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let [_, dir, backend, threads] = args.as_slice() else {
-        eprintln!("usage: crash_child DIR mmap|pwrite|staged THREADS");
+        eprintln!("usage: crash_child DIR mmap|pwrite|staged|io_uring THREADS");
         std::process::exit(2);
     };
     let backend = match backend.as_str() {
         "mmap" => Backend::Mmap,
         "pwrite" => Backend::Pwrite,
         "staged" => Backend::Staged,
+        "io_uring" => Backend::IoUring,
         other => {
             eprintln!("unknown backend {other}");
             std::process::exit(2);

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use memmap2::{MmapOptions, MmapRaw};
 
 use super::recorder::SyncRecorder;
+use super::uring::{self, Ring, UringSync, BLOCK_BYTES};
 use super::{Dir, DirLock, File, Preallocation};
 
 /// How writes reach the file.
@@ -23,6 +24,8 @@ pub(crate) enum WriteMode {
     /// `memcpy` into anonymous staging memory; a sync writes the staged ranges to the file with
     /// `pwritev2(RWF_DSYNC)`. The file mapping is read-only and serves reads only.
     Staged,
+    /// Staged like `Staged`, written with `O_DIRECT` through io_uring (see `io/uring.rs`).
+    Uring(UringSync),
 }
 
 pub(crate) struct FsDir {
@@ -31,6 +34,7 @@ pub(crate) struct FsDir {
     mode: WriteMode,
     preallocation: Preallocation,
     recorder: Option<SyncRecorder>,
+    ring: Option<Arc<Ring>>,
 }
 
 impl FsDir {
@@ -52,12 +56,21 @@ impl FsDir {
             .read(true)
             .custom_flags(libc::O_DIRECTORY)
             .open(path)?;
+        let ring = match mode {
+            WriteMode::Uring(sync) => {
+                let ring = Arc::new(Ring::new(sync)?);
+                probe_direct(path)?;
+                Some(ring)
+            }
+            _ => None,
+        };
         Ok(FsDir {
             path: path.to_path_buf(),
             dir,
             mode,
             preallocation,
             recorder,
+            ring,
         })
     }
 
@@ -89,7 +102,7 @@ impl FsDir {
         Ok(())
     }
 
-    fn map(&self, file: StdFile, path: PathBuf) -> io::Result<Arc<dyn File>> {
+    fn map(&self, file: StdFile, path: PathBuf, created: bool) -> io::Result<Arc<dyn File>> {
         let len = file.metadata()?.len();
         if len == 0 || usize::try_from(len).is_err() {
             return Err(io::Error::new(
@@ -99,11 +112,17 @@ impl FsDir {
         }
         let map = match self.mode {
             WriteMode::Map => MmapOptions::new().map_raw(&file)?,
-            WriteMode::Pwrite | WriteMode::Staged => MmapOptions::new().map_raw_read_only(&file)?,
+            WriteMode::Pwrite | WriteMode::Staged | WriteMode::Uring(_) => {
+                MmapOptions::new().map_raw_read_only(&file)?
+            }
         };
         let staging = match self.mode {
-            WriteMode::Staged => Some(Staging::new(len as usize)?),
+            WriteMode::Staged | WriteMode::Uring(_) => Some(Staging::new(len as usize)?),
             WriteMode::Map | WriteMode::Pwrite => None,
+        };
+        let direct = match &self.ring {
+            Some(ring) => Some(Direct::new(&path, ring.clone(), len, created)?),
+            None => None,
         };
         Ok(Arc::new(FsFile {
             file,
@@ -113,8 +132,18 @@ impl FsDir {
             path,
             recorder: self.recorder.clone(),
             staging,
+            direct,
         }))
     }
+}
+
+/// Fails with `Unsupported` if files in `dir` cannot be opened with `O_DIRECT` (tmpfs).
+fn probe_direct(dir: &Path) -> io::Result<()> {
+    let probe = dir.join("odirect-probe.tmp");
+    drop(StdFile::create(&probe)?);
+    let opened = uring::open_direct(&probe);
+    let _ = std::fs::remove_file(&probe);
+    opened.map(drop)
 }
 
 impl Dir for FsDir {
@@ -150,13 +179,13 @@ impl Dir for FsDir {
         if let Some(recorder) = &self.recorder {
             recorder.file_synced(&path, &file)?;
         }
-        self.map(file, path)
+        self.map(file, path, true)
     }
 
     fn open(&self, name: &str) -> io::Result<Arc<dyn File>> {
         let path = self.file_path(name);
         let file = OpenOptions::new().read(true).write(true).open(&path)?;
-        self.map(file, path)
+        self.map(file, path, false)
     }
 
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
@@ -206,6 +235,7 @@ pub(crate) struct FsFile {
     path: PathBuf,
     recorder: Option<SyncRecorder>,
     staging: Option<Staging>,
+    direct: Option<Direct>,
 }
 
 impl FsFile {
@@ -322,6 +352,13 @@ impl File for FsFile {
                     .write(offset, parts);
                 Ok(())
             }
+            WriteMode::Uring(_) => {
+                let staging = self.staging.as_ref().expect("io_uring files have staging");
+                let direct = self.direct.as_ref().expect("io_uring files are direct");
+                direct.make_valid(staging, offset, total as u64)?;
+                staging.write(offset, parts);
+                Ok(())
+            }
             WriteMode::Map => {
                 let mut at = offset as usize;
                 for part in parts {
@@ -344,7 +381,9 @@ impl File for FsFile {
     }
 
     fn sync(&self) -> io::Result<()> {
-        if let Some(staging) = &self.staging {
+        if let (Some(staging), Some(direct)) = (&self.staging, &self.direct) {
+            direct.flush(staging, true)?;
+        } else if let Some(staging) = &self.staging {
             self.sync_staged(staging)?;
         } else {
             // fdatasync also writes back pages dirtied through a shared mapping (Linux has one
@@ -368,6 +407,9 @@ impl File for FsFile {
         if staging.staged_bytes() < staged_bytes_min.max(1) {
             return Ok(());
         }
+        if let Some(direct) = &self.direct {
+            return direct.flush(staging, false);
+        }
         let mut flush = staging.flush.lock();
         let ranges = staging.take_ranges();
         for &(lo, hi) in &ranges {
@@ -380,6 +422,15 @@ impl File for FsFile {
 
     fn bytes(&self, offset: u64, len: usize) -> &[u8] {
         self.check_range(offset, len);
+        if let (Some(staging), Some(direct)) = (&self.staging, &self.direct) {
+            if direct.all_valid(offset, len as u64) {
+                // Written (or loaded) by this process: the staging memory holds exactly what
+                // went to the disk, whatever the page cache holds.
+                return staging.slice(offset, offset + len as u64);
+            }
+            // Otherwise the bytes predate this process's O_DIRECT writes to their blocks and
+            // never change: the mapping reads them correctly even from a stale page.
+        }
         // SAFETY: the range is inside the mapping (checked above), which lives as long as
         // `self`; no write touches it while the slice lives (the trait's discipline).
         unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(offset as usize), len) }
@@ -497,6 +548,14 @@ impl Staging {
         merged
     }
 
+    /// Where block-aligned `offset` lies in the staging memory (page-aligned, so `O_DIRECT`
+    /// reads can land there).
+    fn block_ptr(&self, offset: u64) -> *mut u8 {
+        assert!(offset as usize + BLOCK_BYTES as usize <= self.memory.len());
+        // SAFETY: inside the staging memory (asserted above).
+        unsafe { self.memory.as_mut_ptr().add(offset as usize) }
+    }
+
     fn slice(&self, lo: u64, hi: u64) -> &[u8] {
         // SAFETY: inside the staging memory (ranges come from `write`, which stays in bounds);
         // every byte of the range was written by a completed `write`, and the log never writes a
@@ -547,5 +606,113 @@ impl Staging {
         state.written_out_bytes = 0;
         self.written_out_end
             .store(0, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// The `O_DIRECT` side of an io_uring file: its descriptor, the shared ring, and which blocks
+/// the staging memory holds (those written or loaded by this process).
+struct Direct {
+    fd: StdFile,
+    ring: Arc<Ring>,
+    /// One bit a block: set once the staging memory holds the block's current bytes.
+    valid: Box<[std::sync::atomic::AtomicU64]>,
+    /// Serializes loading blocks from the disk (rare: the first write into an old block).
+    load: parking_lot::Mutex<()>,
+}
+
+impl Direct {
+    fn new(path: &Path, ring: Arc<Ring>, len: u64, created: bool) -> io::Result<Direct> {
+        if len % BLOCK_BYTES != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} is {len} bytes, not a multiple of {BLOCK_BYTES}",
+                    path.display()
+                ),
+            ));
+        }
+        let fd = uring::open_direct(path)?;
+        let blocks = len / BLOCK_BYTES;
+        // A file this process created (allocated, all zero) matches the zeroed staging memory.
+        let fill = if created { u64::MAX } else { 0 };
+        let valid = (0..blocks.div_ceil(64))
+            .map(|_| std::sync::atomic::AtomicU64::new(fill))
+            .collect();
+        Ok(Direct {
+            fd,
+            ring,
+            valid,
+            load: parking_lot::Mutex::new(()),
+        })
+    }
+
+    fn is_valid(&self, block: u64) -> bool {
+        let word = self.valid[(block / 64) as usize].load(std::sync::atomic::Ordering::Acquire);
+        word & (1 << (block % 64)) != 0
+    }
+
+    fn set_valid(&self, block: u64) {
+        self.valid[(block / 64) as usize]
+            .fetch_or(1 << (block % 64), std::sync::atomic::Ordering::AcqRel);
+    }
+
+    fn blocks(offset: u64, len: u64) -> std::ops::Range<u64> {
+        offset / BLOCK_BYTES..(offset + len.max(1)).div_ceil(BLOCK_BYTES)
+    }
+
+    fn all_valid(&self, offset: u64, len: u64) -> bool {
+        Self::blocks(offset, len).all(|b| self.is_valid(b))
+    }
+
+    /// Before a write: loads from the disk every block it touches that the staging memory does
+    /// not hold yet and that the write does not cover whole, so that writing whole blocks out
+    /// later never replaces bytes on disk with stale staging bytes.
+    fn make_valid(&self, staging: &Staging, offset: u64, len: u64) -> io::Result<()> {
+        for block in Self::blocks(offset, len) {
+            if self.is_valid(block) {
+                continue;
+            }
+            let _loading = self.load.lock();
+            if self.is_valid(block) {
+                continue;
+            }
+            let start = block * BLOCK_BYTES;
+            let covered = offset <= start && offset + len >= start + BLOCK_BYTES;
+            if !covered {
+                uring::read_direct(&self.fd, staging.block_ptr(start), start, BLOCK_BYTES)?;
+            }
+            self.set_valid(block);
+        }
+        Ok(())
+    }
+
+    /// Writes the staged ranges out as whole blocks (and makes them durable with `durable`).
+    fn flush(&self, staging: &Staging, durable: bool) -> io::Result<()> {
+        let mut flush = staging.flush.lock();
+        let ranges = staging.take_ranges();
+        let mut blocks: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+        for (lo, hi) in ranges {
+            let (lo, hi) = (
+                lo / BLOCK_BYTES * BLOCK_BYTES,
+                hi.div_ceil(BLOCK_BYTES) * BLOCK_BYTES,
+            );
+            match blocks.last_mut() {
+                Some(last) if last.1 >= lo => last.1 = last.1.max(hi),
+                _ => blocks.push((lo, hi)),
+            }
+        }
+        debug_assert!(blocks.iter().all(|&(lo, hi)| self.all_valid(lo, hi - lo)));
+        let writes: Vec<(u64, &[u8])> = blocks
+            .iter()
+            .map(|&(lo, hi)| (lo, staging.slice(lo, hi)))
+            .collect();
+        let sync_all = durable && flush.written_unsynced;
+        self.ring.write(&self.fd, &writes, durable)?;
+        if sync_all && self.ring.mode() == UringSync::DsyncWrites {
+            // Blocks written back earlier without a sync are not covered by RWF_DSYNC writes.
+            self.ring.write(&self.fd, &[], true)?;
+        }
+        flush.written_unsynced = !durable;
+        Ok(())
     }
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 pub(crate) mod fs;
 pub mod recorder;
 pub mod sim;
+pub mod uring;
 
 /// How segment files are allocated before they are mapped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
