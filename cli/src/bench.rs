@@ -37,6 +37,7 @@ options:
   --size LIST          record sizes for durable-commit latency (default 128,4096)
   --recovery-mib N     size of the log the recovery scan reads (default 256)
   --segment-bytes N    segment size (default 64 MiB)
+  --fallocate          allocate segments with fallocate instead of writing zeros
   --dir DIR            where to put the temporary logs (default: the system temp directory)
   --json               print the results as JSON instead of a table
   --plot FILE.svg      also draw the latency percentile curves";
@@ -48,6 +49,7 @@ struct Config {
     sizes: Vec<usize>,
     recovery_mib: u64,
     segment_bytes: u64,
+    preallocation: rwal_wal::Preallocation,
     dir: Option<PathBuf>,
     json: bool,
     plot: Option<PathBuf>,
@@ -127,6 +129,7 @@ fn parse(args: Vec<OsString>) -> Result<Option<Config>, String> {
         sizes: vec![128, 4096],
         recovery_mib: 256,
         segment_bytes: rwal_wal::SEGMENT_BYTES_DEFAULT,
+        preallocation: rwal_wal::Preallocation::ZeroFill,
         dir: None,
         json: false,
         plot: None,
@@ -164,6 +167,7 @@ fn parse(args: Vec<OsString>) -> Result<Option<Config>, String> {
             }
             Long("dir") => config.dir = Some(text(&mut parser)?.into()),
             Long("json") => config.json = true,
+            Long("fallocate") => config.preallocation = rwal_wal::Preallocation::Fallocate,
             Long("plot") => config.plot = Some(text(&mut parser)?.into()),
             Long("help") | Short('h') => {
                 println!("{HELP}");
@@ -281,7 +285,10 @@ fn measure(config: &Config, base: &Path) -> Result<Vec<Outcome>, String> {
         Err(e) => progress.println(format!("baseline O_DIRECT|O_DSYNC skipped: {e}")),
     }
     for (name, options) in &config.backends {
-        let options = options.clone().segment_bytes(config.segment_bytes);
+        let options = options
+            .clone()
+            .segment_bytes(config.segment_bytes)
+            .preallocation(config.preallocation);
         let run = Run {
             base,
             name,

@@ -65,6 +65,8 @@ pub(crate) struct Inner {
     pub(crate) pins: Pins,
     first_lsn: AtomicU64,
     epoch: AtomicU64,
+    /// An append asked the background thread for a write-back that has not run yet.
+    write_back_asked: std::sync::atomic::AtomicBool,
     background: Mutex<Signal>,
     background_cond: Condvar,
     report: RecoveryReport,
@@ -126,6 +128,7 @@ impl Wal {
             pins: Pins::default(),
             first_lsn: AtomicU64::new(first_lsn),
             epoch: AtomicU64::new(epoch),
+            write_back_asked: std::sync::atomic::AtomicBool::new(false),
             background: Mutex::new(Signal::default()),
             background_cond: Condvar::new(),
             report: recovered.report,
@@ -433,9 +436,11 @@ impl Inner {
             segment.note_offset(lsn, offset);
             offset += stored as u64;
         }
-        if segment.file.staged_bytes() >= STAGED_BYTES_ACTIVE_MAX {
+        let staged = segment.file.staged_bytes();
+        if staged >= STAGED_BYTES_ACTIVE_MAX && !self.write_back_asked.swap(true, Ordering::AcqRel)
+        {
             // Nobody commits: have the background thread write the staged bytes back, so that
-            // the memory they hold stays bounded.
+            // the memory they hold stays bounded. Asked once until it has run.
             self.wake_background();
         }
         Ok(offset - run.offset)
@@ -768,6 +773,7 @@ impl Inner {
     /// and the active segment's once it holds more than `STAGED_BYTES_ACTIVE_MAX`. This is what
     /// bounds the `Staged` backend's memory when nobody commits.
     fn write_back(&self) -> Result<()> {
+        self.write_back_asked.store(false, Ordering::Release);
         let segments: Vec<Arc<Segment>> = self.segments.read().values().cloned().collect();
         for segment in segments {
             let threshold = match segment.sealed_last_lsn() {
