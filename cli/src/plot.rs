@@ -31,6 +31,12 @@ pub fn write_svg(path: &Path, results: &[Outcome]) -> Result<(), Box<dyn std::er
     if curves.is_empty() {
         return Err("no latency results to plot".into());
     }
+    let y_min = curves
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|&(_, y)| y))
+        .fold(f64::MAX, f64::min);
+    // Start the latency axis at the power of ten below the fastest point, not at 1 us.
+    let y_min = 10f64.powf(y_min.max(1.0).log10().floor());
     let y_max = curves
         .iter()
         .flat_map(|(_, p)| p.iter().map(|&(_, y)| y))
@@ -43,7 +49,7 @@ pub fn write_svg(path: &Path, results: &[Outcome]) -> Result<(), Box<dyn std::er
         .margin(20)
         .x_label_area_size(50)
         .y_label_area_size(80)
-        .build_cartesian_2d(0f64..DECADES, (1f64..y_max).log_scale())?;
+        .build_cartesian_2d(0f64..DECADES, (y_min..y_max).log_scale())?;
     chart
         .configure_mesh()
         .x_desc("percentile")
@@ -64,7 +70,7 @@ pub fn write_svg(path: &Path, results: &[Outcome]) -> Result<(), Box<dyn std::er
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(SeriesLabelPosition::LowerRight)
         .draw()?;
     root.present()?;
     Ok(())
