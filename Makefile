@@ -1,9 +1,18 @@
 # `make test` runs everything CI runs. Each step is its own target so one can be rerun alone.
 CARGO ?= cargo
+CC ?= gcc
+CXX ?= g++
+CFLAGS_STRICT = -std=c11 -Wall -Wextra -Wpedantic -Werror -Iinclude
+# What a static librwal.a needs besides libc (`cargo rustc -p rwal-ffi --crate-type staticlib
+# -- --print native-static-libs`).
+RWAL_NATIVE_LIBS = -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+VALGRIND = valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect
+LIBDIR = target/debug
+CTEST_DIR = target/c
 
-.PHONY: test fmt-check clippy cargo-test loom
+.PHONY: test fmt-check clippy cargo-test loom c-test
 
-test: fmt-check clippy cargo-test loom
+test: fmt-check clippy cargo-test loom c-test
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -18,3 +27,15 @@ cargo-test:
 # (the cfg changes every crate's build).
 loom:
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test -p rwal-wal --release --lib loom
+
+# The C tests, linked dynamically and statically, under valgrind; the header also as C++.
+c-test:
+	$(CARGO) build -p rwal-ffi
+	mkdir -p $(CTEST_DIR)
+	$(CC) $(CFLAGS_STRICT) tests/c/test_basic.c -L$(LIBDIR) -lrwal -Wl,-rpath,$(CURDIR)/$(LIBDIR) -o $(CTEST_DIR)/test_dynamic
+	$(CC) $(CFLAGS_STRICT) tests/c/test_basic.c $(LIBDIR)/librwal.a $(RWAL_NATIVE_LIBS) -o $(CTEST_DIR)/test_static
+	$(CXX) -std=c++17 -Wall -Wextra -Werror -fsyntax-only -x c++ include/rwal.h
+	rm -rf $(CTEST_DIR)/scratch-dynamic $(CTEST_DIR)/scratch-static
+	mkdir -p $(CTEST_DIR)/scratch-dynamic $(CTEST_DIR)/scratch-static
+	$(VALGRIND) $(CTEST_DIR)/test_dynamic $(CTEST_DIR)/scratch-dynamic
+	$(VALGRIND) $(CTEST_DIR)/test_static $(CTEST_DIR)/scratch-static

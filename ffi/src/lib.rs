@@ -1,0 +1,65 @@
+//! # rwal-ffi
+//!
+//! The C ABI of rwal (`librwal.so`, `librwal.a`, `include/rwal.h`), following the conventions
+//! of `docs/c-api.md`: opaque handles, `rwal_status` codes with fixed values, outputs written
+//! only on success, every pointer checked, every call inside a panic boundary. This crate is
+//! the only place with `extern "C"`.
+
+#![warn(missing_docs)]
+
+mod log;
+mod logging;
+mod options;
+mod reader;
+mod status;
+
+use std::ffi::c_char;
+
+pub use log::*;
+pub use logging::*;
+pub use options::*;
+pub use reader::*;
+pub use status::{
+    rwal_status, RWAL_END, RWAL_ERR_BUFFER_TOO_SMALL, RWAL_ERR_CLOSED, RWAL_ERR_COMPACTED,
+    RWAL_ERR_CORRUPTED, RWAL_ERR_INVALID_ARGUMENT, RWAL_ERR_IO, RWAL_ERR_LOCKED,
+    RWAL_ERR_NOT_FOUND, RWAL_ERR_NO_LOG, RWAL_ERR_NO_SPACE, RWAL_ERR_PANIC, RWAL_ERR_PINNED,
+    RWAL_ERR_POISONED, RWAL_ERR_TIMEOUT, RWAL_ERR_UNSUPPORTED, RWAL_OK,
+};
+
+/// Major version of this header; `rwal_version()` gives the library's at run time.
+pub const RWAL_VERSION_MAJOR: u32 = 0;
+/// Minor version.
+pub const RWAL_VERSION_MINOR: u32 = 1;
+/// Patch version.
+pub const RWAL_VERSION_PATCH: u32 = 0;
+
+static VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
+
+/// The library's version, "MAJOR.MINOR.PATCH": static, never NULL.
+#[no_mangle]
+pub extern "C" fn rwal_version() -> *const c_char {
+    VERSION.as_ptr().cast()
+}
+
+/// The name of a status code ("RWAL_ERR_LOCKED"): static, never NULL.
+#[no_mangle]
+pub extern "C" fn rwal_status_str(status: rwal_status) -> *const c_char {
+    status::name(status).as_ptr().cast()
+}
+
+/// Copies this thread's message for its last failed call into `buf` (at most `cap - 1` bytes
+/// and a NUL; nothing if `buf` is NULL or `cap` is 0) and returns the message's full length.
+///
+/// # Safety
+/// `buf` is NULL or has `cap` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_last_error(buf: *mut c_char, cap: usize) -> usize {
+    status::copy_last_error(buf.cast(), cap)
+}
+
+/// Test hook (not part of the C ABI): panics inside the same boundary every exported function
+/// uses, so that a test sees `RWAL_ERR_PANIC` come back instead of an unwind.
+#[doc(hidden)]
+pub fn panic_inside_boundary() -> rwal_status {
+    status::boundary(|| panic!("forced by a test"))
+}

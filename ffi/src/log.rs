@@ -1,0 +1,332 @@
+//! `rwal_log`: open, append, commit, read, truncate, close.
+
+use std::ffi::{c_char, CStr, OsStr};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use rwal_wal::{Options, Wal};
+
+use crate::logging;
+use crate::options::rwal_options;
+use crate::status::{boundary, invalid, non_null, rwal_status, Failure, RWAL_ERR_BUFFER_TOO_SMALL};
+
+/// An open log. Every function taking it may be called from any thread at once, except
+/// `rwal_close`, which must be the last call on it.
+#[allow(non_camel_case_types)]
+#[derive(Debug)]
+pub struct rwal_log {
+    pub(crate) wal: Wal,
+}
+
+/// One record of a batch: `len` bytes at `data` (`data` may be NULL when `len` is 0).
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy)]
+pub struct rwal_slice {
+    /// The record's bytes.
+    pub data: *const u8,
+    /// Their length.
+    pub len: usize,
+}
+
+/// Group-commit counters (see `rwal_stats_get`).
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct rwal_stats {
+    /// Syncs issued by committers.
+    pub syncs: u64,
+    /// Records made durable by them.
+    pub records_synced: u64,
+    /// Bytes (as stored) made durable by them.
+    pub bytes_synced: u64,
+    /// The most records one sync made durable.
+    pub max_records_per_sync: u64,
+    /// Commit calls made.
+    pub commits: u64,
+}
+
+/// The log behind a handle, or an error for NULL.
+unsafe fn log<'a>(log: *const rwal_log) -> Result<&'a Wal, Failure> {
+    non_null(log, "log")?;
+    // SAFETY: non-NULL; the caller passes a handle from rwal_open not yet closed.
+    Ok(unsafe { &(*log).wal })
+}
+
+/// Bytes from a pointer and a length (NULL allowed for an empty range).
+unsafe fn bytes<'a>(data: *const u8, len: usize, name: &str) -> Result<&'a [u8], Failure> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    non_null(data, name)?;
+    // SAFETY: the caller gives `len` readable bytes at `data`, unchanged during the call.
+    Ok(unsafe { std::slice::from_raw_parts(data, len) })
+}
+
+/// Writes an output the caller asked for.
+unsafe fn put<T>(out: *mut T, value: T) {
+    // SAFETY: callers checked `out` for NULL; the caller of the API gives writable memory.
+    unsafe { out.write(value) }
+}
+
+/// Opens (creating it if the options allow: the default) the log in directory `dir`, takes its
+/// lock and recovers it. `opts` NULL means the defaults. On success `*log_out` is the handle;
+/// close it with `rwal_close`. Blocks for recovery. `RWAL_ERR_LOCKED` if another handle or
+/// process has the directory open; `RWAL_ERR_NO_LOG` if it holds no log and creation is off.
+///
+/// # Safety
+/// `dir` is a NUL-terminated path (any bytes but NUL); `opts` is NULL or live options;
+/// `log_out` points to writable memory for one pointer.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_open(
+    dir: *const c_char,
+    opts: *const rwal_options,
+    log_out: *mut *mut rwal_log,
+) -> rwal_status {
+    boundary(|| {
+        non_null(dir, "dir")?;
+        non_null(log_out, "log_out")?;
+        // SAFETY: non-NULL and NUL-terminated (the caller's contract).
+        let dir = Path::new(OsStr::from_bytes(unsafe { CStr::from_ptr(dir) }.to_bytes()));
+        if dir.as_os_str().is_empty() {
+            return Err(invalid("dir is empty"));
+        }
+        let options = if opts.is_null() {
+            Options::new()
+        } else {
+            // SAFETY: non-NULL live options.
+            unsafe { &*opts }.options.clone()
+        };
+        let wal = Wal::open(dir, options)?;
+        logging::opened(&wal);
+        // SAFETY: checked non-NULL.
+        unsafe { put(log_out, Box::into_raw(Box::new(rwal_log { wal }))) };
+        Ok(())
+    })
+}
+
+/// Syncs everything appended, writes the durable watermark, releases the directory and frees
+/// the handle, which must not be used again (even when an error is returned). NULL is a no-op.
+/// Readers still open get `RWAL_ERR_CLOSED` and must still be freed.
+///
+/// # Safety
+/// `log` is NULL or a handle from `rwal_open`, not used by any other thread during or after
+/// this call.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_close(log: *mut rwal_log) -> rwal_status {
+    boundary(|| {
+        if log.is_null() {
+            return Ok(());
+        }
+        // SAFETY: a handle from rwal_open, freed only here (the caller's contract).
+        let handle = unsafe { Box::from_raw(log) };
+        handle.wal.close()?;
+        Ok(())
+    })
+}
+
+/// Appends one record of `len` bytes and writes its LSN to `*lsn_out`. Does not wait for the
+/// disk: call `rwal_commit` for durability. Thread-safe.
+///
+/// # Safety
+/// `log` is a live handle; `data` has `len` readable bytes (NULL if `len` is 0); `lsn_out` is
+/// writable.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_append(
+    log: *mut rwal_log,
+    data: *const u8,
+    len: usize,
+    lsn_out: *mut u64,
+) -> rwal_status {
+    boundary(|| {
+        non_null(lsn_out, "lsn_out")?;
+        // SAFETY: forwarded caller contract.
+        let (wal, data) = unsafe { (self::log(log)?, bytes(data, len, "data")?) };
+        let lsn = wal.append(data)?;
+        // SAFETY: checked non-NULL.
+        unsafe { put(lsn_out, lsn) };
+        Ok(())
+    })
+}
+
+/// Appends `count` records with contiguous LSNs; writes the first to `*first_lsn_out`.
+/// Thread-safe.
+///
+/// # Safety
+/// `log` is a live handle; `records` points to `count` slices, each with readable bytes;
+/// `first_lsn_out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_append_batch(
+    log: *mut rwal_log,
+    records: *const rwal_slice,
+    count: usize,
+    first_lsn_out: *mut u64,
+) -> rwal_status {
+    boundary(|| {
+        non_null(first_lsn_out, "first_lsn_out")?;
+        non_null(records, "records")?;
+        // SAFETY: forwarded caller contract.
+        let wal = unsafe { self::log(log)? };
+        // SAFETY: the caller gives `count` slices at `records`.
+        let slices = unsafe { std::slice::from_raw_parts(records, count) };
+        let payloads = slices
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                // SAFETY: each slice describes readable bytes (the caller's contract).
+                unsafe { bytes(s.data, s.len, "records[].data") }
+                    .map_err(|f| invalid(format!("record {i}: {}", f.message)))
+            })
+            .collect::<Result<Vec<&[u8]>, Failure>>()?;
+        let first = wal.append_batch(&payloads)?;
+        // SAFETY: checked non-NULL.
+        unsafe { put(first_lsn_out, first) };
+        Ok(())
+    })
+}
+
+/// Returns once every record up to `lsn` is durable; one sync serves every thread waiting at
+/// the time. Blocks. Thread-safe. `RWAL_ERR_NOT_FOUND` for an LSN never appended.
+///
+/// # Safety
+/// `log` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_commit(log: *mut rwal_log, lsn: u64) -> rwal_status {
+    // SAFETY: forwarded caller contract.
+    boundary(|| Ok(unsafe { self::log(log)? }.commit(lsn)?))
+}
+
+/// Commits everything appended so far; writes the LSN now durable to `*lsn_out` (may be NULL).
+///
+/// # Safety
+/// `log` is a live handle; `lsn_out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_sync(log: *mut rwal_log, lsn_out: *mut u64) -> rwal_status {
+    boundary(|| {
+        // SAFETY: forwarded caller contract.
+        let lsn = unsafe { self::log(log)? }.sync()?;
+        if !lsn_out.is_null() {
+            // SAFETY: non-NULL.
+            unsafe { put(lsn_out, lsn) };
+        }
+        Ok(())
+    })
+}
+
+/// Writes one of the log's LSNs to `*lsn_out`.
+unsafe fn lsn(log: *const rwal_log, lsn_out: *mut u64, which: fn(&Wal) -> u64) -> rwal_status {
+    boundary(|| {
+        non_null(lsn_out, "lsn_out")?;
+        // SAFETY: forwarded caller contract.
+        let lsn = which(unsafe { self::log(log)? });
+        // SAFETY: checked non-NULL.
+        unsafe { put(lsn_out, lsn) };
+        Ok(())
+    })
+}
+
+/// The oldest retained LSN (1 for a new log).
+///
+/// # Safety
+/// `log` is a live handle; `lsn_out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_first_lsn(log: *const rwal_log, lsn_out: *mut u64) -> rwal_status {
+    // SAFETY: forwarded caller contract.
+    unsafe { lsn(log, lsn_out, Wal::first_lsn) }
+}
+
+/// The newest appended LSN (0 for a new log).
+///
+/// # Safety
+/// `log` is a live handle; `lsn_out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_last_lsn(log: *const rwal_log, lsn_out: *mut u64) -> rwal_status {
+    // SAFETY: forwarded caller contract.
+    unsafe { lsn(log, lsn_out, Wal::last_lsn) }
+}
+
+/// The newest durable LSN: every record up to it survives a crash.
+///
+/// # Safety
+/// `log` is a live handle; `lsn_out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_durable_lsn(log: *const rwal_log, lsn_out: *mut u64) -> rwal_status {
+    // SAFETY: forwarded caller contract.
+    unsafe { lsn(log, lsn_out, Wal::durable_lsn) }
+}
+
+/// Copies the payload of durable record `lsn` into `buf` (`cap` bytes) and its length to
+/// `*len_out`. If `cap` is too small: `RWAL_ERR_BUFFER_TOO_SMALL`, nothing copied, and
+/// `*len_out` is the length needed. `RWAL_ERR_NOT_FOUND` for an LSN not written or not durable,
+/// `RWAL_ERR_COMPACTED` below the first retained LSN. Thread-safe.
+///
+/// # Safety
+/// `log` is a live handle; `buf` has `cap` writable bytes (NULL if `cap` is 0); `len_out` is
+/// writable.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_read(
+    log: *const rwal_log,
+    lsn: u64,
+    buf: *mut u8,
+    cap: usize,
+    len_out: *mut usize,
+) -> rwal_status {
+    boundary(|| {
+        non_null(len_out, "len_out")?;
+        // SAFETY: forwarded caller contract.
+        let data = unsafe { self::log(log)? }.read(lsn)?;
+        if data.len() > cap {
+            // SAFETY: checked non-NULL.
+            unsafe { put(len_out, data.len()) };
+            return Err(Failure {
+                status: RWAL_ERR_BUFFER_TOO_SMALL,
+                message: format!("record {lsn} has {} bytes, the buffer {cap}", data.len()),
+            });
+        }
+        if !data.is_empty() {
+            non_null(buf, "buf")?;
+            // SAFETY: `buf` has `cap >= data.len()` writable bytes.
+            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buf, data.len()) };
+        }
+        // SAFETY: checked non-NULL.
+        unsafe { put(len_out, data.len()) };
+        Ok(())
+    })
+}
+
+/// Durably removes every record after `lsn`; the next append gets `lsn + 1`.
+/// `RWAL_ERR_PINNED` while a reader is past `lsn`. Blocks. Thread-safe.
+///
+/// # Safety
+/// `log` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_truncate_after(log: *mut rwal_log, lsn: u64) -> rwal_status {
+    // SAFETY: forwarded caller contract.
+    boundary(|| Ok(unsafe { self::log(log)? }.truncate_after(lsn)?))
+}
+
+/// Group-commit counters: syncs, records and bytes per sync.
+///
+/// # Safety
+/// `log` is a live handle; `stats_out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_stats_get(
+    log: *const rwal_log,
+    stats_out: *mut rwal_stats,
+) -> rwal_status {
+    boundary(|| {
+        non_null(stats_out, "stats_out")?;
+        // SAFETY: forwarded caller contract.
+        let s = unsafe { self::log(log)? }.stats();
+        let stats = rwal_stats {
+            syncs: s.syncs,
+            records_synced: s.records_synced,
+            bytes_synced: s.bytes_synced,
+            max_records_per_sync: s.max_records_per_sync,
+            commits: s.commits,
+        };
+        // SAFETY: checked non-NULL.
+        unsafe { put(stats_out, stats) };
+        Ok(())
+    })
+}

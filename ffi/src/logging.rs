@@ -1,0 +1,84 @@
+//! The optional log callback: the library prints nothing; what an operator should see goes to
+//! the function the application registers.
+
+use std::ffi::{c_char, c_void, CString};
+
+use parking_lot::Mutex;
+use rwal_wal::Wal;
+
+/// A message's level: one of the `RWAL_LOG_*` values.
+#[allow(non_camel_case_types)]
+pub type rwal_log_level = i32;
+/// Something failed.
+pub const RWAL_LOG_ERROR: rwal_log_level = 1;
+/// Something was repaired or dropped (recovery cut a torn tail, skipped damage).
+pub const RWAL_LOG_WARN: rwal_log_level = 2;
+/// Normal events (a log opened).
+pub const RWAL_LOG_INFO: rwal_log_level = 3;
+
+/// Receives a message: its level, the NUL-terminated text (valid during the call only), and the
+/// `userdata` given to `rwal_set_log_callback`. Called on the thread that caused the message.
+#[allow(non_camel_case_types)]
+pub type rwal_log_fn = Option<
+    unsafe extern "C" fn(level: rwal_log_level, message: *const c_char, userdata: *mut c_void),
+>;
+
+struct Sink {
+    callback: unsafe extern "C" fn(rwal_log_level, *const c_char, *mut c_void),
+    level: rwal_log_level,
+    userdata: usize,
+}
+
+/// The one process-wide setting of the library, as the API asks for a process-wide callback.
+static SINK: Mutex<Option<Sink>> = Mutex::new(None);
+
+/// Sends messages at `level` and more severe to `callback` (NULL: no messages, the default).
+/// Replaces any earlier callback. The callback must not call back into rwal.
+///
+/// # Safety
+/// `callback` is NULL or a function safe to call from any thread with `userdata` until it is
+/// replaced.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_set_log_callback(
+    callback: rwal_log_fn,
+    level: rwal_log_level,
+    userdata: *mut c_void,
+) {
+    *SINK.lock() = callback.map(|callback| Sink {
+        callback,
+        level,
+        userdata: userdata as usize,
+    });
+}
+
+fn emit(level: rwal_log_level, message: &str) {
+    let sink = SINK.lock();
+    let Some(sink) = sink.as_ref().filter(|s| level <= s.level) else {
+        return;
+    };
+    let text = CString::new(message.replace('\0', "\\0")).unwrap_or_default();
+    // SAFETY: the callback and userdata were registered together under rwal_set_log_callback's
+    // contract; the text outlives the call.
+    unsafe { (sink.callback)(level, text.as_ptr(), sink.userdata as *mut c_void) };
+}
+
+/// Reports an opened log and what its recovery decided.
+pub(crate) fn opened(wal: &Wal) {
+    let report = wal.recovery_report();
+    for event in &report.events {
+        emit(
+            RWAL_LOG_WARN,
+            &format!("{}: recovery: {event:?}", wal.dir().display()),
+        );
+    }
+    emit(
+        RWAL_LOG_INFO,
+        &format!(
+            "{}: opened, LSNs {}..={}, {} records verified",
+            wal.dir().display(),
+            report.first_lsn,
+            report.last_lsn,
+            report.records
+        ),
+    );
+}

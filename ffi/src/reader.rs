@@ -1,0 +1,131 @@
+//! `rwal_reader`: zero-copy iteration over durable records.
+
+use std::time::Duration;
+
+use rwal_wal::{Error, Reader};
+
+use crate::log::rwal_log;
+use crate::status::{boundary, non_null, rwal_status, Failure, RWAL_END};
+
+/// A reader over durable records. One thread at a time; independent of other readers and of
+/// the log's other calls. Free it with `rwal_reader_free` (also after `rwal_close`).
+#[allow(non_camel_case_types)]
+#[derive(Debug)]
+pub struct rwal_reader {
+    reader: Reader,
+}
+
+/// Opens a reader at `from_lsn` (from `rwal_first_lsn` to `rwal_last_lsn + 1`). While it lives
+/// it pins the record it last returned: `rwal_truncate_after` below it is refused.
+///
+/// # Safety
+/// `log` is a live handle; `reader_out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_reader_open(
+    log: *mut rwal_log,
+    from_lsn: u64,
+    reader_out: *mut *mut rwal_reader,
+) -> rwal_status {
+    boundary(|| {
+        non_null(log, "log")?;
+        non_null(reader_out, "reader_out")?;
+        // SAFETY: a live handle (the caller's contract).
+        let reader = unsafe { &(*log).wal }.reader(from_lsn)?;
+        // SAFETY: checked non-NULL, writable.
+        unsafe { reader_out.write(Box::into_raw(Box::new(rwal_reader { reader }))) };
+        Ok(())
+    })
+}
+
+/// Next record: writes its LSN, a pointer to its bytes and their length. The bytes stay valid
+/// until the next call on this reader or its free. `RWAL_END` when no further durable record
+/// exists (call again later for new ones).
+///
+/// # Safety
+/// `reader` is a live reader used by this thread only; the outputs are writable.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_reader_next(
+    reader: *mut rwal_reader,
+    lsn_out: *mut u64,
+    data_out: *mut *const u8,
+    len_out: *mut usize,
+) -> rwal_status {
+    // SAFETY: forwarded caller contract.
+    unsafe { next(reader, lsn_out, data_out, len_out, None) }
+}
+
+/// Like `rwal_reader_next`, but waits up to `timeout_us` microseconds for a record to become
+/// durable; `RWAL_ERR_TIMEOUT` if none does. Blocks.
+///
+/// # Safety
+/// As `rwal_reader_next`.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_reader_next_timeout(
+    reader: *mut rwal_reader,
+    timeout_us: u64,
+    lsn_out: *mut u64,
+    data_out: *mut *const u8,
+    len_out: *mut usize,
+) -> rwal_status {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        next(
+            reader,
+            lsn_out,
+            data_out,
+            len_out,
+            Some(Duration::from_micros(timeout_us)),
+        )
+    }
+}
+
+unsafe fn next(
+    reader: *mut rwal_reader,
+    lsn_out: *mut u64,
+    data_out: *mut *const u8,
+    len_out: *mut usize,
+    timeout: Option<Duration>,
+) -> rwal_status {
+    let mut end = false;
+    let status = boundary(|| {
+        non_null(reader, "reader")?;
+        non_null(lsn_out, "lsn_out")?;
+        non_null(data_out, "data_out")?;
+        non_null(len_out, "len_out")?;
+        // SAFETY: a live reader used by this thread only.
+        let reader = unsafe { &mut (*reader).reader };
+        let record = match timeout {
+            Some(timeout) => Some(reader.next_timeout(timeout).map_err(Failure::from)?),
+            None => reader.next().map_err(|e: Error| Failure::from(e))?,
+        };
+        let Some(record) = record else {
+            end = true;
+            return Ok(());
+        };
+        // SAFETY: checked non-NULL and writable. The data pointer stays valid until the next
+        // call: it points into the segment mapping the reader keeps alive and pinned.
+        unsafe {
+            lsn_out.write(record.lsn);
+            data_out.write(record.data.as_ptr());
+            len_out.write(record.data.len());
+        }
+        Ok(())
+    });
+    if end {
+        RWAL_END
+    } else {
+        status
+    }
+}
+
+/// Frees a reader. NULL is a no-op.
+///
+/// # Safety
+/// `reader` is NULL or a reader from `rwal_reader_open` not yet freed and not in use.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_reader_free(reader: *mut rwal_reader) {
+    if !reader.is_null() {
+        // SAFETY: a reader from rwal_reader_open, freed only here.
+        drop(unsafe { Box::from_raw(reader) });
+    }
+}

@@ -1,0 +1,175 @@
+//! Status codes, this thread's last error message, and the boundary every exported function
+//! runs inside: pointers checked, panics caught, errors turned into codes.
+
+use std::cell::RefCell;
+use std::ffi::CString;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use rwal_wal::Error;
+
+/// The result of every fallible call: `RWAL_OK` (0), `RWAL_END` (1), or a negative error code.
+/// The values are fixed and never renumbered.
+#[allow(non_camel_case_types)]
+pub type rwal_status = i32;
+
+/// Success.
+pub const RWAL_OK: rwal_status = 0;
+/// A reader has no further durable record.
+pub const RWAL_END: rwal_status = 1;
+/// An argument or option is out of range, or a required pointer is NULL.
+pub const RWAL_ERR_INVALID_ARGUMENT: rwal_status = -1;
+/// An operating-system call failed.
+pub const RWAL_ERR_IO: rwal_status = -2;
+/// Acknowledged data is damaged, or a file of the log is not what it should be.
+pub const RWAL_ERR_CORRUPTED: rwal_status = -3;
+/// An earlier write or sync failed; the log accepts nothing more (reopen it).
+pub const RWAL_ERR_POISONED: rwal_status = -4;
+/// The disk is full.
+pub const RWAL_ERR_NO_SPACE: rwal_status = -5;
+/// Another open log (in this or another process) holds the directory.
+pub const RWAL_ERR_LOCKED: rwal_status = -6;
+/// The LSN was removed by compaction.
+pub const RWAL_ERR_COMPACTED: rwal_status = -7;
+/// No record with this LSN was ever written (or it was cut), or it is not durable yet.
+pub const RWAL_ERR_NOT_FOUND: rwal_status = -8;
+/// The buffer is too small; `*len_out` says how many bytes are needed.
+pub const RWAL_ERR_BUFFER_TOO_SMALL: rwal_status = -9;
+/// This machine or build cannot do what was asked (io_uring, O_DIRECT, a format version).
+pub const RWAL_ERR_UNSUPPORTED: rwal_status = -10;
+/// A wait ran out of time.
+pub const RWAL_ERR_TIMEOUT: rwal_status = -11;
+/// The library panicked: a bug in rwal. The handle should not be used further.
+pub const RWAL_ERR_PANIC: rwal_status = -12;
+/// The directory holds no log and the options did not ask to create one.
+pub const RWAL_ERR_NO_LOG: rwal_status = -13;
+/// A reader or pin holds records the operation would remove.
+pub const RWAL_ERR_PINNED: rwal_status = -14;
+/// The log was closed.
+pub const RWAL_ERR_CLOSED: rwal_status = -15;
+
+/// The code of an error.
+pub(crate) fn code(error: &Error) -> rwal_status {
+    match error {
+        Error::Io { .. } => RWAL_ERR_IO,
+        Error::NoSpace { .. } => RWAL_ERR_NO_SPACE,
+        Error::Locked { .. } => RWAL_ERR_LOCKED,
+        Error::NoLog { .. } => RWAL_ERR_NO_LOG,
+        Error::InvalidArgument { .. } | Error::RecordTooLarge { .. } => RWAL_ERR_INVALID_ARGUMENT,
+        Error::Corrupted { .. } | Error::BadFile { .. } => RWAL_ERR_CORRUPTED,
+        Error::UnsupportedVersion { .. } | Error::Unsupported { .. } => RWAL_ERR_UNSUPPORTED,
+        Error::Poisoned { .. } => RWAL_ERR_POISONED,
+        Error::NotFound { .. } | Error::NotDurable { .. } => RWAL_ERR_NOT_FOUND,
+        Error::Compacted { .. } => RWAL_ERR_COMPACTED,
+        Error::Pinned { .. } => RWAL_ERR_PINNED,
+        Error::Timeout { .. } => RWAL_ERR_TIMEOUT,
+        Error::Closed => RWAL_ERR_CLOSED,
+        _ => RWAL_ERR_IO,
+    }
+}
+
+/// The static name of a status code.
+pub(crate) fn name(status: rwal_status) -> &'static [u8] {
+    match status {
+        RWAL_OK => b"RWAL_OK\0",
+        RWAL_END => b"RWAL_END\0",
+        RWAL_ERR_INVALID_ARGUMENT => b"RWAL_ERR_INVALID_ARGUMENT\0",
+        RWAL_ERR_IO => b"RWAL_ERR_IO\0",
+        RWAL_ERR_CORRUPTED => b"RWAL_ERR_CORRUPTED\0",
+        RWAL_ERR_POISONED => b"RWAL_ERR_POISONED\0",
+        RWAL_ERR_NO_SPACE => b"RWAL_ERR_NO_SPACE\0",
+        RWAL_ERR_LOCKED => b"RWAL_ERR_LOCKED\0",
+        RWAL_ERR_COMPACTED => b"RWAL_ERR_COMPACTED\0",
+        RWAL_ERR_NOT_FOUND => b"RWAL_ERR_NOT_FOUND\0",
+        RWAL_ERR_BUFFER_TOO_SMALL => b"RWAL_ERR_BUFFER_TOO_SMALL\0",
+        RWAL_ERR_UNSUPPORTED => b"RWAL_ERR_UNSUPPORTED\0",
+        RWAL_ERR_TIMEOUT => b"RWAL_ERR_TIMEOUT\0",
+        RWAL_ERR_PANIC => b"RWAL_ERR_PANIC\0",
+        RWAL_ERR_NO_LOG => b"RWAL_ERR_NO_LOG\0",
+        RWAL_ERR_PINNED => b"RWAL_ERR_PINNED\0",
+        RWAL_ERR_CLOSED => b"RWAL_ERR_CLOSED\0",
+        _ => b"RWAL_UNKNOWN_STATUS\0",
+    }
+}
+
+thread_local! {
+    /// This thread's message for its last failed call. Per thread, so calls on other threads
+    /// never overwrite it.
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+/// Records `message` as this thread's last error.
+pub(crate) fn set_last_error(message: String) {
+    let message = CString::new(message.replace('\0', "\\0")).unwrap_or_default();
+    LAST_ERROR.with(|last| *last.borrow_mut() = message);
+}
+
+/// Copies this thread's last error into `buf` (at most `cap - 1` bytes and a NUL); returns its
+/// full length.
+pub(crate) fn copy_last_error(buf: *mut u8, cap: usize) -> usize {
+    LAST_ERROR.with(|last| {
+        let bytes = last.borrow();
+        let bytes = bytes.as_bytes();
+        if !buf.is_null() && cap > 0 {
+            let n = bytes.len().min(cap - 1);
+            // SAFETY: the caller gave `cap` writable bytes at `buf` (rwal_last_error's contract);
+            // `n + 1 <= cap`.
+            unsafe {
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf, n);
+                *buf.add(n) = 0;
+            }
+        }
+        bytes.len()
+    })
+}
+
+/// A failure of an exported call: its code and message.
+pub(crate) struct Failure {
+    pub status: rwal_status,
+    pub message: String,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Failure {
+        Failure {
+            status: code(&error),
+            message: error.to_string(),
+        }
+    }
+}
+
+/// An argument that is NULL or out of range.
+pub(crate) fn invalid(message: impl Into<String>) -> Failure {
+    Failure {
+        status: RWAL_ERR_INVALID_ARGUMENT,
+        message: message.into(),
+    }
+}
+
+/// Runs the body of an exported function: a failure becomes its code and this thread's last
+/// error, and a panic becomes `RWAL_ERR_PANIC` instead of unwinding into C.
+pub(crate) fn boundary(body: impl FnOnce() -> Result<(), Failure>) -> rwal_status {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => RWAL_OK,
+        Ok(Err(failure)) => {
+            set_last_error(failure.message);
+            failure.status
+        }
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            set_last_error(format!("panic inside rwal (a bug): {what}"));
+            RWAL_ERR_PANIC
+        }
+    }
+}
+
+/// Checks that a pointer argument is not NULL.
+pub(crate) fn non_null<T>(pointer: *const T, name: &str) -> Result<(), Failure> {
+    if pointer.is_null() {
+        return Err(invalid(format!("{name} is NULL")));
+    }
+    Ok(())
+}

@@ -1,0 +1,189 @@
+/* C tests of the rwal ABI: run from `make c-test`, linked dynamically and statically, under
+ * valgrind. Usage: test_basic DIR (an empty scratch directory). */
+#include "rwal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int passed = 0;
+static int failed = 0;
+
+#define CHECK(cond)                                                                  \
+    do {                                                                             \
+        if (cond) {                                                                  \
+            passed++;                                                                \
+        } else {                                                                     \
+            failed++;                                                                \
+            char msg[256];                                                           \
+            rwal_last_error(msg, sizeof msg);                                        \
+            fprintf(stderr, "%s:%d: CHECK(%s) failed (last error: %s)\n", __FILE__,  \
+                    __LINE__, #cond, msg);                                           \
+        }                                                                            \
+    } while (0)
+
+#define CHECK_STATUS(call, expected)                                                 \
+    do {                                                                             \
+        rwal_status got_ = (call);                                                   \
+        if (got_ != (expected)) {                                                    \
+            fprintf(stderr, "%s:%d: %s returned %s, expected %s\n", __FILE__,        \
+                    __LINE__, #call, rwal_status_str(got_), rwal_status_str(expected)); \
+        }                                                                            \
+        CHECK(got_ == (expected));                                                   \
+    } while (0)
+
+static int messages = 0;
+
+static void on_log(rwal_log_level level, const char *message, void *userdata) {
+    (void)level;
+    CHECK(message != NULL && strlen(message) > 0);
+    CHECK(userdata == &messages);
+    messages++;
+}
+
+static void test_version_and_statuses(void) {
+    char expected[32];
+    snprintf(expected, sizeof expected, "%d.%d.%d", RWAL_VERSION_MAJOR, RWAL_VERSION_MINOR,
+             RWAL_VERSION_PATCH);
+    CHECK(strcmp(rwal_version(), expected) == 0);
+    CHECK(strcmp(rwal_status_str(RWAL_OK), "RWAL_OK") == 0);
+    CHECK(strcmp(rwal_status_str(RWAL_ERR_LOCKED), "RWAL_ERR_LOCKED") == 0);
+    CHECK(rwal_status_str(12345) != NULL);
+}
+
+static void test_options(void) {
+    rwal_options *opts = rwal_options_new();
+    CHECK(opts != NULL);
+    CHECK_STATUS(rwal_options_set_segment_size(opts, 1000), RWAL_ERR_INVALID_ARGUMENT);
+    char msg[256];
+    size_t len = rwal_last_error(msg, sizeof msg);
+    CHECK(len > 0 && strstr(msg, "segment_bytes") != NULL);
+    /* A message longer than the buffer is cut and NUL-terminated; the full length returned. */
+    char tiny[4];
+    CHECK(rwal_last_error(tiny, sizeof tiny) == len && strlen(tiny) == 3);
+    CHECK_STATUS(rwal_options_set_segment_size(opts, 1 << 20), RWAL_OK);
+    CHECK_STATUS(rwal_options_set_backend(opts, 99), RWAL_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(rwal_options_set_backend(opts, RWAL_BACKEND_STAGED), RWAL_OK);
+    CHECK_STATUS(rwal_options_set_recovery_mode(opts, -1), RWAL_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(rwal_options_set_commit_delay_us(opts, 5000000), RWAL_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(rwal_options_set_segment_size(NULL, 1 << 20), RWAL_ERR_INVALID_ARGUMENT);
+    rwal_options_free(opts);
+    rwal_options_free(NULL);
+}
+
+static void test_log(const char *dir) {
+    rwal_set_log_callback(on_log, RWAL_LOG_INFO, &messages);
+    rwal_options *opts = rwal_options_new();
+    CHECK_STATUS(rwal_options_set_segment_size(opts, 1 << 20), RWAL_OK);
+    rwal_log *log = NULL;
+    CHECK_STATUS(rwal_open(dir, opts, &log), RWAL_OK);
+    CHECK(log != NULL);
+    CHECK(messages > 0);
+    rwal_set_log_callback(NULL, 0, NULL);
+
+    uint64_t lsn = 99;
+    CHECK_STATUS(rwal_first_lsn(log, &lsn), RWAL_OK);
+    CHECK(lsn == 1);
+    CHECK_STATUS(rwal_last_lsn(log, &lsn), RWAL_OK);
+    CHECK(lsn == 0);
+
+    /* A second open of the same directory is locked. */
+    rwal_log *second = NULL;
+    CHECK_STATUS(rwal_open(dir, opts, &second), RWAL_ERR_LOCKED);
+    CHECK(second == NULL);
+
+    CHECK_STATUS(rwal_append(log, (const uint8_t *)"hello", 5, &lsn), RWAL_OK);
+    CHECK(lsn == 1);
+    CHECK_STATUS(rwal_append(log, NULL, 0, &lsn), RWAL_OK);
+    CHECK(lsn == 2);
+    CHECK_STATUS(rwal_append(log, NULL, 3, &lsn), RWAL_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(rwal_append(NULL, (const uint8_t *)"x", 1, &lsn), RWAL_ERR_INVALID_ARGUMENT);
+
+    rwal_slice batch[3] = {{(const uint8_t *)"a", 1}, {(const uint8_t *)"bb", 2}, {(const uint8_t *)"ccc", 3}};
+    uint64_t first = 0;
+    CHECK_STATUS(rwal_append_batch(log, batch, 3, &first), RWAL_OK);
+    CHECK(first == 3);
+
+    size_t len = 0;
+    uint8_t buf[16];
+    CHECK_STATUS(rwal_read(log, 1, buf, sizeof buf, &len), RWAL_ERR_NOT_FOUND); /* not durable */
+    CHECK_STATUS(rwal_commit(log, 5), RWAL_OK);
+    CHECK_STATUS(rwal_commit(log, 6), RWAL_ERR_NOT_FOUND);
+    CHECK_STATUS(rwal_durable_lsn(log, &lsn), RWAL_OK);
+    CHECK(lsn == 5);
+
+    CHECK_STATUS(rwal_read(log, 1, buf, 2, &len), RWAL_ERR_BUFFER_TOO_SMALL);
+    CHECK(len == 5);
+    CHECK_STATUS(rwal_read(log, 1, buf, sizeof buf, &len), RWAL_OK);
+    CHECK(len == 5 && memcmp(buf, "hello", 5) == 0);
+    CHECK_STATUS(rwal_read(log, 2, NULL, 0, &len), RWAL_OK);
+    CHECK(len == 0);
+
+    rwal_reader *reader = NULL;
+    CHECK_STATUS(rwal_reader_open(log, 1, &reader), RWAL_OK);
+    const uint8_t *data = NULL;
+    uint64_t expect = 1;
+    rwal_status status;
+    while ((status = rwal_reader_next(reader, &lsn, &data, &len)) == RWAL_OK) {
+        CHECK(lsn == expect);
+        expect++;
+    }
+    CHECK(status == RWAL_END);
+    CHECK(expect == 6);
+    CHECK_STATUS(rwal_reader_next_timeout(reader, 1000, &lsn, &data, &len), RWAL_ERR_TIMEOUT);
+    /* The reader is at LSN 5: cutting below it is refused. */
+    CHECK_STATUS(rwal_truncate_after(log, 2), RWAL_ERR_PINNED);
+    rwal_reader_free(reader);
+    rwal_reader_free(NULL);
+    CHECK_STATUS(rwal_truncate_after(log, 2), RWAL_OK);
+    CHECK_STATUS(rwal_last_lsn(log, &lsn), RWAL_OK);
+    CHECK(lsn == 2);
+
+    rwal_stats stats;
+    CHECK_STATUS(rwal_stats_get(log, &stats), RWAL_OK);
+    CHECK(stats.syncs >= 1 && stats.commits >= 2);
+
+    /* A reader left open past rwal_close answers RWAL_ERR_CLOSED and is still freed. */
+    CHECK_STATUS(rwal_reader_open(log, 1, &reader), RWAL_OK);
+    CHECK_STATUS(rwal_close(log), RWAL_OK);
+    CHECK_STATUS(rwal_reader_next(reader, &lsn, &data, &len), RWAL_ERR_CLOSED);
+    rwal_reader_free(reader);
+    CHECK_STATUS(rwal_close(NULL), RWAL_OK);
+
+    /* Reopen: everything committed is there. */
+    CHECK_STATUS(rwal_open(dir, NULL, &log), RWAL_OK);
+    CHECK_STATUS(rwal_read(log, 1, buf, sizeof buf, &len), RWAL_OK);
+    CHECK(len == 5 && memcmp(buf, "hello", 5) == 0);
+    CHECK_STATUS(rwal_last_lsn(log, &lsn), RWAL_OK);
+    CHECK(lsn == 2);
+    CHECK_STATUS(rwal_close(log), RWAL_OK);
+    rwal_options_free(opts);
+}
+
+static void test_no_log(const char *dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/does-not-exist", dir);
+    rwal_options *opts = rwal_options_new();
+    CHECK_STATUS(rwal_options_set_create(opts, false), RWAL_OK);
+    rwal_log *log = NULL;
+    CHECK_STATUS(rwal_open(path, opts, &log), RWAL_ERR_NO_LOG);
+    CHECK(log == NULL);
+    CHECK_STATUS(rwal_open(NULL, opts, &log), RWAL_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(rwal_open(path, opts, NULL), RWAL_ERR_INVALID_ARGUMENT);
+    rwal_options_free(opts);
+}
+
+int main(int argc, char **argv) {
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s SCRATCH_DIR\n", argv[0]);
+        return 2;
+    }
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/log", argv[1]);
+    test_version_and_statuses();
+    test_options();
+    test_log(dir);
+    test_no_log(argv[1]);
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed == 0 ? 0 : 1;
+}
