@@ -10,9 +10,9 @@ VALGRIND = valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-ki
 LIBDIR = target/debug
 CTEST_DIR = target/c
 
-.PHONY: test fmt-check clippy cargo-test loom c-test
+.PHONY: test fmt-check clippy cargo-test loom c-test python-test
 
-test: fmt-check clippy cargo-test loom c-test
+test: fmt-check clippy cargo-test loom c-test python-test
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -39,3 +39,9 @@ c-test:
 	mkdir -p $(CTEST_DIR)/scratch-dynamic $(CTEST_DIR)/scratch-static
 	$(VALGRIND) $(CTEST_DIR)/test_dynamic $(CTEST_DIR)/scratch-dynamic
 	$(VALGRIND) $(CTEST_DIR)/test_static $(CTEST_DIR)/scratch-static
+
+# The Python package, built the way users install it, and its pytest suite (run from the
+# repository root so that `import rwal` finds the installed package, not the source folder).
+python-test:
+	python3 -m pip install -q ./bindings/python
+	python3 -m pytest -q bindings/python/tests

@@ -1,0 +1,319 @@
+"""rwal: a replicated write-ahead log, from Python.
+
+    import rwal
+    with rwal.open("/var/lib/mydb/wal") as log:
+        lsn = log.append(b"put k v")
+        log.commit(lsn)                      # durable once this returns
+        for lsn, data in log.records():      # every durable record
+            ...
+
+Calls release the GIL while they run in the library (commit and reads may block). A Log may be
+shared between threads; close() waits for calls in progress on other threads to finish, and
+any call after it raises rwal.ClosedError.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import threading
+from contextlib import contextmanager
+from typing import Iterator, Optional, Sequence, Tuple, Union
+
+from ._rwal_cffi import ffi, lib
+
+__all__ = [
+    "open", "Log", "Error", "InvalidArgumentError", "IoError", "CorruptedError", "PoisonedError",
+    "NoSpaceError", "LockedError", "CompactedError", "NotFoundError", "UnsupportedError",
+    "TimeoutError", "PanicError", "NoLogError", "PinnedError", "ClosedError", "__version__",
+]
+
+__version__: str = ffi.string(lib.rwal_version()).decode()
+
+PathLike = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
+BytesLike = Union[bytes, bytearray, memoryview]
+
+
+class Error(Exception):
+    """A failed call: `code` is the rwal_status value, `status` its name."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = ffi.string(lib.rwal_status_str(code)).decode()
+
+
+class InvalidArgumentError(Error, ValueError):
+    """An argument or option is out of range."""
+
+
+class IoError(Error, OSError):
+    """An operating-system call failed."""
+
+
+class CorruptedError(Error):
+    """Acknowledged data is damaged, or a file of the log is not what it should be."""
+
+
+class PoisonedError(Error):
+    """An earlier write or sync failed; reopen the log."""
+
+
+class NoSpaceError(Error, OSError):
+    """The disk is full."""
+
+
+class LockedError(Error):
+    """Another handle or process has the directory open."""
+
+
+class CompactedError(Error, LookupError):
+    """The LSN was compacted away."""
+
+
+class NotFoundError(Error, LookupError):
+    """No record with this LSN was written (or it was cut), or it is not durable yet."""
+
+
+class UnsupportedError(Error):
+    """This machine cannot do what was asked (io_uring, O_DIRECT, a format version)."""
+
+
+class TimeoutError(Error, builtins.TimeoutError):  # noqa: A001 - rwal.TimeoutError on purpose
+    """A wait ran out of time."""
+
+
+class PanicError(Error):
+    """A bug inside rwal; do not use the log further."""
+
+
+class NoLogError(Error, FileNotFoundError):
+    """The directory holds no log and create=False."""
+
+
+class PinnedError(Error):
+    """A reader holds records the call would remove."""
+
+
+class ClosedError(Error):
+    """The log is closed."""
+
+
+_ERRORS = {
+    lib.RWAL_ERR_INVALID_ARGUMENT: InvalidArgumentError,
+    lib.RWAL_ERR_IO: IoError,
+    lib.RWAL_ERR_CORRUPTED: CorruptedError,
+    lib.RWAL_ERR_POISONED: PoisonedError,
+    lib.RWAL_ERR_NO_SPACE: NoSpaceError,
+    lib.RWAL_ERR_LOCKED: LockedError,
+    lib.RWAL_ERR_COMPACTED: CompactedError,
+    lib.RWAL_ERR_NOT_FOUND: NotFoundError,
+    lib.RWAL_ERR_UNSUPPORTED: UnsupportedError,
+    lib.RWAL_ERR_TIMEOUT: TimeoutError,
+    lib.RWAL_ERR_PANIC: PanicError,
+    lib.RWAL_ERR_NO_LOG: NoLogError,
+    lib.RWAL_ERR_PINNED: PinnedError,
+    lib.RWAL_ERR_CLOSED: ClosedError,
+}
+
+_BACKENDS = {
+    "mmap": lib.RWAL_BACKEND_MMAP,
+    "pwrite": lib.RWAL_BACKEND_PWRITE,
+    "staged": lib.RWAL_BACKEND_STAGED,
+    "io_uring": lib.RWAL_BACKEND_IO_URING,
+}
+
+
+def _last_error() -> str:
+    size = lib.rwal_last_error(ffi.NULL, 0)
+    buf = ffi.new("char[]", size + 1)
+    lib.rwal_last_error(buf, size + 1)
+    return ffi.string(buf).decode("utf-8", "replace")
+
+
+def _check(status: int) -> None:
+    if status != lib.RWAL_OK:
+        raise _ERRORS.get(status, Error)(status, _last_error())
+
+
+def open(  # noqa: A001 - rwal.open on purpose, like io.open
+    path: PathLike,
+    *,
+    create: bool = True,
+    segment_size: Optional[int] = None,
+    backend: Optional[str] = None,
+) -> "Log":
+    """Opens (and with create, the default, creates) the log in directory `path` and recovers
+    it. `backend` is "mmap" (default), "pwrite", "staged" or "io_uring"."""
+    opts = ffi.gc(lib.rwal_options_new(), lib.rwal_options_free)
+    _check(lib.rwal_options_set_create(opts, bool(create)))
+    if segment_size is not None:
+        _check(lib.rwal_options_set_segment_size(opts, int(segment_size)))
+    if backend is not None:
+        if backend not in _BACKENDS:
+            raise InvalidArgumentError(lib.RWAL_ERR_INVALID_ARGUMENT,
+                                       "unknown backend %r (one of %s)" % (backend, ", ".join(_BACKENDS)))
+        _check(lib.rwal_options_set_backend(opts, _BACKENDS[backend]))
+    handle = ffi.new("rwal_log **")
+    _check(lib.rwal_open(os.fsencode(path), opts, handle))
+    return Log(handle[0])
+
+
+class Log:
+    """An open log; see the module docs. Use rwal.open() to get one."""
+
+    def __init__(self, handle) -> None:
+        self._handle = handle
+        self._calls = 0
+        self._closed = False
+        self._idle = threading.Condition()
+
+    @contextmanager
+    def _use(self):
+        """Marks a call in progress, so that close() waits for it instead of freeing the
+        handle under it."""
+        with self._idle:
+            if self._closed:
+                raise ClosedError(lib.RWAL_ERR_CLOSED, "log is closed")
+            self._calls += 1
+        try:
+            yield self._handle
+        finally:
+            with self._idle:
+                self._calls -= 1
+                if self._calls == 0:
+                    self._idle.notify_all()
+
+    def append(self, data: BytesLike) -> int:
+        """Appends one record (any bytes-like object, not copied by Python); returns its LSN.
+        Not durable until commit()."""
+        buf = ffi.from_buffer(data)
+        out = ffi.new("uint64_t *")
+        with self._use() as handle:
+            _check(lib.rwal_append(handle, buf, len(buf), out))
+        return out[0]
+
+    def append_batch(self, records: Sequence[BytesLike]) -> int:
+        """Appends records with contiguous LSNs; returns the first."""
+        buffers = [ffi.from_buffer(r) for r in records]
+        slices = ffi.new("rwal_slice[]", len(buffers))
+        for slot, buf in zip(slices, buffers):
+            slot.data = ffi.cast("const uint8_t *", buf)
+            slot.len = len(buf)
+        out = ffi.new("uint64_t *")
+        with self._use() as handle:
+            _check(lib.rwal_append_batch(handle, slices, len(buffers), out))
+        return out[0]
+
+    def commit(self, lsn: int) -> None:
+        """Returns once every record up to `lsn` is durable (group commit)."""
+        with self._use() as handle:
+            _check(lib.rwal_commit(handle, lsn))
+
+    def sync(self) -> int:
+        """Commits everything appended; returns the LSN now durable."""
+        out = ffi.new("uint64_t *")
+        with self._use() as handle:
+            _check(lib.rwal_sync(handle, out))
+        return out[0]
+
+    def _lsn(self, getter) -> int:
+        out = ffi.new("uint64_t *")
+        with self._use() as handle:
+            _check(getter(handle, out))
+        return out[0]
+
+    @property
+    def first_lsn(self) -> int:
+        """The oldest retained LSN (1 for a new log)."""
+        return self._lsn(lib.rwal_first_lsn)
+
+    @property
+    def last_lsn(self) -> int:
+        """The newest appended LSN (0 for a new log)."""
+        return self._lsn(lib.rwal_last_lsn)
+
+    @property
+    def durable_lsn(self) -> int:
+        """The newest durable LSN."""
+        return self._lsn(lib.rwal_durable_lsn)
+
+    def read(self, lsn: int) -> bytes:
+        """The payload of durable record `lsn`."""
+        size = ffi.new("size_t *")
+        cap = 4096
+        with self._use() as handle:
+            while True:
+                buf = ffi.new("uint8_t[]", cap)
+                status = lib.rwal_read(handle, lsn, buf, cap, size)
+                if status == lib.RWAL_ERR_BUFFER_TOO_SMALL:
+                    cap = size[0]
+                    continue
+                _check(status)
+                return bytes(ffi.buffer(buf, size[0]))
+
+    def records(self, from_lsn: Optional[int] = None) -> Iterator[Tuple[int, bytes]]:
+        """Iterates over (lsn, payload) of durable records from `from_lsn` (default: the first
+        retained)."""
+        start = self.first_lsn if from_lsn is None else from_lsn
+        out = ffi.new("rwal_reader **")
+        with self._use() as handle:
+            _check(lib.rwal_reader_open(handle, start, out))
+        reader = ffi.gc(out[0], lib.rwal_reader_free)
+        lsn = ffi.new("uint64_t *")
+        data = ffi.new("const uint8_t **")
+        size = ffi.new("size_t *")
+        try:
+            while True:
+                with self._use():
+                    status = lib.rwal_reader_next(reader, lsn, data, size)
+                    if status == lib.RWAL_END:
+                        return
+                    _check(status)
+                    payload = bytes(ffi.buffer(data[0], size[0]))
+                yield lsn[0], payload
+        finally:
+            ffi.release(reader)
+
+    def truncate_after(self, lsn: int) -> None:
+        """Durably removes every record after `lsn`."""
+        with self._use() as handle:
+            _check(lib.rwal_truncate_after(handle, lsn))
+
+    def stats(self) -> dict:
+        """Group-commit counters: syncs, records_synced, bytes_synced, max_records_per_sync,
+        commits."""
+        out = ffi.new("rwal_stats *")
+        with self._use() as handle:
+            _check(lib.rwal_stats_get(handle, out))
+        return {name: getattr(out, name) for name in
+                ("syncs", "records_synced", "bytes_synced", "max_records_per_sync", "commits")}
+
+    def close(self) -> None:
+        """Syncs, releases the directory and frees the handle; waits for calls in progress on
+        other threads. Closing twice is fine."""
+        with self._idle:
+            if self._closed:
+                return
+            self._closed = True
+            while self._calls:
+                self._idle.wait()
+        _check(lib.rwal_close(self._handle))
+
+    @property
+    def closed(self) -> bool:
+        """Whether close() was called."""
+        return self._closed
+
+    def __enter__(self) -> "Log":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            try:
+                self.close()
+            except Error:
+                pass

@@ -1,0 +1,73 @@
+"""The cffi build script (API mode): the cdef comes from the committed header, so the Python
+package and the C ABI cannot drift apart, and the extension links librwal.a statically."""
+
+import os
+import pathlib
+import re
+import subprocess
+
+from cffi import FFI
+
+# What a static librwal.a needs besides libc (`cargo rustc -p rwal-ffi --crate-type staticlib
+# -- --print native-static-libs`).
+NATIVE_LIBS = ["gcc_s", "util", "rt", "pthread", "m", "dl", "c"]
+
+
+def source_dir() -> pathlib.Path:
+    explicit = os.environ.get("RWAL_SOURCE_DIR")
+    if explicit:
+        return pathlib.Path(explicit).resolve()
+    here = pathlib.Path(__file__).resolve().parent
+    for candidate in [here, *here.parents]:
+        cargo = candidate / "Cargo.toml"
+        if cargo.exists() and "[workspace]" in cargo.read_text():
+            return candidate
+    raise RuntimeError("rwal source tree not found above %s; set RWAL_SOURCE_DIR" % here)
+
+
+def build_library(root: pathlib.Path) -> pathlib.Path:
+    target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", root / "target"))
+    subprocess.run(["cargo", "build", "--release", "-p", "rwal-ffi"], cwd=root, check=True)
+    return target / "release" / "librwal.a"
+
+
+def cdef_from_header(header: str) -> str:
+    """The header without what cffi's parser does not take: include guards, includes and the
+    C++ `extern "C"` block; integer #defines stay (cffi reads them as constants)."""
+    lines = []
+    skipping = 0
+    for line in header.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#ifdef __cplusplus"):
+            skipping += 1
+            continue
+        if skipping and stripped.startswith("#endif"):
+            skipping -= 1
+            continue
+        if skipping:
+            continue
+        if stripped.startswith("#define") and re.match(r"#define RWAL_\w+ -?\d+$", stripped):
+            lines.append(stripped)
+            continue
+        if stripped.startswith("#"):
+            continue
+        lines.append(line)
+    return "\n".join(lines)
+
+
+root = source_dir()
+library = build_library(root)
+header = (root / "include" / "rwal.h").read_text()
+
+ffibuilder = FFI()
+ffibuilder.cdef(cdef_from_header(header))
+ffibuilder.set_source(
+    "rwal._rwal_cffi",
+    '#include "rwal.h"',
+    include_dirs=[str(root / "include")],
+    extra_objects=[str(library)],
+    libraries=NATIVE_LIBS,
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)
