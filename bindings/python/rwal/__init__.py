@@ -166,31 +166,54 @@ class Log:
         self._handle = handle
         self._calls = 0
         self._closed = False
-        self._idle = threading.Condition()
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._out = threading.local()
 
-    @contextmanager
-    def _use(self):
+    def _enter(self):
         """Marks a call in progress, so that close() waits for it instead of freeing the
-        handle under it."""
-        with self._idle:
+        handle under it; returns the handle."""
+        with self._lock:
             if self._closed:
                 raise ClosedError(lib.RWAL_ERR_CLOSED, "log is closed")
             self._calls += 1
+        return self._handle
+
+    def _exit(self) -> None:
+        with self._lock:
+            self._calls -= 1
+            if self._closed and self._calls == 0:
+                self._idle.notify_all()
+
+    @contextmanager
+    def _use(self):
+        """`_enter` and `_exit` around a block (for the calls that are not hot)."""
+        handle = self._enter()
         try:
-            yield self._handle
+            yield handle
         finally:
-            with self._idle:
-                self._calls -= 1
-                if self._calls == 0:
-                    self._idle.notify_all()
+            self._exit()
+
+    def _lsn_out(self):
+        """This thread's reusable output cell (allocating one per call costs more than the
+        call)."""
+        out = getattr(self._out, "cell", None)
+        if out is None:
+            out = self._out.cell = ffi.new("uint64_t *")
+        return out
 
     def append(self, data: BytesLike) -> int:
         """Appends one record (any bytes-like object, not copied by Python); returns its LSN.
         Not durable until commit()."""
         buf = ffi.from_buffer(data)
-        out = ffi.new("uint64_t *")
-        with self._use() as handle:
-            _check(lib.rwal_append(handle, buf, len(buf), out))
+        out = self._lsn_out()
+        handle = self._enter()
+        try:
+            status = lib.rwal_append(handle, buf, len(buf), out)
+        finally:
+            self._exit()
+        if status != lib.RWAL_OK:
+            _check(status)
         return out[0]
 
     def append_batch(self, records: Sequence[BytesLike]) -> int:
@@ -207,8 +230,13 @@ class Log:
 
     def commit(self, lsn: int) -> None:
         """Returns once every record up to `lsn` is durable (group commit)."""
-        with self._use() as handle:
-            _check(lib.rwal_commit(handle, lsn))
+        handle = self._enter()
+        try:
+            status = lib.rwal_commit(handle, lsn)
+        finally:
+            self._exit()
+        if status != lib.RWAL_OK:
+            _check(status)
 
     def sync(self) -> int:
         """Commits everything appended; returns the LSN now durable."""
