@@ -117,6 +117,19 @@ struct Damage {
     found_crc: u32,
 }
 
+impl Damage {
+    /// Records missing from `offset` of `segment` on (no checksum to compare).
+    fn missing(segment: String, offset: u64, lsn: Lsn) -> Damage {
+        Damage {
+            segment,
+            offset,
+            lsn,
+            expected_crc: 0,
+            found_crc: 0,
+        }
+    }
+}
+
 enum Decision {
     Cut,
     Skip,
@@ -228,13 +241,7 @@ impl Scan<'_> {
                 // Prepared but never used: nothing to scan. Removed if nothing follows it.
                 Err(HeaderError::Prepared) => continue,
                 Err(HeaderError::Bad(reason)) => {
-                    let damage = Damage {
-                        segment: name.clone(),
-                        offset: 0,
-                        lsn: self.expected,
-                        expected_crc: 0,
-                        found_crc: 0,
-                    };
+                    let damage = Damage::missing(name.clone(), 0, self.expected);
                     let proof = self.lookahead(files, i + 1, None);
                     match self.decide(damage, proof, Some(&reason))? {
                         Decision::Cut => return Ok(i),
@@ -243,13 +250,7 @@ impl Scan<'_> {
                 }
             };
             if header.first_lsn > self.expected {
-                let damage = Damage {
-                    segment: name.clone(),
-                    offset: 0,
-                    lsn: self.expected,
-                    expected_crc: 0,
-                    found_crc: 0,
-                };
+                let damage = Damage::missing(name.clone(), 0, self.expected);
                 let proof = self.lookahead(files, i, None);
                 match self.decide(damage, proof, None)? {
                     Decision::Cut => return Ok(i),
@@ -499,13 +500,7 @@ impl Scan<'_> {
             return Ok(());
         }
         let segment = self.kept.last().map(|s| s.name()).unwrap_or_default();
-        let damage = Damage {
-            segment,
-            offset: self.tail_offset,
-            lsn: self.expected,
-            expected_crc: 0,
-            found_crc: 0,
-        };
+        let damage = Damage::missing(segment, self.tail_offset, self.expected);
         let (segment, offset) = (damage.segment.clone(), damage.offset);
         match self.decide(damage, 0, None)? {
             Decision::Cut => {}
