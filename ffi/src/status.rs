@@ -60,7 +60,7 @@ pub(crate) fn code(error: &Error) -> rwal_status {
         Error::Poisoned { .. } => RWAL_ERR_POISONED,
         Error::NotFound { .. } | Error::NotDurable { .. } => RWAL_ERR_NOT_FOUND,
         Error::Compacted { .. } => RWAL_ERR_COMPACTED,
-        Error::Pinned { .. } => RWAL_ERR_PINNED,
+        Error::Pinned { .. } | Error::PinInvalidated { .. } => RWAL_ERR_PINNED,
         Error::Timeout { .. } => RWAL_ERR_TIMEOUT,
         Error::Closed => RWAL_ERR_CLOSED,
         _ => RWAL_ERR_IO,

@@ -21,6 +21,8 @@
 //!  88          8   pending_cut     a truncation in progress: cut after this LSN (u64::MAX = none)
 //!  96          4   membership_len  bytes of membership that follow
 //! 100       3000   membership      opaque to the WAL; replication stores its configuration here
+//! 3100         4   flags           bit 0: a reset to a snapshot is in progress (recovery
+//!                                  removes every segment and starts the log at first_lsn)
 //! 4092         4   crc             CRC32C of bytes 0..4092 of the slot
 //! ```
 
@@ -56,6 +58,9 @@ const PENDING_CUT_OFFSET: usize = 88;
 const MEMBERSHIP_LEN_OFFSET: usize = 96;
 const MEMBERSHIP_OFFSET: usize = 100;
 const NO_CUT: u64 = u64::MAX;
+const FLAGS_OFFSET: usize = MEMBERSHIP_OFFSET + MEMBERSHIP_BYTES_MAX;
+const FLAG_RESET_PENDING: u32 = 1;
+const _: () = assert!(FLAGS_OFFSET + 4 <= CRC_OFFSET);
 const CRC_OFFSET: usize = SLOT_BYTES - 4;
 const _: () = assert!(MEMBERSHIP_OFFSET + MEMBERSHIP_BYTES_MAX <= CRC_OFFSET);
 
@@ -86,6 +91,9 @@ pub struct ControlState {
     /// A truncation that was started: recovery finishes it by cutting everything after this
     /// LSN, whatever the records past it claim.
     pub pending_cut: Option<Lsn>,
+    /// A reset to a snapshot was started: recovery finishes it by removing every segment and
+    /// starting the log, empty, at `first_lsn`.
+    pub reset_pending: bool,
     /// Replication's membership configuration, opaque here.
     pub membership: Vec<u8>,
 }
@@ -123,6 +131,12 @@ impl ControlState {
         b[MEMBERSHIP_LEN_OFFSET..MEMBERSHIP_OFFSET].copy_from_slice(&len.to_le_bytes());
         b[MEMBERSHIP_OFFSET..MEMBERSHIP_OFFSET + self.membership.len()]
             .copy_from_slice(&self.membership);
+        let flags = if self.reset_pending {
+            FLAG_RESET_PENDING
+        } else {
+            0
+        };
+        b[FLAGS_OFFSET..FLAGS_OFFSET + 4].copy_from_slice(&flags.to_le_bytes());
         let crc = crc32c::crc32c(&b[..CRC_OFFSET]);
         b[CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
         b
@@ -165,6 +179,7 @@ impl ControlState {
             },
             first_epoch: u64_at(FIRST_EPOCH_OFFSET),
             pending_cut: Some(u64_at(PENDING_CUT_OFFSET)).filter(|&c| c != NO_CUT),
+            reset_pending: u32_at(FLAGS_OFFSET) & FLAG_RESET_PENDING != 0,
             membership: b[MEMBERSHIP_OFFSET..MEMBERSHIP_OFFSET + membership_len].to_vec(),
         };
         if state.first_lsn == 0 {
@@ -352,6 +367,7 @@ mod tests {
             },
             first_epoch: 1,
             pending_cut: Some(8),
+            reset_pending: true,
             membership: b"voters 1 2 3".to_vec(),
         };
         let bytes = state.encode(42);

@@ -125,6 +125,15 @@ pub enum Error {
         /// The LSN the operation would have cut at.
         cut_lsn: Lsn,
     },
+    /// A capped pin held back more of the log than its cap; the compactor released it.
+    PinInvalidated {
+        /// The pin's name.
+        name: String,
+        /// The LSN it was at.
+        lsn: Lsn,
+        /// Its cap.
+        cap_bytes: u64,
+    },
     /// A wait ran out of time.
     Timeout {
         /// What was waited for.
@@ -197,6 +206,10 @@ impl fmt::Display for Error {
             Error::Pinned { op, holder, pinned_lsn, cut_lsn } => write!(
                 f,
                 "{op} after LSN {cut_lsn} refused: {holder} holds LSN {pinned_lsn}"
+            ),
+            Error::PinInvalidated { name, lsn, cap_bytes } => write!(
+                f,
+                "pin {name} at LSN {lsn} was released: it held back more than its cap of {cap_bytes} bytes"
             ),
             Error::Timeout { waiting_for } => write!(f, "timed out waiting for {waiting_for}"),
             Error::Closed => write!(f, "log is closed"),

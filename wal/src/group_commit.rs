@@ -317,6 +317,20 @@ impl GroupCommit {
         self.cond.notify_all();
     }
 
+    /// Ends a reset to a snapshot at `lsn`: the log is empty and continues at `lsn + 1`;
+    /// written and durable are `lsn`, whatever they were.
+    pub fn reset_to(&self, lsn: Lsn) {
+        let mut st = self.state.lock();
+        debug_assert!(st.frozen);
+        st.frozen = false;
+        st.written = lsn;
+        st.durable = lsn;
+        self.durable.store(lsn, Ordering::Release);
+        st.truncations += 1;
+        st.truncated_to = lsn;
+        self.cond.notify_all();
+    }
+
     /// Ends a freeze that cut nothing.
     pub fn thaw_unchanged(&self) {
         self.state.lock().frozen = false;

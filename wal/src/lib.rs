@@ -30,6 +30,7 @@
 // compiler holds every other module to that (docs/UNSAFE.md).
 #![deny(unsafe_code)]
 
+mod checkpoint;
 mod control;
 mod error;
 mod group_commit;
@@ -44,6 +45,7 @@ mod recovery;
 mod reserve;
 pub mod rng;
 pub mod segment;
+pub mod snapshot;
 mod sync;
 mod wal;
 
@@ -53,6 +55,7 @@ mod loom_tests;
 /// A log sequence number: dense, the first record is 1.
 pub type Lsn = u64;
 
+pub use checkpoint::{Checkpoint, CompactionReport};
 pub use control::{ControlState, HardState};
 pub use error::{Error, Result};
 pub use group_commit::CommitStats;
@@ -61,7 +64,9 @@ pub use io::sim::SimDisk;
 pub use io::uring::UringSync;
 pub use io::Preallocation;
 pub use options::{Backend, Options, RecoveryMode, SEGMENT_BYTES_DEFAULT};
+pub use pins::{Pin, PinInfo};
 pub use reader::{Reader, Record};
 pub use record::RecordKind;
 pub use recovery::{RecoveryEvent, RecoveryReport};
+pub use snapshot::SnapshotReader;
 pub use wal::Wal;

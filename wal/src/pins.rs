@@ -1,13 +1,17 @@
-//! Retention pins: named holds on an LSN. A reader holds one at the record it last returned, so
-//! that `truncate_after` refuses to cut records a reader may still be looking at (and, with the
-//! compactor, so that nothing a reader needs is removed).
+//! Retention pins: named holds on an LSN. A pin on `lsn` keeps every record from `lsn` on: the
+//! compactor removes nothing at or after it, and `truncate_after` refuses to cut below it.
+//! Readers hold one at the record they last returned. A pin may carry a byte cap: when the log
+//! it holds back grows past the cap, the compactor invalidates it (its holder's next call says
+//! so) instead of letting it fill the disk.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use crate::error::{Error, Result};
+use crate::wal::Inner;
 use crate::Lsn;
 
 #[derive(Default)]
@@ -18,19 +22,70 @@ pub(crate) struct Pins {
 #[derive(Default)]
 struct PinMap {
     next_id: u64,
-    entries: BTreeMap<u64, (String, Arc<AtomicU64>)>,
+    entries: BTreeMap<u64, Entry>,
+}
+
+struct Entry {
+    name: String,
+    lsn: Arc<AtomicU64>,
+    cap_bytes: Option<u64>,
+    invalidated: Arc<AtomicBool>,
+    reader: bool,
+}
+
+/// What a pin is, as `Wal::pins` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinInfo {
+    /// Its name (readers are named `reader #N`).
+    pub name: String,
+    /// The first LSN it keeps.
+    pub lsn: Lsn,
+    /// Its byte cap, if any.
+    pub cap_bytes: Option<u64>,
+    /// Whether a reader holds it.
+    pub reader: bool,
+}
+
+pub(crate) struct Registered {
+    pub id: u64,
+    pub lsn: Arc<AtomicU64>,
+    pub invalidated: Arc<AtomicBool>,
 }
 
 impl Pins {
-    /// Registers a pin; the returned cell holds its LSN and may be moved by its holder.
-    pub fn register(&self, name: &str, lsn: Lsn) -> (u64, Arc<AtomicU64>) {
+    /// Registers a pin; its holder moves it through the returned cell.
+    pub fn register(
+        &self,
+        name: &str,
+        lsn: Lsn,
+        cap_bytes: Option<u64>,
+        reader: bool,
+    ) -> Registered {
         let mut map = self.inner.lock();
         map.next_id += 1;
         let id = map.next_id;
         let cell = Arc::new(AtomicU64::new(lsn));
-        map.entries
-            .insert(id, (format!("{name} #{id}"), cell.clone()));
-        (id, cell)
+        let invalidated = Arc::new(AtomicBool::new(false));
+        let name = if reader {
+            format!("{name} #{id}")
+        } else {
+            name.to_string()
+        };
+        map.entries.insert(
+            id,
+            Entry {
+                name,
+                lsn: cell.clone(),
+                cap_bytes,
+                invalidated: invalidated.clone(),
+                reader,
+            },
+        );
+        Registered {
+            id,
+            lsn: cell,
+            invalidated,
+        }
     }
 
     pub fn release(&self, id: u64) {
@@ -42,9 +97,133 @@ impl Pins {
         let map = self.inner.lock();
         map.entries
             .values()
-            .map(|(name, cell)| (name, cell.load(Ordering::Acquire)))
+            .map(|e| (&e.name, e.lsn.load(Ordering::Acquire)))
             .filter(|&(_, pinned)| pinned > lsn)
             .max_by_key(|&(_, pinned)| pinned)
             .map(|(name, pinned)| (name.clone(), pinned))
+    }
+
+    /// The pin with the lowest LSN: its id, name, LSN and cap.
+    pub fn lowest(&self) -> Option<(u64, String, Lsn, Option<u64>)> {
+        let map = self.inner.lock();
+        map.entries
+            .iter()
+            .map(|(&id, e)| {
+                (
+                    id,
+                    e.name.clone(),
+                    e.lsn.load(Ordering::Acquire),
+                    e.cap_bytes,
+                )
+            })
+            .min_by_key(|&(_, _, lsn, _)| lsn)
+    }
+
+    /// Invalidates a capped pin that holds back too much; its holder learns at its next call.
+    pub fn invalidate(&self, id: u64) {
+        if let Some(entry) = self.inner.lock().entries.remove(&id) {
+            entry.invalidated.store(true, Ordering::Release);
+        }
+    }
+
+    pub fn list(&self) -> Vec<PinInfo> {
+        let map = self.inner.lock();
+        map.entries
+            .values()
+            .map(|e| PinInfo {
+                name: e.name.clone(),
+                lsn: e.lsn.load(Ordering::Acquire),
+                cap_bytes: e.cap_bytes,
+                reader: e.reader,
+            })
+            .collect()
+    }
+}
+
+/// A named hold on the log from an LSN on; released when dropped.
+pub struct Pin {
+    inner: Arc<Inner>,
+    name: String,
+    cap_bytes: Option<u64>,
+    registered: Registered,
+}
+
+impl std::fmt::Debug for Pin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pin")
+            .field("name", &self.name)
+            .field("lsn", &self.lsn())
+            .finish()
+    }
+}
+
+impl Pin {
+    pub(crate) fn new(
+        inner: Arc<Inner>,
+        name: &str,
+        lsn: Lsn,
+        cap_bytes: Option<u64>,
+    ) -> Result<Pin> {
+        if name.is_empty() {
+            return Err(Error::invalid("name", "a pin needs a name"));
+        }
+        let first = inner.first_lsn.load(Ordering::Acquire);
+        if lsn < first {
+            return Err(Error::Compacted {
+                lsn,
+                first_retained: first,
+            });
+        }
+        let registered = inner.pins.register(name, lsn, cap_bytes, false);
+        Ok(Pin {
+            inner,
+            name: name.to_string(),
+            cap_bytes,
+            registered,
+        })
+    }
+
+    /// The first LSN the pin keeps.
+    pub fn lsn(&self) -> Lsn {
+        self.registered.lsn.load(Ordering::Acquire)
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the compactor invalidated it (it held back more than its cap).
+    pub fn is_invalidated(&self) -> bool {
+        self.registered.invalidated.load(Ordering::Acquire)
+    }
+
+    /// Moves the pin to keep records from `lsn` on (forward, or back to a retained LSN).
+    pub fn move_to(&self, lsn: Lsn) -> Result<()> {
+        if self.is_invalidated() {
+            return Err(Error::PinInvalidated {
+                name: self.name.clone(),
+                lsn: self.lsn(),
+                cap_bytes: self.cap_bytes.unwrap_or(0),
+            });
+        }
+        let first = self.inner.first_lsn.load(Ordering::Acquire);
+        if lsn < first {
+            return Err(Error::Compacted {
+                lsn,
+                first_retained: first,
+            });
+        }
+        self.registered.lsn.store(lsn, Ordering::Release);
+        Ok(())
+    }
+
+    /// Releases the pin (as dropping it does).
+    pub fn release(self) {}
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        self.inner.pins.release(self.registered.id);
     }
 }

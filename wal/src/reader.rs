@@ -51,7 +51,8 @@ impl Reader {
         let (pin_id, pin) = {
             let _gate = inner.cut_gate.read();
             inner.check_readable_start(from)?;
-            inner.pins.register("reader", from - 1)
+            let registered = inner.pins.register("reader", from - 1, None, true);
+            (registered.id, registered.lsn)
         };
         Ok(Reader {
             inner,

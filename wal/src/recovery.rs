@@ -183,6 +183,18 @@ pub(crate) fn recover(dir: &dyn Dir, options: &Options) -> Result<Recovered> {
         Control::create(dir, ControlState::empty())?
     };
     let state = control.state().clone();
+    if state.reset_pending {
+        // A reset to a snapshot was declared but not finished: the old log goes entirely; the
+        // new one starts, empty, at first_lsn (created in `finish`).
+        for (_, name) in &files {
+            dir.remove(name)
+                .map_err(|e| Error::io("remove", dir.path().join(name), e))?;
+        }
+        dir.sync()
+            .map_err(|e| Error::io("fsync directory", dir.path(), e))?;
+        files.clear();
+    }
+    check_snapshots(dir, &names, &state)?;
     let mut scan = Scan {
         dir,
         mode: options.recovery_mode,
@@ -269,6 +281,11 @@ impl Scan<'_> {
                         self.expected - 1
                     ),
                 ));
+            }
+            if self.kept.is_empty() && self.next_segment_starts_by(files, i + 1, self.expected) {
+                // Wholly below the first retained LSN: compaction moved the control file's first
+                // LSN past it and a crash came before the file was removed. `finish` removes it.
+                continue;
             }
             let segment = Arc::new(Segment::new(header, file));
             let end = self.scan_records(&segment, files, i)?;
@@ -408,6 +425,17 @@ impl Scan<'_> {
             }
         }
         proof.min(cap)
+    }
+
+    /// Whether the next file with a readable header starts at or before `lsn`.
+    fn next_segment_starts_by(&self, files: &[(u64, String)], from_file: usize, lsn: Lsn) -> bool {
+        files[from_file..]
+            .iter()
+            .find_map(|(sequence, name)| {
+                let file = self.dir.open(name).ok()?;
+                read_header(file.as_ref(), *sequence).ok()
+            })
+            .is_some_and(|header| header.first_lsn <= lsn)
     }
 
     fn next_segment_start(&self, files: &[(u64, String)], from_file: usize) -> Option<Lsn> {
@@ -692,6 +720,7 @@ impl Scan<'_> {
         let mut state = control.state().clone();
         state.durable_lsn = last_lsn;
         state.pending_cut = None;
+        state.reset_pending = false;
         if state != *control.state() {
             control.write(state, &dir_path)?;
         }
@@ -724,6 +753,29 @@ fn damage_path(dir: &dyn Dir, damage: &Damage) -> std::path::PathBuf {
 fn stored_crc_at(segment: &Segment, offset: u64) -> u32 {
     let bytes = segment.bytes_from(offset);
     u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"))
+}
+
+/// The snapshot the control file names must be there and whole (its header; the body is checked
+/// when read); snapshot files of other checkpoints (older ones a crash left, or a newer one the
+/// control file never came to name) are removed.
+fn check_snapshots(dir: &dyn Dir, names: &[String], state: &ControlState) -> Result<()> {
+    let keep = state.checkpoint.map(|(lsn, _)| lsn);
+    if let Some(lsn) = keep {
+        crate::snapshot::open(dir, lsn)?;
+    }
+    let mut removed = false;
+    for name in names {
+        if crate::snapshot::parse_file_name(name).is_some_and(|lsn| Some(lsn) != keep) {
+            dir.remove(name)
+                .map_err(|e| Error::io("remove", dir.path().join(name), e))?;
+            removed = true;
+        }
+    }
+    if removed {
+        dir.sync()
+            .map_err(|e| Error::io("fsync directory", dir.path(), e))?;
+    }
+    Ok(())
 }
 
 /// Reads and checks a segment header against the file it is in.

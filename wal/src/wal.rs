@@ -33,7 +33,7 @@ type SegmentMap = BTreeMap<(Lsn, u64), Arc<Segment>>;
 /// Every method takes `&self` and may be called from any thread: share the log with an `Arc`.
 /// Dropping it closes it (see [`Wal::close`] to see the error, if any).
 pub struct Wal {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     background: Option<JoinHandle<()>>,
 }
 
@@ -50,26 +50,28 @@ impl std::fmt::Debug for Wal {
 
 /// Everything the log's handles, readers and background thread share.
 pub(crate) struct Inner {
-    dir: Box<dyn Dir>,
-    options: Options,
-    tail: crate::sync::Mutex<Tail<Arc<Segment>>>,
+    pub(crate) dir: Box<dyn Dir>,
+    pub(crate) options: Options,
+    pub(crate) tail: crate::sync::Mutex<Tail<Arc<Segment>>>,
     /// Mirror of the tail's next LSN, for lock-free `last_lsn`.
-    next_lsn: AtomicU64,
-    prepared: Mutex<VecDeque<PreparedSegment>>,
-    next_sequence: AtomicU64,
-    segments: RwLock<SegmentMap>,
+    pub(crate) next_lsn: AtomicU64,
+    pub(crate) prepared: Mutex<VecDeque<PreparedSegment>>,
+    pub(crate) next_sequence: AtomicU64,
+    pub(crate) segments: RwLock<SegmentMap>,
     pub(crate) group: GroupCommit,
-    control: Mutex<Control>,
+    pub(crate) control: Mutex<Control>,
     /// Readers hold it shared while they step; `truncate_after` holds it exclusively.
     pub(crate) cut_gate: RwLock<()>,
     pub(crate) pins: Pins,
-    first_lsn: AtomicU64,
-    epoch: AtomicU64,
+    /// Serializes checkpoints, compactions and resets (`checkpoint.rs`).
+    pub(crate) checkpoint_lock: Mutex<()>,
+    pub(crate) first_lsn: AtomicU64,
+    pub(crate) epoch: AtomicU64,
     /// An append asked the background thread for a write-back that has not run yet.
-    write_back_asked: std::sync::atomic::AtomicBool,
+    pub(crate) write_back_asked: std::sync::atomic::AtomicBool,
     background: Mutex<Signal>,
     background_cond: Condvar,
-    report: RecoveryReport,
+    pub(crate) report: RecoveryReport,
     lock: Mutex<Option<Box<dyn DirLock>>>,
 }
 
@@ -126,6 +128,7 @@ impl Wal {
             control: Mutex::new(recovered.control),
             cut_gate: RwLock::new(()),
             pins: Pins::default(),
+            checkpoint_lock: Mutex::new(()),
             first_lsn: AtomicU64::new(first_lsn),
             epoch: AtomicU64::new(epoch),
             write_back_asked: std::sync::atomic::AtomicBool::new(false),
@@ -336,7 +339,7 @@ fn open_dir(path: &Path, options: &Options) -> Result<Box<dyn Dir>> {
 }
 
 impl Inner {
-    fn last_lsn(&self) -> Lsn {
+    pub(crate) fn last_lsn(&self) -> Lsn {
         self.next_lsn.load(Ordering::Acquire) - 1
     }
 
@@ -648,6 +651,14 @@ impl Inner {
                 first_retained: first,
             });
         }
+        if let Some((checkpoint, _)) = self.control.lock().state().checkpoint {
+            if lsn < checkpoint {
+                return Err(Error::invalid(
+                    "lsn",
+                    format!("cannot cut after {lsn}: the checkpoint at {checkpoint} includes later records"),
+                ));
+            }
+        }
         if let Some((holder, pinned_lsn)) = self.pins.highest_above(lsn) {
             // Checked again below under the cut gate; this spares the commit when refused.
             return Err(Error::Pinned {
@@ -766,7 +777,8 @@ impl Inner {
         let wanted = self.options.prepared_segments_max;
         self.prepare_segments(wanted)?;
         self.write_back()?;
-        self.update_control()
+        self.update_control()?;
+        self.compact().map(drop)
     }
 
     /// Writes staged records to their files (without a sync): everything in sealed segments,

@@ -1,7 +1,8 @@
 //! The child of the SIGKILL crash test: appends and commits from several threads and prints
 //! `<lsn> <seed>` for every record whose commit returned, until it is killed.
 //!
-//! Usage: `crash_child DIR BACKEND THREADS`, BACKEND `mmap`, `pwrite`, `staged` or `io_uring`.
+//! Usage: `crash_child DIR BACKEND THREADS [checkpoint]`, BACKEND `mmap`, `pwrite`, `staged` or
+//! `io_uring`; with `checkpoint`, another thread checkpoints and compacts all the time.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -11,9 +12,13 @@ use rwal_wal::{Backend, Options, Wal};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let [_, dir, backend, threads] = args.as_slice() else {
-        eprintln!("usage: crash_child DIR mmap|pwrite|staged|io_uring THREADS");
-        std::process::exit(2);
+    let (dir, backend, threads, checkpoints) = match args.as_slice() {
+        [_, dir, backend, threads] => (dir, backend, threads, false),
+        [_, dir, backend, threads, mode] if mode == "checkpoint" => (dir, backend, threads, true),
+        _ => {
+            eprintln!("usage: crash_child DIR mmap|pwrite|staged|io_uring THREADS [checkpoint]");
+            std::process::exit(2);
+        }
     };
     let backend = match backend.as_str() {
         "mmap" => Backend::Mmap,
@@ -46,6 +51,19 @@ fn main() {
             })
         })
         .collect();
+    if checkpoints {
+        // Checkpoint the durable LSN (the snapshot says which) and compact, over and over.
+        let wal = wal.clone();
+        std::thread::spawn(move || loop {
+            let lsn = wal.durable_lsn();
+            if lsn > 0 {
+                wal.checkpoint(lsn, Some(&lsn.to_le_bytes()))
+                    .expect("checkpoint");
+                wal.compact_now().expect("compact");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(3));
+        });
+    }
     for worker in workers {
         worker.join().expect("worker");
     }

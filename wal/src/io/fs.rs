@@ -103,6 +103,16 @@ impl FsDir {
     }
 
     fn map(&self, file: StdFile, path: PathBuf, created: bool) -> io::Result<Arc<dyn File>> {
+        self.map_with(file, path, created, self.mode)
+    }
+
+    fn map_with(
+        &self,
+        file: StdFile,
+        path: PathBuf,
+        created: bool,
+        mode: WriteMode,
+    ) -> io::Result<Arc<dyn File>> {
         let len = file.metadata()?.len();
         if len == 0 || usize::try_from(len).is_err() {
             return Err(io::Error::new(
@@ -110,25 +120,27 @@ impl FsDir {
                 format!("file of {len} bytes"),
             ));
         }
-        let map = match self.mode {
+        let map = match mode {
             WriteMode::Map => MmapOptions::new().map_raw(&file)?,
             WriteMode::Pwrite | WriteMode::Staged | WriteMode::Uring(_) => {
                 MmapOptions::new().map_raw_read_only(&file)?
             }
         };
-        let staging = match self.mode {
+        let staging = match mode {
             WriteMode::Staged | WriteMode::Uring(_) => Some(Staging::new(len as usize)?),
             WriteMode::Map | WriteMode::Pwrite => None,
         };
-        let direct = match &self.ring {
-            Some(ring) => Some(Direct::new(&path, ring.clone(), len, created)?),
-            None => None,
+        let direct = match (&self.ring, mode) {
+            (Some(ring), WriteMode::Uring(_)) => {
+                Some(Direct::new(&path, ring.clone(), len, created)?)
+            }
+            _ => None,
         };
         Ok(Arc::new(FsFile {
             file,
             map,
             len,
-            mode: self.mode,
+            mode,
             path,
             recorder: self.recorder.clone(),
             staging,
@@ -180,6 +192,29 @@ impl Dir for FsDir {
             recorder.file_synced(&path, &file)?;
         }
         self.map(file, path, true)
+    }
+
+    fn create_plain(&self, name: &str, len: u64) -> io::Result<Arc<dyn File>> {
+        let path = self.file_path(name);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        // Sparse: the file is written once, front to back, and only read through the mapping
+        // (a hole reads as zeros, and the length is set, so nothing faults past the end).
+        if let Err(e) = file.set_len(len) {
+            drop(file);
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        self.map_with(file, path, true, WriteMode::Pwrite)
+    }
+
+    fn open_plain(&self, name: &str) -> io::Result<Arc<dyn File>> {
+        let path = self.file_path(name);
+        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        self.map_with(file, path, false, WriteMode::Pwrite)
     }
 
     fn open(&self, name: &str) -> io::Result<Arc<dyn File>> {

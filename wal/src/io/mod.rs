@@ -62,8 +62,17 @@ pub(crate) trait Dir: Send + Sync {
     /// Creates a new file of `len` bytes, fully allocated, its length durable. Its name is only
     /// durable after `sync`.
     fn create(&self, name: &str, len: u64) -> io::Result<Arc<dyn File>>;
+    /// Creates a new file of `len` bytes for large sequential data written once (a snapshot):
+    /// written with `pwrite` whatever the backend, never staged in memory, not preallocated.
+    fn create_plain(&self, name: &str, len: u64) -> io::Result<Arc<dyn File>> {
+        self.create(name, len)
+    }
     /// Opens an existing file.
     fn open(&self, name: &str) -> io::Result<Arc<dyn File>>;
+    /// Opens a file made by `create_plain`, for reading through a mapping whatever the backend.
+    fn open_plain(&self, name: &str) -> io::Result<Arc<dyn File>> {
+        self.open(name)
+    }
     /// Renames a file (durable after `sync`).
     fn rename(&self, from: &str, to: &str) -> io::Result<()>;
     /// Removes a file (durable after `sync`).

@@ -1,0 +1,363 @@
+//! Checkpoints, snapshots, pins, compaction and the reset to a snapshot, on every backend, and
+//! a crash after each step of each protocol on the simulated disk.
+
+use std::io::Read;
+
+use rwal_tests::{payload, targets};
+use rwal_wal::{Backend, Error, Options, SimDisk, Wal};
+
+const RECORD: usize = 200 << 10; // five records a 1 MiB segment
+
+fn fill(wal: &Wal, count: u64) {
+    for i in 0..count {
+        wal.append(&payload(i, RECORD)).unwrap();
+    }
+    wal.sync().unwrap();
+}
+
+fn read_snapshot(wal: &Wal) -> Option<Vec<u8>> {
+    let mut reader = wal.open_snapshot().unwrap()?;
+    let mut bytes = Vec::new();
+    reader.read_to_end(&mut bytes).unwrap();
+    Some(bytes)
+}
+
+#[test]
+fn checkpoints_are_durable_and_checked() {
+    for t in targets("checkpoint") {
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        assert_eq!(wal.latest_checkpoint(), None);
+        assert!(wal.open_snapshot().unwrap().is_none());
+        fill(&wal, 10);
+        wal.append(b"not durable").unwrap();
+        match wal.checkpoint(11, Some(b"state")) {
+            Err(Error::InvalidArgument {
+                name: "lsn",
+                reason,
+            }) => assert!(reason.contains("durable"), "{reason}"),
+            other => panic!("{}: {other:?}", t.name),
+        }
+        wal.checkpoint(5, Some(b"state at 5")).unwrap();
+        assert!(matches!(
+            wal.checkpoint(4, None),
+            Err(Error::InvalidArgument { name: "lsn", .. })
+        ));
+        let latest = wal.latest_checkpoint().unwrap();
+        assert_eq!(
+            (latest.lsn, latest.snapshot_bytes),
+            (5, Some(10)),
+            "{}",
+            t.name
+        );
+        assert_eq!(read_snapshot(&wal).unwrap(), b"state at 5");
+        wal.checkpoint(8, None).unwrap();
+        assert_eq!(wal.latest_checkpoint().unwrap().snapshot_bytes, None);
+        assert!(wal.open_snapshot().unwrap().is_none());
+        wal.checkpoint(9, Some(b"nine")).unwrap();
+        drop(wal);
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        assert_eq!(wal.latest_checkpoint().unwrap().lsn, 9, "{}", t.name);
+        assert_eq!(read_snapshot(&wal).unwrap(), b"nine");
+        // Truncating below the checkpoint would contradict it.
+        assert!(matches!(
+            wal.truncate_after(8),
+            Err(Error::InvalidArgument { name: "lsn", .. })
+        ));
+        wal.truncate_after(10).unwrap();
+    }
+}
+
+#[test]
+fn compaction_removes_what_the_checkpoint_covers_and_reads_say_so() {
+    for t in targets("compact") {
+        let wal = Wal::open(&t.dir, t.options().background_threads(false)).unwrap();
+        fill(&wal, 30);
+        let before = wal.segment_count();
+        assert_eq!(
+            wal.compact_now().unwrap().segments_removed,
+            0,
+            "no checkpoint, nothing goes"
+        );
+        wal.checkpoint(17, Some(b"s17")).unwrap();
+        let report = wal.compact_now().unwrap();
+        assert_eq!(report.segments_removed, 3, "{}: {report:?}", t.name);
+        assert_eq!(wal.segment_count(), before - 3);
+        assert_eq!(wal.first_lsn(), 16, "segments of records 1..=15 are gone");
+        assert!(matches!(
+            wal.read(3),
+            Err(Error::Compacted {
+                lsn: 3,
+                first_retained: 16
+            })
+        ));
+        assert!(matches!(wal.reader(10), Err(Error::Compacted { .. })));
+        assert_eq!(wal.read(16).unwrap(), payload(15, RECORD));
+        drop(wal);
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        assert_eq!(wal.first_lsn(), 16, "{}", t.name);
+        let mut reader = wal.reader(16).unwrap();
+        let mut lsn = 16;
+        while let Some(record) = reader.next().unwrap() {
+            assert_eq!(record.data, &payload(lsn - 1, RECORD)[..]);
+            lsn += 1;
+        }
+        assert_eq!(lsn, 31);
+    }
+}
+
+#[test]
+fn readers_and_pins_hold_compaction_and_capped_pins_are_released() {
+    let disk = SimDisk::new();
+    let options = Options::new()
+        .backend(Backend::Simulated(disk))
+        .segment_bytes(1 << 20)
+        .background_threads(false);
+    let wal = Wal::open("/sim", options).unwrap();
+    fill(&wal, 30);
+    wal.checkpoint(25, None).unwrap();
+    let mut reader = wal.reader(3).unwrap();
+    reader.next().unwrap().unwrap();
+    let report = wal.compact_now().unwrap();
+    assert_eq!(report.segments_removed, 0);
+    let (holder, lsn, held) = report.held_back_by.unwrap();
+    assert!(
+        holder.starts_with("reader") && lsn == 3 && held > 0,
+        "{holder} {lsn} {held}"
+    );
+    drop(reader);
+
+    let pin = wal.pin("follower-2", 12).unwrap();
+    assert_eq!(wal.pins().len(), 1);
+    let report = wal.compact_now().unwrap();
+    assert_eq!(
+        (report.segments_removed, wal.first_lsn()),
+        (2, 11),
+        "{report:?}"
+    );
+    pin.move_to(21).unwrap();
+    assert_eq!(wal.compact_now().unwrap().segments_removed, 2);
+    assert!(matches!(pin.move_to(3), Err(Error::Compacted { .. })));
+    pin.release();
+    assert!(wal.pins().is_empty());
+
+    // A capped pin holding back more than its cap is released, and its holder is told.
+    fill(&wal, 30);
+    wal.checkpoint(55, None).unwrap();
+    let capped = wal.pin_with_cap("slow-replica", 30, 2 << 20).unwrap();
+    let report = wal.compact_now().unwrap();
+    assert_eq!(
+        report.pins_invalidated,
+        vec!["slow-replica".to_string()],
+        "{report:?}"
+    );
+    assert!(report.segments_removed > 2);
+    assert!(capped.is_invalidated());
+    assert!(matches!(
+        capped.move_to(56),
+        Err(Error::PinInvalidated { .. })
+    ));
+}
+
+#[test]
+fn a_large_snapshot_is_streamed_in_and_out() {
+    let temp = rwal_tests::TempDir::new("big-snapshot");
+    let wal = Wal::open(temp.join("log"), Options::new().segment_bytes(1 << 20)).unwrap();
+    wal.append_durable(b"x").unwrap();
+    let len: u64 = 256 << 20;
+    // A source that makes its bytes as they are read: the snapshot is never in memory whole.
+    let mut source = std::io::repeat(0x5a).take(len);
+    wal.checkpoint_from(1, len, &mut source).unwrap();
+    assert_eq!(wal.latest_checkpoint().unwrap().snapshot_bytes, Some(len));
+    let mut reader = wal.open_snapshot().unwrap().unwrap();
+    assert_eq!(reader.len(), len);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = reader.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        assert!(buf[..n].iter().all(|&b| b == 0x5a));
+        total += n as u64;
+    }
+    assert_eq!(total, len);
+}
+
+#[test]
+fn reset_to_a_snapshot_replaces_the_log() {
+    for t in targets("reset") {
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        fill(&wal, 12);
+        let reader = wal.reader(1).unwrap();
+        assert!(matches!(
+            wal.reset_to_snapshot(1000, 5, b"leader state"),
+            Err(Error::Pinned { .. })
+        ));
+        drop(reader);
+        wal.reset_to_snapshot(1000, 5, b"leader state").unwrap();
+        assert_eq!(
+            (wal.first_lsn(), wal.last_lsn(), wal.durable_lsn()),
+            (1001, 1000, 1000),
+            "{}",
+            t.name
+        );
+        assert_eq!(wal.latest_checkpoint().unwrap().epoch, 5);
+        assert!(matches!(wal.read(12), Err(Error::Compacted { .. })));
+        assert_eq!(wal.append_durable(b"after").unwrap(), 1001);
+        drop(wal);
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        assert_eq!(
+            (wal.first_lsn(), wal.last_lsn()),
+            (1001, 1001),
+            "{}",
+            t.name
+        );
+        assert_eq!(wal.read(1001).unwrap(), b"after");
+        assert_eq!(read_snapshot(&wal).unwrap(), b"leader state");
+        assert_eq!(wal.segment_count(), 1);
+    }
+}
+
+fn sim(disk: &SimDisk) -> Options {
+    Options::new()
+        .backend(Backend::Simulated(disk.clone()))
+        .segment_bytes(1 << 20)
+        .background_threads(false)
+}
+
+/// A crash after each sync of a checkpoint (snapshot file, directory, control file, removal of
+/// the older snapshot): the log opens with the old or the new checkpoint, its snapshot whole,
+/// and every committed record.
+#[test]
+fn a_crash_after_any_step_of_a_checkpoint_keeps_a_durable_one() {
+    let mut seen = [false; 2];
+    for step in 0..6u64 {
+        for seed in 0..8 {
+            let disk = SimDisk::new();
+            let wal = Wal::open("/sim", sim(&disk)).unwrap();
+            fill(&wal, 12);
+            wal.checkpoint(4, Some(b"old")).unwrap();
+            disk.fail_sync_after(step, libc::EIO);
+            let _ = wal.checkpoint(9, Some(b"new"));
+            let crashed = disk.crash(seed);
+            drop(wal);
+            let wal = Wal::open("/sim", sim(&crashed))
+                .unwrap_or_else(|e| panic!("step {step} seed {seed}: {e}"));
+            let latest = wal.latest_checkpoint().unwrap();
+            let expected: &[u8] = if latest.lsn == 9 { b"new" } else { b"old" };
+            assert!(latest.lsn == 4 || latest.lsn == 9, "step {step}");
+            seen[usize::from(latest.lsn == 9)] = true;
+            assert_eq!(
+                read_snapshot(&wal).unwrap(),
+                expected,
+                "step {step} seed {seed}"
+            );
+            assert_eq!(wal.last_lsn(), 12);
+            for lsn in wal.first_lsn()..=12 {
+                assert_eq!(wal.read(lsn).unwrap(), payload(lsn - 1, RECORD));
+            }
+        }
+    }
+    assert!(
+        seen[0] && seen[1],
+        "both sides of the commit point were reached"
+    );
+}
+
+/// A crash after each sync of a compaction: the log opens with its checkpoint and every
+/// committed record after it.
+#[test]
+fn a_crash_after_any_step_of_a_compaction_keeps_every_record_after_the_checkpoint() {
+    for step in 0..5u64 {
+        for seed in 0..8 {
+            let disk = SimDisk::new();
+            let wal = Wal::open("/sim", sim(&disk)).unwrap();
+            fill(&wal, 30);
+            wal.checkpoint(17, Some(b"s")).unwrap();
+            disk.fail_sync_after(step, libc::EIO);
+            let _ = wal.compact_now();
+            let crashed = disk.crash(seed);
+            drop(wal);
+            let wal = Wal::open("/sim", sim(&crashed))
+                .unwrap_or_else(|e| panic!("step {step} seed {seed}: {e}"));
+            assert_eq!(wal.latest_checkpoint().unwrap().lsn, 17);
+            assert!(
+                wal.first_lsn() <= 18,
+                "step {step}: first {}",
+                wal.first_lsn()
+            );
+            assert_eq!(wal.last_lsn(), 30);
+            for lsn in wal.first_lsn()..=30 {
+                assert_eq!(
+                    wal.read(lsn).unwrap(),
+                    payload(lsn - 1, RECORD),
+                    "step {step} seed {seed} lsn {lsn}"
+                );
+            }
+        }
+    }
+}
+
+/// A crash after each sync of a reset to a snapshot: the old log or the new one, never a mix.
+#[test]
+fn a_crash_after_any_step_of_a_reset_leaves_the_old_log_or_the_new_one() {
+    let mut seen = [false; 2];
+    for step in 0..7u64 {
+        for seed in 0..8 {
+            let disk = SimDisk::new();
+            let wal = Wal::open("/sim", sim(&disk)).unwrap();
+            fill(&wal, 12);
+            disk.fail_sync_after(step, libc::EIO);
+            let _ = wal.reset_to_snapshot(500, 3, b"snap");
+            let crashed = disk.crash(seed);
+            drop(wal);
+            let wal = Wal::open("/sim", sim(&crashed))
+                .unwrap_or_else(|e| panic!("step {step} seed {seed}: {e}"));
+            if wal.first_lsn() == 501 {
+                seen[1] = true;
+                assert_eq!(wal.last_lsn(), 500, "step {step}");
+                assert_eq!(read_snapshot(&wal).unwrap(), b"snap");
+            } else {
+                seen[0] = true;
+                assert_eq!(
+                    (wal.first_lsn(), wal.last_lsn()),
+                    (1, 12),
+                    "step {step} seed {seed}"
+                );
+                for lsn in 1..=12 {
+                    assert_eq!(wal.read(lsn).unwrap(), payload(lsn - 1, RECORD));
+                }
+            }
+            assert_eq!(wal.append_durable(b"next").unwrap(), wal.last_lsn());
+        }
+    }
+    assert!(seen[0] && seen[1], "both outcomes were reached");
+}
+
+/// Appending for many segments with periodic checkpoints keeps the number of segment files
+/// bounded.
+#[test]
+fn disk_usage_stays_bounded_with_periodic_checkpoints() {
+    let disk = SimDisk::new();
+    let wal = Wal::open("/sim", sim(&disk)).unwrap();
+    let mut most = 0;
+    for round in 0..40u64 {
+        fill(&wal, 10); // two segments a round
+        wal.checkpoint(wal.durable_lsn(), Some(&round.to_le_bytes()))
+            .unwrap();
+        wal.maintain().unwrap(); // prepares, writes the watermark, compacts
+        let files = disk
+            .file_names()
+            .iter()
+            .filter(|n| n.ends_with(".seg"))
+            .count();
+        most = most.max(files);
+    }
+    assert!(
+        wal.last_lsn() == 400 && wal.first_lsn() > 380,
+        "first {}",
+        wal.first_lsn()
+    );
+    // The active segment, at most one sealed one the checkpoint does not cover, one prepared.
+    assert!(most <= 4, "{most} segment files at most");
+}

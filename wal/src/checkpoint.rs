@@ -1,0 +1,406 @@
+//! Checkpoints, snapshots, pins, compaction and the reset to a snapshot: how the log stops
+//! growing. The protocols, and what recovery does after a crash at each step, are in
+//! `docs/design.md` ("Checkpoints, pins and compaction").
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::control::ControlState;
+use crate::error::{Error, Result};
+use crate::pins::{Pin, PinInfo};
+use crate::recovery;
+use crate::segment::{Segment, HEADER_REGION_BYTES};
+use crate::snapshot::{self, SnapshotReader};
+use crate::wal::{Inner, Wal};
+use crate::Lsn;
+
+/// The latest durable checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The engine's state includes every record up to this LSN.
+    pub lsn: Lsn,
+    /// The epoch of the record at `lsn`.
+    pub epoch: u64,
+    /// The snapshot's length, if the engine gave one.
+    pub snapshot_bytes: Option<u64>,
+}
+
+/// What one compaction did, and what held it back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompactionReport {
+    /// Segment files removed.
+    pub segments_removed: usize,
+    /// Their bytes.
+    pub bytes_removed: u64,
+    /// The oldest LSN retained afterwards.
+    pub first_lsn: Lsn,
+    /// The pin that kept segments the checkpoint would have let go, with the bytes it held.
+    pub held_back_by: Option<(String, Lsn, u64)>,
+    /// Capped pins released because they held back more than their cap.
+    pub pins_invalidated: Vec<String>,
+    /// Snapshot files of older checkpoints removed.
+    pub snapshots_removed: usize,
+}
+
+impl Wal {
+    /// Declares that the engine's state up to `lsn` is safe elsewhere, with an optional snapshot
+    /// of that state. Durable when it returns: the snapshot is written, synced, renamed, the
+    /// directory synced, then the control file updated. `lsn` must be durable and not below the
+    /// latest checkpoint (`InvalidArgument` otherwise).
+    pub fn checkpoint(&self, lsn: Lsn, snapshot: Option<&[u8]>) -> Result<()> {
+        let bytes = snapshot.unwrap_or(&[]);
+        self.inner
+            .checkpoint(lsn, snapshot.is_some(), bytes.len() as u64, &mut &bytes[..])
+    }
+
+    /// Like [`checkpoint`](Wal::checkpoint), with a snapshot of `len` bytes streamed from
+    /// `source` in chunks, never held whole in memory.
+    pub fn checkpoint_from(
+        &self,
+        lsn: Lsn,
+        len: u64,
+        source: &mut dyn std::io::Read,
+    ) -> Result<()> {
+        self.inner.checkpoint(lsn, true, len, source)
+    }
+
+    /// The latest durable checkpoint, or `None` if there is none yet.
+    pub fn latest_checkpoint(&self) -> Option<Checkpoint> {
+        let control = self.inner.control.lock();
+        let state = control.state();
+        let (lsn, epoch) = state.checkpoint?;
+        let snapshot_bytes = self.inner.snapshot_bytes(lsn);
+        Some(Checkpoint {
+            lsn,
+            epoch,
+            snapshot_bytes,
+        })
+    }
+
+    /// Opens the latest checkpoint's snapshot for streaming (`std::io::Read`; the checksum is
+    /// checked at its end). `None` if there is no checkpoint or it has no snapshot. While the
+    /// reader lives, the snapshot stays readable even if a newer checkpoint replaces it.
+    pub fn open_snapshot(&self) -> Result<Option<SnapshotReader>> {
+        let lsn = match self.inner.control.lock().state().checkpoint {
+            Some((lsn, _)) => lsn,
+            None => return Ok(None),
+        };
+        let (header, file) = snapshot::open(self.inner.dir.as_ref(), lsn)?;
+        if !header.has_snapshot {
+            return Ok(None);
+        }
+        let path = self.inner.dir.path().join(snapshot::file_name(lsn));
+        Ok(Some(SnapshotReader::new(header, file, path)))
+    }
+
+    /// Pins the log from `lsn` on: nothing from `lsn` is compacted while the pin lives.
+    pub fn pin(&self, name: &str, lsn: Lsn) -> Result<Pin> {
+        Pin::new(self.inner.clone(), name, lsn, None)
+    }
+
+    /// A pin that the compactor releases (making its next `move_to` fail with
+    /// [`Error::PinInvalidated`]) once it holds back more than `cap_bytes` of segments.
+    pub fn pin_with_cap(&self, name: &str, lsn: Lsn, cap_bytes: u64) -> Result<Pin> {
+        Pin::new(self.inner.clone(), name, lsn, Some(cap_bytes))
+    }
+
+    /// Every live pin, readers' included.
+    pub fn pins(&self) -> Vec<PinInfo> {
+        self.inner.pins.list()
+    }
+
+    /// Removes every segment wholly below both the latest checkpoint and every pin, and the
+    /// snapshots of older checkpoints. Returns what it did and what held it back. Without a
+    /// checkpoint nothing is ever removed.
+    pub fn compact_now(&self) -> Result<CompactionReport> {
+        self.inner.compact()
+    }
+
+    /// Durably replaces the whole log with "empty, continuing at `lsn + 1`", the state being
+    /// `snapshot` (the engine's state at `lsn`, written in `epoch`): what a replica that is sent
+    /// a snapshot needs. A crash at any step leaves either the old log or the new one. Refused
+    /// with [`Error::Pinned`] while a reader or pin lives.
+    pub fn reset_to_snapshot(&self, lsn: Lsn, epoch: u64, snapshot: &[u8]) -> Result<()> {
+        self.inner
+            .reset(lsn, epoch, snapshot.len() as u64, &mut &snapshot[..])
+    }
+}
+
+impl Inner {
+    fn snapshot_bytes(&self, lsn: Lsn) -> Option<u64> {
+        let (header, _) = snapshot::open(self.dir.as_ref(), lsn).ok()?;
+        header.has_snapshot.then_some(header.body_bytes)
+    }
+
+    /// The epoch of record `lsn` (or of the record before the first retained one).
+    fn epoch_of(&self, lsn: Lsn, state: &ControlState) -> Result<u64> {
+        if lsn + 1 == state.first_lsn || lsn == 0 {
+            return Ok(if lsn == 0 { 0 } else { state.first_epoch });
+        }
+        let _gate = self.cut_gate.read();
+        let (segment, offset) = self.locate(lsn)?;
+        Ok(self.decode_at(&segment, offset, lsn)?.epoch)
+    }
+
+    fn checkpoint(
+        &self,
+        lsn: Lsn,
+        has_snapshot: bool,
+        len: u64,
+        source: &mut dyn std::io::Read,
+    ) -> Result<()> {
+        self.group.check()?;
+        // One checkpoint, compaction or reset at a time: a compaction running between a new
+        // snapshot's rename and the control update would take it for a stale one.
+        let _serial = self.checkpoint_lock.lock();
+        let durable = self.group.durable_lsn();
+        if lsn > durable {
+            return Err(Error::invalid(
+                "lsn",
+                format!("checkpoint at {lsn} is above the durable LSN {durable}"),
+            ));
+        }
+        let state = self.control.lock().state().clone();
+        if let Some((latest, _)) = state.checkpoint {
+            if lsn < latest {
+                return Err(Error::invalid(
+                    "lsn",
+                    format!("checkpoint at {lsn} is below the latest checkpoint {latest}"),
+                ));
+            }
+        }
+        if lsn + 1 < state.first_lsn {
+            return Err(Error::Compacted {
+                lsn,
+                first_retained: state.first_lsn,
+            });
+        }
+        let epoch = self.epoch_of(lsn, &state)?;
+        // 1-3: the snapshot file, durable under its final name, before anything points at it.
+        snapshot::write(self.dir.as_ref(), lsn, epoch, has_snapshot, len, source)?;
+        // 4: the control file points at it. A crash before leaves an orphan recovery removes.
+        let mut control = self.control.lock();
+        let mut state = control.state().clone();
+        if state.checkpoint.is_some_and(|(latest, _)| latest > lsn) {
+            return Err(Error::invalid(
+                "lsn",
+                "a newer checkpoint was taken meanwhile",
+            ));
+        }
+        state.checkpoint = Some((lsn, epoch));
+        state.durable_lsn = state.durable_lsn.max(self.group.durable_lsn());
+        control
+            .write(state, self.dir.path())
+            .map_err(|e| self.group.poison(e))?;
+        drop(control);
+        // 5: older snapshots go; their readers keep their open files.
+        self.remove_old_snapshots(lsn)?;
+        Ok(())
+    }
+
+    /// Removes the snapshot files of checkpoints older than `keep`; returns how many.
+    pub(crate) fn remove_old_snapshots(&self, keep: Lsn) -> Result<usize> {
+        let names = self
+            .dir
+            .list()
+            .map_err(|e| Error::io("list", self.dir.path(), e))?;
+        let mut removed = 0;
+        for name in names {
+            if snapshot::parse_file_name(&name).is_some_and(|lsn| lsn < keep) {
+                self.dir
+                    .remove(&name)
+                    .map_err(|e| Error::io("remove", self.dir.path().join(&name), e))?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            self.dir.sync().map_err(|e| {
+                self.group
+                    .poison(Error::io("fsync directory", self.dir.path(), e))
+            })?;
+        }
+        Ok(removed)
+    }
+
+    pub(crate) fn compact(&self) -> Result<CompactionReport> {
+        self.group.check()?;
+        let _serial = self.checkpoint_lock.lock();
+        let mut report = CompactionReport {
+            first_lsn: self.first_lsn.load(Ordering::Acquire),
+            ..Default::default()
+        };
+        let mut control = self.control.lock();
+        let Some((checkpoint, _)) = control.state().checkpoint else {
+            return Ok(report);
+        };
+        let sealed: Vec<Arc<Segment>> = self
+            .segments
+            .read()
+            .values()
+            .filter(|s| s.sealed_last_lsn().is_some())
+            .cloned()
+            .collect();
+        let removable = |limit: Lsn| -> Vec<Arc<Segment>> {
+            let mut out = Vec::new();
+            for segment in &sealed {
+                match segment.sealed_last_lsn() {
+                    Some(last) if last < limit => out.push(segment.clone()),
+                    _ => break,
+                }
+            }
+            out
+        };
+        let by_checkpoint = removable(checkpoint + 1);
+        // Capped pins that hold back more than their cap are released, lowest first.
+        let mut limit = checkpoint + 1;
+        while let Some((id, name, pinned, cap)) = self.pins.lowest() {
+            if pinned >= limit {
+                break;
+            }
+            let held: u64 = by_checkpoint
+                .iter()
+                .filter(|s| s.sealed_last_lsn().is_some_and(|last| last >= pinned))
+                .map(|s| s.header.segment_bytes)
+                .sum();
+            match cap {
+                Some(cap) if held > cap => {
+                    self.pins.invalidate(id);
+                    report.pins_invalidated.push(name);
+                }
+                _ => {
+                    report.held_back_by = Some((name, pinned, held));
+                    limit = pinned;
+                    break;
+                }
+            }
+        }
+        let gone = removable(limit.min(checkpoint + 1));
+        report.snapshots_removed = self.remove_old_snapshots(checkpoint)?;
+        let Some(last_gone) = gone.last() else {
+            return Ok(report);
+        };
+        let new_first = last_gone.sealed_last_lsn().expect("sealed") + 1;
+        // Read without the cut gate (the control lock is held, and truncations take the gate
+        // before it): records at or below the checkpoint are never cut, so none can change.
+        let first_epoch = if new_first - 1 < last_gone.first_lsn() {
+            control.state().first_epoch
+        } else {
+            let (segment, offset) = self.locate(new_first - 1)?;
+            self.decode_at(&segment, offset, new_first - 1)?.epoch
+        };
+        // The control file moves first: a crash after it leaves files wholly below the first
+        // LSN, which recovery removes; a crash before it leaves the log as it was.
+        let mut state = control.state().clone();
+        state.first_lsn = new_first;
+        state.first_epoch = first_epoch;
+        state.durable_lsn = state.durable_lsn.max(self.group.durable_lsn());
+        control
+            .write(state, self.dir.path())
+            .map_err(|e| self.group.poison(e))?;
+        self.first_lsn.store(new_first, Ordering::Release);
+        {
+            let mut map = self.segments.write();
+            for segment in &gone {
+                map.remove(&(segment.first_lsn(), segment.sequence()));
+            }
+        }
+        for segment in &gone {
+            let name = segment.name();
+            self.dir.remove(&name).map_err(|e| {
+                self.group
+                    .poison(Error::io("remove", self.dir.path().join(&name), e))
+            })?;
+            report.bytes_removed += segment.header.segment_bytes;
+        }
+        self.dir.sync().map_err(|e| {
+            self.group
+                .poison(Error::io("fsync directory", self.dir.path(), e))
+        })?;
+        report.segments_removed = gone.len();
+        report.first_lsn = new_first;
+        Ok(report)
+    }
+
+    fn reset(&self, lsn: Lsn, epoch: u64, len: u64, source: &mut dyn std::io::Read) -> Result<()> {
+        self.group.check()?;
+        let _serial = self.checkpoint_lock.lock();
+        let mut tail = self.tail.lock();
+        let last = tail.next_lsn() - 1;
+        self.group.wait_written(last)?;
+        self.group.freeze()?;
+        let gate = self.cut_gate.write();
+        if let Some((_, holder, pinned_lsn, _)) = self.pins.lowest() {
+            drop(gate);
+            self.group.thaw_unchanged();
+            return Err(Error::Pinned {
+                op: "reset to a snapshot",
+                holder,
+                pinned_lsn,
+                cut_lsn: lsn,
+            });
+        }
+        let mut control = self.control.lock();
+        let outcome = (|| -> Result<Arc<Segment>> {
+            snapshot::write(self.dir.as_ref(), lsn, epoch, true, len, source)?;
+            let mut state = control.state().clone();
+            state.first_lsn = lsn + 1;
+            state.first_epoch = epoch;
+            state.durable_lsn = lsn;
+            state.checkpoint = Some((lsn, epoch));
+            state.pending_cut = None;
+            state.reset_pending = true;
+            control.write(state.clone(), self.dir.path())?;
+            let old: Vec<Arc<Segment>> = std::mem::take(&mut *self.segments.write())
+                .into_values()
+                .collect();
+            let prepared: Vec<_> = self.prepared.lock().drain(..).collect();
+            for name in old.iter().map(|s| s.name()).chain(
+                prepared
+                    .iter()
+                    .map(|p| crate::segment::file_name(p.sequence)),
+            ) {
+                self.dir
+                    .remove(&name)
+                    .map_err(|e| Error::io("remove", self.dir.path().join(&name), e))?;
+            }
+            self.dir
+                .sync()
+                .map_err(|e| Error::io("fsync directory", self.dir.path(), e))?;
+            let sequence = self.next_sequence.fetch_add(1, Ordering::Relaxed);
+            let segment = recovery::create_segment(
+                self.dir.as_ref(),
+                sequence,
+                lsn + 1,
+                self.options.segment_bytes,
+            )?;
+            state.reset_pending = false;
+            control.write(state, self.dir.path())?;
+            Ok(segment)
+        })();
+        match outcome {
+            Ok(segment) => {
+                self.segments
+                    .write()
+                    .insert((segment.first_lsn(), segment.sequence()), segment.clone());
+                tail.reset(
+                    lsn + 1,
+                    segment.clone(),
+                    HEADER_REGION_BYTES,
+                    segment.header.segment_bytes,
+                );
+                self.next_lsn.store(lsn + 1, Ordering::Release);
+                self.first_lsn.store(lsn + 1, Ordering::Release);
+                self.epoch.fetch_max(epoch, Ordering::AcqRel);
+                self.group.reset_to(lsn);
+                drop(gate);
+                let _ = self.remove_old_snapshots(lsn);
+                Ok(())
+            }
+            Err(e) => {
+                let poisoned = self.group.poison(e);
+                self.group.thaw_unchanged();
+                Err(poisoned)
+            }
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! Snapshot files: the embedding engine's state image at a checkpoint, stored beside the log.
+//!
+//! ```text
+//! offset size field
+//!  0      8   magic          b"RWALSNP\x01"
+//!  8      4   format_version FORMAT_VERSION
+//! 12      4   flags          bit 0: a snapshot was given (else the body is empty by design)
+//! 16      8   lsn            the checkpoint's LSN: the state includes every record up to it
+//! 24      8   epoch          the epoch of the record at `lsn`
+//! 32      8   body_bytes     length of the body
+//! 40      4   body_crc       CRC32C of the body
+//! 44     16   reserved       zero
+//! 60      4   header_crc     CRC32C of bytes 0..60
+//! 64   4032   unused         zero
+//! 4096    -   body           the snapshot, verbatim
+//! ```
+//!
+//! Files are named `snapshot-<lsn, 20 digits>.snap`, written under a `.tmp` name, synced, renamed
+//! and the directory synced before the control file points at them.
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::io::{Dir, File};
+use crate::Lsn;
+
+/// Where the body starts.
+pub const BODY_OFFSET: u64 = 4096;
+const MAGIC: [u8; 8] = *b"RWALSNP\x01";
+const FORMAT_VERSION: u32 = 1;
+const HEADER_BYTES: usize = 64;
+const CRC_OFFSET: usize = 60;
+/// Bytes written (and read) at a time: snapshots are streamed, never held whole in memory here.
+pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// The decoded header of a snapshot file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotHeader {
+    /// The checkpoint's LSN.
+    pub lsn: Lsn,
+    /// The epoch of the record at `lsn`.
+    pub epoch: u64,
+    /// Whether the engine gave a snapshot.
+    pub has_snapshot: bool,
+    /// Length of the body.
+    pub body_bytes: u64,
+    /// CRC32C of the body.
+    pub body_crc: u32,
+}
+
+impl SnapshotHeader {
+    fn encode(&self) -> [u8; HEADER_BYTES] {
+        let mut b = [0u8; HEADER_BYTES];
+        b[..8].copy_from_slice(&MAGIC);
+        b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[12..16].copy_from_slice(&u32::from(self.has_snapshot).to_le_bytes());
+        b[16..24].copy_from_slice(&self.lsn.to_le_bytes());
+        b[24..32].copy_from_slice(&self.epoch.to_le_bytes());
+        b[32..40].copy_from_slice(&self.body_bytes.to_le_bytes());
+        b[40..44].copy_from_slice(&self.body_crc.to_le_bytes());
+        let crc = crc32c::crc32c(&b[..CRC_OFFSET]);
+        b[CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    fn decode(b: &[u8], path: &std::path::Path) -> Result<SnapshotHeader> {
+        let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
+        let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+        let stored = u32_at(CRC_OFFSET);
+        let computed = crc32c::crc32c(&b[..CRC_OFFSET]);
+        if stored != computed || b[..8] != MAGIC {
+            return Err(Error::bad_file(
+                path,
+                format!("snapshot header checksum expected {stored:#010x}, found {computed:#010x}"),
+            ));
+        }
+        let version = u32_at(8);
+        if version != FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                path: path.into(),
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        Ok(SnapshotHeader {
+            has_snapshot: u32_at(12) & 1 != 0,
+            lsn: u64_at(16),
+            epoch: u64_at(24),
+            body_bytes: u64_at(32),
+            body_crc: u32_at(40),
+        })
+    }
+}
+
+/// The file name of the snapshot of checkpoint `lsn`.
+pub fn file_name(lsn: Lsn) -> String {
+    format!("snapshot-{lsn:020}.snap")
+}
+
+/// The checkpoint LSN in a snapshot file name, or `None`.
+pub fn parse_file_name(name: &str) -> Option<Lsn> {
+    let digits = name.strip_prefix("snapshot-")?.strip_suffix(".snap")?;
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())?
+}
+
+/// Writes the snapshot file of checkpoint `lsn` durably: a temporary name, the body in chunks
+/// from `body` (which yields exactly `body_bytes`), a sync, the rename, a directory sync.
+pub(crate) fn write(
+    dir: &dyn Dir,
+    lsn: Lsn,
+    epoch: u64,
+    has_snapshot: bool,
+    body_bytes: u64,
+    body: &mut dyn std::io::Read,
+) -> Result<()> {
+    let name = file_name(lsn);
+    let temp = format!("{name}.tmp");
+    let path = dir.path().join(&temp);
+    match dir.remove(&temp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("remove", &path, e)),
+    }
+    let file = dir
+        .create_plain(&temp, BODY_OFFSET + body_bytes)
+        .map_err(|e| Error::io("create snapshot", &path, e))?;
+    let mut chunk = vec![0u8; CHUNK_BYTES];
+    let mut crc = 0u32;
+    let mut at = 0u64;
+    while at < body_bytes {
+        let want = (body_bytes - at).min(CHUNK_BYTES as u64) as usize;
+        body.read_exact(&mut chunk[..want])
+            .map_err(|e| Error::io("read snapshot source", &path, e))?;
+        crc = crc32c::crc32c_append(crc, &chunk[..want]);
+        file.write_at(BODY_OFFSET + at, &[&chunk[..want]])
+            .map_err(|e| Error::io("write", &path, e))?;
+        at += want as u64;
+    }
+    let header = SnapshotHeader {
+        lsn,
+        epoch,
+        has_snapshot,
+        body_bytes,
+        body_crc: crc,
+    };
+    file.write_at(0, &[&header.encode()])
+        .map_err(|e| Error::io("write", &path, e))?;
+    file.sync().map_err(|e| Error::io("fdatasync", &path, e))?;
+    drop(file);
+    dir.rename(&temp, &name)
+        .map_err(|e| Error::io("rename", &path, e))?;
+    dir.sync()
+        .map_err(|e| Error::io("fsync directory", dir.path(), e))?;
+    Ok(())
+}
+
+/// Reads the header of the snapshot file of checkpoint `lsn`, checking it names that checkpoint.
+pub(crate) fn open(dir: &dyn Dir, lsn: Lsn) -> Result<(SnapshotHeader, Arc<dyn File>)> {
+    let name = file_name(lsn);
+    let path = dir.path().join(&name);
+    let file = dir.open_plain(&name).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::bad_file(
+            &path,
+            "the control file names this snapshot, but it is missing",
+        ),
+        _ => Error::io("open", &path, e),
+    })?;
+    if file.len() < BODY_OFFSET {
+        return Err(Error::bad_file(
+            &path,
+            format!("{} bytes, too short for a snapshot", file.len()),
+        ));
+    }
+    let header = SnapshotHeader::decode(file.bytes(0, HEADER_BYTES), &path)?;
+    if header.lsn != lsn || BODY_OFFSET + header.body_bytes != file.len() {
+        return Err(Error::bad_file(
+            &path,
+            format!(
+                "header says LSN {} and {} bytes",
+                header.lsn, header.body_bytes
+            ),
+        ));
+    }
+    Ok((header, file))
+}
+
+/// A snapshot being read: streams the body in chunks and checks its checksum at the end. While
+/// it lives the file stays readable even if a newer checkpoint removes its name.
+pub struct SnapshotReader {
+    header: SnapshotHeader,
+    file: Arc<dyn File>,
+    path: std::path::PathBuf,
+    at: u64,
+    crc: u32,
+}
+
+impl std::fmt::Debug for SnapshotReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotReader")
+            .field("header", &self.header)
+            .field("at", &self.at)
+            .finish()
+    }
+}
+
+impl SnapshotReader {
+    pub(crate) fn new(
+        header: SnapshotHeader,
+        file: Arc<dyn File>,
+        path: std::path::PathBuf,
+    ) -> SnapshotReader {
+        SnapshotReader {
+            header,
+            file,
+            path,
+            at: 0,
+            crc: 0,
+        }
+    }
+
+    /// Length of the snapshot in bytes.
+    pub fn len(&self) -> u64 {
+        self.header.body_bytes
+    }
+
+    /// Whether the snapshot is empty.
+    pub fn is_empty(&self) -> bool {
+        self.header.body_bytes == 0
+    }
+}
+
+impl std::io::Read for SnapshotReader {
+    /// Copies the next bytes of the snapshot; at the end, an `InvalidData` error if the body's
+    /// checksum does not match.
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.header.body_bytes - self.at;
+        if left == 0 {
+            if self.crc != self.header.body_crc {
+                let error = Error::Corrupted {
+                    segment: self.path.clone(),
+                    offset: BODY_OFFSET,
+                    lsn: self.header.lsn,
+                    expected_crc: self.header.body_crc,
+                    found_crc: self.crc,
+                };
+                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, error));
+            }
+            return Ok(0);
+        }
+        let n = (left.min(buf.len() as u64) as usize).min(CHUNK_BYTES);
+        let bytes = self.file.bytes(BODY_OFFSET + self.at, n);
+        buf[..n].copy_from_slice(bytes);
+        self.crc = crc32c::crc32c_append(self.crc, bytes);
+        self.at += n as u64;
+        Ok(n)
+    }
+}
