@@ -28,8 +28,10 @@ pub struct Checkpoint {
 /// What one compaction did, and what held it back.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CompactionReport {
-    /// Segment files removed.
+    /// Segment files removed from the log.
     pub segments_removed: usize,
+    /// Of those, how many were kept, zeroed, as prepared segments for reuse.
+    pub segments_recycled: usize,
     /// Their bytes.
     pub bytes_removed: u64,
     /// The oldest LSN retained afterwards.
@@ -306,10 +308,17 @@ impl Inner {
         }
         for segment in &gone {
             let name = segment.name();
-            self.dir.remove(&name).map_err(|e| {
-                self.group
-                    .poison(Error::io("remove", self.dir.path().join(&name), e))
-            })?;
+            let recycle = segment.header.segment_bytes == self.options.segment_bytes
+                && self.prepared.lock().len() < self.options.recycled_segments_max;
+            let outcome = if recycle {
+                self.recycle(&name, segment.header.segment_bytes)
+                    .map(|()| report.segments_recycled += 1)
+            } else {
+                self.dir
+                    .remove(&name)
+                    .map_err(|e| Error::io("remove", self.dir.path().join(&name), e))
+            };
+            outcome.map_err(|e| self.group.poison(e))?;
             report.bytes_removed += segment.header.segment_bytes;
         }
         self.dir.sync().map_err(|e| {
@@ -319,6 +328,48 @@ impl Inner {
         report.segments_removed = gone.len();
         report.first_lsn = new_first;
         Ok(report)
+    }
+
+    /// Renames a removed segment for reuse as the next prepared one and zero-fills it, so that
+    /// none of its old bytes can be read as a record (its next use gets a new salt as well). A
+    /// crash half way leaves a `.tmp` file, which recovery removes, or a clean prepared segment.
+    fn recycle(&self, name: &str, len: u64) -> Result<()> {
+        let sequence = self.next_sequence.fetch_add(1, Ordering::Relaxed);
+        let temp = crate::segment::temp_file_name(sequence);
+        let target = crate::segment::file_name(sequence);
+        let path = self.dir.path().join(&target);
+        self.dir
+            .rename(name, &temp)
+            .map_err(|e| Error::io("rename", &path, e))?;
+        // Zeroed with plain writes, whatever the backend: nothing is staged in memory for it.
+        let file = self
+            .dir
+            .open_plain(&temp)
+            .map_err(|e| Error::io("open", &path, e))?;
+        let zeros = vec![0u8; snapshot::CHUNK_BYTES];
+        let mut at = 0;
+        while at < len {
+            let n = (len - at).min(zeros.len() as u64) as usize;
+            file.write_at(at, &[&zeros[..n]])
+                .map_err(|e| Error::io("zero-fill", &path, e))?;
+            at += n as u64;
+        }
+        file.sync().map_err(|e| Error::io("fdatasync", &path, e))?;
+        drop(file);
+        self.dir
+            .rename(&temp, &target)
+            .map_err(|e| Error::io("rename", &path, e))?;
+        self.dir
+            .sync()
+            .map_err(|e| Error::io("fsync directory", self.dir.path(), e))?;
+        let file = self
+            .dir
+            .open(&target)
+            .map_err(|e| Error::io("open", &path, e))?;
+        self.prepared
+            .lock()
+            .push_back(crate::segment::PreparedSegment { sequence, file });
+        Ok(())
     }
 
     fn reset(&self, lsn: Lsn, epoch: u64, len: u64, source: &mut dyn std::io::Read) -> Result<()> {

@@ -60,6 +60,7 @@ pub struct Options {
     pub(crate) control_interval: Duration,
     pub(crate) preallocation: Preallocation,
     pub(crate) prepared_segments_max: usize,
+    pub(crate) recycled_segments_max: usize,
     pub(crate) sync_recorder: Option<SyncRecorder>,
     pub(crate) io_uring_sync: UringSync,
     pub(crate) io_uring_fallback: bool,
@@ -86,6 +87,7 @@ impl Default for Options {
             control_interval: Duration::from_millis(100),
             preallocation: Preallocation::ZeroFill,
             prepared_segments_max: 1,
+            recycled_segments_max: 2,
             sync_recorder: None,
             io_uring_sync: UringSync::DsyncWrites,
             io_uring_fallback: false,
@@ -159,6 +161,13 @@ impl Options {
         self
     }
 
+    /// How many segments compaction keeps, zeroed, for reuse instead of deleting them (default
+    /// 2, at most 8): reusing a file spares its allocation.
+    pub fn recycled_segments_max(mut self, count: usize) -> Options {
+        self.recycled_segments_max = count;
+        self
+    }
+
     /// Records the file images at each sync (a test instrument for the real backends).
     pub fn sync_recorder(mut self, recorder: SyncRecorder) -> Options {
         self.sync_recorder = Some(recorder);
@@ -219,6 +228,15 @@ impl Options {
                 format!(
                     "{} is outside 1..={PREPARED_SEGMENTS_LIMIT}",
                     self.prepared_segments_max
+                ),
+            ));
+        }
+        if self.recycled_segments_max > PREPARED_SEGMENTS_LIMIT {
+            return Err(Error::invalid(
+                "recycled_segments_max",
+                format!(
+                    "{} is above {PREPARED_SEGMENTS_LIMIT}",
+                    self.recycled_segments_max
                 ),
             ));
         }
