@@ -32,6 +32,11 @@
 #define RWAL_VERSION_PATCH 0
 
 /**
+ * A checkpoint whose snapshot is being written in chunks.
+ */
+typedef struct rwal_checkpoint_writer rwal_checkpoint_writer;
+
+/**
  * An open log. Every function taking it may be called from any thread at once, except
  * `rwal_close`, which must be the last call on it.
  */
@@ -44,10 +49,20 @@ typedef struct rwal_log rwal_log;
 typedef struct rwal_options rwal_options;
 
 /**
+ * A named hold on the log from an LSN on.
+ */
+typedef struct rwal_pin rwal_pin;
+
+/**
  * A reader over durable records. One thread at a time; independent of other readers and of
  * the log's other calls. Free it with `rwal_reader_free` (also after `rwal_close`).
  */
 typedef struct rwal_reader rwal_reader;
+
+/**
+ * The latest checkpoint's snapshot, being read in chunks.
+ */
+typedef struct rwal_snapshot_reader rwal_snapshot_reader;
 
 /**
  * The result of every fallible call: `RWAL_OK` (0), `RWAL_END` (1), or a negative error code.
@@ -279,6 +294,142 @@ const char *rwal_status_str(rwal_status status);
  * `buf` is NULL or has `cap` writable bytes.
  */
 size_t rwal_last_error(char *buf, size_t cap);
+
+/**
+ * Declares that the engine's state up to `lsn` is safe elsewhere, with the snapshot `len` bytes
+ * at `snapshot` (NULL: no snapshot). Durable when it returns. `lsn` must be durable and not
+ * below the latest checkpoint (`RWAL_ERR_INVALID_ARGUMENT`). Blocks. Thread-safe.
+ *
+ * # Safety
+ * `log` is a live handle; `snapshot` is NULL or has `len` readable bytes.
+ */
+rwal_status rwal_checkpoint(rwal_log *log, uint64_t lsn, const uint8_t *snapshot, size_t len);
+
+/**
+ * The latest checkpoint: its LSN, and its snapshot copied into `buf` (`cap` bytes) with its
+ * length in `*len_out` (0 without a snapshot). `RWAL_ERR_NOT_FOUND` if there is no checkpoint;
+ * `RWAL_ERR_BUFFER_TOO_SMALL` sets `*len_out` to the size needed (read large snapshots with
+ * `rwal_snapshot_open`).
+ *
+ * # Safety
+ * `log` is a live handle; `lsn_out` and `len_out` are writable; `buf` has `cap` writable bytes.
+ */
+rwal_status rwal_checkpoint_latest(const rwal_log *log,
+                                   uint64_t *lsn_out,
+                                   uint8_t *buf,
+                                   size_t cap,
+                                   size_t *len_out);
+
+/**
+ * Removes every segment below both the latest checkpoint and every pin (and older snapshots);
+ * returns when done. Thread-safe.
+ *
+ * # Safety
+ * `log` is a live handle.
+ */
+rwal_status rwal_compact(rwal_log *log);
+
+/**
+ * Starts a checkpoint at `lsn` whose snapshot of `len` bytes is written in chunks with
+ * `rwal_checkpoint_writer_write`, then made durable by `rwal_checkpoint_writer_finish`.
+ *
+ * # Safety
+ * `log` is a live handle; `writer_out` is writable.
+ */
+rwal_status rwal_checkpoint_writer_open(rwal_log *log,
+                                        uint64_t lsn,
+                                        uint64_t len,
+                                        rwal_checkpoint_writer **writer_out);
+
+/**
+ * Writes the next `len` bytes of the snapshot. One thread at a time.
+ *
+ * # Safety
+ * `writer` is a live writer; `data` has `len` readable bytes.
+ */
+rwal_status rwal_checkpoint_writer_write(rwal_checkpoint_writer *writer,
+                                         const uint8_t *data,
+                                         size_t len);
+
+/**
+ * Makes the checkpoint durable (exactly the announced length must have been written) and
+ * frees the writer, whatever the outcome.
+ *
+ * # Safety
+ * `writer` is a writer from `rwal_checkpoint_writer_open`, not used again.
+ */
+rwal_status rwal_checkpoint_writer_finish(rwal_checkpoint_writer *writer);
+
+/**
+ * Abandons an unfinished checkpoint writer. NULL is a no-op.
+ *
+ * # Safety
+ * `writer` is NULL or a writer not yet finished or freed.
+ */
+void rwal_checkpoint_writer_free(rwal_checkpoint_writer *writer);
+
+/**
+ * Opens the latest checkpoint's snapshot for reading in chunks: writes its LSN and length.
+ * `RWAL_ERR_NOT_FOUND` if there is no checkpoint with a snapshot.
+ *
+ * # Safety
+ * `log` is a live handle; the outputs are writable.
+ */
+rwal_status rwal_snapshot_open(rwal_log *log,
+                               uint64_t *lsn_out,
+                               uint64_t *len_out,
+                               rwal_snapshot_reader **reader_out);
+
+/**
+ * Reads the next bytes of the snapshot into `buf` (at most `cap`) and their count into
+ * `*len_out`. `RWAL_END` after the last byte, once the checksum of the whole was verified
+ * (`RWAL_ERR_CORRUPTED` if it does not match).
+ *
+ * # Safety
+ * `reader` is a live snapshot reader; `buf` has `cap` writable bytes; `len_out` is writable.
+ */
+rwal_status rwal_snapshot_read(rwal_snapshot_reader *reader,
+                               uint8_t *buf,
+                               size_t cap,
+                               size_t *len_out);
+
+/**
+ * Frees a snapshot reader. NULL is a no-op.
+ *
+ * # Safety
+ * `reader` is NULL or a reader not yet freed.
+ */
+void rwal_snapshot_free(rwal_snapshot_reader *reader);
+
+/**
+ * Pins the log from `lsn` on under `name`: compaction keeps every record from `lsn`. With
+ * `cap_bytes` > 0 the compactor releases the pin once it holds back more than that (then
+ * `rwal_pin_move` fails with `RWAL_ERR_PINNED`).
+ *
+ * # Safety
+ * `log` is a live handle; `name` is NUL-terminated UTF-8; `pin_out` is writable.
+ */
+rwal_status rwal_pin_open(rwal_log *log,
+                          const char *name,
+                          uint64_t lsn,
+                          uint64_t cap_bytes,
+                          rwal_pin **pin_out);
+
+/**
+ * Moves a pin to keep records from `lsn` on.
+ *
+ * # Safety
+ * `pin` is a live pin.
+ */
+rwal_status rwal_pin_move(rwal_pin *pin, uint64_t lsn);
+
+/**
+ * Releases and frees a pin. NULL is a no-op.
+ *
+ * # Safety
+ * `pin` is NULL or a pin not yet freed.
+ */
+void rwal_pin_free(rwal_pin *pin);
 
 /**
  * Opens (creating it if the options allow: the default) the log in directory `dir`, takes its

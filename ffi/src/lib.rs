@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+mod checkpoint;
 mod log;
 mod logging;
 mod options;
@@ -15,6 +16,7 @@ mod status;
 
 use std::ffi::c_char;
 
+pub use checkpoint::*;
 pub use log::*;
 pub use logging::*;
 pub use options::*;

@@ -160,6 +160,71 @@ static void test_log(const char *dir) {
     rwal_options_free(opts);
 }
 
+static void test_checkpoints(const char *dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/checkpoints", dir);
+    rwal_options *opts = rwal_options_new();
+    CHECK_STATUS(rwal_options_set_segment_size(opts, 1 << 20), RWAL_OK);
+    rwal_log *log = NULL;
+    CHECK_STATUS(rwal_open(path, opts, &log), RWAL_OK);
+    uint64_t lsn = 0;
+    size_t len = 0;
+    uint8_t buf[64];
+    CHECK_STATUS(rwal_checkpoint_latest(log, &lsn, buf, sizeof buf, &len), RWAL_ERR_NOT_FOUND);
+    static uint8_t record[300 * 1024];
+    for (int i = 0; i < 12; i++) {
+        CHECK_STATUS(rwal_append(log, record, sizeof record, &lsn), RWAL_OK);
+    }
+    CHECK_STATUS(rwal_sync(log, &lsn), RWAL_OK);
+    CHECK_STATUS(rwal_checkpoint(log, 13, (const uint8_t *)"x", 1), RWAL_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(rwal_checkpoint(log, 6, (const uint8_t *)"state@6", 7), RWAL_OK);
+    CHECK_STATUS(rwal_checkpoint_latest(log, &lsn, buf, 3, &len), RWAL_ERR_BUFFER_TOO_SMALL);
+    CHECK(len == 7);
+    CHECK_STATUS(rwal_checkpoint_latest(log, &lsn, buf, sizeof buf, &len), RWAL_OK);
+    CHECK(lsn == 6 && len == 7 && memcmp(buf, "state@6", 7) == 0);
+
+    /* A pin at 2 holds compaction; released, the segments before the checkpoint go. */
+    rwal_pin *pin = NULL;
+    CHECK_STATUS(rwal_pin_open(log, "replica", 2, 0, &pin), RWAL_OK);
+    CHECK_STATUS(rwal_compact(log), RWAL_OK);
+    CHECK_STATUS(rwal_first_lsn(log, &lsn), RWAL_OK);
+    CHECK(lsn == 1);
+    CHECK_STATUS(rwal_pin_move(pin, 5), RWAL_OK);
+    rwal_pin_free(pin);
+    rwal_pin_free(NULL);
+    CHECK_STATUS(rwal_compact(log), RWAL_OK);
+    CHECK_STATUS(rwal_first_lsn(log, &lsn), RWAL_OK);
+    CHECK(lsn == 7);
+    CHECK_STATUS(rwal_read(log, 3, buf, sizeof buf, &len), RWAL_ERR_COMPACTED);
+
+    /* A snapshot streamed in chunks, read back in chunks. */
+    rwal_checkpoint_writer *writer = NULL;
+    CHECK_STATUS(rwal_checkpoint_writer_open(log, 12, 10, &writer), RWAL_OK);
+    CHECK_STATUS(rwal_checkpoint_writer_write(writer, (const uint8_t *)"01234", 5), RWAL_OK);
+    CHECK_STATUS(rwal_checkpoint_writer_write(writer, (const uint8_t *)"56789", 5), RWAL_OK);
+    CHECK_STATUS(rwal_checkpoint_writer_finish(writer), RWAL_OK);
+    rwal_snapshot_reader *snapshot = NULL;
+    uint64_t snapshot_len = 0;
+    CHECK_STATUS(rwal_snapshot_open(log, &lsn, &snapshot_len, &snapshot), RWAL_OK);
+    CHECK(lsn == 12 && snapshot_len == 10);
+    char whole[16] = {0};
+    size_t got = 0;
+    rwal_status status;
+    while ((status = rwal_snapshot_read(snapshot, buf, 4, &len)) == RWAL_OK) {
+        memcpy(whole + got, buf, len);
+        got += len;
+    }
+    CHECK(status == RWAL_END && got == 10 && memcmp(whole, "0123456789", 10) == 0);
+    rwal_snapshot_free(snapshot);
+    /* An abandoned writer leaves the checkpoint as it was. */
+    CHECK_STATUS(rwal_checkpoint_writer_open(log, 12, 5, &writer), RWAL_OK);
+    rwal_checkpoint_writer_free(writer);
+    CHECK_STATUS(rwal_checkpoint_latest(log, &lsn, buf, sizeof buf, &len), RWAL_OK);
+    CHECK(lsn == 12 && len == 10);
+    CHECK_STATUS(rwal_close(log), RWAL_OK);
+    rwal_options_free(opts);
+}
+
 static void test_no_log(const char *dir) {
     char path[4096];
     snprintf(path, sizeof path, "%s/does-not-exist", dir);
@@ -183,6 +248,7 @@ int main(int argc, char **argv) {
     test_version_and_statuses();
     test_options();
     test_log(dir);
+    test_checkpoints(argv[1]);
     test_no_log(argv[1]);
     printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::pins::{Pin, PinInfo};
 use crate::recovery;
 use crate::segment::{Segment, HEADER_REGION_BYTES};
-use crate::snapshot::{self, SnapshotReader};
+use crate::snapshot::{self, SnapshotReader, SnapshotWriter};
 use crate::wal::{Inner, Wal};
 use crate::Lsn;
 
@@ -44,6 +44,35 @@ pub struct CompactionReport {
     pub snapshots_removed: usize,
 }
 
+/// A checkpoint whose snapshot is being pushed in chunks (see [`Wal::checkpoint_writer`]).
+pub struct CheckpointWriter {
+    inner: Arc<Inner>,
+    writer: SnapshotWriter,
+    lsn: Lsn,
+    epoch: u64,
+}
+
+impl std::fmt::Debug for CheckpointWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckpointWriter")
+            .field("lsn", &self.lsn)
+            .finish()
+    }
+}
+
+impl CheckpointWriter {
+    /// Appends the next bytes of the snapshot.
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.writer.write(data)
+    }
+
+    /// Makes the checkpoint durable (exactly the announced length must have been written).
+    pub fn finish(self) -> Result<()> {
+        self.inner
+            .finish_checkpoint(self.writer, self.lsn, self.epoch)
+    }
+}
+
 impl Wal {
     /// Declares that the engine's state up to `lsn` is safe elsewhere, with an optional snapshot
     /// of that state. Durable when it returns: the snapshot is written, synced, renamed, the
@@ -64,6 +93,20 @@ impl Wal {
         source: &mut dyn std::io::Read,
     ) -> Result<()> {
         self.inner.checkpoint(lsn, true, len, source)
+    }
+
+    /// Starts a checkpoint at `lsn` whose snapshot of `len` bytes the caller pushes in chunks
+    /// ([`CheckpointWriter::write`]); it is durable when [`CheckpointWriter::finish`] returns.
+    /// Dropping the writer unfinished abandons it (recovery removes the partial file).
+    pub fn checkpoint_writer(&self, lsn: Lsn, len: u64) -> Result<CheckpointWriter> {
+        let epoch = self.inner.checkpoint_epoch(lsn)?;
+        let writer = SnapshotWriter::create(self.inner.dir.as_ref(), lsn, epoch, true, len)?;
+        Ok(CheckpointWriter {
+            inner: self.inner.clone(),
+            writer,
+            lsn,
+            epoch,
+        })
     }
 
     /// The latest durable checkpoint, or `None` if there is none yet.
@@ -151,10 +194,39 @@ impl Inner {
         len: u64,
         source: &mut dyn std::io::Read,
     ) -> Result<()> {
+        let epoch = self.checkpoint_epoch(lsn)?;
+        // 1-2: the snapshot file, durable under its final name, before anything points at it.
+        let writer = self.fill_snapshot(lsn, epoch, has_snapshot, len, source)?;
+        self.finish_checkpoint(writer, lsn, epoch)
+    }
+
+    /// A snapshot file for checkpoint `lsn` holding `len` bytes read from `source`, not yet
+    /// finished.
+    fn fill_snapshot(
+        &self,
+        lsn: Lsn,
+        epoch: u64,
+        has_snapshot: bool,
+        len: u64,
+        source: &mut dyn std::io::Read,
+    ) -> Result<SnapshotWriter> {
+        let mut writer = SnapshotWriter::create(self.dir.as_ref(), lsn, epoch, has_snapshot, len)?;
+        let mut chunk = vec![0u8; snapshot::CHUNK_BYTES];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            source
+                .read_exact(&mut chunk[..n])
+                .map_err(|e| Error::io("read snapshot source", self.dir.path(), e))?;
+            writer.write(&chunk[..n])?;
+            left -= n as u64;
+        }
+        Ok(writer)
+    }
+
+    /// The epoch for a checkpoint at `lsn`, after checking that one may be taken there.
+    pub(crate) fn checkpoint_epoch(&self, lsn: Lsn) -> Result<u64> {
         self.group.check()?;
-        // One checkpoint, compaction or reset at a time: a compaction running between a new
-        // snapshot's rename and the control update would take it for a stale one.
-        let _serial = self.checkpoint_lock.lock();
         let durable = self.group.durable_lsn();
         if lsn > durable {
             return Err(Error::invalid(
@@ -177,10 +249,19 @@ impl Inner {
                 first_retained: state.first_lsn,
             });
         }
-        let epoch = self.epoch_of(lsn, &state)?;
-        // 1-3: the snapshot file, durable under its final name, before anything points at it.
-        snapshot::write(self.dir.as_ref(), lsn, epoch, has_snapshot, len, source)?;
-        // 4: the control file points at it. A crash before leaves an orphan recovery removes.
+        self.epoch_of(lsn, &state)
+    }
+
+    /// Steps 2-4 of a checkpoint: the snapshot made durable under its name, the control file
+    /// pointing at it, older snapshots removed. One at a time with compactions and resets.
+    pub(crate) fn finish_checkpoint(
+        &self,
+        writer: SnapshotWriter,
+        lsn: Lsn,
+        epoch: u64,
+    ) -> Result<()> {
+        let _serial = self.checkpoint_lock.lock();
+        writer.finish(self.dir.as_ref())?;
         let mut control = self.control.lock();
         let mut state = control.state().clone();
         if state.checkpoint.is_some_and(|(latest, _)| latest > lsn) {
@@ -195,7 +276,6 @@ impl Inner {
             .write(state, self.dir.path())
             .map_err(|e| self.group.poison(e))?;
         drop(control);
-        // 5: older snapshots go; their readers keep their open files.
         self.remove_old_snapshots(lsn)?;
         Ok(())
     }
@@ -392,7 +472,8 @@ impl Inner {
         }
         let mut control = self.control.lock();
         let outcome = (|| -> Result<Arc<Segment>> {
-            snapshot::write(self.dir.as_ref(), lsn, epoch, true, len, source)?;
+            self.fill_snapshot(lsn, epoch, true, len, source)?
+                .finish(self.dir.as_ref())?;
             let mut state = control.state().clone();
             state.first_lsn = lsn + 1;
             state.first_epoch = epoch;

@@ -104,55 +104,97 @@ pub fn parse_file_name(name: &str) -> Option<Lsn> {
         .then(|| digits.parse().ok())?
 }
 
-/// Writes the snapshot file of checkpoint `lsn` durably: a temporary name, the body in chunks
-/// from `body` (which yields exactly `body_bytes`), a sync, the rename, a directory sync.
-pub(crate) fn write(
-    dir: &dyn Dir,
-    lsn: Lsn,
-    epoch: u64,
-    has_snapshot: bool,
-    body_bytes: u64,
-    body: &mut dyn std::io::Read,
-) -> Result<()> {
-    let name = file_name(lsn);
-    let temp = format!("{name}.tmp");
-    let path = dir.path().join(&temp);
-    match dir.remove(&temp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io("remove", &path, e)),
+/// A snapshot file being written: bytes are pushed in any chunks; `finish` makes it durable
+/// under its final name.
+pub(crate) struct SnapshotWriter {
+    file: Arc<dyn File>,
+    name: String,
+    temp: String,
+    path: std::path::PathBuf,
+    header: SnapshotHeader,
+    at: u64,
+}
+
+impl SnapshotWriter {
+    /// Creates `snapshot-<lsn>.snap.tmp` for a body of `body_bytes`.
+    pub fn create(
+        dir: &dyn Dir,
+        lsn: Lsn,
+        epoch: u64,
+        has_snapshot: bool,
+        body_bytes: u64,
+    ) -> Result<SnapshotWriter> {
+        let name = file_name(lsn);
+        let temp = format!("{name}.tmp");
+        let path = dir.path().join(&temp);
+        match dir.remove(&temp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove", &path, e)),
+        }
+        let file = dir
+            .create_plain(&temp, BODY_OFFSET + body_bytes)
+            .map_err(|e| Error::io("create snapshot", &path, e))?;
+        let header = SnapshotHeader {
+            lsn,
+            epoch,
+            has_snapshot,
+            body_bytes,
+            body_crc: 0,
+        };
+        Ok(SnapshotWriter {
+            file,
+            name,
+            temp,
+            path,
+            header,
+            at: 0,
+        })
     }
-    let file = dir
-        .create_plain(&temp, BODY_OFFSET + body_bytes)
-        .map_err(|e| Error::io("create snapshot", &path, e))?;
-    let mut chunk = vec![0u8; CHUNK_BYTES];
-    let mut crc = 0u32;
-    let mut at = 0u64;
-    while at < body_bytes {
-        let want = (body_bytes - at).min(CHUNK_BYTES as u64) as usize;
-        body.read_exact(&mut chunk[..want])
-            .map_err(|e| Error::io("read snapshot source", &path, e))?;
-        crc = crc32c::crc32c_append(crc, &chunk[..want]);
-        file.write_at(BODY_OFFSET + at, &[&chunk[..want]])
-            .map_err(|e| Error::io("write", &path, e))?;
-        at += want as u64;
+
+    /// Appends `data` to the body; more than the announced length is an error.
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        let end = self.at + data.len() as u64;
+        if end > self.header.body_bytes {
+            return Err(Error::invalid(
+                "snapshot",
+                format!("{end} bytes written, {} announced", self.header.body_bytes),
+            ));
+        }
+        for chunk in data.chunks(CHUNK_BYTES) {
+            self.header.body_crc = crc32c::crc32c_append(self.header.body_crc, chunk);
+            self.file
+                .write_at(BODY_OFFSET + self.at, &[chunk])
+                .map_err(|e| Error::io("write", &self.path, e))?;
+            self.at += chunk.len() as u64;
+        }
+        Ok(())
     }
-    let header = SnapshotHeader {
-        lsn,
-        epoch,
-        has_snapshot,
-        body_bytes,
-        body_crc: crc,
-    };
-    file.write_at(0, &[&header.encode()])
-        .map_err(|e| Error::io("write", &path, e))?;
-    file.sync().map_err(|e| Error::io("fdatasync", &path, e))?;
-    drop(file);
-    dir.rename(&temp, &name)
-        .map_err(|e| Error::io("rename", &path, e))?;
-    dir.sync()
-        .map_err(|e| Error::io("fsync directory", dir.path(), e))?;
-    Ok(())
+
+    /// Writes the header, syncs, renames to the final name and syncs the directory.
+    pub fn finish(self, dir: &dyn Dir) -> Result<()> {
+        if self.at != self.header.body_bytes {
+            return Err(Error::invalid(
+                "snapshot",
+                format!(
+                    "{} bytes written, {} announced",
+                    self.at, self.header.body_bytes
+                ),
+            ));
+        }
+        let path = &self.path;
+        self.file
+            .write_at(0, &[&self.header.encode()])
+            .map_err(|e| Error::io("write", path, e))?;
+        self.file
+            .sync()
+            .map_err(|e| Error::io("fdatasync", path, e))?;
+        dir.rename(&self.temp, &self.name)
+            .map_err(|e| Error::io("rename", path, e))?;
+        dir.sync()
+            .map_err(|e| Error::io("fsync directory", dir.path(), e))?;
+        Ok(())
+    }
 }
 
 /// Reads the header of the snapshot file of checkpoint `lsn`, checking it names that checkpoint.

@@ -1,0 +1,360 @@
+//! Checkpoints, snapshots (whole or streamed in chunks), compaction and pins.
+
+use std::ffi::{c_char, CStr};
+use std::io::Read;
+
+use rwal_wal::{CheckpointWriter, Pin, SnapshotReader};
+
+use crate::log::rwal_log;
+use crate::status::{
+    boundary, invalid, non_null, rwal_status, Failure, RWAL_END, RWAL_ERR_BUFFER_TOO_SMALL,
+    RWAL_ERR_NOT_FOUND,
+};
+
+/// A checkpoint whose snapshot is being written in chunks.
+#[allow(non_camel_case_types)]
+#[derive(Debug)]
+pub struct rwal_checkpoint_writer {
+    writer: CheckpointWriter,
+}
+
+/// The latest checkpoint's snapshot, being read in chunks.
+#[allow(non_camel_case_types)]
+#[derive(Debug)]
+pub struct rwal_snapshot_reader {
+    reader: SnapshotReader,
+}
+
+/// A named hold on the log from an LSN on.
+#[allow(non_camel_case_types)]
+#[derive(Debug)]
+pub struct rwal_pin {
+    pin: Pin,
+}
+
+unsafe fn wal<'a>(log: *const rwal_log) -> Result<&'a rwal_wal::Wal, Failure> {
+    non_null(log, "log")?;
+    // SAFETY: a live handle (the caller's contract).
+    Ok(unsafe { &(*log).wal })
+}
+
+/// Declares that the engine's state up to `lsn` is safe elsewhere, with the snapshot `len` bytes
+/// at `snapshot` (NULL: no snapshot). Durable when it returns. `lsn` must be durable and not
+/// below the latest checkpoint (`RWAL_ERR_INVALID_ARGUMENT`). Blocks. Thread-safe.
+///
+/// # Safety
+/// `log` is a live handle; `snapshot` is NULL or has `len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_checkpoint(
+    log: *mut rwal_log,
+    lsn: u64,
+    snapshot: *const u8,
+    len: usize,
+) -> rwal_status {
+    boundary(|| {
+        // SAFETY: forwarded caller contract.
+        let wal = unsafe { wal(log)? };
+        let data = if snapshot.is_null() {
+            if len != 0 {
+                return Err(invalid("snapshot is NULL but len is not 0"));
+            }
+            None
+        } else {
+            // SAFETY: `len` readable bytes at `snapshot`.
+            Some(unsafe { std::slice::from_raw_parts(snapshot, len) })
+        };
+        Ok(wal.checkpoint(lsn, data)?)
+    })
+}
+
+/// The latest checkpoint: its LSN, and its snapshot copied into `buf` (`cap` bytes) with its
+/// length in `*len_out` (0 without a snapshot). `RWAL_ERR_NOT_FOUND` if there is no checkpoint;
+/// `RWAL_ERR_BUFFER_TOO_SMALL` sets `*len_out` to the size needed (read large snapshots with
+/// `rwal_snapshot_open`).
+///
+/// # Safety
+/// `log` is a live handle; `lsn_out` and `len_out` are writable; `buf` has `cap` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_checkpoint_latest(
+    log: *const rwal_log,
+    lsn_out: *mut u64,
+    buf: *mut u8,
+    cap: usize,
+    len_out: *mut usize,
+) -> rwal_status {
+    boundary(|| {
+        non_null(lsn_out, "lsn_out")?;
+        non_null(len_out, "len_out")?;
+        // SAFETY: forwarded caller contract.
+        let wal = unsafe { wal(log)? };
+        let Some(checkpoint) = wal.latest_checkpoint() else {
+            return Err(Failure {
+                status: RWAL_ERR_NOT_FOUND,
+                message: "no checkpoint yet".into(),
+            });
+        };
+        let mut data = Vec::new();
+        if let Some(mut reader) = wal.open_snapshot()? {
+            reader.read_to_end(&mut data).map_err(|e| Failure {
+                status: crate::status::RWAL_ERR_CORRUPTED,
+                message: e.to_string(),
+            })?;
+        }
+        if data.len() > cap {
+            // SAFETY: checked non-NULL.
+            unsafe { len_out.write(data.len()) };
+            return Err(Failure {
+                status: RWAL_ERR_BUFFER_TOO_SMALL,
+                message: format!("snapshot of {} bytes, buffer {cap}", data.len()),
+            });
+        }
+        if !data.is_empty() {
+            non_null(buf, "buf")?;
+            // SAFETY: `cap >= data.len()` writable bytes at `buf`.
+            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buf, data.len()) };
+        }
+        // SAFETY: checked non-NULL.
+        unsafe {
+            lsn_out.write(checkpoint.lsn);
+            len_out.write(data.len());
+        }
+        Ok(())
+    })
+}
+
+/// Removes every segment below both the latest checkpoint and every pin (and older snapshots);
+/// returns when done. Thread-safe.
+///
+/// # Safety
+/// `log` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_compact(log: *mut rwal_log) -> rwal_status {
+    boundary(|| {
+        // SAFETY: forwarded caller contract.
+        unsafe { wal(log)? }
+            .compact_now()
+            .map(drop)
+            .map_err(Failure::from)
+    })
+}
+
+/// Starts a checkpoint at `lsn` whose snapshot of `len` bytes is written in chunks with
+/// `rwal_checkpoint_writer_write`, then made durable by `rwal_checkpoint_writer_finish`.
+///
+/// # Safety
+/// `log` is a live handle; `writer_out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_checkpoint_writer_open(
+    log: *mut rwal_log,
+    lsn: u64,
+    len: u64,
+    writer_out: *mut *mut rwal_checkpoint_writer,
+) -> rwal_status {
+    boundary(|| {
+        non_null(writer_out, "writer_out")?;
+        // SAFETY: forwarded caller contract.
+        let writer = unsafe { wal(log)? }.checkpoint_writer(lsn, len)?;
+        // SAFETY: checked non-NULL.
+        unsafe { writer_out.write(Box::into_raw(Box::new(rwal_checkpoint_writer { writer }))) };
+        Ok(())
+    })
+}
+
+/// Writes the next `len` bytes of the snapshot. One thread at a time.
+///
+/// # Safety
+/// `writer` is a live writer; `data` has `len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_checkpoint_writer_write(
+    writer: *mut rwal_checkpoint_writer,
+    data: *const u8,
+    len: usize,
+) -> rwal_status {
+    boundary(|| {
+        non_null(writer, "writer")?;
+        if len == 0 {
+            return Ok(());
+        }
+        non_null(data, "data")?;
+        // SAFETY: a live writer; `len` readable bytes at `data`.
+        let (writer, data) =
+            unsafe { (&mut (*writer).writer, std::slice::from_raw_parts(data, len)) };
+        Ok(writer.write(data)?)
+    })
+}
+
+/// Makes the checkpoint durable (exactly the announced length must have been written) and
+/// frees the writer, whatever the outcome.
+///
+/// # Safety
+/// `writer` is a writer from `rwal_checkpoint_writer_open`, not used again.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_checkpoint_writer_finish(
+    writer: *mut rwal_checkpoint_writer,
+) -> rwal_status {
+    boundary(|| {
+        non_null(writer, "writer")?;
+        // SAFETY: from rwal_checkpoint_writer_open, consumed here.
+        let writer = unsafe { Box::from_raw(writer) };
+        Ok(writer.writer.finish()?)
+    })
+}
+
+/// Abandons an unfinished checkpoint writer. NULL is a no-op.
+///
+/// # Safety
+/// `writer` is NULL or a writer not yet finished or freed.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_checkpoint_writer_free(writer: *mut rwal_checkpoint_writer) {
+    if !writer.is_null() {
+        // SAFETY: from rwal_checkpoint_writer_open, freed only here.
+        drop(unsafe { Box::from_raw(writer) });
+    }
+}
+
+/// Opens the latest checkpoint's snapshot for reading in chunks: writes its LSN and length.
+/// `RWAL_ERR_NOT_FOUND` if there is no checkpoint with a snapshot.
+///
+/// # Safety
+/// `log` is a live handle; the outputs are writable.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_snapshot_open(
+    log: *mut rwal_log,
+    lsn_out: *mut u64,
+    len_out: *mut u64,
+    reader_out: *mut *mut rwal_snapshot_reader,
+) -> rwal_status {
+    boundary(|| {
+        non_null(lsn_out, "lsn_out")?;
+        non_null(len_out, "len_out")?;
+        non_null(reader_out, "reader_out")?;
+        // SAFETY: forwarded caller contract.
+        let wal = unsafe { wal(log)? };
+        let (Some(checkpoint), Some(reader)) = (wal.latest_checkpoint(), wal.open_snapshot()?)
+        else {
+            return Err(Failure {
+                status: RWAL_ERR_NOT_FOUND,
+                message: "no checkpoint with a snapshot".into(),
+            });
+        };
+        // SAFETY: checked non-NULL.
+        unsafe {
+            lsn_out.write(checkpoint.lsn);
+            len_out.write(reader.len());
+            reader_out.write(Box::into_raw(Box::new(rwal_snapshot_reader { reader })));
+        }
+        Ok(())
+    })
+}
+
+/// Reads the next bytes of the snapshot into `buf` (at most `cap`) and their count into
+/// `*len_out`. `RWAL_END` after the last byte, once the checksum of the whole was verified
+/// (`RWAL_ERR_CORRUPTED` if it does not match).
+///
+/// # Safety
+/// `reader` is a live snapshot reader; `buf` has `cap` writable bytes; `len_out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_snapshot_read(
+    reader: *mut rwal_snapshot_reader,
+    buf: *mut u8,
+    cap: usize,
+    len_out: *mut usize,
+) -> rwal_status {
+    let mut end = false;
+    let status = boundary(|| {
+        non_null(reader, "reader")?;
+        non_null(buf, "buf")?;
+        non_null(len_out, "len_out")?;
+        // SAFETY: a live reader; `cap` writable bytes at `buf`.
+        let (reader, buf) = unsafe {
+            (
+                &mut (*reader).reader,
+                std::slice::from_raw_parts_mut(buf, cap),
+            )
+        };
+        let n = reader.read(buf).map_err(|e| Failure {
+            status: crate::status::RWAL_ERR_CORRUPTED,
+            message: e.to_string(),
+        })?;
+        end = n == 0 && cap > 0;
+        // SAFETY: checked non-NULL.
+        unsafe { len_out.write(n) };
+        Ok(())
+    });
+    if end {
+        RWAL_END
+    } else {
+        status
+    }
+}
+
+/// Frees a snapshot reader. NULL is a no-op.
+///
+/// # Safety
+/// `reader` is NULL or a reader not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_snapshot_free(reader: *mut rwal_snapshot_reader) {
+    if !reader.is_null() {
+        // SAFETY: from rwal_snapshot_open, freed only here.
+        drop(unsafe { Box::from_raw(reader) });
+    }
+}
+
+/// Pins the log from `lsn` on under `name`: compaction keeps every record from `lsn`. With
+/// `cap_bytes` > 0 the compactor releases the pin once it holds back more than that (then
+/// `rwal_pin_move` fails with `RWAL_ERR_PINNED`).
+///
+/// # Safety
+/// `log` is a live handle; `name` is NUL-terminated UTF-8; `pin_out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_pin_open(
+    log: *mut rwal_log,
+    name: *const c_char,
+    lsn: u64,
+    cap_bytes: u64,
+    pin_out: *mut *mut rwal_pin,
+) -> rwal_status {
+    boundary(|| {
+        non_null(name, "name")?;
+        non_null(pin_out, "pin_out")?;
+        // SAFETY: NUL-terminated (the caller's contract).
+        let name = unsafe { CStr::from_ptr(name) }
+            .to_str()
+            .map_err(|_| invalid("name is not UTF-8"))?;
+        // SAFETY: forwarded caller contract.
+        let wal = unsafe { wal(log)? };
+        let pin = if cap_bytes == 0 {
+            wal.pin(name, lsn)?
+        } else {
+            wal.pin_with_cap(name, lsn, cap_bytes)?
+        };
+        // SAFETY: checked non-NULL.
+        unsafe { pin_out.write(Box::into_raw(Box::new(rwal_pin { pin }))) };
+        Ok(())
+    })
+}
+
+/// Moves a pin to keep records from `lsn` on.
+///
+/// # Safety
+/// `pin` is a live pin.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_pin_move(pin: *mut rwal_pin, lsn: u64) -> rwal_status {
+    boundary(|| {
+        non_null(pin, "pin")?;
+        // SAFETY: a live pin.
+        Ok(unsafe { &(*pin).pin }.move_to(lsn)?)
+    })
+}
+
+/// Releases and frees a pin. NULL is a no-op.
+///
+/// # Safety
+/// `pin` is NULL or a pin not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_pin_free(pin: *mut rwal_pin) {
+    if !pin.is_null() {
+        // SAFETY: from rwal_pin_open, freed only here.
+        drop(unsafe { Box::from_raw(pin) });
+    }
+}
