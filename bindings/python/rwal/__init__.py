@@ -308,6 +308,36 @@ class Log:
         with self._use() as handle:
             _check(lib.rwal_truncate_after(handle, lsn))
 
+    def checkpoint(self, lsn: int, snapshot: BytesLike = b"") -> None:
+        """Declares the engine's state up to `lsn` safe elsewhere, with `snapshot` (its state
+        image at `lsn`). Durable when it returns; `lsn` must be durable and not below the
+        latest checkpoint."""
+        buf = ffi.from_buffer(snapshot)
+        with self._use() as handle:
+            _check(lib.rwal_checkpoint(handle, lsn, ffi.cast("const uint8_t *", buf), len(buf)))
+
+    def latest_checkpoint(self) -> Optional[Tuple[int, bytes]]:
+        """(lsn, snapshot) of the latest checkpoint, or None if there is none."""
+        lsn = ffi.new("uint64_t *")
+        size = ffi.new("size_t *")
+        cap = 4096
+        with self._use() as handle:
+            while True:
+                buf = ffi.new("uint8_t[]", max(cap, 1))
+                status = lib.rwal_checkpoint_latest(handle, lsn, buf, cap, size)
+                if status == lib.RWAL_ERR_NOT_FOUND:
+                    return None
+                if status == lib.RWAL_ERR_BUFFER_TOO_SMALL:
+                    cap = size[0]
+                    continue
+                _check(status)
+                return lsn[0], bytes(ffi.buffer(buf, size[0]))
+
+    def compact(self) -> None:
+        """Removes the segments the latest checkpoint (and every pin) no longer needs."""
+        with self._use() as handle:
+            _check(lib.rwal_compact(handle))
+
     def stats(self) -> dict:
         """Group-commit counters: syncs, records_synced, bytes_synced, max_records_per_sync,
         commits."""

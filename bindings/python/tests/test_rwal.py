@@ -124,3 +124,23 @@ def test_close_waits_for_a_call_in_progress(path):
     assert not t.is_alive()
     # Either the iteration finished before close, or it was told the log closed: never a crash.
     assert outcome.get("read") == 2000 or outcome.get("closed")
+
+
+def test_checkpoint_and_compact(path):
+    with rwal.open(path, segment_size=1 << 20) as log:
+        assert log.latest_checkpoint() is None
+        for i in range(20):
+            log.append(bytes([i]) * (200 << 10))
+        log.sync()
+        with pytest.raises(rwal.InvalidArgumentError):
+            log.checkpoint(21, b"x")
+        log.checkpoint(12, b"state at 12" * 1000)
+        assert log.latest_checkpoint() == (12, b"state at 12" * 1000)
+        log.compact()
+        assert log.first_lsn > 1
+        with pytest.raises(rwal.CompactedError):
+            log.read(1)
+        assert log.read(20) == bytes([19]) * (200 << 10)
+    with rwal.open(path) as log:
+        assert log.latest_checkpoint()[0] == 12
+        assert log.first_lsn > 1
