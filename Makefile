@@ -10,9 +10,9 @@ VALGRIND = valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-ki
 LIBDIR = target/debug
 CTEST_DIR = target/c
 
-.PHONY: test fmt-check clippy cargo-test loom c-test python-test
+.PHONY: test fmt-check clippy cargo-test loom c-test kv-test python-test
 
-test: fmt-check clippy cargo-test loom c-test python-test
+test: fmt-check clippy cargo-test loom c-test kv-test python-test
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -39,6 +39,13 @@ c-test:
 	mkdir -p $(CTEST_DIR)/scratch-dynamic $(CTEST_DIR)/scratch-static
 	$(VALGRIND) $(CTEST_DIR)/test_dynamic $(CTEST_DIR)/scratch-dynamic
 	$(VALGRIND) $(CTEST_DIR)/test_static $(CTEST_DIR)/scratch-static
+
+# The embedded key-value store example and its SIGKILL test (RWAL_KV_ROUNDS for more rounds).
+kv-test:
+	$(CARGO) build -p rwal-ffi
+	mkdir -p $(CTEST_DIR)
+	$(CC) $(CFLAGS_STRICT) examples/kv/kv.c -L$(LIBDIR) -lrwal -Wl,-rpath,$(CURDIR)/$(LIBDIR) -o $(CTEST_DIR)/kv
+	python3 examples/kv/crash_test.py $(CTEST_DIR)/kv
 
 # The Python package, built the way users install it, and its pytest suite (run from the
 # repository root so that `import rwal` finds the installed package, not the source folder).

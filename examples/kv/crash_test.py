@@ -1,0 +1,96 @@
+"""SIGKILL test of the kv example: a kv process takes puts (each committed before it answers
+"ok") and periodic checkpoints; it is killed with SIGKILL at a random moment; a fresh kv rebuilds
+its state from the latest snapshot plus the log and dumps it. Every acknowledged put must be
+there (or a later put of the same key that was sent, acknowledged or not).
+
+usage: python3 crash_test.py KV_BINARY [ROUNDS]   (RWAL_KV_ROUNDS overrides the default 20)
+"""
+
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+
+def dump(kv, directory):
+    out = subprocess.run([kv, directory], input="dump\n", capture_output=True, text=True, timeout=60, check=True)
+    state = {}
+    for line in out.stdout.splitlines():
+        if line == "end":
+            return state
+        key, _, value = line.partition("=")
+        state[key] = value
+    raise AssertionError("dump did not end: %r" % out.stdout[-200:])
+
+
+def main():
+    kv = sys.argv[1]
+    rounds = int(os.environ.get("RWAL_KV_ROUNDS", sys.argv[2] if len(sys.argv) > 2 else 20))
+    rng = random.Random(7)
+    directory = tempfile.mkdtemp(prefix="rwal-kv-")
+    acked = {}      # key -> last acknowledged value
+    sent_after = {}  # key -> values sent after the last acknowledgement
+    acks = 0
+    checkpoints = 0
+    try:
+        for round_ in range(rounds):
+            proc = subprocess.Popen([kv, directory], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+            lock = threading.Lock()
+
+            def feed():
+                try:
+                    for i in range(100000):
+                        key = "k%d" % rng.randrange(300)
+                        value = "v%d_%d" % (round_, i)
+                        with lock:
+                            sent_after.setdefault(key, []).append(value)
+                        proc.stdin.write("put %s %s\n" % (key, value))
+                        if i % 40 == 39:
+                            proc.stdin.write("checkpoint\n")
+                        proc.stdin.flush()
+                except (BrokenPipeError, ValueError, OSError):
+                    pass
+
+            writer = threading.Thread(target=feed, daemon=True)
+            writer.start()
+            deadline = time.monotonic() + rng.uniform(0.05, 0.4)
+            while time.monotonic() < deadline:
+                line = proc.stdout.readline()
+                if not line:
+                    break
+                parts = line.split()
+                if parts[:1] == ["ok"]:
+                    key, value = parts[1], parts[2]
+                    with lock:
+                        later = sent_after.get(key, [])
+                        if value in later:
+                            sent_after[key] = later[later.index(value) + 1:]
+                        acked[key] = value
+                    acks += 1
+                elif parts[:1] == ["checkpointed"]:
+                    checkpoints += 1
+            proc.kill()
+            proc.wait()
+            writer.join(5)
+            state = dump(kv, directory)
+            for key, value in acked.items():
+                got = state.get(key)
+                assert got == value or got in sent_after.get(key, []), (
+                    "round %d: key %s acknowledged as %s, recovered as %s" % (round_, key, value, got))
+            for key, value in state.items():
+                acked[key] = value
+                sent_after[key] = []
+        assert acks > rounds, "puts were acknowledged before the kills"
+        assert checkpoints > 0, "checkpoints happened"
+        print("kv crash test: %d rounds, %d acknowledged puts, %d checkpoints" % (rounds, acks, checkpoints))
+        print("%d passed, 0 failed" % rounds)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+/* kv: a small key-value store that embeds rwal through its C ABI.
+ *
+ * Every put is a log record "KEY=VALUE", committed before it is acknowledged. On start the
+ * state is rebuilt from the latest checkpoint's snapshot plus the log after it; `checkpoint`
+ * writes the whole state as a snapshot at the durable LSN and compacts the log.
+ *
+ * usage: kv DIR    then commands on standard input, one per line:
+ *   put KEY VALUE   -> "ok KEY VALUE" once durable
+ *   get KEY         -> "value VALUE" or "missing"
+ *   checkpoint      -> "checkpointed LSN"
+ *   dump            -> "KEY=VALUE" lines, then "end"
+ */
+#include "rwal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KEY_MAX 64
+#define VALUE_MAX 256
+
+struct entry {
+    char key[KEY_MAX];
+    char value[VALUE_MAX];
+};
+
+static struct entry *entries = NULL;
+static size_t entry_count = 0;
+static size_t entry_cap = 0;
+
+static void die(const char *what, rwal_status status) {
+    char msg[512];
+    rwal_last_error(msg, sizeof msg);
+    fprintf(stderr, "kv: %s: %s: %s\n", what, rwal_status_str(status), msg);
+    exit(1);
+}
+
+static void set(const char *key, size_t key_len, const char *value, size_t value_len) {
+    if (key_len == 0 || key_len >= KEY_MAX || value_len >= VALUE_MAX) {
+        return;
+    }
+    for (size_t i = 0; i < entry_count; i++) {
+        if (strlen(entries[i].key) == key_len && memcmp(entries[i].key, key, key_len) == 0) {
+            memcpy(entries[i].value, value, value_len);
+            entries[i].value[value_len] = '\0';
+            return;
+        }
+    }
+    if (entry_count == entry_cap) {
+        entry_cap = entry_cap ? entry_cap * 2 : 64;
+        entries = realloc(entries, entry_cap * sizeof *entries);
+        if (!entries) {
+            fprintf(stderr, "kv: out of memory\n");
+            exit(1);
+        }
+    }
+    memcpy(entries[entry_count].key, key, key_len);
+    entries[entry_count].key[key_len] = '\0';
+    memcpy(entries[entry_count].value, value, value_len);
+    entries[entry_count].value[value_len] = '\0';
+    entry_count++;
+}
+
+/* Applies "KEY=VALUE" (a record, or a line of a snapshot). */
+static void apply(const uint8_t *data, size_t len) {
+    const char *text = (const char *)data;
+    const char *eq = memchr(text, '=', len);
+    if (eq) {
+        set(text, (size_t)(eq - text), eq + 1, len - (size_t)(eq - text) - 1);
+    }
+}
+
+static void load(rwal_log *log) {
+    uint64_t checkpoint = 0, snapshot_len = 0;
+    rwal_snapshot_reader *snapshot = NULL;
+    rwal_status status = rwal_snapshot_open(log, &checkpoint, &snapshot_len, &snapshot);
+    if (status == RWAL_OK) {
+        char *text = malloc(snapshot_len + 1);
+        size_t got = 0, len = 0;
+        uint8_t chunk[4096];
+        while ((status = rwal_snapshot_read(snapshot, chunk, sizeof chunk, &len)) == RWAL_OK) {
+            memcpy(text + got, chunk, len);
+            got += len;
+        }
+        if (status != RWAL_END) {
+            die("read snapshot", status);
+        }
+        rwal_snapshot_free(snapshot);
+        for (size_t start = 0, i = 0; i < got; i++) {
+            if (text[i] == '\n') {
+                apply((const uint8_t *)text + start, i - start);
+                start = i + 1;
+            }
+        }
+        free(text);
+    } else if (status != RWAL_ERR_NOT_FOUND) {
+        die("open snapshot", status);
+    }
+    uint64_t first = 0;
+    rwal_first_lsn(log, &first);
+    rwal_reader *reader = NULL;
+    status = rwal_reader_open(log, checkpoint + 1 > first ? checkpoint + 1 : first, &reader);
+    if (status != RWAL_OK) {
+        die("open reader", status);
+    }
+    uint64_t lsn;
+    const uint8_t *data;
+    size_t len;
+    while ((status = rwal_reader_next(reader, &lsn, &data, &len)) == RWAL_OK) {
+        apply(data, len);
+    }
+    if (status != RWAL_END) {
+        die("read log", status);
+    }
+    rwal_reader_free(reader);
+}
+
+static void checkpoint(rwal_log *log) {
+    uint64_t lsn = 0;
+    rwal_status status = rwal_sync(log, &lsn);
+    if (status != RWAL_OK) {
+        die("sync", status);
+    }
+    size_t size = 0;
+    for (size_t i = 0; i < entry_count; i++) {
+        size += strlen(entries[i].key) + strlen(entries[i].value) + 2;
+    }
+    char *text = malloc(size + 1);
+    size_t at = 0;
+    for (size_t i = 0; i < entry_count; i++) {
+        at += (size_t)sprintf(text + at, "%s=%s\n", entries[i].key, entries[i].value);
+    }
+    status = rwal_checkpoint(log, lsn, (const uint8_t *)text, at);
+    free(text);
+    if (status != RWAL_OK) {
+        die("checkpoint", status);
+    }
+    if ((status = rwal_compact(log)) != RWAL_OK) {
+        die("compact", status);
+    }
+    printf("checkpointed %llu\n", (unsigned long long)lsn);
+}
+
+int main(int argc, char **argv) {
+    if (argc != 2) {
+        fprintf(stderr, "usage: kv DIR < commands\n");
+        return 2;
+    }
+    rwal_options *opts = rwal_options_new();
+    rwal_options_set_segment_size(opts, 1 << 20);
+    rwal_log *log = NULL;
+    rwal_status status = rwal_open(argv[1], opts, &log);
+    rwal_options_free(opts);
+    if (status != RWAL_OK) {
+        die("open", status);
+    }
+    load(log);
+    char line[1024];
+    while (fgets(line, sizeof line, stdin)) {
+        line[strcspn(line, "\n")] = '\0';
+        char *key = NULL, *value = NULL;
+        if (strncmp(line, "put ", 4) == 0) {
+            key = line + 4;
+            value = strchr(key, ' ');
+            if (!value) {
+                printf("error: put KEY VALUE\n");
+                continue;
+            }
+            *value++ = '\0';
+            char record[KEY_MAX + VALUE_MAX + 2];
+            int len = snprintf(record, sizeof record, "%s=%s", key, value);
+            uint64_t lsn;
+            if ((status = rwal_append(log, (const uint8_t *)record, (size_t)len, &lsn)) != RWAL_OK ||
+                (status = rwal_commit(log, lsn)) != RWAL_OK) {
+                die("put", status);
+            }
+            set(key, strlen(key), value, strlen(value));
+            printf("ok %s %s\n", key, value);
+        } else if (strncmp(line, "get ", 4) == 0) {
+            key = line + 4;
+            int found = 0;
+            for (size_t i = 0; i < entry_count && !found; i++) {
+                if (strcmp(entries[i].key, key) == 0) {
+                    printf("value %s\n", entries[i].value);
+                    found = 1;
+                }
+            }
+            if (!found) {
+                printf("missing\n");
+            }
+        } else if (strcmp(line, "checkpoint") == 0) {
+            checkpoint(log);
+        } else if (strcmp(line, "dump") == 0) {
+            for (size_t i = 0; i < entry_count; i++) {
+                printf("%s=%s\n", entries[i].key, entries[i].value);
+            }
+            printf("end\n");
+        } else if (line[0]) {
+            printf("error: unknown command\n");
+        }
+        fflush(stdout);
+    }
+    if ((status = rwal_close(log)) != RWAL_OK) {
+        die("close", status);
+    }
+    free(entries);
+    return 0;
+}
