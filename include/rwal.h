@@ -111,6 +111,48 @@ typedef struct {
 } rwal_stats;
 
 /**
+ * What recovery found and decided when the log was opened (see `rwal_recovery_report_get`).
+ */
+typedef struct {
+  /**
+   * The recovery mode, one of `RWAL_RECOVERY_*`.
+   */
+  int32_t mode;
+  /**
+   * Segment files read.
+   */
+  uint64_t segments_scanned;
+  /**
+   * Valid records kept.
+   */
+  uint64_t records;
+  /**
+   * The oldest retained LSN.
+   */
+  uint64_t first_lsn;
+  /**
+   * The newest LSN kept.
+   */
+  uint64_t last_lsn;
+  /**
+   * The durable watermark the control file held.
+   */
+  uint64_t control_durable_lsn;
+  /**
+   * The watermark proven by the control file and the records' own claims.
+   */
+  uint64_t proven_durable_lsn;
+  /**
+   * Bytes dropped (zero-filled tails, removed segment files).
+   */
+  uint64_t bytes_cut;
+  /**
+   * How many decisions `rwal_recovery_event` can describe.
+   */
+  uint64_t events;
+} rwal_recovery_report;
+
+/**
  * A message's level: one of the `RWAL_LOG_*` values.
  */
 typedef int32_t rwal_log_level;
@@ -546,6 +588,24 @@ rwal_status rwal_truncate_after(rwal_log *log, uint64_t lsn);
  * `log` is a live handle; `stats_out` is writable.
  */
 rwal_status rwal_stats_get(const rwal_log *log, rwal_stats *stats_out);
+
+/**
+ * What recovery found and decided when this log was opened.
+ *
+ * # Safety
+ * `log` is a live handle; `report_out` is writable.
+ */
+rwal_status rwal_recovery_report_get(const rwal_log *log, rwal_recovery_report *report_out);
+
+/**
+ * Describes recovery decision `index` (below the report's `events`) as text in `buf`
+ * (at most `cap - 1` bytes and a NUL); returns the text's full length, 0 for an index out of
+ * range.
+ *
+ * # Safety
+ * `log` is a live handle; `buf` is NULL or has `cap` writable bytes.
+ */
+size_t rwal_recovery_event(const rwal_log *log, uint64_t index, char *buf, size_t cap);
 
 /**
  * Sends messages at `level` and more severe to `callback` (NULL: no messages, the default).

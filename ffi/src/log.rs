@@ -330,3 +330,99 @@ pub unsafe extern "C" fn rwal_stats_get(
         Ok(())
     })
 }
+
+/// What recovery found and decided when the log was opened (see `rwal_recovery_report_get`).
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct rwal_recovery_report {
+    /// The recovery mode, one of `RWAL_RECOVERY_*`.
+    pub mode: i32,
+    /// Segment files read.
+    pub segments_scanned: u64,
+    /// Valid records kept.
+    pub records: u64,
+    /// The oldest retained LSN.
+    pub first_lsn: u64,
+    /// The newest LSN kept.
+    pub last_lsn: u64,
+    /// The durable watermark the control file held.
+    pub control_durable_lsn: u64,
+    /// The watermark proven by the control file and the records' own claims.
+    pub proven_durable_lsn: u64,
+    /// Bytes dropped (zero-filled tails, removed segment files).
+    pub bytes_cut: u64,
+    /// How many decisions `rwal_recovery_event` can describe.
+    pub events: u64,
+}
+
+/// What recovery found and decided when this log was opened.
+///
+/// # Safety
+/// `log` is a live handle; `report_out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_recovery_report_get(
+    log: *const rwal_log,
+    report_out: *mut rwal_recovery_report,
+) -> rwal_status {
+    boundary(|| {
+        non_null(report_out, "report_out")?;
+        // SAFETY: forwarded caller contract.
+        let r = unsafe { self::log(log)? }.recovery_report();
+        let mode = match r.mode {
+            rwal_wal::RecoveryMode::AbsoluteConsistency => {
+                crate::RWAL_RECOVERY_ABSOLUTE_CONSISTENCY
+            }
+            rwal_wal::RecoveryMode::PointInTime => crate::RWAL_RECOVERY_POINT_IN_TIME,
+            rwal_wal::RecoveryMode::SkipCorrupted => crate::RWAL_RECOVERY_SKIP_CORRUPTED,
+            _ => crate::RWAL_RECOVERY_TOLERATE_TORN_TAIL,
+        };
+        let report = rwal_recovery_report {
+            mode,
+            segments_scanned: r.segments_scanned as u64,
+            records: r.records,
+            first_lsn: r.first_lsn,
+            last_lsn: r.last_lsn,
+            control_durable_lsn: r.control_durable_lsn,
+            proven_durable_lsn: r.proven_durable_lsn,
+            bytes_cut: r.bytes_cut,
+            events: r.events.len() as u64,
+        };
+        // SAFETY: checked non-NULL.
+        unsafe { put(report_out, report) };
+        Ok(())
+    })
+}
+
+/// Describes recovery decision `index` (below the report's `events`) as text in `buf`
+/// (at most `cap - 1` bytes and a NUL); returns the text's full length, 0 for an index out of
+/// range.
+///
+/// # Safety
+/// `log` is a live handle; `buf` is NULL or has `cap` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_recovery_event(
+    log: *const rwal_log,
+    index: u64,
+    buf: *mut c_char,
+    cap: usize,
+) -> usize {
+    if log.is_null() {
+        return 0;
+    }
+    // SAFETY: a live handle.
+    let events = &unsafe { &(*log).wal }.recovery_report().events;
+    let Some(event) = usize::try_from(index).ok().and_then(|i| events.get(i)) else {
+        return 0;
+    };
+    let text = format!("{event:?}");
+    if !buf.is_null() && cap > 0 {
+        let n = text.len().min(cap - 1);
+        // SAFETY: `cap` writable bytes at `buf`; `n + 1 <= cap`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), n);
+            *buf.add(n) = 0;
+        }
+    }
+    text.len()
+}

@@ -150,8 +150,12 @@ static void test_log(const char *dir) {
     rwal_reader_free(reader);
     CHECK_STATUS(rwal_close(NULL), RWAL_OK);
 
-    /* Reopen: everything committed is there. */
+    /* Reopen: everything committed is there, and the report says what recovery read. */
     CHECK_STATUS(rwal_open(dir, NULL, &log), RWAL_OK);
+    rwal_recovery_report report;
+    CHECK_STATUS(rwal_recovery_report_get(log, &report), RWAL_OK);
+    CHECK(report.last_lsn == 2 && report.records == 2 && report.mode == RWAL_RECOVERY_TOLERATE_TORN_TAIL);
+    CHECK(rwal_recovery_event(log, report.events, NULL, 0) == 0);
     CHECK_STATUS(rwal_read(log, 1, buf, sizeof buf, &len), RWAL_OK);
     CHECK(len == 5 && memcmp(buf, "hello", 5) == 0);
     CHECK_STATUS(rwal_last_lsn(log, &lsn), RWAL_OK);
