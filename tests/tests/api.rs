@@ -438,3 +438,45 @@ fn another_process_cannot_take_the_lock() {
     wal.close().unwrap();
     assert!(!lock_held_elsewhere(), "close did not release the lock");
 }
+
+#[test]
+fn replication_state_is_stored_durably_in_the_control_file() {
+    use rwal_wal::{HardState, MEMBERSHIP_BYTES_MAX};
+    for t in targets("replication-state") {
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        assert_eq!(wal.replication_state(), (HardState::default(), Vec::new()));
+        let first = HardState {
+            term: 7,
+            vote: 2,
+            commit: 0,
+        };
+        wal.store_replication_state(first, Some(b"voters 1 2 3"))
+            .unwrap();
+        // Without a new membership blob the old one stays.
+        let second = HardState {
+            term: 8,
+            vote: 3,
+            commit: 0,
+        };
+        wal.store_replication_state(second, None).unwrap();
+        assert_eq!(wal.replication_state(), (second, b"voters 1 2 3".to_vec()));
+
+        let too_big = vec![0u8; MEMBERSHIP_BYTES_MAX + 1];
+        let err = wal
+            .store_replication_state(first, Some(&too_big))
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+        // The refusal poisoned nothing and changed nothing.
+        wal.append_durable(b"still writable").unwrap();
+        assert_eq!(wal.replication_state().0, second, "{}", t.name);
+        drop(wal);
+
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        assert_eq!(
+            wal.replication_state(),
+            (second, b"voters 1 2 3".to_vec()),
+            "{}",
+            t.name
+        );
+    }
+}

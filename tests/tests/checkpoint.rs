@@ -402,3 +402,25 @@ fn recycled_segments_never_bring_back_old_records() {
         }
     }
 }
+
+#[test]
+fn a_reset_takes_the_snapshots_epoch_even_when_lower() {
+    for t in targets("reset-epoch") {
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        // A replica that led in epoch 7 and wrote entries nobody kept...
+        wal.append_with(rwal_wal::RecordKind::User, 7, &[b"stale"])
+            .unwrap();
+        wal.sync().unwrap();
+        // ...is sent a snapshot taken in epoch 6, and goes on with the leader's epoch-6 entries.
+        wal.reset_to_snapshot(40, 6, b"state at 40").unwrap();
+        assert_eq!(wal.epoch(), 6, "{}", t.name);
+        assert_eq!(
+            wal.append_with(rwal_wal::RecordKind::User, 6, &[b"forty-one"])
+                .unwrap(),
+            41
+        );
+        wal.sync().unwrap();
+        assert_eq!(wal.epoch_at(40).unwrap(), 6);
+        assert_eq!(wal.epoch_at(41).unwrap(), 6, "{}", t.name);
+    }
+}

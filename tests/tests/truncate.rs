@@ -231,3 +231,40 @@ fn truncating_into_a_skipped_stretch_is_refused_without_poisoning() {
     wal.truncate_after(8).unwrap();
     assert_eq!(wal.append_durable(b"nine").unwrap(), 9);
 }
+
+#[test]
+fn truncation_falls_back_to_the_epoch_of_the_last_kept_record() {
+    for t in targets("truncate-epoch") {
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        wal.append_with(rwal_wal::RecordKind::User, 1, &[b"one", b"two"])
+            .unwrap();
+        wal.append_with(rwal_wal::RecordKind::User, 3, &[b"three"])
+            .unwrap();
+        wal.append_with(rwal_wal::RecordKind::User, 5, &[b"four"])
+            .unwrap();
+        wal.sync().unwrap();
+        assert_eq!(wal.epoch(), 5);
+        assert_eq!(
+            (wal.epoch_at(0).unwrap(), wal.epoch_at(2).unwrap()),
+            (0, 1),
+            "{}",
+            t.name
+        );
+        assert_eq!(wal.epoch_at(3).unwrap(), 3);
+        assert!(matches!(wal.epoch_at(9), Err(Error::NotFound { .. })));
+
+        // A consensus layer replaces a divergent suffix written in a later term with entries of
+        // an earlier one: after the cut the epoch is record 2's, and term 2 may be appended.
+        wal.truncate_after(2).unwrap();
+        assert_eq!(wal.epoch(), 1, "{}", t.name);
+        wal.append_with(rwal_wal::RecordKind::User, 2, &[b"three again"])
+            .unwrap();
+        wal.sync().unwrap();
+        assert_eq!(wal.epoch_at(3).unwrap(), 2, "{}", t.name);
+        wal.close().unwrap();
+
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        assert_eq!(wal.epoch(), 2, "{}", t.name);
+        assert_eq!(wal.read(3).unwrap(), b"three again");
+    }
+}

@@ -178,7 +178,7 @@ impl Inner {
     }
 
     /// The epoch of record `lsn` (or of the record before the first retained one).
-    fn epoch_of(&self, lsn: Lsn, state: &ControlState) -> Result<u64> {
+    pub(crate) fn epoch_of(&self, lsn: Lsn, state: &ControlState) -> Result<u64> {
         if lsn + 1 == state.first_lsn || lsn == 0 {
             return Ok(if lsn == 0 { 0 } else { state.first_epoch });
         }
@@ -413,32 +413,42 @@ impl Inner {
     /// Renames a removed segment for reuse as the next prepared one and zero-fills it, so that
     /// none of its old bytes can be read as a record (its next use gets a new salt as well). A
     /// crash half way leaves a `.tmp` file, which recovery removes, or a clean prepared segment.
+    ///
+    /// The sequence number is taken only at the end, under the prepared-segment lock, and the
+    /// segment is queued in the same critical section: recovery orders segments by sequence, so
+    /// the queue (which rolls take from the front) must hold them in sequence order. Taken at
+    /// the start, a segment prepared by an append during the zero-fill got the next number but
+    /// was used first, and recovery then found LSNs missing.
     fn recycle(&self, name: &str, len: u64) -> Result<()> {
-        let sequence = self.next_sequence.fetch_add(1, Ordering::Relaxed);
-        let temp = crate::segment::temp_file_name(sequence);
-        let target = crate::segment::file_name(sequence);
-        let path = self.dir.path().join(&target);
+        let temp = format!("{name}.recycled.tmp");
+        let temp_path = self.dir.path().join(&temp);
         self.dir
             .rename(name, &temp)
-            .map_err(|e| Error::io("rename", &path, e))?;
+            .map_err(|e| Error::io("rename", &temp_path, e))?;
         // Zeroed with plain writes, whatever the backend: nothing is staged in memory for it.
         let file = self
             .dir
             .open_plain(&temp)
-            .map_err(|e| Error::io("open", &path, e))?;
+            .map_err(|e| Error::io("open", &temp_path, e))?;
         let zeros = vec![0u8; snapshot::CHUNK_BYTES];
         let mut at = 0;
         while at < len {
             let n = (len - at).min(zeros.len() as u64) as usize;
             file.write_at(at, &[&zeros[..n]])
-                .map_err(|e| Error::io("zero-fill", &path, e))?;
+                .map_err(|e| Error::io("zero-fill", &temp_path, e))?;
             at += n as u64;
         }
-        file.sync().map_err(|e| Error::io("fdatasync", &path, e))?;
+        file.sync()
+            .map_err(|e| Error::io("fdatasync", &temp_path, e))?;
         drop(file);
+        let mut prepared = self.prepared.lock();
+        let sequence = self.next_sequence.fetch_add(1, Ordering::Relaxed);
+        let target = crate::segment::file_name(sequence);
+        let path = self.dir.path().join(&target);
         self.dir
             .rename(&temp, &target)
             .map_err(|e| Error::io("rename", &path, e))?;
+        // Durable under its new name before a roll may write records into it.
         self.dir
             .sync()
             .map_err(|e| Error::io("fsync directory", self.dir.path(), e))?;
@@ -446,9 +456,7 @@ impl Inner {
             .dir
             .open(&target)
             .map_err(|e| Error::io("open", &path, e))?;
-        self.prepared
-            .lock()
-            .push_back(crate::segment::PreparedSegment { sequence, file });
+        prepared.push_back(crate::segment::PreparedSegment { sequence, file });
         Ok(())
     }
 
@@ -485,7 +493,10 @@ impl Inner {
             let old: Vec<Arc<Segment>> = std::mem::take(&mut *self.segments.write())
                 .into_values()
                 .collect();
-            let prepared: Vec<_> = self.prepared.lock().drain(..).collect();
+            // Held to the end: no segment may be prepared (with a lower sequence than the new
+            // one's) between the drain and the new segment.
+            let mut prepared_queue = self.prepared.lock();
+            let prepared: Vec<_> = prepared_queue.drain(..).collect();
             for name in old.iter().map(|s| s.name()).chain(
                 prepared
                     .iter()
@@ -522,7 +533,9 @@ impl Inner {
                 );
                 self.next_lsn.store(lsn + 1, Ordering::Release);
                 self.first_lsn.store(lsn + 1, Ordering::Release);
-                self.epoch.fetch_max(epoch, Ordering::AcqRel);
+                // The log is replaced: its epoch is the snapshot's, as a reopen would find it
+                // (a replica's discarded suffix may have held a higher one).
+                self.epoch.store(epoch, Ordering::Release);
                 self.group.reset_to(lsn);
                 drop(gate);
                 let _ = self.remove_old_snapshots(lsn);

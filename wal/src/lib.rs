@@ -56,7 +56,7 @@ mod loom_tests;
 pub type Lsn = u64;
 
 pub use checkpoint::{Checkpoint, CheckpointWriter, CompactionReport};
-pub use control::{ControlState, HardState};
+pub use control::{ControlState, HardState, MEMBERSHIP_BYTES_MAX};
 pub use error::{Error, Result};
 pub use group_commit::CommitStats;
 pub use io::recorder::SyncRecorder;

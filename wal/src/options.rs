@@ -102,6 +102,12 @@ impl Options {
         Options::default()
     }
 
+    /// The recovery mode these options ask for (the replication layer refuses the modes that
+    /// drop acknowledged records).
+    pub fn chosen_recovery_mode(&self) -> RecoveryMode {
+        self.recovery_mode
+    }
+
     /// Create the log if the directory holds none (default true).
     pub fn create_if_missing(mut self, create: bool) -> Options {
         self.create_if_missing = create;

@@ -261,6 +261,16 @@ impl SnapshotReader {
         }
     }
 
+    /// The LSN of the checkpoint this snapshot belongs to.
+    pub fn lsn(&self) -> Lsn {
+        self.header.lsn
+    }
+
+    /// The epoch of the record at [`lsn`](SnapshotReader::lsn).
+    pub fn epoch(&self) -> u64 {
+        self.header.epoch
+    }
+
     /// Length of the snapshot in bytes.
     pub fn len(&self) -> u64 {
         self.header.body_bytes

@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use crate::control::{Control, ControlState};
+use crate::control::{Control, ControlState, HardState};
 use crate::error::{Error, Result};
 use crate::group_commit::{CommitStats, GroupCommit};
 use crate::io::fs::{FsDir, WriteMode};
@@ -236,8 +236,9 @@ impl Wal {
         Reader::new(self.inner.clone(), from)
     }
 
-    /// Durably removes every record after `lsn`; the next append gets `lsn + 1`. Refused with
-    /// [`Error::Pinned`] while a reader or pin is past `lsn`.
+    /// Durably removes every record after `lsn`; the next append gets `lsn + 1` and, as after a
+    /// reopen, the epoch of record `lsn`. Refused with [`Error::Pinned`] while a reader or pin
+    /// is past `lsn`.
     ///
     /// It first makes everything appended durable (so the cut is found in the files whatever
     /// the backend): a `commit` running beside it may therefore return `Ok` for a record the
@@ -245,6 +246,48 @@ impl Wal {
     /// suffix) order their own commits and truncations.
     pub fn truncate_after(&self, lsn: Lsn) -> Result<()> {
         self.inner.truncate_after(lsn)
+    }
+
+    /// The epoch of record `lsn`, for any LSN from `first_lsn() - 1` (kept in the control file
+    /// when its segment is gone; 0 for LSN 0) to `durable_lsn()`.
+    pub fn epoch_at(&self, lsn: Lsn) -> Result<u64> {
+        self.inner.group.check()?;
+        if lsn > 0 && lsn + 1 != self.first_lsn() {
+            self.inner.check_readable(lsn)?;
+        }
+        let state = self.inner.control.lock().state().clone();
+        self.inner.epoch_of(lsn, &state)
+    }
+
+    /// The consensus state (term, vote, commit) and the membership blob that the replication
+    /// layer keeps in the control file; zeros and empty for a log that never stored any.
+    pub fn replication_state(&self) -> (HardState, Vec<u8>) {
+        let control = self.inner.control.lock();
+        let state = control.state();
+        (state.hard_state, state.membership.clone())
+    }
+
+    /// Durably stores the consensus state and, if given, a new membership blob (at most
+    /// [`MEMBERSHIP_BYTES_MAX`](crate::MEMBERSHIP_BYTES_MAX) bytes) in the control file: one
+    /// control-file write and sync before it returns.
+    pub fn store_replication_state(
+        &self,
+        hard_state: HardState,
+        membership: Option<&[u8]>,
+    ) -> Result<()> {
+        self.inner.group.check()?;
+        let mut control = self.inner.control.lock();
+        let mut state = control.state().clone();
+        state.hard_state = hard_state;
+        if let Some(membership) = membership {
+            state.membership = membership.to_vec();
+        }
+        control
+            .write(state, self.inner.dir.path())
+            .map_err(|e| match e {
+                e @ Error::InvalidArgument { .. } => e,
+                e => self.inner.group.poison(e),
+            })
     }
 
     /// Does the background work once: prepares the next segment and writes the durable
@@ -301,6 +344,14 @@ impl Drop for Wal {
     fn drop(&mut self) {
         let _ = self.shutdown();
     }
+}
+
+/// The refusal of a cut next to a record that `SkipCorrupted` recovery dropped.
+fn skipped_stretch(lsn: Lsn) -> Error {
+    Error::invalid(
+        "lsn",
+        format!("LSN {lsn} is in a stretch recovery skipped as damaged; cut elsewhere"),
+    )
 }
 
 fn open_dir(path: &Path, options: &Options) -> Result<Box<dyn Dir>> {
@@ -457,6 +508,13 @@ impl Inner {
             .lock()
             .pop_front()
             .expect("a prepared segment was made ready");
+        // Recovery orders segments by sequence: LSNs must rise with it.
+        debug_assert!(
+            prepared.sequence > old.sequence(),
+            "segment {} would follow segment {}",
+            prepared.sequence,
+            old.sequence()
+        );
         let segment = recovery::activate(prepared.file, prepared.sequence, first);
         old.seal(last);
         self.segments
@@ -673,6 +731,15 @@ impl Inner {
         // held): the cut is located by reading record headers back, and backends that stage
         // writes in memory must not hold any.
         self.commit(last)?;
+        // Records up to `lsn` stay; the epoch falls back to the last one's, as a reopen would
+        // set it (a consensus log's terms never decrease along it, but they may across a cut).
+        let kept_epoch = {
+            let state = self.control.lock().state().clone();
+            self.epoch_of(lsn, &state).map_err(|e| match e {
+                Error::NotFound { .. } => skipped_stretch(lsn),
+                other => other,
+            })?
+        };
         self.group.freeze()?;
         let gate = self.cut_gate.write();
         if let Some((holder, pinned_lsn)) = self.pins.highest_above(lsn) {
@@ -691,13 +758,7 @@ impl Inner {
                 drop(gate);
                 self.group.thaw_unchanged();
                 return Err(match e {
-                    Error::NotFound { .. } => Error::invalid(
-                        "lsn",
-                        format!(
-                            "LSN {} is in a stretch recovery skipped as damaged; cut elsewhere",
-                            lsn + 1
-                        ),
-                    ),
+                    Error::NotFound { .. } => skipped_stretch(lsn + 1),
                     other => other,
                 });
             }
@@ -705,6 +766,7 @@ impl Inner {
         let mut control = self.control.lock();
         match self.cut(&mut control, &mut tail, lsn, segment, offset) {
             Ok(()) => {
+                self.epoch.store(kept_epoch, Ordering::Release);
                 self.group.thaw(lsn);
                 Ok(())
             }
