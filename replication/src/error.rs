@@ -1,0 +1,132 @@
+//! The errors of the replicated log.
+
+use std::fmt;
+
+use rwal_wal::Lsn;
+
+use crate::NodeId;
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the replicated log.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Error {
+    /// This node is not the leader; `leader` is the one it knows of, if any.
+    NotLeader {
+        /// The current leader, if this node knows one.
+        leader: Option<NodeId>,
+    },
+    /// Another entry is committed at this LSN (a new leader's): the proposal never will be.
+    Superseded {
+        /// The LSN of the proposal.
+        lsn: Lsn,
+        /// The epoch the proposal was made in.
+        epoch: u64,
+        /// The epoch of the entry committed at that LSN.
+        committed_epoch: u64,
+    },
+    /// The wait ended before the condition held.
+    Timeout {
+        /// What was waited for.
+        waiting_for: &'static str,
+    },
+    /// Too many proposals are waiting for the consensus thread.
+    Busy {
+        /// The limit that was reached.
+        pending_max: usize,
+    },
+    /// The leader holds as many proposed but uncommitted bytes as it may
+    /// ([`Config::max_uncommitted_bytes`](crate::Config)): retry once some commit.
+    Backlogged {
+        /// The limit that was reached.
+        uncommitted_bytes_max: u64,
+    },
+    /// The node was closed (or its consensus thread stopped after an error).
+    Closed,
+    /// An argument or option is out of range.
+    InvalidArgument {
+        /// The argument.
+        name: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The log under the node failed.
+    Wal(rwal_wal::Error),
+    /// raft-rs refused or failed.
+    Raft(String),
+    /// A snapshot or a system record did not decode.
+    BadSnapshot {
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn invalid(name: &'static str, reason: impl Into<String>) -> Error {
+        Error::InvalidArgument {
+            name,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NotLeader { leader: Some(id) } => {
+                write!(f, "this node is not the leader; node {id} is")
+            }
+            Error::NotLeader { leader: None } => {
+                write!(f, "this node is not the leader and knows of none")
+            }
+            Error::Superseded {
+                lsn,
+                epoch,
+                committed_epoch,
+            } => write!(
+                f,
+                "the entry at LSN {lsn} of epoch {epoch} was replaced: the one of epoch \
+                 {committed_epoch} is committed there"
+            ),
+            Error::Timeout { waiting_for } => write!(f, "timed out waiting for {waiting_for}"),
+            Error::Busy { pending_max } => write!(
+                f,
+                "{pending_max} proposals are already waiting for the consensus thread"
+            ),
+            Error::Backlogged {
+                uncommitted_bytes_max,
+            } => write!(
+                f,
+                "the leader already holds {uncommitted_bytes_max} bytes of uncommitted proposals"
+            ),
+            Error::Closed => write!(f, "the node is closed"),
+            Error::InvalidArgument { name, reason } => write!(f, "invalid {name}: {reason}"),
+            Error::Wal(e) => write!(f, "log: {e}"),
+            Error::Raft(e) => write!(f, "raft: {e}"),
+            Error::BadSnapshot { reason } => write!(f, "bad snapshot: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Wal(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<rwal_wal::Error> for Error {
+    fn from(e: rwal_wal::Error) -> Error {
+        Error::Wal(e)
+    }
+}
+
+impl From<raft::Error> for Error {
+    fn from(e: raft::Error) -> Error {
+        Error::Raft(e.to_string())
+    }
+}

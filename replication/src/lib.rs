@@ -1,0 +1,33 @@
+//! The replicated log of rwal: raft-rs (tikv/raft-rs) for consensus, rwal-wal as its storage.
+//!
+//! - [`Replica`] is one node, stepped by its caller without threads: what the deterministic
+//!   simulation drives.
+//! - [`Node`] runs a replica on its own thread and serves many proposing threads: what an
+//!   embedding engine uses.
+//! - [`Transport`] carries messages between nodes; [`MemoryNetwork`] is the in-memory one.
+//!
+//! The design, the mapping of raft's `Ready` protocol to WAL calls and why it is safe, are in
+//! `docs/replication.md`.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+// raft-rs's messages are protobuf structs with private bookkeeping fields: they are built by
+// assigning fields to a default one.
+#![allow(clippy::field_reassign_with_default)]
+
+mod codec;
+mod error;
+mod node;
+mod replica;
+mod snapshot_stream;
+mod storage;
+mod transport;
+
+/// A node's id in the cluster (raft's peer id; not 0).
+pub type NodeId = u64;
+
+pub use error::{Error, Result};
+pub use node::{CommittedReader, Node, NodeOptions, NodeStatus};
+pub use raft::eraftpb::ConfState;
+pub use replica::{Bootstrap, Config, MembershipChange, Replica, Role, StateMachine};
+pub use transport::{Envelope, Inbox, MemoryNetwork, MemoryTransport, SnapshotChunk, Transport};

@@ -1,0 +1,584 @@
+//! A replica on its own thread: what an embedding engine uses. Many threads propose; the
+//! node's thread batches their proposals into one raft round, sends the leader's appends to the
+//! followers before it persists its own entries with one group commit, and applies committed
+//! records to the engine.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+use rwal_wal::{Lsn, Options, RecordKind, Wal};
+
+use crate::error::{Error, Result};
+use crate::replica::{Bootstrap, Config, MembershipChange, Replica, Role, StateMachine};
+use crate::transport::{Envelope, Inbox, Transport};
+use crate::{ConfState, NodeId};
+
+/// How to open a [`Node`].
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// The log's directory.
+    pub dir: PathBuf,
+    /// Options of the log under the node (its recovery mode must keep acknowledged records).
+    pub wal: Options,
+    /// The replica's settings.
+    pub config: Config,
+    /// How to start if the log is new.
+    pub bootstrap: Bootstrap,
+    /// Real time per raft tick (default 10 ms: an election after 100 ms of silence).
+    pub tick_interval: Duration,
+    /// Proposals waiting for the node's thread before `propose` fails with [`Error::Busy`].
+    pub pending_proposals_max: usize,
+    /// Envelopes from other nodes waiting for the node's thread; more are dropped (raft
+    /// resends).
+    pub pending_envelopes_max: usize,
+}
+
+impl NodeOptions {
+    /// Defaults for node `id` with its log in `dir`.
+    pub fn new(id: NodeId, dir: impl Into<PathBuf>, bootstrap: Bootstrap) -> NodeOptions {
+        NodeOptions {
+            dir: dir.into(),
+            wal: Options::new(),
+            config: Config::new(id),
+            bootstrap,
+            tick_interval: Duration::from_millis(10),
+            pending_proposals_max: 65536,
+            pending_envelopes_max: 65536,
+        }
+    }
+}
+
+/// What a node reports about itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeStatus {
+    /// The node's id.
+    pub id: NodeId,
+    /// Its role.
+    pub role: Role,
+    /// Its term.
+    pub term: u64,
+    /// The leader it knows of.
+    pub leader: Option<NodeId>,
+    /// The highest LSN known committed.
+    pub commit_lsn: Lsn,
+    /// The highest LSN applied to the engine.
+    pub applied_lsn: Lsn,
+    /// The newest LSN in its log.
+    pub last_lsn: Lsn,
+    /// The membership it runs with.
+    pub membership: ConfState,
+    /// On the leader, how far each member has replicated.
+    pub progress: Vec<(NodeId, Lsn)>,
+    /// Why the node's thread stopped, if it did.
+    pub failure: Option<String>,
+}
+
+type Reply<T> = SyncSender<Result<T>>;
+
+enum Request {
+    Propose(Vec<u8>, Reply<(Lsn, u64)>),
+    Membership(MembershipChange, Reply<Lsn>),
+    Checkpoint(Lsn, Vec<u8>, Reply<()>),
+    Compact(Reply<rwal_wal::CompactionReport>),
+}
+
+#[derive(Default)]
+struct Queue {
+    envelopes: Vec<Envelope>,
+    requests: Vec<Request>,
+    proposals: usize,
+    stop: bool,
+    dropped_envelopes: u64,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    queue_cond: Condvar,
+    status: Mutex<NodeStatus>,
+    status_cond: Condvar,
+    closed: AtomicBool,
+    pending_envelopes_max: usize,
+}
+
+impl Inbox for Shared {
+    fn deliver(&self, batch: Vec<Envelope>) -> bool {
+        if self.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut queue = self.queue.lock();
+        let room = self
+            .pending_envelopes_max
+            .saturating_sub(queue.envelopes.len());
+        let n = batch.len();
+        queue.envelopes.extend(batch.into_iter().take(room));
+        queue.dropped_envelopes += n.saturating_sub(room) as u64;
+        drop(queue);
+        self.queue_cond.notify_one();
+        true
+    }
+}
+
+/// A replica running on its own thread. Every method takes `&self` and may be called from any
+/// thread; the engine's [`StateMachine`] is called on the node's thread.
+pub struct Node {
+    shared: Arc<Shared>,
+    wal: Arc<Wal>,
+    install_gate: Arc<RwLock<()>>,
+    id: NodeId,
+    pending_proposals_max: usize,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+impl Node {
+    /// Opens the node's log (restoring `machine` from it) and starts its thread. Register
+    /// [`Node::inbox`] with the transport so that other nodes' messages reach it.
+    pub fn open<M: StateMachine, T: Transport>(
+        options: NodeOptions,
+        machine: M,
+        transport: T,
+    ) -> Result<Node> {
+        if options.tick_interval.is_zero() || options.pending_proposals_max == 0 {
+            return Err(Error::invalid(
+                "tick_interval",
+                "tick_interval and pending_proposals_max must be above 0",
+            ));
+        }
+        let id = options.config.id;
+        let replica = Replica::open(
+            &options.dir,
+            options.wal.clone(),
+            options.config.clone(),
+            options.bootstrap.clone(),
+            machine,
+        )?;
+        let wal = replica.wal().clone();
+        let install_gate = replica.install_gate();
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            queue_cond: Condvar::new(),
+            status: Mutex::new(status_of(&replica, None)),
+            status_cond: Condvar::new(),
+            closed: AtomicBool::new(false),
+            pending_envelopes_max: options.pending_envelopes_max,
+        });
+        let worker = shared.clone();
+        let interval = options.tick_interval;
+        let thread = std::thread::Builder::new()
+            .name(format!("rwal-node-{id}"))
+            .spawn(move || run(replica, worker, transport, interval))
+            .map_err(|e| {
+                Error::invalid("thread", format!("cannot start the node's thread: {e}"))
+            })?;
+        Ok(Node {
+            shared,
+            wal,
+            install_gate,
+            id,
+            pending_proposals_max: options.pending_proposals_max,
+            thread: Some(thread),
+        })
+    }
+
+    /// Where the transport delivers this node's messages.
+    pub fn inbox(&self) -> std::sync::Weak<dyn Inbox> {
+        let inbox: Arc<dyn Inbox> = self.shared.clone();
+        Arc::downgrade(&inbox)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Proposes a user record on the leader; returns the LSN and epoch it will have if it
+    /// commits (wait with [`wait_committed`](Node::wait_committed)). Fails with
+    /// [`Error::NotLeader`] on a follower.
+    pub fn propose(&self, data: &[u8]) -> Result<(Lsn, u64)> {
+        let (reply, answer) = sync_channel(1);
+        {
+            let mut queue = self.shared.queue.lock();
+            if queue.stop || self.shared.closed.load(Ordering::Acquire) {
+                return Err(Error::Closed);
+            }
+            if queue.proposals >= self.pending_proposals_max {
+                return Err(Error::Busy {
+                    pending_max: self.pending_proposals_max,
+                });
+            }
+            queue.proposals += 1;
+            queue.requests.push(Request::Propose(data.to_vec(), reply));
+        }
+        self.shared.queue_cond.notify_one();
+        self.answer(answer)
+    }
+
+    /// Proposes and waits until the record is committed by a quorum.
+    pub fn propose_and_wait(&self, data: &[u8], timeout: Duration) -> Result<(Lsn, u64)> {
+        let (lsn, epoch) = self.propose(data)?;
+        self.wait_committed(lsn, epoch, timeout)?;
+        Ok((lsn, epoch))
+    }
+
+    /// Waits until the entry `lsn` of `epoch` is committed. [`Error::Superseded`] once another
+    /// entry is committed at `lsn` (this one never will be); [`Error::Timeout`] if neither
+    /// happened in time (an entry replaced locally but not yet decided is waited for: another
+    /// node may still commit it); [`Error::Closed`] or [`Error::Raft`] if the node stopped;
+    /// [`Error::Wal`] with `Compacted` if `lsn` is committed but was compacted away before its
+    /// epoch could be read (whether it is this entry is then unknown).
+    pub fn wait_committed(&self, lsn: Lsn, epoch: u64, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut status = self.shared.status.lock();
+        loop {
+            if let Some(failure) = &status.failure {
+                return Err(Error::Raft(failure.clone()));
+            }
+            if self.shared.closed.load(Ordering::Acquire) {
+                return Err(Error::Closed);
+            }
+            let committed = status.commit_lsn >= lsn;
+            if committed || status.last_lsn >= lsn {
+                match self.wal.epoch_at(lsn) {
+                    Ok(found) if found == epoch && committed => return Ok(()),
+                    Ok(found) if found != epoch && committed => {
+                        return Err(Error::Superseded {
+                            lsn,
+                            epoch,
+                            committed_epoch: found,
+                        })
+                    }
+                    Ok(_) => {}
+                    Err(rwal_wal::Error::Compacted { .. }) if committed => {
+                        // Compacted past it: committed, but its epoch can no longer be read.
+                        return Err(Error::Wal(rwal_wal::Error::Compacted {
+                            lsn,
+                            first_retained: self.wal.first_lsn(),
+                        }));
+                    }
+                    Err(_) => {}
+                }
+            }
+            if self
+                .shared
+                .status_cond
+                .wait_until(&mut status, deadline)
+                .timed_out()
+            {
+                return Err(Error::Timeout {
+                    waiting_for: "the entry to commit",
+                });
+            }
+        }
+    }
+
+    /// Proposes a membership change on the leader; returns the LSN of the change entry (it
+    /// takes effect once committed and applied).
+    pub fn change_membership(&self, change: MembershipChange) -> Result<Lsn> {
+        self.request(|reply| Request::Membership(change, reply))
+    }
+
+    /// Writes a checkpoint at `lsn` (at most the applied LSN) holding the engine's state as of
+    /// it.
+    pub fn checkpoint(&self, lsn: Lsn, engine_state: &[u8]) -> Result<()> {
+        let state = engine_state.to_vec();
+        self.request(|reply| Request::Checkpoint(lsn, state, reply))
+    }
+
+    /// Removes log segments no checkpoint, reader or follower needs.
+    pub fn compact(&self) -> Result<rwal_wal::CompactionReport> {
+        self.request(Request::Compact)
+    }
+
+    /// The node's current status.
+    pub fn status(&self) -> NodeStatus {
+        self.shared.status.lock().clone()
+    }
+
+    /// The leader this node knows of.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.shared.status.lock().leader
+    }
+
+    /// Waits until `condition` holds for the status (or the timeout passes); returns the last
+    /// status seen and whether the condition held.
+    pub fn wait_status(
+        &self,
+        timeout: Duration,
+        mut condition: impl FnMut(&NodeStatus) -> bool,
+    ) -> (NodeStatus, bool) {
+        let deadline = Instant::now() + timeout;
+        let mut status = self.shared.status.lock();
+        loop {
+            if condition(&status) {
+                return (status.clone(), true);
+            }
+            if self
+                .shared
+                .status_cond
+                .wait_until(&mut status, deadline)
+                .timed_out()
+            {
+                let held = condition(&status);
+                return (status.clone(), held);
+            }
+        }
+    }
+
+    /// A reader over committed records from `from` (at least the first retained LSN): it never
+    /// returns a record past the commit LSN, and returns system records too (raft's own
+    /// entries: see [`CommittedRecord::kind`]).
+    ///
+    /// It holds nothing between calls: it does not hold back compaction or a snapshot install
+    /// (which replaces the log). A reader that falls behind the first retained LSN gets
+    /// `Error::Wal(Compacted)`; start a new one from the engine's state.
+    pub fn reader(&self, from: Lsn) -> Result<CommittedReader> {
+        // Checks `from` now (the reader pins only while it reads, later).
+        drop(self.wal.reader(from)?);
+        Ok(CommittedReader {
+            wal: self.wal.clone(),
+            shared: self.shared.clone(),
+            install_gate: self.install_gate.clone(),
+            next_lsn: from,
+            buffered: std::collections::VecDeque::new(),
+        })
+    }
+
+    /// Stops the node's thread and closes its log.
+    pub fn close(mut self) -> Result<()> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        self.shared.queue.lock().stop = true;
+        self.shared.queue_cond.notify_all();
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                return Err(Error::Raft("the node's thread panicked".into()));
+            }
+        }
+        match self.shared.status.lock().failure.clone() {
+            Some(failure) => Err(Error::Raft(failure)),
+            None => Ok(()),
+        }
+    }
+
+    fn request<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T> {
+        let (reply, answer) = sync_channel(1);
+        {
+            // Checked under the queue lock: the thread sets `closed` before it answers what
+            // is queued under that lock, so a request is either answered or refused here.
+            let mut queue = self.shared.queue.lock();
+            if queue.stop || self.shared.closed.load(Ordering::Acquire) {
+                return Err(Error::Closed);
+            }
+            queue.requests.push(make(reply));
+        }
+        self.shared.queue_cond.notify_one();
+        self.answer(answer)
+    }
+
+    fn answer<T>(&self, answer: Receiver<Result<T>>) -> Result<T> {
+        answer.recv().unwrap_or(Err(Error::Closed))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// A committed record, copied out of the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedRecord {
+    /// Its LSN (the raft index).
+    pub lsn: Lsn,
+    /// Its epoch (the raft term).
+    pub epoch: u64,
+    /// `User` for a proposal, `System` for raft's own entries (a new leader's empty entry, a
+    /// membership change), which an engine skips.
+    pub kind: RecordKind,
+    /// The payload.
+    pub data: Vec<u8>,
+}
+
+/// Records one fill of a [`CommittedReader`] reads at most.
+const READER_BATCH_RECORDS: usize = 256;
+/// Bytes one fill reads at most (a record larger than this is read alone).
+const READER_BATCH_BYTES: usize = 1 << 20;
+
+/// Committed records of a node's log, in order; see [`Node::reader`]. It reads in batches
+/// (at most 256 records or 1 MiB) and holds the log only while it reads one.
+pub struct CommittedReader {
+    wal: Arc<Wal>,
+    shared: Arc<Shared>,
+    install_gate: Arc<RwLock<()>>,
+    next_lsn: Lsn,
+    buffered: std::collections::VecDeque<CommittedRecord>,
+}
+
+impl std::fmt::Debug for CommittedReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommittedReader")
+            .field("next_lsn", &self.next_lsn())
+            .finish()
+    }
+}
+
+impl CommittedReader {
+    /// The LSN the next call returns once it is committed.
+    pub fn next_lsn(&self) -> Lsn {
+        self.buffered.front().map_or(self.next_lsn, |r| r.lsn)
+    }
+
+    /// The next committed record, or `None` at the commit LSN.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Result<Option<CommittedRecord>> {
+        if self.buffered.is_empty() {
+            self.fill()?;
+        }
+        Ok(self.buffered.pop_front())
+    }
+
+    fn fill(&mut self) -> Result<()> {
+        let commit = self.shared.status.lock().commit_lsn;
+        if self.next_lsn > commit {
+            return Ok(());
+        }
+        // Shared with other readers; a snapshot install waits until this read is done.
+        let _gate = self.install_gate.read();
+        let mut reader = self.wal.reader(self.next_lsn)?;
+        let mut bytes = 0;
+        while reader.next_lsn() <= commit
+            && self.buffered.len() < READER_BATCH_RECORDS
+            && (bytes < READER_BATCH_BYTES || self.buffered.is_empty())
+        {
+            let Some(record) = reader.next()? else { break };
+            bytes += record.data.len();
+            self.buffered.push_back(CommittedRecord {
+                lsn: record.lsn,
+                epoch: record.epoch,
+                kind: record.kind,
+                data: record.data.to_vec(),
+            });
+        }
+        self.next_lsn = reader.next_lsn();
+        Ok(())
+    }
+}
+
+fn status_of<M: StateMachine>(replica: &Replica<M>, failure: Option<String>) -> NodeStatus {
+    let role = replica.role();
+    NodeStatus {
+        id: replica.id(),
+        role,
+        term: replica.term(),
+        leader: replica.leader(),
+        commit_lsn: replica.commit_lsn(),
+        applied_lsn: replica.applied_lsn(),
+        last_lsn: replica.wal().last_lsn(),
+        membership: replica.membership(),
+        progress: if role == Role::Leader {
+            replica.progress()
+        } else {
+            Vec::new()
+        },
+        failure,
+    }
+}
+
+/// The node's thread: take what arrived, tick, run raft's rounds, publish the status.
+fn run<M: StateMachine, T: Transport>(
+    mut replica: Replica<M>,
+    shared: Arc<Shared>,
+    transport: T,
+    interval: Duration,
+) {
+    let mut next_tick = Instant::now() + interval;
+    let outcome = (|| -> Result<()> {
+        loop {
+            let (envelopes, requests) = {
+                let mut queue = shared.queue.lock();
+                while !queue.stop && queue.envelopes.is_empty() && queue.requests.is_empty() {
+                    if shared
+                        .queue_cond
+                        .wait_until(&mut queue, next_tick)
+                        .timed_out()
+                    {
+                        break;
+                    }
+                }
+                if queue.stop {
+                    return Ok(());
+                }
+                queue.proposals = 0;
+                (
+                    std::mem::take(&mut queue.envelopes),
+                    std::mem::take(&mut queue.requests),
+                )
+            };
+            for envelope in envelopes {
+                replica.step(envelope);
+            }
+            for request in requests {
+                match request {
+                    Request::Propose(data, reply) => {
+                        let _ = reply.send(replica.propose(&data));
+                    }
+                    Request::Membership(change, reply) => {
+                        let _ = reply.send(replica.change_membership(change));
+                    }
+                    Request::Checkpoint(lsn, state, reply) => {
+                        let _ = reply.send(replica.checkpoint(lsn, &state));
+                    }
+                    Request::Compact(reply) => {
+                        let _ = reply.send(replica.compact());
+                    }
+                }
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                replica.tick();
+                next_tick = (next_tick + interval).max(now);
+            }
+            while replica.handle_ready()? {
+                // The leader's appends leave before its own sync: followers persist in parallel.
+                transport.send(replica.take_messages());
+                replica.finish_ready()?;
+                transport.send(replica.take_messages());
+            }
+            let rest = replica.take_messages();
+            if !rest.is_empty() {
+                transport.send(rest);
+            }
+            *shared.status.lock() = status_of(&replica, None);
+            shared.status_cond.notify_all();
+        }
+    })();
+    shared.closed.store(true, Ordering::Release);
+    let failure = outcome.err().map(|e| e.to_string());
+    *shared.status.lock() = status_of(&replica, failure);
+    shared.status_cond.notify_all();
+    // Answer whatever is still queued.
+    let requests = std::mem::take(&mut shared.queue.lock().requests);
+    for request in requests {
+        match request {
+            Request::Propose(_, reply) => drop(reply.send(Err(Error::Closed))),
+            Request::Membership(_, reply) => drop(reply.send(Err(Error::Closed))),
+            Request::Checkpoint(_, _, reply) => drop(reply.send(Err(Error::Closed))),
+            Request::Compact(reply) => drop(reply.send(Err(Error::Closed))),
+        }
+    }
+}

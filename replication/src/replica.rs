@@ -1,0 +1,926 @@
+//! The replica: raft-rs's `RawNode` over the WAL, driven step by step without threads. The
+//! simulation drives it directly; [`Node`](crate::Node) drives it from a thread.
+//!
+//! One round of work is [`Replica::handle_ready`] then [`Replica::finish_ready`]; between the
+//! two, new entries are in the log but not yet durable (the simulation crashes nodes there).
+//! How each step of raft's `Ready` maps to a WAL call, and why that order is safe, is in
+//! `docs/replication.md` ("The Ready protocol").
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use protobuf::Message as _;
+use raft::eraftpb::{
+    ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message, MessageType,
+};
+use raft::{RawNode, Ready, SnapshotStatus, StateRole};
+use rwal_wal::{Lsn, Options, Pin, RecoveryMode, Wal};
+
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::snapshot_stream::{Incoming, Outgoing};
+use crate::storage::{self, WalStorage};
+use crate::transport::Envelope;
+use crate::NodeId;
+
+/// What the embedding engine gives the replica: it is told every committed user record, in
+/// LSN order, and handed a snapshot when the leader sends one. Called on the thread that drives
+/// the replica.
+pub trait StateMachine: Send + 'static {
+    /// A committed user record (system records are not passed on).
+    fn apply(&mut self, lsn: Lsn, epoch: u64, data: &[u8]);
+
+    /// Replace the whole state with `snapshot`, the state as of `lsn` (written in `epoch`):
+    /// called when the leader sends a snapshot, and at open with the latest checkpoint's.
+    fn restore(&mut self, lsn: Lsn, epoch: u64, snapshot: &[u8]);
+
+    /// The state as of the last record applied: asked for when the leader must send a
+    /// follower a snapshot that no checkpoint can give (none yet, or the follower joined after
+    /// it). The replica writes it as a checkpoint at the applied LSN.
+    fn snapshot(&mut self) -> Vec<u8>;
+
+    /// The leader changed (`None`: no leader known) in `term`.
+    fn leader_changed(&mut self, leader: Option<NodeId>, term: u64) {
+        let _ = (leader, term);
+    }
+}
+
+/// How a replica starts when its log is new.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// Found a cluster with these voters (every initial member is opened with the same list):
+    /// the log starts as a checkpoint at LSN 1 holding that membership.
+    Voters(Vec<NodeId>),
+    /// Join an existing cluster: wait, empty, for the leader (which adds this node with a
+    /// membership change) to send a snapshot.
+    Join,
+}
+
+/// Settings of a replica. Ticks are the unit of time: the driver calls [`Replica::tick`] at a
+/// fixed interval (the node: every `tick_interval`).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node's id (not 0).
+    pub id: NodeId,
+    /// Ticks without hearing from a leader before a follower starts an election.
+    pub election_ticks: usize,
+    /// Ticks between the leader's heartbeats.
+    pub heartbeat_ticks: usize,
+    /// Largest batch of entries in one append message, in bytes.
+    pub max_bytes_per_message: u64,
+    /// Append messages in flight to one follower.
+    pub max_inflight_messages: usize,
+    /// Proposed but uncommitted bytes the leader accepts before refusing proposals.
+    pub max_uncommitted_bytes: u64,
+    /// Bytes of log a follower's retention pin may hold back before it is dropped (the follower
+    /// then gets a snapshot); `None`: no cap.
+    pub follower_pin_cap_bytes: Option<u64>,
+    /// Size of a snapshot chunk.
+    pub snapshot_chunk_bytes: usize,
+    /// Chunks sent per follower per tick.
+    pub snapshot_chunks_per_tick: usize,
+    /// Ticks without progress after which a snapshot stream is abandoned (raft then sends a
+    /// new one).
+    pub snapshot_timeout_ticks: u64,
+    /// Largest snapshot a follower accepts.
+    pub snapshot_bytes_max: u64,
+    /// Applied entries between lazy writes of the commit index to the control file.
+    pub commit_store_interval: u64,
+}
+
+impl Config {
+    /// Defaults for node `id`: election after 10 ticks, heartbeat every 2, 1 MiB messages,
+    /// 1 MiB snapshot chunks.
+    pub fn new(id: NodeId) -> Config {
+        Config {
+            id,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            max_bytes_per_message: 1 << 20,
+            max_inflight_messages: 256,
+            max_uncommitted_bytes: 64 << 20,
+            follower_pin_cap_bytes: Some(1 << 30),
+            snapshot_chunk_bytes: 1 << 20,
+            snapshot_chunks_per_tick: 4,
+            snapshot_timeout_ticks: 50,
+            snapshot_bytes_max: 1 << 30,
+            commit_store_interval: 1024,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.id == 0 {
+            return Err(Error::invalid("id", "node ids start at 1"));
+        }
+        if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {
+            return Err(Error::invalid(
+                "election_ticks",
+                format!(
+                    "{} must be above heartbeat_ticks {} (and that above 0)",
+                    self.election_ticks, self.heartbeat_ticks
+                ),
+            ));
+        }
+        if self.snapshot_chunk_bytes == 0 || self.snapshot_chunks_per_tick == 0 {
+            return Err(Error::invalid("snapshot_chunk_bytes", "must be above 0"));
+        }
+        Ok(())
+    }
+}
+
+/// The role of a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Follows a leader (or waits for one).
+    Follower,
+    /// Asking for votes (pre-vote included).
+    Candidate,
+    /// Leads its term.
+    Leader,
+}
+
+/// A membership change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MembershipChange {
+    /// Add a voter (or promote a learner).
+    AddVoter(NodeId),
+    /// Add a learner: it receives the log but does not vote or count toward commit.
+    AddLearner(NodeId),
+    /// Remove a voter or learner.
+    Remove(NodeId),
+}
+
+/// A log entry between `handle_ready` and `finish_ready`.
+struct Pending {
+    ready: Ready,
+    term_or_vote_changed: bool,
+}
+
+/// One node of the replicated log, stepped by its caller.
+pub struct Replica<M: StateMachine> {
+    raw: RawNode<WalStorage>,
+    machine: M,
+    config: Config,
+    wal: Arc<Wal>,
+    outbox: Vec<Envelope>,
+    pending: Option<Pending>,
+    applied: Lsn,
+    /// The hard state last written to the control file.
+    stored: rwal_wal::HardState,
+    /// Membership as of each change applied since the oldest checkpoint still useful.
+    conf_history: Vec<(Lsn, ConfState)>,
+    outgoing: HashMap<NodeId, Outgoing>,
+    incoming: Option<Incoming>,
+    pins: HashMap<NodeId, Pin>,
+    leader: Option<NodeId>,
+    ticks: u64,
+    ack_before_persist: bool,
+    log: Vec<String>,
+    snapshots_installed: u64,
+    /// Followers whose snapshot stream failed, reported to raft-rs between rounds.
+    failed_snapshots: Vec<NodeId>,
+    /// Held exclusively while a snapshot replaces the log; readers outside the replica's
+    /// thread hold it shared while they read (see `Node::reader`).
+    install_gate: Arc<RwLock<()>>,
+}
+
+impl<M: StateMachine> std::fmt::Debug for Replica<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("id", &self.config.id)
+            .field("role", &self.role())
+            .field("term", &self.term())
+            .field("commit", &self.commit_lsn())
+            .field("applied", &self.applied)
+            .finish()
+    }
+}
+
+impl<M: StateMachine> Replica<M> {
+    /// Opens (or creates) the replica's log in `dir` and restores `machine` from it: the latest
+    /// checkpoint's snapshot, then every committed record after it. The recovery modes that drop
+    /// acknowledged records (`PointInTime`, `SkipCorrupted`) are refused: a replica must never
+    /// forget what it acknowledged.
+    pub fn open(
+        dir: impl AsRef<Path>,
+        options: Options,
+        config: Config,
+        bootstrap: Bootstrap,
+        mut machine: M,
+    ) -> Result<Replica<M>> {
+        config.validate()?;
+        match options.chosen_recovery_mode() {
+            RecoveryMode::PointInTime | RecoveryMode::SkipCorrupted => {
+                return Err(Error::invalid(
+                    "recovery_mode",
+                    "a replica may not drop records it acknowledged: use AbsoluteConsistency \
+                     or TolerateTornTail",
+                ))
+            }
+            RecoveryMode::AbsoluteConsistency | RecoveryMode::TolerateTornTail => {}
+        }
+        let wal = Arc::new(Wal::open(dir, options)?);
+        if let Bootstrap::Voters(voters) = &bootstrap {
+            let fresh = wal.last_lsn() == 0 && wal.latest_checkpoint().is_none();
+            if fresh {
+                if voters.is_empty() || voters.contains(&0) {
+                    return Err(Error::invalid("voters", "a non-empty list of ids above 0"));
+                }
+                let mut conf = ConfState::default();
+                conf.voters = voters.clone();
+                let blob = codec::encode_snapshot(&conf, &[]);
+                wal.reset_to_snapshot(1, 1, &blob)?;
+                let hard = rwal_wal::HardState {
+                    term: 1,
+                    vote: 0,
+                    commit: 1,
+                };
+                wal.store_replication_state(hard, Some(&codec::encode_membership(1, &conf)))?;
+            }
+        }
+        let storage = WalStorage::open(wal.clone())?;
+        let initial = raft::Storage::initial_state(&storage)?;
+        let commit = initial.hard_state.commit;
+        let mut conf_at = wal.first_lsn() - 1;
+        // Restore the engine: the checkpoint's snapshot, then the committed records after it.
+        if let Some(checkpoint) = wal.latest_checkpoint() {
+            if let Some(blob) = storage::read_snapshot_blob(&wal)? {
+                let (_, engine) = codec::decode_snapshot(&blob)?;
+                machine.restore(checkpoint.lsn, checkpoint.epoch, engine);
+            }
+            let (_, membership) = wal.replication_state();
+            if let Some((at, _)) = codec::decode_membership(&membership)? {
+                conf_at = conf_at.max(at);
+            }
+            let mut reader = wal.reader(checkpoint.lsn + 1)?;
+            while reader.next_lsn() <= commit {
+                let Some(record) = reader.next()? else { break };
+                if record.kind == rwal_wal::RecordKind::User {
+                    machine.apply(record.lsn, record.epoch, record.data);
+                }
+            }
+        }
+        let stored = wal.replication_state().0;
+        let raft_config = raft::Config {
+            id: config.id,
+            election_tick: config.election_ticks,
+            heartbeat_tick: config.heartbeat_ticks,
+            // The election timeout is pinned (raft-rs draws it from `thread_rng` in
+            // [min, max)): the driver jitters each node's ticks instead, from its own seed.
+            min_election_tick: config.election_ticks,
+            max_election_tick: config.election_ticks + 1,
+            applied: commit,
+            max_size_per_msg: config.max_bytes_per_message,
+            max_inflight_msgs: config.max_inflight_messages,
+            max_uncommitted_size: config.max_uncommitted_bytes,
+            check_quorum: true,
+            pre_vote: true,
+            ..Default::default()
+        };
+        let conf_state = initial.conf_state.clone();
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let raw = RawNode::new(&raft_config, storage, &logger)?;
+        Ok(Replica {
+            raw,
+            machine,
+            config,
+            wal,
+            outbox: Vec::new(),
+            pending: None,
+            applied: commit,
+            stored,
+            conf_history: vec![(conf_at.min(commit), conf_state)],
+            outgoing: HashMap::new(),
+            incoming: None,
+            pins: HashMap::new(),
+            leader: None,
+            ticks: 0,
+            ack_before_persist: false,
+            log: Vec::new(),
+            snapshots_installed: 0,
+            failed_snapshots: Vec::new(),
+            install_gate: Arc::new(RwLock::new(())),
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    /// The log under the replica (read it; do not append to it).
+    pub fn wal(&self) -> &Arc<Wal> {
+        &self.wal
+    }
+
+    /// The engine.
+    pub fn machine(&self) -> &M {
+        &self.machine
+    }
+
+    /// The engine, mutably.
+    pub fn machine_mut(&mut self) -> &mut M {
+        &mut self.machine
+    }
+
+    /// The current role.
+    pub fn role(&self) -> Role {
+        match self.raw.raft.state {
+            StateRole::Leader => Role::Leader,
+            StateRole::Candidate | StateRole::PreCandidate => Role::Candidate,
+            StateRole::Follower => Role::Follower,
+        }
+    }
+
+    /// The current term.
+    pub fn term(&self) -> u64 {
+        self.raw.raft.term
+    }
+
+    /// The leader this node knows of.
+    pub fn leader(&self) -> Option<NodeId> {
+        match self.raw.raft.leader_id {
+            0 => None,
+            id => Some(id),
+        }
+    }
+
+    /// The highest LSN known committed (on this node's log).
+    pub fn commit_lsn(&self) -> Lsn {
+        self.raw.raft.raft_log.committed
+    }
+
+    /// The highest LSN passed to the engine.
+    pub fn applied_lsn(&self) -> Lsn {
+        self.applied
+    }
+
+    /// The membership this node runs with.
+    pub fn membership(&self) -> ConfState {
+        self.raw.raft.prs().conf().to_conf_state()
+    }
+
+    /// How far each peer has replicated, as the leader knows it: `(id, matched LSN)`.
+    pub fn progress(&self) -> Vec<(NodeId, Lsn)> {
+        let mut out: Vec<(NodeId, Lsn)> = self
+            .raw
+            .raft
+            .prs()
+            .iter()
+            .map(|(id, pr)| (*id, pr.matched))
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Snapshots received from a leader and installed since this replica was opened.
+    pub fn snapshots_installed(&self) -> u64 {
+        self.snapshots_installed
+    }
+
+    /// Lines describing unusual events (dropped snapshot chunks, refused messages), oldest
+    /// first; taking them empties the list.
+    pub fn take_log(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.log)
+    }
+
+    fn note(&mut self, line: String) {
+        if self.log.len() < 1024 {
+            self.log.push(line);
+        }
+    }
+
+    /// Advances raft's clock by one tick and sends due snapshot chunks.
+    pub fn tick(&mut self) {
+        self.ticks += 1;
+        self.raw.tick();
+        self.pump_snapshots();
+        self.report_failed_snapshots();
+    }
+
+    /// Tells raft-rs of the snapshot streams that failed, so that it sends new ones; only
+    /// between rounds (raft-rs takes no step while a `Ready` is out).
+    fn report_failed_snapshots(&mut self) {
+        if self.pending.is_some() {
+            return;
+        }
+        for to in std::mem::take(&mut self.failed_snapshots) {
+            self.raw.report_snapshot(to, SnapshotStatus::Failure);
+        }
+    }
+
+    /// Proposes a user record; returns the LSN and epoch it will have if it commits. Refused with
+    /// [`Error::NotLeader`] on a follower.
+    pub fn propose(&mut self, data: &[u8]) -> Result<(Lsn, u64)> {
+        if self.raw.raft.state != StateRole::Leader {
+            return Err(Error::NotLeader {
+                leader: self.leader(),
+            });
+        }
+        self.raw
+            .propose(codec::USER_CONTEXT.to_vec(), data.to_vec())
+            .map_err(|e| match e {
+                // On a leader raft-rs drops a proposal when the uncommitted bytes are at their
+                // limit (or while it hands leadership over, which this crate never asks for).
+                raft::Error::ProposalDropped => Error::Backlogged {
+                    uncommitted_bytes_max: self.config.max_uncommitted_bytes,
+                },
+                other => other.into(),
+            })?;
+        Ok((self.raw.raft.raft_log.last_index(), self.raw.raft.term))
+    }
+
+    /// Proposes a membership change (one at a time: raft refuses a second while one is pending).
+    /// Promoting a learner is refused until it has replicated up to the commit LSN.
+    pub fn change_membership(&mut self, change: MembershipChange) -> Result<Lsn> {
+        if self.raw.raft.state != StateRole::Leader {
+            return Err(Error::NotLeader {
+                leader: self.leader(),
+            });
+        }
+        let mut cc = ConfChange::default();
+        match change {
+            MembershipChange::AddVoter(id) => {
+                let conf = self.membership();
+                if conf.learners.contains(&id) {
+                    let matched = self.raw.raft.prs().get(id).map_or(0, |pr| pr.matched);
+                    if matched < self.commit_lsn() {
+                        return Err(Error::invalid(
+                            "node",
+                            format!(
+                                "learner {id} has replicated to {matched}, not yet to the \
+                                 commit LSN {}",
+                                self.commit_lsn()
+                            ),
+                        ));
+                    }
+                }
+                cc.set_change_type(ConfChangeType::AddNode);
+                cc.node_id = id;
+            }
+            MembershipChange::AddLearner(id) => {
+                cc.set_change_type(ConfChangeType::AddLearnerNode);
+                cc.node_id = id;
+            }
+            MembershipChange::Remove(id) => {
+                cc.set_change_type(ConfChangeType::RemoveNode);
+                cc.node_id = id;
+            }
+        }
+        if cc.node_id == 0 {
+            return Err(Error::invalid("node", "node ids start at 1"));
+        }
+        let before = self.raw.raft.raft_log.last_index();
+        self.raw
+            .propose_conf_change(Vec::new(), cc)
+            .map_err(|e| match e {
+                // On a leader raft-rs drops a proposal when the uncommitted bytes are at their
+                // limit (or while it hands leadership over, which this crate never asks for).
+                raft::Error::ProposalDropped => Error::Backlogged {
+                    uncommitted_bytes_max: self.config.max_uncommitted_bytes,
+                },
+                other => other.into(),
+            })?;
+        let lsn = self.raw.raft.raft_log.last_index();
+        if lsn == before {
+            return Err(Error::invalid(
+                "membership change",
+                "refused by raft: another change is still pending",
+            ));
+        }
+        Ok(lsn)
+    }
+
+    /// Takes a message from another node. Snapshot chunks are assembled; raft's snapshot
+    /// message is only passed on once its snapshot is complete and checked.
+    pub fn step(&mut self, envelope: Envelope) {
+        match envelope {
+            Envelope::SnapshotChunk(chunk) => {
+                if chunk.to != self.config.id {
+                    return;
+                }
+                if let Err(reason) =
+                    Incoming::accept(&mut self.incoming, chunk, self.config.snapshot_bytes_max)
+                {
+                    self.note(reason);
+                }
+            }
+            Envelope::Raft(mut message) => {
+                if message.to != self.config.id {
+                    return;
+                }
+                if message.get_msg_type() == MessageType::MsgSnapshot {
+                    let meta = message.get_snapshot().get_metadata().clone();
+                    match Incoming::take_if(&mut self.incoming, message.from, meta.index, meta.term)
+                    {
+                        Some(blob) => message.mut_snapshot().data = blob.into(),
+                        None => {
+                            self.note(format!(
+                                "snapshot {} from node {} arrived without its bytes; dropped",
+                                meta.index, message.from
+                            ));
+                            return;
+                        }
+                    }
+                }
+                if let Err(e) = self.raw.step(message) {
+                    self.note(format!("raft refused a message: {e}"));
+                }
+            }
+        }
+    }
+
+    /// Everything to send since the last call.
+    pub fn take_messages(&mut self) -> Vec<Envelope> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// Whether `handle_ready` has work to do.
+    pub fn has_ready(&self) -> bool {
+        self.pending.is_none() && self.raw.has_ready()
+    }
+
+    /// First half of a round: installs a snapshot from the leader, queues the leader's
+    /// messages, and appends new entries to the log without making them durable yet. Returns
+    /// false if there was nothing to do. Call [`finish_ready`](Replica::finish_ready) next.
+    pub fn handle_ready(&mut self) -> Result<bool> {
+        if self.pending.is_some() {
+            return Ok(true);
+        }
+        if !self.raw.has_ready() {
+            return Ok(false);
+        }
+        let mut ready = self.raw.ready();
+        if let Some(ss) = ready.ss() {
+            let leader = (ss.leader_id != 0).then_some(ss.leader_id);
+            if leader != self.leader {
+                self.leader = leader;
+                let term = self.raw.raft.term;
+                self.machine.leader_changed(leader, term);
+            }
+            if ss.raft_state != StateRole::Leader {
+                self.outgoing.clear();
+                self.pins.clear();
+            }
+        }
+        // The leader's own messages (appends, heartbeats) may go before its entries are
+        // durable: the leader persists in parallel with its followers (raft's rule).
+        let messages = ready.take_messages();
+        self.queue_messages(messages);
+        if !ready.snapshot().is_empty() {
+            let snapshot = ready.snapshot().clone();
+            self.install_snapshot(&snapshot)?;
+        }
+        self.raw.mut_store().append(ready.entries())?;
+        let term_or_vote_changed = ready
+            .hs()
+            .is_some_and(|hs| hs.term != self.stored.term || hs.vote != self.stored.vote);
+        if self.ack_before_persist {
+            // Deliberately wrong, for the test of the checker: acknowledgements leave before
+            // the entries and the vote they depend on are durable.
+            let persisted = ready.take_persisted_messages();
+            self.queue_messages(persisted);
+        }
+        self.pending = Some(Pending {
+            ready,
+            term_or_vote_changed,
+        });
+        Ok(true)
+    }
+
+    /// Second half of a round: makes the appended entries durable (one group commit), then the
+    /// term and vote if they changed, and only then sends the messages that depend on them
+    /// (votes, append acknowledgements); applies committed entries.
+    pub fn finish_ready(&mut self) -> Result<()> {
+        let Some(Pending {
+            mut ready,
+            term_or_vote_changed,
+        }) = self.pending.take()
+        else {
+            return Ok(());
+        };
+        self.raw.store().sync()?;
+        if let Some(hs) = ready.hs() {
+            let hs = hs.clone();
+            self.raw.mut_store().set_hard_state(hs.clone());
+            if term_or_vote_changed {
+                self.store_hard_state(hs.term, hs.vote, None)?;
+            }
+        }
+        let persisted = ready.take_persisted_messages();
+        self.queue_messages(persisted);
+        let committed = ready.take_committed_entries();
+        self.apply_entries(committed)?;
+        let mut light = self.raw.advance(ready);
+        let messages = light.take_messages();
+        self.queue_messages(messages);
+        let committed = light.take_committed_entries();
+        self.apply_entries(committed)?;
+        self.raw.advance_apply_to(self.applied);
+        if self.applied >= self.stored.commit + self.config.commit_store_interval {
+            self.store_hard_state(self.raw.raft.term, self.raw.raft.vote, None)?;
+        }
+        self.update_pins();
+        self.report_failed_snapshots();
+        self.checkpoint_if_wanted()?;
+        Ok(())
+    }
+
+    /// raft asked for a snapshot no checkpoint serves: write one now from the engine's state;
+    /// raft asks again at its next attempt and finds it.
+    fn checkpoint_if_wanted(&mut self) -> Result<()> {
+        if self.raw.store().take_snapshot_wanted() && self.raw.raft.state == StateRole::Leader {
+            let state = self.machine.snapshot();
+            let applied = self.applied;
+            self.checkpoint(applied, &state)?;
+        }
+        Ok(())
+    }
+
+    /// Runs `handle_ready` and `finish_ready` until raft has nothing more.
+    pub fn process(&mut self) -> Result<()> {
+        while self.handle_ready()? {
+            self.finish_ready()?;
+        }
+        Ok(())
+    }
+
+    /// Writes a checkpoint at `lsn` (at most the applied LSN) holding the engine's state as of
+    /// it and the membership as of it; a follower that falls behind the compacted log is sent
+    /// it. The state is required: a replicated log's checkpoint must be able to seed a replica.
+    pub fn checkpoint(&mut self, lsn: Lsn, engine_state: &[u8]) -> Result<()> {
+        if lsn > self.applied {
+            return Err(Error::invalid(
+                "lsn",
+                format!("{lsn} is past the applied LSN {}", self.applied),
+            ));
+        }
+        let Some((_, conf)) = self.conf_history.iter().rev().find(|(at, _)| *at <= lsn) else {
+            return Err(Error::invalid(
+                "lsn",
+                format!(
+                    "{lsn} is before the oldest membership known ({})",
+                    self.conf_history[0].0
+                ),
+            ));
+        };
+        let blob = codec::encode_snapshot(conf, engine_state);
+        self.wal.checkpoint(lsn, Some(&blob))?;
+        // Membership changes older than the newest one at or below `lsn` are no longer needed.
+        let keep_from = self
+            .conf_history
+            .iter()
+            .rposition(|(at, _)| *at <= lsn)
+            .unwrap_or(0);
+        self.conf_history.drain(..keep_from);
+        Ok(())
+    }
+
+    /// Removes log segments the latest checkpoint and the followers' pins no longer need.
+    pub fn compact(&mut self) -> Result<rwal_wal::CompactionReport> {
+        let report = self.wal.compact_now()?;
+        self.raw.mut_store().forget_compacted();
+        Ok(report)
+    }
+
+    /// The lock a reader outside the replica's thread holds shared while it reads, so that a
+    /// snapshot install (which replaces the log and needs it unpinned) waits for it.
+    pub(crate) fn install_gate(&self) -> Arc<RwLock<()>> {
+        self.install_gate.clone()
+    }
+
+    /// Testing only: acknowledge before persisting. Breaks the one rule a replica must keep;
+    /// it exists so that the simulation can show its checker catches the loss it causes.
+    #[doc(hidden)]
+    pub fn break_ack_before_persist(&mut self, broken: bool) {
+        self.ack_before_persist = broken;
+    }
+
+    fn queue_messages(&mut self, messages: Vec<Message>) {
+        for message in messages {
+            if message.get_msg_type() == MessageType::MsgSnapshot {
+                self.start_snapshot_stream(message);
+            } else {
+                self.outbox.push(Envelope::Raft(message));
+            }
+        }
+    }
+
+    fn start_snapshot_stream(&mut self, message: Message) {
+        let to = message.to;
+        let lsn = message.get_snapshot().get_metadata().index;
+        let reader = match self.wal.open_snapshot() {
+            Ok(Some(reader)) if reader.lsn() == lsn => reader,
+            other => {
+                // A newer checkpoint replaced it meanwhile: raft asks again.
+                let found = other.map(|r| r.map(|r| r.lsn()));
+                self.note(format!(
+                    "snapshot {lsn} for node {to} is gone ({found:?}); raft will ask again"
+                ));
+                self.failed_snapshots.push(to);
+                return;
+            }
+        };
+        self.outgoing
+            .insert(to, Outgoing::new(reader, message, self.ticks));
+        self.pump_snapshots();
+    }
+
+    fn pump_snapshots(&mut self) {
+        let mut failed = Vec::new();
+        let mut done = Vec::new();
+        for (to, stream) in self.outgoing.iter_mut() {
+            if stream.finished {
+                // Raft leaves the snapshot state once the follower acknowledges it.
+                let waiting = self.raw.raft.prs().get(*to).is_some_and(|pr| {
+                    pr.state == raft::ProgressState::Snapshot && pr.pending_snapshot == stream.lsn()
+                });
+                if !waiting {
+                    done.push(*to);
+                } else if self.ticks - stream.last_progress_tick
+                    > self.config.snapshot_timeout_ticks
+                {
+                    failed.push((*to, None));
+                }
+                continue;
+            }
+            if let Err(e) = stream.pump(
+                self.config.id,
+                self.config.snapshot_chunks_per_tick,
+                self.config.snapshot_chunk_bytes,
+                self.ticks,
+                &mut self.outbox,
+            ) {
+                failed.push((*to, Some(e)));
+            }
+        }
+        for to in done {
+            self.outgoing.remove(&to);
+        }
+        for (to, error) in failed {
+            if let Some(e) = error {
+                self.note(format!("reading the snapshot for node {to}: {e}"));
+            }
+            self.outgoing.remove(&to);
+            self.failed_snapshots.push(to);
+        }
+    }
+
+    fn install_snapshot(&mut self, snapshot: &raft::eraftpb::Snapshot) -> Result<()> {
+        let meta = snapshot.get_metadata();
+        let (conf, engine) = codec::decode_snapshot(&snapshot.data)?;
+        if &conf != meta.get_conf_state() {
+            return Err(Error::BadSnapshot {
+                reason: format!(
+                    "snapshot {} names membership {:?} but its bytes hold {:?}",
+                    meta.index,
+                    meta.get_conf_state(),
+                    conf
+                ),
+            });
+        }
+        self.pins.clear();
+        let gate = self.install_gate.clone();
+        let _readers_out = gate.write();
+        self.raw
+            .mut_store()
+            .install_snapshot(meta, &snapshot.data)?;
+        self.machine.restore(meta.index, meta.term, engine);
+        self.snapshots_installed += 1;
+        self.applied = meta.index;
+        self.conf_history = vec![(meta.index, conf.clone())];
+        let term = self.raw.raft.term.max(meta.term);
+        self.store_hard_state_at(term, self.raw.raft.vote, meta.index, Some(&conf))?;
+        Ok(())
+    }
+
+    fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<()> {
+        for entry in entries {
+            if entry.index <= self.applied {
+                continue;
+            }
+            match entry.get_entry_type() {
+                EntryType::EntryNormal => {
+                    if codec::is_user(&entry) {
+                        self.machine.apply(entry.index, entry.term, &entry.data);
+                    }
+                }
+                EntryType::EntryConfChange => {
+                    let cc = ConfChange::parse_from_bytes(&entry.data).map_err(|e| {
+                        Error::BadSnapshot {
+                            reason: format!(
+                                "membership change {} does not decode: {e}",
+                                entry.index
+                            ),
+                        }
+                    })?;
+                    let conf = self.raw.apply_conf_change(&cc)?;
+                    if self.raw.raft.state == StateRole::Leader
+                        && !conf.voters.contains(&self.config.id)
+                    {
+                        // A leader removed from the voters steps down (raft-rs would go on
+                        // leading without counting itself, and trip over its own missing
+                        // progress); the remaining voters elect a new one.
+                        let term = self.raw.raft.term;
+                        self.raw.raft.become_follower(term, 0);
+                    }
+                    self.raw.mut_store().set_conf_state(conf.clone());
+                    self.conf_history.push((entry.index, conf.clone()));
+                    self.applied = entry.index;
+                    let (term, vote) = (self.raw.raft.term, self.raw.raft.vote);
+                    self.store_hard_state_at(term, vote, entry.index, Some(&conf))?;
+                }
+                EntryType::EntryConfChangeV2 => {
+                    return Err(Error::Raft(format!(
+                        "entry {} is a joint membership change, which this crate never proposes",
+                        entry.index
+                    )));
+                }
+            }
+            self.applied = entry.index;
+        }
+        Ok(())
+    }
+
+    fn store_hard_state(&mut self, term: u64, vote: u64, conf: Option<&ConfState>) -> Result<()> {
+        let commit = self.applied;
+        self.store_hard_state_at(term, vote, commit, conf)
+    }
+
+    /// Writes term, vote, commit (the applied LSN: never above what this log holds durably)
+    /// and, with a membership change, the membership, in one control-file write.
+    fn store_hard_state_at(
+        &mut self,
+        term: u64,
+        vote: u64,
+        commit: Lsn,
+        conf: Option<&ConfState>,
+    ) -> Result<()> {
+        let hard = rwal_wal::HardState { term, vote, commit };
+        let membership = conf.map(|c| codec::encode_membership(commit, c));
+        self.wal
+            .store_replication_state(hard, membership.as_deref())?;
+        self.stored = hard;
+        Ok(())
+    }
+
+    /// The leader keeps, for each follower, a pin at what it has replicated (never above the
+    /// commit LSN, which no truncation can cut), so that compaction leaves it the log it needs.
+    fn update_pins(&mut self) {
+        if self.raw.raft.state != StateRole::Leader {
+            self.pins.clear();
+            return;
+        }
+        let commit = self.commit_lsn();
+        let first = self.wal.first_lsn();
+        let me = self.config.id;
+        let wanted: Vec<(NodeId, Lsn)> = self
+            .raw
+            .raft
+            .prs()
+            .iter()
+            .filter(|(id, _)| **id != me)
+            .map(|(id, pr)| {
+                // A follower being sent a snapshot needs the log after the snapshot's LSN
+                // once it has installed it: held while the stream runs, so that compaction
+                // does not send it back for another snapshot.
+                let from = if pr.state == raft::ProgressState::Snapshot {
+                    pr.pending_snapshot
+                } else {
+                    pr.matched
+                };
+                (*id, from.min(commit))
+            })
+            .collect();
+        self.pins
+            .retain(|id, _| wanted.iter().any(|(w, _)| w == id));
+        for (id, lsn) in wanted {
+            if let Some(pin) = self.pins.get(&id) {
+                if pin.is_invalidated() {
+                    // Its cap was exceeded: the follower will get a snapshot instead.
+                    self.pins.remove(&id);
+                    continue;
+                }
+                if pin.lsn() == lsn || pin.move_to(lsn).is_ok() {
+                    continue;
+                }
+                self.pins.remove(&id);
+            }
+            if lsn + 1 < first {
+                continue; // it needs a snapshot
+            }
+            // A pin keeps its own LSN too; the follower needs only what follows `lsn`.
+            let lsn = lsn.max(first);
+            let name = format!("replica {id}");
+            let pin = match self.config.follower_pin_cap_bytes {
+                Some(cap) => self.wal.pin_with_cap(&name, lsn, cap),
+                None => self.wal.pin(&name, lsn),
+            };
+            if let Ok(pin) = pin {
+                self.pins.insert(id, pin);
+            }
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! Snapshots travel beside raft's messages: raft's snapshot message carries only a descriptor,
+//! and the checkpoint's snapshot file is streamed in chunks before it, a few per tick, so that a
+//! large snapshot never holds up log traffic. The receiver assembles and checks the chunks and
+//! only then lets raft see the snapshot message, with the whole blob in place of the descriptor.
+
+use std::io::Read as _;
+
+use raft::eraftpb::Message;
+use rwal_wal::{Lsn, SnapshotReader};
+
+use crate::transport::{Envelope, SnapshotChunk};
+use crate::NodeId;
+
+/// A snapshot being sent to one follower.
+pub(crate) struct Outgoing {
+    reader: SnapshotReader,
+    message: Message,
+    sent: u64,
+    crc: u32,
+    /// The tick at which the last chunk went out (for the timeout).
+    pub(crate) last_progress_tick: u64,
+    /// Everything, the raft message last, has been handed to the transport.
+    pub(crate) finished: bool,
+}
+
+impl Outgoing {
+    pub(crate) fn new(reader: SnapshotReader, message: Message, tick: u64) -> Outgoing {
+        Outgoing {
+            reader,
+            message,
+            sent: 0,
+            crc: 0,
+            last_progress_tick: tick,
+            finished: false,
+        }
+    }
+
+    pub(crate) fn lsn(&self) -> Lsn {
+        self.reader.lsn()
+    }
+
+    /// Sends up to `chunks` chunks of `chunk_bytes`, and raft's message after the last one.
+    /// An error reading the file (its checksum failed) ends the stream.
+    pub(crate) fn pump(
+        &mut self,
+        from: NodeId,
+        chunks: usize,
+        chunk_bytes: usize,
+        tick: u64,
+        out: &mut Vec<Envelope>,
+    ) -> std::io::Result<()> {
+        let total = self.reader.len();
+        for _ in 0..chunks {
+            if self.finished {
+                break;
+            }
+            let want = (total - self.sent).min(chunk_bytes as u64) as usize;
+            let mut data = vec![0u8; want];
+            self.reader.read_exact(&mut data)?;
+            if self.sent + want as u64 == total {
+                // Reading to the end checks the file's own checksum.
+                let mut rest = Vec::new();
+                self.reader.read_to_end(&mut rest)?;
+            }
+            self.crc = crc32c::crc32c_append(self.crc, &data);
+            out.push(Envelope::SnapshotChunk(SnapshotChunk {
+                from,
+                to: self.message.to,
+                lsn: self.reader.lsn(),
+                epoch: self.reader.epoch(),
+                offset: self.sent,
+                total,
+                crc: self.crc,
+                data,
+            }));
+            self.sent += want as u64;
+            self.last_progress_tick = tick;
+            if self.sent == total {
+                out.push(Envelope::Raft(self.message.clone()));
+                self.finished = true;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A snapshot being received from the leader.
+pub(crate) struct Incoming {
+    from: NodeId,
+    lsn: Lsn,
+    epoch: u64,
+    total: u64,
+    blob: Vec<u8>,
+    crc: u32,
+    complete: bool,
+}
+
+impl Incoming {
+    /// Adds a chunk; returns an error naming what is wrong with a chunk that does not continue
+    /// the stream (it is dropped, and the leader will send again). Duplicated chunks, and a
+    /// stream the leader sends again from the start, only add the bytes not yet held: the
+    /// network may duplicate and reorder, and a restart of the same snapshot carries the same
+    /// bytes.
+    pub(crate) fn accept(
+        slot: &mut Option<Incoming>,
+        chunk: SnapshotChunk,
+        bytes_max: u64,
+    ) -> Result<(), String> {
+        if chunk.total > bytes_max {
+            *slot = None;
+            return Err(format!(
+                "snapshot of {} bytes from node {} is over the limit of {bytes_max}",
+                chunk.total, chunk.from
+            ));
+        }
+        let end = chunk.offset + chunk.data.len() as u64;
+        if end > chunk.total {
+            return Err(format!(
+                "chunk at {} of snapshot {} from node {} ends past its length {}",
+                chunk.offset, chunk.lsn, chunk.from, chunk.total
+            ));
+        }
+        let same = slot.as_ref().is_some_and(|i| {
+            i.from == chunk.from
+                && i.lsn == chunk.lsn
+                && i.epoch == chunk.epoch
+                && i.total == chunk.total
+        });
+        if !same {
+            if chunk.offset != 0 {
+                return Err(format!(
+                    "chunk at {} of snapshot {} from node {} without its start",
+                    chunk.offset, chunk.lsn, chunk.from
+                ));
+            }
+            *slot = Some(Incoming {
+                from: chunk.from,
+                lsn: chunk.lsn,
+                epoch: chunk.epoch,
+                total: chunk.total,
+                blob: Vec::new(),
+                crc: 0,
+                complete: chunk.total == 0,
+            });
+        }
+        let incoming = slot.as_mut().expect("set above");
+        let held = incoming.blob.len() as u64;
+        if end <= held {
+            return Ok(()); // a duplicate, or a resent chunk already held
+        }
+        if chunk.offset > held {
+            return Err(format!(
+                "chunk at {} of snapshot {} from node {} leaves a gap after {held}; dropped",
+                chunk.offset, chunk.lsn, chunk.from
+            ));
+        }
+        let new_bytes = &chunk.data[(held - chunk.offset) as usize..];
+        let crc = crc32c::crc32c_append(incoming.crc, new_bytes);
+        if crc != chunk.crc {
+            *slot = None;
+            return Err(format!(
+                "snapshot {} from node {}: checksum mismatch at {}",
+                chunk.lsn, chunk.from, chunk.offset
+            ));
+        }
+        if incoming.blob.capacity() == 0 {
+            incoming.blob.reserve_exact(chunk.total as usize);
+        }
+        incoming.crc = crc;
+        incoming.blob.extend_from_slice(new_bytes);
+        incoming.complete = incoming.blob.len() as u64 == incoming.total;
+        Ok(())
+    }
+
+    /// The whole blob, if this stream is complete and is the snapshot `lsn` of `epoch` from
+    /// `from`.
+    pub(crate) fn take_if(
+        slot: &mut Option<Incoming>,
+        from: NodeId,
+        lsn: Lsn,
+        epoch: u64,
+    ) -> Option<Vec<u8>> {
+        let matches = slot
+            .as_ref()
+            .is_some_and(|i| i.complete && i.from == from && i.lsn == lsn && i.epoch == epoch);
+        if matches {
+            slot.take().map(|i| i.blob)
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks(blob: &[u8], size: usize) -> Vec<SnapshotChunk> {
+        let mut out = Vec::new();
+        let mut crc = 0;
+        for (i, data) in blob.chunks(size).enumerate() {
+            crc = crc32c::crc32c_append(crc, data);
+            out.push(SnapshotChunk {
+                from: 1,
+                to: 2,
+                lsn: 40,
+                epoch: 3,
+                offset: (i * size) as u64,
+                total: blob.len() as u64,
+                crc,
+                data: data.to_vec(),
+            });
+        }
+        out
+    }
+
+    fn blob() -> Vec<u8> {
+        (0..1000u32).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    #[test]
+    fn duplicates_and_a_restarted_stream_assemble_the_same_bytes() {
+        let blob = blob();
+        let parts = chunks(&blob, 300);
+        let mut slot = None;
+        Incoming::accept(&mut slot, parts[0].clone(), 1 << 20).unwrap();
+        Incoming::accept(&mut slot, parts[1].clone(), 1 << 20).unwrap();
+        // The leader restarts the stream; then a duplicate of chunk 1 arrives late.
+        Incoming::accept(&mut slot, parts[0].clone(), 1 << 20).unwrap();
+        Incoming::accept(&mut slot, parts[1].clone(), 1 << 20).unwrap();
+        Incoming::accept(&mut slot, parts[1].clone(), 1 << 20).unwrap();
+        assert!(
+            Incoming::take_if(&mut slot, 1, 40, 3).is_none(),
+            "not complete yet"
+        );
+        Incoming::accept(&mut slot, parts[2].clone(), 1 << 20).unwrap();
+        Incoming::accept(&mut slot, parts[3].clone(), 1 << 20).unwrap();
+        assert!(
+            Incoming::take_if(&mut slot, 1, 40, 4).is_none(),
+            "other epoch"
+        );
+        assert_eq!(Incoming::take_if(&mut slot, 1, 40, 3), Some(blob));
+        assert!(slot.is_none());
+    }
+
+    #[test]
+    fn overlapping_chunks_of_another_size_continue_the_stream() {
+        let blob = blob();
+        let mut slot = None;
+        Incoming::accept(&mut slot, chunks(&blob, 300)[0].clone(), 1 << 20).unwrap();
+        // Resent with 400-byte chunks: the second overlaps what is held.
+        for part in chunks(&blob, 400) {
+            Incoming::accept(&mut slot, part, 1 << 20).unwrap();
+        }
+        assert_eq!(Incoming::take_if(&mut slot, 1, 40, 3), Some(blob));
+    }
+
+    #[test]
+    fn gaps_bad_checksums_and_oversized_snapshots_are_refused() {
+        let blob = blob();
+        let parts = chunks(&blob, 300);
+        let mut slot = None;
+        let e = Incoming::accept(&mut slot, parts[1].clone(), 1 << 20).unwrap_err();
+        assert!(e.contains("without its start"), "{e}");
+        Incoming::accept(&mut slot, parts[0].clone(), 1 << 20).unwrap();
+        let e = Incoming::accept(&mut slot, parts[2].clone(), 1 << 20).unwrap_err();
+        assert!(e.contains("gap"), "{e}");
+        // The gap dropped only that chunk: the stream goes on.
+        Incoming::accept(&mut slot, parts[1].clone(), 1 << 20).unwrap();
+        let mut bad = parts[2].clone();
+        bad.data[5] ^= 1;
+        let e = Incoming::accept(&mut slot, bad, 1 << 20).unwrap_err();
+        assert!(e.contains("checksum"), "{e}");
+        assert!(slot.is_none(), "a damaged stream is dropped whole");
+        let e = Incoming::accept(&mut slot, parts[0].clone(), 999).unwrap_err();
+        assert!(e.contains("over the limit"), "{e}");
+        let mut long = parts[3].clone();
+        long.data.extend_from_slice(&[0; 200]);
+        Incoming::accept(&mut slot, parts[0].clone(), 1 << 20).unwrap();
+        let e = Incoming::accept(&mut slot, long, 1 << 20).unwrap_err();
+        assert!(e.contains("past its length"), "{e}");
+    }
+}

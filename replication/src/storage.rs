@@ -1,0 +1,334 @@
+//! raft-rs's `Storage` over rwal-wal: entries are WAL records (LSN = index, epoch = term), the
+//! hard state and membership live in the control file, snapshots are WAL checkpoints.
+
+use std::io::Read as _;
+use std::sync::Arc;
+
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use raft::{GetEntriesContext, RaftState, StorageError};
+use rwal_wal::{Lsn, Wal};
+
+use crate::codec;
+use crate::error::{Error, Result};
+
+/// What raft's snapshot message carries instead of the snapshot's bytes: the bytes follow
+/// separately, in chunks (see `snapshot_stream.rs`).
+pub(crate) const DESCRIPTOR_MAGIC: &[u8; 8] = b"rwaldsc1";
+
+/// raft-rs's storage: the WAL plus the few facts raft asks for more often than the WAL could
+/// answer them cheaply.
+pub(crate) struct WalStorage {
+    wal: Arc<Wal>,
+    /// `(first LSN, term)` of each run of equal terms among retained records, ascending: the
+    /// answer to `term(idx)` without reading a record header.
+    runs: Vec<(Lsn, u64)>,
+    hard_state: HardState,
+    conf_state: ConfState,
+    /// Set when raft asked for a snapshot that no checkpoint can serve (there is none, or the
+    /// follower is not in its membership): the replica then asks the engine for a new one.
+    snapshot_wanted: std::cell::Cell<bool>,
+}
+
+impl WalStorage {
+    /// Reads the hard state and membership from the control file (or the checkpoint's snapshot
+    /// when that is newer) and the terms of the retained records.
+    pub(crate) fn open(wal: Arc<Wal>) -> Result<WalStorage> {
+        let (stored, membership) = wal.replication_state();
+        let first = wal.first_lsn();
+        let last = wal.last_lsn();
+        let mut conf_state = ConfState::default();
+        let mut conf_at = 0;
+        if let Some((at, conf)) = codec::decode_membership(&membership)? {
+            conf_state = conf;
+            conf_at = at;
+        }
+        if let Some(checkpoint) = wal.latest_checkpoint() {
+            if checkpoint.lsn > conf_at {
+                // A crash between installing a snapshot and storing its membership: the
+                // snapshot's own header is the truth as of its LSN.
+                if let Some(blob) = read_snapshot_blob(&wal)? {
+                    conf_state = codec::decode_snapshot(&blob)?.0;
+                }
+            }
+        }
+        let mut runs: Vec<(Lsn, u64)> = Vec::new();
+        if last >= first {
+            let mut reader = wal.reader(first)?;
+            while let Some(record) = reader.next()? {
+                if runs.last().map(|r| r.1) != Some(record.epoch) {
+                    runs.push((record.lsn, record.epoch));
+                }
+            }
+        }
+        let last_term = match runs.last() {
+            Some(run) => run.1,
+            None => wal.epoch_at(first - 1)?,
+        };
+        let mut hard_state = HardState::default();
+        // Raft's term is at least the last entry's (a crash may have lost a lazily stored
+        // term raise; raising it without a vote is always safe).
+        hard_state.term = stored.term.max(last_term);
+        hard_state.vote = if stored.term >= last_term {
+            stored.vote
+        } else {
+            0
+        };
+        // Everything up to the checkpoint is committed (a checkpoint is only taken at an
+        // applied LSN), and raft-rs requires the commit at least at `first_index - 1`. The
+        // stored commit may be older: it is written lazily.
+        let checkpoint = wal.latest_checkpoint().map_or(0, |c| c.lsn);
+        hard_state.commit = stored
+            .commit
+            .max(first - 1)
+            .max(checkpoint)
+            .min(last.max(first - 1));
+        Ok(WalStorage {
+            wal,
+            runs,
+            hard_state,
+            conf_state,
+            snapshot_wanted: std::cell::Cell::new(false),
+        })
+    }
+
+    /// The membership the node runs with now (after applying a change).
+    pub(crate) fn set_conf_state(&mut self, conf_state: ConfState) {
+        self.conf_state = conf_state;
+    }
+
+    /// Appends raft's new entries, first cutting a divergent suffix; not yet durable.
+    pub(crate) fn append(&mut self, entries: &[Entry]) -> Result<()> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        let last = self.wal.last_lsn();
+        if first.index <= last {
+            self.wal.truncate_after(first.index - 1)?;
+            self.runs.retain(|run| run.0 < first.index);
+        } else if first.index != last + 1 {
+            return Err(Error::Raft(format!(
+                "entries start at {} but the log ends at {last}",
+                first.index
+            )));
+        }
+        let mut at = 0;
+        while at < entries.len() {
+            // One WAL call per stretch of equal kind and term.
+            let (kind, payload) = codec::record_of(&entries[at]);
+            let term = entries[at].term;
+            let mut payloads = vec![payload];
+            let mut end = at + 1;
+            while end < entries.len() && entries[end].term == term {
+                let (next_kind, next_payload) = codec::record_of(&entries[end]);
+                if next_kind != kind {
+                    break;
+                }
+                payloads.push(next_payload);
+                end += 1;
+            }
+            let slices: Vec<&[u8]> = payloads.iter().map(|p| p.as_slice()).collect();
+            let lsn = self.wal.append_with(kind, term, &slices)?;
+            if lsn != entries[at].index {
+                return Err(Error::Raft(format!(
+                    "entry {} was stored at LSN {lsn}",
+                    entries[at].index
+                )));
+            }
+            if self.runs.last().map(|r| r.1) != Some(term) {
+                self.runs.push((lsn, term));
+            }
+            at = end;
+        }
+        Ok(())
+    }
+
+    /// Makes every appended entry durable (group commit).
+    pub(crate) fn sync(&self) -> Result<()> {
+        let last = self.wal.last_lsn();
+        if last > self.wal.durable_lsn() {
+            self.wal.commit(last)?;
+        }
+        Ok(())
+    }
+
+    /// Whether raft asked for a snapshot no checkpoint could serve since the last call.
+    pub(crate) fn take_snapshot_wanted(&self) -> bool {
+        self.snapshot_wanted.replace(false)
+    }
+
+    /// The hard state raft starts from after a reopen.
+    pub(crate) fn set_hard_state(&mut self, hard_state: HardState) {
+        self.hard_state = hard_state;
+    }
+
+    /// Replaces the whole log with a snapshot from the leader (`blob` is this crate's snapshot
+    /// format) and stores its membership.
+    pub(crate) fn install_snapshot(&mut self, meta: &SnapshotMetadata, blob: &[u8]) -> Result<()> {
+        self.wal.reset_to_snapshot(meta.index, meta.term, blob)?;
+        self.runs.clear();
+        self.conf_state = meta.get_conf_state().clone();
+        self.hard_state.commit = meta.index;
+        self.hard_state.term = self.hard_state.term.max(meta.term);
+        Ok(())
+    }
+
+    /// Drops the runs below the first retained LSN (after a compaction).
+    pub(crate) fn forget_compacted(&mut self) {
+        let first = self.wal.first_lsn();
+        let keep_from = self
+            .runs
+            .partition_point(|run| run.0 <= first)
+            .saturating_sub(1);
+        self.runs.drain(..keep_from);
+    }
+
+    fn store_error(e: impl Into<Error>) -> raft::Error {
+        let e: Error = e.into();
+        match e {
+            Error::Wal(rwal_wal::Error::Compacted { .. }) => {
+                raft::Error::Store(StorageError::Compacted)
+            }
+            other => raft::Error::Store(StorageError::Other(Box::new(other))),
+        }
+    }
+}
+
+/// Reads the latest checkpoint's snapshot blob whole.
+pub(crate) fn read_snapshot_blob(wal: &Wal) -> Result<Option<Vec<u8>>> {
+    let Some(mut reader) = wal.open_snapshot()? else {
+        return Ok(None);
+    };
+    let mut blob = Vec::with_capacity(reader.len() as usize);
+    reader
+        .read_to_end(&mut blob)
+        .map_err(|e| Error::BadSnapshot {
+            reason: format!("reading the latest snapshot: {e}"),
+        })?;
+    Ok(Some(blob))
+}
+
+/// Encodes what raft's snapshot message carries: which checkpoint, and how long it is.
+pub(crate) fn encode_descriptor(lsn: Lsn, epoch: u64, bytes: u64) -> Vec<u8> {
+    let mut d = Vec::with_capacity(32);
+    d.extend_from_slice(DESCRIPTOR_MAGIC);
+    d.extend_from_slice(&lsn.to_le_bytes());
+    d.extend_from_slice(&epoch.to_le_bytes());
+    d.extend_from_slice(&bytes.to_le_bytes());
+    d
+}
+
+impl raft::Storage for WalStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState::new(
+            self.hard_state.clone(),
+            self.conf_state.clone(),
+        ))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        let max_size = max_size.into().unwrap_or(u64::MAX);
+        let first = self.wal.first_lsn();
+        if low < first {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.wal.last_lsn() + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let mut entries = Vec::new();
+        if low >= high {
+            return Ok(entries);
+        }
+        let mut reader = self.wal.reader(low).map_err(Self::store_error)?;
+        let mut size = 0u64;
+        while reader.next_lsn() < high {
+            let Some(record) = reader.next().map_err(Self::store_error)? else {
+                return Err(raft::Error::Store(StorageError::Unavailable));
+            };
+            let entry = codec::entry_of(record.lsn, record.epoch, record.kind, record.data)
+                .map_err(Self::store_error)?;
+            size += codec::entry_size(&entry);
+            if !entries.is_empty() && size > max_size {
+                break;
+            }
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        let first = self.wal.first_lsn();
+        if idx + 1 < first {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if idx > self.wal.last_lsn() {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let at = self.runs.partition_point(|run| run.0 <= idx);
+        if idx >= first && at > 0 {
+            return Ok(self.runs[at - 1].1);
+        }
+        self.wal.epoch_at(idx).map_err(Self::store_error)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.wal.first_lsn())
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.wal.last_lsn())
+    }
+
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let unavailable = || {
+            self.snapshot_wanted.set(true);
+            raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable)
+        };
+        let Some(mut reader) = self.wal.open_snapshot().map_err(Self::store_error)? else {
+            return Err(unavailable());
+        };
+        if reader.lsn() < request_index {
+            return Err(unavailable());
+        }
+        // The membership is in the blob's header; the rest streams separately.
+        let mut blob = Vec::new();
+        reader
+            .by_ref()
+            .take(64 << 10)
+            .read_to_end(&mut blob)
+            .map_err(|e| {
+                Self::store_error(Error::BadSnapshot {
+                    reason: format!("reading the snapshot header: {e}"),
+                })
+            })?;
+        let conf_state = match codec::decode_snapshot(&blob) {
+            Ok((conf, _)) => conf,
+            Err(e) => return Err(Self::store_error(e)),
+        };
+        let member = [
+            &conf_state.voters,
+            &conf_state.learners,
+            &conf_state.voters_outgoing,
+            &conf_state.learners_next,
+        ]
+        .iter()
+        .any(|ids| ids.contains(&to));
+        if !member {
+            // raft-rs refuses a snapshot whose membership does not name the receiver (a node
+            // added after the checkpoint): a newer checkpoint is needed.
+            return Err(unavailable());
+        }
+        let mut snapshot = Snapshot::default();
+        snapshot.data = encode_descriptor(reader.lsn(), reader.epoch(), reader.len()).into();
+        let meta = snapshot.mut_metadata();
+        meta.index = reader.lsn();
+        meta.term = reader.epoch();
+        meta.set_conf_state(conf_state);
+        Ok(snapshot)
+    }
+}

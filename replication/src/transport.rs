@@ -1,0 +1,173 @@
+//! What nodes send each other, and the trait a transport implements. This crate ships an
+//! in-memory transport for tests ([`MemoryNetwork`]); the TCP one lives with `rwal node`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+use raft::eraftpb::Message;
+use rwal_wal::Lsn;
+
+use crate::NodeId;
+
+/// One piece of a snapshot streamed beside raft's messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotChunk {
+    /// The sender (the leader).
+    pub from: NodeId,
+    /// The receiver.
+    pub to: NodeId,
+    /// The checkpoint's LSN.
+    pub lsn: Lsn,
+    /// The epoch (term) of the record at `lsn`.
+    pub epoch: u64,
+    /// Where `data` starts in the snapshot.
+    pub offset: u64,
+    /// The snapshot's length.
+    pub total: u64,
+    /// CRC32C of the snapshot's bytes from 0 to the end of this chunk.
+    pub crc: u32,
+    /// The bytes.
+    pub data: Vec<u8>,
+}
+
+/// Everything one node sends another.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Envelope {
+    /// A raft message.
+    Raft(Message),
+    /// A piece of a snapshot.
+    SnapshotChunk(SnapshotChunk),
+}
+
+impl Envelope {
+    /// The sender.
+    pub fn from(&self) -> NodeId {
+        match self {
+            Envelope::Raft(m) => m.from,
+            Envelope::SnapshotChunk(c) => c.from,
+        }
+    }
+
+    /// The receiver.
+    pub fn to(&self) -> NodeId {
+        match self {
+            Envelope::Raft(m) => m.to,
+            Envelope::SnapshotChunk(c) => c.to,
+        }
+    }
+}
+
+/// Carries batches of envelopes to other nodes. `send` must not block for long: a transport
+/// queues, and drops what it cannot deliver (raft retries; nothing depends on delivery).
+pub trait Transport: Send + 'static {
+    /// Hands a batch of envelopes, for any receivers, to the transport.
+    fn send(&self, batch: Vec<Envelope>);
+}
+
+/// Where a transport delivers the envelopes addressed to one node.
+pub trait Inbox: Send + Sync + 'static {
+    /// Takes delivered envelopes; returns false if the node is gone.
+    fn deliver(&self, batch: Vec<Envelope>) -> bool;
+}
+
+/// An in-memory network for tests: nodes register their inbox; `send` delivers at once, unless
+/// the link is cut with [`MemoryNetwork::cut`].
+#[derive(Clone, Default)]
+pub struct MemoryNetwork {
+    shared: Arc<Mutex<NetworkState>>,
+}
+
+#[derive(Default)]
+struct NetworkState {
+    inboxes: HashMap<NodeId, Weak<dyn Inbox>>,
+    cut: Vec<(NodeId, NodeId)>,
+    delivered: u64,
+    dropped: u64,
+}
+
+impl std::fmt::Debug for MemoryNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.shared.lock();
+        f.debug_struct("MemoryNetwork")
+            .field("nodes", &state.inboxes.len())
+            .field("delivered", &state.delivered)
+            .field("dropped", &state.dropped)
+            .finish()
+    }
+}
+
+impl MemoryNetwork {
+    /// An empty network.
+    pub fn new() -> MemoryNetwork {
+        MemoryNetwork::default()
+    }
+
+    /// Registers the inbox of node `id` (replacing an earlier one).
+    pub fn register(&self, id: NodeId, inbox: Weak<dyn Inbox>) {
+        self.shared.lock().inboxes.insert(id, inbox);
+    }
+
+    /// Drops everything `from` sends `to` until [`heal`](MemoryNetwork::heal).
+    pub fn cut(&self, from: NodeId, to: NodeId) {
+        self.shared.lock().cut.push((from, to));
+    }
+
+    /// Restores every link.
+    pub fn heal(&self) {
+        self.shared.lock().cut.clear();
+    }
+
+    /// Envelopes delivered and dropped so far.
+    pub fn counts(&self) -> (u64, u64) {
+        let state = self.shared.lock();
+        (state.delivered, state.dropped)
+    }
+
+    /// A transport that sends as node `id`.
+    pub fn transport(&self) -> MemoryTransport {
+        MemoryTransport {
+            network: self.clone(),
+        }
+    }
+}
+
+/// The sending side of a [`MemoryNetwork`].
+#[derive(Debug, Clone)]
+pub struct MemoryTransport {
+    network: MemoryNetwork,
+}
+
+impl Transport for MemoryTransport {
+    fn send(&self, batch: Vec<Envelope>) {
+        let mut by_node: HashMap<NodeId, Vec<Envelope>> = HashMap::new();
+        let targets: Vec<(NodeId, Arc<dyn Inbox>)> = {
+            let mut state = self.network.shared.lock();
+            for envelope in batch {
+                let link = (envelope.from(), envelope.to());
+                if state.cut.contains(&link) {
+                    state.dropped += 1;
+                    continue;
+                }
+                by_node.entry(envelope.to()).or_default().push(envelope);
+            }
+            let mut targets = Vec::new();
+            for id in by_node.keys() {
+                match state.inboxes.get(id).and_then(Weak::upgrade) {
+                    Some(inbox) => targets.push((*id, inbox)),
+                    None => state.dropped += by_node[id].len() as u64,
+                }
+            }
+            targets
+        };
+        let mut delivered = 0;
+        for (id, inbox) in targets {
+            let batch = by_node.remove(&id).unwrap_or_default();
+            let n = batch.len() as u64;
+            if inbox.deliver(batch) {
+                delivered += n;
+            }
+        }
+        self.network.shared.lock().delivered += delivered;
+    }
+}

@@ -1,0 +1,359 @@
+//! The threaded node on the in-memory network: many proposing threads, failover, `NotLeader`,
+//! `Superseded`, committed readers, membership changes and snapshot catch-up on real files.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rwal_replication::{
+    Bootstrap, Error, MembershipChange, MemoryNetwork, Node, NodeId, NodeOptions, Replica, Role,
+    StateMachine,
+};
+use rwal_tests::TempDir;
+use rwal_wal::{Backend, Lsn, Options, RecordKind, RecoveryMode};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// An engine that keeps every committed user record.
+#[derive(Clone, Default)]
+struct Engine(Arc<Mutex<BTreeMap<Lsn, Vec<u8>>>>);
+
+impl StateMachine for Engine {
+    fn apply(&mut self, lsn: Lsn, _epoch: u64, data: &[u8]) {
+        self.0.lock().insert(lsn, data.to_vec());
+    }
+
+    fn snapshot(&mut self) -> Vec<u8> {
+        encode(&self.0.lock())
+    }
+
+    fn restore(&mut self, _lsn: Lsn, _epoch: u64, snapshot: &[u8]) {
+        *self.0.lock() = decode(snapshot);
+    }
+}
+
+fn encode(state: &BTreeMap<Lsn, Vec<u8>>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (lsn, data) in state {
+        out.extend_from_slice(&lsn.to_le_bytes());
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out.extend_from_slice(data);
+    }
+    out
+}
+
+fn decode(mut bytes: &[u8]) -> BTreeMap<Lsn, Vec<u8>> {
+    let mut state = BTreeMap::new();
+    while !bytes.is_empty() {
+        let lsn = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+        let len = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
+        state.insert(lsn, bytes[12..12 + len].to_vec());
+        bytes = &bytes[12 + len..];
+    }
+    state
+}
+
+struct Cluster {
+    dir: TempDir,
+    network: MemoryNetwork,
+    nodes: BTreeMap<NodeId, (Node, Engine)>,
+    voters: Vec<NodeId>,
+}
+
+impl Cluster {
+    fn new(label: &str, voters: u64) -> Cluster {
+        let mut cluster = Cluster {
+            dir: TempDir::new(label),
+            network: MemoryNetwork::new(),
+            nodes: BTreeMap::new(),
+            voters: (1..=voters).collect(),
+        };
+        for id in 1..=voters {
+            cluster.start(id, Bootstrap::Voters(cluster.voters.clone()));
+        }
+        cluster
+    }
+
+    fn options(&self, id: NodeId, bootstrap: Bootstrap) -> NodeOptions {
+        let mut options = NodeOptions::new(id, self.dir.join(&format!("node{id}")), bootstrap);
+        options.wal = Options::new()
+            .backend(Backend::Staged)
+            .segment_bytes(1 << 20);
+        options.tick_interval = Duration::from_millis(5);
+        options.config.follower_pin_cap_bytes = Some(256 << 10);
+        options.config.snapshot_chunk_bytes = 16 << 10;
+        options
+    }
+
+    fn start(&mut self, id: NodeId, bootstrap: Bootstrap) {
+        let engine = Engine::default();
+        let node = Node::open(
+            self.options(id, bootstrap),
+            engine.clone(),
+            self.network.transport(),
+        )
+        .expect("node opens");
+        self.network.register(id, node.inbox());
+        self.nodes.insert(id, (node, engine));
+    }
+
+    fn stop(&mut self, id: NodeId) {
+        let (node, _) = self.nodes.remove(&id).expect("running");
+        node.close().expect("closes cleanly");
+    }
+
+    fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[&id].0
+    }
+
+    /// Waits until one running node leads with the others (among `among`) following it.
+    fn leader(&self, among: &[NodeId]) -> NodeId {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let leaders: Vec<NodeId> = among
+                .iter()
+                .filter(|id| self.node(**id).status().role == Role::Leader)
+                .copied()
+                .collect();
+            if let [leader] = leaders[..] {
+                if among
+                    .iter()
+                    .all(|id| self.node(*id).leader() == Some(leader))
+                {
+                    return leader;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no single leader among {among:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn wait_applied(&self, id: NodeId, lsn: Lsn) {
+        let (status, held) = self.node(id).wait_status(WAIT, |s| s.applied_lsn >= lsn);
+        assert!(held, "node {id} did not apply {lsn}: {status:?}");
+    }
+}
+
+#[test]
+fn many_threads_propose_and_every_node_holds_the_same_committed_log() {
+    let cluster = Cluster::new("repl-threads", 3);
+    let leader = cluster.leader(&[1, 2, 3]);
+    let acknowledged = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let cluster = &cluster;
+            let acknowledged = &acknowledged;
+            s.spawn(move || {
+                for i in 0..50 {
+                    let data = format!("thread {t} record {i}").into_bytes();
+                    let (lsn, _) = cluster
+                        .node(leader)
+                        .propose_and_wait(&data, WAIT)
+                        .expect("committed");
+                    acknowledged.lock().push((lsn, data));
+                }
+            });
+        }
+    });
+    let acknowledged = acknowledged.into_inner();
+    assert_eq!(acknowledged.len(), 200);
+    let last = acknowledged.iter().map(|a| a.0).max().unwrap();
+    for id in [1, 2, 3] {
+        cluster.wait_applied(id, last);
+        let engine = cluster.nodes[&id].1 .0.lock();
+        for (lsn, data) in &acknowledged {
+            assert_eq!(engine.get(lsn), Some(data), "node {id} at {lsn}");
+        }
+        // The committed reader shows the same records, and the system records between them.
+        let mut reader = cluster.node(id).reader(2).unwrap();
+        let mut users = 0;
+        let mut systems = 0;
+        while let Some(record) = reader.next().unwrap() {
+            match record.kind {
+                RecordKind::User => {
+                    assert_eq!(
+                        engine.get(&record.lsn).map(|d| &d[..]),
+                        Some(&record.data[..])
+                    );
+                    users += 1;
+                }
+                RecordKind::System => systems += 1,
+            }
+        }
+        assert_eq!(users, 200, "node {id}");
+        assert!(systems >= 1, "the leader's empty entry is a system record");
+    }
+    // A follower refuses and names the leader.
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    match cluster.node(follower).propose(b"x") {
+        Err(Error::NotLeader { leader: Some(l) }) => assert_eq!(l, leader),
+        other => panic!("expected NotLeader, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_partitioned_leader_is_replaced_and_its_uncommitted_entry_superseded() {
+    let cluster = Cluster::new("repl-failover", 3);
+    let old = cluster.leader(&[1, 2, 3]);
+    cluster.node(old).propose_and_wait(b"before", WAIT).unwrap();
+    for other in [1, 2, 3].into_iter().filter(|id| *id != old) {
+        cluster.network.cut(old, other);
+        cluster.network.cut(other, old);
+    }
+    // The isolated leader accepts a proposal it can never commit.
+    let (lsn, epoch) = cluster.node(old).propose(b"lost").unwrap();
+    let others: Vec<NodeId> = [1, 2, 3].into_iter().filter(|id| *id != old).collect();
+    let new = cluster.leader(&others);
+    assert_ne!(new, old);
+    let (new_lsn, _) = cluster.node(new).propose_and_wait(b"after", WAIT).unwrap();
+    assert!(matches!(
+        cluster
+            .node(old)
+            .wait_committed(lsn, epoch, Duration::from_millis(50)),
+        Err(Error::Timeout { .. })
+    ));
+    cluster.network.heal();
+    match cluster.node(old).wait_committed(lsn, epoch, WAIT) {
+        Err(Error::Superseded { lsn: l, .. }) => assert_eq!(l, lsn),
+        other => panic!("expected Superseded, got {other:?}"),
+    }
+    cluster.wait_applied(old, new_lsn);
+    let engine = cluster.nodes[&old].1 .0.lock();
+    assert!(engine.values().all(|d| d != b"lost"));
+    assert!(engine.values().any(|d| d == b"after"));
+}
+
+#[test]
+fn a_learner_joins_by_snapshot_is_promoted_and_the_leader_removed() {
+    let mut cluster = Cluster::new("repl-membership", 3);
+    let leader = cluster.leader(&[1, 2, 3]);
+    // Over two segments' worth, from several threads.
+    std::thread::scope(|s| {
+        for t in 0..8u8 {
+            let node = cluster.node(leader);
+            s.spawn(move || {
+                for i in 0..90u8 {
+                    let data = vec![t.wrapping_mul(90).wrapping_add(i); 3000];
+                    node.propose_and_wait(&data, WAIT).unwrap();
+                }
+            });
+        }
+    });
+    // Compact the leader's log so the newcomer must start from a snapshot.
+    let applied = cluster.node(leader).status().applied_lsn;
+    let state = encode(&cluster.nodes[&leader].1 .0.lock());
+    cluster.node(leader).checkpoint(applied, &state).unwrap();
+    let report = cluster.node(leader).compact().unwrap();
+    assert!(report.segments_removed > 0, "{report:?}");
+    cluster.start(4, Bootstrap::Join);
+    // An engine tails the newcomer's log from the start: the reader must not stop the
+    // snapshot install that replaces that log.
+    let mut early_reader = cluster.node(4).reader(1).unwrap();
+    assert_eq!(early_reader.next().unwrap(), None, "nothing committed yet");
+    let lsn = cluster
+        .node(leader)
+        .change_membership(MembershipChange::AddLearner(4))
+        .unwrap();
+    cluster.wait_applied(leader, lsn);
+    let (last, _) = cluster
+        .node(leader)
+        .propose_and_wait(b"for the learner", WAIT)
+        .unwrap();
+    cluster.wait_applied(4, last);
+    assert_eq!(
+        *cluster.nodes[&4].1 .0.lock(),
+        *cluster.nodes[&leader].1 .0.lock(),
+        "the learner holds the leader's state"
+    );
+    assert!(cluster.node(4).status().membership.learners.contains(&4));
+    assert_eq!(cluster.node(4).status().failure, None);
+    // The reader fell behind the snapshot: it says so instead of reading a replaced log.
+    match early_reader.next() {
+        Err(Error::Wal(rwal_wal::Error::Compacted { lsn: 1, .. })) => {}
+        other => panic!("expected Compacted, got {other:?}"),
+    }
+    // Promote, then remove the leader itself: the others elect a new one and go on.
+    let lsn = cluster
+        .node(leader)
+        .change_membership(MembershipChange::AddVoter(4))
+        .unwrap();
+    cluster.wait_applied(leader, lsn);
+    let lsn = cluster
+        .node(leader)
+        .change_membership(MembershipChange::Remove(leader))
+        .unwrap();
+    cluster.wait_applied(4, lsn);
+    let remaining: Vec<NodeId> = [1, 2, 3, 4]
+        .into_iter()
+        .filter(|id| *id != leader)
+        .collect();
+    let new = cluster.leader(&remaining);
+    assert_ne!(new, leader);
+    let status = cluster.node(new).status();
+    assert!(status.membership.voters.contains(&4));
+    assert!(!status.membership.voters.contains(&leader));
+    let (lsn, _) = cluster
+        .node(new)
+        .propose_and_wait(b"after removal", WAIT)
+        .unwrap();
+    for id in remaining {
+        cluster.wait_applied(id, lsn);
+    }
+    cluster.stop(leader);
+}
+
+#[test]
+fn a_restarted_follower_catches_up_by_log_and_keeps_its_state() {
+    let mut cluster = Cluster::new("repl-restart", 3);
+    let leader = cluster.leader(&[1, 2, 3]);
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    cluster.node(leader).propose_and_wait(b"one", WAIT).unwrap();
+    cluster.stop(follower);
+    let mut last = 0;
+    for i in 0..20 {
+        last = cluster
+            .node(leader)
+            .propose_and_wait(format!("while down {i}").as_bytes(), WAIT)
+            .unwrap()
+            .0;
+    }
+    cluster.start(follower, Bootstrap::Voters(cluster.voters.clone()));
+    cluster.wait_applied(follower, last);
+    assert_eq!(
+        *cluster.nodes[&follower].1 .0.lock(),
+        *cluster.nodes[&leader].1 .0.lock()
+    );
+}
+
+#[test]
+fn recovery_modes_that_drop_records_are_refused() {
+    let dir = TempDir::new("repl-modes");
+    for mode in [RecoveryMode::PointInTime, RecoveryMode::SkipCorrupted] {
+        let outcome = Replica::open(
+            dir.join("log"),
+            Options::new().recovery_mode(mode),
+            rwal_replication::Config::new(1),
+            Bootstrap::Voters(vec![1]),
+            Engine::default(),
+        );
+        match outcome {
+            Err(Error::InvalidArgument { name, .. }) => assert_eq!(name, "recovery_mode"),
+            other => panic!("{mode:?}: expected a refusal, got {other:?}"),
+        }
+    }
+    let bad_id = Replica::open(
+        dir.join("log"),
+        Options::new(),
+        rwal_replication::Config::new(0),
+        Bootstrap::Voters(vec![1]),
+        Engine::default(),
+    );
+    assert!(matches!(
+        bad_id,
+        Err(Error::InvalidArgument { name: "id", .. })
+    ));
+}

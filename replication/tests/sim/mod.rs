@@ -1,0 +1,839 @@
+//! A deterministic simulation of a cluster of replicas: one thread, a simulated clock, an
+//! in-memory network that loses, duplicates, delays and reorders messages, partitions, crashes
+//! with rwal-wal's simulated disk (unsynced writes lost or torn), pauses, compaction racing slow
+//! followers, and membership changes. Everything random comes from the seed, so a failing seed
+//! replays exactly (`RWAL_REPL_SEED=<seed>`).
+
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use rwal_replication::{
+    Bootstrap, Config, Envelope, MembershipChange, NodeId, Replica, Role, StateMachine,
+};
+use rwal_wal::rng::Rng;
+use rwal_wal::{Backend, Lsn, Options, SimDisk};
+
+/// What one run exercises.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub seed: u64,
+    pub voters: u64,
+    /// Simulated milliseconds of faults; then everything heals and the cluster must converge.
+    pub fault_ms: u64,
+    pub loss_per_mille: u64,
+    pub duplicate_per_mille: u64,
+    pub delay_max_ms: u64,
+    pub partitions: bool,
+    pub crashes: bool,
+    pub pauses: bool,
+    pub compaction: bool,
+    pub membership: bool,
+    /// A crash between the halves of a raft round happens once in this many rounds.
+    pub crash_mid_round_one_in: u64,
+    /// Deliberately broken replicas (acknowledge before persisting), for the checker's test.
+    pub ack_before_persist: bool,
+}
+
+impl Scenario {
+    /// A scenario drawn from the seed: 3 or 5 voters, every fault kind on or off.
+    pub fn from_seed(seed: u64) -> Scenario {
+        let mut rng = Rng::new(seed ^ 0x5ce4_a110);
+        Scenario {
+            seed,
+            voters: if rng.one_in(3) { 5 } else { 3 },
+            fault_ms: 1500 + rng.below(1500),
+            loss_per_mille: [0, 20, 100, 250][rng.below(4) as usize],
+            duplicate_per_mille: [0, 10, 50][rng.below(3) as usize],
+            delay_max_ms: [1, 5, 20][rng.below(3) as usize],
+            partitions: !rng.one_in(3),
+            crashes: !rng.one_in(3),
+            pauses: rng.one_in(2),
+            compaction: !rng.one_in(3),
+            membership: rng.one_in(2),
+            crash_mid_round_one_in: 40,
+            ack_before_persist: false,
+        }
+    }
+}
+
+/// An engine's state: for each user record, its epoch and the CRC32C of its payload.
+pub type State = BTreeMap<Lsn, (u64, u32)>;
+
+/// What the engine of a simulated node keeps: for each applied user record, its epoch and a
+/// checksum of its payload. The snapshot is that map.
+#[derive(Debug, Default)]
+pub struct ModelState {
+    pub records: State,
+    pub applied: Lsn,
+    /// Snapshots installed: the LSN and the state they carried.
+    pub restores: Vec<(Lsn, State)>,
+    pub violations: Vec<String>,
+}
+
+#[derive(Clone, Default)]
+pub struct Model(pub Arc<Mutex<ModelState>>);
+
+pub fn encode_state(records: &BTreeMap<Lsn, (u64, u32)>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(records.len() * 20);
+    for (lsn, (epoch, crc)) in records {
+        out.extend_from_slice(&lsn.to_le_bytes());
+        out.extend_from_slice(&epoch.to_le_bytes());
+        out.extend_from_slice(&crc.to_le_bytes());
+    }
+    out
+}
+
+fn decode_state(bytes: &[u8]) -> BTreeMap<Lsn, (u64, u32)> {
+    bytes
+        .chunks_exact(20)
+        .map(|c| {
+            let lsn = u64::from_le_bytes(c[0..8].try_into().unwrap());
+            let epoch = u64::from_le_bytes(c[8..16].try_into().unwrap());
+            let crc = u32::from_le_bytes(c[16..20].try_into().unwrap());
+            (lsn, (epoch, crc))
+        })
+        .collect()
+}
+
+impl StateMachine for Model {
+    fn apply(&mut self, lsn: Lsn, epoch: u64, data: &[u8]) {
+        let mut state = self.0.lock();
+        if lsn <= state.applied {
+            let line = format!("applied {lsn} after {}", state.applied);
+            state.violations.push(line);
+        }
+        state.applied = lsn;
+        state.records.insert(lsn, (epoch, crc32c::crc32c(data)));
+    }
+
+    fn snapshot(&mut self) -> Vec<u8> {
+        encode_state(&self.0.lock().records)
+    }
+
+    fn restore(&mut self, lsn: Lsn, _epoch: u64, snapshot: &[u8]) {
+        let mut state = self.0.lock();
+        let records = decode_state(snapshot);
+        state.records = records.clone();
+        state.applied = lsn;
+        state.restores.push((lsn, records));
+    }
+}
+
+/// A message in flight (ordered by delivery time, then by sending order).
+struct InFlight {
+    at: u64,
+    order: u64,
+    envelope: Envelope,
+}
+
+impl PartialEq for InFlight {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.order) == (other.at, other.order)
+    }
+}
+
+impl Eq for InFlight {}
+
+impl Ord for InFlight {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        // Earliest first out of the max-heap.
+        (other.at, other.order).cmp(&(self.at, self.order))
+    }
+}
+
+impl PartialOrd for InFlight {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+struct SimNode {
+    id: NodeId,
+    disk: SimDisk,
+    replica: Option<Replica<Model>>,
+    model: Model,
+    bootstrap: Bootstrap,
+    tick_every: u64,
+    next_tick: u64,
+    paused_until: u64,
+    down_until: u64,
+    last_commit: Lsn,
+    /// Started at all (a joining node starts when the leader adds it).
+    started: bool,
+    incarnation: u64,
+}
+
+/// A proposal the client made, and what became of it.
+struct Proposal {
+    node: NodeId,
+    incarnation: u64,
+    lsn: Lsn,
+    epoch: u64,
+    crc: u32,
+    payload: Vec<u8>,
+}
+
+/// Counts of what a run did, to show that each fault happened.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub proposals: u64,
+    pub acknowledged: u64,
+    pub superseded: u64,
+    pub delivered: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub partitions: u64,
+    pub crashes: u64,
+    pub crashes_mid_round: u64,
+    pub pauses: u64,
+    pub checkpoints: u64,
+    pub segments_compacted: u64,
+    pub snapshots_installed: u64,
+    pub membership_changes: u64,
+    pub leaders: u64,
+    pub final_commit: Lsn,
+}
+
+pub struct Sim {
+    scenario: Scenario,
+    rng: Rng,
+    now: u64,
+    nodes: Vec<SimNode>,
+    network: BinaryHeap<InFlight>,
+    order: u64,
+    blocked: Vec<(NodeId, NodeId)>,
+    heal_at: u64,
+    pending: Vec<Proposal>,
+    acknowledged: Vec<Proposal>,
+    leaders_by_term: HashMap<u64, NodeId>,
+    next_payload: u64,
+    pub stats: Stats,
+    membership_step: u32,
+    heal_proposals_until: u64,
+}
+
+const ELECTION_TICKS: usize = 10;
+const TICK_MS: u64 = 10;
+
+fn config(id: NodeId) -> Config {
+    let mut config = Config::new(id);
+    config.election_ticks = ELECTION_TICKS;
+    config.heartbeat_ticks = 2;
+    config.max_bytes_per_message = 64 << 10;
+    config.follower_pin_cap_bytes = Some(512 << 10);
+    config.snapshot_chunk_bytes = 4 << 10;
+    config.snapshot_chunks_per_tick = 2;
+    config.snapshot_timeout_ticks = 30;
+    config.commit_store_interval = 64;
+    config
+}
+
+fn options(disk: &SimDisk) -> Options {
+    Options::new()
+        .backend(Backend::Simulated(disk.clone()))
+        .background_threads(false)
+        .segment_bytes(1 << 20)
+}
+
+impl Sim {
+    pub fn new(scenario: Scenario) -> Sim {
+        let mut rng = Rng::new(scenario.seed);
+        let voters: Vec<NodeId> = (1..=scenario.voters).collect();
+        // One spare node joins when membership changes are on.
+        let count = scenario.voters + u64::from(scenario.membership);
+        let nodes = (1..=count)
+            .map(|id| {
+                let tick_every = TICK_MS - 1 + rng.below(3);
+                SimNode {
+                    id,
+                    disk: SimDisk::new(),
+                    replica: None,
+                    model: Model::default(),
+                    bootstrap: if id <= scenario.voters {
+                        Bootstrap::Voters(voters.clone())
+                    } else {
+                        Bootstrap::Join
+                    },
+                    tick_every,
+                    next_tick: rng.below(tick_every) + 1,
+                    paused_until: 0,
+                    down_until: 0,
+                    last_commit: 0,
+                    started: id <= scenario.voters,
+                    incarnation: 0,
+                }
+            })
+            .collect();
+        let mut sim = Sim {
+            scenario,
+            rng,
+            now: 0,
+            nodes,
+            network: BinaryHeap::new(),
+            order: 0,
+            blocked: Vec::new(),
+            heal_at: 0,
+            pending: Vec::new(),
+            acknowledged: Vec::new(),
+            leaders_by_term: HashMap::new(),
+            next_payload: 0,
+            stats: Stats::default(),
+            membership_step: 0,
+            heal_proposals_until: 0,
+        };
+        for i in 0..sim.nodes.len() {
+            if sim.nodes[i].started {
+                sim.start(i).expect("a new replica opens");
+            }
+        }
+        sim
+    }
+
+    fn start(&mut self, i: usize) -> Result<(), String> {
+        let node = &mut self.nodes[i];
+        node.model = Model::default();
+        let mut replica = Replica::open(
+            format!("/sim/{}", node.id),
+            options(&node.disk),
+            config(node.id),
+            node.bootstrap.clone(),
+            node.model.clone(),
+        )
+        .map_err(|e| format!("node {} does not reopen: {e}", node.id))?;
+        replica.break_ack_before_persist(self.scenario.ack_before_persist);
+        node.last_commit = replica.commit_lsn();
+        node.replica = Some(replica);
+        node.incarnation += 1;
+        node.started = true;
+        Ok(())
+    }
+
+    fn crash(&mut self, i: usize) {
+        let seed = self.rng.next_u64();
+        let node = &mut self.nodes[i];
+        // The image is taken first: dropping the replica afterwards syncs the old disk only.
+        let survivor = node.disk.crash(seed);
+        if let Some(replica) = node.replica.take() {
+            self.stats.snapshots_installed += replica.snapshots_installed();
+        }
+        node.disk = survivor;
+        node.down_until = self.now + 20 + self.rng.below(300);
+        self.stats.crashes += 1;
+    }
+
+    fn send(&mut self, envelopes: Vec<Envelope>) {
+        for envelope in envelopes {
+            if self.rng.below(1000) < self.scenario.loss_per_mille {
+                self.stats.lost += 1;
+                continue;
+            }
+            let copies = if self.rng.below(1000) < self.scenario.duplicate_per_mille {
+                self.stats.duplicated += 1;
+                2
+            } else {
+                1
+            };
+            for _ in 0..copies {
+                let at = self.now + 1 + self.rng.below(self.scenario.delay_max_ms);
+                self.order += 1;
+                self.network.push(InFlight {
+                    at,
+                    order: self.order,
+                    envelope: envelope.clone(),
+                });
+            }
+        }
+    }
+
+    fn index_of(&self, id: NodeId) -> Option<usize> {
+        self.nodes.iter().position(|n| n.id == id)
+    }
+
+    fn deliver(&mut self) {
+        let mut held = Vec::new();
+        while let Some(top) = self.network.peek() {
+            if top.at > self.now {
+                break;
+            }
+            let flight = self.network.pop().expect("peeked");
+            let (from, to) = (flight.envelope.from(), flight.envelope.to());
+            if self.blocked.contains(&(from, to)) {
+                self.stats.lost += 1;
+                continue;
+            }
+            let Some(i) = self.index_of(to) else { continue };
+            let node = &mut self.nodes[i];
+            if node.paused_until > self.now && node.replica.is_some() {
+                // A stopped process: its socket buffers what arrives.
+                held.push(flight);
+                continue;
+            }
+            if let Some(replica) = node.replica.as_mut() {
+                replica.step(flight.envelope);
+                self.stats.delivered += 1;
+            }
+        }
+        for mut flight in held {
+            flight.at = self.nodes[self.index_of(flight.envelope.to()).unwrap()].paused_until;
+            self.network.push(flight);
+        }
+    }
+
+    /// Runs every live node's raft rounds; may crash a node between the halves of a round.
+    fn process(&mut self, crash_mid_round: bool) -> Result<(), String> {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].paused_until > self.now {
+                continue;
+            }
+            let id = self.nodes[i].id;
+            while let Some(replica) = self.nodes[i].replica.as_mut() {
+                let worked = replica
+                    .handle_ready()
+                    .map_err(|e| format!("node {id}: handle_ready: {e}"))?;
+                if !worked {
+                    break;
+                }
+                let out = replica.take_messages();
+                self.send(out);
+                if crash_mid_round && self.rng.one_in(self.scenario.crash_mid_round_one_in) {
+                    self.stats.crashes_mid_round += 1;
+                    self.crash(i);
+                    break;
+                }
+                let replica = self.nodes[i].replica.as_mut().expect("live");
+                replica
+                    .finish_ready()
+                    .map_err(|e| format!("node {id}: finish_ready: {e}"))?;
+                let out = replica.take_messages();
+                self.send(out);
+            }
+        }
+        Ok(())
+    }
+
+    fn leader_index(&self) -> Option<usize> {
+        self.nodes.iter().position(|n| {
+            n.paused_until <= self.now
+                && n.replica.as_ref().is_some_and(|r| r.role() == Role::Leader)
+        })
+    }
+
+    fn propose(&mut self) {
+        let Some(i) = self.leader_index() else { return };
+        self.next_payload += 1;
+        let len = 16 + self.rng.below(8000) as usize;
+        let mut payload = format!(
+            "seed {} proposal {} ",
+            self.scenario.seed, self.next_payload
+        )
+        .into_bytes();
+        payload.resize(len, b'.');
+        let node = &mut self.nodes[i];
+        let replica = node.replica.as_mut().expect("leader is live");
+        if let Ok((lsn, epoch)) = replica.propose(&payload) {
+            self.stats.proposals += 1;
+            self.pending.push(Proposal {
+                node: node.id,
+                incarnation: node.incarnation,
+                lsn,
+                epoch,
+                crc: crc32c::crc32c(&payload),
+                payload,
+            });
+        }
+    }
+
+    /// What `wait_committed` tells a client: acknowledged once the proposing node (still the
+    /// same process) has committed that LSN with that epoch; superseded if another entry holds
+    /// the LSN.
+    fn acknowledge(&mut self) {
+        let mut still = Vec::new();
+        for p in std::mem::take(&mut self.pending) {
+            let Some(i) = self.index_of(p.node) else {
+                continue;
+            };
+            let node = &self.nodes[i];
+            let Some(replica) = node
+                .replica
+                .as_ref()
+                .filter(|_| node.incarnation == p.incarnation)
+            else {
+                continue; // The process died: the client never learns.
+            };
+            let wal = replica.wal();
+            let committed = replica.commit_lsn() >= p.lsn;
+            if committed || wal.last_lsn() >= p.lsn {
+                match wal.epoch_at(p.lsn) {
+                    Ok(e) if e == p.epoch && committed => {
+                        self.stats.acknowledged += 1;
+                        self.acknowledged.push(p);
+                        continue;
+                    }
+                    Ok(e) if e != p.epoch => {
+                        self.stats.superseded += 1;
+                        continue;
+                    }
+                    Err(rwal_wal::Error::Compacted { .. }) => continue,
+                    _ => {}
+                }
+            }
+            still.push(p);
+        }
+        self.pending = still;
+    }
+
+    fn check_step(&mut self) -> Result<(), String> {
+        for node in &mut self.nodes {
+            let Some(replica) = node.replica.as_ref() else {
+                continue;
+            };
+            if replica.role() == Role::Leader {
+                let leader = *self
+                    .leaders_by_term
+                    .entry(replica.term())
+                    .or_insert_with(|| {
+                        self.stats.leaders += 1;
+                        node.id
+                    });
+                if leader != node.id {
+                    return Err(format!(
+                        "two leaders in term {}: {leader} and {}",
+                        replica.term(),
+                        node.id
+                    ));
+                }
+            }
+            let commit = replica.commit_lsn();
+            if commit < node.last_commit {
+                return Err(format!(
+                    "node {}'s commit LSN went back from {} to {commit}",
+                    node.id, node.last_commit
+                ));
+            }
+            node.last_commit = commit;
+            let model = node.model.0.lock();
+            if let Some(v) = model.violations.first() {
+                return Err(format!("node {}: {v}", node.id));
+            }
+        }
+        Ok(())
+    }
+
+    fn faults(&mut self) -> Result<(), String> {
+        let s = self.scenario.clone();
+        let n = self.nodes.len();
+        if s.partitions && self.blocked.is_empty() && self.rng.one_in(400) {
+            self.stats.partitions += 1;
+            let victim = self.nodes[self.rng.below(n as u64) as usize].id;
+            let one_way = self.rng.one_in(2);
+            for other in self.nodes.iter().map(|n| n.id).filter(|id| *id != victim) {
+                self.blocked.push((other, victim));
+                if !one_way {
+                    self.blocked.push((victim, other));
+                }
+            }
+            self.heal_at = self.now + 100 + self.rng.below(600);
+        }
+        if !self.blocked.is_empty() && self.now >= self.heal_at {
+            self.blocked.clear();
+        }
+        if s.crashes && self.rng.one_in(300) {
+            let i = self.rng.below(n as u64) as usize;
+            if self.nodes[i].replica.is_some() {
+                self.crash(i);
+            }
+        }
+        for i in 0..n {
+            let node = &self.nodes[i];
+            if node.started && node.replica.is_none() && self.now >= node.down_until {
+                self.start(i)?;
+            }
+        }
+        if s.pauses && self.rng.one_in(500) {
+            if let Some(i) = self.leader_index() {
+                self.stats.pauses += 1;
+                // Longer than the election timeout.
+                let election_ms = ELECTION_TICKS as u64 * TICK_MS;
+                self.nodes[i].paused_until = self.now + election_ms * 2 + self.rng.below(300);
+            }
+        }
+        if s.compaction && self.rng.one_in(150) {
+            let i = self.rng.below(n as u64) as usize;
+            let id = self.nodes[i].id;
+            let state = encode_state(&self.nodes[i].model.0.lock().records);
+            if let Some(replica) = self.nodes[i].replica.as_mut() {
+                let applied = replica.applied_lsn();
+                replica
+                    .checkpoint(applied, &state)
+                    .map_err(|e| format!("node {id}: checkpoint: {e}"))?;
+                self.stats.checkpoints += 1;
+                let report = replica
+                    .compact()
+                    .map_err(|e| format!("node {id}: compact: {e}"))?;
+                self.stats.segments_compacted += report.segments_removed as u64;
+            }
+        }
+        if s.membership && self.rng.one_in(200) {
+            self.change_membership();
+        }
+        Ok(())
+    }
+
+    /// Adds the spare node as a learner, promotes it once it caught up, then removes voter 1.
+    fn change_membership(&mut self) {
+        let Some(i) = self.leader_index() else { return };
+        let spare = self.nodes.last().expect("nodes").id;
+        let change = match self.membership_step {
+            0 => MembershipChange::AddLearner(spare),
+            1 => MembershipChange::AddVoter(spare),
+            2 => MembershipChange::Remove(1),
+            _ => return,
+        };
+        let replica = self.nodes[i].replica.as_mut().expect("leader is live");
+        if replica.change_membership(change).is_ok() {
+            self.stats.membership_changes += 1;
+            self.membership_step += 1;
+            if self.membership_step == 1 {
+                let spare_index = self.nodes.len() - 1;
+                if !self.nodes[spare_index].started {
+                    self.start(spare_index).expect("a new replica opens");
+                }
+            }
+        }
+    }
+
+    fn step(&mut self, faults: bool) -> Result<(), String> {
+        self.now += 1;
+        self.deliver();
+        for i in 0..self.nodes.len() {
+            let now = self.now;
+            let node = &mut self.nodes[i];
+            if node.paused_until > now || now < node.next_tick {
+                continue;
+            }
+            let jitter = self.rng.below(3);
+            node.next_tick = now + node.tick_every - 1 + jitter;
+            if let Some(replica) = node.replica.as_mut() {
+                replica.tick();
+                let out = replica.take_messages();
+                self.send(out);
+            }
+        }
+        if faults {
+            self.faults()?;
+            if self.rng.one_in(2) {
+                self.propose();
+            }
+        } else if self.now < self.heal_proposals_until && self.rng.one_in(8) {
+            self.propose();
+        }
+        self.process(faults && self.scenario.crashes)?;
+        self.acknowledge();
+        self.check_step()
+    }
+
+    /// Runs the scenario: faults for `fault_ms`, then healed until every member has applied
+    /// everything the leader committed; then the final checks.
+    pub fn run(&mut self) -> Result<Stats, String> {
+        while self.now < self.scenario.fault_ms {
+            self.step(true)?;
+        }
+        // Heal: links restored, every node up and running, no more loss.
+        self.blocked.clear();
+        self.scenario.loss_per_mille = 0;
+        self.scenario.duplicate_per_mille = 0;
+        for i in 0..self.nodes.len() {
+            self.nodes[i].paused_until = 0;
+            if self.nodes[i].started && self.nodes[i].replica.is_none() {
+                self.start(i)?;
+            }
+        }
+        self.heal_proposals_until = self.now + 500;
+        let deadline = self.now + 20_000;
+        let mut settled_since = None;
+        while self.now < deadline {
+            self.step(false)?;
+            if self.converged() {
+                let since = *settled_since.get_or_insert(self.now);
+                if self.now - since > 300 && self.pending.is_empty() {
+                    break;
+                }
+            } else {
+                settled_since = None;
+            }
+        }
+        if !self.converged() {
+            let mut notes = String::new();
+            for node in &mut self.nodes {
+                if let Some(r) = node.replica.as_mut() {
+                    for line in r.take_log().iter().rev().take(5) {
+                        notes.push_str(&format!("\n  node {}: {line}", node.id));
+                    }
+                }
+            }
+            return Err(format!(
+                "the cluster did not converge after healing: {}{notes}",
+                self.describe()
+            ));
+        }
+        self.check_final()?;
+        for node in &self.nodes {
+            if let Some(replica) = node.replica.as_ref() {
+                self.stats.snapshots_installed += replica.snapshots_installed();
+            }
+        }
+        self.stats.final_commit = self.leader_index().map_or(0, |i| {
+            self.nodes[i].replica.as_ref().expect("live").commit_lsn()
+        });
+        Ok(self.stats.clone())
+    }
+
+    fn members(&self) -> Vec<NodeId> {
+        let Some(i) = self.leader_index() else {
+            return Vec::new();
+        };
+        let conf = self.nodes[i].replica.as_ref().expect("live").membership();
+        conf.voters
+            .iter()
+            .chain(conf.learners.iter())
+            .copied()
+            .collect()
+    }
+
+    fn converged(&self) -> bool {
+        let Some(i) = self.leader_index() else {
+            return false;
+        };
+        let commit = self.nodes[i].replica.as_ref().expect("live").commit_lsn();
+        self.members().iter().all(|id| {
+            let node = &self.nodes[self.index_of(*id).expect("member exists")];
+            node.replica
+                .as_ref()
+                .is_some_and(|r| r.applied_lsn() >= commit && r.commit_lsn() >= commit)
+        })
+    }
+
+    fn describe(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| match &n.replica {
+                Some(r) => format!("{r:?}"),
+                None => format!("node {} down", n.id),
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn check_final(&self) -> Result<(), String> {
+        let members = self.members();
+        let live: Vec<&SimNode> = self
+            .nodes
+            .iter()
+            .filter(|n| members.contains(&n.id) && n.replica.is_some())
+            .collect();
+        // The oracle: the engine state of the member that applied the most.
+        let oracle_node = live
+            .iter()
+            .max_by_key(|n| n.model.0.lock().applied)
+            .ok_or("no live member")?;
+        let oracle = oracle_node.model.0.lock().records.clone();
+        // 1. Every acknowledged proposal is in every live member's state, same epoch and bytes.
+        for p in &self.acknowledged {
+            for node in &live {
+                let model = node.model.0.lock();
+                match model.records.get(&p.lsn) {
+                    Some(&(epoch, crc)) if epoch == p.epoch && crc == p.crc => {}
+                    found => {
+                        return Err(format!(
+                        "acknowledged proposal at LSN {} (epoch {}, {} bytes) is {:?} on node {}",
+                        p.lsn,
+                        p.epoch,
+                        p.payload.len(),
+                        found,
+                        node.id
+                    ))
+                    }
+                }
+                drop(model);
+                // And the bytes themselves, where the log still holds them.
+                let wal = node.replica.as_ref().expect("live").wal();
+                if p.lsn >= wal.first_lsn() {
+                    let bytes = wal
+                        .read(p.lsn)
+                        .map_err(|e| format!("node {} reading {}: {e}", node.id, p.lsn))?;
+                    if bytes != p.payload {
+                        return Err(format!("node {} holds other bytes at {}", node.id, p.lsn));
+                    }
+                }
+            }
+        }
+        // 2. Engine states agree: each is the oracle's up to what it applied.
+        for node in &live {
+            let model = node.model.0.lock();
+            let expected: BTreeMap<_, _> = oracle
+                .range(..=model.applied)
+                .map(|(k, v)| (*k, *v))
+                .collect();
+            if model.records != expected {
+                return Err(format!(
+                    "node {}'s state differs from node {}'s up to {}",
+                    node.id, oracle_node.id, model.applied
+                ));
+            }
+        }
+        // 3. A snapshot installed anywhere carried the state as of its LSN.
+        for node in &self.nodes {
+            let model = node.model.0.lock();
+            for (lsn, records) in &model.restores {
+                let expected: BTreeMap<_, _> =
+                    oracle.range(..=*lsn).map(|(k, v)| (*k, *v)).collect();
+                if *records != expected {
+                    return Err(format!(
+                        "node {} restored a snapshot at {lsn} that is not the state as of it",
+                        node.id
+                    ));
+                }
+            }
+        }
+        // 4. Committed logs, system records included, are prefixes of one another.
+        for a in 0..live.len() {
+            for b in a + 1..live.len() {
+                compare_logs(live[a], live[b])?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn compare_logs(a: &SimNode, b: &SimNode) -> Result<(), String> {
+    let (ra, rb) = (a.replica.as_ref().unwrap(), b.replica.as_ref().unwrap());
+    let from = ra.wal().first_lsn().max(rb.wal().first_lsn());
+    let to = ra.commit_lsn().min(rb.commit_lsn());
+    if from > to {
+        return Ok(());
+    }
+    let mut x = ra.wal().reader(from).map_err(|e| e.to_string())?;
+    let mut y = rb.wal().reader(from).map_err(|e| e.to_string())?;
+    while x.next_lsn() <= to {
+        let p = x
+            .next()
+            .map_err(|e| e.to_string())?
+            .map(|r| (r.lsn, r.epoch, r.kind, r.data.to_vec()));
+        let q = y
+            .next()
+            .map_err(|e| e.to_string())?
+            .map(|r| (r.lsn, r.epoch, r.kind, r.data.to_vec()));
+        if p != q {
+            return Err(format!(
+                "committed logs of nodes {} and {} differ at LSN {}: {:?} / {:?}",
+                a.id,
+                b.id,
+                x.next_lsn(),
+                p.map(|r| (r.0, r.1, r.2)),
+                q.map(|r| (r.0, r.1, r.2))
+            ));
+        }
+    }
+    Ok(())
+}
