@@ -4,13 +4,17 @@
 //! rwal bench [OPTIONS]      latency and throughput benchmarks (see `rwal bench --help`)
 //! rwal inspect DIR          segments, LSN ranges, the control file
 //! rwal verify DIR           checks every record's checksum; exit 1 on corruption
+//! rwal node [OPTIONS]       one node of a replicated cluster (see `rwal node --help`)
+//! rwal client [OPTIONS]     append to, read from, ask the status of a node
 //! ```
 
 #![forbid(unsafe_code)]
 
 mod bench;
+mod client;
 mod inspect;
 mod json;
+mod node;
 mod plot;
 
 use std::process::ExitCode;
@@ -22,6 +26,8 @@ commands:
   bench     measure commit latency, group-commit throughput, append throughput and recovery speed
   inspect   show a log directory: control file, segments, LSN ranges
   verify    check every record's checksum without changing anything (exit 1 on corruption)
+  node      run one node of a replicated cluster (TCP, authenticated peers, a client port)
+  client    append to, read from, or ask the status of a running node
 
 `rwal <command> --help` says more.";
 
@@ -36,6 +42,8 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(rest),
         Some("inspect") => inspect::run(rest, false),
         Some("verify") => inspect::run(rest, true),
+        Some("node") => node::run(rest),
+        Some("client") => client::run(rest),
         Some("--help" | "-h" | "help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

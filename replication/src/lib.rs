@@ -4,7 +4,8 @@
 //!   simulation drives.
 //! - [`Node`] runs a replica on its own thread and serves many proposing threads: what an
 //!   embedding engine uses.
-//! - [`Transport`] carries messages between nodes; [`MemoryNetwork`] is the in-memory one.
+//! - [`Transport`] carries messages between nodes; [`MemoryNetwork`] is the in-memory one,
+//!   [`net::PeerNetwork`] the TCP one (authenticated; `docs/network.md`).
 //!
 //! The design, the mapping of raft's `Ready` protocol to WAL calls and why it is safe, are in
 //! `docs/replication.md`.
@@ -17,6 +18,7 @@
 
 mod codec;
 mod error;
+pub mod net;
 mod node;
 mod replica;
 mod snapshot_stream;
@@ -27,7 +29,7 @@ mod transport;
 pub type NodeId = u64;
 
 pub use error::{Error, Result};
-pub use node::{CommittedReader, Node, NodeOptions, NodeStatus};
+pub use node::{CommittedReader, CommittedRecord, Node, NodeLog, NodeOptions, NodeStatus};
 pub use raft::eraftpb::ConfState;
 pub use replica::{Bootstrap, Config, MembershipChange, Replica, Role, StateMachine};
 pub use transport::{Envelope, Inbox, MemoryNetwork, MemoryTransport, SnapshotChunk, Transport};

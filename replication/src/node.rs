@@ -3,6 +3,7 @@
 //! followers before it persists its own entries with one group commit, and applies committed
 //! records to the engine.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -19,7 +20,7 @@ use crate::transport::{Envelope, Inbox, Transport};
 use crate::{ConfState, NodeId};
 
 /// How to open a [`Node`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NodeOptions {
     /// The log's directory.
     pub dir: PathBuf,
@@ -36,6 +37,27 @@ pub struct NodeOptions {
     /// Envelopes from other nodes waiting for the node's thread; more are dropped (raft
     /// resends).
     pub pending_envelopes_max: usize,
+    /// Receives the replica's notes (snapshots sent, refused or dropped, messages raft
+    /// refused), called on the node's thread; `None`: they are dropped.
+    pub log: Option<NodeLog>,
+}
+
+/// A receiver of a node's log lines.
+pub type NodeLog = Arc<dyn Fn(&str) + Send + Sync>;
+
+impl std::fmt::Debug for NodeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeOptions")
+            .field("dir", &self.dir)
+            .field("wal", &self.wal)
+            .field("config", &self.config)
+            .field("bootstrap", &self.bootstrap)
+            .field("tick_interval", &self.tick_interval)
+            .field("pending_proposals_max", &self.pending_proposals_max)
+            .field("pending_envelopes_max", &self.pending_envelopes_max)
+            .field("log", &self.log.is_some())
+            .finish()
+    }
 }
 
 impl NodeOptions {
@@ -49,6 +71,7 @@ impl NodeOptions {
             tick_interval: Duration::from_millis(10),
             pending_proposals_max: 65536,
             pending_envelopes_max: 65536,
+            log: None,
         }
     }
 }
@@ -68,6 +91,8 @@ pub struct NodeStatus {
     pub commit_lsn: Lsn,
     /// The highest LSN applied to the engine.
     pub applied_lsn: Lsn,
+    /// The oldest LSN its log retains (older ones are in a checkpoint).
+    pub first_lsn: Lsn,
     /// The newest LSN in its log.
     pub last_lsn: Lsn,
     /// The membership it runs with.
@@ -85,6 +110,7 @@ enum Request {
     Membership(MembershipChange, Reply<Lsn>),
     Checkpoint(Lsn, Vec<u8>, Reply<()>),
     Compact(Reply<rwal_wal::CompactionReport>),
+    ReadIndex(Instant, Reply<Lsn>),
 }
 
 #[derive(Default)]
@@ -176,9 +202,10 @@ impl Node {
         });
         let worker = shared.clone();
         let interval = options.tick_interval;
+        let log = options.log.clone();
         let thread = std::thread::Builder::new()
             .name(format!("rwal-node-{id}"))
-            .spawn(move || run(replica, worker, transport, interval))
+            .spawn(move || run(replica, worker, transport, interval, log))
             .map_err(|e| {
                 Error::invalid("thread", format!("cannot start the node's thread: {e}"))
             })?;
@@ -281,6 +308,29 @@ impl Node {
                 });
             }
         }
+    }
+
+    /// A linearizable read point: waits until the leader has confirmed with a quorum that it
+    /// still leads and this node has applied everything committed before the call, then returns
+    /// that LSN. Reads of this node's committed log up to it (the engine's state, or
+    /// [`reader`](Node::reader)) then see every write acknowledged before the call. Works on
+    /// followers too (the confirmation comes from the leader); [`Error::Timeout`] without one.
+    pub fn read_barrier(&self, timeout: Duration) -> Result<Lsn> {
+        let deadline = Instant::now() + timeout;
+        let lsn = self.request(|reply| Request::ReadIndex(deadline, reply))?;
+        let (status, applied) = self
+            .wait_status(deadline.saturating_duration_since(Instant::now()), |s| {
+                s.applied_lsn >= lsn
+            });
+        if let Some(failure) = status.failure {
+            return Err(Error::Raft(failure));
+        }
+        if !applied {
+            return Err(Error::Timeout {
+                waiting_for: "the read point to be applied",
+            });
+        }
+        Ok(lsn)
     }
 
     /// Proposes a membership change on the leader; returns the LSN of the change entry (it
@@ -488,6 +538,7 @@ fn status_of<M: StateMachine>(replica: &Replica<M>, failure: Option<String>) -> 
         leader: replica.leader(),
         commit_lsn: replica.commit_lsn(),
         applied_lsn: replica.applied_lsn(),
+        first_lsn: replica.wal().first_lsn(),
         last_lsn: replica.wal().last_lsn(),
         membership: replica.membership(),
         progress: if role == Role::Leader {
@@ -505,8 +556,11 @@ fn run<M: StateMachine, T: Transport>(
     shared: Arc<Shared>,
     transport: T,
     interval: Duration,
+    log: Option<NodeLog>,
 ) {
     let mut next_tick = Instant::now() + interval;
+    let mut reads: HashMap<u64, (Instant, Reply<Lsn>)> = HashMap::new();
+    let mut next_read: u64 = 0;
     let outcome = (|| -> Result<()> {
         loop {
             let (envelopes, requests) = {
@@ -546,6 +600,11 @@ fn run<M: StateMachine, T: Transport>(
                     Request::Compact(reply) => {
                         let _ = reply.send(replica.compact());
                     }
+                    Request::ReadIndex(deadline, reply) => {
+                        next_read += 1;
+                        replica.read_index(next_read.to_le_bytes().to_vec());
+                        reads.insert(next_read, (deadline, reply));
+                    }
                 }
             }
             let now = Instant::now();
@@ -563,8 +622,34 @@ fn run<M: StateMachine, T: Transport>(
             if !rest.is_empty() {
                 transport.send(rest);
             }
+            for (context, lsn) in replica.take_read_states() {
+                let Ok(id) = <[u8; 8]>::try_from(context.as_slice()) else {
+                    continue;
+                };
+                if let Some((_, reply)) = reads.remove(&u64::from_le_bytes(id)) {
+                    let _ = reply.send(Ok(lsn));
+                }
+            }
+            if !reads.is_empty() {
+                let now = Instant::now();
+                reads.retain(|_, (deadline, reply)| {
+                    let waiting = *deadline > now;
+                    if !waiting {
+                        let _ = reply.send(Err(Error::Timeout {
+                            waiting_for: "a leader to confirm the read point",
+                        }));
+                    }
+                    waiting
+                });
+            }
             *shared.status.lock() = status_of(&replica, None);
             shared.status_cond.notify_all();
+            let notes = replica.take_log();
+            if let Some(log) = &log {
+                for note in notes {
+                    log(&note);
+                }
+            }
         }
     })();
     shared.closed.store(true, Ordering::Release);
@@ -579,6 +664,7 @@ fn run<M: StateMachine, T: Transport>(
             Request::Membership(_, reply) => drop(reply.send(Err(Error::Closed))),
             Request::Checkpoint(_, _, reply) => drop(reply.send(Err(Error::Closed))),
             Request::Compact(reply) => drop(reply.send(Err(Error::Closed))),
+            Request::ReadIndex(_, reply) => drop(reply.send(Err(Error::Closed))),
         }
     }
 }

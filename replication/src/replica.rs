@@ -179,6 +179,8 @@ pub struct Replica<M: StateMachine> {
     ack_before_persist: bool,
     log: Vec<String>,
     snapshots_installed: u64,
+    /// Read points raft-rs confirmed: (request context, LSN).
+    read_states: Vec<(Vec<u8>, Lsn)>,
     /// Followers whose snapshot stream failed, reported to raft-rs between rounds.
     failed_snapshots: Vec<NodeId>,
     /// Held exclusively while a snapshot replaces the log; readers outside the replica's
@@ -301,6 +303,7 @@ impl<M: StateMachine> Replica<M> {
             log: Vec::new(),
             snapshots_installed: 0,
             failed_snapshots: Vec::new(),
+            read_states: Vec::new(),
             install_gate: Arc::new(RwLock::new(())),
         })
     }
@@ -430,6 +433,20 @@ impl<M: StateMachine> Replica<M> {
                 other => other.into(),
             })?;
         Ok((self.raw.raft.raft_log.last_index(), self.raw.raft.term))
+    }
+
+    /// Asks for a linearizable read point (raft's ReadIndex): once the leader has confirmed
+    /// with a quorum that it still leads, [`take_read_states`](Replica::take_read_states)
+    /// returns `(context, lsn)`, and a read made after applying up to `lsn` sees every write
+    /// committed before this call. On a follower the request goes to the leader. Without a
+    /// leader it is dropped: callers time out.
+    pub fn read_index(&mut self, context: Vec<u8>) {
+        self.raw.read_index(context);
+    }
+
+    /// The read points confirmed since the last call.
+    pub fn take_read_states(&mut self) -> Vec<(Vec<u8>, Lsn)> {
+        std::mem::take(&mut self.read_states)
     }
 
     /// Proposes a membership change (one at a time: raft refuses a second while one is pending).
@@ -564,6 +581,9 @@ impl<M: StateMachine> Replica<M> {
                 self.outgoing.clear();
                 self.pins.clear();
             }
+        }
+        for read in ready.take_read_states() {
+            self.read_states.push((read.request_ctx, read.index));
         }
         // The leader's own messages (appends, heartbeats) may go before its entries are
         // durable: the leader persists in parallel with its followers (raft's rule).

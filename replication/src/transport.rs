@@ -1,5 +1,5 @@
 //! What nodes send each other, and the trait a transport implements. This crate ships an
-//! in-memory transport for tests ([`MemoryNetwork`]); the TCP one lives with `rwal node`.
+//! in-memory transport for tests ([`MemoryNetwork`]); the TCP one is [`crate::net`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -60,6 +60,11 @@ impl Envelope {
 
 /// Carries batches of envelopes to other nodes. `send` must not block for long: a transport
 /// queues, and drops what it cannot deliver (raft retries; nothing depends on delivery).
+///
+/// One ordering is required: a snapshot's chunks and the raft `MsgSnapshot` sent after them
+/// must reach their receiver in that order (a snapshot message that arrives before its bytes
+/// is dropped, and raft resends it only after a timeout). Everything else may be lost,
+/// duplicated or reordered.
 pub trait Transport: Send + 'static {
     /// Hands a batch of envelopes, for any receivers, to the transport.
     fn send(&self, batch: Vec<Envelope>);

@@ -189,6 +189,10 @@ fn many_threads_propose_and_every_node_holds_the_same_committed_log() {
     }
     // A follower refuses and names the leader.
     let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    // A linearizable read point on a follower covers every acknowledged write.
+    let read_point = cluster.node(follower).read_barrier(WAIT).unwrap();
+    assert!(read_point >= last, "read point {read_point} below {last}");
+    assert!(cluster.node(follower).status().applied_lsn >= read_point);
     match cluster.node(follower).propose(b"x") {
         Err(Error::NotLeader { leader: Some(l) }) => assert_eq!(l, leader),
         other => panic!("expected NotLeader, got {other:?}"),
@@ -209,6 +213,11 @@ fn a_partitioned_leader_is_replaced_and_its_uncommitted_entry_superseded() {
     let others: Vec<NodeId> = [1, 2, 3].into_iter().filter(|id| *id != old).collect();
     let new = cluster.leader(&others);
     assert_ne!(new, old);
+    // The isolated leader cannot confirm that it still leads: no linearizable read there.
+    assert!(matches!(
+        cluster.node(old).read_barrier(Duration::from_millis(200)),
+        Err(Error::Timeout { .. })
+    ));
     let (new_lsn, _) = cluster.node(new).propose_and_wait(b"after", WAIT).unwrap();
     assert!(matches!(
         cluster

@@ -1,0 +1,217 @@
+//! `rwal client`: speaks the client protocol of `rwal node` (`docs/network.md` section 3).
+
+use std::ffi::OsString;
+use std::io::{BufReader, BufWriter};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use crate::node::proto::{self, Body};
+
+const HELP: &str = "\
+usage: rwal client --addr HOST:PORT [--timeout SECONDS] COMMAND
+
+  append [--client-id N] [--request-id N] DATA
+                      append DATA, wait until it is committed, print `LSN EPOCH`; follows
+                      the leader; retries (same ids) after a timeout or a lost connection
+  load --count N [--size BYTES] [--client-id N]
+                      append N records one after another; print `LSN EPOCH` for each
+  read [--from LSN] [--max N] [--linearizable]
+                      print committed records as `LSN EPOCH DATA` from LSN (default: the
+                      oldest the node retains), at most N (default 1000; stale by default: this
+                      node's committed log; --linearizable confirms with the leader first)
+  status              print the node's status as JSON";
+
+struct Client {
+    addr: SocketAddr,
+    stream: Option<(BufReader<TcpStream>, BufWriter<TcpStream>)>,
+    timeout: Duration,
+}
+
+impl Client {
+    fn call(&mut self, op: u8, body: &[u8]) -> Result<(u8, Vec<u8>), String> {
+        if self.stream.is_none() {
+            let stream = TcpStream::connect_timeout(&self.addr, self.timeout)
+                .map_err(|e| format!("cannot connect to {}: {e}", self.addr))?;
+            stream
+                .set_read_timeout(Some(self.timeout + Duration::from_secs(15)))
+                .map_err(|e| e.to_string())?;
+            let _ = stream.set_nodelay(true);
+            let reader = BufReader::new(stream.try_clone().map_err(|e| e.to_string())?);
+            self.stream = Some((reader, BufWriter::new(stream)));
+        }
+        let (reader, writer) = self.stream.as_mut().expect("connected above");
+        let outcome = proto::write_message(writer, op, body)
+            .and_then(|()| proto::read_message(reader))
+            .map_err(|e| format!("{}: {e}", self.addr));
+        match outcome {
+            Ok(Some(reply)) => Ok(reply),
+            Ok(None) => {
+                self.stream = None;
+                Err(format!("{} closed the connection", self.addr))
+            }
+            Err(e) => {
+                self.stream = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// Calls until a node answers other than NOT_LEADER or RETRY, following the leader.
+    fn call_leader(&mut self, op: u8, body: &[u8]) -> Result<Vec<u8>, String> {
+        let deadline = Instant::now() + self.timeout;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            match self.call(op, body) {
+                Ok((proto::OK, reply)) => return Ok(reply),
+                Ok((proto::NOT_LEADER, reply)) => {
+                    let mut b = Body(&reply);
+                    let leader = b.u64("leader").unwrap_or(0);
+                    let address = String::from_utf8_lossy(b.rest()).into_owned();
+                    last = format!("node at {} is not the leader (leader: {leader})", self.addr);
+                    if let Ok(addr) = address.parse() {
+                        self.addr = addr;
+                        self.stream = None;
+                        continue;
+                    }
+                }
+                Ok((proto::RETRY, reply)) => last = String::from_utf8_lossy(&reply).into_owned(),
+                Ok((_, reply)) => return Err(String::from_utf8_lossy(&reply).into_owned()),
+                Err(e) => last = e,
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(format!("gave up after {:?}: {last}", self.timeout))
+    }
+}
+
+fn number(parser: &mut lexopt::Parser, what: &str) -> Result<u64, String> {
+    let value = parser.value().map_err(|e| e.to_string())?;
+    value
+        .to_string_lossy()
+        .parse()
+        .map_err(|_| format!("{what}: {value:?} is not a number"))
+}
+
+fn default_client_id() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    (nanos ^ (u64::from(std::process::id()) << 32)) | 1
+}
+
+pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
+    let mut parser = lexopt::Parser::from_args(args);
+    let mut addr = None;
+    let mut timeout = Duration::from_secs(30);
+    let mut command: Option<String> = None;
+    let mut client_id = default_client_id();
+    let mut request_id = 1;
+    let mut count = 1;
+    let mut size = 128;
+    let mut from = 0;
+    let mut max = 1000;
+    let mut linearizable = false;
+    let mut data: Option<String> = None;
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        use lexopt::Arg::{Long, Short, Value};
+        match arg {
+            Long("help") | Short('h') => {
+                println!("{HELP}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            Long("addr") => {
+                let value = parser.value().map_err(|e| e.to_string())?;
+                let value = value.to_string_lossy().into_owned();
+                addr = Some(
+                    value
+                        .to_socket_addrs()
+                        .map_err(|e| format!("--addr {value:?}: {e}"))?
+                        .next()
+                        .ok_or_else(|| format!("--addr {value:?}: no address"))?,
+                );
+            }
+            Long("timeout") => timeout = Duration::from_secs(number(&mut parser, "--timeout")?),
+            Long("client-id") => client_id = number(&mut parser, "--client-id")?,
+            Long("request-id") => request_id = number(&mut parser, "--request-id")?,
+            Long("count") => count = number(&mut parser, "--count")?,
+            Long("size") => size = number(&mut parser, "--size")? as usize,
+            Long("from") => from = number(&mut parser, "--from")?,
+            Long("max") => max = number(&mut parser, "--max")?.min(u64::from(u32::MAX)) as u32,
+            Long("linearizable") => linearizable = true,
+            Value(value) if command.is_none() => command = Some(value.to_string_lossy().into()),
+            Value(value) if data.is_none() => data = Some(value.to_string_lossy().into()),
+            other => return Err(format!("{}\n\n{HELP}", other.unexpected())),
+        }
+    }
+    let addr = addr.ok_or_else(|| format!("--addr is required\n\n{HELP}"))?;
+    let mut client = Client {
+        addr,
+        stream: None,
+        timeout,
+    };
+    match command.as_deref() {
+        Some("append") => {
+            let data = data.ok_or("append needs DATA")?;
+            let body = [
+                &client_id.to_le_bytes()[..],
+                &request_id.to_le_bytes(),
+                data.as_bytes(),
+            ]
+            .concat();
+            let reply = client.call_leader(proto::OP_APPEND, &body)?;
+            print_lsn_epoch(&reply)?;
+        }
+        Some("load") => {
+            for i in 0..count {
+                let record = format!("{i:0size$}");
+                let request = request_id + i;
+                let body = [
+                    &client_id.to_le_bytes()[..],
+                    &request.to_le_bytes(),
+                    record.as_bytes(),
+                ]
+                .concat();
+                let reply = client.call_leader(proto::OP_APPEND, &body)?;
+                print_lsn_epoch(&reply)?;
+            }
+        }
+        Some("read") => {
+            let mode = if linearizable {
+                proto::READ_LINEARIZABLE
+            } else {
+                proto::READ_STALE
+            };
+            let body = [&from.to_le_bytes()[..], &max.to_le_bytes(), &[mode]].concat();
+            let (status, reply) = client.call(proto::OP_READ, &body)?;
+            if status != proto::OK {
+                return Err(String::from_utf8_lossy(&reply).into_owned());
+            }
+            let mut b = Body(&reply);
+            let n = b.u32("count")?;
+            for _ in 0..n {
+                let lsn = b.u64("lsn")?;
+                let epoch = b.u64("epoch")?;
+                let len = b.u32("length")? as usize;
+                let data = b.take(len, "data")?;
+                println!("{lsn} {epoch} {}", String::from_utf8_lossy(data));
+            }
+        }
+        Some("status") => {
+            let (status, reply) = client.call(proto::OP_STATUS, &[])?;
+            if status != proto::OK {
+                return Err(String::from_utf8_lossy(&reply).into_owned());
+            }
+            println!("{}", String::from_utf8_lossy(&reply));
+        }
+        Some(other) => return Err(format!("unknown client command {other:?}\n\n{HELP}")),
+        None => return Err(format!("a command is required\n\n{HELP}")),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_lsn_epoch(reply: &[u8]) -> Result<(), String> {
+    let mut b = Body(reply);
+    println!("{} {}", b.u64("lsn")?, b.u64("epoch")?);
+    Ok(())
+}

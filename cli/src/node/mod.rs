@@ -1,0 +1,682 @@
+//! `rwal node`: one node of a replicated cluster, from flags or a config file, serving the
+//! client protocol (`docs/network.md` sections 2 and 3).
+
+pub mod proto;
+
+use std::collections::{BTreeSet, HashMap};
+use std::ffi::OsString;
+use std::io::{BufReader, BufWriter};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use rwal_replication::net::{PeerConfig, PeerNetwork};
+use rwal_replication::{Bootstrap, Error, Node, NodeId, NodeOptions, Role, StateMachine};
+use rwal_wal::{Lsn, Options, RecordKind};
+
+const HELP: &str = "\
+usage: rwal node --id N --dir DIR --listen ADDR --client-listen ADDR \\
+                 --peer ID,PEER_ADDR,CLIENT_ADDR ... --cluster-id C --secret-file FILE [options]
+       rwal node --config FILE
+
+Runs one node of a replicated rwal cluster. The founding members are this node and every
+--peer; start each with the same list. A restarted node continues from its log.
+
+  --id N                  this node's id (1, 2, ...)
+  --dir DIR               its log directory
+  --listen ADDR           where peers connect (host:port)
+  --client-listen ADDR    where clients connect (`rwal client`); keep it on a private network
+  --peer ID,PEER,CLIENT   another member: its id, peer address and client address (repeat)
+  --cluster-id C          the cluster's id (a number every member shares)
+  --secret-file FILE      the cluster's shared secret (at least 16 bytes)
+  --checkpoint-every N    checkpoint and compact after N applied records (default 100000)
+  --tick-ms MS            raft's tick (default 10; elections after 10 ticks)
+  --segment-bytes N       size of new log segments (default: rwal-wal's)
+  --pin-cap-bytes N       log a lagging follower may hold back before it is sent a snapshot
+                          instead (default 1 GiB)
+  --config FILE           read the options from FILE: `key = value` lines, keys as above
+                          without `--`, `peer` repeated; `#` starts a comment";
+
+/// Everything `rwal node` is started with.
+#[derive(Debug, Clone)]
+struct Settings {
+    id: NodeId,
+    dir: PathBuf,
+    listen: SocketAddr,
+    client_listen: SocketAddr,
+    peers: HashMap<NodeId, (SocketAddr, SocketAddr)>,
+    cluster_id: u64,
+    secret: Vec<u8>,
+    checkpoint_every: u64,
+    tick: Duration,
+    segment_bytes: Option<u64>,
+    pin_cap_bytes: u64,
+}
+
+fn parse_peer(value: &str) -> Result<(NodeId, SocketAddr, SocketAddr), String> {
+    let parts: Vec<&str> = value.split(',').map(str::trim).collect();
+    let [id, peer, client] = parts[..] else {
+        return Err(format!(
+            "--peer {value:?}: expected ID,PEER_ADDR,CLIENT_ADDR"
+        ));
+    };
+    let id = id
+        .parse()
+        .map_err(|_| format!("--peer {value:?}: {id:?} is not a node id"))?;
+    let address = |a: &str| {
+        a.parse::<SocketAddr>()
+            .map_err(|e| format!("--peer {value:?}: {a:?} is not an address: {e}"))
+    };
+    Ok((id, address(peer)?, address(client)?))
+}
+
+fn parse_settings(pairs: Vec<(String, String)>) -> Result<Settings, String> {
+    let mut id = None;
+    let mut dir = None;
+    let mut listen = None;
+    let mut client_listen = None;
+    let mut peers = HashMap::new();
+    let mut cluster_id = None;
+    let mut secret_file: Option<PathBuf> = None;
+    let mut checkpoint_every = 100_000;
+    let mut tick_ms = 10;
+    let mut segment_bytes = None;
+    let mut pin_cap_bytes = 1 << 30;
+    let number = |key: &str, value: &str| {
+        value
+            .parse::<u64>()
+            .map_err(|_| format!("{key}: {value:?} is not a number"))
+    };
+    let address = |key: &str, value: &str| {
+        value
+            .parse::<SocketAddr>()
+            .map_err(|e| format!("{key}: {value:?} is not an address: {e}"))
+    };
+    for (key, value) in pairs {
+        match key.as_str() {
+            "id" => id = Some(number(&key, &value)?),
+            "dir" => dir = Some(PathBuf::from(value)),
+            "listen" => listen = Some(address(&key, &value)?),
+            "client-listen" => client_listen = Some(address(&key, &value)?),
+            "peer" => {
+                let (peer, at, client) = parse_peer(&value)?;
+                if peers.insert(peer, (at, client)).is_some() {
+                    return Err(format!("peer {peer} is given twice"));
+                }
+            }
+            "cluster-id" => cluster_id = Some(number(&key, &value)?),
+            "secret-file" => secret_file = Some(PathBuf::from(value)),
+            "checkpoint-every" => checkpoint_every = number(&key, &value)?.max(1),
+            "tick-ms" => tick_ms = number(&key, &value)?.max(1),
+            "segment-bytes" => segment_bytes = Some(number(&key, &value)?),
+            "pin-cap-bytes" => pin_cap_bytes = number(&key, &value)?,
+            other => return Err(format!("unknown option {other:?}\n\n{HELP}")),
+        }
+    }
+    let missing = |what: &str| format!("--{what} is required\n\n{HELP}");
+    let id = id.ok_or_else(|| missing("id"))?;
+    if id == 0 || peers.contains_key(&id) || peers.contains_key(&0) {
+        return Err("node ids start at 1, and a node is not its own --peer".into());
+    }
+    let secret_file = secret_file.ok_or_else(|| missing("secret-file"))?;
+    let secret = std::fs::read(&secret_file)
+        .map_err(|e| format!("cannot read the secret file {}: {e}", secret_file.display()))?;
+    let secret = secret.trim_ascii().to_vec();
+    Ok(Settings {
+        id,
+        dir: dir.ok_or_else(|| missing("dir"))?,
+        listen: listen.ok_or_else(|| missing("listen"))?,
+        client_listen: client_listen.ok_or_else(|| missing("client-listen"))?,
+        peers,
+        cluster_id: cluster_id.ok_or_else(|| missing("cluster-id"))?,
+        secret,
+        checkpoint_every,
+        tick: Duration::from_millis(tick_ms),
+        segment_bytes,
+        pin_cap_bytes,
+    })
+}
+
+fn read_config(path: &str) -> Result<Vec<(String, String)>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the config file {path}: {e}"))?;
+    let mut pairs = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(format!("{path}:{}: expected `key = value`", n + 1));
+        };
+        pairs.push((key.trim().to_string(), value.trim().to_string()));
+    }
+    Ok(pairs)
+}
+
+pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
+    let mut pairs = Vec::new();
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        match arg {
+            lexopt::Arg::Long("help") | lexopt::Arg::Short('h') => {
+                println!("{HELP}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            lexopt::Arg::Long("config") => {
+                let value = parser.value().map_err(|e| e.to_string())?;
+                pairs.extend(read_config(&value.to_string_lossy())?);
+            }
+            lexopt::Arg::Long(key) => {
+                let key = key.to_string();
+                let value = parser.value().map_err(|e| e.to_string())?;
+                pairs.push((key, value.to_string_lossy().into_owned()));
+            }
+            other => return Err(format!("{}\n\n{HELP}", other.unexpected())),
+        }
+    }
+    let settings = parse_settings(pairs)?;
+    serve(settings)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn log(id: NodeId, line: &str) {
+    eprintln!("rwal node {id}: {line}");
+}
+
+/// What this node's engine knows: for each client, its last applied request; the LSNs of
+/// duplicates (applied as nothing).
+#[derive(Default)]
+struct EngineState {
+    applied: Lsn,
+    clients: HashMap<u64, (u64, Lsn, u64)>,
+    duplicates: BTreeSet<Lsn>,
+}
+
+/// The node's engine: exactly-once appends per (client, request) id.
+#[derive(Clone)]
+struct Engine {
+    id: NodeId,
+    state: Arc<(Mutex<EngineState>, Condvar)>,
+}
+
+impl StateMachine for Engine {
+    fn apply(&mut self, lsn: Lsn, epoch: u64, data: &[u8]) {
+        let (state, applied) = &*self.state;
+        let mut state = state.lock();
+        state.applied = lsn;
+        match proto::decode_record(data) {
+            Some((client, request, _)) => {
+                let seen = state.clients.get(&client).is_some_and(|c| c.0 >= request);
+                if seen {
+                    state.duplicates.insert(lsn);
+                } else {
+                    state.clients.insert(client, (request, lsn, epoch));
+                }
+            }
+            None => {
+                state.duplicates.insert(lsn); // not a client record: never returned
+            }
+        }
+        applied.notify_all();
+    }
+
+    fn snapshot(&mut self) -> Vec<u8> {
+        encode_state(&self.state.0.lock())
+    }
+
+    fn restore(&mut self, lsn: Lsn, _epoch: u64, snapshot: &[u8]) {
+        let mut state = decode_state(snapshot).unwrap_or_default();
+        state.applied = lsn;
+        *self.state.0.lock() = state;
+        self.state.1.notify_all();
+    }
+
+    fn leader_changed(&mut self, leader: Option<NodeId>, term: u64) {
+        match leader {
+            Some(leader) => log(self.id, &format!("leader is node {leader} in term {term}")),
+            None => log(self.id, &format!("no leader in term {term}")),
+        }
+    }
+}
+
+fn encode_state(state: &EngineState) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&(state.clients.len() as u64).to_le_bytes());
+    for (client, (request, lsn, epoch)) in &state.clients {
+        for v in [*client, *request, *lsn, *epoch] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    out.extend_from_slice(&(state.duplicates.len() as u64).to_le_bytes());
+    for lsn in &state.duplicates {
+        out.extend_from_slice(&lsn.to_le_bytes());
+    }
+    out
+}
+
+fn decode_state(bytes: &[u8]) -> Option<EngineState> {
+    let mut body = proto::Body(bytes);
+    let mut state = EngineState::default();
+    if bytes.is_empty() {
+        return Some(state);
+    }
+    let clients = body.u64("clients").ok()?;
+    for _ in 0..clients {
+        let [c, r, l, e] = [(); 4].map(|()| body.u64("client").unwrap_or(0));
+        state.clients.insert(c, (r, l, e));
+    }
+    let duplicates = body.u64("duplicates").ok()?;
+    for _ in 0..duplicates {
+        state.duplicates.insert(body.u64("duplicate").ok()?);
+    }
+    Some(state)
+}
+
+struct Server {
+    settings: Settings,
+    node: Node,
+    engine: Engine,
+    network: PeerNetwork,
+    /// Appends proposed here and not yet answered, by (client, request).
+    inflight: Mutex<HashMap<(u64, u64), (Lsn, u64)>>,
+    connections: AtomicUsize,
+}
+
+const APPEND_TIMEOUT: Duration = Duration::from_secs(10);
+const CLIENT_CONNECTIONS_MAX: usize = 512;
+const READ_RECORDS_MAX: u32 = 10_000;
+const READ_BYTES_MAX: usize = 16 << 20;
+
+fn serve(settings: Settings) -> Result<(), String> {
+    let id = settings.id;
+    let peers = settings
+        .peers
+        .iter()
+        .map(|(peer, (addr, _))| (*peer, *addr))
+        .collect();
+    let network = PeerNetwork::start(
+        PeerConfig {
+            id,
+            cluster_id: settings.cluster_id,
+            secret: settings.secret.clone(),
+            listen: settings.listen,
+            peers,
+        },
+        Arc::new(move |line: &str| log(id, line)),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut voters: Vec<NodeId> = settings.peers.keys().copied().collect();
+    voters.push(id);
+    voters.sort_unstable();
+    let mut options = NodeOptions::new(id, &settings.dir, Bootstrap::Voters(voters));
+    options.wal = Options::new();
+    if let Some(bytes) = settings.segment_bytes {
+        options.wal = options.wal.segment_bytes(bytes);
+    }
+    options.tick_interval = settings.tick;
+    options.config.follower_pin_cap_bytes = Some(settings.pin_cap_bytes);
+    options.log = Some(Arc::new(move |line: &str| log(id, line)));
+    let engine = Engine {
+        id,
+        state: Arc::new((Mutex::new(EngineState::default()), Condvar::new())),
+    };
+    let node = Node::open(options, engine.clone(), network.transport())
+        .map_err(|e| format!("cannot open node {id} in {}: {e}", settings.dir.display()))?;
+    network.attach(node.inbox());
+    let listener = TcpListener::bind(settings.client_listen)
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.client_listen))?;
+    log(
+        id,
+        &format!(
+            "serving clients on {}, peers on {}",
+            listener.local_addr().map_err(|e| e.to_string())?,
+            network.local_addr()
+        ),
+    );
+    let server = Arc::new(Server {
+        settings,
+        node,
+        engine,
+        network,
+        inflight: Mutex::new(HashMap::new()),
+        connections: AtomicUsize::new(0),
+    });
+    let checkpointer = server.clone();
+    std::thread::Builder::new()
+        .name("rwal-node-checkpoint".into())
+        .spawn(move || checkpoint_loop(&checkpointer))
+        .map_err(|e| e.to_string())?;
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        if server.connections.fetch_add(1, Ordering::AcqRel) >= CLIENT_CONNECTIONS_MAX {
+            server.connections.fetch_sub(1, Ordering::AcqRel);
+            continue; // dropped: the client sees the connection close
+        }
+        let server = server.clone();
+        let spawned = std::thread::Builder::new()
+            .name("rwal-node-client".into())
+            .spawn(move || {
+                let _ = serve_client(&server, stream);
+                server.connections.fetch_sub(1, Ordering::AcqRel);
+            });
+        if spawned.is_err() {
+            log(id, "cannot start a client thread");
+        }
+    }
+    Ok(())
+}
+
+/// Checkpoints the engine's state and compacts every `checkpoint_every` applied records.
+fn checkpoint_loop(server: &Server) {
+    let mut last = 0;
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        if let Some(failure) = server.node.status().failure {
+            log(server.settings.id, &format!("stopped: {failure}"));
+            std::process::exit(1);
+        }
+        let (applied, state) = {
+            let state = server.engine.state.0.lock();
+            (state.applied, encode_state(&state))
+        };
+        if applied < last + server.settings.checkpoint_every {
+            continue;
+        }
+        match server.node.checkpoint(applied, &state) {
+            Ok(()) => {
+                last = applied;
+                if let Err(e) = server.node.compact() {
+                    log(server.settings.id, &format!("compaction failed: {e}"));
+                }
+            }
+            Err(e) => log(
+                server.settings.id,
+                &format!("checkpoint at {applied} failed: {e}"),
+            ),
+        }
+    }
+}
+
+fn serve_client(server: &Server, stream: TcpStream) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut input = BufReader::new(stream.try_clone()?);
+    let mut output = BufWriter::new(stream);
+    while let Some((op, body)) = proto::read_message(&mut input)? {
+        let (status, reply) = match op {
+            proto::OP_APPEND => append(server, &body),
+            proto::OP_READ => read(server, &body),
+            proto::OP_STATUS => (proto::OK, status_json(server).into_bytes()),
+            other => (
+                proto::ERROR,
+                format!("unknown operation {other}").into_bytes(),
+            ),
+        };
+        proto::write_message(&mut output, status, &reply)?;
+    }
+    Ok(())
+}
+
+fn not_leader(server: &Server, leader: Option<NodeId>) -> (u8, Vec<u8>) {
+    let mut body = leader.unwrap_or(0).to_le_bytes().to_vec();
+    let address = leader.and_then(|l| {
+        if l == server.settings.id {
+            Some(server.settings.client_listen)
+        } else {
+            server.settings.peers.get(&l).map(|p| p.1)
+        }
+    });
+    if let Some(address) = address {
+        body.extend_from_slice(address.to_string().as_bytes());
+    }
+    (proto::NOT_LEADER, body)
+}
+
+fn error(message: impl Into<String>) -> (u8, Vec<u8>) {
+    (proto::ERROR, message.into().into_bytes())
+}
+
+fn lsn_epoch(lsn: Lsn, epoch: u64) -> (u8, Vec<u8>) {
+    let mut body = lsn.to_le_bytes().to_vec();
+    body.extend_from_slice(&epoch.to_le_bytes());
+    (proto::OK, body)
+}
+
+/// The answer for (client, request) if the engine applied it: its first copy's LSN and epoch.
+fn applied_answer(
+    server: &Server,
+    client: u64,
+    request: u64,
+) -> Option<Result<(Lsn, u64), String>> {
+    let state = server.engine.state.0.lock();
+    let &(last, lsn, epoch) = state.clients.get(&client)?;
+    if request == last {
+        Some(Ok((lsn, epoch)))
+    } else if request < last {
+        Some(Err(format!(
+            "request {request} of client {client} is below its last applied request {last}"
+        )))
+    } else {
+        None
+    }
+}
+
+fn append(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
+    let mut body = proto::Body(body);
+    let (client, request) = match (body.u64("client id"), body.u64("request id")) {
+        (Ok(c), Ok(r)) => (c, r),
+        (Err(e), _) | (_, Err(e)) => return error(e),
+    };
+    let data = body.rest();
+    if let Some(answer) = applied_answer(server, client, request) {
+        return match answer {
+            Ok((lsn, epoch)) => lsn_epoch(lsn, epoch),
+            Err(e) => error(e),
+        };
+    }
+    let pending = server.inflight.lock().get(&(client, request)).copied();
+    let (lsn, epoch) = match pending {
+        Some(found) => found,
+        None => match server
+            .node
+            .propose(&proto::encode_record(client, request, data))
+        {
+            Ok(found) => {
+                server.inflight.lock().insert((client, request), found);
+                found
+            }
+            Err(Error::NotLeader { leader }) => return not_leader(server, leader),
+            Err(e @ (Error::Busy { .. } | Error::Backlogged { .. })) => {
+                return (proto::RETRY, e.to_string().into_bytes())
+            }
+            Err(e) => return error(e.to_string()),
+        },
+    };
+    let outcome = server.node.wait_committed(lsn, epoch, APPEND_TIMEOUT);
+    server.inflight.lock().remove(&(client, request));
+    match outcome {
+        Ok(()) => {}
+        Err(e @ (Error::Timeout { .. } | Error::Superseded { .. })) => {
+            return (proto::RETRY, e.to_string().into_bytes())
+        }
+        Err(e) => return error(e.to_string()),
+    }
+    // Committed: answer with the copy the engine applied (this one, or an earlier one).
+    let deadline = Instant::now() + APPEND_TIMEOUT;
+    let (state, applied) = &*server.engine.state;
+    let mut guard = state.lock();
+    while guard.applied < lsn {
+        if applied.wait_until(&mut guard, deadline).timed_out() {
+            return (proto::RETRY, b"committed, not yet applied here".to_vec());
+        }
+    }
+    drop(guard);
+    match applied_answer(server, client, request) {
+        Some(Ok((lsn, epoch))) => lsn_epoch(lsn, epoch),
+        Some(Err(e)) => error(e),
+        None => error("committed but not applied: an engine bug"),
+    }
+}
+
+fn read(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
+    let mut body = proto::Body(body);
+    let (from, max, mode) = match (body.u64("from"), body.u32("max"), body.u8("mode")) {
+        (Ok(f), Ok(m), Ok(mode)) => (f, m.min(READ_RECORDS_MAX), mode),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return error(e),
+    };
+    match mode {
+        proto::READ_STALE => {}
+        proto::READ_LINEARIZABLE => match server.node.read_barrier(APPEND_TIMEOUT) {
+            Ok(_) => {}
+            Err(e @ Error::Timeout { .. }) => return (proto::RETRY, e.to_string().into_bytes()),
+            Err(e) => return error(e.to_string()),
+        },
+        other => return error(format!("unknown read mode {other}")),
+    }
+    // 0: from the oldest record this node retains.
+    let from = if from == 0 {
+        server.node.status().first_lsn
+    } else {
+        from
+    };
+    let mut reader = match server.node.reader(from) {
+        Ok(reader) => reader,
+        Err(e) => return error(e.to_string()),
+    };
+    let duplicates = server.engine.state.0.lock().duplicates.clone();
+    let mut out = Vec::new();
+    let mut count = 0u32;
+    while count < max && out.len() < READ_BYTES_MAX {
+        let record = match reader.next() {
+            Ok(Some(record)) => record,
+            Ok(None) => break,
+            Err(e) => return error(e.to_string()),
+        };
+        if record.kind != RecordKind::User || duplicates.contains(&record.lsn) {
+            continue;
+        }
+        let Some((_, _, data)) = proto::decode_record(&record.data) else {
+            continue;
+        };
+        out.extend_from_slice(&record.lsn.to_le_bytes());
+        out.extend_from_slice(&record.epoch.to_le_bytes());
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out.extend_from_slice(data);
+        count += 1;
+    }
+    let mut reply = count.to_le_bytes().to_vec();
+    reply.extend_from_slice(&out);
+    (proto::OK, reply)
+}
+
+fn status_json(server: &Server) -> String {
+    let s = server.node.status();
+    let role = match s.role {
+        Role::Leader => "leader",
+        Role::Candidate => "candidate",
+        Role::Follower if s.membership.learners.contains(&s.id) => "learner",
+        Role::Follower => "follower",
+    };
+    let list = |ids: &[u64]| ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    let progress = s
+        .progress
+        .iter()
+        .map(|(id, lsn)| format!("\"{id}\":{lsn}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let net = server.network.stats();
+    format!(
+        "{{\"id\":{},\"role\":\"{role}\",\"term\":{},\"leader\":{},\"commit_lsn\":{},\
+         \"applied_lsn\":{},\"first_lsn\":{},\"last_lsn\":{},\"voters\":[{}],\"learners\":[{}],\
+         \"progress\":{{{progress}}},\"peers_connected\":{},\"connections_refused\":{}}}",
+        s.id,
+        s.term,
+        s.leader.unwrap_or(0),
+        s.commit_lsn,
+        s.applied_lsn,
+        s.first_lsn,
+        s.last_lsn,
+        list(&s.membership.voters),
+        list(&s.membership.learners),
+        net.peers_connected,
+        net.connections_refused,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_name_what_is_wrong() {
+        let dir = std::env::temp_dir().join(format!("rwal-node-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "0123456789abcdef0123\n").unwrap();
+        let pairs = |extra: &[(&str, &str)]| {
+            let mut p: Vec<(String, String)> = [
+                ("id", "1"),
+                ("dir", "/tmp/x"),
+                ("listen", "127.0.0.1:7001"),
+                ("client-listen", "127.0.0.1:8001"),
+                ("cluster-id", "9"),
+                ("peer", "2,127.0.0.1:7002,127.0.0.1:8002"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            p.push(("secret-file".into(), secret.display().to_string()));
+            p.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            p
+        };
+        let s = parse_settings(pairs(&[])).unwrap();
+        assert_eq!(
+            s.secret, b"0123456789abcdef0123",
+            "trailing newline trimmed"
+        );
+        assert_eq!(s.peers[&2].1, "127.0.0.1:8002".parse().unwrap());
+        let e = parse_settings(pairs(&[("peer", "3,nowhere,127.0.0.1:1")])).unwrap_err();
+        assert!(e.contains("\"nowhere\" is not an address"), "{e}");
+        let e = parse_settings(pairs(&[("peer", "1,127.0.0.1:1,127.0.0.1:2")])).unwrap_err();
+        assert!(e.contains("not its own --peer"), "{e}");
+        let e = parse_settings(pairs(&[("speed", "fast")])).unwrap_err();
+        assert!(e.contains("unknown option \"speed\""), "{e}");
+        let mut no_id = pairs(&[]);
+        no_id.remove(0);
+        assert!(parse_settings(no_id)
+            .unwrap_err()
+            .contains("--id is required"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_engine_applies_each_request_once_and_its_state_survives_a_snapshot() {
+        let mut engine = Engine {
+            id: 1,
+            state: Arc::new((Mutex::new(EngineState::default()), Condvar::new())),
+        };
+        engine.apply(2, 1, &proto::encode_record(7, 1, b"a"));
+        engine.apply(3, 1, &proto::encode_record(7, 1, b"a")); // a retry that got in
+        engine.apply(4, 2, &proto::encode_record(7, 2, b"b"));
+        engine.apply(5, 2, b"short");
+        {
+            let state = engine.state.0.lock();
+            assert_eq!(state.clients[&7], (2, 4, 2));
+            assert_eq!(state.duplicates, BTreeSet::from([3, 5]));
+        }
+        let bytes = engine.snapshot();
+        let mut other = Engine {
+            id: 2,
+            state: Arc::new((Mutex::new(EngineState::default()), Condvar::new())),
+        };
+        other.restore(5, 2, &bytes);
+        let state = other.state.0.lock();
+        assert_eq!(state.clients[&7], (2, 4, 2));
+        assert_eq!(state.duplicates, BTreeSet::from([3, 5]));
+        assert_eq!(state.applied, 5);
+    }
+}

@@ -1,0 +1,594 @@
+//! Real processes on loopback: three `rwal node` processes whose peer connections run through
+//! fault-injecting TCP proxies, a client appending all the time, and faults: SIGKILL of the
+//! leader, SIGSTOP past the election timeout, a restart that catches up by log and one that
+//! needs a snapshot after compaction, partitions (cut both ways, one way, delayed). After each
+//! fault heals: every append a client saw acknowledged is in every node's committed log at the
+//! same LSN with the same bytes, and the nodes' logs are equal.
+//!
+//! `RWAL_CLUSTER_ROUNDS=N` repeats the whole sequence N times (default 1).
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// A fault-injecting proxy: forwards one peer link (dialer -> acceptor), and can cut it, drop it,
+// or delay it.
+
+#[derive(Default)]
+struct LinkState {
+    cut: AtomicBool,
+    delay_ms: AtomicU64,
+    /// Connections forwarded so far (to show a fault really changed something).
+    connections: AtomicU64,
+}
+
+struct Proxy {
+    addr: SocketAddr,
+    state: Arc<LinkState>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(LinkState::default());
+        let open = Arc::new(Mutex::new(Vec::new()));
+        let (s, o) = (state.clone(), open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if s.cut.load(Ordering::Acquire) {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(target) else {
+                    continue;
+                };
+                s.connections.fetch_add(1, Ordering::Relaxed);
+                o.lock().unwrap().push(client.try_clone().unwrap());
+                o.lock().unwrap().push(server.try_clone().unwrap());
+                pump(
+                    client.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                    s.clone(),
+                );
+                pump(server, client, s.clone());
+            }
+        });
+        Proxy { addr, state, open }
+    }
+
+    fn cut(&self) {
+        self.state.cut.store(true, Ordering::Release);
+        for stream in self.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn heal(&self) {
+        self.state.delay_ms.store(0, Ordering::Release);
+        self.state.cut.store(false, Ordering::Release);
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, state: Arc<LinkState>) {
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if state.cut.load(Ordering::Acquire) {
+                break;
+            }
+            let delay = state.delay_ms.load(Ordering::Acquire);
+            if delay > 0 {
+                std::thread::sleep(Duration::from_millis(delay));
+            }
+            if to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(Shutdown::Both);
+        let _ = from.shutdown(Shutdown::Both);
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client protocol (docs/network.md section 3), just what the test needs.
+
+fn call(addr: SocketAddr, op: u8, body: &[u8]) -> std::io::Result<(u8, Vec<u8>)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    // A stopped node accepts connections (the kernel does) but never answers.
+    stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+    let mut message = ((body.len() + 1) as u32).to_le_bytes().to_vec();
+    message.push(op);
+    message.extend_from_slice(body);
+    stream.write_all(&message)?;
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len)?;
+    let mut reply = vec![0u8; u32::from_le_bytes(len) as usize];
+    stream.read_exact(&mut reply)?;
+    let status = reply.remove(0);
+    Ok((status, reply))
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap())
+}
+
+/// A field of the status JSON (numbers and the role).
+fn field(json: &str, key: &str) -> Option<String> {
+    let start = json.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let rest = &json[start..];
+    let end = rest.find([',', '}'])?;
+    Some(rest[..end].trim_matches('"').to_string())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cluster.
+
+struct Cluster {
+    dir: std::path::PathBuf,
+    binary: &'static str,
+    secret: std::path::PathBuf,
+    peer_addrs: BTreeMap<u64, SocketAddr>,
+    client_addrs: BTreeMap<u64, SocketAddr>,
+    /// The proxy of each link (dialer, acceptor).
+    links: BTreeMap<(u64, u64), Proxy>,
+    children: BTreeMap<u64, Child>,
+}
+
+impl Cluster {
+    fn new(label: &str) -> Cluster {
+        let dir = std::env::temp_dir().join(format!("rwal-cluster-{label}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "the secret of the loopback cluster\n").unwrap();
+        let peer_addrs: BTreeMap<u64, SocketAddr> = (1..=3).map(|id| (id, free_addr())).collect();
+        let client_addrs = (1..=3).map(|id| (id, free_addr())).collect();
+        let mut links = BTreeMap::new();
+        for from in 1..=3 {
+            for to in 1..=3 {
+                if from != to {
+                    links.insert((from, to), Proxy::start(peer_addrs[&to]));
+                }
+            }
+        }
+        let mut cluster = Cluster {
+            dir,
+            binary: env!("CARGO_BIN_EXE_rwal"),
+            secret,
+            peer_addrs,
+            client_addrs,
+            links,
+            children: BTreeMap::new(),
+        };
+        for id in 1..=3 {
+            cluster.start(id);
+        }
+        cluster
+    }
+
+    fn start(&mut self, id: u64) {
+        let mut command = Command::new(self.binary);
+        command
+            .arg("node")
+            .args(["--id", &id.to_string()])
+            .arg("--dir")
+            .arg(self.dir.join(format!("node{id}")))
+            .args(["--listen", &self.peer_addrs[&id].to_string()])
+            .args(["--client-listen", &self.client_addrs[&id].to_string()])
+            .args(["--cluster-id", "77", "--checkpoint-every", "300"])
+            // Small segments and pin cap, so that compaction happens and a lagging node needs a
+            // snapshot within a few hundred appends.
+            .args(["--segment-bytes", "1048576", "--pin-cap-bytes", "1048576"])
+            .arg("--secret-file")
+            .arg(&self.secret);
+        for peer in (1..=3).filter(|p| *p != id) {
+            let via = self.links[&(id, peer)].addr;
+            command.args([
+                "--peer",
+                &format!("{peer},{via},{}", self.client_addrs[&peer]),
+            ]);
+        }
+        let log = std::fs::File::create(self.dir.join(format!("node{id}.log"))).unwrap();
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("rwal node starts");
+        self.children.insert(id, child);
+    }
+
+    fn kill(&mut self, id: u64) {
+        let mut child = self.children.remove(&id).expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    fn signal(&self, id: u64, signal: &str) {
+        let pid = self.children[&id].id().to_string();
+        let status = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
+    fn status(&self, id: u64) -> Option<String> {
+        let (code, body) = call(self.client_addrs[&id], 3, &[]).ok()?;
+        (code == 0).then(|| String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn number(&self, id: u64, key: &str) -> Option<u64> {
+        field(&self.status(id)?, key)?.parse().ok()
+    }
+
+    /// Waits until `among` agree on one leader; returns it and its term.
+    fn leader(&self, among: &[u64]) -> (u64, u64) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let statuses: Vec<Option<String>> = among.iter().map(|id| self.status(*id)).collect();
+            let leaders: Vec<u64> = statuses
+                .iter()
+                .flatten()
+                .filter_map(|s| field(s, "leader")?.parse().ok())
+                .collect();
+            if leaders.len() == among.len()
+                && leaders[0] != 0
+                && leaders.iter().all(|l| *l == leaders[0])
+                && among.contains(&leaders[0])
+            {
+                let term = self.number(leaders[0], "term").unwrap_or(0);
+                return (leaders[0], term);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no leader among {among:?}: {statuses:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until every running node has applied `lsn`.
+    fn wait_applied(&self, lsn: u64) {
+        let deadline = Instant::now() + DEADLINE;
+        for id in self.children.keys() {
+            while self.number(*id, "applied_lsn").unwrap_or(0) < lsn {
+                assert!(
+                    Instant::now() < deadline,
+                    "node {id} did not apply {lsn}: {:?}",
+                    self.status(*id)
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Every committed user record a node retains, by LSN.
+    fn read_all(&self, id: u64) -> BTreeMap<u64, Vec<u8>> {
+        let mut records = BTreeMap::new();
+        let mut from = 0u64;
+        loop {
+            let mut body = from.to_le_bytes().to_vec();
+            body.extend_from_slice(&10_000u32.to_le_bytes());
+            body.push(0);
+            let (code, reply) = call(self.client_addrs[&id], 2, &body).expect("read");
+            assert_eq!(
+                code,
+                0,
+                "read on node {id}: {}",
+                String::from_utf8_lossy(&reply)
+            );
+            let count = u32::from_le_bytes(reply[..4].try_into().unwrap());
+            let mut at = 4;
+            let mut last = None;
+            for _ in 0..count {
+                let lsn = u64_at(&reply, at);
+                let len = u32::from_le_bytes(reply[at + 16..at + 20].try_into().unwrap()) as usize;
+                records.insert(lsn, reply[at + 20..at + 20 + len].to_vec());
+                at += 20 + len;
+                last = Some(lsn);
+            }
+            match last {
+                Some(lsn) if count == 10_000 => from = lsn + 1,
+                _ => return records,
+            }
+        }
+    }
+
+    /// The checker: every acknowledged append is on every node at its LSN with its bytes, and
+    /// the nodes' logs agree where they overlap (compaction may have removed older records).
+    fn check(&self, acknowledged: &BTreeMap<u64, Vec<u8>>) {
+        let highest = acknowledged.keys().next_back().copied().unwrap_or(0);
+        self.wait_applied(highest);
+        let logs: BTreeMap<u64, BTreeMap<u64, Vec<u8>>> = self
+            .children
+            .keys()
+            .map(|id| (*id, self.read_all(*id)))
+            .collect();
+        for (id, log) in &logs {
+            let first = self.number(*id, "first_lsn").unwrap();
+            for (lsn, data) in acknowledged.range(first..) {
+                assert_eq!(
+                    log.get(lsn),
+                    Some(data),
+                    "node {id}: acknowledged LSN {lsn}"
+                );
+            }
+        }
+        let ids: Vec<&u64> = logs.keys().collect();
+        for pair in ids.windows(2) {
+            let (a, b) = (&logs[pair[0]], &logs[pair[1]]);
+            for (lsn, data) in a {
+                if let Some(other) = b.get(lsn) {
+                    assert_eq!(
+                        data, other,
+                        "nodes {} and {} differ at {lsn}",
+                        pair[0], pair[1]
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, mut child) in std::mem::take(&mut self.children) {
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A client appending from its own thread, following the leader and retrying with the same
+/// ids, recording what was acknowledged.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    acknowledged: Arc<Mutex<BTreeMap<u64, Vec<u8>>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn start(addrs: Vec<SocketAddr>, client: u64) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acknowledged = Arc::new(Mutex::new(BTreeMap::new()));
+        let (s, a) = (stop.clone(), acknowledged.clone());
+        let thread = std::thread::spawn(move || {
+            let mut target = 0;
+            let mut request = 1u64;
+            while !s.load(Ordering::Acquire) {
+                // About 2 KB: a 1 MiB segment holds a few hundred.
+                let mut data = format!("client {client} request {request} ").into_bytes();
+                data.resize(2000, b'.');
+                let mut body = client.to_le_bytes().to_vec();
+                body.extend_from_slice(&request.to_le_bytes());
+                body.extend_from_slice(&data);
+                match call(addrs[target % addrs.len()], 1, &body) {
+                    Ok((0, reply)) => {
+                        a.lock().unwrap().insert(u64_at(&reply, 0), data);
+                        request += 1;
+                    }
+                    Ok((1, reply)) => {
+                        let address = String::from_utf8_lossy(&reply[8..]).into_owned();
+                        match addrs.iter().position(|a| a.to_string() == address) {
+                            Some(i) => target = i,
+                            None => target += 1,
+                        }
+                    }
+                    _ => {
+                        // Timeout, lost connection, a node down: same request, another node.
+                        target += 1;
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            }
+        });
+        Writer {
+            stop,
+            acknowledged,
+            thread: Some(thread),
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.acknowledged.lock().unwrap().len()
+    }
+
+    /// Waits until `more` further appends were acknowledged.
+    fn wait_for(&self, more: usize) {
+        let target = self.count() + more;
+        let deadline = Instant::now() + DEADLINE;
+        while self.count() < target {
+            assert!(
+                Instant::now() < deadline,
+                "appends stalled at {}",
+                self.count()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn stop(mut self) -> BTreeMap<u64, Vec<u8>> {
+        self.stop.store(true, Ordering::Release);
+        self.thread.take().unwrap().join().unwrap();
+        std::mem::take(&mut *self.acknowledged.lock().unwrap())
+    }
+}
+
+#[test]
+fn faults_on_real_processes_lose_no_acknowledged_append() {
+    let rounds: u64 = std::env::var("RWAL_CLUSTER_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    for round in 0..rounds {
+        let mut cluster = Cluster::new(&format!("faults{round}"));
+        let all = [1, 2, 3];
+        let (leader, term) = cluster.leader(&all);
+        let addrs: Vec<SocketAddr> = cluster.client_addrs.values().copied().collect();
+        let writer = Writer::start(addrs, 1000 + round);
+        writer.wait_for(50);
+
+        // 1. SIGKILL the leader mid-stream; the others elect a new one; it restarts and
+        // catches up by log.
+        cluster.kill(leader);
+        let others: Vec<u64> = all.iter().copied().filter(|id| *id != leader).collect();
+        let (second, term2) = cluster.leader(&others);
+        assert!(
+            second != leader && term2 > term,
+            "a new leader in a new term"
+        );
+        writer.wait_for(50);
+        cluster.start(leader);
+        let (_, _) = cluster.leader(&all);
+        writer.wait_for(20);
+
+        // 2. SIGSTOP the leader past the election timeout, then SIGCONT: it finds a newer term
+        // and follows.
+        let (stopped, term3) = cluster.leader(&all);
+        cluster.signal(stopped, "-STOP");
+        let others: Vec<u64> = all.iter().copied().filter(|id| *id != stopped).collect();
+        let (third, term4) = cluster.leader(&others);
+        assert!(third != stopped && term4 > term3);
+        writer.wait_for(30);
+        cluster.signal(stopped, "-CONT");
+        cluster.leader(&all);
+
+        // 3. A follower killed while appends and compaction (every 300 records) go on: it
+        // comes back through a snapshot.
+        let (leader, _) = cluster.leader(&all);
+        let lagging = all.iter().copied().find(|id| *id != leader).unwrap();
+        let lagging_last = cluster.number(lagging, "last_lsn").unwrap();
+        cluster.kill(lagging);
+        // Appends go on until the leader's log no longer holds what the lagging node needs.
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            writer.wait_for(100);
+            let (now_leader, _) = cluster.leader(&[leader]);
+            if cluster.number(now_leader, "first_lsn").unwrap_or(0) > lagging_last + 1 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the leader never compacted past {lagging_last}"
+            );
+        }
+        cluster.start(lagging);
+        let deadline = Instant::now() + DEADLINE;
+        while cluster.number(lagging, "first_lsn").unwrap_or(0) <= lagging_last + 1 {
+            assert!(
+                Instant::now() < deadline,
+                "node {lagging} was not sent a snapshot: {:?}",
+                cluster.status(lagging)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+
+        // 4. Partitions through the proxies: the leader cut off both ways, then healed; one
+        // direction dropped; a delayed link.
+        let (leader, term5) = cluster.leader(&all);
+        for other in all.iter().filter(|id| **id != leader) {
+            cluster.links[&(leader, *other)].cut();
+            cluster.links[&(*other, leader)].cut();
+        }
+        let others: Vec<u64> = all.iter().copied().filter(|id| *id != leader).collect();
+        let (fourth, term6) = cluster.leader(&others);
+        assert!(fourth != leader && term6 > term5);
+        writer.wait_for(30);
+        for link in cluster.links.values() {
+            link.heal();
+        }
+        cluster.leader(&all);
+        let (leader, _) = cluster.leader(&all);
+        let follower = all.iter().copied().find(|id| *id != leader).unwrap();
+        // One way: the follower hears the leader but its answers are lost.
+        let before = cluster.links[&(follower, leader)]
+            .state
+            .connections
+            .load(Ordering::Relaxed);
+        cluster.links[&(follower, leader)].cut();
+        writer.wait_for(30); // the other follower makes the quorum
+        cluster.links[&(follower, leader)].heal();
+        // Delay every link of the leader by 30 ms: slower, still correct.
+        for other in all.iter().filter(|id| **id != leader) {
+            cluster.links[&(leader, *other)]
+                .state
+                .delay_ms
+                .store(30, Ordering::Release);
+        }
+        writer.wait_for(10);
+        for link in cluster.links.values() {
+            link.heal();
+        }
+        cluster.leader(&all);
+        writer.wait_for(20);
+        let acknowledged = writer.stop();
+        // The one-way cut really broke the link: the follower reconnects once it heals.
+        let deadline = Instant::now() + DEADLINE;
+        while cluster.links[&(follower, leader)]
+            .state
+            .connections
+            .load(Ordering::Relaxed)
+            <= before
+        {
+            assert!(Instant::now() < deadline, "the follower never reconnected");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        cluster.check(&acknowledged);
+        eprintln!(
+            "round {round}: {} appends acknowledged, highest LSN {}",
+            acknowledged.len(),
+            acknowledged.keys().next_back().unwrap()
+        );
+    }
+}
+
+#[test]
+fn a_stranger_on_the_peer_port_is_refused_and_changes_nothing() {
+    let cluster = Cluster::new("stranger");
+    let (leader, _) = cluster.leader(&[1, 2, 3]);
+    let commit = cluster.number(leader, "commit_lsn").unwrap();
+    for garbage in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        &[0u8; 56][..],
+        &[0xFF; 4096][..],
+    ] {
+        let mut stream = TcpStream::connect(cluster.peer_addrs[&leader]).unwrap();
+        let _ = stream.write_all(garbage);
+        let _ = stream.shutdown(Shutdown::Write);
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest); // the node closes it
+    }
+    let deadline = Instant::now() + DEADLINE;
+    while cluster.number(leader, "connections_refused").unwrap() < 3 {
+        assert!(Instant::now() < deadline, "{:?}", cluster.status(leader));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(cluster.leader(&[1, 2, 3]).0, leader);
+    assert_eq!(cluster.number(leader, "commit_lsn").unwrap(), commit);
+    let log = std::fs::read_to_string(cluster.dir.join(format!("node{leader}.log"))).unwrap();
+    assert!(log.contains("bad magic"), "{log}");
+}

@@ -1,0 +1,334 @@
+//! The peer handshake: a shared secret proven by HMAC-SHA256 challenge-response in both
+//! directions, and the session key that authenticates every frame after it. The byte layout is
+//! in `docs/network.md` section 1.1.
+
+use std::io::{Read, Write};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::NodeId;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The first bytes of every handshake message.
+pub(crate) const MAGIC: &[u8; 8] = b"RWALPEER";
+/// The peer protocol version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// The shortest secret a cluster may use.
+pub const SECRET_BYTES_MIN: usize = 16;
+
+const NONCE_BYTES: usize = 16;
+const HELLO_BYTES: usize = 56;
+const CHALLENGE_BYTES: usize = 64;
+const PROOF_BYTES: usize = 32;
+
+const LABEL_ACCEPTOR: &[u8] = b"rwal-peer-v1 acceptor";
+const LABEL_DIALER: &[u8] = b"rwal-peer-v1 dialer";
+const LABEL_SESSION: &[u8] = b"rwal-peer-v1 session";
+
+/// Who this node is, and what proves it belongs to the cluster.
+#[derive(Clone)]
+pub(crate) struct Identity {
+    pub id: NodeId,
+    pub cluster_id: u64,
+    pub secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("id", &self.id)
+            .field("cluster_id", &self.cluster_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The acceptor's answer to a hello.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Accepted = 0,
+    WrongVersion = 1,
+    WrongCluster = 2,
+    UnknownPeer = 3,
+    NotExpected = 4,
+}
+
+impl Verdict {
+    fn from_code(code: u16) -> Option<Verdict> {
+        Some(match code {
+            0 => Verdict::Accepted,
+            1 => Verdict::WrongVersion,
+            2 => Verdict::WrongCluster,
+            3 => Verdict::UnknownPeer,
+            4 => Verdict::NotExpected,
+            _ => return None,
+        })
+    }
+}
+
+/// The key of one authenticated connection.
+pub(crate) type SessionKey = [u8; 32];
+
+fn mac(key: &[u8], parts: &[&[u8]]) -> HmacSha256 {
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
+    for part in parts {
+        mac.update(part);
+    }
+    mac
+}
+
+/// HMAC-SHA256 of `parts` under `key`.
+pub(crate) fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    mac(key, parts).finalize().into_bytes().into()
+}
+
+/// Whether `tag` is the first `tag.len()` bytes of HMAC-SHA256 of `parts` under `key`, compared
+/// in constant time.
+pub(crate) fn verify(key: &[u8], parts: &[&[u8]], tag: &[u8]) -> bool {
+    let mac = mac(key, parts);
+    if tag.len() == 32 {
+        mac.verify_slice(tag).is_ok()
+    } else {
+        mac.verify_truncated_left(tag).is_ok()
+    }
+}
+
+fn nonce() -> std::io::Result<[u8; NONCE_BYTES]> {
+    let mut nonce = [0u8; NONCE_BYTES];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut nonce)?;
+    Ok(nonce)
+}
+
+fn u16_at(bytes: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes(bytes[at..at + 2].try_into().expect("2 bytes"))
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}
+
+fn hello(me: &Identity, to: NodeId, nonce: &[u8; NONCE_BYTES]) -> [u8; HELLO_BYTES] {
+    let mut hello = [0u8; HELLO_BYTES];
+    hello[..8].copy_from_slice(MAGIC);
+    hello[8..10].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+    hello[16..24].copy_from_slice(&me.cluster_id.to_le_bytes());
+    hello[24..32].copy_from_slice(&me.id.to_le_bytes());
+    hello[32..40].copy_from_slice(&to.to_le_bytes());
+    hello[40..56].copy_from_slice(nonce);
+    hello
+}
+
+fn read_exactly(stream: &mut impl Read, buf: &mut [u8], what: &str) -> Result<(), String> {
+    stream
+        .read_exact(buf)
+        .map_err(|e| format!("reading the {what}: {e}"))
+}
+
+/// The dialer's side: proves nothing until the acceptor has proven it knows the secret.
+/// Returns the session key.
+pub(crate) fn dial(
+    stream: &mut (impl Read + Write),
+    me: &Identity,
+    peer: NodeId,
+) -> Result<SessionKey, String> {
+    let nonce = nonce().map_err(|e| format!("reading /dev/urandom: {e}"))?;
+    let hello = hello(me, peer, &nonce);
+    stream
+        .write_all(&hello)
+        .map_err(|e| format!("sending the hello: {e}"))?;
+    let mut challenge = [0u8; CHALLENGE_BYTES];
+    read_exactly(stream, &mut challenge, "challenge")?;
+    if &challenge[..8] != MAGIC {
+        return Err("the peer does not speak the rwal peer protocol (bad magic)".into());
+    }
+    let version = u16_at(&challenge, 8);
+    match Verdict::from_code(u16_at(&challenge, 10)) {
+        Some(Verdict::Accepted) => {}
+        Some(Verdict::WrongVersion) => {
+            return Err(format!(
+                "refused: the peer speaks protocol version {version}, this node {PROTOCOL_VERSION}"
+            ))
+        }
+        Some(Verdict::WrongCluster) => {
+            return Err(format!(
+                "refused: the peer is not in cluster {}",
+                me.cluster_id
+            ))
+        }
+        Some(Verdict::UnknownPeer) => {
+            return Err(format!("refused: the peer does not know node {}", me.id))
+        }
+        Some(Verdict::NotExpected) => return Err(format!("refused: the peer is not node {peer}")),
+        None => return Err("the peer sent an unknown verdict".into()),
+    }
+    let their_nonce = &challenge[16..32];
+    if !verify(
+        &me.secret,
+        &[LABEL_ACCEPTOR, &hello, their_nonce],
+        &challenge[32..64],
+    ) {
+        return Err(
+            "the peer's proof does not verify: it does not hold this cluster's secret".into(),
+        );
+    }
+    let proof = hmac(&me.secret, &[LABEL_DIALER, &hello, their_nonce]);
+    stream
+        .write_all(&proof)
+        .map_err(|e| format!("sending the proof: {e}"))?;
+    Ok(hmac(&me.secret, &[LABEL_SESSION, &hello, their_nonce]))
+}
+
+/// The acceptor's side. `known` says whether a node id is a peer. Returns the dialer's id and
+/// the session key; on refusal, tells the dialer why (with no proof) and returns the reason.
+pub(crate) fn accept(
+    stream: &mut (impl Read + Write),
+    me: &Identity,
+    known: impl Fn(NodeId) -> bool,
+) -> Result<(NodeId, SessionKey), String> {
+    let mut hello = [0u8; HELLO_BYTES];
+    read_exactly(stream, &mut hello, "hello")?;
+    if &hello[..8] != MAGIC {
+        return Err("not the rwal peer protocol (bad magic)".into());
+    }
+    let version = u16_at(&hello, 8);
+    let cluster = u64_at(&hello, 16);
+    let from = u64_at(&hello, 24);
+    let to = u64_at(&hello, 32);
+    let verdict = if version != PROTOCOL_VERSION {
+        Verdict::WrongVersion
+    } else if cluster != me.cluster_id {
+        Verdict::WrongCluster
+    } else if from == me.id || !known(from) {
+        Verdict::UnknownPeer
+    } else if to != me.id {
+        Verdict::NotExpected
+    } else {
+        Verdict::Accepted
+    };
+    let nonce = nonce().map_err(|e| format!("reading /dev/urandom: {e}"))?;
+    let mut challenge = [0u8; CHALLENGE_BYTES];
+    challenge[..8].copy_from_slice(MAGIC);
+    challenge[8..10].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+    challenge[10..12].copy_from_slice(&(verdict as u16).to_le_bytes());
+    challenge[16..32].copy_from_slice(&nonce);
+    if verdict == Verdict::Accepted {
+        let proof = hmac(&me.secret, &[LABEL_ACCEPTOR, &hello, &nonce]);
+        challenge[32..64].copy_from_slice(&proof);
+    }
+    // A refused dialer is told why (a misconfigured member should see it in its own log).
+    let _ = stream.write_all(&challenge);
+    match verdict {
+        Verdict::Accepted => {}
+        Verdict::WrongVersion => {
+            return Err(format!(
+                "node {from} speaks protocol version {version}, this node {PROTOCOL_VERSION}"
+            ))
+        }
+        Verdict::WrongCluster => {
+            return Err(format!(
+                "node {from} belongs to cluster {cluster}, not {}",
+                me.cluster_id
+            ))
+        }
+        Verdict::UnknownPeer => return Err(format!("node {from} is not a peer of this node")),
+        Verdict::NotExpected => {
+            return Err(format!("node {from} expected node {to}, this is {}", me.id))
+        }
+    }
+    let mut proof = [0u8; PROOF_BYTES];
+    read_exactly(stream, &mut proof, "proof")?;
+    if !verify(&me.secret, &[LABEL_DIALER, &hello, &nonce], &proof) {
+        return Err(format!(
+            "the dialer claiming to be node {from} does not hold this cluster's secret"
+        ));
+    }
+    Ok((from, hmac(&me.secret, &[LABEL_SESSION, &hello, &nonce])))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    fn identity(id: NodeId, secret: &[u8]) -> Identity {
+        Identity {
+            id,
+            cluster_id: 7,
+            secret: secret.to_vec(),
+        }
+    }
+
+    fn run(
+        dialer: Identity,
+        peer: NodeId,
+        acceptor: Identity,
+    ) -> (
+        Result<SessionKey, String>,
+        Result<(NodeId, SessionKey), String>,
+    ) {
+        let (mut a, mut b) = UnixStream::pair().unwrap();
+        let side = std::thread::spawn(move || accept(&mut b, &acceptor, |id| id < 10));
+        let dialed = dial(&mut a, &dialer, peer);
+        drop(a);
+        (dialed, side.join().unwrap())
+    }
+
+    #[test]
+    fn members_agree_on_a_fresh_session_key() {
+        let secret = b"0123456789abcdef";
+        let (d, a) = run(identity(1, secret), 2, identity(2, secret));
+        let key = d.unwrap();
+        assert_eq!(a.unwrap(), (1, key));
+        let (d2, _) = run(identity(1, secret), 2, identity(2, secret));
+        assert_ne!(d2.unwrap(), key, "nonces make every session's key new");
+    }
+
+    #[test]
+    fn a_wrong_secret_fails_on_both_sides_and_the_dialer_proves_nothing() {
+        let (d, a) = run(
+            identity(1, b"0123456789abcdef"),
+            2,
+            identity(2, b"another secret!!"),
+        );
+        let d = d.unwrap_err();
+        assert!(d.contains("does not hold this cluster's secret"), "{d}");
+        // The dialer hung up instead of sending its proof.
+        let a = a.unwrap_err();
+        assert!(a.contains("reading the proof"), "{a}");
+    }
+
+    #[test]
+    fn refusals_name_what_is_wrong() {
+        let secret = b"0123456789abcdef";
+        let mut other_cluster = identity(1, secret);
+        other_cluster.cluster_id = 8;
+        let (d, a) = run(other_cluster, 2, identity(2, secret));
+        assert!(d.unwrap_err().contains("not in cluster 8"));
+        assert!(a.unwrap_err().contains("belongs to cluster 8, not 7"));
+
+        let (d, a) = run(identity(42, secret), 2, identity(2, secret));
+        assert!(d.unwrap_err().contains("does not know node 42"));
+        assert!(a.unwrap_err().contains("not a peer"));
+
+        let (d, a) = run(identity(1, secret), 3, identity(2, secret));
+        assert!(d.unwrap_err().contains("is not node 3"));
+        assert!(a.unwrap_err().contains("expected node 3"));
+    }
+
+    #[test]
+    fn another_version_and_garbage_are_refused() {
+        let me = identity(2, b"0123456789abcdef");
+        let (mut a, mut b) = UnixStream::pair().unwrap();
+        let mut old = hello(&identity(1, b"0123456789abcdef"), 2, &[0; 16]);
+        old[8..10].copy_from_slice(&9u16.to_le_bytes());
+        a.write_all(&old).unwrap();
+        let e = accept(&mut b, &me, |_| true).unwrap_err();
+        assert!(e.contains("protocol version 9"), "{e}");
+
+        let (mut a, mut b) = UnixStream::pair().unwrap();
+        a.write_all(&[0x47; HELLO_BYTES]).unwrap();
+        let e = accept(&mut b, &me, |_| true).unwrap_err();
+        assert!(e.contains("bad magic"), "{e}");
+    }
+}

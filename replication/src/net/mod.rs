@@ -1,0 +1,783 @@
+//! The TCP transport between replicas (`docs/network.md` section 1): every node dials each
+//! peer and accepts their connections; connections carry frames one way, authenticated by a
+//! shared-secret handshake and a MAC on every frame.
+//!
+//! ```text
+//! let network = PeerNetwork::start(config, log)?;   // binds, accepts, dials the peers
+//! let node = Node::open(options, engine, network.transport())?;
+//! network.attach(node.inbox());                      // where received messages go
+//! ```
+
+mod auth;
+mod wire;
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufWriter, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+use raft::eraftpb::{Message, MessageType};
+
+pub use auth::{PROTOCOL_VERSION, SECRET_BYTES_MIN};
+
+use crate::error::{Error, Result};
+use crate::transport::{Envelope, Inbox, Transport};
+use crate::NodeId;
+use auth::Identity;
+use wire::{FrameError, FrameReader, FrameWriter, Kind};
+
+/// Raft messages queued for one peer at most.
+const QUEUED_MESSAGES_MAX: usize = 8192;
+/// Bytes of raft messages queued for one peer at most.
+const QUEUED_BYTES_MAX: usize = 64 << 20;
+/// Snapshot chunks queued for one peer at most (a chunk is up to `snapshot_chunk_bytes`).
+const QUEUED_CHUNKS_MAX: usize = 64;
+/// Bytes of raft messages one frame gathers at most.
+const BATCH_BYTES_MAX: usize = 4 << 20;
+/// Time a handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle time after which a sender sends a keepalive frame.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// Silence after which a receiver gives a connection up.
+const RECEIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a write may block (a stopped peer's buffers are full) before the connection is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Reconnection backoff.
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// Where a node listens, who its peers are, and what proves membership.
+#[derive(Clone)]
+pub struct PeerConfig {
+    /// This node's id.
+    pub id: NodeId,
+    /// The cluster's id: nodes of other clusters are refused even with the same secret.
+    pub cluster_id: u64,
+    /// The shared secret (at least [`SECRET_BYTES_MIN`] bytes).
+    pub secret: Vec<u8>,
+    /// The address to accept peers on (port 0: one the OS chooses; see
+    /// [`PeerNetwork::local_addr`]).
+    pub listen: SocketAddr,
+    /// Every other member's id and peer address.
+    pub peers: HashMap<NodeId, SocketAddr>,
+}
+
+impl std::fmt::Debug for PeerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerConfig")
+            .field("id", &self.id)
+            .field("cluster_id", &self.cluster_id)
+            .field("listen", &self.listen)
+            .field("peers", &self.peers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Receives the network's log lines (connections made, lost and refused).
+pub type NetLog = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Counters of a [`PeerNetwork`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetStats {
+    /// Peers this node is connected to (sending).
+    pub peers_connected: usize,
+    /// Inbound connections that authenticated.
+    pub connections_accepted: u64,
+    /// Inbound connections refused or closed for a protocol violation.
+    pub connections_refused: u64,
+    /// Frames received and authenticated.
+    pub frames_received: u64,
+    /// Envelopes handed to the node.
+    pub envelopes_delivered: u64,
+    /// Envelopes dropped because a peer's queue was full or it was not connected.
+    pub envelopes_dropped: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    accepted: AtomicU64,
+    refused: AtomicU64,
+    frames: AtomicU64,
+    delivered: AtomicU64,
+    dropped: AtomicU64,
+}
+
+struct Shared {
+    identity: Identity,
+    log: NetLog,
+    inbox: Mutex<Option<Weak<dyn Inbox>>>,
+    peers: RwLock<HashMap<NodeId, Arc<Peer>>>,
+    stop: AtomicBool,
+    counters: Counters,
+    inbound: AtomicUsize,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    /// The accepted connections, to shut down when the network stops.
+    connections: Mutex<HashMap<u64, TcpStream>>,
+    next_connection: AtomicU64,
+}
+
+impl Shared {
+    fn log(&self, line: String) {
+        (self.log)(&line);
+    }
+}
+
+/// The queue and connection state of one peer.
+struct Peer {
+    id: NodeId,
+    addr: SocketAddr,
+    queue: Mutex<PeerQueue>,
+    cond: Condvar,
+    connected: AtomicBool,
+    /// Replaced by a newer entry for the same id, or the network stopped: its sender ends.
+    retired: AtomicBool,
+}
+
+#[derive(Default)]
+struct PeerQueue {
+    messages: VecDeque<Message>,
+    bytes: usize,
+    /// The snapshot lane: chunks and, after them, raft's snapshot message, in the order sent
+    /// (the message must not overtake its chunks: the receiver drops it without its bytes).
+    snapshots: VecDeque<Envelope>,
+    chunks: usize,
+}
+
+/// The TCP network of one node: its listener, a sender per peer, a receiver per accepted
+/// connection. Dropping it stops them all.
+pub struct PeerNetwork {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+}
+
+impl std::fmt::Debug for PeerNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerNetwork")
+            .field("id", &self.shared.identity.id)
+            .field("local_addr", &self.local_addr)
+            .finish()
+    }
+}
+
+impl PeerNetwork {
+    /// Binds the listener and starts dialing the peers. Received messages are dropped until
+    /// [`attach`](PeerNetwork::attach) names the node's inbox.
+    pub fn start(config: PeerConfig, log: NetLog) -> Result<PeerNetwork> {
+        if config.secret.len() < SECRET_BYTES_MIN {
+            return Err(Error::invalid(
+                "secret",
+                format!(
+                    "{} bytes; a cluster secret has at least {SECRET_BYTES_MIN}",
+                    config.secret.len()
+                ),
+            ));
+        }
+        if config.id == 0 || config.peers.contains_key(&0) || config.peers.contains_key(&config.id)
+        {
+            return Err(Error::invalid(
+                "peers",
+                "node ids start at 1, and a node is not its own peer",
+            ));
+        }
+        let listener = TcpListener::bind(config.listen).map_err(|e| {
+            Error::invalid("listen", format!("cannot listen on {}: {e}", config.listen))
+        })?;
+        let local_addr = listener.local_addr().map_err(|e| {
+            Error::invalid(
+                "listen",
+                format!("no local address for {}: {e}", config.listen),
+            )
+        })?;
+        let shared = Arc::new(Shared {
+            identity: Identity {
+                id: config.id,
+                cluster_id: config.cluster_id,
+                secret: config.secret,
+            },
+            log,
+            inbox: Mutex::new(None),
+            peers: RwLock::new(HashMap::new()),
+            stop: AtomicBool::new(false),
+            counters: Counters::default(),
+            inbound: AtomicUsize::new(0),
+            threads: Mutex::new(Vec::new()),
+            connections: Mutex::new(HashMap::new()),
+            next_connection: AtomicU64::new(0),
+        });
+        let network = PeerNetwork { shared, local_addr };
+        let accepting = network.shared.clone();
+        network.spawn("accept", move || accept_loop(accepting, listener))?;
+        for (id, addr) in config.peers {
+            network.add_peer(id, addr)?;
+        }
+        Ok(network)
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Adds a peer (a node joining the cluster), or changes a peer's address.
+    pub fn add_peer(&self, id: NodeId, addr: SocketAddr) -> Result<()> {
+        if id == 0 || id == self.shared.identity.id {
+            return Err(Error::invalid("peer", format!("{id} cannot be a peer")));
+        }
+        let peer = Arc::new(Peer {
+            id,
+            addr,
+            queue: Mutex::new(PeerQueue::default()),
+            cond: Condvar::new(),
+            connected: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
+        });
+        if let Some(old) = self.shared.peers.write().insert(id, peer.clone()) {
+            old.retired.store(true, Ordering::Release);
+            old.cond.notify_all(); // its sender sees it was replaced and stops
+        }
+        let shared = self.shared.clone();
+        self.spawn(&format!("send-{id}"), move || send_loop(shared, peer))
+    }
+
+    /// Where received envelopes go: the node's inbox.
+    pub fn attach(&self, inbox: Weak<dyn Inbox>) {
+        *self.shared.inbox.lock() = Some(inbox);
+    }
+
+    /// The transport to give to [`Node::open`](crate::Node::open).
+    pub fn transport(&self) -> TcpTransport {
+        TcpTransport {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> NetStats {
+        let c = &self.shared.counters;
+        NetStats {
+            peers_connected: self
+                .shared
+                .peers
+                .read()
+                .values()
+                .filter(|p| p.connected.load(Ordering::Acquire))
+                .count(),
+            connections_accepted: c.accepted.load(Ordering::Relaxed),
+            connections_refused: c.refused.load(Ordering::Relaxed),
+            frames_received: c.frames.load(Ordering::Relaxed),
+            envelopes_delivered: c.delivered.load(Ordering::Relaxed),
+            envelopes_dropped: c.dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    fn spawn(&self, what: &str, work: impl FnOnce() + Send + 'static) -> Result<()> {
+        let thread = std::thread::Builder::new()
+            .name(format!("rwal-net-{}-{what}", self.shared.identity.id))
+            .spawn(work)
+            .map_err(|e| Error::invalid("thread", format!("cannot start a thread: {e}")))?;
+        self.shared.threads.lock().push(thread);
+        Ok(())
+    }
+}
+
+impl Drop for PeerNetwork {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        for peer in self.shared.peers.read().values() {
+            let _queue = peer.queue.lock(); // a sender between its check and its wait
+            peer.cond.notify_all();
+        }
+        // Wake the accept loop.
+        let mut wake = self.local_addr;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+        for (_, stream) in self.shared.connections.lock().drain() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        let threads = std::mem::take(&mut *self.shared.threads.lock());
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The [`Transport`] half of a [`PeerNetwork`]: queues each envelope for its receiver's sender.
+pub struct TcpTransport {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for TcpTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpTransport")
+            .field("id", &self.shared.identity.id)
+            .finish()
+    }
+}
+
+impl Transport for TcpTransport {
+    fn send(&self, batch: Vec<Envelope>) {
+        let peers = self.shared.peers.read();
+        let mut dropped = 0;
+        let mut woken: Vec<&Arc<Peer>> = Vec::new();
+        for envelope in batch {
+            let Some(peer) = peers.get(&envelope.to()) else {
+                dropped += 1;
+                continue;
+            };
+            if !peer.connected.load(Ordering::Acquire) {
+                dropped += 1; // raft resends once the peer is back
+                continue;
+            }
+            let mut queue = peer.queue.lock();
+            match envelope {
+                Envelope::Raft(message) if message.get_msg_type() == MessageType::MsgSnapshot => {
+                    queue.snapshots.push_back(Envelope::Raft(message));
+                }
+                Envelope::Raft(message) => {
+                    let bytes = protobuf::Message::compute_size(&message) as usize;
+                    if queue.messages.len() >= QUEUED_MESSAGES_MAX
+                        || queue.bytes + bytes > QUEUED_BYTES_MAX
+                    {
+                        dropped += 1;
+                        continue;
+                    }
+                    queue.bytes += bytes;
+                    queue.messages.push_back(message);
+                }
+                Envelope::SnapshotChunk(chunk) => {
+                    if queue.chunks >= QUEUED_CHUNKS_MAX {
+                        dropped += 1;
+                        continue;
+                    }
+                    queue.chunks += 1;
+                    queue.snapshots.push_back(Envelope::SnapshotChunk(chunk));
+                }
+            }
+            if !woken.iter().any(|p| Arc::ptr_eq(p, peer)) {
+                woken.push(peer);
+            }
+        }
+        for peer in woken {
+            peer.cond.notify_one();
+        }
+        if dropped > 0 {
+            self.shared
+                .counters
+                .dropped
+                .fetch_add(dropped, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Whether a peer's sender should go on (no lock taken: senders ask while holding their
+/// queue's lock, which `send` takes inside the peers lock).
+fn still_current(shared: &Shared, peer: &Peer) -> bool {
+    !shared.stop.load(Ordering::Acquire) && !peer.retired.load(Ordering::Acquire)
+}
+
+/// Connects to one peer, again and again, and writes what is queued for it.
+fn send_loop(shared: Arc<Shared>, peer: Arc<Peer>) {
+    let mut backoff = BACKOFF_MIN;
+    let mut last_error = String::new();
+    let mut jitter = peer.id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ shared.identity.id;
+    while still_current(&shared, &peer) {
+        match connect(&shared, &peer) {
+            Ok((stream, key)) => {
+                shared.log(format!("connected to peer {} at {}", peer.id, peer.addr));
+                last_error.clear();
+                backoff = BACKOFF_MIN;
+                peer.connected.store(true, Ordering::Release);
+                let outcome = pump(&shared, &peer, &stream, key);
+                peer.connected.store(false, Ordering::Release);
+                let _ = stream.shutdown(Shutdown::Both);
+                *peer.queue.lock() = PeerQueue::default();
+                if let Err(e) = outcome {
+                    shared.log(format!("connection to peer {} lost: {e}", peer.id));
+                }
+            }
+            Err(e) => {
+                if e != last_error {
+                    shared.log(format!(
+                        "cannot reach peer {} at {}: {e}",
+                        peer.id, peer.addr
+                    ));
+                    last_error = e;
+                }
+            }
+        }
+        // Backoff with jitter, cut short when the network stops.
+        jitter ^= jitter << 13;
+        jitter ^= jitter >> 7;
+        jitter ^= jitter << 17;
+        let wait = backoff + backoff.mul_f64((jitter % 1000) as f64 / 2000.0);
+        let mut queue = peer.queue.lock();
+        if still_current(&shared, &peer) {
+            peer.cond.wait_for(&mut queue, wait);
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+fn connect(
+    shared: &Shared,
+    peer: &Peer,
+) -> std::result::Result<(TcpStream, auth::SessionKey), String> {
+    let mut stream = TcpStream::connect_timeout(&peer.addr, HANDSHAKE_TIMEOUT)
+        .map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+        .and_then(|()| stream.set_write_timeout(Some(WRITE_TIMEOUT)))
+        .and_then(|()| stream.set_nodelay(true))
+        .map_err(|e| format!("socket options: {e}"))?;
+    let key = auth::dial(&mut stream, &shared.identity, peer.id)?;
+    Ok((stream, key))
+}
+
+/// Writes queued envelopes until the connection fails or the network stops.
+fn pump(
+    shared: &Shared,
+    peer: &Arc<Peer>,
+    stream: &TcpStream,
+    key: auth::SessionKey,
+) -> std::result::Result<(), String> {
+    let mut out = BufWriter::with_capacity(256 << 10, stream);
+    let mut frames = FrameWriter::new(key);
+    let mut last_write = Instant::now();
+    loop {
+        let (messages, chunk) = {
+            let mut queue = peer.queue.lock();
+            while queue.messages.is_empty() && queue.snapshots.is_empty() {
+                if !still_current(shared, peer) {
+                    return Ok(());
+                }
+                let idle = last_write.elapsed();
+                if idle >= KEEPALIVE_INTERVAL {
+                    break;
+                }
+                peer.cond.wait_for(&mut queue, KEEPALIVE_INTERVAL - idle);
+            }
+            let mut messages = Vec::new();
+            let mut bytes = 0;
+            while let Some(message) = queue.messages.pop_front() {
+                let size = protobuf::Message::compute_size(&message) as usize;
+                queue.bytes -= size;
+                bytes += size;
+                messages.push(message);
+                if bytes >= BATCH_BYTES_MAX {
+                    break;
+                }
+            }
+            // At most one snapshot item between batches: a snapshot never holds up log
+            // traffic.
+            let snapshot = queue.snapshots.pop_front();
+            if let Some(Envelope::SnapshotChunk(_)) = snapshot {
+                queue.chunks -= 1;
+            }
+            (messages, snapshot)
+        };
+        let io = |e: std::io::Error| format!("write: {e}");
+        if messages.is_empty() && chunk.is_none() {
+            frames.write(&mut out, Kind::Keepalive, &[]).map_err(io)?;
+        }
+        if !messages.is_empty() {
+            let payload = wire::encode_raft_batch(&messages);
+            frames.write(&mut out, Kind::Raft, &payload).map_err(io)?;
+        }
+        match chunk {
+            Some(Envelope::SnapshotChunk(chunk)) => frames
+                .write(&mut out, Kind::Chunk, &wire::encode_chunk(&chunk))
+                .map_err(io)?,
+            Some(Envelope::Raft(message)) => frames
+                .write(&mut out, Kind::Raft, &wire::encode_raft_batch(&[message]))
+                .map_err(io)?,
+            None => {}
+        }
+        out.flush().map_err(io)?;
+        last_write = Instant::now();
+    }
+}
+
+fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    for stream in listener.incoming() {
+        if shared.stop.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(stream) = stream else { continue };
+        let remote = stream
+            .peer_addr()
+            .map_or_else(|_| "an unknown address".to_string(), |a| a.to_string());
+        // Two connections per peer are normal (one being replaced); a few more for strangers.
+        let limit = 2 * shared.peers.read().len() + 8;
+        if shared.inbound.fetch_add(1, Ordering::AcqRel) >= limit {
+            shared.inbound.fetch_sub(1, Ordering::AcqRel);
+            shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+            shared.log(format!(
+                "refused a connection from {remote}: {limit} connections are open"
+            ));
+            continue;
+        }
+        let number = shared.next_connection.fetch_add(1, Ordering::Relaxed);
+        if let Ok(handle) = stream.try_clone() {
+            shared.connections.lock().insert(number, handle);
+        }
+        let receiving = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("rwal-net-{}-recv", shared.identity.id))
+            .spawn(move || {
+                receive(&receiving, stream, &remote);
+                receiving.connections.lock().remove(&number);
+                receiving.inbound.fetch_sub(1, Ordering::AcqRel);
+            });
+        if spawned.is_err() {
+            shared.connections.lock().remove(&number);
+            shared.inbound.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Authenticates one inbound connection and delivers what it carries.
+fn receive(shared: &Shared, mut stream: TcpStream, remote: &str) {
+    let refuse = |reason: String| {
+        shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+        shared.log(format!("closed the connection from {remote}: {reason}"));
+    };
+    if let Err(e) = stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT)) {
+        return refuse(format!("socket options: {e}"));
+    }
+    let _ = stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT));
+    let known = |id: NodeId| shared.peers.read().contains_key(&id);
+    let (from, key) = match auth::accept(&mut stream, &shared.identity, known) {
+        Ok(done) => done,
+        Err(reason) => return refuse(reason),
+    };
+    if stream.set_read_timeout(Some(RECEIVE_TIMEOUT)).is_err() {
+        return;
+    }
+    shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
+    let mut reader = std::io::BufReader::with_capacity(256 << 10, stream);
+    let mut frames = FrameReader::new(key);
+    let me = shared.identity.id;
+    while !shared.stop.load(Ordering::Acquire) {
+        let (kind, payload) = match frames.read(&mut reader) {
+            Ok(frame) => frame,
+            Err(FrameError::Io(e)) => {
+                if e.kind() != std::io::ErrorKind::UnexpectedEof {
+                    shared.log(format!("connection from peer {from} ({remote}) ended: {e}"));
+                }
+                return;
+            }
+            Err(FrameError::Bad(reason)) => {
+                return refuse(format!("peer {from}: {reason}"));
+            }
+        };
+        shared.counters.frames.fetch_add(1, Ordering::Relaxed);
+        let batch = match kind {
+            Kind::Keepalive => continue,
+            Kind::Raft => match wire::decode_raft_batch(&payload) {
+                Ok(messages) => messages.into_iter().map(Envelope::Raft).collect(),
+                Err(reason) => return refuse(format!("peer {from}: {reason}")),
+            },
+            Kind::Chunk => match wire::decode_chunk(&payload) {
+                Ok(chunk) => vec![Envelope::SnapshotChunk(chunk)],
+                Err(reason) => return refuse(format!("peer {from}: {reason}")),
+            },
+        };
+        // An authenticated member may still not speak for another.
+        if let Some(e) = batch.iter().find(|e| e.from() != from || e.to() != me) {
+            return refuse(format!(
+                "peer {from} sent a message from {} to {}",
+                e.from(),
+                e.to()
+            ));
+        }
+        let inbox = shared.inbox.lock().as_ref().and_then(Weak::upgrade);
+        if let Some(inbox) = inbox {
+            let n = batch.len() as u64;
+            if inbox.deliver(batch) {
+                shared.counters.delivered.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<Envelope>>);
+
+    impl Inbox for Recorder {
+        fn deliver(&self, batch: Vec<Envelope>) -> bool {
+            self.0.lock().extend(batch);
+            true
+        }
+    }
+
+    const SECRET: &[u8] = b"a secret of the test cluster";
+
+    struct Harness {
+        network: PeerNetwork,
+        inbox: Arc<Recorder>,
+        log: Arc<Mutex<Vec<String>>>,
+    }
+
+    fn harness() -> Harness {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let lines = log.clone();
+        let config = PeerConfig {
+            id: 1,
+            cluster_id: 5,
+            secret: SECRET.to_vec(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            // Node 2 is a peer (nothing listens there: its sender just retries).
+            peers: HashMap::from([(2, "127.0.0.1:9".parse().unwrap())]),
+        };
+        let network =
+            PeerNetwork::start(config, Arc::new(move |l: &str| lines.lock().push(l.into())))
+                .unwrap();
+        let inbox = Arc::new(Recorder::default());
+        let weak: Weak<dyn Inbox> = Arc::downgrade(&(inbox.clone() as Arc<dyn Inbox>));
+        network.attach(weak);
+        Harness {
+            network,
+            inbox,
+            log,
+        }
+    }
+
+    impl Harness {
+        /// Waits until a log line contains `text`.
+        fn wait_log(&self, text: &str) -> String {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if let Some(line) = self.log.lock().iter().find(|l| l.contains(text)) {
+                    return line.clone();
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no log line with {text:?}: {:?}",
+                    self.log.lock()
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+
+        fn dial_as_node_2(&self) -> (TcpStream, FrameWriter) {
+            let mut stream = TcpStream::connect(self.network.local_addr()).unwrap();
+            let me = Identity {
+                id: 2,
+                cluster_id: 5,
+                secret: SECRET.to_vec(),
+            };
+            let key = auth::dial(&mut stream, &me, 1).unwrap();
+            (stream, FrameWriter::new(key))
+        }
+    }
+
+    fn message(from: NodeId, to: NodeId) -> Message {
+        let mut m = Message::default();
+        m.from = from;
+        m.to = to;
+        m
+    }
+
+    #[test]
+    fn a_member_is_delivered_and_tampering_closes_the_connection() {
+        let h = harness();
+        let (mut stream, mut frames) = h.dial_as_node_2();
+        let batch = wire::encode_raft_batch(&[message(2, 1), message(2, 1)]);
+        frames.write(&mut stream, Kind::Raft, &batch).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while h.inbox.0.lock().len() < 2 {
+            assert!(Instant::now() < deadline, "not delivered");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // A frame whose tag does not match: closed, nothing delivered.
+        let mut bytes = Vec::new();
+        frames.write(&mut bytes, Kind::Raft, &batch).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        stream.write_all(&bytes).unwrap();
+        h.wait_log("does not authenticate");
+        assert_eq!(h.inbox.0.lock().len(), 2);
+        assert_eq!(h.network.stats().connections_refused, 1);
+    }
+
+    #[test]
+    fn a_member_speaking_for_another_node_is_cut_off() {
+        let h = harness();
+        let (mut stream, mut frames) = h.dial_as_node_2();
+        let batch = wire::encode_raft_batch(&[message(3, 1)]);
+        frames.write(&mut stream, Kind::Raft, &batch).unwrap();
+        let line = h.wait_log("sent a message from 3 to 1");
+        assert!(line.contains("peer 2"), "{line}");
+        assert!(h.inbox.0.lock().is_empty());
+    }
+
+    #[test]
+    fn strangers_are_refused_with_a_reason_and_change_nothing() {
+        let h = harness();
+        let addr = h.network.local_addr();
+        let dial_as = |id: NodeId, cluster_id: u64, secret: &[u8]| {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            let me = Identity {
+                id,
+                cluster_id,
+                secret: secret.to_vec(),
+            };
+            auth::dial(&mut stream, &me, 1)
+        };
+        // A wrong secret: the dialer finds the acceptor's proof wrong and hangs up.
+        let e = dial_as(2, 5, b"not the secret of this cluster").unwrap_err();
+        assert!(e.contains("does not hold this cluster's secret"), "{e}");
+        h.wait_log("reading the proof");
+        // Another cluster, an unknown node.
+        assert!(dial_as(2, 6, SECRET)
+            .unwrap_err()
+            .contains("not in cluster 6"));
+        h.wait_log("belongs to cluster 6, not 5");
+        assert!(dial_as(7, 5, SECRET)
+            .unwrap_err()
+            .contains("does not know node 7"));
+        h.wait_log("node 7 is not a peer");
+        // Garbage, and a hello of another protocol version.
+        let mut garbage = TcpStream::connect(addr).unwrap();
+        garbage.write_all(&[0xAB; 56]).unwrap();
+        h.wait_log("bad magic");
+        let mut old = TcpStream::connect(addr).unwrap();
+        let mut hello = [0u8; 56];
+        hello[..8].copy_from_slice(auth::MAGIC);
+        hello[8..10].copy_from_slice(&2u16.to_le_bytes());
+        old.write_all(&hello).unwrap();
+        h.wait_log("protocol version 2");
+        assert!(h.inbox.0.lock().is_empty());
+        let stats = h.network.stats();
+        assert_eq!(stats.connections_accepted, 0);
+        assert_eq!(stats.connections_refused, 5, "{:?}", h.log.lock());
+    }
+
+    #[test]
+    fn a_short_secret_and_a_node_that_is_its_own_peer_are_refused() {
+        let config = PeerConfig {
+            id: 1,
+            cluster_id: 5,
+            secret: b"short".to_vec(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            peers: HashMap::new(),
+        };
+        let log: NetLog = Arc::new(|_: &str| {});
+        let e = PeerNetwork::start(config.clone(), log.clone()).unwrap_err();
+        assert!(e.to_string().contains("at least 16"), "{e}");
+        let mut own = config;
+        own.secret = SECRET.to_vec();
+        own.peers.insert(1, "127.0.0.1:9".parse().unwrap());
+        assert!(PeerNetwork::start(own, log).is_err());
+    }
+}

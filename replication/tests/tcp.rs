@@ -1,0 +1,215 @@
+//! Three nodes in one process on loopback TCP: the authenticated transport carries a cluster
+//! through proposals from many threads, a snapshot after compaction, and a peer's restart.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rwal_replication::net::{PeerConfig, PeerNetwork};
+use rwal_replication::{Bootstrap, Node, NodeId, NodeOptions, Role, StateMachine};
+use rwal_tests::TempDir;
+use rwal_wal::{Backend, Lsn, Options};
+
+const WAIT: Duration = Duration::from_secs(30);
+const SECRET: &[u8] = b"three nodes on loopback share this";
+
+#[derive(Clone, Default)]
+struct Engine(Arc<Mutex<BTreeMap<Lsn, Vec<u8>>>>, Arc<Mutex<Vec<Lsn>>>);
+
+impl StateMachine for Engine {
+    fn apply(&mut self, lsn: Lsn, _epoch: u64, data: &[u8]) {
+        self.0.lock().insert(lsn, data.to_vec());
+    }
+
+    fn snapshot(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (lsn, data) in self.0.lock().iter() {
+            out.extend_from_slice(&lsn.to_le_bytes());
+            out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            out.extend_from_slice(data);
+        }
+        out
+    }
+
+    fn restore(&mut self, lsn: Lsn, _epoch: u64, mut bytes: &[u8]) {
+        self.1.lock().push(lsn);
+        let mut state = BTreeMap::new();
+        while !bytes.is_empty() {
+            let lsn = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+            let len = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
+            state.insert(lsn, bytes[12..12 + len].to_vec());
+            bytes = &bytes[12 + len..];
+        }
+        *self.0.lock() = state;
+    }
+}
+
+struct Member {
+    network: PeerNetwork,
+    node: Node,
+    engine: Engine,
+}
+
+struct Cluster {
+    dir: TempDir,
+    addrs: HashMap<NodeId, std::net::SocketAddr>,
+    members: BTreeMap<NodeId, Member>,
+}
+
+impl Cluster {
+    fn start_member(&mut self, id: NodeId, listen: std::net::SocketAddr) {
+        let peers = self
+            .addrs
+            .iter()
+            .filter(|(p, _)| **p != id)
+            .map(|(p, a)| (*p, *a))
+            .collect();
+        let config = PeerConfig {
+            id,
+            cluster_id: 11,
+            secret: SECRET.to_vec(),
+            listen,
+            peers,
+        };
+        let network = PeerNetwork::start(config, Arc::new(|_: &str| {})).unwrap();
+        let mut options = NodeOptions::new(
+            id,
+            self.dir.join(&format!("node{id}")),
+            Bootstrap::Voters(vec![1, 2, 3]),
+        );
+        options.wal = Options::new()
+            .backend(Backend::Staged)
+            .segment_bytes(1 << 20);
+        options.tick_interval = Duration::from_millis(5);
+        options.config.follower_pin_cap_bytes = Some(256 << 10);
+        options.config.snapshot_chunk_bytes = 64 << 10;
+        let engine = Engine::default();
+        let node = Node::open(options, engine.clone(), network.transport()).unwrap();
+        network.attach(node.inbox());
+        self.members.insert(
+            id,
+            Member {
+                network,
+                node,
+                engine,
+            },
+        );
+    }
+
+    fn new() -> Cluster {
+        // Ports the OS chooses: bind each listener first, then tell everyone.
+        let probes: Vec<std::net::TcpListener> = (0..3)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let addrs: HashMap<NodeId, std::net::SocketAddr> = probes
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i as NodeId + 1, l.local_addr().unwrap()))
+            .collect();
+        drop(probes);
+        let mut cluster = Cluster {
+            dir: TempDir::new("repl-tcp"),
+            addrs: addrs.clone(),
+            members: BTreeMap::new(),
+        };
+        for id in 1..=3 {
+            cluster.start_member(id, addrs[&id]);
+        }
+        cluster
+    }
+
+    fn leader(&self) -> NodeId {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let leaders: Vec<NodeId> = self
+                .members
+                .iter()
+                .filter(|(_, m)| m.node.status().role == Role::Leader)
+                .map(|(id, _)| *id)
+                .collect();
+            if let [leader] = leaders[..] {
+                if self
+                    .members
+                    .values()
+                    .all(|m| m.node.leader() == Some(leader))
+                {
+                    return leader;
+                }
+            }
+            assert!(Instant::now() < deadline, "no single leader");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn wait_applied(&self, id: NodeId, lsn: Lsn) {
+        let (status, held) = self.members[&id]
+            .node
+            .wait_status(WAIT, |s| s.applied_lsn >= lsn);
+        assert!(held, "node {id} did not apply {lsn}: {status:?}");
+    }
+}
+
+#[test]
+fn a_cluster_on_tcp_commits_compacts_and_brings_a_restarted_peer_back() {
+    let mut cluster = Cluster::new();
+    let leader = cluster.leader();
+    let acknowledged = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for t in 0..4u8 {
+            let node = &cluster.members[&leader].node;
+            let acknowledged = &acknowledged;
+            s.spawn(move || {
+                for i in 0..50u8 {
+                    let data = vec![t * 50 + i; 2000];
+                    let (lsn, _) = node.propose_and_wait(&data, WAIT).unwrap();
+                    acknowledged.lock().push((lsn, data));
+                }
+            });
+        }
+    });
+    let acknowledged = acknowledged.into_inner();
+    let last = acknowledged.iter().map(|a| a.0).max().unwrap();
+    for id in 1..=3 {
+        cluster.wait_applied(id, last);
+        let engine = cluster.members[&id].engine.0.lock();
+        for (lsn, data) in &acknowledged {
+            assert_eq!(engine.get(lsn), Some(data), "node {id} at {lsn}");
+        }
+    }
+    let stats = cluster.members[&leader].network.stats();
+    assert_eq!(stats.peers_connected, 2, "{stats:?}");
+    assert!(
+        stats.frames_received > 0 && stats.connections_refused == 0,
+        "{stats:?}"
+    );
+
+    // Stop a follower, write and compact past it: it comes back through a snapshot.
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let Member { network, node, .. } = cluster.members.remove(&follower).unwrap();
+    node.close().unwrap();
+    drop(network);
+    let leader_node = &cluster.members[&leader].node;
+    let mut last = 0;
+    for i in 0..400u32 {
+        let data = i.to_le_bytes().repeat(500);
+        last = leader_node.propose_and_wait(&data, WAIT).unwrap().0;
+    }
+    let state = cluster.members[&leader].engine.clone().snapshot();
+    let applied = leader_node.status().applied_lsn;
+    leader_node.checkpoint(applied, &state).unwrap();
+    let report = leader_node.compact().unwrap();
+    assert!(report.segments_removed > 0, "{report:?}");
+    let addr = cluster.addrs[&follower];
+    cluster.start_member(follower, addr);
+    cluster.wait_applied(follower, last);
+    let restores = cluster.members[&follower].engine.1.lock().clone();
+    assert!(
+        restores.iter().any(|lsn| *lsn > 1),
+        "the follower was seeded by a snapshot: {restores:?}"
+    );
+    assert_eq!(
+        *cluster.members[&follower].engine.0.lock(),
+        *cluster.members[&leader].engine.0.lock()
+    );
+}
