@@ -34,11 +34,15 @@ c-test:
 	mkdir -p $(CTEST_DIR)
 	$(CC) $(CFLAGS_STRICT) tests/c/test_basic.c -L$(LIBDIR) -lrwal -Wl,-rpath,$(CURDIR)/$(LIBDIR) -o $(CTEST_DIR)/test_dynamic
 	$(CC) $(CFLAGS_STRICT) tests/c/test_basic.c $(LIBDIR)/librwal.a $(RWAL_NATIVE_LIBS) -o $(CTEST_DIR)/test_static
+	$(CC) $(CFLAGS_STRICT) tests/c/test_node.c -L$(LIBDIR) -lrwal -Wl,-rpath,$(CURDIR)/$(LIBDIR) -lpthread -o $(CTEST_DIR)/test_node_dynamic
+	$(CC) $(CFLAGS_STRICT) tests/c/test_node.c $(LIBDIR)/librwal.a $(RWAL_NATIVE_LIBS) -o $(CTEST_DIR)/test_node_static
 	$(CXX) -std=c++17 -Wall -Wextra -Werror -fsyntax-only -x c++ include/rwal.h
-	rm -rf $(CTEST_DIR)/scratch-dynamic $(CTEST_DIR)/scratch-static
-	mkdir -p $(CTEST_DIR)/scratch-dynamic $(CTEST_DIR)/scratch-static
+	rm -rf $(CTEST_DIR)/scratch-dynamic $(CTEST_DIR)/scratch-static $(CTEST_DIR)/scratch-node-dynamic $(CTEST_DIR)/scratch-node-static
+	mkdir -p $(CTEST_DIR)/scratch-dynamic $(CTEST_DIR)/scratch-static $(CTEST_DIR)/scratch-node-dynamic $(CTEST_DIR)/scratch-node-static
 	$(VALGRIND) $(CTEST_DIR)/test_dynamic $(CTEST_DIR)/scratch-dynamic
 	$(VALGRIND) $(CTEST_DIR)/test_static $(CTEST_DIR)/scratch-static
+	$(VALGRIND) $(CTEST_DIR)/test_node_dynamic $(CTEST_DIR)/scratch-node-dynamic
+	$(VALGRIND) $(CTEST_DIR)/test_node_static $(CTEST_DIR)/scratch-node-static
 
 # The embedded key-value store example and its SIGKILL test (RWAL_KV_ROUNDS for more rounds).
 kv-test:

@@ -32,6 +32,32 @@
 #define RWAL_VERSION_PATCH 0
 
 /**
+ * A node follows a leader (or waits for one).
+ */
+#define RWAL_ROLE_FOLLOWER 0
+
+/**
+ * A node asks for votes.
+ */
+#define RWAL_ROLE_CANDIDATE 1
+
+/**
+ * A node leads its term.
+ */
+#define RWAL_ROLE_LEADER 2
+
+/**
+ * A user record (`kind` of `rwal_node_reader_next`).
+ */
+#define RWAL_RECORD_USER 0
+
+/**
+ * A record of the consensus layer itself (a new leader's empty entry, a membership change):
+ * engines skip it.
+ */
+#define RWAL_RECORD_SYSTEM 1
+
+/**
  * A checkpoint whose snapshot is being written in chunks.
  */
 typedef struct rwal_checkpoint_writer rwal_checkpoint_writer;
@@ -41,6 +67,25 @@ typedef struct rwal_checkpoint_writer rwal_checkpoint_writer;
  * `rwal_close`, which must be the last call on it.
  */
 typedef struct rwal_log rwal_log;
+
+/**
+ * A running node: its consensus thread, its network, and what it was opened with. Every
+ * function taking it may be called from any thread at once (but not from its callbacks:
+ * see `rwal_node_options_set_callbacks`), except `rwal_node_close`, the last call on it.
+ */
+typedef struct rwal_node rwal_node;
+
+/**
+ * Options for `rwal_node_open`. Create with `rwal_node_options_new`, free with
+ * `rwal_node_options_free`. Not thread-safe.
+ */
+typedef struct rwal_node_options rwal_node_options;
+
+/**
+ * A reader over a node's committed records (`rwal_node_reader_open`). One thread at a time;
+ * free it with `rwal_node_reader_free`.
+ */
+typedef struct rwal_node_reader rwal_node_reader;
 
 /**
  * Options for `rwal_open`. Create with `rwal_options_new`, free with `rwal_options_free`.
@@ -63,6 +108,11 @@ typedef struct rwal_reader rwal_reader;
  * The latest checkpoint's snapshot, being read in chunks.
  */
 typedef struct rwal_snapshot_reader rwal_snapshot_reader;
+
+/**
+ * Where a snapshot callback writes the engine's state.
+ */
+typedef struct rwal_snapshot_sink rwal_snapshot_sink;
 
 /**
  * The result of every fallible call: `RWAL_OK` (0), `RWAL_END` (1), or a negative error code.
@@ -164,6 +214,88 @@ typedef int32_t rwal_log_level;
 typedef void (*rwal_log_fn)(rwal_log_level level, const char *message, void *userdata);
 
 /**
+ * Called for every committed user record, in LSN order, on the node's thread: `data` is valid
+ * during the call only.
+ */
+typedef void (*rwal_apply_fn)(void *userdata,
+                              uint64_t lsn,
+                              uint64_t epoch,
+                              const uint8_t *data,
+                              size_t len);
+
+/**
+ * Asked for the engine's state as of the last applied record (for a checkpoint a lagging
+ * follower can start from), on the node's thread: write it with `rwal_snapshot_sink_write`.
+ */
+typedef void (*rwal_snapshot_fn)(void *userdata, rwal_snapshot_sink *sink);
+
+/**
+ * Replaces the engine's state with a snapshot taken at `lsn`, on the node's thread (at open,
+ * from the latest checkpoint, and when the leader sends one); `data` is valid during the call.
+ */
+typedef void (*rwal_restore_fn)(void *userdata,
+                                uint64_t lsn,
+                                uint64_t epoch,
+                                const uint8_t *data,
+                                size_t len);
+
+/**
+ * The node learned of a new leader (`leader` 0: none known) in `term`, on the node's thread.
+ */
+typedef void (*rwal_leader_fn)(void *userdata, uint64_t leader, uint64_t term);
+
+/**
+ * What a node reports about itself (see `rwal_node_status_get`).
+ */
+typedef struct {
+  /**
+   * The node's id.
+   */
+  uint64_t id;
+  /**
+   * `RWAL_ROLE_FOLLOWER`, `RWAL_ROLE_CANDIDATE` or `RWAL_ROLE_LEADER`.
+   */
+  int32_t role;
+  /**
+   * Its term.
+   */
+  uint64_t term;
+  /**
+   * The leader it knows of, 0 if none.
+   */
+  uint64_t leader;
+  /**
+   * The highest LSN known committed.
+   */
+  uint64_t commit_lsn;
+  /**
+   * The highest LSN applied to the engine.
+   */
+  uint64_t applied_lsn;
+  /**
+   * The oldest LSN its log retains.
+   */
+  uint64_t first_lsn;
+  /**
+   * The newest LSN in its log.
+   */
+  uint64_t last_lsn;
+  /**
+   * Voters in its membership.
+   */
+  uint32_t voters;
+  /**
+   * Learners in its membership.
+   */
+  uint32_t learners;
+} rwal_node_status;
+
+/**
+ * A membership change: one of the `RWAL_MEMBERSHIP_*` values.
+ */
+typedef int32_t rwal_membership_change;
+
+/**
  * The I/O backend: one of the `RWAL_BACKEND_*` values.
  */
 typedef int32_t rwal_backend;
@@ -187,6 +319,21 @@ typedef int32_t rwal_recovery_mode;
  * Normal events (a log opened).
  */
 #define RWAL_LOG_INFO 3
+
+/**
+ * Add a voter, or promote a learner once it has caught up.
+ */
+#define RWAL_MEMBERSHIP_ADD_VOTER 0
+
+/**
+ * Add a learner: a non-voting standby that receives the log.
+ */
+#define RWAL_MEMBERSHIP_ADD_LEARNER 1
+
+/**
+ * Remove a voter or learner.
+ */
+#define RWAL_MEMBERSHIP_REMOVE 2
 
 /**
  * Segment files written through a shared memory mapping (the default).
@@ -313,6 +460,26 @@ typedef int32_t rwal_recovery_mode;
  * The log was closed.
  */
 #define RWAL_ERR_CLOSED -15
+
+/**
+ * This node is not the leader: `rwal_node_leader` names the one it knows of.
+ */
+#define RWAL_ERR_NOT_LEADER -16
+
+/**
+ * Another entry was committed at the proposal's LSN: the proposal never will be.
+ */
+#define RWAL_ERR_SUPERSEDED -17
+
+/**
+ * Too many proposals wait to be committed: retry later.
+ */
+#define RWAL_ERR_BUSY -18
+
+/**
+ * The consensus layer failed (see `rwal_last_error`); the node stops.
+ */
+#define RWAL_ERR_REPLICATION -19
 
 #ifdef __cplusplus
 extern "C" {
@@ -616,6 +783,281 @@ size_t rwal_recovery_event(const rwal_log *log, uint64_t index, char *buf, size_
  * replaced.
  */
 void rwal_set_log_callback(rwal_log_fn callback, rwal_log_level level, void *userdata);
+
+/**
+ * New node options for node `id` (1, 2, ...) with its log in `dir`: listen on 127.0.0.1 on a
+ * port the OS chooses, no peers, found a cluster of this node alone, 10 ms ticks. `*opts_out`
+ * is the options; free them with `rwal_node_options_free`.
+ *
+ * # Safety
+ * `dir` is a NUL-terminated path; `opts_out` is writable.
+ */
+rwal_status rwal_node_options_new(uint64_t id, const char *dir, rwal_node_options **opts_out);
+
+/**
+ * Frees node options. NULL is a no-op.
+ *
+ * # Safety
+ * `opts` is NULL or options from `rwal_node_options_new`, not yet freed.
+ */
+void rwal_node_options_free(rwal_node_options *opts);
+
+/**
+ * The cluster every member shares: its id and its secret (at least 16 bytes; peers prove they
+ * hold it, and every frame carries a MAC made with it: see docs/network.md).
+ *
+ * # Safety
+ * `opts` is live; `secret` has `len` readable bytes.
+ */
+rwal_status rwal_node_options_set_cluster(rwal_node_options *opts,
+                                          uint64_t cluster_id,
+                                          const uint8_t *secret,
+                                          size_t len);
+
+/**
+ * Where the node accepts its peers: "IP:PORT" (port 0: one the OS chooses; see
+ * `rwal_node_local_addr`).
+ *
+ * # Safety
+ * `opts` is live; `addr` is NUL-terminated.
+ */
+rwal_status rwal_node_options_set_listen(rwal_node_options *opts, const char *addr);
+
+/**
+ * Adds a peer known at open: its id and "IP:PORT" (peers can also be added after open, with
+ * `rwal_node_add_peer`).
+ *
+ * # Safety
+ * `opts` is live; `addr` is NUL-terminated.
+ */
+rwal_status rwal_node_options_add_peer(rwal_node_options *opts, uint64_t id, const char *addr);
+
+/**
+ * The founding voters (every founding member is opened with the same list; it must contain
+ * this node). With `join` nonzero the node founds nothing: it starts empty and waits for the
+ * leader, which adds it with `rwal_node_change_membership`, to send it a snapshot. Both only
+ * matter for a new log: a reopened node continues from its own.
+ *
+ * # Safety
+ * `opts` is live; `ids` has `count` readable ids (NULL if `count` is 0).
+ */
+rwal_status rwal_node_options_set_voters(rwal_node_options *opts,
+                                         const uint64_t *ids,
+                                         size_t count,
+                                         bool join);
+
+/**
+ * The options of the log under the node (segment size, backend, ...). The recovery modes that
+ * drop records (`RWAL_RECOVERY_POINT_IN_TIME`, `RWAL_RECOVERY_SKIP_CORRUPTED`) make
+ * `rwal_node_open` fail: a replica must not forget what it acknowledged.
+ *
+ * # Safety
+ * `opts` is live; `log_opts` is live options from `rwal_options_new` (copied).
+ */
+rwal_status rwal_node_options_set_log_options(rwal_node_options *opts,
+                                              const rwal_options *log_opts);
+
+/**
+ * Raft's tick in milliseconds (default 10): an election starts after 10 ticks without a
+ * leader, heartbeats go every 2.
+ *
+ * # Safety
+ * `opts` is live.
+ */
+rwal_status rwal_node_options_set_tick_ms(rwal_node_options *opts, uint32_t ms);
+
+/**
+ * The engine's callbacks (any may be NULL) and the `userdata` they are given. They are called
+ * on the node's own thread, one at a time, never concurrently with each other: `apply` for
+ * each committed user record in LSN order, `restore` at open and when a snapshot arrives,
+ * `snapshot` when the node needs a checkpoint to seed a follower, `leader` on leader changes.
+ * They must not call `rwal_node_*` functions that wait for the node (propose, wait, read
+ * barrier, membership, checkpoint, compact, close): those would wait for the thread they run
+ * on. `userdata` must stay valid until `rwal_node_close` returns.
+ *
+ * # Safety
+ * `opts` is live; the callbacks are NULL or valid functions.
+ */
+rwal_status rwal_node_options_set_callbacks(rwal_node_options *opts,
+                                            rwal_apply_fn apply,
+                                            rwal_snapshot_fn snapshot,
+                                            rwal_restore_fn restore,
+                                            rwal_leader_fn leader,
+                                            void *userdata);
+
+/**
+ * Appends `len` bytes to the snapshot being taken. Only inside a snapshot callback.
+ *
+ * # Safety
+ * `sink` is the callback's sink; `data` has `len` readable bytes.
+ */
+rwal_status rwal_snapshot_sink_write(rwal_snapshot_sink *sink, const uint8_t *data, size_t len);
+
+/**
+ * Opens the node: its log (restoring the engine through `restore` and `apply`), its network
+ * and its thread. `*node_out` is the handle; close it with `rwal_node_close`. Blocks for
+ * recovery. The options may be freed afterwards.
+ *
+ * # Safety
+ * `opts` is live options; `node_out` is writable.
+ */
+rwal_status rwal_node_open(const rwal_node_options *opts, rwal_node **node_out);
+
+/**
+ * Stops the node's thread and network and closes its log; frees the handle, which must not
+ * be used again (even when an error is returned). NULL is a no-op. Blocks until the thread
+ * has stopped; readers must still be freed.
+ *
+ * # Safety
+ * `node` is NULL or a handle from `rwal_node_open`, used by no other thread during or after.
+ */
+rwal_status rwal_node_close(rwal_node *node);
+
+/**
+ * The address the node accepts peers on, as "IP:PORT" with a NUL, in `buf` (`cap` bytes);
+ * `*len_out` is its length without the NUL. `RWAL_ERR_BUFFER_TOO_SMALL` (with `*len_out`)
+ * if it does not fit.
+ *
+ * # Safety
+ * `node` is live; `buf` has `cap` writable bytes; `len_out` is writable.
+ */
+rwal_status rwal_node_local_addr(const rwal_node *node, char *buf, size_t cap, size_t *len_out);
+
+/**
+ * Adds a peer (a node joining) or changes a peer's address, at run time.
+ *
+ * # Safety
+ * `node` is live; `addr` is NUL-terminated.
+ */
+rwal_status rwal_node_add_peer(rwal_node *node, uint64_t id, const char *addr);
+
+/**
+ * Proposes a record on the leader; writes the LSN and epoch it will have if it commits (wait
+ * with `rwal_node_wait_committed`). `RWAL_ERR_NOT_LEADER` on a follower (`rwal_node_leader`
+ * names the leader); `RWAL_ERR_BUSY` when too much waits to be committed. Thread-safe; many
+ * threads' proposals share one consensus round and one sync.
+ *
+ * # Safety
+ * `node` is live; `data` has `len` readable bytes (NULL if 0); the outputs are writable.
+ */
+rwal_status rwal_node_propose(rwal_node *node,
+                              const uint8_t *data,
+                              size_t len,
+                              uint64_t *lsn_out,
+                              uint64_t *epoch_out);
+
+/**
+ * Waits up to `timeout_ms` until the entry `lsn` of `epoch` is committed by a quorum.
+ * `RWAL_ERR_SUPERSEDED` once another entry is committed at `lsn` (this one never will be);
+ * `RWAL_ERR_TIMEOUT` if neither happened. Blocks; thread-safe.
+ *
+ * # Safety
+ * `node` is live.
+ */
+rwal_status rwal_node_wait_committed(rwal_node *node,
+                                     uint64_t lsn,
+                                     uint64_t epoch,
+                                     uint32_t timeout_ms);
+
+/**
+ * The leader this node knows of: its id in `*leader_out` (0 if none) and, if it is this node
+ * or a peer, its peer address as "IP:PORT" with a NUL in `buf` (empty if unknown), its length
+ * in `*len_out`. `RWAL_ERR_BUFFER_TOO_SMALL` (with `*len_out`) if the address does not fit.
+ *
+ * # Safety
+ * `node` is live; `buf` has `cap` writable bytes; the outputs are writable.
+ */
+rwal_status rwal_node_leader(const rwal_node *node,
+                             uint64_t *leader_out,
+                             char *buf,
+                             size_t cap,
+                             size_t *len_out);
+
+/**
+ * The node's status.
+ *
+ * # Safety
+ * `node` is live; `status_out` is writable.
+ */
+rwal_status rwal_node_status_get(const rwal_node *node, rwal_node_status *status_out);
+
+/**
+ * A linearizable read point: waits (up to `timeout_ms`) until the leader has confirmed with
+ * a quorum that it still leads and this node has applied everything committed before the
+ * call; writes that LSN. Reads of the engine's state then see every write acknowledged before
+ * the call. Works on followers. Blocks; thread-safe.
+ *
+ * # Safety
+ * `node` is live; `lsn_out` is writable.
+ */
+rwal_status rwal_node_read_barrier(rwal_node *node, uint32_t timeout_ms, uint64_t *lsn_out);
+
+/**
+ * Proposes a membership change on the leader (one at a time); writes the LSN of the change,
+ * which takes effect once committed. `addr` ("IP:PORT", may be NULL for a removal) is the
+ * node's peer address, added to this node's peers. Blocks; thread-safe.
+ *
+ * # Safety
+ * `node` is live; `addr` is NULL or NUL-terminated; `lsn_out` is writable.
+ */
+rwal_status rwal_node_change_membership(rwal_node *node,
+                                        rwal_membership_change change,
+                                        uint64_t id,
+                                        const char *addr,
+                                        uint64_t *lsn_out);
+
+/**
+ * Writes a checkpoint at `lsn` (at most the applied LSN) holding the engine's state as of it
+ * (`len` bytes); a follower behind the compacted log is sent it. Blocks; thread-safe.
+ *
+ * # Safety
+ * `node` is live; `state` has `len` readable bytes (NULL if 0).
+ */
+rwal_status rwal_node_checkpoint(rwal_node *node, uint64_t lsn, const uint8_t *state, size_t len);
+
+/**
+ * Removes log segments that the latest checkpoint, readers and followers no longer need.
+ * Blocks; thread-safe.
+ *
+ * # Safety
+ * `node` is live.
+ */
+rwal_status rwal_node_compact(rwal_node *node);
+
+/**
+ * Opens a reader over the node's committed records from `from_lsn` (at least its first
+ * retained LSN). It holds nothing between calls: it never holds back compaction or a
+ * snapshot install, and gets `RWAL_ERR_COMPACTED` if it falls behind.
+ *
+ * # Safety
+ * `node` is live; `reader_out` is writable.
+ */
+rwal_status rwal_node_reader_open(rwal_node *node,
+                                  uint64_t from_lsn,
+                                  rwal_node_reader **reader_out);
+
+/**
+ * The next committed record: its LSN, epoch, kind (`RWAL_RECORD_USER` or
+ * `RWAL_RECORD_SYSTEM`), and a pointer to its bytes and their length, valid until the next
+ * call on this reader or its free. `RWAL_END` at the commit LSN (call again later).
+ *
+ * # Safety
+ * `reader` is live and used by this thread only; the outputs are writable.
+ */
+rwal_status rwal_node_reader_next(rwal_node_reader *reader,
+                                  uint64_t *lsn_out,
+                                  uint64_t *epoch_out,
+                                  uint32_t *kind_out,
+                                  const uint8_t **data_out,
+                                  size_t *len_out);
+
+/**
+ * Frees a node reader. NULL is a no-op.
+ *
+ * # Safety
+ * `reader` is NULL or from `rwal_node_reader_open`, not yet freed.
+ */
+void rwal_node_reader_free(rwal_node_reader *reader);
 
 /**
  * New options with the defaults: create if missing, 64 MiB segments, the mmap backend,

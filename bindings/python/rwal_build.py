@@ -59,8 +59,17 @@ root = source_dir()
 library = build_library(root)
 header = (root / "include" / "rwal.h").read_text()
 
+# The replicated node's engine callbacks, implemented in Python (rwal/node.py) and called by
+# the node's thread with the GIL taken by cffi.
+PYTHON_CALLBACKS = """
+extern "Python" void _rwal_py_apply(void *, uint64_t, uint64_t, const uint8_t *, size_t);
+extern "Python" void _rwal_py_snapshot(void *, rwal_snapshot_sink *);
+extern "Python" void _rwal_py_restore(void *, uint64_t, uint64_t, const uint8_t *, size_t);
+extern "Python" void _rwal_py_leader(void *, uint64_t, uint64_t);
+"""
+
 ffibuilder = FFI()
-ffibuilder.cdef(cdef_from_header(header))
+ffibuilder.cdef(cdef_from_header(header) + PYTHON_CALLBACKS)
 ffibuilder.set_source(
     "rwal._rwal_cffi",
     '#include "rwal.h"',

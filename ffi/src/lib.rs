@@ -10,6 +10,7 @@
 mod checkpoint;
 mod log;
 mod logging;
+mod node;
 mod options;
 mod reader;
 mod status;
@@ -19,13 +20,15 @@ use std::ffi::c_char;
 pub use checkpoint::*;
 pub use log::*;
 pub use logging::*;
+pub use node::*;
 pub use options::*;
 pub use reader::*;
 pub use status::{
-    rwal_status, RWAL_END, RWAL_ERR_BUFFER_TOO_SMALL, RWAL_ERR_CLOSED, RWAL_ERR_COMPACTED,
-    RWAL_ERR_CORRUPTED, RWAL_ERR_INVALID_ARGUMENT, RWAL_ERR_IO, RWAL_ERR_LOCKED,
-    RWAL_ERR_NOT_FOUND, RWAL_ERR_NO_LOG, RWAL_ERR_NO_SPACE, RWAL_ERR_PANIC, RWAL_ERR_PINNED,
-    RWAL_ERR_POISONED, RWAL_ERR_TIMEOUT, RWAL_ERR_UNSUPPORTED, RWAL_OK,
+    rwal_status, RWAL_END, RWAL_ERR_BUFFER_TOO_SMALL, RWAL_ERR_BUSY, RWAL_ERR_CLOSED,
+    RWAL_ERR_COMPACTED, RWAL_ERR_CORRUPTED, RWAL_ERR_INVALID_ARGUMENT, RWAL_ERR_IO,
+    RWAL_ERR_LOCKED, RWAL_ERR_NOT_FOUND, RWAL_ERR_NOT_LEADER, RWAL_ERR_NO_LOG, RWAL_ERR_NO_SPACE,
+    RWAL_ERR_PANIC, RWAL_ERR_PINNED, RWAL_ERR_POISONED, RWAL_ERR_REPLICATION, RWAL_ERR_SUPERSEDED,
+    RWAL_ERR_TIMEOUT, RWAL_ERR_UNSUPPORTED, RWAL_OK,
 };
 
 /// Major version of this header; `rwal_version()` gives the library's at run time.

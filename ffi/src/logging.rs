@@ -62,6 +62,11 @@ fn emit(level: rwal_log_level, message: &str) {
     unsafe { (sink.callback)(level, text.as_ptr(), sink.userdata as *mut c_void) };
 }
 
+/// Sends an informational message (a replicated node's events: peers, leaders, snapshots).
+pub(crate) fn emit_info(message: &str) {
+    emit(RWAL_LOG_INFO, message);
+}
+
 /// Reports an opened log and what its recovery decided.
 pub(crate) fn opened(wal: &Wal) {
     let report = wal.recovery_report();

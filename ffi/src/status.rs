@@ -46,6 +46,14 @@ pub const RWAL_ERR_NO_LOG: rwal_status = -13;
 pub const RWAL_ERR_PINNED: rwal_status = -14;
 /// The log was closed.
 pub const RWAL_ERR_CLOSED: rwal_status = -15;
+/// This node is not the leader: `rwal_node_leader` names the one it knows of.
+pub const RWAL_ERR_NOT_LEADER: rwal_status = -16;
+/// Another entry was committed at the proposal's LSN: the proposal never will be.
+pub const RWAL_ERR_SUPERSEDED: rwal_status = -17;
+/// Too many proposals wait to be committed: retry later.
+pub const RWAL_ERR_BUSY: rwal_status = -18;
+/// The consensus layer failed (see `rwal_last_error`); the node stops.
+pub const RWAL_ERR_REPLICATION: rwal_status = -19;
 
 /// The code of an error.
 pub(crate) fn code(error: &Error) -> rwal_status {
@@ -87,6 +95,10 @@ pub(crate) fn name(status: rwal_status) -> &'static [u8] {
         RWAL_ERR_NO_LOG => b"RWAL_ERR_NO_LOG\0",
         RWAL_ERR_PINNED => b"RWAL_ERR_PINNED\0",
         RWAL_ERR_CLOSED => b"RWAL_ERR_CLOSED\0",
+        RWAL_ERR_NOT_LEADER => b"RWAL_ERR_NOT_LEADER\0",
+        RWAL_ERR_SUPERSEDED => b"RWAL_ERR_SUPERSEDED\0",
+        RWAL_ERR_BUSY => b"RWAL_ERR_BUSY\0",
+        RWAL_ERR_REPLICATION => b"RWAL_ERR_REPLICATION\0",
         _ => b"RWAL_UNKNOWN_STATUS\0",
     }
 }

@@ -7,6 +7,9 @@
         for lsn, data in log.records():      # every durable record
             ...
 
+A replicated log (raft over rwal, authenticated TCP between members) is rwal.Node; see
+rwal.node's docs.
+
 Calls release the GIL while they run in the library (commit and reads may block). A Log may be
 shared between threads; close() waits for calls in progress on other threads to finish, and
 any call after it raises rwal.ClosedError.
@@ -25,7 +28,8 @@ from ._rwal_cffi import ffi, lib
 __all__ = [
     "open", "Log", "Error", "InvalidArgumentError", "IoError", "CorruptedError", "PoisonedError",
     "NoSpaceError", "LockedError", "CompactedError", "NotFoundError", "UnsupportedError",
-    "TimeoutError", "PanicError", "NoLogError", "PinnedError", "ClosedError", "__version__",
+    "TimeoutError", "PanicError", "NoLogError", "PinnedError", "ClosedError", "NotLeaderError",
+    "SupersededError", "BusyError", "ReplicationError", "Node", "__version__",
 ]
 
 __version__: str = ffi.string(lib.rwal_version()).decode()
@@ -99,6 +103,29 @@ class ClosedError(Error):
     """The log is closed."""
 
 
+class NotLeaderError(Error):
+    """This node is not the leader; `leader_id` and `leader_addr` name the one it knows of
+    (None if unknown)."""
+
+    def __init__(self, code: int, message: str, leader_id: Optional[int] = None,
+                 leader_addr: Optional[str] = None) -> None:
+        super().__init__(code, message)
+        self.leader_id = leader_id
+        self.leader_addr = leader_addr
+
+
+class SupersededError(Error):
+    """Another entry was committed at the proposal's LSN: it never will be."""
+
+
+class BusyError(Error):
+    """Too many proposals wait to be committed: retry later."""
+
+
+class ReplicationError(Error):
+    """The consensus layer failed; the node stopped."""
+
+
 _ERRORS = {
     lib.RWAL_ERR_INVALID_ARGUMENT: InvalidArgumentError,
     lib.RWAL_ERR_IO: IoError,
@@ -114,6 +141,10 @@ _ERRORS = {
     lib.RWAL_ERR_NO_LOG: NoLogError,
     lib.RWAL_ERR_PINNED: PinnedError,
     lib.RWAL_ERR_CLOSED: ClosedError,
+    lib.RWAL_ERR_NOT_LEADER: NotLeaderError,
+    lib.RWAL_ERR_SUPERSEDED: SupersededError,
+    lib.RWAL_ERR_BUSY: BusyError,
+    lib.RWAL_ERR_REPLICATION: ReplicationError,
 }
 
 _BACKENDS = {
@@ -375,3 +406,6 @@ class Log:
                 self.close()
             except Error:
                 pass
+
+
+from .node import Node  # noqa: E402 - needs the errors above

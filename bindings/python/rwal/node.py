@@ -1,0 +1,317 @@
+"""rwal.Node: one member of a replicated log (raft over rwal) on authenticated TCP.
+
+    import rwal
+    node = rwal.Node(1, "/var/lib/mydb/wal", cluster_id=7, secret=b"...at least 16 bytes...",
+                     listen="127.0.0.1:7101", peers={2: "127.0.0.1:7102", 3: "127.0.0.1:7103"},
+                     voters=[1, 2, 3], apply=engine.apply)
+    lsn, epoch = node.propose(b"put k v")        # rwal.NotLeaderError on a follower
+    node.wait_committed(lsn, epoch, timeout=5)   # rwal.SupersededError if replaced
+
+The callbacks (apply, snapshot, restore, on_leader) run on the node's own thread, one at a
+time. They must not call the node's blocking methods (propose, wait_committed, read_barrier,
+change_membership, checkpoint, compact, close): those wait for that thread. An exception in a
+callback is printed and otherwise ignored (it cannot cross the C boundary): keep them simple.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
+
+from ._rwal_cffi import ffi, lib
+
+ApplyFn = Callable[[int, int, bytes], None]
+SnapshotFn = Callable[[], bytes]
+RestoreFn = Callable[[int, int, bytes], None]
+LeaderFn = Callable[[Optional[int], int], None]
+
+USER = lib.RWAL_RECORD_USER
+SYSTEM = lib.RWAL_RECORD_SYSTEM
+
+_CHANGES = {
+    "add_voter": lib.RWAL_MEMBERSHIP_ADD_VOTER,
+    "add_learner": lib.RWAL_MEMBERSHIP_ADD_LEARNER,
+    "remove": lib.RWAL_MEMBERSHIP_REMOVE,
+}
+
+_ROLES = {
+    lib.RWAL_ROLE_FOLLOWER: "follower",
+    lib.RWAL_ROLE_CANDIDATE: "candidate",
+    lib.RWAL_ROLE_LEADER: "leader",
+}
+
+
+class _Engine:
+    """The Python callbacks of one node, reached from C through a cffi handle."""
+
+    def __init__(self, apply, snapshot, restore, on_leader) -> None:
+        self.apply = apply
+        self.snapshot = snapshot
+        self.restore = restore
+        self.on_leader = on_leader
+
+
+@ffi.def_extern()
+def _rwal_py_apply(userdata, lsn, epoch, data, size):
+    engine = ffi.from_handle(userdata)
+    if engine.apply is not None:
+        engine.apply(lsn, epoch, bytes(ffi.buffer(data, size)) if size else b"")
+
+
+@ffi.def_extern()
+def _rwal_py_snapshot(userdata, sink):
+    engine = ffi.from_handle(userdata)
+    if engine.snapshot is not None:
+        state = bytes(engine.snapshot())
+        lib.rwal_snapshot_sink_write(sink, ffi.from_buffer(state), len(state))
+
+
+@ffi.def_extern()
+def _rwal_py_restore(userdata, lsn, epoch, data, size):
+    engine = ffi.from_handle(userdata)
+    if engine.restore is not None:
+        engine.restore(lsn, epoch, bytes(ffi.buffer(data, size)) if size else b"")
+
+
+@ffi.def_extern()
+def _rwal_py_leader(userdata, leader, term):
+    engine = ffi.from_handle(userdata)
+    if engine.on_leader is not None:
+        engine.on_leader(leader or None, term)
+
+
+class Node:
+    """A running member of a replicated log; see the module docs."""
+
+    def __init__(
+        self,
+        node_id: int,
+        path,
+        *,
+        cluster_id: int,
+        secret: bytes,
+        listen: str = "127.0.0.1:0",
+        peers: Optional[Dict[int, str]] = None,
+        voters: Optional[Iterable[int]] = None,
+        join: bool = False,
+        tick_ms: int = 10,
+        segment_size: Optional[int] = None,
+        apply: Optional[ApplyFn] = None,
+        snapshot: Optional[SnapshotFn] = None,
+        restore: Optional[RestoreFn] = None,
+        on_leader: Optional[LeaderFn] = None,
+    ) -> None:
+        """Opens node `node_id` with its log in directory `path`. `peers` maps the other
+        members' ids to their peer addresses ("IP:PORT"; more with add_peer); `voters` are the
+        founding voters (default: this node and every peer); `join` starts empty, waiting to
+        be added by the leader."""
+        from . import _check, os  # the package's error mapping
+
+        self._closed = True
+        opts_out = ffi.new("rwal_node_options **")
+        _check(lib.rwal_node_options_new(node_id, os.fsencode(path), opts_out))
+        opts = ffi.gc(opts_out[0], lib.rwal_node_options_free)
+        _check(lib.rwal_node_options_set_cluster(opts, cluster_id, secret, len(secret)))
+        _check(lib.rwal_node_options_set_listen(opts, listen.encode()))
+        peers = dict(peers or {})
+        for peer, addr in peers.items():
+            _check(lib.rwal_node_options_add_peer(opts, peer, addr.encode()))
+        ids = sorted(set(voters) if voters is not None else {node_id, *peers})
+        id_array = ffi.new("uint64_t[]", ids)
+        _check(lib.rwal_node_options_set_voters(opts, id_array, len(ids), bool(join)))
+        _check(lib.rwal_node_options_set_tick_ms(opts, tick_ms))
+        if segment_size is not None:
+            log_opts = ffi.gc(lib.rwal_options_new(), lib.rwal_options_free)
+            _check(lib.rwal_options_set_segment_size(log_opts, segment_size))
+            _check(lib.rwal_node_options_set_log_options(opts, log_opts))
+        self._engine = _Engine(apply, snapshot, restore, on_leader)
+        self._engine_handle = ffi.new_handle(self._engine)
+        _check(lib.rwal_node_options_set_callbacks(
+            opts, lib._rwal_py_apply, lib._rwal_py_snapshot, lib._rwal_py_restore,
+            lib._rwal_py_leader, self._engine_handle))
+        out = ffi.new("rwal_node **")
+        _check(lib.rwal_node_open(opts, out))
+        self._handle = out[0]
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._calls = 0
+        self._closed = False
+
+    def _enter(self):
+        from . import ClosedError
+
+        with self._lock:
+            if self._closed:
+                raise ClosedError(lib.RWAL_ERR_CLOSED, "node is closed")
+            self._calls += 1
+        return self._handle
+
+    def _exit(self) -> None:
+        with self._lock:
+            self._calls -= 1
+            if self._closed and self._calls == 0:
+                self._idle.notify_all()
+
+    def _call(self, function, *args) -> None:
+        from . import _check
+
+        handle = self._enter()
+        try:
+            status = function(handle, *args)
+            if status == lib.RWAL_ERR_NOT_LEADER:
+                self._raise_not_leader(handle)
+            _check(status)
+        finally:
+            self._exit()
+
+    def _raise_not_leader(self, handle) -> None:
+        from . import NotLeaderError, _last_error
+
+        message = _last_error()
+        leader = ffi.new("uint64_t *")
+        buf = ffi.new("char[]", 128)
+        size = ffi.new("size_t *")
+        if lib.rwal_node_leader(handle, leader, buf, 128, size) == lib.RWAL_OK:
+            addr = ffi.string(buf).decode() or None
+            raise NotLeaderError(lib.RWAL_ERR_NOT_LEADER, message, leader[0] or None, addr)
+        raise NotLeaderError(lib.RWAL_ERR_NOT_LEADER, message, None, None)
+
+    @property
+    def local_addr(self) -> str:
+        """The "IP:PORT" this node accepts peers on."""
+        buf = ffi.new("char[]", 128)
+        size = ffi.new("size_t *")
+        self._call(lib.rwal_node_local_addr, buf, 128, size)
+        return ffi.string(buf).decode()
+
+    def add_peer(self, peer: int, addr: str) -> None:
+        """Adds a peer (or changes its address) while the node runs."""
+        self._call(lib.rwal_node_add_peer, peer, addr.encode())
+
+    def propose(self, data) -> Tuple[int, int]:
+        """Proposes a record on the leader; returns the (lsn, epoch) it will have if it
+        commits. rwal.NotLeaderError (naming the leader) on a follower; rwal.BusyError when
+        too much waits to be committed."""
+        buf = ffi.from_buffer(data)
+        lsn = ffi.new("uint64_t *")
+        epoch = ffi.new("uint64_t *")
+        self._call(lib.rwal_node_propose, ffi.cast("const uint8_t *", buf), len(buf), lsn, epoch)
+        return lsn[0], epoch[0]
+
+    def wait_committed(self, lsn: int, epoch: int, timeout: float = 10.0) -> None:
+        """Returns once the entry (lsn, epoch) is committed by a quorum; rwal.SupersededError
+        once another entry is committed there; rwal.TimeoutError."""
+        self._call(lib.rwal_node_wait_committed, lsn, epoch, _millis(timeout))
+
+    def propose_and_wait(self, data, timeout: float = 10.0) -> Tuple[int, int]:
+        """propose() then wait_committed()."""
+        lsn, epoch = self.propose(data)
+        self.wait_committed(lsn, epoch, timeout)
+        return lsn, epoch
+
+    def leader(self) -> Tuple[Optional[int], Optional[str]]:
+        """(id, peer address) of the leader this node knows of, or (None, None)."""
+        leader = ffi.new("uint64_t *")
+        buf = ffi.new("char[]", 128)
+        size = ffi.new("size_t *")
+        self._call(lib.rwal_node_leader, leader, buf, 128, size)
+        return (leader[0] or None), (ffi.string(buf).decode() or None)
+
+    def status(self) -> dict:
+        """id, role ("leader", "follower", "candidate"), term, leader, commit_lsn, applied_lsn,
+        first_lsn, last_lsn, voters, learners (counts)."""
+        out = ffi.new("rwal_node_status *")
+        self._call(lib.rwal_node_status_get, out)
+        status = {name: getattr(out, name) for name in (
+            "id", "term", "leader", "commit_lsn", "applied_lsn", "first_lsn", "last_lsn",
+            "voters", "learners")}
+        status["role"] = _ROLES.get(out.role, "unknown")
+        status["leader"] = status["leader"] or None
+        return status
+
+    def read_barrier(self, timeout: float = 10.0) -> int:
+        """A linearizable read point: once it returns, this node has applied every write
+        acknowledged before the call. Works on followers."""
+        lsn = ffi.new("uint64_t *")
+        self._call(lib.rwal_node_read_barrier, _millis(timeout), lsn)
+        return lsn[0]
+
+    def records(self, from_lsn: Optional[int] = None) -> Iterator[Tuple[int, int, int, bytes]]:
+        """(lsn, epoch, kind, data) of committed records from `from_lsn` (default: the first
+        retained), up to the commit LSN; kind is rwal.node.USER or rwal.node.SYSTEM."""
+        from . import _check
+
+        start = self.status()["first_lsn"] if from_lsn is None else from_lsn
+        out = ffi.new("rwal_node_reader **")
+        self._call(lib.rwal_node_reader_open, start, out)
+        reader = ffi.gc(out[0], lib.rwal_node_reader_free)
+        lsn = ffi.new("uint64_t *")
+        epoch = ffi.new("uint64_t *")
+        kind = ffi.new("uint32_t *")
+        data = ffi.new("const uint8_t **")
+        size = ffi.new("size_t *")
+        try:
+            while True:
+                self._enter()
+                try:
+                    status = lib.rwal_node_reader_next(reader, lsn, epoch, kind, data, size)
+                    if status == lib.RWAL_END:
+                        return
+                    _check(status)
+                    payload = bytes(ffi.buffer(data[0], size[0])) if size[0] else b""
+                finally:
+                    self._exit()
+                yield lsn[0], epoch[0], kind[0], payload
+        finally:
+            ffi.release(reader)
+
+    def change_membership(self, change: str, peer: int, addr: Optional[str] = None) -> int:
+        """"add_voter" (or promote a learner), "add_learner" or "remove" node `peer` (its peer
+        address is added to this node's peers); on the leader; returns the change's LSN."""
+        from . import InvalidArgumentError
+
+        if change not in _CHANGES:
+            raise InvalidArgumentError(lib.RWAL_ERR_INVALID_ARGUMENT,
+                                       "unknown change %r (one of %s)" % (change, ", ".join(_CHANGES)))
+        lsn = ffi.new("uint64_t *")
+        self._call(lib.rwal_node_change_membership, _CHANGES[change], peer,
+                   addr.encode() if addr is not None else ffi.NULL, lsn)
+        return lsn[0]
+
+    def checkpoint(self, lsn: int, state) -> None:
+        """Writes a checkpoint at `lsn` (at most the applied LSN) with the engine's state."""
+        buf = ffi.from_buffer(state)
+        self._call(lib.rwal_node_checkpoint, lsn, ffi.cast("const uint8_t *", buf), len(buf))
+
+    def compact(self) -> None:
+        """Removes the log segments no checkpoint, reader or follower needs."""
+        self._call(lib.rwal_node_compact)
+
+    def close(self) -> None:
+        """Stops the node and closes its log; waits for calls in progress. Twice is fine."""
+        from . import _check
+
+        with self._idle:
+            if self._closed:
+                return
+            self._closed = True
+            while self._calls:
+                self._idle.wait()
+        _check(lib.rwal_node_close(self._handle))
+
+    def __enter__(self) -> "Node":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            try:
+                self.close()
+            except Exception:  # noqa: BLE001 - never raise from a finalizer
+                pass
+
+
+def _millis(seconds: float) -> int:
+    return max(0, min(int(seconds * 1000), 0xFFFFFFFF))

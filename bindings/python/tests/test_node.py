@@ -1,0 +1,146 @@
+"""pytest tests of rwal.Node: three replicated nodes in this process on loopback TCP."""
+
+import threading
+import time
+
+import pytest
+
+import rwal
+
+SECRET = b"the python test cluster's secret"
+
+
+class Engine:
+    """Keeps every applied record; its snapshot is their count and sum."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.records = {}
+        self.leaders = []
+        self.restored = []
+
+    def apply(self, lsn, epoch, data):
+        with self.lock:
+            assert lsn not in self.records
+            self.records[lsn] = data
+
+    def snapshot(self):
+        with self.lock:
+            return repr(sorted(self.records.items())).encode()
+
+    def restore(self, lsn, epoch, data):
+        with self.lock:
+            self.restored.append(lsn)
+            self.records = dict(eval(data.decode())) if data else {}  # noqa: S307 - our own bytes
+
+    def on_leader(self, leader, term):
+        self.leaders.append((leader, term))
+
+
+def wait(condition, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    engines = {i: Engine() for i in (1, 2, 3)}
+    nodes = {}
+    for i in (1, 2, 3):
+        e = engines[i]
+        nodes[i] = rwal.Node(i, tmp_path / ("node%d" % i), cluster_id=9, secret=SECRET,
+                             voters=[1, 2, 3], tick_ms=10, apply=e.apply, snapshot=e.snapshot,
+                             restore=e.restore, on_leader=e.on_leader)
+    for i, node in nodes.items():
+        for j, other in nodes.items():
+            if i != j:
+                node.add_peer(j, other.local_addr)
+    yield nodes, engines
+    for node in nodes.values():
+        node.close()
+
+
+def leader_of(nodes):
+    def agreed():
+        leaders = {n.status()["leader"] for n in nodes.values()}
+        return len(leaders) == 1 and None not in leaders
+    wait(agreed)
+    leader = next(iter(nodes.values())).status()["leader"]
+    assert nodes[leader].status()["role"] == "leader"
+    return leader
+
+
+def test_a_cluster_commits_on_every_node_and_followers_name_the_leader(cluster):
+    nodes, engines = cluster
+    leader = leader_of(nodes)
+    follower = next(i for i in nodes if i != leader)
+    acked = {}
+    for n in range(30):
+        lsn, epoch = nodes[leader].propose_and_wait(b"record %d" % n, timeout=30)
+        acked[lsn] = b"record %d" % n
+    with pytest.raises(rwal.NotLeaderError) as refused:
+        nodes[follower].propose(b"x")
+    assert refused.value.leader_id == leader
+    assert refused.value.leader_addr == nodes[leader].local_addr
+    assert refused.value.status == "RWAL_ERR_NOT_LEADER"
+    assert nodes[follower].leader() == (leader, nodes[leader].local_addr)
+    # A linearizable read point on a follower covers every acknowledged write.
+    point = nodes[follower].read_barrier(timeout=30)
+    assert point >= max(acked)
+    for i, node in nodes.items():
+        wait(lambda: node.status()["applied_lsn"] >= max(acked))
+        with engines[i].lock:
+            assert {lsn: engines[i].records[lsn] for lsn in acked} == acked
+        assert engines[i].leaders[-1][0] == leader
+    # Committed records, system records marked.
+    records = list(nodes[follower].records())
+    users = {lsn: data for lsn, _, kind, data in records if kind == rwal.node.USER}
+    assert users == acked
+    assert any(kind == rwal.node.SYSTEM for _, _, kind, _ in records)
+    with pytest.raises(rwal.TimeoutError):
+        nodes[leader].wait_committed(max(acked) + 1000, 1, timeout=0.05)
+
+
+def test_a_learner_joins_from_a_snapshot_after_compaction(cluster, tmp_path):
+    nodes, engines = cluster
+    leader = leader_of(nodes)
+    for n in range(20):
+        nodes[leader].propose_and_wait(b"before %d" % n, timeout=30)
+    status = nodes[leader].status()
+    nodes[leader].checkpoint(status["applied_lsn"], engines[leader].snapshot())
+    nodes[leader].compact()
+    engine = Engine()
+    joiner = rwal.Node(4, tmp_path / "node4", cluster_id=9, secret=SECRET, join=True,
+                       apply=engine.apply, snapshot=engine.snapshot, restore=engine.restore)
+    try:
+        for i, node in nodes.items():
+            joiner.add_peer(i, node.local_addr)
+            if i != leader:
+                node.add_peer(4, joiner.local_addr)
+        nodes[leader].change_membership("add_learner", 4, joiner.local_addr)
+        lsn, _ = nodes[leader].propose_and_wait(b"after", timeout=30)
+        wait(lambda: joiner.status()["applied_lsn"] >= lsn)
+        assert engine.restored, "the learner started from a snapshot"
+        with engine.lock, engines[leader].lock:
+            assert engine.records == engines[leader].records
+        assert joiner.status()["learners"] == 1
+        with pytest.raises(rwal.InvalidArgumentError):
+            nodes[leader].change_membership("promote everyone", 4)
+    finally:
+        joiner.close()
+
+
+def test_bad_node_options_are_refused_with_the_reason(tmp_path):
+    with pytest.raises(rwal.InvalidArgumentError, match="at least 16"):
+        rwal.Node(1, tmp_path / "n", cluster_id=1, secret=b"short")
+    with pytest.raises(rwal.InvalidArgumentError, match="not an IP address"):
+        rwal.Node(1, tmp_path / "n", cluster_id=1, secret=SECRET, listen="nowhere")
+    with pytest.raises(rwal.InvalidArgumentError, match="must name this node"):
+        rwal.Node(1, tmp_path / "n", cluster_id=1, secret=SECRET, voters=[2, 3])
+    node = rwal.Node(1, tmp_path / "alone", cluster_id=1, secret=SECRET)
+    node.close()
+    node.close()
+    with pytest.raises(rwal.ClosedError):
+        node.propose(b"x")

@@ -1,0 +1,1004 @@
+//! `rwal_node`: one member of a replicated log (rwal-replication) on the authenticated TCP
+//! transport, with the engine's apply, snapshot, restore and leader-change callbacks.
+
+use std::collections::HashMap;
+use std::ffi::{c_char, c_void, CStr, OsStr};
+use std::net::SocketAddr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rwal_replication::net::{PeerConfig, PeerNetwork};
+use rwal_replication::{
+    Bootstrap, CommittedReader, CommittedRecord, Error, MembershipChange, Node, NodeId,
+    NodeOptions, Role, StateMachine,
+};
+use rwal_wal::{Options, RecordKind};
+
+use crate::options::rwal_options;
+use crate::status::{
+    boundary, invalid, non_null, rwal_status, Failure, RWAL_END, RWAL_ERR_BUFFER_TOO_SMALL,
+};
+
+/// Called for every committed user record, in LSN order, on the node's thread: `data` is valid
+/// during the call only.
+#[allow(non_camel_case_types)]
+pub type rwal_apply_fn = Option<
+    unsafe extern "C" fn(userdata: *mut c_void, lsn: u64, epoch: u64, data: *const u8, len: usize),
+>;
+
+/// Asked for the engine's state as of the last applied record (for a checkpoint a lagging
+/// follower can start from), on the node's thread: write it with `rwal_snapshot_sink_write`.
+#[allow(non_camel_case_types)]
+pub type rwal_snapshot_fn =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, sink: *mut rwal_snapshot_sink)>;
+
+/// Replaces the engine's state with a snapshot taken at `lsn`, on the node's thread (at open,
+/// from the latest checkpoint, and when the leader sends one); `data` is valid during the call.
+#[allow(non_camel_case_types)]
+pub type rwal_restore_fn = Option<
+    unsafe extern "C" fn(userdata: *mut c_void, lsn: u64, epoch: u64, data: *const u8, len: usize),
+>;
+
+/// The node learned of a new leader (`leader` 0: none known) in `term`, on the node's thread.
+#[allow(non_camel_case_types)]
+pub type rwal_leader_fn =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, leader: u64, term: u64)>;
+
+/// Where a snapshot callback writes the engine's state.
+#[allow(non_camel_case_types)]
+#[derive(Debug, Default)]
+pub struct rwal_snapshot_sink {
+    bytes: Vec<u8>,
+}
+
+/// Options for `rwal_node_open`. Create with `rwal_node_options_new`, free with
+/// `rwal_node_options_free`. Not thread-safe.
+#[allow(non_camel_case_types)]
+pub struct rwal_node_options {
+    id: NodeId,
+    dir: PathBuf,
+    wal: Options,
+    cluster_id: u64,
+    secret: Vec<u8>,
+    listen: SocketAddr,
+    peers: HashMap<NodeId, SocketAddr>,
+    voters: Vec<NodeId>,
+    join: bool,
+    tick: Duration,
+    callbacks: Callbacks,
+}
+
+impl std::fmt::Debug for rwal_node_options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("rwal_node_options")
+            .field("id", &self.id)
+            .field("dir", &self.dir)
+            .field("listen", &self.listen)
+            .field("peers", &self.peers)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Callbacks {
+    apply: rwal_apply_fn,
+    snapshot: rwal_snapshot_fn,
+    restore: rwal_restore_fn,
+    leader: rwal_leader_fn,
+    userdata: *mut c_void,
+}
+
+// SAFETY: the callbacks and their userdata are the embedder's; rwal_node_options_set_callbacks
+// documents that they are called from the node's thread, so the embedder makes them safe there.
+unsafe impl Send for Callbacks {}
+
+/// The engine: the embedder's callbacks.
+struct Engine(Callbacks);
+
+impl StateMachine for Engine {
+    fn apply(&mut self, lsn: u64, epoch: u64, data: &[u8]) {
+        if let Some(apply) = self.0.apply {
+            // SAFETY: the embedder's callback, given the bytes for the call's duration.
+            unsafe { apply(self.0.userdata, lsn, epoch, data.as_ptr(), data.len()) }
+        }
+    }
+
+    fn snapshot(&mut self) -> Vec<u8> {
+        let mut sink = rwal_snapshot_sink::default();
+        if let Some(snapshot) = self.0.snapshot {
+            // SAFETY: the embedder's callback; the sink lives through the call.
+            unsafe { snapshot(self.0.userdata, &mut sink) }
+        }
+        sink.bytes
+    }
+
+    fn restore(&mut self, lsn: u64, epoch: u64, data: &[u8]) {
+        if let Some(restore) = self.0.restore {
+            // SAFETY: the embedder's callback, given the bytes for the call's duration.
+            unsafe { restore(self.0.userdata, lsn, epoch, data.as_ptr(), data.len()) }
+        }
+    }
+
+    fn leader_changed(&mut self, leader: Option<NodeId>, term: u64) {
+        if let Some(changed) = self.0.leader {
+            // SAFETY: the embedder's callback.
+            unsafe { changed(self.0.userdata, leader.unwrap_or(0), term) }
+        }
+    }
+}
+
+/// A running node: its consensus thread, its network, and what it was opened with. Every
+/// function taking it may be called from any thread at once (but not from its callbacks:
+/// see `rwal_node_options_set_callbacks`), except `rwal_node_close`, the last call on it.
+#[allow(non_camel_case_types)]
+pub struct rwal_node {
+    node: Node,
+    network: PeerNetwork,
+    peers: parking_lot::Mutex<HashMap<NodeId, SocketAddr>>,
+}
+
+impl std::fmt::Debug for rwal_node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("rwal_node")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a node reports about itself (see `rwal_node_status_get`).
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct rwal_node_status {
+    /// The node's id.
+    pub id: u64,
+    /// `RWAL_ROLE_FOLLOWER`, `RWAL_ROLE_CANDIDATE` or `RWAL_ROLE_LEADER`.
+    pub role: i32,
+    /// Its term.
+    pub term: u64,
+    /// The leader it knows of, 0 if none.
+    pub leader: u64,
+    /// The highest LSN known committed.
+    pub commit_lsn: u64,
+    /// The highest LSN applied to the engine.
+    pub applied_lsn: u64,
+    /// The oldest LSN its log retains.
+    pub first_lsn: u64,
+    /// The newest LSN in its log.
+    pub last_lsn: u64,
+    /// Voters in its membership.
+    pub voters: u32,
+    /// Learners in its membership.
+    pub learners: u32,
+}
+
+/// A node follows a leader (or waits for one).
+pub const RWAL_ROLE_FOLLOWER: i32 = 0;
+/// A node asks for votes.
+pub const RWAL_ROLE_CANDIDATE: i32 = 1;
+/// A node leads its term.
+pub const RWAL_ROLE_LEADER: i32 = 2;
+
+/// A membership change: one of the `RWAL_MEMBERSHIP_*` values.
+#[allow(non_camel_case_types)]
+pub type rwal_membership_change = i32;
+/// Add a voter, or promote a learner once it has caught up.
+pub const RWAL_MEMBERSHIP_ADD_VOTER: rwal_membership_change = 0;
+/// Add a learner: a non-voting standby that receives the log.
+pub const RWAL_MEMBERSHIP_ADD_LEARNER: rwal_membership_change = 1;
+/// Remove a voter or learner.
+pub const RWAL_MEMBERSHIP_REMOVE: rwal_membership_change = 2;
+
+/// A user record (`kind` of `rwal_node_reader_next`).
+pub const RWAL_RECORD_USER: u32 = 0;
+/// A record of the consensus layer itself (a new leader's empty entry, a membership change):
+/// engines skip it.
+pub const RWAL_RECORD_SYSTEM: u32 = 1;
+
+/// A reader over a node's committed records (`rwal_node_reader_open`). One thread at a time;
+/// free it with `rwal_node_reader_free`.
+#[allow(non_camel_case_types)]
+pub struct rwal_node_reader {
+    reader: CommittedReader,
+    current: Option<CommittedRecord>,
+}
+
+impl std::fmt::Debug for rwal_node_reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("rwal_node_reader")
+            .field("reader", &self.reader)
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Failure {
+        use crate::status::*;
+        let status = match &error {
+            Error::NotLeader { .. } => RWAL_ERR_NOT_LEADER,
+            Error::Superseded { .. } => RWAL_ERR_SUPERSEDED,
+            Error::Timeout { .. } => RWAL_ERR_TIMEOUT,
+            Error::Busy { .. } | Error::Backlogged { .. } => RWAL_ERR_BUSY,
+            Error::Closed => RWAL_ERR_CLOSED,
+            Error::InvalidArgument { .. } => RWAL_ERR_INVALID_ARGUMENT,
+            Error::Wal(e) => code(e),
+            Error::BadSnapshot { .. } => RWAL_ERR_CORRUPTED,
+            _ => RWAL_ERR_REPLICATION,
+        };
+        Failure {
+            status,
+            message: error.to_string(),
+        }
+    }
+}
+
+/// A NUL-terminated string argument.
+unsafe fn text<'a>(pointer: *const c_char, name: &str) -> Result<&'a [u8], Failure> {
+    non_null(pointer, name)?;
+    // SAFETY: non-NULL and NUL-terminated (the caller's contract).
+    Ok(unsafe { CStr::from_ptr(pointer) }.to_bytes())
+}
+
+unsafe fn address(pointer: *const c_char, name: &str) -> Result<SocketAddr, Failure> {
+    // SAFETY: forwarded caller contract.
+    let bytes = unsafe { text(pointer, name)? };
+    let text = String::from_utf8_lossy(bytes);
+    text.parse().map_err(|e| {
+        invalid(format!(
+            "{name} {text:?} is not an IP address and port: {e}"
+        ))
+    })
+}
+
+unsafe fn options_mut<'a>(
+    opts: *mut rwal_node_options,
+) -> Result<&'a mut rwal_node_options, Failure> {
+    non_null(opts, "opts")?;
+    // SAFETY: live options, used by one thread (the caller's contract).
+    Ok(unsafe { &mut *opts })
+}
+
+unsafe fn node<'a>(node: *const rwal_node) -> Result<&'a rwal_node, Failure> {
+    non_null(node, "node")?;
+    // SAFETY: a live handle (the caller's contract).
+    Ok(unsafe { &*node })
+}
+
+unsafe fn put<T>(out: *mut T, value: T) {
+    // SAFETY: callers checked `out` for NULL; the caller of the API gives writable memory.
+    unsafe { out.write(value) }
+}
+
+/// New node options for node `id` (1, 2, ...) with its log in `dir`: listen on 127.0.0.1 on a
+/// port the OS chooses, no peers, found a cluster of this node alone, 10 ms ticks. `*opts_out`
+/// is the options; free them with `rwal_node_options_free`.
+///
+/// # Safety
+/// `dir` is a NUL-terminated path; `opts_out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_node_options_new(
+    id: u64,
+    dir: *const c_char,
+    opts_out: *mut *mut rwal_node_options,
+) -> rwal_status {
+    boundary(|| {
+        non_null(opts_out, "opts_out")?;
+        // SAFETY: forwarded caller contract.
+        let dir = unsafe { text(dir, "dir")? };
+        if dir.is_empty() || id == 0 {
+            return Err(invalid("a node needs an id above 0 and a directory"));
+        }
+        let options = rwal_node_options {
+            id,
+            dir: PathBuf::from(OsStr::from_bytes(dir)),
+            wal: Options::new(),
+            cluster_id: 0,
+            secret: Vec::new(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            peers: HashMap::new(),
+            voters: vec![id],
+            join: false,
+            tick: Duration::from_millis(10),
+            callbacks: Callbacks {
+                apply: None,
+                snapshot: None,
+                restore: None,
+                leader: None,
+                userdata: std::ptr::null_mut(),
+            },
+        };
+        // SAFETY: checked non-NULL.
+        unsafe { put(opts_out, Box::into_raw(Box::new(options))) };
+        Ok(())
+    })
+}
+
+/// Frees node options. NULL is a no-op.
+///
+/// # Safety
+/// `opts` is NULL or options from `rwal_node_options_new`, not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_node_options_free(opts: *mut rwal_node_options) {
+    if !opts.is_null() {
+        // SAFETY: from rwal_node_options_new, freed only here.
+        drop(unsafe { Box::from_raw(opts) });
+    }
+}
+
+/// The cluster every member shares: its id and its secret (at least 16 bytes; peers prove they
+/// hold it, and every frame carries a MAC made with it: see docs/network.md).
+///
+/// # Safety
+/// `opts` is live; `secret` has `len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_node_options_set_cluster(
+    opts: *mut rwal_node_options,
+    cluster_id: u64,
+    secret: *const u8,
+    len: usize,
+) -> rwal_status {
+    boundary(|| {
+        // SAFETY: forwarded caller contract.
+        let opts = unsafe { options_mut(opts)? };
+        if len < rwal_replication::net::SECRET_BYTES_MIN {
+            return Err(invalid(format!(
+                "the secret has {len} bytes; it needs at least {}",
+                rwal_replication::net::SECRET_BYTES_MIN
+            )));
+        }
+        non_null(secret, "secret")?;
+        // SAFETY: `len` readable bytes (the caller's contract).
+        opts.secret = unsafe { std::slice::from_raw_parts(secret, len) }.to_vec();
+        opts.cluster_id = cluster_id;
+        Ok(())
+    })
+}
+
+/// Where the node accepts its peers: "IP:PORT" (port 0: one the OS chooses; see
+/// `rwal_node_local_addr`).
+///
+/// # Safety
+/// `opts` is live; `addr` is NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_node_options_set_listen(
+    opts: *mut rwal_node_options,
+    addr: *const c_char,
+) -> rwal_status {
+    boundary(|| {
+        // SAFETY: forwarded caller contract.
+        let listen = unsafe { address(addr, "addr")? };
+        // SAFETY: forwarded caller contract.
+        unsafe { options_mut(opts)? }.listen = listen;
+        Ok(())
+    })
+}
+
+/// Adds a peer known at open: its id and "IP:PORT" (peers can also be added after open, with
+/// `rwal_node_add_peer`).
+///
+/// # Safety
+/// `opts` is live; `addr` is NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_node_options_add_peer(
+    opts: *mut rwal_node_options,
+    id: u64,
+    addr: *const c_char,
+) -> rwal_status {
+    boundary(|| {
+        // SAFETY: forwarded caller contract.
+        let at = unsafe { address(addr, "addr")? };
+        // SAFETY: forwarded caller contract.
+        let opts = unsafe { options_mut(opts)? };
+        if id == 0 || id == opts.id {
+            return Err(invalid(format!(
+                "{id} cannot be a peer of node {}",
+                opts.id
+            )));
+        }
+        opts.peers.insert(id, at);
+        Ok(())
+    })
+}
+
+/// The founding voters (every founding member is opened with the same list; it must contain
+/// this node). With `join` nonzero the node founds nothing: it starts empty and waits for the
+/// leader, which adds it with `rwal_node_change_membership`, to send it a snapshot. Both only
+/// matter for a new log: a reopened node continues from its own.
+///
+/// # Safety
+/// `opts` is live; `ids` has `count` readable ids (NULL if `count` is 0).
+#[no_mangle]
+pub unsafe extern "C" fn rwal_node_options_set_voters(
+    opts: *mut rwal_node_options,
+    ids: *const u64,
+    count: usize,
+    join: bool,
+) -> rwal_status {
+    boundary(|| {
+        // SAFETY: forwarded caller contract.
+        let opts = unsafe { options_mut(opts)? };
+        let ids = if count == 0 {
+            Vec::new()
+        } else {
+            non_null(ids, "ids")?;
+            // SAFETY: `count` readable ids (the caller's contract).
+            unsafe { std::slice::from_raw_parts(ids, count) }.to_vec()
+        };
+        if !join && (!ids.contains(&opts.id) || ids.contains(&0)) {
+            return Err(invalid(format!(
+                "the voters {ids:?} must name this node ({}) and no 0",
+                opts.id
+            )));
+        }
+        opts.voters = ids;
+        opts.join = join;
+        Ok(())
+    })
+}
+
+/// The options of the log under the node (segment size, backend, ...). The recovery modes that
+/// drop records (`RWAL_RECOVERY_POINT_IN_TIME`, `RWAL_RECOVERY_SKIP_CORRUPTED`) make
+/// `rwal_node_open` fail: a replica must not forget what it acknowledged.
+///
+/// # Safety
+/// `opts` is live; `log_opts` is live options from `rwal_options_new` (copied).
+#[no_mangle]
+pub unsafe extern "C" fn rwal_node_options_set_log_options(
+    opts: *mut rwal_node_options,
+    log_opts: *const rwal_options,
+) -> rwal_status {
+    boundary(|| {
+        non_null(log_opts, "log_opts")?;
+        // SAFETY: live options (the caller's contract).
+        let wal = unsafe { &*log_opts }.options.clone();
+        // SAFETY: forwarded caller contract.
+        unsafe { options_mut(opts)? }.wal = wal;
+        Ok(())
+    })
+}
+
+/// Raft's tick in milliseconds (default 10): an election starts after 10 ticks without a
+/// leader, heartbeats go every 2.
+///
+/// # Safety
+/// `opts` is live.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_node_options_set_tick_ms(
+    opts: *mut rwal_node_options,
+    ms: u32,
+) -> rwal_status {
+    boundary(|| {
+        if ms == 0 {
+            return Err(invalid("the tick must be at least 1 ms"));
+        }
+        // SAFETY: forwarded caller contract.
+        unsafe { options_mut(opts)? }.tick = Duration::from_millis(u64::from(ms));
+        Ok(())
+    })
+}
+
+/// The engine's callbacks (any may be NULL) and the `userdata` they are given. They are called
+/// on the node's own thread, one at a time, never concurrently with each other: `apply` for
+/// each committed user record in LSN order, `restore` at open and when a snapshot arrives,
+/// `snapshot` when the node needs a checkpoint to seed a follower, `leader` on leader changes.
+/// They must not call `rwal_node_*` functions that wait for the node (propose, wait, read
+/// barrier, membership, checkpoint, compact, close): those would wait for the thread they run
+/// on. `userdata` must stay valid until `rwal_node_close` returns.
+///
+/// # Safety
+/// `opts` is live; the callbacks are NULL or valid functions.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_node_options_set_callbacks(
+    opts: *mut rwal_node_options,
+    apply: rwal_apply_fn,
+    snapshot: rwal_snapshot_fn,
+    restore: rwal_restore_fn,
+    leader: rwal_leader_fn,
+    userdata: *mut c_void,
+) -> rwal_status {
+    boundary(|| {
+        // SAFETY: forwarded caller contract.
+        unsafe { options_mut(opts)? }.callbacks = Callbacks {
+            apply,
+            snapshot,
+            restore,
+            leader,
+            userdata,
+        };
+        Ok(())
+    })
+}
+
+/// Appends `len` bytes to the snapshot being taken. Only inside a snapshot callback.
+///
+/// # Safety
+/// `sink` is the callback's sink; `data` has `len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_snapshot_sink_write(
+    sink: *mut rwal_snapshot_sink,
+    data: *const u8,
+    len: usize,
+) -> rwal_status {
+    boundary(|| {
+        non_null(sink, "sink")?;
+        if len > 0 {
+            non_null(data, "data")?;
+            // SAFETY: the sink of the running callback; `len` readable bytes.
+            unsafe { &mut *sink }
+                .bytes
+                .extend_from_slice(unsafe { std::slice::from_raw_parts(data, len) });
+        }
+        Ok(())
+    })
+}
+
+/// Opens the node: its log (restoring the engine through `restore` and `apply`), its network
+/// and its thread. `*node_out` is the handle; close it with `rwal_node_close`. Blocks for
+/// recovery. The options may be freed afterwards.
+///
+/// # Safety
+/// `opts` is live options; `node_out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_node_open(
+    opts: *const rwal_node_options,
+    node_out: *mut *mut rwal_node,
+) -> rwal_status {
+    boundary(|| {
+        non_null(opts, "opts")?;
+        non_null(node_out, "node_out")?;
+        // SAFETY: live options (the caller's contract).
+        let opts = unsafe { &*opts };
+        let id = opts.id;
+        let network = PeerNetwork::start(
+            PeerConfig {
+                id,
+                cluster_id: opts.cluster_id,
+                secret: opts.secret.clone(),
+                listen: opts.listen,
+                peers: opts.peers.clone(),
+            },
+            Arc::new(move |line: &str| crate::logging::emit_info(&format!("node {id}: {line}"))),
+        )?;
+        let bootstrap = if opts.join {
+            Bootstrap::Join
+        } else {
+            Bootstrap::Voters(opts.voters.clone())
+        };
+        let mut options = NodeOptions::new(id, &opts.dir, bootstrap);
+        options.wal = opts.wal.clone();
+        options.tick_interval = opts.tick;
+        options.log = Some(Arc::new(move |line: &str| {
+            crate::logging::emit_info(&format!("node {id}: {line}"))
+        }));
+        let node = Node::open(options, Engine(opts.callbacks), network.transport())?;
+        network.attach(node.inbox());
+        let handle = rwal_node {
+            node,
+            network,
+            peers: parking_lot::Mutex::new(opts.peers.clone()),
+        };
+        // SAFETY: checked non-NULL.
+        unsafe { put(node_out, Box::into_raw(Box::new(handle))) };
+        Ok(())
+    })
+}
+
+/// Stops the node's thread and network and closes its log; frees the handle, which must not
+/// be used again (even when an error is returned). NULL is a no-op. Blocks until the thread
+/// has stopped; readers must still be freed.
+///
+/// # Safety
+/// `node` is NULL or a handle from `rwal_node_open`, used by no other thread during or after.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_node_close(node: *mut rwal_node) -> rwal_status {
+    boundary(|| {
+        if node.is_null() {
+            return Ok(());
+        }
+        // SAFETY: from rwal_node_open, freed only here.
+        let handle = unsafe { Box::from_raw(node) };
+        let rwal_node { node, network, .. } = *handle;
+        let closed = node.close();
+        drop(network);
+        closed?;
+        Ok(())
+    })
+}
+
+/// The address the node accepts peers on, as "IP:PORT" with a NUL, in `buf` (`cap` bytes);
+/// `*len_out` is its length without the NUL. `RWAL_ERR_BUFFER_TOO_SMALL` (with `*len_out`)
+/// if it does not fit.
+///
+/// # Safety
+/// `node` is live; `buf` has `cap` writable bytes; `len_out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_node_local_addr(
+    node: *const rwal_node,
+    buf: *mut c_char,
+    cap: usize,
+    len_out: *mut usize,
+) -> rwal_status {
+    boundary(|| {
+        // SAFETY: forwarded caller contract.
+        let addr = unsafe { self::node(node)? }
+            .network
+            .local_addr()
+            .to_string();
+        // SAFETY: forwarded caller contract.
+        unsafe { put_text(&addr, buf, cap, len_out) }
+    })
+}
+
+unsafe fn put_text(
+    text: &str,
+    buf: *mut c_char,
+    cap: usize,
+    len_out: *mut usize,
+) -> Result<(), Failure> {
+    non_null(len_out, "len_out")?;
+    // SAFETY: checked non-NULL.
+    unsafe { put(len_out, text.len()) };
+    if text.len() + 1 > cap {
+        return Err(Failure {
+            status: RWAL_ERR_BUFFER_TOO_SMALL,
+            message: format!("{} bytes and a NUL do not fit in {cap}", text.len()),
+        });
+    }
+    non_null(buf, "buf")?;
+    // SAFETY: `cap >= len + 1` writable bytes at `buf`.
+    unsafe {
+        std::ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), text.len());
+        *buf.add(text.len()) = 0;
+    }
+    Ok(())
+}
+
+/// Adds a peer (a node joining) or changes a peer's address, at run time.
+///
+/// # Safety
+/// `node` is live; `addr` is NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_node_add_peer(
+    node: *mut rwal_node,
+    id: u64,
+    addr: *const c_char,
+) -> rwal_status {
+    boundary(|| {
+        // SAFETY: forwarded caller contract.
+        let at = unsafe { address(addr, "addr")? };
+        // SAFETY: forwarded caller contract.
+        let node = unsafe { self::node(node)? };
+        node.network.add_peer(id, at)?;
+        node.peers.lock().insert(id, at);
+        Ok(())
+    })
+}
+
+/// Proposes a record on the leader; writes the LSN and epoch it will have if it commits (wait
+/// with `rwal_node_wait_committed`). `RWAL_ERR_NOT_LEADER` on a follower (`rwal_node_leader`
+/// names the leader); `RWAL_ERR_BUSY` when too much waits to be committed. Thread-safe; many
+/// threads' proposals share one consensus round and one sync.
+///
+/// # Safety
+/// `node` is live; `data` has `len` readable bytes (NULL if 0); the outputs are writable.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_node_propose(
+    node: *mut rwal_node,
+    data: *const u8,
+    len: usize,
+    lsn_out: *mut u64,
+    epoch_out: *mut u64,
+) -> rwal_status {
+    boundary(|| {
+        non_null(lsn_out, "lsn_out")?;
+        non_null(epoch_out, "epoch_out")?;
+        let data = if len == 0 {
+            &[][..]
+        } else {
+            non_null(data, "data")?;
+            // SAFETY: `len` readable bytes (the caller's contract).
+            unsafe { std::slice::from_raw_parts(data, len) }
+        };
+        // SAFETY: forwarded caller contract.
+        let (lsn, epoch) = unsafe { self::node(node)? }.node.propose(data)?;
+        // SAFETY: checked non-NULL.
+        unsafe {
+            put(lsn_out, lsn);
+            put(epoch_out, epoch);
+        }
+        Ok(())
+    })
+}
+
+/// Waits up to `timeout_ms` until the entry `lsn` of `epoch` is committed by a quorum.
+/// `RWAL_ERR_SUPERSEDED` once another entry is committed at `lsn` (this one never will be);
+/// `RWAL_ERR_TIMEOUT` if neither happened. Blocks; thread-safe.
+///
+/// # Safety
+/// `node` is live.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_node_wait_committed(
+    node: *mut rwal_node,
+    lsn: u64,
+    epoch: u64,
+    timeout_ms: u32,
+) -> rwal_status {
+    boundary(|| {
+        // SAFETY: forwarded caller contract.
+        let node = unsafe { self::node(node)? };
+        Ok(node
+            .node
+            .wait_committed(lsn, epoch, Duration::from_millis(u64::from(timeout_ms)))?)
+    })
+}
+
+/// The leader this node knows of: its id in `*leader_out` (0 if none) and, if it is this node
+/// or a peer, its peer address as "IP:PORT" with a NUL in `buf` (empty if unknown), its length
+/// in `*len_out`. `RWAL_ERR_BUFFER_TOO_SMALL` (with `*len_out`) if the address does not fit.
+///
+/// # Safety
+/// `node` is live; `buf` has `cap` writable bytes; the outputs are writable.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_node_leader(
+    node: *const rwal_node,
+    leader_out: *mut u64,
+    buf: *mut c_char,
+    cap: usize,
+    len_out: *mut usize,
+) -> rwal_status {
+    boundary(|| {
+        non_null(leader_out, "leader_out")?;
+        // SAFETY: forwarded caller contract.
+        let node = unsafe { self::node(node)? };
+        let leader = node.node.leader();
+        let addr = match leader {
+            Some(id) if id == node.node.id() => node.network.local_addr().to_string(),
+            Some(id) => node
+                .peers
+                .lock()
+                .get(&id)
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            None => String::new(),
+        };
+        // SAFETY: forwarded caller contract.
+        unsafe { put_text(&addr, buf, cap, len_out)? };
+        // SAFETY: checked non-NULL.
+        unsafe { put(leader_out, leader.unwrap_or(0)) };
+        Ok(())
+    })
+}
+
+/// The node's status.
+///
+/// # Safety
+/// `node` is live; `status_out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_node_status_get(
+    node: *const rwal_node,
+    status_out: *mut rwal_node_status,
+) -> rwal_status {
+    boundary(|| {
+        non_null(status_out, "status_out")?;
+        // SAFETY: forwarded caller contract.
+        let s = unsafe { self::node(node)? }.node.status();
+        let status = rwal_node_status {
+            id: s.id,
+            role: match s.role {
+                Role::Follower => RWAL_ROLE_FOLLOWER,
+                Role::Candidate => RWAL_ROLE_CANDIDATE,
+                Role::Leader => RWAL_ROLE_LEADER,
+            },
+            term: s.term,
+            leader: s.leader.unwrap_or(0),
+            commit_lsn: s.commit_lsn,
+            applied_lsn: s.applied_lsn,
+            first_lsn: s.first_lsn,
+            last_lsn: s.last_lsn,
+            voters: s.membership.voters.len() as u32,
+            learners: s.membership.learners.len() as u32,
+        };
+        // SAFETY: checked non-NULL.
+        unsafe { put(status_out, status) };
+        Ok(())
+    })
+}
+
+/// A linearizable read point: waits (up to `timeout_ms`) until the leader has confirmed with
+/// a quorum that it still leads and this node has applied everything committed before the
+/// call; writes that LSN. Reads of the engine's state then see every write acknowledged before
+/// the call. Works on followers. Blocks; thread-safe.
+///
+/// # Safety
+/// `node` is live; `lsn_out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_node_read_barrier(
+    node: *mut rwal_node,
+    timeout_ms: u32,
+    lsn_out: *mut u64,
+) -> rwal_status {
+    boundary(|| {
+        non_null(lsn_out, "lsn_out")?;
+        // SAFETY: forwarded caller contract.
+        let node = unsafe { self::node(node)? };
+        let lsn = node
+            .node
+            .read_barrier(Duration::from_millis(u64::from(timeout_ms)))?;
+        // SAFETY: checked non-NULL.
+        unsafe { put(lsn_out, lsn) };
+        Ok(())
+    })
+}
+
+/// Proposes a membership change on the leader (one at a time); writes the LSN of the change,
+/// which takes effect once committed. `addr` ("IP:PORT", may be NULL for a removal) is the
+/// node's peer address, added to this node's peers. Blocks; thread-safe.
+///
+/// # Safety
+/// `node` is live; `addr` is NULL or NUL-terminated; `lsn_out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_node_change_membership(
+    node: *mut rwal_node,
+    change: rwal_membership_change,
+    id: u64,
+    addr: *const c_char,
+    lsn_out: *mut u64,
+) -> rwal_status {
+    boundary(|| {
+        non_null(lsn_out, "lsn_out")?;
+        // SAFETY: forwarded caller contract.
+        let handle = unsafe { self::node(node)? };
+        let change = match change {
+            RWAL_MEMBERSHIP_ADD_VOTER => MembershipChange::AddVoter(id),
+            RWAL_MEMBERSHIP_ADD_LEARNER => MembershipChange::AddLearner(id),
+            RWAL_MEMBERSHIP_REMOVE => MembershipChange::Remove(id),
+            other => return Err(invalid(format!("unknown membership change {other}"))),
+        };
+        if !addr.is_null() && id != handle.node.id() {
+            // SAFETY: forwarded caller contract.
+            let at = unsafe { address(addr, "addr")? };
+            handle.network.add_peer(id, at)?;
+            handle.peers.lock().insert(id, at);
+        }
+        let lsn = handle.node.change_membership(change)?;
+        // SAFETY: checked non-NULL.
+        unsafe { put(lsn_out, lsn) };
+        Ok(())
+    })
+}
+
+/// Writes a checkpoint at `lsn` (at most the applied LSN) holding the engine's state as of it
+/// (`len` bytes); a follower behind the compacted log is sent it. Blocks; thread-safe.
+///
+/// # Safety
+/// `node` is live; `state` has `len` readable bytes (NULL if 0).
+#[no_mangle]
+pub unsafe extern "C" fn rwal_node_checkpoint(
+    node: *mut rwal_node,
+    lsn: u64,
+    state: *const u8,
+    len: usize,
+) -> rwal_status {
+    boundary(|| {
+        let state = if len == 0 {
+            &[][..]
+        } else {
+            non_null(state, "state")?;
+            // SAFETY: `len` readable bytes (the caller's contract).
+            unsafe { std::slice::from_raw_parts(state, len) }
+        };
+        // SAFETY: forwarded caller contract.
+        Ok(unsafe { self::node(node)? }.node.checkpoint(lsn, state)?)
+    })
+}
+
+/// Removes log segments that the latest checkpoint, readers and followers no longer need.
+/// Blocks; thread-safe.
+///
+/// # Safety
+/// `node` is live.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_node_compact(node: *mut rwal_node) -> rwal_status {
+    boundary(|| {
+        // SAFETY: forwarded caller contract.
+        unsafe { self::node(node)? }.node.compact()?;
+        Ok(())
+    })
+}
+
+/// Opens a reader over the node's committed records from `from_lsn` (at least its first
+/// retained LSN). It holds nothing between calls: it never holds back compaction or a
+/// snapshot install, and gets `RWAL_ERR_COMPACTED` if it falls behind.
+///
+/// # Safety
+/// `node` is live; `reader_out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_node_reader_open(
+    node: *mut rwal_node,
+    from_lsn: u64,
+    reader_out: *mut *mut rwal_node_reader,
+) -> rwal_status {
+    boundary(|| {
+        non_null(reader_out, "reader_out")?;
+        // SAFETY: forwarded caller contract.
+        let reader = unsafe { self::node(node)? }.node.reader(from_lsn)?;
+        let reader = rwal_node_reader {
+            reader,
+            current: None,
+        };
+        // SAFETY: checked non-NULL.
+        unsafe { put(reader_out, Box::into_raw(Box::new(reader))) };
+        Ok(())
+    })
+}
+
+/// The next committed record: its LSN, epoch, kind (`RWAL_RECORD_USER` or
+/// `RWAL_RECORD_SYSTEM`), and a pointer to its bytes and their length, valid until the next
+/// call on this reader or its free. `RWAL_END` at the commit LSN (call again later).
+///
+/// # Safety
+/// `reader` is live and used by this thread only; the outputs are writable.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_node_reader_next(
+    reader: *mut rwal_node_reader,
+    lsn_out: *mut u64,
+    epoch_out: *mut u64,
+    kind_out: *mut u32,
+    data_out: *mut *const u8,
+    len_out: *mut usize,
+) -> rwal_status {
+    let mut end = false;
+    let status = boundary(|| {
+        non_null(reader, "reader")?;
+        for (out, name) in [
+            (lsn_out.cast::<u8>(), "lsn_out"),
+            (epoch_out.cast(), "epoch_out"),
+            (kind_out.cast(), "kind_out"),
+            (data_out.cast(), "data_out"),
+            (len_out.cast(), "len_out"),
+        ] {
+            non_null(out, name)?;
+        }
+        // SAFETY: a live reader used by this thread (the caller's contract).
+        let reader = unsafe { &mut *reader };
+        reader.current = reader.reader.next()?;
+        let Some(record) = &reader.current else {
+            end = true;
+            return Ok(());
+        };
+        // SAFETY: all checked non-NULL; the bytes live in `reader.current` until the next call.
+        unsafe {
+            put(lsn_out, record.lsn);
+            put(epoch_out, record.epoch);
+            put(
+                kind_out,
+                match record.kind {
+                    RecordKind::User => RWAL_RECORD_USER,
+                    _ => RWAL_RECORD_SYSTEM,
+                },
+            );
+            put(data_out, record.data.as_ptr());
+            put(len_out, record.data.len());
+        }
+        Ok(())
+    });
+    if status == crate::status::RWAL_OK && end {
+        RWAL_END
+    } else {
+        status
+    }
+}
+
+/// Frees a node reader. NULL is a no-op.
+///
+/// # Safety
+/// `reader` is NULL or from `rwal_node_reader_open`, not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_node_reader_free(reader: *mut rwal_node_reader) {
+    if !reader.is_null() {
+        // SAFETY: from rwal_node_reader_open, freed only here.
+        drop(unsafe { Box::from_raw(reader) });
+    }
+}

@@ -1,0 +1,301 @@
+/* C tests of the replicated node ABI (rwal_node_*): three nodes in this process on loopback,
+ * with apply, snapshot, restore and leader callbacks. Run from `make c-test` under valgrind.
+ * Usage: test_node DIR (an empty scratch directory). */
+#define _POSIX_C_SOURCE 200809L
+#include "rwal.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static int passed = 0;
+static int failed = 0;
+
+#define CHECK(cond)                                                                  \
+    do {                                                                             \
+        if (cond) {                                                                  \
+            passed++;                                                                \
+        } else {                                                                     \
+            failed++;                                                                \
+            char msg[256];                                                           \
+            rwal_last_error(msg, sizeof msg);                                        \
+            fprintf(stderr, "%s:%d: CHECK(%s) failed (last error: %s)\n", __FILE__,  \
+                    __LINE__, #cond, msg);                                           \
+        }                                                                            \
+    } while (0)
+
+#define CHECK_STATUS(call, expected)                                                 \
+    do {                                                                             \
+        rwal_status got_ = (call);                                                   \
+        if (got_ != (expected)) {                                                    \
+            fprintf(stderr, "%s:%d: %s returned %s, expected %s\n", __FILE__,        \
+                    __LINE__, #call, rwal_status_str(got_), rwal_status_str(expected)); \
+        }                                                                            \
+        CHECK(got_ == (expected));                                                   \
+    } while (0)
+
+#define NODES 3
+#define RECORDS 40
+#define WAIT_MS 60000
+
+/* One engine per node: the sum and count of the records it applied, under a lock (the apply
+ * callback runs on the node's thread, the checks on the main thread). */
+struct engine {
+    pthread_mutex_t lock;
+    uint64_t applied;
+    uint64_t count;
+    uint64_t sum;
+    uint64_t leader;
+    uint64_t leader_changes;
+    uint64_t restores;
+};
+
+static void on_apply(void *userdata, uint64_t lsn, uint64_t epoch, const uint8_t *data,
+                     size_t len) {
+    struct engine *e = userdata;
+    (void)epoch;
+    pthread_mutex_lock(&e->lock);
+    CHECK(lsn > e->applied);
+    e->applied = lsn;
+    e->count++;
+    for (size_t i = 0; i < len; i++) e->sum += data[i];
+    pthread_mutex_unlock(&e->lock);
+}
+
+static void on_snapshot(void *userdata, rwal_snapshot_sink *sink) {
+    struct engine *e = userdata;
+    pthread_mutex_lock(&e->lock);
+    uint64_t state[2] = {e->count, e->sum};
+    pthread_mutex_unlock(&e->lock);
+    CHECK_STATUS(rwal_snapshot_sink_write(sink, (const uint8_t *)state, sizeof state), RWAL_OK);
+}
+
+static void on_restore(void *userdata, uint64_t lsn, uint64_t epoch, const uint8_t *data,
+                       size_t len) {
+    struct engine *e = userdata;
+    (void)epoch;
+    pthread_mutex_lock(&e->lock);
+    uint64_t state[2] = {0, 0};
+    if (len == sizeof state) memcpy(state, data, sizeof state);
+    e->count = state[0];
+    e->sum = state[1];
+    e->applied = lsn;
+    e->restores++;
+    pthread_mutex_unlock(&e->lock);
+}
+
+static void on_leader(void *userdata, uint64_t leader, uint64_t term) {
+    struct engine *e = userdata;
+    (void)term;
+    pthread_mutex_lock(&e->lock);
+    e->leader = leader;
+    e->leader_changes++;
+    pthread_mutex_unlock(&e->lock);
+}
+
+static void sleep_ms(long ms) {
+    struct timespec t = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&t, NULL);
+}
+
+static rwal_node *nodes[NODES];
+static struct engine engines[NODES];
+
+/* Waits until every node names the same leader, which leads; returns its index, or -1. */
+static int wait_leader(void) {
+    for (int waited = 0; waited < WAIT_MS; waited += 20) {
+        rwal_node_status s[NODES];
+        int agree = 1;
+        for (int i = 0; i < NODES; i++) {
+            if (rwal_node_status_get(nodes[i], &s[i]) != RWAL_OK) return -1;
+            if (s[i].leader == 0 || s[i].leader != s[0].leader) agree = 0;
+        }
+        if (agree) {
+            int leader = (int)s[0].leader - 1;
+            if (s[leader].role == RWAL_ROLE_LEADER) return leader;
+        }
+        sleep_ms(20);
+    }
+    return -1;
+}
+
+static void open_cluster(const char *dir) {
+    static const uint8_t secret[] = "a secret shared by the three C nodes";
+    const uint64_t voters[NODES] = {1, 2, 3};
+    for (int i = 0; i < NODES; i++) {
+        pthread_mutex_init(&engines[i].lock, NULL);
+        char path[512];
+        snprintf(path, sizeof path, "%s/node%d", dir, i + 1);
+        rwal_node_options *opts = NULL;
+        CHECK_STATUS(rwal_node_options_new((uint64_t)i + 1, path, &opts), RWAL_OK);
+        CHECK_STATUS(rwal_node_options_set_cluster(opts, 42, secret, 5), RWAL_ERR_INVALID_ARGUMENT);
+        CHECK_STATUS(rwal_node_options_set_cluster(opts, 42, secret, sizeof secret - 1), RWAL_OK);
+        CHECK_STATUS(rwal_node_options_set_listen(opts, "not an address"),
+                     RWAL_ERR_INVALID_ARGUMENT);
+        CHECK_STATUS(rwal_node_options_set_listen(opts, "127.0.0.1:0"), RWAL_OK);
+        CHECK_STATUS(rwal_node_options_set_voters(opts, voters, NODES, false), RWAL_OK);
+        /* Ticks of 50 ms: valgrind slows everything down. */
+        CHECK_STATUS(rwal_node_options_set_tick_ms(opts, 50), RWAL_OK);
+        CHECK_STATUS(rwal_node_options_set_callbacks(opts, on_apply, on_snapshot, on_restore,
+                                                     on_leader, &engines[i]),
+                     RWAL_OK);
+        CHECK_STATUS(rwal_node_open(opts, &nodes[i]), RWAL_OK);
+        rwal_node_options_free(opts);
+    }
+    /* The listeners' ports are known now: tell every node where the others are. */
+    char addrs[NODES][64];
+    for (int i = 0; i < NODES; i++) {
+        size_t len = 0;
+        char tiny[4];
+        CHECK_STATUS(rwal_node_local_addr(nodes[i], tiny, sizeof tiny, &len),
+                     RWAL_ERR_BUFFER_TOO_SMALL);
+        CHECK(len > 8);
+        CHECK_STATUS(rwal_node_local_addr(nodes[i], addrs[i], sizeof addrs[i], &len), RWAL_OK);
+        CHECK(strlen(addrs[i]) == len);
+    }
+    for (int i = 0; i < NODES; i++)
+        for (int j = 0; j < NODES; j++)
+            if (i != j) CHECK_STATUS(rwal_node_add_peer(nodes[i], (uint64_t)j + 1, addrs[j]), RWAL_OK);
+}
+
+static void test_cluster(const char *dir) {
+    open_cluster(dir);
+    int leader = wait_leader();
+    CHECK(leader >= 0);
+    if (leader < 0) return;
+    int follower = (leader + 1) % NODES;
+
+    /* A follower refuses and names the leader and its address. */
+    uint64_t lsn = 0, epoch = 0;
+    CHECK_STATUS(rwal_node_propose(nodes[follower], (const uint8_t *)"x", 1, &lsn, &epoch),
+                 RWAL_ERR_NOT_LEADER);
+    CHECK(strcmp(rwal_status_str(RWAL_ERR_NOT_LEADER), "RWAL_ERR_NOT_LEADER") == 0);
+    uint64_t named = 0;
+    char addr[64];
+    size_t len = 0;
+    CHECK_STATUS(rwal_node_leader(nodes[follower], &named, addr, sizeof addr, &len), RWAL_OK);
+    CHECK(named == (uint64_t)leader + 1);
+    CHECK(len > 0 && strchr(addr, ':') != NULL);
+
+    /* Proposals on the leader commit and reach every engine. */
+    uint64_t expected_sum = 0, last = 0;
+    for (int r = 0; r < RECORDS; r++) {
+        uint8_t data[100];
+        memset(data, r, sizeof data);
+        expected_sum += (uint64_t)r * sizeof data;
+        CHECK_STATUS(rwal_node_propose(nodes[leader], data, sizeof data, &lsn, &epoch), RWAL_OK);
+        CHECK_STATUS(rwal_node_wait_committed(nodes[leader], lsn, epoch, WAIT_MS), RWAL_OK);
+        last = lsn;
+    }
+    CHECK_STATUS(rwal_node_propose(nodes[leader], NULL, 5, &lsn, &epoch),
+                 RWAL_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(rwal_node_wait_committed(nodes[leader], last + 1000, 1, 10), RWAL_ERR_TIMEOUT);
+
+    /* A linearizable read point on a follower covers every acknowledged write. */
+    uint64_t point = 0;
+    CHECK_STATUS(rwal_node_read_barrier(nodes[follower], WAIT_MS, &point), RWAL_OK);
+    CHECK(point >= last);
+    for (int i = 0; i < NODES; i++) {
+        for (int waited = 0; waited < WAIT_MS; waited += 10) {
+            rwal_node_status s;
+            CHECK_STATUS(rwal_node_status_get(nodes[i], &s), RWAL_OK);
+            if (s.applied_lsn >= last) break;
+            sleep_ms(10);
+        }
+        pthread_mutex_lock(&engines[i].lock);
+        CHECK(engines[i].count == RECORDS);
+        CHECK(engines[i].sum == expected_sum);
+        CHECK(engines[i].leader == (uint64_t)leader + 1 && engines[i].leader_changes >= 1);
+        pthread_mutex_unlock(&engines[i].lock);
+    }
+
+    /* The committed reader: user records with their bytes, system records marked. */
+    rwal_node_reader *reader = NULL;
+    CHECK_STATUS(rwal_node_reader_open(nodes[follower], 2, &reader), RWAL_OK);
+    int users = 0, systems = 0;
+    uint64_t sum = 0;
+    for (;;) {
+        uint64_t r_lsn, r_epoch;
+        uint32_t kind;
+        const uint8_t *data;
+        size_t r_len;
+        rwal_status st = rwal_node_reader_next(reader, &r_lsn, &r_epoch, &kind, &data, &r_len);
+        if (st == RWAL_END) break;
+        CHECK_STATUS(st, RWAL_OK);
+        if (st != RWAL_OK) break;
+        if (kind == RWAL_RECORD_USER) {
+            users++;
+            for (size_t i = 0; i < r_len; i++) sum += data[i];
+        } else {
+            CHECK(kind == RWAL_RECORD_SYSTEM);
+            systems++;
+        }
+    }
+    CHECK(users == RECORDS && sum == expected_sum && systems >= 1);
+    rwal_node_reader_free(reader);
+    rwal_node_reader_free(NULL);
+
+    /* A checkpoint from the engine's state, and compaction. */
+    rwal_node_status s;
+    CHECK_STATUS(rwal_node_status_get(nodes[leader], &s), RWAL_OK);
+    CHECK(s.voters == NODES && s.learners == 0 && s.role == RWAL_ROLE_LEADER);
+    uint64_t state[2] = {RECORDS, expected_sum};
+    CHECK_STATUS(rwal_node_checkpoint(nodes[leader], s.applied_lsn, (const uint8_t *)state,
+                                      sizeof state),
+                 RWAL_OK);
+    CHECK_STATUS(rwal_node_checkpoint(nodes[leader], s.applied_lsn + 100, NULL, 0),
+                 RWAL_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(rwal_node_compact(nodes[leader]), RWAL_OK);
+    uint64_t change_lsn = 0;
+    CHECK_STATUS(rwal_node_change_membership(nodes[leader], 77, 4, NULL, &change_lsn),
+                 RWAL_ERR_INVALID_ARGUMENT);
+
+    for (int i = 0; i < NODES; i++) {
+        CHECK_STATUS(rwal_node_close(nodes[i]), RWAL_OK);
+        pthread_mutex_destroy(&engines[i].lock);
+    }
+    CHECK_STATUS(rwal_node_close(NULL), RWAL_OK);
+}
+
+static void test_bad_options(const char *dir) {
+    rwal_node_options *opts = NULL;
+    CHECK_STATUS(rwal_node_options_new(0, dir, &opts), RWAL_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(rwal_node_options_new(1, NULL, &opts), RWAL_ERR_INVALID_ARGUMENT);
+    char path[512];
+    snprintf(path, sizeof path, "%s/lonely", dir);
+    CHECK_STATUS(rwal_node_options_new(1, path, &opts), RWAL_OK);
+    const uint64_t others[2] = {2, 3};
+    CHECK_STATUS(rwal_node_options_set_voters(opts, others, 2, false), RWAL_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(rwal_node_options_add_peer(opts, 1, "127.0.0.1:9"), RWAL_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(rwal_node_options_set_tick_ms(opts, 0), RWAL_ERR_INVALID_ARGUMENT);
+    /* No secret: the network refuses to start. */
+    rwal_node *node = NULL;
+    CHECK_STATUS(rwal_node_open(opts, &node), RWAL_ERR_INVALID_ARGUMENT);
+    CHECK(node == NULL);
+    /* A recovery mode that drops records is refused for a replica. */
+    static const uint8_t secret[] = "0123456789abcdef0123";
+    CHECK_STATUS(rwal_node_options_set_cluster(opts, 1, secret, sizeof secret - 1), RWAL_OK);
+    rwal_options *log_opts = rwal_options_new();
+    CHECK_STATUS(rwal_options_set_recovery_mode(log_opts, RWAL_RECOVERY_POINT_IN_TIME), RWAL_OK);
+    CHECK_STATUS(rwal_node_options_set_log_options(opts, log_opts), RWAL_OK);
+    CHECK_STATUS(rwal_node_open(opts, &node), RWAL_ERR_INVALID_ARGUMENT);
+    char msg[256];
+    rwal_last_error(msg, sizeof msg);
+    CHECK(strstr(msg, "recovery_mode") != NULL);
+    rwal_options_free(log_opts);
+    rwal_node_options_free(opts);
+    rwal_node_options_free(NULL);
+}
+
+int main(int argc, char **argv) {
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s SCRATCH_DIR\n", argv[0]);
+        return 2;
+    }
+    test_bad_options(argv[1]);
+    test_cluster(argv[1]);
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed == 0 ? 0 : 1;
+}
