@@ -868,12 +868,13 @@ rwal_status rwal_node_options_set_tick_ms(rwal_node_options *opts, uint32_t ms);
 
 /**
  * The engine's callbacks (any may be NULL) and the `userdata` they are given. They are called
- * on the node's own thread, one at a time, never concurrently with each other: `apply` for
- * each committed user record in LSN order, `restore` at open and when a snapshot arrives,
- * `snapshot` when the node needs a checkpoint to seed a follower, `leader` on leader changes.
- * They must not call `rwal_node_*` functions that wait for the node (propose, wait, read
- * barrier, membership, checkpoint, compact, close): those would wait for the thread they run
- * on. `userdata` must stay valid until `rwal_node_close` returns.
+ * one at a time, never concurrently with each other: during `rwal_node_open` on its caller's
+ * thread (restoring the engine), then on the node's own thread. `apply` for each committed user
+ * record in LSN order, `restore` at open and when a snapshot arrives, `snapshot` when the node
+ * needs a checkpoint to seed a follower, `leader` on leader changes. They must not call
+ * `rwal_node_*` functions that wait for the node (propose, wait, read barrier, membership,
+ * checkpoint, compact, close) nor a node reader: those would wait for the thread they run on.
+ * `userdata` must stay valid until `rwal_node_close` returns.
  *
  * # Safety
  * `opts` is live; the callbacks are NULL or valid functions.

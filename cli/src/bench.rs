@@ -40,7 +40,10 @@ options:
   --fallocate          allocate segments with fallocate instead of writing zeros
   --dir DIR            where to put the temporary logs (default: the system temp directory)
   --json               print the results as JSON instead of a table
-  --plot FILE.svg      also draw the latency percentile curves";
+  --plot FILE.svg      also draw the latency percentile curves
+  --replicated N       instead: an N-node cluster on loopback TCP in this process; quorum
+                       commit latency and throughput at 1, 16 and 64 clients (or --threads),
+                       next to single-node durable and group commit of the same run";
 
 struct Config {
     backends: Vec<(&'static str, Options)>,
@@ -53,6 +56,8 @@ struct Config {
     dir: Option<PathBuf>,
     json: bool,
     plot: Option<PathBuf>,
+    replicated: Option<usize>,
+    threads_given: bool,
 }
 
 /// One measured workload.
@@ -133,6 +138,8 @@ fn parse(args: Vec<OsString>) -> Result<Option<Config>, String> {
         dir: None,
         json: false,
         plot: None,
+        replicated: None,
+        threads_given: false,
     };
     let mut parser = lexopt::Parser::from_args(args);
     let text = |parser: &mut lexopt::Parser| -> Result<String, String> {
@@ -157,7 +164,17 @@ fn parse(args: Vec<OsString>) -> Result<Option<Config>, String> {
                     return Err("--seconds must be between 0.01 and 3600".into());
                 }
             }
-            Long("threads") => config.threads = list(&text(&mut parser)?, "--threads", 1..=1024)?,
+            Long("threads") => {
+                config.threads = list(&text(&mut parser)?, "--threads", 1..=1024)?;
+                config.threads_given = true;
+            }
+            Long("replicated") => {
+                let nodes: usize = number(&text(&mut parser)?, "--replicated")?;
+                if !(1..=9).contains(&nodes) {
+                    return Err("--replicated: between 1 and 9 nodes".into());
+                }
+                config.replicated = Some(nodes);
+            }
             Long("size") => config.sizes = list(&text(&mut parser)?, "--size", 12..=(16 << 20))?,
             Long("recovery-mib") => {
                 config.recovery_mib = number(&text(&mut parser)?, "--recovery-mib")?
@@ -243,7 +260,10 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
         .unwrap_or_else(std::env::temp_dir)
         .join(format!("rwal-bench-{}", std::process::id()));
     std::fs::create_dir_all(&base).map_err(|e| format!("create {}: {e}", base.display()))?;
-    let outcome = measure(&config, &base);
+    let outcome = match config.replicated {
+        Some(nodes) => measure_replicated(&config, &base, nodes),
+        None => measure(&config, &base),
+    };
     let _ = std::fs::remove_dir_all(&base);
     let results = outcome?;
     if config.json {
@@ -253,6 +273,9 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
         );
     } else {
         print_table(&results);
+        if let Some(nodes) = config.replicated {
+            crate::bench_replicated::print_ratios(&results, nodes);
+        }
     }
     if let Some(path) = &config.plot {
         crate::plot::write_svg(path, &results)
@@ -262,6 +285,38 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn measure_replicated(config: &Config, base: &Path, nodes: usize) -> Result<Vec<Outcome>, String> {
+    let clients = if config.threads_given {
+        config.threads.clone()
+    } else {
+        vec![1, 16, 64]
+    };
+    let progress = ProgressBar::new(clients.len() as u64 + 3);
+    progress.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").map_err(|e| e.to_string())?,
+    );
+    let step = |message: String| {
+        progress.set_message(message);
+        progress.inc(1);
+    };
+    let (name, options) = &config.backends[0];
+    let options = options
+        .clone()
+        .segment_bytes(config.segment_bytes)
+        .preallocation(config.preallocation);
+    let results = crate::bench_replicated::measure(
+        base,
+        name,
+        &options,
+        nodes,
+        &clients,
+        Duration::from_secs_f64(config.seconds),
+        &step,
+    );
+    progress.finish_and_clear();
+    results
 }
 
 fn measure(config: &Config, base: &Path) -> Result<Vec<Outcome>, String> {
@@ -320,11 +375,11 @@ fn measure(config: &Config, base: &Path) -> Result<Vec<Outcome>, String> {
     Ok(results)
 }
 
-fn histogram() -> Histogram<u64> {
+pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid bounds")
 }
 
-fn record(h: &mut Histogram<u64>, since: Instant) {
+pub fn record(h: &mut Histogram<u64>, since: Instant) {
     h.saturating_record(since.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64);
 }
 
@@ -657,9 +712,12 @@ fn print_ratios(results: &[Outcome]) {
         r.and_then(|r| r.latency.as_ref())
             .map(|h| h.value_at_quantile(q) as f64)
     };
-    println!("\nratios (this run):");
     let floor = find("baseline-odirect-dsync", "raw", 1, 4096);
     let fdatasync = find("baseline-pwrite-fdatasync", "raw", 1, 128);
+    if floor.is_none() && fdatasync.is_none() {
+        return; // `--replicated` prints its own ratios
+    }
+    println!("\nratios (this run):");
     let backends: Vec<&str> = results
         .iter()
         .filter(|r| r.backend != "raw")

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_replicated;
 mod client;
 mod inspect;
 mod json;

@@ -1,5 +1,6 @@
 //! The `rwal` command as an operator runs it: `inspect`, `verify` on a clean log, on a log with
-//! a flipped byte and on a log with a torn tail, and a very short `bench --json`.
+//! a flipped byte and on a log with a torn tail, a very short `bench --json`, and a very short
+//! `bench --replicated 3`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -174,6 +175,42 @@ fn a_short_bench_reports_every_workload_as_json() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(left, vec![std::ffi::OsString::from("curves.svg")]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_short_replicated_bench_reports_quorum_and_single_node_commits() {
+    let dir = temp("bench-replicated");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = rwal(&[
+        "bench",
+        "--replicated",
+        "3",
+        "--seconds",
+        "0.1",
+        "--threads",
+        "1,4",
+        "--segment-bytes",
+        "1048576",
+        "--dir",
+        dir.to_str().unwrap(),
+    ]);
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    assert_eq!(shown.matches("replicated-commit").count(), 2, "{shown}");
+    assert!(shown.contains("durable-commit") && shown.contains("group-commit"));
+    assert!(
+        shown.contains("3-node quorum commit p50, 1 client / single-node durable commit p50 ="),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("3-node throughput, 4 clients / single-node group commit x4 ="),
+        "{shown}"
+    );
+    let left = std::fs::read_dir(&dir).unwrap().count();
+    assert_eq!(left, 0, "the cluster's logs are removed");
+    let out = rwal(&["bench", "--replicated", "0"]);
+    assert!(text(&out).contains("between 1 and 9"), "{}", text(&out));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -88,6 +88,9 @@ pub struct Config {
     pub snapshot_bytes_max: u64,
     /// Applied entries between lazy writes of the commit index to the control file.
     pub commit_store_interval: u64,
+    /// The largest proposal accepted (also bounded by what one log segment holds): a record
+    /// must fit one append message and one transport frame.
+    pub max_record_bytes: u64,
 }
 
 impl Config {
@@ -107,6 +110,7 @@ impl Config {
             snapshot_timeout_ticks: 50,
             snapshot_bytes_max: 1 << 30,
             commit_store_interval: 1024,
+            max_record_bytes: 16 << 20,
         }
     }
 
@@ -121,6 +125,12 @@ impl Config {
                     "{} must be above heartbeat_ticks {} (and that above 0)",
                     self.election_ticks, self.heartbeat_ticks
                 ),
+            ));
+        }
+        if !(1..=64 << 20).contains(&self.max_record_bytes) {
+            return Err(Error::invalid(
+                "max_record_bytes",
+                format!("{} is outside 1..=64 MiB", self.max_record_bytes),
             ));
         }
         if self.snapshot_chunk_bytes == 0 || self.snapshot_chunks_per_tick == 0 {
@@ -417,6 +427,21 @@ impl<M: StateMachine> Replica<M> {
     /// Proposes a user record; returns the LSN and epoch it will have if it commits. Refused with
     /// [`Error::NotLeader`] on a follower.
     pub fn propose(&mut self, data: &[u8]) -> Result<(Lsn, u64)> {
+        let max = self
+            .config
+            .max_record_bytes
+            .min(self.wal.max_record_bytes());
+        if data.len() as u64 > max {
+            // Refused here: a record the log or the transport cannot take would stop the
+            // leader (and every leader after it) at its next round.
+            return Err(Error::invalid(
+                "data",
+                format!(
+                    "a record of {} bytes is over the limit of {max}",
+                    data.len()
+                ),
+            ));
+        }
         if self.raw.raft.state != StateRole::Leader {
             return Err(Error::NotLeader {
                 leader: self.leader(),

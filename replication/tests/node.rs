@@ -187,6 +187,21 @@ fn many_threads_propose_and_every_node_holds_the_same_committed_log() {
         assert_eq!(users, 200, "node {id}");
         assert!(systems >= 1, "the leader's empty entry is a system record");
     }
+    // A record larger than a segment is refused, and the leader goes on.
+    match cluster.node(leader).propose(&vec![7u8; 2 << 20]) {
+        Err(Error::InvalidArgument {
+            name: "data",
+            reason,
+        }) => {
+            assert!(reason.contains("over the limit"), "{reason}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let (after, _) = cluster
+        .node(leader)
+        .propose_and_wait(b"after", WAIT)
+        .unwrap();
+    assert!(after > last);
     // A follower refuses and names the leader.
     let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
     // A linearizable read point on a follower covers every acknowledged write.

@@ -302,6 +302,12 @@ impl Wal {
         self.inner.group.stats()
     }
 
+    /// The largest record `append` accepts (what one segment of the configured size holds);
+    /// larger ones are refused with [`Error::RecordTooLarge`].
+    pub fn max_record_bytes(&self) -> u64 {
+        segment::max_payload_bytes(self.inner.options.segment_bytes)
+    }
+
     /// Number of segments the log retains.
     pub fn segment_count(&self) -> usize {
         self.inner.segments.read().len()

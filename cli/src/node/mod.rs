@@ -230,7 +230,14 @@ impl StateMachine for Engine {
     }
 
     fn restore(&mut self, lsn: Lsn, _epoch: u64, snapshot: &[u8]) {
-        let mut state = decode_state(snapshot).unwrap_or_default();
+        let Some(mut state) = decode_state(snapshot) else {
+            // Going on with an empty table could apply a retried request twice.
+            log(
+                self.id,
+                &format!("the snapshot at {lsn} does not decode: stopping"),
+            );
+            std::process::exit(1);
+        };
         state.applied = lsn;
         *self.state.0.lock() = state;
         self.state.1.notify_all();
@@ -267,14 +274,17 @@ fn decode_state(bytes: &[u8]) -> Option<EngineState> {
     }
     let clients = body.u64("clients").ok()?;
     for _ in 0..clients {
-        let [c, r, l, e] = [(); 4].map(|()| body.u64("client").unwrap_or(0));
-        state.clients.insert(c, (r, l, e));
+        let client = body.u64("client").ok()?;
+        let request = body.u64("request").ok()?;
+        let lsn = body.u64("lsn").ok()?;
+        let epoch = body.u64("epoch").ok()?;
+        state.clients.insert(client, (request, lsn, epoch));
     }
     let duplicates = body.u64("duplicates").ok()?;
     for _ in 0..duplicates {
         state.duplicates.insert(body.u64("duplicate").ok()?);
     }
-    Some(state)
+    body.rest().is_empty().then_some(state)
 }
 
 struct Server {
@@ -380,13 +390,15 @@ fn checkpoint_loop(server: &Server) {
             log(server.settings.id, &format!("stopped: {failure}"));
             std::process::exit(1);
         }
+        let applied = server.engine.state.0.lock().applied;
+        if applied < last + server.settings.checkpoint_every {
+            continue;
+        }
+        // Encoded only when due: the engine's lock holds up the apply on the node's thread.
         let (applied, state) = {
             let state = server.engine.state.0.lock();
             (state.applied, encode_state(&state))
         };
-        if applied < last + server.settings.checkpoint_every {
-            continue;
-        }
         match server.node.checkpoint(applied, &state) {
             Ok(()) => {
                 last = applied;
@@ -402,8 +414,12 @@ fn checkpoint_loop(server: &Server) {
     }
 }
 
+/// A client connection idle this long is closed.
+const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
 fn serve_client(server: &Server, stream: TcpStream) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(CLIENT_IDLE_TIMEOUT))?;
     let mut input = BufReader::new(stream.try_clone()?);
     let mut output = BufWriter::new(stream);
     while let Some((op, body)) = proto::read_message(&mut input)? {
@@ -547,13 +563,23 @@ fn read(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
         Ok(reader) => reader,
         Err(e) => return error(e.to_string()),
     };
-    let duplicates = server.engine.state.0.lock().duplicates.clone();
+    // Up to what the engine has applied (so its list of duplicates covers every record read),
+    // and only that stretch of the list.
+    let (applied, duplicates) = {
+        let state = server.engine.state.0.lock();
+        let duplicates: BTreeSet<Lsn> = state
+            .duplicates
+            .range(from..=state.applied.max(from))
+            .copied()
+            .collect();
+        (state.applied, duplicates)
+    };
     let mut out = Vec::new();
     let mut count = 0u32;
-    while count < max && out.len() < READ_BYTES_MAX {
+    while count < max {
         let record = match reader.next() {
-            Ok(Some(record)) => record,
-            Ok(None) => break,
+            Ok(Some(record)) if record.lsn <= applied => record,
+            Ok(_) => break,
             Err(e) => return error(e.to_string()),
         };
         if record.kind != RecordKind::User || duplicates.contains(&record.lsn) {
@@ -562,6 +588,10 @@ fn read(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
         let Some((_, _, data)) = proto::decode_record(&record.data) else {
             continue;
         };
+        // The reply stays within the limit (a first record always goes: appends are smaller).
+        if count > 0 && out.len() + 20 + data.len() > READ_BYTES_MAX {
+            break;
+        }
         out.extend_from_slice(&record.lsn.to_le_bytes());
         out.extend_from_slice(&record.epoch.to_le_bytes());
         out.extend_from_slice(&(data.len() as u32).to_le_bytes());

@@ -38,8 +38,12 @@ const QUEUED_BYTES_MAX: usize = 64 << 20;
 const QUEUED_CHUNKS_MAX: usize = 64;
 /// Bytes of raft messages one frame gathers at most.
 const BATCH_BYTES_MAX: usize = 4 << 20;
-/// Time a handshake may take.
+/// Time a whole handshake may take (one deadline, not per read: a trickle of bytes does not
+/// extend it).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Inbound connections still in their handshake at most: strangers cannot hold more, and an
+/// authenticated peer never waits behind them (it holds one connection of its own).
+const HANDSHAKES_MAX: usize = 16;
 /// Idle time after which a sender sends a keepalive frame.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 /// Silence after which a receiver gives a connection up.
@@ -113,7 +117,10 @@ struct Shared {
     peers: RwLock<HashMap<NodeId, Arc<Peer>>>,
     stop: AtomicBool,
     counters: Counters,
-    inbound: AtomicUsize,
+    /// Inbound connections in their handshake.
+    handshaking: AtomicUsize,
+    /// The current authenticated connection of each peer; a newer one replaces it.
+    current: Mutex<HashMap<NodeId, u64>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// The accepted connections, to shut down when the network stops.
     connections: Mutex<HashMap<u64, TcpStream>>,
@@ -203,7 +210,8 @@ impl PeerNetwork {
             peers: RwLock::new(HashMap::new()),
             stop: AtomicBool::new(false),
             counters: Counters::default(),
-            inbound: AtomicUsize::new(0),
+            handshaking: AtomicUsize::new(0),
+            current: Mutex::new(HashMap::new()),
             threads: Mutex::new(Vec::new()),
             connections: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(0),
@@ -294,7 +302,10 @@ impl Drop for PeerNetwork {
         // Wake the accept loop.
         let mut wake = self.local_addr;
         if wake.ip().is_unspecified() {
-            wake.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            wake.set_ip(match wake {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
         }
         let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
         for (_, stream) in self.shared.connections.lock().drain() {
@@ -341,9 +352,11 @@ impl Transport for TcpTransport {
                 }
                 Envelope::Raft(message) => {
                     let bytes = protobuf::Message::compute_size(&message) as usize;
-                    if queue.messages.len() >= QUEUED_MESSAGES_MAX
-                        || queue.bytes + bytes > QUEUED_BYTES_MAX
-                    {
+                    // One message larger than the byte bound still goes when the queue is
+                    // empty: raft resends the same large append, which must get through.
+                    let full = queue.messages.len() >= QUEUED_MESSAGES_MAX
+                        || (queue.bytes > 0 && queue.bytes + bytes > QUEUED_BYTES_MAX);
+                    if full {
                         dropped += 1;
                         continue;
                     }
@@ -428,14 +441,17 @@ fn connect(
     shared: &Shared,
     peer: &Peer,
 ) -> std::result::Result<(TcpStream, auth::SessionKey), String> {
-    let mut stream = TcpStream::connect_timeout(&peer.addr, HANDSHAKE_TIMEOUT)
+    let stream = TcpStream::connect_timeout(&peer.addr, HANDSHAKE_TIMEOUT)
         .map_err(|e| format!("connect: {e}"))?;
     stream
-        .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
-        .and_then(|()| stream.set_write_timeout(Some(WRITE_TIMEOUT)))
+        .set_write_timeout(Some(WRITE_TIMEOUT))
         .and_then(|()| stream.set_nodelay(true))
         .map_err(|e| format!("socket options: {e}"))?;
-    let key = auth::dial(&mut stream, &shared.identity, peer.id)?;
+    let key = auth::dial(
+        &mut Deadline::new(&stream, HANDSHAKE_TIMEOUT),
+        &shared.identity,
+        peer.id,
+    )?;
     Ok((stream, key))
 }
 
@@ -503,22 +519,67 @@ fn pump(
     }
 }
 
+/// A stream whose reads share one deadline (the handshake's): each read waits at most for the
+/// time left.
+struct Deadline<'a> {
+    stream: &'a TcpStream,
+    deadline: Instant,
+}
+
+impl<'a> Deadline<'a> {
+    fn new(stream: &'a TcpStream, within: Duration) -> Deadline<'a> {
+        Deadline {
+            stream,
+            deadline: Instant::now() + within,
+        }
+    }
+}
+
+impl std::io::Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the handshake took too long",
+            ));
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        (&*self.stream).read(buf)
+    }
+}
+
+impl std::io::Write for Deadline<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        (&*self.stream).write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        (&*self.stream).flush()
+    }
+}
+
 fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     for stream in listener.incoming() {
         if shared.stop.load(Ordering::Acquire) {
             return;
         }
-        let Ok(stream) = stream else { continue };
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(_) => {
+                // Out of descriptors, or the like: do not spin.
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
         let remote = stream
             .peer_addr()
             .map_or_else(|_| "an unknown address".to_string(), |a| a.to_string());
-        // Two connections per peer are normal (one being replaced); a few more for strangers.
-        let limit = 2 * shared.peers.read().len() + 8;
-        if shared.inbound.fetch_add(1, Ordering::AcqRel) >= limit {
-            shared.inbound.fetch_sub(1, Ordering::AcqRel);
+        if shared.handshaking.fetch_add(1, Ordering::AcqRel) >= HANDSHAKES_MAX {
+            shared.handshaking.fetch_sub(1, Ordering::AcqRel);
             shared.counters.refused.fetch_add(1, Ordering::Relaxed);
             shared.log(format!(
-                "refused a connection from {remote}: {limit} connections are open"
+                "refused a connection from {remote}: {HANDSHAKES_MAX} handshakes are under way"
             ));
             continue;
         }
@@ -530,34 +591,42 @@ fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         let spawned = std::thread::Builder::new()
             .name(format!("rwal-net-{}-recv", shared.identity.id))
             .spawn(move || {
-                receive(&receiving, stream, &remote);
+                receive(&receiving, stream, &remote, number);
                 receiving.connections.lock().remove(&number);
-                receiving.inbound.fetch_sub(1, Ordering::AcqRel);
             });
         if spawned.is_err() {
             shared.connections.lock().remove(&number);
-            shared.inbound.fetch_sub(1, Ordering::AcqRel);
+            shared.handshaking.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
 
 /// Authenticates one inbound connection and delivers what it carries.
-fn receive(shared: &Shared, mut stream: TcpStream, remote: &str) {
+fn receive(shared: &Shared, stream: TcpStream, remote: &str, number: u64) {
     let refuse = |reason: String| {
         shared.counters.refused.fetch_add(1, Ordering::Relaxed);
         shared.log(format!("closed the connection from {remote}: {reason}"));
     };
-    if let Err(e) = stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT)) {
-        return refuse(format!("socket options: {e}"));
-    }
     let _ = stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT));
     let known = |id: NodeId| shared.peers.read().contains_key(&id);
-    let (from, key) = match auth::accept(&mut stream, &shared.identity, known) {
+    let handshake = auth::accept(
+        &mut Deadline::new(&stream, HANDSHAKE_TIMEOUT),
+        &shared.identity,
+        known,
+    );
+    shared.handshaking.fetch_sub(1, Ordering::AcqRel);
+    let (from, key) = match handshake {
         Ok(done) => done,
         Err(reason) => return refuse(reason),
     };
     if stream.set_read_timeout(Some(RECEIVE_TIMEOUT)).is_err() {
         return;
+    }
+    // One connection per peer: a newer one (the peer reconnected) replaces the older.
+    if let Some(older) = shared.current.lock().insert(from, number) {
+        if let Some(old) = shared.connections.lock().get(&older) {
+            let _ = old.shutdown(Shutdown::Both);
+        }
     }
     shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
     let mut reader = std::io::BufReader::with_capacity(256 << 10, stream);

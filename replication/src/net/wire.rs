@@ -63,10 +63,15 @@ impl FrameWriter {
         kind: Kind,
         payload: &[u8],
     ) -> std::io::Result<()> {
-        assert!(
-            payload.len() <= FRAME_PAYLOAD_MAX,
-            "frame payload too large"
-        );
+        if payload.len() > FRAME_PAYLOAD_MAX {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "a frame of {} bytes is over the limit of {FRAME_PAYLOAD_MAX}",
+                    payload.len()
+                ),
+            ));
+        }
         let header = header(payload.len(), kind, self.seq);
         let tag = auth::hmac(&self.key, &[&header, payload]);
         out.write_all(&header)?;

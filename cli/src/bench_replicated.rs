@@ -1,0 +1,284 @@
+//! `rwal bench --replicated N`: an N-node cluster in this process, its nodes talking over
+//! loopback TCP (the authenticated transport of `rwal node`), each with its own log in the
+//! temporary directory. Measures quorum commit latency and throughput at several client counts
+//! (`propose` + `wait_committed` of 128-byte records on the leader), next to single-node
+//! durable commit (1 thread) and group commit (at the largest client count) measured in the
+//! same run with the same backend.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use rwal_replication::net::{PeerConfig, PeerNetwork};
+use rwal_replication::{Bootstrap, Node, NodeId, NodeOptions, Role, StateMachine};
+use rwal_wal::{Options, Wal};
+
+use crate::bench::{histogram, record, Outcome};
+
+/// The engine of a benchmark node: applies nothing.
+struct Nothing;
+
+impl StateMachine for Nothing {
+    fn apply(&mut self, _lsn: u64, _epoch: u64, _data: &[u8]) {}
+
+    fn snapshot(&mut self) -> Vec<u8> {
+        Vec::new()
+    }
+
+    fn restore(&mut self, _lsn: u64, _epoch: u64, _snapshot: &[u8]) {}
+}
+
+struct Member {
+    node: Node,
+    _network: PeerNetwork,
+}
+
+fn start_cluster(base: &Path, nodes: usize, options: &Options) -> Result<Vec<Member>, String> {
+    let listeners: Vec<std::net::TcpListener> = (0..nodes)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("loopback: {e}"))?;
+    let addrs: HashMap<NodeId, std::net::SocketAddr> = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Ok((i as NodeId + 1, l.local_addr()?)))
+        .collect::<std::io::Result<_>>()
+        .map_err(|e| format!("loopback: {e}"))?;
+    drop(listeners);
+    let voters: Vec<NodeId> = (1..=nodes as NodeId).collect();
+    let mut members = Vec::new();
+    for &id in &voters {
+        let config = PeerConfig {
+            id,
+            cluster_id: 0xbe7c,
+            secret: b"rwal bench --replicated, loopback only".to_vec(),
+            listen: addrs[&id],
+            peers: addrs
+                .iter()
+                .filter(|(p, _)| **p != id)
+                .map(|(p, a)| (*p, *a))
+                .collect(),
+        };
+        let network =
+            PeerNetwork::start(config, Arc::new(|_: &str| {})).map_err(|e| e.to_string())?;
+        let mut node_options = NodeOptions::new(
+            id,
+            base.join(format!("replicated-node{id}")),
+            Bootstrap::Voters(voters.clone()),
+        );
+        node_options.wal = options.clone();
+        node_options.tick_interval = Duration::from_millis(10);
+        let node =
+            Node::open(node_options, Nothing, network.transport()).map_err(|e| e.to_string())?;
+        network.attach(node.inbox());
+        members.push(Member {
+            node,
+            _network: network,
+        });
+    }
+    Ok(members)
+}
+
+fn leader(members: &[Member]) -> Result<usize, String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let leaders: Vec<usize> = members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.node.status().role == Role::Leader)
+            .map(|(i, _)| i)
+            .collect();
+        if let [i] = leaders[..] {
+            let id = members[i].node.id();
+            if members.iter().all(|m| m.node.leader() == Some(id)) {
+                return Ok(i);
+            }
+        }
+        if Instant::now() > deadline {
+            return Err("the benchmark cluster elected no leader in 30 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs `op` in a loop on `threads` threads for `seconds`, all starting together; the latency
+/// of every call, merged.
+fn timed(
+    threads: usize,
+    seconds: Duration,
+    op: &(dyn Fn() -> Result<(), String> + Sync),
+) -> Result<Histogram<u64>, String> {
+    let barrier = Barrier::new(threads);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let barrier = &barrier;
+                s.spawn(move || -> Result<Histogram<u64>, String> {
+                    let mut h = histogram();
+                    barrier.wait();
+                    let started = Instant::now();
+                    while started.elapsed() < seconds {
+                        let t = Instant::now();
+                        op()?;
+                        record(&mut h, t);
+                    }
+                    Ok(h)
+                })
+            })
+            .collect();
+        let mut merged = histogram();
+        for worker in workers {
+            let h = worker.join().expect("benchmark thread")?;
+            merged.add(&h).expect("same bounds");
+        }
+        Ok(merged)
+    })
+}
+
+/// Quorum commits of 128-byte records from `clients` threads.
+fn replicated(node: &Node, clients: usize, seconds: Duration) -> Result<Histogram<u64>, String> {
+    timed(clients, seconds, &|| {
+        node.propose_and_wait(&[0x42u8; 128], Duration::from_secs(30))
+            .map(|_| ())
+            .map_err(|e| format!("replicated commit: {e}"))
+    })
+}
+
+/// Single-node durable commits of 128-byte records from `threads` threads.
+fn single(
+    base: &Path,
+    options: &Options,
+    threads: usize,
+    seconds: Duration,
+) -> Result<Histogram<u64>, String> {
+    let dir = base.join(format!("single-{threads}"));
+    let wal = Wal::open(&dir, options.clone()).map_err(|e| e.to_string())?;
+    for _ in 0..50 {
+        wal.append_durable(&[0u8; 128]).map_err(|e| e.to_string())?;
+    }
+    let merged = timed(threads, seconds, &|| {
+        wal.append_durable(&[0x42u8; 128])
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })?;
+    wal.close().map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(merged)
+}
+
+fn outcome(
+    workload: &'static str,
+    backend: &'static str,
+    threads: usize,
+    h: Histogram<u64>,
+    seconds: f64,
+) -> Outcome {
+    Outcome {
+        workload,
+        backend,
+        threads,
+        size_bytes: 128,
+        ops: h.len(),
+        seconds,
+        bytes: h.len() * 128,
+        latency: Some(h),
+        extra: Vec::new(),
+    }
+}
+
+/// Runs the replicated workloads; `step` reports progress.
+pub fn measure(
+    base: &Path,
+    backend: &'static str,
+    options: &Options,
+    nodes: usize,
+    clients: &[usize],
+    seconds: Duration,
+    step: &dyn Fn(String),
+) -> Result<Vec<Outcome>, String> {
+    let mut results = Vec::new();
+    let most = clients.iter().copied().max().unwrap_or(1);
+    step(format!("{backend}: single-node durable commit"));
+    let t = Instant::now();
+    let h = single(base, options, 1, seconds)?;
+    results.push(outcome(
+        "durable-commit",
+        backend,
+        1,
+        h,
+        t.elapsed().as_secs_f64(),
+    ));
+    step(format!("{backend}: single-node group commit x{most}"));
+    let t = Instant::now();
+    let h = single(base, options, most, seconds)?;
+    results.push(outcome(
+        "group-commit",
+        backend,
+        most,
+        h,
+        t.elapsed().as_secs_f64(),
+    ));
+    step(format!("{backend}: starting a {nodes}-node cluster"));
+    let members = start_cluster(base, nodes, options)?;
+    let leader = leader(&members)?;
+    // Warm up: the first rounds pay for connections and page faults.
+    for _ in 0..50 {
+        members[leader]
+            .node
+            .propose_and_wait(&[0u8; 128], Duration::from_secs(30))
+            .map_err(|e| format!("warm-up: {e}"))?;
+    }
+    for &n in clients {
+        step(format!("{backend}: {nodes}-node quorum commit x{n}"));
+        let t = Instant::now();
+        let h = replicated(&members[leader].node, n, seconds)?;
+        results.push(outcome(
+            "replicated-commit",
+            backend,
+            n,
+            h,
+            t.elapsed().as_secs_f64(),
+        ));
+    }
+    for member in members {
+        member.node.close().map_err(|e| e.to_string())?;
+    }
+    Ok(results)
+}
+
+/// The targets as ratios of this run.
+pub fn print_ratios(results: &[Outcome], nodes: usize) {
+    let find = |workload: &str, threads: usize| {
+        results
+            .iter()
+            .find(|r| r.workload == workload && r.threads == threads)
+    };
+    let p50 = |r: &Outcome| {
+        r.latency
+            .as_ref()
+            .map_or(0.0, |h| h.value_at_quantile(0.5) as f64)
+    };
+    let rate = |r: &Outcome| r.ops as f64 / r.seconds;
+    println!("\nratios (this run):");
+    if let (Some(q), Some(s)) = (find("replicated-commit", 1), find("durable-commit", 1)) {
+        println!(
+            "  {nodes}-node quorum commit p50, 1 client / single-node durable commit p50 = {:.2} (target <= 2)",
+            p50(q) / p50(s).max(1.0)
+        );
+    }
+    let most = results
+        .iter()
+        .filter(|r| r.workload == "replicated-commit")
+        .map(|r| r.threads)
+        .max();
+    if let Some(most) = most {
+        if let (Some(q), Some(s)) = (find("replicated-commit", most), find("group-commit", most)) {
+            println!(
+                "  {nodes}-node throughput, {most} clients / single-node group commit x{most} = {:.2} (target >= 0.5)",
+                rate(q) / rate(s).max(1e-9)
+            );
+        }
+    }
+}
