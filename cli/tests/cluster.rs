@@ -316,6 +316,16 @@ impl Cluster {
     /// the nodes' logs agree where they overlap (compaction may have removed older records).
     fn check(&self, acknowledged: &BTreeMap<u64, Vec<u8>>) {
         let highest = acknowledged.keys().next_back().copied().unwrap_or(0);
+        // A linearizable read on any node sees the last acknowledged append at once.
+        for id in self.children.keys() {
+            let mut body = highest.to_le_bytes().to_vec();
+            body.extend_from_slice(&1u32.to_le_bytes());
+            body.push(1);
+            let (code, reply) = call(self.client_addrs[id], 2, &body).expect("read");
+            assert_eq!(code, 0, "linearizable read on node {id}");
+            assert_eq!(u32::from_le_bytes(reply[..4].try_into().unwrap()), 1);
+            assert_eq!(u64_at(&reply, 4), highest, "node {id}'s linearizable read");
+        }
         self.wait_applied(highest);
         let logs: BTreeMap<u64, BTreeMap<u64, Vec<u8>>> = self
             .children
@@ -330,6 +340,14 @@ impl Cluster {
                     Some(data),
                     "node {id}: acknowledged LSN {lsn}"
                 );
+            }
+        }
+        // Retries (same client and request id) were never applied twice: every request's data
+        // is in each log once.
+        for (id, log) in &logs {
+            let mut seen = std::collections::BTreeSet::new();
+            for (lsn, data) in log {
+                assert!(seen.insert(data), "node {id}: LSN {lsn} repeats a request");
             }
         }
         let ids: Vec<&u64> = logs.keys().collect();

@@ -684,6 +684,33 @@ mod tests {
     }
 
     #[test]
+    fn a_config_file_gives_the_same_settings_as_flags() {
+        let dir = std::env::temp_dir().join(format!("rwal-node-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "0123456789abcdef0123").unwrap();
+        let config = dir.join("node.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "# node 1 of 2\nid = 1\ndir = /tmp/n1\nlisten = 127.0.0.1:7001 # peers\n\
+                 client-listen = 127.0.0.1:8001\ncluster-id = 4\n\
+                 peer = 2, 127.0.0.1:7002, 127.0.0.1:8002\nsecret-file = {}\n",
+                secret.display()
+            ),
+        )
+        .unwrap();
+        let s = parse_settings(read_config(config.to_str().unwrap()).unwrap()).unwrap();
+        assert_eq!((s.id, s.cluster_id), (1, 4));
+        assert_eq!(s.listen, "127.0.0.1:7001".parse().unwrap());
+        assert_eq!(s.peers[&2].0, "127.0.0.1:7002".parse().unwrap());
+        std::fs::write(&config, "id 1\n").unwrap();
+        let e = read_config(config.to_str().unwrap()).unwrap_err();
+        assert!(e.contains(":1: expected `key = value`"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn the_engine_applies_each_request_once_and_its_state_survives_a_snapshot() {
         let mut engine = Engine {
             id: 1,

@@ -122,6 +122,8 @@ struct Shared {
     /// The current authenticated connection of each peer; a newer one replaces it.
     current: Mutex<HashMap<NodeId, u64>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// The receiving threads of accepted connections (finished ones pruned as new ones come).
+    receivers: Mutex<Vec<JoinHandle<()>>>,
     /// The accepted connections, to shut down when the network stops.
     connections: Mutex<HashMap<u64, TcpStream>>,
     next_connection: AtomicU64,
@@ -213,6 +215,7 @@ impl PeerNetwork {
             handshaking: AtomicUsize::new(0),
             current: Mutex::new(HashMap::new()),
             threads: Mutex::new(Vec::new()),
+            receivers: Mutex::new(Vec::new()),
             connections: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(0),
         });
@@ -287,7 +290,9 @@ impl PeerNetwork {
             .name(format!("rwal-net-{}-{what}", self.shared.identity.id))
             .spawn(work)
             .map_err(|e| Error::invalid("thread", format!("cannot start a thread: {e}")))?;
-        self.shared.threads.lock().push(thread);
+        let mut threads = self.shared.threads.lock();
+        threads.retain(|t| !t.is_finished()); // retired senders
+        threads.push(thread);
         Ok(())
     }
 }
@@ -308,11 +313,17 @@ impl Drop for PeerNetwork {
             });
         }
         let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+        // The accept loop and the senders first: once the accept loop is gone no connection is
+        // added, so shutting down those known ends every receiver.
+        let threads = std::mem::take(&mut *self.shared.threads.lock());
+        for thread in threads {
+            let _ = thread.join();
+        }
         for (_, stream) in self.shared.connections.lock().drain() {
             let _ = stream.shutdown(Shutdown::Both);
         }
-        let threads = std::mem::take(&mut *self.shared.threads.lock());
-        for thread in threads {
+        let receivers = std::mem::take(&mut *self.shared.receivers.lock());
+        for thread in receivers {
             let _ = thread.join();
         }
     }
@@ -594,9 +605,16 @@ fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                 receive(&receiving, stream, &remote, number);
                 receiving.connections.lock().remove(&number);
             });
-        if spawned.is_err() {
-            shared.connections.lock().remove(&number);
-            shared.handshaking.fetch_sub(1, Ordering::AcqRel);
+        match spawned {
+            Ok(thread) => {
+                let mut receivers = shared.receivers.lock();
+                receivers.retain(|t| !t.is_finished());
+                receivers.push(thread);
+            }
+            Err(_) => {
+                shared.connections.lock().remove(&number);
+                shared.handshaking.fetch_sub(1, Ordering::AcqRel);
+            }
         }
     }
 }
@@ -830,6 +848,30 @@ mod tests {
         let stats = h.network.stats();
         assert_eq!(stats.connections_accepted, 0);
         assert_eq!(stats.connections_refused, 5, "{:?}", h.log.lock());
+    }
+
+    #[test]
+    fn dropping_the_network_closes_its_connections_and_waits_for_its_threads() {
+        let h = harness();
+        let (mut stream, _frames) = h.dial_as_node_2();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while h.network.stats().connections_accepted == 0 {
+            assert!(Instant::now() < deadline, "not accepted");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let Harness { network, .. } = h;
+        let started = Instant::now();
+        drop(network);
+        assert!(started.elapsed() < Duration::from_secs(8), "drop hung");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        assert_eq!(
+            std::io::Read::read(&mut stream, &mut byte).unwrap_or(0),
+            0,
+            "the node closed its end"
+        );
     }
 
     #[test]
