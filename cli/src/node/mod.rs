@@ -3,7 +3,7 @@
 
 pub mod proto;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsString;
 use std::io::{BufReader, BufWriter};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -194,7 +194,41 @@ fn log(id: NodeId, line: &str) {
 struct EngineState {
     applied: Lsn,
     clients: HashMap<u64, (u64, Lsn, u64)>,
+    /// The clients by the LSN of their last applied request: the oldest is forgotten first.
+    clients_by_lsn: BTreeMap<Lsn, u64>,
     duplicates: BTreeSet<Lsn>,
+}
+
+/// Clients remembered at most. The table is bounded, and what it forgets depends only on the
+/// order of applied records, so every node forgets the same: a client silent while this many
+/// others appended loses exactly-once for a retry of its last request.
+const CLIENTS_MAX: usize = 100_000;
+/// Duplicate LSNs remembered at most (the oldest forgotten first): READ of records older than
+/// the last this many duplicates may return one.
+const DUPLICATES_MAX: usize = 1_000_000;
+
+impl EngineState {
+    /// Records `request` of `client` applied at `lsn`.
+    fn remember(&mut self, client: u64, request: u64, lsn: Lsn, epoch: u64) {
+        if let Some((_, old, _)) = self.clients.insert(client, (request, lsn, epoch)) {
+            self.clients_by_lsn.remove(&old);
+        }
+        self.clients_by_lsn.insert(lsn, client);
+        while self.clients.len() > CLIENTS_MAX {
+            let Some((_, oldest)) = self.clients_by_lsn.pop_first() else {
+                break;
+            };
+            self.clients.remove(&oldest);
+        }
+    }
+
+    /// Records a duplicate at `lsn`.
+    fn duplicate(&mut self, lsn: Lsn) {
+        self.duplicates.insert(lsn);
+        while self.duplicates.len() > DUPLICATES_MAX {
+            self.duplicates.pop_first();
+        }
+    }
 }
 
 /// The node's engine: exactly-once appends per (client, request) id.
@@ -213,13 +247,13 @@ impl StateMachine for Engine {
             Some((client, request, _)) => {
                 let seen = state.clients.get(&client).is_some_and(|c| c.0 >= request);
                 if seen {
-                    state.duplicates.insert(lsn);
+                    state.duplicate(lsn);
                 } else {
-                    state.clients.insert(client, (request, lsn, epoch));
+                    state.remember(client, request, lsn, epoch);
                 }
             }
             None => {
-                state.duplicates.insert(lsn); // not a client record: never returned
+                state.duplicate(lsn); // not a client record: never returned
             }
         }
         applied.notify_all();
@@ -278,7 +312,7 @@ fn decode_state(bytes: &[u8]) -> Option<EngineState> {
         let request = body.u64("request").ok()?;
         let lsn = body.u64("lsn").ok()?;
         let epoch = body.u64("epoch").ok()?;
-        state.clients.insert(client, (request, lsn, epoch));
+        state.remember(client, request, lsn, epoch);
     }
     let duplicates = body.u64("duplicates").ok()?;
     for _ in 0..duplicates {
@@ -681,6 +715,30 @@ mod tests {
             .unwrap_err()
             .contains("--id is required"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_client_table_and_the_duplicates_are_bounded_and_forget_the_oldest() {
+        let mut state = EngineState::default();
+        for client in 0..(CLIENTS_MAX as u64 + 10) {
+            state.remember(client, 1, client + 100, 1);
+        }
+        assert_eq!(state.clients.len(), CLIENTS_MAX);
+        assert_eq!(state.clients_by_lsn.len(), CLIENTS_MAX);
+        assert!(!state.clients.contains_key(&9) && state.clients.contains_key(&10));
+        // A client's newer request moves it to the young end.
+        state.remember(10, 2, 1 << 40, 1);
+        state.remember(u64::MAX, 1, (1 << 40) + 1, 1);
+        assert!(state.clients.contains_key(&10) && !state.clients.contains_key(&11));
+        // Decoding a snapshot rebuilds the order.
+        let decoded = decode_state(&encode_state(&state)).unwrap();
+        assert_eq!(decoded.clients, state.clients);
+        assert_eq!(decoded.clients_by_lsn, state.clients_by_lsn);
+        for lsn in 0..(DUPLICATES_MAX as u64 + 5) {
+            state.duplicate(lsn);
+        }
+        assert_eq!(state.duplicates.len(), DUPLICATES_MAX);
+        assert_eq!(state.duplicates.first(), Some(&5));
     }
 
     #[test]
