@@ -64,8 +64,12 @@ pub enum Bootstrap {
 pub struct Config {
     /// This node's id (not 0).
     pub id: NodeId,
-    /// Ticks without hearing from a leader before a follower starts an election.
+    /// Ticks without hearing from a leader before a follower starts an election: the least.
     pub election_ticks: usize,
+    /// The election timeout is drawn from `election_ticks..election_ticks_max` at each
+    /// election (default twice `election_ticks`), so that candidates do not keep splitting the
+    /// vote. A deterministic driver that jitters ticks itself sets `election_ticks + 1`.
+    pub election_ticks_max: usize,
     /// Ticks between the leader's heartbeats.
     pub heartbeat_ticks: usize,
     /// Largest batch of entries in one append message, in bytes.
@@ -94,12 +98,13 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults for node `id`: election after 10 ticks, heartbeat every 2, 1 MiB messages,
-    /// 1 MiB snapshot chunks.
+    /// Defaults for node `id`: an election after 10 to 20 ticks, heartbeat every 2, 1 MiB
+    /// messages, 1 MiB snapshot chunks.
     pub fn new(id: NodeId) -> Config {
         Config {
             id,
             election_ticks: 10,
+            election_ticks_max: 20,
             heartbeat_ticks: 2,
             max_bytes_per_message: 1 << 20,
             max_inflight_messages: 256,
@@ -131,6 +136,15 @@ impl Config {
             return Err(Error::invalid(
                 "max_record_bytes",
                 format!("{} is outside 1..=64 MiB", self.max_record_bytes),
+            ));
+        }
+        if self.election_ticks_max <= self.election_ticks {
+            return Err(Error::invalid(
+                "election_ticks_max",
+                format!(
+                    "{} must be above election_ticks {}",
+                    self.election_ticks_max, self.election_ticks
+                ),
             ));
         }
         if self.snapshot_chunk_bytes == 0 || self.snapshot_chunks_per_tick == 0 {
@@ -279,10 +293,12 @@ impl<M: StateMachine> Replica<M> {
             id: config.id,
             election_tick: config.election_ticks,
             heartbeat_tick: config.heartbeat_ticks,
-            // The election timeout is pinned (raft-rs draws it from `thread_rng` in
-            // [min, max)): the driver jitters each node's ticks instead, from its own seed.
+            // raft-rs draws the timeout from `thread_rng` in [min, max). Real nodes need the
+            // spread (with equal timeouts two candidates split the vote again and again, as the
+            // real-process test found); the simulation pins it (max = min + 1) and jitters each
+            // node's ticks from its seed instead.
             min_election_tick: config.election_ticks,
-            max_election_tick: config.election_ticks + 1,
+            max_election_tick: config.election_ticks_max,
             applied: commit,
             max_size_per_msg: config.max_bytes_per_message,
             max_inflight_msgs: config.max_inflight_messages,

@@ -380,4 +380,21 @@ fn recovery_modes_that_drop_records_are_refused() {
         bad_id,
         Err(Error::InvalidArgument { name: "id", .. })
     ));
+    // No spread of election timeouts: refused (candidates would split the vote forever).
+    let mut pinned = rwal_replication::Config::new(1);
+    pinned.election_ticks_max = pinned.election_ticks;
+    let refused = Replica::open(
+        dir.join("log"),
+        Options::new(),
+        pinned,
+        Bootstrap::Voters(vec![1]),
+        Engine::default(),
+    );
+    assert!(matches!(
+        refused,
+        Err(Error::InvalidArgument {
+            name: "election_ticks_max",
+            ..
+        })
+    ));
 }

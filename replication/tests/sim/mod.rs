@@ -219,6 +219,9 @@ const TICK_MS: u64 = 10;
 fn config(id: NodeId) -> Config {
     let mut config = Config::new(id);
     config.election_ticks = ELECTION_TICKS;
+    // Deterministic: raft-rs would draw the timeout from `thread_rng`; the simulator jitters
+    // each node's ticks from the seed instead.
+    config.election_ticks_max = ELECTION_TICKS + 1;
     config.heartbeat_ticks = 2;
     config.max_bytes_per_message = 64 << 10;
     config.follower_pin_cap_bytes = Some(512 << 10);
