@@ -375,6 +375,40 @@ fn measure(config: &Config, base: &Path) -> Result<Vec<Outcome>, String> {
     Ok(results)
 }
 
+/// Runs `op` in a loop on `threads` threads for `seconds`, all starting together; the latency
+/// of every call, merged.
+pub fn timed<E: Send>(
+    threads: usize,
+    seconds: Duration,
+    op: &(dyn Fn() -> Result<(), E> + Sync),
+) -> Result<Histogram<u64>, E> {
+    let barrier = Barrier::new(threads);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let barrier = &barrier;
+                s.spawn(move || -> Result<Histogram<u64>, E> {
+                    let mut h = histogram();
+                    barrier.wait();
+                    let started = Instant::now();
+                    while started.elapsed() < seconds {
+                        let t = Instant::now();
+                        op()?;
+                        record(&mut h, t);
+                    }
+                    Ok(h)
+                })
+            })
+            .collect();
+        let mut merged = histogram();
+        for worker in workers {
+            let h = worker.join().expect("benchmark thread")?;
+            merged.add(&h).expect("same bounds");
+        }
+        Ok(merged)
+    })
+}
+
 pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid bounds")
 }
@@ -429,36 +463,12 @@ impl Run<'_> {
 
     fn group_commit(&self, threads: usize) -> rwal_wal::Result<Outcome> {
         let (wal, dir) = self.fresh("group")?;
-        let wal = Arc::new(wal);
-        let barrier = Arc::new(Barrier::new(threads + 1));
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                let (wal, barrier, seconds) = (wal.clone(), barrier.clone(), self.seconds);
-                std::thread::spawn(move || -> rwal_wal::Result<Histogram<u64>> {
-                    let data = [0x33u8; 128];
-                    let mut h = histogram();
-                    barrier.wait();
-                    let started = Instant::now();
-                    while started.elapsed() < seconds {
-                        let t = Instant::now();
-                        let lsn = wal.append(&data)?;
-                        wal.commit(lsn)?;
-                        record(&mut h, t);
-                    }
-                    Ok(h)
-                })
-            })
-            .collect();
-        barrier.wait();
         let started = Instant::now();
-        let mut merged = histogram();
-        for worker in workers {
-            let h = worker.join().expect("benchmark thread")?;
-            merged.add(&h).expect("same bounds");
-        }
+        let merged = timed(threads, self.seconds, &|| {
+            wal.append_durable(&[0x33u8; 128]).map(|_| ())
+        })?;
         let elapsed = started.elapsed().as_secs_f64();
         let stats = wal.stats();
-        let wal = Arc::try_unwrap(wal).expect("workers joined");
         finish(wal, &dir)?;
         let per_sync = stats.records_synced as f64 / stats.syncs.max(1) as f64;
         Ok(Outcome {

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -15,7 +15,7 @@ use rwal_replication::net::{PeerConfig, PeerNetwork};
 use rwal_replication::{Bootstrap, Node, NodeId, NodeOptions, Role, StateMachine};
 use rwal_wal::{Options, Wal};
 
-use crate::bench::{histogram, record, Outcome};
+use crate::bench::{timed, Outcome};
 
 /// The engine of a benchmark node: applies nothing.
 struct Nothing;
@@ -101,40 +101,6 @@ fn leader(members: &[Member]) -> Result<usize, String> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-/// Runs `op` in a loop on `threads` threads for `seconds`, all starting together; the latency
-/// of every call, merged.
-fn timed(
-    threads: usize,
-    seconds: Duration,
-    op: &(dyn Fn() -> Result<(), String> + Sync),
-) -> Result<Histogram<u64>, String> {
-    let barrier = Barrier::new(threads);
-    std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                let barrier = &barrier;
-                s.spawn(move || -> Result<Histogram<u64>, String> {
-                    let mut h = histogram();
-                    barrier.wait();
-                    let started = Instant::now();
-                    while started.elapsed() < seconds {
-                        let t = Instant::now();
-                        op()?;
-                        record(&mut h, t);
-                    }
-                    Ok(h)
-                })
-            })
-            .collect();
-        let mut merged = histogram();
-        for worker in workers {
-            let h = worker.join().expect("benchmark thread")?;
-            merged.add(&h).expect("same bounds");
-        }
-        Ok(merged)
-    })
 }
 
 /// Quorum commits of 128-byte records from `clients` threads.

@@ -54,7 +54,11 @@ unsafe fn log<'a>(log: *const rwal_log) -> Result<&'a Wal, Failure> {
 }
 
 /// Bytes from a pointer and a length (NULL allowed for an empty range).
-unsafe fn bytes<'a>(data: *const u8, len: usize, name: &str) -> Result<&'a [u8], Failure> {
+pub(crate) unsafe fn bytes<'a>(
+    data: *const u8,
+    len: usize,
+    name: &str,
+) -> Result<&'a [u8], Failure> {
     if len == 0 {
         return Ok(&[]);
     }
@@ -64,7 +68,7 @@ unsafe fn bytes<'a>(data: *const u8, len: usize, name: &str) -> Result<&'a [u8],
 }
 
 /// Writes an output the caller asked for.
-unsafe fn put<T>(out: *mut T, value: T) {
+pub(crate) unsafe fn put<T>(out: *mut T, value: T) {
     // SAFETY: callers checked `out` for NULL; the caller of the API gives writable memory.
     unsafe { out.write(value) }
 }

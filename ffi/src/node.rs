@@ -16,6 +16,7 @@ use rwal_replication::{
 };
 use rwal_wal::{Options, RecordKind};
 
+use crate::log::{bytes, put};
 use crate::options::rwal_options;
 use crate::status::{
     boundary, invalid, non_null, rwal_status, Failure, RWAL_END, RWAL_ERR_BUFFER_TOO_SMALL,
@@ -136,7 +137,6 @@ impl StateMachine for Engine {
 pub struct rwal_node {
     node: Node,
     network: PeerNetwork,
-    peers: parking_lot::Mutex<HashMap<NodeId, SocketAddr>>,
 }
 
 impl std::fmt::Debug for rwal_node {
@@ -266,11 +266,6 @@ unsafe fn node<'a>(node: *const rwal_node) -> Result<&'a rwal_node, Failure> {
     Ok(unsafe { &*node })
 }
 
-unsafe fn put<T>(out: *mut T, value: T) {
-    // SAFETY: callers checked `out` for NULL; the caller of the API gives writable memory.
-    unsafe { out.write(value) }
-}
-
 /// New node options for node `id` (1, 2, ...) with its log in `dir`: listen on 127.0.0.1 on a
 /// port the OS chooses, no peers, found a cluster of this node alone, 10 ms ticks. `*opts_out`
 /// is the options; free them with `rwal_node_options_free`.
@@ -348,9 +343,8 @@ pub unsafe extern "C" fn rwal_node_options_set_cluster(
                 rwal_replication::net::SECRET_BYTES_MIN
             )));
         }
-        non_null(secret, "secret")?;
-        // SAFETY: `len` readable bytes (the caller's contract).
-        opts.secret = unsafe { std::slice::from_raw_parts(secret, len) }.to_vec();
+        // SAFETY: forwarded caller contract.
+        opts.secret = unsafe { bytes(secret, len, "secret")? }.to_vec();
         opts.cluster_id = cluster_id;
         Ok(())
     })
@@ -524,13 +518,10 @@ pub unsafe extern "C" fn rwal_snapshot_sink_write(
 ) -> rwal_status {
     boundary(|| {
         non_null(sink, "sink")?;
-        if len > 0 {
-            non_null(data, "data")?;
-            // SAFETY: the sink of the running callback; `len` readable bytes.
-            unsafe { &mut *sink }
-                .bytes
-                .extend_from_slice(unsafe { std::slice::from_raw_parts(data, len) });
-        }
+        // SAFETY: forwarded caller contract.
+        let data = unsafe { bytes(data, len, "data")? };
+        // SAFETY: the sink of the running callback (the caller's contract).
+        unsafe { &mut *sink }.bytes.extend_from_slice(data);
         Ok(())
     })
 }
@@ -575,11 +566,7 @@ pub unsafe extern "C" fn rwal_node_open(
         }));
         let node = Node::open(options, Engine(opts.callbacks), network.transport())?;
         network.attach(node.inbox());
-        let handle = rwal_node {
-            node,
-            network,
-            peers: parking_lot::Mutex::new(opts.peers.clone()),
-        };
+        let handle = rwal_node { node, network };
         // SAFETY: checked non-NULL.
         unsafe { put(node_out, Box::into_raw(Box::new(handle))) };
         Ok(())
@@ -600,7 +587,7 @@ pub unsafe extern "C" fn rwal_node_close(node: *mut rwal_node) -> rwal_status {
         }
         // SAFETY: from rwal_node_open, freed only here.
         let handle = unsafe { Box::from_raw(node) };
-        let rwal_node { node, network, .. } = *handle;
+        let rwal_node { node, network } = *handle;
         let closed = node.close();
         drop(network);
         closed?;
@@ -672,7 +659,6 @@ pub unsafe extern "C" fn rwal_node_add_peer(
         // SAFETY: forwarded caller contract.
         let node = unsafe { self::node(node)? };
         node.network.add_peer(id, at)?;
-        node.peers.lock().insert(id, at);
         Ok(())
     })
 }
@@ -695,13 +681,8 @@ pub unsafe extern "C" fn rwal_node_propose(
     boundary(|| {
         non_null(lsn_out, "lsn_out")?;
         non_null(epoch_out, "epoch_out")?;
-        let data = if len == 0 {
-            &[][..]
-        } else {
-            non_null(data, "data")?;
-            // SAFETY: `len` readable bytes (the caller's contract).
-            unsafe { std::slice::from_raw_parts(data, len) }
-        };
+        // SAFETY: forwarded caller contract.
+        let data = unsafe { bytes(data, len, "data")? };
         // SAFETY: forwarded caller contract.
         let (lsn, epoch) = unsafe { self::node(node)? }.node.propose(data)?;
         // SAFETY: checked non-NULL.
@@ -757,10 +738,9 @@ pub unsafe extern "C" fn rwal_node_leader(
         let addr = match leader {
             Some(id) if id == node.node.id() => node.network.local_addr().to_string(),
             Some(id) => node
-                .peers
-                .lock()
-                .get(&id)
-                .map(ToString::to_string)
+                .network
+                .peer_addr(id)
+                .map(|addr| addr.to_string())
                 .unwrap_or_default(),
             None => String::new(),
         };
@@ -861,7 +841,6 @@ pub unsafe extern "C" fn rwal_node_change_membership(
             // SAFETY: forwarded caller contract.
             let at = unsafe { address(addr, "addr")? };
             handle.network.add_peer(id, at)?;
-            handle.peers.lock().insert(id, at);
         }
         let lsn = handle.node.change_membership(change)?;
         // SAFETY: checked non-NULL.
@@ -883,13 +862,8 @@ pub unsafe extern "C" fn rwal_node_checkpoint(
     len: usize,
 ) -> rwal_status {
     boundary(|| {
-        let state = if len == 0 {
-            &[][..]
-        } else {
-            non_null(state, "state")?;
-            // SAFETY: `len` readable bytes (the caller's contract).
-            unsafe { std::slice::from_raw_parts(state, len) }
-        };
+        // SAFETY: forwarded caller contract.
+        let state = unsafe { bytes(state, len, "state")? };
         // SAFETY: forwarded caller contract.
         Ok(unsafe { self::node(node)? }.node.checkpoint(lsn, state)?)
     })

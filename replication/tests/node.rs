@@ -2,57 +2,20 @@
 //! `Superseded`, committed readers, membership changes and snapshot catch-up on real files.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use rwal_replication::{
     Bootstrap, Error, MembershipChange, MemoryNetwork, Node, NodeId, NodeOptions, Replica, Role,
-    StateMachine,
 };
 use rwal_tests::TempDir;
 use rwal_wal::{Backend, Lsn, Options, RecordKind, RecoveryMode};
 
+mod common;
+
+use common::Engine;
+
 const WAIT: Duration = Duration::from_secs(20);
-
-/// An engine that keeps every committed user record.
-#[derive(Clone, Default)]
-struct Engine(Arc<Mutex<BTreeMap<Lsn, Vec<u8>>>>);
-
-impl StateMachine for Engine {
-    fn apply(&mut self, lsn: Lsn, _epoch: u64, data: &[u8]) {
-        self.0.lock().insert(lsn, data.to_vec());
-    }
-
-    fn snapshot(&mut self) -> Vec<u8> {
-        encode(&self.0.lock())
-    }
-
-    fn restore(&mut self, _lsn: Lsn, _epoch: u64, snapshot: &[u8]) {
-        *self.0.lock() = decode(snapshot);
-    }
-}
-
-fn encode(state: &BTreeMap<Lsn, Vec<u8>>) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (lsn, data) in state {
-        out.extend_from_slice(&lsn.to_le_bytes());
-        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        out.extend_from_slice(data);
-    }
-    out
-}
-
-fn decode(mut bytes: &[u8]) -> BTreeMap<Lsn, Vec<u8>> {
-    let mut state = BTreeMap::new();
-    while !bytes.is_empty() {
-        let lsn = u64::from_le_bytes(bytes[..8].try_into().unwrap());
-        let len = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
-        state.insert(lsn, bytes[12..12 + len].to_vec());
-        bytes = &bytes[12 + len..];
-    }
-    state
-}
 
 struct Cluster {
     dir: TempDir,
@@ -269,7 +232,7 @@ fn a_learner_joins_by_snapshot_is_promoted_and_the_leader_removed() {
     });
     // Compact the leader's log so the newcomer must start from a snapshot.
     let applied = cluster.node(leader).status().applied_lsn;
-    let state = encode(&cluster.nodes[&leader].1 .0.lock());
+    let state = common::encode(&cluster.nodes[&leader].1 .0.lock());
     cluster.node(leader).checkpoint(applied, &state).unwrap();
     let report = cluster.node(leader).compact().unwrap();
     assert!(report.segments_removed > 0, "{report:?}");

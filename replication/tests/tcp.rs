@@ -11,39 +11,12 @@ use rwal_replication::{Bootstrap, Node, NodeId, NodeOptions, Role, StateMachine}
 use rwal_tests::TempDir;
 use rwal_wal::{Backend, Lsn, Options};
 
+mod common;
+
+use common::Engine;
+
 const WAIT: Duration = Duration::from_secs(30);
 const SECRET: &[u8] = b"three nodes on loopback share this";
-
-#[derive(Clone, Default)]
-struct Engine(Arc<Mutex<BTreeMap<Lsn, Vec<u8>>>>, Arc<Mutex<Vec<Lsn>>>);
-
-impl StateMachine for Engine {
-    fn apply(&mut self, lsn: Lsn, _epoch: u64, data: &[u8]) {
-        self.0.lock().insert(lsn, data.to_vec());
-    }
-
-    fn snapshot(&mut self) -> Vec<u8> {
-        let mut out = Vec::new();
-        for (lsn, data) in self.0.lock().iter() {
-            out.extend_from_slice(&lsn.to_le_bytes());
-            out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-            out.extend_from_slice(data);
-        }
-        out
-    }
-
-    fn restore(&mut self, lsn: Lsn, _epoch: u64, mut bytes: &[u8]) {
-        self.1.lock().push(lsn);
-        let mut state = BTreeMap::new();
-        while !bytes.is_empty() {
-            let lsn = u64::from_le_bytes(bytes[..8].try_into().unwrap());
-            let len = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
-            state.insert(lsn, bytes[12..12 + len].to_vec());
-            bytes = &bytes[12 + len..];
-        }
-        *self.0.lock() = state;
-    }
-}
 
 struct Member {
     network: PeerNetwork,

@@ -1,36 +1,11 @@
 /* C tests of the rwal ABI: run from `make c-test`, linked dynamically and statically, under
  * valgrind. Usage: test_basic DIR (an empty scratch directory). */
+#include "check.h"
 #include "rwal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int passed = 0;
-static int failed = 0;
-
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (cond) {                                                                  \
-            passed++;                                                                \
-        } else {                                                                     \
-            failed++;                                                                \
-            char msg[256];                                                           \
-            rwal_last_error(msg, sizeof msg);                                        \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed (last error: %s)\n", __FILE__,  \
-                    __LINE__, #cond, msg);                                           \
-        }                                                                            \
-    } while (0)
-
-#define CHECK_STATUS(call, expected)                                                 \
-    do {                                                                             \
-        rwal_status got_ = (call);                                                   \
-        if (got_ != (expected)) {                                                    \
-            fprintf(stderr, "%s:%d: %s returned %s, expected %s\n", __FILE__,        \
-                    __LINE__, #call, rwal_status_str(got_), rwal_status_str(expected)); \
-        }                                                                            \
-        CHECK(got_ == (expected));                                                   \
-    } while (0)
 
 static int messages = 0;
 

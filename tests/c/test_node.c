@@ -2,6 +2,7 @@
  * with apply, snapshot, restore and leader callbacks. Run from `make c-test` under valgrind.
  * Usage: test_node DIR (an empty scratch directory). */
 #define _POSIX_C_SOURCE 200809L
+#include "check.h"
 #include "rwal.h"
 
 #include <pthread.h>
@@ -9,32 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static int passed = 0;
-static int failed = 0;
-
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (cond) {                                                                  \
-            passed++;                                                                \
-        } else {                                                                     \
-            failed++;                                                                \
-            char msg[256];                                                           \
-            rwal_last_error(msg, sizeof msg);                                        \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed (last error: %s)\n", __FILE__,  \
-                    __LINE__, #cond, msg);                                           \
-        }                                                                            \
-    } while (0)
-
-#define CHECK_STATUS(call, expected)                                                 \
-    do {                                                                             \
-        rwal_status got_ = (call);                                                   \
-        if (got_ != (expected)) {                                                    \
-            fprintf(stderr, "%s:%d: %s returned %s, expected %s\n", __FILE__,        \
-                    __LINE__, #call, rwal_status_str(got_), rwal_status_str(expected)); \
-        }                                                                            \
-        CHECK(got_ == (expected));                                                   \
-    } while (0)
 
 #define NODES 3
 #define RECORDS 40

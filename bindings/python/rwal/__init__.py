@@ -190,23 +190,25 @@ def open(  # noqa: A001 - rwal.open on purpose, like io.open
     return Log(handle[0])
 
 
-class Log:
-    """An open log; see the module docs. Use rwal.open() to get one."""
+class _Handle:
+    """A library handle shared between threads: calls in progress are counted, so that close()
+    waits for them instead of freeing the handle under them, and calls after it raise
+    ClosedError."""
 
-    def __init__(self, handle) -> None:
+    _what = "handle"
+
+    def _open(self, handle) -> None:
         self._handle = handle
         self._calls = 0
         self._closed = False
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
-        self._out = threading.local()
 
     def _enter(self):
-        """Marks a call in progress, so that close() waits for it instead of freeing the
-        handle under it; returns the handle."""
+        """Marks a call in progress; returns the handle."""
         with self._lock:
             if self._closed:
-                raise ClosedError(lib.RWAL_ERR_CLOSED, "log is closed")
+                raise ClosedError(lib.RWAL_ERR_CLOSED, "%s is closed" % self._what)
             self._calls += 1
         return self._handle
 
@@ -224,6 +226,45 @@ class Log:
             yield handle
         finally:
             self._exit()
+
+    def _close_with(self, free) -> None:
+        """Marks the handle closed, waits for the calls in progress, then frees it with
+        `free`. Twice is fine."""
+        with self._idle:
+            if self._closed:
+                return
+            self._closed = True
+            while self._calls:
+                self._idle.wait()
+        _check(free(self._handle))
+
+    @property
+    def closed(self) -> bool:
+        """Whether close() was called."""
+        return self._closed
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            try:
+                self.close()
+            except Error:
+                pass
+
+
+class Log(_Handle):
+    """An open log; see the module docs. Use rwal.open() to get one."""
+
+    _what = "log"
+
+    def __init__(self, handle) -> None:
+        self._open(handle)
+        self._out = threading.local()
 
     def _lsn_out(self):
         """This thread's reusable output cell (allocating one per call costs more than the
@@ -381,31 +422,7 @@ class Log:
     def close(self) -> None:
         """Syncs, releases the directory and frees the handle; waits for calls in progress on
         other threads. Closing twice is fine."""
-        with self._idle:
-            if self._closed:
-                return
-            self._closed = True
-            while self._calls:
-                self._idle.wait()
-        _check(lib.rwal_close(self._handle))
-
-    @property
-    def closed(self) -> bool:
-        """Whether close() was called."""
-        return self._closed
-
-    def __enter__(self) -> "Log":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        if not getattr(self, "_closed", True):
-            try:
-                self.close()
-            except Error:
-                pass
+        self._close_with(lib.rwal_close)
 
 
 from .node import Node  # noqa: E402 - needs the errors above

@@ -15,9 +15,10 @@ callback is printed and otherwise ignored (it cannot cross the C boundary): keep
 
 from __future__ import annotations
 
-import threading
+import os
 from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 
+from . import InvalidArgumentError, NotLeaderError, _check, _Handle, _last_error
 from ._rwal_cffi import ffi, lib
 
 ApplyFn = Callable[[int, int, bytes], None]
@@ -80,8 +81,10 @@ def _rwal_py_leader(userdata, leader, term):
         engine.on_leader(leader or None, term)
 
 
-class Node:
+class Node(_Handle):
     """A running member of a replicated log; see the module docs."""
+
+    _what = "node"
 
     def __init__(
         self,
@@ -105,9 +108,7 @@ class Node:
         members' ids to their peer addresses ("IP:PORT"; more with add_peer); `voters` are the
         founding voters (default: this node and every peer); `join` starts empty, waiting to
         be added by the leader."""
-        from . import _check, os  # the package's error mapping
-
-        self._closed = True
+        self._closed = True  # until opened: nothing for __del__ to close
         opts_out = ffi.new("rwal_node_options **")
         _check(lib.rwal_node_options_new(node_id, os.fsencode(path), opts_out))
         opts = ffi.gc(opts_out[0], lib.rwal_node_options_free)
@@ -131,30 +132,9 @@ class Node:
             lib._rwal_py_leader, self._engine_handle))
         out = ffi.new("rwal_node **")
         _check(lib.rwal_node_open(opts, out))
-        self._handle = out[0]
-        self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
-        self._calls = 0
-        self._closed = False
-
-    def _enter(self):
-        from . import ClosedError
-
-        with self._lock:
-            if self._closed:
-                raise ClosedError(lib.RWAL_ERR_CLOSED, "node is closed")
-            self._calls += 1
-        return self._handle
-
-    def _exit(self) -> None:
-        with self._lock:
-            self._calls -= 1
-            if self._closed and self._calls == 0:
-                self._idle.notify_all()
+        self._open(out[0])
 
     def _call(self, function, *args) -> None:
-        from . import _check
-
         handle = self._enter()
         try:
             status = function(handle, *args)
@@ -165,8 +145,6 @@ class Node:
             self._exit()
 
     def _raise_not_leader(self, handle) -> None:
-        from . import NotLeaderError, _last_error
-
         message = _last_error()
         leader = ffi.new("uint64_t *")
         buf = ffi.new("char[]", 128)
@@ -239,8 +217,6 @@ class Node:
     def records(self, from_lsn: Optional[int] = None) -> Iterator[Tuple[int, int, int, bytes]]:
         """(lsn, epoch, kind, data) of committed records from `from_lsn` (default: the first
         retained), up to the commit LSN; kind is rwal.node.USER or rwal.node.SYSTEM."""
-        from . import _check
-
         start = self.status()["first_lsn"] if from_lsn is None else from_lsn
         out = ffi.new("rwal_node_reader **")
         self._call(lib.rwal_node_reader_open, start, out)
@@ -268,8 +244,6 @@ class Node:
     def change_membership(self, change: str, peer: int, addr: Optional[str] = None) -> int:
         """"add_voter" (or promote a learner), "add_learner" or "remove" node `peer` (its peer
         address is added to this node's peers); on the leader; returns the change's LSN."""
-        from . import InvalidArgumentError
-
         if change not in _CHANGES:
             raise InvalidArgumentError(lib.RWAL_ERR_INVALID_ARGUMENT,
                                        "unknown change %r (one of %s)" % (change, ", ".join(_CHANGES)))
@@ -289,28 +263,7 @@ class Node:
 
     def close(self) -> None:
         """Stops the node and closes its log; waits for calls in progress. Twice is fine."""
-        from . import _check
-
-        with self._idle:
-            if self._closed:
-                return
-            self._closed = True
-            while self._calls:
-                self._idle.wait()
-        _check(lib.rwal_node_close(self._handle))
-
-    def __enter__(self) -> "Node":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        if not getattr(self, "_closed", True):
-            try:
-                self.close()
-            except Exception:  # noqa: BLE001 - never raise from a finalizer
-                pass
+        self._close_with(lib.rwal_node_close)
 
 
 def _millis(seconds: float) -> int:

@@ -148,7 +148,8 @@ struct Peer {
 
 #[derive(Default)]
 struct PeerQueue {
-    messages: VecDeque<Message>,
+    /// Raft messages with their encoded size (computed once, when queued).
+    messages: VecDeque<(Message, usize)>,
     bytes: usize,
     /// The snapshot lane: chunks and, after them, raft's snapshot message, in the order sent
     /// (the message must not overtake its chunks: the receiver drops it without its bytes).
@@ -252,6 +253,11 @@ impl PeerNetwork {
         }
         let shared = self.shared.clone();
         self.spawn(&format!("send-{id}"), move || send_loop(shared, peer))
+    }
+
+    /// The address this node dials peer `id` at, if it is a peer.
+    pub fn peer_addr(&self, id: NodeId) -> Option<SocketAddr> {
+        self.shared.peers.read().get(&id).map(|peer| peer.addr)
     }
 
     /// Where received envelopes go: the node's inbox.
@@ -372,7 +378,7 @@ impl Transport for TcpTransport {
                         continue;
                     }
                     queue.bytes += bytes;
-                    queue.messages.push_back(message);
+                    queue.messages.push_back((message, bytes));
                 }
                 Envelope::SnapshotChunk(chunk) => {
                     if queue.chunks >= QUEUED_CHUNKS_MAX {
@@ -491,8 +497,7 @@ fn pump(
             }
             let mut messages = Vec::new();
             let mut bytes = 0;
-            while let Some(message) = queue.messages.pop_front() {
-                let size = protobuf::Message::compute_size(&message) as usize;
+            while let Some((message, size)) = queue.messages.pop_front() {
                 queue.bytes -= size;
                 bytes += size;
                 messages.push(message);
