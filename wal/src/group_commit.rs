@@ -12,8 +12,6 @@
 //! [`Error::Poisoned`] with it, and nothing retries the sync (after a failed fsync the kernel may
 //! have dropped the dirty pages, so a retry that succeeds proves nothing).
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,8 +37,8 @@ pub struct CommitStats {
 struct State {
     written: Lsn,
     written_bytes: u64,
-    /// Runs copied out of order: (first, last, bytes).
-    early: BinaryHeap<Reverse<(Lsn, Lsn, u64)>>,
+    /// Runs copied ahead of `written`, waiting for the gap before them to close.
+    early: EarlyRuns,
     durable: Lsn,
     durable_bytes: u64,
     syncing: bool,
@@ -51,9 +49,57 @@ struct State {
     truncated_to: Lsn,
     poisoned: Option<Arc<Error>>,
     closed: bool,
-    /// Threads waiting for `written` to advance (so `complete` only notifies when needed).
+    /// Threads waiting for `written` to advance (so `complete` only notifies when needed),
+    /// committers and appenders whose run is too far ahead for `early` alike.
     waiting_for_written: u32,
     stats: CommitStats,
+}
+
+/// How far ahead of the written LSN a completed run may start and still be parked in
+/// [`EarlyRuns`]; a run further ahead waits in [`GroupCommit::complete`].
+pub(crate) const EARLY_RUNS_MAX: u64 = 1 << 14;
+
+/// Runs completed ahead of the written LSN, in a ring indexed by their first LSN: parking one
+/// and taking the next are O(1) however many wait. (A binary heap here cost 11% of the append
+/// path at two threads: a preempted appender holds the gap open while the other completes some
+/// 100 000 runs.) Every parked run starts within `EARLY_RUNS_MAX` LSNs after the written LSN, so
+/// two parked runs never share a slot. The ring is allocated on the first early run: a log
+/// appended from one thread never needs it.
+#[derive(Default)]
+struct EarlyRuns {
+    /// Slot `first % EARLY_RUNS_MAX` holds (last, bytes) of the run starting at `first`;
+    /// `last == 0` marks an empty slot (LSNs start at 1).
+    slots: Vec<(Lsn, u64)>,
+    parked: usize,
+}
+
+impl EarlyRuns {
+    fn insert(&mut self, first: Lsn, last: Lsn, bytes: u64) {
+        if self.slots.is_empty() {
+            self.slots = vec![(0, 0); EARLY_RUNS_MAX as usize];
+        }
+        let slot = &mut self.slots[(first % EARLY_RUNS_MAX) as usize];
+        debug_assert_eq!(slot.0, 0, "two parked runs share the slot of {first}");
+        *slot = (last, bytes);
+        self.parked += 1;
+    }
+
+    /// Takes the run starting at `first`, if it is parked.
+    fn take(&mut self, first: Lsn) -> Option<(Lsn, u64)> {
+        if self.parked == 0 {
+            return None;
+        }
+        let slot = &mut self.slots[(first % EARLY_RUNS_MAX) as usize];
+        if slot.0 == 0 {
+            return None;
+        }
+        self.parked -= 1;
+        Some(std::mem::take(slot))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.parked == 0
+    }
 }
 
 /// The group-commit state of one log.
@@ -72,7 +118,7 @@ impl GroupCommit {
             state: Mutex::new(State {
                 written: durable,
                 written_bytes: 0,
-                early: BinaryHeap::new(),
+                early: EarlyRuns::default(),
                 durable,
                 durable_bytes: 0,
                 syncing: false,
@@ -107,21 +153,33 @@ impl GroupCommit {
     }
 
     /// Records that the run `first..=last` (`bytes` as stored) is completely copied.
+    ///
+    /// A run more than [`EARLY_RUNS_MAX`] LSNs ahead of the written LSN waits here until the gap
+    /// narrows: the appender that holds the gap open was preempted, and waiting gives it a CPU.
     pub fn complete(&self, first: Lsn, last: Lsn, bytes: u64) {
         debug_assert!(first <= last);
         let mut st = self.state.lock();
         debug_assert!(first > st.written, "run {first}..={last} completed twice");
-        if first != st.written + 1 {
-            st.early.push(Reverse((first, last, bytes)));
-            return;
+        while first != st.written + 1 {
+            if first - st.written - 1 < EARLY_RUNS_MAX {
+                st.early.insert(first, last, bytes);
+                return;
+            }
+            if st.poisoned.is_some() || st.closed {
+                // The appender holding the gap may have failed and will never complete it;
+                // nothing is synced any more anyway.
+                return;
+            }
+            st.waiting_for_written += 1;
+            self.cond.wait(&mut st);
+            st.waiting_for_written -= 1;
         }
         st.written = last;
         st.written_bytes += bytes;
-        while let Some(&Reverse((f, l, b))) = st.early.peek() {
-            if f != st.written + 1 {
-                break;
-            }
-            st.early.pop();
+        while let Some((l, b)) = {
+            let next = st.written + 1;
+            st.early.take(next)
+        } {
             st.written = l;
             st.written_bytes += b;
         }
@@ -376,6 +434,60 @@ mod tests {
         assert_eq!(gc.written_lsn(), 0);
         gc.complete(1, 1, 40);
         assert_eq!(gc.written_lsn(), 3);
+    }
+
+    #[test]
+    fn parked_runs_wrap_around_the_ring() {
+        let gc = GroupCommit::new(0);
+        // Windows of 100 one-record runs completed backwards: 99 park, the first closes the
+        // gap. Three times around the ring, so that slots are reused.
+        for base in (0..3 * EARLY_RUNS_MAX).step_by(100) {
+            for lsn in (base + 2..=base + 100).rev() {
+                gc.complete(lsn, lsn, 40);
+            }
+            assert_eq!(gc.written_lsn(), base);
+            gc.complete(base + 1, base + 1, 40);
+            assert_eq!(gc.written_lsn(), base + 100);
+        }
+        assert!(gc.state.lock().early.is_empty());
+        let st = gc.state.lock();
+        assert_eq!(st.written_bytes, 40 * st.written);
+    }
+
+    #[test]
+    fn a_run_too_far_ahead_waits_for_the_gap() {
+        let gc = Arc::new(GroupCommit::new(0));
+        let far = EARLY_RUNS_MAX + 2;
+        let ahead = {
+            let gc = gc.clone();
+            thread::spawn(move || gc.complete(far, far, 40))
+        };
+        while gc.state.lock().waiting_for_written == 0 {
+            thread::yield_now();
+        }
+        assert!(!ahead.is_finished());
+        assert_eq!(gc.written_lsn(), 0);
+        gc.complete(1, far - 1, 40 * (far - 1));
+        ahead.join().unwrap();
+        assert_eq!(gc.written_lsn(), far);
+        assert_eq!(gc.state.lock().written_bytes, 40 * far);
+    }
+
+    #[test]
+    fn a_run_waiting_for_the_gap_is_released_by_poison() {
+        let gc = Arc::new(GroupCommit::new(0));
+        let far = EARLY_RUNS_MAX + 2;
+        let ahead = {
+            let gc = gc.clone();
+            thread::spawn(move || gc.complete(far, far, 40))
+        };
+        while gc.state.lock().waiting_for_written == 0 {
+            thread::yield_now();
+        }
+        // The appender of LSN 1 failed its write: it poisons and never completes.
+        gc.poison(Error::Closed);
+        ahead.join().unwrap();
+        assert_eq!(gc.written_lsn(), 0);
     }
 
     #[test]

@@ -37,7 +37,7 @@ fn loom_reservation_gives_distinct_lsns_and_disjoint_ranges() {
                 thread::spawn(move || {
                     let mut runs = Runs::new();
                     tail.lock()
-                        .place([size].into_iter(), |s, _, _| s + 1, &mut runs);
+                        .place([size].into_iter(), |s, _, _| s + 1, |s| *s, &mut runs);
                     let run = runs.iter().next().expect("one run").clone();
                     group.complete(run.first_lsn, run.first_lsn, size);
                     (run.first_lsn, run.segment, run.offset, size)

@@ -23,10 +23,11 @@ pub(crate) struct Tail<S> {
     new_segment_bytes: u64,
 }
 
-/// A run of consecutive records placed back to back in one segment.
+/// A run of consecutive records placed back to back in one segment, which `R` names (the
+/// handle that `Tail::place` made of the tail's segment).
 #[derive(Debug, Clone)]
-pub(crate) struct Run<S> {
-    pub segment: S,
+pub(crate) struct Run<R> {
+    pub segment: R,
     pub offset: u64,
     pub first_lsn: Lsn,
     pub count: usize,
@@ -135,12 +136,13 @@ impl<S: Clone> Tail<S> {
     /// first_lsn)` for each segment change: it seals the full segment at `last_lsn` and returns
     /// the next one, which starts at `first_lsn`. The caller made sure beforehand (with
     /// `rolls_needed`) that `roll` can succeed, so that no LSN is taken unless every record has
-    /// a place. Returns the runs in LSN order.
-    pub fn place(
+    /// a place. Returns the runs in LSN order, each naming its segment by `handle(segment)`.
+    pub fn place<R>(
         &mut self,
         sizes: impl Iterator<Item = u64>,
         mut roll: impl FnMut(&S, Lsn, Lsn) -> S,
-        runs: &mut Runs<S>,
+        handle: impl Fn(&S) -> R,
+        runs: &mut Runs<R>,
     ) {
         let mut opens_segment = false;
         for size in sizes {
@@ -158,7 +160,7 @@ impl<S: Clone> Tail<S> {
                     run.count += 1;
                 }
                 _ => runs.push(Run {
-                    segment: self.active.clone(),
+                    segment: handle(&self.active),
                     offset: self.offset,
                     first_lsn: self.next_lsn,
                     count: 1,
@@ -189,6 +191,7 @@ mod tests {
                 seals.push((*s, last, first));
                 s + 1
             },
+            |s| *s,
             &mut runs,
         );
         assert_eq!(seals, vec![(0, 2, 3)]);

@@ -20,6 +20,7 @@ use crate::record::{self, RecordHeader, RecordKind};
 use crate::recovery::{self, RecoveryReport};
 use crate::reserve::{Run, Runs, Tail};
 use crate::segment::{self, PreparedSegment, Segment, HEADER_REGION_BYTES};
+use crate::segment_ref::SegmentRef;
 use crate::Lsn;
 
 /// The `Staged` backend writes the active segment's staged bytes back past this much.
@@ -432,6 +433,7 @@ impl Inner {
             tail.place(
                 sizes(),
                 |old, last, first| self.roll(old, last, first),
+                SegmentRef::new,
                 &mut runs,
             );
             self.next_lsn.store(tail.next_lsn(), Ordering::Release);
@@ -450,15 +452,18 @@ impl Inner {
 
     /// Copies one run of records into its segment (after its header, if it opens the segment).
     /// A failed write poisons the log: the LSNs are taken and cannot be given back.
+    #[allow(unsafe_code)] // Only to reach the run's segment (docs/UNSAFE.md, site 17).
     fn copy_run(
         &self,
-        run: &Run<Arc<Segment>>,
+        run: &Run<SegmentRef>,
         records: &[&[u8]],
         kind: RecordKind,
         epoch: u64,
         durable_hint: Lsn,
     ) -> Result<u64> {
-        let segment = &run.segment;
+        // SAFETY: the run is not yet reported complete, so the written LSN is below its first
+        // LSN and the segment is still in the segment map (see `SegmentRef`).
+        let segment = unsafe { run.segment.get() };
         let fail = |e| {
             self.group
                 .poison(Error::io("write", self.dir.path().join(segment.name()), e))
