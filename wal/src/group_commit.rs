@@ -142,7 +142,6 @@ impl GroupCommit {
     }
 
     /// The written LSN: every record up to it is completely copied.
-    #[cfg(test)]
     pub fn written_lsn(&self) -> Lsn {
         self.state.lock().written
     }

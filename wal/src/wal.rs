@@ -850,6 +850,7 @@ impl Inner {
         let wanted = self.options.prepared_segments_max;
         self.prepare_segments(wanted)?;
         self.write_back()?;
+        self.release_sealed_memory();
         self.update_control()?;
         self.compact().map(drop)
     }
@@ -871,6 +872,34 @@ impl Inner {
             }
         }
         Ok(())
+    }
+
+    /// Gives back the memory the `IoUring` backend keeps for reads of what it wrote (see
+    /// `File::release_memory`), for each sealed segment whose records are all completely
+    /// copied and written to the file, and that no reader stands in; that memory would
+    /// otherwise grow with everything written since the log was opened. Called after
+    /// `write_back`, which writes sealed segments' staged records to their files.
+    fn release_sealed_memory(&self) {
+        if !matches!(self.options.backend, Backend::IoUring) {
+            return;
+        }
+        // No write into a sealed segment is in progress once every record in it is copied
+        // (appenders name their segment without a handle until then: `SegmentRef`); a cut that
+        // could rewrite it holds the segment map's lock to remove later segments, and reopens
+        // the segment for writes only after that.
+        let written = self.group.written_lsn();
+        // Held exclusively: while it is, nobody can take a new handle on a segment, so a segment
+        // that only the map holds has no reader, no slice of its bytes alive, and none coming.
+        let map = self.segments.write();
+        for segment in map.values() {
+            if segment.sealed_last_lsn().is_none_or(|last| last > written) {
+                // Segments are in LSN order: none after this one is sealed and written.
+                break;
+            }
+            if Arc::strong_count(segment) == 1 {
+                segment.file.release_memory();
+            }
+        }
     }
 
     /// Writes the durable watermark to the control file if it moved. A failed write poisons.

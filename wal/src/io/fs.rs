@@ -435,6 +435,48 @@ impl File for FsFile {
         self.staging.as_ref().map_or(0, Staging::staged_bytes)
     }
 
+    fn release_memory(&self) -> u64 {
+        let (Some(staging), Some(direct)) = (&self.staging, &self.direct) else {
+            return 0;
+        };
+        // Held so that no sync or write-back runs meanwhile. Whatever is staged must first be
+        // written to the file (by a write-back or a sync): only then does the disk hold it.
+        let _flush = staging.flush.lock();
+        if staging.staged_bytes() != 0 {
+            return 0;
+        }
+        let held = direct.invalidate_all();
+        if held == 0 {
+            return 0;
+        }
+        // From here on `bytes` reads through the file mapping. Drop every page of it this
+        // process has mapped, then every clean cached page of the file: a page cached before
+        // (or while) an `O_DIRECT` write reached the file may hold stale bytes, and once both
+        // are gone the next read fetches what the writes left in the file. A page that
+        // survived anyway would fail its record's checksum on read, not pass silently.
+        // SAFETY: the range is exactly the mapping, which lives as long as `self`; dropping the
+        // pages of a shared read-only file mapping loses nothing (they are read from the file
+        // again on the next access).
+        unsafe {
+            libc::madvise(
+                self.map.as_mut_ptr().cast(),
+                self.len as usize,
+                libc::MADV_DONTNEED,
+            );
+        }
+        // SAFETY: fadvise on a descriptor we own; no memory is passed.
+        unsafe {
+            libc::posix_fadvise(
+                self.file.as_raw_fd(),
+                0,
+                self.len as libc::off_t,
+                libc::POSIX_FADV_DONTNEED,
+            );
+        }
+        staging.forget_all();
+        held * BLOCK_BYTES
+    }
+
     fn write_back(&self, staged_bytes_min: u64) -> io::Result<()> {
         let Some(staging) = &self.staging else {
             return Ok(());
@@ -464,7 +506,9 @@ impl File for FsFile {
                 return staging.slice(offset, offset + len as u64);
             }
             // Otherwise the bytes predate this process's O_DIRECT writes to their blocks and
-            // never change: the mapping reads them correctly even from a stale page.
+            // never change, so the mapping reads them correctly even from a stale page; or
+            // `release_memory` gave the blocks back after they were durable, and dropped the
+            // file's cached pages so that the mapping reads them from the disk.
         }
         // SAFETY: the range is inside the mapping (checked above), which lives as long as
         // `self`; no write touches it while the slice lives (the trait's discipline).
@@ -600,6 +644,27 @@ impl Staging {
         }
     }
 
+    /// Gives every page of the staging memory back (its bytes are all in the file).
+    fn forget_all(&self) {
+        let mut state = self.state.lock();
+        state.written_out.clear();
+        state.written_out_bytes = 0;
+        self.written_out_end
+            .store(0, std::sync::atomic::Ordering::Release);
+        // SAFETY: exactly the staging memory; the caller (`FsFile::release_memory`) holds the
+        // flush lock, found nothing staged (every byte is in the file), and has the log's word
+        // that no write is in progress or will start and no slice of it is alive, so no byte
+        // here is needed again: a later write into the file loads its blocks from the file
+        // first (they are no longer marked valid).
+        unsafe {
+            libc::madvise(
+                self.memory.as_mut_ptr().cast(),
+                self.memory.len(),
+                libc::MADV_DONTNEED,
+            );
+        }
+    }
+
     /// Bytes staged and not yet written to the file.
     fn staged_bytes(&self) -> u64 {
         self.dirty_bytes.load(std::sync::atomic::Ordering::Relaxed)
@@ -697,6 +762,19 @@ impl Direct {
 
     fn all_valid(&self, offset: u64, len: u64) -> bool {
         Self::blocks(offset, len).all(|b| self.is_valid(b))
+    }
+
+    /// Marks every block as not held by the staging memory; returns how many were.
+    fn invalidate_all(&self) -> u64 {
+        self.valid
+            .iter()
+            .map(|word| {
+                u64::from(
+                    word.swap(0, std::sync::atomic::Ordering::AcqRel)
+                        .count_ones(),
+                )
+            })
+            .sum()
     }
 
     /// Before a write: loads from the disk every block it touches that the staging memory does
