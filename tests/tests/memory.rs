@@ -1,9 +1,13 @@
-//! The `IoUring` backend gives back the memory it holds for reads of sealed segments, and reads
-//! stay exact afterwards: through a reader that stood in a segment meanwhile, after a cut into
-//! a segment whose memory was given back, and after reopening.
+//! Memory the staging backends hold stays bounded:
+//!
+//! * `IoUring` gives back the memory it holds for reads of sealed segments, and reads stay exact
+//!   afterwards: through a reader that stood in a segment meanwhile, after a cut into a segment
+//!   whose memory was given back, and after reopening;
+//! * `Staged` appenders write back themselves when nothing else does, so a long run of appends
+//!   without a commit or a background thread stages a bounded amount.
 //!
 //! One test in its own binary: it measures the process's `RssAnon`, which other tests running
-//! beside it would disturb.
+//! beside it would disturb, so the cases run one after the other in it.
 
 use rwal_tests::{payload, TempDir};
 use rwal_wal::{Backend, Options, Wal};
@@ -42,6 +46,37 @@ fn read_all_from(wal: &Wal, from: u64, expected_last: u64) {
 }
 
 #[test]
+fn staging_memory_stays_bounded() {
+    io_uring_gives_back_sealed_segments_memory_and_reads_stay_exact();
+    staged_appenders_write_back_when_nothing_else_does();
+}
+
+fn staged_appenders_write_back_when_nothing_else_does() {
+    let temp = TempDir::new("memory-staged");
+    let dir = temp.join("log");
+    // One segment holds the whole run, and no background thread writes anything back.
+    let options = Options::new()
+        .backend(Backend::Staged)
+        .segment_bytes(256 << 20)
+        .background_threads(false);
+    let wal = Wal::open(&dir, options).unwrap();
+    let before = rss_anon_bytes();
+    let records = (128u64 << 20) / RECORD_BYTES as u64;
+    let mut peak = 0;
+    for lsn in 1..=records {
+        assert_eq!(wal.append(&payload(lsn, RECORD_BYTES)).unwrap(), lsn);
+        if lsn % 64 == 0 {
+            peak = peak.max(rss_anon_bytes().saturating_sub(before));
+        }
+    }
+    // 16 MiB staged at most before an appender writes back, plus pages not yet given back and
+    // the allocator's noise; staging it all would hold 128 MiB.
+    assert!(peak < 32 << 20, "{peak} bytes held while appending 128 MiB");
+    wal.commit(records).unwrap();
+    read_all_from(&wal, 1, records);
+    wal.close().unwrap();
+}
+
 fn io_uring_gives_back_sealed_segments_memory_and_reads_stay_exact() {
     let temp = TempDir::new("memory-io-uring");
     let dir = temp.join("log");

@@ -25,6 +25,9 @@ use crate::Lsn;
 
 /// The `Staged` backend writes the active segment's staged bytes back past this much.
 const STAGED_BYTES_ACTIVE_MAX: u64 = 8 << 20;
+/// Past this much staged in the active segment, the appender that crosses it writes back
+/// itself (the background thread fell behind, or there is none).
+const STAGED_BYTES_APPENDER_MAX: u64 = 2 * STAGED_BYTES_ACTIVE_MAX;
 
 /// Segments by (first LSN, sequence): an empty segment and its successor may share a first LSN.
 type SegmentMap = BTreeMap<(Lsn, u64), Arc<Segment>>;
@@ -507,6 +510,14 @@ impl Inner {
             // Nobody commits: have the background thread write the staged bytes back, so that
             // the memory they hold stays bounded. Asked once until it has run.
             self.wake_background();
+        }
+        if staged >= STAGED_BYTES_APPENDER_MAX {
+            // The background thread has not kept up (starved of CPU, its writes throttled by
+            // the kernel, or not running at all): this appender writes back itself, every
+            // segment's staged bytes as the background thread would. So the staged memory stays
+            // bounded whatever the background thread's pace, and appenders slow down to the
+            // pace at which the files take the bytes.
+            self.write_back()?;
         }
         Ok(offset - run.offset)
     }
