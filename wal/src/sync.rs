@@ -45,6 +45,15 @@ mod imp {
     pub fn sleep(duration: Duration) {
         std::thread::sleep(duration);
     }
+
+    pub fn yield_now() {
+        std::thread::yield_now();
+    }
+
+    /// Time since `since`.
+    pub fn elapsed(since: std::time::Instant) -> Duration {
+        since.elapsed()
+    }
 }
 
 #[cfg(loom)]
@@ -104,6 +113,17 @@ mod imp {
 
     pub fn sleep(_duration: Duration) {
         loom::thread::yield_now();
+    }
+
+    pub fn yield_now() {
+        loom::thread::yield_now();
+    }
+
+    /// Loom has no clock, and a model must not depend on the real one: no time passes. (So a
+    /// sync "takes" no time and a leader gathers nobody: the gathering only delays a leader,
+    /// holding no lock and changing no state, so the models lose nothing by skipping it.)
+    pub fn elapsed(_since: std::time::Instant) -> Duration {
+        Duration::ZERO
     }
 }
 
