@@ -610,3 +610,31 @@ fn a_stranger_on_the_peer_port_is_refused_and_changes_nothing() {
     let log = std::fs::read_to_string(cluster.dir.join(format!("node{leader}.log"))).unwrap();
     assert!(log.contains("bad magic"), "{log}");
 }
+
+#[test]
+fn a_request_id_reused_for_other_data_is_refused() {
+    let cluster = Cluster::new("reuse");
+    let (leader, _) = cluster.leader(&[1, 2, 3]);
+    let append = |data: &[u8]| {
+        let mut body = 77u64.to_le_bytes().to_vec();
+        body.extend_from_slice(&1u64.to_le_bytes());
+        body.extend_from_slice(data);
+        call(cluster.client_addrs[&leader], 1, &body).unwrap()
+    };
+    let (status, reply) = append(b"first");
+    assert_eq!(status, 0, "{}", String::from_utf8_lossy(&reply));
+    let lsn = u64_at(&reply, 0);
+    // A retry: the first copy's LSN, nothing written twice.
+    let (status, reply) = append(b"first");
+    assert_eq!((status, u64_at(&reply, 0)), (0, lsn));
+    // The same id for other data: refused, naming why, rather than acknowledged with the LSN
+    // of data the client did not send.
+    let (status, reply) = append(b"other");
+    let message = String::from_utf8_lossy(&reply);
+    assert_eq!(status, 2, "{message}");
+    assert!(message.contains("must not be reused"), "{message}");
+    cluster.wait_applied(lsn);
+    let log = cluster.read_all(leader);
+    assert_eq!(log.get(&lsn).map(Vec::as_slice), Some(&b"first"[..]));
+    assert!(!log.values().any(|data| data == b"other"), "{log:?}");
+}

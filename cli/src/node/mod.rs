@@ -188,12 +188,23 @@ fn log(id: NodeId, line: &str) {
     eprintln!("rwal node {id}: {line}");
 }
 
+/// A client's last applied request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LastRequest {
+    request: u64,
+    lsn: Lsn,
+    epoch: u64,
+    /// `data_digest` of its data; `None` when restored from a snapshot written before digests
+    /// were kept.
+    digest: Option<u64>,
+}
+
 /// What this node's engine knows: for each client, its last applied request; the LSNs of
 /// duplicates (applied as nothing).
 #[derive(Default)]
 struct EngineState {
     applied: Lsn,
-    clients: HashMap<u64, (u64, Lsn, u64)>,
+    clients: HashMap<u64, LastRequest>,
     /// The clients by the LSN of their last applied request: the oldest is forgotten first.
     clients_by_lsn: BTreeMap<Lsn, u64>,
     duplicates: BTreeSet<Lsn>,
@@ -208,17 +219,43 @@ const CLIENTS_MAX: usize = 100_000;
 const DUPLICATES_MAX: usize = 1_000_000;
 
 impl EngineState {
-    /// Records `request` of `client` applied at `lsn`.
-    fn remember(&mut self, client: u64, request: u64, lsn: Lsn, epoch: u64) {
-        if let Some((_, old, _)) = self.clients.insert(client, (request, lsn, epoch)) {
-            self.clients_by_lsn.remove(&old);
+    /// Records `last`, the request of `client` just applied.
+    fn remember(&mut self, client: u64, last: LastRequest) {
+        if let Some(old) = self.clients.insert(client, last) {
+            self.clients_by_lsn.remove(&old.lsn);
         }
-        self.clients_by_lsn.insert(lsn, client);
+        self.clients_by_lsn.insert(last.lsn, client);
         while self.clients.len() > CLIENTS_MAX {
             let Some((_, oldest)) = self.clients_by_lsn.pop_first() else {
                 break;
             };
             self.clients.remove(&oldest);
+        }
+    }
+
+    /// The answer to an append of `data` as `request` of `client` that the table already
+    /// decides: the LSN and epoch of its applied copy, or an error for a request id below the
+    /// client's last or reused for other data; `None` if the request is new.
+    fn answer(&self, client: u64, request: u64, data: &[u8]) -> Option<Result<(Lsn, u64), String>> {
+        let last = *self.clients.get(&client)?;
+        let (lsn, epoch) = (last.lsn, last.epoch);
+        if request == last.request {
+            if last.digest.is_some_and(|d| d != data_digest(data)) {
+                // Answering with the first copy's LSN would acknowledge data that is not in
+                // the log.
+                return Some(Err(format!(
+                    "request {request} of client {client} was first appended with other data \
+                     (at LSN {lsn}): a request id must not be reused for other data"
+                )));
+            }
+            Some(Ok((lsn, epoch)))
+        } else if request < last.request {
+            let last = last.request;
+            Some(Err(format!(
+                "request {request} of client {client} is below its last applied request {last}"
+            )))
+        } else {
+            None
         }
     }
 
@@ -244,12 +281,24 @@ impl StateMachine for Engine {
         let mut state = state.lock();
         state.applied = lsn;
         match proto::decode_record(data) {
-            Some((client, request, _)) => {
-                let seen = state.clients.get(&client).is_some_and(|c| c.0 >= request);
+            Some((client, request, data)) => {
+                let seen = state
+                    .clients
+                    .get(&client)
+                    .is_some_and(|c| c.request >= request);
                 if seen {
                     state.duplicate(lsn);
                 } else {
-                    state.remember(client, request, lsn, epoch);
+                    let digest = Some(data_digest(data));
+                    state.remember(
+                        client,
+                        LastRequest {
+                            request,
+                            lsn,
+                            epoch,
+                            digest,
+                        },
+                    );
                 }
             }
             None => {
@@ -285,11 +334,27 @@ impl StateMachine for Engine {
     }
 }
 
+/// A 64-bit FNV-1a hash of a request's data: tells a retry (same data) from a request id reused
+/// for other data. Not cryptographic: it catches a client's mistake, not an attacker (the client
+/// port is unauthenticated anyway). The same function on every node, so the table is the same.
+fn data_digest(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Opens the snapshot format that keeps data digests. The first format began with the client
+/// count, which never comes near this value (the table holds at most `CLIENTS_MAX`).
+const STATE_FORMAT_2: u64 = u64::MAX - 1;
+
 fn encode_state(state: &EngineState) -> Vec<u8> {
     let mut out = Vec::new();
+    out.extend_from_slice(&STATE_FORMAT_2.to_le_bytes());
     out.extend_from_slice(&(state.clients.len() as u64).to_le_bytes());
-    for (client, (request, lsn, epoch)) in &state.clients {
-        for v in [*client, *request, *lsn, *epoch] {
+    for (client, last) in &state.clients {
+        // A digest of 0 stands for "unknown" (a client restored from the first format).
+        let digest = last.digest.unwrap_or(0);
+        for v in [*client, last.request, last.lsn, last.epoch, digest] {
             out.extend_from_slice(&v.to_le_bytes());
         }
     }
@@ -306,13 +371,29 @@ fn decode_state(bytes: &[u8]) -> Option<EngineState> {
     if bytes.is_empty() {
         return Some(state);
     }
-    let clients = body.u64("clients").ok()?;
+    let mut clients = body.u64("clients").ok()?;
+    let with_digests = clients == STATE_FORMAT_2;
+    if with_digests {
+        clients = body.u64("clients").ok()?;
+    }
     for _ in 0..clients {
         let client = body.u64("client").ok()?;
         let request = body.u64("request").ok()?;
         let lsn = body.u64("lsn").ok()?;
         let epoch = body.u64("epoch").ok()?;
-        state.remember(client, request, lsn, epoch);
+        let digest = match with_digests {
+            true => Some(body.u64("digest").ok()?).filter(|&d| d != 0),
+            false => None,
+        };
+        state.remember(
+            client,
+            LastRequest {
+                request,
+                lsn,
+                epoch,
+                digest,
+            },
+        );
     }
     let duplicates = body.u64("duplicates").ok()?;
     for _ in 0..duplicates {
@@ -501,18 +582,9 @@ fn applied_answer(
     server: &Server,
     client: u64,
     request: u64,
+    data: &[u8],
 ) -> Option<Result<(Lsn, u64), String>> {
-    let state = server.engine.state.0.lock();
-    let &(last, lsn, epoch) = state.clients.get(&client)?;
-    if request == last {
-        Some(Ok((lsn, epoch)))
-    } else if request < last {
-        Some(Err(format!(
-            "request {request} of client {client} is below its last applied request {last}"
-        )))
-    } else {
-        None
-    }
+    server.engine.state.0.lock().answer(client, request, data)
 }
 
 fn append(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
@@ -522,7 +594,7 @@ fn append(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
         (Err(e), _) | (_, Err(e)) => return error(e),
     };
     let data = body.rest();
-    if let Some(answer) = applied_answer(server, client, request) {
+    if let Some(answer) = applied_answer(server, client, request, data) {
         return match answer {
             Ok((lsn, epoch)) => lsn_epoch(lsn, epoch),
             Err(e) => error(e),
@@ -565,7 +637,7 @@ fn append(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
         }
     }
     drop(guard);
-    match applied_answer(server, client, request) {
+    match applied_answer(server, client, request, data) {
         Some(Ok((lsn, epoch))) => lsn_epoch(lsn, epoch),
         Some(Err(e)) => error(e),
         None => error("committed but not applied: an engine bug"),
@@ -720,15 +792,21 @@ mod tests {
     #[test]
     fn the_client_table_and_the_duplicates_are_bounded_and_forget_the_oldest() {
         let mut state = EngineState::default();
+        let last = |lsn| LastRequest {
+            request: 1,
+            lsn,
+            epoch: 1,
+            digest: Some(lsn),
+        };
         for client in 0..(CLIENTS_MAX as u64 + 10) {
-            state.remember(client, 1, client + 100, 1);
+            state.remember(client, last(client + 100));
         }
         assert_eq!(state.clients.len(), CLIENTS_MAX);
         assert_eq!(state.clients_by_lsn.len(), CLIENTS_MAX);
         assert!(!state.clients.contains_key(&9) && state.clients.contains_key(&10));
         // A client's newer request moves it to the young end.
-        state.remember(10, 2, 1 << 40, 1);
-        state.remember(u64::MAX, 1, (1 << 40) + 1, 1);
+        state.remember(10, last(1 << 40));
+        state.remember(u64::MAX, last((1 << 40) + 1));
         assert!(state.clients.contains_key(&10) && !state.clients.contains_key(&11));
         // Decoding a snapshot rebuilds the order.
         let decoded = decode_state(&encode_state(&state)).unwrap();
@@ -778,9 +856,15 @@ mod tests {
         engine.apply(3, 1, &proto::encode_record(7, 1, b"a")); // a retry that got in
         engine.apply(4, 2, &proto::encode_record(7, 2, b"b"));
         engine.apply(5, 2, b"short");
+        let applied = LastRequest {
+            request: 2,
+            lsn: 4,
+            epoch: 2,
+            digest: Some(data_digest(b"b")),
+        };
         {
             let state = engine.state.0.lock();
-            assert_eq!(state.clients[&7], (2, 4, 2));
+            assert_eq!(state.clients[&7], applied);
             assert_eq!(state.duplicates, BTreeSet::from([3, 5]));
         }
         let bytes = engine.snapshot();
@@ -790,8 +874,46 @@ mod tests {
         };
         other.restore(5, 2, &bytes);
         let state = other.state.0.lock();
-        assert_eq!(state.clients[&7], (2, 4, 2));
+        assert_eq!(state.clients[&7], applied);
         assert_eq!(state.duplicates, BTreeSet::from([3, 5]));
         assert_eq!(state.applied, 5);
+    }
+
+    #[test]
+    fn a_request_id_reused_for_other_data_is_refused_not_acknowledged() {
+        let mut engine = Engine {
+            id: 1,
+            state: Arc::new((Mutex::new(EngineState::default()), Condvar::new())),
+        };
+        engine.apply(2, 1, &proto::encode_record(7, 1, b"first"));
+        // The same id with other data reaches the log (proposed before the first was applied
+        // here): applied as nothing, like any duplicate.
+        engine.apply(3, 1, &proto::encode_record(7, 1, b"other"));
+        let state = engine.state.0.lock();
+        assert_eq!(state.duplicates, BTreeSet::from([3]));
+        assert_eq!(state.answer(7, 1, b"first"), Some(Ok((2, 1))));
+        let refused = state.answer(7, 1, b"other").unwrap().unwrap_err();
+        assert!(refused.contains("must not be reused"), "{refused}");
+        assert!(state.answer(7, 0, b"first").unwrap().is_err());
+        assert_eq!(state.answer(7, 2, b"next"), None);
+        assert_eq!(state.answer(8, 1, b"first"), None);
+    }
+
+    #[test]
+    fn a_snapshot_of_the_first_format_restores_without_digests() {
+        // The first format: client count, then client, request, lsn, epoch; then duplicates.
+        let mut old = Vec::new();
+        for v in [1u64, 7, 1, 2, 1, 1, 3] {
+            old.extend_from_slice(&v.to_le_bytes());
+        }
+        let state = decode_state(&old).unwrap();
+        assert_eq!(state.clients[&7].digest, None);
+        assert_eq!(state.duplicates, BTreeSet::from([3]));
+        // Without a digest a retry is answered as before, whatever its data.
+        assert_eq!(state.answer(7, 1, b"anything"), Some(Ok((2, 1))));
+        // Written again, it keeps "unknown" rather than inventing a digest.
+        let again = decode_state(&encode_state(&state)).unwrap();
+        assert_eq!(again.clients[&7].digest, None);
+        assert!(decode_state(&old[..old.len() - 1]).is_none());
     }
 }
