@@ -4,10 +4,12 @@
 //!   afterwards: through a reader that stood in a segment meanwhile, after a cut into a segment
 //!   whose memory was given back, and after reopening;
 //! * `Staged` appenders write back themselves when nothing else does, so a long run of appends
-//!   without a commit or a background thread stages a bounded amount.
+//!   without a commit or a background thread stages a bounded amount;
+//! * the pages of sealed segments mapped for writes or reads are unmapped once nobody reads
+//!   them, so the mapped memory does not grow with the log (`Mmap`).
 //!
-//! One test in its own binary: it measures the process's `RssAnon`, which other tests running
-//! beside it would disturb, so the cases run one after the other in it.
+//! One test in its own binary: it measures the process's `RssAnon` and `RssFile`, which other
+//! tests running beside it would disturb, so the cases run one after the other in it.
 
 use rwal_tests::{payload, TempDir};
 use rwal_wal::{Backend, Options, Wal};
@@ -18,11 +20,15 @@ const RECORD_BYTES: usize = 60_000;
 const RECORDS: u64 = 800;
 
 fn rss_anon_bytes() -> u64 {
+    rss_bytes("RssAnon:")
+}
+
+fn rss_bytes(which: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
     let line = status
         .lines()
-        .find(|l| l.starts_with("RssAnon:"))
-        .expect("RssAnon in /proc/self/status");
+        .find(|l| l.starts_with(which))
+        .expect("the line in /proc/self/status");
     let kib: u64 = line
         .split_whitespace()
         .nth(1)
@@ -49,6 +55,47 @@ fn read_all_from(wal: &Wal, from: u64, expected_last: u64) {
 fn staging_memory_stays_bounded() {
     io_uring_gives_back_sealed_segments_memory_and_reads_stay_exact();
     staged_appenders_write_back_when_nothing_else_does();
+    sealed_segments_nobody_reads_are_unmapped();
+}
+
+fn sealed_segments_nobody_reads_are_unmapped() {
+    let temp = TempDir::new("memory-mmap");
+    let dir = temp.join("log");
+    let options = Options::new()
+        .backend(Backend::Mmap)
+        .segment_bytes(SEGMENT_BYTES)
+        .background_threads(false);
+    let wal = Wal::open(&dir, options).unwrap();
+    let before = rss_bytes("RssFile:");
+    for lsn in 1..=RECORDS {
+        assert_eq!(wal.append(&payload(lsn, RECORD_BYTES)).unwrap(), lsn);
+    }
+    wal.commit(RECORDS).unwrap();
+    let written = RECORDS * RECORD_BYTES as u64;
+    let mapped = rss_bytes("RssFile:").saturating_sub(before);
+    // Every page written through the mapping is mapped: the test can see them go.
+    assert!(
+        mapped > written * 3 / 4,
+        "{mapped} bytes mapped after writing {written}"
+    );
+    wal.maintain().unwrap();
+    let after = rss_bytes("RssFile:").saturating_sub(before);
+    // Left: the active segment, the prepared one, and the allocator's noise.
+    assert!(
+        after < 3 * SEGMENT_BYTES,
+        "{after} bytes still mapped of {mapped}"
+    );
+    // Reading maps them again; once the reader is gone, they are unmapped again.
+    read_all_from(&wal, 1, RECORDS);
+    assert!(rss_bytes("RssFile:").saturating_sub(before) > written * 3 / 4);
+    wal.maintain().unwrap();
+    let again = rss_bytes("RssFile:").saturating_sub(before);
+    assert!(
+        again < 3 * SEGMENT_BYTES,
+        "{again} bytes still mapped after reading"
+    );
+    read_all_from(&wal, 1, RECORDS);
+    wal.close().unwrap();
 }
 
 fn staged_appenders_write_back_when_nothing_else_does() {

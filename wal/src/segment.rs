@@ -18,7 +18,7 @@
 //! need, but not yet holding records. Files are named `<sequence, 20 decimal digits>.seg` so that
 //! `ls` lists them in log order.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::io::File;
@@ -168,6 +168,9 @@ pub(crate) struct Segment {
     last_lsn: AtomicU64,
     /// Offset of record `first_lsn + i * INDEX_STRIDE` at `index[i]`; 0 = not yet known.
     index: Box<[AtomicU32]>,
+    /// Handed out for reading (or new) since its memory for reads was last given back
+    /// (`Inner::release_sealed_memory`).
+    mapped: AtomicBool,
 }
 
 impl std::fmt::Debug for Segment {
@@ -191,7 +194,23 @@ impl Segment {
             file,
             last_lsn: AtomicU64::new(Lsn::MAX),
             index,
+            mapped: AtomicBool::new(true),
         }
+    }
+
+    /// Notes that the segment is handed out for reading: its memory may be mapped again.
+    pub fn note_mapped(&self) {
+        self.mapped.store(true, Ordering::Release);
+    }
+
+    /// Whether the segment may hold memory for reads since its last release.
+    pub fn mapped(&self) -> bool {
+        self.mapped.load(Ordering::Acquire)
+    }
+
+    /// Notes that its memory for reads was given back.
+    pub fn note_released(&self) {
+        self.mapped.store(false, Ordering::Release);
     }
 
     pub fn first_lsn(&self) -> Lsn {

@@ -670,6 +670,7 @@ impl Inner {
                 last_lsn: self.last_lsn(),
             });
         };
+        segment.note_mapped();
         let (mut at_lsn, mut offset) = segment.seek_hint(lsn);
         while at_lsn < lsn {
             let header = self.decode_at(&segment, offset, at_lsn)?;
@@ -885,19 +886,16 @@ impl Inner {
         Ok(())
     }
 
-    /// Gives back the memory the `IoUring` backend keeps for reads of what it wrote (see
-    /// `File::release_memory`), for each sealed segment whose records are all completely
-    /// copied and written to the file, and that no reader stands in; that memory would
-    /// otherwise grow with everything written since the log was opened. Called after
-    /// `write_back`, which writes sealed segments' staged records to their files.
+    /// Gives back the memory held for reads of each sealed segment whose records are all
+    /// completely copied and that no reader stands in (see `File::release_memory`): the pages
+    /// of its mapping (so that the process's mapped memory does not grow with the log it wrote
+    /// or read), and with `IoUring` the staging memory through which it serves the blocks it
+    /// wrote. Called after `write_back`, which writes sealed segments' staged records to their
+    /// files. A segment handed out for reading again (`locate`) is released again later.
     fn release_sealed_memory(&self) {
-        if !matches!(self.options.backend, Backend::IoUring) {
-            return;
-        }
         // No write into a sealed segment is in progress once every record in it is copied
         // (appenders name their segment without a handle until then: `SegmentRef`); a cut that
-        // could rewrite it holds the segment map's lock to remove later segments, and reopens
-        // the segment for writes only after that.
+        // could rewrite it first takes a handle (`locate`).
         let written = self.group.written_lsn();
         // Held exclusively: while it is, nobody can take a new handle on a segment, so a segment
         // that only the map holds has no reader, no slice of its bytes alive, and none coming.
@@ -907,8 +905,9 @@ impl Inner {
                 // Segments are in LSN order: none after this one is sealed and written.
                 break;
             }
-            if Arc::strong_count(segment) == 1 {
-                segment.file.release_memory();
+            if segment.mapped() && Arc::strong_count(segment) == 1 && segment.file.release_memory()
+            {
+                segment.note_released();
             }
         }
     }

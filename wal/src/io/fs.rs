@@ -435,28 +435,29 @@ impl File for FsFile {
         self.staging.as_ref().map_or(0, Staging::staged_bytes)
     }
 
-    fn release_memory(&self) -> u64 {
-        let (Some(staging), Some(direct)) = (&self.staging, &self.direct) else {
-            return 0;
+    fn release_memory(&self) -> bool {
+        // With `IoUring`, held so that no sync or write-back runs meanwhile. Whatever is
+        // staged must first be written to the file (by a write-back or a sync): only then does
+        // the disk hold it.
+        let flush = match &self.direct {
+            Some(_) => {
+                let staging = self.staging.as_ref().expect("io_uring files have staging");
+                let flush = staging.flush.lock();
+                if staging.staged_bytes() != 0 {
+                    return false;
+                }
+                Some(flush)
+            }
+            None => None,
         };
-        // Held so that no sync or write-back runs meanwhile. Whatever is staged must first be
-        // written to the file (by a write-back or a sync): only then does the disk hold it.
-        let _flush = staging.flush.lock();
-        if staging.staged_bytes() != 0 {
-            return 0;
-        }
-        let held = direct.invalidate_all();
-        if held == 0 {
-            return 0;
-        }
-        // From here on `bytes` reads through the file mapping. Drop every page of it this
-        // process has mapped, then every clean cached page of the file: a page cached before
-        // (or while) an `O_DIRECT` write reached the file may hold stale bytes, and once both
-        // are gone the next read fetches what the writes left in the file. A page that
-        // survived anyway would fail its record's checksum on read, not pass silently.
+        let held = self.direct.as_ref().map_or(0, Direct::invalidate_all);
+        // Drop every page of the mapping this process has mapped: they stay in the page cache
+        // (and, with `Mmap`, any dirty bit moves to the page), and the next read maps them again.
+        // With `IoUring`, `bytes` now reads these blocks through the mapping.
         // SAFETY: the range is exactly the mapping, which lives as long as `self`; dropping the
-        // pages of a shared read-only file mapping loses nothing (they are read from the file
-        // again on the next access).
+        // pages of a shared file mapping loses nothing (they are read from the page cache or the
+        // file again on the next access); no slice of it is alive and no write is in progress
+        // (the caller's guarantee).
         unsafe {
             libc::madvise(
                 self.map.as_mut_ptr().cast(),
@@ -464,17 +465,27 @@ impl File for FsFile {
                 libc::MADV_DONTNEED,
             );
         }
-        // SAFETY: fadvise on a descriptor we own; no memory is passed.
-        unsafe {
-            libc::posix_fadvise(
-                self.file.as_raw_fd(),
-                0,
-                self.len as libc::off_t,
-                libc::POSIX_FADV_DONTNEED,
-            );
+        if held > 0 {
+            // Then every clean cached page of the file: a page cached before (or while) an
+            // `O_DIRECT` write reached the file may hold stale bytes, and once it is gone the
+            // next read fetches what the writes left in the file. A page that survived anyway
+            // would fail its record's checksum on read, not pass silently.
+            // SAFETY: fadvise on a descriptor we own; no memory is passed.
+            unsafe {
+                libc::posix_fadvise(
+                    self.file.as_raw_fd(),
+                    0,
+                    self.len as libc::off_t,
+                    libc::POSIX_FADV_DONTNEED,
+                );
+            }
+            self.staging
+                .as_ref()
+                .expect("io_uring files have staging")
+                .forget_all();
         }
-        staging.forget_all();
-        held * BLOCK_BYTES
+        drop(flush);
+        true
     }
 
     fn write_back(&self, staged_bytes_min: u64) -> io::Result<()> {

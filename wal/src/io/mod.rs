@@ -46,15 +46,16 @@ pub(crate) trait File: Send + Sync {
     fn staged_bytes(&self) -> u64 {
         0
     }
-    /// Gives back the memory through which `bytes` serves this file's newly written bytes
-    /// (`IoUring` keeps every block it wrote, because `O_DIRECT` writes and page-cache reads
-    /// are not reliably coherent); later reads go to the file. Returns the bytes given back, 0
-    /// while some are still staged (not yet written to the file).
+    /// Gives back the memory this file holds for reads: the pages of its mapping that this
+    /// process has mapped (they stay in the page cache), and with `IoUring` the staging memory
+    /// through which `bytes` serves the blocks it wrote (kept because `O_DIRECT` writes and
+    /// page-cache reads are not reliably coherent; later reads go to the file). False if it
+    /// could not yet (`IoUring` bytes still staged, not yet written to the file): call again.
     ///
     /// The caller guarantees that no write to the file is in progress or will start, and that
     /// no slice returned by `bytes` is alive.
-    fn release_memory(&self) -> u64 {
-        0
+    fn release_memory(&self) -> bool {
+        true
     }
     /// The bytes `[offset, offset + len)`, without copying.
     fn bytes(&self, offset: u64, len: usize) -> &[u8];
