@@ -19,7 +19,10 @@ use crate::segment::Segment;
 /// checkpoint, which is at or below the durable LSN, itself at or below the written LSN.
 /// Truncation and reset wait (under the tail lock, so no new run starts) until the written LSN
 /// covers every reserved record. And the written LSN stays below a run's first LSN until that
-/// run is reported complete. So until then its segment is in the map.
+/// run is reported complete. So until then its segment is in the map. One exception, closed in
+/// `Inner::append`: a truncation or reset that fails half way may leave the tail on a segment it
+/// already removed from the map; it poisons the log before releasing the tail lock, and an
+/// append checks for poison again under that lock before it places a run.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct SegmentRef(std::ptr::NonNull<Segment>);
 

@@ -426,6 +426,11 @@ impl Inner {
         let durable_hint;
         {
             let mut tail = self.tail.lock();
+            // Checked again under the tail lock: a truncation or reset that failed half way
+            // poisoned the log while holding this lock, and may have left the tail on a segment
+            // it had already removed from the segment map. No run may be placed there: its
+            // `SegmentRef` would outlive the segment once a roll drops the tail's handle.
+            self.group.check()?;
             // Read under the tail lock: a truncation lowers the durable LSN while holding it, so
             // no record can claim durability for records a cut removed.
             durable_hint = self.group.durable_lsn();
@@ -893,13 +898,17 @@ impl Inner {
     /// wrote. Called after `write_back`, which writes sealed segments' staged records to their
     /// files. A segment handed out for reading again (`locate`) is released again later.
     fn release_sealed_memory(&self) {
+        // Held exclusively: while it is, nobody can take a new handle on a segment, so a segment
+        // that only the map holds has no reader, no slice of its bytes alive, and none coming;
+        // and no segment is sealed (a roll inserts its successor under this lock).
+        let map = self.segments.write();
         // No write into a sealed segment is in progress once every record in it is copied
         // (appenders name their segment without a handle until then: `SegmentRef`); a cut that
-        // could rewrite it first takes a handle (`locate`).
+        // could rewrite it first takes a handle (`locate`). Read under the map lock: read
+        // before it, a truncation could lower the written LSN, refill the cut segment and seal
+        // it again meanwhile, and a stale, higher value would pass a segment still being copied
+        // into.
         let written = self.group.written_lsn();
-        // Held exclusively: while it is, nobody can take a new handle on a segment, so a segment
-        // that only the map holds has no reader, no slice of its bytes alive, and none coming.
-        let map = self.segments.write();
         for segment in map.values() {
             if segment.sealed_last_lsn().is_none_or(|last| last > written) {
                 // Segments are in LSN order: none after this one is sealed and written.
