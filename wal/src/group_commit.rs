@@ -115,6 +115,9 @@ pub(crate) struct GroupCommit {
     committers: AtomicU64,
     /// Calls of `commit` so far: a leader gathering a batch watches it grow.
     arrivals: AtomicU64,
+    /// Gatherings run (for tests: whether a leader gathered at all).
+    #[cfg(test)]
+    gatherings: AtomicU64,
     durable: AtomicU64,
     /// Set once the log is poisoned or closed, so that the append path checks without locking.
     failed: AtomicBool,
@@ -143,6 +146,8 @@ impl GroupCommit {
             cond: Condvar::new(),
             committers: AtomicU64::new(0),
             arrivals: AtomicU64::new(0),
+            #[cfg(test)]
+            gatherings: AtomicU64::new(0),
             durable: AtomicU64::new(durable),
             failed: AtomicBool::new(false),
         }
@@ -319,6 +324,8 @@ impl GroupCommit {
         }
         let cap = st.last_sync.min(GATHER_MAX);
         drop(st);
+        #[cfg(test)]
+        self.gatherings.fetch_add(1, Ordering::AcqRel);
         let started = Instant::now();
         let mut seen = self.arrivals.load(Ordering::Acquire);
         let mut idle = 0;
@@ -489,44 +496,76 @@ mod tests {
         );
     }
 
-    #[test]
-    fn gathering_ends_while_committers_keep_arriving() {
-        let gc = Arc::new(GroupCommit::new(0));
-        gc.state.lock().last_sync = Duration::from_millis(2);
-        // Another committer is inside `commit`, and arrivals never stop: only the cap (the last
-        // sync's duration) can end the gathering.
-        gc.committers
-            .fetch_add(2, std::sync::atomic::Ordering::AcqRel);
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let arriving = {
-            let (gc, stop) = (gc.clone(), stop.clone());
-            thread::spawn(move || {
-                while !stop.load(std::sync::atomic::Ordering::Acquire) {
+    /// Increments `arrivals` until dropped, as committers that never stop coming would.
+    struct EndlessArrivals {
+        stop: Arc<std::sync::atomic::AtomicBool>,
+        thread: Option<thread::JoinHandle<()>>,
+    }
+
+    impl EndlessArrivals {
+        fn start(gc: &Arc<GroupCommit>) -> EndlessArrivals {
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (gc, flag) = (gc.clone(), stop.clone());
+            let thread = thread::spawn(move || {
+                while !flag.load(std::sync::atomic::Ordering::Acquire) {
                     gc.arrivals
                         .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                     thread::yield_now();
                 }
-            })
-        };
-        while gc.arrivals.load(std::sync::atomic::Ordering::Acquire) == 0 {
-            thread::yield_now();
+            });
+            EndlessArrivals {
+                stop,
+                thread: Some(thread),
+            }
         }
-        let before = gc.arrivals.load(std::sync::atomic::Ordering::Acquire);
-        drop(gc.gather(gc.state.lock()));
-        let during = gc.arrivals.load(std::sync::atomic::Ordering::Acquire) - before;
-        stop.store(true, std::sync::atomic::Ordering::Release);
-        arriving.join().unwrap();
-        assert!(during > 0, "the leader let the arriving thread run");
+    }
+
+    impl Drop for EndlessArrivals {
+        fn drop(&mut self) {
+            self.stop.store(true, std::sync::atomic::Ordering::Release);
+            if let Some(thread) = self.thread.take() {
+                thread.join().unwrap();
+            }
+        }
+    }
+
+    /// Runs `f` on another thread; fails unless it returns within ten seconds.
+    fn returns_in_time(f: impl FnOnce() + Send + 'static) {
+        let (done, finished) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            f();
+            let _ = done.send(());
+        });
+        finished
+            .recv_timeout(Duration::from_secs(10))
+            .expect("still waiting after ten seconds");
+    }
+
+    #[test]
+    fn gathering_ends_while_committers_keep_arriving() {
+        let gc = Arc::new(GroupCommit::new(0));
+        // The cap is the last sync's duration: a minute, so that the test sees it ignored.
+        gc.state.lock().last_sync = Duration::from_secs(60);
+        gc.committers
+            .fetch_add(2, std::sync::atomic::Ordering::AcqRel);
+        let _arrivals = EndlessArrivals::start(&gc);
+        // Arrivals never stop, so only the cap ends the gathering: GATHER_MAX, 1 ms.
+        let leader = gc.clone();
+        returns_in_time(move || drop(leader.gather(leader.state.lock())));
+        assert_eq!(gc.gatherings.load(std::sync::atomic::Ordering::Acquire), 1);
     }
 
     #[test]
     fn a_lone_committer_does_not_gather() {
-        let gc = GroupCommit::new(0);
+        let gc = Arc::new(GroupCommit::new(0));
         gc.state.lock().last_sync = Duration::from_secs(3600);
         gc.complete(1, 1, 40);
-        // With a cap of an hour, gathering would hang this test: alone, nobody gathers.
-        gc.commit(1, Duration::ZERO, |_, _| Ok(())).unwrap();
+        let _arrivals = EndlessArrivals::start(&gc);
+        let committer = gc.clone();
+        returns_in_time(move || committer.commit(1, Duration::ZERO, |_, _| Ok(())).unwrap());
         assert_eq!(gc.durable_lsn(), 1);
+        // Alone in `commit` (whatever else moves), the leader synced without gathering.
+        assert_eq!(gc.gatherings.load(std::sync::atomic::Ordering::Acquire), 0);
     }
 
     #[test]
