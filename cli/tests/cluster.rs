@@ -156,7 +156,25 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// Three nodes, each up and answering on its client port. The ports are chosen by binding
+    /// port 0 and letting go, so another process (or another test's cluster) may take one before
+    /// the node binds it: a node that fails with "Address already in use" makes a new cluster on
+    /// new ports, a few times.
     fn new(label: &str) -> Cluster {
+        let mut attempt = 0;
+        loop {
+            match Cluster::try_new(label) {
+                Ok(cluster) => return cluster,
+                Err(failure) if failure.contains("Address already in use") && attempt < 5 => {
+                    eprintln!("cluster {label}: a port was taken, on new ports: {failure}");
+                    attempt += 1;
+                }
+                Err(failure) => panic!("cluster {label} did not start: {failure}"),
+            }
+        }
+    }
+
+    fn try_new(label: &str) -> Result<Cluster, String> {
         let dir = std::env::temp_dir().join(format!("rwal-cluster-{label}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -184,7 +202,30 @@ impl Cluster {
         for id in 1..=3 {
             cluster.start(id);
         }
-        cluster
+        cluster.wait_started()?;
+        Ok(cluster)
+    }
+
+    /// Waits until every node answers on its client port; the log of the first that exited
+    /// instead.
+    fn wait_started(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            for (id, child) in self.children.iter_mut() {
+                if let Ok(Some(exit)) = child.try_wait() {
+                    let log = std::fs::read_to_string(self.dir.join(format!("node{id}.log")))
+                        .unwrap_or_default();
+                    return Err(format!("node {id} exited ({exit}): {log}"));
+                }
+            }
+            if self.children.keys().all(|id| self.status(*id).is_some()) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err("the nodes did not answer in time".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn start(&mut self, id: u64) {
