@@ -595,9 +595,9 @@ mod tests {
         assert_eq!(st.written_bytes, 40 * st.written);
     }
 
-    #[test]
-    fn a_run_too_far_ahead_waits_for_the_gap() {
-        let gc = Arc::new(GroupCommit::new(0));
+    /// A run one slot past what `EarlyRuns` parks, completed on another thread; returns once it
+    /// waits for the gap.
+    fn complete_too_far_ahead(gc: &Arc<GroupCommit>) -> (Lsn, thread::JoinHandle<()>) {
         let far = EARLY_RUNS_MAX + 2;
         let ahead = {
             let gc = gc.clone();
@@ -606,6 +606,13 @@ mod tests {
         while gc.state.lock().waiting_for_written == 0 {
             thread::yield_now();
         }
+        (far, ahead)
+    }
+
+    #[test]
+    fn a_run_too_far_ahead_waits_for_the_gap() {
+        let gc = Arc::new(GroupCommit::new(0));
+        let (far, ahead) = complete_too_far_ahead(&gc);
         assert!(!ahead.is_finished());
         assert_eq!(gc.written_lsn(), 0);
         gc.complete(1, far - 1, 40 * (far - 1));
@@ -617,14 +624,7 @@ mod tests {
     #[test]
     fn a_run_waiting_for_the_gap_is_released_by_poison() {
         let gc = Arc::new(GroupCommit::new(0));
-        let far = EARLY_RUNS_MAX + 2;
-        let ahead = {
-            let gc = gc.clone();
-            thread::spawn(move || gc.complete(far, far, 40))
-        };
-        while gc.state.lock().waiting_for_written == 0 {
-            thread::yield_now();
-        }
+        let (_, ahead) = complete_too_far_ahead(&gc);
         // The appender of LSN 1 failed its write: it poisons and never completes.
         gc.poison(Error::Closed);
         ahead.join().unwrap();

@@ -200,7 +200,11 @@ impl Segment {
 
     /// Notes that the segment is handed out for reading: its memory may be mapped again.
     pub fn note_mapped(&self) {
-        self.mapped.store(true, Ordering::Release);
+        // Loaded first: every read locates its record, and a store would take the line from
+        // the other cores each time.
+        if !self.mapped.load(Ordering::Acquire) {
+            self.mapped.store(true, Ordering::Release);
+        }
     }
 
     /// Whether the segment may hold memory for reads since its last release.

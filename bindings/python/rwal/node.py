@@ -52,11 +52,16 @@ class _Engine:
         self.on_leader = on_leader
 
 
+def _bytes(data, size):
+    """A copy of the `size` bytes at `data` (which may be NULL when `size` is 0)."""
+    return bytes(ffi.buffer(data, size)) if size else b""
+
+
 @ffi.def_extern()
 def _rwal_py_apply(userdata, lsn, epoch, data, size):
     engine = ffi.from_handle(userdata)
     if engine.apply is not None:
-        engine.apply(lsn, epoch, bytes(ffi.buffer(data, size)) if size else b"")
+        engine.apply(lsn, epoch, _bytes(data, size))
 
 
 @ffi.def_extern()
@@ -71,7 +76,7 @@ def _rwal_py_snapshot(userdata, sink):
 def _rwal_py_restore(userdata, lsn, epoch, data, size):
     engine = ffi.from_handle(userdata)
     if engine.restore is not None:
-        engine.restore(lsn, epoch, bytes(ffi.buffer(data, size)) if size else b"")
+        engine.restore(lsn, epoch, _bytes(data, size))
 
 
 @ffi.def_extern()

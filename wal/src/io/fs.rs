@@ -436,12 +436,15 @@ impl File for FsFile {
     }
 
     fn release_memory(&self) -> bool {
+        let uring = match (&self.staging, &self.direct) {
+            (Some(staging), Some(direct)) => Some((staging, direct)),
+            _ => None,
+        };
         // With `IoUring`, held so that no sync or write-back runs meanwhile. Whatever is
         // staged must first be written to the file (by a write-back or a sync): only then does
         // the disk hold it.
-        let flush = match &self.direct {
-            Some(_) => {
-                let staging = self.staging.as_ref().expect("io_uring files have staging");
+        let _flush = match uring {
+            Some((staging, _)) => {
                 let flush = staging.flush.lock();
                 if staging.staged_bytes() != 0 {
                     return false;
@@ -450,7 +453,7 @@ impl File for FsFile {
             }
             None => None,
         };
-        let held = self.direct.as_ref().map_or(0, Direct::invalidate_all);
+        let held = uring.map_or(0, |(_, direct)| direct.invalidate_all());
         // Drop every page of the mapping this process has mapped: they stay in the page cache
         // (and, with `Mmap`, any dirty bit moves to the page), and the next read maps them again.
         // With `IoUring`, `bytes` now reads these blocks through the mapping.
@@ -465,7 +468,7 @@ impl File for FsFile {
                 libc::MADV_DONTNEED,
             );
         }
-        if held > 0 {
+        if let Some((staging, _)) = uring.filter(|_| held > 0) {
             // Then every clean cached page of the file: a page cached before (or while) an
             // `O_DIRECT` write reached the file may hold stale bytes, and once it is gone the
             // next read fetches what the writes left in the file. A page that survived anyway
@@ -479,12 +482,8 @@ impl File for FsFile {
                     libc::POSIX_FADV_DONTNEED,
                 );
             }
-            self.staging
-                .as_ref()
-                .expect("io_uring files have staging")
-                .forget_all();
+            staging.forget_all();
         }
-        drop(flush);
         true
     }
 
