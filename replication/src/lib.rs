@@ -17,6 +17,7 @@
 #![allow(clippy::field_reassign_with_default)]
 
 mod codec;
+mod commit_waiters;
 mod error;
 pub mod net;
 mod node;

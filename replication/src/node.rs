@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, RwLock};
 use rwal_wal::{Lsn, Options, RecordKind, Wal};
 
+use crate::commit_waiters::CommitWaiters;
 use crate::error::{Error, Result};
 use crate::replica::{Bootstrap, Config, MembershipChange, Replica, Role, StateMachine};
 use crate::transport::{Envelope, Inbox, Transport};
@@ -107,10 +108,51 @@ type Reply<T> = SyncSender<Result<T>>;
 
 enum Request {
     Propose(Vec<u8>, Reply<(Lsn, u64)>),
+    ProposeAndWait(Vec<u8>, ProposalReply),
     Membership(MembershipChange, Reply<Lsn>),
     Checkpoint(Lsn, Vec<u8>, Reply<()>),
     Compact(Reply<rwal_wal::CompactionReport>),
     ReadIndex(Instant, Reply<Lsn>),
+}
+
+/// Where the node's thread leaves the outcome of a `propose_and_wait`.
+struct Proposal {
+    outcome: Mutex<Option<Result<(Lsn, u64)>>>,
+    caller: std::thread::Thread,
+}
+
+/// The node's side of a [`Proposal`]: answers [`Error::Closed`] if dropped unanswered (the
+/// node stopped, or its thread panicked).
+struct ProposalReply(Option<Arc<Proposal>>);
+
+impl ProposalReply {
+    fn new(proposal: Arc<Proposal>) -> ProposalReply {
+        ProposalReply(Some(proposal))
+    }
+
+    /// The caller's thread.
+    fn caller(&self) -> Option<std::thread::Thread> {
+        self.0.as_ref().map(|p| p.caller.clone())
+    }
+
+    /// Leaves the outcome; wakes the caller if `wake` (else it was registered for the commit).
+    fn answer(mut self, outcome: Result<(Lsn, u64)>, wake: bool) {
+        if let Some(proposal) = self.0.take() {
+            *proposal.outcome.lock() = Some(outcome);
+            if wake {
+                proposal.caller.unpark();
+            }
+        }
+    }
+}
+
+impl Drop for ProposalReply {
+    fn drop(&mut self) {
+        if let Some(proposal) = self.0.take() {
+            *proposal.outcome.lock() = Some(Err(Error::Closed));
+            proposal.caller.unpark();
+        }
+    }
 }
 
 #[derive(Default)]
@@ -127,6 +169,8 @@ struct Shared {
     queue_cond: Condvar,
     status: Mutex<NodeStatus>,
     status_cond: Condvar,
+    /// Callers of `wait_committed`, woken when the commit passes their LSN.
+    waiters: CommitWaiters,
     closed: AtomicBool,
     pending_envelopes_max: usize,
 }
@@ -197,6 +241,7 @@ impl Node {
             queue_cond: Condvar::new(),
             status: Mutex::new(status_of(&replica, None)),
             status_cond: Condvar::new(),
+            waiters: CommitWaiters::default(),
             closed: AtomicBool::new(false),
             pending_envelopes_max: options.pending_envelopes_max,
         });
@@ -235,6 +280,11 @@ impl Node {
     /// [`Error::NotLeader`] on a follower.
     pub fn propose(&self, data: &[u8]) -> Result<(Lsn, u64)> {
         let (reply, answer) = sync_channel(1);
+        self.enqueue_proposal(Request::Propose(data.to_vec(), reply))?;
+        self.answer(answer)
+    }
+
+    fn enqueue_proposal(&self, request: Request) -> Result<()> {
         {
             let mut queue = self.shared.queue.lock();
             if queue.stop || self.shared.closed.load(Ordering::Acquire) {
@@ -246,17 +296,42 @@ impl Node {
                 });
             }
             queue.proposals += 1;
-            queue.requests.push(Request::Propose(data.to_vec(), reply));
+            queue.requests.push(request);
         }
         self.shared.queue_cond.notify_one();
-        self.answer(answer)
+        Ok(())
     }
 
-    /// Proposes and waits until the record is committed by a quorum.
+    /// Proposes and waits until the record is committed by a quorum. The same as
+    /// [`propose`](Node::propose) then [`wait_committed`](Node::wait_committed), with one
+    /// wake-up instead of two: the node's thread registers the caller for the commit of the
+    /// LSN it assigns instead of waking it to pass it on. [`Error::Timeout`] also if the node's
+    /// thread did not take the proposal in time (it may still commit).
     pub fn propose_and_wait(&self, data: &[u8], timeout: Duration) -> Result<(Lsn, u64)> {
-        let (lsn, epoch) = self.propose(data)?;
-        self.wait_committed(lsn, epoch, timeout)?;
-        Ok((lsn, epoch))
+        let deadline = Instant::now() + timeout;
+        let proposal = Arc::new(Proposal {
+            outcome: Mutex::new(None),
+            caller: std::thread::current(),
+        });
+        self.enqueue_proposal(Request::ProposeAndWait(
+            data.to_vec(),
+            ProposalReply::new(proposal.clone()),
+        ))?;
+        loop {
+            if let Some(outcome) = proposal.outcome.lock().take() {
+                let (lsn, epoch) = outcome?;
+                let left = deadline.saturating_duration_since(Instant::now());
+                self.wait_committed(lsn, epoch, left)?;
+                return Ok((lsn, epoch));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::Timeout {
+                    waiting_for: "the node's thread to take the proposal",
+                });
+            }
+            std::thread::park_timeout(deadline - now);
+        }
     }
 
     /// Waits until the entry `lsn` of `epoch` is committed. [`Error::Superseded`] once another
@@ -267,46 +342,42 @@ impl Node {
     /// epoch could be read (whether it is this entry is then unknown).
     pub fn wait_committed(&self, lsn: Lsn, epoch: u64, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
-        let mut status = self.shared.status.lock();
         loop {
-            if let Some(failure) = &status.failure {
-                return Err(Error::Raft(failure.clone()));
-            }
+            let committed = {
+                let status = self.shared.status.lock();
+                if let Some(failure) = &status.failure {
+                    return Err(Error::Raft(failure.clone()));
+                }
+                status.commit_lsn >= lsn
+            };
             if self.shared.closed.load(Ordering::Acquire) {
                 return Err(Error::Closed);
             }
-            let committed = status.commit_lsn >= lsn;
-            if committed || status.last_lsn >= lsn {
-                match self.wal.epoch_at(lsn) {
-                    Ok(found) if found == epoch && committed => return Ok(()),
-                    Ok(found) if found != epoch && committed => {
-                        return Err(Error::Superseded {
-                            lsn,
-                            epoch,
-                            committed_epoch: found,
-                        })
-                    }
-                    Ok(_) => {}
-                    Err(rwal_wal::Error::Compacted { .. }) if committed => {
-                        // Compacted past it: committed, but its epoch can no longer be read.
-                        return Err(Error::Wal(rwal_wal::Error::Compacted {
+            if committed {
+                // Read outside the status lock: the node's thread takes it at every round.
+                return match self.wal.epoch_at(lsn) {
+                    Ok(found) if found == epoch => Ok(()),
+                    Ok(found) => Err(Error::Superseded {
+                        lsn,
+                        epoch,
+                        committed_epoch: found,
+                    }),
+                    // Compacted past it: committed, but its epoch can no longer be read.
+                    Err(rwal_wal::Error::Compacted { .. }) => {
+                        Err(Error::Wal(rwal_wal::Error::Compacted {
                             lsn,
                             first_retained: self.wal.first_lsn(),
-                        }));
+                        }))
                     }
-                    Err(_) => {}
-                }
+                    Err(e) => Err(Error::Wal(e)),
+                };
             }
-            if self
-                .shared
-                .status_cond
-                .wait_until(&mut status, deadline)
-                .timed_out()
-            {
+            if Instant::now() >= deadline {
                 return Err(Error::Timeout {
                     waiting_for: "the entry to commit",
                 });
             }
+            self.shared.waiters.park_until_committed(lsn, deadline);
         }
     }
 
@@ -550,6 +621,15 @@ fn status_of<M: StateMachine>(replica: &Replica<M>, failure: Option<String>) -> 
     }
 }
 
+/// Publishes the replica's status and wakes who waits for it.
+fn publish<M: StateMachine>(shared: &Shared, replica: &Replica<M>) {
+    let status = status_of(replica, None);
+    let commit_lsn = status.commit_lsn;
+    *shared.status.lock() = status;
+    shared.status_cond.notify_all();
+    shared.waiters.publish(commit_lsn);
+}
+
 /// The node's thread: take what arrived, tick, run raft's rounds, publish the status.
 fn run<M: StateMachine, T: Transport>(
     mut replica: Replica<M>,
@@ -591,6 +671,17 @@ fn run<M: StateMachine, T: Transport>(
                     Request::Propose(data, reply) => {
                         let _ = reply.send(replica.propose(&data));
                     }
+                    Request::ProposeAndWait(data, reply) => {
+                        let outcome = replica.propose(&data);
+                        match (&outcome, reply.caller()) {
+                            (Ok((lsn, _)), Some(caller)) => {
+                                // Woken at commit, not now: it has nothing to do before.
+                                shared.waiters.register(*lsn, caller);
+                                reply.answer(outcome, false);
+                            }
+                            _ => reply.answer(outcome, true),
+                        }
+                    }
                     Request::Membership(change, reply) => {
                         let _ = reply.send(replica.change_membership(change));
                     }
@@ -615,6 +706,11 @@ fn run<M: StateMachine, T: Transport>(
             while replica.handle_ready()? {
                 // The leader's appends leave before its own sync: followers persist in parallel.
                 transport.send(replica.take_messages());
+                // Entries this round committed are applied: their waiters need not wait for
+                // the sync of the entries appended with them.
+                if replica.commit_lsn() > shared.waiters.published() {
+                    publish(&shared, &replica);
+                }
                 replica.finish_ready()?;
                 transport.send(replica.take_messages());
             }
@@ -642,8 +738,7 @@ fn run<M: StateMachine, T: Transport>(
                     waiting
                 });
             }
-            *shared.status.lock() = status_of(&replica, None);
-            shared.status_cond.notify_all();
+            publish(&shared, &replica);
             let notes = replica.take_log();
             if let Some(log) = &log {
                 for note in notes {
@@ -656,11 +751,13 @@ fn run<M: StateMachine, T: Transport>(
     let failure = outcome.err().map(|e| e.to_string());
     *shared.status.lock() = status_of(&replica, failure);
     shared.status_cond.notify_all();
+    shared.waiters.stop();
     // Answer whatever is still queued.
     let requests = std::mem::take(&mut shared.queue.lock().requests);
     for request in requests {
         match request {
             Request::Propose(_, reply) => drop(reply.send(Err(Error::Closed))),
+            Request::ProposeAndWait(_, reply) => drop(reply), // answers Closed
             Request::Membership(_, reply) => drop(reply.send(Err(Error::Closed))),
             Request::Checkpoint(_, _, reply) => drop(reply.send(Err(Error::Closed))),
             Request::Compact(reply) => drop(reply.send(Err(Error::Closed))),

@@ -376,9 +376,13 @@ impl<M: StateMachine> Replica<M> {
         }
     }
 
-    /// The highest LSN known committed (on this node's log).
+    /// The highest LSN known committed and durable in this node's log. Between
+    /// [`handle_ready`](Replica::handle_ready) and [`finish_ready`](Replica::finish_ready) a
+    /// follower may know of a commit past what it has made durable; it is not counted until the
+    /// round's sync.
     pub fn commit_lsn(&self) -> Lsn {
-        self.raw.raft.raft_log.committed
+        let log = &self.raw.raft.raft_log;
+        log.committed.min(log.persisted)
     }
 
     /// The highest LSN passed to the engine.
@@ -601,7 +605,8 @@ impl<M: StateMachine> Replica<M> {
     }
 
     /// First half of a round: installs a snapshot from the leader, queues the leader's
-    /// messages, and appends new entries to the log without making them durable yet. Returns
+    /// messages, applies the committed entries, and appends new entries to the log without
+    /// making them durable yet. Returns
     /// false if there was nothing to do. Call [`finish_ready`](Replica::finish_ready) next.
     pub fn handle_ready(&mut self) -> Result<bool> {
         if self.pending.is_some() {
@@ -634,6 +639,11 @@ impl<M: StateMachine> Replica<M> {
             let snapshot = ready.snapshot().clone();
             self.install_snapshot(&snapshot)?;
         }
+        // Committed entries before this round's sync, not after: raft hands out only entries
+        // that are committed and already durable here, and their clients should not wait for
+        // the next batch's sync.
+        let committed = ready.take_committed_entries();
+        self.apply_entries(committed)?;
         self.raw.mut_store().append(ready.entries())?;
         let term_or_vote_changed = ready
             .hs()
@@ -653,7 +663,7 @@ impl<M: StateMachine> Replica<M> {
 
     /// Second half of a round: makes the appended entries durable (one group commit), then the
     /// term and vote if they changed, and only then sends the messages that depend on them
-    /// (votes, append acknowledgements); applies committed entries.
+    /// (votes, append acknowledgements); applies the entries that this sync committed.
     pub fn finish_ready(&mut self) -> Result<()> {
         let Some(Pending {
             mut ready,
@@ -672,8 +682,6 @@ impl<M: StateMachine> Replica<M> {
         }
         let persisted = ready.take_persisted_messages();
         self.queue_messages(persisted);
-        let committed = ready.take_committed_entries();
-        self.apply_entries(committed)?;
         let mut light = self.raw.advance(ready);
         let messages = light.take_messages();
         self.queue_messages(messages);
