@@ -38,19 +38,8 @@ impl CommitWaiters {
     /// stops, or `deadline` passes (or spuriously: the caller looks at the status again in
     /// every case).
     pub(crate) fn park_until_committed(&self, lsn: Lsn, deadline: Instant) {
-        let ticket = {
-            let mut waiting = self.waiting.lock();
-            // Read under the lock: `publish` stores before it takes the lock, so either this
-            // sees the new value or `publish` sees this thread's entry.
-            if self.published.load(Ordering::Acquire) >= lsn {
-                return;
-            }
-            let ticket = waiting.next_ticket;
-            waiting.next_ticket += 1;
-            waiting
-                .threads
-                .insert((lsn, ticket), std::thread::current());
-            ticket
+        let Some(ticket) = self.enter(lsn, std::thread::current()) else {
+            return;
         };
         let now = Instant::now();
         if deadline > now {
@@ -63,15 +52,24 @@ impl CommitWaiters {
     /// Registers `thread` to be unparked once the commit reaches `lsn` (at once if it has):
     /// for a thread that parks on something of its own until then.
     pub(crate) fn register(&self, lsn: Lsn, thread: Thread) {
-        let mut waiting = self.waiting.lock();
-        if self.published.load(Ordering::Acquire) >= lsn {
-            drop(waiting);
+        if self.enter(lsn, thread.clone()).is_none() {
             thread.unpark();
-            return;
+        }
+    }
+
+    /// Enters `thread` under `lsn` and returns its ticket, or `None` if the commit has reached
+    /// `lsn` already.
+    fn enter(&self, lsn: Lsn, thread: Thread) -> Option<u64> {
+        let mut waiting = self.waiting.lock();
+        // Read under the lock: `publish` stores before it takes the lock, so either this sees
+        // the new value or `publish` sees this entry.
+        if self.published.load(Ordering::Acquire) >= lsn {
+            return None;
         }
         let ticket = waiting.next_ticket;
         waiting.next_ticket += 1;
         waiting.threads.insert((lsn, ticket), thread);
+        Some(ticket)
     }
 
     /// Publishes the commit LSN and wakes every thread waiting for it or an older one.

@@ -130,17 +130,16 @@ impl ProposalReply {
         ProposalReply(Some(proposal))
     }
 
-    /// The caller's thread.
-    fn caller(&self) -> Option<std::thread::Thread> {
-        self.0.as_ref().map(|p| p.caller.clone())
-    }
-
-    /// Leaves the outcome; wakes the caller if `wake` (else it was registered for the commit).
-    fn answer(mut self, outcome: Result<(Lsn, u64)>, wake: bool) {
+    /// Leaves the outcome for the caller. A proposal that got an LSN wakes its caller at
+    /// commit (registered with `waiters`), any other outcome at once. The outcome is stored
+    /// first: a caller woken before it is there would park again.
+    fn answer(mut self, outcome: Result<(Lsn, u64)>, waiters: &CommitWaiters) {
         if let Some(proposal) = self.0.take() {
+            let lsn = outcome.as_ref().ok().map(|(lsn, _)| *lsn);
             *proposal.outcome.lock() = Some(outcome);
-            if wake {
-                proposal.caller.unpark();
+            match lsn {
+                Some(lsn) => waiters.register(lsn, proposal.caller.clone()),
+                None => proposal.caller.unpark(),
             }
         }
     }
@@ -339,7 +338,8 @@ impl Node {
     /// happened in time (an entry replaced locally but not yet decided is waited for: another
     /// node may still commit it); [`Error::Closed`] or [`Error::Raft`] if the node stopped;
     /// [`Error::Wal`] with `Compacted` if `lsn` is committed but was compacted away before its
-    /// epoch could be read (whether it is this entry is then unknown).
+    /// epoch could be read (whether it is this entry is then unknown), or with the error of
+    /// reading it if the log could not be read there.
     pub fn wait_committed(&self, lsn: Lsn, epoch: u64, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -672,15 +672,7 @@ fn run<M: StateMachine, T: Transport>(
                         let _ = reply.send(replica.propose(&data));
                     }
                     Request::ProposeAndWait(data, reply) => {
-                        let outcome = replica.propose(&data);
-                        match (&outcome, reply.caller()) {
-                            (Ok((lsn, _)), Some(caller)) => {
-                                // Woken at commit, not now: it has nothing to do before.
-                                shared.waiters.register(*lsn, caller);
-                                reply.answer(outcome, false);
-                            }
-                            _ => reply.answer(outcome, true),
-                        }
+                        reply.answer(replica.propose(&data), &shared.waiters);
                     }
                     Request::Membership(change, reply) => {
                         let _ = reply.send(replica.change_membership(change));

@@ -606,8 +606,8 @@ impl<M: StateMachine> Replica<M> {
 
     /// First half of a round: installs a snapshot from the leader, queues the leader's
     /// messages, applies the committed entries, and appends new entries to the log without
-    /// making them durable yet. Returns
-    /// false if there was nothing to do. Call [`finish_ready`](Replica::finish_ready) next.
+    /// making them durable yet. Returns false if there was nothing to do. Call
+    /// [`finish_ready`](Replica::finish_ready) next.
     pub fn handle_ready(&mut self) -> Result<bool> {
         if self.pending.is_some() {
             return Ok(true);

@@ -455,12 +455,11 @@ fn write_directly(peer: &Peer) -> bool {
     }
     let mut frame = Vec::new();
     let payload = wire::encode_raft_batch(&messages);
-    if let Err(e) = link.frames.write(&mut frame, Kind::Raft, &payload) {
-        link.broken = Some(format!("write: {e}"));
-        peer.sender_needed.store(true, Ordering::Release);
-        return false;
-    }
-    let written = match write_nonblocking(&link.stream, &frame) {
+    let written = link
+        .frames
+        .write(&mut frame, Kind::Raft, &payload)
+        .and_then(|()| write_nonblocking(&link.stream, &frame));
+    let written = match written {
         Ok(written) => written,
         Err(e) => {
             link.broken = Some(format!("write: {e}"));
