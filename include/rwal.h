@@ -961,6 +961,24 @@ rwal_status rwal_node_wait_committed(rwal_node *node,
                                      uint32_t timeout_ms);
 
 /**
+ * Proposes a record on the leader and waits up to `timeout_ms` until a quorum has committed
+ * it; writes its LSN and epoch. The same as `rwal_node_propose` then
+ * `rwal_node_wait_committed`, with one wake-up of the calling thread instead of two (the
+ * node's thread registers the caller for the commit of the LSN it assigns). Errors as theirs;
+ * on `RWAL_ERR_TIMEOUT` and `RWAL_ERR_CLOSED` the outputs are not written and the record may
+ * still commit: a caller that must know proposes and waits separately. Blocks; thread-safe.
+ *
+ * # Safety
+ * `node` is live; `data` has `len` readable bytes (NULL if 0); the outputs are writable.
+ */
+rwal_status rwal_node_propose_and_wait(rwal_node *node,
+                                       const uint8_t *data,
+                                       size_t len,
+                                       uint32_t timeout_ms,
+                                       uint64_t *lsn_out,
+                                       uint64_t *epoch_out);
+
+/**
  * The leader this node knows of: its id in `*leader_out` (0 if none) and, if it is this node
  * or a peer, its peer address as "IP:PORT" with a NUL in `buf` (empty if unknown), its length
  * in `*len_out`. `RWAL_ERR_BUFFER_TOO_SMALL` (with `*len_out`) if the address does not fit.

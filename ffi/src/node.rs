@@ -716,6 +716,42 @@ pub unsafe extern "C" fn rwal_node_wait_committed(
     })
 }
 
+/// Proposes a record on the leader and waits up to `timeout_ms` until a quorum has committed
+/// it; writes its LSN and epoch. The same as `rwal_node_propose` then
+/// `rwal_node_wait_committed`, with one wake-up of the calling thread instead of two (the
+/// node's thread registers the caller for the commit of the LSN it assigns). Errors as theirs;
+/// on `RWAL_ERR_TIMEOUT` and `RWAL_ERR_CLOSED` the outputs are not written and the record may
+/// still commit: a caller that must know proposes and waits separately. Blocks; thread-safe.
+///
+/// # Safety
+/// `node` is live; `data` has `len` readable bytes (NULL if 0); the outputs are writable.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_node_propose_and_wait(
+    node: *mut rwal_node,
+    data: *const u8,
+    len: usize,
+    timeout_ms: u32,
+    lsn_out: *mut u64,
+    epoch_out: *mut u64,
+) -> rwal_status {
+    boundary(|| {
+        non_null(lsn_out, "lsn_out")?;
+        non_null(epoch_out, "epoch_out")?;
+        // SAFETY: forwarded caller contract.
+        let data = unsafe { bytes(data, len, "data")? };
+        // SAFETY: forwarded caller contract.
+        let node = unsafe { self::node(node)? };
+        let timeout = Duration::from_millis(u64::from(timeout_ms));
+        let (lsn, epoch) = node.node.propose_and_wait(data, timeout)?;
+        // SAFETY: checked non-NULL.
+        unsafe {
+            put(lsn_out, lsn);
+            put(epoch_out, epoch);
+        }
+        Ok(())
+    })
+}
+
 /// The leader this node knows of: its id in `*leader_out` (0 if none) and, if it is this node
 /// or a peer, its peer address as "IP:PORT" with a NUL in `buf` (empty if unknown), its length
 /// in `*len_out`. `RWAL_ERR_BUFFER_TOO_SMALL` (with `*len_out`) if the address does not fit.

@@ -160,10 +160,29 @@ static void test_cluster(const char *dir) {
         uint8_t data[100];
         memset(data, r, sizeof data);
         expected_sum += (uint64_t)r * sizeof data;
-        CHECK_STATUS(rwal_node_propose(nodes[leader], data, sizeof data, &lsn, &epoch), RWAL_OK);
-        CHECK_STATUS(rwal_node_wait_committed(nodes[leader], lsn, epoch, WAIT_MS), RWAL_OK);
+        if (r % 2 == 0) {
+            CHECK_STATUS(rwal_node_propose(nodes[leader], data, sizeof data, &lsn, &epoch),
+                         RWAL_OK);
+            CHECK_STATUS(rwal_node_wait_committed(nodes[leader], lsn, epoch, WAIT_MS), RWAL_OK);
+        } else {
+            /* In one call: committed when it returns. */
+            lsn = 0;
+            CHECK_STATUS(rwal_node_propose_and_wait(nodes[leader], data, sizeof data, WAIT_MS,
+                                                    &lsn, &epoch),
+                         RWAL_OK);
+            rwal_node_status st;
+            CHECK_STATUS(rwal_node_status_get(nodes[leader], &st), RWAL_OK);
+            CHECK(st.commit_lsn >= lsn);
+        }
+        CHECK(lsn > last);
         last = lsn;
     }
+    CHECK_STATUS(rwal_node_propose_and_wait(nodes[follower], (const uint8_t *)"x", 1, WAIT_MS,
+                                            &lsn, &epoch),
+                 RWAL_ERR_NOT_LEADER);
+    CHECK_STATUS(rwal_node_propose_and_wait(nodes[leader], (const uint8_t *)"x", 1, WAIT_MS,
+                                            NULL, &epoch),
+                 RWAL_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(rwal_node_propose(nodes[leader], NULL, 5, &lsn, &epoch),
                  RWAL_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(rwal_node_wait_committed(nodes[leader], last + 1000, 1, 10), RWAL_ERR_TIMEOUT);

@@ -187,10 +187,15 @@ class Node(_Handle):
         self._call(lib.rwal_node_wait_committed, lsn, epoch, _millis(timeout))
 
     def propose_and_wait(self, data, timeout: float = 10.0) -> Tuple[int, int]:
-        """propose() then wait_committed()."""
-        lsn, epoch = self.propose(data)
-        self.wait_committed(lsn, epoch, timeout)
-        return lsn, epoch
+        """propose() then wait_committed() in one call, with one wake-up instead of two;
+        returns the committed record's (lsn, epoch). After rwal.TimeoutError the record may
+        still commit (its LSN is not known): callers that must know use the two calls."""
+        buf = ffi.from_buffer(data)
+        lsn = ffi.new("uint64_t *")
+        epoch = ffi.new("uint64_t *")
+        self._call(lib.rwal_node_propose_and_wait, ffi.cast("const uint8_t *", buf), len(buf),
+                   _millis(timeout), lsn, epoch)
+        return lsn[0], epoch[0]
 
     def leader(self) -> Tuple[Optional[int], Optional[str]]:
         """(id, peer address) of the leader this node knows of, or (None, None)."""

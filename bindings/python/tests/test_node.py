@@ -78,8 +78,18 @@ def test_a_cluster_commits_on_every_node_and_followers_name_the_leader(cluster):
     follower = next(i for i in nodes if i != leader)
     acked = {}
     for n in range(30):
-        lsn, epoch = nodes[leader].propose_and_wait(b"record %d" % n, timeout=30)
-        acked[lsn] = b"record %d" % n
+        data = b"record %d" % n
+        if n % 2:
+            lsn, epoch = nodes[leader].propose(data)
+            nodes[leader].wait_committed(lsn, epoch, timeout=30)
+        else:
+            lsn, epoch = nodes[leader].propose_and_wait(data, timeout=30)
+            assert nodes[leader].status()["commit_lsn"] >= lsn
+        assert lsn > max(acked, default=0)
+        acked[lsn] = data
+    with pytest.raises(rwal.NotLeaderError) as refused_one_call:
+        nodes[follower].propose_and_wait(b"x", timeout=30)
+    assert refused_one_call.value.leader_id == leader
     with pytest.raises(rwal.NotLeaderError) as refused:
         nodes[follower].propose(b"x")
     assert refused.value.leader_id == leader
