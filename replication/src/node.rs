@@ -4,6 +4,7 @@
 //! records to the engine.
 
 use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -641,7 +642,10 @@ fn run<M: StateMachine, T: Transport>(
     let mut next_tick = Instant::now() + interval;
     let mut reads: HashMap<u64, (Instant, Reply<Lsn>)> = HashMap::new();
     let mut next_read: u64 = 0;
-    let outcome = (|| -> Result<()> {
+    // A panic (in an engine callback, or in raft-rs on a broken invariant) is caught so that
+    // the node fails like on any other error below: callers get `Raft`/`Closed` answers instead
+    // of waiting forever for a thread that is gone. Nothing touches the replica afterwards.
+    let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<()> {
         loop {
             let (envelopes, requests) = {
                 let mut queue = shared.queue.lock();
@@ -738,10 +742,23 @@ fn run<M: StateMachine, T: Transport>(
                 }
             }
         }
-    })();
+    }));
     shared.closed.store(true, Ordering::Release);
-    let failure = outcome.err().map(|e| e.to_string());
-    *shared.status.lock() = status_of(&replica, failure);
+    match outcome {
+        Ok(outcome) => {
+            let failure = outcome.err().map(|e| e.to_string());
+            *shared.status.lock() = status_of(&replica, failure);
+        }
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".into());
+            // The last published status stays, with the failure added.
+            shared.status.lock().failure = Some(format!("the node's thread panicked: {what}"));
+        }
+    }
     shared.status_cond.notify_all();
     shared.waiters.stop();
     // Answer whatever is still queued.

@@ -361,3 +361,88 @@ fn recovery_modes_that_drop_records_are_refused() {
         })
     ));
 }
+
+/// An engine that cannot apply the record `boom`: it panics.
+struct PanickingEngine;
+
+impl rwal_replication::StateMachine for PanickingEngine {
+    fn apply(&mut self, _lsn: Lsn, _epoch: u64, data: &[u8]) {
+        if data == b"boom" {
+            panic!("the engine cannot apply boom");
+        }
+    }
+
+    fn snapshot(&mut self) -> Vec<u8> {
+        Vec::new()
+    }
+
+    fn restore(&mut self, _lsn: Lsn, _epoch: u64, _snapshot: &[u8]) {}
+}
+
+/// Runs `call` on its own thread and returns its result; fails the test if it has not returned
+/// within `WAIT` (so that a call that would block forever fails instead of hanging the test).
+fn returns_in_time<T: Send + 'static>(what: &str, call: impl FnOnce() -> T + Send + 'static) -> T {
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(call());
+    });
+    result
+        .recv_timeout(WAIT)
+        .unwrap_or_else(|_| panic!("{what} did not return within {WAIT:?}"))
+}
+
+#[test]
+fn a_panicking_engine_stops_the_node_and_no_caller_waits_forever() {
+    let dir = TempDir::new("repl-panic");
+    let network = MemoryNetwork::new();
+    let mut options = NodeOptions::new(1, dir.join("node1"), Bootstrap::Voters(vec![1]));
+    options.tick_interval = Duration::from_millis(5);
+    let node = std::sync::Arc::new(
+        Node::open(options, PanickingEngine, network.transport()).expect("node opens"),
+    );
+    network.register(1, node.inbox());
+    let (status, led) = node.wait_status(WAIT, |s| s.role == Role::Leader);
+    assert!(led, "a single voter leads: {status:?}");
+    let (fine, _) = node
+        .propose_and_wait(b"fine", WAIT)
+        .expect("an ordinary record commits");
+
+    // A caller already waiting for a later LSN, with a timeout far past the test's patience:
+    // only the node's failure can end its wait in time.
+    let waiter = {
+        let node = node.clone();
+        std::thread::spawn(move || node.wait_committed(fine + 100, 1, WAIT * 10))
+    };
+    node.propose(b"boom")
+        .expect("proposing succeeds; applying panics");
+    let (status, failed) = node.wait_status(WAIT, |s| s.failure.is_some());
+    assert!(failed, "the panic stops the node: {status:?}");
+    let failure = status.failure.unwrap();
+    assert!(
+        failure.contains("the node's thread panicked") && failure.contains("cannot apply boom"),
+        "{failure}"
+    );
+
+    let raft_error = |outcome: Result<(), Error>| match outcome {
+        Err(Error::Raft(message)) => assert_eq!(message, failure),
+        other => panic!("expected the node's failure, got {other:?}"),
+    };
+    raft_error(returns_in_time("the earlier waiter", move || {
+        waiter.join().expect("the waiter does not panic")
+    }));
+    let n = node.clone();
+    raft_error(returns_in_time("a later wait", move || {
+        n.wait_committed(fine + 100, 1, WAIT * 10)
+    }));
+    let n = node.clone();
+    let proposed = returns_in_time("a later propose", move || n.propose(b"after"));
+    assert!(matches!(proposed, Err(Error::Closed)), "{proposed:?}");
+    let n = node.clone();
+    let proposed = returns_in_time("a later propose_and_wait", move || {
+        n.propose_and_wait(b"after", WAIT * 10)
+    });
+    assert!(matches!(proposed, Err(Error::Closed)), "{proposed:?}");
+
+    let node = std::sync::Arc::into_inner(node).expect("no other handle is left");
+    raft_error(node.close());
+}
