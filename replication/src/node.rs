@@ -363,8 +363,13 @@ impl Node {
                         epoch,
                         committed_epoch: found,
                     }),
-                    // Compacted past it: committed, but its epoch can no longer be read.
-                    Err(rwal_wal::Error::Compacted { .. }) => {
+                    // Compacted past it: committed, but its epoch can no longer be read. A
+                    // compaction that removes the segment between the log's range check and
+                    // the read shows as another error: the first LSN tells.
+                    Err(e)
+                        if matches!(e, rwal_wal::Error::Compacted { .. })
+                            || lsn < self.wal.first_lsn() =>
+                    {
                         Err(Error::Wal(rwal_wal::Error::Compacted {
                             lsn,
                             first_retained: self.wal.first_lsn(),
