@@ -1,9 +1,10 @@
 //! Real processes on loopback: three `rwal node` processes whose peer connections run through
 //! fault-injecting TCP proxies, a client appending all the time, and faults: SIGKILL of the
 //! leader, SIGSTOP past the election timeout, a restart that catches up by log and one that
-//! needs a snapshot after compaction, partitions (cut both ways, one way, delayed). After each
-//! fault heals: every append a client saw acknowledged is in every node's committed log at the
-//! same LSN with the same bytes, and the nodes' logs are equal.
+//! needs a snapshot after compaction, partitions (cut both ways, one way, delayed), and a SIGTERM
+//! of the leader that must stop it cleanly. After each fault heals: every append a client saw
+//! acknowledged is in every node's committed log at the same LSN with the same bytes, and the
+//! nodes' logs are equal.
 //!
 //! `RWAL_CLUSTER_ROUNDS=N` repeats the whole sequence N times (default 1).
 
@@ -263,6 +264,25 @@ impl Cluster {
         let mut child = self.children.remove(&id).expect("running");
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    /// Waits until node `id` exits by itself; its exit status.
+    fn wait_exit(&mut self, id: u64) -> std::process::ExitStatus {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let child = self.children.get_mut(&id).expect("running");
+            if let Some(exit) = child.try_wait().unwrap() {
+                self.children.remove(&id);
+                return exit;
+            }
+            assert!(Instant::now() < deadline, "node {id} did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// What node `id` logged since it was last started.
+    fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(self.dir.join(format!("node{id}.log"))).unwrap_or_default()
     }
 
     fn signal(&self, id: u64, signal: &str) {
@@ -602,6 +622,24 @@ fn faults_on_real_processes_lose_no_acknowledged_append() {
         for link in cluster.links.values() {
             link.heal();
         }
+        cluster.leader(&all);
+        writer.wait_for(20);
+
+        // 5. SIGTERM the leader mid-stream: it answers the append it is on, closes its log and
+        // exits 0; the others elect a leader and go on; it comes back from its closed log.
+        let (leader, term7) = cluster.leader(&all);
+        cluster.signal(leader, "-TERM");
+        let exit = cluster.wait_exit(leader);
+        let log = cluster.log(leader);
+        assert!(
+            exit.success() && log.contains("stopping:") && log.contains("stopped cleanly"),
+            "node {leader} after SIGTERM ({exit}): {log}"
+        );
+        let others: Vec<u64> = all.iter().copied().filter(|id| *id != leader).collect();
+        let (fifth, term8) = cluster.leader(&others);
+        assert!(fifth != leader && term8 > term7);
+        writer.wait_for(20);
+        cluster.start(leader);
         cluster.leader(&all);
         writer.wait_for(20);
         let acknowledged = writer.stop();

@@ -6,17 +6,19 @@ pub mod proto;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsString;
 use std::io::{BufReader, BufWriter};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use rwal_replication::net::{PeerConfig, PeerNetwork};
 use rwal_replication::{Bootstrap, Error, Node, NodeId, NodeOptions, Role, StateMachine};
 use rwal_wal::{Lsn, Options, RecordKind};
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 const HELP: &str = "\
 usage: rwal node --id N --dir DIR --listen ADDR --client-listen ADDR \\
@@ -39,7 +41,11 @@ Runs one node of a replicated rwal cluster. The founding members are this node a
   --pin-cap-bytes N       log a lagging follower may hold back before it is sent a snapshot
                           instead (default 1 GiB)
   --config FILE           read the options from FILE: `key = value` lines, keys as above
-                          without `--`, `peer` repeated; `#` starts a comment";
+                          without `--`, `peer` repeated; `#` starts a comment
+
+SIGTERM or SIGINT stops the node: it serves no new client, answers the requests in progress,
+closes its log and exits 0. A second signal exits at once (1); everything acknowledged is
+durable either way.";
 
 /// Everything `rwal node` is started with.
 #[derive(Debug, Clone)]
@@ -410,6 +416,12 @@ struct Server {
     /// Appends proposed here and not yet answered, by (client, request).
     inflight: Mutex<HashMap<(u64, u64), (Lsn, u64)>>,
     connections: AtomicUsize,
+    /// Set (under `clients`' lock) once a stop was asked for: no new client is served.
+    stopping: AtomicBool,
+    /// The sockets of the clients being served, by connection number, so that a stop can end
+    /// their reading.
+    clients: Mutex<HashMap<u64, TcpStream>>,
+    next_client: AtomicU64,
 }
 
 const APPEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -419,6 +431,13 @@ const READ_BYTES_MAX: usize = 16 << 20;
 
 fn serve(settings: Settings) -> Result<(), String> {
     let id = settings.id;
+    // The first SIGTERM or SIGINT asks for a stop; a second, while stopping, exits at once.
+    let stop_requested = Arc::new(AtomicBool::new(false));
+    for signal in [SIGTERM, SIGINT] {
+        signal_hook::flag::register_conditional_shutdown(signal, 1, stop_requested.clone())
+            .and_then(|_| signal_hook::flag::register(signal, stop_requested.clone()))
+            .map_err(|e| format!("cannot handle signal {signal}: {e}"))?;
+    }
     let peers = settings
         .peers
         .iter()
@@ -455,11 +474,11 @@ fn serve(settings: Settings) -> Result<(), String> {
     network.attach(node.inbox());
     let listener = TcpListener::bind(settings.client_listen)
         .map_err(|e| format!("cannot listen on {}: {e}", settings.client_listen))?;
+    let client_addr = listener.local_addr().map_err(|e| e.to_string())?;
     log(
         id,
         &format!(
-            "serving clients on {}, peers on {}",
-            listener.local_addr().map_err(|e| e.to_string())?,
+            "serving clients on {client_addr}, peers on {}",
             network.local_addr()
         ),
     );
@@ -470,36 +489,149 @@ fn serve(settings: Settings) -> Result<(), String> {
         network,
         inflight: Mutex::new(HashMap::new()),
         connections: AtomicUsize::new(0),
+        stopping: AtomicBool::new(false),
+        clients: Mutex::new(HashMap::new()),
+        next_client: AtomicU64::new(0),
     });
-    let checkpointer = server.clone();
-    std::thread::Builder::new()
-        .name("rwal-node-checkpoint".into())
-        .spawn(move || checkpoint_loop(&checkpointer))
-        .map_err(|e| e.to_string())?;
+    let checkpointer = {
+        let server = server.clone();
+        std::thread::Builder::new()
+            .name("rwal-node-checkpoint".into())
+            .spawn(move || checkpoint_loop(&server))
+            .map_err(|e| e.to_string())?
+    };
+    let acceptor = {
+        let server = server.clone();
+        std::thread::Builder::new()
+            .name("rwal-node-accept".into())
+            .spawn(move || accept_clients(&server, &listener))
+            .map_err(|e| e.to_string())?
+    };
+    while !stop_requested.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop(server, client_addr, [acceptor, checkpointer])
+}
+
+/// Serves each client connection on its own thread, at most `CLIENT_CONNECTIONS_MAX` at once,
+/// until the node stops.
+fn accept_clients(server: &Arc<Server>, listener: &TcpListener) {
+    let id = server.settings.id;
     for stream in listener.incoming() {
+        if server.stopping.load(Ordering::Acquire) {
+            return;
+        }
         let Ok(stream) = stream else { continue };
         if server.connections.fetch_add(1, Ordering::AcqRel) >= CLIENT_CONNECTIONS_MAX {
             server.connections.fetch_sub(1, Ordering::AcqRel);
             continue; // dropped: the client sees the connection close
         }
-        let server = server.clone();
+        let key = server.next_client.fetch_add(1, Ordering::Relaxed);
+        let registered = {
+            let mut clients = server.clients.lock();
+            // Checked under the lock the stop takes: a client is either ended by the stop
+            // or never served.
+            match stream.try_clone() {
+                Ok(clone) if !server.stopping.load(Ordering::Acquire) => {
+                    clients.insert(key, clone);
+                    true
+                }
+                _ => false,
+            }
+        };
+        if !registered {
+            server.connections.fetch_sub(1, Ordering::AcqRel);
+            continue;
+        }
+        let client_server = server.clone();
         let spawned = std::thread::Builder::new()
             .name("rwal-node-client".into())
             .spawn(move || {
+                let server = client_server;
                 let _ = serve_client(&server, stream);
+                server.clients.lock().remove(&key);
                 server.connections.fetch_sub(1, Ordering::AcqRel);
             });
         if spawned.is_err() {
             log(id, "cannot start a client thread");
+            server.clients.lock().remove(&key);
+            server.connections.fetch_sub(1, Ordering::AcqRel);
         }
     }
-    Ok(())
+}
+
+/// The address to reach a listener bound to `addr` from this host.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, addr.port()).into(),
+        _ => addr,
+    }
+}
+
+/// Stops `rwal node` (SIGTERM or SIGINT): serves no new client, lets each client thread answer
+/// the request it is on (an append still waits for its commit, up to its timeout), then closes
+/// the node and its log. Gives up on a clean close, not on anything acknowledged, if a request
+/// is still in progress after `APPEND_TIMEOUT`.
+fn stop(
+    server: Arc<Server>,
+    client_addr: SocketAddr,
+    threads: [JoinHandle<()>; 2],
+) -> Result<(), String> {
+    let id = server.settings.id;
+    let connected = {
+        let clients = server.clients.lock();
+        server.stopping.store(true, Ordering::Release);
+        for stream in clients.values() {
+            // Their next read ends; the reply being prepared can still be written.
+            let _ = stream.shutdown(Shutdown::Read);
+        }
+        clients.len()
+    };
+    log(
+        id,
+        &format!(
+            "stopping: answering what {connected} client connections are doing, then closing \
+             the log"
+        ),
+    );
+    // The acceptor waits in `accept`: a connection of our own wakes it to see `stopping`.
+    let _ = TcpStream::connect_timeout(&reachable(client_addr), Duration::from_secs(1));
+    let deadline = Instant::now() + APPEND_TIMEOUT + Duration::from_secs(1);
+    while Instant::now() < deadline
+        && (server.connections.load(Ordering::Acquire) > 0
+            || threads.iter().any(|t| !t.is_finished()))
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for thread in threads {
+        if thread.is_finished() {
+            let _ = thread.join();
+        }
+    }
+    let Ok(server) = Arc::try_unwrap(server) else {
+        return Err(format!(
+            "node {id}: requests still in progress after {:?}; exiting without closing the \
+             log (everything acknowledged is durable: the next start recovers it)",
+            APPEND_TIMEOUT
+        ));
+    };
+    let Server { node, network, .. } = server;
+    let closed = node.close();
+    drop(network);
+    match closed {
+        Ok(()) => {
+            log(id, "stopped cleanly");
+            Ok(())
+        }
+        Err(e) => Err(format!("node {id} stopped with an error: {e}")),
+    }
 }
 
 /// Checkpoints the engine's state and compacts every `checkpoint_every` applied records.
 fn checkpoint_loop(server: &Server) {
     let mut last = 0;
-    loop {
+    while !server.stopping.load(Ordering::Acquire) {
         std::thread::sleep(Duration::from_millis(200));
         if let Some(failure) = server.node.status().failure {
             log(server.settings.id, &format!("stopped: {failure}"));
