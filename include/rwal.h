@@ -1026,6 +1026,22 @@ rwal_status rwal_node_change_membership(rwal_node *node,
                                         uint64_t *lsn_out);
 
 /**
+ * Hands leadership to voter `to` (0: the other voter with the most replicated log), e.g.
+ * before closing this node, and waits up to `timeout_ms` until this node knows the new
+ * leader; writes its id. Meanwhile proposals here get `RWAL_ERR_NOT_LEADER` naming it.
+ * `RWAL_ERR_NOT_LEADER` on a follower, `RWAL_ERR_INVALID_ARGUMENT` if `to` is this node or
+ * not a voter, `RWAL_ERR_TIMEOUT` if leadership did not move in time (raft abandons a
+ * transfer after an election timeout; this node then leads on). Blocks; thread-safe.
+ *
+ * # Safety
+ * `node` is live; `leader_out` is writable.
+ */
+rwal_status rwal_node_transfer_leadership(rwal_node *node,
+                                          uint64_t to,
+                                          uint32_t timeout_ms,
+                                          uint64_t *leader_out);
+
+/**
  * Writes a checkpoint at `lsn` (at most the applied LSN) holding the engine's state as of it
  * (`len` bytes); a follower behind the compacted log is sent it. Blocks; thread-safe.
  *

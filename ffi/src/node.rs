@@ -885,6 +885,35 @@ pub unsafe extern "C" fn rwal_node_change_membership(
     })
 }
 
+/// Hands leadership to voter `to` (0: the other voter with the most replicated log), e.g.
+/// before closing this node, and waits up to `timeout_ms` until this node knows the new
+/// leader; writes its id. Meanwhile proposals here get `RWAL_ERR_NOT_LEADER` naming it.
+/// `RWAL_ERR_NOT_LEADER` on a follower, `RWAL_ERR_INVALID_ARGUMENT` if `to` is this node or
+/// not a voter, `RWAL_ERR_TIMEOUT` if leadership did not move in time (raft abandons a
+/// transfer after an election timeout; this node then leads on). Blocks; thread-safe.
+///
+/// # Safety
+/// `node` is live; `leader_out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_node_transfer_leadership(
+    node: *mut rwal_node,
+    to: u64,
+    timeout_ms: u32,
+    leader_out: *mut u64,
+) -> rwal_status {
+    boundary(|| {
+        non_null(leader_out, "leader_out")?;
+        // SAFETY: forwarded caller contract.
+        let node = unsafe { self::node(node)? };
+        let to = (to != 0).then_some(to);
+        let timeout = Duration::from_millis(u64::from(timeout_ms));
+        let leader = node.node.transfer_leadership(to, timeout)?;
+        // SAFETY: checked non-NULL.
+        unsafe { put(leader_out, leader) };
+        Ok(())
+    })
+}
+
 /// Writes a checkpoint at `lsn` (at most the applied LSN) holding the engine's state as of it
 /// (`len` bytes); a follower behind the compacted log is sent it. Blocks; thread-safe.
 ///

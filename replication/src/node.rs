@@ -111,6 +111,7 @@ enum Request {
     Propose(Vec<u8>, Reply<(Lsn, u64)>),
     ProposeAndWait(Vec<u8>, ProposalReply),
     Membership(MembershipChange, Reply<Lsn>),
+    TransferLeadership(NodeId, Reply<()>),
     Checkpoint(Lsn, Vec<u8>, Reply<()>),
     Compact(Reply<rwal_wal::CompactionReport>),
     ReadIndex(Instant, Reply<Lsn>),
@@ -416,6 +417,50 @@ impl Node {
         self.request(|reply| Request::Membership(change, reply))
     }
 
+    /// Hands leadership to another voter, e.g. before this node stops: to `to`, or with `None`
+    /// to the voter whose log is the most up to date. Waits until this node knows the new
+    /// leader and returns its id. Meanwhile this node refuses proposals with `NotLeader`
+    /// naming the successor; entries proposed before stay and are committed by it.
+    /// [`Error::NotLeader`] on a follower; [`Error::InvalidArgument`] if `to` is this node or
+    /// not a voter, or if there is no other voter; [`Error::Timeout`] if leadership did not
+    /// move in time (raft abandons a transfer after an election timeout and this node leads
+    /// on).
+    pub fn transfer_leadership(&self, to: Option<NodeId>, timeout: Duration) -> Result<NodeId> {
+        let to = match to {
+            Some(to) => to,
+            None => {
+                let status = self.status();
+                if status.role != Role::Leader {
+                    return Err(Error::NotLeader {
+                        leader: status.leader,
+                    });
+                }
+                status
+                    .progress
+                    .iter()
+                    .filter(|(id, _)| *id != self.id && status.membership.voters.contains(id))
+                    .max_by_key(|(id, matched)| (*matched, std::cmp::Reverse(*id)))
+                    .map(|(id, _)| *id)
+                    .ok_or_else(|| {
+                        Error::invalid("to", "there is no other voter to hand over to")
+                    })?
+            }
+        };
+        self.request(|reply| Request::TransferLeadership(to, reply))?;
+        let (status, moved) = self.wait_status(timeout, |s| {
+            s.failure.is_some() || (s.leader == Some(to) && s.role != Role::Leader)
+        });
+        if let Some(failure) = status.failure {
+            return Err(Error::Raft(failure));
+        }
+        if !moved {
+            return Err(Error::Timeout {
+                waiting_for: "the leadership to move",
+            });
+        }
+        Ok(to)
+    }
+
     /// Writes a checkpoint at `lsn` (at most the applied LSN) holding the engine's state as of
     /// it.
     pub fn checkpoint(&self, lsn: Lsn, engine_state: &[u8]) -> Result<()> {
@@ -686,6 +731,9 @@ fn run<M: StateMachine, T: Transport>(
                     Request::Membership(change, reply) => {
                         let _ = reply.send(replica.change_membership(change));
                     }
+                    Request::TransferLeadership(to, reply) => {
+                        let _ = reply.send(replica.transfer_leadership(to));
+                    }
                     Request::Checkpoint(lsn, state, reply) => {
                         let _ = reply.send(replica.checkpoint(lsn, &state));
                     }
@@ -773,6 +821,7 @@ fn run<M: StateMachine, T: Transport>(
             Request::Propose(_, reply) => drop(reply.send(Err(Error::Closed))),
             Request::ProposeAndWait(_, reply) => drop(reply), // answers Closed
             Request::Membership(_, reply) => drop(reply.send(Err(Error::Closed))),
+            Request::TransferLeadership(_, reply) => drop(reply.send(Err(Error::Closed))),
             Request::Checkpoint(_, _, reply) => drop(reply.send(Err(Error::Closed))),
             Request::Compact(reply) => drop(reply.send(Err(Error::Closed))),
             Request::ReadIndex(_, reply) => drop(reply.send(Err(Error::Closed))),

@@ -462,22 +462,56 @@ impl<M: StateMachine> Replica<M> {
                 ),
             ));
         }
-        if self.raw.raft.state != StateRole::Leader {
-            return Err(Error::NotLeader {
-                leader: self.leader(),
-            });
-        }
+        self.refuse_unless_leading()?;
         self.raw
             .propose(codec::USER_CONTEXT.to_vec(), data.to_vec())
             .map_err(|e| match e {
                 // On a leader raft-rs drops a proposal when the uncommitted bytes are at their
-                // limit (or while it hands leadership over, which this crate never asks for).
+                // limit (or while it hands leadership over, refused above).
                 raft::Error::ProposalDropped => Error::Backlogged {
                     uncommitted_bytes_max: self.config.max_uncommitted_bytes,
                 },
                 other => other.into(),
             })?;
         Ok((self.raw.raft.raft_log.last_index(), self.raw.raft.term))
+    }
+
+    /// `NotLeader` unless this node leads and is not handing leadership over; while it is, the
+    /// node it hands over to is named (raft-rs would drop the proposal).
+    fn refuse_unless_leading(&self) -> Result<()> {
+        if self.raw.raft.state != StateRole::Leader {
+            return Err(Error::NotLeader {
+                leader: self.leader(),
+            });
+        }
+        if let Some(successor) = self.raw.raft.lead_transferee {
+            return Err(Error::NotLeader {
+                leader: Some(successor),
+            });
+        }
+        Ok(())
+    }
+
+    /// Hands leadership to the voter `to` (raft's leader transfer): the leader brings `to`'s
+    /// log up to date, then tells it to start an election at once, which it wins without
+    /// waiting for an election timeout. Meanwhile this node refuses proposals with
+    /// `NotLeader` naming `to`; if `to` has not taken over within an election timeout, the
+    /// transfer is abandoned and this node leads on. [`Error::NotLeader`] on a follower,
+    /// [`Error::InvalidArgument`] if `to` is this node or not a voter.
+    pub fn transfer_leadership(&mut self, to: NodeId) -> Result<()> {
+        if self.raw.raft.state != StateRole::Leader {
+            return Err(Error::NotLeader {
+                leader: self.leader(),
+            });
+        }
+        if to == self.config.id || !self.membership().voters.contains(&to) {
+            return Err(Error::invalid(
+                "to",
+                format!("node {to} is not another voter of this cluster"),
+            ));
+        }
+        self.raw.transfer_leader(to);
+        Ok(())
     }
 
     /// Asks for a linearizable read point (raft's ReadIndex): once the leader has confirmed
@@ -497,11 +531,7 @@ impl<M: StateMachine> Replica<M> {
     /// Proposes a membership change (one at a time: raft refuses a second while one is pending).
     /// Promoting a learner is refused until it has replicated up to the commit LSN.
     pub fn change_membership(&mut self, change: MembershipChange) -> Result<Lsn> {
-        if self.raw.raft.state != StateRole::Leader {
-            return Err(Error::NotLeader {
-                leader: self.leader(),
-            });
-        }
+        self.refuse_unless_leading()?;
         let mut cc = ConfChange::default();
         match change {
             MembershipChange::AddVoter(id) => {
@@ -539,7 +569,7 @@ impl<M: StateMachine> Replica<M> {
             .propose_conf_change(Vec::new(), cc)
             .map_err(|e| match e {
                 // On a leader raft-rs drops a proposal when the uncommitted bytes are at their
-                // limit (or while it hands leadership over, which this crate never asks for).
+                // limit (or while it hands leadership over, refused above).
                 raft::Error::ProposalDropped => Error::Backlogged {
                     uncommitted_bytes_max: self.config.max_uncommitted_bytes,
                 },

@@ -362,6 +362,92 @@ fn recovery_modes_that_drop_records_are_refused() {
     ));
 }
 
+#[test]
+fn leadership_moves_to_the_chosen_voter_and_proposals_follow_it() {
+    let cluster = Cluster::new("repl-transfer", 3);
+    let all = [1, 2, 3];
+    let leader = cluster.leader(&all);
+    let (before, epoch) = cluster
+        .node(leader)
+        .propose_and_wait(b"before", WAIT)
+        .unwrap();
+    let chosen = all.into_iter().find(|id| *id != leader).unwrap();
+    let third = all
+        .into_iter()
+        .find(|id| *id != leader && *id != chosen)
+        .unwrap();
+
+    // Refused where it cannot be done, naming what is wrong.
+    match cluster.node(chosen).transfer_leadership(Some(third), WAIT) {
+        Err(Error::NotLeader { leader: named }) => assert_eq!(named, Some(leader)),
+        other => panic!("a follower cannot hand leadership over: {other:?}"),
+    }
+    for bad in [leader, 99] {
+        match cluster.node(leader).transfer_leadership(Some(bad), WAIT) {
+            Err(Error::InvalidArgument { name: "to", .. }) => {}
+            other => panic!("to node {bad}: {other:?}"),
+        }
+    }
+
+    // While a transfer is pending (its target cut off here, so it cannot finish), proposals
+    // are refused with the successor named. Raft abandons the transfer after an election
+    // timeout (50-100 ms here), so a slow test thread may miss the window: a few tries.
+    cluster.network.cut(leader, third);
+    let mut named_successor = false;
+    for _ in 0..20 {
+        let pending = cluster
+            .node(leader)
+            .transfer_leadership(Some(third), Duration::from_millis(1));
+        assert!(matches!(pending, Err(Error::Timeout { .. })), "{pending:?}");
+        match cluster.node(leader).propose(b"during") {
+            Err(Error::NotLeader { leader: named }) => {
+                assert_eq!(named, Some(third));
+                named_successor = true;
+                break;
+            }
+            Ok(_) => {} // the transfer was abandoned already
+            Err(e) => panic!("while handing over: {e:?}"),
+        }
+    }
+    assert!(named_successor, "no proposal saw the pending transfer");
+    cluster.network.heal();
+    // It was abandoned or completed: either way one leader, and proposals commit.
+    let leader = cluster.leader(&all);
+    let chosen = all.into_iter().find(|id| *id != leader).unwrap();
+
+    let term = cluster.node(leader).status().term;
+    let moved = cluster
+        .node(leader)
+        .transfer_leadership(Some(chosen), WAIT)
+        .unwrap();
+    assert_eq!(moved, chosen);
+    assert_eq!(cluster.leader(&all), chosen);
+    assert!(cluster.node(chosen).status().term > term);
+    match cluster.node(leader).propose(b"x") {
+        Err(Error::NotLeader { leader: named }) => assert_eq!(named, Some(chosen)),
+        other => panic!("the old leader refuses and names the new one: {other:?}"),
+    }
+    let (after, _) = cluster
+        .node(chosen)
+        .propose_and_wait(b"after", WAIT)
+        .unwrap();
+    assert!(after > before);
+
+    // With no voter named: to an up-to-date one other than itself.
+    let next = cluster
+        .node(chosen)
+        .transfer_leadership(None, WAIT)
+        .unwrap();
+    assert_ne!(next, chosen);
+    assert_eq!(cluster.leader(&all), next);
+    // What was committed before the transfers stays committed at its LSN.
+    cluster
+        .node(next)
+        .wait_committed(before, epoch, WAIT)
+        .unwrap();
+    cluster.wait_applied(next, after);
+}
+
 /// An engine that cannot apply the record `boom`: it panics.
 struct PanickingEngine;
 

@@ -246,6 +246,33 @@ static void test_cluster(const char *dir) {
     CHECK_STATUS(rwal_node_change_membership(nodes[leader], 77, 4, NULL, &change_lsn),
                  RWAL_ERR_INVALID_ARGUMENT);
 
+    /* Leadership handed to a chosen follower; the old leader then refuses and names it. */
+    uint64_t moved = 0;
+    CHECK_STATUS(rwal_node_transfer_leadership(nodes[follower], 0, WAIT_MS, &moved),
+                 RWAL_ERR_NOT_LEADER);
+    CHECK_STATUS(rwal_node_transfer_leadership(nodes[leader], (uint64_t)leader + 1, WAIT_MS,
+                                               &moved),
+                 RWAL_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(rwal_node_transfer_leadership(nodes[leader], 0, WAIT_MS, NULL),
+                 RWAL_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(rwal_node_transfer_leadership(nodes[leader], (uint64_t)follower + 1, WAIT_MS,
+                                               &moved),
+                 RWAL_OK);
+    CHECK(moved == (uint64_t)follower + 1);
+    CHECK_STATUS(rwal_node_propose(nodes[leader], (const uint8_t *)"y", 1, &lsn, &epoch),
+                 RWAL_ERR_NOT_LEADER);
+    CHECK_STATUS(rwal_node_leader(nodes[leader], &named, addr, sizeof addr, &len), RWAL_OK);
+    CHECK(named == (uint64_t)follower + 1);
+    lsn = 0;
+    for (int waited = 0; waited < WAIT_MS; waited += 10) {
+        rwal_status st = rwal_node_propose_and_wait(nodes[follower], (const uint8_t *)"z", 1,
+                                                    WAIT_MS, &lsn, &epoch);
+        if (st == RWAL_OK) break;
+        CHECK(st == RWAL_ERR_NOT_LEADER); /* not yet leading as this node sees it */
+        sleep_ms(10);
+    }
+    CHECK(lsn > last);
+
     for (int i = 0; i < NODES; i++) {
         CHECK_STATUS(rwal_node_close(nodes[i]), RWAL_OK);
         pthread_mutex_destroy(&engines[i].lock);

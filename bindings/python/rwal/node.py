@@ -262,6 +262,14 @@ class Node(_Handle):
                    addr.encode() if addr is not None else ffi.NULL, lsn)
         return lsn[0]
 
+    def transfer_leadership(self, to: Optional[int] = None, timeout: float = 10.0) -> int:
+        """Hands leadership to voter `to` (None: the other voter with the most replicated
+        log), e.g. before close(); returns the new leader's id once this node knows it.
+        rwal.NotLeaderError on a follower; rwal.TimeoutError if leadership did not move."""
+        leader = ffi.new("uint64_t *")
+        self._call(lib.rwal_node_transfer_leadership, to or 0, _millis(timeout), leader)
+        return leader[0]
+
     def checkpoint(self, lsn: int, state) -> None:
         """Writes a checkpoint at `lsn` (at most the applied LSN) with the engine's state."""
         buf = ffi.from_buffer(state)

@@ -111,6 +111,16 @@ def test_a_cluster_commits_on_every_node_and_followers_name_the_leader(cluster):
     assert any(kind == rwal.node.SYSTEM for _, _, kind, _ in records)
     with pytest.raises(rwal.TimeoutError):
         nodes[leader].wait_committed(max(acked) + 1000, 1, timeout=0.05)
+    # Leadership handed to a chosen follower: the old leader then refuses and names it.
+    with pytest.raises(rwal.NotLeaderError):
+        nodes[follower].transfer_leadership()
+    assert nodes[leader].transfer_leadership(follower, timeout=30) == follower
+    assert leader_of(nodes) == follower
+    with pytest.raises(rwal.NotLeaderError) as refused_after:
+        nodes[leader].propose(b"y")
+    assert refused_after.value.leader_id == follower
+    lsn, _ = nodes[follower].propose_and_wait(b"after the handover", timeout=30)
+    assert lsn > max(acked)
 
 
 def test_a_learner_joins_from_a_snapshot_after_compaction(cluster, tmp_path):
