@@ -885,7 +885,7 @@ pub unsafe extern "C" fn rwal_node_change_membership(
     })
 }
 
-/// Hands leadership to voter `to` (0: the other voter with the most replicated log), e.g.
+/// Hands leadership to voter `to` (0: the live voter with the most replicated log), e.g.
 /// before closing this node, and waits up to `timeout_ms` until this node knows the new
 /// leader; writes its id. Meanwhile proposals here get `RWAL_ERR_NOT_LEADER` naming it.
 /// `RWAL_ERR_NOT_LEADER` on a follower, `RWAL_ERR_INVALID_ARGUMENT` if `to` is this node or

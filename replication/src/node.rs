@@ -111,7 +111,7 @@ enum Request {
     Propose(Vec<u8>, Reply<(Lsn, u64)>),
     ProposeAndWait(Vec<u8>, ProposalReply),
     Membership(MembershipChange, Reply<Lsn>),
-    TransferLeadership(NodeId, Reply<()>),
+    TransferLeadership(Option<NodeId>, Reply<NodeId>),
     Checkpoint(Lsn, Vec<u8>, Reply<()>),
     Compact(Reply<rwal_wal::CompactionReport>),
     ReadIndex(Instant, Reply<Lsn>),
@@ -418,47 +418,32 @@ impl Node {
     }
 
     /// Hands leadership to another voter, e.g. before this node stops: to `to`, or with `None`
-    /// to the voter whose log is the most up to date. Waits until this node knows the new
-    /// leader and returns its id. Meanwhile this node refuses proposals with `NotLeader`
-    /// naming the successor; entries proposed before stay and are committed by it.
-    /// [`Error::NotLeader`] on a follower; [`Error::InvalidArgument`] if `to` is this node or
-    /// not a voter, or if there is no other voter; [`Error::Timeout`] if leadership did not
+    /// to the voter whose log is the most up to date (among those heard from lately, if any). Waits until this node knows another leader and returns its id (the successor's,
+    /// unless raft abandoned the transfer and someone else won the election that followed).
+    /// Meanwhile this node refuses proposals with `NotLeader` naming the successor; entries
+    /// proposed before stay and are committed by it. [`Error::NotLeader`] on a follower;
+    /// [`Error::InvalidArgument`] if `to` is this node or not a voter, or if there is no other
+    /// voter; [`Error::Timeout`] if leadership did not
     /// move in time (raft abandons a transfer after an election timeout and this node leads
     /// on).
     pub fn transfer_leadership(&self, to: Option<NodeId>, timeout: Duration) -> Result<NodeId> {
-        let to = match to {
-            Some(to) => to,
-            None => {
-                let status = self.status();
-                if status.role != Role::Leader {
-                    return Err(Error::NotLeader {
-                        leader: status.leader,
-                    });
-                }
-                status
-                    .progress
-                    .iter()
-                    .filter(|(id, _)| *id != self.id && status.membership.voters.contains(id))
-                    .max_by_key(|(id, matched)| (*matched, std::cmp::Reverse(*id)))
-                    .map(|(id, _)| *id)
-                    .ok_or_else(|| {
-                        Error::invalid("to", "there is no other voter to hand over to")
-                    })?
-            }
-        };
+        // The successor is chosen on the node's thread; the wait below takes whoever leads.
         self.request(|reply| Request::TransferLeadership(to, reply))?;
+        // Done once another node leads as this one sees it: `to`, or, if raft abandoned the
+        // transfer and another election followed, whoever won it.
         let (status, moved) = self.wait_status(timeout, |s| {
-            s.failure.is_some() || (s.leader == Some(to) && s.role != Role::Leader)
+            s.failure.is_some()
+                || (s.role != Role::Leader && s.leader.is_some_and(|l| l != self.id))
         });
         if let Some(failure) = status.failure {
             return Err(Error::Raft(failure));
         }
-        if !moved {
-            return Err(Error::Timeout {
+        match status.leader {
+            Some(leader) if moved => Ok(leader),
+            _ => Err(Error::Timeout {
                 waiting_for: "the leadership to move",
-            });
+            }),
         }
-        Ok(to)
     }
 
     /// Writes a checkpoint at `lsn` (at most the applied LSN) holding the engine's state as of
@@ -796,7 +781,7 @@ fn run<M: StateMachine, T: Transport>(
             }
         }
     }));
-    shared.closed.store(true, Ordering::Release);
+    // The failure first: a caller that sees `closed` then finds it in the status.
     match outcome {
         Ok(outcome) => {
             let failure = outcome.err().map(|e| e.to_string());
@@ -812,6 +797,7 @@ fn run<M: StateMachine, T: Transport>(
             shared.status.lock().failure = Some(format!("the node's thread panicked: {what}"));
         }
     }
+    shared.closed.store(true, Ordering::Release);
     shared.status_cond.notify_all();
     shared.waiters.stop();
     // Answer whatever is still queued.

@@ -200,6 +200,8 @@ pub struct Replica<M: StateMachine> {
     pins: HashMap<NodeId, Pin>,
     leader: Option<NodeId>,
     ticks: u64,
+    /// The tick of the last message from each peer: who is alive, for a leadership transfer.
+    heard: HashMap<NodeId, u64>,
     ack_before_persist: bool,
     log: Vec<String>,
     snapshots_installed: u64,
@@ -325,6 +327,7 @@ impl<M: StateMachine> Replica<M> {
             pins: HashMap::new(),
             leader: None,
             ticks: 0,
+            heard: HashMap::new(),
             ack_before_persist: false,
             log: Vec::new(),
             snapshots_installed: 0,
@@ -492,26 +495,50 @@ impl<M: StateMachine> Replica<M> {
         Ok(())
     }
 
-    /// Hands leadership to the voter `to` (raft's leader transfer): the leader brings `to`'s
-    /// log up to date, then tells it to start an election at once, which it wins without
-    /// waiting for an election timeout. Meanwhile this node refuses proposals with
-    /// `NotLeader` naming `to`; if `to` has not taken over within an election timeout, the
-    /// transfer is abandoned and this node leads on. [`Error::NotLeader`] on a follower,
-    /// [`Error::InvalidArgument`] if `to` is this node or not a voter.
-    pub fn transfer_leadership(&mut self, to: NodeId) -> Result<()> {
+    /// Hands leadership to the voter `to`, or with `None` to the other voter with the most
+    /// replicated log, among those heard from lately if any (raft's leader transfer): the leader brings the successor's log up to date, then tells it to start an
+    /// election at once, which it wins without waiting for an election timeout. Meanwhile this
+    /// node refuses proposals with `NotLeader` naming the successor; if it has not taken over
+    /// within an election timeout, the transfer is abandoned and this node leads on. Returns
+    /// the successor. [`Error::NotLeader`] on a follower; [`Error::InvalidArgument`] if `to` is
+    /// this node or not a voter, or if there is no other voter.
+    pub fn transfer_leadership(&mut self, to: Option<NodeId>) -> Result<NodeId> {
         if self.raw.raft.state != StateRole::Leader {
             return Err(Error::NotLeader {
                 leader: self.leader(),
             });
         }
-        if to == self.config.id || !self.membership().voters.contains(&to) {
-            return Err(Error::invalid(
-                "to",
-                format!("node {to} is not another voter of this cluster"),
-            ));
-        }
+        let voters = self.membership().voters;
+        let me = self.config.id;
+        let to = match to {
+            Some(to) if to == me || !voters.contains(&to) => {
+                return Err(Error::invalid(
+                    "to",
+                    format!("node {to} is not another voter of this cluster"),
+                ))
+            }
+            Some(to) => to,
+            // A voter that is down but was up to date would never take over: voters heard
+            // from within the last election timeout come first. (raft's `recent_active` is no
+            // guide: check-quorum clears it for every peer at each election timeout.)
+            None => {
+                let alive = |id: &NodeId| {
+                    self.heard
+                        .get(id)
+                        .is_some_and(|tick| self.ticks - tick <= self.config.election_ticks as u64)
+                };
+                self.raw
+                    .raft
+                    .prs()
+                    .iter()
+                    .filter(|(id, _)| **id != me && voters.contains(id))
+                    .max_by_key(|(id, pr)| (alive(id), pr.matched, std::cmp::Reverse(**id)))
+                    .map(|(id, _)| *id)
+                    .ok_or_else(|| Error::invalid("to", "there is no other voter"))?
+            }
+        };
         self.raw.transfer_leader(to);
-        Ok(())
+        Ok(to)
     }
 
     /// Asks for a linearizable read point (raft's ReadIndex): once the leader has confirmed
@@ -602,6 +629,9 @@ impl<M: StateMachine> Replica<M> {
             Envelope::Raft(mut message) => {
                 if message.to != self.config.id {
                     return;
+                }
+                if self.raw.raft.prs().get(message.from).is_some() {
+                    self.heard.insert(message.from, self.ticks);
                 }
                 if message.get_msg_type() == MessageType::MsgSnapshot {
                     let meta = message.get_snapshot().get_metadata().clone();

@@ -448,6 +448,39 @@ fn leadership_moves_to_the_chosen_voter_and_proposals_follow_it() {
     cluster.wait_applied(next, after);
 }
 
+#[test]
+fn an_automatic_transfer_skips_a_voter_that_is_down() {
+    let mut cluster = Cluster::new("repl-transfer-down", 3);
+    let leader = cluster.leader(&[1, 2, 3]);
+    cluster
+        .node(leader)
+        .propose_and_wait(b"both followers have it", WAIT)
+        .unwrap();
+    // The follower with the lower id wins a tie on the replicated log: stop it.
+    let mut followers: Vec<NodeId> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
+    followers.sort_unstable();
+    let (down, live) = (followers[0], followers[1]);
+    cluster.stop(down);
+    // Until check-quorum notices (an election timeout), the leader may still count the stopped
+    // node as active, pick it, and give up: then it tries again.
+    let deadline = std::time::Instant::now() + WAIT;
+    let moved = loop {
+        match cluster
+            .node(leader)
+            .transfer_leadership(None, Duration::from_millis(300))
+        {
+            Ok(to) => break to,
+            Err(Error::Timeout { .. }) => assert!(
+                std::time::Instant::now() < deadline,
+                "the leader kept picking the stopped node {down}"
+            ),
+            Err(e) => panic!("transfer: {e:?}"),
+        }
+    };
+    assert_eq!(moved, live);
+    assert_eq!(cluster.leader(&[leader, live]), live);
+}
+
 /// An engine that cannot apply the record `boom`: it panics.
 struct PanickingEngine;
 

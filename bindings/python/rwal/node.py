@@ -263,7 +263,7 @@ class Node(_Handle):
         return lsn[0]
 
     def transfer_leadership(self, to: Optional[int] = None, timeout: float = 10.0) -> int:
-        """Hands leadership to voter `to` (None: the other voter with the most replicated
+        """Hands leadership to voter `to` (None: the live voter with the most replicated
         log), e.g. before close(); returns the new leader's id once this node knows it.
         rwal.NotLeaderError on a follower; rwal.TimeoutError if leadership did not move."""
         leader = ffi.new("uint64_t *")

@@ -560,7 +560,7 @@ fn accept_clients(server: &Arc<Server>, listener: &TcpListener) {
     }
 }
 
-/// Hands leadership to the most up-to-date other voter; a line saying how it went. Raft gives
+/// Hands leadership to the most up-to-date other live voter; a line saying how it went. Raft gives
 /// a transfer one election timeout, which a loaded machine can miss: three tries.
 fn hand_leadership_over(node: &Node) -> String {
     let mut outcome = String::new();
@@ -616,11 +616,10 @@ fn stop(
     }
     // The acceptor waits in `accept`: a connection of our own wakes it to see `stopping`.
     let _ = TcpStream::connect_timeout(&reachable(client_addr), Duration::from_secs(1));
+    // Every thread serving a client, the acceptor and the checkpointer hold the server: it is
+    // ours alone once they all ended.
     let deadline = Instant::now() + APPEND_TIMEOUT + Duration::from_secs(1);
-    while Instant::now() < deadline
-        && (server.connections.load(Ordering::Acquire) > 0
-            || threads.iter().any(|t| !t.is_finished()))
-    {
+    while Instant::now() < deadline && Arc::strong_count(&server) > 1 {
         std::thread::sleep(Duration::from_millis(10));
     }
     for thread in threads {
@@ -688,7 +687,12 @@ fn serve_client(server: &Server, stream: TcpStream) -> std::io::Result<()> {
     stream.set_read_timeout(Some(CLIENT_IDLE_TIMEOUT))?;
     let mut input = BufReader::new(stream.try_clone()?);
     let mut output = BufWriter::new(stream);
-    while let Some((op, body)) = proto::read_message(&mut input)? {
+    // A stop ends the reading of the socket, but requests already buffered (or sent after the
+    // shutdown) would still be read: the flag ends the loop between requests.
+    while !server.stopping.load(Ordering::Acquire) {
+        let Some((op, body)) = proto::read_message(&mut input)? else {
+            break;
+        };
         let (status, reply) = match op {
             proto::OP_APPEND => append(server, &body),
             proto::OP_READ => read(server, &body),
