@@ -53,6 +53,9 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Reconnection backoff.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// A connection that was up at least this long and failed is dialled again without a backoff:
+/// a peer that fails sooner than this after each connection costs one dial per this time.
+const REDIAL_AFTER_UP: Duration = Duration::from_millis(100);
 
 /// Where a node listens, who its peers are, and what proves membership.
 #[derive(Clone)]
@@ -528,11 +531,15 @@ fn send_loop(shared: Arc<Shared>, peer: Arc<Peer>) {
     let mut last_error = String::new();
     let mut jitter = peer.id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ shared.identity.id;
     while still_current(&shared, &peer) {
+        // A connection that was up for a while and then failed is most likely a peer that
+        // restarted: dial again at once. Only failures in quick succession back off.
+        let mut redial_at_once = false;
         match connect(&shared, &peer) {
             Ok((stream, key)) => {
                 shared.log(format!("connected to peer {} at {}", peer.id, peer.addr));
                 last_error.clear();
                 backoff = BACKOFF_MIN;
+                let connected_at = Instant::now();
                 let outcome = match stream.try_clone() {
                     Ok(writer) => {
                         *peer.link.lock() = Some(Link {
@@ -555,6 +562,7 @@ fn send_loop(shared: Arc<Shared>, peer: Arc<Peer>) {
                 if let Err(e) = outcome {
                     shared.log(format!("connection to peer {} lost: {e}", peer.id));
                 }
+                redial_at_once = connected_at.elapsed() >= REDIAL_AFTER_UP;
             }
             Err(e) => {
                 if e != last_error {
@@ -565,6 +573,9 @@ fn send_loop(shared: Arc<Shared>, peer: Arc<Peer>) {
                     last_error = e;
                 }
             }
+        }
+        if redial_at_once {
+            continue;
         }
         // Backoff with jitter, cut short when the network stops.
         jitter ^= jitter << 13;
