@@ -42,13 +42,9 @@ impl StateMachine for Nothing {
 }
 
 /// A running node and its network; `None` while stopped.
-type Slot = Option<(Arc<Node>, Arc<PeerNetwork>)>;
+type Slot = Option<(Arc<Node>, PeerNetwork)>;
 
-fn open(
-    base: &Path,
-    id: NodeId,
-    addrs: &HashMap<NodeId, SocketAddr>,
-) -> (Arc<Node>, Arc<PeerNetwork>) {
+fn open(base: &Path, id: NodeId, addrs: &HashMap<NodeId, SocketAddr>) -> (Arc<Node>, PeerNetwork) {
     let config = PeerConfig {
         id,
         cluster_id: 0x4a4d,
@@ -69,7 +65,7 @@ fn open(
     options.tick_interval = Duration::from_millis(10);
     let node = Node::open(options, Nothing, network.transport()).expect("node opens");
     network.attach(node.inbox());
-    (Arc::new(node), Arc::new(network))
+    (Arc::new(node), network)
 }
 
 fn main() {

@@ -418,8 +418,9 @@ impl Node {
     }
 
     /// Hands leadership to another voter, e.g. before this node stops: to `to`, or with `None`
-    /// to the voter whose log is the most up to date (among those heard from lately, if any). Waits until this node knows another leader and returns its id (the successor's,
-    /// unless raft abandoned the transfer and someone else won the election that followed).
+    /// to the voter whose log is the most up to date (among those heard from lately, if any).
+    /// Waits until this node knows another leader and returns its id (the successor's, unless
+    /// raft abandoned the transfer and someone else won the election that followed).
     /// Meanwhile this node refuses proposals with `NotLeader` naming the successor; entries
     /// proposed before stay and are committed by it. [`Error::NotLeader`] on a follower;
     /// [`Error::InvalidArgument`] if `to` is this node or not a voter, or if there is no other

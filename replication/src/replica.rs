@@ -496,8 +496,9 @@ impl<M: StateMachine> Replica<M> {
     }
 
     /// Hands leadership to the voter `to`, or with `None` to the other voter with the most
-    /// replicated log, among those heard from lately if any (raft's leader transfer): the leader brings the successor's log up to date, then tells it to start an
-    /// election at once, which it wins without waiting for an election timeout. Meanwhile this
+    /// replicated log, among those heard from lately if any (raft's leader transfer): the
+    /// leader brings the successor's log up to date, then tells it to start an election at
+    /// once, which it wins without waiting for an election timeout. Meanwhile this
     /// node refuses proposals with `NotLeader` naming the successor; if it has not taken over
     /// within an election timeout, the transfer is abandoned and this node leads on. Returns
     /// the successor. [`Error::NotLeader`] on a follower; [`Error::InvalidArgument`] if `to` is

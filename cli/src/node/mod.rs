@@ -9,9 +9,8 @@ use std::io::{BufReader, BufWriter};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -415,13 +414,11 @@ struct Server {
     network: PeerNetwork,
     /// Appends proposed here and not yet answered, by (client, request).
     inflight: Mutex<HashMap<(u64, u64), (Lsn, u64)>>,
-    connections: AtomicUsize,
     /// Set (under `clients`' lock) once a stop was asked for: no new client is served.
     stopping: AtomicBool,
-    /// The sockets of the clients being served, by connection number, so that a stop can end
-    /// their reading.
+    /// The sockets of the clients being served, by connection number: at most
+    /// `CLIENT_CONNECTIONS_MAX`, and a stop ends their reading.
     clients: Mutex<HashMap<u64, TcpStream>>,
-    next_client: AtomicU64,
 }
 
 const APPEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -488,60 +485,51 @@ fn serve(settings: Settings) -> Result<(), String> {
         engine,
         network,
         inflight: Mutex::new(HashMap::new()),
-        connections: AtomicUsize::new(0),
         stopping: AtomicBool::new(false),
         clients: Mutex::new(HashMap::new()),
-        next_client: AtomicU64::new(0),
     });
-    let checkpointer = {
-        let server = server.clone();
-        std::thread::Builder::new()
-            .name("rwal-node-checkpoint".into())
-            .spawn(move || checkpoint_loop(&server))
-            .map_err(|e| e.to_string())?
-    };
-    let acceptor = {
-        let server = server.clone();
-        std::thread::Builder::new()
-            .name("rwal-node-accept".into())
-            .spawn(move || accept_clients(&server, &listener))
-            .map_err(|e| e.to_string())?
-    };
+    // Both end by themselves once `stopping` is set; the stop waits for their handles on the
+    // server, not for their threads.
+    let checkpointer = server.clone();
+    std::thread::Builder::new()
+        .name("rwal-node-checkpoint".into())
+        .spawn(move || checkpoint_loop(&checkpointer))
+        .map_err(|e| e.to_string())?;
+    let acceptor = server.clone();
+    std::thread::Builder::new()
+        .name("rwal-node-accept".into())
+        .spawn(move || accept_clients(&acceptor, &listener))
+        .map_err(|e| e.to_string())?;
     while !stop_requested.load(Ordering::Acquire) {
         std::thread::sleep(Duration::from_millis(50));
     }
-    stop(server, client_addr, [acceptor, checkpointer])
+    stop(server, client_addr)
 }
 
 /// Serves each client connection on its own thread, at most `CLIENT_CONNECTIONS_MAX` at once,
 /// until the node stops.
 fn accept_clients(server: &Arc<Server>, listener: &TcpListener) {
     let id = server.settings.id;
+    let mut next_key = 0u64;
     for stream in listener.incoming() {
         if server.stopping.load(Ordering::Acquire) {
             return;
         }
         let Ok(stream) = stream else { continue };
-        if server.connections.fetch_add(1, Ordering::AcqRel) >= CLIENT_CONNECTIONS_MAX {
-            server.connections.fetch_sub(1, Ordering::AcqRel);
-            continue; // dropped: the client sees the connection close
-        }
-        let key = server.next_client.fetch_add(1, Ordering::Relaxed);
-        let registered = {
+        let key = next_key;
+        next_key += 1;
+        {
             let mut clients = server.clients.lock();
-            // Checked under the lock the stop takes: a client is either ended by the stop
-            // or never served.
-            match stream.try_clone() {
-                Ok(clone) if !server.stopping.load(Ordering::Acquire) => {
-                    clients.insert(key, clone);
-                    true
-                }
-                _ => false,
+            // Checked under the lock the stop takes: a client is either ended by the stop or
+            // never served. Dropped connections (stopping, over the limit, no handle for the
+            // stop) are seen closed by their clients.
+            if server.stopping.load(Ordering::Acquire) || clients.len() >= CLIENT_CONNECTIONS_MAX {
+                continue;
             }
-        };
-        if !registered {
-            server.connections.fetch_sub(1, Ordering::AcqRel);
-            continue;
+            let Ok(handle) = stream.try_clone() else {
+                continue;
+            };
+            clients.insert(key, handle);
         }
         let client_server = server.clone();
         let spawned = std::thread::Builder::new()
@@ -550,12 +538,10 @@ fn accept_clients(server: &Arc<Server>, listener: &TcpListener) {
                 let server = client_server;
                 let _ = serve_client(&server, stream);
                 server.clients.lock().remove(&key);
-                server.connections.fetch_sub(1, Ordering::AcqRel);
             });
         if spawned.is_err() {
             log(id, "cannot start a client thread");
             server.clients.lock().remove(&key);
-            server.connections.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
@@ -587,11 +573,7 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
 /// the request it is on (an append still waits for its commit, up to its timeout), then closes
 /// the node and its log. Gives up on a clean close, not on anything acknowledged, if a request
 /// is still in progress after `APPEND_TIMEOUT`.
-fn stop(
-    server: Arc<Server>,
-    client_addr: SocketAddr,
-    threads: [JoinHandle<()>; 2],
-) -> Result<(), String> {
+fn stop(server: Arc<Server>, client_addr: SocketAddr) -> Result<(), String> {
     let id = server.settings.id;
     let connected = {
         let clients = server.clients.lock();
@@ -621,11 +603,6 @@ fn stop(
     let deadline = Instant::now() + APPEND_TIMEOUT + Duration::from_secs(1);
     while Instant::now() < deadline && Arc::strong_count(&server) > 1 {
         std::thread::sleep(Duration::from_millis(10));
-    }
-    for thread in threads {
-        if thread.is_finished() {
-            let _ = thread.join();
-        }
     }
     let Ok(server) = Arc::try_unwrap(server) else {
         return Err(format!(
