@@ -34,6 +34,7 @@
 mod checkpoint;
 mod control;
 mod error;
+mod first_pass;
 mod group_commit;
 pub mod inspect;
 #[allow(unsafe_code)]

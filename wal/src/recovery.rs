@@ -1,12 +1,14 @@
 //! Recovery: what `open` does before the log is ready. It reads the control file, scans every
 //! segment, verifies every record, tells a torn tail from corruption, cuts what it drops (zero
 //! filling, so nothing stale can come back), makes what it keeps durable, and reports what it
-//! decided. The rules are in `docs/design.md` ("Recovery").
+//! decided. The rules are in `docs/design.md` ("Recovery"). The checksums and the files' zero
+//! tails are read first, on several threads (`first_pass`).
 
 use std::sync::Arc;
 
 use crate::control::{Control, ControlState};
 use crate::error::{Error, Result};
+use crate::first_pass::{self, FileCheck};
 use crate::io::{Dir, File};
 use crate::options::{Options, RecoveryMode};
 use crate::record::{self, Invalid};
@@ -147,7 +149,13 @@ struct Scan<'a> {
     /// A cut was decided (and reported): what it dropped is accounted for.
     cut_recorded: bool,
     expected: Lsn,
+    /// Every segment file, open, in the order of the scan's `files`.
+    opened: Vec<(u64, Arc<dyn File>)>,
+    /// What the first pass found in each of them, in the same order.
+    checks: Vec<FileCheck>,
     kept: Vec<Arc<Segment>>,
+    /// The index (in `files`) of the last segment kept: the active one.
+    active_file: Option<usize>,
     tail_offset: u64,
     report: RecoveryReport,
 }
@@ -195,6 +203,16 @@ pub(crate) fn recover(dir: &dyn Dir, options: &Options) -> Result<Recovered> {
         files.clear();
     }
     check_snapshots(dir, &names, &state)?;
+    let opened = files
+        .iter()
+        .map(|(sequence, name)| {
+            let file = dir
+                .open(name)
+                .map_err(|e| Error::io("open", dir.path().join(name), e))?;
+            Ok((*sequence, file))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let checks = first_pass::check_files(&opened);
     let mut scan = Scan {
         dir,
         mode: options.recovery_mode,
@@ -203,7 +221,10 @@ pub(crate) fn recover(dir: &dyn Dir, options: &Options) -> Result<Recovered> {
         skip_from: None,
         cut_recorded: false,
         expected: state.first_lsn,
+        opened,
+        checks,
         kept: Vec::new(),
+        active_file: None,
         tail_offset: HEADER_REGION_BYTES,
         report: RecoveryReport {
             mode: options.recovery_mode,
@@ -237,10 +258,7 @@ impl Scan<'_> {
     fn scan_files(&mut self, files: &[(u64, String)]) -> Result<usize> {
         for (i, (sequence, name)) in files.iter().enumerate() {
             self.report.segments_scanned += 1;
-            let file = self
-                .dir
-                .open(name)
-                .map_err(|e| Error::io("open", self.dir.path().join(name), e))?;
+            let file = Arc::clone(&self.opened[i].1);
             let header = match read_header(file.as_ref(), *sequence) {
                 Ok(header) => header,
                 Err(HeaderError::Version(found)) => {
@@ -291,6 +309,7 @@ impl Scan<'_> {
             let end = self.scan_records(&segment, files, i)?;
             segment.seal(end.last_lsn);
             self.kept.push(segment);
+            self.active_file = Some(i);
             self.tail_offset = end.offset;
             if end.cut {
                 return Ok(i + 1);
@@ -318,7 +337,7 @@ impl Scan<'_> {
                     last_lsn: self.expected - 1,
                 });
             }
-            let invalid = match segment.record_at(offset) {
+            let invalid = match self.record_at(segment, index, offset) {
                 Ok((header, _)) if header.lsn == lsn => {
                     if lsn >= self.expected {
                         let claim = header
@@ -382,6 +401,32 @@ impl Scan<'_> {
                 }
             }
         }
+    }
+
+    /// The record at `offset` of the segment of file `index`, its checksum trusted if the
+    /// first pass verified it.
+    fn record_at<'s>(
+        &self,
+        segment: &'s Segment,
+        index: usize,
+        offset: u64,
+    ) -> std::result::Result<(record::RecordHeader, &'s [u8]), Invalid> {
+        if offset < self.checks[index].verified_to {
+            let record = segment.verified_record_at(offset);
+            debug_assert_eq!(record, segment.record_at(offset));
+            record
+        } else {
+            segment.record_at(offset)
+        }
+    }
+
+    /// Bytes past the last record kept in the active segment, up to its last nonzero byte.
+    fn tail_garbage(&self) -> u64 {
+        self.active_file.map_or(0, |index| {
+            self.checks[index]
+                .nonzero_end
+                .saturating_sub(self.tail_offset)
+        })
     }
 
     /// The best proof, from records after a damaged spot, of how far the log had been
@@ -505,7 +550,7 @@ impl Scan<'_> {
         let Some(active) = self.kept.last().cloned() else {
             return;
         };
-        let garbage = active.nonzero_len_from(self.tail_offset);
+        let garbage = self.tail_garbage();
         if garbage > 0 {
             let proof = self.proof_past_the_end(&active, self.tail_offset, garbage);
             self.watermark = self.watermark.max(proof);
@@ -540,19 +585,15 @@ impl Scan<'_> {
     /// AbsoluteConsistency: a segment file past the end of the log that holds bytes (its header
     /// lost, records written into it) is an unfinished write, refused like any other.
     fn refuse_written_unused_files(&self, files: &[(u64, String)]) -> Result<()> {
-        for (sequence, name) in files {
+        for (index, (sequence, name)) in files.iter().enumerate() {
             if self.kept.iter().any(|s| s.sequence() == *sequence) {
                 continue;
             }
-            let path = self.dir.path().join(name);
-            let file = self
-                .dir
-                .open(name)
-                .map_err(|e| Error::io("open", &path, e))?;
-            if let Some(at) = segment::last_nonzero_byte(file.bytes(0, file.len() as usize)) {
+            let nonzero_end = self.checks[index].nonzero_end;
+            if nonzero_end > 0 {
                 return Err(Error::Corrupted {
-                    segment: path,
-                    offset: at as u64,
+                    segment: self.dir.path().join(name),
+                    offset: nonzero_end - 1,
                     lsn: self.expected,
                     expected_crc: 0,
                     found_crc: 0,
@@ -621,10 +662,7 @@ impl Scan<'_> {
                     continue;
                 }
             }
-            let file = self
-                .dir
-                .open(name)
-                .map_err(|e| Error::io("open", dir_path.join(name), e))?;
+            let file = Arc::clone(&self.opened[index].1);
             let never_used = matches!(
                 read_header(file.as_ref(), files[index].0),
                 Err(HeaderError::Prepared)
@@ -634,11 +672,7 @@ impl Scan<'_> {
                 .last()
                 .is_some_and(|last| last.sequence() < files[index].0);
             let fits = file.len() == options.segment_bytes;
-            if never_used
-                && after_the_log
-                && fits
-                && segment::last_nonzero_byte(file.bytes(0, file.len() as usize)).is_none()
-            {
+            if never_used && after_the_log && fits && self.checks[index].nonzero_end == 0 {
                 // Prepared ahead of need and never written: kept for the next roll, so that
                 // reopening does not allocate a segment again.
                 prepared.push(PreparedSegment {
@@ -666,8 +700,8 @@ impl Scan<'_> {
         }
         // The active segment: zero whatever lies past the last record kept. Bytes there mean
         // an unfinished write, which only AbsoluteConsistency refuses.
+        let garbage = self.tail_garbage();
         if let Some(active) = self.kept.last() {
-            let garbage = active.nonzero_len_from(self.tail_offset);
             if garbage > 0 && self.mode == RecoveryMode::AbsoluteConsistency {
                 let stored_crc = stored_crc_at(active, self.tail_offset);
                 return Err(Error::Corrupted {
@@ -679,7 +713,7 @@ impl Scan<'_> {
                 });
             }
             let zeroed = active
-                .zero_from(self.tail_offset)
+                .zero_range(self.tail_offset, garbage)
                 .map_err(|e| Error::io("zero-fill", dir_path.join(active.name()), e))?;
             self.report.bytes_cut += zeroed;
         }

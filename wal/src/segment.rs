@@ -298,7 +298,11 @@ impl Segment {
     /// Zero-fills the segment from `offset` to its last nonzero byte (not synced), so that no
     /// stale record behind the new end can ever be linked back in. Returns the bytes zeroed.
     pub fn zero_from(&self, offset: u64) -> std::io::Result<u64> {
-        let len = self.nonzero_len_from(offset);
+        self.zero_range(offset, self.nonzero_len_from(offset))
+    }
+
+    /// Zero-fills `len` bytes from `offset` (not synced); returns `len`.
+    pub fn zero_range(&self, offset: u64, len: u64) -> std::io::Result<u64> {
         if len == 0 {
             return Ok(0);
         }
@@ -321,6 +325,24 @@ impl Segment {
     /// payload bytes as the header claims), never the rest of the segment, where appenders may
     /// be writing.
     pub fn record_at(&self, offset: u64) -> Result<(record::RecordHeader, &[u8]), record::Invalid> {
+        self.record_bytes_at(offset)
+            .and_then(|bytes| record::decode(self.header.salt, bytes))
+    }
+
+    /// Like [`Segment::record_at`], trusting the checksum: only for a record `record_at`
+    /// accepted before, in a segment nothing has written to since (recovery's walk over what
+    /// its first pass verified).
+    pub(crate) fn verified_record_at(
+        &self,
+        offset: u64,
+    ) -> Result<(record::RecordHeader, &[u8]), record::Invalid> {
+        self.record_bytes_at(offset)
+            .and_then(record::decode_verified)
+    }
+
+    /// The bytes of the record at `offset`: its header and as many payload bytes as the header
+    /// claims and the segment holds.
+    fn record_bytes_at(&self, offset: u64) -> Result<&[u8], record::Invalid> {
         let header_end = offset + record::HEADER_BYTES as u64;
         if header_end > self.header.segment_bytes {
             return Err(record::Invalid::Empty);
@@ -329,7 +351,7 @@ impl Segment {
         let claimed = record::claimed_payload_len(header).unwrap_or(u32::MAX);
         let room = self.header.segment_bytes - header_end;
         let len = (record::HEADER_BYTES as u64 + u64::from(claimed).min(room)) as usize;
-        record::decode(self.header.salt, self.file.bytes(offset, len))
+        Ok(self.file.bytes(offset, len))
     }
 
     /// The payload of the record at `offset`, `len` bytes.
@@ -339,19 +361,23 @@ impl Segment {
     }
 }
 
-/// Index of the last nonzero byte, scanning eight bytes at a time.
+/// Index of the last nonzero byte, scanning from the end a block of 64 bytes at a time (the OR
+/// of a block compiles to vector instructions; recovery scans the zero tails of whole segments).
 pub(crate) fn last_nonzero_byte(bytes: &[u8]) -> Option<usize> {
-    let tail_len = bytes.len() % 8;
-    let (words, tail) = bytes.split_at(bytes.len() - tail_len);
+    const BLOCK: usize = 64;
+    let tail_len = bytes.len() % BLOCK;
+    let (blocks, tail) = bytes.split_at(bytes.len() - tail_len);
     if let Some(i) = tail.iter().rposition(|&b| b != 0) {
-        return Some(words.len() + i);
+        return Some(blocks.len() + i);
     }
-    let word = words.rchunks_exact(8).position(|w| w != [0u8; 8])?;
-    let start = words.len() - (word + 1) * 8;
-    let i = words[start..start + 8]
+    let from_end = blocks
+        .rchunks_exact(BLOCK)
+        .position(|block| block.iter().fold(0u8, |any, &b| any | b) != 0)?;
+    let start = blocks.len() - (from_end + 1) * BLOCK;
+    let i = blocks[start..start + BLOCK]
         .iter()
         .rposition(|&b| b != 0)
-        .expect("nonzero word");
+        .expect("nonzero block");
     Some(start + i)
 }
 
@@ -382,12 +408,23 @@ mod tests {
 
     #[test]
     fn last_nonzero_byte_finds_the_end() {
+        assert_eq!(last_nonzero_byte(&[]), None);
         assert_eq!(last_nonzero_byte(&[0; 100]), None);
-        for at in [0usize, 7, 8, 63, 64, 98, 99] {
-            let mut b = vec![0u8; 100];
-            b[at] = 1;
-            b[0] = 1;
-            assert_eq!(last_nonzero_byte(&b), Some(at));
+        assert_eq!(last_nonzero_byte(&[0; 4096]), None);
+        // Lengths with and without a partial block at the end; positions on both sides of
+        // block boundaries.
+        for len in [100usize, 256, 300] {
+            for at in [
+                0usize, 7, 8, 63, 64, 65, 98, 99, 127, 128, 191, 192, 255, 256, 299,
+            ] {
+                if at >= len {
+                    continue;
+                }
+                let mut b = vec![0u8; len];
+                b[at] = 1;
+                b[0] = 1;
+                assert_eq!(last_nonzero_byte(&b), Some(at), "length {len}");
+            }
         }
     }
 

@@ -1,0 +1,198 @@
+//! Recovery's first pass. The scan in `recovery` walks the segments in log order on one thread,
+//! because each of its decisions depends on the ones before. What costs the time does not:
+//! checksumming every record of a file, and finding where the file's bytes end (the zero tail of
+//! the active segment, the whole of a prepared one). This pass does that for every file at once,
+//! one file per thread at a time, before the scan; the scan then trusts the checksums verified
+//! here instead of computing them a second time.
+//!
+//! Nothing can write to the files in between: recovery runs inside `open`, which holds the
+//! directory's lock, before any appender or background thread exists.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::io::File;
+use crate::record;
+use crate::recovery::read_header;
+use crate::segment::{self, Segment, HEADER_REGION_BYTES};
+
+/// Threads the pass uses at most, the calling one included. The files are read from memory (or
+/// one disk); past a few threads the memory bus, not the checksum, is the limit.
+const THREADS_MAX: usize = 4;
+
+/// What the first pass found in one segment file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct FileCheck {
+    /// The records from the first on verify (checksum and fields), back to back, up to this
+    /// offset: the first offset that does not hold a valid record. 0 when the segment header
+    /// does not read (nothing verified).
+    pub verified_to: u64,
+    /// One past the file's last nonzero byte (0: the file is all zero).
+    pub nonzero_end: u64,
+}
+
+/// Checks every file (each given with the sequence number its name holds), on up to
+/// `THREADS_MAX` threads; the results are in the order of `files`.
+pub(crate) fn check_files(files: &[(u64, Arc<dyn File>)]) -> Vec<FileCheck> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(THREADS_MAX)
+        .min(files.len());
+    let next = AtomicUsize::new(0);
+    let mut checks = vec![FileCheck::default(); files.len()];
+    let mut place = |done: Vec<(usize, FileCheck)>| {
+        for (index, check) in done {
+            checks[index] = check;
+        }
+    };
+    // Each thread takes the next unchecked file until none is left; a thread that could not
+    // be started leaves its share to the others.
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let index = next.fetch_add(1, Ordering::Relaxed);
+            let Some((sequence, file)) = files.get(index) else {
+                return done;
+            };
+            done.push((index, check_file(*sequence, file)));
+        }
+    };
+    std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads)
+            .filter_map(|_| {
+                std::thread::Builder::new()
+                    .name("rwal-recovery".into())
+                    .spawn_scoped(scope, work)
+                    .ok()
+            })
+            .collect();
+        place(work());
+        for helper in helpers {
+            match helper.join() {
+                Ok(done) => place(done),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+    });
+    checks
+}
+
+/// Checks one file: where its valid records end, and where its bytes end.
+fn check_file(sequence: u64, file: &Arc<dyn File>) -> FileCheck {
+    let nonzero_end =
+        segment::last_nonzero_byte(file.bytes(0, file.len() as usize)).map_or(0, |i| i as u64 + 1);
+    let verified_to = match read_header(file.as_ref(), sequence) {
+        Ok(header) => {
+            let segment = Segment::new(header, Arc::clone(file));
+            let mut offset = HEADER_REGION_BYTES;
+            while let Ok((header, _)) = segment.record_at(offset) {
+                offset += record::stored_len(header.payload_len as usize) as u64;
+            }
+            offset
+        }
+        Err(_) => 0,
+    };
+    FileCheck {
+        verified_to,
+        nonzero_end,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::io::Dir;
+    use crate::{Backend, Options, SimDisk, Wal};
+
+    const PAYLOAD: usize = 1000;
+    /// A 1000-byte payload after a 32-byte header needs no padding: a file's nonzero bytes end
+    /// exactly where its last record does.
+    const STORED: u64 = 1032;
+
+    fn segment_files(disk: &SimDisk) -> Vec<(u64, Arc<dyn File>)> {
+        let dir = disk.dir(Path::new("/sim"));
+        let mut files: Vec<(u64, String)> = dir
+            .list()
+            .unwrap()
+            .into_iter()
+            .filter_map(|name| segment::parse_file_name(&name).map(|s| (s, name)))
+            .collect();
+        files.sort();
+        files
+            .into_iter()
+            .map(|(sequence, name)| (sequence, dir.open(&name).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn the_pass_finds_where_each_files_valid_records_and_bytes_end() {
+        let disk = SimDisk::new();
+        let options = Options::new()
+            .backend(Backend::Simulated(disk.clone()))
+            .segment_bytes(segment::SEGMENT_BYTES_MIN)
+            .background_threads(false);
+        let wal = Wal::open("/sim", options).unwrap();
+        for i in 0..3500u32 {
+            wal.append(&[(i % 250) as u8 + 1; PAYLOAD]).unwrap();
+        }
+        wal.sync().unwrap();
+        wal.close().unwrap();
+        let per_segment = (segment::SEGMENT_BYTES_MIN - HEADER_REGION_BYTES) / STORED;
+        let end_of = |records: u64| HEADER_REGION_BYTES + records * STORED;
+        let damaged_at = end_of(100);
+        let clean = segment_files(&disk);
+        assert_eq!(
+            clean.len(),
+            4,
+            "3500 records fill three segments and start a fourth"
+        );
+        // Damage: a payload bit of the second segment's 101st record, and the fourth's header.
+        disk.flip_bit("00000000000000000002.seg", damaged_at + 40, 2);
+        disk.flip_bit("00000000000000000004.seg", 8, 0);
+        let files = segment_files(&disk);
+        let checks = check_files(&files);
+
+        let full = FileCheck {
+            verified_to: end_of(per_segment),
+            nonzero_end: end_of(per_segment),
+        };
+        let last_records = 3500 - 3 * per_segment;
+        assert_eq!(
+            checks,
+            [
+                full,
+                FileCheck {
+                    verified_to: damaged_at,
+                    ..full
+                },
+                full,
+                FileCheck {
+                    verified_to: 0,
+                    nonzero_end: end_of(last_records),
+                },
+            ]
+        );
+        // The same as checking the files one by one on this thread.
+        let one_by_one: Vec<FileCheck> = files.iter().map(|(s, f)| check_file(*s, f)).collect();
+        assert_eq!(checks, one_by_one);
+    }
+
+    #[test]
+    fn an_all_zero_file_and_no_files_at_all() {
+        let disk = SimDisk::new();
+        let dir = disk.dir(Path::new("/sim"));
+        let zero = dir
+            .create("00000000000000000001.seg", segment::SEGMENT_BYTES_MIN)
+            .unwrap();
+        assert_eq!(
+            check_files(&[(1, zero)]),
+            [FileCheck {
+                verified_to: 0,
+                nonzero_end: 0
+            }]
+        );
+        assert!(check_files(&[]).is_empty());
+    }
+}
