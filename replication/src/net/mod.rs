@@ -56,6 +56,11 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// A connection that was up at least this long and failed is dialled again without a backoff:
 /// a peer that fails sooner than this after each connection costs one dial per this time.
 const REDIAL_AFTER_UP: Duration = Duration::from_millis(100);
+/// A connection not written to for this long is checked for its peer's end before the next
+/// write. Nothing is ever read from a dialled connection, so a peer that closed it (it
+/// restarted) would otherwise be noticed only by a write that fails, after the write before it
+/// went into the void: typically the first append of a node that has just become leader.
+const CLOSED_CHECK_AFTER_IDLE: Duration = Duration::from_millis(5);
 
 /// Where a node listens, who its peers are, and what proves membership.
 #[derive(Clone)]
@@ -445,6 +450,14 @@ fn write_directly(peer: &Peer) -> bool {
     if !link.unfinished.is_empty() || link.broken.is_some() {
         return false;
     }
+    if link.last_write.elapsed() >= CLOSED_CHECK_AFTER_IDLE {
+        if let Some(reason) = closed_by_peer(&link.stream) {
+            // Nothing taken from the queue: the sender sends it on the next connection.
+            link.broken = Some(reason);
+            peer.sender_needed.store(true, Ordering::Release);
+            return false;
+        }
+    }
     let (messages, rest) = {
         let mut queue = peer.queue.lock();
         let messages = take_batch(&mut queue);
@@ -479,6 +492,31 @@ fn write_directly(peer: &Peer) -> bool {
         return false;
     }
     !rest
+}
+
+/// Why the connection is over, if the peer closed it or it failed. A dialled connection carries
+/// nothing towards the dialer, so a read can only find its end, an error, or bytes that are not
+/// our protocol; it finds nothing on a live connection.
+fn closed_by_peer(stream: &TcpStream) -> Option<String> {
+    let peeked = stream
+        .set_nonblocking(true)
+        .and_then(|()| stream.peek(&mut [0u8; 1]));
+    if let Err(e) = stream.set_nonblocking(false) {
+        return Some(format!("socket: {e}"));
+    }
+    match peeked {
+        Ok(0) => Some("the peer closed the connection".into()),
+        Ok(_) => Some("the peer sent bytes on a connection that carries none its way".into()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+            ) =>
+        {
+            None
+        }
+        Err(e) => Some(format!("read: {e}")),
+    }
 }
 
 /// Writes as much of `bytes` as the socket takes without waiting.
@@ -558,13 +596,19 @@ fn send_loop(shared: Arc<Shared>, peer: Arc<Peer>) {
                 *peer.link.lock() = None;
                 peer.sender_needed.store(false, Ordering::Release);
                 let _ = stream.shutdown(Shutdown::Both);
-                *peer.queue.lock() = PeerQueue::default();
                 if let Err(e) = outcome {
                     shared.log(format!("connection to peer {} lost: {e}", peer.id));
                 }
                 redial_at_once = connected_at.elapsed() >= REDIAL_AFTER_UP;
+                if !redial_at_once {
+                    *peer.queue.lock() = PeerQueue::default();
+                }
+                // Otherwise what is queued (whole messages; a frame half written is lost with
+                // the connection) goes on the next one, if it comes up at once.
             }
             Err(e) => {
+                // Raft resends what matters once the peer is back.
+                *peer.queue.lock() = PeerQueue::default();
                 if e != last_error {
                     shared.log(format!(
                         "cannot reach peer {} at {}: {e}",
@@ -636,6 +680,11 @@ fn pump(shared: &Shared, peer: &Arc<Peer>) -> std::result::Result<(), String> {
         peer.sender_needed.store(false, Ordering::Release);
         if let Some(broken) = link.broken.take() {
             return Err(broken);
+        }
+        if link.unfinished.is_empty() && link.last_write.elapsed() >= CLOSED_CHECK_AFTER_IDLE {
+            if let Some(reason) = closed_by_peer(&link.stream) {
+                return Err(reason); // before taking anything from the queue
+            }
         }
         let io = |e: std::io::Error| format!("write: {e}");
         let mut out = std::mem::take(&mut link.unfinished);
@@ -1028,6 +1077,13 @@ mod tests {
     /// Node 1's network with node 2 at a listener the test holds, and node 2's end of the
     /// connection node 1's sender dialed (authenticated as node 2).
     fn network_with_peer_2_in_the_test() -> (PeerNetwork, TcpStream, FrameReader) {
+        let (network, listener) = network_with_peer_2_listening();
+        let (stream, frames) = accept_as_node_2(&network, &listener);
+        (network, stream, frames)
+    }
+
+    /// Node 1's network, with node 2 at a listener the test holds.
+    fn network_with_peer_2_listening() -> (PeerNetwork, TcpListener) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let config = PeerConfig {
             id: 1,
@@ -1037,6 +1093,11 @@ mod tests {
             peers: HashMap::from([(2, listener.local_addr().unwrap())]),
         };
         let network = PeerNetwork::start(config, Arc::new(|_: &str| {})).unwrap();
+        (network, listener)
+    }
+
+    /// Accepts node 1's next connection as node 2; returns once node 1 counts it connected.
+    fn accept_as_node_2(network: &PeerNetwork, listener: &TcpListener) -> (TcpStream, FrameReader) {
         let (mut stream, _) = listener.accept().unwrap();
         let me = Identity {
             id: 2,
@@ -1050,7 +1111,7 @@ mod tests {
             assert!(Instant::now() < deadline, "node 1 never connected");
             std::thread::sleep(Duration::from_millis(5));
         }
-        (network, stream, FrameReader::new(key))
+        (stream, FrameReader::new(key))
     }
 
     fn append_of(index: u64, bytes: usize) -> Envelope {
@@ -1063,13 +1124,19 @@ mod tests {
         Envelope::Raft(m)
     }
 
-    /// Reads raft messages from node 1 until `n` arrived; returns their entries' indexes.
+    /// Reads raft messages from node 1 until `n` arrived (within 10 s, keepalives or not);
+    /// returns their entries' indexes.
     fn read_indexes(stream: &mut TcpStream, frames: &mut FrameReader, n: usize) -> Vec<u64> {
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
         let mut indexes = Vec::new();
         while indexes.len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "only {indexes:?} of {n} messages arrived"
+            );
             let (kind, payload) = frames.read(stream).expect("a valid frame");
             if kind != Kind::Raft {
                 continue;
@@ -1107,6 +1174,26 @@ mod tests {
             read_indexes(&mut stream, &mut frames, 25),
             (2..=26).collect::<Vec<u64>>()
         );
+        assert_eq!(network.stats().envelopes_dropped, 0);
+    }
+
+    #[test]
+    fn a_message_after_the_peer_closed_an_idle_connection_goes_on_a_new_one() {
+        let (network, listener) = network_with_peer_2_listening();
+        let (mut stream, mut frames) = accept_as_node_2(&network, &listener);
+        let transport = network.transport();
+        transport.send(vec![append_of(1, 16)]);
+        assert_eq!(read_indexes(&mut stream, &mut frames, 1), vec![1]);
+        // Node 2 restarts while node 1 has nothing to send it; by the next message the
+        // connection has been up long enough to be dialled again at once, and idle long enough
+        // to be checked before the write.
+        drop(stream);
+        std::thread::sleep(REDIAL_AFTER_UP.max(CLOSED_CHECK_AFTER_IDLE * 2));
+        // Written into the closed connection, this message would be lost without an error
+        // (the peer's reset comes back after the write succeeded).
+        transport.send(vec![append_of(2, 16)]);
+        let (mut stream, mut frames) = accept_as_node_2(&network, &listener);
+        assert_eq!(read_indexes(&mut stream, &mut frames, 1), vec![2]);
         assert_eq!(network.stats().envelopes_dropped, 0);
     }
 
