@@ -735,7 +735,7 @@ fn run<M: StateMachine, T: Transport>(
             }
             let now = Instant::now();
             if now >= next_tick {
-                replica.tick();
+                replica.tick_with_snapshot_room(&|to| transport.snapshot_room(to));
                 next_tick = (next_tick + interval).max(now);
             }
             while replica.handle_ready()? {

@@ -428,11 +428,19 @@ impl<M: StateMachine> Replica<M> {
         }
     }
 
-    /// Advances raft's clock by one tick and sends due snapshot chunks.
+    /// Advances raft's clock by one tick and sends due snapshot chunks
+    /// (`snapshot_chunks_per_tick` to each receiver).
     pub fn tick(&mut self) {
+        self.tick_with_snapshot_room(&|_| usize::MAX);
+    }
+
+    /// [`Replica::tick`], sending each receiver of a snapshot no more chunks than `room` says
+    /// its transport takes now ([`crate::Transport::snapshot_room`]). A stream that gets no
+    /// room for `snapshot_timeout_ticks` is abandoned like one that gets no answer.
+    pub fn tick_with_snapshot_room(&mut self, room: &dyn Fn(NodeId) -> usize) {
         self.ticks += 1;
         self.raw.tick();
-        self.pump_snapshots();
+        self.pump_snapshots(room);
         self.report_failed_snapshots();
     }
 
@@ -853,12 +861,24 @@ impl<M: StateMachine> Replica<M> {
                 return;
             }
         };
-        self.outgoing
-            .insert(to, Outgoing::new(reader, message, self.ticks));
-        self.pump_snapshots();
+        // The first chunk goes at once (a small snapshot is whole in it); the ticks send the
+        // rest, paced by the transport's room, which is not known here.
+        let mut stream = Outgoing::new(reader, message, self.ticks);
+        if let Err(e) = stream.pump(
+            self.config.id,
+            1,
+            self.config.snapshot_chunk_bytes,
+            self.ticks,
+            &mut self.outbox,
+        ) {
+            self.note(format!("reading the snapshot for node {to}: {e}"));
+            self.failed_snapshots.push(to);
+            return;
+        }
+        self.outgoing.insert(to, stream);
     }
 
-    fn pump_snapshots(&mut self) {
+    fn pump_snapshots(&mut self, room: &dyn Fn(NodeId) -> usize) {
         let mut failed = Vec::new();
         let mut done = Vec::new();
         for (to, stream) in self.outgoing.iter_mut() {
@@ -876,9 +896,17 @@ impl<M: StateMachine> Replica<M> {
                 }
                 continue;
             }
+            let chunks = self.config.snapshot_chunks_per_tick.min(room(*to));
+            if chunks == 0 {
+                // The transport's queue for `to` is full, or `to` is not connected: wait.
+                if self.ticks - stream.last_progress_tick > self.config.snapshot_timeout_ticks {
+                    failed.push((*to, None));
+                }
+                continue;
+            }
             if let Err(e) = stream.pump(
                 self.config.id,
-                self.config.snapshot_chunks_per_tick,
+                chunks,
                 self.config.snapshot_chunk_bytes,
                 self.ticks,
                 &mut self.outbox,

@@ -68,6 +68,14 @@ impl Envelope {
 pub trait Transport: Send + 'static {
     /// Hands a batch of envelopes, for any receivers, to the transport.
     fn send(&self, batch: Vec<Envelope>);
+
+    /// How many more snapshot chunks for `to` the transport takes now without dropping any
+    /// (`usize::MAX`, the default: no bound it knows of). The node sends a snapshot no faster
+    /// than this, so a large snapshot goes at the pace of the link instead of overflowing a
+    /// bounded queue, losing chunks and being sent again from the start.
+    fn snapshot_room(&self, _to: NodeId) -> usize {
+        usize::MAX
+    }
 }
 
 /// Where a transport delivers the envelopes addressed to one node.

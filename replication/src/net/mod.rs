@@ -107,6 +107,9 @@ pub struct NetStats {
     pub envelopes_delivered: u64,
     /// Envelopes dropped because a peer's queue was full or it was not connected.
     pub envelopes_dropped: u64,
+    /// Of those, snapshot chunks (none while the node paces snapshots by
+    /// [`Transport::snapshot_room`] and the peer stays connected).
+    pub snapshot_chunks_dropped: u64,
 }
 
 #[derive(Default)]
@@ -116,6 +119,7 @@ struct Counters {
     frames: AtomicU64,
     delivered: AtomicU64,
     dropped: AtomicU64,
+    chunks_dropped: AtomicU64,
 }
 
 struct Shared {
@@ -316,6 +320,7 @@ impl PeerNetwork {
             frames_received: c.frames.load(Ordering::Relaxed),
             envelopes_delivered: c.delivered.load(Ordering::Relaxed),
             envelopes_dropped: c.dropped.load(Ordering::Relaxed),
+            snapshot_chunks_dropped: c.chunks_dropped.load(Ordering::Relaxed),
         }
     }
 
@@ -380,14 +385,18 @@ impl Transport for TcpTransport {
     fn send(&self, batch: Vec<Envelope>) {
         let peers = self.shared.peers.read();
         let mut dropped = 0;
+        let mut chunks_dropped = 0;
         let mut woken: Vec<Arc<Peer>> = Vec::new();
         for envelope in batch {
+            let chunk = matches!(envelope, Envelope::SnapshotChunk(_));
             let Some(peer) = peers.get(&envelope.to()) else {
                 dropped += 1;
+                chunks_dropped += u64::from(chunk);
                 continue;
             };
             if !peer.connected.load(Ordering::Acquire) {
                 dropped += 1; // raft resends once the peer is back
+                chunks_dropped += u64::from(chunk);
                 continue;
             }
             let mut queue = peer.queue.lock();
@@ -411,6 +420,7 @@ impl Transport for TcpTransport {
                 Envelope::SnapshotChunk(chunk) => {
                     if queue.chunks >= QUEUED_CHUNKS_MAX {
                         dropped += 1;
+                        chunks_dropped += 1;
                         continue;
                     }
                     queue.chunks += 1;
@@ -429,10 +439,22 @@ impl Transport for TcpTransport {
             }
         }
         if dropped > 0 {
-            self.shared
-                .counters
-                .dropped
-                .fetch_add(dropped, Ordering::Relaxed);
+            let counters = &self.shared.counters;
+            counters.dropped.fetch_add(dropped, Ordering::Relaxed);
+            counters
+                .chunks_dropped
+                .fetch_add(chunks_dropped, Ordering::Relaxed);
+        }
+    }
+
+    /// Room left in the peer's snapshot lane; none while it is not connected (chunks would be
+    /// dropped).
+    fn snapshot_room(&self, to: NodeId) -> usize {
+        match self.shared.peers.read().get(&to) {
+            Some(peer) if peer.connected.load(Ordering::Acquire) => {
+                QUEUED_CHUNKS_MAX.saturating_sub(peer.queue.lock().chunks)
+            }
+            _ => 0,
         }
     }
 }
@@ -1195,6 +1217,56 @@ mod tests {
         let (mut stream, mut frames) = accept_as_node_2(&network, &listener);
         assert_eq!(read_indexes(&mut stream, &mut frames, 1), vec![2]);
         assert_eq!(network.stats().envelopes_dropped, 0);
+    }
+
+    #[test]
+    fn snapshot_room_is_what_the_peers_chunk_queue_has_left() {
+        let (network, mut stream, mut frames) = network_with_peer_2_in_the_test();
+        let transport = network.transport();
+        assert_eq!(transport.snapshot_room(2), QUEUED_CHUNKS_MAX);
+        assert_eq!(
+            transport.snapshot_room(3),
+            0,
+            "not a peer: nothing would be sent"
+        );
+        let chunk_to = |to: NodeId, i: u64| {
+            Envelope::SnapshotChunk(crate::transport::SnapshotChunk {
+                from: 1,
+                to,
+                lsn: 9,
+                epoch: 1,
+                offset: i << 20,
+                total: (QUEUED_CHUNKS_MAX as u64) << 20,
+                crc: 0,
+                data: vec![i as u8; 1 << 20],
+            })
+        };
+        // 64 MiB while node 2 reads nothing: the socket's buffers take a few, the rest wait.
+        transport.send(
+            (0..QUEUED_CHUNKS_MAX as u64)
+                .map(|i| chunk_to(2, i))
+                .collect(),
+        );
+        let room = transport.snapshot_room(2);
+        assert!(room < QUEUED_CHUNKS_MAX / 2, "room {room}");
+        assert_eq!(network.stats().snapshot_chunks_dropped, 0);
+        // A chunk nobody can be sent is counted as dropped.
+        transport.send(vec![chunk_to(3, 0)]);
+        assert_eq!(network.stats().snapshot_chunks_dropped, 1);
+        // Once node 2 reads them, the room comes back.
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut received = 0;
+        while received < QUEUED_CHUNKS_MAX {
+            let (kind, _) = frames.read(&mut stream).expect("a valid frame");
+            received += usize::from(kind == Kind::Chunk);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while transport.snapshot_room(2) < QUEUED_CHUNKS_MAX {
+            assert!(Instant::now() < deadline, "the room never came back");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     #[test]
