@@ -83,10 +83,11 @@ pub struct Config {
     pub follower_pin_cap_bytes: Option<u64>,
     /// Size of a snapshot chunk.
     pub snapshot_chunk_bytes: usize,
-    /// Chunks sent per follower per tick.
+    /// Chunks sent per follower per tick at most (fewer when the transport has less room).
     pub snapshot_chunks_per_tick: usize,
-    /// Ticks without progress after which a snapshot stream is abandoned (raft then sends a
-    /// new one).
+    /// Ticks without progress (no chunk handed over, none taken by the transport, and, after
+    /// the last, no answer) after which a snapshot stream is abandoned (raft then sends a new
+    /// one).
     pub snapshot_timeout_ticks: u64,
     /// Largest snapshot a follower accepts.
     pub snapshot_bytes_max: u64,
@@ -436,7 +437,8 @@ impl<M: StateMachine> Replica<M> {
 
     /// [`Replica::tick`], sending each receiver of a snapshot no more chunks than `room` says
     /// its transport takes now ([`crate::Transport::snapshot_room`]). A stream that gets no
-    /// room for `snapshot_timeout_ticks` is abandoned like one that gets no answer.
+    /// room, and whose queued chunks do not drain, for `snapshot_timeout_ticks` is abandoned
+    /// like one that gets no answer.
     pub fn tick_with_snapshot_room(&mut self, room: &dyn Fn(NodeId) -> usize) {
         self.ticks += 1;
         self.raw.tick();
@@ -861,45 +863,37 @@ impl<M: StateMachine> Replica<M> {
                 return;
             }
         };
-        // The first chunk goes at once (a small snapshot is whole in it); the ticks send the
-        // rest, paced by the transport's room, which is not known here.
-        let mut stream = Outgoing::new(reader, message, self.ticks);
-        if let Err(e) = stream.pump(
-            self.config.id,
-            1,
-            self.config.snapshot_chunk_bytes,
-            self.ticks,
-            &mut self.outbox,
-        ) {
-            self.note(format!("reading the snapshot for node {to}: {e}"));
-            self.failed_snapshots.push(to);
-            return;
-        }
-        self.outgoing.insert(to, stream);
+        // The chunks go from the next tick on, paced by the transport's room (not known here:
+        // a chunk sent now could meet a full queue, and the receiver refuses everything after a
+        // missing first chunk).
+        self.outgoing
+            .insert(to, Outgoing::new(reader, message, self.ticks));
     }
 
     fn pump_snapshots(&mut self, room: &dyn Fn(NodeId) -> usize) {
         let mut failed = Vec::new();
         let mut done = Vec::new();
+        let timeout = self.config.snapshot_timeout_ticks;
         for (to, stream) in self.outgoing.iter_mut() {
+            let room = stream.pace.look(room(*to), self.ticks);
             if stream.finished {
-                // Raft leaves the snapshot state once the follower acknowledges it.
+                // Raft leaves the snapshot state once the follower acknowledges it; until the
+                // transport's queue has drained, the wait has not really begun.
                 let waiting = self.raw.raft.prs().get(*to).is_some_and(|pr| {
                     pr.state == raft::ProgressState::Snapshot && pr.pending_snapshot == stream.lsn()
                 });
                 if !waiting {
                     done.push(*to);
-                } else if self.ticks - stream.last_progress_tick
-                    > self.config.snapshot_timeout_ticks
-                {
+                } else if stream.pace.stalled(self.ticks, timeout) {
                     failed.push((*to, None));
                 }
                 continue;
             }
-            let chunks = self.config.snapshot_chunks_per_tick.min(room(*to));
+            let chunks = self.config.snapshot_chunks_per_tick.min(room);
             if chunks == 0 {
-                // The transport's queue for `to` is full, or `to` is not connected: wait.
-                if self.ticks - stream.last_progress_tick > self.config.snapshot_timeout_ticks {
+                // The transport's queue for `to` is full, or `to` is not connected: wait while
+                // the queue drains.
+                if stream.pace.stalled(self.ticks, timeout) {
                     failed.push((*to, None));
                 }
                 continue;

@@ -1,6 +1,7 @@
 //! Snapshots travel beside raft's messages: raft's snapshot message carries only a descriptor,
-//! and the checkpoint's snapshot file is streamed in chunks before it, a few per tick, so that a
-//! large snapshot never holds up log traffic. The receiver assembles and checks the chunks and
+//! and the checkpoint's snapshot file is streamed in chunks before it, a few per tick and no
+//! faster than the transport takes them (`Pace`), so that a large snapshot never holds up log
+//! traffic and is never sent faster than the link carries it. The receiver assembles and checks the chunks and
 //! only then lets raft see the snapshot message, with the whole blob in place of the descriptor.
 
 use std::io::Read as _;
@@ -17,8 +18,8 @@ pub(crate) struct Outgoing {
     message: Message,
     sent: u64,
     crc: u32,
-    /// The tick at which the last chunk went out (for the timeout).
-    pub(crate) last_progress_tick: u64,
+    /// How the stream keeps pace with the transport, and when it last made progress.
+    pub(crate) pace: Pace,
     /// Everything, the raft message last, has been handed to the transport.
     pub(crate) finished: bool,
 }
@@ -30,7 +31,7 @@ impl Outgoing {
             message,
             sent: 0,
             crc: 0,
-            last_progress_tick: tick,
+            pace: Pace::new(tick),
             finished: false,
         }
     }
@@ -39,8 +40,9 @@ impl Outgoing {
         self.reader.lsn()
     }
 
-    /// Sends up to `chunks` chunks of `chunk_bytes`, and raft's message after the last one.
-    /// An error reading the file (its checksum failed) ends the stream.
+    /// Sends up to `chunks` chunks of `chunk_bytes`, and raft's message after the last one;
+    /// returns how many chunks it sent (and notes them in `pace`). An error reading the file
+    /// (its checksum failed) ends the stream.
     pub(crate) fn pump(
         &mut self,
         from: NodeId,
@@ -48,8 +50,9 @@ impl Outgoing {
         chunk_bytes: usize,
         tick: u64,
         out: &mut Vec<Envelope>,
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<usize> {
         let total = self.reader.len();
+        let mut sent_now = 0;
         for _ in 0..chunks {
             if self.finished {
                 break;
@@ -74,13 +77,59 @@ impl Outgoing {
                 data,
             }));
             self.sent += want as u64;
-            self.last_progress_tick = tick;
+            sent_now += 1;
             if self.sent == total {
                 out.push(Envelope::Raft(self.message.clone()));
                 self.finished = true;
             }
         }
-        Ok(())
+        self.pace.sent(sent_now, tick);
+        Ok(sent_now)
+    }
+}
+
+/// How a stream keeps pace with its transport ([`crate::Transport::snapshot_room`]): it sends no
+/// more chunks than the transport has room for, and counts as progress both the chunks it hands
+/// over and the room coming back (the link carried queued chunks). A stream whose link has not
+/// moved for the timeout is stalled: a full queue that does not drain, a peer gone, or (once
+/// every chunk has left the queue) a follower that does not answer.
+#[derive(Debug)]
+pub(crate) struct Pace {
+    /// The transport's room after this stream's last sends (`usize::MAX`: not looked at yet).
+    room_left: usize,
+    /// The tick of the last progress.
+    last_progress_tick: u64,
+}
+
+impl Pace {
+    pub(crate) fn new(tick: u64) -> Pace {
+        Pace {
+            room_left: usize::MAX,
+            last_progress_tick: tick,
+        }
+    }
+
+    /// Notes the transport's `room` at `tick` (more than after the last sends: the link moved)
+    /// and returns it.
+    pub(crate) fn look(&mut self, room: usize, tick: u64) -> usize {
+        if room > self.room_left {
+            self.last_progress_tick = tick;
+        }
+        self.room_left = room;
+        room
+    }
+
+    /// Notes `chunks` handed to the transport at `tick`.
+    pub(crate) fn sent(&mut self, chunks: usize, tick: u64) {
+        if chunks > 0 {
+            self.room_left = self.room_left.saturating_sub(chunks);
+            self.last_progress_tick = tick;
+        }
+    }
+
+    /// Whether nothing moved for more than `timeout` ticks.
+    pub(crate) fn stalled(&self, tick: u64, timeout: u64) -> bool {
+        tick - self.last_progress_tick > timeout
     }
 }
 
@@ -216,6 +265,43 @@ mod tests {
 
     fn blob() -> Vec<u8> {
         (0..1000u32).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    #[test]
+    fn a_stream_keeps_pace_with_the_room_and_stalls_only_when_nothing_moves() {
+        let mut pace = Pace::new(0);
+        // A full queue from the start: nothing goes; stalled after the timeout.
+        assert_eq!(pace.look(0, 5), 0);
+        assert!(!pace.stalled(10, 10));
+        assert!(pace.stalled(11, 10));
+        // Room: chunks go, and that is progress.
+        assert_eq!(pace.look(3, 11), 3);
+        pace.sent(3, 11);
+        assert!(!pace.stalled(21, 10));
+        // The queue is full again and drains one chunk every eight ticks (a slow link): each
+        // drain is progress, and the stream fills the slot again at once; so it never stalls,
+        // long past the timeout.
+        assert_eq!(pace.look(0, 12), 0);
+        for tick in (20..200).step_by(8) {
+            assert_eq!(pace.look(1, tick), 1, "one chunk drained");
+            pace.sent(1, tick);
+            assert_eq!(pace.look(0, tick + 4), 0, "no more yet");
+            assert!(!pace.stalled(tick + 4, 10));
+        }
+        // Every chunk handed over; the queue drains them one by one, then stays empty: from
+        // then on only the follower's answer can move the stream.
+        for (room, tick) in (1..=64).zip((204..).step_by(8)) {
+            assert_eq!(pace.look(room, tick), room);
+            assert!(!pace.stalled(tick + 7, 10));
+        }
+        let emptied = 204 + 63 * 8;
+        assert_eq!(pace.look(64, emptied + 5), 64);
+        assert!(!pace.stalled(emptied + 10, 10));
+        assert!(pace.stalled(emptied + 11, 10));
+        // Before the first look, any room is just the room, not progress.
+        let mut fresh = Pace::new(0);
+        assert_eq!(fresh.look(usize::MAX, 50), usize::MAX);
+        assert!(fresh.stalled(50, 10));
     }
 
     #[test]
