@@ -884,28 +884,27 @@ impl<M: StateMachine> Replica<M> {
                 });
                 if !waiting {
                     done.push(*to);
-                } else if stream.pace.stalled(self.ticks, timeout) {
-                    failed.push((*to, None));
+                    continue;
                 }
-                continue;
-            }
-            let chunks = self.config.snapshot_chunks_per_tick.min(room);
-            if chunks == 0 {
-                // The transport's queue for `to` is full, or `to` is not connected: wait while
-                // the queue drains.
-                if stream.pace.stalled(self.ticks, timeout) {
-                    failed.push((*to, None));
+            } else {
+                // No room: the transport's queue for `to` is full, or `to` is not connected;
+                // wait while the queue drains.
+                let chunks = self.config.snapshot_chunks_per_tick.min(room);
+                if chunks > 0 {
+                    if let Err(e) = stream.pump(
+                        self.config.id,
+                        chunks,
+                        self.config.snapshot_chunk_bytes,
+                        self.ticks,
+                        &mut self.outbox,
+                    ) {
+                        failed.push((*to, Some(e)));
+                        continue;
+                    }
                 }
-                continue;
             }
-            if let Err(e) = stream.pump(
-                self.config.id,
-                chunks,
-                self.config.snapshot_chunk_bytes,
-                self.ticks,
-                &mut self.outbox,
-            ) {
-                failed.push((*to, Some(e)));
+            if stream.pace.stalled(self.ticks, timeout) {
+                failed.push((*to, None));
             }
         }
         for to in done {

@@ -1,8 +1,9 @@
 //! Snapshots travel beside raft's messages: raft's snapshot message carries only a descriptor,
 //! and the checkpoint's snapshot file is streamed in chunks before it, a few per tick and no
 //! faster than the transport takes them (`Pace`), so that a large snapshot never holds up log
-//! traffic and is never sent faster than the link carries it. The receiver assembles and checks the chunks and
-//! only then lets raft see the snapshot message, with the whole blob in place of the descriptor.
+//! traffic and is never sent faster than the link carries it. The receiver assembles and checks
+//! the chunks and only then lets raft see the snapshot message, with the whole blob in place of
+//! the descriptor.
 
 use std::io::Read as _;
 
@@ -40,9 +41,8 @@ impl Outgoing {
         self.reader.lsn()
     }
 
-    /// Sends up to `chunks` chunks of `chunk_bytes`, and raft's message after the last one;
-    /// returns how many chunks it sent (and notes them in `pace`). An error reading the file
-    /// (its checksum failed) ends the stream.
+    /// Sends up to `chunks` chunks of `chunk_bytes`, and raft's message after the last one,
+    /// noting them in `pace`. An error reading the file (its checksum failed) ends the stream.
     pub(crate) fn pump(
         &mut self,
         from: NodeId,
@@ -50,7 +50,7 @@ impl Outgoing {
         chunk_bytes: usize,
         tick: u64,
         out: &mut Vec<Envelope>,
-    ) -> std::io::Result<usize> {
+    ) -> std::io::Result<()> {
         let total = self.reader.len();
         let mut sent_now = 0;
         for _ in 0..chunks {
@@ -84,7 +84,7 @@ impl Outgoing {
             }
         }
         self.pace.sent(sent_now, tick);
-        Ok(sent_now)
+        Ok(())
     }
 }
 

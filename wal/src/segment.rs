@@ -302,7 +302,7 @@ impl Segment {
     }
 
     /// Zero-fills `len` bytes from `offset` (not synced); returns `len`.
-    pub fn zero_range(&self, offset: u64, len: u64) -> std::io::Result<u64> {
+    pub(crate) fn zero_range(&self, offset: u64, len: u64) -> std::io::Result<u64> {
         if len == 0 {
             return Ok(0);
         }

@@ -472,13 +472,11 @@ fn write_directly(peer: &Peer) -> bool {
     if !link.unfinished.is_empty() || link.broken.is_some() {
         return false;
     }
-    if link.last_write.elapsed() >= CLOSED_CHECK_AFTER_IDLE {
-        if let Some(reason) = closed_by_peer(&link.stream) {
-            // Nothing taken from the queue: the sender sends it on the next connection.
-            link.broken = Some(reason);
-            peer.sender_needed.store(true, Ordering::Release);
-            return false;
-        }
+    if let Some(reason) = link.closed_while_idle() {
+        // Nothing taken from the queue: the sender sends it on the next connection.
+        link.broken = Some(reason);
+        peer.sender_needed.store(true, Ordering::Release);
+        return false;
     }
     let (messages, rest) = {
         let mut queue = peer.queue.lock();
@@ -514,6 +512,17 @@ fn write_directly(peer: &Peer) -> bool {
         return false;
     }
     !rest
+}
+
+impl Link {
+    /// Why the connection is over, if it has been idle (nothing written, nothing half written)
+    /// for `CLOSED_CHECK_AFTER_IDLE` and the peer closed it meanwhile. A busy connection is not
+    /// checked: the check costs three system calls.
+    fn closed_while_idle(&self) -> Option<String> {
+        let idle =
+            self.unfinished.is_empty() && self.last_write.elapsed() >= CLOSED_CHECK_AFTER_IDLE;
+        idle.then(|| closed_by_peer(&self.stream)).flatten()
+    }
 }
 
 /// Why the connection is over, if the peer closed it or it failed. A dialled connection carries
@@ -703,10 +712,8 @@ fn pump(shared: &Shared, peer: &Arc<Peer>) -> std::result::Result<(), String> {
         if let Some(broken) = link.broken.take() {
             return Err(broken);
         }
-        if link.unfinished.is_empty() && link.last_write.elapsed() >= CLOSED_CHECK_AFTER_IDLE {
-            if let Some(reason) = closed_by_peer(&link.stream) {
-                return Err(reason); // before taking anything from the queue
-            }
+        if let Some(reason) = link.closed_while_idle() {
+            return Err(reason); // before taking anything from the queue
         }
         let io = |e: std::io::Error| format!("write: {e}");
         let mut out = std::mem::take(&mut link.unfinished);
