@@ -28,7 +28,14 @@ struct Cluster {
     dir: TempDir,
     addrs: HashMap<NodeId, std::net::SocketAddr>,
     members: BTreeMap<NodeId, Member>,
+    /// Every member's `snapshot_chunks_per_tick`.
+    snapshot_chunks_per_tick: usize,
 }
+
+/// Every member's tick, snapshot chunk and election timeout (the defaults' 10 to 20 ticks).
+const TICK: Duration = Duration::from_millis(5);
+const SNAPSHOT_CHUNK_BYTES: usize = 16 << 10;
+const ELECTION_TICKS_MAX: usize = 20;
 
 impl Cluster {
     fn start_member(&mut self, id: NodeId, listen: std::net::SocketAddr) {
@@ -54,12 +61,11 @@ impl Cluster {
         options.wal = Options::new()
             .backend(Backend::Staged)
             .segment_bytes(1 << 20);
-        options.tick_interval = Duration::from_millis(5);
+        options.tick_interval = TICK;
         options.config.follower_pin_cap_bytes = Some(256 << 10);
-        // Small chunks and no per-tick cap worth the name: the snapshot below is more chunks
-        // than the transport queues for a peer, so only the transport's room paces it.
-        options.config.snapshot_chunk_bytes = 16 << 10;
-        options.config.snapshot_chunks_per_tick = 1024;
+        options.config.snapshot_chunk_bytes = SNAPSHOT_CHUNK_BYTES;
+        options.config.snapshot_chunks_per_tick = self.snapshot_chunks_per_tick;
+        assert_eq!(options.config.election_ticks_max, ELECTION_TICKS_MAX);
         let engine = Engine::default();
         let node = Node::open(options, engine.clone(), network.transport()).unwrap();
         network.attach(node.inbox());
@@ -73,7 +79,13 @@ impl Cluster {
         );
     }
 
+    /// Small chunks and no per-tick cap worth the name: a snapshot of more chunks than the
+    /// transport queues for a peer is paced by the transport's room alone.
     fn new() -> Cluster {
+        Cluster::with_snapshot_pace(1024)
+    }
+
+    fn with_snapshot_pace(snapshot_chunks_per_tick: usize) -> Cluster {
         // Ports the OS chooses: bind each listener first, then tell everyone.
         let probes: Vec<std::net::TcpListener> = (0..3)
             .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
@@ -88,6 +100,7 @@ impl Cluster {
             dir: TempDir::new("repl-tcp"),
             addrs: addrs.clone(),
             members: BTreeMap::new(),
+            snapshot_chunks_per_tick,
         };
         for id in 1..=3 {
             cluster.start_member(id, addrs[&id]);
@@ -116,6 +129,29 @@ impl Cluster {
             assert!(Instant::now() < deadline, "no single leader");
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// Stops `follower`, has the leader commit `records` records of 2000 bytes past it, then
+    /// checkpoint and compact them away: the follower can only come back through a snapshot.
+    /// Returns the last LSN committed (and checkpointed) and the engine state the checkpoint
+    /// holds.
+    fn leave_behind(&mut self, leader: NodeId, follower: NodeId, records: u32) -> (Lsn, Vec<u8>) {
+        let Member { network, node, .. } = self.members.remove(&follower).unwrap();
+        node.close().unwrap();
+        drop(network);
+        let leader_node = &self.members[&leader].node;
+        let mut last = 0;
+        for i in 0..records {
+            let data = i.to_le_bytes().repeat(500);
+            last = leader_node.propose_and_wait(&data, WAIT).unwrap().0;
+        }
+        let state = self.members[&leader].engine.clone().snapshot();
+        let applied = leader_node.status().applied_lsn;
+        assert_eq!(applied, last);
+        leader_node.checkpoint(applied, &state).unwrap();
+        let report = leader_node.compact().unwrap();
+        assert!(report.segments_removed > 0, "{report:?}");
+        (last, state)
     }
 
     fn wait_applied(&self, id: NodeId, lsn: Lsn) {
@@ -162,20 +198,7 @@ fn a_cluster_on_tcp_commits_compacts_and_brings_a_restarted_peer_back() {
 
     // Stop a follower, write and compact past it: it comes back through a snapshot.
     let follower = (1..=3).find(|id| *id != leader).unwrap();
-    let Member { network, node, .. } = cluster.members.remove(&follower).unwrap();
-    node.close().unwrap();
-    drop(network);
-    let leader_node = &cluster.members[&leader].node;
-    let mut last = 0;
-    for i in 0..400u32 {
-        let data = i.to_le_bytes().repeat(500);
-        last = leader_node.propose_and_wait(&data, WAIT).unwrap().0;
-    }
-    let state = cluster.members[&leader].engine.clone().snapshot();
-    let applied = leader_node.status().applied_lsn;
-    leader_node.checkpoint(applied, &state).unwrap();
-    let report = leader_node.compact().unwrap();
-    assert!(report.segments_removed > 0, "{report:?}");
+    let (last, state) = cluster.leave_behind(leader, follower, 400);
     let addr = cluster.addrs[&follower];
     cluster.start_member(follower, addr);
     cluster.wait_applied(follower, last);
@@ -190,6 +213,80 @@ fn a_cluster_on_tcp_commits_compacts_and_brings_a_restarted_peer_back() {
     );
     // Every chunk went through: paced by the room in the follower's queue, none dropped.
     assert!(state.len() > 64 * (16 << 10), "{} bytes", state.len());
+    let stats = cluster.members[&leader].network.stats();
+    assert_eq!(stats.snapshot_chunks_dropped, 0, "{stats:?}");
+}
+
+/// A snapshot paced to take several election timeouts streams on the same connection as the
+/// leader's heartbeats: the follower receiving it keeps hearing its leader (it never campaigns,
+/// which would make it forget the leader), and the leader keeps committing meanwhile.
+#[test]
+fn a_slow_snapshot_stream_does_not_hold_up_the_heartbeats_beside_it() {
+    const CHUNKS_PER_TICK: usize = 2;
+    let mut cluster = Cluster::with_snapshot_pace(CHUNKS_PER_TICK);
+    let leader = cluster.leader();
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let (checkpointed, state) = cluster.leave_behind(leader, follower, 700);
+    let mut last = checkpointed;
+    // The pace alone makes the stream last at least twice the longest election timeout.
+    let ticks_to_stream = state.len().div_ceil(CHUNKS_PER_TICK * SNAPSHOT_CHUNK_BYTES);
+    assert!(
+        ticks_to_stream >= 2 * ELECTION_TICKS_MAX,
+        "{} bytes stream in {ticks_to_stream} ticks",
+        state.len()
+    );
+    let term = cluster.members[&leader].node.status().term;
+
+    let addr = cluster.addrs[&follower];
+    cluster.start_member(follower, addr);
+    let (status, held) = cluster.members[&follower]
+        .node
+        .wait_status(WAIT, |s| s.leader == Some(leader));
+    assert!(
+        held,
+        "the restarted follower never heard its leader: {status:?}"
+    );
+    let started = Instant::now();
+    // Restores of the follower's own checkpoint at open are older.
+    let restored = || {
+        let restores = cluster.members[&follower].engine.1.lock();
+        restores.iter().any(|lsn| *lsn >= checkpointed)
+    };
+    let mut commits_while_streaming = 0u64;
+    let mut looks = 0;
+    while !restored() {
+        assert!(started.elapsed() < WAIT, "the snapshot never arrived");
+        let data = commits_while_streaming.to_le_bytes().repeat(100);
+        last = cluster.members[&leader]
+            .node
+            .propose_and_wait(&data, WAIT)
+            .unwrap()
+            .0;
+        commits_while_streaming += 1;
+        let seen = cluster.members[&follower].node.status();
+        looks += 1;
+        assert!(
+            seen.leader == Some(leader) && seen.term == term && seen.role == Role::Follower,
+            "after {:?} of the stream the follower lost its leader {leader} of term {term}: \
+             {seen:?}",
+            started.elapsed()
+        );
+    }
+    let streamed_for = started.elapsed();
+    assert!(
+        streamed_for >= TICK * ticks_to_stream as u32,
+        "{streamed_for:?}: the stream was not paced"
+    );
+    assert!(
+        commits_while_streaming >= 10 && looks >= 10,
+        "{commits_while_streaming} commits in {streamed_for:?}"
+    );
+    assert_eq!(cluster.members[&leader].node.status().term, term);
+    cluster.wait_applied(follower, last);
+    assert_eq!(
+        *cluster.members[&follower].engine.0.lock(),
+        *cluster.members[&leader].engine.0.lock()
+    );
     let stats = cluster.members[&leader].network.stats();
     assert_eq!(stats.snapshot_chunks_dropped, 0, "{stats:?}");
 }
