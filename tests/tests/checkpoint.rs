@@ -183,6 +183,26 @@ fn a_large_snapshot_is_streamed_in_and_out() {
     assert_eq!(total, len);
 }
 
+/// A checkpoint writer that outlives its log finishes nothing: the directory may belong to
+/// another process by then. The log opened again has no checkpoint, and its own works.
+#[test]
+fn a_checkpoint_writer_finished_after_close_is_refused_and_changes_nothing() {
+    let temp = rwal_tests::TempDir::new("late-checkpoint");
+    let options = Options::new().segment_bytes(1 << 20);
+    let wal = Wal::open(temp.join("log"), options.clone()).unwrap();
+    let lsn = wal.append_durable(b"x").unwrap();
+    let mut writer = wal.checkpoint_writer(lsn, 4).unwrap();
+    writer.write(b"late").unwrap();
+    wal.close().unwrap();
+    assert!(matches!(writer.finish(), Err(Error::Closed)));
+
+    let wal = Wal::open(temp.join("log"), options).unwrap();
+    assert!(wal.latest_checkpoint().is_none());
+    wal.compact_now().unwrap();
+    wal.checkpoint(lsn, Some(b"on time")).unwrap();
+    assert_eq!(read_snapshot(&wal).as_deref(), Some(&b"on time"[..]));
+}
+
 #[test]
 fn reset_to_a_snapshot_replaces_the_log() {
     for t in targets("reset") {

@@ -261,6 +261,9 @@ impl Inner {
         epoch: u64,
     ) -> Result<()> {
         let _serial = self.checkpoint_lock.lock();
+        // Checked under the lock that `close` takes to release the directory: a writer that
+        // outlived its log must not touch a directory another process may own by now.
+        self.group.check()?;
         writer.finish(self.dir.as_ref())?;
         let mut control = self.control.lock();
         let mut state = control.state().clone();
@@ -305,8 +308,8 @@ impl Inner {
     }
 
     pub(crate) fn compact(&self) -> Result<CompactionReport> {
-        self.group.check()?;
         let _serial = self.checkpoint_lock.lock();
+        self.group.check()?;
         let mut report = CompactionReport {
             first_lsn: self.first_lsn.load(Ordering::Acquire),
             ..Default::default()
@@ -461,8 +464,8 @@ impl Inner {
     }
 
     fn reset(&self, lsn: Lsn, epoch: u64, len: u64, source: &mut dyn std::io::Read) -> Result<()> {
-        self.group.check()?;
         let _serial = self.checkpoint_lock.lock();
+        self.group.check()?;
         let mut tail = self.tail.lock();
         let last = tail.next_lsn() - 1;
         self.group.wait_written(last)?;

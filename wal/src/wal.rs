@@ -38,7 +38,8 @@ type SegmentMap = BTreeMap<(Lsn, u64), Arc<Segment>>;
 /// Dropping it closes it (see [`Wal::close`] to see the error, if any).
 pub struct Wal {
     pub(crate) inner: Arc<Inner>,
-    background: Option<JoinHandle<()>>,
+    /// Taken by the first close (`close_shared` may run through a shared handle).
+    background: parking_lot::Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Wal {
@@ -152,7 +153,10 @@ impl Wal {
         } else {
             None
         };
-        Ok(Wal { inner, background })
+        Ok(Wal {
+            inner,
+            background: parking_lot::Mutex::new(background),
+        })
     }
 
     /// Appends one user record and returns its LSN. The record is not durable until
@@ -279,8 +283,9 @@ impl Wal {
         hard_state: HardState,
         membership: Option<&[u8]>,
     ) -> Result<()> {
-        self.inner.group.check()?;
         let mut control = self.inner.control.lock();
+        // Under the control lock, which `close` takes before it releases the directory.
+        self.inner.group.check()?;
         let mut state = control.state().clone();
         state.hard_state = hard_state;
         if let Some(membership) = membership {
@@ -329,12 +334,22 @@ impl Wal {
 
     /// Syncs everything appended, stops the background thread, writes the final watermark and
     /// releases the directory. Readers still alive get [`Error::Closed`].
-    pub fn close(mut self) -> Result<()> {
+    pub fn close(self) -> Result<()> {
         self.shutdown()
     }
 
-    fn shutdown(&mut self) -> Result<()> {
-        if let Some(handle) = self.background.take() {
+    /// What [`Wal::close`] does, through a shared handle (one that others, such as readers
+    /// holding an `Arc<Wal>`, may still hold): afterwards every call on the log, through any
+    /// handle or reader, fails with [`Error::Closed`], and the directory is free to open again.
+    /// A later close returns `Ok` at once.
+    pub fn close_shared(&self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&self) -> Result<()> {
+        // Held to the end: a second close waits for the first, then finds the log closed.
+        let mut background = self.background.lock();
+        if let Some(handle) = background.take() {
             self.inner.background.lock().shutdown = true;
             self.inner.background_cond.notify_all();
             let _ = handle.join();
@@ -344,6 +359,15 @@ impl Wal {
         }
         let synced = self.sync().map(|_| ());
         let written = synced.and_then(|()| self.inner.update_control());
+        // Under every lock that guards a change of the directory's files, in the order the
+        // others take them (checkpoint, tail, cut gate, control): a checkpoint, compaction,
+        // reset, truncation, control-file write or read in progress finishes first, and one
+        // that starts later finds the log closed (each checks under its lock). Only then is the
+        // directory free for another process.
+        let _serial = self.inner.checkpoint_lock.lock();
+        let _tail = self.inner.tail.lock();
+        let _gate = self.inner.cut_gate.write();
+        let _control = self.inner.control.lock();
         self.inner.group.close();
         self.inner.lock.lock().take();
         written
@@ -717,8 +741,9 @@ impl Inner {
     }
 
     fn truncate_after(&self, lsn: Lsn) -> Result<()> {
-        self.group.check()?;
         let mut tail = self.tail.lock();
+        // Under the tail lock, which `close` takes before it releases the directory.
+        self.group.check()?;
         let last = tail.next_lsn() - 1;
         if lsn >= last {
             return if lsn == last {
