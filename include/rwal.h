@@ -215,29 +215,37 @@ typedef void (*rwal_log_fn)(rwal_log_level level, const char *message, void *use
 
 /**
  * Called for every committed user record, in LSN order, on the node's thread: `data` is valid
- * during the call only.
+ * during the call only. Returns 0 once the record is applied; anything else stops the node
+ * (waits and `rwal_node_close` then fail with `RWAL_ERR_REPLICATION` and a message naming the
+ * LSN and the value, proposals and other requests with `RWAL_ERR_CLOSED`): an engine that
+ * cannot apply a committed record must not go on. The record stays committed: on the next open the engine is restored from
+ * the latest checkpoint and given the records after it again.
  */
-typedef void (*rwal_apply_fn)(void *userdata,
-                              uint64_t lsn,
-                              uint64_t epoch,
-                              const uint8_t *data,
-                              size_t len);
+typedef int (*rwal_apply_fn)(void *userdata,
+                             uint64_t lsn,
+                             uint64_t epoch,
+                             const uint8_t *data,
+                             size_t len);
 
 /**
  * Asked for the engine's state as of the last applied record (for a checkpoint a lagging
- * follower can start from), on the node's thread: write it with `rwal_snapshot_sink_write`.
+ * follower can start from), on the node's thread: write it with `rwal_snapshot_sink_write`,
+ * then return 0. Anything else (or a failed `rwal_snapshot_sink_write`) abandons this
+ * snapshot: no checkpoint is written, the node logs why, and it asks again later.
  */
-typedef void (*rwal_snapshot_fn)(void *userdata, rwal_snapshot_sink *sink);
+typedef int (*rwal_snapshot_fn)(void *userdata, rwal_snapshot_sink *sink);
 
 /**
  * Replaces the engine's state with a snapshot taken at `lsn`, on the node's thread (at open,
  * from the latest checkpoint, and when the leader sends one); `data` is valid during the call.
+ * Returns 0 once restored; anything else stops the node as a failed apply does (at open:
+ * `rwal_node_open` fails with `RWAL_ERR_REPLICATION`).
  */
-typedef void (*rwal_restore_fn)(void *userdata,
-                                uint64_t lsn,
-                                uint64_t epoch,
-                                const uint8_t *data,
-                                size_t len);
+typedef int (*rwal_restore_fn)(void *userdata,
+                               uint64_t lsn,
+                               uint64_t epoch,
+                               const uint8_t *data,
+                               size_t len);
 
 /**
  * The node learned of a new leader (`leader` 0: none known) in `term`, on the node's thread.
@@ -590,9 +598,10 @@ rwal_status rwal_snapshot_open(rwal_log *log,
                                rwal_snapshot_reader **reader_out);
 
 /**
- * Reads the next bytes of the snapshot into `buf` (at most `cap`) and their count into
- * `*len_out`. `RWAL_END` after the last byte, once the checksum of the whole was verified
- * (`RWAL_ERR_CORRUPTED` if it does not match).
+ * Reads the next bytes of the snapshot into `buf` (at most `cap`, and at most 1 MiB per call)
+ * and their count into `*len_out`. `RWAL_END` after the last byte, once the checksum of the
+ * whole was verified (`RWAL_ERR_CORRUPTED` if it does not match; `RWAL_ERR_IO` if the file
+ * cannot be read). `cap` 0 is `RWAL_ERR_INVALID_ARGUMENT` (such a read could never end).
  *
  * # Safety
  * `reader` is a live snapshot reader; `buf` has `cap` writable bytes; `len_out` is writable.
@@ -786,7 +795,9 @@ void rwal_set_log_callback(rwal_log_fn callback, rwal_log_level level, void *use
 
 /**
  * New node options for node `id` (1, 2, ...) with its log in `dir`: listen on 127.0.0.1 on a
- * port the OS chooses, no peers, found a cluster of this node alone, 10 ms ticks. `*opts_out`
+ * port the OS chooses, no peers, found a cluster of this node alone, 10 ms ticks, no engine
+ * callbacks. There is no default cluster id and secret: `rwal_node_options_set_cluster` is
+ * required before `rwal_node_open` (which refuses, naming the secret, without it). `*opts_out`
  * is the options; free them with `rwal_node_options_free`.
  *
  * # Safety
@@ -867,7 +878,11 @@ rwal_status rwal_node_options_set_log_options(rwal_node_options *opts,
 rwal_status rwal_node_options_set_tick_ms(rwal_node_options *opts, uint32_t ms);
 
 /**
- * The engine's callbacks (any may be NULL) and the `userdata` they are given. They are called
+ * The engine's callbacks and the `userdata` they are given. `apply`, `snapshot` and `restore`
+ * go together: all three, or none for a node without an engine (whose state is then empty;
+ * `RWAL_ERR_INVALID_ARGUMENT` otherwise, since a checkpoint taken without `snapshot` would seed
+ * followers with nothing and one not restored would leave the engine behind its log);
+ * `leader` may be NULL. They are called
  * one at a time, never concurrently with each other: during `rwal_node_open` on its caller's
  * thread (restoring the engine), then on the node's own thread. `apply` for each committed user
  * record in LSN order, `restore` at open and when a snapshot arrives, `snapshot` when the node
@@ -905,9 +920,11 @@ rwal_status rwal_snapshot_sink_write(rwal_snapshot_sink *sink, const uint8_t *da
 rwal_status rwal_node_open(const rwal_node_options *opts, rwal_node **node_out);
 
 /**
- * Stops the node's thread and network and closes its log; frees the handle, which must not
- * be used again (even when an error is returned). NULL is a no-op. Blocks until the thread
- * has stopped; readers must still be freed.
+ * Stops the node's thread and network and closes its log (its final sync and watermark;
+ * `RWAL_ERR_REPLICATION` if the node had failed, with the failure in the message); frees the
+ * handle, which must not be used again (even when an error is returned). NULL is a no-op.
+ * Blocks until the thread has stopped. Readers still open get `RWAL_ERR_CLOSED` and must
+ * still be freed; the directory is released at once, even while they are.
  *
  * # Safety
  * `node` is NULL or a handle from `rwal_node_open`, used by no other thread during or after.
@@ -981,7 +998,8 @@ rwal_status rwal_node_propose_and_wait(rwal_node *node,
 /**
  * The leader this node knows of: its id in `*leader_out` (0 if none) and, if it is this node
  * or a peer, its peer address as "IP:PORT" with a NUL in `buf` (empty if unknown), its length
- * in `*len_out`. `RWAL_ERR_BUFFER_TOO_SMALL` (with `*len_out`) if the address does not fit.
+ * in `*len_out`. `RWAL_ERR_BUFFER_TOO_SMALL` (with `*len_out`, and `*leader_out` too) if the
+ * address does not fit: `buf` NULL with `cap` 0 asks for the id and the length alone.
  *
  * # Safety
  * `node` is live; `buf` has `cap` writable bytes; the outputs are writable.
@@ -1013,8 +1031,10 @@ rwal_status rwal_node_read_barrier(rwal_node *node, uint32_t timeout_ms, uint64_
 
 /**
  * Proposes a membership change on the leader (one at a time); writes the LSN of the change,
- * which takes effect once committed. `addr` ("IP:PORT", may be NULL for a removal) is the
- * node's peer address, added to this node's peers. Blocks; thread-safe.
+ * which takes effect once committed. For an addition, `addr` ("IP:PORT", or NULL if this node
+ * already knows the peer) is the node's peer address, added to this node's peers once the
+ * change is proposed (not if the proposal fails); for a removal it is ignored. Blocks;
+ * thread-safe.
  *
  * # Safety
  * `node` is live; `addr` is NULL or NUL-terminated; `lsn_out` is writable.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use rwal_replication::net::{PeerConfig, PeerNetwork};
-use rwal_replication::{Bootstrap, Node, NodeId, NodeOptions, Role, StateMachine};
+use rwal_replication::{Bootstrap, EngineResult, Node, NodeId, NodeOptions, Role, StateMachine};
 use rwal_wal::{Options, Wal};
 
 use crate::bench::{timed, Outcome};
@@ -21,13 +21,17 @@ use crate::bench::{timed, Outcome};
 struct Nothing;
 
 impl StateMachine for Nothing {
-    fn apply(&mut self, _lsn: u64, _epoch: u64, _data: &[u8]) {}
-
-    fn snapshot(&mut self) -> Vec<u8> {
-        Vec::new()
+    fn apply(&mut self, _lsn: u64, _epoch: u64, _data: &[u8]) -> EngineResult {
+        Ok(())
     }
 
-    fn restore(&mut self, _lsn: u64, _epoch: u64, _snapshot: &[u8]) {}
+    fn snapshot(&mut self) -> EngineResult<Vec<u8>> {
+        Ok(Vec::new())
+    }
+
+    fn restore(&mut self, _lsn: u64, _epoch: u64, _snapshot: &[u8]) -> EngineResult {
+        Ok(())
+    }
 }
 
 struct Member {

@@ -5,7 +5,7 @@ use std::io::Read;
 
 use rwal_wal::{CheckpointWriter, Pin, SnapshotReader};
 
-use crate::log::rwal_log;
+use crate::log::{bytes, rwal_log};
 use crate::status::{
     boundary, invalid, non_null, rwal_status, Failure, RWAL_END, RWAL_ERR_BUFFER_TOO_SMALL,
     RWAL_ERR_NOT_FOUND,
@@ -23,6 +23,9 @@ pub struct rwal_checkpoint_writer {
 #[derive(Debug)]
 pub struct rwal_snapshot_reader {
     reader: SnapshotReader,
+    /// Where a read lands before it is copied to the caller's buffer (which may be
+    /// uninitialized memory, over which Rust must not make a slice).
+    scratch: Vec<u8>,
 }
 
 /// A named hold on the log from an LSN on.
@@ -60,8 +63,8 @@ pub unsafe extern "C" fn rwal_checkpoint(
             }
             None
         } else {
-            // SAFETY: `len` readable bytes at `snapshot`.
-            Some(unsafe { std::slice::from_raw_parts(snapshot, len) })
+            // SAFETY: `len` readable bytes at `snapshot` (the caller's contract).
+            Some(unsafe { bytes(snapshot, len, "snapshot")? })
         };
         Ok(wal.checkpoint(lsn, data)?)
     })
@@ -95,17 +98,35 @@ pub unsafe extern "C" fn rwal_checkpoint_latest(
         };
         let mut data = Vec::new();
         if let Some(mut reader) = wal.open_snapshot()? {
+            // The size from the header: a caller asking for it alone reads nothing.
+            let len = usize::try_from(reader.len()).unwrap_or(usize::MAX);
+            if len > cap {
+                // SAFETY: checked non-NULL.
+                unsafe { len_out.write(len) };
+                return Err(Failure {
+                    status: RWAL_ERR_BUFFER_TOO_SMALL,
+                    message: format!("snapshot of {len} bytes, buffer {cap}"),
+                });
+            }
+            data.reserve_exact(len);
             reader.read_to_end(&mut data).map_err(|e| Failure {
-                status: crate::status::RWAL_ERR_CORRUPTED,
-                message: e.to_string(),
+                // The reader checks the body's checksum: a mismatch is `InvalidData`; any
+                // other error is the file system's.
+                status: if e.kind() == std::io::ErrorKind::InvalidData {
+                    crate::status::RWAL_ERR_CORRUPTED
+                } else {
+                    crate::status::RWAL_ERR_IO
+                },
+                message: format!("reading the snapshot of checkpoint {}: {e}", checkpoint.lsn),
             })?;
         }
         if data.len() > cap {
-            // SAFETY: checked non-NULL.
-            unsafe { len_out.write(data.len()) };
             return Err(Failure {
-                status: RWAL_ERR_BUFFER_TOO_SMALL,
-                message: format!("snapshot of {} bytes, buffer {cap}", data.len()),
+                status: crate::status::RWAL_ERR_CORRUPTED,
+                message: format!(
+                    "the snapshot of checkpoint {} holds more bytes than its header says",
+                    checkpoint.lsn
+                ),
             });
         }
         if !data.is_empty() {
@@ -241,15 +262,22 @@ pub unsafe extern "C" fn rwal_snapshot_open(
         unsafe {
             lsn_out.write(checkpoint.lsn);
             len_out.write(reader.len());
-            reader_out.write(Box::into_raw(Box::new(rwal_snapshot_reader { reader })));
+            reader_out.write(Box::into_raw(Box::new(rwal_snapshot_reader {
+                reader,
+                scratch: Vec::new(),
+            })));
         }
         Ok(())
     })
 }
 
-/// Reads the next bytes of the snapshot into `buf` (at most `cap`) and their count into
-/// `*len_out`. `RWAL_END` after the last byte, once the checksum of the whole was verified
-/// (`RWAL_ERR_CORRUPTED` if it does not match).
+/// The most `rwal_snapshot_read` copies in one call.
+const SNAPSHOT_READ_BYTES_MAX: usize = 1 << 20;
+
+/// Reads the next bytes of the snapshot into `buf` (at most `cap`, and at most 1 MiB per call)
+/// and their count into `*len_out`. `RWAL_END` after the last byte, once the checksum of the
+/// whole was verified (`RWAL_ERR_CORRUPTED` if it does not match; `RWAL_ERR_IO` if the file
+/// cannot be read). `cap` 0 is `RWAL_ERR_INVALID_ARGUMENT` (such a read could never end).
 ///
 /// # Safety
 /// `reader` is a live snapshot reader; `buf` has `cap` writable bytes; `len_out` is writable.
@@ -265,18 +293,23 @@ pub unsafe extern "C" fn rwal_snapshot_read(
         non_null(reader, "reader")?;
         non_null(buf, "buf")?;
         non_null(len_out, "len_out")?;
-        // SAFETY: a live reader; `cap` writable bytes at `buf`.
-        let (reader, buf) = unsafe {
-            (
-                &mut (*reader).reader,
-                std::slice::from_raw_parts_mut(buf, cap),
-            )
-        };
-        let n = reader.read(buf).map_err(|e| Failure {
-            status: crate::status::RWAL_ERR_CORRUPTED,
+        if cap == 0 {
+            return Err(invalid("cap must be above 0"));
+        }
+        // SAFETY: a live reader (the caller's contract).
+        let rwal_snapshot_reader { reader, scratch } = unsafe { &mut *reader };
+        scratch.resize(cap.min(SNAPSHOT_READ_BYTES_MAX), 0);
+        let n = reader.read(scratch).map_err(|e| Failure {
+            status: if e.kind() == std::io::ErrorKind::InvalidData {
+                crate::status::RWAL_ERR_CORRUPTED
+            } else {
+                crate::status::RWAL_ERR_IO
+            },
             message: e.to_string(),
         })?;
-        end = n == 0 && cap > 0;
+        // SAFETY: `cap >= n` writable bytes at `buf` (the caller's contract).
+        unsafe { std::ptr::copy_nonoverlapping(scratch.as_ptr(), buf, n) };
+        end = n == 0;
         // SAFETY: checked non-NULL.
         unsafe { len_out.write(n) };
         Ok(())

@@ -63,6 +63,12 @@ pub(crate) unsafe fn bytes<'a>(
         return Ok(&[]);
     }
     non_null(data, name)?;
+    if isize::try_from(len).is_err() {
+        // No object is that large; a slice of it would be undefined behaviour.
+        return Err(invalid(format!(
+            "{name}: a length of {len} bytes cannot be right"
+        )));
+    }
     // SAFETY: the caller gives `len` readable bytes at `data`, unchanged during the call.
     Ok(unsafe { std::slice::from_raw_parts(data, len) })
 }
@@ -168,11 +174,20 @@ pub unsafe extern "C" fn rwal_append_batch(
 ) -> rwal_status {
     boundary(|| {
         non_null(first_lsn_out, "first_lsn_out")?;
-        non_null(records, "records")?;
         // SAFETY: forwarded caller contract.
         let wal = unsafe { self::log(log)? };
-        // SAFETY: the caller gives `count` slices at `records`.
-        let slices = unsafe { std::slice::from_raw_parts(records, count) };
+        let slices: &[rwal_slice] = if count == 0 {
+            &[] // `records` may be NULL; the log names the empty batch
+        } else {
+            non_null(records, "records")?;
+            if count > isize::MAX as usize / std::mem::size_of::<rwal_slice>() {
+                return Err(invalid(format!(
+                    "a count of {count} records cannot be right"
+                )));
+            }
+            // SAFETY: the caller gives `count` slices at `records` (a size that fits, above).
+            unsafe { std::slice::from_raw_parts(records, count) }
+        };
         let payloads = slices
             .iter()
             .enumerate()

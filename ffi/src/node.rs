@@ -2,7 +2,7 @@
 //! transport, with the engine's apply, snapshot, restore and leader-change callbacks.
 
 use std::collections::HashMap;
-use std::ffi::{c_char, c_void, CStr, OsStr};
+use std::ffi::{c_char, c_int, c_void, CStr, OsStr};
 use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use rwal_replication::net::{PeerConfig, PeerNetwork};
 use rwal_replication::{
-    Bootstrap, CommittedReader, CommittedRecord, Error, MembershipChange, Node, NodeId,
-    NodeOptions, Role, StateMachine,
+    Bootstrap, CommittedReader, CommittedRecord, EngineResult, Error, MembershipChange, Node,
+    NodeId, NodeOptions, Role, StateMachine,
 };
 use rwal_wal::{Options, RecordKind};
 
@@ -23,23 +23,43 @@ use crate::status::{
 };
 
 /// Called for every committed user record, in LSN order, on the node's thread: `data` is valid
-/// during the call only.
+/// during the call only. Returns 0 once the record is applied; anything else stops the node
+/// (waits and `rwal_node_close` then fail with `RWAL_ERR_REPLICATION` and a message naming the
+/// LSN and the value, proposals and other requests with `RWAL_ERR_CLOSED`): an engine that
+/// cannot apply a committed record must not go on. The record stays committed: on the next open the engine is restored from
+/// the latest checkpoint and given the records after it again.
 #[allow(non_camel_case_types)]
 pub type rwal_apply_fn = Option<
-    unsafe extern "C" fn(userdata: *mut c_void, lsn: u64, epoch: u64, data: *const u8, len: usize),
+    unsafe extern "C" fn(
+        userdata: *mut c_void,
+        lsn: u64,
+        epoch: u64,
+        data: *const u8,
+        len: usize,
+    ) -> c_int,
 >;
 
 /// Asked for the engine's state as of the last applied record (for a checkpoint a lagging
-/// follower can start from), on the node's thread: write it with `rwal_snapshot_sink_write`.
+/// follower can start from), on the node's thread: write it with `rwal_snapshot_sink_write`,
+/// then return 0. Anything else (or a failed `rwal_snapshot_sink_write`) abandons this
+/// snapshot: no checkpoint is written, the node logs why, and it asks again later.
 #[allow(non_camel_case_types)]
 pub type rwal_snapshot_fn =
-    Option<unsafe extern "C" fn(userdata: *mut c_void, sink: *mut rwal_snapshot_sink)>;
+    Option<unsafe extern "C" fn(userdata: *mut c_void, sink: *mut rwal_snapshot_sink) -> c_int>;
 
 /// Replaces the engine's state with a snapshot taken at `lsn`, on the node's thread (at open,
 /// from the latest checkpoint, and when the leader sends one); `data` is valid during the call.
+/// Returns 0 once restored; anything else stops the node as a failed apply does (at open:
+/// `rwal_node_open` fails with `RWAL_ERR_REPLICATION`).
 #[allow(non_camel_case_types)]
 pub type rwal_restore_fn = Option<
-    unsafe extern "C" fn(userdata: *mut c_void, lsn: u64, epoch: u64, data: *const u8, len: usize),
+    unsafe extern "C" fn(
+        userdata: *mut c_void,
+        lsn: u64,
+        epoch: u64,
+        data: *const u8,
+        len: usize,
+    ) -> c_int,
 >;
 
 /// The node learned of a new leader (`leader` 0: none known) in `term`, on the node's thread.
@@ -52,6 +72,8 @@ pub type rwal_leader_fn =
 #[derive(Debug, Default)]
 pub struct rwal_snapshot_sink {
     bytes: Vec<u8>,
+    /// A write failed: the snapshot is abandoned whatever the callback returns.
+    failed: bool,
 }
 
 /// Options for `rwal_node_open`. Create with `rwal_node_options_new`, free with
@@ -98,28 +120,44 @@ unsafe impl Send for Callbacks {}
 /// The engine: the embedder's callbacks.
 struct Engine(Callbacks);
 
+/// What a callback's non-zero return becomes.
+fn returned(rc: c_int) -> EngineResult {
+    match rc {
+        0 => Ok(()),
+        rc => Err(format!("it returned {rc}").into()),
+    }
+}
+
+/// Without callbacks (all three NULL, which `rwal_node_options_set_callbacks` requires of a
+/// missing one) the engine has no state: an empty snapshot is all of it.
 impl StateMachine for Engine {
-    fn apply(&mut self, lsn: u64, epoch: u64, data: &[u8]) {
-        if let Some(apply) = self.0.apply {
-            // SAFETY: the embedder's callback, given the bytes for the call's duration.
-            unsafe { apply(self.0.userdata, lsn, epoch, data.as_ptr(), data.len()) }
-        }
+    fn apply(&mut self, lsn: u64, epoch: u64, data: &[u8]) -> EngineResult {
+        let Some(apply) = self.0.apply else {
+            return Ok(());
+        };
+        // SAFETY: the embedder's callback, given the bytes for the call's duration.
+        returned(unsafe { apply(self.0.userdata, lsn, epoch, data.as_ptr(), data.len()) })
     }
 
-    fn snapshot(&mut self) -> Vec<u8> {
+    fn snapshot(&mut self) -> EngineResult<Vec<u8>> {
         let mut sink = rwal_snapshot_sink::default();
-        if let Some(snapshot) = self.0.snapshot {
-            // SAFETY: the embedder's callback; the sink lives through the call.
-            unsafe { snapshot(self.0.userdata, &mut sink) }
+        let Some(snapshot) = self.0.snapshot else {
+            return Ok(sink.bytes);
+        };
+        // SAFETY: the embedder's callback; the sink lives through the call.
+        returned(unsafe { snapshot(self.0.userdata, &mut sink) })?;
+        if sink.failed {
+            return Err("a write to its sink failed".into());
         }
-        sink.bytes
+        Ok(sink.bytes)
     }
 
-    fn restore(&mut self, lsn: u64, epoch: u64, data: &[u8]) {
-        if let Some(restore) = self.0.restore {
-            // SAFETY: the embedder's callback, given the bytes for the call's duration.
-            unsafe { restore(self.0.userdata, lsn, epoch, data.as_ptr(), data.len()) }
-        }
+    fn restore(&mut self, lsn: u64, epoch: u64, data: &[u8]) -> EngineResult {
+        let Some(restore) = self.0.restore else {
+            return Ok(());
+        };
+        // SAFETY: the embedder's callback, given the bytes for the call's duration.
+        returned(unsafe { restore(self.0.userdata, lsn, epoch, data.as_ptr(), data.len()) })
     }
 
     fn leader_changed(&mut self, leader: Option<NodeId>, term: u64) {
@@ -267,7 +305,9 @@ unsafe fn node<'a>(node: *const rwal_node) -> Result<&'a rwal_node, Failure> {
 }
 
 /// New node options for node `id` (1, 2, ...) with its log in `dir`: listen on 127.0.0.1 on a
-/// port the OS chooses, no peers, found a cluster of this node alone, 10 ms ticks. `*opts_out`
+/// port the OS chooses, no peers, found a cluster of this node alone, 10 ms ticks, no engine
+/// callbacks. There is no default cluster id and secret: `rwal_node_options_set_cluster` is
+/// required before `rwal_node_open` (which refuses, naming the secret, without it). `*opts_out`
 /// is the options; free them with `rwal_node_options_free`.
 ///
 /// # Safety
@@ -473,7 +513,11 @@ pub unsafe extern "C" fn rwal_node_options_set_tick_ms(
     })
 }
 
-/// The engine's callbacks (any may be NULL) and the `userdata` they are given. They are called
+/// The engine's callbacks and the `userdata` they are given. `apply`, `snapshot` and `restore`
+/// go together: all three, or none for a node without an engine (whose state is then empty;
+/// `RWAL_ERR_INVALID_ARGUMENT` otherwise, since a checkpoint taken without `snapshot` would seed
+/// followers with nothing and one not restored would leave the engine behind its log);
+/// `leader` may be NULL. They are called
 /// one at a time, never concurrently with each other: during `rwal_node_open` on its caller's
 /// thread (restoring the engine), then on the node's own thread. `apply` for each committed user
 /// record in LSN order, `restore` at open and when a snapshot arrives, `snapshot` when the node
@@ -494,6 +538,20 @@ pub unsafe extern "C" fn rwal_node_options_set_callbacks(
     userdata: *mut c_void,
 ) -> rwal_status {
     boundary(|| {
+        let given = [apply.is_some(), snapshot.is_some(), restore.is_some()];
+        if given.contains(&true) && given.contains(&false) {
+            let missing: Vec<&str> = ["apply", "snapshot", "restore"]
+                .into_iter()
+                .zip(given)
+                .filter(|(_, given)| !given)
+                .map(|(name, _)| name)
+                .collect();
+            return Err(invalid(format!(
+                "the engine's apply, snapshot and restore callbacks go together; {} {} NULL",
+                missing.join(" and "),
+                if missing.len() == 1 { "is" } else { "are" }
+            )));
+        }
         // SAFETY: forwarded caller contract.
         unsafe { options_mut(opts)? }.callbacks = Callbacks {
             apply,
@@ -518,11 +576,19 @@ pub unsafe extern "C" fn rwal_snapshot_sink_write(
 ) -> rwal_status {
     boundary(|| {
         non_null(sink, "sink")?;
-        // SAFETY: forwarded caller contract.
-        let data = unsafe { bytes(data, len, "data")? };
         // SAFETY: the sink of the running callback (the caller's contract).
-        unsafe { &mut *sink }.bytes.extend_from_slice(data);
-        Ok(())
+        let sink = unsafe { &mut *sink };
+        // SAFETY: forwarded caller contract.
+        match unsafe { bytes(data, len, "data") } {
+            Ok(data) => {
+                sink.bytes.extend_from_slice(data);
+                Ok(())
+            }
+            Err(e) => {
+                sink.failed = true;
+                Err(e)
+            }
+        }
     })
 }
 
@@ -573,9 +639,11 @@ pub unsafe extern "C" fn rwal_node_open(
     })
 }
 
-/// Stops the node's thread and network and closes its log; frees the handle, which must not
-/// be used again (even when an error is returned). NULL is a no-op. Blocks until the thread
-/// has stopped; readers must still be freed.
+/// Stops the node's thread and network and closes its log (its final sync and watermark;
+/// `RWAL_ERR_REPLICATION` if the node had failed, with the failure in the message); frees the
+/// handle, which must not be used again (even when an error is returned). NULL is a no-op.
+/// Blocks until the thread has stopped. Readers still open get `RWAL_ERR_CLOSED` and must
+/// still be freed; the directory is released at once, even while they are.
 ///
 /// # Safety
 /// `node` is NULL or a handle from `rwal_node_open`, used by no other thread during or after.
@@ -626,15 +694,18 @@ unsafe fn put_text(
     len_out: *mut usize,
 ) -> Result<(), Failure> {
     non_null(len_out, "len_out")?;
-    // SAFETY: checked non-NULL.
-    unsafe { put(len_out, text.len()) };
     if text.len() + 1 > cap {
+        // The size needed, the one output of this error (`buf` may be NULL with `cap` 0).
+        // SAFETY: checked non-NULL.
+        unsafe { put(len_out, text.len()) };
         return Err(Failure {
             status: RWAL_ERR_BUFFER_TOO_SMALL,
             message: format!("{} bytes and a NUL do not fit in {cap}", text.len()),
         });
     }
     non_null(buf, "buf")?;
+    // SAFETY: checked non-NULL.
+    unsafe { put(len_out, text.len()) };
     // SAFETY: `cap >= len + 1` writable bytes at `buf`.
     unsafe {
         std::ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), text.len());
@@ -754,7 +825,8 @@ pub unsafe extern "C" fn rwal_node_propose_and_wait(
 
 /// The leader this node knows of: its id in `*leader_out` (0 if none) and, if it is this node
 /// or a peer, its peer address as "IP:PORT" with a NUL in `buf` (empty if unknown), its length
-/// in `*len_out`. `RWAL_ERR_BUFFER_TOO_SMALL` (with `*len_out`) if the address does not fit.
+/// in `*len_out`. `RWAL_ERR_BUFFER_TOO_SMALL` (with `*len_out`, and `*leader_out` too) if the
+/// address does not fit: `buf` NULL with `cap` 0 asks for the id and the length alone.
 ///
 /// # Safety
 /// `node` is live; `buf` has `cap` writable bytes; the outputs are writable.
@@ -780,11 +852,10 @@ pub unsafe extern "C" fn rwal_node_leader(
                 .unwrap_or_default(),
             None => String::new(),
         };
-        // SAFETY: forwarded caller contract.
-        unsafe { put_text(&addr, buf, cap, len_out)? };
-        // SAFETY: checked non-NULL.
+        // SAFETY: checked non-NULL. Written whether or not the address fits.
         unsafe { put(leader_out, leader.unwrap_or(0)) };
-        Ok(())
+        // SAFETY: forwarded caller contract.
+        unsafe { put_text(&addr, buf, cap, len_out) }
     })
 }
 
@@ -850,8 +921,10 @@ pub unsafe extern "C" fn rwal_node_read_barrier(
 }
 
 /// Proposes a membership change on the leader (one at a time); writes the LSN of the change,
-/// which takes effect once committed. `addr` ("IP:PORT", may be NULL for a removal) is the
-/// node's peer address, added to this node's peers. Blocks; thread-safe.
+/// which takes effect once committed. For an addition, `addr` ("IP:PORT", or NULL if this node
+/// already knows the peer) is the node's peer address, added to this node's peers once the
+/// change is proposed (not if the proposal fails); for a removal it is ignored. Blocks;
+/// thread-safe.
 ///
 /// # Safety
 /// `node` is live; `addr` is NULL or NUL-terminated; `lsn_out` is writable.
@@ -873,12 +946,22 @@ pub unsafe extern "C" fn rwal_node_change_membership(
             RWAL_MEMBERSHIP_REMOVE => MembershipChange::Remove(id),
             other => return Err(invalid(format!("unknown membership change {other}"))),
         };
-        if !addr.is_null() && id != handle.node.id() {
-            // SAFETY: forwarded caller contract.
-            let at = unsafe { address(addr, "addr")? };
+        let peer = match change {
+            // Checked before anything is proposed: a bad address changes nothing.
+            MembershipChange::AddVoter(_) | MembershipChange::AddLearner(_)
+                if !addr.is_null() && id != handle.node.id() =>
+            {
+                // SAFETY: forwarded caller contract.
+                Some(unsafe { address(addr, "addr")? })
+            }
+            _ => None,
+        };
+        let lsn = handle.node.change_membership(change)?;
+        if let Some(at) = peer {
+            // The leader writes to the newcomer only once the change is applied; a message
+            // that finds no address yet is lost like any other and raft resends it.
             handle.network.add_peer(id, at)?;
         }
-        let lsn = handle.node.change_membership(change)?;
         // SAFETY: checked non-NULL.
         unsafe { put(lsn_out, lsn) };
         Ok(())

@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use rwal_replication::net::{PeerConfig, PeerNetwork};
-use rwal_replication::{Bootstrap, Error, Node, NodeId, NodeOptions, Role, StateMachine};
+use rwal_replication::{
+    Bootstrap, EngineResult, Error, Node, NodeId, NodeOptions, Role, StateMachine,
+};
 
 const ROUNDS: usize = 10;
 const NODES: u64 = 3;
@@ -32,13 +34,17 @@ const NODES: u64 = 3;
 struct Nothing;
 
 impl StateMachine for Nothing {
-    fn apply(&mut self, _lsn: u64, _epoch: u64, _data: &[u8]) {}
-
-    fn snapshot(&mut self) -> Vec<u8> {
-        Vec::new()
+    fn apply(&mut self, _lsn: u64, _epoch: u64, _data: &[u8]) -> EngineResult {
+        Ok(())
     }
 
-    fn restore(&mut self, _lsn: u64, _epoch: u64, _snapshot: &[u8]) {}
+    fn snapshot(&mut self) -> EngineResult<Vec<u8>> {
+        Ok(Vec::new())
+    }
+
+    fn restore(&mut self, _lsn: u64, _epoch: u64, _snapshot: &[u8]) -> EngineResult {
+        Ok(())
+    }
 }
 
 /// A running node and its network; `None` while stopped.

@@ -61,9 +61,30 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+    /// The engine's callback ([`StateMachine`](crate::StateMachine)) reported a failure.
+    Engine {
+        /// Which callback: `apply`, `restore` or `snapshot`.
+        callback: &'static str,
+        /// The LSN it was called for (for `snapshot`, the applied LSN).
+        lsn: Lsn,
+        /// What the engine said.
+        reason: String,
+    },
 }
 
 impl Error {
+    pub(crate) fn engine(
+        callback: &'static str,
+        lsn: Lsn,
+        error: Box<dyn std::error::Error + Send + Sync>,
+    ) -> Error {
+        Error::Engine {
+            callback,
+            lsn,
+            reason: error.to_string(),
+        }
+    }
+
     pub(crate) fn invalid(name: &'static str, reason: impl Into<String>) -> Error {
         Error::InvalidArgument {
             name,
@@ -106,6 +127,14 @@ impl fmt::Display for Error {
             Error::Wal(e) => write!(f, "log: {e}"),
             Error::Raft(e) => write!(f, "raft: {e}"),
             Error::BadSnapshot { reason } => write!(f, "bad snapshot: {reason}"),
+            Error::Engine {
+                callback,
+                lsn,
+                reason,
+            } => write!(
+                f,
+                "the engine's {callback} callback failed at LSN {lsn}: {reason}"
+            ),
         }
     }
 }

@@ -32,5 +32,5 @@ pub type NodeId = u64;
 pub use error::{Error, Result};
 pub use node::{CommittedReader, CommittedRecord, Node, NodeLog, NodeOptions, NodeStatus};
 pub use raft::eraftpb::ConfState;
-pub use replica::{Bootstrap, Config, MembershipChange, Replica, Role, StateMachine};
+pub use replica::{Bootstrap, Config, EngineResult, MembershipChange, Replica, Role, StateMachine};
 pub use transport::{Envelope, Inbox, MemoryNetwork, MemoryTransport, SnapshotChunk, Transport};

@@ -513,7 +513,9 @@ impl Node {
         })
     }
 
-    /// Stops the node's thread and closes its log.
+    /// Stops the node's thread and closes its log (its final sync and watermark; the error if
+    /// they fail), even while [`CommittedReader`]s are alive: they then get `Closed`, and the
+    /// directory is free to open again. The node's failure, if it had one, comes first.
     pub fn close(mut self) -> Result<()> {
         self.stop()
     }
@@ -521,15 +523,18 @@ impl Node {
     fn stop(&mut self) -> Result<()> {
         self.shared.queue.lock().stop = true;
         self.shared.queue_cond.notify_all();
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                return Err(Error::Raft("the node's thread panicked".into()));
-            }
-        }
-        match self.shared.status.lock().failure.clone() {
-            Some(failure) => Err(Error::Raft(failure)),
+        let joined = match self.thread.take() {
+            Some(thread) => thread.join(),
             None => Ok(()),
+        };
+        let closed = self.wal.close_shared();
+        if joined.is_err() {
+            return Err(Error::Raft("the node's thread panicked".into()));
         }
+        if let Some(failure) = self.shared.status.lock().failure.clone() {
+            return Err(Error::Raft(failure));
+        }
+        Ok(closed?)
     }
 
     fn request<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T> {

@@ -25,21 +25,31 @@ use crate::storage::{self, WalStorage};
 use crate::transport::Envelope;
 use crate::NodeId;
 
+/// What an engine's callback returns. A failed `apply` or `restore` stops the node (the engine
+/// could not follow the log, and going on would make it diverge); a failed `snapshot` only
+/// abandons that snapshot.
+pub type EngineResult<T = ()> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
 /// What the embedding engine gives the replica: it is told every committed user record, in
 /// LSN order, and handed a snapshot when the leader sends one. Called on the thread that drives
 /// the replica.
 pub trait StateMachine: Send + 'static {
-    /// A committed user record (system records are not passed on).
-    fn apply(&mut self, lsn: Lsn, epoch: u64, data: &[u8]);
+    /// A committed user record (system records are not passed on). An error stops the replica
+    /// with [`Error::Engine`] (a [`Node`](crate::Node) then stops: its waits and `close` return
+    /// `Error::Raft` with that message, other calls `Closed`); on the next open the engine is
+    /// restored from the latest checkpoint and given the records after it again.
+    fn apply(&mut self, lsn: Lsn, epoch: u64, data: &[u8]) -> EngineResult;
 
     /// Replace the whole state with `snapshot`, the state as of `lsn` (written in `epoch`):
-    /// called when the leader sends a snapshot, and at open with the latest checkpoint's.
-    fn restore(&mut self, lsn: Lsn, epoch: u64, snapshot: &[u8]);
+    /// called when the leader sends a snapshot, and at open with the latest checkpoint's. An
+    /// error stops the replica with [`Error::Engine`].
+    fn restore(&mut self, lsn: Lsn, epoch: u64, snapshot: &[u8]) -> EngineResult;
 
     /// The state as of the last record applied: asked for when the leader must send a
     /// follower a snapshot that no checkpoint can give (none yet, or the follower joined after
-    /// it). The replica writes it as a checkpoint at the applied LSN.
-    fn snapshot(&mut self) -> Vec<u8>;
+    /// it). The replica writes it as a checkpoint at the applied LSN. An error writes nothing
+    /// (the replica notes why, see [`Replica::take_log`]); raft asks again at its next attempt.
+    fn snapshot(&mut self) -> EngineResult<Vec<u8>>;
 
     /// The leader changed (`None`: no leader known) in `term`.
     fn leader_changed(&mut self, leader: Option<NodeId>, term: u64) {
@@ -191,6 +201,9 @@ pub struct Replica<M: StateMachine> {
     wal: Arc<Wal>,
     outbox: Vec<Envelope>,
     pending: Option<Pending>,
+    /// Why a round failed: raft's state and the log's may then disagree (a `Ready` taken and
+    /// not advanced, entries applied in part), so every later round and proposal is refused.
+    failed: Option<String>,
     applied: Lsn,
     /// The hard state last written to the control file.
     stored: rwal_wal::HardState,
@@ -277,7 +290,9 @@ impl<M: StateMachine> Replica<M> {
         if let Some(checkpoint) = wal.latest_checkpoint() {
             if let Some(blob) = storage::read_snapshot_blob(&wal)? {
                 let (_, engine) = codec::decode_snapshot(&blob)?;
-                machine.restore(checkpoint.lsn, checkpoint.epoch, engine);
+                machine
+                    .restore(checkpoint.lsn, checkpoint.epoch, engine)
+                    .map_err(|e| Error::engine("restore", checkpoint.lsn, e))?;
             }
             let (_, membership) = wal.replication_state();
             if let Some((at, _)) = codec::decode_membership(&membership)? {
@@ -287,7 +302,9 @@ impl<M: StateMachine> Replica<M> {
             while reader.next_lsn() <= commit {
                 let Some(record) = reader.next()? else { break };
                 if record.kind == rwal_wal::RecordKind::User {
-                    machine.apply(record.lsn, record.epoch, record.data);
+                    machine
+                        .apply(record.lsn, record.epoch, record.data)
+                        .map_err(|e| Error::engine("apply", record.lsn, e))?;
                 }
             }
         }
@@ -320,6 +337,7 @@ impl<M: StateMachine> Replica<M> {
             wal,
             outbox: Vec::new(),
             pending: None,
+            failed: None,
             applied: commit,
             stored,
             conf_history: vec![(conf_at.min(commit), conf_state)],
@@ -460,6 +478,7 @@ impl<M: StateMachine> Replica<M> {
     /// Proposes a user record; returns the LSN and epoch it will have if it commits. Refused with
     /// [`Error::NotLeader`] on a follower.
     pub fn propose(&mut self, data: &[u8]) -> Result<(Lsn, u64)> {
+        self.refuse_if_failed()?;
         let max = self
             .config
             .max_record_bytes
@@ -672,14 +691,40 @@ impl<M: StateMachine> Replica<M> {
 
     /// Whether `handle_ready` has work to do.
     pub fn has_ready(&self) -> bool {
-        self.pending.is_none() && self.raw.has_ready()
+        self.failed.is_none() && self.pending.is_none() && self.raw.has_ready()
+    }
+
+    /// After a failed round (an engine callback's error, the log's), the replica is done: the
+    /// caller drops it and opens it again, which recovers from the log.
+    fn refuse_if_failed(&self) -> Result<()> {
+        match &self.failed {
+            Some(reason) => Err(Error::Raft(format!(
+                "the replica stopped after an error and must be opened again: {reason}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Notes a round's failure (see `failed`).
+    fn note_failure<T>(&mut self, outcome: Result<T>) -> Result<T> {
+        if let Err(e) = &outcome {
+            self.failed = Some(e.to_string());
+        }
+        outcome
     }
 
     /// First half of a round: installs a snapshot from the leader, queues the leader's
     /// messages, applies the committed entries, and appends new entries to the log without
     /// making them durable yet. Returns false if there was nothing to do. Call
     /// [`finish_ready`](Replica::finish_ready) next.
+    /// After an error the replica refuses every later round (it must be opened again).
     pub fn handle_ready(&mut self) -> Result<bool> {
+        self.refuse_if_failed()?;
+        let outcome = self.handle_ready_once();
+        self.note_failure(outcome)
+    }
+
+    fn handle_ready_once(&mut self) -> Result<bool> {
         if self.pending.is_some() {
             return Ok(true);
         }
@@ -735,7 +780,14 @@ impl<M: StateMachine> Replica<M> {
     /// Second half of a round: makes the appended entries durable (one group commit), then the
     /// term and vote if they changed, and only then sends the messages that depend on them
     /// (votes, append acknowledgements); applies the entries that this sync committed.
+    /// After an error the replica refuses every later round (it must be opened again).
     pub fn finish_ready(&mut self) -> Result<()> {
+        self.refuse_if_failed()?;
+        let outcome = self.finish_ready_once();
+        self.note_failure(outcome)
+    }
+
+    fn finish_ready_once(&mut self) -> Result<()> {
         let Some(Pending {
             mut ready,
             term_or_vote_changed,
@@ -772,9 +824,14 @@ impl<M: StateMachine> Replica<M> {
     /// raft asks again at its next attempt and finds it.
     fn checkpoint_if_wanted(&mut self) -> Result<()> {
         if self.raw.store().take_snapshot_wanted() && self.raw.raft.state == StateRole::Leader {
-            let state = self.machine.snapshot();
             let applied = self.applied;
-            self.checkpoint(applied, &state)?;
+            match self.machine.snapshot() {
+                Ok(state) => self.checkpoint(applied, &state)?,
+                Err(e) => self.note(format!(
+                    "{}; no checkpoint written, raft asks again",
+                    Error::engine("snapshot", applied, e)
+                )),
+            }
         }
         Ok(())
     }
@@ -938,7 +995,9 @@ impl<M: StateMachine> Replica<M> {
         self.raw
             .mut_store()
             .install_snapshot(meta, &snapshot.data)?;
-        self.machine.restore(meta.index, meta.term, engine);
+        self.machine
+            .restore(meta.index, meta.term, engine)
+            .map_err(|e| Error::engine("restore", meta.index, e))?;
         self.snapshots_installed += 1;
         self.applied = meta.index;
         self.conf_history = vec![(meta.index, conf.clone())];
@@ -955,7 +1014,9 @@ impl<M: StateMachine> Replica<M> {
             match entry.get_entry_type() {
                 EntryType::EntryNormal => {
                     if codec::is_user(&entry) {
-                        self.machine.apply(entry.index, entry.term, &entry.data);
+                        self.machine
+                            .apply(entry.index, entry.term, &entry.data)
+                            .map_err(|e| Error::engine("apply", entry.index, e))?;
                     }
                 }
                 EntryType::EntryConfChange => {

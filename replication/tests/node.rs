@@ -2,6 +2,7 @@
 //! `Superseded`, committed readers, membership changes and snapshot catch-up on real files.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -236,6 +237,11 @@ fn a_learner_joins_by_snapshot_is_promoted_and_the_leader_removed() {
     cluster.node(leader).checkpoint(applied, &state).unwrap();
     let report = cluster.node(leader).compact().unwrap();
     assert!(report.segments_removed > 0, "{report:?}");
+    // The checkpoint predates the learner: the leader asks its engine for a new snapshot, and
+    // the first two attempts fail. Nothing is written for them (an empty checkpoint would seed
+    // the learner with nothing: the state comparison below would fail); raft asks again.
+    let faults = cluster.nodes[&leader].1 .2.clone();
+    faults.snapshots_to_refuse.store(2, Ordering::Relaxed);
     cluster.start(4, Bootstrap::Join);
     // An engine tails the newcomer's log from the start: the reader must not stop the
     // snapshot install that replaces that log.
@@ -258,6 +264,7 @@ fn a_learner_joins_by_snapshot_is_promoted_and_the_leader_removed() {
     );
     assert!(cluster.node(4).status().membership.learners.contains(&4));
     assert_eq!(cluster.node(4).status().failure, None);
+    assert_eq!(faults.snapshots_refused.load(Ordering::Relaxed), 2);
     // The reader fell behind the snapshot: it says so instead of reading a replaced log.
     match early_reader.next() {
         Err(Error::Wal(rwal_wal::Error::Compacted { lsn: 1, .. })) => {}
@@ -485,17 +492,25 @@ fn an_automatic_transfer_skips_a_voter_that_is_down() {
 struct PanickingEngine;
 
 impl rwal_replication::StateMachine for PanickingEngine {
-    fn apply(&mut self, _lsn: Lsn, _epoch: u64, data: &[u8]) {
+    fn apply(&mut self, _lsn: Lsn, _epoch: u64, data: &[u8]) -> rwal_replication::EngineResult {
         if data == b"boom" {
             panic!("the engine cannot apply boom");
         }
+        Ok(())
     }
 
-    fn snapshot(&mut self) -> Vec<u8> {
-        Vec::new()
+    fn snapshot(&mut self) -> rwal_replication::EngineResult<Vec<u8>> {
+        Ok(Vec::new())
     }
 
-    fn restore(&mut self, _lsn: Lsn, _epoch: u64, _snapshot: &[u8]) {}
+    fn restore(
+        &mut self,
+        _lsn: Lsn,
+        _epoch: u64,
+        _snapshot: &[u8],
+    ) -> rwal_replication::EngineResult {
+        Ok(())
+    }
 }
 
 /// Runs `call` on its own thread and returns its result; fails the test if it has not returned
@@ -564,4 +579,127 @@ fn a_panicking_engine_stops_the_node_and_no_caller_waits_forever() {
 
     let node = std::sync::Arc::into_inner(node).expect("no other handle is left");
     raft_error(node.close());
+}
+
+/// An engine that reports it cannot apply a committed record stops its node (going on would
+/// leave it behind its log); the record stays committed in the log, the log closes under a live
+/// reader, and the node opens again only once the engine takes the record.
+#[test]
+fn an_engine_that_cannot_apply_stops_the_node_and_its_record_stays_in_the_log() {
+    let mut cluster = Cluster::new("repl-refuse", 1);
+    cluster.leader(&[1]);
+    let (fine, _) = cluster.node(1).propose_and_wait(b"fine", WAIT).unwrap();
+    let engine = cluster.nodes[&1].1.clone();
+    *engine.2.refuse_to_apply.lock() = Some(b"refused".to_vec());
+    let mut reader = cluster.node(1).reader(fine).unwrap();
+    assert!(cluster.node(1).propose_and_wait(b"refused", WAIT).is_err());
+    let (status, failed) = cluster.node(1).wait_status(WAIT, |s| s.failure.is_some());
+    assert!(failed, "{status:?}");
+    let failure = status.failure.unwrap();
+    let refused = fine + 1;
+    assert!(
+        failure.contains(&format!(
+            "the engine's apply callback failed at LSN {refused}: this engine refuses these bytes"
+        )),
+        "{failure}"
+    );
+    let (node, _) = cluster.nodes.remove(&1).unwrap();
+    match node.close() {
+        Err(Error::Raft(reason)) => assert_eq!(reason, failure),
+        other => panic!("expected the node's failure, got {other:?}"),
+    }
+    // The log is closed although the reader is alive: the reader says so.
+    match reader.next() {
+        Err(Error::Wal(rwal_wal::Error::Closed)) => {}
+        other => panic!("expected Closed, got {other:?}"),
+    }
+
+    // Reopened with the same engine, the committed record is applied again (without a
+    // checkpoint, by the node's thread once raft hands it over), and fails again.
+    let options = || cluster.options(1, Bootstrap::Voters(vec![1]));
+    let node = Node::open(options(), engine.clone(), cluster.network.transport()).unwrap();
+    let (status, failed) = node.wait_status(WAIT, |s| s.failure.is_some());
+    assert!(failed, "{status:?}");
+    assert_eq!(status.failure.as_ref(), Some(&failure));
+    assert!(node.close().is_err());
+    *engine.2.refuse_to_apply.lock() = None;
+    let node = Node::open(options(), engine.clone(), cluster.network.transport()).unwrap();
+    let (status, applied) = node.wait_status(WAIT, |s| s.applied_lsn >= refused);
+    assert!(applied && status.failure.is_none(), "{status:?}");
+    assert_eq!(
+        engine.0.lock().get(&refused).map(Vec::as_slice),
+        Some(&b"refused"[..])
+    );
+    node.close().unwrap();
+    drop(reader);
+}
+
+/// A `Replica` driven by hand refuses every round after one failed (raft's state and the
+/// log's may disagree by then): its driver must open it again, which recovers from the log.
+#[test]
+fn a_replica_refuses_every_round_after_one_failed() {
+    let dir = TempDir::new("repl-failed-round");
+    let engine = Engine::default();
+    let mut replica = Replica::open(
+        dir.join("log"),
+        Options::new().segment_bytes(1 << 20),
+        rwal_replication::Config::new(1),
+        Bootstrap::Voters(vec![1]),
+        engine.clone(),
+    )
+    .unwrap();
+    // A single voter leads after its election timeout.
+    for _ in 0..100 {
+        replica.tick();
+        replica.process().unwrap();
+        if replica.role() == Role::Leader {
+            break;
+        }
+    }
+    assert_eq!(replica.role(), Role::Leader);
+    *engine.2.refuse_to_apply.lock() = Some(b"refused".to_vec());
+    let (lsn, _) = replica.propose(b"refused").unwrap();
+    match replica.process() {
+        Err(Error::Engine {
+            callback: "apply",
+            lsn: at,
+            ..
+        }) => assert_eq!(at, lsn),
+        other => panic!("expected the engine's error, got {other:?}"),
+    }
+    // Even with the engine willing again, the replica stays stopped.
+    *engine.2.refuse_to_apply.lock() = None;
+    assert!(!replica.has_ready());
+    for outcome in [
+        replica.handle_ready().map(drop),
+        replica.finish_ready(),
+        replica.propose(b"later").map(drop),
+    ] {
+        match outcome {
+            Err(Error::Raft(reason)) => {
+                assert!(reason.contains("must be opened again"), "{reason}")
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+    drop(replica);
+    let mut replica = Replica::open(
+        dir.join("log"),
+        Options::new().segment_bytes(1 << 20),
+        rwal_replication::Config::new(1),
+        Bootstrap::Voters(vec![1]),
+        engine.clone(),
+    )
+    .unwrap();
+    for _ in 0..100 {
+        replica.tick();
+        replica.process().unwrap();
+        if replica.applied_lsn() >= lsn {
+            break;
+        }
+    }
+    assert_eq!(
+        engine.0.lock().get(&lsn).map(Vec::as_slice),
+        Some(&b"refused"[..])
+    );
 }

@@ -145,7 +145,7 @@ impl Cluster {
             let data = i.to_le_bytes().repeat(500);
             last = leader_node.propose_and_wait(&data, WAIT).unwrap().0;
         }
-        let state = self.members[&leader].engine.clone().snapshot();
+        let state = self.members[&leader].engine.clone().snapshot().unwrap();
         let applied = leader_node.status().applied_lsn;
         assert_eq!(applied, last);
         leader_node.checkpoint(applied, &state).unwrap();

@@ -78,6 +78,14 @@ static void test_log(const char *dir) {
     uint64_t first = 0;
     CHECK_STATUS(rwal_append_batch(log, batch, 3, &first), RWAL_OK);
     CHECK(first == 3);
+    /* An empty batch is refused for being empty, whether or not `records` is NULL. */
+    CHECK_STATUS(rwal_append_batch(log, NULL, 0, &first), RWAL_ERR_INVALID_ARGUMENT);
+    char msg[128];
+    rwal_last_error(msg, sizeof msg);
+    CHECK(strstr(msg, "at least one record") != NULL);
+    CHECK_STATUS(rwal_append_batch(log, NULL, 2, &first), RWAL_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(rwal_append(log, (const uint8_t *)"x", (size_t)-1, &lsn),
+                 RWAL_ERR_INVALID_ARGUMENT);
 
     size_t len = 0;
     uint8_t buf[16];
@@ -194,6 +202,8 @@ static void test_checkpoints(const char *dir) {
         got += len;
     }
     CHECK(status == RWAL_END && got == 10 && memcmp(whole, "0123456789", 10) == 0);
+    /* A read of 0 bytes could never reach the end: refused. */
+    CHECK_STATUS(rwal_snapshot_read(snapshot, buf, 0, &len), RWAL_ERR_INVALID_ARGUMENT);
     rwal_snapshot_free(snapshot);
     /* An abandoned writer leaves the checkpoint as it was. */
     CHECK_STATUS(rwal_checkpoint_writer_open(log, 12, 5, &writer), RWAL_OK);

@@ -27,28 +27,32 @@ struct engine {
     uint64_t restores;
 };
 
-static void on_apply(void *userdata, uint64_t lsn, uint64_t epoch, const uint8_t *data,
-                     size_t len) {
+/* Refuses (returns -5 for) a record whose bytes are "refused". */
+static int on_apply(void *userdata, uint64_t lsn, uint64_t epoch, const uint8_t *data,
+                    size_t len) {
     struct engine *e = userdata;
     (void)epoch;
+    if (len == 7 && memcmp(data, "refused", 7) == 0) return -5;
     pthread_mutex_lock(&e->lock);
     CHECK(lsn > e->applied);
     e->applied = lsn;
     e->count++;
     for (size_t i = 0; i < len; i++) e->sum += data[i];
     pthread_mutex_unlock(&e->lock);
+    return 0;
 }
 
-static void on_snapshot(void *userdata, rwal_snapshot_sink *sink) {
+static int on_snapshot(void *userdata, rwal_snapshot_sink *sink) {
     struct engine *e = userdata;
     pthread_mutex_lock(&e->lock);
     uint64_t state[2] = {e->count, e->sum};
     pthread_mutex_unlock(&e->lock);
-    CHECK_STATUS(rwal_snapshot_sink_write(sink, (const uint8_t *)state, sizeof state), RWAL_OK);
+    return rwal_snapshot_sink_write(sink, (const uint8_t *)state, sizeof state) == RWAL_OK ? 0
+                                                                                           : -1;
 }
 
-static void on_restore(void *userdata, uint64_t lsn, uint64_t epoch, const uint8_t *data,
-                       size_t len) {
+static int on_restore(void *userdata, uint64_t lsn, uint64_t epoch, const uint8_t *data,
+                      size_t len) {
     struct engine *e = userdata;
     (void)epoch;
     pthread_mutex_lock(&e->lock);
@@ -59,6 +63,7 @@ static void on_restore(void *userdata, uint64_t lsn, uint64_t epoch, const uint8
     e->applied = lsn;
     e->restores++;
     pthread_mutex_unlock(&e->lock);
+    return 0;
 }
 
 static void on_leader(void *userdata, uint64_t leader, uint64_t term) {
@@ -153,6 +158,12 @@ static void test_cluster(const char *dir) {
     CHECK_STATUS(rwal_node_leader(nodes[follower], &named, addr, sizeof addr, &len), RWAL_OK);
     CHECK(named == (uint64_t)leader + 1);
     CHECK(len > 0 && strchr(addr, ':') != NULL);
+    /* The id and the length alone: no buffer. */
+    uint64_t named_alone = 0;
+    size_t len_alone = 0;
+    CHECK_STATUS(rwal_node_leader(nodes[follower], &named_alone, NULL, 0, &len_alone),
+                 RWAL_ERR_BUFFER_TOO_SMALL);
+    CHECK(named_alone == named && len_alone == len);
 
     /* Proposals on the leader commit and reach every engine. */
     uint64_t expected_sum = 0, last = 0;
@@ -306,8 +317,82 @@ static void test_bad_options(const char *dir) {
     rwal_last_error(msg, sizeof msg);
     CHECK(strstr(msg, "recovery_mode") != NULL);
     rwal_options_free(log_opts);
+    /* The engine's apply, snapshot and restore go together: a missing one is named. */
+    struct engine e = {0};
+    CHECK_STATUS(rwal_node_options_set_callbacks(opts, on_apply, NULL, on_restore, NULL, &e),
+                 RWAL_ERR_INVALID_ARGUMENT);
+    rwal_last_error(msg, sizeof msg);
+    CHECK(strstr(msg, "snapshot is NULL") != NULL);
+    CHECK_STATUS(rwal_node_options_set_callbacks(opts, NULL, NULL, NULL, on_leader, &e), RWAL_OK);
     rwal_node_options_free(opts);
     rwal_node_options_free(NULL);
+}
+
+/* Opens node 1 of a cluster of one in `path` with `e` as its engine. */
+static rwal_node *open_alone(const char *path, struct engine *e) {
+    static const uint8_t secret[] = "a secret for a node of its own";
+    const uint64_t voters[1] = {1};
+    rwal_node_options *opts = NULL;
+    CHECK_STATUS(rwal_node_options_new(1, path, &opts), RWAL_OK);
+    CHECK_STATUS(rwal_node_options_set_cluster(opts, 43, secret, sizeof secret - 1), RWAL_OK);
+    CHECK_STATUS(rwal_node_options_set_listen(opts, "127.0.0.1:0"), RWAL_OK);
+    CHECK_STATUS(rwal_node_options_set_voters(opts, voters, 1, false), RWAL_OK);
+    CHECK_STATUS(rwal_node_options_set_tick_ms(opts, 50), RWAL_OK);
+    CHECK_STATUS(rwal_node_options_set_callbacks(opts, on_apply, on_snapshot, on_restore,
+                                                 on_leader, e),
+                 RWAL_OK);
+    rwal_node *node = NULL;
+    CHECK_STATUS(rwal_node_open(opts, &node), RWAL_OK);
+    rwal_node_options_free(opts);
+    return node;
+}
+
+/* An engine that cannot apply a committed record stops its node; closing it reports why and
+ * closes the log under a live reader, so the directory opens again at once. */
+static void test_engine_failure(const char *dir) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/refusing", dir);
+    struct engine e = {0};
+    pthread_mutex_init(&e.lock, NULL);
+    rwal_node *node = open_alone(path, &e);
+    if (node == NULL) return;
+    uint64_t lsn = 0, epoch = 0;
+    for (int waited = 0; waited < WAIT_MS; waited += 10) {
+        rwal_status st = rwal_node_propose_and_wait(node, (const uint8_t *)"fine", 4, WAIT_MS,
+                                                    &lsn, &epoch);
+        if (st == RWAL_OK) break;
+        CHECK(st == RWAL_ERR_NOT_LEADER); /* not leading yet */
+        sleep_ms(10);
+    }
+    CHECK(lsn > 0);
+    rwal_node_reader *reader = NULL;
+    CHECK_STATUS(rwal_node_reader_open(node, lsn, &reader), RWAL_OK);
+    CHECK(rwal_node_propose_and_wait(node, (const uint8_t *)"refused", 7, WAIT_MS, &lsn,
+                                     &epoch) != RWAL_OK);
+    CHECK_STATUS(rwal_node_close(node), RWAL_ERR_REPLICATION);
+    char msg[256];
+    rwal_last_error(msg, sizeof msg);
+    CHECK(strstr(msg, "apply callback failed at LSN") != NULL && strstr(msg, "returned -5"));
+    uint64_t r_lsn, r_epoch;
+    uint32_t kind;
+    const uint8_t *data;
+    size_t r_len;
+    CHECK_STATUS(rwal_node_reader_next(reader, &r_lsn, &r_epoch, &kind, &data, &r_len),
+                 RWAL_ERR_CLOSED);
+    /* The reader is still alive, and the directory opens again. */
+    node = open_alone(path, &e);
+    rwal_node_reader_free(reader);
+    if (node == NULL) return;
+    /* The committed record is applied again once the node leads, and refused again: nothing
+     * proposed after it is ever acknowledged. */
+    rwal_status st = RWAL_ERR_NOT_LEADER;
+    for (int waited = 0; waited < WAIT_MS && st == RWAL_ERR_NOT_LEADER; waited += 10) {
+        st = rwal_node_propose_and_wait(node, (const uint8_t *)"later", 5, WAIT_MS, &lsn, &epoch);
+        if (st == RWAL_ERR_NOT_LEADER) sleep_ms(10);
+    }
+    CHECK_STATUS(st, RWAL_ERR_CLOSED);
+    CHECK_STATUS(rwal_node_close(node), RWAL_ERR_REPLICATION);
+    pthread_mutex_destroy(&e.lock);
 }
 
 int main(int argc, char **argv) {
@@ -316,6 +401,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     test_bad_options(argv[1]);
+    test_engine_failure(argv[1]);
     test_cluster(argv[1]);
     printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;

@@ -380,10 +380,15 @@ class Log(_Handle):
         with self._use() as handle:
             _check(lib.rwal_truncate_after(handle, lsn))
 
-    def checkpoint(self, lsn: int, snapshot: BytesLike = b"") -> None:
+    def checkpoint(self, lsn: int, snapshot: Optional[BytesLike] = None) -> None:
         """Declares the engine's state up to `lsn` safe elsewhere, with `snapshot` (its state
-        image at `lsn`). Durable when it returns; `lsn` must be durable and not below the
-        latest checkpoint."""
+        image at `lsn`; None: the checkpoint has no snapshot, which is not the same as an empty
+        one). Durable when it returns; `lsn` must be durable and not below the latest
+        checkpoint."""
+        if snapshot is None:
+            with self._use() as handle:
+                _check(lib.rwal_checkpoint(handle, lsn, ffi.NULL, 0))
+            return
         buf = ffi.from_buffer(snapshot)
         with self._use() as handle:
             _check(lib.rwal_checkpoint(handle, lsn, ffi.cast("const uint8_t *", buf), len(buf)))

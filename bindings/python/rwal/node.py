@@ -3,19 +3,29 @@
     import rwal
     node = rwal.Node(1, "/var/lib/mydb/wal", cluster_id=7, secret=b"...at least 16 bytes...",
                      listen="127.0.0.1:7101", peers={2: "127.0.0.1:7102", 3: "127.0.0.1:7103"},
-                     voters=[1, 2, 3], apply=engine.apply)
+                     voters=[1, 2, 3], apply=engine.apply, snapshot=engine.snapshot,
+                     restore=engine.restore)
     lsn, epoch = node.propose(b"put k v")        # rwal.NotLeaderError on a follower
     node.wait_committed(lsn, epoch, timeout=5)   # rwal.SupersededError if replaced
 
-The callbacks (apply, snapshot, restore, on_leader) run on the node's own thread, one at a
-time. They must not call the node's blocking methods (propose, wait_committed, read_barrier,
-change_membership, checkpoint, compact, close): those wait for that thread. An exception in a
-callback is printed and otherwise ignored (it cannot cross the C boundary): keep them simple.
+The engine's callbacks apply, snapshot and restore go together: give all three, or none for a
+node without an engine. They and on_leader run one at a time: during Node(...) on the calling
+thread (restoring the engine from the latest checkpoint and the records after it), then on the
+node's own thread. They must not call the node's blocking methods (propose, wait_committed,
+read_barrier, change_membership, checkpoint, compact, close): those wait for that thread.
+
+An exception cannot cross the C boundary; it is printed, and then: in apply or restore it stops
+the node (the engine could not follow its log: waits and close() then raise ReplicationError
+naming the callback and the LSN, proposals and other requests ClosedError;
+the record stays committed, and the next open gives the engine the same records again); in snapshot it abandons
+that snapshot (the node asks again later); in on_leader it is ignored.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import traceback
 from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 from . import InvalidArgumentError, NotLeaderError, _check, _Handle, _last_error
@@ -57,26 +67,30 @@ def _bytes(data, size):
     return bytes(ffi.buffer(data, size)) if size else b""
 
 
-@ffi.def_extern()
+def _print_callback_error(exc_type, exc_value, tb):
+    """Prints what a callback raised to stderr (it cannot cross the C boundary)."""
+    sys.stderr.write("rwal: a node callback raised:\n")
+    traceback.print_exception(exc_type, exc_value, tb, file=sys.stderr)
+
+
+# Each returns 0, or -1 when the callback raised: the node then stops (apply, restore) or
+# abandons the snapshot.
+@ffi.def_extern(error=-1, onerror=_print_callback_error)
 def _rwal_py_apply(userdata, lsn, epoch, data, size):
-    engine = ffi.from_handle(userdata)
-    if engine.apply is not None:
-        engine.apply(lsn, epoch, _bytes(data, size))
+    ffi.from_handle(userdata).apply(lsn, epoch, _bytes(data, size))
+    return 0
 
 
-@ffi.def_extern()
+@ffi.def_extern(error=-1, onerror=_print_callback_error)
 def _rwal_py_snapshot(userdata, sink):
-    engine = ffi.from_handle(userdata)
-    if engine.snapshot is not None:
-        state = bytes(engine.snapshot())
-        lib.rwal_snapshot_sink_write(sink, ffi.from_buffer(state), len(state))
+    state = bytes(ffi.from_handle(userdata).snapshot())
+    return 0 if lib.rwal_snapshot_sink_write(sink, ffi.from_buffer(state), len(state)) == 0 else -1
 
 
-@ffi.def_extern()
+@ffi.def_extern(error=-1, onerror=_print_callback_error)
 def _rwal_py_restore(userdata, lsn, epoch, data, size):
-    engine = ffi.from_handle(userdata)
-    if engine.restore is not None:
-        engine.restore(lsn, epoch, _bytes(data, size))
+    ffi.from_handle(userdata).restore(lsn, epoch, _bytes(data, size))
+    return 0
 
 
 @ffi.def_extern()
@@ -132,8 +146,13 @@ class Node(_Handle):
             _check(lib.rwal_node_options_set_log_options(opts, log_opts))
         self._engine = _Engine(apply, snapshot, restore, on_leader)
         self._engine_handle = ffi.new_handle(self._engine)
+        # A callback not given is NULL: the library refuses an engine with only some of
+        # apply, snapshot and restore, and naming the missing one.
         _check(lib.rwal_node_options_set_callbacks(
-            opts, lib._rwal_py_apply, lib._rwal_py_snapshot, lib._rwal_py_restore,
+            opts,
+            lib._rwal_py_apply if apply is not None else ffi.NULL,
+            lib._rwal_py_snapshot if snapshot is not None else ffi.NULL,
+            lib._rwal_py_restore if restore is not None else ffi.NULL,
             lib._rwal_py_leader, self._engine_handle))
         out = ffi.new("rwal_node **")
         _check(lib.rwal_node_open(opts, out))

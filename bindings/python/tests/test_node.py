@@ -164,3 +164,46 @@ def test_bad_node_options_are_refused_with_the_reason(tmp_path):
     node.close()
     with pytest.raises(rwal.ClosedError):
         node.propose(b"x")
+
+
+def test_an_engine_needs_apply_snapshot_and_restore_together(tmp_path):
+    with pytest.raises(rwal.InvalidArgumentError, match="snapshot and restore are NULL"):
+        rwal.Node(1, tmp_path / "n", cluster_id=1, secret=SECRET, apply=lambda *_: None)
+
+
+def test_an_apply_that_raises_stops_the_node_and_close_says_why(tmp_path):
+    applied = []
+
+    def apply(lsn, epoch, data):
+        if data == b"refused":
+            raise RuntimeError("this engine refuses these bytes")
+        applied.append(data)
+
+    node = rwal.Node(1, tmp_path / "alone", cluster_id=1, secret=SECRET, voters=[1], tick_ms=10,
+                     apply=apply, snapshot=lambda: b"", restore=lambda *_: None)
+    closed = False
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                node.propose_and_wait(b"fine", timeout=30)
+                break
+            except rwal.NotLeaderError:
+                assert time.monotonic() < deadline, "the node never led"
+                time.sleep(0.01)
+        assert applied == [b"fine"]
+        # The wait in progress learns why the node stopped; later calls find it closed.
+        with pytest.raises(rwal.ReplicationError, match="apply callback failed at LSN"):
+            node.propose_and_wait(b"refused", timeout=30)
+        with pytest.raises(rwal.ClosedError):
+            node.propose(b"after")
+        with pytest.raises(rwal.ReplicationError, match="apply callback failed at LSN"):
+            node.close()
+        closed = True
+    finally:
+        if not closed:
+            try:
+                node.close()
+            except rwal.Error:
+                pass
+    assert applied == [b"fine"]

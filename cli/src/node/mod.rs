@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use rwal_replication::net::{PeerConfig, PeerNetwork};
-use rwal_replication::{Bootstrap, Error, Node, NodeId, NodeOptions, Role, StateMachine};
+use rwal_replication::{
+    Bootstrap, EngineResult, Error, Node, NodeId, NodeOptions, Role, StateMachine,
+};
 use rwal_wal::{Lsn, Options, RecordKind};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
@@ -281,7 +283,7 @@ struct Engine {
 }
 
 impl StateMachine for Engine {
-    fn apply(&mut self, lsn: Lsn, epoch: u64, data: &[u8]) {
+    fn apply(&mut self, lsn: Lsn, epoch: u64, data: &[u8]) -> EngineResult {
         let (state, applied) = &*self.state;
         let mut state = state.lock();
         state.applied = lsn;
@@ -311,24 +313,22 @@ impl StateMachine for Engine {
             }
         }
         applied.notify_all();
+        Ok(())
     }
 
-    fn snapshot(&mut self) -> Vec<u8> {
-        encode_state(&self.state.0.lock())
+    fn snapshot(&mut self) -> EngineResult<Vec<u8>> {
+        Ok(encode_state(&self.state.0.lock()))
     }
 
-    fn restore(&mut self, lsn: Lsn, _epoch: u64, snapshot: &[u8]) {
+    fn restore(&mut self, lsn: Lsn, _epoch: u64, snapshot: &[u8]) -> EngineResult {
+        // Going on with an empty table could apply a retried request twice: the node stops.
         let Some(mut state) = decode_state(snapshot) else {
-            // Going on with an empty table could apply a retried request twice.
-            log(
-                self.id,
-                &format!("the snapshot at {lsn} does not decode: stopping"),
-            );
-            std::process::exit(1);
+            return Err(format!("the snapshot at {lsn} does not decode").into());
         };
         state.applied = lsn;
         *self.state.0.lock() = state;
         self.state.1.notify_all();
+        Ok(())
     }
 
     fn leader_changed(&mut self, leader: Option<NodeId>, term: u64) {
@@ -984,10 +984,16 @@ mod tests {
             id: 1,
             state: Arc::new((Mutex::new(EngineState::default()), Condvar::new())),
         };
-        engine.apply(2, 1, &proto::encode_record(7, 1, b"a"));
-        engine.apply(3, 1, &proto::encode_record(7, 1, b"a")); // a retry that got in
-        engine.apply(4, 2, &proto::encode_record(7, 2, b"b"));
-        engine.apply(5, 2, b"short");
+        engine
+            .apply(2, 1, &proto::encode_record(7, 1, b"a"))
+            .unwrap();
+        engine
+            .apply(3, 1, &proto::encode_record(7, 1, b"a"))
+            .unwrap(); // a retry that got in
+        engine
+            .apply(4, 2, &proto::encode_record(7, 2, b"b"))
+            .unwrap();
+        engine.apply(5, 2, b"short").unwrap();
         let applied = LastRequest {
             request: 2,
             lsn: 4,
@@ -999,12 +1005,12 @@ mod tests {
             assert_eq!(state.clients[&7], applied);
             assert_eq!(state.duplicates, BTreeSet::from([3, 5]));
         }
-        let bytes = engine.snapshot();
+        let bytes = engine.snapshot().unwrap();
         let mut other = Engine {
             id: 2,
             state: Arc::new((Mutex::new(EngineState::default()), Condvar::new())),
         };
-        other.restore(5, 2, &bytes);
+        other.restore(5, 2, &bytes).unwrap();
         let state = other.state.0.lock();
         assert_eq!(state.clients[&7], applied);
         assert_eq!(state.duplicates, BTreeSet::from([3, 5]));
@@ -1017,10 +1023,14 @@ mod tests {
             id: 1,
             state: Arc::new((Mutex::new(EngineState::default()), Condvar::new())),
         };
-        engine.apply(2, 1, &proto::encode_record(7, 1, b"first"));
+        engine
+            .apply(2, 1, &proto::encode_record(7, 1, b"first"))
+            .unwrap();
         // The same id with other data reaches the log (proposed before the first was applied
         // here): applied as nothing, like any duplicate.
-        engine.apply(3, 1, &proto::encode_record(7, 1, b"other"));
+        engine
+            .apply(3, 1, &proto::encode_record(7, 1, b"other"))
+            .unwrap();
         let state = engine.state.0.lock();
         assert_eq!(state.duplicates, BTreeSet::from([3]));
         assert_eq!(state.answer(7, 1, b"first"), Some(Ok((2, 1))));
@@ -1047,5 +1057,14 @@ mod tests {
         let again = decode_state(&encode_state(&state)).unwrap();
         assert_eq!(again.clients[&7].digest, None);
         assert!(decode_state(&old[..old.len() - 1]).is_none());
+        // A snapshot that does not decode fails the restore (the node stops) and leaves the
+        // table as it was.
+        let mut engine = Engine {
+            id: 1,
+            state: Arc::new((Mutex::new(state), Condvar::new())),
+        };
+        let refused = engine.restore(9, 3, &old[..old.len() - 1]).unwrap_err();
+        assert_eq!(refused.to_string(), "the snapshot at 9 does not decode");
+        assert_eq!(engine.state.0.lock().clients[&7].request, 1);
     }
 }

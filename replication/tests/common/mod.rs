@@ -2,31 +2,59 @@
 //! snapshot is all of them.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use rwal_replication::StateMachine;
+use rwal_replication::{EngineResult, StateMachine};
 use rwal_wal::Lsn;
 
-/// Every applied record by LSN, and the LSNs of the snapshots it was restored from.
+/// Every applied record by LSN, the LSNs of the snapshots it was restored from, and the
+/// failures it is told to report.
 #[derive(Clone, Default)]
 pub struct Engine(
     pub Arc<Mutex<BTreeMap<Lsn, Vec<u8>>>>,
     pub Arc<Mutex<Vec<Lsn>>>,
+    pub Arc<Faults>,
 );
 
+/// Failures an [`Engine`] reports when told to.
+#[derive(Default)]
+pub struct Faults {
+    /// This many calls of `snapshot` fail (counted down), each counted in `snapshots_refused`.
+    pub snapshots_to_refuse: AtomicU32,
+    pub snapshots_refused: AtomicU32,
+    /// `apply` of a record with these bytes fails.
+    pub refuse_to_apply: Mutex<Option<Vec<u8>>>,
+}
+
 impl StateMachine for Engine {
-    fn apply(&mut self, lsn: Lsn, _epoch: u64, data: &[u8]) {
+    fn apply(&mut self, lsn: Lsn, _epoch: u64, data: &[u8]) -> EngineResult {
+        if self.2.refuse_to_apply.lock().as_deref() == Some(data) {
+            return Err("this engine refuses these bytes".into());
+        }
         self.0.lock().insert(lsn, data.to_vec());
+        Ok(())
     }
 
-    fn snapshot(&mut self) -> Vec<u8> {
-        encode(&self.0.lock())
+    fn snapshot(&mut self) -> EngineResult<Vec<u8>> {
+        let refuse =
+            self.2
+                .snapshots_to_refuse
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                    left.checked_sub(1)
+                });
+        if refuse.is_ok() {
+            self.2.snapshots_refused.fetch_add(1, Ordering::Relaxed);
+            return Err("this engine cannot take a snapshot now".into());
+        }
+        Ok(encode(&self.0.lock()))
     }
 
-    fn restore(&mut self, lsn: Lsn, _epoch: u64, snapshot: &[u8]) {
+    fn restore(&mut self, lsn: Lsn, _epoch: u64, snapshot: &[u8]) -> EngineResult {
         self.1.lock().push(lsn);
         *self.0.lock() = decode(snapshot);
+        Ok(())
     }
 }
 

@@ -97,7 +97,7 @@ fn decode_state(bytes: &[u8]) -> BTreeMap<Lsn, (u64, u32)> {
 }
 
 impl StateMachine for Model {
-    fn apply(&mut self, lsn: Lsn, epoch: u64, data: &[u8]) {
+    fn apply(&mut self, lsn: Lsn, epoch: u64, data: &[u8]) -> rwal_replication::EngineResult {
         let mut state = self.0.lock();
         if lsn <= state.applied {
             let line = format!("applied {lsn} after {}", state.applied);
@@ -105,18 +105,25 @@ impl StateMachine for Model {
         }
         state.applied = lsn;
         state.records.insert(lsn, (epoch, crc32c::crc32c(data)));
+        Ok(())
     }
 
-    fn snapshot(&mut self) -> Vec<u8> {
-        encode_state(&self.0.lock().records)
+    fn snapshot(&mut self) -> rwal_replication::EngineResult<Vec<u8>> {
+        Ok(encode_state(&self.0.lock().records))
     }
 
-    fn restore(&mut self, lsn: Lsn, _epoch: u64, snapshot: &[u8]) {
+    fn restore(
+        &mut self,
+        lsn: Lsn,
+        _epoch: u64,
+        snapshot: &[u8],
+    ) -> rwal_replication::EngineResult {
         let mut state = self.0.lock();
         let records = decode_state(snapshot);
         state.records = records.clone();
         state.applied = lsn;
         state.restores.push((lsn, records));
+        Ok(())
     }
 }
 
