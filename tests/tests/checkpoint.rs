@@ -203,6 +203,46 @@ fn a_checkpoint_writer_finished_after_close_is_refused_and_changes_nothing() {
     assert_eq!(read_snapshot(&wal).as_deref(), Some(&b"on time"[..]));
 }
 
+/// While a checkpoint's snapshot is written, the log stays as the snapshot describes it: a
+/// truncation below the checkpoint and a reset are refused, naming the checkpoint. Abandoned,
+/// the checkpoint holds nothing back.
+#[test]
+fn a_checkpoint_being_written_holds_the_log_it_describes() {
+    let temp = rwal_tests::TempDir::new("checkpoint-holds");
+    let wal = Wal::open(temp.join("log"), Options::new().segment_bytes(1 << 20)).unwrap();
+    for i in 0..10u8 {
+        wal.append(&[i; 100]).unwrap();
+    }
+    wal.sync().unwrap();
+    let mut writer = wal.checkpoint_writer(8, 4).unwrap();
+    writer.write(b"st").unwrap();
+    match wal.truncate_after(5) {
+        Err(Error::Pinned {
+            holder, pinned_lsn, ..
+        }) => {
+            assert!(holder.starts_with("checkpoint"), "{holder}");
+            assert_eq!(pinned_lsn, 8);
+        }
+        other => panic!("expected Pinned, got {other:?}"),
+    }
+    assert!(matches!(
+        wal.reset_to_snapshot(20, 1, b"other"),
+        Err(Error::Pinned { .. })
+    ));
+    // Cutting above the checkpoint keeps what it describes: allowed.
+    wal.truncate_after(9).unwrap();
+    writer.write(b"te").unwrap();
+    writer.finish().unwrap();
+    assert_eq!(wal.latest_checkpoint().unwrap().lsn, 8);
+    assert_eq!(read_snapshot(&wal).as_deref(), Some(&b"stte"[..]));
+
+    // An abandoned checkpoint holds nothing back.
+    let abandoned = wal.checkpoint_writer(9, 10).unwrap();
+    drop(abandoned);
+    wal.truncate_after(8).unwrap();
+    assert_eq!(wal.last_lsn(), 8);
+}
+
 #[test]
 fn reset_to_a_snapshot_replaces_the_log() {
     for t in targets("reset") {

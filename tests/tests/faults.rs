@@ -122,3 +122,50 @@ fn a_failed_control_write_poisons() {
     is_poisoned_by(wal.maintain(), "fdatasync");
     is_poisoned_by(wal.append(b"y"), "fdatasync");
 }
+
+/// A segment file that cannot be opened at recovery fails the open with that error, naming the
+/// file, and changes nothing: recovery never goes on with a file its first pass did not check.
+/// The next open, with the file available again, finds every record.
+#[test]
+fn a_segment_that_cannot_be_opened_at_recovery_fails_the_open_and_changes_nothing() {
+    let disk = SimDisk::new();
+    let wal = Wal::open("/sim", sim(&disk)).unwrap();
+    let record = payload(1, 200 << 10);
+    let mut last = 0;
+    for _ in 0..12 {
+        last = wal.append(&record).unwrap();
+    }
+    wal.commit(last).unwrap();
+    wal.close().unwrap();
+    let mut segments: Vec<String> = disk
+        .file_names()
+        .into_iter()
+        .filter(|n| n.ends_with(".seg"))
+        .collect();
+    segments.sort();
+    assert!(segments.len() >= 3, "{segments:?}");
+    let failing = &segments[1];
+    let before: Vec<Option<Vec<u8>>> = segments.iter().map(|n| disk.read_file(n)).collect();
+
+    disk.fail_next_open_of(failing, libc::EMFILE);
+    match Wal::open("/sim", sim(&disk)) {
+        Err(Error::Io { op, path, source }) => {
+            assert_eq!(op, "open");
+            assert!(path.ends_with(failing), "{}", path.display());
+            assert_eq!(source.raw_os_error(), Some(libc::EMFILE));
+        }
+        other => panic!("expected the open error, got {other:?}"),
+    }
+    let after: Vec<Option<Vec<u8>>> = segments.iter().map(|n| disk.read_file(n)).collect();
+    assert!(before == after, "a failed recovery changed the segments");
+
+    let wal = Wal::open("/sim", sim(&disk)).unwrap();
+    assert_eq!(wal.durable_lsn(), last);
+    let mut reader = wal.reader(1).unwrap();
+    let mut count = 0;
+    while let Some(found) = reader.next().unwrap() {
+        assert_eq!(found.data, &record[..]);
+        count += 1;
+    }
+    assert_eq!(count, last);
+}

@@ -47,9 +47,19 @@ pub struct CompactionReport {
 /// A checkpoint whose snapshot is being pushed in chunks (see [`Wal::checkpoint_writer`]).
 pub struct CheckpointWriter {
     inner: Arc<Inner>,
-    writer: SnapshotWriter,
+    /// Taken by `finish`.
+    writer: Option<SnapshotWriter>,
     lsn: Lsn,
     epoch: u64,
+    /// The pin that holds the log from `lsn` on until the checkpoint is done (see
+    /// `Inner::start_checkpoint`).
+    pin_id: u64,
+}
+
+impl Drop for CheckpointWriter {
+    fn drop(&mut self) {
+        self.inner.pins.release(self.pin_id);
+    }
 }
 
 impl std::fmt::Debug for CheckpointWriter {
@@ -63,13 +73,17 @@ impl std::fmt::Debug for CheckpointWriter {
 impl CheckpointWriter {
     /// Appends the next bytes of the snapshot.
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
-        self.writer.write(data)
+        self.writer
+            .as_mut()
+            .expect("present until finish")
+            .write(data)
     }
 
     /// Makes the checkpoint durable (exactly the announced length must have been written).
-    pub fn finish(self) -> Result<()> {
-        self.inner
-            .finish_checkpoint(self.writer, self.lsn, self.epoch)
+    pub fn finish(mut self) -> Result<()> {
+        let writer = self.writer.take().expect("present until finish");
+        self.inner.finish_checkpoint(writer, self.lsn, self.epoch)
+        // The pin goes with `self`.
     }
 }
 
@@ -99,13 +113,15 @@ impl Wal {
     /// ([`CheckpointWriter::write`]); it is durable when [`CheckpointWriter::finish`] returns.
     /// Dropping the writer unfinished abandons it (recovery removes the partial file).
     pub fn checkpoint_writer(&self, lsn: Lsn, len: u64) -> Result<CheckpointWriter> {
-        let epoch = self.inner.checkpoint_epoch(lsn)?;
-        let writer = SnapshotWriter::create(self.inner.dir.as_ref(), lsn, epoch, true, len)?;
+        let (epoch, pin_id) = self.inner.start_checkpoint(lsn)?;
+        let writer = SnapshotWriter::create(self.inner.dir.as_ref(), lsn, epoch, true, len)
+            .inspect_err(|_| self.inner.pins.release(pin_id))?;
         Ok(CheckpointWriter {
             inner: self.inner.clone(),
-            writer,
+            writer: Some(writer),
             lsn,
             epoch,
+            pin_id,
         })
     }
 
@@ -194,10 +210,13 @@ impl Inner {
         len: u64,
         source: &mut dyn std::io::Read,
     ) -> Result<()> {
-        let epoch = self.checkpoint_epoch(lsn)?;
+        let (epoch, pin_id) = self.start_checkpoint(lsn)?;
         // 1-2: the snapshot file, durable under its final name, before anything points at it.
-        let writer = self.fill_snapshot(lsn, epoch, has_snapshot, len, source)?;
-        self.finish_checkpoint(writer, lsn, epoch)
+        let done = self
+            .fill_snapshot(lsn, epoch, has_snapshot, len, source)
+            .and_then(|writer| self.finish_checkpoint(writer, lsn, epoch));
+        self.pins.release(pin_id);
+        done
     }
 
     /// A snapshot file for checkpoint `lsn` holding `len` bytes read from `source`, not yet
@@ -224,8 +243,23 @@ impl Inner {
         Ok(writer)
     }
 
+    /// Starts a checkpoint at `lsn`: pins the log from `lsn` on, then checks that a checkpoint
+    /// may be taken there and finds the epoch. Returns the epoch and the pin, which the caller
+    /// releases once the checkpoint is finished or abandoned. The pin is what keeps the log as
+    /// the snapshot describes it while the snapshot is written (which may take as long as the
+    /// engine pushes bytes): a truncation below it and a reset are refused (`Pinned`), and
+    /// compaction stops before it. Taken before the checks, it covers them too: a cut that
+    /// checked the pins before it was taken is finished before `epoch_of` reads (the cut holds
+    /// the gate), and the checks then see the shorter log.
+    pub(crate) fn start_checkpoint(&self, lsn: Lsn) -> Result<(u64, u64)> {
+        let pin = self.pins.register("checkpoint", lsn, None, true);
+        self.checkpoint_epoch(lsn)
+            .map(|epoch| (epoch, pin.id))
+            .inspect_err(|_| self.pins.release(pin.id))
+    }
+
     /// The epoch for a checkpoint at `lsn`, after checking that one may be taken there.
-    pub(crate) fn checkpoint_epoch(&self, lsn: Lsn) -> Result<u64> {
+    fn checkpoint_epoch(&self, lsn: Lsn) -> Result<u64> {
         self.group.check()?;
         let durable = self.group.durable_lsn();
         if lsn > durable {
@@ -389,6 +423,10 @@ impl Inner {
                 map.remove(&(segment.first_lsn(), segment.sequence()));
             }
         }
+        // New readers now find the new first LSN (they check it under this lock) and no
+        // reader stands in a removed segment: removing or recycling the files (zeroing them
+        // takes a while) need not hold them up. The checkpoint lock stays held.
+        drop(control);
         for segment in &gone {
             let name = segment.name();
             let recycle = segment.header.segment_bytes == self.options.segment_bytes

@@ -50,6 +50,11 @@ impl Reader {
     pub(crate) fn new(inner: Arc<Inner>, from: Lsn) -> Result<Reader> {
         let (pin_id, pin) = {
             let _gate = inner.cut_gate.read();
+            // Registered and checked under the control lock, which compaction holds from its
+            // look at the pins until it has moved the first LSN: it either sees this pin, or
+            // the check below sees the new first LSN. Never a reader standing in a segment
+            // compaction removes (or recycles and overwrites).
+            let _control = inner.control.lock();
             inner.check_readable_start(from)?;
             let registered = inner.pins.register("reader", from - 1, None, true);
             (registered.id, registered.lsn)

@@ -150,8 +150,12 @@ struct Scan<'a> {
     cut_recorded: bool,
     expected: Lsn,
     /// Every segment file in the order of the scan's `files`, open (`None`: opening failed; the
-    /// file is opened again where it is needed, so that the error comes where it always did).
+    /// error is in `open_errors` and comes where the scan needs the file, as it always did).
     opened: Vec<(u64, Option<Arc<dyn File>>)>,
+    /// Why each file that could not be opened could not (never opened again: a file that
+    /// failed once and opened later would have no first-pass check, and the scan would trust
+    /// an empty one).
+    open_errors: Vec<Option<std::io::Error>>,
     /// What the first pass found in each of them, in the same order.
     checks: Vec<FileCheck>,
     kept: Vec<Arc<Segment>>,
@@ -204,9 +208,17 @@ pub(crate) fn recover(dir: &dyn Dir, options: &Options) -> Result<Recovered> {
         files.clear();
     }
     check_snapshots(dir, &names, &state)?;
+    let mut open_errors = Vec::with_capacity(files.len());
     let opened: Vec<(u64, Option<Arc<dyn File>>)> = files
         .iter()
-        .map(|(sequence, name)| (*sequence, dir.open(name).ok()))
+        .map(|(sequence, name)| {
+            let (file, error) = match dir.open(name) {
+                Ok(file) => (Some(file), None),
+                Err(e) => (None, Some(e)),
+            };
+            open_errors.push(error);
+            (*sequence, file)
+        })
         .collect();
     let checks = first_pass::check_files(&opened);
     let mut scan = Scan {
@@ -218,6 +230,7 @@ pub(crate) fn recover(dir: &dyn Dir, options: &Options) -> Result<Recovered> {
         cut_recorded: false,
         expected: state.first_lsn,
         opened,
+        open_errors,
         checks,
         kept: Vec::new(),
         active_file: None,
@@ -399,15 +412,22 @@ impl Scan<'_> {
         }
     }
 
-    /// File `index` of the scan's `files`, named `name`: as opened before the first pass, or
-    /// opened now to report why it cannot be.
+    /// File `index` of the scan's `files`, named `name`, as opened before the first pass; the
+    /// error of that open if it failed.
     fn file(&self, index: usize, name: &str) -> Result<Arc<dyn File>> {
-        match &self.opened[index].1 {
-            Some(file) => Ok(Arc::clone(file)),
-            None => self
-                .dir
-                .open(name)
-                .map_err(|e| Error::io("open", self.dir.path().join(name), e)),
+        match (&self.opened[index].1, &self.open_errors[index]) {
+            (Some(file), _) => Ok(Arc::clone(file)),
+            (None, error) => {
+                // A copy (the scan keeps the original): the OS error code where there is one.
+                let error = error.as_ref().map_or_else(
+                    || std::io::Error::other("not opened"),
+                    |e| match e.raw_os_error() {
+                        Some(code) => std::io::Error::from_raw_os_error(code),
+                        None => std::io::Error::new(e.kind(), e.to_string()),
+                    },
+                );
+                Err(Error::io("open", self.dir.path().join(name), error))
+            }
         }
     }
 

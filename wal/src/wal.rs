@@ -231,12 +231,22 @@ impl Wal {
 
     /// A copy of the payload of durable record `lsn`.
     pub fn read(&self, lsn: Lsn) -> Result<Vec<u8>> {
-        let _gate = self.inner.cut_gate.read();
-        self.inner.group.check()?;
-        self.inner.check_readable(lsn)?;
-        let (segment, offset) = self.inner.locate(lsn)?;
-        let header = self.inner.decode_at(&segment, offset, lsn)?;
-        Ok(segment.payload(offset, header.payload_len).to_vec())
+        let inner = &self.inner;
+        let _gate = inner.cut_gate.read();
+        // Pinned for the copy, as a reader is (see `Reader::new`): compaction must not recycle
+        // the segment between the checksum and the copy.
+        let pin = {
+            let _control = inner.control.lock();
+            inner.group.check()?;
+            inner.check_readable(lsn)?;
+            inner.pins.register("read", lsn - 1, None, true).id
+        };
+        let copy = inner.locate(lsn).and_then(|(segment, offset)| {
+            let header = inner.decode_at(&segment, offset, lsn)?;
+            Ok(segment.payload(offset, header.payload_len).to_vec())
+        });
+        inner.pins.release(pin);
+        copy
     }
 
     /// A reader from `from` (at least `first_lsn()`, at most `last_lsn() + 1`).

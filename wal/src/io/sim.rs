@@ -44,6 +44,8 @@ struct Faults {
     fail_sync: Mutex<Option<(u64, i32)>>,
     fail_write: Mutex<Option<i32>>,
     fail_create: Mutex<Option<i32>>,
+    /// The next open of this file name fails with this errno.
+    fail_open: Mutex<Option<(String, i32)>>,
     space_limit_bytes: Mutex<Option<u64>>,
     syncs: AtomicU64,
 }
@@ -208,12 +210,18 @@ impl SimDisk {
         *self.inner.faults.fail_create.lock() = Some(errno);
     }
 
-    /// Disarms every armed failure (sync, write, create) and lifts the space limit.
+    /// Makes the next open of the file `name` fail with `errno` (e.g. `libc::EMFILE`).
+    pub fn fail_next_open_of(&self, name: &str, errno: i32) {
+        *self.inner.faults.fail_open.lock() = Some((name.to_string(), errno));
+    }
+
+    /// Disarms every armed failure (sync, write, create, open) and lifts the space limit.
     pub fn clear_faults(&self) {
         let faults = &self.inner.faults;
         *faults.fail_sync.lock() = None;
         *faults.fail_write.lock() = None;
         *faults.fail_create.lock() = None;
+        *faults.fail_open.lock() = None;
         *faults.space_limit_bytes.lock() = None;
     }
 
@@ -278,6 +286,12 @@ impl Dir for SimDir {
     }
 
     fn open(&self, name: &str) -> io::Result<Arc<dyn File>> {
+        {
+            let mut fail = self.disk.inner.faults.fail_open.lock();
+            if let Some((_, errno)) = fail.take_if(|(failing, _)| failing == name) {
+                return Err(io::Error::from_raw_os_error(errno));
+            }
+        }
         let state = self.disk.inner.state.lock();
         let file = state.names.get(name).ok_or_else(|| not_found(name))?;
         Ok(file.clone())
