@@ -42,7 +42,7 @@ impl Client {
         }
         let (reader, writer) = self.stream.as_mut().expect("connected above");
         let outcome = proto::write_message(writer, op, body)
-            .and_then(|()| proto::read_message(reader))
+            .and_then(|()| proto::read_message(reader, proto::RESPONSE_BYTES_MAX))
             .map_err(|e| format!("{}: {e}", self.addr));
         match outcome {
             Ok(Some(reply)) => Ok(reply),
@@ -81,9 +81,24 @@ impl Client {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Err(format!("gave up after {:?}: {last}", self.timeout))
+        Err(format!("{GAVE_UP} {:?}: {last}", self.timeout))
     }
 }
+
+/// For an append whose outcome is unknown (the client gave up waiting, as opposed to an ERROR
+/// answer): the ids that retry it without writing it twice.
+fn retry_hint(error: String, client_id: u64, request_id: u64) -> String {
+    if !error.starts_with(GAVE_UP) {
+        return error;
+    }
+    format!(
+        "{error}\nthe append may or may not be in the log: to retry it without writing it twice, \
+         send it again with --client-id {client_id} --request-id {request_id}"
+    )
+}
+
+/// How `call_leader` says it ran out of time.
+const GAVE_UP: &str = "gave up after";
 
 fn number(parser: &mut lexopt::Parser, what: &str) -> Result<u64, String> {
     let value = parser.value().map_err(|e| e.to_string())?;
@@ -159,7 +174,9 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
                 data.as_bytes(),
             ]
             .concat();
-            let reply = client.call_leader(proto::OP_APPEND, &body)?;
+            let reply = client
+                .call_leader(proto::OP_APPEND, &body)
+                .map_err(|e| retry_hint(e, client_id, request_id))?;
             print_lsn_epoch(&reply)?;
         }
         Some("load") => {
@@ -172,7 +189,9 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
                     record.as_bytes(),
                 ]
                 .concat();
-                let reply = client.call_leader(proto::OP_APPEND, &body)?;
+                let reply = client
+                    .call_leader(proto::OP_APPEND, &body)
+                    .map_err(|e| retry_hint(e, client_id, request))?;
                 print_lsn_epoch(&reply)?;
             }
         }
@@ -214,4 +233,20 @@ fn print_lsn_epoch(reply: &[u8]) -> Result<(), String> {
     let mut b = Body(reply);
     println!("{} {}", b.u64("lsn")?, b.u64("epoch")?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_append_given_up_on_names_the_ids_that_retry_it() {
+        let gave_up = retry_hint(format!("{GAVE_UP} 30s: no leader"), 7, 9);
+        assert!(
+            gave_up.ends_with("--client-id 7 --request-id 9"),
+            "{gave_up}"
+        );
+        let refused = "a request id must not be reused for other data".to_string();
+        assert_eq!(retry_hint(refused.clone(), 7, 9), refused);
+    }
 }

@@ -673,7 +673,7 @@ fn faults_on_real_processes_lose_no_acknowledged_append() {
 }
 
 #[test]
-fn a_stranger_on_the_peer_port_is_refused_and_changes_nothing() {
+fn strangers_on_the_peer_and_client_ports_are_refused_and_change_nothing() {
     let cluster = Cluster::new("stranger");
     let (leader, _) = cluster.leader(&[1, 2, 3]);
     let commit = cluster.number(leader, "commit_lsn").unwrap();
@@ -697,6 +697,29 @@ fn a_stranger_on_the_peer_port_is_refused_and_changes_nothing() {
     assert_eq!(cluster.number(leader, "commit_lsn").unwrap(), commit);
     let log = std::fs::read_to_string(cluster.dir.join(format!("node{leader}.log"))).unwrap();
     assert!(log.contains("bad magic"), "{log}");
+
+    // On the client port: a length past the request limit (closed at once, the client still
+    // connected: the node does not wait for the body), a message cut short, a length cut
+    // short. Each connection is closed without an answer; the node serves the next one.
+    let over = ((16u32 << 20) + 18).to_le_bytes();
+    let mut cut = 100u32.to_le_bytes().to_vec();
+    cut.extend_from_slice(&[1, 0, 0]);
+    for (request, end) in [(&over[..], false), (&cut[..], true), (&[7u8, 0][..], true)] {
+        let mut stream = TcpStream::connect(cluster.client_addrs[&leader]).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream.write_all(request).unwrap();
+        if end {
+            stream.shutdown(Shutdown::Write).unwrap();
+        }
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).unwrap();
+        assert!(answer.is_empty(), "{request:?} was answered: {answer:?}");
+    }
+    let (status, _) = call(cluster.client_addrs[&leader], 3, b"").unwrap();
+    assert_eq!(status, 0);
+    assert_eq!(cluster.number(leader, "commit_lsn").unwrap(), commit);
 }
 
 #[test]

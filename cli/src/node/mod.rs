@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
-use rwal_replication::net::{PeerConfig, PeerNetwork};
+use rwal_replication::net::{PeerConfig, PeerNetwork, SECRET_BYTES_MIN};
 use rwal_replication::{
     Bootstrap, EngineResult, Error, Node, NodeId, NodeOptions, Role, StateMachine,
 };
@@ -98,12 +98,22 @@ fn parse_settings(pairs: Vec<(String, String)>) -> Result<Settings, String> {
             .parse::<u64>()
             .map_err(|_| format!("{key}: {value:?} is not a number"))
     };
+    let positive = |key: &str, value: &str| match number(key, value)? {
+        0 => Err(format!("{key}: must be above 0")),
+        n => Ok(n),
+    };
     let address = |key: &str, value: &str| {
         value
             .parse::<SocketAddr>()
             .map_err(|e| format!("{key}: {value:?} is not an address: {e}"))
     };
+    let mut seen = std::collections::HashSet::new();
     for (key, value) in pairs {
+        // A second value for a key is a mistake (two config lines, or a flag and a config line),
+        // not an override: which one wins would be a guess. `peer` is the one repeated key.
+        if key != "peer" && !seen.insert(key.clone()) {
+            return Err(format!("{key} is given twice"));
+        }
         match key.as_str() {
             "id" => id = Some(number(&key, &value)?),
             "dir" => dir = Some(PathBuf::from(value)),
@@ -117,8 +127,8 @@ fn parse_settings(pairs: Vec<(String, String)>) -> Result<Settings, String> {
             }
             "cluster-id" => cluster_id = Some(number(&key, &value)?),
             "secret-file" => secret_file = Some(PathBuf::from(value)),
-            "checkpoint-every" => checkpoint_every = number(&key, &value)?.max(1),
-            "tick-ms" => tick_ms = number(&key, &value)?.max(1),
+            "checkpoint-every" => checkpoint_every = positive(&key, &value)?,
+            "tick-ms" => tick_ms = positive(&key, &value)?,
             "segment-bytes" => segment_bytes = Some(number(&key, &value)?),
             "pin-cap-bytes" => pin_cap_bytes = number(&key, &value)?,
             other => return Err(format!("unknown option {other:?}\n\n{HELP}")),
@@ -132,7 +142,29 @@ fn parse_settings(pairs: Vec<(String, String)>) -> Result<Settings, String> {
     let secret_file = secret_file.ok_or_else(|| missing("secret-file"))?;
     let secret = std::fs::read(&secret_file)
         .map_err(|e| format!("cannot read the secret file {}: {e}", secret_file.display()))?;
+    // Text with a final newline, as `base64 > FILE` writes it: the whitespace around is not
+    // part of the secret.
     let secret = secret.trim_ascii().to_vec();
+    if secret.len() < SECRET_BYTES_MIN {
+        return Err(format!(
+            "the secret in {} is {} bytes (without the whitespace around it); at least {} are \
+             needed",
+            secret_file.display(),
+            secret.len(),
+            SECRET_BYTES_MIN
+        ));
+    }
+    if let Ok(meta) = std::fs::metadata(&secret_file) {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o077 != 0 {
+            eprintln!(
+                "rwal node: warning: the secret file {} can be read by other users (mode {:o}): \
+                 chmod 600 it",
+                secret_file.display(),
+                meta.permissions().mode() & 0o777
+            );
+        }
+    }
     Ok(Settings {
         id,
         dir: dir.ok_or_else(|| missing("dir"))?,
@@ -215,6 +247,8 @@ struct EngineState {
     /// The clients by the LSN of their last applied request: the oldest is forgotten first.
     clients_by_lsn: BTreeMap<Lsn, u64>,
     duplicates: BTreeSet<Lsn>,
+    /// `duplicates` holds every duplicate from this LSN on (older ones may be forgotten).
+    duplicates_complete_from: Lsn,
 }
 
 /// Clients remembered at most. The table is bounded, and what it forgets depends only on the
@@ -270,7 +304,9 @@ impl EngineState {
     fn duplicate(&mut self, lsn: Lsn) {
         self.duplicates.insert(lsn);
         while self.duplicates.len() > DUPLICATES_MAX {
-            self.duplicates.pop_first();
+            if let Some(forgotten) = self.duplicates.pop_first() {
+                self.duplicates_complete_from = forgotten + 1;
+            }
         }
     }
 }
@@ -342,10 +378,12 @@ impl StateMachine for Engine {
 /// A 64-bit FNV-1a hash of a request's data: tells a retry (same data) from a request id reused
 /// for other data. Not cryptographic: it catches a client's mistake, not an attacker (the client
 /// port is unauthenticated anyway). The same function on every node, so the table is the same.
+/// Never 0, which the snapshot uses for "unknown".
 fn data_digest(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+    let hash = data.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    });
+    hash.max(1)
 }
 
 /// Opens the snapshot format that keeps data digests. The first format began with the client
@@ -403,6 +441,10 @@ fn decode_state(bytes: &[u8]) -> Option<EngineState> {
     let duplicates = body.u64("duplicates").ok()?;
     for _ in 0..duplicates {
         state.duplicates.insert(body.u64("duplicate").ok()?);
+    }
+    // A full list may have forgotten older ones (the snapshot does not say).
+    if state.duplicates.len() >= DUPLICATES_MAX {
+        state.duplicates_complete_from = state.duplicates.first().copied().unwrap_or(0);
     }
     body.rest().is_empty().then_some(state)
 }
@@ -515,7 +557,16 @@ fn accept_clients(server: &Arc<Server>, listener: &TcpListener) {
         if server.stopping.load(Ordering::Acquire) {
             return;
         }
-        let Ok(stream) = stream else { continue };
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(e) => {
+                // Out of file descriptors (or memory) for now: wait rather than spin a core on
+                // a listener that stays ready.
+                log(id, &format!("accepting a client failed: {e}"));
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
         let key = next_key;
         next_key += 1;
         {
@@ -658,16 +709,20 @@ fn checkpoint_loop(server: &Server) {
 
 /// A client connection idle this long is closed.
 const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// A client that takes no bytes of its answer for this long is cut off: it would otherwise hold
+/// its thread, its connection slot and the answer, and keep a stop from finishing.
+const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn serve_client(server: &Server, stream: TcpStream) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(CLIENT_IDLE_TIMEOUT))?;
+    stream.set_write_timeout(Some(CLIENT_WRITE_TIMEOUT))?;
     let mut input = BufReader::new(stream.try_clone()?);
     let mut output = BufWriter::new(stream);
     // A stop ends the reading of the socket, but requests already buffered (or sent after the
     // shutdown) would still be read: the flag ends the loop between requests.
     while !server.stopping.load(Ordering::Acquire) {
-        let Some((op, body)) = proto::read_message(&mut input)? else {
+        let Some((op, body)) = proto::read_message(&mut input, proto::REQUEST_BYTES_MAX)? else {
             break;
         };
         let (status, reply) = match op {
@@ -753,11 +808,11 @@ fn append(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
     let outcome = server.node.wait_committed(lsn, epoch, APPEND_TIMEOUT);
     server.inflight.lock().remove(&(client, request));
     match outcome {
-        Ok(()) => {}
-        Err(e @ (Error::Timeout { .. } | Error::Superseded { .. })) => {
-            return (proto::RETRY, e.to_string().into_bytes())
-        }
-        Err(e) => return error(e.to_string()),
+        // Compacted past it: committed long ago.
+        Ok(()) | Err(Error::Wal(rwal_wal::Error::Compacted { .. })) => {}
+        // ERROR would say retrying cannot help, and a client would send its data again under
+        // a new id: whatever the outcome is unknown for is RETRY.
+        Err(e) => return (proto::RETRY, e.to_string().into_bytes()),
     }
     // Committed: answer with the copy the engine applied (this one, or an earlier one).
     let deadline = Instant::now() + APPEND_TIMEOUT;
@@ -768,11 +823,21 @@ fn append(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
             return (proto::RETRY, b"committed, not yet applied here".to_vec());
         }
     }
+    let first_copy = lsn >= guard.duplicates_complete_from && !guard.duplicates.contains(&lsn);
     drop(guard);
+    if first_copy {
+        // This copy is the one applied and returned by READ, whatever the client table says
+        // by now (a later request of the same client applied meanwhile, or the client
+        // forgotten).
+        return lsn_epoch(lsn, epoch);
+    }
     match applied_answer(server, client, request, data) {
         Some(Ok((lsn, epoch))) => lsn_epoch(lsn, epoch),
         Some(Err(e)) => error(e),
-        None => error("committed but not applied: an engine bug"),
+        None => error(format!(
+            "committed at LSN {lsn} as a second copy of an earlier one this node no longer \
+             remembers (the client table forgot the client): the data is in the log once"
+        )),
     }
 }
 
@@ -918,6 +983,21 @@ mod tests {
         assert!(parse_settings(no_id)
             .unwrap_err()
             .contains("--id is required"));
+        // A key given twice, a zero tick, a short secret: refused, naming the thing.
+        let e = parse_settings(pairs(&[("cluster-id", "10")])).unwrap_err();
+        assert_eq!(e, "cluster-id is given twice");
+        let e = parse_settings(pairs(&[("tick-ms", "0")])).unwrap_err();
+        assert_eq!(e, "tick-ms: must be above 0");
+        let short = dir.join("short");
+        std::fs::write(&short, "  too short \n").unwrap();
+        let mut with_short = pairs(&[]);
+        with_short.retain(|(k, _)| k != "secret-file");
+        with_short.push(("secret-file".into(), short.display().to_string()));
+        let e = parse_settings(with_short).unwrap_err();
+        assert!(
+            e.contains("short is 9 bytes") && e.contains("at least 16"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -3,8 +3,15 @@
 
 use std::io::{Read, Write};
 
-/// The largest request or response body.
-pub const MESSAGE_BYTES_MAX: usize = 64 << 20;
+/// The largest response body (a READ reply: at most 16 MiB of records with their headers, or
+/// one larger record).
+pub const RESPONSE_BYTES_MAX: usize = 64 << 20;
+/// The largest request body: an APPEND of the largest record a node accepts (16 MiB, its ids
+/// included) and its two ids.
+pub const REQUEST_BYTES_MAX: usize = (16 << 20) + 16;
+/// A message's bytes are read into memory this much at a time: a peer that announces a large
+/// message and sends little of it holds little.
+const READ_PIECE_BYTES: usize = 64 << 10;
 
 /// Request operations.
 pub const OP_APPEND: u8 = 1;
@@ -31,23 +38,43 @@ pub fn write_message(out: &mut impl Write, code: u8, body: &[u8]) -> std::io::Re
     out.flush()
 }
 
-/// Reads one message; `Ok(None)` at a clean end of the stream.
-pub fn read_message(input: &mut impl Read) -> std::io::Result<Option<(u8, Vec<u8>)>> {
+/// Reads one message whose body is at most `body_max` bytes; `Ok(None)` at a clean end of the
+/// stream (before a message's first byte). A stream that ends inside a message is an
+/// `InvalidData` error, as is a length out of bounds.
+pub fn read_message(
+    input: &mut impl Read,
+    body_max: usize,
+) -> std::io::Result<Option<(u8, Vec<u8>)>> {
+    let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
     let mut len = [0u8; 4];
-    match input.read_exact(&mut len) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
+    let mut got = 0;
+    while got < len.len() {
+        match input.read(&mut len[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => {
+                return Err(invalid(format!(
+                    "the stream ended {got} bytes into a length"
+                )))
+            }
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
     let len = u32::from_le_bytes(len) as usize;
-    if len == 0 || len > MESSAGE_BYTES_MAX + 1 {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("a message of {len} bytes (at most {MESSAGE_BYTES_MAX} + 1)"),
-        ));
+    if len == 0 || len > body_max + 1 {
+        return Err(invalid(format!(
+            "a message of {len} bytes (at most {body_max} + 1)"
+        )));
     }
-    let mut message = vec![0u8; len];
-    input.read_exact(&mut message)?;
+    // Grown as the bytes arrive, not allocated at the announced length.
+    let mut message = Vec::with_capacity(len.min(READ_PIECE_BYTES));
+    let read = input.take(len as u64).read_to_end(&mut message)?;
+    if read < len {
+        return Err(invalid(format!(
+            "the stream ended {read} bytes into a message of {len}"
+        )));
+    }
     let code = message[0];
     message.remove(0);
     Ok(Some((code, message)))
@@ -115,14 +142,27 @@ mod tests {
         write_message(&mut wire, OP_STATUS, b"").unwrap();
         let mut input = &wire[..];
         assert_eq!(
-            read_message(&mut input).unwrap(),
+            read_message(&mut input, 4).unwrap(),
             Some((OP_APPEND, b"body".to_vec()))
         );
-        assert_eq!(read_message(&mut input).unwrap(), Some((OP_STATUS, vec![])));
-        assert_eq!(read_message(&mut input).unwrap(), None);
+        assert_eq!(
+            read_message(&mut input, 4).unwrap(),
+            Some((OP_STATUS, vec![]))
+        );
+        assert_eq!(read_message(&mut input, 4).unwrap(), None);
         let huge = (u32::MAX).to_le_bytes();
-        assert!(read_message(&mut &huge[..]).is_err());
-        assert!(read_message(&mut &[0u8, 0, 0, 0][..]).is_err());
+        assert!(read_message(&mut &huge[..], RESPONSE_BYTES_MAX).is_err());
+        assert!(read_message(&mut &[0u8, 0, 0, 0][..], 4).is_err());
+        // Over the reader's bound, and a stream cut in a length or in a body.
+        let refused = read_message(&mut &wire[..], 3).unwrap_err();
+        assert!(refused.to_string().contains("at most 3"), "{refused}");
+        let cut = read_message(&mut &wire[..2], 4).unwrap_err();
+        assert!(cut.to_string().contains("2 bytes into a length"), "{cut}");
+        let cut = read_message(&mut &wire[..7], 4).unwrap_err();
+        assert!(
+            cut.to_string().contains("3 bytes into a message of 5"),
+            "{cut}"
+        );
 
         let record = encode_record(7, 9, b"data");
         assert_eq!(decode_record(&record), Some((7, 9, &b"data"[..])));
