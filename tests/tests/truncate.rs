@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use rwal_tests::{payload, targets};
-use rwal_wal::{Backend, Error, Options, SimDisk, Wal};
+use rwal_wal::{Backend, Error, Options, RecoveryMode, SimDisk, Wal};
 
 #[test]
 fn truncation_drops_the_suffix_and_appends_continue_after_it() {
@@ -178,14 +178,27 @@ fn a_crash_after_any_step_of_a_truncation_leaves_before_or_after() {
                 "seed {seed}: {cut:?}"
             );
         }
+        // The same crash twice: once for the strictest recovery mode, once for the default.
+        let strict = disk.crash(seed);
         let crashed = disk.crash(seed);
         drop(wal);
+        // A declared cut's later files and bytes are the truncation's, not an unfinished
+        // write: AbsoluteConsistency finishes the cut as the default mode does.
+        let strict = Options::new()
+            .backend(Backend::Simulated(strict))
+            .segment_bytes(1 << 20)
+            .recovery_mode(RecoveryMode::AbsoluteConsistency);
+        let strict = Wal::open("/sim", strict)
+            .unwrap_or_else(|e| panic!("AbsoluteConsistency, seed {seed} step {step}: {e}"));
+        let strict_last = strict.last_lsn();
+        drop(strict);
         let reopened = Options::new()
             .backend(Backend::Simulated(crashed))
             .segment_bytes(1 << 20);
         let wal =
             Wal::open("/sim", reopened).unwrap_or_else(|e| panic!("seed {seed} step {step}: {e}"));
         let last = wal.last_lsn();
+        assert_eq!(strict_last, last, "seed {seed} step {step}");
         assert!(
             last == 15 || last == 40,
             "seed {seed} step {step}: last {last}"

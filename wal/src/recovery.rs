@@ -281,7 +281,7 @@ impl Scan<'_> {
                 Err(HeaderError::Prepared) => continue,
                 Err(HeaderError::Bad(reason)) => {
                     let damage = Damage::missing(name.clone(), 0, self.expected);
-                    let proof = self.lookahead(files, i + 1, None);
+                    let proof = self.lookahead(files, i + 1, None)?;
                     match self.decide(damage, proof, Some(&reason))? {
                         Decision::Cut => return Ok(i),
                         Decision::Skip => continue,
@@ -290,7 +290,7 @@ impl Scan<'_> {
             };
             if header.first_lsn > self.expected {
                 let damage = Damage::missing(name.clone(), 0, self.expected);
-                let proof = self.lookahead(files, i, None);
+                let proof = self.lookahead(files, i, None)?;
                 match self.decide(damage, proof, None)? {
                     Decision::Cut => return Ok(i),
                     Decision::Skip => {
@@ -309,7 +309,7 @@ impl Scan<'_> {
                     ),
                 ));
             }
-            if self.kept.is_empty() && self.next_segment_starts_by(files, i + 1, self.expected) {
+            if self.kept.is_empty() && self.next_segment_starts_by(files, i + 1, self.expected)? {
                 // Wholly below the first retained LSN: compaction moved the control file's first
                 // LSN past it and a crash came before the file was removed. `finish` removes it.
                 continue;
@@ -381,7 +381,7 @@ impl Scan<'_> {
                 expected_crc: invalid.stored_crc(),
                 found_crc: invalid.computed_crc(),
             };
-            let proof = self.lookahead(files, index + 1, Some((segment, offset)));
+            let proof = self.lookahead(files, index + 1, Some((segment, offset)))?;
             match self.decide(damage, proof, None)? {
                 Decision::Cut => {
                     return Ok(SegmentEnd {
@@ -396,7 +396,7 @@ impl Scan<'_> {
                     // resumes (its gap is recorded as skipped when it is reached); with none,
                     // the log ends here, and acknowledged records are lost.
                     let last_lsn = self.expected - 1;
-                    let resumes = self.next_segment_start(files, index + 1).is_some();
+                    let resumes = self.next_segment_start(files, index + 1)?.is_some();
                     if resumes {
                         self.skip_from = Some((segment.name(), offset));
                     } else {
@@ -461,12 +461,14 @@ impl Scan<'_> {
     /// acknowledged: the highest durability claim of the records that follow it in the same
     /// segment (hopping over the damaged one by its length, if that is sane) and of the first
     /// record of each later segment.
+    /// A later file that cannot be opened fails recovery with its open error: proof silently
+    /// missing could let a committed record be cut as a torn tail.
     fn lookahead(
         &self,
         files: &[(u64, String)],
         from_file: usize,
         within: Option<(&Segment, u64)>,
-    ) -> Lsn {
+    ) -> Result<Lsn> {
         let cap = self.pending_cut.unwrap_or(Lsn::MAX);
         let mut proof = 0;
         if let Some((segment, offset)) = within {
@@ -483,10 +485,8 @@ impl Scan<'_> {
                 }
             }
         }
-        for (sequence, name) in &files[from_file..] {
-            let Ok(file) = self.dir.open(name) else {
-                continue;
-            };
+        for (i, (sequence, name)) in files.iter().enumerate().skip(from_file) {
+            let file = self.file(i, name)?;
             let Ok(header) = read_header(file.as_ref(), *sequence) else {
                 continue;
             };
@@ -497,26 +497,45 @@ impl Scan<'_> {
                 }
             }
         }
-        proof.min(cap)
+        Ok(proof.min(cap))
+    }
+
+    /// The header of the first file from `from_file` on whose header reads and that `wanted`
+    /// accepts; an error if a file before it cannot be opened (as in `lookahead`).
+    fn next_header(
+        &self,
+        files: &[(u64, String)],
+        from_file: usize,
+        wanted: impl Fn(&SegmentHeader) -> bool,
+    ) -> Result<Option<SegmentHeader>> {
+        for (i, (sequence, name)) in files.iter().enumerate().skip(from_file) {
+            let file = self.file(i, name)?;
+            if let Ok(header) = read_header(file.as_ref(), *sequence) {
+                if wanted(&header) {
+                    return Ok(Some(header));
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// Whether the next file with a readable header starts at or before `lsn`.
-    fn next_segment_starts_by(&self, files: &[(u64, String)], from_file: usize, lsn: Lsn) -> bool {
-        files[from_file..]
-            .iter()
-            .find_map(|(sequence, name)| {
-                let file = self.dir.open(name).ok()?;
-                read_header(file.as_ref(), *sequence).ok()
-            })
-            .is_some_and(|header| header.first_lsn <= lsn)
+    fn next_segment_starts_by(
+        &self,
+        files: &[(u64, String)],
+        from_file: usize,
+        lsn: Lsn,
+    ) -> Result<bool> {
+        Ok(self
+            .next_header(files, from_file, |_| true)?
+            .is_some_and(|header| header.first_lsn <= lsn))
     }
 
-    fn next_segment_start(&self, files: &[(u64, String)], from_file: usize) -> Option<Lsn> {
-        files[from_file..].iter().find_map(|(sequence, name)| {
-            let file = self.dir.open(name).ok()?;
-            let header = read_header(file.as_ref(), *sequence).ok()?;
-            (header.first_lsn > self.expected).then_some(header.first_lsn)
-        })
+    /// Where the next file with a readable header starts, if after the expected LSN.
+    fn next_segment_start(&self, files: &[(u64, String)], from_file: usize) -> Result<Option<Lsn>> {
+        Ok(self
+            .next_header(files, from_file, |header| header.first_lsn > self.expected)?
+            .map(|header| header.first_lsn))
     }
 
     /// Applies the recovery mode to damage at `damage.lsn`.
@@ -611,10 +630,20 @@ impl Scan<'_> {
     }
 
     /// AbsoluteConsistency: a segment file past the end of the log that holds bytes (its header
-    /// lost, records written into it) is an unfinished write, refused like any other.
+    /// lost, records written into it) is an unfinished write, refused like any other. Files
+    /// before the log's last segment are not: they are wholly below the first LSN, left by a
+    /// crash after compaction moved it (removed by this recovery). Nor, with a truncation
+    /// declared (`pending_cut`), the files after the cut, which this recovery finishes
+    /// removing.
     fn refuse_written_unused_files(&self, files: &[(u64, String)]) -> Result<()> {
+        if self.pending_cut.is_some() {
+            return Ok(());
+        }
+        let last_kept = self.kept.last().map(|s| s.sequence());
         for (index, (sequence, name)) in files.iter().enumerate() {
-            if self.kept.iter().any(|s| s.sequence() == *sequence) {
+            if self.kept.iter().any(|s| s.sequence() == *sequence)
+                || last_kept.is_some_and(|last| *sequence < last)
+            {
                 continue;
             }
             self.file(index, name)?;
@@ -728,10 +757,14 @@ impl Scan<'_> {
                 .map_err(|e| Error::io("fsync directory", &dir_path, e))?;
         }
         // The active segment: zero whatever lies past the last record kept. Bytes there mean
-        // an unfinished write, which only AbsoluteConsistency refuses.
+        // an unfinished write, which only AbsoluteConsistency refuses, unless a truncation was
+        // declared: they are then the records it cuts, which recovery finishes cutting.
         let garbage = self.tail_garbage();
         if let Some(active) = self.kept.last() {
-            if garbage > 0 && self.mode == RecoveryMode::AbsoluteConsistency {
+            if garbage > 0
+                && self.mode == RecoveryMode::AbsoluteConsistency
+                && self.pending_cut.is_none()
+            {
                 let stored_crc = stored_crc_at(active, self.tail_offset);
                 return Err(Error::Corrupted {
                     segment: dir_path.join(active.name()),
