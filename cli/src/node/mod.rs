@@ -455,7 +455,9 @@ struct Server {
     engine: Engine,
     network: PeerNetwork,
     /// Appends proposed here and not yet answered, by (client, request).
-    inflight: Mutex<HashMap<(u64, u64), (Lsn, u64)>>,
+    inflight: Mutex<HashMap<(u64, u64), Inflight>>,
+    /// Notified when an entry of `inflight` leaves `Proposing`.
+    inflight_proposed: Condvar,
     /// Set (under `clients`' lock) once a stop was asked for: no new client is served.
     stopping: AtomicBool,
     /// The sockets of the clients being served, by connection number: at most
@@ -467,6 +469,8 @@ const APPEND_TIMEOUT: Duration = Duration::from_secs(10);
 const CLIENT_CONNECTIONS_MAX: usize = 512;
 const READ_RECORDS_MAX: u32 = 10_000;
 const READ_BYTES_MAX: usize = 16 << 20;
+/// LSNs of the duplicate list a READ copies under the engine's lock at a time.
+const DUPLICATES_WINDOW: Lsn = 4096;
 
 fn serve(settings: Settings) -> Result<(), String> {
     let id = settings.id;
@@ -527,6 +531,7 @@ fn serve(settings: Settings) -> Result<(), String> {
         engine,
         network,
         inflight: Mutex::new(HashMap::new()),
+        inflight_proposed: Condvar::new(),
         stopping: AtomicBool::new(false),
         clients: Mutex::new(HashMap::new()),
     });
@@ -774,6 +779,57 @@ fn applied_answer(
     server.engine.state.0.lock().answer(client, request, data)
 }
 
+/// An append being handled by this node, by (client, request).
+#[derive(Clone, Copy)]
+enum Inflight {
+    /// A thread is proposing it: copies arriving meanwhile wait instead of proposing again.
+    Proposing,
+    /// Proposed at this LSN and epoch, not yet answered.
+    Proposed((Lsn, u64)),
+}
+
+/// What `reserve` found for a request.
+enum Reserved {
+    /// Nobody is handling it: the caller proposes it (its entry says `Proposing`).
+    Ours,
+    /// A copy is applied: the table's answer.
+    Applied(Result<(Lsn, u64), String>),
+    /// Another copy was proposed here: the caller waits for that one.
+    InFlight((Lsn, u64)),
+    /// Another copy is still being proposed after the append timeout.
+    TimedOut,
+}
+
+/// Makes the check for a copy in flight and the claim to propose one step, so that copies of a
+/// request arriving at once (a client retrying on several connections) are proposed once.
+fn reserve(server: &Server, key: (u64, u64), data: &[u8]) -> Reserved {
+    let deadline = Instant::now() + APPEND_TIMEOUT;
+    let mut inflight = server.inflight.lock();
+    loop {
+        match inflight.get(&key) {
+            Some(Inflight::Proposed(found)) => return Reserved::InFlight(*found),
+            Some(Inflight::Proposing) => {
+                if server
+                    .inflight_proposed
+                    .wait_until(&mut inflight, deadline)
+                    .timed_out()
+                {
+                    return Reserved::TimedOut;
+                }
+            }
+            None => {
+                // Checked again under this lock: the copy that was in flight may have been
+                // applied (and its entry removed) since the caller's first look.
+                if let Some(answer) = applied_answer(server, key.0, key.1, data) {
+                    return Reserved::Applied(answer);
+                }
+                inflight.insert(key, Inflight::Proposing);
+                return Reserved::Ours;
+            }
+        }
+    }
+}
+
 fn append(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
     let mut body = proto::Body(body);
     let (client, request) = match (body.u64("client id"), body.u64("request id")) {
@@ -787,23 +843,36 @@ fn append(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
             Err(e) => error(e),
         };
     }
-    let pending = server.inflight.lock().get(&(client, request)).copied();
-    let (lsn, epoch) = match pending {
-        Some(found) => found,
-        None => match server
-            .node
-            .propose(&proto::encode_record(client, request, data))
-        {
-            Ok(found) => {
-                server.inflight.lock().insert((client, request), found);
-                found
+    let key = (client, request);
+    let (lsn, epoch) = match reserve(server, key, data) {
+        Reserved::InFlight(found) => found,
+        Reserved::Applied(Ok((lsn, epoch))) => return lsn_epoch(lsn, epoch),
+        Reserved::Applied(Err(e)) => return error(e),
+        Reserved::TimedOut => {
+            return (
+                proto::RETRY,
+                b"another copy of this request is still being proposed".to_vec(),
+            )
+        }
+        Reserved::Ours => {
+            let proposed = server
+                .node
+                .propose(&proto::encode_record(client, request, data));
+            let mut inflight = server.inflight.lock();
+            match &proposed {
+                Ok(found) => inflight.insert(key, Inflight::Proposed(*found)),
+                Err(_) => inflight.remove(&key),
+            };
+            drop(inflight);
+            server.inflight_proposed.notify_all();
+            match proposed {
+                Ok(found) => found,
+                Err(Error::NotLeader { leader }) => return not_leader(server, leader),
+                Err(e @ Error::InvalidArgument { .. }) => return error(e.to_string()),
+                // Nothing was proposed: sending it again is safe.
+                Err(e) => return (proto::RETRY, e.to_string().into_bytes()),
             }
-            Err(Error::NotLeader { leader }) => return not_leader(server, leader),
-            Err(e @ (Error::Busy { .. } | Error::Backlogged { .. })) => {
-                return (proto::RETRY, e.to_string().into_bytes())
-            }
-            Err(e) => return error(e.to_string()),
-        },
+        }
     };
     let outcome = server.node.wait_committed(lsn, epoch, APPEND_TIMEOUT);
     server.inflight.lock().remove(&(client, request));
@@ -866,17 +935,12 @@ fn read(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
         Ok(reader) => reader,
         Err(e) => return error(e.to_string()),
     };
-    // Up to what the engine has applied (so its list of duplicates covers every record read),
-    // and only that stretch of the list.
-    let (applied, duplicates) = {
-        let state = server.engine.state.0.lock();
-        let duplicates: BTreeSet<Lsn> = state
-            .duplicates
-            .range(from..=state.applied.max(from))
-            .copied()
-            .collect();
-        (state.applied, duplicates)
-    };
+    // Up to what the engine has applied (so its list of duplicates covers every record read).
+    // The list is consulted a window at a time: copying the whole stretch at once would hold
+    // the engine's lock (which the node's thread needs to apply) for as long as the list is.
+    let applied = server.engine.state.0.lock().applied;
+    let mut duplicates = BTreeSet::new();
+    let mut window_end: Lsn = 0;
     let mut out = Vec::new();
     let mut count = 0u32;
     while count < max {
@@ -885,6 +949,15 @@ fn read(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
             Ok(_) => break,
             Err(e) => return error(e.to_string()),
         };
+        if record.lsn > window_end {
+            window_end = record.lsn.saturating_add(DUPLICATES_WINDOW - 1);
+            let state = server.engine.state.0.lock();
+            duplicates = state
+                .duplicates
+                .range(record.lsn..=window_end)
+                .copied()
+                .collect();
+        }
         if record.kind != RecordKind::User || duplicates.contains(&record.lsn) {
             continue;
         }
