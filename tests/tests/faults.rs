@@ -169,3 +169,34 @@ fn a_segment_that_cannot_be_opened_at_recovery_fails_the_open_and_changes_nothin
     }
     assert_eq!(count, last);
 }
+
+/// A panic while an append copies its record (a bug; simulated here) leaves LSNs that will
+/// never be complete. The log is poisoned instead of leaving a committer, a truncation and close
+/// waiting for them forever.
+#[test]
+fn a_panic_in_an_append_poisons_the_log_instead_of_hanging_its_waiters() {
+    let disk = SimDisk::new();
+    let wal = Arc::new(Wal::open("/sim", sim(&disk)).unwrap());
+    let first = wal.append(b"before").unwrap();
+    wal.commit(first).unwrap();
+    disk.panic_on_next_write();
+    let appender = {
+        let wal = wal.clone();
+        std::thread::spawn(move || wal.append(b"never copied"))
+    };
+    assert!(appender.join().is_err(), "the append panicked");
+    // Each of these waited forever before.
+    let poisoned_by_the_panic = |result: Result<(), Error>| match result {
+        Err(Error::Poisoned { cause }) => {
+            assert!(cause.to_string().contains("an append panicked"), "{cause}")
+        }
+        other => panic!("expected Poisoned, got {other:?}"),
+    };
+    poisoned_by_the_panic(wal.commit(first + 1).map(drop));
+    poisoned_by_the_panic(wal.truncate_after(first));
+    let wal = Arc::into_inner(wal).unwrap();
+    assert!(wal.close().is_err());
+    // Reopened, the log holds what was committed.
+    let wal = Wal::open("/sim", sim(&disk)).unwrap();
+    assert_eq!(wal.read(first).unwrap(), b"before");
+}

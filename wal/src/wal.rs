@@ -485,7 +485,20 @@ impl Inner {
         for run in runs.iter() {
             let records = &payloads[index..index + run.count];
             index += run.count;
-            let bytes = self.copy_run(run, records, kind, epoch, durable_hint)?;
+            let copied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.copy_run(run, records, kind, epoch, durable_hint)
+            }));
+            let bytes = match copied {
+                Ok(copied) => copied?,
+                Err(panic) => {
+                    // A bug: these LSNs will never be complete, and committers, truncations
+                    // and close would wait for them forever. Poisoned, they fail instead.
+                    let path = self.dir.path().to_path_buf();
+                    let cause = std::io::Error::other("an append panicked while copying");
+                    self.group.poison(Error::io("append", path, cause));
+                    std::panic::resume_unwind(panic);
+                }
+            };
             self.group
                 .complete(run.first_lsn, run.first_lsn + run.count as u64 - 1, bytes);
         }

@@ -46,6 +46,8 @@ struct Faults {
     fail_create: Mutex<Option<i32>>,
     /// The next open of this file name fails with this errno.
     fail_open: Mutex<Option<(String, i32)>>,
+    /// The next write panics (a bug's consequences, for tests).
+    panic_write: std::sync::atomic::AtomicBool,
     space_limit_bytes: Mutex<Option<u64>>,
     syncs: AtomicU64,
 }
@@ -208,6 +210,12 @@ impl SimDisk {
     /// Makes the next file creation fail with `errno`.
     pub fn fail_next_create(&self, errno: i32) {
         *self.inner.faults.fail_create.lock() = Some(errno);
+    }
+
+    /// Makes the next write panic, as a bug in the write path would: tests check that the
+    /// log then fails its callers instead of leaving them waiting.
+    pub fn panic_on_next_write(&self) {
+        self.inner.faults.panic_write.store(true, Ordering::Relaxed);
     }
 
     /// Makes the next open of the file `name` fail with `errno` (e.g. `libc::EMFILE`).
@@ -427,6 +435,9 @@ impl File for SimFile {
 
     fn write_at(&self, offset: u64, parts: &[&[u8]]) -> io::Result<()> {
         Faults::take(&self.faults.fail_write)?;
+        if self.faults.panic_write.swap(false, Ordering::Relaxed) {
+            panic!("a simulated bug in the write path");
+        }
         let start = offset as usize;
         let mut at = start;
         for part in parts {
