@@ -95,7 +95,18 @@ pub enum RecoveryEvent {
         /// The file.
         segment: String,
     },
+    /// `SkipCorrupted`: a damaged segment skipped in the middle of the log was renamed out of
+    /// the log (kept for inspection; no recovery reads it again).
+    SegmentSetAside {
+        /// The segment's name.
+        segment: String,
+        /// Its name now.
+        renamed_to: String,
+    },
 }
+
+/// Appended to the name of a damaged segment `SkipCorrupted` sets aside.
+pub const DAMAGED_SUFFIX: &str = ".damaged";
 
 /// The state recovery hands to the open log.
 pub(crate) struct Recovered {
@@ -715,8 +726,20 @@ impl Scan<'_> {
                 continue;
             }
             if index < stop_index && self.mode == RecoveryMode::SkipCorrupted {
-                // A segment skipped as damaged in the middle of the log stays for inspection.
+                // A segment skipped as damaged in the middle of the log is set aside for
+                // inspection, under a name no recovery reads as a segment: left under its own,
+                // it would fail every later open in another mode, and sit inside the history a
+                // later truncation writes again.
                 if self.kept.last().is_some_and(|last| last.name() > *name) {
+                    let aside = format!("{name}{DAMAGED_SUFFIX}");
+                    self.dir
+                        .rename(name, &aside)
+                        .map_err(|e| Error::io("rename", dir_path.join(name), e))?;
+                    self.report.events.push(RecoveryEvent::SegmentSetAside {
+                        segment: name.clone(),
+                        renamed_to: aside,
+                    });
+                    removed_any = true;
                     continue;
                 }
             }
