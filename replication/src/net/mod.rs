@@ -41,9 +41,15 @@ const BATCH_BYTES_MAX: usize = 4 << 20;
 /// Time a whole handshake may take (one deadline, not per read: a trickle of bytes does not
 /// extend it).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Inbound connections still in their handshake at most: strangers cannot hold more, and an
+/// Inbound connections still in their handshake at most, counted apart for addresses a peer is
+/// configured at and for all others: strangers elsewhere cannot hold the slots a member
+/// reconnecting needs (on one host, as in tests, every address is a peer's), and an
 /// authenticated peer never waits behind them (it holds one connection of its own).
 const HANDSHAKES_MAX: usize = 16;
+/// Refusals of strangers logged at most `REFUSALS_LOGGED_MAX` per this interval (the others are
+/// counted in the next line logged): a stranger looping on connect must not flood the log.
+const REFUSALS_LOG_INTERVAL: Duration = Duration::from_secs(1);
+const REFUSALS_LOGGED_MAX: u64 = 10;
 /// Idle time after which a sender sends a keepalive frame.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 /// Silence after which a receiver gives a connection up.
@@ -129,8 +135,12 @@ struct Shared {
     peers: RwLock<HashMap<NodeId, Arc<Peer>>>,
     stop: AtomicBool,
     counters: Counters,
-    /// Inbound connections in their handshake.
+    /// Inbound connections in their handshake: from peers' addresses, from any other.
     handshaking: AtomicUsize,
+    handshaking_strangers: AtomicUsize,
+    /// The refusals logging interval under way: when it started, lines logged in it, refusals
+    /// not logged since the last line.
+    refusals_logged: Mutex<(Option<Instant>, u64, u64)>,
     /// The current authenticated connection of each peer; a newer one replaces it.
     current: Mutex<HashMap<NodeId, u64>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -144,6 +154,42 @@ struct Shared {
 impl Shared {
     fn log(&self, line: String) {
         (self.log)(&line);
+    }
+
+    /// Logs a refused or failed inbound connection, at most once per `REFUSALS_LOG_INTERVAL`.
+    fn log_refusal(&self, line: String) {
+        let mut logged = self.refusals_logged.lock();
+        let now = Instant::now();
+        let (started, lines, skipped) = &mut *logged;
+        if started.is_none_or(|at| now.duration_since(at) >= REFUSALS_LOG_INTERVAL) {
+            *started = Some(now);
+            *lines = 0;
+        }
+        if *lines >= REFUSALS_LOGGED_MAX {
+            *skipped += 1;
+            return;
+        }
+        *lines += 1;
+        let skipped = std::mem::take(skipped);
+        drop(logged);
+        match skipped {
+            0 => self.log(line),
+            n => self.log(format!("{line} ({n} more refused since the last line)")),
+        }
+    }
+
+    /// Whether a peer is configured at `remote`'s address.
+    fn is_peer_address(&self, remote: Option<std::net::IpAddr>) -> bool {
+        remote.is_some_and(|ip| self.peers.read().values().any(|p| p.addr.ip() == ip))
+    }
+
+    /// The handshake counter for a connection from a peer's address or from another.
+    fn handshakes(&self, from_peer_address: bool) -> &AtomicUsize {
+        if from_peer_address {
+            &self.handshaking
+        } else {
+            &self.handshaking_strangers
+        }
     }
 }
 
@@ -244,6 +290,8 @@ impl PeerNetwork {
             stop: AtomicBool::new(false),
             counters: Counters::default(),
             handshaking: AtomicUsize::new(0),
+            handshaking_strangers: AtomicUsize::new(0),
+            refusals_logged: Mutex::new((None, 0, 0)),
             current: Mutex::new(HashMap::new()),
             threads: Mutex::new(Vec::new()),
             receivers: Mutex::new(Vec::new()),
@@ -812,13 +860,16 @@ fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                 continue;
             }
         };
-        let remote = stream
-            .peer_addr()
-            .map_or_else(|_| "an unknown address".to_string(), |a| a.to_string());
-        if shared.handshaking.fetch_add(1, Ordering::AcqRel) >= HANDSHAKES_MAX {
-            shared.handshaking.fetch_sub(1, Ordering::AcqRel);
+        let remote_addr = stream.peer_addr().ok();
+        let remote =
+            remote_addr.map_or_else(|| "an unknown address".to_string(), |a| a.to_string());
+        // Decided once: the same counter is given back whatever the peers are by then.
+        let from_peer_address = shared.is_peer_address(remote_addr.map(|a| a.ip()));
+        let handshaking = shared.handshakes(from_peer_address);
+        if handshaking.fetch_add(1, Ordering::AcqRel) >= HANDSHAKES_MAX {
+            handshaking.fetch_sub(1, Ordering::AcqRel);
             shared.counters.refused.fetch_add(1, Ordering::Relaxed);
-            shared.log(format!(
+            shared.log_refusal(format!(
                 "refused a connection from {remote}: {HANDSHAKES_MAX} handshakes are under way"
             ));
             continue;
@@ -831,7 +882,7 @@ fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         let spawned = std::thread::Builder::new()
             .name(format!("rwal-net-{}-recv", shared.identity.id))
             .spawn(move || {
-                receive(&receiving, stream, &remote, number);
+                receive(&receiving, stream, &remote, number, from_peer_address);
                 receiving.connections.lock().remove(&number);
             });
         match spawned {
@@ -842,17 +893,19 @@ fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             }
             Err(_) => {
                 shared.connections.lock().remove(&number);
-                shared.handshaking.fetch_sub(1, Ordering::AcqRel);
+                shared
+                    .handshakes(from_peer_address)
+                    .fetch_sub(1, Ordering::AcqRel);
             }
         }
     }
 }
 
 /// Authenticates one inbound connection and delivers what it carries.
-fn receive(shared: &Shared, stream: TcpStream, remote: &str, number: u64) {
+fn receive(shared: &Shared, stream: TcpStream, remote: &str, number: u64, from_peer_address: bool) {
     let refuse = |reason: String| {
         shared.counters.refused.fetch_add(1, Ordering::Relaxed);
-        shared.log(format!("closed the connection from {remote}: {reason}"));
+        shared.log_refusal(format!("closed the connection from {remote}: {reason}"));
     };
     let _ = stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT));
     let known = |id: NodeId| shared.peers.read().contains_key(&id);
@@ -861,7 +914,9 @@ fn receive(shared: &Shared, stream: TcpStream, remote: &str, number: u64) {
         &shared.identity,
         known,
     );
-    shared.handshaking.fetch_sub(1, Ordering::AcqRel);
+    shared
+        .handshakes(from_peer_address)
+        .fetch_sub(1, Ordering::AcqRel);
     let (from, key) = match handshake {
         Ok(done) => done,
         Err(reason) => return refuse(reason),
@@ -1035,6 +1090,46 @@ mod tests {
         let line = h.wait_log("sent a message from 3 to 1");
         assert!(line.contains("peer 2"), "{line}");
         assert!(h.inbox.0.lock().is_empty());
+    }
+
+    /// A stranger looping on connect does not flood the log: at most `REFUSALS_LOGGED_MAX`
+    /// lines per interval, the rest counted in the next line; every refusal is still counted.
+    #[test]
+    fn refusals_of_strangers_are_logged_at_a_bounded_rate() {
+        use std::io::Read as _;
+        let h = harness();
+        let addr = h.network.local_addr();
+        let strangers = REFUSALS_LOGGED_MAX + 5;
+        for _ in 0..strangers {
+            let mut garbage = TcpStream::connect(addr).unwrap();
+            garbage.write_all(&[0xAB; 56]).unwrap();
+            let mut rest = Vec::new();
+            let _ = garbage.read_to_end(&mut rest); // closed by the node
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while h.network.stats().connections_refused < strangers {
+            assert!(Instant::now() < deadline, "{:?}", h.network.stats());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let lines = || {
+            h.log
+                .lock()
+                .iter()
+                .filter(|l| l.contains("bad magic"))
+                .count() as u64
+        };
+        // The loop may have spanned more than one interval on a slow machine: at least one
+        // refusal past the limit is held back only if they all fell in one.
+        assert!(lines() <= strangers, "{:?}", h.log.lock());
+        if lines() < REFUSALS_LOGGED_MAX {
+            return; // a machine this slow spread them over intervals: nothing to hold back
+        }
+        assert_eq!(lines(), REFUSALS_LOGGED_MAX, "{:?}", h.log.lock());
+        std::thread::sleep(REFUSALS_LOG_INTERVAL);
+        let mut garbage = TcpStream::connect(addr).unwrap();
+        garbage.write_all(&[0xAB; 56]).unwrap();
+        let line = h.wait_log("more refused since the last line");
+        assert!(line.contains("(5 more refused"), "{line}");
     }
 
     #[test]
