@@ -640,22 +640,29 @@ fn an_engine_that_cannot_apply_stops_the_node_and_its_record_stays_in_the_log() 
 fn a_replica_refuses_every_round_after_one_failed() {
     let dir = TempDir::new("repl-failed-round");
     let engine = Engine::default();
-    let mut replica = Replica::open(
-        dir.join("log"),
-        Options::new().segment_bytes(1 << 20),
-        rwal_replication::Config::new(1),
-        Bootstrap::Voters(vec![1]),
-        engine.clone(),
-    )
-    .unwrap();
-    // A single voter leads after its election timeout.
-    for _ in 0..100 {
-        replica.tick();
-        replica.process().unwrap();
-        if replica.role() == Role::Leader {
-            break;
+    let open = || {
+        Replica::open(
+            dir.join("log"),
+            Options::new().segment_bytes(1 << 20),
+            rwal_replication::Config::new(1),
+            Bootstrap::Voters(vec![1]),
+            engine.clone(),
+        )
+        .unwrap()
+    };
+    // Ticks and rounds until `done` holds (at most 100 ticks).
+    let drive = |replica: &mut Replica<Engine>, done: &dyn Fn(&Replica<Engine>) -> bool| {
+        for _ in 0..100 {
+            replica.tick();
+            replica.process().unwrap();
+            if done(replica) {
+                break;
+            }
         }
-    }
+    };
+    let mut replica = open();
+    // A single voter leads after its election timeout.
+    drive(&mut replica, &|r| r.role() == Role::Leader);
     assert_eq!(replica.role(), Role::Leader);
     *engine.2.refuse_to_apply.lock() = Some(b"refused".to_vec());
     let (lsn, _) = replica.propose(b"refused").unwrap();
@@ -683,21 +690,8 @@ fn a_replica_refuses_every_round_after_one_failed() {
         }
     }
     drop(replica);
-    let mut replica = Replica::open(
-        dir.join("log"),
-        Options::new().segment_bytes(1 << 20),
-        rwal_replication::Config::new(1),
-        Bootstrap::Voters(vec![1]),
-        engine.clone(),
-    )
-    .unwrap();
-    for _ in 0..100 {
-        replica.tick();
-        replica.process().unwrap();
-        if replica.applied_lsn() >= lsn {
-            break;
-        }
-    }
+    let mut replica = open();
+    drive(&mut replica, &|r| r.applied_lsn() >= lsn);
     assert_eq!(
         engine.0.lock().get(&lsn).map(Vec::as_slice),
         Some(&b"refused"[..])

@@ -46,19 +46,23 @@ pub struct CompactionReport {
 
 /// A checkpoint whose snapshot is being pushed in chunks (see [`Wal::checkpoint_writer`]).
 pub struct CheckpointWriter {
-    inner: Arc<Inner>,
-    /// Taken by `finish`.
-    writer: Option<SnapshotWriter>,
+    writer: SnapshotWriter,
     lsn: Lsn,
     epoch: u64,
-    /// The pin that holds the log from `lsn` on until the checkpoint is done (see
-    /// `Inner::start_checkpoint`).
-    pin_id: u64,
+    /// Holds the log from `lsn` on until the checkpoint is done (see
+    /// `Inner::start_checkpoint`); released when the writer goes, finished or not.
+    pin: CheckpointPin,
 }
 
-impl Drop for CheckpointWriter {
+/// The pin a checkpoint writer holds, released on drop.
+struct CheckpointPin {
+    inner: Arc<Inner>,
+    id: u64,
+}
+
+impl Drop for CheckpointPin {
     fn drop(&mut self) {
-        self.inner.pins.release(self.pin_id);
+        self.inner.pins.release(self.id);
     }
 }
 
@@ -73,17 +77,19 @@ impl std::fmt::Debug for CheckpointWriter {
 impl CheckpointWriter {
     /// Appends the next bytes of the snapshot.
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
-        self.writer
-            .as_mut()
-            .expect("present until finish")
-            .write(data)
+        self.writer.write(data)
     }
 
     /// Makes the checkpoint durable (exactly the announced length must have been written).
-    pub fn finish(mut self) -> Result<()> {
-        let writer = self.writer.take().expect("present until finish");
-        self.inner.finish_checkpoint(writer, self.lsn, self.epoch)
-        // The pin goes with `self`.
+    pub fn finish(self) -> Result<()> {
+        let CheckpointWriter {
+            writer,
+            lsn,
+            epoch,
+            pin,
+        } = self;
+        pin.inner.finish_checkpoint(writer, lsn, epoch)
+        // The pin goes when `pin` does, after the control file names the checkpoint.
     }
 }
 
@@ -113,15 +119,17 @@ impl Wal {
     /// ([`CheckpointWriter::write`]); it is durable when [`CheckpointWriter::finish`] returns.
     /// Dropping the writer unfinished abandons it (recovery removes the partial file).
     pub fn checkpoint_writer(&self, lsn: Lsn, len: u64) -> Result<CheckpointWriter> {
-        let (epoch, pin_id) = self.inner.start_checkpoint(lsn)?;
-        let writer = SnapshotWriter::create(self.inner.dir.as_ref(), lsn, epoch, true, len)
-            .inspect_err(|_| self.inner.pins.release(pin_id))?;
-        Ok(CheckpointWriter {
+        let (epoch, id) = self.inner.start_checkpoint(lsn)?;
+        let pin = CheckpointPin {
             inner: self.inner.clone(),
-            writer: Some(writer),
+            id,
+        };
+        let writer = SnapshotWriter::create(self.inner.dir.as_ref(), lsn, epoch, true, len)?;
+        Ok(CheckpointWriter {
+            writer,
             lsn,
             epoch,
-            pin_id,
+            pin,
         })
     }
 
