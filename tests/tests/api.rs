@@ -480,3 +480,29 @@ fn replication_state_is_stored_durably_in_the_control_file() {
         );
     }
 }
+
+/// `close_shared` closes a log that other handles still share: each of them, and each reader,
+/// then gets `Closed`; what was appended is durable, and the directory opens again at once.
+#[test]
+fn a_shared_log_closes_for_every_holder_and_frees_its_directory() {
+    let dir = rwal_tests::TempDir::new("close-shared");
+    let wal = Arc::new(Wal::open(dir.path(), Options::new()).unwrap());
+    let first = wal.append_batch(&[b"one".as_slice(), b"two"]).unwrap();
+    let mut reader = wal.reader(1).unwrap();
+    let other = wal.clone();
+
+    wal.close_shared().unwrap();
+    assert!(matches!(other.append(b"three"), Err(Error::Closed)));
+    assert!(matches!(reader.next(), Err(Error::Closed)));
+    assert!(matches!(other.reader(1), Err(Error::Closed)));
+    // A second close, through another holder, has nothing left to do.
+    other.close_shared().unwrap();
+
+    // Opened again while the old handles are still alive: the directory lock was released.
+    let reopened = Wal::open(dir.path(), Options::new()).unwrap();
+    assert_eq!(reopened.durable_lsn(), first + 1);
+    let mut reader = reopened.reader(1).unwrap();
+    assert_eq!(reader.next().unwrap().unwrap().data, b"one");
+    drop(other);
+    drop(wal);
+}

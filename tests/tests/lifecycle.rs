@@ -5,12 +5,23 @@
 use rwal_tests::TempDir;
 use rwal_wal::{Backend, Error, Options, SimDisk, Wal};
 
-fn fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
+/// Descriptors of this process open on `dir` or a file in it (the other test of this file may
+/// open and close descriptors of its own meanwhile: only these are the log's).
+fn fds_in(dir: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter(|target| target.starts_with(dir))
+        .count()
 }
 
-fn thread_count() -> usize {
-    std::fs::read_dir("/proc/self/task").unwrap().count()
+/// This process's threads named `name` (the log names its threads).
+fn threads_named(name: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim_end() == name)
+        .count()
 }
 
 /// Creation makes several syncs (control file, its rename, the first segment, the directory);
@@ -41,23 +52,36 @@ fn a_crash_at_any_step_of_creation_leaves_an_empty_log() {
     }
 }
 
-/// Counts this process's threads and descriptors: the other test of this file runs on the
-/// simulated disk without background threads, so it opens neither.
+/// After `close` no thread of the log runs and no descriptor of its directory is open.
 #[test]
 fn close_leaves_no_thread_or_descriptor_and_a_forked_child_opens_logs() {
     let temp = TempDir::new("lifecycle");
-    let (fds, threads) = (fd_count(), thread_count());
-    let wal = Wal::open(temp.join("parent"), Options::new().segment_bytes(1 << 20)).unwrap();
+    let dir = temp.join("parent");
+    let wal = Wal::open(&dir, Options::new().segment_bytes(1 << 20)).unwrap();
+    let dir = dir.canonicalize().unwrap(); // as /proc names the descriptors' targets
+                                           // A thread names itself once it runs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while threads_named("rwal-background") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the background thread runs while the log is open"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     assert!(
-        thread_count() > threads,
-        "the background thread runs while the log is open"
+        fds_in(&dir) > 0,
+        "the log holds its directory and files open"
     );
     wal.append_durable(b"parent").unwrap();
     wal.close().unwrap();
-    assert_eq!(thread_count(), threads, "close joins the log's threads");
     assert_eq!(
-        fd_count(),
-        fds,
+        threads_named("rwal-background"),
+        0,
+        "close joins the log's threads"
+    );
+    assert_eq!(
+        fds_in(&dir),
+        0,
         "close closes every descriptor the log opened"
     );
 
@@ -92,30 +116,4 @@ fn close_leaves_no_thread_or_descriptor_and_a_forked_child_opens_logs() {
         Wal::open(&child_dir, Options::new()),
         Err(Error::Locked { .. })
     ));
-}
-
-/// `close_shared` closes a log that other handles still share: each of them, and each reader,
-/// then gets `Closed`; what was appended is durable, and the directory opens again at once.
-#[test]
-fn a_shared_log_closes_for_every_holder_and_frees_its_directory() {
-    let dir = TempDir::new("close-shared");
-    let wal = std::sync::Arc::new(Wal::open(dir.path(), Options::new()).unwrap());
-    let first = wal.append_batch(&[b"one".as_slice(), b"two"]).unwrap();
-    let mut reader = wal.reader(1).unwrap();
-    let other = wal.clone();
-
-    wal.close_shared().unwrap();
-    assert!(matches!(other.append(b"three"), Err(Error::Closed)));
-    assert!(matches!(reader.next(), Err(Error::Closed)));
-    assert!(matches!(other.reader(1), Err(Error::Closed)));
-    // A second close, through another holder, has nothing left to do.
-    other.close_shared().unwrap();
-
-    // Opened again while the old handles are still alive: the directory lock was released.
-    let reopened = Wal::open(dir.path(), Options::new()).unwrap();
-    assert_eq!(reopened.durable_lsn(), first + 1);
-    let mut reader = reopened.reader(1).unwrap();
-    assert_eq!(reader.next().unwrap().unwrap().data, b"one");
-    drop(other);
-    drop(wal);
 }
