@@ -1032,9 +1032,9 @@ rwal_status rwal_node_read_barrier(rwal_node *node, uint32_t timeout_ms, uint64_
 /**
  * Proposes a membership change on the leader (one at a time); writes the LSN of the change,
  * which takes effect once committed. For an addition, `addr` ("IP:PORT", or NULL if this node
- * already knows the peer) is the node's peer address, added to this node's peers once the
- * change is proposed (not if the proposal fails); for a removal it is ignored. Blocks;
- * thread-safe.
+ * already knows the peer) is the node's peer address, added to this node's peers (and taken
+ * back if the proposal fails); for a removal it is ignored. Every node forgets a removed
+ * member's address and connections once it applies the removal. Blocks; thread-safe.
  *
  * # Safety
  * `node` is live; `addr` is NULL or NUL-terminated; `lsn_out` is writable.

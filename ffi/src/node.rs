@@ -922,9 +922,9 @@ pub unsafe extern "C" fn rwal_node_read_barrier(
 
 /// Proposes a membership change on the leader (one at a time); writes the LSN of the change,
 /// which takes effect once committed. For an addition, `addr` ("IP:PORT", or NULL if this node
-/// already knows the peer) is the node's peer address, added to this node's peers once the
-/// change is proposed (not if the proposal fails); for a removal it is ignored. Blocks;
-/// thread-safe.
+/// already knows the peer) is the node's peer address, added to this node's peers (and taken
+/// back if the proposal fails); for a removal it is ignored. Every node forgets a removed
+/// member's address and connections once it applies the removal. Blocks; thread-safe.
 ///
 /// # Safety
 /// `node` is live; `addr` is NULL or NUL-terminated; `lsn_out` is writable.
@@ -956,12 +956,27 @@ pub unsafe extern "C" fn rwal_node_change_membership(
             }
             _ => None,
         };
-        let lsn = handle.node.change_membership(change)?;
-        if let Some(at) = peer {
-            // The leader writes to the newcomer only once the change is applied; a message
-            // that finds no address yet is lost like any other and raft resends it.
+        // The address first, so that nothing can fail once the change is proposed; taken back
+        // if the proposal is refused.
+        let previous = peer.map(|at| (at, handle.network.peer_addr(id)));
+        if let Some((at, _)) = previous {
             handle.network.add_peer(id, at)?;
         }
+        let lsn = match handle.node.change_membership(change) {
+            Ok(lsn) => lsn,
+            Err(e) => {
+                match previous {
+                    Some((_, Some(before))) => {
+                        let _ = handle.network.add_peer(id, before);
+                    }
+                    Some((_, None)) => {
+                        handle.network.remove_peer(id);
+                    }
+                    None => {}
+                }
+                return Err(e.into());
+            }
+        };
         // SAFETY: checked non-NULL.
         unsafe { put(lsn_out, lsn) };
         Ok(())

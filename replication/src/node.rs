@@ -779,6 +779,9 @@ fn run<M: StateMachine, T: Transport>(
                 });
             }
             publish(&shared, &replica);
+            for id in replica.take_removed_members() {
+                transport.peer_removed(id);
+            }
             let notes = replica.take_log();
             if let Some(log) = &log {
                 for note in notes {

@@ -223,6 +223,9 @@ pub struct Replica<M: StateMachine> {
     read_states: Vec<(Vec<u8>, Lsn)>,
     /// Followers whose snapshot stream failed, reported to raft-rs between rounds.
     failed_snapshots: Vec<NodeId>,
+    /// Members that applied membership changes (or an installed snapshot) removed, not yet
+    /// taken by [`Replica::take_removed_members`].
+    removed_members: Vec<NodeId>,
     /// Held exclusively while a snapshot replaces the log; readers outside the replica's
     /// thread hold it shared while they read (see `Node::reader`).
     install_gate: Arc<RwLock<()>>,
@@ -341,6 +344,7 @@ impl<M: StateMachine> Replica<M> {
             applied: commit,
             stored,
             conf_history: vec![(conf_at.min(commit), conf_state)],
+            removed_members: Vec::new(),
             outgoing: HashMap::new(),
             incoming: None,
             pins: HashMap::new(),
@@ -1000,6 +1004,7 @@ impl<M: StateMachine> Replica<M> {
             .map_err(|e| Error::engine("restore", meta.index, e))?;
         self.snapshots_installed += 1;
         self.applied = meta.index;
+        self.note_removed_members(&conf);
         self.conf_history = vec![(meta.index, conf.clone())];
         let term = self.raw.raft.term.max(meta.term);
         self.store_hard_state_at(term, self.raw.raft.vote, meta.index, Some(&conf))?;
@@ -1039,6 +1044,7 @@ impl<M: StateMachine> Replica<M> {
                         self.raw.raft.become_follower(term, 0);
                     }
                     self.raw.mut_store().set_conf_state(conf.clone());
+                    self.note_removed_members(&conf);
                     self.conf_history.push((entry.index, conf.clone()));
                     self.applied = entry.index;
                     let (term, vote) = (self.raw.raft.term, self.raw.raft.vote);
@@ -1054,6 +1060,31 @@ impl<M: StateMachine> Replica<M> {
             self.applied = entry.index;
         }
         Ok(())
+    }
+
+    /// Notes the members of the current membership that `next` no longer has (other than this
+    /// node), before `next` becomes current.
+    fn note_removed_members(&mut self, next: &ConfState) {
+        let Some((_, current)) = self.conf_history.last() else {
+            return;
+        };
+        let kept = |id: &NodeId| next.voters.contains(id) || next.learners.contains(id);
+        let removed = current
+            .voters
+            .iter()
+            .chain(&current.learners)
+            .filter(|&&id| id != self.config.id && !kept(&id));
+        for &id in removed {
+            if !self.removed_members.contains(&id) {
+                self.removed_members.push(id);
+            }
+        }
+    }
+
+    /// The members that membership changes applied since the last call removed: a transport
+    /// may forget their addresses ([`crate::Transport::peer_removed`]).
+    pub fn take_removed_members(&mut self) -> Vec<NodeId> {
+        std::mem::take(&mut self.removed_members)
     }
 
     fn store_hard_state(&mut self, term: u64, vote: u64, conf: Option<&ConfState>) -> Result<()> {

@@ -76,6 +76,11 @@ pub trait Transport: Send + 'static {
     fn snapshot_room(&self, _to: NodeId) -> usize {
         usize::MAX
     }
+
+    /// A membership change that removed `id` was applied here: nothing is sent to it any more,
+    /// so a transport may forget its address and close its connections (the default keeps
+    /// them).
+    fn peer_removed(&self, _id: NodeId) {}
 }
 
 /// Where a transport delivers the envelopes addressed to one node.

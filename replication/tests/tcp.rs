@@ -290,3 +290,58 @@ fn a_slow_snapshot_stream_does_not_hold_up_the_heartbeats_beside_it() {
     let stats = cluster.members[&leader].network.stats();
     assert_eq!(stats.snapshot_chunks_dropped, 0, "{stats:?}");
 }
+
+/// A member removed from the cluster is forgotten by every node that applies the removal: no
+/// node dials it or lets it in any more, and the two left go on committing.
+#[test]
+fn a_removed_member_is_forgotten_by_the_nodes_that_stay() {
+    let cluster = Cluster::new();
+    let leader = cluster.leader();
+    let removed = (1..=3).find(|id| *id != leader).unwrap();
+    let stays: Vec<NodeId> = (1..=3).filter(|id| *id != removed).collect();
+    let leader_node = &cluster.members[&leader].node;
+    leader_node.propose_and_wait(b"before", WAIT).unwrap();
+    let refused_before: u64 = stays
+        .iter()
+        .map(|id| cluster.members[id].network.stats().connections_refused)
+        .sum();
+    let change = leader_node
+        .change_membership(rwal_replication::MembershipChange::Remove(removed))
+        .unwrap();
+    for &id in &stays {
+        cluster.wait_applied(id, change);
+        let member = &cluster.members[&id];
+        assert!(!member.node.status().membership.voters.contains(&removed));
+        // Forgotten at the end of the round that applied the change.
+        let deadline = Instant::now() + WAIT;
+        while member.network.peer_addr(removed).is_some() {
+            assert!(Instant::now() < deadline, "node {id} still knows {removed}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let other = stays.iter().find(|o| **o != id).unwrap();
+        assert_eq!(member.network.peer_addr(*other), Some(cluster.addrs[other]));
+    }
+    // The removed node's connections were closed and it is not let back in: it ends up
+    // connected to nobody, and the nodes that stay refuse its dials.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let connected = cluster.members[&removed].network.stats().peers_connected;
+        let refused: u64 = stays
+            .iter()
+            .map(|id| cluster.members[id].network.stats().connections_refused)
+            .sum();
+        if connected == 0 && refused > refused_before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the removed node is connected to {connected} nodes; {refused} refusals"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (lsn, _) = leader_node.propose_and_wait(b"after", WAIT).unwrap();
+    for &id in &stays {
+        cluster.wait_applied(id, lsn);
+    }
+    assert!(cluster.members[&removed].node.status().applied_lsn < lsn);
+}

@@ -183,6 +183,22 @@ impl Shared {
         remote.is_some_and(|ip| self.peers.read().values().any(|p| p.addr.ip() == ip))
     }
 
+    /// Forgets peer `id`: its sender stops, its queue goes, and its inbound connection is
+    /// closed (a handshake from it is refused from now on). Returns whether it was a peer.
+    fn remove_peer(&self, id: NodeId) -> bool {
+        let Some(peer) = self.peers.write().remove(&id) else {
+            return false;
+        };
+        peer.retire();
+        if let Some(number) = self.current.lock().remove(&id) {
+            if let Some(inbound) = self.connections.lock().get(&number) {
+                let _ = inbound.shutdown(Shutdown::Both);
+            }
+        }
+        self.log(format!("peer {id} at {} removed", peer.addr));
+        true
+    }
+
     /// The handshake counter for a connection from a peer's address or from another.
     fn handshakes(&self, from_peer_address: bool) -> &AtomicUsize {
         if from_peer_address {
@@ -204,8 +220,25 @@ struct Peer {
     /// A direct write left work for the sender (unfinished bytes, an error).
     sender_needed: AtomicBool,
     connected: AtomicBool,
-    /// Replaced by a newer entry for the same id, or the network stopped: its sender ends.
+    /// Replaced by a newer entry for the same id, removed, or the network stopped: its sender
+    /// ends.
     retired: AtomicBool,
+    /// The socket the sender dials or writes on, from the moment it connects: shut down to
+    /// end a handshake or a write that waits on the peer when the peer is retired.
+    socket: Mutex<Option<TcpStream>>,
+}
+
+impl Peer {
+    /// Ends the sender: it sees the flag at its next check, and a handshake or a write waiting
+    /// on the peer fails at once.
+    fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+        if let Some(socket) = self.socket.lock().as_ref() {
+            let _ = socket.shutdown(Shutdown::Both);
+        }
+        let _queue = self.queue.lock(); // a sender between its check and its wait
+        self.cond.notify_all();
+    }
 }
 
 /// The writing end of a connection, shared by the peer's sender thread and by
@@ -326,13 +359,22 @@ impl PeerNetwork {
             sender_needed: AtomicBool::new(false),
             connected: AtomicBool::new(false),
             retired: AtomicBool::new(false),
+            socket: Mutex::new(None),
         });
-        if let Some(old) = self.shared.peers.write().insert(id, peer.clone()) {
-            old.retired.store(true, Ordering::Release);
-            old.cond.notify_all(); // its sender sees it was replaced and stops
+        let replaced = self.shared.peers.write().insert(id, peer.clone());
+        if let Some(old) = replaced {
+            old.retire();
         }
         let shared = self.shared.clone();
         self.spawn(&format!("send-{id}"), move || send_loop(shared, peer))
+    }
+
+    /// Forgets peer `id` (a node removed from the cluster): this node stops dialling it and
+    /// closes and refuses its connections. Returns whether it was a peer. A node does this
+    /// itself when it applies the membership change that removed `id`
+    /// ([`Transport::peer_removed`]).
+    pub fn remove_peer(&self, id: NodeId) -> bool {
+        self.shared.remove_peer(id)
     }
 
     /// The address this node dials peer `id` at, if it is a peer.
@@ -388,8 +430,7 @@ impl Drop for PeerNetwork {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
         for peer in self.shared.peers.read().values() {
-            let _queue = peer.queue.lock(); // a sender between its check and its wait
-            peer.cond.notify_all();
+            peer.retire(); // a sender waiting on a slow or stopped peer stops at once
         }
         // Wake the accept loop.
         let mut wake = self.local_addr;
@@ -493,6 +534,10 @@ impl Transport for TcpTransport {
                 .chunks_dropped
                 .fetch_add(chunks_dropped, Ordering::Relaxed);
         }
+    }
+
+    fn peer_removed(&self, id: NodeId) {
+        self.shared.remove_peer(id);
     }
 
     /// Room left in the peer's snapshot lane; none while it is not connected (chunks would be
@@ -673,6 +718,7 @@ fn send_loop(shared: Arc<Shared>, peer: Arc<Peer>) {
                 };
                 peer.connected.store(false, Ordering::Release);
                 *peer.link.lock() = None;
+                *peer.socket.lock() = None;
                 peer.sender_needed.store(false, Ordering::Release);
                 let _ = stream.shutdown(Shutdown::Both);
                 if let Err(e) = outcome {
@@ -686,9 +732,10 @@ fn send_loop(shared: Arc<Shared>, peer: Arc<Peer>) {
                 // the connection) goes on the next one, if it comes up at once.
             }
             Err(e) => {
-                // Raft resends what matters once the peer is back.
+                *peer.socket.lock() = None; // registered if the handshake failed
+                                            // Raft resends what matters once the peer is back.
                 *peer.queue.lock() = PeerQueue::default();
-                if e != last_error {
+                if e != last_error && still_current(&shared, &peer) {
                     shared.log(format!(
                         "cannot reach peer {} at {}: {e}",
                         peer.id, peer.addr
@@ -719,6 +766,16 @@ fn connect(
 ) -> std::result::Result<(TcpStream, auth::SessionKey), String> {
     let stream = TcpStream::connect_timeout(&peer.addr, HANDSHAKE_TIMEOUT)
         .map_err(|e| format!("connect: {e}"))?;
+    {
+        // Registered before the retired check, under the lock `retire` shuts it down with:
+        // either `retire` sees it, or this sees the flag.
+        let mut socket = peer.socket.lock();
+        *socket = Some(stream.try_clone().map_err(|e| format!("socket: {e}"))?);
+        if !still_current(shared, peer) {
+            *socket = None;
+            return Err("the peer was removed or the network stopped".into());
+        }
+    }
     stream
         .set_write_timeout(Some(WRITE_TIMEOUT))
         .and_then(|()| stream.set_nodelay(true))
@@ -1299,6 +1356,98 @@ mod tests {
             (2..=26).collect::<Vec<u64>>()
         );
         assert_eq!(network.stats().envelopes_dropped, 0);
+    }
+
+    #[test]
+    fn dropping_the_network_does_not_wait_for_a_peer_that_stopped_reading() {
+        let (network, _stream, _frames) = network_with_peer_2_in_the_test();
+        // Far more than the socket's buffers: the sender waits in a write the peer never
+        // drains, which only fails after WRITE_TIMEOUT.
+        network
+            .transport()
+            .send((1..=24).map(|i| append_of(i, 1 << 20)).collect());
+        std::thread::sleep(Duration::from_millis(200));
+        let started = Instant::now();
+        drop(network);
+        assert!(
+            started.elapsed() < WRITE_TIMEOUT / 2,
+            "drop waited {:?} for the peer",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn dropping_the_network_does_not_wait_for_a_handshake_the_peer_never_answers() {
+        let (network, listener) = network_with_peer_2_listening();
+        let (_silent, _) = listener.accept().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let started = Instant::now();
+        drop(network);
+        assert!(
+            started.elapsed() < HANDSHAKE_TIMEOUT / 2,
+            "drop waited {:?} for the handshake",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_removed_peer_is_not_dialled_and_its_connections_are_closed() {
+        let (network, listener) = network_with_peer_2_listening();
+        let (mut outbound, _) = accept_as_node_2(&network, &listener);
+        let me = Identity {
+            id: 2,
+            cluster_id: 5,
+            secret: SECRET.to_vec(),
+        };
+        let mut inbound = TcpStream::connect(network.local_addr()).unwrap();
+        auth::dial(&mut inbound, &me, 1).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while network.stats().connections_accepted == 0 {
+            assert!(Instant::now() < deadline, "not accepted");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Up long enough that a lost connection would be dialled again at once.
+        std::thread::sleep(REDIAL_AFTER_UP * 2);
+
+        assert!(network.remove_peer(2));
+        assert!(!network.remove_peer(2), "removed twice");
+        assert_eq!(network.peer_addr(2), None);
+        for (end, stream) in [("outbound", &mut outbound), ("inbound", &mut inbound)] {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut byte = [0u8; 64];
+            loop {
+                match std::io::Read::read(stream, &mut byte) {
+                    Ok(0) => break,
+                    Ok(_) => continue, // a keepalive written before the removal
+                    Err(e) => {
+                        let timed_out = matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        );
+                        assert!(!timed_out, "the {end} connection stayed open");
+                        break; // reset
+                    }
+                }
+            }
+        }
+        assert_eq!(network.stats().peers_connected, 0);
+        // Not dialled again, and not let in again.
+        listener.set_nonblocking(true).unwrap();
+        let watch_until = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < watch_until {
+            match listener.accept() {
+                Ok(_) => panic!("node 1 dialled a removed peer"),
+                Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock),
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut again = TcpStream::connect(network.local_addr()).unwrap();
+        assert!(auth::dial(&mut again, &me, 1).is_err());
+        let dropped = network.stats().envelopes_dropped;
+        network.transport().send(vec![append_of(1, 16)]);
+        assert_eq!(network.stats().envelopes_dropped, dropped + 1);
     }
 
     #[test]

@@ -13,6 +13,8 @@ use crate::transport::SnapshotChunk;
 pub(crate) const FRAME_PAYLOAD_MAX: usize = 128 << 20;
 const HEADER_BYTES: usize = 16;
 const TAG_BYTES: usize = 16;
+/// A frame's payload buffer is allocated up to this size at once; beyond it, as bytes arrive.
+const PAYLOAD_PREALLOCATED_MAX: usize = 64 << 10;
 
 /// What a frame carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,8 +126,17 @@ impl FrameReader {
                 self.seq
             )));
         }
-        let mut payload = vec![0u8; len];
-        input.read_exact(&mut payload).map_err(FrameError::Io)?;
+        // The length is not authenticated until the tag: memory grows with the bytes that
+        // arrive, not with what the header claims.
+        let mut payload = Vec::with_capacity(len.min(PAYLOAD_PREALLOCATED_MAX));
+        input
+            .by_ref()
+            .take(len as u64)
+            .read_to_end(&mut payload)
+            .map_err(FrameError::Io)?;
+        if payload.len() < len {
+            return Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
         let mut tag = [0u8; TAG_BYTES];
         input.read_exact(&mut tag).map_err(FrameError::Io)?;
         if !auth::verify(&self.key, &[&header, &payload], &tag) {
@@ -297,6 +308,40 @@ mod tests {
         let mut kind = bytes.clone();
         kind[4] = 77;
         assert!(bad(&kind, [9; 32]).contains("unknown frame kind 77"));
+    }
+
+    /// Serves `bytes`, then the end of the stream; notes the largest buffer a read asked to fill.
+    struct Trickle<'a> {
+        bytes: &'a [u8],
+        largest_read: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.largest_read = self.largest_read.max(buf.len());
+            self.bytes.read(buf)
+        }
+    }
+
+    #[test]
+    fn a_frame_claiming_more_than_arrives_allocates_as_the_bytes_arrive() {
+        let mut claimed = header(FRAME_PAYLOAD_MAX, Kind::Raft, 0).to_vec();
+        claimed.extend_from_slice(&[7; 1000]);
+        let mut input = Trickle {
+            bytes: &claimed,
+            largest_read: 0,
+        };
+        let outcome = FrameReader::new([9; 32]).read(&mut input);
+        assert!(
+            matches!(&outcome, Err(FrameError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof),
+            "{outcome:?}"
+        );
+        // A buffer of the claimed 128 MiB would have been handed to the first read.
+        assert!(
+            input.largest_read <= PAYLOAD_PREALLOCATED_MAX,
+            "a read of {} bytes for 1000 that arrived",
+            input.largest_read
+        );
     }
 
     #[test]
