@@ -506,3 +506,24 @@ fn a_shared_log_closes_for_every_holder_and_frees_its_directory() {
     drop(other);
     drop(wal);
 }
+
+/// `check_read_start` gives the errors `reader` would, and starts nothing.
+#[test]
+fn check_read_start_answers_like_reader() {
+    let dir = rwal_tests::TempDir::new("check-read-start");
+    let wal = Wal::open(dir.path(), Options::new()).unwrap();
+    wal.append_batch(&[b"a".as_slice(), b"b", b"c"]).unwrap();
+    let last = wal.last_lsn();
+    assert_eq!(last, 3);
+    for from in [1, last, last + 1] {
+        wal.check_read_start(from).unwrap();
+        assert!(wal.reader(from).is_ok());
+    }
+    assert!(matches!(
+        wal.check_read_start(last + 2),
+        Err(Error::NotFound { lsn, last_lsn }) if lsn == last + 2 && last_lsn == last
+    ));
+    assert!(matches!(wal.reader(last + 2), Err(Error::NotFound { .. })));
+    wal.close_shared().unwrap();
+    assert!(matches!(wal.check_read_start(1), Err(Error::Closed)));
+}

@@ -200,3 +200,31 @@ fn a_panic_in_an_append_poisons_the_log_instead_of_hanging_its_waiters() {
     let wal = Wal::open("/sim", sim(&disk)).unwrap();
     assert_eq!(wal.read(first).unwrap(), b"before");
 }
+
+/// With a full disk the background work cannot prepare a segment, at every pass; it still
+/// compacts what a checkpoint covers (which frees space) and reports the failure.
+#[test]
+fn a_full_disk_does_not_keep_maintenance_from_compacting() {
+    let disk = SimDisk::new();
+    let wal = Wal::open("/sim", sim(&disk)).unwrap();
+    let record = payload(7, 300 << 10);
+    for _ in 0..10 {
+        wal.append_durable(&record).unwrap();
+    }
+    wal.checkpoint(wal.last_lsn(), Some(b"state")).unwrap();
+    let before = wal.segment_count();
+    assert!(before >= 3, "{before} segments");
+    disk.set_space_limit(Some(100_000)); // not even one new segment
+    match wal.maintain() {
+        Err(Error::NoSpace { op, .. }) => assert_eq!(op, "create segment"),
+        other => panic!("expected NoSpace, got {other:?}"),
+    }
+    assert!(
+        wal.segment_count() < before,
+        "compaction ran: {} of {before} segments left",
+        wal.segment_count()
+    );
+    disk.set_space_limit(None);
+    wal.maintain().unwrap();
+    assert_eq!(wal.append_durable(b"after").unwrap(), 11);
+}

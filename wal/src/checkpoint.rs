@@ -260,7 +260,13 @@ impl Inner {
     /// checked the pins before it was taken is finished before `epoch_of` reads (the cut holds
     /// the gate), and the checks then see the shorter log.
     pub(crate) fn start_checkpoint(&self, lsn: Lsn) -> Result<(u64, u64)> {
-        let pin = self.pins.register("checkpoint", lsn, None, true);
+        // Registered under the cut gate, which a truncation holds from its look at the pins to
+        // the end of the cut: it either sees this pin (and refuses a cut below `lsn`), or is
+        // over, and the checks below see the log it left.
+        let pin = {
+            let _gate = self.cut_gate.read();
+            self.pins.register("checkpoint", lsn, None, true)
+        };
         self.checkpoint_epoch(lsn)
             .map(|epoch| (epoch, pin.id))
             .inspect_err(|_| self.pins.release(pin.id))

@@ -254,6 +254,25 @@ impl Wal {
         Reader::new(self.inner.clone(), from)
     }
 
+    /// Whether `dir` holds a log, without opening it: whether its control file exists (a crash
+    /// during creation before it was written left a log with no record). A directory that does
+    /// not exist holds none.
+    pub fn holds_log(dir: impl AsRef<Path>) -> Result<bool> {
+        let control = dir.as_ref().join(crate::control::FILE_NAME);
+        match std::fs::symlink_metadata(&control) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io("stat", control, e)),
+        }
+    }
+
+    /// The error [`reader`](Wal::reader) would give for `from` now (`Compacted`, `NotFound`, or
+    /// the log's failure), without starting a reader: a reader's pin would refuse a
+    /// truncation or a reset meanwhile.
+    pub fn check_read_start(&self, from: Lsn) -> Result<()> {
+        self.inner.check_readable_start(from)
+    }
+
     /// Durably removes every record after `lsn`; the next append gets `lsn + 1` and, as after a
     /// reopen, the epoch of record `lsn`. Refused with [`Error::Pinned`] while a reader or pin
     /// is past `lsn`.
@@ -388,6 +407,14 @@ impl Drop for Wal {
     fn drop(&mut self) {
         let _ = self.shutdown();
     }
+}
+
+/// The refusal of a cut after `lsn` below the checkpoint at `checkpoint`.
+fn checkpoint_covers(lsn: Lsn, checkpoint: Lsn) -> Error {
+    Error::invalid(
+        "lsn",
+        format!("cannot cut after {lsn}: the checkpoint at {checkpoint} includes later records"),
+    )
 }
 
 /// The refusal of a cut next to a record that `SkipCorrupted` recovery dropped.
@@ -787,10 +814,7 @@ impl Inner {
         }
         if let Some((checkpoint, _)) = self.control.lock().state().checkpoint {
             if lsn < checkpoint {
-                return Err(Error::invalid(
-                    "lsn",
-                    format!("cannot cut after {lsn}: the checkpoint at {checkpoint} includes later records"),
-                ));
+                return Err(checkpoint_covers(lsn, checkpoint));
             }
         }
         if let Some((holder, pinned_lsn)) = self.pins.highest_above(lsn) {
@@ -840,6 +864,16 @@ impl Inner {
             }
         };
         let mut control = self.control.lock();
+        // Again under the control lock: a checkpoint may have finished since the first look
+        // (its pin, checked under the gate, is gone once it has).
+        if let Some((checkpoint, _)) = control.state().checkpoint {
+            if lsn < checkpoint {
+                drop(control);
+                drop(gate);
+                self.group.thaw_unchanged();
+                return Err(checkpoint_covers(lsn, checkpoint));
+            }
+        }
         match self.cut(&mut control, &mut tail, lsn, segment, offset) {
             Ok(()) => {
                 self.epoch.store(kept_epoch, Ordering::Release);
@@ -910,14 +944,18 @@ impl Inner {
         Ok(())
     }
 
+    /// One pass of the background work; the first error. A step that fails does not keep the
+    /// others from running: with a full disk, the preparation of a segment fails at every pass,
+    /// and compaction (which frees space) and the watermark must go on all the same.
     fn maintain(&self) -> Result<()> {
         self.group.check()?;
         let wanted = self.options.prepared_segments_max;
-        self.prepare_segments(wanted)?;
-        self.write_back()?;
+        let prepared = self.prepare_segments(wanted);
+        self.write_back()?; // a failure poisons the log: nothing after it may run
         self.release_sealed_memory();
-        self.update_control()?;
-        self.compact().map(drop)
+        let controlled = self.update_control();
+        let compacted = self.compact().map(drop);
+        prepared.and(controlled).and(compacted)
     }
 
     /// Writes staged records to their files (without a sync): everything in sealed segments,
