@@ -201,7 +201,7 @@ impl Cluster {
             children: BTreeMap::new(),
         };
         for id in 1..=3 {
-            cluster.start(id);
+            cluster.start_with(id, &["--init"]); // the founding start
         }
         cluster.wait_started()?;
         Ok(cluster)
@@ -229,10 +229,16 @@ impl Cluster {
         }
     }
 
+    /// Starts node `id` again, from its log.
     fn start(&mut self, id: u64) {
+        self.start_with(id, &[]);
+    }
+
+    fn start_with(&mut self, id: u64, extra: &[&str]) {
         let mut command = Command::new(self.binary);
         command
             .arg("node")
+            .args(extra)
             .args(["--id", &id.to_string()])
             .arg("--dir")
             .arg(self.dir.join(format!("node{id}")))

@@ -502,8 +502,9 @@ impl Node {
     /// (which replaces the log). A reader that falls behind the first retained LSN gets
     /// `Error::Wal(Compacted)`; start a new one from the engine's state.
     pub fn reader(&self, from: Lsn) -> Result<CommittedReader> {
-        // Checks `from` now (the reader pins only while it reads, later).
-        drop(self.wal.reader(from)?);
+        // Checks `from` now without a reader: its pin, however brief, could refuse the
+        // node's thread a snapshot install or a cut of a divergent tail, and stop the node.
+        self.wal.check_read_start(from)?;
         Ok(CommittedReader {
             wal: self.wal.clone(),
             shared: self.shared.clone(),
@@ -683,6 +684,19 @@ fn run<M: StateMachine, T: Transport>(
     let mut next_tick = Instant::now() + interval;
     let mut reads: HashMap<u64, (Instant, Reply<Lsn>)> = HashMap::new();
     let mut next_read: u64 = 0;
+    // A read's context names this node and this run of it besides the read: the leader keys
+    // the reads it confirms by context (raft-rs drops one whose context is already waiting),
+    // and an answer to another node's read, or to a read of this node's previous run still in
+    // a queue, must not be taken for one of ours.
+    let read_prefix = {
+        use std::hash::{BuildHasher, Hasher};
+        let run = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let mut prefix = replica.id().to_le_bytes().to_vec();
+        prefix.extend_from_slice(&run.to_le_bytes());
+        prefix
+    };
     // A panic (in an engine callback, or in raft-rs on a broken invariant) is caught so that
     // the node fails like on any other error below: callers get `Raft`/`Closed` answers instead
     // of waiting forever for a thread that is gone. Nothing touches the replica afterwards.
@@ -733,7 +747,9 @@ fn run<M: StateMachine, T: Transport>(
                     }
                     Request::ReadIndex(deadline, reply) => {
                         next_read += 1;
-                        replica.read_index(next_read.to_le_bytes().to_vec());
+                        let mut context = read_prefix.clone();
+                        context.extend_from_slice(&next_read.to_le_bytes());
+                        replica.read_index(context);
                         reads.insert(next_read, (deadline, reply));
                     }
                 }
@@ -744,13 +760,18 @@ fn run<M: StateMachine, T: Transport>(
                 next_tick = (next_tick + interval).max(now);
             }
             while replica.handle_ready()? {
-                // The leader's appends leave before its own sync: followers persist in parallel.
-                transport.send(replica.take_messages());
                 // Entries this round committed are applied: their waiters need not wait for
-                // the sync of the entries appended with them.
+                // the sync of the entries appended with them, nor for the writes below.
+                let messages = replica.take_messages();
                 if replica.commit_lsn() > shared.waiters.published() {
                     publish(&shared, &replica);
                 }
+                // The leader's appends leave before its own sync: followers persist in parallel.
+                transport.send(messages);
+                // A follower's acknowledgements leave as soon as what they acknowledge is
+                // durable, before raft's bookkeeping and the entries this sync committed.
+                replica.finish_sync()?;
+                transport.send(replica.take_messages());
                 replica.finish_ready()?;
                 transport.send(replica.take_messages());
             }
@@ -759,7 +780,10 @@ fn run<M: StateMachine, T: Transport>(
                 transport.send(rest);
             }
             for (context, lsn) in replica.take_read_states() {
-                let Ok(id) = <[u8; 8]>::try_from(context.as_slice()) else {
+                let Some(ours) = context.strip_prefix(read_prefix.as_slice()) else {
+                    continue;
+                };
+                let Ok(id) = <[u8; 8]>::try_from(ours) else {
                     continue;
                 };
                 if let Some((_, reply)) = reads.remove(&u64::from_le_bytes(id)) {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use protobuf::Message as _;
 use raft::eraftpb::{
-    ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message, MessageType,
+    ConfChange, ConfChangeSingle, ConfChangeType, ConfState, Entry, EntryType, Message, MessageType,
 };
 use raft::{RawNode, Ready, SnapshotStatus, StateRole};
 use rwal_wal::{Lsn, Options, Pin, RecoveryMode, Wal};
@@ -187,10 +187,13 @@ pub enum MembershipChange {
     Remove(NodeId),
 }
 
-/// A log entry between `handle_ready` and `finish_ready`.
+/// A round between `handle_ready` and `finish_ready`.
 struct Pending {
     ready: Ready,
     term_or_vote_changed: bool,
+    /// `finish_sync` made its entries and hard state durable and queued the messages that
+    /// waited for them; raft has not been told yet (`finish_ready`).
+    synced: bool,
 }
 
 /// One node of the replicated log, stepped by its caller.
@@ -625,6 +628,26 @@ impl<M: StateMachine> Replica<M> {
         if cc.node_id == 0 {
             return Err(Error::invalid("node", "node ids start at 1"));
         }
+        // raft-rs does not refuse a change it will not make: it appends an empty entry in its
+        // place. So what it would ignore is refused here, with the reason.
+        if self.raw.raft.has_pending_conf() {
+            return Err(Error::invalid(
+                "membership change",
+                format!(
+                    "the entry at LSN {} may still change the membership and is not applied \
+                     yet (a new leader's first entry counts): try again once it is",
+                    self.raw.raft.pending_conf_index
+                ),
+            ));
+        }
+        // And what every replica would fail to apply (a cluster without voters), which would
+        // stop each of them at that entry, at every restart.
+        let mut single = ConfChangeSingle::default();
+        single.set_change_type(cc.get_change_type());
+        single.node_id = cc.node_id;
+        if let Err(e) = raft::Changer::new(self.raw.raft.prs()).simple(&[single]) {
+            return Err(Error::invalid("membership change", e.to_string()));
+        }
         let before = self.raw.raft.raft_log.last_index();
         self.raw
             .propose_conf_change(Vec::new(), cc)
@@ -637,7 +660,8 @@ impl<M: StateMachine> Replica<M> {
                 other => other.into(),
             })?;
         let lsn = self.raw.raft.raft_log.last_index();
-        if lsn == before {
+        if lsn == before || self.raw.raft.pending_conf_index != lsn {
+            // Checked above; raft-rs may have written an empty entry at `lsn` instead.
             return Err(Error::invalid(
                 "membership change",
                 "refused by raft: another change is still pending",
@@ -777,6 +801,7 @@ impl<M: StateMachine> Replica<M> {
         self.pending = Some(Pending {
             ready,
             term_or_vote_changed,
+            synced: false,
         });
         Ok(true)
     }
@@ -787,28 +812,45 @@ impl<M: StateMachine> Replica<M> {
     /// After an error the replica refuses every later round (it must be opened again).
     pub fn finish_ready(&mut self) -> Result<()> {
         self.refuse_if_failed()?;
-        let outcome = self.finish_ready_once();
+        let outcome = self
+            .finish_sync_once()
+            .and_then(|()| self.finish_ready_once());
         self.note_failure(outcome)
     }
 
-    fn finish_ready_once(&mut self) -> Result<()> {
-        let Some(Pending {
-            mut ready,
-            term_or_vote_changed,
-        }) = self.pending.take()
-        else {
+    /// The durable part of [`finish_ready`](Replica::finish_ready), for a caller that sends
+    /// the messages it queues (a follower's acknowledgements, votes) before the rest of the
+    /// round: makes the round's entries, then its term and vote, durable. `finish_ready` must
+    /// follow.
+    pub fn finish_sync(&mut self) -> Result<()> {
+        self.refuse_if_failed()?;
+        let outcome = self.finish_sync_once();
+        self.note_failure(outcome)
+    }
+
+    fn finish_sync_once(&mut self) -> Result<()> {
+        let Some(pending) = self.pending.as_mut().filter(|p| !p.synced) else {
             return Ok(());
         };
+        let hs = pending.ready.hs().cloned();
+        let term_or_vote_changed = pending.term_or_vote_changed;
+        let persisted = pending.ready.take_persisted_messages();
+        pending.synced = true;
         self.raw.store().sync()?;
-        if let Some(hs) = ready.hs() {
-            let hs = hs.clone();
+        if let Some(hs) = hs {
             self.raw.mut_store().set_hard_state(hs.clone());
             if term_or_vote_changed {
                 self.store_hard_state(hs.term, hs.vote, None)?;
             }
         }
-        let persisted = ready.take_persisted_messages();
         self.queue_messages(persisted);
+        Ok(())
+    }
+
+    fn finish_ready_once(&mut self) -> Result<()> {
+        let Some(Pending { ready, .. }) = self.pending.take() else {
+            return Ok(());
+        };
         let mut light = self.raw.advance(ready);
         let messages = light.take_messages();
         self.queue_messages(messages);

@@ -697,3 +697,105 @@ fn a_replica_refuses_every_round_after_one_failed() {
         Some(&b"refused"[..])
     );
 }
+
+/// raft-rs does not refuse a membership change it will not make (it appends an empty entry in
+/// its place), and a change that leaves no voter would stop every replica at that entry: both
+/// are refused before anything is proposed, naming why.
+#[test]
+fn membership_changes_raft_would_ignore_or_could_not_apply_are_refused() {
+    let cluster = Cluster::new("repl-membership-refused", 3);
+    let leader = cluster.leader(&[1, 2, 3]);
+    cluster
+        .node(leader)
+        .propose_and_wait(b"settled", WAIT)
+        .unwrap();
+    let refused = |change: MembershipChange| match cluster.node(leader).change_membership(change) {
+        Err(Error::InvalidArgument { reason, .. }) => reason,
+        other => panic!("{change:?} was not refused: {other:?}"),
+    };
+    // The followers cannot acknowledge: the first change stays unapplied while the second is
+    // asked for (both within a few milliseconds, far from an election timeout).
+    for id in [1, 2, 3].into_iter().filter(|id| *id != leader) {
+        cluster.network.cut(leader, id);
+    }
+    let lsn = cluster
+        .node(leader)
+        .change_membership(MembershipChange::AddLearner(4))
+        .unwrap();
+    let reason = refused(MembershipChange::AddVoter(4));
+    assert!(
+        reason.contains(&format!("LSN {lsn}")) && reason.contains("not applied yet"),
+        "{reason}"
+    );
+    cluster.network.heal();
+    cluster.wait_applied(leader, lsn);
+    // The LSN returned is the change's own entry: it took effect.
+    assert!(cluster
+        .node(leader)
+        .status()
+        .membership
+        .learners
+        .contains(&4));
+
+    // A single voter cannot remove or demote itself: the cluster would have no voter.
+    let single = Cluster::new("repl-membership-single", 1);
+    let only = single.leader(&[1]);
+    single
+        .node(only)
+        .propose_and_wait(b"settled", WAIT)
+        .unwrap();
+    for change in [MembershipChange::Remove(1), MembershipChange::AddLearner(1)] {
+        match single.node(only).change_membership(change) {
+            Err(Error::InvalidArgument { reason, .. }) => {
+                assert!(reason.contains("removed all voters"), "{reason}")
+            }
+            other => panic!("{change:?} was not refused: {other:?}"),
+        }
+    }
+    let (lsn, _) = single.node(only).propose_and_wait(b"still", WAIT).unwrap();
+    single.wait_applied(only, lsn);
+    assert_eq!(single.node(only).status().failure, None);
+}
+
+/// The leader keys the reads it confirms by their context: a follower's read and the leader's
+/// own, waiting at the same time, must not share one (raft-rs drops the second, whose caller
+/// then waits out its timeout).
+#[test]
+fn reads_of_several_nodes_waiting_at_once_are_all_confirmed() {
+    let cluster = Cluster::new("repl-reads", 3);
+    let leader = cluster.leader(&[1, 2, 3]);
+    let (lsn, _) = cluster
+        .node(leader)
+        .propose_and_wait(b"read me", WAIT)
+        .unwrap();
+    let followers: Vec<NodeId> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
+    for id in &followers {
+        cluster.wait_applied(*id, lsn);
+    }
+    // The leader's heartbeats do not get out: its own read waits for a quorum while the
+    // followers' reads (each the first of its node, like the leader's) reach it.
+    for id in &followers {
+        cluster.network.cut(leader, *id);
+    }
+    let outcomes = std::thread::scope(|s| {
+        let reads: Vec<_> = [leader, followers[0], followers[1]]
+            .into_iter()
+            .map(|id| {
+                let node = cluster.node(id);
+                s.spawn(move || (id, node.read_barrier(Duration::from_secs(5))))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(10));
+        cluster.network.heal();
+        reads
+            .into_iter()
+            .map(|r| r.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    for (id, outcome) in outcomes {
+        match outcome {
+            Ok(point) => assert!(point >= lsn, "node {id} read at {point}"),
+            Err(e) => panic!("node {id}'s read failed: {e}"),
+        }
+    }
+}

@@ -18,7 +18,7 @@ use rwal_replication::net::{PeerConfig, PeerNetwork, SECRET_BYTES_MIN};
 use rwal_replication::{
     Bootstrap, EngineResult, Error, Node, NodeId, NodeOptions, Role, StateMachine,
 };
-use rwal_wal::{Lsn, Options, RecordKind};
+use rwal_wal::{Lsn, Options, RecordKind, Wal};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 const HELP: &str = "\
@@ -27,10 +27,15 @@ usage: rwal node --id N --dir DIR --listen ADDR --client-listen ADDR \\
        rwal node --config FILE
 
 Runs one node of a replicated rwal cluster. The founding members are this node and every
---peer; start each with the same list. A restarted node continues from its log.
+--peer; start each with the same list, and with --init the first time. A restarted node
+continues from its log; without --init a node whose directory holds no log refuses to start.
 
   --id N                  this node's id (1, 2, ...)
   --dir DIR               its log directory
+  --init                  found the cluster if DIR holds no log (the members' first start
+                          only: a member that lost its log must not found the cluster again,
+                          it has forgotten its votes and could help elect a leader that lacks
+                          acknowledged writes)
   --listen ADDR           where peers connect (host:port)
   --client-listen ADDR    where clients connect (`rwal client`); keep it on a private network
   --peer ID,PEER,CLIENT   another member: its id, peer address and client address (repeat)
@@ -58,6 +63,8 @@ struct Settings {
     peers: HashMap<NodeId, (SocketAddr, SocketAddr)>,
     cluster_id: u64,
     secret: Vec<u8>,
+    /// Found the cluster if the directory holds no log.
+    init: bool,
     checkpoint_every: u64,
     tick: Duration,
     segment_bytes: Option<u64>,
@@ -93,6 +100,7 @@ fn parse_settings(pairs: Vec<(String, String)>) -> Result<Settings, String> {
     let mut tick_ms = 10;
     let mut segment_bytes = None;
     let mut pin_cap_bytes = 1 << 30;
+    let mut init = false;
     let number = |key: &str, value: &str| {
         value
             .parse::<u64>()
@@ -131,6 +139,13 @@ fn parse_settings(pairs: Vec<(String, String)>) -> Result<Settings, String> {
             "tick-ms" => tick_ms = positive(&key, &value)?,
             "segment-bytes" => segment_bytes = Some(number(&key, &value)?),
             "pin-cap-bytes" => pin_cap_bytes = number(&key, &value)?,
+            "init" => {
+                init = match value.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(format!("init: {value:?} is neither true nor false")),
+                }
+            }
             other => return Err(format!("unknown option {other:?}\n\n{HELP}")),
         }
     }
@@ -173,6 +188,7 @@ fn parse_settings(pairs: Vec<(String, String)>) -> Result<Settings, String> {
         peers,
         cluster_id: cluster_id.ok_or_else(|| missing("cluster-id"))?,
         secret,
+        init,
         checkpoint_every,
         tick: Duration::from_millis(tick_ms),
         segment_bytes,
@@ -206,6 +222,7 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
                 println!("{HELP}");
                 return Ok(ExitCode::SUCCESS);
             }
+            lexopt::Arg::Long("init") => pairs.push(("init".into(), "true".into())),
             lexopt::Arg::Long("config") => {
                 let value = parser.value().map_err(|e| e.to_string())?;
                 pairs.extend(read_config(&value.to_string_lossy())?);
@@ -481,6 +498,49 @@ fn serve(settings: Settings) -> Result<(), String> {
             .and_then(|_| signal_hook::flag::register(signal, stop_requested.clone()))
             .map_err(|e| format!("cannot handle signal {signal}: {e}"))?;
     }
+    let server = Arc::new(open_server(settings)?);
+    let listener = TcpListener::bind(server.settings.client_listen)
+        .map_err(|e| format!("cannot listen on {}: {e}", server.settings.client_listen))?;
+    let client_addr = listener.local_addr().map_err(|e| e.to_string())?;
+    log(
+        id,
+        &format!(
+            "serving clients on {client_addr}, peers on {}",
+            server.network.local_addr()
+        ),
+    );
+    // Both end by themselves once `stopping` is set; the stop waits for their handles on the
+    // server, not for their threads.
+    let checkpointer = server.clone();
+    std::thread::Builder::new()
+        .name("rwal-node-checkpoint".into())
+        .spawn(move || checkpoint_loop(&checkpointer))
+        .map_err(|e| e.to_string())?;
+    let acceptor = server.clone();
+    std::thread::Builder::new()
+        .name("rwal-node-accept".into())
+        .spawn(move || accept_clients(&acceptor, &listener))
+        .map_err(|e| e.to_string())?;
+    while !stop_requested.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop(server, client_addr)
+}
+
+/// Starts the node's peer network and opens its replicated log and engine.
+fn open_server(settings: Settings) -> Result<Server, String> {
+    let id = settings.id;
+    // A founding member bootstraps an empty log with the voters. Done again after its log was
+    // lost, it would come back with no memory of its votes or of what it acknowledged.
+    let holds_log = Wal::holds_log(&settings.dir).map_err(|e| e.to_string())?;
+    if !holds_log && !settings.init {
+        return Err(format!(
+            "{} holds no log: start with --init only on the first start of a new cluster. A \
+             member whose log was lost must not found the cluster again: it has forgotten its \
+             votes and could help elect a leader that lacks acknowledged writes",
+            settings.dir.display()
+        ));
+    }
     let peers = settings
         .peers
         .iter()
@@ -515,17 +575,7 @@ fn serve(settings: Settings) -> Result<(), String> {
     let node = Node::open(options, engine.clone(), network.transport())
         .map_err(|e| format!("cannot open node {id} in {}: {e}", settings.dir.display()))?;
     network.attach(node.inbox());
-    let listener = TcpListener::bind(settings.client_listen)
-        .map_err(|e| format!("cannot listen on {}: {e}", settings.client_listen))?;
-    let client_addr = listener.local_addr().map_err(|e| e.to_string())?;
-    log(
-        id,
-        &format!(
-            "serving clients on {client_addr}, peers on {}",
-            network.local_addr()
-        ),
-    );
-    let server = Arc::new(Server {
+    Ok(Server {
         settings,
         node,
         engine,
@@ -534,23 +584,7 @@ fn serve(settings: Settings) -> Result<(), String> {
         inflight_proposed: Condvar::new(),
         stopping: AtomicBool::new(false),
         clients: Mutex::new(HashMap::new()),
-    });
-    // Both end by themselves once `stopping` is set; the stop waits for their handles on the
-    // server, not for their threads.
-    let checkpointer = server.clone();
-    std::thread::Builder::new()
-        .name("rwal-node-checkpoint".into())
-        .spawn(move || checkpoint_loop(&checkpointer))
-        .map_err(|e| e.to_string())?;
-    let acceptor = server.clone();
-    std::thread::Builder::new()
-        .name("rwal-node-accept".into())
-        .spawn(move || accept_clients(&acceptor, &listener))
-        .map_err(|e| e.to_string())?;
-    while !stop_requested.load(Ordering::Acquire) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    stop(server, client_addr)
+    })
 }
 
 /// Serves each client connection on its own thread, at most `CLIENT_CONNECTIONS_MAX` at once,
@@ -779,9 +813,16 @@ fn applied_answer(
     server.engine.state.0.lock().answer(client, request, data)
 }
 
-/// An append being handled by this node, by (client, request).
+/// An append being handled by this node, by (client, request), with the `data_digest` of
+/// its data (a copy with other data is refused, not answered with this one's LSN).
 #[derive(Clone, Copy)]
-enum Inflight {
+struct Inflight {
+    digest: u64,
+    state: InflightState,
+}
+
+#[derive(Clone, Copy)]
+enum InflightState {
     /// A thread is proposing it: copies arriving meanwhile wait instead of proposing again.
     Proposing,
     /// Proposed at this LSN and epoch, not yet answered.
@@ -798,17 +839,27 @@ enum Reserved {
     InFlight((Lsn, u64)),
     /// Another copy is still being proposed after the append timeout.
     TimedOut,
+    /// A copy with other data is in flight under the same request id.
+    OtherData,
 }
 
 /// Makes the check for a copy in flight and the claim to propose one step, so that copies of a
 /// request arriving at once (a client retrying on several connections) are proposed once.
 fn reserve(server: &Server, key: (u64, u64), data: &[u8]) -> Reserved {
     let deadline = Instant::now() + APPEND_TIMEOUT;
+    let digest = data_digest(data);
     let mut inflight = server.inflight.lock();
     loop {
         match inflight.get(&key) {
-            Some(Inflight::Proposed(found)) => return Reserved::InFlight(*found),
-            Some(Inflight::Proposing) => {
+            Some(found) if found.digest != digest => return Reserved::OtherData,
+            Some(Inflight {
+                state: InflightState::Proposed(found),
+                ..
+            }) => return Reserved::InFlight(*found),
+            Some(Inflight {
+                state: InflightState::Proposing,
+                ..
+            }) => {
                 if server
                     .inflight_proposed
                     .wait_until(&mut inflight, deadline)
@@ -823,7 +874,8 @@ fn reserve(server: &Server, key: (u64, u64), data: &[u8]) -> Reserved {
                 if let Some(answer) = applied_answer(server, key.0, key.1, data) {
                     return Reserved::Applied(answer);
                 }
-                inflight.insert(key, Inflight::Proposing);
+                let state = InflightState::Proposing;
+                inflight.insert(key, Inflight { digest, state });
                 return Reserved::Ours;
             }
         }
@@ -854,35 +906,69 @@ fn append(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
                 b"another copy of this request is still being proposed".to_vec(),
             )
         }
+        Reserved::OtherData => {
+            return error(format!(
+                "request {request} of client {client} is being appended with other data: a \
+                 request id must not be reused for other data"
+            ))
+        }
         Reserved::Ours => {
             let proposed = server
                 .node
                 .propose(&proto::encode_record(client, request, data));
             let mut inflight = server.inflight.lock();
             match &proposed {
-                Ok(found) => inflight.insert(key, Inflight::Proposed(*found)),
+                Ok(found) => {
+                    let state = InflightState::Proposed(*found);
+                    inflight.insert(
+                        key,
+                        Inflight {
+                            digest: data_digest(data),
+                            state,
+                        },
+                    )
+                }
                 Err(_) => inflight.remove(&key),
             };
             drop(inflight);
             server.inflight_proposed.notify_all();
-            match proposed {
+            let found = match proposed {
                 Ok(found) => found,
                 Err(Error::NotLeader { leader }) => return not_leader(server, leader),
                 Err(e @ Error::InvalidArgument { .. }) => return error(e.to_string()),
                 // Nothing was proposed: sending it again is safe.
                 Err(e) => return (proto::RETRY, e.to_string().into_bytes()),
-            }
+            };
+            let outcome = server.node.wait_committed(found.0, found.1, APPEND_TIMEOUT);
+            // Only the proposing copy removes the entry: a copy that waited on it could
+            // otherwise remove the entry of a later copy.
+            server.inflight.lock().remove(&key);
+            return answer_committed(server, (client, request, data), found, outcome);
         }
     };
     let outcome = server.node.wait_committed(lsn, epoch, APPEND_TIMEOUT);
-    server.inflight.lock().remove(&(client, request));
-    match outcome {
-        // Compacted past it: committed long ago.
-        Ok(()) | Err(Error::Wal(rwal_wal::Error::Compacted { .. })) => {}
+    answer_committed(server, (client, request, data), (lsn, epoch), outcome)
+}
+
+/// The answer to an append whose copy was proposed at `(lsn, epoch)`, once the wait for its
+/// commit ended with `outcome`.
+fn answer_committed(
+    server: &Server,
+    (client, request, data): (u64, u64, &[u8]),
+    (lsn, epoch): (Lsn, u64),
+    outcome: Result<(), Error>,
+) -> (u8, Vec<u8>) {
+    // Whether the entry at `lsn` is known to be this copy: `Compacted` means the LSN is behind
+    // the log's start (a snapshot installed past it, say), and the entry there may be another
+    // (a new leader's) if this copy was lost in a change of leader. Only the client table can
+    // answer then.
+    let ours = match outcome {
+        Ok(()) => true,
+        Err(Error::Wal(rwal_wal::Error::Compacted { .. })) => false,
         // ERROR would say retrying cannot help, and a client would send its data again under
         // a new id: whatever the outcome is unknown for is RETRY.
         Err(e) => return (proto::RETRY, e.to_string().into_bytes()),
-    }
+    };
     // Committed: answer with the copy the engine applied (this one, or an earlier one).
     let deadline = Instant::now() + APPEND_TIMEOUT;
     let (state, applied) = &*server.engine.state;
@@ -892,7 +978,8 @@ fn append(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
             return (proto::RETRY, b"committed, not yet applied here".to_vec());
         }
     }
-    let first_copy = lsn >= guard.duplicates_complete_from && !guard.duplicates.contains(&lsn);
+    let first_copy =
+        ours && lsn >= guard.duplicates_complete_from && !guard.duplicates.contains(&lsn);
     drop(guard);
     if first_copy {
         // This copy is the one applied and returned by READ, whatever the client table says
@@ -903,6 +990,16 @@ fn append(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
     match applied_answer(server, client, request, data) {
         Some(Ok((lsn, epoch))) => lsn_epoch(lsn, epoch),
         Some(Err(e)) => error(e),
+        // Not known to be in the log: sending it again is what the client must do.
+        None if !ours => (
+            proto::RETRY,
+            format!(
+                "LSN {lsn} was compacted away while this append waited, and this node has no \
+                 record of the request having been applied: it may have been lost in a change \
+                 of leader"
+            )
+            .into_bytes(),
+        ),
         None => error(format!(
             "committed at LSN {lsn} as a second copy of an earlier one this node no longer \
              remembers (the client table forgot the client): the data is in the log once"
@@ -1059,6 +1156,10 @@ mod tests {
         // A key given twice, a zero tick, a short secret: refused, naming the thing.
         let e = parse_settings(pairs(&[("cluster-id", "10")])).unwrap_err();
         assert_eq!(e, "cluster-id is given twice");
+        assert!(!s.init, "founding is asked for, never assumed");
+        assert!(parse_settings(pairs(&[("init", "true")])).unwrap().init);
+        let e = parse_settings(pairs(&[("init", "yes")])).unwrap_err();
+        assert_eq!(e, "init: \"yes\" is neither true nor false");
         let e = parse_settings(pairs(&[("tick-ms", "0")])).unwrap_err();
         assert_eq!(e, "tick-ms: must be above 0");
         let short = dir.join("short");
@@ -1192,6 +1293,124 @@ mod tests {
         assert!(state.answer(7, 0, b"first").unwrap().is_err());
         assert_eq!(state.answer(7, 2, b"next"), None);
         assert_eq!(state.answer(8, 1, b"first"), None);
+    }
+
+    /// A single-voter node in this process, leading, and its directory.
+    fn single_node_server(name: &str) -> (Server, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("rwal-node-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let settings = Settings {
+            id: 1,
+            dir: dir.clone(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            client_listen: "127.0.0.1:0".parse().unwrap(),
+            peers: HashMap::new(),
+            cluster_id: 9,
+            secret: b"0123456789abcdef0123".to_vec(),
+            init: true,
+            checkpoint_every: u64::MAX,
+            tick: Duration::from_millis(5),
+            segment_bytes: None,
+            pin_cap_bytes: 1 << 20,
+        };
+        let server = open_server(settings).unwrap();
+        let (status, leading) = server
+            .node
+            .wait_status(Duration::from_secs(30), |s| s.role == Role::Leader);
+        assert!(leading, "{status:?}");
+        (server, dir)
+    }
+
+    fn close(server: Server, dir: PathBuf) {
+        let Server { node, network, .. } = server;
+        node.close().unwrap();
+        drop(network);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Commits a record of client 5 and waits until the engine applied it.
+    fn someone_elses_record(server: &Server) -> (Lsn, u64) {
+        let record = proto::encode_record(5, 1, b"someone else's");
+        let (lsn, epoch) = server
+            .node
+            .propose_and_wait(&record, Duration::from_secs(30))
+            .unwrap();
+        let (state, applied) = &*server.engine.state;
+        let mut guard = state.lock();
+        while guard.applied < lsn {
+            applied.wait_for(&mut guard, Duration::from_millis(10));
+        }
+        (lsn, epoch)
+    }
+
+    #[test]
+    fn an_append_whose_lsn_was_compacted_is_answered_from_the_client_table_only() {
+        let (server, dir) = single_node_server("compacted");
+        let (lsn, epoch) = someone_elses_record(&server);
+        let compacted = || {
+            Err(Error::Wal(rwal_wal::Error::Compacted {
+                lsn,
+                first_retained: lsn + 1,
+            }))
+        };
+        // This append was proposed at `lsn` too, on a leader that lost it; a snapshot then
+        // took this node past `lsn`. The entry there is client 5's: not acknowledged.
+        let (status, reply) = answer_committed(&server, (9, 1, b"mine"), (lsn, epoch), compacted());
+        assert_eq!(status, proto::RETRY, "{}", String::from_utf8_lossy(&reply));
+        assert!(String::from_utf8_lossy(&reply).contains("compacted away"));
+        // Client 5's own append, in the same position, is found in the table.
+        let own = answer_committed(
+            &server,
+            (5, 1, b"someone else's"),
+            (lsn, epoch),
+            compacted(),
+        );
+        assert_eq!(own, lsn_epoch(lsn, epoch));
+        close(server, dir);
+    }
+
+    #[test]
+    fn a_member_without_a_log_starts_only_with_init() {
+        let (server, dir) = single_node_server("init");
+        let mut settings = Settings {
+            init: false,
+            ..server.settings.clone()
+        };
+        close(server, dir.clone());
+        // The directory is gone (a lost disk): without --init the node refuses, naming why.
+        let refused = open_server(settings.clone()).err().expect("refused");
+        assert!(
+            refused.contains("holds no log") && refused.contains("--init"),
+            "{refused}"
+        );
+        assert!(!dir.exists(), "nothing was created");
+        // With its log, no --init is needed.
+        settings.init = true;
+        let server = open_server(settings.clone()).unwrap();
+        let Server { node, network, .. } = server;
+        node.close().unwrap();
+        drop(network);
+        settings.init = false;
+        let server = open_server(settings).unwrap();
+        close(server, dir);
+    }
+
+    #[test]
+    fn a_copy_with_other_data_in_flight_under_the_same_id_is_refused() {
+        let (server, dir) = single_node_server("inflight");
+        let found = someone_elses_record(&server);
+        // A first copy of request (9, 1), with data "A", proposed at `found` and not yet
+        // answered.
+        let inflight = Inflight {
+            digest: data_digest(b"A"),
+            state: InflightState::Proposed(found),
+        };
+        server.inflight.lock().insert((9, 1), inflight);
+        let (status, reply) = append(&server, &proto::encode_record(9, 1, b"B"));
+        let reply = String::from_utf8_lossy(&reply);
+        assert_eq!(status, proto::ERROR, "{reply}");
+        assert!(reply.contains("with other data"), "{reply}");
+        close(server, dir);
     }
 
     #[test]
