@@ -956,27 +956,25 @@ pub unsafe extern "C" fn rwal_node_change_membership(
             }
             _ => None,
         };
-        // The address first, so that nothing can fail once the change is proposed; taken back
-        // if the proposal is refused.
-        let previous = peer.map(|at| (at, handle.network.peer_addr(id)));
-        if let Some((at, _)) = previous {
+        // The address first, so that nothing can fail once the change is proposed; the earlier
+        // one restored if the proposal is refused. An unchanged address keeps its connection.
+        let known = handle.network.peer_addr(id);
+        let adding = peer.filter(|at| known != Some(*at));
+        if let Some(at) = adding {
             handle.network.add_peer(id, at)?;
         }
-        let lsn = match handle.node.change_membership(change) {
-            Ok(lsn) => lsn,
-            Err(e) => {
-                match previous {
-                    Some((_, Some(before))) => {
-                        let _ = handle.network.add_peer(id, before);
-                    }
-                    Some((_, None)) => {
-                        handle.network.remove_peer(id);
-                    }
-                    None => {}
+        let lsn = handle
+            .node
+            .change_membership(change)
+            .inspect_err(|_| match (adding, known) {
+                (None, _) => {}
+                (Some(_), Some(before)) => {
+                    let _ = handle.network.add_peer(id, before);
                 }
-                return Err(e.into());
-            }
-        };
+                (Some(_), None) => {
+                    handle.network.remove_peer(id);
+                }
+            })?;
         // SAFETY: checked non-NULL.
         unsafe { put(lsn_out, lsn) };
         Ok(())

@@ -896,8 +896,9 @@ fn append(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
         };
     }
     let key = (client, request);
-    let (lsn, epoch) = match reserve(server, key, data) {
-        Reserved::InFlight(found) => found,
+    // `proposer`: this copy proposed the record, and owns the entry of `inflight`.
+    let (found, proposer) = match reserve(server, key, data) {
+        Reserved::InFlight(found) => (found, false),
         Reserved::Applied(Ok((lsn, epoch))) => return lsn_epoch(lsn, epoch),
         Reserved::Applied(Err(e)) => return error(e),
         Reserved::TimedOut => {
@@ -916,38 +917,36 @@ fn append(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
             let proposed = server
                 .node
                 .propose(&proto::encode_record(client, request, data));
-            let mut inflight = server.inflight.lock();
-            match &proposed {
-                Ok(found) => {
-                    let state = InflightState::Proposed(*found);
-                    inflight.insert(
-                        key,
-                        Inflight {
-                            digest: data_digest(data),
-                            state,
-                        },
-                    )
+            {
+                let mut inflight = server.inflight.lock();
+                match &proposed {
+                    Ok(found) => {
+                        if let Some(entry) = inflight.get_mut(&key) {
+                            entry.state = InflightState::Proposed(*found);
+                        }
+                    }
+                    Err(_) => {
+                        inflight.remove(&key);
+                    }
                 }
-                Err(_) => inflight.remove(&key),
-            };
-            drop(inflight);
+            }
             server.inflight_proposed.notify_all();
-            let found = match proposed {
-                Ok(found) => found,
+            match proposed {
+                Ok(found) => (found, true),
                 Err(Error::NotLeader { leader }) => return not_leader(server, leader),
                 Err(e @ Error::InvalidArgument { .. }) => return error(e.to_string()),
                 // Nothing was proposed: sending it again is safe.
                 Err(e) => return (proto::RETRY, e.to_string().into_bytes()),
-            };
-            let outcome = server.node.wait_committed(found.0, found.1, APPEND_TIMEOUT);
-            // Only the proposing copy removes the entry: a copy that waited on it could
-            // otherwise remove the entry of a later copy.
-            server.inflight.lock().remove(&key);
-            return answer_committed(server, (client, request, data), found, outcome);
+            }
         }
     };
-    let outcome = server.node.wait_committed(lsn, epoch, APPEND_TIMEOUT);
-    answer_committed(server, (client, request, data), (lsn, epoch), outcome)
+    let outcome = server.node.wait_committed(found.0, found.1, APPEND_TIMEOUT);
+    if proposer {
+        // Only the proposing copy removes the entry: a copy that waited on it could otherwise
+        // remove the entry of a later copy.
+        server.inflight.lock().remove(&key);
+    }
+    answer_committed(server, (client, request, data), found, outcome)
 }
 
 /// The answer to an append whose copy was proposed at `(lsn, epoch)`, once the wait for its

@@ -732,8 +732,9 @@ fn send_loop(shared: Arc<Shared>, peer: Arc<Peer>) {
                 // the connection) goes on the next one, if it comes up at once.
             }
             Err(e) => {
-                *peer.socket.lock() = None; // registered if the handshake failed
-                                            // Raft resends what matters once the peer is back.
+                // Registered if the handshake failed. Raft resends what matters once the peer
+                // is back.
+                *peer.socket.lock() = None;
                 *peer.queue.lock() = PeerQueue::default();
                 if e != last_error && still_current(&shared, &peer) {
                     shared.log(format!(
