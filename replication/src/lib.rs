@@ -16,6 +16,7 @@
 // assigning fields to a default one.
 #![allow(clippy::field_reassign_with_default)]
 
+mod checkpoint;
 mod codec;
 mod commit_waiters;
 mod error;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, RwLock};
 use rwal_wal::{Lsn, Options, RecordKind, Wal};
 
+use crate::checkpoint::PendingCheckpoint;
 use crate::commit_waiters::CommitWaiters;
 use crate::error::{Error, Result};
 use crate::replica::{Bootstrap, Config, MembershipChange, Replica, Role, StateMachine};
@@ -112,8 +113,7 @@ enum Request {
     ProposeAndWait(Vec<u8>, ProposalReply),
     Membership(MembershipChange, Reply<Lsn>),
     TransferLeadership(Option<NodeId>, Reply<NodeId>),
-    Checkpoint(Lsn, Vec<u8>, Reply<()>),
-    Compact(Reply<rwal_wal::CompactionReport>),
+    StartCheckpoint(Lsn, u64, Reply<PendingCheckpoint>),
     ReadIndex(Instant, Reply<Lsn>),
 }
 
@@ -448,15 +448,21 @@ impl Node {
     }
 
     /// Writes a checkpoint at `lsn` (at most the applied LSN) holding the engine's state as of
-    /// it.
+    /// it. The node's thread only checks `lsn` and starts the snapshot; the state is written
+    /// and synced here, on the caller's thread, so that the node goes on exchanging messages
+    /// (a leader that stopped heartbeating for longer than the election timeout would lose
+    /// its leadership). A follower that must install a leader's snapshot meanwhile waits for
+    /// this to finish.
     pub fn checkpoint(&self, lsn: Lsn, engine_state: &[u8]) -> Result<()> {
-        let state = engine_state.to_vec();
-        self.request(|reply| Request::Checkpoint(lsn, state, reply))
+        let len = engine_state.len() as u64;
+        let mut pending = self.request(|reply| Request::StartCheckpoint(lsn, len, reply))?;
+        pending.write(engine_state)?;
+        pending.finish()
     }
 
-    /// Removes log segments no checkpoint, reader or follower needs.
+    /// Removes log segments no checkpoint, reader or follower needs, on the caller's thread.
     pub fn compact(&self) -> Result<rwal_wal::CompactionReport> {
-        self.request(Request::Compact)
+        self.wal.compact_now().map_err(Error::from)
     }
 
     /// The node's current status.
@@ -739,11 +745,8 @@ fn run<M: StateMachine, T: Transport>(
                     Request::TransferLeadership(to, reply) => {
                         let _ = reply.send(replica.transfer_leadership(to));
                     }
-                    Request::Checkpoint(lsn, state, reply) => {
-                        let _ = reply.send(replica.checkpoint(lsn, &state));
-                    }
-                    Request::Compact(reply) => {
-                        let _ = reply.send(replica.compact());
+                    Request::StartCheckpoint(lsn, len, reply) => {
+                        let _ = reply.send(replica.start_checkpoint(lsn, len));
                     }
                     Request::ReadIndex(deadline, reply) => {
                         next_read += 1;
@@ -841,8 +844,7 @@ fn run<M: StateMachine, T: Transport>(
             Request::ProposeAndWait(_, reply) => drop(reply), // answers Closed
             Request::Membership(_, reply) => drop(reply.send(Err(Error::Closed))),
             Request::TransferLeadership(_, reply) => drop(reply.send(Err(Error::Closed))),
-            Request::Checkpoint(_, _, reply) => drop(reply.send(Err(Error::Closed))),
-            Request::Compact(reply) => drop(reply.send(Err(Error::Closed))),
+            Request::StartCheckpoint(_, _, reply) => drop(reply.send(Err(Error::Closed))),
             Request::ReadIndex(_, reply) => drop(reply.send(Err(Error::Closed))),
         }
     }

@@ -18,6 +18,7 @@ use raft::eraftpb::{
 use raft::{RawNode, Ready, SnapshotStatus, StateRole};
 use rwal_wal::{Lsn, Options, Pin, RecoveryMode, Wal};
 
+use crate::checkpoint::{CheckpointsOut, PendingCheckpoint};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::snapshot_stream::{Incoming, Outgoing};
@@ -232,6 +233,8 @@ pub struct Replica<M: StateMachine> {
     /// Held exclusively while a snapshot replaces the log; readers outside the replica's
     /// thread hold it shared while they read (see `Node::reader`).
     install_gate: Arc<RwLock<()>>,
+    /// Checkpoints started here whose engine state another thread is writing.
+    checkpoints_out: Arc<CheckpointsOut>,
 }
 
 impl<M: StateMachine> std::fmt::Debug for Replica<M> {
@@ -360,6 +363,7 @@ impl<M: StateMachine> Replica<M> {
             failed_snapshots: Vec::new(),
             read_states: Vec::new(),
             install_gate: Arc::new(RwLock::new(())),
+            checkpoints_out: Arc::default(),
         })
     }
 
@@ -467,6 +471,8 @@ impl<M: StateMachine> Replica<M> {
     pub fn tick_with_snapshot_room(&mut self, room: &dyn Fn(NodeId) -> usize) {
         self.ticks += 1;
         self.raw.tick();
+        // The log may have been compacted off this thread (`Node::compact`, maintenance).
+        self.raw.mut_store().forget_compacted();
         self.pump_snapshots(room);
         self.report_failed_snapshots();
     }
@@ -894,11 +900,33 @@ impl<M: StateMachine> Replica<M> {
     /// it and the membership as of it; a follower that falls behind the compacted log is sent
     /// it. The state is required: a replicated log's checkpoint must be able to seed a replica.
     pub fn checkpoint(&mut self, lsn: Lsn, engine_state: &[u8]) -> Result<()> {
+        let mut pending = self.start_checkpoint(lsn, engine_state.len() as u64)?;
+        pending.write(engine_state)?;
+        pending.finish()
+    }
+
+    /// Starts a checkpoint at `lsn` whose engine state of `engine_bytes` bytes the caller writes
+    /// and finishes, on any thread (see [`crate::checkpoint`]).
+    pub(crate) fn start_checkpoint(
+        &mut self,
+        lsn: Lsn,
+        engine_bytes: u64,
+    ) -> Result<PendingCheckpoint> {
         if lsn > self.applied {
             return Err(Error::invalid(
                 "lsn",
                 format!("{lsn} is past the applied LSN {}", self.applied),
             ));
+        }
+        // Membership changes older than the newest one at or below the latest durable
+        // checkpoint are no longer needed: no checkpoint may be taken below that one.
+        if let Some(latest) = self.wal.latest_checkpoint() {
+            let keep_from = self
+                .conf_history
+                .iter()
+                .rposition(|(at, _)| *at <= latest.lsn)
+                .unwrap_or(0);
+            self.conf_history.drain(..keep_from);
         }
         let Some((_, conf)) = self.conf_history.iter().rev().find(|(at, _)| *at <= lsn) else {
             return Err(Error::invalid(
@@ -909,16 +937,13 @@ impl<M: StateMachine> Replica<M> {
                 ),
             ));
         };
-        let blob = codec::encode_snapshot(conf, engine_state);
-        self.wal.checkpoint(lsn, Some(&blob))?;
-        // Membership changes older than the newest one at or below `lsn` are no longer needed.
-        let keep_from = self
-            .conf_history
-            .iter()
-            .rposition(|(at, _)| *at <= lsn)
-            .unwrap_or(0);
-        self.conf_history.drain(..keep_from);
-        Ok(())
+        let membership = codec::encode_snapshot(conf, &[]);
+        let writer = self
+            .wal
+            .checkpoint_writer(lsn, membership.len() as u64 + engine_bytes)?;
+        let mut pending = PendingCheckpoint::new(writer, &self.checkpoints_out);
+        pending.write(&membership)?;
+        Ok(pending)
     }
 
     /// Removes log segments the latest checkpoint and the followers' pins no longer need.
@@ -1035,6 +1060,8 @@ impl<M: StateMachine> Replica<M> {
                 ),
             });
         }
+        // The new log must not be pinned: checkpoints out on other threads finish first.
+        self.checkpoints_out.wait_none();
         self.pins.clear();
         let gate = self.install_gate.clone();
         let _readers_out = gate.write();

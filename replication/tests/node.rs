@@ -44,7 +44,7 @@ impl Cluster {
         options.wal = Options::new()
             .backend(Backend::Staged)
             .segment_bytes(1 << 20);
-        options.tick_interval = Duration::from_millis(5);
+        options.tick_interval = Duration::from_millis(10);
         options.config.follower_pin_cap_bytes = Some(256 << 10);
         options.config.snapshot_chunk_bytes = 16 << 10;
         options
@@ -530,7 +530,7 @@ fn a_panicking_engine_stops_the_node_and_no_caller_waits_forever() {
     let dir = TempDir::new("repl-panic");
     let network = MemoryNetwork::new();
     let mut options = NodeOptions::new(1, dir.join("node1"), Bootstrap::Voters(vec![1]));
-    options.tick_interval = Duration::from_millis(5);
+    options.tick_interval = Duration::from_millis(10);
     let node = std::sync::Arc::new(
         Node::open(options, PanickingEngine, network.transport()).expect("node opens"),
     );

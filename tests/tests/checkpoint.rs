@@ -243,6 +243,32 @@ fn a_checkpoint_being_written_holds_the_log_it_describes() {
     assert_eq!(wal.last_lsn(), 8);
 }
 
+/// Two checkpoints at one LSN written at once (a replica's node thread and its engine's caller
+/// may both take one) do not share a temporary file: each finishes with the bytes it wrote, and
+/// the log reopens with the last one.
+#[test]
+fn two_checkpoints_at_one_lsn_written_at_once_each_keep_their_bytes() {
+    let temp = rwal_tests::TempDir::new("checkpoints-at-once");
+    let options = Options::new().segment_bytes(1 << 20);
+    let wal = Wal::open(temp.join("log"), options.clone()).unwrap();
+    let lsn = wal.append_durable(b"x").unwrap();
+    let mut first = wal.checkpoint_writer(lsn, 6).unwrap();
+    first.write(b"fir").unwrap();
+    let mut second = wal.checkpoint_writer(lsn, 6).unwrap();
+    second.write(b"sec").unwrap();
+    first.write(b"st!").unwrap();
+    first.finish().unwrap();
+    assert_eq!(read_snapshot(&wal).as_deref(), Some(&b"first!"[..]));
+    second.write(b"ond").unwrap();
+    second.finish().unwrap();
+    assert_eq!(read_snapshot(&wal).as_deref(), Some(&b"second"[..]));
+    wal.close().unwrap();
+
+    let wal = Wal::open(temp.join("log"), options).unwrap();
+    assert_eq!(wal.latest_checkpoint().unwrap().lsn, lsn);
+    assert_eq!(read_snapshot(&wal).as_deref(), Some(&b"second"[..]));
+}
+
 #[test]
 fn reset_to_a_snapshot_replaces_the_log() {
     for t in targets("reset") {

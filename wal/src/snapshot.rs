@@ -18,6 +18,7 @@
 //! Files are named `snapshot-<lsn, 20 digits>.snap`, written under a `.tmp` name, synced, renamed
 //! and the directory synced before the control file points at them.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
@@ -116,7 +117,7 @@ pub(crate) struct SnapshotWriter {
 }
 
 impl SnapshotWriter {
-    /// Creates `snapshot-<lsn>.snap.tmp` for a body of `body_bytes`.
+    /// Creates `snapshot-<lsn>.snap.<n>.tmp` for a body of `body_bytes`.
     pub fn create(
         dir: &dyn Dir,
         lsn: Lsn,
@@ -125,7 +126,10 @@ impl SnapshotWriter {
         body_bytes: u64,
     ) -> Result<SnapshotWriter> {
         let name = file_name(lsn);
-        let temp = format!("{name}.tmp");
+        // Each writer its own temporary file: two checkpoints at the same LSN may be written at
+        // once (a replica's and its engine's); each renames a whole file over the final name.
+        static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
+        let temp = format!("{name}.{}.tmp", NEXT_TEMP.fetch_add(1, Ordering::Relaxed));
         let path = dir.path().join(&temp);
         match dir.remove(&temp) {
             Ok(()) => {}
