@@ -431,6 +431,40 @@ fn a_crash_after_any_step_of_a_reset_leaves_the_old_log_or_the_new_one() {
     assert!(seen[0] && seen[1], "both outcomes were reached");
 }
 
+/// A reset whose snapshot cannot be written (a full disk, a failed sync) changes nothing: the
+/// old log stays whole and writable, and a later reset works. A reset to the last possible LSN
+/// is refused before anything is written.
+#[test]
+fn a_reset_that_cannot_write_its_snapshot_leaves_the_log_as_it_was() {
+    let disk = SimDisk::new();
+    let wal = Wal::open("/sim", sim(&disk)).unwrap();
+    fill(&wal, 3);
+    disk.set_space_limit(Some(0));
+    match wal.reset_to_snapshot(1000, 5, &[7; 5000]) {
+        Err(Error::NoSpace { op, .. }) => assert_eq!(op, "create snapshot"),
+        other => panic!("expected NoSpace, got {other:?}"),
+    }
+    disk.set_space_limit(None);
+    disk.fail_next_sync(libc::EIO);
+    assert!(matches!(
+        wal.reset_to_snapshot(1000, 5, b"state"),
+        Err(Error::Io { .. })
+    ));
+    assert!(matches!(
+        wal.reset_to_snapshot(u64::MAX, 5, b"state"),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert_eq!((wal.first_lsn(), wal.last_lsn()), (1, 3));
+    assert_eq!(wal.read(2).unwrap(), payload(1, RECORD));
+    assert_eq!(wal.append_durable(b"more").unwrap(), 4);
+    wal.reset_to_snapshot(1000, 5, b"state").unwrap();
+    assert_eq!(wal.append_durable(b"after").unwrap(), 1001);
+    drop(wal);
+    let wal = Wal::open("/sim", sim(&disk.crash(1))).unwrap();
+    assert_eq!((wal.first_lsn(), wal.last_lsn()), (1001, 1001));
+    assert_eq!(read_snapshot(&wal).as_deref(), Some(&b"state"[..]));
+}
+
 /// Appending for many segments with periodic checkpoints keeps the number of segment files
 /// bounded.
 #[test]

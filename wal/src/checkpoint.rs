@@ -516,6 +516,12 @@ impl Inner {
     }
 
     fn reset(&self, lsn: Lsn, epoch: u64, len: u64, source: &mut dyn std::io::Read) -> Result<()> {
+        if lsn == Lsn::MAX {
+            return Err(Error::invalid(
+                "lsn",
+                "a log reset to the last possible LSN could never take another record",
+            ));
+        }
         let _serial = self.checkpoint_lock.lock();
         self.group.check()?;
         let mut tail = self.tail.lock();
@@ -534,9 +540,17 @@ impl Inner {
             });
         }
         let mut control = self.control.lock();
+        // 1: the snapshot file. Until the control file changes the old log stands whole: a
+        // failure here (a full disk, a short source) refuses the reset and changes nothing.
+        if let Err(e) = self
+            .fill_snapshot(lsn, epoch, true, len, source)
+            .and_then(|writer| writer.finish(self.dir.as_ref()))
+        {
+            drop(gate);
+            self.group.thaw_unchanged();
+            return Err(e);
+        }
         let outcome = (|| -> Result<Arc<Segment>> {
-            self.fill_snapshot(lsn, epoch, true, len, source)?
-                .finish(self.dir.as_ref())?;
             let mut state = control.state().clone();
             state.first_lsn = lsn + 1;
             state.first_epoch = epoch;

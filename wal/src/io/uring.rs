@@ -105,27 +105,37 @@ impl Ring {
                         .map_err(|_| io::Error::other("io_uring queue full"))?;
                 }
             }
-            ring.submit_and_wait(expected.len())?;
+            // Every completion is reaped before returning, even when a signal interrupts the
+            // wait: the kernel may still be reading the caller's buffers, and a completion left
+            // in the ring would be taken for one of the next call's.
             let mut first_error = None;
             let mut reaped = 0;
-            for cqe in ring.completion() {
-                reaped += 1;
-                let want = expected[cqe.user_data() as usize];
-                let got = cqe.result();
-                if got < 0 {
-                    first_error.get_or_insert(io::Error::from_raw_os_error(-got));
-                } else if got != want {
-                    first_error.get_or_insert(io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        format!("io_uring write of {want} bytes wrote {got}"),
-                    ));
+            while reaped < expected.len() {
+                match ring.submit_and_wait(expected.len() - reaped) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
                 }
-            }
-            if reaped != expected.len() {
-                return Err(io::Error::other(format!(
-                    "io_uring reaped {reaped} of {} completions",
-                    expected.len()
-                )));
+                for cqe in ring.completion() {
+                    reaped += 1;
+                    let Some(&want) = expected.get(cqe.user_data() as usize) else {
+                        first_error.get_or_insert(io::Error::other(format!(
+                            "io_uring completion for operation {} of {}",
+                            cqe.user_data(),
+                            expected.len()
+                        )));
+                        continue;
+                    };
+                    let got = cqe.result();
+                    if got < 0 {
+                        first_error.get_or_insert(io::Error::from_raw_os_error(-got));
+                    } else if got != want {
+                        first_error.get_or_insert(io::Error::new(
+                            io::ErrorKind::WriteZero,
+                            format!("io_uring write of {want} bytes wrote {got}"),
+                        ));
+                    }
+                }
             }
             if let Some(error) = first_error {
                 return Err(error);

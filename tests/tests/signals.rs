@@ -1,0 +1,83 @@
+//! Signals delivered to a thread in the middle of a durable append: engines run in processes
+//! with signal handlers (Python's, a database's own), and a handler installed without
+//! `SA_RESTART` makes blocking calls return `EINTR`. Its own test binary, because the handler is
+//! process-wide.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+
+use rwal_tests::{payload, targets};
+use rwal_wal::Wal;
+
+static HANDLED: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn count_signal(_: libc::c_int) {
+    HANDLED.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Installs `count_signal` for `SIGUSR1`, without `SA_RESTART`.
+fn install_handler() {
+    // SAFETY: a zeroed sigaction is a valid starting point; the handler only touches an atomic,
+    // which is async-signal-safe; no other code in this binary handles SIGUSR1.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = count_signal as *const () as libc::sighandler_t;
+        action.sa_flags = 0;
+        libc::sigemptyset(&mut action.sa_mask);
+        assert_eq!(
+            libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()),
+            0
+        );
+    }
+}
+
+#[test]
+fn durable_appends_go_on_while_signals_interrupt_the_writer() {
+    install_handler();
+    for t in targets("signals") {
+        if t.name == "sim" {
+            continue; // no system calls to interrupt
+        }
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        let before = HANDLED.load(Ordering::Relaxed);
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let (tx, rx) = mpsc::channel();
+            let wal = &wal;
+            let done = &done;
+            let writer = s.spawn(move || {
+                // SAFETY: pthread_self has no preconditions.
+                tx.send(unsafe { libc::pthread_self() }).unwrap();
+                let result = (0..300u64).try_for_each(|i| {
+                    let lsn = wal.append_durable(&payload(i, 700))?;
+                    assert_eq!(lsn, i + 1);
+                    Ok::<_, rwal_wal::Error>(())
+                });
+                done.store(true, Ordering::Release);
+                result
+            });
+            let thread = rx.recv().unwrap();
+            while !done.load(Ordering::Acquire) {
+                // SAFETY: the writer thread is alive until `done` is set, and it is set before
+                // the thread ends; the signal has a handler.
+                assert_eq!(unsafe { libc::pthread_kill(thread, libc::SIGUSR1) }, 0);
+                std::thread::yield_now();
+            }
+            writer
+                .join()
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{}: {e}", t.name));
+        });
+        assert!(
+            HANDLED.load(Ordering::Relaxed) > before,
+            "{}: no signal reached the writer",
+            t.name
+        );
+        wal.close().unwrap();
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        assert_eq!(wal.last_lsn(), 300, "{}", t.name);
+        for i in [0u64, 150, 299] {
+            assert_eq!(wal.read(i + 1).unwrap(), payload(i, 700), "{}", t.name);
+        }
+    }
+}
