@@ -461,7 +461,11 @@ impl Node {
     }
 
     /// Removes log segments no checkpoint, reader or follower needs, on the caller's thread.
+    /// `Closed` once the node's thread stopped: the followers' pins went with it.
     pub fn compact(&self) -> Result<rwal_wal::CompactionReport> {
+        if self.shared.queue.lock().stop || self.shared.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
         self.wal.compact_now().map_err(Error::from)
     }
 

@@ -431,6 +431,13 @@ fn a_crash_after_any_step_of_a_reset_leaves_the_old_log_or_the_new_one() {
     assert!(seen[0] && seen[1], "both outcomes were reached");
 }
 
+fn temp_files(disk: &SimDisk) -> usize {
+    disk.file_names()
+        .iter()
+        .filter(|n| n.ends_with(".tmp"))
+        .count()
+}
+
 /// A reset whose snapshot cannot be written (a full disk, a failed sync) changes nothing: the
 /// old log stays whole and writable, and a later reset works. A reset to the last possible LSN
 /// is refused before anything is written.
@@ -445,6 +452,7 @@ fn a_reset_that_cannot_write_its_snapshot_leaves_the_log_as_it_was() {
         other => panic!("expected NoSpace, got {other:?}"),
     }
     disk.set_space_limit(None);
+    assert_eq!(temp_files(&disk), 0, "{:?}", disk.file_names());
     disk.fail_next_sync(libc::EIO);
     assert!(matches!(
         wal.reset_to_snapshot(1000, 5, b"state"),
@@ -454,6 +462,12 @@ fn a_reset_that_cannot_write_its_snapshot_leaves_the_log_as_it_was() {
         wal.reset_to_snapshot(u64::MAX, 5, b"state"),
         Err(Error::InvalidArgument { .. })
     ));
+    // Nor does a checkpoint abandoned half way leave its file behind.
+    let mut abandoned = wal.checkpoint_writer(3, 10).unwrap();
+    abandoned.write(b"half").unwrap();
+    assert_eq!(temp_files(&disk), 1);
+    drop(abandoned);
+    assert_eq!(temp_files(&disk), 0, "{:?}", disk.file_names());
     assert_eq!((wal.first_lsn(), wal.last_lsn()), (1, 3));
     assert_eq!(wal.read(2).unwrap(), payload(1, RECORD));
     assert_eq!(wal.append_durable(b"more").unwrap(), 4);

@@ -124,7 +124,7 @@ impl Wal {
             inner: self.inner.clone(),
             id,
         };
-        let writer = SnapshotWriter::create(self.inner.dir.as_ref(), lsn, epoch, true, len)?;
+        let writer = SnapshotWriter::create(&self.inner.dir, lsn, epoch, true, len)?;
         Ok(CheckpointWriter {
             writer,
             lsn,
@@ -237,7 +237,7 @@ impl Inner {
         len: u64,
         source: &mut dyn std::io::Read,
     ) -> Result<SnapshotWriter> {
-        let mut writer = SnapshotWriter::create(self.dir.as_ref(), lsn, epoch, has_snapshot, len)?;
+        let mut writer = SnapshotWriter::create(&self.dir, lsn, epoch, has_snapshot, len)?;
         let mut chunk = vec![0u8; snapshot::CHUNK_BYTES];
         let mut left = len;
         while left > 0 {
@@ -312,7 +312,7 @@ impl Inner {
         // Checked under the lock that `close` takes to release the directory: a writer that
         // outlived its log must not touch a directory another process may own by now.
         self.group.check()?;
-        writer.finish(self.dir.as_ref())?;
+        writer.finish()?;
         let mut control = self.control.lock();
         let mut state = control.state().clone();
         if state.checkpoint.is_some_and(|(latest, _)| latest > lsn) {
@@ -415,7 +415,9 @@ impl Inner {
         let new_first = last_gone.sealed_last_lsn().expect("sealed") + 1;
         // Read without the cut gate (the control lock is held, and truncations take the gate
         // before it): records at or below the checkpoint are never cut, so none can change.
-        let first_epoch = if new_first - 1 < last_gone.first_lsn() {
+        // The record before the new first one may lie in an earlier removed segment (the last
+        // one removed may hold none), still in the map; or before the log's first LSN.
+        let first_epoch = if new_first - 1 < control.state().first_lsn {
             control.state().first_epoch
         } else {
             let (segment, offset) = self.locate(new_first - 1)?;
@@ -544,7 +546,7 @@ impl Inner {
         // failure here (a full disk, a short source) refuses the reset and changes nothing.
         if let Err(e) = self
             .fill_snapshot(lsn, epoch, true, len, source)
-            .and_then(|writer| writer.finish(self.dir.as_ref()))
+            .and_then(|writer| writer.finish())
         {
             drop(gate);
             self.group.thaw_unchanged();

@@ -167,14 +167,20 @@ impl Pin {
         if name.is_empty() {
             return Err(Error::invalid("name", "a pin needs a name"));
         }
-        let first = inner.first_lsn.load(Ordering::Acquire);
-        if lsn < first {
-            return Err(Error::Compacted {
-                lsn,
-                first_retained: first,
-            });
-        }
-        let registered = inner.pins.register(name, lsn, cap_bytes, false);
+        let registered = {
+            // Checked and registered under the control lock, which compaction holds from its
+            // look at the pins to its move of the first LSN: it either sees this pin, or has
+            // moved the first LSN already and the check below sees that.
+            let _control = inner.control.lock();
+            let first = inner.first_lsn.load(Ordering::Acquire);
+            if lsn < first {
+                return Err(Error::Compacted {
+                    lsn,
+                    first_retained: first,
+                });
+            }
+            inner.pins.register(name, lsn, cap_bytes, false)
+        };
         Ok(Pin {
             inner,
             name: name.to_string(),
@@ -207,6 +213,13 @@ impl Pin {
                 cap_bytes: self.cap_bytes.unwrap_or(0),
             });
         }
+        if lsn >= self.lsn() {
+            // Forward: compaction kept everything from the old LSN on, so this one too.
+            self.registered.lsn.store(lsn, Ordering::Release);
+            return Ok(());
+        }
+        // Back: checked and moved under the control lock, as a new pin is registered.
+        let _control = self.inner.control.lock();
         let first = self.inner.first_lsn.load(Ordering::Acquire);
         if lsn < first {
             return Err(Error::Compacted {

@@ -108,18 +108,21 @@ pub fn parse_file_name(name: &str) -> Option<Lsn> {
 /// A snapshot file being written: bytes are pushed in any chunks; `finish` makes it durable
 /// under its final name.
 pub(crate) struct SnapshotWriter {
+    dir: Arc<dyn Dir>,
     file: Arc<dyn File>,
     name: String,
     temp: String,
     path: std::path::PathBuf,
     header: SnapshotHeader,
     at: u64,
+    /// Whether the temporary file got its final name; if not, dropping the writer removes it.
+    renamed: bool,
 }
 
 impl SnapshotWriter {
-    /// Creates `snapshot-<lsn>.snap.<n>.tmp` for a body of `body_bytes`.
+    /// Creates `snapshot-<lsn>.snap.<pid>-<n>.tmp` for a body of `body_bytes`.
     pub fn create(
-        dir: &dyn Dir,
+        dir: &Arc<dyn Dir>,
         lsn: Lsn,
         epoch: u64,
         has_snapshot: bool,
@@ -128,8 +131,14 @@ impl SnapshotWriter {
         let name = file_name(lsn);
         // Each writer its own temporary file: two checkpoints at the same LSN may be written at
         // once (a replica's and its engine's); each renames a whole file over the final name.
+        // The process id keeps a writer that outlived its log (and removes its file when
+        // dropped) off the files of a process that opened the log since.
         static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
-        let temp = format!("{name}.{}.tmp", NEXT_TEMP.fetch_add(1, Ordering::Relaxed));
+        let temp = format!(
+            "{name}.{}-{}.tmp",
+            std::process::id(),
+            NEXT_TEMP.fetch_add(1, Ordering::Relaxed)
+        );
         let path = dir.path().join(&temp);
         match dir.remove(&temp) {
             Ok(()) => {}
@@ -147,12 +156,14 @@ impl SnapshotWriter {
             body_crc: 0,
         };
         Ok(SnapshotWriter {
+            dir: dir.clone(),
             file,
             name,
             temp,
             path,
             header,
             at: 0,
+            renamed: false,
         })
     }
 
@@ -176,7 +187,7 @@ impl SnapshotWriter {
     }
 
     /// Writes the header, syncs, renames to the final name and syncs the directory.
-    pub fn finish(self, dir: &dyn Dir) -> Result<()> {
+    pub fn finish(mut self) -> Result<()> {
         if self.at != self.header.body_bytes {
             return Err(Error::invalid(
                 "snapshot",
@@ -193,11 +204,24 @@ impl SnapshotWriter {
         self.file
             .sync()
             .map_err(|e| Error::io("fdatasync", path, e))?;
-        dir.rename(&self.temp, &self.name)
+        self.dir
+            .rename(&self.temp, &self.name)
             .map_err(|e| Error::io("rename", path, e))?;
-        dir.sync()
-            .map_err(|e| Error::io("fsync directory", dir.path(), e))?;
+        self.renamed = true;
+        self.dir
+            .sync()
+            .map_err(|e| Error::io("fsync directory", self.dir.path(), e))?;
         Ok(())
+    }
+}
+
+impl Drop for SnapshotWriter {
+    /// An abandoned or failed snapshot leaves no file behind: retries (a checkpoint loop on a
+    /// full disk) would otherwise fill the directory until the next open's recovery.
+    fn drop(&mut self) {
+        if !self.renamed {
+            let _ = self.dir.remove(&self.temp);
+        }
     }
 }
 

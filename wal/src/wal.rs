@@ -55,7 +55,7 @@ impl std::fmt::Debug for Wal {
 
 /// Everything the log's handles, readers and background thread share.
 pub(crate) struct Inner {
-    pub(crate) dir: Box<dyn Dir>,
+    pub(crate) dir: Arc<dyn Dir>,
     pub(crate) options: Options,
     pub(crate) tail: crate::sync::Mutex<Tail<Arc<Segment>>>,
     /// Mirror of the tail's next LSN, for lock-free `last_lsn`.
@@ -394,7 +394,11 @@ impl Wal {
         // that starts later finds the log closed (each checks under its lock). Only then is the
         // directory free for another process.
         let _serial = self.inner.checkpoint_lock.lock();
-        let _tail = self.inner.tail.lock();
+        let tail = self.inner.tail.lock();
+        // Appends reserve under the tail lock but copy outside it: one reserved before this
+        // point may still be writing into a segment, which must end before another process
+        // may own the files. Copies cannot fail; on a poisoned log this returns at once.
+        let _ = self.inner.group.wait_written(tail.next_lsn() - 1);
         let _gate = self.inner.cut_gate.write();
         let _control = self.inner.control.lock();
         self.inner.group.close();
@@ -425,9 +429,9 @@ fn skipped_stretch(lsn: Lsn) -> Error {
     )
 }
 
-fn open_dir(path: &Path, options: &Options) -> Result<Box<dyn Dir>> {
+fn open_dir(path: &Path, options: &Options) -> Result<Arc<dyn Dir>> {
     let mode = match &options.backend {
-        Backend::Simulated(disk) => return Ok(Box::new(disk.dir(path))),
+        Backend::Simulated(disk) => return Ok(Arc::new(disk.dir(path))),
         Backend::Mmap => WriteMode::Map,
         Backend::Pwrite => WriteMode::Pwrite,
         Backend::Staged => WriteMode::Staged,
@@ -449,7 +453,7 @@ fn open_dir(path: &Path, options: &Options) -> Result<Box<dyn Dir>> {
         other => other,
     };
     match dir {
-        Ok(dir) => Ok(Box::new(dir)),
+        Ok(dir) => Ok(Arc::new(dir)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NoLog {
             dir: path.to_path_buf(),
         }),
