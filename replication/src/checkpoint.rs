@@ -55,6 +55,11 @@ pub(crate) struct CheckpointsOut {
 }
 
 impl CheckpointsOut {
+    /// Whether any checkpoint is out.
+    pub(crate) fn any(&self) -> bool {
+        *self.count.lock() > 0
+    }
+
     /// Returns once no checkpoint is out.
     pub(crate) fn wait_none(&self) {
         let mut count = self.count.lock();

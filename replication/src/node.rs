@@ -228,13 +228,14 @@ impl Node {
             ));
         }
         let id = options.config.id;
-        let replica = Replica::open(
+        let mut replica = Replica::open(
             &options.dir,
             options.wal.clone(),
             options.config.clone(),
             options.bootstrap.clone(),
             machine,
         )?;
+        replica.write_own_checkpoints_elsewhere();
         let wal = replica.wal().clone();
         let install_gate = replica.install_gate();
         let shared = Arc::new(Shared {
@@ -684,6 +685,35 @@ fn publish<M: StateMachine>(shared: &Shared, replica: &Replica<M>) {
 }
 
 /// The node's thread: take what arrived, tick, run raft's rounds, publish the status.
+/// Writes a checkpoint the replica started for raft on a thread of its own. A failure (to
+/// start the thread too) is logged and abandons the checkpoint: raft asks for a snapshot again
+/// at its next attempt, and the replica starts another.
+fn write_own_checkpoint(
+    mut pending: PendingCheckpoint,
+    state: Vec<u8>,
+    log: Option<NodeLog>,
+) -> Option<JoinHandle<()>> {
+    let theirs = log.clone();
+    let spawned = std::thread::Builder::new()
+        .name("rwal-checkpoint".into())
+        .spawn(move || {
+            let written = pending.write(&state).and_then(|()| pending.finish());
+            if let (Err(e), Some(log)) = (written, theirs) {
+                log(&format!("the checkpoint raft asked for failed: {e}"));
+            }
+        });
+    match (spawned, log) {
+        (Ok(handle), _) => Some(handle),
+        (Err(e), Some(log)) => {
+            log(&format!(
+                "cannot start a thread for the checkpoint raft asked for: {e}"
+            ));
+            None
+        }
+        (Err(_), None) => None,
+    }
+}
+
 fn run<M: StateMachine, T: Transport>(
     mut replica: Replica<M>,
     shared: Arc<Shared>,
@@ -710,6 +740,8 @@ fn run<M: StateMachine, T: Transport>(
     // A panic (in an engine callback, or in raft-rs on a broken invariant) is caught so that
     // the node fails like on any other error below: callers get `Raft`/`Closed` answers instead
     // of waiting forever for a thread that is gone. Nothing touches the replica afterwards.
+    // Writes the checkpoints raft wants (docs/replication.md section 4.2), one at a time.
+    let mut own_writer: Option<JoinHandle<()>> = None;
     let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<()> {
         loop {
             let (envelopes, requests) = {
@@ -819,8 +851,18 @@ fn run<M: StateMachine, T: Transport>(
                     log(&note);
                 }
             }
+            if let Some((pending, state)) = replica.take_own_checkpoint() {
+                // The previous one is done: the replica starts none while one is out.
+                if let Some(done) = own_writer.take() {
+                    let _ = done.join();
+                }
+                own_writer = write_own_checkpoint(pending, state, log.clone());
+            }
         }
     }));
+    if let Some(writer) = own_writer {
+        let _ = writer.join();
+    }
     // The failure first: a caller that sees `closed` then finds it in the status.
     match outcome {
         Ok(outcome) => {

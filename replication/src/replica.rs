@@ -235,6 +235,10 @@ pub struct Replica<M: StateMachine> {
     install_gate: Arc<RwLock<()>>,
     /// Checkpoints started here whose engine state another thread is writing.
     checkpoints_out: Arc<CheckpointsOut>,
+    /// Whether a checkpoint raft wants (section 4.2 of docs/replication.md) is left in
+    /// `own_checkpoint` for the driver to write on another thread, instead of written here.
+    own_checkpoints_elsewhere: bool,
+    own_checkpoint: Option<(PendingCheckpoint, Vec<u8>)>,
 }
 
 impl<M: StateMachine> std::fmt::Debug for Replica<M> {
@@ -364,6 +368,8 @@ impl<M: StateMachine> Replica<M> {
             read_states: Vec::new(),
             install_gate: Arc::new(RwLock::new(())),
             checkpoints_out: Arc::default(),
+            own_checkpoints_elsewhere: false,
+            own_checkpoint: None,
         })
     }
 
@@ -876,8 +882,16 @@ impl<M: StateMachine> Replica<M> {
     /// raft asks again at its next attempt and finds it.
     fn checkpoint_if_wanted(&mut self) -> Result<()> {
         if self.raw.store().take_snapshot_wanted() && self.raw.raft.state == StateRole::Leader {
+            if self.checkpoints_out.any() {
+                // One is being written (this one's own, or a caller's): raft asks again.
+                return Ok(());
+            }
             let applied = self.applied;
             match self.machine.snapshot() {
+                Ok(state) if self.own_checkpoints_elsewhere => {
+                    let pending = self.start_checkpoint(applied, state.len() as u64)?;
+                    self.own_checkpoint = Some((pending, state));
+                }
                 Ok(state) => self.checkpoint(applied, &state)?,
                 Err(e) => self.note(format!(
                     "{}; no checkpoint written, raft asks again",
@@ -944,6 +958,18 @@ impl<M: StateMachine> Replica<M> {
         let mut pending = PendingCheckpoint::new(writer, &self.checkpoints_out);
         pending.write(&membership)?;
         Ok(pending)
+    }
+
+    /// From now on, a checkpoint raft wants is started here and left for
+    /// [`Replica::take_own_checkpoint`]: the node writes it on another thread, so that a large
+    /// engine state does not stop its heartbeats.
+    pub(crate) fn write_own_checkpoints_elsewhere(&mut self) {
+        self.own_checkpoints_elsewhere = true;
+    }
+
+    /// The checkpoint raft wanted, started, with the engine's state to write into it.
+    pub(crate) fn take_own_checkpoint(&mut self) -> Option<(PendingCheckpoint, Vec<u8>)> {
+        self.own_checkpoint.take()
     }
 
     /// Removes log segments the latest checkpoint and the followers' pins no longer need.
