@@ -29,10 +29,9 @@ pub(crate) struct PendingCheckpoint {
 
 impl PendingCheckpoint {
     pub(crate) fn new(writer: CheckpointWriter, out: &Arc<CheckpointsOut>) -> PendingCheckpoint {
-        *out.count.lock() += 1;
         PendingCheckpoint {
             writer,
-            _out: CheckpointOut(out.clone()),
+            _out: CheckpointOut::count_in(out),
         }
     }
 
@@ -72,6 +71,13 @@ impl CheckpointsOut {
 /// One count in [`CheckpointsOut`], given back on drop.
 #[derive(Debug)]
 struct CheckpointOut(Arc<CheckpointsOut>);
+
+impl CheckpointOut {
+    fn count_in(out: &Arc<CheckpointsOut>) -> CheckpointOut {
+        *out.count.lock() += 1;
+        CheckpointOut(out.clone())
+    }
+}
 
 impl Drop for CheckpointOut {
     fn drop(&mut self) {

@@ -176,6 +176,15 @@ struct Shared {
     pending_envelopes_max: usize,
 }
 
+impl Shared {
+    /// Whether calls are refused with `Closed`: the node is stopping, or its thread stopped.
+    /// Checked under the queue lock (`queue` is its guard): the thread sets `closed` before it
+    /// answers what is queued under that lock, so a request is either answered or refused.
+    fn refuses(&self, queue: &Queue) -> bool {
+        queue.stop || self.closed.load(Ordering::Acquire)
+    }
+}
+
 impl Inbox for Shared {
     fn deliver(&self, batch: Vec<Envelope>) -> bool {
         if self.closed.load(Ordering::Acquire) {
@@ -289,7 +298,7 @@ impl Node {
     fn enqueue_proposal(&self, request: Request) -> Result<()> {
         {
             let mut queue = self.shared.queue.lock();
-            if queue.stop || self.shared.closed.load(Ordering::Acquire) {
+            if self.shared.refuses(&queue) {
                 return Err(Error::Closed);
             }
             if queue.proposals >= self.pending_proposals_max {
@@ -464,7 +473,7 @@ impl Node {
     /// Removes log segments no checkpoint, reader or follower needs, on the caller's thread.
     /// `Closed` once the node's thread stopped: the followers' pins went with it.
     pub fn compact(&self) -> Result<rwal_wal::CompactionReport> {
-        if self.shared.queue.lock().stop || self.shared.closed.load(Ordering::Acquire) {
+        if self.shared.refuses(&self.shared.queue.lock()) {
             return Err(Error::Closed);
         }
         self.wal.compact_now().map_err(Error::from)
@@ -552,10 +561,8 @@ impl Node {
     fn request<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T> {
         let (reply, answer) = sync_channel(1);
         {
-            // Checked under the queue lock: the thread sets `closed` before it answers what
-            // is queued under that lock, so a request is either answered or refused here.
             let mut queue = self.shared.queue.lock();
-            if queue.stop || self.shared.closed.load(Ordering::Acquire) {
+            if self.shared.refuses(&queue) {
                 return Err(Error::Closed);
             }
             queue.requests.push(make(reply));
@@ -684,7 +691,6 @@ fn publish<M: StateMachine>(shared: &Shared, replica: &Replica<M>) {
     shared.waiters.publish(commit_lsn);
 }
 
-/// The node's thread: take what arrived, tick, run raft's rounds, publish the status.
 /// Writes a checkpoint the replica started for raft on a thread of its own. A failure (to
 /// start the thread too) is logged and abandons the checkpoint: raft asks for a snapshot again
 /// at its next attempt, and the replica starts another.
@@ -714,6 +720,7 @@ fn write_own_checkpoint(
     }
 }
 
+/// The node's thread: take what arrived, tick, run raft's rounds, publish the status.
 fn run<M: StateMachine, T: Transport>(
     mut replica: Replica<M>,
     shared: Arc<Shared>,
@@ -737,11 +744,11 @@ fn run<M: StateMachine, T: Transport>(
         prefix.extend_from_slice(&run.to_le_bytes());
         prefix
     };
+    // Writes the checkpoints raft wants (docs/replication.md section 4.2), one at a time.
+    let mut own_writer: Option<JoinHandle<()>> = None;
     // A panic (in an engine callback, or in raft-rs on a broken invariant) is caught so that
     // the node fails like on any other error below: callers get `Raft`/`Closed` answers instead
     // of waiting forever for a thread that is gone. Nothing touches the replica afterwards.
-    // Writes the checkpoints raft wants (docs/replication.md section 4.2), one at a time.
-    let mut own_writer: Option<JoinHandle<()>> = None;
     let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<()> {
         loop {
             let (envelopes, requests) = {
