@@ -356,6 +356,15 @@ impl Cluster {
             body.extend_from_slice(&10_000u32.to_le_bytes());
             body.push(0);
             let (code, reply) = call(self.client_addrs[&id], 2, &body).expect("read");
+            // The node goes on checkpointing and compacting while it is read: a compaction
+            // may overtake the read. The read goes on from the new first retained LSN; the
+            // checker only looks at records from the first LSN it reads after all of this.
+            if code != 0 {
+                if let Some(first) = self.number(id, "first_lsn").filter(|first| *first > from) {
+                    from = first;
+                    continue;
+                }
+            }
             assert_eq!(
                 code,
                 0,
