@@ -13,6 +13,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use io_uring::{opcode, squeue, types, IoUring};
 use parking_lot::Mutex;
@@ -37,8 +38,16 @@ pub enum UringSync {
 /// One ring per log directory, shared by its files; syncs are already serialized per file, and
 /// the group-commit leader is one thread at a time.
 pub(crate) struct Ring {
-    ring: Mutex<IoUring>,
+    state: Mutex<RingState>,
     mode: UringSync,
+}
+
+struct RingState {
+    ring: IoUring,
+    /// Why the ring may no longer be entered, once `io_uring_enter` failed for a reason other
+    /// than a signal or a passing shortage: entries may be left in its submission queue that
+    /// point at buffers their callers have since reused, and a later enter would submit them.
+    broken: Option<String>,
 }
 
 impl Ring {
@@ -51,7 +60,7 @@ impl Ring {
             )
         })?;
         Ok(Ring {
-            ring: Mutex::new(ring),
+            state: Mutex::new(RingState { ring, broken: None }),
             mode,
         })
     }
@@ -64,20 +73,29 @@ impl Ring {
     /// Writes each `(offset, bytes)` at its offset with `O_DIRECT` and, with `durable`, makes
     /// them durable; returns once every operation completed.
     pub fn write(&self, fd: &StdFile, writes: &[(u64, &[u8])], durable: bool) -> io::Result<()> {
-        let mut ring = self.ring.lock();
+        let mut state = self.state.lock();
+        if let Some(reason) = &state.broken {
+            return Err(io::Error::other(format!(
+                "the io_uring is unusable since an earlier failure: {reason}"
+            )));
+        }
         let chunk = (RING_ENTRIES - 1) as usize;
         for (index, batch) in writes.chunks(chunk).enumerate() {
             let last_batch = (index + 1) * chunk >= writes.len();
             let dsync = durable && self.mode == UringSync::DsyncWrites;
             let fsync = durable && last_batch && self.mode == UringSync::LinkedFdatasync;
             let mut expected = Vec::with_capacity(batch.len() + 1);
-            {
-                let mut sq = ring.submission();
+            let pushed = {
+                let mut sq = state.ring.submission();
+                let mut pushed = Ok(());
                 for (i, (offset, bytes)) in batch.iter().enumerate() {
                     debug_assert!(
                         offset % BLOCK_BYTES == 0 && bytes.len() as u64 % BLOCK_BYTES == 0
                     );
-                    let len = u32::try_from(bytes.len()).map_err(io::Error::other)?;
+                    let Ok(len) = u32::try_from(bytes.len()) else {
+                        pushed = Err("an io_uring write of 4 GiB or more");
+                        break;
+                    };
                     let mut entry =
                         opcode::Write::new(types::Fd(fd.as_raw_fd()), bytes.as_ptr(), len)
                             .offset(*offset)
@@ -90,61 +108,152 @@ impl Ring {
                     }
                     expected.push(len as i32);
                     // SAFETY: the buffer lives until the completion is reaped below (the caller
-                    // holds it across this call), and the ring has room (batch < entries).
-                    unsafe { sq.push(&entry) }
-                        .map_err(|_| io::Error::other("io_uring queue full"))?;
+                    // holds it across this call; `reap` returns only once nothing submitted is
+                    // in flight, and a ring whose queue may still hold this entry is marked
+                    // broken and never entered again), and the ring has room (batch < entries).
+                    if unsafe { sq.push(&entry) }.is_err() {
+                        pushed = Err("io_uring submission queue full");
+                        break;
+                    }
                 }
-                if fsync {
+                if fsync && pushed.is_ok() {
                     let entry = opcode::Fsync::new(types::Fd(fd.as_raw_fd()))
                         .flags(types::FsyncFlags::DATASYNC)
                         .build()
                         .user_data(batch.len() as u64);
                     expected.push(0);
                     // SAFETY: the sync references no memory; the ring has room.
-                    unsafe { sq.push(&entry) }
-                        .map_err(|_| io::Error::other("io_uring queue full"))?;
-                }
-            }
-            // Every completion is reaped before returning, even when a signal interrupts the
-            // wait: the kernel may still be reading the caller's buffers, and a completion left
-            // in the ring would be taken for one of the next call's.
-            let mut first_error = None;
-            let mut reaped = 0;
-            while reaped < expected.len() {
-                match ring.submit_and_wait(expected.len() - reaped) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-                for cqe in ring.completion() {
-                    reaped += 1;
-                    let Some(&want) = expected.get(cqe.user_data() as usize) else {
-                        first_error.get_or_insert(io::Error::other(format!(
-                            "io_uring completion for operation {} of {}",
-                            cqe.user_data(),
-                            expected.len()
-                        )));
-                        continue;
-                    };
-                    let got = cqe.result();
-                    if got < 0 {
-                        first_error.get_or_insert(io::Error::from_raw_os_error(-got));
-                    } else if got != want {
-                        first_error.get_or_insert(io::Error::new(
-                            io::ErrorKind::WriteZero,
-                            format!("io_uring write of {want} bytes wrote {got}"),
-                        ));
+                    if unsafe { sq.push(&entry) }.is_err() {
+                        pushed = Err("io_uring submission queue full");
                     }
                 }
+                pushed
+            };
+            if let Err(reason) = pushed {
+                // Entries pushed before the refusal are in the queue: never enter again.
+                state.broken = Some(reason.to_string());
+                return Err(io::Error::other(reason));
             }
-            if let Some(error) = first_error {
-                return Err(error);
+            match reap(&mut state.ring, &expected) {
+                Ok(()) => {}
+                Err(Reaped::OperationFailed(error)) => return Err(error),
+                Err(Reaped::RingFailed(error)) => {
+                    state.broken = Some(error.to_string());
+                    return Err(error);
+                }
             }
         }
         if writes.is_empty() && durable {
             return fdatasync(fd);
         }
         Ok(())
+    }
+}
+
+/// What [`reap`] needs of a ring: the kernel's, or a scripted one in the tests, since a kernel
+/// cannot be made to fail `io_uring_enter` on demand.
+trait Completions {
+    /// Submits what is queued and waits for `want` completions (`io_uring_enter`); returns how
+    /// many entries it submitted.
+    fn submit_and_wait(&mut self, want: usize) -> io::Result<usize>;
+    /// Takes every completion posted so far, as `(user_data, result)`.
+    fn take(&mut self, into: &mut Vec<(u64, i32)>);
+}
+
+impl Completions for IoUring {
+    fn submit_and_wait(&mut self, want: usize) -> io::Result<usize> {
+        IoUring::submit_and_wait(self, want)
+    }
+
+    fn take(&mut self, into: &mut Vec<(u64, i32)>) {
+        into.extend(self.completion().map(|cqe| (cqe.user_data(), cqe.result())));
+    }
+}
+
+/// Why [`reap`] failed.
+#[derive(Debug)]
+enum Reaped {
+    /// An operation failed or wrote short; the ring is clean (every completion was reaped).
+    OperationFailed(io::Error),
+    /// `io_uring_enter` failed: entries may be left unsubmitted in the queue.
+    RingFailed(io::Error),
+}
+
+/// How long a passing shortage (`EAGAIN`, `EBUSY`) of `io_uring_enter` is retried.
+const SHORTAGE_RETRIES: u32 = 1000;
+const SHORTAGE_PAUSE: Duration = Duration::from_millis(1);
+/// How long, after `io_uring_enter` failed, the operations it had submitted are waited for.
+const IN_FLIGHT_WAIT: Duration = Duration::from_secs(30);
+
+/// Submits the queued entries, one per `expected` result (bytes for a write, 0 for a sync),
+/// and returns once every completion is reaped, even when a signal interrupts the wait or
+/// `io_uring_enter` fails: the kernel may still be reading the caller's buffers, and a
+/// completion left in the ring would be taken for one of the next call's.
+fn reap(ring: &mut impl Completions, expected: &[i32]) -> Result<(), Reaped> {
+    let mut first_error = None;
+    let mut submitted = 0;
+    let mut reaped = 0;
+    let mut shortages = 0;
+    let mut taken = Vec::with_capacity(expected.len());
+    while reaped < expected.len() {
+        match ring.submit_and_wait(expected.len() - reaped) {
+            Ok(n) => submitted += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EBUSY))
+                    && shortages < SHORTAGE_RETRIES =>
+            {
+                shortages += 1;
+                std::thread::sleep(SHORTAGE_PAUSE);
+            }
+            Err(e) => {
+                // Completions of what was submitted still arrive without entering the ring.
+                let deadline = Instant::now() + IN_FLIGHT_WAIT;
+                loop {
+                    taken.clear();
+                    ring.take(&mut taken);
+                    reaped += taken.len();
+                    if reaped >= submitted || Instant::now() >= deadline {
+                        break;
+                    }
+                    std::thread::sleep(SHORTAGE_PAUSE);
+                }
+                let unfinished = submitted.saturating_sub(reaped);
+                return Err(Reaped::RingFailed(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "io_uring_enter failed ({e}) with {} of {} operations unsubmitted and \
+                         {unfinished} unfinished",
+                        expected.len().saturating_sub(submitted),
+                        expected.len()
+                    ),
+                )));
+            }
+        }
+        taken.clear();
+        ring.take(&mut taken);
+        for &(user_data, got) in &taken {
+            reaped += 1;
+            let Some(&want) = expected.get(user_data as usize) else {
+                first_error.get_or_insert(io::Error::other(format!(
+                    "io_uring completion for operation {user_data} of {}",
+                    expected.len()
+                )));
+                continue;
+            };
+            if got < 0 {
+                first_error.get_or_insert(io::Error::from_raw_os_error(-got));
+            } else if got != want {
+                first_error.get_or_insert(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    format!("io_uring write of {want} bytes wrote {got}"),
+                ));
+            }
+        }
+    }
+    match first_error {
+        Some(error) => Err(Reaped::OperationFailed(error)),
+        None => Ok(()),
     }
 }
 
@@ -206,4 +315,166 @@ pub(crate) fn read_direct(fd: &StdFile, target: *mut u8, offset: u64, len: u64) 
         done += n as u64;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+
+    /// A ring whose `io_uring_enter` answers from a script: its queued entries move to "in
+    /// flight" when a call submits them and complete when `take` is called, unless completions
+    /// are held back for a few more calls.
+    #[derive(Default)]
+    struct Scripted {
+        /// Answers of the next calls of `submit_and_wait`; past its end, each submits all.
+        script: VecDeque<io::Result<usize>>,
+        queued: VecDeque<(u64, i32)>,
+        in_flight: Vec<(u64, i32)>,
+        /// Calls of `take` that see no completion yet.
+        held_back_takes: usize,
+        enters: usize,
+    }
+
+    impl Scripted {
+        fn queue(results: &[i32]) -> Scripted {
+            Scripted {
+                queued: results
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &r)| (i as u64, r))
+                    .collect(),
+                ..Scripted::default()
+            }
+        }
+
+        fn then(mut self, answer: io::Result<usize>) -> Scripted {
+            self.script.push_back(answer);
+            self
+        }
+    }
+
+    impl Completions for Scripted {
+        fn submit_and_wait(&mut self, _want: usize) -> io::Result<usize> {
+            self.enters += 1;
+            let n = match self.script.pop_front() {
+                Some(Ok(n)) => n.min(self.queued.len()),
+                Some(Err(e)) => return Err(e),
+                None => self.queued.len(),
+            };
+            self.in_flight.extend(self.queued.drain(..n));
+            Ok(n)
+        }
+
+        fn take(&mut self, into: &mut Vec<(u64, i32)>) {
+            if self.held_back_takes > 0 {
+                self.held_back_takes -= 1;
+            } else {
+                into.append(&mut self.in_flight);
+            }
+        }
+    }
+
+    fn os_error(code: i32) -> io::Result<usize> {
+        Err(io::Error::from_raw_os_error(code))
+    }
+
+    #[test]
+    fn signals_and_shortages_are_retried_until_every_operation_completed() {
+        let mut ring = Scripted::queue(&[4096, 4096, 0])
+            .then(os_error(libc::EINTR))
+            .then(os_error(libc::EAGAIN))
+            .then(Ok(1))
+            .then(os_error(libc::EBUSY))
+            .then(os_error(libc::EINTR));
+        reap(&mut ring, &[4096, 4096, 0]).unwrap();
+        assert!(ring.queued.is_empty() && ring.in_flight.is_empty());
+        assert_eq!(ring.enters, 6);
+    }
+
+    #[test]
+    fn a_failed_operation_is_reported_once_every_completion_is_reaped() {
+        let mut ring = Scripted::queue(&[4096, -libc::EIO, 100]).then(Ok(2));
+        match reap(&mut ring, &[4096, 4096, 4096]) {
+            Err(Reaped::OperationFailed(e)) => assert_eq!(e.raw_os_error(), Some(libc::EIO)),
+            other => panic!("expected the EIO of operation 1, got {other:?}"),
+        }
+        assert!(ring.queued.is_empty() && ring.in_flight.is_empty());
+
+        let mut ring = Scripted::queue(&[4096, 100]);
+        match reap(&mut ring, &[4096, 4096]) {
+            Err(Reaped::OperationFailed(e)) => {
+                assert_eq!(e.kind(), io::ErrorKind::WriteZero, "{e}")
+            }
+            other => panic!("expected a short write, got {other:?}"),
+        }
+    }
+
+    /// The kernel may still be reading the buffers of what an enter submitted before a later
+    /// one failed: `reap` must not return before those complete.
+    #[test]
+    fn a_failing_enter_returns_only_once_what_was_submitted_completed() {
+        let mut ring = Scripted::queue(&[4096, 4096, 4096])
+            .then(Ok(2))
+            .then(os_error(libc::EBADF));
+        ring.held_back_takes = 3;
+        match reap(&mut ring, &[4096, 4096, 4096]) {
+            Err(Reaped::RingFailed(e)) => {
+                let message = e.to_string();
+                assert!(
+                    message.contains("1 of 3 operations unsubmitted and 0 unfinished"),
+                    "{message}"
+                );
+            }
+            other => panic!("expected the ring to fail, got {other:?}"),
+        }
+        assert!(
+            ring.in_flight.is_empty(),
+            "returned with operations in flight"
+        );
+        assert_eq!(ring.queued.len(), 1);
+    }
+
+    #[test]
+    fn a_shortage_that_does_not_pass_fails_the_ring() {
+        let mut ring = Scripted::queue(&[4096]);
+        for _ in 0..=SHORTAGE_RETRIES {
+            ring.script.push_back(os_error(libc::EAGAIN));
+        }
+        match reap(&mut ring, &[4096]) {
+            Err(Reaped::RingFailed(e)) => {
+                assert!(e.to_string().contains("os error 11"), "{e}")
+            }
+            other => panic!("expected the ring to fail, got {other:?}"),
+        }
+        assert_eq!(ring.queued.len(), 1, "nothing was submitted");
+    }
+
+    #[test]
+    fn a_broken_ring_is_never_entered_again() {
+        let path = std::env::temp_dir().join(format!("rwal-broken-ring-{}", std::process::id()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let ring = Ring::new(UringSync::DsyncWrites).unwrap();
+        ring.state.lock().broken = Some("io_uring_enter failed (test)".into());
+        let block = vec![7u8; BLOCK_BYTES as usize];
+        let error = ring.write(&file, &[(0, &block)], true).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains("unusable since an earlier failure: io_uring_enter failed (test)"),
+            "{message}"
+        );
+        assert!(ring.state.lock().ring.submission().is_empty());
+        assert_eq!(
+            file.metadata().unwrap().len(),
+            0,
+            "the write reached the file"
+        );
+    }
 }
