@@ -61,6 +61,12 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+    /// A snapshot from the leader replaced this node's log while the checkpoint was being
+    /// written: it no longer describes the log, and nothing of it was kept.
+    CheckpointAbandoned {
+        /// The LSN the checkpoint was for.
+        lsn: Lsn,
+    },
     /// The engine's callback ([`StateMachine`](crate::StateMachine)) reported a failure.
     Engine {
         /// Which callback: `apply`, `restore` or `snapshot`.
@@ -127,6 +133,11 @@ impl fmt::Display for Error {
             Error::Wal(e) => write!(f, "log: {e}"),
             Error::Raft(e) => write!(f, "raft: {e}"),
             Error::BadSnapshot { reason } => write!(f, "bad snapshot: {reason}"),
+            Error::CheckpointAbandoned { lsn } => write!(
+                f,
+                "the checkpoint at LSN {lsn} was abandoned: a snapshot from the leader \
+                 replaced the log under it"
+            ),
             Error::Engine {
                 callback,
                 lsn,

@@ -461,8 +461,10 @@ impl Node {
     /// it. The node's thread only checks `lsn` and starts the snapshot; the state is written
     /// and synced here, on the caller's thread, so that the node goes on exchanging messages
     /// (a leader that stopped heartbeating for longer than the election timeout would lose
-    /// its leadership). A follower that must install a leader's snapshot meanwhile waits for
-    /// this to finish.
+    /// its leadership). A follower that must install a leader's snapshot meanwhile abandons
+    /// the checkpoint, which then fails with [`Error::CheckpointAbandoned`] and leaves nothing
+    /// behind; the install waits for at most 1 MiB of the state to be written, or the final
+    /// sync.
     pub fn checkpoint(&self, lsn: Lsn, engine_state: &[u8]) -> Result<()> {
         let len = engine_state.len() as u64;
         let mut pending = self.request(|reply| Request::StartCheckpoint(lsn, len, reply))?;

@@ -955,7 +955,7 @@ impl<M: StateMachine> Replica<M> {
         let writer = self
             .wal
             .checkpoint_writer(lsn, membership.len() as u64 + engine_bytes)?;
-        let mut pending = PendingCheckpoint::new(writer, &self.checkpoints_out);
+        let mut pending = PendingCheckpoint::new(writer, lsn, &self.checkpoints_out);
         pending.write(&membership)?;
         Ok(pending)
     }
@@ -1086,8 +1086,10 @@ impl<M: StateMachine> Replica<M> {
                 ),
             });
         }
-        // The new log must not be pinned: checkpoints out on other threads finish first.
-        self.checkpoints_out.wait_none();
+        // The new log must not be pinned: checkpoints out on other threads are abandoned (they
+        // would describe the log this replaces) and gone first.
+        self.own_checkpoint = None;
+        self.checkpoints_out.abandon_all();
         self.pins.clear();
         let gate = self.install_gate.clone();
         let _readers_out = gate.write();
