@@ -105,6 +105,44 @@ fn compaction_removes_what_the_checkpoint_covers_and_reads_say_so() {
     }
 }
 
+/// Compaction keeps the epoch of the record before the new first LSN. The last segment it
+/// removes may hold no record: a truncation left a segment of the old, smaller size empty, and
+/// the next record did not fit in it, so it was sealed empty. The epoch must then come from the
+/// record in an earlier segment (before 2026-11-30 it came from the log's first epoch).
+#[test]
+fn compaction_past_an_empty_segment_keeps_the_epoch_of_the_record_before() {
+    const BIG: usize = 1200 << 10; // fits a 2 MiB segment, not a 1 MiB one
+    for t in targets("compact-empty") {
+        let wal = Wal::open(&t.dir, t.options().background_threads(false)).unwrap();
+        wal.set_epoch(3).unwrap();
+        fill(&wal, 10); // records 1..=5 in the first 1 MiB segment, 6..=10 in the second
+        drop(wal);
+        let larger = t.options().segment_bytes(2 << 20).background_threads(false);
+        let wal = Wal::open(&t.dir, larger.clone()).unwrap();
+        let segments = wal.segment_count();
+        wal.truncate_after(5).unwrap();
+        wal.set_epoch(5).unwrap();
+        let lsn = wal.append_durable(&payload(7, BIG)).unwrap();
+        assert_eq!(lsn, 6);
+        assert_eq!(
+            wal.segment_count(),
+            segments + 1,
+            "{}: the record did not fit in the emptied segment",
+            t.name
+        );
+        wal.checkpoint(6, Some(b"s6")).unwrap();
+        let report = wal.compact_now().unwrap();
+        assert_eq!(report.segments_removed, 2, "{}: {report:?}", t.name);
+        assert_eq!(wal.first_lsn(), 6);
+        assert_eq!(wal.epoch_at(5).unwrap(), 3, "{}", t.name);
+        assert_eq!(wal.epoch_at(6).unwrap(), 5);
+        drop(wal);
+        let wal = Wal::open(&t.dir, larger).unwrap();
+        assert_eq!(wal.epoch_at(5).unwrap(), 3, "{} reopened", t.name);
+        assert_eq!(wal.read(6).unwrap(), payload(7, BIG));
+    }
+}
+
 #[test]
 fn readers_and_pins_hold_compaction_and_capped_pins_are_released() {
     let disk = SimDisk::new();
