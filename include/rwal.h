@@ -489,6 +489,12 @@ typedef int32_t rwal_recovery_mode;
  */
 #define RWAL_ERR_REPLICATION -19
 
+/**
+ * The checkpoint was abandoned: the node began installing a leader's snapshot, which replaces
+ * the log the checkpoint described. Nothing of it was kept; the node goes on.
+ */
+#define RWAL_ERR_ABANDONED -20
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -1064,6 +1070,8 @@ rwal_status rwal_node_transfer_leadership(rwal_node *node,
 /**
  * Writes a checkpoint at `lsn` (at most the applied LSN) holding the engine's state as of it
  * (`len` bytes); a follower behind the compacted log is sent it. Blocks; thread-safe.
+ * `RWAL_ERR_ABANDONED` if the node began installing a leader's snapshot meanwhile (the
+ * checkpoint would describe the log it replaces): nothing was kept, and the node goes on.
  *
  * # Safety
  * `node` is live; `state` has `len` readable bytes (NULL if 0).

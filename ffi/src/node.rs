@@ -263,6 +263,7 @@ impl From<Error> for Failure {
             Error::InvalidArgument { .. } => RWAL_ERR_INVALID_ARGUMENT,
             Error::Wal(e) => code(e),
             Error::BadSnapshot { .. } => RWAL_ERR_CORRUPTED,
+            Error::CheckpointAbandoned { .. } => RWAL_ERR_ABANDONED,
             _ => RWAL_ERR_REPLICATION,
         };
         Failure {
@@ -1012,6 +1013,8 @@ pub unsafe extern "C" fn rwal_node_transfer_leadership(
 
 /// Writes a checkpoint at `lsn` (at most the applied LSN) holding the engine's state as of it
 /// (`len` bytes); a follower behind the compacted log is sent it. Blocks; thread-safe.
+/// `RWAL_ERR_ABANDONED` if the node began installing a leader's snapshot meanwhile (the
+/// checkpoint would describe the log it replaces): nothing was kept, and the node goes on.
 ///
 /// # Safety
 /// `node` is live; `state` has `len` readable bytes (NULL if 0).

@@ -54,6 +54,9 @@ pub const RWAL_ERR_SUPERSEDED: rwal_status = -17;
 pub const RWAL_ERR_BUSY: rwal_status = -18;
 /// The consensus layer failed (see `rwal_last_error`); the node stops.
 pub const RWAL_ERR_REPLICATION: rwal_status = -19;
+/// The checkpoint was abandoned: the node began installing a leader's snapshot, which replaces
+/// the log the checkpoint described. Nothing of it was kept; the node goes on.
+pub const RWAL_ERR_ABANDONED: rwal_status = -20;
 
 /// The code of an error.
 pub(crate) fn code(error: &Error) -> rwal_status {
@@ -99,6 +102,7 @@ pub(crate) fn name(status: rwal_status) -> &'static [u8] {
         RWAL_ERR_SUPERSEDED => b"RWAL_ERR_SUPERSEDED\0",
         RWAL_ERR_BUSY => b"RWAL_ERR_BUSY\0",
         RWAL_ERR_REPLICATION => b"RWAL_ERR_REPLICATION\0",
+        RWAL_ERR_ABANDONED => b"RWAL_ERR_ABANDONED\0",
         _ => b"RWAL_UNKNOWN_STATUS\0",
     }
 }

@@ -134,6 +134,11 @@ fn status_names_are_static_and_every_code_has_one() {
         RWAL_ERR_NO_LOG,
         RWAL_ERR_PINNED,
         RWAL_ERR_CLOSED,
+        RWAL_ERR_NOT_LEADER,
+        RWAL_ERR_SUPERSEDED,
+        RWAL_ERR_BUSY,
+        RWAL_ERR_REPLICATION,
+        RWAL_ERR_ABANDONED,
     ] {
         // SAFETY: rwal_status_str returns a static NUL-terminated string.
         let name = unsafe { CStr::from_ptr(rwal_status_str(code)) }

@@ -8,9 +8,10 @@
 //! A checkpoint out holds a pin on the log, and a snapshot install (which replaces the whole log)
 //! is refused while any pin lives. An install therefore abandons the checkpoints out
 //! ([`CheckpointsOut::abandon_all`]): each fails at its next look, which comes after at most
-//! [`WRITE_CHUNK`] bytes of the engine's state or before the final sync, and the install waits
+//! [`WRITE_CHUNK`] bytes of the engine's state or before the finish, and the install waits
 //! until they are gone. Their writers never wait for the replica, so it cannot wait forever,
-//! and it waits for at most one chunk's write or one sync.
+//! and it waits for at most one chunk's write or one checkpoint's finish (its syncs, and the
+//! log's checkpoint lock, which compaction holds too).
 //!
 //! [`Replica::start_checkpoint`]: crate::Replica
 

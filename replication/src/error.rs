@@ -61,8 +61,9 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
-    /// A snapshot from the leader replaced this node's log while the checkpoint was being
-    /// written: it no longer describes the log, and nothing of it was kept.
+    /// The node began installing a snapshot from the leader while the checkpoint was being
+    /// written: the install replaces the log the checkpoint described, so nothing of it was
+    /// kept. The node goes on.
     CheckpointAbandoned {
         /// The LSN the checkpoint was for.
         lsn: Lsn,
@@ -135,8 +136,8 @@ impl fmt::Display for Error {
             Error::BadSnapshot { reason } => write!(f, "bad snapshot: {reason}"),
             Error::CheckpointAbandoned { lsn } => write!(
                 f,
-                "the checkpoint at LSN {lsn} was abandoned: a snapshot from the leader \
-                 replaced the log under it"
+                "the checkpoint at LSN {lsn} was abandoned: this node began installing a \
+                 snapshot from the leader, which replaces the log the checkpoint described"
             ),
             Error::Engine {
                 callback,

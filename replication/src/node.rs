@@ -463,8 +463,8 @@ impl Node {
     /// (a leader that stopped heartbeating for longer than the election timeout would lose
     /// its leadership). A follower that must install a leader's snapshot meanwhile abandons
     /// the checkpoint, which then fails with [`Error::CheckpointAbandoned`] and leaves nothing
-    /// behind; the install waits for at most 1 MiB of the state to be written, or the final
-    /// sync.
+    /// behind; the install waits for at most 1 MiB of the state to be written, or the
+    /// checkpoint's finish (its syncs).
     pub fn checkpoint(&self, lsn: Lsn, engine_state: &[u8]) -> Result<()> {
         let len = engine_state.len() as u64;
         let mut pending = self.request(|reply| Request::StartCheckpoint(lsn, len, reply))?;

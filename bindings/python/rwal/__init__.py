@@ -29,7 +29,7 @@ __all__ = [
     "open", "Log", "Error", "InvalidArgumentError", "IoError", "CorruptedError", "PoisonedError",
     "NoSpaceError", "LockedError", "CompactedError", "NotFoundError", "UnsupportedError",
     "TimeoutError", "PanicError", "NoLogError", "PinnedError", "ClosedError", "NotLeaderError",
-    "SupersededError", "BusyError", "ReplicationError", "Node", "__version__",
+    "SupersededError", "BusyError", "ReplicationError", "AbandonedError", "Node", "__version__",
 ]
 
 __version__: str = ffi.string(lib.rwal_version()).decode()
@@ -126,6 +126,11 @@ class ReplicationError(Error):
     """The consensus layer failed; the node stopped."""
 
 
+class AbandonedError(Error):
+    """A checkpoint was abandoned: the node began installing a leader's snapshot, which replaces
+    the log it described. Nothing of it was kept; the node goes on."""
+
+
 _ERRORS = {
     lib.RWAL_ERR_INVALID_ARGUMENT: InvalidArgumentError,
     lib.RWAL_ERR_IO: IoError,
@@ -145,6 +150,7 @@ _ERRORS = {
     lib.RWAL_ERR_SUPERSEDED: SupersededError,
     lib.RWAL_ERR_BUSY: BusyError,
     lib.RWAL_ERR_REPLICATION: ReplicationError,
+    lib.RWAL_ERR_ABANDONED: AbandonedError,
 }
 
 _BACKENDS = {

@@ -290,7 +290,9 @@ class Node(_Handle):
         return leader[0]
 
     def checkpoint(self, lsn: int, state) -> None:
-        """Writes a checkpoint at `lsn` (at most the applied LSN) with the engine's state."""
+        """Writes a checkpoint at `lsn` (at most the applied LSN) with the engine's state.
+        rwal.AbandonedError if the node began installing a leader's snapshot meanwhile: nothing
+        was kept, and the node goes on."""
         buf = ffi.from_buffer(state)
         self._call(lib.rwal_node_checkpoint, lsn, ffi.cast("const uint8_t *", buf), len(buf))
 

@@ -49,6 +49,18 @@ def test_errors_carry_codes(path):
     assert issubclass(rwal.TimeoutError, rwal.Error)
 
 
+def test_every_status_of_the_header_has_its_exception():
+    from rwal import _ERRORS, lib
+    codes = {name: getattr(lib, name) for name in dir(lib) if name.startswith("RWAL_ERR_")}
+    assert "RWAL_ERR_ABANDONED" in codes
+    for name, code in codes.items():
+        if name == "RWAL_ERR_BUFFER_TOO_SMALL":
+            continue  # the package sizes its buffers: never raised
+        assert code in _ERRORS, f"{name} ({code}) has no exception"
+        assert issubclass(_ERRORS[code], rwal.Error)
+    assert _ERRORS[lib.RWAL_ERR_ABANDONED] is rwal.AbandonedError
+
+
 def test_truncate_and_stats(path):
     with rwal.open(path, segment_size=1 << 20) as log:
         for i in range(10):

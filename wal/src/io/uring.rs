@@ -13,7 +13,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use io_uring::{opcode, squeue, types, IoUring};
 use parking_lot::Mutex;
@@ -85,6 +85,15 @@ impl Ring {
             let dsync = durable && self.mode == UringSync::DsyncWrites;
             let fsync = durable && last_batch && self.mode == UringSync::LinkedFdatasync;
             let mut expected = Vec::with_capacity(batch.len() + 1);
+            for (_, bytes) in batch {
+                let len = u32::try_from(bytes.len()).map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "an io_uring write of 4 GiB or more",
+                    )
+                })?;
+                expected.push(len as i32);
+            }
             let pushed = {
                 let mut sq = state.ring.submission();
                 let mut pushed = Ok(());
@@ -92,10 +101,7 @@ impl Ring {
                     debug_assert!(
                         offset % BLOCK_BYTES == 0 && bytes.len() as u64 % BLOCK_BYTES == 0
                     );
-                    let Ok(len) = u32::try_from(bytes.len()) else {
-                        pushed = Err("an io_uring write of 4 GiB or more");
-                        break;
-                    };
+                    let len = expected[i] as u32;
                     let mut entry =
                         opcode::Write::new(types::Fd(fd.as_raw_fd()), bytes.as_ptr(), len)
                             .offset(*offset)
@@ -106,7 +112,6 @@ impl Ring {
                         // The fdatasync runs only after every write of the batch succeeded.
                         entry = entry.flags(squeue::Flags::IO_LINK);
                     }
-                    expected.push(len as i32);
                     // SAFETY: the buffer lives until the completion is reaped below (the caller
                     // holds it across this call; `reap` returns only once nothing submitted is
                     // in flight, and a ring whose queue may still hold this entry is marked
@@ -156,13 +161,30 @@ trait Completions {
     /// Submits what is queued and waits for `want` completions (`io_uring_enter`); returns how
     /// many entries it submitted.
     fn submit_and_wait(&mut self, want: usize) -> io::Result<usize>;
+    /// Waits for `want` completions without submitting anything (`io_uring_enter` with
+    /// `IORING_ENTER_GETEVENTS` and nothing to submit).
+    fn wait(&mut self, want: usize) -> io::Result<()>;
     /// Takes every completion posted so far, as `(user_data, result)`.
     fn take(&mut self, into: &mut Vec<(u64, i32)>);
 }
 
+/// `IORING_ENTER_GETEVENTS` of the kernel's `io_uring.h` (the crate keeps its copy private).
+const IORING_ENTER_GETEVENTS: u32 = 1;
+
 impl Completions for IoUring {
     fn submit_and_wait(&mut self, want: usize) -> io::Result<usize> {
         IoUring::submit_and_wait(self, want)
+    }
+
+    fn wait(&mut self, want: usize) -> io::Result<()> {
+        let want = u32::try_from(want).unwrap_or(u32::MAX);
+        // SAFETY: no argument is passed, and nothing is submitted: the entries left in the
+        // queue stay unsubmitted.
+        unsafe {
+            self.submitter()
+                .enter::<libc::sigset_t>(0, want, IORING_ENTER_GETEVENTS, None)
+        }
+        .map(|_| ())
     }
 
     fn take(&mut self, into: &mut Vec<(u64, i32)>) {
@@ -182,8 +204,6 @@ enum Reaped {
 /// How long a passing shortage (`EAGAIN`, `EBUSY`) of `io_uring_enter` is retried.
 const SHORTAGE_RETRIES: u32 = 1000;
 const SHORTAGE_PAUSE: Duration = Duration::from_millis(1);
-/// How long, after `io_uring_enter` failed, the operations it had submitted are waited for.
-const IN_FLIGHT_WAIT: Duration = Duration::from_secs(30);
 
 /// Submits the queued entries, one per `expected` result (bytes for a write, 0 for a sync),
 /// and returns once every completion is reaped, even when a signal interrupts the wait or
@@ -207,23 +227,25 @@ fn reap(ring: &mut impl Completions, expected: &[i32]) -> Result<(), Reaped> {
                 std::thread::sleep(SHORTAGE_PAUSE);
             }
             Err(e) => {
-                // Completions of what was submitted still arrive without entering the ring.
-                let deadline = Instant::now() + IN_FLIGHT_WAIT;
-                loop {
+                // What was submitted is waited for without a deadline: returning earlier would
+                // let the kernel read buffers the caller reuses. First with an enter that
+                // submits nothing; if the ring refuses even that, by polling, since this ring
+                // posts completions without being entered (it is set up without deferred
+                // task_work, `IORING_SETUP_DEFER_TASKRUN`).
+                while reaped < submitted {
+                    match ring.wait(submitted - reaped) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => std::thread::sleep(SHORTAGE_PAUSE),
+                    }
                     taken.clear();
                     ring.take(&mut taken);
                     reaped += taken.len();
-                    if reaped >= submitted || Instant::now() >= deadline {
-                        break;
-                    }
-                    std::thread::sleep(SHORTAGE_PAUSE);
                 }
-                let unfinished = submitted.saturating_sub(reaped);
                 return Err(Reaped::RingFailed(io::Error::new(
                     e.kind(),
                     format!(
-                        "io_uring_enter failed ({e}) with {} of {} operations unsubmitted and \
-                         {unfinished} unfinished",
+                        "io_uring_enter failed ({e}); {} of {} operations were never submitted",
                         expected.len().saturating_sub(submitted),
                         expected.len()
                     ),
@@ -335,6 +357,9 @@ mod tests {
         /// Calls of `take` that see no completion yet.
         held_back_takes: usize,
         enters: usize,
+        /// The error every `wait` returns, if any.
+        wait_answer: Option<i32>,
+        waits: usize,
     }
 
     impl Scripted {
@@ -365,6 +390,13 @@ mod tests {
             };
             self.in_flight.extend(self.queued.drain(..n));
             Ok(n)
+        }
+
+        fn wait(&mut self, _want: usize) -> io::Result<()> {
+            self.waits += 1;
+            self.wait_answer
+                .as_ref()
+                .map_or(Ok(()), |&code| Err(io::Error::from_raw_os_error(code)))
         }
 
         fn take(&mut self, into: &mut Vec<(u64, i32)>) {
@@ -415,25 +447,52 @@ mod tests {
     /// one failed: `reap` must not return before those complete.
     #[test]
     fn a_failing_enter_returns_only_once_what_was_submitted_completed() {
-        let mut ring = Scripted::queue(&[4096, 4096, 4096])
-            .then(Ok(2))
-            .then(os_error(libc::EBADF));
-        ring.held_back_takes = 3;
-        match reap(&mut ring, &[4096, 4096, 4096]) {
-            Err(Reaped::RingFailed(e)) => {
-                let message = e.to_string();
-                assert!(
-                    message.contains("1 of 3 operations unsubmitted and 0 unfinished"),
-                    "{message}"
-                );
+        // The waits that submit nothing work, or fail too (then completions are polled).
+        for wait_answer in [None, Some(libc::EBADF)] {
+            let mut ring = Scripted::queue(&[4096, 4096, 4096])
+                .then(Ok(2))
+                .then(os_error(libc::EBADF));
+            ring.held_back_takes = 3;
+            ring.wait_answer = wait_answer;
+            match reap(&mut ring, &[4096, 4096, 4096]) {
+                Err(Reaped::RingFailed(e)) => {
+                    let message = e.to_string();
+                    assert!(
+                        message.contains("1 of 3 operations were never submitted"),
+                        "{message}"
+                    );
+                }
+                other => panic!("expected the ring to fail, got {other:?}"),
             }
-            other => panic!("expected the ring to fail, got {other:?}"),
+            assert!(
+                ring.in_flight.is_empty(),
+                "returned with operations in flight ({wait_answer:?})"
+            );
+            assert_eq!(ring.queued.len(), 1, "the wait submitted the queued entry");
+            assert!(ring.waits >= 1);
         }
-        assert!(
-            ring.in_flight.is_empty(),
-            "returned with operations in flight"
+    }
+
+    /// The kernel ring's `wait` waits for what was submitted and submits nothing more.
+    #[test]
+    fn the_kernel_rings_wait_submits_nothing() {
+        let mut ring = IoUring::new(4).unwrap();
+        let nop = opcode::Nop::new().build().user_data(7);
+        // SAFETY: a no-op references no memory.
+        unsafe { ring.submission().push(&nop) }.unwrap();
+        assert_eq!(ring.submit().unwrap(), 1);
+        let left = opcode::Nop::new().build().user_data(8);
+        // SAFETY: as above.
+        unsafe { ring.submission().push(&left) }.unwrap();
+        Completions::wait(&mut ring, 1).unwrap();
+        let mut taken = Vec::new();
+        ring.take(&mut taken);
+        assert_eq!(taken, vec![(7, 0)]);
+        assert_eq!(
+            ring.submission().len(),
+            1,
+            "the wait submitted the queued entry"
         );
-        assert_eq!(ring.queued.len(), 1);
     }
 
     #[test]
