@@ -235,8 +235,20 @@ fn a_learner_joins_by_snapshot_is_promoted_and_the_leader_removed() {
     let applied = cluster.node(leader).status().applied_lsn;
     let state = common::encode(&cluster.nodes[&leader].1 .0.lock());
     cluster.node(leader).checkpoint(applied, &state).unwrap();
-    let report = cluster.node(leader).compact().unwrap();
-    assert!(report.segments_removed > 0, "{report:?}");
+    // A follower that lags pins the leader's log from its match LSN: compact once both have
+    // caught up (proposals wait for one follower only) and the leader has seen their acks.
+    for id in [1, 2, 3] {
+        cluster.wait_applied(id, applied);
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let report = cluster.node(leader).compact().unwrap();
+        if report.segments_removed > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{report:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     // The checkpoint predates the learner: the leader asks its engine for a new snapshot, and
     // the first two attempts fail. Nothing is written for them (an empty checkpoint would seed
     // the learner with nothing: the state comparison below would fail); raft asks again.
