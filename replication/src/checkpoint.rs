@@ -30,7 +30,9 @@ pub(crate) const WRITE_CHUNK: usize = 1 << 20;
 pub(crate) struct PendingCheckpoint {
     writer: CheckpointWriter,
     lsn: Lsn,
-    /// Counted in [`CheckpointsOut`] until this goes, finished or not.
+    /// Counted in [`CheckpointsOut`] until this goes, finished or not. Declared after `writer`:
+    /// fields drop in order, so the pin and the temporary file are gone before an install
+    /// waiting in [`CheckpointsOut::abandon_all`] sees the count fall.
     out: CheckpointOut,
 }
 
@@ -64,7 +66,7 @@ impl PendingCheckpoint {
     }
 
     fn go_on(&self) -> Result<()> {
-        if self.out.0.state.lock().abandoning {
+        if self.out.0.abandoning() {
             return Err(Error::CheckpointAbandoned { lsn: self.lsn });
         }
         Ok(())
@@ -102,7 +104,7 @@ impl CheckpointsOut {
         state.abandoning = false;
     }
 
-    #[cfg(test)]
+    /// Whether an install is abandoning the checkpoints out.
     fn abandoning(&self) -> bool {
         self.state.lock().abandoning
     }

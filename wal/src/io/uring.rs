@@ -85,60 +85,41 @@ impl Ring {
             let dsync = durable && self.mode == UringSync::DsyncWrites;
             let fsync = durable && last_batch && self.mode == UringSync::LinkedFdatasync;
             let mut expected = Vec::with_capacity(batch.len() + 1);
-            for (_, bytes) in batch {
+            let mut entries = Vec::with_capacity(batch.len() + 1);
+            for (i, (offset, bytes)) in batch.iter().enumerate() {
+                debug_assert!(offset % BLOCK_BYTES == 0 && bytes.len() as u64 % BLOCK_BYTES == 0);
                 let len = u32::try_from(bytes.len()).map_err(|_| {
                     io::Error::new(
                         io::ErrorKind::InvalidInput,
                         "an io_uring write of 4 GiB or more",
                     )
                 })?;
+                let mut entry = opcode::Write::new(types::Fd(fd.as_raw_fd()), bytes.as_ptr(), len)
+                    .offset(*offset)
+                    .rw_flags(if dsync { libc::RWF_DSYNC } else { 0 })
+                    .build()
+                    .user_data(i as u64);
+                if fsync {
+                    // The fdatasync runs only after every write of the batch succeeded.
+                    entry = entry.flags(squeue::Flags::IO_LINK);
+                }
                 expected.push(len as i32);
+                entries.push(entry);
             }
-            let pushed = {
-                let mut sq = state.ring.submission();
-                let mut pushed = Ok(());
-                for (i, (offset, bytes)) in batch.iter().enumerate() {
-                    debug_assert!(
-                        offset % BLOCK_BYTES == 0 && bytes.len() as u64 % BLOCK_BYTES == 0
-                    );
-                    let len = expected[i] as u32;
-                    let mut entry =
-                        opcode::Write::new(types::Fd(fd.as_raw_fd()), bytes.as_ptr(), len)
-                            .offset(*offset)
-                            .rw_flags(if dsync { libc::RWF_DSYNC } else { 0 })
-                            .build()
-                            .user_data(i as u64);
-                    if fsync {
-                        // The fdatasync runs only after every write of the batch succeeded.
-                        entry = entry.flags(squeue::Flags::IO_LINK);
-                    }
-                    // SAFETY: the buffer lives until the completion is reaped below (the caller
-                    // holds it across this call; `reap` returns only once nothing submitted is
-                    // in flight, and a ring whose queue may still hold this entry is marked
-                    // broken and never entered again), and the ring has room (batch < entries).
-                    if unsafe { sq.push(&entry) }.is_err() {
-                        pushed = Err("io_uring submission queue full");
-                        break;
-                    }
-                }
-                if fsync && pushed.is_ok() {
-                    let entry = opcode::Fsync::new(types::Fd(fd.as_raw_fd()))
-                        .flags(types::FsyncFlags::DATASYNC)
-                        .build()
-                        .user_data(batch.len() as u64);
-                    expected.push(0);
-                    // SAFETY: the sync references no memory; the ring has room.
-                    if unsafe { sq.push(&entry) }.is_err() {
-                        pushed = Err("io_uring submission queue full");
-                    }
-                }
-                pushed
-            };
-            if let Err(reason) = pushed {
-                // Entries pushed before the refusal are in the queue: never enter again.
-                state.broken = Some(reason.to_string());
-                return Err(io::Error::other(reason));
+            if fsync {
+                let entry = opcode::Fsync::new(types::Fd(fd.as_raw_fd()))
+                    .flags(types::FsyncFlags::DATASYNC)
+                    .build()
+                    .user_data(batch.len() as u64);
+                expected.push(0);
+                entries.push(entry);
             }
+            // SAFETY: the buffers live until their completions are reaped below (the caller
+            // holds them across this call; `reap` returns only once nothing submitted is in
+            // flight, and a ring whose queue may still hold these entries is marked broken and
+            // never entered again); the sync references no memory. All or none are queued.
+            unsafe { state.ring.submission().push_multiple(&entries) }
+                .map_err(|_| io::Error::other("io_uring submission queue full"))?;
             match reap(&mut state.ring, &expected) {
                 Ok(()) => {}
                 Err(Reaped::OperationFailed(error)) => return Err(error),
