@@ -22,6 +22,7 @@ mod commit_waiters;
 mod error;
 pub mod net;
 mod node;
+mod outbox;
 mod replica;
 mod snapshot_stream;
 mod storage;

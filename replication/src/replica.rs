@@ -21,6 +21,7 @@ use rwal_wal::{Lsn, Options, Pin, RecoveryMode, Wal};
 use crate::checkpoint::{CheckpointsOut, PendingCheckpoint};
 use crate::codec;
 use crate::error::{Error, Result};
+use crate::outbox::Outbox;
 use crate::snapshot_stream::{Incoming, Outgoing};
 use crate::storage::{self, WalStorage};
 use crate::transport::Envelope;
@@ -203,7 +204,7 @@ pub struct Replica<M: StateMachine> {
     machine: M,
     config: Config,
     wal: Arc<Wal>,
-    outbox: Vec<Envelope>,
+    outbox: Outbox,
     pending: Option<Pending>,
     /// Why a round failed: raft's state and the log's may then disagree (a `Ready` taken and
     /// not advanced, entries applied in part), so every later round and proposal is refused.
@@ -348,7 +349,7 @@ impl<M: StateMachine> Replica<M> {
             machine,
             config,
             wal,
-            outbox: Vec::new(),
+            outbox: Outbox::default(),
             pending: None,
             failed: None,
             applied: commit,
@@ -726,7 +727,7 @@ impl<M: StateMachine> Replica<M> {
 
     /// Everything to send since the last call.
     pub fn take_messages(&mut self) -> Vec<Envelope> {
-        std::mem::take(&mut self.outbox)
+        self.outbox.take()
     }
 
     /// Whether `handle_ready` has work to do.
@@ -997,7 +998,8 @@ impl<M: StateMachine> Replica<M> {
             if message.get_msg_type() == MessageType::MsgSnapshot {
                 self.start_snapshot_stream(message);
             } else {
-                self.outbox.push(Envelope::Raft(message));
+                self.outbox
+                    .push_raft(message, self.config.max_bytes_per_message);
             }
         }
     }

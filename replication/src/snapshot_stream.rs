@@ -10,6 +10,7 @@ use std::io::Read as _;
 use raft::eraftpb::Message;
 use rwal_wal::{Lsn, SnapshotReader};
 
+use crate::outbox::Outbox;
 use crate::transport::{Envelope, SnapshotChunk};
 use crate::NodeId;
 
@@ -49,7 +50,7 @@ impl Outgoing {
         chunks: usize,
         chunk_bytes: usize,
         tick: u64,
-        out: &mut Vec<Envelope>,
+        out: &mut Outbox,
     ) -> std::io::Result<()> {
         let total = self.reader.len();
         let mut sent_now = 0;
