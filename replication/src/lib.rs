@@ -23,6 +23,7 @@ mod error;
 pub mod net;
 mod node;
 mod outbox;
+mod persister;
 mod replica;
 mod snapshot_stream;
 mod storage;

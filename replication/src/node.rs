@@ -18,6 +18,7 @@ use rwal_wal::{Lsn, Options, RecordKind, Wal};
 use crate::checkpoint::PendingCheckpoint;
 use crate::commit_waiters::CommitWaiters;
 use crate::error::{Error, Result};
+use crate::persister::Persister;
 use crate::replica::{Bootstrap, Config, MembershipChange, Replica, Role, StateMachine};
 use crate::transport::{Envelope, Inbox, Transport};
 use crate::{ConfState, NodeId};
@@ -162,6 +163,8 @@ struct Queue {
     requests: Vec<Request>,
     proposals: usize,
     stop: bool,
+    /// The persister finished a sync (or failed).
+    synced: bool,
     dropped_envelopes: u64,
 }
 
@@ -245,6 +248,7 @@ impl Node {
             machine,
         )?;
         replica.write_own_checkpoints_elsewhere();
+        replica.persist_in_background(true);
         let wal = replica.wal().clone();
         let install_gate = replica.install_gate();
         let shared = Arc::new(Shared {
@@ -748,6 +752,23 @@ fn run<M: StateMachine, T: Transport>(
     };
     // Writes the checkpoints raft wants (docs/replication.md section 4.2), one at a time.
     let mut own_writer: Option<JoinHandle<()>> = None;
+    let persister = {
+        let shared = shared.clone();
+        Persister::start(replica.id(), replica.wal().clone(), move || {
+            shared.queue.lock().synced = true;
+            shared.queue_cond.notify_one();
+        })
+    };
+    let persister = match persister {
+        Ok(persister) => persister,
+        Err(e) => {
+            shared.status.lock().failure = Some(e.to_string());
+            shared.closed.store(true, Ordering::Release);
+            shared.status_cond.notify_all();
+            shared.waiters.stop();
+            return;
+        }
+    };
     // A panic (in an engine callback, or in raft-rs on a broken invariant) is caught so that
     // the node fails like on any other error below: callers get `Raft`/`Closed` answers instead
     // of waiting forever for a thread that is gone. Nothing touches the replica afterwards.
@@ -755,7 +776,11 @@ fn run<M: StateMachine, T: Transport>(
         loop {
             let (envelopes, requests) = {
                 let mut queue = shared.queue.lock();
-                while !queue.stop && queue.envelopes.is_empty() && queue.requests.is_empty() {
+                while !queue.stop
+                    && !queue.synced
+                    && queue.envelopes.is_empty()
+                    && queue.requests.is_empty()
+                {
                     if shared
                         .queue_cond
                         .wait_until(&mut queue, next_tick)
@@ -768,11 +793,21 @@ fn run<M: StateMachine, T: Transport>(
                     return Ok(());
                 }
                 queue.proposals = 0;
+                queue.synced = false;
                 (
                     std::mem::take(&mut queue.envelopes),
                     std::mem::take(&mut queue.requests),
                 )
             };
+            if let Some(failure) = persister.failure() {
+                return Err(Error::Raft(format!("syncing the log failed: {failure}")));
+            }
+            // Acknowledgements that waited for a sync leave first.
+            replica.note_durable();
+            let acknowledgements = replica.take_messages();
+            if !acknowledgements.is_empty() {
+                transport.send(acknowledgements);
+            }
             for envelope in envelopes {
                 replica.step(envelope);
             }
@@ -807,21 +842,47 @@ fn run<M: StateMachine, T: Transport>(
                 replica.tick_with_snapshot_room(&|to| transport.snapshot_room(to));
                 next_tick = (next_tick + interval).max(now);
             }
-            while replica.handle_ready()? {
-                // Entries this round committed are applied: their waiters need not wait for
-                // the sync of the entries appended with them, nor for the writes below.
-                let messages = replica.take_messages();
-                if replica.commit_lsn() > shared.waiters.published() {
-                    publish(&shared, &replica);
+            loop {
+                while replica.handle_ready()? {
+                    // Entries this round committed are applied: their waiters need not wait
+                    // for the sync of the entries appended with them, nor for the writes below.
+                    let messages = replica.take_messages();
+                    if replica.commit_lsn() > shared.waiters.published() {
+                        publish(&shared, &replica);
+                    }
+                    // The leader's appends leave before its own sync: followers persist in
+                    // parallel.
+                    transport.send(messages);
+                    // A round done in full (a vote, a snapshot, a cut): a follower's
+                    // acknowledgements leave as soon as what they acknowledge is durable,
+                    // before raft's bookkeeping and the entries this sync committed.
+                    replica.finish_sync()?;
+                    transport.send(replica.take_messages());
+                    replica.finish_ready()?;
+                    transport.send(replica.take_messages());
                 }
-                // The leader's appends leave before its own sync: followers persist in parallel.
-                transport.send(messages);
-                // A follower's acknowledgements leave as soon as what they acknowledge is
-                // durable, before raft's bookkeeping and the entries this sync committed.
-                replica.finish_sync()?;
-                transport.send(replica.take_messages());
-                replica.finish_ready()?;
-                transport.send(replica.take_messages());
+                // The rounds' entries are appended, not yet durable (section 3.3 of
+                // docs/replication.md).
+                let Some(lsn) = replica.unpersisted_lsn() else {
+                    break;
+                };
+                let idle = {
+                    let queue = shared.queue.lock();
+                    queue.envelopes.is_empty() && queue.requests.is_empty()
+                };
+                // Nothing else to do now, and (on a follower) the leader waits for this
+                // acknowledgement or (on a leader) no earlier round waits for its commit,
+                // whose acknowledgements the thread could step meanwhile: then a hand-off to
+                // the persister and back would only delay the sync's result.
+                let alone = replica.role() != Role::Leader
+                    || replica.commit_lsn() >= replica.wal().durable_lsn();
+                if idle && alone {
+                    replica.persist_now()?;
+                    transport.send(replica.take_messages());
+                    continue;
+                }
+                persister.want(lsn);
+                break;
             }
             let rest = replica.take_messages();
             if !rest.is_empty() {

@@ -6,7 +6,7 @@
 //! How each step of raft's `Ready` maps to a WAL call, and why that order is safe, is in
 //! `docs/replication.md` ("The Ready protocol").
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -198,6 +198,16 @@ struct Pending {
     synced: bool,
 }
 
+/// A round handled in the background mode whose entries are not known durable yet.
+struct Unpersisted {
+    /// raft-rs's number of the round's `Ready`.
+    number: u64,
+    /// The log must be durable through this LSN (the last appended when the round ran).
+    lsn: Lsn,
+    /// What may only leave once it is (acknowledgements, a follower's answers).
+    messages: Vec<Message>,
+}
+
 /// One node of the replicated log, stepped by its caller.
 pub struct Replica<M: StateMachine> {
     raw: RawNode<WalStorage>,
@@ -206,6 +216,10 @@ pub struct Replica<M: StateMachine> {
     wal: Arc<Wal>,
     outbox: Outbox,
     pending: Option<Pending>,
+    /// Whether rounds leave the sync of their entries to the caller (`persist_in_background`).
+    background_persist: bool,
+    /// Rounds handled in the background mode and not yet durable, oldest first.
+    unpersisted: VecDeque<Unpersisted>,
     /// Why a round failed: raft's state and the log's may then disagree (a `Ready` taken and
     /// not advanced, entries applied in part), so every later round and proposal is refused.
     failed: Option<String>,
@@ -351,6 +365,8 @@ impl<M: StateMachine> Replica<M> {
             wal,
             outbox: Outbox::default(),
             pending: None,
+            background_persist: false,
+            unpersisted: VecDeque::new(),
             failed: None,
             applied: commit,
             stored,
@@ -772,6 +788,12 @@ impl<M: StateMachine> Replica<M> {
         if !self.raw.has_ready() {
             return Ok(false);
         }
+        let background = self.background_persist && !self.needs_foreground_round();
+        if !background && !self.unpersisted.is_empty() {
+            // A round done in full must not overtake the ones still syncing (raft-rs takes its
+            // `advance` as persisting every earlier round), nor cut entries they are syncing.
+            self.persist_now_once()?;
+        }
         let mut ready = self.raw.ready();
         if let Some(ss) = ready.ss() {
             let leader = (ss.leader_id != 0).then_some(ss.leader_id);
@@ -805,6 +827,26 @@ impl<M: StateMachine> Replica<M> {
         let term_or_vote_changed = ready
             .hs()
             .is_some_and(|hs| hs.term != self.stored.term || hs.vote != self.stored.vote);
+        if background {
+            debug_assert!(!term_or_vote_changed && ready.snapshot().is_empty());
+            if let Some(hs) = ready.hs() {
+                self.raw.mut_store().set_hard_state(hs.clone());
+            }
+            let mut messages = ready.take_persisted_messages();
+            if self.ack_before_persist {
+                self.queue_messages(std::mem::take(&mut messages));
+            }
+            let number = ready.number();
+            self.raw.advance_append_async(ready);
+            self.unpersisted.push_back(Unpersisted {
+                number,
+                lsn: self.wal.last_lsn(),
+                messages,
+            });
+            self.after_round()?;
+            self.note_durable_once();
+            return Ok(true);
+        }
         if self.ack_before_persist {
             // Deliberately wrong, for the test of the checker: acknowledgements leave before
             // the entries and the vote they depend on are durable.
@@ -850,6 +892,7 @@ impl<M: StateMachine> Replica<M> {
         let persisted = pending.ready.take_persisted_messages();
         pending.synced = true;
         self.raw.store().sync()?;
+        self.raw.mut_store().forget_durable();
         if let Some(hs) = hs {
             self.raw.mut_store().set_hard_state(hs.clone());
             if term_or_vote_changed {
@@ -869,6 +912,13 @@ impl<M: StateMachine> Replica<M> {
         self.queue_messages(messages);
         let committed = light.take_committed_entries();
         self.apply_entries(committed)?;
+        self.after_round()
+    }
+
+    /// The bookkeeping after every round: raft learns what is applied, the commit is stored
+    /// now and then, pins follow the followers, snapshot failures are reported, and a
+    /// checkpoint raft wants is started.
+    fn after_round(&mut self) -> Result<()> {
         self.raw.advance_apply_to(self.applied);
         if self.applied >= self.stored.commit + self.config.commit_store_interval {
             self.store_hard_state(self.raw.raft.term, self.raw.raft.vote, None)?;
@@ -901,6 +951,79 @@ impl<M: StateMachine> Replica<M> {
             }
         }
         Ok(())
+    }
+
+    /// Switches the background persistence mode (docs/replication.md section 3.3). In it,
+    /// [`handle_ready`](Replica::handle_ready) completes an ordinary round at once (no
+    /// `finish_ready`) and leaves its entries appended but not synced; the messages that
+    /// depend on them wait. The caller makes the log durable through
+    /// [`unpersisted_lsn`](Replica::unpersisted_lsn) (on any thread: `Wal::commit`), then
+    /// calls [`note_durable`](Replica::note_durable). Rounds that change the term or the vote,
+    /// install a snapshot or cut the log are still done in full, after syncing whatever
+    /// earlier rounds left.
+    pub fn persist_in_background(&mut self, on: bool) {
+        self.background_persist = on;
+    }
+
+    /// The LSN the log must be durable through for every round handled so far to be
+    /// persisted; `None` when they are.
+    pub fn unpersisted_lsn(&self) -> Option<Lsn> {
+        self.unpersisted.back().map(|u| u.lsn)
+    }
+
+    /// Tells raft about the rounds the log's durable LSN now covers, and queues the messages
+    /// that waited for them.
+    pub fn note_durable(&mut self) {
+        if self.failed.is_none() && self.pending.is_none() {
+            self.note_durable_once();
+        }
+    }
+
+    /// Syncs every appended entry here and now, then [`note_durable`](Replica::note_durable).
+    /// After an error the replica refuses every later round (it must be opened again).
+    pub fn persist_now(&mut self) -> Result<()> {
+        self.refuse_if_failed()?;
+        if self.pending.is_some() {
+            return Ok(());
+        }
+        let outcome = self.persist_now_once();
+        self.note_failure(outcome)
+    }
+
+    fn persist_now_once(&mut self) -> Result<()> {
+        self.raw.store().sync()?;
+        self.note_durable_once();
+        Ok(())
+    }
+
+    fn note_durable_once(&mut self) {
+        let durable = self.wal.durable_lsn();
+        let mut persisted = None;
+        while self.unpersisted.front().is_some_and(|u| u.lsn <= durable) {
+            let round = self.unpersisted.pop_front().expect("checked");
+            self.queue_messages(round.messages);
+            persisted = Some(round.number);
+        }
+        if let Some(number) = persisted {
+            self.raw.on_persist_ready(number);
+        }
+        self.raw.mut_store().forget_durable();
+    }
+
+    /// Whether the next round must be done in full even in the background mode: it makes a
+    /// term or vote durable, installs a snapshot, or cuts a divergent suffix of the log.
+    fn needs_foreground_round(&self) -> bool {
+        let raft = &self.raw.raft;
+        let hs = raft.hard_state();
+        let cuts = raft
+            .raft_log
+            .unstable_entries()
+            .first()
+            .is_some_and(|e| e.index <= self.wal.last_lsn());
+        hs.term != self.stored.term
+            || hs.vote != self.stored.vote
+            || self.raw.snap().is_some_and(|s| !s.is_empty())
+            || cuts
     }
 
     /// Runs `handle_ready` and `finish_ready` until raft has nothing more.

@@ -1,6 +1,7 @@
 //! raft-rs's `Storage` over rwal-wal: entries are WAL records (LSN = index, epoch = term), the
 //! hard state and membership live in the control file, snapshots are WAL checkpoints.
 
+use std::collections::VecDeque;
 use std::io::Read as _;
 use std::sync::Arc;
 
@@ -27,6 +28,10 @@ pub(crate) struct WalStorage {
     /// Set when raft asked for a snapshot that no checkpoint can serve (there is none, or the
     /// follower is not in its membership): the replica then asks the engine for a new one.
     snapshot_wanted: std::cell::Cell<bool>,
+    /// Entries appended and not yet known durable, oldest first: raft reads them back (to send
+    /// them to a follower) once told they are stable, and a reader of the log sees durable
+    /// records only. Dropped once durable (`forget_durable`).
+    recent: VecDeque<Entry>,
 }
 
 impl WalStorage {
@@ -88,6 +93,7 @@ impl WalStorage {
             hard_state,
             conf_state,
             snapshot_wanted: std::cell::Cell::new(false),
+            recent: VecDeque::new(),
         })
     }
 
@@ -105,6 +111,7 @@ impl WalStorage {
         if first.index <= last {
             self.wal.truncate_after(first.index - 1)?;
             self.runs.retain(|run| run.0 < first.index);
+            self.recent.retain(|entry| entry.index < first.index);
         } else if first.index != last + 1 {
             return Err(Error::Raft(format!(
                 "entries start at {} but the log ends at {last}",
@@ -139,7 +146,16 @@ impl WalStorage {
             }
             at = end;
         }
+        self.recent.extend(entries.iter().cloned());
         Ok(())
+    }
+
+    /// Forgets the copies of entries that are durable now (the log serves them).
+    pub(crate) fn forget_durable(&mut self) {
+        let durable = self.wal.durable_lsn();
+        while self.recent.front().is_some_and(|e| e.index <= durable) {
+            self.recent.pop_front();
+        }
     }
 
     /// Makes every appended entry durable (group commit).
@@ -166,6 +182,7 @@ impl WalStorage {
     pub(crate) fn install_snapshot(&mut self, meta: &SnapshotMetadata, blob: &[u8]) -> Result<()> {
         self.wal.reset_to_snapshot(meta.index, meta.term, blob)?;
         self.runs.clear();
+        self.recent.clear();
         self.conf_state = meta.get_conf_state().clone();
         self.hard_state.commit = meta.index;
         self.hard_state.term = self.hard_state.term.max(meta.term);
@@ -180,6 +197,33 @@ impl WalStorage {
             .partition_point(|run| run.0 <= first)
             .saturating_sub(1);
         self.runs.drain(..keep_from);
+    }
+
+    /// Reads entries `low..high` from the log (every one durable) into `entries`, stopping
+    /// past `max_size` bytes in all (`size` counts what `entries` holds), but never before
+    /// the first entry.
+    fn read_durable(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: u64,
+        size: &mut u64,
+        entries: &mut Vec<Entry>,
+    ) -> raft::Result<()> {
+        let mut reader = self.wal.reader(low).map_err(Self::store_error)?;
+        while reader.next_lsn() < high {
+            let Some(record) = reader.next().map_err(Self::store_error)? else {
+                return Err(raft::Error::Store(StorageError::Unavailable));
+            };
+            let entry = codec::entry_of(record.lsn, record.epoch, record.kind, record.data)
+                .map_err(Self::store_error)?;
+            *size += codec::entry_size(&entry);
+            if !entries.is_empty() && *size > max_size {
+                break;
+            }
+            entries.push(entry);
+        }
+        Ok(())
     }
 
     fn store_error(e: impl Into<Error>) -> raft::Error {
@@ -244,19 +288,26 @@ impl raft::Storage for WalStorage {
         if low >= high {
             return Ok(entries);
         }
-        let mut reader = self.wal.reader(low).map_err(Self::store_error)?;
+        // Below the oldest copy kept, the log has every entry durable.
+        let from_log_below = self
+            .recent
+            .front()
+            .map_or(high, |e| e.index.max(low))
+            .min(high);
         let mut size = 0u64;
-        while reader.next_lsn() < high {
-            let Some(record) = reader.next().map_err(Self::store_error)? else {
-                return Err(raft::Error::Store(StorageError::Unavailable));
-            };
-            let entry = codec::entry_of(record.lsn, record.epoch, record.kind, record.data)
-                .map_err(Self::store_error)?;
-            size += codec::entry_size(&entry);
+        if low < from_log_below {
+            self.read_durable(low, from_log_below, max_size, &mut size, &mut entries)?;
+            if entries.len() as u64 != from_log_below - low {
+                return Ok(entries);
+            }
+        }
+        let copies = self.recent.iter().skip_while(|e| e.index < from_log_below);
+        for entry in copies.take_while(|e| e.index < high) {
+            size += codec::entry_size(entry);
             if !entries.is_empty() && size > max_size {
                 break;
             }
-            entries.push(entry);
+            entries.push(entry.clone());
         }
         Ok(entries)
     }

@@ -42,7 +42,10 @@ fn seeded_runs_keep_every_invariant() {
     let mut failures = Vec::new();
     let seeds = seeds();
     for &seed in &seeds {
-        match run(Scenario::from_seed(seed)) {
+        let mut scenario = Scenario::from_seed(seed);
+        // Half the seeds run the replicas as `Node` does.
+        scenario.background_persist = seed % 2 == 1;
+        match run(scenario) {
             Ok(stats) => {
                 total.proposals += stats.proposals;
                 total.acknowledged += stats.acknowledged;
@@ -59,6 +62,7 @@ fn seeded_runs_keep_every_invariant() {
                 total.snapshots_installed += stats.snapshots_installed;
                 total.membership_changes += stats.membership_changes;
                 total.leaders += stats.leaders;
+                total.background_syncs += stats.background_syncs;
             }
             Err(e) => {
                 eprintln!("{e}\n  replay: RWAL_REPL_SEED={seed} cargo test -p rwal-replication --test simulation");
@@ -75,6 +79,7 @@ fn seeded_runs_keep_every_invariant() {
         assert!(total.pauses > 0 && total.segments_compacted > 0);
         assert!(total.snapshots_installed > 0 && total.membership_changes > 0);
         assert!(total.superseded > 0 && total.leaders > seeds.len() as u64);
+        assert!(total.background_syncs > seeds.len() as u64);
     }
 }
 
@@ -83,9 +88,21 @@ fn seeded_runs_keep_every_invariant() {
 /// leaders in a term, or diverging logs) in some seed.
 #[test]
 fn checker_catches_acknowledging_before_persisting() {
+    checker_catches_broken_replicas(false);
+}
+
+/// The same in the background persistence mode, where a round's acknowledgements wait for a
+/// sync that comes at some later step.
+#[test]
+fn checker_catches_acknowledging_before_persisting_in_the_background() {
+    checker_catches_broken_replicas(true);
+}
+
+fn checker_catches_broken_replicas(background_persist: bool) {
     let mut caught = Vec::new();
     for seed in 0..60 {
         let mut scenario = Scenario::from_seed(seed);
+        scenario.background_persist = background_persist;
         scenario.ack_before_persist = true;
         scenario.crashes = true;
         scenario.crash_mid_round_one_in = 4;

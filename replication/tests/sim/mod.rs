@@ -33,6 +33,9 @@ pub struct Scenario {
     pub crash_mid_round_one_in: u64,
     /// Deliberately broken replicas (acknowledge before persisting), for the checker's test.
     pub ack_before_persist: bool,
+    /// Replicas in the background persistence mode (what `Node` runs): rounds complete
+    /// unsynced, and the simulator syncs each node's log at random later steps.
+    pub background_persist: bool,
 }
 
 impl Scenario {
@@ -53,6 +56,7 @@ impl Scenario {
             membership: rng.one_in(2),
             crash_mid_round_one_in: 40,
             ack_before_persist: false,
+            background_persist: false,
         }
     }
 }
@@ -199,6 +203,8 @@ pub struct Stats {
     pub snapshots_installed: u64,
     pub membership_changes: u64,
     pub leaders: u64,
+    /// Syncs of the background mode's simulated persister that made some round durable.
+    pub background_syncs: u64,
     pub final_commit: Lsn,
 }
 
@@ -312,6 +318,7 @@ impl Sim {
         )
         .map_err(|e| format!("node {} does not reopen: {e}", node.id))?;
         replica.break_ack_before_persist(self.scenario.ack_before_persist);
+        replica.persist_in_background(self.scenario.background_persist);
         node.last_commit = replica.commit_lsn();
         node.replica = Some(replica);
         node.incarnation += 1;
@@ -397,27 +404,51 @@ impl Sim {
                 continue;
             }
             let id = self.nodes[i].id;
-            while let Some(replica) = self.nodes[i].replica.as_mut() {
-                let worked = replica
-                    .handle_ready()
-                    .map_err(|e| format!("node {id}: handle_ready: {e}"))?;
-                if !worked {
+            self.rounds(i, id, crash_mid_round)?;
+            // The background mode's persister: the log becomes durable at some later step
+            // (or the node crashes first and loses the rounds' entries).
+            while self.scenario.background_persist && self.rng.one_in(2) {
+                let Some(replica) = self.nodes[i].replica.as_mut() else {
+                    break;
+                };
+                if replica.unpersisted_lsn().is_none() {
                     break;
                 }
-                let out = replica.take_messages();
-                self.send(out);
-                if crash_mid_round && self.rng.one_in(self.scenario.crash_mid_round_one_in) {
-                    self.stats.crashes_mid_round += 1;
-                    self.crash(i);
-                    break;
-                }
-                let replica = self.nodes[i].replica.as_mut().expect("live");
                 replica
-                    .finish_ready()
-                    .map_err(|e| format!("node {id}: finish_ready: {e}"))?;
+                    .persist_now()
+                    .map_err(|e| format!("node {id}: persist_now: {e}"))?;
+                self.stats.background_syncs += 1;
                 let out = replica.take_messages();
                 self.send(out);
+                self.rounds(i, id, crash_mid_round)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Runs node `i`'s rounds until raft has nothing more; may crash it between the halves of
+    /// a round (in the background mode: before the round's entries are durable).
+    fn rounds(&mut self, i: usize, id: NodeId, crash_mid_round: bool) -> Result<(), String> {
+        while let Some(replica) = self.nodes[i].replica.as_mut() {
+            let worked = replica
+                .handle_ready()
+                .map_err(|e| format!("node {id}: handle_ready: {e}"))?;
+            if !worked {
+                break;
+            }
+            let out = replica.take_messages();
+            self.send(out);
+            if crash_mid_round && self.rng.one_in(self.scenario.crash_mid_round_one_in) {
+                self.stats.crashes_mid_round += 1;
+                self.crash(i);
+                break;
+            }
+            let replica = self.nodes[i].replica.as_mut().expect("live");
+            replica
+                .finish_ready()
+                .map_err(|e| format!("node {id}: finish_ready: {e}"))?;
+            let out = replica.take_messages();
+            self.send(out);
         }
         Ok(())
     }

@@ -1,0 +1,196 @@
+//! The node's persister thread: makes the log durable for the rounds its replica handled in the
+//! background mode (docs/replication.md section 3.3) while the node's thread goes on stepping
+//! messages and taking proposals.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use parking_lot::{Condvar, Mutex};
+use rwal_wal::{Lsn, Wal};
+
+use crate::error::{Error, Result};
+use crate::NodeId;
+
+/// Syncs the log on its own thread when asked; stops when dropped.
+pub(crate) struct Persister {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    cond: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    /// The LSN asked for last.
+    wanted: Lsn,
+    /// The LSN the last sync was asked for (it may have been cut since).
+    done: Lsn,
+    stop: bool,
+    /// Why a sync failed: the thread stopped then.
+    failure: Option<String>,
+}
+
+impl Persister {
+    /// Starts the thread; `on_durable` runs on it after each sync, and after a failure.
+    pub(crate) fn start(
+        id: NodeId,
+        wal: Arc<Wal>,
+        on_durable: impl Fn() + Send + 'static,
+    ) -> Result<Persister> {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            cond: Condvar::new(),
+        });
+        let worker = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("rwal-persist-{id}"))
+            .spawn(move || persist(&worker, &wal, &on_durable))
+            .map_err(|e| {
+                Error::invalid("thread", format!("cannot start the persister thread: {e}"))
+            })?;
+        Ok(Persister {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Asks for the log to be made durable through `lsn`.
+    pub(crate) fn want(&self, lsn: Lsn) {
+        let mut state = self.shared.state.lock();
+        if lsn > state.wanted {
+            state.wanted = lsn;
+            drop(state);
+            self.shared.cond.notify_one();
+        }
+    }
+
+    /// Why a sync failed, once one did.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.shared.state.lock().failure.clone()
+    }
+}
+
+impl Drop for Persister {
+    fn drop(&mut self) {
+        self.shared.state.lock().stop = true;
+        self.shared.cond.notify_one();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn persist(shared: &Shared, wal: &Wal, on_durable: &dyn Fn()) {
+    loop {
+        let lsn = {
+            let mut state = shared.state.lock();
+            while !state.stop && state.wanted <= state.done {
+                shared.cond.wait(&mut state);
+            }
+            if state.stop {
+                return;
+            }
+            state.done = state.wanted;
+            state.wanted
+        };
+        // A divergent suffix may have been cut since `lsn` was asked for: the replica synced
+        // the rounds before it first, so the rest is not wanted any more.
+        match wal.commit(lsn.min(wal.last_lsn())) {
+            Ok(()) | Err(rwal_wal::Error::NotFound { .. }) => on_durable(),
+            Err(e) => {
+                shared.state.lock().failure = Some(e.to_string());
+                on_durable();
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rwal_wal::{Backend, Options, SimDisk};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    fn simulated_log(disk: &SimDisk) -> Arc<Wal> {
+        let options = Options::new()
+            .backend(Backend::Simulated(disk.clone()))
+            .background_threads(false)
+            .segment_bytes(1 << 20);
+        Arc::new(Wal::open("/persister", options).expect("a simulated log opens"))
+    }
+
+    fn start(wal: &Arc<Wal>) -> (Persister, mpsc::Receiver<()>) {
+        let (woken, wakes) = mpsc::channel();
+        let persister = Persister::start(1, wal.clone(), move || {
+            let _ = woken.send(());
+        })
+        .expect("the thread starts");
+        (persister, wakes)
+    }
+
+    const WAIT: Duration = Duration::from_secs(30);
+    /// Linux's errno for an I/O error.
+    const EIO: i32 = 5;
+
+    #[test]
+    fn a_wanted_lsn_becomes_durable_and_wakes_the_node() {
+        let disk = SimDisk::new();
+        let wal = simulated_log(&disk);
+        let (persister, wakes) = start(&wal);
+        let first = wal.append(b"one").unwrap();
+        let last = wal.append(b"two").unwrap();
+        assert!(wal.durable_lsn() < first);
+        persister.want(last);
+        wakes.recv_timeout(WAIT).expect("woken after the sync");
+        assert!(wal.durable_lsn() >= last);
+        // Asking again for what is durable does not sync again.
+        let syncs = disk.sync_count();
+        persister.want(last);
+        assert!(wakes.recv_timeout(Duration::from_millis(200)).is_err());
+        assert_eq!(disk.sync_count(), syncs);
+        assert_eq!(persister.failure(), None);
+    }
+
+    #[test]
+    fn a_failed_sync_is_reported_and_stops_the_thread() {
+        let disk = SimDisk::new();
+        let wal = simulated_log(&disk);
+        let (persister, wakes) = start(&wal);
+        let lsn = wal.append(b"one").unwrap();
+        disk.fail_next_sync(EIO);
+        persister.want(lsn);
+        wakes.recv_timeout(WAIT).expect("woken after the failure");
+        let failure = persister.failure().expect("the failure is kept");
+        assert!(!failure.is_empty());
+        assert!(wal.durable_lsn() < lsn);
+        // The thread is gone: nothing more is synced, and dropping does not hang.
+        disk.clear_faults();
+        persister.want(lsn + 1);
+        assert!(wakes.recv_timeout(Duration::from_millis(200)).is_err());
+        drop(persister);
+    }
+
+    #[test]
+    fn records_cut_after_they_were_wanted_are_not_a_failure() {
+        let disk = SimDisk::new();
+        let wal = simulated_log(&disk);
+        let (persister, wakes) = start(&wal);
+        let kept = wal.append(b"kept").unwrap();
+        let cut = wal.append(b"cut").unwrap();
+        wal.truncate_after(kept).unwrap();
+        persister.want(cut);
+        wakes.recv_timeout(WAIT).expect("woken");
+        assert_eq!(persister.failure(), None);
+        assert!(wal.durable_lsn() >= kept);
+        // It goes on serving later wants.
+        let next = wal.append(b"next").unwrap();
+        persister.want(next + 1);
+        wakes.recv_timeout(WAIT).expect("woken");
+        assert!(wal.durable_lsn() >= next);
+    }
+}
