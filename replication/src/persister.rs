@@ -24,10 +24,8 @@ struct Shared {
 
 #[derive(Default)]
 struct State {
-    /// The LSN asked for last.
+    /// The LSN asked for last. It can go down: after a cut, the replica's rounds end lower.
     wanted: Lsn,
-    /// The LSN the last sync was asked for (it may have been cut since).
-    done: Lsn,
     stop: bool,
     /// Why a sync failed: the thread stopped then.
     failure: Option<String>,
@@ -57,10 +55,10 @@ impl Persister {
         })
     }
 
-    /// Asks for the log to be made durable through `lsn`.
+    /// Asks for the log to be made durable through `lsn` (replacing the last request).
     pub(crate) fn want(&self, lsn: Lsn) {
         let mut state = self.shared.state.lock();
-        if lsn > state.wanted {
+        if lsn != state.wanted {
             state.wanted = lsn;
             drop(state);
             self.shared.cond.notify_one();
@@ -84,21 +82,26 @@ impl Drop for Persister {
 }
 
 fn persist(shared: &Shared, wal: &Wal, on_durable: &dyn Fn()) {
+    // What is wanted and still exists (a divergent suffix may have been cut since it was
+    // asked for: the replica synced the rounds before the cut first, so the rest is not
+    // wanted any more), if it is not durable yet.
+    let to_sync =
+        |wanted: Lsn| Some(wanted.min(wal.last_lsn())).filter(|&lsn| lsn > wal.durable_lsn());
     loop {
         let lsn = {
             let mut state = shared.state.lock();
-            while !state.stop && state.wanted <= state.done {
+            loop {
+                if state.stop {
+                    return;
+                }
+                if let Some(lsn) = to_sync(state.wanted) {
+                    break lsn;
+                }
                 shared.cond.wait(&mut state);
             }
-            if state.stop {
-                return;
-            }
-            state.done = state.wanted;
-            state.wanted
         };
-        // A divergent suffix may have been cut since `lsn` was asked for: the replica synced
-        // the rounds before it first, so the rest is not wanted any more.
-        match wal.commit(lsn.min(wal.last_lsn())) {
+        // `NotFound`: cut between the look at the log's end and the commit (as above).
+        match wal.commit(lsn) {
             Ok(()) | Err(rwal_wal::Error::NotFound { .. }) => on_durable(),
             Err(e) => {
                 shared.state.lock().failure = Some(e.to_string());
@@ -176,21 +179,29 @@ mod tests {
     }
 
     #[test]
-    fn records_cut_after_they_were_wanted_are_not_a_failure() {
+    fn after_a_cut_the_same_lsns_are_synced_again() {
         let disk = SimDisk::new();
         let wal = simulated_log(&disk);
         let (persister, wakes) = start(&wal);
         let kept = wal.append(b"kept").unwrap();
-        let cut = wal.append(b"cut").unwrap();
+        wal.append(b"cut").unwrap();
+        let highest = wal.append(b"cut too").unwrap();
+        persister.want(highest);
+        wakes.recv_timeout(WAIT).expect("woken after the sync");
+        // A new leader's entries replace the last two: the same LSNs, not durable yet, and
+        // below what was wanted before.
         wal.truncate_after(kept).unwrap();
-        persister.want(cut);
-        wakes.recv_timeout(WAIT).expect("woken");
+        let again = wal.append(b"replaced").unwrap();
+        assert_eq!(again, kept + 1);
+        assert!(wal.durable_lsn() < again);
+        persister.want(again);
+        wakes.recv_timeout(WAIT).expect("woken after the sync");
+        assert!(wal.durable_lsn() >= again);
+        // A want past the log's end (cut after it was asked for) syncs what is there.
+        let last = wal.append(b"next").unwrap();
+        persister.want(last + 5);
+        wakes.recv_timeout(WAIT).expect("woken after the sync");
+        assert!(wal.durable_lsn() >= last);
         assert_eq!(persister.failure(), None);
-        assert!(wal.durable_lsn() >= kept);
-        // It goes on serving later wants.
-        let next = wal.append(b"next").unwrap();
-        persister.want(next + 1);
-        wakes.recv_timeout(WAIT).expect("woken");
-        assert!(wal.durable_lsn() >= next);
     }
 }

@@ -493,6 +493,11 @@ impl<M: StateMachine> Replica<M> {
     /// like one that gets no answer.
     pub fn tick_with_snapshot_room(&mut self, room: &dyn Fn(NodeId) -> usize) {
         self.ticks += 1;
+        let raft = &self.raw.raft;
+        if raft.election_elapsed + 1 >= raft.randomized_election_timeout() {
+            // This tick may start a campaign.
+            self.persist_before_campaign();
+        }
         self.raw.tick();
         // The log may have been compacted off this thread (`Node::compact`, maintenance).
         self.raw.mut_store().forget_compacted();
@@ -733,6 +738,9 @@ impl<M: StateMachine> Replica<M> {
                             return;
                         }
                     }
+                }
+                if message.get_msg_type() == MessageType::MsgTimeoutNow {
+                    self.persist_before_campaign();
                 }
                 if let Err(e) = self.raw.step(message) {
                     self.note(format!("raft refused a message: {e}"));
@@ -1008,6 +1016,22 @@ impl<M: StateMachine> Replica<M> {
             self.raw.on_persist_ready(number);
         }
         self.raw.mut_store().forget_durable();
+    }
+
+    /// A sole voter's campaign makes it leader inside the call that starts it (a tick, a
+    /// `MsgTimeoutNow`), and raft-rs then asserts that its whole log is persisted: what
+    /// background rounds left is synced first. A failure fails the replica (`failed`).
+    fn persist_before_campaign(&mut self) {
+        let campaigning_is_possible = self.raw.raft.state != StateRole::Leader;
+        if self.unpersisted.is_empty()
+            || !campaigning_is_possible
+            || self.pending.is_some()
+            || self.failed.is_some()
+        {
+            return;
+        }
+        let outcome = self.persist_now_once();
+        let _ = self.note_failure(outcome);
     }
 
     /// Whether the next round must be done in full even in the background mode: it makes a

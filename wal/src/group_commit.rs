@@ -119,6 +119,8 @@ pub(crate) struct GroupCommit {
     #[cfg(test)]
     gatherings: AtomicU64,
     durable: AtomicU64,
+    /// `State::truncations`, readable without the lock (`truncations`).
+    truncations: AtomicU64,
     /// Set once the log is poisoned or closed, so that the append path checks without locking.
     failed: AtomicBool,
 }
@@ -149,6 +151,7 @@ impl GroupCommit {
             #[cfg(test)]
             gatherings: AtomicU64::new(0),
             durable: AtomicU64::new(durable),
+            truncations: AtomicU64::new(0),
             failed: AtomicBool::new(false),
         }
     }
@@ -252,15 +255,39 @@ impl GroupCommit {
     /// `from + 1..=to` durable; it runs on the calling thread when it becomes the leader, after
     /// waiting `delay` (if not zero) for more records to join the sync, or else after gathering
     /// the committers on their way (`gather`).
+    #[cfg(any(test, loom))]
     pub fn commit(
         &self,
         lsn: Lsn,
+        delay: Duration,
+        sync: impl FnMut(Lsn, Lsn) -> Result<()>,
+    ) -> Result<()> {
+        let seen = self.truncations();
+        self.commit_after(lsn, seen, delay, sync)
+    }
+
+    /// How many truncations and resets have ended: a caller that checks `lsn` against the
+    /// log's end reads this first and passes it to [`commit_after`](GroupCommit::commit_after),
+    /// so that a cut between its check and the commit is noticed.
+    pub fn truncations(&self) -> u64 {
+        // Stored after the cut lowered the log's end (Release), so a caller that reads the new
+        // count here (Acquire) then reads the lowered end.
+        self.truncations.load(Ordering::Acquire)
+    }
+
+    /// [`commit`](GroupCommit::commit) for a caller that saw `seen` truncations when it checked
+    /// `lsn`: a later one that cut `lsn` ends the commit with `NotFound` (it would otherwise
+    /// wait for `lsn` to be written again).
+    pub fn commit_after(
+        &self,
+        lsn: Lsn,
+        seen: u64,
         delay: Duration,
         mut sync: impl FnMut(Lsn, Lsn) -> Result<()>,
     ) -> Result<()> {
         self.arrivals.fetch_add(1, Ordering::AcqRel);
         self.committers.fetch_add(1, Ordering::AcqRel);
-        let outcome = self.commit_counted(lsn, delay, &mut sync);
+        let outcome = self.commit_counted(lsn, seen, delay, &mut sync);
         self.committers.fetch_sub(1, Ordering::AcqRel);
         outcome
     }
@@ -268,12 +295,12 @@ impl GroupCommit {
     fn commit_counted(
         &self,
         lsn: Lsn,
+        truncations: u64,
         delay: Duration,
         mut sync: impl FnMut(Lsn, Lsn) -> Result<()>,
     ) -> Result<()> {
         let mut st = self.state.lock();
         st.stats.commits += 1;
-        let truncations = st.truncations;
         loop {
             Self::check_state(&st)?;
             if st.truncations != truncations && lsn > st.truncated_to {
@@ -440,6 +467,7 @@ impl GroupCommit {
         st.durable = st.durable.min(lsn);
         self.durable.store(st.durable, Ordering::Release);
         st.truncations += 1;
+        self.truncations.store(st.truncations, Ordering::Release);
         st.truncated_to = lsn;
         self.cond.notify_all();
     }
@@ -454,6 +482,7 @@ impl GroupCommit {
         st.durable = lsn;
         self.durable.store(lsn, Ordering::Release);
         st.truncations += 1;
+        self.truncations.store(st.truncations, Ordering::Release);
         st.truncated_to = lsn;
         self.cond.notify_all();
     }
@@ -687,5 +716,28 @@ mod tests {
                 last_lsn: 1
             })
         ));
+    }
+
+    #[test]
+    fn a_cut_between_the_callers_check_and_its_commit_fails_the_commit() {
+        let gc = GroupCommit::new(0);
+        gc.complete(1, 3, 40);
+        // The caller checked LSN 3 against the log's end and saw this many truncations...
+        let seen = gc.truncations();
+        // ...then a truncation cut back to 1 before its commit took the lock.
+        gc.freeze().unwrap();
+        gc.thaw(1);
+        // Without the count it would wait for LSN 3 to be written again.
+        assert!(matches!(
+            gc.commit_after(3, seen, Duration::ZERO, |_, _| Ok(())),
+            Err(Error::NotFound {
+                lsn: 3,
+                last_lsn: 1
+            })
+        ));
+        // What the cut kept still commits.
+        gc.commit_after(1, seen, Duration::ZERO, |_, _| Ok(()))
+            .unwrap();
+        assert_eq!(gc.durable_lsn(), 1);
     }
 }

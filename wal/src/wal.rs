@@ -657,6 +657,10 @@ impl Inner {
     }
 
     fn commit(&self, lsn: Lsn) -> Result<()> {
+        // The truncation count before the end: a cut after this check (the end it read was
+        // lowered before the count rose) makes the commit fail instead of waiting for `lsn`
+        // to be written again.
+        let seen = self.group.truncations();
         let last = self.last_lsn();
         if lsn > last {
             return Err(Error::NotFound {
@@ -665,7 +669,7 @@ impl Inner {
             });
         }
         self.group
-            .commit(lsn, self.options.commit_delay, |from, to| {
+            .commit_after(lsn, seen, self.options.commit_delay, |from, to| {
                 self.sync_range(from, to)
             })
     }

@@ -411,12 +411,24 @@ impl Sim {
                 let Some(replica) = self.nodes[i].replica.as_mut() else {
                     break;
                 };
-                if replica.unpersisted_lsn().is_none() {
+                let Some(wanted) = replica.unpersisted_lsn() else {
                     break;
+                };
+                let durable = replica.wal().durable_lsn();
+                if wanted > durable && self.rng.one_in(2) {
+                    // Only some of the rounds become durable (a sync that started before the
+                    // later rounds were appended).
+                    let lsn = durable + 1 + self.rng.below(wanted - durable);
+                    replica
+                        .wal()
+                        .commit(lsn)
+                        .map_err(|e| format!("node {id}: commit {lsn}: {e}"))?;
+                    replica.note_durable();
+                } else {
+                    replica
+                        .persist_now()
+                        .map_err(|e| format!("node {id}: persist_now: {e}"))?;
                 }
-                replica
-                    .persist_now()
-                    .map_err(|e| format!("node {id}: persist_now: {e}"))?;
                 self.stats.background_syncs += 1;
                 let out = replica.take_messages();
                 self.send(out);
