@@ -260,12 +260,19 @@ impl Node {
             closed: AtomicBool::new(false),
             pending_envelopes_max: options.pending_envelopes_max,
         });
+        let persister = {
+            let shared = shared.clone();
+            Persister::start(id, wal.clone(), move || {
+                shared.queue.lock().synced = true;
+                shared.queue_cond.notify_one();
+            })?
+        };
         let worker = shared.clone();
         let interval = options.tick_interval;
         let log = options.log.clone();
         let thread = std::thread::Builder::new()
             .name(format!("rwal-node-{id}"))
-            .spawn(move || run(replica, worker, transport, interval, log))
+            .spawn(move || run(replica, persister, worker, transport, interval, log))
             .map_err(|e| {
                 Error::invalid("thread", format!("cannot start the node's thread: {e}"))
             })?;
@@ -729,6 +736,7 @@ fn write_own_checkpoint(
 /// The node's thread: take what arrived, tick, run raft's rounds, publish the status.
 fn run<M: StateMachine, T: Transport>(
     mut replica: Replica<M>,
+    persister: Persister,
     shared: Arc<Shared>,
     transport: T,
     interval: Duration,
@@ -752,29 +760,12 @@ fn run<M: StateMachine, T: Transport>(
     };
     // Writes the checkpoints raft wants (docs/replication.md section 4.2), one at a time.
     let mut own_writer: Option<JoinHandle<()>> = None;
-    let persister = {
-        let shared = shared.clone();
-        Persister::start(replica.id(), replica.wal().clone(), move || {
-            shared.queue.lock().synced = true;
-            shared.queue_cond.notify_one();
-        })
-    };
-    let persister = match persister {
-        Ok(persister) => persister,
-        Err(e) => {
-            shared.status.lock().failure = Some(e.to_string());
-            shared.closed.store(true, Ordering::Release);
-            shared.status_cond.notify_all();
-            shared.waiters.stop();
-            return;
-        }
-    };
     // A panic (in an engine callback, or in raft-rs on a broken invariant) is caught so that
     // the node fails like on any other error below: callers get `Raft`/`Closed` answers instead
     // of waiting forever for a thread that is gone. Nothing touches the replica afterwards.
     let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<()> {
         loop {
-            let (envelopes, requests) = {
+            let (envelopes, requests, synced) = {
                 let mut queue = shared.queue.lock();
                 while !queue.stop
                     && !queue.synced
@@ -793,20 +784,19 @@ fn run<M: StateMachine, T: Transport>(
                     return Ok(());
                 }
                 queue.proposals = 0;
-                queue.synced = false;
                 (
                     std::mem::take(&mut queue.envelopes),
                     std::mem::take(&mut queue.requests),
+                    std::mem::take(&mut queue.synced),
                 )
             };
-            if let Some(failure) = persister.failure() {
-                return Err(Error::Raft(format!("syncing the log failed: {failure}")));
-            }
-            // Acknowledgements that waited for a sync leave first.
-            replica.note_durable();
-            let acknowledgements = replica.take_messages();
-            if !acknowledgements.is_empty() {
-                transport.send(acknowledgements);
+            if synced {
+                if let Some(failure) = persister.failure() {
+                    return Err(Error::Raft(format!("syncing the log failed: {failure}")));
+                }
+                // Acknowledgements that waited for the sync leave first.
+                replica.note_durable();
+                transport.send(replica.take_messages());
             }
             for envelope in envelopes {
                 replica.step(envelope);
@@ -933,6 +923,8 @@ fn run<M: StateMachine, T: Transport>(
     if let Some(writer) = own_writer {
         let _ = writer.join();
     }
+    // Its sync in progress ends before the node reports itself closed.
+    drop(persister);
     // The failure first: a caller that sees `closed` then finds it in the status.
     match outcome {
         Ok(outcome) => {

@@ -1006,14 +1006,18 @@ impl<M: StateMachine> Replica<M> {
 
     fn note_durable_once(&mut self) {
         let durable = self.wal.durable_lsn();
-        let mut persisted = None;
-        while self.unpersisted.front().is_some_and(|u| u.lsn <= durable) {
-            let round = self.unpersisted.pop_front().expect("checked");
-            self.queue_messages(round.messages);
-            persisted = Some(round.number);
-        }
-        if let Some(number) = persisted {
-            self.raw.on_persist_ready(number);
+        let done = self
+            .unpersisted
+            .iter()
+            .take_while(|u| u.lsn <= durable)
+            .count();
+        if done > 0 {
+            let rounds: Vec<Unpersisted> = self.unpersisted.drain(..done).collect();
+            let newest = rounds[done - 1].number;
+            for round in rounds {
+                self.queue_messages(round.messages);
+            }
+            self.raw.on_persist_ready(newest);
         }
         self.raw.mut_store().forget_durable();
     }
@@ -1022,9 +1026,8 @@ impl<M: StateMachine> Replica<M> {
     /// `MsgTimeoutNow`), and raft-rs then asserts that its whole log is persisted: what
     /// background rounds left is synced first. A failure fails the replica (`failed`).
     fn persist_before_campaign(&mut self) {
-        let campaigning_is_possible = self.raw.raft.state != StateRole::Leader;
         if self.unpersisted.is_empty()
-            || !campaigning_is_possible
+            || self.raw.raft.state == StateRole::Leader
             || self.pending.is_some()
             || self.failed.is_some()
         {
