@@ -487,7 +487,7 @@ impl Inner {
             .dir
             .open_plain(&temp)
             .map_err(|e| Error::io("open", &temp_path, e))?;
-        let zeros = vec![0u8; snapshot::CHUNK_BYTES];
+        let zeros = vec![0u8; self.dir.zero_fill_chunk()];
         let mut at = 0;
         while at < len {
             let n = (len - at).min(zeros.len() as u64) as usize;

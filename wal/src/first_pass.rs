@@ -82,6 +82,8 @@ pub(crate) fn check_files(files: &[(u64, Option<Arc<dyn File>>)]) -> Vec<FileChe
 
 /// Checks one file: where its valid records end, and where its bytes end.
 fn check_file(sequence: u64, file: &Arc<dyn File>) -> FileCheck {
+    // Every byte is read below (the zero tail backwards, the records forwards).
+    file.populate();
     let nonzero_end =
         segment::last_nonzero_byte(file.bytes(0, file.len() as usize)).map_or(0, |i| i as u64 + 1);
     let verified_to = match read_header(file.as_ref(), sequence) {

@@ -963,5 +963,6 @@ pub(crate) fn activate(file: Arc<dyn File>, sequence: u64, first_lsn: Lsn) -> Ar
         first_lsn,
         segment_bytes: file.len(),
     };
+    file.prepare_for_appends();
     Arc::new(Segment::new(header, file))
 }

@@ -245,6 +245,7 @@ impl Segment {
 
     /// Makes the segment active again (after `truncate_after` cut back into it).
     pub fn unseal(&self) {
+        self.file.prepare_for_appends();
         self.last_lsn.store(Lsn::MAX, Ordering::Release);
     }
 

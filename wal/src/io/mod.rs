@@ -57,6 +57,13 @@ pub(crate) trait File: Send + Sync {
     fn release_memory(&self) -> bool {
         true
     }
+    /// The file becomes the log's active segment: appends write into it from now on (a new
+    /// segment, the recovered last one, or one a truncation cut back into). `Mmap` stops
+    /// read-ahead on its mapping until `release_memory` (see `MAPPED_FILL_CHUNK` in `fs.rs`).
+    fn prepare_for_appends(&self) {}
+    /// Maps the whole file into this process now, where that is cheaper than faulting it in
+    /// page by page (recovery's first pass, which reads all of it next).
+    fn populate(&self) {}
     /// The bytes `[offset, offset + len)`, without copying.
     fn bytes(&self, offset: u64, len: usize) -> &[u8];
 }
@@ -77,6 +84,11 @@ pub(crate) trait Dir: Send + Sync {
     /// written with `pwrite` whatever the backend, never staged in memory, not preallocated.
     fn create_plain(&self, name: &str, len: u64) -> io::Result<Arc<dyn File>> {
         self.create(name, len)
+    }
+    /// The size of the writes that zero a whole file (`create`, and recycling a segment):
+    /// 16 KiB for `Mmap`, which must keep the file's page-cache folios small (`fs.rs`).
+    fn zero_fill_chunk(&self) -> usize {
+        1 << 20
     }
     /// Opens an existing file.
     fn open(&self, name: &str) -> io::Result<Arc<dyn File>>;
