@@ -15,10 +15,15 @@ pub struct TempDir {
 impl TempDir {
     /// A fresh, empty directory under the system's temporary directory.
     pub fn new(label: &str) -> TempDir {
+        TempDir::new_in(&std::env::temp_dir(), label)
+    }
+
+    /// A fresh, empty directory under `base` (a test that needs a disk-backed file system uses
+    /// its target directory's, `CARGO_TARGET_TMPDIR`, where `/tmp` may be a tmpfs).
+    pub fn new_in(base: &Path, label: &str) -> TempDir {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("rwal-test-{label}-{}-{n}", std::process::id()));
+        let path = base.join(format!("rwal-test-{label}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).expect("create temp dir");
         TempDir { path }

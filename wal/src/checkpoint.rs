@@ -443,12 +443,17 @@ impl Inner {
         // reader stands in a removed segment: removing or recycling the files (zeroing them
         // takes a while) need not hold them up. The checkpoint lock stays held.
         drop(control);
-        for segment in &gone {
+        report.segments_removed = gone.len();
+        for segment in gone {
             let name = segment.name();
-            let recycle = segment.header.segment_bytes == self.options.segment_bytes
+            let len = segment.header.segment_bytes;
+            // Unmapped before its file is removed or zeroed for reuse: a recycled file's cached
+            // pages can then be dropped (`recycle`).
+            drop(segment);
+            let recycle = len == self.options.segment_bytes
                 && self.prepared.lock().len() < self.options.recycled_segments_max;
             let outcome = if recycle {
-                self.recycle(&name, segment.header.segment_bytes)
+                self.recycle(&name, len)
                     .map(|()| report.segments_recycled += 1)
             } else {
                 self.dir
@@ -456,13 +461,12 @@ impl Inner {
                     .map_err(|e| Error::io("remove", self.dir.path().join(&name), e))
             };
             outcome.map_err(|e| self.group.poison(e))?;
-            report.bytes_removed += segment.header.segment_bytes;
+            report.bytes_removed += len;
         }
         self.dir.sync().map_err(|e| {
             self.group
                 .poison(Error::io("fsync directory", self.dir.path(), e))
         })?;
-        report.segments_removed = gone.len();
         report.first_lsn = new_first;
         Ok(report)
     }
@@ -487,6 +491,10 @@ impl Inner {
             .dir
             .open_plain(&temp)
             .map_err(|e| Error::io("open", &temp_path, e))?;
+        // Its pages are clean (a removed segment is durable). Dropped, the zero-fill caches the
+        // file afresh in the backend's chunks: pages read back after eviction may be cached in
+        // large folios, which commits through a mapping would write back whole.
+        file.forget_cached_pages();
         let zeros = vec![0u8; self.dir.zero_fill_chunk()];
         let mut at = 0;
         while at < len {

@@ -82,10 +82,12 @@ pub(crate) fn check_files(files: &[(u64, Option<Arc<dyn File>>)]) -> Vec<FileChe
 
 /// Checks one file: where its valid records end, and where its bytes end.
 fn check_file(sequence: u64, file: &Arc<dyn File>) -> FileCheck {
-    // Every byte is read below (the zero tail backwards, the records forwards).
-    file.populate();
+    // The zero tail first, backwards: read in from the disk that way, it is cached in single
+    // pages, where a forward read would grow its folios (and a commit into a large folio writes
+    // all of it back: `File::populate`, `docs/design.md` section 3). Then the records forwards.
     let nonzero_end =
         segment::last_nonzero_byte(file.bytes(0, file.len() as usize)).map_or(0, |i| i as u64 + 1);
+    file.populate(nonzero_end);
     let verified_to = match read_header(file.as_ref(), sequence) {
         Ok(header) => {
             let segment = Segment::new(header, Arc::clone(file));

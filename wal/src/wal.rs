@@ -931,6 +931,8 @@ impl Inner {
                 .map_err(|e| Error::io("fsync directory", &dir_path, e))?;
         }
         let path = dir_path.join(segment.name());
+        // Appends follow into it, and the zero-fill below is the first write through its mapping.
+        segment.file.prepare_for_appends();
         segment
             .zero_from(offset)
             .map_err(|e| Error::io("zero-fill", &path, e))?;

@@ -8,7 +8,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use memmap2::{MmapOptions, MmapRaw};
+use memmap2::{Advice, MmapOptions, MmapRaw};
 
 use super::recorder::SyncRecorder;
 use super::uring::{self, Ring, UringSync, BLOCK_BYTES};
@@ -162,23 +162,13 @@ impl FsDir {
 /// 35% fewer sustained appends, and a slower scan of the cached file (`docs/performance.md`).
 /// Faults through the mapping must not bring large folios back either: the active segment's
 /// mapping is advised `MADV_RANDOM` (`prepare_for_appends`: no read-ahead, so a page evicted
-/// before it is written comes back as one page) until the segment is sealed and released. A
-/// recycled segment is zeroed in the same chunks (`Dir::zero_fill_chunk`), but pages it still
-/// has cached keep their folios: those of a segment written through the mapping are small, and
-/// so are those that faults through a mapping read in (Linux reads around a fault in single
-/// pages). What `read(2)` of the files by another program caches may be larger.
+/// before it is written comes back as one page) until the segment is sealed and released.
+/// Read-ahead grows its folios as a sequential read goes on (up to 2 MiB here), so recovery's
+/// first pass reads the zero tail of each file backwards first, in single pages, and populates
+/// only the records before it (`first_pass.rs`); and a recycled segment's cached pages are
+/// dropped before it is zeroed in the same chunks (`Dir::zero_fill_chunk`). What `read(2)` of
+/// the files by another program caches may still be large.
 const MAPPED_FILL_CHUNK: usize = 16 << 10;
-
-/// `madvise(advice)` over the whole of `map`. Advice only changes how the kernel pages the
-/// mapping in, never its contents, so a failure is ignored (it costs speed, not data; an older
-/// kernel without `MADV_POPULATE_READ` answers `EINVAL`).
-fn advise(map: &MmapRaw, advice: libc::c_int) {
-    // SAFETY: the range is exactly the mapping, which `map` keeps alive for the call; the advice
-    // given here (`MADV_RANDOM`, `MADV_NORMAL`, `MADV_POPULATE_READ`) changes no contents.
-    unsafe {
-        libc::madvise(map.as_mut_ptr().cast(), map.len(), advice);
-    }
-}
 
 /// Fails with `Unsupported` if files in `dir` cannot be opened with `O_DIRECT` (tmpfs).
 fn probe_direct(dir: &Path) -> io::Result<()> {
@@ -473,21 +463,31 @@ impl File for FsFile {
         self.staging.as_ref().map_or(0, Staging::staged_bytes)
     }
 
-    fn populate(&self) {
-        if self.mode == WriteMode::Map {
+    fn populate(&self, len: u64) {
+        if self.mode == WriteMode::Map && len > 0 {
             // Written through the mapping, the file is cached in small folios
             // (`MAPPED_FILL_CHUNK`), and a read fault maps at most 16 pages of them, where it
             // maps a whole large folio: reading 256 MiB took 31 000 faults instead of 5 800,
             // and `open` 39 ms instead of 17. Populated in one call, 28 ms. (Files cached in
-            // large folios gain nothing from it, so the other backends skip it.) A failure
-            // only leaves the pages to the faults.
-            advise(&self.map, libc::MADV_POPULATE_READ);
+            // large folios gain nothing from it, so the other backends skip it.) Advice changes
+            // no contents: a failure (`EINVAL` before Linux 5.14) only leaves the pages to the
+            // faults.
+            let len = usize::try_from(len.min(self.len)).unwrap_or(usize::MAX);
+            let _ = self.map.advise_range(Advice::PopulateRead, 0, len);
+        }
+    }
+
+    fn forget_cached_pages(&self) {
+        // SAFETY: fadvise on a descriptor we own; no memory is passed.
+        unsafe {
+            libc::posix_fadvise(self.file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
         }
     }
 
     fn prepare_for_appends(&self) {
         if self.mode == WriteMode::Map {
-            advise(&self.map, libc::MADV_RANDOM);
+            // Advice changes no contents: a failure only leaves read-ahead on.
+            let _ = self.map.advise(Advice::Random);
         }
     }
 
@@ -526,7 +526,7 @@ impl File for FsFile {
         }
         if self.mode == WriteMode::Map {
             // Sealed: nothing writes it again, so reads may use read-ahead (`MAPPED_FILL_CHUNK`).
-            advise(&self.map, libc::MADV_NORMAL);
+            let _ = self.map.advise(Advice::Normal);
         }
         if let Some((staging, _)) = uring.filter(|_| held > 0) {
             // Then every clean cached page of the file: a page cached before (or while) an

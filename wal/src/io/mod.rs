@@ -61,9 +61,12 @@ pub(crate) trait File: Send + Sync {
     /// segment, the recovered last one, or one a truncation cut back into). `Mmap` stops
     /// read-ahead on its mapping until `release_memory` (see `MAPPED_FILL_CHUNK` in `fs.rs`).
     fn prepare_for_appends(&self) {}
-    /// Maps the whole file into this process now, where that is cheaper than faulting it in
-    /// page by page (recovery's first pass, which reads all of it next).
-    fn populate(&self) {}
+    /// Maps the file's first `len` bytes into this process now, where that is cheaper than
+    /// faulting them in page by page (recovery's first pass, which reads them all next).
+    fn populate(&self, _len: u64) {}
+    /// Drops the file's clean pages from the page cache (before a recycled segment is zeroed,
+    /// so that the zero-fill caches it afresh: see `Dir::zero_fill_chunk`).
+    fn forget_cached_pages(&self) {}
     /// The bytes `[offset, offset + len)`, without copying.
     fn bytes(&self, offset: u64, len: usize) -> &[u8];
 }
