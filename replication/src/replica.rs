@@ -358,7 +358,7 @@ impl<M: StateMachine> Replica<M> {
         let conf_state = initial.conf_state.clone();
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let raw = RawNode::new(&raft_config, storage, &logger)?;
-        Ok(Replica {
+        let mut replica = Replica {
             raw,
             machine,
             config,
@@ -387,7 +387,17 @@ impl<M: StateMachine> Replica<M> {
             checkpoints_out: Arc::default(),
             own_checkpoints_elsewhere: false,
             own_checkpoint: None,
-        })
+        };
+        // raft-rs starts from `initial_state`, whose term is above the stored one when a crash
+        // cut a term raise short (docs/replication.md section 2.3), and no `Ready` carries that
+        // term until it changes again. Stored now: rounds compare raft's term and vote with the
+        // stored ones to tell which must be done in full (`needs_foreground_round`), and until
+        // then every round of the background mode would have been.
+        let hs = replica.raw.raft.hard_state();
+        if hs.term != replica.stored.term || hs.vote != replica.stored.vote {
+            replica.store_hard_state_at(hs.term, hs.vote, commit, None)?;
+        }
+        Ok(replica)
     }
 
     /// This node's id.
