@@ -23,15 +23,21 @@ struct Cluster {
     network: MemoryNetwork,
     nodes: BTreeMap<NodeId, (Node, Engine)>,
     voters: Vec<NodeId>,
+    snapshot_chunk_bytes: usize,
 }
 
 impl Cluster {
     fn new(label: &str, voters: u64) -> Cluster {
+        Cluster::with_snapshot_chunks(label, voters, 16 << 10)
+    }
+
+    fn with_snapshot_chunks(label: &str, voters: u64, snapshot_chunk_bytes: usize) -> Cluster {
         let mut cluster = Cluster {
             dir: TempDir::new(label),
             network: MemoryNetwork::new(),
             nodes: BTreeMap::new(),
             voters: (1..=voters).collect(),
+            snapshot_chunk_bytes,
         };
         for id in 1..=voters {
             cluster.start(id, Bootstrap::Voters(cluster.voters.clone()));
@@ -46,7 +52,7 @@ impl Cluster {
             .segment_bytes(1 << 20);
         options.tick_interval = Duration::from_millis(10);
         options.config.follower_pin_cap_bytes = Some(256 << 10);
-        options.config.snapshot_chunk_bytes = 16 << 10;
+        options.config.snapshot_chunk_bytes = self.snapshot_chunk_bytes;
         options
     }
 
@@ -310,6 +316,72 @@ fn a_learner_joins_by_snapshot_is_promoted_and_the_leader_removed() {
         cluster.wait_applied(id, lsn);
     }
     cluster.stop(leader);
+}
+
+/// raft-rs asks the leader for a snapshot to seed a newcomer, and no checkpoint exists yet: the
+/// leader's thread takes the engine's state and a thread of its own writes the checkpoint
+/// (docs/replication.md section 4.2). Written on the node's thread, a large one stopped the
+/// heartbeats for longer than the election timeout, and the followers elected another leader.
+#[test]
+fn a_leader_writing_a_large_checkpoint_for_a_newcomer_goes_on_leading() {
+    const PADDING: usize = 192 << 20;
+    let mut cluster = Cluster::with_snapshot_chunks("repl-large-checkpoint", 3, 1 << 20);
+    let leader = cluster.leader(&[1, 2, 3]);
+    let term = cluster.node(leader).status().term;
+    let (before, _) = cluster
+        .node(leader)
+        .propose_and_wait(b"before the newcomer", WAIT)
+        .unwrap();
+    let faults = cluster.nodes[&leader].1 .2.clone();
+    faults.snapshot_padding.store(PADDING, Ordering::Relaxed);
+    cluster.start(4, Bootstrap::Join);
+    let started = std::time::Instant::now();
+    cluster
+        .node(leader)
+        .change_membership(MembershipChange::AddLearner(4))
+        .unwrap();
+    // While the checkpoint is written and streamed, the leader goes on committing.
+    let mut during = 0;
+    while cluster.node(4).status().applied_lsn < before {
+        cluster
+            .node(leader)
+            .propose_and_wait(b"while the checkpoint is written", WAIT)
+            .expect("the leader goes on committing");
+        during += 1;
+        assert!(started.elapsed() < WAIT, "the newcomer was never seeded");
+    }
+    let took = started.elapsed();
+    assert_eq!(
+        cluster.nodes[&4].1 .1.lock().len(),
+        1,
+        "the newcomer was seeded by one snapshot"
+    );
+    // The largest election timeout is 20 ticks of 10 ms: a stall as long as the checkpoint
+    // would have cost the leader its leadership.
+    assert!(
+        took > Duration::from_millis(2 * 200),
+        "seeding took only {took:?}: too short to show that the leader went on heartbeating"
+    );
+    let status = cluster.node(leader).status();
+    assert_eq!(status.role, Role::Leader);
+    assert_eq!(status.term, term, "no election happened meanwhile");
+    assert!(
+        during > 0,
+        "proposals committed while the checkpoint was written"
+    );
+    let as_of_before = |engine: &Engine| -> BTreeMap<Lsn, Vec<u8>> {
+        let state = engine.0.lock();
+        state
+            .range(..=before)
+            .map(|(l, d)| (*l, d.clone()))
+            .collect()
+    };
+    assert_eq!(
+        as_of_before(&cluster.nodes[&4].1),
+        as_of_before(&cluster.nodes[&leader].1),
+        "the newcomer holds the leader's records, without the padding"
+    );
+    assert!(!cluster.nodes[&4].1 .0.lock().contains_key(&0));
 }
 
 #[test]
