@@ -64,7 +64,7 @@ pub use control::{ControlState, HardState, MEMBERSHIP_BYTES_MAX};
 pub use error::{Error, Result};
 pub use group_commit::CommitStats;
 pub use io::recorder::SyncRecorder;
-pub use io::sim::SimDisk;
+pub use io::sim::{SimDisk, SimHold};
 pub use io::uring::UringSync;
 pub use io::Preallocation;
 pub use options::{Backend, Options, RecoveryMode, SEGMENT_BYTES_DEFAULT};

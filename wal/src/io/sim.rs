@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use super::{Dir, DirLock, File};
 use crate::rng::Rng;
@@ -50,6 +50,58 @@ struct Faults {
     panic_write: std::sync::atomic::AtomicBool,
     space_limit_bytes: Mutex<Option<u64>>,
     syncs: AtomicU64,
+    /// The next write of a file stops here until released.
+    hold_write: Mutex<Option<SimHold>>,
+    /// The next sync of a file stops here until released.
+    hold_sync: Mutex<Option<SimHold>>,
+}
+
+/// A write or sync of the simulated disk stopped until [`release`](SimHold::release)d (see
+/// [`SimDisk::hold_next_write`]): a test can keep an operation in progress while something
+/// else happens.
+#[derive(Debug, Clone, Default)]
+pub struct SimHold(Arc<HoldState>);
+
+#[derive(Debug, Default)]
+struct HoldState {
+    /// (the operation reached the hold, the hold was released)
+    state: Mutex<(bool, bool)>,
+    cond: Condvar,
+}
+
+impl SimHold {
+    /// Waits at most `timeout` for the held operation to reach the hold; whether it did.
+    pub fn wait_reached(&self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut state = self.0.state.lock();
+        while !state.0 {
+            if self.0.cond.wait_until(&mut state, deadline).timed_out() {
+                return state.0;
+            }
+        }
+        true
+    }
+
+    /// Lets the held operation go on (now, or at once when it comes).
+    pub fn release(&self) {
+        self.0.state.lock().1 = true;
+        self.0.cond.notify_all();
+    }
+
+    /// Whether [`release`](SimHold::release) was called.
+    pub fn released(&self) -> bool {
+        self.0.state.lock().1
+    }
+
+    /// Called by the held operation: marks the hold reached and waits for the release.
+    fn stop_here(&self) {
+        let mut state = self.0.state.lock();
+        state.0 = true;
+        self.0.cond.notify_all();
+        while !state.1 {
+            self.0.cond.wait(&mut state);
+        }
+    }
 }
 
 impl Faults {
@@ -210,6 +262,22 @@ impl SimDisk {
     /// Makes the next file creation fail with `errno`.
     pub fn fail_next_create(&self, errno: i32) {
         *self.inner.faults.fail_create.lock() = Some(errno);
+    }
+
+    /// Makes the next write of a file stop before it changes anything, until the returned hold
+    /// is released.
+    pub fn hold_next_write(&self) -> SimHold {
+        let hold = SimHold::default();
+        *self.inner.faults.hold_write.lock() = Some(hold.clone());
+        hold
+    }
+
+    /// Makes the next sync of a file (not of the directory) stop before it makes anything
+    /// durable, until the returned hold is released.
+    pub fn hold_next_sync(&self) -> SimHold {
+        let hold = SimHold::default();
+        *self.inner.faults.hold_sync.lock() = Some(hold.clone());
+        hold
     }
 
     /// Makes the next write panic, as a bug in the write path would: tests check that the
@@ -434,6 +502,10 @@ impl File for SimFile {
     }
 
     fn write_at(&self, offset: u64, parts: &[&[u8]]) -> io::Result<()> {
+        let hold = self.faults.hold_write.lock().take();
+        if let Some(hold) = hold {
+            hold.stop_here();
+        }
         Faults::take(&self.faults.fail_write)?;
         if self.faults.panic_write.swap(false, Ordering::Relaxed) {
             panic!("a simulated bug in the write path");
@@ -460,6 +532,10 @@ impl File for SimFile {
     }
 
     fn sync(&self) -> io::Result<()> {
+        let hold = self.faults.hold_sync.lock().take();
+        if let Some(hold) = hold {
+            hold.stop_here();
+        }
         self.faults.sync_attempt()?;
         let mut durable = self.durable.lock();
         let Durable { image, dirty } = &mut *durable;
