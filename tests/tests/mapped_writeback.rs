@@ -16,7 +16,9 @@
 //! a reboot finds them, and commits deep into the active segment and then into a prepared one:
 //! the pages recovery reads in must not come back in large folios either (read-ahead grows its
 //! folios along a sequential read). The third checks the advice that keeps faults from reading
-//! ahead: on the active segment's mapping only.
+//! ahead: on the active segment's mapping only. The fourth recycles a segment another program
+//! read with `read(2)` (cached in large folios from about 24 MiB in): compaction drops its
+//! cached pages before zeroing it again, so that the appends that reuse it find small folios.
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -209,4 +211,43 @@ fn only_the_active_segment_is_mapped_without_read_ahead() {
         "the recovered active segment is mapped MADV_RANDOM"
     );
     drop(wal);
+}
+
+#[test]
+fn a_recycled_segment_is_cached_afresh_before_appends_reuse_it() {
+    const SEGMENT_BYTES: u64 = 32 << 20;
+    let temp = temp_dir("mapped-writeback-recycle");
+    let dir = temp.join("log");
+    let opts = || options().segment_bytes(SEGMENT_BYTES);
+    let wal = Wal::open(&dir, opts()).unwrap();
+    // Fill the first segment and roll into a second.
+    while segments(&dir).len() < 2 {
+        fill(&wal, 4 << 20);
+    }
+    drop(wal);
+    // Another program reads the first segment from the disk with read(2): read-ahead caches
+    // its later part in large folios (from about 24 MiB in, with this disk's read-ahead).
+    let first = segments(&dir)[0].clone();
+    evict_from_page_cache(&dir);
+    let read = std::fs::read(&first).unwrap();
+    assert_eq!(read.len() as u64, SEGMENT_BYTES);
+
+    // Reopened, checkpointed past the first segment and compacted: the first segment is
+    // recycled as the next prepared one.
+    let wal = Wal::open(&dir, opts()).unwrap();
+    wal.checkpoint(wal.last_lsn(), None).unwrap();
+    let report = wal.compact_now().unwrap();
+    assert_eq!(report.segments_recycled, 1, "{report:?}");
+    assert_eq!(wal.segment_count(), 1);
+    // On through the second segment into the recycled file (the only one prepared), 24 MiB
+    // deep.
+    while wal.segment_count() < 2 {
+        fill(&wal, 1 << 20);
+    }
+    assert_eq!(segments(&dir).len(), 2, "the roll took the recycled file");
+    fill(&wal, 24 << 20);
+    check_commits(
+        &wal,
+        "24 MiB into a recycled segment that was read with read(2)",
+    );
 }

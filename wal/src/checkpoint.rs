@@ -444,6 +444,10 @@ impl Inner {
         // takes a while) need not hold them up. The checkpoint lock stays held.
         drop(control);
         report.segments_removed = gone.len();
+        // The last other handles this holds on the removed segments: each is then unmapped
+        // when the loop below lets go of it.
+        drop(by_checkpoint);
+        drop(sealed);
         for segment in gone {
             let name = segment.name();
             let len = segment.header.segment_bytes;
