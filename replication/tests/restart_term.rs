@@ -4,27 +4,14 @@
 //! mode compared raft's term with the stored one, found them different and was done in full
 //! (synced on the node's thread) until the next election.
 
-use rwal_replication::{Bootstrap, Config, Replica, Role, StateMachine};
-use rwal_wal::{Backend, HardState, Lsn, Options, SimDisk, Wal};
+use rwal_replication::{Bootstrap, Config, Replica, Role};
+use rwal_wal::{Backend, HardState, Options, SimDisk, Wal};
+
+mod common;
+
+use common::Engine;
 
 const DIR: &str = "/restart-term/1";
-
-/// Keeps nothing.
-struct Nothing;
-
-impl StateMachine for Nothing {
-    fn apply(&mut self, _lsn: Lsn, _epoch: u64, _data: &[u8]) -> rwal_replication::EngineResult {
-        Ok(())
-    }
-
-    fn snapshot(&mut self) -> rwal_replication::EngineResult<Vec<u8>> {
-        Ok(Vec::new())
-    }
-
-    fn restore(&mut self, _lsn: Lsn, _epoch: u64, _bytes: &[u8]) -> rwal_replication::EngineResult {
-        Ok(())
-    }
-}
 
 fn options(disk: &SimDisk) -> Options {
     Options::new()
@@ -33,7 +20,7 @@ fn options(disk: &SimDisk) -> Options {
         .segment_bytes(1 << 20)
 }
 
-fn open(disk: &SimDisk) -> Replica<Nothing> {
+fn open(disk: &SimDisk) -> Replica<Engine> {
     let mut config = Config::new(1);
     config.election_ticks = 10;
     config.election_ticks_max = 11;
@@ -42,7 +29,7 @@ fn open(disk: &SimDisk) -> Replica<Nothing> {
         options(disk),
         config,
         Bootstrap::Voters(vec![1]),
-        Nothing,
+        Engine::default(),
     )
     .expect("the replica opens")
 }

@@ -5,29 +5,14 @@
 //! simulated disks, stepped by hand: node 1 leads and removes itself, node 2 has entries after
 //! the removal appended but not synced when the removal commits.
 
-use rwal_replication::{
-    Bootstrap, Config, Envelope, MembershipChange, NodeId, Replica, Role, StateMachine,
-};
-use rwal_wal::{Backend, Lsn, Options, SimDisk};
+use rwal_replication::{Bootstrap, Config, Envelope, MembershipChange, NodeId, Replica, Role};
+use rwal_wal::{Backend, Options, SimDisk};
 
-/// Keeps nothing.
-struct Nothing;
+mod common;
 
-impl StateMachine for Nothing {
-    fn apply(&mut self, _lsn: Lsn, _epoch: u64, _data: &[u8]) -> rwal_replication::EngineResult {
-        Ok(())
-    }
+use common::Engine;
 
-    fn snapshot(&mut self) -> rwal_replication::EngineResult<Vec<u8>> {
-        Ok(Vec::new())
-    }
-
-    fn restore(&mut self, _lsn: Lsn, _epoch: u64, _bytes: &[u8]) -> rwal_replication::EngineResult {
-        Ok(())
-    }
-}
-
-fn open(id: NodeId) -> Replica<Nothing> {
+fn open(id: NodeId) -> Replica<Engine> {
     let mut config = Config::new(id);
     config.election_ticks = 10;
     config.election_ticks_max = 11;
@@ -41,13 +26,13 @@ fn open(id: NodeId) -> Replica<Nothing> {
         options,
         config,
         Bootstrap::Voters(vec![1, 2]),
-        Nothing,
+        Engine::default(),
     )
     .expect("a new replica opens")
 }
 
 /// One full round of `replica`: what it sends (a background round completes in `handle_ready`).
-fn round(replica: &mut Replica<Nothing>) -> Vec<Envelope> {
+fn round(replica: &mut Replica<Engine>) -> Vec<Envelope> {
     let mut out = Vec::new();
     while replica.handle_ready().expect("handle_ready") {
         out.extend(replica.take_messages());
@@ -59,7 +44,7 @@ fn round(replica: &mut Replica<Nothing>) -> Vec<Envelope> {
 }
 
 /// Steps every envelope addressed to `replica`'s id.
-fn deliver(replica: &mut Replica<Nothing>, envelopes: Vec<Envelope>) {
+fn deliver(replica: &mut Replica<Engine>, envelopes: Vec<Envelope>) {
     for envelope in envelopes {
         assert_eq!(envelope.to(), replica.id(), "{envelope:?}");
         replica.step(envelope);
@@ -67,7 +52,7 @@ fn deliver(replica: &mut Replica<Nothing>, envelopes: Vec<Envelope>) {
 }
 
 /// Rounds and deliveries between the two until nobody sends anything.
-fn settle(one: &mut Replica<Nothing>, two: &mut Replica<Nothing>) {
+fn settle(one: &mut Replica<Engine>, two: &mut Replica<Engine>) {
     for _ in 0..100 {
         let to_two = round(one);
         let to_one = round(two);
