@@ -478,6 +478,7 @@ impl File for FsFile {
     }
 
     fn forget_cached_pages(&self) {
+        // Length 0: to the end of the file. Only clean pages no mapping holds are dropped.
         // SAFETY: fadvise on a descriptor we own; no memory is passed.
         unsafe {
             libc::posix_fadvise(self.file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
@@ -533,15 +534,7 @@ impl File for FsFile {
             // `O_DIRECT` write reached the file may hold stale bytes, and once it is gone the
             // next read fetches what the writes left in the file. A page that survived anyway
             // would fail its record's checksum on read, not pass silently.
-            // SAFETY: fadvise on a descriptor we own; no memory is passed.
-            unsafe {
-                libc::posix_fadvise(
-                    self.file.as_raw_fd(),
-                    0,
-                    self.len as libc::off_t,
-                    libc::POSIX_FADV_DONTNEED,
-                );
-            }
+            self.forget_cached_pages();
             staging.forget_all();
         }
         true
