@@ -19,6 +19,28 @@ const WAIT: Duration = Duration::from_secs(10);
 /// something that must not.
 const WINDOW: Duration = Duration::from_millis(300);
 
+/// Starts `close_shared` on a thread of its own; it answers the close's outcome and whether
+/// `released` was set when the close returned.
+fn start_close(
+    wal: &Arc<Wal>,
+    released: &Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(rwal_wal::Result<()>, bool)> {
+    let (wal, released) = (wal.clone(), released.clone());
+    std::thread::spawn(move || {
+        let closed = wal.close_shared();
+        (closed, released.load(Ordering::SeqCst))
+    })
+}
+
+/// Checks, for `WINDOW`, that `close` has not returned.
+fn assert_close_still_waits<T>(closer: &std::thread::JoinHandle<T>, for_what: &str) {
+    let window_end = Instant::now() + WINDOW;
+    while Instant::now() < window_end {
+        assert!(!closer.is_finished(), "close returned while {for_what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn options(disk: &SimDisk) -> Options {
     Options::new()
         .backend(Backend::Simulated(disk.clone()))
@@ -36,14 +58,7 @@ fn close_waits_for_a_copy_that_started_after_its_sync() {
     wal.append(b"synced by the close").unwrap();
     let sync = disk.hold_next_sync();
     let copy_released = Arc::new(AtomicBool::new(false));
-    let closer = {
-        let wal = wal.clone();
-        let copy_released = copy_released.clone();
-        std::thread::spawn(move || {
-            let closed = wal.close_shared();
-            (closed, copy_released.load(Ordering::SeqCst))
-        })
-    };
+    let closer = start_close(&wal, &copy_released);
     assert!(sync.wait_reached(WAIT), "close reached its sync");
 
     // The append reserves now, after the close's sync began, and its copy is held.
@@ -55,14 +70,7 @@ fn close_waits_for_a_copy_that_started_after_its_sync() {
     assert!(copy.wait_reached(WAIT), "the append reached its copy");
     sync.release();
 
-    let window_end = Instant::now() + WINDOW;
-    while Instant::now() < window_end {
-        assert!(
-            !closer.is_finished(),
-            "close returned while an append it let reserve was still copying"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    assert_close_still_waits(&closer, "an append it let reserve was still copying");
     copy_released.store(true, Ordering::SeqCst);
     copy.release();
     let lsn = appender
@@ -81,4 +89,86 @@ fn close_waits_for_a_copy_that_started_after_its_sync() {
     assert!(reopened.last_lsn() >= lsn - 1);
     assert_eq!(reopened.read(first).unwrap(), b"committed before the close");
     assert_eq!(reopened.read(lsn - 1).unwrap(), b"synced by the close");
+}
+
+/// A committer that leads a sync after `close` synced (and while it writes the control file) is
+/// still writing to the log's files when `close` takes its locks. `close` must wait for that
+/// sync to end before it releases the directory; the committer's record, acknowledged, is
+/// there after a reopen.
+#[test]
+fn close_waits_for_a_sync_that_started_after_its_own() {
+    let disk = SimDisk::new();
+    let wal = Arc::new(Wal::open("/sim", options(&disk)).unwrap());
+    let first = wal.append(b"committed before the close").unwrap();
+    wal.commit(first).unwrap();
+    // Nothing is left to commit: the close's first sync is the control file's, held here.
+    let control_sync = disk.hold_next_sync();
+    let sync_released = Arc::new(AtomicBool::new(false));
+    let closer = start_close(&wal, &sync_released);
+    assert!(
+        control_sync.wait_reached(WAIT),
+        "close reached its control-file sync"
+    );
+
+    // Another thread appends and commits now: it leads the sync of the segment, held.
+    let segment_sync = disk.hold_next_sync();
+    let committer = {
+        let wal = wal.clone();
+        std::thread::spawn(move || wal.append_durable(b"committed while the log closes"))
+    };
+    assert!(
+        segment_sync.wait_reached(WAIT),
+        "the committer reached its sync"
+    );
+    control_sync.release();
+
+    assert_close_still_waits(&closer, "a committer's sync was still running");
+    sync_released.store(true, Ordering::SeqCst);
+    segment_sync.release();
+    let lsn = committer
+        .join()
+        .unwrap()
+        .expect("the sync that started before the close completes");
+    let (closed, after_the_sync) = closer.join().unwrap();
+    closed.expect("close");
+    assert!(after_the_sync, "close returned while the sync was held");
+
+    drop(wal);
+    let reopened = Wal::open("/sim", options(&disk)).unwrap();
+    assert_eq!(
+        reopened.read(lsn).unwrap(),
+        b"committed while the log closes"
+    );
+}
+
+/// On a poisoned log the written LSN no longer tells whether copies are still running (a
+/// failed append leaves its LSNs incomplete for good). `close` must still wait for a copy in
+/// progress before it releases the directory.
+#[test]
+fn close_of_a_poisoned_log_waits_for_a_copy_in_progress() {
+    let disk = SimDisk::new();
+    let wal = Arc::new(Wal::open("/sim", options(&disk)).unwrap());
+    let copy = disk.hold_next_write();
+    let appender = {
+        let wal = wal.clone();
+        std::thread::spawn(move || wal.append(b"copied while the log is poisoned and closes"))
+    };
+    assert!(copy.wait_reached(WAIT), "the append reached its copy");
+    // The next append's write fails: the log is poisoned.
+    disk.fail_next_write(libc::EIO);
+    let failed = wal.append(b"fails");
+    assert!(failed.is_err(), "{failed:?}");
+    assert!(wal.commit(wal.last_lsn()).is_err(), "the log is poisoned");
+
+    let copy_released = Arc::new(AtomicBool::new(false));
+    let closer = start_close(&wal, &copy_released);
+    assert_close_still_waits(&closer, "an append was still copying on a poisoned log");
+    copy_released.store(true, Ordering::SeqCst);
+    copy.release();
+    let _ = appender.join().unwrap();
+    // The close's outcome is the poison; what matters is when it came.
+    let (_, after_the_copy) = closer.join().unwrap();
+    assert!(after_the_copy, "close returned while the copy was held");
+    drop(wal);
+    Wal::open("/sim", options(&disk)).expect("the directory opens again");
 }

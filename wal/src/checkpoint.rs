@@ -203,10 +203,15 @@ impl Inner {
 
     /// The epoch of record `lsn` (or of the record before the first retained one).
     pub(crate) fn epoch_of(&self, lsn: Lsn, state: &ControlState) -> Result<u64> {
+        let _gate = self.cut_gate.read();
+        self.epoch_of_under_gate(lsn, state)
+    }
+
+    /// [`epoch_of`](Inner::epoch_of) for a caller that holds the cut gate.
+    pub(crate) fn epoch_of_under_gate(&self, lsn: Lsn, state: &ControlState) -> Result<u64> {
         if lsn + 1 == state.first_lsn || lsn == 0 {
             return Ok(if lsn == 0 { 0 } else { state.first_epoch });
         }
-        let _gate = self.cut_gate.read();
         let (segment, offset) = self.locate(lsn)?;
         Ok(self.decode_at(&segment, offset, lsn)?.epoch)
     }

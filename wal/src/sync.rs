@@ -7,6 +7,7 @@ mod imp {
     use std::time::Duration;
 
     pub use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    pub use std::thread::{current, park, Thread};
 
     /// A mutex (parking_lot's).
     #[derive(Debug, Default)]
@@ -62,6 +63,7 @@ mod imp {
     use std::time::Duration;
 
     pub use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    pub use loom::thread::{current, park, Thread};
 
     #[derive(Debug, Default)]
     pub struct Mutex<T>(loom::sync::Mutex<T>);

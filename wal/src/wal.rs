@@ -76,8 +76,25 @@ pub(crate) struct Inner {
     pub(crate) write_back_asked: std::sync::atomic::AtomicBool,
     background: Mutex<Signal>,
     background_cond: Condvar,
+    /// Held by a pass of `maintain` and by `close` from its start: a pass that a user thread
+    /// runs (background threads off) writes staged records to the files, and must not do so
+    /// after the directory is released.
+    maintenance: Mutex<()>,
+    /// Appends that reserved LSNs and have not finished copying them: `close` waits for none
+    /// to be left, even on a poisoned log, whose written LSN may never advance again.
+    copying: AtomicU64,
     pub(crate) report: RecoveryReport,
     lock: Mutex<Option<Box<dyn DirLock>>>,
+}
+
+/// One append's entry in `Inner::copying`, left when the append returns (copied, failed or
+/// panicking).
+struct CopyInProgress<'a>(&'a AtomicU64);
+
+impl Drop for CopyInProgress<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 #[derive(Default)]
@@ -139,6 +156,8 @@ impl Wal {
             write_back_asked: std::sync::atomic::AtomicBool::new(false),
             background: Mutex::new(Signal::default()),
             background_cond: Condvar::new(),
+            maintenance: Mutex::new(()),
+            copying: AtomicU64::new(0),
             report: recovered.report,
             lock: Mutex::new(Some(lock)),
             options,
@@ -288,12 +307,21 @@ impl Wal {
     /// The epoch of record `lsn`, for any LSN from `first_lsn() - 1` (kept in the control file
     /// when its segment is gone; 0 for LSN 0) to `durable_lsn()`.
     pub fn epoch_at(&self, lsn: Lsn) -> Result<u64> {
-        self.inner.group.check()?;
-        if lsn > 0 && lsn + 1 != self.first_lsn() {
-            self.inner.check_readable(lsn)?;
+        let inner = &self.inner;
+        // Checked and read under the cut gate and the control lock, in the order truncations
+        // and resets take them: a compaction removes segments from the map (and then recycles
+        // their files) only after it took the control lock, so it either ran before (and the
+        // check says `Compacted`) or waits for the read. No pin: it would refuse a reset that
+        // runs beside (the replication layer's waiters call this while its thread installs a
+        // snapshot), where the gate makes the reset wait for the read instead.
+        let _gate = inner.cut_gate.read();
+        let control = inner.control.lock();
+        inner.group.check()?;
+        let state = control.state();
+        if lsn > 0 && lsn + 1 != state.first_lsn {
+            inner.check_readable(lsn)?;
         }
-        let state = self.inner.control.lock().state().clone();
-        self.inner.epoch_of(lsn, &state)
+        inner.epoch_of_under_gate(lsn, state)
     }
 
     /// The consensus state (term, vote, commit) and the membership blob that the replication
@@ -383,6 +411,9 @@ impl Wal {
             self.inner.background_cond.notify_all();
             let _ = handle.join();
         }
+        // A pass of `maintain` on a user's thread ends first; one that starts later finds the
+        // log closed.
+        let _maintenance = self.inner.maintenance.lock();
         if self.inner.lock.lock().is_none() {
             return Ok(());
         }
@@ -397,10 +428,17 @@ impl Wal {
         let tail = self.inner.tail.lock();
         // Appends reserve under the tail lock but copy outside it: one reserved before this
         // point may still be writing into a segment, which must end before another process
-        // may own the files. Copies cannot fail; on a poisoned log this returns at once.
+        // may own the files. Copies cannot fail; on a poisoned log this returns at once, and
+        // the count of copies in progress (no new one starts: the tail lock is held) is
+        // what tells when the last one ended.
         let _ = self.inner.group.wait_written(tail.next_lsn() - 1);
+        while self.inner.copying.load(Ordering::Acquire) > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        }
         let _gate = self.inner.cut_gate.write();
         let _control = self.inner.control.lock();
+        // Also waits for a sync that a committer started after this close's own sync: it may
+        // still write staged records to the files.
         self.inner.group.close();
         self.inner.lock.lock().take();
         written
@@ -510,7 +548,10 @@ impl Inner {
                 &mut runs,
             );
             self.next_lsn.store(tail.next_lsn(), Ordering::Release);
+            // Counted under the tail lock, which `close` takes before it waits for the count.
+            self.copying.fetch_add(1, Ordering::AcqRel);
         }
+        let _copying = CopyInProgress(&self.copying);
         let first = runs.iter().next().expect("at least one record").first_lsn;
         let mut index = 0;
         for run in runs.iter() {
@@ -958,6 +999,7 @@ impl Inner {
     /// others from running: with a full disk, the preparation of a segment fails at every pass,
     /// and compaction (which frees space) and the watermark must go on all the same.
     fn maintain(&self) -> Result<()> {
+        let _maintenance = self.maintenance.lock();
         self.group.check()?;
         let wanted = self.options.prepared_segments_max;
         let prepared = self.prepare_segments(wanted);
