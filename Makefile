@@ -54,5 +54,8 @@ kv-test:
 # The Python package, built the way users install it, and its pytest suite (run from the
 # repository root so that `import rwal` finds the installed package, not the source folder).
 python-test:
+	# setuptools keeps the extension it linked in build/ and does not link it again when only
+	# librwal.a changed: a stale build/ would test an old library.
+	rm -rf bindings/python/build
 	python3 -m pip install -q ./bindings/python
 	python3 -m pytest -q bindings/python/tests

@@ -801,15 +801,17 @@ void rwal_set_log_callback(rwal_log_fn callback, rwal_log_level level, void *use
 
 /**
  * New node options for node `id` (1, 2, ...) with its log in `dir`: listen on 127.0.0.1 on a
- * port the OS chooses, no peers, found a cluster of this node alone, 10 ms ticks, no engine
- * callbacks. There is no default cluster id and secret: `rwal_node_options_set_cluster` is
+ * port the OS chooses, no peers, no founding voters (a directory without a log is then
+ * refused: see `rwal_node_options_set_voters`), 10 ms ticks, no engine callbacks. There is no default cluster id and secret: `rwal_node_options_set_cluster` is
  * required before `rwal_node_open` (which refuses, naming the secret, without it). `*opts_out`
  * is the options; free them with `rwal_node_options_free`.
  *
  * # Safety
  * `dir` is a NUL-terminated path; `opts_out` is writable.
  */
-rwal_status rwal_node_options_new(uint64_t id, const char *dir, rwal_node_options **opts_out);
+rwal_status rwal_node_options_new(uint64_t id,
+                                  const char *dir,
+                                  rwal_node_options **opts_out);
 
 /**
  * Frees node options. NULL is a no-op.
@@ -854,6 +856,12 @@ rwal_status rwal_node_options_add_peer(rwal_node_options *opts, uint64_t id, con
  * this node). With `join` nonzero the node founds nothing: it starts empty and waits for the
  * leader, which adds it with `rwal_node_change_membership`, to send it a snapshot. Both only
  * matter for a new log: a reopened node continues from its own.
+ *
+ * Give the voters on the first start of a new cluster's members only. A node whose directory
+ * holds no log and that is given neither voters nor `join` refuses to open
+ * (`RWAL_ERR_INVALID_ARGUMENT`): a member restarted with the founding voters after losing its
+ * directory would found the cluster anew, and its vote could elect a leader that lacks
+ * acknowledged writes. Such a member must be removed and added again as a new one.
  *
  * # Safety
  * `opts` is live; `ids` has `count` readable ids (NULL if `count` is 0).

@@ -291,12 +291,30 @@ impl<M: StateMachine> Replica<M> {
             }
             RecoveryMode::AbsoluteConsistency | RecoveryMode::TolerateTornTail => {}
         }
+        // Founding is asked for, never assumed: a member restarted with the same options after
+        // losing its directory would otherwise found the cluster anew, and its vote could
+        // elect a leader that lacks acknowledged writes. Checked before the log is created.
+        let founding_refused = || {
+            Error::invalid(
+                "voters",
+                "the directory holds no log: give the founding voters on the first start of a \
+                 new cluster's members only, or join (a member that lost its log must be \
+                 removed and added again as a new one)",
+            )
+        };
+        let asks_nothing = matches!(&bootstrap, Bootstrap::Voters(v) if v.is_empty());
+        if asks_nothing && !Wal::holds_log(dir.as_ref())? {
+            return Err(founding_refused());
+        }
         let wal = Arc::new(Wal::open(dir, options)?);
         if let Bootstrap::Voters(voters) = &bootstrap {
             let fresh = wal.last_lsn() == 0 && wal.latest_checkpoint().is_none();
             if fresh {
-                if voters.is_empty() || voters.contains(&0) {
-                    return Err(Error::invalid("voters", "a non-empty list of ids above 0"));
+                if voters.is_empty() {
+                    return Err(founding_refused());
+                }
+                if voters.contains(&0) {
+                    return Err(Error::invalid("voters", "ids above 0"));
                 }
                 let mut conf = ConfState::default();
                 conf.voters = voters.clone();

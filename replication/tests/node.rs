@@ -407,6 +407,39 @@ fn a_restarted_follower_catches_up_by_log_and_keeps_its_state() {
     );
 }
 
+/// Founding is asked for, never assumed: a directory without a log and no founding voters is
+/// refused (a member that lost its directory, restarted with the founding list, would found
+/// the cluster anew); once founded, the node reopens without them.
+#[test]
+fn an_empty_directory_is_founded_only_with_voters() {
+    let dir = TempDir::new("repl-founding");
+    let open = |voters: Vec<NodeId>| {
+        Replica::open(
+            dir.join("log"),
+            Options::new(),
+            rwal_replication::Config::new(1),
+            Bootstrap::Voters(voters),
+            Engine::default(),
+        )
+    };
+    match open(vec![]) {
+        Err(Error::InvalidArgument { name, reason }) => {
+            assert_eq!(name, "voters");
+            assert!(reason.contains("holds no log"), "{reason}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(matches!(
+        open(vec![0, 1]),
+        Err(Error::InvalidArgument { name: "voters", .. })
+    ));
+    let founded = open(vec![1]).expect("founded with its voters");
+    assert_eq!(founded.membership().voters, vec![1]);
+    drop(founded);
+    let reopened = open(vec![]).expect("a node with its log needs no voters");
+    assert_eq!(reopened.membership().voters, vec![1]);
+}
+
 #[test]
 fn recovery_modes_that_drop_records_are_refused() {
     let dir = TempDir::new("repl-modes");

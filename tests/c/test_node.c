@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #define NODES 3
@@ -317,6 +318,16 @@ static void test_bad_options(const char *dir) {
     rwal_last_error(msg, sizeof msg);
     CHECK(strstr(msg, "recovery_mode") != NULL);
     rwal_options_free(log_opts);
+    /* Founding is asked for: a directory without a log, and no voters given, is refused, and
+     * nothing is created in it. */
+    log_opts = rwal_options_new();
+    CHECK_STATUS(rwal_node_options_set_log_options(opts, log_opts), RWAL_OK);
+    rwal_options_free(log_opts);
+    CHECK_STATUS(rwal_node_open(opts, &node), RWAL_ERR_INVALID_ARGUMENT);
+    rwal_last_error(msg, sizeof msg);
+    CHECK(strstr(msg, "holds no log") != NULL);
+    struct stat created;
+    CHECK(stat(path, &created) != 0);
     /* The engine's apply, snapshot and restore go together: a missing one is named. */
     struct engine e = {0};
     CHECK_STATUS(rwal_node_options_set_callbacks(opts, on_apply, NULL, on_restore, NULL, &e),

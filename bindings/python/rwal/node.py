@@ -125,8 +125,11 @@ class Node(_Handle):
     ) -> None:
         """Opens node `node_id` with its log in directory `path`. `peers` maps the other
         members' ids to their peer addresses ("IP:PORT"; more with add_peer); `voters` are the
-        founding voters (default: this node and every peer); `join` starts empty, waiting to
-        be added by the leader."""
+        founding voters, to give on the first start of a new cluster's members only; `join`
+        starts empty, waiting to be added by the leader. A node whose directory holds no log,
+        given neither, refuses to open (InvalidArgumentError): a member restarted with the
+        founding voters after losing its directory would found the cluster anew, and its vote
+        could elect a leader that lacks acknowledged writes."""
         self._closed = True  # until opened: nothing for __del__ to close
         opts_out = ffi.new("rwal_node_options **")
         _check(lib.rwal_node_options_new(node_id, os.fsencode(path), opts_out))
@@ -136,9 +139,10 @@ class Node(_Handle):
         peers = dict(peers or {})
         for peer, addr in peers.items():
             _check(lib.rwal_node_options_add_peer(opts, peer, addr.encode()))
-        ids = sorted(set(voters) if voters is not None else {node_id, *peers})
-        id_array = ffi.new("uint64_t[]", ids)
-        _check(lib.rwal_node_options_set_voters(opts, id_array, len(ids), bool(join)))
+        if voters is not None or join:
+            ids = sorted(set(voters or ()))
+            id_array = ffi.new("uint64_t[]", ids)
+            _check(lib.rwal_node_options_set_voters(opts, id_array, len(ids), bool(join)))
         _check(lib.rwal_node_options_set_tick_ms(opts, tick_ms))
         if segment_size is not None:
             log_opts = ffi.gc(lib.rwal_options_new(), lib.rwal_options_free)

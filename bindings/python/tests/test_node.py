@@ -159,6 +159,12 @@ def test_bad_node_options_are_refused_with_the_reason(tmp_path):
         rwal.Node(1, tmp_path / "n", cluster_id=1, secret=SECRET, listen="nowhere")
     with pytest.raises(rwal.InvalidArgumentError, match="must name this node"):
         rwal.Node(1, tmp_path / "n", cluster_id=1, secret=SECRET, voters=[2, 3])
+    # Founding is asked for, never assumed: an empty directory without voters is refused.
+    with pytest.raises(rwal.InvalidArgumentError, match="holds no log"):
+        rwal.Node(1, tmp_path / "alone", cluster_id=1, secret=SECRET)
+    node = rwal.Node(1, tmp_path / "alone", cluster_id=1, secret=SECRET, voters=[1])
+    node.close()
+    # Reopened with its log, it needs no voters.
     node = rwal.Node(1, tmp_path / "alone", cluster_id=1, secret=SECRET)
     node.close()
     node.close()
