@@ -380,7 +380,9 @@ typedef int32_t rwal_recovery_mode;
 #define RWAL_RECOVERY_POINT_IN_TIME 2
 
 /**
- * Keep every valid record, skipping damaged stretches (holes in the LSNs).
+ * Keep every valid record, skipping damaged stretches (holes in the LSNs). The holes stay: every
+ * later open must use this mode too (the others refuse the log at the hole, or with
+ * `RWAL_RECOVERY_POINT_IN_TIME` cut there, dropping every record after it).
  */
 #define RWAL_RECOVERY_SKIP_CORRUPTED 3
 

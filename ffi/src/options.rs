@@ -36,7 +36,9 @@ pub const RWAL_RECOVERY_ABSOLUTE_CONSISTENCY: rwal_recovery_mode = 0;
 pub const RWAL_RECOVERY_TOLERATE_TORN_TAIL: rwal_recovery_mode = 1;
 /// Keep the longest valid prefix, cutting at the first damaged record.
 pub const RWAL_RECOVERY_POINT_IN_TIME: rwal_recovery_mode = 2;
-/// Keep every valid record, skipping damaged stretches (holes in the LSNs).
+/// Keep every valid record, skipping damaged stretches (holes in the LSNs). The holes stay: every
+/// later open must use this mode too (the others refuse the log at the hole, or with
+/// `RWAL_RECOVERY_POINT_IN_TIME` cut there, dropping every record after it).
 pub const RWAL_RECOVERY_SKIP_CORRUPTED: rwal_recovery_mode = 3;
 
 /// New options with the defaults: create if missing, 64 MiB segments, the mmap backend,

@@ -45,6 +45,12 @@ pub enum RecoveryMode {
     PointInTime,
     /// Keep every valid record: a damaged stretch inside a segment is skipped up to the next
     /// segment, leaving a hole in the LSNs (the report lists each hole).
+    ///
+    /// The hole stays: no file records it, so every later open of the log must use
+    /// `SkipCorrupted` too. `TolerateTornTail` and `AbsoluteConsistency` refuse the log with
+    /// [`Error::Corrupted`](crate::Error::Corrupted) at the hole's first LSN, and
+    /// `PointInTime` cuts there, dropping every record after it, those appended since
+    /// included.
     SkipCorrupted,
 }
 
