@@ -974,16 +974,19 @@ impl<M: StateMachine> Replica<M> {
                 return Ok(());
             }
             let applied = self.applied;
-            match self.machine.snapshot() {
-                Ok(state) if self.own_checkpoints_elsewhere => {
-                    let pending = self.start_checkpoint(applied, state.len() as u64)?;
-                    self.own_checkpoint = Some((pending, state));
-                }
-                Ok(state) => self.checkpoint(applied, &state)?,
-                Err(e) => self.note(format!(
-                    "{}; no checkpoint written, raft asks again",
-                    Error::engine("snapshot", applied, e)
-                )),
+            // A failure to write it (a full disk, no file descriptor left) is noted and the
+            // checkpoint abandoned, like the engine's: raft asks again at its next attempt, and
+            // the leader goes on leading meanwhile. A log that the failure poisoned fails the
+            // next round's append anyway.
+            let written = match self.machine.snapshot() {
+                Ok(state) if self.own_checkpoints_elsewhere => self
+                    .start_checkpoint(applied, state.len() as u64)
+                    .map(|pending| self.own_checkpoint = Some((pending, state))),
+                Ok(state) => self.checkpoint(applied, &state),
+                Err(e) => Err(Error::engine("snapshot", applied, e)),
+            };
+            if let Err(e) = written {
+                self.note(format!("{e}; no checkpoint written, raft asks again"));
             }
         }
         Ok(())

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -10,7 +11,7 @@ use rwal_replication::{
     Bootstrap, Error, MembershipChange, MemoryNetwork, Node, NodeId, NodeOptions, Replica, Role,
 };
 use rwal_tests::TempDir;
-use rwal_wal::{Backend, Lsn, Options, RecordKind, RecoveryMode};
+use rwal_wal::{Backend, Lsn, Options, RecordKind, RecoveryMode, SimDisk};
 
 mod common;
 
@@ -316,6 +317,64 @@ fn a_learner_joins_by_snapshot_is_promoted_and_the_leader_removed() {
         cluster.wait_applied(id, lsn);
     }
     cluster.stop(leader);
+}
+
+/// The checkpoint raft wants for a newcomer cannot be started (its snapshot file cannot be
+/// created: a full disk): the leader notes it and goes on leading, raft asks again, and the
+/// newcomer catches up from the next attempt (docs/replication.md section 4.2). The error
+/// stopped the leader before.
+#[test]
+fn a_leader_that_cannot_start_a_checkpoint_for_a_newcomer_goes_on_leading() {
+    let dir = TempDir::new("repl-checkpoint-enospc");
+    let network = MemoryNetwork::new();
+    let disk = SimDisk::new();
+    let notes = Arc::new(Mutex::new(Vec::<String>::new()));
+    let open = |id: NodeId, bootstrap: Bootstrap, wal: Options| {
+        let mut options = NodeOptions::new(id, dir.join(&format!("node{id}")), bootstrap);
+        options.wal = wal.segment_bytes(1 << 20);
+        options.tick_interval = Duration::from_millis(10);
+        let notes = notes.clone();
+        options.log = Some(Arc::new(move |line: &str| {
+            notes.lock().push(line.to_string())
+        }));
+        let engine = Engine::default();
+        let node = Node::open(options, engine.clone(), network.transport()).expect("opens");
+        network.register(id, node.inbox());
+        (node, engine)
+    };
+    // No background thread on the leader's log: the next file it creates is the snapshot.
+    let leader_log = Options::new()
+        .backend(Backend::Simulated(disk.clone()))
+        .background_threads(false);
+    let (leader, leader_engine) = open(1, Bootstrap::Voters(vec![1]), leader_log);
+    let (status, led) = leader.wait_status(WAIT, |s| s.role == Role::Leader);
+    assert!(led, "{status:?}");
+    for i in 0..20u8 {
+        leader.propose_and_wait(&[i; 100], WAIT).unwrap();
+    }
+    disk.fail_next_create(libc::ENOSPC);
+    let (learner, learner_engine) = open(2, Bootstrap::Join, Options::new());
+    let lsn = leader
+        .change_membership(MembershipChange::AddLearner(2))
+        .unwrap();
+    let (last, _) = leader.propose_and_wait(b"for the learner", WAIT).unwrap();
+    assert!(last > lsn);
+    let (status, caught_up) = learner.wait_status(WAIT, |s| s.applied_lsn >= last);
+    assert!(caught_up, "the learner never caught up: {status:?}");
+    assert_eq!(*learner_engine.0.lock(), *leader_engine.0.lock());
+    let status = leader.status();
+    assert_eq!((status.role, status.failure), (Role::Leader, None));
+    // The fault did hit the checkpoint, and was noted.
+    assert!(
+        notes
+            .lock()
+            .iter()
+            .any(|n| n.contains("no checkpoint written") && n.contains("snapshot")),
+        "{:?}",
+        notes.lock()
+    );
+    learner.close().unwrap();
+    leader.close().unwrap();
 }
 
 /// raft-rs asks the leader for a snapshot to seed a newcomer, and no checkpoint exists yet: the
