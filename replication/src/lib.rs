@@ -35,5 +35,8 @@ pub type NodeId = u64;
 pub use error::{Error, Result};
 pub use node::{CommittedReader, CommittedRecord, Node, NodeLog, NodeOptions, NodeStatus};
 pub use raft::eraftpb::ConfState;
-pub use replica::{Bootstrap, Config, EngineResult, MembershipChange, Replica, Role, StateMachine};
+pub use replica::{
+    Bootstrap, Config, EngineResult, MembershipChange, Replica, Role, StateMachine,
+    MESSAGE_PART_BYTES_MAX,
+};
 pub use transport::{Envelope, Inbox, MemoryNetwork, MemoryTransport, SnapshotChunk, Transport};

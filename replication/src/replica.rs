@@ -84,7 +84,8 @@ pub struct Config {
     pub election_ticks_max: usize,
     /// Ticks between the leader's heartbeats.
     pub heartbeat_ticks: usize,
-    /// Largest batch of entries in one append message, in bytes.
+    /// Largest batch of entries in one append message, in bytes (at most
+    /// [`MESSAGE_PART_BYTES_MAX`]).
     pub max_bytes_per_message: u64,
     /// Append messages in flight to one follower.
     pub max_inflight_messages: usize,
@@ -93,7 +94,7 @@ pub struct Config {
     /// Bytes of log a follower's retention pin may hold back before it is dropped (the follower
     /// then gets a snapshot); `None`: no cap.
     pub follower_pin_cap_bytes: Option<u64>,
-    /// Size of a snapshot chunk.
+    /// Size of a snapshot chunk (at most [`MESSAGE_PART_BYTES_MAX`]).
     pub snapshot_chunk_bytes: usize,
     /// Chunks sent per follower per tick at most (fewer when the transport has less room).
     pub snapshot_chunks_per_tick: usize,
@@ -163,9 +164,30 @@ impl Config {
         if self.snapshot_chunk_bytes == 0 || self.snapshot_chunks_per_tick == 0 {
             return Err(Error::invalid("snapshot_chunk_bytes", "must be above 0"));
         }
+        for (name, value) in [
+            ("max_bytes_per_message", self.max_bytes_per_message),
+            ("snapshot_chunk_bytes", self.snapshot_chunk_bytes as u64),
+        ] {
+            if value > MESSAGE_PART_BYTES_MAX {
+                return Err(Error::invalid(
+                    name,
+                    format!(
+                        "{value} is above {MESSAGE_PART_BYTES_MAX} (32 MiB): a message must fit \
+                         the TCP transport's 128 MiB frames"
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 }
+
+/// The most [`Config::max_bytes_per_message`] and [`Config::snapshot_chunk_bytes`] may be. An
+/// append carries up to `max_bytes_per_message` of entries and one more entry of up to
+/// `max_record_bytes` (64 MiB at most), a snapshot message one chunk; the TCP transport's frames
+/// carry at most 128 MiB (docs/network.md), and a message it refuses would reset the
+/// connection at every try.
+pub const MESSAGE_PART_BYTES_MAX: u64 = 32 << 20;
 
 /// The role of a replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -526,6 +526,38 @@ fn recovery_modes_that_drop_records_are_refused() {
         bad_id,
         Err(Error::InvalidArgument { name: "id", .. })
     ));
+    // Messages that would not fit the TCP transport's frames: refused, named.
+    let mut big = rwal_replication::Config::new(1);
+    big.max_bytes_per_message = 64 << 20;
+    let refused = Replica::open(
+        dir.join("log"),
+        Options::new(),
+        big,
+        Bootstrap::Voters(vec![1]),
+        Engine::default(),
+    );
+    assert!(matches!(
+        refused,
+        Err(Error::InvalidArgument {
+            name: "max_bytes_per_message",
+            ..
+        })
+    ));
+    let mut big = rwal_replication::Config::new(1);
+    big.snapshot_chunk_bytes = (rwal_replication::MESSAGE_PART_BYTES_MAX + 1) as usize;
+    assert!(matches!(
+        Replica::open(
+            dir.join("log"),
+            Options::new(),
+            big,
+            Bootstrap::Voters(vec![1]),
+            Engine::default(),
+        ),
+        Err(Error::InvalidArgument {
+            name: "snapshot_chunk_bytes",
+            ..
+        })
+    ));
     // No spread of election timeouts: refused (candidates would split the vote forever).
     let mut pinned = rwal_replication::Config::new(1);
     pinned.election_ticks_max = pinned.election_ticks;
