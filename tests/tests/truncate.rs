@@ -84,6 +84,61 @@ fn truncation_is_refused_while_a_reader_is_past_the_cut() {
     }
 }
 
+/// A pin registered, or moved, past the cut while a truncation cuts must wait for the cut to
+/// end: the truncation looked at the pins before it, and would remove what the pin keeps. On
+/// the simulated disk the test holds the truncation inside its cut and gives the pin calls a
+/// window to return in (which they must not).
+#[test]
+fn pins_placed_during_a_cut_wait_for_it() {
+    const WINDOW: std::time::Duration = std::time::Duration::from_millis(300);
+    let disk = SimDisk::new();
+    let options = Options::new()
+        .backend(Backend::Simulated(disk.clone()))
+        .segment_bytes(1 << 20)
+        .background_threads(false);
+    let wal = Arc::new(Wal::open("/sim", options).unwrap());
+    for i in 0..10u64 {
+        wal.append(&payload(i, 10)).unwrap();
+    }
+    wal.sync().unwrap();
+    let early = wal.pin("early", 2).unwrap();
+    // Everything is durable: the truncation's first write is inside its cut.
+    let cut = disk.hold_next_write();
+    let truncation = {
+        let wal = wal.clone();
+        std::thread::spawn(move || wal.truncate_after(4))
+    };
+    assert!(cut.wait_reached(std::time::Duration::from_secs(10)));
+    // A forward move is a store of its own (no other lock would stop it); a new pin also
+    // takes the control lock, which the cut holds while it writes.
+    let moved = std::thread::spawn(move || {
+        early.move_to(9).unwrap();
+        early
+    });
+    let placed = {
+        let wal = wal.clone();
+        std::thread::spawn(move || wal.pin("late", 8).unwrap())
+    };
+    let window_end = std::time::Instant::now() + WINDOW;
+    while std::time::Instant::now() < window_end {
+        assert!(
+            !moved.is_finished() && !placed.is_finished(),
+            "a pin was placed or moved past the cut while the truncation cut"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    cut.release();
+    truncation
+        .join()
+        .unwrap()
+        .expect("the truncation saw no pin past the cut");
+    let (early, late) = (moved.join().unwrap(), placed.join().unwrap());
+    assert_eq!((early.lsn(), late.lsn()), (9, 8));
+    assert_eq!(wal.last_lsn(), 4);
+    // The pins now stand past the end: a cut below them is refused.
+    assert!(matches!(wal.truncate_after(3), Err(Error::Pinned { .. })));
+}
+
 #[test]
 fn a_committer_waiting_for_a_cut_record_is_told() {
     let disk = SimDisk::new();

@@ -168,6 +168,11 @@ impl Pin {
             return Err(Error::invalid("name", "a pin needs a name"));
         }
         let registered = {
+            // Registered under the cut gate, which a truncation or a reset holds from its look
+            // at the pins to the end of its cut: it either sees this pin, or is over. (Without
+            // it, a pin registered past the cut between the truncation's look at the pins and
+            // its cut kept nothing: found by review.)
+            let _gate = inner.cut_gate.read();
             // Checked and registered under the control lock, which compaction holds from its
             // look at the pins to its move of the first LSN: it either sees this pin, or has
             // moved the first LSN already and the check below sees that.
@@ -213,6 +218,9 @@ impl Pin {
                 cap_bytes: self.cap_bytes.unwrap_or(0),
             });
         }
+        // Under the cut gate, as a new pin is registered: a pin moved past a cut in progress
+        // would keep nothing.
+        let _gate = self.inner.cut_gate.read();
         if lsn >= self.lsn() {
             // Forward: compaction kept everything from the old LSN on, so this one too.
             self.registered.lsn.store(lsn, Ordering::Release);
