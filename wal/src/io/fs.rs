@@ -698,6 +698,13 @@ impl Staging {
         unsafe { self.memory.as_mut_ptr().add(offset as usize) }
     }
 
+    /// Where `lo..hi` of the staging memory starts, for a write that reads it raw (checked in
+    /// bounds; no reference is made).
+    fn range_ptr(&self, lo: u64, hi: u64) -> *const u8 {
+        assert!(lo <= hi && hi as usize <= self.memory.len());
+        self.memory.as_ptr().wrapping_add(lo as usize)
+    }
+
     fn slice(&self, lo: u64, hi: u64) -> &[u8] {
         // SAFETY: inside the staging memory (ranges come from `write`, which stays in bounds);
         // every byte of the range was written by a completed `write`, and the log never writes a
@@ -878,15 +885,20 @@ impl Direct {
             }
         }
         debug_assert!(blocks.iter().all(|&(lo, hi)| self.all_valid(lo, hi - lo)));
-        let writes: Vec<(u64, &[u8])> = blocks
+        // Raw pointers, not slices: the last block of a range may hold bytes of a record
+        // another appender is copying now (`Ring::write`).
+        let writes: Vec<(u64, *const u8, usize)> = blocks
             .iter()
-            .map(|&(lo, hi)| (lo, staging.slice(lo, hi)))
+            .map(|&(lo, hi)| (lo, staging.range_ptr(lo, hi), (hi - lo) as usize))
             .collect();
         let sync_all = durable && flush.written_unsynced;
-        self.ring.write(&self.fd, &writes, durable)?;
+        // SAFETY: the pointers are inside the staging memory (`range_ptr` checks), which lives
+        // as long as `staging`, borrowed for this whole call.
+        unsafe { self.ring.write(&self.fd, &writes, durable) }?;
         if sync_all && self.ring.mode() == UringSync::DsyncWrites {
             // Blocks written back earlier without a sync are not covered by RWF_DSYNC writes.
-            self.ring.write(&self.fd, &[], true)?;
+            // SAFETY: no buffer.
+            unsafe { self.ring.write(&self.fd, &[], true) }?;
         }
         flush.written_unsynced = !durable;
         Ok(())

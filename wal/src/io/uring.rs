@@ -70,9 +70,23 @@ impl Ring {
         self.mode
     }
 
-    /// Writes each `(offset, bytes)` at its offset with `O_DIRECT` and, with `durable`, makes
-    /// them durable; returns once every operation completed.
-    pub fn write(&self, fd: &StdFile, writes: &[(u64, &[u8])], durable: bool) -> io::Result<()> {
+    /// Writes each `(offset, ptr, len)`, the `len` bytes at `ptr`, at its offset with
+    /// `O_DIRECT` and, with `durable`, makes them durable; returns once every operation
+    /// completed.
+    ///
+    /// The buffers are raw pointers, not slices: a block widened from a dirty range may hold
+    /// bytes another appender is copying at that moment (a record past the written LSN, which a
+    /// later write-back writes again), and a shared reference over bytes being written would be
+    /// a data race. The kernel reads raw memory; no reference is made here.
+    ///
+    /// # Safety
+    /// Each `ptr` is valid for reads of `len` bytes until this call returns.
+    pub unsafe fn write(
+        &self,
+        fd: &StdFile,
+        writes: &[(u64, *const u8, usize)],
+        durable: bool,
+    ) -> io::Result<()> {
         let mut state = self.state.lock();
         if let Some(reason) = &state.broken {
             return Err(io::Error::other(format!(
@@ -86,16 +100,16 @@ impl Ring {
             let fsync = durable && last_batch && self.mode == UringSync::LinkedFdatasync;
             let mut expected = Vec::with_capacity(batch.len() + 1);
             let mut entries = Vec::with_capacity(batch.len() + 1);
-            for (i, (offset, bytes)) in batch.iter().enumerate() {
-                debug_assert!(offset % BLOCK_BYTES == 0 && bytes.len() as u64 % BLOCK_BYTES == 0);
-                let len = u32::try_from(bytes.len()).map_err(|_| {
+            for (i, &(offset, ptr, len)) in batch.iter().enumerate() {
+                debug_assert!(offset % BLOCK_BYTES == 0 && len as u64 % BLOCK_BYTES == 0);
+                let len = u32::try_from(len).map_err(|_| {
                     io::Error::new(
                         io::ErrorKind::InvalidInput,
                         "an io_uring write of 4 GiB or more",
                     )
                 })?;
-                let mut entry = opcode::Write::new(types::Fd(fd.as_raw_fd()), bytes.as_ptr(), len)
-                    .offset(*offset)
+                let mut entry = opcode::Write::new(types::Fd(fd.as_raw_fd()), ptr, len)
+                    .offset(offset)
                     .rw_flags(if dsync { libc::RWF_DSYNC } else { 0 })
                     .build()
                     .user_data(i as u64);
@@ -114,8 +128,8 @@ impl Ring {
                 expected.push(0);
                 entries.push(entry);
             }
-            // SAFETY: the buffers live until their completions are reaped below (the caller
-            // holds them across this call; `reap` returns only once nothing submitted is in
+            // SAFETY: the buffers live until their completions are reaped below (valid for
+            // the whole call: this function's contract; `reap` returns only once nothing submitted is in
             // flight, and a ring whose queue may still hold these entries is marked broken and
             // never entered again); the sync references no memory. All or none are queued.
             unsafe { state.ring.submission().push_multiple(&entries) }
@@ -504,7 +518,9 @@ mod tests {
         let ring = Ring::new(UringSync::DsyncWrites).unwrap();
         ring.state.lock().broken = Some("io_uring_enter failed (test)".into());
         let block = vec![7u8; BLOCK_BYTES as usize];
-        let error = ring.write(&file, &[(0, &block)], true).unwrap_err();
+        // SAFETY: `block` outlives the call.
+        let error =
+            unsafe { ring.write(&file, &[(0, block.as_ptr(), block.len())], true) }.unwrap_err();
         let message = error.to_string();
         assert!(
             message.contains("unusable since an earlier failure: io_uring_enter failed (test)"),
