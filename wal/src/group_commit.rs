@@ -360,23 +360,18 @@ impl GroupCommit {
             } else {
                 st = self.gather(st);
             }
-            let riders;
-            (st, riders) = self.lead(st, &mut sync);
+            let (done, riders) = self.lead(st, &mut sync);
             // This record was in the sync (its leader only leads once it is written): if the
             // sync made it durable, that is the answer, even if the log closed meanwhile.
-            let durable = st.durable >= lsn;
-            if !riders.is_empty() {
-                drop(st);
-                for rider in riders {
-                    rider.unpark();
-                }
-                if durable {
-                    return Ok(());
-                }
-                st = self.state.lock();
-            } else if durable {
+            let durable = done.durable >= lsn;
+            drop(done);
+            for rider in riders {
+                rider.unpark();
+            }
+            if durable {
                 return Ok(());
             }
+            st = self.state.lock();
         }
     }
 
@@ -629,15 +624,27 @@ mod tests {
         (HeldSync { reached, release }, sync)
     }
 
-    fn wait_for_riders(gc: &GroupCommit, n: usize) {
+    /// Commits each of `lsns` on a thread of its own while a sync covering them runs, and
+    /// returns once all of them ride it.
+    fn ride(
+        gc: &Arc<GroupCommit>,
+        lsns: std::ops::RangeInclusive<Lsn>,
+    ) -> Vec<thread::JoinHandle<Result<()>>> {
+        let riders: Vec<_> = lsns
+            .map(|lsn| {
+                let gc = gc.clone();
+                thread::spawn(move || gc.commit(lsn, Duration::ZERO, |_, _| panic!("rides")))
+            })
+            .collect();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while gc.state.lock().riders.len() < n {
+        while gc.state.lock().riders.len() < riders.len() {
             assert!(
                 Instant::now() < deadline,
                 "the committers never became riders"
             );
             thread::yield_now();
         }
+        riders
     }
 
     /// Committers whose records a running sync covers ride it: they wait apart from the
@@ -652,13 +659,7 @@ mod tests {
             thread::spawn(move || gc.commit(1, Duration::ZERO, sync))
         };
         held.reached.recv().unwrap();
-        let riders: Vec<_> = (2..=5)
-            .map(|lsn| {
-                let gc = gc.clone();
-                thread::spawn(move || gc.commit(lsn, Duration::ZERO, |_, _| panic!("rides")))
-            })
-            .collect();
-        wait_for_riders(&gc, 4);
+        let riders = ride(&gc, 2..=5);
         // A record written after the sync began is not covered: it waits for the next one.
         gc.complete(6, 6, 40);
         let next = {
@@ -695,13 +696,7 @@ mod tests {
             thread::spawn(move || gc.commit(1, Duration::ZERO, sync))
         };
         held.reached.recv().unwrap();
-        let riders: Vec<_> = (2..=3)
-            .map(|lsn| {
-                let gc = gc.clone();
-                thread::spawn(move || gc.commit(lsn, Duration::ZERO, |_, _| panic!("rides")))
-            })
-            .collect();
-        wait_for_riders(&gc, 2);
+        let riders = ride(&gc, 2..=3);
         held.release.send(()).unwrap();
         for handle in std::iter::once(leader).chain(riders) {
             let outcome = handle.join().unwrap();
