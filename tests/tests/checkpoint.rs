@@ -586,6 +586,59 @@ fn recycled_segments_never_bring_back_old_records() {
     }
 }
 
+/// A compacted segment that cannot be recycled (its zero-fill fails to open) is left behind:
+/// compaction still succeeds, the log goes on appending and committing, the next compaction
+/// removes the file, and a crash before that reopens without it.
+#[test]
+fn a_segment_that_cannot_be_recycled_is_left_behind_and_the_log_goes_on() {
+    let disk = SimDisk::new();
+    let wal = Wal::open("/sim", sim(&disk)).unwrap();
+    fill(&wal, 30);
+    wal.checkpoint(20, None).unwrap();
+    let mut segments: Vec<String> = disk
+        .file_names()
+        .into_iter()
+        .filter(|n| n.ends_with(".seg"))
+        .collect();
+    segments.sort();
+    let failing = format!("{}.recycled.tmp", segments[0]);
+    disk.fail_next_open_of(&failing, libc::EMFILE);
+    let report = wal.compact_now().unwrap();
+    assert_eq!(report.segments_removed, 4, "{report:?}");
+    assert!(
+        report.segments_recycled >= 1
+            && matches!(&report.files_left_behind[..], [one] if one.starts_with(&failing)),
+        "{report:?}"
+    );
+    assert!(disk.file_names().contains(&failing));
+    // Nothing poisoned: the log appends, commits and reads as before.
+    let lsn = wal.append_durable(b"after").unwrap();
+    assert_eq!(lsn, 31);
+    assert_eq!(wal.read(21).unwrap(), payload(20, RECORD));
+    assert_eq!(wal.read(31).unwrap(), b"after");
+
+    // A crash now: the open removes the file left behind (under either name: its rename was
+    // not made durable) and keeps every record.
+    let crashed = disk.crash(1);
+    let reopened = Wal::open("/sim", sim(&crashed)).unwrap();
+    assert_eq!(
+        (reopened.first_lsn(), reopened.last_lsn()),
+        (wal.first_lsn(), 31)
+    );
+    assert_eq!(reopened.read(31).unwrap(), b"after");
+    let names = crashed.file_names();
+    assert!(
+        !names.contains(&failing) && !names.contains(&segments[0]),
+        "{names:?}"
+    );
+    drop(reopened);
+
+    // No crash: the next compaction removes it.
+    let report = wal.compact_now().unwrap();
+    assert!(report.files_left_behind.is_empty(), "{report:?}");
+    assert!(!disk.file_names().contains(&failing));
+}
+
 #[test]
 fn a_reset_takes_the_snapshots_epoch_even_when_lower() {
     for t in targets("reset-epoch") {

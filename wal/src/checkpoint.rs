@@ -42,6 +42,10 @@ pub struct CompactionReport {
     pub pins_invalidated: Vec<String>,
     /// Snapshot files of older checkpoints removed.
     pub snapshots_removed: usize,
+    /// Files of compacted segments still on disk, each with the error that kept it there
+    /// (removing or recycling a segment failed). Their records are no longer part of the log;
+    /// every compaction tries to remove them again, and the next open removes them.
+    pub files_left_behind: Vec<String>,
 }
 
 /// A checkpoint whose snapshot is being pushed in chunks (see [`Wal::checkpoint_writer`]).
@@ -367,6 +371,7 @@ impl Inner {
             first_lsn: self.first_lsn.load(Ordering::Acquire),
             ..Default::default()
         };
+        self.remove_left_behind(&mut report);
         let mut control = self.control.lock();
         let Some((checkpoint, _)) = control.state().checkpoint else {
             return Ok(report);
@@ -465,12 +470,20 @@ impl Inner {
                 self.recycle(&name, len)
                     .map(|()| report.segments_recycled += 1)
             } else {
-                self.dir
-                    .remove(&name)
-                    .map_err(|e| Error::io("remove", self.dir.path().join(&name), e))
+                self.dir.remove(&name).map_err(|e| {
+                    (
+                        name.clone(),
+                        Error::io("remove", self.dir.path().join(&name), e),
+                    )
+                })
             };
-            outcome.map_err(|e| self.group.poison(e))?;
             report.bytes_removed += len;
+            // The control file no longer names the segment: a file left behind is housekeeping
+            // undone, not a log in doubt, and appends go on.
+            if let Err((file, error)) = outcome {
+                report.files_left_behind.push(format!("{file}: {error}"));
+                self.left_behind.lock().push(file);
+            }
         }
         self.dir.sync().map_err(|e| {
             self.group
@@ -489,16 +502,47 @@ impl Inner {
     /// the queue (which rolls take from the front) must hold them in sequence order. Taken at
     /// the start, a segment prepared by an append during the zero-fill got the next number but
     /// was used first, and recovery then found LSNs missing.
-    fn recycle(&self, name: &str, len: u64) -> Result<()> {
+    ///
+    /// A failure is returned with the name the file has then: its old one, the `.tmp` one, or
+    /// its new one if only the directory sync or the reopen failed (an unused prepared segment
+    /// that nobody queued, which recovery skips and removes as it is not after the log).
+    fn recycle(&self, name: &str, len: u64) -> std::result::Result<(), (String, Error)> {
         let temp = format!("{name}.recycled.tmp");
         let temp_path = self.dir.path().join(&temp);
         self.dir
             .rename(name, &temp)
-            .map_err(|e| Error::io("rename", &temp_path, e))?;
+            .map_err(|e| (name.to_string(), Error::io("rename", &temp_path, e)))?;
+        self.zero_for_reuse(&temp, len)
+            .map_err(|e| (temp.clone(), e))?;
+        let mut prepared = self.prepared.lock();
+        let sequence = self.next_sequence.fetch_add(1, Ordering::Relaxed);
+        let target = crate::segment::file_name(sequence);
+        let path = self.dir.path().join(&target);
+        self.dir
+            .rename(&temp, &target)
+            .map_err(|e| (temp.clone(), Error::io("rename", &path, e)))?;
+        // Durable under its new name before a roll may write records into it.
+        let file = self
+            .dir
+            .sync()
+            .map_err(|e| Error::io("fsync directory", self.dir.path(), e))
+            .and_then(|()| {
+                self.dir
+                    .open(&target)
+                    .map_err(|e| Error::io("open", &path, e))
+            })
+            .map_err(|e| (target.clone(), e))?;
+        prepared.push_back(crate::segment::PreparedSegment { sequence, file });
+        Ok(())
+    }
+
+    /// Zero-fills the removed segment `temp` (`len` bytes) and makes that durable.
+    fn zero_for_reuse(&self, temp: &str, len: u64) -> Result<()> {
+        let temp_path = self.dir.path().join(temp);
         // Zeroed with plain writes, whatever the backend: nothing is staged in memory for it.
         let file = self
             .dir
-            .open_plain(&temp)
+            .open_plain(temp)
             .map_err(|e| Error::io("open", &temp_path, e))?;
         // Its pages are clean (a removed segment is durable). Dropped, the zero-fill caches the
         // file afresh in the backend's chunks: pages read back after eviction may be cached in
@@ -513,25 +557,22 @@ impl Inner {
             at += n as u64;
         }
         file.sync()
-            .map_err(|e| Error::io("fdatasync", &temp_path, e))?;
-        drop(file);
-        let mut prepared = self.prepared.lock();
-        let sequence = self.next_sequence.fetch_add(1, Ordering::Relaxed);
-        let target = crate::segment::file_name(sequence);
-        let path = self.dir.path().join(&target);
-        self.dir
-            .rename(&temp, &target)
-            .map_err(|e| Error::io("rename", &path, e))?;
-        // Durable under its new name before a roll may write records into it.
-        self.dir
-            .sync()
-            .map_err(|e| Error::io("fsync directory", self.dir.path(), e))?;
-        let file = self
-            .dir
-            .open(&target)
-            .map_err(|e| Error::io("open", &path, e))?;
-        prepared.push_back(crate::segment::PreparedSegment { sequence, file });
-        Ok(())
+            .map_err(|e| Error::io("fdatasync", &temp_path, e))
+    }
+
+    /// Tries again to remove the files earlier compactions left behind; those that still fail
+    /// stay listed, in the report too.
+    fn remove_left_behind(&self, report: &mut CompactionReport) {
+        let mut left = self.left_behind.lock();
+        left.retain(|name| match self.dir.remove(name) {
+            Ok(()) => false,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => {
+                let error = Error::io("remove", self.dir.path().join(name), e);
+                report.files_left_behind.push(format!("{name}: {error}"));
+                true
+            }
+        });
     }
 
     fn reset(&self, lsn: Lsn, epoch: u64, len: u64, source: &mut dyn std::io::Read) -> Result<()> {

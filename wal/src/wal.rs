@@ -61,6 +61,9 @@ pub(crate) struct Inner {
     /// Mirror of the tail's next LSN, for lock-free `last_lsn`.
     pub(crate) next_lsn: AtomicU64,
     pub(crate) prepared: Mutex<VecDeque<PreparedSegment>>,
+    /// Files of compacted segments that could not be removed or recycled (an I/O error): no
+    /// longer part of the log, removed again at each compaction and by recovery at open.
+    pub(crate) left_behind: Mutex<Vec<String>>,
     pub(crate) next_sequence: AtomicU64,
     pub(crate) segments: RwLock<SegmentMap>,
     pub(crate) group: GroupCommit,
@@ -144,6 +147,7 @@ impl Wal {
             tail: crate::sync::Mutex::new(tail),
             next_lsn: AtomicU64::new(last_lsn + 1),
             prepared: Mutex::new(recovered.prepared.into_iter().collect()),
+            left_behind: Mutex::new(Vec::new()),
             next_sequence: AtomicU64::new(recovered.next_sequence),
             segments: RwLock::new(segments),
             group: GroupCommit::new(last_lsn),
