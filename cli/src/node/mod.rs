@@ -1,11 +1,12 @@
 //! `rwal node`: one node of a replicated cluster, from flags or a config file, serving the
 //! client protocol (`docs/network.md` sections 2 and 3).
 
+mod budget;
 pub mod proto;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsString;
-use std::io::{BufReader, BufWriter};
+use std::io::{BufRead, BufReader, BufWriter, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -480,6 +481,10 @@ struct Server {
     /// The sockets of the clients being served, by connection number: at most
     /// `CLIENT_CONNECTIONS_MAX`, and a stop ends their reading.
     clients: Mutex<HashMap<u64, TcpStream>>,
+    /// The bytes of requests held at once, across every client.
+    request_budget: budget::RequestBudget,
+    /// How long a request may take to arrive, from its first byte (`CLIENT_REQUEST_TIMEOUT`).
+    request_timeout: Duration,
 }
 
 const APPEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -584,6 +589,8 @@ fn open_server(settings: Settings) -> Result<Server, String> {
         inflight_proposed: Condvar::new(),
         stopping: AtomicBool::new(false),
         clients: Mutex::new(HashMap::new()),
+        request_budget: budget::RequestBudget::new(budget::REQUEST_BYTES_BUDGET),
+        request_timeout: CLIENT_REQUEST_TIMEOUT,
     })
 }
 
@@ -626,7 +633,17 @@ fn accept_clients(server: &Arc<Server>, listener: &TcpListener) {
             .name("rwal-node-client".into())
             .spawn(move || {
                 let server = client_server;
-                let _ = serve_client(&server, stream);
+                let peer = stream.peer_addr();
+                if let Err(e) = serve_client(&server, stream) {
+                    // What a client did wrong is worth a line; a connection it dropped is not.
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::InvalidData | std::io::ErrorKind::TimedOut
+                    ) {
+                        let peer = peer.map_or_else(|_| "?".to_string(), |p| p.to_string());
+                        log(id, &format!("closed the connection of client {peer}: {e}"));
+                    }
+                }
                 server.clients.lock().remove(&key);
             });
         if spawned.is_err() {
@@ -748,20 +765,23 @@ fn checkpoint_loop(server: &Server) {
 
 /// A client connection idle this long is closed.
 const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// A request must arrive whole within this long of its first byte: a client that sends a byte
+/// now and then would otherwise hold a connection slot and part of the request budget for as
+/// long as it likes (the idle timeout counts from the last byte).
+const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// A client that takes no bytes of its answer for this long is cut off: it would otherwise hold
 /// its thread, its connection slot and the answer, and keep a stop from finishing.
 const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn serve_client(server: &Server, stream: TcpStream) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(CLIENT_IDLE_TIMEOUT))?;
     stream.set_write_timeout(Some(CLIENT_WRITE_TIMEOUT))?;
     let mut input = BufReader::new(stream.try_clone()?);
     let mut output = BufWriter::new(stream);
     // A stop ends the reading of the socket, but requests already buffered (or sent after the
     // shutdown) would still be read: the flag ends the loop between requests.
     while !server.stopping.load(Ordering::Acquire) {
-        let Some((op, body)) = proto::read_message(&mut input, proto::REQUEST_BYTES_MAX)? else {
+        let Some((op, body, _held)) = read_request(server, &mut input)? else {
             break;
         };
         let (status, reply) = match op {
@@ -776,6 +796,75 @@ fn serve_client(server: &Server, stream: TcpStream) -> std::io::Result<()> {
         proto::write_message(&mut output, status, &reply)?;
     }
     Ok(())
+}
+
+/// Reads a client's next request: waits up to `CLIENT_IDLE_TIMEOUT` for its first byte, then
+/// up to the server's request timeout for the rest, and holds its bytes in the request budget
+/// until the answer is written (the `Held` returned with it). `None` if the client closed the
+/// connection between requests.
+fn read_request<'s>(
+    server: &'s Server,
+    input: &mut BufReader<TcpStream>,
+) -> std::io::Result<Option<(u8, Vec<u8>, budget::Held<'s>)>> {
+    input
+        .get_ref()
+        .set_read_timeout(Some(CLIENT_IDLE_TIMEOUT))?;
+    if input.fill_buf()?.is_empty() {
+        return Ok(None);
+    }
+    let mut request = RequestReader {
+        input,
+        timeout: server.request_timeout,
+        deadline: Instant::now() + server.request_timeout,
+    };
+    let hold = |len: usize| {
+        server
+            .request_budget
+            .take(len, &server.stopping)
+            .ok_or_else(|| std::io::Error::other("the node is stopping"))
+    };
+    let request = proto::read_message_holding(&mut request, proto::REQUEST_BYTES_MAX, hold)?;
+    Ok(request)
+}
+
+/// A client's socket read with one deadline for a whole request.
+struct RequestReader<'a> {
+    input: &'a mut BufReader<TcpStream>,
+    timeout: Duration,
+    deadline: Instant,
+}
+
+impl Read for RequestReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let timed_out = || {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "a request did not arrive whole within {:?} of its first byte",
+                    self.timeout
+                ),
+            )
+        };
+        // Only a read that reaches the socket can wait.
+        if self.input.buffer().is_empty() {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(timed_out());
+            }
+            self.input.get_ref().set_read_timeout(Some(left))?;
+        }
+        match self.input.read(buf) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err(timed_out())
+            }
+            other => other,
+        }
+    }
 }
 
 fn not_leader(server: &Server, leader: Option<NodeId>) -> (u8, Vec<u8>) {
@@ -1340,6 +1429,56 @@ mod tests {
             applied.wait_for(&mut guard, Duration::from_millis(10));
         }
         (lsn, epoch)
+    }
+
+    /// A client that sends part of a request and then stalls is cut off once the request
+    /// timeout passes from its first byte, though bytes keep arriving now and then, and the
+    /// bytes its request held are given back; a whole request on the next connection is served.
+    #[test]
+    fn a_request_that_arrives_too_slowly_is_cut_off_and_its_budget_given_back() {
+        let (mut server, dir) = single_node_server("slow-request");
+        server.request_timeout = Duration::from_millis(300);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::scope(|s| {
+            let server = &server;
+            let served = s.spawn(move || {
+                let (stream, _) = listener.accept().unwrap();
+                let outcome = serve_client(server, stream);
+                let (stream, _) = listener.accept().unwrap();
+                (outcome, serve_client(server, stream))
+            });
+            let mut slow = TcpStream::connect(addr).unwrap();
+            // An APPEND announcing 1000 bytes, sent a byte at a time, slower than the timeout.
+            let mut message = 1000u32.to_le_bytes().to_vec();
+            message.push(proto::OP_APPEND);
+            let started = Instant::now();
+            for byte in message.iter().chain(std::iter::repeat(&0u8)) {
+                if std::io::Write::write_all(&mut slow, &[*byte]).is_err() {
+                    break; // the node closed the connection
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "the slow request was never cut off"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let mut fine = TcpStream::connect(addr).unwrap();
+            proto::write_message(&mut fine, proto::OP_STATUS, &[]).unwrap();
+            let mut reader = BufReader::new(fine.try_clone().unwrap());
+            let (status, body) = proto::read_message(&mut reader, proto::RESPONSE_BYTES_MAX)
+                .unwrap()
+                .unwrap();
+            assert_eq!(status, proto::OK, "{}", String::from_utf8_lossy(&body));
+            drop((fine, reader));
+            let (slow_outcome, fine_outcome) = served.join().unwrap();
+            let error = slow_outcome.unwrap_err();
+            assert_eq!(error.kind(), std::io::ErrorKind::TimedOut, "{error}");
+            assert!(error.to_string().contains("300ms"), "{error}");
+            fine_outcome.unwrap();
+        });
+        assert_eq!(server.request_budget.held(), 0);
+        close(server, dir);
     }
 
     #[test]

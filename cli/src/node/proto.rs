@@ -45,6 +45,18 @@ pub fn read_message(
     input: &mut impl Read,
     body_max: usize,
 ) -> std::io::Result<Option<(u8, Vec<u8>)>> {
+    let message = read_message_holding(input, body_max, |_| Ok(()))?;
+    Ok(message.map(|(code, body, ())| (code, body)))
+}
+
+/// [`read_message`], calling `hold` with the message's length once it is known and before its
+/// body is read, and returning what `hold` returned with the message (a server keeps its
+/// memory budget that way).
+pub fn read_message_holding<H>(
+    input: &mut impl Read,
+    body_max: usize,
+    hold: impl FnOnce(usize) -> std::io::Result<H>,
+) -> std::io::Result<Option<(u8, Vec<u8>, H)>> {
     let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
     let mut len = [0u8; 4];
     let mut got = 0;
@@ -67,6 +79,7 @@ pub fn read_message(
             "a message of {len} bytes (at most {body_max} + 1)"
         )));
     }
+    let held = hold(len)?;
     // Grown as the bytes arrive, not allocated at the announced length.
     let mut message = Vec::with_capacity(len.min(READ_PIECE_BYTES));
     let read = input.take(len as u64).read_to_end(&mut message)?;
@@ -77,7 +90,7 @@ pub fn read_message(
     }
     let code = message[0];
     message.remove(0);
-    Ok(Some((code, message)))
+    Ok(Some((code, message, held)))
 }
 
 /// Takes little-endian integers and the rest off a body.
