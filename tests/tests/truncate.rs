@@ -207,9 +207,10 @@ fn cut_records_never_come_back_after_a_crash() {
     }
 }
 
-/// A truncation makes five syncs (control, directory, cut segment, control, and none more):
-/// failing the n-th stops it right after step n - 1, and a crash then must leave either the log
-/// before the cut or the log after it, never a mix, and never a false corruption.
+/// A truncation makes five syncs (control, directory, cut segment, control, the control's other
+/// copy, and none more): failing the n-th stops it right after step n - 1, and a crash then must
+/// leave either the log before the cut or the log after it, never a mix, and never a false
+/// corruption.
 #[test]
 fn a_crash_after_any_step_of_a_truncation_leaves_before_or_after() {
     let mut outcomes = [0u32; 2];
@@ -224,10 +225,10 @@ fn a_crash_after_any_step_of_a_truncation_leaves_before_or_after() {
             wal.append(&payload(i, 60_000)).unwrap();
         }
         wal.sync().unwrap();
-        let step = seed % 5;
+        let step = seed % 6;
         disk.fail_sync_after(step, libc::EIO);
         let cut = wal.truncate_after(15);
-        if step < 4 {
+        if step < 5 {
             assert!(
                 matches!(cut, Err(Error::Poisoned { .. })),
                 "seed {seed}: {cut:?}"
@@ -269,6 +270,73 @@ fn a_crash_after_any_step_of_a_truncation_leaves_before_or_after() {
     }
     // Both outcomes happen: the test does reach both sides of the commit point of a truncation.
     assert!(outcomes[0] > 0 && outcomes[1] > 0, "{outcomes:?}");
+}
+
+/// Damages the newest of the control file's two copies, as a media error would: recovery
+/// then falls back to the other one.
+fn damage_newest_control_copy(disk: &SimDisk) {
+    let bytes = disk.read_file("control").unwrap();
+    let generation = |slot: usize| {
+        let at = slot * 4096 + 16;
+        u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap())
+    };
+    let newest = if generation(0) > generation(1) { 0 } else { 1 };
+    disk.flip_bit("control", newest * 4096 + 30, 3);
+}
+
+/// Regression: the control copy a truncation ends with was written once, so the other copy
+/// still declared the cut. With the newest copy damaged, recovery took that one and cut again,
+/// dropping records committed after the truncation.
+#[test]
+fn a_damaged_newest_control_copy_does_not_redo_a_finished_cut() {
+    let disk = SimDisk::new();
+    let options = Options::new()
+        .backend(Backend::Simulated(disk.clone()))
+        .segment_bytes(1 << 20)
+        .background_threads(false);
+    let wal = Wal::open("/sim", options.clone()).unwrap();
+    for i in 0..20u64 {
+        wal.append(&payload(i, 100)).unwrap();
+    }
+    wal.sync().unwrap();
+    wal.truncate_after(10).unwrap();
+    for i in 0..5u64 {
+        assert_eq!(wal.append_durable(&payload(100 + i, 100)).unwrap(), 11 + i);
+    }
+    // A crash, not a close: a close writes the control file once more, into the stale copy.
+    let crashed = disk.crash(0);
+    drop(wal);
+    damage_newest_control_copy(&crashed);
+    let wal = Wal::open("/sim", options.backend(Backend::Simulated(crashed))).unwrap();
+    assert_eq!(wal.last_lsn(), 15);
+    for i in 0..5u64 {
+        assert_eq!(wal.read(11 + i).unwrap(), payload(100 + i, 100));
+    }
+}
+
+/// The same for a reset to a snapshot: the older copy declared the reset in progress, and
+/// recovery would remove every segment written since.
+#[test]
+fn a_damaged_newest_control_copy_does_not_redo_a_finished_reset() {
+    let disk = SimDisk::new();
+    let options = Options::new()
+        .backend(Backend::Simulated(disk.clone()))
+        .segment_bytes(1 << 20)
+        .background_threads(false);
+    let wal = Wal::open("/sim", options.clone()).unwrap();
+    wal.append_durable(b"old").unwrap();
+    wal.reset_to_snapshot(100, 3, b"state at 100").unwrap();
+    for i in 0..5u64 {
+        assert_eq!(wal.append_durable(&payload(i, 100)).unwrap(), 101 + i);
+    }
+    let crashed = disk.crash(0);
+    drop(wal);
+    damage_newest_control_copy(&crashed);
+    let wal = Wal::open("/sim", options.backend(Backend::Simulated(crashed))).unwrap();
+    assert_eq!((wal.first_lsn(), wal.last_lsn()), (101, 105));
+    for i in 0..5u64 {
+        assert_eq!(wal.read(101 + i).unwrap(), payload(i, 100));
+    }
 }
 
 /// Regression: truncating into a stretch skipped by `SkipCorrupted` declared the cut in the

@@ -307,15 +307,25 @@ impl Control {
                 ),
             ));
         }
-        let generation = self.generation + 1;
+        // The copy this write leaves as the fallback is the current one. If it declares a
+        // truncation or a reset in progress that this write ends, it must not stay: recovery
+        // falls back to the older copy when the newest is damaged, and would redo the cut (or
+        // the reset) over records acknowledged since. The write that ends one goes into both
+        // slots.
+        let ends_an_operation = (self.state.pending_cut.is_some() && state.pending_cut.is_none())
+            || (self.state.reset_pending && !state.reset_pending);
+        let copies = if ends_an_operation { 2 } else { 1 };
         let path = dir_path.join(FILE_NAME);
-        self.file
-            .write_at(slot_offset(generation), &[&state.encode(generation)])
-            .map_err(|e| Error::io("write", &path, e))?;
-        self.file
-            .sync()
-            .map_err(|e| Error::io("fdatasync", &path, e))?;
-        self.generation = generation;
+        for _ in 0..copies {
+            let generation = self.generation + 1;
+            self.file
+                .write_at(slot_offset(generation), &[&state.encode(generation)])
+                .map_err(|e| Error::io("write", &path, e))?;
+            self.file
+                .sync()
+                .map_err(|e| Error::io("fdatasync", &path, e))?;
+            self.generation = generation;
+        }
         self.state = state;
         Ok(())
     }
