@@ -639,6 +639,65 @@ fn a_segment_that_cannot_be_recycled_is_left_behind_and_the_log_goes_on() {
     assert!(!disk.file_names().contains(&failing));
 }
 
+/// A compacted segment whose file cannot be removed is renamed out of the way (recovery would
+/// otherwise still read it as a segment) and left behind, and the log goes on; one that can be
+/// neither removed nor renamed poisons the log, and a reopen keeps every record after the
+/// checkpoint.
+#[test]
+fn a_segment_file_that_cannot_be_removed_is_renamed_aside_or_poisons() {
+    for renames_fail in [false, true] {
+        let disk = SimDisk::new();
+        let options = sim(&disk).recycled_segments_max(0);
+        let wal = Wal::open("/sim", options.clone()).unwrap();
+        fill(&wal, 30);
+        wal.checkpoint(20, None).unwrap();
+        let mut segments: Vec<String> = disk
+            .file_names()
+            .into_iter()
+            .filter(|n| n.ends_with(".seg"))
+            .collect();
+        segments.sort();
+        disk.fail_removes_of(&segments[0], libc::EIO);
+        if renames_fail {
+            disk.fail_renames_of(&segments[0], libc::EIO);
+            match wal.compact_now() {
+                Err(Error::Poisoned { cause }) => {
+                    assert!(
+                        matches!(&*cause, Error::Io { op: "remove", .. }),
+                        "{cause:?}"
+                    )
+                }
+                other => panic!("expected the removal's error, got {other:?}"),
+            }
+            assert!(matches!(wal.append(b"more"), Err(Error::Poisoned { .. })));
+            drop(wal);
+            disk.clear_faults();
+            let wal = Wal::open("/sim", options).unwrap();
+            assert_eq!(wal.last_lsn(), 30);
+            for lsn in 21..=30 {
+                assert_eq!(wal.read(lsn).unwrap(), payload(lsn - 1, RECORD));
+            }
+            assert!(!disk.file_names().contains(&segments[0]));
+            continue;
+        }
+        let report = wal.compact_now().unwrap();
+        let aside = format!("{}.removed.tmp", segments[0]);
+        assert!(
+            matches!(&report.files_left_behind[..], [one] if one.starts_with(&aside)),
+            "{report:?}"
+        );
+        let names = disk.file_names();
+        assert!(
+            names.contains(&aside) && !names.contains(&segments[0]),
+            "{names:?}"
+        );
+        assert_eq!(wal.append_durable(b"after").unwrap(), 31);
+        let report = wal.compact_now().unwrap();
+        assert!(report.files_left_behind.is_empty(), "{report:?}");
+        assert!(!disk.file_names().contains(&aside));
+    }
+}
+
 #[test]
 fn a_reset_takes_the_snapshots_epoch_even_when_lower() {
     for t in targets("reset-epoch") {

@@ -43,9 +43,20 @@ pub struct CompactionReport {
     /// Snapshot files of older checkpoints removed.
     pub snapshots_removed: usize,
     /// Files of compacted segments still on disk, each with the error that kept it there
-    /// (removing or recycling a segment failed). Their records are no longer part of the log;
-    /// every compaction tries to remove them again, and the next open removes them.
+    /// (removing or recycling a segment failed; they are counted in `segments_removed` and
+    /// `bytes_removed` all the same). Their records are no longer part of the log, and their
+    /// names are not segments' (`.removed.tmp`, `.recycled.tmp`, or an unused prepared
+    /// segment); every compaction tries to remove them again, and the next open removes them.
     pub files_left_behind: Vec<String>,
+}
+
+/// How removing or recycling a compacted segment's file failed.
+enum Cleanup {
+    /// The file is left, under this name (not a segment's), for later compactions or recovery
+    /// to remove.
+    LeftBehind(String, Error),
+    /// The failure poisons the log.
+    Poisons(Error),
 }
 
 /// A checkpoint whose snapshot is being pushed in chunks (see [`Wal::checkpoint_writer`]).
@@ -468,21 +479,19 @@ impl Inner {
                 && self.prepared.lock().len() < self.options.recycled_segments_max;
             let outcome = if recycle {
                 self.recycle(&name, len)
-                    .map(|()| report.segments_recycled += 1)
             } else {
-                self.dir.remove(&name).map_err(|e| {
-                    (
-                        name.clone(),
-                        Error::io("remove", self.dir.path().join(&name), e),
-                    )
-                })
+                self.remove_segment_file(&name).map(|()| false)
             };
             report.bytes_removed += len;
-            // The control file no longer names the segment: a file left behind is housekeeping
-            // undone, not a log in doubt, and appends go on.
-            if let Err((file, error)) = outcome {
-                report.files_left_behind.push(format!("{file}: {error}"));
-                self.left_behind.lock().push(file);
+            match outcome {
+                Ok(recycled) => report.segments_recycled += usize::from(recycled),
+                // The control file no longer names the segment, and the file is under a name
+                // recovery never reads as a segment: housekeeping undone, not a log in doubt.
+                Err(Cleanup::LeftBehind(file, error)) => {
+                    report.files_left_behind.push(format!("{file}: {error}"));
+                    self.left_behind.lock().push(file);
+                }
+                Err(Cleanup::Poisons(error)) => return Err(self.group.poison(error)),
             }
         }
         self.dir.sync().map_err(|e| {
@@ -503,37 +512,61 @@ impl Inner {
     /// the start, a segment prepared by an append during the zero-fill got the next number but
     /// was used first, and recovery then found LSNs missing.
     ///
-    /// A failure is returned with the name the file has then: its old one, the `.tmp` one, or
-    /// its new one if only the directory sync or the reopen failed (an unused prepared segment
-    /// that nobody queued, which recovery skips and removes as it is not after the log).
-    fn recycle(&self, name: &str, len: u64) -> std::result::Result<(), (String, Error)> {
+    /// Returns whether the file was recycled (it is deleted instead if it cannot be renamed).
+    /// A failure later leaves the file under its `.tmp` name, or, if only the reopen under its
+    /// new name failed, as an unused prepared segment that nobody queued (all zero, without a
+    /// header: recovery skips it wherever it lies and keeps it only after the log's end).
+    fn recycle(&self, name: &str, len: u64) -> std::result::Result<bool, Cleanup> {
         let temp = format!("{name}.recycled.tmp");
-        let temp_path = self.dir.path().join(&temp);
-        self.dir
-            .rename(name, &temp)
-            .map_err(|e| (name.to_string(), Error::io("rename", &temp_path, e)))?;
-        self.zero_for_reuse(&temp, len)
-            .map_err(|e| (temp.clone(), e))?;
+        if self.dir.rename(name, &temp).is_err() {
+            return self.remove_segment_file(name).map(|()| false);
+        }
+        let left_behind = |e| Cleanup::LeftBehind(temp.clone(), e);
+        self.zero_for_reuse(&temp, len).map_err(left_behind)?;
         let mut prepared = self.prepared.lock();
         let sequence = self.next_sequence.fetch_add(1, Ordering::Relaxed);
         let target = crate::segment::file_name(sequence);
         let path = self.dir.path().join(&target);
         self.dir
             .rename(&temp, &target)
-            .map_err(|e| (temp.clone(), Error::io("rename", &path, e)))?;
-        // Durable under its new name before a roll may write records into it.
-        let file = self
-            .dir
+            .map_err(|e| left_behind(Error::io("rename", &path, e)))?;
+        // Durable under its new name before a roll may write records into it. A failed
+        // directory sync poisons the log, as everywhere else.
+        self.dir
             .sync()
-            .map_err(|e| Error::io("fsync directory", self.dir.path(), e))
-            .and_then(|()| {
-                self.dir
-                    .open(&target)
-                    .map_err(|e| Error::io("open", &path, e))
-            })
-            .map_err(|e| (target.clone(), e))?;
+            .map_err(|e| Cleanup::Poisons(Error::io("fsync directory", self.dir.path(), e)))?;
+        let file = match self.dir.open(&target) {
+            Ok(file) => file,
+            Err(e) => {
+                let error = Error::io("open", &path, e);
+                // Deleted instead of recycled if it can be.
+                return match self.dir.remove(&target) {
+                    Ok(()) => Ok(false),
+                    Err(_) => Err(Cleanup::LeftBehind(target.clone(), error)),
+                };
+            }
+        };
         prepared.push_back(crate::segment::PreparedSegment { sequence, file });
-        Ok(())
+        Ok(true)
+    }
+
+    /// Removes the file of a compacted segment. If it cannot be removed, it is renamed out of
+    /// the way (`<name>.removed.tmp`, which recovery removes) and left behind: under its own
+    /// name it would still be read as a segment by recovery, and after later compactions left a
+    /// gap of removed segments behind it, a crash that tore the newest segment's header would
+    /// make recovery take it for the log's end and append after its old records. If it cannot
+    /// be renamed either, the log is poisoned, as before files could be left behind.
+    fn remove_segment_file(&self, name: &str) -> std::result::Result<(), Cleanup> {
+        let path = self.dir.path().join(name);
+        let Err(e) = self.dir.remove(name) else {
+            return Ok(());
+        };
+        let error = Error::io("remove", &path, e);
+        let aside = format!("{name}.removed.tmp");
+        match self.dir.rename(name, &aside) {
+            Ok(()) => Err(Cleanup::LeftBehind(aside, error)),
+            Err(_) => Err(Cleanup::Poisons(error)),
+        }
     }
 
     /// Zero-fills the removed segment `temp` (`len` bytes) and makes that durable.

@@ -46,6 +46,10 @@ struct Faults {
     fail_create: Mutex<Option<i32>>,
     /// The next open of this file name fails with this errno.
     fail_open: Mutex<Option<(String, i32)>>,
+    /// Every removal of this file name fails with this errno, until cleared.
+    fail_remove: Mutex<Option<(String, i32)>>,
+    /// Every rename from this file name fails with this errno, until cleared.
+    fail_rename: Mutex<Option<(String, i32)>>,
     /// The next write panics (a bug's consequences, for tests).
     panic_write: std::sync::atomic::AtomicBool,
     space_limit_bytes: Mutex<Option<u64>>,
@@ -291,13 +295,27 @@ impl SimDisk {
         *self.inner.faults.fail_open.lock() = Some((name.to_string(), errno));
     }
 
-    /// Disarms every armed failure (sync, write, create, open) and lifts the space limit.
+    /// Makes every removal of the file `name` fail with `errno` until the faults are cleared.
+    pub fn fail_removes_of(&self, name: &str, errno: i32) {
+        *self.inner.faults.fail_remove.lock() = Some((name.to_string(), errno));
+    }
+
+    /// Makes every rename of the file `name` (to any name) fail with `errno` until the faults
+    /// are cleared.
+    pub fn fail_renames_of(&self, name: &str, errno: i32) {
+        *self.inner.faults.fail_rename.lock() = Some((name.to_string(), errno));
+    }
+
+    /// Disarms every armed failure (sync, write, create, open, remove, rename) and lifts the
+    /// space limit.
     pub fn clear_faults(&self) {
         let faults = &self.inner.faults;
         *faults.fail_sync.lock() = None;
         *faults.fail_write.lock() = None;
         *faults.fail_create.lock() = None;
         *faults.fail_open.lock() = None;
+        *faults.fail_remove.lock() = None;
+        *faults.fail_rename.lock() = None;
         *faults.space_limit_bytes.lock() = None;
     }
 
@@ -374,6 +392,11 @@ impl Dir for SimDir {
     }
 
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        if let Some((failing, errno)) = &*self.disk.inner.faults.fail_rename.lock() {
+            if failing == from {
+                return Err(io::Error::from_raw_os_error(*errno));
+            }
+        }
         let mut state = self.disk.inner.state.lock();
         let op = DirOp::Rename(from.to_string(), to.to_string());
         if !state.names.contains_key(from) {
@@ -385,6 +408,11 @@ impl Dir for SimDir {
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
+        if let Some((failing, errno)) = &*self.disk.inner.faults.fail_remove.lock() {
+            if failing == name {
+                return Err(io::Error::from_raw_os_error(*errno));
+            }
+        }
         let mut state = self.disk.inner.state.lock();
         if !state.names.contains_key(name) {
             return Err(not_found(name));
