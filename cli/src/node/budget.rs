@@ -4,11 +4,13 @@
 //! and up to `CLIENT_CONNECTIONS_MAX` connections are served: without a shared bound, clients
 //! sending large appends at once could make the node hold gigabytes. A request's bytes are
 //! taken from the budget once its length is known, before its body is read, and given back
-//! when its answer is written; a connection that finds no room waits for some (its client sees
-//! a slower answer, not an error).
+//! once the request is handled. Connections wait for room in the order they asked, so that
+//! small requests cannot keep a large one waiting forever; one that finds no room before its
+//! deadline gives up (the node answers RETRY).
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -22,8 +24,16 @@ const STOP_POLL: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub struct RequestBudget {
     capacity: usize,
-    held: Mutex<usize>,
-    freed: Condvar,
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    held: usize,
+    /// Tickets of the connections waiting for room, oldest first: only the first may take.
+    waiting: VecDeque<u64>,
+    next_ticket: u64,
 }
 
 /// Bytes taken from a [`RequestBudget`], given back on drop.
@@ -33,46 +43,76 @@ pub struct Held<'a> {
     bytes: usize,
 }
 
+/// What [`RequestBudget::take`] got.
+#[derive(Debug)]
+pub enum Taken<'a> {
+    /// The bytes, held until dropped.
+    Held(Held<'a>),
+    /// No room before the deadline.
+    Busy,
+    /// The node is stopping.
+    Stopping,
+}
+
 impl RequestBudget {
     /// A budget of `capacity` bytes.
     pub fn new(capacity: usize) -> RequestBudget {
         RequestBudget {
             capacity,
-            held: Mutex::new(0),
-            freed: Condvar::new(),
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
         }
     }
 
-    /// Takes `bytes` (at most the capacity: more are taken as the whole capacity), waiting
-    /// until they are free; `None` if `stopping` is set meanwhile.
-    pub fn take(&self, bytes: usize, stopping: &AtomicBool) -> Option<Held<'_>> {
+    /// Takes `bytes` (more than the capacity are taken as the whole capacity), waiting until
+    /// they are free and every connection that asked earlier was served, but not past
+    /// `deadline` nor once `stopping` is set.
+    pub fn take(&self, bytes: usize, stopping: &AtomicBool, deadline: Instant) -> Taken<'_> {
         let bytes = bytes.min(self.capacity);
-        let mut held = self.held.lock();
-        while *held + bytes > self.capacity {
-            if stopping.load(Ordering::Acquire) {
-                return None;
+        let mut state = self.state.lock();
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        state.waiting.push_back(ticket);
+        loop {
+            if state.waiting.front() == Some(&ticket) && state.held + bytes <= self.capacity {
+                state.waiting.pop_front();
+                state.held += bytes;
+                // The next in line may fit as well.
+                self.changed.notify_all();
+                return Taken::Held(Held {
+                    budget: self,
+                    bytes,
+                });
             }
-            self.freed.wait_for(&mut held, STOP_POLL);
+            let now = Instant::now();
+            let gave_up = if stopping.load(Ordering::Acquire) {
+                Some(Taken::Stopping)
+            } else if now >= deadline {
+                Some(Taken::Busy)
+            } else {
+                None
+            };
+            if let Some(outcome) = gave_up {
+                state.waiting.retain(|t| *t != ticket);
+                self.changed.notify_all();
+                return outcome;
+            }
+            let wait = STOP_POLL.min(deadline - now);
+            self.changed.wait_for(&mut state, wait);
         }
-        *held += bytes;
-        Some(Held {
-            budget: self,
-            bytes,
-        })
     }
 
     /// Bytes held now.
     #[cfg(test)]
     pub fn held(&self) -> usize {
-        *self.held.lock()
+        self.state.lock().held
     }
 }
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        *self.budget.held.lock() -= self.bytes;
-        // Waiters may want different sizes: each looks again.
-        self.budget.freed.notify_all();
+        self.budget.state.lock().held -= self.bytes;
+        self.budget.changed.notify_all();
     }
 }
 
@@ -81,40 +121,87 @@ mod tests {
     use super::*;
     use std::sync::mpsc;
 
+    const LONG: Duration = Duration::from_secs(30);
+
+    fn held(taken: Taken<'_>) -> Held<'_> {
+        match taken {
+            Taken::Held(held) => held,
+            other => panic!("expected the bytes, got {other:?}"),
+        }
+    }
+
     #[test]
     fn a_take_waits_for_room_and_gets_it_when_bytes_are_given_back() {
         let budget = RequestBudget::new(100);
         let running = AtomicBool::new(false);
-        let first = budget.take(70, &running).unwrap();
+        let first = held(budget.take(70, &running, Instant::now() + LONG));
         assert_eq!(budget.held(), 70);
         std::thread::scope(|s| {
             let (took, taken) = mpsc::channel();
             let (budget, running) = (&budget, &running);
             s.spawn(move || {
-                let second = budget.take(50, running).unwrap();
+                let second = held(budget.take(50, running, Instant::now() + LONG));
                 took.send(budget.held()).unwrap();
                 drop(second);
             });
             // No room for 50 while 70 of 100 are held.
             assert!(taken.recv_timeout(Duration::from_millis(300)).is_err());
             drop(first);
-            assert_eq!(taken.recv_timeout(Duration::from_secs(30)).unwrap(), 50);
+            assert_eq!(taken.recv_timeout(LONG).unwrap(), 50);
+        });
+        assert_eq!(budget.held(), 0);
+    }
+
+    /// Room for a small request behind a large one waiting is not given to the small one.
+    #[test]
+    fn connections_are_served_in_the_order_they_asked() {
+        let budget = RequestBudget::new(100);
+        let running = AtomicBool::new(false);
+        let first = held(budget.take(60, &running, Instant::now() + LONG));
+        std::thread::scope(|s| {
+            let (order, served) = mpsc::channel();
+            let (budget, running) = (&budget, &running);
+            let large = order.clone();
+            s.spawn(move || {
+                let bytes = held(budget.take(80, running, Instant::now() + LONG));
+                large.send("large").unwrap();
+                drop(bytes);
+            });
+            while budget.state.lock().waiting.is_empty() {
+                std::thread::yield_now();
+            }
+            s.spawn(move || {
+                // 30 bytes would fit beside the 60 held, but the large request asked first
+                // (and beside its 80 they do not fit: it is served, and gives back, first).
+                let bytes = held(budget.take(30, running, Instant::now() + LONG));
+                order.send("small").unwrap();
+                drop(bytes);
+            });
+            assert!(served.recv_timeout(Duration::from_millis(300)).is_err());
+            drop(first);
+            assert_eq!(served.recv_timeout(LONG).unwrap(), "large");
+            assert_eq!(served.recv_timeout(LONG).unwrap(), "small");
         });
         assert_eq!(budget.held(), 0);
     }
 
     #[test]
-    fn a_waiting_take_gives_up_when_the_node_stops_and_oversized_takes_are_capped() {
+    fn a_waiting_take_gives_up_at_its_deadline_or_when_the_node_stops() {
         let budget = RequestBudget::new(100);
         let stopping = AtomicBool::new(false);
-        let whole = budget.take(1000, &stopping).unwrap();
+        // More than the capacity is taken as the whole capacity.
+        let whole = held(budget.take(1000, &stopping, Instant::now() + LONG));
         assert_eq!(budget.held(), 100);
+        let soon = Instant::now() + Duration::from_millis(50);
+        assert!(matches!(budget.take(1, &stopping, soon), Taken::Busy));
         std::thread::scope(|s| {
-            let waiting = s.spawn(|| budget.take(1, &stopping).is_none());
+            let waiting = s.spawn(|| budget.take(1, &stopping, Instant::now() + LONG));
             std::thread::sleep(Duration::from_millis(50));
             stopping.store(true, Ordering::Release);
-            assert!(waiting.join().unwrap(), "the take did not give up");
+            let outcome = waiting.join().unwrap();
+            assert!(matches!(outcome, Taken::Stopping), "{outcome:?}");
         });
+        assert!(budget.state.lock().waiting.is_empty());
         drop(whole);
         assert_eq!(budget.held(), 0);
     }

@@ -635,11 +635,13 @@ fn accept_clients(server: &Arc<Server>, listener: &TcpListener) {
                 let server = client_server;
                 let peer = stream.peer_addr();
                 if let Err(e) = serve_client(&server, stream) {
-                    // What a client did wrong is worth a line; a connection it dropped is not.
-                    if matches!(
+                    // A request cut off by its deadline or malformed (or ended half way) is
+                    // worth a line; an idle or reset connection, or one a stop ended, is not.
+                    let worth_a_line = matches!(
                         e.kind(),
                         std::io::ErrorKind::InvalidData | std::io::ErrorKind::TimedOut
-                    ) {
+                    );
+                    if worth_a_line && !server.stopping.load(Ordering::Acquire) {
                         let peer = peer.map_or_else(|_| "?".to_string(), |p| p.to_string());
                         log(id, &format!("closed the connection of client {peer}: {e}"));
                     }
@@ -781,57 +783,85 @@ fn serve_client(server: &Server, stream: TcpStream) -> std::io::Result<()> {
     // A stop ends the reading of the socket, but requests already buffered (or sent after the
     // shutdown) would still be read: the flag ends the loop between requests.
     while !server.stopping.load(Ordering::Acquire) {
-        let Some((op, body, _held)) = read_request(server, &mut input)? else {
+        let Some(request) = read_request(server, &mut input)? else {
             break;
         };
-        let (status, reply) = match op {
-            proto::OP_APPEND => append(server, &body),
-            proto::OP_READ => read(server, &body),
-            proto::OP_STATUS => (proto::OK, status_json(server).into_bytes()),
-            other => (
+        let (status, reply) = match (request.op, &request.held) {
+            (op, None) => (
+                proto::RETRY,
+                format!(
+                    "operation {op} not handled: the node's memory for requests stayed full for \
+                     {:?}; try again later",
+                    server.request_timeout
+                )
+                .into_bytes(),
+            ),
+            (proto::OP_APPEND, Some(_)) => append(server, &request.body),
+            (proto::OP_READ, Some(_)) => read(server, &request.body),
+            (proto::OP_STATUS, Some(_)) => (proto::OK, status_json(server).into_bytes()),
+            (other, Some(_)) => (
                 proto::ERROR,
                 format!("unknown operation {other}").into_bytes(),
             ),
         };
+        // Handled: its bytes go back to the budget before the answer is written, which may
+        // take as long as the client's reading.
+        drop(request);
         proto::write_message(&mut output, status, &reply)?;
     }
     Ok(())
 }
 
-/// Reads a client's next request: waits up to `CLIENT_IDLE_TIMEOUT` for its first byte, then
-/// up to the server's request timeout for the rest, and holds its bytes in the request budget
-/// until the answer is written (the `Held` returned with it). `None` if the client closed the
-/// connection between requests.
+/// A request as [`read_request`] read it.
+struct Request<'s> {
+    op: u8,
+    body: Vec<u8>,
+    /// Its bytes in the request budget; `None` if there was no room in time (the body was
+    /// read and dropped, and the answer is RETRY).
+    held: Option<budget::Held<'s>>,
+}
+
+/// Reads a client's next request: waits up to `CLIENT_IDLE_TIMEOUT` for its first byte, then up
+/// to the server's request timeout for its length, as long for room in the request budget, and
+/// as long again for its body. `None` if the client closed the connection between requests.
 fn read_request<'s>(
     server: &'s Server,
     input: &mut BufReader<TcpStream>,
-) -> std::io::Result<Option<(u8, Vec<u8>, budget::Held<'s>)>> {
+) -> std::io::Result<Option<Request<'s>>> {
     input
         .get_ref()
         .set_read_timeout(Some(CLIENT_IDLE_TIMEOUT))?;
     if input.fill_buf()?.is_empty() {
         return Ok(None);
     }
-    let mut request = RequestReader {
+    let timeout = server.request_timeout;
+    let deadline = std::cell::Cell::new(Instant::now() + timeout);
+    let mut reader = RequestReader {
         input,
-        timeout: server.request_timeout,
-        deadline: Instant::now() + server.request_timeout,
+        timeout,
+        deadline: &deadline,
     };
     let hold = |len: usize| {
-        server
+        let taken = server
             .request_budget
-            .take(len, &server.stopping)
-            .ok_or_else(|| std::io::Error::other("the node is stopping"))
+            .take(len, &server.stopping, Instant::now() + timeout);
+        // Waiting for room is not the client's slowness: its body gets a deadline of its own.
+        deadline.set(Instant::now() + timeout);
+        match taken {
+            budget::Taken::Held(held) => Ok(Some(held)),
+            budget::Taken::Busy => Ok(None),
+            budget::Taken::Stopping => Err(std::io::Error::other("the node is stopping")),
+        }
     };
-    let request = proto::read_message_holding(&mut request, proto::REQUEST_BYTES_MAX, hold)?;
-    Ok(request)
+    let message = proto::read_message_holding(&mut reader, proto::REQUEST_BYTES_MAX, hold)?;
+    Ok(message.map(|(op, body, held)| Request { op, body, held }))
 }
 
-/// A client's socket read with one deadline for a whole request.
+/// A client's socket read with a deadline for the request being read.
 struct RequestReader<'a> {
     input: &'a mut BufReader<TcpStream>,
     timeout: Duration,
-    deadline: Instant,
+    deadline: &'a std::cell::Cell<Instant>,
 }
 
 impl Read for RequestReader<'_> {
@@ -847,7 +877,10 @@ impl Read for RequestReader<'_> {
         };
         // Only a read that reaches the socket can wait.
         if self.input.buffer().is_empty() {
-            let left = self.deadline.saturating_duration_since(Instant::now());
+            let left = self
+                .deadline
+                .get()
+                .saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(timed_out());
             }
@@ -1476,6 +1509,54 @@ mod tests {
             assert_eq!(error.kind(), std::io::ErrorKind::TimedOut, "{error}");
             assert!(error.to_string().contains("300ms"), "{error}");
             fine_outcome.unwrap();
+        });
+        assert_eq!(server.request_budget.held(), 0);
+        close(server, dir);
+    }
+
+    /// With the request budget full for longer than the request timeout, a request is read,
+    /// dropped and answered RETRY, and the connection serves the next request once there is
+    /// room again.
+    #[test]
+    fn a_request_that_finds_no_room_is_answered_retry_and_the_connection_goes_on() {
+        let (mut server, dir) = single_node_server("no-room");
+        server.request_timeout = Duration::from_millis(200);
+        server.request_budget = budget::RequestBudget::new(1000);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::scope(|s| {
+            let server = &server;
+            let full = match server.request_budget.take(
+                1000,
+                &server.stopping,
+                Instant::now() + Duration::from_secs(1),
+            ) {
+                budget::Taken::Held(held) => held,
+                other => panic!("{other:?}"),
+            };
+            let served = s.spawn(move || {
+                let (stream, _) = listener.accept().unwrap();
+                serve_client(server, stream)
+            });
+            let client = TcpStream::connect(addr).unwrap();
+            let mut output = client.try_clone().unwrap();
+            let mut input = BufReader::new(client);
+            let mut ask = || {
+                // A READ with a 500-byte body: read and dropped when there is no room.
+                proto::write_message(&mut output, proto::OP_STATUS, &[7; 500]).unwrap();
+                proto::read_message(&mut input, proto::RESPONSE_BYTES_MAX)
+                    .unwrap()
+                    .unwrap()
+            };
+            let (status, body) = ask();
+            let body = String::from_utf8_lossy(&body).into_owned();
+            assert_eq!(status, proto::RETRY, "{body}");
+            assert!(body.contains("memory for requests"), "{body}");
+            drop(full);
+            let (status, body) = ask();
+            assert_eq!(status, proto::OK, "{}", String::from_utf8_lossy(&body));
+            drop((output, input));
+            served.join().unwrap().unwrap();
         });
         assert_eq!(server.request_budget.held(), 0);
         close(server, dir);

@@ -45,18 +45,22 @@ pub fn read_message(
     input: &mut impl Read,
     body_max: usize,
 ) -> std::io::Result<Option<(u8, Vec<u8>)>> {
-    let message = read_message_holding(input, body_max, |_| Ok(()))?;
-    Ok(message.map(|(code, body, ())| (code, body)))
+    let message = read_message_holding(input, body_max, |_| Ok(Some(())))?;
+    Ok(message.map(|(code, body, _)| (code, body)))
 }
 
+/// A message read by [`read_message_holding`]: its code, its body, and what `hold` returned.
+pub type Held<H> = (u8, Vec<u8>, Option<H>);
+
 /// [`read_message`], calling `hold` with the message's length once it is known and before its
-/// body is read, and returning what `hold` returned with the message (a server keeps its
-/// memory budget that way).
+/// body is read (a server keeps its memory budget that way). If `hold` returns `Some`, the
+/// message is read and returned with it; if `None`, the message's bytes are read and dropped,
+/// and its code is returned with an empty body (the server can still answer it).
 pub fn read_message_holding<H>(
     input: &mut impl Read,
     body_max: usize,
-    hold: impl FnOnce(usize) -> std::io::Result<H>,
-) -> std::io::Result<Option<(u8, Vec<u8>, H)>> {
+    hold: impl FnOnce(usize) -> std::io::Result<Option<H>>,
+) -> std::io::Result<Option<Held<H>>> {
     let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
     let mut len = [0u8; 4];
     let mut got = 0;
@@ -80,6 +84,21 @@ pub fn read_message_holding<H>(
         )));
     }
     let held = hold(len)?;
+    if held.is_none() {
+        let mut code = [0u8; 1];
+        input.read_exact(&mut code).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => invalid("the stream ended in a message".into()),
+            _ => e,
+        })?;
+        let dropped = std::io::copy(&mut input.take(len as u64 - 1), &mut std::io::sink())?;
+        if dropped < len as u64 - 1 {
+            return Err(invalid(format!(
+                "the stream ended {} bytes into a message of {len}",
+                dropped + 1
+            )));
+        }
+        return Ok(Some((code[0], Vec::new(), None)));
+    }
     // Grown as the bytes arrive, not allocated at the announced length.
     let mut message = Vec::with_capacity(len.min(READ_PIECE_BYTES));
     let read = input.take(len as u64).read_to_end(&mut message)?;
