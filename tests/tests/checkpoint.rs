@@ -433,11 +433,13 @@ fn a_crash_after_any_step_of_a_compaction_keeps_every_record_after_the_checkpoin
     }
 }
 
-/// A crash after each sync of a reset to a snapshot: the old log or the new one, never a mix.
+/// A crash after each sync of a reset to a snapshot (snapshot file, directory, control,
+/// directory, new segment, directory, control, the control's other copy, and none more): the old
+/// log or the new one, never a mix.
 #[test]
 fn a_crash_after_any_step_of_a_reset_leaves_the_old_log_or_the_new_one() {
     let mut seen = [false; 2];
-    for step in 0..7u64 {
+    for step in 0..9u64 {
         for seed in 0..8 {
             let disk = SimDisk::new();
             let wal = Wal::open("/sim", sim(&disk)).unwrap();

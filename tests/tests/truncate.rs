@@ -284,6 +284,37 @@ fn damage_newest_control_copy(disk: &SimDisk) {
     disk.flip_bit("control", newest * 4096 + 30, 3);
 }
 
+/// CRC32C, bit by bit: enough to tell a whole control copy from a torn one here.
+fn crc32c(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for byte in bytes {
+        crc ^= u32::from(*byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// Whether both control copies are whole and the older one declares a truncation in progress.
+fn older_copy_declares_a_cut(disk: &SimDisk) -> bool {
+    let bytes = disk.read_file("control").unwrap();
+    let slot = |n: usize| &bytes[n * 4096..(n + 1) * 4096];
+    let whole = |n: usize| {
+        let crc = u32::from_le_bytes(slot(n)[4092..].try_into().unwrap());
+        crc32c(&slot(n)[..4092]) == crc
+    };
+    let field = |n: usize, offset: usize| {
+        u64::from_le_bytes(slot(n)[offset..offset + 8].try_into().unwrap())
+    };
+    let older = if field(0, 16) > field(1, 16) { 1 } else { 0 };
+    whole(0) && whole(1) && field(older, 88) != u64::MAX
+}
+
 /// Regression: the control copy a truncation ends with was written once, so the other copy
 /// still declared the cut. With the newest copy damaged, recovery took that one and cut again,
 /// dropping records committed after the truncation.
@@ -305,6 +336,51 @@ fn a_damaged_newest_control_copy_does_not_redo_a_finished_cut() {
     }
     // A crash, not a close: a close writes the control file once more, into the stale copy.
     let crashed = disk.crash(0);
+    drop(wal);
+    damage_newest_control_copy(&crashed);
+    let wal = Wal::open("/sim", options.backend(Backend::Simulated(crashed))).unwrap();
+    assert_eq!(wal.last_lsn(), 15);
+    for i in 0..5u64 {
+        assert_eq!(wal.read(11 + i).unwrap(), payload(100 + i, 100));
+    }
+}
+
+/// A crash between the two writes that end a truncation leaves the older copy declaring the
+/// cut: the next open writes the state again over it, so that the same damage later cannot redo
+/// the cut either.
+#[test]
+fn a_crash_between_the_two_control_copies_is_mended_by_the_next_open() {
+    let disk = SimDisk::new();
+    let options = Options::new()
+        .backend(Backend::Simulated(disk.clone()))
+        .segment_bytes(1 << 20)
+        .background_threads(false);
+    let wal = Wal::open("/sim", options.clone()).unwrap();
+    for i in 0..20u64 {
+        wal.append(&payload(i, 100)).unwrap();
+    }
+    wal.sync().unwrap();
+    // The watermark written up to date: after the cut, recovery finds nothing else to write.
+    wal.maintain().unwrap();
+    // Syncs of a truncation within one segment: control, cut segment, control, other copy.
+    disk.fail_sync_after(3, libc::EIO);
+    assert!(wal.truncate_after(10).is_err());
+    // A crash that loses the whole unsynced second copy (each of its sectors may be lost).
+    let crashed = (0..5000)
+        .map(|seed| disk.crash(seed))
+        .find(older_copy_declares_a_cut)
+        .expect("a crash that keeps the older copy's cut");
+    drop(wal);
+    let wal = Wal::open(
+        "/sim",
+        options.clone().backend(Backend::Simulated(crashed.clone())),
+    )
+    .unwrap();
+    assert_eq!(wal.last_lsn(), 10);
+    for i in 0..5u64 {
+        assert_eq!(wal.append_durable(&payload(100 + i, 100)).unwrap(), 11 + i);
+    }
+    let crashed = crashed.crash(0);
     drop(wal);
     damage_newest_control_copy(&crashed);
     let wal = Wal::open("/sim", options.backend(Backend::Simulated(crashed))).unwrap();

@@ -558,8 +558,10 @@ impl Inner {
     /// be renamed either, the log is poisoned, as before files could be left behind.
     fn remove_segment_file(&self, name: &str) -> std::result::Result<(), Cleanup> {
         let path = self.dir.path().join(name);
-        let Err(e) = self.dir.remove(name) else {
-            return Ok(());
+        let e = match self.dir.remove(name) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => e,
         };
         let error = Error::io("remove", &path, e);
         let aside = format!("{name}.removed.tmp");

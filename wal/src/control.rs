@@ -99,6 +99,11 @@ pub struct ControlState {
 }
 
 impl ControlState {
+    /// Whether it declares a truncation or a reset to a snapshot in progress.
+    fn declares_an_operation(&self) -> bool {
+        self.pending_cut.is_some() || self.reset_pending
+    }
+
     /// The state of a new, empty log.
     pub fn empty() -> ControlState {
         ControlState {
@@ -222,6 +227,8 @@ pub(crate) struct Control {
     file: Arc<dyn File>,
     generation: u64,
     state: ControlState,
+    /// See [`Control::older_copy_declares_an_operation`].
+    older_declares_an_operation: bool,
 }
 
 impl Control {
@@ -255,6 +262,7 @@ impl Control {
             file,
             generation: 1,
             state,
+            older_declares_an_operation: false,
         })
     }
 
@@ -274,22 +282,34 @@ impl Control {
         let bytes = file.bytes(0, FILE_BYTES as usize);
         let first = ControlState::decode(&bytes[..SLOT_BYTES], &path_text)?;
         let second = ControlState::decode(&bytes[SLOT_BYTES..], &path_text)?;
-        let newest = match (first, second) {
+        let (newest, older) = match (first, second) {
             (Some(a), Some(b)) => {
                 if a.0 >= b.0 {
-                    a
+                    (a, Some(b))
                 } else {
-                    b
+                    (b, Some(a))
                 }
             }
-            (Some(a), None) | (None, Some(a)) => a,
+            (Some(a), None) | (None, Some(a)) => (a, None),
             (None, None) => return Err(Error::bad_file(&path, "both control copies are damaged")),
         };
+        // A crash between the two writes that end an operation (see `write`), or a log
+        // written before they were two, leaves the older copy declaring it.
+        let older_declares_an_operation = older.is_some_and(|(_, older)| {
+            older.declares_an_operation() && !newest.1.declares_an_operation()
+        });
         Ok(Control {
             file,
             generation: newest.0,
             state: newest.1,
+            older_declares_an_operation,
         })
+    }
+
+    /// Whether the older copy still declares a truncation or reset in progress that the newest
+    /// one has ended: recovery then writes the state again, over it.
+    pub fn older_copy_declares_an_operation(&self) -> bool {
+        self.older_declares_an_operation
     }
 
     pub fn state(&self) -> &ControlState {
@@ -326,6 +346,9 @@ impl Control {
                 .map_err(|e| Error::io("fdatasync", &path, e))?;
             self.generation = generation;
         }
+        // The copy written over was the older one: now it holds this state or the one before,
+        // which declared nothing the newest has ended.
+        self.older_declares_an_operation = false;
         self.state = state;
         Ok(())
     }

@@ -840,7 +840,7 @@ impl Scan<'_> {
         state.durable_lsn = last_lsn;
         state.pending_cut = None;
         state.reset_pending = false;
-        if state != *control.state() {
+        if state != *control.state() || control.older_copy_declares_an_operation() {
             control.write(state, &dir_path)?;
         }
         self.report.last_lsn = last_lsn;

@@ -870,7 +870,8 @@ impl Read for RequestReader<'_> {
             std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 format!(
-                    "a request did not arrive whole within {:?} of its first byte",
+                    "a request did not arrive within {:?} (its length from its first byte, its \
+                     body from when there was room for it)",
                     self.timeout
                 ),
             )
