@@ -57,12 +57,10 @@ impl Persister {
 
     /// Asks for the log to be made durable through `lsn` (replacing the last request).
     pub(crate) fn want(&self, lsn: Lsn) {
-        let mut state = self.shared.state.lock();
-        if lsn != state.wanted {
-            state.wanted = lsn;
-            drop(state);
-            self.shared.cond.notify_one();
-        }
+        self.shared.state.lock().wanted = lsn;
+        // Even for the LSN asked for last: after a cut, the same LSN may name new records that
+        // are not durable yet (the thread looks, and syncs nothing if there is nothing to do).
+        self.shared.cond.notify_one();
     }
 
     /// Why a sync failed, once one did.
@@ -193,6 +191,13 @@ mod tests {
         wal.truncate_after(kept).unwrap();
         let again = wal.append(b"replaced").unwrap();
         assert_eq!(again, kept + 1);
+        assert!(wal.durable_lsn() < again);
+        persister.want(again);
+        wakes.recv_timeout(WAIT).expect("woken after the sync");
+        assert!(wal.durable_lsn() >= again);
+        // The same LSN as the last request, naming new records after another cut.
+        wal.truncate_after(kept).unwrap();
+        assert_eq!(wal.append(b"replaced again").unwrap(), again);
         assert!(wal.durable_lsn() < again);
         persister.want(again);
         wakes.recv_timeout(WAIT).expect("woken after the sync");
