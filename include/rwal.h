@@ -70,8 +70,9 @@ typedef struct rwal_log rwal_log;
 
 /**
  * A running node: its consensus thread, its network, and what it was opened with. Every
- * function taking it may be called from any thread at once (but not from its callbacks:
- * see `rwal_node_options_set_callbacks`), except `rwal_node_close`, the last call on it.
+ * function taking it may be called from any thread at once, except `rwal_node_close`, the last
+ * call on it. From its callbacks only the functions that do not wait for the node (see
+ * `rwal_node_options_set_callbacks`).
  */
 typedef struct rwal_node rwal_node;
 
@@ -209,7 +210,12 @@ typedef int32_t rwal_log_level;
 
 /**
  * Receives a message: its level, the NUL-terminated text (valid during the call only), and the
- * `userdata` given to `rwal_set_log_callback`. Called on the thread that caused the message.
+ * `userdata` given to `rwal_set_log_callback`. Called on the thread that caused the message:
+ * the caller's, a log's background thread, or a node's consensus, network or checkpoint
+ * threads. Calls are serialized by one process-wide lock held during the call, which
+ * `rwal_set_log_callback` also takes: a callback that waits for a lock the application holds
+ * while calling rwal can deadlock. Nothing may unwind out of it (no C++ exception, no
+ * `longjmp`).
  */
 typedef void (*rwal_log_fn)(rwal_log_level level, const char *message, void *userdata);
 
@@ -672,7 +678,9 @@ rwal_status rwal_open(const char *dir, const rwal_options *opts, rwal_log **log_
 /**
  * Syncs everything appended, writes the durable watermark, releases the directory and frees
  * the handle, which must not be used again (even when an error is returned). NULL is a no-op.
- * Readers still open get `RWAL_ERR_CLOSED` and must still be freed.
+ * Readers still open get `RWAL_ERR_CLOSED` and must still be freed; so must pins, checkpoint
+ * writers and snapshot readers, each of which keeps the closed log's files and mappings open
+ * until it is freed.
  *
  * # Safety
  * `log` is NULL or a handle from `rwal_open`, not used by any other thread during or after
@@ -905,7 +913,9 @@ rwal_status rwal_node_options_set_tick_ms(rwal_node_options *opts, uint32_t ms);
  * needs a checkpoint to seed a follower, `leader` on leader changes. They must not call
  * `rwal_node_*` functions that wait for the node (propose, wait, read barrier, membership,
  * checkpoint, compact, close) nor a node reader: those would wait for the thread they run on.
- * `userdata` must stay valid until `rwal_node_close` returns.
+ * `userdata` must stay valid until `rwal_node_close` returns. Nothing may unwind out of a
+ * callback: a C++ exception or a `longjmp` crossing back into rwal is undefined behaviour
+ * (catch everything and return nonzero instead).
  *
  * # Safety
  * `opts` is live; the callbacks are NULL or valid functions.
@@ -918,7 +928,8 @@ rwal_status rwal_node_options_set_callbacks(rwal_node_options *opts,
                                             void *userdata);
 
 /**
- * Appends `len` bytes to the snapshot being taken. Only inside a snapshot callback.
+ * Appends `len` bytes to the snapshot being taken. Only inside a snapshot callback, on the
+ * callback's own thread, one call at a time (the sink is not shared between threads).
  *
  * # Safety
  * `sink` is the callback's sink; `data` has `len` readable bytes.

@@ -90,14 +90,16 @@ pub unsafe extern "C" fn rwal_checkpoint_latest(
         non_null(len_out, "len_out")?;
         // SAFETY: forwarded caller contract.
         let wal = unsafe { wal(log)? };
-        let Some(checkpoint) = wal.latest_checkpoint() else {
+        // Taken together: a checkpoint written meanwhile cannot pair one checkpoint's LSN with
+        // another's snapshot.
+        let Some((checkpoint, snapshot)) = wal.open_latest_checkpoint()? else {
             return Err(Failure {
                 status: RWAL_ERR_NOT_FOUND,
                 message: "no checkpoint yet".into(),
             });
         };
         let mut data = Vec::new();
-        if let Some(mut reader) = wal.open_snapshot()? {
+        if let Some(mut reader) = snapshot {
             // The size from the header: a caller asking for it alone reads nothing.
             let len = usize::try_from(reader.len()).unwrap_or(usize::MAX);
             if len > cap {
@@ -193,13 +195,14 @@ pub unsafe extern "C" fn rwal_checkpoint_writer_write(
 ) -> rwal_status {
     boundary(|| {
         non_null(writer, "writer")?;
-        if len == 0 {
+        // SAFETY: `len` readable bytes at `data` (checked: NULL only with 0, and a length no
+        // object can have is refused).
+        let data = unsafe { crate::log::bytes(data, len, "data")? };
+        if data.is_empty() {
             return Ok(());
         }
-        non_null(data, "data")?;
-        // SAFETY: a live writer; `len` readable bytes at `data`.
-        let (writer, data) =
-            unsafe { (&mut (*writer).writer, std::slice::from_raw_parts(data, len)) };
+        // SAFETY: a live writer.
+        let writer = unsafe { &mut (*writer).writer };
         Ok(writer.write(data)?)
     })
 }
@@ -251,8 +254,8 @@ pub unsafe extern "C" fn rwal_snapshot_open(
         non_null(reader_out, "reader_out")?;
         // SAFETY: forwarded caller contract.
         let wal = unsafe { wal(log)? };
-        let (Some(checkpoint), Some(reader)) = (wal.latest_checkpoint(), wal.open_snapshot()?)
-        else {
+        // Taken together, as in `rwal_checkpoint_latest`.
+        let Some(reader) = wal.open_snapshot()? else {
             return Err(Failure {
                 status: RWAL_ERR_NOT_FOUND,
                 message: "no checkpoint with a snapshot".into(),
@@ -260,7 +263,7 @@ pub unsafe extern "C" fn rwal_snapshot_open(
         };
         // SAFETY: checked non-NULL.
         unsafe {
-            lsn_out.write(checkpoint.lsn);
+            lsn_out.write(reader.lsn());
             len_out.write(reader.len());
             reader_out.write(Box::into_raw(Box::new(rwal_snapshot_reader {
                 reader,

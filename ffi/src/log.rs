@@ -117,7 +117,9 @@ pub unsafe extern "C" fn rwal_open(
 
 /// Syncs everything appended, writes the durable watermark, releases the directory and frees
 /// the handle, which must not be used again (even when an error is returned). NULL is a no-op.
-/// Readers still open get `RWAL_ERR_CLOSED` and must still be freed.
+/// Readers still open get `RWAL_ERR_CLOSED` and must still be freed; so must pins, checkpoint
+/// writers and snapshot readers, each of which keeps the closed log's files and mappings open
+/// until it is freed.
 ///
 /// # Safety
 /// `log` is NULL or a handle from `rwal_open`, not used by any other thread during or after

@@ -169,8 +169,9 @@ impl StateMachine for Engine {
 }
 
 /// A running node: its consensus thread, its network, and what it was opened with. Every
-/// function taking it may be called from any thread at once (but not from its callbacks:
-/// see `rwal_node_options_set_callbacks`), except `rwal_node_close`, the last call on it.
+/// function taking it may be called from any thread at once, except `rwal_node_close`, the last
+/// call on it. From its callbacks only the functions that do not wait for the node (see
+/// `rwal_node_options_set_callbacks`).
 #[allow(non_camel_case_types)]
 pub struct rwal_node {
     node: Node,
@@ -464,7 +465,11 @@ pub unsafe extern "C" fn rwal_node_options_set_voters(
             Vec::new()
         } else {
             non_null(ids, "ids")?;
-            // SAFETY: `count` readable ids (the caller's contract).
+            if count > 1 << 16 {
+                // More voters than any cluster has; a slice that large could exceed any object.
+                return Err(invalid(format!("{count} voters cannot be right")));
+            }
+            // SAFETY: `count` readable ids (the caller's contract), checked to be a sane size.
             unsafe { std::slice::from_raw_parts(ids, count) }.to_vec()
         };
         if !join && (!ids.contains(&opts.id) || ids.contains(&0)) {
@@ -531,7 +536,9 @@ pub unsafe extern "C" fn rwal_node_options_set_tick_ms(
 /// needs a checkpoint to seed a follower, `leader` on leader changes. They must not call
 /// `rwal_node_*` functions that wait for the node (propose, wait, read barrier, membership,
 /// checkpoint, compact, close) nor a node reader: those would wait for the thread they run on.
-/// `userdata` must stay valid until `rwal_node_close` returns.
+/// `userdata` must stay valid until `rwal_node_close` returns. Nothing may unwind out of a
+/// callback: a C++ exception or a `longjmp` crossing back into rwal is undefined behaviour
+/// (catch everything and return nonzero instead).
 ///
 /// # Safety
 /// `opts` is live; the callbacks are NULL or valid functions.
@@ -571,7 +578,8 @@ pub unsafe extern "C" fn rwal_node_options_set_callbacks(
     })
 }
 
-/// Appends `len` bytes to the snapshot being taken. Only inside a snapshot callback.
+/// Appends `len` bytes to the snapshot being taken. Only inside a snapshot callback, on the
+/// callback's own thread, one call at a time (the sink is not shared between threads).
 ///
 /// # Safety
 /// `sink` is the callback's sink; `data` has `len` readable bytes.
@@ -847,6 +855,9 @@ pub unsafe extern "C" fn rwal_node_leader(
 ) -> rwal_status {
     boundary(|| {
         non_null(leader_out, "leader_out")?;
+        // Checked before anything is written: outputs change only on success (or with
+        // `RWAL_ERR_BUFFER_TOO_SMALL`, as documented).
+        non_null(len_out, "len_out")?;
         // SAFETY: forwarded caller contract.
         let node = unsafe { self::node(node)? };
         let leader = node.node.leader();

@@ -116,26 +116,37 @@ thread_local! {
 /// Records `message` as this thread's last error.
 pub(crate) fn set_last_error(message: String) {
     let message = CString::new(message.replace('\0', "\\0")).unwrap_or_default();
-    LAST_ERROR.with(|last| *last.borrow_mut() = message);
+    // `try_with`: during the thread's own teardown (a pthread-key destructor calling in) the
+    // slot may be gone already; the message is then lost, not the process.
+    let _ = LAST_ERROR.try_with(|last| *last.borrow_mut() = message);
 }
 
 /// Copies this thread's last error into `buf` (at most `cap - 1` bytes and a NUL); returns its
 /// full length.
 pub(crate) fn copy_last_error(buf: *mut u8, cap: usize) -> usize {
-    LAST_ERROR.with(|last| {
-        let bytes = last.borrow();
-        let bytes = bytes.as_bytes();
-        if !buf.is_null() && cap > 0 {
-            let n = bytes.len().min(cap - 1);
-            // SAFETY: the caller gave `cap` writable bytes at `buf` (rwal_last_error's contract);
-            // `n + 1 <= cap`.
-            unsafe {
-                std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf, n);
-                *buf.add(n) = 0;
+    // During the thread's teardown the slot may be gone: then there is no message (length 0).
+    LAST_ERROR
+        .try_with(|last| {
+            let bytes = last.borrow();
+            let bytes = bytes.as_bytes();
+            if !buf.is_null() && cap > 0 {
+                let n = bytes.len().min(cap - 1);
+                // SAFETY: the caller gave `cap` writable bytes at `buf` (rwal_last_error's contract);
+                // `n + 1 <= cap`.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf, n);
+                    *buf.add(n) = 0;
+                }
             }
-        }
-        bytes.len()
-    })
+            bytes.len()
+        })
+        .unwrap_or_else(|_| {
+            if !buf.is_null() && cap > 0 {
+                // SAFETY: `cap >= 1` writable bytes at `buf`.
+                unsafe { *buf = 0 };
+            }
+            0
+        })
 }
 
 /// A failure of an exported call: its code and message.

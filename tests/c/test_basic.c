@@ -189,6 +189,9 @@ static void test_checkpoints(const char *dir) {
     CHECK_STATUS(rwal_checkpoint_writer_open(log, 12, 10, &writer), RWAL_OK);
     CHECK_STATUS(rwal_checkpoint_writer_write(writer, (const uint8_t *)"01234", 5), RWAL_OK);
     CHECK_STATUS(rwal_checkpoint_writer_write(writer, (const uint8_t *)"56789", 5), RWAL_OK);
+    /* A length no object can have is refused, not read. */
+    CHECK_STATUS(rwal_checkpoint_writer_write(writer, (const uint8_t *)"x", SIZE_MAX),
+                 RWAL_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(rwal_checkpoint_writer_finish(writer), RWAL_OK);
     rwal_snapshot_reader *snapshot = NULL;
     uint64_t snapshot_len = 0;

@@ -116,6 +116,8 @@ static void open_cluster(const char *dir) {
         CHECK_STATUS(rwal_node_options_set_listen(opts, "not an address"),
                      RWAL_ERR_INVALID_ARGUMENT);
         CHECK_STATUS(rwal_node_options_set_listen(opts, "127.0.0.1:0"), RWAL_OK);
+        CHECK_STATUS(rwal_node_options_set_voters(opts, voters, SIZE_MAX, false),
+                     RWAL_ERR_INVALID_ARGUMENT);
         CHECK_STATUS(rwal_node_options_set_voters(opts, voters, NODES, false), RWAL_OK);
         /* Ticks of 50 ms: valgrind slows everything down. */
         CHECK_STATUS(rwal_node_options_set_tick_ms(opts, 50), RWAL_OK);

@@ -700,6 +700,55 @@ fn a_segment_file_that_cannot_be_removed_is_renamed_aside_or_poisons() {
     }
 }
 
+/// The latest checkpoint and its snapshot are read together: a reader racing checkpoints never
+/// gets one checkpoint's LSN with another's snapshot (the C API's `rwal_checkpoint_latest` and
+/// `rwal_snapshot_open` read them apart before, and could).
+#[test]
+fn the_latest_checkpoint_and_its_snapshot_are_read_together() {
+    let disk = SimDisk::new();
+    let wal = Wal::open("/sim", sim(&disk)).unwrap();
+    for i in 0..300u64 {
+        wal.append(&i.to_le_bytes()).unwrap();
+    }
+    wal.sync().unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let mut looks = 0u64;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for lsn in 1..=300u64 {
+                // Every third checkpoint without a snapshot.
+                let snapshot = lsn.to_le_bytes();
+                let snapshot = (lsn % 3 != 0).then_some(&snapshot[..]);
+                wal.checkpoint(lsn, snapshot).unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::Release);
+        });
+        while !done.load(std::sync::atomic::Ordering::Acquire) {
+            let Some((checkpoint, snapshot)) = wal.open_latest_checkpoint().unwrap() else {
+                continue;
+            };
+            looks += 1;
+            match snapshot {
+                Some(mut reader) => {
+                    assert_eq!(reader.lsn(), checkpoint.lsn);
+                    let mut bytes = Vec::new();
+                    reader.read_to_end(&mut bytes).unwrap();
+                    assert_eq!(bytes, checkpoint.lsn.to_le_bytes(), "at {}", checkpoint.lsn);
+                    assert_eq!(checkpoint.snapshot_bytes, Some(8));
+                }
+                None => {
+                    assert_eq!(checkpoint.lsn % 3, 0, "at {}", checkpoint.lsn);
+                    assert_eq!(checkpoint.snapshot_bytes, None);
+                }
+            }
+        }
+    });
+    assert!(looks > 0);
+    let (latest, snapshot) = wal.open_latest_checkpoint().unwrap().unwrap();
+    assert_eq!(latest.lsn, 300);
+    assert!(snapshot.is_none() && wal.open_snapshot().unwrap().is_none());
+}
+
 #[test]
 fn a_reset_takes_the_snapshots_epoch_even_when_lower() {
     for t in targets("reset-epoch") {

@@ -165,16 +165,35 @@ impl Wal {
     /// checked at its end). `None` if there is no checkpoint or it has no snapshot. While the
     /// reader lives, the snapshot stays readable even if a newer checkpoint replaces it.
     pub fn open_snapshot(&self) -> Result<Option<SnapshotReader>> {
-        let lsn = match self.inner.control.lock().state().checkpoint {
-            Some((lsn, _)) => lsn,
-            None => return Ok(None),
+        Ok(self
+            .open_latest_checkpoint()?
+            .and_then(|(_, snapshot)| snapshot))
+    }
+
+    /// The latest checkpoint and its snapshot opened for streaming (`None` if it has none),
+    /// taken together: with [`latest_checkpoint`](Wal::latest_checkpoint) and
+    /// [`open_snapshot`](Wal::open_snapshot) called one after the other, a checkpoint taken in
+    /// between would pair one checkpoint's LSN with another's snapshot. `None` if there is no
+    /// checkpoint yet.
+    pub fn open_latest_checkpoint(&self) -> Result<Option<(Checkpoint, Option<SnapshotReader>)>> {
+        // Held while the file is opened: a newer checkpoint removes this one's snapshot only
+        // after the control file names the newer one, which takes this lock.
+        let control = self.inner.control.lock();
+        let Some((lsn, epoch)) = control.state().checkpoint else {
+            return Ok(None);
         };
         let (header, file) = snapshot::open(self.inner.dir.as_ref(), lsn)?;
-        if !header.has_snapshot {
-            return Ok(None);
-        }
-        let path = self.inner.dir.path().join(snapshot::file_name(lsn));
-        Ok(Some(SnapshotReader::new(header, file, path)))
+        drop(control);
+        let snapshot = header.has_snapshot.then(|| {
+            let path = self.inner.dir.path().join(snapshot::file_name(lsn));
+            SnapshotReader::new(header, file, path)
+        });
+        let checkpoint = Checkpoint {
+            lsn,
+            epoch,
+            snapshot_bytes: snapshot.as_ref().map(SnapshotReader::len),
+        };
+        Ok(Some((checkpoint, snapshot)))
     }
 
     /// Pins the log from `lsn` on: nothing from `lsn` is compacted while the pin lives.
