@@ -38,6 +38,17 @@ PathLike = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 BytesLike = Union[bytes, bytearray, memoryview]
 
 
+def _stable(data):
+    """`data` itself if it cannot change while the library reads it (a read-only buffer, such
+    as bytes), else a copy: a record's checksum and its bytes are read from the buffer one after
+    the other, and another thread changing a bytearray in between (the GIL is released during
+    the call) would store a record that fails its own checksum."""
+    if isinstance(data, bytes):
+        return data
+    view = memoryview(data)
+    return data if view.readonly else view.tobytes()
+
+
 class Error(Exception):
     """A failed call: `code` is the rwal_status value, `status` its name."""
 
@@ -45,6 +56,10 @@ class Error(Exception):
         super().__init__(message)
         self.code = code
         self.status = ffi.string(lib.rwal_status_str(code)).decode()
+
+    def __reduce__(self):
+        # Pickled (e.g. back from a process pool) with the arguments its constructor takes.
+        return (self.__class__, (self.code, str(self)))
 
 
 class InvalidArgumentError(Error, ValueError):
@@ -112,6 +127,9 @@ class NotLeaderError(Error):
         super().__init__(code, message)
         self.leader_id = leader_id
         self.leader_addr = leader_addr
+
+    def __reduce__(self):
+        return (self.__class__, (self.code, str(self), self.leader_id, self.leader_addr))
 
 
 class SupersededError(Error):
@@ -281,9 +299,10 @@ class Log(_Handle):
         return out
 
     def append(self, data: BytesLike) -> int:
-        """Appends one record (any bytes-like object, not copied by Python); returns its LSN.
-        Not durable until commit()."""
-        buf = ffi.from_buffer(data)
+        """Appends one record (any bytes-like object; read-only ones such as bytes are not
+        copied by Python, mutable ones are, see _stable); returns its LSN. Not durable until
+        commit()."""
+        buf = ffi.from_buffer(_stable(data))
         out = self._lsn_out()
         handle = self._enter()
         try:
@@ -296,7 +315,7 @@ class Log(_Handle):
 
     def append_batch(self, records: Sequence[BytesLike]) -> int:
         """Appends records with contiguous LSNs; returns the first."""
-        buffers = [ffi.from_buffer(r) for r in records]
+        buffers = [ffi.from_buffer(_stable(r)) for r in records]
         slices = ffi.new("rwal_slice[]", len(buffers))
         for slot, buf in zip(slices, buffers):
             slot.data = ffi.cast("const uint8_t *", buf)
@@ -395,7 +414,7 @@ class Log(_Handle):
             with self._use() as handle:
                 _check(lib.rwal_checkpoint(handle, lsn, ffi.NULL, 0))
             return
-        buf = ffi.from_buffer(snapshot)
+        buf = ffi.from_buffer(_stable(snapshot))
         with self._use() as handle:
             _check(lib.rwal_checkpoint(handle, lsn, ffi.cast("const uint8_t *", buf), len(buf)))
 

@@ -12,7 +12,13 @@ The engine's callbacks apply, snapshot and restore go together: give all three, 
 node without an engine. They and on_leader run one at a time: during Node(...) on the calling
 thread (restoring the engine from the latest checkpoint and the records after it), then on the
 node's own thread. They must not call the node's blocking methods (propose, wait_committed,
-read_barrier, change_membership, checkpoint, compact, close): those wait for that thread.
+read_barrier, change_membership, checkpoint, compact, close) nor iterate records(): those wait
+for that thread.
+
+A node left open is closed when the interpreter exits (an atexit hook), or when it is garbage
+collected (with a ResourceWarning) unless that happens inside one of a node's callbacks, on a
+node's own thread, where closing would wait for itself: it is then closed at exit. Close nodes
+explicitly (or use them in a with block).
 
 An exception cannot cross the C boundary; it is printed, and then: in apply or restore it stops
 the node (the engine could not follow its log: waits and close() then raise ReplicationError
@@ -23,9 +29,14 @@ that snapshot (the node asks again later); in on_leader it is ignored.
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
+import threading
 import traceback
+import warnings
+import weakref
+from contextlib import contextmanager
 from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 from . import InvalidArgumentError, NotLeaderError, _check, _Handle, _last_error
@@ -50,6 +61,33 @@ _ROLES = {
     lib.RWAL_ROLE_CANDIDATE: "candidate",
     lib.RWAL_ROLE_LEADER: "leader",
 }
+
+
+# Set on a thread while it runs a node's callback (see Node.__del__).
+_callback_thread = threading.local()
+# Every open node, and the ones garbage-collected inside a callback: closed at exit.
+_open_nodes: "weakref.WeakSet[Node]" = weakref.WeakSet()
+_closed_at_exit: list = []
+
+
+@atexit.register
+def _close_nodes_at_exit() -> None:
+    """Closes the nodes still open while the interpreter can still run their callbacks."""
+    for node in list(_open_nodes) + _closed_at_exit:
+        try:
+            node.close()
+        except Exception:  # noqa: BLE001 - exiting: nothing to raise to
+            pass
+
+
+@contextmanager
+def _in_callback():
+    outer = getattr(_callback_thread, "active", False)
+    _callback_thread.active = True
+    try:
+        yield
+    finally:
+        _callback_thread.active = outer
 
 
 class _Engine:
@@ -77,19 +115,22 @@ def _print_callback_error(exc_type, exc_value, tb):
 # abandons the snapshot.
 @ffi.def_extern(error=-1, onerror=_print_callback_error)
 def _rwal_py_apply(userdata, lsn, epoch, data, size):
-    ffi.from_handle(userdata).apply(lsn, epoch, _bytes(data, size))
+    with _in_callback():
+        ffi.from_handle(userdata).apply(lsn, epoch, _bytes(data, size))
     return 0
 
 
 @ffi.def_extern(error=-1, onerror=_print_callback_error)
 def _rwal_py_snapshot(userdata, sink):
-    state = bytes(ffi.from_handle(userdata).snapshot())
+    with _in_callback():
+        state = bytes(ffi.from_handle(userdata).snapshot())
     return 0 if lib.rwal_snapshot_sink_write(sink, ffi.from_buffer(state), len(state)) == 0 else -1
 
 
 @ffi.def_extern(error=-1, onerror=_print_callback_error)
 def _rwal_py_restore(userdata, lsn, epoch, data, size):
-    ffi.from_handle(userdata).restore(lsn, epoch, _bytes(data, size))
+    with _in_callback():
+        ffi.from_handle(userdata).restore(lsn, epoch, _bytes(data, size))
     return 0
 
 
@@ -97,7 +138,8 @@ def _rwal_py_restore(userdata, lsn, epoch, data, size):
 def _rwal_py_leader(userdata, leader, term):
     engine = ffi.from_handle(userdata)
     if engine.on_leader is not None:
-        engine.on_leader(leader or None, term)
+        with _in_callback():
+            engine.on_leader(leader or None, term)
 
 
 class Node(_Handle):
@@ -161,6 +203,19 @@ class Node(_Handle):
         out = ffi.new("rwal_node **")
         _check(lib.rwal_node_open(opts, out))
         self._open(out[0])
+        _open_nodes.add(self)
+        self._id = node_id
+
+    def __del__(self) -> None:
+        if getattr(self, "_closed", True):
+            return
+        if getattr(_callback_thread, "active", False):
+            # Collected inside a callback, on a node's thread: closing here would wait for
+            # that very thread. Kept alive, and closed at exit.
+            _closed_at_exit.append(self)
+            return
+        warnings.warn(f"rwal.Node {self._id} was not closed", ResourceWarning, stacklevel=1)
+        super().__del__()
 
     def _call(self, function, *args) -> None:
         handle = self._enter()

@@ -213,3 +213,41 @@ def test_an_apply_that_raises_stops_the_node_and_close_says_why(tmp_path):
             except rwal.Error:
                 pass
     assert applied == [b"fine"]
+
+
+def test_a_node_collected_inside_its_own_callback_is_closed_later_not_joined_there(tmp_path):
+    import gc
+    import weakref
+
+    dropped = threading.Event()
+    collected = threading.Event()
+
+    def apply(lsn, epoch, data):
+        if data == b"collect":
+            # The test's last strong reference is gone: collect the node's cycle here, on its
+            # own thread, inside its callback (which holds nothing of the node).
+            assert dropped.wait(30)
+            gc.collect()
+            collected.set()
+
+    node = rwal.Node(1, tmp_path / "cyclic", cluster_id=1, secret=SECRET, voters=[1],
+                     tick_ms=10, apply=apply, snapshot=lambda: b"", restore=lambda *_: None)
+    node.itself = node  # a cycle: only the cycle collector frees it
+    deadline = time.monotonic() + 30
+    while node.status()["role"] != "leader":
+        assert time.monotonic() < deadline, "the node never led"
+        time.sleep(0.01)
+    ref = weakref.ref(node)
+    del node
+    ref().propose(b"collect")
+    dropped.set()
+    assert collected.wait(30), "the callback never finished: closing joined itself?"
+    # Kept alive (its weak references are gone, as for any collected object) and still
+    # running, to be closed at exit or, here, by hand.
+    assert ref() is None
+    assert len(rwal.node._closed_at_exit) == 1
+    node = rwal.node._closed_at_exit.pop()
+    assert not node.closed
+    node.propose_and_wait(b"still running", timeout=30)
+    node.close()
+    del node.itself

@@ -111,7 +111,39 @@ def test_threads_append_and_commit_at_once(path):
         assert stats["syncs"] < stats["commits"], "group commit served several committers per sync"
 
 
-def test_close_waits_for_a_call_in_progress(path):
+def test_errors_pickle_with_their_code_and_leader():
+    import pickle
+
+    error = rwal.CorruptedError(rwal.lib.RWAL_ERR_CORRUPTED, "bad record at 7")
+    back = pickle.loads(pickle.dumps(error))
+    assert type(back) is rwal.CorruptedError
+    assert (back.code, back.status, str(back)) == (error.code, error.status, "bad record at 7")
+    moved = rwal.NotLeaderError(rwal.lib.RWAL_ERR_NOT_LEADER, "not leader", 3, "10.0.0.3:7101")
+    back = pickle.loads(pickle.dumps(moved))
+    assert (back.leader_id, back.leader_addr, str(back)) == (3, "10.0.0.3:7101", "not leader")
+
+
+def test_mutable_buffers_are_copied_and_read_only_ones_are_not(path):
+    from rwal import _stable
+
+    data = b"immutable"
+    assert _stable(data) is data
+    view = memoryview(data)
+    assert _stable(view) is view
+    mutable = bytearray(b"mutable")
+    copy = _stable(mutable)
+    assert copy == b"mutable" and copy is not mutable
+    mutable[0] = ord("M")
+    assert copy == b"mutable"
+    with rwal.open(path) as log:
+        lsn = log.append(bytearray(b"from a bytearray"))
+        first = log.append_batch([bytearray(b"one"), memoryview(bytearray(b"two"))])
+        log.sync()
+        assert log.read(lsn) == b"from a bytearray"
+        assert [log.read(first), log.read(first + 1)] == [b"one", b"two"]
+
+
+def test_close_while_another_thread_iterates_never_crashes(path):
     log = rwal.open(path, segment_size=1 << 20)
     for i in range(2000):
         log.append(b"r" * 100)
