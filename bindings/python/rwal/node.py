@@ -360,7 +360,9 @@ class Node(_Handle):
         self._call(lib.rwal_node_compact)
 
     def close(self) -> None:
-        """Stops the node and closes its log; waits for calls in progress. Twice is fine."""
+        """Stops the node and closes its log; waits for calls in progress on other threads
+        first, a wait_committed or propose_and_wait up to its timeout (give those short
+        timeouts where close must be prompt). Twice is fine."""
         self._close_with(lib.rwal_node_close)
 
 
