@@ -871,7 +871,8 @@ rwal_status rwal_node_options_add_peer(rwal_node_options *opts, uint64_t id, con
  * holds no log and that is given neither voters nor `join` refuses to open
  * (`RWAL_ERR_INVALID_ARGUMENT`): a member restarted with the founding voters after losing its
  * directory would found the cluster anew, and its vote could elect a leader that lacks
- * acknowledged writes. Such a member must be removed and added again as a new one.
+ * acknowledged writes. Such a member must be removed and added again as a new one. At most
+ * 65 536 voters.
  *
  * # Safety
  * `opts` is live; `ids` has `count` readable ids (NULL if `count` is 0).

@@ -447,7 +447,8 @@ pub unsafe extern "C" fn rwal_node_options_add_peer(
 /// holds no log and that is given neither voters nor `join` refuses to open
 /// (`RWAL_ERR_INVALID_ARGUMENT`): a member restarted with the founding voters after losing its
 /// directory would found the cluster anew, and its vote could elect a leader that lacks
-/// acknowledged writes. Such a member must be removed and added again as a new one.
+/// acknowledged writes. Such a member must be removed and added again as a new one. At most
+/// 65 536 voters.
 ///
 /// # Safety
 /// `opts` is live; `ids` has `count` readable ids (NULL if `count` is 0).
@@ -858,6 +859,9 @@ pub unsafe extern "C" fn rwal_node_leader(
         // Checked before anything is written: outputs change only on success (or with
         // `RWAL_ERR_BUFFER_TOO_SMALL`, as documented).
         non_null(len_out, "len_out")?;
+        if cap > 0 {
+            non_null(buf, "buf")?;
+        }
         // SAFETY: forwarded caller contract.
         let node = unsafe { self::node(node)? };
         let leader = node.node.leader();

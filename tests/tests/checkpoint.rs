@@ -711,8 +711,9 @@ fn the_latest_checkpoint_and_its_snapshot_are_read_together() {
         wal.append(&i.to_le_bytes()).unwrap();
     }
     wal.sync().unwrap();
-    let done = std::sync::atomic::AtomicBool::new(false);
-    let mut looks = 0u64;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let done = AtomicBool::new(false);
+    let looks = AtomicU64::new(0);
     std::thread::scope(|s| {
         s.spawn(|| {
             for lsn in 1..=300u64 {
@@ -720,14 +721,25 @@ fn the_latest_checkpoint_and_its_snapshot_are_read_together() {
                 let snapshot = lsn.to_le_bytes();
                 let snapshot = (lsn % 3 != 0).then_some(&snapshot[..]);
                 wal.checkpoint(lsn, snapshot).unwrap();
+                if lsn == 150 {
+                    // Half way, until the reader has looked: the two do overlap.
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+                    while looks.load(Ordering::Acquire) == 0 {
+                        assert!(
+                            std::time::Instant::now() < deadline,
+                            "the reader never looked"
+                        );
+                        std::thread::yield_now();
+                    }
+                }
             }
-            done.store(true, std::sync::atomic::Ordering::Release);
+            done.store(true, Ordering::Release);
         });
-        while !done.load(std::sync::atomic::Ordering::Acquire) {
+        while !done.load(Ordering::Acquire) {
             let Some((checkpoint, snapshot)) = wal.open_latest_checkpoint().unwrap() else {
                 continue;
             };
-            looks += 1;
+            looks.fetch_add(1, Ordering::AcqRel);
             match snapshot {
                 Some(mut reader) => {
                     assert_eq!(reader.lsn(), checkpoint.lsn);
@@ -743,7 +755,7 @@ fn the_latest_checkpoint_and_its_snapshot_are_read_together() {
             }
         }
     });
-    assert!(looks > 0);
+    assert!(looks.into_inner() > 0);
     let (latest, snapshot) = wal.open_latest_checkpoint().unwrap().unwrap();
     assert_eq!(latest.lsn, 300);
     assert!(snapshot.is_none() && wal.open_snapshot().unwrap().is_none());

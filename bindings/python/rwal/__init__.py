@@ -42,7 +42,9 @@ def _stable(data):
     """`data` itself if it cannot change while the library reads it (a read-only buffer, such
     as bytes), else a copy: a record's checksum and its bytes are read from the buffer one after
     the other, and another thread changing a bytearray in between (the GIL is released during
-    the call) would store a record that fails its own checksum."""
+    the call) would store a record that fails its own checksum. A read-only view of memory that
+    something else changes (memoryview.toreadonly() of a bytearray, a read-only numpy view) is
+    passed as it is: do not change what it views during the call."""
     if isinstance(data, bytes):
         return data
     view = memoryview(data)

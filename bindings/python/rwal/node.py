@@ -107,8 +107,9 @@ def _bytes(data, size):
 
 def _print_callback_error(exc_type, exc_value, tb):
     """Prints what a callback raised to stderr (it cannot cross the C boundary)."""
-    sys.stderr.write("rwal: a node callback raised:\n")
-    traceback.print_exception(exc_type, exc_value, tb, file=sys.stderr)
+    with _in_callback():
+        sys.stderr.write("rwal: a node callback raised:\n")
+        traceback.print_exception(exc_type, exc_value, tb, file=sys.stderr)
 
 
 # Each returns 0, or -1 when the callback raised: the node then stops (apply, restore) or
@@ -124,7 +125,8 @@ def _rwal_py_apply(userdata, lsn, epoch, data, size):
 def _rwal_py_snapshot(userdata, sink):
     with _in_callback():
         state = bytes(ffi.from_handle(userdata).snapshot())
-    return 0 if lib.rwal_snapshot_sink_write(sink, ffi.from_buffer(state), len(state)) == 0 else -1
+        written = lib.rwal_snapshot_sink_write(sink, ffi.from_buffer(state), len(state))
+    return 0 if written == 0 else -1
 
 
 @ffi.def_extern(error=-1, onerror=_print_callback_error)
@@ -134,7 +136,7 @@ def _rwal_py_restore(userdata, lsn, epoch, data, size):
     return 0
 
 
-@ffi.def_extern()
+@ffi.def_extern(onerror=_print_callback_error)
 def _rwal_py_leader(userdata, leader, term):
     engine = ffi.from_handle(userdata)
     if engine.on_leader is not None:
@@ -209,13 +211,19 @@ class Node(_Handle):
     def __del__(self) -> None:
         if getattr(self, "_closed", True):
             return
-        if getattr(_callback_thread, "active", False):
-            # Collected inside a callback, on a node's thread: closing here would wait for
-            # that very thread. Kept alive, and closed at exit.
+        # A node's own threads are not Python's: collected there (inside a callback, or while
+        # a callback's error is printed), closing would wait for that very thread. Kept
+        # alive, and closed at exit.
+        on_a_node_thread = getattr(_callback_thread, "active", False) or isinstance(
+            threading.current_thread(), threading._DummyThread)
+        if on_a_node_thread:
             _closed_at_exit.append(self)
             return
-        warnings.warn(f"rwal.Node {self._id} was not closed", ResourceWarning, stacklevel=1)
-        super().__del__()
+        try:
+            super().__del__()
+        finally:
+            warnings.warn(f"rwal.Node {self._id} was not closed", ResourceWarning,
+                          stacklevel=1)
 
     def _call(self, function, *args) -> None:
         handle = self._enter()
