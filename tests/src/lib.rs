@@ -145,3 +145,14 @@ pub fn golden_records() -> Vec<(rwal_wal::RecordKind, u64, Vec<u8>)> {
         })
         .collect()
 }
+
+/// The segment files on a simulated disk, oldest first.
+pub fn segment_names(disk: &SimDisk) -> Vec<String> {
+    let mut names: Vec<String> = disk
+        .file_names()
+        .into_iter()
+        .filter(|n| n.ends_with(".seg"))
+        .collect();
+    names.sort();
+    names
+}

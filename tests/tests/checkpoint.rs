@@ -3,7 +3,7 @@
 
 use std::io::Read;
 
-use rwal_tests::{payload, targets};
+use rwal_tests::{payload, segment_names, targets};
 use rwal_wal::{Backend, Error, Options, RecoveryMode, SimDisk, Wal};
 
 const RECORD: usize = 200 << 10; // five records a 1 MiB segment
@@ -597,12 +597,7 @@ fn a_segment_that_cannot_be_recycled_is_left_behind_and_the_log_goes_on() {
     let wal = Wal::open("/sim", sim(&disk)).unwrap();
     fill(&wal, 30);
     wal.checkpoint(20, None).unwrap();
-    let mut segments: Vec<String> = disk
-        .file_names()
-        .into_iter()
-        .filter(|n| n.ends_with(".seg"))
-        .collect();
-    segments.sort();
+    let segments = segment_names(&disk);
     let failing = format!("{}.recycled.tmp", segments[0]);
     disk.fail_next_open_of(&failing, libc::EMFILE);
     let report = wal.compact_now().unwrap();
@@ -653,12 +648,7 @@ fn a_segment_file_that_cannot_be_removed_is_renamed_aside_or_poisons() {
         let wal = Wal::open("/sim", options.clone()).unwrap();
         fill(&wal, 30);
         wal.checkpoint(20, None).unwrap();
-        let mut segments: Vec<String> = disk
-            .file_names()
-            .into_iter()
-            .filter(|n| n.ends_with(".seg"))
-            .collect();
-        segments.sort();
+        let segments = segment_names(&disk);
         disk.fail_removes_of(&segments[0], libc::EIO);
         if renames_fail {
             disk.fail_renames_of(&segments[0], libc::EIO);

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use rwal_tests::payload;
+use rwal_tests::{payload, segment_names};
 use rwal_wal::{Backend, Error, Options, SimDisk, Wal};
 
 fn sim(disk: &SimDisk) -> Options {
@@ -137,12 +137,7 @@ fn a_segment_that_cannot_be_opened_at_recovery_fails_the_open_and_changes_nothin
     }
     wal.commit(last).unwrap();
     wal.close().unwrap();
-    let mut segments: Vec<String> = disk
-        .file_names()
-        .into_iter()
-        .filter(|n| n.ends_with(".seg"))
-        .collect();
-    segments.sort();
+    let segments = segment_names(&disk);
     assert!(segments.len() >= 3, "{segments:?}");
     let failing = &segments[1];
     let before: Vec<Option<Vec<u8>>> = segments.iter().map(|n| disk.read_file(n)).collect();

@@ -272,6 +272,23 @@ fn a_crash_after_any_step_of_a_truncation_leaves_before_or_after() {
     assert!(outcomes[0] > 0 && outcomes[1] > 0, "{outcomes:?}");
 }
 
+/// Options for a log on `disk`: 1 MiB segments, no background thread.
+fn sim(disk: &SimDisk) -> Options {
+    Options::new()
+        .backend(Backend::Simulated(disk.clone()))
+        .segment_bytes(1 << 20)
+        .background_threads(false)
+}
+
+/// Crashes `disk` under `wal` (a crash, not a close: a close writes the control file once more,
+/// into the stale copy), damages the newest control copy of what survived, and reopens it.
+fn crash_and_damage_the_newest_control_copy(disk: &SimDisk, wal: Wal) -> Wal {
+    let crashed = disk.crash(0);
+    drop(wal);
+    damage_newest_control_copy(&crashed);
+    Wal::open("/sim", sim(&crashed)).unwrap()
+}
+
 /// Damages the newest of the control file's two copies, as a media error would: recovery
 /// then falls back to the other one.
 fn damage_newest_control_copy(disk: &SimDisk) {
@@ -321,11 +338,7 @@ fn older_copy_declares_a_cut(disk: &SimDisk) -> bool {
 #[test]
 fn a_damaged_newest_control_copy_does_not_redo_a_finished_cut() {
     let disk = SimDisk::new();
-    let options = Options::new()
-        .backend(Backend::Simulated(disk.clone()))
-        .segment_bytes(1 << 20)
-        .background_threads(false);
-    let wal = Wal::open("/sim", options.clone()).unwrap();
+    let wal = Wal::open("/sim", sim(&disk)).unwrap();
     for i in 0..20u64 {
         wal.append(&payload(i, 100)).unwrap();
     }
@@ -334,11 +347,7 @@ fn a_damaged_newest_control_copy_does_not_redo_a_finished_cut() {
     for i in 0..5u64 {
         assert_eq!(wal.append_durable(&payload(100 + i, 100)).unwrap(), 11 + i);
     }
-    // A crash, not a close: a close writes the control file once more, into the stale copy.
-    let crashed = disk.crash(0);
-    drop(wal);
-    damage_newest_control_copy(&crashed);
-    let wal = Wal::open("/sim", options.backend(Backend::Simulated(crashed))).unwrap();
+    let wal = crash_and_damage_the_newest_control_copy(&disk, wal);
     assert_eq!(wal.last_lsn(), 15);
     for i in 0..5u64 {
         assert_eq!(wal.read(11 + i).unwrap(), payload(100 + i, 100));
@@ -351,11 +360,7 @@ fn a_damaged_newest_control_copy_does_not_redo_a_finished_cut() {
 #[test]
 fn a_crash_between_the_two_control_copies_is_mended_by_the_next_open() {
     let disk = SimDisk::new();
-    let options = Options::new()
-        .backend(Backend::Simulated(disk.clone()))
-        .segment_bytes(1 << 20)
-        .background_threads(false);
-    let wal = Wal::open("/sim", options.clone()).unwrap();
+    let wal = Wal::open("/sim", sim(&disk)).unwrap();
     for i in 0..20u64 {
         wal.append(&payload(i, 100)).unwrap();
     }
@@ -371,19 +376,12 @@ fn a_crash_between_the_two_control_copies_is_mended_by_the_next_open() {
         .find(older_copy_declares_a_cut)
         .expect("a crash that keeps the older copy's cut");
     drop(wal);
-    let wal = Wal::open(
-        "/sim",
-        options.clone().backend(Backend::Simulated(crashed.clone())),
-    )
-    .unwrap();
+    let wal = Wal::open("/sim", sim(&crashed)).unwrap();
     assert_eq!(wal.last_lsn(), 10);
     for i in 0..5u64 {
         assert_eq!(wal.append_durable(&payload(100 + i, 100)).unwrap(), 11 + i);
     }
-    let crashed = crashed.crash(0);
-    drop(wal);
-    damage_newest_control_copy(&crashed);
-    let wal = Wal::open("/sim", options.backend(Backend::Simulated(crashed))).unwrap();
+    let wal = crash_and_damage_the_newest_control_copy(&crashed, wal);
     assert_eq!(wal.last_lsn(), 15);
     for i in 0..5u64 {
         assert_eq!(wal.read(11 + i).unwrap(), payload(100 + i, 100));
@@ -395,20 +393,13 @@ fn a_crash_between_the_two_control_copies_is_mended_by_the_next_open() {
 #[test]
 fn a_damaged_newest_control_copy_does_not_redo_a_finished_reset() {
     let disk = SimDisk::new();
-    let options = Options::new()
-        .backend(Backend::Simulated(disk.clone()))
-        .segment_bytes(1 << 20)
-        .background_threads(false);
-    let wal = Wal::open("/sim", options.clone()).unwrap();
+    let wal = Wal::open("/sim", sim(&disk)).unwrap();
     wal.append_durable(b"old").unwrap();
     wal.reset_to_snapshot(100, 3, b"state at 100").unwrap();
     for i in 0..5u64 {
         assert_eq!(wal.append_durable(&payload(i, 100)).unwrap(), 101 + i);
     }
-    let crashed = disk.crash(0);
-    drop(wal);
-    damage_newest_control_copy(&crashed);
-    let wal = Wal::open("/sim", options.backend(Backend::Simulated(crashed))).unwrap();
+    let wal = crash_and_damage_the_newest_control_copy(&disk, wal);
     assert_eq!((wal.first_lsn(), wal.last_lsn()), (101, 105));
     for i in 0..5u64 {
         assert_eq!(wal.read(101 + i).unwrap(), payload(i, 100));
