@@ -18,6 +18,10 @@ use crate::transport::Envelope;
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
     envelopes: Vec<Envelope>,
+    /// The encoded size of each queued envelope's entries (0 for anything but an append), kept
+    /// as appends merge: summing a merged message's entries at each merge made a round of n
+    /// proposals cost n^2 / 2 entry sizes per follower.
+    entry_bytes: Vec<u64>,
 }
 
 impl Outbox {
@@ -25,24 +29,30 @@ impl Outbox {
     /// peer when that one is an append of the same term that it continues and the two carry
     /// `max_bytes` of entries at most together.
     pub(crate) fn push_raft(&mut self, message: Message, max_bytes: u64) {
-        let Some(message) = self.merge_into_last(message, max_bytes) else {
+        let bytes = entry_bytes(&message);
+        let Some(message) = self.merge_into_last(message, bytes, max_bytes) else {
             return;
         };
         self.envelopes.push(Envelope::Raft(message));
+        self.entry_bytes.push(bytes);
     }
 
     /// Queues anything else (snapshot chunks) as it is.
     pub(crate) fn push(&mut self, envelope: Envelope) {
         self.envelopes.push(envelope);
+        self.entry_bytes.push(0);
     }
 
     /// Everything queued since the last call.
     pub(crate) fn take(&mut self) -> Vec<Envelope> {
+        debug_assert_eq!(self.envelopes.len(), self.entry_bytes.len());
+        self.entry_bytes.clear();
         std::mem::take(&mut self.envelopes)
     }
 
-    /// Merges `message` into the last message to its peer if it may; gives it back if not.
-    fn merge_into_last(&mut self, message: Message, max_bytes: u64) -> Option<Message> {
+    /// Merges `message` (whose entries take `bytes`) into the last message to its peer if it
+    /// may; gives it back if not.
+    fn merge_into_last(&mut self, message: Message, bytes: u64, max_bytes: u64) -> Option<Message> {
         if message.get_msg_type() != MessageType::MsgAppend {
             return Some(message);
         }
@@ -51,15 +61,21 @@ impl Outbox {
         let last = self
             .envelopes
             .iter_mut()
+            .zip(self.entry_bytes.iter_mut())
             .rev()
-            .find_map(|envelope| match envelope {
-                Envelope::Raft(queued) if queued.to == message.to => Some(Some(queued)),
+            .find_map(|(envelope, queued_bytes)| match envelope {
+                Envelope::Raft(queued) if queued.to == message.to => {
+                    Some(Some((queued, queued_bytes)))
+                }
                 Envelope::SnapshotChunk(chunk) if chunk.to == message.to => Some(None),
                 _ => None,
             });
         match last.flatten() {
-            Some(queued) if continues(queued, &message, max_bytes) => {
+            Some((queued, queued_bytes))
+                if continues(queued, &message) && *queued_bytes + bytes <= max_bytes =>
+            {
                 append(queued, message);
+                *queued_bytes += bytes;
                 None
             }
             _ => Some(message),
@@ -67,11 +83,11 @@ impl Outbox {
     }
 }
 
-/// Whether `next` may be merged into `queued`: both appends from the same leader's term, with
-/// nothing but entries and a commit index, `next` starting where `queued` ends, and the
-/// entries together within `max_bytes` (one message is never split: a single entry larger
-/// than that goes alone, as raft sends it).
-fn continues(queued: &Message, next: &Message, max_bytes: u64) -> bool {
+/// Whether `next` may be merged into `queued` as far as raft goes: both appends from the same
+/// leader's term, with nothing but entries and a commit index, `next` starting where `queued`
+/// ends. (The caller also keeps the entries together within the byte limit; one message is
+/// never split: a single entry larger than that goes alone, as raft sends it.)
+fn continues(queued: &Message, next: &Message) -> bool {
     let plain = |m: &Message| {
         m.get_msg_type() == MessageType::MsgAppend
             && m.context.is_empty()
@@ -85,10 +101,7 @@ fn continues(queued: &Message, next: &Message, max_bytes: u64) -> bool {
         Some(entry) => (entry.index, entry.term),
         None => (queued.index, queued.log_term),
     };
-    if next.index != end_index || next.log_term != end_term {
-        return false;
-    }
-    entry_bytes(queued) + entry_bytes(next) <= max_bytes
+    next.index == end_index && next.log_term == end_term
 }
 
 fn entry_bytes(message: &Message) -> u64 {
