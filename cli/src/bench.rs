@@ -43,7 +43,8 @@ options:
   --plot FILE.svg      also draw the latency percentile curves
   --replicated N       instead: an N-node cluster on loopback TCP in this process; quorum
                        commit latency and throughput at 1, 16 and 64 clients (or --threads),
-                       next to single-node durable and group commit of the same run";
+                       next to single-node durable and group commit of the same run, and
+                       a bare quorum of pwrite+fdatasync copies on loopback (the floor)";
 
 struct Config {
     backends: Vec<(&'static str, Options)>,
@@ -293,7 +294,7 @@ fn measure_replicated(config: &Config, base: &Path, nodes: usize) -> Result<Vec<
     } else {
         vec![1, 16, 64]
     };
-    let progress = ProgressBar::new(clients.len() as u64 + 3);
+    let progress = ProgressBar::new(clients.len() as u64 + 4);
     progress.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").map_err(|e| e.to_string())?,
     );
@@ -575,7 +576,13 @@ fn rss_anon_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
-fn zero_filled(path: &Path, bytes: u64, custom_flags: i32) -> std::io::Result<std::fs::File> {
+/// A file of `bytes` zeros, synced, then opened again with `custom_flags`: later writes to it
+/// change no metadata, as in a log's preallocated segment.
+pub(crate) fn zero_filled(
+    path: &Path,
+    bytes: u64,
+    custom_flags: i32,
+) -> std::io::Result<std::fs::File> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)

@@ -3,7 +3,9 @@
 //! temporary directory. Measures quorum commit latency and throughput at several client counts
 //! (`propose` + `wait_committed` of 128-byte records on the leader), next to single-node
 //! durable commit (1 thread) and group commit (at the largest client count) measured in the
-//! same run with the same backend.
+//! same run with the same backend, and the machine's floor under both ratios
+//! (`crate::quorum_floor`): bare commits of `pwrite` + `fdatasync` copies, one and a quorum
+//! of them over loopback TCP.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -190,6 +192,41 @@ pub fn measure(
         h,
         t.elapsed().as_secs_f64(),
     ));
+    step(format!(
+        "floor: bare commits of one copy and of {nodes}, x1 and x{most}"
+    ));
+    let floor_dir = base.join("floor");
+    let floor = crate::quorum_floor::measure(&floor_dir, nodes, seconds)?;
+    let group = crate::quorum_floor::measure_group(&floor_dir, nodes, most, seconds)?;
+    // Rates over the time each form spent committing, setting up and stopping not counted.
+    results.push(outcome(
+        "floor-alone",
+        "raw",
+        1,
+        floor.alone,
+        floor.alone_seconds,
+    ));
+    results.push(outcome(
+        "floor-quorum",
+        "raw",
+        1,
+        floor.quorum,
+        floor.quorum_seconds,
+    ));
+    results.push(outcome(
+        "floor-group-alone",
+        "raw",
+        most,
+        group.alone,
+        group.alone_seconds,
+    ));
+    results.push(outcome(
+        "floor-group-quorum",
+        "raw",
+        most,
+        group.quorum,
+        group.quorum_seconds,
+    ));
     step(format!("{backend}: starting a {nodes}-node cluster"));
     let members = start_cluster(base, nodes, options)?;
     let leader = leader(&members)?;
@@ -238,6 +275,18 @@ pub fn print_ratios(results: &[Outcome], nodes: usize) {
             p50(q) / p50(s).max(1.0)
         );
     }
+    if let (Some(q), Some(s)) = (find("floor-quorum", 1), find("floor-alone", 1)) {
+        println!(
+            "  the machine's floor of that ratio: a bare {nodes}-copy quorum p50 / pwrite+fdatasync p50 = {:.2}",
+            p50(q) / p50(s).max(1.0)
+        );
+        if let Some(r) = find("replicated-commit", 1) {
+            println!(
+                "  {nodes}-node quorum commit p50, 1 client / the bare quorum p50 = {:.2} (what raft, the log and their threads add)",
+                p50(r) / p50(q).max(1.0)
+            );
+        }
+    }
     let most = results
         .iter()
         .filter(|r| r.workload == "replicated-commit")
@@ -247,6 +296,15 @@ pub fn print_ratios(results: &[Outcome], nodes: usize) {
         if let (Some(q), Some(s)) = (find("replicated-commit", most), find("group-commit", most)) {
             println!(
                 "  {nodes}-node throughput, {most} clients / single-node group commit x{most} = {:.2} (target >= 0.5)",
+                rate(q) / rate(s).max(1e-9)
+            );
+        }
+        if let (Some(q), Some(s)) = (
+            find("floor-group-quorum", most),
+            find("floor-group-alone", most),
+        ) {
+            println!(
+                "  the machine's floor of that ratio: a bare group commit, {nodes} copies / one copy, {most} clients = {:.2}",
                 rate(q) / rate(s).max(1e-9)
             );
         }

@@ -17,6 +17,7 @@ mod inspect;
 mod json;
 mod node;
 mod plot;
+mod quorum_floor;
 
 use std::process::ExitCode;
 
