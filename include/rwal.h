@@ -538,9 +538,10 @@ rwal_status rwal_checkpoint(rwal_log *log, uint64_t lsn, const uint8_t *snapshot
 
 /**
  * The latest checkpoint: its LSN, and its snapshot copied into `buf` (`cap` bytes) with its
- * length in `*len_out` (0 without a snapshot). `RWAL_ERR_NOT_FOUND` if there is no checkpoint;
- * `RWAL_ERR_BUFFER_TOO_SMALL` sets `*len_out` to the size needed (read large snapshots with
- * `rwal_snapshot_open`).
+ * length in `*len_out` (0 without a snapshot, as for an empty one: `rwal_snapshot_open` tells
+ * the two apart, with `RWAL_ERR_NOT_FOUND` when the checkpoint has none).
+ * `RWAL_ERR_NOT_FOUND` if there is no checkpoint; `RWAL_ERR_BUFFER_TOO_SMALL` sets `*len_out`
+ * to the size needed (read large snapshots with `rwal_snapshot_open`).
  *
  * # Safety
  * `log` is a live handle; `lsn_out` and `len_out` are writable; `buf` has `cap` writable bytes.
@@ -648,7 +649,9 @@ rwal_status rwal_pin_open(rwal_log *log,
                           rwal_pin **pin_out);
 
 /**
- * Moves a pin to keep records from `lsn` on.
+ * Moves a pin to keep records from `lsn` on. `RWAL_ERR_COMPACTED` for an LSN already gone,
+ * `RWAL_ERR_PINNED` for a pin the compactor released (see `rwal_pin_open`), `RWAL_ERR_CLOSED`
+ * once the log is closed (the pin must still be freed).
  *
  * # Safety
  * `pin` is a live pin.

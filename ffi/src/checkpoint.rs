@@ -71,9 +71,10 @@ pub unsafe extern "C" fn rwal_checkpoint(
 }
 
 /// The latest checkpoint: its LSN, and its snapshot copied into `buf` (`cap` bytes) with its
-/// length in `*len_out` (0 without a snapshot). `RWAL_ERR_NOT_FOUND` if there is no checkpoint;
-/// `RWAL_ERR_BUFFER_TOO_SMALL` sets `*len_out` to the size needed (read large snapshots with
-/// `rwal_snapshot_open`).
+/// length in `*len_out` (0 without a snapshot, as for an empty one: `rwal_snapshot_open` tells
+/// the two apart, with `RWAL_ERR_NOT_FOUND` when the checkpoint has none).
+/// `RWAL_ERR_NOT_FOUND` if there is no checkpoint; `RWAL_ERR_BUFFER_TOO_SMALL` sets `*len_out`
+/// to the size needed (read large snapshots with `rwal_snapshot_open`).
 ///
 /// # Safety
 /// `log` is a live handle; `lsn_out` and `len_out` are writable; `buf` has `cap` writable bytes.
@@ -370,7 +371,9 @@ pub unsafe extern "C" fn rwal_pin_open(
     })
 }
 
-/// Moves a pin to keep records from `lsn` on.
+/// Moves a pin to keep records from `lsn` on. `RWAL_ERR_COMPACTED` for an LSN already gone,
+/// `RWAL_ERR_PINNED` for a pin the compactor released (see `rwal_pin_open`), `RWAL_ERR_CLOSED`
+/// once the log is closed (the pin must still be freed).
 ///
 /// # Safety
 /// `pin` is a live pin.

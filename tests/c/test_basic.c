@@ -213,7 +213,23 @@ static void test_checkpoints(const char *dir) {
     rwal_checkpoint_writer_free(writer);
     CHECK_STATUS(rwal_checkpoint_latest(log, &lsn, buf, sizeof buf, &len), RWAL_OK);
     CHECK(lsn == 12 && len == 10);
+    /* Without a snapshot and with an empty one, the checkpoint copies 0 bytes; the snapshot
+     * reader tells the two apart. */
+    CHECK_STATUS(rwal_checkpoint(log, 12, NULL, 0), RWAL_OK);
+    CHECK_STATUS(rwal_checkpoint_latest(log, &lsn, buf, sizeof buf, &len), RWAL_OK);
+    CHECK(lsn == 12 && len == 0);
+    CHECK_STATUS(rwal_snapshot_open(log, &lsn, &snapshot_len, &snapshot), RWAL_ERR_NOT_FOUND);
+    CHECK_STATUS(rwal_checkpoint(log, 12, (const uint8_t *)"", 0), RWAL_OK);
+    CHECK_STATUS(rwal_checkpoint_latest(log, &lsn, buf, sizeof buf, &len), RWAL_OK);
+    CHECK(lsn == 12 && len == 0);
+    CHECK_STATUS(rwal_snapshot_open(log, &lsn, &snapshot_len, &snapshot), RWAL_OK);
+    CHECK(lsn == 12 && snapshot_len == 0);
+    rwal_snapshot_free(snapshot);
+    /* A pin outlives the log's close, but only to be freed: moving it says the log is closed. */
+    CHECK_STATUS(rwal_pin_open(log, "late", 12, 0, &pin), RWAL_OK);
     CHECK_STATUS(rwal_close(log), RWAL_OK);
+    CHECK_STATUS(rwal_pin_move(pin, 13), RWAL_ERR_CLOSED);
+    rwal_pin_free(pin);
     rwal_options_free(opts);
 }
 

@@ -489,12 +489,15 @@ fn a_shared_log_closes_for_every_holder_and_frees_its_directory() {
     let wal = Arc::new(Wal::open(dir.path(), Options::new()).unwrap());
     let first = wal.append_batch(&[b"one".as_slice(), b"two"]).unwrap();
     let mut reader = wal.reader(1).unwrap();
+    let pin = wal.pin("backup", 1).unwrap();
     let other = wal.clone();
 
     wal.close_shared().unwrap();
     assert!(matches!(other.append(b"three"), Err(Error::Closed)));
     assert!(matches!(reader.next(), Err(Error::Closed)));
     assert!(matches!(other.reader(1), Err(Error::Closed)));
+    assert!(matches!(other.pin("late", 1), Err(Error::Closed)));
+    assert!(matches!(pin.move_to(2), Err(Error::Closed)));
     // A second close, through another holder, has nothing left to do.
     other.close_shared().unwrap();
 

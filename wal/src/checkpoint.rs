@@ -197,6 +197,7 @@ impl Wal {
     }
 
     /// Pins the log from `lsn` on: nothing from `lsn` is compacted while the pin lives.
+    /// [`Error::Compacted`] if `lsn` is gone already; [`Error::Closed`] once the log is closed.
     pub fn pin(&self, name: &str, lsn: Lsn) -> Result<Pin> {
         Pin::new(self.inner.clone(), name, lsn, None)
     }

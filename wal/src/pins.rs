@@ -167,6 +167,7 @@ impl Pin {
         if name.is_empty() {
             return Err(Error::invalid("name", "a pin needs a name"));
         }
+        inner.group.check()?;
         let registered = {
             // Registered under the cut gate, which a truncation or a reset holds from its look
             // at the pins to the end of its cut: it either sees this pin, or is over. (Without
@@ -210,7 +211,10 @@ impl Pin {
     }
 
     /// Moves the pin to keep records from `lsn` on (forward, or back to a retained LSN).
+    /// [`Error::Closed`] once the log is closed (nothing is left to hold back), and
+    /// [`Error::Poisoned`] once it is poisoned, as for the log's other calls.
     pub fn move_to(&self, lsn: Lsn) -> Result<()> {
+        self.inner.group.check()?;
         if self.is_invalidated() {
             return Err(Error::PinInvalidated {
                 name: self.name.clone(),
