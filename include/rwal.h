@@ -539,7 +539,8 @@ rwal_status rwal_checkpoint(rwal_log *log, uint64_t lsn, const uint8_t *snapshot
 /**
  * The latest checkpoint: its LSN, and its snapshot copied into `buf` (`cap` bytes) with its
  * length in `*len_out` (0 without a snapshot, as for an empty one: `rwal_snapshot_open` tells
- * the two apart, with `RWAL_ERR_NOT_FOUND` when the checkpoint has none).
+ * the two apart, with `RWAL_ERR_NOT_FOUND` when the latest checkpoint has none; a checkpoint
+ * taken between the two calls changes the answer, so compare the LSN it writes).
  * `RWAL_ERR_NOT_FOUND` if there is no checkpoint; `RWAL_ERR_BUFFER_TOO_SMALL` sets `*len_out`
  * to the size needed (read large snapshots with `rwal_snapshot_open`).
  *
@@ -637,7 +638,8 @@ void rwal_snapshot_free(rwal_snapshot_reader *reader);
 /**
  * Pins the log from `lsn` on under `name`: compaction keeps every record from `lsn`. With
  * `cap_bytes` > 0 the compactor releases the pin once it holds back more than that (then
- * `rwal_pin_move` fails with `RWAL_ERR_PINNED`).
+ * `rwal_pin_move` fails with `RWAL_ERR_PINNED`). `RWAL_ERR_COMPACTED` if `lsn` is gone already;
+ * `RWAL_ERR_CLOSED` or `RWAL_ERR_POISONED` on a closed or poisoned log.
  *
  * # Safety
  * `log` is a live handle; `name` is NUL-terminated UTF-8; `pin_out` is writable.
@@ -651,7 +653,8 @@ rwal_status rwal_pin_open(rwal_log *log,
 /**
  * Moves a pin to keep records from `lsn` on. `RWAL_ERR_COMPACTED` for an LSN already gone,
  * `RWAL_ERR_PINNED` for a pin the compactor released (see `rwal_pin_open`), `RWAL_ERR_CLOSED`
- * once the log is closed (the pin must still be freed).
+ * once the log is closed (the pin must still be freed), `RWAL_ERR_POISONED` once it is
+ * poisoned.
  *
  * # Safety
  * `pin` is a live pin.

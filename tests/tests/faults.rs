@@ -33,6 +33,7 @@ fn a_failed_fsync_poisons_every_waiter_and_every_later_call() {
     let disk = SimDisk::new();
     let wal = Arc::new(Wal::open("/sim", sim(&disk)).unwrap());
     wal.append_durable(b"safe").unwrap();
+    let pin = wal.pin("backup", 1).unwrap();
     let lsns: Vec<u64> = (0..8)
         .map(|i| wal.append(&payload(i, 50)).unwrap())
         .collect();
@@ -52,6 +53,9 @@ fn a_failed_fsync_poisons_every_waiter_and_every_later_call() {
     is_poisoned_by(wal.read(1), "fdatasync");
     is_poisoned_by(wal.truncate_after(0), "fdatasync");
     is_poisoned_by(wal.reader(1), "fdatasync");
+    is_poisoned_by(wal.pin("late", 1), "fdatasync");
+    is_poisoned_by(pin.move_to(2), "fdatasync");
+    drop(pin);
     // Nothing retried the sync: after reopening, the acknowledged record is there and the
     // others may or may not be.
     let crashed = disk.crash(1);

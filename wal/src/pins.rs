@@ -167,7 +167,6 @@ impl Pin {
         if name.is_empty() {
             return Err(Error::invalid("name", "a pin needs a name"));
         }
-        inner.group.check()?;
         let registered = {
             // Registered under the cut gate, which a truncation or a reset holds from its look
             // at the pins to the end of its cut: it either sees this pin, or is over. (Without
@@ -178,6 +177,9 @@ impl Pin {
             // look at the pins to its move of the first LSN: it either sees this pin, or has
             // moved the first LSN already and the check below sees that.
             let _control = inner.control.lock();
+            // Under both locks, which close takes to mark the log closed: a pin is either
+            // registered before the close or refused.
+            inner.group.check()?;
             let first = inner.first_lsn.load(Ordering::Acquire);
             if lsn < first {
                 return Err(Error::Compacted {
@@ -214,7 +216,6 @@ impl Pin {
     /// [`Error::Closed`] once the log is closed (nothing is left to hold back), and
     /// [`Error::Poisoned`] once it is poisoned, as for the log's other calls.
     pub fn move_to(&self, lsn: Lsn) -> Result<()> {
-        self.inner.group.check()?;
         if self.is_invalidated() {
             return Err(Error::PinInvalidated {
                 name: self.name.clone(),
@@ -225,6 +226,8 @@ impl Pin {
         // Under the cut gate, as a new pin is registered: a pin moved past a cut in progress
         // would keep nothing.
         let _gate = self.inner.cut_gate.read();
+        // Under the gate, which close holds while it marks the log closed.
+        self.inner.group.check()?;
         if lsn >= self.lsn() {
             // Forward: compaction kept everything from the old LSN on, so this one too.
             self.registered.lsn.store(lsn, Ordering::Release);
