@@ -216,13 +216,7 @@ impl Pin {
     /// [`Error::Closed`] once the log is closed (nothing is left to hold back), and
     /// [`Error::Poisoned`] once it is poisoned, as for the log's other calls.
     pub fn move_to(&self, lsn: Lsn) -> Result<()> {
-        if self.is_invalidated() {
-            return Err(Error::PinInvalidated {
-                name: self.name.clone(),
-                lsn: self.lsn(),
-                cap_bytes: self.cap_bytes.unwrap_or(0),
-            });
-        }
+        self.check_valid()?;
         // Under the cut gate, as a new pin is registered: a pin moved past a cut in progress
         // would keep nothing.
         let _gate = self.inner.cut_gate.read();
@@ -231,7 +225,7 @@ impl Pin {
         if lsn >= self.lsn() {
             // Forward: compaction kept everything from the old LSN on, so this one too.
             self.registered.lsn.store(lsn, Ordering::Release);
-            return Ok(());
+            return self.check_valid();
         }
         // Back: checked and moved under the control lock, as a new pin is registered.
         let _control = self.inner.control.lock();
@@ -243,6 +237,20 @@ impl Pin {
             });
         }
         self.registered.lsn.store(lsn, Ordering::Release);
+        self.check_valid()
+    }
+
+    /// `PinInvalidated` once the compactor released the pin. Checked again after a move: a
+    /// compaction that released it while it moved (its check of the pin's bytes ran before
+    /// the new LSN was stored) must not leave the move reported as holding anything.
+    fn check_valid(&self) -> Result<()> {
+        if self.is_invalidated() {
+            return Err(Error::PinInvalidated {
+                name: self.name.clone(),
+                lsn: self.lsn(),
+                cap_bytes: self.cap_bytes.unwrap_or(0),
+            });
+        }
         Ok(())
     }
 
