@@ -26,7 +26,7 @@ from typing import Iterator, Optional, Sequence, Tuple, Union
 from ._rwal_cffi import ffi, lib
 
 __all__ = [
-    "open", "Log", "Error", "InvalidArgumentError", "IoError", "CorruptedError", "PoisonedError",
+    "open", "Log", "Pin", "Error", "InvalidArgumentError", "IoError", "CorruptedError", "PoisonedError",
     "NoSpaceError", "LockedError", "CompactedError", "NotFoundError", "UnsupportedError",
     "TimeoutError", "PanicError", "NoLogError", "PinnedError", "ClosedError", "NotLeaderError",
     "SupersededError", "BusyError", "ReplicationError", "AbandonedError", "Node", "__version__",
@@ -113,7 +113,8 @@ class NoLogError(Error, FileNotFoundError):
 
 
 class PinnedError(Error):
-    """A reader holds records the call would remove."""
+    """A reader or pin holds records the call would remove; or Pin.move on a capped pin that
+    the compactor released."""
 
 
 class ClosedError(Error):
@@ -421,7 +422,8 @@ class Log(_Handle):
             _check(lib.rwal_checkpoint(handle, lsn, ffi.cast("const uint8_t *", buf), len(buf)))
 
     def latest_checkpoint(self) -> Optional[Tuple[int, bytes]]:
-        """(lsn, snapshot) of the latest checkpoint, or None if there is none."""
+        """(lsn, snapshot) of the latest checkpoint, or None if there is none. The snapshot is
+        b"" both for a checkpoint without one and for an empty one."""
         lsn = ffi.new("uint64_t *")
         size = ffi.new("size_t *")
         cap = 4096
@@ -436,6 +438,27 @@ class Log(_Handle):
                     continue
                 _check(status)
                 return lsn[0], bytes(ffi.buffer(buf, size[0]))
+
+    def pin(self, name: str, lsn: int, *, cap_bytes: Optional[int] = None) -> "Pin":
+        """Pins the log from `lsn` on under `name` (a backup in progress, a replica catching
+        up): compact() removes no record from `lsn` on while the pin is open. With `cap_bytes`
+        the compactor releases the pin once it alone holds back more than that many bytes of
+        segments (then Pin.move raises PinnedError). CompactedError if `lsn` is gone already."""
+        try:
+            encoded = name.encode("utf-8") if isinstance(name, str) else b""
+        except UnicodeEncodeError:
+            encoded = b""
+        if not encoded or b"\0" in encoded:
+            raise InvalidArgumentError(lib.RWAL_ERR_INVALID_ARGUMENT,
+                                       "a pin needs a name: a non-empty str, UTF-8 encodable, "
+                                       "without NUL")
+        if cap_bytes is not None and not 0 < cap_bytes < 1 << 64:
+            raise InvalidArgumentError(lib.RWAL_ERR_INVALID_ARGUMENT,
+                                       "cap_bytes must be between 1 and 2**64 - 1 (None: no cap)")
+        out = ffi.new("rwal_pin **")
+        with self._use() as handle:
+            _check(lib.rwal_pin_open(handle, encoded, lsn, cap_bytes or 0, out))
+        return Pin(out[0], name, self)
 
     def compact(self) -> None:
         """Removes the segments the latest checkpoint (and every pin) no longer needs."""
@@ -455,6 +478,40 @@ class Log(_Handle):
         """Syncs, releases the directory and frees the handle; waits for calls in progress on
         other threads. Closing twice is fine."""
         self._close_with(lib.rwal_close)
+
+
+def _free_pin(handle) -> int:
+    lib.rwal_pin_free(handle)
+    return lib.RWAL_OK
+
+
+class Pin(_Handle):
+    """A retention pin from Log.pin(): the log keeps every record from its LSN on until the pin
+    is closed (or collected). It may be moved and shared between threads. It outlives its log's
+    close only to be closed: move() then raises ClosedError."""
+
+    _what = "pin"
+    # A class attribute, not a module global: a pin collected late in the interpreter's
+    # shutdown may find the module's globals cleared.
+    _free = staticmethod(_free_pin)
+
+    def __init__(self, handle, name: str, log: "Log") -> None:
+        self._open(handle)
+        self.name = name
+        # Kept open while the pin is: a log collected (and so closed) under an open pin would
+        # leave the pin holding nothing.
+        self._log = log
+
+    def move(self, lsn: int) -> None:
+        """Keeps records from `lsn` on instead (forward, or back to a record still kept:
+        CompactedError otherwise). PinnedError once the compactor released a capped pin."""
+        with self._use() as handle:
+            _check(lib.rwal_pin_move(handle, lsn))
+
+    def close(self) -> None:
+        """Releases the pin; waits for calls in progress on other threads. Twice is fine."""
+        self._close_with(self._free)
+        self._log = None
 
 
 from .node import Node  # noqa: E402 - needs the errors above

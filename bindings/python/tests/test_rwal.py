@@ -188,3 +188,84 @@ def test_checkpoint_and_compact(path):
     with rwal.open(path) as log:
         assert log.latest_checkpoint()[0] == 12
         assert log.first_lsn > 1
+
+
+def _fill(log, records=20):
+    """Appends `records` records of 200 KiB (about five to a 1 MiB segment) and syncs."""
+    for i in range(records):
+        log.append(bytes([i]) * (200 << 10))
+    log.sync()
+
+
+def test_a_pin_holds_compaction_until_moved_or_closed(path):
+    with rwal.open(path, segment_size=1 << 20) as log:
+        _fill(log)
+        # Pinned before the checkpoint: the log's background maintenance may compact as soon
+        # as there is one.
+        with log.pin("backup", 2) as pin:
+            log.checkpoint(18, b"state")
+            assert pin.name == "backup"
+            log.compact()
+            assert log.first_lsn <= 2
+            assert log.read(2) == bytes([1]) * (200 << 10)
+            pin.move(12)
+            log.compact()
+            assert 2 < log.first_lsn <= 12
+            with pytest.raises(rwal.CompactedError):
+                pin.move(1)
+        assert pin.closed
+        log.compact()
+        assert log.first_lsn > 12
+        with pytest.raises(rwal.CompactedError):
+            log.pin("late", 1)
+
+
+def test_a_capped_pin_is_released_by_the_compactor(path):
+    with rwal.open(path, segment_size=1 << 20) as log:
+        _fill(log)
+        pin = log.pin("replica", 1, cap_bytes=1 << 20)
+        log.checkpoint(18, b"state")
+        log.compact()
+        assert log.first_lsn > 1
+        with pytest.raises(rwal.PinnedError):
+            pin.move(2)
+        pin.close()
+        pin.close()
+
+
+def test_pin_arguments_and_a_pin_after_its_log_closed(path):
+    log = rwal.open(path, segment_size=1 << 20)
+    log.append(b"one")
+    log.sync()
+    for name in ("", "a\0b", "\ud800", b"bytes"):
+        with pytest.raises(rwal.InvalidArgumentError):
+            log.pin(name, 1)
+    for cap in (0, -1, 1 << 64):
+        with pytest.raises(rwal.InvalidArgumentError):
+            log.pin("capped", 1, cap_bytes=cap)
+    pin = log.pin("kept", 1)
+    log.close()
+    with pytest.raises(rwal.ClosedError):
+        pin.move(1)
+    with pytest.raises(rwal.ClosedError):
+        log.pin("late", 1)
+    pin.close()
+    with pytest.raises(rwal.ClosedError):
+        pin.move(1)
+
+
+def test_a_pin_keeps_its_log_open(path):
+    import gc
+
+    log = rwal.open(path)
+    log.append(b"one")
+    log.sync()
+    pin = log.pin("backup", 1)
+    del log
+    gc.collect()
+    pin.move(1)  # ClosedError if the log had been collected and closed under the pin
+    pin.close()
+    gc.collect()
+    # The log is closed once the closed pin lets go of it: the directory opens again.
+    with rwal.open(path) as log:
+        assert log.read(1) == b"one"
