@@ -188,34 +188,19 @@ pub fn measure(
     let floor = crate::quorum_floor::measure(&floor_dir, nodes, seconds)?;
     let group = crate::quorum_floor::measure_group(&floor_dir, nodes, most, seconds)?;
     // Rates over the time each form spent committing, setting up and stopping not counted.
-    results.push(outcome(
-        "floor-alone",
-        "raw",
-        1,
-        floor.alone,
-        floor.alone_seconds,
-    ));
-    results.push(outcome(
-        "floor-quorum",
-        "raw",
-        1,
-        floor.quorum,
-        floor.quorum_seconds,
-    ));
-    results.push(outcome(
-        "floor-group-alone",
-        "raw",
-        most,
-        group.alone,
-        group.alone_seconds,
-    ));
-    results.push(outcome(
-        "floor-group-quorum",
-        "raw",
-        most,
-        group.quorum,
-        group.quorum_seconds,
-    ));
+    for (workload, threads, h, seconds) in [
+        ("floor-alone", 1, floor.alone, floor.alone_seconds),
+        ("floor-quorum", 1, floor.quorum, floor.quorum_seconds),
+        ("floor-group-alone", most, group.alone, group.alone_seconds),
+        (
+            "floor-group-quorum",
+            most,
+            group.quorum,
+            group.quorum_seconds,
+        ),
+    ] {
+        results.push(outcome(workload, "raw", threads, h, seconds));
+    }
     step(format!("{backend}: starting a {nodes}-node cluster"));
     let members = start_cluster(base, nodes, options)?;
     let leader = leader(&members)?;

@@ -71,7 +71,9 @@ pub fn measure(dir: &Path, nodes: usize, seconds: Duration) -> Result<Floor, Str
             number += 1;
         }
         let ran = started.elapsed();
-        reported(committed, cluster.stop()).map(|()| ran)
+        // A follower's failure first: it is what made the leader's commit fail (it shut the
+        // answer connection down).
+        cluster.stop().and(committed).map(|()| ran)
     })
 }
 
@@ -400,17 +402,8 @@ fn group_commit(
         leader.join().expect("the floor's leader panicked")
     });
     let ran = started.elapsed();
-    reported(outcome, cluster.stop()).map(|()| ran)
-}
-
-/// The outcome of a form's commits, given how its followers ended: a follower's failure is
-/// what made the leader's commit fail (it shut the answer connection down), so that is the
-/// failure reported.
-fn reported<T>(committed: std::io::Result<T>, stopped: std::io::Result<()>) -> std::io::Result<T> {
-    match stopped {
-        Err(e) => Err(e),
-        Ok(()) => committed,
-    }
+    // A follower's failure first, as in `measure`.
+    cluster.stop().and(outcome).map(|()| ran)
 }
 
 /// Wakes the clients of a batch whose commit ended.
