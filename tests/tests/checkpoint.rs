@@ -772,3 +772,78 @@ fn a_reset_takes_the_snapshots_epoch_even_when_lower() {
         assert_eq!(wal.epoch_at(41).unwrap(), 6, "{}", t.name);
     }
 }
+
+/// A large snapshot is written back to the disk as it is written, one step at a time, so that
+/// the sync that ends the checkpoint does not hold the log's commits behind all of it
+/// (`wal/src/io/writeback.rs`); so is a recycled segment's zero-fill. A write error reported by
+/// that early write-back fails the checkpoint like any other write error: a wait for the
+/// write-back reports the error in place of the final sync, so ignoring it could announce a
+/// snapshot with bytes the disk never took. The log keeps its previous checkpoint and goes on.
+#[test]
+fn large_files_are_written_back_as_they_are_written_and_its_errors_count() {
+    const STEP: u64 = 1 << 20;
+    /// Where a snapshot's body starts in its file.
+    const BODY: u64 = 4096;
+    let disk = SimDisk::new();
+    let wal = Wal::open("/sim", sim(&disk)).unwrap();
+    fill(&wal, 30);
+    wal.checkpoint(5, Some(b"small")).unwrap();
+    assert_eq!(
+        disk.write_back_calls(),
+        [],
+        "a small snapshot is left to its sync"
+    );
+
+    // 4.5 steps of body: four steps complete, each started as soon as it is written, the one
+    // before it awaited; the rest is left to the final sync.
+    let body = vec![0x5a; (4 * STEP + STEP / 2) as usize];
+    wal.checkpoint(10, Some(&body)).unwrap();
+    let (start, wait) = (false, true);
+    assert_eq!(
+        disk.write_back_calls(),
+        [
+            (BODY, STEP, start),
+            (BODY + STEP, STEP, start),
+            (BODY, STEP, wait),
+            (BODY + 2 * STEP, STEP, start),
+            (BODY + STEP, STEP, wait),
+            (BODY + 3 * STEP, STEP, start),
+            (BODY + 2 * STEP, STEP, wait),
+        ]
+    );
+    assert_eq!(read_snapshot(&wal).as_deref(), Some(&body[..]));
+
+    // An error reported by a wait (the third call) fails the checkpoint and leaves no file.
+    let before = disk.write_back_calls().len();
+    disk.fail_write_back_after(2, libc::EIO);
+    match wal.checkpoint(20, Some(&body)) {
+        Err(Error::Io { op, .. }) => assert_eq!(op, "write back"),
+        other => panic!("expected an I/O error, got {other:?}"),
+    }
+    let calls = disk.write_back_calls();
+    assert_eq!(
+        calls[before..],
+        [(BODY, STEP, start), (BODY + STEP, STEP, start)]
+    );
+    assert_eq!(temp_files(&disk), 0, "{:?}", disk.file_names());
+    assert_eq!(wal.latest_checkpoint().unwrap().lsn, 10);
+    assert_eq!(read_snapshot(&wal).as_deref(), Some(&body[..]));
+    assert_eq!(wal.append_durable(b"after").unwrap(), 31);
+
+    // Recycled segments (1 MiB each here) are zeroed in one step each.
+    let before = disk.write_back_calls().len();
+    wal.checkpoint(20, None).unwrap();
+    let report = wal.compact_now().unwrap();
+    assert!(report.segments_recycled >= 1, "{report:?}");
+    assert_eq!(
+        disk.write_back_calls()[before..],
+        vec![(0, STEP, start); report.segments_recycled],
+        "{report:?}"
+    );
+
+    // Reopened after a crash: the last checkpoint that succeeded, and every record.
+    drop(wal);
+    let wal = Wal::open("/sim", sim(&disk.crash(3))).unwrap();
+    assert_eq!(wal.latest_checkpoint().unwrap().lsn, 20);
+    assert_eq!(wal.read(31).unwrap(), b"after");
+}

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::io::writeback::WritebackPacer;
 use crate::io::{Dir, File};
 use crate::Lsn;
 
@@ -115,6 +116,9 @@ pub(crate) struct SnapshotWriter {
     path: std::path::PathBuf,
     header: SnapshotHeader,
     at: u64,
+    /// Writes the body back as it comes, so that `finish`'s sync does not hold the log's
+    /// commits behind the whole snapshot (`io/writeback.rs`).
+    pacer: WritebackPacer,
     /// Whether the temporary file got its final name; if not, dropping the writer removes it.
     renamed: bool,
 }
@@ -163,6 +167,7 @@ impl SnapshotWriter {
             path,
             header,
             at: 0,
+            pacer: WritebackPacer::new(BODY_OFFSET),
             renamed: false,
         })
     }
@@ -182,6 +187,12 @@ impl SnapshotWriter {
                 .write_at(BODY_OFFSET + self.at, &[chunk])
                 .map_err(|e| Error::io("write", &self.path, e))?;
             self.at += chunk.len() as u64;
+            let file = &self.file;
+            self.pacer
+                .wrote(BODY_OFFSET + self.at, |offset, len, how| {
+                    file.write_back_range(offset, len, how)
+                })
+                .map_err(|e| Error::io("write back", &self.path, e))?;
         }
         Ok(())
     }

@@ -12,6 +12,7 @@ pub(crate) mod fs;
 pub mod recorder;
 pub mod sim;
 pub mod uring;
+pub(crate) mod writeback;
 
 /// How segment files are allocated before they are mapped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -40,6 +41,19 @@ pub(crate) trait File: Send + Sync {
     /// Backends that hold writes in memory (`Staged`) write them to the file, without making
     /// them durable, once at least `staged_bytes_min` are held; this bounds their memory.
     fn write_back(&self, _staged_bytes_min: u64) -> io::Result<()> {
+        Ok(())
+    }
+    /// Starts, or awaits, the write-back of `[offset, offset + len)` from the page cache to the
+    /// disk (`sync_file_range`), for files written front to back in bulk with `pwrite` (from
+    /// `Dir::create_plain` or `Dir::open_plain`; see `writeback.rs`). Makes nothing durable. An
+    /// error must be treated as a failed write: the kernel does not report it again at the next
+    /// `sync`. Other files (segments, whose bytes may be staged or mapped) do nothing.
+    fn write_back_range(
+        &self,
+        _offset: u64,
+        _len: u64,
+        _how: writeback::WriteBack,
+    ) -> io::Result<()> {
         Ok(())
     }
     /// Bytes held in memory and not yet written to the file (0 for backends that hold none).

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
 
+use super::writeback::WriteBack;
 use super::{Dir, DirLock, File};
 use crate::rng::Rng;
 
@@ -54,6 +55,11 @@ struct Faults {
     panic_write: std::sync::atomic::AtomicBool,
     space_limit_bytes: Mutex<Option<u64>>,
     syncs: AtomicU64,
+    /// (write-back calls to let through first, errno): then one (`File::write_back_range`)
+    /// fails.
+    fail_write_back: Mutex<Option<(u64, i32)>>,
+    /// Write-back calls that succeeded: (offset, length, awaited rather than started).
+    write_backs: Mutex<Vec<(u64, u64, bool)>>,
     /// The next write of a file stops here until released.
     hold_write: Mutex<Option<SimHold>>,
     /// The next sync of a file stops here until released.
@@ -263,6 +269,20 @@ impl SimDisk {
         *self.inner.faults.fail_write.lock() = Some(errno);
     }
 
+    /// Lets `passing` calls that start or await the early write-back of a large file's range
+    /// succeed, then fails the next one with `errno`, as `sync_file_range` reports a write error
+    /// it met.
+    pub fn fail_write_back_after(&self, passing: u64, errno: i32) {
+        *self.inner.faults.fail_write_back.lock() = Some((passing, errno));
+    }
+
+    /// The write-back calls that succeeded on this disk, in order: (offset, length, whether it
+    /// awaited a range rather than starting one). They make nothing durable here either; tests
+    /// look at them to see that large files are paced.
+    pub fn write_back_calls(&self) -> Vec<(u64, u64, bool)> {
+        self.inner.faults.write_backs.lock().clone()
+    }
+
     /// Makes the next file creation fail with `errno`.
     pub fn fail_next_create(&self, errno: i32) {
         *self.inner.faults.fail_create.lock() = Some(errno);
@@ -306,8 +326,8 @@ impl SimDisk {
         *self.inner.faults.fail_rename.lock() = Some((name.to_string(), errno));
     }
 
-    /// Disarms every armed failure (sync, write, create, open, remove, rename) and lifts the
-    /// space limit.
+    /// Disarms every armed failure (sync, write, write-back, create, open, remove, rename) and
+    /// lifts the space limit.
     pub fn clear_faults(&self) {
         let faults = &self.inner.faults;
         *faults.fail_sync.lock() = None;
@@ -316,6 +336,7 @@ impl SimDisk {
         *faults.fail_open.lock() = None;
         *faults.fail_remove.lock() = None;
         *faults.fail_rename.lock() = None;
+        *faults.fail_write_back.lock() = None;
         *faults.space_limit_bytes.lock() = None;
     }
 
@@ -575,6 +596,27 @@ impl File for SimFile {
             *flag = false;
         }
         self.faults.syncs.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn write_back_range(&self, offset: u64, len: u64, how: WriteBack) -> io::Result<()> {
+        assert!(
+            offset.saturating_add(len) <= self.len(),
+            "write-back past the end of a simulated file"
+        );
+        {
+            let mut armed = self.faults.fail_write_back.lock();
+            match *armed {
+                Some((0, errno)) => {
+                    *armed = None;
+                    return Err(io::Error::from_raw_os_error(errno));
+                }
+                Some((ref mut passing, _)) => *passing -= 1,
+                None => {}
+            }
+        }
+        let awaited = how == WriteBack::Await;
+        self.faults.write_backs.lock().push((offset, len, awaited));
         Ok(())
     }
 
