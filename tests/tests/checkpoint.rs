@@ -847,3 +847,25 @@ fn large_files_are_written_back_as_they_are_written_and_its_errors_count() {
     assert_eq!(wal.latest_checkpoint().unwrap().lsn, 20);
     assert_eq!(wal.read(31).unwrap(), b"after");
 }
+
+/// A snapshot length that no file can have (its header included) is refused as an argument
+/// before anything is written; it overflowed the file's length before (a panic in debug
+/// builds, reached from C and Python with a length near 2^64).
+#[test]
+fn a_snapshot_longer_than_any_file_is_refused() {
+    let disk = SimDisk::new();
+    let wal = Wal::open("/sim", sim(&disk)).unwrap();
+    fill(&wal, 3);
+    for len in [u64::MAX, u64::MAX - 4095] {
+        assert!(
+            matches!(
+                wal.checkpoint_writer(2, len),
+                Err(Error::InvalidArgument { .. })
+            ),
+            "{len}"
+        );
+    }
+    assert_eq!(temp_files(&disk), 0, "{:?}", disk.file_names());
+    assert_eq!(wal.latest_checkpoint(), None);
+    wal.checkpoint(2, Some(b"fine")).unwrap();
+}

@@ -133,7 +133,8 @@ impl Wal {
 
     /// Starts a checkpoint at `lsn` whose snapshot of `len` bytes the caller pushes in chunks
     /// ([`CheckpointWriter::write`]); it is durable when [`CheckpointWriter::finish`] returns.
-    /// Dropping the writer unfinished abandons it (recovery removes the partial file).
+    /// Dropping the writer unfinished abandons it and removes its partial file (recovery
+    /// removes one a crash left behind).
     pub fn checkpoint_writer(&self, lsn: Lsn, len: u64) -> Result<CheckpointWriter> {
         let (epoch, id) = self.inner.start_checkpoint(lsn)?;
         let pin = CheckpointPin {

@@ -149,8 +149,14 @@ impl SnapshotWriter {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io("remove", &path, e)),
         }
+        let file_bytes = BODY_OFFSET.checked_add(body_bytes).ok_or_else(|| {
+            Error::invalid(
+                "snapshot",
+                format!("{body_bytes} bytes: a snapshot file cannot be that long"),
+            )
+        })?;
         let file = dir
-            .create_plain(&temp, BODY_OFFSET + body_bytes)
+            .create_plain(&temp, file_bytes)
             .map_err(|e| Error::io("create snapshot", &path, e))?;
         let header = SnapshotHeader {
             lsn,

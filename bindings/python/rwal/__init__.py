@@ -18,15 +18,17 @@ any call after it raises rwal.ClosedError.
 from __future__ import annotations
 
 import builtins
+import io
 import os
 import threading
+import warnings
 from contextlib import contextmanager
 from typing import Iterator, Optional, Sequence, Tuple, Union
 
 from ._rwal_cffi import ffi, lib
 
 __all__ = [
-    "open", "Log", "Pin", "Error", "InvalidArgumentError", "IoError", "CorruptedError", "PoisonedError",
+    "open", "Log", "Pin", "CheckpointWriter", "SnapshotReader", "Error", "InvalidArgumentError", "IoError", "CorruptedError", "PoisonedError",
     "NoSpaceError", "LockedError", "CompactedError", "NotFoundError", "UnsupportedError",
     "TimeoutError", "PanicError", "NoLogError", "PinnedError", "ClosedError", "NotLeaderError",
     "SupersededError", "BusyError", "ReplicationError", "AbandonedError", "Node", "__version__",
@@ -439,6 +441,67 @@ class Log(_Handle):
                 _check(status)
                 return lsn[0], bytes(ffi.buffer(buf, size[0]))
 
+    def checkpoint_writer(self, lsn: int, length: int) -> "CheckpointWriter":
+        """Starts a checkpoint at `lsn` whose snapshot of exactly `length` bytes is written in
+        pieces with CheckpointWriter.write, and made durable by CheckpointWriter.finish: a large
+        engine state never needs to be in memory whole; see CheckpointWriter for finishing
+        and abandoning. The same checks as checkpoint()."""
+        if not 0 <= length < 1 << 64:
+            raise InvalidArgumentError(lib.RWAL_ERR_INVALID_ARGUMENT,
+                                       "length must be between 0 and 2**64 - 1")
+        out = ffi.new("rwal_checkpoint_writer **")
+        with self._use() as handle:
+            _check(lib.rwal_checkpoint_writer_open(handle, lsn, length, out))
+        return CheckpointWriter(out[0], length, self)
+
+    def checkpoint_from(self, lsn: int, length: int, source) -> None:
+        """checkpoint() with a snapshot of exactly `length` bytes read from `source`, a binary
+        file-like object (readinto or read), 1 MiB at a time. InvalidArgumentError, and no
+        checkpoint, if `source` ends sooner (or is a non-blocking source without data, or
+        returns more than asked); bytes after `length` are not read."""
+        with self.checkpoint_writer(lsn, length) as writer:
+            chunk = bytearray(min(length, _CHUNK_BYTES))
+            view = memoryview(chunk)
+            left = length
+            while left:
+                want = view[:min(left, len(chunk))]
+                if hasattr(source, "readinto"):
+                    got = source.readinto(want)
+                    # Read-only: nothing else changes this private buffer during the call, so
+                    # the writer need not copy it (see _stable).
+                    piece = None if got is None else want[:got].toreadonly()
+                else:
+                    piece = source.read(len(want))
+                if piece is None:
+                    raise InvalidArgumentError(
+                        lib.RWAL_ERR_INVALID_ARGUMENT,
+                        "the snapshot source has no data now (non-blocking): use a blocking one")
+                if len(piece) > len(want):
+                    raise InvalidArgumentError(
+                        lib.RWAL_ERR_INVALID_ARGUMENT,
+                        "the snapshot source returned %d bytes when asked for %d"
+                        % (len(piece), len(want)))
+                if not len(piece):
+                    raise InvalidArgumentError(
+                        lib.RWAL_ERR_INVALID_ARGUMENT,
+                        "the snapshot source ended after %d of %d bytes" % (length - left, length))
+                writer.write(piece)
+                left -= len(piece)
+
+    def open_snapshot(self) -> Optional["SnapshotReader"]:
+        """The latest checkpoint's snapshot, to read in pieces (SnapshotReader: a binary
+        file-like object with .lsn and .length), or None if the latest checkpoint has no
+        snapshot or there is none."""
+        lsn = ffi.new("uint64_t *")
+        length = ffi.new("uint64_t *")
+        out = ffi.new("rwal_snapshot_reader **")
+        with self._use() as handle:
+            status = lib.rwal_snapshot_open(handle, lsn, length, out)
+        if status == lib.RWAL_ERR_NOT_FOUND:
+            return None
+        _check(status)
+        return SnapshotReader(out[0], lsn[0], length[0])
+
     def pin(self, name: str, lsn: int, *, cap_bytes: Optional[int] = None) -> "Pin":
         """Pins the log from `lsn` on under `name` (a backup in progress, a replica catching
         up): compact() removes no record from `lsn` on while the pin is open. With `cap_bytes`
@@ -512,6 +575,190 @@ class Pin(_Handle):
         """Releases the pin; waits for calls in progress on other threads. Twice is fine."""
         self._close_with(self._free)
         self._log = None
+
+
+# The library reads and writes snapshots at most 1 MiB per call.
+_CHUNK_BYTES = 1 << 20
+
+
+# The library's functions are bound as default arguments: a handle collected late in the
+# interpreter's shutdown may find the module's globals cleared.
+def _abandon_writer(handle, _free=lib.rwal_checkpoint_writer_free, _ok=lib.RWAL_OK) -> int:
+    _free(handle)
+    return _ok
+
+
+def _finish_writer(handle, _finish=lib.rwal_checkpoint_writer_finish) -> int:
+    return _finish(handle)
+
+
+class CheckpointWriter(_Handle):
+    """A checkpoint being written, from Log.checkpoint_writer(): write() the snapshot's bytes in
+    pieces, then finish() makes it durable. As a context manager it finishes when the block
+    ends normally and abandons the checkpoint when it raises. abandon() (or close() before
+    finish()) drops it: no checkpoint, no file left behind. Until it is finished or abandoned,
+    the log keeps its records from the checkpoint's LSN on (compaction, truncate_after and
+    resets below it wait or are refused). One thread writes at a time."""
+
+    _what = "checkpoint writer"
+    _abandon = staticmethod(_abandon_writer)
+    _finish = staticmethod(_finish_writer)
+
+    def __init__(self, handle, length: int, log: "Log") -> None:
+        self._open(handle)
+        self.length = length
+        self.written = 0
+        self._serial = threading.Lock()
+        # Kept open while the writer is: a log collected (and so closed) under it would make
+        # every write fail.
+        self._log = log
+
+    def write(self, data: BytesLike) -> int:
+        """Appends `data` to the snapshot; returns its length. InvalidArgumentError past the
+        announced length (nothing written; the writer goes on). Any other failure abandons the
+        checkpoint: what part of `data` reached the file is unknown."""
+        buf = ffi.from_buffer(_stable(data))
+        with self._serial:
+            with self._use() as handle:
+                status = lib.rwal_checkpoint_writer_write(
+                    handle, ffi.cast("const uint8_t *", buf), len(buf))
+            if status == lib.RWAL_OK:
+                self.written += len(buf)
+                return len(buf)
+            error = _ERRORS.get(status, Error)(status, _last_error())
+            if status != lib.RWAL_ERR_INVALID_ARGUMENT:
+                self._drop(self._abandon)
+            raise error
+
+    def finish(self) -> None:
+        """Makes the checkpoint durable (exactly `length` bytes must have been written:
+        InvalidArgumentError otherwise, and the checkpoint is abandoned). The writer is closed
+        afterwards, whatever the outcome; ClosedError if it was already."""
+        with self._serial:
+            if self._closed:
+                raise ClosedError(lib.RWAL_ERR_CLOSED,
+                                  "checkpoint writer is closed (finished or abandoned)")
+            self._drop(self._finish)
+
+    def abandon(self) -> None:
+        """Drops the checkpoint unless it was finished; twice is fine."""
+        with self._serial:
+            self._drop(self._abandon)
+
+    def close(self) -> None:
+        """abandon(): a writer closed before finish() leaves no checkpoint."""
+        self.abandon()
+
+    def _drop(self, free) -> None:
+        try:
+            self._close_with(free)
+        finally:
+            self._log = None
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None and not self._closed:
+            self.finish()
+        else:
+            self.abandon()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            try:
+                warnings.warn("a checkpoint writer was collected unfinished: its checkpoint "
+                              "was abandoned", ResourceWarning, stacklevel=2)
+            except Exception:  # noqa: BLE001 - late in shutdown, warnings may be gone
+                pass
+        super().__del__()
+
+
+def _free_snapshot_reader(handle, _free=lib.rwal_snapshot_free, _ok=lib.RWAL_OK) -> int:
+    _free(handle)
+    return _ok
+
+
+class SnapshotReader(_Handle, io.RawIOBase):
+    """A checkpoint's snapshot being read, from Log.open_snapshot(): a raw binary file
+    (io.RawIOBase: read, readinto, readall; wrap it in io.BufferedReader for exact-length
+    reads) with the checkpoint's `lsn` and the snapshot's `length`. A read returns at most
+    1 MiB. The last bytes come only once the checksum of the whole snapshot was verified:
+    CorruptedError otherwise, also when the caller stops at `length` without reading the end.
+    It holds its own file: it goes on reading after a newer checkpoint replaced its snapshot,
+    and after the log was closed. One thread reads at a time; reads after close() raise
+    ClosedError."""
+
+    _what = "snapshot reader"
+    _free = staticmethod(_free_snapshot_reader)
+
+    def __init__(self, handle, lsn: int, length: int) -> None:
+        io.RawIOBase.__init__(self)
+        self._open(handle)
+        self.lsn = lsn
+        self.length = length
+        self._position = 0
+        self._ended = False
+        self._serial = threading.Lock()
+        self._size = ffi.new("size_t *")
+
+    def readable(self) -> bool:
+        return True
+
+    def _read_into(self, handle, view) -> int:
+        """One library read into `view` (not empty); 0 at the end, once it was verified."""
+        target = ffi.from_buffer(view, require_writable=True)
+        status = lib.rwal_snapshot_read(
+            handle, ffi.cast("uint8_t *", target), min(len(view), _CHUNK_BYTES), self._size)
+        if status == lib.RWAL_END:
+            self._ended = True
+            return 0
+        _check(status)
+        return self._size[0]
+
+    def readinto(self, buffer) -> int:
+        """Reads the next bytes into `buffer` (at most 1 MiB); 0 at the end."""
+        view = memoryview(buffer).cast("B")
+        with self._serial, self._use() as handle:
+            if self._ended or not len(view):
+                return 0
+            got = self._read_into(handle, view)
+            self._position += got
+            if got and self._position >= self.length:
+                # The last bytes: the end, and with it the checksum, is checked before they
+                # are handed out, so that a caller who stops at `length` learns of corruption.
+                if self._read_into(handle, memoryview(bytearray(1))) != 0:
+                    raise CorruptedError(lib.RWAL_ERR_CORRUPTED,
+                                         "snapshot at LSN %d is longer than its %d bytes"
+                                         % (self.lsn, self.length))
+            return got
+
+    def readall(self) -> bytes:
+        """Everything left, read 1 MiB at a time."""
+        parts = []
+        chunk = bytearray(_CHUNK_BYTES)
+        while True:
+            got = self.readinto(chunk)
+            if not got:
+                return b"".join(parts)
+            parts.append(bytes(chunk[:got]))
+
+    @property
+    def closed(self) -> bool:
+        """Whether close() was called."""
+        return self._closed
+
+    def close(self) -> None:
+        """Frees the reader; twice is fine."""
+        with self._serial:
+            self._close_with(self._free)
+        io.RawIOBase.close(self)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        _Handle.__del__(self)
 
 
 from .node import Node  # noqa: E402 - needs the errors above

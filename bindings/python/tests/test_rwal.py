@@ -1,5 +1,8 @@
 """pytest tests of the Python package over the C ABI."""
 
+import io
+import os
+import shutil
 import threading
 
 import pytest
@@ -188,6 +191,138 @@ def test_checkpoint_and_compact(path):
     with rwal.open(path) as log:
         assert log.latest_checkpoint()[0] == 12
         assert log.first_lsn > 1
+
+
+def _pattern(length):
+    """Byte i is i % 251: a chunk out of place shows (1 MiB is no multiple of 251)."""
+    return (bytes(range(251)) * (length // 251 + 1))[:length]
+
+
+def test_snapshots_stream_in_and_out_in_pieces(path):
+    body = _pattern((3 << 20) + 12345)
+    with rwal.open(path, segment_size=1 << 20) as log:
+        assert log.open_snapshot() is None
+        _fill(log, records=6)
+        log.checkpoint(2)
+        assert log.open_snapshot() is None, "a checkpoint without a snapshot has nothing to read"
+        # From a file-like source, in the library's chunks.
+        log.checkpoint_from(3, len(body), io.BytesIO(body))
+        assert log.latest_checkpoint() == (3, body)
+        # From pieces of any size, through a writer; the block's normal end finishes it.
+        with log.checkpoint_writer(4, len(body)) as writer:
+            for at in range(0, len(body), 700_001):
+                piece = memoryview(body)[at:at + 700_001]
+                assert writer.write(piece) == len(piece)
+            assert writer.written == len(body)
+        assert writer.closed
+        with pytest.raises(rwal.ClosedError):
+            writer.write(b"more")
+        with log.open_snapshot() as reader:
+            assert (reader.lsn, reader.length) == (4, len(body))
+            assert reader.readinto(bytearray(3 << 20)) == 1 << 20, "at most 1 MiB a read"
+            copied = io.BytesIO()
+            shutil.copyfileobj(reader, copied)
+            assert copied.getvalue() == body[1 << 20:]
+            assert reader.read() == b""
+        # Exact reads through a buffer; a reader outlives a newer checkpoint and its log.
+        reader = log.open_snapshot()
+        buffered = io.BufferedReader(reader)
+        first = buffered.read(10)
+        log.checkpoint(5, b"newer")
+    assert first + buffered.read(len(body) - 10) == body
+    assert buffered.read() == b""
+    buffered.close()
+    assert reader.closed
+    reader.close()
+    with pytest.raises(rwal.ClosedError):
+        reader.readinto(bytearray(1))
+
+
+def test_a_checkpoint_writer_refuses_wrong_lengths_and_abandons_cleanly(path):
+    def temp_files():
+        return [f for f in os.listdir(path) if f.startswith("snapshot-") and f.endswith(".tmp")]
+
+    with rwal.open(path, segment_size=1 << 20) as log:
+        _fill(log, records=6)
+        log.checkpoint(2, b"kept")
+        writer = log.checkpoint_writer(3, 4)
+        with pytest.raises(rwal.InvalidArgumentError):
+            writer.write(b"12345")  # past the length: nothing written, the writer goes on
+        writer.write(b"12")
+        assert temp_files()
+        with pytest.raises(rwal.InvalidArgumentError):
+            writer.finish()  # two bytes short: abandoned
+        assert writer.closed and not temp_files()
+        with pytest.raises(rwal.ClosedError):
+            writer.finish()
+        writer.abandon()  # twice is fine
+        # An exception in the block abandons it; so do abandon() and close().
+        with pytest.raises(RuntimeError):
+            with log.checkpoint_writer(3, 4) as writer:
+                writer.write(b"1234")
+                raise RuntimeError("the engine failed half way")
+        for drop in ("abandon", "close"):
+            writer = log.checkpoint_writer(3, 4)
+            writer.write(b"1234")
+            getattr(writer, drop)()
+            with pytest.raises(rwal.ClosedError):
+                writer.finish()
+        with pytest.raises(rwal.InvalidArgumentError, match="ended after 3 of 10 bytes"):
+            log.checkpoint_from(3, 10, io.BytesIO(b"abc"))
+        for length in (-1, 1 << 64, (1 << 64) - 1):
+            with pytest.raises(rwal.InvalidArgumentError):
+                log.checkpoint_writer(3, length)
+        with pytest.raises(rwal.InvalidArgumentError):
+            log.checkpoint_writer(7, 4)  # not durable
+        assert log.latest_checkpoint() == (2, b"kept")
+        assert not temp_files()
+
+        # Sources with read() only: one that gives more than asked is refused; an empty
+        # snapshot is not the same as none.
+        class ReadOnly:
+            def __init__(self, data, extra=0):
+                self.data, self.extra = data, extra
+
+            def read(self, n):
+                piece, self.data = self.data[:n + self.extra], self.data[n + self.extra:]
+                return piece
+
+        with pytest.raises(rwal.InvalidArgumentError, match="returned 6 bytes when asked for 5"):
+            log.checkpoint_from(3, 5, ReadOnly(b"hello, and more", extra=1))
+        log.checkpoint_from(3, 5, ReadOnly(b"hello, and more"))
+        assert log.latest_checkpoint() == (3, b"hello")
+        log.checkpoint_from(4, 0, ReadOnly(b""))
+        with log.open_snapshot() as reader:
+            assert (reader.lsn, reader.length, reader.read()) == (4, 0, b"")
+        # A writer whose log closed cannot finish.
+        writer = log.checkpoint_writer(5, 1)
+        writer.write(b"x")
+    with pytest.raises(rwal.ClosedError):
+        writer.finish()
+    with rwal.open(path) as log:
+        assert log.latest_checkpoint() == (4, b"")
+
+
+def test_a_snapshot_read_to_its_end_is_checked(path):
+    body = _pattern(2 << 20)
+    with rwal.open(path, segment_size=1 << 20) as log:
+        _fill(log, records=6)
+        log.checkpoint_from(3, len(body), io.BytesIO(body))
+    name = path / ("snapshot-%020d.snap" % 3)
+    with open(name, "r+b") as f:  # a flipped bit in the body (after the 4 KiB header)
+        f.seek(4096 + (1 << 20) + 5)
+        byte = f.read(1)[0]
+        f.seek(-1, 1)
+        f.write(bytes([byte ^ 0x10]))
+    with rwal.open(path) as log:
+        with log.open_snapshot() as reader:
+            assert reader.read(1 << 20) == body[:1 << 20]
+            # The last bytes are not handed out unchecked, even to a reader that stops at
+            # the snapshot's length.
+            with pytest.raises(rwal.CorruptedError):
+                reader.read(1 << 20)
+            with pytest.raises(rwal.CorruptedError):
+                reader.read()
 
 
 def _fill(log, records=20):
