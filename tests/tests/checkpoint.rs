@@ -775,12 +775,12 @@ fn a_reset_takes_the_snapshots_epoch_even_when_lower() {
 
 /// A large snapshot is written back to the disk as it is written, one step at a time, so that
 /// the sync that ends the checkpoint does not hold the log's commits behind all of it
-/// (`wal/src/io/writeback.rs`); so is a recycled segment's zero-fill. A write error reported by
+/// (`wal/src/io/writeback.rs`); a recycled segment's zero-fill is not. A write error reported by
 /// that early write-back fails the checkpoint like any other write error: a wait for the
 /// write-back reports the error in place of the final sync, so ignoring it could announce a
 /// snapshot with bytes the disk never took. The log keeps its previous checkpoint and goes on.
 #[test]
-fn large_files_are_written_back_as_they_are_written_and_its_errors_count() {
+fn large_snapshots_are_written_back_as_they_are_written_and_their_errors_count() {
     const STEP: u64 = 1 << 20;
     /// Where a snapshot's body starts in its file.
     const BODY: u64 = 4096;
@@ -830,16 +830,12 @@ fn large_files_are_written_back_as_they_are_written_and_its_errors_count() {
     assert_eq!(read_snapshot(&wal).as_deref(), Some(&body[..]));
     assert_eq!(wal.append_durable(b"after").unwrap(), 31);
 
-    // Recycled segments (1 MiB each here) are zeroed in one step each.
+    // Recycled segments are zeroed and synced at once (`wal/src/io/writeback.rs` says why).
     let before = disk.write_back_calls().len();
     wal.checkpoint(20, None).unwrap();
     let report = wal.compact_now().unwrap();
     assert!(report.segments_recycled >= 1, "{report:?}");
-    assert_eq!(
-        disk.write_back_calls()[before..],
-        vec![(0, STEP, start); report.segments_recycled],
-        "{report:?}"
-    );
+    assert_eq!(disk.write_back_calls().len(), before, "{report:?}");
 
     // Reopened after a crash: the last checkpoint that succeeded, and every record.
     drop(wal);

@@ -12,7 +12,7 @@ use memmap2::{Advice, MmapOptions, MmapRaw};
 
 use super::recorder::SyncRecorder;
 use super::uring::{self, Ring, UringSync, BLOCK_BYTES};
-use super::writeback::{WriteBack, WritebackPacer};
+use super::writeback::WriteBack;
 use super::{Dir, DirLock, File, Preallocation};
 
 /// How writes reach the file.
@@ -93,16 +93,14 @@ impl FsDir {
             }
         }
         // Zero-fill: real blocks, so that the mapping never sits over a hole. For `Mmap` in
-        // writes of 16 KiB: see `MAPPED_FILL_CHUNK`. Written back as it goes, so that the sync
-        // after it does not hold the log's commits behind 64 MiB of zeros (`writeback.rs`).
+        // writes of 16 KiB: see `MAPPED_FILL_CHUNK`. Synced at once, not written back as it
+        // goes like a snapshot (`writeback.rs` says why).
         let zeros = vec![0u8; self.zero_fill_chunk()];
-        let mut pacer = WritebackPacer::new(0);
         let mut offset = 0;
         while offset < len {
             let n = (len - offset).min(zeros.len() as u64) as usize;
             file.write_all_at(&zeros[..n], offset)?;
             offset += n as u64;
-            pacer.wrote(offset, |at, n, how| write_back_range(file, at, n, how))?;
         }
         Ok(())
     }
@@ -966,8 +964,8 @@ mod tests {
     }
 
     /// The real `sync_file_range` accepts what the pacer asks of it (an argument error would be
-    /// returned now, not swallowed), on a plain file and for a zero-filled segment, and leaves
-    /// the bytes as written.
+    /// returned now, not swallowed) and leaves the bytes as written; asked of a segment, the
+    /// write-back does nothing.
     #[test]
     fn large_files_are_written_back_in_steps_on_a_real_file_system() {
         let dir = scratch("write-back");
@@ -991,8 +989,6 @@ mod tests {
         plain.sync().expect("synced");
         assert!(plain.bytes(0, 3 * step as usize).iter().all(|&b| b == 0x5a));
         assert!(plain.bytes(3 * step, 100).iter().all(|&b| b == 0));
-        // A segment zero-filled over several steps is whole; asked of a mapped segment, the
-        // write-back does nothing.
         let segment = fs.create("segment", 5 * step / 2).expect("created");
         assert!(segment
             .bytes(0, (5 * step / 2) as usize)
