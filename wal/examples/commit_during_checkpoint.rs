@@ -1,6 +1,6 @@
 //! How long do durable commits wait while the same log writes a large checkpoint? The snapshot
 //! file and the log share a disk: a commit's `fdatasync` that runs while the snapshot's bytes
-//! reach the disk waits behind them (`wal/src/io/writeback.rs`, `docs/design.md` section 3).
+//! reach the disk waits behind them (`wal/src/io/writeback.rs`, `docs/design.md` section 15.1).
 //!
 //! ```sh
 //! cargo run --release -p rwal-wal --example commit_during_checkpoint -- [DIR] [MiB] [rounds]
