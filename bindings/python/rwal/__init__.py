@@ -543,9 +543,14 @@ class Log(_Handle):
         self._close_with(lib.rwal_close)
 
 
-def _free_pin(handle) -> int:
-    lib.rwal_pin_free(handle)
-    return lib.RWAL_OK
+def _returning_ok(free):
+    """`free` (a library function that returns nothing) as a function that returns RWAL_OK, for
+    _Handle._close_with. The library's function and the status are bound now: a handle collected
+    late in the interpreter's shutdown may find the module's globals cleared."""
+    def freed(handle, _free=free, _ok=lib.RWAL_OK) -> int:
+        _free(handle)
+        return _ok
+    return freed
 
 
 class Pin(_Handle):
@@ -554,9 +559,7 @@ class Pin(_Handle):
     close only to be closed: move() then raises ClosedError."""
 
     _what = "pin"
-    # A class attribute, not a module global: a pin collected late in the interpreter's
-    # shutdown may find the module's globals cleared.
-    _free = staticmethod(_free_pin)
+    _free = staticmethod(_returning_ok(lib.rwal_pin_free))
 
     def __init__(self, handle, name: str, log: "Log") -> None:
         self._open(handle)
@@ -581,17 +584,6 @@ class Pin(_Handle):
 _CHUNK_BYTES = 1 << 20
 
 
-# The library's functions are bound as default arguments: a handle collected late in the
-# interpreter's shutdown may find the module's globals cleared.
-def _abandon_writer(handle, _free=lib.rwal_checkpoint_writer_free, _ok=lib.RWAL_OK) -> int:
-    _free(handle)
-    return _ok
-
-
-def _finish_writer(handle, _finish=lib.rwal_checkpoint_writer_finish) -> int:
-    return _finish(handle)
-
-
 class CheckpointWriter(_Handle):
     """A checkpoint being written, from Log.checkpoint_writer(): write() the snapshot's bytes in
     pieces, then finish() makes it durable. As a context manager it finishes when the block
@@ -601,8 +593,9 @@ class CheckpointWriter(_Handle):
     resets below it wait or are refused). One thread writes at a time."""
 
     _what = "checkpoint writer"
-    _abandon = staticmethod(_abandon_writer)
-    _finish = staticmethod(_finish_writer)
+    # Class attributes, bound now (see _returning_ok).
+    _abandon = staticmethod(_returning_ok(lib.rwal_checkpoint_writer_free))
+    _finish = staticmethod(lib.rwal_checkpoint_writer_finish)
 
     def __init__(self, handle, length: int, log: "Log") -> None:
         self._open(handle)
@@ -622,13 +615,15 @@ class CheckpointWriter(_Handle):
             with self._use() as handle:
                 status = lib.rwal_checkpoint_writer_write(
                     handle, ffi.cast("const uint8_t *", buf), len(buf))
-            if status == lib.RWAL_OK:
-                self.written += len(buf)
-                return len(buf)
-            error = _ERRORS.get(status, Error)(status, _last_error())
-            if status != lib.RWAL_ERR_INVALID_ARGUMENT:
+            try:
+                _check(status)
+            except InvalidArgumentError:
+                raise
+            except Error:
                 self._drop(self._abandon)
-            raise error
+                raise
+            self.written += len(buf)
+            return len(buf)
 
     def finish(self) -> None:
         """Makes the checkpoint durable (exactly `length` bytes must have been written:
@@ -671,11 +666,6 @@ class CheckpointWriter(_Handle):
         super().__del__()
 
 
-def _free_snapshot_reader(handle, _free=lib.rwal_snapshot_free, _ok=lib.RWAL_OK) -> int:
-    _free(handle)
-    return _ok
-
-
 class SnapshotReader(_Handle, io.RawIOBase):
     """A checkpoint's snapshot being read, from Log.open_snapshot(): a raw binary file
     (io.RawIOBase: read, readinto, readall; wrap it in io.BufferedReader for exact-length
@@ -687,7 +677,7 @@ class SnapshotReader(_Handle, io.RawIOBase):
     ClosedError."""
 
     _what = "snapshot reader"
-    _free = staticmethod(_free_snapshot_reader)
+    _free = staticmethod(_returning_ok(lib.rwal_snapshot_free))
 
     def __init__(self, handle, lsn: int, length: int) -> None:
         io.RawIOBase.__init__(self)

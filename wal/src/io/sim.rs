@@ -124,7 +124,12 @@ impl Faults {
 
     /// Counts a sync (of a file or the directory) against the armed failure.
     fn sync_attempt(&self) -> io::Result<()> {
-        let mut armed = self.fail_sync.lock();
+        Faults::count_down(&self.fail_sync)
+    }
+
+    /// Counts an operation against a failure armed as (operations to let through, errno).
+    fn count_down(slot: &Mutex<Option<(u64, i32)>>) -> io::Result<()> {
+        let mut armed = slot.lock();
         match *armed {
             Some((0, errno)) => {
                 *armed = None;
@@ -604,17 +609,7 @@ impl File for SimFile {
             offset.saturating_add(len) <= self.len(),
             "write-back past the end of a simulated file"
         );
-        {
-            let mut armed = self.faults.fail_write_back.lock();
-            match *armed {
-                Some((0, errno)) => {
-                    *armed = None;
-                    return Err(io::Error::from_raw_os_error(errno));
-                }
-                Some((ref mut passing, _)) => *passing -= 1,
-                None => {}
-            }
-        }
+        Faults::count_down(&self.faults.fail_write_back)?;
         let awaited = how == WriteBack::Await;
         self.faults.write_backs.lock().push((offset, len, awaited));
         Ok(())

@@ -66,7 +66,7 @@ impl WritebackPacer {
         while written.saturating_sub(self.started) >= WRITEBACK_STEP_BYTES {
             let step = self.started;
             range(step, WRITEBACK_STEP_BYTES, WriteBack::Start)?;
-            if step - self.from >= WRITEBACK_STEP_BYTES {
+            if step > self.from {
                 range(
                     step - WRITEBACK_STEP_BYTES,
                     WRITEBACK_STEP_BYTES,
