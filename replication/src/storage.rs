@@ -39,7 +39,6 @@ impl WalStorage {
     /// when that is newer) and the terms of the retained records.
     pub(crate) fn open(wal: Arc<Wal>) -> Result<WalStorage> {
         let (stored, membership) = wal.replication_state();
-        let first = wal.first_lsn();
         let last = wal.last_lsn();
         let mut conf_state = ConfState::default();
         let mut conf_at = 0;
@@ -57,14 +56,25 @@ impl WalStorage {
             }
         }
         let mut runs: Vec<(Lsn, u64)> = Vec::new();
-        if last >= first {
-            let mut reader = wal.reader(first)?;
+        let first = loop {
+            let first = wal.first_lsn();
+            if last < first {
+                break first;
+            }
+            let mut reader = match wal.reader(first) {
+                Ok(reader) => reader,
+                // The log's background pass compacted between the two reads: from the new
+                // first LSN. The reader, once made, pins what it reads.
+                Err(rwal_wal::Error::Compacted { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            };
             while let Some(record) = reader.next()? {
                 if runs.last().map(|r| r.1) != Some(record.epoch) {
                     runs.push((record.lsn, record.epoch));
                 }
             }
-        }
+            break first;
+        };
         let last_term = match runs.last() {
             Some(run) => run.1,
             None => wal.epoch_at(first - 1)?,

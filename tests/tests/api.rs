@@ -357,39 +357,64 @@ fn options_are_validated_at_open() {
     }
 }
 
+/// The segment files in the target's directory (`.seg`, not temporary ones).
+fn segment_files(t: &rwal_tests::Target) -> usize {
+    match &t.backend {
+        rwal_wal::Backend::Simulated(disk) => disk
+            .file_names()
+            .iter()
+            .filter(|n| n.ends_with(".seg"))
+            .count(),
+        _ => std::fs::read_dir(&t.dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".seg")
+            })
+            .count(),
+    }
+}
+
 #[test]
 fn without_background_threads_maintain_does_the_work() {
     for t in targets("stepping") {
         let wal = Wal::open(&t.dir, t.options().background_threads(false)).unwrap();
-        let segment_files = || match &t.backend {
-            rwal_wal::Backend::Simulated(disk) => disk
-                .file_names()
-                .iter()
-                .filter(|n| n.ends_with(".seg"))
-                .count(),
-            _ => std::fs::read_dir(&t.dir)
-                .unwrap()
-                .filter(|e| {
-                    e.as_ref()
-                        .unwrap()
-                        .file_name()
-                        .to_string_lossy()
-                        .ends_with(".seg")
-                })
-                .count(),
-        };
         // Nothing runs behind the caller's back: no segment is prepared until maintain().
-        assert_eq!(segment_files(), 1, "{}", t.name);
+        assert_eq!(segment_files(&t), 1, "{}", t.name);
         wal.maintain().unwrap();
-        assert_eq!(segment_files(), 2, "{}", t.name);
+        assert_eq!(segment_files(&t), 2, "{}", t.name);
         for i in 0..20u64 {
             wal.append(&payload(i, 200 << 10)).unwrap();
         }
         wal.sync().unwrap();
         // Appends prepared what they needed themselves.
-        assert!(segment_files() >= 4, "{}", t.name);
+        assert!(segment_files(&t) >= 4, "{}", t.name);
         wal.maintain().unwrap();
         assert_eq!(wal.read(20).unwrap(), payload(19, 200 << 10));
+    }
+}
+
+/// Regression: the background thread first ran a control interval after open, so an appender
+/// that filled the first segment sooner had to prepare the next one itself, a whole zero-fill
+/// under the tail lock. The interval here is a minute; the next segment must come much sooner.
+#[test]
+fn the_next_segment_is_prepared_right_after_open() {
+    for t in targets("prepared-at-open") {
+        let options = t.options().control_interval(Duration::from_secs(60));
+        let wal = Wal::open(&t.dir, options).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while segment_files(&t) < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}: no segment prepared 20 s after open",
+                t.name
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        wal.close().unwrap();
     }
 }
 

@@ -83,6 +83,8 @@ pub(crate) struct Inner {
     /// runs (background threads off) writes staged records to the files, and must not do so
     /// after the directory is released.
     maintenance: Mutex<()>,
+    /// Set by `close`: a segment being prepared ahead of need stops its zero-fill.
+    closing: std::sync::atomic::AtomicBool,
     /// Appends that reserved LSNs and have not finished copying them: `close` waits for none
     /// to be left, even on a poisoned log, whose written LSN may never advance again.
     copying: AtomicU64,
@@ -98,6 +100,13 @@ impl Drop for CopyInProgress<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// Why a segment is prepared: an append needs it now, or the background keeps one ahead.
+#[derive(Clone, Copy)]
+enum Ahead {
+    Needed,
+    UnlessClosing,
 }
 
 #[derive(Default)]
@@ -161,6 +170,7 @@ impl Wal {
             background: Mutex::new(Signal::default()),
             background_cond: Condvar::new(),
             maintenance: Mutex::new(()),
+            closing: std::sync::atomic::AtomicBool::new(false),
             copying: AtomicU64::new(0),
             report: recovered.report,
             lock: Mutex::new(Some(lock)),
@@ -362,7 +372,9 @@ impl Wal {
 
     /// Does the background work once: prepares the next segment and writes the durable
     /// watermark to the control file. With background threads off, call it from time to time
-    /// (appends still prepare segments themselves when they must).
+    /// (appends still prepare segments themselves when they must). A close that starts
+    /// meanwhile may stop the zero-fill of a segment being prepared: the pass then fails with
+    /// [`Error::Closed`].
     pub fn maintain(&self) -> Result<()> {
         self.inner.maintain()
     }
@@ -410,6 +422,9 @@ impl Wal {
     fn shutdown(&self) -> Result<()> {
         // Held to the end: a second close waits for the first, then finds the log closed.
         let mut background = self.background.lock();
+        // A segment being prepared ahead (by the background thread or a user's `maintain`) is
+        // not needed any more: its zero-fill stops.
+        self.inner.closing.store(true, Ordering::Release);
         if let Some(handle) = background.take() {
             self.inner.background.lock().shutdown = true;
             self.inner.background_cond.notify_all();
@@ -543,7 +558,7 @@ impl Inner {
             durable_hint = self.group.durable_lsn();
             let rolls = tail.rolls_needed(sizes());
             if rolls > 0 {
-                self.prepare_segments(rolls)?;
+                self.prepare_segments(rolls, Ahead::Needed)?;
             }
             tail.place(
                 sizes(),
@@ -674,8 +689,9 @@ impl Inner {
         segment
     }
 
-    /// Makes sure at least `count` segments are prepared, creating them now if needed.
-    fn prepare_segments(&self, count: usize) -> Result<()> {
+    /// Makes sure at least `count` segments are prepared, creating them now if needed. Ahead of
+    /// need (`Ahead::UnlessClosing`) a close stops the zero-fill in progress.
+    fn prepare_segments(&self, count: usize, ahead: Ahead) -> Result<()> {
         let mut prepared = self.prepared.lock();
         while prepared.len() < count {
             let sequence = self.next_sequence.fetch_add(1, Ordering::Relaxed);
@@ -684,10 +700,23 @@ impl Inner {
             // Allocated under a temporary name: a crash half way leaves a `.tmp` file that
             // recovery removes, never a short segment.
             let temp = segment::temp_file_name(sequence);
-            let file = self
-                .dir
-                .create(&temp, self.options.segment_bytes)
-                .map_err(|e| Error::io("create segment", &path, e))?;
+            let created = match ahead {
+                Ahead::Needed => self.dir.create(&temp, self.options.segment_bytes),
+                Ahead::UnlessClosing => {
+                    self.dir
+                        .create_unless_stopped(&temp, self.options.segment_bytes, &self.closing)
+                }
+            };
+            let file = created.map_err(|e| {
+                if matches!(ahead, Ahead::UnlessClosing)
+                    && self.closing.load(Ordering::Acquire)
+                    && e.kind() == std::io::ErrorKind::Interrupted
+                {
+                    Error::Closed
+                } else {
+                    Error::io("create segment", &path, e)
+                }
+            })?;
             self.dir
                 .rename(&temp, &name)
                 .map_err(|e| Error::io("rename", &path, e))?;
@@ -1006,7 +1035,7 @@ impl Inner {
         let _maintenance = self.maintenance.lock();
         self.group.check()?;
         let wanted = self.options.prepared_segments_max;
-        let prepared = self.prepare_segments(wanted);
+        let prepared = self.prepare_segments(wanted, Ahead::UnlessClosing);
         self.write_back()?; // a failure poisons the log: nothing after it may run
         self.release_sealed_memory();
         let controlled = self.update_control();
@@ -1087,6 +1116,18 @@ impl Inner {
     }
 
     fn background_loop(&self) {
+        // The next segment is prepared at once, not a control interval later: a fast appender
+        // may fill the first one sooner, and would then zero-fill the next one itself, under
+        // the tail lock. Only that: compaction and the watermark wait for the first interval,
+        // so that a caller who reads from `first_lsn()` right after open (recovery of a
+        // replica, a check after a crash) is not compacted under.
+        {
+            let _maintenance = self.maintenance.lock();
+            if self.group.check().is_ok() {
+                let _ =
+                    self.prepare_segments(self.options.prepared_segments_max, Ahead::UnlessClosing);
+            }
+        }
         loop {
             {
                 let mut signal = self.background.lock();
@@ -1110,6 +1151,52 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A close stops a segment's preparation ahead of need: the pass fails with `Closed` and
+    /// the half-zeroed file is gone. Appends that need a segment still make one, and the log
+    /// goes on past the sequence number the stopped preparation took.
+    #[test]
+    fn a_close_stops_the_preparation_of_a_segment_ahead_of_need() {
+        let dir = std::env::temp_dir().join(format!("rwal-stopped-prepare-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let options = || {
+            Options::new()
+                .background_threads(false)
+                .segment_bytes(1 << 20)
+        };
+        let names = || -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(&dir)
+                .expect("listed")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains(".seg"))
+                .collect();
+            names.sort();
+            names
+        };
+        let wal = Wal::open(&dir, options()).expect("opened");
+        wal.append_durable(b"before").expect("appended");
+        wal.inner.closing.store(true, Ordering::Release);
+        let err = wal.maintain().expect_err("stopped");
+        assert!(matches!(err, Error::Closed), "{err}");
+        assert_eq!(names(), ["00000000000000000001.seg"]);
+        // An append that needs a segment now is never stopped.
+        let big = vec![7u8; 600 << 10];
+        wal.append_durable(&big).expect("appended");
+        wal.append_durable(&big)
+            .expect("appended into a segment made on demand");
+        wal.close().expect("closed");
+        let wal = Wal::open(&dir, options()).expect("reopened");
+        wal.maintain().expect("prepared");
+        assert_eq!(wal.read(1).expect("read"), b"before");
+        assert_eq!(wal.read(3).expect("read"), big);
+        for _ in 0..2 {
+            wal.append_durable(&big)
+                .expect("rolled into the prepared segment");
+        }
+        assert_eq!(wal.read(5).expect("read"), big);
+        wal.close().expect("closed");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn handles_are_send_and_sync() {

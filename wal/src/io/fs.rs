@@ -6,6 +6,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use memmap2::{Advice, MmapOptions, MmapRaw};
@@ -79,7 +80,7 @@ impl FsDir {
         self.path.join(name)
     }
 
-    fn preallocate(&self, file: &StdFile, len: u64) -> io::Result<()> {
+    fn preallocate(&self, file: &StdFile, len: u64, stop: Option<&AtomicBool>) -> io::Result<()> {
         if self.preallocation == Preallocation::Fallocate {
             let len_off = libc::off_t::try_from(len).map_err(io::Error::other)?;
             // SAFETY: fallocate on a file descriptor we own; no memory is passed.
@@ -95,14 +96,54 @@ impl FsDir {
         // Zero-fill: real blocks, so that the mapping never sits over a hole. For `Mmap` in
         // writes of 16 KiB: see `MAPPED_FILL_CHUNK`. Synced at once, not written back as it
         // goes like a snapshot (`writeback.rs` says why).
+        let stopped = || {
+            if stop.is_some_and(|stop| stop.load(Ordering::Acquire)) {
+                return Err(io::Error::new(
+                    io::ErrorKind::Interrupted,
+                    "the zero-fill was stopped: the log is closing",
+                ));
+            }
+            Ok(())
+        };
         let zeros = vec![0u8; self.zero_fill_chunk()];
         let mut offset = 0;
         while offset < len {
+            stopped()?;
             let n = (len - offset).min(zeros.len() as u64) as usize;
             file.write_all_at(&zeros[..n], offset)?;
             offset += n as u64;
         }
-        Ok(())
+        // Once more before the sync, which takes most of the time: the zeros are only in the
+        // page cache yet, and removing the file drops them unwritten.
+        stopped()
+    }
+
+    /// `Dir::create`, stopped between zero-fill chunks once `stop` is set.
+    fn create_allocated(
+        &self,
+        name: &str,
+        len: u64,
+        stop: Option<&AtomicBool>,
+    ) -> io::Result<Arc<dyn File>> {
+        let path = self.file_path(name);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        let prepared = self
+            .preallocate(&file, len, stop)
+            .and_then(|()| file.sync_all());
+        if let Err(e) = prepared {
+            drop(file);
+            // Best effort: a half-allocated file must not stay around to be mistaken for space.
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        if let Some(recorder) = &self.recorder {
+            recorder.file_synced(&path, &file)?;
+        }
+        self.map(file, path, true)
     }
 
     fn map(&self, file: StdFile, path: PathBuf, created: bool) -> io::Result<Arc<dyn File>> {
@@ -227,23 +268,16 @@ impl Dir for FsDir {
     }
 
     fn create(&self, name: &str, len: u64) -> io::Result<Arc<dyn File>> {
-        let path = self.file_path(name);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
-        let prepared = self.preallocate(&file, len).and_then(|()| file.sync_all());
-        if let Err(e) = prepared {
-            drop(file);
-            // Best effort: a half-allocated file must not stay around to be mistaken for space.
-            let _ = std::fs::remove_file(&path);
-            return Err(e);
-        }
-        if let Some(recorder) = &self.recorder {
-            recorder.file_synced(&path, &file)?;
-        }
-        self.map(file, path, true)
+        self.create_allocated(name, len, None)
+    }
+
+    fn create_unless_stopped(
+        &self,
+        name: &str,
+        len: u64,
+        stop: &AtomicBool,
+    ) -> io::Result<Arc<dyn File>> {
+        self.create_allocated(name, len, Some(stop))
     }
 
     fn create_plain(&self, name: &str, len: u64) -> io::Result<Arc<dyn File>> {
@@ -961,6 +995,33 @@ mod tests {
 
     fn scratch(label: &str) -> Scratch {
         Scratch(std::env::temp_dir().join(format!("rwal-fs-{label}-{}", std::process::id())))
+    }
+
+    /// A segment prepared ahead stops its zero-fill once the log closes: no file is left
+    /// behind, and the name is free for the next open to prepare it again.
+    #[test]
+    fn a_stopped_zero_fill_leaves_no_file() {
+        let dir = scratch("stopped-fill");
+        for mode in [WriteMode::Map, WriteMode::Pwrite] {
+            let fs = FsDir::open(&dir.0, true, mode, Preallocation::ZeroFill, None)
+                .expect("the directory opens");
+            let stop = AtomicBool::new(true);
+            let err = fs
+                .create_unless_stopped("prepared.tmp", 4 << 20, &stop)
+                .err()
+                .expect("stopped");
+            assert_eq!(err.kind(), io::ErrorKind::Interrupted, "{err}");
+            assert!(err.to_string().contains("closing"), "{err}");
+            assert!(!dir.0.join("prepared.tmp").exists());
+            stop.store(false, Ordering::Release);
+            let file = fs
+                .create_unless_stopped("prepared.tmp", 4 << 20, &stop)
+                .expect("created");
+            assert_eq!(file.len(), 4 << 20);
+            assert!(file.bytes(0, 4 << 20).iter().all(|&b| b == 0));
+            drop(file);
+            std::fs::remove_file(dir.0.join("prepared.tmp")).expect("removed");
+        }
     }
 
     /// The real `sync_file_range` accepts what the pacer asks of it (an argument error would be

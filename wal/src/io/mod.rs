@@ -6,6 +6,7 @@
 
 use std::io;
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 pub(crate) mod fs;
@@ -97,6 +98,17 @@ pub(crate) trait Dir: Send + Sync {
     /// Creates a new file of `len` bytes, fully allocated, its length durable. Its name is only
     /// durable after `sync`.
     fn create(&self, name: &str, len: u64) -> io::Result<Arc<dyn File>>;
+    /// `create`, for a file prepared ahead of need: fails with `ErrorKind::Interrupted`, the
+    /// file removed, once `stop` is set, without finishing a long zero-fill (so that closing
+    /// the log need not wait for one).
+    fn create_unless_stopped(
+        &self,
+        name: &str,
+        len: u64,
+        _stop: &AtomicBool,
+    ) -> io::Result<Arc<dyn File>> {
+        self.create(name, len)
+    }
     /// Creates a new file of `len` bytes for large sequential data written once (a snapshot):
     /// written with `pwrite` whatever the backend, never staged in memory, not preallocated.
     fn create_plain(&self, name: &str, len: u64) -> io::Result<Arc<dyn File>> {
