@@ -775,7 +775,8 @@ fn a_reset_takes_the_snapshots_epoch_even_when_lower() {
 
 /// A large snapshot is written back to the disk as it is written, one step at a time, so that
 /// the sync that ends the checkpoint does not hold the log's commits behind all of it
-/// (`wal/src/io/writeback.rs`); a recycled segment's zero-fill is not. A write error reported by
+/// (`wal/src/io/writeback.rs`; a recycled segment's zero-fill too, in larger steps: the next
+/// test). A write error reported by
 /// that early write-back fails the checkpoint like any other write error: a wait for the
 /// write-back reports the error in place of the final sync, so ignoring it could announce a
 /// snapshot with bytes the disk never took. The log keeps its previous checkpoint and goes on.
@@ -830,7 +831,8 @@ fn large_snapshots_are_written_back_as_they_are_written_and_their_errors_count()
     assert_eq!(read_snapshot(&wal).as_deref(), Some(&body[..]));
     assert_eq!(wal.append_durable(b"after").unwrap(), 31);
 
-    // Recycled segments are zeroed and synced at once (`wal/src/io/writeback.rs` says why).
+    // Recycled segments of 1 MiB are shorter than a zero-fill step: synced at once (the next
+    // test has larger ones).
     let before = disk.write_back_calls().len();
     wal.checkpoint(20, None).unwrap();
     let report = wal.compact_now().unwrap();
@@ -842,6 +844,53 @@ fn large_snapshots_are_written_back_as_they_are_written_and_their_errors_count()
     let wal = Wal::open("/sim", sim(&disk.crash(3))).unwrap();
     assert_eq!(wal.latest_checkpoint().unwrap().lsn, 20);
     assert_eq!(wal.read(31).unwrap(), b"after");
+}
+
+/// A recycled segment is zeroed and written back in steps of 8 MiB, like a new one, so that its
+/// sync does not hold the log's commits behind the whole segment (`wal/src/io/writeback.rs`);
+/// a failed wait fails the recycling: the file is left behind, not reused, and the next
+/// compaction removes it.
+#[test]
+fn a_recycled_segment_is_zeroed_in_steps() {
+    const STEP: u64 = 8 << 20;
+    let disk = SimDisk::new();
+    let options = sim(&disk).segment_bytes(2 * STEP + (1 << 20));
+    let wal = Wal::open("/sim", options).unwrap();
+    let record = vec![0x33u8; 1 << 20];
+    // Over two segments' worth.
+    for _ in 0..40 {
+        wal.append(&record).unwrap();
+    }
+    wal.sync().unwrap();
+    assert!(wal.segment_count() >= 3, "{}", wal.segment_count());
+    let (start, wait) = (false, true);
+    let before = disk.write_back_calls().len();
+    wal.checkpoint(20, None).unwrap();
+    let report = wal.compact_now().unwrap();
+    assert_eq!(report.segments_recycled, 1, "{report:?}");
+    assert_eq!(
+        disk.write_back_calls()[before..],
+        [(0, STEP, start), (STEP, STEP, start), (0, STEP, wait)],
+        "{report:?}"
+    );
+    // A wait that fails: the segment is not recycled but left behind under its temporary
+    // name, which the next compaction removes; the log goes on.
+    disk.fail_write_back_after(2, libc::EIO);
+    wal.checkpoint(35, None).unwrap();
+    let report = wal.compact_now().unwrap();
+    assert_eq!(report.segments_recycled, 0, "{report:?}");
+    assert_eq!(report.segments_removed, 1, "{report:?}");
+    assert_eq!(report.files_left_behind.len(), 1, "{report:?}");
+    assert!(
+        report.files_left_behind[0].contains("write back"),
+        "{report:?}"
+    );
+    assert_eq!(temp_files(&disk), 1, "{:?}", disk.file_names());
+    wal.compact_now().unwrap();
+    assert_eq!(temp_files(&disk), 0, "{:?}", disk.file_names());
+    wal.append_durable(b"after").unwrap();
+    assert_eq!(wal.read(41).unwrap(), b"after");
+    assert_eq!(wal.read(36).unwrap(), record);
 }
 
 /// A snapshot length that no file can have (its header included) is refused as an argument

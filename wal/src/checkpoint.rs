@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::control::ControlState;
 use crate::error::{Error, Result};
+use crate::io::writeback::{WritebackPacer, ZERO_FILL_STEP_BYTES};
 use crate::pins::{Pin, PinInfo};
 use crate::recovery;
 use crate::segment::{Segment, HEADER_REGION_BYTES};
@@ -605,12 +606,20 @@ impl Inner {
         // large folios, which commits through a mapping would write back whole.
         file.forget_cached_pages();
         let zeros = vec![0u8; self.dir.zero_fill_chunk()];
+        // Written back as it goes, like a new segment's zero-fill, so that the sync below does
+        // not hold the log's commits behind the whole segment (`io/writeback.rs`).
+        let mut pacer = WritebackPacer::with_step(0, ZERO_FILL_STEP_BYTES);
         let mut at = 0;
         while at < len {
             let n = (len - at).min(zeros.len() as u64) as usize;
             file.write_at(at, &[&zeros[..n]])
                 .map_err(|e| Error::io("zero-fill", &temp_path, e))?;
             at += n as u64;
+            pacer
+                .wrote(at, |offset, len, how| {
+                    file.write_back_range(offset, len, how)
+                })
+                .map_err(|e| Error::io("write back", &temp_path, e))?;
         }
         file.sync()
             .map_err(|e| Error::io("fdatasync", &temp_path, e))

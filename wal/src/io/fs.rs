@@ -13,7 +13,7 @@ use memmap2::{Advice, MmapOptions, MmapRaw};
 
 use super::recorder::SyncRecorder;
 use super::uring::{self, Ring, UringSync, BLOCK_BYTES};
-use super::writeback::WriteBack;
+use super::writeback::{WriteBack, WritebackPacer, ZERO_FILL_STEP_BYTES};
 use super::{Dir, DirLock, File, Preallocation};
 
 /// How writes reach the file.
@@ -94,8 +94,9 @@ impl FsDir {
             }
         }
         // Zero-fill: real blocks, so that the mapping never sits over a hole. For `Mmap` in
-        // writes of 16 KiB: see `MAPPED_FILL_CHUNK`. Synced at once, not written back as it
-        // goes like a snapshot (`writeback.rs` says why).
+        // writes of 16 KiB: see `MAPPED_FILL_CHUNK`. Written back as it goes, in steps of
+        // `ZERO_FILL_STEP_BYTES`, so that the sync after it does not hold the log's commits
+        // behind 64 MiB of zeros (`writeback.rs`).
         let stopped = || {
             if stop.is_some_and(|stop| stop.load(Ordering::Acquire)) {
                 return Err(io::Error::new(
@@ -106,15 +107,17 @@ impl FsDir {
             Ok(())
         };
         let zeros = vec![0u8; self.zero_fill_chunk()];
+        let mut pacer = WritebackPacer::with_step(0, ZERO_FILL_STEP_BYTES);
         let mut offset = 0;
         while offset < len {
             stopped()?;
             let n = (len - offset).min(zeros.len() as u64) as usize;
             file.write_all_at(&zeros[..n], offset)?;
             offset += n as u64;
+            pacer.wrote(offset, |at, n, how| write_back_range(file, at, n, how))?;
         }
-        // Once more before the sync, which takes most of the time: the zeros are only in the
-        // page cache yet, and removing the file drops them unwritten.
+        // Once more before the sync: the last step or two are still in the page cache, and
+        // removing the file drops them unwritten.
         stopped()
     }
 
@@ -1025,8 +1028,8 @@ mod tests {
     }
 
     /// The real `sync_file_range` accepts what the pacer asks of it (an argument error would be
-    /// returned now, not swallowed) and leaves the bytes as written; asked of a segment, the
-    /// write-back does nothing.
+    /// returned now, not swallowed) and leaves the bytes as written, for a snapshot and for a
+    /// segment's zero-fill; asked of a segment afterwards, the write-back does nothing.
     #[test]
     fn large_files_are_written_back_in_steps_on_a_real_file_system() {
         let dir = scratch("write-back");
@@ -1050,11 +1053,10 @@ mod tests {
         plain.sync().expect("synced");
         assert!(plain.bytes(0, 3 * step as usize).iter().all(|&b| b == 0x5a));
         assert!(plain.bytes(3 * step, 100).iter().all(|&b| b == 0));
-        let segment = fs.create("segment", 5 * step / 2).expect("created");
-        assert!(segment
-            .bytes(0, (5 * step / 2) as usize)
-            .iter()
-            .all(|&b| b == 0));
+        // A segment's zero-fill, paced in its own steps through the same calls, is whole.
+        let len = 2 * ZERO_FILL_STEP_BYTES + step / 2;
+        let segment = fs.create("segment", len).expect("created");
+        assert!(segment.bytes(0, len as usize).iter().all(|&b| b == 0));
         segment
             .write_back_range(0, step, WriteBack::Await)
             .expect("nothing to do");
