@@ -575,7 +575,9 @@ rwal_status rwal_checkpoint_writer_open(rwal_log *log,
                                         rwal_checkpoint_writer **writer_out);
 
 /**
- * Writes the next `len` bytes of the snapshot. One thread at a time.
+ * Writes the next `len` bytes of the snapshot. One thread at a time. After a failed write
+ * (any status but `RWAL_ERR_INVALID_ARGUMENT`, which writes nothing) the writer takes nothing
+ * more and cannot finish: free it (the previous checkpoint stays the latest) and start again.
  *
  * # Safety
  * `writer` is a live writer; `data` has `len` readable bytes.

@@ -773,13 +773,13 @@ fn a_reset_takes_the_snapshots_epoch_even_when_lower() {
     }
 }
 
-/// A large snapshot is written back to the disk as it is written, one step at a time, so that
-/// the sync that ends the checkpoint does not hold the log's commits behind all of it
-/// (`wal/src/io/writeback.rs`; a recycled segment's zero-fill too, in larger steps: the next
-/// test). A write error reported by
-/// that early write-back fails the checkpoint like any other write error: a wait for the
-/// write-back reports the error in place of the final sync, so ignoring it could announce a
-/// snapshot with bytes the disk never took. The log keeps its previous checkpoint and goes on.
+/// A large snapshot is written back to the disk as it is written, one step at a time, so that the
+/// sync that ends the checkpoint does not hold the log's commits behind all of it
+/// (`wal/src/io/writeback.rs`; a recycled segment's zero-fill too, in larger steps: the next test).
+/// A write error reported by that early write-back fails the checkpoint like any other write error:
+/// a wait for the write-back reports the error in place of the final sync, so ignoring it could
+/// announce a snapshot with bytes the disk never took. The log keeps its previous checkpoint and
+/// goes on.
 #[test]
 fn large_snapshots_are_written_back_as_they_are_written_and_their_errors_count() {
     const STEP: u64 = 1 << 20;
@@ -844,6 +844,46 @@ fn large_snapshots_are_written_back_as_they_are_written_and_their_errors_count()
     let wal = Wal::open("/sim", sim(&disk.crash(3))).unwrap();
     assert_eq!(wal.latest_checkpoint().unwrap().lsn, 20);
     assert_eq!(wal.read(31).unwrap(), b"after");
+}
+
+/// A streamed snapshot whose early write-back fails cannot be finished: the failed wait took the
+/// file's write-back error, so the final sync would succeed and announce a snapshot with bytes
+/// the disk never took (found by review: `finish` published it). Nor does the writer take more.
+#[test]
+fn a_streamed_snapshot_whose_write_back_failed_cannot_be_finished() {
+    const STEP: usize = 1 << 20;
+    let disk = SimDisk::new();
+    let wal = Wal::open("/sim", sim(&disk)).unwrap();
+    fill(&wal, 30);
+    wal.checkpoint(5, Some(b"small")).unwrap();
+    let body = vec![0x5a; 3 * STEP];
+    let mut writer = wal.checkpoint_writer(10, body.len() as u64).unwrap();
+    // The third call, the wait for the first step, fails; the whole body is then written.
+    disk.fail_write_back_after(2, libc::EIO);
+    match writer.write(&body[..2 * STEP + 1]) {
+        Err(Error::Io { op, .. }) => assert_eq!(op, "write back"),
+        other => panic!("expected an I/O error, got {other:?}"),
+    }
+    for refused in [writer.write(&body[2 * STEP + 1..]), writer.finish()] {
+        match refused {
+            Err(Error::InvalidArgument { reason, .. }) => {
+                assert!(reason.contains("earlier write"), "{reason}")
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+    assert_eq!(wal.latest_checkpoint().unwrap().lsn, 5);
+    assert_eq!(read_snapshot(&wal).as_deref(), Some(&b"small"[..]));
+    assert_eq!(temp_files(&disk), 0, "{:?}", disk.file_names());
+    // A write past the announced length writes nothing: the writer goes on.
+    let mut writer = wal.checkpoint_writer(10, 4).unwrap();
+    assert!(matches!(
+        writer.write(b"12345"),
+        Err(Error::InvalidArgument { .. })
+    ));
+    writer.write(b"1234").unwrap();
+    writer.finish().unwrap();
+    assert_eq!(read_snapshot(&wal).as_deref(), Some(&b"1234"[..]));
 }
 
 /// A recycled segment is zeroed and written back in steps of 8 MiB, like a new one, so that its

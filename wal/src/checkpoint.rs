@@ -91,7 +91,9 @@ impl std::fmt::Debug for CheckpointWriter {
 }
 
 impl CheckpointWriter {
-    /// Appends the next bytes of the snapshot.
+    /// Appends the next bytes of the snapshot. After a failed write (any error but
+    /// [`Error::InvalidArgument`], which writes nothing) the writer takes nothing more and
+    /// cannot finish: drop it (the checkpoint before it stays the latest) and start again.
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
         self.writer.write(data)
     }

@@ -121,6 +121,11 @@ pub(crate) struct SnapshotWriter {
     pacer: WritebackPacer,
     /// Whether the temporary file got its final name; if not, dropping the writer removes it.
     renamed: bool,
+    /// A write failed: what it reported. The writer takes nothing more and cannot finish. Its
+    /// file may hold part of a chunk the checksum counts, and a failed wait for the write-back
+    /// has taken the file's write-back error, which the final `fdatasync` would no longer
+    /// report: finishing could announce a snapshot whose bytes the disk never took.
+    failed: Option<String>,
 }
 
 impl SnapshotWriter {
@@ -175,11 +180,34 @@ impl SnapshotWriter {
             at: 0,
             pacer: WritebackPacer::new(BODY_OFFSET),
             renamed: false,
+            failed: None,
         })
+    }
+
+    /// Refuses to go on after a failed write (see `failed`).
+    fn check_not_failed(&self) -> Result<()> {
+        match &self.failed {
+            None => Ok(()),
+            Some(cause) => Err(Error::invalid(
+                "snapshot",
+                format!("an earlier write of this snapshot failed ({cause}); abandon it"),
+            )),
+        }
     }
 
     /// Appends `data` to the body; more than the announced length is an error.
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.check_not_failed()?;
+        let written = self.write_body(data);
+        if let Err(e) = &written {
+            if !matches!(e, Error::InvalidArgument { .. }) {
+                self.failed = Some(e.to_string());
+            }
+        }
+        written
+    }
+
+    fn write_body(&mut self, data: &[u8]) -> Result<()> {
         let end = self.at + data.len() as u64;
         if end > self.header.body_bytes {
             return Err(Error::invalid(
@@ -205,6 +233,7 @@ impl SnapshotWriter {
 
     /// Writes the header, syncs, renames to the final name and syncs the directory.
     pub fn finish(mut self) -> Result<()> {
+        self.check_not_failed()?;
         if self.at != self.header.body_bytes {
             return Err(Error::invalid(
                 "snapshot",

@@ -102,11 +102,13 @@ impl Drop for CopyInProgress<'_> {
     }
 }
 
-/// Why a segment is prepared: an append needs it now, or the background keeps one ahead.
+/// Why a segment is being prepared.
 #[derive(Clone, Copy)]
-enum Ahead {
+enum Preparation {
+    /// An append needs it now: never stopped.
     Needed,
-    UnlessClosing,
+    /// Kept ready ahead of need (the background thread, `maintain`): a close stops it.
+    Ahead,
 }
 
 #[derive(Default)]
@@ -558,7 +560,7 @@ impl Inner {
             durable_hint = self.group.durable_lsn();
             let rolls = tail.rolls_needed(sizes());
             if rolls > 0 {
-                self.prepare_segments(rolls, Ahead::Needed)?;
+                self.prepare_segments(rolls, Preparation::Needed)?;
             }
             tail.place(
                 sizes(),
@@ -690,8 +692,8 @@ impl Inner {
     }
 
     /// Makes sure at least `count` segments are prepared, creating them now if needed. Ahead of
-    /// need (`Ahead::UnlessClosing`) a close stops the zero-fill in progress.
-    fn prepare_segments(&self, count: usize, ahead: Ahead) -> Result<()> {
+    /// need (`Preparation::Ahead`) a close stops the zero-fill in progress.
+    fn prepare_segments(&self, count: usize, why: Preparation) -> Result<()> {
         let mut prepared = self.prepared.lock();
         while prepared.len() < count {
             let sequence = self.next_sequence.fetch_add(1, Ordering::Relaxed);
@@ -700,15 +702,15 @@ impl Inner {
             // Allocated under a temporary name: a crash half way leaves a `.tmp` file that
             // recovery removes, never a short segment.
             let temp = segment::temp_file_name(sequence);
-            let created = match ahead {
-                Ahead::Needed => self.dir.create(&temp, self.options.segment_bytes),
-                Ahead::UnlessClosing => {
+            let created = match why {
+                Preparation::Needed => self.dir.create(&temp, self.options.segment_bytes),
+                Preparation::Ahead => {
                     self.dir
                         .create_unless_stopped(&temp, self.options.segment_bytes, &self.closing)
                 }
             };
             let file = created.map_err(|e| {
-                if matches!(ahead, Ahead::UnlessClosing)
+                if matches!(why, Preparation::Ahead)
                     && self.closing.load(Ordering::Acquire)
                     && e.kind() == std::io::ErrorKind::Interrupted
                 {
@@ -1035,7 +1037,12 @@ impl Inner {
         let _maintenance = self.maintenance.lock();
         self.group.check()?;
         let wanted = self.options.prepared_segments_max;
-        let prepared = self.prepare_segments(wanted, Ahead::UnlessClosing);
+        let prepared = self.prepare_segments(wanted, Preparation::Ahead);
+        if self.closing.load(Ordering::Acquire) {
+            // The close writes back, syncs and writes the watermark itself; a compaction now
+            // (whose recycling zero-fills a whole segment) would only delay it.
+            return prepared.and(Err(Error::Closed));
+        }
         self.write_back()?; // a failure poisons the log: nothing after it may run
         self.release_sealed_memory();
         let controlled = self.update_control();
@@ -1118,14 +1125,14 @@ impl Inner {
     fn background_loop(&self) {
         // The next segment is prepared at once, not a control interval later: a fast appender
         // may fill the first one sooner, and would then zero-fill the next one itself, under
-        // the tail lock. Only that: compaction and the watermark wait for the first interval,
-        // so that a caller who reads from `first_lsn()` right after open (recovery of a
-        // replica, a check after a crash) is not compacted under.
+        // the tail lock. Only that: compaction and the watermark wait for the first interval
+        // (or the first roll), so that a caller who reads from `first_lsn()` right after open
+        // (recovery of a replica, a check after a crash) is not compacted under at once.
         {
             let _maintenance = self.maintenance.lock();
             if self.group.check().is_ok() {
                 let _ =
-                    self.prepare_segments(self.options.prepared_segments_max, Ahead::UnlessClosing);
+                    self.prepare_segments(self.options.prepared_segments_max, Preparation::Ahead);
             }
         }
         loop {

@@ -229,7 +229,8 @@ fn probe_direct(dir: &Path) -> io::Result<()> {
 /// (after a start) waits for it. Every error is returned, `EIO` above all: a wait reports the
 /// file's write-back error here and moves this descriptor past it, so the next `fdatasync`
 /// would not report it again. Only `ENOSYS` (a kernel or sandbox without the call, which then
-/// cannot have taken any error) leaves the whole file to its final sync.
+/// cannot have taken any error) is taken for success here; the pacer also stops pacing, without
+/// an error, when its first start is refused as unavailable (`writeback.rs`).
 fn write_back_range(file: &StdFile, offset: u64, len: u64, how: WriteBack) -> io::Result<()> {
     let flags = match how {
         WriteBack::Start => libc::SYNC_FILE_RANGE_WRITE,

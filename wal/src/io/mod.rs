@@ -98,9 +98,10 @@ pub(crate) trait Dir: Send + Sync {
     /// Creates a new file of `len` bytes, fully allocated, its length durable. Its name is only
     /// durable after `sync`.
     fn create(&self, name: &str, len: u64) -> io::Result<Arc<dyn File>>;
-    /// `create`, for a file prepared ahead of need: fails with `ErrorKind::Interrupted`, the
+    /// `create`, for a file prepared ahead of need: may fail with `ErrorKind::Interrupted`, the
     /// file removed, once `stop` is set, without finishing a long zero-fill (so that closing
-    /// the log need not wait for one).
+    /// the log need not wait for one). Backends whose `create` is quick (the simulated disk)
+    /// ignore `stop`.
     fn create_unless_stopped(
         &self,
         name: &str,

@@ -15,9 +15,10 @@
 //! (64 MiB, once per segment's worth of records) use 8 MiB steps: in 1 MiB steps, the zero-fill
 //! that follows every open slowed hundreds of commits by a millisecond or two, and the p99 of
 //! peerbench's 2 000-commit latency run rose from 0.23-0.31 ms to 0.54-1.27 ms; synced at once,
-//! it held one or two commits for 20-37 ms. In 8 MiB steps the slowest commit of that run took
-//! 0.6-10.4 ms, its p99 did not move, and its p999 rose with `Mmap` (the few commits slowed by a
-//! few milliseconds are more than a thousandth of a run that short; `docs/performance.md`, "the
+//! it held one or two commits for 21-33 ms. In 8 MiB steps the slowest commit of that run took
+//! 0.6-10.4 ms, its p99 stayed near the raw loop's (`Mmap` within its spread, `Staged` a little
+//! above), and its p999 rose with `Mmap` (the few commits slowed by a few milliseconds are more
+//! than a thousandth of a run that short; `docs/performance.md`, "the
 //! next segment prepared at open; zero-fills in 8 MiB steps"). Snapshots keep 1 MiB steps: a
 //! replicated leader's heartbeats wait for its log syncs, and a snapshot may be far larger than
 //! a segment.
@@ -79,10 +80,10 @@ impl WritebackPacer {
     /// Everything in `[from, written)` has been written. For each step newly complete, starts
     /// its write-back, then waits for the step before it, through `range(offset, len, how)`.
     /// An error is the caller's write error: once reported here, the kernel does not report it
-    /// again at the file's next `fdatasync`. Except the first start's: a start waits for
-    /// nothing and takes no write-back error from the file, so its failure only says that the
-    /// call is not available here (a sandbox's system-call filter, a file system without it);
-    /// the pacing then stops, and the final sync writes, and reports, everything.
+    /// again at the file's next `fdatasync`. Except a first start refused as unavailable
+    /// (`EPERM` from a sandbox's system-call filter, `EOPNOTSUPP`, `ENOSYS`): a start waits for
+    /// nothing and takes no write-back error from the file, so the pacing just stops, and the
+    /// final sync writes, and reports, everything.
     pub(crate) fn wrote(
         &mut self,
         written: u64,
@@ -91,7 +92,7 @@ impl WritebackPacer {
         while !self.off && written.saturating_sub(self.started) >= self.step {
             let step = self.started;
             if let Err(e) = range(step, self.step, WriteBack::Start) {
-                if step == self.from {
+                if step == self.from && unavailable(&e) {
                     self.off = true;
                     return Ok(());
                 }
@@ -104,6 +105,14 @@ impl WritebackPacer {
         }
         Ok(())
     }
+}
+
+/// Whether a failed call says that write-back cannot be asked for here at all.
+fn unavailable(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EPERM | libc::EOPNOTSUPP | libc::ENOSYS)
+    )
 }
 
 #[cfg(test)]
@@ -200,10 +209,11 @@ mod tests {
         assert_eq!(asked, 3);
     }
 
-    /// A first start that fails (`EPERM` from a sandbox's filter) leaves the file to its final
-    /// sync: no error, and nothing more asked of the call.
+    /// A first start refused as unavailable (`EPERM` from a sandbox's filter) leaves the file
+    /// to its final sync: no error, and nothing more asked of the call. Any other failure, and
+    /// any failure of a later call, is returned.
     #[test]
-    fn a_first_start_that_fails_turns_the_pacing_off() {
+    fn a_first_start_refused_as_unavailable_turns_the_pacing_off() {
         let mut pacer = WritebackPacer::new(0);
         let mut asked = 0;
         for written in 1..=4 {
@@ -215,5 +225,21 @@ mod tests {
                 .expect("left to the final sync");
         }
         assert_eq!(asked, 1);
+
+        let mut pacer = WritebackPacer::new(0);
+        let result = pacer.wrote(STEP, |_, _, _| Err(io::Error::from_raw_os_error(libc::EIO)));
+        assert_eq!(result.unwrap_err().raw_os_error(), Some(libc::EIO));
+
+        let mut pacer = WritebackPacer::new(0);
+        let mut asked = 0;
+        let result = pacer.wrote(2 * STEP, |_, _, how| {
+            asked += 1;
+            match (asked, how) {
+                (2, WriteBack::Start) => Err(io::Error::from_raw_os_error(libc::EPERM)),
+                _ => Ok(()),
+            }
+        });
+        assert_eq!(result.unwrap_err().raw_os_error(), Some(libc::EPERM));
+        assert_eq!(asked, 2);
     }
 }
