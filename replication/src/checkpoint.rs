@@ -2,8 +2,9 @@
 //!
 //! Writing and syncing an engine's state can take longer than an election timeout; on the
 //! replica's thread it would stop heartbeats and cost the leadership. The replica checks the
-//! LSN and writes the membership part of the snapshot ([`Replica::start_checkpoint`]); the caller
-//! writes the engine's bytes and finishes on its own thread.
+//! LSN, pins the log and creates the snapshot's file ([`Replica::start_checkpoint`]); the caller
+//! writes the membership part and the engine's bytes, and finishes, on its own thread: the
+//! replica's thread writes nothing into the file.
 //!
 //! A checkpoint out holds a pin on the log, and a snapshot install (which replaces the whole log)
 //! is refused while any pin lives. An install therefore abandons the checkpoints out
@@ -30,6 +31,8 @@ pub(crate) const WRITE_CHUNK: usize = 1 << 20;
 pub(crate) struct PendingCheckpoint {
     writer: CheckpointWriter,
     lsn: Lsn,
+    /// The snapshot's first bytes (the membership), written before the engine's.
+    head: Vec<u8>,
     /// Counted in [`CheckpointsOut`] until this goes, finished or not. Declared after `writer`:
     /// fields drop in order, so the pin and the temporary file are gone before an install
     /// waiting in [`CheckpointsOut::abandon_all`] sees the count fall.
@@ -37,14 +40,18 @@ pub(crate) struct PendingCheckpoint {
 }
 
 impl PendingCheckpoint {
+    /// A checkpoint whose snapshot starts with `head`, which the first `write` (or `finish`)
+    /// writes before anything else.
     pub(crate) fn new(
         writer: CheckpointWriter,
         lsn: Lsn,
+        head: Vec<u8>,
         out: &Arc<CheckpointsOut>,
     ) -> PendingCheckpoint {
         PendingCheckpoint {
             writer,
             lsn,
+            head,
             out: CheckpointOut::count_in(out),
         }
     }
@@ -52,6 +59,7 @@ impl PendingCheckpoint {
     /// Appends the next bytes of the engine's state; fails with
     /// [`Error::CheckpointAbandoned`] once an install abandoned the checkpoint.
     pub(crate) fn write(&mut self, engine_state: &[u8]) -> Result<()> {
+        self.write_head()?;
         for chunk in engine_state.chunks(WRITE_CHUNK) {
             self.go_on()?;
             self.writer.write(chunk)?;
@@ -60,9 +68,21 @@ impl PendingCheckpoint {
     }
 
     /// Makes the checkpoint durable (every announced byte must have been written).
-    pub(crate) fn finish(self) -> Result<()> {
+    pub(crate) fn finish(mut self) -> Result<()> {
+        self.write_head()?;
         self.go_on()?;
         Ok(self.writer.finish()?)
+    }
+
+    /// Writes the head, once.
+    fn write_head(&mut self) -> Result<()> {
+        if self.head.is_empty() {
+            return Ok(());
+        }
+        self.go_on()?;
+        self.writer.write(&self.head)?;
+        self.head = Vec::new();
+        Ok(())
     }
 
     fn go_on(&self) -> Result<()> {
@@ -172,8 +192,12 @@ mod tests {
         let (temp, wal, lsn) = log("checkpoint-abandoned-writing");
         let out = Arc::new(CheckpointsOut::default());
         let total = 3 * WRITE_CHUNK as u64;
-        let mut pending =
-            PendingCheckpoint::new(wal.checkpoint_writer(lsn, total).unwrap(), lsn, &out);
+        let mut pending = PendingCheckpoint::new(
+            wal.checkpoint_writer(lsn, total).unwrap(),
+            lsn,
+            Vec::new(),
+            &out,
+        );
         pending.write(&vec![1; WRITE_CHUNK]).unwrap();
         assert_eq!(wal.pins().len(), 1);
 
@@ -208,8 +232,12 @@ mod tests {
 
         // The next checkpoint is not abandoned.
         assert!(!out.abandoning());
-        let mut pending =
-            PendingCheckpoint::new(wal.checkpoint_writer(lsn, total).unwrap(), lsn, &out);
+        let mut pending = PendingCheckpoint::new(
+            wal.checkpoint_writer(lsn, total).unwrap(),
+            lsn,
+            Vec::new(),
+            &out,
+        );
         pending.write(&vec![3; total as usize]).unwrap();
         pending.finish().unwrap();
         assert_eq!(wal.latest_checkpoint().map(|c| c.lsn), Some(lsn));
@@ -218,10 +246,37 @@ mod tests {
     }
 
     #[test]
+    fn the_head_is_written_once_before_the_engine_bytes_by_the_writer() {
+        let (_temp, wal, lsn) = log("checkpoint-head");
+        let out = Arc::new(CheckpointsOut::default());
+        let writer = wal.checkpoint_writer(lsn, 6).unwrap();
+        let mut pending = PendingCheckpoint::new(writer, lsn, b"head".to_vec(), &out);
+        pending.write(b"a").unwrap();
+        pending.write(b"b").unwrap();
+        pending.finish().unwrap();
+        let blob = crate::storage::read_snapshot_blob(&wal).unwrap().unwrap();
+        assert_eq!(blob, b"headab");
+
+        // With no engine bytes, `finish` writes the head.
+        let lsn = wal.append_durable(b"y").unwrap();
+        let writer = wal.checkpoint_writer(lsn, 4).unwrap();
+        PendingCheckpoint::new(writer, lsn, b"only".to_vec(), &out)
+            .finish()
+            .unwrap();
+        let blob = crate::storage::read_snapshot_blob(&wal).unwrap().unwrap();
+        assert_eq!(blob, b"only");
+    }
+
+    #[test]
     fn an_abandoned_checkpoint_is_not_finished_even_when_every_byte_is_written() {
         let (_temp, wal, lsn) = log("checkpoint-abandoned-written");
         let out = Arc::new(CheckpointsOut::default());
-        let mut pending = PendingCheckpoint::new(wal.checkpoint_writer(lsn, 2).unwrap(), lsn, &out);
+        let mut pending = PendingCheckpoint::new(
+            wal.checkpoint_writer(lsn, 2).unwrap(),
+            lsn,
+            Vec::new(),
+            &out,
+        );
         pending.write(b"ok").unwrap();
         let installer = abandon_elsewhere(&out, &wal);
         assert!(matches!(

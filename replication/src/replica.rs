@@ -1159,9 +1159,14 @@ impl<M: StateMachine> Replica<M> {
         let writer = self
             .wal
             .checkpoint_writer(lsn, membership.len() as u64 + engine_bytes)?;
-        let mut pending = PendingCheckpoint::new(writer, lsn, &self.checkpoints_out);
-        pending.write(&membership)?;
-        Ok(pending)
+        // The membership is written with the engine's bytes, on the caller's thread: this one
+        // writes nothing into the file (a slow disk would stop its heartbeats).
+        Ok(PendingCheckpoint::new(
+            writer,
+            lsn,
+            membership,
+            &self.checkpoints_out,
+        ))
     }
 
     /// From now on, a checkpoint raft wants is started here and left for

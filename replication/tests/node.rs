@@ -11,7 +11,7 @@ use rwal_replication::{
     Bootstrap, Error, MembershipChange, MemoryNetwork, Node, NodeId, NodeOptions, Replica, Role,
 };
 use rwal_tests::TempDir;
-use rwal_wal::{Backend, Lsn, Options, RecordKind, RecoveryMode, SimDisk};
+use rwal_wal::{Backend, Lsn, Options, RecordKind, RecoveryMode, SimDisk, SimHold};
 
 mod common;
 
@@ -25,6 +25,8 @@ struct Cluster {
     nodes: BTreeMap<NodeId, (Node, Engine)>,
     voters: Vec<NodeId>,
     snapshot_chunk_bytes: usize,
+    /// Each node's simulated disk, for a cluster whose logs are not on real files.
+    disks: Option<BTreeMap<NodeId, SimDisk>>,
 }
 
 impl Cluster {
@@ -33,12 +35,23 @@ impl Cluster {
     }
 
     fn with_snapshot_chunks(label: &str, voters: u64, snapshot_chunk_bytes: usize) -> Cluster {
+        Cluster::build(label, voters, snapshot_chunk_bytes, false)
+    }
+
+    /// A cluster whose nodes keep their logs on simulated disks of their own, out of reach of
+    /// the real disk's stalls (`Cluster::disk`).
+    fn simulated(label: &str, voters: u64, snapshot_chunk_bytes: usize) -> Cluster {
+        Cluster::build(label, voters, snapshot_chunk_bytes, true)
+    }
+
+    fn build(label: &str, voters: u64, snapshot_chunk_bytes: usize, simulated: bool) -> Cluster {
         let mut cluster = Cluster {
             dir: TempDir::new(label),
             network: MemoryNetwork::new(),
             nodes: BTreeMap::new(),
             voters: (1..=voters).collect(),
             snapshot_chunk_bytes,
+            disks: simulated.then(BTreeMap::new),
         };
         for id in 1..=voters {
             cluster.start(id, Bootstrap::Voters(cluster.voters.clone()));
@@ -48,9 +61,11 @@ impl Cluster {
 
     fn options(&self, id: NodeId, bootstrap: Bootstrap) -> NodeOptions {
         let mut options = NodeOptions::new(id, self.dir.join(&format!("node{id}")), bootstrap);
-        options.wal = Options::new()
-            .backend(Backend::Staged)
-            .segment_bytes(1 << 20);
+        let backend = match &self.disks {
+            Some(disks) => Backend::Simulated(disks[&id].clone()),
+            None => Backend::Staged,
+        };
+        options.wal = Options::new().backend(backend).segment_bytes(1 << 20);
         options.tick_interval = Duration::from_millis(10);
         options.config.follower_pin_cap_bytes = Some(256 << 10);
         options.config.snapshot_chunk_bytes = self.snapshot_chunk_bytes;
@@ -58,6 +73,9 @@ impl Cluster {
     }
 
     fn start(&mut self, id: NodeId, bootstrap: Bootstrap) {
+        if let Some(disks) = &mut self.disks {
+            disks.entry(id).or_insert_with(SimDisk::new);
+        }
         let engine = Engine::default();
         let node = Node::open(
             self.options(id, bootstrap),
@@ -72,6 +90,11 @@ impl Cluster {
     fn stop(&mut self, id: NodeId) {
         let (node, _) = self.nodes.remove(&id).expect("running");
         node.close().expect("closes cleanly");
+    }
+
+    /// Node `id`'s simulated disk (in a `Cluster::simulated`).
+    fn disk(&self, id: NodeId) -> &SimDisk {
+        &self.disks.as_ref().expect("a simulated cluster")[&id]
     }
 
     fn node(&self, id: NodeId) -> &Node {
@@ -384,53 +407,78 @@ fn a_leader_that_cannot_start_a_checkpoint_for_a_newcomer_goes_on_leading() {
 /// leader's thread takes the engine's state and a thread of its own writes the checkpoint
 /// (docs/replication.md section 4.2). Written on the node's thread, a large one stopped the
 /// heartbeats for longer than the election timeout, and the followers elected another leader.
+///
+/// The checkpoint is made slow by holding the first write to its file on the leader's
+/// simulated disk for three of the longest election timeouts. The logs are on simulated disks: on the real
+/// disk, shared by every node of the test and the tests beside it, writing a checkpoint large
+/// enough to be slow stalled the other nodes' syncs too, and their elections were the disk's,
+/// not the checkpoint thread's.
 #[test]
-fn a_leader_writing_a_large_checkpoint_for_a_newcomer_goes_on_leading() {
-    const PADDING: usize = 192 << 20;
-    let mut cluster = Cluster::with_snapshot_chunks("repl-large-checkpoint", 3, 1 << 20);
+fn a_leader_writing_a_slow_checkpoint_for_a_newcomer_goes_on_leading() {
+    // The largest election timeout is 20 ticks of 10 ms.
+    const HELD: Duration = Duration::from_millis(3 * 200);
+    let mut cluster = Cluster::simulated("repl-slow-checkpoint", 3, 1 << 20);
     let leader = cluster.leader(&[1, 2, 3]);
     let term = cluster.node(leader).status().term;
     let (before, _) = cluster
         .node(leader)
         .propose_and_wait(b"before the newcomer", WAIT)
         .unwrap();
+    // A few chunks' worth: the stream goes out in parts.
     let faults = cluster.nodes[&leader].1 .2.clone();
-    faults.snapshot_padding.store(PADDING, Ordering::Relaxed);
+    faults.snapshot_padding.store(4 << 20, Ordering::Relaxed);
+    let hold = cluster.disk(leader).hold_first_write_of("snapshot-");
+    // Released on the way out as well: a failed assertion must not leave the checkpoint
+    // thread held, and the node's close waiting for it.
+    struct ReleasedOnDrop(SimHold);
+    impl Drop for ReleasedOnDrop {
+        fn drop(&mut self) {
+            self.0.release();
+        }
+    }
+    let hold = ReleasedOnDrop(hold);
     cluster.start(4, Bootstrap::Join);
-    let started = std::time::Instant::now();
     cluster
         .node(leader)
         .change_membership(MembershipChange::AddLearner(4))
         .unwrap();
-    // While the checkpoint is written and streamed, the leader goes on committing.
+    assert!(
+        hold.0.wait_reached(WAIT),
+        "the leader never started writing a checkpoint"
+    );
+    // While the checkpoint cannot go on, the leader goes on committing, and leading. Each
+    // commit takes a millisecond or so here; a node's thread stopped with the checkpoint
+    // would take none, and its followers would elect another leader.
+    let held_since = std::time::Instant::now();
     let mut during = 0;
-    while cluster.node(4).status().applied_lsn < before {
-        cluster
+    while held_since.elapsed() < HELD {
+        if let Err(e) = cluster
             .node(leader)
-            .propose_and_wait(b"while the checkpoint is written", WAIT)
-            .expect("the leader goes on committing");
+            .propose_and_wait(b"while the checkpoint is written", Duration::from_secs(5))
+        {
+            panic!("commit {during} while the checkpoint was held failed: {e:?}");
+        }
         during += 1;
-        assert!(started.elapsed() < WAIT, "the newcomer was never seeded");
     }
-    let took = started.elapsed();
+    let status = cluster.node(leader).status();
+    assert_eq!(
+        (status.role, status.term, status.failure),
+        (Role::Leader, term, None),
+        "no election happened meanwhile"
+    );
+    assert!(
+        cluster.node(4).status().applied_lsn < before,
+        "the newcomer was seeded while its checkpoint was held"
+    );
+    hold.0.release();
+    cluster.wait_applied(4, before);
     assert_eq!(
         cluster.nodes[&4].1 .1.lock().len(),
         1,
         "the newcomer was seeded by one snapshot"
     );
-    // The largest election timeout is 20 ticks of 10 ms: a stall as long as the checkpoint
-    // would have cost the leader its leadership.
-    assert!(
-        took > Duration::from_millis(2 * 200),
-        "seeding took only {took:?}: too short to show that the leader went on heartbeating"
-    );
     let status = cluster.node(leader).status();
-    assert_eq!(status.role, Role::Leader);
-    assert_eq!(status.term, term, "no election happened meanwhile");
-    assert!(
-        during > 0,
-        "proposals committed while the checkpoint was written"
-    );
+    assert_eq!((status.role, status.term), (Role::Leader, term));
     let as_of_before = |engine: &Engine| -> BTreeMap<Lsn, Vec<u8>> {
         let state = engine.0.lock();
         state

@@ -702,23 +702,21 @@ impl Inner {
             // Allocated under a temporary name: a crash half way leaves a `.tmp` file that
             // recovery removes, never a short segment.
             let temp = segment::temp_file_name(sequence);
-            let created = match why {
-                Preparation::Needed => self.dir.create(&temp, self.options.segment_bytes),
-                Preparation::Ahead => {
-                    self.dir
-                        .create_unless_stopped(&temp, self.options.segment_bytes, &self.closing)
-                }
+            let never = std::sync::atomic::AtomicBool::new(false);
+            let stop = match why {
+                Preparation::Needed => &never,
+                Preparation::Ahead => &self.closing,
             };
-            let file = created.map_err(|e| {
-                if matches!(why, Preparation::Ahead)
-                    && self.closing.load(Ordering::Acquire)
-                    && e.kind() == std::io::ErrorKind::Interrupted
-                {
-                    Error::Closed
-                } else {
-                    Error::io("create segment", &path, e)
-                }
-            })?;
+            let file = self
+                .dir
+                .create_unless_stopped(&temp, self.options.segment_bytes, stop)
+                .map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::Interrupted && stop.load(Ordering::Acquire) {
+                        Error::Closed
+                    } else {
+                        Error::io("create segment", &path, e)
+                    }
+                })?;
             self.dir
                 .rename(&temp, &name)
                 .map_err(|e| Error::io("rename", &path, e))?;

@@ -121,6 +121,17 @@ impl FsDir {
         stopped()
     }
 
+    /// Creates `name`, which must not exist yet, for reading and writing.
+    fn create_new(&self, name: &str) -> io::Result<(PathBuf, StdFile)> {
+        let path = self.file_path(name);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        Ok((path, file))
+    }
+
     /// `Dir::create`, stopped between zero-fill chunks once `stop` is set.
     fn create_allocated(
         &self,
@@ -128,12 +139,7 @@ impl FsDir {
         len: u64,
         stop: Option<&AtomicBool>,
     ) -> io::Result<Arc<dyn File>> {
-        let path = self.file_path(name);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
+        let (path, file) = self.create_new(name)?;
         let prepared = self
             .preallocate(&file, len, stop)
             .and_then(|()| file.sync_all());
@@ -285,12 +291,7 @@ impl Dir for FsDir {
     }
 
     fn create_plain(&self, name: &str, len: u64) -> io::Result<Arc<dyn File>> {
-        let path = self.file_path(name);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
+        let (path, file) = self.create_new(name)?;
         // Sparse: the file is written once, front to back, and only read through the mapping
         // (a hole reads as zeros, and the length is set, so nothing faults past the end).
         if let Err(e) = file.set_len(len) {

@@ -98,10 +98,11 @@ pub(crate) trait Dir: Send + Sync {
     /// Creates a new file of `len` bytes, fully allocated, its length durable. Its name is only
     /// durable after `sync`.
     fn create(&self, name: &str, len: u64) -> io::Result<Arc<dyn File>>;
-    /// `create`, for a file prepared ahead of need: may fail with `ErrorKind::Interrupted`, the
-    /// file removed, once `stop` is set, without finishing a long zero-fill (so that closing
-    /// the log need not wait for one). Backends whose `create` is quick (the simulated disk)
-    /// ignore `stop`.
+    /// `create`, stopped once `stop` is set: then it may fail with `ErrorKind::Interrupted`,
+    /// the file removed, without finishing a long zero-fill (so that closing the log need not
+    /// wait for the preparation of a segment ahead of need; a segment needed now is created
+    /// with a flag nobody sets). Backends whose `create` is quick (the simulated disk) ignore
+    /// `stop`.
     fn create_unless_stopped(
         &self,
         name: &str,

@@ -64,6 +64,9 @@ struct Faults {
     hold_write: Mutex<Option<SimHold>>,
     /// The next sync of a file stops here until released.
     hold_sync: Mutex<Option<SimHold>>,
+    /// The first write to the next file created with a name that starts with this stops
+    /// until released.
+    hold_first_write_of: Mutex<Option<(String, SimHold)>>,
 }
 
 /// A write or sync of the simulated disk stopped until [`release`](SimHold::release)d (see
@@ -301,6 +304,16 @@ impl SimDisk {
         hold
     }
 
+    /// Makes the first write to the next file created with a name that starts with `prefix`
+    /// (e.g. `"snapshot-"`) stop before it changes anything, until the returned hold is
+    /// released: a test can make one file slow to write, on whichever thread writes it, while
+    /// the log's other files go on.
+    pub fn hold_first_write_of(&self, prefix: &str) -> SimHold {
+        let hold = SimHold::default();
+        *self.inner.faults.hold_first_write_of.lock() = Some((prefix.to_string(), hold.clone()));
+        hold
+    }
+
     /// Makes the next sync of a file (not of the directory) stop before it makes anything
     /// durable, until the returned hold is released.
     pub fn hold_next_sync(&self) -> SimHold {
@@ -332,7 +345,7 @@ impl SimDisk {
     }
 
     /// Disarms every armed failure (sync, write, write-back, create, open, remove, rename) and
-    /// lifts the space limit.
+    /// lifts the space limit. Holds stay armed: release them.
     pub fn clear_faults(&self) {
         let faults = &self.inner.faults;
         *faults.fail_sync.lock() = None;
@@ -397,7 +410,14 @@ impl Dir for SimDir {
                 return Err(io::Error::from_raw_os_error(libc::ENOSPC));
             }
         }
-        let file = Arc::new(SimFile::new(vec![0; len as usize], faults.clone()));
+        let mut file = SimFile::new(vec![0; len as usize], faults.clone());
+        {
+            let mut armed = faults.hold_first_write_of.lock();
+            if matches!(&*armed, Some((prefix, _)) if name.starts_with(prefix.as_str())) {
+                *file.first_write_hold.get_mut() = armed.take().map(|(_, hold)| hold);
+            }
+        }
+        let file = Arc::new(file);
         state.names.insert(name.to_string(), file.clone());
         state
             .pending
@@ -488,6 +508,8 @@ pub(crate) struct SimFile {
     data: Box<[AtomicU8]>,
     durable: Mutex<Durable>,
     faults: Arc<Faults>,
+    /// The first write stops here until released (`SimDisk::hold_first_write_of`).
+    first_write_hold: Mutex<Option<SimHold>>,
 }
 
 struct Durable {
@@ -506,6 +528,7 @@ impl SimFile {
                 dirty: vec![false; sectors],
             }),
             faults,
+            first_write_hold: Mutex::new(None),
         }
     }
 
@@ -540,6 +563,7 @@ impl SimFile {
                 dirty: vec![false; sectors],
             }),
             faults,
+            first_write_hold: Mutex::new(None),
         }
     }
 
@@ -557,6 +581,10 @@ impl File for SimFile {
 
     fn write_at(&self, offset: u64, parts: &[&[u8]]) -> io::Result<()> {
         let hold = self.faults.hold_write.lock().take();
+        if let Some(hold) = hold {
+            hold.stop_here();
+        }
+        let hold = self.first_write_hold.lock().take();
         if let Some(hold) = hold {
             hold.stop_here();
         }
@@ -620,5 +648,64 @@ impl File for SimFile {
         // SAFETY: AtomicU8 has the size, alignment and bit validity of u8; no write touches this
         // range while the slice lives (the trait's discipline), so plain reads do not race.
         unsafe { std::slice::from_raw_parts(range.as_ptr().cast::<u8>(), len) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Releases a hold when dropped: a failed assertion must not leave a thread held.
+    struct ReleasedOnDrop(SimHold);
+
+    impl Drop for ReleasedOnDrop {
+        fn drop(&mut self) {
+            self.0.release();
+        }
+    }
+
+    /// Waits at most 20 s for `thread` to end; whether it did.
+    fn ends<T>(thread: &std::thread::ScopedJoinHandle<'_, T>) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !thread.is_finished() {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+
+    #[test]
+    fn a_held_first_write_stops_only_the_file_of_its_prefix_until_released() {
+        let disk = SimDisk::new();
+        let dir = disk.dir(Path::new("held"));
+        let hold = disk.hold_first_write_of("snapshot-");
+        let segment = dir.create("00000000000000000002.seg.tmp", 512).unwrap();
+        let snapshot = dir.create("snapshot-1.snap.tmp", 512).unwrap();
+        let later = dir.create("snapshot-2.snap.tmp", 512).unwrap();
+        std::thread::scope(|s| {
+            // Dropped before the scope waits for its threads.
+            let _release = ReleasedOnDrop(hold.clone());
+            // Another name, and the next file of the prefix: written at once.
+            let others = s.spawn(|| {
+                segment.write_at(0, &[b"segment"]).unwrap();
+                later.write_at(0, &[b"later"]).unwrap();
+            });
+            assert!(ends(&others), "a write to another file was held");
+            assert!(!hold.wait_reached(Duration::from_millis(1)));
+            let writing = s.spawn(|| snapshot.write_at(0, &[b"held"]));
+            assert!(hold.wait_reached(Duration::from_secs(20)), "never held");
+            // It waits for the release, having changed nothing.
+            assert!(!writing.is_finished(), "wrote through the hold");
+            assert_eq!(snapshot.bytes(0, 4), &[0; 4]);
+            hold.release();
+            assert!(ends(&writing), "the released write never ended");
+            writing.join().unwrap().unwrap();
+        });
+        assert_eq!(snapshot.bytes(0, 4), b"held");
+        assert_eq!(later.bytes(0, 5), b"later");
     }
 }
