@@ -44,6 +44,15 @@ pub struct NodeOptions {
     /// Receives the replica's notes (snapshots sent, refused or dropped, messages raft
     /// refused), called on the node's thread; `None`: they are dropped.
     pub log: Option<NodeLog>,
+    /// How long a sync of the leader's log may run on the persister thread before the leader
+    /// hands its leadership to the most up-to-date other voter, and again after each further
+    /// such stretch while the sync has not returned (default 1 s, and never less than the
+    /// longest election timeout, `tick_interval` times `config.election_ticks_max`; `None`:
+    /// never). A leader applies only what its own log holds durably, so a leader whose disk
+    /// hangs commits nothing, while its thread, free of the sync, would heartbeat on and keep
+    /// the followers from electing another. A node whose disk hangs cannot close either: its
+    /// `close` waits for the sync.
+    pub sync_stall_limit: Option<Duration>,
 }
 
 /// A receiver of a node's log lines.
@@ -60,6 +69,7 @@ impl std::fmt::Debug for NodeOptions {
             .field("pending_proposals_max", &self.pending_proposals_max)
             .field("pending_envelopes_max", &self.pending_envelopes_max)
             .field("log", &self.log.is_some())
+            .field("sync_stall_limit", &self.sync_stall_limit)
             .finish()
     }
 }
@@ -76,6 +86,7 @@ impl NodeOptions {
             pending_proposals_max: 65536,
             pending_envelopes_max: 65536,
             log: None,
+            sync_stall_limit: Some(Duration::from_secs(1)),
         }
     }
 }
@@ -239,6 +250,15 @@ impl Node {
                 "tick_interval and pending_proposals_max must be above 0",
             ));
         }
+        if options
+            .sync_stall_limit
+            .is_some_and(|limit| limit.is_zero())
+        {
+            return Err(Error::invalid(
+                "sync_stall_limit",
+                "a sync stall limit must be above 0 (None: no limit)",
+            ));
+        }
         let id = options.config.id;
         let mut replica = Replica::open(
             &options.dir,
@@ -270,9 +290,24 @@ impl Node {
         let worker = shared.clone();
         let interval = options.tick_interval;
         let log = options.log.clone();
+        // Never shorter than an election timeout: slow syncs under load are ordinary, and
+        // a sync on the node's own thread is detected by an election after as long.
+        let longest_election = interval.saturating_mul(options.config.election_ticks_max as u32);
+        let stall_limit = options
+            .sync_stall_limit
+            .map(|limit| limit.max(longest_election));
         let thread = std::thread::Builder::new()
             .name(format!("rwal-node-{id}"))
-            .spawn(move || run(replica, persister, worker, transport, interval, log))
+            .spawn(move || {
+                run(
+                    replica,
+                    persister,
+                    worker,
+                    transport,
+                    (interval, stall_limit),
+                    log,
+                )
+            })
             .map_err(|e| {
                 Error::invalid("thread", format!("cannot start the node's thread: {e}"))
             })?;
@@ -733,16 +768,34 @@ fn write_own_checkpoint(
     }
 }
 
+/// Whether a leader hands its leadership over because of a stalled sync of its log: the
+/// persister's sync in progress started at `syncing_since` and has run for `limit`, and the
+/// last hand-over (`last`), if any, is as old (a transfer raft abandons is tried again).
+fn stalled_sync_hands_over(
+    syncing_since: Option<Instant>,
+    limit: Option<Duration>,
+    last: Option<Instant>,
+    now: Instant,
+) -> bool {
+    let (Some(since), Some(limit)) = (syncing_since, limit) else {
+        return false;
+    };
+    now.saturating_duration_since(since) >= limit
+        && last.is_none_or(|last| now.saturating_duration_since(last) >= limit)
+}
+
 /// The node's thread: take what arrived, tick, run raft's rounds, publish the status.
 fn run<M: StateMachine, T: Transport>(
     mut replica: Replica<M>,
     persister: Persister,
     shared: Arc<Shared>,
     transport: T,
-    interval: Duration,
+    (interval, stall_limit): (Duration, Option<Duration>),
     log: Option<NodeLog>,
 ) {
     let mut next_tick = Instant::now() + interval;
+    // When the leader last handed its leadership over because its log's sync stalled.
+    let mut stall_handed_over: Option<Instant> = None;
     let mut reads: HashMap<u64, (Instant, Reply<Lsn>)> = HashMap::new();
     let mut next_read: u64 = 0;
     // A read's context names this node and this run of it besides the read: the leader keys
@@ -831,6 +884,30 @@ fn run<M: StateMachine, T: Transport>(
             if now >= next_tick {
                 replica.tick_with_snapshot_room(&|to| transport.snapshot_room(to));
                 next_tick = (next_tick + interval).max(now);
+                let syncing_since = persister.syncing_since();
+                if syncing_since.is_none() {
+                    stall_handed_over = None;
+                } else if replica.role() == Role::Leader
+                    && !replica.sole_voter()
+                    && !replica.transferring_leadership()
+                    && stalled_sync_hands_over(syncing_since, stall_limit, stall_handed_over, now)
+                {
+                    stall_handed_over = Some(now);
+                    let stalled = syncing_since.map_or(0, |since| (now - since).as_millis());
+                    let note = match replica.transfer_leadership(None) {
+                        Ok(to) => format!(
+                            "the log's sync has not returned for {stalled} ms: leadership \
+                             handed to node {to}"
+                        ),
+                        Err(e) => format!(
+                            "the log's sync has not returned for {stalled} ms; handing the \
+                             leadership over failed: {e}"
+                        ),
+                    };
+                    if let Some(log) = &log {
+                        log(&note);
+                    }
+                }
             }
             loop {
                 while replica.handle_ready()? {
@@ -866,7 +943,9 @@ fn run<M: StateMachine, T: Transport>(
                 // the persister and back would only delay the sync's result.
                 let alone = replica.role() != Role::Leader
                     || replica.commit_lsn() >= replica.wal().durable_lsn();
-                if idle && alone {
+                // Not while the persister syncs: this sync would wait for that one (the log's
+                // group commit), and a disk that hangs would stop this thread with it.
+                if idle && alone && !persister.busy() {
                     replica.persist_now()?;
                     transport.send(replica.take_messages());
                     continue;
@@ -955,5 +1034,43 @@ fn run<M: StateMachine, T: Transport>(
             Request::StartCheckpoint(_, _, reply) => drop(reply.send(Err(Error::Closed))),
             Request::ReadIndex(_, reply) => drop(reply.send(Err(Error::Closed))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stalled_sync_hands_over_once_per_limit() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let limit = Some(Duration::from_millis(100));
+        // No sync in progress, or no limit: never.
+        assert!(!stalled_sync_hands_over(None, limit, None, at(500)));
+        assert!(!stalled_sync_hands_over(Some(start), None, None, at(500)));
+        // Not before the limit.
+        assert!(!stalled_sync_hands_over(Some(start), limit, None, at(99)));
+        assert!(stalled_sync_hands_over(Some(start), limit, None, at(100)));
+        // Handed over at 100 ms: again only a limit later, while the same sync stalls.
+        assert!(!stalled_sync_hands_over(
+            Some(start),
+            limit,
+            Some(at(100)),
+            at(150)
+        ));
+        assert!(stalled_sync_hands_over(
+            Some(start),
+            limit,
+            Some(at(100)),
+            at(200)
+        ));
+        // A sync that started after a clock reading (`now` older than `since`) is no stall.
+        assert!(!stalled_sync_hands_over(
+            Some(at(300)),
+            limit,
+            None,
+            at(200)
+        ));
     }
 }

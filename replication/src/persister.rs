@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
 use rwal_wal::{Lsn, Wal};
@@ -14,6 +15,7 @@ use crate::NodeId;
 /// Syncs the log on its own thread when asked; stops when dropped.
 pub(crate) struct Persister {
     shared: Arc<Shared>,
+    wal: Arc<Wal>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -29,6 +31,8 @@ struct State {
     stop: bool,
     /// Why a sync failed: the thread stopped then.
     failure: Option<String>,
+    /// When the sync in progress started, while one is.
+    syncing_since: Option<Instant>,
 }
 
 impl Persister {
@@ -42,15 +46,16 @@ impl Persister {
             state: Mutex::new(State::default()),
             cond: Condvar::new(),
         });
-        let worker = shared.clone();
+        let (worker, log) = (shared.clone(), wal.clone());
         let thread = std::thread::Builder::new()
             .name(format!("rwal-persist-{id}"))
-            .spawn(move || persist(&worker, &wal, &on_durable))
+            .spawn(move || persist(&worker, &log, &on_durable))
             .map_err(|e| {
                 Error::invalid("thread", format!("cannot start the persister thread: {e}"))
             })?;
         Ok(Persister {
             shared,
+            wal,
             thread: Some(thread),
         })
     }
@@ -67,6 +72,19 @@ impl Persister {
     pub(crate) fn failure(&self) -> Option<String> {
         self.shared.state.lock().failure.clone()
     }
+
+    /// When the sync in progress started, if one is (a sync that never returns, on a disk
+    /// that hangs, stays in progress).
+    pub(crate) fn syncing_since(&self) -> Option<Instant> {
+        self.shared.state.lock().syncing_since
+    }
+
+    /// Whether a sync is in progress or asked for and not started yet: a sync on another
+    /// thread now would wait for it (the log's group commit).
+    pub(crate) fn busy(&self) -> bool {
+        let state = self.shared.state.lock();
+        state.syncing_since.is_some() || to_sync(&self.wal, state.wanted).is_some()
+    }
 }
 
 impl Drop for Persister {
@@ -79,12 +97,14 @@ impl Drop for Persister {
     }
 }
 
+/// What is wanted and still exists (a divergent suffix may have been cut since it was asked
+/// for: the replica synced the rounds before the cut first, so the rest is not wanted any
+/// more), if it is not durable yet.
+fn to_sync(wal: &Wal, wanted: Lsn) -> Option<Lsn> {
+    Some(wanted.min(wal.last_lsn())).filter(|&lsn| lsn > wal.durable_lsn())
+}
+
 fn persist(shared: &Shared, wal: &Wal, on_durable: &dyn Fn()) {
-    // What is wanted and still exists (a divergent suffix may have been cut since it was
-    // asked for: the replica synced the rounds before the cut first, so the rest is not
-    // wanted any more), if it is not durable yet.
-    let to_sync =
-        |wanted: Lsn| Some(wanted.min(wal.last_lsn())).filter(|&lsn| lsn > wal.durable_lsn());
     loop {
         let lsn = {
             let mut state = shared.state.lock();
@@ -92,17 +112,25 @@ fn persist(shared: &Shared, wal: &Wal, on_durable: &dyn Fn()) {
                 if state.stop {
                     return;
                 }
-                if let Some(lsn) = to_sync(state.wanted) {
+                if let Some(lsn) = to_sync(wal, state.wanted) {
+                    state.syncing_since = Some(Instant::now());
                     break lsn;
                 }
                 shared.cond.wait(&mut state);
             }
         };
         // `NotFound`: cut between the look at the log's end and the commit (as above).
-        match wal.commit(lsn) {
-            Ok(()) | Err(rwal_wal::Error::NotFound { .. }) => on_durable(),
+        let outcome = wal.commit(lsn);
+        let mut state = shared.state.lock();
+        state.syncing_since = None;
+        match outcome {
+            Ok(()) | Err(rwal_wal::Error::NotFound { .. }) => {
+                drop(state);
+                on_durable();
+            }
             Err(e) => {
-                shared.state.lock().failure = Some(e.to_string());
+                state.failure = Some(e.to_string());
+                drop(state);
                 on_durable();
                 return;
             }
@@ -174,6 +202,29 @@ mod tests {
         persister.want(lsn + 1);
         assert!(wakes.recv_timeout(Duration::from_millis(200)).is_err());
         drop(persister);
+    }
+
+    #[test]
+    fn a_sync_in_progress_is_reported_with_its_start() {
+        let disk = SimDisk::new();
+        let wal = simulated_log(&disk);
+        let (persister, wakes) = start(&wal);
+        assert_eq!(persister.syncing_since(), None);
+        let lsn = wal.append(b"one").unwrap();
+        let hold = disk.hold_next_sync();
+        let asked = Instant::now();
+        persister.want(lsn);
+        assert!(hold.wait_reached(WAIT), "the sync never started");
+        let since = persister.syncing_since().expect("a sync in progress");
+        assert!(since >= asked);
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(persister.syncing_since(), Some(since), "the same sync");
+        assert!(persister.busy());
+        hold.release();
+        wakes.recv_timeout(WAIT).expect("woken after the sync");
+        assert_eq!(persister.syncing_since(), None);
+        assert!(!persister.busy());
+        assert!(wal.durable_lsn() >= lsn);
     }
 
     #[test]

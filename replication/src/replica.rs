@@ -501,6 +501,16 @@ impl<M: StateMachine> Replica<M> {
         self.raw.raft.prs().conf().to_conf_state()
     }
 
+    /// Whether this node leads and is handing its leadership over (`transfer_leadership`).
+    pub fn transferring_leadership(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader && self.raw.raft.lead_transferee.is_some()
+    }
+
+    /// Whether the membership has a single voter (a quorum of one: this node, when it leads).
+    pub fn sole_voter(&self) -> bool {
+        self.raw.raft.prs().is_singleton()
+    }
+
     /// How far each peer has replicated, as the leader knows it: `(id, matched LSN)`.
     pub fn progress(&self) -> Vec<(NodeId, Lsn)> {
         let mut out: Vec<(NodeId, Lsn)> = self

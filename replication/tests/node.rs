@@ -27,7 +27,12 @@ struct Cluster {
     snapshot_chunk_bytes: usize,
     /// Each node's simulated disk, for a cluster whose logs are not on real files.
     disks: Option<BTreeMap<NodeId, SimDisk>>,
+    /// The nodes' notes, in a simulated cluster.
+    notes: Arc<Mutex<Vec<(NodeId, String)>>>,
 }
+
+/// How long a leader's sync may stall, in a simulated cluster, before it hands over.
+const STALL_LIMIT: Duration = Duration::from_millis(300);
 
 impl Cluster {
     fn new(label: &str, voters: u64) -> Cluster {
@@ -52,6 +57,7 @@ impl Cluster {
             voters: (1..=voters).collect(),
             snapshot_chunk_bytes,
             disks: simulated.then(BTreeMap::new),
+            notes: Arc::default(),
         };
         for id in 1..=voters {
             cluster.start(id, Bootstrap::Voters(cluster.voters.clone()));
@@ -66,7 +72,20 @@ impl Cluster {
             None => Backend::Staged,
         };
         options.wal = Options::new().backend(backend).segment_bytes(1 << 20);
+        if self.disks.is_some() {
+            // The background thread syncs no control file while a test holds "the next sync"
+            // of a disk, meaning the log's.
+            options.wal = options.wal.control_interval(Duration::from_secs(60));
+        }
         options.tick_interval = Duration::from_millis(10);
+        if self.disks.is_some() {
+            // Simulated disks sync at once unless a test holds a sync: a stalled one is meant.
+            options.sync_stall_limit = Some(STALL_LIMIT);
+            let notes = self.notes.clone();
+            options.log = Some(Arc::new(move |line: &str| {
+                notes.lock().push((id, line.to_string()))
+            }));
+        }
         options.config.follower_pin_cap_bytes = Some(256 << 10);
         options.config.snapshot_chunk_bytes = self.snapshot_chunk_bytes;
         options
@@ -129,6 +148,16 @@ impl Cluster {
     fn wait_applied(&self, id: NodeId, lsn: Lsn) {
         let (status, held) = self.node(id).wait_status(WAIT, |s| s.applied_lsn >= lsn);
         assert!(held, "node {id} did not apply {lsn}: {status:?}");
+    }
+}
+
+/// Releases a hold of a simulated disk when dropped: a failed assertion must not leave a
+/// node's thread held, and the cluster's close waiting for it.
+struct ReleasedOnDrop(SimHold);
+
+impl Drop for ReleasedOnDrop {
+    fn drop(&mut self) {
+        self.0.release();
     }
 }
 
@@ -430,12 +459,6 @@ fn a_leader_writing_a_slow_checkpoint_for_a_newcomer_goes_on_leading() {
     let hold = cluster.disk(leader).hold_first_write_of("snapshot-");
     // Released on the way out as well: a failed assertion must not leave the checkpoint
     // thread held, and the node's close waiting for it.
-    struct ReleasedOnDrop(SimHold);
-    impl Drop for ReleasedOnDrop {
-        fn drop(&mut self) {
-            self.0.release();
-        }
-    }
     let hold = ReleasedOnDrop(hold);
     cluster.start(4, Bootstrap::Join);
     cluster
@@ -492,6 +515,102 @@ fn a_leader_writing_a_slow_checkpoint_for_a_newcomer_goes_on_leading() {
         "the newcomer holds the leader's records, without the padding"
     );
     assert!(!cluster.nodes[&4].1 .0.lock().contains_key(&0));
+}
+
+/// A leader applies only what its own log holds durably: one whose disk hangs commits nothing,
+/// even when its followers' copies make a quorum. When the sync runs on the persister thread,
+/// the node's thread goes on heartbeating, and no follower would ever elect another leader:
+/// past `sync_stall_limit` the leader hands its leadership over. (A sync on the node's thread
+/// stops the heartbeats instead, and the followers elect another leader after the election
+/// timeout.)
+#[test]
+fn a_leader_whose_disk_hangs_under_load_hands_its_leadership_over() {
+    let cluster = Cluster::simulated("repl-leader-hangs", 3, 16 << 10);
+    let leader = cluster.leader(&[1, 2, 3]);
+    let term = cluster.node(leader).status().term;
+    cluster
+        .node(leader)
+        .propose_and_wait(b"before the stall", WAIT)
+        .unwrap();
+    let followers: Vec<NodeId> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
+    let own_durable = |lsn: Lsn| {
+        let (status, durable) = cluster.node(leader).wait_status(WAIT, |s| {
+            s.progress.iter().any(|(id, m)| *id == leader && *m >= lsn)
+        });
+        assert!(durable, "the leader never made {lsn} durable: {status:?}");
+    };
+    // The followers' syncs wait a moment, so that the leader's first round is still waiting
+    // for its commit when the second comes: the leader then syncs the second on its persister
+    // thread, where its own sync is held for good.
+    let follower_holds: Vec<ReleasedOnDrop> = followers
+        .iter()
+        .map(|id| ReleasedOnDrop(cluster.disk(*id).hold_next_sync()))
+        .collect();
+    let (first, _) = cluster.node(leader).propose(b"first").unwrap();
+    own_durable(first);
+    let hold = ReleasedOnDrop(cluster.disk(leader).hold_next_sync());
+    // Before the proposal: the held sync starts after this, and the hand-over cannot come
+    // sooner than the limit after it.
+    let held_at = std::time::Instant::now();
+    let (second, _) = cluster.node(leader).propose(b"second").unwrap();
+    assert!(hold.0.wait_reached(WAIT), "the leader never synced");
+    drop(follower_holds);
+    // The followers apply the first record (the second, durable in their logs, commits
+    // without the leader's copy; the leader cannot apply it).
+    for id in &followers {
+        cluster.wait_applied(*id, first);
+    }
+    let deadline = held_at + WAIT;
+    let successor = loop {
+        if let Some(id) = followers
+            .iter()
+            .copied()
+            .find(|id| cluster.node(*id).status().role == Role::Leader)
+        {
+            break id;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nobody replaced the leader"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let took = held_at.elapsed();
+    assert!(
+        took >= STALL_LIMIT,
+        "replaced after {took:?}, before the stall limit: by an election, not a hand-over"
+    );
+    assert!(cluster.node(successor).status().term > term);
+    let handed_over = format!("leadership handed to node {successor}");
+    assert!(
+        cluster
+            .notes
+            .lock()
+            .iter()
+            .any(|(id, note)| *id == leader && note.contains(&handed_over)),
+        "{:?}",
+        cluster.notes.lock()
+    );
+    // Commits go on through the successor while the old leader's disk still hangs.
+    let (third, _) = cluster
+        .node(successor)
+        .propose_and_wait(b"through the successor", WAIT)
+        .expect("the successor commits");
+    assert!(third > second);
+    assert!(!hold.0.released());
+    drop(hold);
+    for id in [1, 2, 3] {
+        cluster.wait_applied(id, third);
+    }
+    let committed = cluster.nodes[&successor].1 .0.lock().clone();
+    assert!(committed.values().any(|data| data == b"second"));
+    for id in [1, 2, 3] {
+        assert_eq!(
+            *cluster.nodes[&id].1 .0.lock(),
+            committed,
+            "node {id} holds another committed log"
+        );
+    }
 }
 
 #[test]
