@@ -304,7 +304,8 @@ impl Node {
                     persister,
                     worker,
                     transport,
-                    (interval, stall_limit),
+                    interval,
+                    stall_limit,
                     log,
                 )
             })
@@ -769,19 +770,38 @@ fn write_own_checkpoint(
 }
 
 /// Whether a leader hands its leadership over because of a stalled sync of its log: the
-/// persister's sync in progress started at `syncing_since` and has run for `limit`, and the
-/// last hand-over (`last`), if any, is as old (a transfer raft abandons is tried again).
+/// persister's sync in progress, started at `since`, has run for `limit`, and the last
+/// hand-over (`last`), if any, is as old (a transfer raft abandons is tried again).
 fn stalled_sync_hands_over(
-    syncing_since: Option<Instant>,
-    limit: Option<Duration>,
+    since: Instant,
+    limit: Duration,
     last: Option<Instant>,
     now: Instant,
 ) -> bool {
-    let (Some(since), Some(limit)) = (syncing_since, limit) else {
-        return false;
-    };
     now.saturating_duration_since(since) >= limit
         && last.is_none_or(|last| now.saturating_duration_since(last) >= limit)
+}
+
+/// Hands the leadership over (to the most up-to-date other voter) because the log's sync has
+/// not returned for `stalled`, and notes it.
+fn hand_over_for_stall<M: StateMachine>(
+    replica: &mut Replica<M>,
+    stalled: Duration,
+    log: Option<&NodeLog>,
+) {
+    let stalled = stalled.as_millis();
+    let note = match replica.transfer_leadership(None) {
+        Ok(to) => format!(
+            "the log's sync has not returned for {stalled} ms: leadership handed to node {to}"
+        ),
+        Err(e) => format!(
+            "the log's sync has not returned for {stalled} ms; handing the leadership over \
+             failed: {e}"
+        ),
+    };
+    if let Some(log) = log {
+        log(&note);
+    }
 }
 
 /// The node's thread: take what arrived, tick, run raft's rounds, publish the status.
@@ -790,7 +810,8 @@ fn run<M: StateMachine, T: Transport>(
     persister: Persister,
     shared: Arc<Shared>,
     transport: T,
-    (interval, stall_limit): (Duration, Option<Duration>),
+    interval: Duration,
+    stall_limit: Option<Duration>,
     log: Option<NodeLog>,
 ) {
     let mut next_tick = Instant::now() + interval;
@@ -884,29 +905,18 @@ fn run<M: StateMachine, T: Transport>(
             if now >= next_tick {
                 replica.tick_with_snapshot_room(&|to| transport.snapshot_room(to));
                 next_tick = (next_tick + interval).max(now);
-                let syncing_since = persister.syncing_since();
-                if syncing_since.is_none() {
-                    stall_handed_over = None;
-                } else if replica.role() == Role::Leader
-                    && !replica.sole_voter()
-                    && !replica.transferring_leadership()
-                    && stalled_sync_hands_over(syncing_since, stall_limit, stall_handed_over, now)
-                {
-                    stall_handed_over = Some(now);
-                    let stalled = syncing_since.map_or(0, |since| (now - since).as_millis());
-                    let note = match replica.transfer_leadership(None) {
-                        Ok(to) => format!(
-                            "the log's sync has not returned for {stalled} ms: leadership \
-                             handed to node {to}"
-                        ),
-                        Err(e) => format!(
-                            "the log's sync has not returned for {stalled} ms; handing the \
-                             leadership over failed: {e}"
-                        ),
-                    };
-                    if let Some(log) = &log {
-                        log(&note);
+                match (persister.syncing_since(), stall_limit) {
+                    (None, _) => stall_handed_over = None,
+                    (Some(since), Some(limit))
+                        if replica.role() == Role::Leader
+                            && !replica.sole_voter()
+                            && !replica.transferring_leadership()
+                            && stalled_sync_hands_over(since, limit, stall_handed_over, now) =>
+                    {
+                        stall_handed_over = Some(now);
+                        hand_over_for_stall(&mut replica, now - since, log.as_ref());
                     }
+                    (Some(_), _) => {}
                 }
             }
             loop {
@@ -1045,32 +1055,24 @@ mod tests {
     fn a_stalled_sync_hands_over_once_per_limit() {
         let start = Instant::now();
         let at = |ms: u64| start + Duration::from_millis(ms);
-        let limit = Some(Duration::from_millis(100));
-        // No sync in progress, or no limit: never.
-        assert!(!stalled_sync_hands_over(None, limit, None, at(500)));
-        assert!(!stalled_sync_hands_over(Some(start), None, None, at(500)));
+        let limit = Duration::from_millis(100);
         // Not before the limit.
-        assert!(!stalled_sync_hands_over(Some(start), limit, None, at(99)));
-        assert!(stalled_sync_hands_over(Some(start), limit, None, at(100)));
+        assert!(!stalled_sync_hands_over(start, limit, None, at(99)));
+        assert!(stalled_sync_hands_over(start, limit, None, at(100)));
         // Handed over at 100 ms: again only a limit later, while the same sync stalls.
         assert!(!stalled_sync_hands_over(
-            Some(start),
+            start,
             limit,
             Some(at(100)),
             at(150)
         ));
         assert!(stalled_sync_hands_over(
-            Some(start),
+            start,
             limit,
             Some(at(100)),
             at(200)
         ));
         // A sync that started after a clock reading (`now` older than `since`) is no stall.
-        assert!(!stalled_sync_hands_over(
-            Some(at(300)),
-            limit,
-            None,
-            at(200)
-        ));
+        assert!(!stalled_sync_hands_over(at(300), limit, None, at(200)));
     }
 }
