@@ -205,6 +205,22 @@ mod tests {
     }
 
     #[test]
+    fn a_sync_that_panics_is_reported_as_a_failure() {
+        let disk = SimDisk::new();
+        let wal = simulated_log(&disk);
+        let (persister, wakes) = start(&wal);
+        let lsn = wal.append(b"one").unwrap();
+        disk.panic_on_next_sync();
+        persister.want(lsn);
+        wakes.recv_timeout(WAIT).expect("woken after the failure");
+        let failure = persister.failure().expect("the failure is kept");
+        assert!(failure.contains("the sync panicked"), "{failure}");
+        assert_eq!(persister.syncing_since(), None);
+        assert!(wal.durable_lsn() < lsn);
+        drop(persister);
+    }
+
+    #[test]
     fn a_sync_in_progress_is_reported_with_its_start() {
         let disk = SimDisk::new();
         let wal = simulated_log(&disk);

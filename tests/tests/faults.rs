@@ -1,7 +1,8 @@
 //! Failure handling: a failed sync or write poisons the log for everyone; a full disk at a
 //! segment roll is an error that consumes no LSN and leaves the log readable.
 
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use rwal_tests::{payload, segment_names};
 use rwal_wal::{Backend, Error, Options, SimDisk, Wal};
@@ -198,6 +199,119 @@ fn a_panic_in_an_append_poisons_the_log_instead_of_hanging_its_waiters() {
     // Reopened, the log holds what was committed.
     let wal = Wal::open("/sim", sim(&disk)).unwrap();
     assert_eq!(wal.read(first).unwrap(), b"before");
+}
+
+/// A panic in a sync (a bug; simulated here) would leave that sync running for good, and its
+/// riders, later committers, truncations and close waiting for it. The sync fails instead, and
+/// the log is poisoned as by any failed sync.
+#[test]
+fn a_panic_in_a_sync_poisons_the_log_instead_of_hanging_its_committers() {
+    const WAIT: Duration = Duration::from_secs(30);
+    let disk = SimDisk::new();
+    let wal = Arc::new(Wal::open("/sim", sim(&disk)).unwrap());
+    let first = wal.append(b"before").unwrap();
+    wal.commit(first).unwrap();
+    let led = wal.append(b"in the sync").unwrap();
+    let ridden = wal.append(b"rides it").unwrap();
+    let hold = disk.hold_next_sync();
+    disk.panic_on_next_sync();
+    let (done, ends) = mpsc::channel();
+    let commit = |lsn| {
+        let (wal, done) = (wal.clone(), done.clone());
+        std::thread::spawn(move || done.send(wal.commit(lsn).map(drop)))
+    };
+    let leader = commit(led);
+    assert!(hold.wait_reached(WAIT), "the sync never started");
+    let rider = commit(ridden);
+    // The rider's call is counted under the lock where it joins the held sync, which covers
+    // its record (the leader took everything written).
+    let deadline = Instant::now() + WAIT;
+    while wal.stats().commits < 3 {
+        assert!(Instant::now() < deadline, "the rider never committed");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    hold.release();
+    let panicked_sync = |result: Result<(), Error>| match result {
+        Err(Error::Poisoned { cause }) => {
+            assert!(cause.to_string().contains("the sync panicked"), "{cause}")
+        }
+        other => panic!("expected Poisoned, got {other:?}"),
+    };
+    for _ in 0..2 {
+        panicked_sync(ends.recv_timeout(WAIT).expect("a committer hangs"));
+    }
+    leader.join().unwrap().unwrap();
+    rider.join().unwrap().unwrap();
+    // Each of these waited forever before.
+    panicked_sync(wal.commit(ridden));
+    panicked_sync(wal.truncate_after(first));
+    let wal = Arc::into_inner(wal).unwrap();
+    assert!(wal.close().is_err());
+    // Reopened, the log holds what was committed.
+    let wal = Wal::open("/sim", sim(&disk)).unwrap();
+    assert_eq!(wal.read(first).unwrap(), b"before");
+}
+
+/// A panic inside a truncation's cut or a reset (a bug; simulated by a sync that panics) would
+/// leave syncs frozen for good, and committers and close waiting. The log is poisoned instead,
+/// and reopens with what was committed.
+#[test]
+fn a_panic_in_a_truncation_or_a_reset_poisons_the_log_instead_of_freezing_it() {
+    for reset in [false, true] {
+        let disk = SimDisk::new();
+        let wal = Arc::new(Wal::open("/sim", sim(&disk)).unwrap());
+        let kept = wal.append(b"kept").unwrap();
+        let last = wal.append(b"cut").unwrap();
+        wal.commit(last).unwrap();
+        // Everything is durable: the next sync is the cut's own (or the snapshot's).
+        disk.panic_on_next_sync();
+        let changer = {
+            let wal = wal.clone();
+            std::thread::spawn(move || {
+                if reset {
+                    wal.reset_to_snapshot(last + 10, 1, b"state")
+                } else {
+                    wal.truncate_after(kept)
+                }
+            })
+        };
+        assert!(
+            changer.join().is_err(),
+            "the change panicked (reset: {reset})"
+        );
+        let what = if reset {
+            "a reset to a snapshot panicked"
+        } else {
+            "a truncation panicked"
+        };
+        let after_the_panic = |result: Result<(), Error>| match result {
+            Err(Error::Poisoned { cause }) => {
+                assert!(cause.to_string().contains(what), "{cause}")
+            }
+            other => panic!("expected Poisoned, got {other:?}"),
+        };
+        // Each of these waited forever before (or tripped the freeze's assertion).
+        let (done, ends) = mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let appended = wal.append(b"after").map(drop);
+            let committed = wal.commit(last).map(drop);
+            let truncated = wal.truncate_after(kept);
+            let closed = Arc::into_inner(wal).expect("the only handle").close();
+            let _ = done.send([appended, committed, truncated, closed]);
+        });
+        let outcomes = ends
+            .recv_timeout(Duration::from_secs(30))
+            .expect("an append, commit, truncation or close hangs");
+        waiter.join().unwrap();
+        let [appended, committed, truncated, closed] = outcomes;
+        after_the_panic(appended);
+        after_the_panic(committed);
+        after_the_panic(truncated);
+        assert!(closed.is_err());
+        // Reopened, the log holds what was committed before the change.
+        let wal = Wal::open("/sim", sim(&disk)).unwrap();
+        assert_eq!(wal.read(kept).unwrap(), b"kept", "reset: {reset}");
+    }
 }
 
 /// With a full disk the background work cannot prepare a segment, at every pass; it still

@@ -654,7 +654,7 @@ impl Inner {
         let mut tail = self.tail.lock();
         let last = tail.next_lsn() - 1;
         self.group.wait_written(last)?;
-        self.group.freeze()?;
+        let _frozen = crate::wal::FrozenSyncs::freeze(self, "reset to a snapshot")?;
         let gate = self.cut_gate.write();
         if let Some((_, holder, pinned_lsn, _)) = self.pins.lowest() {
             drop(gate);

@@ -273,7 +273,8 @@ impl GroupCommit {
     /// Returns once every record up to `lsn` is durable. `sync(from, to)` makes records
     /// `from + 1..=to` durable; it runs on the calling thread when it becomes the leader, after
     /// waiting `delay` (if not zero) for more records to join the sync, or else after gathering
-    /// the committers on their way (`gather`).
+    /// the committers on their way (`gather`). `sync` must not unwind: the sync would stay in
+    /// progress for good (the log turns a panic in it into an error).
     #[cfg(any(test, loom))]
     pub fn commit(
         &self,

@@ -102,6 +102,44 @@ impl Drop for CopyInProgress<'_> {
     }
 }
 
+/// Held from the freeze of syncs that a truncation or a reset takes until it ends. A panic in
+/// between (a bug) would leave syncs frozen for good, and every committer, later truncation
+/// and `close` waiting for the thaw. Dropped while unwinding, it poisons the log (the change
+/// may be half done on disk; recovery finishes or undoes it) and ends the freeze. Dropped
+/// otherwise, it does nothing: each way out thaws as it must.
+pub(crate) struct FrozenSyncs<'a> {
+    inner: &'a Inner,
+    op: &'static str,
+}
+
+impl<'a> FrozenSyncs<'a> {
+    /// Freezes the log's syncs for `op` (see `GroupCommit::freeze`).
+    pub(crate) fn freeze(inner: &'a Inner, op: &'static str) -> Result<FrozenSyncs<'a>> {
+        inner.group.freeze()?;
+        Ok(FrozenSyncs { inner, op })
+    }
+}
+
+impl Drop for FrozenSyncs<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let cause = std::io::Error::other(format!("a {} panicked", self.op));
+            let path = self.inner.dir.path().to_path_buf();
+            self.inner.group.poison(Error::io(self.op, path, cause));
+            self.inner.group.thaw_unchanged();
+        }
+    }
+}
+
+/// The message a panic carried, if it was a string.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message")
+}
+
 /// Why a segment is being prepared.
 #[derive(Clone, Copy)]
 enum Preparation {
@@ -744,7 +782,16 @@ impl Inner {
         }
         self.group
             .commit_after(lsn, seen, self.options.commit_delay, |from, to| {
-                self.sync_range(from, to)
+                // A panic (a bug in a backend) would leave the group commit syncing for good,
+                // and every committer, truncation and close waiting for that sync. It fails the
+                // sync instead, which poisons the log like any failed sync (the panic's message
+                // was printed when it happened).
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sync_range(from, to)))
+                    .unwrap_or_else(|panic| {
+                        let cause = format!("the sync panicked: {}", panic_message(panic.as_ref()));
+                        let path = self.dir.path().to_path_buf();
+                        Err(Error::io("fdatasync", path, std::io::Error::other(cause)))
+                    })
             })
     }
 
@@ -922,7 +969,7 @@ impl Inner {
                 other => other,
             })?
         };
-        self.group.freeze()?;
+        let _frozen = FrozenSyncs::freeze(self, "truncation")?;
         let gate = self.cut_gate.write();
         if let Some((holder, pinned_lsn)) = self.pins.highest_above(lsn) {
             drop(gate);

@@ -53,6 +53,8 @@ struct Faults {
     fail_rename: Mutex<Option<(String, i32)>>,
     /// The next write panics (a bug's consequences, for tests).
     panic_write: std::sync::atomic::AtomicBool,
+    /// The next sync of a file panics (likewise).
+    panic_sync: std::sync::atomic::AtomicBool,
     space_limit_bytes: Mutex<Option<u64>>,
     syncs: AtomicU64,
     /// (write-back calls to let through first, errno): then one (`File::write_back_range`)
@@ -328,6 +330,13 @@ impl SimDisk {
         self.inner.faults.panic_write.store(true, Ordering::Relaxed);
     }
 
+    /// Makes the next sync of a file panic (after a hold, if one is armed), as a bug in the
+    /// sync path would: tests check that the log then fails its committers instead of leaving
+    /// them waiting for a sync that never ends.
+    pub fn panic_on_next_sync(&self) {
+        self.inner.faults.panic_sync.store(true, Ordering::Relaxed);
+    }
+
     /// Makes the next open of the file `name` fail with `errno` (e.g. `libc::EMFILE`).
     pub fn fail_next_open_of(&self, name: &str, errno: i32) {
         *self.inner.faults.fail_open.lock() = Some((name.to_string(), errno));
@@ -345,7 +354,7 @@ impl SimDisk {
     }
 
     /// Disarms every armed failure (sync, write, write-back, create, open, remove, rename) and
-    /// lifts the space limit. Holds stay armed: release them.
+    /// lifts the space limit. Holds and panics stay armed: release or meet them.
     pub fn clear_faults(&self) {
         let faults = &self.inner.faults;
         *faults.fail_sync.lock() = None;
@@ -617,6 +626,9 @@ impl File for SimFile {
         let hold = self.faults.hold_sync.lock().take();
         if let Some(hold) = hold {
             hold.stop_here();
+        }
+        if self.faults.panic_sync.swap(false, Ordering::Relaxed) {
+            panic!("a simulated bug in the sync path");
         }
         self.faults.sync_attempt()?;
         let mut durable = self.durable.lock();
