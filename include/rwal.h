@@ -820,16 +820,15 @@ void rwal_set_log_callback(rwal_log_fn callback, rwal_log_level level, void *use
 /**
  * New node options for node `id` (1, 2, ...) with its log in `dir`: listen on 127.0.0.1 on a
  * port the OS chooses, no peers, no founding voters (a directory without a log is then
- * refused: see `rwal_node_options_set_voters`), 10 ms ticks, no engine callbacks. There is no default cluster id and secret: `rwal_node_options_set_cluster` is
+ * refused: see `rwal_node_options_set_voters`), 10 ms ticks, a 1 s sync stall limit, no
+ * engine callbacks. There is no default cluster id and secret: `rwal_node_options_set_cluster` is
  * required before `rwal_node_open` (which refuses, naming the secret, without it). `*opts_out`
  * is the options; free them with `rwal_node_options_free`.
  *
  * # Safety
  * `dir` is a NUL-terminated path; `opts_out` is writable.
  */
-rwal_status rwal_node_options_new(uint64_t id,
-                                  const char *dir,
-                                  rwal_node_options **opts_out);
+rwal_status rwal_node_options_new(uint64_t id, const char *dir, rwal_node_options **opts_out);
 
 /**
  * Frees node options. NULL is a no-op.
@@ -909,6 +908,18 @@ rwal_status rwal_node_options_set_log_options(rwal_node_options *opts,
  * `opts` is live.
  */
 rwal_status rwal_node_options_set_tick_ms(rwal_node_options *opts, uint32_t ms);
+
+/**
+ * How long, in milliseconds, a sync of the leader's log may run before the leader hands its
+ * leadership to the most up-to-date other voter, and again after each further such stretch
+ * while the sync has not returned (default 1000; never less than the longest election
+ * timeout, 20 ticks; 0: never). A leader applies only what its own log holds durably, so a
+ * leader whose disk hangs commits nothing while it goes on leading.
+ *
+ * # Safety
+ * `opts` is live.
+ */
+rwal_status rwal_node_options_set_sync_stall_limit_ms(rwal_node_options *opts, uint32_t ms);
 
 /**
  * The engine's callbacks and the `userdata` they are given. `apply`, `snapshot` and `restore`

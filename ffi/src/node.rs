@@ -90,6 +90,8 @@ pub struct rwal_node_options {
     voters: Vec<NodeId>,
     join: bool,
     tick: Duration,
+    /// `NodeOptions::sync_stall_limit`.
+    sync_stall_limit: Option<Duration>,
     callbacks: Callbacks,
 }
 
@@ -308,7 +310,8 @@ unsafe fn node<'a>(node: *const rwal_node) -> Result<&'a rwal_node, Failure> {
 
 /// New node options for node `id` (1, 2, ...) with its log in `dir`: listen on 127.0.0.1 on a
 /// port the OS chooses, no peers, no founding voters (a directory without a log is then
-/// refused: see `rwal_node_options_set_voters`), 10 ms ticks, no engine callbacks. There is no default cluster id and secret: `rwal_node_options_set_cluster` is
+/// refused: see `rwal_node_options_set_voters`), 10 ms ticks, a 1 s sync stall limit, no
+/// engine callbacks. There is no default cluster id and secret: `rwal_node_options_set_cluster` is
 /// required before `rwal_node_open` (which refuses, naming the secret, without it). `*opts_out`
 /// is the options; free them with `rwal_node_options_free`.
 ///
@@ -338,6 +341,7 @@ pub unsafe extern "C" fn rwal_node_options_new(
             voters: Vec::new(),
             join: false,
             tick: Duration::from_millis(10),
+            sync_stall_limit: Some(Duration::from_secs(1)),
             callbacks: Callbacks {
                 apply: None,
                 snapshot: None,
@@ -526,6 +530,27 @@ pub unsafe extern "C" fn rwal_node_options_set_tick_ms(
     })
 }
 
+/// How long, in milliseconds, a sync of the leader's log may run before the leader hands its
+/// leadership to the most up-to-date other voter, and again after each further such stretch
+/// while the sync has not returned (default 1000; never less than the longest election
+/// timeout, 20 ticks; 0: never). A leader applies only what its own log holds durably, so a
+/// leader whose disk hangs commits nothing while it goes on leading.
+///
+/// # Safety
+/// `opts` is live.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_node_options_set_sync_stall_limit_ms(
+    opts: *mut rwal_node_options,
+    ms: u32,
+) -> rwal_status {
+    boundary(|| {
+        let limit = Some(Duration::from_millis(u64::from(ms))).filter(|l| !l.is_zero());
+        // SAFETY: forwarded caller contract.
+        unsafe { options_mut(opts)? }.sync_stall_limit = limit;
+        Ok(())
+    })
+}
+
 /// The engine's callbacks and the `userdata` they are given. `apply`, `snapshot` and `restore`
 /// go together: all three, or none for a node without an engine (whose state is then empty;
 /// `RWAL_ERR_INVALID_ARGUMENT` otherwise, since a checkpoint taken without `snapshot` would seed
@@ -643,6 +668,7 @@ pub unsafe extern "C" fn rwal_node_open(
         let mut options = NodeOptions::new(id, &opts.dir, bootstrap);
         options.wal = opts.wal.clone();
         options.tick_interval = opts.tick;
+        options.sync_stall_limit = opts.sync_stall_limit;
         options.log = Some(Arc::new(move |line: &str| {
             crate::logging::emit_info(&format!("node {id}: {line}"))
         }));

@@ -121,6 +121,8 @@ static void open_cluster(const char *dir) {
         CHECK_STATUS(rwal_node_options_set_voters(opts, voters, NODES, false), RWAL_OK);
         /* Ticks of 50 ms: valgrind slows everything down. */
         CHECK_STATUS(rwal_node_options_set_tick_ms(opts, 50), RWAL_OK);
+        /* 0 (never) on one node: a limit of zero is refused, never means none. */
+        CHECK_STATUS(rwal_node_options_set_sync_stall_limit_ms(opts, i == 2 ? 0 : 3000), RWAL_OK);
         CHECK_STATUS(rwal_node_options_set_callbacks(opts, on_apply, on_snapshot, on_restore,
                                                      on_leader, &engines[i]),
                      RWAL_OK);
@@ -305,6 +307,7 @@ static void test_bad_options(const char *dir) {
     CHECK_STATUS(rwal_node_options_set_voters(opts, others, 2, false), RWAL_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(rwal_node_options_add_peer(opts, 1, "127.0.0.1:9"), RWAL_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(rwal_node_options_set_tick_ms(opts, 0), RWAL_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(rwal_node_options_set_sync_stall_limit_ms(NULL, 500), RWAL_ERR_INVALID_ARGUMENT);
     /* No secret: the network refuses to start. */
     rwal_node *node = NULL;
     CHECK_STATUS(rwal_node_open(opts, &node), RWAL_ERR_INVALID_ARGUMENT);

@@ -161,6 +161,7 @@ class Node(_Handle):
         voters: Optional[Iterable[int]] = None,
         join: bool = False,
         tick_ms: int = 10,
+        sync_stall_limit_ms: int = 1000,
         segment_size: Optional[int] = None,
         apply: Optional[ApplyFn] = None,
         snapshot: Optional[SnapshotFn] = None,
@@ -173,7 +174,10 @@ class Node(_Handle):
         starts empty, waiting to be added by the leader. A node whose directory holds no log,
         given neither, refuses to open (InvalidArgumentError): a member restarted with the
         founding voters after losing its directory would found the cluster anew, and its vote
-        could elect a leader that lacks acknowledged writes."""
+        could elect a leader that lacks acknowledged writes. A leader whose log sync has not
+        returned for `sync_stall_limit_ms` (never less than the longest election timeout, 20
+        ticks; 0: never) hands its leadership to another voter: a leader whose disk hangs
+        commits nothing."""
         self._closed = True  # until opened: nothing for __del__ to close
         opts_out = ffi.new("rwal_node_options **")
         _check(lib.rwal_node_options_new(node_id, os.fsencode(path), opts_out))
@@ -188,6 +192,7 @@ class Node(_Handle):
             id_array = ffi.new("uint64_t[]", ids)
             _check(lib.rwal_node_options_set_voters(opts, id_array, len(ids), bool(join)))
         _check(lib.rwal_node_options_set_tick_ms(opts, tick_ms))
+        _check(lib.rwal_node_options_set_sync_stall_limit_ms(opts, sync_stall_limit_ms))
         if segment_size is not None:
             log_opts = ffi.gc(lib.rwal_options_new(), lib.rwal_options_free)
             _check(lib.rwal_options_set_segment_size(log_opts, segment_size))

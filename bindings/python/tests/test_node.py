@@ -51,7 +51,8 @@ def cluster(tmp_path):
     for i in (1, 2, 3):
         e = engines[i]
         nodes[i] = rwal.Node(i, tmp_path / ("node%d" % i), cluster_id=9, secret=SECRET,
-                             voters=[1, 2, 3], tick_ms=10, apply=e.apply, snapshot=e.snapshot,
+                             voters=[1, 2, 3], tick_ms=10, sync_stall_limit_ms=3000,
+                             apply=e.apply, snapshot=e.snapshot,
                              restore=e.restore, on_leader=e.on_leader)
     for i, node in nodes.items():
         for j, other in nodes.items():
@@ -162,7 +163,9 @@ def test_bad_node_options_are_refused_with_the_reason(tmp_path):
     # Founding is asked for, never assumed: an empty directory without voters is refused.
     with pytest.raises(rwal.InvalidArgumentError, match="holds no log"):
         rwal.Node(1, tmp_path / "alone", cluster_id=1, secret=SECRET)
-    node = rwal.Node(1, tmp_path / "alone", cluster_id=1, secret=SECRET, voters=[1])
+    # 0: a stalled sync never hands the leadership over.
+    node = rwal.Node(1, tmp_path / "alone", cluster_id=1, secret=SECRET, voters=[1],
+                     sync_stall_limit_ms=0)
     node.close()
     # Reopened with its log, it needs no voters.
     node = rwal.Node(1, tmp_path / "alone", cluster_id=1, secret=SECRET)

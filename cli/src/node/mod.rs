@@ -44,6 +44,10 @@ continues from its log; without --init a node whose directory holds no log refus
   --secret-file FILE      the cluster's shared secret (at least 16 bytes)
   --checkpoint-every N    checkpoint and compact after N applied records (default 100000)
   --tick-ms MS            raft's tick (default 10; elections after 10 ticks)
+  --sync-stall-limit-ms MS
+                          a leader whose log sync has not returned for MS hands its
+                          leadership to another voter (default 1000, never less than the
+                          longest election timeout, 20 ticks; 0: never)
   --segment-bytes N       size of new log segments (default: rwal-wal's)
   --pin-cap-bytes N       log a lagging follower may hold back before it is sent a snapshot
                           instead (default 1 GiB)
@@ -68,6 +72,8 @@ struct Settings {
     init: bool,
     checkpoint_every: u64,
     tick: Duration,
+    /// `NodeOptions::sync_stall_limit`.
+    sync_stall_limit: Option<Duration>,
     segment_bytes: Option<u64>,
     pin_cap_bytes: u64,
 }
@@ -99,6 +105,7 @@ fn parse_settings(pairs: Vec<(String, String)>) -> Result<Settings, String> {
     let mut secret_file: Option<PathBuf> = None;
     let mut checkpoint_every = 100_000;
     let mut tick_ms = 10;
+    let mut sync_stall_limit_ms = 1000;
     let mut segment_bytes = None;
     let mut pin_cap_bytes = 1 << 30;
     let mut init = false;
@@ -138,6 +145,7 @@ fn parse_settings(pairs: Vec<(String, String)>) -> Result<Settings, String> {
             "secret-file" => secret_file = Some(PathBuf::from(value)),
             "checkpoint-every" => checkpoint_every = positive(&key, &value)?,
             "tick-ms" => tick_ms = positive(&key, &value)?,
+            "sync-stall-limit-ms" => sync_stall_limit_ms = number(&key, &value)?,
             "segment-bytes" => segment_bytes = Some(number(&key, &value)?),
             "pin-cap-bytes" => pin_cap_bytes = number(&key, &value)?,
             "init" => {
@@ -192,6 +200,8 @@ fn parse_settings(pairs: Vec<(String, String)>) -> Result<Settings, String> {
         init,
         checkpoint_every,
         tick: Duration::from_millis(tick_ms),
+        sync_stall_limit: Some(Duration::from_millis(sync_stall_limit_ms))
+            .filter(|limit| !limit.is_zero()),
         segment_bytes,
         pin_cap_bytes,
     })
@@ -571,6 +581,7 @@ fn open_server(settings: Settings) -> Result<Server, String> {
         options.wal = options.wal.segment_bytes(bytes);
     }
     options.tick_interval = settings.tick;
+    options.sync_stall_limit = settings.sync_stall_limit;
     options.config.follower_pin_cap_bytes = Some(settings.pin_cap_bytes);
     options.log = Some(Arc::new(move |line: &str| log(id, line)));
     let engine = Engine {
@@ -1284,6 +1295,16 @@ mod tests {
         assert_eq!(e, "init: \"yes\" is neither true nor false");
         let e = parse_settings(pairs(&[("tick-ms", "0")])).unwrap_err();
         assert_eq!(e, "tick-ms: must be above 0");
+        // The stall limit: 1 s unless given, 0 for never.
+        assert_eq!(s.sync_stall_limit, Some(Duration::from_secs(1)));
+        let stall = |ms| parse_settings(pairs(&[("sync-stall-limit-ms", ms)]));
+        assert_eq!(
+            stall("250").unwrap().sync_stall_limit,
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(stall("0").unwrap().sync_stall_limit, None);
+        let e = stall("-1").unwrap_err();
+        assert_eq!(e, "sync-stall-limit-ms: \"-1\" is not a number");
         let short = dir.join("short");
         std::fs::write(&short, "  too short \n").unwrap();
         let mut with_short = pairs(&[]);
@@ -1432,6 +1453,7 @@ mod tests {
             init: true,
             checkpoint_every: u64::MAX,
             tick: Duration::from_millis(5),
+            sync_stall_limit: Some(Duration::from_secs(1)),
             segment_bytes: None,
             pin_cap_bytes: 1 << 20,
         };
