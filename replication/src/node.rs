@@ -23,8 +23,10 @@ use crate::replica::{Bootstrap, Config, MembershipChange, Replica, Role, StateMa
 use crate::transport::{Envelope, Inbox, Transport};
 use crate::{ConfState, NodeId};
 
-/// How to open a [`Node`].
+/// How to open a [`Node`]. Made with [`NodeOptions::new`], then changed field by field (new
+/// fields may come: the struct cannot be written as a literal outside this crate).
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct NodeOptions {
     /// The log's directory.
     pub dir: PathBuf,

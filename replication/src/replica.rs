@@ -71,8 +71,11 @@ pub enum Bootstrap {
 }
 
 /// Settings of a replica. Ticks are the unit of time: the driver calls [`Replica::tick`] at a
-/// fixed interval (the node: every `tick_interval`).
+/// fixed interval (the node: every `tick_interval`). Made with [`Config::new`], then changed
+/// field by field (new fields may come: the struct cannot be written as a literal outside
+/// this crate).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Config {
     /// This node's id (not 0).
     pub id: NodeId,
