@@ -188,7 +188,7 @@ fn parse(args: Vec<OsString>) -> Result<Option<Config>, String> {
             Long("fallocate") => config.preallocation = rwal_wal::Preallocation::Fallocate,
             Long("plot") => config.plot = Some(text(&mut parser)?.into()),
             Long("help") | Short('h') => {
-                println!("{HELP}");
+                out!("{HELP}");
                 return Ok(None);
             }
             other => return Err(format!("{}\n\n{HELP}", other.unexpected())),

@@ -28,32 +28,90 @@ struct Client {
     timeout: Duration,
 }
 
+/// Why a call failed.
+enum CallFailure {
+    /// The connection failed or timed out: another try (or node) may answer.
+    Transient(String),
+    /// What answered does not speak the client protocol: trying again will not help.
+    NotRwal(String),
+}
+
+impl CallFailure {
+    fn message(self) -> String {
+        match self {
+            CallFailure::Transient(m) | CallFailure::NotRwal(m) => m,
+        }
+    }
+}
+
 impl Client {
-    fn call(&mut self, op: u8, body: &[u8]) -> Result<(u8, Vec<u8>), String> {
+    /// One request and its answer, waiting for the answer until `deadline` at the latest.
+    fn call(
+        &mut self,
+        op: u8,
+        body: &[u8],
+        deadline: Instant,
+    ) -> Result<(u8, Vec<u8>), CallFailure> {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
         if self.stream.is_none() {
-            let stream = TcpStream::connect_timeout(&self.addr, self.timeout)
-                .map_err(|e| format!("cannot connect to {}: {e}", self.addr))?;
-            stream
-                .set_read_timeout(Some(self.timeout + Duration::from_secs(15)))
-                .map_err(|e| e.to_string())?;
+            let stream = TcpStream::connect_timeout(&self.addr, left).map_err(|e| {
+                CallFailure::Transient(format!("cannot connect to {}: {e}", self.addr))
+            })?;
             let _ = stream.set_nodelay(true);
-            let reader = BufReader::new(stream.try_clone().map_err(|e| e.to_string())?);
+            let reader = BufReader::new(
+                stream
+                    .try_clone()
+                    .map_err(|e| CallFailure::Transient(e.to_string()))?,
+            );
             self.stream = Some((reader, BufWriter::new(stream)));
         }
         let (reader, writer) = self.stream.as_mut().expect("connected above");
-        let outcome = proto::write_message(writer, op, body)
-            .and_then(|()| proto::read_message(reader, proto::RESPONSE_BYTES_MAX))
-            .map_err(|e| format!("{}: {e}", self.addr));
+        let outcome = reader
+            .get_ref()
+            .set_read_timeout(Some(left))
+            .and_then(|()| proto::write_message(writer, op, body))
+            .and_then(|()| proto::read_message(reader, proto::RESPONSE_BYTES_MAX));
+        let addr = self.addr;
         match outcome {
-            Ok(Some(reply)) => Ok(reply),
+            Ok(Some((code, reply))) if code <= proto::RETRY => Ok((code, reply)),
+            Ok(Some((code, _))) => {
+                self.stream = None;
+                Err(CallFailure::NotRwal(format!(
+                    "{addr} answered with status {code}, which the client protocol does not \
+                     have: is it an rwal node's client port?"
+                )))
+            }
             Ok(None) => {
                 self.stream = None;
-                Err(format!("{} closed the connection", self.addr))
+                Err(CallFailure::Transient(format!(
+                    "{addr} closed the connection"
+                )))
             }
             Err(e) => {
                 self.stream = None;
-                Err(e)
+                Err(match e.kind() {
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                        CallFailure::Transient(format!("no answer from {addr} in time"))
+                    }
+                    std::io::ErrorKind::InvalidData => CallFailure::NotRwal(format!(
+                        "{addr} does not speak the client protocol ({e}): is it an rwal \
+                         node's client port?"
+                    )),
+                    _ => CallFailure::Transient(format!("{addr}: {e}")),
+                })
             }
+        }
+    }
+
+    /// Calls once, within the timeout; any answer but OK is the error.
+    fn call_once(&mut self, op: u8, body: &[u8]) -> Result<Vec<u8>, String> {
+        let deadline = Instant::now() + self.timeout;
+        match self.call(op, body, deadline) {
+            Ok((proto::OK, reply)) => Ok(reply),
+            Ok((_, reply)) => Err(refusal(&reply)),
+            Err(failure) => Err(failure.message()),
         }
     }
 
@@ -62,7 +120,7 @@ impl Client {
         let deadline = Instant::now() + self.timeout;
         let mut last = String::new();
         while Instant::now() < deadline {
-            match self.call(op, body) {
+            match self.call(op, body, deadline) {
                 Ok((proto::OK, reply)) => return Ok(reply),
                 Ok((proto::NOT_LEADER, reply)) => {
                     let mut b = Body(&reply);
@@ -76,14 +134,35 @@ impl Client {
                     }
                 }
                 Ok((proto::RETRY, reply)) => last = String::from_utf8_lossy(&reply).into_owned(),
-                Ok((_, reply)) => return Err(String::from_utf8_lossy(&reply).into_owned()),
-                Err(e) => last = e,
+                Ok((_, reply)) => return Err(refusal(&reply)),
+                Err(CallFailure::NotRwal(message)) => return Err(message),
+                Err(CallFailure::Transient(message)) => last = message,
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         Err(format!("{GAVE_UP} {:?}: {last}", self.timeout))
     }
 }
+
+/// The text of an ERROR answer.
+fn refusal(reply: &[u8]) -> String {
+    if reply.is_empty() {
+        return "the node refused the request without saying why".into();
+    }
+    String::from_utf8_lossy(reply).into_owned()
+}
+
+/// A `load` record: `i` in decimal, padded with zeros on the left to `size` bytes (or longer
+/// if `i` needs more digits).
+fn load_record(i: u64, size: usize) -> String {
+    let digits = i.to_string();
+    let mut record = "0".repeat(size.saturating_sub(digits.len()));
+    record.push_str(&digits);
+    record
+}
+
+/// The longest `--timeout`: a day.
+const TIMEOUT_MAX_SECONDS: u64 = 24 * 60 * 60;
 
 /// For an append whose outcome is unknown (the client gave up waiting, as opposed to an ERROR
 /// answer): the ids that retry it without writing it twice.
@@ -132,7 +211,7 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
         use lexopt::Arg::{Long, Short, Value};
         match arg {
             Long("help") | Short('h') => {
-                println!("{HELP}");
+                out!("{HELP}");
                 return Ok(ExitCode::SUCCESS);
             }
             Long("addr") => {
@@ -146,7 +225,15 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
                         .ok_or_else(|| format!("--addr {value:?}: no address"))?,
                 );
             }
-            Long("timeout") => timeout = Duration::from_secs(number(&mut parser, "--timeout")?),
+            Long("timeout") => {
+                let seconds = number(&mut parser, "--timeout")?;
+                if !(1..=TIMEOUT_MAX_SECONDS).contains(&seconds) {
+                    return Err(format!(
+                        "--timeout: {seconds} is out of range (1 to {TIMEOUT_MAX_SECONDS} seconds)"
+                    ));
+                }
+                timeout = Duration::from_secs(seconds);
+            }
             Long("client-id") => client_id = number(&mut parser, "--client-id")?,
             Long("request-id") => request_id = number(&mut parser, "--request-id")?,
             Long("count") => count = number(&mut parser, "--count")?,
@@ -181,8 +268,10 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
         }
         Some("load") => {
             for i in 0..count {
-                let record = format!("{i:0size$}");
-                let request = request_id + i;
+                let record = load_record(i, size);
+                let request = request_id.checked_add(i).ok_or_else(|| {
+                    format!("--request-id {request_id} + {count} records overflows the ids")
+                })?;
                 let body = [
                     &client_id.to_le_bytes()[..],
                     &request.to_le_bytes(),
@@ -202,10 +291,7 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
                 proto::READ_STALE
             };
             let body = [&from.to_le_bytes()[..], &max.to_le_bytes(), &[mode]].concat();
-            let (status, reply) = client.call(proto::OP_READ, &body)?;
-            if status != proto::OK {
-                return Err(String::from_utf8_lossy(&reply).into_owned());
-            }
+            let reply = client.call_once(proto::OP_READ, &body)?;
             let mut b = Body(&reply);
             let n = b.u32("count")?;
             for _ in 0..n {
@@ -213,15 +299,12 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
                 let epoch = b.u64("epoch")?;
                 let len = b.u32("length")? as usize;
                 let data = b.take(len, "data")?;
-                println!("{lsn} {epoch} {}", String::from_utf8_lossy(data));
+                out!("{lsn} {epoch} {}", String::from_utf8_lossy(data));
             }
         }
         Some("status") => {
-            let (status, reply) = client.call(proto::OP_STATUS, &[])?;
-            if status != proto::OK {
-                return Err(String::from_utf8_lossy(&reply).into_owned());
-            }
-            println!("{}", String::from_utf8_lossy(&reply));
+            let reply = client.call_once(proto::OP_STATUS, &[])?;
+            out!("{}", String::from_utf8_lossy(&reply));
         }
         Some(other) => return Err(format!("unknown client command {other:?}\n\n{HELP}")),
         None => return Err(format!("a command is required\n\n{HELP}")),
@@ -231,7 +314,7 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
 
 fn print_lsn_epoch(reply: &[u8]) -> Result<(), String> {
     let mut b = Body(reply);
-    println!("{} {}", b.u64("lsn")?, b.u64("epoch")?);
+    out!("{} {}", b.u64("lsn")?, b.u64("epoch")?);
     Ok(())
 }
 
@@ -248,5 +331,15 @@ mod tests {
         );
         let refused = "a request id must not be reused for other data".to_string();
         assert_eq!(retry_hint(refused.clone(), 7, 9), refused);
+    }
+
+    #[test]
+    fn load_records_are_padded_to_any_size() {
+        assert_eq!(load_record(42, 5), "00042");
+        assert_eq!(load_record(123456, 3), "123456");
+        // Past the 65 535 bytes a format width takes.
+        let big = load_record(7, 70_000);
+        assert_eq!(big.len(), 70_000);
+        assert!(big.ends_with("07") && big.starts_with("000"));
     }
 }

@@ -13,11 +13,17 @@ pub fn run(args: Vec<OsString>, verify: bool) -> Result<ExitCode, String> {
         return Err(format!("usage: rwal {command} DIR"));
     };
     if dir == "--help" || dir == "-h" {
-        println!("usage: rwal {command} DIR");
+        out!("usage: rwal {command} DIR");
         return Ok(ExitCode::SUCCESS);
     }
     let dir = PathBuf::from(dir);
-    let found = inspect(&dir).map_err(|e| e.to_string())?;
+    let found = inspect(&dir).map_err(|e| match e {
+        // The library's wording suggests opening with create, which is not this command's.
+        rwal_wal::Error::NoLog { dir } => {
+            format!("no log in {}: no control file, no segment", dir.display())
+        }
+        other => other.to_string(),
+    })?;
     if verify {
         Ok(print_verify(&found))
     } else {
@@ -27,32 +33,41 @@ pub fn run(args: Vec<OsString>, verify: bool) -> Result<ExitCode, String> {
 }
 
 fn print_inspect(found: &Inspection) {
-    println!("log {}", found.dir.display());
+    out!("log {}", found.dir.display());
     match &found.control {
         Some((generation, state)) => {
-            println!(
+            out!(
                 "control: generation {generation}, copies valid {:?}, durable LSN {}, first LSN {}",
-                found.control_copies_valid, state.durable_lsn, state.first_lsn
+                found.control_copies_valid,
+                state.durable_lsn,
+                state.first_lsn
             );
             match state.checkpoint {
-                Some((lsn, epoch)) => println!("checkpoint: LSN {lsn} (epoch {epoch})"),
-                None => println!("checkpoint: none"),
+                Some((lsn, epoch)) => out!("checkpoint: LSN {lsn} (epoch {epoch})"),
+                None => out!("checkpoint: none"),
             }
             let hs = state.hard_state;
-            println!(
+            out!(
                 "hard state: term {} vote {} commit {}",
-                hs.term, hs.vote, hs.commit
+                hs.term,
+                hs.vote,
+                hs.commit
             );
             if let Some(cut) = state.pending_cut {
-                println!("pending truncation after LSN {cut} (recovery will finish it)");
+                out!("pending truncation after LSN {cut} (recovery will finish it)");
             }
         }
-        None => println!("control: NO VALID COPY"),
+        None => out!("control: NO VALID COPY"),
     }
-    println!("pins: none are stored on disk (they live in the open log)");
-    println!(
+    out!("pins: none are stored on disk (they live in the open log)");
+    out!(
         "{:<26} {:>10} {:>22} {:>9} {:>12} {:>8}",
-        "segment", "size", "LSNs", "records", "used bytes", "salt"
+        "segment",
+        "size",
+        "LSNs",
+        "records",
+        "used bytes",
+        "salt"
     );
     for s in &found.segments {
         let lsns = s
@@ -64,19 +79,30 @@ fn print_inspect(found: &Inspection) {
             Some(Err(reason)) => format!("BAD ({reason})"),
             None => "prepared".into(),
         };
-        println!(
+        out!(
             "{:<26} {:>10} {:>22} {:>9} {:>12} {:>8}",
-            s.name, s.file_bytes, lsns, s.records, s.record_bytes, salt
+            s.name,
+            s.file_bytes,
+            lsns,
+            s.records,
+            s.record_bytes,
+            salt
         );
     }
-    println!(
+    out!(
         "{} records, last LSN {}, proven durable LSN {}",
-        found.records, found.last_lsn, found.proven_durable_lsn
+        found.records,
+        found.last_lsn,
+        found.proven_durable_lsn
     );
     for p in &found.problems {
-        println!(
+        out!(
             "{:?}: {} offset {} (LSN {}): {}",
-            p.severity, p.segment, p.offset, p.lsn, p.detail
+            p.severity,
+            p.segment,
+            p.offset,
+            p.lsn,
+            p.detail
         );
     }
 }
@@ -87,22 +113,25 @@ fn print_verify(found: &Inspection) -> ExitCode {
             Severity::Corruption => "CORRUPTED",
             Severity::TornTail => "torn tail (an unfinished write; recovery cuts it)",
         };
-        println!(
+        out!(
             "{what}: {} offset {} LSN {}: {}",
-            p.segment, p.offset, p.lsn, p.detail
+            p.segment,
+            p.offset,
+            p.lsn,
+            p.detail
         );
     }
-    println!(
+    out!(
         "{} records checked in {} segments, last LSN {}",
         found.records,
         found.segments.len(),
         found.last_lsn
     );
     if found.is_corrupted() {
-        println!("verify: FAILED");
+        out!("verify: FAILED");
         ExitCode::from(1)
     } else {
-        println!("verify: ok");
+        out!("verify: ok");
         ExitCode::SUCCESS
     }
 }

@@ -10,6 +10,18 @@
 
 #![forbid(unsafe_code)]
 
+/// `println!` for what a command prints on standard output: a reader that went away (`rwal
+/// inspect DIR | head`) ends the command quietly with status 141, as SIGPIPE would end a C
+/// tool, instead of a panic (Rust ignores SIGPIPE, and `println!` panics on the error).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            crate::output_failed(e)
+        }
+    }};
+}
+
 mod bench;
 mod bench_replicated;
 mod client;
@@ -33,6 +45,15 @@ commands:
 
 `rwal <command> --help` says more.";
 
+/// Ends the command after its standard output failed (see `out!`).
+fn output_failed(error: std::io::Error) -> ! {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(141);
+    }
+    eprintln!("rwal: cannot write the output: {error}");
+    std::process::exit(1);
+}
+
 fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
     let Some(command) = args.next() else {
@@ -47,7 +68,7 @@ fn main() -> ExitCode {
         Some("node") => node::run(rest),
         Some("client") => client::run(rest),
         Some("--help" | "-h" | "help") => {
-            println!("{USAGE}");
+            out!("{USAGE}");
             return ExitCode::SUCCESS;
         }
         _ => {

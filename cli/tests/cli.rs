@@ -114,6 +114,38 @@ fn verify_reports_a_torn_tail_without_failing() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Without a valid control file recovery refuses the log (its watermark, checkpoint and first
+/// LSN are lost): verify says so and fails, whatever the segments hold; it changes nothing.
+#[test]
+fn verify_fails_a_log_whose_control_file_is_destroyed_or_missing() {
+    let dir = temp("verify-control");
+    ten_records(&dir);
+    let control = dir.join("control");
+    let size = std::fs::metadata(&control).unwrap().len() as usize;
+    let garbage: Vec<u8> = (0..size).map(|i| (i * 7 + 3) as u8).collect();
+    std::fs::write(&control, &garbage).unwrap();
+    let out = rwal(&["verify", dir.to_str().unwrap()]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(shown.contains("both control copies are damaged"), "{shown}");
+    assert_eq!(
+        std::fs::read(&control).unwrap(),
+        garbage,
+        "verify changed nothing"
+    );
+    let out = rwal(&["inspect", dir.to_str().unwrap()]);
+    assert!(text(&out).contains("NO VALID COPY"), "{}", text(&out));
+    std::fs::remove_file(&control).unwrap();
+    let out = rwal(&["verify", dir.to_str().unwrap()]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains("control") && shown.contains("missing, but segment files exist"),
+        "{shown}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn verify_and_inspect_refuse_a_directory_without_a_log() {
     let dir = temp("nolog");
@@ -121,6 +153,15 @@ fn verify_and_inspect_refuse_a_directory_without_a_log() {
     let out = rwal(&["verify", dir.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("no log in"), "{}", text(&out));
+    // A path that does not exist is named as such, not as a directory without a log.
+    let missing = dir.join("nowhere");
+    let out = rwal(&["verify", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        !text(&out).contains("no log in") && text(&out).contains("nowhere"),
+        "{}",
+        text(&out)
+    );
     let out = rwal(&["inspect"]);
     assert_eq!(out.status.code(), Some(2));
     let _ = std::fs::remove_dir_all(&dir);
@@ -231,4 +272,113 @@ fn bench_rejects_bad_arguments_with_a_clear_message() {
     );
     let out = rwal(&["bench", "--segment-bytes", "1000"]);
     assert!(text(&out).contains("segment_bytes"), "{}", text(&out));
+}
+
+/// A reader that goes away (`rwal inspect DIR | head`) ends the command quietly with status
+/// 141, as SIGPIPE ends a C tool; `println!` used to panic (status 101).
+#[test]
+fn a_closed_standard_output_ends_the_command_without_a_panic() {
+    let dir = temp("pipe");
+    ten_records(&dir);
+    for args in [vec!["inspect", dir.to_str().unwrap()], vec!["--help"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_rwal"))
+            .args(&args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `rwal client` against something that is not a node: an answer it cannot parse fails at
+/// once, naming the protocol; silence fails when the timeout ends, saying so.
+#[test]
+fn the_client_names_a_server_that_does_not_speak_its_protocol() {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::time::{Duration, Instant};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = std::thread::spawn(move || {
+        // The first connection gets a banner, the second silence until the client leaves.
+        let (mut banner, _) = listener.accept().unwrap();
+        let _ = banner.write_all(b"SSH-2.0-OpenSSH_9.2\r\n");
+        let (mut silent, _) = listener.accept().unwrap();
+        let mut sink = Vec::new();
+        let _ = silent.read_to_end(&mut sink);
+    });
+    let started = Instant::now();
+    let out = rwal(&["client", "--addr", &addr, "--timeout", "20", "append", "x"]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(
+        shown.contains("does not speak the client protocol"),
+        "{shown}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "a protocol error is not retried until the timeout"
+    );
+    let out = rwal(&["client", "--addr", &addr, "--timeout", "1", "status"]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(
+        shown.contains("no answer from") && shown.contains("in time"),
+        "{shown}"
+    );
+    server.join().unwrap();
+    for bad in ["0", "18446744073709551615"] {
+        let out = rwal(&["client", "--addr", &addr, "--timeout", bad, "status"]);
+        assert!(text(&out).contains("--timeout: "), "{}", text(&out));
+        assert!(text(&out).contains("out of range"), "{}", text(&out));
+    }
+}
+
+/// A start that fails on a busy client port leaves no log behind: with `--init` it used to
+/// found the cluster's log (with the members it was given) before it found the port taken.
+#[test]
+fn a_node_whose_client_port_is_taken_founds_no_log() {
+    let dir = temp("busy-client-port");
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "0123456789abcdef0123\n").unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().to_string();
+    let log = dir.join("log");
+    let out = rwal(&[
+        "node",
+        "--id",
+        "1",
+        "--dir",
+        log.to_str().unwrap(),
+        "--init",
+        "--listen",
+        "127.0.0.1:0",
+        "--client-listen",
+        &busy,
+        "--cluster-id",
+        "1",
+        "--secret-file",
+        secret.to_str().unwrap(),
+        "--peer",
+        "2,127.0.0.1:9,127.0.0.1:10",
+    ]);
+    let shown = text(&out);
+    assert!(!out.status.success(), "{shown}");
+    assert!(
+        shown.contains("--client-listen: cannot listen on"),
+        "{shown}"
+    );
+    assert!(
+        !log.join("control").exists(),
+        "a failed start founded a log: {shown}"
+    );
+    drop(taken);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -77,25 +77,44 @@ pub struct Problem {
 
 /// Inspects `dir` without changing anything.
 pub fn inspect(dir: &Path) -> Result<Inspection> {
-    let control_path = dir.join(control::FILE_NAME);
-    let control_bytes = std::fs::read(&control_path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::NoLog {
-            dir: dir.to_path_buf(),
-        },
-        _ => Error::io("read", &control_path, e),
-    })?;
-    let copies = control::decode_copies(&control_bytes, &control_path)?;
-    let control = copies
-        .iter()
-        .flatten()
-        .max_by_key(|(generation, _)| *generation)
-        .cloned();
+    // The directory first, so that a wrong path is named as one (not as a missing log).
     let mut names: Vec<(u64, String)> = std::fs::read_dir(dir)
         .map_err(|e| Error::io("list", dir, e))?
         .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
         .filter_map(|name| segment::parse_file_name(&name).map(|sequence| (sequence, name)))
         .collect();
     names.sort();
+    let control_path = dir.join(control::FILE_NAME);
+    let mut problems = Vec::new();
+    let control_bytes = match std::fs::read(&control_path) {
+        Ok(bytes) => Some(bytes),
+        // Segments without a control file: a damaged log, not an absent one (recovery refuses
+        // it too).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !names.is_empty() => {
+            problems.push(control_problem("missing, but segment files exist"));
+            None
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::NoLog {
+                dir: dir.to_path_buf(),
+            })
+        }
+        Err(e) => return Err(Error::io("read", &control_path, e)),
+    };
+    let copies = match &control_bytes {
+        Some(bytes) => control::decode_copies(bytes, &control_path)?,
+        None => [None, None],
+    };
+    let control = copies
+        .iter()
+        .flatten()
+        .max_by_key(|(generation, _)| *generation)
+        .cloned();
+    if control_bytes.is_some() && control.is_none() {
+        // Recovery refuses such a log: its durable watermark, checkpoint and first LSN are
+        // lost, and the records below cannot be checked against them.
+        problems.push(control_problem("both control copies are damaged"));
+    }
     let state = control
         .as_ref()
         .map(|(_, s)| s.clone())
@@ -105,7 +124,7 @@ pub fn inspect(dir: &Path) -> Result<Inspection> {
         watermark: state.durable_lsn,
         ended: false,
         records: 0,
-        problems: Vec::new(),
+        problems,
     };
     let mut segments = Vec::new();
     for (sequence, name) in &names {
@@ -135,6 +154,17 @@ pub fn inspect(dir: &Path) -> Result<Inspection> {
         last_lsn: walk.expected - 1,
         proven_durable_lsn: walk.watermark,
     })
+}
+
+/// A problem of the control file: always corruption (a log cannot be recovered without it).
+fn control_problem(detail: &str) -> Problem {
+    Problem {
+        severity: Severity::Corruption,
+        segment: control::FILE_NAME.to_string(),
+        offset: 0,
+        lsn: 0,
+        detail: detail.to_string(),
+    }
 }
 
 impl Inspection {

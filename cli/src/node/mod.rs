@@ -189,11 +189,19 @@ fn parse_settings(pairs: Vec<(String, String)>) -> Result<Settings, String> {
             );
         }
     }
+    let listen = listen.ok_or_else(|| missing("listen"))?;
+    let client_listen = client_listen.ok_or_else(|| missing("client-listen"))?;
+    if listen == client_listen && listen.port() != 0 {
+        return Err(format!(
+            "--listen and --client-listen are both {listen}: peers and clients need ports of \
+             their own"
+        ));
+    }
     Ok(Settings {
         id,
         dir: dir.ok_or_else(|| missing("dir"))?,
-        listen: listen.ok_or_else(|| missing("listen"))?,
-        client_listen: client_listen.ok_or_else(|| missing("client-listen"))?,
+        listen,
+        client_listen,
         peers,
         cluster_id: cluster_id.ok_or_else(|| missing("cluster-id"))?,
         secret,
@@ -230,7 +238,7 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
         match arg {
             lexopt::Arg::Long("help") | lexopt::Arg::Short('h') => {
-                println!("{HELP}");
+                out!("{HELP}");
                 return Ok(ExitCode::SUCCESS);
             }
             lexopt::Arg::Long("init") => pairs.push(("init".into(), "true".into())),
@@ -513,9 +521,15 @@ fn serve(settings: Settings) -> Result<(), String> {
             .and_then(|_| signal_hook::flag::register(signal, stop_requested.clone()))
             .map_err(|e| format!("cannot handle signal {signal}: {e}"))?;
     }
+    // Before the log is opened: a start that fails on a busy client port must not have founded
+    // the cluster's log (with --init) on its way.
+    let listener = TcpListener::bind(settings.client_listen).map_err(|e| {
+        format!(
+            "--client-listen: cannot listen on {}: {e}",
+            settings.client_listen
+        )
+    })?;
     let server = Arc::new(open_server(settings)?);
-    let listener = TcpListener::bind(server.settings.client_listen)
-        .map_err(|e| format!("cannot listen on {}: {e}", server.settings.client_listen))?;
     let client_addr = listener.local_addr().map_err(|e| e.to_string())?;
     log(
         id,
@@ -1295,6 +1309,15 @@ mod tests {
         assert_eq!(e, "init: \"yes\" is neither true nor false");
         let e = parse_settings(pairs(&[("tick-ms", "0")])).unwrap_err();
         assert_eq!(e, "tick-ms: must be above 0");
+        let mut one_port = pairs(&[]);
+        for (key, value) in one_port.iter_mut() {
+            if key == "client-listen" {
+                let listen = s.listen.to_string();
+                *value = listen;
+            }
+        }
+        let e = parse_settings(one_port).unwrap_err();
+        assert!(e.contains("--listen and --client-listen are both"), "{e}");
         // The stall limit: 1 s unless given, 0 for never.
         assert_eq!(s.sync_stall_limit, Some(Duration::from_secs(1)));
         let stall = |ms| parse_settings(pairs(&[("sync-stall-limit-ms", ms)]));
