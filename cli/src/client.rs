@@ -52,11 +52,13 @@ impl Client {
         body: &[u8],
         deadline: Instant,
     ) -> Result<(u8, Vec<u8>), CallFailure> {
-        let left = deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(1));
+        let left = || {
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1))
+        };
         if self.stream.is_none() {
-            let stream = TcpStream::connect_timeout(&self.addr, left).map_err(|e| {
+            let stream = TcpStream::connect_timeout(&self.addr, left()).map_err(|e| {
                 CallFailure::Transient(format!("cannot connect to {}: {e}", self.addr))
             })?;
             let _ = stream.set_nodelay(true);
@@ -68,9 +70,13 @@ impl Client {
             self.stream = Some((reader, BufWriter::new(stream)));
         }
         let (reader, writer) = self.stream.as_mut().expect("connected above");
+        // Each read and write may take what is left (a reply that trickles in may still end a
+        // little after the deadline: the timeout is per read).
+        let left = left();
         let outcome = reader
             .get_ref()
             .set_read_timeout(Some(left))
+            .and_then(|()| writer.get_ref().set_write_timeout(Some(left)))
             .and_then(|()| proto::write_message(writer, op, body))
             .and_then(|()| proto::read_message(reader, proto::RESPONSE_BYTES_MAX));
         let addr = self.addr;
@@ -161,6 +167,9 @@ fn load_record(i: u64, size: usize) -> String {
     record
 }
 
+/// The largest `load` record: what an APPEND carries besides its two ids.
+const RECORD_BYTES_MAX: u64 = proto::REQUEST_BYTES_MAX as u64 - 16;
+
 /// The longest `--timeout`: a day.
 const TIMEOUT_MAX_SECONDS: u64 = 24 * 60 * 60;
 
@@ -237,7 +246,15 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
             Long("client-id") => client_id = number(&mut parser, "--client-id")?,
             Long("request-id") => request_id = number(&mut parser, "--request-id")?,
             Long("count") => count = number(&mut parser, "--count")?,
-            Long("size") => size = number(&mut parser, "--size")? as usize,
+            Long("size") => {
+                let bytes = number(&mut parser, "--size")?;
+                if bytes > RECORD_BYTES_MAX {
+                    return Err(format!(
+                        "--size: {bytes} is larger than a node takes ({RECORD_BYTES_MAX} bytes)"
+                    ));
+                }
+                size = bytes as usize;
+            }
             Long("from") => from = number(&mut parser, "--from")?,
             Long("max") => max = number(&mut parser, "--max")?.min(u64::from(u32::MAX)) as u32,
             Long("linearizable") => linearizable = true,
@@ -267,11 +284,15 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
             print_lsn_epoch(&reply)?;
         }
         Some("load") => {
+            // Checked before the first append, not when the ids run out.
+            if request_id.checked_add(count.saturating_sub(1)).is_none() {
+                return Err(format!(
+                    "--request-id {request_id} with --count {count}: the request ids overflow"
+                ));
+            }
             for i in 0..count {
                 let record = load_record(i, size);
-                let request = request_id.checked_add(i).ok_or_else(|| {
-                    format!("--request-id {request_id} + {count} records overflows the ids")
-                })?;
+                let request = request_id + i;
                 let body = [
                     &client_id.to_le_bytes()[..],
                     &request.to_le_bytes(),

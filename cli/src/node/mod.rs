@@ -664,7 +664,9 @@ fn accept_clients(server: &Arc<Server>, listener: &TcpListener) {
                     // worth a line; an idle or reset connection, or one a stop ended, is not.
                     let worth_a_line = matches!(
                         e.kind(),
-                        std::io::ErrorKind::InvalidData | std::io::ErrorKind::TimedOut
+                        std::io::ErrorKind::InvalidData
+                            | std::io::ErrorKind::UnexpectedEof
+                            | std::io::ErrorKind::TimedOut
                     );
                     if worth_a_line && !server.stopping.load(Ordering::Acquire) {
                         let peer = peer.map_or_else(|_| "?".to_string(), |p| p.to_string());

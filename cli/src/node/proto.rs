@@ -40,7 +40,8 @@ pub fn write_message(out: &mut impl Write, code: u8, body: &[u8]) -> std::io::Re
 
 /// Reads one message whose body is at most `body_max` bytes; `Ok(None)` at a clean end of the
 /// stream (before a message's first byte). A stream that ends inside a message is an
-/// `InvalidData` error, as is a length out of bounds.
+/// `UnexpectedEof` error (the other side went away: a retry may work); a length out of bounds
+/// is `InvalidData` (the other side does not speak this protocol).
 pub fn read_message(
     input: &mut impl Read,
     body_max: usize,
@@ -62,16 +63,13 @@ pub fn read_message_holding<H>(
     hold: impl FnOnce(usize) -> std::io::Result<Option<H>>,
 ) -> std::io::Result<Option<Held<H>>> {
     let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+    let cut = |what: String| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, what);
     let mut len = [0u8; 4];
     let mut got = 0;
     while got < len.len() {
         match input.read(&mut len[got..]) {
             Ok(0) if got == 0 => return Ok(None),
-            Ok(0) => {
-                return Err(invalid(format!(
-                    "the stream ended {got} bytes into a length"
-                )))
-            }
+            Ok(0) => return Err(cut(format!("the stream ended {got} bytes into a length"))),
             Ok(n) => got += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -87,12 +85,12 @@ pub fn read_message_holding<H>(
     if held.is_none() {
         let mut code = [0u8; 1];
         input.read_exact(&mut code).map_err(|e| match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => invalid("the stream ended in a message".into()),
+            std::io::ErrorKind::UnexpectedEof => cut("the stream ended in a message".into()),
             _ => e,
         })?;
         let dropped = std::io::copy(&mut input.take(len as u64 - 1), &mut std::io::sink())?;
         if dropped < len as u64 - 1 {
-            return Err(invalid(format!(
+            return Err(cut(format!(
                 "the stream ended {} bytes into a message of {len}",
                 dropped + 1
             )));
@@ -103,7 +101,7 @@ pub fn read_message_holding<H>(
     let mut message = Vec::with_capacity(len.min(READ_PIECE_BYTES));
     let read = input.take(len as u64).read_to_end(&mut message)?;
     if read < len {
-        return Err(invalid(format!(
+        return Err(cut(format!(
             "the stream ended {read} bytes into a message of {len}"
         )));
     }
@@ -186,15 +184,21 @@ mod tests {
         assert!(read_message(&mut &huge[..], RESPONSE_BYTES_MAX).is_err());
         assert!(read_message(&mut &[0u8, 0, 0, 0][..], 4).is_err());
         // Over the reader's bound, and a stream cut in a length or in a body.
+        // A bad length is another protocol (`InvalidData`); a cut stream is a lost peer
+        // (`UnexpectedEof`), which a client retries.
+        use std::io::ErrorKind::{InvalidData, UnexpectedEof};
         let refused = read_message(&mut &wire[..], 3).unwrap_err();
         assert!(refused.to_string().contains("at most 3"), "{refused}");
+        assert_eq!(refused.kind(), InvalidData);
         let cut = read_message(&mut &wire[..2], 4).unwrap_err();
         assert!(cut.to_string().contains("2 bytes into a length"), "{cut}");
+        assert_eq!(cut.kind(), UnexpectedEof);
         let cut = read_message(&mut &wire[..7], 4).unwrap_err();
         assert!(
             cut.to_string().contains("3 bytes into a message of 5"),
             "{cut}"
         );
+        assert_eq!(cut.kind(), UnexpectedEof);
 
         let record = encode_record(7, 9, b"data");
         assert_eq!(decode_record(&record), Some((7, 9, &b"data"[..])));
