@@ -261,6 +261,7 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
         .unwrap_or_else(std::env::temp_dir)
         .join(format!("rwal-bench-{}", std::process::id()));
     std::fs::create_dir_all(&base).map_err(|e| format!("create {}: {e}", base.display()))?;
+    remove_on_interrupt(&base)?;
     let outcome = match config.replicated {
         Some(nodes) => measure_replicated(&config, &base, nodes),
         None => measure(&config, &base),
@@ -286,6 +287,34 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// On the first SIGINT or SIGTERM, removes the benchmark's directory `base` and exits with
+/// status 130 (what a shell reports for an interrupted command): the logs of a run stopped half
+/// way would otherwise stay behind, up to several 64 MiB segments each. A second signal exits
+/// at once. The watcher polls a flag the signal handler sets (a handler may not remove files
+/// itself).
+fn remove_on_interrupt(base: &Path) -> Result<(), String> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, interrupted.clone())
+            .and_then(|_| signal_hook::flag::register(signal, interrupted.clone()))
+            .map_err(|e| format!("cannot handle signal {signal}: {e}"))?;
+    }
+    let base = base.to_path_buf();
+    std::thread::Builder::new()
+        .name("rwal-bench-interrupt".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(50));
+            if interrupted.load(Ordering::Acquire) {
+                let _ = std::fs::remove_dir_all(&base);
+                eprintln!("\nrwal bench: interrupted; removed {}", base.display());
+                std::process::exit(130);
+            }
+        })
+        .map_err(|e| format!("cannot start the interrupt watcher: {e}"))?;
+    Ok(())
 }
 
 fn measure_replicated(config: &Config, base: &Path, nodes: usize) -> Result<Vec<Outcome>, String> {

@@ -398,3 +398,148 @@ fn a_node_whose_client_port_is_taken_founds_no_log() {
     drop(taken);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An interrupted bench (Ctrl-C) removes its logs and exits 130; they used to stay behind.
+#[test]
+fn an_interrupted_bench_removes_its_logs() {
+    use std::time::{Duration, Instant};
+    let dir = temp("bench-interrupted");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut bench = Command::new(env!("CARGO_BIN_EXE_rwal"))
+        .args([
+            "bench",
+            "--seconds",
+            "20",
+            "--threads",
+            "1",
+            "--segment-bytes",
+            "1048576",
+        ])
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logs = dir.join(format!("rwal-bench-{}", bench.id()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // Running, with a log in its directory.
+    while std::fs::read_dir(&logs).map_or(0, |entries| entries.count()) == 0 {
+        assert!(Instant::now() < deadline, "the bench never wrote a log");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let killed = Command::new("kill")
+        .args(["-INT", &bench.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = loop {
+        if let Some(status) = bench.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = bench.kill();
+            panic!("the bench did not stop after SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut bench.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted; removed"), "{stderr}");
+    assert!(!logs.exists(), "the bench's logs are left: {stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A segment cut short (a copy that stopped half way) fails verify, which says so.
+#[test]
+fn verify_says_a_segment_was_cut_short() {
+    let dir = temp("verify-cut");
+    ten_records(&dir);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join(SEGMENT))
+        .unwrap();
+    file.set_len(4400).unwrap();
+    drop(file);
+    let out = rwal(&["verify", dir.to_str().unwrap()]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains("header says 1048576 bytes, file has 4400 (cut short)"),
+        "{shown}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Starts `rwal node` with `args`, waits until it serves clients, stops it with SIGTERM, and
+/// returns what it wrote on stderr.
+fn node_run(args: &[&str]) -> String {
+    use std::io::{BufRead, BufReader};
+    let mut node = Command::new(env!("CARGO_BIN_EXE_rwal"))
+        .arg("node")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(node.stderr.take().unwrap()).lines();
+    let mut shown = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        shown.push_str(&line);
+        shown.push('\n');
+        if line.contains("serving clients") {
+            break;
+        }
+    }
+    assert!(
+        shown.contains("serving clients"),
+        "the node never served: {shown}"
+    );
+    let stopped = Command::new("kill")
+        .args(["-TERM", &node.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    for line in lines {
+        shown.push_str(&line.unwrap());
+        shown.push('\n');
+    }
+    assert!(node.wait().unwrap().success(), "{shown}");
+    shown
+}
+
+/// A member restarted with another --peer list runs with its log's membership, and says so.
+#[test]
+fn a_restart_whose_peers_differ_from_the_logs_members_is_warned_about() {
+    let dir = temp("peers-differ");
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "0123456789abcdef0123\n").unwrap();
+    let log = dir.join("log");
+    let base = [
+        "--id",
+        "1",
+        "--dir",
+        log.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--client-listen",
+        "127.0.0.1:0",
+        "--cluster-id",
+        "1",
+        "--secret-file",
+        secret.to_str().unwrap(),
+    ];
+    let first = node_run(&[&base[..], &["--init"]].concat());
+    assert!(!first.contains("warning: the log's voters"), "{first}");
+    let same = node_run(&base);
+    assert!(!same.contains("warning: the log's voters"), "{same}");
+    let other = node_run(&[&base[..], &["--peer", "2,127.0.0.1:9,127.0.0.1:10"]].concat());
+    assert!(
+        other.contains("warning: the log's voters are [1], this node and --peer name [1, 2]"),
+        "{other}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -223,12 +223,18 @@ impl Walk {
                 bytes.len()
             ))),
             Some(Ok(h)) if h.sequence != sequence => Err(HeaderError::Bad(format!(
-                "header says sequence {}",
+                "header says sequence {}, file name says {sequence}",
                 h.sequence
             ))),
             Some(Ok(h)) if h.segment_bytes != bytes.len() as u64 => Err(HeaderError::Bad(format!(
-                "header says {} bytes",
-                h.segment_bytes
+                "header says {} bytes, file has {} ({})",
+                h.segment_bytes,
+                bytes.len(),
+                if (bytes.len() as u64) < h.segment_bytes {
+                    "cut short"
+                } else {
+                    "grown"
+                }
             ))),
             Some(other) => other,
         };

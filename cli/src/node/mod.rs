@@ -43,7 +43,8 @@ continues from its log; without --init a node whose directory holds no log refus
   --cluster-id C          the cluster's id (a number every member shares)
   --secret-file FILE      the cluster's shared secret (at least 16 bytes)
   --checkpoint-every N    checkpoint and compact after N applied records (default 100000)
-  --tick-ms MS            raft's tick (default 10; elections after 10 ticks)
+  --tick-ms MS            raft's tick (default 10, at most 60000; elections after 10 to 20
+                          ticks without a leader)
   --sync-stall-limit-ms MS
                           a leader whose log sync has not returned for MS hands its
                           leadership to another voter (default 1000, never less than the
@@ -57,6 +58,9 @@ continues from its log; without --init a node whose directory holds no log refus
 SIGTERM or SIGINT stops the node: it serves no new client, answers the requests in progress,
 closes its log and exits 0. A second signal exits at once (1); everything acknowledged is
 durable either way.";
+
+/// The longest raft tick `rwal node` takes, in milliseconds.
+const TICK_MS_MAX: u64 = 60_000;
 
 /// Everything `rwal node` is started with.
 #[derive(Debug, Clone)]
@@ -144,7 +148,13 @@ fn parse_settings(pairs: Vec<(String, String)>) -> Result<Settings, String> {
             "cluster-id" => cluster_id = Some(number(&key, &value)?),
             "secret-file" => secret_file = Some(PathBuf::from(value)),
             "checkpoint-every" => checkpoint_every = positive(&key, &value)?,
-            "tick-ms" => tick_ms = positive(&key, &value)?,
+            "tick-ms" => {
+                tick_ms = positive(&key, &value)?;
+                // Elections come after 10 to 20 ticks: past a minute a tick is a typo.
+                if tick_ms > TICK_MS_MAX {
+                    return Err(format!("{key}: at most {TICK_MS_MAX} (a minute)"));
+                }
+            }
             "sync-stall-limit-ms" => sync_stall_limit_ms = number(&key, &value)?,
             "segment-bytes" => segment_bytes = Some(number(&key, &value)?),
             "pin-cap-bytes" => pin_cap_bytes = number(&key, &value)?,
@@ -589,6 +599,7 @@ fn open_server(settings: Settings) -> Result<Server, String> {
     let mut voters: Vec<NodeId> = settings.peers.keys().copied().collect();
     voters.push(id);
     voters.sort_unstable();
+    let given = voters.clone();
     let mut options = NodeOptions::new(id, &settings.dir, Bootstrap::Voters(voters));
     options.wal = Options::new();
     if let Some(bytes) = settings.segment_bytes {
@@ -605,6 +616,19 @@ fn open_server(settings: Settings) -> Result<Server, String> {
     let node = Node::open(options, engine.clone(), network.transport())
         .map_err(|e| format!("cannot open node {id} in {}: {e}", settings.dir.display()))?;
     network.attach(node.inbox());
+    let mut stored = node.status().membership.voters;
+    stored.sort_unstable();
+    if holds_log && stored != given {
+        // The flags only found a cluster; a restarted member runs with the membership its log
+        // holds, which a typo in --peer (or a change made since) must not silently contradict.
+        log(
+            id,
+            &format!(
+                "warning: the log's voters are {stored:?}, this node and --peer name {given:?}; \
+                 the log's are used (members change through membership changes, not flags)"
+            ),
+        );
+    }
     Ok(Server {
         settings,
         node,
@@ -1311,6 +1335,8 @@ mod tests {
         assert_eq!(e, "init: \"yes\" is neither true nor false");
         let e = parse_settings(pairs(&[("tick-ms", "0")])).unwrap_err();
         assert_eq!(e, "tick-ms: must be above 0");
+        let e = parse_settings(pairs(&[("tick-ms", "1000000000000000")])).unwrap_err();
+        assert_eq!(e, "tick-ms: at most 60000 (a minute)");
         let mut one_port = pairs(&[]);
         for (key, value) in one_port.iter_mut() {
             if key == "client-listen" {

@@ -120,9 +120,16 @@ fn hello(me: &Identity, to: NodeId, nonce: &[u8; NONCE_BYTES]) -> [u8; HELLO_BYT
 }
 
 fn read_exactly(stream: &mut impl Read, buf: &mut [u8], what: &str) -> Result<(), String> {
-    stream
-        .read_exact(buf)
-        .map_err(|e| format!("reading the {what}: {e}"))
+    stream.read_exact(buf).map_err(|e| match e.kind() {
+        // The socket's read timeout: say so rather than "Resource temporarily unavailable".
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+            format!("reading the {what}: nothing came in time")
+        }
+        std::io::ErrorKind::UnexpectedEof => {
+            format!("reading the {what}: the other side closed the connection")
+        }
+        _ => format!("reading the {what}: {e}"),
+    })
 }
 
 /// The dialer's side: proves nothing until the acceptor has proven it knows the secret.
@@ -296,6 +303,31 @@ mod tests {
         // The dialer hung up instead of sending its proof.
         let a = a.unwrap_err();
         assert!(a.contains("reading the proof"), "{a}");
+    }
+
+    #[test]
+    fn a_silent_or_vanished_peer_is_named_as_such() {
+        struct Failing(std::io::ErrorKind);
+        impl Read for Failing {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                Err(self.0.into())
+            }
+        }
+        let mut buf = [0u8; 8];
+        let silent = read_exactly(
+            &mut Failing(std::io::ErrorKind::WouldBlock),
+            &mut buf,
+            "hello",
+        );
+        assert_eq!(
+            silent.unwrap_err(),
+            "reading the hello: nothing came in time"
+        );
+        let gone = read_exactly(&mut &[1u8, 2][..], &mut buf, "proof");
+        assert_eq!(
+            gone.unwrap_err(),
+            "reading the proof: the other side closed the connection"
+        );
     }
 
     #[test]
