@@ -1,5 +1,5 @@
 //! `rwal bench`: the benchmarks a storage engineer asks for first, on a temporary directory
-//! that is removed afterwards. Latencies go into HdrHistograms (3 significant digits).
+//! that is removed afterwards, or on SIGINT or SIGTERM (`Interrupt`). Latencies go into HdrHistograms (3 significant digits).
 //!
 //! Workloads, for each backend chosen:
 //! - `durable-commit`: one thread, `append` + `commit` of one record at a time, per size;
@@ -260,12 +260,14 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
         .clone()
         .unwrap_or_else(std::env::temp_dir)
         .join(format!("rwal-bench-{}", std::process::id()));
+    // Watched before it exists: nothing is left behind however early the interrupt comes.
+    let interrupt = Interrupt::watch(&base)?;
     std::fs::create_dir_all(&base).map_err(|e| format!("create {}: {e}", base.display()))?;
-    remove_on_interrupt(&base)?;
     let outcome = match config.replicated {
         Some(nodes) => measure_replicated(&config, &base, nodes),
         None => measure(&config, &base),
     };
+    interrupt.measurements_ended();
     let _ = std::fs::remove_dir_all(&base);
     let results = outcome?;
     if config.json {
@@ -289,32 +291,76 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// On the first SIGINT or SIGTERM, removes the benchmark's directory `base` and exits with
-/// status 130 (what a shell reports for an interrupted command): the logs of a run stopped half
-/// way would otherwise stay behind, up to several 64 MiB segments each. A second signal exits
-/// at once. The watcher polls a flag the signal handler sets (a handler may not remove files
-/// itself).
-fn remove_on_interrupt(base: &Path) -> Result<(), String> {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let interrupted = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(signal, 130, interrupted.clone())
+/// What happens on SIGINT or SIGTERM: the benchmark's directory `base` is removed and the
+/// command exits with 128 + the signal's number (130, 143: what a shell reports), instead of
+/// leaving the logs of a run stopped half way behind (up to several 64 MiB segments each). A
+/// second signal exits at once. A watcher thread does the work: it polls a flag the signal
+/// handler sets (a handler may not remove files itself).
+struct Interrupt {
+    interrupted: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Interrupt {
+    fn watch(base: &Path) -> Result<Interrupt, String> {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let interrupted = Arc::new(AtomicBool::new(false));
+        let signal_seen = Arc::new(AtomicUsize::new(0));
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            // In this order: the second signal finds `interrupted` set and exits at once.
+            signal_hook::flag::register_conditional_shutdown(
+                signal,
+                128 + signal,
+                interrupted.clone(),
+            )
+            .and_then(|_| {
+                signal_hook::flag::register_usize(signal, signal_seen.clone(), signal as usize)
+            })
             .and_then(|_| signal_hook::flag::register(signal, interrupted.clone()))
             .map_err(|e| format!("cannot handle signal {signal}: {e}"))?;
+        }
+        let (base, flag) = (base.to_path_buf(), interrupted.clone());
+        std::thread::Builder::new()
+            .name("rwal-bench-interrupt".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let status = 128 + signal_seen.load(Ordering::Acquire) as i32;
+                // The workloads may still create files (a segment, the control file's
+                // rewrite) while the tree is removed, and the run may be removing it too:
+                // until it is gone, for a while.
+                let mut outcome = std::fs::remove_dir_all(&base);
+                for _ in 0..100 {
+                    match &outcome {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            std::thread::sleep(Duration::from_millis(20));
+                            outcome = std::fs::remove_dir_all(&base);
+                        }
+                        _ => break,
+                    }
+                }
+                match outcome {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => eprintln!(
+                        "\nrwal bench: interrupted; could not remove {}: {e}",
+                        base.display()
+                    ),
+                    _ => eprintln!("\nrwal bench: interrupted; removed {}", base.display()),
+                }
+                std::process::exit(status);
+            })
+            .map_err(|e| format!("cannot start the interrupt watcher: {e}"))?;
+        Ok(Interrupt { interrupted })
     }
-    let base = base.to_path_buf();
-    std::thread::Builder::new()
-        .name("rwal-bench-interrupt".into())
-        .spawn(move || loop {
-            std::thread::sleep(Duration::from_millis(50));
-            if interrupted.load(Ordering::Acquire) {
-                let _ = std::fs::remove_dir_all(&base);
-                eprintln!("\nrwal bench: interrupted; removed {}", base.display());
-                std::process::exit(130);
+
+    /// The measurements ended. If an interrupt came during them (their errors may come from
+    /// the removal of their files), waits for the watcher, which exits the command.
+    fn measurements_ended(&self) {
+        if self.interrupted.load(std::sync::atomic::Ordering::Acquire) {
+            loop {
+                std::thread::park();
             }
-        })
-        .map_err(|e| format!("cannot start the interrupt watcher: {e}"))?;
-    Ok(())
+        }
+    }
 }
 
 fn measure_replicated(config: &Config, base: &Path, nodes: usize) -> Result<Vec<Outcome>, String> {

@@ -425,7 +425,10 @@ fn an_interrupted_bench_removes_its_logs() {
     let deadline = Instant::now() + Duration::from_secs(30);
     // Running, with a log in its directory.
     while std::fs::read_dir(&logs).map_or(0, |entries| entries.count()) == 0 {
-        assert!(Instant::now() < deadline, "the bench never wrote a log");
+        if Instant::now() > deadline {
+            let _ = bench.kill();
+            panic!("the bench never wrote a log");
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
     let killed = Command::new("kill")
@@ -473,9 +476,11 @@ fn verify_says_a_segment_was_cut_short() {
 }
 
 /// Starts `rwal node` with `args`, waits until it serves clients, stops it with SIGTERM, and
-/// returns what it wrote on stderr.
+/// returns what it wrote on stderr. A node that does neither within 30 s is killed and the
+/// test fails.
 fn node_run(args: &[&str]) -> String {
     use std::io::{BufRead, BufReader};
+    use std::time::{Duration, Instant};
     let mut node = Command::new(env!("CARGO_BIN_EXE_rwal"))
         .arg("node")
         .args(args)
@@ -483,12 +488,35 @@ fn node_run(args: &[&str]) -> String {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(node.stderr.take().unwrap()).lines();
+    // Read on a thread of its own: the test waits with a deadline, never on a read.
+    let stderr = node.stderr.take().unwrap();
+    let (sent, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if sent.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
     let mut shown = String::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        shown.push_str(&line);
-        shown.push('\n');
+    let next_line = |shown: &mut String, node: &mut std::process::Child| {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                shown.push_str(&line);
+                shown.push('\n');
+                Some(line)
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let _ = node.kill();
+                panic!("the node neither served nor stopped in time: {shown}");
+            }
+        }
+    };
+    while let Some(line) = next_line(&mut shown, &mut node) {
         if line.contains("serving clients") {
             break;
         }
@@ -502,10 +530,7 @@ fn node_run(args: &[&str]) -> String {
         .status()
         .unwrap();
     assert!(stopped.success());
-    for line in lines {
-        shown.push_str(&line.unwrap());
-        shown.push('\n');
-    }
+    while next_line(&mut shown, &mut node).is_some() {}
     assert!(node.wait().unwrap().success(), "{shown}");
     shown
 }

@@ -621,6 +621,8 @@ fn open_server(settings: Settings) -> Result<Server, String> {
     if holds_log && stored != given {
         // The flags only found a cluster; a restarted member runs with the membership its log
         // holds, which a typo in --peer (or a change made since) must not silently contradict.
+        // Voters only: `rwal node` founds no learners (the library can add some, and such a
+        // cluster gets this line at each restart of a member that lists them).
         log(
             id,
             &format!(
