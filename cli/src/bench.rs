@@ -270,8 +270,14 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
     interrupt.measurements_ended();
     let _ = std::fs::remove_dir_all(&base);
     let results = outcome?;
+    // The plot before the printing: a reader of the output that goes away ends the command
+    // (`out!`), and the plot asked for is written all the same.
+    if let Some(path) = &config.plot {
+        crate::plot::write_svg(path, &results)
+            .map_err(|e| format!("--plot {}: {e}", path.display()))?;
+    }
     if config.json {
-        println!(
+        out!(
             "{}",
             Value::Arr(results.iter().map(Outcome::json).collect()).render()
         );
@@ -280,12 +286,8 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
         if let Some(nodes) = config.replicated {
             crate::bench_replicated::print_ratios(&results, nodes);
         }
-    }
-    if let Some(path) = &config.plot {
-        crate::plot::write_svg(path, &results)
-            .map_err(|e| format!("--plot {}: {e}", path.display()))?;
-        if !config.json {
-            println!("\nlatency percentile curves written to {}", path.display());
+        if let Some(path) = &config.plot {
+            out!("\nlatency percentile curves written to {}", path.display());
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -744,7 +746,7 @@ fn micros(h: &Histogram<u64>, q: f64) -> String {
 }
 
 fn print_table(results: &[Outcome]) {
-    println!(
+    out!(
         "{:<26} {:<7} {:>7} {:>6} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "workload",
         "backend",
@@ -769,7 +771,7 @@ fn print_table(results: &[Outcome]) {
             ),
             None => Default::default(),
         };
-        println!(
+        out!(
             "{:<26} {:<7} {:>7} {:>6} {:>12.0} {:>9.1} {:>9} {:>9} {:>9} {:>9} {:>9}",
             r.workload,
             r.backend,
@@ -784,7 +786,7 @@ fn print_table(results: &[Outcome]) {
             max
         );
         for (name, value) in &r.extra {
-            println!("{:<26}   {name} = {value:.2}", "");
+            out!("{:<26}   {name} = {value:.2}", "");
         }
     }
     print_ratios(results);
@@ -809,7 +811,7 @@ fn print_ratios(results: &[Outcome]) {
     if floor.is_none() && fdatasync.is_none() {
         return; // `--replicated` prints its own ratios
     }
-    println!("\nratios (this run):");
+    out!("\nratios (this run):");
     let backends: Vec<&str> = results
         .iter()
         .filter(|r| r.backend != "raw")
@@ -823,10 +825,10 @@ fn print_ratios(results: &[Outcome]) {
     for backend in backends {
         let durable = find("durable-commit", backend, 1, 128);
         if let (Some(d), Some(f)) = (p(durable, 0.5), p(floor, 0.5)) {
-            println!("  {backend}: durable commit p50 / O_DIRECT|O_DSYNC 4K p50 = {:.2} (target <= 1.15)", d / f);
+            out!("  {backend}: durable commit p50 / O_DIRECT|O_DSYNC 4K p50 = {:.2} (target <= 1.15)", d / f);
         }
         if let (Some(d), Some(f)) = (p(durable, 0.99), p(fdatasync, 0.99)) {
-            println!(
+            out!(
                 "  {backend}: durable commit p99 / pwrite+fdatasync p99 = {:.2} (target <= 1.0)",
                 d / f
             );
@@ -835,7 +837,7 @@ fn print_ratios(results: &[Outcome]) {
             find("append", backend, 1, 128),
             find("append", backend, 2, 128),
         ) {
-            println!(
+            out!(
                 "  {backend}: append scaling, 2 threads / 1 = {:.2} (target >= 1.6)",
                 two.ops_per_second() / one.ops_per_second()
             );

@@ -242,20 +242,20 @@ pub fn print_ratios(results: &[Outcome], nodes: usize) {
             .map_or(0.0, |h| h.value_at_quantile(0.5) as f64)
     };
     let rate = |r: &Outcome| r.ops as f64 / r.seconds;
-    println!("\nratios (this run):");
+    out!("\nratios (this run):");
     if let (Some(q), Some(s)) = (find("replicated-commit", 1), find("durable-commit", 1)) {
-        println!(
+        out!(
             "  {nodes}-node quorum commit p50, 1 client / single-node durable commit p50 = {:.2} (target <= 2)",
             p50(q) / p50(s).max(1.0)
         );
     }
     if let (Some(q), Some(s)) = (find("floor-quorum", 1), find("floor-alone", 1)) {
-        println!(
+        out!(
             "  the machine's floor of that ratio: a bare {nodes}-copy quorum p50 / pwrite+fdatasync p50 = {:.2}",
             p50(q) / p50(s).max(1.0)
         );
         if let Some(r) = find("replicated-commit", 1) {
-            println!(
+            out!(
                 "  {nodes}-node quorum commit p50, 1 client / the bare quorum p50 = {:.2} (what raft, the log and their threads add)",
                 p50(r) / p50(q).max(1.0)
             );
@@ -268,7 +268,7 @@ pub fn print_ratios(results: &[Outcome], nodes: usize) {
         .max();
     if let Some(most) = most {
         if let (Some(q), Some(s)) = (find("replicated-commit", most), find("group-commit", most)) {
-            println!(
+            out!(
                 "  {nodes}-node throughput, {most} clients / single-node group commit x{most} = {:.2} (target >= 0.5)",
                 rate(q) / rate(s).max(1e-9)
             );
@@ -277,7 +277,7 @@ pub fn print_ratios(results: &[Outcome], nodes: usize) {
             find("floor-group-quorum", most),
             find("floor-group-alone", most),
         ) {
-            println!(
+            out!(
                 "  the machine's floor of that ratio: a bare group commit, {nodes} copies / one copy, {most} clients = {:.2}",
                 rate(q) / rate(s).max(1e-9)
             );

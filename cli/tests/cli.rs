@@ -274,14 +274,33 @@ fn bench_rejects_bad_arguments_with_a_clear_message() {
     assert!(text(&out).contains("segment_bytes"), "{}", text(&out));
 }
 
-/// A reader that goes away (`rwal inspect DIR | head`) ends the command quietly with status
-/// 141, as SIGPIPE ends a C tool; `println!` used to panic (status 101). (A socket whose other
+/// A reader that goes away (`rwal inspect DIR | head`, `rwal bench | head`) ends the command
+/// quietly with status 141, as SIGPIPE ends a C tool; `println!` used to panic (status 101). (A socket whose other
 /// end is closed fails writes as a closed pipe does.)
 #[test]
 fn a_closed_standard_output_ends_the_command_without_a_panic() {
     let dir = temp("pipe");
     ten_records(&dir);
-    for args in [vec!["inspect", dir.to_str().unwrap()], vec!["--help"]] {
+    let bench_dir = dir.join("bench");
+    std::fs::create_dir_all(&bench_dir).unwrap();
+    let bench = [
+        "bench",
+        "--seconds",
+        "0.05",
+        "--threads",
+        "1",
+        "--backend",
+        "staged",
+        "--segment-bytes",
+        "1048576",
+        "--dir",
+        bench_dir.to_str().unwrap(),
+    ];
+    for args in [
+        vec!["inspect", dir.to_str().unwrap()],
+        vec!["--help"],
+        bench.to_vec(),
+    ] {
         // A child forked meanwhile by another test may hold the read end until it execs, and
         // the short output then fits in the buffer: a few tries.
         let mut codes = Vec::new();
@@ -309,6 +328,8 @@ fn a_closed_standard_output_ends_the_command_without_a_panic() {
             "{args:?}: exit codes {codes:?}"
         );
     }
+    // The bench removed its logs before it printed.
+    assert_eq!(std::fs::read_dir(&bench_dir).unwrap().count(), 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
