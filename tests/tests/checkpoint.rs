@@ -4,7 +4,7 @@
 use std::io::Read;
 
 use rwal_tests::{payload, segment_names, targets};
-use rwal_wal::{Backend, Error, Options, RecoveryMode, SimDisk, Wal};
+use rwal_wal::{Backend, Error, Options, RecoveryEvent, RecoveryMode, SimDisk, Wal};
 
 const RECORD: usize = 200 << 10; // five records a 1 MiB segment
 
@@ -953,4 +953,160 @@ fn a_snapshot_longer_than_any_file_is_refused() {
     assert_eq!(temp_files(&disk), 0, "{:?}", disk.file_names());
     assert_eq!(wal.latest_checkpoint(), None);
     wal.checkpoint(2, Some(b"fine")).unwrap();
+}
+
+/// A truncation to the first LSN - 1, declared in a segment that starts below the first LSN and
+/// finished by the next open. Such a segment is left when compaction moved the first LSN past
+/// it (its removal then failed) and a power cut took the header of the segment after it: the
+/// next open keeps it, and steps over its records below the first LSN. The finished cut must
+/// end after those records, where the next LSN belongs, not at the segment's first record:
+/// records written there would contradict the segment's header, which places LSN 1 there, and
+/// read back as corrupted (found by an audit on 2026-12-02).
+#[test]
+fn a_cut_to_just_before_the_first_lsn_inside_an_older_segment_is_finished_in_place() {
+    let mut reached = 0;
+    for seed in 0..32u64 {
+        let disk = SimDisk::new();
+        let wal = Wal::open("/sim", sim(&disk)).unwrap();
+        fill(&wal, 5); // the first segment is full
+        wal.checkpoint(5, Some(b"s")).unwrap();
+        wal.append(&payload(5, RECORD)).unwrap(); // rolls; never synced
+        let first = segment_names(&disk)[0].clone();
+        // Removed or recycled (renamed into a prepared segment): neither happens.
+        disk.fail_removes_of(&first, libc::EIO);
+        disk.fail_renames_of(&first, libc::EIO);
+        assert!(wal.compact_now().is_err(), "the removal was to fail");
+        let crashed = disk.crash(seed);
+        drop(wal);
+        let wal = Wal::open("/sim", sim(&crashed)).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert_eq!(wal.first_lsn(), 6, "seed {seed}");
+        if !segment_names(&crashed).contains(&first) {
+            // The second segment's header survived: the first was removed as wholly compacted.
+            continue;
+        }
+        reached += 1;
+        assert_eq!(wal.last_lsn(), 5, "seed {seed}");
+        let six = wal.append(b"six, cut next").unwrap();
+        wal.commit(six).unwrap();
+        // The cut's declaration is durable; its zero-fill's sync fails.
+        crashed.fail_sync_after(1, libc::EIO);
+        let cut = wal.truncate_after(5);
+        assert!(matches!(cut, Err(Error::Poisoned { .. })), "{cut:?}");
+        drop(wal);
+        crashed.clear_faults();
+        let wal = Wal::open("/sim", sim(&crashed)).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert!(
+            wal.recovery_report()
+                .events
+                .contains(&RecoveryEvent::TruncationFinished { after_lsn: 5 }),
+            "seed {seed}: {:?}",
+            wal.recovery_report().events
+        );
+        assert_eq!((wal.first_lsn(), wal.last_lsn()), (6, 5), "seed {seed}");
+        assert_eq!(wal.append(b"six again").unwrap(), 6);
+        wal.commit(6).unwrap();
+        assert_eq!(wal.read(6).unwrap(), b"six again", "seed {seed}");
+        drop(wal);
+        let wal = Wal::open("/sim", sim(&crashed)).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert_eq!(wal.read(6).unwrap(), b"six again", "seed {seed}");
+    }
+    assert!(reached > 0, "no crash kept the older segment");
+}
+
+/// The same older segment, kept below the first LSN, whose records end before the first LSN
+/// (the device lost the last compacted one): nothing of the log is in it, and it goes. Kept,
+/// it took the next record where its header places an older LSN, which then read back as
+/// corrupted (found by the review of the fix above).
+#[test]
+fn an_older_segment_whose_records_end_before_the_first_lsn_is_not_kept() {
+    let stored = (32 + RECORD as u64).div_ceil(8) * 8;
+    let mut reached = 0;
+    for seed in 0..32u64 {
+        let disk = SimDisk::new();
+        let wal = Wal::open("/sim", sim(&disk)).unwrap();
+        fill(&wal, 5); // the first segment is full
+        wal.checkpoint(5, Some(b"s")).unwrap();
+        wal.append(&payload(5, RECORD)).unwrap(); // rolls; never synced
+        let names = segment_names(&disk);
+        disk.fail_removes_of(&names[0], libc::EIO);
+        disk.fail_renames_of(&names[0], libc::EIO);
+        assert!(wal.compact_now().is_err(), "the removal was to fail");
+        let crashed = disk.crash(seed);
+        drop(wal);
+        let header = |d: &SimDisk| d.read_file(&names[1]).map(|bytes| bytes[..512].to_vec());
+        if header(&crashed) == header(&disk) {
+            // The second segment's header survived: the first is removed as wholly compacted.
+            continue;
+        }
+        reached += 1;
+        // Records 5 and on (none past it is in the file) read as zeros.
+        crashed.zero_range(&names[0], 4096 + 4 * stored, (1 << 20) - 4096 - 4 * stored);
+        let wal = Wal::open("/sim", sim(&crashed)).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert_eq!((wal.first_lsn(), wal.last_lsn()), (6, 5), "seed {seed}");
+        assert!(
+            !segment_names(&crashed).contains(&names[0]),
+            "seed {seed}: {:?}",
+            wal.recovery_report()
+        );
+        assert_eq!(wal.append(b"six").unwrap(), 6);
+        wal.commit(6).unwrap();
+        assert_eq!(wal.read(6).unwrap(), b"six", "seed {seed}");
+        drop(wal);
+        let wal = Wal::open("/sim", sim(&crashed)).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert_eq!(wal.read(6).unwrap(), b"six", "seed {seed}");
+    }
+    assert!(reached > 0, "no crash kept the older segment");
+}
+
+/// The same older segment, kept below the first LSN and then appended to (the records after
+/// the ones stepped over are the log's), with the header of a compacted record lost: the
+/// records behind it, acknowledged, must not go with the segment. The open is refused, as
+/// for any damage in front of acknowledged records (the review of the rule above found that it
+/// dropped them).
+#[test]
+fn damage_among_stepped_over_records_in_front_of_acknowledged_ones_refuses_the_open() {
+    let stored = (32 + RECORD as u64).div_ceil(8) * 8;
+    let mut reached = 0;
+    for seed in 0..32u64 {
+        let disk = SimDisk::new();
+        let wal = Wal::open("/sim", sim(&disk)).unwrap();
+        fill(&wal, 5); // the first segment is full
+        wal.checkpoint(5, Some(b"s")).unwrap();
+        wal.append(&payload(5, RECORD)).unwrap(); // rolls; never synced
+        let names = segment_names(&disk);
+        disk.fail_removes_of(&names[0], libc::EIO);
+        disk.fail_renames_of(&names[0], libc::EIO);
+        assert!(wal.compact_now().is_err(), "the removal was to fail");
+        let crashed = disk.crash(seed);
+        drop(wal);
+        let header = |d: &SimDisk| d.read_file(&names[1]).map(|bytes| bytes[..512].to_vec());
+        if header(&crashed) == header(&disk) {
+            continue; // the first segment is removed as wholly compacted
+        }
+        reached += 1;
+        let wal = Wal::open("/sim", sim(&crashed)).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        for i in 6..=8u64 {
+            assert_eq!(wal.append(format!("record {i}").as_bytes()).unwrap(), i);
+            wal.commit(i).unwrap();
+        }
+        // A power cut (the watermark in the control file stays at 5), then the header of
+        // compacted record 3 reads as zeros.
+        let after = crashed.crash(seed);
+        drop(wal);
+        after.zero_range(&names[0], 4096 + 2 * stored, 32);
+        for mode in [
+            RecoveryMode::TolerateTornTail,
+            RecoveryMode::AbsoluteConsistency,
+        ] {
+            match Wal::open("/sim", sim(&after).recovery_mode(mode)) {
+                Err(Error::Corrupted { segment, .. }) => {
+                    assert!(segment.ends_with(&names[0]), "seed {seed}: {segment:?}")
+                }
+                other => panic!("seed {seed} {mode:?}: {other:?}"),
+            }
+        }
+        // The refusal changed nothing: the records are there for a mode that skips.
+        assert!(segment_names(&after).contains(&names[0]), "seed {seed}");
+    }
+    assert!(reached > 0, "no crash kept the older segment");
 }

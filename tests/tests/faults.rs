@@ -341,3 +341,54 @@ fn a_full_disk_does_not_keep_maintenance_from_compacting() {
     wal.maintain().unwrap();
     assert_eq!(wal.append_durable(b"after").unwrap(), 11);
 }
+
+/// A prepared segment whose final name was never made durable (its directory sync failed, which
+/// poisons, as a process that died before it would leave it), kept by the reopen the
+/// application does next as the segment of the next roll: records committed into it must
+/// survive a power cut. Recovery syncs the directory before it hands the segment out; before it
+/// did (found by an audit on 2026-12-02), the segment's name could vanish, and its records
+/// with it.
+#[test]
+fn records_committed_into_a_prepared_segment_kept_at_open_survive_a_power_cut() {
+    const RECORD: usize = 60_000; // seventeen a segment
+    for seed in 0..32u64 {
+        let disk = SimDisk::new();
+        let wal = Wal::open("/sim", sim(&disk)).unwrap();
+        for i in 0..17u64 {
+            wal.append(&payload(i, RECORD)).unwrap();
+        }
+        wal.sync().unwrap();
+        disk.fail_next_dir_sync(libc::EIO);
+        is_poisoned_by(wal.append(&payload(17, RECORD)), "fsync directory");
+        drop(wal);
+        assert!(
+            disk.unsynced_directory_operations() > 0,
+            "the rename is undoable"
+        );
+        // No power cut: the application reopens the poisoned log on the same disk.
+        let wal = Wal::open("/sim", sim(&disk)).unwrap();
+        assert_eq!(wal.last_lsn(), 17);
+        let names = segment_names(&disk);
+        assert_eq!(names.len(), 2, "the prepared segment is kept: {names:?}");
+        for i in 17..20u64 {
+            let lsn = wal.append(&payload(i, RECORD)).unwrap();
+            wal.commit(lsn).unwrap();
+        }
+        assert_eq!(
+            segment_names(&disk),
+            names,
+            "the roll took the prepared segment"
+        );
+        let crashed = disk.crash(seed);
+        drop(wal);
+        let wal = Wal::open("/sim", sim(&crashed)).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert_eq!(wal.last_lsn(), 20, "seed {seed}");
+        for lsn in 1..=20 {
+            assert_eq!(
+                wal.read(lsn).unwrap(),
+                payload(lsn - 1, RECORD),
+                "seed {seed}"
+            );
+        }
+    }
+}

@@ -471,3 +471,54 @@ fn truncation_falls_back_to_the_epoch_of_the_last_kept_record() {
         assert_eq!(wal.read(3).unwrap(), b"three again");
     }
 }
+
+/// A truncation whose removals of the later segments were never made durable (their directory
+/// sync failed, which poisons, as a process that died before it would leave them), finished by
+/// the reopen the application does next: records committed after it, and then a power cut,
+/// must neither bring the removed segments back (a log that no longer opens, or old records
+/// after the new ones) nor lose the new records. Recovery syncs the directory before it
+/// declares the cut finished; before it did (found by an audit on 2026-12-02), the segments
+/// came back and the log refused to open.
+#[test]
+fn a_cut_finished_by_a_reopen_survives_a_power_cut_after_it() {
+    for seed in 0..32u64 {
+        let disk = SimDisk::new();
+        let wal = Wal::open("/sim", sim(&disk)).unwrap();
+        // Seventeen records a segment: three segments.
+        for i in 0..40u64 {
+            wal.append(&payload(i, 60_000)).unwrap();
+        }
+        wal.sync().unwrap();
+        disk.fail_next_dir_sync(libc::EIO);
+        let cut = wal.truncate_after(15);
+        assert!(matches!(cut, Err(Error::Poisoned { .. })), "{cut:?}");
+        drop(wal);
+        assert!(
+            disk.unsynced_directory_operations() >= 2,
+            "the removals are undoable"
+        );
+        // No power cut: the application reopens the poisoned log on the same disk.
+        let wal = Wal::open("/sim", sim(&disk)).unwrap();
+        assert_eq!(wal.last_lsn(), 15);
+        // Small enough to stay in the cut segment: a roll would sync the directory itself.
+        let new: Vec<Vec<u8>> = (0..3).map(|i| payload(1000 + seed * 3 + i, 1000)).collect();
+        for record in &new {
+            let lsn = wal.append(record).unwrap();
+            wal.commit(lsn).unwrap();
+        }
+        let crashed = disk.crash(seed);
+        drop(wal);
+        let wal = Wal::open("/sim", sim(&crashed)).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert_eq!(wal.last_lsn(), 18, "seed {seed}");
+        for lsn in 1..=15 {
+            assert_eq!(
+                wal.read(lsn).unwrap(),
+                payload(lsn - 1, 60_000),
+                "seed {seed}"
+            );
+        }
+        for (lsn, record) in (16..).zip(&new) {
+            assert_eq!(wal.read(lsn).unwrap(), *record, "seed {seed} lsn {lsn}");
+        }
+    }
+}

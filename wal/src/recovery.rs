@@ -327,6 +327,15 @@ impl Scan<'_> {
             }
             let segment = Arc::new(Segment::new(header, file));
             let end = self.scan_records(&segment, files, i)?;
+            if !end.reached {
+                // Damaged before the first retained LSN, and cut or skipped there: kept, it
+                // would take the next record where its header places an older LSN. `finish`
+                // removes it (or sets it aside, skipped).
+                if end.cut {
+                    return Ok(i + 1);
+                }
+                continue;
+            }
             segment.seal(end.last_lsn);
             self.kept.push(segment);
             self.active_file = Some(i);
@@ -350,11 +359,15 @@ impl Scan<'_> {
         // Records before the log's first retained LSN (compacted away) are stepped over.
         let mut lsn = segment.first_lsn();
         loop {
-            if self.pending_cut.is_some_and(|cut| self.expected > cut) {
+            // Tested only once the records below `expected` are stepped over: a cut at the
+            // first LSN - 1 in a segment that starts below it ends after them, not at the
+            // segment's first record (whose header LSN the next records would contradict).
+            if lsn >= self.expected && self.pending_cut.is_some_and(|cut| self.expected > cut) {
                 return Ok(SegmentEnd {
                     offset,
                     cut: true,
                     last_lsn: self.expected - 1,
+                    reached: true,
                 });
             }
             let invalid = match self.record_at(segment, index, offset) {
@@ -376,11 +389,17 @@ impl Scan<'_> {
                 Ok(_) => Invalid::BadField {
                     stored_crc: stored_crc_at(segment, offset),
                 },
-                Err(Invalid::Empty) => {
+                // The clean end of the segment's records, once they reached `expected`.
+                // Before, in the first segment kept below the first LSN, it is damage (the
+                // device lost a record; compaction moves the first LSN only to a segment's
+                // end): records appended after the ones stepped over may follow it, and the
+                // decision below looks for them.
+                Err(Invalid::Empty) if lsn >= self.expected => {
                     return Ok(SegmentEnd {
                         offset,
                         cut: false,
                         last_lsn: self.expected - 1,
+                        reached: true,
                     })
                 }
                 Err(invalid) => invalid,
@@ -392,13 +411,23 @@ impl Scan<'_> {
                 expected_crc: invalid.stored_crc(),
                 found_crc: invalid.computed_crc(),
             };
-            let proof = self.lookahead(files, index + 1, Some((segment, offset)))?;
+            let mut proof = self.lookahead(files, index + 1, Some((segment, offset)))?;
+            if lsn < self.expected {
+                // Damage among the records stepped over: the log's records may lie anywhere
+                // after it in this segment (appended behind the stepped-over ones), not only
+                // where the damaged record's length points.
+                let end = self.checks[index].nonzero_end;
+                if end > offset {
+                    proof = proof.max(self.proof_past_the_end(segment, offset, end - offset));
+                }
+            }
             match self.decide(damage, proof, None)? {
                 Decision::Cut => {
                     return Ok(SegmentEnd {
                         offset,
                         cut: true,
                         last_lsn: self.expected - 1,
+                        reached: lsn >= self.expected,
                     })
                 }
                 Decision::Skip => {
@@ -417,6 +446,7 @@ impl Scan<'_> {
                         offset,
                         cut: !resumes,
                         last_lsn,
+                        reached: lsn >= self.expected,
                     });
                 }
             }
@@ -717,7 +747,6 @@ impl Scan<'_> {
         if self.mode == RecoveryMode::AbsoluteConsistency {
             self.refuse_written_unused_files(files)?;
         }
-        let mut removed_any = false;
         let mut prepared = Vec::new();
         // Files after the end of the log, and prepared files never used, go.
         let kept_names: Vec<String> = self.kept.iter().map(|s| s.name()).collect();
@@ -739,7 +768,6 @@ impl Scan<'_> {
                         segment: name.clone(),
                         renamed_to: aside,
                     });
-                    removed_any = true;
                     continue;
                 }
             }
@@ -772,13 +800,15 @@ impl Scan<'_> {
             self.report.events.push(RecoveryEvent::SegmentRemoved {
                 segment: name.clone(),
             });
-            removed_any = true;
         }
-        if removed_any {
-            self.dir
-                .sync()
-                .map_err(|e| Error::io("fsync directory", &dir_path, e))?;
-        }
+        // Always, not only after removals of its own: the listing this recovery trusted may
+        // show creations, renames and removals the last process made and died (or failed to
+        // sync the directory) before making durable: the segments a truncation removed, a
+        // prepared segment's final name. Nothing may build on them (a cut declared finished
+        // below, records committed into a kept prepared segment) until they are.
+        self.dir
+            .sync()
+            .map_err(|e| Error::io("fsync directory", &dir_path, e))?;
         // The active segment: zero whatever lies past the last record kept. Bytes there mean
         // an unfinished write, which only AbsoluteConsistency refuses, unless a truncation was
         // declared: they are then the records it cuts, which recovery finishes cutting.
@@ -863,6 +893,9 @@ struct SegmentEnd {
     cut: bool,
     /// The segment's last valid record.
     last_lsn: Lsn,
+    /// Its records reached the position of `expected`: not when the first segment, kept below
+    /// the first retained LSN, is damaged before it (and cut or skipped there).
+    reached: bool,
 }
 
 fn damage_path(dir: &dyn Dir, damage: &Damage) -> std::path::PathBuf {

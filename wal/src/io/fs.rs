@@ -48,10 +48,34 @@ impl FsDir {
         preallocation: Preallocation,
         recorder: Option<SyncRecorder>,
     ) -> io::Result<FsDir> {
-        if create && !path.exists() {
+        if create {
+            // Every level `create_dir_all` makes is durable only once its parent is synced: a
+            // power cut could otherwise take a parent away, and with it the log created below.
+            // The log directory's own parent is synced at every such open, not only when this
+            // one created it: a process that died before that sync left it undurable (levels
+            // above it that such a process created are not synced again).
+            let existed = path.exists();
+            let mut levels = vec![path];
+            let mut level = path.parent();
+            while let Some(dir) = level.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+                levels.push(dir);
+                level = dir.parent();
+            }
             std::fs::create_dir_all(path)?;
-            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                StdFile::open(parent)?.sync_all()?;
+            for dir in levels {
+                let parent = match dir.parent() {
+                    None => continue, // the root
+                    Some(p) if p.as_os_str().is_empty() => Path::new("."),
+                    Some(p) => p,
+                };
+                let synced = StdFile::open(parent).and_then(|p| p.sync_all());
+                // For a log directory found there, the sync is a second chance only: a parent
+                // this process may traverse but not read (mode 0711), or one on a file system
+                // that cannot sync directories (the log's being a mount point), must not stop
+                // a log that opened before from opening.
+                if !existed {
+                    synced?;
+                }
             }
         }
         let dir = OpenOptions::new()

@@ -43,6 +43,8 @@ struct DiskInner {
 struct Faults {
     /// (syncs to let through first, errno).
     fail_sync: Mutex<Option<(u64, i32)>>,
+    /// The next sync of the directory fails with this errno.
+    fail_dir_sync: Mutex<Option<i32>>,
     fail_write: Mutex<Option<i32>>,
     fail_create: Mutex<Option<i32>>,
     /// The next open of this file name fails with this errno.
@@ -263,6 +265,20 @@ impl SimDisk {
         file.flip_bit(byte_offset as usize, bit);
     }
 
+    /// Makes `len` bytes of file `name` from `byte_offset` read as zeros, durably: a range the
+    /// device lost. Panics if the file does not exist or the range runs past its end.
+    pub fn zero_range(&self, name: &str, byte_offset: u64, len: u64) {
+        let file = self
+            .inner
+            .state
+            .lock()
+            .names
+            .get(name)
+            .cloned()
+            .expect("file exists");
+        file.zero_range(byte_offset as usize, len as usize);
+    }
+
     /// Makes the next sync (of a file or of the directory) fail with `errno` (e.g. `libc::EIO`).
     pub fn fail_next_sync(&self, errno: i32) {
         self.fail_sync_after(0, errno);
@@ -272,6 +288,13 @@ impl SimDisk {
     /// `errno`: a test can stop a multi-step protocol after any of its steps.
     pub fn fail_sync_after(&self, passing: u64, errno: i32) {
         *self.inner.faults.fail_sync.lock() = Some((passing, errno));
+    }
+
+    /// Makes the next sync of the directory (not of a file) fail with `errno`: its creations,
+    /// renames and removals since the last directory sync stay undurable, as after a process
+    /// that died before that sync.
+    pub fn fail_next_dir_sync(&self, errno: i32) {
+        *self.inner.faults.fail_dir_sync.lock() = Some(errno);
     }
 
     /// Makes the next write fail with `errno` (e.g. `libc::EIO`, `libc::ENOSPC`).
@@ -353,11 +376,13 @@ impl SimDisk {
         *self.inner.faults.fail_rename.lock() = Some((name.to_string(), errno));
     }
 
-    /// Disarms every armed failure (sync, write, write-back, create, open, remove, rename) and
-    /// lifts the space limit. Holds and panics stay armed: release or meet them.
+    /// Disarms every armed failure (sync, directory sync, write, write-back, create, open,
+    /// remove, rename) and lifts the space limit. Holds and panics stay armed: release or meet
+    /// them.
     pub fn clear_faults(&self) {
         let faults = &self.inner.faults;
         *faults.fail_sync.lock() = None;
+        *faults.fail_dir_sync.lock() = None;
         *faults.fail_write.lock() = None;
         *faults.fail_create.lock() = None;
         *faults.fail_open.lock() = None;
@@ -370,6 +395,12 @@ impl SimDisk {
     /// Limits the total size of all files: a creation past it fails with `ENOSPC`.
     pub fn set_space_limit(&self, bytes: Option<u64>) {
         *self.inner.faults.space_limit_bytes.lock() = bytes;
+    }
+
+    /// How many creations, renames and removals are not durable yet (made since the last
+    /// directory sync): a crash now keeps a random prefix of them.
+    pub fn unsynced_directory_operations(&self) -> usize {
+        self.inner.state.lock().pending.len()
     }
 
     /// How many file syncs succeeded on this disk.
@@ -479,6 +510,7 @@ impl Dir for SimDir {
     }
 
     fn sync(&self) -> io::Result<()> {
+        Faults::take(&self.disk.inner.faults.fail_dir_sync)?;
         self.disk.inner.faults.sync_attempt()?;
         let mut state = self.disk.inner.state.lock();
         state.durable_names = state.names.clone();
@@ -580,6 +612,14 @@ impl SimFile {
         let mut durable = self.durable.lock();
         durable.image[offset] ^= 1 << bit;
         self.data[offset].fetch_xor(1 << bit, Ordering::Relaxed);
+    }
+
+    fn zero_range(&self, offset: usize, len: usize) {
+        let mut durable = self.durable.lock();
+        durable.image[offset..offset + len].fill(0);
+        for byte in &self.data[offset..offset + len] {
+            byte.store(0, Ordering::Relaxed);
+        }
     }
 }
 
