@@ -58,7 +58,7 @@
 #define RWAL_RECORD_SYSTEM 1
 
 /**
- * A checkpoint whose snapshot is being written in chunks.
+ * A checkpoint whose snapshot is being written in chunks. Used by one thread at a time.
  */
 typedef struct rwal_checkpoint_writer rwal_checkpoint_writer;
 
@@ -71,8 +71,9 @@ typedef struct rwal_log rwal_log;
 /**
  * A running node: its consensus thread, its network, and what it was opened with. Every
  * function taking it may be called from any thread at once, except `rwal_node_close`, the last
- * call on it. From its callbacks only the functions that do not wait for the node (see
- * `rwal_node_options_set_callbacks`).
+ * call on it (unless made from one of its callbacks, where it returns
+ * `RWAL_ERR_INVALID_ARGUMENT` and touches nothing). From its callbacks only the functions that
+ * do not wait for the node (see `rwal_node_options_set_callbacks`).
  */
 typedef struct rwal_node rwal_node;
 
@@ -106,7 +107,7 @@ typedef struct rwal_pin rwal_pin;
 typedef struct rwal_reader rwal_reader;
 
 /**
- * The latest checkpoint's snapshot, being read in chunks.
+ * The latest checkpoint's snapshot, being read in chunks. Used by one thread at a time.
  */
 typedef struct rwal_snapshot_reader rwal_snapshot_reader;
 
@@ -580,7 +581,8 @@ rwal_status rwal_checkpoint_writer_open(rwal_log *log,
  * more and cannot finish: free it (the previous checkpoint stays the latest) and start again.
  *
  * # Safety
- * `writer` is a live writer; `data` has `len` readable bytes.
+ * `writer` is a live writer used by no other thread during the call; `data` has `len` readable
+ * bytes.
  */
 rwal_status rwal_checkpoint_writer_write(rwal_checkpoint_writer *writer,
                                          const uint8_t *data,
@@ -619,10 +621,13 @@ rwal_status rwal_snapshot_open(rwal_log *log,
  * Reads the next bytes of the snapshot into `buf` (at most `cap`, and at most 1 MiB per call)
  * and their count into `*len_out`. `RWAL_END` after the last byte, once the checksum of the
  * whole was verified (`RWAL_ERR_CORRUPTED` if it does not match; `RWAL_ERR_IO` if the file
- * cannot be read). `cap` 0 is `RWAL_ERR_INVALID_ARGUMENT` (such a read could never end).
+ * cannot be read). `cap` 0 is `RWAL_ERR_INVALID_ARGUMENT` (such a read could never end). One
+ * thread at a time: calls on the same reader from two threads at once are undefined
+ * behaviour.
  *
  * # Safety
- * `reader` is a live snapshot reader; `buf` has `cap` writable bytes; `len_out` is writable.
+ * `reader` is a live snapshot reader used by no other thread during the call; `buf` has `cap`
+ * writable bytes; `len_out` is writable.
  */
 rwal_status rwal_snapshot_read(rwal_snapshot_reader *reader,
                                uint8_t *buf,
@@ -932,7 +937,10 @@ rwal_status rwal_node_options_set_sync_stall_limit_ms(rwal_node_options *opts, u
  * record in LSN order, `restore` at open and when a snapshot arrives, `snapshot` when the node
  * needs a checkpoint to seed a follower, `leader` on leader changes. They must not call
  * `rwal_node_*` functions that wait for the node (propose, wait, read barrier, membership,
- * checkpoint, compact, close) nor a node reader: those would wait for the thread they run on.
+ * leadership transfer, checkpoint, compact, close) nor a node reader: those would wait for the
+ * thread they run on. Propose, wait (even for a committed LSN), read barrier, membership,
+ * leadership transfer, checkpoint and close return `RWAL_ERR_INVALID_ARGUMENT` there instead
+ * (close then closes nothing); compact and the reader are not checked.
  * `userdata` must stay valid until `rwal_node_close` returns. Nothing may unwind out of a
  * callback: a C++ exception or a `longjmp` crossing back into rwal is undefined behaviour
  * (catch everything and return nonzero instead).
@@ -969,12 +977,15 @@ rwal_status rwal_node_open(const rwal_node_options *opts, rwal_node **node_out);
 /**
  * Stops the node's thread and network and closes its log (its final sync and watermark;
  * `RWAL_ERR_REPLICATION` if the node had failed, with the failure in the message); frees the
- * handle, which must not be used again (even when an error is returned). NULL is a no-op.
+ * handle, which must not be used again (even when an error is returned), except after
+ * `RWAL_ERR_INVALID_ARGUMENT`: called from a callback, on the node's own thread, it closes
+ * nothing and the handle stays. NULL is a no-op.
  * Blocks until the thread has stopped. Readers still open get `RWAL_ERR_CLOSED` and must
  * still be freed; the directory is released at once, even while they are.
  *
  * # Safety
- * `node` is NULL or a handle from `rwal_node_open`, used by no other thread during or after.
+ * `node` is NULL or a handle from `rwal_node_open`, used by no other thread during or after
+ * (except when called from one of its callbacks: then it touches nothing).
  */
 rwal_status rwal_node_close(rwal_node *node);
 
@@ -1043,10 +1054,12 @@ rwal_status rwal_node_propose_and_wait(rwal_node *node,
                                        uint64_t *epoch_out);
 
 /**
- * The leader this node knows of: its id in `*leader_out` (0 if none) and, if it is this node
- * or a peer, its peer address as "IP:PORT" with a NUL in `buf` (empty if unknown), its length
- * in `*len_out`. `RWAL_ERR_BUFFER_TOO_SMALL` (with `*len_out`, and `*leader_out` too) if the
- * address does not fit: `buf` NULL with `cap` 0 asks for the id and the length alone.
+ * The leader this node knows of, or while this node hands its leadership over, the node it
+ * hands it to (the one its `RWAL_ERR_NOT_LEADER` names): where proposals go. Its id in
+ * `*leader_out` (0 if none) and, if it is this node or a peer, its peer address as "IP:PORT"
+ * with a NUL in `buf` (empty if unknown), its length in `*len_out`.
+ * `RWAL_ERR_BUFFER_TOO_SMALL` (with `*len_out`, and `*leader_out` too) if the address does not
+ * fit: `buf` NULL with `cap` 0 asks for the id and the length alone.
  *
  * # Safety
  * `node` is live; `buf` has `cap` writable bytes; the outputs are writable.
@@ -1098,7 +1111,8 @@ rwal_status rwal_node_change_membership(rwal_node *node,
  * leader; writes its id. Meanwhile proposals here get `RWAL_ERR_NOT_LEADER` naming it.
  * `RWAL_ERR_NOT_LEADER` on a follower, `RWAL_ERR_INVALID_ARGUMENT` if `to` is this node or
  * not a voter, `RWAL_ERR_TIMEOUT` if leadership did not move in time (raft abandons a
- * transfer after an election timeout; this node then leads on). Blocks; thread-safe.
+ * transfer after an election timeout; this node then leads on; a transfer still pending may
+ * also complete after the timeout). Blocks; thread-safe.
  *
  * # Safety
  * `node` is live; `leader_out` is writable.

@@ -11,14 +11,14 @@ use crate::status::{
     RWAL_ERR_NOT_FOUND,
 };
 
-/// A checkpoint whose snapshot is being written in chunks.
+/// A checkpoint whose snapshot is being written in chunks. Used by one thread at a time.
 #[allow(non_camel_case_types)]
 #[derive(Debug)]
 pub struct rwal_checkpoint_writer {
     writer: CheckpointWriter,
 }
 
-/// The latest checkpoint's snapshot, being read in chunks.
+/// The latest checkpoint's snapshot, being read in chunks. Used by one thread at a time.
 #[allow(non_camel_case_types)]
 #[derive(Debug)]
 pub struct rwal_snapshot_reader {
@@ -190,7 +190,8 @@ pub unsafe extern "C" fn rwal_checkpoint_writer_open(
 /// more and cannot finish: free it (the previous checkpoint stays the latest) and start again.
 ///
 /// # Safety
-/// `writer` is a live writer; `data` has `len` readable bytes.
+/// `writer` is a live writer used by no other thread during the call; `data` has `len` readable
+/// bytes.
 #[no_mangle]
 pub unsafe extern "C" fn rwal_checkpoint_writer_write(
     writer: *mut rwal_checkpoint_writer,
@@ -284,10 +285,13 @@ const SNAPSHOT_READ_BYTES_MAX: usize = 1 << 20;
 /// Reads the next bytes of the snapshot into `buf` (at most `cap`, and at most 1 MiB per call)
 /// and their count into `*len_out`. `RWAL_END` after the last byte, once the checksum of the
 /// whole was verified (`RWAL_ERR_CORRUPTED` if it does not match; `RWAL_ERR_IO` if the file
-/// cannot be read). `cap` 0 is `RWAL_ERR_INVALID_ARGUMENT` (such a read could never end).
+/// cannot be read). `cap` 0 is `RWAL_ERR_INVALID_ARGUMENT` (such a read could never end). One
+/// thread at a time: calls on the same reader from two threads at once are undefined
+/// behaviour.
 ///
 /// # Safety
-/// `reader` is a live snapshot reader; `buf` has `cap` writable bytes; `len_out` is writable.
+/// `reader` is a live snapshot reader used by no other thread during the call; `buf` has `cap`
+/// writable bytes; `len_out` is writable.
 #[no_mangle]
 pub unsafe extern "C" fn rwal_snapshot_read(
     reader: *mut rwal_snapshot_reader,

@@ -172,8 +172,9 @@ impl StateMachine for Engine {
 
 /// A running node: its consensus thread, its network, and what it was opened with. Every
 /// function taking it may be called from any thread at once, except `rwal_node_close`, the last
-/// call on it. From its callbacks only the functions that do not wait for the node (see
-/// `rwal_node_options_set_callbacks`).
+/// call on it (unless made from one of its callbacks, where it returns
+/// `RWAL_ERR_INVALID_ARGUMENT` and touches nothing). From its callbacks only the functions that
+/// do not wait for the node (see `rwal_node_options_set_callbacks`).
 #[allow(non_camel_case_types)]
 pub struct rwal_node {
     node: Node,
@@ -561,7 +562,10 @@ pub unsafe extern "C" fn rwal_node_options_set_sync_stall_limit_ms(
 /// record in LSN order, `restore` at open and when a snapshot arrives, `snapshot` when the node
 /// needs a checkpoint to seed a follower, `leader` on leader changes. They must not call
 /// `rwal_node_*` functions that wait for the node (propose, wait, read barrier, membership,
-/// checkpoint, compact, close) nor a node reader: those would wait for the thread they run on.
+/// leadership transfer, checkpoint, compact, close) nor a node reader: those would wait for the
+/// thread they run on. Propose, wait (even for a committed LSN), read barrier, membership,
+/// leadership transfer, checkpoint and close return `RWAL_ERR_INVALID_ARGUMENT` there instead
+/// (close then closes nothing); compact and the reader are not checked.
 /// `userdata` must stay valid until `rwal_node_close` returns. Nothing may unwind out of a
 /// callback: a C++ exception or a `longjmp` crossing back into rwal is undefined behaviour
 /// (catch everything and return nonzero instead).
@@ -683,17 +687,29 @@ pub unsafe extern "C" fn rwal_node_open(
 
 /// Stops the node's thread and network and closes its log (its final sync and watermark;
 /// `RWAL_ERR_REPLICATION` if the node had failed, with the failure in the message); frees the
-/// handle, which must not be used again (even when an error is returned). NULL is a no-op.
+/// handle, which must not be used again (even when an error is returned), except after
+/// `RWAL_ERR_INVALID_ARGUMENT`: called from a callback, on the node's own thread, it closes
+/// nothing and the handle stays. NULL is a no-op.
 /// Blocks until the thread has stopped. Readers still open get `RWAL_ERR_CLOSED` and must
 /// still be freed; the directory is released at once, even while they are.
 ///
 /// # Safety
-/// `node` is NULL or a handle from `rwal_node_open`, used by no other thread during or after.
+/// `node` is NULL or a handle from `rwal_node_open`, used by no other thread during or after
+/// (except when called from one of its callbacks: then it touches nothing).
 #[no_mangle]
 pub unsafe extern "C" fn rwal_node_close(node: *mut rwal_node) -> rwal_status {
     boundary(|| {
         if node.is_null() {
             return Ok(());
+        }
+        // SAFETY: from rwal_node_open, live until freed below.
+        if unsafe { &*node }.node.on_its_thread() {
+            // Closed there, the handle would be freed while the thread goes on calling the
+            // callbacks with `userdata` the caller may free once this returns.
+            return Err(invalid(
+                "rwal_node_close was called on the node's own thread (from a callback), where it \
+                 would wait for itself: the node stays open",
+            ));
         }
         // SAFETY: from rwal_node_open, freed only here.
         let handle = unsafe { Box::from_raw(node) };
@@ -865,10 +881,12 @@ pub unsafe extern "C" fn rwal_node_propose_and_wait(
     })
 }
 
-/// The leader this node knows of: its id in `*leader_out` (0 if none) and, if it is this node
-/// or a peer, its peer address as "IP:PORT" with a NUL in `buf` (empty if unknown), its length
-/// in `*len_out`. `RWAL_ERR_BUFFER_TOO_SMALL` (with `*len_out`, and `*leader_out` too) if the
-/// address does not fit: `buf` NULL with `cap` 0 asks for the id and the length alone.
+/// The leader this node knows of, or while this node hands its leadership over, the node it
+/// hands it to (the one its `RWAL_ERR_NOT_LEADER` names): where proposals go. Its id in
+/// `*leader_out` (0 if none) and, if it is this node or a peer, its peer address as "IP:PORT"
+/// with a NUL in `buf` (empty if unknown), its length in `*len_out`.
+/// `RWAL_ERR_BUFFER_TOO_SMALL` (with `*len_out`, and `*leader_out` too) if the address does not
+/// fit: `buf` NULL with `cap` 0 asks for the id and the length alone.
 ///
 /// # Safety
 /// `node` is live; `buf` has `cap` writable bytes; the outputs are writable.
@@ -890,7 +908,7 @@ pub unsafe extern "C" fn rwal_node_leader(
         }
         // SAFETY: forwarded caller contract.
         let node = unsafe { self::node(node)? };
-        let leader = node.node.leader();
+        let leader = node.node.proposals_go_to();
         let addr = match leader {
             Some(id) if id == node.node.id() => node.network.local_addr().to_string(),
             Some(id) => node
@@ -1034,7 +1052,8 @@ pub unsafe extern "C" fn rwal_node_change_membership(
 /// leader; writes its id. Meanwhile proposals here get `RWAL_ERR_NOT_LEADER` naming it.
 /// `RWAL_ERR_NOT_LEADER` on a follower, `RWAL_ERR_INVALID_ARGUMENT` if `to` is this node or
 /// not a voter, `RWAL_ERR_TIMEOUT` if leadership did not move in time (raft abandons a
-/// transfer after an election timeout; this node then leads on). Blocks; thread-safe.
+/// transfer after an election timeout; this node then leads on; a transfer still pending may
+/// also complete after the timeout). Blocks; thread-safe.
 ///
 /// # Safety
 /// `node` is live; `leader_out` is writable.

@@ -104,6 +104,9 @@ pub struct NodeStatus {
     pub term: u64,
     /// The leader it knows of.
     pub leader: Option<NodeId>,
+    /// While this node, leading, hands its leadership over: the node it hands it to (it
+    /// refuses proposals meanwhile, with [`Error::NotLeader`] naming that node).
+    pub handing_over_to: Option<NodeId>,
     /// The highest LSN known committed.
     pub commit_lsn: Lsn,
     /// The highest LSN applied to the engine.
@@ -190,6 +193,11 @@ struct Shared {
     waiters: CommitWaiters,
     closed: AtomicBool,
     pending_envelopes_max: usize,
+    /// The node's thread, once it runs: calls that wait for it refuse to run on it.
+    thread: std::sync::OnceLock<std::thread::ThreadId>,
+    /// Set by a close made on the node's own thread, which cannot wait for the thread's end:
+    /// the thread closes the log itself as it ends.
+    close_log_at_end: AtomicBool,
 }
 
 impl Shared {
@@ -220,7 +228,11 @@ impl Inbox for Shared {
 }
 
 /// A replica running on its own thread. Every method takes `&self` and may be called from any
-/// thread; the engine's [`StateMachine`] is called on the node's thread.
+/// thread; the engine's [`StateMachine`] is called on the node's thread. Calls that wait for
+/// that thread (`propose`, `propose_and_wait`, `wait_committed`, `read_barrier`,
+/// `change_membership`, `transfer_leadership`, `checkpoint`, `close`) fail with
+/// [`Error::InvalidArgument`] when made on it, from the state machine, instead of waiting for
+/// themselves (a `close` there still stops the node, once the state machine returns).
 pub struct Node {
     shared: Arc<Shared>,
     wal: Arc<Wal>,
@@ -281,6 +293,8 @@ impl Node {
             waiters: CommitWaiters::default(),
             closed: AtomicBool::new(false),
             pending_envelopes_max: options.pending_envelopes_max,
+            thread: std::sync::OnceLock::new(),
+            close_log_at_end: AtomicBool::new(false),
         });
         let persister = {
             let shared = shared.clone();
@@ -301,6 +315,7 @@ impl Node {
         let thread = std::thread::Builder::new()
             .name(format!("rwal-node-{id}"))
             .spawn(move || {
+                let _ = worker.thread.set(std::thread::current().id());
                 run(
                     replica,
                     persister,
@@ -339,6 +354,7 @@ impl Node {
     /// commits (wait with [`wait_committed`](Node::wait_committed)). Fails with
     /// [`Error::NotLeader`] on a follower.
     pub fn propose(&self, data: &[u8]) -> Result<(Lsn, u64)> {
+        self.not_on_own_thread("propose")?;
         let (reply, answer) = sync_channel(1);
         self.enqueue_proposal(Request::Propose(data.to_vec(), reply))?;
         self.answer(answer)
@@ -368,6 +384,7 @@ impl Node {
     /// LSN it assigns instead of waking it to pass it on. [`Error::Timeout`] also if the node's
     /// thread did not take the proposal in time (it may still commit).
     pub fn propose_and_wait(&self, data: &[u8], timeout: Duration) -> Result<(Lsn, u64)> {
+        self.not_on_own_thread("propose_and_wait")?;
         let deadline = Instant::now() + timeout;
         let proposal = Arc::new(Proposal {
             outcome: Mutex::new(None),
@@ -402,6 +419,7 @@ impl Node {
     /// epoch could be read (whether it is this entry is then unknown), or with the error of
     /// reading it if the log could not be read there.
     pub fn wait_committed(&self, lsn: Lsn, epoch: u64, timeout: Duration) -> Result<()> {
+        self.not_on_own_thread("wait_committed")?;
         let deadline = Instant::now() + timeout;
         loop {
             let committed = {
@@ -451,10 +469,16 @@ impl Node {
     /// still leads and this node has applied everything committed before the call, then returns
     /// that LSN. Reads of this node's committed log up to it (the engine's state, or
     /// [`reader`](Node::reader)) then see every write acknowledged before the call. Works on
-    /// followers too (the confirmation comes from the leader); [`Error::Timeout`] without one.
+    /// followers too (the confirmation comes from the leader); [`Error::Timeout`] without one
+    /// in time, or if the node's thread, busy, did not take the request in time.
     pub fn read_barrier(&self, timeout: Duration) -> Result<Lsn> {
+        self.not_on_own_thread("read_barrier")?;
         let deadline = Instant::now() + timeout;
-        let lsn = self.request(|reply| Request::ReadIndex(deadline, reply))?;
+        let lsn = self.request_until(
+            |reply| Request::ReadIndex(deadline, reply),
+            deadline,
+            "a leader to confirm the read point",
+        )?;
         let (status, applied) = self
             .wait_status(deadline.saturating_duration_since(Instant::now()), |s| {
                 s.applied_lsn >= lsn
@@ -473,6 +497,7 @@ impl Node {
     /// Proposes a membership change on the leader; returns the LSN of the change entry (it
     /// takes effect once committed and applied).
     pub fn change_membership(&self, change: MembershipChange) -> Result<Lsn> {
+        self.not_on_own_thread("change_membership")?;
         self.request(|reply| Request::Membership(change, reply))
     }
 
@@ -485,16 +510,23 @@ impl Node {
     /// [`Error::InvalidArgument`] if `to` is this node or not a voter, or if there is no other
     /// voter; [`Error::Timeout`] if leadership did not
     /// move in time (raft abandons a transfer after an election timeout and this node leads
-    /// on).
+    /// on), or if the node's thread, busy, did not take the request in time (it may still).
     pub fn transfer_leadership(&self, to: Option<NodeId>, timeout: Duration) -> Result<NodeId> {
+        self.not_on_own_thread("transfer_leadership")?;
+        let deadline = Instant::now() + timeout;
         // The successor is chosen on the node's thread; the wait below takes whoever leads.
-        self.request(|reply| Request::TransferLeadership(to, reply))?;
+        self.request_until(
+            |reply| Request::TransferLeadership(to, reply),
+            deadline,
+            "the leadership to move",
+        )?;
         // Done once another node leads as this one sees it: `to`, or, if raft abandoned the
         // transfer and another election followed, whoever won it.
-        let (status, moved) = self.wait_status(timeout, |s| {
-            s.failure.is_some()
-                || (s.role != Role::Leader && s.leader.is_some_and(|l| l != self.id))
-        });
+        let (status, moved) =
+            self.wait_status(deadline.saturating_duration_since(Instant::now()), |s| {
+                s.failure.is_some()
+                    || (s.role != Role::Leader && s.leader.is_some_and(|l| l != self.id))
+            });
         if let Some(failure) = status.failure {
             return Err(Error::Raft(failure));
         }
@@ -515,6 +547,7 @@ impl Node {
     /// behind; the install waits for at most 1 MiB of the state to be written, or the
     /// checkpoint's finish (its syncs).
     pub fn checkpoint(&self, lsn: Lsn, engine_state: &[u8]) -> Result<()> {
+        self.not_on_own_thread("checkpoint")?;
         let len = engine_state.len() as u64;
         let mut pending = self.request(|reply| Request::StartCheckpoint(lsn, len, reply))?;
         pending.write(engine_state)?;
@@ -538,6 +571,13 @@ impl Node {
     /// The leader this node knows of.
     pub fn leader(&self) -> Option<NodeId> {
         self.shared.status.lock().leader
+    }
+
+    /// Where proposals go: the leader this node knows of, or while this node hands its
+    /// leadership over, the node it hands it to (the one its [`Error::NotLeader`] names).
+    pub fn proposals_go_to(&self) -> Option<NodeId> {
+        let status = self.shared.status.lock();
+        status.handing_over_to.or(status.leader)
     }
 
     /// Waits until `condition` holds for the status (or the timeout passes); returns the last
@@ -595,6 +635,13 @@ impl Node {
     fn stop(&mut self) -> Result<()> {
         self.shared.queue.lock().stop = true;
         self.shared.queue_cond.notify_all();
+        if let Err(e) = self.not_on_own_thread("close") {
+            // Joined, the thread would wait for itself: it stops once the state machine's
+            // method that called this returns, and closes the log as it ends.
+            self.shared.close_log_at_end.store(true, Ordering::Release);
+            drop(self.thread.take());
+            return Err(e);
+        }
         let joined = match self.thread.take() {
             Some(thread) => thread.join(),
             None => Ok(()),
@@ -609,7 +656,56 @@ impl Node {
         Ok(closed?)
     }
 
+    /// Whether the caller runs on the node's own thread: in its [`StateMachine`]'s methods
+    /// (after [`open`](Node::open)), where the calls that wait for that thread are refused.
+    pub fn on_its_thread(&self) -> bool {
+        self.shared.thread.get() == Some(&std::thread::current().id())
+    }
+
+    /// `InvalidArgument` on the node's own thread (in a [`StateMachine`] method, or a callback
+    /// it runs): `call` waits for that thread, which would wait for itself.
+    fn not_on_own_thread(&self, call: &str) -> Result<()> {
+        if self.on_its_thread() {
+            return Err(Error::invalid(
+                "thread",
+                format!(
+                    "{call} waits for the node's thread, and was called on it (from the state \
+                     machine or a callback): it would wait for itself"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn request<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T> {
+        let answer = self.send_request(make)?;
+        self.answer(answer)
+    }
+
+    /// [`request`](Node::request), waiting for the node's thread to answer until `deadline`
+    /// only (it may be busy for long: an apply, a snapshot's install, a slow sync), then
+    /// `Timeout` waiting for `what` (the request may still be carried out).
+    fn request_until<T>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Request,
+        deadline: Instant,
+        what: &'static str,
+    ) -> Result<T> {
+        let answer = self.send_request(make)?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        match answer.recv_timeout(left) {
+            Ok(outcome) => outcome,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                Err(Error::Timeout { waiting_for: what })
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(Error::Closed),
+        }
+    }
+
+    fn send_request<T>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Request,
+    ) -> Result<Receiver<Result<T>>> {
         let (reply, answer) = sync_channel(1);
         {
             let mut queue = self.shared.queue.lock();
@@ -619,7 +715,7 @@ impl Node {
             queue.requests.push(make(reply));
         }
         self.shared.queue_cond.notify_one();
-        self.answer(answer)
+        Ok(answer)
     }
 
     fn answer<T>(&self, answer: Receiver<Result<T>>) -> Result<T> {
@@ -719,6 +815,7 @@ fn status_of<M: StateMachine>(replica: &Replica<M>, failure: Option<String>) -> 
         role,
         term: replica.term(),
         leader: replica.leader(),
+        handing_over_to: replica.handing_over_to(),
         commit_lsn: replica.commit_lsn(),
         applied_lsn: replica.applied_lsn(),
         first_lsn: replica.wal().first_lsn(),
@@ -816,6 +913,7 @@ fn run<M: StateMachine, T: Transport>(
     stall_limit: Option<Duration>,
     log: Option<NodeLog>,
 ) {
+    let log_at_end = log.clone();
     let mut next_tick = Instant::now() + interval;
     // When the leader last handed its leadership over because its log's sync stalled.
     let mut stall_handed_over: Option<Instant> = None;
@@ -838,7 +936,8 @@ fn run<M: StateMachine, T: Transport>(
     let mut own_writer: Option<JoinHandle<()>> = None;
     // A panic (in an engine callback, or in raft-rs on a broken invariant) is caught so that
     // the node fails like on any other error below: callers get `Raft`/`Closed` answers instead
-    // of waiting forever for a thread that is gone. Nothing touches the replica afterwards.
+    // of waiting forever for a thread that is gone. Afterwards only its status is read, and
+    // its log closed if a close on this thread asked for it (the log is a handle of its own).
     let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<()> {
         loop {
             let (envelopes, requests, synced) = {
@@ -1030,6 +1129,12 @@ fn run<M: StateMachine, T: Transport>(
                 .unwrap_or_else(|| "a panic without a message".into());
             // The last published status stays, with the failure added.
             shared.status.lock().failure = Some(format!("the node's thread panicked: {what}"));
+        }
+    }
+    if shared.close_log_at_end.load(Ordering::Acquire) {
+        // Closed from its own state machine: nobody else waits for the log to close.
+        if let (Err(e), Some(log)) = (replica.wal().close_shared(), &log_at_end) {
+            log(&format!("closing the log failed: {e}"));
         }
     }
     shared.closed.store(true, Ordering::Release);

@@ -506,7 +506,15 @@ impl<M: StateMachine> Replica<M> {
 
     /// Whether this node leads and is handing its leadership over (`transfer_leadership`).
     pub fn transferring_leadership(&self) -> bool {
-        self.raw.raft.state == StateRole::Leader && self.raw.raft.lead_transferee.is_some()
+        self.handing_over_to().is_some()
+    }
+
+    /// The node this one, leading, hands its leadership over to, while it does.
+    pub fn handing_over_to(&self) -> Option<NodeId> {
+        match self.raw.raft.state {
+            StateRole::Leader => self.raw.raft.lead_transferee,
+            _ => None,
+        }
     }
 
     /// Whether the membership has a single voter (a quorum of one: this node, when it leads).

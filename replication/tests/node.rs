@@ -774,6 +774,17 @@ fn leadership_moves_to_the_chosen_voter_and_proposals_follow_it() {
         match cluster.node(leader).propose(b"during") {
             Err(Error::NotLeader { leader: named }) => {
                 assert_eq!(named, Some(third));
+                // The status the node publishes with that round names the successor too:
+                // where `proposals_go_to` (and the C ABI's `rwal_node_leader`) sends a client,
+                // not back to this node, which raft still calls the leader.
+                let (status, seen) = cluster
+                    .node(leader)
+                    .wait_status(Duration::from_millis(20), |s| s.handing_over_to.is_some());
+                if !seen {
+                    continue; // abandoned meanwhile
+                }
+                assert_eq!(status.handing_over_to, Some(third), "{status:?}");
+                assert_eq!(status.leader, Some(leader), "{status:?}");
                 named_successor = true;
                 break;
             }
@@ -1163,4 +1174,102 @@ fn reads_of_several_nodes_waiting_at_once_are_all_confirmed() {
             Err(e) => panic!("node {id}'s read failed: {e}"),
         }
     }
+}
+
+/// What each call made from `apply` returned, by the call's name.
+type CallOutcomes = Arc<Mutex<Vec<(&'static str, Result<(), Error>)>>>;
+
+/// An engine that calls back into its own node from `apply`, on the node's thread: every call
+/// that waits for that thread would wait for itself.
+struct ReentrantEngine {
+    node: Arc<std::sync::OnceLock<std::sync::Weak<Node>>>,
+    outcomes: CallOutcomes,
+}
+
+impl rwal_replication::StateMachine for ReentrantEngine {
+    fn apply(&mut self, lsn: Lsn, epoch: u64, data: &[u8]) -> rwal_replication::EngineResult {
+        if data != b"call back" {
+            return Ok(()); // holds no handle: the test's is the last one at its close
+        }
+        let Some(node) = self.node.get().and_then(std::sync::Weak::upgrade) else {
+            return Ok(());
+        };
+        let short = Duration::from_millis(100);
+        let outcomes = [
+            ("propose", node.propose(b"inner").map(drop)),
+            (
+                "propose_and_wait",
+                node.propose_and_wait(b"inner", short).map(drop),
+            ),
+            ("wait_committed", node.wait_committed(lsn, epoch, short)),
+            ("read_barrier", node.read_barrier(short).map(drop)),
+            (
+                "transfer_leadership",
+                node.transfer_leadership(None, short).map(drop),
+            ),
+            ("checkpoint", node.checkpoint(lsn, b"state")),
+            (
+                "change_membership",
+                node.change_membership(MembershipChange::AddLearner(9))
+                    .map(drop),
+            ),
+        ];
+        self.outcomes.lock().extend(outcomes);
+        Ok(())
+    }
+
+    fn snapshot(&mut self) -> rwal_replication::EngineResult<Vec<u8>> {
+        Ok(Vec::new())
+    }
+
+    fn restore(
+        &mut self,
+        _lsn: Lsn,
+        _epoch: u64,
+        _snapshot: &[u8],
+    ) -> rwal_replication::EngineResult {
+        Ok(())
+    }
+}
+
+/// A state machine that calls the node's waiting methods from `apply` gets `InvalidArgument`
+/// naming the call, at once, instead of a node that waits for itself forever (a C engine's
+/// "hand leadership to the preferred node" from its leader callback hung its node, and then
+/// `rwal_node_close`).
+#[test]
+fn calls_that_wait_for_the_node_are_refused_on_its_own_thread() {
+    let dir = TempDir::new("repl-reentrant");
+    let network = MemoryNetwork::new();
+    let slot = Arc::new(std::sync::OnceLock::new());
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let engine = ReentrantEngine {
+        node: slot.clone(),
+        outcomes: outcomes.clone(),
+    };
+    let options = NodeOptions::new(1, dir.join("node1"), Bootstrap::Voters(vec![1]));
+    let node = Arc::new(Node::open(options, engine, network.transport()).expect("node opens"));
+    network.register(1, node.inbox());
+    slot.set(Arc::downgrade(&node)).unwrap();
+    let (status, led) = node.wait_status(WAIT, |s| s.role == Role::Leader);
+    assert!(led, "a single voter leads: {status:?}");
+    let n = node.clone();
+    returns_in_time("the proposal whose apply calls back", move || {
+        n.propose_and_wait(b"call back", WAIT)
+    })
+    .expect("it commits and applies");
+    let outcomes = std::mem::take(&mut *outcomes.lock());
+    assert_eq!(outcomes.len(), 7, "{outcomes:?}");
+    for (call, outcome) in outcomes {
+        match outcome {
+            Err(Error::InvalidArgument {
+                name: "thread",
+                reason,
+            }) => assert!(reason.starts_with(call), "{call}: {reason}"),
+            other => panic!("{call} on the node's thread: {other:?}"),
+        }
+    }
+    // The node goes on as before.
+    node.propose_and_wait(b"after", WAIT).unwrap();
+    let node = Arc::into_inner(node).expect("no other handle is left");
+    node.close().unwrap();
 }

@@ -26,6 +26,10 @@ struct engine {
     uint64_t leader;
     uint64_t leader_changes;
     uint64_t restores;
+    /* For the re-entry test: the node, and what its calls made from apply returned. */
+    rwal_node *node;
+    int reentered;
+    rwal_status reentry[3];
 };
 
 /* Refuses (returns -5 for) a record whose bytes are "refused". */
@@ -34,6 +38,23 @@ static int on_apply(void *userdata, uint64_t lsn, uint64_t epoch, const uint8_t 
     struct engine *e = userdata;
     (void)epoch;
     if (len == 7 && memcmp(data, "refused", 7) == 0) return -5;
+    if (len == 9 && memcmp(data, "call back", 9) == 0) {
+        /* Calls that wait for this very thread: refused, not a node waiting for itself. */
+        pthread_mutex_lock(&e->lock);
+        rwal_node *node = e->node;
+        pthread_mutex_unlock(&e->lock);
+        uint64_t out_lsn = 0, out_epoch = 0;
+        rwal_status proposed = rwal_node_propose(node, (const uint8_t *)"x", 1, &out_lsn,
+                                                 &out_epoch);
+        rwal_status barrier = rwal_node_read_barrier(node, 1000, &out_lsn);
+        rwal_status closed = rwal_node_close(node);
+        pthread_mutex_lock(&e->lock);
+        e->reentry[0] = proposed;
+        e->reentry[1] = barrier;
+        e->reentry[2] = closed;
+        e->reentered = 1;
+        pthread_mutex_unlock(&e->lock);
+    }
     pthread_mutex_lock(&e->lock);
     CHECK(lsn > e->applied);
     e->applied = lsn;
@@ -411,6 +432,40 @@ static void test_engine_failure(const char *dir) {
     pthread_mutex_destroy(&e.lock);
 }
 
+/* A callback that calls the functions waiting for its node's thread (propose, read barrier,
+ * close) gets RWAL_ERR_INVALID_ARGUMENT at once; the close there closes nothing, and the node
+ * goes on. Before, the node waited for itself forever, and so did rwal_node_close. */
+static void test_reentry(const char *dir) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/reentrant", dir);
+    struct engine e = {0};
+    pthread_mutex_init(&e.lock, NULL);
+    rwal_node *node = open_alone(path, &e);
+    if (node == NULL) return;
+    pthread_mutex_lock(&e.lock);
+    e.node = node;
+    pthread_mutex_unlock(&e.lock);
+    uint64_t lsn = 0, epoch = 0;
+    rwal_status st = RWAL_ERR_NOT_LEADER;
+    for (int waited = 0; waited < WAIT_MS && st == RWAL_ERR_NOT_LEADER; waited += 10) {
+        st = rwal_node_propose_and_wait(node, (const uint8_t *)"call back", 9, WAIT_MS, &lsn,
+                                        &epoch);
+        if (st == RWAL_ERR_NOT_LEADER) sleep_ms(10);
+    }
+    CHECK_STATUS(st, RWAL_OK);
+    pthread_mutex_lock(&e.lock);
+    CHECK(e.reentered);
+    CHECK_STATUS(e.reentry[0], RWAL_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(e.reentry[1], RWAL_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(e.reentry[2], RWAL_ERR_INVALID_ARGUMENT);
+    pthread_mutex_unlock(&e.lock);
+    CHECK_STATUS(rwal_node_propose_and_wait(node, (const uint8_t *)"after", 5, WAIT_MS, &lsn,
+                                            &epoch),
+                 RWAL_OK);
+    CHECK_STATUS(rwal_node_close(node), RWAL_OK);
+    pthread_mutex_destroy(&e.lock);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s SCRATCH_DIR\n", argv[0]);
@@ -418,6 +473,7 @@ int main(int argc, char **argv) {
     }
     test_bad_options(argv[1]);
     test_engine_failure(argv[1]);
+    test_reentry(argv[1]);
     test_cluster(argv[1]);
     printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;

@@ -215,8 +215,24 @@ def open(  # noqa: A001 - rwal.open on purpose, like io.open
                                        "unknown backend %r (one of %s)" % (backend, ", ".join(_BACKENDS)))
         _check(lib.rwal_options_set_backend(opts, _BACKENDS[backend]))
     handle = ffi.new("rwal_log **")
-    _check(lib.rwal_open(os.fsencode(path), opts, handle))
-    return Log(handle[0])
+    log = Log.__new__(Log)
+    try:
+        _check(lib.rwal_open(os.fsencode(path), opts, handle))
+        log.__init__(handle[0])
+    except BaseException:
+        _free_unadopted(log, handle, lib.rwal_close)
+        raise
+    return log
+
+
+def _free_unadopted(owner, out, free) -> None:
+    """After an exception during an open: frees the native handle the open wrote into `out`, if
+    it did and `owner` had not taken it yet. A KeyboardInterrupt lands right after a native call
+    returns: between the open and the wrapping of its handle, it would leak the handle (a log's
+    directory lock, a node's threads calling back into an engine freed with its object)."""
+    if getattr(owner, "_closed", True) and out[0] != ffi.NULL:
+        free(out[0])
+        out[0] = ffi.NULL
 
 
 class _Handle:
@@ -229,9 +245,10 @@ class _Handle:
     def _open(self, handle) -> None:
         self._handle = handle
         self._calls = 0
-        self._closed = False
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
+        # Last: from here on the handle is this object's to free (see _free_unadopted).
+        self._closed = False
 
     def _enter(self):
         """Marks a call in progress; returns the handle."""

@@ -12,8 +12,9 @@ The engine's callbacks apply, snapshot and restore go together: give all three, 
 node without an engine. They and on_leader run one at a time: during Node(...) on the calling
 thread (restoring the engine from the latest checkpoint and the records after it), then on the
 node's own thread. They must not call the node's blocking methods (propose, wait_committed,
-read_barrier, change_membership, checkpoint, compact, close) nor iterate records(): those wait
-for that thread.
+read_barrier, change_membership, transfer_leadership, checkpoint, compact, close) nor iterate
+records(): those wait for that thread (those that wait for the node's thread raise
+InvalidArgumentError there instead).
 
 A node left open is closed when the interpreter exits (an atexit hook), or when it is garbage
 collected (with a ResourceWarning) unless that happens inside one of a node's callbacks, on a
@@ -39,7 +40,8 @@ import weakref
 from contextlib import contextmanager
 from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 
-from . import InvalidArgumentError, NotLeaderError, _check, _Handle, _last_error
+from . import (
+    InvalidArgumentError, NotLeaderError, _check, _free_unadopted, _Handle, _last_error, _stable)
 from ._rwal_cffi import ffi, lib
 
 ApplyFn = Callable[[int, int, bytes], None]
@@ -81,13 +83,17 @@ def _close_nodes_at_exit() -> None:
 
 
 @contextmanager
-def _in_callback():
-    outer = getattr(_callback_thread, "active", False)
+def _in_callback(engine=None):
+    """Marks this thread as running a node's callback (of the node whose _Engine is `engine`:
+    its close() looks for it among the engines whose callbacks this thread is inside)."""
+    outer = getattr(_callback_thread, "active", False), getattr(_callback_thread, "engines", ())
     _callback_thread.active = True
+    if engine is not None:
+        _callback_thread.engines = outer[1] + (engine,)
     try:
         yield
     finally:
-        _callback_thread.active = outer
+        _callback_thread.active, _callback_thread.engines = outer
 
 
 class _Engine:
@@ -116,23 +122,26 @@ def _print_callback_error(exc_type, exc_value, tb):
 # abandons the snapshot.
 @ffi.def_extern(error=-1, onerror=_print_callback_error)
 def _rwal_py_apply(userdata, lsn, epoch, data, size):
-    with _in_callback():
-        ffi.from_handle(userdata).apply(lsn, epoch, _bytes(data, size))
+    engine = ffi.from_handle(userdata)
+    with _in_callback(engine):
+        engine.apply(lsn, epoch, _bytes(data, size))
     return 0
 
 
 @ffi.def_extern(error=-1, onerror=_print_callback_error)
 def _rwal_py_snapshot(userdata, sink):
-    with _in_callback():
-        state = bytes(ffi.from_handle(userdata).snapshot())
+    engine = ffi.from_handle(userdata)
+    with _in_callback(engine):
+        state = bytes(engine.snapshot())
         written = lib.rwal_snapshot_sink_write(sink, ffi.from_buffer(state), len(state))
     return 0 if written == 0 else -1
 
 
 @ffi.def_extern(error=-1, onerror=_print_callback_error)
 def _rwal_py_restore(userdata, lsn, epoch, data, size):
-    with _in_callback():
-        ffi.from_handle(userdata).restore(lsn, epoch, _bytes(data, size))
+    engine = ffi.from_handle(userdata)
+    with _in_callback(engine):
+        engine.restore(lsn, epoch, _bytes(data, size))
     return 0
 
 
@@ -140,7 +149,7 @@ def _rwal_py_restore(userdata, lsn, epoch, data, size):
 def _rwal_py_leader(userdata, leader, term):
     engine = ffi.from_handle(userdata)
     if engine.on_leader is not None:
-        with _in_callback():
+        with _in_callback(engine):
             engine.on_leader(leader or None, term)
 
 
@@ -207,11 +216,15 @@ class Node(_Handle):
             lib._rwal_py_snapshot if snapshot is not None else ffi.NULL,
             lib._rwal_py_restore if restore is not None else ffi.NULL,
             lib._rwal_py_leader, self._engine_handle))
-        out = ffi.new("rwal_node **")
-        _check(lib.rwal_node_open(opts, out))
-        self._open(out[0])
-        _open_nodes.add(self)
         self._id = node_id
+        out = ffi.new("rwal_node **")
+        try:
+            _check(lib.rwal_node_open(opts, out))
+            self._open(out[0])
+        except BaseException:
+            _free_unadopted(self, out, lib.rwal_node_close)
+            raise
+        _open_nodes.add(self)
 
     def __del__(self) -> None:
         if getattr(self, "_closed", True):
@@ -266,7 +279,7 @@ class Node(_Handle):
         """Proposes a record on the leader; returns the (lsn, epoch) it will have if it
         commits. rwal.NotLeaderError (naming the leader) on a follower; rwal.BusyError when
         too much waits to be committed."""
-        buf = ffi.from_buffer(data)
+        buf = ffi.from_buffer(_stable(data))
         lsn = ffi.new("uint64_t *")
         epoch = ffi.new("uint64_t *")
         self._call(lib.rwal_node_propose, ffi.cast("const uint8_t *", buf), len(buf), lsn, epoch)
@@ -281,7 +294,7 @@ class Node(_Handle):
         """propose() then wait_committed() in one call, with one wake-up instead of two;
         returns the committed record's (lsn, epoch). After rwal.TimeoutError the record may
         still commit (its LSN is not known): callers that must know use the two calls."""
-        buf = ffi.from_buffer(data)
+        buf = ffi.from_buffer(_stable(data))
         lsn = ffi.new("uint64_t *")
         epoch = ffi.new("uint64_t *")
         self._call(lib.rwal_node_propose_and_wait, ffi.cast("const uint8_t *", buf), len(buf),
@@ -289,7 +302,8 @@ class Node(_Handle):
         return lsn[0], epoch[0]
 
     def leader(self) -> Tuple[Optional[int], Optional[str]]:
-        """(id, peer address) of the leader this node knows of, or (None, None)."""
+        """(id, peer address) of the leader this node knows of, or (None, None); while this
+        node hands its leadership over, of the node it hands it to (where proposals go)."""
         leader = ffi.new("uint64_t *")
         buf = ffi.new("char[]", 128)
         size = ffi.new("size_t *")
@@ -364,8 +378,9 @@ class Node(_Handle):
     def checkpoint(self, lsn: int, state) -> None:
         """Writes a checkpoint at `lsn` (at most the applied LSN) with the engine's state.
         rwal.AbandonedError if the node began installing a leader's snapshot meanwhile: nothing
-        was kept, and the node goes on."""
-        buf = ffi.from_buffer(state)
+        was kept, and the node goes on. A mutable buffer (a bytearray the apply callback
+        changes) is copied first: its checksum and its bytes are read one after the other."""
+        buf = ffi.from_buffer(_stable(state))
         self._call(lib.rwal_node_checkpoint, lsn, ffi.cast("const uint8_t *", buf), len(buf))
 
     def compact(self) -> None:
@@ -375,8 +390,21 @@ class Node(_Handle):
     def close(self) -> None:
         """Stops the node and closes its log; waits for calls in progress on other threads
         first, a wait_committed or propose_and_wait up to its timeout (give those short
-        timeouts where close must be prompt). Twice is fine."""
-        self._close_with(lib.rwal_node_close)
+        timeouts where close must be prompt). Twice is fine. InvalidArgumentError from one of
+        this node's own callbacks, where it would wait for itself: the node stays open."""
+        if any(e is getattr(self, "_engine", None) for e in getattr(_callback_thread, "engines",
+                                                                    ())):
+            raise InvalidArgumentError(
+                lib.RWAL_ERR_INVALID_ARGUMENT, "close was called from one of this node's own "
+                "callbacks, where it would wait for itself: the node stays open")
+        try:
+            self._close_with(lib.rwal_node_close)
+        except InvalidArgumentError:
+            # The library refused: called on the node's thread after all (outside the
+            # callbacks seen above). The node stays open, and so does this handle.
+            with self._lock:
+                self._closed = False
+            raise
 
 
 def _millis(seconds: float) -> int:

@@ -218,6 +218,93 @@ def test_an_apply_that_raises_stops_the_node_and_close_says_why(tmp_path):
     assert applied == [b"fine"]
 
 
+def test_a_callback_calling_a_waiting_method_gets_an_error_not_a_hung_node(tmp_path):
+    holder = {}
+    refused = {}
+
+    def apply(lsn, epoch, data):
+        if data != b"call back":
+            return
+        node = holder["node"]
+        for name, call in (("transfer_leadership", lambda: node.transfer_leadership(timeout=1)),
+                           ("propose", lambda: node.propose(b"inner")),
+                           ("read_barrier", lambda: node.read_barrier(timeout=1)),
+                           ("close", node.close)):
+            try:
+                call()
+            except rwal.InvalidArgumentError as e:
+                refused[name] = str(e)
+
+    node = rwal.Node(1, tmp_path / "reentrant", cluster_id=1, secret=SECRET, voters=[1],
+                     tick_ms=10, apply=apply, snapshot=lambda: b"", restore=lambda *_: None)
+    holder["node"] = node
+    try:
+        deadline = time.monotonic() + 30
+        while node.status()["role"] != "leader":
+            assert time.monotonic() < deadline, "the node never led"
+            time.sleep(0.01)
+        node.propose_and_wait(b"call back", timeout=30)
+        assert sorted(refused) == ["close", "propose", "read_barrier", "transfer_leadership"], \
+            refused
+        for name, message in refused.items():
+            assert name in message and "wait for itself" in message, message
+        assert not node.closed
+        node.propose_and_wait(b"after", timeout=30)  # the node goes on
+    finally:
+        holder.clear()
+        node.close()
+
+
+def test_checkpoint_and_propose_copy_a_buffer_the_engine_may_change(tmp_path, monkeypatch):
+    handed = []
+    stable = rwal.node._stable
+
+    def recording(data):
+        out = stable(data)
+        handed.append((type(data), type(out)))
+        return out
+
+    node = rwal.Node(1, tmp_path / "stable", cluster_id=1, secret=SECRET, voters=[1],
+                     tick_ms=10, apply=lambda *_: None, snapshot=lambda: b"",
+                     restore=lambda *_: None)
+    try:
+        deadline = time.monotonic() + 30
+        while node.status()["role"] != "leader":
+            assert time.monotonic() < deadline, "the node never led"
+            time.sleep(0.01)
+        lsn, _ = node.propose_and_wait(b"one", timeout=30)
+        wait(lambda: node.status()["applied_lsn"] >= lsn)
+        monkeypatch.setattr(rwal.node, "_stable", recording)
+        node.checkpoint(lsn, bytearray(b"engine state"))
+        node.propose(bytearray(b"two"))
+        node.propose_and_wait(bytearray(b"three"), timeout=30)
+        # Each bytearray reaches the library as a bytes copy: it reads a checkpoint's bytes
+        # twice (checksum, then write) with the GIL released, while apply may change them.
+        assert handed == [(bytearray, bytes)] * 3, handed
+    finally:
+        monkeypatch.undo()
+        node.close()
+
+
+def test_an_interrupt_right_after_the_native_open_closes_the_node(tmp_path, monkeypatch):
+    # Between rwal_node_open and the wrapping of its handle, an interrupt used to leave the
+    # node running with its callbacks' handle freed with the half-made object.
+    def interrupted(self, handle):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rwal.Node, "_open", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        rwal.Node(1, tmp_path / "interrupted", cluster_id=1, secret=SECRET, voters=[1],
+                  tick_ms=10, apply=lambda *_: None, snapshot=lambda: b"",
+                  restore=lambda *_: None)
+    monkeypatch.undo()
+    # Closed: its directory opens again (a node left running would hold its lock).
+    node = rwal.Node(1, tmp_path / "interrupted", cluster_id=1, secret=SECRET, voters=[1],
+                     tick_ms=10, apply=lambda *_: None, snapshot=lambda: b"",
+                     restore=lambda *_: None)
+    node.close()
+
+
 def test_a_node_collected_inside_its_own_callback_is_closed_later_not_joined_there(tmp_path):
     import gc
     import weakref

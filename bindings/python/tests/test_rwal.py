@@ -77,6 +77,20 @@ def test_truncate_and_stats(path):
         assert stats["syncs"] >= 1 and stats["records_synced"] >= 5
 
 
+def test_an_interrupt_right_after_the_native_open_closes_the_log(path, monkeypatch):
+    # A KeyboardInterrupt lands right after a native call returns: here, between rwal_open and
+    # the wrapping of its handle, which used to leak the handle and its directory lock.
+    def interrupted(self, handle):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rwal.Log, "__init__", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        rwal.open(path)
+    monkeypatch.undo()
+    log = rwal.open(path)  # not LockedError: the interrupted open closed its handle
+    log.close()
+
+
 def test_close_twice_and_use_after_close(path):
     log = rwal.open(path, segment_size=1 << 20)
     log.append(b"x")
