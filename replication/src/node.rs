@@ -43,6 +43,14 @@ pub struct NodeOptions {
     /// Envelopes from other nodes waiting for the node's thread; more are dropped (raft
     /// resends).
     pub pending_envelopes_max: usize,
+    /// Bytes of those envelopes ([`Envelope::bytes_held`]) waiting at most: more are dropped
+    /// too (and logged), except into an empty queue (an envelope larger than this still gets
+    /// through, alone). `None` (the default): what a leader with this node's `config` may have
+    /// in flight to it, so that a follower catching up drops nothing its leader must resend:
+    /// `max_inflight_messages` appends of `max_bytes_per_message`, one record of
+    /// `max_record_bytes`, and 64 snapshot chunks of `snapshot_chunk_bytes` (the TCP
+    /// transport's lane); 336 MiB with the defaults.
+    pub pending_envelope_bytes_max: Option<usize>,
     /// Receives the replica's notes (snapshots sent, refused or dropped, messages raft
     /// refused), called on the node's thread; `None`: they are dropped.
     pub log: Option<NodeLog>,
@@ -70,6 +78,10 @@ impl std::fmt::Debug for NodeOptions {
             .field("tick_interval", &self.tick_interval)
             .field("pending_proposals_max", &self.pending_proposals_max)
             .field("pending_envelopes_max", &self.pending_envelopes_max)
+            .field(
+                "pending_envelope_bytes_max",
+                &self.pending_envelope_bytes_max,
+            )
             .field("log", &self.log.is_some())
             .field("sync_stall_limit", &self.sync_stall_limit)
             .finish()
@@ -87,6 +99,7 @@ impl NodeOptions {
             tick_interval: Duration::from_millis(10),
             pending_proposals_max: 65536,
             pending_envelopes_max: 65536,
+            pending_envelope_bytes_max: None,
             log: None,
             sync_stall_limit: Some(Duration::from_secs(1)),
         }
@@ -181,7 +194,40 @@ struct Queue {
     stop: bool,
     /// The persister finished a sync (or failed).
     synced: bool,
+    /// [`Envelope::bytes_held`] of `envelopes`.
+    envelope_bytes: usize,
     dropped_envelopes: u64,
+}
+
+impl Queue {
+    /// Queues `envelope` (holding `bytes`, [`Envelope::bytes_held`]) unless the queue is at
+    /// `count_max` envelopes, or it is not empty and `envelope` would take it past `bytes_max`
+    /// bytes; whether it did.
+    fn admit(
+        &mut self,
+        envelope: Envelope,
+        bytes: usize,
+        count_max: usize,
+        bytes_max: usize,
+    ) -> bool {
+        let fits = self.envelopes.len() < count_max
+            && (self.envelopes.is_empty()
+                || self.envelope_bytes.saturating_add(bytes) <= bytes_max);
+        if fits {
+            self.envelope_bytes += bytes;
+            self.envelopes.push(envelope);
+        } else {
+            self.dropped_envelopes += 1;
+        }
+        fits
+    }
+
+    /// Takes the queued envelopes, and how many were dropped since the last take.
+    fn take_envelopes(&mut self) -> (Vec<Envelope>, u64) {
+        self.envelope_bytes = 0;
+        let dropped = std::mem::take(&mut self.dropped_envelopes);
+        (std::mem::take(&mut self.envelopes), dropped)
+    }
 }
 
 struct Shared {
@@ -193,6 +239,7 @@ struct Shared {
     waiters: CommitWaiters,
     closed: AtomicBool,
     pending_envelopes_max: usize,
+    pending_envelope_bytes_max: usize,
     /// The node's thread, once it runs: calls that wait for it refuse to run on it.
     thread: std::sync::OnceLock<std::thread::ThreadId>,
     /// Set by a close made on the node's own thread, which cannot wait for the thread's end:
@@ -214,13 +261,18 @@ impl Inbox for Shared {
         if self.closed.load(Ordering::Acquire) {
             return false;
         }
+        // Sized before the lock: a frame of small records holds many entries.
+        let sized: Vec<(usize, Envelope)> =
+            batch.into_iter().map(|e| (e.bytes_held(), e)).collect();
         let mut queue = self.queue.lock();
-        let room = self
-            .pending_envelopes_max
-            .saturating_sub(queue.envelopes.len());
-        let n = batch.len();
-        queue.envelopes.extend(batch.into_iter().take(room));
-        queue.dropped_envelopes += n.saturating_sub(room) as u64;
+        for (bytes, envelope) in sized {
+            queue.admit(
+                envelope,
+                bytes,
+                self.pending_envelopes_max,
+                self.pending_envelope_bytes_max,
+            );
+        }
         drop(queue);
         self.queue_cond.notify_one();
         true
@@ -293,6 +345,9 @@ impl Node {
             waiters: CommitWaiters::default(),
             closed: AtomicBool::new(false),
             pending_envelopes_max: options.pending_envelopes_max,
+            pending_envelope_bytes_max: options
+                .pending_envelope_bytes_max
+                .unwrap_or_else(|| in_flight_bytes(&options.config)),
             thread: std::sync::OnceLock::new(),
             close_log_at_end: AtomicBool::new(false),
         });
@@ -868,6 +923,18 @@ fn write_own_checkpoint(
     }
 }
 
+/// What a leader with `config` may have in flight to one follower, in bytes (the default
+/// bound of a node's inbox, [`NodeOptions::pending_envelope_bytes_max`]).
+fn in_flight_bytes(config: &Config) -> usize {
+    let appends =
+        (config.max_inflight_messages as u64).saturating_mul(config.max_bytes_per_message);
+    let chunks = 64u64.saturating_mul(config.snapshot_chunk_bytes as u64);
+    let total = appends
+        .saturating_add(config.max_record_bytes)
+        .saturating_add(chunks);
+    usize::try_from(total).unwrap_or(usize::MAX)
+}
+
 /// Whether a leader hands its leadership over because of a stalled sync of its log: the
 /// persister's sync in progress, started at `since`, has run for `limit`, and the last
 /// hand-over (`last`), if any, is as old (a transfer raft abandons is tried again).
@@ -938,9 +1005,11 @@ fn run<M: StateMachine, T: Transport>(
     // the node fails like on any other error below: callers get `Raft`/`Closed` answers instead
     // of waiting forever for a thread that is gone. Afterwards only its status is read, and
     // its log closed if a close on this thread asked for it (the log is a handle of its own).
+    // Envelopes the full inbox dropped, not yet logged, and when that was last logged.
+    let (mut dropped_unreported, mut last_drop_report) = (0u64, None::<Instant>);
     let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<()> {
         loop {
-            let (envelopes, requests, synced) = {
+            let ((envelopes, dropped), requests, synced) = {
                 let mut queue = shared.queue.lock();
                 while !queue.stop
                     && !queue.synced
@@ -960,11 +1029,25 @@ fn run<M: StateMachine, T: Transport>(
                 }
                 queue.proposals = 0;
                 (
-                    std::mem::take(&mut queue.envelopes),
+                    queue.take_envelopes(),
                     std::mem::take(&mut queue.requests),
                     std::mem::take(&mut queue.synced),
                 )
             };
+            dropped_unreported += dropped;
+            if dropped_unreported > 0
+                && last_drop_report.is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+            {
+                // At most once a second: a full inbox drops at every delivery.
+                if let Some(log) = &log {
+                    log(&format!(
+                        "dropped {dropped_unreported} messages from peers: this node's inbox was \
+                         full (pending_envelopes_max, pending_envelope_bytes_max); they will be \
+                         resent"
+                    ));
+                }
+                (dropped_unreported, last_drop_report) = (0, Some(Instant::now()));
+            }
             if synced {
                 if let Some(failure) = persister.failure() {
                     return Err(Error::Raft(format!("syncing the log failed: {failure}")));
@@ -1157,6 +1240,67 @@ fn run<M: StateMachine, T: Transport>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn chunk(bytes: usize) -> Envelope {
+        Envelope::SnapshotChunk(crate::transport::SnapshotChunk {
+            from: 2,
+            to: 1,
+            lsn: 10,
+            epoch: 1,
+            offset: 0,
+            total: bytes as u64,
+            crc: 0,
+            data: vec![7; bytes],
+        })
+    }
+
+    #[test]
+    fn the_inbox_queue_is_bounded_in_bytes_but_takes_one_envelope_of_any_size() {
+        let mut queue = Queue::default();
+        let (count_max, bytes_max) = (100, 10_000);
+        let admit = |queue: &mut Queue, envelope: Envelope, count_max| {
+            let bytes = envelope.bytes_held();
+            queue.admit(envelope, bytes, count_max, bytes_max)
+        };
+        // Larger than the bound, into an empty queue: taken, alone.
+        assert!(admit(&mut queue, chunk(50_000), count_max));
+        assert!(!admit(&mut queue, chunk(10), count_max));
+        let (taken, dropped) = queue.take_envelopes();
+        assert_eq!((taken.len(), dropped), (1, 1));
+        // Then up to the bound.
+        let each = chunk(1_000).bytes_held();
+        let fit = bytes_max / each;
+        for _ in 0..fit {
+            assert!(admit(&mut queue, chunk(1_000), count_max));
+        }
+        assert!(!admit(&mut queue, chunk(1_000), count_max));
+        assert_eq!(queue.envelope_bytes, fit * each);
+        assert_eq!(queue.take_envelopes().1, 1);
+        assert_eq!(queue.envelope_bytes, 0);
+        // The count bound holds for small envelopes too.
+        for _ in 0..3 {
+            assert!(admit(&mut queue, chunk(1), 3));
+        }
+        assert!(!admit(&mut queue, chunk(1), 3));
+    }
+
+    #[test]
+    fn an_inbox_bounds_by_default_what_a_leader_may_have_in_flight() {
+        // 256 appends of 1 MiB, a 16 MiB record, 64 chunks of 1 MiB.
+        assert_eq!(in_flight_bytes(&Config::new(1)), 336 << 20);
+        // A raft append counts its entries' payloads and their structures.
+        let mut append = raft::eraftpb::Message::default();
+        for _ in 0..10 {
+            let mut entry = raft::eraftpb::Entry::default();
+            entry.data = vec![1u8; 1000].into();
+            append.mut_entries().push(entry);
+        }
+        let held = Envelope::Raft(append).bytes_held();
+        assert!(
+            (10_000 + 10 * std::mem::size_of::<raft::eraftpb::Entry>()..20_000).contains(&held),
+            "{held}"
+        );
+    }
 
     #[test]
     fn a_stalled_sync_hands_over_once_per_limit() {

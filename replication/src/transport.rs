@@ -41,6 +41,27 @@ pub enum Envelope {
 }
 
 impl Envelope {
+    /// About how many bytes it holds in memory: its payloads (entries, a snapshot's data, a
+    /// chunk's bytes) and the structures around them. Inboxes bound their queues with it.
+    pub fn bytes_held(&self) -> usize {
+        let rest = std::mem::size_of::<Envelope>();
+        match self {
+            Envelope::Raft(m) => {
+                let entries: usize = m
+                    .get_entries()
+                    .iter()
+                    .map(|e| {
+                        std::mem::size_of::<raft::eraftpb::Entry>()
+                            + e.get_data().len()
+                            + e.get_context().len()
+                    })
+                    .sum();
+                rest + m.get_context().len() + m.get_snapshot().get_data().len() + entries
+            }
+            Envelope::SnapshotChunk(c) => rest + c.data.len(),
+        }
+    }
+
     /// The sender.
     pub fn from(&self) -> NodeId {
         match self {
