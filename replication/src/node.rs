@@ -44,12 +44,13 @@ pub struct NodeOptions {
     /// resends).
     pub pending_envelopes_max: usize,
     /// Bytes of those envelopes ([`Envelope::bytes_held`]) waiting at most: more are dropped
-    /// too (and logged), except into an empty queue (an envelope larger than this still gets
-    /// through, alone). `None` (the default): what a leader with this node's `config` may have
-    /// in flight to it, so that a follower catching up drops nothing its leader must resend:
-    /// `max_inflight_messages` appends of `max_bytes_per_message`, one record of
-    /// `max_record_bytes`, and 64 snapshot chunks of `snapshot_chunk_bytes` (the TCP
-    /// transport's lane); 336 MiB with the defaults.
+    /// too (and logged through `log`), except into an empty queue (an envelope larger than this
+    /// still gets through, alone). `None` (the default): `max_inflight_messages` appends of
+    /// `max_bytes_per_message`, one record of `max_record_bytes`, and 64 snapshot chunks of
+    /// `snapshot_chunk_bytes` (the TCP transport's lane), 336 MiB with the defaults: a leader's
+    /// full window of records of a few hundred bytes or more fits. Smaller records (each also
+    /// holds about 100 bytes of structure) or records above `max_bytes_per_message` (one per
+    /// append) can fill it; what is dropped, raft resends.
     pub pending_envelope_bytes_max: Option<usize>,
     /// Receives the replica's notes (snapshots sent, refused or dropped, messages raft
     /// refused), called on the node's thread; `None`: they are dropped.
