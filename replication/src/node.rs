@@ -263,10 +263,9 @@ impl Inbox for Shared {
             return false;
         }
         // Sized before the lock: a frame of small records holds many entries.
-        let sized: Vec<(usize, Envelope)> =
-            batch.into_iter().map(|e| (e.bytes_held(), e)).collect();
+        let sizes: Vec<usize> = batch.iter().map(Envelope::bytes_held).collect();
         let mut queue = self.queue.lock();
-        for (bytes, envelope) in sized {
+        for (envelope, bytes) in batch.into_iter().zip(sizes) {
             queue.admit(
                 envelope,
                 bytes,

@@ -966,26 +966,16 @@ fn a_snapshot_longer_than_any_file_is_refused() {
 fn a_cut_to_just_before_the_first_lsn_inside_an_older_segment_is_finished_in_place() {
     let mut reached = 0;
     for seed in 0..32u64 {
-        let disk = SimDisk::new();
-        let wal = Wal::open("/sim", sim(&disk)).unwrap();
-        fill(&wal, 5); // the first segment is full
-        wal.checkpoint(5, Some(b"s")).unwrap();
-        wal.append(&payload(5, RECORD)).unwrap(); // rolls; never synced
-        let first = segment_names(&disk)[0].clone();
-        // Removed or recycled (renamed into a prepared segment): neither happens.
-        disk.fail_removes_of(&first, libc::EIO);
-        disk.fail_renames_of(&first, libc::EIO);
-        assert!(wal.compact_now().is_err(), "the removal was to fail");
-        let crashed = disk.crash(seed);
-        drop(wal);
-        let wal = Wal::open("/sim", sim(&crashed)).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-        assert_eq!(wal.first_lsn(), 6, "seed {seed}");
-        if !segment_names(&crashed).contains(&first) {
-            // The second segment's header survived: the first was removed as wholly compacted.
+        let Some((crashed, names)) = crash_keeping_a_compacted_segment(seed) else {
             continue;
-        }
+        };
         reached += 1;
-        assert_eq!(wal.last_lsn(), 5, "seed {seed}");
+        let wal = Wal::open("/sim", sim(&crashed)).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert!(
+            segment_names(&crashed).contains(&names[0]),
+            "seed {seed}: kept"
+        );
+        assert_eq!((wal.first_lsn(), wal.last_lsn()), (6, 5), "seed {seed}");
         let six = wal.append(b"six, cut next").unwrap();
         wal.commit(six).unwrap();
         // The cut's declaration is durable; its zero-fill's sync fails.
@@ -1022,22 +1012,9 @@ fn an_older_segment_whose_records_end_before_the_first_lsn_is_not_kept() {
     let stored = (32 + RECORD as u64).div_ceil(8) * 8;
     let mut reached = 0;
     for seed in 0..32u64 {
-        let disk = SimDisk::new();
-        let wal = Wal::open("/sim", sim(&disk)).unwrap();
-        fill(&wal, 5); // the first segment is full
-        wal.checkpoint(5, Some(b"s")).unwrap();
-        wal.append(&payload(5, RECORD)).unwrap(); // rolls; never synced
-        let names = segment_names(&disk);
-        disk.fail_removes_of(&names[0], libc::EIO);
-        disk.fail_renames_of(&names[0], libc::EIO);
-        assert!(wal.compact_now().is_err(), "the removal was to fail");
-        let crashed = disk.crash(seed);
-        drop(wal);
-        let header = |d: &SimDisk| d.read_file(&names[1]).map(|bytes| bytes[..512].to_vec());
-        if header(&crashed) == header(&disk) {
-            // The second segment's header survived: the first is removed as wholly compacted.
+        let Some((crashed, names)) = crash_keeping_a_compacted_segment(seed) else {
             continue;
-        }
+        };
         reached += 1;
         // Records 5 and on (none past it is in the file) read as zeros.
         crashed.zero_range(&names[0], 4096 + 4 * stored, (1 << 20) - 4096 - 4 * stored);
@@ -1068,21 +1045,9 @@ fn damage_among_stepped_over_records_in_front_of_acknowledged_ones_refuses_the_o
     let stored = (32 + RECORD as u64).div_ceil(8) * 8;
     let mut reached = 0;
     for seed in 0..32u64 {
-        let disk = SimDisk::new();
-        let wal = Wal::open("/sim", sim(&disk)).unwrap();
-        fill(&wal, 5); // the first segment is full
-        wal.checkpoint(5, Some(b"s")).unwrap();
-        wal.append(&payload(5, RECORD)).unwrap(); // rolls; never synced
-        let names = segment_names(&disk);
-        disk.fail_removes_of(&names[0], libc::EIO);
-        disk.fail_renames_of(&names[0], libc::EIO);
-        assert!(wal.compact_now().is_err(), "the removal was to fail");
-        let crashed = disk.crash(seed);
-        drop(wal);
-        let header = |d: &SimDisk| d.read_file(&names[1]).map(|bytes| bytes[..512].to_vec());
-        if header(&crashed) == header(&disk) {
-            continue; // the first segment is removed as wholly compacted
-        }
+        let Some((crashed, names)) = crash_keeping_a_compacted_segment(seed) else {
+            continue;
+        };
         reached += 1;
         let wal = Wal::open("/sim", sim(&crashed)).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         for i in 6..=8u64 {
@@ -1109,4 +1074,25 @@ fn damage_among_stepped_over_records_in_front_of_acknowledged_ones_refuses_the_o
         assert!(segment_names(&after).contains(&names[0]), "seed {seed}");
     }
     assert!(reached > 0, "no crash kept the older segment");
+}
+
+/// A log whose first segment, compacted away (its removal and its recycling fail), is kept by
+/// the next open because a power cut took the header of the segment after it: the disk that cut
+/// left, and the segment names from before it (`[0]` the kept one). `None` for a `seed` whose cut
+/// left the second segment's header whole: the open then removes the first as wholly compacted.
+fn crash_keeping_a_compacted_segment(seed: u64) -> Option<(SimDisk, Vec<String>)> {
+    let disk = SimDisk::new();
+    let wal = Wal::open("/sim", sim(&disk)).unwrap();
+    fill(&wal, 5); // the first segment is full
+    wal.checkpoint(5, Some(b"s")).unwrap();
+    wal.append(&payload(5, RECORD)).unwrap(); // rolls; never synced
+    let names = segment_names(&disk);
+    disk.fail_removes_of(&names[0], libc::EIO);
+    disk.fail_renames_of(&names[0], libc::EIO);
+    assert!(wal.compact_now().is_err(), "the removal was to fail");
+    let crashed = disk.crash(seed);
+    drop(wal);
+    // The header lies in the segment's first sector, which a crash keeps or loses whole.
+    let header = |d: &SimDisk| d.read_file(&names[1]).map(|bytes| bytes[..512].to_vec());
+    (header(&crashed) != header(&disk)).then_some((crashed, names))
 }

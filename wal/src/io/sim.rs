@@ -254,29 +254,21 @@ impl SimDisk {
 
     /// Flips one bit of a file, in its durable image as well as in its current bytes.
     pub fn flip_bit(&self, name: &str, byte_offset: u64, bit: u8) {
-        let file = self
-            .inner
-            .state
-            .lock()
-            .names
-            .get(name)
-            .cloned()
-            .expect("file exists");
-        file.flip_bit(byte_offset as usize, bit);
+        self.existing(name).flip_bit(byte_offset as usize, bit);
     }
 
     /// Makes `len` bytes of file `name` from `byte_offset` read as zeros, durably: a range the
     /// device lost. Panics if the file does not exist or the range runs past its end.
     pub fn zero_range(&self, name: &str, byte_offset: u64, len: u64) {
-        let file = self
-            .inner
-            .state
-            .lock()
-            .names
-            .get(name)
-            .cloned()
-            .expect("file exists");
-        file.zero_range(byte_offset as usize, len as usize);
+        self.existing(name)
+            .zero_range(byte_offset as usize, len as usize);
+    }
+
+    /// The file `name` as the running system sees it; panics if there is none (a test's
+    /// mistake).
+    fn existing(&self, name: &str) -> Arc<SimFile> {
+        let file = self.inner.state.lock().names.get(name).cloned();
+        file.unwrap_or_else(|| panic!("no file {name} on the simulated disk"))
     }
 
     /// Makes the next sync (of a file or of the directory) fail with `errno` (e.g. `libc::EIO`).
