@@ -1096,3 +1096,52 @@ fn crash_keeping_a_compacted_segment(seed: u64) -> Option<(SimDisk, Vec<String>)
     let header = |d: &SimDisk| d.read_file(&names[1]).map(|bytes| bytes[..512].to_vec());
     (header(&crashed) != header(&disk)).then_some((crashed, names))
 }
+
+/// An older snapshot file that cannot be removed is left behind and reported, and neither the
+/// checkpoint that replaced it nor compaction fails for it: the first returned an error for a
+/// checkpoint already in place, and the second stopped before any segment went, so the log
+/// grew without bound.
+#[test]
+fn an_older_snapshot_that_cannot_be_removed_holds_up_nothing() {
+    let disk = SimDisk::new();
+    let wal = Wal::open("/sim", sim(&disk)).unwrap();
+    fill(&wal, 30);
+    wal.checkpoint(10, Some(b"at 10")).unwrap();
+    let older = "snapshot-00000000000000000010.snap";
+    assert!(disk.file_names().contains(&older.to_string()));
+    disk.fail_removes_of(older, libc::EACCES);
+    wal.checkpoint(20, Some(b"at 20")).unwrap();
+    assert_eq!(wal.latest_checkpoint().unwrap().lsn, 20);
+    let before = wal.first_lsn();
+    let report = wal.compact_now().unwrap();
+    assert!(report.segments_removed > 0, "{report:?}");
+    assert!(wal.first_lsn() > before);
+    assert!(
+        report
+            .files_left_behind
+            .iter()
+            .any(|left| left.starts_with(older)),
+        "{report:?}"
+    );
+    assert!(disk.file_names().contains(&older.to_string()));
+    // Nor does it keep the log from opening: it is reported, and the reopened log is whole.
+    wal.close().unwrap();
+    let wal = Wal::open("/sim", sim(&disk)).unwrap();
+    assert!(
+        wal.recovery_report().events.iter().any(|e| matches!(
+            e,
+            RecoveryEvent::FileLeftBehind { file, .. } if file == older
+        )),
+        "{:?}",
+        wal.recovery_report()
+    );
+    assert_eq!(wal.latest_checkpoint().unwrap().lsn, 20);
+    assert_eq!(wal.last_lsn(), 30);
+    // Once it can go, the next compaction removes it.
+    disk.clear_faults();
+    let report = wal.compact_now().unwrap();
+    assert_eq!(report.snapshots_removed, 1, "{report:?}");
+    assert!(report.files_left_behind.is_empty(), "{report:?}");
+    assert!(!disk.file_names().contains(&older.to_string()));
+    assert_eq!(read_snapshot(&wal).unwrap(), b"at 20");
+}

@@ -384,3 +384,47 @@ fn skip_corrupted_then_a_torn_segment_keeps_a_consistent_end() {
     assert!(!report.contains("00000000000000000002.seg"), "{report}");
     assert_eq!(wal.read(next).unwrap(), b"after the skip");
 }
+
+/// A lossy recovery that ends below the latest checkpoint resets the log to that checkpoint.
+/// It used to keep the shorter log under the checkpoint: new records then took LSNs the
+/// snapshot already covered, a restore from the snapshot skipped them, and compaction removed
+/// them as covered, acknowledged as they were.
+#[test]
+fn a_lossy_recovery_that_ends_below_the_latest_checkpoint_resets_the_log_to_it() {
+    for mode in [RecoveryMode::PointInTime, RecoveryMode::SkipCorrupted] {
+        let disk = SimDisk::new();
+        let wal = Wal::open("/sim", options(&disk, RecoveryMode::TolerateTornTail)).unwrap();
+        for i in 0..40 {
+            wal.append(&payload(i, PAYLOAD)).unwrap();
+        }
+        wal.sync().unwrap();
+        wal.checkpoint(30, Some(b"the state at 30")).unwrap();
+        wal.close().unwrap();
+        disk.flip_bit(SEGMENT, offset_of(5) + 40, 0);
+        let wal = Wal::open("/sim", options(&disk, mode)).unwrap();
+        let report = wal.recovery_report();
+        assert!(
+            report.events.contains(&RecoveryEvent::ResetToCheckpoint {
+                checkpoint_lsn: 30,
+                recovered_through: 4,
+            }),
+            "{mode:?}: {report:?}"
+        );
+        assert_eq!((report.first_lsn, report.last_lsn), (31, 30), "{mode:?}");
+        assert_eq!((wal.first_lsn(), wal.last_lsn()), (31, 30), "{mode:?}");
+        assert_eq!(wal.latest_checkpoint().unwrap().lsn, 30);
+        let mut snapshot = Vec::new();
+        std::io::Read::read_to_end(&mut wal.open_snapshot().unwrap().unwrap(), &mut snapshot)
+            .unwrap();
+        assert_eq!(snapshot, b"the state at 30");
+        // The log goes on after the checkpoint, and what it acknowledges stays.
+        assert_eq!(wal.append_durable(b"after the checkpoint").unwrap(), 31);
+        wal.compact_now().unwrap();
+        assert_eq!(wal.read(31).unwrap(), b"after the checkpoint");
+        wal.close().unwrap();
+        let wal = Wal::open("/sim", options(&disk, RecoveryMode::AbsoluteConsistency)).unwrap();
+        assert_eq!((wal.first_lsn(), wal.last_lsn()), (31, 31), "{mode:?}");
+        assert_eq!(wal.read(31).unwrap(), b"after the checkpoint");
+        wal.close().unwrap();
+    }
+}

@@ -48,6 +48,8 @@ pub struct CompactionReport {
     /// `bytes_removed` all the same). Their records are no longer part of the log, and their
     /// names are not segments' (`.removed.tmp`, `.recycled.tmp`, or an unused prepared
     /// segment); every compaction tries to remove them again, and the next open removes them.
+    /// Also the snapshot files of older checkpoints that could not be removed (every
+    /// compaction tries again; the segments went all the same).
     pub files_left_behind: Vec<String>,
 }
 
@@ -229,8 +231,11 @@ impl Wal {
     /// a snapshot needs. A crash at any step leaves either the old log or the new one. Refused
     /// with [`Error::Pinned`] while a reader or pin lives.
     pub fn reset_to_snapshot(&self, lsn: Lsn, epoch: u64, snapshot: &[u8]) -> Result<()> {
-        self.inner
-            .reset(lsn, epoch, snapshot.len() as u64, &mut &snapshot[..])
+        self.inner.reset(
+            lsn,
+            epoch,
+            Some((snapshot.len() as u64, &mut &snapshot[..])),
+        )
     }
 }
 
@@ -371,23 +376,35 @@ impl Inner {
             .write(state, self.dir.path())
             .map_err(|e| self.group.poison(e))?;
         drop(control);
-        self.remove_old_snapshots(lsn)?;
+        // The checkpoint is in place: older snapshots that cannot be removed now are left to
+        // the next compaction, which tries again and reports them.
+        self.remove_old_snapshots(lsn, &mut Vec::new())?;
         Ok(())
     }
 
-    /// Removes the snapshot files of checkpoints older than `keep`; returns how many.
-    pub(crate) fn remove_old_snapshots(&self, keep: Lsn) -> Result<usize> {
-        let names = self
-            .dir
-            .list()
-            .map_err(|e| Error::io("list", self.dir.path(), e))?;
+    /// Removes the snapshot files of checkpoints older than `keep`; returns how many. A file
+    /// that cannot be removed (or a directory that cannot be listed) is added to `left`, with
+    /// the error, and the rest goes on: it held up every compaction before (2026-12-02), and
+    /// the log grew without bound. Only a failed directory sync fails this (it poisons).
+    pub(crate) fn remove_old_snapshots(&self, keep: Lsn, left: &mut Vec<String>) -> Result<usize> {
+        let names = match self.dir.list() {
+            Ok(names) => names,
+            Err(e) => {
+                left.push(Error::io("list", self.dir.path(), e).to_string());
+                return Ok(0);
+            }
+        };
         let mut removed = 0;
         for name in names {
             if snapshot::parse_file_name(&name).is_some_and(|lsn| lsn < keep) {
-                self.dir
-                    .remove(&name)
-                    .map_err(|e| Error::io("remove", self.dir.path().join(&name), e))?;
-                removed += 1;
+                match self.dir.remove(&name) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => left.push(format!(
+                        "{name}: {}",
+                        Error::io("remove", self.dir.path().join(&name), e)
+                    )),
+                }
             }
         }
         if removed > 0 {
@@ -453,7 +470,8 @@ impl Inner {
             }
         }
         let gone = removable(limit.min(checkpoint + 1));
-        report.snapshots_removed = self.remove_old_snapshots(checkpoint)?;
+        report.snapshots_removed =
+            self.remove_old_snapshots(checkpoint, &mut report.files_left_behind)?;
         let Some(last_gone) = gone.last() else {
             return Ok(report);
         };
@@ -642,7 +660,16 @@ impl Inner {
         });
     }
 
-    fn reset(&self, lsn: Lsn, epoch: u64, len: u64, source: &mut dyn std::io::Read) -> Result<()> {
+    /// The reset of [`reset_to_snapshot`](crate::Wal::reset_to_snapshot), with the snapshot
+    /// of `snapshot` (its length and its bytes) or, with `None`, that of the latest checkpoint,
+    /// which must be at `lsn` and `epoch` (recovery's reset to it: its file is in place and
+    /// durable, named by the control file).
+    pub(crate) fn reset(
+        &self,
+        lsn: Lsn,
+        epoch: u64,
+        snapshot: Option<(u64, &mut dyn std::io::Read)>,
+    ) -> Result<()> {
         if lsn == Lsn::MAX {
             return Err(Error::invalid(
                 "lsn",
@@ -669,10 +696,20 @@ impl Inner {
         let mut control = self.control.lock();
         // 1: the snapshot file. Until the control file changes the old log stands whole: a
         // failure here (a full disk, a short source) refuses the reset and changes nothing.
-        if let Err(e) = self
-            .fill_snapshot(lsn, epoch, true, len, source)
-            .and_then(|writer| writer.finish())
-        {
+        let written = match snapshot {
+            Some((len, source)) => self
+                .fill_snapshot(lsn, epoch, true, len, source)
+                .and_then(|writer| writer.finish()),
+            None => {
+                assert_eq!(
+                    control.state().checkpoint,
+                    Some((lsn, epoch)),
+                    "a reset in place is to the latest checkpoint"
+                );
+                Ok(())
+            }
+        };
+        if let Err(e) = written {
             drop(gate);
             self.group.thaw_unchanged();
             return Err(e);
@@ -734,7 +771,7 @@ impl Inner {
                 self.epoch.store(epoch, Ordering::Release);
                 self.group.reset_to(lsn);
                 drop(gate);
-                let _ = self.remove_old_snapshots(lsn);
+                let _ = self.remove_old_snapshots(lsn, &mut Vec::new());
                 Ok(())
             }
             Err(e) => {

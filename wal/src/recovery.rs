@@ -103,6 +103,27 @@ pub enum RecoveryEvent {
         /// Its name now.
         renamed_to: String,
     },
+    /// A snapshot file of another checkpoint than the control file names (nothing reads it)
+    /// could not be removed; every compaction and the next open try again.
+    FileLeftBehind {
+        /// The file.
+        file: String,
+        /// Why it stayed.
+        error: String,
+    },
+    /// Recovery kept records only up to `recovered_through`, below the latest checkpoint
+    /// (`PointInTime` or `SkipCorrupted` cut there, now or in an open whose reset a crash cut
+    /// short): the log was reset to that checkpoint (empty, continuing at `checkpoint_lsn + 1`,
+    /// its state the checkpoint's snapshot), as
+    /// [`Wal::reset_to_snapshot`](crate::Wal::reset_to_snapshot) does. Kept short, it would
+    /// have given new records LSNs the snapshot already covers. The report's LSNs and record
+    /// count are the log's after the reset; its other figures are the scan's.
+    ResetToCheckpoint {
+        /// The checkpoint's LSN.
+        checkpoint_lsn: Lsn,
+        /// The last record the scan kept (dropped by the reset: the snapshot covers it).
+        recovered_through: Lsn,
+    },
 }
 
 /// Appended to the name of a damaged segment `SkipCorrupted` sets aside.
@@ -218,7 +239,7 @@ pub(crate) fn recover(dir: &dyn Dir, options: &Options) -> Result<Recovered> {
             .map_err(|e| Error::io("fsync directory", dir.path(), e))?;
         files.clear();
     }
-    check_snapshots(dir, &names, &state)?;
+    let snapshots_left = check_snapshots(dir, &names, &state)?;
     let mut open_errors = Vec::with_capacity(files.len());
     let opened: Vec<(u64, Option<Arc<dyn File>>)> = files
         .iter()
@@ -259,7 +280,7 @@ pub(crate) fn recover(dir: &dyn Dir, options: &Options) -> Result<Recovered> {
             events: if created {
                 vec![RecoveryEvent::Created]
             } else {
-                Vec::new()
+                snapshots_left
             },
         },
     };
@@ -908,26 +929,37 @@ fn stored_crc_at(segment: &Segment, offset: u64) -> u32 {
 }
 
 /// The snapshot the control file names must be there and whole (its header; the body is checked
-/// when read); snapshot files of other checkpoints (older ones a crash left, or a newer one the
-/// control file never came to name) are removed.
-fn check_snapshots(dir: &dyn Dir, names: &[String], state: &ControlState) -> Result<()> {
+/// when read); snapshot files of other checkpoints (older ones a crash or a failed removal left,
+/// or a newer one the control file never came to name) are removed. Nothing reads them (a
+/// snapshot is found by the LSN the control file names), so one that cannot be removed stays,
+/// reported (`FileLeftBehind`), rather than keep the log from opening.
+fn check_snapshots(
+    dir: &dyn Dir,
+    names: &[String],
+    state: &ControlState,
+) -> Result<Vec<RecoveryEvent>> {
     let keep = state.checkpoint.map(|(lsn, _)| lsn);
     if let Some(lsn) = keep {
         crate::snapshot::open(dir, lsn)?;
     }
     let mut removed = false;
+    let mut left = Vec::new();
     for name in names {
         if crate::snapshot::parse_file_name(name).is_some_and(|lsn| Some(lsn) != keep) {
-            dir.remove(name)
-                .map_err(|e| Error::io("remove", dir.path().join(name), e))?;
-            removed = true;
+            match dir.remove(name) {
+                Ok(()) => removed = true,
+                Err(e) => left.push(RecoveryEvent::FileLeftBehind {
+                    file: name.clone(),
+                    error: Error::io("remove", dir.path().join(name), e).to_string(),
+                }),
+            }
         }
     }
     if removed {
         dir.sync()
             .map_err(|e| Error::io("fsync directory", dir.path(), e))?;
     }
-    Ok(())
+    Ok(left)
 }
 
 /// Reads and checks a segment header against the file it is in.

@@ -17,7 +17,7 @@ use crate::options::{Backend, Options};
 use crate::pins::Pins;
 use crate::reader::Reader;
 use crate::record::{self, RecordHeader, RecordKind};
-use crate::recovery::{self, RecoveryReport};
+use crate::recovery::{self, RecoveryEvent, RecoveryReport};
 use crate::reserve::{Run, Runs, Tail};
 use crate::segment::{self, PreparedSegment, Segment, HEADER_REGION_BYTES};
 use crate::segment_ref::SegmentRef;
@@ -170,6 +170,14 @@ impl Wal {
             _ => Error::io("lock", path.join("LOCK"), e),
         })?;
         let recovered = recovery::recover(dir.as_ref(), &options)?;
+        // `PointInTime` and `SkipCorrupted` can end below the latest checkpoint (the other
+        // modes refuse to lose a record the watermark, at least the checkpoint, covers), and
+        // so can any mode after such a recovery whose reset a crash cut short.
+        let reset_to = recovered
+            .control
+            .state()
+            .checkpoint
+            .filter(|&(lsn, _)| recovered.report.last_lsn < lsn);
         let active = recovered
             .segments
             .last()
@@ -191,7 +199,7 @@ impl Wal {
             .collect();
         let first_lsn = recovered.control.state().first_lsn;
         let epoch = recovered.report.last_epoch;
-        let inner = Arc::new(Inner {
+        let mut inner = Arc::new(Inner {
             dir,
             tail: crate::sync::Mutex::new(tail),
             next_lsn: AtomicU64::new(last_lsn + 1),
@@ -216,6 +224,19 @@ impl Wal {
             lock: Mutex::new(Some(lock)),
             options,
         });
+        if let Some((lsn, epoch)) = reset_to {
+            inner.reset(lsn, epoch, None)?;
+            // Written after the reset (the report is the open log's); nothing reads it before.
+            let report = &mut Arc::get_mut(&mut inner)
+                .expect("no thread holds the log yet")
+                .report;
+            report.events.push(RecoveryEvent::ResetToCheckpoint {
+                checkpoint_lsn: lsn,
+                recovered_through: report.last_lsn,
+            });
+            (report.first_lsn, report.last_lsn, report.last_epoch) = (lsn + 1, lsn, epoch);
+            report.records = 0;
+        }
         let background = if inner.options.background_threads {
             let worker = inner.clone();
             let handle = std::thread::Builder::new()
