@@ -261,6 +261,12 @@ pub struct Replica<M: StateMachine> {
     /// The tick of the last message from each peer: who is alive, for a leadership transfer.
     heard: HashMap<NodeId, u64>,
     ack_before_persist: bool,
+    /// The snapshot problem noted last (`note_snapshot_problem`), not to note it at every one
+    /// of raft's attempts.
+    snapshot_problem_noted: Option<String>,
+    /// The tick of the last snapshot chunk addressed to this node: a snapshot received in part
+    /// is dropped once its stream has been silent for long (`drop_silent_incoming`).
+    incoming_heard: u64,
     log: Vec<String>,
     snapshots_installed: u64,
     /// Read points raft-rs confirmed: (request context, LSN).
@@ -422,6 +428,8 @@ impl<M: StateMachine> Replica<M> {
             ticks: 0,
             heard: HashMap::new(),
             ack_before_persist: false,
+            snapshot_problem_noted: None,
+            incoming_heard: 0,
             log: Vec::new(),
             snapshots_installed: 0,
             failed_snapshots: Vec::new(),
@@ -574,6 +582,27 @@ impl<M: StateMachine> Replica<M> {
         self.raw.mut_store().forget_compacted();
         self.pump_snapshots(room);
         self.report_failed_snapshots();
+        self.drop_silent_incoming();
+    }
+
+    /// Drops a snapshot received in part whose stream has sent nothing for twice as long as a
+    /// sender waits before it gives a stream up: its leader gave it up (it failed over, or
+    /// caught this node up from its log instead), and the bytes, up to `snapshot_bytes_max`,
+    /// would stay in memory until another snapshot came.
+    fn drop_silent_incoming(&mut self) {
+        let silent = self.ticks.saturating_sub(self.incoming_heard);
+        if silent > 2 * self.config.snapshot_timeout_ticks {
+            if let Some(dropped) = self.incoming.take() {
+                self.note(format!(
+                    "dropped the part of snapshot {} received from node {} ({} of {} bytes): \
+                     nothing came for {silent} ticks",
+                    dropped.lsn(),
+                    dropped.from(),
+                    dropped.held(),
+                    dropped.total()
+                ));
+            }
+        }
     }
 
     /// Tells raft-rs of the snapshot streams that failed, so that it sends new ones; only
@@ -783,6 +812,7 @@ impl<M: StateMachine> Replica<M> {
                 if chunk.to != self.config.id {
                     return;
                 }
+                self.incoming_heard = self.ticks;
                 if let Err(reason) =
                     Incoming::accept(&mut self.incoming, chunk, self.config.snapshot_bytes_max)
                 {
@@ -1008,9 +1038,25 @@ impl<M: StateMachine> Replica<M> {
         Ok(())
     }
 
+    /// Notes a problem sending a snapshot (`line`), once for as long as the same `problem`
+    /// repeats, whichever follower it hits (raft asks again at every attempt), until a snapshot
+    /// reaches its follower.
+    fn note_snapshot_problem(&mut self, problem: String, line: String) {
+        if self.snapshot_problem_noted.as_ref() != Some(&problem) {
+            self.note(line);
+            self.snapshot_problem_noted = Some(problem);
+        }
+    }
+
     /// raft asked for a snapshot no checkpoint serves: write one now from the engine's state;
     /// raft asks again at its next attempt and finds it.
     fn checkpoint_if_wanted(&mut self) -> Result<()> {
+        if let Some(problem) = self.raw.store().take_snapshot_problem() {
+            let line = format!(
+                "the latest checkpoint's snapshot cannot be sent: {problem}; raft asks again"
+            );
+            self.note_snapshot_problem(problem, line);
+        }
         if self.raw.store().take_snapshot_wanted() && self.raw.raft.state == StateRole::Leader {
             if self.checkpoints_out.any() {
                 // One is being written (this one's own, or a caller's): raft asks again.
@@ -1292,12 +1338,23 @@ impl<M: StateMachine> Replica<M> {
                 failed.push((*to, None));
             }
         }
+        if !done.is_empty() {
+            self.snapshot_problem_noted = None;
+        }
         for to in done {
             self.outgoing.remove(&to);
         }
         for (to, error) in failed {
             if let Some(e) = error {
-                self.note(format!("reading the snapshot for node {to}: {e}"));
+                // Damage found at the end of a large snapshot (its checksum covers the whole
+                // body): a new checkpoint replaces it, as when the start is damaged.
+                if e.kind() == std::io::ErrorKind::InvalidData {
+                    self.raw.store().want_snapshot();
+                }
+                self.note_snapshot_problem(
+                    e.to_string(),
+                    format!("reading the snapshot for node {to}: {e}"),
+                );
             }
             self.outgoing.remove(&to);
             self.failed_snapshots.push(to);

@@ -146,6 +146,26 @@ pub(crate) struct Incoming {
 }
 
 impl Incoming {
+    /// The snapshot's LSN.
+    pub(crate) fn lsn(&self) -> Lsn {
+        self.lsn
+    }
+
+    /// The node sending it.
+    pub(crate) fn from(&self) -> NodeId {
+        self.from
+    }
+
+    /// Bytes received so far.
+    pub(crate) fn held(&self) -> u64 {
+        self.blob.len() as u64
+    }
+
+    /// The snapshot's length.
+    pub(crate) fn total(&self) -> u64 {
+        self.total
+    }
+
     /// Adds a chunk; returns an error naming what is wrong with a chunk that does not continue
     /// the stream (it is dropped, and the leader will send again). Duplicated chunks, and a
     /// stream the leader sends again from the start, only add the bytes not yet held: the

@@ -28,6 +28,9 @@ pub(crate) struct WalStorage {
     /// Set when raft asked for a snapshot that no checkpoint can serve (there is none, or the
     /// follower is not in its membership): the replica then asks the engine for a new one.
     snapshot_wanted: std::cell::Cell<bool>,
+    /// Why the latest checkpoint's snapshot could not be offered, when that was an error (not
+    /// read now: no descriptor left, damage), for the replica to note.
+    snapshot_problem: std::cell::RefCell<Option<String>>,
     /// Entries appended and not yet known durable, oldest first: raft reads them back (to send
     /// them to a follower) once told they are stable, and a reader of the log sees durable
     /// records only. Dropped once durable (`forget_durable`).
@@ -103,6 +106,7 @@ impl WalStorage {
             hard_state,
             conf_state,
             snapshot_wanted: std::cell::Cell::new(false),
+            snapshot_problem: std::cell::RefCell::new(None),
             recent: VecDeque::new(),
         })
     }
@@ -180,6 +184,75 @@ impl WalStorage {
     /// Whether raft asked for a snapshot no checkpoint could serve since the last call.
     pub(crate) fn take_snapshot_wanted(&self) -> bool {
         self.snapshot_wanted.replace(false)
+    }
+
+    /// Why the latest checkpoint's snapshot could not be offered at raft's last request, if an
+    /// error was the reason.
+    pub(crate) fn take_snapshot_problem(&self) -> Option<String> {
+        self.snapshot_problem.take()
+    }
+
+    /// Asks for a new checkpoint, as raft's request for a snapshot no checkpoint serves does:
+    /// for a latest snapshot found damaged while it was sent.
+    pub(crate) fn want_snapshot(&self) {
+        self.snapshot_wanted.set(true);
+    }
+
+    /// The snapshot of the latest checkpoint, described for raft, if it serves a follower that
+    /// needs `request_index` and is `to`: `Err(None)` if it does not (there is none, it is too
+    /// old, its membership does not name `to`), `Err(Some((why, damaged)))` if it could not be
+    /// read, `damaged` when the file itself is at fault (a new checkpoint replaces it; other
+    /// failures, a descriptor or memory short, may pass).
+    fn offered_snapshot(
+        &self,
+        request_index: u64,
+        to: u64,
+    ) -> std::result::Result<Snapshot, Option<(String, bool)>> {
+        let opened = self.wal.open_snapshot().map_err(|e| {
+            let damaged = matches!(
+                e,
+                rwal_wal::Error::Corrupted { .. } | rwal_wal::Error::BadFile { .. }
+            );
+            Some((e.to_string(), damaged))
+        })?;
+        let Some(mut reader) = opened else {
+            return Err(None);
+        };
+        if reader.lsn() < request_index {
+            return Err(None);
+        }
+        // The membership is in the blob's header; the rest streams separately.
+        let mut blob = Vec::new();
+        reader
+            .by_ref()
+            .take(64 << 10)
+            .read_to_end(&mut blob)
+            .map_err(|e| {
+                let damaged = e.kind() == std::io::ErrorKind::InvalidData;
+                Some((format!("reading its header: {e}"), damaged))
+            })?;
+        let (conf_state, _) =
+            codec::decode_snapshot(&blob).map_err(|e| Some((e.to_string(), true)))?;
+        let member = [
+            &conf_state.voters,
+            &conf_state.learners,
+            &conf_state.voters_outgoing,
+            &conf_state.learners_next,
+        ]
+        .iter()
+        .any(|ids| ids.contains(&to));
+        if !member {
+            // raft-rs refuses a snapshot whose membership does not name the receiver (a node
+            // added after the checkpoint): a newer checkpoint is needed.
+            return Err(None);
+        }
+        let mut snapshot = Snapshot::default();
+        snapshot.data = encode_descriptor(reader.lsn(), reader.epoch(), reader.len()).into();
+        let meta = snapshot.mut_metadata();
+        meta.index = reader.lsn();
+        meta.term = reader.epoch();
+        meta.set_conf_state(conf_state);
+        Ok(snapshot)
     }
 
     /// The hard state raft starts from after a reopen.
@@ -346,50 +419,24 @@ impl raft::Storage for WalStorage {
     }
 
     fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
-        let unavailable = || {
-            self.snapshot_wanted.set(true);
+        self.offered_snapshot(request_index, to).map_err(|problem| {
+            // "Temporarily unavailable" is the one error raft-rs takes here: any other stops
+            // the leader with a panic, and a snapshot that cannot be read now (no descriptor
+            // left, a damaged file) must not. raft asks again at its next attempt. A new
+            // checkpoint of the engine's state is wished for when none serves, and when the
+            // latest is damaged (the new one replaces it); not for a failure that may pass,
+            // which would otherwise write one at every attempt.
+            let wanted = match problem {
+                None => true,
+                Some((reason, damaged)) => {
+                    *self.snapshot_problem.borrow_mut() = Some(reason);
+                    damaged
+                }
+            };
+            if wanted {
+                self.snapshot_wanted.set(true);
+            }
             raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable)
-        };
-        let Some(mut reader) = self.wal.open_snapshot().map_err(Self::store_error)? else {
-            return Err(unavailable());
-        };
-        if reader.lsn() < request_index {
-            return Err(unavailable());
-        }
-        // The membership is in the blob's header; the rest streams separately.
-        let mut blob = Vec::new();
-        reader
-            .by_ref()
-            .take(64 << 10)
-            .read_to_end(&mut blob)
-            .map_err(|e| {
-                Self::store_error(Error::BadSnapshot {
-                    reason: format!("reading the snapshot header: {e}"),
-                })
-            })?;
-        let conf_state = match codec::decode_snapshot(&blob) {
-            Ok((conf, _)) => conf,
-            Err(e) => return Err(Self::store_error(e)),
-        };
-        let member = [
-            &conf_state.voters,
-            &conf_state.learners,
-            &conf_state.voters_outgoing,
-            &conf_state.learners_next,
-        ]
-        .iter()
-        .any(|ids| ids.contains(&to));
-        if !member {
-            // raft-rs refuses a snapshot whose membership does not name the receiver (a node
-            // added after the checkpoint): a newer checkpoint is needed.
-            return Err(unavailable());
-        }
-        let mut snapshot = Snapshot::default();
-        snapshot.data = encode_descriptor(reader.lsn(), reader.epoch(), reader.len()).into();
-        let meta = snapshot.mut_metadata();
-        meta.index = reader.lsn();
-        meta.term = reader.epoch();
-        meta.set_conf_state(conf_state);
-        Ok(snapshot)
+        })
     }
 }

@@ -432,6 +432,64 @@ fn a_leader_that_cannot_start_a_checkpoint_for_a_newcomer_goes_on_leading() {
     leader.close().unwrap();
 }
 
+/// The latest checkpoint's snapshot is damaged when raft-rs asks for it to seed a newcomer:
+/// the leader notes it, writes a new checkpoint from its engine (which replaces the damaged
+/// one), and the newcomer catches up from that. Any error but "temporarily unavailable" made
+/// raft-rs panic on the leader's thread, and the leader stopped.
+#[test]
+fn a_leader_whose_snapshot_is_damaged_writes_a_new_one_and_goes_on_leading() {
+    let dir = TempDir::new("repl-damaged-snapshot");
+    let network = MemoryNetwork::new();
+    let disk = SimDisk::new();
+    let notes = Arc::new(Mutex::new(Vec::<String>::new()));
+    let open = |id: NodeId, bootstrap: Bootstrap, wal: Options| {
+        let mut options = NodeOptions::new(id, dir.join(&format!("node{id}")), bootstrap);
+        options.wal = wal.segment_bytes(1 << 20);
+        options.tick_interval = Duration::from_millis(10);
+        let notes = notes.clone();
+        options.log = Some(Arc::new(move |line: &str| {
+            notes.lock().push(line.to_string())
+        }));
+        let engine = Engine::default();
+        let node = Node::open(options, engine.clone(), network.transport()).expect("opens");
+        network.register(id, node.inbox());
+        (node, engine)
+    };
+    let leader_log = Options::new()
+        .backend(Backend::Simulated(disk.clone()))
+        .background_threads(false);
+    let (leader, leader_engine) = open(1, Bootstrap::Voters(vec![1]), leader_log);
+    let (status, led) = leader.wait_status(WAIT, |s| s.role == Role::Leader);
+    assert!(led, "{status:?}");
+    for i in 0..20u8 {
+        leader.propose_and_wait(&[i; 100], WAIT).unwrap();
+    }
+    // The bootstrap checkpoint's snapshot (at LSN 1, the first that newcomers need): one bit
+    // of its body, which starts at 4096.
+    let name = "snapshot-00000000000000000001.snap";
+    assert!(disk.read_file(name).unwrap().len() > 4096 + 8);
+    disk.flip_bit(name, 4096 + 8, 3);
+    let (learner, learner_engine) = open(2, Bootstrap::Join, Options::new());
+    let lsn = leader
+        .change_membership(MembershipChange::AddLearner(2))
+        .unwrap();
+    let (last, _) = leader.propose_and_wait(b"for the learner", WAIT).unwrap();
+    assert!(last > lsn);
+    let (status, caught_up) = learner.wait_status(WAIT, |s| s.applied_lsn >= last);
+    assert!(caught_up, "the learner never caught up: {status:?}");
+    assert_eq!(*learner_engine.0.lock(), *leader_engine.0.lock());
+    let status = leader.status();
+    assert_eq!((status.role, status.failure), (Role::Leader, None));
+    let noted = notes
+        .lock()
+        .iter()
+        .filter(|n| n.contains("snapshot cannot be sent"))
+        .count();
+    assert_eq!(noted, 1, "{:?}", notes.lock());
+    learner.close().unwrap();
+    leader.close().unwrap();
+}
+
 /// raft-rs asks the leader for a snapshot to seed a newcomer, and no checkpoint exists yet: the
 /// leader's thread takes the engine's state and a thread of its own writes the checkpoint
 /// (docs/replication.md section 4.2). Written on the node's thread, a large one stopped the
