@@ -13,13 +13,17 @@ usage: rwal client --addr HOST:PORT [--timeout SECONDS] COMMAND
 
   append [--client-id N] [--request-id N] DATA
                       append DATA, wait until it is committed, print `LSN EPOCH`; follows
-                      the leader; retries (same ids) after a timeout or a lost connection
+                      the leader; retries (same ids) after a timeout or a lost connection.
+                      The client id is random unless given; under a client id given again,
+                      a new append needs a higher --request-id (a repeated one is answered
+                      with the first copy's LSN), and only one append may be in flight
   load --count N [--size BYTES] [--client-id N]
                       append N records one after another; print `LSN EPOCH` for each
   read [--from LSN] [--max N] [--linearizable]
                       print committed records as `LSN EPOCH DATA` from LSN (default: the
                       oldest the node retains), at most N (default 1000; stale by default: this
-                      node's committed log; --linearizable confirms with the leader first)
+                      node's committed log; --linearizable confirms with the leader first).
+                      Fewer than N is not the end of the log: a busy node answers less
   status              print the node's status as JSON";
 
 struct Client {
@@ -180,7 +184,8 @@ fn retry_hint(error: String, client_id: u64, request_id: u64) -> String {
         return error;
     }
     format!(
-        "{error}\nthe append may or may not be in the log: to retry it without writing it twice, \
+        "{error}\nthe append may or may not be in the log: to retry it without writing it twice \
+         (while the node still remembers this client id: among the last 100 000 to append), \
          send it again with --client-id {client_id} --request-id {request_id}"
     )
 }

@@ -589,3 +589,157 @@ fn a_restart_whose_peers_differ_from_the_logs_members_is_warned_about() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Sends one client-protocol message on `stream` and reads the answer: (status, body).
+fn exchange(
+    stream: &mut std::net::TcpStream,
+    op: u8,
+    body: &[u8],
+) -> std::io::Result<(u8, Vec<u8>)> {
+    use std::io::Write;
+    let mut message = ((body.len() + 1) as u32).to_le_bytes().to_vec();
+    message.push(op);
+    message.extend_from_slice(body);
+    stream.write_all(&message)?;
+    read_answer(stream)
+}
+
+fn read_answer(stream: &mut std::net::TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
+    use std::io::Read;
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len)?;
+    let mut answer = vec![0u8; u32::from_le_bytes(len) as usize];
+    stream.read_exact(&mut answer)?;
+    let status = answer.remove(0);
+    Ok((status, answer))
+}
+
+/// Under a low open-files limit, client connections stop being served before they take the
+/// descriptors the log needs: the next one is answered RETRY naming the shortage, and the node
+/// goes on serving the connections it has (it used to take three descriptors per connection
+/// and none aside: at the common limit of 1024, a few hundred connections left the log unable
+/// to create its next segment, and the node stopped).
+#[test]
+fn client_connections_leave_the_logs_file_descriptors_alone() {
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+    let dir = temp("descriptors");
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "0123456789abcdef0123\n").unwrap();
+    let log = dir.join("log");
+    let command = format!(
+        "ulimit -n 128 && exec '{}' node --init --id 1 --dir '{}' --listen 127.0.0.1:0 \
+         --client-listen 127.0.0.1:0 --cluster-id 1 --secret-file '{}'",
+        env!("CARGO_BIN_EXE_rwal"),
+        log.display(),
+        secret.display()
+    );
+    let mut node = Command::new("sh")
+        .args(["-c", &command])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stderr = node.stderr.take().unwrap();
+    let mut node = Kill(node);
+    let (sent, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if sent.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut shown = String::new();
+    let addr = loop {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|e| panic!("the node never served ({e}): {shown}"));
+        shown.push_str(&line);
+        shown.push('\n');
+        if let Some(rest) = line.split("serving clients on ").nth(1) {
+            break rest
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .trim_end_matches(',')
+                .to_string();
+        }
+    };
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    // Served connections, each proven served by a STATUS answered OK, until one is not.
+    let mut served = Vec::new();
+    let refusal = loop {
+        assert!(
+            served.len() < 128,
+            "{} connections served under a limit of 128 descriptors",
+            served.len()
+        );
+        let mut stream = TcpStream::connect(addr).unwrap();
+        // A refused connection is answered at once, before any request: look for that first
+        // (a request sent to a connection the node closed may reset it, answer unread).
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        if let Ok(answer) = read_answer(&mut stream) {
+            break Some(answer);
+        }
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        match exchange(&mut stream, 3, &[]) {
+            Ok((0, _)) => served.push(stream),
+            Ok(answer) => break Some(answer),
+            Err(_) => break None,
+        }
+    };
+    if let Some((status, body)) = refusal {
+        let body = String::from_utf8_lossy(&body).into_owned();
+        assert_eq!(status, 3, "RETRY expected: {body}");
+        assert!(body.contains("short of file descriptors"), "{body}");
+    }
+    assert!(
+        served.len() >= 10,
+        "only {} connections served",
+        served.len()
+    );
+    // The node goes on: an append on a connection it serves commits.
+    let mut append = 7u64.to_le_bytes().to_vec();
+    append.extend_from_slice(&1u64.to_le_bytes());
+    append.extend_from_slice(b"still writing");
+    let (status, body) = exchange(&mut served[0], 1, &append).unwrap();
+    assert_eq!(status, 0, "{}", String::from_utf8_lossy(&body));
+    drop(served);
+    let stopped = Command::new("kill")
+        .args(["-TERM", &node.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let stopped_by = Instant::now() + Duration::from_secs(30);
+    while let Ok(line) = lines.recv_timeout(stopped_by.saturating_duration_since(Instant::now())) {
+        shown.push_str(&line);
+        shown.push('\n');
+    }
+    assert!(node.0.wait().unwrap().success(), "{shown}");
+    // Said at start, before any client came.
+    assert!(
+        shown.contains("warning: the open-files limit (128) leaves room for"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("refused 1 client connection(s): the node is short of file descriptors"),
+        "{shown}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

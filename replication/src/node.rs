@@ -831,36 +831,90 @@ impl CommittedReader {
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<CommittedRecord>> {
         if self.buffered.is_empty() {
-            self.fill()?;
+            self.fill(READER_BATCH_BYTES, usize::MAX)?;
         }
         Ok(self.buffered.pop_front())
     }
 
-    fn fill(&mut self) -> Result<()> {
+    /// The next committed record if its payload is at most `bytes_max` bytes, having copied at
+    /// most `bytes_max` bytes of payloads out of the log (what it reads ahead included): for a
+    /// caller that counts the memory of what it reads. A larger next record is not read
+    /// ([`Bounded::Larger`] says how large it is; a later call with a bound that admits it
+    /// returns it). `None` at the commit LSN.
+    pub fn next_at_most(&mut self, bytes_max: usize) -> Result<Option<Bounded>> {
+        if self.buffered.is_empty() {
+            if let Some((lsn, bytes)) = self.fill(bytes_max.min(READER_BATCH_BYTES), bytes_max)? {
+                return Ok(Some(Bounded::Larger { lsn, bytes }));
+            }
+        }
+        Ok(match self.buffered.front() {
+            None => None,
+            Some(record) if record.data.len() > bytes_max => Some(Bounded::Larger {
+                lsn: record.lsn,
+                bytes: record.data.len(),
+            }),
+            Some(_) => self.buffered.pop_front().map(Bounded::Record),
+        })
+    }
+
+    /// Copies committed records into the buffer, at most `cap` bytes of payloads, except that
+    /// an empty buffer takes one record larger than that if it is at most `alone_max` bytes.
+    /// Returns the LSN and size of a first record it left unread for being larger.
+    fn fill(&mut self, cap: usize, alone_max: usize) -> Result<Option<(Lsn, usize)>> {
         let commit = self.shared.status.lock().commit_lsn;
         if self.next_lsn > commit {
-            return Ok(());
+            return Ok(None);
         }
         // Shared with other readers; a snapshot install waits until this read is done.
         let _gate = self.install_gate.read();
         let mut reader = self.wal.reader(self.next_lsn)?;
         let mut bytes = 0;
-        while reader.next_lsn() <= commit
-            && self.buffered.len() < READER_BATCH_RECORDS
-            && (bytes < READER_BATCH_BYTES || self.buffered.is_empty())
-        {
-            let Some(record) = reader.next()? else { break };
-            bytes += record.data.len();
+        while reader.next_lsn() <= commit && self.buffered.len() < READER_BATCH_RECORDS {
+            let record = match reader.next() {
+                Ok(Some(record)) => record,
+                Ok(None) => break,
+                Err(e) => {
+                    // What is buffered is returned first; the next fill starts after it.
+                    if let Some(last) = self.buffered.back() {
+                        self.next_lsn = last.lsn + 1;
+                    }
+                    return Err(e.into());
+                }
+            };
+            let len = record.data.len();
+            if bytes + len > cap && !(self.buffered.is_empty() && len <= alone_max) {
+                // Left for the next fill, which reads it again.
+                self.next_lsn = record.lsn;
+                return Ok(self.buffered.is_empty().then_some((record.lsn, len)));
+            }
+            bytes += len;
             self.buffered.push_back(CommittedRecord {
                 lsn: record.lsn,
                 epoch: record.epoch,
                 kind: record.kind,
                 data: record.data.to_vec(),
             });
+            if bytes >= cap {
+                break;
+            }
         }
         self.next_lsn = reader.next_lsn();
-        Ok(())
+        Ok(None)
     }
+}
+
+/// What [`CommittedReader::next_at_most`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bounded {
+    /// The next committed record.
+    Record(CommittedRecord),
+    /// The next committed record, not read: its payload is `bytes` long, more than the bound.
+    Larger {
+        /// Its LSN.
+        lsn: Lsn,
+        /// Its payload's length.
+        bytes: usize,
+    },
 }
 
 fn status_of<M: StateMachine>(replica: &Replica<M>, failure: Option<String>) -> NodeStatus {

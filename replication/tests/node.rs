@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use rwal_replication::{
-    Bootstrap, Error, MembershipChange, MemoryNetwork, Node, NodeId, NodeOptions, Replica, Role,
+    Bootstrap, Bounded, Error, MembershipChange, MemoryNetwork, Node, NodeId, NodeOptions, Replica,
+    Role,
 };
 use rwal_tests::TempDir;
 use rwal_wal::{Backend, Lsn, Options, RecordKind, RecoveryMode, SimDisk, SimHold};
@@ -159,6 +160,66 @@ impl Drop for ReleasedOnDrop {
     fn drop(&mut self) {
         self.0.release();
     }
+}
+
+/// A bounded read copies nothing larger than its bound out of the log: it says how large the
+/// next record is instead, and returns it to a bound that admits it.
+#[test]
+fn a_bounded_read_says_how_large_a_record_past_its_bound_is() {
+    let dir = TempDir::new("repl-bounded-read");
+    let mut options = NodeOptions::new(1, dir.join("node1"), Bootstrap::Voters(vec![1]));
+    // Room for a record larger than what one fill of the reader reads ahead (1 MiB).
+    options.wal = Options::new().segment_bytes(8 << 20);
+    options.tick_interval = Duration::from_millis(10);
+    let network = MemoryNetwork::new();
+    let node = Node::open(options, Engine::default(), network.transport()).unwrap();
+    let (status, led) = node.wait_status(WAIT, |s| s.role == Role::Leader);
+    assert!(led, "{status:?}");
+    let (small, _) = node.propose_and_wait(&[1u8; 100], WAIT).unwrap();
+    let (large, _) = node.propose_and_wait(&[2u8; 5000], WAIT).unwrap();
+    node.propose_and_wait(&[3u8; 100], WAIT).unwrap();
+    let mut reader = node.reader(small).unwrap();
+    match reader.next_at_most(1000).unwrap() {
+        Some(Bounded::Record(record)) => assert_eq!((record.lsn, record.data.len()), (small, 100)),
+        other => panic!("{other:?}"),
+    }
+    // Asked again with the same bound, the answer is the same: nothing was consumed.
+    for _ in 0..2 {
+        assert_eq!(
+            reader.next_at_most(1000).unwrap(),
+            Some(Bounded::Larger {
+                lsn: large,
+                bytes: 5000
+            })
+        );
+    }
+    match reader.next_at_most(5000).unwrap() {
+        Some(Bounded::Record(record)) => {
+            assert_eq!((record.lsn, record.data), (large, vec![2u8; 5000]))
+        }
+        other => panic!("{other:?}"),
+    }
+    match reader.next().unwrap() {
+        Some(record) => assert_eq!(record.data, vec![3u8; 100]),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(reader.next_at_most(1 << 20).unwrap(), None);
+    // Larger than what one fill reads ahead (1 MiB): returned alone to a bound that admits it.
+    let (huge, _) = node.propose_and_wait(&[4u8; 2 << 20], WAIT).unwrap();
+    assert_eq!(
+        reader.next_at_most(1 << 20).unwrap(),
+        Some(Bounded::Larger {
+            lsn: huge,
+            bytes: 2 << 20
+        })
+    );
+    match reader.next_at_most(4 << 20).unwrap() {
+        Some(Bounded::Record(record)) => {
+            assert_eq!((record.lsn, record.data.len()), (huge, 2 << 20))
+        }
+        other => panic!("{other:?}"),
+    }
+    node.close().unwrap();
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! The bytes of client requests a node holds in memory at once, across every connection.
+//! The bytes of client requests and READ answers a node holds in memory at once, across every
+//! connection.
 //!
 //! Each connection reads one request of at most `proto::REQUEST_BYTES_MAX` (16 MiB) at a time,
 //! and up to `CLIENT_CONNECTIONS_MAX` connections are served: without a shared bound, clients
@@ -7,6 +8,11 @@
 //! once the request is handled. Connections wait for room in the order they asked, so that
 //! small requests cannot keep a large one waiting forever; one that finds no room before its
 //! deadline gives up (the node answers RETRY).
+//!
+//! Small messages stay out of it (`UNBUDGETED_BYTES`): the connection limit bounds them, and a
+//! budget held by large requests whose bodies trickle in must not keep a STATUS or a READ
+//! waiting. A READ answer larger than that grows its share as it is built, only from room
+//! nobody waits for (`Held::try_grow`), and ends early when there is none.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +22,10 @@ use parking_lot::{Condvar, Mutex};
 
 /// Bytes of requests held at once by default: eight appends of the largest size.
 pub const REQUEST_BYTES_BUDGET: usize = 128 << 20;
+
+/// Requests and answers of at most this many bytes are not counted: at most one per connection
+/// is held at a time, so the connection limit bounds them (512 x 64 KiB = 32 MiB).
+pub const UNBUDGETED_BYTES: usize = 64 << 10;
 
 /// How often a connection waiting for room looks whether the node is stopping.
 const STOP_POLL: Duration = Duration::from_millis(100);
@@ -102,6 +112,14 @@ impl RequestBudget {
         }
     }
 
+    /// An empty share, to grow with [`Held::try_grow`].
+    pub fn none(&self) -> Held<'_> {
+        Held {
+            budget: self,
+            bytes: 0,
+        }
+    }
+
     /// Bytes held now.
     #[cfg(test)]
     pub fn held(&self) -> usize {
@@ -109,8 +127,27 @@ impl RequestBudget {
     }
 }
 
+impl Held<'_> {
+    /// Takes `more` bytes too, if they are free now and no connection waits for room (it asked
+    /// first); false, taking nothing, otherwise. Never waits.
+    pub fn try_grow(&mut self, more: usize) -> bool {
+        let mut state = self.budget.state.lock();
+        if !state.waiting.is_empty() || state.held + more > self.budget.capacity {
+            return false;
+        }
+        state.held += more;
+        self.bytes += more;
+        true
+    }
+}
+
 impl Drop for Held<'_> {
     fn drop(&mut self) {
+        // Most shares are empty (small requests, small answers): nothing to give back, nobody
+        // to wake.
+        if self.bytes == 0 {
+            return;
+        }
         self.budget.state.lock().held -= self.bytes;
         self.budget.changed.notify_all();
     }
@@ -181,6 +218,32 @@ mod tests {
             drop(first);
             assert_eq!(served.recv_timeout(LONG).unwrap(), "large");
             assert_eq!(served.recv_timeout(LONG).unwrap(), "small");
+        });
+        assert_eq!(budget.held(), 0);
+    }
+
+    /// An answer grows its share only from room nobody waits for.
+    #[test]
+    fn a_share_grows_only_into_room_nobody_waits_for() {
+        let budget = RequestBudget::new(100);
+        let running = AtomicBool::new(false);
+        let mut answer = budget.none();
+        assert!(answer.try_grow(60));
+        assert!(!answer.try_grow(50), "past the capacity");
+        assert_eq!(budget.held(), 60);
+        std::thread::scope(|s| {
+            let (budget, running) = (&budget, &running);
+            let waiting = s.spawn(move || {
+                let bytes = held(budget.take(70, running, Instant::now() + LONG));
+                drop(bytes);
+            });
+            while budget.state.lock().waiting.is_empty() {
+                std::thread::yield_now();
+            }
+            // 10 bytes would fit, but a request waits for room: it comes first.
+            assert!(!answer.try_grow(10));
+            drop(answer);
+            waiting.join().unwrap();
         });
         assert_eq!(budget.held(), 0);
     }

@@ -2,11 +2,12 @@
 //! client protocol (`docs/network.md` sections 2 and 3).
 
 mod budget;
+mod descriptors;
 pub mod proto;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, BufWriter, Read};
+use std::io::{BufRead, BufReader, IoSlice, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use rwal_replication::net::{PeerConfig, PeerNetwork, SECRET_BYTES_MIN};
 use rwal_replication::{
-    Bootstrap, EngineResult, Error, Node, NodeId, NodeOptions, Role, StateMachine,
+    Bootstrap, Bounded, EngineResult, Error, Node, NodeId, NodeOptions, Role, StateMachine,
 };
 use rwal_wal::{Lsn, Options, RecordKind, Wal};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -507,8 +508,9 @@ struct Server {
     /// Set (under `clients`' lock) once a stop was asked for: no new client is served.
     stopping: AtomicBool,
     /// The sockets of the clients being served, by connection number: at most
-    /// `CLIENT_CONNECTIONS_MAX`, and a stop ends their reading.
-    clients: Mutex<HashMap<u64, TcpStream>>,
+    /// `CLIENT_CONNECTIONS_MAX`, and a stop ends their reading. Shared with the thread serving
+    /// each: one descriptor per connection.
+    clients: Mutex<HashMap<u64, Arc<TcpStream>>>,
     /// The bytes of requests held at once, across every client.
     request_budget: budget::RequestBudget,
     /// How long a request may take to arrive, from its first byte (`CLIENT_REQUEST_TIMEOUT`).
@@ -541,6 +543,19 @@ fn serve(settings: Settings) -> Result<(), String> {
     })?;
     let server = Arc::new(open_server(settings)?);
     let client_addr = listener.local_addr().map_err(|e| e.to_string())?;
+    if let Some(limit) = descriptors::soft_limit() {
+        let room = descriptors::left(limit).map(|left| left.saturating_sub(descriptors::KEPT_FREE));
+        if let Some(room) = room.filter(|&room| room < CLIENT_CONNECTIONS_MAX as u64) {
+            log(
+                id,
+                &format!(
+                    "warning: the open-files limit ({limit}) leaves room for {room} client \
+                     connections, not {CLIENT_CONNECTIONS_MAX}: raise it (`ulimit -n`, systemd's \
+                     LimitNOFILE=) to serve more"
+                ),
+            );
+        }
+    }
     log(
         id,
         &format!(
@@ -645,11 +660,14 @@ fn open_server(settings: Settings) -> Result<Server, String> {
     })
 }
 
-/// Serves each client connection on its own thread, at most `CLIENT_CONNECTIONS_MAX` at once,
-/// until the node stops.
+/// Serves each client connection on its own thread, at most `CLIENT_CONNECTIONS_MAX` at once
+/// and never with the last `descriptors::KEPT_FREE` file descriptors, until the node stops.
+/// Connections past either limit are answered RETRY and closed.
 fn accept_clients(server: &Arc<Server>, listener: &TcpListener) {
     let id = server.settings.id;
     let mut next_key = 0u64;
+    let mut refusals = Refusals::default();
+    let descriptors_max = descriptors::soft_limit();
     for stream in listener.incoming() {
         if server.stopping.load(Ordering::Acquire) {
             return;
@@ -664,20 +682,40 @@ fn accept_clients(server: &Arc<Server>, listener: &TcpListener) {
                 continue;
             }
         };
+        let serving = server.clients.lock().len();
+        if serving >= CLIENT_CONNECTIONS_MAX {
+            refusals.refuse(
+                id,
+                &stream,
+                &format!("the node serves {CLIENT_CONNECTIONS_MAX} client connections at most"),
+            );
+            continue;
+        }
+        let left = descriptors_max.and_then(descriptors::left);
+        if let Some(left) = left.filter(|&l| l < descriptors::KEPT_FREE) {
+            refusals.refuse(
+                id,
+                &stream,
+                &format!(
+                    "the node is short of file descriptors ({left} left, and client connections \
+                     leave {} to its log and peers; its open-files limit may be low)",
+                    descriptors::KEPT_FREE
+                ),
+            );
+            continue;
+        }
         let key = next_key;
         next_key += 1;
+        let stream = Arc::new(stream);
         {
             let mut clients = server.clients.lock();
             // Checked under the lock the stop takes: a client is either ended by the stop or
-            // never served. Dropped connections (stopping, over the limit, no handle for the
-            // stop) are seen closed by their clients.
-            if server.stopping.load(Ordering::Acquire) || clients.len() >= CLIENT_CONNECTIONS_MAX {
+            // never served (a connection dropped while stopping is seen closed). Only this
+            // thread adds clients: the count checked above has not grown since.
+            if server.stopping.load(Ordering::Acquire) {
                 continue;
             }
-            let Ok(handle) = stream.try_clone() else {
-                continue;
-            };
-            clients.insert(key, handle);
+            clients.insert(key, stream.clone());
         }
         let client_server = server.clone();
         let spawned = std::thread::Builder::new()
@@ -707,6 +745,40 @@ fn accept_clients(server: &Arc<Server>, listener: &TcpListener) {
         }
     }
 }
+
+/// The connections the acceptor turned away, and when it last said so in the log.
+#[derive(Default)]
+struct Refusals {
+    since_logged: u64,
+    logged_at: Option<Instant>,
+}
+
+impl Refusals {
+    /// Answers RETRY with `why` (without waiting: the answer fits in a new socket's buffer, and
+    /// a client that does not read it is not waited for) and closes the connection; logs it, at
+    /// most once in `REFUSALS_LOGGED_EVERY` with the count since.
+    fn refuse(&mut self, id: NodeId, stream: &TcpStream, why: &str) {
+        let answer = format!("{why}; try again later");
+        if stream.set_nonblocking(true).is_ok() {
+            let _ = proto::write_message(&mut &*stream, proto::RETRY, answer.as_bytes());
+        }
+        self.since_logged += 1;
+        if self
+            .logged_at
+            .is_none_or(|at| at.elapsed() >= REFUSALS_LOGGED_EVERY)
+        {
+            log(
+                id,
+                &format!("refused {} client connection(s): {why}", self.since_logged),
+            );
+            self.since_logged = 0;
+            self.logged_at = Some(Instant::now());
+        }
+    }
+}
+
+/// A connection refused by the acceptor is logged at most this often.
+const REFUSALS_LOGGED_EVERY: Duration = Duration::from_secs(10);
 
 /// Hands leadership to the most up-to-date other live voter; a line saying how it went. Raft gives
 /// a transfer one election timeout, which a loaded machine can miss: three tries.
@@ -828,17 +900,17 @@ const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// its thread, its connection slot and the answer, and keep a stop from finishing.
 const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn serve_client(server: &Server, stream: TcpStream) -> std::io::Result<()> {
+fn serve_client(server: &Server, stream: Arc<TcpStream>) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
-    stream.set_write_timeout(Some(CLIENT_WRITE_TIMEOUT))?;
-    let mut input = BufReader::new(stream.try_clone()?);
-    let mut output = BufWriter::new(stream);
+    let mut input = BufReader::new(SharedStream(stream.clone()));
     // A stop ends the reading of the socket, but requests already buffered (or sent after the
     // shutdown) would still be read: the flag ends the loop between requests.
     while !server.stopping.load(Ordering::Acquire) {
         let Some(request) = read_request(server, &mut input)? else {
             break;
         };
+        // The budget's bytes a READ answer holds until it is written.
+        let mut answer_share = server.request_budget.none();
         let (status, reply) = match (request.op, &request.held) {
             (op, None) => (
                 proto::RETRY,
@@ -850,7 +922,7 @@ fn serve_client(server: &Server, stream: TcpStream) -> std::io::Result<()> {
                 .into_bytes(),
             ),
             (proto::OP_APPEND, Some(_)) => append(server, &request.body),
-            (proto::OP_READ, Some(_)) => read(server, &request.body),
+            (proto::OP_READ, Some(_)) => read(server, &request.body, &mut answer_share),
             (proto::OP_STATUS, Some(_)) => (proto::OK, status_json(server).into_bytes()),
             (other, Some(_)) => (
                 proto::ERROR,
@@ -860,7 +932,54 @@ fn serve_client(server: &Server, stream: TcpStream) -> std::io::Result<()> {
         // Handled: its bytes go back to the budget before the answer is written, which may
         // take as long as the client's reading.
         drop(request);
-        proto::write_message(&mut output, status, &reply)?;
+        write_answer(&stream, status, &reply)?;
+    }
+    Ok(())
+}
+
+/// A client's socket, read by its thread while the stop may shut it down.
+struct SharedStream(Arc<TcpStream>);
+
+impl Read for SharedStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        (&*self.0).read(buf)
+    }
+}
+
+/// Writes an answer, whole within `CLIENT_WRITE_TIMEOUT`: a client that takes a few bytes of it
+/// now and then cannot hold its thread, its slot and the answer's memory for longer. Header and
+/// body go out as they are, without a copy of the body.
+fn write_answer(stream: &TcpStream, status: u8, body: &[u8]) -> std::io::Result<()> {
+    let deadline = Instant::now() + CLIENT_WRITE_TIMEOUT;
+    let header = proto::message_header(status, body.len());
+    let mut parts = [IoSlice::new(&header), IoSlice::new(body)];
+    let mut parts = &mut parts[..];
+    while !parts.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let timed_out = || {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the client did not take its answer within {CLIENT_WRITE_TIMEOUT:?}"),
+            )
+        };
+        if left.is_zero() {
+            return Err(timed_out());
+        }
+        stream.set_write_timeout(Some(left))?;
+        match (&*stream).write_vectored(parts) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut parts, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(timed_out())
+            }
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }
@@ -879,10 +998,11 @@ struct Request<'s> {
 /// as long again for its body. `None` if the client closed the connection between requests.
 fn read_request<'s>(
     server: &'s Server,
-    input: &mut BufReader<TcpStream>,
+    input: &mut BufReader<SharedStream>,
 ) -> std::io::Result<Option<Request<'s>>> {
     input
         .get_ref()
+        .0
         .set_read_timeout(Some(CLIENT_IDLE_TIMEOUT))?;
     if input.fill_buf()?.is_empty() {
         return Ok(None);
@@ -895,6 +1015,9 @@ fn read_request<'s>(
         deadline: &deadline,
     };
     let hold = |len: usize| {
+        if len <= budget::UNBUDGETED_BYTES {
+            return Ok(Some(server.request_budget.none()));
+        }
         let taken = server
             .request_budget
             .take(len, &server.stopping, Instant::now() + timeout);
@@ -912,7 +1035,7 @@ fn read_request<'s>(
 
 /// A client's socket read with a deadline for the request being read.
 struct RequestReader<'a> {
-    input: &'a mut BufReader<TcpStream>,
+    input: &'a mut BufReader<SharedStream>,
     timeout: Duration,
     deadline: &'a std::cell::Cell<Instant>,
 }
@@ -938,7 +1061,7 @@ impl Read for RequestReader<'_> {
             if left.is_zero() {
                 return Err(timed_out());
             }
-            self.input.get_ref().set_read_timeout(Some(left))?;
+            self.input.get_ref().0.set_read_timeout(Some(left))?;
         }
         match self.input.read(buf) {
             Err(e)
@@ -1182,7 +1305,10 @@ fn answer_committed(
     }
 }
 
-fn read(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
+/// Answers a READ. Its answer is built in place, and beyond `budget::UNBUDGETED_BYTES` it takes
+/// its bytes from the request budget as it grows (`share`, held until the answer is written):
+/// without room it ends after the records it holds, or, with none yet, is answered RETRY.
+fn read<'s>(server: &'s Server, body: &[u8], share: &mut budget::Held<'s>) -> (u8, Vec<u8>) {
     let mut body = proto::Body(body);
     let (from, max, mode) = match (body.u64("from"), body.u32("max"), body.u8("mode")) {
         (Ok(f), Ok(m), Ok(mode)) => (f, m.min(READ_RECORDS_MAX), mode),
@@ -1213,11 +1339,58 @@ fn read(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
     let applied = server.engine.state.0.lock().applied;
     let mut duplicates = BTreeSet::new();
     let mut window_end: Lsn = 0;
-    let mut out = Vec::new();
+    // The count first, filled in at the end; allocated only as far as the share allows.
+    let mut reply = Vec::with_capacity(budget::UNBUDGETED_BYTES);
+    reply.extend_from_slice(&0u32.to_le_bytes());
+    let mut allowed = budget::UNBUDGETED_BYTES;
     let mut count = 0u32;
     while count < max {
-        let record = match reader.next() {
-            Ok(Some(record)) if record.lsn <= applied => record,
+        // The record is copied out of the log only if the share holds it (what the reader
+        // reads ahead included: at most as much again).
+        let room = allowed.saturating_sub(reply.len() + 20);
+        let record = match reader.next_at_most(room) {
+            Ok(Some(Bounded::Record(record))) if record.lsn <= applied => record,
+            Ok(Some(Bounded::Larger { lsn, bytes })) if lsn <= applied => {
+                let needed = reply.len() + 20 + bytes;
+                // The reply stays within the limit (a first record always goes: appends are
+                // smaller). Its data is the record's without the two ids, as checked below.
+                if count > 0 && needed - 4 - 16 > READ_BYTES_MAX {
+                    break;
+                }
+                // In steps, so that the budget's lock is not taken for every record.
+                let more = needed.saturating_sub(allowed);
+                if more == 0 {
+                    // The reader would have returned it: a bug, not a busy node.
+                    return error(format!(
+                        "the log's reader held back record {lsn} of {bytes} bytes though there \
+                         was room for it"
+                    ));
+                }
+                // Half again as much, at least a step: a large answer is copied a few times as
+                // it grows, not once per step.
+                let step = more.max(READ_SHARE_STEP).max(allowed / 2);
+                let grown = if share.try_grow(step) {
+                    Some(step)
+                } else {
+                    share.try_grow(more).then_some(more)
+                };
+                if let Some(grown) = grown {
+                    allowed += grown;
+                    reply.reserve_exact(allowed - reply.len());
+                    continue;
+                }
+                if count > 0 {
+                    break;
+                }
+                return (
+                    proto::RETRY,
+                    format!(
+                        "no memory for a record of {bytes} bytes now: the node's memory for \
+                         requests and answers is taken; try again later"
+                    )
+                    .into_bytes(),
+                );
+            }
             Ok(_) => break,
             Err(e) => return error(e.to_string()),
         };
@@ -1236,20 +1409,21 @@ fn read(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
         let Some((_, _, data)) = proto::decode_record(&record.data) else {
             continue;
         };
-        // The reply stays within the limit (a first record always goes: appends are smaller).
-        if count > 0 && out.len() + 20 + data.len() > READ_BYTES_MAX {
+        if count > 0 && reply.len() + 20 + data.len() - 4 > READ_BYTES_MAX {
             break;
         }
-        out.extend_from_slice(&record.lsn.to_le_bytes());
-        out.extend_from_slice(&record.epoch.to_le_bytes());
-        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        out.extend_from_slice(data);
+        reply.extend_from_slice(&record.lsn.to_le_bytes());
+        reply.extend_from_slice(&record.epoch.to_le_bytes());
+        reply.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        reply.extend_from_slice(data);
         count += 1;
     }
-    let mut reply = count.to_le_bytes().to_vec();
-    reply.extend_from_slice(&out);
+    reply[..4].copy_from_slice(&count.to_le_bytes());
     (proto::OK, reply)
 }
+
+/// How much a READ answer's share of the budget grows at a time.
+const READ_SHARE_STEP: usize = 256 << 10;
 
 fn status_json(server: &Server) -> String {
     let s = server.node.status();
@@ -1553,9 +1727,9 @@ mod tests {
             let server = &server;
             let served = s.spawn(move || {
                 let (stream, _) = listener.accept().unwrap();
-                let outcome = serve_client(server, stream);
+                let outcome = serve_client(server, Arc::new(stream));
                 let (stream, _) = listener.accept().unwrap();
-                (outcome, serve_client(server, stream))
+                (outcome, serve_client(server, Arc::new(stream)))
             });
             let mut slow = TcpStream::connect(addr).unwrap();
             // An APPEND announcing 1000 bytes, sent a byte at a time, slower than the timeout.
@@ -1597,13 +1771,13 @@ mod tests {
     fn a_request_that_finds_no_room_is_answered_retry_and_the_connection_goes_on() {
         let (mut server, dir) = single_node_server("no-room");
         server.request_timeout = Duration::from_millis(200);
-        server.request_budget = budget::RequestBudget::new(1000);
+        server.request_budget = budget::RequestBudget::new(1 << 20);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         std::thread::scope(|s| {
             let server = &server;
             let full = match server.request_budget.take(
-                1000,
+                1 << 20,
                 &server.stopping,
                 Instant::now() + Duration::from_secs(1),
             ) {
@@ -1612,28 +1786,109 @@ mod tests {
             };
             let served = s.spawn(move || {
                 let (stream, _) = listener.accept().unwrap();
-                serve_client(server, stream)
+                serve_client(server, Arc::new(stream))
             });
             let client = TcpStream::connect(addr).unwrap();
             let mut output = client.try_clone().unwrap();
             let mut input = BufReader::new(client);
-            let mut ask = || {
-                // A READ with a 500-byte body: read and dropped when there is no room.
-                proto::write_message(&mut output, proto::OP_STATUS, &[7; 500]).unwrap();
+            let mut ask = |body: &[u8]| {
+                proto::write_message(&mut output, proto::OP_STATUS, body).unwrap();
                 proto::read_message(&mut input, proto::RESPONSE_BYTES_MAX)
                     .unwrap()
                     .unwrap()
             };
-            let (status, body) = ask();
+            // A STATUS with a body larger than what goes uncounted: read and dropped when there
+            // is no room.
+            let large = vec![7; budget::UNBUDGETED_BYTES + 1];
+            let (status, body) = ask(&large);
             let body = String::from_utf8_lossy(&body).into_owned();
             assert_eq!(status, proto::RETRY, "{body}");
             assert!(body.contains("memory for requests"), "{body}");
+            // A small one is served all the same: a budget held by large requests (whose
+            // bodies may trickle in) does not shut every client out.
+            let (status, body) = ask(&[7; 500]);
+            assert_eq!(status, proto::OK, "{}", String::from_utf8_lossy(&body));
             drop(full);
-            let (status, body) = ask();
+            let (status, body) = ask(&large);
             assert_eq!(status, proto::OK, "{}", String::from_utf8_lossy(&body));
             drop((output, input));
             served.join().unwrap().unwrap();
         });
+        assert_eq!(server.request_budget.held(), 0);
+        close(server, dir);
+    }
+
+    /// A READ answer larger than what goes uncounted takes its bytes from the budget while it
+    /// is built and holds them until it is written: with no room, it ends after the records
+    /// that fit uncounted, or is answered RETRY if not even its first record does.
+    #[test]
+    fn a_read_answer_holds_budget_for_its_bytes_and_ends_early_without_room() {
+        let (mut server, dir) = single_node_server("read-budget");
+        server.request_budget = budget::RequestBudget::new(4 << 20);
+        for request in 1..=40u64 {
+            let record = proto::encode_record(9, request, &[request as u8; 4096]);
+            server
+                .node
+                .propose_and_wait(&record, Duration::from_secs(30))
+                .unwrap();
+        }
+        let (state, applied) = &*server.engine.state;
+        let last = server.node.status().last_lsn;
+        let mut guard = state.lock();
+        while guard.applied < last {
+            applied.wait_for(&mut guard, Duration::from_millis(10));
+        }
+        drop(guard);
+        let read_all = |server: &Server| {
+            let mut share = server.request_budget.none();
+            let mut body = 0u64.to_le_bytes().to_vec();
+            body.extend_from_slice(&1000u32.to_le_bytes());
+            body.push(proto::READ_STALE);
+            let (status, reply) = read(server, &body, &mut share);
+            assert_eq!(status, proto::OK, "{}", String::from_utf8_lossy(&reply));
+            let count = u32::from_le_bytes(reply[..4].try_into().unwrap());
+            (count, reply.len(), server.request_budget.held())
+        };
+        // Room: all 40 records, their bytes beyond the uncounted part held until written.
+        let (count, len, held) = read_all(&server);
+        assert_eq!(count, 40);
+        assert!(len > 40 * 4096);
+        assert!(
+            held >= len - budget::UNBUDGETED_BYTES,
+            "{held} held for {len}"
+        );
+        assert_eq!(server.request_budget.held(), 0, "given back once written");
+        // No room: the answer ends with what fits uncounted.
+        let full = match server.request_budget.take(
+            4 << 20,
+            &server.stopping,
+            Instant::now() + Duration::from_secs(1),
+        ) {
+            budget::Taken::Held(held) => held,
+            other => panic!("{other:?}"),
+        };
+        let (count, len, _) = read_all(&server);
+        assert!((1..40).contains(&count), "{count} records");
+        assert!(len <= budget::UNBUDGETED_BYTES, "{len} bytes");
+        // A record larger than that, with no room: RETRY.
+        let big = proto::encode_record(9, 41, &vec![1u8; budget::UNBUDGETED_BYTES]);
+        let (lsn, _) = server
+            .node
+            .propose_and_wait(&big, Duration::from_secs(30))
+            .unwrap();
+        let mut guard = state.lock();
+        while guard.applied < lsn {
+            applied.wait_for(&mut guard, Duration::from_millis(10));
+        }
+        drop(guard);
+        let mut share = server.request_budget.none();
+        let mut body = lsn.to_le_bytes().to_vec();
+        body.extend_from_slice(&1u32.to_le_bytes());
+        body.push(proto::READ_STALE);
+        let (status, reply) = read(&server, &body, &mut share);
+        assert_eq!(status, proto::RETRY, "{}", String::from_utf8_lossy(&reply));
+        drop(share);
+        drop(full);
         assert_eq!(server.request_budget.held(), 0);
         close(server, dir);
     }

@@ -28,11 +28,17 @@ pub const RETRY: u8 = 3;
 pub const READ_STALE: u8 = 0;
 pub const READ_LINEARIZABLE: u8 = 1;
 
+/// The first bytes of a message whose body is `body_len` bytes long: its length (of the code
+/// and body) and its code.
+pub fn message_header(code: u8, body_len: usize) -> [u8; 5] {
+    let [a, b, c, d] = ((body_len + 1) as u32).to_le_bytes();
+    [a, b, c, d, code]
+}
+
 /// Writes one message: length (of the code and body), code, body.
 pub fn write_message(out: &mut impl Write, code: u8, body: &[u8]) -> std::io::Result<()> {
     let mut message = Vec::with_capacity(5 + body.len());
-    message.extend_from_slice(&((body.len() + 1) as u32).to_le_bytes());
-    message.push(code);
+    message.extend_from_slice(&message_header(code, body.len()));
     message.extend_from_slice(body);
     out.write_all(&message)?;
     out.flush()
