@@ -496,21 +496,11 @@ fn verify_says_a_segment_was_cut_short() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Starts `rwal node` with `args`, waits until it serves clients, stops it with SIGTERM, and
-/// returns what it wrote on stderr. A node that does neither within 30 s is killed and the
-/// test fails.
-fn node_run(args: &[&str]) -> String {
+/// The lines a child writes on its piped stderr, read on a thread of their own: a test waits
+/// for them with a deadline, never on a read.
+fn stderr_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
     use std::io::{BufRead, BufReader};
-    use std::time::{Duration, Instant};
-    let mut node = Command::new(env!("CARGO_BIN_EXE_rwal"))
-        .arg("node")
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Read on a thread of its own: the test waits with a deadline, never on a read.
-    let stderr = node.stderr.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
     let (sent, lines) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
@@ -520,6 +510,22 @@ fn node_run(args: &[&str]) -> String {
             }
         }
     });
+    lines
+}
+
+/// Starts `rwal node` with `args`, waits until it serves clients, stops it with SIGTERM, and
+/// returns what it wrote on stderr. A node that does neither within 30 s is killed and the
+/// test fails.
+fn node_run(args: &[&str]) -> String {
+    use std::time::{Duration, Instant};
+    let mut node = Command::new(env!("CARGO_BIN_EXE_rwal"))
+        .arg("node")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = stderr_lines(&mut node);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut shown = String::new();
     let next_line = |shown: &mut String, node: &mut std::process::Child| {
@@ -621,7 +627,6 @@ fn read_answer(stream: &mut std::net::TcpStream) -> std::io::Result<(u8, Vec<u8>
 /// to create its next segment, and the node stopped).
 #[test]
 fn client_connections_leave_the_logs_file_descriptors_alone() {
-    use std::io::{BufRead, BufReader};
     use std::net::TcpStream;
     use std::time::{Duration, Instant};
     let dir = temp("descriptors");
@@ -649,17 +654,8 @@ fn client_connections_leave_the_logs_file_descriptors_alone() {
             let _ = self.0.wait();
         }
     }
-    let stderr = node.stderr.take().unwrap();
+    let lines = stderr_lines(&mut node);
     let mut node = Kill(node);
-    let (sent, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if sent.send(line).is_err() {
-                break;
-            }
-        }
-    });
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut shown = String::new();
     let addr = loop {

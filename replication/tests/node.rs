@@ -435,62 +435,115 @@ fn a_learner_joins_by_snapshot_is_promoted_and_the_leader_removed() {
     cluster.stop(leader);
 }
 
+/// A leader with 20 records whose log is on a simulated disk without a background thread (the
+/// next file it creates is a checkpoint's snapshot), for the tests of seeding a newcomer under a
+/// fault; every node's log lines are kept.
+struct SeedingLeader {
+    dir: TempDir,
+    network: MemoryNetwork,
+    disk: SimDisk,
+    notes: Arc<Mutex<Vec<String>>>,
+    leader: Node,
+    engine: Engine,
+}
+
+impl SeedingLeader {
+    fn start(label: &str) -> SeedingLeader {
+        let (dir, network, disk) = (TempDir::new(label), MemoryNetwork::new(), SimDisk::new());
+        let notes = Arc::new(Mutex::new(Vec::new()));
+        let log = Options::new()
+            .backend(Backend::Simulated(disk.clone()))
+            .background_threads(false);
+        let (leader, engine) =
+            open_noting((&dir, &network, &notes), 1, Bootstrap::Voters(vec![1]), log);
+        let (status, led) = leader.wait_status(WAIT, |s| s.role == Role::Leader);
+        assert!(led, "{status:?}");
+        for i in 0..20u8 {
+            leader.propose_and_wait(&[i; 100], WAIT).unwrap();
+        }
+        SeedingLeader {
+            dir,
+            network,
+            disk,
+            notes,
+            leader,
+            engine,
+        }
+    }
+
+    /// Adds node 2 as a learner and checks that it catches up with a record proposed after,
+    /// and that the leader still leads; returns the learner.
+    fn seed_learner(&self) -> Node {
+        let (learner, learner_engine) = open_noting(
+            (&self.dir, &self.network, &self.notes),
+            2,
+            Bootstrap::Join,
+            Options::new(),
+        );
+        let lsn = self
+            .leader
+            .change_membership(MembershipChange::AddLearner(2))
+            .unwrap();
+        let (last, _) = self
+            .leader
+            .propose_and_wait(b"for the learner", WAIT)
+            .unwrap();
+        assert!(last > lsn);
+        let (status, caught_up) = learner.wait_status(WAIT, |s| s.applied_lsn >= last);
+        assert!(caught_up, "the learner never caught up: {status:?}");
+        assert_eq!(*learner_engine.0.lock(), *self.engine.0.lock());
+        let status = self.leader.status();
+        assert_eq!((status.role, status.failure), (Role::Leader, None));
+        learner
+    }
+
+    /// How many log lines contain all of `words`.
+    fn noted(&self, words: &[&str]) -> usize {
+        let notes = self.notes.lock();
+        notes
+            .iter()
+            .filter(|n| words.iter().all(|w| n.contains(w)))
+            .count()
+    }
+}
+
+/// Opens node `id` in `dir` on `network`, its log lines kept in `notes`.
+fn open_noting(
+    (dir, network, notes): (&TempDir, &MemoryNetwork, &Arc<Mutex<Vec<String>>>),
+    id: NodeId,
+    bootstrap: Bootstrap,
+    wal: Options,
+) -> (Node, Engine) {
+    let mut options = NodeOptions::new(id, dir.join(&format!("node{id}")), bootstrap);
+    options.wal = wal.segment_bytes(1 << 20);
+    options.tick_interval = Duration::from_millis(10);
+    let notes = notes.clone();
+    options.log = Some(Arc::new(move |line: &str| {
+        notes.lock().push(line.to_string())
+    }));
+    let engine = Engine::default();
+    let node = Node::open(options, engine.clone(), network.transport()).expect("opens");
+    network.register(id, node.inbox());
+    (node, engine)
+}
+
 /// The checkpoint raft wants for a newcomer cannot be started (its snapshot file cannot be
 /// created: a full disk): the leader notes it and goes on leading, raft asks again, and the
 /// newcomer catches up from the next attempt (docs/replication.md section 4.2). The error
 /// stopped the leader before.
 #[test]
 fn a_leader_that_cannot_start_a_checkpoint_for_a_newcomer_goes_on_leading() {
-    let dir = TempDir::new("repl-checkpoint-enospc");
-    let network = MemoryNetwork::new();
-    let disk = SimDisk::new();
-    let notes = Arc::new(Mutex::new(Vec::<String>::new()));
-    let open = |id: NodeId, bootstrap: Bootstrap, wal: Options| {
-        let mut options = NodeOptions::new(id, dir.join(&format!("node{id}")), bootstrap);
-        options.wal = wal.segment_bytes(1 << 20);
-        options.tick_interval = Duration::from_millis(10);
-        let notes = notes.clone();
-        options.log = Some(Arc::new(move |line: &str| {
-            notes.lock().push(line.to_string())
-        }));
-        let engine = Engine::default();
-        let node = Node::open(options, engine.clone(), network.transport()).expect("opens");
-        network.register(id, node.inbox());
-        (node, engine)
-    };
-    // No background thread on the leader's log: the next file it creates is the snapshot.
-    let leader_log = Options::new()
-        .backend(Backend::Simulated(disk.clone()))
-        .background_threads(false);
-    let (leader, leader_engine) = open(1, Bootstrap::Voters(vec![1]), leader_log);
-    let (status, led) = leader.wait_status(WAIT, |s| s.role == Role::Leader);
-    assert!(led, "{status:?}");
-    for i in 0..20u8 {
-        leader.propose_and_wait(&[i; 100], WAIT).unwrap();
-    }
-    disk.fail_next_create(libc::ENOSPC);
-    let (learner, learner_engine) = open(2, Bootstrap::Join, Options::new());
-    let lsn = leader
-        .change_membership(MembershipChange::AddLearner(2))
-        .unwrap();
-    let (last, _) = leader.propose_and_wait(b"for the learner", WAIT).unwrap();
-    assert!(last > lsn);
-    let (status, caught_up) = learner.wait_status(WAIT, |s| s.applied_lsn >= last);
-    assert!(caught_up, "the learner never caught up: {status:?}");
-    assert_eq!(*learner_engine.0.lock(), *leader_engine.0.lock());
-    let status = leader.status();
-    assert_eq!((status.role, status.failure), (Role::Leader, None));
+    let seeding = SeedingLeader::start("repl-checkpoint-enospc");
+    seeding.disk.fail_next_create(libc::ENOSPC);
+    let learner = seeding.seed_learner();
     // The fault did hit the checkpoint, and was noted.
     assert!(
-        notes
-            .lock()
-            .iter()
-            .any(|n| n.contains("no checkpoint written") && n.contains("snapshot")),
+        seeding.noted(&["no checkpoint written", "snapshot"]) > 0,
         "{:?}",
-        notes.lock()
+        seeding.notes.lock()
     );
     learner.close().unwrap();
-    leader.close().unwrap();
+    seeding.leader.close().unwrap();
 }
 
 /// The latest checkpoint's snapshot is damaged when raft-rs asks for it to seed a newcomer:
@@ -499,56 +552,21 @@ fn a_leader_that_cannot_start_a_checkpoint_for_a_newcomer_goes_on_leading() {
 /// raft-rs panic on the leader's thread, and the leader stopped.
 #[test]
 fn a_leader_whose_snapshot_is_damaged_writes_a_new_one_and_goes_on_leading() {
-    let dir = TempDir::new("repl-damaged-snapshot");
-    let network = MemoryNetwork::new();
-    let disk = SimDisk::new();
-    let notes = Arc::new(Mutex::new(Vec::<String>::new()));
-    let open = |id: NodeId, bootstrap: Bootstrap, wal: Options| {
-        let mut options = NodeOptions::new(id, dir.join(&format!("node{id}")), bootstrap);
-        options.wal = wal.segment_bytes(1 << 20);
-        options.tick_interval = Duration::from_millis(10);
-        let notes = notes.clone();
-        options.log = Some(Arc::new(move |line: &str| {
-            notes.lock().push(line.to_string())
-        }));
-        let engine = Engine::default();
-        let node = Node::open(options, engine.clone(), network.transport()).expect("opens");
-        network.register(id, node.inbox());
-        (node, engine)
-    };
-    let leader_log = Options::new()
-        .backend(Backend::Simulated(disk.clone()))
-        .background_threads(false);
-    let (leader, leader_engine) = open(1, Bootstrap::Voters(vec![1]), leader_log);
-    let (status, led) = leader.wait_status(WAIT, |s| s.role == Role::Leader);
-    assert!(led, "{status:?}");
-    for i in 0..20u8 {
-        leader.propose_and_wait(&[i; 100], WAIT).unwrap();
-    }
+    let seeding = SeedingLeader::start("repl-damaged-snapshot");
     // The bootstrap checkpoint's snapshot (at LSN 1, the first that newcomers need): one bit
     // of its body, which starts at 4096.
     let name = "snapshot-00000000000000000001.snap";
-    assert!(disk.read_file(name).unwrap().len() > 4096 + 8);
-    disk.flip_bit(name, 4096 + 8, 3);
-    let (learner, learner_engine) = open(2, Bootstrap::Join, Options::new());
-    let lsn = leader
-        .change_membership(MembershipChange::AddLearner(2))
-        .unwrap();
-    let (last, _) = leader.propose_and_wait(b"for the learner", WAIT).unwrap();
-    assert!(last > lsn);
-    let (status, caught_up) = learner.wait_status(WAIT, |s| s.applied_lsn >= last);
-    assert!(caught_up, "the learner never caught up: {status:?}");
-    assert_eq!(*learner_engine.0.lock(), *leader_engine.0.lock());
-    let status = leader.status();
-    assert_eq!((status.role, status.failure), (Role::Leader, None));
-    let noted = notes
-        .lock()
-        .iter()
-        .filter(|n| n.contains("snapshot cannot be sent"))
-        .count();
-    assert_eq!(noted, 1, "{:?}", notes.lock());
+    assert!(seeding.disk.read_file(name).unwrap().len() > 4096 + 8);
+    seeding.disk.flip_bit(name, 4096 + 8, 3);
+    let learner = seeding.seed_learner();
+    assert_eq!(
+        seeding.noted(&["snapshot cannot be sent"]),
+        1,
+        "{:?}",
+        seeding.notes.lock()
+    );
     learner.close().unwrap();
-    leader.close().unwrap();
+    seeding.leader.close().unwrap();
 }
 
 /// raft-rs asks the leader for a snapshot to seed a newcomer, and no checkpoint exists yet: the
