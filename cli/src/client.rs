@@ -28,6 +28,9 @@ usage: rwal client --addr HOST:PORT [--timeout SECONDS] COMMAND
 
 struct Client {
     addr: SocketAddr,
+    /// The address given (`--addr`): where a redirected call goes back to when the leader it
+    /// was sent to stops answering (that node knows the next leader).
+    given: SocketAddr,
     stream: Option<(BufReader<TcpStream>, BufWriter<TcpStream>)>,
     timeout: Duration,
 }
@@ -146,7 +149,15 @@ impl Client {
                 Ok((proto::RETRY, reply)) => last = String::from_utf8_lossy(&reply).into_owned(),
                 Ok((_, reply)) => return Err(refusal(&reply)),
                 Err(CallFailure::NotRwal(message)) => return Err(message),
-                Err(CallFailure::Transient(message)) => last = message,
+                Err(CallFailure::Transient(message)) => {
+                    last = message;
+                    // A leader it was sent to that stopped answering (killed, cut off) may
+                    // never come back: ask the node given again, which names the next one.
+                    if self.addr != self.given {
+                        self.addr = self.given;
+                        self.stream = None;
+                    }
+                }
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -271,6 +282,7 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
     let addr = addr.ok_or_else(|| format!("--addr is required\n\n{HELP}"))?;
     let mut client = Client {
         addr,
+        given: addr,
         stream: None,
         timeout,
     };
@@ -347,6 +359,50 @@ fn print_lsn_epoch(reply: &[u8]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The leader a call was sent to stops answering: the call goes back to the node it was
+    /// given, which names the next leader, instead of knocking on the dead one until its
+    /// timeout.
+    #[test]
+    fn a_call_sent_to_a_leader_that_died_goes_back_to_the_node_given() {
+        let dead = {
+            let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            gone.local_addr().unwrap()
+        };
+        let given = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = given.local_addr().unwrap();
+        let node = std::thread::spawn(move || {
+            // The first request: "not the leader, the leader is at `dead`"; the next: OK.
+            for answer in 0..2 {
+                let (stream, _) = given.accept().unwrap();
+                let mut input = BufReader::new(stream.try_clone().unwrap());
+                let mut output = stream;
+                proto::read_message(&mut input, proto::REQUEST_BYTES_MAX)
+                    .unwrap()
+                    .unwrap();
+                if answer == 0 {
+                    let mut body = 2u64.to_le_bytes().to_vec();
+                    body.extend_from_slice(dead.to_string().as_bytes());
+                    proto::write_message(&mut output, proto::NOT_LEADER, &body).unwrap();
+                } else {
+                    let mut body = 5u64.to_le_bytes().to_vec();
+                    body.extend_from_slice(&1u64.to_le_bytes());
+                    proto::write_message(&mut output, proto::OK, &body).unwrap();
+                }
+            }
+        });
+        let mut client = Client {
+            addr,
+            given: addr,
+            stream: None,
+            timeout: Duration::from_secs(20),
+        };
+        let started = Instant::now();
+        let reply = client.call_leader(proto::OP_STATUS, &[]).unwrap();
+        assert_eq!(Body(&reply).u64("lsn").unwrap(), 5);
+        assert!(started.elapsed() < Duration::from_secs(10));
+        node.join().unwrap();
+    }
 
     #[test]
     fn only_an_append_given_up_on_names_the_ids_that_retry_it() {

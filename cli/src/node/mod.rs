@@ -3,6 +3,7 @@
 
 mod budget;
 mod descriptors;
+mod line_limit;
 pub mod proto;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -515,6 +516,8 @@ struct Server {
     request_budget: budget::RequestBudget,
     /// How long a request may take to arrive, from its first byte (`CLIENT_REQUEST_TIMEOUT`).
     request_timeout: Duration,
+    /// The lines about client connections cut off or malformed: at most 10 a second.
+    client_lines: line_limit::LineLimit,
 }
 
 const APPEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -657,6 +660,7 @@ fn open_server(settings: Settings) -> Result<Server, String> {
         clients: Mutex::new(HashMap::new()),
         request_budget: budget::RequestBudget::new(budget::REQUEST_BYTES_BUDGET),
         request_timeout: CLIENT_REQUEST_TIMEOUT,
+        client_lines: line_limit::LineLimit::new(10, Duration::from_secs(1)),
     })
 }
 
@@ -734,7 +738,10 @@ fn accept_clients(server: &Arc<Server>, listener: &TcpListener) {
                     );
                     if worth_a_line && !server.stopping.load(Ordering::Acquire) {
                         let peer = peer.map_or_else(|_| "?".to_string(), |p| p.to_string());
-                        log(id, &format!("closed the connection of client {peer}: {e}"));
+                        let line = format!("closed the connection of client {peer}: {e}");
+                        if let Some(line) = server.client_lines.admit(&line, Instant::now()) {
+                            log(id, &line);
+                        }
                     }
                 }
                 server.clients.lock().remove(&key);
