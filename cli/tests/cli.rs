@@ -734,7 +734,7 @@ fn client_connections_leave_the_logs_file_descriptors_alone() {
         "{shown}"
     );
     assert!(
-        shown.contains("refused 1 client connection(s): the node is short of file descriptors"),
+        shown.contains("refused a client connection: the node is short of file descriptors"),
         "{shown}"
     );
     let _ = std::fs::remove_dir_all(&dir);

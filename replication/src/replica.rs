@@ -594,12 +594,8 @@ impl<M: StateMachine> Replica<M> {
         if silent > 2 * self.config.snapshot_timeout_ticks {
             if let Some(dropped) = self.incoming.take() {
                 self.note(format!(
-                    "dropped the part of snapshot {} received from node {} ({} of {} bytes): \
-                     nothing came for {silent} ticks",
-                    dropped.lsn(),
-                    dropped.from(),
-                    dropped.held(),
-                    dropped.total()
+                    "dropped the part received of {}: nothing came for {silent} ticks",
+                    dropped.progress()
                 ));
             }
         }

@@ -146,24 +146,16 @@ pub(crate) struct Incoming {
 }
 
 impl Incoming {
-    /// The snapshot's LSN.
-    pub(crate) fn lsn(&self) -> Lsn {
-        self.lsn
-    }
-
-    /// The node sending it.
-    pub(crate) fn from(&self) -> NodeId {
-        self.from
-    }
-
-    /// Bytes received so far.
-    pub(crate) fn held(&self) -> u64 {
-        self.blob.len() as u64
-    }
-
-    /// The snapshot's length.
-    pub(crate) fn total(&self) -> u64 {
-        self.total
+    /// Which snapshot this is and how much of it came: "snapshot 40 from node 1 (100 of 1000
+    /// bytes)".
+    pub(crate) fn progress(&self) -> String {
+        format!(
+            "snapshot {} from node {} ({} of {} bytes)",
+            self.lsn,
+            self.from,
+            self.blob.len(),
+            self.total
+        )
     }
 
     /// Adds a chunk; returns an error naming what is wrong with a chunk that does not continue

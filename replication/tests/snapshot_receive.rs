@@ -39,7 +39,7 @@ fn a_snapshot_received_in_part_is_dropped_once_its_stream_falls_silent() {
     }));
     let dropped = |log: &[String]| {
         log.iter()
-            .any(|l| l.contains("dropped the part of snapshot 40"))
+            .any(|l| l.contains("dropped the part received of snapshot 40 from node 1"))
     };
     for _ in 0..2 * timeout {
         replica.tick();

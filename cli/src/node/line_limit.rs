@@ -2,8 +2,8 @@
 //!
 //! Every malformed, cut or slow client connection is worth a line, and the client port is
 //! unauthenticated: a loop of garbage connections would otherwise write lines as fast as it
-//! connects, and fill the disk that the node's stderr goes to. The peer port bounds its refusals
-//! the same way (`docs/network.md` section 1.1).
+//! connects, and fill the disk that the node's stderr goes to. The acceptor's refusals are
+//! bounded the same way, and the peer port bounds its own (`docs/network.md` section 1.1).
 
 use std::time::{Duration, Instant};
 

@@ -670,7 +670,8 @@ fn open_server(settings: Settings) -> Result<Server, String> {
 fn accept_clients(server: &Arc<Server>, listener: &TcpListener) {
     let id = server.settings.id;
     let mut next_key = 0u64;
-    let mut refusals = Refusals::default();
+    // Refusals come as fast as connections do: logged at most once in 10 s.
+    let refusals = line_limit::LineLimit::new(1, Duration::from_secs(10));
     let descriptors_max = descriptors::soft_limit();
     for stream in listener.incoming() {
         if server.stopping.load(Ordering::Acquire) {
@@ -688,8 +689,9 @@ fn accept_clients(server: &Arc<Server>, listener: &TcpListener) {
         };
         let serving = server.clients.lock().len();
         if serving >= CLIENT_CONNECTIONS_MAX {
-            refusals.refuse(
+            refuse(
                 id,
+                &refusals,
                 &stream,
                 &format!("the node serves {CLIENT_CONNECTIONS_MAX} client connections at most"),
             );
@@ -697,8 +699,9 @@ fn accept_clients(server: &Arc<Server>, listener: &TcpListener) {
         }
         let left = descriptors_max.and_then(descriptors::left);
         if let Some(left) = left.filter(|&l| l < descriptors::KEPT_FREE) {
-            refusals.refuse(
+            refuse(
                 id,
+                &refusals,
                 &stream,
                 &format!(
                     "the node is short of file descriptors ({left} left, and client connections \
@@ -753,39 +756,19 @@ fn accept_clients(server: &Arc<Server>, listener: &TcpListener) {
     }
 }
 
-/// The connections the acceptor turned away, and when it last said so in the log.
-#[derive(Default)]
-struct Refusals {
-    since_logged: u64,
-    logged_at: Option<Instant>,
-}
-
-impl Refusals {
-    /// Answers RETRY with `why` (without waiting: the answer fits in a new socket's buffer, and
-    /// a client that does not read it is not waited for) and closes the connection; logs it, at
-    /// most once in `REFUSALS_LOGGED_EVERY` with the count since.
-    fn refuse(&mut self, id: NodeId, stream: &TcpStream, why: &str) {
-        let answer = format!("{why}; try again later");
-        if stream.set_nonblocking(true).is_ok() {
-            let _ = proto::write_message(&mut &*stream, proto::RETRY, answer.as_bytes());
-        }
-        self.since_logged += 1;
-        if self
-            .logged_at
-            .is_none_or(|at| at.elapsed() >= REFUSALS_LOGGED_EVERY)
-        {
-            log(
-                id,
-                &format!("refused {} client connection(s): {why}", self.since_logged),
-            );
-            self.since_logged = 0;
-            self.logged_at = Some(Instant::now());
-        }
+/// Turns a connection away: answers RETRY with `why` (without waiting: the answer fits in a new
+/// socket's buffer, and a client that does not read it is not waited for), closes it, and logs
+/// it within `lines`.
+fn refuse(id: NodeId, lines: &line_limit::LineLimit, stream: &TcpStream, why: &str) {
+    let answer = format!("{why}; try again later");
+    if stream.set_nonblocking(true).is_ok() {
+        let _ = proto::write_message(&mut &*stream, proto::RETRY, answer.as_bytes());
+    }
+    let line = format!("refused a client connection: {why}");
+    if let Some(line) = lines.admit(&line, Instant::now()) {
+        log(id, &line);
     }
 }
-
-/// A connection refused by the acceptor is logged at most this often.
-const REFUSALS_LOGGED_EVERY: Duration = Duration::from_secs(10);
 
 /// Hands leadership to the most up-to-date other live voter; a line saying how it went. Raft gives
 /// a transfer one election timeout, which a loaded machine can miss: three tries.
@@ -1721,6 +1704,18 @@ mod tests {
         (lsn, epoch)
     }
 
+    /// Takes `bytes` of the server's request budget, which must be free.
+    fn hold(server: &Server, bytes: usize) -> budget::Held<'_> {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        match server
+            .request_budget
+            .take(bytes, &server.stopping, deadline)
+        {
+            budget::Taken::Held(held) => held,
+            other => panic!("{other:?}"),
+        }
+    }
+
     /// A client that sends part of a request and then stalls is cut off once the request
     /// timeout passes from its first byte, though bytes keep arriving now and then, and the
     /// bytes its request held are given back; a whole request on the next connection is served.
@@ -1783,14 +1778,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         std::thread::scope(|s| {
             let server = &server;
-            let full = match server.request_budget.take(
-                1 << 20,
-                &server.stopping,
-                Instant::now() + Duration::from_secs(1),
-            ) {
-                budget::Taken::Held(held) => held,
-                other => panic!("{other:?}"),
-            };
+            let full = hold(server, 1 << 20);
             let served = s.spawn(move || {
                 let (stream, _) = listener.accept().unwrap();
                 serve_client(server, Arc::new(stream))
@@ -1866,14 +1854,7 @@ mod tests {
         );
         assert_eq!(server.request_budget.held(), 0, "given back once written");
         // No room: the answer ends with what fits uncounted.
-        let full = match server.request_budget.take(
-            4 << 20,
-            &server.stopping,
-            Instant::now() + Duration::from_secs(1),
-        ) {
-            budget::Taken::Held(held) => held,
-            other => panic!("{other:?}"),
-        };
+        let full = hold(&server, 4 << 20);
         let (count, len, _) = read_all(&server);
         assert!((1..40).contains(&count), "{count} records");
         assert!(len <= budget::UNBUDGETED_BYTES, "{len} bytes");
