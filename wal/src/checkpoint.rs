@@ -361,7 +361,7 @@ impl Inner {
         // Checked under the lock that `close` takes to release the directory: a writer that
         // outlived its log must not touch a directory another process may own by now.
         self.group.check()?;
-        writer.finish()?;
+        writer.finish(|e| self.group.poison(e))?;
         let mut control = self.control.lock();
         let mut state = control.state().clone();
         if state.checkpoint.is_some_and(|(latest, _)| latest > lsn) {
@@ -695,11 +695,12 @@ impl Inner {
         }
         let mut control = self.control.lock();
         // 1: the snapshot file. Until the control file changes the old log stands whole: a
-        // failure here (a full disk, a short source) refuses the reset and changes nothing.
+        // failure here (a full disk, a short source) refuses the reset and changes nothing,
+        // but for a failed directory sync after the rename, which poisons like any failed sync.
         let written = match snapshot {
             Some((len, source)) => self
                 .fill_snapshot(lsn, epoch, true, len, source)
-                .and_then(|writer| writer.finish()),
+                .and_then(|writer| writer.finish(|e| self.group.poison(e))),
             None => {
                 assert_eq!(
                     control.state().checkpoint,

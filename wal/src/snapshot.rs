@@ -231,8 +231,11 @@ impl SnapshotWriter {
         Ok(())
     }
 
-    /// Writes the header, syncs, renames to the final name and syncs the directory.
-    pub fn finish(mut self) -> Result<()> {
+    /// Writes the header, syncs, renames to the final name and syncs the directory. A failed
+    /// directory sync goes through `poison`: the file is in place under its final name, but
+    /// whether the rename (and anything else the directory holds unsynced) survives a crash is
+    /// unknown, and no later sync may be trusted to say (the log's rule for every failed sync).
+    pub fn finish(mut self, poison: impl FnOnce(Error) -> Error) -> Result<()> {
         self.check_not_failed()?;
         if self.at != self.header.body_bytes {
             return Err(Error::invalid(
@@ -256,7 +259,7 @@ impl SnapshotWriter {
         self.renamed = true;
         self.dir
             .sync()
-            .map_err(|e| Error::io("fsync directory", self.dir.path(), e))?;
+            .map_err(|e| poison(Error::io("fsync directory", self.dir.path(), e)))?;
         Ok(())
     }
 }
