@@ -406,103 +406,103 @@ typedef int32_t rwal_recovery_mode;
 /**
  * An argument or option is out of range, or a required pointer is NULL.
  */
-#define RWAL_ERR_INVALID_ARGUMENT -1
+#define RWAL_ERR_INVALID_ARGUMENT (-1)
 
 /**
  * An operating-system call failed.
  */
-#define RWAL_ERR_IO -2
+#define RWAL_ERR_IO (-2)
 
 /**
  * Acknowledged data is damaged, or a file of the log is not what it should be.
  */
-#define RWAL_ERR_CORRUPTED -3
+#define RWAL_ERR_CORRUPTED (-3)
 
 /**
  * An earlier write or sync failed; the log accepts nothing more (reopen it).
  */
-#define RWAL_ERR_POISONED -4
+#define RWAL_ERR_POISONED (-4)
 
 /**
  * The disk is full.
  */
-#define RWAL_ERR_NO_SPACE -5
+#define RWAL_ERR_NO_SPACE (-5)
 
 /**
  * Another open log (in this or another process) holds the directory.
  */
-#define RWAL_ERR_LOCKED -6
+#define RWAL_ERR_LOCKED (-6)
 
 /**
  * The LSN was removed by compaction.
  */
-#define RWAL_ERR_COMPACTED -7
+#define RWAL_ERR_COMPACTED (-7)
 
 /**
  * No record with this LSN was ever written (or it was cut), or it is not durable yet.
  */
-#define RWAL_ERR_NOT_FOUND -8
+#define RWAL_ERR_NOT_FOUND (-8)
 
 /**
  * The buffer is too small; `*len_out` says how many bytes are needed.
  */
-#define RWAL_ERR_BUFFER_TOO_SMALL -9
+#define RWAL_ERR_BUFFER_TOO_SMALL (-9)
 
 /**
  * This machine or build cannot do what was asked (io_uring, O_DIRECT, a format version).
  */
-#define RWAL_ERR_UNSUPPORTED -10
+#define RWAL_ERR_UNSUPPORTED (-10)
 
 /**
  * A wait ran out of time.
  */
-#define RWAL_ERR_TIMEOUT -11
+#define RWAL_ERR_TIMEOUT (-11)
 
 /**
  * The library panicked: a bug in rwal. The handle should not be used further.
  */
-#define RWAL_ERR_PANIC -12
+#define RWAL_ERR_PANIC (-12)
 
 /**
  * The directory holds no log and the options did not ask to create one.
  */
-#define RWAL_ERR_NO_LOG -13
+#define RWAL_ERR_NO_LOG (-13)
 
 /**
  * A reader or pin holds records the operation would remove.
  */
-#define RWAL_ERR_PINNED -14
+#define RWAL_ERR_PINNED (-14)
 
 /**
  * The log was closed.
  */
-#define RWAL_ERR_CLOSED -15
+#define RWAL_ERR_CLOSED (-15)
 
 /**
  * This node is not the leader: `rwal_node_leader` names the one it knows of.
  */
-#define RWAL_ERR_NOT_LEADER -16
+#define RWAL_ERR_NOT_LEADER (-16)
 
 /**
  * Another entry was committed at the proposal's LSN: the proposal never will be.
  */
-#define RWAL_ERR_SUPERSEDED -17
+#define RWAL_ERR_SUPERSEDED (-17)
 
 /**
  * Too many proposals wait to be committed: retry later.
  */
-#define RWAL_ERR_BUSY -18
+#define RWAL_ERR_BUSY (-18)
 
 /**
  * The consensus layer failed (see `rwal_last_error`); the node stops.
  */
-#define RWAL_ERR_REPLICATION -19
+#define RWAL_ERR_REPLICATION (-19)
 
 /**
  * The checkpoint was abandoned: the node began installing a leader's snapshot, which replaces
  * the log the checkpoint described. Nothing of it was kept; the node goes on.
  */
-#define RWAL_ERR_ABANDONED -20
+#define RWAL_ERR_ABANDONED (-20)
 
 #ifdef __cplusplus
 extern "C" {
@@ -826,9 +826,11 @@ void rwal_set_log_callback(rwal_log_fn callback, rwal_log_level level, void *use
  * New node options for node `id` (1, 2, ...) with its log in `dir`: listen on 127.0.0.1 on a
  * port the OS chooses, no peers, no founding voters (a directory without a log is then
  * refused: see `rwal_node_options_set_voters`), 10 ms ticks, a 1 s sync stall limit, no
- * engine callbacks. There is no default cluster id and secret: `rwal_node_options_set_cluster` is
- * required before `rwal_node_open` (which refuses, naming the secret, without it). `*opts_out`
- * is the options; free them with `rwal_node_options_free`.
+ * engine callbacks, and the log's default options but for its backend,
+ * `RWAL_BACKEND_STAGED` (a replica syncs at every round; docs/replication.md section 3.4).
+ * There is no default cluster id and secret: `rwal_node_options_set_cluster` is required
+ * before `rwal_node_open` (which refuses, naming the secret, without it). `*opts_out` is the
+ * options; free them with `rwal_node_options_free`.
  *
  * # Safety
  * `dir` is a NUL-terminated path; `opts_out` is writable.
@@ -895,9 +897,12 @@ rwal_status rwal_node_options_set_voters(rwal_node_options *opts,
                                          bool join);
 
 /**
- * The options of the log under the node (segment size, backend, ...). The recovery modes that
- * drop records (`RWAL_RECOVERY_POINT_IN_TIME`, `RWAL_RECOVERY_SKIP_CORRUPTED`) make
- * `rwal_node_open` fail: a replica must not forget what it acknowledged.
+ * The options of the log under the node (segment size, backend, ...), replacing the node's
+ * default ones whole: options from `rwal_options_new` have `RWAL_BACKEND_MMAP` unless
+ * `rwal_options_set_backend` changes it, where a node's default is `RWAL_BACKEND_STAGED`. The
+ * recovery modes that drop records (`RWAL_RECOVERY_POINT_IN_TIME`,
+ * `RWAL_RECOVERY_SKIP_CORRUPTED`) make `rwal_node_open` fail: a replica must not forget what
+ * it acknowledged.
  *
  * # Safety
  * `opts` is live; `log_opts` is live options from `rwal_options_new` (copied).
@@ -925,6 +930,19 @@ rwal_status rwal_node_options_set_tick_ms(rwal_node_options *opts, uint32_t ms);
  * `opts` is live.
  */
 rwal_status rwal_node_options_set_sync_stall_limit_ms(rwal_node_options *opts, uint32_t ms);
+
+/**
+ * The largest snapshot this node accepts from a leader, in bytes (default 1 GiB, above 0): the
+ * engine's state and the membership written with it. A snapshot being received is assembled
+ * in memory before it is installed, so this bounds that memory. A larger one is refused (an
+ * `RWAL_LOG_INFO` line through the log callback for each of its chunks), and a node that can
+ * only be caught up by a snapshot (a joining one, one the leader compacted past) stays behind:
+ * every member's limit must hold the engine's largest checkpoint.
+ *
+ * # Safety
+ * `opts` is live.
+ */
+rwal_status rwal_node_options_set_snapshot_bytes_max(rwal_node_options *opts, uint64_t bytes);
 
 /**
  * The engine's callbacks and the `userdata` they are given. `apply`, `snapshot` and `restore`

@@ -46,8 +46,10 @@ def cdef_from_header(header: str) -> str:
             continue
         if skipping:
             continue
-        if stripped.startswith("#define") and re.match(r"#define RWAL_\w+ -?\d+$", stripped):
-            lines.append(stripped)
+        constant = re.match(r"#define (RWAL_\w+) (-?\d+|\(-\d+\))$", stripped)
+        if constant:
+            # cffi takes a plain (possibly negative) integer, not the header's `(-2)`.
+            lines.append("#define %s %s" % (constant.group(1), constant.group(2).strip("()")))
             continue
         if stripped.startswith("#"):
             continue

@@ -30,7 +30,8 @@ usage: rwal bench [options]
 
 options:
   --backend NAME       mmap, pwrite, staged, io_uring (RWF_DSYNC writes) or
-                       io_uring-linked (writes + linked fdatasync) (default mmap)
+                       io_uring-linked (writes + linked fdatasync) (default mmap;
+                       with --replicated, staged: a node's default)
   --all-backends       every backend, one after the other
   --seconds S          seconds per workload (default 1)
   --threads LIST       group-commit thread counts (default 1,4,16,64)
@@ -44,7 +45,8 @@ options:
   --replicated N       instead: an N-node cluster on loopback TCP in this process; quorum
                        commit latency and throughput at 1, 16 and 64 clients (or --threads),
                        next to single-node durable and group commit of the same run, and
-                       a bare quorum of pwrite+fdatasync copies on loopback (the floor)";
+                       a bare quorum of pwrite+fdatasync copies on loopback (the floor);
+                       one backend (--backend, not --all-backends)";
 
 struct Config {
     backends: Vec<(&'static str, Options)>,
@@ -59,6 +61,7 @@ struct Config {
     plot: Option<PathBuf>,
     replicated: Option<usize>,
     threads_given: bool,
+    backend_given: bool,
 }
 
 /// One measured workload.
@@ -141,6 +144,7 @@ fn parse(args: Vec<OsString>) -> Result<Option<Config>, String> {
         plot: None,
         replicated: None,
         threads_given: false,
+        backend_given: false,
     };
     let mut parser = lexopt::Parser::from_args(args);
     let text = |parser: &mut lexopt::Parser| -> Result<String, String> {
@@ -152,12 +156,16 @@ fn parse(args: Vec<OsString>) -> Result<Option<Config>, String> {
     };
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
         match arg {
-            Long("backend") => config.backends = vec![backend(&text(&mut parser)?)?],
+            Long("backend") => {
+                config.backends = vec![backend(&text(&mut parser)?)?];
+                config.backend_given = true;
+            }
             Long("all-backends") => {
                 config.backends = BACKENDS
                     .iter()
                     .map(|name| backend(name))
-                    .collect::<Result<_, _>>()?
+                    .collect::<Result<_, _>>()?;
+                config.backend_given = true;
             }
             Long("seconds") => {
                 config.seconds = number(&text(&mut parser)?, "--seconds")?;
@@ -198,6 +206,14 @@ fn parse(args: Vec<OsString>) -> Result<Option<Config>, String> {
         .segment_bytes(config.segment_bytes)
         .validate()
         .map_err(|e| e.to_string())?;
+    if config.replicated.is_some() && config.backends.len() > 1 {
+        return Err("--replicated measures one backend: name it with --backend".into());
+    }
+    if config.replicated.is_some() && !config.backend_given {
+        // What a node uses unless told otherwise (docs/replication.md section 3.4), for the
+        // single-node rows of the same run too: the ratios compare one backend.
+        config.backends = vec![backend("staged")?];
+    }
     Ok(Some(config))
 }
 
@@ -842,5 +858,34 @@ fn print_ratios(results: &[Outcome]) {
                 two.ops_per_second() / one.ops_per_second()
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backends_of(args: &[&str]) -> Vec<&'static str> {
+        let config = parse(args.iter().map(OsString::from).collect())
+            .expect("the arguments parse")
+            .expect("not --help");
+        config.backends.iter().map(|(name, _)| *name).collect()
+    }
+
+    #[test]
+    fn a_replicated_run_measures_the_backend_a_node_uses_unless_one_is_named() {
+        assert_eq!(backends_of(&[]), ["mmap"]);
+        assert_eq!(backends_of(&["--replicated", "3"]), ["staged"]);
+        assert_eq!(
+            backends_of(&["--replicated", "3", "--backend", "mmap"]),
+            ["mmap"]
+        );
+        assert_eq!(
+            backends_of(&["--backend", "pwrite", "--replicated", "3"]),
+            ["pwrite"]
+        );
+        let both = ["--replicated", "3", "--all-backends"].map(OsString::from);
+        let refused = parse(both.to_vec()).err().expect("refused");
+        assert!(refused.contains("one backend"), "{refused}");
     }
 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use rwal_replication::net::{PeerConfig, PeerNetwork};
 use rwal_replication::{
-    Bootstrap, CommittedReader, CommittedRecord, EngineResult, Error, MembershipChange, Node,
-    NodeId, NodeOptions, Role, StateMachine,
+    Bootstrap, CommittedReader, CommittedRecord, Config, EngineResult, Error, MembershipChange,
+    Node, NodeId, NodeOptions, Role, StateMachine,
 };
 use rwal_wal::{Options, RecordKind};
 
@@ -92,6 +92,8 @@ pub struct rwal_node_options {
     tick: Duration,
     /// `NodeOptions::sync_stall_limit`.
     sync_stall_limit: Option<Duration>,
+    /// `Config::snapshot_bytes_max`.
+    snapshot_bytes_max: u64,
     callbacks: Callbacks,
 }
 
@@ -312,9 +314,11 @@ unsafe fn node<'a>(node: *const rwal_node) -> Result<&'a rwal_node, Failure> {
 /// New node options for node `id` (1, 2, ...) with its log in `dir`: listen on 127.0.0.1 on a
 /// port the OS chooses, no peers, no founding voters (a directory without a log is then
 /// refused: see `rwal_node_options_set_voters`), 10 ms ticks, a 1 s sync stall limit, no
-/// engine callbacks. There is no default cluster id and secret: `rwal_node_options_set_cluster` is
-/// required before `rwal_node_open` (which refuses, naming the secret, without it). `*opts_out`
-/// is the options; free them with `rwal_node_options_free`.
+/// engine callbacks, and the log's default options but for its backend,
+/// `RWAL_BACKEND_STAGED` (a replica syncs at every round; docs/replication.md section 3.4).
+/// There is no default cluster id and secret: `rwal_node_options_set_cluster` is required
+/// before `rwal_node_open` (which refuses, naming the secret, without it). `*opts_out` is the
+/// options; free them with `rwal_node_options_free`.
 ///
 /// # Safety
 /// `dir` is a NUL-terminated path; `opts_out` is writable.
@@ -334,7 +338,7 @@ pub unsafe extern "C" fn rwal_node_options_new(
         let options = rwal_node_options {
             id,
             dir: PathBuf::from(OsStr::from_bytes(dir)),
-            wal: Options::new(),
+            wal: NodeOptions::default_wal(),
             cluster_id: 0,
             secret: Vec::new(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -343,6 +347,7 @@ pub unsafe extern "C" fn rwal_node_options_new(
             join: false,
             tick: Duration::from_millis(10),
             sync_stall_limit: Some(Duration::from_secs(1)),
+            snapshot_bytes_max: Config::new(id).snapshot_bytes_max,
             callbacks: Callbacks {
                 apply: None,
                 snapshot: None,
@@ -490,9 +495,12 @@ pub unsafe extern "C" fn rwal_node_options_set_voters(
     })
 }
 
-/// The options of the log under the node (segment size, backend, ...). The recovery modes that
-/// drop records (`RWAL_RECOVERY_POINT_IN_TIME`, `RWAL_RECOVERY_SKIP_CORRUPTED`) make
-/// `rwal_node_open` fail: a replica must not forget what it acknowledged.
+/// The options of the log under the node (segment size, backend, ...), replacing the node's
+/// default ones whole: options from `rwal_options_new` have `RWAL_BACKEND_MMAP` unless
+/// `rwal_options_set_backend` changes it, where a node's default is `RWAL_BACKEND_STAGED`. The
+/// recovery modes that drop records (`RWAL_RECOVERY_POINT_IN_TIME`,
+/// `RWAL_RECOVERY_SKIP_CORRUPTED`) make `rwal_node_open` fail: a replica must not forget what
+/// it acknowledged.
 ///
 /// # Safety
 /// `opts` is live; `log_opts` is live options from `rwal_options_new` (copied).
@@ -548,6 +556,30 @@ pub unsafe extern "C" fn rwal_node_options_set_sync_stall_limit_ms(
         let limit = Some(Duration::from_millis(u64::from(ms))).filter(|l| !l.is_zero());
         // SAFETY: forwarded caller contract.
         unsafe { options_mut(opts)? }.sync_stall_limit = limit;
+        Ok(())
+    })
+}
+
+/// The largest snapshot this node accepts from a leader, in bytes (default 1 GiB, above 0): the
+/// engine's state and the membership written with it. A snapshot being received is assembled
+/// in memory before it is installed, so this bounds that memory. A larger one is refused (an
+/// `RWAL_LOG_INFO` line through the log callback for each of its chunks), and a node that can
+/// only be caught up by a snapshot (a joining one, one the leader compacted past) stays behind:
+/// every member's limit must hold the engine's largest checkpoint.
+///
+/// # Safety
+/// `opts` is live.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_node_options_set_snapshot_bytes_max(
+    opts: *mut rwal_node_options,
+    bytes: u64,
+) -> rwal_status {
+    boundary(|| {
+        if bytes == 0 {
+            return Err(invalid("the largest snapshot must be above 0 bytes"));
+        }
+        // SAFETY: forwarded caller contract.
+        unsafe { options_mut(opts)? }.snapshot_bytes_max = bytes;
         Ok(())
     })
 }
@@ -673,6 +705,7 @@ pub unsafe extern "C" fn rwal_node_open(
         options.wal = opts.wal.clone();
         options.tick_interval = opts.tick;
         options.sync_stall_limit = opts.sync_stall_limit;
+        options.config.snapshot_bytes_max = opts.snapshot_bytes_max;
         options.log = Some(Arc::new(move |line: &str| {
             crate::logging::emit_info(&format!("node {id}: {line}"))
         }));

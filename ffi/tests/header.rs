@@ -15,7 +15,29 @@ fn generate() -> String {
         .expect("cbindgen generates the header");
     let mut out = Vec::new();
     bindings.write(&mut out);
-    String::from_utf8(out).expect("UTF-8 header")
+    parenthesize_negative_macros(&String::from_utf8(out).expect("UTF-8 header"))
+}
+
+/// cbindgen writes `#define RWAL_ERR_IO -2`, which is not one expression wherever it is
+/// pasted: `RWAL_ERR_IO[p]` reads `-(p[2])`, and a missing operator, `f(x RWAL_ERR_IO)`,
+/// compiles as a subtraction. Every negative value gets parentheses (CERT C PRE02-C).
+fn parenthesize_negative_macros(header: &str) -> String {
+    header
+        .lines()
+        .map(|line| {
+            let mut words = line.splitn(3, ' ');
+            match (words.next(), words.next(), words.next()) {
+                (Some("#define"), Some(name), Some(value))
+                    if value.len() > 1
+                        && value.starts_with('-')
+                        && value[1..].bytes().all(|b| b.is_ascii_digit()) =>
+                {
+                    format!("#define {name} ({value})\n")
+                }
+                _ => format!("{line}\n"),
+            }
+        })
+        .collect()
 }
 
 fn committed_path() -> PathBuf {
@@ -41,6 +63,13 @@ fn the_committed_header_is_what_cbindgen_generates() {
         "RWAL_ERR_PANIC",
     ] {
         assert!(committed.contains(name), "{name} missing from the header");
+    }
+    assert!(committed.contains("#define RWAL_ERR_IO (-2)"));
+    for line in committed
+        .lines()
+        .filter(|line| line.starts_with("#define "))
+    {
+        assert!(!line.contains(" -"), "not parenthesized: {line}");
     }
 }
 

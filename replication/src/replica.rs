@@ -140,6 +140,9 @@ impl Config {
         if self.id == 0 {
             return Err(Error::invalid("id", "node ids start at 1"));
         }
+        if self.snapshot_bytes_max == 0 {
+            return Err(Error::invalid("snapshot_bytes_max", "must be above 0"));
+        }
         if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {
             return Err(Error::invalid(
                 "election_ticks",

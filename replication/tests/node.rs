@@ -852,6 +852,22 @@ fn recovery_modes_that_drop_records_are_refused() {
             ..
         })
     ));
+    // A node that could take no snapshot at all: refused.
+    let mut none = rwal_replication::Config::new(1);
+    none.snapshot_bytes_max = 0;
+    assert!(matches!(
+        Replica::open(
+            dir.join("log"),
+            Options::new(),
+            none,
+            Bootstrap::Voters(vec![1]),
+            Engine::default(),
+        ),
+        Err(Error::InvalidArgument {
+            name: "snapshot_bytes_max",
+            ..
+        })
+    ));
     // No spread of election timeouts: refused (candidates would split the vote forever).
     let mut pinned = rwal_replication::Config::new(1);
     pinned.election_ticks_max = pinned.election_ticks;

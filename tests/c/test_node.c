@@ -329,6 +329,8 @@ static void test_bad_options(const char *dir) {
     CHECK_STATUS(rwal_node_options_add_peer(opts, 1, "127.0.0.1:9"), RWAL_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(rwal_node_options_set_tick_ms(opts, 0), RWAL_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(rwal_node_options_set_sync_stall_limit_ms(NULL, 500), RWAL_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(rwal_node_options_set_snapshot_bytes_max(opts, 0), RWAL_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(rwal_node_options_set_snapshot_bytes_max(opts, 1 << 20), RWAL_OK);
     /* No secret: the network refuses to start. */
     rwal_node *node = NULL;
     CHECK_STATUS(rwal_node_open(opts, &node), RWAL_ERR_INVALID_ARGUMENT);

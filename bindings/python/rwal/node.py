@@ -41,7 +41,8 @@ from contextlib import contextmanager
 from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 from . import (
-    InvalidArgumentError, NotLeaderError, _check, _free_unadopted, _Handle, _last_error, _stable)
+    _BACKENDS, InvalidArgumentError, NotLeaderError, _check, _free_unadopted, _Handle, _last_error,
+    _stable)
 from ._rwal_cffi import ffi, lib
 
 ApplyFn = Callable[[int, int, bytes], None]
@@ -172,6 +173,8 @@ class Node(_Handle):
         tick_ms: int = 10,
         sync_stall_limit_ms: int = 1000,
         segment_size: Optional[int] = None,
+        backend: Optional[str] = None,
+        snapshot_bytes_max: Optional[int] = None,
         apply: Optional[ApplyFn] = None,
         snapshot: Optional[SnapshotFn] = None,
         restore: Optional[RestoreFn] = None,
@@ -186,7 +189,11 @@ class Node(_Handle):
         could elect a leader that lacks acknowledged writes. A leader whose log sync has not
         returned for `sync_stall_limit_ms` (never less than the longest election timeout, 20
         ticks; 0: never) hands its leadership to another voter: a leader whose disk hangs
-        commits nothing."""
+        commits nothing. `backend` is the log's, as for rwal.open, but "staged" by default: a
+        replica syncs at every round (docs/replication.md section 3.4). `snapshot_bytes_max`
+        (default 1 GiB) is the largest snapshot this node takes from a leader: it is assembled
+        in memory, and a larger one is refused; a node that only a snapshot can catch up (a
+        joining one, one the leader compacted past) then stays behind."""
         self._closed = True  # until opened: nothing for __del__ to close
         opts_out = ffi.new("rwal_node_options **")
         _check(lib.rwal_node_options_new(node_id, os.fsencode(path), opts_out))
@@ -202,9 +209,20 @@ class Node(_Handle):
             _check(lib.rwal_node_options_set_voters(opts, id_array, len(ids), bool(join)))
         _check(lib.rwal_node_options_set_tick_ms(opts, tick_ms))
         _check(lib.rwal_node_options_set_sync_stall_limit_ms(opts, sync_stall_limit_ms))
-        if segment_size is not None:
+        if snapshot_bytes_max is not None:
+            _check(lib.rwal_node_options_set_snapshot_bytes_max(opts, snapshot_bytes_max))
+        if segment_size is not None or backend is not None:
+            # These replace the node's log options whole, backend included, so they name the
+            # node's default backend when none is given.
+            backend = "staged" if backend is None else backend
+            if backend not in _BACKENDS:
+                raise InvalidArgumentError(
+                    lib.RWAL_ERR_INVALID_ARGUMENT,
+                    "unknown backend %r (one of %s)" % (backend, ", ".join(_BACKENDS)))
             log_opts = ffi.gc(lib.rwal_options_new(), lib.rwal_options_free)
-            _check(lib.rwal_options_set_segment_size(log_opts, segment_size))
+            _check(lib.rwal_options_set_backend(log_opts, _BACKENDS[backend]))
+            if segment_size is not None:
+                _check(lib.rwal_options_set_segment_size(log_opts, segment_size))
             _check(lib.rwal_node_options_set_log_options(opts, log_opts))
         self._engine = _Engine(apply, snapshot, restore, on_leader)
         self._engine_handle = ffi.new_handle(self._engine)

@@ -134,6 +134,7 @@ def test_a_learner_joins_from_a_snapshot_after_compaction(cluster, tmp_path):
     nodes[leader].compact()
     engine = Engine()
     joiner = rwal.Node(4, tmp_path / "node4", cluster_id=9, secret=SECRET, join=True,
+                       snapshot_bytes_max=1 << 20,
                        apply=engine.apply, snapshot=engine.snapshot, restore=engine.restore)
     try:
         for i, node in nodes.items():
@@ -163,12 +164,22 @@ def test_bad_node_options_are_refused_with_the_reason(tmp_path):
     # Founding is asked for, never assumed: an empty directory without voters is refused.
     with pytest.raises(rwal.InvalidArgumentError, match="holds no log"):
         rwal.Node(1, tmp_path / "alone", cluster_id=1, secret=SECRET)
-    # 0: a stalled sync never hands the leadership over.
+    with pytest.raises(rwal.InvalidArgumentError, match="largest snapshot must be above 0"):
+        rwal.Node(1, tmp_path / "n", cluster_id=1, secret=SECRET, voters=[1],
+                  snapshot_bytes_max=0)
+    with pytest.raises(rwal.InvalidArgumentError, match="unknown backend 'bogus'"):
+        rwal.Node(1, tmp_path / "n", cluster_id=1, secret=SECRET, voters=[1], backend="bogus")
+    # 0: a stalled sync never hands the leadership over. A backend other than the node's
+    # default ("staged") writes the same files.
     node = rwal.Node(1, tmp_path / "alone", cluster_id=1, secret=SECRET, voters=[1],
-                     sync_stall_limit_ms=0)
+                     sync_stall_limit_ms=0, backend="mmap", segment_size=1 << 20)
+    wait(lambda: node.status()["role"] == "leader")
+    lsn, _ = node.propose_and_wait(b"written through the mapping")
     node.close()
     # Reopened with its log, it needs no voters.
     node = rwal.Node(1, tmp_path / "alone", cluster_id=1, secret=SECRET)
+    wait(lambda: node.status()["commit_lsn"] >= lsn)
+    assert [r[3] for r in node.records(lsn)][:1] == [b"written through the mapping"]
     node.close()
     node.close()
     with pytest.raises(rwal.ClosedError):

@@ -21,7 +21,7 @@ use rwal_replication::net::{PeerConfig, PeerNetwork, SECRET_BYTES_MIN};
 use rwal_replication::{
     Bootstrap, Bounded, EngineResult, Error, Node, NodeId, NodeOptions, Role, StateMachine,
 };
-use rwal_wal::{Lsn, Options, RecordKind, Wal};
+use rwal_wal::{Lsn, RecordKind, Wal};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 const HELP: &str = "\
@@ -54,6 +54,9 @@ continues from its log; without --init a node whose directory holds no log refus
   --segment-bytes N       size of new log segments (default: rwal-wal's)
   --pin-cap-bytes N       log a lagging follower may hold back before it is sent a snapshot
                           instead (default 1 GiB)
+  --snapshot-bytes-max N  the largest snapshot this node takes from a leader (default 1 GiB):
+                          it is assembled in memory; a larger one is refused, and a node
+                          that only a snapshot can catch up stays behind
   --config FILE           read the options from FILE: `key = value` lines, keys as above
                           without `--`, `peer` repeated; `#` starts a comment
 
@@ -82,6 +85,8 @@ struct Settings {
     sync_stall_limit: Option<Duration>,
     segment_bytes: Option<u64>,
     pin_cap_bytes: u64,
+    /// `Config::snapshot_bytes_max`.
+    snapshot_bytes_max: u64,
 }
 
 fn parse_peer(value: &str) -> Result<(NodeId, SocketAddr, SocketAddr), String> {
@@ -114,6 +119,7 @@ fn parse_settings(pairs: Vec<(String, String)>) -> Result<Settings, String> {
     let mut sync_stall_limit_ms = 1000;
     let mut segment_bytes = None;
     let mut pin_cap_bytes = 1 << 30;
+    let mut snapshot_bytes_max = 1 << 30;
     let mut init = false;
     let number = |key: &str, value: &str| {
         value
@@ -160,6 +166,7 @@ fn parse_settings(pairs: Vec<(String, String)>) -> Result<Settings, String> {
             "sync-stall-limit-ms" => sync_stall_limit_ms = number(&key, &value)?,
             "segment-bytes" => segment_bytes = Some(number(&key, &value)?),
             "pin-cap-bytes" => pin_cap_bytes = number(&key, &value)?,
+            "snapshot-bytes-max" => snapshot_bytes_max = positive(&key, &value)?,
             "init" => {
                 init = match value.as_str() {
                     "true" => true,
@@ -224,6 +231,7 @@ fn parse_settings(pairs: Vec<(String, String)>) -> Result<Settings, String> {
             .filter(|limit| !limit.is_zero()),
         segment_bytes,
         pin_cap_bytes,
+        snapshot_bytes_max,
     })
 }
 
@@ -619,13 +627,14 @@ fn open_server(settings: Settings) -> Result<Server, String> {
     voters.sort_unstable();
     let given = voters.clone();
     let mut options = NodeOptions::new(id, &settings.dir, Bootstrap::Voters(voters));
-    options.wal = Options::new();
+    // The node's default log options (the `Staged` backend, docs/replication.md section 3.4).
     if let Some(bytes) = settings.segment_bytes {
         options.wal = options.wal.segment_bytes(bytes);
     }
     options.tick_interval = settings.tick;
     options.sync_stall_limit = settings.sync_stall_limit;
     options.config.follower_pin_cap_bytes = Some(settings.pin_cap_bytes);
+    options.config.snapshot_bytes_max = settings.snapshot_bytes_max;
     options.log = Some(Arc::new(move |line: &str| log(id, line)));
     let engine = Engine {
         id,
@@ -1503,6 +1512,11 @@ mod tests {
         assert_eq!(e, "tick-ms: must be above 0");
         let e = parse_settings(pairs(&[("tick-ms", "1000000000000000")])).unwrap_err();
         assert_eq!(e, "tick-ms: at most 60000 (a minute)");
+        assert_eq!(s.snapshot_bytes_max, 1 << 30);
+        let snapshots = parse_settings(pairs(&[("snapshot-bytes-max", "4096")])).unwrap();
+        assert_eq!(snapshots.snapshot_bytes_max, 4096);
+        let e = parse_settings(pairs(&[("snapshot-bytes-max", "0")])).unwrap_err();
+        assert_eq!(e, "snapshot-bytes-max: must be above 0");
         let mut one_port = pairs(&[]);
         for (key, value) in one_port.iter_mut() {
             if key == "client-listen" {
@@ -1673,6 +1687,7 @@ mod tests {
             sync_stall_limit: Some(Duration::from_secs(1)),
             segment_bytes: None,
             pin_cap_bytes: 1 << 20,
+            snapshot_bytes_max: 1 << 20,
         };
         let server = open_server(settings).unwrap();
         let (status, leading) = server
