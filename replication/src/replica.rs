@@ -1222,9 +1222,18 @@ impl<M: StateMachine> Replica<M> {
             ));
         };
         let membership = codec::encode_snapshot(conf, &[]);
-        let writer = self
-            .wal
-            .checkpoint_writer(lsn, membership.len() as u64 + engine_bytes)?;
+        let total = membership.len() as u64 + engine_bytes;
+        let writer = self.wal.checkpoint_writer(lsn, total)?;
+        if total > self.config.snapshot_bytes_max {
+            // Each member bounds the snapshot it takes by its own limit, which this node
+            // cannot know; its own is the best guess at theirs.
+            self.note(format!(
+                "the checkpoint at {lsn} holds {total} bytes, over this node's \
+                 snapshot_bytes_max of {}: a member with the same limit refuses it as a \
+                 snapshot, and cannot be caught up once the log before it is compacted",
+                self.config.snapshot_bytes_max
+            ));
+        }
         // The membership is written with the engine's bytes, on the caller's thread: this one
         // writes nothing into the file (a slow disk would stop its heartbeats).
         Ok(PendingCheckpoint::new(

@@ -1,10 +1,57 @@
-//! A follower's side of a snapshot stream that stops half way.
+//! A follower's side of a snapshot stream that stops half way, and the size a snapshot may
+//! have.
 
 mod common;
 
 use common::Engine;
-use rwal_replication::{Bootstrap, Config, Envelope, Replica, SnapshotChunk};
+use rwal_replication::{Bootstrap, Config, Envelope, Replica, Role, SnapshotChunk};
 use rwal_wal::{Backend, Options, SimDisk};
+
+fn simulated() -> Options {
+    Options::new()
+        .backend(Backend::Simulated(SimDisk::new()))
+        .background_threads(false)
+        .segment_bytes(1 << 20)
+}
+
+/// A checkpoint larger than the node's own `snapshot_bytes_max` is written (the state is the
+/// engine's to keep), and said so: a member with the same limit would refuse it as a snapshot,
+/// and nothing else could catch it up once the log before the checkpoint is compacted.
+#[test]
+fn a_checkpoint_over_the_snapshot_limit_is_noted() {
+    let mut config = Config::new(1);
+    config.snapshot_bytes_max = 4096;
+    let mut replica = Replica::open(
+        "/limit",
+        simulated(),
+        config,
+        Bootstrap::Voters(vec![1]),
+        Engine::default(),
+    )
+    .expect("a founding replica opens");
+    for _ in 0..100 {
+        if replica.role() == Role::Leader {
+            break;
+        }
+        replica.tick();
+        replica.process().unwrap();
+    }
+    assert_eq!(replica.role(), Role::Leader);
+    let (lsn, _) = replica.propose(b"a record").unwrap();
+    replica.process().unwrap();
+    assert!(replica.applied_lsn() >= lsn);
+    let over_the_limit = |log: &[String]| {
+        log.iter()
+            .any(|l| l.contains("over this node's snapshot_bytes_max of 4096"))
+    };
+    replica.checkpoint(lsn, &[1; 1000]).unwrap();
+    let log = replica.take_log();
+    assert!(!over_the_limit(&log), "{log:?}");
+    replica.checkpoint(lsn, &[2; 5000]).unwrap();
+    let log = replica.take_log();
+    assert!(over_the_limit(&log), "{log:?}");
+    assert_eq!(replica.wal().latest_checkpoint().unwrap().lsn, lsn);
+}
 
 /// A snapshot received in part is dropped once its stream has been silent for twice as long as
 /// a sender waits before giving a stream up, and said so: its sender gave it up (it failed
@@ -14,13 +61,9 @@ use rwal_wal::{Backend, Options, SimDisk};
 fn a_snapshot_received_in_part_is_dropped_once_its_stream_falls_silent() {
     let config = Config::new(2);
     let timeout = config.snapshot_timeout_ticks;
-    let options = Options::new()
-        .backend(Backend::Simulated(SimDisk::new()))
-        .background_threads(false)
-        .segment_bytes(1 << 20);
     let mut replica = Replica::open(
         "/receive",
-        options,
+        simulated(),
         config,
         Bootstrap::Join,
         Engine::default(),
