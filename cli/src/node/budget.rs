@@ -4,10 +4,12 @@
 //! Each connection reads one request of at most `proto::REQUEST_BYTES_MAX` (16 MiB) at a time,
 //! and up to `CLIENT_CONNECTIONS_MAX` connections are served: without a shared bound, clients
 //! sending large appends at once could make the node hold gigabytes. A request's bytes are
-//! taken from the budget once its length is known, before its body is read, and given back
-//! once the request is handled. Connections wait for room in the order they asked, so that
-//! small requests cannot keep a large one waiting forever; one that finds no room before its
-//! deadline gives up (the node answers RETRY).
+//! taken from the budget once its length and its first `UNBUDGETED_BYTES` are in, before the
+//! rest of its body is read, and given back once the request is handled. Connections wait for
+//! room in the order they asked, so that small requests cannot keep a large one waiting
+//! forever; one that finds no room before its deadline gives up (the node answers RETRY). A
+//! connection holding room must bring the rest at a steady pace, or it is cut off and the room
+//! given back (`BODY_PACE_SLACK_DIVISOR` in `mod.rs`).
 //!
 //! Small messages stay out of it (`UNBUDGETED_BYTES`): the connection limit bounds them, and a
 //! budget held by large requests whose bodies trickle in must not keep a STATUS or a READ

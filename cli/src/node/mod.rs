@@ -895,6 +895,12 @@ const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// now and then would otherwise hold a connection slot and part of the request budget for as
 /// long as it likes (the idle timeout counts from the last byte).
 const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// A request holding bytes of the request budget must arrive at the pace that delivers it whole
+/// by the request timeout, give or take this share of it (a sixteenth: a pause of a sixteenth
+/// of the timeout): a client that sent a request's first bytes and then stalls (or trickles)
+/// would otherwise hold its share of the budget for the whole timeout, and a few such clients,
+/// renewed, would keep every large request answered RETRY at little cost.
+const BODY_PACE_SLACK_DIVISOR: usize = 16;
 /// A client that takes no bytes of its answer for this long is cut off: it would otherwise hold
 /// its thread, its connection slot and the answer, and keep a stop from finishing.
 const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -1008,10 +1014,13 @@ fn read_request<'s>(
     }
     let timeout = server.request_timeout;
     let deadline = std::cell::Cell::new(Instant::now() + timeout);
+    let (read, pace) = (std::cell::Cell::new(0), std::cell::Cell::new(None));
     let mut reader = RequestReader {
         input,
         timeout,
         deadline: &deadline,
+        read: &read,
+        pace: &pace,
     };
     let hold = |len: usize| {
         if len <= budget::UNBUDGETED_BYTES {
@@ -1023,12 +1032,26 @@ fn read_request<'s>(
         // Waiting for room is not the client's slowness: its body gets a deadline of its own.
         deadline.set(Instant::now() + timeout);
         match taken {
-            budget::Taken::Held(held) => Ok(Some(held)),
+            budget::Taken::Held(held) => {
+                pace.set(Some(Pace {
+                    since: Instant::now(),
+                    body_bytes: len,
+                    read_before: read.get(),
+                }));
+                Ok(Some(held))
+            }
             budget::Taken::Busy => Ok(None),
             budget::Taken::Stopping => Err(std::io::Error::other("the node is stopping")),
         }
     };
-    let message = proto::read_message_holding(&mut reader, proto::REQUEST_BYTES_MAX, hold)?;
+    // A request's first bytes arrive before it may take room (connections hold that much
+    // uncounted anyway), and the rest at a pace (`BODY_PACE_SLACK_DIVISOR`).
+    let message = proto::read_message_holding(
+        &mut reader,
+        proto::REQUEST_BYTES_MAX,
+        budget::UNBUDGETED_BYTES,
+        hold,
+    )?;
     Ok(message.map(|(op, body, held)| Request { op, body, held }))
 }
 
@@ -1037,41 +1060,85 @@ struct RequestReader<'a> {
     input: &'a mut BufReader<SharedStream>,
     timeout: Duration,
     deadline: &'a std::cell::Cell<Instant>,
+    /// Bytes of the request read so far.
+    read: &'a std::cell::Cell<usize>,
+    /// Set once the request's body holds bytes of the budget.
+    pace: &'a std::cell::Cell<Option<Pace>>,
+}
+
+/// The pace a body holding bytes of the request budget must keep (`BODY_PACE_SLACK_DIVISOR`).
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    /// When its bytes were taken.
+    since: Instant,
+    body_bytes: usize,
+    /// [`RequestReader::read`] then.
+    read_before: usize,
+}
+
+impl Pace {
+    /// When the body must hold more than `arrived` bytes (counted from when it took its
+    /// room): the moment at which the whole body, arriving evenly over `timeout`, would be the
+    /// slack ahead of `arrived`.
+    fn next_byte_due(&self, arrived: usize, timeout: Duration) -> Instant {
+        let slack = self.body_bytes / BODY_PACE_SLACK_DIVISOR;
+        let share = (arrived + slack) as f64 / self.body_bytes as f64;
+        self.since + timeout.mul_f64(share.min(1.0))
+    }
 }
 
 impl Read for RequestReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let timed_out = || {
-            std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!(
+        let now = Instant::now();
+        let paced = self.pace.get().map(|pace| {
+            let arrived = self.read.get() - pace.read_before;
+            (pace, arrived, pace.next_byte_due(arrived, self.timeout))
+        });
+        let cut_off = || {
+            let message = match paced {
+                Some((pace, arrived, due)) if due < self.deadline.get() => format!(
+                    "a request of {} bytes arrived too slowly: {arrived} bytes of it in {:?}, \
+                     where a request holding memory must keep the pace that brings it whole \
+                     within {:?}",
+                    pace.body_bytes,
+                    pace.since.elapsed(),
+                    self.timeout
+                ),
+                _ => format!(
                     "a request did not arrive within {:?} (its length from its first byte, its \
                      body from when there was room for it)",
                     self.timeout
                 ),
-            )
+            };
+            std::io::Error::new(std::io::ErrorKind::TimedOut, message)
         };
         // Only a read that reaches the socket can wait.
         if self.input.buffer().is_empty() {
-            let left = self
-                .deadline
-                .get()
-                .saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(timed_out());
-            }
+            let until = match paced {
+                Some((_, _, due)) => due.min(self.deadline.get()),
+                None => self.deadline.get(),
+            };
+            // Past it, one more look (bytes the client sent may wait in the socket while this
+            // thread did not run): a client is judged by what it sent, not by what was read.
+            let left = until
+                .saturating_duration_since(now)
+                .max(Duration::from_millis(1));
             self.input.get_ref().0.set_read_timeout(Some(left))?;
         }
         match self.input.read(buf) {
+            Ok(n) => {
+                self.read.set(self.read.get() + n);
+                Ok(n)
+            }
             Err(e)
                 if matches!(
                     e.kind(),
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) =>
             {
-                Err(timed_out())
+                Err(cut_off())
             }
-            other => other,
+            Err(e) => Err(e),
         }
     }
 }
@@ -1826,6 +1893,123 @@ mod tests {
         });
         assert_eq!(server.request_budget.held(), 0);
         close(server, dir);
+    }
+
+    /// A large request takes no room in the budget until its first bytes (as many as go
+    /// uncounted) have arrived, and then must arrive at the pace that brings it whole within
+    /// the request timeout: one that announces 16 MiB and sends nothing holds nothing, and one
+    /// that sends its first 64 KiB and stalls is cut off once its next mebibyte was due (a
+    /// sixteenth of the timeout), not at the end of the timeout; a large request waiting for
+    /// that room is served.
+    #[test]
+    fn a_large_request_that_does_not_keep_its_pace_gives_its_budget_back_early() {
+        let (mut server, dir) = single_node_server("paced-request");
+        server.request_timeout = Duration::from_secs(8);
+        server.request_budget = budget::RequestBudget::new(16 << 20);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let announce = |stream: &mut TcpStream, sent: usize| {
+            let mut bytes = (16u32 << 20).to_le_bytes().to_vec();
+            bytes.push(proto::OP_STATUS);
+            bytes.resize(4 + sent, 7);
+            std::io::Write::write_all(stream, &bytes).unwrap();
+        };
+        let status_of_a_mebibyte = || {
+            let fine = TcpStream::connect(addr).unwrap();
+            fine.set_read_timeout(Some(Duration::from_secs(60)))
+                .unwrap();
+            let mut output = fine.try_clone().unwrap();
+            proto::write_message(&mut output, proto::OP_STATUS, &vec![7; 1 << 20]).unwrap();
+            let mut input = BufReader::new(fine);
+            let (status, body) = proto::read_message(&mut input, proto::RESPONSE_BYTES_MAX)
+                .unwrap()
+                .unwrap();
+            assert_eq!(status, proto::OK, "{}", String::from_utf8_lossy(&body));
+        };
+        std::thread::scope(|s| {
+            let server = &server;
+            let served = s.spawn(move || {
+                let mut outcomes = Vec::new();
+                for _ in 0..4 {
+                    let (stream, _) = listener.accept().unwrap();
+                    outcomes.push(s.spawn(move || serve_client(server, Arc::new(stream))));
+                }
+                outcomes
+                    .into_iter()
+                    .map(|outcome| outcome.join().unwrap())
+                    .collect::<Vec<_>>()
+            });
+            // Announces a message of the whole budget and sends only its first byte: it
+            // takes no room, and a large request is served meanwhile.
+            let mut silent = TcpStream::connect(addr).unwrap();
+            announce(&mut silent, 1);
+            status_of_a_mebibyte();
+            assert_eq!(server.request_budget.held(), 0);
+            // Sends what goes uncounted, then stalls: it takes the whole budget until cut off.
+            let mut stalled = TcpStream::connect(addr).unwrap();
+            announce(&mut stalled, budget::UNBUDGETED_BYTES);
+            let started = Instant::now();
+            while server.request_budget.held() < 16 << 20 {
+                assert!(started.elapsed() < Duration::from_secs(30), "never held");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            status_of_a_mebibyte();
+            drop(silent);
+            let outcomes = served.join().unwrap();
+            let error = outcomes[2].as_ref().unwrap_err();
+            assert_eq!(error.kind(), std::io::ErrorKind::TimedOut, "{error}");
+            assert!(
+                error
+                    .to_string()
+                    .contains("16777216 bytes arrived too slowly: 0 bytes"),
+                "{error}"
+            );
+            for fine in [1, 3] {
+                assert!(outcomes[fine].is_ok(), "{:?}", outcomes[fine]);
+            }
+            // The silent one ended with its connection, never having held anything to be cut
+            // off for.
+            let silent = outcomes[0].as_ref().unwrap_err();
+            assert_eq!(silent.kind(), std::io::ErrorKind::UnexpectedEof, "{silent}");
+            drop(stalled);
+        });
+        assert_eq!(server.request_budget.held(), 0);
+        close(server, dir);
+    }
+
+    #[test]
+    fn a_body_is_due_at_the_pace_of_its_whole_length_give_or_take_the_slack() {
+        let since = Instant::now();
+        let timeout = Duration::from_secs(32);
+        let pace = Pace {
+            since,
+            body_bytes: 16 << 20,
+            read_before: 0,
+        };
+        // Nothing yet: the first mebibyte's share of the timeout.
+        assert_eq!(
+            pace.next_byte_due(0, timeout),
+            since + Duration::from_secs(2)
+        );
+        assert_eq!(
+            pace.next_byte_due(7 << 20, timeout),
+            since + Duration::from_secs(16)
+        );
+        // Never past the timeout itself.
+        assert_eq!(pace.next_byte_due(16 << 20, timeout), since + timeout);
+        // A smaller body's slack is a sixteenth of it too.
+        let small = Pace {
+            body_bytes: 256 << 10,
+            ..pace
+        };
+        assert_eq!(
+            small.next_byte_due(0, timeout),
+            since + Duration::from_secs(2)
+        );
+        assert_eq!(
+            small.next_byte_due(112 << 10, timeout),
+            since + Duration::from_secs(16)
+        );
     }
 
     /// A READ answer larger than what goes uncounted takes its bytes from the budget while it

@@ -52,20 +52,23 @@ pub fn read_message(
     input: &mut impl Read,
     body_max: usize,
 ) -> std::io::Result<Option<(u8, Vec<u8>)>> {
-    let message = read_message_holding(input, body_max, |_| Ok(Some(())))?;
+    let message = read_message_holding(input, body_max, 0, |_| Ok(Some(())))?;
     Ok(message.map(|(code, body, _)| (code, body)))
 }
 
 /// A message read by [`read_message_holding`]: its code, its body, and what `hold` returned.
 pub type Held<H> = (u8, Vec<u8>, Option<H>);
 
-/// [`read_message`], calling `hold` with the message's length once it is known and before its
-/// body is read (a server keeps its memory budget that way). If `hold` returns `Some`, the
-/// message is read and returned with it; if `None`, the message's bytes are read and dropped,
-/// and its code is returned with an empty body (the server can still answer it).
+/// [`read_message`], calling `hold` with the message's length once it is known and its first
+/// `first_bytes` (or all, if fewer) have arrived, before the rest is read (a server keeps its
+/// memory budget that way: a client that announces a large message and sends nothing holds
+/// none of it). If `hold` returns `Some`, the message is read and returned with it; if `None`,
+/// the message's bytes are read and dropped, and its code is returned with an empty body (the
+/// server can still answer it).
 pub fn read_message_holding<H>(
     input: &mut impl Read,
     body_max: usize,
+    first_bytes: usize,
     hold: impl FnOnce(usize) -> std::io::Result<Option<H>>,
 ) -> std::io::Result<Option<Held<H>>> {
     let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
@@ -87,28 +90,35 @@ pub fn read_message_holding<H>(
             "a message of {len} bytes (at most {body_max} + 1)"
         )));
     }
-    let held = hold(len)?;
-    if held.is_none() {
-        let mut code = [0u8; 1];
-        input.read_exact(&mut code).map_err(|e| match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => cut("the stream ended in a message".into()),
-            _ => e,
-        })?;
-        let dropped = std::io::copy(&mut input.take(len as u64 - 1), &mut std::io::sink())?;
-        if dropped < len as u64 - 1 {
-            return Err(cut(format!(
-                "the stream ended {} bytes into a message of {len}",
-                dropped + 1
-            )));
-        }
-        return Ok(Some((code[0], Vec::new(), None)));
-    }
-    // Grown as the bytes arrive, not allocated at the announced length.
+    // Grown as the bytes arrive, not allocated at the announced length; the code byte at least
+    // comes before `hold` is asked.
     let mut message = Vec::with_capacity(len.min(READ_PIECE_BYTES));
-    let read = input.take(len as u64).read_to_end(&mut message)?;
-    if read < len {
+    let first = len.min(first_bytes.max(1));
+    let read = input.take(first as u64).read_to_end(&mut message)?;
+    if read < first {
         return Err(cut(format!(
             "the stream ended {read} bytes into a message of {len}"
+        )));
+    }
+    let held = hold(len)?;
+    if held.is_none() {
+        message.truncate(1);
+        message.shrink_to_fit();
+        let rest = (len - first) as u64;
+        let dropped = std::io::copy(&mut input.take(rest), &mut std::io::sink())?;
+        if dropped < rest {
+            return Err(cut(format!(
+                "the stream ended {} bytes into a message of {len}",
+                first as u64 + dropped
+            )));
+        }
+        return Ok(Some((message[0], Vec::new(), None)));
+    }
+    let read = input.take((len - first) as u64).read_to_end(&mut message)?;
+    if first + read < len {
+        return Err(cut(format!(
+            "the stream ended {} bytes into a message of {len}",
+            first + read
         )));
     }
     let code = message[0];
