@@ -22,8 +22,9 @@ usage: rwal client --addr HOST:PORT [--timeout SECONDS] COMMAND
   read [--from LSN] [--max N] [--linearizable]
                       print committed records as `LSN EPOCH DATA` from LSN (default: the
                       oldest the node retains), at most N (default 1000; stale by default: this
-                      node's committed log; --linearizable confirms with the leader first).
-                      Fewer than N is not the end of the log: a busy node answers less
+                      node's committed log; --linearizable confirms with the leader first,
+                      asked again while there is none, until --timeout). Fewer than N is
+                      not the end of the log: a busy node answers less
   status              print the node's status as JSON";
 
 struct Client {
@@ -128,7 +129,9 @@ impl Client {
         }
     }
 
-    /// Calls until a node answers other than NOT_LEADER or RETRY, following the leader.
+    /// Calls until a node answers other than NOT_LEADER or RETRY, following the leader a
+    /// NOT_LEADER names, within the timeout: for appends (whose ids make a second copy
+    /// harmless) and reads (which change nothing).
     fn call_leader(&mut self, op: u8, body: &[u8]) -> Result<Vec<u8>, String> {
         let deadline = Instant::now() + self.timeout;
         let mut last = String::new();
@@ -329,7 +332,9 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
                 proto::READ_STALE
             };
             let body = [&from.to_le_bytes()[..], &max.to_le_bytes(), &[mode]].concat();
-            let reply = client.call_once(proto::OP_READ, &body)?;
+            // Asked again on RETRY (a linearizable read while no leader confirms it, a node
+            // busy or stopping) until the timeout.
+            let reply = client.call_leader(proto::OP_READ, &body)?;
             let mut b = Body(&reply);
             let n = b.u32("count")?;
             for _ in 0..n {
@@ -401,6 +406,38 @@ mod tests {
         let reply = client.call_leader(proto::OP_STATUS, &[]).unwrap();
         assert_eq!(Body(&reply).u64("lsn").unwrap(), 5);
         assert!(started.elapsed() < Duration::from_secs(10));
+        node.join().unwrap();
+    }
+
+    /// A RETRY answer is asked again (a read during an election, say), not the end.
+    #[test]
+    fn a_call_answered_retry_is_asked_again_until_answered() {
+        let node = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = node.local_addr().unwrap();
+        let node = std::thread::spawn(move || {
+            let (stream, _) = node.accept().unwrap();
+            let mut input = BufReader::new(stream.try_clone().unwrap());
+            let mut output = stream;
+            for answer in 0..3 {
+                let (op, _) = proto::read_message(&mut input, proto::REQUEST_BYTES_MAX)
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(op, proto::OP_READ);
+                if answer < 2 {
+                    proto::write_message(&mut output, proto::RETRY, b"no leader yet").unwrap();
+                } else {
+                    proto::write_message(&mut output, proto::OK, &0u32.to_le_bytes()).unwrap();
+                }
+            }
+        });
+        let mut client = Client {
+            addr,
+            given: addr,
+            stream: None,
+            timeout: Duration::from_secs(20),
+        };
+        let reply = client.call_leader(proto::OP_READ, &[0; 13]).unwrap();
+        assert_eq!(reply, 0u32.to_le_bytes());
         node.join().unwrap();
     }
 

@@ -1382,11 +1382,11 @@ fn read<'s>(server: &'s Server, body: &[u8], share: &mut budget::Held<'s>) -> (u
     };
     match mode {
         proto::READ_STALE => {}
-        proto::READ_LINEARIZABLE => match server.node.read_barrier(APPEND_TIMEOUT) {
-            Ok(_) => {}
-            Err(e @ Error::Timeout { .. }) => return (proto::RETRY, e.to_string().into_bytes()),
-            Err(e) => return error(e.to_string()),
-        },
+        proto::READ_LINEARIZABLE => {
+            if let Err(e) = server.node.read_barrier(APPEND_TIMEOUT) {
+                return read_failed(server, e);
+            }
+        }
         other => return error(format!("unknown read mode {other}")),
     }
     // 0: from the oldest record this node retains.
@@ -1397,7 +1397,7 @@ fn read<'s>(server: &'s Server, body: &[u8], share: &mut budget::Held<'s>) -> (u
     };
     let mut reader = match server.node.reader(from) {
         Ok(reader) => reader,
-        Err(e) => return error(e.to_string()),
+        Err(e) => return read_failed(server, e),
     };
     // Up to what the engine has applied (so its list of duplicates covers every record read).
     // The list is consulted a window at a time: copying the whole stretch at once would hold
@@ -1458,7 +1458,7 @@ fn read<'s>(server: &'s Server, body: &[u8], share: &mut budget::Held<'s>) -> (u
                 );
             }
             Ok(_) => break,
-            Err(e) => return error(e.to_string()),
+            Err(e) => return read_failed(server, e),
         };
         if record.lsn > window_end {
             window_end = record.lsn.saturating_add(DUPLICATES_WINDOW - 1);
@@ -1486,6 +1486,22 @@ fn read<'s>(server: &'s Server, body: &[u8], share: &mut budget::Held<'s>) -> (u
     }
     reply[..4].copy_from_slice(&count.to_le_bytes());
     (proto::OK, reply)
+}
+
+/// The answer to a READ that failed with `e`: RETRY for what may pass (no leader confirmed the
+/// read point in time, the node busy or stopping), NOT_LEADER where the node knows who can
+/// serve it, ERROR for what asking again cannot change (an LSN compacted away, a record
+/// damaged, bad arguments). A read changes nothing, so RETRY costs the client only time.
+fn read_failed(server: &Server, e: Error) -> (u8, Vec<u8>) {
+    match e {
+        Error::NotLeader { leader } => not_leader(server, leader),
+        Error::Timeout { .. }
+        | Error::Busy { .. }
+        | Error::Backlogged { .. }
+        | Error::Closed
+        | Error::Wal(rwal_wal::Error::Closed) => (proto::RETRY, e.to_string().into_bytes()),
+        e => error(e.to_string()),
+    }
 }
 
 /// How much a READ answer's share of the budget grows at a time.
@@ -1974,6 +1990,24 @@ mod tests {
             drop(stalled);
         });
         assert_eq!(server.request_budget.held(), 0);
+        close(server, dir);
+    }
+
+    /// What may pass is RETRY (a client asks again), what cannot is ERROR, and a node that
+    /// knows the leader names it.
+    #[test]
+    fn a_failed_read_is_retry_only_where_asking_again_can_help() {
+        let (server, dir) = single_node_server("read-failures");
+        let status = |e: Error| read_failed(&server, e).0;
+        let waiting_for = "a read point";
+        assert_eq!(status(Error::Timeout { waiting_for }), proto::RETRY);
+        assert_eq!(status(Error::Busy { pending_max: 1 }), proto::RETRY);
+        assert_eq!(status(Error::Closed), proto::RETRY);
+        assert_eq!(status(Error::Wal(rwal_wal::Error::Closed)), proto::RETRY);
+        assert_eq!(status(Error::Raft("broken".into())), proto::ERROR);
+        let (code, body) = read_failed(&server, Error::NotLeader { leader: Some(1) });
+        assert_eq!(code, proto::NOT_LEADER);
+        assert_eq!(body[..8], 1u64.to_le_bytes());
         close(server, dir);
     }
 
