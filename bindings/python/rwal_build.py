@@ -70,11 +70,33 @@ extern "Python" int _rwal_py_restore(void *, uint64_t, uint64_t, const uint8_t *
 extern "Python" void _rwal_py_leader(void *, uint64_t, uint64_t);
 """
 
+# Destructors of the pointer slots readers are opened into (rwal/__init__.py, _owning_slot): C,
+# so that no Python code runs between a slot's release and the free (a signal handled there
+# would leak the reader, and the pin it holds).
+SLOT_FREES = """
+static void _rwal_py_free_reader_slot(rwal_reader **slot) {
+    if (*slot != NULL) {
+        rwal_reader_free(*slot);
+        *slot = NULL;
+    }
+}
+static void _rwal_py_free_node_reader_slot(rwal_node_reader **slot) {
+    if (*slot != NULL) {
+        rwal_node_reader_free(*slot);
+        *slot = NULL;
+    }
+}
+"""
+SLOT_FREES_CDEF = """
+void _rwal_py_free_reader_slot(rwal_reader **slot);
+void _rwal_py_free_node_reader_slot(rwal_node_reader **slot);
+"""
+
 ffibuilder = FFI()
-ffibuilder.cdef(cdef_from_header(header) + PYTHON_CALLBACKS)
+ffibuilder.cdef(cdef_from_header(header) + PYTHON_CALLBACKS + SLOT_FREES_CDEF)
 ffibuilder.set_source(
     "rwal._rwal_cffi",
-    '#include "rwal.h"',
+    '#include "rwal.h"\n' + SLOT_FREES,
     include_dirs=[str(root / "include")],
     extra_objects=[str(library)],
     libraries=NATIVE_LIBS,

@@ -225,6 +225,34 @@ def open(  # noqa: A001 - rwal.open on purpose, like io.open
     return log
 
 
+def _adopt(cls, open_native, out, free):
+    """Calls `open_native()`, which writes a new native handle into `out` and returns the
+    other arguments of `cls.__init__(handle, ...)` (which must call `_open` last), or None if
+    it opened nothing; returns the `cls` made with them, or None. An exception anywhere in
+    between (a KeyboardInterrupt lands right after a native call returns) frees the handle
+    instead of leaking it: a pin or a checkpoint writer left behind would hold the log's
+    records from compaction until it closes."""
+    obj = cls.__new__(cls)
+    try:
+        args = open_native()
+        if args is None:
+            return None
+        obj.__init__(out[0], *args)
+    except BaseException:
+        _free_unadopted(obj, out, free)
+        raise
+    return obj
+
+
+def _owning_slot(ctype: str, free_slot):
+    """A `ctype` pointer slot for a native open to write a handle into, which owns what is
+    written there from that moment: collected or released (ffi.release), it is freed by
+    `free_slot`, a C function of the slot (lib._rwal_py_free_*_slot: no Python code runs in
+    between, where a signal would be handled). No instant is left between the open and the
+    adoption where an exception would leak the handle (a reader's pin with it)."""
+    return ffi.gc(ffi.new(ctype), free_slot)
+
+
 def _free_unadopted(owner, out, free) -> None:
     """After an exception during an open: frees the native handle the open wrote into `out`, if
     it did and `owner` had not taken it yet. A KeyboardInterrupt lands right after a native call
@@ -403,10 +431,10 @@ class Log(_Handle):
         """Iterates over (lsn, payload) of durable records from `from_lsn` (default: the first
         retained)."""
         start = self.first_lsn if from_lsn is None else from_lsn
-        out = ffi.new("rwal_reader **")
+        slot = _owning_slot("rwal_reader **", lib._rwal_py_free_reader_slot)
         with self._use() as handle:
-            _check(lib.rwal_reader_open(handle, start, out))
-        reader = ffi.gc(out[0], lib.rwal_reader_free)
+            _check(lib.rwal_reader_open(handle, start, slot))
+        reader = slot[0]
         lsn = ffi.new("uint64_t *")
         data = ffi.new("const uint8_t **")
         size = ffi.new("size_t *")
@@ -420,7 +448,7 @@ class Log(_Handle):
                     payload = bytes(ffi.buffer(data[0], size[0]))
                 yield lsn[0], payload
         finally:
-            ffi.release(reader)
+            ffi.release(slot)
 
     def truncate_after(self, lsn: int) -> None:
         """Durably removes every record after `lsn`."""
@@ -467,9 +495,12 @@ class Log(_Handle):
             raise InvalidArgumentError(lib.RWAL_ERR_INVALID_ARGUMENT,
                                        "length must be between 0 and 2**64 - 1")
         out = ffi.new("rwal_checkpoint_writer **")
-        with self._use() as handle:
-            _check(lib.rwal_checkpoint_writer_open(handle, lsn, length, out))
-        return CheckpointWriter(out[0], length, self)
+
+        def open_native():
+            with self._use() as handle:
+                _check(lib.rwal_checkpoint_writer_open(handle, lsn, length, out))
+            return length, self
+        return _adopt(CheckpointWriter, open_native, out, lib.rwal_checkpoint_writer_free)
 
     def checkpoint_from(self, lsn: int, length: int, source) -> None:
         """checkpoint() with a snapshot of exactly `length` bytes read from `source`, a binary
@@ -512,12 +543,15 @@ class Log(_Handle):
         lsn = ffi.new("uint64_t *")
         length = ffi.new("uint64_t *")
         out = ffi.new("rwal_snapshot_reader **")
-        with self._use() as handle:
-            status = lib.rwal_snapshot_open(handle, lsn, length, out)
-        if status == lib.RWAL_ERR_NOT_FOUND:
-            return None
-        _check(status)
-        return SnapshotReader(out[0], lsn[0], length[0])
+
+        def open_native():
+            with self._use() as handle:
+                status = lib.rwal_snapshot_open(handle, lsn, length, out)
+            if status == lib.RWAL_ERR_NOT_FOUND:
+                return None
+            _check(status)
+            return lsn[0], length[0]
+        return _adopt(SnapshotReader, open_native, out, SnapshotReader._free)
 
     def pin(self, name: str, lsn: int, *, cap_bytes: Optional[int] = None) -> "Pin":
         """Pins the log from `lsn` on under `name` (a backup in progress, a replica catching
@@ -536,9 +570,12 @@ class Log(_Handle):
             raise InvalidArgumentError(lib.RWAL_ERR_INVALID_ARGUMENT,
                                        "cap_bytes must be between 1 and 2**64 - 1 (None: no cap)")
         out = ffi.new("rwal_pin **")
-        with self._use() as handle:
-            _check(lib.rwal_pin_open(handle, encoded, lsn, cap_bytes or 0, out))
-        return Pin(out[0], name, self)
+
+        def open_native():
+            with self._use() as handle:
+                _check(lib.rwal_pin_open(handle, encoded, lsn, cap_bytes or 0, out))
+            return name, self
+        return _adopt(Pin, open_native, out, Pin._free)
 
     def compact(self) -> None:
         """Removes the segments the latest checkpoint (and every pin) no longer needs."""
@@ -579,11 +616,11 @@ class Pin(_Handle):
     _free = staticmethod(_returning_ok(lib.rwal_pin_free))
 
     def __init__(self, handle, name: str, log: "Log") -> None:
-        self._open(handle)
         self.name = name
         # Kept open while the pin is: a log collected (and so closed) under an open pin would
         # leave the pin holding nothing.
         self._log = log
+        self._open(handle)  # last: see _adopt
 
     def move(self, lsn: int) -> None:
         """Keeps records from `lsn` on instead (forward, or back to a record still kept:
@@ -615,13 +652,13 @@ class CheckpointWriter(_Handle):
     _finish = staticmethod(lib.rwal_checkpoint_writer_finish)
 
     def __init__(self, handle, length: int, log: "Log") -> None:
-        self._open(handle)
         self.length = length
         self.written = 0
         self._serial = threading.Lock()
         # Kept open while the writer is: a log collected (and so closed) under it would make
         # every write fail.
         self._log = log
+        self._open(handle)  # last: see _adopt
 
     def write(self, data: BytesLike) -> int:
         """Appends `data` to the snapshot; returns its length. InvalidArgumentError past the
@@ -698,13 +735,13 @@ class SnapshotReader(_Handle, io.RawIOBase):
 
     def __init__(self, handle, lsn: int, length: int) -> None:
         io.RawIOBase.__init__(self)
-        self._open(handle)
         self.lsn = lsn
         self.length = length
         self._position = 0
         self._ended = False
         self._serial = threading.Lock()
         self._size = ffi.new("size_t *")
+        self._open(handle)  # last: see _adopt
 
     def readable(self) -> bool:
         return True

@@ -42,7 +42,7 @@ from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 from . import (
     _BACKENDS, InvalidArgumentError, NotLeaderError, _check, _free_unadopted, _Handle, _last_error,
-    _stable)
+    _owning_slot, _stable)
 from ._rwal_cffi import ffi, lib
 
 ApplyFn = Callable[[int, int, bytes], None]
@@ -351,9 +351,9 @@ class Node(_Handle):
         """(lsn, epoch, kind, data) of committed records from `from_lsn` (default: the first
         retained), up to the commit LSN; kind is rwal.node.USER or rwal.node.SYSTEM."""
         start = self.status()["first_lsn"] if from_lsn is None else from_lsn
-        out = ffi.new("rwal_node_reader **")
-        self._call(lib.rwal_node_reader_open, start, out)
-        reader = ffi.gc(out[0], lib.rwal_node_reader_free)
+        slot = _owning_slot("rwal_node_reader **", lib._rwal_py_free_node_reader_slot)
+        self._call(lib.rwal_node_reader_open, start, slot)
+        reader = slot[0]
         lsn = ffi.new("uint64_t *")
         epoch = ffi.new("uint64_t *")
         kind = ffi.new("uint32_t *")
@@ -372,7 +372,7 @@ class Node(_Handle):
                     self._exit()
                 yield lsn[0], epoch[0], kind[0], payload
         finally:
-            ffi.release(reader)
+            ffi.release(slot)
 
     def change_membership(self, change: str, peer: int, addr: Optional[str] = None) -> int:
         """"add_voter" (or promote a learner), "add_learner" or "remove" node `peer` (its peer

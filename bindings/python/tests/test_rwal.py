@@ -1,5 +1,6 @@
 """pytest tests of the Python package over the C ABI."""
 
+import gc
 import io
 import os
 import shutil
@@ -89,6 +90,51 @@ def test_an_interrupt_right_after_the_native_open_closes_the_log(path, monkeypat
     monkeypatch.undo()
     log = rwal.open(path)  # not LockedError: the interrupted open closed its handle
     log.close()
+
+
+def test_an_interrupt_right_after_a_native_open_leaks_no_pin_writer_or_reader(path, monkeypatch):
+    # A pin, a checkpoint writer and a reader each hold the log's records from truncation while
+    # open: one leaked by an interrupt between its native open and its wrapping would hold them
+    # until the log closes.
+    def interrupted(self, *args):
+        raise KeyboardInterrupt
+
+    with rwal.open(path, segment_size=1 << 20) as log:
+        for i in range(10):
+            log.append(bytes([i]) * 10)
+        log.sync()
+        for cls, make in ((rwal.Pin, lambda: log.pin("leaked", 8)),
+                          (rwal.CheckpointWriter, lambda: log.checkpoint_writer(8, 4))):
+            monkeypatch.setattr(cls, "__init__", interrupted)
+            with pytest.raises(KeyboardInterrupt):
+                make()
+            monkeypatch.undo()
+        # A reader whose open is interrupted right after it returns frees it (and its pin)
+        # with the iteration's frame.
+        class InterruptedOpen:
+            def __init__(self, real):
+                self._real = real
+
+            def __getattr__(self, name):
+                return getattr(self._real, name)
+
+            def rwal_reader_open(self, *args):
+                self._real.rwal_reader_open(*args)
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(rwal, "lib", InterruptedOpen(rwal.lib))
+        with pytest.raises(KeyboardInterrupt):
+            next(log.records(6))
+        monkeypatch.undo()
+        gc.collect()
+        # A reader left half way frees its native reader (and its pin) when closed.
+        records = log.records(6)
+        assert next(records) == (6, bytes([5]) * 10)
+        with pytest.raises(rwal.PinnedError):
+            log.truncate_after(4)
+        records.close()
+        log.truncate_after(4)
+        assert log.last_lsn == 4
 
 
 def test_close_twice_and_use_after_close(path):
