@@ -62,12 +62,13 @@ library = build_library(root)
 header = (root / "include" / "rwal.h").read_text()
 
 # The replicated node's engine callbacks, implemented in Python (rwal/node.py) and called by
-# the node's thread with the GIL taken by cffi.
+# the node's thread with the GIL taken by cffi; and the log callback (rwal.log_to).
 PYTHON_CALLBACKS = """
 extern "Python" int _rwal_py_apply(void *, uint64_t, uint64_t, const uint8_t *, size_t);
 extern "Python" int _rwal_py_snapshot(void *, rwal_snapshot_sink *);
 extern "Python" int _rwal_py_restore(void *, uint64_t, uint64_t, const uint8_t *, size_t);
 extern "Python" void _rwal_py_leader(void *, uint64_t, uint64_t);
+extern "Python" void _rwal_py_log(rwal_log_level, const char *, void *);
 """
 
 # Destructors of the pointer slots readers are opened into (rwal/__init__.py, _owning_slot): C,

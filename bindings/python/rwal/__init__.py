@@ -17,8 +17,10 @@ any call after it raises rwal.ClosedError.
 
 from __future__ import annotations
 
+import atexit
 import builtins
 import io
+import logging
 import os
 import threading
 import warnings
@@ -803,6 +805,54 @@ class SnapshotReader(_Handle, io.RawIOBase):
 
     def __del__(self) -> None:
         _Handle.__del__(self)
+
+
+# The library's message levels as logging's.
+_LOG_LEVELS = {
+    lib.RWAL_LOG_ERROR: logging.ERROR,
+    lib.RWAL_LOG_WARN: logging.WARNING,
+    lib.RWAL_LOG_INFO: logging.INFO,
+}
+# The logger the library's messages go to (rwal.log_to), or None.
+_log_target: "list[Optional[logging.Logger]]" = [None]
+
+
+def log_to(logger: Union[str, logging.Logger, None] = "rwal", level: int = logging.INFO) -> None:
+    """Sends the library's messages at `level` (logging.INFO, WARNING or ERROR) and more severe
+    to `logger` (a logging.Logger or its name; None: no messages, the default): what recovery
+    decided at open, a node's notes (snapshots sent, refused or dropped; peers refused; a
+    stalled sync handed over), failures on background threads. They come from the thread that
+    caused them (a log's or a node's own threads too), one at a time; a handler must not call
+    rwal (the library holds its log lock during the call)."""
+    if logger is None:
+        _log_target[0] = None
+        lib.rwal_set_log_callback(ffi.NULL, 0, ffi.NULL)
+        return
+    if isinstance(logger, str):
+        logger = logging.getLogger(logger)
+    if level <= logging.INFO:
+        threshold = lib.RWAL_LOG_INFO
+    elif level <= logging.WARNING:
+        threshold = lib.RWAL_LOG_WARN
+    else:
+        threshold = lib.RWAL_LOG_ERROR
+    _log_target[0] = logger
+    lib.rwal_set_log_callback(lib._rwal_py_log, threshold, ffi.NULL)
+
+
+@ffi.def_extern()
+def _rwal_py_log(level, message, _userdata) -> None:
+    logger = _log_target[0]
+    if logger is not None:
+        text = ffi.string(message).decode("utf-8", "replace")
+        logger.log(_LOG_LEVELS.get(level, logging.INFO), "%s", text)
+
+
+@atexit.register
+def _stop_logging_at_exit() -> None:
+    """After the nodes' own exit hook (registered later, so run earlier): no message may reach
+    Python once it is finalizing."""
+    lib.rwal_set_log_callback(ffi.NULL, 0, ffi.NULL)
 
 
 from .node import Node  # noqa: E402 - needs the errors above

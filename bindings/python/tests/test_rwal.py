@@ -2,6 +2,7 @@
 
 import gc
 import io
+import logging
 import os
 import shutil
 import threading
@@ -135,6 +136,30 @@ def test_an_interrupt_right_after_a_native_open_leaks_no_pin_writer_or_reader(pa
         records.close()
         log.truncate_after(4)
         assert log.last_lsn == 4
+
+
+def test_the_librarys_messages_go_to_a_python_logger(path, caplog):
+    rwal.log_to("rwal.test", logging.INFO)
+    try:
+        with caplog.at_level(logging.INFO, logger="rwal.test"):
+            with rwal.open(path, segment_size=1 << 20):
+                pass
+        mine = [r for r in caplog.records if r.name == "rwal.test"]
+        assert mine, "opening a log says what recovery found"
+        assert all(r.levelno >= logging.INFO and r.getMessage() for r in mine)
+        caplog.clear()
+        # WARNING and up only: an open without damage says nothing.
+        rwal.log_to("rwal.test", logging.WARNING)
+        with caplog.at_level(logging.INFO, logger="rwal.test"):
+            with rwal.open(path):
+                pass
+        assert not [r for r in caplog.records if r.name == "rwal.test"]
+    finally:
+        rwal.log_to(None)
+    with caplog.at_level(logging.INFO, logger="rwal.test"):
+        with rwal.open(path):
+            pass
+    assert not [r for r in caplog.records if r.name == "rwal.test"]
 
 
 def test_close_twice_and_use_after_close(path):
