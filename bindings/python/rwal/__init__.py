@@ -818,12 +818,13 @@ _log_target: "list[Optional[logging.Logger]]" = [None]
 
 
 def log_to(logger: Union[str, logging.Logger, None] = "rwal", level: int = logging.INFO) -> None:
-    """Sends the library's messages at `level` (logging.INFO, WARNING or ERROR) and more severe
-    to `logger` (a logging.Logger or its name; None: no messages, the default): what recovery
-    decided at open, a node's notes (snapshots sent, refused or dropped; peers refused; a
-    stalled sync handed over), failures on background threads. They come from the thread that
-    caused them (a log's or a node's own threads too), one at a time; a handler must not call
-    rwal (the library holds its log lock during the call)."""
+    """Sends the library's messages at `level` (logging.INFO, WARNING or ERROR; a level above
+    ERROR is ERROR) and more severe to `logger` (a logging.Logger or its name; None: no
+    messages, as before the first call): what recovery decided at open, a node's notes
+    (snapshots sent, refused or dropped; peers refused; a stalled sync handed over; why it
+    stopped). They come from the thread that caused them (a node's own threads too), one at a
+    time; a handler must not call rwal (the library holds its process-wide logging lock during
+    the call)."""
     if logger is None:
         _log_target[0] = None
         lib.rwal_set_log_callback(ffi.NULL, 0, ffi.NULL)
@@ -845,7 +846,11 @@ def _rwal_py_log(level, message, _userdata) -> None:
     logger = _log_target[0]
     if logger is not None:
         text = ffi.string(message).decode("utf-8", "replace")
-        logger.log(_LOG_LEVELS.get(level, logging.INFO), "%s", text)
+        # Marked as a callback: a node collected by a garbage collection in the handler is
+        # closed later, not here, where its threads' messages would wait for the logging lock
+        # this thread holds while the close waits for them.
+        with _in_callback():
+            logger.log(_LOG_LEVELS.get(level, logging.INFO), "%s", text)
 
 
 @atexit.register
@@ -855,4 +860,4 @@ def _stop_logging_at_exit() -> None:
     lib.rwal_set_log_callback(ffi.NULL, 0, ffi.NULL)
 
 
-from .node import Node  # noqa: E402 - needs the errors above
+from .node import Node, _in_callback  # noqa: E402 - needs the errors above
