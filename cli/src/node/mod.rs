@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use rwal_replication::net::{PeerConfig, PeerNetwork, SECRET_BYTES_MIN};
 use rwal_replication::{
-    Bootstrap, Bounded, EngineResult, Error, Node, NodeId, NodeOptions, Role, StateMachine,
+    Bootstrap, Bounded, Config, EngineResult, Error, Node, NodeId, NodeOptions, Role, StateMachine,
 };
 use rwal_wal::{Lsn, RecordKind, Wal};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -119,7 +119,7 @@ fn parse_settings(pairs: Vec<(String, String)>) -> Result<Settings, String> {
     let mut sync_stall_limit_ms = 1000;
     let mut segment_bytes = None;
     let mut pin_cap_bytes = 1 << 30;
-    let mut snapshot_bytes_max = 1 << 30;
+    let mut snapshot_bytes_max = Config::new(1).snapshot_bytes_max;
     let mut init = false;
     let number = |key: &str, value: &str| {
         value
@@ -1014,12 +1014,11 @@ fn read_request<'s>(
     }
     let timeout = server.request_timeout;
     let deadline = std::cell::Cell::new(Instant::now() + timeout);
-    let (read, pace) = (std::cell::Cell::new(0), std::cell::Cell::new(None));
+    let pace = std::cell::Cell::new(None);
     let mut reader = RequestReader {
         input,
         timeout,
         deadline: &deadline,
-        read: &read,
         pace: &pace,
     };
     let hold = |len: usize| {
@@ -1036,7 +1035,7 @@ fn read_request<'s>(
                 pace.set(Some(Pace {
                     since: Instant::now(),
                     body_bytes: len,
-                    read_before: read.get(),
+                    arrived: 0,
                 }));
                 Ok(Some(held))
             }
@@ -1060,8 +1059,6 @@ struct RequestReader<'a> {
     input: &'a mut BufReader<SharedStream>,
     timeout: Duration,
     deadline: &'a std::cell::Cell<Instant>,
-    /// Bytes of the request read so far.
-    read: &'a std::cell::Cell<usize>,
     /// Set once the request's body holds bytes of the budget.
     pace: &'a std::cell::Cell<Option<Pace>>,
 }
@@ -1072,17 +1069,16 @@ struct Pace {
     /// When its bytes were taken.
     since: Instant,
     body_bytes: usize,
-    /// [`RequestReader::read`] then.
-    read_before: usize,
+    /// Bytes of the body read since.
+    arrived: usize,
 }
 
 impl Pace {
-    /// When the body must hold more than `arrived` bytes (counted from when it took its
-    /// room): the moment at which the whole body, arriving evenly over `timeout`, would be the
-    /// slack ahead of `arrived`.
-    fn next_byte_due(&self, arrived: usize, timeout: Duration) -> Instant {
+    /// When the body must hold more than `arrived` bytes: the moment at which the whole body,
+    /// arriving evenly over `timeout`, would be the slack ahead of `arrived`.
+    fn next_byte_due(&self, timeout: Duration) -> Instant {
         let slack = self.body_bytes / BODY_PACE_SLACK_DIVISOR;
-        let share = (arrived + slack) as f64 / self.body_bytes as f64;
+        let share = (self.arrived + slack) as f64 / self.body_bytes as f64;
         self.since + timeout.mul_f64(share.min(1.0))
     }
 }
@@ -1090,17 +1086,18 @@ impl Pace {
 impl Read for RequestReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let now = Instant::now();
-        let paced = self.pace.get().map(|pace| {
-            let arrived = self.read.get() - pace.read_before;
-            (pace, arrived, pace.next_byte_due(arrived, self.timeout))
-        });
+        let paced = self
+            .pace
+            .get()
+            .map(|pace| (pace, pace.next_byte_due(self.timeout)));
         let cut_off = || {
             let message = match paced {
-                Some((pace, arrived, due)) if due < self.deadline.get() => format!(
-                    "a request of {} bytes arrived too slowly: {arrived} bytes of it in {:?}, \
+                Some((pace, due)) if due < self.deadline.get() => format!(
+                    "a request of {} bytes arrived too slowly: {} bytes of it in {:?}, \
                      where a request holding memory must keep the pace that brings it whole \
                      within {:?}",
                     pace.body_bytes,
+                    pace.arrived,
                     pace.since.elapsed(),
                     self.timeout
                 ),
@@ -1115,7 +1112,7 @@ impl Read for RequestReader<'_> {
         // Only a read that reaches the socket can wait.
         if self.input.buffer().is_empty() {
             let until = match paced {
-                Some((_, _, due)) => due.min(self.deadline.get()),
+                Some((_, due)) => due.min(self.deadline.get()),
                 None => self.deadline.get(),
             };
             // Past it, one more look (bytes the client sent may wait in the socket while this
@@ -1127,7 +1124,12 @@ impl Read for RequestReader<'_> {
         }
         match self.input.read(buf) {
             Ok(n) => {
-                self.read.set(self.read.get() + n);
+                if let Some(pace) = paced {
+                    self.pace.set(Some(Pace {
+                        arrived: pace.0.arrived + n,
+                        ..pace.0
+                    }));
+                }
                 Ok(n)
             }
             Err(e)
@@ -1595,7 +1597,7 @@ mod tests {
         assert_eq!(e, "tick-ms: must be above 0");
         let e = parse_settings(pairs(&[("tick-ms", "1000000000000000")])).unwrap_err();
         assert_eq!(e, "tick-ms: at most 60000 (a minute)");
-        assert_eq!(s.snapshot_bytes_max, 1 << 30);
+        assert_eq!(s.snapshot_bytes_max, Config::new(1).snapshot_bytes_max);
         let snapshots = parse_settings(pairs(&[("snapshot-bytes-max", "4096")])).unwrap();
         assert_eq!(snapshots.snapshot_bytes_max, 4096);
         let e = parse_settings(pairs(&[("snapshot-bytes-max", "0")])).unwrap_err();
@@ -2015,35 +2017,22 @@ mod tests {
     fn a_body_is_due_at_the_pace_of_its_whole_length_give_or_take_the_slack() {
         let since = Instant::now();
         let timeout = Duration::from_secs(32);
-        let pace = Pace {
-            since,
-            body_bytes: 16 << 20,
-            read_before: 0,
+        let due = |body_bytes: usize, arrived: usize| {
+            let pace = Pace {
+                since,
+                body_bytes,
+                arrived,
+            };
+            pace.next_byte_due(timeout)
         };
         // Nothing yet: the first mebibyte's share of the timeout.
-        assert_eq!(
-            pace.next_byte_due(0, timeout),
-            since + Duration::from_secs(2)
-        );
-        assert_eq!(
-            pace.next_byte_due(7 << 20, timeout),
-            since + Duration::from_secs(16)
-        );
+        assert_eq!(due(16 << 20, 0), since + Duration::from_secs(2));
+        assert_eq!(due(16 << 20, 7 << 20), since + Duration::from_secs(16));
         // Never past the timeout itself.
-        assert_eq!(pace.next_byte_due(16 << 20, timeout), since + timeout);
+        assert_eq!(due(16 << 20, 16 << 20), since + timeout);
         // A smaller body's slack is a sixteenth of it too.
-        let small = Pace {
-            body_bytes: 256 << 10,
-            ..pace
-        };
-        assert_eq!(
-            small.next_byte_due(0, timeout),
-            since + Duration::from_secs(2)
-        );
-        assert_eq!(
-            small.next_byte_due(112 << 10, timeout),
-            since + Duration::from_secs(16)
-        );
+        assert_eq!(due(256 << 10, 0), since + Duration::from_secs(2));
+        assert_eq!(due(256 << 10, 112 << 10), since + Duration::from_secs(16));
     }
 
     /// A READ answer larger than what goes uncounted takes its bytes from the budget while it
