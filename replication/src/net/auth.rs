@@ -20,7 +20,7 @@ pub const SECRET_BYTES_MIN: usize = 16;
 
 const NONCE_BYTES: usize = 16;
 const HELLO_BYTES: usize = 56;
-const CHALLENGE_BYTES: usize = 64;
+pub(crate) const CHALLENGE_BYTES: usize = 64;
 const PROOF_BYTES: usize = 32;
 
 const LABEL_ACCEPTOR: &[u8] = b"rwal-peer-v1 acceptor";

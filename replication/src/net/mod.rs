@@ -15,6 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -56,6 +57,8 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 const RECEIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a write may block (a stopped peer's buffers are full) before the connection is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a sender waiting for its dial checks whether the peer was retired.
+const DIAL_CHECK_INTERVAL: Duration = Duration::from_millis(20);
 /// Reconnection backoff.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -178,9 +181,16 @@ impl Shared {
         }
     }
 
-    /// Whether a peer is configured at `remote`'s address.
+    /// Whether a peer is configured at `remote`'s address. Compared in canonical form: on a
+    /// listener bound to `[::]`, an IPv4 peer arrives as `::ffff:a.b.c.d`.
     fn is_peer_address(&self, remote: Option<std::net::IpAddr>) -> bool {
-        remote.is_some_and(|ip| self.peers.read().values().any(|p| p.addr.ip() == ip))
+        remote.is_some_and(|ip| {
+            let ip = ip.to_canonical();
+            self.peers
+                .read()
+                .values()
+                .any(|p| p.addr.ip().to_canonical() == ip)
+        })
     }
 
     /// Forgets peer `id`: its sender stops, its queue goes, and its inbound connection is
@@ -267,7 +277,8 @@ struct PeerQueue {
 }
 
 /// The TCP network of one node: its listener, a sender per peer, a receiver per accepted
-/// connection. Dropping it stops them all.
+/// connection. Dropping it stops them all, except a dial still waiting for its TCP connect,
+/// which ends by itself within 5 s (`dial`).
 pub struct PeerNetwork {
     shared: Arc<Shared>,
     local_addr: SocketAddr,
@@ -765,8 +776,7 @@ fn connect(
     shared: &Shared,
     peer: &Peer,
 ) -> std::result::Result<(TcpStream, auth::SessionKey), String> {
-    let stream = TcpStream::connect_timeout(&peer.addr, HANDSHAKE_TIMEOUT)
-        .map_err(|e| format!("connect: {e}"))?;
+    let stream = dial(shared, peer)?;
     {
         // Registered before the retired check, under the lock `retire` shuts it down with:
         // either `retire` sees it, or this sees the flag.
@@ -787,6 +797,32 @@ fn connect(
         peer.id,
     )?;
     Ok((stream, key))
+}
+
+/// Opens a TCP connection to `peer` within `HANDSHAKE_TIMEOUT`, giving up as soon as the peer
+/// is retired or the network stops. The blocking connect runs on a thread of its own: a dial to
+/// a host that is down (its SYNs go unanswered) would otherwise hold the sender, and so the
+/// network's close or the peer's removal, for the whole timeout. A dial given up on leaves that
+/// thread to finish by itself; it holds nothing but the address and the socket.
+fn dial(shared: &Shared, peer: &Peer) -> std::result::Result<TcpStream, String> {
+    let (done, outcome) = std::sync::mpsc::sync_channel(1);
+    let addr = peer.addr;
+    std::thread::Builder::new()
+        .name(format!("rwal-net-{}-dial", shared.identity.id))
+        .spawn(move || {
+            let _ = done.send(TcpStream::connect_timeout(&addr, HANDSHAKE_TIMEOUT));
+        })
+        .map_err(|e| format!("cannot start a thread to dial: {e}"))?;
+    loop {
+        match outcome.recv_timeout(DIAL_CHECK_INTERVAL) {
+            Ok(connected) => return connected.map_err(|e| format!("connect: {e}")),
+            Err(RecvTimeoutError::Timeout) if still_current(shared, peer) => {}
+            Err(RecvTimeoutError::Timeout) => {
+                return Err("the peer was removed or the network stopped".into())
+            }
+            Err(RecvTimeoutError::Disconnected) => return Err("connect: the dial failed".into()),
+        }
+    }
 }
 
 /// Writes queued envelopes, what direct writes left unfinished, and keepalives, until the
@@ -983,9 +1019,19 @@ fn receive(shared: &Shared, stream: TcpStream, remote: &str, number: u64, from_p
         return;
     }
     // One connection per peer: a newer one (the peer reconnected) replaces the older.
-    if let Some(older) = shared.current.lock().insert(from, number) {
-        if let Some(old) = shared.connections.lock().get(&older) {
-            let _ = old.shutdown(Shutdown::Both);
+    {
+        let mut current = shared.current.lock();
+        // Checked again under the lock `remove_peer` takes after forgetting the peer: a peer
+        // removed during this handshake either is refused here or finds this connection to
+        // close.
+        if !shared.peers.read().contains_key(&from) {
+            drop(current);
+            return refuse(format!("peer {from} was removed during its handshake"));
+        }
+        if let Some(older) = current.insert(from, number) {
+            if let Some(old) = shared.connections.lock().get(&older) {
+                let _ = old.shutdown(Shutdown::Both);
+            }
         }
     }
     shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
@@ -1008,7 +1054,7 @@ fn receive(shared: &Shared, stream: TcpStream, remote: &str, number: u64, from_p
         shared.counters.frames.fetch_add(1, Ordering::Relaxed);
         let batch = match kind {
             Kind::Keepalive => continue,
-            Kind::Raft => match wire::decode_raft_batch(&payload) {
+            Kind::Raft => match wire::decode_raft_batch(&payload, QUEUED_MESSAGES_MAX) {
                 Ok(messages) => messages.into_iter().map(Envelope::Raft).collect(),
                 Err(reason) => return refuse(format!("peer {from}: {reason}")),
             },
@@ -1323,7 +1369,7 @@ mod tests {
             if kind != Kind::Raft {
                 continue;
             }
-            for m in wire::decode_raft_batch(&payload).unwrap() {
+            for m in wire::decode_raft_batch(&payload, QUEUED_MESSAGES_MAX).unwrap() {
                 let entry = &m.get_entries()[0];
                 assert!(entry.data.iter().all(|b| *b == entry.index as u8));
                 indexes.push(entry.index);
@@ -1389,6 +1435,105 @@ mod tests {
             "drop waited {:?} for the handshake",
             started.elapsed()
         );
+    }
+
+    #[test]
+    fn dropping_the_network_does_not_wait_for_a_dial_the_peer_never_answers() {
+        // A listener whose accept queue is full drops further SYNs, as a host that is down
+        // does: a dial to it waits for its whole timeout.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut queued = Vec::new();
+        loop {
+            match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                Ok(stream) => queued.push(stream),
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => break,
+                Err(e) => panic!("filling the accept queue: {e}"),
+            }
+            assert!(queued.len() < 10_000, "the accept queue never filled");
+        }
+        let config = PeerConfig {
+            id: 1,
+            cluster_id: 5,
+            secret: SECRET.to_vec(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            peers: HashMap::from([(2, addr)]),
+        };
+        let network = PeerNetwork::start(config, Arc::new(|_: &str| {})).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(network.stats().peers_connected, 0, "the dial went through");
+        let started = Instant::now();
+        drop(network);
+        assert!(
+            started.elapsed() < HANDSHAKE_TIMEOUT / 2,
+            "drop waited {:?} for the dial",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn an_ipv4_peer_arriving_on_an_ipv6_listener_counts_as_a_peer_address() {
+        let (network, _listener) = network_with_peer_2_listening();
+        let shared = &network.shared;
+        let mapped: std::net::IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert!(shared.is_peer_address(Some(mapped)));
+        assert!(shared.is_peer_address(Some("127.0.0.1".parse().unwrap())));
+        assert!(!shared.is_peer_address(Some("::ffff:127.0.0.2".parse().unwrap())));
+        assert!(!shared.is_peer_address(None));
+    }
+
+    #[test]
+    fn a_peer_removed_during_its_handshake_is_refused() {
+        let (network, _listener) = network_with_peer_2_listening();
+        let me = Identity {
+            id: 2,
+            cluster_id: 5,
+            secret: SECRET.to_vec(),
+        };
+        /// Removes peer 2 from node 1 once the challenge (which accepted the hello) is read,
+        /// before the dialer sends its proof.
+        struct RemovedAfterTheChallenge<'a> {
+            stream: TcpStream,
+            read: usize,
+            network: &'a PeerNetwork,
+        }
+        impl std::io::Read for RemovedAfterTheChallenge<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = self.stream.read(buf)?;
+                self.read += n;
+                if self.read == auth::CHALLENGE_BYTES {
+                    assert!(self.network.remove_peer(2));
+                }
+                Ok(n)
+            }
+        }
+        impl Write for RemovedAfterTheChallenge<'_> {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.stream.write(buf)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                self.stream.flush()
+            }
+        }
+        let mut inbound = RemovedAfterTheChallenge {
+            stream: TcpStream::connect(network.local_addr()).unwrap(),
+            read: 0,
+            network: &network,
+        };
+        auth::dial(&mut inbound, &me, 1).expect("the hello named a member");
+        assert_eq!(network.peer_addr(2), None);
+        // Node 1 closes the connection instead of taking it as peer 2's.
+        inbound
+            .stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        assert_eq!(
+            std::io::Read::read(&mut inbound.stream, &mut byte).unwrap(),
+            0,
+            "not closed"
+        );
+        assert_eq!(network.stats().connections_accepted, 0);
     }
 
     #[test]

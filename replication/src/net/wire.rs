@@ -163,9 +163,19 @@ pub(crate) fn encode_raft_batch(messages: &[Message]) -> Vec<u8> {
     out
 }
 
-/// The messages of a raft batch.
-pub(crate) fn decode_raft_batch(mut payload: &[u8]) -> Result<Vec<Message>, String> {
+/// The messages of a raft batch of at most `messages_max` messages (a sender's queue holds no
+/// more: a larger count, even from a member, is refused before anything is decoded, since a
+/// frame of empty messages would otherwise decode to hundreds of bytes of memory per byte).
+pub(crate) fn decode_raft_batch(
+    mut payload: &[u8],
+    messages_max: usize,
+) -> Result<Vec<Message>, String> {
     let count = take_u32(&mut payload)? as usize;
+    if count > messages_max {
+        return Err(format!(
+            "a raft batch of {count} messages (at most {messages_max})"
+        ));
+    }
     let mut messages = Vec::with_capacity(count.min(4096));
     for i in 0..count {
         let len = take_u32(&mut payload)? as usize;
@@ -353,13 +363,17 @@ mod tests {
         m.index = 77;
         let batch = vec![m.clone(), Message::default(), m];
         let bytes = encode_raft_batch(&batch);
-        assert_eq!(decode_raft_batch(&bytes).unwrap(), batch);
-        assert!(decode_raft_batch(&bytes[..bytes.len() - 1]).is_err());
+        assert_eq!(decode_raft_batch(&bytes, 3).unwrap(), batch);
+        assert!(decode_raft_batch(&bytes[..bytes.len() - 1], 3).is_err());
         let mut extra = bytes.clone();
         extra.push(0);
-        assert!(decode_raft_batch(&extra)
+        assert!(decode_raft_batch(&extra, 3)
             .unwrap_err()
             .contains("after the last"));
+        // More messages than a sender's queue holds is refused before any is decoded.
+        assert!(decode_raft_batch(&bytes, 2)
+            .unwrap_err()
+            .contains("3 messages (at most 2)"));
 
         let chunk = SnapshotChunk {
             from: 1,
