@@ -1043,7 +1043,10 @@ rwal_status rwal_node_propose(rwal_node *node,
 /**
  * Waits up to `timeout_ms` until the entry `lsn` of `epoch` is committed by a quorum.
  * `RWAL_ERR_SUPERSEDED` once another entry is committed at `lsn` (this one never will be);
- * `RWAL_ERR_TIMEOUT` if neither happened. Blocks; thread-safe.
+ * `RWAL_ERR_TIMEOUT` if neither happened; `RWAL_ERR_CLOSED` or `RWAL_ERR_REPLICATION` if the
+ * node stopped before the entry committed (a commit published before it stopped is still
+ * `RWAL_OK`, unless the log was poisoned meanwhile: `RWAL_ERR_POISONED` says nothing about the
+ * entry). Blocks; thread-safe.
  *
  * # Safety
  * `node` is live.

@@ -480,7 +480,8 @@ impl Node {
     /// Waits until the entry `lsn` of `epoch` is committed. [`Error::Superseded`] once another
     /// entry is committed at `lsn` (this one never will be); [`Error::Timeout`] if neither
     /// happened in time (an entry replaced locally but not yet decided is waited for: another
-    /// node may still commit it); [`Error::Closed`] or [`Error::Raft`] if the node stopped;
+    /// node may still commit it); [`Error::Closed`] or [`Error::Raft`] if the node stopped
+    /// before the entry committed (a commit seen before that is still answered);
     /// [`Error::Wal`] with `Compacted` if `lsn` is committed but was compacted away before its
     /// epoch could be read (whether it is this entry is then unknown), or with the error of
     /// reading it if the log could not be read there.
@@ -488,15 +489,20 @@ impl Node {
         self.not_on_own_thread("wait_committed")?;
         let deadline = Instant::now() + timeout;
         loop {
-            let committed = {
+            // A commit published before the node failed or closed stands (a quorum holds the
+            // entry durably): the caller is told so rather than given the failure, after which
+            // it would send a committed write again.
+            let (committed, failure) = {
                 let status = self.shared.status.lock();
-                if let Some(failure) = &status.failure {
-                    return Err(Error::Raft(failure.clone()));
-                }
-                status.commit_lsn >= lsn
+                (status.commit_lsn >= lsn, status.failure.clone())
             };
-            if self.shared.closed.load(Ordering::Acquire) {
-                return Err(Error::Closed);
+            if !committed {
+                if let Some(failure) = failure {
+                    return Err(Error::Raft(failure));
+                }
+                if self.shared.closed.load(Ordering::Acquire) {
+                    return Err(Error::Closed);
+                }
             }
             if committed {
                 // Read outside the status lock: the node's thread takes it at every round.

@@ -576,9 +576,11 @@ impl<M: StateMachine> Replica<M> {
     pub fn tick_with_snapshot_room(&mut self, room: &dyn Fn(NodeId) -> usize) {
         self.ticks += 1;
         let raft = &self.raw.raft;
-        if raft.election_elapsed + 1 >= raft.randomized_election_timeout() {
-            // This tick may start a campaign.
-            self.persist_before_campaign();
+        // This tick may start a campaign; a replica whose sync before it failed is done.
+        if raft.election_elapsed + 1 >= raft.randomized_election_timeout()
+            && !self.persist_before_campaign()
+        {
+            return;
         }
         self.raw.tick();
         // The log may have been compacted off this thread (`Node::compact`, maintenance).
@@ -839,8 +841,10 @@ impl<M: StateMachine> Replica<M> {
                         }
                     }
                 }
-                if message.get_msg_type() == MessageType::MsgTimeoutNow {
-                    self.persist_before_campaign();
+                if message.get_msg_type() == MessageType::MsgTimeoutNow
+                    && !self.persist_before_campaign()
+                {
+                    return;
                 }
                 if let Err(e) = self.raw.step(message) {
                     self.note(format!("raft refused a message: {e}"));
@@ -1143,17 +1147,21 @@ impl<M: StateMachine> Replica<M> {
 
     /// A sole voter's campaign makes it leader inside the call that starts it (a tick, a
     /// `MsgTimeoutNow`), and raft-rs then asserts that its whole log is persisted: what
-    /// background rounds left is synced first. A failure fails the replica (`failed`).
-    fn persist_before_campaign(&mut self) {
+    /// background rounds left is synced first. A failure fails the replica (`failed`), and
+    /// returns false: the campaign must not start (raft-rs would assert on the unsynced log,
+    /// a panic in place of the disk's error). Returns false for a replica already failed too.
+    fn persist_before_campaign(&mut self) -> bool {
+        if self.failed.is_some() {
+            return false;
+        }
         if self.unpersisted.is_empty()
             || self.raw.raft.state == StateRole::Leader
             || self.pending.is_some()
-            || self.failed.is_some()
         {
-            return;
+            return true;
         }
         let outcome = self.persist_now_once();
-        let _ = self.note_failure(outcome);
+        self.note_failure(outcome).is_ok()
     }
 
     /// Whether the next round must be done in full even in the background mode: it makes a

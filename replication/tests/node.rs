@@ -1121,11 +1121,21 @@ fn an_engine_that_cannot_apply_stops_the_node_and_its_record_stays_in_the_log() 
     let engine = cluster.nodes[&1].1.clone();
     *engine.2.refuse_to_apply.lock() = Some(b"refused".to_vec());
     let mut reader = cluster.node(1).reader(fine).unwrap();
-    assert!(cluster.node(1).propose_and_wait(b"refused", WAIT).is_err());
+    // Committed (durable on the quorum) before the engine refused it: the proposer is told it
+    // committed, not given the failure that followed (it would send the write again).
+    let (refused, _) = cluster
+        .node(1)
+        .propose_and_wait(b"refused", WAIT)
+        .expect("committed before the apply failed");
+    assert_eq!(refused, fine + 1);
     let (status, failed) = cluster.node(1).wait_status(WAIT, |s| s.failure.is_some());
     assert!(failed, "{status:?}");
     let failure = status.failure.unwrap();
-    let refused = fine + 1;
+    // A proposal after the failure is refused.
+    match cluster.node(1).propose_and_wait(b"after the failure", WAIT) {
+        Err(Error::Closed) => {}
+        other => panic!("expected Closed, got {other:?}"),
+    }
     assert!(
         failure.contains(&format!(
             "the engine's apply callback failed at LSN {refused}: this engine refuses these bytes"

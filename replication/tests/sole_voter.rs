@@ -12,13 +12,13 @@ mod common;
 
 use common::Engine;
 
-fn open(id: NodeId) -> Replica<Engine> {
+fn open(id: NodeId, disk: SimDisk) -> Replica<Engine> {
     let mut config = Config::new(id);
     config.election_ticks = 10;
     config.election_ticks_max = 11;
     config.heartbeat_ticks = 2;
     let options = Options::new()
-        .backend(Backend::Simulated(SimDisk::new()))
+        .backend(Backend::Simulated(disk))
         .background_threads(false)
         .segment_bytes(1 << 20);
     Replica::open(
@@ -65,10 +65,11 @@ fn settle(one: &mut Replica<Engine>, two: &mut Replica<Engine>) {
     panic!("the two replicas did not settle in 100 rounds");
 }
 
-#[test]
-fn a_follower_left_as_the_only_voter_syncs_before_it_campaigns() {
-    let mut one = open(1);
-    let mut two = open(2);
+/// Node 2 left as the only voter, with entries up to the returned LSN appended but not durable
+/// (node 1 is gone from the membership; `disk` is node 2's).
+fn only_voter_with_unsynced_entries(disk: &SimDisk) -> (Replica<Engine>, u64) {
+    let mut one = open(1, SimDisk::new());
+    let mut two = open(2, disk.clone());
     for _ in 0..40 {
         one.tick();
         settle(&mut one, &mut two);
@@ -120,6 +121,12 @@ fn a_follower_left_as_the_only_voter_syncs_before_it_campaigns() {
         two.wal().durable_lsn() < last,
         "the later entry is not durable yet"
     );
+    (two, last)
+}
+
+#[test]
+fn a_follower_left_as_the_only_voter_syncs_before_it_campaigns() {
+    let (mut two, last) = only_voter_with_unsynced_entries(&SimDisk::new());
 
     // Node 2 hears nothing more from node 1; its election timeout starts a campaign that it
     // wins inside the tick. Without the sync before it, raft-rs panics here.
@@ -147,4 +154,44 @@ fn a_follower_left_as_the_only_voter_syncs_before_it_campaigns() {
     two.persist_now().expect("sync");
     let _ = round(&mut two);
     assert!(two.commit_lsn() >= next, "the sole voter commits alone");
+}
+
+#[test]
+fn a_sync_that_fails_before_the_campaign_fails_the_replica_instead_of_campaigning() {
+    let disk = SimDisk::new();
+    let (mut two, last) = only_voter_with_unsynced_entries(&disk);
+    disk.fail_next_sync(libc_eio());
+    // The campaign would make it leader with `last` not durable, which raft-rs asserts
+    // against (a panic): the failed sync stops the replica first, with the disk's error.
+    let mut failure = None;
+    for _ in 0..40 {
+        two.tick();
+        // Full rounds, as `round` does, until one fails.
+        let outcome = (|| {
+            while two.handle_ready()? {
+                two.finish_ready()?;
+            }
+            Ok::<(), rwal_replication::Error>(())
+        })();
+        if let Err(e) = outcome {
+            failure = Some(e);
+            break;
+        }
+    }
+    let failure = failure.expect("the failed sync fails the replica");
+    assert!(failure.to_string().contains("sync"), "{failure}");
+    assert_ne!(two.role(), Role::Leader, "it campaigned on an unsynced log");
+    assert!(two.wal().durable_lsn() < last);
+    let error = two
+        .handle_ready()
+        .expect_err("a failed replica refuses its rounds");
+    assert!(
+        error.to_string().contains("must be opened again") && error.to_string().contains("sync"),
+        "{error}"
+    );
+}
+
+/// EIO, without a dependency on libc for one number.
+fn libc_eio() -> i32 {
+    5
 }

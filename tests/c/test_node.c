@@ -406,8 +406,20 @@ static void test_engine_failure(const char *dir) {
     CHECK(lsn > 0);
     rwal_node_reader *reader = NULL;
     CHECK_STATUS(rwal_node_reader_open(node, lsn, &reader), RWAL_OK);
-    CHECK(rwal_node_propose_and_wait(node, (const uint8_t *)"refused", 7, WAIT_MS, &lsn,
-                                     &epoch) != RWAL_OK);
+    /* Committed before the engine refused it: the proposer is told it committed. */
+    uint64_t fine = lsn;
+    CHECK_STATUS(rwal_node_propose_and_wait(node, (const uint8_t *)"refused", 7, WAIT_MS, &lsn,
+                                            &epoch),
+                 RWAL_OK);
+    CHECK(lsn == fine + 1);
+    /* The failed apply then stops the node: its calls are refused. */
+    rwal_status barrier = RWAL_OK;
+    for (int waited = 0; waited < WAIT_MS && barrier == RWAL_OK; waited += 10) {
+        uint64_t read_point = 0;
+        barrier = rwal_node_read_barrier(node, WAIT_MS, &read_point);
+        if (barrier == RWAL_OK) sleep_ms(10);
+    }
+    CHECK(barrier == RWAL_ERR_CLOSED || barrier == RWAL_ERR_REPLICATION);
     CHECK_STATUS(rwal_node_close(node), RWAL_ERR_REPLICATION);
     char msg[256];
     rwal_last_error(msg, sizeof msg);

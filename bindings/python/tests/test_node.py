@@ -206,15 +206,24 @@ def test_an_apply_that_raises_stops_the_node_and_close_says_why(tmp_path):
         deadline = time.monotonic() + 30
         while True:
             try:
-                node.propose_and_wait(b"fine", timeout=30)
+                fine, _ = node.propose_and_wait(b"fine", timeout=30)
                 break
             except rwal.NotLeaderError:
                 assert time.monotonic() < deadline, "the node never led"
                 time.sleep(0.01)
         assert applied == [b"fine"]
-        # The wait in progress learns why the node stopped; later calls find it closed.
-        with pytest.raises(rwal.ReplicationError, match="apply callback failed at LSN"):
-            node.propose_and_wait(b"refused", timeout=30)
+        # Committed before the engine refused it: the proposer is told it committed. The
+        # failed apply then stops the node, and later calls find it closed.
+        refused, _ = node.propose_and_wait(b"refused", timeout=30)
+        assert refused == fine + 1
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                node.read_barrier(timeout=30)
+            except (rwal.ClosedError, rwal.ReplicationError):
+                break
+            assert time.monotonic() < deadline, "the node did not stop"
+            time.sleep(0.01)
         with pytest.raises(rwal.ClosedError):
             node.propose(b"after")
         with pytest.raises(rwal.ReplicationError, match="apply callback failed at LSN"):
