@@ -135,18 +135,39 @@ impl Client {
     fn call_leader(&mut self, op: u8, body: &[u8]) -> Result<Vec<u8>, String> {
         let deadline = Instant::now() + self.timeout;
         let mut last = String::new();
+        let mut redirects_in_a_row = 0;
         while Instant::now() < deadline {
-            match self.call(op, body, deadline) {
+            // A leader it was sent to may have lost power or been cut off without closing
+            // anything: its kernel may still accept the connection, and nothing answers. The
+            // node given names the next leader, so a followed leader gets a bounded attempt.
+            let attempt_deadline = if self.addr == self.given {
+                deadline
+            } else {
+                deadline.min(Instant::now() + FOLLOWED_LEADER_PATIENCE)
+            };
+            let mut redirected = false;
+            match self.call(op, body, attempt_deadline) {
                 Ok((proto::OK, reply)) => return Ok(reply),
                 Ok((proto::NOT_LEADER, reply)) => {
                     let mut b = Body(&reply);
                     let leader = b.u64("leader").unwrap_or(0);
                     let address = String::from_utf8_lossy(b.rest()).into_owned();
                     last = format!("node at {} is not the leader (leader: {leader})", self.addr);
-                    if let Ok(addr) = address.parse() {
-                        self.addr = addr;
-                        self.stream = None;
-                        continue;
+                    match address.parse() {
+                        Ok(addr) if addr != self.addr => {
+                            self.addr = addr;
+                            self.stream = None;
+                            redirected = true;
+                            redirects_in_a_row += 1;
+                            // Two nodes may name each other while leadership moves (a
+                            // transfer): only the first hop in a row goes at once.
+                            if redirects_in_a_row == 1 {
+                                continue;
+                            }
+                        }
+                        // A leader that stepped down knows no other yet: the node given
+                        // learns the next one.
+                        _ => self.back_to_given(),
                     }
                 }
                 Ok((proto::RETRY, reply)) => last = String::from_utf8_lossy(&reply).into_owned(),
@@ -156,17 +177,30 @@ impl Client {
                     last = message;
                     // A leader it was sent to that stopped answering (killed, cut off) may
                     // never come back: ask the node given again, which names the next one.
-                    if self.addr != self.given {
-                        self.addr = self.given;
-                        self.stream = None;
-                    }
+                    self.back_to_given();
                 }
+            }
+            if !redirected {
+                redirects_in_a_row = 0;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         Err(format!("{GAVE_UP} {:?}: {last}", self.timeout))
     }
+
+    /// Talks to the node given on the command line again (from a leader it was sent to).
+    fn back_to_given(&mut self) {
+        if self.addr != self.given {
+            self.addr = self.given;
+            self.stream = None;
+        }
+    }
 }
+
+/// How long one attempt at a leader the client was sent to may take before the client asks the
+/// node given again. A retry is harmless (an append's ids make a second copy apply as
+/// nothing) and costs one reconnection; a leader that is down costs this long.
+const FOLLOWED_LEADER_PATIENCE: Duration = Duration::from_secs(5);
 
 /// The text of an ERROR answer.
 fn refusal(reply: &[u8]) -> String {

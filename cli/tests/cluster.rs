@@ -565,9 +565,37 @@ fn faults_on_real_processes_lose_no_acknowledged_append() {
         let (stopped, term3) = cluster.leader(&all);
         cluster.signal(stopped, "-STOP");
         let others: Vec<u64> = all.iter().copied().filter(|id| *id != stopped).collect();
+        // `rwal client`, given a follower that still names the stopped leader: the stopped
+        // process's kernel accepts the connection and nothing answers, so the client goes back
+        // to the follower, which names the next leader, well within its timeout.
+        let during_the_stop = format!("client {} request 1 during the stop", 2000 + round);
+        let client = {
+            let (binary, addr) = (cluster.binary, cluster.client_addrs[&others[0]].to_string());
+            let (client_id, data) = ((2000 + round).to_string(), during_the_stop.clone());
+            std::thread::spawn(move || {
+                Command::new(binary)
+                    .args(["client", "--addr", &addr, "--timeout", "30", "append"])
+                    .args(["--client-id", &client_id, "--request-id", "1", &data])
+                    .output()
+                    .unwrap()
+            })
+        };
         let (third, term4) = cluster.leader(&others);
         assert!(third != stopped && term4 > term3);
         writer.wait_for(30);
+        let client = client.join().unwrap();
+        let client_out = String::from_utf8_lossy(&client.stdout).into_owned();
+        assert!(
+            client.status.success(),
+            "rwal client during the stop: {client_out}{}",
+            String::from_utf8_lossy(&client.stderr)
+        );
+        let client_lsn: u64 = client_out
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
         cluster.signal(stopped, "-CONT");
         cluster.leader(&all);
 
@@ -666,7 +694,13 @@ fn faults_on_real_processes_lose_no_acknowledged_append() {
         cluster.start(stopped);
         cluster.leader(&all);
         writer.wait_for(20);
-        let acknowledged = writer.stop();
+        let mut acknowledged = writer.stop();
+        assert!(
+            acknowledged
+                .insert(client_lsn, during_the_stop.into_bytes())
+                .is_none(),
+            "LSN {client_lsn} acknowledged twice"
+        );
         // The one-way cut really broke the link: the follower reconnects once it heals.
         let deadline = Instant::now() + DEADLINE;
         while cluster.links[&one_way]

@@ -1308,12 +1308,15 @@ fn append(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
         }
     };
     let outcome = server.node.wait_committed(found.0, found.1, APPEND_TIMEOUT);
+    let answer = answer_committed(server, (client, request, data), found, outcome);
     if proposer {
         // Only the proposing copy removes the entry: a copy that waited on it could otherwise
-        // remove the entry of a later copy.
+        // remove the entry of a later copy. Removed once answered, which waits until the copy
+        // is applied: removed at commit, a retry in between would find neither the entry nor
+        // the client table's line for it, and propose a second copy.
         server.inflight.lock().remove(&key);
     }
-    answer_committed(server, (client, request, data), found, outcome)
+    answer
 }
 
 /// The answer to an append whose copy was proposed at `(lsn, epoch)`, once the wait for its
@@ -1392,13 +1395,21 @@ fn read<'s>(server: &'s Server, body: &[u8], share: &mut budget::Held<'s>) -> (u
         other => return error(format!("unknown read mode {other}")),
     }
     // 0: from the oldest record this node retains.
-    let from = if from == 0 {
+    let oldest = from == 0;
+    let from = if oldest {
         server.node.status().first_lsn
     } else {
         from
     };
     let mut reader = match server.node.reader(from) {
         Ok(reader) => reader,
+        // Compacted between the look at the log's start and the reader: there is a new start.
+        Err(Error::Wal(rwal_wal::Error::Compacted { .. })) if oldest => {
+            return (
+                proto::RETRY,
+                b"the log was compacted as the read began: ask again".to_vec(),
+            )
+        }
         Err(e) => return read_failed(server, e),
     };
     // Up to what the engine has applied (so its list of duplicates covers every record read).
@@ -1460,6 +1471,15 @@ fn read<'s>(server: &'s Server, body: &[u8], share: &mut budget::Held<'s>) -> (u
                 );
             }
             Ok(_) => break,
+            // A snapshot installed under the reader: what was read is still committed.
+            Err(Error::Wal(rwal_wal::Error::Compacted { .. })) if count > 0 => break,
+            // Nothing yet, from the oldest record: the log has a new start.
+            Err(Error::Wal(rwal_wal::Error::Compacted { .. })) if oldest => {
+                return (
+                    proto::RETRY,
+                    b"the log was compacted as the read began: ask again".to_vec(),
+                )
+            }
             Err(e) => return read_failed(server, e),
         };
         if record.lsn > window_end {
