@@ -4,7 +4,7 @@
 use std::ffi::{c_char, c_void, CString};
 
 use parking_lot::Mutex;
-use rwal_wal::Wal;
+use rwal_wal::{RecoveryEvent, Wal};
 
 /// A message's level: one of the `RWAL_LOG_*` values.
 #[allow(non_camel_case_types)]
@@ -76,8 +76,14 @@ pub(crate) fn emit_info(message: &str) {
 pub(crate) fn opened(wal: &Wal) {
     let report = wal.recovery_report();
     for event in &report.events {
+        // A new log is news, not a problem; every other decision dropped, skipped or left
+        // something that an operator may want to look at.
+        let level = match event {
+            RecoveryEvent::Created => RWAL_LOG_INFO,
+            _ => RWAL_LOG_WARN,
+        };
         emit(
-            RWAL_LOG_WARN,
+            level,
             &format!("{}: recovery: {event:?}", wal.dir().display()),
         );
     }

@@ -138,6 +138,21 @@ def test_an_interrupt_right_after_a_native_open_leaks_no_pin_writer_or_reader(pa
         assert log.last_lsn == 4
 
 
+def _tear_tail_after_one_record(path, record_bytes):
+    """Writes garbage right after the only record of the log's active segment, where a write
+    that a crash interrupted would have left it (docs/design.md 2.3: records start at 4096)."""
+    active = [
+        p for p in sorted(os.listdir(path))
+        if p.endswith(".seg") and open(os.path.join(path, p), "rb").read(8) == b"RWALSEG\x01"
+    ]
+    assert len(active) == 1, os.listdir(path)
+    with open(os.path.join(path, active[0]), "r+b") as segment:
+        segment.seek(4096 + record_bytes)
+        assert segment.read(64) == bytes(64)
+        segment.seek(4096 + record_bytes)
+        segment.write(b"\xa5" * 64)
+
+
 def test_the_librarys_messages_go_to_a_python_logger(path, caplog):
     rwal.log_to("rwal.test", logging.INFO)
     try:
@@ -145,18 +160,27 @@ def test_the_librarys_messages_go_to_a_python_logger(path, caplog):
             with rwal.open(path, segment_size=1 << 20):
                 pass
         mine = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "rwal.test"]
-        # Each at its level: the creation is a recovery event (WARNING), the open INFO.
-        assert any(level == logging.WARNING and "Created" in text for level, text in mine), mine
+        # A new log and an open are news, not trouble: INFO, nothing at WARNING.
+        assert any(level == logging.INFO and "Created" in text for level, text in mine), mine
         assert any(level == logging.INFO and "opened" in text for level, text in mine), mine
+        assert not [text for level, text in mine if level >= logging.WARNING], mine
         caplog.clear()
         # WARNING and up only: an open without damage says nothing.
         rwal.log_to("rwal.test", logging.WARNING)
         with caplog.at_level(logging.INFO, logger="rwal.test"):
-            with rwal.open(path):
-                pass
+            with rwal.open(path) as log:
+                log.append(b"12345678")
         assert not [r for r in caplog.records if r.name == "rwal.test"]
+        # Bytes after the last record (a write a crash tore) are cut at the next open: WARNING.
+        _tear_tail_after_one_record(path, record_bytes=32 + 8)
+        with caplog.at_level(logging.INFO, logger="rwal.test"):
+            with rwal.open(path) as log:
+                assert log.last_lsn == 1
+        torn = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "rwal.test"]
+        assert [level for level, text in torn if "TornTailCut" in text] == [logging.WARNING], torn
     finally:
         rwal.log_to(None)
+    caplog.clear()
     with caplog.at_level(logging.INFO, logger="rwal.test"):
         with rwal.open(path):
             pass
