@@ -555,3 +555,27 @@ fn check_read_start_answers_like_reader() {
     wal.close_shared().unwrap();
     assert!(matches!(wal.check_read_start(1), Err(Error::Closed)));
 }
+
+/// A segment file name whose sequence no log reaches (hostile, or damage) is refused by name;
+/// the next sequence after it would overflow.
+#[test]
+fn a_segment_sequence_past_the_bound_is_refused_by_name() {
+    let temp = rwal_tests::TempDir::new("sequence-bound");
+    let dir = temp.join("log");
+    let wal = Wal::open(&dir, Options::new().segment_bytes(1 << 20)).unwrap();
+    wal.append(b"kept").unwrap();
+    wal.close().unwrap();
+    let hostile = format!("{}.seg", u64::MAX);
+    std::fs::write(dir.join(&hostile), vec![0u8; 1 << 20]).unwrap();
+    match Wal::open(&dir, Options::new()) {
+        Err(rwal_wal::Error::BadFile { path, reason }) => {
+            assert!(path.ends_with(&hostile), "{path:?}");
+            assert!(reason.contains("sequence number above"), "{reason}");
+        }
+        Err(other) => panic!("expected BadFile, got {other}"),
+        Ok(_) => panic!("opened with {hostile}"),
+    }
+    std::fs::remove_file(dir.join(&hostile)).unwrap();
+    let wal = Wal::open(&dir, Options::new()).unwrap();
+    assert_eq!(wal.read(1).unwrap(), b"kept");
+}

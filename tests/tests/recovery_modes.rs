@@ -262,6 +262,107 @@ fn a_missing_segment_below_the_watermark_is_corruption() {
     assert_eq!(wal.last_lsn(), 5);
 }
 
+/// Regression: a segment whose file the file system shortened was taken for a torn tail when
+/// its records were above the control file's watermark, and removed with every later segment,
+/// though a crash cannot leave one (segment files are allocated and synced before they are
+/// named) and its records had been acknowledged.
+#[test]
+fn a_segment_whose_length_changed_is_damage_not_a_torn_tail() {
+    let disk = SimDisk::new();
+    let wal = Wal::open("/sim", options(&disk, RecoveryMode::TolerateTornTail)).unwrap();
+    for i in 0..2 {
+        wal.append(&payload(i, 200 << 10)).unwrap();
+    }
+    wal.sync().unwrap();
+    wal.maintain().unwrap(); // the control file's watermark: 2
+    for i in 2..12 {
+        wal.append(&payload(i, 200 << 10)).unwrap();
+    }
+    assert_eq!(wal.sync().unwrap(), 12, "all acknowledged");
+    let second = "00000000000000000002.seg";
+    // A crash, then the second segment's file loses its last 4 KiB.
+    let crashed = disk.crash(7);
+    crashed.truncate_file(second, (1 << 20) - 4096);
+    match Wal::open("/sim", options(&crashed, RecoveryMode::TolerateTornTail)) {
+        Err(Error::BadFile { path, reason }) => {
+            assert!(path.ends_with(second), "{path:?}");
+            assert!(
+                reason.contains("header says 1048576 bytes, file has 1044480")
+                    && reason.contains("not an unfinished write"),
+                "{reason}"
+            );
+        }
+        Err(other) => panic!("expected BadFile, got {other}"),
+        Ok(wal) => panic!(
+            "opened, at LSN {}: acknowledged records cut",
+            wal.last_lsn()
+        ),
+    }
+    assert!(
+        crashed.file_names().contains(&second.to_string()),
+        "the file was removed"
+    );
+    // Asked to, PointInTime keeps what comes before it and says acknowledged records went;
+    // SkipCorrupted too (it cannot skip a file whose records it cannot locate: the stretch after
+    // it would be taken for a torn tail).
+    for mode in [RecoveryMode::PointInTime, RecoveryMode::SkipCorrupted] {
+        let crashed = disk.crash(7);
+        crashed.truncate_file(second, (1 << 20) - 4096);
+        let wal = Wal::open("/sim", options(&crashed, mode)).unwrap();
+        assert_eq!(wal.last_lsn(), 5, "{mode:?}: the first segment held 1..=5");
+        let events = &wal.recovery_report().events;
+        assert!(
+            events.iter().any(|e| matches!(
+                e,
+                RecoveryEvent::CorruptionCut { segment, lsn: 6, .. } if segment == second
+            )),
+            "{mode:?}: {events:?}"
+        );
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, RecoveryEvent::TornTailCut { .. })),
+            "{mode:?}: {events:?}"
+        );
+    }
+    drop(wal);
+}
+
+/// `inspect` (what `rwal verify` prints) grades the same file the same way: corruption, not the
+/// torn tail its place above the watermark would have made it.
+#[test]
+fn inspect_calls_a_resized_segment_corruption_above_the_watermark_too() {
+    let temp = rwal_tests::TempDir::new("resized-inspect");
+    let dir = temp.join("log");
+    let options = Options::new()
+        .segment_bytes(1 << 20)
+        .background_threads(false);
+    let wal = Wal::open(&dir, options).unwrap();
+    for i in 0..2 {
+        wal.append(&payload(i, 200 << 10)).unwrap();
+    }
+    wal.sync().unwrap();
+    wal.maintain().unwrap();
+    for i in 2..12 {
+        wal.append(&payload(i, 200 << 10)).unwrap();
+    }
+    wal.sync().unwrap();
+    // A crash: the control file's watermark stays at 2.
+    std::mem::forget(wal);
+    let second = dir.join("00000000000000000002.seg");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&second)
+        .unwrap();
+    file.set_len((1 << 20) - 4096).unwrap();
+    drop(file);
+    let inspection = rwal_wal::inspect::inspect(&dir).unwrap();
+    assert!(inspection.is_corrupted(), "{:?}", inspection.problems);
+    let problem = &inspection.problems[0];
+    assert_eq!(problem.severity, rwal_wal::inspect::Severity::Corruption);
+    assert!(problem.detail.contains("resized"), "{}", problem.detail);
+}
+
 /// Regression: an all-zero header was taken as the clean end of the log even when a later
 /// record in the same segment proved the zeroed one acknowledged.
 #[test]

@@ -229,7 +229,8 @@ impl Wal {
     /// Durably replaces the whole log with "empty, continuing at `lsn + 1`", the state being
     /// `snapshot` (the engine's state at `lsn`, written in `epoch`): what a replica that is sent
     /// a snapshot needs. A crash at any step leaves either the old log or the new one. Refused
-    /// with [`Error::Pinned`] while a reader or pin lives.
+    /// with [`Error::Pinned`] while a reader or pin lives, and with [`Error::InvalidArgument`]
+    /// for an `lsn` at or past [`segment::LSN_MAX`](crate::segment::LSN_MAX).
     pub fn reset_to_snapshot(&self, lsn: Lsn, epoch: u64, snapshot: &[u8]) -> Result<()> {
         self.inner.reset(
             lsn,
@@ -670,10 +671,14 @@ impl Inner {
         epoch: u64,
         snapshot: Option<(u64, &mut dyn std::io::Read)>,
     ) -> Result<()> {
-        if lsn == Lsn::MAX {
+        if lsn >= crate::segment::LSN_MAX {
             return Err(Error::invalid(
                 "lsn",
-                "a log reset to the last possible LSN could never take another record",
+                format!(
+                    "{lsn} is past the largest LSN a log takes ({}): its segments' headers \
+                     would not be read back",
+                    crate::segment::LSN_MAX
+                ),
             ));
         }
         let _serial = self.checkpoint_lock.lock();

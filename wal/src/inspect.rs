@@ -54,7 +54,8 @@ pub struct SegmentInfo {
 /// How bad a problem is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {
-    /// Acknowledged data is damaged or missing: at or below the durable watermark.
+    /// Acknowledged data is damaged or missing: at or below the durable watermark, or in a
+    /// segment file whose length changed after it was written (no crash leaves one).
     Corruption,
     /// An unfinished write past the watermark, which recovery cuts: normal after a crash.
     TornTail,
@@ -192,6 +193,10 @@ impl Walk {
         } else {
             Severity::TornTail
         };
+        self.problem_of(severity, segment, offset, detail);
+    }
+
+    fn problem_of(&mut self, severity: Severity, segment: &str, offset: u64, detail: String) {
         self.problems.push(Problem {
             severity,
             segment: segment.to_string(),
@@ -226,16 +231,18 @@ impl Walk {
                 "header says sequence {}, file name says {sequence}",
                 h.sequence
             ))),
-            Some(Ok(h)) if h.segment_bytes != bytes.len() as u64 => Err(HeaderError::Bad(format!(
-                "header says {} bytes, file has {} ({})",
-                h.segment_bytes,
-                bytes.len(),
-                if (bytes.len() as u64) < h.segment_bytes {
-                    "cut short"
-                } else {
-                    "grown"
-                }
-            ))),
+            Some(Ok(h)) if h.segment_bytes != bytes.len() as u64 => {
+                Err(HeaderError::Resized(format!(
+                    "header says {} bytes, file has {} ({})",
+                    h.segment_bytes,
+                    bytes.len(),
+                    if (bytes.len() as u64) < h.segment_bytes {
+                        "cut short"
+                    } else {
+                        "grown"
+                    }
+                )))
+            }
             Some(other) => other,
         };
         let header = match header {
@@ -244,6 +251,19 @@ impl Walk {
                 info.header = Some(Err(reason.clone()));
                 if !self.ended {
                     self.problem(name, 0, format!("bad segment header: {reason}"));
+                }
+                return info;
+            }
+            // Never an unfinished write (recovery refuses it the same way: design.md 8.5).
+            Err(HeaderError::Resized(reason)) => {
+                info.header = Some(Err(reason.clone()));
+                if !self.ended {
+                    self.problem_of(
+                        Severity::Corruption,
+                        name,
+                        0,
+                        format!("segment file resized after it was written: {reason}"),
+                    );
                 }
                 return info;
             }

@@ -149,6 +149,9 @@ struct Damage {
     lsn: Lsn,
     expected_crc: u32,
     found_crc: u32,
+    /// No crash can have left it (a file's length changed): acknowledged or not, it is not
+    /// a torn tail.
+    never_torn: bool,
 }
 
 impl Damage {
@@ -160,6 +163,7 @@ impl Damage {
             lsn,
             expected_crc: 0,
             found_crc: 0,
+            never_torn: false,
         }
     }
 }
@@ -211,6 +215,14 @@ pub(crate) fn recover(dir: &dyn Dir, options: &Options) -> Result<Recovered> {
         .filter_map(|n| segment::parse_file_name(n).map(|s| (s, n.clone())))
         .collect();
     files.sort();
+    // Sequences and LSNs count up from 1 and never come near these bounds; a name past them
+    // (hostile, or damage) would overflow the arithmetic that finds the next one.
+    if let Some((_, name)) = files.iter().find(|(s, _)| *s > segment::SEQUENCE_MAX) {
+        return Err(Error::bad_file(
+            dir.path().join(name),
+            format!("a sequence number above {}", segment::SEQUENCE_MAX),
+        ));
+    }
     let mut created = false;
     let control = if Control::exists(dir)? {
         Control::open(dir)?
@@ -313,6 +325,25 @@ impl Scan<'_> {
                 Err(HeaderError::Prepared) => continue,
                 Err(HeaderError::Bad(reason)) => {
                     let damage = Damage::missing(name.clone(), 0, self.expected);
+                    let proof = self.lookahead(files, i + 1, None)?;
+                    match self.decide(damage, proof, Some(&reason))? {
+                        Decision::Cut => return Ok(i),
+                        Decision::Skip => continue,
+                    }
+                }
+                // Not an unfinished write, so not a torn tail: decided as damage to
+                // acknowledged records (refused by default), unless a declared truncation
+                // removes the file anyway.
+                Err(HeaderError::Resized(reason)) => {
+                    // Wholly below the first retained LSN, the file is a leftover of compaction
+                    // that `finish` removes, whatever its length.
+                    if self.kept.is_empty()
+                        && self.next_segment_starts_by(files, i + 1, self.expected)?
+                    {
+                        continue;
+                    }
+                    let mut damage = Damage::missing(name.clone(), 0, self.expected);
+                    damage.never_torn = self.pending_cut.is_none_or(|cut| self.expected <= cut);
                     let proof = self.lookahead(files, i + 1, None)?;
                     match self.decide(damage, proof, Some(&reason))? {
                         Decision::Cut => return Ok(i),
@@ -431,6 +462,7 @@ impl Scan<'_> {
                 lsn: self.expected,
                 expected_crc: invalid.stored_crc(),
                 found_crc: invalid.computed_crc(),
+                never_torn: false,
             };
             let mut proof = self.lookahead(files, index + 1, Some((segment, offset)))?;
             if lsn < self.expected {
@@ -608,7 +640,7 @@ impl Scan<'_> {
         header_problem: Option<&str>,
     ) -> Result<Decision> {
         self.watermark = self.watermark.max(proof);
-        let acknowledged = damage.lsn <= self.watermark;
+        let acknowledged = damage.lsn <= self.watermark || damage.never_torn;
         let corrupted = || match header_problem {
             Some(reason) => Error::bad_file(
                 damage_path(self.dir, &damage),
@@ -625,8 +657,10 @@ impl Scan<'_> {
         let decision = match self.mode {
             RecoveryMode::AbsoluteConsistency => return Err(corrupted()),
             RecoveryMode::TolerateTornTail if acknowledged => return Err(corrupted()),
-            RecoveryMode::SkipCorrupted if acknowledged => Decision::Skip,
-            RecoveryMode::PointInTime if acknowledged => {
+            // A file whose length changed is not skipped: what it held cannot be located, so
+            // the stretch after it would be judged by the watermark alone, as a torn tail.
+            RecoveryMode::SkipCorrupted if acknowledged && !damage.never_torn => Decision::Skip,
+            RecoveryMode::PointInTime | RecoveryMode::SkipCorrupted if acknowledged => {
                 self.report.events.push(RecoveryEvent::CorruptionCut {
                     segment: damage.segment.clone(),
                     offset: damage.offset,
@@ -964,7 +998,7 @@ fn check_snapshots(
 
 /// Reads and checks a segment header against the file it is in.
 pub(crate) fn read_header(file: &dyn File, sequence: u64) -> Result<SegmentHeader, HeaderError> {
-    if file.len() < segment::SEGMENT_BYTES_MIN {
+    if file.len() < segment::HEADER_BYTES as u64 {
         return Err(HeaderError::Bad(format!(
             "file of {} bytes is too short for a segment",
             file.len()
@@ -974,16 +1008,27 @@ pub(crate) fn read_header(file: &dyn File, sequence: u64) -> Result<SegmentHeade
         .bytes(0, segment::HEADER_BYTES)
         .try_into()
         .expect("header bytes");
-    let header = SegmentHeader::decode(bytes)?;
+    let header = match SegmentHeader::decode(bytes) {
+        // A prepared file too short to be a segment is not one either (a file outside the
+        // log's making, or damage: refused in AbsoluteConsistency, removed otherwise).
+        Err(HeaderError::Prepared) if file.len() < segment::SEGMENT_BYTES_MIN => {
+            return Err(HeaderError::Bad(format!(
+                "file of {} bytes is too short for a segment",
+                file.len()
+            )))
+        }
+        decoded => decoded?,
+    };
     if header.sequence != sequence {
         return Err(HeaderError::Bad(format!(
             "header says sequence {}, file name says {sequence}",
             header.sequence
         )));
     }
-    if header.segment_bytes != file.len() {
-        return Err(HeaderError::Bad(format!(
-            "header says {} bytes, file has {}",
+    if header.segment_bytes != file.len() || file.len() < segment::SEGMENT_BYTES_MIN {
+        return Err(HeaderError::Resized(format!(
+            "header says {} bytes, file has {}: its length changed after it was written \
+             (damage, not an unfinished write)",
             header.segment_bytes,
             file.len()
         )));

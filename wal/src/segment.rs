@@ -74,6 +74,10 @@ pub enum HeaderError {
     Prepared,
     /// Damaged or not a segment; the text says what was found.
     Bad(String),
+    /// A valid header (this file's sequence) in a file whose length is not the one it says:
+    /// changed after the fact (segment files are allocated in full and synced before they are
+    /// named), so damage, never an unfinished write. Recovery checks this, not `decode`.
+    Resized(String),
     /// A format version this build does not read.
     Version(u32),
 }
@@ -121,6 +125,8 @@ impl SegmentHeader {
         };
         if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&header.segment_bytes)
             || header.first_lsn == 0
+            || header.first_lsn > LSN_MAX
+            || header.sequence > SEQUENCE_MAX
         {
             return Err(HeaderError::Bad(format!(
                 "impossible header fields {header:?}"
@@ -139,6 +145,14 @@ pub fn file_name(sequence: u64) -> String {
 pub fn temp_file_name(sequence: u64) -> String {
     format!("{sequence:020}.seg.tmp")
 }
+
+/// The largest segment sequence number a log accepts: far beyond any real log's (one segment a
+/// microsecond for a hundred thousand years), and far enough from `u64::MAX` that the next
+/// sequence never overflows.
+pub const SEQUENCE_MAX: u64 = u64::MAX / 4;
+
+/// The largest first LSN a segment header may claim, for the same reason.
+pub const LSN_MAX: u64 = u64::MAX / 4;
 
 /// The sequence number in a segment file name, or `None` if the name is not a segment's.
 pub fn parse_file_name(name: &str) -> Option<u64> {
@@ -426,6 +440,35 @@ mod tests {
                 b[0] = 1;
                 assert_eq!(last_nonzero_byte(&b), Some(at), "length {len}");
             }
+        }
+    }
+
+    #[test]
+    fn a_header_past_the_number_bounds_is_refused_though_its_checksum_holds() {
+        let fine = SegmentHeader {
+            salt: 7,
+            sequence: 3,
+            first_lsn: 100,
+            segment_bytes: SEGMENT_BYTES_MIN,
+        };
+        assert_eq!(SegmentHeader::decode(&fine.encode()).ok(), Some(fine));
+        for header in [
+            SegmentHeader {
+                first_lsn: LSN_MAX + 1,
+                ..fine
+            },
+            SegmentHeader {
+                sequence: SEQUENCE_MAX + 1,
+                ..fine
+            },
+        ] {
+            assert!(
+                matches!(
+                    SegmentHeader::decode(&header.encode()),
+                    Err(HeaderError::Bad(_))
+                ),
+                "{header:?}"
+            );
         }
     }
 

@@ -264,6 +264,30 @@ impl SimDisk {
             .zero_range(byte_offset as usize, len as usize);
     }
 
+    /// Cuts file `name` to `len` bytes, durably: a file system that lost the end of a file, or a
+    /// program outside the log that truncated it. Panics if there is no such file or it is not
+    /// longer than `len`.
+    pub fn truncate_file(&self, name: &str, len: u64) {
+        let mut state = self.inner.state.lock();
+        let old = state.names.get(name).cloned();
+        let old = old.unwrap_or_else(|| panic!("no file {name} on the simulated disk"));
+        let mut bytes = old.snapshot();
+        assert!(
+            (len as usize) < bytes.len(),
+            "{name} is not longer than {len}"
+        );
+        bytes.truncate(len as usize);
+        let new = Arc::new(SimFile::new(bytes, old.faults.clone()));
+        let state = &mut *state;
+        for names in [&mut state.names, &mut state.durable_names] {
+            for file in names.values_mut() {
+                if Arc::ptr_eq(file, &old) {
+                    *file = new.clone();
+                }
+            }
+        }
+    }
+
     /// The file `name` as the running system sees it; panics if there is none (a test's
     /// mistake).
     fn existing(&self, name: &str) -> Arc<SimFile> {
