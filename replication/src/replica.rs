@@ -362,6 +362,22 @@ impl<M: StateMachine> Replica<M> {
                 wal.store_replication_state(hard, Some(&codec::encode_membership(1, &conf)))?;
             }
         }
+        // A replica's log starts with a checkpoint (its founding's, or the first snapshot it
+        // was sent): records without one are another program's log (a plain `Wal`), whose
+        // records raft would take for its own entries and the engine never saw.
+        if wal.latest_checkpoint().is_none() && wal.last_lsn() > 0 {
+            return Err(Error::invalid(
+                "dir",
+                format!(
+                    "{} holds records {}..={} but no checkpoint: it is not a replicated \
+                     node's log (a node's log starts with the checkpoint of its founding or of \
+                     its first snapshot)",
+                    wal.dir().display(),
+                    wal.first_lsn(),
+                    wal.last_lsn()
+                ),
+            ));
+        }
         let storage = WalStorage::open(wal.clone())?;
         let initial = raft::Storage::initial_state(&storage)?;
         let commit = initial.hard_state.commit;

@@ -1173,6 +1173,44 @@ fn an_engine_that_cannot_apply_stops_the_node_and_its_record_stays_in_the_log() 
     drop(reader);
 }
 
+/// A plain log (records, no checkpoint) is not a replica's: opening it as one, to found or to
+/// join, is refused with the reason and changes nothing.
+#[test]
+fn a_plain_log_is_refused_as_a_replicas_log() {
+    let dir = TempDir::new("repl-plain-log");
+    let wal = rwal_wal::Wal::open(dir.join("log"), Options::new().segment_bytes(1 << 20)).unwrap();
+    for data in [&b"one"[..], b"two", b"three"] {
+        wal.append(data).unwrap();
+    }
+    wal.close().unwrap();
+    for bootstrap in [Bootstrap::Voters(vec![1]), Bootstrap::Join] {
+        let refused = Replica::open(
+            dir.join("log"),
+            Options::new().segment_bytes(1 << 20),
+            rwal_replication::Config::new(1),
+            bootstrap,
+            Engine::default(),
+        );
+        match refused {
+            Err(Error::InvalidArgument {
+                name: "dir",
+                reason,
+            }) => assert!(
+                reason.contains("holds records 1..=3 but no checkpoint"),
+                "{reason}"
+            ),
+            Err(other) => panic!("expected InvalidArgument for dir, got {other}"),
+            Ok(_) => panic!("a plain log opened as a replica's"),
+        }
+    }
+    let wal = rwal_wal::Wal::open(dir.join("log"), Options::new()).unwrap();
+    assert_eq!((wal.first_lsn(), wal.last_lsn()), (1, 3));
+    assert!(
+        wal.latest_checkpoint().is_none(),
+        "the refusal wrote a checkpoint"
+    );
+}
+
 /// A `Replica` driven by hand refuses every round after one failed (raft's state and the
 /// log's may disagree by then): its driver must open it again, which recovers from the log.
 #[test]
