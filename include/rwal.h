@@ -693,7 +693,10 @@ rwal_status rwal_open(const char *dir, const rwal_options *opts, rwal_log **log_
  * the handle, which must not be used again (even when an error is returned). NULL is a no-op.
  * Readers still open get `RWAL_ERR_CLOSED` and must still be freed; so must pins, checkpoint
  * writers and snapshot readers, each of which keeps the closed log's files and mappings open
- * until it is freed.
+ * until it is freed. The directory is released at once, though: once it is opened again (here
+ * or in another process), its recovery, a truncation or a compaction there can rewrite or
+ * reuse a segment file in place, and record bytes a reader returned before the close (still
+ * mapped, still readable) may then change. Copy what must outlive the close.
  *
  * # Safety
  * `log` is NULL or a handle from `rwal_open`, not used by any other thread during or after
@@ -1002,8 +1005,10 @@ rwal_status rwal_node_open(const rwal_node_options *opts, rwal_node **node_out);
  * still be freed; the directory is released at once, even while they are.
  *
  * # Safety
- * `node` is NULL or a handle from `rwal_node_open`, used by no other thread during or after
- * (except when called from one of its callbacks: then it touches nothing).
+ * `node` is NULL or a handle from `rwal_node_open`, used by no other thread during or after,
+ * except by the node's own callbacks, which may go on calling functions on it (those that do
+ * not wait for the node's thread) until its thread stops. Called from one of its callbacks,
+ * it touches nothing.
  */
 rwal_status rwal_node_close(rwal_node *node);
 
@@ -1043,10 +1048,10 @@ rwal_status rwal_node_propose(rwal_node *node,
 /**
  * Waits up to `timeout_ms` until the entry `lsn` of `epoch` is committed by a quorum.
  * `RWAL_ERR_SUPERSEDED` once another entry is committed at `lsn` (this one never will be);
- * `RWAL_ERR_TIMEOUT` if neither happened; `RWAL_ERR_CLOSED` or `RWAL_ERR_REPLICATION` if the
- * node stopped before the entry committed (a commit published before it stopped is still
- * `RWAL_OK`, unless the log was poisoned meanwhile: `RWAL_ERR_POISONED` says nothing about the
- * entry). Blocks; thread-safe.
+ * `RWAL_ERR_TIMEOUT` if neither happened; `RWAL_ERR_CLOSED` or `RWAL_ERR_REPLICATION` if this
+ * node stopped before it saw the entry committed (the other members may still commit it; a
+ * commit it saw before it stopped is still `RWAL_OK`, unless the log was poisoned meanwhile:
+ * `RWAL_ERR_POISONED` says nothing about the entry either). Blocks; thread-safe.
  *
  * # Safety
  * `node` is live.
@@ -1060,9 +1065,13 @@ rwal_status rwal_node_wait_committed(rwal_node *node,
  * Proposes a record on the leader and waits up to `timeout_ms` until a quorum has committed
  * it; writes its LSN and epoch. The same as `rwal_node_propose` then
  * `rwal_node_wait_committed`, with one wake-up of the calling thread instead of two (the
- * node's thread registers the caller for the commit of the LSN it assigns). Errors as theirs;
- * on `RWAL_ERR_TIMEOUT` and `RWAL_ERR_CLOSED` the outputs are not written and the record may
- * still commit: a caller that must know proposes and waits separately. Blocks; thread-safe.
+ * node's thread registers the caller for the commit of the LSN it assigns). Errors as theirs,
+ * and the outputs are written only on `RWAL_OK`. `RWAL_ERR_NOT_LEADER`,
+ * `RWAL_ERR_INVALID_ARGUMENT` and `RWAL_ERR_BUSY` mean the record was not proposed, and
+ * `RWAL_ERR_SUPERSEDED` that it never commits; after any other error (`RWAL_ERR_TIMEOUT`,
+ * `RWAL_ERR_CLOSED`, `RWAL_ERR_REPLICATION`, an I/O error) it may have been proposed and may
+ * still commit, on the other members too: a caller that must know proposes and waits
+ * separately. Blocks; thread-safe.
  *
  * # Safety
  * `node` is live; `data` has `len` readable bytes (NULL if 0); the outputs are writable.

@@ -727,8 +727,10 @@ pub unsafe extern "C" fn rwal_node_open(
 /// still be freed; the directory is released at once, even while they are.
 ///
 /// # Safety
-/// `node` is NULL or a handle from `rwal_node_open`, used by no other thread during or after
-/// (except when called from one of its callbacks: then it touches nothing).
+/// `node` is NULL or a handle from `rwal_node_open`, used by no other thread during or after,
+/// except by the node's own callbacks, which may go on calling functions on it (those that do
+/// not wait for the node's thread) until its thread stops. Called from one of its callbacks,
+/// it touches nothing.
 #[no_mangle]
 pub unsafe extern "C" fn rwal_node_close(node: *mut rwal_node) -> rwal_status {
     boundary(|| {
@@ -744,10 +746,15 @@ pub unsafe extern "C" fn rwal_node_close(node: *mut rwal_node) -> rwal_status {
                  would wait for itself: the node stays open",
             ));
         }
-        // SAFETY: from rwal_node_open, freed only here.
+        // Stopped in place first: until its thread has stopped, the node's own callbacks may
+        // still call functions on this handle (a status, the leader), so it is neither moved
+        // nor freed before.
+        // SAFETY: from rwal_node_open, live until freed below.
+        let closed = unsafe { &*node }.node.shut_down();
+        // SAFETY: from rwal_node_open, freed only here; its thread has stopped.
         let handle = unsafe { Box::from_raw(node) };
         let rwal_node { node, network } = *handle;
-        let closed = node.close();
+        drop(node);
         drop(network);
         closed?;
         Ok(())
@@ -858,10 +865,10 @@ pub unsafe extern "C" fn rwal_node_propose(
 
 /// Waits up to `timeout_ms` until the entry `lsn` of `epoch` is committed by a quorum.
 /// `RWAL_ERR_SUPERSEDED` once another entry is committed at `lsn` (this one never will be);
-/// `RWAL_ERR_TIMEOUT` if neither happened; `RWAL_ERR_CLOSED` or `RWAL_ERR_REPLICATION` if the
-/// node stopped before the entry committed (a commit published before it stopped is still
-/// `RWAL_OK`, unless the log was poisoned meanwhile: `RWAL_ERR_POISONED` says nothing about the
-/// entry). Blocks; thread-safe.
+/// `RWAL_ERR_TIMEOUT` if neither happened; `RWAL_ERR_CLOSED` or `RWAL_ERR_REPLICATION` if this
+/// node stopped before it saw the entry committed (the other members may still commit it; a
+/// commit it saw before it stopped is still `RWAL_OK`, unless the log was poisoned meanwhile:
+/// `RWAL_ERR_POISONED` says nothing about the entry either). Blocks; thread-safe.
 ///
 /// # Safety
 /// `node` is live.
@@ -884,9 +891,13 @@ pub unsafe extern "C" fn rwal_node_wait_committed(
 /// Proposes a record on the leader and waits up to `timeout_ms` until a quorum has committed
 /// it; writes its LSN and epoch. The same as `rwal_node_propose` then
 /// `rwal_node_wait_committed`, with one wake-up of the calling thread instead of two (the
-/// node's thread registers the caller for the commit of the LSN it assigns). Errors as theirs;
-/// on `RWAL_ERR_TIMEOUT` and `RWAL_ERR_CLOSED` the outputs are not written and the record may
-/// still commit: a caller that must know proposes and waits separately. Blocks; thread-safe.
+/// node's thread registers the caller for the commit of the LSN it assigns). Errors as theirs,
+/// and the outputs are written only on `RWAL_OK`. `RWAL_ERR_NOT_LEADER`,
+/// `RWAL_ERR_INVALID_ARGUMENT` and `RWAL_ERR_BUSY` mean the record was not proposed, and
+/// `RWAL_ERR_SUPERSEDED` that it never commits; after any other error (`RWAL_ERR_TIMEOUT`,
+/// `RWAL_ERR_CLOSED`, `RWAL_ERR_REPLICATION`, an I/O error) it may have been proposed and may
+/// still commit, on the other members too: a caller that must know proposes and waits
+/// separately. Blocks; thread-safe.
 ///
 /// # Safety
 /// `node` is live; `data` has `len` readable bytes (NULL if 0); the outputs are writable.

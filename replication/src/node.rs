@@ -302,7 +302,9 @@ pub struct Node {
     install_gate: Arc<RwLock<()>>,
     id: NodeId,
     pending_proposals_max: usize,
-    thread: Option<JoinHandle<()>>,
+    /// Taken by the first stop, behind a lock so that a stop can go through `&self`
+    /// ([`Node::shut_down`]).
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -401,7 +403,7 @@ impl Node {
             install_gate,
             id,
             pending_proposals_max: options.pending_proposals_max,
-            thread: Some(thread),
+            thread: Mutex::new(Some(thread)),
         })
     }
 
@@ -700,21 +702,30 @@ impl Node {
     /// Stops the node's thread and closes its log (its final sync and watermark; the error if
     /// they fail), even while [`CommittedReader`]s are alive: they then get `Closed`, and the
     /// directory is free to open again. The node's failure, if it had one, comes first.
-    pub fn close(mut self) -> Result<()> {
+    pub fn close(self) -> Result<()> {
         self.stop()
     }
 
-    fn stop(&mut self) -> Result<()> {
+    /// What [`close`](Node::close) does, through a shared reference: for an owner that must
+    /// keep the node where other threads reach it until its thread has stopped (a C handle,
+    /// which the state machine's methods, on that thread, may still use while it stops).
+    /// After it every call answers [`Error::Closed`]; dropping the node then does nothing more.
+    pub fn shut_down(&self) -> Result<()> {
+        self.stop()
+    }
+
+    fn stop(&self) -> Result<()> {
         self.shared.queue.lock().stop = true;
         self.shared.queue_cond.notify_all();
         if let Err(e) = self.not_on_own_thread("close") {
             // Joined, the thread would wait for itself: it stops once the state machine's
             // method that called this returns, and closes the log as it ends.
             self.shared.close_log_at_end.store(true, Ordering::Release);
-            drop(self.thread.take());
+            drop(self.thread.lock().take());
             return Err(e);
         }
-        let joined = match self.thread.take() {
+        let thread = self.thread.lock().take();
+        let joined = match thread {
             Some(thread) => thread.join(),
             None => Ok(()),
         };

@@ -193,9 +193,16 @@ def _last_error() -> str:
     return ffi.string(buf).decode("utf-8", "replace")
 
 
+def _error(status: int) -> "Error":
+    """The exception for a failed call's `status`, with this thread's message: made right after
+    the call, before other Python code (a garbage-collected handle's close, say) can fail a call
+    of its own and replace the message."""
+    return _ERRORS.get(status, Error)(status, _last_error())
+
+
 def _check(status: int) -> None:
     if status != lib.RWAL_OK:
-        raise _ERRORS.get(status, Error)(status, _last_error())
+        raise _error(status)
 
 
 def open(  # noqa: A001 - rwal.open on purpose, like io.open
@@ -359,10 +366,10 @@ class Log(_Handle):
         handle = self._enter()
         try:
             status = lib.rwal_append(handle, buf, len(buf), out)
+            if status != lib.RWAL_OK:
+                raise _error(status)
         finally:
             self._exit()
-        if status != lib.RWAL_OK:
-            _check(status)
         return out[0]
 
     def append_batch(self, records: Sequence[BytesLike]) -> int:
@@ -382,10 +389,10 @@ class Log(_Handle):
         handle = self._enter()
         try:
             status = lib.rwal_commit(handle, lsn)
+            if status != lib.RWAL_OK:
+                raise _error(status)
         finally:
             self._exit()
-        if status != lib.RWAL_OK:
-            _check(status)
 
     def sync(self) -> int:
         """Commits everything appended; returns the LSN now durable."""
@@ -549,9 +556,9 @@ class Log(_Handle):
         def open_native():
             with self._use() as handle:
                 status = lib.rwal_snapshot_open(handle, lsn, length, out)
-            if status == lib.RWAL_ERR_NOT_FOUND:
-                return None
-            _check(status)
+                if status == lib.RWAL_ERR_NOT_FOUND:
+                    return None
+                _check(status)
             return lsn[0], length[0]
         return _adopt(SnapshotReader, open_native, out, SnapshotReader._free)
 
@@ -671,8 +678,10 @@ class CheckpointWriter(_Handle):
             with self._use() as handle:
                 status = lib.rwal_checkpoint_writer_write(
                     handle, ffi.cast("const uint8_t *", buf), len(buf))
+                failure = _error(status) if status != lib.RWAL_OK else None
             try:
-                _check(status)
+                if failure is not None:
+                    raise failure
             except InvalidArgumentError:
                 raise
             except Error:

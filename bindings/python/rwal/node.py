@@ -261,6 +261,19 @@ class Node(_Handle):
             warnings.warn(f"rwal.Node {self._id} was not closed", ResourceWarning,
                           stacklevel=1)
 
+    def _enter(self):
+        """As for every handle, except in one of this node's own callbacks while close() runs:
+        close() waits for the node's thread, so the handle outlives the callback, and a call
+        the node allows from its thread (status, leader, ...) goes through instead of raising
+        ClosedError into the callback, which would stop the node as failed."""
+        own_callback = any(e is getattr(self, "_engine", None)
+                           for e in getattr(_callback_thread, "engines", ()))
+        if not own_callback:
+            return super()._enter()
+        with self._lock:
+            self._calls += 1
+        return self._handle
+
     def _call(self, function, *args) -> None:
         handle = self._enter()
         try:
@@ -310,8 +323,10 @@ class Node(_Handle):
 
     def propose_and_wait(self, data, timeout: float = 10.0) -> Tuple[int, int]:
         """propose() then wait_committed() in one call, with one wake-up instead of two;
-        returns the committed record's (lsn, epoch). After rwal.TimeoutError the record may
-        still commit (its LSN is not known): callers that must know use the two calls."""
+        returns the committed record's (lsn, epoch). NotLeaderError, InvalidArgumentError and
+        BusyError mean it was not proposed, SupersededError that it never
+        commits; after any other error (TimeoutError, ClosedError, ReplicationError, ...) it may
+        still commit, its LSN unknown: callers that must know use the two calls."""
         buf = ffi.from_buffer(_stable(data))
         lsn = ffi.new("uint64_t *")
         epoch = ffi.new("uint64_t *")

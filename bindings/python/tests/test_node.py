@@ -238,6 +238,36 @@ def test_an_apply_that_raises_stops_the_node_and_close_says_why(tmp_path):
     assert applied == [b"fine"]
 
 
+def test_a_callback_that_asks_for_the_status_while_the_node_closes_does_not_fail_it(tmp_path):
+    started = threading.Event()
+    seen = []
+    node = None
+
+    def apply(lsn, epoch, data):
+        if data != b"late":
+            return
+        started.set()
+        deadline = time.monotonic() + 30
+        while not node.closed:  # until close() has begun, on the main thread
+            assert time.monotonic() < deadline, "close() never began"
+            time.sleep(0.01)
+        seen.append(node.status()["id"])
+
+    node = rwal.Node(1, tmp_path / "alone", cluster_id=1, secret=SECRET, voters=[1], tick_ms=10,
+                     apply=apply, snapshot=lambda: b"", restore=lambda *_: None)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            node.propose(b"late")
+            break
+        except rwal.NotLeaderError:
+            assert time.monotonic() < deadline, "the node never led"
+            time.sleep(0.01)
+    assert started.wait(30), "the record was never applied"
+    node.close()  # clean: the callback's call did not fail it
+    assert seen == [1]
+
+
 def test_a_callback_calling_a_waiting_method_gets_an_error_not_a_hung_node(tmp_path):
     holder = {}
     refused = {}
