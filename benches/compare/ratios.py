@@ -7,7 +7,8 @@ usage: python3 benches/compare/ratios.py RESULTS.txt [MORE.txt ...]
 Takes the median of every (log, workload, threads, size, cache) over its repetitions, then for
 each target and each rwal log in the input prints rwal's median, the reference's median (the
 best peer, a physical floor, or rwal itself at one thread), their ratio, the target and
-pass/FAIL. Peers are every log that is neither rwal (`rwal-*`) nor a baseline (`raw`,
+pass/FAIL, and beside them the median of the ratios taken within each round (each input file's
+`rep`), with the best peer chosen per round. Peers are every log that is neither rwal (`rwal-*`) nor a baseline (`raw`,
 `raw-group`, `phys`). Python 3 standard library only.
 """
 import statistics
@@ -49,15 +50,18 @@ SHOWN = {
 
 
 def parse(lines):
-    """{key: [kv, ...]} with key (log, workload, threads, size, cache); phys rows: (phys, wl)."""
+    """{key: [kv, ...]} with key (log, workload, threads, size, cache); phys rows: (phys, wl).
+    Each kv also gets "round": (input file, rep), so that a ratio can be taken within a round.
+    `lines` are (file index, line) pairs."""
     groups, failed, invalid, loads = {}, [], [], []
-    for line in lines:
+    for source, line in lines:
         if line.startswith("FAILED"):
             failed.append(line.strip())
             continue
         if not line.startswith("RESULT "):
             continue
         kv = dict(t.split("=", 1) for t in line.split()[1:] if "=" in t)
+        kv["round"] = (source, kv.get("rep", "?"))
         if kv.get("load1", "?") != "?":
             loads.append(float(kv["load1"]))
         if kv.get("log") == "phys":
@@ -80,6 +84,36 @@ def median(groups, key, metric):
     return statistics.median(vals), len(vals)
 
 
+def by_round(groups, key, metric):
+    """{round: value} of `metric` for `key` (the last value if a round has several)."""
+    return {kv["round"]: float(kv[metric]) for kv in groups.get(key, []) if metric in kv}
+
+
+def round_ratio(groups, r, key, metric, ref, op, peers):
+    """(median over rounds of rwal's value / the reference's in the same round, rounds): the
+    reference and rwal then share a round's disk and load, which a ratio of medians taken apart
+    does not. The best peer is chosen per round."""
+    mine = by_round(groups, (r,) + key, metric)
+    if ref == "peers":
+        per_peer = [by_round(groups, (p,) + key, metric) for p in peers]
+        pick = min if op == "<=" else max
+        refs = {}
+        for rnd in mine:
+            vals = [v[rnd] for v in per_peer if rnd in v]
+            if vals:
+                refs[rnd] = pick(vals)
+    elif ref[0] == "log":
+        refs = by_round(groups, (ref[1],) + key, metric)
+    elif ref[0] == "phys":
+        refs = by_round(groups, ("phys", ref[1]), metric)
+    else:
+        refs = by_round(groups, (r,) + ref[1], metric)
+    ratios = [mine[rnd] / refs[rnd] for rnd in mine if refs.get(rnd)]
+    if not ratios:
+        return None, 0
+    return statistics.median(ratios), len(ratios)
+
+
 def fmt(v, metric):
     if v is None:
         return "-"
@@ -97,11 +131,11 @@ def fmt(v, metric):
 def main():
     if len(sys.argv) > 1:
         lines = []
-        for p in sys.argv[1:]:
+        for i, p in enumerate(sys.argv[1:]):
             with open(p) as f:
-                lines.extend(f)
+                lines.extend((i, line) for line in f)
     else:
-        lines = sys.stdin.readlines()
+        lines = [(0, line) for line in sys.stdin]
     groups, failed, invalid, loads = parse(lines)
     logs = sorted({k[0] for k in groups if k[0] != "phys"})
     rwal = sorted((l for l in logs if l.startswith("rwal-")),
@@ -128,7 +162,8 @@ def main():
     print()
 
     # ---- the targets
-    head = ("target", "log", "rwal", "reference", "ref value", "ratio", "goal", "result")
+    head = ("target", "log", "rwal", "reference", "ref value", "ratio", "goal", "result",
+            "per round")
     table = [head]
     for what, key, metric, ref, op, goal in TARGETS:
         for r in rwal:
@@ -159,10 +194,13 @@ def main():
                 verdict = "pass" if ok else "FAIL"
                 if min(n_mine, n_ref) < 3:
                     verdict += f" (n={min(n_mine, n_ref)})"
+            per_round, rounds = round_ratio(groups, r, key, metric, ref, op, peers)
             table.append((what, r, fmt(mine, metric), ref_name, fmt(ref_v, metric),
-                          "-" if ratio is None else f"{ratio:.2f}", f"{op} {goal:g}", verdict))
+                          "-" if ratio is None else f"{ratio:.2f}", f"{op} {goal:g}", verdict,
+                          "-" if per_round is None else f"{per_round:.2f} (n={rounds})"))
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
-    print("Targets (rwal median / reference median):")
+    print("Targets (rwal median / reference median; \"per round\": the median of the ratios "
+          "taken within each round, where rwal and its reference shared the disk's mood):")
     for i, row in enumerate(table):
         print("  " + "  ".join(c.ljust(widths[j]) for j, c in enumerate(row)).rstrip())
         if i == 0:
