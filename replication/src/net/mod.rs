@@ -698,10 +698,56 @@ fn still_current(shared: &Shared, peer: &Peer) -> bool {
     !shared.stop.load(Ordering::Acquire) && !peer.retired.load(Ordering::Acquire)
 }
 
+/// Lines about one peer's connection are logged at most `PEER_LINES_MAX` per this interval: a
+/// link that flaps (a peer that keeps restarting, resets sent from outside) after 100 ms up is
+/// dialled again at once, and would write two lines a cycle without end.
+const PEER_LINES_INTERVAL: Duration = Duration::from_secs(60);
+const PEER_LINES_MAX: u32 = 20;
+
+/// The rate limit of one sender's lines about its peer; the first line after a quiet spell
+/// counts those it skipped.
+struct PeerLines {
+    interval: Duration,
+    since: Instant,
+    lines: u32,
+    skipped: u64,
+}
+
+impl PeerLines {
+    fn new(interval: Duration) -> PeerLines {
+        PeerLines {
+            interval,
+            since: Instant::now(),
+            lines: 0,
+            skipped: 0,
+        }
+    }
+
+    fn log(&mut self, log: impl FnOnce(String), line: String) {
+        if self.since.elapsed() >= self.interval {
+            self.since = Instant::now();
+            self.lines = 0;
+        }
+        if self.lines >= PEER_LINES_MAX {
+            self.skipped += 1;
+            return;
+        }
+        self.lines += 1;
+        match std::mem::take(&mut self.skipped) {
+            0 => log(line),
+            n => log(format!(
+                "{line} ({n} lines about this peer skipped before it)"
+            )),
+        }
+    }
+}
+
 /// Connects to one peer, again and again, and writes what is queued for it.
 fn send_loop(shared: Arc<Shared>, peer: Arc<Peer>) {
     let mut backoff = BACKOFF_MIN;
     let mut last_error = String::new();
+    let mut lines = PeerLines::new(PEER_LINES_INTERVAL);
+    let log = |line: String| shared.log(line);
     let mut jitter = peer.id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ shared.identity.id;
     while still_current(&shared, &peer) {
         // A connection that was up for a while and then failed is most likely a peer that
@@ -709,7 +755,10 @@ fn send_loop(shared: Arc<Shared>, peer: Arc<Peer>) {
         let mut redial_at_once = false;
         match connect(&shared, &peer) {
             Ok((stream, key)) => {
-                shared.log(format!("connected to peer {} at {}", peer.id, peer.addr));
+                lines.log(
+                    log,
+                    format!("connected to peer {} at {}", peer.id, peer.addr),
+                );
                 last_error.clear();
                 backoff = BACKOFF_MIN;
                 let connected_at = Instant::now();
@@ -733,7 +782,7 @@ fn send_loop(shared: Arc<Shared>, peer: Arc<Peer>) {
                 peer.sender_needed.store(false, Ordering::Release);
                 let _ = stream.shutdown(Shutdown::Both);
                 if let Err(e) = outcome {
-                    shared.log(format!("connection to peer {} lost: {e}", peer.id));
+                    lines.log(log, format!("connection to peer {} lost: {e}", peer.id));
                 }
                 redial_at_once = connected_at.elapsed() >= REDIAL_AFTER_UP;
                 if !redial_at_once {
@@ -748,10 +797,10 @@ fn send_loop(shared: Arc<Shared>, peer: Arc<Peer>) {
                 *peer.socket.lock() = None;
                 *peer.queue.lock() = PeerQueue::default();
                 if e != last_error && still_current(&shared, &peer) {
-                    shared.log(format!(
-                        "cannot reach peer {} at {}: {e}",
-                        peer.id, peer.addr
-                    ));
+                    lines.log(
+                        log,
+                        format!("cannot reach peer {} at {}: {e}", peer.id, peer.addr),
+                    );
                     last_error = e;
                 }
             }
@@ -1469,6 +1518,24 @@ mod tests {
             "drop waited {:?} for the dial",
             started.elapsed()
         );
+    }
+
+    #[test]
+    fn a_flapping_peers_lines_are_limited_and_the_skipped_ones_counted() {
+        let logged = Mutex::new(Vec::new());
+        let mut lines = PeerLines::new(Duration::from_millis(100));
+        for i in 0..PEER_LINES_MAX + 15 {
+            lines.log(|l| logged.lock().push(l), format!("line {i}"));
+        }
+        assert_eq!(logged.lock().len(), PEER_LINES_MAX as usize);
+        std::thread::sleep(Duration::from_millis(150));
+        lines.log(|l| logged.lock().push(l), "after".into());
+        assert_eq!(
+            logged.lock().last().unwrap(),
+            "after (15 lines about this peer skipped before it)"
+        );
+        lines.log(|l| logged.lock().push(l), "next".into());
+        assert_eq!(logged.lock().last().unwrap(), "next");
     }
 
     #[test]
