@@ -580,7 +580,10 @@ impl<M: StateMachine> Replica<M> {
     }
 
     /// Advances raft's clock by one tick and sends due snapshot chunks
-    /// (`snapshot_chunks_per_tick` to each receiver).
+    /// (`snapshot_chunks_per_tick` to each receiver). A tick that may start a campaign first
+    /// finishes a round still out (as [`finish_ready`](Replica::finish_ready) would: its
+    /// messages are queued for [`take_messages`](Replica::take_messages)) and syncs what
+    /// background rounds left; if that fails, the replica fails as a round would.
     pub fn tick(&mut self) {
         self.tick_with_snapshot_room(&|_| usize::MAX);
     }
@@ -991,7 +994,8 @@ impl<M: StateMachine> Replica<M> {
 
     /// Second half of a round: makes the appended entries durable (one group commit), then the
     /// term and vote if they changed, and only then sends the messages that depend on them
-    /// (votes, append acknowledgements); applies the entries that this sync committed.
+    /// (votes, append acknowledgements); applies the entries that this sync committed. Nothing
+    /// to do if a tick finished the round already ([`tick`](Replica::tick)).
     /// After an error the replica refuses every later round (it must be opened again).
     pub fn finish_ready(&mut self) -> Result<()> {
         self.refuse_if_failed()?;
@@ -1162,21 +1166,25 @@ impl<M: StateMachine> Replica<M> {
     }
 
     /// A sole voter's campaign makes it leader inside the call that starts it (a tick, a
-    /// `MsgTimeoutNow`), and raft-rs then asserts that its whole log is persisted: what
-    /// background rounds left is synced first. A failure fails the replica (`failed`), and
-    /// returns false: the campaign must not start (raft-rs would assert on the unsynced log,
-    /// a panic in place of the disk's error). Returns false for a replica already failed too.
+    /// `MsgTimeoutNow`), and raft-rs then asserts that its whole log is persisted: a round out
+    /// (the caller between `handle_ready` and `finish_ready`) is finished first, and what
+    /// background rounds left is synced. A failure fails the replica (`failed`), and returns
+    /// false: the campaign must not start (raft-rs would assert on the unsynced log, a panic in
+    /// place of the disk's error). Returns false for a replica already failed too.
     fn persist_before_campaign(&mut self) -> bool {
         if self.failed.is_some() {
             return false;
         }
-        if self.unpersisted.is_empty()
-            || self.raw.raft.state == StateRole::Leader
-            || self.pending.is_some()
-        {
+        if self.raw.raft.state == StateRole::Leader {
             return true;
         }
-        let outcome = self.persist_now_once();
+        let outcome = self
+            .finish_sync_once()
+            .and_then(|()| self.finish_ready_once())
+            .and_then(|()| match self.unpersisted.is_empty() {
+                true => Ok(()),
+                false => self.persist_now_once(),
+            });
         self.note_failure(outcome).is_ok()
     }
 

@@ -3,7 +3,8 @@
 //! raft-rs then asserts that its whole log is persisted. The replica must sync those rounds
 //! before the tick that may start the campaign (`persist_before_campaign`). Two replicas on
 //! simulated disks, stepped by hand: node 1 leads and removes itself, node 2 has entries after
-//! the removal appended but not synced when the removal commits.
+//! the removal appended but not synced when the removal commits. The last test leaves them
+//! unsynced the other way: in a round whose second half has not been called yet.
 
 use rwal_replication::{Bootstrap, Config, Envelope, MembershipChange, NodeId, Replica, Role};
 use rwal_wal::{Backend, Options, SimDisk};
@@ -194,4 +195,89 @@ fn a_sync_that_fails_before_the_campaign_fails_the_replica_instead_of_campaignin
 /// EIO, without a dependency on libc for one number.
 fn libc_eio() -> i32 {
     5
+}
+
+/// The same takeover with a round out: a caller may tick between `handle_ready` and
+/// `finish_ready`, and the tick that starts the sole voter's campaign must not find the round's
+/// entries unpersisted (raft-rs asserts that a new leader's whole log is persisted). Node 2
+/// persists in the foreground here. Node 1 sends the removal's commit and an entry proposed
+/// after it, which node 2 gets in two messages: the first makes it the only voter, the second's
+/// round appends the entry.
+#[test]
+fn a_tick_between_the_halves_of_a_round_does_not_campaign_on_its_unsynced_entries() {
+    let mut one = open(1, SimDisk::new());
+    let mut two = open(2, SimDisk::new());
+    for _ in 0..40 {
+        one.tick();
+        settle(&mut one, &mut two);
+        if one.role() == Role::Leader {
+            break;
+        }
+    }
+    assert_eq!(one.role(), Role::Leader, "node 1 was not elected");
+    let removal = one
+        .change_membership(MembershipChange::Remove(1))
+        .expect("the leader takes the change");
+    deliver(&mut two, round(&mut one));
+    let ack = round(&mut two);
+    assert!(!ack.is_empty(), "the synced removal is acknowledged");
+    // The acknowledgement commits the removal; before node 1 applies it (and steps down), it
+    // takes one more proposal. Its round sends both in one append.
+    deliver(&mut one, ack);
+    let (last, _) = one
+        .propose(b"after the removal")
+        .expect("the leader takes a proposal");
+    let append = round(&mut one);
+    assert!(
+        one.commit_lsn() >= removal,
+        "the removal committed on node 1"
+    );
+    let [Envelope::Raft(message)] = append.as_slice() else {
+        panic!("one append to node 2: {append:?}");
+    };
+    assert_eq!(message.entries.len(), 1, "{message:?}");
+    assert!(message.commit >= removal, "{message:?}");
+    // Its commit alone first, as raft-rs sent it before the proposal: node 2 applies the
+    // removal in a round of its own.
+    let mut commit = message.clone();
+    commit.entries.clear();
+    deliver(&mut two, vec![Envelope::Raft(commit)]);
+    let _ = round(&mut two);
+    assert_eq!(
+        two.membership().voters,
+        vec![2],
+        "node 2 applied the removal"
+    );
+
+    // The first half of node 2's next round appends `last`.
+    deliver(&mut two, append);
+    assert!(two.handle_ready().expect("handle_ready"));
+    assert_eq!(two.wal().last_lsn(), last, "the entry after it is appended");
+    assert!(two.wal().durable_lsn() < last, "and not durable yet");
+    let _ = two.take_messages();
+    // Node 2 hears nothing more from node 1; ticks come before the round's second half.
+    for _ in 0..40 {
+        two.tick();
+        if two.role() == Role::Leader {
+            break;
+        }
+    }
+    assert_eq!(
+        two.role(),
+        Role::Leader,
+        "node 2 took over as the only voter"
+    );
+    assert!(
+        two.wal().durable_lsn() >= last,
+        "the round's entries are durable before the campaign"
+    );
+    // The round's second half, called as the caller meant to, has nothing left to do.
+    two.finish_ready().expect("finish_ready");
+    let (next, _) = two
+        .propose(b"alone")
+        .expect("the new leader takes a proposal");
+    let _ = round(&mut two);
+    two.persist_now().expect("sync");
+    let _ = round(&mut two);
+    assert!(two.commit_lsn() >= next, "the sole voter commits alone");
 }
