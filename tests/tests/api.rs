@@ -106,6 +106,30 @@ fn batches_get_contiguous_lsns_and_span_segments() {
     }
 }
 
+/// Empty records that fill a segment to its last byte: the last one's payload is the empty
+/// range at the segment's end, where `IoUring`'s map of the blocks it holds used to be indexed
+/// one block past its end (a panic at every read of that record).
+#[test]
+fn empty_records_that_fill_a_segment_to_its_end_read_back() {
+    for t in targets("empty-records") {
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        // 1 MiB segments: a 4 KiB header region, then 32 bytes a record with no payload.
+        let per_segment = ((1u64 << 20) - 4096) / 32;
+        let records = vec![&b""[..]; per_segment as usize + 1];
+        assert_eq!(wal.append_batch(&records).unwrap(), 1);
+        wal.commit(per_segment + 1).unwrap();
+        assert_eq!(wal.segment_count(), 2, "{}: the last record rolled", t.name);
+        assert_eq!(wal.read(per_segment).unwrap(), b"", "{}", t.name);
+        let mut reader = wal.reader(1).unwrap();
+        let mut count = 0;
+        while let Some(record) = reader.next().unwrap() {
+            assert!(record.data.is_empty());
+            count += 1;
+        }
+        assert_eq!(count, per_segment + 1, "{}", t.name);
+    }
+}
+
 #[test]
 fn a_record_larger_than_a_segment_is_refused_naming_both_sizes() {
     for t in targets("large") {

@@ -206,8 +206,12 @@ pub(crate) fn recover(dir: &dyn Dir, options: &Options) -> Result<Recovered> {
     let mut names = dir.list().map_err(|e| Error::io("list", dir.path(), e))?;
     // Files a crash left half made (a segment being allocated, a control file being created).
     for temp in names.iter().filter(|n| n.ends_with(".tmp")) {
-        dir.remove(temp)
-            .map_err(|e| Error::io("remove", dir.path().join(temp), e))?;
+        match dir.remove(temp) {
+            // Gone already: another process's `O_DIRECT` probe, which it removes itself (it
+            // probes before it asks for the lock this process holds).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            removed => removed.map_err(|e| Error::io("remove", dir.path().join(temp), e))?,
+        }
     }
     names.retain(|n| !n.ends_with(".tmp"));
     let mut files: Vec<(u64, String)> = names

@@ -176,7 +176,12 @@ impl FsDir {
         if let Some(recorder) = &self.recorder {
             recorder.file_synced(&path, &file)?;
         }
-        self.map(file, path, true)
+        // Nor a file allocated in full that cannot be mapped (no address space or mapping left,
+        // no file descriptor for `O_DIRECT`): the caller retries under a new name, and each try
+        // would leave a segment's worth of disk behind until the next open.
+        self.map(file, path.clone(), true).inspect_err(|_| {
+            let _ = std::fs::remove_file(&path);
+        })
     }
 
     fn map(&self, file: StdFile, path: PathBuf, created: bool) -> io::Result<Arc<dyn File>> {
@@ -190,6 +195,18 @@ impl FsDir {
         created: bool,
         mode: WriteMode,
     ) -> io::Result<Arc<dyn File>> {
+        Ok(Arc::new(self.map_file(file, path, created, mode)?))
+    }
+
+    /// Maps `file` for `mode`; `created` says that this process created it (all zeros, never
+    /// written by anyone else).
+    fn map_file(
+        &self,
+        file: StdFile,
+        path: PathBuf,
+        created: bool,
+        mode: WriteMode,
+    ) -> io::Result<FsFile> {
         let len = file.metadata()?.len();
         if len == 0 || usize::try_from(len).is_err() {
             return Err(io::Error::new(
@@ -204,7 +221,7 @@ impl FsDir {
             }
         };
         let staging = match mode {
-            WriteMode::Staged | WriteMode::Uring(_) => Some(Staging::new(len as usize)?),
+            WriteMode::Staged | WriteMode::Uring(_) => Some(Staging::new(len as usize, created)?),
             WriteMode::Map | WriteMode::Pwrite => None,
         };
         let direct = match (&self.ring, mode) {
@@ -213,7 +230,7 @@ impl FsDir {
             }
             _ => None,
         };
-        Ok(Arc::new(FsFile {
+        Ok(FsFile {
             file,
             map,
             len,
@@ -222,7 +239,7 @@ impl FsDir {
             recorder: self.recorder.clone(),
             staging,
             direct,
-        }))
+        })
     }
 }
 
@@ -248,9 +265,18 @@ const MAPPED_FILL_CHUNK: usize = 16 << 10;
 
 /// Fails with `Unsupported` if files in `dir` cannot be opened with `O_DIRECT` (tmpfs).
 fn probe_direct(dir: &Path) -> io::Result<()> {
-    let probe = dir.join("odirect-probe.tmp");
-    drop(StdFile::create(&probe)?);
-    let opened = uring::open_direct(&probe);
+    // Named for this process and call: it runs before the directory lock is taken, and two
+    // openers probing under one name removed each other's file (a spurious `NotFound` in place
+    // of `Locked`).
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let probe = dir.join(format!(
+        "odirect-probe-{}-{}.tmp",
+        std::process::id(),
+        PROBES.fetch_add(1, Ordering::Relaxed)
+    ));
+    // Created and opened in one call: the recovery of a process holding the log removes every
+    // `.tmp`, ours too, and may do so at any moment.
+    let opened = uring::create_direct(&probe);
     let _ = std::fs::remove_file(&probe);
     opened.map(drop)
 }
@@ -421,6 +447,7 @@ impl FsFile {
         // Held across take, write and sync: a write-back running beside a sync could otherwise
         // take records the sync then reports durable before they reach the disk.
         let mut flush = staging.flush.lock();
+        flush.check()?;
         let ranges = staging.take_ranges();
         let outcome = match (ranges.as_slice(), flush.written_unsynced) {
             ([], false) => Ok(()),
@@ -430,7 +457,7 @@ impl FsFile {
                 .try_for_each(|&(lo, hi)| self.pwritev(lo, &[staging.slice(lo, hi)], 0))
                 .and_then(|()| self.fdatasync()),
         };
-        outcome?;
+        flush.note(outcome)?;
         flush.written_unsynced = false;
         staging.release(&ranges, false);
         Ok(())
@@ -607,7 +634,9 @@ impl File for FsFile {
         let _flush = match uring {
             Some((staging, _)) => {
                 let flush = staging.flush.lock();
-                if staging.staged_bytes() != 0 {
+                // A failed write took its ranges without putting them in the file: the staging
+                // memory holds the only copy of those blocks.
+                if staging.staged_bytes() != 0 || flush.failed.is_some() {
                     return false;
                 }
                 Some(flush)
@@ -655,17 +684,25 @@ impl File for FsFile {
             return direct.flush(staging, false);
         }
         let mut flush = staging.flush.lock();
+        flush.check()?;
         let ranges = staging.take_ranges();
-        for &(lo, hi) in &ranges {
-            self.pwritev(lo, &[staging.slice(lo, hi)], 0)?;
-        }
+        // Before the writes: those that succeed before one fails are in the page cache only.
         flush.written_unsynced = true;
+        let written = ranges
+            .iter()
+            .try_for_each(|&(lo, hi)| self.pwritev(lo, &[staging.slice(lo, hi)], 0));
+        flush.note(written)?;
         staging.release(&ranges, true);
         Ok(())
     }
 
     fn bytes(&self, offset: u64, len: usize) -> &[u8] {
         self.check_range(offset, len);
+        if len == 0 {
+            // An empty record's payload may start at the file's very end, one block past the
+            // last that `Direct` tracks.
+            return &[];
+        }
         if let (Some(staging), Some(direct)) = (&self.staging, &self.direct) {
             if direct.all_valid(offset, len as u64) {
                 // Written (or loaded) by this process: the staging memory holds exactly what
@@ -700,10 +737,66 @@ struct Staging {
 }
 
 /// Serializes syncs and write-backs of one file.
-#[derive(Default)]
 struct FlushState {
-    /// Ranges were written to the file without a sync since the last sync.
+    /// Bytes may have reached the file without a sync since the last sync: ranges written
+    /// back, or, in a file this process opened rather than created, whatever another process
+    /// (or this one, under another handle) wrote and did not sync before it was killed. The
+    /// next sync then syncs the whole file, not only the ranges it writes.
     written_unsynced: bool,
+    /// The first write or sync of staged bytes that failed. The ranges it took are out of the
+    /// staging memory and perhaps not in the file, so no later sync may report success: it
+    /// would find nothing staged and call the file durable (the log is poisoned by the caller,
+    /// but a sync on another thread can run before that).
+    failed: Option<Failure>,
+}
+
+/// A failed write or sync, kept to fail the ones after it.
+struct Failure {
+    kind: io::ErrorKind,
+    /// The OS error number, given back as it was: the log tells a full disk (`ENOSPC`) by it.
+    os_error: Option<i32>,
+    message: String,
+}
+
+impl FlushState {
+    fn new(created: bool) -> FlushState {
+        FlushState {
+            written_unsynced: !created,
+            failed: None,
+        }
+    }
+
+    /// Refuses once a write or sync failed.
+    fn check(&self) -> io::Result<()> {
+        match &self.failed {
+            None => Ok(()),
+            Some(Failure {
+                os_error: Some(code),
+                ..
+            }) => Err(io::Error::from_raw_os_error(*code)),
+            Some(Failure { kind, message, .. }) => Err(io::Error::new(
+                *kind,
+                format!(
+                    "an earlier write or sync of this file's staged bytes failed ({message}): \
+                     they may not be in the file"
+                ),
+            )),
+        }
+    }
+
+    /// Passes `outcome` on, noting its failure for every later sync.
+    fn note<T>(&mut self, outcome: io::Result<T>) -> io::Result<T> {
+        if let Err(e) = &outcome {
+            if self.failed.is_none() {
+                self.failed = Some(Failure {
+                    kind: e.kind(),
+                    os_error: e.raw_os_error(),
+                    message: e.to_string(),
+                });
+            }
+        }
+        outcome
+    }
 }
 
 #[derive(Default)]
@@ -721,14 +814,15 @@ const STAGING_RELEASE_BYTES: u64 = 4 << 20;
 const PAGE_BYTES: u64 = 4096;
 
 impl Staging {
-    fn new(len: usize) -> io::Result<Staging> {
+    /// Staging for a file of `len` bytes, which this process `created` (or opened).
+    fn new(len: usize, created: bool) -> io::Result<Staging> {
         let memory = MmapOptions::new().len(len).map_anon()?.into();
         Ok(Staging {
             memory,
             state: parking_lot::Mutex::new(StagingState::default()),
             dirty_bytes: std::sync::atomic::AtomicU64::new(0),
             written_out_end: std::sync::atomic::AtomicU64::new(0),
-            flush: parking_lot::Mutex::new(FlushState::default()),
+            flush: parking_lot::Mutex::new(FlushState::new(created)),
         })
     }
 
@@ -776,22 +870,14 @@ impl Staging {
 
     /// Takes the ranges written since the last sync, sorted and merged.
     fn take_ranges(&self) -> Vec<(u64, u64)> {
-        let mut ranges = {
+        let ranges = {
             let mut state = self.state.lock();
             // Under the lock that `write` adds under: the count matches the ranges taken.
             self.dirty_bytes
                 .store(0, std::sync::atomic::Ordering::Relaxed);
             std::mem::take(&mut state.dirty)
         };
-        ranges.sort_unstable();
-        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
-        for (lo, hi) in ranges {
-            match merged.last_mut() {
-                Some(last) if last.1 >= lo => last.1 = last.1.max(hi),
-                _ => merged.push((lo, hi)),
-            }
-        }
-        merged
+        merged(ranges)
     }
 
     /// Where block-aligned `offset` lies in the staging memory (page-aligned, so `O_DIRECT`
@@ -856,7 +942,9 @@ impl Staging {
         if state.written_out_bytes < STAGING_RELEASE_BYTES && !all {
             return;
         }
-        for (lo, hi) in std::mem::take(&mut state.written_out) {
+        // Merged first: commits of less than a page each hold no whole page of their own, but
+        // a run of them does.
+        for (lo, hi) in merged(std::mem::take(&mut state.written_out)) {
             let first_page = lo.div_ceil(PAGE_BYTES) * PAGE_BYTES;
             let end_page = hi / PAGE_BYTES * PAGE_BYTES;
             if end_page <= first_page {
@@ -881,6 +969,19 @@ impl Staging {
         self.written_out_end
             .store(0, std::sync::atomic::Ordering::Release);
     }
+}
+
+/// `ranges` sorted, with overlapping and adjacent ones merged.
+fn merged(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    ranges.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for (lo, hi) in ranges {
+        match merged.last_mut() {
+            Some(last) if last.1 >= lo => last.1 = last.1.max(hi),
+            _ => merged.push((lo, hi)),
+        }
+    }
+    merged
 }
 
 /// The `O_DIRECT` side of an io_uring file: its descriptor, the shared ring, and which blocks
@@ -976,6 +1077,7 @@ impl Direct {
     /// Writes the staged ranges out as whole blocks (and makes them durable with `durable`).
     fn flush(&self, staging: &Staging, durable: bool) -> io::Result<()> {
         let mut flush = staging.flush.lock();
+        flush.check()?;
         let ranges = staging.take_ranges();
         let mut blocks: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
         for (lo, hi) in ranges {
@@ -996,13 +1098,20 @@ impl Direct {
             .map(|&(lo, hi)| (lo, staging.range_ptr(lo, hi), (hi - lo) as usize))
             .collect();
         let sync_all = durable && flush.written_unsynced;
+        if !durable {
+            // Before the writes: those that succeed before one fails are not synced.
+            flush.written_unsynced = true;
+        }
         // SAFETY: the pointers are inside the staging memory (`range_ptr` checks), which lives
         // as long as `staging`, borrowed for this whole call.
-        unsafe { self.ring.write(&self.fd, &writes, durable) }?;
+        let written = unsafe { self.ring.write(&self.fd, &writes, durable) };
+        flush.note(written)?;
         if sync_all && self.ring.mode() == UringSync::DsyncWrites {
-            // Blocks written back earlier without a sync are not covered by RWF_DSYNC writes.
+            // Blocks written back earlier without a sync (or before this process opened the
+            // file) are not covered by RWF_DSYNC writes.
             // SAFETY: no buffer.
-            unsafe { self.ring.write(&self.fd, &[], true) }?;
+            let synced = unsafe { self.ring.write(&self.fd, &[], true) };
+            flush.note(synced)?;
         }
         flush.written_unsynced = !durable;
         Ok(())
@@ -1086,5 +1195,178 @@ mod tests {
         segment
             .write_back_range(0, step, WriteBack::Await)
             .expect("nothing to do");
+    }
+    /// The file-level write modes that stage their bytes: `Staged`, and `IoUring` both ways.
+    fn staging_modes() -> [WriteMode; 3] {
+        [
+            WriteMode::Staged,
+            WriteMode::Uring(UringSync::DsyncWrites),
+            WriteMode::Uring(UringSync::LinkedFdatasync),
+        ]
+    }
+
+    /// `name` in `fs`, opened (not created) by this process, as the concrete file type.
+    fn open_concrete(fs: &FsDir, name: &str, mode: WriteMode) -> FsFile {
+        let path = fs.file_path(name);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("the file opens");
+        fs.map_file(file, path, false, mode).expect("mapped")
+    }
+
+    /// Makes `fd` refuse writes from now on (it becomes a read-only descriptor of `path`): a
+    /// disk that fails writes, as far as the file's code can tell.
+    fn refuse_writes(fd: std::os::fd::RawFd, path: &Path) {
+        let read_only = StdFile::open(path).expect("opened read-only");
+        // SAFETY: both descriptors are open; `fd` is replaced in place and stays owned by its
+        // file.
+        let replaced = unsafe { libc::dup2(read_only.as_raw_fd(), fd) };
+        assert_eq!(replaced, fd, "{}", io::Error::last_os_error());
+    }
+
+    /// A write-back that fails has taken its ranges out of the staging memory; a sync after it
+    /// finds nothing staged, and used to report the file durable (a commit waiting on the
+    /// flush lock behind the write-back was then acknowledged, its records never written).
+    /// Every later write-back and sync must fail instead.
+    #[test]
+    fn after_a_failed_write_back_no_sync_succeeds() {
+        for mode in staging_modes() {
+            let dir = scratch("failed-write-back");
+            let fs = FsDir::open(&dir.0, true, mode, Preallocation::ZeroFill, None)
+                .expect("the directory opens");
+            drop(fs.create("segment", 1 << 20).expect("created"));
+            let file = open_concrete(&fs, "segment", mode);
+            file.sync().expect("the first sync succeeds");
+            file.write_at(8192, &[&[7u8; 100]]).expect("staged");
+            let fd = match &file.direct {
+                Some(direct) => direct.fd.as_raw_fd(),
+                None => file.file.as_raw_fd(),
+            };
+            refuse_writes(fd, &fs.file_path("segment"));
+            let failed = file.write_back(0).expect_err("the write-back fails");
+            assert_eq!(
+                failed.raw_os_error(),
+                Some(libc::EBADF),
+                "{mode:?}: {failed}"
+            );
+            assert_eq!(file.staged_bytes(), 0, "{mode:?}: the ranges were taken");
+            // The first failure's error number again (a full disk stays `ENOSPC`).
+            let refused = file.sync().expect_err("no sync after it succeeds");
+            assert_eq!(
+                refused.raw_os_error(),
+                Some(libc::EBADF),
+                "{mode:?}: {refused}"
+            );
+            file.write_at(16384, &[&[8u8; 100]]).expect("staged");
+            let refused = file.write_back(0).expect_err("nor a write-back");
+            assert_eq!(
+                refused.raw_os_error(),
+                Some(libc::EBADF),
+                "{mode:?}: {refused}"
+            );
+            if let Some(direct) = &file.direct {
+                // Nor is the staging memory, the only copy of the blocks, given back.
+                assert!(!file.release_memory(), "{mode:?}");
+                assert!(direct.is_valid(2), "{mode:?}");
+            }
+        }
+    }
+
+    /// How many pages of `path` the page cache holds dirty (Linux's `cachestat`, 6.5 and later).
+    fn dirty_pages(path: &Path) -> u64 {
+        #[repr(C)]
+        struct Range {
+            offset: u64,
+            len: u64,
+        }
+        #[repr(C)]
+        #[derive(Default)]
+        struct Stat {
+            cache: u64,
+            dirty: u64,
+            writeback: u64,
+            evicted: u64,
+            recently_evicted: u64,
+        }
+        // The same number on every architecture (past the unified table's start).
+        const SYS_CACHESTAT: libc::c_long = 451;
+        let file = StdFile::open(path).expect("opened");
+        let range = Range { offset: 0, len: 0 };
+        let mut stat = Stat::default();
+        // SAFETY: both structs are the kernel's layout, valid for the call.
+        let rc = unsafe {
+            libc::syscall(
+                SYS_CACHESTAT,
+                file.as_raw_fd(),
+                &range as *const Range,
+                &mut stat as *mut Stat,
+                0,
+            )
+        };
+        assert_eq!(rc, 0, "cachestat: {}", io::Error::last_os_error());
+        stat.dirty
+    }
+
+    /// A file this process opened may hold bytes another process wrote and never synced (it
+    /// was killed: the page cache keeps them). Recovery reads them as records and syncs the
+    /// segment before it calls them durable; with nothing staged, that sync used to do
+    /// nothing (or, with one range to zero, sync that range only), and a power cut could take
+    /// records the log had called durable.
+    #[test]
+    fn the_first_sync_of_a_file_opened_here_syncs_all_of_it() {
+        for mode in staging_modes() {
+            let dir = scratch("opened-unsynced");
+            let fs = FsDir::open(&dir.0, true, mode, Preallocation::ZeroFill, None)
+                .expect("the directory opens");
+            drop(fs.create("segment", 1 << 20).expect("created"));
+            // Another process's write, left in the page cache.
+            let path = fs.file_path("segment");
+            let other = OpenOptions::new().write(true).open(&path).expect("opened");
+            std::os::unix::fs::FileExt::write_all_at(&other, &[3u8; 64 << 10], 4096)
+                .expect("written");
+            drop(other);
+            assert!(dirty_pages(&path) > 0, "{mode:?}: the write is not synced");
+            let file = open_concrete(&fs, "segment", mode);
+            file.sync().expect("synced");
+            assert_eq!(dirty_pages(&path), 0, "{mode:?}: the sync left dirty pages");
+        }
+    }
+
+    /// Commits smaller than a page each give their staging pages back all the same, once their
+    /// ranges add up (`Staging::release` merges them): a log committed record by record used
+    /// to keep every staged byte of its segments in anonymous memory.
+    #[test]
+    fn staging_pages_are_given_back_after_commits_smaller_than_a_page() {
+        let len = 16 << 20;
+        let staging = Staging::new(len, true).expect("staging");
+        let record = [9u8; 2000];
+        let mut at = 0;
+        while at + 2000 <= 12 << 20 {
+            staging.write(at, &[&record]);
+            let ranges = staging.take_ranges();
+            staging.release(&ranges, false);
+            at += 2000;
+        }
+        let pages = len / PAGE_BYTES as usize;
+        let mut resident = vec![0u8; pages];
+        // SAFETY: the staging memory is one page-aligned anonymous mapping of `len` bytes;
+        // `resident` has a byte for each of its pages.
+        let rc = unsafe {
+            libc::mincore(
+                staging.memory.as_mut_ptr().cast(),
+                len,
+                resident.as_mut_ptr(),
+            )
+        };
+        assert_eq!(rc, 0, "mincore: {}", io::Error::last_os_error());
+        let resident = resident.iter().filter(|&&b| b & 1 != 0).count() as u64;
+        // What waits for the next release (under 4 MiB), and the partly written page at the end.
+        assert!(
+            resident <= STAGING_RELEASE_BYTES / PAGE_BYTES + 2,
+            "{resident} of the {} pages written stay resident",
+            (12 << 20) / PAGE_BYTES
+        );
     }
 }

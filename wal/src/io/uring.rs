@@ -289,16 +289,30 @@ pub(crate) fn open_direct(path: &Path) -> io::Result<StdFile> {
         .write(true)
         .custom_flags(libc::O_DIRECT)
         .open(path)
-        .map_err(|e| {
-            if e.raw_os_error() == Some(libc::EINVAL) {
-                io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    format!("{} does not support O_DIRECT (tmpfs?): {e}", path.display()),
-                )
-            } else {
-                e
-            }
-        })
+        .map_err(|e| direct_refused(path, e))
+}
+
+/// [`open_direct`] of a new file, created by the same call.
+pub(crate) fn create_direct(path: &Path) -> io::Result<StdFile> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .map_err(|e| direct_refused(path, e))
+}
+
+/// An open with `O_DIRECT`'s error: `EINVAL` means the file system does not take it.
+fn direct_refused(path: &Path, e: io::Error) -> io::Error {
+    if e.raw_os_error() == Some(libc::EINVAL) {
+        io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("{} does not support O_DIRECT (tmpfs?): {e}", path.display()),
+        )
+    } else {
+        e
+    }
 }
 
 /// Reads `len` bytes at `offset` (block-aligned) with `O_DIRECT` into `target`, which points at
