@@ -42,8 +42,8 @@ unsafe fn wal<'a>(log: *const rwal_log) -> Result<&'a rwal_wal::Wal, Failure> {
 }
 
 /// Declares that the engine's state up to `lsn` is safe elsewhere, with the snapshot `len` bytes
-/// at `snapshot` (NULL: no snapshot). Durable when it returns. `lsn` must be durable and not
-/// below the latest checkpoint (`RWAL_ERR_INVALID_ARGUMENT`). Blocks. Thread-safe.
+/// at `snapshot` (NULL: no snapshot). Durable when it returns. `lsn` must be at least 1, durable,
+/// and not below the latest checkpoint (`RWAL_ERR_INVALID_ARGUMENT`). Blocks. Thread-safe.
 ///
 /// # Safety
 /// `log` is a live handle; `snapshot` is NULL or has `len` readable bytes.

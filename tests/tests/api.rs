@@ -363,6 +363,49 @@ fn system_records_and_epochs_are_kept() {
     }
 }
 
+/// Appenders that each raise the epoch (`append_with`, as replicas of successive terms would):
+/// the epochs along the log never go down. The epoch used to be raised before the append took
+/// its LSN, so an append with a lower epoch could take the LSN after one with a higher.
+#[test]
+fn concurrent_appends_with_rising_epochs_never_lower_the_epoch_along_the_log() {
+    let t = targets("rising-epochs").pop().expect("the simulated disk");
+    let wal = Arc::new(Wal::open(&t.dir, t.options()).unwrap());
+    let next_epoch = Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (wal, next_epoch) = (wal.clone(), next_epoch.clone());
+            std::thread::spawn(move || {
+                for _ in 0..3000 {
+                    let epoch = next_epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    match wal.append_with(RecordKind::User, epoch, &[b"r"]) {
+                        Ok(_) => {}
+                        // Another thread's higher epoch got in first: refused, not written.
+                        Err(Error::InvalidArgument { name: "epoch", .. }) => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    wal.sync().unwrap();
+    let mut reader = wal.reader(1).unwrap();
+    let (mut previous, mut count) = (0, 0);
+    while let Some(record) = reader.next().unwrap() {
+        assert!(
+            record.epoch >= previous,
+            "LSN {} has epoch {} after {previous}",
+            record.lsn,
+            record.epoch
+        );
+        previous = record.epoch;
+        count += 1;
+    }
+    assert!(count > 0);
+}
+
 #[test]
 fn options_are_validated_at_open() {
     for t in targets("options") {

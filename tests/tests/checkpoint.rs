@@ -400,10 +400,31 @@ fn a_crash_after_any_step_of_a_compaction_keeps_every_record_after_the_checkpoin
             wal.checkpoint(17, Some(b"s")).unwrap();
             disk.fail_sync_after(step, libc::EIO);
             let _ = wal.compact_now();
-            // The same crash twice: once for the strictest recovery mode, once for the default.
+            // The same crash three times: for the strictest recovery mode, for the default, and
+            // for SkipCorrupted, which must not take compaction's leftovers for damage.
             let strict = disk.crash(seed);
             let crashed = disk.crash(seed);
+            let skipping = disk.crash(seed);
             drop(wal);
+            let skipped = Wal::open(
+                "/sim",
+                sim(&skipping).recovery_mode(RecoveryMode::SkipCorrupted),
+            )
+            .unwrap_or_else(|e| panic!("SkipCorrupted, step {step} seed {seed}: {e}"));
+            assert_eq!(skipped.last_lsn(), 30);
+            let events = &skipped.recovery_report().events;
+            assert!(
+                !events
+                    .iter()
+                    .any(|e| matches!(e, RecoveryEvent::SegmentSetAside { .. })),
+                "SkipCorrupted, step {step} seed {seed}: {events:?}"
+            );
+            drop(skipped);
+            assert!(
+                !skipping.file_names().iter().any(|n| n.contains("damaged")),
+                "step {step} seed {seed}: {:?}",
+                skipping.file_names()
+            );
             // Files wholly below the first LSN left by a crash after the control file moved
             // are compaction's, not an unfinished write: even AbsoluteConsistency opens.
             let strict = Wal::open(
@@ -765,6 +786,11 @@ fn a_reset_takes_the_snapshots_epoch_even_when_lower() {
         // ...is sent a snapshot taken in epoch 6, and goes on with the leader's epoch-6 entries.
         wal.reset_to_snapshot(40, 6, b"state at 40").unwrap();
         assert_eq!(wal.epoch(), 6, "{}", t.name);
+        // The same after a reopen, with no record after the snapshot to carry it (it fell
+        // to 0, and appends could then go down to a lower epoch).
+        wal.close().unwrap();
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        assert_eq!(wal.epoch(), 6, "{}: reopened", t.name);
         assert_eq!(
             wal.append_with(rwal_wal::RecordKind::User, 6, &[b"forty-one"])
                 .unwrap(),
@@ -773,6 +799,64 @@ fn a_reset_takes_the_snapshots_epoch_even_when_lower() {
         wal.sync().unwrap();
         assert_eq!(wal.epoch_at(40).unwrap(), 6);
         assert_eq!(wal.epoch_at(41).unwrap(), 6, "{}", t.name);
+    }
+}
+
+/// LSN 0 is the control file's "no checkpoint": a checkpoint or a reset there was acknowledged,
+/// then forgotten at the next open, its snapshot removed as a file nothing names. Both are
+/// refused, and the log is left as it was.
+#[test]
+fn a_checkpoint_or_a_reset_at_lsn_zero_is_refused() {
+    for t in targets("lsn-zero") {
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        wal.append(b"one").unwrap();
+        wal.commit(1).unwrap();
+        for error in [
+            wal.checkpoint(0, Some(b"init")).unwrap_err(),
+            wal.checkpoint_writer(0, 4)
+                .map(|_| ())
+                .expect_err("a checkpoint writer at 0"),
+            wal.reset_to_snapshot(0, 1, b"init").unwrap_err(),
+        ] {
+            assert!(
+                matches!(error, rwal_wal::Error::InvalidArgument { name: "lsn", .. }),
+                "{}: {error}",
+                t.name
+            );
+            assert!(error.to_string().contains("LSN 0"), "{error}");
+        }
+        assert!(wal.latest_checkpoint().is_none(), "{}", t.name);
+        assert_eq!((wal.first_lsn(), wal.last_lsn()), (1, 1), "{}", t.name);
+        assert_eq!(wal.read(1).unwrap(), b"one");
+    }
+}
+
+/// A reset to the latest checkpoint's LSN would write its snapshot over the one the control file
+/// names, before the control file moves to the new log: refused, and the checkpoint's snapshot
+/// is left as it was.
+#[test]
+fn a_reset_to_the_latest_checkpoints_lsn_is_refused() {
+    for t in targets("reset-at-checkpoint") {
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        fill(&wal, 5);
+        wal.checkpoint(3, Some(b"state at 3")).unwrap();
+        let error = wal.reset_to_snapshot(3, 9, b"another state").unwrap_err();
+        assert!(
+            matches!(error, Error::InvalidArgument { name: "lsn", .. }),
+            "{}: {error}",
+            t.name
+        );
+        assert!(error.to_string().contains("latest checkpoint"), "{error}");
+        let checkpoint = wal.latest_checkpoint().unwrap();
+        assert_eq!(checkpoint.lsn, 3);
+        let mut state = Vec::new();
+        let (_, reader) = wal.open_latest_checkpoint().unwrap().expect("a checkpoint");
+        reader.expect("a snapshot").read_to_end(&mut state).unwrap();
+        assert_eq!(state, b"state at 3", "{}", t.name);
+        assert_eq!(wal.last_lsn(), 5, "{}", t.name);
+        // Past it, a reset goes ahead.
+        wal.reset_to_snapshot(4, 9, b"state at 4").unwrap();
+        assert_eq!(wal.first_lsn(), 5, "{}", t.name);
     }
 }
 

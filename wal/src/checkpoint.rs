@@ -116,8 +116,8 @@ impl CheckpointWriter {
 impl Wal {
     /// Declares that the engine's state up to `lsn` is safe elsewhere, with an optional snapshot
     /// of that state. Durable when it returns: the snapshot is written, synced, renamed, the
-    /// directory synced, then the control file updated. `lsn` must be durable and not below the
-    /// latest checkpoint (`InvalidArgument` otherwise).
+    /// directory synced, then the control file updated. `lsn` must be at least 1, durable, and
+    /// not below the latest checkpoint (`InvalidArgument` otherwise).
     pub fn checkpoint(&self, lsn: Lsn, snapshot: Option<&[u8]>) -> Result<()> {
         let bytes = snapshot.unwrap_or(&[]);
         self.inner
@@ -230,7 +230,9 @@ impl Wal {
     /// `snapshot` (the engine's state at `lsn`, written in `epoch`): what a replica that is sent
     /// a snapshot needs. A crash at any step leaves either the old log or the new one. Refused
     /// with [`Error::Pinned`] while a reader or pin lives, and with [`Error::InvalidArgument`]
-    /// for an `lsn` at or past [`segment::LSN_MAX`](crate::segment::LSN_MAX).
+    /// for an `lsn` of 0, at or past [`segment::LSN_MAX`](crate::segment::LSN_MAX), or equal
+    /// to the latest checkpoint's (the new snapshot would replace the one the log names before
+    /// the log moves; to keep that checkpoint's state, `truncate_after(lsn)` does it).
     pub fn reset_to_snapshot(&self, lsn: Lsn, epoch: u64, snapshot: &[u8]) -> Result<()> {
         self.inner.reset(
             lsn,
@@ -325,6 +327,14 @@ impl Inner {
     /// The epoch for a checkpoint at `lsn`, after checking that one may be taken there.
     fn checkpoint_epoch(&self, lsn: Lsn) -> Result<u64> {
         self.group.check()?;
+        if lsn == 0 {
+            // The control file's "no checkpoint": one at 0 would be forgotten at the next open,
+            // and its snapshot removed as a file nothing names.
+            return Err(Error::invalid(
+                "lsn",
+                "a checkpoint at LSN 0 covers no record (LSNs start at 1)",
+            ));
+        }
         let durable = self.group.durable_lsn();
         if lsn > durable {
             return Err(Error::invalid(
@@ -671,6 +681,13 @@ impl Inner {
         epoch: u64,
         snapshot: Option<(u64, &mut dyn std::io::Read)>,
     ) -> Result<()> {
+        if lsn == 0 {
+            // As for a checkpoint: the control file would read it back as none.
+            return Err(Error::invalid(
+                "lsn",
+                "a snapshot at LSN 0 covers no record (LSNs start at 1)",
+            ));
+        }
         if lsn >= crate::segment::LSN_MAX {
             return Err(Error::invalid(
                 "lsn",
@@ -683,6 +700,19 @@ impl Inner {
         }
         let _serial = self.checkpoint_lock.lock();
         self.group.check()?;
+        let latest = self.control.lock().state().checkpoint;
+        if snapshot.is_some() && latest.is_some_and(|(checkpoint, _)| checkpoint == lsn) {
+            // Step 1 would write the new snapshot over the one the control file names, before
+            // step 2 names the new one: a crash between them would leave the old log with the
+            // new state.
+            return Err(Error::invalid(
+                "lsn",
+                format!(
+                    "{lsn} is the latest checkpoint's LSN: a reset there would replace its \
+                     snapshot before the log moves to the new one"
+                ),
+            ));
+        }
         let mut tail = self.tail.lock();
         let last = tail.next_lsn() - 1;
         self.group.wait_written(last)?;

@@ -194,6 +194,10 @@ struct Scan<'a> {
     open_errors: Vec<Option<std::io::Error>>,
     /// What the first pass found in each of them, in the same order.
     checks: Vec<FileCheck>,
+    /// The files (indexes in `files`) that hold nothing of the log: compaction's leftovers
+    /// below the first retained LSN, and prepared or recycled files still all zeros. `finish`
+    /// removes them in every mode; `SkipCorrupted` sets aside only what it skipped as damage.
+    leftovers: Vec<usize>,
     kept: Vec<Arc<Segment>>,
     /// The index (in `files`) of the last segment kept: the active one.
     active_file: Option<usize>,
@@ -280,6 +284,7 @@ pub(crate) fn recover(dir: &dyn Dir, options: &Options) -> Result<Recovered> {
         opened,
         open_errors,
         checks,
+        leftovers: Vec::new(),
         kept: Vec::new(),
         active_file: None,
         tail_offset: HEADER_REGION_BYTES,
@@ -325,8 +330,15 @@ impl Scan<'_> {
                         supported: segment::FORMAT_VERSION,
                     })
                 }
-                // Prepared but never used: nothing to scan. Removed if nothing follows it.
-                Err(HeaderError::Prepared) => continue,
+                // Prepared but never used: nothing to scan. Removed if nothing follows it. A
+                // file with bytes past its zeroed header is not one that was prepared, and stays
+                // a candidate for `SkipCorrupted` to set aside.
+                Err(HeaderError::Prepared) => {
+                    if self.checks[i].nonzero_end == 0 {
+                        self.leftovers.push(i);
+                    }
+                    continue;
+                }
                 Err(HeaderError::Bad(reason)) => {
                     let damage = Damage::missing(name.clone(), 0, self.expected);
                     let proof = self.lookahead(files, i + 1, None)?;
@@ -344,6 +356,7 @@ impl Scan<'_> {
                     if self.kept.is_empty()
                         && self.next_segment_starts_by(files, i + 1, self.expected)?
                     {
+                        self.leftovers.push(i);
                         continue;
                     }
                     let mut damage = Damage::missing(name.clone(), 0, self.expected);
@@ -379,6 +392,7 @@ impl Scan<'_> {
             if self.kept.is_empty() && self.next_segment_starts_by(files, i + 1, self.expected)? {
                 // Wholly below the first retained LSN: compaction moved the control file's first
                 // LSN past it and a crash came before the file was removed. `finish` removes it.
+                self.leftovers.push(i);
                 continue;
             }
             let segment = Arc::new(Segment::new(header, file));
@@ -813,7 +827,10 @@ impl Scan<'_> {
             if index < stop_index && kept_names.contains(name) {
                 continue;
             }
-            if index < stop_index && self.mode == RecoveryMode::SkipCorrupted {
+            if index < stop_index
+                && self.mode == RecoveryMode::SkipCorrupted
+                && !self.leftovers.contains(&index)
+            {
                 // A segment skipped as damaged in the middle of the log is set aside for
                 // inspection, under a name no recovery reads as a segment: left under its own,
                 // it would fail every later open in another mode, and sit inside the history a

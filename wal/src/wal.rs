@@ -198,7 +198,13 @@ impl Wal {
             .map(|s| ((s.first_lsn(), s.sequence()), s.clone()))
             .collect();
         let first_lsn = recovered.control.state().first_lsn;
-        let epoch = recovered.report.last_epoch;
+        // The last record's, or, with none kept past the first retained LSN (a log reset to a
+        // snapshot, or cut or compacted to it), the epoch before that LSN: epochs never go
+        // down along the log.
+        let epoch = recovered
+            .report
+            .last_epoch
+            .max(recovered.control.state().first_epoch);
         let mut inner = Arc::new(Inner {
             dir,
             tail: crate::sync::Mutex::new(tail),
@@ -267,7 +273,6 @@ impl Wal {
     /// Appends records of the given kind in the given epoch (for the replication layer); returns
     /// the first LSN. The epoch must not be below the log's current epoch, which it becomes.
     pub fn append_with(&self, kind: RecordKind, epoch: u64, payloads: &[&[u8]]) -> Result<Lsn> {
-        self.set_epoch(epoch)?;
         self.inner.append(kind, Some(epoch), payloads)
     }
 
@@ -313,14 +318,7 @@ impl Wal {
 
     /// Sets the epoch new records are written in; it never goes backwards.
     pub fn set_epoch(&self, epoch: u64) -> Result<()> {
-        let previous = self.inner.epoch.fetch_max(epoch, Ordering::AcqRel);
-        if epoch < previous {
-            return Err(Error::invalid(
-                "epoch",
-                format!("{epoch} is below the current epoch {previous}"),
-            ));
-        }
-        Ok(())
+        self.inner.raise_epoch(epoch)
     }
 
     /// A copy of the payload of durable record `lsn`.
@@ -587,7 +585,21 @@ impl Inner {
         self.next_lsn.load(Ordering::Acquire) - 1
     }
 
-    fn append(&self, kind: RecordKind, epoch: Option<u64>, payloads: &[&[u8]]) -> Result<Lsn> {
+    /// Raises the epoch new records are written in to `epoch`; refused if that is lower.
+    fn raise_epoch(&self, epoch: u64) -> Result<()> {
+        let previous = self.epoch.fetch_max(epoch, Ordering::AcqRel);
+        if epoch < previous {
+            return Err(Error::invalid(
+                "epoch",
+                format!("{epoch} is below the current epoch {previous}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Appends `payloads` as records of `kind`, in the epoch `asked` (raised to it), or else
+    /// in the current one.
+    fn append(&self, kind: RecordKind, asked: Option<u64>, payloads: &[&[u8]]) -> Result<Lsn> {
         if payloads.is_empty() {
             return Err(Error::invalid(
                 "records",
@@ -604,9 +616,9 @@ impl Inner {
         }
         self.group.check()?;
         let sizes = || payloads.iter().map(|p| record::stored_len(p.len()) as u64);
-        let epoch = epoch.unwrap_or_else(|| self.epoch.load(Ordering::Acquire));
         let mut runs = Runs::new();
         let durable_hint;
+        let epoch;
         {
             let mut tail = self.tail.lock();
             // Checked again under the tail lock: a truncation or reset that failed half way
@@ -614,6 +626,13 @@ impl Inner {
             // it had already removed from the segment map. No run may be placed there: its
             // `SegmentRef` would outlive the segment once a roll drops the tail's handle.
             self.group.check()?;
+            // Under the tail lock too, where LSNs are taken and a truncation or a reset sets
+            // the epoch: read or raised before it, two appends could take their LSNs in the
+            // other order, and epochs would go down along the log.
+            epoch = match asked {
+                Some(epoch) => self.raise_epoch(epoch).map(|()| epoch)?,
+                None => self.epoch.load(Ordering::Acquire),
+            };
             // Read under the tail lock: a truncation lowers the durable LSN while holding it, so
             // no record can claim durability for records a cut removed.
             durable_hint = self.group.durable_lsn();

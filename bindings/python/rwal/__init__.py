@@ -467,8 +467,8 @@ class Log(_Handle):
     def checkpoint(self, lsn: int, snapshot: Optional[BytesLike] = None) -> None:
         """Declares the engine's state up to `lsn` safe elsewhere, with `snapshot` (its state
         image at `lsn`; None: the checkpoint has no snapshot, which is not the same as an empty
-        one). Durable when it returns; `lsn` must be durable and not below the latest
-        checkpoint."""
+        one). Durable when it returns; `lsn` must be at least 1, durable, and not below the
+        latest checkpoint."""
         if snapshot is None:
             with self._use() as handle:
                 _check(lib.rwal_checkpoint(handle, lsn, ffi.NULL, 0))

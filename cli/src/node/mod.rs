@@ -866,7 +866,8 @@ fn checkpoint_loop(server: &Server) {
             std::process::exit(1);
         }
         let applied = server.engine.state.0.lock().applied;
-        if applied < last + server.settings.checkpoint_every {
+        // Nothing applied yet: nothing to checkpoint (LSN 0 is refused).
+        if applied == 0 || applied < last + server.settings.checkpoint_every {
             continue;
         }
         // Encoded only when due: the engine's lock holds up the apply on the node's thread.

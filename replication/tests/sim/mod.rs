@@ -615,7 +615,13 @@ impl Sim {
             let i = self.rng.below(n as u64) as usize;
             let id = self.nodes[i].id;
             let state = encode_state(&self.nodes[i].model.0.lock().records);
-            if let Some(replica) = self.nodes[i].replica.as_mut() {
+            // A node that applied nothing yet (a spare) has nothing to checkpoint: LSN 0 is
+            // refused.
+            if let Some(replica) = self.nodes[i]
+                .replica
+                .as_mut()
+                .filter(|r| r.applied_lsn() > 0)
+            {
                 let applied = replica.applied_lsn();
                 replica
                     .checkpoint(applied, &state)
