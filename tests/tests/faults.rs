@@ -392,3 +392,45 @@ fn records_committed_into_a_prepared_segment_kept_at_open_survive_a_power_cut() 
         }
     }
 }
+
+/// fsyncgate: on Linux a sync that fails may leave the pages it could not write clean and
+/// readable, and report the error once. The log that saw it is poisoned; a reopen (here on the
+/// same disk with no crash between, as a restarted process finds the page cache) must not read
+/// those records back from the cache and call them durable: the records acknowledged after
+/// them would be lost with them at the next power cut.
+#[test]
+fn records_whose_sync_failed_do_not_come_back_from_the_page_cache() {
+    for seed in 0..4 {
+        let disk = SimDisk::new();
+        let wal = Wal::open("/sim", sim(&disk)).unwrap();
+        for i in 1..=5 {
+            wal.append(&payload(i, 300)).unwrap();
+        }
+        wal.commit(5).unwrap();
+        for i in 6..=8 {
+            wal.append(&payload(i, 300)).unwrap();
+        }
+        disk.fail_next_sync_forgetting_writes(libc::EIO);
+        is_poisoned_by(wal.commit(8), "fdatasync");
+        drop(wal);
+
+        let wal = Wal::open("/sim", sim(&disk)).unwrap();
+        assert_eq!(
+            wal.last_lsn(),
+            5,
+            "seed {seed}: records whose sync failed came back from the cache"
+        );
+        assert_eq!(wal.append(b"acknowledged").unwrap(), 6);
+        wal.commit(6).unwrap();
+        drop(wal);
+
+        let crashed = disk.crash(seed);
+        let wal = Wal::open("/sim", sim(&crashed))
+            .unwrap_or_else(|e| panic!("seed {seed}: after the power cut: {e}"));
+        assert_eq!(wal.last_lsn(), 6, "seed {seed}");
+        assert_eq!(wal.read(6).unwrap(), b"acknowledged");
+        for i in 1..=5 {
+            assert_eq!(wal.read(i).unwrap(), payload(i, 300), "seed {seed} lsn {i}");
+        }
+    }
+}

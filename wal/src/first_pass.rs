@@ -27,6 +27,8 @@ pub(crate) struct FileCheck {
     /// offset: the first offset that does not hold a valid record. 0 when the segment header
     /// does not read (nothing verified).
     pub verified_to: u64,
+    /// The LSN of the last of those records (0: none).
+    pub verified_last_lsn: u64,
     /// One past the file's last nonzero byte (0: the file is all zero).
     pub nonzero_end: u64,
 }
@@ -88,20 +90,51 @@ fn check_file(sequence: u64, file: &Arc<dyn File>) -> FileCheck {
     let nonzero_end =
         segment::last_nonzero_byte(file.bytes(0, file.len() as usize)).map_or(0, |i| i as u64 + 1);
     file.populate(nonzero_end);
-    let verified_to = match read_header(file.as_ref(), sequence) {
+    let (verified_to, verified_last_lsn) = match read_header(file.as_ref(), sequence) {
         Ok(header) => {
             let segment = Segment::new(header, Arc::clone(file));
             let mut offset = HEADER_REGION_BYTES;
+            let mut last_lsn = 0;
             while let Ok((header, _)) = segment.record_at(offset) {
                 offset += record::stored_len(header.payload_len as usize) as u64;
+                last_lsn = header.lsn;
             }
-            offset
+            (offset, last_lsn)
         }
-        Err(_) => 0,
+        Err(_) => (0, 0),
     };
     FileCheck {
         verified_to,
+        verified_last_lsn,
         nonzero_end,
+    }
+}
+
+/// Checks again, from the disk, every file whose verified records go past `watermark`.
+///
+/// Recovery syncs the records it keeps past the watermark before it calls them durable. But
+/// the page cache may hold bytes the disk never took: on Linux, a write-back that fails
+/// leaves its pages clean and readable, and reports the error once ("fsyncgate"). The log
+/// that saw it was poisoned; a reopen, in the same process or the next, read those records
+/// back from the cache, synced nothing (the pages are clean), and declared them durable; new
+/// records acknowledged after them were then lost with them at the next power cut (a hole
+/// recovery refuses, or cuts at). So the pages of those files are dropped from this process's
+/// mapping and from the page cache (only clean ones go: the bytes of a process killed before
+/// it synced are dirty and stay), and the files are checked again as the disk has them. A log
+/// closed cleanly has nothing past its watermark, and is not read twice.
+pub(crate) fn recheck_from_disk(
+    files: &[(u64, Option<Arc<dyn File>>)],
+    checks: &mut [FileCheck],
+    watermark: u64,
+) {
+    for ((sequence, file), check) in files.iter().zip(checks.iter_mut()) {
+        let Some(file) = file else { continue };
+        if check.verified_last_lsn > watermark {
+            // Nothing else maps or reads the file yet: recovery runs before anything else.
+            file.release_memory();
+            file.forget_cached_pages();
+            *check = check_file(*sequence, file);
+        }
     }
 }
 
@@ -161,22 +194,25 @@ mod tests {
         let files = segment_files(&disk);
         let checks = check_files(&files);
 
-        let full = FileCheck {
+        let full = |segments: u64| FileCheck {
             verified_to: end_of(per_segment),
+            verified_last_lsn: segments * per_segment,
             nonzero_end: end_of(per_segment),
         };
         let last_records = 3500 - 3 * per_segment;
         assert_eq!(
             checks,
             [
-                full,
+                full(1),
                 FileCheck {
                     verified_to: damaged_at,
-                    ..full
+                    verified_last_lsn: per_segment + 100,
+                    ..full(2)
                 },
-                full,
+                full(3),
                 FileCheck {
                     verified_to: 0,
+                    verified_last_lsn: 0,
                     nonzero_end: end_of(last_records),
                 },
             ]
@@ -201,6 +237,7 @@ mod tests {
                 FileCheck::default(),
                 FileCheck {
                     verified_to: 0,
+                    verified_last_lsn: 0,
                     nonzero_end: 101
                 }
             ]

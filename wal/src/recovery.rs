@@ -272,7 +272,8 @@ pub(crate) fn recover(dir: &dyn Dir, options: &Options) -> Result<Recovered> {
             (*sequence, file)
         })
         .collect();
-    let checks = first_pass::check_files(&opened);
+    let mut checks = first_pass::check_files(&opened);
+    first_pass::recheck_from_disk(&opened, &mut checks, state.durable_lsn);
     let mut scan = Scan {
         dir,
         mode: options.recovery_mode,

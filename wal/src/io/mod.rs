@@ -68,7 +68,9 @@ pub(crate) trait File: Send + Sync {
     /// could not yet (`IoUring` bytes still staged, not yet written to the file): call again.
     ///
     /// The caller guarantees that no write to the file is in progress or will start, and that
-    /// no slice returned by `bytes` is alive.
+    /// no slice returned by `bytes` is alive. (Recovery calls it on files it writes later: a
+    /// file opened, not created, holds no `IoUring` staging to lose, and its later writes load
+    /// their blocks from the file first.)
     fn release_memory(&self) -> bool {
         true
     }

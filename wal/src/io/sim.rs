@@ -43,6 +43,8 @@ struct DiskInner {
 struct Faults {
     /// (syncs to let through first, errno).
     fail_sync: Mutex<Option<(u64, i32)>>,
+    /// The next file sync fails with this errno and forgets what it could not write (below).
+    fail_sync_forgetting: Mutex<Option<i32>>,
     /// The next sync of the directory fails with this errno.
     fail_dir_sync: Mutex<Option<i32>>,
     fail_write: Mutex<Option<i32>>,
@@ -306,6 +308,14 @@ impl SimDisk {
         *self.inner.faults.fail_sync.lock() = Some((passing, errno));
     }
 
+    /// Makes the next sync of a file fail with `errno` the way Linux's can: the sectors it could
+    /// not write are no longer dirty and their bytes stay readable, but none of them is durable
+    /// (a crash loses them, and so does dropping the file's clean cached pages, which reads
+    /// them from the disk again). A sync after it finds nothing to write, and succeeds.
+    pub fn fail_next_sync_forgetting_writes(&self, errno: i32) {
+        *self.inner.faults.fail_sync_forgetting.lock() = Some(errno);
+    }
+
     /// Makes the next sync of the directory (not of a file) fail with `errno`: its creations,
     /// renames and removals since the last directory sync stay undurable, as after a process
     /// that died before that sync.
@@ -398,6 +408,7 @@ impl SimDisk {
     pub fn clear_faults(&self) {
         let faults = &self.inner.faults;
         *faults.fail_sync.lock() = None;
+        *faults.fail_sync_forgetting.lock() = None;
         *faults.fail_dir_sync.lock() = None;
         *faults.fail_write.lock() = None;
         *faults.fail_create.lock() = None;
@@ -688,6 +699,10 @@ impl File for SimFile {
         }
         self.faults.sync_attempt()?;
         let mut durable = self.durable.lock();
+        if let Some(errno) = self.faults.fail_sync_forgetting.lock().take() {
+            durable.dirty.fill(false);
+            return Err(io::Error::from_raw_os_error(errno));
+        }
         let Durable { image, dirty } = &mut *durable;
         for (sector, flag) in dirty.iter_mut().enumerate().filter(|(_, d)| **d) {
             let range = sector * SECTOR_BYTES..((sector + 1) * SECTOR_BYTES).min(image.len());
@@ -709,6 +724,18 @@ impl File for SimFile {
         let awaited = how == WriteBack::Await;
         self.faults.write_backs.lock().push((offset, len, awaited));
         Ok(())
+    }
+
+    fn forget_cached_pages(&self) {
+        // Clean sectors are read from the disk again: the same bytes, unless a failed sync
+        // forgot them (`fail_next_sync_forgetting_writes`). Dirty ones stay.
+        let durable = self.durable.lock();
+        for (sector, _) in durable.dirty.iter().enumerate().filter(|(_, d)| !**d) {
+            let range = sector * SECTOR_BYTES..((sector + 1) * SECTOR_BYTES).min(self.data.len());
+            for i in range {
+                self.data[i].store(durable.image[i], Ordering::Relaxed);
+            }
+        }
     }
 
     fn bytes(&self, offset: u64, len: usize) -> &[u8] {
