@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -87,18 +88,19 @@ fn start_cluster(base: &Path, nodes: usize, options: &Options) -> Result<Vec<Mem
     Ok(members)
 }
 
-fn leader(members: &[Member]) -> Result<usize, String> {
+/// The index of the node every node takes for the leader, once there is one (30 s at most).
+fn leader(nodes: &[&Node]) -> Result<usize, String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let leaders: Vec<usize> = members
+        let leaders: Vec<usize> = nodes
             .iter()
             .enumerate()
-            .filter(|(_, m)| m.node.status().role == Role::Leader)
+            .filter(|(_, node)| node.status().role == Role::Leader)
             .map(|(i, _)| i)
             .collect();
         if let [i] = leaders[..] {
-            let id = members[i].node.id();
-            if members.iter().all(|m| m.node.leader() == Some(id)) {
+            let id = nodes[i].id();
+            if nodes.iter().all(|node| node.leader() == Some(id)) {
                 return Ok(i);
             }
         }
@@ -109,13 +111,57 @@ fn leader(members: &[Member]) -> Result<usize, String> {
     }
 }
 
+/// Where the clients send their records: the node that leads, as last found, and how many
+/// times a client found that the leadership had moved. The cluster shares one disk and two
+/// vCPUs with its clients, and a heartbeat or a sync held up past the election timeout can
+/// move the leadership in the middle of a run: a client that is told "not the leader" waits for
+/// the new one and sends its record again (nothing was proposed), and that wait counts in the
+/// latency of its commit.
+struct Leadership<'a> {
+    nodes: Vec<&'a Node>,
+    leader: AtomicUsize,
+    moved: AtomicU64,
+}
+
+impl<'a> Leadership<'a> {
+    fn find(nodes: Vec<&'a Node>) -> Result<Leadership<'a>, String> {
+        let leader = leader(&nodes)?;
+        Ok(Leadership {
+            nodes,
+            leader: AtomicUsize::new(leader),
+            moved: AtomicU64::new(0),
+        })
+    }
+
+    /// Proposes `record` at the leader and waits for its commit, following the leadership.
+    fn commit(&self, record: &[u8]) -> Result<(), String> {
+        loop {
+            let at = self.leader.load(Ordering::Acquire);
+            match self.nodes[at].propose_and_wait(record, Duration::from_secs(30)) {
+                Ok(_) => return Ok(()),
+                Err(rwal_replication::Error::NotLeader { .. }) => {
+                    self.moved.fetch_add(1, Ordering::Relaxed);
+                    let now = leader(&self.nodes)?;
+                    self.leader.store(now, Ordering::Release);
+                }
+                Err(e) => return Err(format!("replicated commit: {e}")),
+            }
+        }
+    }
+
+    /// How many times a client found the leadership moved since the last call.
+    fn take_moves(&self) -> u64 {
+        self.moved.swap(0, Ordering::Relaxed)
+    }
+}
+
 /// Quorum commits of 128-byte records from `clients` threads.
-fn replicated(node: &Node, clients: usize, seconds: Duration) -> Result<Histogram<u64>, String> {
-    timed(clients, seconds, &|| {
-        node.propose_and_wait(&[0x42u8; 128], Duration::from_secs(30))
-            .map(|_| ())
-            .map_err(|e| format!("replicated commit: {e}"))
-    })
+fn replicated(
+    leadership: &Leadership<'_>,
+    clients: usize,
+    seconds: Duration,
+) -> Result<Histogram<u64>, String> {
+    timed(clients, seconds, &|| leadership.commit(&[0x42u8; 128]))
 }
 
 /// Single-node durable commits of 128-byte records from `threads` threads, and the seconds
@@ -203,18 +249,26 @@ pub fn measure(
     }
     step(format!("{backend}: starting a {nodes}-node cluster"));
     let members = start_cluster(base, nodes, options)?;
-    let leader = leader(&members)?;
+    let leadership = Leadership::find(members.iter().map(|m| &m.node).collect())?;
     // Warm up: the first rounds pay for connections and page faults.
     for _ in 0..50 {
-        members[leader]
-            .node
-            .propose_and_wait(&[0u8; 128], Duration::from_secs(30))
+        leadership
+            .commit(&[0u8; 128])
             .map_err(|e| format!("warm-up: {e}"))?;
     }
+    leadership.take_moves();
     for &n in clients {
         step(format!("{backend}: {nodes}-node quorum commit x{n}"));
         let t = Instant::now();
-        let h = replicated(&members[leader].node, n, seconds)?;
+        let h = replicated(&leadership, n, seconds)?;
+        let moves = leadership.take_moves();
+        if moves > 0 {
+            // On stderr: `--json` keeps stdout for the results.
+            eprintln!(
+                "rwal bench: the leadership moved during the {n}-client quorum run ({moves} \
+                 commits were sent again to the new leader); its latencies include the wait"
+            );
+        }
         results.push(outcome(
             "replicated-commit",
             backend,
@@ -282,5 +336,45 @@ pub fn print_ratios(results: &[Outcome], nodes: usize) {
                 rate(q) / rate(s).max(1e-9)
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The leadership moved in the middle of a run (here by a transfer; in a run, by a
+    /// heartbeat or a sync held up past the election timeout): the clients follow it, and the
+    /// run ends with every commit made, where it used to fail with "not the leader".
+    #[test]
+    fn the_clients_follow_the_leadership_when_it_moves_mid_run() {
+        let base = std::env::temp_dir().join(format!(
+            "rwal-bench-replicated-moves-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        let options = Options::new().segment_bytes(1 << 20);
+        let members = start_cluster(&base, 3, &options).unwrap();
+        let leadership = Leadership::find(members.iter().map(|m| &m.node).collect()).unwrap();
+        let first = leadership.leader.load(Ordering::Acquire);
+        let h = std::thread::scope(|s| {
+            let run = s.spawn(|| replicated(&leadership, 4, Duration::from_secs(2)));
+            std::thread::sleep(Duration::from_millis(500));
+            let to = members[first]
+                .node
+                .transfer_leadership(None, Duration::from_secs(10))
+                .expect("the leadership moves");
+            assert_ne!(to, members[first].node.id());
+            run.join().unwrap()
+        })
+        .expect("the run follows the new leader");
+        assert!(!h.is_empty());
+        assert!(leadership.take_moves() > 0, "no client met the move");
+        assert_ne!(leadership.leader.load(Ordering::Acquire), first);
+        for member in members {
+            member.node.close().unwrap();
+        }
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }
