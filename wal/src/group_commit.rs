@@ -321,9 +321,28 @@ impl GroupCommit {
     ) -> Result<()> {
         let mut st = self.state.lock();
         st.stats.commits += 1;
+        // Set once this committer rode or waited for a sync that covers `lsn`: that sync's
+        // outcome is the answer, whatever happened to the log since (the leader's is, too).
+        let mut covered = false;
         loop {
+            let cut = st.truncations != truncations && lsn > st.truncated_to;
+            if covered && !cut && st.durable >= lsn {
+                return Ok(());
+            }
+            if !cut
+                && st.closed
+                && st.poisoned.is_none()
+                && st.syncing
+                && lsn <= st.sync_target.unwrap_or(st.written)
+            {
+                // A close waits for the running sync to end, and so does a record it covers,
+                // rather than be told `Closed` of a record that sync then makes durable.
+                covered = true;
+                self.cond.wait(&mut st);
+                continue;
+            }
             Self::check_state(&st)?;
-            if st.truncations != truncations && lsn > st.truncated_to {
+            if cut {
                 return Err(Error::NotFound {
                     lsn,
                     last_lsn: st.truncated_to,
@@ -340,6 +359,9 @@ impl GroupCommit {
                 if self.ride(lsn, truncations) {
                     return Ok(());
                 }
+                // A failure, a truncation or a close (which may have come while the sync
+                // still ran, and its outcome is the answer).
+                covered = true;
                 st = self.state.lock();
                 continue;
             }
@@ -737,6 +759,50 @@ mod tests {
         // The sync made the record durable: its committer is told so, closed or not.
         leader.join().unwrap().unwrap();
         assert!(matches!(gc.check(), Err(Error::Closed)));
+    }
+
+    /// A commit of a record that the running sync covers, arriving after a close started (or
+    /// a rider that saw the close's flag before that sync ended), waits for the sync and is
+    /// told what it did. It used to be told `Closed` at once, though the sync then made its
+    /// record durable.
+    #[test]
+    fn a_commit_covered_by_the_sync_a_close_waits_for_gets_that_syncs_outcome() {
+        let gc = Arc::new(GroupCommit::new(0));
+        gc.complete(1, 3, 120);
+        let (held, sync) = held_sync(|| Ok(()));
+        let leader = {
+            let gc = gc.clone();
+            thread::spawn(move || gc.commit(1, Duration::ZERO, sync))
+        };
+        held.reached.recv().unwrap();
+        let closer = {
+            let gc = gc.clone();
+            thread::spawn(move || gc.close())
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while gc.check().is_ok() {
+            assert!(Instant::now() < deadline, "the close never started");
+            thread::yield_now();
+        }
+        let committer = {
+            let gc = gc.clone();
+            thread::spawn(move || gc.commit(3, Duration::ZERO, |_, _| panic!("no second sync")))
+        };
+        // Counted under the lock it holds until it returns or waits: once counted, it decided.
+        while gc.state.lock().stats.commits < 2 {
+            assert!(Instant::now() < deadline, "the commit never started");
+            thread::yield_now();
+        }
+        held.release.send(()).unwrap();
+        leader.join().unwrap().unwrap();
+        closer.join().unwrap();
+        let outcome = committer.join().unwrap();
+        assert!(outcome.is_ok(), "{outcome:?}");
+        assert_eq!(gc.durable_lsn(), 3);
+        // A commit after the close of a record no sync covered is refused.
+        gc.complete(4, 4, 40);
+        let late = gc.commit(4, Duration::ZERO, |_, _| panic!("no sync after close"));
+        assert!(matches!(late, Err(Error::Closed)), "{late:?}");
     }
 
     /// Increments `arrivals` until dropped, as committers that never stop coming would.

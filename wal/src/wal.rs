@@ -289,11 +289,20 @@ impl Wal {
         Ok(lsn)
     }
 
-    /// Commits everything appended so far; returns the LSN now durable.
+    /// Commits everything appended so far; returns the LSN now durable. A truncation that
+    /// another thread runs meanwhile is followed: what the cut left is committed.
     pub fn sync(&self) -> Result<Lsn> {
-        let last = self.last_lsn();
-        self.commit(last)?;
-        Ok(last)
+        loop {
+            let last = self.last_lsn();
+            #[cfg(test)]
+            tests::hook("sync: the last LSN read", &self.inner);
+            match self.commit(last) {
+                // A truncation on another thread cut below `last` after it was read: what is
+                // appended now is what there is to sync. (Each pass follows a whole cut.)
+                Err(Error::NotFound { .. }) => continue,
+                done => return done.map(|()| last),
+            }
+        }
     }
 
     /// The oldest retained LSN (1 for a new log).
@@ -1002,12 +1011,21 @@ impl Inner {
         self.commit(last)?;
         // Records up to `lsn` stay; the epoch falls back to the last one's, as a reopen would
         // set it (a consensus log's terms never decrease along it, but they may across a cut).
+        // Read under the gate and the control lock, as `epoch_at` does: a compaction moves the
+        // first LSN past a removed segment under the control lock before it drops the segment,
+        // so the state and the segments read here agree. (A copy of the state taken before
+        // the gate could name a segment a compaction at `lsn`, the latest checkpoint, removed
+        // meanwhile, and the cut would fail as if `lsn` were in a damaged stretch.)
+        #[cfg(test)]
+        tests::hook("truncate_after: the epoch kept is read next", self);
         let kept_epoch = {
-            let state = self.control.lock().state().clone();
-            self.epoch_of(lsn, &state).map_err(|e| match e {
-                Error::NotFound { .. } => skipped_stretch(lsn),
-                other => other,
-            })?
+            let _gate = self.cut_gate.read();
+            let control = self.control.lock();
+            self.epoch_of_under_gate(lsn, control.state())
+                .map_err(|e| match e {
+                    Error::NotFound { .. } => skipped_stretch(lsn),
+                    other => other,
+                })?
         };
         let _frozen = FrozenSyncs::freeze(self, "truncation")?;
         let gate = self.cut_gate.write();
@@ -1243,6 +1261,127 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
+
+    type Hook = Box<dyn FnOnce(&Inner)>;
+
+    thread_local! {
+        /// Run once each, on this thread, when it reaches the point of the code they name.
+        static HOOKS: RefCell<Vec<(&'static str, Hook)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Runs `hook` the next time this thread reaches `point` (a `tests::hook` call).
+    fn at(point: &'static str, hook: impl FnOnce(&Inner) + 'static) {
+        HOOKS.with(|hooks| hooks.borrow_mut().push((point, Box::new(hook))));
+    }
+
+    pub(super) fn hook(point: &'static str, inner: &Inner) {
+        let hook = HOOKS.with(|hooks| {
+            let mut hooks = hooks.borrow_mut();
+            let found = hooks.iter().position(|(at, _)| *at == point)?;
+            Some(hooks.remove(found).1)
+        });
+        if let Some(hook) = hook {
+            hook(inner);
+        }
+    }
+
+    /// A compaction that removes the segment holding the latest checkpoint's record runs
+    /// while a truncation to that record is under way (another thread's, in use: here at the
+    /// moment that made it fail). The truncation takes the record's epoch from the control
+    /// file and cuts. It used to read the epoch with a copy of the control state taken before
+    /// the compaction, looked for the removed segment, and failed with `InvalidArgument` as if
+    /// the record were in a stretch recovery skipped as damaged.
+    #[test]
+    fn a_cut_to_the_checkpoint_beside_the_compaction_of_its_segment_succeeds() {
+        let dir = std::env::temp_dir().join(format!("rwal-cut-compaction-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let options = || {
+            Options::new()
+                .background_threads(false)
+                .segment_bytes(1 << 20)
+        };
+        let wal = Wal::open(&dir, options()).expect("opened");
+        wal.set_epoch(3).expect("epoch set");
+        let payload = vec![5u8; 4096];
+        let mut lsn = 0;
+        while wal.segment_count() < 2 {
+            lsn = wal.append(&payload).expect("appended");
+        }
+        // The first record of the second segment: the checkpoint is the first one's last.
+        let checkpoint = lsn - 1;
+        wal.set_epoch(4).expect("epoch set");
+        let last = wal.append(b"cut").expect("appended");
+        wal.sync().expect("synced");
+        wal.checkpoint(checkpoint, Some(b"state"))
+            .expect("checkpoint");
+        assert_eq!(wal.first_lsn(), 1, "nothing compacted yet");
+        at("truncate_after: the epoch kept is read next", |inner| {
+            let report = inner.compact().expect("compacted");
+            assert_eq!(report.segments_removed, 1, "{report:?}");
+        });
+        wal.truncate_after(checkpoint).expect("cut");
+        assert_eq!(
+            wal.first_lsn(),
+            checkpoint + 1,
+            "the first segment compacted"
+        );
+        assert_eq!(wal.last_lsn(), checkpoint);
+        assert_eq!(wal.epoch(), 3, "the epoch of the record cut after");
+        assert!(last > lsn);
+        let again = wal.append(b"after the cut").expect("appended");
+        assert_eq!(again, checkpoint + 1);
+        wal.close().expect("closed");
+        let wal = Wal::open(&dir, options()).expect("reopened");
+        assert_eq!(wal.read(again).expect("read"), b"after the cut");
+        assert_eq!(wal.epoch_at(checkpoint).expect("epoch"), 3);
+        wal.close().expect("closed");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A truncation on another handle between a sync's look at the last LSN and its commit
+    /// (here, the sync of a close). The sync follows the cut and commits what is left. It used
+    /// to fail with `NotFound` for the LSN it read, and the close with it, skipping the final
+    /// watermark write.
+    #[test]
+    fn a_sync_or_close_beside_a_truncation_syncs_what_the_cut_left() {
+        let dir = std::env::temp_dir().join(format!("rwal-sync-cut-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let options = || Options::new().background_threads(false);
+        let wal = Wal::open(&dir, options()).expect("opened");
+        for i in 0..4u8 {
+            wal.append(&[i; 100]).expect("appended");
+        }
+        wal.commit(2).expect("committed");
+        at("sync: the last LSN read", |inner| {
+            inner.truncate_after(2).expect("cut");
+            inner
+                .append(RecordKind::User, None, &[&[9u8; 10]])
+                .expect("appended");
+        });
+        assert_eq!(
+            wal.sync().expect("synced"),
+            3,
+            "the record appended after the cut"
+        );
+        wal.append(&[4u8; 100]).expect("appended");
+        at("sync: the last LSN read", |inner| {
+            inner.truncate_after(3).expect("cut");
+        });
+        wal.close_shared().expect("closed, the watermark written");
+        drop(wal);
+        let wal = Wal::open(&dir, options()).expect("reopened");
+        assert_eq!(wal.last_lsn(), 3);
+        assert_eq!(wal.read(3).expect("read"), [9u8; 10]);
+        assert_eq!(
+            wal.recovery_report().control_durable_lsn,
+            3,
+            "{:?}",
+            wal.recovery_report()
+        );
+        wal.close().expect("closed");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     /// A close stops a segment's preparation ahead of need: the pass fails with `Closed` and
     /// the half-zeroed file is gone. Appends that need a segment still make one, and the log
