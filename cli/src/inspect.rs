@@ -1,5 +1,7 @@
 //! `rwal inspect DIR` and `rwal verify DIR`: read-only views of a log directory, like
-//! `pg_waldump`. Neither opens a file for writing nor takes the log's lock.
+//! `pg_waldump`. Neither opens a file for writing nor takes the log's lock. Both say what
+//! recovery in the default mode would make of the log (run without changing anything);
+//! `verify` fails when it would refuse it.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -105,6 +107,30 @@ fn print_inspect(found: &Inspection) {
             p.detail
         );
     }
+    print_recovery(found);
+}
+
+/// What recovery in the default mode would do, and whether the log changed under the passes.
+fn print_recovery(found: &Inspection) {
+    match &found.recovery {
+        Ok(report) if report.events.is_empty() => {
+            out!("recovery (default mode): opens the log as it is")
+        }
+        Ok(report) => {
+            out!("recovery (default mode): opens the log after:");
+            for event in &report.events {
+                out!("  {event:?}");
+            }
+        }
+        Err(reason) => out!("recovery (default mode): REFUSES to open the log: {reason}"),
+    }
+    if found.changed_under_every_pass {
+        out!(
+            "note: the log changed during each of {} passes (it is open elsewhere): problems \
+             above may be changes seen half made",
+            found.passes
+        );
+    }
 }
 
 fn print_verify(found: &Inspection) -> ExitCode {
@@ -127,6 +153,7 @@ fn print_verify(found: &Inspection) -> ExitCode {
         found.segments.len(),
         found.last_lsn
     );
+    print_recovery(found);
     if found.is_corrupted() {
         out!("verify: FAILED");
         ExitCode::from(1)

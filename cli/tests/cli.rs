@@ -97,6 +97,38 @@ fn verify_names_segment_and_offset_of_a_flipped_byte_and_fails() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Damage above the control file's watermark, left stale by a crash, that later records prove
+/// acknowledged (their durability claims reach past it): recovery refuses the log, and verify
+/// fails naming the record. It called it a torn tail and passed before (2026-12-03).
+#[test]
+fn verify_fails_damage_that_later_records_prove_acknowledged() {
+    let dir = temp("verify-proven");
+    let options = Options::new()
+        .segment_bytes(1 << 20)
+        .background_threads(false);
+    let wal = Wal::open(&dir, options).unwrap();
+    for i in 0..2u8 {
+        wal.append_durable(&[i; 100]).unwrap();
+    }
+    wal.maintain().unwrap();
+    for i in 2..10u8 {
+        wal.append_durable(&[i; 100]).unwrap();
+    }
+    // A crash: the control file's watermark stays at 2.
+    std::mem::forget(wal);
+    let record_3 = 4096 + 2 * 136;
+    patch(&dir, record_3 + 50, &[0x04]);
+    let out = rwal(&["verify", dir.to_str().unwrap()]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains(&format!("CORRUPTED: {SEGMENT} offset {record_3} LSN 3")),
+        "{shown}"
+    );
+    assert!(shown.contains("REFUSES to open the log"), "{shown}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn verify_reports_a_torn_tail_without_failing() {
     let dir = temp("verify-torn");

@@ -256,7 +256,7 @@ impl Inner {
 
     /// [`epoch_of`](Inner::epoch_of) for a caller that holds the cut gate.
     pub(crate) fn epoch_of_under_gate(&self, lsn: Lsn, state: &ControlState) -> Result<u64> {
-        if lsn + 1 == state.first_lsn || lsn == 0 {
+        if lsn.checked_add(1) == Some(state.first_lsn) || lsn == 0 {
             return Ok(if lsn == 0 { 0 } else { state.first_epoch });
         }
         let (segment, offset) = self.locate(lsn)?;

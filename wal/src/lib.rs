@@ -51,6 +51,8 @@ pub mod segment;
 mod segment_ref;
 pub mod snapshot;
 mod sync;
+#[cfg(test)]
+mod test_hooks;
 mod wal;
 
 #[cfg(all(test, loom))]

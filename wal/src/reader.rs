@@ -81,29 +81,43 @@ impl Reader {
         let Some((offset, header)) = self.advance()? else {
             return Ok(None);
         };
-        let segment = self.segment.as_ref().expect("advance sets the segment");
-        let data = segment.payload(offset, header.payload_len);
-        Ok(Some(Record {
-            lsn: header.lsn,
-            epoch: header.epoch,
-            kind: header.kind,
-            data,
-        }))
+        Ok(Some(self.record(offset, header)))
     }
 
     /// The next durable record, waiting up to `timeout` for one to become durable; a
     /// `Timeout` error if none does.
     pub fn next_timeout(&mut self, timeout: Duration) -> Result<Record<'_>> {
         let deadline = Instant::now() + timeout;
-        loop {
-            if self.inner.group.durable_lsn() >= self.next {
-                break;
+        let (offset, header) = loop {
+            let durable = self.inner.group.durable_lsn();
+            if durable < self.next {
+                self.inner.group.wait_durable(self.next, deadline)?;
+                continue;
             }
-            self.inner.group.wait_durable(self.next, deadline)?;
+            #[cfg(test)]
+            crate::test_hooks::hook("next_timeout: the next LSN is durable", &self.inner);
+            if let Some(found) = self.advance()? {
+                break found;
+            }
+            // Durable, and yet nothing to read: a truncation cut it since, or the record after
+            // a stretch that recovery skipped is not durable yet. Wait on, to the deadline:
+            // for the record at `next` if the durable LSN fell below it, else for it to move.
+            let now = self.inner.group.durable_lsn();
+            let wanted = if now < self.next { self.next } else { now + 1 };
+            self.inner.group.wait_durable(wanted, deadline)?;
+        };
+        Ok(self.record(offset, header))
+    }
+
+    /// The record whose header `advance` read at `offset` of the current segment.
+    fn record(&self, offset: u64, header: record::RecordHeader) -> Record<'_> {
+        let segment = self.segment.as_ref().expect("advance sets the segment");
+        Record {
+            lsn: header.lsn,
+            epoch: header.epoch,
+            kind: header.kind,
+            data: segment.payload(offset, header.payload_len),
         }
-        self.next()?.ok_or(Error::Timeout {
-            waiting_for: "a durable record",
-        })
     }
 
     /// Moves to the next durable record: its offset and header.
@@ -163,5 +177,48 @@ fn position(
 impl Drop for Reader {
     fn drop(&mut self) {
         self.inner.pins.release(self.pin_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::test_hooks::at;
+    use crate::{Options, Wal};
+
+    /// A truncation lands between a waiting reader's look at the durable LSN and its read (here
+    /// through a test hook; in use, from another thread): the record it waited for is gone. The
+    /// reader waits on, to its deadline, and gets the record appended at that LSN after the cut.
+    /// It used to return `Timeout` at once, long before its deadline (found by review on
+    /// 2026-12-03).
+    #[test]
+    fn a_reader_waiting_past_a_cut_waits_on_for_the_record_after_it() {
+        let dir = std::env::temp_dir().join(format!("rwal-reader-cut-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let wal = Arc::new(Wal::open(&dir, Options::new().background_threads(false)).unwrap());
+        for i in 1..=3u8 {
+            wal.append(&[i; 10]).unwrap();
+        }
+        wal.sync().unwrap();
+        let mut reader = wal.reader(3).unwrap();
+        assert_eq!(reader.next().unwrap().map(|r| r.lsn), Some(3));
+        wal.append_durable(b"four").unwrap();
+        let cutter = wal.clone();
+        at("next_timeout: the next LSN is durable", move |_| {
+            cutter.truncate_after(3).expect("cut below the reader");
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                cutter.append_durable(b"four again").expect("appended");
+            });
+        });
+        let record = reader
+            .next_timeout(Duration::from_secs(20))
+            .expect("the record appended after the cut");
+        assert_eq!((record.lsn, record.data), (4, &b"four again"[..]));
+        drop(reader);
+        wal.close_shared().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -175,6 +175,9 @@ enum Decision {
 
 struct Scan<'a> {
     dir: &'a dyn Dir,
+    /// `Changes::None`: a dry run, perhaps beside a live log whose files change under it, so
+    /// nothing the first pass verified is trusted later.
+    changes: Changes,
     mode: RecoveryMode,
     /// Every record up to this LSN is proven to have been acknowledged.
     watermark: Lsn,
@@ -207,9 +210,40 @@ struct Scan<'a> {
 
 /// Recovers the log in `dir` (creating it if allowed and absent).
 pub(crate) fn recover(dir: &dyn Dir, options: &Options) -> Result<Recovered> {
+    let (scan, files, stop_index, control) = scan(dir, options, Changes::Make)?;
+    scan.finish(&files, stop_index, control, options)
+}
+
+/// Recovery's decisions on `dir` in `options`' mode, with nothing changed (no file created,
+/// removed, cut or synced; `dir` may be read-only): the report a recovery would give, or the
+/// error with which it would refuse the log. `rwal verify` judges a log by it.
+pub(crate) fn dry_run(dir: &dyn Dir, options: &Options) -> Result<RecoveryReport> {
+    let (scan, _, _, _) = scan(dir, options, Changes::None)?;
+    Ok(scan.report)
+}
+
+/// Whether a scan may change the directory before its decisions (temporary files, a
+/// declared reset, snapshots nothing names).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Changes {
+    Make,
+    None,
+}
+
+/// What recovery decided before it acts: the scan, the segment files it looked at (sequence
+/// and name), the index of the first file not kept, and the control file.
+type Decided<'a> = (Scan<'a>, Vec<(u64, String)>, usize, Control);
+
+/// Everything of recovery up to its decisions.
+fn scan<'a>(dir: &'a dyn Dir, options: &Options, changes: Changes) -> Result<Decided<'a>> {
     let mut names = dir.list().map_err(|e| Error::io("list", dir.path(), e))?;
     // Files a crash left half made (a segment being allocated, a control file being created).
-    for temp in names.iter().filter(|n| n.ends_with(".tmp")) {
+    let temps = if changes == Changes::Make {
+        names.iter().filter(|n| n.ends_with(".tmp")).collect()
+    } else {
+        Vec::new()
+    };
+    for temp in temps {
         match dir.remove(temp) {
             // Gone already: another process's `O_DIRECT` probe, which it removes itself (it
             // probes before it asks for the lock this process holds).
@@ -239,7 +273,7 @@ pub(crate) fn recover(dir: &dyn Dir, options: &Options) -> Result<Recovered> {
             dir.path().join(crate::control::FILE_NAME),
             "missing, but segment files exist",
         ));
-    } else if !options.create_if_missing {
+    } else if !options.create_if_missing || changes == Changes::None {
         return Err(Error::NoLog {
             dir: dir.path().to_path_buf(),
         });
@@ -251,15 +285,22 @@ pub(crate) fn recover(dir: &dyn Dir, options: &Options) -> Result<Recovered> {
     if state.reset_pending {
         // A reset to a snapshot was declared but not finished: the old log goes entirely; the
         // new one starts, empty, at first_lsn (created in `finish`).
-        for (_, name) in &files {
+        let old = if changes == Changes::Make {
+            &files[..]
+        } else {
+            &[]
+        };
+        for (_, name) in old {
             dir.remove(name)
                 .map_err(|e| Error::io("remove", dir.path().join(name), e))?;
         }
-        dir.sync()
-            .map_err(|e| Error::io("fsync directory", dir.path(), e))?;
+        if changes == Changes::Make {
+            dir.sync()
+                .map_err(|e| Error::io("fsync directory", dir.path(), e))?;
+        }
         files.clear();
     }
-    let snapshots_left = check_snapshots(dir, &names, &state)?;
+    let snapshots_left = check_snapshots(dir, &names, &state, changes)?;
     let mut open_errors = Vec::with_capacity(files.len());
     let opened: Vec<(u64, Option<Arc<dyn File>>)> = files
         .iter()
@@ -273,9 +314,15 @@ pub(crate) fn recover(dir: &dyn Dir, options: &Options) -> Result<Recovered> {
         })
         .collect();
     let mut checks = first_pass::check_files(&opened);
-    first_pass::recheck_from_disk(&opened, &mut checks, state.durable_lsn);
+    // Not in a dry run: dropping cached pages would disturb a live log beside it (its
+    // readers' pages, and the write-back a drop starts); the dry run judges the files as the
+    // page cache holds them.
+    if changes == Changes::Make {
+        first_pass::recheck_from_disk(&opened, &mut checks, state.durable_lsn);
+    }
     let mut scan = Scan {
         dir,
+        changes,
         mode: options.recovery_mode,
         watermark: state.durable_lsn,
         pending_cut: state.pending_cut,
@@ -312,7 +359,7 @@ pub(crate) fn recover(dir: &dyn Dir, options: &Options) -> Result<Recovered> {
     let stop_index = scan.scan_files(&files)?;
     scan.check_past_the_end();
     scan.check_watermark_reached()?;
-    scan.finish(&files, stop_index, control, options)
+    Ok((scan, files, stop_index, control))
 }
 
 impl Scan<'_> {
@@ -552,7 +599,7 @@ impl Scan<'_> {
         index: usize,
         offset: u64,
     ) -> std::result::Result<(record::RecordHeader, &'s [u8]), Invalid> {
-        if offset < self.checks[index].verified_to {
+        if self.changes == Changes::Make && offset < self.checks[index].verified_to {
             let record = segment.verified_record_at(offset);
             debug_assert_eq!(record, segment.record_at(offset));
             record
@@ -993,10 +1040,14 @@ fn check_snapshots(
     dir: &dyn Dir,
     names: &[String],
     state: &ControlState,
+    changes: Changes,
 ) -> Result<Vec<RecoveryEvent>> {
     let keep = state.checkpoint.map(|(lsn, _)| lsn);
     if let Some(lsn) = keep {
         crate::snapshot::open(dir, lsn)?;
+    }
+    if changes == Changes::None {
+        return Ok(Vec::new());
     }
     let mut removed = false;
     let mut left = Vec::new();

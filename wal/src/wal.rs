@@ -295,7 +295,7 @@ impl Wal {
         loop {
             let last = self.last_lsn();
             #[cfg(test)]
-            tests::hook("sync: the last LSN read", &self.inner);
+            crate::test_hooks::hook("sync: the last LSN read", &self.inner);
             match self.commit(last) {
                 // A truncation on another thread cut below `last` after it was read: what is
                 // appended now is what there is to sync. (Each pass follows a whole cut.)
@@ -400,7 +400,7 @@ impl Wal {
         let control = inner.control.lock();
         inner.group.check()?;
         let state = control.state();
-        if lsn > 0 && lsn + 1 != state.first_lsn {
+        if lsn > 0 && lsn.checked_add(1) != Some(state.first_lsn) {
             inner.check_readable(lsn)?;
         }
         inner.epoch_of_under_gate(lsn, state)
@@ -1017,7 +1017,7 @@ impl Inner {
         // the gate could name a segment a compaction at `lsn`, the latest checkpoint, removed
         // meanwhile, and the cut would fail as if `lsn` were in a damaged stretch.)
         #[cfg(test)]
-        tests::hook("truncate_after: the epoch kept is read next", self);
+        crate::test_hooks::hook("truncate_after: the epoch kept is read next", self);
         let kept_epoch = {
             let _gate = self.cut_gate.read();
             let control = self.control.lock();
@@ -1261,30 +1261,7 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cell::RefCell;
-
-    type Hook = Box<dyn FnOnce(&Inner)>;
-
-    thread_local! {
-        /// Run once each, on this thread, when it reaches the point of the code they name.
-        static HOOKS: RefCell<Vec<(&'static str, Hook)>> = const { RefCell::new(Vec::new()) };
-    }
-
-    /// Runs `hook` the next time this thread reaches `point` (a `tests::hook` call).
-    fn at(point: &'static str, hook: impl FnOnce(&Inner) + 'static) {
-        HOOKS.with(|hooks| hooks.borrow_mut().push((point, Box::new(hook))));
-    }
-
-    pub(super) fn hook(point: &'static str, inner: &Inner) {
-        let hook = HOOKS.with(|hooks| {
-            let mut hooks = hooks.borrow_mut();
-            let found = hooks.iter().position(|(at, _)| *at == point)?;
-            Some(hooks.remove(found).1)
-        });
-        if let Some(hook) = hook {
-            hook(inner);
-        }
-    }
+    use crate::test_hooks::at;
 
     /// A compaction that removes the segment holding the latest checkpoint's record runs
     /// while a truncation to that record is under way (another thread's, in use: here at the
@@ -1335,6 +1312,26 @@ mod tests {
         let wal = Wal::open(&dir, options()).expect("reopened");
         assert_eq!(wal.read(again).expect("read"), b"after the cut");
         assert_eq!(wal.epoch_at(checkpoint).expect("epoch"), 3);
+        wal.close().expect("closed");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `epoch_at` of any LSN past the log (the replication layer asks with indices from peers'
+    /// messages) is `NotFound`. `u64::MAX` overflowed the check before (a panic in builds with
+    /// overflow checks; found by review on 2026-12-03).
+    #[test]
+    fn the_epoch_of_an_lsn_past_the_log_is_not_found_up_to_the_largest() {
+        let dir = std::env::temp_dir().join(format!("rwal-epoch-max-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let wal = Wal::open(&dir, Options::new().background_threads(false)).expect("opened");
+        wal.append_durable(b"one").expect("appended");
+        for lsn in [2, 1 << 40, u64::MAX - 1, u64::MAX] {
+            let found = wal.epoch_at(lsn);
+            assert!(
+                matches!(found, Err(Error::NotFound { .. })),
+                "{lsn}: {found:?}"
+            );
+        }
         wal.close().expect("closed");
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -37,9 +37,69 @@ pub(crate) struct FsDir {
     preallocation: Preallocation,
     recorder: Option<SyncRecorder>,
     ring: Option<Arc<Ring>>,
+    /// Opened by `open_read_only`: files are opened for reading only, and every call that
+    /// would change the directory fails.
+    read_only: bool,
 }
 
 impl FsDir {
+    /// Opens the directory for reading only (`rwal verify`'s dry run of recovery): files are
+    /// opened read-only and mapped read-only, and `create`, `rename`, `remove`, `sync` and
+    /// `lock` fail with `PermissionDenied`. Opening a file that is not a regular one (a FIFO
+    /// named like a segment) fails instead of blocking.
+    pub fn open_read_only(path: &Path) -> io::Result<FsDir> {
+        let dir = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(path)?;
+        Ok(FsDir {
+            path: path.to_path_buf(),
+            dir,
+            mode: WriteMode::Pwrite,
+            preallocation: Preallocation::default(),
+            recorder: None,
+            ring: None,
+            read_only: true,
+        })
+    }
+
+    /// The error of a change asked of a read-only directory.
+    fn refuse_changes(&self) -> io::Result<()> {
+        if self.read_only {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "the directory is open for reading only",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Opens the existing file at `path`: for reading and writing, or for reading only (then
+    /// without blocking, and only a regular file).
+    fn open_existing(&self, path: &Path) -> io::Result<StdFile> {
+        if !self.read_only {
+            return OpenOptions::new().read(true).write(true).open(path);
+        }
+        // Looked at before it is opened, too: opening a device can do things.
+        if !std::fs::metadata(path)?.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not a regular file",
+            ));
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)?;
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not a regular file",
+            ));
+        }
+        Ok(file)
+    }
+
     /// Opens (and with `create`, creates durably) the directory.
     pub fn open(
         path: &Path,
@@ -97,6 +157,7 @@ impl FsDir {
             preallocation,
             recorder,
             ring,
+            read_only: false,
         })
     }
 
@@ -328,6 +389,7 @@ impl Dir for FsDir {
     }
 
     fn create(&self, name: &str, len: u64) -> io::Result<Arc<dyn File>> {
+        self.refuse_changes()?;
         self.create_allocated(name, len, None)
     }
 
@@ -337,10 +399,12 @@ impl Dir for FsDir {
         len: u64,
         stop: &AtomicBool,
     ) -> io::Result<Arc<dyn File>> {
+        self.refuse_changes()?;
         self.create_allocated(name, len, Some(stop))
     }
 
     fn create_plain(&self, name: &str, len: u64) -> io::Result<Arc<dyn File>> {
+        self.refuse_changes()?;
         let (path, file) = self.create_new(name)?;
         // Sparse: the file is written once, front to back, and only read through the mapping
         // (a hole reads as zeros, and the length is set, so nothing faults past the end).
@@ -354,7 +418,7 @@ impl Dir for FsDir {
 
     fn open_plain(&self, name: &str) -> io::Result<Arc<dyn File>> {
         let path = self.file_path(name);
-        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        let file = self.open_existing(&path)?;
         self.map_with(file, path, false, WriteMode::Pwrite)
     }
 
@@ -367,19 +431,22 @@ impl Dir for FsDir {
 
     fn open(&self, name: &str) -> io::Result<Arc<dyn File>> {
         let path = self.file_path(name);
-        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        let file = self.open_existing(&path)?;
         self.map(file, path, false)
     }
 
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        self.refuse_changes()?;
         std::fs::rename(self.file_path(from), self.file_path(to))
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
+        self.refuse_changes()?;
         std::fs::remove_file(self.file_path(name))
     }
 
     fn sync(&self) -> io::Result<()> {
+        self.refuse_changes()?;
         self.dir.sync_all()?;
         if let Some(recorder) = &self.recorder {
             recorder.dir_synced(&self.path)?;
@@ -388,6 +455,7 @@ impl Dir for FsDir {
     }
 
     fn lock(&self) -> io::Result<Box<dyn DirLock>> {
+        self.refuse_changes()?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
