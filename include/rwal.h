@@ -336,7 +336,8 @@ typedef int32_t rwal_recovery_mode;
 #define RWAL_LOG_INFO 3
 
 /**
- * Add a voter, or promote a learner once it has caught up.
+ * Promote a learner to voter once it has caught up (a node that is not a learner yet is
+ * refused with `RWAL_ERR_INVALID_ARGUMENT`: add it as a learner first).
  */
 #define RWAL_MEMBERSHIP_ADD_VOTER 0
 
@@ -888,8 +889,9 @@ rwal_status rwal_node_options_add_peer(rwal_node_options *opts, uint64_t id, con
  * holds no log and that is given neither voters nor `join` refuses to open
  * (`RWAL_ERR_INVALID_ARGUMENT`): a member restarted with the founding voters after losing its
  * directory would found the cluster anew, and its vote could elect a leader that lacks
- * acknowledged writes. Such a member must be removed and added again as a new one. At most
- * 65 536 voters.
+ * acknowledged writes. Such a member must be removed and added again as a new one. One
+ * restarted with `join` opens empty, and votes for no candidate until a leader has sent it
+ * the membership. At most 65 536 voters.
  *
  * # Safety
  * `opts` is live; `ids` has `count` readable ids (NULL if `count` is 0).

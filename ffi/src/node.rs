@@ -228,7 +228,8 @@ pub const RWAL_ROLE_LEADER: i32 = 2;
 /// A membership change: one of the `RWAL_MEMBERSHIP_*` values.
 #[allow(non_camel_case_types)]
 pub type rwal_membership_change = i32;
-/// Add a voter, or promote a learner once it has caught up.
+/// Promote a learner to voter once it has caught up (a node that is not a learner yet is
+/// refused with `RWAL_ERR_INVALID_ARGUMENT`: add it as a learner first).
 pub const RWAL_MEMBERSHIP_ADD_VOTER: rwal_membership_change = 0;
 /// Add a learner: a non-voting standby that receives the log.
 pub const RWAL_MEMBERSHIP_ADD_LEARNER: rwal_membership_change = 1;
@@ -457,8 +458,9 @@ pub unsafe extern "C" fn rwal_node_options_add_peer(
 /// holds no log and that is given neither voters nor `join` refuses to open
 /// (`RWAL_ERR_INVALID_ARGUMENT`): a member restarted with the founding voters after losing its
 /// directory would found the cluster anew, and its vote could elect a leader that lacks
-/// acknowledged writes. Such a member must be removed and added again as a new one. At most
-/// 65 536 voters.
+/// acknowledged writes. Such a member must be removed and added again as a new one. One
+/// restarted with `join` opens empty, and votes for no candidate until a leader has sent it
+/// the membership. At most 65 536 voters.
 ///
 /// # Safety
 /// `opts` is live; `ids` has `count` readable ids (NULL if `count` is 0).

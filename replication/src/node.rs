@@ -967,6 +967,16 @@ fn status_of<M: StateMachine>(replica: &Replica<M>, failure: Option<String>) -> 
     }
 }
 
+/// Tells the transport which members the applied membership changes removed. Before the
+/// membership is published: a caller that saw a member removed and adds it back (a peer's
+/// address with `add_peer`, or the C ABI's membership call) must not have that undone by a
+/// `peer_removed` that comes after (found by review on 2026-12-03).
+fn forget_removed_members<M: StateMachine, T: Transport>(replica: &mut Replica<M>, transport: &T) {
+    for id in replica.take_removed_members() {
+        transport.peer_removed(id);
+    }
+}
+
 /// Publishes the replica's status and wakes who waits for it.
 fn publish<M: StateMachine>(shared: &Shared, replica: &Replica<M>) {
     let status = status_of(replica, None);
@@ -1191,6 +1201,7 @@ fn run<M: StateMachine, T: Transport>(
                     // for the sync of the entries appended with them, nor for the writes below.
                     let messages = replica.take_messages();
                     if replica.commit_lsn() > shared.waiters.published() {
+                        forget_removed_members(&mut replica, &transport);
                         publish(&shared, &replica);
                     }
                     // The leader's appends leave before its own sync: followers persist in
@@ -1256,10 +1267,8 @@ fn run<M: StateMachine, T: Transport>(
                     waiting
                 });
             }
+            forget_removed_members(&mut replica, &transport);
             publish(&shared, &replica);
-            for id in replica.take_removed_members() {
-                transport.peer_removed(id);
-            }
             let notes = replica.take_log();
             if let Some(log) = &log {
                 for note in notes {

@@ -209,7 +209,8 @@ pub enum Role {
 /// A membership change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MembershipChange {
-    /// Add a voter (or promote a learner).
+    /// Promote a learner to voter, once it has caught up (a node that is not a learner yet is
+    /// refused: it is added as a learner first).
     AddVoter(NodeId),
     /// Add a learner: it receives the log but does not vote or count toward commit.
     AddLearner(NodeId),
@@ -747,13 +748,31 @@ impl<M: StateMachine> Replica<M> {
     }
 
     /// Proposes a membership change (one at a time: raft refuses a second while one is pending).
-    /// Promoting a learner is refused until it has replicated up to the commit LSN.
+    /// A voter is added by promoting a learner, which is refused until the learner has
+    /// replicated up to the commit LSN; a node that is not a learner yet is refused.
     pub fn change_membership(&mut self, change: MembershipChange) -> Result<Lsn> {
         self.refuse_unless_leading()?;
         let mut cc = ConfChange::default();
         match change {
             MembershipChange::AddVoter(id) => {
                 let conf = self.membership();
+                // (With a change pending, the refusal below names it instead.)
+                if id != 0
+                    && !conf.learners.contains(&id)
+                    && !conf.voters.contains(&id)
+                    && !self.raw.raft.has_pending_conf()
+                {
+                    // A new node knows no membership until the leader's snapshot reaches it,
+                    // and votes for no candidate until then (`step`): made a voter at once, it
+                    // would count in a quorum that could not elect a leader if this one went.
+                    return Err(Error::invalid(
+                        "node",
+                        format!(
+                            "node {id} is not a learner: add it as a learner first, and \
+                             promote it once it has caught up"
+                        ),
+                    ));
+                }
                 if conf.learners.contains(&id) {
                     let matched = self.raw.raft.prs().get(id).map_or(0, |pr| pr.matched);
                     if matched < self.commit_lsn() {
@@ -860,6 +879,23 @@ impl<M: StateMachine> Replica<M> {
                         }
                     }
                 }
+                if matches!(
+                    message.get_msg_type(),
+                    MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+                ) && self.knows_no_membership()
+                {
+                    // An empty replica (a node joining, or a member restarted on an empty
+                    // directory after it lost its disk) knows nothing it acknowledged: raft-rs
+                    // would grant any candidate its vote, and the vote of a member that lost
+                    // its log could elect a leader lacking acknowledged writes. It votes once
+                    // a leader sent it the membership (a snapshot), as a member it then is.
+                    self.note(format!(
+                        "a vote request from node {} (term {}) ignored: this node has no \
+                         membership yet (it joins, or lost its log)",
+                        message.from, message.term
+                    ));
+                    return;
+                }
                 if message.get_msg_type() == MessageType::MsgTimeoutNow
                     && !self.persist_before_campaign()
                 {
@@ -870,6 +906,13 @@ impl<M: StateMachine> Replica<M> {
                 }
             }
         }
+    }
+
+    /// Whether this replica has no membership: no voter, no learner (an empty log that joins
+    /// and was sent nothing yet).
+    fn knows_no_membership(&self) -> bool {
+        let conf = self.raw.raft.prs().conf();
+        conf.voters().ids().is_empty() && conf.learners().is_empty()
     }
 
     /// Everything to send since the last call.

@@ -1290,6 +1290,10 @@ fn membership_changes_raft_would_ignore_or_could_not_apply_are_refused() {
         Err(Error::InvalidArgument { reason, .. }) => reason,
         other => panic!("{change:?} was not refused: {other:?}"),
     };
+    // A voter is a promoted learner: a new node knows no membership, and votes for nobody,
+    // until the leader's snapshot reaches it.
+    let reason = refused(MembershipChange::AddVoter(9));
+    assert!(reason.contains("not a learner"), "{reason}");
     // The followers cannot acknowledge: the first change stays unapplied while the second is
     // asked for (both within a few milliseconds, far from an election timeout).
     for id in [1, 2, 3].into_iter().filter(|id| *id != leader) {
@@ -1473,4 +1477,72 @@ fn calls_that_wait_for_the_node_are_refused_on_its_own_thread() {
     node.propose_and_wait(b"after", WAIT).unwrap();
     let node = Arc::into_inner(node).expect("no other handle is left");
     node.close().unwrap();
+}
+
+/// Forwards to the in-memory network, records the ids the node's thread reports removed, and
+/// holds every batch it sends for 50 ms while `slow` is set.
+#[derive(Clone)]
+struct RecordingTransport {
+    inner: rwal_replication::MemoryTransport,
+    removed: Arc<Mutex<Vec<NodeId>>>,
+    slow: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl rwal_replication::Transport for RecordingTransport {
+    fn send(&self, batch: Vec<rwal_replication::Envelope>) {
+        if self.slow.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        rwal_replication::Transport::send(&self.inner, batch);
+    }
+
+    fn peer_removed(&self, id: NodeId) {
+        self.removed.lock().push(id);
+        rwal_replication::Transport::peer_removed(&self.inner, id);
+    }
+}
+
+/// Once a node's status shows a member removed, its transport has already been told: a caller
+/// that adds the member back next (its address, as the C ABI's membership call does) is not
+/// undone by a `peer_removed` that comes later. The status was published first, and the
+/// transport told after the round's sends (held up here) and syncs.
+#[test]
+fn a_removed_member_is_forgotten_by_the_transport_before_the_status_shows_it() {
+    let (dir, network) = (TempDir::new("repl-removed-order"), MemoryNetwork::new());
+    let notes = Arc::new(Mutex::new(Vec::new()));
+    let transport = RecordingTransport {
+        inner: network.transport(),
+        removed: Arc::new(Mutex::new(Vec::new())),
+        slow: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    };
+    let mut options = NodeOptions::new(1, dir.join("node1"), Bootstrap::Voters(vec![1]));
+    options.wal = Options::new().segment_bytes(1 << 20);
+    options.tick_interval = Duration::from_millis(10);
+    let leader = Node::open(options, Engine::default(), transport.clone()).expect("opens");
+    network.register(1, leader.inbox());
+    let (status, led) = leader.wait_status(WAIT, |s| s.role == Role::Leader);
+    assert!(led, "{status:?}");
+    let (learner, _) = open_noting((&dir, &network, &notes), 2, Bootstrap::Join, Options::new());
+    leader
+        .change_membership(MembershipChange::AddLearner(2))
+        .unwrap();
+    let (last, _) = leader.propose_and_wait(b"for the learner", WAIT).unwrap();
+    let (status, caught_up) = learner.wait_status(WAIT, |s| s.applied_lsn >= last);
+    assert!(caught_up, "{status:?}");
+    transport.slow.store(true, Ordering::Release);
+    leader
+        .change_membership(MembershipChange::Remove(2))
+        .unwrap();
+    let (status, removed) = leader.wait_status(WAIT, |s| {
+        !s.membership.learners.contains(&2) && !s.membership.voters.contains(&2)
+    });
+    assert!(removed, "{status:?}");
+    assert_eq!(
+        *transport.removed.lock(),
+        [2],
+        "told before the status showed it"
+    );
+    transport.slow.store(false, Ordering::Release);
+    learner.close().unwrap();
+    leader.close().unwrap();
 }

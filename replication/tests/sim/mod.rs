@@ -650,15 +650,25 @@ impl Sim {
             _ => return,
         };
         let replica = self.nodes[i].replica.as_mut().expect("leader is live");
-        if replica.change_membership(change).is_ok() {
-            self.stats.membership_changes += 1;
-            self.membership_step += 1;
-            if self.membership_step == 1 {
-                let spare_index = self.nodes.len() - 1;
-                if !self.nodes[spare_index].started {
-                    self.start(spare_index).expect("a new replica opens");
+        match replica.change_membership(change) {
+            Ok(_) => {
+                self.stats.membership_changes += 1;
+                self.membership_step += 1;
+                if self.membership_step == 1 {
+                    let spare_index = self.nodes.len() - 1;
+                    if !self.nodes[spare_index].started {
+                        self.start(spare_index).expect("a new replica opens");
+                    }
                 }
             }
+            // The learner's entry was lost with the leader that proposed it: only a learner
+            // is promoted, so it is added again.
+            Err(rwal_replication::Error::InvalidArgument { reason, .. })
+                if self.membership_step == 1 && reason.contains("not a learner") =>
+            {
+                self.membership_step = 0;
+            }
+            Err(_) => {}
         }
     }
 
