@@ -383,10 +383,14 @@ impl<M: StateMachine> Replica<M> {
         let initial = raft::Storage::initial_state(&storage)?;
         let commit = initial.hard_state.commit;
         let mut conf_at = wal.first_lsn() - 1;
+        // The memberships from the latest checkpoint's on, each with the LSN it took effect
+        // at: a checkpoint between two changes carries the one of its LSN.
+        let mut replayed: Vec<(Lsn, ConfState)> = Vec::new();
         // Restore the engine: the checkpoint's snapshot, then the committed records after it.
         if let Some(checkpoint) = wal.latest_checkpoint() {
             if let Some(blob) = storage::read_snapshot_blob(&wal)? {
-                let (_, engine) = codec::decode_snapshot(&blob)?;
+                let (conf, engine) = codec::decode_snapshot(&blob)?;
+                replayed.push((checkpoint.lsn, conf));
                 machine
                     .restore(checkpoint.lsn, checkpoint.epoch, engine)
                     .map_err(|e| Error::engine("restore", checkpoint.lsn, e))?;
@@ -402,6 +406,13 @@ impl<M: StateMachine> Replica<M> {
                     machine
                         .apply(record.lsn, record.epoch, record.data)
                         .map_err(|e| Error::engine("apply", record.lsn, e))?;
+                } else if let Some((_, conf)) = replayed.last() {
+                    let entry =
+                        codec::entry_of(record.lsn, record.epoch, record.kind, record.data)?;
+                    if entry.get_entry_type() == EntryType::EntryConfChange {
+                        let next = replay_conf_change(conf, &entry)?;
+                        replayed.push((record.lsn, next));
+                    }
                 }
             }
         }
@@ -439,7 +450,7 @@ impl<M: StateMachine> Replica<M> {
             failed: None,
             applied: commit,
             stored,
-            conf_history: vec![(conf_at.min(commit), conf_state)],
+            conf_history: conf_history(replayed, conf_at.min(commit), conf_state),
             removed_members: Vec::new(),
             outgoing: HashMap::new(),
             incoming: None,
@@ -1633,5 +1644,48 @@ impl<M: StateMachine> Replica<M> {
                 self.pins.insert(id, pin);
             }
         }
+    }
+}
+
+/// The membership after `entry`, a simple membership change, applied to `conf` the way raft-rs
+/// applies it outside joint consensus (which this crate never proposes): a voter added leaves
+/// the learners, a learner added leaves the voters, a removed node leaves both.
+fn replay_conf_change(conf: &ConfState, entry: &Entry) -> Result<ConfState> {
+    let cc = ConfChange::parse_from_bytes(&entry.data).map_err(|e| Error::BadSnapshot {
+        reason: format!("membership change {} does not decode: {e}", entry.index),
+    })?;
+    let id = cc.node_id;
+    let mut next = conf.clone();
+    next.voters.retain(|v| *v != id);
+    next.learners.retain(|l| *l != id);
+    match cc.get_change_type() {
+        ConfChangeType::AddNode => next.voters.push(id),
+        ConfChangeType::AddLearnerNode => next.learners.push(id),
+        ConfChangeType::RemoveNode => {}
+    }
+    Ok(next)
+}
+
+/// The membership history a replica opens with: the one `replayed` from the latest checkpoint
+/// through the committed changes after it, if it ends where the control file's does (`at`,
+/// `current`: compared as sets of ids); else the control file's alone (a checkpoint without a
+/// snapshot blob, or a replay that disagrees), as before 2026-12-03, when a checkpoint below the
+/// latest change was then refused until the engine applied past it.
+fn conf_history(
+    replayed: Vec<(Lsn, ConfState)>,
+    at: Lsn,
+    current: ConfState,
+) -> Vec<(Lsn, ConfState)> {
+    let same = |a: &ConfState, b: &ConfState| {
+        let ids = |v: &[NodeId]| {
+            let mut v = v.to_vec();
+            v.sort_unstable();
+            v
+        };
+        ids(&a.voters) == ids(&b.voters) && ids(&a.learners) == ids(&b.learners)
+    };
+    match replayed.last() {
+        Some((_, last)) if same(last, &current) => replayed,
+        _ => vec![(at, current)],
     }
 }
