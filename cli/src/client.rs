@@ -219,8 +219,10 @@ fn load_record(i: u64, size: usize) -> String {
     record
 }
 
-/// The largest `load` record: what an APPEND carries besides its two ids.
-const RECORD_BYTES_MAX: u64 = proto::REQUEST_BYTES_MAX as u64 - 16;
+/// The largest `load` record: a node's largest record (16 MiB by default) holds the client's
+/// two ids (16 bytes) and the data. (The request limit allows 16 bytes more, which a node then
+/// refuses as a record over its limit.)
+const RECORD_BYTES_MAX: u64 = (16 << 20) - 16;
 
 /// The longest `--timeout`: a day.
 const TIMEOUT_MAX_SECONDS: u64 = 24 * 60 * 60;

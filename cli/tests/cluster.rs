@@ -822,4 +822,57 @@ fn a_request_id_reused_for_other_data_is_refused() {
         // No election meanwhile (whose first entry would count too).
         assert_eq!(cluster.number(leader, "last_lsn").unwrap(), last + 1);
     }
+
+    // A stale READ from past a node's end (a client that read further on another node): OK
+    // with no record, as at the end itself. It was ERROR ("retrying will not help").
+    let past = cluster.number(leader, "last_lsn").unwrap() + 100;
+    let mut body = past.to_le_bytes().to_vec();
+    body.extend_from_slice(&10u32.to_le_bytes());
+    body.push(0);
+    let (status, reply) = call(cluster.client_addrs[&leader], 2, &body).unwrap();
+    assert_eq!(
+        (status, reply.as_slice()),
+        (0, &0u32.to_le_bytes()[..]),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+}
+
+/// SIGTERM while a client does not take a large READ answer: the node cuts that connection
+/// once every append has had its answer, closes its log and exits 0. It waited for the answer's
+/// write (up to 30 s) past its own 11 s, and exited 2 without closing the log.
+#[test]
+fn a_stop_is_not_held_by_a_client_that_does_not_read_its_answer() {
+    let mut cluster = Cluster::new("stop-reader");
+    let (leader, _) = cluster.leader(&[1, 2, 3]);
+    let record = vec![7u8; 512 << 10];
+    for request in 1..=24u64 {
+        let mut body = 90u64.to_le_bytes().to_vec();
+        body.extend_from_slice(&request.to_le_bytes());
+        body.extend_from_slice(&record);
+        let (status, reply) = call(cluster.client_addrs[&leader], 1, &body).unwrap();
+        assert_eq!(status, 0, "{}", String::from_utf8_lossy(&reply));
+        cluster.wait_applied(u64_at(&reply, 0));
+    }
+    // A READ of everything (12 MiB, more than the socket buffers hold), never read.
+    let mut stalled = TcpStream::connect(cluster.client_addrs[&leader]).unwrap();
+    let mut body = 0u64.to_le_bytes().to_vec();
+    body.extend_from_slice(&10_000u32.to_le_bytes());
+    body.push(0);
+    let mut message = ((body.len() + 1) as u32).to_le_bytes().to_vec();
+    message.push(2);
+    message.extend_from_slice(&body);
+    stalled.write_all(&message).unwrap();
+    // The answer is being written once some of it arrived.
+    let mut first = [0u8; 5];
+    stalled.read_exact(&mut first).unwrap();
+    assert_eq!(first[4], 0, "an OK answer");
+    cluster.signal(leader, "-TERM");
+    let exit = cluster.wait_exit(leader);
+    let log = cluster.log(leader);
+    assert!(
+        exit.success() && log.contains("stopped cleanly"),
+        "node {leader} after SIGTERM ({exit}): {log}"
+    );
+    drop(stalled);
 }

@@ -6,8 +6,9 @@ use std::io::{Read, Write};
 /// The largest response body (a READ reply: at most 16 MiB of records with their headers, or
 /// one larger record).
 pub const RESPONSE_BYTES_MAX: usize = 64 << 20;
-/// The largest request body: an APPEND of the largest record a node accepts (16 MiB, its ids
-/// included) and its two ids.
+/// The largest request body: an APPEND of the largest record a node accepts (16 MiB by
+/// default: the two ids and the data), with 16 bytes to spare (a node refuses a record over its
+/// limit with the reason, an APPEND over this one by closing the connection).
 pub const REQUEST_BYTES_MAX: usize = (16 << 20) + 16;
 /// A message's bytes are read into memory this much at a time: a peer that announces a large
 /// message and sends little of it holds little.
