@@ -200,6 +200,20 @@ def _error(status: int) -> "Error":
     return _ERRORS.get(status, Error)(status, _last_error())
 
 
+def _c_string(text: Union[str, bytes], what: str) -> bytes:
+    """`text` for a C string: a NUL inside would end it there, silently (cffi passes the
+    buffer as it is), so it is refused as Python's own open() refuses it."""
+    data = text.encode() if isinstance(text, str) else bytes(text)
+    if b"\0" in data:
+        raise ValueError("%s contains a NUL byte: %r" % (what, text))
+    return data
+
+
+def _c_path(path) -> bytes:
+    """A file system path for a C string (see _c_string)."""
+    return _c_string(os.fsencode(path), "path")
+
+
 def _check(status: int) -> None:
     if status != lib.RWAL_OK:
         raise _error(status)
@@ -226,7 +240,7 @@ def open(  # noqa: A001 - rwal.open on purpose, like io.open
     handle = ffi.new("rwal_log **")
     log = Log.__new__(Log)
     try:
-        _check(lib.rwal_open(os.fsencode(path), opts, handle))
+        _check(lib.rwal_open(_c_path(path), opts, handle))
         log.__init__(handle[0])
     except BaseException:
         _free_unadopted(log, handle, lib.rwal_close)
@@ -282,7 +296,12 @@ class _Handle:
     def _open(self, handle) -> None:
         self._handle = handle
         self._calls = 0
-        self._lock = threading.Lock()
+        # Calls in progress on each thread: close() does not wait for its own thread's (a
+        # signal handler that closes runs on the thread whose call it interrupted, after the
+        # native call returned and before the call's _exit).
+        self._mine = threading.local()
+        # Reentrant for the same reason: the handler may interrupt _enter or _exit.
+        self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
         # Last: from here on the handle is this object's to free (see _free_unadopted).
         self._closed = False
@@ -292,13 +311,17 @@ class _Handle:
         with self._lock:
             if self._closed:
                 raise ClosedError(lib.RWAL_ERR_CLOSED, "%s is closed" % self._what)
+            # This thread's count first, the total second (and the reverse in _exit): the
+            # total less this thread's never counts a call of this thread.
+            self._mine.calls = getattr(self._mine, "calls", 0) + 1
             self._calls += 1
         return self._handle
 
     def _exit(self) -> None:
         with self._lock:
             self._calls -= 1
-            if self._closed and self._calls == 0:
+            self._mine.calls -= 1
+            if self._closed:
                 self._idle.notify_all()
 
     @contextmanager
@@ -311,14 +334,19 @@ class _Handle:
             self._exit()
 
     def _close_with(self, free) -> None:
-        """Marks the handle closed, waits for the calls in progress, then frees it with
-        `free`. Twice is fine."""
+        """Marks the handle closed, waits for the calls in progress on other threads, then
+        frees it with `free`. Twice is fine. Interrupted while it waits (KeyboardInterrupt),
+        it closes nothing: the handle stays open, for a later close()."""
         with self._idle:
             if self._closed:
                 return
             self._closed = True
-            while self._calls:
-                self._idle.wait()
+            try:
+                while self._calls - getattr(self._mine, "calls", 0) > 0:
+                    self._idle.wait()
+            except BaseException:
+                self._closed = False
+                raise
         _check(free(self._handle))
 
     @property
@@ -368,9 +396,12 @@ class Log(_Handle):
             status = lib.rwal_append(handle, buf, len(buf), out)
             if status != lib.RWAL_OK:
                 raise _error(status)
+            # Read before _exit: code that runs on this thread between the two (a signal
+            # handler that appends) reuses the cell.
+            lsn = out[0]
         finally:
             self._exit()
-        return out[0]
+        return lsn
 
     def append_batch(self, records: Sequence[BytesLike]) -> int:
         """Appends records with contiguous LSNs; returns the first."""

@@ -31,7 +31,6 @@ that snapshot (the node asks again later); in on_leader it is ignored.
 from __future__ import annotations
 
 import atexit
-import os
 import sys
 import threading
 import traceback
@@ -41,8 +40,8 @@ from contextlib import contextmanager
 from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 from . import (
-    _BACKENDS, InvalidArgumentError, NotLeaderError, _check, _free_unadopted, _Handle, _last_error,
-    _owning_slot, _stable)
+    _BACKENDS, InvalidArgumentError, NotLeaderError, _c_path, _c_string, _check, _free_unadopted,
+    _Handle, _last_error, _owning_slot, _stable)
 from ._rwal_cffi import ffi, lib
 
 ApplyFn = Callable[[int, int, bytes], None]
@@ -196,13 +195,13 @@ class Node(_Handle):
         joining one, one the leader compacted past) then stays behind."""
         self._closed = True  # until opened: nothing for __del__ to close
         opts_out = ffi.new("rwal_node_options **")
-        _check(lib.rwal_node_options_new(node_id, os.fsencode(path), opts_out))
+        _check(lib.rwal_node_options_new(node_id, _c_path(path), opts_out))
         opts = ffi.gc(opts_out[0], lib.rwal_node_options_free)
         _check(lib.rwal_node_options_set_cluster(opts, cluster_id, secret, len(secret)))
-        _check(lib.rwal_node_options_set_listen(opts, listen.encode()))
+        _check(lib.rwal_node_options_set_listen(opts, _c_string(listen, "listen")))
         peers = dict(peers or {})
         for peer, addr in peers.items():
-            _check(lib.rwal_node_options_add_peer(opts, peer, addr.encode()))
+            _check(lib.rwal_node_options_add_peer(opts, peer, _c_string(addr, "peer address")))
         if voters is not None or join:
             ids = sorted(set(voters or ()))
             id_array = ffi.new("uint64_t[]", ids)
@@ -271,6 +270,8 @@ class Node(_Handle):
         if not own_callback:
             return super()._enter()
         with self._lock:
+            # Counted as _Handle._enter counts (this thread's count first).
+            self._mine.calls = getattr(self._mine, "calls", 0) + 1
             self._calls += 1
         return self._handle
 
@@ -304,7 +305,7 @@ class Node(_Handle):
 
     def add_peer(self, peer: int, addr: str) -> None:
         """Adds a peer (or changes its address) while the node runs."""
-        self._call(lib.rwal_node_add_peer, peer, addr.encode())
+        self._call(lib.rwal_node_add_peer, peer, _c_string(addr, "peer address"))
 
     def propose(self, data) -> Tuple[int, int]:
         """Proposes a record on the leader; returns the (lsn, epoch) it will have if it
@@ -398,7 +399,7 @@ class Node(_Handle):
                                        "unknown change %r (one of %s)" % (change, ", ".join(_CHANGES)))
         lsn = ffi.new("uint64_t *")
         self._call(lib.rwal_node_change_membership, _CHANGES[change], peer,
-                   addr.encode() if addr is not None else ffi.NULL, lsn)
+                   _c_string(addr, "peer address") if addr is not None else ffi.NULL, lsn)
         return lsn[0]
 
     def transfer_leadership(self, to: Optional[int] = None, timeout: float = 10.0) -> int:

@@ -201,6 +201,105 @@ def test_close_twice_and_use_after_close(path):
         assert again.read(1) == b"x"  # close synced it
 
 
+class _CommitThenClose:
+    """The library, with rwal_commit followed by a close of `log` on the same thread: what a
+    signal handler that closes the log does when it interrupts a commit (it runs after the
+    native call returned, before the call's bookkeeping ended)."""
+
+    def __init__(self, real, log):
+        self._real, self._log = real, log
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def rwal_commit(self, handle, lsn):
+        status = self._real.rwal_commit(handle, lsn)
+        self._log.close()
+        return status
+
+
+def test_a_close_on_the_thread_of_a_call_in_progress_does_not_wait_for_it(path, monkeypatch):
+    # close() waited for every call in progress, its own thread's interrupted one too: a
+    # SIGTERM handler that closes the log hung for good.
+    log = rwal.open(path)
+    lsn = log.append(b"x")
+    monkeypatch.setattr(rwal, "lib", _CommitThenClose(rwal.lib, log))
+    done = []
+    worker = threading.Thread(target=lambda: done.append(log.commit(lsn)), daemon=True)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive(), "close() waited for its own thread's call"
+    assert done == [None] and log.closed
+    monkeypatch.undo()
+    with rwal.open(path) as again:
+        assert again.read(lsn) == b"x"
+
+
+def test_an_interrupted_close_leaves_the_log_open_for_a_later_close(path):
+    # A KeyboardInterrupt while close() waits for another thread's call: it used to leave the
+    # log marked closed and never freed (its directory locked until the process ended).
+    import signal
+
+    log = rwal.open(path)
+    log.append(b"x")
+    entered, release = threading.Event(), threading.Event()
+
+    def busy():
+        log._enter()
+        entered.set()
+        release.wait(10)
+        log._exit()
+
+    holder = threading.Thread(target=busy)
+    holder.start()
+    assert entered.wait(10)
+    # Python's own SIGINT handler, whatever this process inherited (a background job's shell
+    # ignores SIGINT, and Python then keeps it ignored).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+    try:
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            log.close()
+        timer.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert not log.closed
+    release.set()
+    holder.join(10)
+    log.close()
+    with rwal.open(path) as again:  # not LockedError
+        assert again.read(1) == b"x"
+
+
+def test_append_returns_its_own_lsn_when_code_runs_before_its_bookkeeping_ends(path):
+    # The per-thread output cell was read after _exit: code that ran on the thread in between
+    # (a signal handler that appends) changed it, and the outer append returned that LSN.
+    log = rwal.open(path)
+    real_exit = log._exit
+
+    def exit_then_append():
+        del log._exit
+        real_exit()
+        log.append(b"marker")
+
+    log._exit = exit_then_append
+    assert log.append(b"first") == 1
+    log.sync()
+    assert log.read(2) == b"marker"
+    log.close()
+
+
+def test_a_nul_in_a_path_or_an_address_is_refused(tmp_path):
+    # cffi passes the bytes as they are, and C reads up to the NUL: "a\0b" opened "a".
+    with pytest.raises(ValueError, match="NUL"):
+        rwal.open(str(tmp_path / "a") + "\0b")
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(ValueError, match="NUL"):
+        rwal.Node(1, tmp_path / "n", cluster_id=1, secret=b"s" * 32,
+                  listen="127.0.0.1:0\0junk", voters=[1])
+
+
 def test_threads_append_and_commit_at_once(path):
     with rwal.open(path, segment_size=4 << 20, backend="staged") as log:
         seen = []
