@@ -694,10 +694,10 @@ rwal_status rwal_open(const char *dir, const rwal_options *opts, rwal_log **log_
  * the handle, which must not be used again (even when an error is returned). NULL is a no-op.
  * Readers still open get `RWAL_ERR_CLOSED` and must still be freed; so must pins, checkpoint
  * writers and snapshot readers, each of which keeps the closed log's files and mappings open
- * until it is freed. The directory is released at once, though: once it is opened again (here
- * or in another process), its recovery, a truncation or a compaction there can rewrite or
- * reuse a segment file in place, and record bytes a reader returned before the close (still
- * mapped, still readable) may then change. Copy what must outlive the close.
+ * until it is freed. The directory is released at once, unless a reader's last call returned a
+ * record: its bytes are a slice of a segment file, which a log opened on the directory again
+ * could rewrite. The directory is then released when the last such reader is called again
+ * (`RWAL_ERR_CLOSED`) or freed; until then `rwal_open` of it fails with `RWAL_ERR_LOCKED`.
  *
  * # Safety
  * `log` is NULL or a handle from `rwal_open`, not used by any other thread during or after

@@ -117,3 +117,55 @@ fn close_leaves_no_thread_or_descriptor_and_a_forked_child_opens_logs() {
         Err(Error::Locked { .. })
     ));
 }
+
+/// A record a reader returned is a slice of the segment's mapping. Closing the log used to
+/// release the directory at once, and a log opened on it again could rewrite the file under a
+/// record still borrowed (a truncation there, then an append into the same bytes). A close now
+/// leaves the directory locked until every reader holding a record lets go of it: called again
+/// or dropped. A reader whose last call returned none holds nothing.
+#[test]
+fn a_close_leaves_the_directory_locked_while_a_reader_holds_a_record() {
+    let temp = TempDir::new("record-holders");
+    let options = Options::new().background_threads(false);
+    let wal = Wal::open(temp.path(), options.clone()).unwrap();
+    for payload in [&b"one"[..], b"two", b"three"] {
+        wal.append(payload).unwrap();
+    }
+    wal.sync().unwrap();
+    let mut holding = wal.reader(2).unwrap();
+    let mut at_the_end = wal.reader(3).unwrap();
+    assert_eq!(at_the_end.next().unwrap().unwrap().lsn, 3);
+    assert!(at_the_end.next().unwrap().is_none(), "at the end");
+    let mut dropped = wal.reader(1).unwrap();
+    assert_eq!(dropped.next().unwrap().unwrap().data, b"one");
+    let record = holding.next().unwrap().unwrap();
+    assert_eq!(record.data, b"two");
+    wal.close().unwrap();
+    match Wal::open(temp.path(), options.clone()) {
+        Err(Error::Locked { dir }) => assert_eq!(dir, temp.path()),
+        Err(other) => panic!("expected Locked, got {other}"),
+        Ok(reopened) => {
+            reopened.truncate_after(1).unwrap();
+            reopened.append(b"TWO").unwrap();
+            reopened.sync().unwrap();
+            panic!(
+                "reopened while a record was borrowed, which now reads {:?}",
+                String::from_utf8_lossy(record.data)
+            );
+        }
+    }
+    assert_eq!(record.data, b"two");
+    drop(dropped);
+    assert!(
+        matches!(
+            Wal::open(temp.path(), options.clone()),
+            Err(Error::Locked { .. })
+        ),
+        "one reader still holds a record"
+    );
+    assert!(matches!(holding.next(), Err(Error::Closed)));
+    let reopened = Wal::open(temp.path(), options).expect("every reader let go");
+    assert_eq!(reopened.read(2).unwrap(), b"two");
+    drop(at_the_end);
+    drop(holding);
+}

@@ -529,3 +529,79 @@ fn a_lossy_recovery_that_ends_below_the_latest_checkpoint_resets_the_log_to_it()
         wal.close().unwrap();
     }
 }
+
+/// Regression: a segment of a newer format past a torn tail was removed with the rest of what
+/// lay past the log's end. Written by a newer build, it may hold the proof that the "torn tail"
+/// was acknowledged (this build cannot read it); the log is refused instead, and nothing goes.
+#[test]
+fn a_newer_format_segment_past_a_torn_tail_is_refused_not_removed() {
+    let disk = SimDisk::new();
+    let wal = Wal::open("/sim", options(&disk, RecoveryMode::TolerateTornTail)).unwrap();
+    let payload_bytes = 200 << 10;
+    for i in 0..2 {
+        wal.append(&payload(i, payload_bytes)).unwrap();
+    }
+    wal.sync().unwrap();
+    wal.maintain().unwrap(); // the control file's watermark: 2
+    for i in 2..12 {
+        wal.append(&payload(i, payload_bytes)).unwrap();
+    }
+    assert_eq!(wal.sync().unwrap(), 12);
+    // The crashes below come while `wal` is open (a close would write the watermark 12).
+    let second = "00000000000000000002.seg";
+    let third = "00000000000000000003.seg";
+    // The second segment holds LSNs 6..=10; LSN 10, its last, reads as an unfinished write
+    // (above the watermark, nothing readable after it), and the third segment's header says
+    // format version 3.
+    let stored = (32 + payload_bytes as u64).next_multiple_of(8);
+    let lsn_10 = 4096 + 4 * stored;
+    let crashed = disk.crash(7);
+    crashed.flip_bit(second, lsn_10 + 100, 0);
+    set_segment_version(&crashed, third, 3);
+    let names_before = crashed.file_names();
+    match Wal::open("/sim", options(&crashed, RecoveryMode::TolerateTornTail)) {
+        Err(Error::UnsupportedVersion {
+            path,
+            found,
+            supported,
+        }) => {
+            assert!(path.ends_with(third), "{path:?}");
+            assert_eq!((found, supported), (3, 1));
+        }
+        Err(other) => panic!("expected UnsupportedVersion, got {other}"),
+        Ok(wal) => panic!(
+            "opened at LSN {}, the newer segment removed: {:?}",
+            wal.last_lsn(),
+            crashed.file_names()
+        ),
+    }
+    assert_eq!(crashed.file_names(), names_before, "nothing was removed");
+    // The same log with the third segment's version intact opens, cut at the torn tail: the
+    // refusal above is the version's doing.
+    let crashed = disk.crash(7);
+    crashed.flip_bit(second, lsn_10 + 100, 0);
+    crashed.zero_range(third, 0, 1 << 20);
+    let reopened = Wal::open("/sim", options(&crashed, RecoveryMode::TolerateTornTail)).unwrap();
+    assert_eq!(reopened.last_lsn(), 9);
+    drop(wal);
+}
+
+/// Rewrites the format version in segment `name`'s header, with the header's checksum to match:
+/// the header a build of another format would have written (the simulated disk changes files
+/// bit by bit).
+fn set_segment_version(disk: &SimDisk, name: &str, version: u32) {
+    const VERSION_AT: usize = 8;
+    const CRC_AT: usize = 60;
+    let old = disk.read_file(name).unwrap();
+    let mut header = old[..64].to_vec();
+    header[VERSION_AT..VERSION_AT + 4].copy_from_slice(&version.to_le_bytes());
+    let crc = crc32c::crc32c(&header[..CRC_AT]);
+    header[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
+    for (at, (was, now)) in old.iter().zip(&header).enumerate() {
+        for bit in 0..8 {
+            if (was ^ now) & (1 << bit) != 0 {
+                disk.flip_bit(name, at as u64, bit);
+            }
+        }
+    }
+}

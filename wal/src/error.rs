@@ -32,7 +32,8 @@ pub enum Error {
         /// The file concerned.
         path: PathBuf,
     },
-    /// Another open log (in this or another process) holds the directory.
+    /// Another open log (in this or another process) holds the directory, or a reader of a
+    /// closed one still holds a record (see [`crate::Wal::close`]).
     Locked {
         /// The directory.
         dir: PathBuf,
@@ -181,7 +182,7 @@ impl fmt::Display for Error {
         match self {
             Error::Io { op, path, source } => write!(f, "{op} {}: {source}", path.display()),
             Error::NoSpace { op, path } => write!(f, "{op} {}: no space left on device", path.display()),
-            Error::Locked { dir } => write!(f, "log {} is already open (locked by another handle or process)", dir.display()),
+            Error::Locked { dir } => write!(f, "log {} is already open (locked by another handle or process, or by a reader of a closed handle still holding a record)", dir.display()),
             Error::NoLog { dir } => write!(f, "no log in {} (open with create to make one)", dir.display()),
             Error::InvalidArgument { name, reason } => write!(f, "invalid {name}: {reason}"),
             Error::RecordTooLarge { payload_bytes, max_payload_bytes, segment_bytes } => write!(

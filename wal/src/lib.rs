@@ -43,6 +43,7 @@ mod options;
 mod pins;
 mod reader;
 pub mod record;
+mod record_holders;
 mod recovery;
 mod reserve;
 pub mod rng;

@@ -11,7 +11,8 @@ use crate::wal::Inner;
 use crate::Lsn;
 
 /// A record as a reader returns it: the payload is a slice of the segment's mapping, valid until
-/// the reader's next call.
+/// the reader's next call. Until then the reader holds it: a close of the log leaves the
+/// directory locked until the reader is called again or dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Record<'a> {
     /// The record's LSN.
@@ -36,6 +37,8 @@ pub struct Reader {
     offset: u64,
     pin_id: u64,
     pin: Arc<AtomicU64>,
+    /// Whether the last call returned a record (counted in `Inner::record_holders`).
+    holding: bool,
 }
 
 impl std::fmt::Debug for Reader {
@@ -66,6 +69,7 @@ impl Reader {
             offset: 0,
             pin_id,
             pin,
+            holding: false,
         })
     }
 
@@ -78,7 +82,11 @@ impl Reader {
     // Not `Iterator::next`: the record borrows the reader (see the type's docs).
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Record<'_>>> {
-        let Some((offset, header)) = self.advance()? else {
+        let found = self.advance();
+        if !matches!(found, Ok(Some(_))) {
+            self.let_go_of_record();
+        }
+        let Some((offset, header)) = found? else {
             return Ok(None);
         };
         Ok(Some(self.record(offset, header)))
@@ -87,8 +95,18 @@ impl Reader {
     /// The next durable record, waiting up to `timeout` for one to become durable; a
     /// `Timeout` error if none does.
     pub fn next_timeout(&mut self, timeout: Duration) -> Result<Record<'_>> {
+        let found = self.wait_for_next(timeout);
+        if found.is_err() {
+            self.let_go_of_record();
+        }
+        let (offset, header) = found?;
+        Ok(self.record(offset, header))
+    }
+
+    /// `next_timeout`'s wait: the offset and header of the next record.
+    fn wait_for_next(&mut self, timeout: Duration) -> Result<(u64, record::RecordHeader)> {
         let deadline = Instant::now() + timeout;
-        let (offset, header) = loop {
+        loop {
             let durable = self.inner.group.durable_lsn();
             if durable < self.next {
                 self.inner.group.wait_durable(self.next, deadline)?;
@@ -97,7 +115,7 @@ impl Reader {
             #[cfg(test)]
             crate::test_hooks::hook("next_timeout: the next LSN is durable", &self.inner);
             if let Some(found) = self.advance()? {
-                break found;
+                return Ok(found);
             }
             // Durable, and yet nothing to read: a truncation cut it since, or the record after
             // a stretch that recovery skipped is not durable yet. Wait on, to the deadline:
@@ -105,8 +123,15 @@ impl Reader {
             let now = self.inner.group.durable_lsn();
             let wanted = if now < self.next { self.next } else { now + 1 };
             self.inner.group.wait_durable(wanted, deadline)?;
-        };
-        Ok(self.record(offset, header))
+        }
+    }
+
+    /// This reader holds no record any more (a call that returned none ended the borrow of the
+    /// last one): which may release the directory of a closed log.
+    fn let_go_of_record(&mut self) {
+        if std::mem::take(&mut self.holding) {
+            self.inner.record_holders.let_go();
+        }
     }
 
     /// The record whose header `advance` read at `offset` of the current segment.
@@ -128,6 +153,7 @@ impl Reader {
             segment,
             offset,
             pin,
+            holding,
             ..
         } = self;
         let _gate = inner.cut_gate.read();
@@ -139,6 +165,13 @@ impl Reader {
             return Ok(None);
         };
         let header = inner.decode_at(&found, at, *next)?;
+        // Counted under the cut gate, which a close takes before it releases the directory: a
+        // close either counts this reader (and leaves the directory locked to it), or ran
+        // first, and `check` above failed.
+        if !*holding {
+            inner.record_holders.hold();
+            *holding = true;
+        }
         pin.store(*next, Ordering::Release);
         *segment = Some(found);
         *offset = at + record::stored_len(header.payload_len as usize) as u64;
@@ -177,6 +210,7 @@ fn position(
 impl Drop for Reader {
     fn drop(&mut self) {
         self.inner.pins.release(self.pin_id);
+        self.let_go_of_record();
     }
 }
 

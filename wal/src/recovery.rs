@@ -357,12 +357,31 @@ fn scan<'a>(dir: &'a dyn Dir, options: &Options, changes: Changes) -> Result<Dec
         scan.watermark = scan.watermark.min(cut);
     }
     let stop_index = scan.scan_files(&files)?;
+    scan.refuse_newer_formats_past(&files, stop_index)?;
     scan.check_past_the_end();
     scan.check_watermark_reached()?;
     Ok((scan, files, stop_index, control))
 }
 
 impl Scan<'_> {
+    /// Refuses the log if a file past the end of the log (`finish` would remove it) has a
+    /// segment format this build does not read. Such a file was written by a newer build: what
+    /// it holds cannot be judged here (the proof that the damage before it cut acknowledged
+    /// records may be in it), so it is refused as a segment before it was, not removed.
+    fn refuse_newer_formats_past(&self, files: &[(u64, String)], stop_index: usize) -> Result<()> {
+        for (i, (sequence, name)) in files.iter().enumerate().skip(stop_index) {
+            let file = self.file(i, name)?;
+            if let Err(HeaderError::Version(found)) = read_header(file.as_ref(), *sequence) {
+                return Err(Error::UnsupportedVersion {
+                    path: self.dir.path().join(name),
+                    found,
+                    supported: segment::FORMAT_VERSION,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Scans files in order; returns the index of the first file not kept (all from it on are
     /// removed).
     fn scan_files(&mut self, files: &[(u64, String)]) -> Result<usize> {

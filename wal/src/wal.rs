@@ -17,6 +17,7 @@ use crate::options::{Backend, Options};
 use crate::pins::Pins;
 use crate::reader::Reader;
 use crate::record::{self, RecordHeader, RecordKind};
+use crate::record_holders::RecordHolders;
 use crate::recovery::{self, RecoveryEvent, RecoveryReport};
 use crate::reserve::{Run, Runs, Tail};
 use crate::segment::{self, PreparedSegment, Segment, HEADER_REGION_BYTES};
@@ -90,6 +91,8 @@ pub(crate) struct Inner {
     copying: AtomicU64,
     pub(crate) report: RecoveryReport,
     lock: Mutex<Option<Box<dyn DirLock>>>,
+    /// Readers holding a record: a close leaves the directory locked until they let go.
+    pub(crate) record_holders: RecordHolders,
 }
 
 /// One append's entry in `Inner::copying`, left when the append returns (copied, failed or
@@ -228,6 +231,7 @@ impl Wal {
             copying: AtomicU64::new(0),
             report: recovered.report,
             lock: Mutex::new(Some(lock)),
+            record_holders: RecordHolders::default(),
             options,
         });
         if let Some((lsn, epoch)) = reset_to {
@@ -474,15 +478,18 @@ impl Wal {
     }
 
     /// Syncs everything appended, stops the background thread, writes the final watermark and
-    /// releases the directory. Readers still alive get [`Error::Closed`].
+    /// releases the directory. Readers still alive get [`Error::Closed`]. A reader whose last
+    /// call returned a record keeps the directory locked until it is called again or dropped:
+    /// a log opened on the directory meanwhile could rewrite the bytes that record borrows.
     pub fn close(self) -> Result<()> {
         self.shutdown()
     }
 
     /// What [`Wal::close`] does, through a shared handle (one that others, such as readers
     /// holding an `Arc<Wal>`, may still hold): afterwards every call on the log, through any
-    /// handle or reader, fails with [`Error::Closed`], and the directory is free to open again.
-    /// A later close returns `Ok` at once.
+    /// handle or reader, fails with [`Error::Closed`], and the directory is free to open again
+    /// (once readers holding records let go, as for [`Wal::close`]). A later close returns `Ok`
+    /// at once.
     pub fn close_shared(&self) -> Result<()> {
         self.shutdown()
     }
@@ -527,7 +534,8 @@ impl Wal {
         // Also waits for a sync that a committer started after this close's own sync: it may
         // still write staged records to the files.
         self.inner.group.close();
-        self.inner.lock.lock().take();
+        let lock = self.inner.lock.lock().take();
+        self.inner.record_holders.release_after_readers(lock);
         written
     }
 }

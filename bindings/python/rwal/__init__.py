@@ -633,7 +633,9 @@ class Log(_Handle):
 
     def close(self) -> None:
         """Syncs, releases the directory and frees the handle; waits for calls in progress on
-        other threads. Closing twice is fine."""
+        other threads. Closing twice is fine. A records() iterator left part way keeps the
+        directory locked until it is closed or collected (the record it last read is a slice
+        of a segment file that a log opened again could rewrite)."""
         self._close_with(lib.rwal_close)
 
 

@@ -679,7 +679,7 @@ fn open_server(settings: Settings) -> Result<Server, String> {
 fn accept_clients(server: &Arc<Server>, listener: &TcpListener) {
     let id = server.settings.id;
     let mut next_key = 0u64;
-    // Refusals come as fast as connections do: logged at most once in 10 s.
+    // Refusals and failed accepts come as fast as connections do: logged at most once in 10 s.
     let refusals = line_limit::LineLimit::new(1, Duration::from_secs(10));
     let descriptors_max = descriptors::soft_limit();
     for stream in listener.incoming() {
@@ -690,8 +690,12 @@ fn accept_clients(server: &Arc<Server>, listener: &TcpListener) {
             Ok(stream) => stream,
             Err(e) => {
                 // Out of file descriptors (or memory) for now: wait rather than spin a core on
-                // a listener that stays ready.
-                log(id, &format!("accepting a client failed: {e}"));
+                // a listener that stays ready. Logged like a refusal: at most once in 10 s.
+                if let Some(line) =
+                    refusals.admit(&format!("accepting a client failed: {e}"), Instant::now())
+                {
+                    log(id, &line);
+                }
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }

@@ -997,8 +997,10 @@ fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         }
         let stream = match stream {
             Ok(stream) => stream,
-            Err(_) => {
-                // Out of descriptors, or the like: do not spin.
+            Err(e) => {
+                // Out of descriptors, or the like: do not spin. Logged as refusals are (bounded):
+                // the connection, whoever made it, was not taken.
+                shared.log_refusal(format!("accepting a peer connection failed: {e}"));
                 std::thread::sleep(Duration::from_millis(50));
                 continue;
             }
