@@ -175,13 +175,14 @@ impl Incoming {
                 chunk.total, chunk.from
             ));
         }
-        let end = chunk.offset + chunk.data.len() as u64;
-        if end > chunk.total {
+        // Checked: `offset` comes from the peer, and an end past `u64::MAX` is past any total.
+        let end = chunk.offset.checked_add(chunk.data.len() as u64);
+        let Some(end) = end.filter(|&end| end <= chunk.total) else {
             return Err(format!(
                 "chunk at {} of snapshot {} from node {} ends past its length {}",
                 chunk.offset, chunk.lsn, chunk.from, chunk.total
             ));
-        }
+        };
         let same = slot.as_ref().is_some_and(|i| {
             i.from == chunk.from
                 && i.lsn == chunk.lsn
@@ -377,6 +378,12 @@ mod tests {
         long.data.extend_from_slice(&[0; 200]);
         Incoming::accept(&mut slot, parts[0].clone(), 1 << 20).unwrap();
         let e = Incoming::accept(&mut slot, long, 1 << 20).unwrap_err();
+        assert!(e.contains("past its length"), "{e}");
+        // An offset near the end of the number range, from a peer: refused, not an overflow
+        // (which panicked in a debug build; found by review on 2026-12-03).
+        let mut wrapping = parts[1].clone();
+        wrapping.offset = u64::MAX - 10;
+        let e = Incoming::accept(&mut slot, wrapping, 1 << 20).unwrap_err();
         assert!(e.contains("past its length"), "{e}");
     }
 }

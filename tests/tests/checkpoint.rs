@@ -1282,3 +1282,32 @@ fn an_older_snapshot_that_cannot_be_removed_holds_up_nothing() {
     assert!(!disk.file_names().contains(&older.to_string()));
     assert_eq!(read_snapshot(&wal).unwrap(), b"at 20");
 }
+
+/// A snapshot header whose checksum holds but whose body length is absurd (near `u64::MAX`):
+/// the open refuses the log naming the file. The length check used to add it to the body's
+/// offset unchecked, which panicked in a debug build (found by review on 2026-12-03).
+#[test]
+fn a_snapshot_header_with_an_absurd_length_is_refused_not_a_panic() {
+    let temp = rwal_tests::TempDir::new("snapshot-absurd-length");
+    let options = Options::new().background_threads(false);
+    let wal = Wal::open(temp.path(), options.clone()).unwrap();
+    wal.append(b"one").unwrap();
+    wal.sync().unwrap();
+    wal.checkpoint(1, Some(b"state")).unwrap();
+    wal.close().unwrap();
+    let name = rwal_wal::snapshot::file_name(1);
+    let path = temp.path().join(&name);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[32..40].copy_from_slice(&u64::MAX.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[..60]);
+    bytes[60..64].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    match Wal::open(temp.path(), options) {
+        Err(Error::BadFile { path, reason }) => {
+            assert!(path.ends_with(&name), "{path:?}");
+            assert!(reason.contains(&format!("{} bytes", u64::MAX)), "{reason}");
+        }
+        Err(other) => panic!("expected BadFile, got {other}"),
+        Ok(_) => panic!("opened with a snapshot that claims {} bytes", u64::MAX),
+    }
+}

@@ -4,7 +4,9 @@
 //!   afterwards: through a reader that stood in a segment meanwhile, after a cut into a segment
 //!   whose memory was given back, and after reopening;
 //! * `Staged` appenders write back themselves when nothing else does, so a long run of appends
-//!   without a commit or a background thread stages a bounded amount;
+//!   without a commit or a background thread stages a bounded amount, in one large segment or
+//!   across many small ones;
+//! * `Staged` gives back the staging memory of sealed segments that commits wrote out;
 //! * the pages of sealed segments mapped for writes or reads are unmapped once nobody reads
 //!   them, so the mapped memory does not grow with the log (`Mmap`).
 //!
@@ -54,8 +56,45 @@ fn read_all_from(wal: &Wal, from: u64, expected_last: u64) {
 #[test]
 fn staging_memory_stays_bounded() {
     io_uring_gives_back_sealed_segments_memory_and_reads_stay_exact();
-    staged_appenders_write_back_when_nothing_else_does();
+    // One segment holds the whole run; then segments smaller than the bound, each of which
+    // stayed under it while the log staged everything (found by review on 2026-12-03).
+    staged_appenders_write_back_when_nothing_else_does(256 << 20);
+    staged_appenders_write_back_when_nothing_else_does(SEGMENT_BYTES);
+    staged_sealed_segments_give_back_what_commits_wrote_out();
     sealed_segments_nobody_reads_are_unmapped();
+}
+
+/// Regression: each sync gives back a segment's written-out staging pages only once 4 MiB of
+/// them accumulate, which a segment of 4 MiB never reaches: a log committing as it went kept
+/// every byte it wrote in memory, as long as it kept the segments (found by review on
+/// 2026-12-03).
+fn staged_sealed_segments_give_back_what_commits_wrote_out() {
+    let temp = TempDir::new("memory-staged-sealed");
+    let dir = temp.join("log");
+    let options = Options::new()
+        .backend(Backend::Staged)
+        .segment_bytes(SEGMENT_BYTES)
+        .background_threads(false);
+    let wal = Wal::open(&dir, options).unwrap();
+    let before = rss_anon_bytes();
+    for lsn in 1..=RECORDS {
+        assert_eq!(wal.append(&payload(lsn, RECORD_BYTES)).unwrap(), lsn);
+        if lsn % 10 == 0 {
+            wal.commit(lsn).unwrap();
+        }
+    }
+    wal.commit(RECORDS).unwrap();
+    wal.maintain().unwrap();
+    let held = rss_anon_bytes().saturating_sub(before);
+    // Left: the active segment's staging, and the allocator's noise; 12 segments' worth
+    // (48 MB) before the fix.
+    assert!(
+        held < 2 * SEGMENT_BYTES + (2 << 20),
+        "{held} bytes held after committing {} bytes in {SEGMENT_BYTES}-byte segments",
+        RECORDS * RECORD_BYTES as u64
+    );
+    read_all_from(&wal, 1, RECORDS);
+    wal.close().unwrap();
 }
 
 fn sealed_segments_nobody_reads_are_unmapped() {
@@ -98,13 +137,13 @@ fn sealed_segments_nobody_reads_are_unmapped() {
     wal.close().unwrap();
 }
 
-fn staged_appenders_write_back_when_nothing_else_does() {
+fn staged_appenders_write_back_when_nothing_else_does(segment_bytes: u64) {
     let temp = TempDir::new("memory-staged");
     let dir = temp.join("log");
-    // One segment holds the whole run, and no background thread writes anything back.
+    // No background thread writes anything back.
     let options = Options::new()
         .backend(Backend::Staged)
-        .segment_bytes(256 << 20)
+        .segment_bytes(segment_bytes)
         .background_threads(false);
     let wal = Wal::open(&dir, options).unwrap();
     let before = rss_anon_bytes();
@@ -118,7 +157,10 @@ fn staged_appenders_write_back_when_nothing_else_does() {
     }
     // 16 MiB staged at most before an appender writes back, plus pages not yet given back and
     // the allocator's noise; staging it all would hold 128 MiB.
-    assert!(peak < 32 << 20, "{peak} bytes held while appending 128 MiB");
+    assert!(
+        peak < 32 << 20,
+        "{peak} bytes held while appending 128 MiB into {segment_bytes}-byte segments"
+    );
     wal.commit(records).unwrap();
     read_all_from(&wal, 1, records);
     wal.close().unwrap();

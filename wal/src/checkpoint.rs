@@ -233,6 +233,11 @@ impl Wal {
     /// for an `lsn` of 0, at or past [`segment::LSN_MAX`](crate::segment::LSN_MAX), or equal
     /// to the latest checkpoint's (the new snapshot would replace the one the log names before
     /// the log moves; to keep that checkpoint's state, `truncate_after(lsn)` does it).
+    ///
+    /// A `commit` waiting for an LSN at or below `lsn` returns `Ok` once the reset is done,
+    /// even if its record was never synced: the LSN is durable as part of the snapshot, not as
+    /// that record (what raft wants of a replica's log; a caller who needs its own bytes
+    /// durable must not reset over them).
     pub fn reset_to_snapshot(&self, lsn: Lsn, epoch: u64, snapshot: &[u8]) -> Result<()> {
         self.inner.reset(
             lsn,

@@ -292,7 +292,8 @@ pub(crate) fn open(dir: &dyn Dir, lsn: Lsn) -> Result<(SnapshotHeader, Arc<dyn F
         ));
     }
     let header = SnapshotHeader::decode(file.bytes(0, HEADER_BYTES), &path)?;
-    if header.lsn != lsn || BODY_OFFSET + header.body_bytes != file.len() {
+    // Checked: the header's checksum is no proof that its length is sane.
+    if header.lsn != lsn || BODY_OFFSET.checked_add(header.body_bytes) != Some(file.len()) {
         return Err(Error::bad_file(
             &path,
             format!(

@@ -26,8 +26,9 @@ use crate::Lsn;
 
 /// The `Staged` backend writes the active segment's staged bytes back past this much.
 const STAGED_BYTES_ACTIVE_MAX: u64 = 8 << 20;
-/// Past this much staged in the active segment, the appender that crosses it writes back
-/// itself (the background thread fell behind, or there is none).
+/// Past this much staged (in the active segment, plus what sealed segments held at their roll),
+/// the appender that crosses it writes back itself (the background thread fell behind, or there
+/// is none).
 const STAGED_BYTES_APPENDER_MAX: u64 = 2 * STAGED_BYTES_ACTIVE_MAX;
 
 /// Segments by (first LSN, sequence): an empty segment and its successor may share a first LSN.
@@ -78,6 +79,12 @@ pub(crate) struct Inner {
     pub(crate) epoch: AtomicU64,
     /// An append asked the background thread for a write-back that has not run yet.
     pub(crate) write_back_asked: std::sync::atomic::AtomicBool,
+    /// What sealed segments held staged when they were sealed, since the last `write_back`: an
+    /// estimate (a sync may have written it since), so that appenders bound the staged memory
+    /// of the whole log, not of the active segment only. With segments smaller than
+    /// `STAGED_BYTES_APPENDER_MAX` and nothing committing, each segment used to stay under the
+    /// bound while the log staged everything (found by review on 2026-12-03).
+    sealed_staged: AtomicU64,
     background: Mutex<Signal>,
     background_cond: Condvar,
     /// Held by a pass of `maintain` and by `close` from its start: a pass that a user thread
@@ -224,6 +231,7 @@ impl Wal {
             first_lsn: AtomicU64::new(first_lsn),
             epoch: AtomicU64::new(epoch),
             write_back_asked: std::sync::atomic::AtomicBool::new(false),
+            sealed_staged: AtomicU64::new(0),
             background: Mutex::new(Signal::default()),
             background_cond: Condvar::new(),
             maintenance: Mutex::new(()),
@@ -744,7 +752,7 @@ impl Inner {
             segment.note_offset(lsn, offset);
             offset += stored as u64;
         }
-        let staged = segment.file.staged_bytes();
+        let staged = segment.file.staged_bytes() + self.sealed_staged.load(Ordering::Relaxed);
         if staged >= STAGED_BYTES_ACTIVE_MAX && !self.write_back_asked.swap(true, Ordering::AcqRel)
         {
             // Nobody commits: have the background thread write the staged bytes back, so that
@@ -778,6 +786,8 @@ impl Inner {
             old.sequence()
         );
         let segment = recovery::activate(prepared.file, prepared.sequence, first);
+        self.sealed_staged
+            .fetch_add(old.file.staged_bytes(), Ordering::Relaxed);
         old.seal(last);
         self.segments
             .write()
@@ -1166,6 +1176,9 @@ impl Inner {
     /// bounds the `Staged` backend's memory when nobody commits.
     fn write_back(&self) -> Result<()> {
         self.write_back_asked.store(false, Ordering::Release);
+        // Before the segments are listed: a segment sealed after this store is in the list, and
+        // counted again at worst (an early write-back, which finds little to write).
+        self.sealed_staged.store(0, Ordering::Relaxed);
         let segments: Vec<Arc<Segment>> = self.segments.read().values().cloned().collect();
         for segment in segments {
             let threshold = match segment.sealed_last_lsn() {

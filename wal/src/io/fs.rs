@@ -711,6 +711,17 @@ impl File for FsFile {
             }
             None => None,
         };
+        if let (Some(staging), None) = (&self.staging, &self.direct) {
+            // `Staged`: what syncs wrote out of a segment stays in its staging memory until
+            // 4 MiB of it accumulate (`Staging::release`), which a sealed segment never does
+            // again: up to 4 MiB per sealed segment, for as long as the log keeps it (found by
+            // review on 2026-12-03). Given back now, once nothing is staged; bytes still staged
+            // (no sync or write-back has run since the seal) leave the segment for a later call.
+            if staging.staged_bytes() != 0 {
+                return false;
+            }
+            staging.release(&[], true);
+        }
         let held = uring.map_or(0, |(_, direct)| direct.invalidate_all());
         // Drop every page of the mapping this process has mapped: they stay in the page cache
         // (and, with `Mmap`, any dirty bit moves to the page), and the next read maps them again.

@@ -64,8 +64,9 @@ pub(crate) trait File: Send + Sync {
     /// Gives back the memory this file holds for reads: the pages of its mapping that this
     /// process has mapped (they stay in the page cache), and with `IoUring` the staging memory
     /// through which `bytes` serves the blocks it wrote (kept because `O_DIRECT` writes and
-    /// page-cache reads are not reliably coherent; later reads go to the file). False if it
-    /// could not yet (`IoUring` bytes still staged, not yet written to the file): call again.
+    /// page-cache reads are not reliably coherent; later reads go to the file), with `Staged`
+    /// the staging pages of what was already written to the file. False if it could not yet
+    /// (`IoUring` or `Staged` bytes still staged, not yet written to the file): call again.
     ///
     /// The caller guarantees that no write to the file is in progress or will start, and that
     /// no slice returned by `bytes` is alive. (Recovery calls it on files it writes later: a
