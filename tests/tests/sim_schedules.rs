@@ -1,9 +1,12 @@
 //! Thousands of seeded random schedules on the simulated disk: appends, batches, commits,
-//! truncations, reads, maintenance, failed syncs and writes, full disks, crashes that keep an
-//! arbitrary subset of unsynced sectors, and bit flips. After every recovery the log must hold
-//! every acknowledged record, byte for byte, in order, and nothing that was never appended; a bit
-//! flip in a record at or below the control file's watermark must be reported as corruption,
-//! never returned as data.
+//! truncations, reads, maintenance, checkpoints with snapshots, compactions, resets to a
+//! snapshot (what a replica that is sent one does), failed syncs and
+//! writes, full disks, crashes that keep an arbitrary subset of unsynced sectors, and bit flips.
+//! After every recovery the log must hold every acknowledged record from its first retained LSN
+//! on, byte for byte, in order, and nothing that was never appended; the latest acknowledged
+//! checkpoint (or one whose outcome was unknown) with its snapshot's exact bytes; and no record
+//! after that checkpoint compacted away. A bit flip in a record at or below the control file's
+//! watermark must be reported as corruption, never returned as data.
 //!
 //! `RWAL_SIM_SEEDS=N` runs N seeds (default 2000); `RWAL_SIM_SEED=S` replays one.
 
@@ -22,6 +25,13 @@ struct Schedule {
     acked: u64,
     /// The control file's watermark is at least this (after a maintain or a clean open).
     control_watermark: u64,
+    /// The latest checkpoint acknowledged: its LSN and snapshot.
+    checkpoint: Option<(u64, Vec<u8>)>,
+    /// A later checkpoint whose call failed: it may or may not have taken effect.
+    checkpoint_unsure: Option<(u64, Vec<u8>)>,
+    /// A reset whose call failed and poisoned the log: its LSN and snapshot. The crash that
+    /// follows leaves the old log or the reset one.
+    reset_unsure: Option<(u64, Vec<u8>)>,
     crashes: u32,
 }
 
@@ -44,8 +54,17 @@ impl Schedule {
             model: Vec::new(),
             acked: 0,
             control_watermark: 0,
+            checkpoint: None,
+            checkpoint_unsure: None,
+            reset_unsure: None,
             crashes: 0,
         }
+    }
+
+    /// The latest checkpoint's LSN (0: none): no cut may go below it, nothing after it is
+    /// compacted.
+    fn checkpoint_lsn(&self) -> u64 {
+        self.checkpoint.as_ref().map_or(0, |(lsn, _)| *lsn)
     }
 
     fn wal(&self) -> &Wal {
@@ -64,7 +83,8 @@ impl Schedule {
     }
 
     fn step(&mut self) {
-        let op = self.rng.below(100);
+        self.settle_checkpoint();
+        let op = self.rng.below(112);
         if std::env::var_os("RWAL_SIM_TRACE").is_some() {
             let wal = self.wal();
             eprintln!(
@@ -114,6 +134,18 @@ impl Schedule {
             65..=69 => {
                 let last = self.model.len() as u64;
                 let cut = last - self.rng.below(last.min(30) + 1);
+                if cut < self.checkpoint_lsn() {
+                    match self.wal().truncate_after(cut) {
+                        Err(Error::InvalidArgument { .. } | Error::Compacted { .. }) => {}
+                        Err(e) if is_poison(&e) => self.crash(),
+                        other => panic!(
+                            "seed {}: truncate_after({cut}) below the checkpoint at {}: {other:?}",
+                            self.seed,
+                            self.checkpoint_lsn()
+                        ),
+                    }
+                    return;
+                }
                 match self.wal().truncate_after(cut) {
                     Ok(()) => {
                         self.model.truncate(cut as usize);
@@ -141,8 +173,178 @@ impl Schedule {
             88 => self.disk.fail_next_write(libc::EIO),
             89 => self.disk.fail_next_create(libc::ENOSPC),
             90..=96 => self.crash(),
-            _ => self.flip_and_check(),
+            97..=99 => self.flip_and_check(),
+            100..=104 => self.take_checkpoint(),
+            105..=107 => self.compact(),
+            108..=109 => self.check_snapshot(),
+            _ => self.reset_to_snapshot(),
         }
+    }
+
+    /// A checkpoint at a durable LSN not below the latest one, with a snapshot naming it.
+    fn take_checkpoint(&mut self) {
+        let durable = self.wal().durable_lsn();
+        let low = self.checkpoint_lsn().max(1);
+        if durable < low {
+            return;
+        }
+        let lsn = low + self.rng.below(durable - low + 1);
+        let mut snapshot = format!("state at {lsn}, seed {} ", self.seed).into_bytes();
+        // Now and then a snapshot of several chunks.
+        let extra = match self.rng.below(10) {
+            0 => self.rng.below(3 << 20) as usize,
+            _ => self.rng.below(3000) as usize,
+        };
+        let mut tail = vec![0u8; extra];
+        self.rng.fill(&mut tail);
+        snapshot.extend_from_slice(&tail);
+        match self.wal().checkpoint(lsn, Some(&snapshot)) {
+            Ok(()) => {
+                self.checkpoint = Some((lsn, snapshot));
+                self.checkpoint_unsure = None;
+            }
+            Err(e) if is_poison(&e) => {
+                self.checkpoint_unsure = Some((lsn, snapshot));
+                self.crash();
+            }
+            // A failed write or a full disk before the control file named it: not taken, but
+            // treated as unsure all the same (the test knows no more than a caller would).
+            Err(Error::NoSpace { .. } | Error::Io { .. }) => {
+                self.checkpoint_unsure = Some((lsn, snapshot));
+            }
+            Err(e) => panic!("seed {}: checkpoint({lsn}): {e}", self.seed),
+        }
+    }
+
+    /// Replaces the log with "empty after LSN `lsn`", the state a snapshot: ahead of the log (a
+    /// replica far behind), or inside it (one whose tail diverged).
+    fn reset_to_snapshot(&mut self) {
+        let last = self.model.len() as u64;
+        let lsn = match self.rng.below(3) {
+            0 => last.saturating_sub(self.rng.below(20)).max(1),
+            _ => last + 1 + self.rng.below(40),
+        };
+        let unsure_lsn = self.checkpoint_unsure.as_ref().map(|(lsn, _)| *lsn);
+        if lsn == self.checkpoint_lsn() || Some(lsn) == unsure_lsn {
+            return;
+        }
+        let mut snapshot = format!("reset to {lsn}, seed {} ", self.seed).into_bytes();
+        let mut tail = vec![0u8; self.rng.below(5000) as usize];
+        self.rng.fill(&mut tail);
+        snapshot.extend_from_slice(&tail);
+        match self.wal().reset_to_snapshot(lsn, 7, &snapshot) {
+            Ok(()) => {
+                self.adopt_reset(lsn, snapshot);
+                let wal = self.wal();
+                assert_eq!(
+                    (wal.first_lsn(), wal.last_lsn(), wal.durable_lsn()),
+                    (lsn + 1, lsn, lsn),
+                    "seed {}",
+                    self.seed
+                );
+            }
+            Err(e) if is_poison(&e) => {
+                self.reset_unsure = Some((lsn, snapshot));
+                self.crash();
+            }
+            // Refused before the control file changed: the old log stands.
+            Err(Error::NoSpace { .. } | Error::Io { .. }) => {}
+            Err(e) => panic!("seed {}: reset_to_snapshot({lsn}): {e}", self.seed),
+        }
+    }
+
+    /// The model of a log reset to a snapshot at `lsn`: records up to `lsn` are in the
+    /// snapshot (placeholders, never read: the log starts after them), all of it durable.
+    fn adopt_reset(&mut self, lsn: u64, snapshot: Vec<u8>) {
+        self.model.resize(lsn as usize, Vec::new());
+        self.model.truncate(lsn as usize);
+        self.acked = lsn;
+        self.control_watermark = lsn;
+        self.checkpoint = Some((lsn, snapshot));
+        self.checkpoint_unsure = None;
+    }
+
+    fn compact(&mut self) {
+        match self.wal().compact_now() {
+            Ok(report) => {
+                assert_eq!(
+                    report.first_lsn,
+                    self.wal().first_lsn(),
+                    "seed {}",
+                    self.seed
+                );
+                self.settle_checkpoint();
+                self.check_first_lsn(self.wal());
+            }
+            Err(e) if is_poison(&e) => self.crash(),
+            Err(Error::NoSpace { .. } | Error::Io { .. }) => {}
+            Err(e) => panic!("seed {}: compact_now: {e}", self.seed),
+        }
+    }
+
+    /// Nothing after the latest checkpoint is compacted away.
+    fn check_first_lsn(&self, wal: &Wal) {
+        assert!(
+            wal.first_lsn() <= self.checkpoint_lsn() + 1,
+            "seed {}: first LSN {} past the checkpoint at {}",
+            self.seed,
+            wal.first_lsn(),
+            self.checkpoint_lsn()
+        );
+    }
+
+    /// Takes the unsure checkpoint for the acknowledged one if the log names its LSN and the
+    /// acknowledged one's differs (a same-LSN one is told apart by its bytes, in
+    /// `check_snapshot`).
+    fn settle_checkpoint(&mut self) {
+        let found = self.wal().latest_checkpoint().map(|c| c.lsn);
+        let Some(unsure_lsn) = self.checkpoint_unsure.as_ref().map(|(lsn, _)| *lsn) else {
+            return;
+        };
+        if found == Some(unsure_lsn) && self.checkpoint_lsn() != unsure_lsn {
+            self.checkpoint = self.checkpoint_unsure.take();
+        }
+    }
+
+    /// The log's latest checkpoint is the model's, with the same snapshot bytes (or, for an
+    /// unsure checkpoint at the same LSN, that one's, which it then becomes).
+    fn check_snapshot(&mut self) {
+        self.settle_checkpoint();
+        let wal = self.wal.as_ref().expect("open");
+        let latest = wal.latest_checkpoint();
+        assert_eq!(
+            latest.as_ref().map(|c| c.lsn),
+            self.checkpoint.as_ref().map(|(lsn, _)| *lsn),
+            "seed {}",
+            self.seed
+        );
+        let Some((lsn, bytes)) = self.checkpoint.as_ref() else {
+            return;
+        };
+        let lsn = *lsn;
+        let mut reader = match wal.open_snapshot() {
+            Ok(reader) => {
+                reader.unwrap_or_else(|| panic!("seed {}: no snapshot at {lsn}", self.seed))
+            }
+            Err(e) if is_poison(&e) => return,
+            Err(e) => panic!("seed {}: open_snapshot: {e}", self.seed),
+        };
+        let mut read = Vec::new();
+        std::io::Read::read_to_end(&mut reader, &mut read)
+            .unwrap_or_else(|e| panic!("seed {}: reading the snapshot at {lsn}: {e}", self.seed));
+        if read == *bytes {
+            return;
+        }
+        let unsure_matches = self
+            .checkpoint_unsure
+            .as_ref()
+            .is_some_and(|(unsure_lsn, unsure)| *unsure_lsn == lsn && read == *unsure);
+        assert!(
+            unsure_matches,
+            "seed {}: the snapshot at {lsn} differs",
+            self.seed
+        );
+        self.checkpoint = self.checkpoint_unsure.take();
     }
 
     fn check_reads(&mut self) {
@@ -153,10 +355,11 @@ impl Schedule {
             self.seed,
             self.acked
         );
-        if durable == 0 {
+        let first = self.wal().first_lsn();
+        if durable < first {
             return;
         }
-        let from = 1 + self.rng.below(durable);
+        let from = first + self.rng.below(durable - first + 1);
         let mut reader = match self.wal().reader(from) {
             Ok(reader) => reader,
             Err(e) if is_poison(&e) => return,
@@ -193,6 +396,19 @@ impl Schedule {
     fn reopen(&mut self) {
         let wal = Wal::open("/sim", options(&self.disk))
             .unwrap_or_else(|e| panic!("seed {}: reopen: {e}", self.seed));
+        if let Some((lsn, snapshot)) = self.reset_unsure.take() {
+            // The reset took effect if the log names its checkpoint (no other checkpoint is at
+            // that LSN: see `reset_to_snapshot`); then the log is exactly the reset one.
+            if wal.latest_checkpoint().is_some_and(|c| c.lsn == lsn) {
+                assert_eq!(
+                    (wal.first_lsn(), wal.last_lsn()),
+                    (lsn + 1, lsn),
+                    "seed {}: a reset to {lsn} half done",
+                    self.seed
+                );
+                self.adopt_reset(lsn, snapshot);
+            }
+        }
         let last = wal.last_lsn();
         assert!(
             last >= self.acked,
@@ -206,8 +422,8 @@ impl Schedule {
             self.seed
         );
         assert_eq!(wal.durable_lsn(), last);
-        let mut reader = wal.reader(1).unwrap();
-        let mut expected = 1;
+        let mut expected = wal.first_lsn();
+        let mut reader = wal.reader(expected).unwrap();
         while let Some(record) = reader.next().unwrap() {
             assert_eq!(record.lsn, expected, "seed {}", self.seed);
             assert_eq!(
@@ -224,20 +440,28 @@ impl Schedule {
         self.acked = last;
         self.control_watermark = last;
         self.wal = Some(wal);
+        // The checkpoint: the acknowledged one, or a later one whose call failed; whichever
+        // the log names, the unsure one is decided now.
+        self.check_snapshot();
+        self.checkpoint_unsure = None;
+        self.check_first_lsn(self.wal());
     }
 
     /// Flips one bit inside a record at or below the control watermark; recovery must report
     /// corruption. Then repairs the schedule by reopening in point-in-time mode.
     fn flip_and_check(&mut self) {
         let watermark = self.control_watermark;
-        if watermark == 0 {
+        // Above the checkpoint: records at or below it may be compacted away, and a lossy
+        // recovery that ends below it resets the log to it.
+        let floor = self.checkpoint_lsn();
+        if watermark <= floor {
             return;
         }
         // Crash first, so the disk holds exactly what recovery will read.
         let crashed = self.disk.crash(self.rng.next_u64());
         drop(self.wal.take());
         self.disk = crashed;
-        let target = 1 + self.rng.below(watermark);
+        let target = floor + 1 + self.rng.below(watermark - floor);
         let (name, offset, stored) = find_record(&self.disk, target)
             .unwrap_or_else(|| panic!("seed {}: record {target} not on disk", self.seed));
         let byte = offset + self.rng.below(stored);

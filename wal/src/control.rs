@@ -330,11 +330,19 @@ impl Control {
         // The copy this write leaves as the fallback is the current one. If it declares a
         // truncation or a reset in progress that this write ends, it must not stay: recovery
         // falls back to the older copy when the newest is damaged, and would redo the cut (or
-        // the reset) over records acknowledged since. The write that ends one goes into both
-        // slots.
+        // the reset) over records acknowledged since. Nor if it names a checkpoint or a first
+        // LSN that this write moves: the old snapshot and the compacted segments are removed
+        // once this write is durable, and a fallback to a copy naming them would refuse the log
+        // (found by review on 2026-12-03). Such writes go into both slots.
         let ends_an_operation = (self.state.pending_cut.is_some() && state.pending_cut.is_none())
             || (self.state.reset_pending && !state.reset_pending);
-        let copies = if ends_an_operation { 2 } else { 1 };
+        let moves_what_files_hold =
+            self.state.checkpoint != state.checkpoint || self.state.first_lsn != state.first_lsn;
+        let copies = if ends_an_operation || moves_what_files_hold {
+            2
+        } else {
+            1
+        };
         let path = dir_path.join(FILE_NAME);
         for _ in 0..copies {
             let generation = self.generation + 1;
@@ -384,6 +392,47 @@ mod tests {
                 [seed % 4, 99].contains(&reopened.state().durable_lsn),
                 "seed {seed}"
             );
+        }
+    }
+
+    /// Regression: a checkpoint or a compaction wrote one slot, and the files the other slot
+    /// named (the old snapshot, the compacted segments) were then removed: with the newest
+    /// copy damaged, the fallback named files that were gone.
+    #[test]
+    fn a_new_checkpoint_or_first_lsn_is_in_both_slots() {
+        let disk = crate::SimDisk::new();
+        let dir = disk.dir(std::path::Path::new("/sim"));
+        let mut control = Control::create(&dir, ControlState::empty()).unwrap();
+        let durable = |lsn| ControlState {
+            durable_lsn: lsn,
+            ..ControlState::empty()
+        };
+        control.write(durable(10), dir.path()).unwrap();
+        let checkpointed = ControlState {
+            checkpoint: Some((8, 1)),
+            ..durable(10)
+        };
+        let compacted = ControlState {
+            first_lsn: 6,
+            ..checkpointed.clone()
+        };
+        for state in [checkpointed, compacted] {
+            control.write(state.clone(), dir.path()).unwrap();
+            // Either slot damaged: the other holds the same state.
+            for damaged in 0..2u64 {
+                let copy = disk.crash(0);
+                copy.flip_bit(FILE_NAME, damaged * SLOT_BYTES as u64 + 20, 0);
+                let reopened = Control::open(&copy.dir(std::path::Path::new("/sim"))).unwrap();
+                assert_eq!(reopened.state(), &state, "slot {damaged} damaged");
+            }
+            // A write that moves neither goes into one slot, as before.
+            let generation = control.generation;
+            let later = ControlState {
+                durable_lsn: 11,
+                ..state
+            };
+            control.write(later, dir.path()).unwrap();
+            assert_eq!(control.generation, generation + 1);
         }
     }
 
