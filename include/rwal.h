@@ -425,12 +425,14 @@ typedef int32_t rwal_recovery_mode;
 #define RWAL_ERR_POISONED (-4)
 
 /**
- * The disk is full.
+ * The disk is full, or the disk quota is used up (the message says which); the log stays
+ * usable, and appends work again once space is freed.
  */
 #define RWAL_ERR_NO_SPACE (-5)
 
 /**
- * Another open log (in this or another process) holds the directory.
+ * Another open log (in this or another process) holds the directory, or a reader of a closed
+ * one still holds a record (see `rwal_close`).
  */
 #define RWAL_ERR_LOCKED (-6)
 
@@ -783,7 +785,10 @@ rwal_status rwal_read(const rwal_log *log, uint64_t lsn, uint8_t *buf, size_t ca
 
 /**
  * Durably removes every record after `lsn`; the next append gets `lsn + 1`.
- * `RWAL_ERR_PINNED` while a reader is past `lsn`. Blocks. Thread-safe.
+ * `RWAL_ERR_PINNED` while a reader or pin is past `lsn`; `RWAL_ERR_NOT_FOUND` if `lsn` is past
+ * the last record; `RWAL_ERR_COMPACTED` if `lsn + 1` is below the first retained LSN;
+ * `RWAL_ERR_INVALID_ARGUMENT` if the latest checkpoint is past `lsn` (a cut may not remove
+ * what a checkpoint covers). Blocks. Thread-safe.
  *
  * # Safety
  * `log` is a live handle.
@@ -916,8 +921,9 @@ rwal_status rwal_node_options_set_log_options(rwal_node_options *opts,
                                               const rwal_options *log_opts);
 
 /**
- * Raft's tick in milliseconds (default 10): an election starts after 10 ticks without a
- * leader, heartbeats go every 2.
+ * Raft's tick in milliseconds (default 10): an election starts after 10 to 20 ticks without
+ * a leader (drawn anew at each election, so that candidates do not keep splitting the vote),
+ * heartbeats go every 2.
  *
  * # Safety
  * `opts` is live.
@@ -990,7 +996,8 @@ rwal_status rwal_snapshot_sink_write(rwal_snapshot_sink *sink, const uint8_t *da
 /**
  * Opens the node: its log (restoring the engine through `restore` and `apply`), its network
  * and its thread. `*node_out` is the handle; close it with `rwal_node_close`. Blocks for
- * recovery. The options may be freed afterwards.
+ * recovery, which it reports to the log callback as `rwal_open` does. The options may be
+ * freed afterwards.
  *
  * # Safety
  * `opts` is live options; `node_out` is writable.
@@ -1053,7 +1060,10 @@ rwal_status rwal_node_propose(rwal_node *node,
  * `RWAL_ERR_TIMEOUT` if neither happened; `RWAL_ERR_CLOSED` or `RWAL_ERR_REPLICATION` if this
  * node stopped before it saw the entry committed (the other members may still commit it; a
  * commit it saw before it stopped is still `RWAL_OK`, unless the log was poisoned meanwhile:
- * `RWAL_ERR_POISONED` says nothing about the entry either). Blocks; thread-safe.
+ * `RWAL_ERR_POISONED` says nothing about the entry either); `RWAL_ERR_COMPACTED` if `lsn` is
+ * committed but was compacted away before its epoch could be read (whether it is this entry
+ * is then unknown); `RWAL_ERR_INVALID_ARGUMENT` when called from one of the node's callbacks,
+ * where it would wait for itself. Blocks; thread-safe.
  *
  * # Safety
  * `node` is live.
@@ -1166,8 +1176,9 @@ rwal_status rwal_node_transfer_leadership(rwal_node *node,
 rwal_status rwal_node_checkpoint(rwal_node *node, uint64_t lsn, const uint8_t *state, size_t len);
 
 /**
- * Removes log segments that the latest checkpoint, readers and followers no longer need.
- * Blocks; thread-safe.
+ * Removes log segments that the latest checkpoint and the followers no longer need (node
+ * readers hold nothing back: one that falls behind gets `RWAL_ERR_COMPACTED`).
+ * `RWAL_ERR_CLOSED` once the node's thread has stopped. Blocks; thread-safe.
  *
  * # Safety
  * `node` is live.
@@ -1265,7 +1276,11 @@ rwal_status rwal_options_set_recovery_mode(rwal_options *opts, rwal_recovery_mod
 rwal_status rwal_options_set_commit_delay_us(rwal_options *opts, uint64_t delay_us);
 
 /**
- * Run the log's background thread (default true). Without it the log starts no thread.
+ * Run the log's background thread (default true). Without it no thread of the log's outlives
+ * `rwal_open` (recovery at open checks segments on up to 3 helper threads, joined before it
+ * returns): meant for tests that must replay exactly. The appender that needs the next
+ * segment then prepares it itself, and the durable watermark goes to the control file only
+ * when a checkpoint, a compaction or the close writes that file.
  *
  * # Safety
  * `opts` is NULL (an error) or live options.

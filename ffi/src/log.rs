@@ -108,7 +108,7 @@ pub unsafe extern "C" fn rwal_open(
             unsafe { &*opts }.options.clone()
         };
         let wal = Wal::open(dir, options)?;
-        logging::opened(&wal);
+        logging::opened(wal.dir(), wal.recovery_report());
         // SAFETY: checked non-NULL.
         unsafe { put(log_out, Box::into_raw(Box::new(rwal_log { wal }))) };
         Ok(())
@@ -319,7 +319,10 @@ pub unsafe extern "C" fn rwal_read(
 }
 
 /// Durably removes every record after `lsn`; the next append gets `lsn + 1`.
-/// `RWAL_ERR_PINNED` while a reader is past `lsn`. Blocks. Thread-safe.
+/// `RWAL_ERR_PINNED` while a reader or pin is past `lsn`; `RWAL_ERR_NOT_FOUND` if `lsn` is past
+/// the last record; `RWAL_ERR_COMPACTED` if `lsn + 1` is below the first retained LSN;
+/// `RWAL_ERR_INVALID_ARGUMENT` if the latest checkpoint is past `lsn` (a cut may not remove
+/// what a checkpoint covers). Blocks. Thread-safe.
 ///
 /// # Safety
 /// `log` is a live handle.

@@ -2,9 +2,11 @@
 //! the function the application registers.
 
 use std::ffi::{c_char, c_void, CString};
+use std::path::Path;
 
 use parking_lot::Mutex;
-use rwal_wal::{RecoveryEvent, Wal};
+
+use rwal_wal::{RecoveryEvent, RecoveryReport};
 
 /// A message's level: one of the `RWAL_LOG_*` values.
 #[allow(non_camel_case_types)]
@@ -67,14 +69,23 @@ fn emit(level: rwal_log_level, message: &str) {
     unsafe { (sink.callback)(level, text.as_ptr(), sink.userdata as *mut c_void) };
 }
 
-/// Sends an informational message (a replicated node's events: peers, leaders, snapshots).
+/// Sends an informational message (a replicated node's network events: peers connected,
+/// connections refused).
 pub(crate) fn emit_info(message: &str) {
     emit(RWAL_LOG_INFO, message);
 }
 
-/// Reports an opened log and what its recovery decided.
-pub(crate) fn opened(wal: &Wal) {
-    let report = wal.recovery_report();
+/// Sends a message of a replicated node's at its level.
+pub(crate) fn emit_node(severity: rwal_replication::Severity, message: &str) {
+    let level = match severity {
+        rwal_replication::Severity::Error => RWAL_LOG_ERROR,
+        rwal_replication::Severity::Warning => RWAL_LOG_WARN,
+    };
+    emit(level, message);
+}
+
+/// Reports an opened log (a node's too) and what its recovery decided.
+pub(crate) fn opened(dir: &Path, report: &RecoveryReport) {
     for event in &report.events {
         // A new log is news, not a problem; every other decision dropped, skipped or left
         // something that an operator may want to look at.
@@ -82,16 +93,13 @@ pub(crate) fn opened(wal: &Wal) {
             RecoveryEvent::Created => RWAL_LOG_INFO,
             _ => RWAL_LOG_WARN,
         };
-        emit(
-            level,
-            &format!("{}: recovery: {event:?}", wal.dir().display()),
-        );
+        emit(level, &format!("{}: recovery: {event:?}", dir.display()));
     }
     emit(
         RWAL_LOG_INFO,
         &format!(
             "{}: opened, LSNs {}..={}, {} records verified",
-            wal.dir().display(),
+            dir.display(),
             report.first_lsn,
             report.last_lsn,
             report.records

@@ -12,7 +12,7 @@ use std::time::Duration;
 use rwal_replication::net::{PeerConfig, PeerNetwork};
 use rwal_replication::{
     Bootstrap, CommittedReader, CommittedRecord, Config, EngineResult, Error, MembershipChange,
-    Node, NodeId, NodeOptions, Role, StateMachine,
+    Node, NodeId, NodeOptions, Role, Severity, StateMachine,
 };
 use rwal_wal::{Options, RecordKind};
 
@@ -521,8 +521,9 @@ pub unsafe extern "C" fn rwal_node_options_set_log_options(
     })
 }
 
-/// Raft's tick in milliseconds (default 10): an election starts after 10 ticks without a
-/// leader, heartbeats go every 2.
+/// Raft's tick in milliseconds (default 10): an election starts after 10 to 20 ticks without
+/// a leader (drawn anew at each election, so that candidates do not keep splitting the vote),
+/// heartbeats go every 2.
 ///
 /// # Safety
 /// `opts` is live.
@@ -673,7 +674,8 @@ pub unsafe extern "C" fn rwal_snapshot_sink_write(
 
 /// Opens the node: its log (restoring the engine through `restore` and `apply`), its network
 /// and its thread. `*node_out` is the handle; close it with `rwal_node_close`. Blocks for
-/// recovery. The options may be freed afterwards.
+/// recovery, which it reports to the log callback as `rwal_open` does. The options may be
+/// freed afterwards.
 ///
 /// # Safety
 /// `opts` is live options; `node_out` is writable.
@@ -708,10 +710,11 @@ pub unsafe extern "C" fn rwal_node_open(
         options.tick_interval = opts.tick;
         options.sync_stall_limit = opts.sync_stall_limit;
         options.config.snapshot_bytes_max = opts.snapshot_bytes_max;
-        options.log = Some(Arc::new(move |line: &str| {
-            crate::logging::emit_info(&format!("node {id}: {line}"))
+        options.log = Some(Arc::new(move |severity: Severity, line: &str| {
+            crate::logging::emit_node(severity, &format!("node {id}: {line}"))
         }));
         let node = Node::open(options, Engine(opts.callbacks), network.transport())?;
+        crate::logging::opened(node.log_dir(), node.recovery_report());
         network.attach(node.inbox());
         let handle = rwal_node { node, network };
         // SAFETY: checked non-NULL.
@@ -870,7 +873,10 @@ pub unsafe extern "C" fn rwal_node_propose(
 /// `RWAL_ERR_TIMEOUT` if neither happened; `RWAL_ERR_CLOSED` or `RWAL_ERR_REPLICATION` if this
 /// node stopped before it saw the entry committed (the other members may still commit it; a
 /// commit it saw before it stopped is still `RWAL_OK`, unless the log was poisoned meanwhile:
-/// `RWAL_ERR_POISONED` says nothing about the entry either). Blocks; thread-safe.
+/// `RWAL_ERR_POISONED` says nothing about the entry either); `RWAL_ERR_COMPACTED` if `lsn` is
+/// committed but was compacted away before its epoch could be read (whether it is this entry
+/// is then unknown); `RWAL_ERR_INVALID_ARGUMENT` when called from one of the node's callbacks,
+/// where it would wait for itself. Blocks; thread-safe.
 ///
 /// # Safety
 /// `node` is live.
@@ -1148,8 +1154,9 @@ pub unsafe extern "C" fn rwal_node_checkpoint(
     })
 }
 
-/// Removes log segments that the latest checkpoint, readers and followers no longer need.
-/// Blocks; thread-safe.
+/// Removes log segments that the latest checkpoint and the followers no longer need (node
+/// readers hold nothing back: one that falls behind gets `RWAL_ERR_COMPACTED`).
+/// `RWAL_ERR_CLOSED` once the node's thread has stopped. Blocks; thread-safe.
 ///
 /// # Safety
 /// `node` is live.

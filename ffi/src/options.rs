@@ -175,7 +175,11 @@ pub unsafe extern "C" fn rwal_options_set_commit_delay_us(
     }
 }
 
-/// Run the log's background thread (default true). Without it the log starts no thread.
+/// Run the log's background thread (default true). Without it no thread of the log's outlives
+/// `rwal_open` (recovery at open checks segments on up to 3 helper threads, joined before it
+/// returns): meant for tests that must replay exactly. The appender that needs the next
+/// segment then prepares it itself, and the durable watermark goes to the control file only
+/// when a checkpoint, a compaction or the close writes that file.
 ///
 /// # Safety
 /// `opts` is NULL (an error) or live options.

@@ -24,9 +24,11 @@ pub const RWAL_ERR_IO: rwal_status = -2;
 pub const RWAL_ERR_CORRUPTED: rwal_status = -3;
 /// An earlier write or sync failed; the log accepts nothing more (reopen it).
 pub const RWAL_ERR_POISONED: rwal_status = -4;
-/// The disk is full.
+/// The disk is full, or the disk quota is used up (the message says which); the log stays
+/// usable, and appends work again once space is freed.
 pub const RWAL_ERR_NO_SPACE: rwal_status = -5;
-/// Another open log (in this or another process) holds the directory.
+/// Another open log (in this or another process) holds the directory, or a reader of a closed
+/// one still holds a record (see `rwal_close`).
 pub const RWAL_ERR_LOCKED: rwal_status = -6;
 /// The LSN was removed by compaction.
 pub const RWAL_ERR_COMPACTED: rwal_status = -7;

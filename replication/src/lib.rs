@@ -33,7 +33,9 @@ mod transport;
 pub type NodeId = u64;
 
 pub use error::{Error, Result};
-pub use node::{Bounded, CommittedReader, CommittedRecord, Node, NodeLog, NodeOptions, NodeStatus};
+pub use node::{
+    Bounded, CommittedReader, CommittedRecord, Node, NodeLog, NodeOptions, NodeStatus, Severity,
+};
 pub use raft::eraftpb::ConfState;
 pub use replica::{
     Bootstrap, Config, EngineResult, MembershipChange, Replica, Role, StateMachine,

@@ -53,8 +53,9 @@ pub struct NodeOptions {
     /// holds about 100 bytes of structure) or records above `max_bytes_per_message` (one per
     /// append) can fill it; what is dropped, raft resends.
     pub pending_envelope_bytes_max: Option<usize>,
-    /// Receives the replica's notes (snapshots sent, refused or dropped, messages raft
-    /// refused), called on the node's thread; `None`: they are dropped.
+    /// Receives the node's log lines with their severity (snapshots refused or dropped,
+    /// messages raft refused, a stalled sync, the node's failure), called on the node's
+    /// thread and on the threads writing checkpoints raft asks for; `None`: they are dropped.
     pub log: Option<NodeLog>,
     /// How long a sync of the leader's log may run on the persister thread before the leader
     /// hands its leadership to the most up-to-date other voter, and again after each further
@@ -68,7 +69,17 @@ pub struct NodeOptions {
 }
 
 /// A receiver of a node's log lines.
-pub type NodeLog = Arc<dyn Fn(&str) + Send + Sync>;
+pub type NodeLog = Arc<dyn Fn(Severity, &str) + Send + Sync>;
+
+/// How much a node's log line matters to an operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// The node failed, or could not do what it must (close its log, start a thread).
+    Error,
+    /// Something was refused, dropped or retried: the node goes on, but an operator may want
+    /// to look (a snapshot refused, messages dropped by a full inbox, a stalled sync).
+    Warning,
+}
 
 impl std::fmt::Debug for NodeOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -257,6 +268,9 @@ struct Shared {
     /// Set by a close made on the node's own thread, which cannot wait for the thread's end:
     /// the thread closes the log itself as it ends.
     close_log_at_end: AtomicBool,
+    /// Set once the log is closed: readers then answer `Closed` even with records buffered or
+    /// at the commit LSN, where they would not touch the log.
+    log_closed: AtomicBool,
 }
 
 impl Shared {
@@ -357,6 +371,7 @@ impl Node {
             status_cond: Condvar::new(),
             waiters: CommitWaiters::default(),
             closed: AtomicBool::new(false),
+            log_closed: AtomicBool::new(false),
             pending_envelopes_max: options.pending_envelopes_max,
             pending_envelope_bytes_max: options
                 .pending_envelope_bytes_max
@@ -416,6 +431,18 @@ impl Node {
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// What the recovery of this node's log decided at open: torn tails cut, damage skipped
+    /// (see [`rwal_wal::RecoveryReport`]). For an operator's log: a node found in that state
+    /// runs on, and nothing else says so.
+    pub fn recovery_report(&self) -> &rwal_wal::RecoveryReport {
+        self.wal.recovery_report()
+    }
+
+    /// The directory of this node's log.
+    pub fn log_dir(&self) -> &std::path::Path {
+        self.wal.dir()
     }
 
     /// Proposes a user record on the leader; returns the LSN and epoch it will have if it
@@ -628,8 +655,9 @@ impl Node {
         pending.finish()
     }
 
-    /// Removes log segments no checkpoint, reader or follower needs, on the caller's thread.
-    /// `Closed` once the node's thread stopped: the followers' pins went with it.
+    /// Removes log segments that neither the latest checkpoint nor a follower needs, on the
+    /// caller's thread. [`CommittedReader`]s hold nothing back: one that falls behind gets
+    /// `Compacted`. `Closed` once the node's thread stopped: the followers' pins went with it.
     pub fn compact(&self) -> Result<rwal_wal::CompactionReport> {
         if self.shared.refuses(&self.shared.queue.lock()) {
             return Err(Error::Closed);
@@ -730,6 +758,7 @@ impl Node {
             None => Ok(()),
         };
         let closed = self.wal.close_shared();
+        self.shared.log_closed.store(true, Ordering::Release);
         if joined.is_err() {
             return Err(Error::Raft("the node's thread panicked".into()));
         }
@@ -858,6 +887,7 @@ impl CommittedReader {
     /// The next committed record, or `None` at the commit LSN.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<CommittedRecord>> {
+        self.check_open()?;
         if self.buffered.is_empty() {
             self.fill(READER_BATCH_BYTES, usize::MAX)?;
         }
@@ -870,6 +900,7 @@ impl CommittedReader {
     /// ([`Bounded::Larger`] says how large it is; a later call with a bound that admits it
     /// returns it). `None` at the commit LSN.
     pub fn next_at_most(&mut self, bytes_max: usize) -> Result<Option<Bounded>> {
+        self.check_open()?;
         if self.buffered.is_empty() {
             if let Some((lsn, bytes)) = self.fill(bytes_max.min(READER_BATCH_BYTES), bytes_max)? {
                 return Ok(Some(Bounded::Larger { lsn, bytes }));
@@ -883,6 +914,16 @@ impl CommittedReader {
             }),
             Some(_) => self.buffered.pop_front().map(Bounded::Record),
         })
+    }
+
+    /// `Closed` once the node's log is closed. Checked on every call: a reader with records
+    /// buffered, or at the commit LSN, would otherwise go on answering from its buffer or with
+    /// `None` after a close, as if the node were still running.
+    fn check_open(&self) -> Result<()> {
+        if self.shared.log_closed.load(Ordering::Acquire) {
+            return Err(rwal_wal::Error::Closed.into());
+        }
+        Ok(())
     }
 
     /// Copies committed records into the buffer, at most `cap` bytes of payloads, except that
@@ -1000,15 +1041,19 @@ fn write_own_checkpoint(
         .spawn(move || {
             let written = pending.write(&state).and_then(|()| pending.finish());
             if let (Err(e), Some(log)) = (written, theirs) {
-                log(&format!("the checkpoint raft asked for failed: {e}"));
+                log(
+                    Severity::Warning,
+                    &format!("the checkpoint raft asked for failed: {e}"),
+                );
             }
         });
     match (spawned, log) {
         (Ok(handle), _) => Some(handle),
         (Err(e), Some(log)) => {
-            log(&format!(
-                "cannot start a thread for the checkpoint raft asked for: {e}"
-            ));
+            log(
+                Severity::Error,
+                &format!("cannot start a thread for the checkpoint raft asked for: {e}"),
+            );
             None
         }
         (Err(_), None) => None,
@@ -1058,7 +1103,7 @@ fn hand_over_for_stall<M: StateMachine>(
         ),
     };
     if let Some(log) = log {
-        log(&note);
+        log(Severity::Warning, &note);
     }
 }
 
@@ -1132,11 +1177,14 @@ fn run<M: StateMachine, T: Transport>(
             {
                 // At most once a second: a full inbox drops at every delivery.
                 if let Some(log) = &log {
-                    log(&format!(
-                        "dropped {dropped_unreported} messages from peers: this node's inbox was \
-                         full (pending_envelopes_max, pending_envelope_bytes_max); they will be \
-                         resent"
-                    ));
+                    log(
+                        Severity::Warning,
+                        &format!(
+                            "dropped {dropped_unreported} messages from peers: this node's inbox \
+                             was full (pending_envelopes_max, pending_envelope_bytes_max); they \
+                             will be resent"
+                        ),
+                    );
                 }
                 (dropped_unreported, last_drop_report) = (0, Some(Instant::now()));
             }
@@ -1272,7 +1320,7 @@ fn run<M: StateMachine, T: Transport>(
             let notes = replica.take_log();
             if let Some(log) = &log {
                 for note in notes {
-                    log(&note);
+                    log(Severity::Warning, &note);
                 }
             }
             if let Some((pending, state)) = replica.take_own_checkpoint() {
@@ -1290,10 +1338,11 @@ fn run<M: StateMachine, T: Transport>(
     // Its sync in progress ends before the node reports itself closed.
     drop(persister);
     // The failure first: a caller that sees `closed` then finds it in the status.
-    match outcome {
+    let failure = match outcome {
         Ok(outcome) => {
             let failure = outcome.err().map(|e| e.to_string());
-            *shared.status.lock() = status_of(&replica, failure);
+            *shared.status.lock() = status_of(&replica, failure.clone());
+            failure
         }
         Err(panic) => {
             let what = panic
@@ -1301,15 +1350,26 @@ fn run<M: StateMachine, T: Transport>(
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "a panic without a message".into());
+            let failure = format!("the node's thread panicked: {what}");
             // The last published status stays, with the failure added.
-            shared.status.lock().failure = Some(format!("the node's thread panicked: {what}"));
+            shared.status.lock().failure = Some(failure.clone());
+            Some(failure)
         }
+    };
+    // Said once, as it happens: an operator should not have to poll the status to learn that
+    // the node stopped.
+    if let (Some(failure), Some(log)) = (&failure, &log_at_end) {
+        log(
+            Severity::Error,
+            &format!("the node failed and stopped: {failure}"),
+        );
     }
     if shared.close_log_at_end.load(Ordering::Acquire) {
         // Closed from its own state machine: nobody else waits for the log to close.
         if let (Err(e), Some(log)) = (replica.wal().close_shared(), &log_at_end) {
-            log(&format!("closing the log failed: {e}"));
+            log(Severity::Error, &format!("closing the log failed: {e}"));
         }
+        shared.log_closed.store(true, Ordering::Release);
     }
     shared.closed.store(true, Ordering::Release);
     shared.status_cond.notify_all();

@@ -9,7 +9,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use rwal_replication::{
     Bootstrap, Bounded, Error, MembershipChange, MemoryNetwork, Node, NodeId, NodeOptions, Replica,
-    Role,
+    Role, Severity,
 };
 use rwal_tests::TempDir;
 use rwal_wal::{Backend, Lsn, Options, RecordKind, RecoveryMode, SimDisk, SimHold};
@@ -83,7 +83,7 @@ impl Cluster {
             // Simulated disks sync at once unless a test holds a sync: a stalled one is meant.
             options.sync_stall_limit = Some(STALL_LIMIT);
             let notes = self.notes.clone();
-            options.log = Some(Arc::new(move |line: &str| {
+            options.log = Some(Arc::new(move |_: Severity, line: &str| {
                 notes.lock().push((id, line.to_string()))
             }));
         }
@@ -220,6 +220,43 @@ fn a_bounded_read_says_how_large_a_record_past_its_bound_is() {
         other => panic!("{other:?}"),
     }
     node.close().unwrap();
+}
+
+/// After a close, a reader answers `Closed` even where it would not touch the log: with
+/// records buffered from an earlier read, and at the commit LSN. Before, the first went on
+/// returning its buffered records and the second `None`, as if the node still ran.
+#[test]
+fn readers_answer_closed_after_the_node_closes_even_from_their_buffer() {
+    let dir = TempDir::new("repl-reader-closed");
+    let mut options = NodeOptions::new(1, dir.join("node1"), Bootstrap::Voters(vec![1]));
+    options.tick_interval = Duration::from_millis(10);
+    let network = MemoryNetwork::new();
+    let node = Node::open(options, Engine::default(), network.transport()).unwrap();
+    let (status, led) = node.wait_status(WAIT, |s| s.role == Role::Leader);
+    assert!(led, "{status:?}");
+    let (first, _) = node.propose_and_wait(b"one", WAIT).unwrap();
+    node.propose_and_wait(b"two", WAIT).unwrap();
+    let mut buffering = node.reader(first).unwrap();
+    let record = buffering.next().unwrap().expect("the first record");
+    assert_eq!(record.data, b"one");
+    let mut at_end = node.reader(first).unwrap();
+    while at_end.next().unwrap().is_some() {}
+    let mut bounded = node.reader(first).unwrap();
+    assert!(matches!(
+        bounded.next_at_most(1 << 10).unwrap(),
+        Some(Bounded::Record(_))
+    ));
+    node.close().unwrap();
+    for (what, answer) in [
+        ("buffered", buffering.next().map(|_| ())),
+        ("at the end", at_end.next().map(|_| ())),
+        ("bounded", bounded.next_at_most(1 << 10).map(|_| ())),
+    ] {
+        match answer {
+            Err(Error::Wal(rwal_wal::Error::Closed)) => {}
+            other => panic!("{what}: expected Closed, got {other:?}"),
+        }
+    }
 }
 
 #[test]
@@ -518,7 +555,7 @@ fn open_noting(
     options.wal = wal.segment_bytes(1 << 20);
     options.tick_interval = Duration::from_millis(10);
     let notes = notes.clone();
-    options.log = Some(Arc::new(move |line: &str| {
+    options.log = Some(Arc::new(move |_: Severity, line: &str| {
         notes.lock().push(line.to_string())
     }));
     let engine = Engine::default();

@@ -367,6 +367,24 @@ static void test_bad_options(const char *dir) {
     rwal_node_options_free(NULL);
 }
 
+/* Messages of the log callback: those that report a reopened node's log (its directory,
+ * "opened, LSNs", and records verified, for there were some), and those that report the
+ * node's failure at RWAL_LOG_ERROR. Written under the library's callback lock, read after the
+ * callback is unset, which takes that lock too. */
+static const char *opened_dir;
+static int opened_reports;
+static int failure_reports;
+
+static void on_log(rwal_log_level level, const char *message, void *userdata) {
+    (void)userdata;
+    if (level == RWAL_LOG_INFO && opened_dir != NULL && strstr(message, opened_dir) != NULL &&
+        strstr(message, ": opened, LSNs ") != NULL && strstr(message, " 0 records") == NULL)
+        opened_reports++;
+    if (level == RWAL_LOG_ERROR && strstr(message, "the node failed and stopped") != NULL &&
+        strstr(message, "apply callback failed at LSN") != NULL)
+        failure_reports++;
+}
+
 /* Opens node 1 of a cluster of one in `path` with `e` as its engine. */
 static rwal_node *open_alone(const char *path, struct engine *e) {
     static const uint8_t secret[] = "a secret for a node of its own";
@@ -406,7 +424,9 @@ static void test_engine_failure(const char *dir) {
     CHECK(lsn > 0);
     rwal_node_reader *reader = NULL;
     CHECK_STATUS(rwal_node_reader_open(node, lsn, &reader), RWAL_OK);
-    /* Committed before the engine refused it: the proposer is told it committed. */
+    /* Committed before the engine refused it: the proposer is told it committed. The failure
+     * that follows is said at RWAL_LOG_ERROR when it happens. */
+    rwal_set_log_callback(on_log, RWAL_LOG_ERROR, NULL);
     uint64_t fine = lsn;
     CHECK_STATUS(rwal_node_propose_and_wait(node, (const uint8_t *)"refused", 7, WAIT_MS, &lsn,
                                             &epoch),
@@ -420,18 +440,40 @@ static void test_engine_failure(const char *dir) {
         if (barrier == RWAL_OK) sleep_ms(10);
     }
     CHECK(barrier == RWAL_ERR_CLOSED || barrier == RWAL_ERR_REPLICATION);
-    CHECK_STATUS(rwal_node_close(node), RWAL_ERR_REPLICATION);
-    char msg[256];
-    rwal_last_error(msg, sizeof msg);
-    CHECK(strstr(msg, "apply callback failed at LSN") != NULL && strstr(msg, "returned -5"));
     uint64_t r_lsn, r_epoch;
     uint32_t kind;
     const uint8_t *data;
     size_t r_len;
+    /* A second reader read to the commit LSN while the failed node's log is still open: both
+     * committed records are there. */
+    rwal_node_reader *at_end = NULL;
+    CHECK_STATUS(rwal_node_reader_open(node, fine, &at_end), RWAL_OK);
+    int read = 0;
+    rwal_status st_read;
+    while ((st_read = rwal_node_reader_next(at_end, &r_lsn, &r_epoch, &kind, &data, &r_len)) ==
+           RWAL_OK)
+        read++;
+    CHECK_STATUS(st_read, RWAL_END);
+    CHECK(read == 2);
+    CHECK_STATUS(rwal_node_close(node), RWAL_ERR_REPLICATION);
+    rwal_set_log_callback(NULL, 0, NULL);
+    CHECK(failure_reports == 1);
+    char msg[256];
+    rwal_last_error(msg, sizeof msg);
+    CHECK(strstr(msg, "apply callback failed at LSN") != NULL && strstr(msg, "returned -5"));
     CHECK_STATUS(rwal_node_reader_next(reader, &r_lsn, &r_epoch, &kind, &data, &r_len),
                  RWAL_ERR_CLOSED);
-    /* The reader is still alive, and the directory opens again. */
+    /* At the commit LSN too: not RWAL_END, as if the node still ran. */
+    CHECK_STATUS(rwal_node_reader_next(at_end, &r_lsn, &r_epoch, &kind, &data, &r_len),
+                 RWAL_ERR_CLOSED);
+    rwal_node_reader_free(at_end);
+    /* The reader is still alive, and the directory opens again; the open reports what its
+     * recovery found to the log callback, as rwal_open does. */
+    opened_dir = path;
+    rwal_set_log_callback(on_log, RWAL_LOG_INFO, NULL);
     node = open_alone(path, &e);
+    rwal_set_log_callback(NULL, 0, NULL);
+    CHECK(opened_reports == 1);
     rwal_node_reader_free(reader);
     if (node == NULL) return;
     /* The committed record is applied again once the node leads, and refused again: nothing

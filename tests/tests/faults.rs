@@ -86,7 +86,7 @@ fn a_full_disk_at_a_roll_is_an_error_that_takes_no_lsn() {
         assert_eq!(wal.append_durable(&record).unwrap(), lsn);
     }
     match wal.append(&record) {
-        Err(Error::NoSpace { op, path }) => {
+        Err(Error::NoSpace { op, path, .. }) => {
             assert_eq!(op, "create segment");
             assert!(path.to_string_lossy().ends_with(".seg"), "{path:?}");
         }

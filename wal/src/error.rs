@@ -24,13 +24,17 @@ pub enum Error {
         /// The error the system returned.
         source: Arc<io::Error>,
     },
-    /// The disk is full: a segment or the control file could not be created or grown. The log
-    /// is still usable for reads, and appends work again once space is freed.
+    /// The disk is full, or the user's disk quota is used up: a segment or the control file
+    /// could not be created or grown. The log is still usable for reads, and appends work again
+    /// once space is freed.
     NoSpace {
         /// What the log was doing.
         op: &'static str,
         /// The file concerned.
         path: PathBuf,
+        /// Which limit: `"no space left on device"` (`ENOSPC`) or `"disk quota exceeded"`
+        /// (`EDQUOT`).
+        reason: &'static str,
     },
     /// Another open log (in this or another process) holds the directory, or a reader of a
     /// closed one still holds a record (see [`crate::Wal::close`]).
@@ -152,8 +156,14 @@ pub enum Error {
 impl Error {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
         let path = path.into();
-        if source.raw_os_error() == Some(libc::ENOSPC) {
-            return Error::NoSpace { op, path };
+        // A quota runs out as a disk fills up, and frees up the same way: the same answer.
+        let reason = match source.raw_os_error() {
+            Some(libc::ENOSPC) => Some("no space left on device"),
+            Some(libc::EDQUOT) => Some("disk quota exceeded"),
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            return Error::NoSpace { op, path, reason };
         }
         Error::Io {
             op,
@@ -181,7 +191,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Io { op, path, source } => write!(f, "{op} {}: {source}", path.display()),
-            Error::NoSpace { op, path } => write!(f, "{op} {}: no space left on device", path.display()),
+            Error::NoSpace { op, path, reason } => write!(f, "{op} {}: {reason}", path.display()),
             Error::Locked { dir } => write!(f, "log {} is already open (locked by another handle or process, or by a reader of a closed handle still holding a record)", dir.display()),
             Error::NoLog { dir } => write!(f, "no log in {} (open with create to make one)", dir.display()),
             Error::InvalidArgument { name, reason } => write!(f, "invalid {name}: {reason}"),
@@ -226,5 +236,40 @@ impl std::error::Error for Error {
             Error::Poisoned { cause } => Some(cause.as_ref()),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A used-up quota is a full disk to the caller (`NoSpace`, not a poisoning I/O error),
+    /// named as what it is.
+    #[test]
+    fn a_full_disk_and_a_used_up_quota_are_no_space() {
+        for (errno, reason) in [
+            (libc::ENOSPC, "no space left on device"),
+            (libc::EDQUOT, "disk quota exceeded"),
+        ] {
+            let error = Error::io(
+                "create segment",
+                "/l/x.seg",
+                io::Error::from_raw_os_error(errno),
+            );
+            match &error {
+                Error::NoSpace {
+                    op, reason: found, ..
+                } => {
+                    assert_eq!((*op, *found), ("create segment", reason))
+                }
+                other => panic!("errno {errno}: expected NoSpace, got {other:?}"),
+            }
+            assert_eq!(
+                error.to_string(),
+                format!("create segment /l/x.seg: {reason}")
+            );
+        }
+        let other = Error::io("write", "/l/x.seg", io::Error::from_raw_os_error(libc::EIO));
+        assert!(matches!(other, Error::Io { .. }), "{other:?}");
     }
 }

@@ -147,8 +147,10 @@ impl Options {
     }
 
     /// Run the background thread that prepares segments and updates the control file (default
-    /// true). Without it the log starts no thread at all, and [`Wal::maintain`](crate::Wal::maintain)
-    /// does that work when called: a simulation can then replay a seed exactly.
+    /// true). Without it no thread of the log's outlives [`Wal::open`](crate::Wal::open), and
+    /// [`Wal::maintain`](crate::Wal::maintain) does that work when called: a simulation can then
+    /// replay a seed exactly. (Recovery at open checks segments on up to 3 helper threads
+    /// beside the caller's, all joined before `open` returns.)
     pub fn background_threads(mut self, enabled: bool) -> Options {
         self.background_threads = enabled;
         self

@@ -85,11 +85,13 @@ class PoisonedError(Error):
 
 
 class NoSpaceError(Error, OSError):
-    """The disk is full."""
+    """The disk is full, or the disk quota is used up (the message says which). The log
+    stays usable, and appends work again once space is freed."""
 
 
 class LockedError(Error):
-    """Another handle or process has the directory open."""
+    """Another handle or process has the directory open, or a record iterator of a closed
+    handle still holds a record (see Log.close)."""
 
 
 class CompactedError(Error, LookupError):

@@ -419,7 +419,8 @@ class Node(_Handle):
         self._call(lib.rwal_node_checkpoint, lsn, ffi.cast("const uint8_t *", buf), len(buf))
 
     def compact(self) -> None:
-        """Removes the log segments no checkpoint, reader or follower needs."""
+        """Removes the log segments that neither the latest checkpoint nor a follower needs.
+        Record iterators hold nothing back: one that falls behind raises rwal.CompactedError."""
         self._call(lib.rwal_node_compact)
 
     def close(self) -> None:

@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use rwal_replication::net::{PeerConfig, PeerNetwork, SECRET_BYTES_MIN};
 use rwal_replication::{
-    Bootstrap, Bounded, Config, EngineResult, Error, Node, NodeId, NodeOptions, Role, StateMachine,
+    Bootstrap, Bounded, Config, EngineResult, Error, Node, NodeId, NodeOptions, Role, Severity,
+    StateMachine,
 };
 use rwal_wal::{Lsn, RecordKind, Wal};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -281,6 +282,23 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
 
 fn log(id: NodeId, line: &str) {
     eprintln!("rwal node {id}: {line}");
+}
+
+/// Says what the recovery of the node's log decided: a torn tail cut or damage skipped is for
+/// the operator to know, and the node runs on after it.
+fn report_recovery(id: NodeId, report: &rwal_wal::RecoveryReport) {
+    for event in &report.events {
+        if !matches!(event, rwal_wal::RecoveryEvent::Created) {
+            log(id, &format!("warning: recovery: {event:?}"));
+        }
+    }
+    log(
+        id,
+        &format!(
+            "log opened, LSNs {}..={}, {} records verified",
+            report.first_lsn, report.last_lsn, report.records
+        ),
+    );
 }
 
 /// A client's last applied request.
@@ -635,13 +653,20 @@ fn open_server(settings: Settings) -> Result<Server, String> {
     options.sync_stall_limit = settings.sync_stall_limit;
     options.config.follower_pin_cap_bytes = Some(settings.pin_cap_bytes);
     options.config.snapshot_bytes_max = settings.snapshot_bytes_max;
-    options.log = Some(Arc::new(move |line: &str| log(id, line)));
+    options.log = Some(Arc::new(move |severity: Severity, line: &str| {
+        let prefix = match severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        log(id, &format!("{prefix}: {line}"))
+    }));
     let engine = Engine {
         id,
         state: Arc::new((Mutex::new(EngineState::default()), Condvar::new())),
     };
     let node = Node::open(options, engine.clone(), network.transport())
         .map_err(|e| format!("cannot open node {id} in {}: {e}", settings.dir.display()))?;
+    report_recovery(id, node.recovery_report());
     network.attach(node.inbox());
     let mut stored = node.status().membership.voters;
     stored.sort_unstable();
