@@ -400,6 +400,97 @@ fn a_zeroed_header_before_a_record_that_proves_it_is_corruption_not_the_end() {
     assert_eq!(cuts, 1, "{:?}", wal.recovery_report());
 }
 
+/// Regression (found by review, 2026-12-03): the search for a proof behind a zeroed header
+/// looked only at records whose header ended before the segment's last nonzero byte. A last
+/// record with an empty (or all-zero) payload ends its nonzero bytes at its kind byte, 29
+/// bytes in, so it was never read, and the acknowledged records before it were cut as a torn
+/// tail.
+#[test]
+fn a_last_record_with_an_empty_payload_still_proves_the_records_before_it() {
+    for last in [Vec::new(), vec![0u8; 24]] {
+        let disk = SimDisk::new();
+        let wal = Wal::open("/sim", options(&disk, RecoveryMode::TolerateTornTail)).unwrap();
+        for i in 0..9 {
+            wal.append_durable(&payload(i, PAYLOAD)).unwrap();
+        }
+        // Committed after 9: it claims 9 durable. The control file's watermark is still 0.
+        assert_eq!(wal.append_durable(&last).unwrap(), 10);
+        let crashed = disk.crash(5);
+        drop(wal);
+        crashed.zero_range(SEGMENT, offset_of(9), 32);
+        match Wal::open("/sim", options(&crashed, RecoveryMode::TolerateTornTail)) {
+            Err(Error::Corrupted { lsn: 9, .. }) => {}
+            Err(other) => panic!("payload of {} bytes: {other:?}", last.len()),
+            Ok(wal) => panic!(
+                "payload of {} bytes: acknowledged records cut as a torn tail: {:?}",
+                last.len(),
+                wal.recovery_report()
+            ),
+        }
+    }
+}
+
+/// Regression (found by review, 2026-12-03): a truncation wrote the watermark as the lower of
+/// the stored one and the cut. The records past the cut, which proved the ones before it
+/// acknowledged, are gone after it, so damage to the last kept record passed for a torn tail.
+/// The truncation commits everything first: the watermark is now exactly the cut.
+#[test]
+fn a_truncation_keeps_the_proof_that_the_records_it_kept_were_acknowledged() {
+    let disk = SimDisk::new();
+    let wal = Wal::open("/sim", options(&disk, RecoveryMode::TolerateTornTail)).unwrap();
+    for i in 0..20 {
+        wal.append_durable(&payload(i, PAYLOAD)).unwrap();
+    }
+    // No maintain ran: the control file's watermark is 0 until the truncation writes it.
+    wal.truncate_after(15).unwrap();
+    let crashed = disk.crash(5);
+    drop(wal);
+    crashed.flip_bit(SEGMENT, offset_of(15) + 8, 0);
+    match Wal::open("/sim", options(&crashed, RecoveryMode::TolerateTornTail)) {
+        Err(Error::Corrupted { lsn: 15, .. }) => {}
+        Err(other) => panic!("{other:?}"),
+        Ok(wal) => panic!(
+            "acknowledged record 15 cut as a torn tail: {:?}",
+            wal.recovery_report()
+        ),
+    }
+}
+
+/// Regression (found by review, 2026-12-03): the search for a proof past a damaged record read
+/// only the first record of each later segment. Two records committed together, the second
+/// opening the next segment, give that first record a claim below the damaged one; the records
+/// after it, committed later, carried the proof, and the acknowledged records were cut as a
+/// torn tail, the later segment removed with them.
+#[test]
+fn records_deep_in_a_later_segment_prove_a_damaged_one_acknowledged() {
+    const BIG: usize = 300 << 10;
+    let disk = SimDisk::new();
+    let wal = Wal::open("/sim", options(&disk, RecoveryMode::TolerateTornTail)).unwrap();
+    for i in 0..2 {
+        wal.append_durable(&payload(i, BIG)).unwrap();
+    }
+    // 3 ends the first segment; 4, reserved before 3 is durable, opens the second with a claim
+    // of 2. One commit acknowledges both; 5, committed after, claims 4.
+    assert_eq!(wal.append(&payload(2, BIG)).unwrap(), 3);
+    assert_eq!(wal.append(&payload(3, BIG)).unwrap(), 4);
+    wal.commit(4).unwrap();
+    assert_eq!(wal.segment_count(), 2, "4 opened the second segment");
+    assert_eq!(wal.append_durable(&payload(4, BIG)).unwrap(), 5);
+    let crashed = disk.crash(5);
+    drop(wal);
+    // Record 3's LSN field: its checksum fails. The control file's watermark is below it.
+    let stored = 32 + BIG as u64;
+    crashed.flip_bit(SEGMENT, 4096 + 2 * stored + 8, 0);
+    match Wal::open("/sim", options(&crashed, RecoveryMode::TolerateTornTail)) {
+        Err(Error::Corrupted { lsn: 3, .. }) => {}
+        Err(other) => panic!("{other:?}"),
+        Ok(wal) => panic!(
+            "acknowledged records 3..=5 cut as a torn tail: {:?}",
+            wal.recovery_report()
+        ),
+    }
+}
+
 /// Regression: point in time reported the same cut twice.
 #[test]
 fn point_in_time_reports_a_cut_once() {

@@ -29,6 +29,9 @@ pub(crate) struct FileCheck {
     pub verified_to: u64,
     /// The LSN of the last of those records (0: none).
     pub verified_last_lsn: u64,
+    /// The highest durability claim among those records (0: none): a proof, for a damaged
+    /// spot before this file, that the log had been acknowledged that far.
+    pub verified_max_hint: u64,
     /// One past the file's last nonzero byte (0: the file is all zero).
     pub nonzero_end: u64,
 }
@@ -90,22 +93,25 @@ fn check_file(sequence: u64, file: &Arc<dyn File>) -> FileCheck {
     let nonzero_end =
         segment::last_nonzero_byte(file.bytes(0, file.len() as usize)).map_or(0, |i| i as u64 + 1);
     file.populate(nonzero_end);
-    let (verified_to, verified_last_lsn) = match read_header(file.as_ref(), sequence) {
-        Ok(header) => {
-            let segment = Segment::new(header, Arc::clone(file));
-            let mut offset = HEADER_REGION_BYTES;
-            let mut last_lsn = 0;
-            while let Ok((header, _)) = segment.record_at(offset) {
-                offset += record::stored_len(header.payload_len as usize) as u64;
-                last_lsn = header.lsn;
+    let (verified_to, verified_last_lsn, verified_max_hint) =
+        match read_header(file.as_ref(), sequence) {
+            Ok(header) => {
+                let segment = Segment::new(header, Arc::clone(file));
+                let mut offset = HEADER_REGION_BYTES;
+                let (mut last_lsn, mut max_hint) = (0, 0);
+                while let Ok((header, _)) = segment.record_at(offset) {
+                    offset += record::stored_len(header.payload_len as usize) as u64;
+                    last_lsn = header.lsn;
+                    max_hint = max_hint.max(header.durable_hint);
+                }
+                (offset, last_lsn, max_hint)
             }
-            (offset, last_lsn)
-        }
-        Err(_) => (0, 0),
-    };
+            Err(_) => (0, 0, 0),
+        };
     FileCheck {
         verified_to,
         verified_last_lsn,
+        verified_max_hint,
         nonzero_end,
     }
 }
@@ -194,9 +200,11 @@ mod tests {
         let files = segment_files(&disk);
         let checks = check_files(&files);
 
+        // Appended, then synced once: no record claims anything durable.
         let full = |segments: u64| FileCheck {
             verified_to: end_of(per_segment),
             verified_last_lsn: segments * per_segment,
+            verified_max_hint: 0,
             nonzero_end: end_of(per_segment),
         };
         let last_records = 3500 - 3 * per_segment;
@@ -213,6 +221,7 @@ mod tests {
                 FileCheck {
                     verified_to: 0,
                     verified_last_lsn: 0,
+                    verified_max_hint: 0,
                     nonzero_end: end_of(last_records),
                 },
             ]
@@ -238,6 +247,7 @@ mod tests {
                 FileCheck {
                     verified_to: 0,
                     verified_last_lsn: 0,
+                    verified_max_hint: 0,
                     nonzero_end: 101
                 }
             ]

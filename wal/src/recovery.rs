@@ -638,8 +638,10 @@ impl Scan<'_> {
 
     /// The best proof, from records after a damaged spot, of how far the log had been
     /// acknowledged: the highest durability claim of the records that follow it in the same
-    /// segment (hopping over the damaged one by its length, if that is sane) and of the first
-    /// record of each later segment.
+    /// segment (hopping over the damaged one by its length, if that is sane) and of the
+    /// records of each later segment that the first pass verified (not only its first: a
+    /// record committed with the damaged one may open the next segment with a claim below it,
+    /// and the records after it carry the proof).
     /// A later file that cannot be opened fails recovery with its open error: proof silently
     /// missing could let a committed record be cut as a torn tail.
     fn lookahead(
@@ -664,16 +666,14 @@ impl Scan<'_> {
                 }
             }
         }
-        for (i, (sequence, name)) in files.iter().enumerate().skip(from_file) {
-            let file = self.file(i, name)?;
-            let Ok(header) = read_header(file.as_ref(), *sequence) else {
-                continue;
-            };
-            let segment = Segment::new(header, file);
-            if let Ok((first, _)) = segment.record_at(HEADER_REGION_BYTES) {
-                if first.lsn > self.expected {
-                    proof = proof.max(first.durable_hint);
-                }
+        for (i, (_, name)) in files.iter().enumerate().skip(from_file) {
+            // Opened again only for its error: the first pass checked what opened.
+            self.file(i, name)?;
+            // Every claim is true of the log it was written in (the cap covers a cut that a
+            // crash interrupted), and the first pass verified each record's checksum.
+            let check = &self.checks[i];
+            if check.verified_last_lsn > self.expected {
+                proof = proof.max(check.verified_max_hint);
             }
         }
         Ok(proof.min(cap))
@@ -860,7 +860,11 @@ impl Scan<'_> {
         let cap = self.pending_cut.unwrap_or(Lsn::MAX);
         let mut proof = 0;
         let mut at = from + record::ALIGN_BYTES as u64;
-        while at + (record::HEADER_BYTES as u64) <= from + len {
+        // A record counts if it starts before the last nonzero byte: the last record's own
+        // nonzero bytes may end inside its header (an empty or all-zero payload ends at its
+        // kind byte, 29 bytes in), and it may be the one proof there is.
+        let header_room = segment.header.segment_bytes - record::HEADER_BYTES as u64;
+        while at < from + len && at <= header_room {
             // Cheap filter before the checksum: the LSN field must be plausible.
             let lsn_field = segment.file.bytes(at + 8, 8);
             let lsn = u64::from_le_bytes(lsn_field.try_into().expect("8 bytes"));

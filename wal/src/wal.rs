@@ -1108,7 +1108,12 @@ impl Inner {
     ) -> Result<()> {
         let dir_path = self.dir.path().to_path_buf();
         let mut state = control.state().clone();
-        state.durable_lsn = state.durable_lsn.min(lsn);
+        // Exactly the cut, raised if it was lower: `truncate_after` committed everything up to
+        // the old end before it got here, so every record kept was acknowledged. Left lower,
+        // the records between the old watermark and the cut would lose their proof with the
+        // records past the cut (which claimed them durable), and damage to one of them would
+        // then pass for a torn tail.
+        state.durable_lsn = lsn;
         state.pending_cut = Some(lsn);
         control.write(state.clone(), &dir_path)?;
         let later: Vec<Arc<Segment>> = {
