@@ -39,6 +39,9 @@ pub const SEGMENT_BYTES_MIN: u64 = 1 << 20;
 pub const SEGMENT_BYTES_MAX: u64 = 1 << 31;
 /// One sparse-index entry every this many records.
 pub const INDEX_STRIDE: u64 = 64;
+/// The block `Segment::nonzero_len_from` reads at a time: `IoUring`'s block, so that each read
+/// is served one way (its staging memory or the file), never both.
+const SCAN_BLOCK_BYTES: u64 = 4096;
 
 const MAGIC_OFFSET: usize = 0;
 const VERSION_OFFSET: usize = MAGIC_OFFSET + 8;
@@ -332,8 +335,22 @@ impl Segment {
     }
 
     /// How many bytes from `offset` on reach the last nonzero byte of the segment (0: all zero).
+    ///
+    /// Read a block at a time from the end, each block on its own: `IoUring` reads a range
+    /// from its staging memory only if it holds every block of it, and otherwise through the
+    /// mapping, where a block it wrote with `O_DIRECT` could still show a stale cached page (a
+    /// truncation's zero-fill would then stop short of records it must remove).
     pub fn nonzero_len_from(&self, offset: u64) -> u64 {
-        last_nonzero_byte(self.bytes_from(offset)).map_or(0, |i| i as u64 + 1)
+        let mut hi = self.header.segment_bytes;
+        while hi > offset {
+            let lo = ((hi - 1) / SCAN_BLOCK_BYTES * SCAN_BLOCK_BYTES).max(offset);
+            let block = self.file.bytes(lo, (hi - lo) as usize);
+            if let Some(i) = last_nonzero_byte(block) {
+                return lo + i as u64 + 1 - offset;
+            }
+            hi = lo;
+        }
+        0
     }
 
     /// Decodes the record at `offset`, borrowing only its own bytes (its header, then as many
@@ -441,6 +458,51 @@ mod tests {
                 assert_eq!(last_nonzero_byte(&b), Some(at), "length {len}");
             }
         }
+    }
+
+    /// Read a block at a time from the end, the segment's nonzero length from any offset is
+    /// what one read of the whole rest would give.
+    #[test]
+    fn nonzero_len_from_matches_a_whole_read_from_any_offset() {
+        use crate::io::Dir;
+        let disk = crate::SimDisk::new();
+        let dir = disk.dir(std::path::Path::new("/sim"));
+        let file = dir.create("x.seg", SEGMENT_BYTES_MIN).unwrap();
+        let header = SegmentHeader {
+            salt: 1,
+            sequence: 1,
+            first_lsn: 1,
+            segment_bytes: SEGMENT_BYTES_MIN,
+        };
+        let segment = Segment::new(header, file.clone());
+        let offsets = [
+            0u64,
+            1,
+            4095,
+            4096,
+            4097,
+            8191,
+            8192,
+            12_000,
+            SEGMENT_BYTES_MIN - 1,
+        ];
+        let whole =
+            |from: u64| last_nonzero_byte(segment.bytes_from(from)).map_or(0, |i| i as u64 + 1);
+        for from in offsets {
+            assert_eq!(segment.nonzero_len_from(from), 0, "all zero, from {from}");
+        }
+        for last in [0u64, 4095, 4096, 8191, 8192, 10_000, SEGMENT_BYTES_MIN - 1] {
+            file.write_at(last, &[&[0xa5]]).unwrap();
+            for from in offsets {
+                assert_eq!(
+                    segment.nonzero_len_from(from),
+                    whole(from),
+                    "last nonzero byte at {last}, from {from}"
+                );
+            }
+        }
+        assert_eq!(segment.nonzero_len_from(0), SEGMENT_BYTES_MIN);
+        assert_eq!(segment.nonzero_len_from(SEGMENT_BYTES_MIN), 0);
     }
 
     #[test]

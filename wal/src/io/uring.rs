@@ -15,7 +15,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use io_uring::{opcode, squeue, types, IoUring};
+use io_uring::{opcode, squeue, types, IoUring, Probe};
 use parking_lot::Mutex;
 
 /// `O_DIRECT` offsets and lengths are multiples of this.
@@ -51,14 +51,30 @@ struct RingState {
 }
 
 impl Ring {
-    /// Sets up a ring, or says why this machine cannot.
+    /// Sets up a ring, or says why this machine cannot: io_uring missing or forbidden, or a
+    /// kernel whose io_uring lacks the operations the log uses (a ring sets up from Linux 5.1,
+    /// but writes arrived in 5.6: before, every write would fail with `EINVAL`).
     pub fn new(mode: UringSync) -> io::Result<Ring> {
-        let ring = IoUring::new(RING_ENTRIES).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!("io_uring_setup failed: {e}"),
-            )
+        let unsupported = |why: String| io::Error::new(io::ErrorKind::Unsupported, why);
+        let ring = IoUring::new(RING_ENTRIES)
+            .map_err(|e| unsupported(format!("io_uring_setup failed: {e}")))?;
+        let mut probe = Probe::new();
+        ring.submitter().register_probe(&mut probe).map_err(|e| {
+            unsupported(format!(
+                "this kernel's io_uring cannot list its operations (IORING_REGISTER_PROBE, \
+                 Linux 5.6 and later), so its writes cannot be relied on: {e}"
+            ))
         })?;
+        for (code, name) in [
+            (opcode::Write::CODE, "IORING_OP_WRITE (Linux 5.6)"),
+            (opcode::Fsync::CODE, "IORING_OP_FSYNC"),
+        ] {
+            if !probe.is_supported(code) {
+                return Err(unsupported(format!(
+                    "this kernel's io_uring lacks {name}, which the log's writes need"
+                )));
+            }
+        }
         Ok(Ring {
             state: Mutex::new(RingState { ring, broken: None }),
             mode,
