@@ -44,6 +44,9 @@ unsafe fn wal<'a>(log: *const rwal_log) -> Result<&'a rwal_wal::Wal, Failure> {
 /// Declares that the engine's state up to `lsn` is safe elsewhere, with the snapshot `len` bytes
 /// at `snapshot` (NULL: no snapshot). Durable when it returns. `lsn` must be at least 1, durable,
 /// and not below the latest checkpoint (`RWAL_ERR_INVALID_ARGUMENT`). Blocks. Thread-safe.
+/// With the background thread (the default), the segments below it go soon after, as with
+/// `rwal_compact`: records below a checkpoint stay readable only while a pin or a reader holds
+/// them.
 ///
 /// # Safety
 /// `log` is a live handle; `snapshot` is NULL or has `len` readable bytes.
@@ -147,8 +150,10 @@ pub unsafe extern "C" fn rwal_checkpoint_latest(
     })
 }
 
-/// Removes every segment below both the latest checkpoint and every pin (and older snapshots);
-/// returns when done. Thread-safe.
+/// Removes every segment below both the latest checkpoint and every pin (open readers hold
+/// pins too), and older snapshots; returns when done. The background thread (on by default)
+/// does the same after each checkpoint; this is for logs without it, or to have it done now.
+/// Thread-safe.
 ///
 /// # Safety
 /// `log` is a live handle.

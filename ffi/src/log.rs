@@ -73,6 +73,17 @@ pub(crate) unsafe fn bytes<'a>(
     Ok(unsafe { std::slice::from_raw_parts(data, len) })
 }
 
+/// `data`'s address for C, valid even when `data` is empty: an empty Rust slice points at a
+/// dangling address, and C makes even `memcpy(dst, data, 0)` undefined on an invalid pointer.
+pub(crate) fn c_bytes(data: &[u8]) -> *const u8 {
+    static EMPTY: u8 = 0;
+    if data.is_empty() {
+        &EMPTY
+    } else {
+        data.as_ptr()
+    }
+}
+
 /// Writes an output the caller asked for.
 pub(crate) unsafe fn put<T>(out: *mut T, value: T) {
     // SAFETY: callers checked `out` for NULL; the caller of the API gives writable memory.
@@ -141,7 +152,9 @@ pub unsafe extern "C" fn rwal_close(log: *mut rwal_log) -> rwal_status {
 }
 
 /// Appends one record of `len` bytes and writes its LSN to `*lsn_out`. Does not wait for the
-/// disk: call `rwal_commit` for durability. Thread-safe.
+/// disk: call `rwal_commit` for durability. `RWAL_ERR_INVALID_ARGUMENT` for a record larger
+/// than one segment holds (its size less 4 KiB of header and 32 bytes of record header).
+/// Thread-safe.
 ///
 /// # Safety
 /// `log` is a live handle; `data` has `len` readable bytes (NULL if `len` is 0); `lsn_out` is

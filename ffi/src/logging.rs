@@ -20,8 +20,9 @@ pub const RWAL_LOG_INFO: rwal_log_level = 3;
 
 /// Receives a message: its level, the NUL-terminated text (valid during the call only), and the
 /// `userdata` given to `rwal_set_log_callback`. Called on the thread that caused the message:
-/// the caller's, a log's background thread, or a node's consensus, network or checkpoint
-/// threads. Calls are serialized by one process-wide lock held during the call, which
+/// the caller's (a log's open reports its recovery), or a node's consensus, network or
+/// checkpoint threads. (A failure of a log's background thread is not sent here: it is
+/// returned by the calls that follow it.) Calls are serialized by one process-wide lock held during the call, which
 /// `rwal_set_log_callback` also takes: a callback that waits for a lock the application holds
 /// while calling rwal can deadlock. Nothing may unwind out of it (no C++ exception, no
 /// `longjmp`).

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use rwal_replication::net::{PeerConfig, PeerNetwork};
 use rwal_replication::{
     Bootstrap, CommittedReader, CommittedRecord, Config, EngineResult, Error, MembershipChange,
@@ -16,7 +17,7 @@ use rwal_replication::{
 };
 use rwal_wal::{Options, RecordKind};
 
-use crate::log::{bytes, put};
+use crate::log::{bytes, c_bytes, put};
 use crate::options::rwal_options;
 use crate::status::{
     boundary, invalid, non_null, rwal_status, Failure, RWAL_END, RWAL_ERR_BUFFER_TOO_SMALL,
@@ -140,7 +141,7 @@ impl StateMachine for Engine {
             return Ok(());
         };
         // SAFETY: the embedder's callback, given the bytes for the call's duration.
-        returned(unsafe { apply(self.0.userdata, lsn, epoch, data.as_ptr(), data.len()) })
+        returned(unsafe { apply(self.0.userdata, lsn, epoch, c_bytes(data), data.len()) })
     }
 
     fn snapshot(&mut self) -> EngineResult<Vec<u8>> {
@@ -161,7 +162,7 @@ impl StateMachine for Engine {
             return Ok(());
         };
         // SAFETY: the embedder's callback, given the bytes for the call's duration.
-        returned(unsafe { restore(self.0.userdata, lsn, epoch, data.as_ptr(), data.len()) })
+        returned(unsafe { restore(self.0.userdata, lsn, epoch, c_bytes(data), data.len()) })
     }
 
     fn leader_changed(&mut self, leader: Option<NodeId>, term: u64) {
@@ -181,6 +182,21 @@ impl StateMachine for Engine {
 pub struct rwal_node {
     node: Node,
     network: PeerNetwork,
+    /// For each peer id, how often its address was set or relied on (`rwal_node_add_peer`,
+    /// `rwal_node_change_membership`): a membership change whose proposal failed puts back
+    /// the address it had set only if nobody set or relied on that peer's address since.
+    /// Held only briefly, never across a wait for the node's thread (a callback on that thread
+    /// may add a peer).
+    peer_changes: Mutex<HashMap<u64, u64>>,
+}
+
+impl rwal_node {
+    /// Notes a change of (or a reliance on) `id`'s address; returns its new count.
+    fn peer_changed(changes: &mut HashMap<u64, u64>, id: u64) -> u64 {
+        let count = changes.entry(id).or_insert(0);
+        *count += 1;
+        *count
+    }
 }
 
 impl std::fmt::Debug for rwal_node {
@@ -271,6 +287,7 @@ impl From<Error> for Failure {
             Error::Wal(e) => code(e),
             Error::BadSnapshot { .. } => RWAL_ERR_CORRUPTED,
             Error::CheckpointAbandoned { .. } => RWAL_ERR_ABANDONED,
+            Error::Io { .. } => RWAL_ERR_IO,
             _ => RWAL_ERR_REPLICATION,
         };
         Failure {
@@ -716,7 +733,11 @@ pub unsafe extern "C" fn rwal_node_open(
         let node = Node::open(options, Engine(opts.callbacks), network.transport())?;
         crate::logging::opened(node.log_dir(), node.recovery_report());
         network.attach(node.inbox());
-        let handle = rwal_node { node, network };
+        let handle = rwal_node {
+            node,
+            network,
+            peer_changes: Mutex::new(HashMap::new()),
+        };
         // SAFETY: checked non-NULL.
         unsafe { put(node_out, Box::into_raw(Box::new(handle))) };
         Ok(())
@@ -758,7 +779,7 @@ pub unsafe extern "C" fn rwal_node_close(node: *mut rwal_node) -> rwal_status {
         let closed = unsafe { &*node }.node.shut_down();
         // SAFETY: from rwal_node_open, freed only here; its thread has stopped.
         let handle = unsafe { Box::from_raw(node) };
-        let rwal_node { node, network } = *handle;
+        let rwal_node { node, network, .. } = *handle;
         drop(node);
         drop(network);
         closed?;
@@ -767,8 +788,8 @@ pub unsafe extern "C" fn rwal_node_close(node: *mut rwal_node) -> rwal_status {
 }
 
 /// The address the node accepts peers on, as "IP:PORT" with a NUL, in `buf` (`cap` bytes);
-/// `*len_out` is its length without the NUL. `RWAL_ERR_BUFFER_TOO_SMALL` (with `*len_out`)
-/// if it does not fit.
+/// `*len_out` is its length without the NUL. `RWAL_ERR_BUFFER_TOO_SMALL` if it does not fit,
+/// with `*len_out` the bytes it needs, its NUL included.
 ///
 /// # Safety
 /// `node` is live; `buf` has `cap` writable bytes; `len_out` is writable.
@@ -798,9 +819,10 @@ unsafe fn put_text(
 ) -> Result<(), Failure> {
     non_null(len_out, "len_out")?;
     if text.len() + 1 > cap {
-        // The size needed, the one output of this error (`buf` may be NULL with `cap` 0).
+        // The size needed, its NUL included (a buffer of `*len_out` bytes then fits), the one
+        // output of this error (`buf` may be NULL with `cap` 0).
         // SAFETY: checked non-NULL.
-        unsafe { put(len_out, text.len()) };
+        unsafe { put(len_out, text.len() + 1) };
         return Err(Failure {
             status: RWAL_ERR_BUFFER_TOO_SMALL,
             message: format!("{} bytes and a NUL do not fit in {cap}", text.len()),
@@ -832,7 +854,9 @@ pub unsafe extern "C" fn rwal_node_add_peer(
         let at = unsafe { address(addr, "addr")? };
         // SAFETY: forwarded caller contract.
         let node = unsafe { self::node(node)? };
+        let mut changes = node.peer_changes.lock();
         node.network.add_peer(id, at)?;
+        rwal_node::peer_changed(&mut changes, id);
         Ok(())
     })
 }
@@ -939,9 +963,10 @@ pub unsafe extern "C" fn rwal_node_propose_and_wait(
 /// The leader this node knows of, or while this node hands its leadership over, the node it
 /// hands it to (the one its `RWAL_ERR_NOT_LEADER` names): where proposals go. Its id in
 /// `*leader_out` (0 if none) and, if it is this node or a peer, its peer address as "IP:PORT"
-/// with a NUL in `buf` (empty if unknown), its length in `*len_out`.
-/// `RWAL_ERR_BUFFER_TOO_SMALL` (with `*len_out`, and `*leader_out` too) if the address does not
-/// fit: `buf` NULL with `cap` 0 asks for the id and the length alone.
+/// with a NUL in `buf` (empty if unknown), its length without the NUL in `*len_out`.
+/// `RWAL_ERR_BUFFER_TOO_SMALL` if the address does not fit, with `*len_out` the bytes it needs,
+/// its NUL included, and `*leader_out` written too: `buf` NULL with `cap` 0 asks for the id and
+/// the size alone.
 ///
 /// # Safety
 /// `node` is live; `buf` has `cap` writable bytes; the outputs are writable.
@@ -1078,24 +1103,33 @@ pub unsafe extern "C" fn rwal_node_change_membership(
             _ => None,
         };
         // The address first, so that nothing can fail once the change is proposed; the earlier
-        // one restored if the proposal is refused. An unchanged address keeps its connection.
-        let known = handle.network.peer_addr(id);
-        let adding = peer.filter(|at| known != Some(*at));
-        if let Some(at) = adding {
-            handle.network.add_peer(id, at)?;
-        }
-        let lsn = handle
-            .node
-            .change_membership(change)
-            .inspect_err(|_| match (adding, known) {
-                (None, _) => {}
-                (Some(_), Some(before)) => {
+        // one restored if the proposal is refused, unless another call set or relied on it
+        // meanwhile (a concurrent `rwal_node_add_peer`, or a second change adding the same
+        // node, which must keep its address). An unchanged address keeps its connection.
+        let (known, adding, count) = {
+            let mut changes = handle.peer_changes.lock();
+            let known = handle.network.peer_addr(id);
+            let adding = peer.filter(|at| known != Some(*at));
+            if let Some(at) = adding {
+                handle.network.add_peer(id, at)?;
+            }
+            let count = peer.map(|_| rwal_node::peer_changed(&mut changes, id));
+            (known, adding, count)
+        };
+        let lsn = handle.node.change_membership(change).inspect_err(|_| {
+            let changes = handle.peer_changes.lock();
+            if adding.is_none() || changes.get(&id).copied() != count {
+                return;
+            }
+            match known {
+                Some(before) => {
                     let _ = handle.network.add_peer(id, before);
                 }
-                (Some(_), None) => {
+                None => {
                     handle.network.remove_peer(id);
                 }
-            })?;
+            }
+        })?;
         // SAFETY: checked non-NULL.
         unsafe { put(lsn_out, lsn) };
         Ok(())
@@ -1240,7 +1274,7 @@ pub unsafe extern "C" fn rwal_node_reader_next(
                     _ => RWAL_RECORD_SYSTEM,
                 },
             );
-            put(data_out, record.data.as_ptr());
+            put(data_out, c_bytes(&record.data));
             put(len_out, record.data.len());
         }
         Ok(())

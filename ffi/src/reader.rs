@@ -106,7 +106,7 @@ unsafe fn next(
         // call: it points into the segment mapping the reader keeps alive and pinned.
         unsafe {
             lsn_out.write(record.lsn);
-            data_out.write(record.data.as_ptr());
+            data_out.write(crate::log::c_bytes(record.data));
             len_out.write(record.data.len());
         }
         Ok(())

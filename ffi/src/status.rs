@@ -34,7 +34,8 @@ pub const RWAL_ERR_LOCKED: rwal_status = -6;
 pub const RWAL_ERR_COMPACTED: rwal_status = -7;
 /// No record with this LSN was ever written (or it was cut), or it is not durable yet.
 pub const RWAL_ERR_NOT_FOUND: rwal_status = -8;
-/// The buffer is too small; `*len_out` says how many bytes are needed.
+/// The buffer is too small; `*len_out` says how many bytes are needed (for text, its NUL
+/// included).
 pub const RWAL_ERR_BUFFER_TOO_SMALL: rwal_status = -9;
 /// This machine or build cannot do what was asked (io_uring, O_DIRECT, a format version).
 pub const RWAL_ERR_UNSUPPORTED: rwal_status = -10;

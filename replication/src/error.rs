@@ -77,6 +77,16 @@ pub enum Error {
         /// What the engine said.
         reason: String,
     },
+    /// A system call of the network failed (the listening socket could not be bound: the
+    /// port is in use, or the address is not this machine's).
+    Io {
+        /// What the node was doing (`"listen"`).
+        op: &'static str,
+        /// The address concerned.
+        target: String,
+        /// The error the system returned.
+        source: std::sync::Arc<std::io::Error>,
+    },
 }
 
 impl Error {
@@ -147,6 +157,7 @@ impl fmt::Display for Error {
                 f,
                 "the engine's {callback} callback failed at LSN {lsn}: {reason}"
             ),
+            Error::Io { op, target, source } => write!(f, "{op} on {target}: {source}"),
         }
     }
 }

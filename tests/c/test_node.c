@@ -5,7 +5,11 @@
 #include "check.h"
 #include "rwal.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -157,9 +161,11 @@ static void open_cluster(const char *dir) {
         char tiny[4];
         CHECK_STATUS(rwal_node_local_addr(nodes[i], tiny, sizeof tiny, &len),
                      RWAL_ERR_BUFFER_TOO_SMALL);
-        CHECK(len > 8);
-        CHECK_STATUS(rwal_node_local_addr(nodes[i], addrs[i], sizeof addrs[i], &len), RWAL_OK);
-        CHECK(strlen(addrs[i]) == len);
+        CHECK(len > 9 && len <= sizeof addrs[i]);
+        /* The size the error gave fits exactly, the NUL included. */
+        size_t needed = len;
+        CHECK_STATUS(rwal_node_local_addr(nodes[i], addrs[i], needed, &len), RWAL_OK);
+        CHECK(strlen(addrs[i]) == len && len + 1 == needed);
     }
     for (int i = 0; i < NODES; i++)
         for (int j = 0; j < NODES; j++)
@@ -189,7 +195,7 @@ static void test_cluster(const char *dir) {
     size_t len_alone = 0;
     CHECK_STATUS(rwal_node_leader(nodes[follower], &named_alone, NULL, 0, &len_alone),
                  RWAL_ERR_BUFFER_TOO_SMALL);
-    CHECK(named_alone == named && len_alone == len);
+    CHECK(named_alone == named && len_alone == len + 1);
 
     /* Proposals on the leader commit and reach every engine. */
     uint64_t expected_sum = 0, last = 0;
@@ -356,6 +362,23 @@ static void test_bad_options(const char *dir) {
     CHECK(strstr(msg, "holds no log") != NULL);
     struct stat created;
     CHECK(stat(path, &created) != 0);
+    /* A port another socket holds is the system's refusal, RWAL_ERR_IO (it was
+     * RWAL_ERR_INVALID_ARGUMENT), naming the address. */
+    int held = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in bound = {0};
+    bound.sin_family = AF_INET;
+    bound.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t bound_len = sizeof bound;
+    CHECK(held >= 0 && bind(held, (struct sockaddr *)&bound, sizeof bound) == 0 &&
+          listen(held, 1) == 0 && getsockname(held, (struct sockaddr *)&bound, &bound_len) == 0);
+    char in_use[32];
+    snprintf(in_use, sizeof in_use, "127.0.0.1:%u", (unsigned)ntohs(bound.sin_port));
+    CHECK_STATUS(rwal_node_options_set_listen(opts, in_use), RWAL_OK);
+    CHECK_STATUS(rwal_node_open(opts, &node), RWAL_ERR_IO);
+    rwal_last_error(msg, sizeof msg);
+    CHECK(strstr(msg, in_use) != NULL);
+    CHECK(node == NULL);
+    close(held);
     /* The engine's apply, snapshot and restore go together: a missing one is named. */
     struct engine e = {0};
     CHECK_STATUS(rwal_node_options_set_callbacks(opts, on_apply, NULL, on_restore, NULL, &e),

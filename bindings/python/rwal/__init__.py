@@ -305,26 +305,51 @@ class _Handle:
         # Reentrant for the same reason: the handler may interrupt _enter or _exit.
         self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
+        # The free that a close() on a thread with a call in progress left to that call, with
+        # the thread's id (see _close_with), and the error that free returned, for the next
+        # close().
+        self._deferred_free = None
+        self._deferred_error = None
         # Last: from here on the handle is this object's to free (see _free_unadopted).
         self._closed = False
 
     def _enter(self):
         """Marks a call in progress; returns the handle."""
         with self._lock:
-            if self._closed:
-                raise ClosedError(lib.RWAL_ERR_CLOSED, "%s is closed" % self._what)
-            # This thread's count first, the total second (and the reverse in _exit): the
-            # total less this thread's never counts a call of this thread.
+            # Counted before the check: a signal handler that closes may run between any two
+            # steps here (the lock is reentrant), and a call that goes on to the native call
+            # must be counted by then, so that the close leaves the free to it. This thread's
+            # count first, the total second (and the reverse in _exit): the total less this
+            # thread's never counts a call of this thread.
             self._mine.calls = getattr(self._mine, "calls", 0) + 1
             self._calls += 1
+            closed = self._closed
+        if closed:
+            self._exit()
+            raise ClosedError(lib.RWAL_ERR_CLOSED, "%s is closed" % self._what)
         return self._handle
 
     def _exit(self) -> None:
+        free = None
         with self._lock:
             self._calls -= 1
             self._mine.calls -= 1
             if self._closed:
                 self._idle.notify_all()
+                deferred = self._deferred_free
+                if (deferred is not None and deferred[0] == threading.get_ident()
+                        and self._mine.calls == 0):
+                    free, self._deferred_free = deferred[1], None
+        if free is not None:
+            self._free_deferred(free)
+
+    def _free_deferred(self, free, _ok=lib.RWAL_OK, _error=_error) -> None:
+        """Runs the free a close() left to this thread's last call; its error waits for the
+        next close(). (The library's names are bound now: this may run late in the
+        interpreter's shutdown.)"""
+        status = free(self._handle)
+        if status != _ok:
+            self._deferred_error = _error(status)
 
     @contextmanager
     def _use(self):
@@ -335,13 +360,23 @@ class _Handle:
         finally:
             self._exit()
 
-    def _close_with(self, free) -> None:
+    def _close_with(self, free, _check=_check) -> bool:
         """Marks the handle closed, waits for the calls in progress on other threads, then
-        frees it with `free`. Twice is fine. Interrupted while it waits (KeyboardInterrupt),
-        it closes nothing: the handle stays open, for a later close()."""
+        frees it with `free`. Twice is fine (a second close raises the error of a deferred
+        free, once). Interrupted while it waits (KeyboardInterrupt), it closes nothing: the
+        handle stays open, for a later close().
+
+        Called with a call of this thread's in progress (from a signal handler, which runs on
+        the thread whose call it interrupted, between two of its steps), it does not wait for
+        that call, which may still use the handle: that call frees it as it ends.
+
+        Returns whether this call closed the handle (False: an earlier one had)."""
         with self._idle:
             if self._closed:
-                return
+                error, self._deferred_error = self._deferred_error, None
+                if error is not None:
+                    raise error
+                return False
             self._closed = True
             try:
                 while self._calls - getattr(self._mine, "calls", 0) > 0:
@@ -349,7 +384,11 @@ class _Handle:
             except BaseException:
                 self._closed = False
                 raise
+            if getattr(self._mine, "calls", 0) > 0:
+                self._deferred_free = (threading.get_ident(), free)
+                return True
         _check(free(self._handle))
+        return True
 
     @property
     def closed(self) -> bool:
@@ -374,6 +413,9 @@ class Log(_Handle):
     """An open log; see the module docs. Use rwal.open() to get one."""
 
     _what = "log"
+    # Bound now: a log closed late in the interpreter's shutdown may find the module's
+    # globals cleared.
+    _close_log = staticmethod(lib.rwal_close)
 
     def __init__(self, handle) -> None:
         self._open(handle)
@@ -392,14 +434,16 @@ class Log(_Handle):
         copied by Python, mutable ones are, see _stable); returns its LSN. Not durable until
         commit()."""
         buf = ffi.from_buffer(_stable(data))
-        out = self._lsn_out()
+        # A fresh cell inside another call of this thread (a signal handler that appends,
+        # run right after the interrupted append's native call, before it read the cell).
+        out = ffi.new("uint64_t *") if getattr(self._mine, "calls", 0) else self._lsn_out()
         handle = self._enter()
         try:
             status = lib.rwal_append(handle, buf, len(buf), out)
             if status != lib.RWAL_OK:
                 raise _error(status)
-            # Read before _exit: code that runs on this thread between the two (a signal
-            # handler that appends) reuses the cell.
+            # Read before _exit: code that runs on this thread after it (a signal handler that
+            # appends) reuses the cell.
             lsn = out[0]
         finally:
             self._exit()
@@ -638,7 +682,7 @@ class Log(_Handle):
         other threads. Closing twice is fine. A records() iterator left part way keeps the
         directory locked until it is closed or collected (the record it last read is a slice
         of a segment file that a log opened again could rewrite)."""
-        self._close_with(lib.rwal_close)
+        self._close_with(self._close_log)
 
 
 def _returning_ok(free):
@@ -730,23 +774,25 @@ class CheckpointWriter(_Handle):
         InvalidArgumentError otherwise, and the checkpoint is abandoned). The writer is closed
         afterwards, whatever the outcome; ClosedError if it was already."""
         with self._serial:
-            if self._closed:
+            # Closed before, or by an abandon() on another thread meanwhile (not serialized
+            # with this): either way nothing was finished here.
+            if self._closed or not self._drop(self._finish):
                 raise ClosedError(lib.RWAL_ERR_CLOSED,
                                   "checkpoint writer is closed (finished or abandoned)")
-            self._drop(self._finish)
 
     def abandon(self) -> None:
-        """Drops the checkpoint unless it was finished; twice is fine."""
-        with self._serial:
-            self._drop(self._abandon)
+        """Drops the checkpoint unless it was finished; twice is fine. Not serialized with
+        write(): a signal handler that abandons runs on the thread whose write it interrupted,
+        which holds that lock (the close leaves the free to the write, see _close_with)."""
+        self._drop(self._abandon)
 
     def close(self) -> None:
         """abandon(): a writer closed before finish() leaves no checkpoint."""
         self.abandon()
 
-    def _drop(self, free) -> None:
+    def _drop(self, free) -> bool:
         try:
-            self._close_with(free)
+            return self._close_with(free)
         finally:
             self._log = None
 
@@ -836,9 +882,10 @@ class SnapshotReader(_Handle, io.RawIOBase):
         return self._closed
 
     def close(self) -> None:
-        """Frees the reader; twice is fine."""
-        with self._serial:
-            self._close_with(self._free)
+        """Frees the reader; twice is fine. Not serialized with readinto(): a signal handler
+        that closes runs on the thread whose read it interrupted, which holds that lock (the
+        close leaves the free to the read, see _close_with)."""
+        self._close_with(self._free)
         io.RawIOBase.close(self)
 
     def __enter__(self):

@@ -157,6 +157,9 @@ class Node(_Handle):
     """A running member of a replicated log; see the module docs."""
 
     _what = "node"
+    # Bound now: a node closed late in the interpreter's shutdown may find the module's
+    # globals cleared.
+    _close_node = staticmethod(lib.rwal_node_close)
 
     def __init__(
         self,
@@ -434,7 +437,7 @@ class Node(_Handle):
                 lib.RWAL_ERR_INVALID_ARGUMENT, "close was called from one of this node's own "
                 "callbacks, where it would wait for itself: the node stays open")
         try:
-            self._close_with(lib.rwal_node_close)
+            self._close_with(self._close_node)
         except InvalidArgumentError:
             # The library refused: called on the node's thread after all (outside the
             # callbacks seen above). The node stays open, and so does this handle.
@@ -444,4 +447,5 @@ class Node(_Handle):
 
 
 def _millis(seconds: float) -> int:
-    return max(0, min(int(seconds * 1000), 0xFFFFFFFF))
+    # Clamped before int(): math.inf, "wait as long as the library can", is not an integer.
+    return max(0, int(min(seconds, 0xFFFFFFFF / 1000) * 1000))

@@ -290,6 +290,89 @@ def test_append_returns_its_own_lsn_when_code_runs_before_its_bookkeeping_ends(p
     log.close()
 
 
+class _FreesRecorded:
+    """The library, with the frees of logs and snapshot readers recorded (they still run), and
+    one named call followed, once, by `then()`: what a signal handler does when it interrupts
+    that call on its thread (it runs after the native call returned)."""
+
+    def __init__(self, real, name, then):
+        self._real, self._name, self._then = real, name, then
+        self.freed = []
+
+    def __getattr__(self, name):
+        real = getattr(self._real, name)
+        if name in ("rwal_close", "rwal_snapshot_free"):
+            def freeing(handle):
+                self.freed.append(name)
+                return real(handle)
+            return freeing
+        if name == self._name:
+            def followed(*args):
+                status = real(*args)
+                then, self._then = self._then, None
+                if then is not None:
+                    then()
+                return status
+            return followed
+        return real
+
+
+def test_a_close_on_the_thread_of_a_call_in_progress_leaves_the_free_to_that_call(
+        path, monkeypatch):
+    # close() from a signal handler freed the handle at once, while the call it interrupted
+    # went on to use it: read() makes a second native call when its first buffer is too small.
+    with rwal.open(path) as log:
+        log.commit(log.append(b"r" * 10_000))
+    log = rwal.open(path)
+    lib = _FreesRecorded(rwal.lib, "rwal_read", log.close)
+    monkeypatch.setattr(rwal, "lib", lib)
+    # The _close_log bound at import is the real one: record it too.
+    monkeypatch.setattr(rwal.Log, "_close_log", staticmethod(lib.rwal_close), raising=False)
+    assert log.read(1) == b"r" * 10_000, "the second read ran on a live handle"
+    assert log.closed and lib.freed == ["rwal_close"], "freed once the read ended"
+    with pytest.raises(rwal.ClosedError):
+        log.read(1)
+    log.close()  # twice is fine
+    monkeypatch.undo()
+    with rwal.open(path) as again:  # the directory was released
+        assert again.last_lsn == 1
+
+
+def test_append_returns_its_own_lsn_when_a_handler_appends_right_after_its_native_call(
+        path, monkeypatch):
+    # The handler runs right after rwal_append returned, before the outer call read its
+    # output cell, and its own append wrote its LSN there.
+    log = rwal.open(path)
+    monkeypatch.setattr(rwal, "lib", _FreesRecorded(rwal.lib, "rwal_append",
+                                                   lambda: log.append(b"marker")))
+    assert log.append(b"first") == 1
+    monkeypatch.undo()
+    log.sync()
+    assert (log.read(1), log.read(2)) == (b"first", b"marker")
+    log.close()
+
+
+def test_a_snapshot_reader_closed_on_the_thread_of_its_read_does_not_hang(path, monkeypatch):
+    # close() took the lock that the interrupted readinto() held on the same thread.
+    log = rwal.open(path)
+    log.commit(log.append(b"x"))
+    log.checkpoint(1, b"state" * 1000)
+    reader = log.open_snapshot()
+    lib = _FreesRecorded(rwal.lib, "rwal_snapshot_read", reader.close)
+    monkeypatch.setattr(rwal, "lib", lib)
+    monkeypatch.setattr(rwal.SnapshotReader, "_free",
+                        staticmethod(rwal._returning_ok(lib.rwal_snapshot_free)))
+    got = []
+    worker = threading.Thread(target=lambda: got.append(reader.readinto(bytearray(100))),
+                              daemon=True)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive(), "close() waited for its own thread's read"
+    assert got == [100] and reader.closed and lib.freed == ["rwal_snapshot_free"]
+    monkeypatch.undo()
+    log.close()
+
+
 def test_a_nul_in_a_path_or_an_address_is_refused(tmp_path):
     # cffi passes the bytes as they are, and C reads up to the NUL: "a\0b" opened "a".
     with pytest.raises(ValueError, match="NUL"):

@@ -313,15 +313,15 @@ impl PeerNetwork {
                 "node ids start at 1, and a node is not its own peer",
             ));
         }
-        let listener = TcpListener::bind(config.listen).map_err(|e| {
-            Error::invalid("listen", format!("cannot listen on {}: {e}", config.listen))
-        })?;
-        let local_addr = listener.local_addr().map_err(|e| {
-            Error::invalid(
-                "listen",
-                format!("no local address for {}: {e}", config.listen),
-            )
-        })?;
+        // The system's refusals (a port in use) are I/O errors, not bad arguments: a caller
+        // may wait and try again.
+        let io = |e: std::io::Error| Error::Io {
+            op: "listen",
+            target: config.listen.to_string(),
+            source: Arc::new(e),
+        };
+        let listener = TcpListener::bind(config.listen).map_err(io)?;
+        let local_addr = listener.local_addr().map_err(io)?;
         let shared = Arc::new(Shared {
             identity: Identity {
                 id: config.id,
