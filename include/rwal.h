@@ -657,7 +657,7 @@ void rwal_snapshot_free(rwal_snapshot_reader *reader);
  * Pins the log from `lsn` on under `name`: compaction keeps every record from `lsn`. With
  * `cap_bytes` > 0 the compactor releases the pin once it holds back more than that (then
  * `rwal_pin_move` fails with `RWAL_ERR_PINNED`). `RWAL_ERR_COMPACTED` if `lsn` is gone already;
- * `RWAL_ERR_CLOSED` or `RWAL_ERR_POISONED` on a closed or poisoned log.
+ * `RWAL_ERR_POISONED` on a poisoned log.
  *
  * # Safety
  * `log` is a live handle; `name` is NUL-terminated UTF-8; `pin_out` is writable.
@@ -1052,8 +1052,10 @@ rwal_status rwal_node_add_peer(rwal_node *node, uint64_t id, const char *addr);
 /**
  * Proposes a record on the leader; writes the LSN and epoch it will have if it commits (wait
  * with `rwal_node_wait_committed`). `RWAL_ERR_NOT_LEADER` on a follower (`rwal_node_leader`
- * names the leader); `RWAL_ERR_BUSY` when too much waits to be committed. Thread-safe; many
- * threads' proposals share one consensus round and one sync.
+ * names the leader); `RWAL_ERR_BUSY` when too much waits to be committed;
+ * `RWAL_ERR_INVALID_ARGUMENT` for a record over 16 MiB or over what one segment of the
+ * node's log holds. Thread-safe; many threads' proposals share one consensus round and one
+ * sync.
  *
  * # Safety
  * `node` is live; `data` has `len` readable bytes (NULL if 0); the outputs are writable.

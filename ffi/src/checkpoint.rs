@@ -352,7 +352,7 @@ pub unsafe extern "C" fn rwal_snapshot_free(reader: *mut rwal_snapshot_reader) {
 /// Pins the log from `lsn` on under `name`: compaction keeps every record from `lsn`. With
 /// `cap_bytes` > 0 the compactor releases the pin once it holds back more than that (then
 /// `rwal_pin_move` fails with `RWAL_ERR_PINNED`). `RWAL_ERR_COMPACTED` if `lsn` is gone already;
-/// `RWAL_ERR_CLOSED` or `RWAL_ERR_POISONED` on a closed or poisoned log.
+/// `RWAL_ERR_POISONED` on a poisoned log.
 ///
 /// # Safety
 /// `log` is a live handle; `name` is NUL-terminated UTF-8; `pin_out` is writable.

@@ -863,8 +863,10 @@ pub unsafe extern "C" fn rwal_node_add_peer(
 
 /// Proposes a record on the leader; writes the LSN and epoch it will have if it commits (wait
 /// with `rwal_node_wait_committed`). `RWAL_ERR_NOT_LEADER` on a follower (`rwal_node_leader`
-/// names the leader); `RWAL_ERR_BUSY` when too much waits to be committed. Thread-safe; many
-/// threads' proposals share one consensus round and one sync.
+/// names the leader); `RWAL_ERR_BUSY` when too much waits to be committed;
+/// `RWAL_ERR_INVALID_ARGUMENT` for a record over 16 MiB or over what one segment of the
+/// node's log holds. Thread-safe; many threads' proposals share one consensus round and one
+/// sync.
 ///
 /// # Safety
 /// `node` is live; `data` has `len` readable bytes (NULL if 0); the outputs are writable.

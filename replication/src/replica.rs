@@ -652,6 +652,9 @@ impl<M: StateMachine> Replica<M> {
     /// [`Error::NotLeader`] on a follower.
     pub fn propose(&mut self, data: &[u8]) -> Result<(Lsn, u64)> {
         self.refuse_if_failed()?;
+        if !self.finish_pending_round() {
+            self.refuse_if_failed()?;
+        }
         let max = self
             .config
             .max_record_bytes
@@ -706,6 +709,9 @@ impl<M: StateMachine> Replica<M> {
     /// the successor. [`Error::NotLeader`] on a follower; [`Error::InvalidArgument`] if `to` is
     /// this node or not a voter, or if there is no other voter.
     pub fn transfer_leadership(&mut self, to: Option<NodeId>) -> Result<NodeId> {
+        if !self.finish_pending_round() {
+            self.refuse_if_failed()?;
+        }
         if self.raw.raft.state != StateRole::Leader {
             return Err(Error::NotLeader {
                 leader: self.leader(),
@@ -750,7 +756,9 @@ impl<M: StateMachine> Replica<M> {
     /// committed before this call. On a follower the request goes to the leader. Without a
     /// leader it is dropped: callers time out.
     pub fn read_index(&mut self, context: Vec<u8>) {
-        self.raw.read_index(context);
+        if self.finish_pending_round() {
+            self.raw.read_index(context);
+        }
     }
 
     /// The read points confirmed since the last call.
@@ -762,6 +770,9 @@ impl<M: StateMachine> Replica<M> {
     /// A voter is added by promoting a learner, which is refused until the learner has
     /// replicated up to the commit LSN; a node that is not a learner yet is refused.
     pub fn change_membership(&mut self, change: MembershipChange) -> Result<Lsn> {
+        if !self.finish_pending_round() {
+            self.refuse_if_failed()?;
+        }
         self.refuse_unless_leading()?;
         let mut cc = ConfChange::default();
         match change {
@@ -910,6 +921,9 @@ impl<M: StateMachine> Replica<M> {
                 if message.get_msg_type() == MessageType::MsgTimeoutNow
                     && !self.persist_before_campaign()
                 {
+                    return;
+                }
+                if !self.finish_pending_round() {
                     return;
                 }
                 if let Err(e) = self.raw.step(message) {
@@ -1225,6 +1239,23 @@ impl<M: StateMachine> Replica<M> {
     /// background rounds left is synced. A failure fails the replica (`failed`), and returns
     /// false: the campaign must not start (raft-rs would assert on the unsynced log, a panic in
     /// place of the disk's error). Returns false for a replica already failed too.
+    /// Finishes a round whose first half ran (`handle_ready`) before raft-rs takes a step, a
+    /// proposal or a request: it takes none while a `Ready` is out (stepped anyway, it panics
+    /// on its unstable log or in `advance`). The node's thread never calls in between; a
+    /// caller driving a `Replica` by hand may. False if the replica failed (now or before).
+    fn finish_pending_round(&mut self) -> bool {
+        if self.failed.is_some() {
+            return false;
+        }
+        if self.pending.is_none() {
+            return true;
+        }
+        let outcome = self
+            .finish_sync_once()
+            .and_then(|()| self.finish_ready_once());
+        self.note_failure(outcome).is_ok()
+    }
+
     fn persist_before_campaign(&mut self) -> bool {
         if self.failed.is_some() {
             return false;

@@ -95,11 +95,30 @@ impl WalStorage {
         // applied LSN), and raft-rs requires the commit at least at `first_index - 1`. The
         // stored commit may be older: it is written lazily.
         let checkpoint = wal.latest_checkpoint().map_or(0, |c| c.lsn);
-        hard_state.commit = stored
-            .commit
-            .max(first - 1)
-            .max(checkpoint)
-            .min(last.max(first - 1));
+        // The stored commit is an LSN this log held durably when it was stored (the applied
+        // LSN), and so is the latest checkpoint's. A log that ends below either lost records
+        // it had synced: a disk that dropped acknowledged writes. Running on, this node would
+        // vote as if it never had them, and could elect a leader that lacks acknowledged
+        // writes (found by review, 2026-12-03: it was clamped and went unnoticed).
+        let end = last.max(first - 1);
+        for (what, lsn) in [
+            ("the commit it stored", stored.commit),
+            ("its latest checkpoint", checkpoint),
+        ] {
+            if lsn > end {
+                return Err(Error::invalid(
+                    "dir",
+                    format!(
+                        "{}: the log ends at LSN {end}, below {what} at LSN {lsn}: this disk \
+                         lost records it had synced, and a member that forgot what it \
+                         acknowledged must not vote. Move the directory aside and add the node \
+                         back as a new member (join)",
+                        wal.dir().display()
+                    ),
+                ));
+            }
+        }
+        hard_state.commit = stored.commit.max(first - 1).max(checkpoint);
         Ok(WalStorage {
             wal,
             runs,

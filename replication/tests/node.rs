@@ -12,7 +12,7 @@ use rwal_replication::{
     Role, Severity,
 };
 use rwal_tests::TempDir;
-use rwal_wal::{Backend, Lsn, Options, RecordKind, RecoveryMode, SimDisk, SimHold};
+use rwal_wal::{Backend, Lsn, Options, RecordKind, RecoveryMode, SimDisk, SimHold, Wal};
 
 mod common;
 
@@ -255,6 +255,53 @@ fn readers_answer_closed_after_the_node_closes_even_from_their_buffer() {
         match answer {
             Err(Error::Wal(rwal_wal::Error::Closed)) => {}
             other => panic!("{what}: expected Closed, got {other:?}"),
+        }
+    }
+}
+
+/// A log that ends below the commit its node stored lost records it had synced (a disk that
+/// dropped acknowledged writes). The node refuses to open on it instead of running on, and
+/// voting, as if it never had them (found by review, 2026-12-03: the commit was clamped to
+/// the log's end and nothing was said).
+#[test]
+fn a_node_whose_log_lost_records_it_had_committed_refuses_to_open() {
+    let dir = TempDir::new("repl-amnesia-open");
+    let options = || {
+        let mut options = NodeOptions::new(1, dir.join("node1"), Bootstrap::Voters(vec![1]));
+        options.tick_interval = Duration::from_millis(10);
+        // The applied LSN is stored as the commit after every round that applies.
+        options.config.commit_store_interval = 1;
+        options
+    };
+    let network = MemoryNetwork::new();
+    let node = Node::open(options(), Engine::default(), network.transport()).unwrap();
+    let (status, led) = node.wait_status(WAIT, |s| s.role == Role::Leader);
+    assert!(led, "{status:?}");
+    let mut last = 0;
+    for i in 0..5u8 {
+        last = node.propose_and_wait(&[i; 10], WAIT).unwrap().0;
+    }
+    let (status, applied) = node.wait_status(WAIT, |s| s.applied_lsn >= last);
+    assert!(applied, "{status:?}");
+    // One more round stores the commit: a read barrier runs one.
+    node.read_barrier(WAIT).unwrap();
+    node.close().unwrap();
+    // The disk loses the last two records: the log, opened alone, cut back.
+    let wal = Wal::open(dir.join("node1"), NodeOptions::default_wal()).unwrap();
+    wal.truncate_after(last - 2).unwrap();
+    wal.close().unwrap();
+    match Node::open(options(), Engine::default(), network.transport()) {
+        Err(Error::InvalidArgument {
+            name: "dir",
+            reason,
+        }) => {
+            assert!(reason.contains("lost records it had synced"), "{reason}")
+        }
+        Err(other) => panic!("expected the refusal, got {other:?}"),
+        Ok(node) => {
+            let status = node.status();
+            node.close().unwrap();
+            panic!("opened on a log that lost committed records: {status:?}")
         }
     }
 }

@@ -281,3 +281,41 @@ fn a_tick_between_the_halves_of_a_round_does_not_campaign_on_its_unsynced_entrie
     let _ = round(&mut two);
     assert!(two.commit_lsn() >= next, "the sole voter commits alone");
 }
+
+/// A step between the halves of a round (found by review, 2026-12-03): raft-rs takes no step
+/// while a `Ready` is out; stepped anyway, it panicked on its unstable log. The replica now
+/// finishes the round before it steps.
+#[test]
+fn a_step_between_the_halves_of_a_round_finishes_the_round_first() {
+    let mut one = open(1, SimDisk::new());
+    let mut two = open(2, SimDisk::new());
+    for _ in 0..40 {
+        one.tick();
+        settle(&mut one, &mut two);
+        if one.role() == Role::Leader {
+            break;
+        }
+    }
+    assert_eq!(one.role(), Role::Leader, "node 1 was not elected");
+    let (first, _) = one.propose(b"first").expect("the leader takes a proposal");
+    let append = round(&mut one);
+    // The first half of node 2's round appends `first`.
+    deliver(&mut two, append);
+    assert!(two.handle_ready().expect("handle_ready"));
+    assert_eq!(two.wal().last_lsn(), first);
+    let mut acks = two.take_messages();
+    // Another append arrives before the second half.
+    let (second, _) = one.propose(b"second").expect("the leader takes a proposal");
+    deliver(&mut two, round(&mut one));
+    assert!(
+        two.wal().durable_lsn() >= first,
+        "the step finished the round out first"
+    );
+    // The second half, called as the caller meant to, has nothing left to do.
+    two.finish_ready().expect("finish_ready");
+    acks.extend(round(&mut two));
+    deliver(&mut one, acks);
+    settle(&mut one, &mut two);
+    assert!(one.commit_lsn() >= second, "both entries committed");
+    assert_eq!(two.wal().last_lsn(), second);
+}

@@ -104,6 +104,18 @@ class _Engine:
         self.snapshot = snapshot
         self.restore = restore
         self.on_leader = on_leader
+        # A KeyboardInterrupt or SystemExit raised in restore or apply: while the node opens
+        # they run on the opening thread, where Ctrl-C lands, and Node() raises it again
+        # instead of the library's "callback failed".
+        self.interrupted = None
+
+    def run(self, callback, *args):
+        """Calls `callback`, noting an interrupt before it goes to cffi's error handler."""
+        try:
+            callback(*args)
+        except (KeyboardInterrupt, SystemExit) as interrupt:
+            self.interrupted = interrupt
+            raise
 
 
 def _bytes(data, size):
@@ -124,7 +136,7 @@ def _print_callback_error(exc_type, exc_value, tb):
 def _rwal_py_apply(userdata, lsn, epoch, data, size):
     engine = ffi.from_handle(userdata)
     with _in_callback(engine):
-        engine.apply(lsn, epoch, _bytes(data, size))
+        engine.run(engine.apply, lsn, epoch, _bytes(data, size))
     return 0
 
 
@@ -141,7 +153,7 @@ def _rwal_py_snapshot(userdata, sink):
 def _rwal_py_restore(userdata, lsn, epoch, data, size):
     engine = ffi.from_handle(userdata)
     with _in_callback(engine):
-        engine.restore(lsn, epoch, _bytes(data, size))
+        engine.run(engine.restore, lsn, epoch, _bytes(data, size))
     return 0
 
 
@@ -241,8 +253,13 @@ class Node(_Handle):
         try:
             _check(lib.rwal_node_open(opts, out))
             self._open(out[0])
-        except BaseException:
+        except BaseException as failure:
             _free_unadopted(self, out, lib.rwal_node_close)
+            interrupted = self._engine.interrupted
+            if interrupted is not None and failure is not interrupted:
+                # Ctrl-C (or sys.exit) in restore or apply while the node opened: the caller
+                # asked to stop, not to be told that the engine failed.
+                raise interrupted from failure
             raise
         _open_nodes.add(self)
 

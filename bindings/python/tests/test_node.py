@@ -238,6 +238,42 @@ def test_an_apply_that_raises_stops_the_node_and_close_says_why(tmp_path):
     assert applied == [b"fine"]
 
 
+def test_ctrl_c_in_restore_while_the_node_opens_is_raised_by_the_open(tmp_path):
+    # Restore (and apply) run on the opening thread while the node opens, where Ctrl-C lands:
+    # cffi turned the KeyboardInterrupt into a failed callback, and Node() raised
+    # ReplicationError, the interrupt lost.
+    def open_node(restore):
+        return rwal.Node(1, tmp_path / "alone", cluster_id=1, secret=SECRET, voters=[1],
+                         tick_ms=10, apply=lambda *_: None, snapshot=lambda: b"",
+                         restore=restore)
+
+    node = open_node(lambda *_: None)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                lsn, _ = node.propose_and_wait(b"record", timeout=30)
+                break
+            except rwal.NotLeaderError:
+                assert time.monotonic() < deadline, "the node never led"
+                time.sleep(0.01)
+        wait(lambda: node.status()["applied_lsn"] >= lsn)
+        node.checkpoint(lsn, b"state")
+    finally:
+        node.close()
+
+    def interrupted(lsn, epoch, data):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        open_node(interrupted)
+    # Nothing was left open: the directory opens again, and the engine is restored.
+    restored = []
+    node = open_node(lambda lsn, epoch, data: restored.append(data))
+    node.close()
+    assert restored == [b"state"]
+
+
 def test_a_callback_that_asks_for_the_status_while_the_node_closes_does_not_fail_it(tmp_path):
     started = threading.Event()
     seen = []
