@@ -313,8 +313,12 @@ class _Handle:
         # Last: from here on the handle is this object's to free (see _free_unadopted).
         self._closed = False
 
-    def _enter(self):
-        """Marks a call in progress; returns the handle."""
+    def _enter(self, entered: list):
+        """Marks a call in progress; returns the handle. Appends to `entered` as soon as the
+        call is counted: the caller calls _exit() in a `finally` that covers this call, if and
+        only if `entered` is not empty. (A KeyboardInterrupt may land as this returns, before
+        the caller's `try`; a count left behind would keep a later close() from freeing the
+        handle, see _close_with.)"""
         with self._lock:
             # Counted before the check: a signal handler that closes may run between any two
             # steps here (the lock is reentrant), and a call that goes on to the native call
@@ -323,9 +327,9 @@ class _Handle:
             # thread's never counts a call of this thread.
             self._mine.calls = getattr(self._mine, "calls", 0) + 1
             self._calls += 1
+            entered.append(True)
             closed = self._closed
         if closed:
-            self._exit()
             raise ClosedError(lib.RWAL_ERR_CLOSED, "%s is closed" % self._what)
         return self._handle
 
@@ -354,11 +358,12 @@ class _Handle:
     @contextmanager
     def _use(self):
         """`_enter` and `_exit` around a block (for the calls that are not hot)."""
-        handle = self._enter()
+        entered = []
         try:
-            yield handle
+            yield self._enter(entered)
         finally:
-            self._exit()
+            if entered:
+                self._exit()
 
     def _close_with(self, free, _check=_check) -> bool:
         """Marks the handle closed, waits for the calls in progress on other threads, then
@@ -437,8 +442,9 @@ class Log(_Handle):
         # A fresh cell inside another call of this thread (a signal handler that appends,
         # run right after the interrupted append's native call, before it read the cell).
         out = ffi.new("uint64_t *") if getattr(self._mine, "calls", 0) else self._lsn_out()
-        handle = self._enter()
+        entered = []
         try:
+            handle = self._enter(entered)
             status = lib.rwal_append(handle, buf, len(buf), out)
             if status != lib.RWAL_OK:
                 raise _error(status)
@@ -446,7 +452,8 @@ class Log(_Handle):
             # appends) reuses the cell.
             lsn = out[0]
         finally:
-            self._exit()
+            if entered:
+                self._exit()
         return lsn
 
     def append_batch(self, records: Sequence[BytesLike]) -> int:
@@ -463,13 +470,15 @@ class Log(_Handle):
 
     def commit(self, lsn: int) -> None:
         """Returns once every record up to `lsn` is durable (group commit)."""
-        handle = self._enter()
+        entered = []
         try:
+            handle = self._enter(entered)
             status = lib.rwal_commit(handle, lsn)
             if status != lib.RWAL_OK:
                 raise _error(status)
         finally:
-            self._exit()
+            if entered:
+                self._exit()
 
     def sync(self) -> int:
         """Commits everything appended; returns the LSN now durable."""
@@ -679,7 +688,9 @@ class Log(_Handle):
 
     def close(self) -> None:
         """Syncs, releases the directory and frees the handle; waits for calls in progress on
-        other threads. Closing twice is fine. A records() iterator left part way keeps the
+        other threads. Closing twice is fine. From a signal handler, whose thread is inside a
+        call, it returns at once and that call frees the handle as it ends (see
+        _Handle._close_with). A records() iterator left part way keeps the
         directory locked until it is closed or collected (the record it last read is a slice
         of a segment file that a log opened again could rewrite)."""
         self._close_with(self._close_log)

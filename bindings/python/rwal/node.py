@@ -280,7 +280,7 @@ class Node(_Handle):
             warnings.warn(f"rwal.Node {self._id} was not closed", ResourceWarning,
                           stacklevel=1)
 
-    def _enter(self):
+    def _enter(self, entered: list):
         """As for every handle, except in one of this node's own callbacks while close() runs:
         close() waits for the node's thread, so the handle outlives the callback, and a call
         the node allows from its thread (status, leader, ...) goes through instead of raising
@@ -288,22 +288,25 @@ class Node(_Handle):
         own_callback = any(e is getattr(self, "_engine", None)
                            for e in getattr(_callback_thread, "engines", ()))
         if not own_callback:
-            return super()._enter()
+            return super()._enter(entered)
         with self._lock:
             # Counted as _Handle._enter counts (this thread's count first).
             self._mine.calls = getattr(self._mine, "calls", 0) + 1
             self._calls += 1
+            entered.append(True)
         return self._handle
 
     def _call(self, function, *args) -> None:
-        handle = self._enter()
+        entered = []
         try:
+            handle = self._enter(entered)
             status = function(handle, *args)
             if status == lib.RWAL_ERR_NOT_LEADER:
                 self._raise_not_leader(handle)
             _check(status)
         finally:
-            self._exit()
+            if entered:
+                self._exit()
 
     def _raise_not_leader(self, handle) -> None:
         message = _last_error()
@@ -397,15 +400,17 @@ class Node(_Handle):
         size = ffi.new("size_t *")
         try:
             while True:
-                self._enter()
+                entered = []
                 try:
+                    self._enter(entered)
                     status = lib.rwal_node_reader_next(reader, lsn, epoch, kind, data, size)
                     if status == lib.RWAL_END:
                         return
                     _check(status)
                     payload = bytes(ffi.buffer(data[0], size[0])) if size[0] else b""
                 finally:
-                    self._exit()
+                    if entered:
+                        self._exit()
                 yield lsn[0], epoch[0], kind[0], payload
         finally:
             ffi.release(slot)

@@ -245,7 +245,7 @@ def test_an_interrupted_close_leaves_the_log_open_for_a_later_close(path):
     entered, release = threading.Event(), threading.Event()
 
     def busy():
-        log._enter()
+        log._enter([])
         entered.set()
         release.wait(10)
         log._exit()
@@ -336,6 +336,27 @@ def test_a_close_on_the_thread_of_a_call_in_progress_leaves_the_free_to_that_cal
     monkeypatch.undo()
     with rwal.open(path) as again:  # the directory was released
         assert again.last_lsn == 1
+
+
+def test_an_interrupt_as_a_call_is_counted_leaves_no_count_behind(path):
+    # A KeyboardInterrupt that landed as _enter returned, before the caller's `try`, left the
+    # call counted for good; close() then took the thread for one inside a call and left the
+    # free to it: the directory stayed locked.
+    log = rwal.open(path)
+    real_enter = log._enter
+
+    def enter_then_interrupt(*args):
+        real_enter(*args)
+        raise KeyboardInterrupt
+
+    for call in (lambda: log.append(b"x"), lambda: log.commit(0), log.sync):
+        log._enter = enter_then_interrupt
+        with pytest.raises(KeyboardInterrupt):
+            call()
+        del log._enter
+    log.close()
+    with rwal.open(path) as again:  # not LockedError
+        assert again.last_lsn == 0
 
 
 def test_append_returns_its_own_lsn_when_a_handler_appends_right_after_its_native_call(
