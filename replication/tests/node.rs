@@ -146,6 +146,25 @@ impl Cluster {
         }
     }
 
+    /// The leader all of `among` agree on, once it is handing leadership to nobody.
+    fn leader_with_no_transfer_pending(&self, among: &[NodeId]) -> NodeId {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let leader = self.leader(among);
+            let (status, settled) = self.node(leader).wait_status(WAIT, |s| {
+                s.role != Role::Leader || s.handing_over_to.is_none()
+            });
+            if settled && status.role == Role::Leader {
+                return leader;
+            }
+            // The transfer completed: look for the new leader.
+            assert!(
+                std::time::Instant::now() < deadline,
+                "leadership did not settle among {among:?}: {status:?}"
+            );
+        }
+    }
+
     fn wait_applied(&self, id: NodeId, lsn: Lsn) {
         let (status, held) = self.node(id).wait_status(WAIT, |s| s.applied_lsn >= lsn);
         assert!(held, "node {id} did not apply {lsn}: {status:?}");
@@ -1041,8 +1060,10 @@ fn leadership_moves_to_the_chosen_voter_and_proposals_follow_it() {
     }
     assert!(named_successor, "no proposal saw the pending transfer");
     cluster.network.heal();
-    // It was abandoned or completed: either way one leader, and proposals commit.
-    let leader = cluster.leader(&all);
+    // Once healed, the pending transfer completes (the third caught up) or raft abandons it
+    // after an election timeout. Wait for either: a transfer requested while it is pending
+    // would race the third's election, and either node could win.
+    let leader = cluster.leader_with_no_transfer_pending(&all);
     let chosen = all.into_iter().find(|id| *id != leader).unwrap();
 
     let term = cluster.node(leader).status().term;
