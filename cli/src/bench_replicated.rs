@@ -357,21 +357,38 @@ mod tests {
         let options = Options::new().segment_bytes(1 << 20);
         let members = start_cluster(&base, 3, &options).unwrap();
         let leadership = Leadership::find(members.iter().map(|m| &m.node).collect()).unwrap();
-        let first = leadership.leader.load(Ordering::Acquire);
-        let h = std::thread::scope(|s| {
+        let (h, from) = std::thread::scope(|s| {
             let run = s.spawn(|| replicated(&leadership, 4, Duration::from_secs(2)));
             std::thread::sleep(Duration::from_millis(500));
-            let to = members[first]
-                .node
-                .transfer_leadership(None, Duration::from_secs(10))
-                .expect("the leadership moves");
-            assert_ne!(to, members[first].node.id());
-            run.join().unwrap()
-        })
-        .expect("the run follows the new leader");
+            // From whichever node leads now: on a loaded machine an election may have moved
+            // the leadership already.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let from = loop {
+                let leading = members
+                    .iter()
+                    .position(|m| m.node.status().role == Role::Leader);
+                if let Some(from) = leading {
+                    match members[from]
+                        .node
+                        .transfer_leadership(None, Duration::from_secs(10))
+                    {
+                        Ok(to) => {
+                            assert_ne!(to, members[from].node.id());
+                            break from;
+                        }
+                        Err(rwal_replication::Error::NotLeader { .. }) => {}
+                        Err(e) => panic!("the leadership did not move: {e:?}"),
+                    }
+                }
+                assert!(Instant::now() < deadline, "no node leads");
+                std::thread::sleep(Duration::from_millis(10));
+            };
+            (run.join().unwrap(), from)
+        });
+        let h = h.expect("the run follows the new leader");
         assert!(!h.is_empty());
         assert!(leadership.take_moves() > 0, "no client met the move");
-        assert_ne!(leadership.leader.load(Ordering::Acquire), first);
+        assert_ne!(leadership.leader.load(Ordering::Acquire), from);
         for member in members {
             member.node.close().unwrap();
         }

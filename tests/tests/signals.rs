@@ -48,6 +48,16 @@ fn durable_appends_go_on_while_signals_interrupt_the_writer() {
             let writer = s.spawn(move || {
                 // SAFETY: pthread_self has no preconditions.
                 tx.send(unsafe { libc::pthread_self() }).unwrap();
+                // The appends start once a signal has reached this thread: on a fast disk they
+                // could all end before a loaded machine runs the sending thread at all. (No
+                // panic here, which would leave the sender waiting for `done`: the assertion
+                // after the writer ends says if none came.)
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                while HANDLED.load(Ordering::Relaxed) == before
+                    && std::time::Instant::now() < deadline
+                {
+                    std::thread::yield_now();
+                }
                 let result = (0..300u64).try_for_each(|i| {
                     let lsn = wal.append_durable(&payload(i, 700))?;
                     assert_eq!(lsn, i + 1);

@@ -46,12 +46,14 @@ def wait(condition, timeout=30.0):
 
 @pytest.fixture
 def cluster(tmp_path):
+    # Ticks of 50 ms, elections after 0.5 to 1 s: the callbacks take the GIL on the nodes'
+    # threads, and the tests expect the leader they found to keep leading.
     engines = {i: Engine() for i in (1, 2, 3)}
     nodes = {}
     for i in (1, 2, 3):
         e = engines[i]
         nodes[i] = rwal.Node(i, tmp_path / ("node%d" % i), cluster_id=9, secret=SECRET,
-                             voters=[1, 2, 3], tick_ms=10, sync_stall_limit_ms=3000,
+                             voters=[1, 2, 3], tick_ms=50, sync_stall_limit_ms=3000,
                              apply=e.apply, snapshot=e.snapshot,
                              restore=e.restore, on_leader=e.on_leader)
     for i, node in nodes.items():
