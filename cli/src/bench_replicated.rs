@@ -357,13 +357,13 @@ mod tests {
         let options = Options::new().segment_bytes(1 << 20);
         let members = start_cluster(&base, 3, &options).unwrap();
         let leadership = Leadership::find(members.iter().map(|m| &m.node).collect()).unwrap();
-        let (h, from) = std::thread::scope(|s| {
+        let h = std::thread::scope(|s| {
             let run = s.spawn(|| replicated(&leadership, 4, Duration::from_secs(2)));
             std::thread::sleep(Duration::from_millis(500));
             // From whichever node leads now: on a loaded machine an election may have moved
             // the leadership already.
             let deadline = Instant::now() + Duration::from_secs(10);
-            let from = loop {
+            loop {
                 let leading = members
                     .iter()
                     .position(|m| m.node.status().role == Role::Leader);
@@ -374,7 +374,7 @@ mod tests {
                     {
                         Ok(to) => {
                             assert_ne!(to, members[from].node.id());
-                            break from;
+                            break;
                         }
                         Err(rwal_replication::Error::NotLeader { .. }) => {}
                         Err(e) => panic!("the leadership did not move: {e:?}"),
@@ -382,13 +382,14 @@ mod tests {
                 }
                 assert!(Instant::now() < deadline, "no node leads");
                 std::thread::sleep(Duration::from_millis(10));
-            };
-            (run.join().unwrap(), from)
+            }
+            run.join().unwrap()
         });
         let h = h.expect("the run follows the new leader");
         assert!(!h.is_empty());
+        // Which node leads at the end is not asserted: on a loaded machine (ticks of 10 ms
+        // here) an election may move the leadership again, back to where it was.
         assert!(leadership.take_moves() > 0, "no client met the move");
-        assert_ne!(leadership.leader.load(Ordering::Acquire), from);
         for member in members {
             member.node.close().unwrap();
         }

@@ -1299,3 +1299,74 @@ pub unsafe extern "C" fn rwal_node_reader_free(reader: *mut rwal_node_reader) {
         drop(unsafe { Box::from_raw(reader) });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{RWAL_ERR_INVALID_ARGUMENT, RWAL_OK};
+    use std::ffi::CString;
+
+    /// A node that founds a cluster of itself alone, leading once this returns.
+    fn open_sole_voter(dir: &std::path::Path) -> *mut rwal_node {
+        let path = CString::new(dir.as_os_str().as_bytes()).unwrap();
+        let secret = [7u8; 32];
+        let mut opts = std::ptr::null_mut();
+        let mut node = std::ptr::null_mut();
+        // SAFETY: valid C strings and buffers, options used before they are freed.
+        unsafe {
+            assert_eq!(rwal_node_options_new(1, path.as_ptr(), &mut opts), RWAL_OK);
+            assert_eq!(
+                rwal_node_options_set_cluster(opts, 5, secret.as_ptr(), secret.len()),
+                RWAL_OK
+            );
+            assert_eq!(rwal_node_options_set_voters(opts, &1, 1, false), RWAL_OK);
+            assert_eq!(rwal_node_open(opts, &mut node), RWAL_OK);
+            rwal_node_options_free(opts);
+        }
+        // SAFETY: the handle just opened.
+        let handle = unsafe { &*node };
+        let (status, leads) = handle
+            .node
+            .wait_status(Duration::from_secs(30), |s| s.role == Role::Leader);
+        assert!(leads, "{status:?}");
+        node
+    }
+
+    /// A refused addition takes back the address it set: removed if the node knew none, the
+    /// earlier one restored if it knew another.
+    #[test]
+    fn a_refused_addition_takes_back_the_address_it_set() {
+        let dir = std::env::temp_dir().join(format!("rwal-ffi-rollback-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let node = open_sole_voter(&dir.join("node1"));
+        // SAFETY: the handle is live until the close at the end.
+        let handle = unsafe { &*node };
+        let (asked, known) = (
+            CString::new("127.0.0.1:9").unwrap(),
+            CString::new("127.0.0.1:10").unwrap(),
+        );
+        let mut lsn = 0;
+        // Node 7 is no learner: a voter is a promoted learner, so raft's side refuses the
+        // change after the address was set.
+        let refused = |addr: &CString, lsn: &mut u64| {
+            // SAFETY: live handle, NUL-terminated address, writable output.
+            unsafe {
+                rwal_node_change_membership(node, RWAL_MEMBERSHIP_ADD_VOTER, 7, addr.as_ptr(), lsn)
+            }
+        };
+        assert_eq!(refused(&asked, &mut lsn), RWAL_ERR_INVALID_ARGUMENT);
+        assert_eq!(handle.network.peer_addr(7), None, "the address stayed");
+        // SAFETY: live handle, NUL-terminated address.
+        let added = unsafe { rwal_node_add_peer(node, 7, known.as_ptr()) };
+        assert_eq!(added, RWAL_OK);
+        assert_eq!(refused(&asked, &mut lsn), RWAL_ERR_INVALID_ARGUMENT);
+        assert_eq!(
+            handle.network.peer_addr(7),
+            Some("127.0.0.1:10".parse().unwrap()),
+            "the address known before was not restored"
+        );
+        // SAFETY: the handle, not used again.
+        assert_eq!(unsafe { rwal_node_close(node) }, RWAL_OK);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
