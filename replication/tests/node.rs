@@ -185,12 +185,23 @@ impl Cluster {
     /// on a loaded machine (`make test` runs suites side by side) a sync held past the stall
     /// limit hands it over. `leader` is where to send first, and the leader that committed it.
     fn propose_following(&self, leader: &mut NodeId, data: &[u8]) -> Lsn {
+        let running: Vec<NodeId> = self.nodes.keys().copied().collect();
+        let deadline = std::time::Instant::now() + WAIT;
         loop {
+            if !self.nodes.contains_key(leader) {
+                *leader = self.leader(&running);
+            }
             match self.node(*leader).propose_and_wait(data, WAIT) {
                 Ok((lsn, _)) => return lsn,
-                // Not proposed: safe to send again, to the leader named.
+                // Not proposed: safe to send again, to the leader named. (While a transfer is
+                // pending the two nodes name each other: a pause between the tries.)
                 Err(Error::NotLeader { leader: named }) => {
-                    let running: Vec<NodeId> = self.nodes.keys().copied().collect();
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "no leader took {} bytes",
+                        data.len()
+                    );
+                    std::thread::sleep(Duration::from_millis(5));
                     *leader = named
                         .filter(|id| self.nodes.contains_key(id))
                         .unwrap_or_else(|| self.leader(&running));
@@ -427,14 +438,17 @@ fn many_threads_propose_and_every_node_holds_the_same_committed_log() {
     let read_point = cluster.node(follower).read_barrier(WAIT).unwrap();
     assert!(read_point >= last, "read point {read_point} below {last}");
     assert!(cluster.node(follower).status().applied_lsn >= read_point);
-    // The leader it names is the one it knew before or after the call: on a loaded machine
-    // the leadership may move in between.
-    let known = cluster.node(follower).leader();
+    // The leader it names is the one the nodes agreed on before or after the call: on a
+    // loaded machine the leadership may move in between.
+    let agreed_before = cluster.leader(&[1, 2, 3]);
     match cluster.node(follower).propose(b"x") {
-        Err(Error::NotLeader { leader: Some(l) }) => assert!(
-            known == Some(l) || cluster.node(follower).leader() == Some(l),
-            "named {l}, knew {known:?}"
-        ),
+        Err(Error::NotLeader { leader: Some(l) }) => {
+            let agreed_after = cluster.leader(&[1, 2, 3]);
+            assert!(
+                l == agreed_before || l == agreed_after,
+                "named {l}, the leader was {agreed_before}, then {agreed_after}"
+            )
+        }
         other => panic!("expected NotLeader, got {other:?}"),
     }
 }
@@ -883,8 +897,8 @@ fn a_leader_whose_disk_hangs_under_load_hands_its_leadership_over() {
 fn a_restarted_follower_catches_up_by_log_and_keeps_its_state() {
     let mut cluster = Cluster::new("repl-restart", 3);
     let mut leader = cluster.leader(&[1, 2, 3]);
-    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
     cluster.propose_following(&mut leader, b"one");
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
     cluster.stop(follower);
     let mut last = 0;
     for i in 0..20 {
