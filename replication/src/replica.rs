@@ -651,10 +651,7 @@ impl<M: StateMachine> Replica<M> {
     /// Proposes a user record; returns the LSN and epoch it will have if it commits. Refused with
     /// [`Error::NotLeader`] on a follower.
     pub fn propose(&mut self, data: &[u8]) -> Result<(Lsn, u64)> {
-        self.refuse_if_failed()?;
-        if !self.finish_pending_round() {
-            self.refuse_if_failed()?;
-        }
+        self.finish_pending_round()?;
         let max = self
             .config
             .max_record_bytes
@@ -709,9 +706,7 @@ impl<M: StateMachine> Replica<M> {
     /// the successor. [`Error::NotLeader`] on a follower; [`Error::InvalidArgument`] if `to` is
     /// this node or not a voter, or if there is no other voter.
     pub fn transfer_leadership(&mut self, to: Option<NodeId>) -> Result<NodeId> {
-        if !self.finish_pending_round() {
-            self.refuse_if_failed()?;
-        }
+        self.finish_pending_round()?;
         if self.raw.raft.state != StateRole::Leader {
             return Err(Error::NotLeader {
                 leader: self.leader(),
@@ -756,7 +751,7 @@ impl<M: StateMachine> Replica<M> {
     /// committed before this call. On a follower the request goes to the leader. Without a
     /// leader it is dropped: callers time out.
     pub fn read_index(&mut self, context: Vec<u8>) {
-        if self.finish_pending_round() {
+        if self.finish_pending_round().is_ok() {
             self.raw.read_index(context);
         }
     }
@@ -770,9 +765,7 @@ impl<M: StateMachine> Replica<M> {
     /// A voter is added by promoting a learner, which is refused until the learner has
     /// replicated up to the commit LSN; a node that is not a learner yet is refused.
     pub fn change_membership(&mut self, change: MembershipChange) -> Result<Lsn> {
-        if !self.finish_pending_round() {
-            self.refuse_if_failed()?;
-        }
+        self.finish_pending_round()?;
         self.refuse_unless_leading()?;
         let mut cc = ConfChange::default();
         match change {
@@ -923,7 +916,7 @@ impl<M: StateMachine> Replica<M> {
                 {
                     return;
                 }
-                if !self.finish_pending_round() {
+                if self.finish_pending_round().is_err() {
                     return;
                 }
                 if let Err(e) = self.raw.step(message) {
@@ -1233,29 +1226,29 @@ impl<M: StateMachine> Replica<M> {
         self.raw.mut_store().forget_durable();
     }
 
+    /// Finishes a round whose first half ran (`handle_ready`) before raft-rs takes a step, a
+    /// proposal or a request: it takes none while a `Ready` is out (stepped anyway, it panics
+    /// on its unstable log or in `advance`). The node's thread never calls in between; a
+    /// caller driving a `Replica` by hand may. Refused if the replica failed, now or before.
+    fn finish_pending_round(&mut self) -> Result<()> {
+        self.refuse_if_failed()?;
+        if self.pending.is_some() {
+            let outcome = self
+                .finish_sync_once()
+                .and_then(|()| self.finish_ready_once());
+            if self.note_failure(outcome).is_err() {
+                return self.refuse_if_failed();
+            }
+        }
+        Ok(())
+    }
+
     /// A sole voter's campaign makes it leader inside the call that starts it (a tick, a
     /// `MsgTimeoutNow`), and raft-rs then asserts that its whole log is persisted: a round out
     /// (the caller between `handle_ready` and `finish_ready`) is finished first, and what
     /// background rounds left is synced. A failure fails the replica (`failed`), and returns
     /// false: the campaign must not start (raft-rs would assert on the unsynced log, a panic in
     /// place of the disk's error). Returns false for a replica already failed too.
-    /// Finishes a round whose first half ran (`handle_ready`) before raft-rs takes a step, a
-    /// proposal or a request: it takes none while a `Ready` is out (stepped anyway, it panics
-    /// on its unstable log or in `advance`). The node's thread never calls in between; a
-    /// caller driving a `Replica` by hand may. False if the replica failed (now or before).
-    fn finish_pending_round(&mut self) -> bool {
-        if self.failed.is_some() {
-            return false;
-        }
-        if self.pending.is_none() {
-            return true;
-        }
-        let outcome = self
-            .finish_sync_once()
-            .and_then(|()| self.finish_ready_once());
-        self.note_failure(outcome).is_ok()
-    }
-
     fn persist_before_campaign(&mut self) -> bool {
         if self.failed.is_some() {
             return false;

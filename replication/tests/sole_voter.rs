@@ -66,19 +66,24 @@ fn settle(one: &mut Replica<Engine>, two: &mut Replica<Engine>) {
     panic!("the two replicas did not settle in 100 rounds");
 }
 
-/// Node 2 left as the only voter, with entries up to the returned LSN appended but not durable
-/// (node 1 is gone from the membership; `disk` is node 2's).
-fn only_voter_with_unsynced_entries(disk: &SimDisk) -> (Replica<Engine>, u64) {
-    let mut one = open(1, SimDisk::new());
-    let mut two = open(2, disk.clone());
+/// Ticks node 1 until it leads the two.
+fn elect_node_one(one: &mut Replica<Engine>, two: &mut Replica<Engine>) {
     for _ in 0..40 {
         one.tick();
-        settle(&mut one, &mut two);
+        settle(one, two);
         if one.role() == Role::Leader {
             break;
         }
     }
     assert_eq!(one.role(), Role::Leader, "node 1 was not elected");
+}
+
+/// Node 2 left as the only voter, with entries up to the returned LSN appended but not durable
+/// (node 1 is gone from the membership; `disk` is node 2's).
+fn only_voter_with_unsynced_entries(disk: &SimDisk) -> (Replica<Engine>, u64) {
+    let mut one = open(1, SimDisk::new());
+    let mut two = open(2, disk.clone());
+    elect_node_one(&mut one, &mut two);
     two.persist_in_background(true);
 
     // The removal reaches node 2, which syncs it and acknowledges it.
@@ -207,14 +212,7 @@ fn libc_eio() -> i32 {
 fn a_tick_between_the_halves_of_a_round_does_not_campaign_on_its_unsynced_entries() {
     let mut one = open(1, SimDisk::new());
     let mut two = open(2, SimDisk::new());
-    for _ in 0..40 {
-        one.tick();
-        settle(&mut one, &mut two);
-        if one.role() == Role::Leader {
-            break;
-        }
-    }
-    assert_eq!(one.role(), Role::Leader, "node 1 was not elected");
+    elect_node_one(&mut one, &mut two);
     let removal = one
         .change_membership(MembershipChange::Remove(1))
         .expect("the leader takes the change");
@@ -289,14 +287,7 @@ fn a_tick_between_the_halves_of_a_round_does_not_campaign_on_its_unsynced_entrie
 fn a_step_between_the_halves_of_a_round_finishes_the_round_first() {
     let mut one = open(1, SimDisk::new());
     let mut two = open(2, SimDisk::new());
-    for _ in 0..40 {
-        one.tick();
-        settle(&mut one, &mut two);
-        if one.role() == Role::Leader {
-            break;
-        }
-    }
-    assert_eq!(one.role(), Role::Leader, "node 1 was not elected");
+    elect_node_one(&mut one, &mut two);
     let (first, _) = one.propose(b"first").expect("the leader takes a proposal");
     let append = round(&mut one);
     // The first half of node 2's round appends `first`.

@@ -37,6 +37,19 @@ fn log_with(durable: u64, pending: u64, watermark_in_control: bool) -> (SimDisk,
     (disk, wal)
 }
 
+/// Opening `disk` in the default mode refuses with `Corrupted` at `lsn`: the damaged records
+/// were acknowledged, not a torn tail. `case` names them in a failure.
+fn refused_as_corrupted_at(disk: &SimDisk, lsn: u64, case: &str) {
+    match Wal::open("/sim", options(disk, RecoveryMode::TolerateTornTail)) {
+        Err(Error::Corrupted { lsn: at, .. }) if at == lsn => {}
+        Err(other) => panic!("{case}: {other:?}"),
+        Ok(wal) => panic!(
+            "{case}: acknowledged records cut as a torn tail: {:?}",
+            wal.recovery_report()
+        ),
+    }
+}
+
 fn check_prefix(wal: &Wal, last: u64) {
     assert_eq!(wal.last_lsn(), last);
     assert_eq!(
@@ -418,15 +431,7 @@ fn a_last_record_with_an_empty_payload_still_proves_the_records_before_it() {
         let crashed = disk.crash(5);
         drop(wal);
         crashed.zero_range(SEGMENT, offset_of(9), 32);
-        match Wal::open("/sim", options(&crashed, RecoveryMode::TolerateTornTail)) {
-            Err(Error::Corrupted { lsn: 9, .. }) => {}
-            Err(other) => panic!("payload of {} bytes: {other:?}", last.len()),
-            Ok(wal) => panic!(
-                "payload of {} bytes: acknowledged records cut as a torn tail: {:?}",
-                last.len(),
-                wal.recovery_report()
-            ),
-        }
+        refused_as_corrupted_at(&crashed, 9, &format!("payload of {} bytes", last.len()));
     }
 }
 
@@ -446,14 +451,7 @@ fn a_truncation_keeps_the_proof_that_the_records_it_kept_were_acknowledged() {
     let crashed = disk.crash(5);
     drop(wal);
     crashed.flip_bit(SEGMENT, offset_of(15) + 8, 0);
-    match Wal::open("/sim", options(&crashed, RecoveryMode::TolerateTornTail)) {
-        Err(Error::Corrupted { lsn: 15, .. }) => {}
-        Err(other) => panic!("{other:?}"),
-        Ok(wal) => panic!(
-            "acknowledged record 15 cut as a torn tail: {:?}",
-            wal.recovery_report()
-        ),
-    }
+    refused_as_corrupted_at(&crashed, 15, "record 15 kept by the truncation");
 }
 
 /// Regression (found by review, 2026-12-03): the search for a proof past a damaged record read
@@ -481,14 +479,7 @@ fn records_deep_in_a_later_segment_prove_a_damaged_one_acknowledged() {
     // Record 3's LSN field: its checksum fails. The control file's watermark is below it.
     let stored = 32 + BIG as u64;
     crashed.flip_bit(SEGMENT, 4096 + 2 * stored + 8, 0);
-    match Wal::open("/sim", options(&crashed, RecoveryMode::TolerateTornTail)) {
-        Err(Error::Corrupted { lsn: 3, .. }) => {}
-        Err(other) => panic!("{other:?}"),
-        Ok(wal) => panic!(
-            "acknowledged records 3..=5 cut as a torn tail: {:?}",
-            wal.recovery_report()
-        ),
-    }
+    refused_as_corrupted_at(&crashed, 3, "records 3..=5");
 }
 
 /// Regression: point in time reported the same cut twice.

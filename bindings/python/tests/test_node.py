@@ -44,6 +44,19 @@ def wait(condition, timeout=30.0):
         time.sleep(0.01)
 
 
+def propose_once_leading(node, data, wait_for_commit=True):
+    """Proposes `data` to a node that is to lead alone, again while it does not lead yet."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if wait_for_commit:
+                return node.propose_and_wait(data, timeout=30)
+            return node.propose(data)
+        except rwal.NotLeaderError:
+            assert time.monotonic() < deadline, "the node never led"
+            time.sleep(0.01)
+
+
 @pytest.fixture
 def cluster(tmp_path):
     # Ticks of 50 ms, elections after 0.5 to 1 s: the callbacks take the GIL on the nodes'
@@ -205,14 +218,7 @@ def test_an_apply_that_raises_stops_the_node_and_close_says_why(tmp_path):
                      apply=apply, snapshot=lambda: b"", restore=lambda *_: None)
     closed = False
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                fine, _ = node.propose_and_wait(b"fine", timeout=30)
-                break
-            except rwal.NotLeaderError:
-                assert time.monotonic() < deadline, "the node never led"
-                time.sleep(0.01)
+        fine, _ = propose_once_leading(node, b"fine")
         assert applied == [b"fine"]
         # Committed before the engine refused it: the proposer is told it committed. The
         # failed apply then stops the node, and later calls find it closed.
@@ -251,14 +257,7 @@ def test_ctrl_c_in_restore_while_the_node_opens_is_raised_by_the_open(tmp_path):
 
     node = open_node(lambda *_: None)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                lsn, _ = node.propose_and_wait(b"record", timeout=30)
-                break
-            except rwal.NotLeaderError:
-                assert time.monotonic() < deadline, "the node never led"
-                time.sleep(0.01)
+        lsn, _ = propose_once_leading(node, b"record")
         wait(lambda: node.status()["applied_lsn"] >= lsn)
         node.checkpoint(lsn, b"state")
     finally:
@@ -293,14 +292,7 @@ def test_a_callback_that_asks_for_the_status_while_the_node_closes_does_not_fail
 
     node = rwal.Node(1, tmp_path / "alone", cluster_id=1, secret=SECRET, voters=[1], tick_ms=10,
                      apply=apply, snapshot=lambda: b"", restore=lambda *_: None)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            node.propose(b"late")
-            break
-        except rwal.NotLeaderError:
-            assert time.monotonic() < deadline, "the node never led"
-            time.sleep(0.01)
+    propose_once_leading(node, b"late", wait_for_commit=False)
     assert started.wait(30), "the record was never applied"
     node.close()  # clean: the callback's call did not fail it
     assert seen == [1]
@@ -327,10 +319,7 @@ def test_a_callback_calling_a_waiting_method_gets_an_error_not_a_hung_node(tmp_p
                      tick_ms=10, apply=apply, snapshot=lambda: b"", restore=lambda *_: None)
     holder["node"] = node
     try:
-        deadline = time.monotonic() + 30
-        while node.status()["role"] != "leader":
-            assert time.monotonic() < deadline, "the node never led"
-            time.sleep(0.01)
+        wait(lambda: node.status()["role"] == "leader")
         node.propose_and_wait(b"call back", timeout=30)
         assert sorted(refused) == ["close", "propose", "read_barrier", "transfer_leadership"], \
             refused
@@ -356,10 +345,7 @@ def test_checkpoint_and_propose_copy_a_buffer_the_engine_may_change(tmp_path, mo
                      tick_ms=10, apply=lambda *_: None, snapshot=lambda: b"",
                      restore=lambda *_: None)
     try:
-        deadline = time.monotonic() + 30
-        while node.status()["role"] != "leader":
-            assert time.monotonic() < deadline, "the node never led"
-            time.sleep(0.01)
+        wait(lambda: node.status()["role"] == "leader")
         lsn, _ = node.propose_and_wait(b"one", timeout=30)
         wait(lambda: node.status()["applied_lsn"] >= lsn)
         monkeypatch.setattr(rwal.node, "_stable", recording)
@@ -411,10 +397,7 @@ def test_a_node_collected_inside_its_own_callback_is_closed_later_not_joined_the
     node = rwal.Node(1, tmp_path / "cyclic", cluster_id=1, secret=SECRET, voters=[1],
                      tick_ms=10, apply=apply, snapshot=lambda: b"", restore=lambda *_: None)
     node.itself = node  # a cycle: only the cycle collector frees it
-    deadline = time.monotonic() + 30
-    while node.status()["role"] != "leader":
-        assert time.monotonic() < deadline, "the node never led"
-        time.sleep(0.01)
+    wait(lambda: node.status()["role"] == "leader")
     # No automatic collection on this thread in the window: the one in the callback is the
     # test (gc.collect() works while automatic collection is off).
     gc.disable()

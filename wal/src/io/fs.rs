@@ -13,6 +13,8 @@ use memmap2::{Advice, MmapOptions, MmapRaw};
 
 use super::recorder::SyncRecorder;
 use super::uring::{self, Ring, UringSync, BLOCK_BYTES};
+use super::writeback::{WriteBack, WritebackPacer, ZERO_FILL_STEP_BYTES};
+use super::{Dir, DirLock, File, Preallocation};
 
 /// The most bytes one O_DIRECT write of `Direct::flush` covers: a multiple of the block size,
 /// under the 2 GiB - 4 KiB that Linux writes at most in one call.
@@ -26,8 +28,6 @@ fn write_pieces(lo: u64, hi: u64, max: u64) -> impl Iterator<Item = (u64, u64)> 
         .step_by(max as usize)
         .map(move |at| (at, hi.min(at + max)))
 }
-use super::writeback::{WriteBack, WritebackPacer, ZERO_FILL_STEP_BYTES};
-use super::{Dir, DirLock, File, Preallocation};
 
 /// How writes reach the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
