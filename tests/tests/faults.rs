@@ -434,3 +434,88 @@ fn records_whose_sync_failed_do_not_come_back_from_the_page_cache() {
         }
     }
 }
+
+/// The checkpoint's snapshot, read whole.
+fn snapshot_of(wal: &Wal) -> Vec<u8> {
+    use std::io::Read;
+    let mut reader = wal.open_snapshot().unwrap().expect("a snapshot");
+    let mut bytes = Vec::new();
+    reader.read_to_end(&mut bytes).unwrap();
+    bytes
+}
+
+/// A control write whose sync did not happen (the process died first: the write is in the page
+/// cache, dirty) or failed (fsyncgate: clean, readable, never written). The restarted process
+/// opens the log, and its recovery removes what the control file no longer names (here the
+/// older checkpoint's snapshot). It must act on the control file the disk holds: had it acted
+/// on the cached copy and that copy been lost at the next power cut, the log would name a
+/// snapshot already removed, and open in no mode (found by review, 2026-12-03).
+#[test]
+fn recovery_acts_on_the_control_file_the_disk_holds() {
+    for forgetting in [false, true] {
+        for seed in 0..8 {
+            let case = format!("forgetting {forgetting}, seed {seed}");
+            let disk = SimDisk::new();
+            let wal = Wal::open("/sim", sim(&disk)).unwrap();
+            for i in 1..=3 {
+                wal.append_durable(&payload(i, 300)).unwrap();
+            }
+            wal.checkpoint(2, Some(b"state at 2")).unwrap();
+            disk.fail_next_sync_of("control", libc::EIO, forgetting);
+            let failed = wal.checkpoint(3, Some(b"state at 3"));
+            assert!(failed.is_err(), "{case}: {failed:?}");
+            drop(wal);
+
+            // The restarted process, on the page cache the failure (or the death) left.
+            let wal = Wal::open("/sim", sim(&disk)).unwrap_or_else(|e| panic!("{case}: {e}"));
+            // Died before its sync: the write is made durable and stands. Failed: it is gone.
+            let (at, state) = if forgetting {
+                (2, &b"state at 2"[..])
+            } else {
+                (3, &b"state at 3"[..])
+            };
+            assert_eq!(wal.latest_checkpoint().unwrap().lsn, at, "{case}");
+            assert_eq!(snapshot_of(&wal), state, "{case}");
+            drop(wal);
+
+            let crashed = disk.crash(seed);
+            let wal = Wal::open("/sim", sim(&crashed))
+                .unwrap_or_else(|e| panic!("{case}: after the power cut: {e}"));
+            assert_eq!(wal.latest_checkpoint().unwrap().lsn, at, "{case}");
+            assert_eq!(snapshot_of(&wal), state, "{case}");
+            assert_eq!(wal.last_lsn(), 3, "{case}");
+        }
+    }
+}
+
+/// The first segment's header, written when a new log is created, fails its sync the fsyncgate
+/// way (clean in the cache, never written), and `open` fails. The next open must not append
+/// behind that header: a power cut would then turn it to zeros, and the acknowledged records
+/// behind it would be taken for a prepared file's (found by review, 2026-12-03).
+#[test]
+fn a_segment_header_whose_sync_failed_is_not_appended_behind() {
+    for seed in 0..8 {
+        let disk = SimDisk::new();
+        disk.fail_first_sync_of_created("00000000000000000001.seg", libc::EIO, true);
+        match Wal::open("/sim", sim(&disk)) {
+            Err(Error::Io { source, .. }) => assert_eq!(source.raw_os_error(), Some(libc::EIO)),
+            other => panic!("seed {seed}: expected the header's sync to fail: {other:?}"),
+        }
+        let wal = Wal::open("/sim", sim(&disk)).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        for i in 1..=3 {
+            assert_eq!(
+                wal.append_durable(&payload(i, 300)).unwrap(),
+                i,
+                "seed {seed}"
+            );
+        }
+        drop(wal);
+        let crashed = disk.crash(seed);
+        let wal = Wal::open("/sim", sim(&crashed))
+            .unwrap_or_else(|e| panic!("seed {seed}: after the power cut: {e}"));
+        assert_eq!(wal.last_lsn(), 3, "seed {seed}");
+        for i in 1..=3 {
+            assert_eq!(wal.read(i).unwrap(), payload(i, 300), "seed {seed} lsn {i}");
+        }
+    }
+}

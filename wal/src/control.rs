@@ -30,6 +30,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::io::{Dir, File};
+use crate::segment;
 use crate::Lsn;
 
 /// Name of the control file in the log directory.
@@ -193,6 +194,26 @@ impl ControlState {
                 "control file says the log starts at LSN 0",
             ));
         }
+        // No log reaches these (a segment past `LSN_MAX` is refused, and so is a reset there);
+        // a file that claims them was not written by a log, and the arithmetic on the next LSN
+        // must not overflow.
+        let lsns = [
+            ("first LSN", Some(state.first_lsn)),
+            ("durable LSN", Some(state.durable_lsn)),
+            ("checkpoint LSN", state.checkpoint.map(|(lsn, _)| lsn)),
+            ("pending cut", state.pending_cut),
+        ];
+        for (what, lsn) in lsns {
+            if let Some(lsn) = lsn.filter(|&lsn| lsn > segment::LSN_MAX) {
+                return Err(Error::bad_file(
+                    path,
+                    format!(
+                        "{what} {lsn} is past the largest LSN ({})",
+                        segment::LSN_MAX
+                    ),
+                ));
+            }
+        }
         Ok(Some((u64_at(GENERATION_OFFSET), state)))
     }
 }
@@ -304,6 +325,25 @@ impl Control {
             state: newest.1,
             older_declares_an_operation,
         })
+    }
+
+    /// The control file as the disk holds it, for a recovery about to act on it (remove the
+    /// snapshots and segments it no longer names). What `open` read may be in the page cache
+    /// only: a write whose process died before its sync is there, dirty, and this sync makes
+    /// it durable; a write whose sync failed may be there, clean but never written (Linux
+    /// reports such an error once, "fsyncgate"), and dropping the clean pages reads the disk's
+    /// copy instead. Acting on either kind, then losing it at a power cut, would leave a control
+    /// file naming files already removed.
+    pub fn read_from_disk(self, dir: &dyn Dir) -> Result<Control> {
+        let path = dir.path().join(FILE_NAME);
+        self.file
+            .sync()
+            .map_err(|e| Error::io(self.file.sync_calls(), &path, e))?;
+        // Nothing else holds the file: recovery runs before anything else exists.
+        self.file.release_memory();
+        self.file.forget_cached_pages();
+        drop(self);
+        Control::open(dir)
     }
 
     /// Whether the older copy still declares a truncation or reset in progress that the newest
@@ -460,5 +500,59 @@ mod tests {
         let mut torn = bytes;
         torn[100] ^= 1;
         assert_eq!(ControlState::decode(&torn, "c").unwrap(), None);
+    }
+
+    /// A copy whose checksum holds but whose LSNs no log reaches is refused, naming the field:
+    /// the next append after a first LSN near `u64::MAX` would overflow.
+    #[test]
+    fn lsns_past_the_largest_are_refused_though_the_checksum_holds() {
+        let fine = ControlState {
+            durable_lsn: 10,
+            first_lsn: 3,
+            checkpoint: Some((5, 2)),
+            pending_cut: Some(8),
+            ..ControlState::empty()
+        };
+        assert!(ControlState::decode(&fine.encode(1), "c")
+            .unwrap()
+            .is_some());
+        let past = segment::LSN_MAX + 1;
+        for (field, state) in [
+            (
+                "first LSN",
+                ControlState {
+                    first_lsn: past,
+                    ..fine.clone()
+                },
+            ),
+            (
+                "durable LSN",
+                ControlState {
+                    durable_lsn: past,
+                    ..fine.clone()
+                },
+            ),
+            (
+                "checkpoint LSN",
+                ControlState {
+                    checkpoint: Some((past, 1)),
+                    ..fine.clone()
+                },
+            ),
+            (
+                "pending cut",
+                ControlState {
+                    pending_cut: Some(past),
+                    ..fine.clone()
+                },
+            ),
+        ] {
+            match ControlState::decode(&state.encode(1), "c") {
+                Err(Error::BadFile { reason, .. }) => {
+                    assert!(reason.starts_with(field), "{reason}")
+                }
+                other => panic!("{field}: {other:?}"),
+            }
+        }
     }
 }

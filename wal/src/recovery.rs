@@ -173,6 +173,14 @@ enum Decision {
     Skip,
 }
 
+/// Why a segment file has no open handle in the scan.
+enum NotOpened {
+    /// Opening it failed.
+    Failed(std::io::Error),
+    /// It opened, but it is longer than any segment (its length): never read.
+    TooLong(u64),
+}
+
 struct Scan<'a> {
     dir: &'a dyn Dir,
     /// `Changes::None`: a dry run, perhaps beside a live log whose files change under it, so
@@ -194,7 +202,7 @@ struct Scan<'a> {
     /// Why each file that could not be opened could not (never opened again: a file that
     /// failed once and opened later would have no first-pass check, and the scan would trust
     /// an empty one).
-    open_errors: Vec<Option<std::io::Error>>,
+    open_errors: Vec<Option<NotOpened>>,
     /// What the first pass found in each of them, in the same order.
     checks: Vec<FileCheck>,
     /// The files (indexes in `files`) that hold nothing of the log: compaction's leftovers
@@ -267,7 +275,13 @@ fn scan<'a>(dir: &'a dyn Dir, options: &Options, changes: Changes) -> Result<Dec
     }
     let mut created = false;
     let control = if Control::exists(dir)? {
-        Control::open(dir)?
+        let control = Control::open(dir)?;
+        // A dry run judges the file as the page cache holds it, like the segments.
+        if changes == Changes::Make {
+            control.read_from_disk(dir)?
+        } else {
+            control
+        }
     } else if !files.is_empty() {
         return Err(Error::bad_file(
             dir.path().join(crate::control::FILE_NAME),
@@ -306,8 +320,13 @@ fn scan<'a>(dir: &'a dyn Dir, options: &Options, changes: Changes) -> Result<Dec
         .iter()
         .map(|(sequence, name)| {
             let (file, error) = match dir.open(name) {
+                // Not read at all: the first pass would scan the whole of it (a sparse file of
+                // terabytes takes hours), and no segment is that long.
+                Ok(file) if file.len() > segment::SEGMENT_BYTES_MAX => {
+                    (None, Some(NotOpened::TooLong(file.len())))
+                }
                 Ok(file) => (Some(file), None),
-                Err(e) => (None, Some(e)),
+                Err(e) => (None, Some(NotOpened::Failed(e))),
             };
             open_errors.push(error);
             (*sequence, file)
@@ -596,9 +615,21 @@ impl Scan<'_> {
     fn file(&self, index: usize, name: &str) -> Result<Arc<dyn File>> {
         match (&self.opened[index].1, &self.open_errors[index]) {
             (Some(file), _) => Ok(Arc::clone(file)),
+            (None, Some(NotOpened::TooLong(len))) => Err(Error::BadFile {
+                path: self.dir.path().join(name),
+                reason: format!(
+                    "{len} bytes, more than any segment ({}): not a segment of this log \
+                     (move it out of the directory)",
+                    segment::SEGMENT_BYTES_MAX
+                ),
+            }),
             (None, error) => {
+                let error = match error {
+                    Some(NotOpened::Failed(e)) => Some(e),
+                    _ => None,
+                };
                 // A copy (the scan keeps the original): the OS error code where there is one.
-                let error = error.as_ref().map_or_else(
+                let error = error.map_or_else(
                     || std::io::Error::other("not opened"),
                     |e| match e.raw_os_error() {
                         Some(code) => std::io::Error::from_raw_os_error(code),
@@ -1050,8 +1081,11 @@ fn damage_path(dir: &dyn Dir, damage: &Damage) -> std::path::PathBuf {
 }
 
 fn stored_crc_at(segment: &Segment, offset: u64) -> u32 {
+    // Past the end (a crafted segment length), no checksum is stored there.
     let bytes = segment.bytes_from(offset);
-    u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"))
+    bytes
+        .get(..4)
+        .map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
 }
 
 /// The snapshot the control file names must be there and whole (its header; the body is checked
@@ -1142,20 +1176,26 @@ pub(crate) fn create_segment(
     let name = segment::file_name(sequence);
     let path = dir.path().join(&name);
     let temp = segment::temp_file_name(sequence);
+    let temp_path = dir.path().join(&temp);
     let file = dir
         .create(&temp, segment_bytes)
         .map_err(|e| Error::io("create segment", &path, e))?;
-    dir.rename(&temp, &name)
-        .map_err(|e| Error::io("rename", &path, e))?;
+    // The header is durable before the file has its name. Written after the rename, a header
+    // whose sync failed could stay in the page cache, clean and never written: the next open
+    // would read it from there, find no records to check again from the disk, and append
+    // behind a header that a power cut then turns to zeros (a prepared file, its records
+    // dropped). Under the temporary name, such a file is removed at the next open.
     let segment = activate(file, sequence, first_lsn);
     segment
         .file
         .write_at(0, &[&segment.header.encode()])
-        .map_err(|e| Error::io("write", &path, e))?;
+        .map_err(|e| Error::io("write", &temp_path, e))?;
     segment
         .file
         .sync()
-        .map_err(|e| Error::io("fdatasync", &path, e))?;
+        .map_err(|e| Error::io(segment.file.sync_calls(), &temp_path, e))?;
+    dir.rename(&temp, &name)
+        .map_err(|e| Error::io("rename", &path, e))?;
     dir.sync()
         .map_err(|e| Error::io("fsync directory", dir.path(), e))?;
     Ok(segment)

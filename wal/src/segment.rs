@@ -126,7 +126,11 @@ impl SegmentHeader {
             first_lsn: u64_at(FIRST_LSN_OFFSET),
             segment_bytes: u64_at(SIZE_OFFSET),
         };
+        // A multiple of 4096, as every segment is created (`Options::segment_bytes`): records
+        // are 8-byte aligned, and the scan reads fixed-size fields at any aligned offset below
+        // the end.
         if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&header.segment_bytes)
+            || header.segment_bytes % 4096 != 0
             || header.first_lsn == 0
             || header.first_lsn > LSN_MAX
             || header.sequence > SEQUENCE_MAX
@@ -521,6 +525,11 @@ mod tests {
             },
             SegmentHeader {
                 sequence: SEQUENCE_MAX + 1,
+                ..fine
+            },
+            // Not a multiple of 4096: the scan could read a checksum past the end.
+            SegmentHeader {
+                segment_bytes: SEGMENT_BYTES_MIN + 2,
                 ..fine
             },
         ] {

@@ -857,7 +857,7 @@ impl Inner {
                     .unwrap_or_else(|panic| {
                         let cause = format!("the sync panicked: {}", panic_message(panic.as_ref()));
                         let path = self.dir.path().to_path_buf();
-                        Err(Error::io("fdatasync", path, std::io::Error::other(cause)))
+                        Err(Error::io("sync", path, std::io::Error::other(cause)))
                     })
             })
     }
@@ -876,10 +876,10 @@ impl Inner {
             covering
         };
         for segment in segments {
-            segment
-                .file
-                .sync()
-                .map_err(|e| Error::io("fdatasync", self.dir.path().join(segment.name()), e))?;
+            segment.file.sync().map_err(|e| {
+                let path = self.dir.path().join(segment.name());
+                Error::io(segment.file.sync_calls(), path, e)
+            })?;
         }
         Ok(())
     }
@@ -1141,7 +1141,7 @@ impl Inner {
         segment
             .file
             .sync()
-            .map_err(|e| Error::io("fdatasync", &path, e))?;
+            .map_err(|e| Error::io(segment.file.sync_calls(), &path, e))?;
         segment.forget_after(lsn);
         segment.unseal();
         state.pending_cut = None;

@@ -661,6 +661,21 @@ impl File for FsFile {
         Ok(())
     }
 
+    fn sync_calls(&self) -> &'static str {
+        match self.mode {
+            WriteMode::Map | WriteMode::Pwrite => "fdatasync",
+            WriteMode::Staged => {
+                "write-back of staged records (pwritev2 with RWF_DSYNC, or pwritev and fdatasync)"
+            }
+            WriteMode::Uring(UringSync::DsyncWrites) => {
+                "io_uring write-back of staged blocks (O_DIRECT, RWF_DSYNC)"
+            }
+            WriteMode::Uring(UringSync::LinkedFdatasync) => {
+                "io_uring write-back of staged blocks (O_DIRECT) and fdatasync"
+            }
+        }
+    }
+
     fn staged_bytes(&self) -> u64 {
         self.staging.as_ref().map_or(0, Staging::staged_bytes)
     }

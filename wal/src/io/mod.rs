@@ -39,6 +39,11 @@ pub(crate) trait File: Send + Sync {
     fn write_at(&self, offset: u64, parts: &[&[u8]]) -> io::Result<()>;
     /// Makes every completed write durable (`fdatasync`).
     fn sync(&self) -> io::Result<()>;
+    /// The system calls `sync` makes, as an error names them: a failure of a backend that
+    /// stages its writes comes from their write-back, not from an `fdatasync`.
+    fn sync_calls(&self) -> &'static str {
+        "fdatasync"
+    }
     /// Backends that hold writes in memory (`Staged`) write them to the file, without making
     /// them durable, once at least `staged_bytes_min` are held; this bounds their memory.
     fn write_back(&self, _staged_bytes_min: u64) -> io::Result<()> {

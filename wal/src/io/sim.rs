@@ -73,6 +73,9 @@ struct Faults {
     /// The first write to the next file created with a name that starts with this stops
     /// until released.
     hold_first_write_of: Mutex<Option<(String, SimHold)>>,
+    /// (name prefix, errno, forgetting): the first sync of the next file created with a name
+    /// that starts with the prefix fails (`SimDisk::fail_first_sync_of_created`).
+    fail_first_sync_of: Mutex<Option<(String, i32, bool)>>,
 }
 
 /// A write or sync of the simulated disk stopped until [`release`](SimHold::release)d (see
@@ -386,6 +389,22 @@ impl SimDisk {
         self.inner.faults.panic_sync.store(true, Ordering::Relaxed);
     }
 
+    /// Makes the next sync of the file `name` fail with `errno`, whichever syncs of other files
+    /// come first. With `forgetting`, as `fail_next_sync_forgetting_writes` does (its writes
+    /// clean and not durable); without, as a process that died before the sync (its writes
+    /// stay dirty, in the cache, and a later sync makes them durable). Panics if there is no
+    /// such file.
+    pub fn fail_next_sync_of(&self, name: &str, errno: i32, forgetting: bool) {
+        *self.existing(name).fail_own_sync.lock() = Some((errno, forgetting));
+    }
+
+    /// Like [`fail_next_sync_of`](SimDisk::fail_next_sync_of), for the next file created with a
+    /// name that starts with `prefix` (its first sync).
+    pub fn fail_first_sync_of_created(&self, prefix: &str, errno: i32, forgetting: bool) {
+        *self.inner.faults.fail_first_sync_of.lock() =
+            Some((prefix.to_string(), errno, forgetting));
+    }
+
     /// Makes the next open of the file `name` fail with `errno` (e.g. `libc::EMFILE`).
     pub fn fail_next_open_of(&self, name: &str, errno: i32) {
         *self.inner.faults.fail_open.lock() = Some((name.to_string(), errno));
@@ -416,6 +435,7 @@ impl SimDisk {
         *faults.fail_remove.lock() = None;
         *faults.fail_rename.lock() = None;
         *faults.fail_write_back.lock() = None;
+        *faults.fail_first_sync_of.lock() = None;
         *faults.space_limit_bytes.lock() = None;
     }
 
@@ -482,6 +502,10 @@ impl Dir for SimDir {
             let mut armed = faults.hold_first_write_of.lock();
             if matches!(&*armed, Some((prefix, _)) if name.starts_with(prefix.as_str())) {
                 *file.first_write_hold.get_mut() = armed.take().map(|(_, hold)| hold);
+            }
+            let mut armed = faults.fail_first_sync_of.lock();
+            if matches!(&*armed, Some((prefix, ..)) if name.starts_with(prefix.as_str())) {
+                *file.fail_own_sync.get_mut() = armed.take().map(|(_, errno, f)| (errno, f));
             }
         }
         let file = Arc::new(file);
@@ -578,6 +602,9 @@ pub(crate) struct SimFile {
     faults: Arc<Faults>,
     /// The first write stops here until released (`SimDisk::hold_first_write_of`).
     first_write_hold: Mutex<Option<SimHold>>,
+    /// The next sync of this file fails with this errno, forgetting its writes if true
+    /// (`SimDisk::fail_next_sync_of`).
+    fail_own_sync: Mutex<Option<(i32, bool)>>,
 }
 
 struct Durable {
@@ -597,6 +624,7 @@ impl SimFile {
             }),
             faults,
             first_write_hold: Mutex::new(None),
+            fail_own_sync: Mutex::new(None),
         }
     }
 
@@ -632,6 +660,7 @@ impl SimFile {
             }),
             faults,
             first_write_hold: Mutex::new(None),
+            fail_own_sync: Mutex::new(None),
         }
     }
 
@@ -699,6 +728,12 @@ impl File for SimFile {
         }
         self.faults.sync_attempt()?;
         let mut durable = self.durable.lock();
+        if let Some((errno, forgetting)) = self.fail_own_sync.lock().take() {
+            if forgetting {
+                durable.dirty.fill(false);
+            }
+            return Err(io::Error::from_raw_os_error(errno));
+        }
         if let Some(errno) = self.faults.fail_sync_forgetting.lock().take() {
             durable.dirty.fill(false);
             return Err(io::Error::from_raw_os_error(errno));
