@@ -465,7 +465,8 @@ typedef int32_t rwal_recovery_mode;
 #define RWAL_ERR_TIMEOUT (-11)
 
 /**
- * The library panicked: a bug in rwal. The handle should not be used further.
+ * The library panicked: a bug in rwal. The handle should not be used further, except to
+ * close or free it (which releases its memory and its directory).
  */
 #define RWAL_ERR_PANIC (-12)
 
@@ -475,7 +476,7 @@ typedef int32_t rwal_recovery_mode;
 #define RWAL_ERR_NO_LOG (-13)
 
 /**
- * A reader or pin holds records the operation would remove.
+ * A reader, pin or checkpoint writer holds records the operation would remove.
  */
 #define RWAL_ERR_PINNED (-14)
 
@@ -729,7 +730,8 @@ rwal_status rwal_append(rwal_log *log, const uint8_t *data, size_t len, uint64_t
 
 /**
  * Appends `count` records with contiguous LSNs; writes the first to `*first_lsn_out`.
- * Thread-safe.
+ * Thread-safe. An empty batch (`count` 0) is `RWAL_ERR_INVALID_ARGUMENT`; `records` may then
+ * be NULL.
  *
  * # Safety
  * `log` is a live handle; `records` points to `count` slices, each with readable bytes;
@@ -1042,7 +1044,8 @@ rwal_status rwal_node_close(rwal_node *node);
 rwal_status rwal_node_local_addr(const rwal_node *node, char *buf, size_t cap, size_t *len_out);
 
 /**
- * Adds a peer (a node joining) or changes a peer's address, at run time.
+ * Adds a peer (a node joining) or changes a peer's address, at run time. A peer added again
+ * at the address it has keeps its connection and what is queued for it.
  *
  * # Safety
  * `node` is live; `addr` is NUL-terminated.
@@ -1214,6 +1217,8 @@ rwal_status rwal_node_reader_open(rwal_node *node,
  * The next committed record: its LSN, epoch, kind (`RWAL_RECORD_USER` or
  * `RWAL_RECORD_SYSTEM`), and a pointer to its bytes and their length, valid until the next
  * call on this reader or its free. `RWAL_END` at the commit LSN (call again later).
+ * `RWAL_ERR_INVALID_ARGUMENT` from the restore callback, where the snapshot install holds the
+ * log until the callback returns.
  *
  * # Safety
  * `reader` is live and used by this thread only; the outputs are writable.
@@ -1303,6 +1308,8 @@ rwal_status rwal_options_set_background_thread(rwal_options *opts, bool enabled)
 /**
  * Opens a reader at `from_lsn` (from `rwal_first_lsn` to `rwal_last_lsn + 1`). While it lives
  * it pins the record it last returned: `rwal_truncate_after` below it is refused.
+ * `RWAL_ERR_COMPACTED` below the first LSN, `RWAL_ERR_NOT_FOUND` past `rwal_last_lsn + 1`,
+ * `RWAL_ERR_POISONED` or `RWAL_ERR_CLOSED` for a log that accepts nothing more.
  *
  * # Safety
  * `log` is a live handle; `reader_out` is writable.

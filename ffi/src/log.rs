@@ -178,7 +178,8 @@ pub unsafe extern "C" fn rwal_append(
 }
 
 /// Appends `count` records with contiguous LSNs; writes the first to `*first_lsn_out`.
-/// Thread-safe.
+/// Thread-safe. An empty batch (`count` 0) is `RWAL_ERR_INVALID_ARGUMENT`; `records` may then
+/// be NULL.
 ///
 /// # Safety
 /// `log` is a live handle; `records` points to `count` slices, each with readable bytes;

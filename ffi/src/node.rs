@@ -839,7 +839,8 @@ unsafe fn put_text(
     Ok(())
 }
 
-/// Adds a peer (a node joining) or changes a peer's address, at run time.
+/// Adds a peer (a node joining) or changes a peer's address, at run time. A peer added again
+/// at the address it has keeps its connection and what is queued for it.
 ///
 /// # Safety
 /// `node` is live; `addr` is NUL-terminated.
@@ -1234,6 +1235,8 @@ pub unsafe extern "C" fn rwal_node_reader_open(
 /// The next committed record: its LSN, epoch, kind (`RWAL_RECORD_USER` or
 /// `RWAL_RECORD_SYSTEM`), and a pointer to its bytes and their length, valid until the next
 /// call on this reader or its free. `RWAL_END` at the commit LSN (call again later).
+/// `RWAL_ERR_INVALID_ARGUMENT` from the restore callback, where the snapshot install holds the
+/// log until the callback returns.
 ///
 /// # Safety
 /// `reader` is live and used by this thread only; the outputs are writable.

@@ -41,11 +41,12 @@ pub const RWAL_ERR_BUFFER_TOO_SMALL: rwal_status = -9;
 pub const RWAL_ERR_UNSUPPORTED: rwal_status = -10;
 /// A wait ran out of time.
 pub const RWAL_ERR_TIMEOUT: rwal_status = -11;
-/// The library panicked: a bug in rwal. The handle should not be used further.
+/// The library panicked: a bug in rwal. The handle should not be used further, except to
+/// close or free it (which releases its memory and its directory).
 pub const RWAL_ERR_PANIC: rwal_status = -12;
 /// The directory holds no log and the options did not ask to create one.
 pub const RWAL_ERR_NO_LOG: rwal_status = -13;
-/// A reader or pin holds records the operation would remove.
+/// A reader, pin or checkpoint writer holds records the operation would remove.
 pub const RWAL_ERR_PINNED: rwal_status = -14;
 /// The log was closed.
 pub const RWAL_ERR_CLOSED: rwal_status = -15;

@@ -930,12 +930,27 @@ impl CommittedReader {
     /// an empty buffer takes one record larger than that if it is at most `alone_max` bytes.
     /// Returns the LSN and size of a first record it left unread for being larger.
     fn fill(&mut self, cap: usize, alone_max: usize) -> Result<Option<(Lsn, usize)>> {
+        // The gate is shared with other readers; a snapshot install waits until this read is
+        // done. Only the node's thread installs, holding the gate while the state machine's
+        // `restore` runs: a read from there would wait for itself, so there the gate is tried
+        // first, whatever the commit LSN.
+        let gate_of_its_thread = if self.shared.thread.get() == Some(&std::thread::current().id()) {
+            Some(self.install_gate.try_read().ok_or_else(|| {
+                Error::invalid(
+                    "thread",
+                    "a committed reader read from the state machine's restore, whose \
+                     snapshot install holds the log until restore returns: it would wait \
+                     for itself",
+                )
+            })?)
+        } else {
+            None
+        };
         let commit = self.shared.status.lock().commit_lsn;
         if self.next_lsn > commit {
             return Ok(None);
         }
-        // Shared with other readers; a snapshot install waits until this read is done.
-        let _gate = self.install_gate.read();
+        let _gate = gate_of_its_thread.unwrap_or_else(|| self.install_gate.read());
         let mut reader = self.wal.reader(self.next_lsn)?;
         let mut bytes = 0;
         while reader.next_lsn() <= commit && self.buffered.len() < READER_BATCH_RECORDS {

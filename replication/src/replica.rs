@@ -44,7 +44,9 @@ pub trait StateMachine: Send + 'static {
 
     /// Replace the whole state with `snapshot`, the state as of `lsn` (written in `epoch`):
     /// called when the leader sends a snapshot, and at open with the latest checkpoint's. An
-    /// error stops the replica with [`Error::Engine`].
+    /// error stops the replica with [`Error::Engine`]. The install holds the log while this
+    /// runs: a [`CommittedReader`](crate::CommittedReader) read from here gets
+    /// `InvalidArgument` (it would wait for the install to end).
     fn restore(&mut self, lsn: Lsn, epoch: u64, snapshot: &[u8]) -> EngineResult;
 
     /// The state as of the last record applied: asked for when the leader must send a

@@ -539,6 +539,10 @@ fn a_learner_joins_by_snapshot_is_promoted_and_the_leader_removed() {
     // snapshot install that replaces that log.
     let mut early_reader = cluster.node(4).reader(1).unwrap();
     assert_eq!(early_reader.next().unwrap(), None, "nothing committed yet");
+    // The newcomer's engine reads its log from inside `restore` too: refused there, where the
+    // install holds the log, instead of a node waiting for itself.
+    let newcomer = cluster.nodes[&4].1 .2.clone();
+    *newcomer.reader_in_restore.lock() = Some(cluster.node(4).reader(1).unwrap());
     let lsn = cluster
         .node(leader)
         .change_membership(MembershipChange::AddLearner(4))
@@ -557,6 +561,19 @@ fn a_learner_joins_by_snapshot_is_promoted_and_the_leader_removed() {
     assert!(cluster.node(4).status().membership.learners.contains(&4));
     assert_eq!(cluster.node(4).status().failure, None);
     assert_eq!(faults.snapshots_refused.load(Ordering::Relaxed), 2);
+    let read_in_restore = std::mem::take(&mut *newcomer.read_in_restore.lock());
+    assert!(!read_in_restore.is_empty(), "restore never ran");
+    for read in read_in_restore {
+        match read {
+            Err(Error::InvalidArgument {
+                name: "thread",
+                reason,
+            }) => {
+                assert!(reason.contains("restore"), "{reason}")
+            }
+            other => panic!("a read inside restore: {other:?}"),
+        }
+    }
     // The reader fell behind the snapshot: it says so instead of reading a replaced log.
     match early_reader.next() {
         Err(Error::Wal(rwal_wal::Error::Compacted { lsn: 1, .. })) => {}

@@ -327,7 +327,8 @@ class Node(_Handle):
         return ffi.string(buf).decode()
 
     def add_peer(self, peer: int, addr: str) -> None:
-        """Adds a peer (or changes its address) while the node runs."""
+        """Adds a peer (or changes its address) while the node runs. A peer added again at
+        the address it has keeps its connection."""
         self._call(lib.rwal_node_add_peer, peer, _c_string(addr, "peer address"))
 
     def propose(self, data) -> Tuple[int, int]:

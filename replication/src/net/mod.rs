@@ -356,11 +356,18 @@ impl PeerNetwork {
         self.local_addr
     }
 
-    /// Adds a peer (a node joining the cluster), or changes a peer's address.
+    /// Adds a peer (a node joining the cluster), or changes a peer's address. A peer added
+    /// again at the address it has keeps its connection and what is queued for it (a
+    /// configuration reloaded with every peer in it must not cut a snapshot stream short).
     pub fn add_peer(&self, id: NodeId, addr: SocketAddr) -> Result<()> {
         if id == 0 || id == self.shared.identity.id {
             return Err(Error::invalid("peer", format!("{id} cannot be a peer")));
         }
+        let peers = self.shared.peers.read();
+        if peers.get(&id).is_some_and(|known| known.addr == addr) {
+            return Ok(());
+        }
+        drop(peers);
         let peer = Arc::new(Peer {
             id,
             addr,
@@ -1760,6 +1767,29 @@ mod tests {
                 std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
             ),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn a_peer_added_again_keeps_its_link_unless_its_address_changes() {
+        let h = harness();
+        let first = h.network.shared.peers.read()[&2].clone();
+        h.network.add_peer(2, first.addr).unwrap();
+        let again = h.network.shared.peers.read()[&2].clone();
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "the same address replaced the peer"
+        );
+        assert!(!first.retired.load(Ordering::SeqCst));
+        h.network
+            .add_peer(2, "127.0.0.1:10".parse().unwrap())
+            .unwrap();
+        let moved = h.network.shared.peers.read()[&2].clone();
+        assert!(!Arc::ptr_eq(&first, &moved));
+        assert_eq!(moved.addr, "127.0.0.1:10".parse().unwrap());
+        assert!(
+            first.retired.load(Ordering::SeqCst),
+            "the old link was kept"
         );
     }
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use rwal_replication::{EngineResult, StateMachine};
+use rwal_replication::{CommittedReader, EngineResult, StateMachine};
 use rwal_wal::Lsn;
 
 /// Every applied record by LSN, the LSNs of the snapshots it was restored from, and the
@@ -29,6 +29,10 @@ pub struct Faults {
     /// `snapshot` adds this many zero bytes, as a record at LSN 0 that `restore` drops: a large
     /// state without a large engine.
     pub snapshot_padding: AtomicUsize,
+    /// `restore` reads from this reader (an engine tailing its own log from there) and notes
+    /// what it got in `read_in_restore`.
+    pub reader_in_restore: Mutex<Option<CommittedReader>>,
+    pub read_in_restore: Mutex<Vec<Result<Option<Lsn>, rwal_replication::Error>>>,
 }
 
 impl StateMachine for Engine {
@@ -65,6 +69,10 @@ impl StateMachine for Engine {
     }
 
     fn restore(&mut self, lsn: Lsn, _epoch: u64, snapshot: &[u8]) -> EngineResult {
+        if let Some(reader) = self.2.reader_in_restore.lock().as_mut() {
+            let read = reader.next().map(|record| record.map(|r| r.lsn));
+            self.2.read_in_restore.lock().push(read);
+        }
         self.1.lock().push(lsn);
         let mut state = decode(snapshot);
         state.remove(&0);
