@@ -7,8 +7,9 @@
 
 #include <stdio.h>
 
-static int passed = 0;
-static int failed = 0;
+/* Atomic: the node tests check inside callbacks, on the nodes' threads. */
+static _Atomic int passed = 0;
+static _Atomic int failed = 0;
 
 #define CHECK(cond)                                                                  \
     do {                                                                             \

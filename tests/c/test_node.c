@@ -30,6 +30,7 @@ struct engine {
     uint64_t leader;
     uint64_t leader_changes;
     uint64_t restores;
+    uint64_t snapshots;
     /* For the re-entry test: the node, and what its calls made from apply returned. */
     rwal_node *node;
     int reentered;
@@ -72,6 +73,7 @@ static int on_snapshot(void *userdata, rwal_snapshot_sink *sink) {
     struct engine *e = userdata;
     pthread_mutex_lock(&e->lock);
     uint64_t state[2] = {e->count, e->sum};
+    e->snapshots++;
     pthread_mutex_unlock(&e->lock);
     return rwal_snapshot_sink_write(sink, (const uint8_t *)state, sizeof state) == RWAL_OK ? 0
                                                                                            : -1;
@@ -409,15 +411,23 @@ static void on_log(rwal_log_level level, const char *message, void *userdata) {
         failure_reports++;
 }
 
-/* Opens node 1 of a cluster of one in `path` with `e` as its engine. */
-static rwal_node *open_alone(const char *path, struct engine *e) {
+/* Opens node `id` in `path` with `e` as its engine, in segments of 1 MiB: node 1 founds a
+ * cluster of one, another joins (it waits for the leader to add it). */
+static rwal_node *open_node(const char *path, uint64_t id, struct engine *e) {
     static const uint8_t secret[] = "a secret for a node of its own";
     const uint64_t voters[1] = {1};
     rwal_node_options *opts = NULL;
-    CHECK_STATUS(rwal_node_options_new(1, path, &opts), RWAL_OK);
+    CHECK_STATUS(rwal_node_options_new(id, path, &opts), RWAL_OK);
     CHECK_STATUS(rwal_node_options_set_cluster(opts, 43, secret, sizeof secret - 1), RWAL_OK);
     CHECK_STATUS(rwal_node_options_set_listen(opts, "127.0.0.1:0"), RWAL_OK);
-    CHECK_STATUS(rwal_node_options_set_voters(opts, voters, 1, false), RWAL_OK);
+    if (id == 1)
+        CHECK_STATUS(rwal_node_options_set_voters(opts, voters, 1, false), RWAL_OK);
+    else
+        CHECK_STATUS(rwal_node_options_set_voters(opts, NULL, 0, true), RWAL_OK);
+    rwal_options *log_opts = rwal_options_new();
+    CHECK_STATUS(rwal_options_set_segment_size(log_opts, 1 << 20), RWAL_OK);
+    CHECK_STATUS(rwal_node_options_set_log_options(opts, log_opts), RWAL_OK);
+    rwal_options_free(log_opts);
     CHECK_STATUS(rwal_node_options_set_tick_ms(opts, 50), RWAL_OK);
     CHECK_STATUS(rwal_node_options_set_callbacks(opts, on_apply, on_snapshot, on_restore,
                                                  on_leader, e),
@@ -426,6 +436,92 @@ static rwal_node *open_alone(const char *path, struct engine *e) {
     CHECK_STATUS(rwal_node_open(opts, &node), RWAL_OK);
     rwal_node_options_free(opts);
     return node;
+}
+
+/* Opens node 1 of a cluster of one in `path` with `e` as its engine. */
+static rwal_node *open_alone(const char *path, struct engine *e) { return open_node(path, 1, e); }
+
+/* Proposes on `node` until it leads and the record commits; returns its LSN (0: it never did). */
+static uint64_t propose_leading(rwal_node *node, const uint8_t *data, size_t len) {
+    uint64_t lsn = 0, epoch = 0;
+    rwal_status st = RWAL_ERR_NOT_LEADER;
+    for (int waited = 0; waited < WAIT_MS && st == RWAL_ERR_NOT_LEADER; waited += 10) {
+        st = rwal_node_propose_and_wait(node, data, len, WAIT_MS, &lsn, &epoch);
+        if (st == RWAL_ERR_NOT_LEADER) sleep_ms(10);
+    }
+    CHECK_STATUS(st, RWAL_OK);
+    return st == RWAL_OK ? lsn : 0;
+}
+
+/* A learner added after the leader compacted its log is seeded by a snapshot: the leader's
+ * snapshot callback writes its engine's state through the sink, the learner's restore callback
+ * gets exactly that, and the records after it come by the log. */
+static void test_learner_by_snapshot(const char *dir) {
+    char path[512], joining[512];
+    snprintf(path, sizeof path, "%s/seeding", dir);
+    snprintf(joining, sizeof joining, "%s/joining", dir);
+    struct engine seeding = {0}, learner = {0};
+    pthread_mutex_init(&seeding.lock, NULL);
+    pthread_mutex_init(&learner.lock, NULL);
+    rwal_node *leader = open_node(path, 1, &seeding);
+    if (leader == NULL) return;
+    /* Over two segments of 1 MiB, so that compaction can drop the first. */
+    static uint8_t big[100000];
+    uint64_t last = 0;
+    for (int r = 0; r < 24; r++) {
+        memset(big, r + 1, sizeof big);
+        last = propose_leading(leader, big, sizeof big);
+    }
+    CHECK(last > 0);
+    rwal_node_status s;
+    CHECK_STATUS(rwal_node_status_get(leader, &s), RWAL_OK);
+    pthread_mutex_lock(&seeding.lock);
+    uint64_t state[2] = {seeding.count, seeding.sum};
+    pthread_mutex_unlock(&seeding.lock);
+    CHECK_STATUS(rwal_node_checkpoint(leader, s.applied_lsn, (const uint8_t *)state, sizeof state),
+                 RWAL_OK);
+    for (int waited = 0; waited < WAIT_MS && s.first_lsn <= 1; waited += 10) {
+        CHECK_STATUS(rwal_node_compact(leader), RWAL_OK);
+        CHECK_STATUS(rwal_node_status_get(leader, &s), RWAL_OK);
+        if (s.first_lsn <= 1) sleep_ms(10);
+    }
+    CHECK(s.first_lsn > 1);
+
+    rwal_node *newcomer = open_node(joining, 2, &learner);
+    if (newcomer == NULL) return;
+    char leader_addr[64], newcomer_addr[64];
+    size_t len = 0;
+    CHECK_STATUS(rwal_node_local_addr(leader, leader_addr, sizeof leader_addr, &len), RWAL_OK);
+    CHECK_STATUS(rwal_node_local_addr(newcomer, newcomer_addr, sizeof newcomer_addr, &len),
+                 RWAL_OK);
+    CHECK_STATUS(rwal_node_add_peer(newcomer, 1, leader_addr), RWAL_OK);
+    uint64_t change = 0;
+    CHECK_STATUS(rwal_node_change_membership(leader, RWAL_MEMBERSHIP_ADD_LEARNER, 2,
+                                             newcomer_addr, &change),
+                 RWAL_OK);
+    /* Added again at the same address: the link to the learner stays as it is. */
+    CHECK_STATUS(rwal_node_add_peer(leader, 2, newcomer_addr), RWAL_OK);
+    memset(big, 0xEE, 1000);
+    last = propose_leading(leader, big, 1000);
+    for (int waited = 0; waited < WAIT_MS; waited += 10) {
+        CHECK_STATUS(rwal_node_status_get(newcomer, &s), RWAL_OK);
+        if (s.applied_lsn >= last) break;
+        sleep_ms(10);
+    }
+    CHECK(last > 0 && s.applied_lsn >= last);
+    CHECK(s.learners == 1 && s.voters == 1);
+    pthread_mutex_lock(&seeding.lock);
+    pthread_mutex_lock(&learner.lock);
+    CHECK(seeding.snapshots >= 1);
+    CHECK(learner.restores >= 1);
+    CHECK(learner.count == seeding.count && learner.sum == seeding.sum);
+    CHECK(learner.count == 25);
+    pthread_mutex_unlock(&learner.lock);
+    pthread_mutex_unlock(&seeding.lock);
+    CHECK_STATUS(rwal_node_close(newcomer), RWAL_OK);
+    CHECK_STATUS(rwal_node_close(leader), RWAL_OK);
+    pthread_mutex_destroy(&seeding.lock);
+    pthread_mutex_destroy(&learner.lock);
 }
 
 /* An engine that cannot apply a committed record stops its node; closing it reports why and
@@ -554,6 +650,7 @@ int main(int argc, char **argv) {
     test_bad_options(argv[1]);
     test_engine_failure(argv[1]);
     test_reentry(argv[1]);
+    test_learner_by_snapshot(argv[1]);
     test_cluster(argv[1]);
     printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;

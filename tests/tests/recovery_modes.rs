@@ -377,57 +377,58 @@ fn inspect_calls_a_resized_segment_corruption_above_the_watermark_too() {
 }
 
 /// A file named like a segment but longer than any segment can be (here sparse, 16 GiB) is
-/// refused at open without being read, in every mode, and left as it was: reading it whole
-/// would take minutes per terabyte, and no mode may skip or remove what is not the log's.
+/// refused at open without being mapped or read, in every mode and with every backend that
+/// maps files differently, and left as it was: reading it whole would take minutes per
+/// terabyte (`Staged` would first ask for staging memory of its size), and no mode may skip or
+/// remove what is not the log's.
 #[test]
 fn a_file_longer_than_any_segment_is_refused_unread_in_every_mode() {
-    let temp = rwal_tests::TempDir::new("too-long");
-    let dir = temp.join("log");
-    let options = |mode| {
-        Options::new()
-            .segment_bytes(1 << 20)
-            .background_threads(false)
-            .recovery_mode(mode)
-    };
-    let wal = Wal::open(&dir, options(RecoveryMode::TolerateTornTail)).unwrap();
-    for i in 0..3 {
-        wal.append_durable(&payload(i, PAYLOAD)).unwrap();
-    }
-    wal.close().unwrap();
-    let path = dir.join(SEGMENT);
-    let grown = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-    grown.set_len(16 << 30).unwrap();
-    for mode in [
-        RecoveryMode::TolerateTornTail,
-        RecoveryMode::AbsoluteConsistency,
-        RecoveryMode::PointInTime,
-        RecoveryMode::SkipCorrupted,
-    ] {
-        match Wal::open(&dir, options(mode)) {
-            Err(Error::BadFile {
-                path: named,
-                reason,
-            }) => {
-                assert_eq!(named, path, "{mode:?}");
-                assert!(
-                    reason.contains("more than any segment"),
-                    "{mode:?}: {reason}"
-                );
-            }
-            other => panic!("{mode:?}: expected the file refused, got {other:?}"),
+    for backend in [Backend::Mmap, Backend::Staged] {
+        let temp = rwal_tests::TempDir::new("too-long");
+        let dir = temp.join("log");
+        let options = |mode| {
+            Options::new()
+                .backend(backend.clone())
+                .segment_bytes(1 << 20)
+                .background_threads(false)
+                .recovery_mode(mode)
+        };
+        let wal = Wal::open(&dir, options(RecoveryMode::TolerateTornTail)).unwrap();
+        for i in 0..3 {
+            wal.append_durable(&payload(i, PAYLOAD)).unwrap();
         }
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().len(),
-            16 << 30,
-            "{mode:?}"
-        );
-    }
-    // Put back as it was, the log opens with every record.
-    grown.set_len(1 << 20).unwrap();
-    let wal = Wal::open(&dir, options(RecoveryMode::TolerateTornTail)).unwrap();
-    assert_eq!(wal.last_lsn(), 3);
-    for i in 0..3 {
-        assert_eq!(wal.read(i + 1).unwrap(), payload(i, PAYLOAD));
+        wal.close().unwrap();
+        let path = dir.join(SEGMENT);
+        let grown = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        grown.set_len(16 << 30).unwrap();
+        for mode in [
+            RecoveryMode::TolerateTornTail,
+            RecoveryMode::AbsoluteConsistency,
+            RecoveryMode::PointInTime,
+            RecoveryMode::SkipCorrupted,
+        ] {
+            match Wal::open(&dir, options(mode)) {
+                Err(Error::BadFile {
+                    path: named,
+                    reason,
+                }) => {
+                    assert_eq!(named, path, "{backend:?} {mode:?}");
+                    assert!(
+                        reason.contains("more than any segment"),
+                        "{backend:?} {mode:?}: {reason}"
+                    );
+                }
+                other => panic!("{backend:?} {mode:?}: expected the file refused, got {other:?}"),
+            }
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), 16 << 30);
+        }
+        // Put back as it was, the log opens with every record.
+        grown.set_len(1 << 20).unwrap();
+        let wal = Wal::open(&dir, options(RecoveryMode::TolerateTornTail)).unwrap();
+        assert_eq!(wal.last_lsn(), 3);
+        for i in 0..3 {
+            assert_eq!(wal.read(i + 1).unwrap(), payload(i, PAYLOAD));
+        }
     }
 }
 

@@ -658,7 +658,7 @@ impl Inner {
                 .map_err(|e| Error::io("write back", &temp_path, e))?;
         }
         file.sync()
-            .map_err(|e| Error::io("fdatasync", &temp_path, e))
+            .map_err(|e| Error::io(file.sync_calls(), &temp_path, e))
     }
 
     /// Tries again to remove the files earlier compactions left behind; those that still fail

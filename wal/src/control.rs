@@ -274,7 +274,7 @@ impl Control {
         file.write_at(slot_offset(1), &[&state.encode(1)])
             .map_err(|e| Error::io("write", &temp_path, e))?;
         file.sync()
-            .map_err(|e| Error::io("fdatasync", &temp_path, e))?;
+            .map_err(|e| Error::io(file.sync_calls(), &temp_path, e))?;
         dir.rename(TEMP_NAME, FILE_NAME)
             .map_err(|e| Error::io("rename", &temp_path, e))?;
         dir.sync()
@@ -391,7 +391,7 @@ impl Control {
                 .map_err(|e| Error::io("write", &path, e))?;
             self.file
                 .sync()
-                .map_err(|e| Error::io("fdatasync", &path, e))?;
+                .map_err(|e| Error::io(self.file.sync_calls(), &path, e))?;
             self.generation = generation;
         }
         // The copy written over was the older one: now it holds this state or the one before,

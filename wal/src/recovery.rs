@@ -319,14 +319,17 @@ fn scan<'a>(dir: &'a dyn Dir, options: &Options, changes: Changes) -> Result<Dec
     let opened: Vec<(u64, Option<Arc<dyn File>>)> = files
         .iter()
         .map(|(sequence, name)| {
-            let (file, error) = match dir.open(name) {
-                // Not read at all: the first pass would scan the whole of it (a sparse file of
-                // terabytes takes hours), and no segment is that long.
-                Ok(file) if file.len() > segment::SEGMENT_BYTES_MAX => {
-                    (None, Some(NotOpened::TooLong(file.len())))
+            // Not opened at all: mapped (and for `Staged` given staging memory of its size)
+            // and read by the first pass whole (a sparse file of terabytes takes hours), and no
+            // segment is that long.
+            let (file, error) = match dir.file_len(name) {
+                Ok(len) if len > segment::SEGMENT_BYTES_MAX => {
+                    (None, Some(NotOpened::TooLong(len)))
                 }
-                Ok(file) => (Some(file), None),
-                Err(e) => (None, Some(NotOpened::Failed(e))),
+                _ => match dir.open(name) {
+                    Ok(file) => (Some(file), None),
+                    Err(e) => (None, Some(NotOpened::Failed(e))),
+                },
             };
             open_errors.push(error);
             (*sequence, file)
@@ -1022,10 +1025,10 @@ impl Scan<'_> {
                 .sealed_last_lsn()
                 .is_none_or(|last| last > old_watermark);
             if holds_new || index + 1 == self.kept.len() {
-                segment
-                    .file
-                    .sync()
-                    .map_err(|e| Error::io("fdatasync", dir_path.join(segment.name()), e))?;
+                segment.file.sync().map_err(|e| {
+                    let path = dir_path.join(segment.name());
+                    Error::io(segment.file.sync_calls(), path, e)
+                })?;
             }
         }
         let next_sequence = files.iter().map(|(s, _)| s + 1).max().unwrap_or(1);
@@ -1186,16 +1189,25 @@ pub(crate) fn create_segment(
     // behind a header that a power cut then turns to zeros (a prepared file, its records
     // dropped). Under the temporary name, such a file is removed at the next open.
     let segment = activate(file, sequence, first_lsn);
-    segment
+    let named = segment
         .file
         .write_at(0, &[&segment.header.encode()])
-        .map_err(|e| Error::io("write", &temp_path, e))?;
-    segment
-        .file
-        .sync()
-        .map_err(|e| Error::io(segment.file.sync_calls(), &temp_path, e))?;
-    dir.rename(&temp, &name)
-        .map_err(|e| Error::io("rename", &path, e))?;
+        .map_err(|e| Error::io("write", &temp_path, e))
+        .and_then(|()| {
+            segment
+                .file
+                .sync()
+                .map_err(|e| Error::io(segment.file.sync_calls(), &temp_path, e))
+        })
+        .and_then(|()| {
+            dir.rename(&temp, &name)
+                .map_err(|e| Error::io("rename", &path, e))
+        });
+    if let Err(e) = named {
+        // Best effort: the next open removes it anyway (every `*.tmp` goes, 8.1).
+        let _ = dir.remove(&temp);
+        return Err(e);
+    }
     dir.sync()
         .map_err(|e| Error::io("fsync directory", dir.path(), e))?;
     Ok(segment)

@@ -384,7 +384,21 @@ impl PeerNetwork {
             old.retire();
         }
         let shared = self.shared.clone();
-        self.spawn(&format!("send-{id}"), move || send_loop(shared, peer))
+        let sender = peer.clone();
+        let started = self.spawn(&format!("send-{id}"), move || send_loop(shared, sender));
+        if started.is_err() {
+            // Not left in place without a sender: a retry at the same address would find it
+            // and do nothing.
+            let mut peers = self.shared.peers.write();
+            if peers
+                .get(&id)
+                .is_some_and(|known| Arc::ptr_eq(known, &peer))
+            {
+                peers.remove(&id);
+            }
+            peer.retire();
+        }
+        started
     }
 
     /// Forgets peer `id` (a node removed from the cluster): this node stops dialling it and

@@ -448,6 +448,10 @@ impl Dir for FsDir {
         self.map(file, path, false)
     }
 
+    fn file_len(&self, name: &str) -> io::Result<u64> {
+        Ok(std::fs::metadata(self.file_path(name))?.len())
+    }
+
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         self.refuse_changes()?;
         std::fs::rename(self.file_path(from), self.file_path(to))

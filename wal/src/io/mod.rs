@@ -131,6 +131,8 @@ pub(crate) trait Dir: Send + Sync {
     }
     /// Opens an existing file.
     fn open(&self, name: &str) -> io::Result<Arc<dyn File>>;
+    /// The length of an existing file, without opening or mapping it.
+    fn file_len(&self, name: &str) -> io::Result<u64>;
     /// Opens a file made by `create_plain`, for reading through a mapping whatever the backend.
     fn open_plain(&self, name: &str) -> io::Result<Arc<dyn File>> {
         self.open(name)

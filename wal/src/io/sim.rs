@@ -437,6 +437,9 @@ impl SimDisk {
         *faults.fail_write_back.lock() = None;
         *faults.fail_first_sync_of.lock() = None;
         *faults.space_limit_bytes.lock() = None;
+        for file in self.inner.state.lock().names.values() {
+            *file.fail_own_sync.lock() = None;
+        }
     }
 
     /// Limits the total size of all files: a creation past it fails with `ENOSPC`.
@@ -526,6 +529,12 @@ impl Dir for SimDir {
         let state = self.disk.inner.state.lock();
         let file = state.names.get(name).ok_or_else(|| not_found(name))?;
         Ok(file.clone())
+    }
+
+    fn file_len(&self, name: &str) -> io::Result<u64> {
+        let state = self.disk.inner.state.lock();
+        let file = state.names.get(name).ok_or_else(|| not_found(name))?;
+        Ok(file.len())
     }
 
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
