@@ -511,6 +511,12 @@ typedef int32_t rwal_recovery_mode;
  */
 #define RWAL_ERR_ABANDONED (-20)
 
+/**
+ * The record was appended but is not durable yet: readers never see past the durable LSN.
+ * Commit it (or wait for the commit that covers it) and read again.
+ */
+#define RWAL_ERR_NOT_DURABLE (-21)
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -786,14 +792,18 @@ rwal_status rwal_durable_lsn(const rwal_log *log, uint64_t *lsn_out);
 /**
  * Copies the payload of durable record `lsn` into `buf` (`cap` bytes) and its length to
  * `*len_out`. If `cap` is too small: `RWAL_ERR_BUFFER_TOO_SMALL`, nothing copied, and
- * `*len_out` is the length needed. `RWAL_ERR_NOT_FOUND` for an LSN not written or not durable,
+ * `*len_out` is the length needed. `RWAL_ERR_NOT_FOUND` for an LSN not written, `RWAL_ERR_NOT_DURABLE` for one not durable yet,
  * `RWAL_ERR_COMPACTED` below the first retained LSN. Thread-safe.
  *
  * # Safety
  * `log` is a live handle; `buf` has `cap` writable bytes (NULL if `cap` is 0); `len_out` is
  * writable.
  */
-rwal_status rwal_read(const rwal_log *log, uint64_t lsn, uint8_t *buf, size_t cap, size_t *len_out);
+rwal_status rwal_read(const rwal_log *log,
+                      uint64_t lsn,
+                      uint8_t *buf,
+                      size_t cap,
+                      size_t *len_out);
 
 /**
  * Durably removes every record after `lsn`; the next append gets `lsn + 1`.

@@ -61,6 +61,9 @@ pub const RWAL_ERR_REPLICATION: rwal_status = -19;
 /// The checkpoint was abandoned: the node began installing a leader's snapshot, which replaces
 /// the log the checkpoint described. Nothing of it was kept; the node goes on.
 pub const RWAL_ERR_ABANDONED: rwal_status = -20;
+/// The record was appended but is not durable yet: readers never see past the durable LSN.
+/// Commit it (or wait for the commit that covers it) and read again.
+pub const RWAL_ERR_NOT_DURABLE: rwal_status = -21;
 
 /// The code of an error.
 pub(crate) fn code(error: &Error) -> rwal_status {
@@ -73,7 +76,8 @@ pub(crate) fn code(error: &Error) -> rwal_status {
         Error::Corrupted { .. } | Error::BadFile { .. } => RWAL_ERR_CORRUPTED,
         Error::UnsupportedVersion { .. } | Error::Unsupported { .. } => RWAL_ERR_UNSUPPORTED,
         Error::Poisoned { .. } => RWAL_ERR_POISONED,
-        Error::NotFound { .. } | Error::NotDurable { .. } => RWAL_ERR_NOT_FOUND,
+        Error::NotFound { .. } => RWAL_ERR_NOT_FOUND,
+        Error::NotDurable { .. } => RWAL_ERR_NOT_DURABLE,
         Error::Compacted { .. } => RWAL_ERR_COMPACTED,
         Error::Pinned { .. } | Error::PinInvalidated { .. } => RWAL_ERR_PINNED,
         Error::Timeout { .. } => RWAL_ERR_TIMEOUT,
@@ -107,6 +111,7 @@ pub(crate) fn name(status: rwal_status) -> &'static [u8] {
         RWAL_ERR_BUSY => b"RWAL_ERR_BUSY\0",
         RWAL_ERR_REPLICATION => b"RWAL_ERR_REPLICATION\0",
         RWAL_ERR_ABANDONED => b"RWAL_ERR_ABANDONED\0",
+        RWAL_ERR_NOT_DURABLE => b"RWAL_ERR_NOT_DURABLE\0",
         _ => b"RWAL_UNKNOWN_STATUS\0",
     }
 }

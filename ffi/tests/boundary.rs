@@ -139,6 +139,7 @@ fn status_names_are_static_and_every_code_has_one() {
         RWAL_ERR_BUSY,
         RWAL_ERR_REPLICATION,
         RWAL_ERR_ABANDONED,
+        RWAL_ERR_NOT_DURABLE,
     ] {
         // SAFETY: rwal_status_str returns a static NUL-terminated string.
         let name = unsafe { CStr::from_ptr(rwal_status_str(code)) }

@@ -89,7 +89,8 @@ static void test_log(const char *dir) {
 
     size_t len = 0;
     uint8_t buf[16];
-    CHECK_STATUS(rwal_read(log, 1, buf, sizeof buf, &len), RWAL_ERR_NOT_FOUND); /* not durable */
+    CHECK_STATUS(rwal_read(log, 1, buf, sizeof buf, &len), RWAL_ERR_NOT_DURABLE);
+    CHECK(strcmp(rwal_status_str(RWAL_ERR_NOT_DURABLE), "RWAL_ERR_NOT_DURABLE") == 0);
     CHECK_STATUS(rwal_commit(log, 5), RWAL_OK);
     CHECK_STATUS(rwal_commit(log, 6), RWAL_ERR_NOT_FOUND);
     CHECK_STATUS(rwal_durable_lsn(log, &lsn), RWAL_OK);

@@ -33,7 +33,8 @@ __all__ = [
     "open", "Log", "Pin", "CheckpointWriter", "SnapshotReader", "Error", "InvalidArgumentError", "IoError", "CorruptedError", "PoisonedError",
     "NoSpaceError", "LockedError", "CompactedError", "NotFoundError", "UnsupportedError",
     "TimeoutError", "PanicError", "NoLogError", "PinnedError", "ClosedError", "NotLeaderError",
-    "SupersededError", "BusyError", "ReplicationError", "AbandonedError", "Node", "__version__",
+    "SupersededError", "BusyError", "ReplicationError", "AbandonedError", "NotDurableError",
+    "Node", "__version__",
 ]
 
 __version__: str = ffi.string(lib.rwal_version()).decode()
@@ -99,7 +100,13 @@ class CompactedError(Error, LookupError):
 
 
 class NotFoundError(Error, LookupError):
-    """No record with this LSN was written (or it was cut), or it is not durable yet."""
+    """No record with this LSN was written (or it was cut); also the base of
+    NotDurableError."""
+
+
+class NotDurableError(NotFoundError):
+    """The record was appended but is not durable yet: commit it, then read. A NotFoundError
+    too, as it was before it had a class of its own."""
 
 
 class UnsupportedError(Error):
@@ -178,6 +185,7 @@ _ERRORS = {
     lib.RWAL_ERR_BUSY: BusyError,
     lib.RWAL_ERR_REPLICATION: ReplicationError,
     lib.RWAL_ERR_ABANDONED: AbandonedError,
+    lib.RWAL_ERR_NOT_DURABLE: NotDurableError,
 }
 
 _BACKENDS = {

@@ -38,8 +38,12 @@ def test_empty_log_and_round_trip(path):
 def test_errors_carry_codes(path):
     with rwal.open(path, segment_size=1 << 20) as log:
         log.append(b"x")
-        with pytest.raises(rwal.NotFoundError) as err:
+        with pytest.raises(rwal.NotDurableError) as err:
             log.read(1)  # appended, not durable
+        assert err.value.code == -21 and err.value.status == "RWAL_ERR_NOT_DURABLE"
+        assert isinstance(err.value, rwal.NotFoundError)  # what it was before
+        with pytest.raises(rwal.NotFoundError) as err:
+            log.read(5)  # never written
         assert err.value.code == -8 and err.value.status == "RWAL_ERR_NOT_FOUND"
         with pytest.raises(rwal.LockedError):
             rwal.open(path)
