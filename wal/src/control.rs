@@ -327,22 +327,24 @@ impl Control {
         })
     }
 
-    /// The control file as the disk holds it, for a recovery about to act on it (remove the
-    /// snapshots and segments it no longer names). What `open` read may be in the page cache
-    /// only: a write whose process died before its sync is there, dirty, and this sync makes
-    /// it durable; a write whose sync failed may be there, clean but never written (Linux
-    /// reports such an error once, "fsyncgate"), and dropping the clean pages reads the disk's
-    /// copy instead. Acting on either kind, then losing it at a power cut, would leave a control
-    /// file naming files already removed.
-    pub fn read_from_disk(self, dir: &dyn Dir) -> Result<Control> {
+    /// [`open`](Control::open), reading the control file as the disk holds it, for a recovery
+    /// about to act on it (remove the snapshots and segments it no longer names). The page
+    /// cache may hold writes the disk does not: a write whose process died before its sync,
+    /// dirty (the sync here makes it durable), or a write whose sync failed, clean but never
+    /// written (Linux reports such an error once, "fsyncgate"; dropping the clean pages reads
+    /// the disk's copy instead). Acting on either kind, then losing it at a power cut, would
+    /// leave a control file naming files already removed.
+    pub fn open_as_on_disk(dir: &dyn Dir) -> Result<Control> {
         let path = dir.path().join(FILE_NAME);
-        self.file
-            .sync()
-            .map_err(|e| Error::io(self.file.sync_calls(), &path, e))?;
+        let file = dir
+            .open(FILE_NAME)
+            .map_err(|e| Error::io("open", &path, e))?;
+        file.sync()
+            .map_err(|e| Error::io(file.sync_calls(), &path, e))?;
         // Nothing else holds the file: recovery runs before anything else exists.
-        self.file.release_memory();
-        self.file.forget_cached_pages();
-        drop(self);
+        file.release_memory();
+        file.forget_cached_pages();
+        drop(file);
         Control::open(dir)
     }
 

@@ -177,7 +177,7 @@ enum Decision {
 enum NotOpened {
     /// Opening it failed.
     Failed(std::io::Error),
-    /// It opened, but it is longer than any segment (its length): never read.
+    /// It is longer than any segment (its length): neither opened nor read.
     TooLong(u64),
 }
 
@@ -275,12 +275,11 @@ fn scan<'a>(dir: &'a dyn Dir, options: &Options, changes: Changes) -> Result<Dec
     }
     let mut created = false;
     let control = if Control::exists(dir)? {
-        let control = Control::open(dir)?;
         // A dry run judges the file as the page cache holds it, like the segments.
         if changes == Changes::Make {
-            control.read_from_disk(dir)?
+            Control::open_as_on_disk(dir)?
         } else {
-            control
+            Control::open(dir)?
         }
     } else if !files.is_empty() {
         return Err(Error::bad_file(
@@ -319,9 +318,9 @@ fn scan<'a>(dir: &'a dyn Dir, options: &Options, changes: Changes) -> Result<Dec
     let opened: Vec<(u64, Option<Arc<dyn File>>)> = files
         .iter()
         .map(|(sequence, name)| {
-            // Not opened at all: mapped (and for `Staged` given staging memory of its size)
-            // and read by the first pass whole (a sparse file of terabytes takes hours), and no
-            // segment is that long.
+            // A file longer than any segment is not opened: opening would map it (and with
+            // `Staged` ask for staging memory of its size), and the first pass would read all
+            // of it (a sparse file of terabytes takes hours).
             let (file, error) = match dir.file_len(name) {
                 Ok(len) if len > segment::SEGMENT_BYTES_MAX => {
                     (None, Some(NotOpened::TooLong(len)))
@@ -626,21 +625,19 @@ impl Scan<'_> {
                     segment::SEGMENT_BYTES_MAX
                 ),
             }),
-            (None, error) => {
-                let error = match error {
-                    Some(NotOpened::Failed(e)) => Some(e),
-                    _ => None,
-                };
+            (None, Some(NotOpened::Failed(e))) => {
                 // A copy (the scan keeps the original): the OS error code where there is one.
-                let error = error.map_or_else(
-                    || std::io::Error::other("not opened"),
-                    |e| match e.raw_os_error() {
-                        Some(code) => std::io::Error::from_raw_os_error(code),
-                        None => std::io::Error::new(e.kind(), e.to_string()),
-                    },
-                );
+                let error = match e.raw_os_error() {
+                    Some(code) => std::io::Error::from_raw_os_error(code),
+                    None => std::io::Error::new(e.kind(), e.to_string()),
+                };
                 Err(Error::io("open", self.dir.path().join(name), error))
             }
+            (None, None) => Err(Error::io(
+                "open",
+                self.dir.path().join(name),
+                std::io::Error::other("not opened"),
+            )),
         }
     }
 
