@@ -215,10 +215,12 @@ typedef int32_t rwal_log_level;
  * `userdata` given to `rwal_set_log_callback`. Called on the thread that caused the message:
  * the caller's (a log's open reports its recovery), or a node's consensus, network or
  * checkpoint threads. (A failure of a log's background thread is not sent here: it is
- * returned by the calls that follow it.) Calls are serialized by one process-wide lock held during the call, which
- * `rwal_set_log_callback` also takes: a callback that waits for a lock the application holds
- * while calling rwal can deadlock. Nothing may unwind out of it (no C++ exception, no
- * `longjmp`).
+ * returned by the calls that follow it.) Calls are serialized by one process-wide lock held
+ * during the call, which `rwal_set_log_callback` also takes from other threads: a callback
+ * that waits for a lock the application holds while calling rwal can deadlock. From inside
+ * the callback, `rwal_set_log_callback` takes effect when the callback returns, and messages
+ * caused there (the callback opened a log, say) are dropped. Nothing may unwind out of it
+ * (no C++ exception, no `longjmp`).
  */
 typedef void (*rwal_log_fn)(rwal_log_level level, const char *message, void *userdata);
 
@@ -792,18 +794,15 @@ rwal_status rwal_durable_lsn(const rwal_log *log, uint64_t *lsn_out);
 /**
  * Copies the payload of durable record `lsn` into `buf` (`cap` bytes) and its length to
  * `*len_out`. If `cap` is too small: `RWAL_ERR_BUFFER_TOO_SMALL`, nothing copied, and
- * `*len_out` is the length needed. `RWAL_ERR_NOT_FOUND` for an LSN not written, `RWAL_ERR_NOT_DURABLE` for one not durable yet,
- * `RWAL_ERR_COMPACTED` below the first retained LSN. Thread-safe.
+ * `*len_out` is the length needed. `RWAL_ERR_NOT_FOUND` for an LSN not written,
+ * `RWAL_ERR_NOT_DURABLE` for one not durable yet, `RWAL_ERR_COMPACTED` below the first
+ * retained LSN, `RWAL_ERR_INVALID_ARGUMENT` for LSN 0 (LSNs start at 1). Thread-safe.
  *
  * # Safety
  * `log` is a live handle; `buf` has `cap` writable bytes (NULL if `cap` is 0); `len_out` is
  * writable.
  */
-rwal_status rwal_read(const rwal_log *log,
-                      uint64_t lsn,
-                      uint8_t *buf,
-                      size_t cap,
-                      size_t *len_out);
+rwal_status rwal_read(const rwal_log *log, uint64_t lsn, uint8_t *buf, size_t cap, size_t *len_out);
 
 /**
  * Durably removes every record after `lsn`; the next append gets `lsn + 1`.
@@ -845,7 +844,8 @@ size_t rwal_recovery_event(const rwal_log *log, uint64_t index, char *buf, size_
 
 /**
  * Sends messages at `level` and more severe to `callback` (NULL: no messages, the default).
- * Replaces any earlier callback. The callback must not call back into rwal.
+ * Replaces any earlier callback. Called from inside the callback (to remove or replace
+ * itself), it takes effect when the callback returns.
  *
  * # Safety
  * `callback` is NULL or a function safe to call from any thread with `userdata` until it is
@@ -1160,8 +1160,9 @@ rwal_status rwal_node_read_barrier(rwal_node *node, uint32_t timeout_ms, uint64_
 /**
  * Proposes a membership change on the leader (one at a time); writes the LSN of the change,
  * which takes effect once committed. For an addition, `addr` ("IP:PORT", or NULL if this node
- * already knows the peer) is the node's peer address, added to this node's peers (and taken
- * back if the proposal fails); for a removal it is ignored. Every node forgets a removed
+ * already knows the peer: `RWAL_ERR_INVALID_ARGUMENT` if it does not) is the node's peer
+ * address, added to this node's peers (and taken back if the proposal fails); for a removal
+ * it is ignored. Every node forgets a removed
  * member's address and connections once it applies the removal. Blocks; thread-safe.
  *
  * # Safety
@@ -1319,12 +1320,14 @@ rwal_status rwal_options_set_background_thread(rwal_options *opts, bool enabled)
  * Opens a reader at `from_lsn` (from `rwal_first_lsn` to `rwal_last_lsn + 1`). While it lives
  * it pins the record it last returned: `rwal_truncate_after` below it is refused.
  * `RWAL_ERR_COMPACTED` below the first LSN, `RWAL_ERR_NOT_FOUND` past `rwal_last_lsn + 1`,
- * `RWAL_ERR_POISONED` or `RWAL_ERR_CLOSED` for a log that accepts nothing more.
+ * `RWAL_ERR_INVALID_ARGUMENT` for LSN 0 (LSNs start at 1), `RWAL_ERR_POISONED` or `RWAL_ERR_CLOSED` for a log that accepts nothing more.
  *
  * # Safety
  * `log` is a live handle; `reader_out` is writable.
  */
-rwal_status rwal_reader_open(rwal_log *log, uint64_t from_lsn, rwal_reader **reader_out);
+rwal_status rwal_reader_open(rwal_log *log,
+                             uint64_t from_lsn,
+                             rwal_reader **reader_out);
 
 /**
  * Next record: writes its LSN, a pointer to its bytes and their length. The bytes stay valid

@@ -1,6 +1,7 @@
 //! The optional log callback: the library prints nothing; what an operator should see goes to
 //! the function the application registers.
 
+use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_void, CString};
 use std::path::Path;
 
@@ -22,10 +23,12 @@ pub const RWAL_LOG_INFO: rwal_log_level = 3;
 /// `userdata` given to `rwal_set_log_callback`. Called on the thread that caused the message:
 /// the caller's (a log's open reports its recovery), or a node's consensus, network or
 /// checkpoint threads. (A failure of a log's background thread is not sent here: it is
-/// returned by the calls that follow it.) Calls are serialized by one process-wide lock held during the call, which
-/// `rwal_set_log_callback` also takes: a callback that waits for a lock the application holds
-/// while calling rwal can deadlock. Nothing may unwind out of it (no C++ exception, no
-/// `longjmp`).
+/// returned by the calls that follow it.) Calls are serialized by one process-wide lock held
+/// during the call, which `rwal_set_log_callback` also takes from other threads: a callback
+/// that waits for a lock the application holds while calling rwal can deadlock. From inside
+/// the callback, `rwal_set_log_callback` takes effect when the callback returns, and messages
+/// caused there (the callback opened a log, say) are dropped. Nothing may unwind out of it
+/// (no C++ exception, no `longjmp`).
 #[allow(non_camel_case_types)]
 pub type rwal_log_fn = Option<
     unsafe extern "C" fn(level: rwal_log_level, message: *const c_char, userdata: *mut c_void),
@@ -40,8 +43,17 @@ struct Sink {
 /// The one process-wide setting of the library, as the API asks for a process-wide callback.
 static SINK: Mutex<Option<Sink>> = Mutex::new(None);
 
+thread_local! {
+    /// Whether this thread is inside the callback, holding `SINK`'s lock: taking the lock
+    /// again would deadlock the thread on itself.
+    static IN_CALLBACK: Cell<bool> = const { Cell::new(false) };
+    /// A replacement asked for from inside the callback, applied when it returns.
+    static REPLACEMENT: RefCell<Option<Option<Sink>>> = const { RefCell::new(None) };
+}
+
 /// Sends messages at `level` and more severe to `callback` (NULL: no messages, the default).
-/// Replaces any earlier callback. The callback must not call back into rwal.
+/// Replaces any earlier callback. Called from inside the callback (to remove or replace
+/// itself), it takes effect when the callback returns.
 ///
 /// # Safety
 /// `callback` is NULL or a function safe to call from any thread with `userdata` until it is
@@ -52,22 +64,36 @@ pub unsafe extern "C" fn rwal_set_log_callback(
     level: rwal_log_level,
     userdata: *mut c_void,
 ) {
-    *SINK.lock() = callback.map(|callback| Sink {
+    let sink = callback.map(|callback| Sink {
         callback,
         level,
         userdata: userdata as usize,
     });
+    if IN_CALLBACK.get() {
+        REPLACEMENT.set(Some(sink));
+    } else {
+        *SINK.lock() = sink;
+    }
 }
 
 fn emit(level: rwal_log_level, message: &str) {
-    let sink = SINK.lock();
-    let Some(sink) = sink.as_ref().filter(|s| level <= s.level) else {
+    if IN_CALLBACK.get() {
+        return;
+    }
+    let mut sink = SINK.lock();
+    let Some(current) = sink.as_ref().filter(|s| level <= s.level) else {
         return;
     };
     let text = CString::new(message.replace('\0', "\\0")).unwrap_or_default();
+    IN_CALLBACK.set(true);
     // SAFETY: the callback and userdata were registered together under rwal_set_log_callback's
-    // contract; the text outlives the call.
-    unsafe { (sink.callback)(level, text.as_ptr(), sink.userdata as *mut c_void) };
+    // contract; the text outlives the call. Nothing unwinds out of it (an unwind across
+    // `extern "C"` aborts), so the flag is always cleared.
+    unsafe { (current.callback)(level, text.as_ptr(), current.userdata as *mut c_void) };
+    IN_CALLBACK.set(false);
+    if let Some(replacement) = REPLACEMENT.take() {
+        *sink = replacement;
+    }
 }
 
 /// Sends an informational message (a replicated node's network events: peers connected,

@@ -1071,8 +1071,9 @@ pub unsafe extern "C" fn rwal_node_read_barrier(
 
 /// Proposes a membership change on the leader (one at a time); writes the LSN of the change,
 /// which takes effect once committed. For an addition, `addr` ("IP:PORT", or NULL if this node
-/// already knows the peer) is the node's peer address, added to this node's peers (and taken
-/// back if the proposal fails); for a removal it is ignored. Every node forgets a removed
+/// already knows the peer: `RWAL_ERR_INVALID_ARGUMENT` if it does not) is the node's peer
+/// address, added to this node's peers (and taken back if the proposal fails); for a removal
+/// it is ignored. Every node forgets a removed
 /// member's address and connections once it applies the removal. Blocks; thread-safe.
 ///
 /// # Safety
@@ -1095,15 +1096,16 @@ pub unsafe extern "C" fn rwal_node_change_membership(
             RWAL_MEMBERSHIP_REMOVE => MembershipChange::Remove(id),
             other => return Err(invalid(format!("unknown membership change {other}"))),
         };
-        let peer = match change {
-            // Checked before anything is proposed: a bad address changes nothing.
+        let adds_a_peer = matches!(
+            change,
             MembershipChange::AddVoter(_) | MembershipChange::AddLearner(_)
-                if !addr.is_null() && id != handle.node.id() =>
-            {
-                // SAFETY: forwarded caller contract.
-                Some(unsafe { address(addr, "addr")? })
-            }
-            _ => None,
+        ) && id != handle.node.id();
+        // Checked before anything is proposed: a bad address changes nothing.
+        let peer = if adds_a_peer && !addr.is_null() {
+            // SAFETY: forwarded caller contract.
+            Some(unsafe { address(addr, "addr")? })
+        } else {
+            None
         };
         // The address first, so that nothing can fail once the change is proposed; the earlier
         // one restored if the proposal is refused, unless another call set or relied on it
@@ -1112,6 +1114,14 @@ pub unsafe extern "C" fn rwal_node_change_membership(
         let (known, adding, count) = {
             let mut changes = handle.peer_changes.lock();
             let known = handle.network.peer_addr(id);
+            if adds_a_peer && peer.is_none() && known.is_none() {
+                // The change would commit, and this node could not reach the new member to
+                // send it the log.
+                return Err(invalid(format!(
+                    "addr is NULL, and node {id} has no known address: give it here or with \
+                     rwal_node_add_peer"
+                )));
+            }
             let adding = peer.filter(|at| known != Some(*at));
             if let Some(at) = adding {
                 handle.network.add_peer(id, at)?;

@@ -16,6 +16,42 @@ static void on_log(rwal_log_level level, const char *message, void *userdata) {
     messages++;
 }
 
+/* A callback that calls into rwal: it opens a log (whose messages are dropped rather than
+ * deadlocking on the callback's lock) and then removes itself (applied when it returns). */
+static int reentrant_calls = 0;
+static const char *reentrant_dir = NULL;
+static rwal_options *small_segments = NULL;
+
+static void on_log_reentrant(rwal_log_level level, const char *message, void *userdata) {
+    (void)level;
+    (void)message;
+    (void)userdata;
+    reentrant_calls++;
+    rwal_log *inner = NULL;
+    CHECK_STATUS(rwal_open(reentrant_dir, small_segments, &inner), RWAL_OK);
+    CHECK_STATUS(rwal_close(inner), RWAL_OK);
+    rwal_set_log_callback(NULL, 0, NULL);
+}
+
+static void test_log_callback_reentry(const char *scratch) {
+    char outer_dir[4096], inner_dir[4096];
+    snprintf(outer_dir, sizeof outer_dir, "%s/reentry-outer", scratch);
+    snprintf(inner_dir, sizeof inner_dir, "%s/reentry-inner", scratch);
+    reentrant_dir = inner_dir;
+    small_segments = rwal_options_new();
+    CHECK_STATUS(rwal_options_set_segment_size(small_segments, 1 << 20), RWAL_OK);
+    rwal_set_log_callback(on_log_reentrant, RWAL_LOG_INFO, NULL);
+    rwal_log *log = NULL;
+    /* The open reports "created" and "opened": the callback ran for the first only. */
+    CHECK_STATUS(rwal_open(outer_dir, small_segments, &log), RWAL_OK);
+    CHECK(reentrant_calls == 1);
+    CHECK_STATUS(rwal_close(log), RWAL_OK);
+    CHECK_STATUS(rwal_open(outer_dir, small_segments, &log), RWAL_OK);
+    CHECK(reentrant_calls == 1);
+    CHECK_STATUS(rwal_close(log), RWAL_OK);
+    rwal_options_free(small_segments);
+}
+
 static void test_version_and_statuses(void) {
     char expected[32];
     snprintf(expected, sizeof expected, "%d.%d.%d", RWAL_VERSION_MAJOR, RWAL_VERSION_MINOR,
@@ -102,6 +138,8 @@ static void test_log(const char *dir) {
     CHECK(len == 5 && memcmp(buf, "hello", 5) == 0);
     CHECK_STATUS(rwal_read(log, 2, NULL, 0, &len), RWAL_OK);
     CHECK(len == 0);
+    /* LSNs start at 1: LSN 0 is a wrong argument, not a compacted record. */
+    CHECK_STATUS(rwal_read(log, 0, buf, sizeof buf, &len), RWAL_ERR_INVALID_ARGUMENT);
 
     rwal_reader *reader = NULL;
     CHECK_STATUS(rwal_reader_open(log, 1, &reader), RWAL_OK);
@@ -261,6 +299,7 @@ int main(int argc, char **argv) {
     test_log(dir);
     test_checkpoints(argv[1]);
     test_no_log(argv[1]);
+    test_log_callback_reentry(argv[1]);
     printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;
 }

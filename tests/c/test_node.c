@@ -291,6 +291,15 @@ static void test_cluster(const char *dir) {
     uint64_t change_lsn = 0;
     CHECK_STATUS(rwal_node_change_membership(nodes[leader], 77, 4, NULL, &change_lsn),
                  RWAL_ERR_INVALID_ARGUMENT);
+    /* An addition of a node nobody gave an address for: refused before it is proposed. */
+    CHECK_STATUS(rwal_node_change_membership(nodes[leader], RWAL_MEMBERSHIP_ADD_LEARNER, 9,
+                                             NULL, &change_lsn),
+                 RWAL_ERR_INVALID_ARGUMENT);
+    char why[256];
+    rwal_last_error(why, sizeof why);
+    CHECK(strstr(why, "node 9 has no known address") != NULL);
+    CHECK_STATUS(rwal_node_status_get(nodes[leader], &s), RWAL_OK);
+    CHECK(s.voters == NODES && s.learners == 0);
 
     /* Leadership handed to a chosen follower; the old leader then refuses and names it. */
     uint64_t moved = 0;

@@ -332,7 +332,14 @@ fn a_reader_from_a_middle_lsn_and_out_of_range_starts() {
             t.name
         );
         assert!(matches!(wal.reader(502), Err(Error::NotFound { .. })));
-        assert!(matches!(wal.reader(0), Err(Error::Compacted { .. })));
+        assert!(matches!(
+            wal.reader(0),
+            Err(Error::InvalidArgument { name: "lsn", .. })
+        ));
+        assert!(matches!(
+            wal.read(0),
+            Err(Error::InvalidArgument { name: "lsn", .. })
+        ));
         wal.reader(501).unwrap();
     }
 }

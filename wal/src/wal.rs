@@ -562,6 +562,18 @@ fn checkpoint_covers(lsn: Lsn, checkpoint: Lsn) -> Error {
     )
 }
 
+/// The refusal of a read of LSN 0, which no record has: `Compacted` ("below the first
+/// retained LSN") would send the caller looking for a checkpoint.
+fn refuse_lsn_zero(lsn: Lsn) -> Result<()> {
+    if lsn == 0 {
+        return Err(Error::invalid(
+            "lsn",
+            "LSN 0 names no record (LSNs start at 1)",
+        ));
+    }
+    Ok(())
+}
+
 /// The refusal of a cut next to a record that `SkipCorrupted` recovery dropped.
 fn skipped_stretch(lsn: Lsn) -> Error {
     Error::invalid(
@@ -886,6 +898,7 @@ impl Inner {
 
     /// Fails unless `lsn` is a durable, retained LSN.
     pub(crate) fn check_readable(&self, lsn: Lsn) -> Result<()> {
+        refuse_lsn_zero(lsn)?;
         let first = self.first_lsn.load(Ordering::Acquire);
         if lsn < first {
             return Err(Error::Compacted {
@@ -913,6 +926,7 @@ impl Inner {
     /// Fails unless a reader may start at `from`.
     pub(crate) fn check_readable_start(&self, from: Lsn) -> Result<()> {
         self.group.check()?;
+        refuse_lsn_zero(from)?;
         let first = self.first_lsn.load(Ordering::Acquire);
         if from < first {
             return Err(Error::Compacted {

@@ -418,8 +418,9 @@ class Node(_Handle):
 
     def change_membership(self, change: str, peer: int, addr: Optional[str] = None) -> int:
         """"add_learner", "add_voter" (promote a learner that has caught up; a node is added as
-        a learner first) or "remove" node `peer` (its peer address is added to this node's
-        peers); on the leader; returns the change's LSN."""
+        a learner first) or "remove" node `peer` (for an addition `addr`, its peer address, is
+        added to this node's peers: None only if this node knows it already); on the leader;
+        returns the change's LSN."""
         if change not in _CHANGES:
             raise InvalidArgumentError(lib.RWAL_ERR_INVALID_ARGUMENT,
                                        "unknown change %r (one of %s)" % (change, ", ".join(_CHANGES)))
