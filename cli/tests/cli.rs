@@ -667,7 +667,7 @@ fn client_connections_leave_the_logs_file_descriptors_alone() {
     std::fs::write(&secret, "0123456789abcdef0123\n").unwrap();
     let log = dir.join("log");
     let command = format!(
-        "ulimit -n 128 && exec '{}' node --init --id 1 --dir '{}' --listen 127.0.0.1:0 \
+        "ulimit -n 256 && exec '{}' node --init --id 1 --dir '{}' --listen 127.0.0.1:0 \
          --client-listen 127.0.0.1:0 --cluster-id 1 --secret-file '{}'",
         env!("CARGO_BIN_EXE_rwal"),
         log.display(),
@@ -710,8 +710,8 @@ fn client_connections_leave_the_logs_file_descriptors_alone() {
     let mut served = Vec::new();
     let refusal = loop {
         assert!(
-            served.len() < 128,
-            "{} connections served under a limit of 128 descriptors",
+            served.len() < 256,
+            "{} connections served under a limit of 256 descriptors",
             served.len()
         );
         let mut stream = TcpStream::connect(addr).unwrap();
@@ -762,7 +762,7 @@ fn client_connections_leave_the_logs_file_descriptors_alone() {
     assert!(node.0.wait().unwrap().success(), "{shown}");
     // Said at start, before any client came.
     assert!(
-        shown.contains("warning: the open-files limit (128) leaves room for"),
+        shown.contains("warning: the open-files limit (256) leaves room for"),
         "{shown}"
     );
     assert!(

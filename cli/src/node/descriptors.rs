@@ -6,8 +6,12 @@
 //! `CLIENT_CONNECTIONS_MAX`, so the acceptor looks before it serves one.
 
 /// Descriptors client connections leave free for the log (new segments, snapshots, the control
-/// file's rewrite), the peer connections and their handshakes.
-pub const KEPT_FREE: u64 = 64;
+/// file's rewrite), the peer connections and their handshakes: 64 for the log and the peers,
+/// and 96 for the inbound handshakes the peer port runs at once (`HANDSHAKES_MAX`, 16 from
+/// peers' addresses and 16 from others, each holding its stream, a clone of it, and briefly
+/// `/dev/urandom`). With 64 in all, handshakes held open by anyone who can reach the peer port
+/// could take the whole reserve (found by review, 2026-12-03).
+pub const KEPT_FREE: u64 = 160;
 
 /// The process's soft limit of open files (`RLIMIT_NOFILE`), read from `/proc/self/limits`;
 /// `None` if that does not tell (no `/proc`, or "unlimited"). Read once, at start: reading it
