@@ -219,8 +219,9 @@ typedef int32_t rwal_log_level;
  * during the call, which `rwal_set_log_callback` also takes from other threads: a callback
  * that waits for a lock the application holds while calling rwal can deadlock. From inside
  * the callback, `rwal_set_log_callback` takes effect when the callback returns, and messages
- * caused there (the callback opened a log, say) are dropped. Nothing may unwind out of it
- * (no C++ exception, no `longjmp`).
+ * caused there are dropped. Other calls into rwal from the callback are not supported: it
+ * runs on a node's threads too, and a call that waits for them (`rwal_node_close`) would
+ * wait for itself. Nothing may unwind out of it (no C++ exception, no `longjmp`).
  */
 typedef void (*rwal_log_fn)(rwal_log_level level, const char *message, void *userdata);
 
@@ -561,7 +562,9 @@ rwal_status rwal_checkpoint(rwal_log *log, uint64_t lsn, const uint8_t *snapshot
  * the two apart, with `RWAL_ERR_NOT_FOUND` when the latest checkpoint has none; a checkpoint
  * taken between the two calls changes the answer, so compare the LSN it writes).
  * `RWAL_ERR_NOT_FOUND` if there is no checkpoint; `RWAL_ERR_BUFFER_TOO_SMALL` sets `*len_out`
- * to the size needed (read large snapshots with `rwal_snapshot_open`).
+ * to the size needed (read large snapshots with `rwal_snapshot_open`); `RWAL_ERR_CORRUPTED`
+ * if the snapshot fails its checksum, after which the bytes in `buf` are unspecified. The
+ * snapshot is copied into `buf` a slice at a time, never whole into memory of the library's.
  *
  * # Safety
  * `log` is a live handle; `lsn_out` and `len_out` are writable; `buf` has `cap` writable bytes.
@@ -640,10 +643,11 @@ rwal_status rwal_snapshot_open(rwal_log *log,
 /**
  * Reads the next bytes of the snapshot into `buf` (at most `cap`, and at most 1 MiB per call)
  * and their count into `*len_out`. `RWAL_END` after the last byte, once the checksum of the
- * whole was verified (`RWAL_ERR_CORRUPTED` if it does not match; `RWAL_ERR_IO` if the file
- * cannot be read). `cap` 0 is `RWAL_ERR_INVALID_ARGUMENT` (such a read could never end). One
- * thread at a time: calls on the same reader from two threads at once are undefined
- * behaviour.
+ * whole was verified (`RWAL_ERR_CORRUPTED` if it does not match). The file is read through a
+ * mapping: a media error there raises `SIGBUS`, as under a mapped segment (docs/design.md
+ * section 10), rather than returning `RWAL_ERR_IO`. `cap` 0 is `RWAL_ERR_INVALID_ARGUMENT`
+ * (such a read could never end). One thread at a time: calls on the same reader from two
+ * threads at once are undefined behaviour.
  *
  * # Safety
  * `reader` is a live snapshot reader used by no other thread during the call; `buf` has `cap`

@@ -78,7 +78,9 @@ pub unsafe extern "C" fn rwal_checkpoint(
 /// the two apart, with `RWAL_ERR_NOT_FOUND` when the latest checkpoint has none; a checkpoint
 /// taken between the two calls changes the answer, so compare the LSN it writes).
 /// `RWAL_ERR_NOT_FOUND` if there is no checkpoint; `RWAL_ERR_BUFFER_TOO_SMALL` sets `*len_out`
-/// to the size needed (read large snapshots with `rwal_snapshot_open`).
+/// to the size needed (read large snapshots with `rwal_snapshot_open`); `RWAL_ERR_CORRUPTED`
+/// if the snapshot fails its checksum, after which the bytes in `buf` are unspecified. The
+/// snapshot is copied into `buf` a slice at a time, never whole into memory of the library's.
 ///
 /// # Safety
 /// `log` is a live handle; `lsn_out` and `len_out` are writable; `buf` has `cap` writable bytes.
@@ -103,7 +105,7 @@ pub unsafe extern "C" fn rwal_checkpoint_latest(
                 message: "no checkpoint yet".into(),
             });
         };
-        let mut data = Vec::new();
+        let mut copied = 0usize;
         if let Some(mut reader) = snapshot {
             // The size from the header: a caller asking for it alone reads nothing.
             let len = usize::try_from(reader.len()).unwrap_or(usize::MAX);
@@ -115,39 +117,54 @@ pub unsafe extern "C" fn rwal_checkpoint_latest(
                     message: format!("snapshot of {len} bytes, buffer {cap}"),
                 });
             }
-            data.reserve_exact(len);
-            reader.read_to_end(&mut data).map_err(|e| Failure {
-                // The reader checks the body's checksum: a mismatch is `InvalidData`; any
-                // other error is the file system's.
-                status: if e.kind() == std::io::ErrorKind::InvalidData {
-                    crate::status::RWAL_ERR_CORRUPTED
-                } else {
-                    crate::status::RWAL_ERR_IO
-                },
-                message: format!("reading the snapshot of checkpoint {}: {e}", checkpoint.lsn),
-            })?;
-        }
-        if data.len() > cap {
-            return Err(Failure {
-                status: crate::status::RWAL_ERR_CORRUPTED,
-                message: format!(
-                    "the snapshot of checkpoint {} holds more bytes than its header says",
-                    checkpoint.lsn
-                ),
-            });
-        }
-        if !data.is_empty() {
-            non_null(buf, "buf")?;
-            // SAFETY: `cap >= data.len()` writable bytes at `buf`.
-            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buf, data.len()) };
+            if len > 0 {
+                non_null(buf, "buf")?;
+            }
+            // Copied a slice at a time into the caller's buffer: a copy of the whole first
+            // would double the memory, and abort the process where that much is not to be had.
+            let mut scratch = vec![0u8; len.clamp(1, SNAPSHOT_READ_BYTES_MAX)];
+            loop {
+                let n = reader
+                    .read(&mut scratch)
+                    .map_err(|e| read_failure(e, checkpoint.lsn))?;
+                if n == 0 {
+                    break; // the end, the whole's checksum verified
+                }
+                if n > len - copied {
+                    return Err(Failure {
+                        status: crate::status::RWAL_ERR_CORRUPTED,
+                        message: format!(
+                            "the snapshot of checkpoint {} holds more bytes than its header says",
+                            checkpoint.lsn
+                        ),
+                    });
+                }
+                // SAFETY: `copied + n <= len <= cap` writable bytes at `buf` (checked non-NULL
+                // since `len > 0`).
+                unsafe { std::ptr::copy_nonoverlapping(scratch.as_ptr(), buf.add(copied), n) };
+                copied += n;
+            }
         }
         // SAFETY: checked non-NULL.
         unsafe {
             lsn_out.write(checkpoint.lsn);
-            len_out.write(data.len());
+            len_out.write(copied);
         }
         Ok(())
     })
+}
+
+/// The status of a failed read of a snapshot: the reader checks the body's checksum, and a
+/// mismatch is `InvalidData`; any other error is the file system's.
+fn read_failure(e: std::io::Error, lsn: u64) -> Failure {
+    Failure {
+        status: if e.kind() == std::io::ErrorKind::InvalidData {
+            crate::status::RWAL_ERR_CORRUPTED
+        } else {
+            crate::status::RWAL_ERR_IO
+        },
+        message: format!("reading the snapshot of checkpoint {lsn}: {e}"),
+    }
 }
 
 /// Removes every segment below both the latest checkpoint and every pin (open readers hold
@@ -289,10 +306,11 @@ const SNAPSHOT_READ_BYTES_MAX: usize = 1 << 20;
 
 /// Reads the next bytes of the snapshot into `buf` (at most `cap`, and at most 1 MiB per call)
 /// and their count into `*len_out`. `RWAL_END` after the last byte, once the checksum of the
-/// whole was verified (`RWAL_ERR_CORRUPTED` if it does not match; `RWAL_ERR_IO` if the file
-/// cannot be read). `cap` 0 is `RWAL_ERR_INVALID_ARGUMENT` (such a read could never end). One
-/// thread at a time: calls on the same reader from two threads at once are undefined
-/// behaviour.
+/// whole was verified (`RWAL_ERR_CORRUPTED` if it does not match). The file is read through a
+/// mapping: a media error there raises `SIGBUS`, as under a mapped segment (docs/design.md
+/// section 10), rather than returning `RWAL_ERR_IO`. `cap` 0 is `RWAL_ERR_INVALID_ARGUMENT`
+/// (such a read could never end). One thread at a time: calls on the same reader from two
+/// threads at once are undefined behaviour.
 ///
 /// # Safety
 /// `reader` is a live snapshot reader used by no other thread during the call; `buf` has `cap`

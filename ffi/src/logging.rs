@@ -27,8 +27,9 @@ pub const RWAL_LOG_INFO: rwal_log_level = 3;
 /// during the call, which `rwal_set_log_callback` also takes from other threads: a callback
 /// that waits for a lock the application holds while calling rwal can deadlock. From inside
 /// the callback, `rwal_set_log_callback` takes effect when the callback returns, and messages
-/// caused there (the callback opened a log, say) are dropped. Nothing may unwind out of it
-/// (no C++ exception, no `longjmp`).
+/// caused there are dropped. Other calls into rwal from the callback are not supported: it
+/// runs on a node's threads too, and a call that waits for them (`rwal_node_close`) would
+/// wait for itself. Nothing may unwind out of it (no C++ exception, no `longjmp`).
 #[allow(non_camel_case_types)]
 pub type rwal_log_fn = Option<
     unsafe extern "C" fn(level: rwal_log_level, message: *const c_char, userdata: *mut c_void),

@@ -266,6 +266,31 @@ static void test_checkpoints(const char *dir) {
     CHECK_STATUS(rwal_snapshot_open(log, &lsn, &snapshot_len, &snapshot), RWAL_OK);
     CHECK(lsn == 12 && snapshot_len == 0);
     rwal_snapshot_free(snapshot);
+    /* A snapshot larger than the library's 1 MiB slices, copied whole into the caller's
+     * buffer; damaged, it is refused as corrupted. */
+    size_t big_len = (5u << 19) + 3;
+    uint8_t *big = malloc(big_len);
+    uint8_t *back = malloc(big_len);
+    CHECK(big != NULL && back != NULL);
+    for (size_t i = 0; i < big_len; i++) big[i] = (uint8_t)(i * 7 + i / 4096);
+    CHECK_STATUS(rwal_checkpoint(log, 12, big, big_len), RWAL_OK);
+    CHECK_STATUS(rwal_checkpoint_latest(log, &lsn, back, big_len, &len), RWAL_OK);
+    CHECK(lsn == 12 && len == big_len && memcmp(back, big, big_len) == 0);
+    char snap_path[4200];
+    snprintf(snap_path, sizeof snap_path, "%s/snapshot-%020d.snap", path, 12);
+    FILE *file = fopen(snap_path, "r+b");
+    CHECK(file != NULL);
+    if (file != NULL) {
+        CHECK(fseek(file, -100, SEEK_END) == 0);
+        int byte = fgetc(file);
+        CHECK(fseek(file, -100, SEEK_END) == 0);
+        CHECK(fputc(byte ^ 0x5a, file) != EOF);
+        CHECK(fclose(file) == 0);
+    }
+    CHECK_STATUS(rwal_checkpoint_latest(log, &lsn, back, big_len, &len), RWAL_ERR_CORRUPTED);
+    CHECK_STATUS(rwal_checkpoint(log, 12, (const uint8_t *)"", 0), RWAL_OK);
+    free(big);
+    free(back);
     /* A pin outlives the log's close, but only to be freed: moving it says the log is closed. */
     CHECK_STATUS(rwal_pin_open(log, "late", 12, 0, &pin), RWAL_OK);
     CHECK_STATUS(rwal_close(log), RWAL_OK);

@@ -194,6 +194,38 @@ fn readers_and_pins_hold_compaction_and_capped_pins_are_released() {
         capped.move_to(56),
         Err(Error::PinInvalidated { .. })
     ));
+
+    // A capped pin just below another pin keeps at most a segment alone: the other holds the
+    // rest. It is not released (it used to be, for bytes the other pin kept anyway).
+    fill(&wal, 30);
+    wal.checkpoint(85, None).unwrap();
+    let capped = wal.pin_with_cap("slow-replica", 60, 2 << 20).unwrap();
+    let other = wal.pin("reader-of-the-engine", 61).unwrap();
+    let report = wal.compact_now().unwrap();
+    assert!(report.pins_invalidated.is_empty(), "{report:?}");
+    assert!(!capped.is_invalidated());
+    let (holder, lsn, held) = report.held_back_by.clone().unwrap();
+    assert_eq!((holder.as_str(), lsn), ("slow-replica", 60), "{report:?}");
+    // The report gives all it kept back, from its LSN up to the checkpoint.
+    assert!(held > 2 << 20, "{report:?}");
+    capped.move_to(62).unwrap();
+    drop(other);
+
+    // Two capped pins at one LSN (two followers that went down together): each alone keeps
+    // nothing the other does not, but both together hold back more than their caps. Both
+    // are released (charged only up to each other, both were kept forever).
+    let twin = wal.pin_with_cap("slow-replica-twin", 62, 2 << 20).unwrap();
+    let report = wal.compact_now().unwrap();
+    let mut released = report.pins_invalidated.clone();
+    released.sort();
+    assert_eq!(
+        released,
+        ["slow-replica", "slow-replica-twin"],
+        "{report:?}"
+    );
+    assert!(capped.is_invalidated() && twin.is_invalidated());
+    assert_eq!(report.held_back_by, None, "{report:?}");
+    assert!(wal.first_lsn() > 62, "{report:?}");
 }
 
 #[test]
@@ -254,6 +286,11 @@ fn a_checkpoint_being_written_holds_the_log_it_describes() {
     wal.sync().unwrap();
     let mut writer = wal.checkpoint_writer(8, 4).unwrap();
     writer.write(b"st").unwrap();
+    // Listed as a checkpoint, not as a reader.
+    let pins = wal.pins();
+    assert_eq!(pins.len(), 1, "{pins:?}");
+    assert!(pins[0].name.starts_with("checkpoint #"), "{pins:?}");
+    assert!(!pins[0].reader, "{pins:?}");
     match wal.truncate_after(5) {
         Err(Error::Pinned {
             holder, pinned_lsn, ..
@@ -305,6 +342,88 @@ fn two_checkpoints_at_one_lsn_written_at_once_each_keep_their_bytes() {
     let wal = Wal::open(temp.join("log"), options).unwrap();
     assert_eq!(wal.latest_checkpoint().unwrap().lsn, lsn);
     assert_eq!(read_snapshot(&wal).as_deref(), Some(&b"second"[..]));
+}
+
+/// A reset writes its snapshot before it stops the log: appends, commits and reads go on while
+/// the snapshot is written (they waited for the whole write with every lock held, until
+/// 2026-12-03), and a pin taken meanwhile refuses the reset, whose snapshot is then removed.
+#[test]
+fn a_reset_lets_the_log_work_while_its_snapshot_is_written() {
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let disk = SimDisk::new();
+    let wal = std::sync::Arc::new(Wal::open("/sim", sim(&disk)).unwrap());
+    fill(&wal, 12);
+    for pin_meanwhile in [true, false] {
+        let hold = disk.hold_first_write_of("snapshot-");
+        let resetting = {
+            let wal = wal.clone();
+            std::thread::spawn(move || wal.reset_to_snapshot(1000, 3, b"leader state"))
+        };
+        assert!(
+            hold.wait_reached(Duration::from_secs(10)),
+            "no snapshot write"
+        );
+        // On another thread, so that a log stopped by the reset fails the test instead of
+        // hanging it.
+        let (done, answer) = mpsc::channel();
+        {
+            let wal = wal.clone();
+            std::thread::spawn(move || {
+                let appended = wal.append_durable(b"beside the reset");
+                let read = appended.as_ref().ok().map(|&lsn| wal.read(lsn));
+                let pin = pin_meanwhile.then(|| wal.pin("late-follower", wal.first_lsn()));
+                let _ = done.send((appended, read, pin));
+            });
+        }
+        let (appended, read, pin) = answer
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the log stood still while the reset wrote its snapshot");
+        let lsn = appended.unwrap();
+        assert_eq!(read.unwrap().unwrap(), b"beside the reset");
+        hold.release();
+        let outcome = resetting.join().unwrap();
+        if pin_meanwhile {
+            assert!(matches!(outcome, Err(Error::Pinned { .. })), "{outcome:?}");
+            // The log as it was, and no snapshot left that nothing names.
+            assert_eq!(wal.last_lsn(), lsn);
+            assert!(
+                !disk.file_names().iter().any(|n| n.starts_with("snapshot-")),
+                "{:?}",
+                disk.file_names()
+            );
+            drop(pin);
+        } else {
+            outcome.unwrap();
+            assert_eq!((wal.first_lsn(), wal.last_lsn()), (1001, 1000));
+            assert_eq!(read_snapshot(&wal).as_deref(), Some(&b"leader state"[..]));
+        }
+    }
+}
+
+/// A reset below the latest checkpoint removes that checkpoint's snapshot at once: nothing
+/// names it any more (it used to stay until the next open).
+#[test]
+fn a_reset_below_the_latest_checkpoint_removes_its_snapshot() {
+    let temp = rwal_tests::TempDir::new("reset-below-checkpoint");
+    let dir = temp.join("log");
+    let wal = Wal::open(&dir, Options::new().segment_bytes(1 << 20)).unwrap();
+    fill(&wal, 12);
+    wal.checkpoint(10, Some(b"state at 10")).unwrap();
+    let snapshots = || {
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("snapshot-"))
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(snapshots(), ["snapshot-00000000000000000010.snap"]);
+    wal.reset_to_snapshot(5, 1, b"state at 5").unwrap();
+    assert_eq!(wal.latest_checkpoint().unwrap().lsn, 5);
+    assert_eq!(snapshots(), ["snapshot-00000000000000000005.snap"]);
+    assert_eq!(read_snapshot(&wal).as_deref(), Some(&b"state at 5"[..]));
 }
 
 #[test]

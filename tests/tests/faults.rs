@@ -263,8 +263,13 @@ fn a_panic_in_a_truncation_or_a_reset_poisons_the_log_instead_of_freezing_it() {
         let kept = wal.append(b"kept").unwrap();
         let last = wal.append(b"cut").unwrap();
         wal.commit(last).unwrap();
-        // Everything is durable: the next sync is the cut's own (or the snapshot's).
-        disk.panic_on_next_sync();
+        // Everything is durable: the next sync is the cut's own. A reset writes its snapshot
+        // before it stops the log: its first sync once stopped is the control file's.
+        if reset {
+            disk.panic_on_next_sync_of("control");
+        } else {
+            disk.panic_on_next_sync();
+        }
         let changer = {
             let wal = wal.clone();
             std::thread::spawn(move || {
@@ -308,10 +313,47 @@ fn a_panic_in_a_truncation_or_a_reset_poisons_the_log_instead_of_freezing_it() {
         after_the_panic(committed);
         after_the_panic(truncated);
         assert!(closed.is_err());
-        // Reopened, the log holds what was committed before the change.
+        // Reopened, the log holds what was committed before the change; or, for a reset
+        // whose control file was written before its sync panicked, the new log whole.
         let wal = Wal::open("/sim", sim(&disk)).unwrap();
-        assert_eq!(wal.read(kept).unwrap(), b"kept", "reset: {reset}");
+        if reset && wal.first_lsn() == last + 11 {
+            let checkpoint = wal.latest_checkpoint().unwrap();
+            assert_eq!((checkpoint.lsn, wal.last_lsn()), (last + 10, last + 10));
+            let (_, reader) = wal.open_latest_checkpoint().unwrap().unwrap();
+            let mut state = Vec::new();
+            std::io::Read::read_to_end(&mut reader.unwrap(), &mut state).unwrap();
+            assert_eq!(state, b"state");
+        } else {
+            assert_eq!(wal.read(kept).unwrap(), b"kept", "reset: {reset}");
+        }
     }
+}
+
+/// A panic while a reset writes its snapshot, before it stops the log, leaves the log as it
+/// was and working: nothing was frozen or changed.
+#[test]
+fn a_panic_while_a_reset_writes_its_snapshot_leaves_the_log_working() {
+    let disk = SimDisk::new();
+    let wal = Arc::new(Wal::open("/sim", sim(&disk)).unwrap());
+    let kept = wal.append(b"kept").unwrap();
+    wal.commit(kept).unwrap();
+    disk.panic_on_next_sync();
+    let changer = {
+        let wal = wal.clone();
+        std::thread::spawn(move || wal.reset_to_snapshot(kept + 10, 1, b"state"))
+    };
+    assert!(changer.join().is_err(), "the snapshot's sync panicked");
+    let after = wal.append(b"after").unwrap();
+    wal.commit(after).unwrap();
+    assert_eq!(wal.read(kept).unwrap(), b"kept");
+    assert_eq!(wal.latest_checkpoint().map(|c| c.lsn), None);
+    // No snapshot of the reset left behind (its writer removed its file as it unwound).
+    assert!(
+        !disk.file_names().iter().any(|n| n.starts_with("snapshot-")),
+        "{:?}",
+        disk.file_names()
+    );
+    Arc::into_inner(wal).unwrap().close().unwrap();
 }
 
 /// With a full disk the background work cannot prepare a segment, at every pass; it still

@@ -37,7 +37,9 @@ pub struct CompactionReport {
     pub bytes_removed: u64,
     /// The oldest LSN retained afterwards.
     pub first_lsn: Lsn,
-    /// The pin that kept segments the checkpoint would have let go, with the bytes it held.
+    /// The lowest pin that kept segments the checkpoint would have let go: its name, its LSN,
+    /// and the bytes of the segments kept from it up to the checkpoint (higher pins may keep
+    /// some of them too).
     pub held_back_by: Option<(String, Lsn, u64)>,
     /// Capped pins released because they held back more than their cap.
     pub pins_invalidated: Vec<String>,
@@ -322,7 +324,8 @@ impl Inner {
         // over, and the checks below see the log it left.
         let pin = {
             let _gate = self.cut_gate.read();
-            self.pins.register("checkpoint", lsn, None, true)
+            self.pins
+                .register("checkpoint", lsn, None, crate::pins::Holder::Checkpoint)
         };
         self.checkpoint_epoch(lsn)
             .map(|epoch| (epoch, pin.id))
@@ -403,6 +406,17 @@ impl Inner {
     /// the error, and the rest goes on: it held up every compaction before (2026-12-02), and
     /// the log grew without bound. Only a failed directory sync fails this (it poisons).
     pub(crate) fn remove_old_snapshots(&self, keep: Lsn, left: &mut Vec<String>) -> Result<usize> {
+        self.remove_snapshots(|lsn| lsn < keep, left)
+    }
+
+    /// Removes the snapshot files whose LSN `doomed` picks, as `remove_old_snapshots` does.
+    /// Called under `checkpoint_lock`, which a checkpoint holds from the rename of its snapshot
+    /// to the control file naming it: no file picked can be one about to be named.
+    fn remove_snapshots(
+        &self,
+        doomed: impl Fn(Lsn) -> bool,
+        left: &mut Vec<String>,
+    ) -> Result<usize> {
         let names = match self.dir.list() {
             Ok(names) => names,
             Err(e) => {
@@ -412,7 +426,7 @@ impl Inner {
         };
         let mut removed = 0;
         for name in names {
-            if snapshot::parse_file_name(&name).is_some_and(|lsn| lsn < keep) {
+            if snapshot::parse_file_name(&name).is_some_and(&doomed) {
                 match self.dir.remove(&name) {
                     Ok(()) => removed += 1,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -462,28 +476,39 @@ impl Inner {
             out
         };
         let by_checkpoint = removable(checkpoint + 1);
-        // Capped pins that hold back more than their cap are released, lowest first.
+        // Capped pins that hold back more than their cap are released. A pin is charged for
+        // what it alone keeps: the segments from it up to the next pin above that stays
+        // (uncapped, or within its cap), or the checkpoint; so the pins are decided from the
+        // highest down. Charging up to the checkpoint released a capped pin for segments a
+        // higher pin kept anyway; charging up to the next pin, whatever becomes of it, kept
+        // two capped pins at one LSN forever (each charged nothing).
         let mut limit = checkpoint + 1;
-        while let Some((id, name, pinned, cap)) = self.pins.lowest() {
-            if pinned >= limit {
-                break;
-            }
-            let held: u64 = by_checkpoint
+        let segment_bytes_between = |from: Lsn, to: Lsn| -> u64 {
+            by_checkpoint
                 .iter()
-                .filter(|s| s.sealed_last_lsn().is_some_and(|last| last >= pinned))
+                .filter(|s| {
+                    s.sealed_last_lsn()
+                        .is_some_and(|last| last >= from && last < to)
+                })
                 .map(|s| s.header.segment_bytes)
-                .sum();
+                .sum()
+        };
+        let mut staying: Option<String> = None;
+        for (id, name, pinned, cap) in self.pins.below_highest_first(limit) {
             match cap {
-                Some(cap) if held > cap => {
+                Some(cap) if segment_bytes_between(pinned, limit) > cap => {
                     self.pins.invalidate(id);
                     report.pins_invalidated.push(name);
                 }
                 _ => {
-                    report.held_back_by = Some((name, pinned, held));
                     limit = pinned;
-                    break;
+                    staying = Some(name);
                 }
             }
+        }
+        if let Some(name) = staying {
+            let held = segment_bytes_between(limit, checkpoint + 1);
+            report.held_back_by = Some((name, limit, held));
         }
         let gone = removable(limit.min(checkpoint + 1));
         report.snapshots_removed =
@@ -718,14 +743,53 @@ impl Inner {
                 ),
             ));
         }
+        // A pin refuses the reset: looked at first, so that a snapshot is not written for
+        // nothing (and again under the gate below, for a pin registered meanwhile).
+        if let Some((_, holder, pinned_lsn, _)) = self.pins.lowest() {
+            return Err(Error::Pinned {
+                op: "reset to a snapshot",
+                holder,
+                pinned_lsn,
+                cut_lsn: lsn,
+            });
+        }
+        // 1: the snapshot file, written before the log is stopped: only the checkpoint lock is
+        // held, which keeps compaction (it would remove a snapshot below the latest
+        // checkpoint) away, and checkpoints from finishing (one started meanwhile holds a pin,
+        // which refuses the reset below). Appends, commits and reads go on meanwhile (with
+        // every lock held, they waited for the whole write and its syncs). Until the control
+        // file changes the old log stands whole: a failure here (a full disk, a short source)
+        // refuses the reset and changes nothing, but for a failed directory sync after the
+        // rename, which poisons like any failed sync.
+        let snapshot_written = snapshot.is_some();
+        if let Some((len, source)) = snapshot {
+            self.fill_snapshot(lsn, epoch, true, len, source)
+                .and_then(|writer| writer.finish(|e| self.group.poison(e)))?;
+        }
+        // The file written above, named by nothing while the log stays as it was.
+        let unused_snapshot = || {
+            if snapshot_written {
+                let _ = self.dir.remove(&snapshot::file_name(lsn));
+            }
+        };
         let mut tail = self.tail.lock();
         let last = tail.next_lsn() - 1;
-        self.group.wait_written(last)?;
-        let _frozen = crate::wal::FrozenSyncs::freeze(self, "reset to a snapshot")?;
+        if let Err(e) = self.group.wait_written(last) {
+            unused_snapshot();
+            return Err(e);
+        }
+        let _frozen = match crate::wal::FrozenSyncs::freeze(self, "reset to a snapshot") {
+            Ok(frozen) => frozen,
+            Err(e) => {
+                unused_snapshot();
+                return Err(e);
+            }
+        };
         let gate = self.cut_gate.write();
         if let Some((_, holder, pinned_lsn, _)) = self.pins.lowest() {
             drop(gate);
             self.group.thaw_unchanged();
+            unused_snapshot();
             return Err(Error::Pinned {
                 op: "reset to a snapshot",
                 holder,
@@ -734,26 +798,12 @@ impl Inner {
             });
         }
         let mut control = self.control.lock();
-        // 1: the snapshot file. Until the control file changes the old log stands whole: a
-        // failure here (a full disk, a short source) refuses the reset and changes nothing,
-        // but for a failed directory sync after the rename, which poisons like any failed sync.
-        let written = match snapshot {
-            Some((len, source)) => self
-                .fill_snapshot(lsn, epoch, true, len, source)
-                .and_then(|writer| writer.finish(|e| self.group.poison(e))),
-            None => {
-                assert_eq!(
-                    control.state().checkpoint,
-                    Some((lsn, epoch)),
-                    "a reset in place is to the latest checkpoint"
-                );
-                Ok(())
-            }
-        };
-        if let Err(e) = written {
-            drop(gate);
-            self.group.thaw_unchanged();
-            return Err(e);
+        if !snapshot_written {
+            assert_eq!(
+                control.state().checkpoint,
+                Some((lsn, epoch)),
+                "a reset in place is to the latest checkpoint"
+            );
         }
         let outcome = (|| -> Result<Arc<Segment>> {
             let mut state = control.state().clone();
@@ -812,7 +862,9 @@ impl Inner {
                 self.epoch.store(epoch, Ordering::Release);
                 self.group.reset_to(lsn);
                 drop(gate);
-                let _ = self.remove_old_snapshots(lsn, &mut Vec::new());
+                // Every snapshot but the reset's: one of a newer checkpoint (a reset may go
+                // below it) is named by nothing now, and would stay until the next open.
+                let _ = self.remove_snapshots(|other| other != lsn, &mut Vec::new());
                 Ok(())
             }
             Err(e) => {

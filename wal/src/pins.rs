@@ -36,14 +36,25 @@ struct Entry {
 /// What a pin is, as `Wal::pins` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PinInfo {
-    /// Its name (readers are named `reader #N`).
+    /// Its name (readers are named `reader #N`, checkpoints being written `checkpoint #N`).
     pub name: String,
     /// The first LSN it keeps.
     pub lsn: Lsn,
     /// Its byte cap, if any.
     pub cap_bytes: Option<u64>,
-    /// Whether a reader holds it.
+    /// Whether a reader holds it (not a user's pin, nor a checkpoint being written).
     pub reader: bool,
+}
+
+/// Who holds a pin being registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Holder {
+    /// A pin the user named (`Wal::pin`): listed under that name.
+    User,
+    /// A reader, or a read's copy: listed as `NAME #ID`, with `PinInfo::reader` set.
+    Reader,
+    /// A checkpoint being written: listed as `checkpoint #ID`.
+    Checkpoint,
 }
 
 pub(crate) struct Registered {
@@ -59,18 +70,18 @@ impl Pins {
         name: &str,
         lsn: Lsn,
         cap_bytes: Option<u64>,
-        reader: bool,
+        holder: Holder,
     ) -> Registered {
         let mut map = self.inner.lock();
         map.next_id += 1;
         let id = map.next_id;
         let cell = Arc::new(AtomicU64::new(lsn));
         let invalidated = Arc::new(AtomicBool::new(false));
-        let name = if reader {
-            format!("{name} #{id}")
-        } else {
-            name.to_string()
+        let name = match holder {
+            Holder::User => name.to_string(),
+            Holder::Reader | Holder::Checkpoint => format!("{name} #{id}"),
         };
+        let reader = holder == Holder::Reader;
         map.entries.insert(
             id,
             Entry {
@@ -117,6 +128,26 @@ impl Pins {
                 )
             })
             .min_by_key(|&(_, _, lsn, _)| lsn)
+    }
+
+    /// The pins below `limit`, highest first: their ids, names, LSNs and caps.
+    pub fn below_highest_first(&self, limit: Lsn) -> Vec<(u64, String, Lsn, Option<u64>)> {
+        let map = self.inner.lock();
+        let mut below: Vec<_> = map
+            .entries
+            .iter()
+            .map(|(&id, e)| {
+                (
+                    id,
+                    e.name.clone(),
+                    e.lsn.load(Ordering::Acquire),
+                    e.cap_bytes,
+                )
+            })
+            .filter(|&(_, _, lsn, _)| lsn < limit)
+            .collect();
+        below.sort_by_key(|&(id, _, lsn, _)| std::cmp::Reverse((lsn, id)));
+        below
     }
 
     /// Invalidates a capped pin that holds back too much; its holder learns at its next call.
@@ -187,7 +218,7 @@ impl Pin {
                     first_retained: first,
                 });
             }
-            inner.pins.register(name, lsn, cap_bytes, false)
+            inner.pins.register(name, lsn, cap_bytes, Holder::User)
         };
         Ok(Pin {
             inner,

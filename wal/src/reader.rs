@@ -59,7 +59,10 @@ impl Reader {
             // compaction removes (or recycles and overwrites).
             let _control = inner.control.lock();
             inner.check_readable_start(from)?;
-            let registered = inner.pins.register("reader", from - 1, None, true);
+            let registered =
+                inner
+                    .pins
+                    .register("reader", from - 1, None, crate::pins::Holder::Reader);
             (registered.id, registered.lsn)
         };
         Ok(Reader {

@@ -352,7 +352,10 @@ impl Wal {
             let _control = inner.control.lock();
             inner.group.check()?;
             inner.check_readable(lsn)?;
-            inner.pins.register("read", lsn - 1, None, true).id
+            inner
+                .pins
+                .register("read", lsn - 1, None, crate::pins::Holder::Reader)
+                .id
         };
         let copy = inner.locate(lsn).and_then(|(segment, offset)| {
             let header = inner.decode_at(&segment, offset, lsn)?;

@@ -426,7 +426,12 @@ impl Dir for FsDir {
             let _ = std::fs::remove_file(&path);
             return Err(e);
         }
-        self.map_with(file, path, true, WriteMode::Pwrite)
+        // Removed too if it cannot be mapped (a length the address space refuses): no writer
+        // exists yet whose drop would remove it, and each retry would leave another.
+        self.map_with(file, path.clone(), true, WriteMode::Pwrite)
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(&path);
+            })
     }
 
     fn open_plain(&self, name: &str) -> io::Result<Arc<dyn File>> {

@@ -389,6 +389,14 @@ impl SimDisk {
         self.inner.faults.panic_sync.store(true, Ordering::Relaxed);
     }
 
+    /// Makes the next sync of the file `name` panic, whichever syncs of other files come first
+    /// (as `panic_on_next_sync`). Panics if there is no such file.
+    pub fn panic_on_next_sync_of(&self, name: &str) {
+        self.existing(name)
+            .panic_own_sync
+            .store(true, Ordering::Relaxed);
+    }
+
     /// Makes the next sync of the file `name` fail with `errno`, whichever syncs of other files
     /// come first. With `forgetting`, as `fail_next_sync_forgetting_writes` does (its writes
     /// clean and not durable); without, as a process that died before the sync (its writes
@@ -439,6 +447,7 @@ impl SimDisk {
         *faults.space_limit_bytes.lock() = None;
         for file in self.inner.state.lock().names.values() {
             *file.fail_own_sync.lock() = None;
+            file.panic_own_sync.store(false, Ordering::Relaxed);
         }
     }
 
@@ -614,6 +623,8 @@ pub(crate) struct SimFile {
     /// The next sync of this file fails with this errno, forgetting its writes if true
     /// (`SimDisk::fail_next_sync_of`).
     fail_own_sync: Mutex<Option<(i32, bool)>>,
+    /// The next sync of this file panics (`SimDisk::panic_on_next_sync_of`).
+    panic_own_sync: std::sync::atomic::AtomicBool,
 }
 
 struct Durable {
@@ -634,6 +645,7 @@ impl SimFile {
             faults,
             first_write_hold: Mutex::new(None),
             fail_own_sync: Mutex::new(None),
+            panic_own_sync: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -670,6 +682,7 @@ impl SimFile {
             faults,
             first_write_hold: Mutex::new(None),
             fail_own_sync: Mutex::new(None),
+            panic_own_sync: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -732,7 +745,9 @@ impl File for SimFile {
         if let Some(hold) = hold {
             hold.stop_here();
         }
-        if self.faults.panic_sync.swap(false, Ordering::Relaxed) {
+        if self.faults.panic_sync.swap(false, Ordering::Relaxed)
+            || self.panic_own_sync.swap(false, Ordering::Relaxed)
+        {
             panic!("a simulated bug in the sync path");
         }
         self.faults.sync_attempt()?;
