@@ -1,6 +1,7 @@
 """The cffi build script (API mode): the cdef comes from the committed header, so the Python
 package and the C ABI cannot drift apart, and the extension links librwal.a statically."""
 
+import json
 import os
 import pathlib
 import re
@@ -26,8 +27,14 @@ def source_dir() -> pathlib.Path:
 
 
 def build_library(root: pathlib.Path) -> pathlib.Path:
-    target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", root / "target"))
     subprocess.run(["cargo", "build", "--release", "-p", "rwal-ffi"], cwd=root, check=True)
+    # Where cargo put it, as cargo says: CARGO_TARGET_DIR (relative to the workspace), or
+    # build.target-dir in a cargo config, would otherwise be guessed wrong, and an old
+    # librwal.a left in target/ linked instead.
+    metadata = subprocess.run(
+        ["cargo", "metadata", "--format-version", "1", "--no-deps"],
+        cwd=root, check=True, capture_output=True, text=True).stdout
+    target = pathlib.Path(json.loads(metadata)["target_directory"])
     return target / "release" / "librwal.a"
 
 
@@ -100,6 +107,9 @@ ffibuilder.set_source(
     '#include "rwal.h"\n' + SLOT_FREES,
     include_dirs=[str(root / "include")],
     extra_objects=[str(library)],
+    # Linked again when the library changed: setuptools looks at the sources and `depends`
+    # only, and a build/ left from an earlier install would keep the old library.
+    depends=[str(library)],
     libraries=NATIVE_LIBS,
 )
 

@@ -53,7 +53,8 @@ def _stable(data):
     if isinstance(data, bytes):
         return data
     view = memoryview(data)
-    return data if view.readonly else view.tobytes()
+    # A strided view (memoryview(b"...")[::2]) cannot be handed to the library as it is.
+    return data if view.readonly and view.c_contiguous else view.tobytes()
 
 
 class Error(Exception):
@@ -318,6 +319,9 @@ class _Handle:
         # close().
         self._deferred_free = None
         self._deferred_error = None
+        # Whether a close() has taken the handle to free it and not finished: a second close()
+        # waits for it (it returned at once, with the handle still open).
+        self._closing = False
         # Last: from here on the handle is this object's to free (see _free_unadopted).
         self._closed = False
 
@@ -359,9 +363,14 @@ class _Handle:
         """Runs the free a close() left to this thread's last call; its error waits for the
         next close(). (The library's names are bound now: this may run late in the
         interpreter's shutdown.)"""
-        status = free(self._handle)
-        if status != _ok:
-            self._deferred_error = _error(status)
+        try:
+            status = free(self._handle)
+            if status != _ok:
+                self._deferred_error = _error(status)
+        finally:
+            with self._idle:
+                self._closing = False
+                self._idle.notify_all()
 
     @contextmanager
     def _use(self):
@@ -383,8 +392,12 @@ class _Handle:
         the thread whose call it interrupted, between two of its steps), it does not wait for
         that call, which may still use the handle: that call frees it as it ends.
 
+        A close() while another thread's close() is freeing the handle waits for it to finish.
+
         Returns whether this call closed the handle (False: an earlier one had)."""
         with self._idle:
+            while self._closing and getattr(self._mine, "calls", 0) == 0:
+                self._idle.wait()
             if self._closed:
                 error, self._deferred_error = self._deferred_error, None
                 if error is not None:
@@ -397,10 +410,16 @@ class _Handle:
             except BaseException:
                 self._closed = False
                 raise
+            self._closing = True
             if getattr(self._mine, "calls", 0) > 0:
                 self._deferred_free = (threading.get_ident(), free)
                 return True
-        _check(free(self._handle))
+        try:
+            _check(free(self._handle))
+        finally:
+            with self._idle:
+                self._closing = False
+                self._idle.notify_all()
         return True
 
     @property
@@ -533,10 +552,16 @@ class Log(_Handle):
     def records(self, from_lsn: Optional[int] = None) -> Iterator[Tuple[int, bytes]]:
         """Iterates over (lsn, payload) of durable records from `from_lsn` (default: the first
         retained)."""
-        start = self.first_lsn if from_lsn is None else from_lsn
         slot = _owning_slot("rwal_reader **", lib._rwal_py_free_reader_slot)
-        with self._use() as handle:
-            _check(lib.rwal_reader_open(handle, start, slot))
+        for attempt in range(100):
+            start = self.first_lsn if from_lsn is None else from_lsn
+            with self._use() as handle:
+                status = lib.rwal_reader_open(handle, start, slot)
+            # The first LSN was read, then compacted away (the background thread compacts soon
+            # after a checkpoint) before the reader opened: read it again.
+            if status != lib.RWAL_ERR_COMPACTED or from_lsn is not None or attempt == 99:
+                _check(status)
+                break
         reader = slot[0]
         lsn = ffi.new("uint64_t *")
         data = ffi.new("const uint8_t **")

@@ -31,6 +31,7 @@ that snapshot (the node asks again later); in on_leader it is ignored.
 from __future__ import annotations
 
 import atexit
+import math
 import sys
 import threading
 import traceback
@@ -40,7 +41,7 @@ from contextlib import contextmanager
 from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 from . import (
-    _BACKENDS, InvalidArgumentError, NotLeaderError, _c_path, _c_string, _check, _free_unadopted,
+    _BACKENDS, CompactedError, InvalidArgumentError, NotLeaderError, _c_path, _c_string, _check, _free_unadopted,
     _Handle, _last_error, _owning_slot, _stable)
 from ._rwal_cffi import ffi, lib
 
@@ -212,6 +213,7 @@ class Node(_Handle):
         opts_out = ffi.new("rwal_node_options **")
         _check(lib.rwal_node_options_new(node_id, _c_path(path), opts_out))
         opts = ffi.gc(opts_out[0], lib.rwal_node_options_free)
+        secret = bytes(secret)  # bytearray and memoryview too (cffi takes bytes only)
         _check(lib.rwal_node_options_set_cluster(opts, cluster_id, secret, len(secret)))
         _check(lib.rwal_node_options_set_listen(opts, _c_string(listen, "listen")))
         peers = dict(peers or {})
@@ -390,9 +392,16 @@ class Node(_Handle):
     def records(self, from_lsn: Optional[int] = None) -> Iterator[Tuple[int, int, int, bytes]]:
         """(lsn, epoch, kind, data) of committed records from `from_lsn` (default: the first
         retained), up to the commit LSN; kind is rwal.node.USER or rwal.node.SYSTEM."""
-        start = self.status()["first_lsn"] if from_lsn is None else from_lsn
         slot = _owning_slot("rwal_node_reader **", lib._rwal_py_free_node_reader_slot)
-        self._call(lib.rwal_node_reader_open, start, slot)
+        for attempt in range(100):
+            start = self.status()["first_lsn"] if from_lsn is None else from_lsn
+            try:
+                self._call(lib.rwal_node_reader_open, start, slot)
+                break
+            except CompactedError:
+                # Compacted between the look at the first LSN and the open: look again.
+                if from_lsn is not None or attempt == 99:
+                    raise
         reader = slot[0]
         lsn = ffi.new("uint64_t *")
         epoch = ffi.new("uint64_t *")
@@ -471,5 +480,14 @@ class Node(_Handle):
 
 
 def _millis(seconds: float) -> int:
-    # Clamped before int(): math.inf, "wait as long as the library can", is not an integer.
-    return max(0, int(min(seconds, 0xFFFFFFFF / 1000) * 1000))
+    """A timeout in seconds as the library's milliseconds: rounded up (0.0004 s waits 1 ms,
+    not none at all); math.inf, "as long as the library can", to its longest (49.7 days).
+    Negative and NaN timeouts are refused."""
+    if seconds is None or isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise InvalidArgumentError(lib.RWAL_ERR_INVALID_ARGUMENT,
+                                   "timeout must be a number of seconds, not %r" % (seconds,))
+    if not seconds >= 0:  # NaN too
+        raise InvalidArgumentError(lib.RWAL_ERR_INVALID_ARGUMENT,
+                                   "timeout must be 0 or more seconds, not %r" % (seconds,))
+    # Clamped before ceil(): math.inf is not an integer.
+    return math.ceil(min(seconds, 0xFFFFFFFF / 1000) * 1000)

@@ -148,7 +148,8 @@ def test_a_learner_joins_from_a_snapshot_after_compaction(cluster, tmp_path):
     nodes[leader].checkpoint(status["applied_lsn"], engines[leader].snapshot())
     nodes[leader].compact()
     engine = Engine()
-    joiner = rwal.Node(4, tmp_path / "node4", cluster_id=9, secret=SECRET, join=True,
+    # A bytearray secret: the same bytes, so the joiner authenticates with the others.
+    joiner = rwal.Node(4, tmp_path / "node4", cluster_id=9, secret=bytearray(SECRET), join=True,
                        snapshot_bytes_max=1 << 20,
                        apply=engine.apply, snapshot=engine.snapshot, restore=engine.restore)
     try:
@@ -419,3 +420,15 @@ def test_a_node_collected_inside_its_own_callback_is_closed_later_not_joined_the
     node.propose_and_wait(b"still running", timeout=30)
     node.close()
     del node.itself
+
+
+def test_timeouts_are_checked_and_rounded_up():
+    import math
+    from rwal.node import _millis
+    assert _millis(0.0004) == 1  # was 0: no wait at all
+    assert _millis(2) == 2000
+    assert _millis(0) == 0
+    assert _millis(math.inf) == 0xFFFFFFFF
+    for bad in (-1, -math.inf, math.nan, None, "1"):
+        with pytest.raises(rwal.InvalidArgumentError, match="timeout"):
+            _millis(bad)

@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 
 import pytest
 
@@ -723,3 +724,34 @@ def test_a_pin_keeps_its_log_open(path):
     # The log is closed once the closed pin lets go of it: the directory opens again.
     with rwal.open(path) as log:
         assert log.read(1) == b"one"
+
+
+def test_a_strided_read_only_view_is_appended_as_its_bytes(path):
+    with rwal.open(path, segment_size=1 << 20) as log:
+        lsn = log.append(memoryview(b"abcdef")[::2])
+        log.commit(lsn)
+        assert log.read(lsn) == b"ace"
+
+
+def test_a_second_close_waits_for_the_first(path):
+    """A close() on one thread while another thread's close() frees the handle returns once
+    the handle is freed (it returned at once, and the directory was still locked)."""
+    from rwal._rwal_cffi import lib
+    log = rwal.open(path, segment_size=1 << 20)
+    freeing, freed = threading.Event(), threading.Event()
+
+    def slow_close(handle):
+        freeing.set()
+        time.sleep(0.3)
+        status = lib.rwal_close(handle)
+        freed.set()
+        return status
+
+    first = threading.Thread(target=log._close_with, args=(slow_close,))
+    first.start()
+    assert freeing.wait(10)
+    log.close()
+    assert freed.is_set(), "the second close returned before the handle was freed"
+    with rwal.open(path, segment_size=1 << 20):  # the directory is free
+        pass
+    first.join()
