@@ -46,6 +46,9 @@ pub struct PinInfo {
     pub reader: bool,
 }
 
+/// A pin as compaction sees it: its id, name, LSN and byte cap.
+pub(crate) type HeldPin = (u64, String, Lsn, Option<u64>);
+
 /// Who holds a pin being registered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Holder {
@@ -115,7 +118,20 @@ impl Pins {
     }
 
     /// The pin with the lowest LSN: its id, name, LSN and cap.
-    pub fn lowest(&self) -> Option<(u64, String, Lsn, Option<u64>)> {
+    pub fn lowest(&self) -> Option<HeldPin> {
+        self.all_now().into_iter().min_by_key(|&(_, _, lsn, _)| lsn)
+    }
+
+    /// The pins below `limit`, highest first: their ids, names, LSNs and caps.
+    pub fn below_highest_first(&self, limit: Lsn) -> Vec<HeldPin> {
+        let mut below = self.all_now();
+        below.retain(|&(_, _, lsn, _)| lsn < limit);
+        below.sort_by_key(|&(id, _, lsn, _)| std::cmp::Reverse((lsn, id)));
+        below
+    }
+
+    /// Every pin as it is now: its id, name, LSN and cap.
+    fn all_now(&self) -> Vec<HeldPin> {
         let map = self.inner.lock();
         map.entries
             .iter()
@@ -127,27 +143,7 @@ impl Pins {
                     e.cap_bytes,
                 )
             })
-            .min_by_key(|&(_, _, lsn, _)| lsn)
-    }
-
-    /// The pins below `limit`, highest first: their ids, names, LSNs and caps.
-    pub fn below_highest_first(&self, limit: Lsn) -> Vec<(u64, String, Lsn, Option<u64>)> {
-        let map = self.inner.lock();
-        let mut below: Vec<_> = map
-            .entries
-            .iter()
-            .map(|(&id, e)| {
-                (
-                    id,
-                    e.name.clone(),
-                    e.lsn.load(Ordering::Acquire),
-                    e.cap_bytes,
-                )
-            })
-            .filter(|&(_, _, lsn, _)| lsn < limit)
-            .collect();
-        below.sort_by_key(|&(id, _, lsn, _)| std::cmp::Reverse((lsn, id)));
-        below
+            .collect()
     }
 
     /// Invalidates a capped pin that holds back too much; its holder learns at its next call.
