@@ -226,6 +226,19 @@ fn readers_and_pins_hold_compaction_and_capped_pins_are_released() {
     assert!(capped.is_invalidated() && twin.is_invalidated());
     assert_eq!(report.held_back_by, None, "{report:?}");
     assert!(wal.first_lsn() > 62, "{report:?}");
+
+    // A capped pin above an uncapped one keeps nothing the other does not: releasing it would
+    // free nothing, and it stays.
+    fill(&wal, 30);
+    wal.checkpoint(115, None).unwrap();
+    let engine = wal.pin("engine-reader", 90).unwrap();
+    let follower = wal.pin_with_cap("follower-3", 95, 1).unwrap();
+    let report = wal.compact_now().unwrap();
+    assert!(report.pins_invalidated.is_empty(), "{report:?}");
+    assert!(!follower.is_invalidated());
+    let (holder, lsn, _) = report.held_back_by.clone().unwrap();
+    assert_eq!((holder.as_str(), lsn), ("engine-reader", 90), "{report:?}");
+    drop((engine, follower));
 }
 
 #[test]

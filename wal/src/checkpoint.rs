@@ -481,7 +481,9 @@ impl Inner {
         // (uncapped, or within its cap), or the checkpoint; so the pins are decided from the
         // highest down. Charging up to the checkpoint released a capped pin for segments a
         // higher pin kept anyway; charging up to the next pin, whatever becomes of it, kept
-        // two capped pins at one LSN forever (each charged nothing).
+        // two capped pins at one LSN forever (each charged nothing). An uncapped pin always
+        // stays: the capped pins at or above the lowest one keep nothing it does not, and
+        // releasing them would gain nothing.
         let mut limit = checkpoint + 1;
         let segment_bytes_between = |from: Lsn, to: Lsn| -> u64 {
             by_checkpoint
@@ -494,7 +496,15 @@ impl Inner {
                 .sum()
         };
         let mut staying: Option<String> = None;
-        for (id, name, pinned, cap) in self.pins.below_highest_first(limit) {
+        let pins = self.pins.below_highest_first(limit);
+        if let Some((_, name, pinned, _)) = pins.iter().rev().find(|(_, _, _, cap)| cap.is_none()) {
+            limit = *pinned;
+            staying = Some(name.clone());
+        }
+        for (id, name, pinned, cap) in pins {
+            if pinned >= limit {
+                continue;
+            }
             match cap {
                 Some(cap) if segment_bytes_between(pinned, limit) > cap => {
                     self.pins.invalidate(id);

@@ -319,9 +319,9 @@ class _Handle:
         # close().
         self._deferred_free = None
         self._deferred_error = None
-        # Whether a close() has taken the handle to free it and not finished: a second close()
-        # waits for it (it returned at once, with the handle still open).
-        self._closing = False
+        # The thread of a close() that is freeing the handle: a close() on another thread
+        # waits for it (it returned at once, with the handle still open). None otherwise.
+        self._closing = None
         # Last: from here on the handle is this object's to free (see _free_unadopted).
         self._closed = False
 
@@ -363,14 +363,9 @@ class _Handle:
         """Runs the free a close() left to this thread's last call; its error waits for the
         next close(). (The library's names are bound now: this may run late in the
         interpreter's shutdown.)"""
-        try:
-            status = free(self._handle)
-            if status != _ok:
-                self._deferred_error = _error(status)
-        finally:
-            with self._idle:
-                self._closing = False
-                self._idle.notify_all()
+        status = free(self._handle)
+        if status != _ok:
+            self._deferred_error = _error(status)
 
     @contextmanager
     def _use(self):
@@ -382,7 +377,7 @@ class _Handle:
             if entered:
                 self._exit()
 
-    def _close_with(self, free, _check=_check) -> bool:
+    def _close_with(self, free, _check=_check, stays_open_on=()) -> bool:
         """Marks the handle closed, waits for the calls in progress on other threads, then
         frees it with `free`. Twice is fine (a second close raises the error of a deferred
         free, once). Interrupted while it waits (KeyboardInterrupt), it closes nothing: the
@@ -392,34 +387,52 @@ class _Handle:
         the thread whose call it interrupted, between two of its steps), it does not wait for
         that call, which may still use the handle: that call frees it as it ends.
 
-        A close() while another thread's close() is freeing the handle waits for it to finish.
+        A close() while another thread's close() is freeing the handle waits for it to finish;
+        not on the freeing thread itself (a signal handler interrupting that close), nor for a
+        free left to a call in progress. An error of a class in `stays_open_on` from `free`
+        says the library refused and kept the handle: it is open again, and a close() that
+        waited for this one goes on to close it itself.
 
         Returns whether this call closed the handle (False: an earlier one had)."""
-        with self._idle:
-            while self._closing and getattr(self._mine, "calls", 0) == 0:
-                self._idle.wait()
-            if self._closed:
-                error, self._deferred_error = self._deferred_error, None
-                if error is not None:
-                    raise error
-                return False
-            self._closed = True
-            try:
-                while self._calls - getattr(self._mine, "calls", 0) > 0:
-                    self._idle.wait()
-            except BaseException:
-                self._closed = False
-                raise
-            self._closing = True
-            if getattr(self._mine, "calls", 0) > 0:
-                self._deferred_free = (threading.get_ident(), free)
-                return True
+        me = threading.get_ident()
+        owner = False
         try:
-            _check(free(self._handle))
-        finally:
             with self._idle:
-                self._closing = False
-                self._idle.notify_all()
+                while self._closing not in (None, me) and getattr(self._mine, "calls", 0) == 0:
+                    self._idle.wait()
+                if self._closed:
+                    error, self._deferred_error = self._deferred_error, None
+                    if error is not None:
+                        raise error
+                    return False
+                self._closed = True
+                try:
+                    while self._calls - getattr(self._mine, "calls", 0) > 0:
+                        self._idle.wait()
+                except BaseException:
+                    self._closed = False
+                    raise
+                if getattr(self._mine, "calls", 0) > 0:
+                    self._deferred_free = (me, free)
+                    return True
+                # Owner first: an interruption between the two lines leaves nothing set that
+                # the `finally` below does not clear (a `_closing` left set would hang every
+                # later close()).
+                owner = True
+                self._closing = me
+            try:
+                _check(free(self._handle))
+            except stays_open_on:
+                # Reopened before the waiters are woken (the `finally` below): they must not
+                # take the handle for closed.
+                with self._idle:
+                    self._closed = False
+                raise
+        finally:
+            if owner:
+                with self._idle:
+                    self._closing = None
+                    self._idle.notify_all()
         return True
 
     @property

@@ -213,7 +213,9 @@ class Node(_Handle):
         opts_out = ffi.new("rwal_node_options **")
         _check(lib.rwal_node_options_new(node_id, _c_path(path), opts_out))
         opts = ffi.gc(opts_out[0], lib.rwal_node_options_free)
-        secret = bytes(secret)  # bytearray and memoryview too (cffi takes bytes only)
+        # bytearray and memoryview too (cffi takes bytes only); not bytes(secret), which makes
+        # an int into that many zero bytes.
+        secret = memoryview(secret).tobytes()
         _check(lib.rwal_node_options_set_cluster(opts, cluster_id, secret, len(secret)))
         _check(lib.rwal_node_options_set_listen(opts, _c_string(listen, "listen")))
         peers = dict(peers or {})
@@ -469,21 +471,20 @@ class Node(_Handle):
             raise InvalidArgumentError(
                 lib.RWAL_ERR_INVALID_ARGUMENT, "close was called from one of this node's own "
                 "callbacks, where it would wait for itself: the node stays open")
-        try:
-            self._close_with(self._close_node)
-        except InvalidArgumentError:
-            # The library refused: called on the node's thread after all (outside the
-            # callbacks seen above). The node stays open, and so does this handle.
-            with self._lock:
-                self._closed = False
-            raise
+        # InvalidArgumentError: the library refused, called on the node's thread after all
+        # (outside the callbacks seen above). The node stays open, and so does this handle.
+        self._close_with(self._close_node, stays_open_on=InvalidArgumentError)
 
 
 def _millis(seconds: float) -> int:
     """A timeout in seconds as the library's milliseconds: rounded up (0.0004 s waits 1 ms,
     not none at all); math.inf, "as long as the library can", to its longest (49.7 days).
     Negative and NaN timeouts are refused."""
-    if seconds is None or isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+    try:
+        if seconds is None or isinstance(seconds, (bool, str, bytes)):
+            raise TypeError
+        seconds = float(seconds)  # numpy's numbers, Decimal and Fraction too
+    except (TypeError, ValueError):
         raise InvalidArgumentError(lib.RWAL_ERR_INVALID_ARGUMENT,
                                    "timeout must be a number of seconds, not %r" % (seconds,))
     if not seconds >= 0:  # NaN too

@@ -429,6 +429,8 @@ def test_timeouts_are_checked_and_rounded_up():
     assert _millis(2) == 2000
     assert _millis(0) == 0
     assert _millis(math.inf) == 0xFFFFFFFF
-    for bad in (-1, -math.inf, math.nan, None, "1"):
+    from fractions import Fraction
+    assert _millis(Fraction(1, 2)) == 500
+    for bad in (-1, -math.inf, math.nan, None, "1", True):
         with pytest.raises(rwal.InvalidArgumentError, match="timeout"):
             _millis(bad)

@@ -755,3 +755,24 @@ def test_a_second_close_waits_for_the_first(path):
     with rwal.open(path, segment_size=1 << 20):  # the directory is free
         pass
     first.join()
+
+
+def test_a_close_on_the_freeing_thread_does_not_wait_for_itself(path):
+    """A signal handler's close() that interrupts this thread's own close() while it frees the
+    handle returns at once (waiting for the free would wait for itself)."""
+    from rwal._rwal_cffi import lib
+    log = rwal.open(path, segment_size=1 << 20)
+    inner = []
+
+    def free_interrupted_by_a_handler(handle):
+        inner.append(log.close())  # as a handler run between the free's steps would
+        return lib.rwal_close(handle)
+
+    closing = threading.Thread(target=log._close_with, args=(free_interrupted_by_a_handler,),
+                               daemon=True)
+    closing.start()
+    closing.join(10)
+    assert not closing.is_alive(), "a close on the freeing thread waited for itself"
+    assert len(inner) == 1  # the inner close returned
+    with rwal.open(path, segment_size=1 << 20):  # freed
+        pass
