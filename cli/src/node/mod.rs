@@ -2,6 +2,7 @@
 //! client protocol (`docs/network.md` sections 2 and 3).
 
 mod budget;
+mod connections;
 mod descriptors;
 mod line_limit;
 pub mod proto;
@@ -9,7 +10,7 @@ pub mod proto;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, IoSlice, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -532,12 +533,11 @@ struct Server {
     inflight: Mutex<HashMap<(u64, u64), Inflight>>,
     /// Notified when an entry of `inflight` leaves `Proposing`.
     inflight_proposed: Condvar,
-    /// Set (under `clients`' lock) once a stop was asked for: no new client is served.
+    /// Set (under the lock of `connections`) once a stop was asked for: no new client is served.
     stopping: AtomicBool,
-    /// The sockets of the clients being served, by connection number: at most
-    /// `CLIENT_CONNECTIONS_MAX`, and a stop ends their reading. Shared with the thread serving
-    /// each: one descriptor per connection.
-    clients: Mutex<HashMap<u64, Arc<TcpStream>>>,
+    /// The client connections being served: at most `CLIENT_CONNECTIONS_MAX`, and a stop ends
+    /// their reading. Shared with the thread serving each: one descriptor per connection.
+    connections: connections::Connections,
     /// The bytes of requests held at once, across every client.
     request_budget: budget::RequestBudget,
     /// How long a request may take to arrive, from its first byte (`CLIENT_REQUEST_TIMEOUT`).
@@ -691,7 +691,7 @@ fn open_server(settings: Settings) -> Result<Server, String> {
         inflight: Mutex::new(HashMap::new()),
         inflight_proposed: Condvar::new(),
         stopping: AtomicBool::new(false),
-        clients: Mutex::new(HashMap::new()),
+        connections: connections::Connections::new(CLIENT_CONNECTIONS_MAX),
         request_budget: budget::RequestBudget::new(budget::REQUEST_BYTES_BUDGET),
         request_timeout: CLIENT_REQUEST_TIMEOUT,
         client_lines: line_limit::LineLimit::new(10, Duration::from_secs(1)),
@@ -699,11 +699,11 @@ fn open_server(settings: Settings) -> Result<Server, String> {
 }
 
 /// Serves each client connection on its own thread, at most `CLIENT_CONNECTIONS_MAX` at once
-/// and never with the last `descriptors::KEPT_FREE` file descriptors, until the node stops.
-/// Connections past either limit are answered RETRY and closed.
+/// (past that, a newcomer takes the slot of the connection idle longest between requests:
+/// `connections.rs`) and never with the last `descriptors::KEPT_FREE` file descriptors, until the
+/// node stops. Connections past either limit are answered RETRY and closed.
 fn accept_clients(server: &Arc<Server>, listener: &TcpListener) {
     let id = server.settings.id;
-    let mut next_key = 0u64;
     // Refusals and failed accepts come as fast as connections do: logged at most once in 10 s.
     let refusals = line_limit::LineLimit::new(1, Duration::from_secs(10));
     let descriptors_max = descriptors::soft_limit();
@@ -725,16 +725,6 @@ fn accept_clients(server: &Arc<Server>, listener: &TcpListener) {
                 continue;
             }
         };
-        let serving = server.clients.lock().len();
-        if serving >= CLIENT_CONNECTIONS_MAX {
-            refuse(
-                id,
-                &refusals,
-                &stream,
-                &format!("the node serves {CLIENT_CONNECTIONS_MAX} client connections at most"),
-            );
-            continue;
-        }
         let left = descriptors_max.and_then(descriptors::left);
         if let Some(left) = left.filter(|&l| l < descriptors::KEPT_FREE) {
             refuse(
@@ -749,26 +739,47 @@ fn accept_clients(server: &Arc<Server>, listener: &TcpListener) {
             );
             continue;
         }
-        let key = next_key;
-        next_key += 1;
-        let stream = Arc::new(stream);
-        {
-            let mut clients = server.clients.lock();
-            // Checked under the lock the stop takes: a client is either ended by the stop or
-            // never served (a connection dropped while stopping is seen closed). Only this
-            // thread adds clients: the count checked above has not grown since.
-            if server.stopping.load(Ordering::Acquire) {
+        let connection = match server.connections.admit(stream, &server.stopping) {
+            (connections::Admission::Served(connection), closed) => {
+                if let Some(closed) = closed {
+                    let peer = closed
+                        .peer
+                        .map_or_else(|| "?".to_string(), |p| p.to_string());
+                    let line = format!(
+                        "closed the connection of client {peer}, idle for {:?}: all {} client \
+                         connection slots were taken, and a new connection took its slot",
+                        closed.idle,
+                        server.connections.max()
+                    );
+                    if let Some(line) = refusals.admit(&line, Instant::now()) {
+                        log(id, &line);
+                    }
+                }
+                connection
+            }
+            (connections::Admission::Full(stream), _) => {
+                refuse(
+                    id,
+                    &refusals,
+                    &stream,
+                    &format!(
+                        "the node serves {} client connections at most, and all of them are in \
+                         the middle of a request",
+                        server.connections.max()
+                    ),
+                );
                 continue;
             }
-            clients.insert(key, stream.clone());
-        }
+            (connections::Admission::Stopping, _) => continue,
+        };
         let client_server = server.clone();
+        let served = connection.clone();
         let spawned = std::thread::Builder::new()
             .name("rwal-node-client".into())
             .spawn(move || {
                 let server = client_server;
-                let peer = stream.peer_addr();
-                if let Err(e) = serve_client(&server, stream) {
+                let peer = served.stream().peer_addr();
+                if let Err(e) = serve_client(&server, &served) {
                     // A request cut off by its deadline or malformed (or ended half way) is
                     // worth a line; an idle or reset connection, or one a stop ended, is not.
                     let worth_a_line = matches!(
@@ -785,11 +796,11 @@ fn accept_clients(server: &Arc<Server>, listener: &TcpListener) {
                         }
                     }
                 }
-                server.clients.lock().remove(&key);
+                server.connections.remove(&served);
             });
         if spawned.is_err() {
             log(id, "cannot start a client thread");
-            server.clients.lock().remove(&key);
+            server.connections.remove(&connection);
         }
     }
 }
@@ -837,15 +848,8 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
 /// is still in progress after `APPEND_TIMEOUT`.
 fn stop(server: Arc<Server>, client_addr: SocketAddr) -> Result<(), String> {
     let id = server.settings.id;
-    let connected = {
-        let clients = server.clients.lock();
-        server.stopping.store(true, Ordering::Release);
-        for stream in clients.values() {
-            // Their next read ends; the reply being prepared can still be written.
-            let _ = stream.shutdown(Shutdown::Read);
-        }
-        clients.len()
-    };
+    // Their next read ends; the reply being prepared can still be written.
+    let connected = server.connections.stop(&server.stopping);
     log(
         id,
         &format!(
@@ -873,9 +877,7 @@ fn stop(server: Arc<Server>, client_addr: SocketAddr) -> Result<(), String> {
         // does not take (a large READ read slowly, or not at all), and would hold the stop
         // for up to `CLIENT_WRITE_TIMEOUT`: the connections still open are cut, which ends
         // those writes.
-        for stream in server.clients.lock().values() {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
+        server.connections.cut_all();
         alone(Instant::now() + Duration::from_secs(2));
     }
     let Ok(server) = Arc::try_unwrap(server) else {
@@ -1004,13 +1006,14 @@ const BODY_PACE_SLACK_DIVISOR: usize = 16;
 /// its thread, its connection slot and the answer, and keep a stop from finishing.
 const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn serve_client(server: &Server, stream: Arc<TcpStream>) -> std::io::Result<()> {
+fn serve_client(server: &Server, connection: &Arc<connections::Connection>) -> std::io::Result<()> {
+    let stream = connection.stream();
     stream.set_nodelay(true)?;
-    let mut input = BufReader::new(SharedStream(stream.clone()));
+    let mut input = BufReader::new(SharedStream(connection.clone()));
     // A stop ends the reading of the socket, but requests already buffered (or sent after the
     // shutdown) would still be read: the flag ends the loop between requests.
     while !server.stopping.load(Ordering::Acquire) {
-        let Some(request) = read_request(server, &mut input)? else {
+        let Some(request) = read_request(server, connection, &mut input)? else {
             break;
         };
         // The budget's bytes a READ answer holds until it is written.
@@ -1036,17 +1039,17 @@ fn serve_client(server: &Server, stream: Arc<TcpStream>) -> std::io::Result<()> 
         // Handled: its bytes go back to the budget before the answer is written, which may
         // take as long as the client's reading.
         drop(request);
-        write_answer(&stream, status, &reply)?;
+        write_answer(stream, status, &reply)?;
     }
     Ok(())
 }
 
 /// A client's socket, read by its thread while the stop may shut it down.
-struct SharedStream(Arc<TcpStream>);
+struct SharedStream(Arc<connections::Connection>);
 
 impl Read for SharedStream {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        (&*self.0).read(buf)
+        self.0.stream().read(buf)
     }
 }
 
@@ -1099,16 +1102,21 @@ struct Request<'s> {
 
 /// Reads a client's next request: waits up to `CLIENT_IDLE_TIMEOUT` for its first byte, then up
 /// to the server's request timeout for its length, as long for room in the request budget, and
-/// as long again for its body. `None` if the client closed the connection between requests.
+/// as long again for its body. `None` if the client closed the connection between requests, or
+/// a new connection took its slot meanwhile (`connections.rs`).
 fn read_request<'s>(
     server: &'s Server,
+    connection: &connections::Connection,
     input: &mut BufReader<SharedStream>,
 ) -> std::io::Result<Option<Request<'s>>> {
-    input
-        .get_ref()
-        .0
+    connection
+        .stream()
         .set_read_timeout(Some(CLIENT_IDLE_TIMEOUT))?;
-    if input.fill_buf()?.is_empty() {
+    // Bytes already read belong to a request that has begun: the connection is not idle.
+    if input.buffer().is_empty() {
+        server.connections.waiting(connection);
+    }
+    if input.fill_buf()?.is_empty() || !connection.start_request() {
         return Ok(None);
     }
     let timeout = server.request_timeout;
@@ -1219,7 +1227,11 @@ impl Read for RequestReader<'_> {
             let left = until
                 .saturating_duration_since(now)
                 .max(Duration::from_millis(1));
-            self.input.get_ref().0.set_read_timeout(Some(left))?;
+            self.input
+                .get_ref()
+                .0
+                .stream()
+                .set_read_timeout(Some(left))?;
         }
         match self.input.read(buf) {
             Ok(n) => {
@@ -1935,6 +1947,99 @@ mod tests {
         (server, dir)
     }
 
+    /// Serves one client connection as the acceptor's thread would.
+    fn serve_one(server: &Server, stream: TcpStream) -> std::io::Result<()> {
+        let connection = match server.connections.admit(stream, &server.stopping) {
+            (connections::Admission::Served(connection), _) => connection,
+            (other, _) => panic!("connection not served: {other:?}"),
+        };
+        let outcome = serve_client(server, &connection);
+        server.connections.remove(&connection);
+        outcome
+    }
+
+    /// Connections that sit idle cannot keep clients out: with every slot taken, a new
+    /// connection closes the one idle longest (between two of its requests) and is served; one
+    /// in the middle of a request keeps its slot, and with only those the newcomer is refused.
+    #[test]
+    fn idle_connections_give_their_slots_to_new_ones() {
+        let (mut server, dir) = single_node_server("idle-slots");
+        server.connections = connections::Connections::new(2);
+        let server = Arc::new(server);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = {
+            let server = server.clone();
+            std::thread::spawn(move || accept_clients(&server, &listener))
+        };
+        let connect = || {
+            let stream = TcpStream::connect(addr).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            (stream.try_clone().unwrap(), BufReader::new(stream))
+        };
+        let status = |(output, input): &mut (TcpStream, BufReader<TcpStream>)| {
+            proto::write_message(output, proto::OP_STATUS, &[])?;
+            proto::read_message(input, proto::RESPONSE_BYTES_MAX)
+        };
+        let mut idle = connect();
+        let (code, _) = status(&mut idle).unwrap().unwrap();
+        assert_eq!(code, proto::OK);
+        // The second slot: a connection in the middle of a request (its length, no body).
+        let mut busy = connect();
+        busy.0.write_all(&100u32.to_le_bytes()).unwrap();
+        busy.0.write_all(&[proto::OP_STATUS]).unwrap();
+        // Until its thread read those bytes, it counts as idle since it connected (after
+        // `idle`'s request): wait for it to be busy, which only `idle`'s closing shows.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while server.connections.len() < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the second connection was never served"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let mut newcomer = connect();
+        let (code, body) = status(&mut newcomer).unwrap().unwrap();
+        assert_eq!(code, proto::OK, "{}", String::from_utf8_lossy(&body));
+        // The idle one was closed: its next request finds the connection gone.
+        assert!(
+            !matches!(status(&mut idle), Ok(Some(_))),
+            "the idle connection was still served"
+        );
+        // Both slots now in the middle of a request: the next newcomer is refused, naming why.
+        newcomer.0.write_all(&100u32.to_le_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let mut refused = connect();
+        let (code, body) = proto::read_message(&mut refused.1, proto::RESPONSE_BYTES_MAX)
+            .unwrap()
+            .unwrap();
+        let body = String::from_utf8_lossy(&body).into_owned();
+        assert_eq!(code, proto::RETRY, "{body}");
+        assert!(body.contains("in the middle of a request"), "{body}");
+        // The busy one was not closed: its request, once whole, is answered.
+        busy.0.write_all(&[0u8; 99]).unwrap();
+        let (code, body) = proto::read_message(&mut busy.1, proto::RESPONSE_BYTES_MAX)
+            .unwrap()
+            .unwrap();
+        assert_eq!(code, proto::OK, "{}", String::from_utf8_lossy(&body));
+        drop((idle, busy, newcomer, refused));
+        server.connections.stop(&server.stopping);
+        let _ = TcpStream::connect(addr);
+        acceptor.join().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Arc::strong_count(&server) > 1 {
+            assert!(
+                Instant::now() < deadline,
+                "client threads still hold the server"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        close(Arc::try_unwrap(server).ok().unwrap(), dir);
+    }
+
     fn close(server: Server, dir: PathBuf) {
         let Server { node, network, .. } = server;
         node.close().unwrap();
@@ -1982,9 +2087,9 @@ mod tests {
             let server = &server;
             let served = s.spawn(move || {
                 let (stream, _) = listener.accept().unwrap();
-                let outcome = serve_client(server, Arc::new(stream));
+                let outcome = serve_one(server, stream);
                 let (stream, _) = listener.accept().unwrap();
-                (outcome, serve_client(server, Arc::new(stream)))
+                (outcome, serve_one(server, stream))
             });
             let mut slow = TcpStream::connect(addr).unwrap();
             // An APPEND announcing 1000 bytes, sent a byte at a time, slower than the timeout.
@@ -2034,7 +2139,7 @@ mod tests {
             let full = hold(server, 1 << 20);
             let served = s.spawn(move || {
                 let (stream, _) = listener.accept().unwrap();
-                serve_client(server, Arc::new(stream))
+                serve_one(server, stream)
             });
             let client = TcpStream::connect(addr).unwrap();
             let mut output = client.try_clone().unwrap();
@@ -2103,7 +2208,7 @@ mod tests {
                 let mut outcomes = Vec::new();
                 for _ in 0..4 {
                     let (stream, _) = listener.accept().unwrap();
-                    outcomes.push(s.spawn(move || serve_client(server, Arc::new(stream))));
+                    outcomes.push(s.spawn(move || serve_one(server, stream)));
                 }
                 outcomes
                     .into_iter()

@@ -1,0 +1,305 @@
+//! The client connections a node serves, at most a fixed number at once.
+//!
+//! The client port is unauthenticated. With a plain cap, anyone who can reach it could open
+//! that many connections, send nothing, and keep every client out until the idle timeout (5
+//! minutes) closed them, then do it again. So when every slot is taken, a new connection takes
+//! the slot of the connection that has waited longest for its next request: that one is closed
+//! between two requests, where its client loses nothing (a request whose first bytes had
+//! arrived is served; one sent as it was closed was never handled, and its retry is safe).
+//! Connections in the middle of a request are never taken: a full table of those refuses the
+//! newcomer instead.
+
+use std::collections::HashMap;
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+/// `Connection::idle_since` while a request is read or handled.
+const BUSY: u64 = u64::MAX;
+/// `Connection::idle_since` once its slot went to a newcomer.
+const TAKEN: u64 = u64::MAX - 1;
+
+/// One client connection being served.
+#[derive(Debug)]
+pub struct Connection {
+    stream: TcpStream,
+    key: u64,
+    /// Microseconds since `Connections::epoch` at which it began waiting for its next request,
+    /// or `BUSY`, or `TAKEN`.
+    idle_since: AtomicU64,
+}
+
+impl Connection {
+    /// Its socket.
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// Marks it waiting for its next request, from `since_epoch`, unless its slot was taken.
+    fn wait_from(&self, since_epoch: u64) {
+        let _ = self
+            .idle_since
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| {
+                (state != TAKEN).then_some(since_epoch.min(TAKEN - 1))
+            });
+    }
+
+    /// Marks it busy with a request whose first bytes arrived; `false` if its slot went to a
+    /// newcomer first (its socket is shut down, and the request is not to be handled).
+    pub fn start_request(&self) -> bool {
+        self.idle_since
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| {
+                (state != TAKEN).then_some(BUSY)
+            })
+            .is_ok()
+    }
+}
+
+/// What [`Connections::admit`] did with a new connection.
+#[derive(Debug)]
+pub enum Admission {
+    /// Served: its thread serves it, and calls [`Connections::remove`] when done.
+    Served(Arc<Connection>),
+    /// Every slot is taken by a connection in the middle of a request: the stream is given
+    /// back, to be refused.
+    Full(TcpStream),
+    /// The node is stopping: the stream was dropped (closed).
+    Stopping,
+}
+
+/// A connection closed to give its slot to a newcomer.
+#[derive(Debug)]
+pub struct Closed {
+    /// Its client's address, if the socket still knew it.
+    pub peer: Option<std::net::SocketAddr>,
+    /// How long it had waited for its next request.
+    pub idle: Duration,
+}
+
+/// The table of connections being served.
+#[derive(Debug)]
+pub struct Connections {
+    max: usize,
+    epoch: Instant,
+    table: Mutex<Table>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    next_key: u64,
+    served: HashMap<u64, Arc<Connection>>,
+}
+
+impl Connections {
+    /// A table of at most `max` connections (at least one).
+    pub fn new(max: usize) -> Connections {
+        Connections {
+            max: max.max(1),
+            epoch: Instant::now(),
+            table: Mutex::new(Table::default()),
+        }
+    }
+
+    /// At most this many connections are served at once.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// The connections served now.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.table.lock().served.len()
+    }
+
+    /// Serves `stream` unless `stopping` is set (checked under the lock [`Connections::stop`]
+    /// sets it under: a connection is either ended by the stop or never served). With every slot
+    /// taken, the connection that has waited longest for its next request is shut down and
+    /// forgotten to make room, and returned.
+    pub fn admit(&self, stream: TcpStream, stopping: &AtomicBool) -> (Admission, Option<Closed>) {
+        let mut table = self.table.lock();
+        if stopping.load(Ordering::Acquire) {
+            return (Admission::Stopping, None);
+        }
+        let mut closed = None;
+        if table.served.len() >= self.max {
+            let now = self.now();
+            let longest_idle = table
+                .served
+                .values()
+                .filter_map(|c| {
+                    let since = c.idle_since.load(Ordering::Acquire);
+                    (since < TAKEN).then_some((since, c))
+                })
+                .min_by_key(|(since, _)| *since);
+            // Taken only if it is still waiting: its thread may have started a request since.
+            let taken = longest_idle.and_then(|(since, c)| {
+                c.idle_since
+                    .compare_exchange(since, TAKEN, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                    .then(|| (Duration::from_micros(now.saturating_sub(since)), c.clone()))
+            });
+            let Some((idle, connection)) = taken else {
+                return (Admission::Full(stream), None);
+            };
+            // Its thread waits in a read, which ends; the descriptor closes when it returns.
+            let _ = connection.stream.shutdown(Shutdown::Both);
+            table.served.remove(&connection.key);
+            closed = Some(Closed {
+                peer: connection.stream.peer_addr().ok(),
+                idle,
+            });
+        }
+        let key = table.next_key;
+        table.next_key += 1;
+        let connection = Arc::new(Connection {
+            stream,
+            key,
+            idle_since: AtomicU64::new(self.now()),
+        });
+        table.served.insert(key, connection.clone());
+        (Admission::Served(connection), closed)
+    }
+
+    /// Marks `connection` waiting for its next request from now.
+    pub fn waiting(&self, connection: &Connection) {
+        connection.wait_from(self.now());
+    }
+
+    /// Forgets `connection` once its thread is done with it.
+    pub fn remove(&self, connection: &Connection) {
+        let mut table = self.table.lock();
+        if table
+            .served
+            .get(&connection.key)
+            .is_some_and(|c| std::ptr::eq(&**c, connection))
+        {
+            table.served.remove(&connection.key);
+        }
+    }
+
+    /// Sets `stopping` and ends the reading of every connection (an answer being prepared can
+    /// still be written); the number of connections served.
+    pub fn stop(&self, stopping: &AtomicBool) -> usize {
+        let table = self.table.lock();
+        stopping.store(true, Ordering::Release);
+        for connection in table.served.values() {
+            let _ = connection.stream.shutdown(Shutdown::Read);
+        }
+        table.served.len()
+    }
+
+    /// Shuts every connection down, which ends the answers still being written too.
+    pub fn cut_all(&self) {
+        for connection in self.table.lock().served.values() {
+            let _ = connection.stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(TAKEN - 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::TcpListener;
+
+    /// A connected pair: (the server's end, the client's end).
+    fn pair(listener: &TcpListener) -> (TcpStream, TcpStream) {
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        (server, client)
+    }
+
+    fn served(admission: Admission) -> Arc<Connection> {
+        match admission {
+            Admission::Served(c) => c,
+            other => panic!("not served: {other:?}"),
+        }
+    }
+
+    /// With every slot taken, a newcomer takes the slot of the connection idle longest, whose
+    /// client sees its connection closed; one in the middle of a request is never taken, and
+    /// with only those left the newcomer is refused.
+    #[test]
+    fn a_newcomer_takes_the_slot_of_the_longest_idle_connection_only() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let stopping = AtomicBool::new(false);
+        let connections = Connections::new(2);
+        let (a, mut a_client) = pair(&listener);
+        let a = served(connections.admit(a, &stopping).0);
+        let (b, _b_client) = pair(&listener);
+        let b = served(connections.admit(b, &stopping).0);
+        // `a` is busy with a request, `b` waits for its next one.
+        assert!(a.start_request());
+        connections.waiting(&b);
+        let (c, _c_client) = pair(&listener);
+        let (admission, closed) = connections.admit(c, &stopping);
+        let c = served(admission);
+        assert!(closed.is_some(), "no connection was closed to make room");
+        assert_eq!(connections.len(), 2);
+        assert!(
+            !b.start_request(),
+            "the closed connection could start a request"
+        );
+        let mut byte = [0u8];
+        assert_eq!(
+            b.stream().read(&mut byte).unwrap(),
+            0,
+            "its reading was not ended"
+        );
+        // `b`'s thread forgets it: that removes nothing else.
+        connections.remove(&b);
+        assert_eq!(connections.len(), 2);
+        // `a` and `c` both busy: the next one is refused, and nobody is closed.
+        assert!(c.start_request());
+        let (d, _d_client) = pair(&listener);
+        let (admission, closed) = connections.admit(d, &stopping);
+        assert!(matches!(admission, Admission::Full(_)), "{admission:?}");
+        assert!(closed.is_none());
+        a_client.set_nonblocking(true).unwrap();
+        let still_open = a_client.read(&mut byte);
+        assert!(
+            still_open.is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+            "the busy connection was closed"
+        );
+        // The one idle longest is chosen: `a` waits from now on, `c` a moment later.
+        connections.waiting(&a);
+        std::thread::sleep(Duration::from_millis(2));
+        connections.waiting(&c);
+        let (e, _e_client) = pair(&listener);
+        let (admission, closed) = connections.admit(e, &stopping);
+        served(admission);
+        assert!(closed.is_some());
+        assert!(
+            !a.start_request(),
+            "the connection idle longest was not the one closed"
+        );
+        assert!(c.start_request());
+    }
+
+    /// Once stopping, nothing is served, and the connections served see their reading end.
+    #[test]
+    fn a_stop_serves_no_one_new_and_ends_the_reading_of_the_rest() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let stopping = AtomicBool::new(false);
+        let connections = Connections::new(4);
+        let (a, _a_client) = pair(&listener);
+        let a = served(connections.admit(a, &stopping).0);
+        assert_eq!(connections.stop(&stopping), 1);
+        assert!(stopping.load(Ordering::Acquire));
+        let mut byte = [0u8];
+        assert_eq!(a.stream().read(&mut byte).unwrap(), 0);
+        let (b, _b_client) = pair(&listener);
+        let (admission, _) = connections.admit(b, &stopping);
+        assert!(matches!(admission, Admission::Stopping), "{admission:?}");
+        assert_eq!(connections.len(), 1);
+        connections.remove(&a);
+        assert_eq!(connections.len(), 0);
+    }
+}
