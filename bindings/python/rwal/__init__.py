@@ -20,6 +20,7 @@ from __future__ import annotations
 import atexit
 import builtins
 import io
+import operator
 import logging
 import os
 import threading
@@ -225,6 +226,21 @@ def _c_path(path) -> bytes:
     return _c_string(os.fsencode(path), "path")
 
 
+def _uint(value, name: str, bits: int = 64) -> int:
+    """`value` as an unsigned C integer of `bits` bits: InvalidArgumentError naming `name` for
+    a number out of that range (cffi's OverflowError would name neither the argument nor rwal),
+    TypeError for what is not an integer (a bool is one, as for cffi)."""
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise TypeError("%s must be an integer, not %s" % (name, type(value).__name__)) from None
+    if not 0 <= number < 1 << bits:
+        raise InvalidArgumentError(lib.RWAL_ERR_INVALID_ARGUMENT,
+                                   "%s must be between 0 and 2**%d - 1, not %d"
+                                   % (name, bits, number))
+    return number
+
+
 def _check(status: int) -> None:
     if status != lib.RWAL_OK:
         raise _error(status)
@@ -242,7 +258,7 @@ def open(  # noqa: A001 - rwal.open on purpose, like io.open
     opts = ffi.gc(lib.rwal_options_new(), lib.rwal_options_free)
     _check(lib.rwal_options_set_create(opts, bool(create)))
     if segment_size is not None:
-        _check(lib.rwal_options_set_segment_size(opts, int(segment_size)))
+        _check(lib.rwal_options_set_segment_size(opts, _uint(segment_size, "segment_size")))
     if backend is not None:
         if backend not in _BACKENDS:
             raise InvalidArgumentError(lib.RWAL_ERR_INVALID_ARGUMENT,
@@ -446,12 +462,23 @@ class _Handle:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    # Collected open, a handle says so with a ResourceWarning, as Python's files do (shown
+    # under `python -X dev`, `-W default` and pytest). Node and CheckpointWriter say it in
+    # words of their own.
+    _warn_unclosed = True
+
     def __del__(self) -> None:
-        if not getattr(self, "_closed", True):
+        if getattr(self, "_closed", True):
+            return
+        if self._warn_unclosed:
             try:
-                self.close()
-            except Error:
+                warnings.warn("rwal %s collected without close()" % self._what, ResourceWarning,
+                              stacklevel=2)
+            except Exception:  # noqa: BLE001 - late in shutdown, warnings may be gone
                 pass
+        # An error of the close (a log's final sync failed) goes to sys.unraisablehook, which
+        # prints it: dropped here, nobody would know.
+        self.close()
 
 
 class Log(_Handle):
@@ -510,6 +537,7 @@ class Log(_Handle):
 
     def commit(self, lsn: int) -> None:
         """Returns once every record up to `lsn` is durable (group commit)."""
+        lsn = _uint(lsn, "lsn")
         entered = []
         try:
             handle = self._enter(entered)
@@ -550,6 +578,7 @@ class Log(_Handle):
 
     def read(self, lsn: int) -> bytes:
         """The payload of durable record `lsn`."""
+        lsn = _uint(lsn, "lsn")
         size = ffi.new("size_t *")
         cap = 4096
         with self._use() as handle:
@@ -565,6 +594,8 @@ class Log(_Handle):
     def records(self, from_lsn: Optional[int] = None) -> Iterator[Tuple[int, bytes]]:
         """Iterates over (lsn, payload) of durable records from `from_lsn` (default: the first
         retained)."""
+        if from_lsn is not None:
+            from_lsn = _uint(from_lsn, "from_lsn")
         slot = _owning_slot("rwal_reader **", lib._rwal_py_free_reader_slot)
         for attempt in range(100):
             start = self.first_lsn if from_lsn is None else from_lsn
@@ -593,6 +624,7 @@ class Log(_Handle):
 
     def truncate_after(self, lsn: int) -> None:
         """Durably removes every record after `lsn`."""
+        lsn = _uint(lsn, "lsn")
         with self._use() as handle:
             _check(lib.rwal_truncate_after(handle, lsn))
 
@@ -601,6 +633,7 @@ class Log(_Handle):
         image at `lsn`; None: the checkpoint has no snapshot, which is not the same as an empty
         one). Durable when it returns; `lsn` must be at least 1, durable, and not below the
         latest checkpoint."""
+        lsn = _uint(lsn, "lsn")
         if snapshot is None:
             with self._use() as handle:
                 _check(lib.rwal_checkpoint(handle, lsn, ffi.NULL, 0))
@@ -632,9 +665,8 @@ class Log(_Handle):
         pieces with CheckpointWriter.write, and made durable by CheckpointWriter.finish: a large
         engine state never needs to be in memory whole; see CheckpointWriter for finishing
         and abandoning. The same checks as checkpoint()."""
-        if not 0 <= length < 1 << 64:
-            raise InvalidArgumentError(lib.RWAL_ERR_INVALID_ARGUMENT,
-                                       "length must be between 0 and 2**64 - 1")
+        lsn = _uint(lsn, "lsn")
+        length = _uint(length, "length")
         out = ffi.new("rwal_checkpoint_writer **")
 
         def open_native():
@@ -707,7 +739,10 @@ class Log(_Handle):
             raise InvalidArgumentError(lib.RWAL_ERR_INVALID_ARGUMENT,
                                        "a pin needs a name: a non-empty str, UTF-8 encodable, "
                                        "without NUL")
-        if cap_bytes is not None and not 0 < cap_bytes < 1 << 64:
+        lsn = _uint(lsn, "lsn")
+        if cap_bytes is not None:
+            cap_bytes = _uint(cap_bytes, "cap_bytes")
+        if cap_bytes == 0:
             raise InvalidArgumentError(lib.RWAL_ERR_INVALID_ARGUMENT,
                                        "cap_bytes must be between 1 and 2**64 - 1 (None: no cap)")
         out = ffi.new("rwal_pin **")
@@ -770,6 +805,7 @@ class Pin(_Handle):
     def move(self, lsn: int) -> None:
         """Keeps records from `lsn` on instead (forward, or back to a record still kept:
         CompactedError otherwise). PinnedError once the compactor released a capped pin."""
+        lsn = _uint(lsn, "lsn")
         with self._use() as handle:
             _check(lib.rwal_pin_move(handle, lsn))
 
@@ -792,6 +828,7 @@ class CheckpointWriter(_Handle):
     resets below it wait or are refused). One thread writes at a time."""
 
     _what = "checkpoint writer"
+    _warn_unclosed = False  # see __del__
     # Class attributes, bound now (see _returning_ok).
     _abandon = staticmethod(_returning_ok(lib.rwal_checkpoint_writer_free))
     _finish = staticmethod(lib.rwal_checkpoint_writer_finish)

@@ -42,7 +42,7 @@ from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 from . import (
     _BACKENDS, CompactedError, InvalidArgumentError, NotLeaderError, _c_path, _c_string, _check, _free_unadopted,
-    _Handle, _last_error, _owning_slot, _stable)
+    _Handle, _last_error, _owning_slot, _stable, _uint)
 from ._rwal_cffi import ffi, lib
 
 ApplyFn = Callable[[int, int, bytes], None]
@@ -170,6 +170,7 @@ class Node(_Handle):
     """A running member of a replicated log; see the module docs."""
 
     _what = "node"
+    _warn_unclosed = False  # see __del__
     # Bound now: a node closed late in the interpreter's shutdown may find the module's
     # globals cleared.
     _close_node = staticmethod(lib.rwal_node_close)
@@ -211,24 +212,28 @@ class Node(_Handle):
         joining one, one the leader compacted past) then stays behind."""
         self._closed = True  # until opened: nothing for __del__ to close
         opts_out = ffi.new("rwal_node_options **")
-        _check(lib.rwal_node_options_new(node_id, _c_path(path), opts_out))
+        _check(lib.rwal_node_options_new(_uint(node_id, "node_id"), _c_path(path), opts_out))
         opts = ffi.gc(opts_out[0], lib.rwal_node_options_free)
         # bytearray and memoryview too (cffi takes bytes only); not bytes(secret), which makes
         # an int into that many zero bytes.
         secret = memoryview(secret).tobytes()
-        _check(lib.rwal_node_options_set_cluster(opts, cluster_id, secret, len(secret)))
+        _check(lib.rwal_node_options_set_cluster(opts, _uint(cluster_id, "cluster_id"), secret,
+                                                 len(secret)))
         _check(lib.rwal_node_options_set_listen(opts, _c_string(listen, "listen")))
         peers = dict(peers or {})
         for peer, addr in peers.items():
-            _check(lib.rwal_node_options_add_peer(opts, peer, _c_string(addr, "peer address")))
+            _check(lib.rwal_node_options_add_peer(opts, _uint(peer, "peer id"),
+                                                  _c_string(addr, "peer address")))
         if voters is not None or join:
-            ids = sorted(set(voters or ()))
+            ids = sorted({_uint(voter, "voter id") for voter in voters or ()})
             id_array = ffi.new("uint64_t[]", ids)
             _check(lib.rwal_node_options_set_voters(opts, id_array, len(ids), bool(join)))
-        _check(lib.rwal_node_options_set_tick_ms(opts, tick_ms))
-        _check(lib.rwal_node_options_set_sync_stall_limit_ms(opts, sync_stall_limit_ms))
+        _check(lib.rwal_node_options_set_tick_ms(opts, _uint(tick_ms, "tick_ms", 32)))
+        _check(lib.rwal_node_options_set_sync_stall_limit_ms(
+            opts, _uint(sync_stall_limit_ms, "sync_stall_limit_ms", 32)))
         if snapshot_bytes_max is not None:
-            _check(lib.rwal_node_options_set_snapshot_bytes_max(opts, snapshot_bytes_max))
+            _check(lib.rwal_node_options_set_snapshot_bytes_max(
+                opts, _uint(snapshot_bytes_max, "snapshot_bytes_max")))
         if segment_size is not None or backend is not None:
             # These replace the node's log options whole, backend included, so they name the
             # node's default backend when none is given.
@@ -240,7 +245,8 @@ class Node(_Handle):
             log_opts = ffi.gc(lib.rwal_options_new(), lib.rwal_options_free)
             _check(lib.rwal_options_set_backend(log_opts, _BACKENDS[backend]))
             if segment_size is not None:
-                _check(lib.rwal_options_set_segment_size(log_opts, segment_size))
+                _check(lib.rwal_options_set_segment_size(
+                    log_opts, _uint(segment_size, "segment_size")))
             _check(lib.rwal_node_options_set_log_options(opts, log_opts))
         self._engine = _Engine(apply, snapshot, restore, on_leader)
         self._engine_handle = ffi.new_handle(self._engine)
@@ -333,7 +339,7 @@ class Node(_Handle):
     def add_peer(self, peer: int, addr: str) -> None:
         """Adds a peer (or changes its address) while the node runs. A peer added again at
         the address it has keeps its connection."""
-        self._call(lib.rwal_node_add_peer, peer, _c_string(addr, "peer address"))
+        self._call(lib.rwal_node_add_peer, _uint(peer, "peer"), _c_string(addr, "peer address"))
 
     def propose(self, data) -> Tuple[int, int]:
         """Proposes a record on the leader; returns the (lsn, epoch) it will have if it
@@ -348,7 +354,8 @@ class Node(_Handle):
     def wait_committed(self, lsn: int, epoch: int, timeout: float = 10.0) -> None:
         """Returns once the entry (lsn, epoch) is committed by a quorum; rwal.SupersededError
         once another entry is committed there; rwal.TimeoutError."""
-        self._call(lib.rwal_node_wait_committed, lsn, epoch, _millis(timeout))
+        self._call(lib.rwal_node_wait_committed, _uint(lsn, "lsn"), _uint(epoch, "epoch"),
+                   _millis(timeout))
 
     def propose_and_wait(self, data, timeout: float = 10.0) -> Tuple[int, int]:
         """propose() then wait_committed() in one call, with one wake-up instead of two;
@@ -394,6 +401,8 @@ class Node(_Handle):
     def records(self, from_lsn: Optional[int] = None) -> Iterator[Tuple[int, int, int, bytes]]:
         """(lsn, epoch, kind, data) of committed records from `from_lsn` (default: the first
         retained), up to the commit LSN; kind is rwal.node.USER or rwal.node.SYSTEM."""
+        if from_lsn is not None:
+            from_lsn = _uint(from_lsn, "from_lsn")
         slot = _owning_slot("rwal_node_reader **", lib._rwal_py_free_node_reader_slot)
         for attempt in range(100):
             start = self.status()["first_lsn"] if from_lsn is None else from_lsn
@@ -436,7 +445,7 @@ class Node(_Handle):
             raise InvalidArgumentError(lib.RWAL_ERR_INVALID_ARGUMENT,
                                        "unknown change %r (one of %s)" % (change, ", ".join(_CHANGES)))
         lsn = ffi.new("uint64_t *")
-        self._call(lib.rwal_node_change_membership, _CHANGES[change], peer,
+        self._call(lib.rwal_node_change_membership, _CHANGES[change], _uint(peer, "peer"),
                    _c_string(addr, "peer address") if addr is not None else ffi.NULL, lsn)
         return lsn[0]
 
@@ -445,7 +454,8 @@ class Node(_Handle):
         log), e.g. before close(); returns the new leader's id once this node knows it.
         rwal.NotLeaderError on a follower; rwal.TimeoutError if leadership did not move."""
         leader = ffi.new("uint64_t *")
-        self._call(lib.rwal_node_transfer_leadership, to or 0, _millis(timeout), leader)
+        to = 0 if to is None else _uint(to, "to")
+        self._call(lib.rwal_node_transfer_leadership, to, _millis(timeout), leader)
         return leader[0]
 
     def checkpoint(self, lsn: int, state) -> None:
@@ -453,6 +463,7 @@ class Node(_Handle):
         rwal.AbandonedError if the node began installing a leader's snapshot meanwhile: nothing
         was kept, and the node goes on. A mutable buffer (a bytearray the apply callback
         changes) is copied first: its checksum and its bytes are read one after the other."""
+        lsn = _uint(lsn, "lsn")
         buf = ffi.from_buffer(_stable(state))
         self._call(lib.rwal_node_checkpoint, lsn, ffi.cast("const uint8_t *", buf), len(buf))
 

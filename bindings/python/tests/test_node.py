@@ -185,6 +185,14 @@ def test_bad_node_options_are_refused_with_the_reason(tmp_path):
                   snapshot_bytes_max=0)
     with pytest.raises(rwal.InvalidArgumentError, match="unknown backend 'bogus'"):
         rwal.Node(1, tmp_path / "n", cluster_id=1, secret=SECRET, voters=[1], backend="bogus")
+    # Out of the C type's range: named, not cffi's OverflowError.
+    for bad, name in ((dict(node_id=-1), "node_id"), (dict(cluster_id=1 << 64), "cluster_id"),
+                      (dict(voters=[1, -2]), "voter id"), (dict(tick_ms=1 << 32), "tick_ms"),
+                      (dict(peers={-3: "127.0.0.1:1"}), "peer id")):
+        args = dict(node_id=1, path=tmp_path / "n", cluster_id=1, secret=SECRET, voters=[1])
+        args.update(bad)
+        with pytest.raises(rwal.InvalidArgumentError, match=name):
+            rwal.Node(**args)
     # 0: a stalled sync never hands the leadership over. A backend other than the node's
     # default ("staged") writes the same files.
     node = rwal.Node(1, tmp_path / "alone", cluster_id=1, secret=SECRET, voters=[1],

@@ -776,3 +776,51 @@ def test_a_close_on_the_freeing_thread_does_not_wait_for_itself(path):
     assert len(inner) == 1  # the inner close returned
     with rwal.open(path, segment_size=1 << 20):  # freed
         pass
+
+
+def test_integers_out_of_range_are_wrong_arguments_named(path):
+    with pytest.raises(rwal.InvalidArgumentError, match="segment_size"):
+        rwal.open(path, segment_size=-1)
+    log = rwal.open(path, segment_size=1 << 20)
+    try:
+        log.append(b"one")
+        log.sync()
+        calls = [
+            ("lsn", lambda n: log.read(n)),
+            ("lsn", lambda n: log.commit(n)),
+            ("from_lsn", lambda n: next(iter(log.records(n)))),
+            ("lsn", lambda n: log.truncate_after(n)),
+            ("lsn", lambda n: log.checkpoint(n)),
+            ("length", lambda n: log.checkpoint_writer(1, n)),
+            ("lsn", lambda n: log.pin("p", n)),
+        ]
+        for name, call in calls:
+            for bad in (-1, 1 << 64):
+                # cffi's OverflowError named neither the argument nor rwal.
+                with pytest.raises(rwal.InvalidArgumentError, match=name):
+                    call(bad)
+            with pytest.raises(TypeError, match=name):
+                call(1.5)
+        with log.pin("kept", 1) as pin:
+            with pytest.raises(rwal.InvalidArgumentError, match="lsn"):
+                pin.move(-1)
+        # Nothing was changed on the way: the record is there, durable.
+        assert log.read(1) == b"one"
+        assert log.durable_lsn == 1
+    finally:
+        log.close()
+
+
+def test_a_log_or_pin_collected_open_warns_and_is_closed(path):
+    log = rwal.open(path)
+    log.append(b"one")
+    log.sync()
+    pin = log.pin("forgotten", 1)
+    with pytest.warns(ResourceWarning, match="rwal pin collected without close"):
+        del pin
+        gc.collect()
+    with pytest.warns(ResourceWarning, match="rwal log collected without close"):
+        del log
+        gc.collect()
+    # Closed by the collection: the directory is free again.
+    rwal.open(path).close()
