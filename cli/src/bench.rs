@@ -271,14 +271,15 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
     let Some(config) = parse(args)? else {
         return Ok(ExitCode::SUCCESS);
     };
-    let base = config
-        .dir
-        .clone()
-        .unwrap_or_else(std::env::temp_dir)
-        .join(format!("rwal-bench-{}", std::process::id()));
-    // Watched before it exists: nothing is left behind however early the interrupt comes.
-    let interrupt = Interrupt::watch(&base)?;
-    std::fs::create_dir_all(&base).map_err(|e| format!("create {}: {e}", base.display()))?;
+    // Before minutes of measuring: a plot that cannot be written would lose them all.
+    if let Some(path) = &config.plot {
+        check_plot_path(path)?;
+    }
+    // Watched before the directory exists: nothing is left behind however early the
+    // interrupt comes.
+    let interrupt = Interrupt::watch()?;
+    let parent = config.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let base = interrupt.create_own_dir(&parent)?;
     let outcome = match config.replicated {
         Some(nodes) => measure_replicated(&config, &base, nodes),
         None => measure(&config, &base),
@@ -287,11 +288,12 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
     let _ = std::fs::remove_dir_all(&base);
     let results = outcome?;
     // The plot before the printing: a reader of the output that goes away ends the command
-    // (`out!`), and the plot asked for is written all the same.
-    if let Some(path) = &config.plot {
+    // (`out!`), and the plot asked for is written all the same. Should it fail after all (the
+    // disk filled meanwhile), the results are printed first.
+    let plotted = config.plot.as_ref().map(|path| {
         crate::plot::write_svg(path, &results)
-            .map_err(|e| format!("--plot {}: {e}", path.display()))?;
-    }
+            .map_err(|e| format!("--plot {}: {e}", path.display()))
+    });
     if config.json {
         out!(
             "{}",
@@ -302,11 +304,65 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
         if let Some(nodes) = config.replicated {
             crate::bench_replicated::print_ratios(&results, nodes);
         }
-        if let Some(path) = &config.plot {
+        if let (Some(path), Some(Ok(()))) = (&config.plot, &plotted) {
             out!("\nlatency percentile curves written to {}", path.display());
         }
     }
+    plotted.transpose()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses a `--plot` path whose directory does not exist, or that names a directory: found
+/// at the end of the run, it would have thrown the run's results away.
+fn check_plot_path(path: &Path) -> Result<(), String> {
+    let folder = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    if !folder.is_dir() {
+        return Err(format!(
+            "--plot {}: {} is not a directory",
+            path.display(),
+            folder.display()
+        ));
+    }
+    if path.is_dir() {
+        return Err(format!("--plot {}: is a directory", path.display()));
+    }
+    Ok(())
+}
+
+/// Creates the bench's own directory in `parent`: `rwal-bench-PID`, or `rwal-bench-PID-N`
+/// when that name is taken. Never one that exists already: it is someone else's (a run with
+/// the same PID in another container on the same volume, a stale one, or one planted in a
+/// shared `/tmp`), and the bench removes its directory's files at the end and would follow
+/// links placed in it. Readable by its owner only.
+fn create_own_dir(parent: &Path) -> Result<PathBuf, String> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !parent.is_dir() {
+        return Err(format!(
+            "--dir {}: not a directory (it must exist: the bench makes its own directory in it)",
+            parent.display()
+        ));
+    }
+    let pid = std::process::id();
+    for attempt in 0..1000 {
+        let name = match attempt {
+            0 => format!("rwal-bench-{pid}"),
+            n => format!("rwal-bench-{pid}-{n}"),
+        };
+        let base = parent.join(name);
+        match std::fs::DirBuilder::new().mode(0o700).create(&base) {
+            Ok(()) => return Ok(base),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(format!("cannot create {}: {e}", base.display())),
+        }
+    }
+    Err(format!(
+        "cannot create a directory of the bench's own in {}: rwal-bench-{pid} and 999 more \
+         names are taken",
+        parent.display()
+    ))
 }
 
 /// What happens on SIGINT or SIGTERM: the benchmark's directory `base` is removed and the
@@ -316,10 +372,12 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
 /// handler sets (a handler may not remove files itself).
 struct Interrupt {
     interrupted: Arc<std::sync::atomic::AtomicBool>,
+    /// The directory to remove, once created.
+    base: Arc<parking_lot::Mutex<Option<PathBuf>>>,
 }
 
 impl Interrupt {
-    fn watch(base: &Path) -> Result<Interrupt, String> {
+    fn watch() -> Result<Interrupt, String> {
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
         let interrupted = Arc::new(AtomicBool::new(false));
         let signal_seen = Arc::new(AtomicUsize::new(0));
@@ -336,7 +394,8 @@ impl Interrupt {
             .and_then(|_| signal_hook::flag::register(signal, interrupted.clone()))
             .map_err(|e| format!("cannot handle signal {signal}: {e}"))?;
         }
-        let (base, flag) = (base.to_path_buf(), interrupted.clone());
+        let base = Arc::new(parking_lot::Mutex::new(None::<PathBuf>));
+        let (created, flag) = (base.clone(), interrupted.clone());
         std::thread::Builder::new()
             .name("rwal-bench-interrupt".into())
             .spawn(move || {
@@ -344,6 +403,11 @@ impl Interrupt {
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 let status = 128 + signal_seen.load(Ordering::Acquire) as i32;
+                // Waits for a creation in progress (`create_own_dir`), which it then removes.
+                let Some(base) = created.lock().clone() else {
+                    eprintln!("\nrwal bench: interrupted");
+                    std::process::exit(status);
+                };
                 // The workloads may still create files (a segment, the control file's
                 // rewrite) while the tree is removed, and the run may be removing it too:
                 // until it is gone, for a while.
@@ -367,7 +431,15 @@ impl Interrupt {
                 std::process::exit(status);
             })
             .map_err(|e| format!("cannot start the interrupt watcher: {e}"))?;
-        Ok(Interrupt { interrupted })
+        Ok(Interrupt { interrupted, base })
+    }
+
+    /// `create_own_dir`, the directory recorded for removal in the same step.
+    fn create_own_dir(&self, parent: &Path) -> Result<PathBuf, String> {
+        let mut slot = self.base.lock();
+        let base = create_own_dir(parent)?;
+        *slot = Some(base.clone());
+        Ok(base)
     }
 
     /// The measurements ended. If an interrupt came during them (their errors may come from

@@ -304,6 +304,57 @@ fn bench_rejects_bad_arguments_with_a_clear_message() {
     );
     let out = rwal(&["bench", "--segment-bytes", "1000"]);
     assert!(text(&out).contains("segment_bytes"), "{}", text(&out));
+    // Found before the run, not after it (which threw the run's results away).
+    let out = rwal(&[
+        "bench",
+        "--seconds",
+        "60",
+        "--plot",
+        "/nonexistent-dir/x.svg",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("/nonexistent-dir is not a directory"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// A directory named as the bench's own (same PID: another container on the same volume, a
+/// stale run, or one planted in a shared /tmp) is someone else's: the bench makes another, and
+/// leaves that one and its files alone. It used to run in it and remove it at the end.
+#[test]
+fn a_bench_leaves_a_directory_it_did_not_create_alone() {
+    let dir = temp("bench-foreign");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "mkdir -p \"$1/rwal-bench-$$\" && echo keep > \"$1/rwal-bench-$$/keep\" && \
+             echo $$ > \"$1/pid\" && exec '{}' bench --seconds 0.05 --threads 1 --size 128 \
+             --recovery-mib 1 --segment-bytes 1048576 --json --dir \"$1\"",
+            env!("CARGO_BIN_EXE_rwal")
+        ))
+        .arg("sh")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let pid = std::fs::read_to_string(dir.join("pid")).unwrap();
+    let foreign = dir.join(format!("rwal-bench-{}", pid.trim()));
+    assert_eq!(
+        std::fs::read_to_string(foreign.join("keep")).unwrap(),
+        "keep\n",
+        "the bench removed a directory it did not create"
+    );
+    // Its own directory is gone: only the foreign one and the pid file are left.
+    let mut left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    left.sort();
+    assert_eq!(left.len(), 2, "{left:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// A reader that goes away (`rwal inspect DIR | head`, `rwal bench | head`) ends the command
