@@ -169,3 +169,51 @@ fn a_close_leaves_the_directory_locked_while_a_reader_holds_a_record() {
     drop(at_the_end);
     drop(holding);
 }
+
+/// Opening removes only the log's own temporary files, and only in a directory that holds a log
+/// or becomes one: a user's `notes.tmp` beside the log stays, an open that finds no log removes
+/// nothing, and a directory named like a `.tmp` file does not fail the open. Every `*.tmp`
+/// used to be removed, before the open looked for a log.
+#[test]
+fn opening_removes_the_logs_temporary_files_only() {
+    let dir = rwal_tests::TempDir::new("own-temps");
+    let path = dir.join("log");
+    std::fs::create_dir_all(&path).unwrap();
+    std::fs::write(path.join("notes.tmp"), b"the user's").unwrap();
+    std::fs::create_dir(path.join("drafts.tmp")).unwrap();
+    let missing = Wal::open(&path, Options::new().create_if_missing(false));
+    assert!(matches!(missing, Err(Error::NoLog { .. })), "{missing:?}");
+    assert!(
+        path.join("notes.tmp").exists(),
+        "removed by an open that found no log"
+    );
+    Wal::open(&path, Options::new().segment_bytes(1 << 20))
+        .unwrap()
+        .close()
+        .unwrap();
+    // Leftovers of the log's own making, as a crash leaves them.
+    let own = [
+        "control.tmp",
+        "00000000000000000007.seg.tmp",
+        "00000000000000000003.seg.removed.tmp",
+        "00000000000000000004.seg.recycled.tmp",
+        "snapshot-00000000000000000009.snap.123-4.tmp",
+        "odirect-probe-77-0.tmp",
+    ];
+    for name in own {
+        std::fs::write(path.join(name), b"half made").unwrap();
+    }
+    Wal::open(&path, Options::new().segment_bytes(1 << 20))
+        .unwrap()
+        .close()
+        .unwrap();
+    for name in own {
+        assert!(!path.join(name).exists(), "{name} was left");
+    }
+    assert_eq!(
+        std::fs::read(path.join("notes.tmp")).unwrap(),
+        b"the user's",
+        "a file not of the log's making was removed"
+    );
+    assert!(path.join("drafts.tmp").is_dir());
+}

@@ -341,6 +341,62 @@ fn a_segment_whose_length_changed_is_damage_not_a_torn_tail() {
     drop(wal);
 }
 
+/// A named segment file cut to less than a header, or to a few blocks with its header zeroed,
+/// is damage too, never an unfinished write (files are named only once allocated in full and
+/// synced): refused by default, not cut as a torn tail. Both used to be cut, with the
+/// acknowledged records of the file and of every later one.
+#[test]
+fn a_segment_file_too_short_for_a_segment_is_damage_not_a_torn_tail() {
+    let second = "00000000000000000002.seg";
+    let cut_to_32_bytes = |disk: &SimDisk| disk.truncate_file(second, 32);
+    let zeroed_and_cut = |disk: &SimDisk| {
+        disk.zero_range(second, 0, 4096);
+        disk.truncate_file(second, 8192);
+    };
+    type Damage<'a> = &'a dyn Fn(&SimDisk);
+    let damages: [(Damage, &str); 2] = [
+        (
+            &cut_to_32_bytes,
+            "file of 32 bytes is too short for a segment",
+        ),
+        (
+            &zeroed_and_cut,
+            "file of 8192 bytes is too short for a segment",
+        ),
+    ];
+    for (damage, said) in damages {
+        let disk = SimDisk::new();
+        let wal = Wal::open("/sim", options(&disk, RecoveryMode::TolerateTornTail)).unwrap();
+        for i in 0..2 {
+            wal.append(&payload(i, 200 << 10)).unwrap();
+        }
+        wal.sync().unwrap();
+        wal.maintain().unwrap(); // the control file's watermark: 2
+        for i in 2..12 {
+            wal.append(&payload(i, 200 << 10)).unwrap();
+        }
+        assert_eq!(wal.sync().unwrap(), 12, "all acknowledged");
+        let crashed = disk.crash(7);
+        drop(wal);
+        damage(&crashed);
+        match Wal::open("/sim", options(&crashed, RecoveryMode::TolerateTornTail)) {
+            Err(Error::BadFile { path, reason }) => {
+                assert!(path.ends_with(second), "{path:?}");
+                assert!(reason.contains(said), "{reason}");
+            }
+            Err(other) => panic!("{said}: expected BadFile, got {other}"),
+            Ok(wal) => panic!(
+                "{said}: opened at LSN {}: acknowledged records cut",
+                wal.last_lsn()
+            ),
+        }
+        assert!(
+            crashed.file_names().contains(&second.to_string()),
+            "{said}: the file was removed"
+        );
+    }
+}
+
 /// `inspect` (what `rwal verify` prints) grades the same file the same way: corruption, not the
 /// torn tail its place above the watermark would have made it.
 #[test]
@@ -742,4 +798,72 @@ fn set_segment_version(disk: &SimDisk, name: &str, version: u32) {
             }
         }
     }
+}
+
+/// Records behind a lost (all-zero) record header prove that the records before them were
+/// acknowledged, also when the next segment holds nothing valid and so a missing stretch is
+/// decided there first: that decision used to count only the later segments, cut the log at
+/// the zero header as a torn tail, and destroy acknowledged records 5..=10.
+#[test]
+fn a_zeroed_header_is_proven_by_the_records_behind_it_when_the_next_segment_is_torn() {
+    // 100 KiB payloads (102 432 bytes stored): ten fill a 1 MiB segment, the 11th opens the
+    // second.
+    const BIG: usize = 100 << 10;
+    const BIG_STORED: u64 = 102_432;
+    let disk = SimDisk::new();
+    let wal = Wal::open("/sim", options(&disk, RecoveryMode::TolerateTornTail)).unwrap();
+    // Each one durable before the next, which claims it (the control file's watermark stays 0).
+    for i in 0..11 {
+        wal.append_durable(&payload(i, BIG)).unwrap();
+    }
+    assert_eq!(wal.segment_count(), 2);
+    let crashed = disk.crash(5);
+    drop(wal);
+    crashed.zero_range("00000000000000000002.seg", 4096, 32); // 11's header: torn
+    crashed.zero_range(SEGMENT, 4096 + 4 * BIG_STORED, 32); // 5's header: a lost sector
+    refused_as_corrupted_at(&crashed, 5, "10 claims 9 durable");
+}
+
+/// Bytes behind an all-zero header crafted so that every other place claims a record of 8 MiB
+/// would take hours of checksums to search for proof (a 16 MiB segment: half a million
+/// places, 4 TiB). The search is bounded: the default mode refuses the log, naming the file,
+/// and PointInTime opens it up to there.
+#[test]
+fn a_crafted_tail_cannot_make_the_search_for_proof_quadratic() {
+    use std::os::unix::fs::FileExt;
+    let dir = rwal_tests::TempDir::new("crafted-tail");
+    let path = dir.join("log");
+    let options = || {
+        Options::new()
+            .segment_bytes(16 << 20)
+            .background_threads(false)
+    };
+    let wal = Wal::open(&path, options()).unwrap();
+    wal.append_durable(b"one").unwrap();
+    wal.close().unwrap();
+    // A record header claiming LSN 2 and an 8 MiB payload, its checksum wrong, every 32 bytes
+    // from the first record's place on (the first record's header is overwritten: zero).
+    let mut header = [0u8; 32];
+    header[4..8].copy_from_slice(&(8u32 << 20).to_le_bytes());
+    header[8..16].copy_from_slice(&2u64.to_le_bytes());
+    header[28] = 1; // a user record
+    let mut crafted = vec![0u8; 32];
+    while crafted.len() < (16 << 20) - 4096 - (8 << 20) {
+        crafted.extend_from_slice(&header);
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path.join(SEGMENT))
+        .unwrap();
+    file.write_all_at(&crafted, 4096).unwrap();
+    drop(file);
+    match Wal::open(&path, options()) {
+        Err(Error::BadFile { path, reason }) => {
+            assert!(path.ends_with(SEGMENT), "{path:?}");
+            assert!(reason.contains("PointInTime"), "{reason}");
+        }
+        other => panic!("expected BadFile, got {other:?}"),
+    }
+    let wal = Wal::open(&path, options().recovery_mode(RecoveryMode::PointInTime)).unwrap();
+    assert_eq!(wal.last_lsn(), 0);
 }

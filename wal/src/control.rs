@@ -35,7 +35,8 @@ use crate::Lsn;
 
 /// Name of the control file in the log directory.
 pub const FILE_NAME: &str = "control";
-const TEMP_NAME: &str = "control.tmp";
+/// Name of the control file while a new log is being created.
+pub(crate) const TEMP_NAME: &str = "control.tmp";
 /// Bytes of one slot.
 pub const SLOT_BYTES: usize = 4096;
 /// Bytes of the file.
@@ -113,7 +114,7 @@ impl ControlState {
         }
     }
 
-    fn encode(&self, generation: u64) -> [u8; SLOT_BYTES] {
+    pub(crate) fn encode(&self, generation: u64) -> [u8; SLOT_BYTES] {
         assert!(
             self.membership.len() <= MEMBERSHIP_BYTES_MAX,
             "membership checked by caller"
@@ -214,9 +215,21 @@ impl ControlState {
                 ));
             }
         }
-        Ok(Some((u64_at(GENERATION_OFFSET), state)))
+        // A write a microsecond for a hundred thousand years stays far below it; past it, the
+        // next generation (`write`) would overflow.
+        let generation = u64_at(GENERATION_OFFSET);
+        if generation > GENERATION_MAX {
+            return Err(Error::bad_file(
+                path,
+                format!("generation {generation} is past the largest ({GENERATION_MAX})"),
+            ));
+        }
+        Ok(Some((generation, state)))
     }
 }
+
+/// The largest generation a copy of the control file may carry.
+const GENERATION_MAX: u64 = u64::MAX / 4;
 
 /// Decodes both copies of a control file's bytes (for read-only inspection): each is its
 /// generation and state, or `None` if it does not verify.
@@ -556,5 +569,16 @@ mod tests {
                 other => panic!("{field}: {other:?}"),
             }
         }
+        // The generation too: the next write would overflow it (a panic in a debug build, and
+        // a wrap to 0 in a release build, which the next open would take for the older copy).
+        match ControlState::decode(&fine.encode(u64::MAX), "c") {
+            Err(Error::BadFile { reason, .. }) => {
+                assert!(reason.starts_with("generation"), "{reason}")
+            }
+            other => panic!("generation: {other:?}"),
+        }
+        assert!(ControlState::decode(&fine.encode(GENERATION_MAX), "c")
+            .unwrap()
+            .is_some());
     }
 }

@@ -180,8 +180,19 @@ fn inspect_once(dir: &Path) -> Result<Inspection> {
         }
         Err(e) => return Err(Error::io("read", &control_path, e)),
     };
+    let mut control_refused = false;
     let copies = match &control_bytes {
-        Some(bytes) => control::decode_copies(bytes, &control_path)?,
+        Some(bytes) => match control::decode_copies(bytes, &control_path) {
+            Ok(copies) => copies,
+            // Of the wrong length, or a copy whose checksum holds with values no log writes:
+            // recovery refuses it too. A problem of the log, and its segments are still walked.
+            Err(Error::BadFile { reason, .. }) => {
+                problems.push(control_problem(&reason));
+                control_refused = true;
+                [None, None]
+            }
+            Err(other) => return Err(other),
+        },
         None => [None, None],
     };
     let control = copies
@@ -189,7 +200,7 @@ fn inspect_once(dir: &Path) -> Result<Inspection> {
         .flatten()
         .max_by_key(|(generation, _)| *generation)
         .cloned();
-    if control_bytes.is_some() && control.is_none() {
+    if control_bytes.is_some() && control.is_none() && !control_refused {
         // Recovery refuses such a log: its durable watermark, checkpoint and first LSN are
         // lost, and the records below cannot be checked against them.
         problems.push(control_problem("both control copies are damaged"));
@@ -438,16 +449,16 @@ impl Walk {
             .get(..segment::HEADER_BYTES)
             .and_then(|h| h.try_into().ok());
         let header = match header_bytes.map(SegmentHeader::decode) {
-            None => Err(HeaderError::Bad(format!(
-                "file of {} bytes is too short",
+            None => Err(HeaderError::Damaged(format!(
+                "file of {} bytes is too short for a segment",
                 bytes.len()
             ))),
-            Some(Ok(h)) if h.sequence != sequence => Err(HeaderError::Bad(format!(
+            Some(Ok(h)) if h.sequence != sequence => Err(HeaderError::Damaged(format!(
                 "header says sequence {}, file name says {sequence}",
                 h.sequence
             ))),
             Some(Ok(h)) if h.segment_bytes != bytes.len() as u64 => {
-                Err(HeaderError::Resized(format!(
+                Err(HeaderError::Damaged(format!(
                     "header says {} bytes, file has {} ({})",
                     h.segment_bytes,
                     bytes.len(),
@@ -470,14 +481,14 @@ impl Walk {
                 return info;
             }
             // Never an unfinished write (recovery refuses it the same way: design.md 8.5).
-            Err(HeaderError::Resized(reason)) => {
+            Err(HeaderError::Damaged(reason)) => {
                 info.header = Some(Err(reason.clone()));
                 if !self.ended {
                     self.problem_of(
                         Severity::Corruption,
                         name,
                         0,
-                        format!("segment file resized after it was written: {reason}"),
+                        format!("segment file changed after it was written: {reason}"),
                     );
                 }
                 return info;
@@ -647,6 +658,38 @@ mod tests {
         );
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_dir_all(&copy);
+    }
+
+    /// A control file cut short, or with a copy whose checksum holds but whose values no log
+    /// writes, is a problem of the log that inspection reports (and `verify` fails with 1),
+    /// not an error of the inspection (exit 2, nothing of the segments shown), which it was.
+    #[test]
+    fn a_control_file_recovery_refuses_is_reported_as_corruption() {
+        let dir = temp("inspect-control-refused");
+        let wal = Wal::open(&dir, options()).unwrap();
+        wal.append_durable(b"one").unwrap();
+        wal.close().unwrap();
+        let control_path = dir.join(control::FILE_NAME);
+        let whole = std::fs::read(&control_path).unwrap();
+        let mut past_the_largest_generation = whole.clone();
+        past_the_largest_generation[..control::SLOT_BYTES]
+            .copy_from_slice(&ControlState::empty().encode(u64::MAX)[..]);
+        for (damage, said) in [
+            (whole[..4096].to_vec(), "expected 8192"),
+            (past_the_largest_generation, "generation"),
+        ] {
+            std::fs::write(&control_path, &damage).unwrap();
+            let found = inspect(&dir).unwrap();
+            assert!(found.is_corrupted(), "{said}: {:?}", found.problems);
+            let problem = &found.problems[0];
+            assert_eq!(problem.segment, control::FILE_NAME, "{problem:?}");
+            assert!(problem.detail.contains(said), "{problem:?}");
+            assert!(
+                !found.segments.is_empty(),
+                "{said}: the segments were not walked"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A torn tail that nothing proves acknowledged stays a torn tail, and recovery says it

@@ -160,6 +160,19 @@ pub(crate) fn decode_verified(bytes: &[u8]) -> Result<(RecordHeader, &[u8]), Inv
     decode_with(None, bytes)
 }
 
+/// The payload length of the record header `header` if its fields, checksum aside, are ones a
+/// record may have (a known kind, reserved bytes clear, a lag no larger than its LSN): a cheap
+/// look before a checksum over the payload, where many places must be tried (recovery's search
+/// for records behind an all-zero header).
+pub(crate) fn plausible_payload_len(header: &[u8; HEADER_BYTES]) -> Option<u32> {
+    let lsn = read_u64(header, LSN_OFFSET);
+    let lag = read_u32(header, LAG_OFFSET);
+    let plausible = RecordKind::from_byte(header[KIND_OFFSET]).is_some()
+        && header[RESERVED_OFFSET..].iter().all(|&b| b == 0)
+        && u64::from(lag) <= lsn;
+    plausible.then(|| read_u32(header, LEN_OFFSET))
+}
+
 /// Decodes the record at the start of `bytes`, checking its checksum if given the salt.
 fn decode_with(salt: Option<u32>, bytes: &[u8]) -> Result<(RecordHeader, &[u8]), Invalid> {
     let header: &[u8; HEADER_BYTES] = match bytes.get(..HEADER_BYTES) {

@@ -20,6 +20,9 @@ use crate::Lsn;
 
 /// How many records past a damaged one recovery looks at for proof that it was acknowledged.
 const LOOKAHEAD_RECORDS_MAX: usize = 64;
+/// Bytes of checksums the search for records behind an all-zero header may take at least
+/// (`Scan::proof_past_the_end`): a few times any real segment's records.
+const PROOF_SEARCH_BUDGET_MIN: u64 = 256 << 20;
 
 /// What recovery found and decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -242,15 +245,37 @@ enum Changes {
 /// and name), the index of the first file not kept, and the control file.
 type Decided<'a> = (Scan<'a>, Vec<(u64, String)>, usize, Control);
 
-/// Everything of recovery up to its decisions.
-fn scan<'a>(dir: &'a dyn Dir, options: &Options, changes: Changes) -> Result<Decided<'a>> {
-    let mut names = dir.list().map_err(|e| Error::io("list", dir.path(), e))?;
-    // Files a crash left half made (a segment being allocated, a control file being created).
-    let temps = if changes == Changes::Make {
-        names.iter().filter(|n| n.ends_with(".tmp")).collect()
-    } else {
-        Vec::new()
+/// Whether `name` is one of the temporary files the log makes (`docs/design.md` section 2.1):
+/// the only `.tmp` files recovery removes. Other names are the user's, whatever their ending.
+fn is_own_temp(name: &str) -> bool {
+    let Some(base) = name.strip_suffix(".tmp") else {
+        return false;
     };
+    // `<pid>-<n>`: a snapshot writer's or an `O_DIRECT` probe's.
+    let of_a_process = |tag: &str| {
+        tag.split_once('-').is_some_and(|(pid, n)| {
+            [pid, n]
+                .iter()
+                .all(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+        })
+    };
+    let segment = [".removed", ".recycled"]
+        .iter()
+        .find_map(|aside| base.strip_suffix(aside))
+        .unwrap_or(base);
+    name == crate::control::TEMP_NAME
+        || segment::parse_file_name(segment).is_some()
+        || base.split_once(".snap.").is_some_and(|(snapshot, writer)| {
+            crate::snapshot::parse_file_name(&format!("{snapshot}.snap")).is_some()
+                && of_a_process(writer)
+        })
+        || base
+            .strip_prefix("odirect-probe-")
+            .is_some_and(of_a_process)
+}
+
+/// Removes the log's temporary files `temps`.
+fn remove_own_temps(dir: &dyn Dir, temps: &[String]) -> Result<()> {
     for temp in temps {
         match dir.remove(temp) {
             // Gone already: another process's `O_DIRECT` probe, which it removes itself (it
@@ -259,6 +284,15 @@ fn scan<'a>(dir: &'a dyn Dir, options: &Options, changes: Changes) -> Result<Dec
             removed => removed.map_err(|e| Error::io("remove", dir.path().join(temp), e))?,
         }
     }
+    Ok(())
+}
+
+/// Everything of recovery up to its decisions.
+fn scan<'a>(dir: &'a dyn Dir, options: &Options, changes: Changes) -> Result<Decided<'a>> {
+    let mut names = dir.list().map_err(|e| Error::io("list", dir.path(), e))?;
+    // Files a crash left half made (a segment being allocated, a control file being created):
+    // removed below, once the directory is known to hold a log (or to become one).
+    let temps: Vec<String> = names.iter().filter(|n| is_own_temp(n)).cloned().collect();
     names.retain(|n| !n.ends_with(".tmp"));
     let mut files: Vec<(u64, String)> = names
         .iter()
@@ -294,6 +328,9 @@ fn scan<'a>(dir: &'a dyn Dir, options: &Options, changes: Changes) -> Result<Dec
         created = true;
         Control::create(dir, ControlState::empty())?
     };
+    if changes == Changes::Make {
+        remove_own_temps(dir, &temps)?;
+    }
     let state = control.state().clone();
     if state.reset_pending {
         // A reset to a snapshot was declared but not finished: the old log goes entirely; the
@@ -379,7 +416,7 @@ fn scan<'a>(dir: &'a dyn Dir, options: &Options, changes: Changes) -> Result<Dec
     }
     let stop_index = scan.scan_files(&files)?;
     scan.refuse_newer_formats_past(&files, stop_index)?;
-    scan.check_past_the_end();
+    scan.check_past_the_end()?;
     scan.check_watermark_reached()?;
     Ok((scan, files, stop_index, control))
 }
@@ -429,7 +466,9 @@ impl Scan<'_> {
                 }
                 Err(HeaderError::Bad(reason)) => {
                     let damage = Damage::missing(name.clone(), 0, self.expected);
-                    let proof = self.lookahead(files, i + 1, None)?;
+                    let proof = self
+                        .lookahead(files, i + 1, None)?
+                        .max(self.proof_behind_the_tail()?);
                     match self.decide(damage, proof, Some(&reason))? {
                         Decision::Cut => return Ok(i),
                         Decision::Skip => continue,
@@ -438,7 +477,7 @@ impl Scan<'_> {
                 // Not an unfinished write, so not a torn tail: decided as damage to
                 // acknowledged records (refused by default), unless a declared truncation
                 // removes the file anyway.
-                Err(HeaderError::Resized(reason)) => {
+                Err(HeaderError::Damaged(reason)) => {
                     // Wholly below the first retained LSN, the file is a leftover of compaction
                     // that `finish` removes, whatever its length.
                     if self.kept.is_empty()
@@ -449,7 +488,9 @@ impl Scan<'_> {
                     }
                     let mut damage = Damage::missing(name.clone(), 0, self.expected);
                     damage.never_torn = self.pending_cut.is_none_or(|cut| self.expected <= cut);
-                    let proof = self.lookahead(files, i + 1, None)?;
+                    let proof = self
+                        .lookahead(files, i + 1, None)?
+                        .max(self.proof_behind_the_tail()?);
                     match self.decide(damage, proof, Some(&reason))? {
                         Decision::Cut => return Ok(i),
                         Decision::Skip => continue,
@@ -458,7 +499,9 @@ impl Scan<'_> {
             };
             if header.first_lsn > self.expected {
                 let damage = Damage::missing(name.clone(), 0, self.expected);
-                let proof = self.lookahead(files, i, None)?;
+                let proof = self
+                    .lookahead(files, i, None)?
+                    .max(self.proof_behind_the_tail()?);
                 match self.decide(damage, proof, None)? {
                     Decision::Cut => return Ok(i),
                     Decision::Skip => {
@@ -577,7 +620,7 @@ impl Scan<'_> {
                 // where the damaged record's length points.
                 let end = self.checks[index].nonzero_end;
                 if end > offset {
-                    proof = proof.max(self.proof_past_the_end(segment, offset, end - offset));
+                    proof = proof.max(self.proof_past_the_end(segment, offset, end - offset)?);
                 }
             }
             match self.decide(damage, proof, None)? {
@@ -802,18 +845,19 @@ impl Scan<'_> {
 
     /// After a scan that ended at an all-zero header in the active segment: a valid record
     /// behind it that claims the records before it durable turns that end into damage.
-    fn check_past_the_end(&mut self) {
+    fn check_past_the_end(&mut self) -> Result<()> {
         if self.cut_recorded || self.mode == RecoveryMode::AbsoluteConsistency {
-            return;
+            return Ok(());
         }
         let Some(active) = self.kept.last().cloned() else {
-            return;
+            return Ok(());
         };
         let garbage = self.tail_garbage();
         if garbage > 0 {
-            let proof = self.proof_past_the_end(&active, self.tail_offset, garbage);
+            let proof = self.proof_past_the_end(&active, self.tail_offset, garbage)?;
             self.watermark = self.watermark.max(proof);
         }
+        Ok(())
     }
 
     fn skipped(&mut self, segment: &str, offset: u64, last_lsn: Lsn) {
@@ -887,26 +931,73 @@ impl Scan<'_> {
     /// The highest durability claim of a valid record lying in the bytes past the last record
     /// of the active segment (behind an all-zero header): such a record proves that the
     /// records before it had been acknowledged, so the zero header is lost data, not the end.
-    fn proof_past_the_end(&self, segment: &Segment, from: u64, len: u64) -> Lsn {
+    ///
+    /// Every 8-byte place is tried, and a place that looks like a record costs a checksum over
+    /// the payload its header claims: crafted bytes (a claimed length of megabytes at every
+    /// other place) would make that quadratic, hours for one segment. So the checksums are
+    /// bounded (`PROOF_SEARCH_BUDGET_MIN`, or twice the bytes searched): past the bound the
+    /// default mode refuses the log (what the bytes prove cannot be known, and they are not
+    /// what a crash leaves), and the lossy modes take the proof found so far.
+    fn proof_past_the_end(&self, segment: &Segment, from: u64, len: u64) -> Result<Lsn> {
         let cap = self.pending_cut.unwrap_or(Lsn::MAX);
         let mut proof = 0;
+        let mut budget = PROOF_SEARCH_BUDGET_MIN.max(len.saturating_mul(2));
         let mut at = from + record::ALIGN_BYTES as u64;
         // A record counts if it starts before the last nonzero byte: the last record's own
         // nonzero bytes may end inside its header (an empty or all-zero payload ends at its
         // kind byte, 29 bytes in), and it may be the one proof there is.
-        let header_room = segment.header.segment_bytes - record::HEADER_BYTES as u64;
+        let header_bytes = record::HEADER_BYTES as u64;
+        let header_room = segment.header.segment_bytes - header_bytes;
         while at < from + len && at <= header_room {
-            // Cheap filter before the checksum: the LSN field must be plausible.
-            let lsn_field = segment.file.bytes(at + 8, 8);
-            let lsn = u64::from_le_bytes(lsn_field.try_into().expect("8 bytes"));
-            if lsn > self.expected && lsn - self.expected < 1 << 24 {
+            let header: &[u8; record::HEADER_BYTES] = segment
+                .file
+                .bytes(at, record::HEADER_BYTES)
+                .try_into()
+                .expect("header bytes");
+            // Cheap filters before the checksum: the LSN field must be plausible, and so must
+            // the other fields, and the payload must fit in the segment.
+            let lsn = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+            let payload_len = (lsn > self.expected && lsn - self.expected < 1 << 24)
+                .then(|| record::plausible_payload_len(header))
+                .flatten()
+                .map(u64::from)
+                .filter(|&len| at + header_bytes + len <= segment.header.segment_bytes);
+            if let Some(payload_len) = payload_len {
+                let cost = header_bytes + payload_len;
+                if cost > budget {
+                    if self.mode == RecoveryMode::TolerateTornTail {
+                        return Err(Error::bad_file(
+                            self.dir.path().join(segment.name()),
+                            format!(
+                                "the {len} bytes after the last record (offset {from}) hold                                  record headers whose checksums would take more than {} MiB to                                  search for records proving acknowledged writes: not what a                                  crash leaves; PointInTime opens the log up to there",
+                                PROOF_SEARCH_BUDGET_MIN.max(len.saturating_mul(2)) >> 20
+                            ),
+                        ));
+                    }
+                    break;
+                }
+                budget -= cost;
                 if let Ok((header, _)) = segment.record_at(at) {
                     proof = proof.max(header.durable_hint);
                 }
             }
             at += record::ALIGN_BYTES as u64;
         }
-        proof.min(cap)
+        Ok(proof.min(cap))
+    }
+
+    /// The proof (`proof_past_the_end`) in the bytes behind the last record of the active
+    /// segment, where its scan ended at an all-zero header: a decision about what follows (a
+    /// later segment that starts past the next LSN, or whose header is damaged) must count it.
+    /// The records behind a lost header may be the only ones that say the log went on.
+    fn proof_behind_the_tail(&self) -> Result<Lsn> {
+        let garbage = self.tail_garbage();
+        match self.kept.last() {
+            Some(active) if garbage > 0 => {
+                self.proof_past_the_end(active, self.tail_offset, garbage)
+            }
+            _ => Ok(0),
+        }
     }
 
     /// Cuts, removes, makes durable, and writes the control file.
@@ -1128,8 +1219,11 @@ fn check_snapshots(
 
 /// Reads and checks a segment header against the file it is in.
 pub(crate) fn read_header(file: &dyn File, sequence: u64) -> Result<SegmentHeader, HeaderError> {
+    // Each of these is `Damaged`: a file is named only once allocated in full and synced, so a
+    // named file cut short, or with a whole header of another file's, was not being written
+    // when a crash came (a torn header fails its checksum instead: `Bad`).
     if file.len() < segment::HEADER_BYTES as u64 {
-        return Err(HeaderError::Bad(format!(
+        return Err(HeaderError::Damaged(format!(
             "file of {} bytes is too short for a segment",
             file.len()
         )));
@@ -1139,10 +1233,10 @@ pub(crate) fn read_header(file: &dyn File, sequence: u64) -> Result<SegmentHeade
         .try_into()
         .expect("header bytes");
     let header = match SegmentHeader::decode(bytes) {
-        // A prepared file too short to be a segment is not one either (a file outside the
-        // log's making, or damage: refused in AbsoluteConsistency, removed otherwise).
+        // A prepared file too short to be a segment is not one either (damage, or a file
+        // outside the log's making).
         Err(HeaderError::Prepared) if file.len() < segment::SEGMENT_BYTES_MIN => {
-            return Err(HeaderError::Bad(format!(
+            return Err(HeaderError::Damaged(format!(
                 "file of {} bytes is too short for a segment",
                 file.len()
             )))
@@ -1150,13 +1244,13 @@ pub(crate) fn read_header(file: &dyn File, sequence: u64) -> Result<SegmentHeade
         decoded => decoded?,
     };
     if header.sequence != sequence {
-        return Err(HeaderError::Bad(format!(
+        return Err(HeaderError::Damaged(format!(
             "header says sequence {}, file name says {sequence}",
             header.sequence
         )));
     }
     if header.segment_bytes != file.len() || file.len() < segment::SEGMENT_BYTES_MIN {
-        return Err(HeaderError::Resized(format!(
+        return Err(HeaderError::Damaged(format!(
             "header says {} bytes, file has {}: its length changed after it was written \
              (damage, not an unfinished write)",
             header.segment_bytes,

@@ -77,10 +77,12 @@ pub enum HeaderError {
     Prepared,
     /// Damaged or not a segment; the text says what was found.
     Bad(String),
-    /// A valid header (this file's sequence) in a file whose length is not the one it says:
-    /// changed after the fact (segment files are allocated in full and synced before they are
-    /// named), so damage, never an unfinished write. Recovery checks this, not `decode`.
-    Resized(String),
+    /// A named segment file in a state the log never leaves one in: a valid header in a file
+    /// whose length is not the one it says, or another file's header (another sequence), or a
+    /// file too short for a segment. Segment files are allocated in full and synced under a
+    /// temporary name before they are named, so this is damage, never an unfinished write.
+    /// Recovery and inspection check this, not `decode`.
+    Damaged(String),
     /// A format version this build does not read.
     Version(u32),
 }
