@@ -561,3 +561,30 @@ fn a_segment_header_whose_sync_failed_is_not_appended_behind() {
         }
     }
 }
+
+/// A new segment whose rename from its temporary name fails is removed: each try takes a new
+/// sequence, and a rename that kept failing left a whole segment's `.tmp` file per try until
+/// the next open. The log stays usable once renames work again.
+#[test]
+fn a_segment_whose_rename_fails_leaves_no_temporary_file() {
+    let disk = SimDisk::new();
+    let wal = Wal::open("/sim", sim(&disk)).unwrap();
+    let last = segment_names(&disk).last().cloned().unwrap();
+    let next = last.trim_end_matches(".seg").parse::<u64>().unwrap() + 1;
+    disk.fail_renames_of(&format!("{next:020}.seg.tmp"), libc::EIO);
+    let failed = (0..64).find_map(|i| wal.append(&payload(i, 100 << 10)).err());
+    match failed {
+        Some(Error::Io { op: "rename", .. }) => {}
+        other => panic!("expected the rename's error, got {other:?}"),
+    }
+    let temps: Vec<String> = disk
+        .file_names()
+        .into_iter()
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(temps.is_empty(), "left behind: {temps:?}");
+    disk.clear_faults();
+    let lsn = wal.append(&payload(99, 100 << 10)).unwrap();
+    wal.commit(lsn).unwrap();
+    wal.close().unwrap();
+}

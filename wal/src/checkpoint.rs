@@ -755,13 +755,18 @@ impl Inner {
         }
         // A pin refuses the reset: looked at first, so that a snapshot is not written for
         // nothing (and again under the gate below, for a pin registered meanwhile).
-        if let Some((_, holder, pinned_lsn, _)) = self.pins.lowest() {
-            return Err(Error::Pinned {
-                op: "reset to a snapshot",
-                holder,
-                pinned_lsn,
-                cut_lsn: lsn,
-            });
+        let refused_by_a_pin = || {
+            self.pins
+                .lowest()
+                .map(|(_, holder, pinned_lsn, _)| Error::Pinned {
+                    op: "reset to a snapshot",
+                    holder,
+                    pinned_lsn,
+                    cut_lsn: lsn,
+                })
+        };
+        if let Some(refusal) = refused_by_a_pin() {
+            return Err(refusal);
         }
         // 1: the snapshot file, written before the log is stopped: only the checkpoint lock is
         // held, which keeps compaction (it would remove a snapshot below the latest
@@ -796,16 +801,11 @@ impl Inner {
             }
         };
         let gate = self.cut_gate.write();
-        if let Some((_, holder, pinned_lsn, _)) = self.pins.lowest() {
+        if let Some(refusal) = refused_by_a_pin() {
             drop(gate);
             self.group.thaw_unchanged();
             unused_snapshot();
-            return Err(Error::Pinned {
-                op: "reset to a snapshot",
-                holder,
-                pinned_lsn,
-                cut_lsn: lsn,
-            });
+            return Err(refusal);
         }
         let mut control = self.control.lock();
         if !snapshot_written {

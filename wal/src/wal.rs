@@ -837,9 +837,13 @@ impl Inner {
                         Error::io("create segment", &path, e)
                     }
                 })?;
-            self.dir
-                .rename(&temp, &name)
-                .map_err(|e| Error::io("rename", &path, e))?;
+            if let Err(e) = self.dir.rename(&temp, &name) {
+                // Each try takes a new sequence: a rename that keeps failing would otherwise
+                // leave a whole segment's worth of disk behind per try, until the next open.
+                drop(file);
+                let _ = self.dir.remove(&temp);
+                return Err(Error::io("rename", &path, e));
+            }
             if let Err(e) = self.dir.sync() {
                 return Err(self
                     .group
