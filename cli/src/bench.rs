@@ -36,7 +36,7 @@ options:
   --seconds S          seconds per workload (default 1)
   --threads LIST       group-commit thread counts (default 1,4,16,64)
   --size LIST          record sizes for durable-commit latency (default 128,4096)
-  --recovery-mib N     size of the log the recovery scan reads (default 256)
+  --recovery-mib N     size of the log the recovery scan reads (default 256, at most 65536)
   --segment-bytes N    segment size (default 64 MiB)
   --fallocate          allocate segments with fallocate instead of writing zeros
   --dir DIR            where to put the temporary logs (default: the system temp directory)
@@ -46,7 +46,8 @@ options:
                        commit latency and throughput at 1, 16 and 64 clients (or --threads),
                        next to single-node durable and group commit of the same run, and
                        a bare quorum of pwrite+fdatasync copies on loopback (the floor);
-                       one backend (--backend, not --all-backends)";
+                       one backend (--backend, not --all-backends); records of 128 bytes
+                       (--size and --recovery-mib do not apply, and are refused)";
 
 struct Config {
     backends: Vec<(&'static str, Options)>,
@@ -62,6 +63,8 @@ struct Config {
     replicated: Option<usize>,
     threads_given: bool,
     backend_given: bool,
+    /// The flags given that `--replicated` does not use (`--size`, `--recovery-mib`).
+    unreplicated_given: Vec<&'static str>,
 }
 
 /// One measured workload.
@@ -145,6 +148,7 @@ fn parse(args: Vec<OsString>) -> Result<Option<Config>, String> {
         replicated: None,
         threads_given: false,
         backend_given: false,
+        unreplicated_given: Vec::new(),
     };
     let mut parser = lexopt::Parser::from_args(args);
     let text = |parser: &mut lexopt::Parser| -> Result<String, String> {
@@ -184,9 +188,13 @@ fn parse(args: Vec<OsString>) -> Result<Option<Config>, String> {
                 }
                 config.replicated = Some(nodes);
             }
-            Long("size") => config.sizes = list(&text(&mut parser)?, "--size", 12..=(16 << 20))?,
+            Long("size") => {
+                config.sizes = list(&text(&mut parser)?, "--size", 12..=(16 << 20))?;
+                config.unreplicated_given.push("--size");
+            }
             Long("recovery-mib") => {
-                config.recovery_mib = number(&text(&mut parser)?, "--recovery-mib")?
+                config.recovery_mib = recovery_mib(&text(&mut parser)?)?;
+                config.unreplicated_given.push("--recovery-mib");
             }
             Long("segment-bytes") => {
                 config.segment_bytes = number(&text(&mut parser)?, "--segment-bytes")?
@@ -202,10 +210,14 @@ fn parse(args: Vec<OsString>) -> Result<Option<Config>, String> {
             other => return Err(format!("{}\n\n{HELP}", other.unexpected())),
         }
     }
-    Options::new()
-        .segment_bytes(config.segment_bytes)
-        .validate()
-        .map_err(|e| e.to_string())?;
+    check_segment_bytes(config.segment_bytes)?;
+    if let (Some(_), [flag, ..]) = (config.replicated, &config.unreplicated_given[..]) {
+        // Ignored, they let a run look like what it was not (a replicated run of 4 KiB records).
+        return Err(format!(
+            "{flag} does not apply to --replicated, which measures 128-byte records and no \
+             recovery"
+        ));
+    }
     if config.replicated.is_some() && config.backends.len() > 1 {
         return Err("--replicated measures one backend: name it with --backend".into());
     }
@@ -215,6 +227,33 @@ fn parse(args: Vec<OsString>) -> Result<Option<Config>, String> {
         config.backends = vec![backend("staged")?];
     }
     Ok(Some(config))
+}
+
+/// The largest `--recovery-mib`: 64 GiB, far past any test and with no overflow of its bytes.
+const RECOVERY_MIB_MAX: u64 = 64 << 10;
+
+/// The value of `--recovery-mib`, within `1..=RECOVERY_MIB_MAX`: unbounded, its bytes
+/// (`mib << 20`) wrapped around.
+fn recovery_mib(text: &str) -> Result<u64, String> {
+    let mib = number(text, "--recovery-mib")?;
+    if !(1..=RECOVERY_MIB_MAX).contains(&mib) {
+        return Err(format!(
+            "--recovery-mib: {mib} is outside 1..={RECOVERY_MIB_MAX} (64 GiB)"
+        ));
+    }
+    Ok(mib)
+}
+
+/// Checks `--segment-bytes` as the log will, naming the flag (the log's own words name its
+/// option, `segment_bytes`).
+fn check_segment_bytes(bytes: u64) -> Result<(), String> {
+    match Options::new().segment_bytes(bytes).validate() {
+        Ok(()) => Ok(()),
+        Err(rwal_wal::Error::InvalidArgument { reason, .. }) => {
+            Err(format!("--segment-bytes: {reason}"))
+        }
+        Err(e) => Err(format!("--segment-bytes {bytes}: {e}")),
+    }
 }
 
 const BACKENDS: [&str; 5] = ["mmap", "pwrite", "staged", "io_uring", "io_uring-linked"];
@@ -834,8 +873,24 @@ fn micros(h: &Histogram<u64>, q: f64) -> String {
 }
 
 fn print_table(results: &[Outcome]) {
-    out!(
-        "{:<26} {:<7} {:>7} {:>6} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+    for line in table_lines(results) {
+        out!("{line}");
+    }
+    print_ratios(results);
+}
+
+/// The table of `results`, a line each and their extra values below, under a header.
+fn table_lines(results: &[Outcome]) -> Vec<String> {
+    // As wide as the longest name shown: a fixed width (7) let `io_uring-linked` push its
+    // rows out of line.
+    let backend_width = results
+        .iter()
+        .map(|r| r.backend.len())
+        .chain(["backend".len()])
+        .max()
+        .unwrap_or_default();
+    let mut lines = vec![format!(
+        "{:<26} {:<backend_width$} {:>7} {:>6} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "workload",
         "backend",
         "threads",
@@ -847,7 +902,7 @@ fn print_table(results: &[Outcome]) {
         "p99 us",
         "p999 us",
         "max us"
-    );
+    )];
     for r in results {
         let (p50, p90, p99, p999, max) = match &r.latency {
             Some(h) => (
@@ -859,8 +914,8 @@ fn print_table(results: &[Outcome]) {
             ),
             None => Default::default(),
         };
-        out!(
-            "{:<26} {:<7} {:>7} {:>6} {:>12.0} {:>9.1} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        lines.push(format!(
+            "{:<26} {:<backend_width$} {:>7} {:>6} {:>12.0} {:>9.1} {:>9} {:>9} {:>9} {:>9} {:>9}",
             r.workload,
             r.backend,
             r.threads,
@@ -872,12 +927,12 @@ fn print_table(results: &[Outcome]) {
             p99,
             p999,
             max
-        );
+        ));
         for (name, value) in &r.extra {
-            out!("{:<26}   {name} = {value:.2}", "");
+            lines.push(format!("{:<26}   {name} = {value:.2}", ""));
         }
     }
-    print_ratios(results);
+    lines
 }
 
 /// The ratios the performance targets are stated in, from this one run.
@@ -959,5 +1014,56 @@ mod tests {
         let both = ["--replicated", "3", "--all-backends"].map(OsString::from);
         let refused = parse(both.to_vec()).err().expect("refused");
         assert!(refused.contains("one backend"), "{refused}");
+    }
+
+    /// Every row's columns start where the header's do, with the longest backend name too.
+    #[test]
+    fn the_table_columns_line_up_for_every_backend_name() {
+        let row = |backend| Outcome {
+            workload: "durable-commit",
+            backend,
+            threads: 1,
+            size_bytes: 128,
+            ops: 1000,
+            seconds: 1.0,
+            bytes: 128_000,
+            latency: None,
+            extra: Vec::new(),
+        };
+        let lines = table_lines(&[row("mmap"), row("io_uring-linked")]);
+        // Where the third column (threads, right-aligned) ends, and the line.
+        let ends = |line: &str| {
+            let third = line.split_whitespace().nth(2).unwrap();
+            let at = line.find(&format!(" {third} ")).unwrap() + 1 + third.len();
+            (at, line.len())
+        };
+        for line in &lines[1..] {
+            assert_eq!(ends(line), ends(&lines[0]), "{lines:#?}");
+        }
+    }
+
+    #[test]
+    fn flags_that_do_not_apply_or_are_out_of_range_are_refused_naming_the_flag() {
+        let refused = |args: &[&str]| {
+            parse(args.iter().map(OsString::from).collect())
+                .err()
+                .expect("refused")
+        };
+        for flag in ["--size", "--recovery-mib"] {
+            let e = refused(&["--replicated", "3", flag, "64"]);
+            assert!(
+                e.starts_with(&format!("{flag} does not apply to --replicated")),
+                "{e}"
+            );
+        }
+        for mib in ["0", "65537", "17592186044416"] {
+            let e = refused(&["--recovery-mib", mib]);
+            assert!(
+                e.contains("--recovery-mib: ") && e.contains("outside 1..=65536"),
+                "{e}"
+            );
+        }
+        let e = refused(&["--segment-bytes", "0"]);
+        assert!(e.starts_with("--segment-bytes: 0 is outside"), "{e}");
     }
 }

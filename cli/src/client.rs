@@ -3,6 +3,7 @@
 use std::ffi::OsString;
 use std::io::{BufReader, BufWriter};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::unix::ffi::OsStrExt;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -12,20 +13,26 @@ const HELP: &str = "\
 usage: rwal client --addr HOST:PORT [--timeout SECONDS] COMMAND
 
   append [--client-id N] [--request-id N] DATA
-                      append DATA, wait until it is committed, print `LSN EPOCH`; follows
-                      the leader; retries (same ids) after a timeout or a lost connection.
-                      The client id is random unless given; under a client id given again,
-                      a new append needs a higher --request-id (a repeated one is answered
-                      with the first copy's LSN), and only one append may be in flight
-  load --count N [--size BYTES] [--client-id N]
-                      append N records one after another; print `LSN EPOCH` for each
+                      append DATA (its bytes as given), wait until it is committed, print
+                      `LSN EPOCH`; follows the leader; retries (same ids) after a timeout or
+                      a lost connection. The client id is random unless given; under a
+                      client id given again, a new append needs a higher --request-id (a
+                      repeated one is answered with the first copy's LSN), and only one
+                      append may be in flight
+  load [--count N] [--size BYTES] [--client-id N] [--request-id N]
+                      append N records (default 1) one after another, with request ids from
+                      --request-id on; print `LSN EPOCH` for each
   read [--from LSN] [--max N] [--linearizable]
                       print committed records as `LSN EPOCH DATA` from LSN (default: the
                       oldest the node retains), at most N (default 1000; stale by default: this
                       node's committed log; --linearizable confirms with the leader first,
                       asked again while there is none, until --timeout). Fewer than N is
-                      not the end of the log: a busy node answers less
-  status              print the node's status as JSON";
+                      not the end of the log: a busy node answers less. DATA is escaped so
+                      that each record is one line: printable ASCII stays as it is, but for
+                      \\ ' \" written \\\\ \\' \\\"; tab, CR, LF are \\t \\r \\n; other bytes \\xNN
+  status              print the node's status as JSON
+
+A command takes only its own flags and words: anything else is refused.";
 
 struct Client {
     addr: SocketAddr,
@@ -34,6 +41,9 @@ struct Client {
     given: SocketAddr,
     stream: Option<(BufReader<TcpStream>, BufWriter<TcpStream>)>,
     timeout: Duration,
+    /// Whether the request of the last `call_leader` began to be written on a connection, on
+    /// any attempt: only then may an append given up on be in the log.
+    request_written: bool,
 }
 
 /// Why a call failed.
@@ -81,6 +91,8 @@ impl Client {
         // Each read and write may take what is left (a reply that trickles in may still end a
         // little after the deadline: the timeout is per read).
         let left = left();
+        // Before the write: a write that fails may still have put the whole request out.
+        self.request_written = true;
         let outcome = reader
             .get_ref()
             .set_read_timeout(Some(left))
@@ -134,6 +146,7 @@ impl Client {
     /// harmless) and reads (which change nothing).
     fn call_leader(&mut self, op: u8, body: &[u8]) -> Result<Vec<u8>, String> {
         let deadline = Instant::now() + self.timeout;
+        self.request_written = false;
         let mut last = String::new();
         let mut redirects_in_a_row = 0;
         while Instant::now() < deadline {
@@ -227,11 +240,19 @@ const RECORD_BYTES_MAX: u64 = (16 << 20) - 16;
 /// The longest `--timeout`: a day.
 const TIMEOUT_MAX_SECONDS: u64 = 24 * 60 * 60;
 
-/// For an append whose outcome is unknown (the client gave up waiting, as opposed to an ERROR
-/// answer): the ids that retry it without writing it twice.
-fn retry_hint(error: String, client_id: u64, request_id: u64) -> String {
+/// For an append the client gave up on (as opposed to an ERROR answer): whether it may be in
+/// the log. One that some attempt `written` to a connection may be: the message names the ids
+/// that retry it without writing it twice. One that no attempt wrote (none connected) is not,
+/// and the message says so: it used to get the same hint, as if it might be in the log.
+fn retry_hint(error: String, written: bool, client_id: u64, request_id: u64) -> String {
     if !error.starts_with(GAVE_UP) {
         return error;
+    }
+    if !written {
+        return format!(
+            "{error}\nthe append was not sent (no attempt connected to a node): it is not in \
+             the log"
+        );
     }
     format!(
         "{error}\nthe append may or may not be in the log: to retry it without writing it twice \
@@ -258,37 +279,74 @@ fn default_client_id() -> u64 {
     (nanos ^ (u64::from(std::process::id()) << 32)) | 1
 }
 
-pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
+/// The flags of each command, besides `--addr` and `--timeout` (every command's), and whether
+/// it takes DATA.
+const COMMANDS: [(&str, &[&str], bool); 4] = [
+    ("append", &["--client-id", "--request-id"], true),
+    (
+        "load",
+        &["--count", "--size", "--client-id", "--request-id"],
+        false,
+    ),
+    ("read", &["--from", "--max", "--linearizable"], false),
+    ("status", &[], false),
+];
+
+/// `name` (without `--`) as the flag of some command.
+fn command_flag(name: &str) -> Option<&'static str> {
+    COMMANDS
+        .iter()
+        .flat_map(|(_, flags, _)| flags.iter())
+        .find(|flag| flag.strip_prefix("--") == Some(name))
+        .copied()
+}
+
+/// What `rwal client` was given.
+struct Arguments {
+    addr: Option<SocketAddr>,
+    timeout: Duration,
+    command: Option<String>,
+    /// The words after the command: append's DATA, as given (not necessarily UTF-8).
+    words: Vec<OsString>,
+    /// The commands' flags given, by name (`--count`): a command refuses the others'.
+    flags: Vec<&'static str>,
+    client_id: u64,
+    request_id: u64,
+    count: u64,
+    size: usize,
+    from: u64,
+    max: u32,
+    linearizable: bool,
+}
+
+/// The arguments; `None` after `--help`, which is printed.
+fn parse(args: Vec<OsString>) -> Result<Option<Arguments>, String> {
     let mut parser = lexopt::Parser::from_args(args);
-    let mut addr = None;
-    let mut timeout = Duration::from_secs(30);
-    let mut command: Option<String> = None;
-    let mut client_id = default_client_id();
-    let mut request_id = 1;
-    let mut count = 1;
-    let mut size = 128;
-    let mut from = 0;
-    let mut max = 1000;
-    let mut linearizable = false;
-    let mut data: Option<String> = None;
+    let mut a = Arguments {
+        addr: None,
+        timeout: Duration::from_secs(30),
+        command: None,
+        words: Vec::new(),
+        flags: Vec::new(),
+        client_id: default_client_id(),
+        request_id: 1,
+        count: 1,
+        size: 128,
+        from: 0,
+        max: 1000,
+        linearizable: false,
+    };
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
         use lexopt::Arg::{Long, Short, Value};
+        if let Long(name) = arg {
+            a.flags.extend(command_flag(name));
+        }
         match arg {
             Long("help") | Short('h') => {
                 out!("{HELP}");
-                return Ok(ExitCode::SUCCESS);
+                return Ok(None);
             }
-            Long("addr") => {
-                let value = parser.value().map_err(|e| e.to_string())?;
-                let value = value.to_string_lossy().into_owned();
-                addr = Some(
-                    value
-                        .to_socket_addrs()
-                        .map_err(|e| format!("--addr {value:?}: {e}"))?
-                        .next()
-                        .ok_or_else(|| format!("--addr {value:?}: no address"))?,
-                );
-            }
+            Long("addr") => a.addr = Some(address(&mut parser)?),
             Long("timeout") => {
                 let seconds = number(&mut parser, "--timeout")?;
                 if !(1..=TIMEOUT_MAX_SECONDS).contains(&seconds) {
@@ -296,11 +354,11 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
                         "--timeout: {seconds} is out of range (1 to {TIMEOUT_MAX_SECONDS} seconds)"
                     ));
                 }
-                timeout = Duration::from_secs(seconds);
+                a.timeout = Duration::from_secs(seconds);
             }
-            Long("client-id") => client_id = number(&mut parser, "--client-id")?,
-            Long("request-id") => request_id = number(&mut parser, "--request-id")?,
-            Long("count") => count = number(&mut parser, "--count")?,
+            Long("client-id") => a.client_id = number(&mut parser, "--client-id")?,
+            Long("request-id") => a.request_id = number(&mut parser, "--request-id")?,
+            Long("count") => a.count = number(&mut parser, "--count")?,
             Long("size") => {
                 let bytes = number(&mut parser, "--size")?;
                 if bytes > RECORD_BYTES_MAX {
@@ -308,87 +366,163 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
                         "--size: {bytes} is larger than a node takes ({RECORD_BYTES_MAX} bytes)"
                     ));
                 }
-                size = bytes as usize;
+                a.size = bytes as usize;
             }
-            Long("from") => from = number(&mut parser, "--from")?,
-            Long("max") => max = number(&mut parser, "--max")?.min(u64::from(u32::MAX)) as u32,
-            Long("linearizable") => linearizable = true,
-            Value(value) if command.is_none() => command = Some(value.to_string_lossy().into()),
-            Value(value) if data.is_none() => data = Some(value.to_string_lossy().into()),
+            Long("from") => a.from = number(&mut parser, "--from")?,
+            Long("max") => a.max = number(&mut parser, "--max")?.min(u64::from(u32::MAX)) as u32,
+            Long("linearizable") => a.linearizable = true,
+            Value(value) if a.command.is_none() => a.command = Some(value.to_string_lossy().into()),
+            Value(value) => a.words.push(value),
             other => return Err(format!("{}\n\n{HELP}", other.unexpected())),
         }
     }
-    let addr = addr.ok_or_else(|| format!("--addr is required\n\n{HELP}"))?;
+    Ok(Some(a))
+}
+
+/// The value of `--addr`: a host name or IP address, and a port.
+fn address(parser: &mut lexopt::Parser) -> Result<SocketAddr, String> {
+    let value = parser.value().map_err(|e| e.to_string())?;
+    let value = value.to_string_lossy().into_owned();
+    value
+        .to_socket_addrs()
+        .map_err(|e| format!("--addr {value:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("--addr {value:?}: no address"))
+}
+
+/// Refuses what `command` does not use, naming it: a flag of another command, a word it does
+/// not take. Both used to be ignored (`read 3` read from the oldest record, not from LSN 3).
+fn check_arguments(command: &str, flags: &[&str], words: &[OsString]) -> Result<(), String> {
+    let Some((_, own, takes_data)) = COMMANDS.iter().find(|(name, ..)| *name == command) else {
+        return Err(format!("unknown client command {command:?}\n\n{HELP}"));
+    };
+    if let Some(flag) = flags.iter().find(|flag| !own.contains(flag)) {
+        let owners: Vec<&str> = COMMANDS
+            .iter()
+            .filter(|(_, flags, _)| flags.contains(flag))
+            .map(|(name, ..)| *name)
+            .collect();
+        return Err(format!(
+            "{command} does not take {flag} (it is a flag of {})",
+            owners.join(" and ")
+        ));
+    }
+    match (takes_data, words) {
+        (true, [_]) | (false, []) => Ok(()),
+        (true, []) => Err(format!("{command} needs DATA")),
+        (true, [_, extra, ..]) => Err(format!(
+            "{command} takes one DATA, and {extra:?} is a second word (quote DATA that holds \
+             spaces)"
+        )),
+        (false, [word, ..]) => Err(format!(
+            "{command} takes no word, and {word:?} was given (its flags: {})",
+            match own.is_empty() {
+                true => "none".to_string(),
+                false => own.join(", "),
+            }
+        )),
+    }
+}
+
+/// Runs `rwal client` with `args` (those after `client`); an error ends the command with
+/// status 2.
+pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
+    let Some(a) = parse(args)? else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let command = a
+        .command
+        .as_deref()
+        .ok_or_else(|| format!("a command is required\n\n{HELP}"))?;
+    check_arguments(command, &a.flags, &a.words)?;
+    let addr = a
+        .addr
+        .ok_or_else(|| format!("--addr is required\n\n{HELP}"))?;
     let mut client = Client {
         addr,
         given: addr,
         stream: None,
-        timeout,
+        timeout: a.timeout,
+        request_written: false,
     };
-    match command.as_deref() {
-        Some("append") => {
-            let data = data.ok_or("append needs DATA")?;
-            let body = [
-                &client_id.to_le_bytes()[..],
-                &request_id.to_le_bytes(),
-                data.as_bytes(),
-            ]
-            .concat();
-            let reply = client
-                .call_leader(proto::OP_APPEND, &body)
-                .map_err(|e| retry_hint(e, client_id, request_id))?;
-            print_lsn_epoch(&reply)?;
-        }
-        Some("load") => {
-            // Checked before the first append, not when the ids run out.
-            if request_id.checked_add(count.saturating_sub(1)).is_none() {
-                return Err(format!(
-                    "--request-id {request_id} with --count {count}: the request ids overflow"
-                ));
-            }
-            for i in 0..count {
-                let record = load_record(i, size);
-                let request = request_id + i;
-                let body = [
-                    &client_id.to_le_bytes()[..],
-                    &request.to_le_bytes(),
-                    record.as_bytes(),
-                ]
-                .concat();
-                let reply = client
-                    .call_leader(proto::OP_APPEND, &body)
-                    .map_err(|e| retry_hint(e, client_id, request))?;
-                print_lsn_epoch(&reply)?;
-            }
-        }
-        Some("read") => {
-            let mode = if linearizable {
-                proto::READ_LINEARIZABLE
-            } else {
-                proto::READ_STALE
-            };
-            let body = [&from.to_le_bytes()[..], &max.to_le_bytes(), &[mode]].concat();
-            // Asked again on RETRY (a linearizable read while no leader confirms it, a node
-            // busy or stopping) until the timeout.
-            let reply = client.call_leader(proto::OP_READ, &body)?;
-            let mut b = Body(&reply);
-            let n = b.u32("count")?;
-            for _ in 0..n {
-                let lsn = b.u64("lsn")?;
-                let epoch = b.u64("epoch")?;
-                let len = b.u32("length")? as usize;
-                let data = b.take(len, "data")?;
-                out!("{lsn} {epoch} {}", String::from_utf8_lossy(data));
-            }
-        }
-        Some("status") => {
-            let reply = client.call_once(proto::OP_STATUS, &[])?;
-            out!("{}", String::from_utf8_lossy(&reply));
-        }
-        Some(other) => return Err(format!("unknown client command {other:?}\n\n{HELP}")),
-        None => return Err(format!("a command is required\n\n{HELP}")),
-    }
+    match command {
+        "append" => append(&mut client, &a),
+        "load" => load(&mut client, &a),
+        "read" => read(&mut client, &a),
+        _ => status(&mut client),
+    }?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Appends one record of `bytes` as request `request` of `client_id`; prints its LSN and epoch.
+fn append_one(
+    client: &mut Client,
+    client_id: u64,
+    request: u64,
+    bytes: &[u8],
+) -> Result<(), String> {
+    let body = [&client_id.to_le_bytes()[..], &request.to_le_bytes(), bytes].concat();
+    let reply = client
+        .call_leader(proto::OP_APPEND, &body)
+        .map_err(|e| retry_hint(e, client.request_written, client_id, request))?;
+    print_lsn_epoch(&reply)
+}
+
+/// `append DATA`: DATA's bytes as given, never made UTF-8 first (which put U+FFFD in the
+/// place of other bytes, and the record acknowledged was not the one given).
+fn append(client: &mut Client, a: &Arguments) -> Result<(), String> {
+    let data = a.words[0].as_bytes();
+    append_one(client, a.client_id, a.request_id, data)
+}
+
+fn load(client: &mut Client, a: &Arguments) -> Result<(), String> {
+    let (count, request_id) = (a.count, a.request_id);
+    // Checked before the first append, not when the ids run out.
+    if request_id.checked_add(count.saturating_sub(1)).is_none() {
+        return Err(format!(
+            "--request-id {request_id} with --count {count}: the request ids overflow"
+        ));
+    }
+    for i in 0..count {
+        let record = load_record(i, a.size);
+        append_one(client, a.client_id, request_id + i, record.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn read(client: &mut Client, a: &Arguments) -> Result<(), String> {
+    let mode = if a.linearizable {
+        proto::READ_LINEARIZABLE
+    } else {
+        proto::READ_STALE
+    };
+    let body = [&a.from.to_le_bytes()[..], &a.max.to_le_bytes(), &[mode]].concat();
+    // Asked again on RETRY (a linearizable read while no leader confirms it, a node busy or
+    // stopping) until the timeout.
+    let reply = client.call_leader(proto::OP_READ, &body)?;
+    let mut b = Body(&reply);
+    let n = b.u32("count")?;
+    for _ in 0..n {
+        let lsn = b.u64("lsn")?;
+        let epoch = b.u64("epoch")?;
+        let len = b.u32("length")? as usize;
+        let data = b.take(len, "data")?;
+        out!("{lsn} {epoch} {}", record_line(data));
+    }
+    Ok(())
+}
+
+/// A record's data as one line of `read`'s output: escaped (`<[u8]>::escape_ascii`), so that a
+/// record holding a newline cannot forge a line of its own, nor one holding terminal escapes
+/// drive the terminal. It used to be printed as it was.
+fn record_line(data: &[u8]) -> std::slice::EscapeAscii<'_> {
+    data.escape_ascii()
+}
+
+fn status(client: &mut Client) -> Result<(), String> {
+    let reply = client.call_once(proto::OP_STATUS, &[])?;
+    out!("{}", String::from_utf8_lossy(&reply));
+    Ok(())
 }
 
 fn print_lsn_epoch(reply: &[u8]) -> Result<(), String> {
@@ -437,6 +571,7 @@ mod tests {
             given: addr,
             stream: None,
             timeout: Duration::from_secs(20),
+            request_written: false,
         };
         let started = Instant::now();
         let reply = client.call_leader(proto::OP_STATUS, &[]).unwrap();
@@ -471,6 +606,7 @@ mod tests {
             given: addr,
             stream: None,
             timeout: Duration::from_secs(20),
+            request_written: false,
         };
         let reply = client.call_leader(proto::OP_READ, &[0; 13]).unwrap();
         assert_eq!(reply, 0u32.to_le_bytes());
@@ -479,13 +615,58 @@ mod tests {
 
     #[test]
     fn only_an_append_given_up_on_names_the_ids_that_retry_it() {
-        let gave_up = retry_hint(format!("{GAVE_UP} 30s: no leader"), 7, 9);
+        let gave_up = retry_hint(format!("{GAVE_UP} 30s: no leader"), true, 7, 9);
         assert!(
             gave_up.ends_with("--client-id 7 --request-id 9"),
             "{gave_up}"
         );
         let refused = "a request id must not be reused for other data".to_string();
-        assert_eq!(retry_hint(refused.clone(), 7, 9), refused);
+        assert_eq!(retry_hint(refused.clone(), true, 7, 9), refused);
+    }
+
+    /// An append that no attempt wrote to a connection is not in the log, and is said not to
+    /// be: the hint used to say it may be.
+    #[test]
+    fn an_append_never_written_is_said_not_to_be_in_the_log() {
+        let never = retry_hint(format!("{GAVE_UP} 1s: cannot connect"), false, 7, 9);
+        assert!(never.contains("was not sent"), "{never}");
+        assert!(!never.contains("may or may not"), "{never}");
+        assert!(!never.contains("--request-id"), "{never}");
+    }
+
+    #[test]
+    fn each_command_refuses_the_flags_and_words_it_does_not_use() {
+        let words = |w: &[&str]| w.iter().map(OsString::from).collect::<Vec<_>>();
+        let e = check_arguments("read", &[], &words(&["3"])).unwrap_err();
+        assert!(e.contains("read takes no word, and \"3\" was given"), "{e}");
+        assert!(e.contains("--from"), "{e}");
+        let e = check_arguments("status", &[], &words(&["extra"])).unwrap_err();
+        assert!(e.contains("\"extra\""), "{e}");
+        let e = check_arguments("append", &["--count"], &words(&["x"])).unwrap_err();
+        assert_eq!(e, "append does not take --count (it is a flag of load)");
+        let e = check_arguments("read", &["--client-id"], &[]).unwrap_err();
+        assert!(e.contains("a flag of append and load"), "{e}");
+        let e = check_arguments("append", &[], &words(&["a", "b"])).unwrap_err();
+        assert!(e.contains("\"b\" is a second word"), "{e}");
+        assert_eq!(
+            check_arguments("append", &[], &[]).unwrap_err(),
+            "append needs DATA"
+        );
+        check_arguments("append", &["--client-id", "--request-id"], &words(&["x"])).unwrap();
+        check_arguments("load", &["--count", "--size", "--request-id"], &[]).unwrap();
+        check_arguments("read", &["--from", "--max", "--linearizable"], &[]).unwrap();
+        check_arguments("status", &[], &[]).unwrap();
+        assert!(check_arguments("bogus", &[], &[])
+            .unwrap_err()
+            .starts_with("unknown client command \"bogus\""));
+    }
+
+    /// Each record is one line of `read`'s output, whatever its bytes.
+    #[test]
+    fn a_record_is_printed_escaped_on_one_line() {
+        let line = record_line(b"real\n99 9 forged\x1b[2J\xff \\'\"").to_string();
+        assert_eq!(line, r#"real\n99 9 forged\x1b[2J\xff \\\'\""#);
+        assert_eq!(record_line(b"hello world").to_string(), "hello world");
     }
 
     #[test]

@@ -9,16 +9,13 @@ use std::process::ExitCode;
 
 use rwal_wal::inspect::{inspect, Inspection, Severity};
 
+/// Runs `rwal inspect` or, if `verify`, `rwal verify` with `args` (those after the command).
 pub fn run(args: Vec<OsString>, verify: bool) -> Result<ExitCode, String> {
     let command = if verify { "verify" } else { "inspect" };
-    let [dir] = args.as_slice() else {
-        return Err(format!("usage: rwal {command} DIR"));
-    };
-    if dir == "--help" || dir == "-h" {
+    let Some(dir) = directory(args, command)? else {
         out!("usage: rwal {command} DIR");
         return Ok(ExitCode::SUCCESS);
-    }
-    let dir = PathBuf::from(dir);
+    };
     let found = inspect(&dir).map_err(|e| match e {
         // The library's wording suggests opening with create, which is not this command's.
         rwal_wal::Error::NoLog { dir } => {
@@ -32,6 +29,24 @@ pub fn run(args: Vec<OsString>, verify: bool) -> Result<ExitCode, String> {
         print_inspect(&found);
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// The directory `rwal inspect` or `rwal verify` is given; `None` for `--help`. A flag other
+/// than `--help` is refused, naming it: `--json` was taken for a directory of that name. (A
+/// directory whose name begins with `-` is given as `./-name`, or after `--`.)
+fn directory(args: Vec<OsString>, command: &str) -> Result<Option<PathBuf>, String> {
+    use lexopt::Arg::{Long, Short, Value};
+    let mut parser = lexopt::Parser::from_args(args);
+    let mut dir = None;
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        match arg {
+            Long("help") | Short('h') => return Ok(None),
+            Value(value) if dir.is_none() => dir = Some(PathBuf::from(value)),
+            other => return Err(format!("{}\nusage: rwal {command} DIR", other.unexpected())),
+        }
+    }
+    dir.map(Some)
+        .ok_or_else(|| format!("usage: rwal {command} DIR"))
 }
 
 fn print_inspect(found: &Inspection) {

@@ -1,6 +1,7 @@
 //! The `rwal` command as an operator runs it: `inspect`, `verify` on a clean log, on a log with
-//! a flipped byte and on a log with a torn tail, a very short `bench --json`, and a very short
-//! `bench --replicated 3`.
+//! a flipped byte and on a log with a torn tail, a very short `bench --json`, a very short
+//! `bench --replicated 3`, arguments each command refuses, and `rwal node` with `rwal client`
+//! on a single node.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -199,6 +200,22 @@ fn verify_and_inspect_refuse_a_directory_without_a_log() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A flag is not a directory: `inspect --json` looked for a log in `./--json`.
+#[test]
+fn inspect_and_verify_refuse_flags_they_do_not_have() {
+    for (command, flag) in [("inspect", "--json"), ("verify", "--bogus")] {
+        let out = rwal(&[command, flag]);
+        let shown = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{shown}");
+        assert!(
+            shown.contains(&format!("'{flag}'")) && !shown.contains("no log in"),
+            "{shown}"
+        );
+    }
+    let out = rwal(&["verify", "--help"]);
+    assert!(out.status.success() && text(&out).contains("usage: rwal verify DIR"));
+}
+
 #[test]
 fn a_short_bench_reports_every_workload_as_json() {
     let dir = temp("bench");
@@ -303,7 +320,27 @@ fn bench_rejects_bad_arguments_with_a_clear_message() {
         text(&out)
     );
     let out = rwal(&["bench", "--segment-bytes", "1000"]);
-    assert!(text(&out).contains("segment_bytes"), "{}", text(&out));
+    assert!(text(&out).contains("--segment-bytes: "), "{}", text(&out));
+    // Its bytes (`mib << 20`) wrapped around past 2^44 MiB; 0 measured nothing.
+    for mib in ["0", "65537", "17592186044416"] {
+        let out = rwal(&["bench", "--recovery-mib", mib]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(
+            text(&out).contains(&format!("--recovery-mib: {mib} is outside 1..=65536")),
+            "{}",
+            text(&out)
+        );
+    }
+    // Flags a replicated run does not use were ignored.
+    for flag in ["--size", "--recovery-mib"] {
+        let out = rwal(&["bench", "--replicated", "3", flag, "64"]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(
+            text(&out).contains(&format!("{flag} does not apply to --replicated")),
+            "{}",
+            text(&out)
+        );
+    }
     // Found before the run, not after it (which threw the run's results away).
     let out = rwal(&[
         "bench",
@@ -596,9 +633,9 @@ fn stderr_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<St
     lines
 }
 
-/// Starts `rwal node` with `args`, waits until it serves clients, stops it with SIGTERM, and
-/// returns what it wrote on stderr. A node that does neither within 30 s is killed and the
-/// test fails.
+/// Starts `rwal node` with `args` (a single voter), waits until it serves clients and leads,
+/// stops it with SIGTERM, and returns what it wrote on stderr. A node that does neither within
+/// 30 s is killed and the test fails.
 fn node_run(args: &[&str]) -> String {
     use std::time::{Duration, Instant};
     let mut node = Command::new(env!("CARGO_BIN_EXE_rwal"))
@@ -626,15 +663,16 @@ fn node_run(args: &[&str]) -> String {
             }
         }
     };
-    while let Some(line) = next_line(&mut shown, &mut node) {
-        if line.contains("serving clients") {
+    // Leading, its stop is a leader's (which hands leadership over when there is a voter to
+    // hand it to).
+    let ready =
+        |shown: &str| shown.contains("serving clients") && shown.contains("leader is node 1");
+    while next_line(&mut shown, &mut node).is_some() {
+        if ready(&shown) {
             break;
         }
     }
-    assert!(
-        shown.contains("serving clients"),
-        "the node never served: {shown}"
-    );
+    assert!(ready(&shown), "the node never served as leader: {shown}");
     let stopped = Command::new("kill")
         .args(["-TERM", &node.id().to_string()])
         .status()
@@ -669,6 +707,8 @@ fn a_restart_whose_peers_differ_from_the_logs_members_is_warned_about() {
     ];
     let first = node_run(&[&base[..], &["--init"]].concat());
     assert!(!first.contains("warning: the log's voters"), "{first}");
+    // A single voter has nobody to hand leadership to: it used to try, and log its failure.
+    assert!(!first.contains("did not hand leadership over"), "{first}");
     let same = node_run(&base);
     assert!(!same.contains("warning: the log's voters"), "{same}");
     let other = node_run(&[&base[..], &["--peer", "2,127.0.0.1:9,127.0.0.1:10"]].concat());
@@ -819,6 +859,224 @@ fn client_connections_leave_the_logs_file_descriptors_alone() {
     assert!(
         shown.contains("refused a client connection: the node is short of file descriptors"),
         "{shown}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The name of a `ServingNode`'s log directory: not UTF-8, and so made another (`log` and
+/// U+FFFD) before 2026-12.
+fn log_name() -> &'static std::ffi::OsStr {
+    std::os::unix::ffi::OsStrExt::from_bytes(b"log\xff")
+}
+
+/// A node serving clients, killed when dropped.
+struct ServingNode {
+    child: std::process::Child,
+    addr: String,
+    dir: PathBuf,
+    /// Its stderr's lines, kept: with nobody reading the pipe, the node's next line would fail
+    /// (and `eprintln!` panic).
+    _lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl ServingNode {
+    /// A single-voter node founded in a directory of its own, once it serves clients. Its log
+    /// is in `log_name()`, a name that is not UTF-8.
+    fn start(label: &str) -> ServingNode {
+        use std::time::{Duration, Instant};
+        let dir = temp(label);
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "0123456789abcdef0123\n").unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rwal"))
+            .args(["node", "--init", "--id", "1", "--cluster-id", "1"])
+            .args(["--listen", "127.0.0.1:0", "--client-listen", "127.0.0.1:0"])
+            .arg("--dir")
+            .arg(dir.join(log_name()))
+            .arg("--secret-file")
+            .arg(&secret)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = stderr_lines(&mut child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut shown = String::new();
+        let addr = loop {
+            let line = lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|e| panic!("the node never served ({e}): {shown}"));
+            shown.push_str(&line);
+            shown.push('\n');
+            if let Some(rest) = line.split("serving clients on ").nth(1) {
+                let addr = rest.split_whitespace().next().unwrap();
+                break addr.trim_end_matches(',').to_string();
+            }
+        };
+        ServingNode {
+            child,
+            addr,
+            dir,
+            _lines: lines,
+        }
+    }
+
+    /// `rwal client --addr` this node, with `args`.
+    fn client<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_rwal"))
+            .args(["client", "--addr", &self.addr, "--timeout", "20"])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for ServingNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The records a stale READ from LSN 0 returns: (LSN, data).
+fn read_records(addr: &str) -> Vec<(u64, Vec<u8>)> {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let mut request = 0u64.to_le_bytes().to_vec();
+    request.extend_from_slice(&100u32.to_le_bytes());
+    request.push(0);
+    let (status, body) = exchange(&mut stream, 2, &request).unwrap();
+    assert_eq!(status, 0, "{}", String::from_utf8_lossy(&body));
+    let count = u32::from_le_bytes(body[..4].try_into().unwrap());
+    let mut at = 4;
+    let mut records = Vec::new();
+    for _ in 0..count {
+        let lsn = u64::from_le_bytes(body[at..at + 8].try_into().unwrap());
+        let len = u32::from_le_bytes(body[at + 16..at + 20].try_into().unwrap()) as usize;
+        records.push((lsn, body[at + 20..at + 20 + len].to_vec()));
+        at += 20 + len;
+    }
+    records
+}
+
+/// `rwal client append DATA` appends DATA's bytes as given: it made them UTF-8 first, and a
+/// byte 0xff became U+FFFD in the record it acknowledged.
+#[test]
+fn the_client_appends_the_bytes_it_is_given() {
+    use std::os::unix::ffi::OsStrExt;
+    let node = ServingNode::start("client-bytes");
+    let data = b"a\xffb";
+    let out = node.client(&[
+        std::ffi::OsStr::new("append"),
+        std::ffi::OsStr::from_bytes(data),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let records = read_records(&node.addr);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].1, data, "the record is not the bytes given");
+    // The node's --dir, not UTF-8, is the directory its log is in.
+    assert!(node.dir.join(log_name()).join("control").exists());
+}
+
+/// `rwal client read` prints each record on one line, escaped: a record holding a newline
+/// forged a line of its own, and terminal escapes reached the terminal.
+#[test]
+fn the_client_prints_each_record_on_one_line() {
+    let node = ServingNode::start("client-lines");
+    for data in ["real\n99 9 forged", "bell\x07 and \x1b[2J"] {
+        let out = node.client(&["append", data]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let out = node.client(&["read"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = printed.lines().collect();
+    assert_eq!(lines.len(), 2, "{printed:?}");
+    assert!(lines[0].ends_with(r" real\n99 9 forged"), "{printed:?}");
+    assert!(lines[1].ends_with(r" bell\x07 and \x1b[2J"), "{printed:?}");
+}
+
+/// An append that never reached a node is not in the log, and the client says so: it used
+/// to say the append "may or may not be in the log" and give ids to retry it.
+#[test]
+fn an_append_that_never_reached_a_node_is_said_not_to_be_in_the_log() {
+    let out = rwal(&[
+        "client",
+        "--addr",
+        "127.0.0.1:1",
+        "--timeout",
+        "1",
+        "append",
+        "x",
+    ]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(!shown.contains("may or may not be in the log"), "{shown}");
+    assert!(shown.contains("the append was not sent"), "{shown}");
+}
+
+/// A command refuses the words and flags it does not use, naming them, before it connects:
+/// `read 3` read from the oldest record, `status extra` succeeded, `append --count 2 x`
+/// appended once.
+#[test]
+fn the_client_refuses_words_and_flags_a_command_does_not_use() {
+    let base = ["client", "--addr", "127.0.0.1:1", "--timeout", "1"];
+    for (args, named) in [
+        (&["read", "3"][..], "\"3\""),
+        (&["status", "extra"][..], "\"extra\""),
+        (&["append", "--count", "2", "x"][..], "--count"),
+        (&["read", "--client-id", "5"][..], "--client-id"),
+        (&["load", "x"][..], "\"x\""),
+    ] {
+        let out = rwal(&[&base[..], args].concat());
+        let shown = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {shown}");
+        assert!(shown.contains(named), "{args:?}: {shown}");
+        assert!(!shown.contains("cannot connect"), "{args:?}: {shown}");
+    }
+}
+
+/// --init founds a log only in an empty or new directory: one holding the user's files and no
+/// log got a log founded beside them (a mistyped --dir).
+#[test]
+fn a_node_founds_no_log_beside_other_files() {
+    use std::time::{Duration, Instant};
+    let dir = temp("init-not-empty");
+    let log = dir.join("log");
+    std::fs::create_dir_all(&log).unwrap();
+    std::fs::write(log.join("notes.txt"), "mine\n").unwrap();
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "0123456789abcdef0123\n").unwrap();
+    let mut node = Command::new(env!("CARGO_BIN_EXE_rwal"))
+        .args(["node", "--init", "--id", "1", "--cluster-id", "1"])
+        .args(["--listen", "127.0.0.1:0", "--client-listen", "127.0.0.1:0"])
+        .arg("--dir")
+        .arg(&log)
+        .arg("--secret-file")
+        .arg(&secret)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The old code founded the log and served: it is stopped after a while.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while node.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if node.try_wait().unwrap().is_none() {
+        let _ = node.kill();
+    }
+    let out = node.wait_with_output().unwrap();
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(
+        shown.contains(&format!("--dir {}: not empty and not a log", log.display())),
+        "{shown}"
+    );
+    assert!(!log.join("control").exists(), "a log was founded: {shown}");
+    assert_eq!(
+        std::fs::read_to_string(log.join("notes.txt")).unwrap(),
+        "mine\n"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -8,10 +8,10 @@ mod line_limit;
 pub mod proto;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader, IoSlice, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -40,12 +40,14 @@ continues from its log; without --init a node whose directory holds no log refus
   --init                  found the cluster if DIR holds no log (the members' first start
                           only: a member that lost its log must not found the cluster again,
                           it has forgotten its votes and could help elect a leader that lacks
-                          acknowledged writes)
-  --listen ADDR           where peers connect (host:port)
-  --client-listen ADDR    where clients connect (`rwal client`); keep it on a private network
-  --peer ID,PEER,CLIENT   another member: its id, peer address and client address (repeat)
+                          acknowledged writes); DIR must then be empty or not exist yet
+  --listen ADDR           where peers connect (IP:PORT, e.g. 10.0.0.1:7001: no host names)
+  --client-listen ADDR    where clients connect (`rwal client`; IP:PORT); keep it on a private
+                          network
+  --peer ID,PEER,CLIENT   another member: its id, peer address and client address (IP:PORT
+                          each; repeat). Every address, this node's and the peers', differs
   --cluster-id C          the cluster's id (a number every member shares)
-  --secret-file FILE      the cluster's shared secret (at least 16 bytes)
+  --secret-file FILE      the cluster's shared secret (at least 16 bytes, at most 64 KiB)
   --checkpoint-every N    checkpoint and compact after N applied LSNs (default 100000)
   --tick-ms MS            raft's tick (default 10, at most 60000; elections after 10 to 20
                           ticks without a leader)
@@ -60,7 +62,8 @@ continues from its log; without --init a node whose directory holds no log refus
                           it is assembled in memory; a larger one is refused, and a node
                           that only a snapshot can catch up stays behind
   --config FILE           read the options from FILE: `key = value` lines, keys as above
-                          without `--`, `peer` repeated; `#` starts a comment
+                          without `--`, `peer` repeated; `#` starts a comment at the start of
+                          a line or after a space or tab (`dir = /data/node#1` keeps its `#`)
 
 SIGTERM or SIGINT stops the node: it serves no new client, answers the requests in progress,
 closes its log and exits 0. A second signal exits at once (1); everything acknowledged is
@@ -108,7 +111,28 @@ fn parse_peer(value: &str) -> Result<(NodeId, SocketAddr, SocketAddr), String> {
     Ok((id, address(peer)?, address(client)?))
 }
 
-fn parse_settings(pairs: Vec<(String, String)>) -> Result<Settings, String> {
+/// The largest secret file read, in bytes: a secret is a few dozen bytes, and a larger file is
+/// not one (`/dev/zero`, read whole, took all the memory).
+const SECRET_FILE_BYTES_MAX: u64 = 64 << 10;
+
+/// A setting's value as text: every setting but the two paths is a number, an address or a
+/// word.
+fn text<'v>(key: &str, value: &'v OsStr) -> Result<&'v str, String> {
+    value
+        .to_str()
+        .ok_or_else(|| format!("{key}: {value:?} is not UTF-8"))
+}
+
+/// A path setting (`dir`, `secret-file`): its bytes as given (made UTF-8 first, a path became
+/// another), and not empty.
+fn path(key: &str, value: &OsStr) -> Result<PathBuf, String> {
+    if value.is_empty() {
+        return Err(format!("--{key}: the path is empty"));
+    }
+    Ok(PathBuf::from(value))
+}
+
+fn parse_settings(pairs: Vec<(String, OsString)>) -> Result<Settings, String> {
     let mut id = None;
     let mut dir = None;
     let mut listen = None;
@@ -138,42 +162,43 @@ fn parse_settings(pairs: Vec<(String, String)>) -> Result<Settings, String> {
             .map_err(|e| format!("{key}: {value:?} is not an address: {e}"))
     };
     let mut seen = std::collections::HashSet::new();
-    for (key, value) in pairs {
+    for (key, raw) in pairs {
         // A second value for a key is a mistake (two config lines, or a flag and a config line),
         // not an override: which one wins would be a guess. `peer` is the one repeated key.
         if key != "peer" && !seen.insert(key.clone()) {
             return Err(format!("{key} is given twice"));
         }
+        let value = || text(&key, &raw);
         match key.as_str() {
-            "id" => id = Some(number(&key, &value)?),
-            "dir" => dir = Some(PathBuf::from(value)),
-            "listen" => listen = Some(address(&key, &value)?),
-            "client-listen" => client_listen = Some(address(&key, &value)?),
+            "id" => id = Some(number(&key, value()?)?),
+            "dir" => dir = Some(path(&key, &raw)?),
+            "listen" => listen = Some(address(&key, value()?)?),
+            "client-listen" => client_listen = Some(address(&key, value()?)?),
             "peer" => {
-                let (peer, at, client) = parse_peer(&value)?;
+                let (peer, at, client) = parse_peer(value()?)?;
                 if peers.insert(peer, (at, client)).is_some() {
                     return Err(format!("peer {peer} is given twice"));
                 }
             }
-            "cluster-id" => cluster_id = Some(number(&key, &value)?),
-            "secret-file" => secret_file = Some(PathBuf::from(value)),
-            "checkpoint-every" => checkpoint_every = positive(&key, &value)?,
+            "cluster-id" => cluster_id = Some(number(&key, value()?)?),
+            "secret-file" => secret_file = Some(path(&key, &raw)?),
+            "checkpoint-every" => checkpoint_every = positive(&key, value()?)?,
             "tick-ms" => {
-                tick_ms = positive(&key, &value)?;
+                tick_ms = positive(&key, value()?)?;
                 // Elections come after 10 to 20 ticks: past a minute a tick is a typo.
                 if tick_ms > TICK_MS_MAX {
                     return Err(format!("{key}: at most {TICK_MS_MAX} (a minute)"));
                 }
             }
-            "sync-stall-limit-ms" => sync_stall_limit_ms = number(&key, &value)?,
-            "segment-bytes" => segment_bytes = Some(number(&key, &value)?),
-            "pin-cap-bytes" => pin_cap_bytes = number(&key, &value)?,
-            "snapshot-bytes-max" => snapshot_bytes_max = positive(&key, &value)?,
+            "sync-stall-limit-ms" => sync_stall_limit_ms = number(&key, value()?)?,
+            "segment-bytes" => segment_bytes = Some(number(&key, value()?)?),
+            "pin-cap-bytes" => pin_cap_bytes = number(&key, value()?)?,
+            "snapshot-bytes-max" => snapshot_bytes_max = positive(&key, value()?)?,
             "init" => {
-                init = match value.as_str() {
+                init = match value()? {
                     "true" => true,
                     "false" => false,
-                    _ => return Err(format!("init: {value:?} is neither true nor false")),
+                    other => return Err(format!("init: {other:?} is neither true nor false")),
                 }
             }
             other => return Err(format!("unknown option {other:?}\n\n{HELP}")),
@@ -185,39 +210,10 @@ fn parse_settings(pairs: Vec<(String, String)>) -> Result<Settings, String> {
         return Err("node ids start at 1, and a node is not its own --peer".into());
     }
     let secret_file = secret_file.ok_or_else(|| missing("secret-file"))?;
-    let secret = std::fs::read(&secret_file)
-        .map_err(|e| format!("cannot read the secret file {}: {e}", secret_file.display()))?;
-    // Text with a final newline, as `base64 > FILE` writes it: the whitespace around is not
-    // part of the secret.
-    let secret = secret.trim_ascii().to_vec();
-    if secret.len() < SECRET_BYTES_MIN {
-        return Err(format!(
-            "the secret in {} is {} bytes (without the whitespace around it); at least {} are \
-             needed",
-            secret_file.display(),
-            secret.len(),
-            SECRET_BYTES_MIN
-        ));
-    }
-    if let Ok(meta) = std::fs::metadata(&secret_file) {
-        use std::os::unix::fs::PermissionsExt;
-        if meta.permissions().mode() & 0o077 != 0 {
-            eprintln!(
-                "rwal node: warning: the secret file {} can be read by other users (mode {:o}): \
-                 chmod 600 it",
-                secret_file.display(),
-                meta.permissions().mode() & 0o777
-            );
-        }
-    }
+    let secret = read_secret(&secret_file)?;
     let listen = listen.ok_or_else(|| missing("listen"))?;
     let client_listen = client_listen.ok_or_else(|| missing("client-listen"))?;
-    if listen == client_listen && listen.port() != 0 {
-        return Err(format!(
-            "--listen and --client-listen are both {listen}: peers and clients need ports of \
-             their own"
-        ));
-    }
+    check_addresses_differ(listen, client_listen, &peers)?;
     Ok(Settings {
         id,
         dir: dir.ok_or_else(|| missing("dir"))?,
@@ -237,23 +233,116 @@ fn parse_settings(pairs: Vec<(String, String)>) -> Result<Settings, String> {
     })
 }
 
-fn read_config(path: &str) -> Result<Vec<(String, String)>, String> {
+/// The cluster's secret from `file`: its bytes without the whitespace around them, at least
+/// `SECRET_BYTES_MIN` of them, from a file of at most `SECRET_FILE_BYTES_MAX` bytes. Warns if
+/// other users may read the file.
+fn read_secret(file: &Path) -> Result<Vec<u8>, String> {
+    let cannot = |e: std::io::Error| format!("cannot read the secret file {}: {e}", file.display());
+    let mut secret = Vec::new();
+    // One byte past the bound tells a file over it, without reading the rest.
+    std::fs::File::open(file)
+        .and_then(|f| f.take(SECRET_FILE_BYTES_MAX + 1).read_to_end(&mut secret))
+        .map_err(cannot)?;
+    if secret.len() as u64 > SECRET_FILE_BYTES_MAX {
+        return Err(format!(
+            "the secret file {} holds more than {} KiB: a secret is a few dozen bytes (is it \
+             the right file?)",
+            file.display(),
+            SECRET_FILE_BYTES_MAX >> 10
+        ));
+    }
+    // Text with a final newline, as `base64 > FILE` writes it: the whitespace around is not
+    // part of the secret.
+    let secret = secret.trim_ascii().to_vec();
+    if secret.len() < SECRET_BYTES_MIN {
+        return Err(format!(
+            "the secret in {} is {} bytes (without the whitespace around it); at least {} are \
+             needed",
+            file.display(),
+            secret.len(),
+            SECRET_BYTES_MIN
+        ));
+    }
+    if let Ok(meta) = std::fs::metadata(file) {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o077 != 0 {
+            eprintln!(
+                "rwal node: warning: the secret file {} can be read by other users (mode {:o}): \
+                 chmod 600 it",
+                file.display(),
+                meta.permissions().mode() & 0o777
+            );
+        }
+    }
+    Ok(secret)
+}
+
+/// Refuses two of this node's addresses and its peers' that are the same, naming both: a peer
+/// at this node's own address would be this node talking to itself, and two members at one
+/// address are one member. Port 0 (any free port, this node's to bind) is never the same as
+/// another.
+fn check_addresses_differ(
+    listen: SocketAddr,
+    client_listen: SocketAddr,
+    peers: &HashMap<NodeId, (SocketAddr, SocketAddr)>,
+) -> Result<(), String> {
+    let mut named = vec![
+        ("--listen".to_string(), listen),
+        ("--client-listen".to_string(), client_listen),
+    ];
+    let mut ids: Vec<NodeId> = peers.keys().copied().collect();
+    ids.sort_unstable();
+    for id in ids {
+        let (peer, client) = peers[&id];
+        named.push((format!("--peer {id}'s peer address"), peer));
+        named.push((format!("--peer {id}'s client address"), client));
+    }
+    let mut seen: HashMap<SocketAddr, String> = HashMap::new();
+    for (name, addr) in named.into_iter().filter(|(_, addr)| addr.port() != 0) {
+        if let Some(first) = seen.get(&addr) {
+            return Err(format!(
+                "{first} and {name} are both {addr}: each needs an address of its own"
+            ));
+        }
+        seen.insert(addr, name);
+    }
+    Ok(())
+}
+
+/// `line` of a config file without its comment: a `#` at the start of the line or after
+/// whitespace begins one, a `#` inside a word (`dir = /data/node#1`) is part of it. Any `#`
+/// began one before, and that line founded a log in `/data/node`.
+fn without_comment(line: &str) -> &str {
+    let mut after_space = true;
+    for (at, c) in line.char_indices() {
+        if c == '#' && after_space {
+            return &line[..at];
+        }
+        after_space = c.is_whitespace();
+    }
+    line
+}
+
+fn read_config(path: &Path) -> Result<Vec<(String, OsString)>, String> {
+    let shown = path.display();
     let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read the config file {path}: {e}"))?;
+        .map_err(|e| format!("cannot read the config file {shown}: {e}"))?;
     let mut pairs = Vec::new();
     for (n, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or("").trim();
+        let line = without_comment(line).trim();
         if line.is_empty() {
             continue;
         }
         let Some((key, value)) = line.split_once('=') else {
-            return Err(format!("{path}:{}: expected `key = value`", n + 1));
+            return Err(format!("{shown}:{}: expected `key = value`", n + 1));
         };
-        pairs.push((key.trim().to_string(), value.trim().to_string()));
+        pairs.push((key.trim().to_string(), value.trim().into()));
     }
     Ok(pairs)
 }
 
+/// Runs `rwal node` with `args` (those after `node`) until a stop signal; an error ends the
+/// command with status 2.
 pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
     let mut pairs = Vec::new();
     let mut parser = lexopt::Parser::from_args(args);
@@ -266,12 +355,12 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
             lexopt::Arg::Long("init") => pairs.push(("init".into(), "true".into())),
             lexopt::Arg::Long("config") => {
                 let value = parser.value().map_err(|e| e.to_string())?;
-                pairs.extend(read_config(&value.to_string_lossy())?);
+                pairs.extend(read_config(Path::new(&value))?);
             }
             lexopt::Arg::Long(key) => {
                 let key = key.to_string();
                 let value = parser.value().map_err(|e| e.to_string())?;
-                pairs.push((key, value.to_string_lossy().into_owned()));
+                pairs.push((key, value));
             }
             other => return Err(format!("{}\n\n{HELP}", other.unexpected())),
         }
@@ -624,6 +713,9 @@ fn open_server(settings: Settings) -> Result<Server, String> {
             settings.dir.display()
         ));
     }
+    if !holds_log {
+        check_empty_for_founding(&settings.dir)?;
+    }
     let peers = settings
         .peers
         .iter()
@@ -696,6 +788,40 @@ fn open_server(settings: Settings) -> Result<Server, String> {
         request_timeout: CLIENT_REQUEST_TIMEOUT,
         client_lines: line_limit::LineLimit::new(10, Duration::from_secs(1)),
     })
+}
+
+/// What a founding start stopped before its log was whole leaves in its directory: the log's
+/// lock file and its control file being written (`wal/src/control.rs`). A directory holding
+/// only these is empty to `--init`, so that such a start can be run again.
+const FOUNDING_LEFTOVERS: [&str; 2] = ["LOCK", "control.tmp"];
+
+/// Refuses to found a log in `dir` if it holds anything (but `FOUNDING_LEFTOVERS`): it is not
+/// a log (no control file), and a log founded there would sit beside someone's files (a
+/// mistyped --dir), as it used to.
+fn check_empty_for_founding(dir: &Path) -> Result<(), String> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("--dir {}: {e}", dir.display())),
+    };
+    let mut held: Vec<OsString> = entries
+        .map(|entry| entry.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("--dir {}: {e}", dir.display()))?;
+    held.retain(|name| !FOUNDING_LEFTOVERS.iter().any(|leftover| name == leftover));
+    held.sort();
+    let Some(first) = held.first() else {
+        return Ok(());
+    };
+    let more = match held.len() {
+        1 => String::new(),
+        n => format!(" and {} more", n - 1),
+    };
+    Err(format!(
+        "--dir {}: not empty and not a log (it holds {first:?}{more}, and no control file): \
+         --init founds a log only in an empty or new directory",
+        dir.display()
+    ))
 }
 
 /// Serves each client connection on its own thread, at most `CLIENT_CONNECTIONS_MAX` at once
@@ -858,8 +984,11 @@ fn stop(server: Arc<Server>, client_addr: SocketAddr) -> Result<(), String> {
         ),
     );
     // A leader hands over first, so that the cluster need not wait an election timeout; the
-    // appends in progress here were replicated to the successor and it commits them.
-    if server.node.status().role == Role::Leader {
+    // appends in progress here were replicated to the successor and it commits them. A single
+    // voter has nobody to hand over to (trying logged a failure at each clean stop).
+    let status = server.node.status();
+    let another_voter = status.membership.voters.iter().any(|&voter| voter != id);
+    if status.role == Role::Leader && another_voter {
         log(id, &hand_leadership_over(&server.node));
     }
     // The acceptor waits in `accept`: a connection of our own wakes it to see `stopping`.
@@ -1719,7 +1848,7 @@ mod tests {
         let secret = dir.join("secret");
         std::fs::write(&secret, "0123456789abcdef0123\n").unwrap();
         let pairs = |extra: &[(&str, &str)]| {
-            let mut p: Vec<(String, String)> = [
+            let mut p: Vec<(String, OsString)> = [
                 ("id", "1"),
                 ("dir", "/tmp/x"),
                 ("listen", "127.0.0.1:7001"),
@@ -1728,10 +1857,10 @@ mod tests {
                 ("peer", "2,127.0.0.1:7002,127.0.0.1:8002"),
             ]
             .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .map(|(k, v)| (k.to_string(), v.into()))
             .collect();
-            p.push(("secret-file".into(), secret.display().to_string()));
-            p.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            p.push(("secret-file".into(), secret.clone().into()));
+            p.extend(extra.iter().map(|(k, v)| (k.to_string(), v.into())));
             p
         };
         let s = parse_settings(pairs(&[])).unwrap();
@@ -1771,7 +1900,7 @@ mod tests {
         for (key, value) in one_port.iter_mut() {
             if key == "client-listen" {
                 let listen = s.listen.to_string();
-                *value = listen;
+                *value = listen.into();
             }
         }
         let e = parse_settings(one_port).unwrap_err();
@@ -1790,12 +1919,93 @@ mod tests {
         std::fs::write(&short, "  too short \n").unwrap();
         let mut with_short = pairs(&[]);
         with_short.retain(|(k, _)| k != "secret-file");
-        with_short.push(("secret-file".into(), short.display().to_string()));
+        with_short.push(("secret-file".into(), short.into()));
         let e = parse_settings(with_short).unwrap_err();
         assert!(
             e.contains("short is 9 bytes") && e.contains("at least 16"),
             "{e}"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// What the audit of 2026-12 found taken without a word: an empty --dir, a peer at this
+    /// node's own address or two members at one, a secret file without end, a path that is not
+    /// UTF-8 made into another.
+    #[test]
+    fn settings_refuse_empty_paths_shared_addresses_and_huge_secret_files() {
+        use std::os::unix::ffi::{OsStrExt, OsStringExt};
+        let dir = std::env::temp_dir().join(format!("rwal-node-refuse-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "0123456789abcdef0123\n").unwrap();
+        let pairs = |dir: OsString, peers: &[&str], secret: &Path| {
+            let mut p: Vec<(String, OsString)> = [
+                ("id", "1"),
+                ("listen", "127.0.0.1:7001"),
+                ("client-listen", "127.0.0.1:8001"),
+                ("cluster-id", "9"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.into()))
+            .collect();
+            p.push(("dir".into(), dir));
+            p.push(("secret-file".into(), secret.into()));
+            p.extend(peers.iter().map(|peer| ("peer".to_string(), peer.into())));
+            p
+        };
+        let peer_2 = "2,127.0.0.1:7002,127.0.0.1:8002";
+        // A path that is not UTF-8 is kept as it is.
+        let odd = OsString::from_vec(b"/tmp/node\xff1".to_vec());
+        let s = parse_settings(pairs(odd.clone(), &[peer_2], &secret)).unwrap();
+        assert_eq!(s.dir.as_os_str().as_bytes(), odd.as_bytes());
+        let e = parse_settings(pairs("".into(), &[peer_2], &secret)).unwrap_err();
+        assert_eq!(e, "--dir: the path is empty");
+        let e = parse_settings(pairs("/tmp/x".into(), &[peer_2], Path::new(""))).unwrap_err();
+        assert_eq!(e, "--secret-file: the path is empty");
+        // Addresses shared: with this node's, between peers, within a peer.
+        let shared = |peers: &[&str]| parse_settings(pairs("/tmp/x".into(), peers, &secret));
+        let e = shared(&["2,127.0.0.1:7001,127.0.0.1:8002"]).unwrap_err();
+        assert_eq!(
+            e,
+            "--listen and --peer 2's peer address are both 127.0.0.1:7001: each needs an \
+             address of its own"
+        );
+        let e = shared(&["2,127.0.0.1:7002,127.0.0.1:8001"]).unwrap_err();
+        assert!(
+            e.starts_with("--client-listen and --peer 2's client address are both 127.0.0.1:8001"),
+            "{e}"
+        );
+        let e = shared(&[peer_2, "3,127.0.0.1:7002,127.0.0.1:8003"]).unwrap_err();
+        assert!(
+            e.starts_with("--peer 2's peer address and --peer 3's peer address are both"),
+            "{e}"
+        );
+        let e = shared(&[peer_2, "3,127.0.0.1:7003,127.0.0.1:7002"]).unwrap_err();
+        assert!(
+            e.starts_with("--peer 2's peer address and --peer 3's client address are both"),
+            "{e}"
+        );
+        let e = shared(&["2,127.0.0.1:7002,127.0.0.1:7002"]).unwrap_err();
+        assert!(e.contains("are both 127.0.0.1:7002"), "{e}");
+        // A secret file past 64 KiB is refused, whatever it holds, and a device without end
+        // is read no further.
+        let large = dir.join("large");
+        std::fs::write(&large, vec![b'x'; (64 << 10) + 1]).unwrap();
+        let e = parse_settings(pairs("/tmp/x".into(), &[peer_2], &large)).unwrap_err();
+        assert!(
+            e.contains(&format!(
+                "secret file {} holds more than 64 KiB",
+                large.display()
+            )),
+            "{e}"
+        );
+        std::fs::write(&large, vec![b'x'; 64 << 10]).unwrap();
+        parse_settings(pairs("/tmp/x".into(), &[peer_2], &large)).unwrap();
+        let zero = Path::new("/dev/zero");
+        if zero.exists() {
+            let e = parse_settings(pairs("/tmp/x".into(), &[peer_2], zero)).unwrap_err();
+            assert!(e.contains("holds more than 64 KiB"), "{e}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -1846,13 +2056,44 @@ mod tests {
             ),
         )
         .unwrap();
-        let s = parse_settings(read_config(config.to_str().unwrap()).unwrap()).unwrap();
+        let s = parse_settings(read_config(&config).unwrap()).unwrap();
         assert_eq!((s.id, s.cluster_id), (1, 4));
         assert_eq!(s.listen, "127.0.0.1:7001".parse().unwrap());
         assert_eq!(s.peers[&2].0, "127.0.0.1:7002".parse().unwrap());
         std::fs::write(&config, "id 1\n").unwrap();
-        let e = read_config(config.to_str().unwrap()).unwrap_err();
+        let e = read_config(&config).unwrap_err();
         assert!(e.contains(":1: expected `key = value`"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A `#` begins a comment at the start of a line or after whitespace only: inside a value
+    /// it is part of it. Any `#` began one, and `dir = /data/node#1` named `/data/node`.
+    #[test]
+    fn a_hash_inside_a_config_value_is_part_of_it() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = std::env::temp_dir().join(format!("rwal-node-hash-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Its own name is not UTF-8, and is read all the same.
+        let config = dir.join(OsStr::from_bytes(b"node\xff.conf"));
+        std::fs::write(
+            &config,
+            "# a comment\n   # an indented one\ndir = /data/node#1\nid = 1 # the first\n\
+             cluster-id = 4\t# after a tab\nsecret-file = /etc/rwal#secret#\n",
+        )
+        .unwrap();
+        let pairs = read_config(&config).unwrap();
+        let pairs: Vec<(&str, &OsStr)> = pairs.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+        assert_eq!(
+            pairs,
+            [
+                ("dir", OsStr::new("/data/node#1")),
+                ("id", OsStr::new("1")),
+                ("cluster-id", OsStr::new("4")),
+                ("secret-file", OsStr::new("/etc/rwal#secret#")),
+            ]
+        );
+        assert_eq!(without_comment("#x"), "");
+        assert_eq!(without_comment("a=b#c # d"), "a=b#c ");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -2411,6 +2652,35 @@ mod tests {
         settings.init = false;
         let server = open_server(settings).unwrap();
         close(server, dir);
+    }
+
+    /// --init founds a log only in an empty or new directory, or one that a founding start
+    /// stopped half way left (its lock file, a control file being written).
+    #[test]
+    fn a_log_is_founded_only_in_an_empty_directory() {
+        let dir = std::env::temp_dir().join(format!("rwal-node-found-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        check_empty_for_founding(&dir).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        check_empty_for_founding(&dir).unwrap();
+        for leftover in FOUNDING_LEFTOVERS {
+            std::fs::write(dir.join(leftover), "").unwrap();
+        }
+        check_empty_for_founding(&dir).unwrap();
+        std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+        std::fs::write(dir.join("todo.txt"), "mine").unwrap();
+        let e = check_empty_for_founding(&dir).unwrap_err();
+        assert!(
+            e.starts_with(&format!(
+                "--dir {}: not empty and not a log (it holds \"notes.txt\" and 1 more",
+                dir.display()
+            )),
+            "{e}"
+        );
+        let file = dir.join("notes.txt");
+        let e = check_empty_for_founding(&file).unwrap_err();
+        assert!(e.starts_with(&format!("--dir {}: ", file.display())), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
