@@ -442,8 +442,10 @@ impl Interrupt {
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 let status = 128 + signal_seen.load(Ordering::Acquire) as i32;
-                // Waits for a creation in progress (`create_own_dir`), which it then removes.
-                let Some(base) = created.lock().clone() else {
+                // Waits for a creation in progress (`create_own_dir`), which it then removes;
+                // held until the exit, so that none starts after this look.
+                let slot = created.lock();
+                let Some(base) = slot.clone() else {
                     eprintln!("\nrwal bench: interrupted");
                     std::process::exit(status);
                 };

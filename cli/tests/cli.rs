@@ -618,6 +618,25 @@ fn verify_says_a_segment_was_cut_short() {
 
 /// The lines a child writes on its piped stderr, read on a thread of their own: a test waits
 /// for them with a deadline, never on a read.
+/// The client address a starting node's stderr `lines` announce ("serving clients on ADDR"),
+/// within 30 s, and the lines up to it.
+fn client_address(lines: &std::sync::mpsc::Receiver<String>) -> (std::net::SocketAddr, String) {
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut shown = String::new();
+    loop {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|e| panic!("the node never served ({e}): {shown}"));
+        shown.push_str(&line);
+        shown.push('\n');
+        if let Some(rest) = line.split("serving clients on ").nth(1) {
+            let addr = rest.split_whitespace().next().unwrap();
+            return (addr.trim_end_matches(',').parse().unwrap(), shown);
+        }
+    }
+}
+
 fn stderr_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
     use std::io::{BufRead, BufReader};
     let stderr = child.stderr.take().unwrap();
@@ -779,24 +798,7 @@ fn client_connections_leave_the_logs_file_descriptors_alone() {
     }
     let lines = stderr_lines(&mut node);
     let mut node = Kill(node);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut shown = String::new();
-    let addr = loop {
-        let line = lines
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .unwrap_or_else(|e| panic!("the node never served ({e}): {shown}"));
-        shown.push_str(&line);
-        shown.push('\n');
-        if let Some(rest) = line.split("serving clients on ").nth(1) {
-            break rest
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .trim_end_matches(',')
-                .to_string();
-        }
-    };
-    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    let (addr, mut shown) = client_address(&lines);
     // Served connections, each proven served by a STATUS answered OK, until one is not.
     let mut served = Vec::new();
     let refusal = loop {
@@ -883,7 +885,6 @@ impl ServingNode {
     /// A single-voter node founded in a directory of its own, once it serves clients. Its log
     /// is in `log_name()`, a name that is not UTF-8.
     fn start(label: &str) -> ServingNode {
-        use std::time::{Duration, Instant};
         let dir = temp(label);
         std::fs::create_dir_all(&dir).unwrap();
         let secret = dir.join("secret");
@@ -900,19 +901,7 @@ impl ServingNode {
             .spawn()
             .unwrap();
         let lines = stderr_lines(&mut child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut shown = String::new();
-        let addr = loop {
-            let line = lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .unwrap_or_else(|e| panic!("the node never served ({e}): {shown}"));
-            shown.push_str(&line);
-            shown.push('\n');
-            if let Some(rest) = line.split("serving clients on ").nth(1) {
-                let addr = rest.split_whitespace().next().unwrap();
-                break addr.trim_end_matches(',').to_string();
-            }
-        };
+        let addr = client_address(&lines).0.to_string();
         ServingNode {
             child,
             addr,

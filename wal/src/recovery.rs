@@ -251,27 +251,32 @@ fn is_own_temp(name: &str) -> bool {
     let Some(base) = name.strip_suffix(".tmp") else {
         return false;
     };
-    // `<pid>-<n>`: a snapshot writer's or an `O_DIRECT` probe's.
+    let number = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit());
+    // `<pid>-<n>`: a snapshot writer's or an `O_DIRECT` probe's; `<n>`, or nothing, as builds
+    // before 2026-11-30 named them (a crash under one may have left one: gigabytes, for a
+    // snapshot).
     let of_a_process = |tag: &str| {
-        tag.split_once('-').is_some_and(|(pid, n)| {
-            [pid, n]
-                .iter()
-                .all(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
-        })
+        number(tag)
+            || tag
+                .split_once('-')
+                .is_some_and(|(pid, n)| number(pid) && number(n))
     };
     let segment = [".removed", ".recycled"]
         .iter()
         .find_map(|aside| base.strip_suffix(aside))
         .unwrap_or(base);
-    name == crate::control::TEMP_NAME
-        || segment::parse_file_name(segment).is_some()
-        || base.split_once(".snap.").is_some_and(|(snapshot, writer)| {
-            crate::snapshot::parse_file_name(&format!("{snapshot}.snap")).is_some()
-                && of_a_process(writer)
-        })
+    let snapshot = base.split_once(".snap").is_some_and(|(snapshot, writer)| {
+        crate::snapshot::parse_file_name(&format!("{snapshot}.snap")).is_some()
+            && (writer.is_empty() || writer.strip_prefix('.').is_some_and(of_a_process))
+    });
+    let probe = base == "odirect-probe"
         || base
             .strip_prefix("odirect-probe-")
-            .is_some_and(of_a_process)
+            .is_some_and(of_a_process);
+    name == crate::control::TEMP_NAME
+        || segment::parse_file_name(segment).is_some()
+        || snapshot
+        || probe
 }
 
 /// Removes the log's temporary files `temps`.
@@ -932,16 +937,24 @@ impl Scan<'_> {
     /// of the active segment (behind an all-zero header): such a record proves that the
     /// records before it had been acknowledged, so the zero header is lost data, not the end.
     ///
-    /// Every 8-byte place is tried, and a place that looks like a record costs a checksum over
-    /// the payload its header claims: crafted bytes (a claimed length of megabytes at every
-    /// other place) would make that quadratic, hours for one segment. So the checksums are
-    /// bounded (`PROOF_SEARCH_BUDGET_MIN`, or twice the bytes searched): past the bound the
+    /// Every 8-byte place is tried (but those inside a record found), and a place that looks
+    /// like a record costs a checksum over the payload its header claims: crafted bytes (a
+    /// claimed length of megabytes at every other place) would make that quadratic, hours for
+    /// one segment. So the checksums are bounded: at least `PROOF_SEARCH_BUDGET_MIN`, and the
+    /// segment's size (the records a crash leaves there, one as large as the segment holds)
+    /// plus twice the bytes searched (places that only look like records). Past the bound the
     /// default mode refuses the log (what the bytes prove cannot be known, and they are not
     /// what a crash leaves), and the lossy modes take the proof found so far.
     fn proof_past_the_end(&self, segment: &Segment, from: u64, len: u64) -> Result<Lsn> {
         let cap = self.pending_cut.unwrap_or(Lsn::MAX);
         let mut proof = 0;
-        let mut budget = PROOF_SEARCH_BUDGET_MIN.max(len.saturating_mul(2));
+        let budget_bytes = PROOF_SEARCH_BUDGET_MIN.max(
+            segment
+                .header
+                .segment_bytes
+                .saturating_add(len.saturating_mul(2)),
+        );
+        let mut budget = budget_bytes;
         let mut at = from + record::ALIGN_BYTES as u64;
         // A record counts if it starts before the last nonzero byte: the last record's own
         // nonzero bytes may end inside its header (an empty or all-zero payload ends at its
@@ -969,8 +982,11 @@ impl Scan<'_> {
                         return Err(Error::bad_file(
                             self.dir.path().join(segment.name()),
                             format!(
-                                "the {len} bytes after the last record (offset {from}) hold                                  record headers whose checksums would take more than {} MiB to                                  search for records proving acknowledged writes: not what a                                  crash leaves; PointInTime opens the log up to there",
-                                PROOF_SEARCH_BUDGET_MIN.max(len.saturating_mul(2)) >> 20
+                                "the {len} bytes after the last record (offset {from}) hold \
+                                 record headers whose checksums would take more than {} MiB \
+                                 to search for records proving acknowledged writes: not what \
+                                 a crash leaves; PointInTime opens the log up to there",
+                                budget_bytes >> 20
                             ),
                         ));
                     }
@@ -979,6 +995,10 @@ impl Scan<'_> {
                 budget -= cost;
                 if let Ok((header, _)) = segment.record_at(at) {
                     proof = proof.max(header.durable_hint);
+                    // Records do not overlap (what lay in a segment before is zeroed when it
+                    // is recycled or cut): no record starts inside this one.
+                    at += record::stored_len(header.payload_len as usize) as u64;
+                    continue;
                 }
             }
             at += record::ALIGN_BYTES as u64;

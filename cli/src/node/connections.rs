@@ -1,13 +1,14 @@
 //! The client connections a node serves, at most a fixed number at once.
 //!
 //! The client port is unauthenticated. With a plain cap, anyone who can reach it could open
-//! that many connections, send nothing, and keep every client out until the idle timeout (5
-//! minutes) closed them, then do it again. So when every slot is taken, a new connection takes
-//! the slot of the connection that has waited longest for its next request: that one is closed
-//! between two requests, where its client loses nothing (a request whose first bytes had
-//! arrived is served; one sent as it was closed was never handled, and its retry is safe).
-//! Connections in the middle of a request are never taken: a full table of those refuses the
-//! newcomer instead.
+//! that many connections, send nothing (or a byte of a request now and then), and keep every
+//! client out until the timeouts closed them, then do it again. So when every slot is taken, a
+//! new connection takes the slot of the connection whose last request was handled longest ago
+//! (or that has had none since it connected): it is closed before it has a request handled,
+//! where its client loses nothing (a request it was sending was never handled, and its retry is
+//! safe, appends keeping their request id). A connection whose request is being handled (an
+//! append waiting for its commit) or answered is never taken: a full table of those refuses
+//! the newcomer instead.
 
 use std::collections::HashMap;
 use std::net::{Shutdown, TcpStream};
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-/// `Connection::idle_since` while a request is read or handled.
+/// `Connection::idle_since` while a request is handled and answered.
 const BUSY: u64 = u64::MAX;
 /// `Connection::idle_since` once its slot went to a newcomer.
 const TAKEN: u64 = u64::MAX - 1;
@@ -27,8 +28,8 @@ const TAKEN: u64 = u64::MAX - 1;
 pub struct Connection {
     stream: TcpStream,
     key: u64,
-    /// Microseconds since `Connections::epoch` at which it began waiting for its next request,
-    /// or `BUSY`, or `TAKEN`.
+    /// Microseconds since `Connections::epoch` at which its last request was answered (or it
+    /// connected), or `BUSY`, or `TAKEN`.
     idle_since: AtomicU64,
 }
 
@@ -38,7 +39,8 @@ impl Connection {
         &self.stream
     }
 
-    /// Marks it waiting for its next request, from `since_epoch`, unless its slot was taken.
+    /// Marks it waiting for its next request to be handled, from `since_epoch`, unless its
+    /// slot was taken.
     fn wait_from(&self, since_epoch: u64) {
         let _ = self
             .idle_since
@@ -47,14 +49,20 @@ impl Connection {
             });
     }
 
-    /// Marks it busy with a request whose first bytes arrived; `false` if its slot went to a
-    /// newcomer first (its socket is shut down, and the request is not to be handled).
+    /// Marks it busy with a request read whole, to be handled and answered; `false` if its slot
+    /// went to a newcomer first (its socket is shut down, and the request is not to be
+    /// handled).
     pub fn start_request(&self) -> bool {
         self.idle_since
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| {
                 (state != TAKEN).then_some(BUSY)
             })
             .is_ok()
+    }
+
+    /// Whether its slot went to a newcomer (its socket was shut down for that).
+    pub fn taken(&self) -> bool {
+        self.idle_since.load(Ordering::Acquire) == TAKEN
     }
 }
 
@@ -63,8 +71,8 @@ impl Connection {
 pub enum Admission {
     /// Served: its thread serves it, and calls [`Connections::remove`] when done.
     Served(Arc<Connection>),
-    /// Every slot is taken by a connection in the middle of a request: the stream is given
-    /// back, to be refused.
+    /// Every slot is taken by a connection whose request is being handled: the stream is
+    /// given back, to be refused.
     Full(TcpStream),
     /// The node is stopping: the stream was dropped (closed).
     Stopping,
@@ -75,7 +83,7 @@ pub enum Admission {
 pub struct Closed {
     /// Its client's address, if the socket still knew it.
     pub peer: Option<std::net::SocketAddr>,
-    /// How long it had waited for its next request.
+    /// How long since its last request was answered (or it connected).
     pub idle: Duration,
 }
 
@@ -116,8 +124,8 @@ impl Connections {
 
     /// Serves `stream` unless `stopping` is set (checked under the lock [`Connections::stop`]
     /// sets it under: a connection is either ended by the stop or never served). With every slot
-    /// taken, the connection that has waited longest for its next request is shut down and
-    /// forgotten to make room, and returned.
+    /// taken, the connection whose last request was answered longest ago (and none is being
+    /// handled) is shut down and forgotten to make room, and returned.
     pub fn admit(&self, stream: TcpStream, stopping: &AtomicBool) -> (Admission, Option<Closed>) {
         let mut table = self.table.lock();
         if stopping.load(Ordering::Acquire) {
@@ -126,16 +134,18 @@ impl Connections {
         let mut closed = None;
         if table.served.len() >= self.max {
             let now = self.now();
-            let longest_idle = table
+            let mut idle: Vec<(u64, &Arc<Connection>)> = table
                 .served
                 .values()
                 .filter_map(|c| {
                     let since = c.idle_since.load(Ordering::Acquire);
                     (since < TAKEN).then_some((since, c))
                 })
-                .min_by_key(|(since, _)| *since);
-            // Taken only if it is still waiting: its thread may have started a request since.
-            let taken = longest_idle.and_then(|(since, c)| {
+                .collect();
+            idle.sort_unstable_by_key(|(since, _)| *since);
+            // Taken only if it is still waiting: its thread may have started handling a request
+            // since (then the next one is tried).
+            let taken = idle.into_iter().find_map(|(since, c)| {
                 c.idle_since
                     .compare_exchange(since, TAKEN, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
@@ -163,7 +173,7 @@ impl Connections {
         (Admission::Served(connection), closed)
     }
 
-    /// Marks `connection` waiting for its next request from now.
+    /// Marks `connection` waiting for its next request from now (its last one answered).
     pub fn waiting(&self, connection: &Connection) {
         connection.wait_from(self.now());
     }
@@ -198,6 +208,16 @@ impl Connections {
         }
     }
 
+    /// Whether no connection served is handling a request.
+    #[cfg(test)]
+    pub fn none_busy(&self) -> bool {
+        let table = self.table.lock();
+        table
+            .served
+            .values()
+            .all(|c| c.idle_since.load(Ordering::Acquire) != BUSY)
+    }
+
     fn now(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(TAKEN - 1)
     }
@@ -224,7 +244,7 @@ mod tests {
     }
 
     /// With every slot taken, a newcomer takes the slot of the connection idle longest, whose
-    /// client sees its connection closed; one in the middle of a request is never taken, and
+    /// client sees its connection closed; one handling a request is never taken, and
     /// with only those left the newcomer is refused.
     #[test]
     fn a_newcomer_takes_the_slot_of_the_longest_idle_connection_only() {
