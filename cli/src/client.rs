@@ -242,16 +242,19 @@ const TIMEOUT_MAX_SECONDS: u64 = 24 * 60 * 60;
 
 /// For an append the client gave up on (as opposed to an ERROR answer): whether it may be in
 /// the log. One that some attempt `written` to a connection may be: the message names the ids
-/// that retry it without writing it twice. One that no attempt wrote (none connected) is not,
-/// and the message says so: it used to get the same hint, as if it might be in the log.
+/// that retry it without writing it twice. One that no attempt of this run wrote (none
+/// connected) was not sent by this run, and the message says so (it used to get the same hint,
+/// as if this run might have written it); an earlier run with the same ids may have, so the
+/// ids that retry it are named all the same.
 fn retry_hint(error: String, written: bool, client_id: u64, request_id: u64) -> String {
     if !error.starts_with(GAVE_UP) {
         return error;
     }
     if !written {
         return format!(
-            "{error}\nthe append was not sent (no attempt connected to a node): it is not in \
-             the log"
+            "{error}\nthis run did not send the append (no attempt connected to a node); if an \
+             earlier run sent it with --client-id {client_id} --request-id {request_id}, it may \
+             be in the log: send it again with those ids, never with new ones"
         );
     }
     format!(
@@ -624,14 +627,18 @@ mod tests {
         assert_eq!(retry_hint(refused.clone(), true, 7, 9), refused);
     }
 
-    /// An append that no attempt wrote to a connection is not in the log, and is said not to
-    /// be: the hint used to say it may be.
+    /// An append that no attempt wrote to a connection was not sent by this run, and is said
+    /// not to be (the hint used to say this run may have written it); the ids that retry it
+    /// are named for the case where an earlier run did.
     #[test]
-    fn an_append_never_written_is_said_not_to_be_in_the_log() {
+    fn an_append_never_written_is_said_not_sent_by_this_run() {
         let never = retry_hint(format!("{GAVE_UP} 1s: cannot connect"), false, 7, 9);
-        assert!(never.contains("was not sent"), "{never}");
+        assert!(
+            never.contains("this run did not send the append"),
+            "{never}"
+        );
         assert!(!never.contains("may or may not"), "{never}");
-        assert!(!never.contains("--request-id"), "{never}");
+        assert!(never.contains("--client-id 7 --request-id 9"), "{never}");
     }
 
     #[test]

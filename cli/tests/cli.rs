@@ -985,8 +985,8 @@ fn the_client_prints_each_record_on_one_line() {
     assert!(lines[1].ends_with(r" bell\x07 and \x1b[2J"), "{printed:?}");
 }
 
-/// An append that never reached a node is not in the log, and the client says so: it used
-/// to say the append "may or may not be in the log" and give ids to retry it.
+/// An append that never reached a node was not sent by this run, and the client says so: it
+/// used to say the append "may or may not be in the log", as if this run may have sent it.
 #[test]
 fn an_append_that_never_reached_a_node_is_said_not_to_be_in_the_log() {
     let out = rwal(&[
@@ -1001,7 +1001,10 @@ fn an_append_that_never_reached_a_node_is_said_not_to_be_in_the_log() {
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(2), "{shown}");
     assert!(!shown.contains("may or may not be in the log"), "{shown}");
-    assert!(shown.contains("the append was not sent"), "{shown}");
+    assert!(
+        shown.contains("this run did not send the append"),
+        "{shown}"
+    );
 }
 
 /// A command refuses the words and flags it does not use, naming them, before it connects:

@@ -17,6 +17,7 @@
 //! nobody waits for (`Held::try_grow`), and ends early when there is none.
 
 use std::collections::VecDeque;
+#[cfg(test)]
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -62,7 +63,7 @@ pub enum Taken<'a> {
     Held(Held<'a>),
     /// No room before the deadline.
     Busy,
-    /// The node is stopping.
+    /// The node is stopping, or the connection was closed (`take_unless`).
     Stopping,
 }
 
@@ -79,7 +80,20 @@ impl RequestBudget {
     /// Takes `bytes` (more than the capacity are taken as the whole capacity), waiting until
     /// they are free and every connection that asked earlier was served, but not past
     /// `deadline` nor once `stopping` is set.
+    #[cfg(test)]
     pub fn take(&self, bytes: usize, stopping: &AtomicBool, deadline: Instant) -> Taken<'_> {
+        self.take_unless(bytes, deadline, || stopping.load(Ordering::Acquire))
+    }
+
+    /// [`RequestBudget::take`], giving up (`Taken::Stopping`) once `give_up` says so: the node
+    /// stops, or the connection waiting was closed (a newcomer took its slot), which must not
+    /// keep its thread and descriptor for the rest of the wait. Looked at every `STOP_POLL`.
+    pub fn take_unless(
+        &self,
+        bytes: usize,
+        deadline: Instant,
+        give_up: impl Fn() -> bool,
+    ) -> Taken<'_> {
         let bytes = bytes.min(self.capacity);
         let mut state = self.state.lock();
         let ticket = state.next_ticket;
@@ -97,7 +111,7 @@ impl RequestBudget {
                 });
             }
             let now = Instant::now();
-            let gave_up = if stopping.load(Ordering::Acquire) {
+            let gave_up = if give_up() {
                 Some(Taken::Stopping)
             } else if now >= deadline {
                 Some(Taken::Busy)
@@ -120,6 +134,12 @@ impl RequestBudget {
             budget: self,
             bytes: 0,
         }
+    }
+
+    /// Connections waiting for room now.
+    #[cfg(test)]
+    pub fn waiting(&self) -> usize {
+        self.state.lock().waiting.len()
     }
 
     /// Bytes held now.

@@ -63,7 +63,7 @@ continues from its log; without --init a node whose directory holds no log refus
                           that only a snapshot can catch up stays behind
   --config FILE           read the options from FILE: `key = value` lines, keys as above
                           without `--`, `peer` repeated; `#` starts a comment at the start of
-                          a line or after a space or tab (`dir = /data/node#1` keeps its `#`)
+                          a line or after a space or tab; a `#` inside a value is refused
 
 SIGTERM or SIGINT stops the node: it serves no new client, answers the requests in progress,
 closes its log and exits 0. A second signal exits at once (1); everything acknowledged is
@@ -310,8 +310,8 @@ fn check_addresses_differ(
 }
 
 /// `line` of a config file without its comment: a `#` at the start of the line or after
-/// whitespace begins one, a `#` inside a word (`dir = /data/node#1`) is part of it. Any `#`
-/// began one before, and that line founded a log in `/data/node`.
+/// whitespace begins one. A `#` inside a word (`dir = /data/node#1`) is left, and refused by
+/// `read_config`: any `#` began a comment before, and that line founded a log in `/data/node`.
 fn without_comment(line: &str) -> &str {
     let mut after_space = true;
     for (at, c) in line.char_indices() {
@@ -332,6 +332,16 @@ fn read_config(path: &Path) -> Result<Vec<(String, OsString)>, String> {
         let line = without_comment(line).trim();
         if line.is_empty() {
             continue;
+        }
+        // Builds before 2026-12-03 took a `#` anywhere for a comment: `dir = /data/n#1` meant
+        // /data/n there. Read either way it would silently name something else for one of
+        // them (and with `init`, found a log there), so it is refused.
+        if line.contains('#') {
+            return Err(format!(
+                "{shown}:{}: a `#` inside a value ({line:?}): put a space before a comment; \
+                 a value cannot hold `#` in a config file (give it as a flag)",
+                n + 1
+            ));
         }
         let Some((key, value)) = line.split_once('=') else {
             return Err(format!("{shown}:{}: expected `key = value`", n + 1));
@@ -793,7 +803,8 @@ fn open_server(settings: Settings) -> Result<Server, String> {
 /// What a founding start stopped before its log was whole leaves in its directory: the log's
 /// lock file and its control file being written (`wal/src/control.rs`). A directory holding
 /// only these is empty to `--init`, so that such a start can be run again.
-const FOUNDING_LEFTOVERS: [&str; 2] = ["LOCK", "control.tmp"];
+/// `lost+found` too: a file system of its own mounted at the directory holds it.
+const FOUNDING_LEFTOVERS: [&str; 3] = ["LOCK", "control.tmp", "lost+found"];
 
 /// Refuses to found a log in `dir` if it holds anything (but `FOUNDING_LEFTOVERS`): it is not
 /// a log (no control file), and a log founded there would sit beside someone's files (a
@@ -1267,7 +1278,9 @@ fn read_request<'s>(
         }
         let taken = server
             .request_budget
-            .take(len, &server.stopping, Instant::now() + timeout);
+            .take_unless(len, Instant::now() + timeout, || {
+                server.stopping.load(Ordering::Acquire) || connection.taken()
+            });
         // Waiting for room is not the client's slowness: its body gets a deadline of its own.
         deadline.set(Instant::now() + timeout);
         match taken {
@@ -1280,7 +1293,9 @@ fn read_request<'s>(
                 Ok(Some(held))
             }
             budget::Taken::Busy => Ok(None),
-            budget::Taken::Stopping => Err(std::io::Error::other("the node is stopping")),
+            budget::Taken::Stopping => Err(std::io::Error::other(
+                "the node is stopping, or a new connection took this one's slot",
+            )),
         }
     };
     // A request's first bytes arrive before it may take room (connections hold that much
@@ -2070,10 +2085,10 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// A `#` begins a comment at the start of a line or after whitespace only: inside a value
-    /// it is part of it. Any `#` began one, and `dir = /data/node#1` named `/data/node`.
+    /// A `#` begins a comment at the start of a line or after whitespace only; inside a value
+    /// it is refused. Any `#` began one, and `dir = /data/node#1` named `/data/node`.
     #[test]
-    fn a_hash_inside_a_config_value_is_part_of_it() {
+    fn a_hash_inside_a_config_value_is_refused() {
         use std::os::unix::ffi::OsStrExt;
         let dir = std::env::temp_dir().join(format!("rwal-node-hash-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -2081,8 +2096,8 @@ mod tests {
         let config = dir.join(OsStr::from_bytes(b"node\xff.conf"));
         std::fs::write(
             &config,
-            "# a comment\n   # an indented one\ndir = /data/node#1\nid = 1 # the first\n\
-             cluster-id = 4\t# after a tab\nsecret-file = /etc/rwal#secret#\n",
+            "# a comment\n   # an indented one\ndir = /data/node\nid = 1 # the first\n\
+             cluster-id = 4\t# after a tab\n",
         )
         .unwrap();
         let pairs = read_config(&config).unwrap();
@@ -2090,12 +2105,16 @@ mod tests {
         assert_eq!(
             pairs,
             [
-                ("dir", OsStr::new("/data/node#1")),
+                ("dir", OsStr::new("/data/node")),
                 ("id", OsStr::new("1")),
                 ("cluster-id", OsStr::new("4")),
-                ("secret-file", OsStr::new("/etc/rwal#secret#")),
             ]
         );
+        // Inside a value, neither a comment (as it was: /data/node) nor part of the value:
+        // refused, naming the line.
+        std::fs::write(&config, "id = 1\ndir = /data/node#1\n").unwrap();
+        let error = read_config(&config).unwrap_err();
+        assert!(error.contains(":2: a `#` inside a value"), "{error}");
         assert_eq!(without_comment("#x"), "");
         assert_eq!(without_comment("a=b#c # d"), "a=b#c ");
         std::fs::remove_dir_all(&dir).unwrap();
@@ -2241,11 +2260,17 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(2));
             }
         };
-        let closed = |connection: &mut (TcpStream, BufReader<TcpStream>)| {
-            matches!(
-                proto::read_message(&mut connection.1, proto::RESPONSE_BYTES_MAX),
-                Ok(None) | Err(_)
-            )
+        // Closed by the node: the end of the stream (or a reset), not a read that timed out.
+        let closed = |connection: &mut (TcpStream, BufReader<TcpStream>)| match proto::read_message(
+            &mut connection.1,
+            proto::RESPONSE_BYTES_MAX,
+        ) {
+            Ok(None) => true,
+            Ok(Some(_)) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
         };
         let mut idle = connect();
         served(&mut idle);
@@ -2279,6 +2304,66 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(5));
         }
+        close(Arc::try_unwrap(server).ok().unwrap(), dir);
+    }
+
+    /// A connection waiting for room in the request budget, whose slot a newcomer takes, stops
+    /// waiting at once: it used to wait out the request timeout, its thread and descriptor
+    /// outside the connection count, and a stream of such connections piled them up.
+    #[test]
+    fn a_connection_closed_while_it_waits_for_room_stops_waiting() {
+        let (mut server, dir) = single_node_server("closed-waiting");
+        server.connections = connections::Connections::new(1);
+        server.request_timeout = Duration::from_secs(60);
+        server.request_budget = budget::RequestBudget::new(1 << 20);
+        let server = Arc::new(server);
+        let full = hold(&server, 1 << 20);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = {
+            let server = server.clone();
+            std::thread::spawn(move || accept_clients(&server, &listener))
+        };
+        let until = |what: &str, done: &dyn Fn() -> bool, within: Duration| {
+            let deadline = Instant::now() + within;
+            while !done() {
+                assert!(Instant::now() < deadline, "{what}");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        // An append of 1 MiB: its length and the first bytes that go uncounted, then it waits.
+        let mut waiting = TcpStream::connect(addr).unwrap();
+        waiting
+            .write_all(&proto::message_header(proto::OP_APPEND, 1 << 20))
+            .unwrap();
+        waiting
+            .write_all(&vec![0u8; budget::UNBUDGETED_BYTES])
+            .unwrap();
+        until(
+            "the append never waited for room",
+            &|| server.request_budget.waiting() == 1,
+            Duration::from_secs(30),
+        );
+        let mut newcomer = TcpStream::connect(addr).unwrap();
+        proto::write_message(&mut newcomer, proto::OP_STATUS, &[]).unwrap();
+        let (code, _) = proto::read_message(&mut BufReader::new(&newcomer), 1 << 20)
+            .unwrap()
+            .unwrap();
+        assert_eq!(code, proto::OK);
+        until(
+            "the closed connection still waits for room",
+            &|| server.request_budget.waiting() == 0,
+            Duration::from_secs(5),
+        );
+        drop((full, waiting, newcomer));
+        server.connections.stop(&server.stopping);
+        let _ = TcpStream::connect(addr);
+        acceptor.join().unwrap();
+        until(
+            "client threads still hold the server",
+            &|| Arc::strong_count(&server) == 1,
+            Duration::from_secs(30),
+        );
         close(Arc::try_unwrap(server).ok().unwrap(), dir);
     }
 
