@@ -121,6 +121,12 @@ impl Client {
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
                         CallFailure::Transient(format!("no answer from {addr} in time"))
                     }
+                    std::io::ErrorKind::InvalidData if e.to_string() == proto::PEER_PROTOCOL => {
+                        CallFailure::NotRwal(format!(
+                            "{addr} is an rwal node's peer port (its `--listen`), not its client \
+                             port (`--client-listen`)"
+                        ))
+                    }
                     std::io::ErrorKind::InvalidData => CallFailure::NotRwal(format!(
                         "{addr} does not speak the client protocol ({e}): is it an rwal \
                          node's client port?"

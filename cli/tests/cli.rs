@@ -875,10 +875,12 @@ fn log_name() -> &'static std::ffi::OsStr {
 struct ServingNode {
     child: std::process::Child,
     addr: String,
+    /// Its peer port's address.
+    peer_addr: String,
     dir: PathBuf,
     /// Its stderr's lines, kept: with nobody reading the pipe, the node's next line would fail
     /// (and `eprintln!` panic).
-    _lines: std::sync::mpsc::Receiver<String>,
+    lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl ServingNode {
@@ -901,12 +903,37 @@ impl ServingNode {
             .spawn()
             .unwrap();
         let lines = stderr_lines(&mut child);
-        let addr = client_address(&lines).0.to_string();
+        let (addr, shown) = client_address(&lines);
+        let peer_addr = shown
+            .split("peers on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no peer address announced: {shown}"))
+            .to_string();
         ServingNode {
             child,
-            addr,
+            addr: addr.to_string(),
+            peer_addr,
             dir,
-            _lines: lines,
+            lines,
+        }
+    }
+
+    /// Waits up to 30 s for a line of the node's stderr that contains `text`.
+    fn wait_line(&self, text: &str) -> String {
+        use std::time::{Duration, Instant};
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut shown = String::new();
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|e| panic!("no line with {text:?} ({e}): {shown}"));
+            if line.contains(text) {
+                return line;
+            }
+            shown.push_str(&line);
+            shown.push('\n');
         }
     }
 
@@ -1071,4 +1098,50 @@ fn a_node_founds_no_log_beside_other_files() {
         "mine\n"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A peer port and a client port taken for one another are named at once: `rwal client` at a
+/// peer port waited for the handshake's deadline, saw the connection closed, and retried until
+/// its own timeout ended; a peer dialing a client port was logged as "a message of 1279350610
+/// bytes".
+#[test]
+fn a_peer_port_and_a_client_port_taken_for_one_another_are_named() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let node = ServingNode::start("ports-confused");
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_rwal"))
+        .args([
+            "client",
+            "--addr",
+            &node.peer_addr,
+            "--timeout",
+            "20",
+            "status",
+        ])
+        .output()
+        .unwrap();
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(
+        shown.contains(&format!("{} is an rwal node's peer port", node.peer_addr)),
+        "{shown}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "a protocol error is not retried until the timeout: {shown}"
+    );
+    node.wait_line("not the rwal peer protocol (bad magic: its first bytes were ");
+
+    let mut hello = b"RWALPEER".to_vec();
+    hello.resize(56, 0);
+    let mut dialer = std::net::TcpStream::connect(&node.addr).unwrap();
+    dialer.write_all(&hello).unwrap();
+    dialer
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = dialer.read_to_end(&mut rest); // closed by the node
+    let line = node.wait_line("closed the connection of client");
+    assert!(line.contains("speaks the rwal peer protocol"), "{line}");
 }

@@ -14,6 +14,15 @@ pub const REQUEST_BYTES_MAX: usize = (16 << 20) + 16;
 /// message and sends little of it holds little.
 const READ_PIECE_BYTES: usize = 64 << 10;
 
+/// The first four bytes of the peer protocol's messages (`RWALPEER`, `docs/network.md`
+/// section 1.1): where a length is expected they announce over a gigabyte, so they are named
+/// instead. A node's peer port answers a client's request with them, and a peer that dials a
+/// client port sends them.
+const PEER_MAGIC_START: &[u8; 4] = b"RWAL";
+/// The error of a message that begins with [`PEER_MAGIC_START`].
+pub const PEER_PROTOCOL: &str =
+    "the other side speaks the rwal peer protocol: a peer port and a client port were confused";
+
 /// Request operations.
 pub const OP_APPEND: u8 = 1;
 pub const OP_READ: u8 = 2;
@@ -84,6 +93,9 @@ pub fn read_message_holding<H>(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
+    }
+    if &len == PEER_MAGIC_START {
+        return Err(invalid(PEER_PROTOCOL.to_string()));
     }
     let len = u32::from_le_bytes(len) as usize;
     if len == 0 || len > body_max + 1 {
@@ -216,6 +228,10 @@ mod tests {
             "{cut}"
         );
         assert_eq!(cut.kind(), UnexpectedEof);
+        // The peer protocol's magic, where a length should be, is named.
+        let peer = read_message(&mut &b"RWALPEER"[..], RESPONSE_BYTES_MAX).unwrap_err();
+        assert_eq!(peer.kind(), InvalidData);
+        assert_eq!(peer.to_string(), PEER_PROTOCOL);
 
         let record = encode_record(7, 9, b"data");
         assert_eq!(decode_record(&record), Some((7, 9, &b"data"[..])));

@@ -120,7 +120,11 @@ fn hello(me: &Identity, to: NodeId, nonce: &[u8; NONCE_BYTES]) -> [u8; HELLO_BYT
 }
 
 fn read_exactly(stream: &mut impl Read, buf: &mut [u8], what: &str) -> Result<(), String> {
-    stream.read_exact(buf).map_err(|e| match e.kind() {
+    stream.read_exact(buf).map_err(|e| read_failure(&e, what))
+}
+
+fn read_failure(e: &std::io::Error, what: &str) -> String {
+    match e.kind() {
         // The socket's read timeout: say so rather than "Resource temporarily unavailable".
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
             format!("reading the {what}: nothing came in time")
@@ -129,7 +133,40 @@ fn read_exactly(stream: &mut impl Read, buf: &mut [u8], what: &str) -> Result<()
             format!("reading the {what}: the other side closed the connection")
         }
         _ => format!("reading the {what}: {e}"),
-    })
+    }
+}
+
+/// Reads a dialer's hello, refusing it at the first byte that is not the magic's. Whatever
+/// speaks another protocol (`rwal client` pointed at the peer port, say) sends fewer bytes
+/// than a hello and waits for an answer: it is answered at once with the magic alone, which
+/// tells it what it reached, instead of waiting out the handshake's deadline.
+fn read_hello(stream: &mut (impl Read + Write)) -> Result<[u8; HELLO_BYTES], String> {
+    let mut hello = [0u8; HELLO_BYTES];
+    let mut got = 0;
+    while got < HELLO_BYTES {
+        match stream.read(&mut hello[got..]) {
+            Ok(0) => {
+                let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+                return Err(read_failure(&eof, "hello"));
+            }
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(read_failure(&e, "hello")),
+        }
+        let checked = got.min(MAGIC.len());
+        if hello[..checked] != MAGIC[..checked] {
+            let _ = stream.write_all(MAGIC);
+            let began: Vec<String> = hello[..checked]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            return Err(format!(
+                "not the rwal peer protocol (bad magic: its first bytes were {})",
+                began.join(" ")
+            ));
+        }
+    }
+    Ok(hello)
 }
 
 /// The dialer's side: proves nothing until the acceptor has proven it knows the secret.
@@ -193,11 +230,7 @@ pub(crate) fn accept(
     me: &Identity,
     known: impl Fn(NodeId) -> bool,
 ) -> Result<(NodeId, SessionKey), String> {
-    let mut hello = [0u8; HELLO_BYTES];
-    read_exactly(stream, &mut hello, "hello")?;
-    if &hello[..8] != MAGIC {
-        return Err("not the rwal peer protocol (bad magic)".into());
-    }
+    let hello = read_hello(stream)?;
     let version = u16_at(&hello, 8);
     let cluster = u64_at(&hello, 16);
     let from = u64_at(&hello, 24);
@@ -362,5 +395,25 @@ mod tests {
         a.write_all(&[0x47; HELLO_BYTES]).unwrap();
         let e = accept(&mut b, &me, |_| true).unwrap_err();
         assert!(e.contains("bad magic"), "{e}");
+    }
+
+    /// A request of the client protocol (5 bytes, then a wait for the answer) at the peer
+    /// port is refused at its first byte and answered with the magic: it used to wait for 56
+    /// bytes until the handshake's deadline, and the client then saw only a closed connection.
+    #[test]
+    fn a_short_foreign_request_is_answered_with_the_magic_at_once() {
+        let me = identity(2, b"0123456789abcdef");
+        let (mut a, mut b) = UnixStream::pair().unwrap();
+        let status_request = [2, 0, 0, 0, 3];
+        a.write_all(&status_request).unwrap();
+        let side = std::thread::spawn(move || accept(&mut b, &me, |_| true));
+        // A bound on a hang, not a measurement: the old code waited for bytes that never came.
+        a.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        let mut answer = [0u8; 8];
+        a.read_exact(&mut answer).unwrap();
+        assert_eq!(&answer, MAGIC);
+        let e = side.join().unwrap().unwrap_err();
+        assert!(e.contains("bad magic: its first bytes were 02"), "{e}");
     }
 }
