@@ -322,29 +322,41 @@ fn a_segment_whose_length_changed_is_damage_not_a_torn_tail() {
         crashed.file_names().contains(&second.to_string()),
         "the file was removed"
     );
-    // Asked to, PointInTime keeps what comes before it and says acknowledged records went;
-    // SkipCorrupted too (it cannot skip a file whose records it cannot locate: the stretch after
-    // it would be taken for a torn tail).
-    for mode in [RecoveryMode::PointInTime, RecoveryMode::SkipCorrupted] {
-        let crashed = disk.crash(7);
-        crashed.truncate_file(second, (1 << 20) - 4096);
-        let wal = Wal::open("/sim", options(&crashed, mode)).unwrap();
-        assert_eq!(wal.last_lsn(), 5, "{mode:?}: the first segment held 1..=5");
-        let events = &wal.recovery_report().events;
-        assert!(
-            events.iter().any(|e| matches!(
-                e,
-                RecoveryEvent::CorruptionCut { segment, lsn: 6, .. } if segment == second
-            )),
-            "{mode:?}: {events:?}"
-        );
-        assert!(
-            !events
-                .iter()
-                .any(|e| matches!(e, RecoveryEvent::TornTailCut { .. })),
-            "{mode:?}: {events:?}"
-        );
-    }
+    // Asked to, PointInTime keeps what comes before it and says acknowledged records went.
+    let crashed = disk.crash(7);
+    crashed.truncate_file(second, (1 << 20) - 4096);
+    let cut = Wal::open("/sim", options(&crashed, RecoveryMode::PointInTime)).unwrap();
+    assert_eq!(cut.last_lsn(), 5, "the first segment held 1..=5");
+    let events = &cut.recovery_report().events;
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            RecoveryEvent::CorruptionCut { segment, lsn: 6, .. } if segment == second
+        )),
+        "{events:?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, RecoveryEvent::TornTailCut { .. })),
+        "{events:?}"
+    );
+    // SkipCorrupted skips the file (set aside: its records are not read, as they cannot be
+    // trusted where they are) and keeps the segment after it. Until 2026-12-03 it cut there
+    // too.
+    let crashed = disk.crash(7);
+    crashed.truncate_file(second, (1 << 20) - 4096);
+    let skipped = Wal::open("/sim", options(&crashed, RecoveryMode::SkipCorrupted)).unwrap();
+    assert_eq!(skipped.last_lsn(), 12);
+    let events = &skipped.recovery_report().events;
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            RecoveryEvent::CorruptionSkipped { segment, first_lsn: 6, last_lsn: 10, .. }
+                if segment == second
+        )),
+        "{events:?}"
+    );
     drop(wal);
 }
 
@@ -391,6 +403,126 @@ fn a_segment_file_too_short_for_a_segment_is_damage_not_a_torn_tail() {
             crashed.file_names().contains(&second.to_string()),
             "{said}: the file was removed"
         );
+    }
+}
+
+/// `SkipCorrupted` keeps every valid record: a segment file a crash cannot leave (here cut to
+/// less than a header) is skipped and set aside like a damaged stretch, and the records of the
+/// segments after it are kept. The mode used to cut there, removing records 11 and 12 of the
+/// next segment, though both were acknowledged; and a file so damaged at the end of the log was
+/// removed, not set aside. The records after the damage claim only LSN 2 durable (no sync
+/// between their appends), so only the damage itself says the stretch it held was acknowledged.
+#[test]
+fn skip_corrupted_skips_a_damaged_segment_file_and_keeps_the_segments_after_it() {
+    let second = "00000000000000000002.seg";
+    let third = "00000000000000000003.seg";
+    let big = |i: u64| payload(i, 200 << 10);
+    // In the middle of the log.
+    let (disk, wal) = twelve_records_in_three_segments();
+    let crashed = disk.crash(7);
+    drop(wal);
+    crashed.truncate_file(second, 32);
+    let wal = Wal::open("/sim", options(&crashed, RecoveryMode::SkipCorrupted)).unwrap();
+    let events = wal.recovery_report().events.clone();
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            RecoveryEvent::CorruptionSkipped { segment, first_lsn: 6, last_lsn: 10, .. }
+                if segment == second
+        )),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            RecoveryEvent::SegmentSetAside { segment, .. } if segment == second
+        )),
+        "{events:?}"
+    );
+    assert_eq!(wal.last_lsn(), 12, "{events:?}");
+    let mut reader = wal.reader(1).unwrap();
+    let mut seen = Vec::new();
+    while let Some(record) = reader.next().unwrap() {
+        assert_eq!(record.data, &big(record.lsn - 1)[..]);
+        seen.push(record.lsn);
+    }
+    assert_eq!(seen, [1, 2, 3, 4, 5, 11, 12]);
+    drop(reader);
+    drop(wal);
+    // Set aside, the file no longer stands in the way of the mode's next open.
+    let wal = Wal::open("/sim", options(&crashed, RecoveryMode::SkipCorrupted)).unwrap();
+    assert_eq!(wal.last_lsn(), 12);
+    drop(wal);
+
+    // At the end of the log: its records are lost (said so), the file kept aside.
+    let (disk, wal) = twelve_records_in_three_segments();
+    let crashed = disk.crash(7);
+    drop(wal);
+    crashed.truncate_file(third, 32);
+    let wal = Wal::open("/sim", options(&crashed, RecoveryMode::SkipCorrupted)).unwrap();
+    let events = wal.recovery_report().events.clone();
+    assert_eq!(wal.last_lsn(), 10, "{events:?}");
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            RecoveryEvent::CorruptionCut { segment, lsn: 11, .. } if segment == third
+        )),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            RecoveryEvent::SegmentSetAside { segment, .. } if segment == third
+        )),
+        "{events:?}"
+    );
+    assert!(
+        crashed.file_names().contains(&format!("{third}.damaged")),
+        "{:?}",
+        crashed.file_names()
+    );
+}
+
+/// A segment file of no bytes at all (which cannot be mapped) is decided like any file too short
+/// for a segment: refused by default naming it, skipped by `SkipCorrupted`. Every mode used to
+/// fail the open with an I/O error ("open ...: file of 0 bytes").
+#[test]
+fn an_empty_segment_file_is_damage_every_mode_can_decide() {
+    for mode in [RecoveryMode::TolerateTornTail, RecoveryMode::SkipCorrupted] {
+        let temp = rwal_tests::TempDir::new("empty-segment");
+        let dir = temp.join("log");
+        let options = Options::new()
+            .segment_bytes(1 << 20)
+            .background_threads(false);
+        let wal = Wal::open(&dir, options.clone()).unwrap();
+        for i in 0..12 {
+            wal.append(&payload(i, 200 << 10)).unwrap();
+        }
+        assert_eq!(wal.sync().unwrap(), 12);
+        drop(wal);
+        let second = dir.join("00000000000000000002.seg");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&second)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        match (mode, Wal::open(&dir, options.recovery_mode(mode))) {
+            (RecoveryMode::TolerateTornTail, Err(Error::BadFile { path, reason })) => {
+                assert_eq!(path, second);
+                assert!(
+                    reason.contains("file of 0 bytes is too short for a segment"),
+                    "{reason}"
+                );
+            }
+            (RecoveryMode::SkipCorrupted, Ok(wal)) => {
+                assert_eq!(wal.last_lsn(), 12);
+                assert_eq!(wal.read(11).unwrap(), payload(10, 200 << 10));
+                assert!(matches!(wal.read(6), Err(Error::NotFound { lsn: 6, .. })));
+            }
+            (mode, Err(other)) => panic!("{mode:?}: {other}"),
+            (mode, Ok(wal)) => panic!("{mode:?}: opened at {}", wal.last_lsn()),
+        }
     }
 }
 

@@ -44,7 +44,8 @@ pub enum RecoveryMode {
     /// there. Acknowledged records after a corruption are lost (the report says which).
     PointInTime,
     /// Keep every valid record: a damaged stretch inside a segment is skipped up to the next
-    /// segment, leaving a hole in the LSNs (the report lists each hole).
+    /// segment, and a damaged segment file as a whole (set aside as `<name>.damaged`, unread),
+    /// leaving a hole in the LSNs (the report lists each hole).
     ///
     /// The hole stays: no file records it, so every later open of the log must use
     /// `SkipCorrupted` too. `TolerateTornTail` and `AbsoluteConsistency` refuse the log with

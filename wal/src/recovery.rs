@@ -182,6 +182,9 @@ enum NotOpened {
     Failed(std::io::Error),
     /// It is longer than any segment (its length): neither opened nor read.
     TooLong(u64),
+    /// It is too short to hold a segment header (its length; 0 cannot even be mapped): not
+    /// opened, and decided as a damaged segment.
+    TooShort(u64),
 }
 
 struct Scan<'a> {
@@ -196,6 +199,13 @@ struct Scan<'a> {
     pending_cut: Option<Lsn>,
     /// Where a stretch skipped by `SkipCorrupted` began, until the segment it resumes in.
     skip_from: Option<(String, u64)>,
+    /// `SkipCorrupted` skipped a file that a crash cannot leave (`Damage::never_torn`): the
+    /// stretch of LSNs it held, found missing at the next segment or at the end, is damage to
+    /// acknowledged records too, whatever the watermark says.
+    skipping_damage: bool,
+    /// The files (indexes in `files`) `SkipCorrupted` skipped as damaged: `finish` sets them
+    /// aside, wherever they are.
+    skipped_files: Vec<usize>,
     /// A cut was decided (and reported): what it dropped is accounted for.
     cut_recorded: bool,
     expected: Lsn,
@@ -367,6 +377,9 @@ fn scan<'a>(dir: &'a dyn Dir, options: &Options, changes: Changes) -> Result<Dec
                 Ok(len) if len > segment::SEGMENT_BYTES_MAX => {
                     (None, Some(NotOpened::TooLong(len)))
                 }
+                Ok(len) if len < segment::HEADER_BYTES as u64 => {
+                    (None, Some(NotOpened::TooShort(len)))
+                }
                 _ => match dir.open(name) {
                     Ok(file) => (Some(file), None),
                     Err(e) => (None, Some(NotOpened::Failed(e))),
@@ -390,6 +403,8 @@ fn scan<'a>(dir: &'a dyn Dir, options: &Options, changes: Changes) -> Result<Dec
         watermark: state.durable_lsn,
         pending_cut: state.pending_cut,
         skip_from: None,
+        skipping_damage: false,
+        skipped_files: Vec::new(),
         cut_recorded: false,
         expected: state.first_lsn,
         opened,
@@ -433,8 +448,7 @@ impl Scan<'_> {
     /// records may be in it), so it is refused as a segment before it was, not removed.
     fn refuse_newer_formats_past(&self, files: &[(u64, String)], stop_index: usize) -> Result<()> {
         for (i, (sequence, name)) in files.iter().enumerate().skip(stop_index) {
-            let file = self.file(i, name)?;
-            if let Err(HeaderError::Version(found)) = read_header(file.as_ref(), *sequence) {
+            if let Err(HeaderError::Version(found)) = self.header(i, name, *sequence)? {
                 return Err(Error::UnsupportedVersion {
                     path: self.dir.path().join(name),
                     found,
@@ -450,8 +464,7 @@ impl Scan<'_> {
     fn scan_files(&mut self, files: &[(u64, String)]) -> Result<usize> {
         for (i, (sequence, name)) in files.iter().enumerate() {
             self.report.segments_scanned += 1;
-            let file = self.file(i, name)?;
-            let header = match read_header(file.as_ref(), *sequence) {
+            let header = match self.header(i, name, *sequence)? {
                 Ok(header) => header,
                 Err(HeaderError::Version(found)) => {
                     return Err(Error::UnsupportedVersion {
@@ -476,7 +489,10 @@ impl Scan<'_> {
                         .max(self.proof_behind_the_tail()?);
                     match self.decide(damage, proof, Some(&reason))? {
                         Decision::Cut => return Ok(i),
-                        Decision::Skip => continue,
+                        Decision::Skip => {
+                            self.skip_file(i, name);
+                            continue;
+                        }
                     }
                 }
                 // Not an unfinished write, so not a torn tail: decided as damage to
@@ -493,17 +509,23 @@ impl Scan<'_> {
                     }
                     let mut damage = Damage::missing(name.clone(), 0, self.expected);
                     damage.never_torn = self.pending_cut.is_none_or(|cut| self.expected <= cut);
+                    let never_torn = damage.never_torn;
                     let proof = self
                         .lookahead(files, i + 1, None)?
                         .max(self.proof_behind_the_tail()?);
                     match self.decide(damage, proof, Some(&reason))? {
                         Decision::Cut => return Ok(i),
-                        Decision::Skip => continue,
+                        Decision::Skip => {
+                            self.skip_file(i, name);
+                            self.skipping_damage |= never_torn;
+                            continue;
+                        }
                     }
                 }
             };
             if header.first_lsn > self.expected {
-                let damage = Damage::missing(name.clone(), 0, self.expected);
+                let mut damage = Damage::missing(name.clone(), 0, self.expected);
+                damage.never_torn = std::mem::take(&mut self.skipping_damage);
                 let proof = self
                     .lookahead(files, i, None)?
                     .max(self.proof_behind_the_tail()?);
@@ -515,7 +537,13 @@ impl Scan<'_> {
                         self.expected = header.first_lsn;
                     }
                 }
-            } else if header.first_lsn < self.expected && !self.kept.is_empty() {
+            } else {
+                // Nothing of the log's is missing before this segment: a file skipped before it
+                // held none of the log's records.
+                self.skipping_damage = false;
+                self.skip_from = None;
+            }
+            if header.first_lsn < self.expected && !self.kept.is_empty() {
                 return Err(Error::bad_file(
                     self.dir.path().join(name),
                     format!(
@@ -531,6 +559,7 @@ impl Scan<'_> {
                 self.leftovers.push(i);
                 continue;
             }
+            let file = self.file(i, name)?;
             let segment = Arc::new(Segment::new(header, file));
             let end = self.scan_records(&segment, files, i)?;
             if !end.reached {
@@ -660,8 +689,35 @@ impl Scan<'_> {
         }
     }
 
+    /// The file at `index`, `None` if it is too short for a segment header (and so was not
+    /// opened); an error if opening it failed.
+    fn opened_file(&self, index: usize, name: &str) -> Result<Option<Arc<dyn File>>> {
+        match self.open_errors[index] {
+            Some(NotOpened::TooShort(_)) => Ok(None),
+            _ => self.file(index, name).map(Some),
+        }
+    }
+
+    /// The header of the file at `index`, checked against its length and name.
+    fn header(
+        &self,
+        index: usize,
+        name: &str,
+        sequence: u64,
+    ) -> Result<std::result::Result<SegmentHeader, HeaderError>> {
+        Ok(match self.opened_file(index, name)? {
+            Some(file) => read_header(file.as_ref(), sequence),
+            None => match self.open_errors[index] {
+                Some(NotOpened::TooShort(len)) => {
+                    Err(HeaderError::Damaged(too_short_for_a_segment(len)))
+                }
+                _ => unreachable!("`opened_file` returns None only for a file too short"),
+            },
+        })
+    }
+
     /// File `index` of the scan's `files`, named `name`, as opened before the first pass; the
-    /// error of that open if it failed.
+    /// error of that open if it failed (or why it was not opened).
     fn file(&self, index: usize, name: &str) -> Result<Arc<dyn File>> {
         match (&self.opened[index].1, &self.open_errors[index]) {
             (Some(file), _) => Ok(Arc::clone(file)),
@@ -672,6 +728,10 @@ impl Scan<'_> {
                      (move it out of the directory)",
                     segment::SEGMENT_BYTES_MAX
                 ),
+            }),
+            (None, Some(NotOpened::TooShort(len))) => Err(Error::BadFile {
+                path: self.dir.path().join(name),
+                reason: too_short_for_a_segment(*len),
             }),
             (None, Some(NotOpened::Failed(e))) => {
                 // A copy (the scan keeps the original): the OS error code where there is one.
@@ -747,7 +807,7 @@ impl Scan<'_> {
         }
         for (i, (_, name)) in files.iter().enumerate().skip(from_file) {
             // Opened again only for its error: the first pass checked what opened.
-            self.file(i, name)?;
+            self.opened_file(i, name)?;
             // Every claim is true of the log it was written in (the cap covers a cut that a
             // crash interrupted), and the first pass verified each record's checksum.
             let check = &self.checks[i];
@@ -767,8 +827,7 @@ impl Scan<'_> {
         wanted: impl Fn(&SegmentHeader) -> bool,
     ) -> Result<Option<SegmentHeader>> {
         for (i, (sequence, name)) in files.iter().enumerate().skip(from_file) {
-            let file = self.file(i, name)?;
-            if let Ok(header) = read_header(file.as_ref(), *sequence) {
+            if let Ok(header) = self.header(i, name, *sequence)? {
                 if wanted(&header) {
                     return Ok(Some(header));
                 }
@@ -821,10 +880,12 @@ impl Scan<'_> {
         let decision = match self.mode {
             RecoveryMode::AbsoluteConsistency => return Err(corrupted()),
             RecoveryMode::TolerateTornTail if acknowledged => return Err(corrupted()),
-            // A file whose length changed is not skipped: what it held cannot be located, so
-            // the stretch after it would be judged by the watermark alone, as a torn tail.
-            RecoveryMode::SkipCorrupted if acknowledged && !damage.never_torn => Decision::Skip,
-            RecoveryMode::PointInTime | RecoveryMode::SkipCorrupted if acknowledged => {
+            // A damaged file (`never_torn`) is skipped too, and the stretch of LSNs it held,
+            // found missing after it, decided as damage (`skipping_damage`), not by the
+            // watermark as a torn tail. Until 2026-12-03 such a file was cut, with the valid
+            // records of every later segment.
+            RecoveryMode::SkipCorrupted if acknowledged => Decision::Skip,
+            RecoveryMode::PointInTime if acknowledged => {
                 self.report.events.push(RecoveryEvent::CorruptionCut {
                     segment: damage.segment.clone(),
                     offset: damage.offset,
@@ -874,14 +935,33 @@ impl Scan<'_> {
         });
     }
 
+    /// `SkipCorrupted` skips file `index` (`name`), damaged: the stretch it held begins there
+    /// (unless an earlier skip is still open), and `finish` sets the file aside.
+    fn skip_file(&mut self, index: usize, name: &str) {
+        if self.skip_from.is_none() {
+            self.skip_from = Some((name.to_string(), 0));
+        }
+        self.skipped_files.push(index);
+    }
+
     /// At the end of the scan, every record up to the watermark must have been found.
     fn check_watermark_reached(&mut self) -> Result<()> {
-        if self.expected > self.watermark || self.cut_recorded {
+        let skipping_damage = std::mem::take(&mut self.skipping_damage);
+        if (self.expected > self.watermark && !skipping_damage) || self.cut_recorded {
             // Nothing missing, or a cut already decided (and reported) the loss.
             return Ok(());
         }
         let segment = self.kept.last().map(|s| s.name()).unwrap_or_default();
-        let damage = Damage::missing(segment, self.tail_offset, self.expected);
+        let mut damage = Damage::missing(segment, self.tail_offset, self.expected);
+        if skipping_damage {
+            // The records of a damaged file skipped at the end of the log: lost, and said so
+            // at that file.
+            if let Some((file, offset)) = self.skip_from.take() {
+                damage.segment = file;
+                damage.offset = offset;
+            }
+            damage.never_torn = true;
+        }
         let (segment, offset) = (damage.segment.clone(), damage.offset);
         match self.decide(damage, 0, None)? {
             Decision::Cut => {}
@@ -907,7 +987,7 @@ impl Scan<'_> {
             {
                 continue;
             }
-            self.file(index, name)?;
+            self.opened_file(index, name)?;
             let nonzero_end = self.checks[index].nonzero_end;
             if nonzero_end > 0 {
                 return Err(Error::Corrupted {
@@ -1047,8 +1127,11 @@ impl Scan<'_> {
                 // A segment skipped as damaged in the middle of the log is set aside for
                 // inspection, under a name no recovery reads as a segment: left under its own,
                 // it would fail every later open in another mode, and sit inside the history a
-                // later truncation writes again.
-                if self.kept.last().is_some_and(|last| last.name() > *name) {
+                // later truncation writes again. A file skipped as damaged goes aside wherever
+                // it is, after the last segment kept too: what it holds is not known.
+                if self.kept.last().is_some_and(|last| last.name() > *name)
+                    || self.skipped_files.contains(&index)
+                {
                     let aside = format!("{name}{DAMAGED_SUFFIX}");
                     self.dir
                         .rename(name, &aside)
@@ -1060,29 +1143,31 @@ impl Scan<'_> {
                     continue;
                 }
             }
-            let file = self.file(index, name)?;
-            let never_used = matches!(
-                read_header(file.as_ref(), files[index].0),
-                Err(HeaderError::Prepared)
-            );
-            let after_the_log = self
-                .kept
-                .last()
-                .is_some_and(|last| last.sequence() < files[index].0);
-            let fits = file.len() == options.segment_bytes;
-            if never_used && after_the_log && fits && self.checks[index].nonzero_end == 0 {
-                // Prepared ahead of need and never written: kept for the next roll, so that
-                // reopening does not allocate a segment again.
-                prepared.push(PreparedSegment {
-                    sequence: files[index].0,
-                    file,
-                });
-                continue;
+            if let Some(file) = self.opened_file(index, name)? {
+                let never_used = matches!(
+                    read_header(file.as_ref(), files[index].0),
+                    Err(HeaderError::Prepared)
+                );
+                let after_the_log = self
+                    .kept
+                    .last()
+                    .is_some_and(|last| last.sequence() < files[index].0);
+                let fits = file.len() == options.segment_bytes;
+                if never_used && after_the_log && fits && self.checks[index].nonzero_end == 0 {
+                    // Prepared ahead of need and never written: kept for the next roll, so
+                    // that reopening does not allocate a segment again.
+                    prepared.push(PreparedSegment {
+                        sequence: files[index].0,
+                        file,
+                    });
+                    continue;
+                }
+                if !never_used {
+                    self.report.bytes_cut += file.len();
+                }
+            } else if let Some(NotOpened::TooShort(len)) = self.open_errors[index] {
+                self.report.bytes_cut += len;
             }
-            if !never_used {
-                self.report.bytes_cut += file.len();
-            }
-            drop(file);
             self.dir
                 .remove(name)
                 .map_err(|e| Error::io("remove", dir_path.join(name), e))?;
@@ -1237,16 +1322,17 @@ fn check_snapshots(
     Ok(left)
 }
 
+fn too_short_for_a_segment(len: u64) -> String {
+    format!("file of {len} bytes is too short for a segment")
+}
+
 /// Reads and checks a segment header against the file it is in.
 pub(crate) fn read_header(file: &dyn File, sequence: u64) -> Result<SegmentHeader, HeaderError> {
     // Each of these is `Damaged`: a file is named only once allocated in full and synced, so a
     // named file cut short, or with a whole header of another file's, was not being written
     // when a crash came (a torn header fails its checksum instead: `Bad`).
     if file.len() < segment::HEADER_BYTES as u64 {
-        return Err(HeaderError::Damaged(format!(
-            "file of {} bytes is too short for a segment",
-            file.len()
-        )));
+        return Err(HeaderError::Damaged(too_short_for_a_segment(file.len())));
     }
     let bytes: &[u8; segment::HEADER_BYTES] = file
         .bytes(0, segment::HEADER_BYTES)
@@ -1256,10 +1342,7 @@ pub(crate) fn read_header(file: &dyn File, sequence: u64) -> Result<SegmentHeade
         // A prepared file too short to be a segment is not one either (damage, or a file
         // outside the log's making).
         Err(HeaderError::Prepared) if file.len() < segment::SEGMENT_BYTES_MIN => {
-            return Err(HeaderError::Damaged(format!(
-                "file of {} bytes is too short for a segment",
-                file.len()
-            )))
+            return Err(HeaderError::Damaged(too_short_for_a_segment(file.len())))
         }
         decoded => decoded?,
     };
