@@ -226,7 +226,8 @@ typedef int32_t rwal_log_level;
 typedef void (*rwal_log_fn)(rwal_log_level level, const char *message, void *userdata);
 
 /**
- * Called for every committed user record, in LSN order, on the node's thread: `data` is valid
+ * Called for every committed user record, in LSN order (during `rwal_node_open` on its caller's
+ * thread for the records after the checkpoint, then on the node's thread): `data` is valid
  * during the call only. Returns 0 once the record is applied; anything else stops the node
  * (waits and `rwal_node_close` then fail with `RWAL_ERR_REPLICATION` and a message naming the
  * LSN and the value, proposals and other requests with `RWAL_ERR_CLOSED`): an engine that
@@ -248,8 +249,9 @@ typedef int (*rwal_apply_fn)(void *userdata,
 typedef int (*rwal_snapshot_fn)(void *userdata, rwal_snapshot_sink *sink);
 
 /**
- * Replaces the engine's state with a snapshot taken at `lsn`, on the node's thread (at open,
- * from the latest checkpoint, and when the leader sends one); `data` is valid during the call.
+ * Replaces the engine's state with a snapshot taken at `lsn` (at open, from the latest
+ * checkpoint, on the thread calling `rwal_node_open`; and on the node's thread when the leader
+ * sends one); `data` is valid during the call.
  * Returns 0 once restored; anything else stops the node as a failed apply does (at open:
  * `rwal_node_open` fails with `RWAL_ERR_REPLICATION`).
  */
@@ -447,7 +449,7 @@ typedef int32_t rwal_recovery_mode;
 #define RWAL_ERR_COMPACTED (-7)
 
 /**
- * No record with this LSN was ever written (or it was cut), or it is not durable yet.
+ * No record with this LSN was ever written (or it was cut).
  */
 #define RWAL_ERR_NOT_FOUND (-8)
 
@@ -972,7 +974,7 @@ rwal_status rwal_node_options_set_sync_stall_limit_ms(rwal_node_options *opts, u
  * The largest snapshot this node accepts from a leader, in bytes (default 1 GiB, above 0): the
  * engine's state and the membership written with it. A snapshot being received is assembled
  * in memory before it is installed, so this bounds that memory. A larger one is refused (an
- * `RWAL_LOG_INFO` line through the log callback for each of its chunks), and a node that can
+ * `RWAL_LOG_WARN` line through the log callback for each of its chunks), and a node that can
  * only be caught up by a snapshot (a joining one, one the leader compacted past) stays behind:
  * every member's limit must hold the engine's largest checkpoint.
  *
@@ -995,7 +997,8 @@ rwal_status rwal_node_options_set_snapshot_bytes_max(rwal_node_options *opts, ui
  * leadership transfer, checkpoint, compact, close) nor a node reader: those would wait for the
  * thread they run on. Propose, wait (even for a committed LSN), read barrier, membership,
  * leadership transfer, checkpoint and close return `RWAL_ERR_INVALID_ARGUMENT` there instead
- * (close then closes nothing); compact and the reader are not checked.
+ * (close then closes nothing); a node reader read from `restore` returns
+ * `RWAL_ERR_INVALID_ARGUMENT` too; compact is not checked.
  * `userdata` must stay valid until `rwal_node_close` returns. Nothing may unwind out of a
  * callback: a C++ exception or a `longjmp` crossing back into rwal is undefined behaviour
  * (catch everything and return nonzero instead).
@@ -1313,7 +1316,8 @@ rwal_status rwal_options_set_commit_delay_us(rwal_options *opts, uint64_t delay_
  * `rwal_open` (recovery at open checks segments on up to 3 helper threads, joined before it
  * returns): meant for tests that must replay exactly. The appender that needs the next
  * segment then prepares it itself, and the durable watermark goes to the control file only
- * when a checkpoint, a compaction or the close writes that file.
+ * when a checkpoint, a compaction, a reset, a truncation, the close or the next open's
+ * recovery writes that file.
  *
  * # Safety
  * `opts` is NULL (an error) or live options.

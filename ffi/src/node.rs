@@ -23,7 +23,8 @@ use crate::status::{
     boundary, invalid, non_null, rwal_status, Failure, RWAL_END, RWAL_ERR_BUFFER_TOO_SMALL,
 };
 
-/// Called for every committed user record, in LSN order, on the node's thread: `data` is valid
+/// Called for every committed user record, in LSN order (during `rwal_node_open` on its caller's
+/// thread for the records after the checkpoint, then on the node's thread): `data` is valid
 /// during the call only. Returns 0 once the record is applied; anything else stops the node
 /// (waits and `rwal_node_close` then fail with `RWAL_ERR_REPLICATION` and a message naming the
 /// LSN and the value, proposals and other requests with `RWAL_ERR_CLOSED`): an engine that
@@ -48,8 +49,9 @@ pub type rwal_apply_fn = Option<
 pub type rwal_snapshot_fn =
     Option<unsafe extern "C" fn(userdata: *mut c_void, sink: *mut rwal_snapshot_sink) -> c_int>;
 
-/// Replaces the engine's state with a snapshot taken at `lsn`, on the node's thread (at open,
-/// from the latest checkpoint, and when the leader sends one); `data` is valid during the call.
+/// Replaces the engine's state with a snapshot taken at `lsn` (at open, from the latest
+/// checkpoint, on the thread calling `rwal_node_open`; and on the node's thread when the leader
+/// sends one); `data` is valid during the call.
 /// Returns 0 once restored; anything else stops the node as a failed apply does (at open:
 /// `rwal_node_open` fails with `RWAL_ERR_REPLICATION`).
 #[allow(non_camel_case_types)]
@@ -583,7 +585,7 @@ pub unsafe extern "C" fn rwal_node_options_set_sync_stall_limit_ms(
 /// The largest snapshot this node accepts from a leader, in bytes (default 1 GiB, above 0): the
 /// engine's state and the membership written with it. A snapshot being received is assembled
 /// in memory before it is installed, so this bounds that memory. A larger one is refused (an
-/// `RWAL_LOG_INFO` line through the log callback for each of its chunks), and a node that can
+/// `RWAL_LOG_WARN` line through the log callback for each of its chunks), and a node that can
 /// only be caught up by a snapshot (a joining one, one the leader compacted past) stays behind:
 /// every member's limit must hold the engine's largest checkpoint.
 ///
@@ -617,7 +619,8 @@ pub unsafe extern "C" fn rwal_node_options_set_snapshot_bytes_max(
 /// leadership transfer, checkpoint, compact, close) nor a node reader: those would wait for the
 /// thread they run on. Propose, wait (even for a committed LSN), read barrier, membership,
 /// leadership transfer, checkpoint and close return `RWAL_ERR_INVALID_ARGUMENT` there instead
-/// (close then closes nothing); compact and the reader are not checked.
+/// (close then closes nothing); a node reader read from `restore` returns
+/// `RWAL_ERR_INVALID_ARGUMENT` too; compact is not checked.
 /// `userdata` must stay valid until `rwal_node_close` returns. Nothing may unwind out of a
 /// callback: a C++ exception or a `longjmp` crossing back into rwal is undefined behaviour
 /// (catch everything and return nonzero instead).

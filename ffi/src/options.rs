@@ -179,7 +179,8 @@ pub unsafe extern "C" fn rwal_options_set_commit_delay_us(
 /// `rwal_open` (recovery at open checks segments on up to 3 helper threads, joined before it
 /// returns): meant for tests that must replay exactly. The appender that needs the next
 /// segment then prepares it itself, and the durable watermark goes to the control file only
-/// when a checkpoint, a compaction or the close writes that file.
+/// when a checkpoint, a compaction, a reset, a truncation, the close or the next open's
+/// recovery writes that file.
 ///
 /// # Safety
 /// `opts` is NULL (an error) or live options.

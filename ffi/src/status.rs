@@ -32,7 +32,7 @@ pub const RWAL_ERR_NO_SPACE: rwal_status = -5;
 pub const RWAL_ERR_LOCKED: rwal_status = -6;
 /// The LSN was removed by compaction.
 pub const RWAL_ERR_COMPACTED: rwal_status = -7;
-/// No record with this LSN was ever written (or it was cut), or it is not durable yet.
+/// No record with this LSN was ever written (or it was cut).
 pub const RWAL_ERR_NOT_FOUND: rwal_status = -8;
 /// The buffer is too small; `*len_out` says how many bytes are needed (for text, its NUL
 /// included).
