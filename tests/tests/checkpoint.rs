@@ -520,10 +520,22 @@ fn a_crash_after_any_step_of_a_checkpoint_keeps_a_durable_one() {
     );
 }
 
-/// A crash after each sync of a compaction: the log opens with its checkpoint and every
-/// committed record after it.
+/// A crash after each sync of a compaction (the control file's, the recycled segments', the
+/// directory's, and past the last one): the log opens with its checkpoint and every committed
+/// record after it, its first LSN where the compaction left it or where it was, never between,
+/// and the compaction done whenever `compact_now` returned `Ok`.
 #[test]
 fn a_crash_after_any_step_of_a_compaction_keeps_every_record_after_the_checkpoint() {
+    // Five records a segment and the checkpoint at 17: compaction removes the segments of
+    // 1-5, 6-10 and 11-15, and the log starts at 16, or it is not done and starts at 1.
+    const UNCOMPACTED: u64 = 1;
+    const COMPACTED: u64 = 16;
+    // Whether a reopened log started at 1 and at 16: a crash on each side of the control
+    // file's update was reached.
+    let mut seen = [false; 2];
+    // Whether a compaction failed (the injected failure landed in it), and whether one ran to
+    // its end untouched (the steps cover the whole protocol).
+    let (mut failed, mut untouched) = (false, false);
     for step in 0..10u64 {
         for seed in 0..8 {
             let disk = SimDisk::new();
@@ -531,7 +543,27 @@ fn a_crash_after_any_step_of_a_compaction_keeps_every_record_after_the_checkpoin
             fill(&wal, 30);
             wal.checkpoint(17, Some(b"s")).unwrap();
             disk.fail_sync_after(step, libc::EIO);
-            let _ = wal.compact_now();
+            // Each failed sync poisons the log, except one that only leaves a compacted
+            // segment's file behind (its recycling failed): the compaction is done all the same.
+            let compacted = match wal.compact_now() {
+                Ok(report) => {
+                    assert_eq!(
+                        (report.segments_removed, report.first_lsn),
+                        (3, COMPACTED),
+                        "step {step}: {report:?}"
+                    );
+                    untouched |= report.files_left_behind.is_empty();
+                    true
+                }
+                Err(e) => {
+                    assert!(
+                        matches!(&e, Error::Poisoned { cause } if matches!(**cause, Error::Io { .. })),
+                        "step {step}: {e:?}"
+                    );
+                    failed = true;
+                    false
+                }
+            };
             // The same crash three times: for the strictest recovery mode, for the default, and
             // for SkipCorrupted, which must not take compaction's leftovers for damage.
             let strict = disk.crash(seed);
@@ -569,13 +601,15 @@ fn a_crash_after_any_step_of_a_compaction_keeps_every_record_after_the_checkpoin
             let wal = Wal::open("/sim", sim(&crashed))
                 .unwrap_or_else(|e| panic!("step {step} seed {seed}: {e}"));
             assert_eq!(wal.latest_checkpoint().unwrap().lsn, 17);
+            let first = wal.first_lsn();
+            // A compaction that returned `Ok` is durable; one that failed may or may not be.
             assert!(
-                wal.first_lsn() <= 18,
-                "step {step}: first {}",
-                wal.first_lsn()
+                first == COMPACTED || (first == UNCOMPACTED && !compacted),
+                "step {step} seed {seed}: first {first}, compact_now Ok: {compacted}"
             );
+            seen[usize::from(first == COMPACTED)] = true;
             assert_eq!(wal.last_lsn(), 30);
-            for lsn in wal.first_lsn()..=30 {
+            for lsn in first..=30 {
                 assert_eq!(
                     wal.read(lsn).unwrap(),
                     payload(lsn - 1, RECORD),
@@ -584,6 +618,14 @@ fn a_crash_after_any_step_of_a_compaction_keeps_every_record_after_the_checkpoin
             }
         }
     }
+    assert!(
+        seen[0] && seen[1],
+        "both sides of the commit point were reached: {seen:?}"
+    );
+    assert!(
+        failed && untouched,
+        "the failure landed in a compaction ({failed}) and past its last sync ({untouched})"
+    );
 }
 
 /// A crash after each sync of a reset to a snapshot (snapshot file, directory, control,

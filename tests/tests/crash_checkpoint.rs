@@ -58,8 +58,17 @@ fn sigkill_while_checkpointing_and_compacting_loses_nothing_after_the_checkpoint
         }
         let wal = Wal::open(&dir, Options::new().segment_bytes(1 << 20))
             .unwrap_or_else(|e| panic!("round {round}: {e}"));
-        let checkpoint = wal.latest_checkpoint().map_or(0, |c| c.lsn);
-        if let Some(mut snapshot) = wal.open_snapshot().unwrap() {
+        // The checkpoint and the snapshot it names, taken together.
+        let latest = wal.open_latest_checkpoint().unwrap();
+        let checkpoint = latest.as_ref().map_or(0, |(c, _)| c.lsn);
+        // The child checkpoints with a snapshot every time: a checkpoint without one lost it.
+        let snapshot = latest.and_then(|(_, snapshot)| snapshot);
+        assert_eq!(
+            snapshot.is_some(),
+            checkpoint > 0,
+            "round {round}: a snapshot exactly when there is a checkpoint (at {checkpoint})"
+        );
+        if let Some(mut snapshot) = snapshot {
             let mut bytes = Vec::new();
             snapshot.read_to_end(&mut bytes).unwrap();
             assert_eq!(

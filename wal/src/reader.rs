@@ -197,16 +197,22 @@ fn position(
             return Ok(Some((segment.clone(), offset)));
         }
     }
-    match inner.locate(*next) {
-        Ok(found) => Ok(Some(found)),
-        Err(Error::NotFound { .. }) => match inner.first_lsn_after(*next) {
-            Some(resume) if resume <= inner.group.durable_lsn() => {
-                *next = resume;
-                Ok(Some(inner.locate(resume)?))
+    // One hole may follow another: a segment whose every record was skipped stays in the map,
+    // holding none, and the hop to its first LSN lands in the next hole. Hopping only once, the
+    // reader returned `NotFound` there and never reached the records after it.
+    let mut at = *next;
+    loop {
+        match inner.locate(at) {
+            Ok(found) => {
+                *next = at;
+                return Ok(Some(found));
             }
-            _ => Ok(None),
-        },
-        Err(e) => Err(e),
+            Err(Error::NotFound { .. }) => match inner.first_lsn_after(at) {
+                Some(resume) if resume <= inner.group.durable_lsn() => at = resume,
+                _ => return Ok(None),
+            },
+            Err(e) => return Err(e),
+        }
     }
 }
 
