@@ -357,9 +357,23 @@ mod tests {
         let options = Options::new().segment_bytes(1 << 20);
         let members = start_cluster(&base, 3, &options).unwrap();
         let leadership = Leadership::find(members.iter().map(|m| &m.node).collect()).unwrap();
+        let committed = || {
+            members
+                .iter()
+                .map(|m| m.node.status().commit_lsn)
+                .max()
+                .unwrap()
+        };
+        let before = committed();
         let h = std::thread::scope(|s| {
-            let run = s.spawn(|| replicated(&leadership, 4, Duration::from_secs(2)));
-            std::thread::sleep(Duration::from_millis(500));
+            let run = s.spawn(|| replicated(&leadership, 4, Duration::from_secs(3)));
+            // The move comes once the run commits (not after a guessed pause: a run that had
+            // not started, or had ended, would meet no move).
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while committed() < before + 50 {
+                assert!(Instant::now() < deadline, "the run commits nothing");
+                std::thread::sleep(Duration::from_millis(5));
+            }
             // From whichever node leads now: on a loaded machine an election may have moved
             // the leadership already.
             let deadline = Instant::now() + Duration::from_secs(10);
