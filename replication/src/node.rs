@@ -155,6 +155,9 @@ pub struct NodeStatus {
     pub membership: ConfState,
     /// On the leader, how far each member has replicated.
     pub progress: Vec<(NodeId, Lsn)>,
+    /// On the leader, the linearizable reads ([`Node::read_barrier`]: its own and those its
+    /// followers sent it) waiting for a quorum to confirm that it still leads; 0 elsewhere.
+    pub pending_reads: usize,
     /// Why the node's thread stopped, if it did.
     pub failure: Option<String>,
 }
@@ -1019,6 +1022,7 @@ fn status_of<M: StateMachine>(replica: &Replica<M>, failure: Option<String>) -> 
         } else {
             Vec::new()
         },
+        pending_reads: replica.pending_reads(),
         failure,
     }
 }

@@ -763,6 +763,13 @@ impl<M: StateMachine> Replica<M> {
         std::mem::take(&mut self.read_states)
     }
 
+    /// The read requests this node, leading, holds until a quorum confirms that it still
+    /// leads: its own and those its followers sent it (none on a follower, which sends its
+    /// reads to the leader).
+    pub fn pending_reads(&self) -> usize {
+        self.raw.raft.pending_read_count()
+    }
+
     /// Proposes a membership change (one at a time: raft refuses a second while one is pending).
     /// A voter is added by promoting a learner, which is refused until the learner has
     /// replicated up to the commit LSN; a node that is not a learner yet is refused.

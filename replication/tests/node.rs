@@ -30,19 +30,27 @@ struct Cluster {
     disks: Option<BTreeMap<NodeId, SimDisk>>,
     /// The nodes' notes, in a simulated cluster.
     notes: Arc<Mutex<Vec<(NodeId, String)>>>,
+    /// The nodes' `election_ticks` and `election_ticks_max`.
+    election_ticks: (usize, usize),
 }
 
-/// Every cluster's election timeout: 300 to 600 ms (ticks of 10 ms), three times the
-/// defaults'. `make test` runs suites side by side on two cores, where a node's thread can be
-/// held up for the defaults' 100 ms: the tests expect the leader they found to go on leading
-/// (those of simulated clusters assert that no election happened while a disk or a
-/// checkpoint was held), and an election in between failed them.
+/// Every cluster's election timeout but a `Cluster::simulated_slow_to_elect`'s: 300 to 600 ms
+/// (ticks of 10 ms), three times the defaults'. `make test` runs suites side by side on two
+/// cores, where a node's thread can be held up for the defaults' 100 ms: the tests expect the
+/// leader they found to go on leading (those of simulated clusters assert that no election
+/// happened while a disk or a checkpoint was held), and an election in between failed them.
 const ELECTION_TICKS: usize = 30;
 const ELECTION_TICKS_MAX: usize = 60;
 const ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(600);
 
+/// A `Cluster::simulated_slow_to_elect`'s election timeout: 3 to 6 s, ten times the others'.
+/// A thread held up that long by the load of the machine is not what its test is about.
+const LONG_ELECTION_TICKS: usize = 300;
+const LONG_ELECTION_TICKS_MAX: usize = 600;
+
 /// How long a leader's sync may stall, in a simulated cluster, before it hands over: the
-/// longest election timeout, the least a node takes.
+/// longest election timeout, the least a node takes (a `Cluster::simulated_slow_to_elect`'s
+/// nodes take their own longest, 6 s).
 const STALL_LIMIT: Duration = ELECTION_TIMEOUT_MAX;
 
 impl Cluster {
@@ -51,16 +59,32 @@ impl Cluster {
     }
 
     fn with_snapshot_chunks(label: &str, voters: u64, snapshot_chunk_bytes: usize) -> Cluster {
-        Cluster::build(label, voters, snapshot_chunk_bytes, false)
+        let ticks = (ELECTION_TICKS, ELECTION_TICKS_MAX);
+        Cluster::build(label, voters, snapshot_chunk_bytes, false, ticks)
     }
 
     /// A cluster whose nodes keep their logs on simulated disks of their own, out of reach of
     /// the real disk's stalls (`Cluster::disk`).
     fn simulated(label: &str, voters: u64, snapshot_chunk_bytes: usize) -> Cluster {
-        Cluster::build(label, voters, snapshot_chunk_bytes, true)
+        let ticks = (ELECTION_TICKS, ELECTION_TICKS_MAX);
+        Cluster::build(label, voters, snapshot_chunk_bytes, true, ticks)
     }
 
-    fn build(label: &str, voters: u64, snapshot_chunk_bytes: usize, simulated: bool) -> Cluster {
+    /// A `Cluster::simulated` whose nodes campaign only after 3 to 6 s without a leader
+    /// (`LONG_ELECTION_TICKS`), for a test that asserts that no election happened: only a
+    /// leader silent for seconds loses its leadership. Its first election takes as long.
+    fn simulated_slow_to_elect(label: &str, voters: u64, snapshot_chunk_bytes: usize) -> Cluster {
+        let ticks = (LONG_ELECTION_TICKS, LONG_ELECTION_TICKS_MAX);
+        Cluster::build(label, voters, snapshot_chunk_bytes, true, ticks)
+    }
+
+    fn build(
+        label: &str,
+        voters: u64,
+        snapshot_chunk_bytes: usize,
+        simulated: bool,
+        election_ticks: (usize, usize),
+    ) -> Cluster {
         let mut cluster = Cluster {
             dir: TempDir::new(label),
             network: MemoryNetwork::new(),
@@ -69,6 +93,7 @@ impl Cluster {
             snapshot_chunk_bytes,
             disks: simulated.then(BTreeMap::new),
             notes: Arc::default(),
+            election_ticks,
         };
         for id in 1..=voters {
             cluster.start(id, Bootstrap::Voters(cluster.voters.clone()));
@@ -89,8 +114,10 @@ impl Cluster {
             options.wal = options.wal.control_interval(Duration::from_secs(60));
         }
         options.tick_interval = Duration::from_millis(10);
-        options.config.election_ticks = ELECTION_TICKS;
-        options.config.election_ticks_max = ELECTION_TICKS_MAX;
+        (
+            options.config.election_ticks,
+            options.config.election_ticks_max,
+        ) = self.election_ticks;
         assert_eq!(
             options.tick_interval * ELECTION_TICKS_MAX as u32,
             ELECTION_TIMEOUT_MAX
@@ -749,14 +776,18 @@ fn a_leader_whose_snapshot_is_damaged_writes_a_new_one_and_goes_on_leading() {
 /// heartbeats for longer than the election timeout, and the followers elected another leader.
 ///
 /// The checkpoint is made slow by holding the first write to its file on the leader's
-/// simulated disk for three of the longest election timeouts. The logs are on simulated disks: on the real
-/// disk, shared by every node of the test and the tests beside it, writing a checkpoint large
-/// enough to be slow stalled the other nodes' syncs too, and their elections were the disk's,
-/// not the checkpoint thread's.
+/// simulated disk until the test has committed through it for `HELD`: a node's thread that
+/// wrote the checkpoint itself would be stopped until the release, and the first commit would
+/// time out. The logs are on simulated disks: on the real disk, shared by every node of the
+/// test and the tests beside it, writing a checkpoint large enough to be slow stalled the
+/// other nodes' syncs too, and their elections were the disk's, not the checkpoint thread's.
+/// The election timeout is long (`Cluster::simulated_slow_to_elect`): the leader found must
+/// lead to the end, and a thread held up for 600 ms by the load of the machine made its
+/// followers elect another.
 #[test]
 fn a_leader_writing_a_slow_checkpoint_for_a_newcomer_goes_on_leading() {
-    const HELD: Duration = ELECTION_TIMEOUT_MAX.saturating_mul(3);
-    let mut cluster = Cluster::simulated("repl-slow-checkpoint", 3, 1 << 20);
+    const HELD: Duration = Duration::from_secs(2);
+    let mut cluster = Cluster::simulated_slow_to_elect("repl-slow-checkpoint", 3, 1 << 20);
     let leader = cluster.leader(&[1, 2, 3]);
     let term = cluster.node(leader).status().term;
     let (before, _) = cluster
@@ -781,7 +812,7 @@ fn a_leader_writing_a_slow_checkpoint_for_a_newcomer_goes_on_leading() {
     );
     // While the checkpoint cannot go on, the leader goes on committing, and leading. Each
     // commit takes a millisecond or so here; a node's thread stopped with the checkpoint
-    // would take none, and its followers would elect another leader.
+    // would take none: the first would time out.
     let held_since = std::time::Instant::now();
     let mut during = 0;
     while held_since.elapsed() < HELD {
@@ -1530,15 +1561,25 @@ fn reads_of_several_nodes_waiting_at_once_are_all_confirmed() {
     for id in &followers {
         cluster.network.cut(leader, *id);
     }
+    const READ_TIMEOUT: Duration = Duration::from_secs(5);
     let outcomes = std::thread::scope(|s| {
         let reads: Vec<_> = [leader, followers[0], followers[1]]
             .into_iter()
             .map(|id| {
                 let node = cluster.node(id);
-                s.spawn(move || (id, node.read_barrier(Duration::from_secs(5))))
+                s.spawn(move || (id, node.read_barrier(READ_TIMEOUT)))
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(10));
+        // The network heals only once all three wait at the leader together: healed sooner,
+        // the reads could be confirmed one by one and never meet. A context shared by two of
+        // them would keep the count at 2 (raft-rs keeps the first).
+        let (status, together) = cluster
+            .node(leader)
+            .wait_status(READ_TIMEOUT, |s| s.pending_reads == 3);
+        assert!(
+            together,
+            "the three reads never waited at the leader together: {status:?}"
+        );
         cluster.network.heal();
         reads
             .into_iter()

@@ -30,19 +30,25 @@ struct Cluster {
     members: BTreeMap<NodeId, Member>,
     /// Every member's `snapshot_chunks_per_tick`.
     snapshot_chunks_per_tick: usize,
+    /// Every member's `tick_interval`.
+    tick: Duration,
 }
 
-/// Every member's tick, snapshot chunk and election timeout: 300 to 600 ms, three times the
-/// defaults' ticks, as in node.rs. The logs are on the real disk, synced on the leader's thread
-/// when it has nothing else to do, and `make test` runs suites side by side on two cores: a
-/// leader's thread held up for a shorter election timeout (50 ms at the defaults' 10 ticks of
-/// 5 ms) loses its followers, and these tests hold a leader through hundreds of commits. At
-/// 200-400 ms, one `make test` of 2026-12-03 still saw the leadership move during the slow
-/// snapshot stream.
+/// Every member's tick (but a `Cluster::slow`'s), snapshot chunk and election timeout: 300 to
+/// 600 ms, three times the defaults' ticks, as in node.rs. The logs are on the real disk,
+/// synced on the leader's thread when it has nothing else to do, and `make test` runs suites
+/// side by side on two cores: a leader's thread held up for a shorter election timeout (50 ms
+/// at the defaults' 10 ticks of 5 ms) loses its followers, and these tests hold a leader
+/// through hundreds of commits. At 200-400 ms, one `make test` of 2026-12-03 still saw the
+/// leadership move during the slow snapshot stream.
 const TICK: Duration = Duration::from_millis(10);
 const SNAPSHOT_CHUNK_BYTES: usize = 16 << 10;
 const ELECTION_TICKS: usize = 30;
 const ELECTION_TICKS_MAX: usize = 60;
+
+/// A `Cluster::slow`'s tick: ten times as long, and so its election timeout, 3 to 6 s, and
+/// everything else counted in ticks (heartbeats every 200 ms, a paced snapshot stream).
+const SLOW_TICK: Duration = Duration::from_millis(100);
 
 impl Cluster {
     fn start_member(&mut self, id: NodeId, listen: std::net::SocketAddr) {
@@ -68,7 +74,7 @@ impl Cluster {
         options.wal = Options::new()
             .backend(Backend::Staged)
             .segment_bytes(1 << 20);
-        options.tick_interval = TICK;
+        options.tick_interval = self.tick;
         options.config.follower_pin_cap_bytes = Some(256 << 10);
         options.config.snapshot_chunk_bytes = SNAPSHOT_CHUNK_BYTES;
         options.config.snapshot_chunks_per_tick = self.snapshot_chunks_per_tick;
@@ -90,10 +96,18 @@ impl Cluster {
     /// Small chunks and no per-tick cap worth the name: a snapshot of more chunks than the
     /// transport queues for a peer is paced by the transport's room alone.
     fn new() -> Cluster {
-        Cluster::with_snapshot_pace(1024)
+        Cluster::build(1024, TICK)
     }
 
-    fn with_snapshot_pace(snapshot_chunks_per_tick: usize) -> Cluster {
+    /// A cluster ticking every `SLOW_TICK`, sending a snapshot's receiver at most
+    /// `snapshot_chunks_per_tick` chunks a tick: for a test that asserts that no election
+    /// happened, where only a leader silent for seconds loses its followers. Its first
+    /// election takes as long.
+    fn slow(snapshot_chunks_per_tick: usize) -> Cluster {
+        Cluster::build(snapshot_chunks_per_tick, SLOW_TICK)
+    }
+
+    fn build(snapshot_chunks_per_tick: usize, tick: Duration) -> Cluster {
         // Ports the OS chooses: bind each listener first, then tell everyone.
         let probes: Vec<std::net::TcpListener> = (0..3)
             .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
@@ -109,6 +123,7 @@ impl Cluster {
             addrs: addrs.clone(),
             members: BTreeMap::new(),
             snapshot_chunks_per_tick,
+            tick,
         };
         for id in 1..=3 {
             cluster.start_member(id, addrs[&id]);
@@ -240,10 +255,14 @@ fn a_cluster_on_tcp_commits_compacts_and_brings_a_restarted_peer_back() {
 /// A snapshot paced to take several election timeouts streams on the same connection as the
 /// leader's heartbeats: the follower receiving it keeps hearing its leader (it never campaigns,
 /// which would make it forget the leader), and the leader keeps committing meanwhile.
+///
+/// Ticks are `SLOW_TICK`s: an election timeout of 3 to 6 s, so that only heartbeats held up
+/// by the stream, not a thread held up by the load of the machine, make the follower
+/// campaign; the stream, paced in ticks, lasts twice as long as the longest.
 #[test]
 fn a_slow_snapshot_stream_does_not_hold_up_the_heartbeats_beside_it() {
     const CHUNKS_PER_TICK: usize = 1;
-    let mut cluster = Cluster::with_snapshot_pace(CHUNKS_PER_TICK);
+    let mut cluster = Cluster::slow(CHUNKS_PER_TICK);
     let leader = cluster.leader();
     let follower = (1..=3).find(|id| *id != leader).unwrap();
     // 1 050 records of 2 000 bytes: 128 chunks, at one a tick twice the longest election
@@ -274,10 +293,14 @@ fn a_slow_snapshot_stream_does_not_hold_up_the_heartbeats_beside_it() {
         let restores = cluster.members[&follower].engine.1.lock();
         restores.iter().any(|lsn| *lsn >= checkpointed)
     };
+    let paced_for = SLOW_TICK * ticks_to_stream as u32;
     let mut commits_while_streaming = 0u64;
     let mut looks = 0;
     while !restored() {
-        assert!(started.elapsed() < WAIT, "the snapshot never arrived");
+        assert!(
+            started.elapsed() < paced_for + WAIT,
+            "the snapshot never arrived"
+        );
         let data = commits_while_streaming.to_le_bytes().repeat(100);
         last = cluster.members[&leader]
             .node
@@ -285,10 +308,16 @@ fn a_slow_snapshot_stream_does_not_hold_up_the_heartbeats_beside_it() {
             .unwrap()
             .0;
         commits_while_streaming += 1;
-        let seen = cluster.members[&follower].node.status();
+        // The follower is watched until the next commit, each status it publishes looked at
+        // (the stream is long: commits back to back would be thousands of syncs).
+        let (seen, lost) = cluster.members[&follower]
+            .node
+            .wait_status(Duration::from_millis(20), |s| {
+                s.leader != Some(leader) || s.term != term || s.role != Role::Follower
+            });
         looks += 1;
         assert!(
-            seen.leader == Some(leader) && seen.term == term && seen.role == Role::Follower,
+            !lost,
             "after {:?} of the stream the follower lost its leader {leader} of term {term}: \
              {seen:?}",
             started.elapsed()
@@ -296,7 +325,7 @@ fn a_slow_snapshot_stream_does_not_hold_up_the_heartbeats_beside_it() {
     }
     let streamed_for = started.elapsed();
     assert!(
-        streamed_for >= TICK * ticks_to_stream as u32,
+        streamed_for >= paced_for,
         "{streamed_for:?}: the stream was not paced"
     );
     assert!(

@@ -142,9 +142,9 @@ struct Shared {
     /// Inbound connections in their handshake: from peers' addresses, from any other.
     handshaking: AtomicUsize,
     handshaking_strangers: AtomicUsize,
-    /// The refusals logging interval under way: when it started, lines logged in it, refusals
-    /// not logged since the last line.
-    refusals_logged: Mutex<(Option<Instant>, u64, u64)>,
+    /// The bound on lines about refused connections (`REFUSALS_LOGGED_MAX` per
+    /// `REFUSALS_LOG_INTERVAL`).
+    refusals_logged: Mutex<LineLimit>,
     /// The current authenticated connection of each peer; a newer one replaces it.
     current: Mutex<HashMap<NodeId, u64>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -160,25 +160,14 @@ impl Shared {
         (self.log)(&line);
     }
 
-    /// Logs a refused or failed inbound connection, at most once per `REFUSALS_LOG_INTERVAL`.
+    /// Logs a refused or failed inbound connection, at most `REFUSALS_LOGGED_MAX` of them per
+    /// `REFUSALS_LOG_INTERVAL`.
     fn log_refusal(&self, line: String) {
-        let mut logged = self.refusals_logged.lock();
-        let now = Instant::now();
-        let (started, lines, skipped) = &mut *logged;
-        if started.is_none_or(|at| now.duration_since(at) >= REFUSALS_LOG_INTERVAL) {
-            *started = Some(now);
-            *lines = 0;
-        }
-        if *lines >= REFUSALS_LOGGED_MAX {
-            *skipped += 1;
-            return;
-        }
-        *lines += 1;
-        let skipped = std::mem::take(skipped);
-        drop(logged);
-        match skipped {
-            0 => self.log(line),
-            n => self.log(format!("{line} ({n} more refused since the last line)")),
+        let admitted = self.refusals_logged.lock().admit();
+        match admitted {
+            None => {}
+            Some(0) => self.log(line),
+            Some(n) => self.log(format!("{line} ({n} more refused since the last line)")),
         }
     }
 
@@ -237,6 +226,9 @@ struct Peer {
     /// The socket the sender dials or writes on, from the moment it connects: shut down to
     /// end a handshake or a write that waits on the peer when the peer is retired.
     socket: Mutex<Option<TcpStream>>,
+    /// Set while the sender waits for its dial's TCP connect (`dial`): tests wait for it to
+    /// know that a drop finds the sender there.
+    dialing: AtomicBool,
 }
 
 impl Peer {
@@ -336,7 +328,7 @@ impl PeerNetwork {
             counters: Counters::default(),
             handshaking: AtomicUsize::new(0),
             handshaking_strangers: AtomicUsize::new(0),
-            refusals_logged: Mutex::new((None, 0, 0)),
+            refusals_logged: Mutex::new(LineLimit::new(REFUSALS_LOG_INTERVAL, REFUSALS_LOGGED_MAX)),
             current: Mutex::new(HashMap::new()),
             threads: Mutex::new(Vec::new()),
             receivers: Mutex::new(Vec::new()),
@@ -379,6 +371,7 @@ impl PeerNetwork {
             connected: AtomicBool::new(false),
             retired: AtomicBool::new(false),
             socket: Mutex::new(None),
+            dialing: AtomicBool::new(false),
         });
         let replaced = self.shared.peers.write().insert(id, peer.clone());
         if let Some(old) = replaced {
@@ -724,40 +717,60 @@ fn still_current(shared: &Shared, peer: &Peer) -> bool {
 /// link that flaps (a peer that keeps restarting, resets sent from outside) after 100 ms up is
 /// dialled again at once, and would write two lines a cycle without end.
 const PEER_LINES_INTERVAL: Duration = Duration::from_secs(60);
-const PEER_LINES_MAX: u32 = 20;
+const PEER_LINES_MAX: u64 = 20;
 
-/// The rate limit of one sender's lines about its peer; the first line after a quiet spell
-/// counts those it skipped.
-struct PeerLines {
+/// A rate limit on log lines: at most `max` in each `interval`; the first line let through
+/// after some were held back says how many.
+struct LineLimit {
     interval: Duration,
+    max: u64,
+    /// When the interval under way started (a test moves it back to end the interval).
     since: Instant,
-    lines: u32,
+    lines: u64,
     skipped: u64,
 }
 
-impl PeerLines {
-    fn new(interval: Duration) -> PeerLines {
-        PeerLines {
+impl LineLimit {
+    fn new(interval: Duration, max: u64) -> LineLimit {
+        LineLimit {
             interval,
+            max,
             since: Instant::now(),
             lines: 0,
             skipped: 0,
         }
     }
 
-    fn log(&mut self, log: impl FnOnce(String), line: String) {
+    /// Whether a line may be logged now: `Some` with how many were held back since the last
+    /// one logged, or `None`, holding this one back too.
+    fn admit(&mut self) -> Option<u64> {
         if self.since.elapsed() >= self.interval {
             self.since = Instant::now();
             self.lines = 0;
         }
-        if self.lines >= PEER_LINES_MAX {
+        if self.lines >= self.max {
             self.skipped += 1;
-            return;
+            return None;
         }
         self.lines += 1;
-        match std::mem::take(&mut self.skipped) {
-            0 => log(line),
-            n => log(format!(
+        Some(std::mem::take(&mut self.skipped))
+    }
+}
+
+/// The rate limit of one sender's lines about its peer; the first line after a quiet spell
+/// counts those it skipped.
+struct PeerLines(LineLimit);
+
+impl PeerLines {
+    fn new(interval: Duration) -> PeerLines {
+        PeerLines(LineLimit::new(interval, PEER_LINES_MAX))
+    }
+
+    fn log(&mut self, log: impl FnOnce(String), line: String) {
+        match self.0.admit() {
+            None => {}
+            Some(0) => log(line),
+            Some(n) => log(format!(
                 "{line} ({n} lines about this peer skipped before it)"
             )),
         }
@@ -896,7 +909,7 @@ fn connect(
 /// network's close or the peer's removal, for the whole timeout. A dial given up on leaves that
 /// thread to finish by itself; it holds nothing but the address and the socket.
 fn dial(shared: &Shared, peer: &Peer) -> std::result::Result<TcpStream, String> {
-    let (done, outcome) = std::sync::mpsc::sync_channel(1);
+    let (done, connected) = std::sync::mpsc::sync_channel(1);
     let addr = peer.addr;
     std::thread::Builder::new()
         .name(format!("rwal-net-{}-dial", shared.identity.id))
@@ -904,16 +917,19 @@ fn dial(shared: &Shared, peer: &Peer) -> std::result::Result<TcpStream, String> 
             let _ = done.send(TcpStream::connect_timeout(&addr, HANDSHAKE_TIMEOUT));
         })
         .map_err(|e| format!("cannot start a thread to dial: {e}"))?;
-    loop {
-        match outcome.recv_timeout(DIAL_CHECK_INTERVAL) {
-            Ok(connected) => return connected.map_err(|e| format!("connect: {e}")),
+    peer.dialing.store(true, Ordering::Release);
+    let outcome = loop {
+        match connected.recv_timeout(DIAL_CHECK_INTERVAL) {
+            Ok(connected) => break connected.map_err(|e| format!("connect: {e}")),
             Err(RecvTimeoutError::Timeout) if still_current(shared, peer) => {}
             Err(RecvTimeoutError::Timeout) => {
-                return Err("the peer was removed or the network stopped".into())
+                break Err("the peer was removed or the network stopped".into())
             }
-            Err(RecvTimeoutError::Disconnected) => return Err("connect: the dial failed".into()),
+            Err(RecvTimeoutError::Disconnected) => break Err("connect: the dial failed".into()),
         }
-    }
+    };
+    peer.dialing.store(false, Ordering::Release);
+    outcome
 }
 
 /// Writes queued envelopes, what direct writes left unfinished, and keepalives, until the
@@ -1295,6 +1311,11 @@ mod tests {
     fn refusals_of_strangers_are_logged_at_a_bounded_rate() {
         use std::io::Read as _;
         let h = harness();
+        // An interval no preemption of the test's thread reaches, so that every stranger
+        // below falls in it (nothing was refused before them: node 1 has only dialled); its
+        // end is made to pass by moving its start back, not by sleeping.
+        let interval = Duration::from_secs(600);
+        *h.network.shared.refusals_logged.lock() = LineLimit::new(interval, REFUSALS_LOGGED_MAX);
         let addr = h.network.local_addr();
         let strangers = REFUSALS_LOGGED_MAX + 5;
         for _ in 0..strangers {
@@ -1315,18 +1336,14 @@ mod tests {
                 .filter(|l| l.contains("bad magic"))
                 .count() as u64
         };
-        // The loop may have spanned more than one interval on a slow machine: at least one
-        // refusal past the limit is held back only if they all fell in one.
-        assert!(lines() <= strangers, "{:?}", h.log.lock());
-        if lines() < REFUSALS_LOGGED_MAX {
-            return; // a machine this slow spread them over intervals: nothing to hold back
-        }
         assert_eq!(lines(), REFUSALS_LOGGED_MAX, "{:?}", h.log.lock());
-        std::thread::sleep(REFUSALS_LOG_INTERVAL);
+        // The next interval: its first line counts the refusals held back.
+        h.network.shared.refusals_logged.lock().since -= interval;
         let mut garbage = TcpStream::connect(addr).unwrap();
         garbage.write_all(&[0xAB; 56]).unwrap();
         let line = h.wait_log("more refused since the last line");
         assert!(line.contains("(5 more refused"), "{line}");
+        assert_eq!(lines(), REFUSALS_LOGGED_MAX + 1, "{:?}", h.log.lock());
     }
 
     #[test]
@@ -1498,17 +1515,33 @@ mod tests {
         assert_eq!(network.stats().envelopes_dropped, 0);
     }
 
+    /// Waits (10 s at most) until `condition` holds of node 1's peer 2.
+    fn wait_for_peer_2(network: &PeerNetwork, what: &str, condition: impl Fn(&Peer) -> bool) {
+        let peer = network.shared.peers.read()[&2].clone();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !condition(&peer) {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     #[test]
     fn dropping_the_network_does_not_wait_for_a_peer_that_stopped_reading() {
         let (network, _stream, _frames) = network_with_peer_2_in_the_test();
-        // Far more than the socket's buffers: the sender waits in a write the peer never
-        // drains, which only fails after WRITE_TIMEOUT.
+        // Far more than the socket's buffers: the direct write leaves the rest of its frame to
+        // the sender, which waits in a write the peer never drains, failing only after
+        // WRITE_TIMEOUT.
         network
             .transport()
             .send((1..=24).map(|i| append_of(i, 1 << 20)).collect());
-        std::thread::sleep(Duration::from_millis(200));
+        // The sender holds the connection's writing end from before it takes what is queued
+        // until its write returns (`send`, the only other taker, has returned).
+        wait_for_peer_2(&network, "the sender never took up the write", |peer| {
+            peer.link.try_lock().is_none()
+        });
         let started = Instant::now();
         drop(network);
+        // A hang guard: a drop that waited for the write would take WRITE_TIMEOUT.
         assert!(
             started.elapsed() < WRITE_TIMEOUT / 2,
             "drop waited {:?} for the peer",
@@ -1518,11 +1551,19 @@ mod tests {
 
     #[test]
     fn dropping_the_network_does_not_wait_for_a_handshake_the_peer_never_answers() {
+        use std::io::Read as _;
         let (network, listener) = network_with_peer_2_listening();
-        let (_silent, _) = listener.accept().unwrap();
-        std::thread::sleep(Duration::from_millis(50));
+        let (mut silent, _) = listener.accept().unwrap();
+        // Node 1's hello has come: its sender now waits for the challenge, which never comes.
+        silent
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut hello = [0u8; 56];
+        silent.read_exact(&mut hello).unwrap();
+        assert_eq!(&hello[..8], auth::MAGIC);
         let started = Instant::now();
         drop(network);
+        // A hang guard: a drop that waited for the handshake would take HANDSHAKE_TIMEOUT.
         assert!(
             started.elapsed() < HANDSHAKE_TIMEOUT / 2,
             "drop waited {:?} for the handshake",
@@ -1553,10 +1594,12 @@ mod tests {
             peers: HashMap::from([(2, addr)]),
         };
         let network = PeerNetwork::start(config, Arc::new(|_: &str| {})).unwrap();
-        std::thread::sleep(Duration::from_millis(200));
-        assert_eq!(network.stats().peers_connected, 0, "the dial went through");
+        wait_for_peer_2(&network, "node 1 never dialled node 2", |peer| {
+            peer.dialing.load(Ordering::Acquire)
+        });
         let started = Instant::now();
         drop(network);
+        // A hang guard: a drop that waited for the dial would take HANDSHAKE_TIMEOUT.
         assert!(
             started.elapsed() < HANDSHAKE_TIMEOUT / 2,
             "drop waited {:?} for the dial",
@@ -1575,7 +1618,7 @@ mod tests {
             lines.log(|l| logged.lock().push(l), format!("line {i}"));
         }
         assert_eq!(logged.lock().len(), PEER_LINES_MAX as usize);
-        lines.since -= interval;
+        lines.0.since -= interval;
         lines.log(|l| logged.lock().push(l), "after".into());
         assert_eq!(
             logged.lock().last().unwrap(),
