@@ -481,6 +481,111 @@ fn skip_corrupted_skips_a_damaged_segment_file_and_keeps_the_segments_after_it()
         "{:?}",
         crashed.file_names()
     );
+    // Reopened, the log goes on into a new third segment (the set-aside file is no segment);
+    // damaged in turn, that one is set aside beside the first, not over it.
+    drop(wal);
+    let wal = Wal::open("/sim", options(&crashed, RecoveryMode::TolerateTornTail)).unwrap();
+    for i in 10..15 {
+        wal.append(&big(i)).unwrap();
+    }
+    assert_eq!(wal.sync().unwrap(), 15);
+    drop(wal);
+    crashed.truncate_file(third, 32);
+    let wal = Wal::open("/sim", options(&crashed, RecoveryMode::SkipCorrupted)).unwrap();
+    assert_eq!(wal.last_lsn(), 10, "{:?}", wal.recovery_report().events);
+    let names = crashed.file_names();
+    assert!(
+        names.contains(&format!("{third}.damaged"))
+            && names.contains(&format!("{third}.damaged.1")),
+        "{names:?}"
+    );
+}
+
+/// Seventeen records of 200 KiB in four segments (5, 5, 5, 2), all synced, the control file's
+/// watermark at 2: the records' own claims are stale too (no sync between their appends).
+fn seventeen_records_in_four_segments() -> (SimDisk, Wal) {
+    let disk = SimDisk::new();
+    let wal = Wal::open("/sim", options(&disk, RecoveryMode::TolerateTornTail)).unwrap();
+    for i in 0..2 {
+        wal.append(&payload(i, 200 << 10)).unwrap();
+    }
+    wal.sync().unwrap();
+    wal.maintain().unwrap();
+    for i in 2..17 {
+        wal.append(&payload(i, 200 << 10)).unwrap();
+    }
+    assert_eq!(wal.sync().unwrap(), 17, "all acknowledged");
+    (disk, wal)
+}
+
+/// A damaged file, then one whose header fails its checksum: the stretch the first held goes
+/// on through the second, damage to acknowledged records, not a torn tail. Skipping the first
+/// and then deciding the second by the stale watermark cut it, and the valid fourth segment,
+/// as a torn tail (found by review of the change that made `SkipCorrupted` skip such files).
+#[test]
+fn skip_corrupted_skips_a_bad_header_after_a_damaged_file() {
+    let (disk, wal) = seventeen_records_in_four_segments();
+    let crashed = disk.crash(7);
+    drop(wal);
+    crashed.truncate_file("00000000000000000002.seg", 32);
+    // A byte of the third segment's header: its checksum fails.
+    crashed.flip_bit("00000000000000000003.seg", 20, 0);
+    let wal = Wal::open("/sim", options(&crashed, RecoveryMode::SkipCorrupted)).unwrap();
+    let events = wal.recovery_report().events.clone();
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, RecoveryEvent::TornTailCut { .. })),
+        "{events:?}"
+    );
+    assert_eq!(wal.last_lsn(), 17, "{events:?}");
+    let mut reader = wal.reader(1).unwrap();
+    let mut seen = Vec::new();
+    while let Some(record) = reader.next().unwrap() {
+        seen.push(record.lsn);
+    }
+    assert_eq!(seen, [1, 2, 3, 4, 5, 16, 17], "{events:?}");
+    let aside: Vec<String> = crashed
+        .file_names()
+        .into_iter()
+        .filter(|name| name.ends_with(".damaged"))
+        .collect();
+    assert_eq!(aside.len(), 2, "{aside:?}");
+}
+
+/// A truncation declared (its cut at 7) and not finished when the process died, and the
+/// segment holding the cut damaged: `SkipCorrupted` must not resume the log in the segment
+/// after it, past the cut. It did: the log ended at 10, and the next record took LSN 11 where
+/// the truncation had promised 8.
+#[test]
+fn skip_corrupted_does_not_resume_a_log_past_a_declared_cut() {
+    let (disk, wal) = seventeen_records_in_four_segments();
+    // The cut's declaration is durable; its zero-fill's sync fails.
+    disk.fail_sync_after(1, libc::EIO);
+    assert!(matches!(wal.truncate_after(7), Err(Error::Poisoned { .. })));
+    drop(wal);
+    disk.clear_faults();
+    // Crashes that keep segments after the cut (their removal was not durable): 3 keeps the
+    // third and fourth, 1 the fourth.
+    for seed in [3, 1] {
+        let crashed = disk.crash(seed);
+        let names = crashed.file_names();
+        assert!(
+            names.contains(&"00000000000000000004.seg".to_string()),
+            "seed {seed}: {names:?}"
+        );
+        crashed.truncate_file("00000000000000000002.seg", 32);
+        let wal = Wal::open("/sim", options(&crashed, RecoveryMode::SkipCorrupted)).unwrap();
+        let events = wal.recovery_report().events.clone();
+        assert_eq!(wal.last_lsn(), 5, "seed {seed}: {events:?}");
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, RecoveryEvent::CorruptionCut { lsn: 6, .. })),
+            "seed {seed}: {events:?}"
+        );
+        assert_eq!(wal.append(b"six").unwrap(), 6);
+    }
 }
 
 /// A segment file of no bytes at all (which cannot be mapped) is decided like any file too short

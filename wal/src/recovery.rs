@@ -483,7 +483,10 @@ impl Scan<'_> {
                     continue;
                 }
                 Err(HeaderError::Bad(reason)) => {
-                    let damage = Damage::missing(name.clone(), 0, self.expected);
+                    let mut damage = Damage::missing(name.clone(), 0, self.expected);
+                    // After a damaged file skipped, the stretch goes on here: damage, not a
+                    // torn tail (the flag stays for the segment the log resumes in).
+                    damage.never_torn = self.skipping_damage;
                     let proof = self
                         .lookahead(files, i + 1, None)?
                         .max(self.proof_behind_the_tail()?);
@@ -529,8 +532,20 @@ impl Scan<'_> {
                 let proof = self
                     .lookahead(files, i, None)?
                     .max(self.proof_behind_the_tail()?);
+                // A declared truncation cuts before this segment: the log cannot resume in it.
+                // It ends where the damage began, what was missing up to the cut lost (resuming
+                // here made the log end past the cut, and its next record take an LSN above
+                // the one the truncation promised).
+                let past_the_cut = self
+                    .pending_cut
+                    .is_some_and(|cut| header.first_lsn > cut + 1);
                 match self.decide(damage, proof, None)? {
                     Decision::Cut => return Ok(i),
+                    Decision::Skip if past_the_cut => {
+                        let (segment, offset) = self.skip_from.take().unwrap_or((name.clone(), 0));
+                        self.lost(segment, offset);
+                        return Ok(i);
+                    }
                     Decision::Skip => {
                         let (segment, offset) = self.skip_from.take().unwrap_or((name.clone(), 0));
                         self.skipped(&segment, offset, header.first_lsn - 1);
@@ -1132,7 +1147,19 @@ impl Scan<'_> {
                 if self.kept.last().is_some_and(|last| last.name() > *name)
                     || self.skipped_files.contains(&index)
                 {
-                    let aside = format!("{name}{DAMAGED_SUFFIX}");
+                    // A name of its own: an earlier damaged file of this sequence (the sequence
+                    // is used again once its file is set aside) keeps its own.
+                    let taken = self
+                        .dir
+                        .list()
+                        .map_err(|e| Error::io("list", &dir_path, e))?;
+                    let aside = (0u32..)
+                        .map(|n| match n {
+                            0 => format!("{name}{DAMAGED_SUFFIX}"),
+                            n => format!("{name}{DAMAGED_SUFFIX}.{n}"),
+                        })
+                        .find(|aside| !taken.contains(aside))
+                        .expect("a free name");
                     self.dir
                         .rename(name, &aside)
                         .map_err(|e| Error::io("rename", dir_path.join(name), e))?;

@@ -205,7 +205,9 @@ mod tests {
             });
             // No room for 50 while 70 of 100 are held: it waits (seen waiting, so that the
             // give-back below is what lets it through, whenever its thread got to run).
+            let deadline = Instant::now() + LONG;
             while budget.state.lock().waiting.is_empty() {
+                assert!(Instant::now() < deadline, "the take never waited");
                 std::thread::yield_now();
             }
             assert!(taken.try_recv().is_err());
@@ -240,7 +242,9 @@ mod tests {
                 order.send("small").unwrap();
                 drop(bytes);
             });
+            let deadline = Instant::now() + LONG;
             while budget.state.lock().waiting.len() < 2 {
+                assert!(Instant::now() < deadline, "the small take never waited");
                 std::thread::yield_now();
             }
             assert!(served.try_recv().is_err());
