@@ -275,9 +275,10 @@ fn a_missing_segment_below_the_watermark_is_corruption() {
     assert_eq!(wal.last_lsn(), 5);
 }
 
-/// Twelve records of 200 KiB (five to a 1 MiB segment), all acknowledged; the control file's
-/// watermark says 2.
-fn twelve_records_in_three_segments() -> (SimDisk, Wal) {
+/// `count` records of 200 KiB (five to a 1 MiB segment), all acknowledged; the control file's
+/// watermark says 2, and the records' own claims are stale too (no sync between the appends
+/// after the second).
+fn big_records(count: u64) -> (SimDisk, Wal) {
     let disk = SimDisk::new();
     let wal = Wal::open("/sim", options(&disk, RecoveryMode::TolerateTornTail)).unwrap();
     for i in 0..2 {
@@ -285,11 +286,16 @@ fn twelve_records_in_three_segments() -> (SimDisk, Wal) {
     }
     wal.sync().unwrap();
     wal.maintain().unwrap();
-    for i in 2..12 {
+    for i in 2..count {
         wal.append(&payload(i, 200 << 10)).unwrap();
     }
-    assert_eq!(wal.sync().unwrap(), 12, "all acknowledged");
+    assert_eq!(wal.sync().unwrap(), count, "all acknowledged");
     (disk, wal)
+}
+
+/// Twelve records in three segments (5, 5, 2): `big_records`.
+fn twelve_records_in_three_segments() -> (SimDisk, Wal) {
+    big_records(12)
 }
 
 /// Regression: a segment whose file the file system shortened was taken for a torn tail when
@@ -501,21 +507,9 @@ fn skip_corrupted_skips_a_damaged_segment_file_and_keeps_the_segments_after_it()
     );
 }
 
-/// Seventeen records of 200 KiB in four segments (5, 5, 5, 2), all synced, the control file's
-/// watermark at 2: the records' own claims are stale too (no sync between their appends).
+/// Seventeen records in four segments (5, 5, 5, 2): `big_records`.
 fn seventeen_records_in_four_segments() -> (SimDisk, Wal) {
-    let disk = SimDisk::new();
-    let wal = Wal::open("/sim", options(&disk, RecoveryMode::TolerateTornTail)).unwrap();
-    for i in 0..2 {
-        wal.append(&payload(i, 200 << 10)).unwrap();
-    }
-    wal.sync().unwrap();
-    wal.maintain().unwrap();
-    for i in 2..17 {
-        wal.append(&payload(i, 200 << 10)).unwrap();
-    }
-    assert_eq!(wal.sync().unwrap(), 17, "all acknowledged");
-    (disk, wal)
+    big_records(17)
 }
 
 /// A damaged file, then one whose header fails its checksum: the stretch the first held goes
