@@ -62,6 +62,14 @@ impl CallFailure {
     }
 }
 
+/// Whether a write failed because the other side closed the connection.
+fn is_closed(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+    )
+}
+
 impl Client {
     /// One request and its answer, waiting for the answer until `deadline` at the latest.
     fn call(
@@ -93,12 +101,23 @@ impl Client {
         let left = left();
         // Before the write: a write that fails may still have put the whole request out.
         self.request_written = true;
-        let outcome = reader
+        let written = reader
             .get_ref()
             .set_read_timeout(Some(left))
             .and_then(|()| writer.get_ref().set_write_timeout(Some(left)))
-            .and_then(|()| proto::write_message(writer, op, body))
-            .and_then(|()| proto::read_message(reader, proto::RESPONSE_BYTES_MAX));
+            .and_then(|()| proto::write_message(writer, op, body));
+        let outcome = match written {
+            Ok(()) => proto::read_message(reader, proto::RESPONSE_BYTES_MAX),
+            // What answered may have refused the request before it took all of it, and closed
+            // (a node's peer port answers with its magic): its answer, already here, says more
+            // than the failed write, which alone would be retried as a lost connection.
+            Err(e) if is_closed(&e) => match proto::read_message(reader, proto::RESPONSE_BYTES_MAX)
+            {
+                Err(answer) if answer.kind() == std::io::ErrorKind::InvalidData => Err(answer),
+                _ => Err(e),
+            },
+            Err(e) => Err(e),
+        };
         let addr = self.addr;
         match outcome {
             Ok(Some((code, reply))) if code <= proto::RETRY => Ok((code, reply)),
@@ -587,6 +606,47 @@ mod tests {
         assert_eq!(Body(&reply).u64("lsn").unwrap(), 5);
         assert!(started.elapsed() < Duration::from_secs(10));
         node.join().unwrap();
+    }
+
+    /// A server that answers with the peer protocol's magic and closes before it read the
+    /// whole request (a node's peer port, taking 56 bytes of a large APPEND): the client's
+    /// write fails, and the answer already received names the peer port. The failed write
+    /// alone was taken for a lost connection and retried until the timeout.
+    #[test]
+    fn an_answer_that_came_before_a_failed_write_is_read() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            // Every connection the client makes meets the same refusal.
+            while let Ok((mut stream, _)) = listener.accept() {
+                use std::io::{Read, Write};
+                let mut hello = [0u8; 56];
+                if stream.read_exact(&mut hello).is_err() {
+                    return;
+                }
+                stream.write_all(b"RWALPEER").unwrap();
+                // Closed with the rest of the request unread: a reset.
+                drop(stream);
+                if hello[4] == 0xff {
+                    return; // the test's last connection
+                }
+            }
+        });
+        let mut client = Client {
+            addr,
+            given: addr,
+            stream: None,
+            timeout: Duration::from_secs(10),
+            request_written: false,
+        };
+        // Far more than the socket buffers hold, so the write is still under way at the reset.
+        let body = vec![7u8; 64 << 20];
+        let failure = client.call_leader(proto::OP_APPEND, &body).unwrap_err();
+        assert!(failure.contains("is an rwal node's peer port"), "{failure}");
+        // End the server: a connection whose fifth byte is 0xff.
+        let mut last = std::net::TcpStream::connect(addr).unwrap();
+        std::io::Write::write_all(&mut last, &[0xffu8; 56]).unwrap();
+        server.join().unwrap();
     }
 
     /// A RETRY answer is asked again (a read during an election, say), not the end.
