@@ -140,7 +140,7 @@ impl Client {
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
                         CallFailure::Transient(format!("no answer from {addr} in time"))
                     }
-                    std::io::ErrorKind::InvalidData if e.to_string() == proto::PEER_PROTOCOL => {
+                    std::io::ErrorKind::InvalidData if proto::PeerProtocol::is(&e) => {
                         CallFailure::NotRwal(format!(
                             "{addr} is an rwal node's peer port (its `--listen`), not its client \
                              port (`--client-listen`)"

@@ -541,13 +541,12 @@ impl Scan<'_> {
                     .is_some_and(|cut| header.first_lsn > cut + 1);
                 match self.decide(damage, proof, None)? {
                     Decision::Cut => return Ok(i),
-                    Decision::Skip if past_the_cut => {
-                        let (segment, offset) = self.skip_from.take().unwrap_or((name.clone(), 0));
-                        self.lost(segment, offset);
-                        return Ok(i);
-                    }
                     Decision::Skip => {
                         let (segment, offset) = self.skip_from.take().unwrap_or((name.clone(), 0));
+                        if past_the_cut {
+                            self.lost(segment, offset);
+                            return Ok(i);
+                        }
                         self.skipped(&segment, offset, header.first_lsn - 1);
                         self.expected = header.first_lsn;
                     }
@@ -720,15 +719,10 @@ impl Scan<'_> {
         name: &str,
         sequence: u64,
     ) -> Result<std::result::Result<SegmentHeader, HeaderError>> {
-        Ok(match self.opened_file(index, name)? {
-            Some(file) => read_header(file.as_ref(), sequence),
-            None => match self.open_errors[index] {
-                Some(NotOpened::TooShort(len)) => {
-                    Err(HeaderError::Damaged(too_short_for_a_segment(len)))
-                }
-                _ => unreachable!("`opened_file` returns None only for a file too short"),
-            },
-        })
+        if let Some(NotOpened::TooShort(len)) = self.open_errors[index] {
+            return Ok(Err(HeaderError::Damaged(too_short_for_a_segment(len))));
+        }
+        Ok(read_header(self.file(index, name)?.as_ref(), sequence))
     }
 
     /// File `index` of the scan's `files`, named `name`, as opened before the first pass; the
@@ -1131,6 +1125,8 @@ impl Scan<'_> {
         let mut prepared = Vec::new();
         // Files after the end of the log, and prepared files never used, go.
         let kept_names: Vec<String> = self.kept.iter().map(|s| s.name()).collect();
+        // The directory's names, once a file is set aside (`SkipCorrupted`).
+        let mut taken: Option<Vec<String>> = None;
         for (index, (_, name)) in files.iter().enumerate() {
             if index < stop_index && kept_names.contains(name) {
                 continue;
@@ -1148,11 +1144,16 @@ impl Scan<'_> {
                     || self.skipped_files.contains(&index)
                 {
                     // A name of its own: an earlier damaged file of this sequence (the sequence
-                    // is used again once its file is set aside) keeps its own.
-                    let taken = self
-                        .dir
-                        .list()
-                        .map_err(|e| Error::io("list", &dir_path, e))?;
+                    // is used again once its file is set aside) keeps its own. The directory
+                    // is listed once, for the first file set aside.
+                    if taken.is_none() {
+                        taken = Some(
+                            self.dir
+                                .list()
+                                .map_err(|e| Error::io("list", &dir_path, e))?,
+                        );
+                    }
+                    let taken = taken.as_mut().expect("listed above");
                     let aside = (0u32..)
                         .map(|n| match n {
                             0 => format!("{name}{DAMAGED_SUFFIX}"),
@@ -1160,6 +1161,7 @@ impl Scan<'_> {
                         })
                         .find(|aside| !taken.contains(aside))
                         .expect("a free name");
+                    taken.push(aside.clone());
                     self.dir
                         .rename(name, &aside)
                         .map_err(|e| Error::io("rename", dir_path.join(name), e))?;

@@ -19,9 +19,29 @@ const READ_PIECE_BYTES: usize = 64 << 10;
 /// instead. A node's peer port answers a client's request with them, and a peer that dials a
 /// client port sends them.
 const PEER_MAGIC_START: &[u8; 4] = b"RWAL";
-/// The error of a message that begins with [`PEER_MAGIC_START`].
-pub const PEER_PROTOCOL: &str =
-    "the other side speaks the rwal peer protocol: a peer port and a client port were confused";
+/// The error (inside an `InvalidData` `io::Error`) of a message that begins with
+/// [`PEER_MAGIC_START`]: a type of its own, so that `rwal client` can tell it from other
+/// garbage and name the peer port.
+#[derive(Debug)]
+pub struct PeerProtocol;
+
+impl std::fmt::Display for PeerProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "the other side speaks the rwal peer protocol: a peer port and a client port were \
+             confused",
+        )
+    }
+}
+
+impl std::error::Error for PeerProtocol {}
+
+impl PeerProtocol {
+    /// Whether `e` is this error.
+    pub fn is(e: &std::io::Error) -> bool {
+        e.get_ref().is_some_and(|inner| inner.is::<PeerProtocol>())
+    }
+}
 
 /// Request operations.
 pub const OP_APPEND: u8 = 1;
@@ -95,7 +115,10 @@ pub fn read_message_holding<H>(
         }
     }
     if &len == PEER_MAGIC_START {
-        return Err(invalid(PEER_PROTOCOL.to_string()));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            PeerProtocol,
+        ));
     }
     let len = u32::from_le_bytes(len) as usize;
     if len == 0 || len > body_max + 1 {
@@ -231,7 +254,8 @@ mod tests {
         // The peer protocol's magic, where a length should be, is named.
         let peer = read_message(&mut &b"RWALPEER"[..], RESPONSE_BYTES_MAX).unwrap_err();
         assert_eq!(peer.kind(), InvalidData);
-        assert_eq!(peer.to_string(), PEER_PROTOCOL);
+        assert!(PeerProtocol::is(&peer), "{peer}");
+        assert!(!PeerProtocol::is(&refused), "{refused}");
 
         let record = encode_record(7, 9, b"data");
         assert_eq!(decode_record(&record), Some((7, 9, &b"data"[..])));
