@@ -270,6 +270,8 @@ pub struct Replica<M: StateMachine> {
     /// The snapshot problem noted last (`note_snapshot_problem`), not to note it at every one
     /// of raft's attempts.
     snapshot_problem_noted: Option<String>,
+    /// The LSN of the damaged record noted last (`report_damage`).
+    damage_noted: Option<Lsn>,
     /// The tick of the last snapshot chunk addressed to this node: a snapshot received in part
     /// is dropped once its stream has been silent for long (`drop_silent_incoming`).
     incoming_heard: u64,
@@ -462,6 +464,7 @@ impl<M: StateMachine> Replica<M> {
             heard: HashMap::new(),
             ack_before_persist: false,
             snapshot_problem_noted: None,
+            damage_noted: None,
             incoming_heard: 0,
             log: Vec::new(),
             snapshots_installed: 0,
@@ -1127,8 +1130,27 @@ impl<M: StateMachine> Replica<M> {
         }
         self.update_pins();
         self.report_failed_snapshots();
+        self.report_damage();
         self.checkpoint_if_wanted()?;
         Ok(())
+    }
+
+    /// Notes a record of the log found damaged when it was read for a follower (once per
+    /// record: raft reads it again at every attempt until a checkpoint covers it).
+    fn report_damage(&mut self) {
+        let Some((lsn, problem)) = self.raw.store().take_damage() else {
+            return;
+        };
+        if self.damage_noted == Some(lsn) {
+            return;
+        }
+        self.damage_noted = Some(lsn);
+        self.note(format!(
+            "the record at LSN {lsn} of this node's log cannot be read ({problem}); followers \
+             that need it are sent a checkpoint that covers it instead, written from the \
+             engine's state if none does; the damaged copy stays in this log until compaction \
+             removes its segment"
+        ));
     }
 
     /// Notes a problem sending a snapshot (`line`), once for as long as the same `problem`
@@ -1156,6 +1178,11 @@ impl<M: StateMachine> Replica<M> {
                 return Ok(());
             }
             let applied = self.applied;
+            if applied < self.raw.store().snapshot_floor() {
+                // A damaged record not applied yet (durable here, not committed): a checkpoint
+                // now would not cover it. raft asks again.
+                return Ok(());
+            }
             // A failure to write it (a full disk, no file descriptor left) is noted and the
             // checkpoint abandoned, like the engine's: raft asks again at its next attempt, and
             // the leader goes on leading meanwhile. A log that the failure poisoned fails the

@@ -31,6 +31,12 @@ pub(crate) struct WalStorage {
     /// Why the latest checkpoint's snapshot could not be offered, when that was an error (not
     /// read now: no descriptor left, damage), for the replica to note.
     snapshot_problem: std::cell::RefCell<Option<String>>,
+    /// The lowest LSN of a record found damaged while entries were read to send to a follower:
+    /// followers that need it are sent a checkpoint that covers it instead, so no snapshot
+    /// below it is offered from then on (docs/replication.md section 4.5).
+    damaged_from: std::cell::Cell<Option<Lsn>>,
+    /// What the damage was, until the replica notes it (`take_damage`).
+    damage_problem: std::cell::RefCell<Option<(Lsn, String)>>,
     /// Entries appended and not yet known durable, oldest first: raft reads them back (to send
     /// them to a follower) once told they are stable, and a reader of the log sees durable
     /// records only. Dropped once durable (`forget_durable`).
@@ -126,6 +132,8 @@ impl WalStorage {
             conf_state,
             snapshot_wanted: std::cell::Cell::new(false),
             snapshot_problem: std::cell::RefCell::new(None),
+            damaged_from: std::cell::Cell::new(None),
+            damage_problem: std::cell::RefCell::new(None),
             recent: VecDeque::new(),
         })
     }
@@ -211,6 +219,18 @@ impl WalStorage {
         self.snapshot_problem.take()
     }
 
+    /// A damaged record found by a read for a follower since the last call: its LSN and what
+    /// was wrong.
+    pub(crate) fn take_damage(&self) -> Option<(Lsn, String)> {
+        self.damage_problem.take()
+    }
+
+    /// The least LSN a checkpoint must reach to be sent to a follower: past every damaged
+    /// record found (0 when none was).
+    pub(crate) fn snapshot_floor(&self) -> Lsn {
+        self.damaged_from.get().unwrap_or(0)
+    }
+
     /// Asks for a new checkpoint, as raft's request for a snapshot no checkpoint serves does:
     /// for a latest snapshot found damaged while it was sent.
     pub(crate) fn want_snapshot(&self) {
@@ -237,7 +257,7 @@ impl WalStorage {
         let Some(mut reader) = opened else {
             return Err(None);
         };
-        if reader.lsn() < request_index {
+        if reader.lsn() < request_index.max(self.snapshot_floor()) {
             return Err(None);
         }
         // The membership is in the blob's header; the rest streams separately.
@@ -303,7 +323,7 @@ impl WalStorage {
 
     /// Reads entries `low..high` from the log (every one durable) into `entries`, stopping
     /// past `max_size` bytes in all (`size` counts what `entries` holds), but never before
-    /// the first entry.
+    /// the first entry. `false` if the log ended first.
     fn read_durable(
         &self,
         low: u64,
@@ -311,21 +331,32 @@ impl WalStorage {
         max_size: u64,
         size: &mut u64,
         entries: &mut Vec<Entry>,
-    ) -> raft::Result<()> {
-        let mut reader = self.wal.reader(low).map_err(Self::store_error)?;
+    ) -> Result<bool> {
+        let mut reader = self.wal.reader(low)?;
         while reader.next_lsn() < high {
-            let Some(record) = reader.next().map_err(Self::store_error)? else {
-                return Err(raft::Error::Store(StorageError::Unavailable));
+            let Some(record) = reader.next()? else {
+                return Ok(false);
             };
-            let entry = codec::entry_of(record.lsn, record.epoch, record.kind, record.data)
-                .map_err(Self::store_error)?;
+            let entry = codec::entry_of(record.lsn, record.epoch, record.kind, record.data)?;
             *size += codec::entry_size(&entry);
             if !entries.is_empty() && *size > max_size {
                 break;
             }
             entries.push(entry);
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// A record of the log that cannot be read for a follower (`damage`, at `lsn`): raft is
+    /// told the entries are compacted, so it sends a snapshot instead, and a snapshot is
+    /// offered only from a checkpoint past the damage (the replica writes one from the engine
+    /// once it applied that far). The follower gets the record's effect from the engine's
+    /// state, which applied it before the copy on the disk went bad, and the log goes on.
+    fn compacted_by_damage(&self, lsn: Lsn, damage: &rwal_wal::Error) -> raft::Error {
+        let from = self.damaged_from.get().map_or(lsn, |from| from.min(lsn));
+        self.damaged_from.set(Some(from));
+        *self.damage_problem.borrow_mut() = Some((lsn, damage.to_string()));
+        raft::Error::Store(StorageError::Compacted)
     }
 
     fn store_error(e: impl Into<Error>) -> raft::Error {
@@ -376,7 +407,7 @@ impl raft::Storage for WalStorage {
         low: u64,
         high: u64,
         max_size: impl Into<Option<u64>>,
-        _context: GetEntriesContext,
+        context: GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
         let max_size = max_size.into().unwrap_or(u64::MAX);
         let first = self.wal.first_lsn();
@@ -398,7 +429,22 @@ impl raft::Storage for WalStorage {
             .min(high);
         let mut size = 0u64;
         if low < from_log_below {
-            self.read_durable(low, from_log_below, max_size, &mut size, &mut entries)?;
+            match self.read_durable(low, from_log_below, max_size, &mut size, &mut entries) {
+                Ok(true) => {}
+                Ok(false) => return Err(raft::Error::Store(StorageError::Unavailable)),
+                // Only for a follower (raft reads for no one else asynchronously): a node that
+                // cannot read what it must apply stops.
+                Err(Error::Wal(
+                    damage @ (rwal_wal::Error::Corrupted { .. } | rwal_wal::Error::BadFile { .. }),
+                )) if context.can_async() => {
+                    let lsn = match damage {
+                        rwal_wal::Error::Corrupted { lsn, .. } => lsn,
+                        _ => low + entries.len() as u64,
+                    };
+                    return Err(self.compacted_by_damage(lsn, &damage));
+                }
+                Err(e) => return Err(Self::store_error(e)),
+            }
             if entries.len() as u64 != from_log_below - low {
                 return Ok(entries);
             }

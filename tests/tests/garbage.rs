@@ -2,7 +2,8 @@
 //! headers, records, the control file), opened in every recovery mode. Recovery may refuse, but
 //! it never panics, and every record it returns is byte for byte one that was appended at that
 //! LSN. The decoders take random bytes without panicking too. (A stand-in for the fuzz targets
-//! the frame asks for, which need a nightly toolchain this machine does not have.)
+//! the frame asks for, which need a nightly toolchain this machine does not have.) And damage
+//! while the log is open: a record gone bad after recovery verified it.
 
 use rwal_tests::{payload, rounds};
 use rwal_wal::rng::Rng;
@@ -242,6 +243,83 @@ fn a_reader_crosses_consecutive_holes_left_by_skip_corrupted() {
         lsns.push(read.lsn);
     }
     assert_eq!(lsns, [1, 2, 11, 12, 13, 14, 15]);
+}
+
+/// Where record `lsn` (made by `record`) starts in the files of `disk`: its file and the offset
+/// of its payload.
+fn payload_at(disk: &SimDisk, record: &[u8]) -> (String, u64) {
+    let needle = &record[..64];
+    disk.file_names()
+        .into_iter()
+        .find_map(|name| {
+            let bytes = disk.read_file(&name)?;
+            let at = bytes.windows(needle.len()).position(|w| w == needle)?;
+            Some((name, at as u64))
+        })
+        .expect("the record is on the disk")
+}
+
+/// A record damaged after recovery verified it (one bit of its payload, under an open log) is
+/// refused with `Corrupted`, and the records after it in its segment stay reachable: a reader
+/// or a lookup starting past it walks over it by the length in its header, confirmed by the
+/// next record's checksum, and a checkpoint after it can be taken. The walk used to check
+/// every record on its way, so the damage made every later LSN of the stretch unreachable: a
+/// replica could not take the checkpoint that replaces its damaged record for a follower.
+/// Two damaged records in a row are not walked over, and neither is one whose length is
+/// damaged (the next record is not where it says).
+#[test]
+fn a_record_damaged_while_open_leaves_the_records_after_it_reachable() {
+    let record = |lsn: u64| payload(9100 + lsn, 1000);
+    let open = |disk: &SimDisk| {
+        let wal = Wal::open("/sim", options(disk, RecoveryMode::AbsoluteConsistency)).unwrap();
+        for lsn in 1..=10 {
+            assert_eq!(wal.append(&record(lsn)).unwrap(), lsn);
+        }
+        wal.sync().unwrap();
+        wal
+    };
+    // The LSN a reader from `from` finds damaged at its first read.
+    let corrupted_at = |wal: &Wal, from: u64| match wal.reader(from).unwrap().next() {
+        Err(Error::Corrupted { lsn, .. }) => lsn,
+        other => panic!(
+            "expected Corrupted, got {:?}",
+            other.map(|r| r.map(|r| r.lsn))
+        ),
+    };
+    let disk = SimDisk::new();
+    let wal = open(&disk);
+    let (name, at) = payload_at(&disk, &record(4));
+    disk.flip_bit(&name, at + 500, 2);
+    assert_eq!(corrupted_at(&wal, 4), 4);
+    assert!(matches!(wal.read(4), Err(Error::Corrupted { lsn: 4, .. })));
+    let mut reader = wal.reader(5).unwrap();
+    for lsn in 5..=10 {
+        let read = reader.next().unwrap().expect("a record");
+        assert_eq!((read.lsn, read.data), (lsn, &record(lsn)[..]));
+    }
+    assert_eq!(wal.read(5).unwrap(), record(5));
+    assert_eq!(wal.read(9).unwrap(), record(9));
+    assert_eq!(wal.epoch_at(7).unwrap(), 0);
+    wal.checkpoint(8, Some(b"state")).unwrap();
+    assert_eq!(wal.latest_checkpoint().map(|c| c.lsn), Some(8));
+
+    // The next record damaged too: nothing confirms a way over the first.
+    let (name, at) = payload_at(&disk, &record(5));
+    disk.flip_bit(&name, at + 500, 2);
+    assert_eq!(corrupted_at(&wal, 6), 4);
+    assert!(matches!(wal.read(7), Err(Error::Corrupted { lsn: 4, .. })));
+    wal.close().unwrap();
+
+    // A damaged length: the walk does not land on a record it would take for the next.
+    let disk = SimDisk::new();
+    let wal = open(&disk);
+    let (name, at) = payload_at(&disk, &record(4));
+    let length_field = at - record::HEADER_BYTES as u64 + 4;
+    disk.flip_bit(&name, length_field, 3); // 1000 -> 992 bytes: one alignment step
+    assert_eq!(corrupted_at(&wal, 4), 4);
+    assert_eq!(corrupted_at(&wal, 5), 4);
+    assert!(matches!(wal.read(6), Err(Error::Corrupted { lsn: 4, .. })));
+    wal.close().unwrap();
 }
 
 #[test]

@@ -952,6 +952,12 @@ impl Inner {
     }
 
     /// The segment holding `lsn` and the record's offset in it.
+    ///
+    /// It walks from the segment's nearest index entry, checking each record it passes. One
+    /// damaged since recovery (its checksum fails) is passed by the length its header states
+    /// if the next record then passes its checksum at the offset that length leads to (a
+    /// salted checksum over the expected LSN: a wrong length cannot lead to one), so that a
+    /// bad record leaves those after it reachable; two in a row are not passed.
     pub(crate) fn locate(&self, lsn: Lsn) -> Result<(Arc<Segment>, u64)> {
         let segment = {
             let map = self.segments.read();
@@ -968,10 +974,29 @@ impl Inner {
         };
         segment.note_mapped();
         let (mut at_lsn, mut offset) = segment.seek_hint(lsn);
+        // The damage passed last, until the record after it passes its checksum.
+        let mut unconfirmed: Option<Error> = None;
         while at_lsn < lsn {
-            let header = self.decode_at(&segment, offset, at_lsn)?;
+            let header = match self.decode_at(&segment, offset, at_lsn) {
+                Ok(header) => {
+                    unconfirmed = None;
+                    header
+                }
+                Err(damage) if unconfirmed.is_none() => match segment.verified_record_at(offset) {
+                    Ok((header, _)) if header.lsn == at_lsn => {
+                        unconfirmed = Some(damage);
+                        header
+                    }
+                    _ => return Err(damage),
+                },
+                Err(damage) => return Err(unconfirmed.unwrap_or(damage)),
+            };
             offset += record::stored_len(header.payload_len as usize) as u64;
             at_lsn += 1;
+        }
+        if let Some(damage) = unconfirmed {
+            // The record sought follows the damaged one: it confirms the way there.
+            self.decode_at(&segment, offset, lsn).map_err(|_| damage)?;
         }
         Ok((segment, offset))
     }
