@@ -6,7 +6,7 @@
 //! How each step of raft's `Ready` maps to a WAL call, and why that order is safe, is in
 //! `docs/replication.md` ("The Ready protocol").
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -26,6 +26,10 @@ use crate::snapshot_stream::{Incoming, Outgoing};
 use crate::storage::{self, WalStorage};
 use crate::transport::Envelope;
 use crate::NodeId;
+
+/// Damaged records of its own log a replica remembers having noted, so that raft's attempts
+/// to send them note each once.
+const DAMAGE_NOTED_MAX: usize = 64;
 
 /// What an engine's callback returns. A failed `apply` or `restore` stops the node (the engine
 /// could not follow the log, and going on would make it diverge); a failed `snapshot` only
@@ -270,8 +274,9 @@ pub struct Replica<M: StateMachine> {
     /// The snapshot problem noted last (`note_snapshot_problem`), not to note it at every one
     /// of raft's attempts.
     snapshot_problem_noted: Option<String>,
-    /// The LSN of the damaged record noted last (`report_damage`).
-    damage_noted: Option<Lsn>,
+    /// The LSNs of the damaged records noted (`report_damage`), the highest
+    /// `DAMAGE_NOTED_MAX`.
+    damage_noted: BTreeSet<Lsn>,
     /// The tick of the last snapshot chunk addressed to this node: a snapshot received in part
     /// is dropped once its stream has been silent for long (`drop_silent_incoming`).
     incoming_heard: u64,
@@ -464,7 +469,7 @@ impl<M: StateMachine> Replica<M> {
             heard: HashMap::new(),
             ack_before_persist: false,
             snapshot_problem_noted: None,
-            damage_noted: None,
+            damage_noted: BTreeSet::new(),
             incoming_heard: 0,
             log: Vec::new(),
             snapshots_installed: 0,
@@ -1141,10 +1146,13 @@ impl<M: StateMachine> Replica<M> {
         let Some((lsn, problem)) = self.raw.store().take_damage() else {
             return;
         };
-        if self.damage_noted == Some(lsn) {
+        if self.damage_noted.contains(&lsn) {
             return;
         }
-        self.damage_noted = Some(lsn);
+        if self.damage_noted.len() >= DAMAGE_NOTED_MAX {
+            self.damage_noted.pop_first();
+        }
+        self.damage_noted.insert(lsn);
         self.note(format!(
             "the record at LSN {lsn} of this node's log cannot be read ({problem}); followers \
              that need it are sent a checkpoint that covers it instead, written from the \
@@ -1178,9 +1186,14 @@ impl<M: StateMachine> Replica<M> {
                 return Ok(());
             }
             let applied = self.applied;
-            if applied < self.raw.store().snapshot_floor() {
-                // A damaged record not applied yet (durable here, not committed): a checkpoint
-                // now would not cover it. raft asks again.
+            let floor = self.raw.store().snapshot_floor();
+            if applied <= floor {
+                // The damaged record is the last one applied: a checkpoint there would read
+                // its epoch from it. An empty entry after it (a system record, as a new
+                // leader's) moves the applied LSN past it; raft asks again meanwhile.
+                if self.raw.raft.raft_log.last_index() <= floor {
+                    let _ = self.raw.propose(Vec::new(), Vec::new());
+                }
                 return Ok(());
             }
             // A failure to write it (a full disk, no file descriptor left) is noted and the
@@ -1598,6 +1611,7 @@ impl<M: StateMachine> Replica<M> {
             }
             self.applied = entry.index;
         }
+        self.raw.store().set_applied(self.applied);
         Ok(())
     }
 

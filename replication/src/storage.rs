@@ -31,10 +31,14 @@ pub(crate) struct WalStorage {
     /// Why the latest checkpoint's snapshot could not be offered, when that was an error (not
     /// read now: no descriptor left, damage), for the replica to note.
     snapshot_problem: std::cell::RefCell<Option<String>>,
-    /// The lowest LSN of a record found damaged while entries were read to send to a follower:
-    /// followers that need it are sent a checkpoint that covers it instead, so no snapshot
-    /// below it is offered from then on (docs/replication.md section 4.5).
-    damaged_from: std::cell::Cell<Option<Lsn>>,
+    /// The highest LSN of a record found damaged while entries were read to send to a
+    /// follower: followers that need one are sent a checkpoint that covers it instead, so no
+    /// snapshot below it is offered from then on (docs/replication.md section 4.5). Forgotten
+    /// when the log is cut below it or replaced.
+    damage_floor: std::cell::Cell<Option<Lsn>>,
+    /// The engine's applied LSN, as the replica last told (`set_applied`): damage is worked
+    /// around only at or below it, where the engine's state holds the record's effect.
+    applied: std::cell::Cell<Lsn>,
     /// What the damage was, until the replica notes it (`take_damage`).
     damage_problem: std::cell::RefCell<Option<(Lsn, String)>>,
     /// Entries appended and not yet known durable, oldest first: raft reads them back (to send
@@ -132,7 +136,8 @@ impl WalStorage {
             conf_state,
             snapshot_wanted: std::cell::Cell::new(false),
             snapshot_problem: std::cell::RefCell::new(None),
-            damaged_from: std::cell::Cell::new(None),
+            damage_floor: std::cell::Cell::new(None),
+            applied: std::cell::Cell::new(0),
             damage_problem: std::cell::RefCell::new(None),
             recent: VecDeque::new(),
         })
@@ -151,6 +156,10 @@ impl WalStorage {
         let last = self.wal.last_lsn();
         if first.index <= last {
             self.wal.truncate_after(first.index - 1)?;
+            if self.snapshot_floor() >= first.index {
+                // The damaged record is cut: what is written at its LSN now is new.
+                self.damage_floor.set(None);
+            }
             self.runs.retain(|run| run.0 < first.index);
             self.recent.retain(|entry| entry.index < first.index);
         } else if first.index != last + 1 {
@@ -225,10 +234,15 @@ impl WalStorage {
         self.damage_problem.take()
     }
 
-    /// The least LSN a checkpoint must reach to be sent to a follower: past every damaged
-    /// record found (0 when none was).
+    /// The least LSN a checkpoint must reach to be sent to a follower: every damaged record
+    /// found (0 when none was).
     pub(crate) fn snapshot_floor(&self) -> Lsn {
-        self.damaged_from.get().unwrap_or(0)
+        self.damage_floor.get().unwrap_or(0)
+    }
+
+    /// The engine applied every entry through `lsn`.
+    pub(crate) fn set_applied(&self, lsn: Lsn) {
+        self.applied.set(lsn);
     }
 
     /// Asks for a new checkpoint, as raft's request for a snapshot no checkpoint serves does:
@@ -303,6 +317,8 @@ impl WalStorage {
     /// format) and stores its membership.
     pub(crate) fn install_snapshot(&mut self, meta: &SnapshotMetadata, blob: &[u8]) -> Result<()> {
         self.wal.reset_to_snapshot(meta.index, meta.term, blob)?;
+        self.damage_floor.set(None);
+        self.applied.set(meta.index);
         self.runs.clear();
         self.recent.clear();
         self.conf_state = meta.get_conf_state().clone();
@@ -347,14 +363,13 @@ impl WalStorage {
         Ok(true)
     }
 
-    /// A record of the log that cannot be read for a follower (`damage`, at `lsn`): raft is
-    /// told the entries are compacted, so it sends a snapshot instead, and a snapshot is
-    /// offered only from a checkpoint past the damage (the replica writes one from the engine
-    /// once it applied that far). The follower gets the record's effect from the engine's
-    /// state, which applied it before the copy on the disk went bad, and the log goes on.
+    /// A record of the log that cannot be read for a follower (`damage`, at `lsn`, which the
+    /// engine applied): raft is told the entries are compacted, so it sends a snapshot
+    /// instead, and a snapshot is offered only from a checkpoint that covers the damage (the
+    /// replica writes one from the engine). The follower gets the record's effect from the
+    /// engine's state, which applied it before the copy on the disk went bad.
     fn compacted_by_damage(&self, lsn: Lsn, damage: &rwal_wal::Error) -> raft::Error {
-        let from = self.damaged_from.get().map_or(lsn, |from| from.min(lsn));
-        self.damaged_from.set(Some(from));
+        self.damage_floor.set(Some(self.snapshot_floor().max(lsn)));
         *self.damage_problem.borrow_mut() = Some((lsn, damage.to_string()));
         raft::Error::Store(StorageError::Compacted)
     }
@@ -432,8 +447,11 @@ impl raft::Storage for WalStorage {
             match self.read_durable(low, from_log_below, max_size, &mut size, &mut entries) {
                 Ok(true) => {}
                 Ok(false) => return Err(raft::Error::Store(StorageError::Unavailable)),
-                // Only for a follower (raft reads for no one else asynchronously): a node that
-                // cannot read what it must apply stops.
+                // Only for a follower (raft reads for no one else asynchronously: a node that
+                // cannot read what it must apply stops), and only for a record the engine
+                // applied. One not applied yet cannot be covered by a checkpoint (if it is not
+                // committed, only this node may hold it, and this leader would wait forever):
+                // the node stops, as for any other failed read, and another member leads.
                 Err(Error::Wal(
                     damage @ (rwal_wal::Error::Corrupted { .. } | rwal_wal::Error::BadFile { .. }),
                 )) if context.can_async() => {
@@ -441,6 +459,9 @@ impl raft::Storage for WalStorage {
                         rwal_wal::Error::Corrupted { lsn, .. } => lsn,
                         _ => low + entries.len() as u64,
                     };
+                    if lsn > self.applied.get() {
+                        return Err(Self::store_error(Error::Wal(damage)));
+                    }
                     return Err(self.compacted_by_damage(lsn, &damage));
                 }
                 Err(e) => return Err(Self::store_error(e)),

@@ -961,39 +961,16 @@ fn a_restarted_follower_catches_up_by_log_and_keeps_its_state() {
     );
 }
 
-/// A record of the leader's log goes bad on its disk after it was committed (one bit of its
-/// payload flipped) while a follower that needs it is down. The leader cannot read it to send,
-/// notes it, and sends that follower a checkpoint of its engine's state instead (written for
-/// the purpose: the only one before covers LSN 1), which the engine took from the record
-/// before its copy went bad. The leader goes on leading; the follower holds the same state.
-/// raft-rs panicked on the leader's thread at the unreadable entry before, and the leader
-/// stopped.
-#[test]
-fn a_leader_that_cannot_read_a_record_a_follower_needs_sends_a_checkpoint_instead() {
-    let mut cluster = Cluster::simulated_slow_to_elect("repl-damaged-record", 3, 16 << 10);
-    let leader = cluster.leader(&[1, 2, 3]);
-    let term = cluster.node(leader).status().term;
-    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
-    cluster.stop(follower);
-    let mut written = Vec::new();
-    for i in 0..20 {
-        let data = format!("while down {i:02}");
-        let (lsn, _) = cluster
-            .node(leader)
-            .propose_and_wait(data.as_bytes(), WAIT)
-            .unwrap();
-        written.push((lsn, data));
-    }
-    let (damaged, needle) = &written[5];
-    let disk = cluster.disk(leader);
+/// Flips one bit of the payload `needle` in node `id`'s simulated disk, which must hold it in
+/// exactly one file.
+fn damage_payload(cluster: &Cluster, id: NodeId, needle: &[u8]) {
+    let disk = cluster.disk(id);
     let found: Vec<(String, usize)> = disk
         .file_names()
         .into_iter()
         .filter_map(|name| {
             let bytes = disk.read_file(&name)?;
-            let at = bytes
-                .windows(needle.len())
-                .position(|w| w == needle.as_bytes())?;
+            let at = bytes.windows(needle.len()).position(|w| w == needle)?;
             Some((name, at))
         })
         .collect();
@@ -1001,47 +978,89 @@ fn a_leader_that_cannot_read_a_record_a_follower_needs_sends_a_checkpoint_instea
         panic!("the record's payload is not in exactly one file: {found:?}");
     };
     disk.flip_bit(name, (at + 3) as u64, 0);
-    // The fault is there: the leader's own reader finds the record damaged.
-    let mut reader = cluster.node(leader).reader(*damaged).unwrap();
-    match reader.next() {
-        Err(Error::Wal(rwal_wal::Error::Corrupted { lsn, .. })) => assert_eq!(lsn, *damaged),
-        other => panic!("the damaged record read as {other:?}"),
-    }
-    cluster.start(follower, Bootstrap::Voters(cluster.voters.clone()));
-    let (last, _) = written.last().unwrap();
-    cluster.wait_applied(follower, *last);
-    assert_eq!(
-        *cluster.nodes[&follower].1 .0.lock(),
-        *cluster.nodes[&leader].1 .0.lock()
-    );
-    let state = cluster.nodes[&follower].1 .0.lock().clone();
-    assert_eq!(
-        state.get(damaged).map(Vec::as_slice),
-        Some(needle.as_bytes()),
-        "the follower's engine lacks the damaged record's effect"
-    );
-    let status = cluster.node(leader).status();
-    assert_eq!(
-        (status.role, status.term, status.failure),
-        (Role::Leader, term, None)
-    );
-    let notes = cluster.notes.lock().clone();
-    let about_it = format!("record at LSN {damaged} of this node's log cannot be read");
-    assert_eq!(
-        notes
-            .iter()
-            .filter(|(id, line)| *id == leader && line.contains(&about_it))
-            .count(),
-        1,
-        "{notes:?}"
-    );
-    // The log goes on: a record after it commits on every node.
-    let (after, _) = cluster
-        .node(leader)
-        .propose_and_wait(b"after the damage", WAIT)
-        .unwrap();
-    for id in [1, 2, 3] {
-        cluster.wait_applied(id, after);
+}
+
+/// Records of the leader's log go bad on its disk after they were committed (one bit of a
+/// payload flipped) while a follower that needs them is down. The leader cannot read them to
+/// send, notes each, and sends that follower a checkpoint of its engine's state instead, which
+/// the engine took from the records before their copies went bad. The leader goes on leading;
+/// the follower holds the same state. raft-rs panicked on the leader's thread at the
+/// unreadable entry before, and the leader stopped.
+///
+/// Twice: a record in the middle of what the follower missed (the only checkpoint before
+/// covers LSN 1: one is written for the purpose); then, once the follower is down again, the
+/// last record written, the last the leader applied (a checkpoint there would read its epoch
+/// from the damaged record: the leader first commits an empty entry after it), past the
+/// checkpoint of the first time (which no longer serves: the follower is past it).
+#[test]
+fn a_leader_that_cannot_read_a_record_a_follower_needs_sends_a_checkpoint_instead() {
+    let mut cluster = Cluster::simulated_slow_to_elect("repl-damaged-record", 3, 16 << 10);
+    let leader = cluster.leader(&[1, 2, 3]);
+    let term = cluster.node(leader).status().term;
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    for (round, damaged_index) in [(0, 5), (1, 19)] {
+        cluster.stop(follower);
+        let mut written = Vec::new();
+        for i in 0..20 {
+            let data = format!("round {round}, while down {i:02}");
+            let (lsn, _) = cluster
+                .node(leader)
+                .propose_and_wait(data.as_bytes(), WAIT)
+                .unwrap();
+            written.push((lsn, data));
+        }
+        let (damaged, needle) = &written[damaged_index];
+        damage_payload(&cluster, leader, needle.as_bytes());
+        // The fault is there: the leader's own reader finds the record damaged.
+        let mut reader = cluster.node(leader).reader(*damaged).unwrap();
+        match reader.next() {
+            Err(Error::Wal(rwal_wal::Error::Corrupted { lsn, .. })) => assert_eq!(lsn, *damaged),
+            other => panic!("the damaged record read as {other:?}"),
+        }
+        cluster.start(follower, Bootstrap::Voters(cluster.voters.clone()));
+        let (last, _) = written.last().unwrap();
+        cluster.wait_applied(follower, *last);
+        assert_eq!(
+            *cluster.nodes[&follower].1 .0.lock(),
+            *cluster.nodes[&leader].1 .0.lock(),
+            "round {round}"
+        );
+        let state = cluster.nodes[&follower].1 .0.lock().clone();
+        assert_eq!(
+            state.get(damaged).map(Vec::as_slice),
+            Some(needle.as_bytes()),
+            "round {round}: the follower's engine lacks the damaged record's effect"
+        );
+        let status = cluster.node(leader).status();
+        assert_eq!(
+            (status.role, status.term, status.failure),
+            (Role::Leader, term, None),
+            "round {round}"
+        );
+        let notes = cluster.notes.lock().clone();
+        let about_it = format!("record at LSN {damaged} of this node's log cannot be read");
+        assert_eq!(
+            notes
+                .iter()
+                .filter(|(id, line)| *id == leader && line.contains(&about_it))
+                .count(),
+            1,
+            "round {round}: {notes:?}"
+        );
+        // The follower was sent a checkpoint past the damage (it restored from one).
+        let restored = cluster.nodes[&follower].1 .1.lock().clone();
+        assert!(
+            restored.iter().any(|lsn| lsn >= damaged),
+            "round {round}: the follower restored from {restored:?}, none past {damaged}"
+        );
+        // The log goes on: a record after it commits on every node.
+        let (after, _) = cluster
+            .node(leader)
+            .propose_and_wait(format!("round {round}, after the damage").as_bytes(), WAIT)
+            .unwrap();
+        for id in [1, 2, 3] {
+            cluster.wait_applied(id, after);
+        }
     }
 }
 
