@@ -447,6 +447,7 @@ impl<M: StateMachine> Replica<M> {
         let conf_state = initial.conf_state.clone();
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let raw = RawNode::new(&raft_config, storage, &logger)?;
+        raw.store().set_applied(commit);
         let mut replica = Replica {
             raw,
             machine,
