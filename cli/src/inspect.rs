@@ -73,6 +73,14 @@ fn print_inspect(found: &Inspection) {
             if let Some(cut) = state.pending_cut {
                 out!("pending truncation after LSN {cut} (recovery will finish it)");
             }
+            if state.reset_pending {
+                out!(
+                    "pending reset to the checkpoint at LSN {} (a crash interrupted it): \
+                     recovery will remove every segment below and continue the log, empty, \
+                     after it",
+                    state.first_lsn.saturating_sub(1)
+                );
+            }
         }
         None => out!("control: NO VALID COPY"),
     }
@@ -97,13 +105,18 @@ fn print_inspect(found: &Inspection) {
             None => "prepared".into(),
         };
         out!(
-            "{:<26} {:>10} {:>22} {:>9} {:>12} {:>8}",
+            "{:<26} {:>10} {:>22} {:>9} {:>12} {:>8}{}",
             s.name,
             s.file_bytes,
             lsns,
             s.records,
             s.record_bytes,
-            salt
+            salt,
+            if s.discarded {
+                "  (before the pending reset: removed at the next open)"
+            } else {
+                ""
+            }
         );
     }
     out!(

@@ -824,6 +824,8 @@ impl Inner {
             state.pending_cut = None;
             state.reset_pending = true;
             control.write(state.clone(), self.dir.path())?;
+            #[cfg(test)]
+            crate::test_hooks::hook("reset_to_snapshot: declared", self);
             let old: Vec<Arc<Segment>> = std::mem::take(&mut *self.segments.write())
                 .into_values()
                 .collect();

@@ -72,6 +72,10 @@ pub struct SegmentInfo {
     pub record_bytes: u64,
     /// Not read: not a regular file, or larger than any segment.
     pub refused: bool,
+    /// A file of the log before a reset to a checkpoint that a crash interrupted (the control
+    /// file declares it): recovery removes it, so it is not part of the log and its problems
+    /// are not the log's.
+    pub discarded: bool,
 }
 
 /// How bad a problem is.
@@ -237,7 +241,9 @@ fn inspect_once(dir: &Path) -> Result<Inspection> {
             None
         };
         if let Some(reason) = refusal {
-            walk.problem_of(Severity::Corruption, name, 0, reason.clone());
+            if !state.reset_pending {
+                walk.problem_of(Severity::Corruption, name, 0, reason.clone());
+            }
             segments.push(SegmentInfo {
                 name: name.clone(),
                 file_bytes: metadata.len(),
@@ -247,10 +253,26 @@ fn inspect_once(dir: &Path) -> Result<Inspection> {
                 system_records: 0,
                 record_bytes: 0,
                 refused: true,
+                discarded: state.reset_pending,
             });
             continue;
         }
         let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
+        if state.reset_pending {
+            // Described on a walk of its own, whose findings are dropped with the file.
+            let mut discarded = Walk {
+                expected: 0,
+                watermark: 0,
+                ended: false,
+                records: 0,
+                problems: Vec::new(),
+                chain_end: None,
+            };
+            let mut info = discarded.segment(*sequence, name, &bytes);
+            info.discarded = true;
+            segments.push(info);
+            continue;
+        }
         segments.push(walk.segment(*sequence, name, &bytes));
     }
     if walk.expected <= walk.watermark {
@@ -272,7 +294,7 @@ fn inspect_once(dir: &Path) -> Result<Inspection> {
     }
     let refused: Vec<&str> = segments
         .iter()
-        .filter(|s| s.refused)
+        .filter(|s| s.refused && !s.discarded)
         .map(|s| s.name.as_str())
         .collect();
     let dry_run = if refused.is_empty() && control_bytes.is_some() {
@@ -444,6 +466,7 @@ impl Walk {
             system_records: 0,
             record_bytes: 0,
             refused: false,
+            discarded: false,
         };
         let header_bytes: Option<&[u8; segment::HEADER_BYTES]> = bytes
             .get(..segment::HEADER_BYTES)
@@ -588,7 +611,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::test_hooks::at_outside;
+    use crate::test_hooks::{at, at_outside};
     use crate::Wal;
 
     fn temp(label: &str) -> PathBuf {
@@ -821,5 +844,65 @@ mod tests {
         assert!(found.recovery.is_ok(), "{:?}", found.recovery);
         assert!(before == listing(), "the inspection changed the directory");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A reset to a snapshot that a crash interrupted after the control file declared it (the
+    /// old segments still there): recovery removes them and the log continues, empty, after
+    /// the checkpoint. The inspection says so, and finds no problem in those files, which are
+    /// not the log any more: it walked them as the log before, and counted the old records past
+    /// the checkpoint (a follower's log that went further than the snapshot it was sent) as
+    /// the log's. The dry run lists what the open then does.
+    #[test]
+    fn a_reset_a_crash_interrupted_is_reported_as_recovery_finishes_it() {
+        let (dir, crashed) = (temp("inspect-reset"), temp("inspect-reset-crashed"));
+        let wal = Wal::open(&dir, options()).unwrap();
+        for i in 0..20u8 {
+            wal.append(&vec![i; 100 << 10]).unwrap();
+        }
+        wal.sync().unwrap();
+        // The crash: the directory as it is right after the reset's declaration.
+        let (from, to) = (dir.clone(), crashed.clone());
+        at("reset_to_snapshot: declared", move |_| {
+            std::fs::create_dir_all(&to).unwrap();
+            for entry in std::fs::read_dir(&from).unwrap() {
+                let entry = entry.unwrap();
+                std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+            }
+        });
+        wal.reset_to_snapshot(10, 3, b"the state at 10").unwrap();
+        wal.close().unwrap();
+        let found = inspect(&crashed).unwrap();
+        assert!(found.problems.is_empty(), "{:?}", found.problems);
+        assert!(!found.is_corrupted());
+        assert!(found.control.as_ref().unwrap().1.reset_pending);
+        let old: Vec<String> = found
+            .segments
+            .iter()
+            .filter(|s| s.discarded)
+            .map(|s| s.name.clone())
+            .collect();
+        assert!(old.len() >= 2, "{:?}", found.segments);
+        assert_eq!(old.len(), found.segments.len());
+        assert_eq!((found.records, found.last_lsn), (0, 10));
+        let report = found.recovery.expect("recovery opens it");
+        let mut expected: Vec<recovery::RecoveryEvent> = old
+            .iter()
+            .map(|name| recovery::RecoveryEvent::SegmentRemoved {
+                segment: name.clone(),
+            })
+            .collect();
+        expected.push(recovery::RecoveryEvent::ResetFinished { checkpoint_lsn: 10 });
+        assert_eq!(report.events, expected);
+        // The open does what the dry run said.
+        let wal = Wal::open(&crashed, options()).unwrap();
+        assert_eq!(wal.recovery_report().events, expected);
+        assert_eq!((wal.first_lsn(), wal.last_lsn()), (11, 10));
+        assert_eq!(wal.append(b"after").unwrap(), 11);
+        wal.close().unwrap();
+        let found = inspect(&crashed).unwrap();
+        assert!(found.problems.is_empty(), "{:?}", found.problems);
+        assert!(found.segments.iter().all(|s| !s.discarded));
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&crashed);
     }
 }

@@ -98,6 +98,15 @@ pub enum RecoveryEvent {
         /// The file.
         segment: String,
     },
+    /// A reset to the checkpoint at `checkpoint_lsn` ([`Wal::reset_to_snapshot`]) that a crash
+    /// interrupted was finished: the segments of the log before it were removed (each a
+    /// `SegmentRemoved` before this event), and the log continues, empty, after the checkpoint.
+    ///
+    /// [`Wal::reset_to_snapshot`]: crate::Wal::reset_to_snapshot
+    ResetFinished {
+        /// The checkpoint the log was reset to.
+        checkpoint_lsn: Lsn,
+    },
     /// `SkipCorrupted`: a damaged segment skipped in the middle of the log was renamed out of
     /// the log (kept for inspection; no recovery reads it again).
     SegmentSetAside {
@@ -347,22 +356,27 @@ fn scan<'a>(dir: &'a dyn Dir, options: &Options, changes: Changes) -> Result<Dec
         remove_own_temps(dir, &temps)?;
     }
     let state = control.state().clone();
+    // Reported in a dry run too: what an open would do.
+    let mut reset_events = Vec::new();
     if state.reset_pending {
         // A reset to a snapshot was declared but not finished: the old log goes entirely; the
         // new one starts, empty, at first_lsn (created in `finish`).
-        let old = if changes == Changes::Make {
-            &files[..]
-        } else {
-            &[]
-        };
-        for (_, name) in old {
-            dir.remove(name)
-                .map_err(|e| Error::io("remove", dir.path().join(name), e))?;
+        for (_, name) in &files {
+            if changes == Changes::Make {
+                dir.remove(name)
+                    .map_err(|e| Error::io("remove", dir.path().join(name), e))?;
+            }
+            reset_events.push(RecoveryEvent::SegmentRemoved {
+                segment: name.clone(),
+            });
         }
         if changes == Changes::Make {
             dir.sync()
                 .map_err(|e| Error::io("fsync directory", dir.path(), e))?;
         }
+        reset_events.push(RecoveryEvent::ResetFinished {
+            checkpoint_lsn: state.first_lsn - 1,
+        });
         files.clear();
     }
     let snapshots_left = check_snapshots(dir, &names, &state, changes)?;
@@ -427,7 +441,7 @@ fn scan<'a>(dir: &'a dyn Dir, options: &Options, changes: Changes) -> Result<Dec
             events: if created {
                 vec![RecoveryEvent::Created]
             } else {
-                snapshots_left
+                reset_events.into_iter().chain(snapshots_left).collect()
             },
         },
     };
