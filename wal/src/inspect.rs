@@ -905,4 +905,54 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_dir_all(&crashed);
     }
+
+    /// The dry run reports what recovery's finishing does, not only what its scan decides:
+    /// the segment after a torn tail removed, the bytes past the last record zero-filled. It
+    /// stopped before them, and `rwal inspect` listed the cut without the files it takes.
+    #[test]
+    fn the_dry_run_reports_what_finishing_removes() {
+        let (dir, crashed) = (temp("inspect-finish"), temp("inspect-finish-crashed"));
+        let wal = Wal::open(&dir, options()).unwrap();
+        // Ten records a 1 MiB segment: LSNs 1..=25 in three segments.
+        for i in 1..=25u8 {
+            wal.append(&vec![i; 100 << 10]).unwrap();
+        }
+        wal.sync().unwrap();
+        // A crash (the control file's watermark is still 0), copied: the lock stays held.
+        std::mem::forget(wal);
+        std::fs::create_dir_all(&crashed).unwrap();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), crashed.join(entry.file_name())).unwrap();
+        }
+        // Record 15, in the second segment: damaged, and nothing after it proves it acknowledged.
+        let second = crashed.join("00000000000000000002.seg");
+        let mut bytes = std::fs::read(&second).unwrap();
+        let at = bytes
+            .windows(1000)
+            .position(|w| w.iter().all(|&b| b == 15))
+            .unwrap();
+        bytes[at + 500] ^= 1;
+        std::fs::write(&second, &bytes).unwrap();
+        let found = inspect(&crashed).unwrap();
+        let preview = found.recovery.expect("the default mode cuts a torn tail");
+        assert!(
+            preview
+                .events
+                .contains(&recovery::RecoveryEvent::SegmentRemoved {
+                    segment: "00000000000000000003.seg".into()
+                }),
+            "{:?}",
+            preview.events
+        );
+        assert!(preview.bytes_cut > 1 << 20, "{}", preview.bytes_cut);
+        let wal = Wal::open(&crashed, options()).unwrap();
+        let report = wal.recovery_report();
+        assert_eq!(report.events, preview.events);
+        assert_eq!(report.bytes_cut, preview.bytes_cut);
+        assert_eq!(wal.last_lsn(), 14);
+        wal.close().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&crashed);
+    }
 }

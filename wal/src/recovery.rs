@@ -245,11 +245,26 @@ pub(crate) fn recover(dir: &dyn Dir, options: &Options) -> Result<Recovered> {
 }
 
 /// Recovery's decisions on `dir` in `options`' mode, with nothing changed (no file created,
-/// removed, cut or synced; `dir` may be read-only): the report a recovery would give, or the
-/// error with which it would refuse the log. `rwal verify` judges a log by it.
+/// removed, cut or synced; `dir` may be read-only): the report a recovery would give (its
+/// removals, set-asides and zero-fills included; not the reset to a checkpoint that an open in
+/// `PointInTime` or `SkipCorrupted` may add after it), or the error with which it would refuse
+/// the log. `rwal verify` judges a log by it.
 pub(crate) fn dry_run(dir: &dyn Dir, options: &Options) -> Result<RecoveryReport> {
-    let (scan, _, _, _) = scan(dir, options, Changes::None)?;
+    let (mut scan, files, stop_index, _) = scan(dir, options, Changes::None)?;
+    scan.preview_finish(&files, stop_index, options)?;
     Ok(scan.report)
+}
+
+/// What [`Scan::finish`] does with a segment file.
+enum Fate {
+    /// A segment of the log: kept.
+    Kept,
+    /// Skipped as damaged (`SkipCorrupted`): renamed out of the log, for inspection.
+    SetAside,
+    /// Prepared ahead of need and never written: kept for the next roll.
+    Prepared(Arc<dyn File>),
+    /// Removed; `bytes_cut` counts what it held (0 for a file never written).
+    Removed { bytes_cut: u64 },
 }
 
 /// Whether a scan may change the directory before its decisions (temporary files, a
@@ -1123,6 +1138,143 @@ impl Scan<'_> {
         }
     }
 
+    /// What [`finish`](Scan::finish) does with segment file `index` of `files`.
+    fn fate(
+        &self,
+        files: &[(u64, String)],
+        index: usize,
+        stop_index: usize,
+        options: &Options,
+    ) -> Result<Fate> {
+        let (sequence, name) = &files[index];
+        if index < stop_index && self.kept.iter().any(|kept| kept.name() == *name) {
+            return Ok(Fate::Kept);
+        }
+        if index < stop_index
+            && self.mode == RecoveryMode::SkipCorrupted
+            && !self.leftovers.contains(&index)
+            // A segment skipped as damaged in the middle of the log is set aside for
+            // inspection, under a name no recovery reads as a segment: left under its own, it
+            // would fail every later open in another mode, and sit inside the history a later
+            // truncation writes again. A file skipped as damaged goes aside wherever it is,
+            // after the last segment kept too: what it holds is not known.
+            && (self.kept.last().is_some_and(|last| last.name() > *name)
+                || self.skipped_files.contains(&index))
+        {
+            return Ok(Fate::SetAside);
+        }
+        let mut bytes_cut = 0;
+        if let Some(file) = self.opened_file(index, name)? {
+            let never_used = matches!(
+                read_header(file.as_ref(), *sequence),
+                Err(HeaderError::Prepared)
+            );
+            let after_the_log = self
+                .kept
+                .last()
+                .is_some_and(|last| last.sequence() < *sequence);
+            let fits = file.len() == options.segment_bytes;
+            if never_used && after_the_log && fits && self.checks[index].nonzero_end == 0 {
+                // Prepared ahead of need and never written: kept for the next roll, so that
+                // reopening does not allocate a segment again.
+                return Ok(Fate::Prepared(file));
+            }
+            if !never_used {
+                bytes_cut = file.len();
+            }
+        } else if let Some(NotOpened::TooShort(len)) = self.open_errors[index] {
+            bytes_cut = len;
+        }
+        Ok(Fate::Removed { bytes_cut })
+    }
+
+    /// The name a damaged segment `name` is set aside under: `<name>.damaged`, or with a
+    /// number when an earlier damaged file of this sequence holds that (the sequence is used
+    /// again once its file is set aside). `taken` is the directory's names, listed at the
+    /// first call.
+    fn aside_name(&self, name: &str, taken: &mut Option<Vec<String>>) -> Result<String> {
+        if taken.is_none() {
+            *taken = Some(
+                self.dir
+                    .list()
+                    .map_err(|e| Error::io("list", self.dir.path(), e))?,
+            );
+        }
+        let taken = taken.as_mut().expect("listed above");
+        let aside = (0u32..)
+            .map(|n| match n {
+                0 => format!("{name}{DAMAGED_SUFFIX}"),
+                n => format!("{name}{DAMAGED_SUFFIX}.{n}"),
+            })
+            .find(|aside| !taken.contains(aside))
+            .expect("a free name");
+        taken.push(aside.clone());
+        Ok(aside)
+    }
+
+    /// Bytes past the last record of the active segment (`active`) mean an unfinished write,
+    /// which only AbsoluteConsistency refuses, unless a truncation was declared: they are then
+    /// the records it cuts, which recovery finishes cutting.
+    fn refuse_tail_garbage(&self, active: &Segment) -> Result<()> {
+        if self.mode == RecoveryMode::AbsoluteConsistency && self.pending_cut.is_none() {
+            let stored_crc = stored_crc_at(active, self.tail_offset);
+            return Err(Error::Corrupted {
+                segment: self.dir.path().join(active.name()),
+                offset: self.tail_offset,
+                lsn: self.expected,
+                expected_crc: stored_crc,
+                found_crc: stored_crc,
+            });
+        }
+        Ok(())
+    }
+
+    /// What [`finish`](Scan::finish) would report, changing nothing (a dry run): the files it
+    /// removes or sets aside, the bytes past the last record it zero-fills (or the refusal of
+    /// them), the truncation it finishes.
+    fn preview_finish(
+        &mut self,
+        files: &[(u64, String)],
+        stop_index: usize,
+        options: &Options,
+    ) -> Result<()> {
+        if self.mode == RecoveryMode::AbsoluteConsistency {
+            self.refuse_written_unused_files(files)?;
+        }
+        let mut taken: Option<Vec<String>> = None;
+        for (index, (_, name)) in files.iter().enumerate() {
+            match self.fate(files, index, stop_index, options)? {
+                Fate::Kept | Fate::Prepared(_) => {}
+                Fate::SetAside => {
+                    let aside = self.aside_name(name, &mut taken)?;
+                    self.report.events.push(RecoveryEvent::SegmentSetAside {
+                        segment: name.clone(),
+                        renamed_to: aside,
+                    });
+                }
+                Fate::Removed { bytes_cut } => {
+                    self.report.bytes_cut += bytes_cut;
+                    self.report.events.push(RecoveryEvent::SegmentRemoved {
+                        segment: name.clone(),
+                    });
+                }
+            }
+        }
+        let garbage = self.tail_garbage();
+        if let Some(active) = self.kept.last() {
+            if garbage > 0 {
+                self.refuse_tail_garbage(active)?;
+                self.report.bytes_cut += garbage;
+            }
+        }
+        if let Some(cut) = self.pending_cut {
+            self.report
+                .events
+                .push(RecoveryEvent::TruncationFinished { after_lsn: cut });
+        }
+        Ok(())
+    }
+
     /// Cuts, removes, makes durable, and writes the control file.
     fn finish(
         mut self,
@@ -1137,45 +1289,13 @@ impl Scan<'_> {
             self.refuse_written_unused_files(files)?;
         }
         let mut prepared = Vec::new();
-        // Files after the end of the log, and prepared files never used, go.
-        let kept_names: Vec<String> = self.kept.iter().map(|s| s.name()).collect();
         // The directory's names, once a file is set aside (`SkipCorrupted`).
         let mut taken: Option<Vec<String>> = None;
-        for (index, (_, name)) in files.iter().enumerate() {
-            if index < stop_index && kept_names.contains(name) {
-                continue;
-            }
-            if index < stop_index
-                && self.mode == RecoveryMode::SkipCorrupted
-                && !self.leftovers.contains(&index)
-            {
-                // A segment skipped as damaged in the middle of the log is set aside for
-                // inspection, under a name no recovery reads as a segment: left under its own,
-                // it would fail every later open in another mode, and sit inside the history a
-                // later truncation writes again. A file skipped as damaged goes aside wherever
-                // it is, after the last segment kept too: what it holds is not known.
-                if self.kept.last().is_some_and(|last| last.name() > *name)
-                    || self.skipped_files.contains(&index)
-                {
-                    // A name of its own: an earlier damaged file of this sequence (the sequence
-                    // is used again once its file is set aside) keeps its own. The directory
-                    // is listed once, for the first file set aside.
-                    if taken.is_none() {
-                        taken = Some(
-                            self.dir
-                                .list()
-                                .map_err(|e| Error::io("list", &dir_path, e))?,
-                        );
-                    }
-                    let taken = taken.as_mut().expect("listed above");
-                    let aside = (0u32..)
-                        .map(|n| match n {
-                            0 => format!("{name}{DAMAGED_SUFFIX}"),
-                            n => format!("{name}{DAMAGED_SUFFIX}.{n}"),
-                        })
-                        .find(|aside| !taken.contains(aside))
-                        .expect("a free name");
-                    taken.push(aside.clone());
+        for (index, (sequence, name)) in files.iter().enumerate() {
+            match self.fate(files, index, stop_index, options)? {
+                Fate::Kept => {}
+                Fate::SetAside => {
+                    let aside = self.aside_name(name, &mut taken)?;
                     self.dir
                         .rename(name, &aside)
                         .map_err(|e| Error::io("rename", dir_path.join(name), e))?;
@@ -1183,40 +1303,21 @@ impl Scan<'_> {
                         segment: name.clone(),
                         renamed_to: aside,
                     });
-                    continue;
                 }
-            }
-            if let Some(file) = self.opened_file(index, name)? {
-                let never_used = matches!(
-                    read_header(file.as_ref(), files[index].0),
-                    Err(HeaderError::Prepared)
-                );
-                let after_the_log = self
-                    .kept
-                    .last()
-                    .is_some_and(|last| last.sequence() < files[index].0);
-                let fits = file.len() == options.segment_bytes;
-                if never_used && after_the_log && fits && self.checks[index].nonzero_end == 0 {
-                    // Prepared ahead of need and never written: kept for the next roll, so
-                    // that reopening does not allocate a segment again.
-                    prepared.push(PreparedSegment {
-                        sequence: files[index].0,
-                        file,
+                Fate::Prepared(file) => prepared.push(PreparedSegment {
+                    sequence: *sequence,
+                    file,
+                }),
+                Fate::Removed { bytes_cut } => {
+                    self.report.bytes_cut += bytes_cut;
+                    self.dir
+                        .remove(name)
+                        .map_err(|e| Error::io("remove", dir_path.join(name), e))?;
+                    self.report.events.push(RecoveryEvent::SegmentRemoved {
+                        segment: name.clone(),
                     });
-                    continue;
                 }
-                if !never_used {
-                    self.report.bytes_cut += file.len();
-                }
-            } else if let Some(NotOpened::TooShort(len)) = self.open_errors[index] {
-                self.report.bytes_cut += len;
             }
-            self.dir
-                .remove(name)
-                .map_err(|e| Error::io("remove", dir_path.join(name), e))?;
-            self.report.events.push(RecoveryEvent::SegmentRemoved {
-                segment: name.clone(),
-            });
         }
         // Always, not only after removals of its own: the listing this recovery trusted may
         // show creations, renames and removals the last process made and died (or failed to
@@ -1226,28 +1327,16 @@ impl Scan<'_> {
         self.dir
             .sync()
             .map_err(|e| Error::io("fsync directory", &dir_path, e))?;
-        // The active segment: zero whatever lies past the last record kept. Bytes there mean
-        // an unfinished write, which only AbsoluteConsistency refuses, unless a truncation was
-        // declared: they are then the records it cuts, which recovery finishes cutting.
+        // The active segment: zero whatever lies past the last record kept.
         let garbage = self.tail_garbage();
         if let Some(active) = self.kept.last() {
-            if garbage > 0
-                && self.mode == RecoveryMode::AbsoluteConsistency
-                && self.pending_cut.is_none()
-            {
-                let stored_crc = stored_crc_at(active, self.tail_offset);
-                return Err(Error::Corrupted {
-                    segment: dir_path.join(active.name()),
-                    offset: self.tail_offset,
-                    lsn: self.expected,
-                    expected_crc: stored_crc,
-                    found_crc: stored_crc,
-                });
+            if garbage > 0 {
+                self.refuse_tail_garbage(active)?;
+                let zeroed = active
+                    .zero_range(self.tail_offset, garbage)
+                    .map_err(|e| Error::io("zero-fill", dir_path.join(active.name()), e))?;
+                self.report.bytes_cut += zeroed;
             }
-            let zeroed = active
-                .zero_range(self.tail_offset, garbage)
-                .map_err(|e| Error::io("zero-fill", dir_path.join(active.name()), e))?;
-            self.report.bytes_cut += zeroed;
         }
         if let Some(cut) = self.pending_cut {
             self.report
