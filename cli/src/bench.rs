@@ -988,11 +988,44 @@ fn print_ratios(results: &[Outcome]) {
             );
         }
     }
+    // The two floors sync one block each and normally lie within 2x of each other; far apart,
+    // one of them ran while something else held the disk, and every ratio is suspect.
+    if let (Some(odirect), Some(plain)) = (p(floor, 0.5), p(fdatasync, 0.5)) {
+        if let Some(note) = floors_disagree(odirect, plain) {
+            out!("  {note}");
+        }
+    }
 }
+
+/// A warning when the two floors' p50s (`odirect`, `fdatasync`, in the same unit) are more
+/// than [`FLOORS_APART`] times apart.
+fn floors_disagree(odirect: f64, fdatasync: f64) -> Option<String> {
+    let apart = odirect.max(fdatasync) / odirect.min(fdatasync).max(1.0);
+    (apart > FLOORS_APART).then(|| {
+        format!(
+            "note: the two floors' p50s are {apart:.1}x apart (O_DIRECT|O_DSYNC 4K {odirect:.1} \
+             us, pwrite+fdatasync {fdatasync:.1} us): the disk was busy with other work during \
+             one of them, so the ratios above are not to be trusted; run again on a quiet machine"
+        )
+    })
+}
+
+/// How far apart the floors' p50s may be before the run warns (they measured within 1.5x of
+/// each other on a quiet machine: 43-56 us against 64-75 us).
+const FLOORS_APART: f64 = 3.0;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn floors_far_apart_are_called_suspect() {
+        assert_eq!(floors_disagree(50.0, 70.0), None);
+        assert_eq!(floors_disagree(130.0, 120.0), None);
+        let note = floors_disagree(4000.0, 120.0).expect("33x apart");
+        assert!(note.contains("33.3x apart"), "{note}");
+        assert!(floors_disagree(40.0, 200.0).is_some());
+    }
 
     fn backends_of(args: &[&str]) -> Vec<&'static str> {
         let config = parse(args.iter().map(OsString::from).collect())

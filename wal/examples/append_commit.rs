@@ -1,6 +1,6 @@
-//! Appends and commits records from several threads on a temporary directory (or the one
-//! given), then reads them back, and prints what happened: the README's main job until
-//! `rwal bench` exists.
+//! Appends and commits records from several threads on a temporary directory (removed
+//! afterwards) or the one given (left in place, for `rwal inspect` and `rwal verify`), then
+//! reads them back, and prints what happened: the smallest program that embeds the log.
 //!
 //! ```sh
 //! cargo run --release -p rwal-wal --example append_commit -- [--dir DIR] [--threads N] [--records N] [--size BYTES] [--backend mmap|pwrite|staged]
@@ -10,6 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rwal_wal::{Backend, Options, Wal};
+
+const USAGE: &str = "usage: append_commit [--dir DIR] [--threads N] [--records N] \
+                     [--size BYTES] [--backend mmap|pwrite|staged]\n\
+                     Without --dir the log goes in a temporary directory, removed at the end; \
+                     a directory given is left in place.";
 
 struct Args {
     dir: Option<std::path::PathBuf>,
@@ -51,7 +56,11 @@ fn parse() -> Result<Args, String> {
                     }
                 }
             }
-            other => return Err(format!("unknown argument {other}")),
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
     }
     if args.threads == 0 || args.records == 0 {

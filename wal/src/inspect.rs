@@ -421,8 +421,10 @@ impl Walk {
             .find(|p| p.segment == segment && p.offset == offset)
         {
             Some(problem) => {
+                // The walk's detail already says what is wrong there; the refusal names the
+                // same place and says it again.
                 problem.severity = Severity::Corruption;
-                problem.detail = format!("{}; {detail}", problem.detail);
+                problem.detail = format!("{}; recovery refuses to open the log", problem.detail);
             }
             None => self.problems.push(Problem {
                 severity: Severity::Corruption,

@@ -28,7 +28,17 @@ import warnings
 from contextlib import contextmanager
 from typing import Iterator, Optional, Sequence, Tuple, Union
 
-from ._rwal_cffi import ffi, lib
+try:
+    from ._rwal_cffi import ffi, lib
+except ModuleNotFoundError as e:  # pragma: no cover - depends on how Python was started
+    if e.name != __name__ + "._rwal_cffi":
+        raise
+    raise ModuleNotFoundError(
+        f"rwal's compiled extension is missing from {os.path.dirname(__file__)}: this is the "
+        "source folder, not the installed package. Install it (pip install ./bindings/python) "
+        "and run Python from another directory than bindings/python",
+        name=e.name,
+    ) from e
 
 __all__ = [
     "open", "Log", "Pin", "CheckpointWriter", "SnapshotReader", "Error", "InvalidArgumentError", "IoError", "CorruptedError", "PoisonedError",

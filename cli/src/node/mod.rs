@@ -62,8 +62,9 @@ continues from its log; without --init a node whose directory holds no log refus
                           it is assembled in memory; a larger one is refused, and a node
                           that only a snapshot can catch up stays behind
   --config FILE           read the options from FILE: `key = value` lines, keys as above
-                          without `--`, `peer` repeated; `#` starts a comment at the start of
-                          a line or after a space or tab; a `#` inside a value is refused
+                          without `--`, `peer` repeated, `init` alone (or `init = true`); `#`
+                          starts a comment at the start of a line or after a space or tab; a
+                          `#` inside a value is refused
 
 SIGTERM or SIGINT stops the node: it serves no new client, answers the requests in progress,
 closes its log and exits 0. A second signal exits at once (1); everything acknowledged is
@@ -343,8 +344,16 @@ fn read_config(path: &Path) -> Result<Vec<(String, OsString)>, String> {
                 n + 1
             ));
         }
+        if line == "init" {
+            // The one flag without a value: alone on its line, as on the command line.
+            pairs.push(("init".to_string(), "true".into()));
+            continue;
+        }
         let Some((key, value)) = line.split_once('=') else {
-            return Err(format!("{shown}:{}: expected `key = value`", n + 1));
+            return Err(format!(
+                "{shown}:{}: expected `key = value` (or `init` alone)",
+                n + 1
+            ));
         };
         pairs.push((key.trim().to_string(), value.trim().into()));
     }
@@ -719,7 +728,10 @@ fn open_server(settings: Settings) -> Result<Server, String> {
         return Err(format!(
             "{} holds no log: start with --init only on the first start of a new cluster. A \
              member whose log was lost must not found the cluster again: it has forgotten its \
-             votes and could help elect a leader that lacks acknowledged writes",
+             votes and could help elect a leader that lacks acknowledged writes. The cluster \
+             goes on while a majority of its members run; `rwal node` cannot replace a lost \
+             member yet (the library's change_membership can: README, \"A 3-node cluster on \
+             one machine\")",
             settings.dir.display()
         ));
     }
@@ -2076,9 +2088,16 @@ mod tests {
         )
         .unwrap();
         let s = parse_settings(read_config(&config).unwrap()).unwrap();
-        assert_eq!((s.id, s.cluster_id), (1, 4));
+        assert_eq!((s.id, s.cluster_id, s.init), (1, 4, false));
         assert_eq!(s.listen, "127.0.0.1:7001".parse().unwrap());
         assert_eq!(s.peers[&2].0, "127.0.0.1:7002".parse().unwrap());
+        // `init`, the flag without a value, alone on its line or with one.
+        let text = std::fs::read_to_string(&config).unwrap();
+        for init in ["init", "  init  # the first start", "init = true"] {
+            std::fs::write(&config, format!("{text}{init}\n")).unwrap();
+            let s = parse_settings(read_config(&config).unwrap()).unwrap();
+            assert!(s.init, "{init:?}");
+        }
         std::fs::write(&config, "id 1\n").unwrap();
         let e = read_config(&config).unwrap_err();
         assert!(e.contains(":1: expected `key = value`"), "{e}");

@@ -336,11 +336,13 @@ impl PeerNetwork {
             next_connection: AtomicU64::new(0),
         });
         let network = PeerNetwork { shared, local_addr };
-        let accepting = network.shared.clone();
-        network.spawn("accept", move || accept_loop(accepting, listener))?;
+        // The peers first: a peer whose dial the listener's backlog took (it started first)
+        // is known when its handshake is read, not refused as a stranger.
         for (id, addr) in config.peers {
             network.add_peer(id, addr)?;
         }
+        let accepting = network.shared.clone();
+        network.spawn("accept", move || accept_loop(accepting, listener))?;
         Ok(network)
     }
 
@@ -838,7 +840,12 @@ fn send_loop(shared: Arc<Shared>, peer: Arc<Peer>) {
                 if e != last_error && still_current(&shared, &peer) {
                     lines.log(
                         log,
-                        format!("cannot reach peer {} at {}: {e}", peer.id, peer.addr),
+                        // Said once per kind of failure; the dialling goes on (a peer not
+                        // started yet is the usual reason at a cluster's start).
+                        format!(
+                            "cannot reach peer {} at {}: {e} (trying again)",
+                            peer.id, peer.addr
+                        ),
                     );
                     last_error = e;
                 }
