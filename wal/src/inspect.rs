@@ -421,10 +421,14 @@ impl Walk {
             .find(|p| p.segment == segment && p.offset == offset)
         {
             Some(problem) => {
-                // The walk's detail already says what is wrong there; the refusal names the
-                // same place and says it again.
                 problem.severity = Severity::Corruption;
-                problem.detail = format!("{}; recovery refuses to open the log", problem.detail);
+                problem.detail = if matches!(refusal, Error::Corrupted { .. }) {
+                    // The walk's detail already gives the record's checksums, which the
+                    // refusal would repeat.
+                    format!("{}; recovery refuses to open the log", problem.detail)
+                } else {
+                    format!("{}; {detail}", problem.detail)
+                };
             }
             None => self.problems.push(Problem {
                 severity: Severity::Corruption,
@@ -667,6 +671,14 @@ mod tests {
             ),
             "{problem:?}"
         );
+        // Said once: the refusal names the same record and its checksums.
+        assert_eq!(
+            problem.detail.matches("expected").count(),
+            1,
+            "{}",
+            problem.detail
+        );
+        assert!(problem.detail.ends_with("recovery refuses to open the log"));
         let refusal = found.recovery.expect_err("recovery refuses it");
         assert!(refusal.contains("LSN 3"), "{refusal}");
         // Recovery in the default mode does refuse it (a copy: the crashed log's lock is held).
