@@ -991,13 +991,14 @@ fn print_ratios(results: &[Outcome]) {
     // The two floors sync one block each and normally lie within 2x of each other; far apart,
     // one of them ran while something else held the disk, and every ratio is suspect.
     if let (Some(odirect), Some(plain)) = (p(floor, 0.5), p(fdatasync, 0.5)) {
-        if let Some(note) = floors_disagree(odirect, plain) {
+        // The histograms hold nanoseconds.
+        if let Some(note) = floors_disagree(odirect / 1e3, plain / 1e3) {
             out!("  {note}");
         }
     }
 }
 
-/// A warning when the two floors' p50s (`odirect`, `fdatasync`, in the same unit) are more
+/// A warning when the two floors' p50s (`odirect`, `fdatasync`, in microseconds) are more
 /// than [`FLOORS_APART`] times apart.
 fn floors_disagree(odirect: f64, fdatasync: f64) -> Option<String> {
     let apart = odirect.max(fdatasync) / odirect.min(fdatasync).max(1.0);

@@ -298,7 +298,11 @@ fn inspect_once(dir: &Path) -> Result<Inspection> {
         .map(|s| s.name.as_str())
         .collect();
     let dry_run = if refused.is_empty() && control_bytes.is_some() {
-        dry_run(dir)
+        let written_with = segments.iter().rev().find_map(|s| match &s.header {
+            Some(Ok(header)) => Some(header.segment_bytes),
+            _ => None,
+        });
+        dry_run(dir, written_with)
     } else {
         // Files recovery cannot read (or would read only at great cost): the walk's problems
         // say why; its scan is not run over them.
@@ -352,9 +356,15 @@ fn inspect_once(dir: &Path) -> Result<Inspection> {
 }
 
 /// Recovery's decisions on `dir` in the default mode, with nothing changed.
-fn dry_run(dir: &Path) -> Result<RecoveryReport> {
+/// Recovery's decisions in the default mode, with the segment size the log is written with
+/// (`segment_bytes`, from its newest segment header; the default when none decodes): an open
+/// keeps a prepared segment of its own size for the next roll, and removes one of another.
+fn dry_run(dir: &Path, segment_bytes: Option<u64>) -> Result<RecoveryReport> {
     let read_only = FsDir::open_read_only(dir).map_err(|e| Error::io("open", dir, e))?;
-    let options = Options::new().recovery_mode(RecoveryMode::TolerateTornTail);
+    let mut options = Options::new().recovery_mode(RecoveryMode::TolerateTornTail);
+    if let Some(bytes) = segment_bytes {
+        options = options.segment_bytes(bytes);
+    }
     recovery::dry_run(&read_only, &options)
 }
 
@@ -968,5 +978,30 @@ mod tests {
         wal.close().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_dir_all(&crashed);
+    }
+
+    /// A log closed cleanly with a segment prepared ahead of need, of its own size (not the
+    /// default): the open keeps it for the next roll, and the dry run says the same (it
+    /// judged the file by the default size, and reported it removed).
+    #[test]
+    fn the_dry_run_keeps_a_prepared_segment_of_the_logs_own_size() {
+        let dir = temp("inspect-prepared");
+        let wal = Wal::open(&dir, Options::new().segment_bytes(1 << 20)).unwrap();
+        wal.append_durable(b"one").unwrap();
+        wal.maintain().unwrap();
+        wal.close().unwrap();
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".seg"))
+            .collect();
+        assert!(names.len() >= 2, "no segment prepared: {names:?}");
+        let found = inspect(&dir).unwrap();
+        let preview = found.recovery.expect("opens");
+        assert_eq!(preview.events, []);
+        let wal = Wal::open(&dir, Options::new().segment_bytes(1 << 20)).unwrap();
+        assert_eq!(wal.recovery_report().events, preview.events);
+        wal.close().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -62,9 +62,10 @@ continues from its log; without --init a node whose directory holds no log refus
                           it is assembled in memory; a larger one is refused, and a node
                           that only a snapshot can catch up stays behind
   --config FILE           read the options from FILE: `key = value` lines, keys as above
-                          without `--`, `peer` repeated, `init` alone (or `init = true`); `#`
-                          starts a comment at the start of a line or after a space or tab; a
-                          `#` inside a value is refused
+                          without `--`, `peer` repeated, `init` alone (or `init = true`:
+                          take it out after the first start, as --init); `#` starts a
+                          comment at the start of a line or after a space or tab; a `#`
+                          inside a value is refused
 
 SIGTERM or SIGINT stops the node: it serves no new client, answers the requests in progress,
 closes its log and exits 0. A second signal exits at once (1); everything acknowledged is
