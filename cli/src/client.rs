@@ -31,6 +31,13 @@ usage: rwal client --addr HOST:PORT [--timeout SECONDS] COMMAND
                       that each record is one line: printable ASCII stays as it is, but for
                       \\ ' \" written \\\\ \\' \\\"; tab, CR, LF are \\t \\r \\n; other bytes \\xNN
   status              print the node's status as JSON
+  add-learner ID      make node ID a learner (it receives the log, does not vote); prints
+                      the LSN of the change once applied; follows the leader. Node ID is
+                      started with --join on an empty directory, and reachable at the
+                      address the members' --peer gives for it
+  add-voter ID        make learner ID a voter (refused until it has caught up)
+  remove ID           remove node ID from the cluster (a voter or a learner); its peers stop
+                      talking to it. A member whose log was lost is removed, then added again
 
 A command takes only its own flags and words: anything else is refused.";
 
@@ -309,7 +316,7 @@ fn default_client_id() -> u64 {
 
 /// The flags of each command, besides `--addr` and `--timeout` (every command's), and whether
 /// it takes DATA.
-const COMMANDS: [(&str, &[&str], bool); 4] = [
+const COMMANDS: [(&str, &[&str], bool); 7] = [
     ("append", &["--client-id", "--request-id"], true),
     (
         "load",
@@ -318,6 +325,9 @@ const COMMANDS: [(&str, &[&str], bool); 4] = [
     ),
     ("read", &["--from", "--max", "--linearizable"], false),
     ("status", &[], false),
+    ("add-learner", &[], true),
+    ("add-voter", &[], true),
+    ("remove", &[], true),
 ];
 
 /// `name` (without `--`) as the flag of some command.
@@ -435,11 +445,15 @@ fn check_arguments(command: &str, flags: &[&str], words: &[OsString]) -> Result<
             owners.join(" and ")
         ));
     }
+    let what = match command {
+        "add-learner" | "add-voter" | "remove" => "ID",
+        _ => "DATA",
+    };
     match (takes_data, words) {
         (true, [_]) | (false, []) => Ok(()),
-        (true, []) => Err(format!("{command} needs DATA")),
+        (true, []) => Err(format!("{command} needs {what}")),
         (true, [_, extra, ..]) => Err(format!(
-            "{command} takes one DATA, and {extra:?} is a second word (quote DATA that holds \
+            "{command} takes one {what}, and {extra:?} is a second word (quote DATA that holds \
              spaces)"
         )),
         (false, [word, ..]) => Err(format!(
@@ -477,6 +491,9 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
         "append" => append(&mut client, &a),
         "load" => load(&mut client, &a),
         "read" => read(&mut client, &a),
+        "add-learner" => membership(&mut client, proto::MEMBERSHIP_ADD_LEARNER, &a),
+        "add-voter" => membership(&mut client, proto::MEMBERSHIP_ADD_VOTER, &a),
+        "remove" => membership(&mut client, proto::MEMBERSHIP_REMOVE, &a),
         _ => status(&mut client),
     }?;
     Ok(ExitCode::SUCCESS)
@@ -545,6 +562,20 @@ fn read(client: &mut Client, a: &Arguments) -> Result<(), String> {
 /// drive the terminal. It used to be printed as it was.
 fn record_line(data: &[u8]) -> std::slice::EscapeAscii<'_> {
     data.escape_ascii()
+}
+
+/// `add-learner ID`, `add-voter ID`, `remove ID`: prints the LSN of the change.
+fn membership(client: &mut Client, change: u8, a: &Arguments) -> Result<(), String> {
+    let word = a.words[0].to_string_lossy();
+    let id: u64 = word
+        .parse()
+        .ok()
+        .filter(|&id| id > 0)
+        .ok_or_else(|| format!("{word:?} is not a node id (1, 2, ...)"))?;
+    let body = [&[change][..], &id.to_le_bytes()].concat();
+    let reply = client.call_leader(proto::OP_MEMBERSHIP, &body)?;
+    out!("{}", Body(&reply).u64("lsn")?);
+    Ok(())
 }
 
 fn status(client: &mut Client) -> Result<(), String> {

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use rwal_replication::net::{PeerConfig, PeerNetwork, SECRET_BYTES_MIN};
 use rwal_replication::{
-    Bootstrap, Bounded, Config, EngineResult, Error, Node, NodeId, NodeOptions, Role, Severity,
-    StateMachine,
+    Bootstrap, Bounded, Config, EngineResult, Error, MembershipChange, Node, NodeId, NodeOptions,
+    Role, Severity, StateMachine,
 };
 use rwal_wal::{Lsn, RecordKind, Wal};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -33,7 +33,8 @@ usage: rwal node --id N --dir DIR --listen ADDR --client-listen ADDR \\
 
 Runs one node of a replicated rwal cluster. The founding members are this node and every
 --peer; start each with the same list, and with --init the first time. A restarted node
-continues from its log; without --init a node whose directory holds no log refuses to start.
+continues from its log; without --init or --join a node whose directory holds no log refuses
+to start.
 
   --id N                  this node's id (1, 2, ...)
   --dir DIR               its log directory
@@ -41,6 +42,10 @@ continues from its log; without --init a node whose directory holds no log refus
                           only: a member that lost its log must not found the cluster again,
                           it has forgotten its votes and could help elect a leader that lacks
                           acknowledged writes); DIR must then be empty or not exist yet
+  --join                  enter a running cluster as a new member if DIR holds no log (DIR
+                          empty or new): a member whose log was lost comes back this way,
+                          after `rwal client remove ID`; then `rwal client add-learner ID` and,
+                          once it has caught up, `add-voter ID` add it
   --listen ADDR           where peers connect (IP:PORT, e.g. 10.0.0.1:7001: no host names)
   --client-listen ADDR    where clients connect (`rwal client`; IP:PORT); keep it on a private
                           network
@@ -86,6 +91,8 @@ struct Settings {
     secret: Vec<u8>,
     /// Found the cluster if the directory holds no log.
     init: bool,
+    /// Join the cluster as a new member if the directory holds no log (a leader adds it).
+    join: bool,
     checkpoint_every: u64,
     tick: Duration,
     /// `NodeOptions::sync_stall_limit`.
@@ -149,6 +156,7 @@ fn parse_settings(pairs: Vec<(String, OsString)>) -> Result<Settings, String> {
     let mut pin_cap_bytes = 1 << 30;
     let mut snapshot_bytes_max = Config::new(1).snapshot_bytes_max;
     let mut init = false;
+    let mut join = false;
     let number = |key: &str, value: &str| {
         value
             .parse::<u64>()
@@ -196,17 +204,25 @@ fn parse_settings(pairs: Vec<(String, OsString)>) -> Result<Settings, String> {
             "segment-bytes" => segment_bytes = Some(number(&key, value()?)?),
             "pin-cap-bytes" => pin_cap_bytes = number(&key, value()?)?,
             "snapshot-bytes-max" => snapshot_bytes_max = positive(&key, value()?)?,
-            "init" => {
-                init = match value()? {
+            "init" | "join" => {
+                let on = match value()? {
                     "true" => true,
                     "false" => false,
-                    other => return Err(format!("init: {other:?} is neither true nor false")),
-                }
+                    other => return Err(format!("{key}: {other:?} is neither true nor false")),
+                };
+                *(if key == "init" { &mut init } else { &mut join }) = on;
             }
             other => return Err(format!("unknown option {other:?}\n\n{HELP}")),
         }
     }
     let missing = |what: &str| format!("--{what} is required\n\n{HELP}");
+    if init && join {
+        return Err(
+            "--init and --join exclude each other: --init founds a new cluster, --join enters \
+             a running one"
+                .into(),
+        );
+    }
     let id = id.ok_or_else(|| missing("id"))?;
     if id == 0 || peers.contains_key(&id) || peers.contains_key(&0) {
         return Err("node ids start at 1, and a node is not its own --peer".into());
@@ -225,6 +241,7 @@ fn parse_settings(pairs: Vec<(String, OsString)>) -> Result<Settings, String> {
         cluster_id: cluster_id.ok_or_else(|| missing("cluster-id"))?,
         secret,
         init,
+        join,
         checkpoint_every,
         tick: Duration::from_millis(tick_ms),
         sync_stall_limit: Some(Duration::from_millis(sync_stall_limit_ms))
@@ -345,14 +362,14 @@ fn read_config(path: &Path) -> Result<Vec<(String, OsString)>, String> {
                 n + 1
             ));
         }
-        if line == "init" {
-            // The one flag without a value: alone on its line, as on the command line.
-            pairs.push(("init".to_string(), "true".into()));
+        if line == "init" || line == "join" {
+            // The flags without a value: alone on a line, as on the command line.
+            pairs.push((line.to_string(), "true".into()));
             continue;
         }
         let Some((key, value)) = line.split_once('=') else {
             return Err(format!(
-                "{shown}:{}: expected `key = value` (or `init` alone)",
+                "{shown}:{}: expected `key = value` (or `init` or `join` alone)",
                 n + 1
             ));
         };
@@ -372,7 +389,7 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
                 out!("{HELP}");
                 return Ok(ExitCode::SUCCESS);
             }
-            lexopt::Arg::Long("init") => pairs.push(("init".into(), "true".into())),
+            lexopt::Arg::Long(flag @ ("init" | "join")) => pairs.push((flag.into(), "true".into())),
             lexopt::Arg::Long("config") => {
                 let value = parser.value().map_err(|e| e.to_string())?;
                 pairs.extend(read_config(Path::new(&value))?);
@@ -713,10 +730,75 @@ fn serve(settings: Settings) -> Result<(), String> {
         .name("rwal-node-accept".into())
         .spawn(move || accept_clients(&acceptor, &listener))
         .map_err(|e| e.to_string())?;
+    let mut redial = Redial::default();
     while !stop_requested.load(Ordering::Acquire) {
         std::thread::sleep(Duration::from_millis(50));
+        redial.members_added_again(&server);
     }
     stop(server, client_addr)
+}
+
+/// Gives the transport back a configured peer that a membership change made a member again.
+/// The transport forgets a member when its removal is applied (it is cut off), and nothing
+/// else tells it that the member was added back (docs/network.md section 2): this looks at the
+/// membership the node publishes.
+#[derive(Default)]
+struct Redial {
+    /// The members seen at the last look.
+    members: Option<Vec<NodeId>>,
+    /// Members the transport has had no address for, since when.
+    missing_since: HashMap<NodeId, Instant>,
+}
+
+/// A member the transport has had no address for this long is given one, even if no look saw
+/// it outside the membership (a removal and an addition between two looks).
+const REDIAL_MISSING_FOR: Duration = Duration::from_secs(2);
+
+impl Redial {
+    fn members_added_again(&mut self, server: &Server) {
+        let id = server.settings.id;
+        let membership = server.node.status().membership;
+        let mut members: Vec<NodeId> = membership
+            .voters
+            .iter()
+            .chain(&membership.learners)
+            .copied()
+            .filter(|&member| member != id)
+            .collect();
+        members.sort_unstable();
+        let now = Instant::now();
+        for &member in &members {
+            if server.network.peer_addr(member).is_some() {
+                self.missing_since.remove(&member);
+                continue;
+            }
+            let since = *self.missing_since.entry(member).or_insert(now);
+            // A removal takes the address away just before the membership without the member
+            // is published: a member missing from the transport is taken for one added again
+            // only if a look saw it outside the membership, or after a while.
+            let added_again = self
+                .members
+                .as_ref()
+                .is_some_and(|before| !before.contains(&member));
+            if !added_again && now.duration_since(since) < REDIAL_MISSING_FOR {
+                continue;
+            }
+            let Some((addr, _)) = server.settings.peers.get(&member) else {
+                continue; // not one of this node's --peer: it cannot dial it
+            };
+            match server.network.add_peer(member, *addr) {
+                Ok(()) => log(
+                    id,
+                    &format!("node {member} is a member again: dialling it at {addr}"),
+                ),
+                Err(e) => log(id, &format!("cannot dial node {member} again: {e}")),
+            }
+            self.missing_since.remove(&member);
+        }
+        self.missing_since
+            .retain(|member, _| members.contains(member));
+        self.members = Some(members);
+    }
 }
 
 /// Starts the node's peer network and opens its replicated log and engine.
@@ -725,14 +807,14 @@ fn open_server(settings: Settings) -> Result<Server, String> {
     // A founding member bootstraps an empty log with the voters. Done again after its log was
     // lost, it would come back with no memory of its votes or of what it acknowledged.
     let holds_log = Wal::holds_log(&settings.dir).map_err(|e| e.to_string())?;
-    if !holds_log && !settings.init {
+    if !holds_log && !settings.init && !settings.join {
         return Err(format!(
             "{} holds no log: start with --init only on the first start of a new cluster. A \
              member whose log was lost must not found the cluster again: it has forgotten its \
-             votes and could help elect a leader that lacks acknowledged writes. The cluster \
-             goes on while a majority of its members run; `rwal node` cannot replace a lost \
-             member yet (the library's change_membership can: README, \"A 3-node cluster on \
-             one machine\")",
+             votes and could help elect a leader that lacks acknowledged writes. Bring it back \
+             as a new member: remove it (`rwal client remove ID` on a running member), start \
+             it with --join, and add it (`rwal client add-learner ID`, then `add-voter ID` once \
+             it has caught up): README, \"Replacing a member whose log was lost\"",
             settings.dir.display()
         ));
     }
@@ -759,7 +841,13 @@ fn open_server(settings: Settings) -> Result<Server, String> {
     voters.push(id);
     voters.sort_unstable();
     let given = voters.clone();
-    let mut options = NodeOptions::new(id, &settings.dir, Bootstrap::Voters(voters));
+    // Used only for a directory that holds no log.
+    let bootstrap = if settings.join {
+        Bootstrap::Join
+    } else {
+        Bootstrap::Voters(voters)
+    };
+    let mut options = NodeOptions::new(id, &settings.dir, bootstrap);
     // The node's default log options (the `Staged` backend, docs/replication.md section 3.4).
     if let Some(bytes) = settings.segment_bytes {
         options.wal = options.wal.segment_bytes(bytes);
@@ -843,7 +931,7 @@ fn check_empty_for_founding(dir: &Path) -> Result<(), String> {
     };
     Err(format!(
         "--dir {}: not empty and not a log (it holds {first:?}{more}, and no control file): \
-         --init founds a log only in an empty or new directory",
+         a new log (--init, --join) goes only in an empty or new directory",
         dir.display()
     ))
 }
@@ -1191,6 +1279,7 @@ fn serve_client(server: &Server, connection: &Arc<connections::Connection>) -> s
             (proto::OP_APPEND, Some(_)) => append(server, &request.body),
             (proto::OP_READ, Some(_)) => read(server, &request.body, &mut answer_share),
             (proto::OP_STATUS, Some(_)) => (proto::OK, status_json(server).into_bytes()),
+            (proto::OP_MEMBERSHIP, Some(_)) => membership(server, &request.body),
             (other, Some(_)) => (
                 proto::ERROR,
                 format!("unknown operation {other}").into_bytes(),
@@ -1430,6 +1519,46 @@ fn not_leader(server: &Server, leader: Option<NodeId>) -> (u8, Vec<u8>) {
         body.extend_from_slice(address.to_string().as_bytes());
     }
     (proto::NOT_LEADER, body)
+}
+
+/// `OP_MEMBERSHIP`: proposes the change on the leader and answers its LSN once this node has
+/// applied it (from then on the membership holds it). Not idempotent: a change sent again
+/// after a RETRY that had been made is refused, saying why (the node is a member already).
+fn membership(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
+    let mut body = proto::Body(body);
+    let (change, id) = match (body.u8("change"), body.u64("node id")) {
+        (Ok(change), Ok(id)) => (change, id),
+        (Err(e), _) | (_, Err(e)) => return error(e),
+    };
+    let change = match change {
+        proto::MEMBERSHIP_ADD_VOTER => MembershipChange::AddVoter(id),
+        proto::MEMBERSHIP_ADD_LEARNER => MembershipChange::AddLearner(id),
+        proto::MEMBERSHIP_REMOVE => MembershipChange::Remove(id),
+        other => return error(format!("unknown membership change {other}")),
+    };
+    let lsn = match server.node.change_membership(change) {
+        Ok(lsn) => lsn,
+        Err(Error::NotLeader { leader }) => return not_leader(server, leader),
+        Err(e @ Error::InvalidArgument { .. }) => return error(e.to_string()),
+        // Nothing was proposed: sending it again is safe.
+        Err(e) => return (proto::RETRY, e.to_string().into_bytes()),
+    };
+    let (status, applied) = server
+        .node
+        .wait_status(APPEND_TIMEOUT, |s| s.applied_lsn >= lsn);
+    if applied {
+        (proto::OK, lsn.to_le_bytes().to_vec())
+    } else {
+        (
+            proto::RETRY,
+            format!(
+                "the change at LSN {lsn} was not applied within {APPEND_TIMEOUT:?} (applied: {}): \
+                 look at the status before sending it again",
+                status.applied_lsn
+            )
+            .into_bytes(),
+        )
+    }
 }
 
 fn error(message: impl Into<String>) -> (u8, Vec<u8>) {
@@ -2216,6 +2345,7 @@ mod tests {
             cluster_id: 9,
             secret: b"0123456789abcdef0123".to_vec(),
             init: true,
+            join: false,
             checkpoint_every: u64::MAX,
             tick: Duration::from_millis(5),
             sync_stall_limit: Some(Duration::from_secs(1)),
@@ -2739,6 +2869,7 @@ mod tests {
         let (server, dir) = single_node_server("init");
         let mut settings = Settings {
             init: false,
+            join: false,
             ..server.settings.clone()
         };
         close(server, dir.clone());

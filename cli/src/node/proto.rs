@@ -47,6 +47,12 @@ impl PeerProtocol {
 pub const OP_APPEND: u8 = 1;
 pub const OP_READ: u8 = 2;
 pub const OP_STATUS: u8 = 3;
+pub const OP_MEMBERSHIP: u8 = 4;
+
+/// Membership changes (`OP_MEMBERSHIP`).
+pub const MEMBERSHIP_ADD_VOTER: u8 = 1;
+pub const MEMBERSHIP_ADD_LEARNER: u8 = 2;
+pub const MEMBERSHIP_REMOVE: u8 = 3;
 
 /// Response statuses.
 pub const OK: u8 = 0;
