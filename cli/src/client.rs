@@ -177,6 +177,24 @@ impl Client {
     /// NOT_LEADER names, within the timeout: for appends (whose ids make a second copy
     /// harmless) and reads (which change nothing).
     fn call_leader(&mut self, op: u8, body: &[u8]) -> Result<Vec<u8>, String> {
+        self.call_leader_with(op, body, true)
+    }
+
+    /// [`call_leader`](Client::call_leader) for a request that is not safe to send twice (a
+    /// membership change, which carries no ids): it follows the leader, but once the request
+    /// began to be written, a RETRY or a lost connection ends the call, saying that the
+    /// outcome is unknown.
+    fn call_leader_once(&mut self, op: u8, body: &[u8]) -> Result<Vec<u8>, String> {
+        self.call_leader_with(op, body, false)
+    }
+
+    fn call_leader_with(&mut self, op: u8, body: &[u8], resend: bool) -> Result<Vec<u8>, String> {
+        let unknown = |why: &str| {
+            format!(
+                "{why}; the request reached the node, so it may have been made: look at \
+                 `status` before sending it again"
+            )
+        };
         let deadline = Instant::now() + self.timeout;
         self.request_written = false;
         let mut last = String::new();
@@ -215,10 +233,18 @@ impl Client {
                         _ => self.back_to_given(),
                     }
                 }
-                Ok((proto::RETRY, reply)) => last = String::from_utf8_lossy(&reply).into_owned(),
+                Ok((proto::RETRY, reply)) => {
+                    last = String::from_utf8_lossy(&reply).into_owned();
+                    if !resend {
+                        return Err(unknown(&last));
+                    }
+                }
                 Ok((_, reply)) => return Err(refusal(&reply)),
                 Err(CallFailure::NotRwal(message)) => return Err(message),
                 Err(CallFailure::Transient(message)) => {
+                    if !resend && self.request_written {
+                        return Err(unknown(&message));
+                    }
                     last = message;
                     // A leader it was sent to that stopped answering (killed, cut off) may
                     // never come back: ask the node given again, which names the next one.
@@ -453,8 +479,12 @@ fn check_arguments(command: &str, flags: &[&str], words: &[OsString]) -> Result<
         (true, [_]) | (false, []) => Ok(()),
         (true, []) => Err(format!("{command} needs {what}")),
         (true, [_, extra, ..]) => Err(format!(
-            "{command} takes one {what}, and {extra:?} is a second word (quote DATA that holds \
-             spaces)"
+            "{command} takes one {what}, and {extra:?} is a second word{}",
+            if what == "DATA" {
+                " (quote DATA that holds spaces)"
+            } else {
+                ""
+            }
         )),
         (false, [word, ..]) => Err(format!(
             "{command} takes no word, and {word:?} was given (its flags: {})",
@@ -573,7 +603,7 @@ fn membership(client: &mut Client, change: u8, a: &Arguments) -> Result<(), Stri
         .filter(|&id| id > 0)
         .ok_or_else(|| format!("{word:?} is not a node id (1, 2, ...)"))?;
     let body = [&[change][..], &id.to_le_bytes()].concat();
-    let reply = client.call_leader(proto::OP_MEMBERSHIP, &body)?;
+    let reply = client.call_leader_once(proto::OP_MEMBERSHIP, &body)?;
     out!("{}", Body(&reply).u64("lsn")?);
     Ok(())
 }

@@ -787,10 +787,21 @@ impl Redial {
                 continue; // not one of this node's --peer: it cannot dial it
             };
             match server.network.add_peer(member, *addr) {
-                Ok(()) => log(
-                    id,
-                    &format!("node {member} is a member again: dialling it at {addr}"),
-                ),
+                Ok(()) => {
+                    let now_members = server.node.status().membership;
+                    if !now_members.voters.contains(&member)
+                        && !now_members.learners.contains(&member)
+                    {
+                        // Removed again since the look above: its removal forgot it before
+                        // this gave it back.
+                        server.network.remove_peer(member);
+                        continue;
+                    }
+                    log(
+                        id,
+                        &format!("node {member} is a member again: dialling it at {addr}"),
+                    );
+                }
                 Err(e) => log(id, &format!("cannot dial node {member} again: {e}")),
             }
             self.missing_since.remove(&member);
@@ -815,6 +826,15 @@ fn open_server(settings: Settings) -> Result<Server, String> {
              as a new member: remove it (`rwal client remove ID` on a running member), start \
              it with --join, and add it (`rwal client add-learner ID`, then `add-voter ID` once \
              it has caught up): README, \"Replacing a member whose log was lost\"",
+            settings.dir.display()
+        ));
+    }
+    if holds_log && settings.join {
+        // Left in place (a unit file, a config file), --join would let this member come back
+        // as a joiner after losing its log without having been removed first.
+        return Err(format!(
+            "{} holds a log: --join is for a new member's first start only (an empty \
+             directory); start without it",
             settings.dir.display()
         ));
     }
@@ -1522,8 +1542,10 @@ fn not_leader(server: &Server, leader: Option<NodeId>) -> (u8, Vec<u8>) {
 }
 
 /// `OP_MEMBERSHIP`: proposes the change on the leader and answers its LSN once this node has
-/// applied it (from then on the membership holds it). Not idempotent: a change sent again
-/// after a RETRY that had been made is refused, saying why (the node is a member already).
+/// applied it and the membership shows it (an entry at that LSN applied proves nothing: a
+/// leadership change may have replaced it). Not idempotent: a change sent again after its
+/// outcome was unknown may be refused, or be a change of nothing; `rwal client` does not send
+/// one twice.
 fn membership(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
     let mut body = proto::Body(body);
     let (change, id) = match (body.u8("change"), body.u64("node id")) {
@@ -1536,6 +1558,20 @@ fn membership(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
         proto::MEMBERSHIP_REMOVE => MembershipChange::Remove(id),
         other => return error(format!("unknown membership change {other}")),
     };
+    // What the membership shows once the change is made.
+    let made = |m: &rwal_replication::ConfState| match change {
+        MembershipChange::AddVoter(id) => m.voters.contains(&id),
+        MembershipChange::AddLearner(id) => m.learners.contains(&id),
+        MembershipChange::Remove(id) => !m.voters.contains(&id) && !m.learners.contains(&id),
+    };
+    if let MembershipChange::AddLearner(id) = change {
+        // raft would make a learner of a voter: a demotion nobody asked for.
+        if server.node.status().membership.voters.contains(&id) {
+            return error(format!(
+                "node {id} is a voter: add-learner adds a new member (remove it first)"
+            ));
+        }
+    }
     let lsn = match server.node.change_membership(change) {
         Ok(lsn) => lsn,
         Err(Error::NotLeader { leader }) => return not_leader(server, leader),
@@ -1546,8 +1582,18 @@ fn membership(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
     let (status, applied) = server
         .node
         .wait_status(APPEND_TIMEOUT, |s| s.applied_lsn >= lsn);
-    if applied {
+    if applied && made(&status.membership) {
         (proto::OK, lsn.to_le_bytes().to_vec())
+    } else if applied {
+        (
+            proto::RETRY,
+            format!(
+                "the change proposed at LSN {lsn} is not in the membership now applied (a new \
+                 leader replaced it, or another change followed): look at the status before \
+                 sending it again"
+            )
+            .into_bytes(),
+        )
     } else {
         (
             proto::RETRY,
