@@ -34,8 +34,8 @@ pub(crate) struct WalStorage {
     /// The highest LSN of a record found damaged while entries were read to send to a
     /// follower: followers that need one are sent a checkpoint that covers it instead, so no
     /// snapshot below it is offered from then on (docs/replication.md section 4.5). Forgotten
-    /// when the log is cut below it or replaced.
-    damage_floor: std::cell::Cell<Option<Lsn>>,
+    /// when the log is cut below it or replaced (0: none found; LSNs start at 1).
+    damage_floor: std::cell::Cell<Lsn>,
     /// The engine's applied LSN, as the replica last told (`set_applied`): damage is worked
     /// around only at or below it, where the engine's state holds the record's effect.
     applied: std::cell::Cell<Lsn>,
@@ -136,7 +136,7 @@ impl WalStorage {
             conf_state,
             snapshot_wanted: std::cell::Cell::new(false),
             snapshot_problem: std::cell::RefCell::new(None),
-            damage_floor: std::cell::Cell::new(None),
+            damage_floor: std::cell::Cell::new(0),
             applied: std::cell::Cell::new(0),
             damage_problem: std::cell::RefCell::new(None),
             recent: VecDeque::new(),
@@ -158,7 +158,7 @@ impl WalStorage {
             self.wal.truncate_after(first.index - 1)?;
             if self.snapshot_floor() >= first.index {
                 // The damaged record is cut: what is written at its LSN now is new.
-                self.damage_floor.set(None);
+                self.damage_floor.set(0);
             }
             self.runs.retain(|run| run.0 < first.index);
             self.recent.retain(|entry| entry.index < first.index);
@@ -237,7 +237,7 @@ impl WalStorage {
     /// The least LSN a checkpoint must reach to be sent to a follower: every damaged record
     /// found (0 when none was).
     pub(crate) fn snapshot_floor(&self) -> Lsn {
-        self.damage_floor.get().unwrap_or(0)
+        self.damage_floor.get()
     }
 
     /// The engine applied every entry through `lsn`.
@@ -317,7 +317,7 @@ impl WalStorage {
     /// format) and stores its membership.
     pub(crate) fn install_snapshot(&mut self, meta: &SnapshotMetadata, blob: &[u8]) -> Result<()> {
         self.wal.reset_to_snapshot(meta.index, meta.term, blob)?;
-        self.damage_floor.set(None);
+        self.damage_floor.set(0);
         self.applied.set(meta.index);
         self.runs.clear();
         self.recent.clear();
@@ -369,7 +369,7 @@ impl WalStorage {
     /// replica writes one from the engine). The follower gets the record's effect from the
     /// engine's state, which applied it before the copy on the disk went bad.
     fn compacted_by_damage(&self, lsn: Lsn, damage: &rwal_wal::Error) -> raft::Error {
-        self.damage_floor.set(Some(self.snapshot_floor().max(lsn)));
+        self.damage_floor.set(self.damage_floor.get().max(lsn));
         *self.damage_problem.borrow_mut() = Some((lsn, damage.to_string()));
         raft::Error::Store(StorageError::Compacted)
     }

@@ -67,10 +67,10 @@ to start.
                           it is assembled in memory; a larger one is refused, and a node
                           that only a snapshot can catch up stays behind
   --config FILE           read the options from FILE: `key = value` lines, keys as above
-                          without `--`, `peer` repeated, `init` alone (or `init = true`:
-                          take it out after the first start, as --init); `#` starts a
-                          comment at the start of a line or after a space or tab; a `#`
-                          inside a value is refused
+                          without `--`, `peer` repeated, `init` or `join` alone (or
+                          `init = true`: take it out after the first start, as --init); `#`
+                          starts a comment at the start of a line or after a space or tab; a
+                          `#` inside a value is refused
 
 SIGTERM or SIGINT stops the node: it serves no new client, answers the requests in progress,
 closes its log and exits 0. A second signal exits at once (1); everything acknowledged is
@@ -740,7 +740,7 @@ fn serve(settings: Settings) -> Result<(), String> {
 
 /// Gives the transport back a configured peer that a membership change made a member again.
 /// The transport forgets a member when its removal is applied (it is cut off), and nothing
-/// else tells it that the member was added back (docs/network.md section 2): this looks at the
+/// else tells it that the member was added back (docs/network.md section 4): this looks at the
 /// membership the node publishes.
 #[derive(Default)]
 struct Redial {
@@ -788,10 +788,7 @@ impl Redial {
             };
             match server.network.add_peer(member, *addr) {
                 Ok(()) => {
-                    let now_members = server.node.status().membership;
-                    if !now_members.voters.contains(&member)
-                        && !now_members.learners.contains(&member)
-                    {
+                    if !is_member(&server.node.status().membership, member) {
                         // Removed again since the look above: its removal forgot it before
                         // this gave it back.
                         server.network.remove_peer(member);
@@ -810,6 +807,11 @@ impl Redial {
             .retain(|member, _| members.contains(member));
         self.members = Some(members);
     }
+}
+
+/// Whether `id` is a voter or a learner of `membership`.
+fn is_member(membership: &rwal_replication::ConfState, id: NodeId) -> bool {
+    membership.voters.contains(&id) || membership.learners.contains(&id)
 }
 
 /// Starts the node's peer network and opens its replicated log and engine.
@@ -1562,7 +1564,7 @@ fn membership(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
     let made = |m: &rwal_replication::ConfState| match change {
         MembershipChange::AddVoter(id) => m.voters.contains(&id),
         MembershipChange::AddLearner(id) => m.learners.contains(&id),
-        MembershipChange::Remove(id) => !m.voters.contains(&id) && !m.learners.contains(&id),
+        MembershipChange::Remove(id) => !is_member(m, id),
     };
     if let MembershipChange::AddLearner(id) = change {
         // raft would make a learner of a voter: a demotion nobody asked for.
