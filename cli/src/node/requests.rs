@@ -1,0 +1,1277 @@
+//! The client protocol's requests: reading them within their budget and time, and
+//! answering append, read, status and membership (docs/network.md section 3).
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, IoSlice, Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rwal_replication::{Bounded, Error, MembershipChange, NodeId, Role};
+use rwal_wal::{Lsn, RecordKind};
+
+use super::engine::data_digest;
+use super::redial::is_member;
+use super::{budget, connections, proto, Server};
+
+/// How long an append waits for its commit before it is answered RETRY.
+pub(super) const APPEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most records one READ answers.
+const READ_RECORDS_MAX: u32 = 10_000;
+/// The most bytes of records one READ answers.
+const READ_BYTES_MAX: usize = 16 << 20;
+/// LSNs of the duplicate list a READ copies under the engine's lock at a time.
+const DUPLICATES_WINDOW: Lsn = 4096;
+
+/// A client connection idle this long is closed.
+const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// A request must arrive whole within this long of its first byte: a client that sends a byte
+/// now and then would otherwise hold a connection slot and part of the request budget for as
+/// long as it likes (the idle timeout counts from the last byte).
+pub(super) const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// A request holding bytes of the request budget must arrive at the pace that delivers it whole
+/// by the request timeout, give or take this share of it (a sixteenth: a pause of a sixteenth
+/// of the timeout): a client that sent a request's first bytes and then stalls (or trickles)
+/// would otherwise hold its share of the budget for the whole timeout, and a few such clients,
+/// renewed, would keep every large request answered RETRY at little cost.
+const BODY_PACE_SLACK_DIVISOR: usize = 16;
+/// A client that takes no bytes of its answer for this long is cut off: it would otherwise hold
+/// its thread, its connection slot and the answer, and keep a stop from finishing.
+const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(super) fn serve_client(
+    server: &Server,
+    connection: &Arc<connections::Connection>,
+) -> std::io::Result<()> {
+    let stream = connection.stream();
+    stream.set_nodelay(true)?;
+    let mut input = BufReader::new(SharedStream(connection.clone()));
+    // A stop ends the reading of the socket, but requests already buffered (or sent after the
+    // shutdown) would still be read: the flag ends the loop between requests.
+    while !server.stopping.load(Ordering::Acquire) {
+        let Some(request) = read_request(server, connection, &mut input)? else {
+            break;
+        };
+        // From here to its answer the connection keeps its slot; until here a newcomer could
+        // take it, and then the request is not handled (its client sees the connection closed).
+        if !connection.start_request() {
+            break;
+        }
+        // The budget's bytes a READ answer holds until it is written.
+        let mut answer_share = server.request_budget.none();
+        let (status, reply) = match (request.op, &request.held) {
+            (op, None) => (
+                proto::RETRY,
+                format!(
+                    "operation {op} not handled: the node's memory for requests stayed full for \
+                     {:?}; try again later",
+                    server.request_timeout
+                )
+                .into_bytes(),
+            ),
+            (proto::OP_APPEND, Some(_)) => append(server, &request.body),
+            (proto::OP_READ, Some(_)) => read(server, &request.body, &mut answer_share),
+            (proto::OP_STATUS, Some(_)) => (proto::OK, status_json(server).into_bytes()),
+            (proto::OP_MEMBERSHIP, Some(_)) => membership(server, &request.body),
+            (other, Some(_)) => (
+                proto::ERROR,
+                format!("unknown operation {other}").into_bytes(),
+            ),
+        };
+        // Handled: its bytes go back to the budget before the answer is written, which may
+        // take as long as the client's reading.
+        drop(request);
+        write_answer(stream, status, &reply)?;
+        server.connections.waiting(connection);
+    }
+    Ok(())
+}
+
+/// A client's socket, read by its thread while the stop may shut it down.
+struct SharedStream(Arc<connections::Connection>);
+
+impl Read for SharedStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.stream().read(buf)
+    }
+}
+
+/// Writes an answer, whole within `CLIENT_WRITE_TIMEOUT`: a client that takes a few bytes of it
+/// now and then cannot hold its thread, its slot and the answer's memory for longer. Header and
+/// body go out as they are, without a copy of the body.
+fn write_answer(stream: &TcpStream, status: u8, body: &[u8]) -> std::io::Result<()> {
+    let deadline = Instant::now() + CLIENT_WRITE_TIMEOUT;
+    let header = proto::message_header(status, body.len());
+    let mut parts = [IoSlice::new(&header), IoSlice::new(body)];
+    let mut parts = &mut parts[..];
+    while !parts.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let timed_out = || {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the client did not take its answer within {CLIENT_WRITE_TIMEOUT:?}"),
+            )
+        };
+        if left.is_zero() {
+            return Err(timed_out());
+        }
+        stream.set_write_timeout(Some(left))?;
+        match (&*stream).write_vectored(parts) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut parts, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(timed_out())
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// A request as [`read_request`] read it.
+struct Request<'s> {
+    op: u8,
+    body: Vec<u8>,
+    /// Its bytes in the request budget; `None` if there was no room in time (the body was
+    /// read and dropped, and the answer is RETRY).
+    held: Option<budget::Held<'s>>,
+}
+
+/// Reads a client's next request: waits up to `CLIENT_IDLE_TIMEOUT` for its first byte, then up
+/// to the server's request timeout for its length, as long for room in the request budget, and
+/// as long again for its body. `None` if the client closed the connection between requests, or
+/// a new connection took its slot (`connections.rs`), which shuts the socket down.
+fn read_request<'s>(
+    server: &'s Server,
+    connection: &connections::Connection,
+    input: &mut BufReader<SharedStream>,
+) -> std::io::Result<Option<Request<'s>>> {
+    connection
+        .stream()
+        .set_read_timeout(Some(CLIENT_IDLE_TIMEOUT))?;
+    if input.fill_buf()?.is_empty() {
+        return Ok(None);
+    }
+    let timeout = server.request_timeout;
+    let deadline = std::cell::Cell::new(Instant::now() + timeout);
+    let pace = std::cell::Cell::new(None);
+    let mut reader = RequestReader {
+        input,
+        timeout,
+        deadline: &deadline,
+        pace: &pace,
+    };
+    let hold = |len: usize| {
+        if len <= budget::UNBUDGETED_BYTES {
+            return Ok(Some(server.request_budget.none()));
+        }
+        let taken = server
+            .request_budget
+            .take_unless(len, Instant::now() + timeout, || {
+                server.stopping.load(Ordering::Acquire) || connection.taken()
+            });
+        // Waiting for room is not the client's slowness: its body gets a deadline of its own.
+        deadline.set(Instant::now() + timeout);
+        match taken {
+            budget::Taken::Held(held) => {
+                pace.set(Some(Pace {
+                    since: Instant::now(),
+                    body_bytes: len,
+                    arrived: 0,
+                }));
+                Ok(Some(held))
+            }
+            budget::Taken::Busy => Ok(None),
+            budget::Taken::Stopping => Err(std::io::Error::other(
+                "the node is stopping, or a new connection took this one's slot",
+            )),
+        }
+    };
+    // A request's first bytes arrive before it may take room (connections hold that much
+    // uncounted anyway), and the rest at a pace (`BODY_PACE_SLACK_DIVISOR`).
+    let message = proto::read_message_holding(
+        &mut reader,
+        proto::REQUEST_BYTES_MAX,
+        budget::UNBUDGETED_BYTES,
+        hold,
+    )?;
+    Ok(message.map(|(op, body, held)| Request { op, body, held }))
+}
+
+/// A client's socket read with a deadline for the request being read.
+struct RequestReader<'a> {
+    input: &'a mut BufReader<SharedStream>,
+    timeout: Duration,
+    deadline: &'a std::cell::Cell<Instant>,
+    /// Set once the request's body holds bytes of the budget.
+    pace: &'a std::cell::Cell<Option<Pace>>,
+}
+
+/// The pace a body holding bytes of the request budget must keep (`BODY_PACE_SLACK_DIVISOR`).
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    /// When its bytes were taken.
+    since: Instant,
+    body_bytes: usize,
+    /// Bytes of the body read since.
+    arrived: usize,
+}
+
+impl Pace {
+    /// When the body must hold more than `arrived` bytes: the moment at which the whole body,
+    /// arriving evenly over `timeout`, would be the slack ahead of `arrived`.
+    fn next_byte_due(&self, timeout: Duration) -> Instant {
+        let slack = self.body_bytes / BODY_PACE_SLACK_DIVISOR;
+        let share = (self.arrived + slack) as f64 / self.body_bytes as f64;
+        self.since + timeout.mul_f64(share.min(1.0))
+    }
+}
+
+impl Read for RequestReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let now = Instant::now();
+        let paced = self
+            .pace
+            .get()
+            .map(|pace| (pace, pace.next_byte_due(self.timeout)));
+        let cut_off = || {
+            let message = match paced {
+                Some((pace, due)) if due < self.deadline.get() => format!(
+                    "a request of {} bytes arrived too slowly: {} bytes of it in {:?}, \
+                     where a request holding memory must keep the pace that brings it whole \
+                     within {:?}",
+                    pace.body_bytes,
+                    pace.arrived,
+                    pace.since.elapsed(),
+                    self.timeout
+                ),
+                _ => format!(
+                    "a request did not arrive within {:?} (its length from its first byte, its \
+                     body from when there was room for it)",
+                    self.timeout
+                ),
+            };
+            std::io::Error::new(std::io::ErrorKind::TimedOut, message)
+        };
+        // Only a read that reaches the socket can wait.
+        if self.input.buffer().is_empty() {
+            let until = match paced {
+                Some((_, due)) => due.min(self.deadline.get()),
+                None => self.deadline.get(),
+            };
+            // Past it, one more look (bytes the client sent may wait in the socket while this
+            // thread did not run): a client is judged by what it sent, not by what was read.
+            let left = until
+                .saturating_duration_since(now)
+                .max(Duration::from_millis(1));
+            self.input
+                .get_ref()
+                .0
+                .stream()
+                .set_read_timeout(Some(left))?;
+        }
+        match self.input.read(buf) {
+            Ok(n) => {
+                if let Some(pace) = paced {
+                    self.pace.set(Some(Pace {
+                        arrived: pace.0.arrived + n,
+                        ..pace.0
+                    }));
+                }
+                Ok(n)
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err(cut_off())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn not_leader(server: &Server, leader: Option<NodeId>) -> (u8, Vec<u8>) {
+    let mut body = leader.unwrap_or(0).to_le_bytes().to_vec();
+    let address = leader.and_then(|l| {
+        if l == server.settings.id {
+            Some(server.settings.client_listen)
+        } else {
+            server.settings.peers.get(&l).map(|p| p.1)
+        }
+    });
+    if let Some(address) = address {
+        body.extend_from_slice(address.to_string().as_bytes());
+    }
+    (proto::NOT_LEADER, body)
+}
+
+/// `OP_MEMBERSHIP`: proposes the change on the leader and answers its LSN once this node has
+/// applied it and the membership shows it (an entry at that LSN applied proves nothing: a
+/// leadership change may have replaced it). Not idempotent: a change sent again after its
+/// outcome was unknown may be refused, or be a change of nothing; `rwal client` does not send
+/// one twice.
+fn membership(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
+    let mut body = proto::Body(body);
+    let (change, id) = match (body.u8("change"), body.u64("node id")) {
+        (Ok(change), Ok(id)) => (change, id),
+        (Err(e), _) | (_, Err(e)) => return error(e),
+    };
+    let change = match change {
+        proto::MEMBERSHIP_ADD_VOTER => MembershipChange::AddVoter(id),
+        proto::MEMBERSHIP_ADD_LEARNER => MembershipChange::AddLearner(id),
+        proto::MEMBERSHIP_REMOVE => MembershipChange::Remove(id),
+        other => return error(format!("unknown membership change {other}")),
+    };
+    // What the membership shows once the change is made.
+    let made = |m: &rwal_replication::ConfState| match change {
+        MembershipChange::AddVoter(id) => m.voters.contains(&id),
+        MembershipChange::AddLearner(id) => m.learners.contains(&id),
+        MembershipChange::Remove(id) => !is_member(m, id),
+    };
+    if let MembershipChange::AddLearner(id) = change {
+        // raft would make a learner of a voter: a demotion nobody asked for.
+        if server.node.status().membership.voters.contains(&id) {
+            return error(format!(
+                "node {id} is a voter: add-learner adds a new member (remove it first)"
+            ));
+        }
+    }
+    let lsn = match server.node.change_membership(change) {
+        Ok(lsn) => lsn,
+        Err(Error::NotLeader { leader }) => return not_leader(server, leader),
+        Err(e @ Error::InvalidArgument { .. }) => return error(e.to_string()),
+        // Nothing was proposed: sending it again is safe.
+        Err(e) => return (proto::RETRY, e.to_string().into_bytes()),
+    };
+    let (status, applied) = server
+        .node
+        .wait_status(APPEND_TIMEOUT, |s| s.applied_lsn >= lsn);
+    if applied && made(&status.membership) {
+        (proto::OK, lsn.to_le_bytes().to_vec())
+    } else if applied {
+        (
+            proto::RETRY,
+            format!(
+                "the change proposed at LSN {lsn} is not in the membership now applied (a new \
+                 leader replaced it, or another change followed): look at the status before \
+                 sending it again"
+            )
+            .into_bytes(),
+        )
+    } else {
+        (
+            proto::RETRY,
+            format!(
+                "the change at LSN {lsn} was not applied within {APPEND_TIMEOUT:?} (applied: {}): \
+                 look at the status before sending it again",
+                status.applied_lsn
+            )
+            .into_bytes(),
+        )
+    }
+}
+
+fn error(message: impl Into<String>) -> (u8, Vec<u8>) {
+    (proto::ERROR, message.into().into_bytes())
+}
+
+fn lsn_epoch(lsn: Lsn, epoch: u64) -> (u8, Vec<u8>) {
+    let mut body = lsn.to_le_bytes().to_vec();
+    body.extend_from_slice(&epoch.to_le_bytes());
+    (proto::OK, body)
+}
+
+/// The answer for (client, request) if the engine applied it: its first copy's LSN and epoch.
+fn applied_answer(
+    server: &Server,
+    client: u64,
+    request: u64,
+    data: &[u8],
+) -> Option<Result<(Lsn, u64), String>> {
+    server.engine.state.0.lock().answer(client, request, data)
+}
+
+/// An append being handled by this node, by (client, request), with the `data_digest` of
+/// its data (a copy with other data is refused, not answered with this one's LSN).
+#[derive(Clone, Copy)]
+pub(super) struct Inflight {
+    digest: u64,
+    state: InflightState,
+}
+
+#[derive(Clone, Copy)]
+enum InflightState {
+    /// A thread is proposing it: copies arriving meanwhile wait instead of proposing again.
+    Proposing,
+    /// Proposed at this LSN and epoch, not yet answered.
+    Proposed((Lsn, u64)),
+}
+
+/// What `reserve` found for a request.
+enum Reserved {
+    /// Nobody is handling it: the caller proposes it (its entry says `Proposing`).
+    Ours,
+    /// A copy is applied: the table's answer.
+    Applied(Result<(Lsn, u64), String>),
+    /// Another copy was proposed here: the caller waits for that one.
+    InFlight((Lsn, u64)),
+    /// Another copy is still being proposed after the append timeout.
+    TimedOut,
+    /// A copy with other data is in flight under the same request id.
+    OtherData,
+}
+
+/// Makes the check for a copy in flight and the claim to propose one step, so that copies of a
+/// request arriving at once (a client retrying on several connections) are proposed once.
+fn reserve(server: &Server, key: (u64, u64), data: &[u8]) -> Reserved {
+    let deadline = Instant::now() + APPEND_TIMEOUT;
+    let digest = data_digest(data);
+    let mut inflight = server.inflight.lock();
+    loop {
+        match inflight.get(&key) {
+            Some(found) if found.digest != digest => return Reserved::OtherData,
+            Some(Inflight {
+                state: InflightState::Proposed(found),
+                ..
+            }) => return Reserved::InFlight(*found),
+            Some(Inflight {
+                state: InflightState::Proposing,
+                ..
+            }) => {
+                if server
+                    .inflight_proposed
+                    .wait_until(&mut inflight, deadline)
+                    .timed_out()
+                {
+                    return Reserved::TimedOut;
+                }
+            }
+            None => {
+                // Checked again under this lock: the copy that was in flight may have been
+                // applied (and its entry removed) since the caller's first look.
+                if let Some(answer) = applied_answer(server, key.0, key.1, data) {
+                    return Reserved::Applied(answer);
+                }
+                let state = InflightState::Proposing;
+                inflight.insert(key, Inflight { digest, state });
+                return Reserved::Ours;
+            }
+        }
+    }
+}
+
+fn append(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
+    let mut body = proto::Body(body);
+    let (client, request) = match (body.u64("client id"), body.u64("request id")) {
+        (Ok(c), Ok(r)) => (c, r),
+        (Err(e), _) | (_, Err(e)) => return error(e),
+    };
+    let data = body.rest();
+    if let Some(answer) = applied_answer(server, client, request, data) {
+        return match answer {
+            Ok((lsn, epoch)) => lsn_epoch(lsn, epoch),
+            Err(e) => error(e),
+        };
+    }
+    let key = (client, request);
+    // `proposer`: this copy proposed the record, and owns the entry of `inflight`.
+    let (found, proposer) = match reserve(server, key, data) {
+        Reserved::InFlight(found) => (found, false),
+        Reserved::Applied(Ok((lsn, epoch))) => return lsn_epoch(lsn, epoch),
+        Reserved::Applied(Err(e)) => return error(e),
+        Reserved::TimedOut => {
+            return (
+                proto::RETRY,
+                b"another copy of this request is still being proposed".to_vec(),
+            )
+        }
+        Reserved::OtherData => {
+            return error(format!(
+                "request {request} of client {client} is being appended with other data: a \
+                 request id must not be reused for other data"
+            ))
+        }
+        Reserved::Ours => {
+            let proposed = server
+                .node
+                .propose(&proto::encode_record(client, request, data));
+            {
+                let mut inflight = server.inflight.lock();
+                match &proposed {
+                    Ok(found) => {
+                        if let Some(entry) = inflight.get_mut(&key) {
+                            entry.state = InflightState::Proposed(*found);
+                        }
+                    }
+                    Err(_) => {
+                        inflight.remove(&key);
+                    }
+                }
+            }
+            server.inflight_proposed.notify_all();
+            match proposed {
+                Ok(found) => (found, true),
+                Err(Error::NotLeader { leader }) => return not_leader(server, leader),
+                Err(e @ Error::InvalidArgument { .. }) => return error(e.to_string()),
+                // Nothing was proposed: sending it again is safe.
+                Err(e) => return (proto::RETRY, e.to_string().into_bytes()),
+            }
+        }
+    };
+    let outcome = server.node.wait_committed(found.0, found.1, APPEND_TIMEOUT);
+    let answer = answer_committed(server, (client, request, data), found, outcome);
+    if proposer {
+        // Only the proposing copy removes the entry: a copy that waited on it could otherwise
+        // remove the entry of a later copy. Removed once answered, which waits until the copy
+        // is applied: removed at commit, a retry in between would find neither the entry nor
+        // the client table's line for it, and propose a second copy.
+        server.inflight.lock().remove(&key);
+    }
+    answer
+}
+
+/// The answer to an append whose copy was proposed at `(lsn, epoch)`, once the wait for its
+/// commit ended with `outcome`.
+fn answer_committed(
+    server: &Server,
+    (client, request, data): (u64, u64, &[u8]),
+    (lsn, epoch): (Lsn, u64),
+    outcome: Result<(), Error>,
+) -> (u8, Vec<u8>) {
+    // Whether the entry at `lsn` is known to be this copy: `Compacted` means the LSN is behind
+    // the log's start (a snapshot installed past it, say), and the entry there may be another
+    // (a new leader's) if this copy was lost in a change of leader. Only the client table can
+    // answer then.
+    let ours = match outcome {
+        Ok(()) => true,
+        Err(Error::Wal(rwal_wal::Error::Compacted { .. })) => false,
+        // ERROR would say retrying cannot help, and a client would send its data again under
+        // a new id: whatever the outcome is unknown for is RETRY.
+        Err(e) => return (proto::RETRY, e.to_string().into_bytes()),
+    };
+    // Committed: answer with the copy the engine applied (this one, or an earlier one).
+    let deadline = Instant::now() + APPEND_TIMEOUT;
+    let (state, applied) = &*server.engine.state;
+    let mut guard = state.lock();
+    while guard.applied < lsn {
+        if applied.wait_until(&mut guard, deadline).timed_out() {
+            return (proto::RETRY, b"committed, not yet applied here".to_vec());
+        }
+    }
+    let first_copy =
+        ours && lsn >= guard.duplicates_complete_from && !guard.duplicates.contains(&lsn);
+    drop(guard);
+    if first_copy {
+        // This copy is the one applied and returned by READ, whatever the client table says
+        // by now (a later request of the same client applied meanwhile, or the client
+        // forgotten).
+        return lsn_epoch(lsn, epoch);
+    }
+    match applied_answer(server, client, request, data) {
+        Some(Ok((lsn, epoch))) => lsn_epoch(lsn, epoch),
+        Some(Err(e)) => error(e),
+        // Not known to be in the log: sending it again is what the client must do.
+        None if !ours => (
+            proto::RETRY,
+            format!(
+                "LSN {lsn} was compacted away while this append waited, and this node has no \
+                 record of the request having been applied: it may have been lost in a change \
+                 of leader"
+            )
+            .into_bytes(),
+        ),
+        None => error(format!(
+            "committed at LSN {lsn} as a second copy of an earlier one this node no longer \
+             remembers (the client table forgot the client): the data is in the log once"
+        )),
+    }
+}
+
+/// Answers a READ. Its answer is built in place, and beyond `budget::UNBUDGETED_BYTES` it takes
+/// its bytes from the request budget as it grows (`share`, held until the answer is written):
+/// without room it ends after the records it holds, or, with none yet, is answered RETRY.
+fn read<'s>(server: &'s Server, body: &[u8], share: &mut budget::Held<'s>) -> (u8, Vec<u8>) {
+    let mut body = proto::Body(body);
+    let (from, max, mode) = match (body.u64("from"), body.u32("max"), body.u8("mode")) {
+        (Ok(f), Ok(m), Ok(mode)) => (f, m.min(READ_RECORDS_MAX), mode),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return error(e),
+    };
+    match mode {
+        proto::READ_STALE => {}
+        proto::READ_LINEARIZABLE => {
+            if let Err(e) = server.node.read_barrier(APPEND_TIMEOUT) {
+                return read_failed(server, e);
+            }
+        }
+        other => return error(format!("unknown read mode {other}")),
+    }
+    // 0: from the oldest record this node retains.
+    let oldest = from == 0;
+    let from = if oldest {
+        server.node.status().first_lsn
+    } else {
+        from
+    };
+    let mut reader = match server.node.reader(from) {
+        Ok(reader) => reader,
+        // Compacted between the look at the log's start and the reader: there is a new start.
+        Err(Error::Wal(rwal_wal::Error::Compacted { .. })) if oldest => {
+            return (
+                proto::RETRY,
+                b"the log was compacted as the read began: ask again".to_vec(),
+            )
+        }
+        // Past the end of this node's log (a stale read of a follower behind the node the
+        // client read from before): nothing there yet, as at the end itself.
+        Err(Error::Wal(rwal_wal::Error::NotFound { .. })) if !oldest => {
+            return (proto::OK, 0u32.to_le_bytes().to_vec())
+        }
+        Err(e) => return read_failed(server, e),
+    };
+    // Up to what the engine has applied (so its list of duplicates covers every record read).
+    // The list is consulted a window at a time: copying the whole stretch at once would hold
+    // the engine's lock (which the node's thread needs to apply) for as long as the list is.
+    let applied = server.engine.state.0.lock().applied;
+    let mut duplicates = BTreeSet::new();
+    let mut window_end: Lsn = 0;
+    // The count first, filled in at the end; allocated only as far as the share allows.
+    let mut reply = Vec::with_capacity(budget::UNBUDGETED_BYTES);
+    reply.extend_from_slice(&0u32.to_le_bytes());
+    let mut allowed = budget::UNBUDGETED_BYTES;
+    let mut count = 0u32;
+    while count < max {
+        // The record is copied out of the log only if the share holds it (what the reader
+        // reads ahead included: at most as much again).
+        let room = allowed.saturating_sub(reply.len() + 20);
+        let record = match reader.next_at_most(room) {
+            Ok(Some(Bounded::Record(record))) if record.lsn <= applied => record,
+            Ok(Some(Bounded::Larger { lsn, bytes })) if lsn <= applied => {
+                let needed = reply.len() + 20 + bytes;
+                // The reply stays within the limit (a first record always goes: appends are
+                // smaller). Its data is the record's without the two ids, as checked below.
+                if count > 0 && needed - 4 - 16 > READ_BYTES_MAX {
+                    break;
+                }
+                // In steps, so that the budget's lock is not taken for every record.
+                let more = needed.saturating_sub(allowed);
+                if more == 0 {
+                    // The reader would have returned it: a bug, not a busy node.
+                    return error(format!(
+                        "the log's reader held back record {lsn} of {bytes} bytes though there \
+                         was room for it"
+                    ));
+                }
+                // Half again as much, at least a step: a large answer is copied a few times as
+                // it grows, not once per step.
+                let step = more.max(READ_SHARE_STEP).max(allowed / 2);
+                let grown = if share.try_grow(step) {
+                    Some(step)
+                } else {
+                    share.try_grow(more).then_some(more)
+                };
+                if let Some(grown) = grown {
+                    allowed += grown;
+                    reply.reserve_exact(allowed - reply.len());
+                    continue;
+                }
+                if count > 0 {
+                    break;
+                }
+                return (
+                    proto::RETRY,
+                    format!(
+                        "no memory for a record of {bytes} bytes now: the node's memory for \
+                         requests and answers is taken; try again later"
+                    )
+                    .into_bytes(),
+                );
+            }
+            Ok(_) => break,
+            // A snapshot installed under the reader: what was read is still committed.
+            Err(Error::Wal(rwal_wal::Error::Compacted { .. })) if count > 0 => break,
+            // Nothing yet, from the oldest record: the log has a new start.
+            Err(Error::Wal(rwal_wal::Error::Compacted { .. })) if oldest => {
+                return (
+                    proto::RETRY,
+                    b"the log was compacted as the read began: ask again".to_vec(),
+                )
+            }
+            Err(e) => return read_failed(server, e),
+        };
+        if record.lsn > window_end {
+            window_end = record.lsn.saturating_add(DUPLICATES_WINDOW - 1);
+            let state = server.engine.state.0.lock();
+            duplicates = state
+                .duplicates
+                .range(record.lsn..=window_end)
+                .copied()
+                .collect();
+        }
+        if record.kind != RecordKind::User || duplicates.contains(&record.lsn) {
+            continue;
+        }
+        let Some((_, _, data)) = proto::decode_record(&record.data) else {
+            continue;
+        };
+        if count > 0 && reply.len() + 20 + data.len() - 4 > READ_BYTES_MAX {
+            break;
+        }
+        reply.extend_from_slice(&record.lsn.to_le_bytes());
+        reply.extend_from_slice(&record.epoch.to_le_bytes());
+        reply.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        reply.extend_from_slice(data);
+        count += 1;
+    }
+    reply[..4].copy_from_slice(&count.to_le_bytes());
+    (proto::OK, reply)
+}
+
+/// The answer to a READ that failed with `e`: RETRY for what may pass (no leader confirmed the
+/// read point in time, the node busy or stopping), NOT_LEADER where the node knows who can
+/// serve it, ERROR for what asking again cannot change (an LSN compacted away, a record
+/// damaged, bad arguments). A read changes nothing, so RETRY costs the client only time.
+fn read_failed(server: &Server, e: Error) -> (u8, Vec<u8>) {
+    match e {
+        Error::NotLeader { leader } => not_leader(server, leader),
+        Error::Timeout { .. }
+        | Error::Busy { .. }
+        | Error::Backlogged { .. }
+        | Error::Closed
+        | Error::Wal(rwal_wal::Error::Closed) => (proto::RETRY, e.to_string().into_bytes()),
+        e => error(e.to_string()),
+    }
+}
+
+/// How much a READ answer's share of the budget grows at a time.
+const READ_SHARE_STEP: usize = 256 << 10;
+
+fn status_json(server: &Server) -> String {
+    let s = server.node.status();
+    let role = match s.role {
+        Role::Leader => "leader",
+        Role::Candidate => "candidate",
+        Role::Follower if s.membership.learners.contains(&s.id) => "learner",
+        Role::Follower => "follower",
+    };
+    let list = |ids: &[u64]| ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    let progress = s
+        .progress
+        .iter()
+        .map(|(id, lsn)| format!("\"{id}\":{lsn}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let net = server.network.stats();
+    format!(
+        "{{\"id\":{},\"role\":\"{role}\",\"term\":{},\"leader\":{},\"commit_lsn\":{},\
+         \"applied_lsn\":{},\"first_lsn\":{},\"last_lsn\":{},\"voters\":[{}],\"learners\":[{}],\
+         \"progress\":{{{progress}}},\"peers_connected\":{},\"connections_refused\":{}}}",
+        s.id,
+        s.term,
+        s.leader.unwrap_or(0),
+        s.commit_lsn,
+        s.applied_lsn,
+        s.first_lsn,
+        s.last_lsn,
+        list(&s.membership.voters),
+        list(&s.membership.learners),
+        net.peers_connected,
+        net.connections_refused,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    use crate::node::accept_clients;
+    use crate::node::test_support::{
+        close, hold, serve_one, single_node_server, someone_elses_record,
+    };
+
+    /// Connections that sit idle, or send a request a byte at a time, cannot keep clients out:
+    /// with every slot taken, a new connection closes the one whose last request was answered
+    /// longest ago (or that has had none), and is served. A request half sent is not handled.
+    #[test]
+    fn idle_connections_give_their_slots_to_new_ones() {
+        let (mut server, dir) = single_node_server("idle-slots");
+        server.connections = connections::Connections::new(2);
+        let server = Arc::new(server);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = {
+            let server = server.clone();
+            std::thread::spawn(move || accept_clients(&server, &listener))
+        };
+        let connect = || {
+            let stream = TcpStream::connect(addr).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            (stream.try_clone().unwrap(), BufReader::new(stream))
+        };
+        let status = |(output, input): &mut (TcpStream, BufReader<TcpStream>)| {
+            proto::write_message(output, proto::OP_STATUS, &[])?;
+            proto::read_message(input, proto::RESPONSE_BYTES_MAX)
+        };
+        let served = |connection: &mut (TcpStream, BufReader<TcpStream>)| {
+            let (code, body) = status(connection).unwrap().unwrap();
+            assert_eq!(code, proto::OK, "{}", String::from_utf8_lossy(&body));
+        };
+        // Until `served` connections are served, none of them handling a request: the order in
+        // which they wait is then the order of the steps below.
+        let settled = |served: usize| {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while server.connections.len() != served || !server.connections.none_busy() {
+                assert!(Instant::now() < deadline, "the connections never settled");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        };
+        // Closed by the node: the end of the stream (or a reset), not a read that timed out.
+        let closed = |connection: &mut (TcpStream, BufReader<TcpStream>)| match proto::read_message(
+            &mut connection.1,
+            proto::RESPONSE_BYTES_MAX,
+        ) {
+            Ok(None) => true,
+            Ok(Some(_)) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        };
+        let mut idle = connect();
+        served(&mut idle);
+        settled(1);
+        // The second slot: a connection sending a request, its length and nothing more.
+        let mut trickling = connect();
+        trickling.0.write_all(&100u32.to_le_bytes()).unwrap();
+        settled(2);
+        // The idle one answered longest ago: its slot goes to the newcomer.
+        let mut newcomer = connect();
+        served(&mut newcomer);
+        assert!(closed(&mut idle), "the idle connection was still served");
+        settled(2);
+        // Then the one sending a byte now and then, which has never had a request answered.
+        let mut another = connect();
+        served(&mut another);
+        assert!(
+            closed(&mut trickling),
+            "the half-sent request held its slot"
+        );
+        served(&mut newcomer);
+        drop((idle, trickling, newcomer, another));
+        server.connections.stop(&server.stopping);
+        let _ = TcpStream::connect(addr);
+        acceptor.join().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Arc::strong_count(&server) > 1 {
+            assert!(
+                Instant::now() < deadline,
+                "client threads still hold the server"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        close(Arc::try_unwrap(server).ok().unwrap(), dir);
+    }
+
+    /// A connection waiting for room in the request budget, whose slot a newcomer takes, stops
+    /// waiting at once: it used to wait out the request timeout, its thread and descriptor
+    /// outside the connection count, and a stream of such connections piled them up.
+    #[test]
+    fn a_connection_closed_while_it_waits_for_room_stops_waiting() {
+        let (mut server, dir) = single_node_server("closed-waiting");
+        server.connections = connections::Connections::new(1);
+        server.request_timeout = Duration::from_secs(60);
+        server.request_budget = budget::RequestBudget::new(1 << 20);
+        let server = Arc::new(server);
+        let full = hold(&server, 1 << 20);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = {
+            let server = server.clone();
+            std::thread::spawn(move || accept_clients(&server, &listener))
+        };
+        let until = |what: &str, done: &dyn Fn() -> bool, within: Duration| {
+            let deadline = Instant::now() + within;
+            while !done() {
+                assert!(Instant::now() < deadline, "{what}");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        // An append of 1 MiB: its length and the first bytes that go uncounted, then it waits.
+        let mut waiting = TcpStream::connect(addr).unwrap();
+        waiting
+            .write_all(&proto::message_header(proto::OP_APPEND, 1 << 20))
+            .unwrap();
+        waiting
+            .write_all(&vec![0u8; budget::UNBUDGETED_BYTES])
+            .unwrap();
+        until(
+            "the append never waited for room",
+            &|| server.request_budget.waiting() == 1,
+            Duration::from_secs(30),
+        );
+        let mut newcomer = TcpStream::connect(addr).unwrap();
+        proto::write_message(&mut newcomer, proto::OP_STATUS, &[]).unwrap();
+        let (code, _) = proto::read_message(&mut BufReader::new(&newcomer), 1 << 20)
+            .unwrap()
+            .unwrap();
+        assert_eq!(code, proto::OK);
+        until(
+            "the closed connection still waits for room",
+            &|| server.request_budget.waiting() == 0,
+            Duration::from_secs(5),
+        );
+        drop((full, waiting, newcomer));
+        server.connections.stop(&server.stopping);
+        let _ = TcpStream::connect(addr);
+        acceptor.join().unwrap();
+        until(
+            "client threads still hold the server",
+            &|| Arc::strong_count(&server) == 1,
+            Duration::from_secs(30),
+        );
+        close(Arc::try_unwrap(server).ok().unwrap(), dir);
+    }
+
+    /// A client that sends part of a request and then stalls is cut off once the request
+    /// timeout passes from its first byte, though bytes keep arriving now and then, and the
+    /// bytes its request held are given back; a whole request on the next connection is served.
+    #[test]
+    fn a_request_that_arrives_too_slowly_is_cut_off_and_its_budget_given_back() {
+        let (mut server, dir) = single_node_server("slow-request");
+        server.request_timeout = Duration::from_millis(300);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::scope(|s| {
+            let server = &server;
+            let served = s.spawn(move || {
+                let (stream, _) = listener.accept().unwrap();
+                let outcome = serve_one(server, stream);
+                let (stream, _) = listener.accept().unwrap();
+                (outcome, serve_one(server, stream))
+            });
+            let mut slow = TcpStream::connect(addr).unwrap();
+            // An APPEND announcing 1000 bytes, sent a byte at a time, slower than the timeout.
+            let mut message = 1000u32.to_le_bytes().to_vec();
+            message.push(proto::OP_APPEND);
+            let started = Instant::now();
+            for byte in message.iter().chain(std::iter::repeat(&0u8)) {
+                if std::io::Write::write_all(&mut slow, &[*byte]).is_err() {
+                    break; // the node closed the connection
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "the slow request was never cut off"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let mut fine = TcpStream::connect(addr).unwrap();
+            proto::write_message(&mut fine, proto::OP_STATUS, &[]).unwrap();
+            let mut reader = BufReader::new(fine.try_clone().unwrap());
+            let (status, body) = proto::read_message(&mut reader, proto::RESPONSE_BYTES_MAX)
+                .unwrap()
+                .unwrap();
+            assert_eq!(status, proto::OK, "{}", String::from_utf8_lossy(&body));
+            drop((fine, reader));
+            let (slow_outcome, fine_outcome) = served.join().unwrap();
+            let error = slow_outcome.unwrap_err();
+            assert_eq!(error.kind(), std::io::ErrorKind::TimedOut, "{error}");
+            assert!(error.to_string().contains("300ms"), "{error}");
+            fine_outcome.unwrap();
+        });
+        assert_eq!(server.request_budget.held(), 0);
+        close(server, dir);
+    }
+
+    /// With the request budget full for longer than the request timeout, a request is read,
+    /// dropped and answered RETRY, and the connection serves the next request once there is
+    /// room again.
+    #[test]
+    fn a_request_that_finds_no_room_is_answered_retry_and_the_connection_goes_on() {
+        let (mut server, dir) = single_node_server("no-room");
+        server.request_timeout = Duration::from_millis(200);
+        server.request_budget = budget::RequestBudget::new(1 << 20);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::scope(|s| {
+            let server = &server;
+            let full = hold(server, 1 << 20);
+            let served = s.spawn(move || {
+                let (stream, _) = listener.accept().unwrap();
+                serve_one(server, stream)
+            });
+            let client = TcpStream::connect(addr).unwrap();
+            let mut output = client.try_clone().unwrap();
+            let mut input = BufReader::new(client);
+            let mut ask = |body: &[u8]| {
+                proto::write_message(&mut output, proto::OP_STATUS, body).unwrap();
+                proto::read_message(&mut input, proto::RESPONSE_BYTES_MAX)
+                    .unwrap()
+                    .unwrap()
+            };
+            // A STATUS with a body larger than what goes uncounted: read and dropped when there
+            // is no room.
+            let large = vec![7; budget::UNBUDGETED_BYTES + 1];
+            let (status, body) = ask(&large);
+            let body = String::from_utf8_lossy(&body).into_owned();
+            assert_eq!(status, proto::RETRY, "{body}");
+            assert!(body.contains("memory for requests"), "{body}");
+            // A small one is served all the same: a budget held by large requests (whose
+            // bodies may trickle in) does not shut every client out.
+            let (status, body) = ask(&[7; 500]);
+            assert_eq!(status, proto::OK, "{}", String::from_utf8_lossy(&body));
+            drop(full);
+            let (status, body) = ask(&large);
+            assert_eq!(status, proto::OK, "{}", String::from_utf8_lossy(&body));
+            drop((output, input));
+            served.join().unwrap().unwrap();
+        });
+        assert_eq!(server.request_budget.held(), 0);
+        close(server, dir);
+    }
+
+    /// A large request takes no room in the budget until its first bytes (as many as go
+    /// uncounted) have arrived, and then must arrive at the pace that brings it whole within
+    /// the request timeout: one that announces 16 MiB and sends nothing holds nothing, and one
+    /// that sends its first 64 KiB and stalls is cut off once its next mebibyte was due (a
+    /// sixteenth of the timeout), not at the end of the timeout; a large request waiting for
+    /// that room is served.
+    #[test]
+    fn a_large_request_that_does_not_keep_its_pace_gives_its_budget_back_early() {
+        let (mut server, dir) = single_node_server("paced-request");
+        server.request_timeout = Duration::from_secs(8);
+        server.request_budget = budget::RequestBudget::new(16 << 20);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let announce = |stream: &mut TcpStream, sent: usize| {
+            let mut bytes = (16u32 << 20).to_le_bytes().to_vec();
+            bytes.push(proto::OP_STATUS);
+            bytes.resize(4 + sent, 7);
+            std::io::Write::write_all(stream, &bytes).unwrap();
+        };
+        let status_of_a_mebibyte = || {
+            let fine = TcpStream::connect(addr).unwrap();
+            fine.set_read_timeout(Some(Duration::from_secs(60)))
+                .unwrap();
+            let mut output = fine.try_clone().unwrap();
+            proto::write_message(&mut output, proto::OP_STATUS, &vec![7; 1 << 20]).unwrap();
+            let mut input = BufReader::new(fine);
+            let (status, body) = proto::read_message(&mut input, proto::RESPONSE_BYTES_MAX)
+                .unwrap()
+                .unwrap();
+            assert_eq!(status, proto::OK, "{}", String::from_utf8_lossy(&body));
+        };
+        std::thread::scope(|s| {
+            let server = &server;
+            let served = s.spawn(move || {
+                let mut outcomes = Vec::new();
+                for _ in 0..4 {
+                    let (stream, _) = listener.accept().unwrap();
+                    outcomes.push(s.spawn(move || serve_one(server, stream)));
+                }
+                outcomes
+                    .into_iter()
+                    .map(|outcome| outcome.join().unwrap())
+                    .collect::<Vec<_>>()
+            });
+            // Announces a message of the whole budget and sends only its first byte: it
+            // takes no room, and a large request is served meanwhile.
+            let mut silent = TcpStream::connect(addr).unwrap();
+            announce(&mut silent, 1);
+            status_of_a_mebibyte();
+            assert_eq!(server.request_budget.held(), 0);
+            // Sends what goes uncounted, then stalls: it takes the whole budget until cut off.
+            let mut stalled = TcpStream::connect(addr).unwrap();
+            announce(&mut stalled, budget::UNBUDGETED_BYTES);
+            let started = Instant::now();
+            while server.request_budget.held() < 16 << 20 {
+                assert!(started.elapsed() < Duration::from_secs(30), "never held");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            status_of_a_mebibyte();
+            drop(silent);
+            let outcomes = served.join().unwrap();
+            let error = outcomes[2].as_ref().unwrap_err();
+            assert_eq!(error.kind(), std::io::ErrorKind::TimedOut, "{error}");
+            assert!(
+                error
+                    .to_string()
+                    .contains("16777216 bytes arrived too slowly: 0 bytes"),
+                "{error}"
+            );
+            for fine in [1, 3] {
+                assert!(outcomes[fine].is_ok(), "{:?}", outcomes[fine]);
+            }
+            // The silent one ended with its connection, never having held anything to be cut
+            // off for.
+            let silent = outcomes[0].as_ref().unwrap_err();
+            assert_eq!(silent.kind(), std::io::ErrorKind::UnexpectedEof, "{silent}");
+            drop(stalled);
+        });
+        assert_eq!(server.request_budget.held(), 0);
+        close(server, dir);
+    }
+
+    /// What may pass is RETRY (a client asks again), what cannot is ERROR, and a node that
+    /// knows the leader names it.
+    #[test]
+    fn a_failed_read_is_retry_only_where_asking_again_can_help() {
+        let (server, dir) = single_node_server("read-failures");
+        let status = |e: Error| read_failed(&server, e).0;
+        let waiting_for = "a read point";
+        assert_eq!(status(Error::Timeout { waiting_for }), proto::RETRY);
+        assert_eq!(status(Error::Busy { pending_max: 1 }), proto::RETRY);
+        assert_eq!(status(Error::Closed), proto::RETRY);
+        assert_eq!(status(Error::Wal(rwal_wal::Error::Closed)), proto::RETRY);
+        assert_eq!(status(Error::Raft("broken".into())), proto::ERROR);
+        let (code, body) = read_failed(&server, Error::NotLeader { leader: Some(1) });
+        assert_eq!(code, proto::NOT_LEADER);
+        assert_eq!(body[..8], 1u64.to_le_bytes());
+        close(server, dir);
+    }
+
+    #[test]
+    fn a_body_is_due_at_the_pace_of_its_whole_length_give_or_take_the_slack() {
+        let since = Instant::now();
+        let timeout = Duration::from_secs(32);
+        let due = |body_bytes: usize, arrived: usize| {
+            let pace = Pace {
+                since,
+                body_bytes,
+                arrived,
+            };
+            pace.next_byte_due(timeout)
+        };
+        // Nothing yet: the first mebibyte's share of the timeout.
+        assert_eq!(due(16 << 20, 0), since + Duration::from_secs(2));
+        assert_eq!(due(16 << 20, 7 << 20), since + Duration::from_secs(16));
+        // Never past the timeout itself.
+        assert_eq!(due(16 << 20, 16 << 20), since + timeout);
+        // A smaller body's slack is a sixteenth of it too.
+        assert_eq!(due(256 << 10, 0), since + Duration::from_secs(2));
+        assert_eq!(due(256 << 10, 112 << 10), since + Duration::from_secs(16));
+    }
+
+    /// A READ answer larger than what goes uncounted takes its bytes from the budget while it
+    /// is built and holds them until it is written: with no room, it ends after the records
+    /// that fit uncounted, or is answered RETRY if not even its first record does.
+    #[test]
+    fn a_read_answer_holds_budget_for_its_bytes_and_ends_early_without_room() {
+        let (mut server, dir) = single_node_server("read-budget");
+        server.request_budget = budget::RequestBudget::new(4 << 20);
+        for request in 1..=40u64 {
+            let record = proto::encode_record(9, request, &[request as u8; 4096]);
+            server
+                .node
+                .propose_and_wait(&record, Duration::from_secs(30))
+                .unwrap();
+        }
+        let (state, applied) = &*server.engine.state;
+        let last = server.node.status().last_lsn;
+        let mut guard = state.lock();
+        while guard.applied < last {
+            applied.wait_for(&mut guard, Duration::from_millis(10));
+        }
+        drop(guard);
+        let read_all = |server: &Server| {
+            let mut share = server.request_budget.none();
+            let mut body = 0u64.to_le_bytes().to_vec();
+            body.extend_from_slice(&1000u32.to_le_bytes());
+            body.push(proto::READ_STALE);
+            let (status, reply) = read(server, &body, &mut share);
+            assert_eq!(status, proto::OK, "{}", String::from_utf8_lossy(&reply));
+            let count = u32::from_le_bytes(reply[..4].try_into().unwrap());
+            (count, reply.len(), server.request_budget.held())
+        };
+        // Room: all 40 records, their bytes beyond the uncounted part held until written.
+        let (count, len, held) = read_all(&server);
+        assert_eq!(count, 40);
+        assert!(len > 40 * 4096);
+        assert!(
+            held >= len - budget::UNBUDGETED_BYTES,
+            "{held} held for {len}"
+        );
+        assert_eq!(server.request_budget.held(), 0, "given back once written");
+        // No room: the answer ends with what fits uncounted.
+        let full = hold(&server, 4 << 20);
+        let (count, len, _) = read_all(&server);
+        assert!((1..40).contains(&count), "{count} records");
+        assert!(len <= budget::UNBUDGETED_BYTES, "{len} bytes");
+        // A record larger than that, with no room: RETRY.
+        let big = proto::encode_record(9, 41, &vec![1u8; budget::UNBUDGETED_BYTES]);
+        let (lsn, _) = server
+            .node
+            .propose_and_wait(&big, Duration::from_secs(30))
+            .unwrap();
+        let mut guard = state.lock();
+        while guard.applied < lsn {
+            applied.wait_for(&mut guard, Duration::from_millis(10));
+        }
+        drop(guard);
+        let mut share = server.request_budget.none();
+        let mut body = lsn.to_le_bytes().to_vec();
+        body.extend_from_slice(&1u32.to_le_bytes());
+        body.push(proto::READ_STALE);
+        let (status, reply) = read(&server, &body, &mut share);
+        assert_eq!(status, proto::RETRY, "{}", String::from_utf8_lossy(&reply));
+        drop(share);
+        drop(full);
+        assert_eq!(server.request_budget.held(), 0);
+        close(server, dir);
+    }
+
+    #[test]
+    fn an_append_whose_lsn_was_compacted_is_answered_from_the_client_table_only() {
+        let (server, dir) = single_node_server("compacted");
+        let (lsn, epoch) = someone_elses_record(&server);
+        let compacted = || {
+            Err(Error::Wal(rwal_wal::Error::Compacted {
+                lsn,
+                first_retained: lsn + 1,
+            }))
+        };
+        // This append was proposed at `lsn` too, on a leader that lost it; a snapshot then
+        // took this node past `lsn`. The entry there is client 5's: not acknowledged.
+        let (status, reply) = answer_committed(&server, (9, 1, b"mine"), (lsn, epoch), compacted());
+        assert_eq!(status, proto::RETRY, "{}", String::from_utf8_lossy(&reply));
+        assert!(String::from_utf8_lossy(&reply).contains("compacted away"));
+        // Client 5's own append, in the same position, is found in the table.
+        let own = answer_committed(
+            &server,
+            (5, 1, b"someone else's"),
+            (lsn, epoch),
+            compacted(),
+        );
+        assert_eq!(own, lsn_epoch(lsn, epoch));
+        close(server, dir);
+    }
+
+    #[test]
+    fn a_copy_with_other_data_in_flight_under_the_same_id_is_refused() {
+        let (server, dir) = single_node_server("inflight");
+        let found = someone_elses_record(&server);
+        // A first copy of request (9, 1), with data "A", proposed at `found` and not yet
+        // answered.
+        let inflight = Inflight {
+            digest: data_digest(b"A"),
+            state: InflightState::Proposed(found),
+        };
+        server.inflight.lock().insert((9, 1), inflight);
+        let (status, reply) = append(&server, &proto::encode_record(9, 1, b"B"));
+        let reply = String::from_utf8_lossy(&reply);
+        assert_eq!(status, proto::ERROR, "{reply}");
+        assert!(reply.contains("with other data"), "{reply}");
+        close(server, dir);
+    }
+}

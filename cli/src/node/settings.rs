@@ -1,0 +1,605 @@
+//! The settings `rwal node` runs with, from flags or a config file.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rwal_replication::net::SECRET_BYTES_MIN;
+use rwal_replication::{Config, NodeId};
+
+pub(super) const HELP: &str = "\
+usage: rwal node --id N --dir DIR --listen ADDR --client-listen ADDR \\
+                 --peer ID,PEER_ADDR,CLIENT_ADDR ... --cluster-id C --secret-file FILE [options]
+       rwal node --config FILE
+
+Runs one node of a replicated rwal cluster. The founding members are this node and every
+--peer; start each with the same list, and with --init the first time. A restarted node
+continues from its log; without --init or --join a node whose directory holds no log refuses
+to start.
+
+  --id N                  this node's id (1, 2, ...)
+  --dir DIR               its log directory
+  --init                  found the cluster if DIR holds no log (the members' first start
+                          only: a member that lost its log must not found the cluster again,
+                          it has forgotten its votes and could help elect a leader that lacks
+                          acknowledged writes); DIR must then be empty or not exist yet
+  --join                  enter a running cluster as a new member if DIR holds no log (DIR
+                          empty or new): a member whose log was lost comes back this way,
+                          after `rwal client remove ID`; then `rwal client add-learner ID` and,
+                          once it has caught up, `add-voter ID` add it
+  --listen ADDR           where peers connect (IP:PORT, e.g. 10.0.0.1:7001: no host names)
+  --client-listen ADDR    where clients connect (`rwal client`; IP:PORT); keep it on a private
+                          network
+  --peer ID,PEER,CLIENT   another member: its id, peer address and client address (IP:PORT
+                          each; repeat). Every address, this node's and the peers', differs
+  --cluster-id C          the cluster's id (a number every member shares)
+  --secret-file FILE      the cluster's shared secret (at least 16 bytes, at most 64 KiB)
+  --checkpoint-every N    checkpoint and compact after N applied LSNs (default 100000)
+  --tick-ms MS            raft's tick (default 10, at most 60000; elections after 10 to 20
+                          ticks without a leader)
+  --sync-stall-limit-ms MS
+                          a leader whose log sync has not returned for MS hands its
+                          leadership to another voter (default 1000, never less than the
+                          longest election timeout, 20 ticks; 0: never)
+  --segment-bytes N       size of new log segments (default: rwal-wal's)
+  --pin-cap-bytes N       log a lagging follower may hold back before it is sent a snapshot
+                          instead (default 1 GiB)
+  --snapshot-bytes-max N  the largest snapshot this node takes from a leader (default 1 GiB):
+                          it is assembled in memory; a larger one is refused, and a node
+                          that only a snapshot can catch up stays behind
+  --config FILE           read the options from FILE: `key = value` lines, keys as above
+                          without `--`, `peer` repeated, `init` or `join` alone (or
+                          `init = true`: take it out after the first start, as --init); `#`
+                          starts a comment at the start of a line or after a space or tab; a
+                          `#` inside a value is refused
+
+SIGTERM or SIGINT stops the node: it serves no new client, answers the requests in progress,
+closes its log and exits 0. A second signal exits at once (1); everything acknowledged is
+durable either way.";
+
+/// The longest raft tick `rwal node` takes, in milliseconds.
+const TICK_MS_MAX: u64 = 60_000;
+
+/// Everything `rwal node` is started with.
+#[derive(Debug, Clone)]
+pub(super) struct Settings {
+    pub(super) id: NodeId,
+    pub(super) dir: PathBuf,
+    pub(super) listen: SocketAddr,
+    pub(super) client_listen: SocketAddr,
+    pub(super) peers: HashMap<NodeId, (SocketAddr, SocketAddr)>,
+    pub(super) cluster_id: u64,
+    pub(super) secret: Vec<u8>,
+    /// Found the cluster if the directory holds no log.
+    pub(super) init: bool,
+    /// Join the cluster as a new member if the directory holds no log (a leader adds it).
+    pub(super) join: bool,
+    pub(super) checkpoint_every: u64,
+    pub(super) tick: Duration,
+    /// `NodeOptions::sync_stall_limit`.
+    pub(super) sync_stall_limit: Option<Duration>,
+    pub(super) segment_bytes: Option<u64>,
+    pub(super) pin_cap_bytes: u64,
+    /// `Config::snapshot_bytes_max`.
+    pub(super) snapshot_bytes_max: u64,
+}
+
+fn parse_peer(value: &str) -> Result<(NodeId, SocketAddr, SocketAddr), String> {
+    let parts: Vec<&str> = value.split(',').map(str::trim).collect();
+    let [id, peer, client] = parts[..] else {
+        return Err(format!(
+            "--peer {value:?}: expected ID,PEER_ADDR,CLIENT_ADDR"
+        ));
+    };
+    let id = id
+        .parse()
+        .map_err(|_| format!("--peer {value:?}: {id:?} is not a node id"))?;
+    let address = |a: &str| {
+        a.parse::<SocketAddr>()
+            .map_err(|e| format!("--peer {value:?}: {a:?} is not an address: {e}"))
+    };
+    Ok((id, address(peer)?, address(client)?))
+}
+
+/// The largest secret file read, in bytes: a secret is a few dozen bytes, and a larger file is
+/// not one (`/dev/zero`, read whole, took all the memory).
+const SECRET_FILE_BYTES_MAX: u64 = 64 << 10;
+
+/// A setting's value as text: every setting but the two paths is a number, an address or a
+/// word.
+fn text<'v>(key: &str, value: &'v OsStr) -> Result<&'v str, String> {
+    value
+        .to_str()
+        .ok_or_else(|| format!("{key}: {value:?} is not UTF-8"))
+}
+
+/// A path setting (`dir`, `secret-file`): its bytes as given (made UTF-8 first, a path became
+/// another), and not empty.
+fn path(key: &str, value: &OsStr) -> Result<PathBuf, String> {
+    if value.is_empty() {
+        return Err(format!("--{key}: the path is empty"));
+    }
+    Ok(PathBuf::from(value))
+}
+
+pub(super) fn parse_settings(pairs: Vec<(String, OsString)>) -> Result<Settings, String> {
+    let mut id = None;
+    let mut dir = None;
+    let mut listen = None;
+    let mut client_listen = None;
+    let mut peers = HashMap::new();
+    let mut cluster_id = None;
+    let mut secret_file: Option<PathBuf> = None;
+    let mut checkpoint_every = 100_000;
+    let mut tick_ms = 10;
+    let mut sync_stall_limit_ms = 1000;
+    let mut segment_bytes = None;
+    let mut pin_cap_bytes = 1 << 30;
+    let mut snapshot_bytes_max = Config::new(1).snapshot_bytes_max;
+    let mut init = false;
+    let mut join = false;
+    let number = |key: &str, value: &str| {
+        value
+            .parse::<u64>()
+            .map_err(|_| format!("{key}: {value:?} is not a number"))
+    };
+    let positive = |key: &str, value: &str| match number(key, value)? {
+        0 => Err(format!("{key}: must be above 0")),
+        n => Ok(n),
+    };
+    let address = |key: &str, value: &str| {
+        value
+            .parse::<SocketAddr>()
+            .map_err(|e| format!("{key}: {value:?} is not an address: {e}"))
+    };
+    let mut seen = std::collections::HashSet::new();
+    for (key, raw) in pairs {
+        // A second value for a key is a mistake (two config lines, or a flag and a config line),
+        // not an override: which one wins would be a guess. `peer` is the one repeated key.
+        if key != "peer" && !seen.insert(key.clone()) {
+            return Err(format!("{key} is given twice"));
+        }
+        let value = || text(&key, &raw);
+        match key.as_str() {
+            "id" => id = Some(number(&key, value()?)?),
+            "dir" => dir = Some(path(&key, &raw)?),
+            "listen" => listen = Some(address(&key, value()?)?),
+            "client-listen" => client_listen = Some(address(&key, value()?)?),
+            "peer" => {
+                let (peer, at, client) = parse_peer(value()?)?;
+                if peers.insert(peer, (at, client)).is_some() {
+                    return Err(format!("peer {peer} is given twice"));
+                }
+            }
+            "cluster-id" => cluster_id = Some(number(&key, value()?)?),
+            "secret-file" => secret_file = Some(path(&key, &raw)?),
+            "checkpoint-every" => checkpoint_every = positive(&key, value()?)?,
+            "tick-ms" => {
+                tick_ms = positive(&key, value()?)?;
+                // Elections come after 10 to 20 ticks: past a minute a tick is a typo.
+                if tick_ms > TICK_MS_MAX {
+                    return Err(format!("{key}: at most {TICK_MS_MAX} (a minute)"));
+                }
+            }
+            "sync-stall-limit-ms" => sync_stall_limit_ms = number(&key, value()?)?,
+            "segment-bytes" => segment_bytes = Some(number(&key, value()?)?),
+            "pin-cap-bytes" => pin_cap_bytes = number(&key, value()?)?,
+            "snapshot-bytes-max" => snapshot_bytes_max = positive(&key, value()?)?,
+            "init" | "join" => {
+                let on = match value()? {
+                    "true" => true,
+                    "false" => false,
+                    other => return Err(format!("{key}: {other:?} is neither true nor false")),
+                };
+                *(if key == "init" { &mut init } else { &mut join }) = on;
+            }
+            other => return Err(format!("unknown option {other:?}\n\n{HELP}")),
+        }
+    }
+    let missing = |what: &str| format!("--{what} is required\n\n{HELP}");
+    if init && join {
+        return Err(
+            "--init and --join exclude each other: --init founds a new cluster, --join enters \
+             a running one"
+                .into(),
+        );
+    }
+    let id = id.ok_or_else(|| missing("id"))?;
+    if id == 0 || peers.contains_key(&id) || peers.contains_key(&0) {
+        return Err("node ids start at 1, and a node is not its own --peer".into());
+    }
+    let secret_file = secret_file.ok_or_else(|| missing("secret-file"))?;
+    let secret = read_secret(&secret_file)?;
+    let listen = listen.ok_or_else(|| missing("listen"))?;
+    let client_listen = client_listen.ok_or_else(|| missing("client-listen"))?;
+    check_addresses_differ(listen, client_listen, &peers)?;
+    Ok(Settings {
+        id,
+        dir: dir.ok_or_else(|| missing("dir"))?,
+        listen,
+        client_listen,
+        peers,
+        cluster_id: cluster_id.ok_or_else(|| missing("cluster-id"))?,
+        secret,
+        init,
+        join,
+        checkpoint_every,
+        tick: Duration::from_millis(tick_ms),
+        sync_stall_limit: Some(Duration::from_millis(sync_stall_limit_ms))
+            .filter(|limit| !limit.is_zero()),
+        segment_bytes,
+        pin_cap_bytes,
+        snapshot_bytes_max,
+    })
+}
+
+/// The cluster's secret from `file`: its bytes without the whitespace around them, at least
+/// `SECRET_BYTES_MIN` of them, from a file of at most `SECRET_FILE_BYTES_MAX` bytes. Warns if
+/// other users may read the file.
+fn read_secret(file: &Path) -> Result<Vec<u8>, String> {
+    let cannot = |e: std::io::Error| format!("cannot read the secret file {}: {e}", file.display());
+    let mut secret = Vec::new();
+    // One byte past the bound tells a file over it, without reading the rest.
+    std::fs::File::open(file)
+        .and_then(|f| f.take(SECRET_FILE_BYTES_MAX + 1).read_to_end(&mut secret))
+        .map_err(cannot)?;
+    if secret.len() as u64 > SECRET_FILE_BYTES_MAX {
+        return Err(format!(
+            "the secret file {} holds more than {} KiB: a secret is a few dozen bytes (is it \
+             the right file?)",
+            file.display(),
+            SECRET_FILE_BYTES_MAX >> 10
+        ));
+    }
+    // Text with a final newline, as `base64 > FILE` writes it: the whitespace around is not
+    // part of the secret.
+    let secret = secret.trim_ascii().to_vec();
+    if secret.len() < SECRET_BYTES_MIN {
+        return Err(format!(
+            "the secret in {} is {} bytes (without the whitespace around it); at least {} are \
+             needed",
+            file.display(),
+            secret.len(),
+            SECRET_BYTES_MIN
+        ));
+    }
+    if let Ok(meta) = std::fs::metadata(file) {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o077 != 0 {
+            eprintln!(
+                "rwal node: warning: the secret file {} can be read by other users (mode {:o}): \
+                 chmod 600 it",
+                file.display(),
+                meta.permissions().mode() & 0o777
+            );
+        }
+    }
+    Ok(secret)
+}
+
+/// Refuses two of this node's addresses and its peers' that are the same, naming both: a peer
+/// at this node's own address would be this node talking to itself, and two members at one
+/// address are one member. Port 0 (any free port, this node's to bind) is never the same as
+/// another.
+fn check_addresses_differ(
+    listen: SocketAddr,
+    client_listen: SocketAddr,
+    peers: &HashMap<NodeId, (SocketAddr, SocketAddr)>,
+) -> Result<(), String> {
+    let mut named = vec![
+        ("--listen".to_string(), listen),
+        ("--client-listen".to_string(), client_listen),
+    ];
+    let mut ids: Vec<NodeId> = peers.keys().copied().collect();
+    ids.sort_unstable();
+    for id in ids {
+        let (peer, client) = peers[&id];
+        named.push((format!("--peer {id}'s peer address"), peer));
+        named.push((format!("--peer {id}'s client address"), client));
+    }
+    let mut seen: HashMap<SocketAddr, String> = HashMap::new();
+    for (name, addr) in named.into_iter().filter(|(_, addr)| addr.port() != 0) {
+        if let Some(first) = seen.get(&addr) {
+            return Err(format!(
+                "{first} and {name} are both {addr}: each needs an address of its own"
+            ));
+        }
+        seen.insert(addr, name);
+    }
+    Ok(())
+}
+
+/// `line` of a config file without its comment: a `#` at the start of the line or after
+/// whitespace begins one. A `#` inside a word (`dir = /data/node#1`) is left, and refused by
+/// `read_config`: any `#` began a comment before, and that line founded a log in `/data/node`.
+fn without_comment(line: &str) -> &str {
+    let mut after_space = true;
+    for (at, c) in line.char_indices() {
+        if c == '#' && after_space {
+            return &line[..at];
+        }
+        after_space = c.is_whitespace();
+    }
+    line
+}
+
+pub(super) fn read_config(path: &Path) -> Result<Vec<(String, OsString)>, String> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the config file {shown}: {e}"))?;
+    let mut pairs = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = without_comment(line).trim();
+        if line.is_empty() {
+            continue;
+        }
+        // Builds before 2026-12-03 took a `#` anywhere for a comment: `dir = /data/n#1` meant
+        // /data/n there. Read either way it would silently name something else for one of
+        // them (and with `init`, found a log there), so it is refused.
+        if line.contains('#') {
+            return Err(format!(
+                "{shown}:{}: a `#` inside a value ({line:?}): put a space before a comment; \
+                 a value cannot hold `#` in a config file (give it as a flag)",
+                n + 1
+            ));
+        }
+        if line == "init" || line == "join" {
+            // The flags without a value: alone on a line, as on the command line.
+            pairs.push((line.to_string(), "true".into()));
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(format!(
+                "{shown}:{}: expected `key = value` (or `init` or `join` alone)",
+                n + 1
+            ));
+        };
+        pairs.push((key.trim().to_string(), value.trim().into()));
+    }
+    Ok(pairs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_name_what_is_wrong() {
+        let dir = std::env::temp_dir().join(format!("rwal-node-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "0123456789abcdef0123\n").unwrap();
+        let pairs = |extra: &[(&str, &str)]| {
+            let mut p: Vec<(String, OsString)> = [
+                ("id", "1"),
+                ("dir", "/tmp/x"),
+                ("listen", "127.0.0.1:7001"),
+                ("client-listen", "127.0.0.1:8001"),
+                ("cluster-id", "9"),
+                ("peer", "2,127.0.0.1:7002,127.0.0.1:8002"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.into()))
+            .collect();
+            p.push(("secret-file".into(), secret.clone().into()));
+            p.extend(extra.iter().map(|(k, v)| (k.to_string(), v.into())));
+            p
+        };
+        let s = parse_settings(pairs(&[])).unwrap();
+        assert_eq!(
+            s.secret, b"0123456789abcdef0123",
+            "trailing newline trimmed"
+        );
+        assert_eq!(s.peers[&2].1, "127.0.0.1:8002".parse().unwrap());
+        let e = parse_settings(pairs(&[("peer", "3,nowhere,127.0.0.1:1")])).unwrap_err();
+        assert!(e.contains("\"nowhere\" is not an address"), "{e}");
+        let e = parse_settings(pairs(&[("peer", "1,127.0.0.1:1,127.0.0.1:2")])).unwrap_err();
+        assert!(e.contains("not its own --peer"), "{e}");
+        let e = parse_settings(pairs(&[("speed", "fast")])).unwrap_err();
+        assert!(e.contains("unknown option \"speed\""), "{e}");
+        let mut no_id = pairs(&[]);
+        no_id.remove(0);
+        assert!(parse_settings(no_id)
+            .unwrap_err()
+            .contains("--id is required"));
+        // A key given twice, a zero tick, a short secret: refused, naming the thing.
+        let e = parse_settings(pairs(&[("cluster-id", "10")])).unwrap_err();
+        assert_eq!(e, "cluster-id is given twice");
+        assert!(!s.init, "founding is asked for, never assumed");
+        assert!(parse_settings(pairs(&[("init", "true")])).unwrap().init);
+        let e = parse_settings(pairs(&[("init", "yes")])).unwrap_err();
+        assert_eq!(e, "init: \"yes\" is neither true nor false");
+        let e = parse_settings(pairs(&[("tick-ms", "0")])).unwrap_err();
+        assert_eq!(e, "tick-ms: must be above 0");
+        let e = parse_settings(pairs(&[("tick-ms", "1000000000000000")])).unwrap_err();
+        assert_eq!(e, "tick-ms: at most 60000 (a minute)");
+        assert_eq!(s.snapshot_bytes_max, Config::new(1).snapshot_bytes_max);
+        let snapshots = parse_settings(pairs(&[("snapshot-bytes-max", "4096")])).unwrap();
+        assert_eq!(snapshots.snapshot_bytes_max, 4096);
+        let e = parse_settings(pairs(&[("snapshot-bytes-max", "0")])).unwrap_err();
+        assert_eq!(e, "snapshot-bytes-max: must be above 0");
+        let mut one_port = pairs(&[]);
+        for (key, value) in one_port.iter_mut() {
+            if key == "client-listen" {
+                let listen = s.listen.to_string();
+                *value = listen.into();
+            }
+        }
+        let e = parse_settings(one_port).unwrap_err();
+        assert!(e.contains("--listen and --client-listen are both"), "{e}");
+        // The stall limit: 1 s unless given, 0 for never.
+        assert_eq!(s.sync_stall_limit, Some(Duration::from_secs(1)));
+        let stall = |ms| parse_settings(pairs(&[("sync-stall-limit-ms", ms)]));
+        assert_eq!(
+            stall("250").unwrap().sync_stall_limit,
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(stall("0").unwrap().sync_stall_limit, None);
+        let e = stall("-1").unwrap_err();
+        assert_eq!(e, "sync-stall-limit-ms: \"-1\" is not a number");
+        let short = dir.join("short");
+        std::fs::write(&short, "  too short \n").unwrap();
+        let mut with_short = pairs(&[]);
+        with_short.retain(|(k, _)| k != "secret-file");
+        with_short.push(("secret-file".into(), short.into()));
+        let e = parse_settings(with_short).unwrap_err();
+        assert!(
+            e.contains("short is 9 bytes") && e.contains("at least 16"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// What the audit of 2026-12 found taken without a word: an empty --dir, a peer at this
+    /// node's own address or two members at one, a secret file without end, a path that is not
+    /// UTF-8 made into another.
+    #[test]
+    fn settings_refuse_empty_paths_shared_addresses_and_huge_secret_files() {
+        use std::os::unix::ffi::{OsStrExt, OsStringExt};
+        let dir = std::env::temp_dir().join(format!("rwal-node-refuse-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "0123456789abcdef0123\n").unwrap();
+        let pairs = |dir: OsString, peers: &[&str], secret: &Path| {
+            let mut p: Vec<(String, OsString)> = [
+                ("id", "1"),
+                ("listen", "127.0.0.1:7001"),
+                ("client-listen", "127.0.0.1:8001"),
+                ("cluster-id", "9"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.into()))
+            .collect();
+            p.push(("dir".into(), dir));
+            p.push(("secret-file".into(), secret.into()));
+            p.extend(peers.iter().map(|peer| ("peer".to_string(), peer.into())));
+            p
+        };
+        let peer_2 = "2,127.0.0.1:7002,127.0.0.1:8002";
+        // A path that is not UTF-8 is kept as it is.
+        let odd = OsString::from_vec(b"/tmp/node\xff1".to_vec());
+        let s = parse_settings(pairs(odd.clone(), &[peer_2], &secret)).unwrap();
+        assert_eq!(s.dir.as_os_str().as_bytes(), odd.as_bytes());
+        let e = parse_settings(pairs("".into(), &[peer_2], &secret)).unwrap_err();
+        assert_eq!(e, "--dir: the path is empty");
+        let e = parse_settings(pairs("/tmp/x".into(), &[peer_2], Path::new(""))).unwrap_err();
+        assert_eq!(e, "--secret-file: the path is empty");
+        // Addresses shared: with this node's, between peers, within a peer.
+        let shared = |peers: &[&str]| parse_settings(pairs("/tmp/x".into(), peers, &secret));
+        let e = shared(&["2,127.0.0.1:7001,127.0.0.1:8002"]).unwrap_err();
+        assert_eq!(
+            e,
+            "--listen and --peer 2's peer address are both 127.0.0.1:7001: each needs an \
+             address of its own"
+        );
+        let e = shared(&["2,127.0.0.1:7002,127.0.0.1:8001"]).unwrap_err();
+        assert!(
+            e.starts_with("--client-listen and --peer 2's client address are both 127.0.0.1:8001"),
+            "{e}"
+        );
+        let e = shared(&[peer_2, "3,127.0.0.1:7002,127.0.0.1:8003"]).unwrap_err();
+        assert!(
+            e.starts_with("--peer 2's peer address and --peer 3's peer address are both"),
+            "{e}"
+        );
+        let e = shared(&[peer_2, "3,127.0.0.1:7003,127.0.0.1:7002"]).unwrap_err();
+        assert!(
+            e.starts_with("--peer 2's peer address and --peer 3's client address are both"),
+            "{e}"
+        );
+        let e = shared(&["2,127.0.0.1:7002,127.0.0.1:7002"]).unwrap_err();
+        assert!(e.contains("are both 127.0.0.1:7002"), "{e}");
+        // A secret file past 64 KiB is refused, whatever it holds, and a device without end
+        // is read no further.
+        let large = dir.join("large");
+        std::fs::write(&large, vec![b'x'; (64 << 10) + 1]).unwrap();
+        let e = parse_settings(pairs("/tmp/x".into(), &[peer_2], &large)).unwrap_err();
+        assert!(
+            e.contains(&format!(
+                "secret file {} holds more than 64 KiB",
+                large.display()
+            )),
+            "{e}"
+        );
+        std::fs::write(&large, vec![b'x'; 64 << 10]).unwrap();
+        parse_settings(pairs("/tmp/x".into(), &[peer_2], &large)).unwrap();
+        let zero = Path::new("/dev/zero");
+        if zero.exists() {
+            let e = parse_settings(pairs("/tmp/x".into(), &[peer_2], zero)).unwrap_err();
+            assert!(e.contains("holds more than 64 KiB"), "{e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_config_file_gives_the_same_settings_as_flags() {
+        let dir = std::env::temp_dir().join(format!("rwal-node-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "0123456789abcdef0123").unwrap();
+        let config = dir.join("node.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "# node 1 of 2\nid = 1\ndir = /tmp/n1\nlisten = 127.0.0.1:7001 # peers\n\
+                 client-listen = 127.0.0.1:8001\ncluster-id = 4\n\
+                 peer = 2, 127.0.0.1:7002, 127.0.0.1:8002\nsecret-file = {}\n",
+                secret.display()
+            ),
+        )
+        .unwrap();
+        let s = parse_settings(read_config(&config).unwrap()).unwrap();
+        assert_eq!((s.id, s.cluster_id, s.init), (1, 4, false));
+        assert_eq!(s.listen, "127.0.0.1:7001".parse().unwrap());
+        assert_eq!(s.peers[&2].0, "127.0.0.1:7002".parse().unwrap());
+        // `init`, the flag without a value, alone on its line or with one.
+        let text = std::fs::read_to_string(&config).unwrap();
+        for init in ["init", "  init  # the first start", "init = true"] {
+            std::fs::write(&config, format!("{text}{init}\n")).unwrap();
+            let s = parse_settings(read_config(&config).unwrap()).unwrap();
+            assert!(s.init, "{init:?}");
+        }
+        std::fs::write(&config, "id 1\n").unwrap();
+        let e = read_config(&config).unwrap_err();
+        assert!(e.contains(":1: expected `key = value`"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A `#` begins a comment at the start of a line or after whitespace only; inside a value
+    /// it is refused. Any `#` began one, and `dir = /data/node#1` named `/data/node`.
+    #[test]
+    fn a_hash_inside_a_config_value_is_refused() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = std::env::temp_dir().join(format!("rwal-node-hash-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Its own name is not UTF-8, and is read all the same.
+        let config = dir.join(OsStr::from_bytes(b"node\xff.conf"));
+        std::fs::write(
+            &config,
+            "# a comment\n   # an indented one\ndir = /data/node\nid = 1 # the first\n\
+             cluster-id = 4\t# after a tab\n",
+        )
+        .unwrap();
+        let pairs = read_config(&config).unwrap();
+        let pairs: Vec<(&str, &OsStr)> = pairs.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+        assert_eq!(
+            pairs,
+            [
+                ("dir", OsStr::new("/data/node")),
+                ("id", OsStr::new("1")),
+                ("cluster-id", OsStr::new("4")),
+            ]
+        );
+        // Inside a value, neither a comment (as it was: /data/node) nor part of the value:
+        // refused, naming the line.
+        std::fs::write(&config, "id = 1\ndir = /data/node#1\n").unwrap();
+        let error = read_config(&config).unwrap_err();
+        assert!(error.contains(":2: a `#` inside a value"), "{error}");
+        assert_eq!(without_comment("#x"), "");
+        assert_eq!(without_comment("a=b#c # d"), "a=b#c ");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
