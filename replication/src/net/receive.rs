@@ -1,0 +1,161 @@
+//! The receiving half: the accept loop and one thread per accepted connection, which
+//! handshakes, checks each frame's MAC and hands the raft messages to the node's inbox.
+
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use crate::transport::Envelope;
+use crate::NodeId;
+
+use super::auth;
+use super::wire::{self, FrameError, FrameReader, Kind};
+use super::{
+    Deadline, Shared, HANDSHAKES_MAX, HANDSHAKE_TIMEOUT, QUEUED_MESSAGES_MAX, RECEIVE_TIMEOUT,
+};
+
+/// Accepts peers' connections until the network stops, each served on a thread of its own
+/// (at most `HANDSHAKES_MAX` in their handshake at once from peers' addresses, and as many
+/// from elsewhere).
+pub(super) fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    for stream in listener.incoming() {
+        if shared.stop.load(Ordering::Acquire) {
+            return;
+        }
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(e) => {
+                // Out of descriptors, or the like: do not spin. Logged as refusals are (bounded):
+                // the connection, whoever made it, was not taken.
+                shared.log_refusal(format!("accepting a peer connection failed: {e}"));
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        let remote_addr = stream.peer_addr().ok();
+        let remote =
+            remote_addr.map_or_else(|| "an unknown address".to_string(), |a| a.to_string());
+        // Decided once: the same counter is given back whatever the peers are by then.
+        let from_peer_address = shared.is_peer_address(remote_addr.map(|a| a.ip()));
+        let handshaking = shared.handshakes(from_peer_address);
+        if handshaking.fetch_add(1, Ordering::AcqRel) >= HANDSHAKES_MAX {
+            handshaking.fetch_sub(1, Ordering::AcqRel);
+            shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+            shared.log_refusal(format!(
+                "refused a connection from {remote}: {HANDSHAKES_MAX} handshakes are under way"
+            ));
+            continue;
+        }
+        let number = shared.next_connection.fetch_add(1, Ordering::Relaxed);
+        if let Ok(handle) = stream.try_clone() {
+            shared.connections.lock().insert(number, handle);
+        }
+        let receiving = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("rwal-net-{}-recv", shared.identity.id))
+            .spawn(move || {
+                receive(&receiving, stream, &remote, number, from_peer_address);
+                receiving.connections.lock().remove(&number);
+            });
+        match spawned {
+            Ok(thread) => {
+                let mut receivers = shared.receivers.lock();
+                receivers.retain(|t| !t.is_finished());
+                receivers.push(thread);
+            }
+            Err(_) => {
+                shared.connections.lock().remove(&number);
+                shared
+                    .handshakes(from_peer_address)
+                    .fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+}
+
+/// Authenticates one inbound connection and delivers what it carries.
+fn receive(shared: &Shared, stream: TcpStream, remote: &str, number: u64, from_peer_address: bool) {
+    let refuse = |reason: String| {
+        shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+        shared.log_refusal(format!("closed the connection from {remote}: {reason}"));
+    };
+    let _ = stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT));
+    let known = |id: NodeId| shared.peers.read().contains_key(&id);
+    let handshake = auth::accept(
+        &mut Deadline::new(&stream, HANDSHAKE_TIMEOUT),
+        &shared.identity,
+        known,
+    );
+    shared
+        .handshakes(from_peer_address)
+        .fetch_sub(1, Ordering::AcqRel);
+    let (from, key) = match handshake {
+        Ok(done) => done,
+        Err(reason) => return refuse(reason),
+    };
+    if stream.set_read_timeout(Some(RECEIVE_TIMEOUT)).is_err() {
+        return;
+    }
+    // One connection per peer: a newer one (the peer reconnected) replaces the older.
+    {
+        let mut current = shared.current.lock();
+        // Checked again under the lock `remove_peer` takes after forgetting the peer: a peer
+        // removed during this handshake either is refused here or finds this connection to
+        // close.
+        if !shared.peers.read().contains_key(&from) {
+            drop(current);
+            return refuse(format!("peer {from} was removed during its handshake"));
+        }
+        if let Some(older) = current.insert(from, number) {
+            if let Some(old) = shared.connections.lock().get(&older) {
+                let _ = old.shutdown(Shutdown::Both);
+            }
+        }
+    }
+    shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
+    let mut reader = std::io::BufReader::with_capacity(256 << 10, stream);
+    let mut frames = FrameReader::new(key);
+    let me = shared.identity.id;
+    while !shared.stop.load(Ordering::Acquire) {
+        let (kind, payload) = match frames.read(&mut reader) {
+            Ok(frame) => frame,
+            Err(FrameError::Io(e)) => {
+                if e.kind() != std::io::ErrorKind::UnexpectedEof {
+                    shared.log(format!("connection from peer {from} ({remote}) ended: {e}"));
+                }
+                return;
+            }
+            Err(FrameError::Bad(reason)) => {
+                return refuse(format!("peer {from}: {reason}"));
+            }
+        };
+        shared.counters.frames.fetch_add(1, Ordering::Relaxed);
+        let batch = match kind {
+            Kind::Keepalive => continue,
+            Kind::Raft => match wire::decode_raft_batch(&payload, QUEUED_MESSAGES_MAX) {
+                Ok(messages) => messages.into_iter().map(Envelope::Raft).collect(),
+                Err(reason) => return refuse(format!("peer {from}: {reason}")),
+            },
+            Kind::Chunk => match wire::decode_chunk(&payload) {
+                Ok(chunk) => vec![Envelope::SnapshotChunk(chunk)],
+                Err(reason) => return refuse(format!("peer {from}: {reason}")),
+            },
+        };
+        // An authenticated member may still not speak for another.
+        if let Some(e) = batch.iter().find(|e| e.from() != from || e.to() != me) {
+            return refuse(format!(
+                "peer {from} sent a message from {} to {}",
+                e.from(),
+                e.to()
+            ));
+        }
+        let inbox = shared.inbox.lock().as_ref().and_then(Weak::upgrade);
+        if let Some(inbox) = inbox {
+            let n = batch.len() as u64;
+            if inbox.deliver(batch) {
+                shared.counters.delivered.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
+}

@@ -1,0 +1,393 @@
+//! The sending half of a peer link: a thread per peer that dials it, handshakes, and writes
+//! the queued raft messages in batches; and a node's thread writing them itself when the
+//! socket takes them at once.
+
+use std::io::Write;
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::Arc;
+use std::time::Instant;
+
+use raft::eraftpb::Message;
+
+use crate::transport::Envelope;
+
+use super::auth;
+use super::lines::{PeerLines, PEER_LINES_INTERVAL};
+use super::wire::{self, FrameWriter, Kind};
+use super::{
+    Deadline, Link, Peer, PeerQueue, Shared, BACKOFF_MAX, BACKOFF_MIN, BATCH_BYTES_MAX,
+    CLOSED_CHECK_AFTER_IDLE, DIAL_CHECK_INTERVAL, HANDSHAKE_TIMEOUT, KEEPALIVE_INTERVAL,
+    REDIAL_AFTER_UP, WRITE_TIMEOUT,
+};
+
+/// Writes the raft messages queued for `peer` from the calling thread if nobody else is
+/// writing and the socket takes them without waiting. Returns whether the sender thread has
+/// nothing to do (else the caller wakes it). Never blocks: the caller is a node's thread.
+pub(super) fn write_directly(peer: &Peer) -> bool {
+    let Some(mut link) = peer.link.try_lock() else {
+        return false; // the sender is writing; it looks at the queue again after
+    };
+    let Some(link) = link.as_mut() else {
+        return false;
+    };
+    if !link.unfinished.is_empty() || link.broken.is_some() {
+        return false;
+    }
+    if let Some(reason) = link.closed_while_idle() {
+        // Nothing taken from the queue: the sender sends it on the next connection.
+        link.broken = Some(reason);
+        peer.sender_needed.store(true, Ordering::Release);
+        return false;
+    }
+    let (messages, rest) = {
+        let mut queue = peer.queue.lock();
+        let messages = take_batch(&mut queue);
+        (
+            messages,
+            !queue.messages.is_empty() || !queue.snapshots.is_empty(),
+        )
+    };
+    if messages.is_empty() {
+        return !rest;
+    }
+    let mut frame = Vec::new();
+    let payload = wire::encode_raft_batch(&messages);
+    let written = link
+        .frames
+        .write(&mut frame, Kind::Raft, &payload)
+        .and_then(|()| write_nonblocking(&link.stream, &frame));
+    let written = match written {
+        Ok(written) => written,
+        Err(e) => {
+            link.broken = Some(format!("write: {e}"));
+            peer.sender_needed.store(true, Ordering::Release);
+            return false;
+        }
+    };
+    link.last_write = Instant::now();
+    if written < frame.len() {
+        // The socket's buffer is full (a slow or stopped peer): the sender finishes the frame
+        // with its blocking, timed write.
+        link.unfinished = frame.split_off(written);
+        peer.sender_needed.store(true, Ordering::Release);
+        return false;
+    }
+    !rest
+}
+
+impl Link {
+    /// Why the connection is over, if it has been idle (nothing written, nothing half written)
+    /// for `CLOSED_CHECK_AFTER_IDLE` and the peer closed it meanwhile. A busy connection is not
+    /// checked: the check costs three system calls.
+    fn closed_while_idle(&self) -> Option<String> {
+        let idle =
+            self.unfinished.is_empty() && self.last_write.elapsed() >= CLOSED_CHECK_AFTER_IDLE;
+        idle.then(|| closed_by_peer(&self.stream)).flatten()
+    }
+}
+
+/// Why the connection is over, if the peer closed it or it failed. A dialled connection carries
+/// nothing towards the dialer, so a read can only find its end, an error, or bytes that are not
+/// our protocol; it finds nothing on a live connection.
+fn closed_by_peer(stream: &TcpStream) -> Option<String> {
+    let peeked = stream
+        .set_nonblocking(true)
+        .and_then(|()| stream.peek(&mut [0u8; 1]));
+    if let Err(e) = stream.set_nonblocking(false) {
+        return Some(format!("socket: {e}"));
+    }
+    match peeked {
+        Ok(0) => Some("the peer closed the connection".into()),
+        Ok(_) => Some("the peer sent bytes on a connection that carries none its way".into()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+            ) =>
+        {
+            None
+        }
+        Err(e) => Some(format!("read: {e}")),
+    }
+}
+
+/// Writes as much of `bytes` as the socket takes without waiting.
+pub(super) fn write_nonblocking(stream: &TcpStream, bytes: &[u8]) -> std::io::Result<usize> {
+    stream.set_nonblocking(true)?;
+    let mut out = stream;
+    let mut written = 0;
+    let outcome = loop {
+        if written == bytes.len() {
+            break Ok(written);
+        }
+        match out.write(&bytes[written..]) {
+            Ok(0) => break Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break Ok(written),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+    };
+    // Back to blocking for the sender's timed writes (the flag is the socket's, not this
+    // handle's); a socket that cannot be switched back is broken.
+    stream.set_nonblocking(false)?;
+    outcome
+}
+
+/// Takes queued raft messages, up to one frame's worth.
+fn take_batch(queue: &mut PeerQueue) -> Vec<Message> {
+    let mut messages = Vec::new();
+    let mut bytes = 0;
+    while let Some((message, size)) = queue.messages.pop_front() {
+        queue.bytes -= size;
+        bytes += size;
+        messages.push(message);
+        if bytes >= BATCH_BYTES_MAX {
+            break;
+        }
+    }
+    messages
+}
+
+/// Whether a peer's sender should go on (no lock taken: senders ask while holding their
+/// queue's lock, which `send` takes inside the peers lock).
+fn still_current(shared: &Shared, peer: &Peer) -> bool {
+    !shared.stop.load(Ordering::Acquire) && !peer.retired.load(Ordering::Acquire)
+}
+/// Connects to one peer, again and again, and writes what is queued for it.
+pub(super) fn send_loop(shared: Arc<Shared>, peer: Arc<Peer>) {
+    let mut backoff = BACKOFF_MIN;
+    let mut last_error = String::new();
+    let mut lines = PeerLines::new(PEER_LINES_INTERVAL);
+    let log = |line: String| shared.log(line);
+    let mut jitter = peer.id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ shared.identity.id;
+    while still_current(&shared, &peer) {
+        // A connection that was up for a while and then failed is most likely a peer that
+        // restarted: dial again at once. Only failures in quick succession back off.
+        let mut redial_at_once = false;
+        match connect(&shared, &peer) {
+            Ok((stream, key)) => {
+                lines.log(
+                    log,
+                    format!("connected to peer {} at {}", peer.id, peer.addr),
+                );
+                last_error.clear();
+                let connected_at = Instant::now();
+                let outcome = match stream.try_clone() {
+                    Ok(writer) => {
+                        *peer.link.lock() = Some(Link {
+                            stream: writer,
+                            frames: FrameWriter::new(key),
+                            unfinished: Vec::new(),
+                            broken: None,
+                            last_write: Instant::now(),
+                        });
+                        peer.connected.store(true, Ordering::Release);
+                        pump(&shared, &peer)
+                    }
+                    Err(e) => Err(format!("socket: {e}")),
+                };
+                peer.connected.store(false, Ordering::Release);
+                *peer.link.lock() = None;
+                *peer.socket.lock() = None;
+                peer.sender_needed.store(false, Ordering::Release);
+                let _ = stream.shutdown(Shutdown::Both);
+                if let Err(e) = outcome {
+                    lines.log(log, format!("connection to peer {} lost: {e}", peer.id));
+                }
+                redial_at_once = connected_at.elapsed() >= REDIAL_AFTER_UP;
+                if redial_at_once {
+                    // Only a connection that stayed up resets the backoff: one that a peer
+                    // accepts, authenticates and drops at once must not be dialled at the
+                    // shortest backoff forever.
+                    backoff = BACKOFF_MIN;
+                } else {
+                    drop_queued(&shared, &peer);
+                }
+                // Otherwise what is queued (whole messages; a frame half written is lost with
+                // the connection) goes on the next one, if it comes up at once.
+            }
+            Err(e) => {
+                // Registered if the handshake failed. Raft resends what matters once the peer
+                // is back.
+                *peer.socket.lock() = None;
+                drop_queued(&shared, &peer);
+                if e != last_error && still_current(&shared, &peer) {
+                    lines.log(
+                        log,
+                        // Said once per kind of failure; the dialling goes on (a peer not
+                        // started yet is the usual reason at a cluster's start).
+                        format!(
+                            "cannot reach peer {} at {}: {e} (trying again)",
+                            peer.id, peer.addr
+                        ),
+                    );
+                    last_error = e;
+                }
+            }
+        }
+        if redial_at_once {
+            continue;
+        }
+        // Backoff with jitter, cut short when the network stops.
+        jitter ^= jitter << 13;
+        jitter ^= jitter >> 7;
+        jitter ^= jitter << 17;
+        let wait = backoff + backoff.mul_f64((jitter % 1000) as f64 / 2000.0);
+        let mut queue = peer.queue.lock();
+        if still_current(&shared, &peer) {
+            peer.cond.wait_for(&mut queue, wait);
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Drops what is queued for a peer that cannot be reached, counted in the stats as the
+/// envelopes refused for a full queue are.
+fn drop_queued(shared: &Shared, peer: &Peer) {
+    let queued = std::mem::take(&mut *peer.queue.lock());
+    let envelopes = queued.messages.len() + queued.snapshots.len();
+    if envelopes > 0 {
+        let counters = &shared.counters;
+        counters
+            .dropped
+            .fetch_add(envelopes as u64, Ordering::Relaxed);
+        counters
+            .chunks_dropped
+            .fetch_add(queued.chunks as u64, Ordering::Relaxed);
+    }
+}
+
+fn connect(
+    shared: &Shared,
+    peer: &Peer,
+) -> std::result::Result<(TcpStream, auth::SessionKey), String> {
+    let stream = dial(shared, peer)?;
+    {
+        // Registered before the retired check, under the lock `retire` shuts it down with:
+        // either `retire` sees it, or this sees the flag.
+        let mut socket = peer.socket.lock();
+        *socket = Some(stream.try_clone().map_err(|e| format!("socket: {e}"))?);
+        if !still_current(shared, peer) {
+            *socket = None;
+            return Err("the peer was removed or the network stopped".into());
+        }
+    }
+    stream
+        .set_write_timeout(Some(WRITE_TIMEOUT))
+        .and_then(|()| stream.set_nodelay(true))
+        .map_err(|e| format!("socket options: {e}"))?;
+    let key = auth::dial(
+        &mut Deadline::new(&stream, HANDSHAKE_TIMEOUT),
+        &shared.identity,
+        peer.id,
+    )?;
+    Ok((stream, key))
+}
+
+/// Opens a TCP connection to `peer` within `HANDSHAKE_TIMEOUT`, giving up as soon as the peer
+/// is retired or the network stops. The blocking connect runs on a thread of its own: a dial to
+/// a host that is down (its SYNs go unanswered) would otherwise hold the sender, and so the
+/// network's close or the peer's removal, for the whole timeout. A dial given up on leaves that
+/// thread to finish by itself; it holds nothing but the address and the socket.
+fn dial(shared: &Shared, peer: &Peer) -> std::result::Result<TcpStream, String> {
+    let (done, connected) = std::sync::mpsc::sync_channel(1);
+    let addr = peer.addr;
+    std::thread::Builder::new()
+        .name(format!("rwal-net-{}-dial", shared.identity.id))
+        .spawn(move || {
+            let _ = done.send(TcpStream::connect_timeout(&addr, HANDSHAKE_TIMEOUT));
+        })
+        .map_err(|e| format!("cannot start a thread to dial: {e}"))?;
+    peer.dialing.store(true, Ordering::Release);
+    let outcome = loop {
+        match connected.recv_timeout(DIAL_CHECK_INTERVAL) {
+            Ok(connected) => break connected.map_err(|e| format!("connect: {e}")),
+            Err(RecvTimeoutError::Timeout) if still_current(shared, peer) => {}
+            Err(RecvTimeoutError::Timeout) => {
+                break Err("the peer was removed or the network stopped".into())
+            }
+            Err(RecvTimeoutError::Disconnected) => break Err("connect: the dial failed".into()),
+        }
+    };
+    peer.dialing.store(false, Ordering::Release);
+    outcome
+}
+
+/// Writes queued envelopes, what direct writes left unfinished, and keepalives, until the
+/// connection fails or the network stops.
+fn pump(shared: &Shared, peer: &Arc<Peer>) -> std::result::Result<(), String> {
+    let mut next_keepalive = Instant::now() + KEEPALIVE_INTERVAL;
+    loop {
+        {
+            let mut queue = peer.queue.lock();
+            while queue.messages.is_empty()
+                && queue.snapshots.is_empty()
+                && !peer.sender_needed.load(Ordering::Acquire)
+            {
+                if !still_current(shared, peer) {
+                    return Ok(());
+                }
+                let now = Instant::now();
+                if now >= next_keepalive {
+                    break;
+                }
+                peer.cond.wait_for(&mut queue, next_keepalive - now);
+            }
+        }
+        let mut link = peer.link.lock();
+        let Some(link) = link.as_mut() else {
+            return Err("the connection is gone".into());
+        };
+        peer.sender_needed.store(false, Ordering::Release);
+        if let Some(broken) = link.broken.take() {
+            return Err(broken);
+        }
+        if let Some(reason) = link.closed_while_idle() {
+            return Err(reason); // before taking anything from the queue
+        }
+        let io = |e: std::io::Error| format!("write: {e}");
+        let mut out = std::mem::take(&mut link.unfinished);
+        let (messages, chunk) = {
+            let mut queue = peer.queue.lock();
+            let messages = take_batch(&mut queue);
+            // At most one snapshot item between batches: a snapshot never holds up log
+            // traffic.
+            let snapshot = queue.snapshots.pop_front();
+            if let Some(Envelope::SnapshotChunk(_)) = snapshot {
+                queue.chunks -= 1;
+            }
+            (messages, snapshot)
+        };
+        if !messages.is_empty() {
+            let payload = wire::encode_raft_batch(&messages);
+            link.frames
+                .write(&mut out, Kind::Raft, &payload)
+                .map_err(io)?;
+        }
+        match chunk {
+            Some(Envelope::SnapshotChunk(chunk)) => link
+                .frames
+                .write(&mut out, Kind::Chunk, &wire::encode_chunk(&chunk))
+                .map_err(io)?,
+            Some(Envelope::Raft(message)) => link
+                .frames
+                .write(&mut out, Kind::Raft, &wire::encode_raft_batch(&[message]))
+                .map_err(io)?,
+            None => {}
+        }
+        let now = Instant::now();
+        if out.is_empty() && now >= link.last_write + KEEPALIVE_INTERVAL {
+            link.frames
+                .write(&mut out, Kind::Keepalive, &[])
+                .map_err(io)?;
+        }
+        if !out.is_empty() {
+            (&link.stream).write_all(&out).map_err(io)?;
+            link.last_write = now;
+        }
+        next_keepalive = link.last_write + KEEPALIVE_INTERVAL;
+    }
+}
