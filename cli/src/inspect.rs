@@ -152,6 +152,13 @@ fn print_recovery(found: &Inspection) {
         }
         Err(reason) => out!("recovery (default mode): REFUSES to open the log: {reason}"),
     }
+    if let Some(pid) = found.open_in {
+        out!(
+            "note: the log is open in process {pid}: it may change while it is inspected, and \
+             what recovery would do is what it would do were that process to crash now \
+             (records not yet synced show as a torn tail)"
+        );
+    }
     if found.changed_under_every_pass {
         out!(
             "note: the log changed during each of {} passes (it is open elsewhere): problems \

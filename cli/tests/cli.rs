@@ -62,6 +62,28 @@ fn inspect_lists_segments_and_the_control_file() {
     );
     assert!(shown.contains("durable LSN 10"), "{shown}");
     assert!(shown.contains("checkpoint: none"), "{shown}");
+    assert!(!shown.contains("is open in process"), "{shown}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Beside a log open in another process (this test's), `inspect` and `verify` name the process
+/// and say that what they show may change: an operator reading a torn tail there must not take
+/// it for damage.
+#[test]
+fn inspect_and_verify_name_the_process_that_has_the_log_open() {
+    let dir = temp("inspect-open");
+    ten_records(&dir);
+    let wal = Wal::open(&dir, Options::new().segment_bytes(1 << 20)).unwrap();
+    let note = format!("the log is open in process {}", std::process::id());
+    for command in ["inspect", "verify"] {
+        let out = rwal(&[command, dir.to_str().unwrap()]);
+        let shown = text(&out);
+        assert!(out.status.success(), "{command}: {shown}");
+        assert!(shown.contains(&note), "{command}: {shown}");
+    }
+    wal.close().unwrap();
+    let shown = text(&rwal(&["inspect", dir.to_str().unwrap()]));
+    assert!(!shown.contains("is open in process"), "closed: {shown}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -162,7 +162,22 @@ fn a_second_open_is_locked_until_the_first_closes() {
     for t in targets("lock") {
         let wal = Wal::open(&t.dir, t.options()).unwrap();
         match Wal::open(&t.dir, t.options()) {
-            Err(Error::Locked { dir }) => assert_eq!(dir, t.dir),
+            Err(e @ Error::Locked { .. }) => {
+                let Error::Locked { dir, holder } = &e else {
+                    unreachable!()
+                };
+                assert_eq!(dir, &t.dir);
+                if matches!(t.backend, Backend::Simulated(_)) {
+                    // A simulated disk's lock is no file lock the system lists.
+                    assert_eq!(*holder, None);
+                } else {
+                    assert_eq!(*holder, Some(std::process::id()), "{}", t.name);
+                    assert!(
+                        e.to_string().contains("already open in this process"),
+                        "{e}"
+                    );
+                }
+            }
             other => panic!("{}: {other:?}", t.name),
         }
         wal.close().unwrap();
@@ -579,6 +594,60 @@ fn another_process_cannot_take_the_lock() {
     );
     wal.close().unwrap();
     assert!(!lock_held_elsewhere(), "close did not release the lock");
+}
+
+/// An open refused because another process holds the log names that process.
+#[test]
+fn an_open_refused_for_another_process_names_it() {
+    use std::io::Write;
+    let temp = rwal_tests::TempDir::new("flock-holder");
+    let dir = temp.join("log");
+    Wal::open(&dir, Options::new().segment_bytes(1 << 20))
+        .unwrap()
+        .close()
+        .unwrap();
+    // `flock` holds the lock itself (`-o`: `cat` does not inherit it) until `cat` ends, which
+    // is when its input closes.
+    let mut holder = std::process::Command::new("flock")
+        .arg("-o")
+        .arg(dir.join("LOCK"))
+        .arg("cat")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let refused = loop {
+        match Wal::open(&dir, Options::new().segment_bytes(1 << 20)) {
+            Err(e @ Error::Locked { .. }) => break e,
+            Ok(wal) => {
+                // `flock` has not taken the lock yet.
+                wal.close().unwrap();
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "flock never took the lock"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(other) => panic!("{other}"),
+        }
+    };
+    let Error::Locked { holder: named, .. } = &refused else {
+        unreachable!()
+    };
+    assert_eq!(*named, Some(holder.id()), "{refused}");
+    assert!(
+        refused
+            .to_string()
+            .ends_with(&format!("is already open in process {}", holder.id())),
+        "{refused}"
+    );
+    holder.stdin.take().unwrap().write_all(b"done").unwrap();
+    assert!(holder.wait().unwrap().success());
+    Wal::open(&dir, Options::new().segment_bytes(1 << 20))
+        .expect("the lock is free once flock ended")
+        .close()
+        .unwrap();
 }
 
 #[test]

@@ -80,7 +80,10 @@ fn a_close_leaves_the_directory_locked_while_a_reader_holds_a_record() {
     assert_eq!(record.data, b"two");
     wal.close().unwrap();
     match Wal::open(temp.path(), options.clone()) {
-        Err(Error::Locked { dir }) => assert_eq!(dir, temp.path()),
+        Err(Error::Locked { dir, holder }) => {
+            assert_eq!(dir, temp.path());
+            assert_eq!(holder, Some(std::process::id()), "the reader's process");
+        }
         Err(other) => panic!("expected Locked, got {other}"),
         Ok(reopened) => {
             reopened.truncate_after(1).unwrap();

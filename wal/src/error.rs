@@ -41,6 +41,9 @@ pub enum Error {
     Locked {
         /// The directory.
         dir: PathBuf,
+        /// The process holding the lock, where the system says (Linux's `/proc/locks`): this
+        /// process's own id for another handle of this process.
+        holder: Option<u32>,
     },
     /// The directory holds no log and the options did not ask to create one.
     NoLog {
@@ -192,7 +195,9 @@ impl fmt::Display for Error {
         match self {
             Error::Io { op, path, source } => write!(f, "{op} {}: {source}", path.display()),
             Error::NoSpace { op, path, reason } => write!(f, "{op} {}: {reason}", path.display()),
-            Error::Locked { dir } => write!(f, "log {} is already open (locked by another handle or process, or by a reader of a closed handle still holding a record)", dir.display()),
+            Error::Locked { dir, holder: Some(pid) } if *pid == std::process::id() => write!(f, "log {} is already open in this process (by another handle, or by a reader of a closed handle still holding a record)", dir.display()),
+            Error::Locked { dir, holder: Some(pid) } => write!(f, "log {} is already open in process {pid}", dir.display()),
+            Error::Locked { dir, holder: None } => write!(f, "log {} is already open (locked by another handle or process, or by a reader of a closed handle still holding a record)", dir.display()),
             Error::NoLog { dir } => write!(f, "no log in {} (open with create to make one)", dir.display()),
             Error::InvalidArgument { name, reason } => write!(f, "invalid {name}: {reason}"),
             Error::RecordTooLarge { payload_bytes, max_payload_bytes, segment_bytes } => write!(

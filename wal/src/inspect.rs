@@ -4,7 +4,8 @@
 //! anything: the judge of whether acknowledged data is damaged). Nothing is opened for
 //! writing, nothing is locked, nothing is repaired: it can run beside an open log or on a copy.
 //! Beside an open log, a pass that finds problems is run again while the log changes under it
-//! (a truncation, a compaction), up to [`PASSES_MAX`] passes.
+//! (a truncation, a compaction), up to [`PASSES_MAX`] passes, and the inspection names the
+//! process that has the log open ([`Inspection::open_in`]).
 
 use std::path::{Path, PathBuf};
 
@@ -51,6 +52,11 @@ pub struct Inspection {
     /// The log changed under every pass (it is open elsewhere and busy): problems found may be
     /// changes seen half made.
     pub changed_under_every_pass: bool,
+    /// The process that has the log open (holds its lock) as the inspection ended, where the
+    /// system says (Linux's `/proc/locks`). The log may then change while it is inspected, and
+    /// what recovery would do is what it would do were that process to crash now: records
+    /// written and not yet synced show as a torn tail.
+    pub open_in: Option<u32>,
 }
 
 /// One segment file.
@@ -117,6 +123,7 @@ pub fn inspect(dir: &Path) -> Result<Inspection> {
             return found.map(|mut found| {
                 found.passes = passes;
                 found.changed_under_every_pass = changed && !clean;
+                found.open_in = crate::io::fs::lock_holder(dir);
                 found
             });
         }
@@ -352,6 +359,7 @@ fn inspect_once(dir: &Path) -> Result<Inspection> {
         recovery,
         passes: 1,
         changed_under_every_pass: false,
+        open_in: None,
     })
 }
 
@@ -867,6 +875,8 @@ mod tests {
         let found = inspect(&dir).unwrap();
         assert!(found.recovery.is_ok(), "{:?}", found.recovery);
         assert!(before == listing(), "the inspection changed the directory");
+        // The handle forgotten above still holds the log's lock.
+        assert_eq!(found.open_in, Some(std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -176,8 +176,9 @@ impl Wal {
         let lock = dir.lock().map_err(|e| match e.kind() {
             std::io::ErrorKind::WouldBlock => Error::Locked {
                 dir: path.to_path_buf(),
+                holder: dir.lock_holder(),
             },
-            _ => Error::io("lock", path.join("LOCK"), e),
+            _ => Error::io("lock", path.join(crate::io::fs::LOCK_FILE), e),
         })?;
         let recovered = recovery::recover(dir.as_ref(), &options)?;
         // `PointInTime` and `SkipCorrupted` can end below the latest checkpoint (the other

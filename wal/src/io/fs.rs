@@ -337,6 +337,43 @@ impl FsDir {
 /// the files by another program caches may still be large.
 const MAPPED_FILL_CHUNK: usize = 16 << 10;
 
+/// The file whose `flock` marks the log in its directory as open.
+pub(crate) const LOCK_FILE: &str = "LOCK";
+
+/// The process holding the lock of the log in `dir` (the process that has it open), as Linux
+/// lists it in `/proc/locks`: `None` when nobody holds it, or when the system does not say
+/// (no `/proc`). Read only: taking the lock, even shared and for a moment, to find out would
+/// make an open racing with it fail with `Locked`.
+pub(crate) fn lock_holder(dir: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let lock = std::fs::symlink_metadata(dir.join(LOCK_FILE)).ok()?;
+    if !lock.is_file() {
+        return None;
+    }
+    // The kernel prints the lock's file as "MAJOR:MINOR:INODE", the device numbers in hex.
+    let file = format!(
+        "{:02x}:{:02x}:{}",
+        libc::major(lock.dev()),
+        libc::minor(lock.dev()),
+        lock.ino()
+    );
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    holder_in_proc_locks(&locks, &file)
+}
+
+/// The process holding a `flock` on `file` ("MAJOR:MINOR:INODE") in the text of `/proc/locks`.
+/// A held lock's line reads `1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234 0 EOF`; the line of a
+/// process waiting for it has `->` after the number, and is not the holder.
+fn holder_in_proc_locks(locks: &str, file: &str) -> Option<u32> {
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            [_, "FLOCK", _, _, pid, held, ..] if *held == file => pid.parse().ok(),
+            _ => None,
+        }
+    })
+}
+
 /// Fails with `Unsupported` if files in `dir` cannot be opened with `O_DIRECT` (tmpfs).
 fn probe_direct(dir: &Path) -> io::Result<()> {
     // Named for this process and call: it runs before the directory lock is taken, and two
@@ -483,7 +520,7 @@ impl Dir for FsDir {
             .write(true)
             .create(true)
             .truncate(false)
-            .open(self.file_path("LOCK"))?;
+            .open(self.file_path(LOCK_FILE))?;
         // SAFETY: flock on a file descriptor we own; no memory is passed. flock locks belong to
         // the open file description, so a second open in this same process conflicts too.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
@@ -491,6 +528,10 @@ impl Dir for FsDir {
             return Err(io::Error::last_os_error());
         }
         Ok(Box::new(FsLock { _file: file }))
+    }
+
+    fn lock_holder(&self) -> Option<u32> {
+        lock_holder(&self.path)
     }
 }
 
@@ -1249,6 +1290,35 @@ mod tests {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
+    }
+
+    /// The holder of a lock is read from the line of the lock itself, not from a waiter's line,
+    /// another file's lock or a POSIX lock.
+    #[test]
+    fn the_lock_holder_is_read_from_the_flock_line_of_the_file() {
+        let locks = "\
+1: POSIX  ADVISORY  WRITE 11 fd:01:77 0 EOF
+2: FLOCK  ADVISORY  WRITE 22 fd:01:78 0 EOF
+3: FLOCK  ADVISORY  WRITE 33 fd:01:77 0 EOF
+3: -> FLOCK  ADVISORY  WRITE 44 fd:01:77 0 EOF
+";
+        assert_eq!(holder_in_proc_locks(locks, "fd:01:77"), Some(33));
+        assert_eq!(holder_in_proc_locks(locks, "fd:01:78"), Some(22));
+        assert_eq!(holder_in_proc_locks(locks, "fd:02:77"), None);
+        let waiter_only = "3: -> FLOCK  ADVISORY  WRITE 44 fd:01:77 0 EOF\n";
+        assert_eq!(holder_in_proc_locks(waiter_only, "fd:01:77"), None);
+        assert_eq!(holder_in_proc_locks("", "fd:01:77"), None);
+    }
+
+    #[test]
+    fn the_lock_holder_of_a_directory_locked_here_is_this_process() {
+        let dir = scratch("lock-holder");
+        let fs = FsDir::open(&dir.0, true, WriteMode::Map, Preallocation::ZeroFill, None).unwrap();
+        assert_eq!(lock_holder(&dir.0), None, "no lock file yet");
+        let lock = fs.lock().unwrap();
+        assert_eq!(lock_holder(&dir.0), Some(std::process::id()));
+        drop(lock);
+        assert_eq!(lock_holder(&dir.0), None, "released");
     }
 
     fn scratch(label: &str) -> Scratch {

@@ -145,4 +145,8 @@ pub(crate) trait Dir: Send + Sync {
     fn sync(&self) -> io::Result<()>;
     /// Takes the exclusive lock on the directory; `WouldBlock` if another holder has it.
     fn lock(&self) -> io::Result<Box<dyn DirLock>>;
+    /// The process holding the lock, where the system says: named in `Locked`.
+    fn lock_holder(&self) -> Option<u32> {
+        None
+    }
 }

@@ -85,7 +85,7 @@ impl SyncRecorder {
             return Ok(());
         };
         for (name, ino) in names {
-            if name == "LOCK" {
+            if name == super::fs::LOCK_FILE {
                 continue;
             }
             let current = Self::current_bytes(dir, name, *ino).unwrap_or_default();
