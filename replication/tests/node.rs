@@ -964,20 +964,10 @@ fn a_restarted_follower_catches_up_by_log_and_keeps_its_state() {
 /// Flips one bit of the payload `needle` in node `id`'s simulated disk, which must hold it in
 /// exactly one file.
 fn damage_payload(cluster: &Cluster, id: NodeId, needle: &[u8]) {
-    let disk = cluster.disk(id);
-    let found: Vec<(String, usize)> = disk
-        .file_names()
-        .into_iter()
-        .filter_map(|name| {
-            let bytes = disk.read_file(&name)?;
-            let at = bytes.windows(needle.len()).position(|w| w == needle)?;
-            Some((name, at))
-        })
-        .collect();
-    let [(name, at)] = &found[..] else {
-        panic!("the record's payload is not in exactly one file: {found:?}");
+    let Some((name, at)) = find_payload(cluster, id, needle) else {
+        panic!("the record's payload is not in exactly one file");
     };
-    disk.flip_bit(name, (at + 3) as u64, 0);
+    cluster.disk(id).flip_bit(&name, (at + 3) as u64, 0);
 }
 
 /// Records of the leader's log go bad on its disk after they were committed (one bit of a
@@ -1061,6 +1051,118 @@ fn a_leader_that_cannot_read_a_record_a_follower_needs_sends_a_checkpoint_instea
         for id in [1, 2, 3] {
             cluster.wait_applied(id, after);
         }
+    }
+}
+
+/// Where a proposal's payload sits in `id`'s files, once it is there: `None` while it is not in
+/// exactly one file.
+fn find_payload(cluster: &Cluster, id: NodeId, needle: &[u8]) -> Option<(String, usize)> {
+    let disk = cluster.disk(id);
+    let found: Vec<(String, usize)> = disk
+        .file_names()
+        .into_iter()
+        .filter_map(|name| {
+            let bytes = disk.read_file(&name)?;
+            let at = bytes.windows(needle.len()).position(|w| w == needle)?;
+            Some((name, at))
+        })
+        .collect();
+    match &found[..] {
+        [one] => Some(one.clone()),
+        _ => None,
+    }
+}
+
+/// A record gone bad on the leader's disk before the leader applied it (it is not committed:
+/// both followers were down) cannot be replaced by a checkpoint: no engine state holds its
+/// effect, and this node may be its only holder. The leader stops with an error naming the
+/// record when a follower needs it, instead of leading on without it; the two others elect a
+/// leader among themselves and commit on. The damaged record and those proposed after it were
+/// never acknowledged: their waits fail, and the new leader's log does not hold them.
+#[test]
+fn a_leader_that_cannot_read_a_record_it_has_not_applied_stops_and_the_others_go_on() {
+    let mut cluster = Cluster::simulated_slow_to_elect("repl-damaged-unapplied", 3, 16 << 10);
+    let leader = cluster.leader(&[1, 2, 3]);
+    let followers: Vec<NodeId> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
+    let (before, _) = cluster
+        .node(leader)
+        .propose_and_wait(b"committed everywhere", WAIT)
+        .unwrap();
+    for id in [1, 2, 3] {
+        cluster.wait_applied(id, before);
+    }
+    for &id in &followers {
+        cluster.stop(id);
+    }
+    let proposed: Vec<(Lsn, u64, String)> = (0..5)
+        .map(|i| {
+            let data = format!("never committed {i}");
+            let (lsn, epoch) = cluster.node(leader).propose(data.as_bytes()).unwrap();
+            (lsn, epoch, data)
+        })
+        .collect();
+    let (damaged, _, needle) = &proposed[0];
+    assert_eq!(*damaged, before + 1);
+    // The leader syncs its own copy without a quorum. Once its progress counts its own copy of
+    // the last proposal, its storage has let go of the copies it keeps of records not yet
+    // durable (the same step): a read of the damaged record goes to the file.
+    let last = proposed[4].0;
+    let (status, synced) = cluster.node(leader).wait_status(WAIT, |s| {
+        s.progress
+            .iter()
+            .any(|&(id, matched)| id == leader && matched >= last)
+    });
+    assert!(synced, "the leader never synced its own copy: {status:?}");
+    let Some((file, at)) = find_payload(&cluster, leader, needle.as_bytes()) else {
+        panic!("the record's payload is not in exactly one file");
+    };
+    cluster.disk(leader).flip_bit(&file, (at + 3) as u64, 0);
+    let status = cluster.node(leader).status();
+    assert_eq!((status.role, status.applied_lsn), (Role::Leader, before));
+    cluster.start(followers[0], Bootstrap::Voters(cluster.voters.clone()));
+    let (status, stopped) = cluster
+        .node(leader)
+        .wait_status(WAIT, |s| s.failure.is_some());
+    assert!(stopped, "the leader went on: {status:?}");
+    let failure = status.failure.unwrap();
+    assert!(
+        failure.contains("Corrupted") && failure.contains(&format!("lsn: {damaged}")),
+        "{failure}"
+    );
+    let (lsn, epoch, _) = &proposed[4];
+    assert!(
+        cluster
+            .node(leader)
+            .wait_committed(*lsn, *epoch, Duration::from_millis(100))
+            .is_err(),
+        "a record past the damage was acknowledged by a leader that stopped"
+    );
+    let (stopped, _) = cluster.nodes.remove(&leader).unwrap();
+    match stopped.close() {
+        Err(Error::Raft(why)) => assert_eq!(why, failure),
+        other => panic!("the stopped leader closed with {other:?}"),
+    }
+    cluster.start(followers[1], Bootstrap::Voters(cluster.voters.clone()));
+    let mut next = cluster.leader(&followers);
+    let after = cluster.propose_following(&mut next, b"after the old leader stopped");
+    for &id in &followers {
+        cluster.wait_applied(id, after);
+        let mut reader = cluster.node(id).reader(before).unwrap();
+        let mut held = Vec::new();
+        while let Some(record) = reader.next().unwrap() {
+            if record.kind == RecordKind::User {
+                held.push(record.data);
+            }
+        }
+        assert!(
+            held.iter()
+                .all(|data| !data.starts_with(b"never committed")),
+            "node {id} holds a record that was never committed"
+        );
+        assert_eq!(
+            held.last().map(Vec::as_slice),
+            Some(&b"after the old leader stopped"[..])
+        );
     }
 }
 
