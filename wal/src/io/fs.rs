@@ -363,12 +363,16 @@ pub(crate) fn lock_holder(dir: &Path) -> Option<u32> {
 
 /// The process holding a `flock` on `file` ("MAJOR:MINOR:INODE") in the text of `/proc/locks`.
 /// A held lock's line reads `1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234 0 EOF`; the line of a
-/// process waiting for it has `->` after the number, and is not the holder.
+/// process waiting for it has `->` after the number, and is not the holder. The number is the
+/// process that took the lock (a child it forked may hold it on); 0 for one this process's PID
+/// namespace cannot see, which names nobody.
 fn holder_in_proc_locks(locks: &str, file: &str) -> Option<u32> {
     locks.lines().find_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
         match fields.as_slice() {
-            [_, "FLOCK", _, _, pid, held, ..] if *held == file => pid.parse().ok(),
+            [_, "FLOCK", _, _, pid, held, ..] if *held == file => {
+                pid.parse().ok().filter(|&pid| pid != 0)
+            }
             _ => None,
         }
     })
@@ -1305,6 +1309,8 @@ mod tests {
         assert_eq!(holder_in_proc_locks(locks, "fd:01:77"), Some(33));
         assert_eq!(holder_in_proc_locks(locks, "fd:01:78"), Some(22));
         assert_eq!(holder_in_proc_locks(locks, "fd:02:77"), None);
+        let unseen = "1: FLOCK  ADVISORY  WRITE 0 fd:01:77 0 EOF\n";
+        assert_eq!(holder_in_proc_locks(unseen, "fd:01:77"), None);
         let waiter_only = "3: -> FLOCK  ADVISORY  WRITE 44 fd:01:77 0 EOF\n";
         assert_eq!(holder_in_proc_locks(waiter_only, "fd:01:77"), None);
         assert_eq!(holder_in_proc_locks("", "fd:01:77"), None);
