@@ -322,6 +322,64 @@ fn a_record_damaged_while_open_leaves_the_records_after_it_reachable() {
     wal.close().unwrap();
 }
 
+/// A damaged record's length can lead anywhere in its segment. Where appenders copy into the
+/// memory reads see (`Mmap`'s writable mapping), the walk passes a damaged record only in a
+/// segment whose records are all copied: in the active segment it stops at the damage, as it
+/// did before damaged records were passed; once the segment is sealed, it passes. `Staged`
+/// reads a read-only mapping of what its syncs wrote, and passes the damage in the active
+/// segment too.
+#[test]
+fn a_damaged_record_is_passed_in_the_active_segment_only_where_reads_do_not_show_copies() {
+    use std::os::unix::fs::FileExt;
+    let record = |lsn: u64| payload(9300 + lsn, 1000);
+    for (backend, passed_while_active) in [(Backend::Mmap, false), (Backend::Staged, true)] {
+        let temp = rwal_tests::TempDir::new("damaged-active");
+        let dir = temp.join("log");
+        let options = Options::new()
+            .backend(backend.clone())
+            .segment_bytes(1 << 20);
+        let wal = Wal::open(&dir, options).unwrap();
+        for lsn in 1..=10 {
+            assert_eq!(wal.append(&record(lsn)).unwrap(), lsn);
+        }
+        wal.sync().unwrap();
+        // One byte of record 4's payload, changed in the file: the mapping shows the change.
+        let (file, at) = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+            .find_map(|p| {
+                let bytes = std::fs::read(&p).unwrap();
+                let needle = record(4);
+                let at = bytes.windows(needle.len()).position(|w| w == needle)?;
+                Some((p, at as u64))
+            })
+            .expect("record 4 in a segment file");
+        let handle = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+        let original = std::fs::read(&file).unwrap()[at as usize + 500];
+        handle.write_at(&[original ^ 0x04], at + 500).unwrap();
+        let from_5 = |wal: &Wal| wal.reader(5).unwrap().next().map(|r| r.map(|r| r.lsn));
+        match (from_5(&wal), passed_while_active) {
+            (Ok(Some(5)), true) => {}
+            (Err(Error::Corrupted { lsn: 4, .. }), false) => {}
+            (other, _) => panic!("{backend:?}, active segment: {other:?}"),
+        }
+        // A record as large as a segment holds rolls to a new segment: the damaged one is
+        // sealed, every record in it copied.
+        let largest = (1 << 20) - 4096 - record::HEADER_BYTES;
+        assert_eq!(wal.append(&vec![7u8; largest]).unwrap(), 11);
+        wal.sync().unwrap();
+        assert!(
+            matches!(from_5(&wal), Ok(Some(5))),
+            "{backend:?}, sealed segment: {:?}",
+            from_5(&wal)
+        );
+        assert_eq!(wal.read(9).unwrap(), record(9));
+        assert!(matches!(wal.read(4), Err(Error::Corrupted { lsn: 4, .. })));
+        wal.close().unwrap();
+    }
+}
+
 #[test]
 fn decoders_take_random_bytes_without_panicking() {
     let mut rng = Rng::new(42);

@@ -367,9 +367,10 @@ impl Segment {
             .and_then(|bytes| record::decode(self.header.salt, bytes))
     }
 
-    /// Like [`Segment::record_at`], trusting the checksum: only for a record `record_at`
-    /// accepted before, in a segment nothing has written to since (recovery's walk over what
-    /// its first pass verified).
+    /// Like [`Segment::record_at`], trusting the checksum: for a record `record_at` accepted
+    /// before, in a segment nothing has written to since (recovery's walk over what its first
+    /// pass verified); or for the length a damaged record claims, where no slice of the
+    /// segment can overlap a copy in progress (`Inner::locate`).
     pub(crate) fn verified_record_at(
         &self,
         offset: u64,

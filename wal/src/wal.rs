@@ -958,7 +958,11 @@ impl Inner {
     /// damaged since recovery (its checksum fails) is passed by the length its header states
     /// if the next record then passes its checksum at the offset that length leads to (a
     /// salted checksum over the expected LSN: a wrong length cannot lead to one), so that a
-    /// bad record leaves those after it reachable; two in a row are not passed.
+    /// bad record leaves those after it reachable; two in a row are not passed. A damaged
+    /// length can lead anywhere in the segment, so a damaged record is passed only where
+    /// nothing reads bytes an appender may be copying into: in a segment whose records are all
+    /// copied, or one whose reads do not show the copies (`File::copies_show_in_bytes`: not
+    /// `Mmap` or `IoUring`, whose active segment stops the walk at the damage, as before).
     pub(crate) fn locate(&self, lsn: Lsn) -> Result<(Arc<Segment>, u64)> {
         let segment = {
             let map = self.segments.read();
@@ -983,13 +987,15 @@ impl Inner {
                     unconfirmed = None;
                     header
                 }
-                Err(damage) if unconfirmed.is_none() => match segment.verified_record_at(offset) {
-                    Ok((header, _)) if header.lsn == at_lsn => {
-                        unconfirmed = Some(damage);
-                        header
+                Err(damage) if unconfirmed.is_none() && self.nothing_copied_into(&segment) => {
+                    match segment.verified_record_at(offset) {
+                        Ok((header, _)) if header.lsn == at_lsn => {
+                            unconfirmed = Some(damage);
+                            header
+                        }
+                        _ => return Err(damage),
                     }
-                    _ => return Err(damage),
-                },
+                }
                 Err(damage) => return Err(unconfirmed.unwrap_or(damage)),
             };
             offset += record::stored_len(header.payload_len as usize) as u64;
@@ -1000,6 +1006,17 @@ impl Inner {
             self.decode_at(&segment, offset, lsn).map_err(|_| damage)?;
         }
         Ok((segment, offset))
+    }
+
+    /// Whether no slice of `segment`'s bytes can overlap a record copy in progress: its reads do
+    /// not show copies, or it is sealed and every record in it is copied. (Readers locate under
+    /// the cut gate, which keeps out a truncation that could cut back into the segment and
+    /// refill it; `Wal::read` holds a pin instead, which keeps a cut above its record only.)
+    fn nothing_copied_into(&self, segment: &Segment) -> bool {
+        !segment.file.copies_show_in_bytes()
+            || segment
+                .sealed_last_lsn()
+                .is_some_and(|last| last <= self.group.written_lsn())
     }
 
     /// The first LSN of the first segment starting after `lsn` (past a hole).
@@ -1253,8 +1270,10 @@ impl Inner {
     /// files. A segment handed out for reading again (`locate`) is released again later.
     fn release_sealed_memory(&self) {
         // Held exclusively: while it is, nobody can take a new handle on a segment, so a segment
-        // that only the map holds has no reader, no slice of its bytes alive, and none coming;
-        // and no segment is sealed (a roll inserts its successor under this lock).
+        // that only the map holds has no reader, no slice of its bytes alive, and none coming.
+        // A roll may seal a segment meanwhile (it seals before it takes this lock to insert the
+        // successor): the written LSN, read next, then passes no segment still being copied
+        // into.
         let map = self.segments.write();
         // No write into a sealed segment is in progress once every record in it is copied
         // (appenders name their segment without a handle until then: `SegmentRef`); a cut that

@@ -659,6 +659,10 @@ impl File for FsFile {
         self.len
     }
 
+    fn copies_show_in_bytes(&self) -> bool {
+        matches!(self.mode, WriteMode::Map | WriteMode::Uring(_))
+    }
+
     fn write_at(&self, offset: u64, parts: &[&[u8]]) -> io::Result<()> {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         self.check_range(offset, total);

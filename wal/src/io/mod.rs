@@ -92,6 +92,14 @@ pub(crate) trait File: Send + Sync {
     fn forget_cached_pages(&self) {}
     /// The bytes `[offset, offset + len)`, without copying.
     fn bytes(&self, offset: u64, len: usize) -> &[u8];
+    /// Whether `bytes` shows the memory appenders copy records into (`Mmap`'s writable
+    /// mapping, `IoUring`'s staging of blocks already written): a slice reaching past the
+    /// records known to be copied may then overlap a copy in progress. Where it does not
+    /// (`Pwrite` and `Staged` write the file with system calls, and `bytes` reads its read-only
+    /// mapping), such a slice shows whatever the file holds, changed only by the kernel.
+    fn copies_show_in_bytes(&self) -> bool {
+        false
+    }
 }
 
 /// Held while a log owns its directory; dropping it releases the directory.
