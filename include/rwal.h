@@ -232,7 +232,9 @@ typedef void (*rwal_log_fn)(rwal_log_level level, const char *message, void *use
  * (waits and `rwal_node_close` then fail with `RWAL_ERR_REPLICATION` and a message naming the
  * LSN and the value, proposals and other requests with `RWAL_ERR_CLOSED`): an engine that
  * cannot apply a committed record must not go on. The record stays committed: on the next open the engine is restored from
- * the latest checkpoint and given the records after it again.
+ * the latest checkpoint and given the records after it again. Committed is not applied: a wait
+ * for that record (or one before it) still returns `RWAL_OK`, as may the `propose_and_wait`
+ * that proposed it; only waits past it fail.
  */
 typedef int (*rwal_apply_fn)(void *userdata,
                              uint64_t lsn,
@@ -251,7 +253,9 @@ typedef int (*rwal_snapshot_fn)(void *userdata, rwal_snapshot_sink *sink);
 /**
  * Replaces the engine's state with a snapshot taken at `lsn` (at open, from the latest
  * checkpoint, on the thread calling `rwal_node_open`; and on the node's thread when the leader
- * sends one); `data` is valid during the call.
+ * sends one); `data` is valid during the call. A new cluster's log starts with a checkpoint of
+ * the founding membership at LSN 1, with empty engine state: the first open calls `restore`
+ * with `lsn` 1 and `len` 0.
  * Returns 0 once restored; anything else stops the node as a failed apply does (at open:
  * `rwal_node_open` fails with `RWAL_ERR_REPLICATION`).
  */
@@ -538,7 +542,8 @@ const char *rwal_status_str(rwal_status status);
 
 /**
  * Copies this thread's message for its last failed call into `buf` (at most `cap - 1` bytes
- * and a NUL; nothing if `buf` is NULL or `cap` is 0) and returns the message's full length.
+ * and a NUL; nothing if `buf` is NULL or `cap` is 0) and returns the message's full length. A
+ * call that succeeds leaves the message as it was: the status code says whether a call failed.
  *
  * # Safety
  * `buf` is NULL or has `cap` writable bytes.
@@ -733,7 +738,9 @@ rwal_status rwal_close(rwal_log *log);
 /**
  * Appends one record of `len` bytes and writes its LSN to `*lsn_out`. Does not wait for the
  * disk: call `rwal_commit` for durability. `RWAL_ERR_INVALID_ARGUMENT` for a record larger
- * than one segment holds (its size less 4 KiB of header and 32 bytes of record header).
+ * than one segment holds (its size less 4 KiB of header and 32 bytes of record header; the
+ * segment size of this open's options, which may differ from the one the log was created
+ * with).
  * Thread-safe.
  *
  * # Safety
@@ -758,7 +765,8 @@ rwal_status rwal_append_batch(rwal_log *log,
 
 /**
  * Returns once every record up to `lsn` is durable; one sync serves every thread waiting at
- * the time. Blocks. Thread-safe. `RWAL_ERR_NOT_FOUND` for an LSN never appended.
+ * the time. Blocks. Thread-safe. `RWAL_ERR_NOT_FOUND` for an LSN never appended; LSN 0 (nothing)
+ * returns `RWAL_OK` at once.
  *
  * # Safety
  * `log` is a live handle.
@@ -1221,8 +1229,10 @@ rwal_status rwal_node_compact(rwal_node *node);
 
 /**
  * Opens a reader over the node's committed records from `from_lsn` (at least its first
- * retained LSN). It holds nothing between calls: it never holds back compaction or a
- * snapshot install, and gets `RWAL_ERR_COMPACTED` if it falls behind.
+ * retained LSN, `rwal_node_status`'s `first_lsn`: 2 in a new cluster, whose LSN 1 is the
+ * founding checkpoint; `RWAL_ERR_COMPACTED` below it). It holds nothing between calls: it
+ * never holds back compaction or a snapshot install, and gets `RWAL_ERR_COMPACTED` if it falls
+ * behind.
  *
  * # Safety
  * `node` is live; `reader_out` is writable.
@@ -1328,14 +1338,13 @@ rwal_status rwal_options_set_background_thread(rwal_options *opts, bool enabled)
  * Opens a reader at `from_lsn` (from `rwal_first_lsn` to `rwal_last_lsn + 1`). While it lives
  * it pins the record it last returned: `rwal_truncate_after` below it is refused.
  * `RWAL_ERR_COMPACTED` below the first LSN, `RWAL_ERR_NOT_FOUND` past `rwal_last_lsn + 1`,
- * `RWAL_ERR_INVALID_ARGUMENT` for LSN 0 (LSNs start at 1), `RWAL_ERR_POISONED` or `RWAL_ERR_CLOSED` for a log that accepts nothing more.
+ * `RWAL_ERR_INVALID_ARGUMENT` for LSN 0 (LSNs start at 1), `RWAL_ERR_POISONED` for a log that
+ * accepts nothing more (a handle freed by `rwal_close` must not be passed at all).
  *
  * # Safety
  * `log` is a live handle; `reader_out` is writable.
  */
-rwal_status rwal_reader_open(rwal_log *log,
-                             uint64_t from_lsn,
-                             rwal_reader **reader_out);
+rwal_status rwal_reader_open(rwal_log *log, uint64_t from_lsn, rwal_reader **reader_out);
 
 /**
  * Next record: writes its LSN, a pointer to its bytes and their length. The bytes stay valid

@@ -153,7 +153,9 @@ pub unsafe extern "C" fn rwal_close(log: *mut rwal_log) -> rwal_status {
 
 /// Appends one record of `len` bytes and writes its LSN to `*lsn_out`. Does not wait for the
 /// disk: call `rwal_commit` for durability. `RWAL_ERR_INVALID_ARGUMENT` for a record larger
-/// than one segment holds (its size less 4 KiB of header and 32 bytes of record header).
+/// than one segment holds (its size less 4 KiB of header and 32 bytes of record header; the
+/// segment size of this open's options, which may differ from the one the log was created
+/// with).
 /// Thread-safe.
 ///
 /// # Safety
@@ -224,7 +226,8 @@ pub unsafe extern "C" fn rwal_append_batch(
 }
 
 /// Returns once every record up to `lsn` is durable; one sync serves every thread waiting at
-/// the time. Blocks. Thread-safe. `RWAL_ERR_NOT_FOUND` for an LSN never appended.
+/// the time. Blocks. Thread-safe. `RWAL_ERR_NOT_FOUND` for an LSN never appended; LSN 0 (nothing)
+/// returns `RWAL_OK` at once.
 ///
 /// # Safety
 /// `log` is a live handle.

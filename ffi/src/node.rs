@@ -29,7 +29,9 @@ use crate::status::{
 /// (waits and `rwal_node_close` then fail with `RWAL_ERR_REPLICATION` and a message naming the
 /// LSN and the value, proposals and other requests with `RWAL_ERR_CLOSED`): an engine that
 /// cannot apply a committed record must not go on. The record stays committed: on the next open the engine is restored from
-/// the latest checkpoint and given the records after it again.
+/// the latest checkpoint and given the records after it again. Committed is not applied: a wait
+/// for that record (or one before it) still returns `RWAL_OK`, as may the `propose_and_wait`
+/// that proposed it; only waits past it fail.
 #[allow(non_camel_case_types)]
 pub type rwal_apply_fn = Option<
     unsafe extern "C" fn(
@@ -51,7 +53,9 @@ pub type rwal_snapshot_fn =
 
 /// Replaces the engine's state with a snapshot taken at `lsn` (at open, from the latest
 /// checkpoint, on the thread calling `rwal_node_open`; and on the node's thread when the leader
-/// sends one); `data` is valid during the call.
+/// sends one); `data` is valid during the call. A new cluster's log starts with a checkpoint of
+/// the founding membership at LSN 1, with empty engine state: the first open calls `restore`
+/// with `lsn` 1 and `len` 0.
 /// Returns 0 once restored; anything else stops the node as a failed apply does (at open:
 /// `rwal_node_open` fails with `RWAL_ERR_REPLICATION`).
 #[allow(non_camel_case_types)]
@@ -1220,8 +1224,10 @@ pub unsafe extern "C" fn rwal_node_compact(node: *mut rwal_node) -> rwal_status 
 }
 
 /// Opens a reader over the node's committed records from `from_lsn` (at least its first
-/// retained LSN). It holds nothing between calls: it never holds back compaction or a
-/// snapshot install, and gets `RWAL_ERR_COMPACTED` if it falls behind.
+/// retained LSN, `rwal_node_status`'s `first_lsn`: 2 in a new cluster, whose LSN 1 is the
+/// founding checkpoint; `RWAL_ERR_COMPACTED` below it). It holds nothing between calls: it
+/// never holds back compaction or a snapshot install, and gets `RWAL_ERR_COMPACTED` if it falls
+/// behind.
 ///
 /// # Safety
 /// `node` is live; `reader_out` is writable.
