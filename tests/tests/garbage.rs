@@ -344,20 +344,19 @@ fn a_damaged_record_is_passed_in_the_active_segment_only_where_reads_do_not_show
         }
         wal.sync().unwrap();
         // One byte of record 4's payload, changed in the file: the mapping shows the change.
-        let (file, at) = std::fs::read_dir(&dir)
+        let (file, at, original) = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().path())
             .filter(|p| p.extension().is_some_and(|e| e == "seg"))
             .find_map(|p| {
                 let bytes = std::fs::read(&p).unwrap();
                 let needle = record(4);
-                let at = bytes.windows(needle.len()).position(|w| w == needle)?;
-                Some((p, at as u64))
+                let at = bytes.windows(needle.len()).position(|w| w == needle)? + 500;
+                Some((p, at as u64, bytes[at]))
             })
             .expect("record 4 in a segment file");
         let handle = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
-        let original = std::fs::read(&file).unwrap()[at as usize + 500];
-        handle.write_at(&[original ^ 0x04], at + 500).unwrap();
+        handle.write_at(&[original ^ 0x04], at).unwrap();
         let from_5 = |wal: &Wal| wal.reader(5).unwrap().next().map(|r| r.map(|r| r.lsn));
         match (from_5(&wal), passed_while_active) {
             (Ok(Some(5)), true) => {}

@@ -260,6 +260,12 @@ impl Segment {
         }
     }
 
+    /// Whether the segment is sealed and, with records up to `written` copied, every record in
+    /// it is: no write into it is in progress.
+    pub(crate) fn sealed_and_copied(&self, written: Lsn) -> bool {
+        self.sealed_last_lsn().is_some_and(|last| last <= written)
+    }
+
     /// Marks the segment full: `last_lsn` is its final record (`first_lsn - 1` when empty).
     pub fn seal(&self, last_lsn: Lsn) {
         debug_assert!(last_lsn + 1 >= self.first_lsn());

@@ -1013,10 +1013,7 @@ impl Inner {
     /// the cut gate, which keeps out a truncation that could cut back into the segment and
     /// refill it; `Wal::read` holds a pin instead, which keeps a cut above its record only.)
     fn nothing_copied_into(&self, segment: &Segment) -> bool {
-        !segment.file.copies_show_in_bytes()
-            || segment
-                .sealed_last_lsn()
-                .is_some_and(|last| last <= self.group.written_lsn())
+        !segment.file.copies_show_in_bytes() || segment.sealed_and_copied(self.group.written_lsn())
     }
 
     /// The first LSN of the first segment starting after `lsn` (past a hole).
@@ -1283,7 +1280,7 @@ impl Inner {
         // into.
         let written = self.group.written_lsn();
         for segment in map.values() {
-            if segment.sealed_last_lsn().is_none_or(|last| last > written) {
+            if !segment.sealed_and_copied(written) {
                 // Segments are in LSN order: none after this one is sealed and written.
                 break;
             }
