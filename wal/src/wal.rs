@@ -93,6 +93,12 @@ pub(crate) struct Inner {
     maintenance: Mutex<()>,
     /// Set by `close`: a segment being prepared ahead of need stops its zero-fill.
     closing: std::sync::atomic::AtomicBool,
+    /// The log is being written: an append was made since open, or the active segment was at
+    /// least half full at open. Only then does the background thread prepare segments ahead of
+    /// need. A log opened to be read (a recovery scan, a replica catching up, a check) would
+    /// otherwise zero-fill 64 MiB beside its readers, on the cores they read with, and remove
+    /// the file at close.
+    being_written: std::sync::atomic::AtomicBool,
     /// Appends that reserved LSNs and have not finished copying them: `close` waits for none
     /// to be left, even on a poisoned log, whose written LSN may never advance again.
     copying: AtomicU64,
@@ -161,7 +167,11 @@ enum Preparation {
 
 #[derive(Default)]
 struct Signal {
+    /// Run a pass of `maintain` now.
     wake: bool,
+    /// Prepare segments ahead of need now (the log has just started being written), and
+    /// nothing else: the first pass still waits for its interval.
+    prepare: bool,
     shutdown: bool,
 }
 
@@ -195,6 +205,7 @@ impl Wal {
             .expect("recovery leaves an active segment")
             .clone();
         let last_lsn = recovered.report.last_lsn;
+        let active_half_full = recovered.tail_offset >= active.header.segment_bytes / 2;
         let tail = Tail::new(
             last_lsn + 1,
             active.clone(),
@@ -237,6 +248,7 @@ impl Wal {
             background_cond: Condvar::new(),
             maintenance: Mutex::new(()),
             closing: std::sync::atomic::AtomicBool::new(false),
+            being_written: std::sync::atomic::AtomicBool::new(active_half_full),
             copying: AtomicU64::new(0),
             report: recovered.report,
             lock: Mutex::new(Some(lock)),
@@ -460,7 +472,7 @@ impl Wal {
     /// meanwhile may stop the zero-fill of a segment being prepared: the pass then fails with
     /// [`Error::Closed`].
     pub fn maintain(&self) -> Result<()> {
-        self.inner.maintain()
+        self.inner.maintain(true)
     }
 
     /// Group-commit counters.
@@ -692,6 +704,13 @@ impl Inner {
             self.copying.fetch_add(1, Ordering::AcqRel);
         }
         let _copying = CopyInProgress(&self.copying);
+        if !self.being_written.load(Ordering::Relaxed)
+            && !self.being_written.swap(true, Ordering::AcqRel)
+        {
+            // The first append since open: from now on a segment is kept prepared ahead.
+            self.background.lock().prepare = true;
+            self.background_cond.notify_all();
+        }
         let first = runs.iter().next().expect("at least one record").first_lsn;
         let mut index = 0;
         for run in runs.iter() {
@@ -1219,12 +1238,16 @@ impl Inner {
 
     /// One pass of the background work; the first error. A step that fails does not keep the
     /// others from running: with a full disk, the preparation of a segment fails at every pass,
-    /// and compaction (which frees space) and the watermark must go on all the same.
-    fn maintain(&self) -> Result<()> {
+    /// and compaction (which frees space) and the watermark must go on all the same. Segments
+    /// are prepared ahead of need only if `prepare_ahead`.
+    fn maintain(&self, prepare_ahead: bool) -> Result<()> {
         let _maintenance = self.maintenance.lock();
         self.group.check()?;
-        let wanted = self.options.prepared_segments_max;
-        let prepared = self.prepare_segments(wanted, Preparation::Ahead);
+        let prepared = if prepare_ahead {
+            self.prepare_segments(self.options.prepared_segments_max, Preparation::Ahead)
+        } else {
+            Ok(())
+        };
         if self.closing.load(Ordering::Acquire) {
             // The close writes back, syncs and writes the watermark itself; a compaction now
             // (whose recycling zero-fills a whole segment) would only delay it.
@@ -1315,34 +1338,46 @@ impl Inner {
     }
 
     fn background_loop(&self) {
-        // The next segment is prepared at once, not a control interval later: a fast appender
-        // may fill the first one sooner, and would then zero-fill the next one itself, under
-        // the tail lock. Only that: compaction and the watermark wait for the first interval
-        // (or the first roll), so that a caller who reads from `first_lsn()` right after open
-        // (recovery of a replica, a check after a crash) is not compacted under at once.
-        {
+        // Once the log is being written (`being_written`), the next segment is prepared at
+        // once, not a control interval later: a fast appender may fill the first one sooner,
+        // and would then zero-fill the next one itself, under the tail lock. Only that:
+        // compaction and the watermark wait for the first interval (or the first roll), so that
+        // a caller who reads from `first_lsn()` right after open (recovery of a replica, a
+        // check after a crash) is not compacted under at once. The first append wakes this
+        // thread to prepare, and only that.
+        let prepare_ahead = || {
             let _maintenance = self.maintenance.lock();
             if self.group.check().is_ok() {
                 let _ =
                     self.prepare_segments(self.options.prepared_segments_max, Preparation::Ahead);
             }
+        };
+        if self.being_written.load(Ordering::Acquire) {
+            prepare_ahead();
         }
         loop {
+            let only_prepare;
             {
                 let mut signal = self.background.lock();
-                if !signal.shutdown && !signal.wake {
+                if !signal.shutdown && !signal.wake && !signal.prepare {
                     self.background_cond
                         .wait_for(&mut signal, self.options.control_interval);
                 }
                 if signal.shutdown {
                     return;
                 }
+                only_prepare = signal.prepare && !signal.wake;
                 signal.wake = false;
+                signal.prepare = false;
+            }
+            if only_prepare {
+                prepare_ahead();
+                continue;
             }
             // Errors here reach callers: a segment that could not be prepared is prepared again
             // by the append that needs it (which returns the error), and a failed control write
             // poisons the log.
-            let _ = self.maintain();
+            let _ = self.maintain(self.being_written.load(Ordering::Acquire));
         }
     }
 }
@@ -1511,6 +1546,84 @@ mod tests {
                 .expect("rolled into the prepared segment");
         }
         assert_eq!(wal.read(5).expect("read"), big);
+        wal.close().expect("closed");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Waits up to ten seconds for the background thread to have a segment prepared.
+    fn wait_for_a_prepared_segment(wal: &Wal, why: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while wal.inner.prepared.lock().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "{why}");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    /// A log opened to be read (its active segment less than half full) prepares no segment
+    /// ahead of need: no zero-fill beside the readers, no file to remove at close. The first
+    /// append has the background thread prepare one at once, not a control interval later. A
+    /// log whose active segment is at least half full prepares one at open. It used to prepare
+    /// one at every open, and a close soon after stopped it and removed the file.
+    #[test]
+    fn the_background_thread_prepares_ahead_only_for_a_log_being_written() {
+        let dir = std::env::temp_dir().join(format!("rwal-prepare-written-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let segment_bytes = 1 << 20;
+        // The interval is the longest allowed: no pass of `maintain` runs during the test.
+        let options = || {
+            Options::new()
+                .segment_bytes(segment_bytes)
+                .control_interval(crate::options::CONTROL_INTERVAL_MAX)
+        };
+        let wal = Wal::open(&dir, options()).expect("created");
+        wal.append_durable(&[1u8; 1000]).expect("appended");
+        wal.close().expect("closed");
+
+        let wal = Wal::open(&dir, options()).expect("reopened");
+        let sequence = wal.inner.next_sequence.load(Ordering::Acquire);
+        let mut reader = wal.reader(1).expect("reader");
+        assert_eq!(
+            reader.next().expect("read").expect("a record").data,
+            [1u8; 1000]
+        );
+        drop(reader);
+        // The close joins the background thread: any preparation it began took a sequence.
+        wal.close_shared().expect("closed");
+        assert_eq!(
+            wal.inner.next_sequence.load(Ordering::Acquire),
+            sequence,
+            "a log only read prepared a segment"
+        );
+        drop(wal);
+
+        let wal = Wal::open(&dir, options()).expect("reopened");
+        wal.append(&[2u8; 1000]).expect("appended");
+        wait_for_a_prepared_segment(&wal, "the first append had no segment prepared");
+        // Past half of the active segment, then reopened: prepared without an append.
+        // Each record takes more than its 1000 bytes of payload.
+        for _ in 0..segment_bytes / 2 / 1000 {
+            wal.append(&[3u8; 1000]).expect("appended");
+        }
+        wal.close().expect("closed");
+        // The segment prepared before the close is kept: remove it to see another prepared.
+        let mut prepared_files = 0;
+        for entry in std::fs::read_dir(&dir).expect("listed") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "seg") {
+                let bytes = std::fs::read(&path).expect("read");
+                if bytes.iter().all(|&b| b == 0) {
+                    std::fs::remove_file(&path).expect("removed");
+                    prepared_files += 1;
+                }
+            }
+        }
+        assert_eq!(
+            prepared_files, 1,
+            "the segment prepared after the first append"
+        );
+        let wal = Wal::open(&dir, options()).expect("reopened");
+        assert!(wal.inner.being_written.load(Ordering::Acquire));
+        wait_for_a_prepared_segment(&wal, "a half-full log had no segment prepared at open");
         wal.close().expect("closed");
         let _ = std::fs::remove_dir_all(&dir);
     }
