@@ -7,8 +7,10 @@ usage: python3 crash_test.py KV_BINARY [ROUNDS]   (RWAL_KV_ROUNDS overrides the 
 """
 
 import os
+import queue
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -57,11 +59,26 @@ def main():
 
             writer = threading.Thread(target=feed, daemon=True)
             writer.start()
+            # Lines through a queue: a kv that stopped writing must not hang the test in
+            # readline() past the deadline.
+            lines = queue.Queue()
+
+            def read_lines():
+                for line in proc.stdout:
+                    lines.put(line)
+                lines.put(None)
+
+            threading.Thread(target=read_lines, daemon=True).start()
             deadline = time.monotonic() + rng.uniform(0.05, 0.4)
-            while time.monotonic() < deadline:
-                line = proc.stdout.readline()
-                if not line:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
                     break
+                try:
+                    line = lines.get(timeout=left)
+                except queue.Empty:
+                    break
+                assert line is not None, "round %d: kv exited by itself (%s)" % (round_, proc.poll())
                 parts = line.split()
                 if parts[:1] == ["ok"]:
                     key, value = parts[1], parts[2]
@@ -74,7 +91,7 @@ def main():
                 elif parts[:1] == ["checkpointed"]:
                     checkpoints += 1
             proc.kill()
-            proc.wait()
+            assert proc.wait() == -signal.SIGKILL, "round %d: kv ended otherwise: %s" % (round_, proc.returncode)
             writer.join(5)
             state = dump(kv, directory)
             for key, value in acked.items():
@@ -87,7 +104,6 @@ def main():
         assert acks > rounds, "puts were acknowledged before the kills"
         assert checkpoints > 0, "checkpoints happened"
         print("kv crash test: %d rounds, %d acknowledged puts, %d checkpoints" % (rounds, acks, checkpoints))
-        print("%d passed, 0 failed" % rounds)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 

@@ -23,6 +23,7 @@ fn sigkill_while_checkpointing_and_compacting_loses_nothing_after_the_checkpoint
     let mut rng = Rng::new(0xC4EC);
     let mut acked: BTreeMap<u64, u64> = BTreeMap::new();
     let mut compacted_rounds = 0;
+    let mut records_checked = 0u64;
     for round in 0..rounds {
         let backend = ["mmap", "staged"][(round % 2) as usize];
         let mut child = Command::new(env!("CARGO_BIN_EXE_crash_child"))
@@ -47,7 +48,13 @@ fn sigkill_while_checkpointing_and_compacting_loses_nothing_after_the_checkpoint
             std::thread::sleep(Duration::from_millis(2));
         }
         child.kill().unwrap();
-        child.wait().unwrap();
+        let status = child.wait().unwrap();
+        // Not a child that died by itself between the last look and the kill.
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL),
+            "round {round}: the child ended otherwise: {status}"
+        );
         for line in reader.join().unwrap() {
             let mut parts = line.split(' ');
             if let (Some(Ok(lsn)), Some(Ok(seed))) =
@@ -94,10 +101,12 @@ fn sigkill_while_checkpointing_and_compacting_loses_nothing_after_the_checkpoint
                 .read(lsn)
                 .unwrap_or_else(|e| panic!("round {round}: LSN {lsn}: {e}"));
             assert_eq!(seed_of(&data), Some(seed), "round {round}: LSN {lsn}");
+            records_checked += 1;
         }
     }
     assert!(
         compacted_rounds > 0,
         "compaction happened during the rounds"
     );
+    assert!(records_checked > 0, "acknowledged records were read back");
 }

@@ -56,7 +56,13 @@ fn sigkill_at_random_moments_loses_no_acknowledged_record() {
             std::thread::sleep(Duration::from_millis(2));
         }
         child.kill().expect("SIGKILL");
-        child.wait().unwrap();
+        let status = child.wait().unwrap();
+        // Not a child that died by itself between the last look and the kill.
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL),
+            "round {round}: the child ended otherwise: {status}"
+        );
         let lines = reader.join().unwrap();
         for line in &lines {
             let mut parts = line.split(' ');

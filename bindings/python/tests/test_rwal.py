@@ -261,12 +261,22 @@ def test_an_interrupted_close_leaves_the_log_open_for_a_later_close(path):
     # Python's own SIGINT handler, whatever this process inherited (a background job's shell
     # ignores SIGINT, and Python then keeps it ignored).
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+
+    def interrupt_the_wait():
+        # Once close() has marked the handle closed: it is waiting for the busy call. (A timer
+        # could fire before close() starts, and the test would pass without an interrupted
+        # wait.)
+        deadline = time.monotonic() + 10
+        while not log._closed and time.monotonic() < deadline:
+            time.sleep(0.001)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    interrupter = threading.Thread(target=interrupt_the_wait)
     try:
-        timer.start()
+        interrupter.start()
         with pytest.raises(KeyboardInterrupt):
             log.close()
-        timer.join()
+        interrupter.join()
     finally:
         signal.signal(signal.SIGINT, previous)
     assert not log.closed
