@@ -164,6 +164,19 @@ pub struct NodeStatus {
 
 type Reply<T> = SyncSender<Result<T>>;
 
+/// A linearizable read waiting on the node's thread for its read point.
+struct PendingRead {
+    deadline: Instant,
+    reply: Reply<Lsn>,
+    /// What raft-rs answers it by.
+    context: Vec<u8>,
+    /// When it was last asked of raft.
+    asked: Instant,
+}
+
+/// How long a read waits for its read point before it is asked of raft again.
+const READ_ASKED_AGAIN_AFTER: Duration = Duration::from_millis(100);
+
 enum Request {
     Propose(Vec<u8>, Reply<(Lsn, u64)>),
     ProposeAndWait(Vec<u8>, ProposalReply),
@@ -1140,7 +1153,7 @@ fn run<M: StateMachine, T: Transport>(
     let mut next_tick = Instant::now() + interval;
     // When the leader last handed its leadership over because its log's sync stalled.
     let mut stall_handed_over: Option<Instant> = None;
-    let mut reads: HashMap<u64, (Instant, Reply<Lsn>)> = HashMap::new();
+    let mut reads: HashMap<u64, PendingRead> = HashMap::new();
     let mut next_read: u64 = 0;
     // A read's context names this node and this run of it besides the read: the leader keys
     // the reads it confirms by context (raft-rs drops one whose context is already waiting),
@@ -1239,8 +1252,15 @@ fn run<M: StateMachine, T: Transport>(
                         next_read += 1;
                         let mut context = read_prefix.clone();
                         context.extend_from_slice(&next_read.to_le_bytes());
-                        replica.read_index(context);
-                        reads.insert(next_read, (deadline, reply));
+                        replica.read_index(context.clone());
+                        let asked = Instant::now();
+                        let read = PendingRead {
+                            deadline,
+                            reply,
+                            context,
+                            asked,
+                        };
+                        reads.insert(next_read, read);
                     }
                 }
             }
@@ -1318,21 +1338,33 @@ fn run<M: StateMachine, T: Transport>(
                 let Ok(id) = <[u8; 8]>::try_from(ours) else {
                     continue;
                 };
-                if let Some((_, reply)) = reads.remove(&u64::from_le_bytes(id)) {
-                    let _ = reply.send(Ok(lsn));
+                if let Some(read) = reads.remove(&u64::from_le_bytes(id)) {
+                    let _ = read.reply.send(Ok(lsn));
                 }
             }
             if !reads.is_empty() {
                 let now = Instant::now();
-                reads.retain(|_, (deadline, reply)| {
-                    let waiting = *deadline > now;
+                reads.retain(|_, read| {
+                    let waiting = read.deadline > now;
                     if !waiting {
-                        let _ = reply.send(Err(Error::Timeout {
+                        let _ = read.reply.send(Err(Error::Timeout {
                             waiting_for: "a leader to confirm the read point",
                         }));
                     }
                     waiting
                 });
+                // raft-rs drops a read request without a word where it cannot serve it: a
+                // leader that has not committed an entry of its term yet (right after its
+                // election), a follower without a leader, a message lost. Asked again now and
+                // then, such a read is answered once it can be, instead of at its deadline (a
+                // request still waiting on the leader is not added twice: raft-rs keys them by
+                // context).
+                for read in reads.values_mut() {
+                    if now.duration_since(read.asked) >= READ_ASKED_AGAIN_AFTER {
+                        replica.read_index(read.context.clone());
+                        read.asked = now;
+                    }
+                }
             }
             forget_removed_members(&mut replica, &transport);
             publish(&shared, &replica);

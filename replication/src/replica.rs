@@ -618,8 +618,19 @@ impl<M: StateMachine> Replica<M> {
     pub fn tick_with_snapshot_room(&mut self, room: &dyn Fn(NodeId) -> usize) {
         self.ticks += 1;
         let raft = &self.raw.raft;
-        // This tick may start a campaign; a replica whose sync before it failed is done.
-        if raft.election_elapsed + 1 >= raft.randomized_election_timeout()
+        if raft.state == StateRole::Leader {
+            // This tick may check the quorum and step down. raft-rs aborts if a round still out
+            // is then advanced with messages queued (heartbeats of earlier ticks) on a node
+            // that no longer leads: the round is finished first (found by review on
+            // 2026-12-04).
+            if raft.check_quorum
+                && raft.election_elapsed + 1 >= raft.election_timeout()
+                && !self.finish_round_before_tick()
+            {
+                return;
+            }
+        } else if raft.election_elapsed + 1 >= raft.randomized_election_timeout()
+            // This tick may start a campaign; a replica whose sync before it failed is done.
             && !self.persist_before_campaign()
         {
             return;
@@ -760,7 +771,9 @@ impl<M: StateMachine> Replica<M> {
     /// with a quorum that it still leads, [`take_read_states`](Replica::take_read_states)
     /// returns `(context, lsn)`, and a read made after applying up to `lsn` sees every write
     /// committed before this call. On a follower the request goes to the leader. Without a
-    /// leader it is dropped: callers time out.
+    /// leader, or on a leader that has not committed an entry of its term yet, raft-rs drops
+    /// it without a word: ask again (the node does every 100 ms; a request still waiting on the
+    /// leader is not added twice, raft-rs keys them by context).
     pub fn read_index(&mut self, context: Vec<u8>) {
         if self.finish_pending_round().is_ok() {
             self.raw.read_index(context);
@@ -1291,6 +1304,19 @@ impl<M: StateMachine> Replica<M> {
             }
         }
         Ok(())
+    }
+
+    /// Finishes a round still out (the caller between `handle_ready` and `finish_ready`)
+    /// before a leader's tick that may step it down. A failure fails the replica, and returns
+    /// false: the tick must not run. Returns false for a replica already failed too.
+    fn finish_round_before_tick(&mut self) -> bool {
+        if self.failed.is_some() {
+            return false;
+        }
+        let outcome = self
+            .finish_sync_once()
+            .and_then(|()| self.finish_ready_once());
+        self.note_failure(outcome).is_ok()
     }
 
     /// A sole voter's campaign makes it leader inside the call that starts it (a tick, a

@@ -480,6 +480,36 @@ fn many_threads_propose_and_every_node_holds_the_same_committed_log() {
     }
 }
 
+/// A linearizable read asked of a follower whose leader was just cut off: the follower sends
+/// the request to that leader, and the message is lost. Raft-rs says nothing of a request it
+/// cannot serve (nor does a new leader before it commits an entry of its term); the node asks
+/// again until it is answered, so the read is confirmed by the next leader. It used to wait for
+/// its deadline and fail with `Timeout` (found by review on 2026-12-04).
+#[test]
+fn a_read_whose_request_was_lost_with_the_leader_is_confirmed_by_the_next() {
+    let cluster = Cluster::new("repl-read-reasked", 3);
+    let old = cluster.leader(&[1, 2, 3]);
+    let (before, _) = cluster.node(old).propose_and_wait(b"before", WAIT).unwrap();
+    let others: Vec<NodeId> = [1, 2, 3].into_iter().filter(|id| *id != old).collect();
+    cluster.wait_applied(others[0], before);
+    for other in &others {
+        cluster.network.cut(old, *other);
+        cluster.network.cut(*other, old);
+    }
+    // Asked before the others elect a leader (their election timeout is 300 to 600 ms).
+    let read_point = cluster.node(others[0]).read_barrier(WAIT);
+    let new = cluster.leader(&others);
+    assert_ne!(new, old);
+    match read_point {
+        Ok(lsn) => assert!(
+            lsn >= before,
+            "read point {lsn} before the write at {before}"
+        ),
+        Err(e) => panic!("the read was not confirmed: {e}"),
+    }
+    cluster.network.heal();
+}
+
 #[test]
 fn a_partitioned_leader_is_replaced_and_its_uncommitted_entry_superseded() {
     let cluster = Cluster::new("repl-failover", 3);

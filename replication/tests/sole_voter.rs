@@ -310,3 +310,36 @@ fn a_step_between_the_halves_of_a_round_finishes_the_round_first() {
     assert!(one.commit_lsn() >= second, "both entries committed");
     assert_eq!(two.wal().last_lsn(), second);
 }
+
+/// A leader ticked between the halves of a round, for long enough that its check of the quorum
+/// (node 2 heard nothing from, dropped) steps it down (found by review on 2026-12-04): raft-rs
+/// aborted in the second half ("not leader but has new msg after advance"), with the
+/// heartbeats of the ticks queued on a node that no longer led. The replica now finishes the
+/// round before a leader's tick that may step it down.
+#[test]
+fn a_leader_ticked_between_the_halves_of_a_round_steps_down_without_aborting() {
+    let mut one = open(1, SimDisk::new());
+    let mut two = open(2, SimDisk::new());
+    elect_node_one(&mut one, &mut two);
+    let (lsn, _) = one
+        .propose(b"unheard")
+        .expect("the leader takes a proposal");
+    assert!(one.handle_ready().expect("handle_ready"), "a round is out");
+    let _ = one.take_messages(); // lost: node 2 never answers
+    for _ in 0..40 {
+        one.tick();
+        if one.role() != Role::Leader {
+            break;
+        }
+    }
+    assert_ne!(
+        one.role(),
+        Role::Leader,
+        "the leader without a quorum stepped down"
+    );
+    // The second half, called as the caller meant to, has nothing left to do.
+    one.finish_ready().expect("finish_ready");
+    let _ = round(&mut one);
+    assert_eq!(one.wal().last_lsn(), lsn, "the proposal stays in the log");
+    assert!(one.wal().durable_lsn() >= lsn, "and is durable");
+}
