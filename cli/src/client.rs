@@ -21,7 +21,9 @@ usage: rwal client --addr HOST:PORT [--timeout SECONDS] COMMAND
                       append may be in flight
   load [--count N] [--size BYTES] [--client-id N] [--request-id N]
                       append N records (default 1) one after another, with request ids from
-                      --request-id on; print `LSN EPOCH` for each
+                      --request-id on; print `LSN EPOCH` for each. A record holds its request
+                      id in decimal, padded with zeros to BYTES: a run given up on is resumed
+                      with the same --client-id and the --request-id it names
   read [--from LSN] [--max N] [--linearizable]
                       print committed records as `LSN EPOCH DATA` from LSN (default: the
                       oldest the node retains), at most N (default 1000; stale by default: this
@@ -212,6 +214,9 @@ impl Client {
             match self.call(op, body, attempt_deadline) {
                 Ok((proto::OK, reply)) => return Ok(reply),
                 Ok((proto::NOT_LEADER, reply)) => {
+                    // A definite "not made here": what follows (a leader that cannot be
+                    // reached) must not be reported as a request that may have been made.
+                    self.request_written = false;
                     let mut b = Body(&reply);
                     let leader = b.u64("leader").unwrap_or(0);
                     let address = String::from_utf8_lossy(b.rest()).into_owned();
@@ -281,8 +286,10 @@ fn refusal(reply: &[u8]) -> String {
     String::from_utf8_lossy(reply).into_owned()
 }
 
-/// A `load` record: `i` in decimal, padded with zeros on the left to `size` bytes (or longer
-/// if `i` needs more digits).
+/// A `load` record: its request id `i` in decimal, padded with zeros on the left to `size`
+/// bytes (or longer if `i` needs more digits). Made of the request id, not of the record's
+/// place in the run, so that a run resumed from the request id a failure named sends that
+/// request's data again (it sent other data, which the node refuses under a reused id).
 fn load_record(i: u64, size: usize) -> String {
     let digits = i.to_string();
     let mut record = "0".repeat(size.saturating_sub(digits.len()));
@@ -559,7 +566,7 @@ fn load(client: &mut Client, a: &Arguments) -> Result<(), String> {
         ));
     }
     for i in 0..count {
-        let record = load_record(i, a.size);
+        let record = load_record(request_id + i, a.size);
         append_one(client, a.client_id, request_id + i, record.as_bytes())?;
     }
     Ok(())
@@ -707,6 +714,55 @@ mod tests {
         // End the server: a connection whose fifth byte is 0xff.
         let mut last = std::net::TcpStream::connect(addr).unwrap();
         std::io::Write::write_all(&mut last, &[0xffu8; 56]).unwrap();
+        server.join().unwrap();
+    }
+
+    /// A follower answers NOT_LEADER (the request was not made there) and the leader it names
+    /// cannot be reached: the call that may not be resent gives up saying so, not that the
+    /// request reached a node and may have been made (which it said before, the flag of the
+    /// follower's written request left set).
+    #[test]
+    fn a_request_only_a_follower_refused_is_not_reported_as_maybe_made() {
+        let dead = {
+            let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            gone.local_addr().unwrap()
+        };
+        let follower = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = follower.local_addr().unwrap();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let server = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                while let Ok((stream, _)) = follower.accept() {
+                    if done.load(std::sync::atomic::Ordering::Acquire) {
+                        return;
+                    }
+                    let mut input = BufReader::new(stream.try_clone().unwrap());
+                    let mut output = stream;
+                    while let Ok(Some(_)) =
+                        proto::read_message(&mut input, proto::REQUEST_BYTES_MAX)
+                    {
+                        let mut body = 2u64.to_le_bytes().to_vec();
+                        body.extend_from_slice(dead.to_string().as_bytes());
+                        proto::write_message(&mut output, proto::NOT_LEADER, &body).unwrap();
+                    }
+                }
+            })
+        };
+        let mut client = Client {
+            addr,
+            given: addr,
+            stream: None,
+            timeout: Duration::from_secs(1),
+            request_written: false,
+        };
+        let failure = client
+            .call_leader_once(proto::OP_MEMBERSHIP, &[0; 9])
+            .unwrap_err();
+        assert!(failure.starts_with(GAVE_UP), "{failure}");
+        assert!(!failure.contains("may have been made"), "{failure}");
+        done.store(true, std::sync::atomic::Ordering::Release);
+        drop(std::net::TcpStream::connect(addr).unwrap());
         server.join().unwrap();
     }
 

@@ -493,10 +493,12 @@ fn stop(server: Arc<Server>, client_addr: SocketAddr) -> Result<(), String> {
     };
     alone(Instant::now() + APPEND_TIMEOUT + Duration::from_secs(1));
     if Arc::strong_count(&server) > 1 {
-        // Every append has had its answer by now. What is left writes an answer its client
-        // does not take (a large READ read slowly, or not at all), and would hold the stop
-        // for up to `CLIENT_WRITE_TIMEOUT`: the connections still open are cut, which ends
-        // those writes.
+        // An append has had its answer by now, unless it first waited behind another copy of
+        // its request or for its apply (each up to `APPEND_TIMEOUT` more). What is left is
+        // such an append, or an answer its client does not take (a large READ read slowly, or
+        // not at all), which would hold the stop for up to `CLIENT_WRITE_TIMEOUT`: the
+        // connections still open are cut, which ends those writes. A client cut off before its
+        // answer sends the append again with the same ids.
         server.connections.cut_all();
         alone(Instant::now() + Duration::from_secs(2));
     }

@@ -198,6 +198,15 @@ impl<'a> Body<'a> {
     pub fn rest(self) -> &'a [u8] {
         self.0
     }
+
+    /// Nothing is left after the fields of `what`: bytes left over say that the sender speaks
+    /// another version of the message.
+    pub fn end(self, what: &str) -> Result<(), String> {
+        match self.0.len() {
+            0 => Ok(()),
+            n => Err(format!("bytes left over after the fields of {what}: {n}")),
+        }
+    }
 }
 
 /// The record a client's append is stored as: client id, request id, data.

@@ -326,6 +326,9 @@ fn membership(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
         (Ok(change), Ok(id)) => (change, id),
         (Err(e), _) | (_, Err(e)) => return error(e),
     };
+    if let Err(e) = body.end("a MEMBERSHIP") {
+        return error(e);
+    }
     let change = match change {
         proto::MEMBERSHIP_ADD_VOTER => MembershipChange::AddVoter(id),
         proto::MEMBERSHIP_ADD_LEARNER => MembershipChange::AddLearner(id),
@@ -606,6 +609,13 @@ fn read<'s>(server: &'s Server, body: &[u8], share: &mut budget::Held<'s>) -> (u
         (Ok(f), Ok(m), Ok(mode)) => (f, m.min(READ_RECORDS_MAX), mode),
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return error(e),
     };
+    if let Err(e) = body.end("a READ") {
+        return error(e);
+    }
+    // An answer with no record means the end of the log: it cannot answer a read of none.
+    if max == 0 {
+        return error("max: a READ asks for at least one record".to_string());
+    }
     match mode {
         proto::READ_STALE => {}
         proto::READ_LINEARIZABLE => {
@@ -1228,6 +1238,50 @@ mod tests {
         drop(share);
         drop(full);
         assert_eq!(server.request_budget.held(), 0);
+        close(server, dir);
+    }
+
+    /// A READ of no record, or one with bytes after its fields, is an ERROR that says why. A
+    /// read of none was answered OK with no record, which means the end of the log; trailing
+    /// bytes were ignored.
+    #[test]
+    fn a_read_of_no_record_or_with_bytes_left_over_is_refused() {
+        let (server, dir) = single_node_server("read-refused");
+        let record = proto::encode_record(9, 1, b"one");
+        server
+            .node
+            .propose_and_wait(&record, Duration::from_secs(30))
+            .unwrap();
+        let ask = |max: u32, extra: &[u8]| {
+            let mut share = server.request_budget.none();
+            let mut body = 0u64.to_le_bytes().to_vec();
+            body.extend_from_slice(&max.to_le_bytes());
+            body.push(proto::READ_STALE);
+            body.extend_from_slice(extra);
+            let (status, reply) = read(&server, &body, &mut share);
+            (status, String::from_utf8_lossy(&reply).into_owned())
+        };
+        let (status, message) = ask(0, &[]);
+        assert_eq!(status, proto::ERROR, "{message}");
+        assert!(message.contains("at least one record"), "{message}");
+        let (status, message) = ask(10, &[1, 2]);
+        assert_eq!(status, proto::ERROR, "{message}");
+        assert!(
+            message.contains("bytes left over after the fields of a READ: 2"),
+            "{message}"
+        );
+        let (status, message) = ask(10, &[]);
+        assert_eq!(status, proto::OK, "{message}");
+        let (status, reply) = membership(
+            &server,
+            &[proto::MEMBERSHIP_ADD_LEARNER, 0, 0, 0, 0, 0, 0, 0, 0, 7],
+        );
+        let message = String::from_utf8_lossy(&reply);
+        assert_eq!(status, proto::ERROR, "{message}");
+        assert!(
+            message.contains("bytes left over after the fields of a MEMBERSHIP: 1"),
+            "{message}"
+        );
         close(server, dir);
     }
 
