@@ -9,7 +9,8 @@
 //! records. (Checked only at the end, on what could still be read then, it used to look at the
 //! last few hundred of some 10 000 appends, none of them from the first faults.)
 //!
-//! `RWAL_CLUSTER_ROUNDS=N` repeats the whole sequence N times (default 1).
+//! `RWAL_CLUSTER_ROUNDS=N` repeats the whole sequence N times (default 1). A failed test prints
+//! the last lines of each node's log and removes its directory, unless `RWAL_KEEP_CLUSTER` is set.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -40,6 +41,10 @@ struct LinkState {
     delay_ms: AtomicU64,
     /// Connections forwarded so far (to show a fault really changed something).
     connections: AtomicU64,
+    /// Reads forwarded late, by `delay_ms` (to show the delay happened).
+    delayed: AtomicU64,
+    /// Set when the proxy is dropped: its acceptor ends at the next connection.
+    stopped: AtomicBool,
 }
 
 struct Proxy {
@@ -57,6 +62,9 @@ impl Proxy {
         let (s, o) = (state.clone(), open.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
+                if s.stopped.load(Ordering::Acquire) {
+                    return;
+                }
                 let Ok(client) = client else { continue };
                 if s.cut.load(Ordering::Acquire) {
                     let _ = client.shutdown(Shutdown::Both);
@@ -92,6 +100,16 @@ impl Proxy {
     }
 }
 
+impl Drop for Proxy {
+    /// Ends the acceptor (woken by a connection of its own) and the forwarded connections,
+    /// whose pumps then end: nothing of a cluster outlives it, round after round.
+    fn drop(&mut self) {
+        self.state.stopped.store(true, Ordering::Release);
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        self.cut();
+    }
+}
+
 fn pump(mut from: TcpStream, mut to: TcpStream, state: Arc<LinkState>) {
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 << 10];
@@ -106,6 +124,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, state: Arc<LinkState>) {
             let delay = state.delay_ms.load(Ordering::Acquire);
             if delay > 0 {
                 std::thread::sleep(Duration::from_millis(delay));
+                state.delayed.fetch_add(1, Ordering::Relaxed);
             }
             if to.write_all(&buf[..n]).is_err() {
                 break;
@@ -746,9 +765,21 @@ impl Drop for Cluster {
             let _ = child.kill();
             let _ = child.wait();
         }
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
+        if std::thread::panicking() {
+            // What the nodes said, for the failure's report; the directory is kept only if
+            // asked for.
+            for id in 1..=3 {
+                let log = self.log(id);
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(40)..];
+                eprintln!("node {id}'s last log lines:\n{}", tail.join("\n"));
+            }
+            if std::env::var_os("RWAL_KEEP_CLUSTER").is_some() {
+                eprintln!("kept: {}", self.dir.display());
+                return;
+            }
         }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -1000,6 +1031,17 @@ fn faults_on_real_processes_lose_no_acknowledged_append() {
                 .store(30, Ordering::Release);
         }
         writer.wait_for(10);
+        let delayed: u64 = all
+            .iter()
+            .filter(|id| **id != leader)
+            .map(|other| {
+                cluster.links[&(leader, *other)]
+                    .state
+                    .delayed
+                    .load(Ordering::Relaxed)
+            })
+            .sum();
+        assert!(delayed > 0, "nothing was delayed on node {leader}'s links");
         for link in cluster.links.values() {
             link.heal();
         }

@@ -63,20 +63,23 @@ def cluster(tmp_path):
     # threads, and the tests expect the leader they found to keep leading.
     engines = {i: Engine() for i in (1, 2, 3)}
     nodes = {}
-    for i in (1, 2, 3):
-        e = engines[i]
-        nodes[i] = rwal.Node(i, tmp_path / ("node%d" % i), cluster_id=9, secret=SECRET,
-                             voters=[1, 2, 3], tick_ms=50, sync_stall_limit_ms=3000,
-                             segment_size=1 << 20,
-                             apply=e.apply, snapshot=e.snapshot,
-                             restore=e.restore, on_leader=e.on_leader)
-    for i, node in nodes.items():
-        for j, other in nodes.items():
-            if i != j:
-                node.add_peer(j, other.local_addr)
-    yield nodes, engines
-    for node in nodes.values():
-        node.close()
+    # The nodes opened so far are closed whatever fails: the opening of another, or the test.
+    try:
+        for i in (1, 2, 3):
+            e = engines[i]
+            nodes[i] = rwal.Node(i, tmp_path / ("node%d" % i), cluster_id=9, secret=SECRET,
+                                 voters=[1, 2, 3], tick_ms=50, sync_stall_limit_ms=3000,
+                                 segment_size=1 << 20,
+                                 apply=e.apply, snapshot=e.snapshot,
+                                 restore=e.restore, on_leader=e.on_leader)
+        for i, node in nodes.items():
+            for j, other in nodes.items():
+                if i != j:
+                    node.add_peer(j, other.local_addr)
+        yield nodes, engines
+    finally:
+        for node in nodes.values():
+            node.close()
 
 
 def leader_of(nodes):
