@@ -41,7 +41,11 @@ usage: rwal client --addr HOST:PORT [--timeout SECONDS] COMMAND
   remove ID           remove node ID from the cluster (a voter or a learner); its peers stop
                       talking to it. A member whose log was lost is removed, then added again
 
-A command takes only its own flags and words: anything else is refused.";
+A command takes only its own flags and words: anything else is refused.
+
+Exit status: 0 done; 3 the outcome is unknown (an append or a membership change was given up
+on after it reached a node, and may have been made: send the append again with the ids printed,
+look at `status` for the change); 2 any other failure (nothing was made, or a read failed).";
 
 struct Client {
     addr: SocketAddr,
@@ -53,6 +57,9 @@ struct Client {
     /// Whether the request of the last `call_leader` began to be written on a connection, on
     /// any attempt: only then may an append given up on be in the log.
     request_written: bool,
+    /// The command failed after a request that changes the log reached a node: it may have
+    /// been made (exit status 3).
+    outcome_unknown: bool,
 }
 
 /// Why a call failed.
@@ -241,6 +248,7 @@ impl Client {
                 Ok((proto::RETRY, reply)) => {
                     last = String::from_utf8_lossy(&reply).into_owned();
                     if !resend {
+                        self.outcome_unknown = true;
                         return Err(unknown(&last));
                     }
                 }
@@ -248,6 +256,7 @@ impl Client {
                 Err(CallFailure::NotRwal(message)) => return Err(message),
                 Err(CallFailure::Transient(message)) => {
                     if !resend && self.request_written {
+                        self.outcome_unknown = true;
                         return Err(unknown(&message));
                     }
                     last = message;
@@ -504,7 +513,7 @@ fn check_arguments(command: &str, flags: &[&str], words: &[OsString]) -> Result<
 }
 
 /// Runs `rwal client` with `args` (those after `client`); an error ends the command with
-/// status 2.
+/// status 2, or 3 when a request that changes the log may have been made.
 pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
     let Some(a) = parse(args)? else {
         return Ok(ExitCode::SUCCESS);
@@ -523,8 +532,9 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
         stream: None,
         timeout: a.timeout,
         request_written: false,
+        outcome_unknown: false,
     };
-    match command {
+    let outcome = match command {
         "append" => append(&mut client, &a),
         "load" => load(&mut client, &a),
         "read" => read(&mut client, &a),
@@ -532,8 +542,15 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
         "add-voter" => membership(&mut client, proto::MEMBERSHIP_ADD_VOTER, &a),
         "remove" => membership(&mut client, proto::MEMBERSHIP_REMOVE, &a),
         _ => status(&mut client),
-    }?;
-    Ok(ExitCode::SUCCESS)
+    };
+    match outcome {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(message) if client.outcome_unknown => {
+            eprintln!("rwal: {message}");
+            Ok(ExitCode::from(3))
+        }
+        Err(message) => Err(message),
+    }
 }
 
 /// Appends one record of `bytes` as request `request` of `client_id`; prints its LSN and epoch.
@@ -544,9 +561,11 @@ fn append_one(
     bytes: &[u8],
 ) -> Result<(), String> {
     let body = [&client_id.to_le_bytes()[..], &request.to_le_bytes(), bytes].concat();
-    let reply = client
-        .call_leader(proto::OP_APPEND, &body)
-        .map_err(|e| retry_hint(e, client.request_written, client_id, request))?;
+    let reply = client.call_leader(proto::OP_APPEND, &body).map_err(|e| {
+        // Given up on after it reached a node: it may be in the log.
+        client.outcome_unknown = client.request_written && e.starts_with(GAVE_UP);
+        retry_hint(e, client.request_written, client_id, request)
+    })?;
     print_lsn_epoch(&reply)
 }
 
@@ -668,6 +687,7 @@ mod tests {
             stream: None,
             timeout: Duration::from_secs(20),
             request_written: false,
+            outcome_unknown: false,
         };
         let started = Instant::now();
         let reply = client.call_leader(proto::OP_STATUS, &[]).unwrap();
@@ -706,6 +726,7 @@ mod tests {
             stream: None,
             timeout: Duration::from_secs(10),
             request_written: false,
+            outcome_unknown: false,
         };
         // Far more than the socket buffers hold, so the write is still under way at the reset.
         let body = vec![7u8; 64 << 20];
@@ -755,12 +776,14 @@ mod tests {
             stream: None,
             timeout: Duration::from_secs(1),
             request_written: false,
+            outcome_unknown: false,
         };
         let failure = client
             .call_leader_once(proto::OP_MEMBERSHIP, &[0; 9])
             .unwrap_err();
         assert!(failure.starts_with(GAVE_UP), "{failure}");
         assert!(!failure.contains("may have been made"), "{failure}");
+        assert!(!client.outcome_unknown, "exits 2, not 3");
         done.store(true, std::sync::atomic::Ordering::Release);
         drop(std::net::TcpStream::connect(addr).unwrap());
         server.join().unwrap();
@@ -793,6 +816,7 @@ mod tests {
             stream: None,
             timeout: Duration::from_secs(20),
             request_written: false,
+            outcome_unknown: false,
         };
         let reply = client.call_leader(proto::OP_READ, &[0; 13]).unwrap();
         assert_eq!(reply, 0u32.to_le_bytes());

@@ -1066,6 +1066,48 @@ fn an_append_that_never_reached_a_node_is_said_not_to_be_in_the_log() {
     );
 }
 
+/// An append given up on after it reached a node may be in the log: the client says so, names
+/// the ids to send it again with, and exits 3, where every other failure exits 2 (a script
+/// could not tell the two apart before). The "node" here reads each request and closes.
+#[test]
+fn an_append_given_up_on_after_it_reached_a_node_exits_3() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while let Ok((mut stream, _)) = listener.accept() {
+                if stop.load(std::sync::atomic::Ordering::Acquire) {
+                    return;
+                }
+                let mut request = [0u8; 64];
+                let _ = std::io::Read::read(&mut stream, &mut request);
+            }
+        })
+    };
+    let out = rwal(&[
+        "client",
+        "--addr",
+        &addr,
+        "--timeout",
+        "1",
+        "append",
+        "--client-id",
+        "7",
+        "--request-id",
+        "9",
+        "x",
+    ]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{shown}");
+    assert!(shown.contains("may or may not be in the log"), "{shown}");
+    assert!(shown.contains("--client-id 7 --request-id 9"), "{shown}");
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    drop(std::net::TcpStream::connect(&addr).unwrap());
+    server.join().unwrap();
+}
+
 /// A command refuses the words and flags it does not use, naming them, before it connects:
 /// `read 3` read from the oldest record, `status extra` succeeded, `append --count 2 x`
 /// appended once.
