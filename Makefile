@@ -24,9 +24,10 @@ cargo-test:
 	$(CARGO) test --workspace
 
 # loom models of the reservation and group-commit protocols, in their own target directory
-# (the cfg changes every crate's build).
+# (the cfg changes every crate's build); with debug assertions, so that the models also check
+# the code's own invariants (release builds leave them out).
 loom:
-	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test -p rwal-wal --release --lib loom
+	RUSTFLAGS="--cfg loom -C debug-assertions" CARGO_TARGET_DIR=target/loom $(CARGO) test -p rwal-wal --release --lib loom
 
 # The C tests, linked dynamically and statically, under valgrind; the header also as C++.
 c-test:

@@ -6,7 +6,7 @@
 //! How each step of raft's `Ready` maps to a WAL call, and why that order is safe, is in
 //! `docs/replication.md` ("The Ready protocol").
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -263,7 +263,10 @@ pub struct Replica<M: StateMachine> {
     stored: rwal_wal::HardState,
     /// Membership as of each change applied since the oldest checkpoint still useful.
     conf_history: Vec<(Lsn, ConfState)>,
-    outgoing: HashMap<NodeId, Outgoing>,
+    /// Ordered by receiver: the chunks of streams to several receivers leave in the same
+    /// order every run (a seeded simulation replays the same schedule; a `HashMap`'s order
+    /// changed from one process to the next).
+    outgoing: BTreeMap<NodeId, Outgoing>,
     incoming: Option<Incoming>,
     pins: HashMap<NodeId, Pin>,
     leader: Option<NodeId>,
@@ -462,7 +465,7 @@ impl<M: StateMachine> Replica<M> {
             stored,
             conf_history: conf_history(replayed, conf_at.min(commit), conf_state),
             removed_members: Vec::new(),
-            outgoing: HashMap::new(),
+            outgoing: BTreeMap::new(),
             incoming: None,
             pins: HashMap::new(),
             leader: None,
