@@ -870,10 +870,11 @@ impl Drop for Writer {
 
 #[test]
 fn faults_on_real_processes_lose_no_acknowledged_append() {
-    let rounds: u64 = std::env::var("RWAL_CLUSTER_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
+    // A value that is not a number fails instead of running one round without a word.
+    let rounds: u64 = std::env::var("RWAL_CLUSTER_ROUNDS").map_or(1, |v| {
+        v.parse()
+            .unwrap_or_else(|e| panic!("RWAL_CLUSTER_ROUNDS={v:?}: {e}"))
+    });
     for round in 0..rounds {
         let mut cluster = Cluster::new(&format!("faults{round}"));
         let all = [1, 2, 3];

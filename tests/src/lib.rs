@@ -101,12 +101,17 @@ pub fn payload(seed: u64, len: usize) -> Vec<u8> {
     bytes
 }
 
-/// How many rounds a long-running test does: `default`, or the value of `var` if set.
+/// How many rounds a long-running test does: `default`, or the value of `var` if set (a value
+/// that is not a number fails the test).
 pub fn rounds(var: &str, default: u64) -> u64 {
-    std::env::var(var)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    match std::env::var(var) {
+        // A value that does not parse fails the test instead of running the default count
+        // without a word (a long run asked for would silently be a short one).
+        Ok(value) => value
+            .parse()
+            .unwrap_or_else(|e| panic!("{var}={value:?} is not a number of rounds: {e}")),
+        Err(_) => default,
+    }
 }
 
 /// A payload that carries its own seed: 8 bytes of seed, 4 of length, then bytes derived from
