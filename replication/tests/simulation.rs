@@ -131,7 +131,7 @@ fn checker_catches_broken_replicas(background_persist: bool) {
 }
 
 /// How the simulation's safety checks begin their failures (`sim/mod.rs`).
-const SAFETY_FAILURES: [&str; 8] = [
+const SAFETY_FAILURES: [&str; 9] = [
     "two leaders in term",
     "commit LSN went back",
     ": applied ",
@@ -140,6 +140,7 @@ const SAFETY_FAILURES: [&str; 8] = [
     "state differs from",
     "that is not the state as of it",
     "committed logs of nodes",
+    "committed LSN ",
 ];
 
 /// Seeds that found bugs, replayed by name (they are also among the default seeds).

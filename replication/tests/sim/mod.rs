@@ -12,7 +12,7 @@ use rwal_replication::{
     Bootstrap, Config, Envelope, MembershipChange, NodeId, Replica, Role, StateMachine,
 };
 use rwal_wal::rng::Rng;
-use rwal_wal::{Backend, Lsn, Options, SimDisk};
+use rwal_wal::{Backend, Lsn, Options, RecordKind, SimDisk};
 
 /// What one run exercises.
 #[derive(Debug, Clone)]
@@ -176,6 +176,9 @@ struct SimNode {
     /// The snapshots installed by the node's earlier incarnations (each restart starts a new
     /// engine model), checked at the end with those of the last.
     earlier_restores: Vec<(Lsn, State)>,
+    /// The committed entries of this incarnation's log checked against `Sim::committed` so
+    /// far (up to this LSN).
+    log_checked_to: Lsn,
 }
 
 /// A proposal the client made, and what became of it.
@@ -225,6 +228,9 @@ pub struct Sim {
     pending: Vec<Proposal>,
     acknowledged: Vec<Proposal>,
     leaders_by_term: HashMap<u64, NodeId>,
+    /// Every committed entry any node's log has shown: its epoch, kind and payload checksum.
+    /// A committed entry never changes, on any node, across crashes and restarts.
+    committed: BTreeMap<Lsn, (u64, RecordKind, u32)>,
     next_payload: u64,
     pub stats: Stats,
     membership_step: u32,
@@ -284,6 +290,7 @@ impl Sim {
                     started: id <= scenario.voters,
                     incarnation: 0,
                     earlier_restores: Vec::new(),
+                    log_checked_to: 0,
                 }
             })
             .collect();
@@ -299,6 +306,7 @@ impl Sim {
             pending: Vec::new(),
             acknowledged: Vec::new(),
             leaders_by_term: HashMap::new(),
+            committed: BTreeMap::new(),
             next_payload: 0,
             stats: Stats::default(),
             membership_step: 0,
@@ -323,6 +331,9 @@ impl Sim {
         }
         node.earlier_restores.extend(earlier.restores);
         node.model = Model::default();
+        // Its log is read again from its start: what survived the crash must be what was
+        // committed.
+        node.log_checked_to = 0;
         let mut replica = Replica::open(
             format!("/sim/{}", node.id),
             options(&node.disk),
@@ -586,6 +597,8 @@ impl Sim {
             if let Some(v) = model.violations.first() {
                 return Err(format!("node {}: {v}", node.id));
             }
+            drop(model);
+            check_committed(node, &mut self.committed)?;
         }
         Ok(())
     }
@@ -916,6 +929,51 @@ impl Sim {
     }
 }
 
+/// Reads the entries `node`'s log newly shows as committed and checks each against what any
+/// node showed at that LSN before (or records it): committed entries never change. Run at
+/// every step, before compaction removes what the end-of-run comparison would not see.
+fn check_committed(
+    node: &mut SimNode,
+    committed: &mut BTreeMap<Lsn, (u64, RecordKind, u32)>,
+) -> Result<(), String> {
+    let replica = node.replica.as_ref().expect("live");
+    let wal = replica.wal();
+    let commit = replica.commit_lsn();
+    let from = (node.log_checked_to + 1).max(wal.first_lsn());
+    if from > commit {
+        return Ok(());
+    }
+    // A compaction or a snapshot's reset since the look at the first LSN: the next step reads
+    // on from the new start.
+    let Ok(mut reader) = wal.reader(from) else {
+        return Ok(());
+    };
+    while reader.next_lsn() <= commit {
+        let Some(record) = reader
+            .next()
+            .map_err(|e| format!("node {}: {e}", node.id))?
+        else {
+            break;
+        };
+        let entry = (record.epoch, record.kind, crc32c::crc32c(record.data));
+        let lsn = record.lsn;
+        match committed.get(&lsn) {
+            Some(seen) if *seen != entry => {
+                return Err(format!(
+                    "committed LSN {lsn} changed: node {} holds {entry:?}, {seen:?} before",
+                    node.id
+                ))
+            }
+            Some(_) => {}
+            None => {
+                committed.insert(lsn, entry);
+            }
+        }
+        node.log_checked_to = lsn;
+    }
+    Ok(())
+}
+
 fn compare_logs(a: &SimNode, b: &SimNode) -> Result<(), String> {
     let (ra, rb) = (a.replica.as_ref().unwrap(), b.replica.as_ref().unwrap());
     let from = ra.wal().first_lsn().max(rb.wal().first_lsn());
@@ -934,6 +992,15 @@ fn compare_logs(a: &SimNode, b: &SimNode) -> Result<(), String> {
             .next()
             .map_err(|e| e.to_string())?
             .map(|r| (r.lsn, r.epoch, r.kind, r.data.to_vec()));
+        if p.is_none() && q.is_none() {
+            // Both logs end before the commit LSN they report: a broken log, not a hang.
+            return Err(format!(
+                "the logs of nodes {} and {} end at LSN {} before their commit LSN {to}",
+                a.id,
+                b.id,
+                x.next_lsn() - 1
+            ));
+        }
         if p != q {
             return Err(format!(
                 "committed logs of nodes {} and {} differ at LSN {}: {:?} / {:?}",
