@@ -87,6 +87,18 @@ fn is_closed(e: &std::io::Error) -> bool {
 }
 
 impl Client {
+    /// A client of the node at `addr`, not connected yet.
+    fn new(addr: SocketAddr, timeout: Duration) -> Client {
+        Client {
+            addr,
+            given: addr,
+            stream: None,
+            timeout,
+            request_written: false,
+            outcome_unknown: false,
+        }
+    }
+
     /// One request and its answer, waiting for the answer until `deadline` at the latest.
     fn call(
         &mut self,
@@ -526,14 +538,7 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
     let addr = a
         .addr
         .ok_or_else(|| format!("--addr is required\n\n{HELP}"))?;
-    let mut client = Client {
-        addr,
-        given: addr,
-        stream: None,
-        timeout: a.timeout,
-        request_written: false,
-        outcome_unknown: false,
-    };
+    let mut client = Client::new(addr, a.timeout);
     let outcome = match command {
         "append" => append(&mut client, &a),
         "load" => load(&mut client, &a),
@@ -681,14 +686,7 @@ mod tests {
                 }
             }
         });
-        let mut client = Client {
-            addr,
-            given: addr,
-            stream: None,
-            timeout: Duration::from_secs(20),
-            request_written: false,
-            outcome_unknown: false,
-        };
+        let mut client = Client::new(addr, Duration::from_secs(20));
         let started = Instant::now();
         let reply = client.call_leader(proto::OP_STATUS, &[]).unwrap();
         assert_eq!(Body(&reply).u64("lsn").unwrap(), 5);
@@ -720,14 +718,7 @@ mod tests {
                 }
             }
         });
-        let mut client = Client {
-            addr,
-            given: addr,
-            stream: None,
-            timeout: Duration::from_secs(10),
-            request_written: false,
-            outcome_unknown: false,
-        };
+        let mut client = Client::new(addr, Duration::from_secs(10));
         // Far more than the socket buffers hold, so the write is still under way at the reset.
         let body = vec![7u8; 64 << 20];
         let failure = client.call_leader(proto::OP_APPEND, &body).unwrap_err();
@@ -770,14 +761,7 @@ mod tests {
                 }
             })
         };
-        let mut client = Client {
-            addr,
-            given: addr,
-            stream: None,
-            timeout: Duration::from_secs(1),
-            request_written: false,
-            outcome_unknown: false,
-        };
+        let mut client = Client::new(addr, Duration::from_secs(1));
         let failure = client
             .call_leader_once(proto::OP_MEMBERSHIP, &[0; 9])
             .unwrap_err();
@@ -810,14 +794,7 @@ mod tests {
                 }
             }
         });
-        let mut client = Client {
-            addr,
-            given: addr,
-            stream: None,
-            timeout: Duration::from_secs(20),
-            request_written: false,
-            outcome_unknown: false,
-        };
+        let mut client = Client::new(addr, Duration::from_secs(20));
         let reply = client.call_leader(proto::OP_READ, &[0; 13]).unwrap();
         assert_eq!(reply, 0u32.to_le_bytes());
         node.join().unwrap();

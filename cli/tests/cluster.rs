@@ -158,6 +158,21 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap())
 }
 
+/// The records of an OK answer to a READ: (LSN, data), in order.
+fn read_answer(reply: &[u8]) -> Vec<(u64, Vec<u8>)> {
+    let count = u32::from_le_bytes(reply[..4].try_into().unwrap());
+    let mut at = 4;
+    (0..count)
+        .map(|_| {
+            let lsn = u64_at(reply, at);
+            let len = u32::from_le_bytes(reply[at + 16..at + 20].try_into().unwrap()) as usize;
+            let data = reply[at + 20..at + 20 + len].to_vec();
+            at += 20 + len;
+            (lsn, data)
+        })
+        .collect()
+}
+
 /// A field of the status JSON (numbers and the role).
 fn field(json: &str, key: &str) -> Option<String> {
     let start = json.find(&format!("\"{key}\":"))? + key.len() + 3;
@@ -517,14 +532,9 @@ impl Cluster {
                 "read on node {id}: {}",
                 String::from_utf8_lossy(&reply)
             );
-            let count = u32::from_le_bytes(reply[..4].try_into().unwrap());
-            let mut at = 4;
             let mut last = None;
-            for _ in 0..count {
-                let lsn = u64_at(&reply, at);
-                let len = u32::from_le_bytes(reply[at + 16..at + 20].try_into().unwrap()) as usize;
-                records.insert(lsn, reply[at + 20..at + 20 + len].to_vec());
-                at += 20 + len;
+            for (lsn, data) in read_answer(&reply) {
+                records.insert(lsn, data);
                 last = Some(lsn);
             }
             // An answer ends early at 16 MiB of records, or when the node's memory for
@@ -665,16 +675,11 @@ impl ObservedLog {
             body.push(0);
             match call(addr, 2, &body) {
                 Ok((0, reply)) => {
-                    let count = u32::from_le_bytes(reply[..4].try_into().unwrap());
-                    if count == 0 {
+                    let records = read_answer(&reply);
+                    if records.is_empty() {
                         return true;
                     }
-                    let mut at = 4;
-                    for _ in 0..count {
-                        let lsn = u64_at(&reply, at);
-                        let len = u32::from_le_bytes(reply[at + 16..at + 20].try_into().unwrap());
-                        let data = reply[at + 20..at + 20 + len as usize].to_vec();
-                        at += 20 + len as usize;
+                    for (lsn, data) in records {
                         if let Some(before) = self.gap_from.take() {
                             self.gaps.push((before, lsn));
                         }

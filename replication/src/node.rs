@@ -1253,12 +1253,11 @@ fn run<M: StateMachine, T: Transport>(
                         let mut context = read_prefix.clone();
                         context.extend_from_slice(&next_read.to_le_bytes());
                         replica.read_index(context.clone());
-                        let asked = Instant::now();
                         let read = PendingRead {
                             deadline,
                             reply,
                             context,
-                            asked,
+                            asked: Instant::now(),
                         };
                         reads.insert(next_read, read);
                     }

@@ -625,10 +625,10 @@ impl<M: StateMachine> Replica<M> {
             // This tick may check the quorum and step down. raft-rs aborts if a round still out
             // is then advanced with messages queued (heartbeats of earlier ticks) on a node
             // that no longer leads: the round is finished first (found by review on
-            // 2026-12-04).
+            // 2026-12-04). A replica that failed doing so (or before) is done.
             if raft.check_quorum
                 && raft.election_elapsed + 1 >= raft.election_timeout()
-                && !self.finish_round_before_tick()
+                && self.finish_ready().is_err()
             {
                 return;
             }
@@ -1307,19 +1307,6 @@ impl<M: StateMachine> Replica<M> {
             }
         }
         Ok(())
-    }
-
-    /// Finishes a round still out (the caller between `handle_ready` and `finish_ready`)
-    /// before a leader's tick that may step it down. A failure fails the replica, and returns
-    /// false: the tick must not run. Returns false for a replica already failed too.
-    fn finish_round_before_tick(&mut self) -> bool {
-        if self.failed.is_some() {
-            return false;
-        }
-        let outcome = self
-            .finish_sync_once()
-            .and_then(|()| self.finish_ready_once());
-        self.note_failure(outcome).is_ok()
     }
 
     /// A sole voter's campaign makes it leader inside the call that starts it (a tick, a
