@@ -1347,6 +1347,24 @@ rwal_status rwal_options_set_background_thread(rwal_options *opts, bool enabled)
 rwal_status rwal_reader_open(rwal_log *log, uint64_t from_lsn, rwal_reader **reader_out);
 
 /**
+ * Whether the reader computes each record's checksum as it reads it (`true` by default).
+ * Every record in the log at `rwal_open` was checked then by recovery, and records appended
+ * since were written by this process: a replay right after the open may turn the second check
+ * off (`false`) to read several times as fast. What it still catches is damage done since
+ * the open (a page read back from a failing disk, memory corruption); turned off, such damage
+ * reaches the caller in a payload, or in a length that still ends within the segment (the
+ * payload then runs on into the bytes after it; the next read most likely fails). A wrong
+ * LSN, an unknown kind or a length past the segment is `RWAL_ERR_CORRUPTED` either way, and
+ * the records of the segment being appended to are checked anyway where reads show copies in
+ * progress (the `mmap` and `io_uring` backends). `RWAL_ERR_INVALID_ARGUMENT` for a NULL
+ * reader.
+ *
+ * # Safety
+ * `reader` is NULL (an error) or a live reader used by this thread only.
+ */
+rwal_status rwal_reader_set_verify_checksums(rwal_reader *reader, bool verify);
+
+/**
  * Next record: writes its LSN, a pointer to its bytes and their length. The bytes stay valid
  * until the next call on this reader or its free. `RWAL_END` when no further durable record
  * exists (call again later for new ones).

@@ -40,6 +40,33 @@ pub unsafe extern "C" fn rwal_reader_open(
     })
 }
 
+/// Whether the reader computes each record's checksum as it reads it (`true` by default).
+/// Every record in the log at `rwal_open` was checked then by recovery, and records appended
+/// since were written by this process: a replay right after the open may turn the second check
+/// off (`false`) to read several times as fast. What it still catches is damage done since
+/// the open (a page read back from a failing disk, memory corruption); turned off, such damage
+/// reaches the caller in a payload, or in a length that still ends within the segment (the
+/// payload then runs on into the bytes after it; the next read most likely fails). A wrong
+/// LSN, an unknown kind or a length past the segment is `RWAL_ERR_CORRUPTED` either way, and
+/// the records of the segment being appended to are checked anyway where reads show copies in
+/// progress (the `mmap` and `io_uring` backends). `RWAL_ERR_INVALID_ARGUMENT` for a NULL
+/// reader.
+///
+/// # Safety
+/// `reader` is NULL (an error) or a live reader used by this thread only.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_reader_set_verify_checksums(
+    reader: *mut rwal_reader,
+    verify: bool,
+) -> rwal_status {
+    boundary(|| {
+        non_null(reader, "reader")?;
+        // SAFETY: a live reader used by this thread only.
+        unsafe { &mut (*reader).reader }.set_verify_checksums(verify);
+        Ok(())
+    })
+}
+
 /// Next record: writes its LSN, a pointer to its bytes and their length. The bytes stay valid
 /// until the next call on this reader or its free. `RWAL_END` when no further durable record
 /// exists (call again later for new ones).

@@ -49,6 +49,11 @@ fn null_pointers_are_invalid_arguments_with_a_message() {
         );
         assert!(last_error().contains("dir is NULL"), "{}", last_error());
         assert_eq!(rwal_close(std::ptr::null_mut()), RWAL_OK);
+        assert_eq!(
+            rwal_reader_set_verify_checksums(std::ptr::null_mut(), false),
+            RWAL_ERR_INVALID_ARGUMENT
+        );
+        assert!(last_error().contains("reader is NULL"), "{}", last_error());
         rwal_reader_free(std::ptr::null_mut());
         rwal_options_free(std::ptr::null_mut());
     }

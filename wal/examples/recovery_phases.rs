@@ -1,22 +1,24 @@
 //! Times the phases of peerbench's recovery workload on rwal: writes 256 MiB of 4 KiB records,
 //! then reopens the log several times and reads every record back, printing how long `open`
-//! (recovery's scan), the read and `close` each took. The log goes in a temporary directory,
-//! removed at the end.
+//! (recovery's scan), the read (`--verify no`: without checking checksums again) and `close`
+//! each took. The log goes in a temporary directory, removed at the end.
 //!
 //! ```sh
-//! cargo run --release -p rwal-wal --example recovery_phases -- [--backend staged|mmap|pwrite] [--reopens N]
+//! cargo run --release -p rwal-wal --example recovery_phases -- [--backend staged|mmap|pwrite] [--reopens N] [--verify yes|no]
 //! ```
 
 use std::time::Instant;
 
 use rwal_wal::{Backend, Options, Wal};
 
-const USAGE: &str = "usage: recovery_phases [--backend staged|mmap|pwrite] [--reopens N]";
+const USAGE: &str =
+    "usage: recovery_phases [--backend staged|mmap|pwrite] [--reopens N] [--verify yes|no]";
 const RECORD_BYTES: usize = 4096;
 const LOG_BYTES: usize = 256 << 20;
 
-fn parse() -> Result<(Backend, usize), String> {
-    let (mut backend, mut reopens) = (Backend::Staged, 5);
+/// The backend, the number of reopens, and whether the reader checks checksums again.
+fn parse() -> Result<(Backend, usize, bool), String> {
+    let (mut backend, mut reopens, mut verify) = (Backend::Staged, 5, true);
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
@@ -30,14 +32,21 @@ fn parse() -> Result<(Backend, usize), String> {
                 }
             }
             "--reopens" => reopens = value.parse().map_err(|e| format!("--reopens: {e}"))?,
+            "--verify" => {
+                verify = match value.as_str() {
+                    "yes" => true,
+                    "no" => false,
+                    other => return Err(format!("--verify: yes or no, not {other}")),
+                }
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
-    Ok((backend, reopens))
+    Ok((backend, reopens, verify))
 }
 
 fn main() {
-    let (backend, reopens) = parse().unwrap_or_else(|e| {
+    let (backend, reopens, verify) = parse().unwrap_or_else(|e| {
         eprintln!("{e}\n{USAGE}");
         std::process::exit(2)
     });
@@ -59,6 +68,7 @@ fn main() {
         let (mut records, mut bytes) = (0u64, 0u64);
         {
             let mut reader = wal.reader(wal.first_lsn()).expect("reader");
+            reader.set_verify_checksums(verify);
             while let Some(record) = reader.next().expect("read") {
                 records += 1;
                 bytes += record.data.len() as u64;

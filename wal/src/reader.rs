@@ -39,12 +39,15 @@ pub struct Reader {
     pin: Arc<AtomicU64>,
     /// Whether the last call returned a record (counted in `Inner::record_holders`).
     holding: bool,
+    /// Whether each record's checksum is computed as it is read (`set_verify_checksums`).
+    verify: bool,
 }
 
 impl std::fmt::Debug for Reader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reader")
             .field("next_lsn", &self.next)
+            .field("verify_checksums", &self.verify)
             .finish()
     }
 }
@@ -73,7 +76,31 @@ impl Reader {
             pin_id,
             pin,
             holding: false,
+            verify: true,
         })
+    }
+
+    /// Whether the reader computes each record's checksum as it reads it (by default it does).
+    ///
+    /// Every record in the log when it was opened was checked by recovery then, and records
+    /// appended since were written by this process. So a replay right after `open` checks each
+    /// record twice, and can skip the second check to read about four times as fast (4 KiB
+    /// records, docs/performance.md). What the check on read still catches is damage done
+    /// since: to the file (a page read back from a failing disk after the open) or to the
+    /// memory that holds it. Turned off, such damage reaches the caller in a payload, an epoch,
+    /// or a length that still ends within the segment (the payload then runs on into the bytes
+    /// after it, and the next read most likely fails). A record whose LSN is not the one
+    /// expected, whose kind is unknown or whose length reaches past its segment still fails
+    /// with [`Error::Corrupted`]. Records of a segment whose reads show copies in progress
+    /// (the active segment, with `Mmap` and `IoUring`) are checked whatever this says: a
+    /// damaged length there could reach bytes an appender is writing.
+    pub fn set_verify_checksums(&mut self, verify: bool) {
+        self.verify = verify;
+    }
+
+    /// Whether the reader checks each record's checksum (see [`Reader::set_verify_checksums`]).
+    pub fn verifies_checksums(&self) -> bool {
+        self.verify
     }
 
     /// The LSN the next call will return (if it is durable by then).
@@ -157,6 +184,7 @@ impl Reader {
             offset,
             pin,
             holding,
+            verify,
             ..
         } = self;
         let _gate = inner.cut_gate.read();
@@ -167,7 +195,7 @@ impl Reader {
         let Some((found, at)) = position(inner, segment.as_ref(), next, *offset)? else {
             return Ok(None);
         };
-        let header = inner.decode_at(&found, at, *next)?;
+        let header = inner.decode_checked_at(&found, at, *next, *verify)?;
         // Counted under the cut gate, which a close takes before it releases the directory: a
         // close either counts this reader (and leaves the directory locked to it), or ran
         // first, and `check` above failed.
@@ -229,7 +257,7 @@ mod tests {
     use std::time::Duration;
 
     use crate::test_hooks::at;
-    use crate::{Options, Wal};
+    use crate::{Backend, Error, Options, Wal};
 
     /// A truncation lands between a waiting reader's look at the durable LSN and its read (here
     /// through a test hook; in use, from another thread): the record it waited for is gone. The
@@ -263,5 +291,138 @@ mod tests {
         drop(reader);
         wal.close_shared().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Overwrites `bytes` at `offset` of the file at `path` behind the open log's back (the
+    /// damage a failing disk or a stray write does after the open).
+    fn damage(path: &std::path::Path, offset: u64, bytes: &[u8]) {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        file.write_all_at(bytes, offset).unwrap();
+    }
+
+    /// A reader checks each record's checksum unless told not to. Told not to, it still checks
+    /// each record's header, and it checks every record of a segment whose reads show copies in
+    /// progress. Damaged after the open, in the sealed first segment: record 2's payload; then
+    /// record 4's length, claiming more than the segment holds, then 8 bytes more than it has;
+    /// then, that undone, record 5's LSN. The checking reader fails at 2. The other returns
+    /// record 2's damaged payload as found (what the switch gives up); fails at 4 for the length
+    /// past the segment; returns record 4 with 8 bytes too many and then fails at 5; fails at 5
+    /// for the LSN. Last, a payload damaged in the active segment: the reader told not to
+    /// check returns it as found, except with `Mmap`, whose reads show copies.
+    #[test]
+    fn a_reader_not_verifying_checksums_still_refuses_a_damaged_header() {
+        for backend in [Backend::Mmap, Backend::Staged, Backend::Pwrite] {
+            let dir = std::env::temp_dir().join(format!(
+                "rwal-reader-verify-{backend:?}-{}",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            let options = Options::new()
+                .backend(backend.clone())
+                .segment_bytes(1 << 20)
+                .background_threads(false);
+            let wal = Wal::open(&dir, options).unwrap();
+            let payloads: Vec<Vec<u8>> = (1..=5u8)
+                .map(|i| format!("record {i} of the damage test").into_bytes())
+                .collect();
+            for payload in &payloads {
+                wal.append(payload).unwrap();
+            }
+            // Past the first segment's end: the five records are in a sealed segment.
+            let filler = vec![0x5au8; 64 << 10];
+            for _ in 0..20 {
+                wal.append(&filler).unwrap();
+            }
+            let active_lsn = wal.append(b"a record of the active segment").unwrap();
+            wal.sync().unwrap();
+            assert_eq!(wal.segment_count(), 2, "{backend:?}");
+            let (first, second) = (
+                dir.join(crate::segment::file_name(1)),
+                dir.join(crate::segment::file_name(2)),
+            );
+            let bytes = std::fs::read(&first).unwrap();
+            let header_of = |lsn: usize| {
+                let needle = &payloads[lsn - 1];
+                let payload = bytes
+                    .windows(needle.len())
+                    .position(|w| w == &needle[..])
+                    .expect("the payload is in the segment");
+                (payload - crate::record::HEADER_BYTES) as u64
+            };
+            // What a reader from LSN 1 returns: the first five payloads, up to an error.
+            let read_five = |verify: bool| {
+                let mut reader = wal.reader(1).unwrap();
+                reader.set_verify_checksums(verify);
+                assert_eq!(reader.verifies_checksums(), verify);
+                let mut read = Vec::new();
+                while read.len() < 5 {
+                    match reader.next() {
+                        Ok(Some(record)) => read.push(record.data.to_vec()),
+                        Ok(None) => panic!("{backend:?}: the log ended"),
+                        Err(Error::Corrupted { lsn, .. }) => return (read, Some(lsn)),
+                        Err(e) => panic!("{backend:?}: {e}"),
+                    }
+                }
+                (read, None)
+            };
+            assert!(wal.reader(1).unwrap().verifies_checksums(), "the default");
+            assert_eq!(read_five(false), (payloads.clone(), None));
+
+            let header_2 = header_of(2);
+            damage(&first, header_2 + crate::record::HEADER_BYTES as u64, b"R");
+            let (read, failed) = read_five(true);
+            assert_eq!((read.len(), failed), (1, Some(2)), "{backend:?}: checking");
+            let (read, failed) = read_five(false);
+            assert_eq!(failed, None, "{backend:?}: not checking");
+            assert_eq!(read[1], b"Record 2 of the damage test");
+            assert_eq!(read[2..], payloads[2..]);
+
+            let length_4 = header_of(4) + 4;
+            let length = |bytes: u32| bytes.to_le_bytes();
+            damage(&first, length_4, &length(0x7fff_ffff));
+            let (read, failed) = read_five(false);
+            assert_eq!(
+                (read.len(), failed),
+                (3, Some(4)),
+                "{backend:?}: past the segment"
+            );
+            damage(&first, length_4, &length(payloads[3].len() as u32 + 8));
+            let (read, failed) = read_five(false);
+            assert_eq!(
+                (read.len(), failed),
+                (4, Some(5)),
+                "{backend:?}: 8 bytes more"
+            );
+            assert_eq!(read[3].len(), payloads[3].len() + 8);
+            assert_eq!(read[3][..payloads[3].len()], payloads[3][..]);
+            damage(&first, length_4, &length(payloads[3].len() as u32));
+            damage(&first, header_of(5) + 8, &44u64.to_le_bytes());
+            let (read, failed) = read_five(false);
+            assert_eq!(
+                (read.len(), failed),
+                (4, Some(5)),
+                "{backend:?}: another LSN"
+            );
+
+            let active = std::fs::read(&second).unwrap();
+            let at = active
+                .windows(8)
+                .position(|w| w == b"a record")
+                .expect("the record is in the active segment");
+            damage(&second, at as u64, b"A");
+            let mut reader = wal.reader(active_lsn).unwrap();
+            reader.set_verify_checksums(false);
+            match (&backend, reader.next()) {
+                (Backend::Mmap, Err(Error::Corrupted { lsn, .. })) => assert_eq!(lsn, active_lsn),
+                (Backend::Staged | Backend::Pwrite, Ok(Some(record))) => {
+                    assert_eq!(record.data, &b"A record of the active segment"[..])
+                }
+                (_, other) => panic!("{backend:?}: the active segment's record: {other:?}"),
+            }
+            drop(reader);
+            wal.close().unwrap();
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 }

@@ -155,7 +155,8 @@ pub fn decode(salt: u32, bytes: &[u8]) -> Result<(RecordHeader, &[u8]), Invalid>
 
 /// Like [`decode`] but without computing the checksum: for a record whose bytes [`decode`]
 /// accepted before and which nothing can have written since (recovery verifies segments on
-/// several threads first, then walks them in log order: `first_pass`).
+/// several threads first, then walks them in log order: `first_pass`), or for a reader told
+/// not to check checksums again (`Reader::set_verify_checksums`).
 pub(crate) fn decode_verified(bytes: &[u8]) -> Result<(RecordHeader, &[u8]), Invalid> {
     decode_with(None, bytes)
 }

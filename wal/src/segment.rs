@@ -375,8 +375,9 @@ impl Segment {
 
     /// Like [`Segment::record_at`], trusting the checksum: for a record `record_at` accepted
     /// before, in a segment nothing has written to since (recovery's walk over what its first
-    /// pass verified); or for the length a damaged record claims, where no slice of the
-    /// segment can overlap a copy in progress (`Inner::locate`).
+    /// pass verified); for the length a damaged record claims, where no slice of the segment
+    /// can overlap a copy in progress (`Inner::locate`); or for a reader told not to check
+    /// checksums again (`Reader::set_verify_checksums`).
     pub(crate) fn verified_record_at(
         &self,
         offset: u64,

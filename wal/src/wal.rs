@@ -1052,6 +1052,21 @@ impl Inner {
         offset: u64,
         lsn: Lsn,
     ) -> Result<RecordHeader> {
+        self.decode_checked_at(segment, offset, lsn, true)
+    }
+
+    /// [`Inner::decode_at`], computing the record's checksum only if `verify` (false for a
+    /// reader told not to, `Reader::set_verify_checksums`) or if the segment's reads may show a
+    /// copy in progress: a damaged length there could reach bytes an appender is writing (as
+    /// in `Inner::locate`). Unchecked, a record still needs its LSN, a known kind, clear
+    /// reserved bytes and a length that ends within the segment.
+    pub(crate) fn decode_checked_at(
+        &self,
+        segment: &Segment,
+        offset: u64,
+        lsn: Lsn,
+        verify: bool,
+    ) -> Result<RecordHeader> {
         let corrupted = |expected_crc, found_crc| Error::Corrupted {
             segment: self.dir.path().join(segment.name()),
             offset,
@@ -1059,7 +1074,12 @@ impl Inner {
             expected_crc,
             found_crc,
         };
-        match segment.record_at(offset) {
+        let decoded = if verify || !self.nothing_copied_into(segment) {
+            segment.record_at(offset)
+        } else {
+            segment.verified_record_at(offset)
+        };
+        match decoded {
             Ok((header, _)) if header.lsn == lsn => Ok(header),
             Ok(_) => Err(corrupted(0, 0)),
             Err(invalid) => Err(corrupted(invalid.stored_crc(), invalid.computed_crc())),

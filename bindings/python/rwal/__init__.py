@@ -601,9 +601,22 @@ class Log(_Handle):
                 _check(status)
                 return bytes(ffi.buffer(buf, size[0]))
 
-    def records(self, from_lsn: Optional[int] = None) -> Iterator[Tuple[int, bytes]]:
+    def records(
+        self, from_lsn: Optional[int] = None, verify_checksums: bool = True
+    ) -> Iterator[Tuple[int, bytes]]:
         """Iterates over (lsn, payload) of durable records from `from_lsn` (default: the first
-        retained)."""
+        retained).
+
+        `verify_checksums=False` skips the check of each record's checksum as it is read:
+        recovery checked every record the log held at `open`, and records appended since were
+        written by this process, so a replay right after the open checks each record twice.
+        What the second check still catches is damage done since the open (a failing disk,
+        memory corruption); without it, such damage reaches the caller in a payload, or in a
+        length that still ends within the segment (the next read then most likely fails). A
+        wrong LSN or a length past the segment raises `CorruptedError` either way, and the
+        segment being appended to is checked anyway with the mmap and io_uring backends."""
+        if not isinstance(verify_checksums, bool):
+            raise TypeError("verify_checksums must be a bool")
         if from_lsn is not None:
             from_lsn = _uint(from_lsn, "from_lsn")
         slot = _owning_slot("rwal_reader **", lib._rwal_py_free_reader_slot)
@@ -621,6 +634,8 @@ class Log(_Handle):
         data = ffi.new("const uint8_t **")
         size = ffi.new("size_t *")
         try:
+            if not verify_checksums:
+                _check(lib.rwal_reader_set_verify_checksums(reader, False))
             while True:
                 with self._use():
                     status = lib.rwal_reader_next(reader, lsn, data, size)
