@@ -114,6 +114,8 @@ fn print_inspect(found: &Inspection) {
             salt,
             if s.discarded {
                 "  (before the pending reset: removed at the next open)"
+            } else if s.left_behind {
+                "  (left behind by compaction, wholly below the first LSN: removed at the next open)"
             } else {
                 ""
             }
@@ -141,9 +143,14 @@ fn print_inspect(found: &Inspection) {
 /// What recovery in the default mode would do, and whether the log changed under the passes.
 fn print_recovery(found: &Inspection) {
     match &found.recovery {
-        Ok(report) if report.events.is_empty() => {
+        Ok(report) if report.events.is_empty() && report.bytes_cut == 0 => {
             out!("recovery (default mode): opens the log as it is")
         }
+        Ok(report) if report.events.is_empty() => out!(
+            "recovery (default mode): opens the log after zero-filling {} bytes past its last \
+             record (left by a write that never finished)",
+            report.bytes_cut
+        ),
         Ok(report) => {
             out!("recovery (default mode): opens the log after:");
             for event in &report.events {

@@ -169,6 +169,25 @@ fn verify_reports_a_torn_tail_without_failing() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Bytes past the last record behind an all-zero record header: the walk stops at the zero
+/// header, and recovery zero-fills them without an event. Verify passes and says what recovery
+/// will zero; it said "opens the log as it is" (found by review on 2026-12-04).
+#[test]
+fn verify_names_the_bytes_recovery_zero_fills_behind_a_zero_header() {
+    let dir = temp("verify-zero-header");
+    ten_records(&dir);
+    let end = 4096 + 10 * 136;
+    patch(&dir, end + 200, &[0xcd; 30]);
+    let out = rwal(&["verify", dir.to_str().unwrap()]);
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.contains("opens the log after zero-filling") && !shown.contains("as it is"),
+        "{shown}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Without a valid control file recovery refuses the log (its watermark, checkpoint and first
 /// LSN are lost): verify says so and fails, whatever the segments hold; it changes nothing.
 #[test]

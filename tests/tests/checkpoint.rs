@@ -1387,6 +1387,49 @@ fn damage_among_stepped_over_records_in_front_of_acknowledged_ones_refuses_the_o
     assert!(reached > 0, "no crash kept the older segment");
 }
 
+/// A compacted segment left behind (its removal and its recycling failed) whose header was
+/// damaged since (its checksum fails): every mode's open removes it as wholly compacted, as it
+/// does one whose header holds. It was decided as the LSNs after the checkpoint missing there:
+/// the default mode refused the log, and `PointInTime` cut it back to the checkpoint (found by
+/// review on 2026-12-04).
+#[test]
+fn a_compacted_segment_left_behind_with_a_damaged_header_is_removed_at_open() {
+    for mode in [
+        RecoveryMode::TolerateTornTail,
+        RecoveryMode::AbsoluteConsistency,
+        RecoveryMode::PointInTime,
+        RecoveryMode::SkipCorrupted,
+    ] {
+        let disk = SimDisk::new();
+        let wal = Wal::open("/sim", sim(&disk)).unwrap();
+        fill(&wal, 5); // the first segment is full
+        wal.checkpoint(5, Some(b"s")).unwrap();
+        for i in 5..8 {
+            wal.append(&payload(i, RECORD)).unwrap(); // LSNs 6..=8, in the second segment
+        }
+        wal.sync().unwrap();
+        let names = segment_names(&disk);
+        disk.fail_removes_of(&names[0], libc::EIO);
+        disk.fail_renames_of(&names[0], libc::EIO);
+        assert!(wal.compact_now().is_err(), "the removal was to fail");
+        drop(wal); // poisoned by the failed removal
+        disk.clear_faults();
+        assert!(segment_names(&disk).contains(&names[0]), "left behind");
+        disk.flip_bit(&names[0], 20, 3);
+        let wal = Wal::open("/sim", sim(&disk).recovery_mode(mode))
+            .unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+        assert_eq!((wal.first_lsn(), wal.last_lsn()), (6, 8), "{mode:?}");
+        for i in 5..8u64 {
+            assert_eq!(wal.read(i + 1).unwrap(), payload(i, RECORD), "{mode:?}");
+        }
+        assert!(
+            !segment_names(&disk).contains(&names[0]),
+            "{mode:?}: removed"
+        );
+        wal.close().unwrap();
+    }
+}
+
 /// A log whose first segment, compacted away (its removal and its recycling fail), is kept by
 /// the next open because a power cut took the header of the segment after it: the disk that cut
 /// left, and the segment names from before it (`[0]` the kept one). `None` for a `seed` whose cut

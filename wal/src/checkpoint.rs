@@ -236,10 +236,11 @@ impl Wal {
     /// to the latest checkpoint's (the new snapshot would replace the one the log names before
     /// the log moves; to keep that checkpoint's state, `truncate_after(lsn)` does it).
     ///
-    /// A `commit` waiting for an LSN at or below `lsn` returns `Ok` once the reset is done,
-    /// even if its record was never synced: the LSN is durable as part of the snapshot, not as
-    /// that record (what raft wants of a replica's log; a caller who needs its own bytes
-    /// durable must not reset over them).
+    /// Every record written is synced first, as a truncation syncs them. A `commit` waiting for
+    /// an LSN at or below `lsn` returns `Ok` once the reset is done: the LSN is durable as part
+    /// of the snapshot, not as that record (what raft wants of a replica's log; a caller who
+    /// needs its own bytes kept must not reset over them). A failure of that sync poisons the
+    /// log, as any failed sync does.
     pub fn reset_to_snapshot(&self, lsn: Lsn, epoch: u64, snapshot: &[u8]) -> Result<()> {
         self.inner.reset(
             lsn,
@@ -757,7 +758,7 @@ impl Inner {
         // nothing (and again under the gate below, for a pin registered meanwhile).
         let refused_by_a_pin = || {
             self.pins
-                .lowest()
+                .lowest_holding_off_cuts()
                 .map(|(_, holder, pinned_lsn, _)| Error::Pinned {
                     op: "reset to a snapshot",
                     holder,
@@ -775,7 +776,7 @@ impl Inner {
         // every lock held, they waited for the whole write and its syncs). Until the control
         // file changes the old log stands whole: a failure here (a full disk, a short source)
         // refuses the reset and changes nothing, but for a failed directory sync after the
-        // rename, which poisons like any failed sync.
+        // rename, or a failed sync of the records below, which poison like any failed sync.
         let snapshot_written = snapshot.is_some();
         if let Some((len, source)) = snapshot {
             self.fill_snapshot(lsn, epoch, true, len, source)
@@ -789,7 +790,18 @@ impl Inner {
         };
         let mut tail = self.tail.lock();
         let last = tail.next_lsn() - 1;
-        if let Err(e) = self.group.wait_written(last) {
+        // Every record synced first, as a truncation does (`docs/design.md` section 7.2, step
+        // 3), though the reset drops them all: a committer that read the truncation count
+        // before the reset may only look again after a later cut, which sets the LSN it
+        // checks against to its own. Were its record never synced, it would be told `Ok` for
+        // a record that was never durable (found by review on 2026-12-04).
+        if let Err(e) = self.group.wait_written(last).and_then(|()| {
+            if last > 0 {
+                self.commit(last)
+            } else {
+                Ok(())
+            }
+        }) {
             unused_snapshot();
             return Err(e);
         }

@@ -180,6 +180,12 @@ impl GroupCommit {
         self.state.lock().written
     }
 
+    /// Whether syncs are frozen (a truncation or a reset is under way).
+    #[cfg(test)]
+    pub fn frozen(&self) -> bool {
+        self.state.lock().frozen
+    }
+
     /// Counters.
     pub fn stats(&self) -> CommitStats {
         self.state.lock().stats

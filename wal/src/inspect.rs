@@ -82,6 +82,11 @@ pub struct SegmentInfo {
     /// file declares it): recovery removes it, so it is not part of the log and its problems
     /// are not the log's.
     pub discarded: bool,
+    /// A segment compaction left behind (a crash or a failed removal after it moved the first
+    /// LSN past it): the next file with a readable header starts at or before the first LSN
+    /// the log keeps, so none of its records is the log's. Recovery removes it, whatever its
+    /// header or records hold, and its problems are not the log's.
+    pub left_behind: bool,
 }
 
 /// How bad a problem is.
@@ -230,8 +235,14 @@ fn inspect_once(dir: &Path) -> Result<Inspection> {
         problems,
         chain_end: None,
     };
+    // Where each file with a readable header starts, for the rule that tells a segment
+    // compaction left behind (as recovery's scan applies it: `recovery.rs`, `scan_files`).
+    let starts: Vec<Option<Lsn>> = names
+        .iter()
+        .map(|(sequence, name)| first_lsn_in_header(&dir.join(name), *sequence))
+        .collect();
     let mut segments = Vec::new();
-    for (sequence, name) in &names {
+    for (i, (sequence, name)) in names.iter().enumerate() {
         let path = dir.join(name);
         let metadata = std::fs::metadata(&path).map_err(|e| Error::io("stat", &path, e))?;
         // Checked before the file is read whole: a FIFO would block the read, a device or a
@@ -261,6 +272,7 @@ fn inspect_once(dir: &Path) -> Result<Inspection> {
                 record_bytes: 0,
                 refused: true,
                 discarded: state.reset_pending,
+                left_behind: false,
             });
             continue;
         }
@@ -280,7 +292,34 @@ fn inspect_once(dir: &Path) -> Result<Inspection> {
             segments.push(info);
             continue;
         }
+        let next_start = starts[i + 1..].iter().flatten().next();
+        // Not a file of another format version: recovery refuses the log for it before it
+        // looks for leftovers.
+        let other_version = bytes
+            .get(..segment::HEADER_BYTES)
+            .and_then(|h| <&[u8; segment::HEADER_BYTES]>::try_from(h).ok())
+            .is_some_and(|h| matches!(SegmentHeader::decode(h), Err(HeaderError::Version(_))));
+        if walk.records == 0
+            && !other_version
+            && next_start.is_some_and(|&first| first <= walk.expected)
+        {
+            let mut aside = Walk {
+                expected: 0,
+                watermark: 0,
+                ended: false,
+                records: 0,
+                problems: Vec::new(),
+                chain_end: None,
+            };
+            let mut info = aside.segment(*sequence, name, &bytes);
+            info.left_behind = true;
+            segments.push(info);
+            continue;
+        }
         segments.push(walk.segment(*sequence, name, &bytes));
+    }
+    if let Some((lsn, _)) = state.checkpoint.filter(|_| !state.reset_pending) {
+        check_snapshot_body(dir, lsn, &mut walk.problems)?;
     }
     if walk.expected <= walk.watermark {
         let (segment, offset) = walk
@@ -403,6 +442,69 @@ impl Inspection {
     }
 }
 
+/// The first LSN in the header of the segment file at `path`, if the header is readable (its
+/// checksum holds, its sequence is `sequence` and its length the file's): what recovery's
+/// scan looks at to tell a segment compaction left behind.
+fn first_lsn_in_header(path: &Path, sequence: u64) -> Option<Lsn> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Looked at before it is opened, and opened without blocking: a FIFO named like a segment
+    // would block the open (the walk reports such files without reading them).
+    if !std::fs::metadata(path).ok()?.is_file() {
+        return None;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    let metadata = file.metadata().ok()?;
+    if !metadata.is_file() {
+        return None;
+    }
+    let mut bytes = [0u8; segment::HEADER_BYTES];
+    file.read_exact(&mut bytes).ok()?;
+    let header = SegmentHeader::decode(&bytes).ok()?;
+    (header.sequence == sequence && header.segment_bytes == metadata.len())
+        .then_some(header.first_lsn)
+}
+
+/// Checks the body of the snapshot of the checkpoint at `lsn` (recovery checks only its
+/// header): a mismatch is corruption, as the records it replaced may be compacted away. A
+/// missing file or a bad header is left to recovery's dry run, which refuses the log for it.
+/// Read whole at each pass (`rwal inspect` and `verify`), in 1 MiB chunks: as long as reading
+/// the segments, for a snapshot of their size.
+fn check_snapshot_body(dir: &Path, lsn: Lsn, problems: &mut Vec<Problem>) -> Result<()> {
+    let name = crate::snapshot::file_name(lsn);
+    let path = dir.join(&name);
+    if !path.is_file() {
+        return Ok(());
+    }
+    let checked = match crate::snapshot::check_body(&path) {
+        // Removed meanwhile (a live log's newer checkpoint): the pass sees the log changed.
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(())
+        }
+        other => other?,
+    };
+    if let crate::snapshot::BodyCheck::Mismatch {
+        expected_crc,
+        found_crc,
+    } = checked
+    {
+        problems.push(Problem {
+            severity: Severity::Corruption,
+            segment: name,
+            offset: crate::snapshot::BODY_OFFSET,
+            lsn,
+            detail: format!(
+                "snapshot body checksum expected {expected_crc:#010x}, found {found_crc:#010x}"
+            ),
+        });
+    }
+    Ok(())
+}
+
 struct Walk {
     expected: Lsn,
     watermark: Lsn,
@@ -491,6 +593,7 @@ impl Walk {
             record_bytes: 0,
             refused: false,
             discarded: false,
+            left_behind: false,
         };
         let header_bytes: Option<&[u8; segment::HEADER_BYTES]> = bytes
             .get(..segment::HEADER_BYTES)
@@ -713,6 +816,78 @@ mod tests {
         );
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_dir_all(&copy);
+    }
+
+    /// A segment compaction left behind (here put back after the compaction removed it),
+    /// whole and then with a damaged header: listed as left behind and not graded, as recovery
+    /// removes it whatever it holds. With its header damaged, the walk reported the log
+    /// corrupted, and recovery refused it (found by review on 2026-12-04).
+    #[test]
+    fn a_segment_compaction_left_behind_is_listed_not_graded() {
+        let dir = temp("inspect-left-behind");
+        let wal = Wal::open(&dir, options()).unwrap();
+        let mut lsn = 0;
+        while wal.segment_count() < 2 {
+            lsn = wal.append(&[3u8; 100 << 10]).unwrap();
+        }
+        wal.sync().unwrap();
+        let first = dir.join("00000000000000000001.seg");
+        let before = std::fs::read(&first).unwrap();
+        wal.checkpoint(lsn - 1, Some(b"state")).unwrap();
+        let report = wal.compact_now().unwrap();
+        assert!(report.segments_removed >= 1, "{report:?}");
+        wal.close().unwrap();
+        for damaged in [false, true] {
+            let mut bytes = before.clone();
+            if damaged {
+                bytes[20] ^= 0x08; // in the header: its checksum fails
+            }
+            std::fs::write(&first, &bytes).unwrap();
+            let found = inspect(&dir).unwrap();
+            assert!(
+                !found.is_corrupted(),
+                "damaged {damaged}: {:?}",
+                found.problems
+            );
+            assert!(found.segments[0].left_behind, "{:?}", found.segments[0]);
+            assert!(!found.segments[1].left_behind);
+            assert_eq!(found.last_lsn, lsn);
+            let report = found.recovery.as_ref().expect("recovery opens the log");
+            assert!(report.events.iter().any(|e| matches!(
+                e,
+                crate::RecoveryEvent::SegmentRemoved { segment } if segment.ends_with("1.seg")
+            )));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The body of the checkpoint's snapshot is checked (recovery checks only its header): a
+    /// flipped byte in it is corruption, named with the snapshot file.
+    #[test]
+    fn a_damaged_snapshot_body_is_corruption() {
+        let dir = temp("inspect-snapshot-body");
+        let wal = Wal::open(&dir, options()).unwrap();
+        let lsn = wal.append_durable(b"one").unwrap();
+        wal.checkpoint(lsn, Some(&[9u8; 10_000])).unwrap();
+        wal.close().unwrap();
+        assert!(!inspect(&dir).unwrap().is_corrupted());
+        let path = dir.join(crate::snapshot::file_name(lsn));
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[crate::snapshot::BODY_OFFSET as usize + 5000] ^= 0x01;
+        std::fs::write(&path, &bytes).unwrap();
+        let found = inspect(&dir).unwrap();
+        assert!(found.is_corrupted());
+        let problem = found
+            .problems
+            .iter()
+            .find(|p| p.segment == crate::snapshot::file_name(lsn))
+            .expect("the snapshot named");
+        assert_eq!(problem.offset, crate::snapshot::BODY_OFFSET);
+        assert!(
+            problem.detail.contains("snapshot body checksum"),
+            "{problem:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A control file cut short, or with a copy whose checksum holds but whose values no log

@@ -31,6 +31,17 @@ struct Entry {
     cap_bytes: Option<u64>,
     invalidated: Arc<AtomicBool>,
     reader: bool,
+    /// Whether cuts (`truncate_after`, a reset) are refused for it: all but a read's copy.
+    holds_off_cuts: bool,
+}
+
+/// A pin released when dropped (`Wal::read`'s, held for one copy).
+pub(crate) struct Released<'a>(pub &'a Pins, pub u64);
+
+impl Drop for Released<'_> {
+    fn drop(&mut self) {
+        self.0.release(self.1);
+    }
 }
 
 /// What a pin is, as `Wal::pins` lists it.
@@ -54,8 +65,15 @@ pub(crate) type HeldPin = (u64, String, Lsn, Option<u64>);
 pub(crate) enum Holder {
     /// A pin the user named (`Wal::pin`): listed under that name.
     User,
-    /// A reader, or a read's copy: listed as `NAME #ID`, with `PinInfo::reader` set.
+    /// A reader: listed as `NAME #ID`, with `PinInfo::reader` set.
     Reader,
+    /// A `Wal::read` copying one record, listed as a reader is. Its pin lives only while the
+    /// read holds the cut gate shared, and every cut looks at the pins again under that gate
+    /// held exclusively, where it never meets one. So cuts ignore it: their first look, taken
+    /// without the gate to spare work when refused, refused them with `Pinned` for a read in
+    /// progress (found by review on 2026-12-04). Compaction, which does not take the gate,
+    /// honours it.
+    ReadCopy,
     /// A checkpoint being written: listed as `checkpoint #ID`.
     Checkpoint,
 }
@@ -82,9 +100,9 @@ impl Pins {
         let invalidated = Arc::new(AtomicBool::new(false));
         let name = match holder {
             Holder::User => name.to_string(),
-            Holder::Reader | Holder::Checkpoint => format!("{name} #{id}"),
+            Holder::Reader | Holder::ReadCopy | Holder::Checkpoint => format!("{name} #{id}"),
         };
-        let reader = holder == Holder::Reader;
+        let reader = matches!(holder, Holder::Reader | Holder::ReadCopy);
         map.entries.insert(
             id,
             Entry {
@@ -93,6 +111,7 @@ impl Pins {
                 cap_bytes,
                 invalidated: invalidated.clone(),
                 reader,
+                holds_off_cuts: holder != Holder::ReadCopy,
             },
         );
         Registered {
@@ -106,20 +125,35 @@ impl Pins {
         self.inner.lock().entries.remove(&id);
     }
 
-    /// The pin with the highest LSN above `lsn`, if any: its name and LSN.
+    /// The pin with the highest LSN above `lsn` that holds off cuts (not a read's copy), if
+    /// any: its name and LSN.
     pub fn highest_above(&self, lsn: Lsn) -> Option<(String, Lsn)> {
         let map = self.inner.lock();
         map.entries
             .values()
+            .filter(|e| e.holds_off_cuts)
             .map(|e| (&e.name, e.lsn.load(Ordering::Acquire)))
             .filter(|&(_, pinned)| pinned > lsn)
             .max_by_key(|&(_, pinned)| pinned)
             .map(|(name, pinned)| (name.clone(), pinned))
     }
 
-    /// The pin with the lowest LSN: its id, name, LSN and cap.
-    pub fn lowest(&self) -> Option<HeldPin> {
-        self.all_now().into_iter().min_by_key(|&(_, _, lsn, _)| lsn)
+    /// The pin with the lowest LSN among those that hold off cuts (not a read's copy): its
+    /// id, name, LSN and cap.
+    pub fn lowest_holding_off_cuts(&self) -> Option<HeldPin> {
+        let map = self.inner.lock();
+        map.entries
+            .iter()
+            .filter(|(_, e)| e.holds_off_cuts)
+            .map(|(&id, e)| {
+                (
+                    id,
+                    e.name.clone(),
+                    e.lsn.load(Ordering::Acquire),
+                    e.cap_bytes,
+                )
+            })
+            .min_by_key(|&(_, _, lsn, _)| lsn)
     }
 
     /// The pins below `limit`, highest first: their ids, names, LSNs and caps.

@@ -512,6 +512,16 @@ impl Scan<'_> {
                     continue;
                 }
                 Err(HeaderError::Bad(reason)) => {
+                    // Wholly below the first retained LSN, the file is a leftover of compaction
+                    // whatever its header holds, as in the `Damaged` case below. Decided as
+                    // missing LSNs instead, it refused the log by default, and cut it back to
+                    // the checkpoint in `PointInTime` (found by review on 2026-12-04).
+                    if self.kept.is_empty()
+                        && self.next_segment_starts_by(files, i + 1, self.expected)?
+                    {
+                        self.leftovers.push(i);
+                        continue;
+                    }
                     let mut damage = Damage::missing(name.clone(), 0, self.expected);
                     // After a damaged file skipped, the stretch goes on here: damage, not a
                     // torn tail (the flag stays for the segment the log resumes in).

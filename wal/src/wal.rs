@@ -361,21 +361,24 @@ impl Wal {
         let _gate = inner.cut_gate.read();
         // Pinned for the copy, as a reader is (see `Reader::new`): compaction must not recycle
         // the segment between the checksum and the copy.
-        let pin = {
+        let _pin = {
             let _control = inner.control.lock();
             inner.group.check()?;
             inner.check_readable(lsn)?;
-            inner
+            let id = inner
                 .pins
-                .register("read", lsn - 1, None, crate::pins::Holder::Reader)
-                .id
+                .register("read", lsn - 1, None, crate::pins::Holder::ReadCopy)
+                .id;
+            // Released on the way out, a panic's too: left behind, it would hold compaction
+            // below it for good.
+            crate::pins::Released(&inner.pins, id)
         };
-        let copy = inner.locate(lsn).and_then(|(segment, offset)| {
+        #[cfg(test)]
+        crate::test_hooks::hook("read: pinned", inner);
+        inner.locate(lsn).and_then(|(segment, offset)| {
             let header = inner.decode_at(&segment, offset, lsn)?;
             Ok(segment.payload(offset, header.payload_len).to_vec())
-        });
-        inner.pins.release(pin);
-        copy
+        })
     }
 
     /// A reader from `from` (at least `first_lsn()`, at most `last_lsn() + 1`).
@@ -874,7 +877,7 @@ impl Inner {
         Ok(())
     }
 
-    fn commit(&self, lsn: Lsn) -> Result<()> {
+    pub(crate) fn commit(&self, lsn: Lsn) -> Result<()> {
         // The truncation count before the end: a cut after this check (the end it read was
         // lowered before the count rose) makes the commit fail instead of waiting for `lsn`
         // to be written again.
@@ -1030,7 +1033,7 @@ impl Inner {
     /// Whether no slice of `segment`'s bytes can overlap a record copy in progress: its reads do
     /// not show copies, or it is sealed and every record in it is copied. (Readers locate under
     /// the cut gate, which keeps out a truncation that could cut back into the segment and
-    /// refill it; `Wal::read` holds a pin instead, which keeps a cut above its record only.)
+    /// refill it; so does `Wal::read`, for the whole of its copy.)
     fn nothing_copied_into(&self, segment: &Segment) -> bool {
         !segment.file.copies_show_in_bytes() || segment.sealed_and_copied(self.group.written_lsn())
     }
@@ -1404,8 +1407,85 @@ impl Inner {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
     use super::*;
     use crate::test_hooks::at;
+
+    /// A `Wal::read` in progress while a truncation takes its first look at the pins: the cut
+    /// waits for the read (the gate) and then succeeds. The read's pin refused it with
+    /// `Pinned { holder: "read #N" }` (found by review on 2026-12-04).
+    #[test]
+    fn a_read_in_progress_does_not_refuse_a_truncation() {
+        let dir = std::env::temp_dir().join(format!("rwal-read-cut-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let wal = Arc::new(Wal::open(&dir, Options::new().background_threads(false)).unwrap());
+        for i in 1..=5u8 {
+            wal.append(&[i; 100]).unwrap();
+        }
+        wal.sync().unwrap();
+        let cut = Arc::new(Mutex::new(None));
+        let (cutter, cut_out) = (wal.clone(), cut.clone());
+        at("read: pinned", move |inner| {
+            let cutting = std::thread::spawn(move || cutter.truncate_after(2));
+            // Past its first look at the pins, the truncation freezes syncs and waits for
+            // this read's gate. Refused, it ends instead.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !inner.group.frozen() && !cutting.is_finished() {
+                assert!(
+                    Instant::now() < deadline,
+                    "the truncation neither froze nor ended"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            *cut_out.lock() = Some(cutting);
+        });
+        assert_eq!(wal.read(5).unwrap(), vec![5u8; 100]);
+        let cutting = cut.lock().take().expect("the hook ran");
+        cutting
+            .join()
+            .unwrap()
+            .expect("the truncation waited for the read");
+        assert_eq!(wal.last_lsn(), 2);
+        // Compaction still honours a read's pin, and a reader's pin still refuses a cut.
+        let mut reader = wal.reader(1).unwrap();
+        assert!(reader.next().unwrap().is_some());
+        assert!(reader.next().unwrap().is_some());
+        assert!(matches!(wal.truncate_after(1), Err(Error::Pinned { .. })));
+        drop(reader);
+        wal.close_shared().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A reset syncs every record before it drops them, as a truncation does. A committer that
+    /// read the truncation count before a reset and looks again only after a later truncation
+    /// is told `Ok`: its record was durable once (`docs/design.md` section 7.4). Without the
+    /// sync, its record was never durable (found by review on 2026-12-04).
+    #[test]
+    fn a_reset_syncs_the_records_it_drops_first() {
+        let dir = std::env::temp_dir().join(format!("rwal-reset-sync-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let wal = Wal::open(&dir, Options::new().background_threads(false)).unwrap();
+        for i in 1..=10u8 {
+            wal.append(&[i; 100]).unwrap();
+        }
+        wal.sync().unwrap();
+        for i in 11..=20u8 {
+            wal.append(&[i; 100]).unwrap();
+        }
+        assert_eq!(wal.durable_lsn(), 10);
+        at("reset_to_snapshot: declared", |inner| {
+            assert_eq!(
+                inner.group.durable_lsn(),
+                20,
+                "the records the reset drops were synced first"
+            );
+        });
+        wal.reset_to_snapshot(12, 0, b"state at 12").unwrap();
+        assert_eq!((wal.first_lsn(), wal.last_lsn()), (13, 12));
+        wal.close().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     /// A compaction that removes the segment holding the latest checkpoint's record runs
     /// while a truncation to that record is under way (another thread's, in use: here at the
