@@ -29,8 +29,41 @@ def dump(kv, directory):
     raise AssertionError("dump did not end: %r" % out.stdout[-200:])
 
 
+def bad_inputs(kv):
+    """Inputs kv refuses without logging anything, and a checkpoint of an empty log: each gets
+    an answer, the process goes on, and a restart finds exactly the puts that were answered
+    "ok". (A key with '=' was logged and answered "ok", then replayed as another key; a record
+    longer than its buffer was logged with the stack bytes after it; a line longer than 1023
+    bytes ran its tail as a command; a checkpoint before any put ended the process.)"""
+    directory = tempfile.mkdtemp(prefix="rwal-kv-bad-")
+    try:
+        commands = [
+            "checkpoint",
+            "put a=b c",
+            "put %s v" % ("k" * 64),
+            "put k %s" % ("v" * 256),
+            "put x " + "y" * 2000 + " put injected 1",
+            "put",
+            "put good 1=2 3",
+            "checkpoint",
+            "put after 4",
+            "dump",
+        ]
+        out = subprocess.run([kv, directory], input="\n".join(commands) + "\n", capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0, "kv ended with %d: %s" % (out.returncode, out.stderr)
+        lines = out.stdout.splitlines()
+        assert lines[0] == "checkpointed 0", lines
+        assert all(line.startswith("error:") for line in lines[1:6]), lines
+        assert lines[6:10] == ["ok good 1=2 3", "checkpointed 1", "ok after 4", "good=1=2 3"], lines
+        assert dump(kv, directory) == {"good": "1=2 3", "after": "4"}
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def main():
     kv = sys.argv[1]
+    bad_inputs(kv)
     rounds = int(os.environ.get("RWAL_KV_ROUNDS", sys.argv[2] if len(sys.argv) > 2 else 20))
     rng = random.Random(7)
     directory = tempfile.mkdtemp(prefix="rwal-kv-")
@@ -43,10 +76,13 @@ def main():
             proc = subprocess.Popen([kv, directory], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
             lock = threading.Lock()
 
+            # A generator of its own for the writer thread, so that a run replays.
+            feed_rng = random.Random(round_)
+
             def feed():
                 try:
                     for i in range(100000):
-                        key = "k%d" % rng.randrange(300)
+                        key = "k%d" % feed_rng.randrange(300)
                         value = "v%d_%d" % (round_, i)
                         with lock:
                             sent_after.setdefault(key, []).append(value)
@@ -69,16 +105,8 @@ def main():
                 lines.put(None)
 
             threading.Thread(target=read_lines, daemon=True).start()
-            deadline = time.monotonic() + rng.uniform(0.05, 0.4)
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                try:
-                    line = lines.get(timeout=left)
-                except queue.Empty:
-                    break
-                assert line is not None, "round %d: kv exited by itself (%s)" % (round_, proc.poll())
+            def answered(line):
+                nonlocal acks, checkpoints
                 parts = line.split()
                 if parts[:1] == ["ok"]:
                     key, value = parts[1], parts[2]
@@ -90,9 +118,29 @@ def main():
                     acks += 1
                 elif parts[:1] == ["checkpointed"]:
                     checkpoints += 1
+                else:
+                    raise AssertionError("round %d: kv answered %r" % (round_, line))
+
+            deadline = time.monotonic() + rng.uniform(0.05, 0.4)
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    line = lines.get(timeout=left)
+                except queue.Empty:
+                    break
+                assert line is not None, "round %d: kv exited by itself (%s)" % (round_, proc.poll())
+                answered(line)
             proc.kill()
             assert proc.wait() == -signal.SIGKILL, "round %d: kv ended otherwise: %s" % (round_, proc.returncode)
             writer.join(5)
+            # Answers kv wrote before the kill and not read yet were acknowledgements too.
+            while True:
+                line = lines.get(timeout=10)
+                if line is None:
+                    break
+                answered(line)
             state = dump(kv, directory)
             for key, value in acked.items():
                 got = state.get(key)

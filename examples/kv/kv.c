@@ -4,11 +4,13 @@
  * state is rebuilt from the latest checkpoint's snapshot plus the log after it; `checkpoint`
  * writes the whole state as a snapshot at the durable LSN and compacts the log.
  *
- * usage: kv DIR    then commands on standard input, one per line:
- *   put KEY VALUE   -> "ok KEY VALUE" once durable
+ * usage: kv DIR    then commands on standard input, one per line (at most 1022 bytes):
+ *   put KEY VALUE   -> "ok KEY VALUE" once durable; KEY is 1 to 63 bytes without '=' or
+ *                      spaces, VALUE at most 255 bytes ("error: ..." otherwise, nothing logged)
  *   get KEY         -> "value VALUE" or "missing"
- *   checkpoint      -> "checkpointed LSN"
+ *   checkpoint      -> "checkpointed LSN" ("checkpointed 0": nothing to checkpoint yet)
  *   dump            -> "KEY=VALUE" lines, then "end"
+ * A failed commit (the log is poisoned) ends the process; a full disk refuses the put.
  */
 #include "rwal.h"
 
@@ -97,7 +99,9 @@ static void load(rwal_log *log) {
         die("open snapshot", status);
     }
     uint64_t first = 0;
-    rwal_first_lsn(log, &first);
+    if ((status = rwal_first_lsn(log, &first)) != RWAL_OK) {
+        die("first LSN", status);
+    }
     rwal_reader *reader = NULL;
     status = rwal_reader_open(log, checkpoint + 1 > first ? checkpoint + 1 : first, &reader);
     if (status != RWAL_OK) {
@@ -120,6 +124,11 @@ static void checkpoint(rwal_log *log) {
     rwal_status status = rwal_sync(log, &lsn);
     if (status != RWAL_OK) {
         die("sync", status);
+    }
+    if (lsn == 0) {
+        /* Nothing logged yet: a checkpoint at LSN 0 would cover no record (refused). */
+        printf("checkpointed 0\n");
+        return;
     }
     size_t size = 0;
     for (size_t i = 0; i < entry_count; i++) {
@@ -157,21 +166,47 @@ int main(int argc, char **argv) {
     load(log);
     char line[1024];
     while (fgets(line, sizeof line, stdin)) {
-        line[strcspn(line, "\n")] = '\0';
+        size_t end = strcspn(line, "\n");
+        if (line[end] != '\n' && !feof(stdin)) {
+            /* Longer than the buffer: the rest must not run as a command of its own. */
+            int c;
+            while ((c = getchar()) != '\n' && c != EOF) {
+            }
+            printf("error: line longer than %zu bytes\n", sizeof line - 2);
+            fflush(stdout);
+            continue;
+        }
+        line[end] = '\0';
         char *key = NULL, *value = NULL;
         if (strncmp(line, "put ", 4) == 0) {
             key = line + 4;
             value = strchr(key, ' ');
             if (!value) {
                 printf("error: put KEY VALUE\n");
+                fflush(stdout);
                 continue;
             }
             *value++ = '\0';
+            size_t key_len = strlen(key), value_len = strlen(value);
+            /* Checked before anything is logged: a record is "KEY=VALUE", split at the first
+             * '=' on replay, so a key must hold none; and both must fit the table's fields. */
+            if (key_len == 0 || key_len >= KEY_MAX || value_len >= VALUE_MAX || strchr(key, '=')) {
+                printf("error: KEY is 1 to %d bytes without '=', VALUE at most %d bytes\n",
+                       KEY_MAX - 1, VALUE_MAX - 1);
+                fflush(stdout);
+                continue;
+            }
             char record[KEY_MAX + VALUE_MAX + 2];
             int len = snprintf(record, sizeof record, "%s=%s", key, value);
             uint64_t lsn;
-            if ((status = rwal_append(log, (const uint8_t *)record, (size_t)len, &lsn)) != RWAL_OK ||
-                (status = rwal_commit(log, lsn)) != RWAL_OK) {
+            status = rwal_append(log, (const uint8_t *)record, (size_t)len, &lsn);
+            if (status == RWAL_ERR_NO_SPACE) {
+                /* Nothing was logged, and the log takes more once there is room. */
+                printf("error: the disk is full\n");
+                fflush(stdout);
+                continue;
+            }
+            if (status != RWAL_OK || (status = rwal_commit(log, lsn)) != RWAL_OK) {
                 die("put", status);
             }
             set(key, strlen(key), value, strlen(value));

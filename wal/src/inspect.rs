@@ -237,9 +237,33 @@ fn inspect_once(dir: &Path) -> Result<Inspection> {
     };
     // Where each file with a readable header starts, for the rule that tells a segment
     // compaction left behind (as recovery's scan applies it: `recovery.rs`, `scan_files`).
+    let headers: Vec<Option<(SegmentHeaderRead, u64)>> = names
+        .iter()
+        .map(|(_, name)| read_segment_header(&dir.join(name)))
+        .collect();
+    // A segment of another format version: this build cannot judge the log, as with a control
+    // file of another version (exit 2 from `rwal verify`), rather than corruption (which a
+    // version mismatch never is). Recovery refuses such a log before it scans.
+    for ((_, name), header) in names.iter().zip(&headers) {
+        if let Some((Err(HeaderError::Version(found)), _)) = header {
+            if !state.reset_pending {
+                return Err(Error::UnsupportedVersion {
+                    path: dir.join(name),
+                    found: *found,
+                    supported: segment::FORMAT_VERSION,
+                });
+            }
+        }
+    }
     let starts: Vec<Option<Lsn>> = names
         .iter()
-        .map(|(sequence, name)| first_lsn_in_header(&dir.join(name), *sequence))
+        .zip(&headers)
+        .map(|((sequence, _), header)| match header {
+            Some((Ok(h), len)) if h.sequence == *sequence && h.segment_bytes == *len => {
+                Some(h.first_lsn)
+            }
+            _ => None,
+        })
         .collect();
     let mut segments = Vec::new();
     for (i, (sequence, name)) in names.iter().enumerate() {
@@ -278,40 +302,14 @@ fn inspect_once(dir: &Path) -> Result<Inspection> {
         }
         let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
         if state.reset_pending {
-            // Described on a walk of its own, whose findings are dropped with the file.
-            let mut discarded = Walk {
-                expected: 0,
-                watermark: 0,
-                ended: false,
-                records: 0,
-                problems: Vec::new(),
-                chain_end: None,
-            };
-            let mut info = discarded.segment(*sequence, name, &bytes);
+            let mut info = Walk::described_aside(*sequence, name, &bytes);
             info.discarded = true;
             segments.push(info);
             continue;
         }
         let next_start = starts[i + 1..].iter().flatten().next();
-        // Not a file of another format version: recovery refuses the log for it before it
-        // looks for leftovers.
-        let other_version = bytes
-            .get(..segment::HEADER_BYTES)
-            .and_then(|h| <&[u8; segment::HEADER_BYTES]>::try_from(h).ok())
-            .is_some_and(|h| matches!(SegmentHeader::decode(h), Err(HeaderError::Version(_))));
-        if walk.records == 0
-            && !other_version
-            && next_start.is_some_and(|&first| first <= walk.expected)
-        {
-            let mut aside = Walk {
-                expected: 0,
-                watermark: 0,
-                ended: false,
-                records: 0,
-                problems: Vec::new(),
-                chain_end: None,
-            };
-            let mut info = aside.segment(*sequence, name, &bytes);
+        if walk.records == 0 && next_start.is_some_and(|&first| first <= walk.expected) {
+            let mut info = Walk::described_aside(*sequence, name, &bytes);
             info.left_behind = true;
             segments.push(info);
             continue;
@@ -442,10 +440,13 @@ impl Inspection {
     }
 }
 
-/// The first LSN in the header of the segment file at `path`, if the header is readable (its
-/// checksum holds, its sequence is `sequence` and its length the file's): what recovery's
-/// scan looks at to tell a segment compaction left behind.
-fn first_lsn_in_header(path: &Path, sequence: u64) -> Option<Lsn> {
+/// A segment header as decoded (no check against the file's name or length).
+type SegmentHeaderRead = std::result::Result<SegmentHeader, HeaderError>;
+
+/// The header of the segment file at `path` as decoded, with the file's length; `None` for a
+/// file that is not a regular one or is too short to read a header from. (Recovery's scan
+/// looks at the headers to tell a segment compaction left behind, and at their versions.)
+fn read_segment_header(path: &Path) -> Option<(SegmentHeaderRead, u64)> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     // Looked at before it is opened, and opened without blocking: a FIFO named like a segment
@@ -464,9 +465,7 @@ fn first_lsn_in_header(path: &Path, sequence: u64) -> Option<Lsn> {
     }
     let mut bytes = [0u8; segment::HEADER_BYTES];
     file.read_exact(&mut bytes).ok()?;
-    let header = SegmentHeader::decode(&bytes).ok()?;
-    (header.sequence == sequence && header.segment_bytes == metadata.len())
-        .then_some(header.first_lsn)
+    Some((SegmentHeader::decode(&bytes), metadata.len()))
 }
 
 /// Checks the body of the snapshot of the checkpoint at `lsn` (recovery checks only its
@@ -518,6 +517,20 @@ struct Walk {
 }
 
 impl Walk {
+    /// A file that is not part of the log (recovery removes it), described on a walk of its
+    /// own whose findings are dropped with the file.
+    fn described_aside(sequence: u64, name: &str, bytes: &[u8]) -> SegmentInfo {
+        let mut aside = Walk {
+            expected: 0,
+            watermark: 0,
+            ended: false,
+            records: 0,
+            problems: Vec::new(),
+            chain_end: None,
+        };
+        aside.segment(sequence, name, bytes)
+    }
+
     /// Recovery refuses the log with `refusal`: the problem at the place it names is
     /// corruption (the records after it prove it acknowledged, or the file is not one a crash
     /// leaves), whatever this walk graded it; a place the walk found nothing at is added.
@@ -643,8 +656,9 @@ impl Walk {
                 }
                 return info;
             }
-            // Refused by recovery in every mode, where its scan reaches it (past a torn tail
-            // the file is removed with the rest).
+            // Only for the files of a pending reset, which recovery removes: otherwise the
+            // inspection refuses the log before the walk (`UnsupportedVersion`), as recovery
+            // does wherever the file lies.
             Err(HeaderError::Version(v)) => {
                 info.header = Some(Err(format!("format version {v}")));
                 if self.ended {
@@ -863,6 +877,32 @@ mod tests {
 
     /// The body of the checkpoint's snapshot is checked (recovery checks only its header): a
     /// flipped byte in it is corruption, named with the snapshot file.
+    #[test]
+    fn a_segment_of_another_format_version_cannot_be_judged() {
+        let dir = temp("inspect-segment-version");
+        let wal = Wal::open(&dir, options()).unwrap();
+        wal.append_durable(b"one").unwrap();
+        wal.close().unwrap();
+        let path = dir.join("00000000000000000001.seg");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
+        bytes[8..12].copy_from_slice(&(version + 1).to_le_bytes());
+        let crc = crc32c::crc32c(&bytes[..60]);
+        bytes[60..64].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        match inspect(&dir) {
+            Err(Error::UnsupportedVersion {
+                path: named,
+                found,
+                supported,
+            }) => {
+                assert_eq!((named, found, supported), (path, version + 1, version));
+            }
+            other => panic!("{other:?}"),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn a_damaged_snapshot_body_is_corruption() {
         let dir = temp("inspect-snapshot-body");

@@ -145,7 +145,9 @@ def _rwal_py_apply(userdata, lsn, epoch, data, size):
 def _rwal_py_snapshot(userdata, sink):
     engine = ffi.from_handle(userdata)
     with _in_callback(engine):
-        state = bytes(engine.snapshot())
+        # A bytes-like object only: bytes(n) of an int would be n zero bytes, seeding
+        # followers with them.
+        state = memoryview(engine.snapshot()).tobytes()
         written = lib.rwal_snapshot_sink_write(sink, ffi.from_buffer(state), len(state))
     return 0 if written == 0 else -1
 
@@ -460,6 +462,10 @@ class Node(_Handle):
 
     def checkpoint(self, lsn: int, state) -> None:
         """Writes a checkpoint at `lsn` (at most the applied LSN) with the engine's state.
+        `state` must be the state after exactly the records up to `lsn`: take both together,
+        under the lock your apply callback holds, from an LSN apply records as it goes (not
+        from status(), read apart from the state: records applied between the two would be
+        applied again after a restore from this checkpoint).
         rwal.AbandonedError if the node began installing a leader's snapshot meanwhile: nothing
         was kept, and the node goes on. A mutable buffer (a bytearray the apply callback
         changes) is copied first: its checksum and its bytes are read one after the other."""
