@@ -34,12 +34,14 @@ import atexit
 import math
 import sys
 import threading
+import time
 import traceback
 import warnings
 import weakref
 from contextlib import contextmanager
 from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 
+from . import TimeoutError  # noqa: A004 - rwal.TimeoutError, a subclass of the builtin
 from . import (
     _BACKENDS, CompactedError, InvalidArgumentError, NotLeaderError, _c_path, _c_string, _check, _free_unadopted,
     _Handle, _last_error, _owning_slot, _stable, _uint)
@@ -81,6 +83,20 @@ def _close_nodes_at_exit() -> None:
             node.close()
         except Exception:  # noqa: BLE001 - exiting: nothing to raise to
             pass
+
+
+def _close_collected(node: "Node") -> None:
+    """Closes a node collected open (see Node.__del__); an error of the close is printed, as
+    one raised in __del__ would be."""
+    try:
+        node.close()
+    except Exception:  # noqa: BLE001 - nobody to raise to
+        sys.stderr.write("rwal: closing a collected rwal.Node failed:\n")
+        traceback.print_exc(file=sys.stderr)
+    try:
+        _closed_at_exit.remove(node)
+    except ValueError:
+        pass
 
 
 @contextmanager
@@ -287,10 +303,21 @@ class Node(_Handle):
             _closed_at_exit.append(self)
             return
         try:
-            super().__del__()
-        finally:
             warnings.warn(f"rwal.Node {self._id} was not closed", ResourceWarning,
                           stacklevel=1)
+        except Exception:  # noqa: BLE001 - late in shutdown, warnings may be gone
+            pass
+        # Nor on the thread that collects it: that thread may hold a lock the node's apply
+        # callback waits for (an engine's lock, the engine holding the node: a cycle collected
+        # there), and close() waits for the node's thread. Closed on a thread of its own, and
+        # at exit if that has not finished (close() is safe twice).
+        _closed_at_exit.append(self)
+        try:
+            threading.Thread(target=_close_collected, args=(self,),
+                             name="rwal-node-%d-closer" % self._id, daemon=True).start()
+        except RuntimeError:  # the interpreter is shutting down: no new threads
+            _closed_at_exit.remove(self)
+            super().__del__()
 
     def _enter(self, entered: list):
         """As for every handle, except in one of this node's own callbacks while close() runs:
@@ -355,16 +382,38 @@ class Node(_Handle):
 
     def wait_committed(self, lsn: int, epoch: int, timeout: float = 10.0) -> None:
         """Returns once the entry (lsn, epoch) is committed by a quorum; rwal.SupersededError
-        once another entry is committed there; rwal.TimeoutError."""
-        self._call(lib.rwal_node_wait_committed, _uint(lsn, "lsn"), _uint(epoch, "epoch"),
-                   _millis(timeout))
+        once another entry is committed there; rwal.TimeoutError. Waits in slices (see
+        _wait_in_slices): Ctrl-C and close() are not held off for the whole timeout."""
+        lsn, epoch = _uint(lsn, "lsn"), _uint(epoch, "epoch")
+        self._wait_in_slices(
+            timeout, "entry %d of epoch %d not committed" % (lsn, epoch),
+            lambda millis: self._call(lib.rwal_node_wait_committed, lsn, epoch, millis))
+
+    def _wait_in_slices(self, timeout: float, what: str, wait):
+        """Runs `wait(millis)`, a wait the library may repeat, in slices of at most
+        _WAIT_SLICE_SECONDS until it returns or `timeout` has passed. The library waits
+        without the GIL; between slices Python runs, so a KeyboardInterrupt is raised within
+        a slice, and a close() on another thread (which waits for calls in progress) within
+        one too: with math.inf it waited 49.7 days."""
+        _millis(timeout)  # checked as for any timeout
+        deadline = time.monotonic() + float(timeout)
+        while True:
+            left = max(0.0, deadline - time.monotonic())
+            try:
+                return wait(_millis(min(left, _WAIT_SLICE_SECONDS)))
+            except TimeoutError:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(lib.RWAL_ERR_TIMEOUT,
+                                       "%s within %g s" % (what, timeout)) from None
 
     def propose_and_wait(self, data, timeout: float = 10.0) -> Tuple[int, int]:
         """propose() then wait_committed() in one call, with one wake-up instead of two;
         returns the committed record's (lsn, epoch). NotLeaderError, InvalidArgumentError and
         BusyError mean it was not proposed, SupersededError that it never
         commits; after any other error (TimeoutError, ClosedError, ReplicationError, ...) it may
-        still commit, its LSN unknown: callers that must know use the two calls."""
+        still commit, its LSN unknown: callers that must know use the two calls. One library
+        call: Ctrl-C waits for it to return, so keep its timeout short (or use the two calls,
+        whose wait_committed() sees Ctrl-C within a slice)."""
         buf = ffi.from_buffer(_stable(data))
         lsn = ffi.new("uint64_t *")
         epoch = ffi.new("uint64_t *")
@@ -395,9 +444,12 @@ class Node(_Handle):
 
     def read_barrier(self, timeout: float = 10.0) -> int:
         """A linearizable read point: once it returns, this node has applied every write
-        acknowledged before the call. Works on followers."""
+        acknowledged before the call. Works on followers. Waits in slices, as
+        wait_committed() does (a later read point serves an earlier call too)."""
         lsn = ffi.new("uint64_t *")
-        self._call(lib.rwal_node_read_barrier, _millis(timeout), lsn)
+        self._wait_in_slices(
+            timeout, "no read point confirmed",
+            lambda millis: self._call(lib.rwal_node_read_barrier, millis, lsn))
         return lsn[0]
 
     def records(self, from_lsn: Optional[int] = None) -> Iterator[Tuple[int, int, int, bytes]]:
@@ -491,6 +543,10 @@ class Node(_Handle):
         # InvalidArgumentError: the library refused, called on the node's thread after all
         # (outside the callbacks seen above). The node stays open, and so does this handle.
         self._close_with(self._close_node, stays_open_on=InvalidArgumentError)
+
+
+# The longest a waiting method stays in the library at a time (see Node._wait_in_slices).
+_WAIT_SLICE_SECONDS = 0.2
 
 
 def _millis(seconds: float) -> int:

@@ -450,6 +450,100 @@ def test_a_node_collected_inside_its_own_callback_is_closed_later_not_joined_the
     del node.itself
 
 
+def test_a_node_collected_while_its_apply_waits_for_the_collectors_lock_is_closed_later(tmp_path):
+    """A node collected (a cycle) on a thread that holds a lock the node's apply waits for:
+    the collection returns, and the node is closed on a thread of its own once the lock is
+    free. The collection closed it on the spot, waiting for the node's thread, which waited
+    for the lock: a deadlock (found by review on 2026-12-04)."""
+    import gc
+    import warnings
+    import weakref
+
+    lock = threading.Lock()
+    applied = []
+    waiting = threading.Event()
+
+    def apply(lsn, epoch, data):
+        waiting.set()
+        with lock:
+            applied.append(data)
+
+    path = tmp_path / "cycle"
+    node = rwal.Node(1, path, cluster_id=1, secret=SECRET, voters=[1], tick_ms=10,
+                     apply=apply, snapshot=lambda: b"", restore=lambda *_: None)
+    node.itself = node  # a cycle: only the cycle collector frees it
+    wait(lambda: node.status()["role"] == "leader")
+    ref = weakref.ref(node)
+    collected = threading.Event()
+
+    def collect():
+        with lock:
+            ref().propose(b"applied once the lock is free")
+            assert waiting.wait(30), "apply never ran"
+            gc.collect()
+            collected.set()
+
+    gc.disable()
+    try:
+        del node
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            collector = threading.Thread(target=collect, daemon=True)
+            collector.start()
+            collector.join(30)
+        assert collected.is_set(), "the collection hung: it closed the node on the spot?"
+    finally:
+        gc.enable()
+    assert ref() is None
+
+    def reopened():
+        try:
+            again = rwal.Node(1, path, cluster_id=1, secret=SECRET, voters=[1], tick_ms=10,
+                              apply=lambda *_: None, snapshot=lambda: b"",
+                              restore=lambda *_: None)
+        except rwal.LockedError:
+            return False
+        again.close()
+        return True
+    wait(reopened)  # closed by its closer thread: the directory is free again
+    assert applied == [b"applied once the lock is free"]
+
+
+def test_ctrl_c_ends_a_long_wait(tmp_path):
+    """wait_committed() and read_barrier() wait in slices of 0.2 s: SIGINT raises
+    KeyboardInterrupt within one, whatever the timeout (the whole timeout was one library call,
+    up to 49.7 days with math.inf, which held Ctrl-C off, and a close() on another thread,
+    until it returned). A timeout still ends the wait at the time asked, and says so."""
+    import os
+    import signal
+
+    node = rwal.Node(1, tmp_path / "alone", cluster_id=1, secret=SECRET, voters=[1],
+                     tick_ms=10, apply=lambda *_: None, snapshot=lambda: b"",
+                     restore=lambda *_: None)
+    # Python's own SIGINT handler, whatever this process inherited (a background job's shell
+    # ignores SIGINT, and Python then keeps it ignored: the wait below would never end).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    timer = None
+    try:
+        wait(lambda: node.status()["role"] == "leader")
+        started = time.monotonic()
+        with pytest.raises(rwal.TimeoutError, match="within 0.5 s"):
+            node.wait_committed(10**6, 1, timeout=0.5)  # an entry never appended
+        assert 0.5 <= time.monotonic() - started < 5
+        timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            # Bounded all the same: should the interrupt be lost, the test fails, not hangs.
+            node.wait_committed(10**6, 1, timeout=60)
+        assert time.monotonic() - started < 5
+    finally:
+        if timer is not None:
+            timer.join()
+        signal.signal(signal.SIGINT, previous)
+        node.close()
+
+
 def test_timeouts_are_checked_and_rounded_up():
     import math
     from rwal.node import _millis
