@@ -795,13 +795,9 @@ impl Inner {
         // before the reset may only look again after a later cut, which sets the LSN it
         // checks against to its own. Were its record never synced, it would be told `Ok` for
         // a record that was never durable (found by review on 2026-12-04).
-        if let Err(e) = self.group.wait_written(last).and_then(|()| {
-            if last > 0 {
-                self.commit(last)
-            } else {
-                Ok(())
-            }
-        }) {
+        // (The commit waits for the copies in progress first.)
+        let synced = if last > 0 { self.commit(last) } else { Ok(()) };
+        if let Err(e) = synced {
             unused_snapshot();
             return Err(e);
         }

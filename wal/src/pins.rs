@@ -141,34 +141,25 @@ impl Pins {
     /// The pin with the lowest LSN among those that hold off cuts (not a read's copy): its
     /// id, name, LSN and cap.
     pub fn lowest_holding_off_cuts(&self) -> Option<HeldPin> {
-        let map = self.inner.lock();
-        map.entries
-            .iter()
-            .filter(|(_, e)| e.holds_off_cuts)
-            .map(|(&id, e)| {
-                (
-                    id,
-                    e.name.clone(),
-                    e.lsn.load(Ordering::Acquire),
-                    e.cap_bytes,
-                )
-            })
+        self.all_now(|e| e.holds_off_cuts)
+            .into_iter()
             .min_by_key(|&(_, _, lsn, _)| lsn)
     }
 
     /// The pins below `limit`, highest first: their ids, names, LSNs and caps.
     pub fn below_highest_first(&self, limit: Lsn) -> Vec<HeldPin> {
-        let mut below = self.all_now();
+        let mut below = self.all_now(|_| true);
         below.retain(|&(_, _, lsn, _)| lsn < limit);
         below.sort_by_key(|&(id, _, lsn, _)| std::cmp::Reverse((lsn, id)));
         below
     }
 
-    /// Every pin as it is now: its id, name, LSN and cap.
-    fn all_now(&self) -> Vec<HeldPin> {
+    /// Every pin `wanted` takes, as it is now: its id, name, LSN and cap.
+    fn all_now(&self, wanted: impl Fn(&Entry) -> bool) -> Vec<HeldPin> {
         let map = self.inner.lock();
         map.entries
             .iter()
+            .filter(|(_, e)| wanted(e))
             .map(|(&id, e)| {
                 (
                     id,

@@ -516,9 +516,7 @@ impl Scan<'_> {
                     // whatever its header holds, as in the `Damaged` case below. Decided as
                     // missing LSNs instead, it refused the log by default, and cut it back to
                     // the checkpoint in `PointInTime` (found by review on 2026-12-04).
-                    if self.kept.is_empty()
-                        && self.next_segment_starts_by(files, i + 1, self.expected)?
-                    {
+                    if self.left_behind(files, i)? {
                         self.leftovers.push(i);
                         continue;
                     }
@@ -543,9 +541,7 @@ impl Scan<'_> {
                 Err(HeaderError::Damaged(reason)) => {
                     // Wholly below the first retained LSN, the file is a leftover of compaction
                     // that `finish` removes, whatever its length.
-                    if self.kept.is_empty()
-                        && self.next_segment_starts_by(files, i + 1, self.expected)?
-                    {
+                    if self.left_behind(files, i)? {
                         self.leftovers.push(i);
                         continue;
                     }
@@ -606,7 +602,7 @@ impl Scan<'_> {
                     ),
                 ));
             }
-            if self.kept.is_empty() && self.next_segment_starts_by(files, i + 1, self.expected)? {
+            if self.left_behind(files, i)? {
                 // Wholly below the first retained LSN: compaction moved the control file's first
                 // LSN past it and a crash came before the file was removed. `finish` removes it.
                 self.leftovers.push(i);
@@ -882,6 +878,14 @@ impl Scan<'_> {
             }
         }
         Ok(None)
+    }
+
+    /// Whether file `i` is a leftover of compaction: no segment is kept yet, and the next file
+    /// with a readable header starts at or before the first LSN the log keeps, so file `i` lies
+    /// wholly below it (compaction moved the first LSN past it and a crash came before the file
+    /// was removed). `finish` removes it, whatever its header or records hold.
+    fn left_behind(&self, files: &[(u64, String)], i: usize) -> Result<bool> {
+        Ok(self.kept.is_empty() && self.next_segment_starts_by(files, i + 1, self.expected)?)
     }
 
     /// Whether the next file with a readable header starts at or before `lsn`.

@@ -94,66 +94,6 @@ impl SnapshotHeader {
     }
 }
 
-/// What [`check_body`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum BodyCheck {
-    /// The body's checksum matches its header's.
-    Matches,
-    /// It does not.
-    Mismatch { expected_crc: u32, found_crc: u32 },
-    /// Not checked: the header is damaged, of another format, or disagrees with the file's
-    /// length (recovery refuses the log for each, and says why).
-    HeaderUnusable,
-}
-
-/// Checks the body of the snapshot file at `path` against its header's checksum, reading it
-/// with `read(2)` in chunks: an operator's check (`rwal verify`), which maps and writes nothing.
-/// An error if the file cannot be read.
-pub(crate) fn check_body(path: &std::path::Path) -> Result<BodyCheck> {
-    use std::io::{Read, Seek, SeekFrom};
-    use std::os::unix::fs::OpenOptionsExt;
-    let io = |op: &'static str| move |e| Error::io(op, path, e);
-    // Without blocking: a FIFO put in its place would block the open.
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(io("open"))?;
-    let metadata = file.metadata().map_err(io("stat"))?;
-    if !metadata.is_file() {
-        return Ok(BodyCheck::HeaderUnusable);
-    }
-    let len = metadata.len();
-    let mut head = [0u8; HEADER_BYTES];
-    if len < BODY_OFFSET || file.read_exact(&mut head).is_err() {
-        return Ok(BodyCheck::HeaderUnusable);
-    }
-    let Ok(header) = SnapshotHeader::decode(&head, path) else {
-        return Ok(BodyCheck::HeaderUnusable);
-    };
-    if BODY_OFFSET.checked_add(header.body_bytes) != Some(len) {
-        return Ok(BodyCheck::HeaderUnusable);
-    }
-    file.seek(SeekFrom::Start(BODY_OFFSET))
-        .map_err(io("seek"))?;
-    let mut chunk = vec![0u8; CHUNK_BYTES];
-    let (mut crc, mut left) = (0u32, header.body_bytes);
-    while left > 0 {
-        let n = left.min(CHUNK_BYTES as u64) as usize;
-        file.read_exact(&mut chunk[..n]).map_err(io("read"))?;
-        crc = crc32c::crc32c_append(crc, &chunk[..n]);
-        left -= n as u64;
-    }
-    Ok(if crc == header.body_crc {
-        BodyCheck::Matches
-    } else {
-        BodyCheck::Mismatch {
-            expected_crc: header.body_crc,
-            found_crc: crc,
-        }
-    })
-}
-
 /// The file name of the snapshot of checkpoint `lsn`.
 pub fn file_name(lsn: Lsn) -> String {
     format!("snapshot-{lsn:020}.snap")

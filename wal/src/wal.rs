@@ -1035,7 +1035,11 @@ impl Inner {
     /// the cut gate, which keeps out a truncation that could cut back into the segment and
     /// refill it; so does `Wal::read`, for the whole of its copy.)
     fn nothing_copied_into(&self, segment: &Segment) -> bool {
-        !segment.file.copies_show_in_bytes() || segment.sealed_and_copied(self.group.written_lsn())
+        // The written LSN (under the group-commit lock) only for a sealed segment.
+        !segment.file.copies_show_in_bytes()
+            || segment
+                .sealed_last_lsn()
+                .is_some_and(|last| last <= self.group.written_lsn())
     }
 
     /// The first LSN of the first segment starting after `lsn` (past a hole).
