@@ -233,8 +233,10 @@ typedef void (*rwal_log_fn)(rwal_log_level level, const char *message, void *use
  * LSN and the value, proposals and other requests with `RWAL_ERR_CLOSED`): an engine that
  * cannot apply a committed record must not go on. The record stays committed: on the next open the engine is restored from
  * the latest checkpoint and given the records after it again. Committed is not applied: a wait
- * for that record (or one before it) still returns `RWAL_OK`, as may the `propose_and_wait`
- * that proposed it; only waits past it fail.
+ * for any record the node saw committed before it stopped (that one, those before it, and
+ * those committed in the same round after it, which were not applied either) still returns
+ * `RWAL_OK`, as may the `propose_and_wait` that proposed it; only waits past those fail.
+ * While `rwal_node_open` replays, a refusal fails the open with `RWAL_ERR_REPLICATION`.
  */
 typedef int (*rwal_apply_fn)(void *userdata,
                              uint64_t lsn,
@@ -475,7 +477,8 @@ typedef int32_t rwal_recovery_mode;
 
 /**
  * The library panicked: a bug in rwal. The handle should not be used further, except to
- * close or free it (which releases its memory and its directory).
+ * close or free it (which releases its memory and its directory; a close or free that
+ * returns this has released the handle already).
  */
 #define RWAL_ERR_PANIC (-12)
 
@@ -1083,7 +1086,9 @@ rwal_status rwal_node_add_peer(rwal_node *node, uint64_t id, const char *addr);
  * names the leader); `RWAL_ERR_BUSY` when too much waits to be committed;
  * `RWAL_ERR_INVALID_ARGUMENT` for a record over 16 MiB or over what one segment of the
  * node's log holds. Thread-safe; many threads' proposals share one consensus round and one
- * sync.
+ * sync. Blocks until the node's thread takes the proposal, without a timeout (a callback
+ * that does not return, or a disk that hangs a sync on that thread, holds it there);
+ * `rwal_node_propose_and_wait` has one.
  *
  * # Safety
  * `node` is live; `data` has `len` readable bytes (NULL if 0); the outputs are writable.

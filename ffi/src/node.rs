@@ -30,8 +30,10 @@ use crate::status::{
 /// LSN and the value, proposals and other requests with `RWAL_ERR_CLOSED`): an engine that
 /// cannot apply a committed record must not go on. The record stays committed: on the next open the engine is restored from
 /// the latest checkpoint and given the records after it again. Committed is not applied: a wait
-/// for that record (or one before it) still returns `RWAL_OK`, as may the `propose_and_wait`
-/// that proposed it; only waits past it fail.
+/// for any record the node saw committed before it stopped (that one, those before it, and
+/// those committed in the same round after it, which were not applied either) still returns
+/// `RWAL_OK`, as may the `propose_and_wait` that proposed it; only waits past those fail.
+/// While `rwal_node_open` replays, a refusal fails the open with `RWAL_ERR_REPLICATION`.
 #[allow(non_camel_case_types)]
 pub type rwal_apply_fn = Option<
     unsafe extern "C" fn(
@@ -874,7 +876,9 @@ pub unsafe extern "C" fn rwal_node_add_peer(
 /// names the leader); `RWAL_ERR_BUSY` when too much waits to be committed;
 /// `RWAL_ERR_INVALID_ARGUMENT` for a record over 16 MiB or over what one segment of the
 /// node's log holds. Thread-safe; many threads' proposals share one consensus round and one
-/// sync.
+/// sync. Blocks until the node's thread takes the proposal, without a timeout (a callback
+/// that does not return, or a disk that hangs a sync on that thread, holds it there);
+/// `rwal_node_propose_and_wait` has one.
 ///
 /// # Safety
 /// `node` is live; `data` has `len` readable bytes (NULL if 0); the outputs are writable.
@@ -1103,6 +1107,10 @@ pub unsafe extern "C" fn rwal_node_change_membership(
             RWAL_MEMBERSHIP_REMOVE => MembershipChange::Remove(id),
             other => return Err(invalid(format!("unknown membership change {other}"))),
         };
+        // From a callback, on the node's own thread: the node refuses it, naming why.
+        if handle.node.on_its_thread() {
+            handle.node.change_membership(change)?;
+        }
         let adds_a_peer = matches!(
             change,
             MembershipChange::AddVoter(_) | MembershipChange::AddLearner(_)
@@ -1114,6 +1122,21 @@ pub unsafe extern "C" fn rwal_node_change_membership(
         } else {
             None
         };
+        // Refusals the published status already shows are made before the network is touched
+        // (a changed address drops the peer's connection and what was queued for it): another
+        // node leads, or the membership does not allow the change. The node checks again when
+        // it proposes, with what only it sees (a change pending, a learner behind), and the
+        // address is then put back.
+        let status = handle.node.status();
+        if let Some(leader) = status.leader.filter(|leader| *leader != handle.node.id()) {
+            return Err(rwal_replication::Error::NotLeader {
+                leader: Some(leader),
+            }
+            .into());
+        }
+        if let Some(refusal) = change.refusal_in(&status.membership) {
+            return Err(invalid(refusal));
+        }
         // The address first, so that nothing can fail once the change is proposed; the earlier
         // one restored if the proposal is refused, unless another call set or relied on it
         // meanwhile (a concurrent `rwal_node_add_peer`, or a second change adding the same

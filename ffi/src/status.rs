@@ -42,7 +42,8 @@ pub const RWAL_ERR_UNSUPPORTED: rwal_status = -10;
 /// A wait ran out of time.
 pub const RWAL_ERR_TIMEOUT: rwal_status = -11;
 /// The library panicked: a bug in rwal. The handle should not be used further, except to
-/// close or free it (which releases its memory and its directory).
+/// close or free it (which releases its memory and its directory; a close or free that
+/// returns this has released the handle already).
 pub const RWAL_ERR_PANIC: rwal_status = -12;
 /// The directory holds no log and the options did not ask to create one.
 pub const RWAL_ERR_NO_LOG: rwal_status = -13;

@@ -41,4 +41,6 @@ pub use replica::{
     Bootstrap, Config, EngineResult, MembershipChange, Replica, Role, StateMachine,
     MESSAGE_PART_BYTES_MAX,
 };
-pub use transport::{Envelope, Inbox, MemoryNetwork, MemoryTransport, SnapshotChunk, Transport};
+pub use transport::{
+    Envelope, Inbox, MemoryNetwork, MemoryTransport, SnapshotChunk, SnapshotRoom, Transport,
+};

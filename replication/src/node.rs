@@ -377,6 +377,7 @@ impl Node {
             machine,
         )?;
         replica.write_own_checkpoints_elsewhere();
+        replica.tell_leader_changes_later();
         replica.persist_in_background(true);
         let wal = replica.wal().clone();
         let install_gate = replica.install_gate();
@@ -1367,6 +1368,8 @@ fn run<M: StateMachine, T: Transport>(
             }
             forget_removed_members(&mut replica, &transport);
             publish(&shared, &replica);
+            // After the status they change is published (the engine may ask who leads).
+            replica.tell_leader_changes();
             let notes = replica.take_log();
             if let Some(log) = &log {
                 for note in notes {
@@ -1392,6 +1395,8 @@ fn run<M: StateMachine, T: Transport>(
         Ok(outcome) => {
             let failure = outcome.err().map(|e| e.to_string());
             *shared.status.lock() = status_of(&replica, failure.clone());
+            // A leader change of the round that failed, told as the status shows it.
+            replica.tell_leader_changes();
             failure
         }
         Err(panic) => {

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::outbox::Outbox;
 use crate::snapshot_stream::{Incoming, Outgoing};
 use crate::storage::{self, WalStorage};
-use crate::transport::Envelope;
+use crate::transport::{Envelope, SnapshotRoom};
 use crate::NodeId;
 
 /// Damaged records of its own log a replica remembers having noted, so that raft's attempts
@@ -59,7 +59,9 @@ pub trait StateMachine: Send + 'static {
     /// (the replica notes why, see [`Replica::take_log`]); raft asks again at its next attempt.
     fn snapshot(&mut self) -> EngineResult<Vec<u8>>;
 
-    /// The leader changed (`None`: no leader known) in `term`.
+    /// The leader changed (`None`: no leader known) in `term`. On a [`Node`](crate::Node),
+    /// called once the node's status shows the change (its `status`, `leader` and
+    /// `proposals_go_to` called from here agree with what this is told).
     fn leader_changed(&mut self, leader: Option<NodeId>, term: u64) {
         let _ = (leader, term);
     }
@@ -176,6 +178,11 @@ impl Config {
         if self.snapshot_chunk_bytes == 0 || self.snapshot_chunks_per_tick == 0 {
             return Err(Error::invalid("snapshot_chunk_bytes", "must be above 0"));
         }
+        if self.snapshot_timeout_ticks == 0 {
+            // A receiver drops a stream silent for twice as long: with 0, any stream longer
+            // than a tick, and no snapshot that takes longer would ever arrive.
+            return Err(Error::invalid("snapshot_timeout_ticks", "must be above 0"));
+        }
         for (name, value) in [
             ("max_bytes_per_message", self.max_bytes_per_message),
             ("snapshot_chunk_bytes", self.snapshot_chunk_bytes as u64),
@@ -222,6 +229,44 @@ pub enum MembershipChange {
     AddLearner(NodeId),
     /// Remove a voter or learner.
     Remove(NodeId),
+}
+
+impl MembershipChange {
+    /// Why this change is refused in a cluster of `membership`, whoever leads it: a change of
+    /// nothing (raft-rs would commit an empty change, and the caller, told it was made, would
+    /// believe it), making a learner of a voter (raft-rs would demote it), or promoting a node
+    /// that is not a learner. `None` if the membership allows it; the leader checks more
+    /// ([`Replica::change_membership`]).
+    pub fn refusal_in(&self, membership: &ConfState) -> Option<String> {
+        let id = match *self {
+            MembershipChange::AddVoter(id)
+            | MembershipChange::AddLearner(id)
+            | MembershipChange::Remove(id) => id,
+        };
+        let voter = membership.voters.contains(&id);
+        let learner = membership.learners.contains(&id);
+        match self {
+            MembershipChange::AddVoter(_) if voter => Some(format!("node {id} is a voter already")),
+            // A new node knows no membership until the leader's snapshot reaches it, and votes
+            // for no candidate until then (`step`): made a voter at once, it would count in a
+            // quorum that could not elect a leader if this one went.
+            MembershipChange::AddVoter(_) if !learner => Some(format!(
+                "node {id} is not a learner: add it as a learner first, and promote it once it \
+                 has caught up"
+            )),
+            MembershipChange::AddLearner(_) if voter => Some(format!(
+                "node {id} is a voter: raft would demote it to a learner (remove it first to \
+                 add it again as a new learner)"
+            )),
+            MembershipChange::AddLearner(_) if learner => {
+                Some(format!("node {id} is a learner already"))
+            }
+            MembershipChange::Remove(_) if !voter && !learner => {
+                Some(format!("node {id} is not a member"))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// A round between `handle_ready` and `finish_ready`.
@@ -301,6 +346,11 @@ pub struct Replica<M: StateMachine> {
     /// `own_checkpoint` for the driver to write on another thread, instead of written here.
     own_checkpoints_elsewhere: bool,
     own_checkpoint: Option<(PendingCheckpoint, Vec<u8>)>,
+    /// Leader changes not yet told to the engine, oldest first, when the driver tells them
+    /// ([`Replica::tell_leader_changes_later`]); `None`: told as raft reports them.
+    leader_news: Option<Vec<(Option<NodeId>, u64)>>,
+    /// The snapshot stream (sender, LSN, epoch) whose refused chunk was last noted.
+    chunk_refusal_noted: Option<(NodeId, Lsn, u64)>,
 }
 
 impl<M: StateMachine> std::fmt::Debug for Replica<M> {
@@ -365,6 +415,20 @@ impl<M: StateMachine> Replica<M> {
                 }
                 let mut conf = ConfState::default();
                 conf.voters = voters.clone();
+                let membership = codec::encode_membership(1, &conf);
+                if membership.len() > rwal_wal::MEMBERSHIP_BYTES_MAX {
+                    // Refused before anything is written: a founding checkpoint stored with
+                    // it would outlive the failed store.
+                    return Err(Error::invalid(
+                        "voters",
+                        format!(
+                            "{} voters take {} bytes in the control file, at most {}",
+                            voters.len(),
+                            membership.len(),
+                            rwal_wal::MEMBERSHIP_BYTES_MAX
+                        ),
+                    ));
+                }
                 let blob = codec::encode_snapshot(&conf, &[]);
                 wal.reset_to_snapshot(1, 1, &blob)?;
                 let hard = rwal_wal::HardState {
@@ -372,7 +436,7 @@ impl<M: StateMachine> Replica<M> {
                     vote: 0,
                     commit: 1,
                 };
-                wal.store_replication_state(hard, Some(&codec::encode_membership(1, &conf)))?;
+                wal.store_replication_state(hard, Some(&membership))?;
             }
         }
         // A replica's log starts with a checkpoint (its founding's, or the first snapshot it
@@ -483,6 +547,8 @@ impl<M: StateMachine> Replica<M> {
             checkpoints_out: Arc::default(),
             own_checkpoints_elsewhere: false,
             own_checkpoint: None,
+            leader_news: None,
+            chunk_refusal_noted: None,
         };
         // raft-rs starts from `initial_state`, whose term is above the stored one when a crash
         // cut a term raise short (docs/replication.md section 2.3), and no `Ready` carries that
@@ -611,14 +677,14 @@ impl<M: StateMachine> Replica<M> {
     /// messages are queued for [`take_messages`](Replica::take_messages)) and syncs what
     /// background rounds left; if that fails, the replica fails as a round would.
     pub fn tick(&mut self) {
-        self.tick_with_snapshot_room(&|_| usize::MAX);
+        self.tick_with_snapshot_room(&|_| SnapshotRoom::UNBOUNDED);
     }
 
     /// [`Replica::tick`], sending each receiver of a snapshot no more chunks than `room` says
     /// its transport takes now ([`crate::Transport::snapshot_room`]). A stream that gets no
     /// room, and whose queued chunks do not drain, for `snapshot_timeout_ticks` is abandoned
     /// like one that gets no answer.
-    pub fn tick_with_snapshot_room(&mut self, room: &dyn Fn(NodeId) -> usize) {
+    pub fn tick_with_snapshot_room(&mut self, room: &dyn Fn(NodeId) -> SnapshotRoom) {
         self.ticks += 1;
         let raft = &self.raw.raft;
         if raft.state == StateRole::Leader {
@@ -652,7 +718,7 @@ impl<M: StateMachine> Replica<M> {
     /// would stay in memory until another snapshot came.
     fn drop_silent_incoming(&mut self) {
         let silent = self.ticks.saturating_sub(self.incoming_heard);
-        if silent > 2 * self.config.snapshot_timeout_ticks {
+        if silent > self.config.snapshot_timeout_ticks.saturating_mul(2) {
             if let Some(dropped) = self.incoming.take() {
                 self.note(format!(
                     "dropped the part received of {}: nothing came for {silent} ticks",
@@ -797,57 +863,19 @@ impl<M: StateMachine> Replica<M> {
 
     /// Proposes a membership change (one at a time: raft refuses a second while one is pending).
     /// A voter is added by promoting a learner, which is refused until the learner has
-    /// replicated up to the commit LSN; a node that is not a learner yet is refused.
+    /// replicated up to the commit LSN; a node that is not a learner yet is refused. A change
+    /// that would change nothing (adding a member as what it already is, removing a node that
+    /// is not a member) is refused, and so is making a learner of a voter (raft would demote
+    /// it): remove it first.
     pub fn change_membership(&mut self, change: MembershipChange) -> Result<Lsn> {
         self.finish_pending_round()?;
         self.refuse_unless_leading()?;
-        let mut cc = ConfChange::default();
-        match change {
-            MembershipChange::AddVoter(id) => {
-                let conf = self.membership();
-                // (With a change pending, the refusal below names it instead.)
-                if id != 0
-                    && !conf.learners.contains(&id)
-                    && !conf.voters.contains(&id)
-                    && !self.raw.raft.has_pending_conf()
-                {
-                    // A new node knows no membership until the leader's snapshot reaches it,
-                    // and votes for no candidate until then (`step`): made a voter at once, it
-                    // would count in a quorum that could not elect a leader if this one went.
-                    return Err(Error::invalid(
-                        "node",
-                        format!(
-                            "node {id} is not a learner: add it as a learner first, and \
-                             promote it once it has caught up"
-                        ),
-                    ));
-                }
-                if conf.learners.contains(&id) {
-                    let matched = self.raw.raft.prs().get(id).map_or(0, |pr| pr.matched);
-                    if matched < self.commit_lsn() {
-                        return Err(Error::invalid(
-                            "node",
-                            format!(
-                                "learner {id} has replicated to {matched}, not yet to the \
-                                 commit LSN {}",
-                                self.commit_lsn()
-                            ),
-                        ));
-                    }
-                }
-                cc.set_change_type(ConfChangeType::AddNode);
-                cc.node_id = id;
-            }
-            MembershipChange::AddLearner(id) => {
-                cc.set_change_type(ConfChangeType::AddLearnerNode);
-                cc.node_id = id;
-            }
-            MembershipChange::Remove(id) => {
-                cc.set_change_type(ConfChangeType::RemoveNode);
-                cc.node_id = id;
-            }
-        }
-        if cc.node_id == 0 {
+        let (change_type, id) = match change {
+            MembershipChange::AddVoter(id) => (ConfChangeType::AddNode, id),
+            MembershipChange::AddLearner(id) => (ConfChangeType::AddLearnerNode, id),
+            MembershipChange::Remove(id) => (ConfChangeType::RemoveNode, id),
+        };
+        if id == 0 {
             return Err(Error::invalid("node", "node ids start at 1"));
         }
         // raft-rs does not refuse a change it will not make: it appends an empty entry in its
@@ -862,14 +890,48 @@ impl<M: StateMachine> Replica<M> {
                 ),
             ));
         }
-        // And what every replica would fail to apply (a cluster without voters), which would
-        // stop each of them at that entry, at every restart.
-        let mut single = ConfChangeSingle::default();
-        single.set_change_type(cc.get_change_type());
-        single.node_id = cc.node_id;
-        if let Err(e) = raft::Changer::new(self.raw.raft.prs()).simple(&[single]) {
-            return Err(Error::invalid("membership change", e.to_string()));
+        let refusal = change.refusal_in(&self.membership()).or_else(|| {
+            let MembershipChange::AddVoter(_) = change else {
+                return None;
+            };
+            // A learner, by now: promoted once it has caught up.
+            let matched = self.raw.raft.prs().get(id).map_or(0, |pr| pr.matched);
+            (matched < self.commit_lsn()).then(|| {
+                format!(
+                    "learner {id} has replicated to {matched}, not yet to the commit LSN {}",
+                    self.commit_lsn()
+                )
+            })
+        });
+        if let Some(refusal) = refusal {
+            return Err(Error::invalid("node", refusal));
         }
+        // And what every replica would fail to apply (a cluster without voters, a membership
+        // too large for the control file), which would stop each of them at that entry, at
+        // every restart.
+        let mut single = ConfChangeSingle::default();
+        single.set_change_type(change_type);
+        single.node_id = id;
+        let after = match raft::Changer::new(self.raw.raft.prs()).simple(&[single]) {
+            Ok((after, _)) => after.to_conf_state(),
+            Err(e) => return Err(Error::invalid("membership change", e.to_string())),
+        };
+        let stored_bytes = codec::encode_membership(0, &after).len();
+        if stored_bytes > rwal_wal::MEMBERSHIP_BYTES_MAX {
+            return Err(Error::invalid(
+                "membership change",
+                format!(
+                    "the membership would take {stored_bytes} bytes in the control file, at \
+                     most {} ({} voters, {} learners)",
+                    rwal_wal::MEMBERSHIP_BYTES_MAX,
+                    after.voters.len(),
+                    after.learners.len()
+                ),
+            ));
+        }
+        let mut cc = ConfChange::default();
+        cc.set_change_type(change_type);
+        cc.node_id = id;
         let before = self.raw.raft.raft_log.last_index();
         self.raw
             .propose_conf_change(Vec::new(), cc)
@@ -901,10 +963,20 @@ impl<M: StateMachine> Replica<M> {
                     return;
                 }
                 self.incoming_heard = self.ticks;
-                if let Err(reason) =
-                    Incoming::accept(&mut self.incoming, chunk, self.config.snapshot_bytes_max)
-                {
-                    self.note(reason);
+                let stream = (chunk.from, chunk.lsn, chunk.epoch);
+                match Incoming::accept(&mut self.incoming, chunk, self.config.snapshot_bytes_max) {
+                    // A chunk taken: the next refusal is news again.
+                    Ok(()) => self.chunk_refusal_noted = None,
+                    // Once per run of refusals: after one lost chunk, every later chunk of a
+                    // large snapshot is refused too, until the stream starts over.
+                    Err(_) if self.chunk_refusal_noted == Some(stream) => {}
+                    Err(reason) => {
+                        self.chunk_refusal_noted = Some(stream);
+                        self.note(format!(
+                            "{reason} (the refusals of this stream's chunks that follow in a row are \
+                             not noted)"
+                        ));
+                    }
                 }
             }
             Envelope::Raft(mut message) => {
@@ -1026,7 +1098,10 @@ impl<M: StateMachine> Replica<M> {
             if leader != self.leader {
                 self.leader = leader;
                 let term = self.raw.raft.term;
-                self.machine.leader_changed(leader, term);
+                match &mut self.leader_news {
+                    Some(news) => news.push((leader, term)),
+                    None => self.machine.leader_changed(leader, term),
+                }
             }
             if ss.raft_state != StateRole::Leader {
                 self.outgoing.clear();
@@ -1427,6 +1502,24 @@ impl<M: StateMachine> Replica<M> {
         self.own_checkpoints_elsewhere = true;
     }
 
+    /// From now on, leader changes are told to the engine by
+    /// [`Replica::tell_leader_changes`], which the driver calls once it has published its
+    /// status: an engine that asks the driver who leads, from its `leader_changed`, then
+    /// hears what it was just told, not the leader before.
+    pub(crate) fn tell_leader_changes_later(&mut self) {
+        self.leader_news.get_or_insert_with(Vec::new);
+    }
+
+    /// Tells the engine the leader changes noted since the last call, oldest first.
+    pub(crate) fn tell_leader_changes(&mut self) {
+        let Some(news) = self.leader_news.as_mut() else {
+            return;
+        };
+        for (leader, term) in std::mem::take(news) {
+            self.machine.leader_changed(leader, term);
+        }
+    }
+
     /// The checkpoint raft wanted, started, with the engine's state to write into it.
     pub(crate) fn take_own_checkpoint(&mut self) -> Option<(PendingCheckpoint, Vec<u8>)> {
         self.own_checkpoint.take()
@@ -1485,23 +1578,24 @@ impl<M: StateMachine> Replica<M> {
             .insert(to, Outgoing::new(reader, message, self.ticks));
     }
 
-    fn pump_snapshots(&mut self, room: &dyn Fn(NodeId) -> usize) {
+    fn pump_snapshots(&mut self, room: &dyn Fn(NodeId) -> SnapshotRoom) {
         let mut failed = Vec::new();
         let mut done = Vec::new();
         let timeout = self.config.snapshot_timeout_ticks;
         for (to, stream) in self.outgoing.iter_mut() {
             let room = stream.pace.look(room(*to), self.ticks);
-            if stream.finished {
-                // Raft leaves the snapshot state once the follower acknowledges it; until the
-                // transport's queue has drained, the wait has not really begun.
-                let waiting = self.raw.raft.prs().get(*to).is_some_and(|pr| {
-                    pr.state == raft::ProgressState::Snapshot && pr.pending_snapshot == stream.lsn()
-                });
-                if !waiting {
-                    done.push(*to);
-                    continue;
-                }
-            } else {
+            // Raft leaves the snapshot state once the follower acknowledges the snapshot (an
+            // earlier copy, if this one is not finished: the rest is not sent), or is removed.
+            let wanted = self.raw.raft.prs().get(*to).is_some_and(|pr| {
+                pr.state == raft::ProgressState::Snapshot && pr.pending_snapshot == stream.lsn()
+            });
+            if !wanted {
+                done.push(*to);
+                continue;
+            }
+            // Once finished, until the transport's queue has drained, the wait for the
+            // follower's answer has not really begun.
+            if !stream.finished {
                 // No room: the transport's queue for `to` is full, or `to` is not connected;
                 // wait while the queue drains.
                 let chunks = self.config.snapshot_chunks_per_tick.min(room);

@@ -1,7 +1,7 @@
 //! Snapshots travel beside raft's messages: raft's snapshot message carries only a descriptor,
 //! and the checkpoint's snapshot file is streamed in chunks before it, a few per tick and no
-//! faster than the transport takes them (`Pace`), so that a large snapshot never holds up log
-//! traffic and is never sent faster than the link carries it. The receiver assembles and checks
+//! faster than the transport takes them (`Pace`), so that a large snapshot holds up log
+//! traffic by at most one chunk and is never sent faster than the link carries it. The receiver assembles and checks
 //! the chunks and only then lets raft see the snapshot message, with the whole blob in place of
 //! the descriptor.
 
@@ -11,7 +11,7 @@ use raft::eraftpb::Message;
 use rwal_wal::{Lsn, SnapshotReader};
 
 use crate::outbox::Outbox;
-use crate::transport::{Envelope, SnapshotChunk};
+use crate::transport::{Envelope, SnapshotChunk, SnapshotRoom};
 use crate::NodeId;
 
 /// A snapshot being sent to one follower.
@@ -90,14 +90,17 @@ impl Outgoing {
 }
 
 /// How a stream keeps pace with its transport ([`crate::Transport::snapshot_room`]): it sends no
-/// more chunks than the transport has room for, and counts as progress both the chunks it hands
-/// over and the room coming back (the link carried queued chunks). A stream whose link has not
-/// moved for the timeout is stalled: a full queue that does not drain, a peer gone, or (once
-/// every chunk has left the queue) a follower that does not answer.
+/// more chunks than the transport has room for, and counts as progress the chunks it hands
+/// over, the room coming back (the link carried queued chunks) and the bytes the link carried
+/// (a chunk part way across a slow link). A stream whose link has not moved for the timeout is
+/// stalled: a full queue that does not drain, a peer gone, or (once every chunk has left the
+/// queue) a follower that does not answer.
 #[derive(Debug)]
 pub(crate) struct Pace {
     /// The transport's room after this stream's last sends (`usize::MAX`: not looked at yet).
     room_left: usize,
+    /// The transport's count of bytes carried at the last look (`None`: not looked at yet).
+    bytes_carried: Option<u64>,
     /// The tick of the last progress.
     last_progress_tick: u64,
 }
@@ -106,18 +109,23 @@ impl Pace {
     pub(crate) fn new(tick: u64) -> Pace {
         Pace {
             room_left: usize::MAX,
+            bytes_carried: None,
             last_progress_tick: tick,
         }
     }
 
-    /// Notes the transport's `room` at `tick` (more than after the last sends: the link moved)
-    /// and returns it.
-    pub(crate) fn look(&mut self, room: usize, tick: u64) -> usize {
-        if room > self.room_left {
+    /// Notes the transport's `room` at `tick` (more than after the last sends, or other bytes
+    /// carried than at the last look: the link moved) and returns how many chunks it takes.
+    pub(crate) fn look(&mut self, room: SnapshotRoom, tick: u64) -> usize {
+        let carried = self
+            .bytes_carried
+            .is_some_and(|before| before != room.bytes_carried);
+        if room.chunks > self.room_left || carried {
             self.last_progress_tick = tick;
         }
-        self.room_left = room;
-        room
+        self.room_left = room.chunks;
+        self.bytes_carried = Some(room.bytes_carried);
+        room.chunks
     }
 
     /// Notes `chunks` handed to the transport at `tick`.
@@ -285,37 +293,71 @@ mod tests {
     fn a_stream_keeps_pace_with_the_room_and_stalls_only_when_nothing_moves() {
         let mut pace = Pace::new(0);
         // A full queue from the start: nothing goes; stalled after the timeout.
-        assert_eq!(pace.look(0, 5), 0);
+        assert_eq!(pace.look(room_of(0), 5), 0);
         assert!(!pace.stalled(10, 10));
         assert!(pace.stalled(11, 10));
         // Room: chunks go, and that is progress.
-        assert_eq!(pace.look(3, 11), 3);
+        assert_eq!(pace.look(room_of(3), 11), 3);
         pace.sent(3, 11);
         assert!(!pace.stalled(21, 10));
         // The queue is full again and drains one chunk every eight ticks (a slow link): each
         // drain is progress, and the stream fills the slot again at once; so it never stalls,
         // long past the timeout.
-        assert_eq!(pace.look(0, 12), 0);
+        assert_eq!(pace.look(room_of(0), 12), 0);
         for tick in (20..200).step_by(8) {
-            assert_eq!(pace.look(1, tick), 1, "one chunk drained");
+            assert_eq!(pace.look(room_of(1), tick), 1, "one chunk drained");
             pace.sent(1, tick);
-            assert_eq!(pace.look(0, tick + 4), 0, "no more yet");
+            assert_eq!(pace.look(room_of(0), tick + 4), 0, "no more yet");
             assert!(!pace.stalled(tick + 4, 10));
         }
         // Every chunk handed over; the queue drains them one by one, then stays empty: from
         // then on only the follower's answer can move the stream.
         for (room, tick) in (1..=64).zip((204..).step_by(8)) {
-            assert_eq!(pace.look(room, tick), room);
+            assert_eq!(pace.look(room_of(room), tick), room);
             assert!(!pace.stalled(tick + 7, 10));
         }
         let emptied = 204 + 63 * 8;
-        assert_eq!(pace.look(64, emptied + 5), 64);
+        assert_eq!(pace.look(room_of(64), emptied + 5), 64);
         assert!(!pace.stalled(emptied + 10, 10));
         assert!(pace.stalled(emptied + 11, 10));
         // Before the first look, any room is just the room, not progress.
         let mut fresh = Pace::new(0);
-        assert_eq!(fresh.look(usize::MAX, 50), usize::MAX);
+        assert_eq!(fresh.look(room_of(usize::MAX), 50), usize::MAX);
         assert!(fresh.stalled(50, 10));
+    }
+
+    #[test]
+    fn a_chunk_crossing_a_slow_link_is_progress_until_the_link_stops() {
+        let carried = |bytes_carried| SnapshotRoom {
+            chunks: 0,
+            bytes_carried,
+        };
+        let mut pace = Pace::new(0);
+        assert_eq!(pace.look(room_of(1), 0), 1);
+        pace.sent(1, 0);
+        // The queue is full and its chunk takes far longer than the timeout to cross: the
+        // bytes moving keep the stream alive, though no room comes back.
+        for tick in 1..100 {
+            assert_eq!(pace.look(carried(tick * 4096), tick), 0);
+            assert!(!pace.stalled(tick, 10), "tick {tick}");
+        }
+        // The link stops: stalled once the timeout has passed.
+        for tick in 100..=110 {
+            pace.look(carried(99 * 4096), tick);
+        }
+        assert!(!pace.stalled(109, 10));
+        assert!(pace.stalled(110, 10));
+        // A peer replaced (another address) counts from 0 again: a change either way is
+        // movement.
+        assert_eq!(pace.look(carried(512), 111), 0);
+        assert!(!pace.stalled(121, 10));
+    }
+
+    fn room_of(chunks: usize) -> SnapshotRoom {
+        SnapshotRoom {
+            chunks,
+            bytes_carried: 0,
+        }
     }
 
     #[test]

@@ -63,8 +63,8 @@ impl WalStorage {
             if checkpoint.lsn > conf_at {
                 // A crash between installing a snapshot and storing its membership: the
                 // snapshot's own header is the truth as of its LSN.
-                if let Some(blob) = read_snapshot_blob(&wal)? {
-                    conf_state = codec::decode_snapshot(&blob)?.0;
+                if let Some(conf) = read_snapshot_membership(&wal)? {
+                    conf_state = conf;
                 }
             }
         }
@@ -278,7 +278,7 @@ impl WalStorage {
         let mut blob = Vec::new();
         reader
             .by_ref()
-            .take(64 << 10)
+            .take(SNAPSHOT_HEADER_READ_MAX)
             .read_to_end(&mut blob)
             .map_err(|e| {
                 let damaged = e.kind() == std::io::ErrorKind::InvalidData;
@@ -398,6 +398,26 @@ pub(crate) fn read_snapshot_blob(wal: &Wal) -> Result<Option<Vec<u8>>> {
         })?;
     Ok(Some(blob))
 }
+
+/// The membership in the latest snapshot's header, read without the engine's bytes after it
+/// (its checksum, at the end, is checked when the snapshot is read whole).
+pub(crate) fn read_snapshot_membership(wal: &Wal) -> Result<Option<ConfState>> {
+    let Some(reader) = wal.open_snapshot()? else {
+        return Ok(None);
+    };
+    let mut header = Vec::new();
+    reader
+        .take(SNAPSHOT_HEADER_READ_MAX)
+        .read_to_end(&mut header)
+        .map_err(|e| Error::BadSnapshot {
+            reason: format!("reading the latest snapshot's header: {e}"),
+        })?;
+    Ok(Some(codec::decode_snapshot(&header)?.0))
+}
+
+/// How much of a snapshot is read for its header: far more than the largest membership
+/// (`MEMBERSHIP_BYTES_MAX`).
+const SNAPSHOT_HEADER_READ_MAX: u64 = 64 << 10;
 
 /// Encodes what raft's snapshot message carries: which checkpoint, and how long it is.
 pub(crate) fn encode_descriptor(lsn: Lsn, epoch: u64, bytes: u64) -> Vec<u8> {

@@ -90,18 +90,40 @@ pub trait Transport: Send + 'static {
     /// Hands a batch of envelopes, for any receivers, to the transport.
     fn send(&self, batch: Vec<Envelope>);
 
-    /// How many more snapshot chunks for `to` the transport takes now without dropping any
-    /// (`usize::MAX`, the default: no bound it knows of). The node sends a snapshot no faster
-    /// than this, so a large snapshot goes at the pace of the link instead of overflowing a
-    /// bounded queue, losing chunks and being sent again from the start.
-    fn snapshot_room(&self, _to: NodeId) -> usize {
-        usize::MAX
+    /// How many more snapshot chunks for `to` the transport takes now without dropping any,
+    /// and how far its link has carried them ([`SnapshotRoom`]; the default: no bound it knows
+    /// of). The node sends a snapshot no faster than this, so a large snapshot goes at the
+    /// pace of the link instead of overflowing a bounded queue, losing chunks and being sent
+    /// again from the start.
+    fn snapshot_room(&self, _to: NodeId) -> SnapshotRoom {
+        SnapshotRoom::UNBOUNDED
     }
 
     /// A membership change that removed `id` was applied here: nothing is sent to it any more,
     /// so a transport may forget its address and close its connections (the default keeps
     /// them).
     fn peer_removed(&self, _id: NodeId) {}
+}
+
+/// What a transport says of its snapshot lane to one receiver ([`Transport::snapshot_room`]).
+/// A stream counts as progress both room coming back and `bytes_carried` changing: a chunk
+/// crossing a slow link frees no room until it has crossed, which may take longer than the
+/// stream's timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotRoom {
+    /// How many more chunks the transport takes now without dropping any.
+    pub chunks: usize,
+    /// Bytes the transport has written to the receiver's link while chunks were in them: any
+    /// count that changes while they move (0 and unchanging if the transport cannot tell).
+    pub bytes_carried: u64,
+}
+
+impl SnapshotRoom {
+    /// No bound: every chunk is taken at once.
+    pub const UNBOUNDED: SnapshotRoom = SnapshotRoom {
+        chunks: usize::MAX,
+        bytes_carried: 0,
+    };
 }
 
 /// Where a transport delivers the envelopes addressed to one node.

@@ -1222,6 +1222,15 @@ fn an_empty_directory_is_founded_only_with_voters() {
         open(vec![0, 1]),
         Err(Error::InvalidArgument { name: "voters", .. })
     ));
+    // A membership the control file cannot hold is refused before anything is written (the
+    // founding checkpoint, written first, used to outlive the refusal).
+    match open((1..=400).map(|k| u64::MAX - k).collect()) {
+        Err(Error::InvalidArgument { name, reason }) => {
+            assert_eq!(name, "voters");
+            assert!(reason.contains("bytes in the control file"), "{reason}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
     let founded = open(vec![1]).expect("founded with its voters");
     assert_eq!(founded.membership().voters, vec![1]);
     drop(founded);
@@ -1285,6 +1294,22 @@ fn recovery_modes_that_drop_records_are_refused() {
         ),
         Err(Error::InvalidArgument {
             name: "snapshot_chunk_bytes",
+            ..
+        })
+    ));
+    // A receiver that would drop every snapshot stream longer than a tick: refused.
+    let mut hasty = rwal_replication::Config::new(1);
+    hasty.snapshot_timeout_ticks = 0;
+    assert!(matches!(
+        Replica::open(
+            dir.join("log"),
+            Options::new(),
+            hasty,
+            Bootstrap::Voters(vec![1]),
+            Engine::default(),
+        ),
+        Err(Error::InvalidArgument {
+            name: "snapshot_timeout_ticks",
             ..
         })
     ));
@@ -1732,6 +1757,14 @@ fn membership_changes_raft_would_ignore_or_could_not_apply_are_refused() {
     // until the leader's snapshot reaches it.
     let reason = refused(MembershipChange::AddVoter(9));
     assert!(reason.contains("not a learner"), "{reason}");
+    // Changes of nothing, and a demotion nobody asked for (raft makes a learner of a voter).
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    let reason = refused(MembershipChange::AddVoter(follower));
+    assert!(reason.contains("a voter already"), "{reason}");
+    let reason = refused(MembershipChange::AddLearner(follower));
+    assert!(reason.contains("demote"), "{reason}");
+    let reason = refused(MembershipChange::Remove(9));
+    assert!(reason.contains("not a member"), "{reason}");
     // The followers cannot acknowledge: the first change stays unapplied while the second is
     // asked for (both within a few milliseconds, far from an election timeout).
     for id in [1, 2, 3].into_iter().filter(|id| *id != leader) {
@@ -1755,6 +1788,9 @@ fn membership_changes_raft_would_ignore_or_could_not_apply_are_refused() {
         .membership
         .learners
         .contains(&4));
+    let reason = refused(MembershipChange::AddLearner(4));
+    assert!(reason.contains("a learner already"), "{reason}");
+    assert_eq!(cluster.node(leader).status().membership.voters.len(), 3);
 
     // A single voter cannot remove or demote itself: the cluster would have no voter.
     let single = Cluster::new("repl-membership-single", 1);
@@ -1763,14 +1799,38 @@ fn membership_changes_raft_would_ignore_or_could_not_apply_are_refused() {
         .node(only)
         .propose_and_wait(b"settled", WAIT)
         .unwrap();
-    for change in [MembershipChange::Remove(1), MembershipChange::AddLearner(1)] {
+    for (change, why) in [
+        (MembershipChange::Remove(1), "removed all voters"),
+        (MembershipChange::AddLearner(1), "demote"),
+    ] {
         match single.node(only).change_membership(change) {
-            Err(Error::InvalidArgument { reason, .. }) => {
-                assert!(reason.contains("removed all voters"), "{reason}")
-            }
+            Err(Error::InvalidArgument { reason, .. }) => assert!(reason.contains(why), "{reason}"),
             other => panic!("{change:?} was not refused: {other:?}"),
         }
     }
+    // A membership too large for the control file: every replica would fail to store it as
+    // it applied the change, at every restart. Learners of large ids (ten bytes each when
+    // encoded) until the next one is refused.
+    let mut added = 0u64;
+    let reason = loop {
+        match single
+            .node(only)
+            .change_membership(MembershipChange::AddLearner(u64::MAX - added))
+        {
+            Ok(lsn) => {
+                single.wait_applied(only, lsn);
+                added += 1;
+            }
+            Err(Error::InvalidArgument { reason, .. }) => break reason,
+            Err(e) => panic!("learner {added}: {e}"),
+        }
+        assert!(added < 1000, "1000 learners and no refusal");
+    };
+    assert!(reason.contains("bytes in the control file"), "{reason}");
+    assert!(
+        (200..300).contains(&added),
+        "refused after {added} learners"
+    );
     let (lsn, _) = single.node(only).propose_and_wait(b"still", WAIT).unwrap();
     single.wait_applied(only, lsn);
     assert_eq!(single.node(only).status().failure, None);

@@ -97,3 +97,49 @@ fn a_snapshot_received_in_part_is_dropped_once_its_stream_falls_silent() {
         "{log:?}"
     );
 }
+
+/// After one lost chunk every later chunk of the stream is refused too: the refusal is noted
+/// once for the run, not once per chunk (a stream of a gigabyte in 1 MiB chunks logged a
+/// thousand warnings), and again once a chunk was taken in between.
+#[test]
+fn a_run_of_refused_chunks_is_noted_once() {
+    let mut replica = Replica::open(
+        "/refusals",
+        simulated(),
+        Config::new(2),
+        Bootstrap::Join,
+        Engine::default(),
+    )
+    .expect("a joining replica opens");
+    let blob: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+    let chunk = |offset: usize| {
+        let crc = crc32c::crc32c(&blob[..offset + 100]);
+        Envelope::SnapshotChunk(SnapshotChunk {
+            from: 1,
+            to: 2,
+            lsn: 40,
+            epoch: 3,
+            offset: offset as u64,
+            total: blob.len() as u64,
+            crc,
+            data: blob[offset..offset + 100].to_vec(),
+        })
+    };
+    let refusals = |log: &[String]| {
+        log.iter()
+            .filter(|l| l.contains("without its start") || l.contains("gap"))
+            .count()
+    };
+    // The first chunk lost: the nine after it are refused, one note.
+    for offset in (100..1000).step_by(100) {
+        replica.step(chunk(offset));
+    }
+    let log = replica.take_log();
+    assert_eq!(refusals(&log), 1, "{log:?}");
+    // The stream starts over: taken, then a chunk lost again, and a new run noted.
+    replica.step(chunk(0));
+    replica.step(chunk(300));
+    replica.step(chunk(400));
+    let log = replica.take_log();
+    assert_eq!(refusals(&log), 1, "{log:?}");
+}

@@ -29,6 +29,10 @@ struct engine {
     uint64_t sum;
     uint64_t leader;
     uint64_t leader_changes;
+    /* Leader changes the callback checked against rwal_node_leader and the status, and how
+     * many of those disagreed with what it was told. */
+    uint64_t leader_checks;
+    uint64_t leader_disagreements;
     uint64_t restores;
     uint64_t snapshots;
     /* For the re-entry test: the node, and what its calls made from apply returned. */
@@ -94,12 +98,28 @@ static int on_restore(void *userdata, uint64_t lsn, uint64_t epoch, const uint8_
     return 0;
 }
 
+/* Records the leader, and asks the node who leads from here: the node's answers agree with
+ * what the callback is told (before, they were those of the round before). */
 static void on_leader(void *userdata, uint64_t leader, uint64_t term) {
     struct engine *e = userdata;
-    (void)term;
     pthread_mutex_lock(&e->lock);
+    rwal_node *node = e->node;
     e->leader = leader;
     e->leader_changes++;
+    pthread_mutex_unlock(&e->lock);
+    if (node == NULL) return;
+    uint64_t named = 99;
+    char addr[64];
+    size_t len = 0;
+    rwal_node_status st;
+    int agrees = rwal_node_leader(node, &named, addr, sizeof addr, &len) == RWAL_OK &&
+                 named == leader && rwal_node_status_get(node, &st) == RWAL_OK &&
+                 st.leader == leader && st.term == term &&
+                 (leader != st.id || st.role == RWAL_ROLE_LEADER) &&
+                 (leader == st.id || st.role != RWAL_ROLE_LEADER);
+    pthread_mutex_lock(&e->lock);
+    e->leader_checks++;
+    if (!agrees) e->leader_disagreements++;
     pthread_mutex_unlock(&e->lock);
 }
 
@@ -156,6 +176,10 @@ static void open_cluster(const char *dir) {
                      RWAL_OK);
         CHECK_STATUS(rwal_node_open(opts, &nodes[i]), RWAL_OK);
         rwal_node_options_free(opts);
+        /* Before any election: the nodes know no peers yet. */
+        pthread_mutex_lock(&engines[i].lock);
+        engines[i].node = nodes[i];
+        pthread_mutex_unlock(&engines[i].lock);
     }
     /* The listeners' ports are known now: tell every node where the others are. */
     char addrs[NODES][64];
@@ -248,6 +272,7 @@ static void test_cluster(const char *dir) {
         CHECK(engines[i].count == RECORDS);
         CHECK(engines[i].sum == expected_sum);
         CHECK(engines[i].leader == (uint64_t)leader + 1 && engines[i].leader_changes >= 1);
+        CHECK(engines[i].leader_checks >= 1 && engines[i].leader_disagreements == 0);
         pthread_mutex_unlock(&engines[i].lock);
     }
 

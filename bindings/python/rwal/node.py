@@ -494,7 +494,9 @@ class Node(_Handle):
         """"add_learner", "add_voter" (promote a learner that has caught up; a node is added as
         a learner first) or "remove" node `peer` (for an addition `addr`, its peer address, is
         added to this node's peers: None only if this node knows it already); on the leader;
-        returns the change's LSN."""
+        returns the change's LSN. A change of nothing, or making a learner of a voter, raises
+        InvalidArgumentError. Addresses are not replicated: give an added member's address to
+        every other member too (add_peer), or a later leader cannot reach it."""
         if change not in _CHANGES:
             raise InvalidArgumentError(lib.RWAL_ERR_INVALID_ARGUMENT,
                                        "unknown change %r (one of %s)" % (change, ", ".join(_CHANGES)))

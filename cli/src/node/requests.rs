@@ -341,14 +341,6 @@ fn membership(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
         MembershipChange::AddLearner(id) => m.learners.contains(&id),
         MembershipChange::Remove(id) => !is_member(m, id),
     };
-    if let MembershipChange::AddLearner(id) = change {
-        // raft would make a learner of a voter: a demotion nobody asked for.
-        if server.node.status().membership.voters.contains(&id) {
-            return error(format!(
-                "node {id} is a voter: add-learner adds a new member (remove it first)"
-            ));
-        }
-    }
     let lsn = match server.node.change_membership(change) {
         Ok(lsn) => lsn,
         Err(Error::NotLeader { leader }) => return not_leader(server, leader),

@@ -27,7 +27,7 @@ use raft::eraftpb::{Message, MessageType};
 pub use auth::{PROTOCOL_VERSION, SECRET_BYTES_MIN};
 
 use crate::error::{Error, Result};
-use crate::transport::{Envelope, Inbox, Transport};
+use crate::transport::{Envelope, Inbox, SnapshotRoom, Transport};
 use crate::NodeId;
 use auth::Identity;
 use lines::LineLimit;
@@ -233,6 +233,8 @@ struct Peer {
     /// Set while the sender waits for its dial's TCP connect (`dial`): tests wait for it to
     /// know that a drop finds the sender there.
     dialing: AtomicBool,
+    /// Bytes the sender has written while a snapshot chunk was in them (`SnapshotRoom`).
+    snapshot_bytes_carried: AtomicU64,
 }
 
 impl Peer {
@@ -378,6 +380,7 @@ impl PeerNetwork {
             retired: AtomicBool::new(false),
             socket: Mutex::new(None),
             dialing: AtomicBool::new(false),
+            snapshot_bytes_carried: AtomicU64::new(0),
         });
         let replaced = self.shared.peers.write().insert(id, peer.clone());
         if let Some(old) = replaced {
@@ -572,14 +575,24 @@ impl Transport for TcpTransport {
         self.shared.remove_peer(id);
     }
 
-    /// Room left in the peer's snapshot lane; none while it is not connected (chunks would be
-    /// dropped).
-    fn snapshot_room(&self, to: NodeId) -> usize {
-        match self.shared.peers.read().get(&to) {
-            Some(peer) if peer.connected.load(Ordering::Acquire) => {
-                QUEUED_CHUNKS_MAX.saturating_sub(peer.queue.lock().chunks)
-            }
-            _ => 0,
+    /// Room left in the peer's snapshot lane (none while it is not connected: chunks would be
+    /// dropped), and the bytes its sender wrote with chunks in them.
+    fn snapshot_room(&self, to: NodeId) -> SnapshotRoom {
+        let peers = self.shared.peers.read();
+        let Some(peer) = peers.get(&to) else {
+            return SnapshotRoom {
+                chunks: 0,
+                bytes_carried: 0,
+            };
+        };
+        let chunks = if peer.connected.load(Ordering::Acquire) {
+            QUEUED_CHUNKS_MAX.saturating_sub(peer.queue.lock().chunks)
+        } else {
+            0
+        };
+        SnapshotRoom {
+            chunks,
+            bytes_carried: peer.snapshot_bytes_carried.load(Ordering::Relaxed),
         }
     }
 }
@@ -1276,9 +1289,10 @@ mod tests {
     fn snapshot_room_is_what_the_peers_chunk_queue_has_left() {
         let (network, mut stream, mut frames) = network_with_peer_2_in_the_test();
         let transport = network.transport();
-        assert_eq!(transport.snapshot_room(2), QUEUED_CHUNKS_MAX);
+        assert_eq!(transport.snapshot_room(2).chunks, QUEUED_CHUNKS_MAX);
+        assert_eq!(transport.snapshot_room(2).bytes_carried, 0);
         assert_eq!(
-            transport.snapshot_room(3),
+            transport.snapshot_room(3).chunks,
             0,
             "not a peer: nothing would be sent"
         );
@@ -1300,8 +1314,11 @@ mod tests {
                 .map(|i| chunk_to(2, i))
                 .collect(),
         );
-        let room = transport.snapshot_room(2);
+        let room = transport.snapshot_room(2).chunks;
         assert!(room < QUEUED_CHUNKS_MAX / 2, "room {room}");
+        // What the socket's buffers took is counted as carried, not the rest.
+        let carried = transport.snapshot_room(2).bytes_carried;
+        assert!(carried < 32 << 20, "carried {carried}");
         assert_eq!(network.stats().snapshot_chunks_dropped, 0);
         // A chunk nobody can be sent is counted as dropped.
         transport.send(vec![chunk_to(3, 0)]);
@@ -1316,8 +1333,14 @@ mod tests {
             received += usize::from(kind == Kind::Chunk);
         }
         let deadline = Instant::now() + Duration::from_secs(10);
-        while transport.snapshot_room(2) < QUEUED_CHUNKS_MAX {
+        while transport.snapshot_room(2).chunks < QUEUED_CHUNKS_MAX {
             assert!(Instant::now() < deadline, "the room never came back");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Every chunk's frame was counted as the link carried it (each slice just after its
+        // write returns: the count may trail the reader by a moment).
+        while transport.snapshot_room(2).bytes_carried < (QUEUED_CHUNKS_MAX as u64) << 20 {
+            assert!(Instant::now() < deadline, "the carried count stopped short");
             std::thread::sleep(Duration::from_millis(5));
         }
     }

@@ -22,6 +22,12 @@ use super::{
     REDIAL_AFTER_UP, WRITE_TIMEOUT,
 };
 
+/// How much of a frame holding a snapshot chunk is written at a time, counted as carried after
+/// each (`Peer::snapshot_bytes_carried`): at 1 MiB/s a slice takes 64 ms, a few ticks (but a
+/// write blocked on a full socket returns only once a third of its buffer has drained:
+/// docs/replication.md section 4.1).
+const CARRIED_SLICE_BYTES: usize = 64 << 10;
+
 /// Writes the raft messages queued for `peer` from the calling thread if nobody else is
 /// writing and the socket takes them without waiting. Returns whether the sender thread has
 /// nothing to do (else the caller wakes it). Never blocks: the caller is a node's thread.
@@ -350,11 +356,11 @@ fn pump(shared: &Shared, peer: &Arc<Peer>) -> std::result::Result<(), String> {
         }
         let io = |e: std::io::Error| format!("write: {e}");
         let mut out = std::mem::take(&mut link.unfinished);
-        let (messages, chunk) = {
+        let (messages, snapshot_item) = {
             let mut queue = peer.queue.lock();
             let messages = take_batch(&mut queue);
-            // At most one snapshot item between batches: a snapshot never holds up log
-            // traffic.
+            // At most one snapshot item between batches: a snapshot holds up log traffic by
+            // one chunk's write at most.
             let snapshot = queue.snapshots.pop_front();
             if let Some(Envelope::SnapshotChunk(_)) = snapshot {
                 queue.chunks -= 1;
@@ -367,7 +373,8 @@ fn pump(shared: &Shared, peer: &Arc<Peer>) -> std::result::Result<(), String> {
                 .write(&mut out, Kind::Raft, &payload)
                 .map_err(io)?;
         }
-        match chunk {
+        let carries_chunk = matches!(snapshot_item, Some(Envelope::SnapshotChunk(_)));
+        match snapshot_item {
             Some(Envelope::SnapshotChunk(chunk)) => link
                 .frames
                 .write(&mut out, Kind::Chunk, &wire::encode_chunk(&chunk))
@@ -384,7 +391,17 @@ fn pump(shared: &Shared, peer: &Arc<Peer>) -> std::result::Result<(), String> {
                 .write(&mut out, Kind::Keepalive, &[])
                 .map_err(io)?;
         }
-        if !out.is_empty() {
+        if carries_chunk {
+            // In slices, each counted once written: the leader takes the count moving as the
+            // stream's progress, and a chunk crossing a slow link may take longer than the
+            // stream's timeout.
+            for slice in out.chunks(CARRIED_SLICE_BYTES) {
+                (&link.stream).write_all(slice).map_err(io)?;
+                peer.snapshot_bytes_carried
+                    .fetch_add(slice.len() as u64, Ordering::Relaxed);
+            }
+            link.last_write = now;
+        } else if !out.is_empty() {
             (&link.stream).write_all(&out).map_err(io)?;
             link.last_write = now;
         }
