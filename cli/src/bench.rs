@@ -544,7 +544,9 @@ fn measure(config: &Config, base: &Path) -> Result<Vec<Outcome>, String> {
     step("baseline: O_DIRECT|O_DSYNC".into());
     match baseline_odirect(base, seconds) {
         Ok(outcome) => results.push(outcome),
-        Err(e) => progress.println(format!("baseline O_DIRECT|O_DSYNC skipped: {e}")),
+        // Not `progress.println`, which prints nothing while the bar is hidden (output not a
+        // terminal): the floor's ratio would be missing without a word.
+        Err(e) => progress.suspend(|| eprintln!("baseline O_DIRECT|O_DSYNC skipped: {e}")),
     }
     for (name, options) in &config.backends {
         let options = options

@@ -351,6 +351,41 @@ fn readers_answer_closed_after_the_node_closes_even_from_their_buffer() {
     }
 }
 
+/// `maintain_log` runs the log's background pass on the caller's thread: after it, the
+/// segment the first append asked for is prepared (a benchmark calls it before timing), and a
+/// closed node refuses it.
+#[test]
+fn maintain_log_prepares_the_next_segment_and_a_closed_node_refuses_it() {
+    let dir = TempDir::new("repl-maintain-log");
+    let mut options = NodeOptions::new(1, dir.join("node1"), Bootstrap::Voters(vec![1]));
+    options.tick_interval = Duration::from_millis(10);
+    // No background thread: only the call prepares a segment ahead.
+    options.wal = options.wal.clone().background_threads(false);
+    let network = MemoryNetwork::new();
+    let node = Node::open(options, Engine::default(), network.transport()).unwrap();
+    let (status, led) = node.wait_status(WAIT, |s| s.role == Role::Leader);
+    assert!(led, "{status:?}");
+    node.propose_and_wait(b"one", WAIT).unwrap();
+    let segments = || {
+        std::fs::read_dir(node.log_dir())
+            .unwrap()
+            .filter(|entry| {
+                let name = entry.as_ref().unwrap().file_name();
+                name.to_string_lossy().ends_with(".seg")
+            })
+            .count()
+    };
+    let before = segments();
+    node.maintain_log().unwrap();
+    let after = segments();
+    assert!(
+        after > before,
+        "{before} segment files, then {after}: none prepared"
+    );
+    node.shut_down().unwrap();
+    assert!(matches!(node.maintain_log(), Err(Error::Closed)));
+}
+
 /// A log that ends below the commit its node stored lost records it had synced (a disk that
 /// dropped acknowledged writes). The node refuses to open on it instead of running on, and
 /// voting, as if it never had them (found by review, 2026-12-03: the commit was clamped to
