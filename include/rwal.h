@@ -1167,6 +1167,24 @@ rwal_status rwal_node_leader(const rwal_node *node,
 rwal_status rwal_node_status_get(const rwal_node *node, rwal_node_status *status_out);
 
 /**
+ * The members of the membership this node has applied: the voters' ids, ascending, then the
+ * learners', ascending, `*voters_out` of them voters, `*len_out` in all (the counts of
+ * `rwal_node_status`, with the ids). `RWAL_ERR_BUFFER_TOO_SMALL` if `cap` ids do not fit them
+ * all, with `*len_out` the number needed and nothing else written: `ids` NULL with `cap` 0
+ * asks for the count. A membership change's outcome is what this shows once the change's LSN
+ * is applied (an entry at that LSN proves nothing: a new leader may have replaced it).
+ * Thread-safe; may be called from a callback.
+ *
+ * # Safety
+ * `node` is live; `ids` has `cap` writable `uint64_t`s (NULL if 0); the outputs are writable.
+ */
+rwal_status rwal_node_members(const rwal_node *node,
+                              uint64_t *ids,
+                              size_t cap,
+                              size_t *len_out,
+                              size_t *voters_out);
+
+/**
  * A linearizable read point: waits (up to `timeout_ms`) until the leader has confirmed with
  * a quorum that it still leads and this node has applied everything committed before the
  * call; writes that LSN. Reads of the engine's state then see every write acknowledged before
@@ -1183,7 +1201,10 @@ rwal_status rwal_node_read_barrier(rwal_node *node, uint32_t timeout_ms, uint64_
  * already knows the peer: `RWAL_ERR_INVALID_ARGUMENT` if it does not) is the node's peer
  * address, added to this node's peers (and taken back if the proposal fails); for a removal
  * it is ignored. Every node forgets a removed
- * member's address and connections once it applies the removal. Blocks; thread-safe.
+ * member's address and connections once it applies the removal. Addresses are not
+ * replicated: give an added member's to every other member too (`rwal_node_add_peer`). A
+ * change of nothing, or making a learner of a voter, is `RWAL_ERR_INVALID_ARGUMENT`. Once the
+ * LSN is applied, `rwal_node_members` shows whether the change was made. Blocks; thread-safe.
  *
  * # Safety
  * `node` is live; `addr` is NULL or NUL-terminated; `lsn_out` is writable.

@@ -1054,6 +1054,56 @@ pub unsafe extern "C" fn rwal_node_status_get(
     })
 }
 
+/// The members of the membership this node has applied: the voters' ids, ascending, then the
+/// learners', ascending, `*voters_out` of them voters, `*len_out` in all (the counts of
+/// `rwal_node_status`, with the ids). `RWAL_ERR_BUFFER_TOO_SMALL` if `cap` ids do not fit them
+/// all, with `*len_out` the number needed and nothing else written: `ids` NULL with `cap` 0
+/// asks for the count. A membership change's outcome is what this shows once the change's LSN
+/// is applied (an entry at that LSN proves nothing: a new leader may have replaced it).
+/// Thread-safe; may be called from a callback.
+///
+/// # Safety
+/// `node` is live; `ids` has `cap` writable `uint64_t`s (NULL if 0); the outputs are writable.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_node_members(
+    node: *const rwal_node,
+    ids: *mut u64,
+    cap: usize,
+    len_out: *mut usize,
+    voters_out: *mut usize,
+) -> rwal_status {
+    boundary(|| {
+        non_null(len_out, "len_out")?;
+        non_null(voters_out, "voters_out")?;
+        // SAFETY: forwarded caller contract.
+        let membership = unsafe { self::node(node)? }.node.status().membership;
+        let mut voters = membership.voters.clone();
+        voters.sort_unstable();
+        let mut learners = membership.learners.clone();
+        learners.sort_unstable();
+        let all: Vec<u64> = voters.iter().chain(&learners).copied().collect();
+        if all.len() > cap {
+            // SAFETY: checked non-NULL.
+            unsafe { put(len_out, all.len()) };
+            return Err(Failure {
+                status: RWAL_ERR_BUFFER_TOO_SMALL,
+                message: format!("{} member ids do not fit in {cap}", all.len()),
+            });
+        }
+        if !all.is_empty() {
+            non_null(ids, "ids")?;
+            // SAFETY: `cap >= all.len()` writable ids at `ids`, checked non-NULL.
+            unsafe { std::ptr::copy_nonoverlapping(all.as_ptr(), ids, all.len()) };
+        }
+        // SAFETY: checked non-NULL.
+        unsafe {
+            put(len_out, all.len());
+            put(voters_out, voters.len());
+        }
+        Ok(())
+    })
+}
+
 /// A linearizable read point: waits (up to `timeout_ms`) until the leader has confirmed with
 /// a quorum that it still leads and this node has applied everything committed before the
 /// call; writes that LSN. Reads of the engine's state then see every write acknowledged before
@@ -1085,7 +1135,10 @@ pub unsafe extern "C" fn rwal_node_read_barrier(
 /// already knows the peer: `RWAL_ERR_INVALID_ARGUMENT` if it does not) is the node's peer
 /// address, added to this node's peers (and taken back if the proposal fails); for a removal
 /// it is ignored. Every node forgets a removed
-/// member's address and connections once it applies the removal. Blocks; thread-safe.
+/// member's address and connections once it applies the removal. Addresses are not
+/// replicated: give an added member's to every other member too (`rwal_node_add_peer`). A
+/// change of nothing, or making a learner of a voter, is `RWAL_ERR_INVALID_ARGUMENT`. Once the
+/// LSN is applied, `rwal_node_members` shows whether the change was made. Blocks; thread-safe.
 ///
 /// # Safety
 /// `node` is live; `addr` is NULL or NUL-terminated; `lsn_out` is writable.

@@ -325,6 +325,25 @@ static void test_cluster(const char *dir) {
     CHECK(strstr(why, "node 9 has no known address") != NULL);
     CHECK_STATUS(rwal_node_status_get(nodes[leader], &s), RWAL_OK);
     CHECK(s.voters == NODES && s.learners == 0);
+    /* A voter made a learner would be demoted: refused, and its address left as it was (the
+     * refusal comes before the network is touched; a follower's refusal names the leader). */
+    CHECK_STATUS(rwal_node_change_membership(nodes[leader], RWAL_MEMBERSHIP_ADD_LEARNER,
+                                             (uint64_t)follower + 1, "127.0.0.1:9", &change_lsn),
+                 RWAL_ERR_INVALID_ARGUMENT);
+    rwal_last_error(why, sizeof why);
+    CHECK(strstr(why, "demote") != NULL);
+    CHECK_STATUS(rwal_node_change_membership(nodes[follower], RWAL_MEMBERSHIP_ADD_LEARNER, 9,
+                                             "127.0.0.1:9", &change_lsn),
+                 RWAL_ERR_NOT_LEADER);
+    uint64_t members[NODES];
+    size_t member_count = 0, voter_count = 0;
+    CHECK_STATUS(rwal_node_members(nodes[leader], members, NODES, &member_count, &voter_count),
+                 RWAL_OK);
+    CHECK(member_count == NODES && voter_count == NODES && members[0] == 1 && members[2] == 3);
+    /* The cluster goes on committing. */
+    CHECK_STATUS(rwal_node_propose_and_wait(nodes[leader], (const uint8_t *)"after", 5, WAIT_MS,
+                                            &lsn, &epoch),
+                 RWAL_OK);
 
     /* Leadership handed to a chosen follower; the old leader then refuses and names it. */
     uint64_t moved = 0;
@@ -544,6 +563,28 @@ static void test_learner_by_snapshot(const char *dir) {
     }
     CHECK(last > 0 && s.applied_lsn >= last);
     CHECK(s.learners == 1 && s.voters == 1);
+    /* The member ids, on both: voter 1, learner 2. */
+    for (int i = 0; i < 2; i++) {
+        rwal_node *member = i == 0 ? leader : newcomer;
+        uint64_t ids[4] = {0};
+        size_t count = 0, voters = 99;
+        CHECK_STATUS(rwal_node_members(member, NULL, 0, &count, &voters), RWAL_ERR_BUFFER_TOO_SMALL);
+        CHECK(count == 2 && voters == 99);
+        CHECK_STATUS(rwal_node_members(member, ids, 1, &count, &voters), RWAL_ERR_BUFFER_TOO_SMALL);
+        CHECK(ids[0] == 0);
+        CHECK_STATUS(rwal_node_members(member, ids, 4, &count, &voters), RWAL_OK);
+        CHECK(count == 2 && voters == 1 && ids[0] == 1 && ids[1] == 2 && ids[2] == 0);
+    }
+    /* A change of nothing, and a demotion, are refused with the reason. */
+    CHECK_STATUS(rwal_node_change_membership(leader, RWAL_MEMBERSHIP_ADD_LEARNER, 2, NULL, &change),
+                 RWAL_ERR_INVALID_ARGUMENT);
+    char why[256];
+    rwal_last_error(why, sizeof why);
+    CHECK(strstr(why, "a learner already") != NULL);
+    CHECK_STATUS(rwal_node_change_membership(leader, RWAL_MEMBERSHIP_REMOVE, 7, NULL, &change),
+                 RWAL_ERR_INVALID_ARGUMENT);
+    rwal_last_error(why, sizeof why);
+    CHECK(strstr(why, "not a member") != NULL);
     pthread_mutex_lock(&seeding.lock);
     pthread_mutex_lock(&learner.lock);
     CHECK(seeding.snapshots >= 1);

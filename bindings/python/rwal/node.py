@@ -39,11 +39,11 @@ import traceback
 import warnings
 import weakref
 from contextlib import contextmanager
-from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from . import TimeoutError  # noqa: A004 - rwal.TimeoutError, a subclass of the builtin
 from . import (
-    _BACKENDS, CompactedError, InvalidArgumentError, NotLeaderError, _c_path, _c_string, _check, _free_unadopted,
+    _BACKENDS, CompactedError, Error, InvalidArgumentError, NotLeaderError, _c_path, _c_string, _check, _free_unadopted,
     _Handle, _last_error, _owning_slot, _stable, _uint)
 from ._rwal_cffi import ffi, lib
 
@@ -441,6 +441,23 @@ class Node(_Handle):
         status["role"] = _ROLES.get(out.role, "unknown")
         status["leader"] = status["leader"] or None
         return status
+
+    def members(self) -> Tuple[List[int], List[int]]:
+        """(voter ids, learner ids), each ascending: the membership this node has applied. A
+        membership change's outcome is what this shows once the change's LSN is applied (an
+        entry at that LSN proves nothing: a new leader may have replaced it)."""
+        count = ffi.new("size_t *")
+        voters = ffi.new("size_t *")
+        cap = 8
+        while True:
+            ids = ffi.new("uint64_t[]", cap)
+            try:
+                self._call(lib.rwal_node_members, ids, cap, count, voters)
+                return list(ids[0:voters[0]]), list(ids[voters[0]:count[0]])
+            except Error as e:
+                if e.code != lib.RWAL_ERR_BUFFER_TOO_SMALL:
+                    raise
+                cap = count[0]  # as many as the membership holds now
 
     def read_barrier(self, timeout: float = 10.0) -> int:
         """A linearizable read point: once it returns, this node has applied every write

@@ -184,8 +184,18 @@ def test_a_learner_joins_from_a_snapshot_after_compaction(cluster, tmp_path):
         with engine.lock, engines[leader].lock:
             assert engine.records == engines[leader].records
         assert joiner.status()["learners"] == 1
+        # The ids, on the joiner and on the leader alike.
+        assert joiner.members() == ([1, 2, 3], [4])
+        assert nodes[leader].members() == ([1, 2, 3], [4])
         with pytest.raises(rwal.InvalidArgumentError):
             nodes[leader].change_membership("promote everyone", 4)
+        # A change of nothing, and a demotion, are refused with the reason.
+        with pytest.raises(rwal.InvalidArgumentError, match="a learner already"):
+            nodes[leader].change_membership("add_learner", 4)
+        follower = next(i for i in nodes if i != leader)
+        with pytest.raises(rwal.InvalidArgumentError, match="demote"):
+            nodes[leader].change_membership("add_learner", follower)
+        assert nodes[leader].members() == ([1, 2, 3], [4])
     finally:
         joiner.close()
 
