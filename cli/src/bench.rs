@@ -977,6 +977,11 @@ fn print_ratios(results: &[Outcome]) {
         });
     for backend in backends {
         let durable = find("durable-commit", backend, 1, 128);
+        if durable.is_none() {
+            out!("  {backend}: the durable commit ratios were not measured: --size does not hold 128");
+        } else if floor.is_none() {
+            out!("  {backend}: no ratio to the O_DIRECT|O_DSYNC floor: that baseline was skipped");
+        }
         if let (Some(d), Some(f)) = (p(durable, 0.5), p(floor, 0.5)) {
             out!("  {backend}: durable commit p50 / O_DIRECT|O_DSYNC 4K p50 = {:.2} (target <= 1.15)", d / f);
         }
