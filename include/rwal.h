@@ -1171,8 +1171,10 @@ rwal_status rwal_node_status_get(const rwal_node *node, rwal_node_status *status
  * learners', ascending, `*voters_out` of them voters, `*len_out` in all (the counts of
  * `rwal_node_status`, with the ids). `RWAL_ERR_BUFFER_TOO_SMALL` if `cap` ids do not fit them
  * all, with `*len_out` the number needed and nothing else written: `ids` NULL with `cap` 0
- * asks for the count. A membership change's outcome is what this shows once the change's LSN
- * is applied (an entry at that LSN proves nothing: a new leader may have replaced it).
+ * asks for the count. After a membership change, wait until the status's `applied_lsn`
+ * reaches the change's LSN, then compare these ids with what the change asked for (the entry
+ * at that LSN proves nothing: a new leader may have replaced it; a later change may have
+ * changed the members again).
  * Thread-safe; may be called from a callback.
  *
  * # Safety
@@ -1204,7 +1206,8 @@ rwal_status rwal_node_read_barrier(rwal_node *node, uint32_t timeout_ms, uint64_
  * member's address and connections once it applies the removal. Addresses are not
  * replicated: give an added member's to every other member too (`rwal_node_add_peer`). A
  * change of nothing, or making a learner of a voter, is `RWAL_ERR_INVALID_ARGUMENT`. Once the
- * LSN is applied, `rwal_node_members` shows whether the change was made. Blocks; thread-safe.
+ * status's `applied_lsn` reaches the LSN, `rwal_node_members` shows the members as of then or
+ * later. Blocks; thread-safe.
  *
  * # Safety
  * `node` is live; `addr` is NULL or NUL-terminated; `lsn_out` is writable.

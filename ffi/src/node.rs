@@ -1058,8 +1058,10 @@ pub unsafe extern "C" fn rwal_node_status_get(
 /// learners', ascending, `*voters_out` of them voters, `*len_out` in all (the counts of
 /// `rwal_node_status`, with the ids). `RWAL_ERR_BUFFER_TOO_SMALL` if `cap` ids do not fit them
 /// all, with `*len_out` the number needed and nothing else written: `ids` NULL with `cap` 0
-/// asks for the count. A membership change's outcome is what this shows once the change's LSN
-/// is applied (an entry at that LSN proves nothing: a new leader may have replaced it).
+/// asks for the count. After a membership change, wait until the status's `applied_lsn`
+/// reaches the change's LSN, then compare these ids with what the change asked for (the entry
+/// at that LSN proves nothing: a new leader may have replaced it; a later change may have
+/// changed the members again).
 /// Thread-safe; may be called from a callback.
 ///
 /// # Safety
@@ -1075,6 +1077,9 @@ pub unsafe extern "C" fn rwal_node_members(
     boundary(|| {
         non_null(len_out, "len_out")?;
         non_null(voters_out, "voters_out")?;
+        if cap > 0 {
+            non_null(ids, "ids")?;
+        }
         // SAFETY: forwarded caller contract.
         let membership = unsafe { self::node(node)? }.node.status().membership;
         let mut voters = membership.voters.clone();
@@ -1091,8 +1096,7 @@ pub unsafe extern "C" fn rwal_node_members(
             });
         }
         if !all.is_empty() {
-            non_null(ids, "ids")?;
-            // SAFETY: `cap >= all.len()` writable ids at `ids`, checked non-NULL.
+            // SAFETY: `cap >= all.len() > 0` writable ids at `ids`, checked non-NULL.
             unsafe { std::ptr::copy_nonoverlapping(all.as_ptr(), ids, all.len()) };
         }
         // SAFETY: checked non-NULL.
@@ -1138,7 +1142,8 @@ pub unsafe extern "C" fn rwal_node_read_barrier(
 /// member's address and connections once it applies the removal. Addresses are not
 /// replicated: give an added member's to every other member too (`rwal_node_add_peer`). A
 /// change of nothing, or making a learner of a voter, is `RWAL_ERR_INVALID_ARGUMENT`. Once the
-/// LSN is applied, `rwal_node_members` shows whether the change was made. Blocks; thread-safe.
+/// status's `applied_lsn` reaches the LSN, `rwal_node_members` shows the members as of then or
+/// later. Blocks; thread-safe.
 ///
 /// # Safety
 /// `node` is live; `addr` is NULL or NUL-terminated; `lsn_out` is writable.

@@ -676,12 +676,18 @@ impl Node {
     /// log's background thread: prepares the next segment (zero-filled and synced) if none is,
     /// writes staged records back, writes the durable watermark and compacts. A benchmark calls
     /// it before timing, so that the preparation the first appends start in the background
-    /// (64 MiB written, by default) does not run beside the timed work.
+    /// (64 MiB written, by default) does not run beside the timed work. Not from the state
+    /// machine: the node's thread would stop for the whole pass (no heartbeats meanwhile).
+    /// `Closed` once the node is closing.
     pub fn maintain_log(&self) -> Result<()> {
         if self.shared.refuses(&self.shared.queue.lock()) {
             return Err(Error::Closed);
         }
-        self.wal.maintain().map_err(Error::from)
+        self.wal.maintain().map_err(|e| match e {
+            // A close that started meanwhile stopped the pass.
+            rwal_wal::Error::Closed => Error::Closed,
+            other => Error::from(other),
+        })
     }
 
     /// Removes log segments that neither the latest checkpoint nor a follower needs, on the

@@ -325,8 +325,8 @@ static void test_cluster(const char *dir) {
     CHECK(strstr(why, "node 9 has no known address") != NULL);
     CHECK_STATUS(rwal_node_status_get(nodes[leader], &s), RWAL_OK);
     CHECK(s.voters == NODES && s.learners == 0);
-    /* A voter made a learner would be demoted: refused, and its address left as it was (the
-     * refusal comes before the network is touched; a follower's refusal names the leader). */
+    /* A voter made a learner would be demoted: refused (before the network is touched), and
+     * on a follower any change answers NOT_LEADER. */
     CHECK_STATUS(rwal_node_change_membership(nodes[leader], RWAL_MEMBERSHIP_ADD_LEARNER,
                                              (uint64_t)follower + 1, "127.0.0.1:9", &change_lsn),
                  RWAL_ERR_INVALID_ARGUMENT);
@@ -570,6 +570,7 @@ static void test_learner_by_snapshot(const char *dir) {
         size_t count = 0, voters = 99;
         CHECK_STATUS(rwal_node_members(member, NULL, 0, &count, &voters), RWAL_ERR_BUFFER_TOO_SMALL);
         CHECK(count == 2 && voters == 99);
+        CHECK_STATUS(rwal_node_members(member, NULL, 4, &count, &voters), RWAL_ERR_INVALID_ARGUMENT);
         CHECK_STATUS(rwal_node_members(member, ids, 1, &count, &voters), RWAL_ERR_BUFFER_TOO_SMALL);
         CHECK(ids[0] == 0);
         CHECK_STATUS(rwal_node_members(member, ids, 4, &count, &voters), RWAL_OK);

@@ -443,14 +443,15 @@ class Node(_Handle):
         return status
 
     def members(self) -> Tuple[List[int], List[int]]:
-        """(voter ids, learner ids), each ascending: the membership this node has applied. A
-        membership change's outcome is what this shows once the change's LSN is applied (an
-        entry at that LSN proves nothing: a new leader may have replaced it)."""
+        """(voter ids, learner ids), each ascending: the membership this node has applied. After
+        a membership change, wait until status()["applied_lsn"] reaches its LSN, then compare
+        with what the change asked for (the entry at that LSN proves nothing: a new leader may
+        have replaced it)."""
         count = ffi.new("size_t *")
         voters = ffi.new("size_t *")
-        cap = 8
+        cap = 0  # asks for the count first: the retry below is the path every call takes
         while True:
-            ids = ffi.new("uint64_t[]", cap)
+            ids = ffi.new("uint64_t[]", cap) if cap else ffi.NULL
             try:
                 self._call(lib.rwal_node_members, ids, cap, count, voters)
                 return list(ids[0:voters[0]]), list(ids[voters[0]:count[0]])
