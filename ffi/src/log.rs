@@ -90,6 +90,38 @@ pub(crate) unsafe fn put<T>(out: *mut T, value: T) {
     unsafe { out.write(value) }
 }
 
+/// Copies `items` into the caller's buffer of `cap` items at `buf` and writes their count to
+/// `*len_out` (checked non-NULL by the caller). `RWAL_ERR_BUFFER_TOO_SMALL` if they do not fit,
+/// with `*len_out` the count needed (nothing else written) and `too_small` saying what;
+/// `buf` may be NULL while there is nothing to copy.
+///
+/// # Safety
+/// `buf` is NULL or has `cap` writable items; `len_out` is writable.
+pub(crate) unsafe fn put_slice<T: Copy>(
+    items: &[T],
+    buf: *mut T,
+    cap: usize,
+    len_out: *mut usize,
+    too_small: impl FnOnce() -> String,
+) -> Result<(), Failure> {
+    if items.len() > cap {
+        // SAFETY: forwarded caller contract.
+        unsafe { put(len_out, items.len()) };
+        return Err(Failure {
+            status: RWAL_ERR_BUFFER_TOO_SMALL,
+            message: too_small(),
+        });
+    }
+    if !items.is_empty() {
+        non_null(buf, "buf")?;
+        // SAFETY: `buf` has `cap >= items.len()` writable items.
+        unsafe { std::ptr::copy_nonoverlapping(items.as_ptr(), buf, items.len()) };
+    }
+    // SAFETY: forwarded caller contract.
+    unsafe { put(len_out, items.len()) };
+    Ok(())
+}
+
 /// Opens (creating it if the options allow: the default) the log in directory `dir`, takes its
 /// lock and recovers it. `opts` NULL means the defaults. On success `*log_out` is the handle;
 /// close it with `rwal_close`. Blocks for recovery. `RWAL_ERR_LOCKED` if another handle or
@@ -317,22 +349,12 @@ pub unsafe extern "C" fn rwal_read(
         non_null(len_out, "len_out")?;
         // SAFETY: forwarded caller contract.
         let data = unsafe { self::log(log)? }.read(lsn)?;
-        if data.len() > cap {
-            // SAFETY: checked non-NULL.
-            unsafe { put(len_out, data.len()) };
-            return Err(Failure {
-                status: RWAL_ERR_BUFFER_TOO_SMALL,
-                message: format!("record {lsn} has {} bytes, the buffer {cap}", data.len()),
-            });
+        // SAFETY: forwarded caller contract; `len_out` checked non-NULL.
+        unsafe {
+            put_slice(&data, buf, cap, len_out, || {
+                format!("record {lsn} has {} bytes, the buffer {cap}", data.len())
+            })
         }
-        if !data.is_empty() {
-            non_null(buf, "buf")?;
-            // SAFETY: `buf` has `cap >= data.len()` writable bytes.
-            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buf, data.len()) };
-        }
-        // SAFETY: checked non-NULL.
-        unsafe { put(len_out, data.len()) };
-        Ok(())
     })
 }
 

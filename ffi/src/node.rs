@@ -17,7 +17,7 @@ use rwal_replication::{
 };
 use rwal_wal::{Options, RecordKind};
 
-use crate::log::{bytes, c_bytes, put};
+use crate::log::{bytes, c_bytes, put, put_slice};
 use crate::options::rwal_options;
 use crate::status::{
     boundary, invalid, non_null, rwal_status, Failure, RWAL_END, RWAL_ERR_BUFFER_TOO_SMALL,
@@ -1087,21 +1087,11 @@ pub unsafe extern "C" fn rwal_node_members(
         let mut learners = membership.learners.clone();
         learners.sort_unstable();
         let all: Vec<u64> = voters.iter().chain(&learners).copied().collect();
-        if all.len() > cap {
-            // SAFETY: checked non-NULL.
-            unsafe { put(len_out, all.len()) };
-            return Err(Failure {
-                status: RWAL_ERR_BUFFER_TOO_SMALL,
-                message: format!("{} member ids do not fit in {cap}", all.len()),
-            });
-        }
-        if !all.is_empty() {
-            // SAFETY: `cap >= all.len() > 0` writable ids at `ids`, checked non-NULL.
-            unsafe { std::ptr::copy_nonoverlapping(all.as_ptr(), ids, all.len()) };
-        }
-        // SAFETY: checked non-NULL.
+        // SAFETY: forwarded caller contract; `len_out` checked non-NULL.
         unsafe {
-            put(len_out, all.len());
+            put_slice(&all, ids, cap, len_out, || {
+                format!("{} member ids do not fit in {cap}", all.len())
+            })?;
             put(voters_out, voters.len());
         }
         Ok(())

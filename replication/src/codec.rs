@@ -124,6 +124,30 @@ pub(crate) fn encode_membership(applied_at: Lsn, conf_state: &ConfState) -> Vec<
     blob
 }
 
+/// [`encode_membership`], refused (`InvalidArgument` naming `name`) when the control file could
+/// not hold it: checked before a membership is proposed or founded, since a replica that
+/// failed to store it as it applied it would fail again at every restart.
+pub(crate) fn encode_membership_that_fits(
+    applied_at: Lsn,
+    conf_state: &ConfState,
+    name: &'static str,
+) -> Result<Vec<u8>> {
+    let blob = encode_membership(applied_at, conf_state);
+    if blob.len() > rwal_wal::MEMBERSHIP_BYTES_MAX {
+        return Err(Error::invalid(
+            name,
+            format!(
+                "{} voters and {} learners take {} bytes in the control file, at most {}",
+                conf_state.voters.len(),
+                conf_state.learners.len(),
+                blob.len(),
+                rwal_wal::MEMBERSHIP_BYTES_MAX
+            ),
+        ));
+    }
+    Ok(blob)
+}
+
 /// The membership stored in the control file, if any.
 pub(crate) fn decode_membership(blob: &[u8]) -> Result<Option<(Lsn, ConfState)>> {
     if blob.is_empty() {

@@ -415,20 +415,9 @@ impl<M: StateMachine> Replica<M> {
                 }
                 let mut conf = ConfState::default();
                 conf.voters = voters.clone();
-                let membership = codec::encode_membership(1, &conf);
-                if membership.len() > rwal_wal::MEMBERSHIP_BYTES_MAX {
-                    // Refused before anything is written: a founding checkpoint stored with
-                    // it would outlive the failed store.
-                    return Err(Error::invalid(
-                        "voters",
-                        format!(
-                            "{} voters take {} bytes in the control file, at most {}",
-                            voters.len(),
-                            membership.len(),
-                            rwal_wal::MEMBERSHIP_BYTES_MAX
-                        ),
-                    ));
-                }
+                // Refused before anything is written: a founding checkpoint stored with it
+                // would outlive the failed store.
+                let membership = codec::encode_membership_that_fits(1, &conf, "voters")?;
                 let blob = codec::encode_snapshot(&conf, &[]);
                 wal.reset_to_snapshot(1, 1, &blob)?;
                 let hard = rwal_wal::HardState {
@@ -916,19 +905,7 @@ impl<M: StateMachine> Replica<M> {
             Ok((after, _)) => after.to_conf_state(),
             Err(e) => return Err(Error::invalid("membership change", e.to_string())),
         };
-        let stored_bytes = codec::encode_membership(0, &after).len();
-        if stored_bytes > rwal_wal::MEMBERSHIP_BYTES_MAX {
-            return Err(Error::invalid(
-                "membership change",
-                format!(
-                    "the membership would take {stored_bytes} bytes in the control file, at \
-                     most {} ({} voters, {} learners)",
-                    rwal_wal::MEMBERSHIP_BYTES_MAX,
-                    after.voters.len(),
-                    after.learners.len()
-                ),
-            ));
-        }
+        codec::encode_membership_that_fits(0, &after, "membership change")?;
         let mut cc = ConfChange::default();
         cc.set_change_type(change_type);
         cc.node_id = id;
