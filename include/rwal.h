@@ -985,7 +985,7 @@ rwal_status rwal_node_options_set_sync_stall_limit_ms(rwal_node_options *opts, u
  * The largest snapshot this node accepts from a leader, in bytes (default 1 GiB, above 0): the
  * engine's state and the membership written with it. A snapshot being received is assembled
  * in memory before it is installed, so this bounds that memory. A larger one is refused (an
- * `RWAL_LOG_WARN` line through the log callback for each of its chunks), and a node that can
+ * `RWAL_LOG_WARN` line through the log callback for each stream), and a node that can
  * only be caught up by a snapshot (a joining one, one the leader compacted past) stays behind:
  * every member's limit must hold the engine's largest checkpoint.
  *
@@ -993,6 +993,19 @@ rwal_status rwal_node_options_set_sync_stall_limit_ms(rwal_node_options *opts, u
  * `opts` is live.
  */
 rwal_status rwal_node_options_set_snapshot_bytes_max(rwal_node_options *opts, uint64_t bytes);
+
+/**
+ * How long, in milliseconds, a snapshot stream to a follower may go without progress before
+ * the leader abandons it and starts another (above 0; default 50 ticks, 500 ms at the default
+ * tick; rounded up to whole ticks). A link that carries less than about a third of the
+ * socket's send buffer in that time stalls every stream (docs/replication.md section 4.1):
+ * raise it for slow links, on every member (any may lead, and a follower gives up a stream
+ * that stays silent for twice its own timeout).
+ *
+ * # Safety
+ * `opts` is live.
+ */
+rwal_status rwal_node_options_set_snapshot_timeout_ms(rwal_node_options *opts, uint32_t ms);
 
 /**
  * The engine's callbacks and the `userdata` they are given. `apply`, `snapshot` and `restore`
@@ -1005,11 +1018,11 @@ rwal_status rwal_node_options_set_snapshot_bytes_max(rwal_node_options *opts, ui
  * record in LSN order, `restore` at open and when a snapshot arrives, `snapshot` when the node
  * needs a checkpoint to seed a follower, `leader` on leader changes. They must not call
  * `rwal_node_*` functions that wait for the node (propose, wait, read barrier, membership,
- * leadership transfer, checkpoint, compact, close) nor a node reader: those would wait for the
- * thread they run on. Propose, wait (even for a committed LSN), read barrier, membership,
- * leadership transfer, checkpoint and close return `RWAL_ERR_INVALID_ARGUMENT` there instead
- * (close then closes nothing); a node reader read from `restore` returns
- * `RWAL_ERR_INVALID_ARGUMENT` too; compact is not checked.
+ * leadership transfer, checkpoint, close) nor compact or a node reader: those would wait
+ * for the thread they run on, or run in the middle of its round. Propose, wait (even for a
+ * committed LSN), read barrier, membership, leadership transfer, checkpoint, compact and
+ * close return `RWAL_ERR_INVALID_ARGUMENT` there instead (close then closes nothing); a node
+ * reader read from `restore` returns `RWAL_ERR_INVALID_ARGUMENT` too.
  * `userdata` must stay valid until `rwal_node_close` returns. Nothing may unwind out of a
  * callback: a C++ exception or a `longjmp` crossing back into rwal is undefined behaviour
  * (catch everything and return nonzero instead).
@@ -1171,10 +1184,9 @@ rwal_status rwal_node_status_get(const rwal_node *node, rwal_node_status *status
  * learners', ascending, `*voters_out` of them voters, `*len_out` in all (the counts of
  * `rwal_node_status`, with the ids). `RWAL_ERR_BUFFER_TOO_SMALL` if `cap` ids do not fit them
  * all, with `*len_out` the number needed and nothing else written: `ids` NULL with `cap` 0
- * asks for the count. After a membership change, wait until the status's `applied_lsn`
- * reaches the change's LSN, then compare these ids with what the change asked for (the entry
- * at that LSN proves nothing: a new leader may have replaced it; a later change may have
- * changed the members again).
+ * asks for the count. A membership change shows here once the status's `applied_lsn` reaches
+ * its LSN (whether it was made at all: `rwal_node_wait_committed` with its LSN and epoch; a
+ * later change may have changed the members again).
  * Thread-safe; may be called from a callback.
  *
  * # Safety
@@ -1205,18 +1217,22 @@ rwal_status rwal_node_read_barrier(rwal_node *node, uint32_t timeout_ms, uint64_
  * it is ignored. Every node forgets a removed
  * member's address and connections once it applies the removal. Addresses are not
  * replicated: give an added member's to every other member too (`rwal_node_add_peer`). A
- * change of nothing, or making a learner of a voter, is `RWAL_ERR_INVALID_ARGUMENT`. Once the
- * status's `applied_lsn` reaches the LSN, `rwal_node_members` shows the members as of then or
- * later. Blocks; thread-safe.
+ * change of nothing, or making a learner of a voter, is `RWAL_ERR_INVALID_ARGUMENT`. Writes
+ * the LSN and epoch the change entry will have if it commits, as `rwal_node_propose` does:
+ * `rwal_node_wait_committed` with them returns `RWAL_OK` once the change is made, and
+ * `RWAL_ERR_SUPERSEDED` if a new leader's entry replaced it (nothing changed; it may be asked
+ * again). A node has taken it once its status's `applied_lsn` reaches the LSN;
+ * `rwal_node_members` shows the members as of then or later. Blocks; thread-safe.
  *
  * # Safety
- * `node` is live; `addr` is NULL or NUL-terminated; `lsn_out` is writable.
+ * `node` is live; `addr` is NULL or NUL-terminated; the outputs are writable.
  */
 rwal_status rwal_node_change_membership(rwal_node *node,
                                         rwal_membership_change change,
                                         uint64_t id,
                                         const char *addr,
-                                        uint64_t *lsn_out);
+                                        uint64_t *lsn_out,
+                                        uint64_t *epoch_out);
 
 /**
  * Hands leadership to voter `to` (0: the live voter with the most replicated log), e.g.
@@ -1249,7 +1265,8 @@ rwal_status rwal_node_checkpoint(rwal_node *node, uint64_t lsn, const uint8_t *s
 /**
  * Removes log segments that the latest checkpoint and the followers no longer need (node
  * readers hold nothing back: one that falls behind gets `RWAL_ERR_COMPACTED`).
- * `RWAL_ERR_CLOSED` once the node's thread has stopped. Blocks; thread-safe.
+ * `RWAL_ERR_CLOSED` once the node's thread has stopped; `RWAL_ERR_INVALID_ARGUMENT` from one
+ * of the node's callbacks. Blocks; thread-safe.
  *
  * # Safety
  * `node` is live.

@@ -291,6 +291,9 @@ impl Cluster {
             // Small segments and pin cap, so that compaction happens and a lagging node needs a
             // snapshot within a few hundred appends.
             .args(["--segment-bytes", "1048576", "--pin-cap-bytes", "1048576"])
+            // Twice the default: the flag reaches the node (a stalled stream still restarts
+            // well within every wait below).
+            .args(["--snapshot-timeout-ms", "1000"])
             .arg("--secret-file")
             .arg(&self.secret);
         for peer in (1..=3).filter(|p| *p != id) {

@@ -103,6 +103,8 @@ pub struct rwal_node_options {
     sync_stall_limit: Option<Duration>,
     /// `Config::snapshot_bytes_max`.
     snapshot_bytes_max: u64,
+    /// `NodeOptions::snapshot_timeout`.
+    snapshot_timeout: Option<Duration>,
     callbacks: Callbacks,
 }
 
@@ -374,6 +376,7 @@ pub unsafe extern "C" fn rwal_node_options_new(
             tick: Duration::from_millis(10),
             sync_stall_limit: Some(Duration::from_secs(1)),
             snapshot_bytes_max: Config::new(id).snapshot_bytes_max,
+            snapshot_timeout: None,
             callbacks: Callbacks {
                 apply: None,
                 snapshot: None,
@@ -591,7 +594,7 @@ pub unsafe extern "C" fn rwal_node_options_set_sync_stall_limit_ms(
 /// The largest snapshot this node accepts from a leader, in bytes (default 1 GiB, above 0): the
 /// engine's state and the membership written with it. A snapshot being received is assembled
 /// in memory before it is installed, so this bounds that memory. A larger one is refused (an
-/// `RWAL_LOG_WARN` line through the log callback for each of its chunks), and a node that can
+/// `RWAL_LOG_WARN` line through the log callback for each stream), and a node that can
 /// only be caught up by a snapshot (a joining one, one the leader compacted past) stays behind:
 /// every member's limit must hold the engine's largest checkpoint.
 ///
@@ -612,6 +615,30 @@ pub unsafe extern "C" fn rwal_node_options_set_snapshot_bytes_max(
     })
 }
 
+/// How long, in milliseconds, a snapshot stream to a follower may go without progress before
+/// the leader abandons it and starts another (above 0; default 50 ticks, 500 ms at the default
+/// tick; rounded up to whole ticks). A link that carries less than about a third of the
+/// socket's send buffer in that time stalls every stream (docs/replication.md section 4.1):
+/// raise it for slow links, on every member (any may lead, and a follower gives up a stream
+/// that stays silent for twice its own timeout).
+///
+/// # Safety
+/// `opts` is live.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_node_options_set_snapshot_timeout_ms(
+    opts: *mut rwal_node_options,
+    ms: u32,
+) -> rwal_status {
+    boundary(|| {
+        if ms == 0 {
+            return Err(invalid("the snapshot timeout must be at least 1 ms"));
+        }
+        // SAFETY: forwarded caller contract.
+        unsafe { options_mut(opts)? }.snapshot_timeout = Some(Duration::from_millis(u64::from(ms)));
+        Ok(())
+    })
+}
+
 /// The engine's callbacks and the `userdata` they are given. `apply`, `snapshot` and `restore`
 /// go together: all three, or none for a node without an engine (whose state is then empty;
 /// `RWAL_ERR_INVALID_ARGUMENT` otherwise, since a checkpoint taken without `snapshot` would seed
@@ -622,11 +649,11 @@ pub unsafe extern "C" fn rwal_node_options_set_snapshot_bytes_max(
 /// record in LSN order, `restore` at open and when a snapshot arrives, `snapshot` when the node
 /// needs a checkpoint to seed a follower, `leader` on leader changes. They must not call
 /// `rwal_node_*` functions that wait for the node (propose, wait, read barrier, membership,
-/// leadership transfer, checkpoint, compact, close) nor a node reader: those would wait for the
-/// thread they run on. Propose, wait (even for a committed LSN), read barrier, membership,
-/// leadership transfer, checkpoint and close return `RWAL_ERR_INVALID_ARGUMENT` there instead
-/// (close then closes nothing); a node reader read from `restore` returns
-/// `RWAL_ERR_INVALID_ARGUMENT` too; compact is not checked.
+/// leadership transfer, checkpoint, close) nor compact or a node reader: those would wait
+/// for the thread they run on, or run in the middle of its round. Propose, wait (even for a
+/// committed LSN), read barrier, membership, leadership transfer, checkpoint, compact and
+/// close return `RWAL_ERR_INVALID_ARGUMENT` there instead (close then closes nothing); a node
+/// reader read from `restore` returns `RWAL_ERR_INVALID_ARGUMENT` too.
 /// `userdata` must stay valid until `rwal_node_close` returns. Nothing may unwind out of a
 /// callback: a C++ exception or a `longjmp` crossing back into rwal is undefined behaviour
 /// (catch everything and return nonzero instead).
@@ -736,6 +763,7 @@ pub unsafe extern "C" fn rwal_node_open(
         options.tick_interval = opts.tick;
         options.sync_stall_limit = opts.sync_stall_limit;
         options.config.snapshot_bytes_max = opts.snapshot_bytes_max;
+        options.snapshot_timeout = opts.snapshot_timeout;
         options.log = Some(Arc::new(move |severity: Severity, line: &str| {
             crate::logging::emit_node(severity, &format!("node {id}: {line}"))
         }));
@@ -1058,10 +1086,9 @@ pub unsafe extern "C" fn rwal_node_status_get(
 /// learners', ascending, `*voters_out` of them voters, `*len_out` in all (the counts of
 /// `rwal_node_status`, with the ids). `RWAL_ERR_BUFFER_TOO_SMALL` if `cap` ids do not fit them
 /// all, with `*len_out` the number needed and nothing else written: `ids` NULL with `cap` 0
-/// asks for the count. After a membership change, wait until the status's `applied_lsn`
-/// reaches the change's LSN, then compare these ids with what the change asked for (the entry
-/// at that LSN proves nothing: a new leader may have replaced it; a later change may have
-/// changed the members again).
+/// asks for the count. A membership change shows here once the status's `applied_lsn` reaches
+/// its LSN (whether it was made at all: `rwal_node_wait_committed` with its LSN and epoch; a
+/// later change may have changed the members again).
 /// Thread-safe; may be called from a callback.
 ///
 /// # Safety
@@ -1131,12 +1158,15 @@ pub unsafe extern "C" fn rwal_node_read_barrier(
 /// it is ignored. Every node forgets a removed
 /// member's address and connections once it applies the removal. Addresses are not
 /// replicated: give an added member's to every other member too (`rwal_node_add_peer`). A
-/// change of nothing, or making a learner of a voter, is `RWAL_ERR_INVALID_ARGUMENT`. Once the
-/// status's `applied_lsn` reaches the LSN, `rwal_node_members` shows the members as of then or
-/// later. Blocks; thread-safe.
+/// change of nothing, or making a learner of a voter, is `RWAL_ERR_INVALID_ARGUMENT`. Writes
+/// the LSN and epoch the change entry will have if it commits, as `rwal_node_propose` does:
+/// `rwal_node_wait_committed` with them returns `RWAL_OK` once the change is made, and
+/// `RWAL_ERR_SUPERSEDED` if a new leader's entry replaced it (nothing changed; it may be asked
+/// again). A node has taken it once its status's `applied_lsn` reaches the LSN;
+/// `rwal_node_members` shows the members as of then or later. Blocks; thread-safe.
 ///
 /// # Safety
-/// `node` is live; `addr` is NULL or NUL-terminated; `lsn_out` is writable.
+/// `node` is live; `addr` is NULL or NUL-terminated; the outputs are writable.
 #[no_mangle]
 pub unsafe extern "C" fn rwal_node_change_membership(
     node: *mut rwal_node,
@@ -1144,9 +1174,11 @@ pub unsafe extern "C" fn rwal_node_change_membership(
     id: u64,
     addr: *const c_char,
     lsn_out: *mut u64,
+    epoch_out: *mut u64,
 ) -> rwal_status {
     boundary(|| {
         non_null(lsn_out, "lsn_out")?;
+        non_null(epoch_out, "epoch_out")?;
         // SAFETY: forwarded caller contract.
         let handle = unsafe { self::node(node)? };
         let change = match change {
@@ -1207,7 +1239,7 @@ pub unsafe extern "C" fn rwal_node_change_membership(
             let count = peer.map(|_| rwal_node::peer_changed(&mut changes, id));
             (known, adding, count)
         };
-        let lsn = handle.node.change_membership(change).inspect_err(|_| {
+        let (lsn, epoch) = handle.node.change_membership(change).inspect_err(|_| {
             let changes = handle.peer_changes.lock();
             if adding.is_none() || changes.get(&id).copied() != count {
                 return;
@@ -1222,7 +1254,10 @@ pub unsafe extern "C" fn rwal_node_change_membership(
             }
         })?;
         // SAFETY: checked non-NULL.
-        unsafe { put(lsn_out, lsn) };
+        unsafe {
+            put(lsn_out, lsn);
+            put(epoch_out, epoch);
+        }
         Ok(())
     })
 }
@@ -1281,7 +1316,8 @@ pub unsafe extern "C" fn rwal_node_checkpoint(
 
 /// Removes log segments that the latest checkpoint and the followers no longer need (node
 /// readers hold nothing back: one that falls behind gets `RWAL_ERR_COMPACTED`).
-/// `RWAL_ERR_CLOSED` once the node's thread has stopped. Blocks; thread-safe.
+/// `RWAL_ERR_CLOSED` once the node's thread has stopped; `RWAL_ERR_INVALID_ARGUMENT` from one
+/// of the node's callbacks. Blocks; thread-safe.
 ///
 /// # Safety
 /// `node` is live.
@@ -1438,21 +1474,28 @@ mod tests {
             CString::new("127.0.0.1:9").unwrap(),
             CString::new("127.0.0.1:10").unwrap(),
         );
-        let mut lsn = 0;
+        let (mut lsn, mut epoch) = (0, 0);
         // Node 7 is no learner: a voter is a promoted learner, so raft's side refuses the
         // change after the address was set.
-        let refused = |addr: &CString, lsn: &mut u64| {
-            // SAFETY: live handle, NUL-terminated address, writable output.
+        let mut refused = |addr: &CString| {
+            // SAFETY: live handle, NUL-terminated address, writable outputs.
             unsafe {
-                rwal_node_change_membership(node, RWAL_MEMBERSHIP_ADD_VOTER, 7, addr.as_ptr(), lsn)
+                rwal_node_change_membership(
+                    node,
+                    RWAL_MEMBERSHIP_ADD_VOTER,
+                    7,
+                    addr.as_ptr(),
+                    &mut lsn,
+                    &mut epoch,
+                )
             }
         };
-        assert_eq!(refused(&asked, &mut lsn), RWAL_ERR_INVALID_ARGUMENT);
+        assert_eq!(refused(&asked), RWAL_ERR_INVALID_ARGUMENT);
         assert_eq!(handle.network.peer_addr(7), None, "the address stayed");
         // SAFETY: live handle, NUL-terminated address.
         let added = unsafe { rwal_node_add_peer(node, 7, known.as_ptr()) };
         assert_eq!(added, RWAL_OK);
-        assert_eq!(refused(&asked, &mut lsn), RWAL_ERR_INVALID_ARGUMENT);
+        assert_eq!(refused(&asked), RWAL_ERR_INVALID_ARGUMENT);
         assert_eq!(
             handle.network.peer_addr(7),
             Some("127.0.0.1:10".parse().unwrap()),

@@ -66,6 +66,26 @@ pub struct NodeOptions {
     /// the followers from electing another. A node whose disk hangs cannot close either: its
     /// `close` waits for the sync.
     pub sync_stall_limit: Option<Duration>,
+    /// How long a snapshot stream to a follower may go without progress before the leader
+    /// abandons it (raft then sends a new one), rounded up to whole ticks: it replaces
+    /// `config.snapshot_timeout_ticks` (`None`, the default: that, 50 ticks, half a second at
+    /// 10 ms ticks). A link that carries less than about a third of the socket's send buffer
+    /// in that time stalls every stream (docs/replication.md section 4.1): raise it for slow
+    /// links, on every member (any may lead, and a follower gives up a stream that stays
+    /// silent for twice its own timeout).
+    pub snapshot_timeout: Option<Duration>,
+}
+
+/// `timeout` in ticks of `tick`, rounded up; refused if zero.
+fn snapshot_timeout_ticks(timeout: Duration, tick: Duration) -> Result<u64> {
+    if timeout.is_zero() {
+        return Err(Error::invalid(
+            "snapshot_timeout",
+            "a snapshot timeout must be above 0 (None: the configured ticks)",
+        ));
+    }
+    let ticks = timeout.as_nanos().div_ceil(tick.as_nanos());
+    Ok(u64::try_from(ticks).unwrap_or(u64::MAX))
 }
 
 /// A receiver of a node's log lines.
@@ -97,6 +117,7 @@ impl std::fmt::Debug for NodeOptions {
             )
             .field("log", &self.log.is_some())
             .field("sync_stall_limit", &self.sync_stall_limit)
+            .field("snapshot_timeout", &self.snapshot_timeout)
             .finish()
     }
 }
@@ -115,6 +136,7 @@ impl NodeOptions {
             pending_envelope_bytes_max: None,
             log: None,
             sync_stall_limit: Some(Duration::from_secs(1)),
+            snapshot_timeout: None,
         }
     }
 
@@ -180,7 +202,7 @@ const READ_ASKED_AGAIN_AFTER: Duration = Duration::from_millis(100);
 enum Request {
     Propose(Vec<u8>, Reply<(Lsn, u64)>),
     ProposeAndWait(Vec<u8>, ProposalReply),
-    Membership(MembershipChange, Reply<Lsn>),
+    Membership(MembershipChange, Reply<(Lsn, u64)>),
     TransferLeadership(Option<NodeId>, Reply<NodeId>),
     StartCheckpoint(Lsn, u64, Reply<PendingCheckpoint>),
     ReadIndex(Instant, Reply<Lsn>),
@@ -325,7 +347,8 @@ impl Inbox for Shared {
 /// that thread (`propose`, `propose_and_wait`, `wait_committed`, `read_barrier`,
 /// `change_membership`, `transfer_leadership`, `checkpoint`, `close`) fail with
 /// [`Error::InvalidArgument`] when made on it, from the state machine, instead of waiting for
-/// themselves (a `close` there still stops the node, once the state machine returns).
+/// themselves (a `close` there still stops the node, once the state machine returns); so does
+/// `compact`, which would run in the middle of the thread's round.
 pub struct Node {
     shared: Arc<Shared>,
     wal: Arc<Wal>,
@@ -368,11 +391,15 @@ impl Node {
                 "a sync stall limit must be above 0 (None: no limit)",
             ));
         }
-        let id = options.config.id;
+        let mut config = options.config.clone();
+        if let Some(timeout) = options.snapshot_timeout {
+            config.snapshot_timeout_ticks = snapshot_timeout_ticks(timeout, options.tick_interval)?;
+        }
+        let id = config.id;
         let mut replica = Replica::open(
             &options.dir,
             options.wal.clone(),
-            options.config.clone(),
+            config,
             options.bootstrap.clone(),
             machine,
         )?;
@@ -612,9 +639,12 @@ impl Node {
         Ok(lsn)
     }
 
-    /// Proposes a membership change on the leader; returns the LSN of the change entry (it
-    /// takes effect once committed and applied).
-    pub fn change_membership(&self, change: MembershipChange) -> Result<Lsn> {
+    /// Proposes a membership change on the leader; returns the LSN and epoch the change entry
+    /// will have if it commits. [`wait_committed`](Node::wait_committed) with them tells
+    /// whether the change was made ([`Error::Superseded`]: a new leader's entry replaced it,
+    /// nothing changed); it takes effect on a node once that node has applied it
+    /// ([`NodeStatus::applied_lsn`]).
+    pub fn change_membership(&self, change: MembershipChange) -> Result<(Lsn, u64)> {
         self.not_on_own_thread("change_membership")?;
         self.request(|reply| Request::Membership(change, reply))
     }
@@ -692,8 +722,16 @@ impl Node {
 
     /// Removes log segments that neither the latest checkpoint nor a follower needs, on the
     /// caller's thread. [`CommittedReader`]s hold nothing back: one that falls behind gets
-    /// `Compacted`. `Closed` once the node's thread stopped: the followers' pins went with it.
+    /// `Compacted`. `Closed` once the node's thread stopped: the followers' pins went with it;
+    /// `InvalidArgument` on the node's thread (from the state machine).
     pub fn compact(&self) -> Result<rwal_wal::CompactionReport> {
+        if self.on_its_thread() {
+            return Err(Error::invalid(
+                "thread",
+                "compact was called on the node's thread (from the state machine or a \
+                 callback): it would run in the middle of the node's round",
+            ));
+        }
         if self.shared.refuses(&self.shared.queue.lock()) {
             return Err(Error::Closed);
         }
@@ -1475,6 +1513,25 @@ mod tests {
             wal.replace("backend: Staged", "backend: Mmap"),
             format!("{:?}", Options::new())
         );
+    }
+
+    #[test]
+    fn a_snapshot_timeout_is_rounded_up_to_whole_ticks_and_never_zero() {
+        let ms = Duration::from_millis;
+        assert_eq!(snapshot_timeout_ticks(ms(500), ms(10)).unwrap(), 50);
+        assert_eq!(snapshot_timeout_ticks(ms(25), ms(10)).unwrap(), 3);
+        assert_eq!(snapshot_timeout_ticks(ms(1), ms(10)).unwrap(), 1);
+        assert_eq!(
+            snapshot_timeout_ticks(Duration::MAX, Duration::from_nanos(1)).unwrap(),
+            u64::MAX
+        );
+        assert!(matches!(
+            snapshot_timeout_ticks(Duration::ZERO, ms(10)),
+            Err(Error::InvalidArgument {
+                name: "snapshot_timeout",
+                ..
+            })
+        ));
     }
 
     fn chunk(bytes: usize) -> Envelope {

@@ -855,8 +855,9 @@ impl<M: StateMachine> Replica<M> {
     /// replicated up to the commit LSN; a node that is not a learner yet is refused. A change
     /// that would change nothing (adding a member as what it already is, removing a node that
     /// is not a member) is refused, and so is making a learner of a voter (raft would demote
-    /// it): remove it first.
-    pub fn change_membership(&mut self, change: MembershipChange) -> Result<Lsn> {
+    /// it): remove it first. Returns the LSN and epoch the change entry will have if it
+    /// commits, as [`propose`](Replica::propose) does for a record.
+    pub fn change_membership(&mut self, change: MembershipChange) -> Result<(Lsn, u64)> {
         self.finish_pending_round()?;
         self.refuse_unless_leading()?;
         let (change_type, id) = match change {
@@ -928,7 +929,7 @@ impl<M: StateMachine> Replica<M> {
                 "refused by raft: another change is still pending",
             ));
         }
-        Ok(lsn)
+        Ok((lsn, self.raw.raft.term))
     }
 
     /// Takes a message from another node. Snapshot chunks are assembled; raft's snapshot

@@ -554,9 +554,14 @@ fn a_partitioned_leader_is_replaced_and_its_uncommitted_entry_superseded() {
         cluster.network.cut(old, other);
         cluster.network.cut(other, old);
     }
-    // The isolated leader accepts a proposal it can never commit.
+    // The isolated leader accepts a proposal it can never commit, and a membership change.
     let (lsn, epoch) = cluster.node(old).propose(b"lost").unwrap();
     let others: Vec<NodeId> = [1, 2, 3].into_iter().filter(|id| *id != old).collect();
+    let (change_lsn, change_epoch) = cluster
+        .node(old)
+        .change_membership(MembershipChange::Remove(others[0]))
+        .unwrap();
+    assert_eq!((change_lsn, change_epoch), (lsn + 1, epoch));
     let new = cluster.leader(&others);
     assert_ne!(new, old);
     // The isolated leader cannot confirm that it still leads: no linearizable read there.
@@ -576,7 +581,21 @@ fn a_partitioned_leader_is_replaced_and_its_uncommitted_entry_superseded() {
         Err(Error::Superseded { lsn: l, .. }) => assert_eq!(l, lsn),
         other => panic!("expected Superseded, got {other:?}"),
     }
+    // The change's epoch tells its caller that it was not made.
+    match cluster
+        .node(old)
+        .wait_committed(change_lsn, change_epoch, WAIT)
+    {
+        Err(Error::Superseded { lsn: l, .. }) => assert_eq!(l, change_lsn),
+        other => panic!("expected the change Superseded, got {other:?}"),
+    }
     cluster.wait_applied(old, new_lsn);
+    for id in [1, 2, 3] {
+        cluster.wait_applied(id, new_lsn);
+        let mut voters = cluster.node(id).status().membership.voters;
+        voters.sort_unstable();
+        assert_eq!(voters, vec![1, 2, 3], "node {id}: the change was not made");
+    }
     let engine = cluster.nodes[&old].1 .0.lock();
     assert!(engine.values().all(|d| d != b"lost"));
     assert!(engine.values().any(|d| d == b"after"));
@@ -635,7 +654,7 @@ fn a_learner_joins_by_snapshot_is_promoted_and_the_leader_removed() {
     // install holds the log, instead of a node waiting for itself.
     let newcomer = cluster.nodes[&4].1 .2.clone();
     *newcomer.reader_in_restore.lock() = Some(cluster.node(4).reader(1).unwrap());
-    let lsn = cluster
+    let (lsn, _) = cluster
         .node(leader)
         .change_membership(MembershipChange::AddLearner(4))
         .unwrap();
@@ -672,12 +691,24 @@ fn a_learner_joins_by_snapshot_is_promoted_and_the_leader_removed() {
         other => panic!("expected Compacted, got {other:?}"),
     }
     // Promote, then remove the leader itself: the others elect a new one and go on.
-    let lsn = cluster
+    let (lsn, epoch) = cluster
         .node(leader)
         .change_membership(MembershipChange::AddVoter(4))
         .unwrap();
+    // The change's epoch is its entry's: waiting for it says the change was made, and
+    // another epoch at its LSN is one that never commits there.
+    cluster
+        .node(leader)
+        .wait_committed(lsn, epoch, WAIT)
+        .expect("the promotion commits");
+    match cluster.node(leader).wait_committed(lsn, epoch + 1, WAIT) {
+        Err(Error::Superseded {
+            committed_epoch, ..
+        }) => assert_eq!(committed_epoch, epoch),
+        other => panic!("another epoch at the change's LSN: {other:?}"),
+    }
     cluster.wait_applied(leader, lsn);
-    let lsn = cluster
+    let (lsn, _) = cluster
         .node(leader)
         .change_membership(MembershipChange::Remove(leader))
         .unwrap();
@@ -746,7 +777,7 @@ impl SeedingLeader {
             Bootstrap::Join,
             Options::new(),
         );
-        let lsn = self
+        let (lsn, _) = self
             .leader
             .change_membership(MembershipChange::AddLearner(2))
             .unwrap();
@@ -1805,7 +1836,7 @@ fn membership_changes_raft_would_ignore_or_could_not_apply_are_refused() {
     for id in [1, 2, 3].into_iter().filter(|id| *id != leader) {
         cluster.network.cut(leader, id);
     }
-    let lsn = cluster
+    let (lsn, _) = cluster
         .node(leader)
         .change_membership(MembershipChange::AddLearner(4))
         .unwrap();
@@ -1852,7 +1883,7 @@ fn membership_changes_raft_would_ignore_or_could_not_apply_are_refused() {
             .node(only)
             .change_membership(MembershipChange::AddLearner(u64::MAX - added))
         {
-            Ok(lsn) => {
+            Ok((lsn, _)) => {
                 single.wait_applied(only, lsn);
                 added += 1;
             }
@@ -1961,6 +1992,7 @@ impl rwal_replication::StateMachine for ReentrantEngine {
                 node.change_membership(MembershipChange::AddLearner(9))
                     .map(drop),
             ),
+            ("compact", node.compact().map(drop)),
         ];
         self.outcomes.lock().extend(outcomes);
         Ok(())
@@ -1978,6 +2010,40 @@ impl rwal_replication::StateMachine for ReentrantEngine {
     ) -> rwal_replication::EngineResult {
         Ok(())
     }
+}
+
+/// Node options that could not work are refused at open, naming the option, before anything
+/// is written; a snapshot timeout given as a duration opens like any other node.
+#[test]
+fn node_options_that_cannot_work_are_refused_at_open() {
+    let dir = TempDir::new("repl-bad-options");
+    let network = MemoryNetwork::new();
+    let options = || NodeOptions::new(1, dir.join("node1"), Bootstrap::Voters(vec![1]));
+    let mut no_tick = options();
+    no_tick.tick_interval = Duration::ZERO;
+    let mut no_stall_limit = options();
+    no_stall_limit.sync_stall_limit = Some(Duration::ZERO);
+    let mut no_snapshot_timeout = options();
+    no_snapshot_timeout.snapshot_timeout = Some(Duration::ZERO);
+    for (bad, name) in [
+        (no_tick, "tick_interval"),
+        (no_stall_limit, "sync_stall_limit"),
+        (no_snapshot_timeout, "snapshot_timeout"),
+    ] {
+        match Node::open(bad, Engine::default(), network.transport()) {
+            Err(Error::InvalidArgument { name: n, .. }) => assert_eq!(n, name),
+            other => panic!("{name}: {other:?}"),
+        }
+        assert!(!dir.join("node1").exists(), "{name}: something was written");
+    }
+    let mut patient = options();
+    patient.snapshot_timeout = Some(Duration::from_secs(30));
+    let node = Node::open(patient, Engine::default(), network.transport()).expect("it opens");
+    network.register(1, node.inbox());
+    let (status, led) = node.wait_status(WAIT, |s| s.role == Role::Leader);
+    assert!(led, "{status:?}");
+    node.propose_and_wait(b"x", WAIT).unwrap();
+    node.close().unwrap();
 }
 
 /// A state machine that calls the node's waiting methods from `apply` gets `InvalidArgument`
@@ -2006,7 +2072,7 @@ fn calls_that_wait_for_the_node_are_refused_on_its_own_thread() {
     })
     .expect("it commits and applies");
     let outcomes = std::mem::take(&mut *outcomes.lock());
-    assert_eq!(outcomes.len(), 7, "{outcomes:?}");
+    assert_eq!(outcomes.len(), 8, "{outcomes:?}");
     for (call, outcome) in outcomes {
         match outcome {
             Err(Error::InvalidArgument {

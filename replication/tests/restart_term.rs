@@ -122,7 +122,7 @@ fn a_checkpoint_before_the_last_membership_change_is_taken_after_a_restart() {
         last_user = replica.propose(&[i; 10]).expect("proposal").0;
     }
     replica.process().expect("rounds");
-    let change = replica
+    let (change, _) = replica
         .change_membership(MembershipChange::AddLearner(2))
         .expect("proposed");
     replica.process().expect("rounds");

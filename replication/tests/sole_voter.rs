@@ -87,7 +87,7 @@ fn only_voter_with_unsynced_entries(disk: &SimDisk) -> (Replica<Engine>, u64) {
     two.persist_in_background(true);
 
     // The removal reaches node 2, which syncs it and acknowledges it.
-    let removal = one
+    let (removal, _) = one
         .change_membership(MembershipChange::Remove(1))
         .expect("the leader takes the change");
     deliver(&mut two, round(&mut one));
@@ -213,7 +213,7 @@ fn a_tick_between_the_halves_of_a_round_does_not_campaign_on_its_unsynced_entrie
     let mut one = open(1, SimDisk::new());
     let mut two = open(2, SimDisk::new());
     elect_node_one(&mut one, &mut two);
-    let removal = one
+    let (removal, _) = one
         .change_membership(MembershipChange::Remove(1))
         .expect("the leader takes the change");
     deliver(&mut two, round(&mut one));

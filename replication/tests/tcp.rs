@@ -356,7 +356,7 @@ fn a_removed_member_is_forgotten_by_the_nodes_that_stay() {
         .iter()
         .map(|id| cluster.members[id].network.stats().connections_refused)
         .sum();
-    let change = leader_node
+    let (change, _) = leader_node
         .change_membership(rwal_replication::MembershipChange::Remove(removed))
         .unwrap();
     for &id in &stays {

@@ -38,7 +38,7 @@ struct engine {
     /* For the re-entry test: the node, and what its calls made from apply returned. */
     rwal_node *node;
     int reentered;
-    rwal_status reentry[3];
+    rwal_status reentry[4];
 };
 
 /* Refuses (returns -5 for) a record whose bytes are "refused". */
@@ -56,11 +56,13 @@ static int on_apply(void *userdata, uint64_t lsn, uint64_t epoch, const uint8_t 
         rwal_status proposed = rwal_node_propose(node, (const uint8_t *)"x", 1, &out_lsn,
                                                  &out_epoch);
         rwal_status barrier = rwal_node_read_barrier(node, 1000, &out_lsn);
+        rwal_status compacted = rwal_node_compact(node);
         rwal_status closed = rwal_node_close(node);
         pthread_mutex_lock(&e->lock);
         e->reentry[0] = proposed;
         e->reentry[1] = barrier;
-        e->reentry[2] = closed;
+        e->reentry[2] = compacted;
+        e->reentry[3] = closed;
         e->reentered = 1;
         pthread_mutex_unlock(&e->lock);
     }
@@ -171,6 +173,8 @@ static void open_cluster(const char *dir) {
         CHECK_STATUS(rwal_node_options_set_tick_ms(opts, 100), RWAL_OK);
         /* 0 (never) on one node: a limit of zero is refused, never means none. */
         CHECK_STATUS(rwal_node_options_set_sync_stall_limit_ms(opts, i == 2 ? 0 : 3000), RWAL_OK);
+        /* Ten seconds (100 ticks) for a snapshot stream to stall: valgrind is slow. */
+        CHECK_STATUS(rwal_node_options_set_snapshot_timeout_ms(opts, 10000), RWAL_OK);
         CHECK_STATUS(rwal_node_options_set_callbacks(opts, on_apply, on_snapshot, on_restore,
                                                      on_leader, &engines[i]),
                      RWAL_OK);
@@ -313,12 +317,13 @@ static void test_cluster(const char *dir) {
     CHECK_STATUS(rwal_node_checkpoint(nodes[leader], s.applied_lsn + 100, NULL, 0),
                  RWAL_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(rwal_node_compact(nodes[leader]), RWAL_OK);
-    uint64_t change_lsn = 0;
-    CHECK_STATUS(rwal_node_change_membership(nodes[leader], 77, 4, NULL, &change_lsn),
+    uint64_t change_lsn = 0, change_epoch = 0;
+    CHECK_STATUS(rwal_node_change_membership(nodes[leader], 77, 4, NULL, &change_lsn,
+                                             &change_epoch),
                  RWAL_ERR_INVALID_ARGUMENT);
     /* An addition of a node nobody gave an address for: refused before it is proposed. */
     CHECK_STATUS(rwal_node_change_membership(nodes[leader], RWAL_MEMBERSHIP_ADD_LEARNER, 9,
-                                             NULL, &change_lsn),
+                                             NULL, &change_lsn, &change_epoch),
                  RWAL_ERR_INVALID_ARGUMENT);
     char why[256];
     rwal_last_error(why, sizeof why);
@@ -328,12 +333,13 @@ static void test_cluster(const char *dir) {
     /* A voter made a learner would be demoted: refused (before the network is touched), and
      * on a follower any change answers NOT_LEADER. */
     CHECK_STATUS(rwal_node_change_membership(nodes[leader], RWAL_MEMBERSHIP_ADD_LEARNER,
-                                             (uint64_t)follower + 1, "127.0.0.1:9", &change_lsn),
+                                             (uint64_t)follower + 1, "127.0.0.1:9", &change_lsn,
+                                             &change_epoch),
                  RWAL_ERR_INVALID_ARGUMENT);
     rwal_last_error(why, sizeof why);
     CHECK(strstr(why, "demote") != NULL);
     CHECK_STATUS(rwal_node_change_membership(nodes[follower], RWAL_MEMBERSHIP_ADD_LEARNER, 9,
-                                             "127.0.0.1:9", &change_lsn),
+                                             "127.0.0.1:9", &change_lsn, &change_epoch),
                  RWAL_ERR_NOT_LEADER);
     uint64_t members[NODES];
     size_t member_count = 0, voter_count = 0;
@@ -393,6 +399,8 @@ static void test_bad_options(const char *dir) {
     CHECK_STATUS(rwal_node_options_set_sync_stall_limit_ms(NULL, 500), RWAL_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(rwal_node_options_set_snapshot_bytes_max(opts, 0), RWAL_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(rwal_node_options_set_snapshot_bytes_max(opts, 1 << 20), RWAL_OK);
+    CHECK_STATUS(rwal_node_options_set_snapshot_timeout_ms(opts, 0), RWAL_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(rwal_node_options_set_snapshot_timeout_ms(opts, 1), RWAL_OK);
     /* No secret: the network refuses to start. */
     rwal_node *node = NULL;
     CHECK_STATUS(rwal_node_open(opts, &node), RWAL_ERR_INVALID_ARGUMENT);
@@ -548,10 +556,15 @@ static void test_learner_by_snapshot(const char *dir) {
     CHECK_STATUS(rwal_node_local_addr(newcomer, newcomer_addr, sizeof newcomer_addr, &len),
                  RWAL_OK);
     CHECK_STATUS(rwal_node_add_peer(newcomer, 1, leader_addr), RWAL_OK);
-    uint64_t change = 0;
+    uint64_t change = 0, change_epoch = 0;
     CHECK_STATUS(rwal_node_change_membership(leader, RWAL_MEMBERSHIP_ADD_LEARNER, 2,
-                                             newcomer_addr, &change),
+                                             newcomer_addr, &change, &change_epoch),
                  RWAL_OK);
+    /* Its LSN and epoch say when the change is made: no new leader replaced it here. */
+    CHECK(change > 0 && change_epoch > 0);
+    CHECK_STATUS(rwal_node_wait_committed(leader, change, change_epoch, WAIT_MS), RWAL_OK);
+    CHECK_STATUS(rwal_node_wait_committed(leader, change, change_epoch + 1, WAIT_MS),
+                 RWAL_ERR_SUPERSEDED);
     /* Added again at the same address: the link to the learner stays as it is. */
     CHECK_STATUS(rwal_node_add_peer(leader, 2, newcomer_addr), RWAL_OK);
     memset(big, 0xEE, 1000);
@@ -577,12 +590,14 @@ static void test_learner_by_snapshot(const char *dir) {
         CHECK(count == 2 && voters == 1 && ids[0] == 1 && ids[1] == 2 && ids[2] == 0);
     }
     /* A change of nothing, and a demotion, are refused with the reason. */
-    CHECK_STATUS(rwal_node_change_membership(leader, RWAL_MEMBERSHIP_ADD_LEARNER, 2, NULL, &change),
+    CHECK_STATUS(rwal_node_change_membership(leader, RWAL_MEMBERSHIP_ADD_LEARNER, 2, NULL, &change,
+                                             &change_epoch),
                  RWAL_ERR_INVALID_ARGUMENT);
     char why[256];
     rwal_last_error(why, sizeof why);
     CHECK(strstr(why, "a learner already") != NULL);
-    CHECK_STATUS(rwal_node_change_membership(leader, RWAL_MEMBERSHIP_REMOVE, 7, NULL, &change),
+    CHECK_STATUS(rwal_node_change_membership(leader, RWAL_MEMBERSHIP_REMOVE, 7, NULL, &change,
+                                             &change_epoch),
                  RWAL_ERR_INVALID_ARGUMENT);
     rwal_last_error(why, sizeof why);
     CHECK(strstr(why, "not a member") != NULL);
@@ -685,7 +700,7 @@ static void test_engine_failure(const char *dir) {
 }
 
 /* A callback that calls the functions waiting for its node's thread (propose, read barrier,
- * close) gets RWAL_ERR_INVALID_ARGUMENT at once; the close there closes nothing, and the node
+ * compact, close) gets RWAL_ERR_INVALID_ARGUMENT at once; the close there closes nothing, and the node
  * goes on. Before, the node waited for itself forever, and so did rwal_node_close. */
 static void test_reentry(const char *dir) {
     char path[512];
@@ -710,6 +725,7 @@ static void test_reentry(const char *dir) {
     CHECK_STATUS(e.reentry[0], RWAL_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(e.reentry[1], RWAL_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(e.reentry[2], RWAL_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(e.reentry[3], RWAL_ERR_INVALID_ARGUMENT);
     pthread_mutex_unlock(&e.lock);
     CHECK_STATUS(rwal_node_propose_and_wait(node, (const uint8_t *)"after", 5, WAIT_MS, &lsn,
                                             &epoch),

@@ -13,8 +13,8 @@ node without an engine. They and on_leader run one at a time: during Node(...) o
 thread (restoring the engine from the latest checkpoint and the records after it), then on the
 node's own thread. They must not call the node's blocking methods (propose, wait_committed,
 read_barrier, change_membership, transfer_leadership, checkpoint, compact, close) nor iterate
-records(): those wait for that thread (those that wait for the node's thread raise
-InvalidArgumentError there instead).
+records(): those wait for that thread or run in the middle of its round (all but records()
+raise InvalidArgumentError there instead).
 
 A node left open is closed when the interpreter exits (an atexit hook), or when it is garbage
 collected (with a ResourceWarning) unless that happens inside one of a node's callbacks, on a
@@ -209,6 +209,7 @@ class Node(_Handle):
         segment_size: Optional[int] = None,
         backend: Optional[str] = None,
         snapshot_bytes_max: Optional[int] = None,
+        snapshot_timeout_ms: Optional[int] = None,
         apply: Optional[ApplyFn] = None,
         snapshot: Optional[SnapshotFn] = None,
         restore: Optional[RestoreFn] = None,
@@ -227,7 +228,11 @@ class Node(_Handle):
         replica syncs at every round (docs/replication.md section 3.4). `snapshot_bytes_max`
         (default 1 GiB) is the largest snapshot this node takes from a leader: it is assembled
         in memory, and a larger one is refused; a node that only a snapshot can catch up (a
-        joining one, one the leader compacted past) then stays behind."""
+        joining one, one the leader compacted past) then stays behind. `snapshot_timeout_ms`
+        (default 50 ticks, above 0) is how long a snapshot stream to a follower may go without
+        progress before the leader starts another: raise it, on every member, for links that
+        carry less than about a third of a socket's send buffer in that time
+        (docs/replication.md section 4.1)."""
         self._closed = True  # until opened: nothing for __del__ to close
         opts_out = ffi.new("rwal_node_options **")
         _check(lib.rwal_node_options_new(_uint(node_id, "node_id"), _c_path(path), opts_out))
@@ -252,6 +257,9 @@ class Node(_Handle):
         if snapshot_bytes_max is not None:
             _check(lib.rwal_node_options_set_snapshot_bytes_max(
                 opts, _uint(snapshot_bytes_max, "snapshot_bytes_max")))
+        if snapshot_timeout_ms is not None:
+            _check(lib.rwal_node_options_set_snapshot_timeout_ms(
+                opts, _uint(snapshot_timeout_ms, "snapshot_timeout_ms", 32)))
         if segment_size is not None or backend is not None:
             # These replace the node's log options whole, backend included, so they name the
             # node's default backend when none is given.
@@ -443,10 +451,9 @@ class Node(_Handle):
         return status
 
     def members(self) -> Tuple[List[int], List[int]]:
-        """(voter ids, learner ids), each ascending: the membership this node has applied. After
-        a membership change, wait until status()["applied_lsn"] reaches its LSN, then compare
-        with what the change asked for (the entry at that LSN proves nothing: a new leader may
-        have replaced it)."""
+        """(voter ids, learner ids), each ascending: the membership this node has applied. A
+        membership change shows here once status()["applied_lsn"] reaches its LSN (whether it
+        was made at all: wait_committed with the (lsn, epoch) change_membership returned)."""
         count = ffi.new("size_t *")
         voters = ffi.new("size_t *")
         cap = 0  # asks for the count first: the retry below is the path every call takes
@@ -508,20 +515,26 @@ class Node(_Handle):
         finally:
             ffi.release(slot)
 
-    def change_membership(self, change: str, peer: int, addr: Optional[str] = None) -> int:
+    def change_membership(self, change: str, peer: int,
+                          addr: Optional[str] = None) -> Tuple[int, int]:
         """"add_learner", "add_voter" (promote a learner that has caught up; a node is added as
         a learner first) or "remove" node `peer` (for an addition `addr`, its peer address, is
         added to this node's peers: None only if this node knows it already); on the leader;
-        returns the change's LSN. A change of nothing, or making a learner of a voter, raises
+        returns the (lsn, epoch) the change entry will have if it commits, as propose() does:
+        wait_committed(lsn, epoch) returns once the change is made, and raises
+        rwal.SupersededError if a new leader's entry replaced it (nothing changed). A node has
+        taken it once its status's applied_lsn reaches lsn. A change of nothing, or making a
+        learner of a voter, raises
         InvalidArgumentError. Addresses are not replicated: give an added member's address to
         every other member too (add_peer), or a later leader cannot reach it."""
         if change not in _CHANGES:
             raise InvalidArgumentError(lib.RWAL_ERR_INVALID_ARGUMENT,
                                        "unknown change %r (one of %s)" % (change, ", ".join(_CHANGES)))
         lsn = ffi.new("uint64_t *")
+        epoch = ffi.new("uint64_t *")
         self._call(lib.rwal_node_change_membership, _CHANGES[change], _uint(peer, "peer"),
-                   _c_string(addr, "peer address") if addr is not None else ffi.NULL, lsn)
-        return lsn[0]
+                   _c_string(addr, "peer address") if addr is not None else ffi.NULL, lsn, epoch)
+        return lsn[0], epoch[0]
 
     def transfer_leadership(self, to: Optional[int] = None, timeout: float = 10.0) -> int:
         """Hands leadership to voter `to` (None: the live voter with the most replicated

@@ -175,7 +175,12 @@ def test_a_learner_joins_from_a_snapshot_after_compaction(cluster, tmp_path):
             joiner.add_peer(i, node.local_addr)
             if i != leader:
                 node.add_peer(4, joiner.local_addr)
-        nodes[leader].change_membership("add_learner", 4, joiner.local_addr)
+        change_lsn, change_epoch = nodes[leader].change_membership("add_learner", 4,
+                                                                   joiner.local_addr)
+        # The change's LSN and epoch say when it is made (no new leader replaced it here).
+        nodes[leader].wait_committed(change_lsn, change_epoch, timeout=30)
+        with pytest.raises(rwal.SupersededError):
+            nodes[leader].wait_committed(change_lsn, change_epoch + 1, timeout=30)
         lsn, _ = nodes[leader].propose_and_wait(b"after", timeout=30)
         wait(lambda: joiner.status()["applied_lsn"] >= lsn)
         # Every joiner is seeded with the snapshot at LSN 1 (docs/replication.md section 5.1):
@@ -213,12 +218,16 @@ def test_bad_node_options_are_refused_with_the_reason(tmp_path):
     with pytest.raises(rwal.InvalidArgumentError, match="largest snapshot must be above 0"):
         rwal.Node(1, tmp_path / "n", cluster_id=1, secret=SECRET, voters=[1],
                   snapshot_bytes_max=0)
+    with pytest.raises(rwal.InvalidArgumentError, match="snapshot timeout must be at least 1 ms"):
+        rwal.Node(1, tmp_path / "n", cluster_id=1, secret=SECRET, voters=[1],
+                  snapshot_timeout_ms=0)
     with pytest.raises(rwal.InvalidArgumentError, match="unknown backend 'bogus'"):
         rwal.Node(1, tmp_path / "n", cluster_id=1, secret=SECRET, voters=[1], backend="bogus")
     # Out of the C type's range: named, not cffi's OverflowError.
     for bad, name in ((dict(node_id=-1), "node_id"), (dict(cluster_id=1 << 64), "cluster_id"),
                       (dict(voters=[1, -2]), "voter id"), (dict(tick_ms=1 << 32), "tick_ms"),
-                      (dict(peers={-3: "127.0.0.1:1"}), "peer id")):
+                      (dict(peers={-3: "127.0.0.1:1"}), "peer id"),
+                      (dict(snapshot_timeout_ms=1 << 32), "snapshot_timeout_ms")):
         args = dict(node_id=1, path=tmp_path / "n", cluster_id=1, secret=SECRET, voters=[1])
         args.update(bad)
         with pytest.raises(rwal.InvalidArgumentError, match=name):
@@ -226,7 +235,8 @@ def test_bad_node_options_are_refused_with_the_reason(tmp_path):
     # 0: a stalled sync never hands the leadership over. A backend other than the node's
     # default ("staged") writes the same files.
     node = rwal.Node(1, tmp_path / "alone", cluster_id=1, secret=SECRET, voters=[1],
-                     sync_stall_limit_ms=0, backend="mmap", segment_size=1 << 20)
+                     sync_stall_limit_ms=0, backend="mmap", segment_size=1 << 20,
+                     snapshot_timeout_ms=60000)
     wait(lambda: node.status()["role"] == "leader")
     lsn, _ = node.propose_and_wait(b"written through the mapping")
     node.close()
@@ -348,6 +358,7 @@ def test_a_callback_calling_a_waiting_method_gets_an_error_not_a_hung_node(tmp_p
         for name, call in (("transfer_leadership", lambda: node.transfer_leadership(timeout=1)),
                            ("propose", lambda: node.propose(b"inner")),
                            ("read_barrier", lambda: node.read_barrier(timeout=1)),
+                           ("compact", node.compact),
                            ("close", node.close)):
             try:
                 call()
@@ -360,10 +371,11 @@ def test_a_callback_calling_a_waiting_method_gets_an_error_not_a_hung_node(tmp_p
     try:
         wait(lambda: node.status()["role"] == "leader")
         node.propose_and_wait(b"call back", timeout=30)
-        assert sorted(refused) == ["close", "propose", "read_barrier", "transfer_leadership"], \
-            refused
+        assert sorted(refused) == ["close", "compact", "propose", "read_barrier",
+                                   "transfer_leadership"], refused
         for name, message in refused.items():
-            assert name in message and "wait for itself" in message, message
+            why = "middle of the node's round" if name == "compact" else "wait for itself"
+            assert name in message and why in message, message
         assert not node.closed
         node.propose_and_wait(b"after", timeout=30)  # the node goes on
     finally:

@@ -12,7 +12,6 @@ use rwal_replication::{Bounded, Error, MembershipChange, NodeId, Role};
 use rwal_wal::{Lsn, RecordKind};
 
 use super::engine::data_digest;
-use super::redial::is_member;
 use super::{budget, connections, proto, Server};
 
 /// How long an append waits for its commit before it is answered RETRY.
@@ -315,11 +314,10 @@ fn not_leader(server: &Server, leader: Option<NodeId>) -> (u8, Vec<u8>) {
     (proto::NOT_LEADER, body)
 }
 
-/// `OP_MEMBERSHIP`: proposes the change on the leader and answers its LSN once this node has
-/// applied it and the membership shows it (an entry at that LSN applied proves nothing: a
-/// leadership change may have replaced it). Not idempotent: a change sent again after its
-/// outcome was unknown may be refused, or be a change of nothing; `rwal client` does not send
-/// one twice.
+/// `OP_MEMBERSHIP`: proposes the change on the leader and answers its LSN once the change
+/// entry committed (the entry of the epoch it was proposed in; one a new leader put in its
+/// place is answered NOT_LEADER: nothing changed) and this node applied it. Not idempotent: a change sent again after its outcome was
+/// unknown may be refused, or be a change of nothing; `rwal client` does not send one twice.
 fn membership(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
     let mut body = proto::Body(body);
     let (change, id) = match (body.u8("change"), body.u64("node id")) {
@@ -335,44 +333,42 @@ fn membership(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
         proto::MEMBERSHIP_REMOVE => MembershipChange::Remove(id),
         other => return error(format!("unknown membership change {other}")),
     };
-    // What the membership shows once the change is made.
-    let made = |m: &rwal_replication::ConfState| match change {
-        MembershipChange::AddVoter(id) => m.voters.contains(&id),
-        MembershipChange::AddLearner(id) => m.learners.contains(&id),
-        MembershipChange::Remove(id) => !is_member(m, id),
-    };
-    let lsn = match server.node.change_membership(change) {
-        Ok(lsn) => lsn,
+    let (lsn, epoch) = match server.node.change_membership(change) {
+        Ok(proposed) => proposed,
         Err(Error::NotLeader { leader }) => return not_leader(server, leader),
         Err(e @ Error::InvalidArgument { .. }) => return error(e.to_string()),
         // Nothing was proposed: sending it again is safe.
         Err(e) => return (proto::RETRY, e.to_string().into_bytes()),
     };
+    let retry = |message: String| (proto::RETRY, message.into_bytes());
+    let deadline = Instant::now() + APPEND_TIMEOUT;
+    match server.node.wait_committed(lsn, epoch, APPEND_TIMEOUT) {
+        Ok(()) => {}
+        // A new leader's entry took its place: nothing changed, and this node no longer
+        // leads. Like any NOT_LEADER, a definite "not made": the client sends it to the leader.
+        Err(Error::Superseded { .. }) => return not_leader(server, server.node.leader()),
+        Err(e) => {
+            return retry(format!(
+                "the change proposed at LSN {lsn} is not known to be made ({e}): look at the \
+                 status before sending it again"
+            ))
+        }
+    }
+    // Committed: the change is made. It is answered once this node shows it too (or stopped).
     let (status, applied) = server
         .node
-        .wait_status(APPEND_TIMEOUT, |s| s.applied_lsn >= lsn);
-    if applied && made(&status.membership) {
+        .wait_status(deadline.saturating_duration_since(Instant::now()), |s| {
+            s.applied_lsn >= lsn || s.failure.is_some()
+        });
+    if status.applied_lsn >= lsn {
         (proto::OK, lsn.to_le_bytes().to_vec())
-    } else if applied {
-        (
-            proto::RETRY,
-            format!(
-                "the change proposed at LSN {lsn} is not in the membership now applied (a new \
-                 leader replaced it, or another change followed): look at the status before \
-                 sending it again"
-            )
-            .into_bytes(),
-        )
     } else {
-        (
-            proto::RETRY,
-            format!(
-                "the change at LSN {lsn} was not applied within {APPEND_TIMEOUT:?} (applied: {}): \
-                 look at the status before sending it again",
-                status.applied_lsn
-            )
-            .into_bytes(),
-        )
+        let why = if applied { "stopped" } else { "timed out" };
+        retry(format!(
+            "the change at LSN {lsn} is made (committed), but this node {why} before it \
+             applied it (applied: {}): do not send it again, the status shows it once applied",
+            status.applied_lsn
+        ))
     }
 }
 

@@ -50,6 +50,10 @@ to start.
   --snapshot-bytes-max N  the largest snapshot this node takes from a leader (default 1 GiB):
                           it is assembled in memory; a larger one is refused, and a node
                           that only a snapshot can catch up stays behind
+  --snapshot-timeout-ms MS
+                          a snapshot stream to a follower that makes no progress for MS is
+                          started over (default 50 ticks); raise it on every member for
+                          slow links
   --config FILE           read the options from FILE: `key = value` lines, keys as above
                           without `--`, `peer` repeated, `init` or `join` alone (or
                           `init = true`: take it out after the first start, as --init); `#`
@@ -85,6 +89,8 @@ pub(super) struct Settings {
     pub(super) pin_cap_bytes: u64,
     /// `Config::snapshot_bytes_max`.
     pub(super) snapshot_bytes_max: u64,
+    /// `NodeOptions::snapshot_timeout`.
+    pub(super) snapshot_timeout: Option<Duration>,
 }
 
 fn parse_peer(value: &str) -> Result<(NodeId, SocketAddr, SocketAddr), String> {
@@ -139,6 +145,7 @@ pub(super) fn parse_settings(pairs: Vec<(String, OsString)>) -> Result<Settings,
     let mut segment_bytes = None;
     let mut pin_cap_bytes = 1 << 30;
     let mut snapshot_bytes_max = Config::new(1).snapshot_bytes_max;
+    let mut snapshot_timeout = None;
     let mut init = false;
     let mut join = false;
     let number = |key: &str, value: &str| {
@@ -188,6 +195,9 @@ pub(super) fn parse_settings(pairs: Vec<(String, OsString)>) -> Result<Settings,
             "segment-bytes" => segment_bytes = Some(number(&key, value()?)?),
             "pin-cap-bytes" => pin_cap_bytes = number(&key, value()?)?,
             "snapshot-bytes-max" => snapshot_bytes_max = positive(&key, value()?)?,
+            "snapshot-timeout-ms" => {
+                snapshot_timeout = Some(Duration::from_millis(positive(&key, value()?)?));
+            }
             "init" | "join" => {
                 let on = match value()? {
                     "true" => true,
@@ -233,6 +243,7 @@ pub(super) fn parse_settings(pairs: Vec<(String, OsString)>) -> Result<Settings,
         segment_bytes,
         pin_cap_bytes,
         snapshot_bytes_max,
+        snapshot_timeout,
     })
 }
 
@@ -421,6 +432,11 @@ mod tests {
         assert_eq!(snapshots.snapshot_bytes_max, 4096);
         let e = parse_settings(pairs(&[("snapshot-bytes-max", "0")])).unwrap_err();
         assert_eq!(e, "snapshot-bytes-max: must be above 0");
+        assert_eq!(s.snapshot_timeout, None);
+        let slow = parse_settings(pairs(&[("snapshot-timeout-ms", "30000")])).unwrap();
+        assert_eq!(slow.snapshot_timeout, Some(Duration::from_secs(30)));
+        let e = parse_settings(pairs(&[("snapshot-timeout-ms", "0")])).unwrap_err();
+        assert_eq!(e, "snapshot-timeout-ms: must be above 0");
         let mut one_port = pairs(&[]);
         for (key, value) in one_port.iter_mut() {
             if key == "client-listen" {

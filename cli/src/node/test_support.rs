@@ -32,6 +32,7 @@ pub(super) fn single_node_server(name: &str) -> (Server, PathBuf) {
         segment_bytes: None,
         pin_cap_bytes: 1 << 20,
         snapshot_bytes_max: 1 << 20,
+        snapshot_timeout: None,
     };
     let server = open_server(settings).unwrap();
     let (status, leading) = server
