@@ -295,6 +295,8 @@ fn a_short_bench_reports_every_workload_as_json() {
         );
     }
     assert!(shown.contains("\"p99_us\":"), "{shown}");
+    // The recovery row times a warm open, and reports the first one after the writes apart.
+    assert!(shown.contains("\"first_open_mb_s\":"), "{shown}");
     let svg = std::fs::read_to_string(&plot).unwrap();
     assert!(
         svg.starts_with("<svg") && svg.contains("durable-commit"),
