@@ -1135,13 +1135,15 @@ rwal_status rwal_node_wait_committed(rwal_node *node,
  * Proposes a record on the leader and waits up to `timeout_ms` until a quorum has committed
  * it; writes its LSN and epoch. The same as `rwal_node_propose` then
  * `rwal_node_wait_committed`, with one wake-up of the calling thread instead of two (the
- * node's thread registers the caller for the commit of the LSN it assigns). Errors as theirs,
- * and the outputs are written only on `RWAL_OK`. `RWAL_ERR_NOT_LEADER`,
- * `RWAL_ERR_INVALID_ARGUMENT` and `RWAL_ERR_BUSY` mean the record was not proposed, and
- * `RWAL_ERR_SUPERSEDED` that it never commits; after any other error (`RWAL_ERR_TIMEOUT`,
- * `RWAL_ERR_CLOSED`, `RWAL_ERR_REPLICATION`, an I/O error) it may have been proposed and may
- * still commit, on the other members too: a caller that must know proposes and waits
- * separately. Blocks; thread-safe.
+ * node's thread registers the caller for the commit of the LSN it assigns). Errors as theirs.
+ * `RWAL_ERR_NOT_LEADER`, `RWAL_ERR_INVALID_ARGUMENT` and `RWAL_ERR_BUSY` mean the record was
+ * not proposed, and `RWAL_ERR_SUPERSEDED` that it never commits. On `RWAL_ERR_TIMEOUT` the
+ * outputs are written too: the record's LSN and epoch if it was proposed (it may still
+ * commit: `rwal_node_wait_committed` waits on), or 0 and 0 if the node's thread had not
+ * taken it yet (it may still take it, and the record commit). After any other error
+ * (`RWAL_ERR_CLOSED`, `RWAL_ERR_REPLICATION`, an I/O error) the outputs are not written, and
+ * the record may have been proposed and may still commit, on the other members too: a caller
+ * that must know proposes and waits separately. Blocks; thread-safe.
  *
  * # Safety
  * `node` is live; `data` has `len` readable bytes (NULL if 0); the outputs are writable.

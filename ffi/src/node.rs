@@ -290,7 +290,7 @@ impl From<Error> for Failure {
         let status = match &error {
             Error::NotLeader { .. } => RWAL_ERR_NOT_LEADER,
             Error::Superseded { .. } => RWAL_ERR_SUPERSEDED,
-            Error::Timeout { .. } => RWAL_ERR_TIMEOUT,
+            Error::Timeout { .. } | Error::NotYetCommitted { .. } => RWAL_ERR_TIMEOUT,
             Error::Busy { .. } | Error::Backlogged { .. } => RWAL_ERR_BUSY,
             Error::Closed => RWAL_ERR_CLOSED,
             Error::InvalidArgument { .. } => RWAL_ERR_INVALID_ARGUMENT,
@@ -965,13 +965,15 @@ pub unsafe extern "C" fn rwal_node_wait_committed(
 /// Proposes a record on the leader and waits up to `timeout_ms` until a quorum has committed
 /// it; writes its LSN and epoch. The same as `rwal_node_propose` then
 /// `rwal_node_wait_committed`, with one wake-up of the calling thread instead of two (the
-/// node's thread registers the caller for the commit of the LSN it assigns). Errors as theirs,
-/// and the outputs are written only on `RWAL_OK`. `RWAL_ERR_NOT_LEADER`,
-/// `RWAL_ERR_INVALID_ARGUMENT` and `RWAL_ERR_BUSY` mean the record was not proposed, and
-/// `RWAL_ERR_SUPERSEDED` that it never commits; after any other error (`RWAL_ERR_TIMEOUT`,
-/// `RWAL_ERR_CLOSED`, `RWAL_ERR_REPLICATION`, an I/O error) it may have been proposed and may
-/// still commit, on the other members too: a caller that must know proposes and waits
-/// separately. Blocks; thread-safe.
+/// node's thread registers the caller for the commit of the LSN it assigns). Errors as theirs.
+/// `RWAL_ERR_NOT_LEADER`, `RWAL_ERR_INVALID_ARGUMENT` and `RWAL_ERR_BUSY` mean the record was
+/// not proposed, and `RWAL_ERR_SUPERSEDED` that it never commits. On `RWAL_ERR_TIMEOUT` the
+/// outputs are written too: the record's LSN and epoch if it was proposed (it may still
+/// commit: `rwal_node_wait_committed` waits on), or 0 and 0 if the node's thread had not
+/// taken it yet (it may still take it, and the record commit). After any other error
+/// (`RWAL_ERR_CLOSED`, `RWAL_ERR_REPLICATION`, an I/O error) the outputs are not written, and
+/// the record may have been proposed and may still commit, on the other members too: a caller
+/// that must know proposes and waits separately. Blocks; thread-safe.
 ///
 /// # Safety
 /// `node` is live; `data` has `len` readable bytes (NULL if 0); the outputs are writable.
@@ -992,12 +994,22 @@ pub unsafe extern "C" fn rwal_node_propose_and_wait(
         // SAFETY: forwarded caller contract.
         let node = unsafe { self::node(node)? };
         let timeout = Duration::from_millis(u64::from(timeout_ms));
-        let (lsn, epoch) = node.node.propose_and_wait(data, timeout)?;
-        // SAFETY: checked non-NULL.
-        unsafe {
-            put(lsn_out, lsn);
-            put(epoch_out, epoch);
+        let outcome = node.node.propose_and_wait(data, timeout);
+        let written = match &outcome {
+            Ok(committed) => Some(*committed),
+            Err(Error::NotYetCommitted { lsn, epoch }) => Some((*lsn, *epoch)),
+            // Not taken yet: no LSN to wait on.
+            Err(Error::Timeout { .. }) => Some((0, 0)),
+            Err(_) => None,
+        };
+        if let Some((lsn, epoch)) = written {
+            // SAFETY: checked non-NULL.
+            unsafe {
+                put(lsn_out, lsn);
+                put(epoch_out, epoch);
+            }
         }
+        outcome?;
         Ok(())
     })
 }

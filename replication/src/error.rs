@@ -32,6 +32,15 @@ pub enum Error {
         /// What was waited for.
         waiting_for: &'static str,
     },
+    /// [`Node::propose_and_wait`](crate::Node::propose_and_wait)'s timeout passed after the
+    /// record was proposed, before it committed: it may still commit, as the entry `lsn` of
+    /// `epoch` ([`Node::wait_committed`](crate::Node::wait_committed) waits on).
+    NotYetCommitted {
+        /// The LSN the record was proposed at.
+        lsn: Lsn,
+        /// The epoch it was proposed in.
+        epoch: u64,
+    },
     /// Too many proposals are waiting for the consensus thread.
     Busy {
         /// The limit that was reached.
@@ -129,6 +138,11 @@ impl fmt::Display for Error {
                  {committed_epoch} is committed there"
             ),
             Error::Timeout { waiting_for } => write!(f, "timed out waiting for {waiting_for}"),
+            Error::NotYetCommitted { lsn, epoch } => write!(
+                f,
+                "timed out waiting for the entry at LSN {lsn} of epoch {epoch} to commit (it \
+                 may still: wait for it with its LSN and epoch)"
+            ),
             Error::Busy { pending_max } => write!(
                 f,
                 "{pending_max} proposals are already waiting for the consensus thread"

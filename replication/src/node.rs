@@ -520,8 +520,10 @@ impl Node {
     /// Proposes and waits until the record is committed by a quorum. The same as
     /// [`propose`](Node::propose) then [`wait_committed`](Node::wait_committed), with one
     /// wake-up instead of two: the node's thread registers the caller for the commit of the
-    /// LSN it assigns instead of waking it to pass it on. [`Error::Timeout`] also if the node's
-    /// thread did not take the proposal in time (it may still commit).
+    /// LSN it assigns instead of waking it to pass it on. [`Error::NotYetCommitted`], with the
+    /// LSN and epoch to wait on, if the timeout passed after the record was proposed;
+    /// [`Error::Timeout`] if the node's thread did not take the proposal in time (it may still
+    /// take it, and the record commit: a caller that must know proposes and waits apart).
     pub fn propose_and_wait(&self, data: &[u8], timeout: Duration) -> Result<(Lsn, u64)> {
         self.not_on_own_thread("propose_and_wait")?;
         let deadline = Instant::now() + timeout;
@@ -537,8 +539,11 @@ impl Node {
             if let Some(outcome) = proposal.outcome.lock().take() {
                 let (lsn, epoch) = outcome?;
                 let left = deadline.saturating_duration_since(Instant::now());
-                self.wait_committed(lsn, epoch, left)?;
-                return Ok((lsn, epoch));
+                return match self.wait_committed(lsn, epoch, left) {
+                    Ok(()) => Ok((lsn, epoch)),
+                    Err(Error::Timeout { .. }) => Err(Error::NotYetCommitted { lsn, epoch }),
+                    Err(e) => Err(e),
+                };
             }
             let now = Instant::now();
             if now >= deadline {

@@ -562,6 +562,14 @@ fn a_partitioned_leader_is_replaced_and_its_uncommitted_entry_superseded() {
         .change_membership(MembershipChange::Remove(others[0]))
         .unwrap();
     assert_eq!((change_lsn, change_epoch), (lsn + 1, epoch));
+    // A propose-and-wait there times out after proposing, and says what to wait for.
+    match cluster
+        .node(old)
+        .propose_and_wait(b"lost too", Duration::from_millis(100))
+    {
+        Err(Error::NotYetCommitted { lsn: l, epoch: e }) => assert_eq!((l, e), (lsn + 2, epoch)),
+        other => panic!("expected NotYetCommitted, got {other:?}"),
+    }
     let new = cluster.leader(&others);
     assert_ne!(new, old);
     // The isolated leader cannot confirm that it still leads: no linearizable read there.
@@ -569,7 +577,7 @@ fn a_partitioned_leader_is_replaced_and_its_uncommitted_entry_superseded() {
         cluster.node(old).read_barrier(Duration::from_millis(200)),
         Err(Error::Timeout { .. })
     ));
-    let (new_lsn, _) = cluster.node(new).propose_and_wait(b"after", WAIT).unwrap();
+    cluster.node(new).propose_and_wait(b"after", WAIT).unwrap();
     assert!(matches!(
         cluster
             .node(old)
@@ -579,6 +587,13 @@ fn a_partitioned_leader_is_replaced_and_its_uncommitted_entry_superseded() {
     cluster.network.heal();
     match cluster.node(old).wait_committed(lsn, epoch, WAIT) {
         Err(Error::Superseded { lsn: l, .. }) => assert_eq!(l, lsn),
+        other => panic!("expected Superseded, got {other:?}"),
+    }
+    // The new leader's log reaches past the third entry proposed in isolation too.
+    let (new_lsn, _) = cluster.node(new).propose_and_wait(b"later", WAIT).unwrap();
+    assert!(new_lsn >= lsn + 2, "{new_lsn}");
+    match cluster.node(old).wait_committed(lsn + 2, epoch, WAIT) {
+        Err(Error::Superseded { lsn: l, .. }) => assert_eq!(l, lsn + 2),
         other => panic!("expected Superseded, got {other:?}"),
     }
     // The change's epoch tells its caller that it was not made.
@@ -597,7 +612,7 @@ fn a_partitioned_leader_is_replaced_and_its_uncommitted_entry_superseded() {
         assert_eq!(voters, vec![1, 2, 3], "node {id}: the change was not made");
     }
     let engine = cluster.nodes[&old].1 .0.lock();
-    assert!(engine.values().all(|d| d != b"lost"));
+    assert!(engine.values().all(|d| d != b"lost" && d != b"lost too"));
     assert!(engine.values().any(|d| d == b"after"));
 }
 

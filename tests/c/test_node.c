@@ -41,12 +41,16 @@ struct engine {
     rwal_status reentry[4];
 };
 
-/* Refuses (returns -5 for) a record whose bytes are "refused". */
+static void sleep_ms(long ms);
+
+/* Refuses (returns -5 for) a record whose bytes are "refused"; takes 3 s over one that is
+ * "slow" (the node publishes its commit after applying it). */
 static int on_apply(void *userdata, uint64_t lsn, uint64_t epoch, const uint8_t *data,
                     size_t len) {
     struct engine *e = userdata;
     (void)epoch;
     if (len == 7 && memcmp(data, "refused", 7) == 0) return -5;
+    if (len == 4 && memcmp(data, "slow", 4) == 0) sleep_ms(3000);
     if (len == 9 && memcmp(data, "call back", 9) == 0) {
         /* Calls that wait for this very thread: refused, not a node waiting for itself. */
         pthread_mutex_lock(&e->lock);
@@ -730,6 +734,14 @@ static void test_reentry(const char *dir) {
     CHECK_STATUS(rwal_node_propose_and_wait(node, (const uint8_t *)"after", 5, WAIT_MS, &lsn,
                                             &epoch),
                  RWAL_OK);
+    /* A propose-and-wait that times out after the record was proposed writes what to wait
+     * on: its apply takes 3 s here, and the commit is published after it. */
+    uint64_t slow_lsn = 0, slow_epoch = 0;
+    CHECK_STATUS(rwal_node_propose_and_wait(node, (const uint8_t *)"slow", 4, 1000, &slow_lsn,
+                                            &slow_epoch),
+                 RWAL_ERR_TIMEOUT);
+    CHECK(slow_lsn > lsn && slow_epoch == epoch);
+    CHECK_STATUS(rwal_node_wait_committed(node, slow_lsn, slow_epoch, WAIT_MS), RWAL_OK);
     CHECK_STATUS(rwal_node_close(node), RWAL_OK);
     pthread_mutex_destroy(&e.lock);
 }

@@ -126,7 +126,11 @@ class UnsupportedError(Error):
 
 
 class TimeoutError(Error, builtins.TimeoutError):  # noqa: A001 - rwal.TimeoutError on purpose
-    """A wait ran out of time."""
+    """A wait ran out of time. From Node.propose_and_wait, `proposed` is the (lsn, epoch) the
+    record was proposed as, which may still commit (Node.wait_committed waits on), or None if
+    the node had not taken the record yet (it may still); None from every other call."""
+
+    proposed: Optional[Tuple[int, int]] = None
 
 
 class PanicError(Error):

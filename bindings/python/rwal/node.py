@@ -418,15 +418,21 @@ class Node(_Handle):
         """propose() then wait_committed() in one call, with one wake-up instead of two;
         returns the committed record's (lsn, epoch). NotLeaderError, InvalidArgumentError and
         BusyError mean it was not proposed, SupersededError that it never
-        commits; after any other error (TimeoutError, ClosedError, ReplicationError, ...) it may
-        still commit, its LSN unknown: callers that must know use the two calls. One library
-        call: Ctrl-C waits for it to return, so keep its timeout short (or use the two calls,
-        whose wait_committed() sees Ctrl-C within a slice)."""
+        commits. A TimeoutError's `proposed` is the record's (lsn, epoch) if it was proposed:
+        it may still commit, and wait_committed() waits on; None if the node had not taken it
+        (it may still). After any other error (ClosedError, ReplicationError, ...) it may still
+        commit, its LSN unknown: callers that must know use the two calls. One library call:
+        Ctrl-C waits for it to return, so keep its timeout short (or use the two calls, whose
+        wait_committed() sees Ctrl-C within a slice)."""
         buf = ffi.from_buffer(_stable(data))
         lsn = ffi.new("uint64_t *")
         epoch = ffi.new("uint64_t *")
-        self._call(lib.rwal_node_propose_and_wait, ffi.cast("const uint8_t *", buf), len(buf),
-                   _millis(timeout), lsn, epoch)
+        try:
+            self._call(lib.rwal_node_propose_and_wait, ffi.cast("const uint8_t *", buf),
+                       len(buf), _millis(timeout), lsn, epoch)
+        except TimeoutError as e:
+            e.proposed = (lsn[0], epoch[0]) if lsn[0] else None
+            raise
         return lsn[0], epoch[0]
 
     def leader(self) -> Tuple[Optional[int], Optional[str]]:

@@ -383,6 +383,31 @@ def test_a_callback_calling_a_waiting_method_gets_an_error_not_a_hung_node(tmp_p
         node.close()
 
 
+def test_a_propose_and_wait_that_times_out_says_what_to_wait_for(tmp_path):
+    def apply(lsn, epoch, data):
+        if data == b"slow":
+            time.sleep(2)  # the node publishes the commit once the record is applied
+
+    node = rwal.Node(1, tmp_path / "slow", cluster_id=1, secret=SECRET, voters=[1],
+                     apply=apply, snapshot=lambda: b"", restore=lambda *_: None)
+    try:
+        wait(lambda: node.status()["role"] == "leader")
+        before, epoch = node.propose_and_wait(b"first", timeout=30)
+        with pytest.raises(rwal.TimeoutError) as raised:
+            node.propose_and_wait(b"slow", timeout=0.5)
+        assert raised.value.proposed is not None, "the node took the record within 0.5 s"
+        lsn, slow_epoch = raised.value.proposed
+        assert lsn > before and slow_epoch == epoch
+        node.wait_committed(lsn, slow_epoch, timeout=30)
+        assert [r[3] for r in node.records(lsn)][:1] == [b"slow"]
+        # Other waits' timeouts name nothing to wait on.
+        with pytest.raises(rwal.TimeoutError) as raised:
+            node.wait_committed(lsn + 1000, epoch, timeout=0.01)
+        assert raised.value.proposed is None
+    finally:
+        node.close()
+
+
 def test_checkpoint_and_propose_copy_a_buffer_the_engine_may_change(tmp_path, monkeypatch):
     handed = []
     stable = rwal.node._stable
