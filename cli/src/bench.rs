@@ -761,17 +761,19 @@ impl Run<'_> {
         // The first open after the writes reads what the backend left in the page cache:
         // nothing of what `IoUring` wrote with `O_DIRECT`, `Mmap`'s pages in small folios. It
         // is reported apart; the open timed for the row is the next one, from a warm cache
-        // for every backend.
+        // for every backend. (An open prepares the next segment only if the active one is at
+        // least half full, which with the default sizes it is not here.)
         let started = Instant::now();
         let wal = Wal::open(&dir, self.options.clone())?;
         let first_seconds = started.elapsed().as_secs_f64();
+        let first_scanned = wal.recovery_report().records;
         wal.close()?;
         let started = Instant::now();
         let wal = Wal::open(&dir, self.options.clone())?;
         let elapsed = started.elapsed().as_secs_f64();
         let scanned = wal.recovery_report().records;
         finish(wal, &dir)?;
-        let first_open_mb_s = (scanned * 4096) as f64 / first_seconds / 1e6;
+        let first_open_mb_s = (first_scanned * 4096) as f64 / first_seconds / 1e6;
         Ok(Outcome {
             workload: "recovery-scan",
             backend: self.name,

@@ -970,7 +970,7 @@ pub unsafe extern "C" fn rwal_node_wait_committed(
 /// not proposed, and `RWAL_ERR_SUPERSEDED` that it never commits. On `RWAL_ERR_TIMEOUT` the
 /// outputs are written too: the record's LSN and epoch if it was proposed (it may still
 /// commit: `rwal_node_wait_committed` waits on), or 0 and 0 if the node's thread had not
-/// taken it yet (it may still take it, and the record commit). After any other error
+/// taken it: it was not proposed, and never will be. After any other error
 /// (`RWAL_ERR_CLOSED`, `RWAL_ERR_REPLICATION`, an I/O error) the outputs are not written, and
 /// the record may have been proposed and may still commit, on the other members too: a caller
 /// that must know proposes and waits separately. Blocks; thread-safe.
@@ -998,7 +998,7 @@ pub unsafe extern "C" fn rwal_node_propose_and_wait(
         let written = match &outcome {
             Ok(committed) => Some(*committed),
             Err(Error::NotYetCommitted { lsn, epoch }) => Some((*lsn, *epoch)),
-            // Not taken yet: no LSN to wait on.
+            // Not taken in time, so never proposed: nothing to wait on.
             Err(Error::Timeout { .. }) => Some((0, 0)),
             Err(_) => None,
         };

@@ -210,8 +210,17 @@ enum Request {
 
 /// Where the node's thread leaves the outcome of a `propose_and_wait`.
 struct Proposal {
-    outcome: Mutex<Option<Result<(Lsn, u64)>>>,
+    state: Mutex<ProposalState>,
     caller: std::thread::Thread,
+}
+
+#[derive(Default)]
+struct ProposalState {
+    outcome: Option<Result<(Lsn, u64)>>,
+    /// The caller's timeout passed before the node's thread took the proposal: it is never
+    /// proposed. Set and read under the same lock as the proposing, so that a caller told
+    /// `Timeout` knows the record was not proposed.
+    abandoned: bool,
 }
 
 /// The node's side of a [`Proposal`]: answers [`Error::Closed`] if dropped unanswered (the
@@ -223,17 +232,31 @@ impl ProposalReply {
         ProposalReply(Some(proposal))
     }
 
-    /// Leaves the outcome for the caller. A proposal that got an LSN wakes its caller at
-    /// commit (registered with `waiters`), any other outcome at once. The outcome is stored
-    /// first: a caller woken before it is there would park again.
-    fn answer(mut self, outcome: Result<(Lsn, u64)>, waiters: &CommitWaiters) {
-        if let Some(proposal) = self.0.take() {
-            let lsn = outcome.as_ref().ok().map(|(lsn, _)| *lsn);
-            *proposal.outcome.lock() = Some(outcome);
-            match lsn {
-                Some(lsn) => waiters.register(lsn, proposal.caller.clone()),
-                None => proposal.caller.unpark(),
+    /// Proposes with `propose` unless the caller gave up, and leaves the outcome for the
+    /// caller. A proposal that got an LSN wakes its caller at commit (registered with
+    /// `waiters`), any other outcome at once. The outcome is stored first: a caller woken
+    /// before it is there would park again.
+    fn propose_with(
+        mut self,
+        propose: impl FnOnce() -> Result<(Lsn, u64)>,
+        waiters: &CommitWaiters,
+    ) {
+        let Some(proposal) = self.0.take() else {
+            return;
+        };
+        let lsn = {
+            let mut state = proposal.state.lock();
+            if state.abandoned {
+                return;
             }
+            let outcome = propose();
+            let lsn = outcome.as_ref().ok().map(|(lsn, _)| *lsn);
+            state.outcome = Some(outcome);
+            lsn
+        };
+        match lsn {
+            Some(lsn) => waiters.register(lsn, proposal.caller.clone()),
+            None => proposal.caller.unpark(),
         }
     }
 }
@@ -241,7 +264,7 @@ impl ProposalReply {
 impl Drop for ProposalReply {
     fn drop(&mut self) {
         if let Some(proposal) = self.0.take() {
-            *proposal.outcome.lock() = Some(Err(Error::Closed));
+            proposal.state.lock().outcome = Some(Err(Error::Closed));
             proposal.caller.unpark();
         }
     }
@@ -522,13 +545,13 @@ impl Node {
     /// wake-up instead of two: the node's thread registers the caller for the commit of the
     /// LSN it assigns instead of waking it to pass it on. [`Error::NotYetCommitted`], with the
     /// LSN and epoch to wait on, if the timeout passed after the record was proposed;
-    /// [`Error::Timeout`] if the node's thread did not take the proposal in time (it may still
-    /// take it, and the record commit: a caller that must know proposes and waits apart).
+    /// [`Error::Timeout`] if the node's thread did not take the proposal in time: it was not
+    /// proposed, and never will be.
     pub fn propose_and_wait(&self, data: &[u8], timeout: Duration) -> Result<(Lsn, u64)> {
         self.not_on_own_thread("propose_and_wait")?;
         let deadline = Instant::now() + timeout;
         let proposal = Arc::new(Proposal {
-            outcome: Mutex::new(None),
+            state: Mutex::new(ProposalState::default()),
             caller: std::thread::current(),
         });
         self.enqueue_proposal(Request::ProposeAndWait(
@@ -536,7 +559,16 @@ impl Node {
             ProposalReply::new(proposal.clone()),
         ))?;
         loop {
-            if let Some(outcome) = proposal.outcome.lock().take() {
+            let now = Instant::now();
+            let outcome = {
+                let mut state = proposal.state.lock();
+                let outcome = state.outcome.take();
+                // Given up under the lock the node's thread proposes under: either it took
+                // the proposal (and the outcome is here) or it never will.
+                state.abandoned = outcome.is_none() && now >= deadline;
+                outcome
+            };
+            if let Some(outcome) = outcome {
                 let (lsn, epoch) = outcome?;
                 let left = deadline.saturating_duration_since(Instant::now());
                 return match self.wait_committed(lsn, epoch, left) {
@@ -545,10 +577,9 @@ impl Node {
                     Err(e) => Err(e),
                 };
             }
-            let now = Instant::now();
             if now >= deadline {
                 return Err(Error::Timeout {
-                    waiting_for: "the node's thread to take the proposal",
+                    waiting_for: "the node's thread to take the proposal (it was not proposed)",
                 });
             }
             std::thread::park_timeout(deadline - now);
@@ -1299,7 +1330,7 @@ fn run<M: StateMachine, T: Transport>(
                         let _ = reply.send(replica.propose(&data));
                     }
                     Request::ProposeAndWait(data, reply) => {
-                        reply.answer(replica.propose(&data), &shared.waiters);
+                        reply.propose_with(|| replica.propose(&data), &shared.waiters);
                     }
                     Request::Membership(change, reply) => {
                         let _ = reply.send(replica.change_membership(change));

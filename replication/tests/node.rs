@@ -2027,6 +2027,88 @@ impl rwal_replication::StateMachine for ReentrantEngine {
     }
 }
 
+/// An engine whose `apply` of the record "slow" says it started, then takes 2 s (the node
+/// publishes the commit after applying), and that keeps every record it applied.
+#[derive(Clone, Default)]
+struct SlowEngine {
+    applied: Arc<Mutex<Vec<Vec<u8>>>>,
+    slow_started: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl rwal_replication::StateMachine for SlowEngine {
+    fn apply(&mut self, _lsn: Lsn, _epoch: u64, data: &[u8]) -> rwal_replication::EngineResult {
+        if data == b"slow" {
+            self.slow_started.store(true, Ordering::Release);
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        self.applied.lock().push(data.to_vec());
+        Ok(())
+    }
+
+    fn snapshot(&mut self) -> rwal_replication::EngineResult<Vec<u8>> {
+        Ok(Vec::new())
+    }
+
+    fn restore(
+        &mut self,
+        _lsn: Lsn,
+        _epoch: u64,
+        _snapshot: &[u8],
+    ) -> rwal_replication::EngineResult {
+        Ok(())
+    }
+}
+
+/// A `propose_and_wait` that times out tells its caller whether the record was proposed: with
+/// the LSN and epoch to wait on if it was (`NotYetCommitted`), and `Timeout` only if the node's
+/// thread had not taken it, which then never proposes it.
+#[test]
+fn a_timed_out_propose_and_wait_says_whether_the_record_was_proposed() {
+    let dir = TempDir::new("repl-propose-timeout");
+    let network = MemoryNetwork::new();
+    let engine = SlowEngine::default();
+    let options = NodeOptions::new(1, dir.join("node1"), Bootstrap::Voters(vec![1]));
+    let node = Node::open(options, engine.clone(), network.transport()).expect("node opens");
+    network.register(1, node.inbox());
+    let (status, led) = node.wait_status(WAIT, |s| s.role == Role::Leader);
+    assert!(led, "{status:?}");
+    let short = Duration::from_millis(100);
+    std::thread::scope(|s| {
+        let slow = s.spawn(|| node.propose_and_wait(b"slow", WAIT));
+        let deadline = std::time::Instant::now() + WAIT;
+        while !engine.slow_started.load(Ordering::Acquire) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the slow apply never started"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // The node's thread is in the slow apply: this proposal is not taken in time.
+        match node.propose_and_wait(b"given up", short) {
+            Err(Error::Timeout { waiting_for }) => {
+                assert!(waiting_for.contains("not proposed"), "{waiting_for}")
+            }
+            other => panic!("expected Timeout, got {other:?}"),
+        }
+        slow.join().unwrap().expect("the slow record commits");
+    });
+    let (after, epoch) = node.propose_and_wait(b"after", WAIT).unwrap();
+    let (status, applied) = node.wait_status(WAIT, |s| s.applied_lsn >= after);
+    assert!(applied, "{status:?}");
+    let applied = engine.applied.lock().clone();
+    assert_eq!(applied, vec![b"slow".to_vec(), b"after".to_vec()]);
+    // And a record the node took in time, whose commit comes after the timeout: its LSN.
+    engine.slow_started.store(false, Ordering::Release);
+    match node.propose_and_wait(b"slow", short) {
+        Err(Error::NotYetCommitted { lsn, epoch: e }) => {
+            assert_eq!((lsn, e), (after + 1, epoch));
+            node.wait_committed(lsn, e, WAIT).expect("it commits");
+        }
+        other => panic!("expected NotYetCommitted, got {other:?}"),
+    }
+    node.close().unwrap();
+}
+
 /// Node options that could not work are refused at open, naming the option, before anything
 /// is written; a snapshot timeout given as a duration opens like any other node.
 #[test]

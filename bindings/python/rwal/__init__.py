@@ -128,9 +128,13 @@ class UnsupportedError(Error):
 class TimeoutError(Error, builtins.TimeoutError):  # noqa: A001 - rwal.TimeoutError on purpose
     """A wait ran out of time. From Node.propose_and_wait, `proposed` is the (lsn, epoch) the
     record was proposed as, which may still commit (Node.wait_committed waits on), or None if
-    the node had not taken the record yet (it may still); None from every other call."""
+    the node had not taken the record: it was not proposed and never will be; None from every
+    other call."""
 
     proposed: Optional[Tuple[int, int]] = None
+
+    def __reduce__(self):
+        return (self.__class__, (self.code, str(self)), {"proposed": self.proposed})
 
 
 class PanicError(Error):

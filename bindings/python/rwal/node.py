@@ -419,8 +419,8 @@ class Node(_Handle):
         returns the committed record's (lsn, epoch). NotLeaderError, InvalidArgumentError and
         BusyError mean it was not proposed, SupersededError that it never
         commits. A TimeoutError's `proposed` is the record's (lsn, epoch) if it was proposed:
-        it may still commit, and wait_committed() waits on; None if the node had not taken it
-        (it may still). After any other error (ClosedError, ReplicationError, ...) it may still
+        it may still commit, and wait_committed() waits on; None if the node had not taken it:
+        it was not proposed and never will be. After any other error (ClosedError, ReplicationError, ...) it may still
         commit, its LSN unknown: callers that must know use the two calls. One library call:
         Ctrl-C waits for it to return, so keep its timeout short (or use the two calls, whose
         wait_committed() sees Ctrl-C within a slice)."""

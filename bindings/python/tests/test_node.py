@@ -1,5 +1,6 @@
 """pytest tests of rwal.Node: three replicated nodes in this process on loopback TCP."""
 
+import pickle
 import threading
 import time
 
@@ -398,6 +399,8 @@ def test_a_propose_and_wait_that_times_out_says_what_to_wait_for(tmp_path):
         assert raised.value.proposed is not None, "the node took the record within 0.5 s"
         lsn, slow_epoch = raised.value.proposed
         assert lsn > before and slow_epoch == epoch
+        # Kept across a pickle (an error sent back from a process pool).
+        assert pickle.loads(pickle.dumps(raised.value)).proposed == (lsn, slow_epoch)
         node.wait_committed(lsn, slow_epoch, timeout=30)
         assert [r[3] for r in node.records(lsn)][:1] == [b"slow"]
         # Other waits' timeouts name nothing to wait on.
