@@ -44,13 +44,15 @@ struct engine {
 static void sleep_ms(long ms);
 
 /* Refuses (returns -5 for) a record whose bytes are "refused"; takes 3 s over one that is
- * "slow" (the node publishes its commit after applying it). */
+ * "slow" (the node publishes its commit after applying it); fails the test on "given up", a
+ * record that must never be proposed. */
 static int on_apply(void *userdata, uint64_t lsn, uint64_t epoch, const uint8_t *data,
                     size_t len) {
     struct engine *e = userdata;
     (void)epoch;
     if (len == 7 && memcmp(data, "refused", 7) == 0) return -5;
     if (len == 4 && memcmp(data, "slow", 4) == 0) sleep_ms(3000);
+    CHECK(!(len == 8 && memcmp(data, "given up", 8) == 0));
     if (len == 9 && memcmp(data, "call back", 9) == 0) {
         /* Calls that wait for this very thread: refused, not a node waiting for itself. */
         pthread_mutex_lock(&e->lock);
@@ -741,7 +743,18 @@ static void test_reentry(const char *dir) {
                                             &slow_epoch),
                  RWAL_ERR_TIMEOUT);
     CHECK(slow_lsn > lsn && slow_epoch == epoch);
+    /* The node's thread is still in that apply for about 2 s: a record proposed now is not
+     * taken in time, which the zeros say, and it is never proposed (the next LSN shows). */
+    uint64_t dropped_lsn = 99, dropped_epoch = 99;
+    CHECK_STATUS(rwal_node_propose_and_wait(node, (const uint8_t *)"given up", 8, 200,
+                                            &dropped_lsn, &dropped_epoch),
+                 RWAL_ERR_TIMEOUT);
+    CHECK(dropped_lsn == 0 && dropped_epoch == 0);
     CHECK_STATUS(rwal_node_wait_committed(node, slow_lsn, slow_epoch, WAIT_MS), RWAL_OK);
+    CHECK_STATUS(rwal_node_propose_and_wait(node, (const uint8_t *)"next", 4, WAIT_MS, &lsn,
+                                            &epoch),
+                 RWAL_OK);
+    CHECK(lsn == slow_lsn + 1);
     CHECK_STATUS(rwal_node_close(node), RWAL_OK);
     pthread_mutex_destroy(&e.lock);
 }

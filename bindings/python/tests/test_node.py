@@ -401,7 +401,13 @@ def test_a_propose_and_wait_that_times_out_says_what_to_wait_for(tmp_path):
         assert lsn > before and slow_epoch == epoch
         # Kept across a pickle (an error sent back from a process pool).
         assert pickle.loads(pickle.dumps(raised.value)).proposed == (lsn, slow_epoch)
+        # The node's thread is still in that apply for 1.5 s: a record proposed now is not
+        # taken in time, and never proposed (the next LSN shows).
+        with pytest.raises(rwal.TimeoutError) as raised:
+            node.propose_and_wait(b"given up", timeout=0.2)
+        assert raised.value.proposed is None
         node.wait_committed(lsn, slow_epoch, timeout=30)
+        assert node.propose_and_wait(b"next", timeout=30)[0] == lsn + 1
         assert [r[3] for r in node.records(lsn)][:1] == [b"slow"]
         # Other waits' timeouts name nothing to wait on.
         with pytest.raises(rwal.TimeoutError) as raised:
