@@ -75,7 +75,8 @@ typedef struct rwal_log rwal_log;
  * function taking it may be called from any thread at once, except `rwal_node_close`, the last
  * call on it (unless made from one of its callbacks, where it returns
  * `RWAL_ERR_INVALID_ARGUMENT` and touches nothing). From its callbacks only the functions that
- * do not wait for the node (see `rwal_node_options_set_callbacks`).
+ * do not wait for the node, and not `rwal_node_compact` (see
+ * `rwal_node_options_set_callbacks`).
  */
 typedef struct rwal_node rwal_node;
 
@@ -1213,8 +1214,8 @@ rwal_status rwal_node_members(const rwal_node *node,
 rwal_status rwal_node_read_barrier(rwal_node *node, uint32_t timeout_ms, uint64_t *lsn_out);
 
 /**
- * Proposes a membership change on the leader (one at a time); writes the LSN of the change,
- * which takes effect once committed. For an addition, `addr` ("IP:PORT", or NULL if this node
+ * Proposes a membership change on the leader (one at a time); writes the LSN and epoch of the
+ * change entry, which takes effect once committed. For an addition, `addr` ("IP:PORT", or NULL if this node
  * already knows the peer: `RWAL_ERR_INVALID_ARGUMENT` if it does not) is the node's peer
  * address, added to this node's peers (and taken back if the proposal fails); for a removal
  * it is ignored. Every node forgets a removed

@@ -34,7 +34,8 @@ usage: rwal client --addr HOST:PORT [--timeout SECONDS] COMMAND
                       \\ ' \" written \\\\ \\' \\\"; tab, CR, LF are \\t \\r \\n; other bytes \\xNN
   status              print the node's status as JSON
   add-learner ID      make node ID a learner (it receives the log, does not vote); prints
-                      the LSN of the change once applied; follows the leader. Node ID is
+                      the LSN of the change once committed and applied; follows the
+                      leader (a change a new leader's entry replaced goes to it). Node ID is
                       started with --join on an empty directory, and reachable at the
                       address the members' --peer gives for it
   add-voter ID        make learner ID a voter (refused until it has caught up)

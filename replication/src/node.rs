@@ -878,7 +878,8 @@ impl Node {
     }
 
     /// Whether the caller runs on the node's own thread: in its [`StateMachine`]'s methods
-    /// (after [`open`](Node::open)), where the calls that wait for that thread are refused.
+    /// (after [`open`](Node::open)), where the calls that wait for that thread are refused, and
+    /// so is `compact`.
     pub fn on_its_thread(&self) -> bool {
         self.shared.thread.get() == Some(&std::thread::current().id())
     }

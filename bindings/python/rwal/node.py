@@ -420,8 +420,8 @@ class Node(_Handle):
         BusyError mean it was not proposed, SupersededError that it never
         commits. A TimeoutError's `proposed` is the record's (lsn, epoch) if it was proposed:
         it may still commit, and wait_committed() waits on; None if the node had not taken it:
-        it was not proposed and never will be. After any other error (ClosedError, ReplicationError, ...) it may still
-        commit, its LSN unknown: callers that must know use the two calls. One library call:
+        it was not proposed and never will be. After any other error (ClosedError,
+        ReplicationError, ...) it may still commit, its LSN unknown: callers that must know use the two calls. One library call:
         Ctrl-C waits for it to return, so keep its timeout short (or use the two calls, whose
         wait_committed() sees Ctrl-C within a slice)."""
         buf = ffi.from_buffer(_stable(data))
@@ -566,7 +566,8 @@ class Node(_Handle):
 
     def compact(self) -> None:
         """Removes the log segments that neither the latest checkpoint nor a follower needs.
-        Record iterators hold nothing back: one that falls behind raises rwal.CompactedError."""
+        Record iterators hold nothing back: one that falls behind raises rwal.CompactedError.
+        InvalidArgumentError from one of the node's callbacks."""
         self._call(lib.rwal_node_compact)
 
     def close(self) -> None:

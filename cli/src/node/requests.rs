@@ -316,8 +316,9 @@ fn not_leader(server: &Server, leader: Option<NodeId>) -> (u8, Vec<u8>) {
 
 /// `OP_MEMBERSHIP`: proposes the change on the leader and answers its LSN once the change
 /// entry committed (the entry of the epoch it was proposed in; one a new leader put in its
-/// place is answered NOT_LEADER: nothing changed) and this node applied it. Not idempotent: a change sent again after its outcome was
-/// unknown may be refused, or be a change of nothing; `rwal client` does not send one twice.
+/// place is answered NOT_LEADER: nothing changed) and this node applied it. Not idempotent: a
+/// change sent again after its outcome was unknown may be refused, or be a change of nothing;
+/// `rwal client` does not send one twice.
 fn membership(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
     let mut body = proto::Body(body);
     let (change, id) = match (body.u8("change"), body.u64("node id")) {
