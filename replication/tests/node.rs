@@ -2027,19 +2027,60 @@ impl rwal_replication::StateMachine for ReentrantEngine {
     }
 }
 
-/// An engine whose `apply` of the record "slow" says it started, then takes 2 s (the node
-/// publishes the commit after applying), and that keeps every record it applied.
+/// Holds the node's thread in the `apply` of a record "slow" until the test lets it go (the
+/// node publishes a commit after applying it).
+#[derive(Default)]
+struct ApplyGate {
+    state: Mutex<GateState>,
+    changed: parking_lot::Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    held: bool,
+    released: bool,
+}
+
+impl ApplyGate {
+    /// On the node's thread: says it is held, then waits to be released (at most `WAIT`).
+    fn hold(&self) {
+        let deadline = std::time::Instant::now() + WAIT;
+        let mut state = self.state.lock();
+        state.held = true;
+        self.changed.notify_all();
+        while !state.released && !self.changed.wait_until(&mut state, deadline).timed_out() {}
+        *state = GateState::default();
+        self.changed.notify_all();
+    }
+
+    /// Waits until the node's thread is held.
+    fn wait_held(&self) {
+        let deadline = std::time::Instant::now() + WAIT;
+        let mut state = self.state.lock();
+        while !state.held {
+            let timed_out = self.changed.wait_until(&mut state, deadline).timed_out();
+            assert!(!timed_out, "the slow apply never started");
+        }
+    }
+
+    fn release(&self) {
+        self.state.lock().released = true;
+        self.changed.notify_all();
+    }
+}
+
+/// An engine that holds its `apply` of the record "slow" at its gate, and keeps every record
+/// it applied.
 #[derive(Clone, Default)]
 struct SlowEngine {
     applied: Arc<Mutex<Vec<Vec<u8>>>>,
-    slow_started: Arc<std::sync::atomic::AtomicBool>,
+    gate: Arc<ApplyGate>,
 }
 
 impl rwal_replication::StateMachine for SlowEngine {
     fn apply(&mut self, _lsn: Lsn, _epoch: u64, data: &[u8]) -> rwal_replication::EngineResult {
         if data == b"slow" {
-            self.slow_started.store(true, Ordering::Release);
-            std::thread::sleep(Duration::from_secs(2));
+            self.gate.hold();
         }
         self.applied.lock().push(data.to_vec());
         Ok(())
@@ -2075,21 +2116,15 @@ fn a_timed_out_propose_and_wait_says_whether_the_record_was_proposed() {
     let short = Duration::from_millis(100);
     std::thread::scope(|s| {
         let slow = s.spawn(|| node.propose_and_wait(b"slow", WAIT));
-        let deadline = std::time::Instant::now() + WAIT;
-        while !engine.slow_started.load(Ordering::Acquire) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the slow apply never started"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        // The node's thread is in the slow apply: this proposal is not taken in time.
+        engine.gate.wait_held();
+        // The node's thread is held in the slow apply: this proposal is not taken in time.
         match node.propose_and_wait(b"given up", short) {
             Err(Error::Timeout { waiting_for }) => {
                 assert!(waiting_for.contains("not proposed"), "{waiting_for}")
             }
             other => panic!("expected Timeout, got {other:?}"),
         }
+        engine.gate.release();
         slow.join().unwrap().expect("the slow record commits");
     });
     let (after, epoch) = node.propose_and_wait(b"after", WAIT).unwrap();
@@ -2097,14 +2132,17 @@ fn a_timed_out_propose_and_wait_says_whether_the_record_was_proposed() {
     assert!(applied, "{status:?}");
     let applied = engine.applied.lock().clone();
     assert_eq!(applied, vec![b"slow".to_vec(), b"after".to_vec()]);
-    // And a record the node took in time, whose commit comes after the timeout: its LSN.
-    engine.slow_started.store(false, Ordering::Release);
+    // And a record the node takes at once, whose commit is held past the timeout: its LSN.
     match node.propose_and_wait(b"slow", short) {
         Err(Error::NotYetCommitted { lsn, epoch: e }) => {
             assert_eq!((lsn, e), (after + 1, epoch));
+            engine.gate.release();
             node.wait_committed(lsn, e, WAIT).expect("it commits");
         }
-        other => panic!("expected NotYetCommitted, got {other:?}"),
+        other => {
+            engine.gate.release();
+            panic!("expected NotYetCommitted, got {other:?}");
+        }
     }
     node.close().unwrap();
 }

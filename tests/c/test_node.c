@@ -41,17 +41,39 @@ struct engine {
     rwal_status reentry[4];
 };
 
-static void sleep_ms(long ms);
+/* Where the apply of a record "slow" is held until the test releases it (at most WAIT_MS). */
+static pthread_mutex_t gate_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cond = PTHREAD_COND_INITIALIZER;
+static int gate_released;
 
-/* Refuses (returns -5 for) a record whose bytes are "refused"; takes 3 s over one that is
- * "slow" (the node publishes its commit after applying it); fails the test on "given up", a
- * record that must never be proposed. */
+static void hold_at_gate(void) {
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += WAIT_MS / 1000;
+    pthread_mutex_lock(&gate_lock);
+    while (!gate_released &&
+           pthread_cond_timedwait(&gate_cond, &gate_lock, &deadline) == 0) {
+    }
+    gate_released = 0;
+    pthread_mutex_unlock(&gate_lock);
+}
+
+static void release_gate(void) {
+    pthread_mutex_lock(&gate_lock);
+    gate_released = 1;
+    pthread_cond_broadcast(&gate_cond);
+    pthread_mutex_unlock(&gate_lock);
+}
+
+/* Refuses (returns -5 for) a record whose bytes are "refused"; holds one that is "slow" until
+ * the test releases it (the node publishes its commit after applying it); fails the test on
+ * "given up", a record that must never be proposed. */
 static int on_apply(void *userdata, uint64_t lsn, uint64_t epoch, const uint8_t *data,
                     size_t len) {
     struct engine *e = userdata;
     (void)epoch;
     if (len == 7 && memcmp(data, "refused", 7) == 0) return -5;
-    if (len == 4 && memcmp(data, "slow", 4) == 0) sleep_ms(3000);
+    if (len == 4 && memcmp(data, "slow", 4) == 0) hold_at_gate();
     CHECK(!(len == 8 && memcmp(data, "given up", 8) == 0));
     if (len == 9 && memcmp(data, "call back", 9) == 0) {
         /* Calls that wait for this very thread: refused, not a node waiting for itself. */
@@ -737,19 +759,20 @@ static void test_reentry(const char *dir) {
                                             &epoch),
                  RWAL_OK);
     /* A propose-and-wait that times out after the record was proposed writes what to wait
-     * on: its apply takes 3 s here, and the commit is published after it. */
+     * on: its apply is held here, and the commit is published after it. */
     uint64_t slow_lsn = 0, slow_epoch = 0;
     CHECK_STATUS(rwal_node_propose_and_wait(node, (const uint8_t *)"slow", 4, 1000, &slow_lsn,
                                             &slow_epoch),
                  RWAL_ERR_TIMEOUT);
     CHECK(slow_lsn > lsn && slow_epoch == epoch);
-    /* The node's thread is still in that apply for about 2 s: a record proposed now is not
-     * taken in time, which the zeros say, and it is never proposed (the next LSN shows). */
+    /* The node's thread is still held in that apply: a record proposed now is not taken in
+     * time, which the zeros say, and it is never proposed (the next LSN shows). */
     uint64_t dropped_lsn = 99, dropped_epoch = 99;
     CHECK_STATUS(rwal_node_propose_and_wait(node, (const uint8_t *)"given up", 8, 200,
                                             &dropped_lsn, &dropped_epoch),
                  RWAL_ERR_TIMEOUT);
     CHECK(dropped_lsn == 0 && dropped_epoch == 0);
+    release_gate();
     CHECK_STATUS(rwal_node_wait_committed(node, slow_lsn, slow_epoch, WAIT_MS), RWAL_OK);
     CHECK_STATUS(rwal_node_propose_and_wait(node, (const uint8_t *)"next", 4, WAIT_MS, &lsn,
                                             &epoch),

@@ -385,9 +385,12 @@ def test_a_callback_calling_a_waiting_method_gets_an_error_not_a_hung_node(tmp_p
 
 
 def test_a_propose_and_wait_that_times_out_says_what_to_wait_for(tmp_path):
+    release = threading.Event()
+
     def apply(lsn, epoch, data):
         if data == b"slow":
-            time.sleep(2)  # the node publishes the commit once the record is applied
+            # Held until the test lets it go: the node publishes the commit once applied.
+            release.wait(30)
 
     node = rwal.Node(1, tmp_path / "slow", cluster_id=1, secret=SECRET, voters=[1],
                      apply=apply, snapshot=lambda: b"", restore=lambda *_: None)
@@ -401,11 +404,12 @@ def test_a_propose_and_wait_that_times_out_says_what_to_wait_for(tmp_path):
         assert lsn > before and slow_epoch == epoch
         # Kept across a pickle (an error sent back from a process pool).
         assert pickle.loads(pickle.dumps(raised.value)).proposed == (lsn, slow_epoch)
-        # The node's thread is still in that apply for 1.5 s: a record proposed now is not
-        # taken in time, and never proposed (the next LSN shows).
+        # The node's thread is still held in that apply: a record proposed now is not taken in
+        # time, and never proposed (the next LSN shows).
         with pytest.raises(rwal.TimeoutError) as raised:
             node.propose_and_wait(b"given up", timeout=0.2)
         assert raised.value.proposed is None
+        release.set()
         node.wait_committed(lsn, slow_epoch, timeout=30)
         assert node.propose_and_wait(b"next", timeout=30)[0] == lsn + 1
         assert [r[3] for r in node.records(lsn)][:1] == [b"slow"]
@@ -414,6 +418,7 @@ def test_a_propose_and_wait_that_times_out_says_what_to_wait_for(tmp_path):
             node.wait_committed(lsn + 1000, epoch, timeout=0.01)
         assert raised.value.proposed is None
     finally:
+        release.set()
         node.close()
 
 
