@@ -1065,6 +1065,26 @@ fn the_client_prints_each_record_on_one_line() {
     assert!(lines[1].ends_with(r" bell\x07 and \x1b[2J"), "{printed:?}");
 }
 
+/// SIGHUP ended a node (its default action: a node started from a terminal that closed); it
+/// now re-reads the config file, and a node started without one says so and serves on.
+#[test]
+fn a_node_started_with_flags_only_survives_a_sighup() {
+    let mut node = ServingNode::start("sighup");
+    let out = node.client(&["append", "before"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let status = Command::new("kill")
+        .args(["-HUP", &node.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    node.wait_line("there is no file to re-read; nothing changed");
+    assert!(node.child.try_wait().unwrap().is_none(), "the node exited");
+    let out = node.client(&["append", "after"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let records: Vec<Vec<u8>> = read_records(&node.addr).into_iter().map(|r| r.1).collect();
+    assert_eq!(records, [b"before".to_vec(), b"after".to_vec()]);
+}
+
 /// An append that never reached a node was not sent by this run, and the client says so: it
 /// used to say the append "may or may not be in the log", as if this run may have sent it.
 #[test]

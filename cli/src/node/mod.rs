@@ -9,6 +9,7 @@ mod engine;
 mod line_limit;
 pub mod proto;
 mod redial;
+mod reload;
 mod requests;
 mod settings;
 #[cfg(test)]
@@ -27,18 +28,19 @@ use parking_lot::{Condvar, Mutex};
 use rwal_replication::net::{PeerConfig, PeerNetwork};
 use rwal_replication::{Bootstrap, Error, Node, NodeId, NodeOptions, Role, Severity};
 use rwal_wal::Wal;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use checkpoints::checkpoint_loop;
 use engine::{Engine, EngineState};
 use redial::Redial;
+use reload::{read_sources, PeerAddrs, Source};
 use requests::{serve_client, Inflight, APPEND_TIMEOUT, CLIENT_REQUEST_TIMEOUT};
-use settings::{parse_settings, read_config, Settings, HELP};
+use settings::{parse_settings, Settings, HELP};
 
 /// Runs `rwal node` with `args` (those after `node`) until a stop signal; an error ends the
 /// command with status 2.
 pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
-    let mut pairs = Vec::new();
+    let mut sources = Vec::new();
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
         match arg {
@@ -46,21 +48,23 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
                 out!("{HELP}");
                 return Ok(ExitCode::SUCCESS);
             }
-            lexopt::Arg::Long(flag @ ("init" | "join")) => pairs.push((flag.into(), "true".into())),
+            lexopt::Arg::Long(flag @ ("init" | "join")) => {
+                sources.push(Source::Flag(flag.into(), "true".into()))
+            }
             lexopt::Arg::Long("config") => {
                 let value = parser.value().map_err(|e| e.to_string())?;
-                pairs.extend(read_config(Path::new(&value))?);
+                sources.push(Source::File(value.into()));
             }
             lexopt::Arg::Long(key) => {
                 let key = key.to_string();
                 let value = parser.value().map_err(|e| e.to_string())?;
-                pairs.push((key, value));
+                sources.push(Source::Flag(key, value));
             }
             other => return Err(format!("{}\n\n{HELP}", other.unexpected())),
         }
     }
-    let settings = parse_settings(pairs)?;
-    serve(settings)?;
+    let settings = parse_settings(read_sources(&sources)?)?;
+    serve(settings, &sources)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -86,7 +90,11 @@ fn report_recovery(id: NodeId, report: &rwal_wal::RecoveryReport) {
 }
 
 struct Server {
+    /// As the node started; `peers` holds the peers as last read.
     settings: Settings,
+    /// Each peer's addresses, from the `peer` flags and lines as given at the start or read at
+    /// the last SIGHUP (`reload.rs`).
+    peers: parking_lot::RwLock<HashMap<NodeId, PeerAddrs>>,
     node: Node,
     engine: Engine,
     network: PeerNetwork,
@@ -110,7 +118,7 @@ struct Server {
 /// Client connections served at once.
 const CLIENT_CONNECTIONS_MAX: usize = 512;
 
-fn serve(settings: Settings) -> Result<(), String> {
+fn serve(settings: Settings, sources: &[Source]) -> Result<(), String> {
     let id = settings.id;
     // The first SIGTERM or SIGINT asks for a stop; a second, while stopping, exits at once.
     let stop_requested = Arc::new(AtomicBool::new(false));
@@ -119,6 +127,11 @@ fn serve(settings: Settings) -> Result<(), String> {
             .and_then(|_| signal_hook::flag::register(signal, stop_requested.clone()))
             .map_err(|e| format!("cannot handle signal {signal}: {e}"))?;
     }
+    // SIGHUP re-reads the config file (docs/network.md section 2.1) instead of ending the
+    // process.
+    let reload_requested = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(SIGHUP, reload_requested.clone())
+        .map_err(|e| format!("cannot handle signal {SIGHUP}: {e}"))?;
     // Before the log is opened: a start that fails on a busy client port must not have founded
     // the cluster's log (with --init) on its way.
     let listener = TcpListener::bind(settings.client_listen).map_err(|e| {
@@ -165,6 +178,9 @@ fn serve(settings: Settings) -> Result<(), String> {
     while !stop_requested.load(Ordering::Acquire) {
         std::thread::sleep(Duration::from_millis(50));
         redial.members_added_again(&server);
+        if reload_requested.swap(false, Ordering::AcqRel) {
+            reload::reload(&server, sources, &redial);
+        }
     }
     stop(server, client_addr)
 }
@@ -265,6 +281,7 @@ fn open_server(settings: Settings) -> Result<Server, String> {
         );
     }
     Ok(Server {
+        peers: parking_lot::RwLock::new(settings.peers.clone()),
         settings,
         node,
         engine,

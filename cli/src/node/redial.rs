@@ -1,13 +1,14 @@
 //! Gives the peer transport back a member that was removed and added again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use rwal_replication::NodeId;
 
 use super::{log, Server};
 
-/// Gives the transport back a configured peer that a membership change made a member again.
+/// Gives the transport back a configured peer (`Server::peers`: the `peer` lines as last read)
+/// that a membership change made a member again, or a member for the first time.
 /// The transport forgets a member when its removal is applied (it is cut off), and nothing
 /// else tells it that the member was added back (docs/network.md section 4): this looks at the
 /// membership the node publishes.
@@ -17,6 +18,9 @@ pub(super) struct Redial {
     members: Option<Vec<NodeId>>,
     /// Members the transport has had no address for, since when.
     missing_since: HashMap<NodeId, Instant>,
+    /// Ids this process saw leave the membership and not come back: a re-read config file
+    /// (`reload.rs`) does not give them to the transport, this does once they are added back.
+    left: HashSet<NodeId>,
 }
 
 /// A member the transport has had no address for this long is given one, even if no look saw
@@ -35,6 +39,18 @@ impl Redial {
             .filter(|&member| member != id)
             .collect();
         members.sort_unstable();
+        if let Some(before) = &self.members {
+            self.left
+                .extend(before.iter().filter(|member| !members.contains(member)));
+        }
+        self.left.retain(|id| !members.contains(id));
+        for &gone in &self.left {
+            // Given back by a re-read that ran between its removal and this look: the removal
+            // stands (docs/network.md section 2.1).
+            if server.network.peer_addr(gone).is_some() {
+                server.network.remove_peer(gone);
+            }
+        }
         let now = Instant::now();
         for &member in &members {
             if server.network.peer_addr(member).is_some() {
@@ -52,10 +68,10 @@ impl Redial {
             if !added_again && now.duration_since(since) < REDIAL_MISSING_FOR {
                 continue;
             }
-            let Some((addr, _)) = server.settings.peers.get(&member) else {
-                continue; // not one of this node's --peer: it cannot dial it
+            let Some((addr, _)) = server.peers.read().get(&member).copied() else {
+                continue; // not in this node's `peer` lines (as last read): no address
             };
-            match server.network.add_peer(member, *addr) {
+            match server.network.add_peer(member, addr) {
                 Ok(()) => {
                     if !is_member(&server.node.status().membership, member) {
                         // Removed again since the look above: its removal forgot it before
@@ -75,6 +91,14 @@ impl Redial {
         self.missing_since
             .retain(|member, _| members.contains(member));
         self.members = Some(members);
+    }
+}
+
+impl Redial {
+    /// Whether this process saw `id` leave the membership (at one of its looks) and has not
+    /// seen it come back.
+    pub(super) fn saw_leave(&self, id: NodeId) -> bool {
+        self.left.contains(&id)
     }
 }
 

@@ -299,13 +299,15 @@ impl Read for RequestReader<'_> {
     }
 }
 
-fn not_leader(server: &Server, leader: Option<NodeId>) -> (u8, Vec<u8>) {
+/// The NOT_LEADER answer: the leader's id (0 if none is known) and, where this node has one,
+/// its client address (from the `peer` lines as last read).
+pub(super) fn not_leader(server: &Server, leader: Option<NodeId>) -> (u8, Vec<u8>) {
     let mut body = leader.unwrap_or(0).to_le_bytes().to_vec();
     let address = leader.and_then(|l| {
         if l == server.settings.id {
             Some(server.settings.client_listen)
         } else {
-            server.settings.peers.get(&l).map(|p| p.1)
+            server.peers.read().get(&l).map(|p| p.1)
         }
     });
     if let Some(address) = address {

@@ -62,7 +62,10 @@ to start.
 
 SIGTERM or SIGINT stops the node: it serves no new client, answers the requests in progress,
 closes its log and exits 0. A second signal exits at once (1); everything acknowledged is
-durable either way.";
+durable either way. SIGHUP reads the --config file again and takes its `peer` lines (a
+member at a new address, a new member; peers given as flags stay as they are); the other
+settings take a restart. A node started without --config logs that it has no file to read
+and runs on.";
 
 /// The longest raft tick `rwal node` takes, in milliseconds.
 const TICK_MS_MAX: u64 = 60_000;

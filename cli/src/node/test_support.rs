@@ -17,8 +17,22 @@ pub(super) fn single_node_server(name: &str) -> (Server, PathBuf) {
     let dir = std::env::temp_dir().join(format!("rwal-node-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let settings = Settings {
-        id: 1,
         dir: dir.clone(),
+        ..settings_for_tests()
+    };
+    let server = open_server(settings).unwrap();
+    let (status, leading) = server
+        .node
+        .wait_status(Duration::from_secs(30), |s| s.role == Role::Leader);
+    assert!(leading, "{status:?}");
+    (server, dir)
+}
+
+/// The settings of a founding single voter on ports the OS chooses, its directory to be set.
+pub(super) fn settings_for_tests() -> Settings {
+    Settings {
+        id: 1,
+        dir: PathBuf::new(),
         listen: "127.0.0.1:0".parse().unwrap(),
         client_listen: "127.0.0.1:0".parse().unwrap(),
         peers: HashMap::new(),
@@ -33,13 +47,7 @@ pub(super) fn single_node_server(name: &str) -> (Server, PathBuf) {
         pin_cap_bytes: 1 << 20,
         snapshot_bytes_max: 1 << 20,
         snapshot_timeout: None,
-    };
-    let server = open_server(settings).unwrap();
-    let (status, leading) = server
-        .node
-        .wait_status(Duration::from_secs(30), |s| s.role == Role::Leader);
-    assert!(leading, "{status:?}");
-    (server, dir)
+    }
 }
 
 /// Serves one client connection as the acceptor's thread would.
