@@ -367,7 +367,12 @@ typedef int32_t rwal_recovery_mode;
 #define RWAL_MEMBERSHIP_REMOVE 2
 
 /**
- * Segment files written through a shared memory mapping (the default).
+ * Segment files written through a shared memory mapping (the default). Assumes a file system
+ * that overwrites in place (ext4, XFS): on a copy-on-write or compressing one (btrfs, ZFS, a
+ * compressed or deduplicated volume) a full disk ends the process with `SIGBUS` instead of
+ * `RWAL_ERR_NO_SPACE`, so use `RWAL_BACKEND_STAGED` or `RWAL_BACKEND_PWRITE` there
+ * (`docs/design.md` section 10; with every backend, readers read through a mapping, and a
+ * segment file cut short from outside the log `SIGBUS`es them).
  */
 #define RWAL_BACKEND_MMAP 0
 
@@ -741,8 +746,13 @@ rwal_status rwal_open(const char *dir, const rwal_options *opts, rwal_log **log_
 rwal_status rwal_close(rwal_log *log);
 
 /**
- * Appends one record of `len` bytes and writes its LSN to `*lsn_out`. Does not wait for the
- * disk: call `rwal_commit` for durability. `RWAL_ERR_INVALID_ARGUMENT` for a record larger
+ * Appends one record of `len` bytes and writes its LSN to `*lsn_out`. Does not sync it: call
+ * `rwal_commit` for durability. It copies the record and returns, except when the record
+ * starts a new segment that is not prepared yet (the background thread prepares the next one
+ * ahead; without it, at every roll): then it waits for that segment's preparation (its
+ * zero-fill or allocation, and syncs), and so do appenders behind it; and with
+ * `RWAL_BACKEND_STAGED` or `RWAL_BACKEND_IO_URING`, an appender past 16 MiB of staged bytes
+ * not yet written writes them back itself. `RWAL_ERR_INVALID_ARGUMENT` for a record larger
  * than one segment holds (its size less 4 KiB of header and 32 bytes of record header; the
  * segment size of this open's options, which may differ from the one the log was created
  * with).
@@ -1060,6 +1070,27 @@ rwal_status rwal_snapshot_sink_write(rwal_snapshot_sink *sink, const uint8_t *da
 rwal_status rwal_node_open(const rwal_node_options *opts, rwal_node **node_out);
 
 /**
+ * Stops the node as `rwal_node_close` does (its thread, then its log's final sync and
+ * watermark; `RWAL_ERR_REPLICATION` if the node had failed) without freeing the handle, for an
+ * engine whose own threads may be blocked in the node when it stops: every call waiting on the
+ * node (`rwal_node_propose`, `rwal_node_propose_and_wait`, `rwal_node_wait_committed`,
+ * `rwal_node_read_barrier`, `rwal_node_transfer_leadership`, ...) returns `RWAL_ERR_CLOSED`
+ * (a waiter whose commit was published before the stop may still get `RWAL_OK`), and so does
+ * every such call made after it, whatever its entry. Its network stays until `rwal_node_close`
+ * (the listening port bound; frames from peers dropped). Join those threads, then free the
+ * handle with `rwal_node_close`, which then returns only the node's failure, if it had one.
+ * Calling it again, even from several threads at once, does nothing more; each call blocks
+ * until the node's thread has stopped and its log is closed.
+ * `RWAL_ERR_INVALID_ARGUMENT` on the node's own thread (from a callback), where it would wait
+ * for itself: nothing is stopped.
+ *
+ * # Safety
+ * `node` is a live handle from `rwal_node_open`; other threads may be using it, and may go on
+ * until they are done with it: the handle stays valid until `rwal_node_close`.
+ */
+rwal_status rwal_node_shutdown(const rwal_node *node);
+
+/**
  * Stops the node's thread and network and closes its log (its final sync and watermark;
  * `RWAL_ERR_REPLICATION` if the node had failed, with the failure in the message); frees the
  * handle, which must not be used again (even when an error is returned), except after
@@ -1161,7 +1192,8 @@ rwal_status rwal_node_propose_and_wait(rwal_node *node,
  * The leader this node knows of, or while this node hands its leadership over, the node it
  * hands it to (the one its `RWAL_ERR_NOT_LEADER` names): where proposals go. Its id in
  * `*leader_out` (0 if none) and, if it is this node or a peer, its peer address as "IP:PORT"
- * with a NUL in `buf` (empty if unknown), its length without the NUL in `*len_out`.
+ * with a NUL in `buf` (empty if unknown: the address nodes dial each other at, not where your
+ * engine's clients connect; map the id to that yourself), its length without the NUL in `*len_out`.
  * `RWAL_ERR_BUFFER_TOO_SMALL` if the address does not fit, with `*len_out` the bytes it needs,
  * its NUL included, and `*leader_out` written too: `buf` NULL with `cap` 0 asks for the id and
  * the size alone.
@@ -1257,14 +1289,23 @@ rwal_status rwal_node_transfer_leadership(rwal_node *node,
 
 /**
  * Writes a checkpoint at `lsn` (at most the applied LSN) holding the engine's state as of it
- * (`len` bytes); a follower behind the compacted log is sent it. Blocks; thread-safe.
+ * (`len` bytes); a follower behind the compacted log is sent it. Blocks: the node's thread
+ * checks `lsn`, then the state is written and synced on the caller's thread; thread-safe. A node never checkpoints by itself: call it now and then
+ * (every N applied records, say), or the log grows without end and every open replays it all
+ * through `apply`; `rwal_node_compact` then removes what the checkpoint covers. `state` must
+ * be the state with exactly the records up to `lsn` applied: copy both under the lock your
+ * `apply` callback takes, release the lock, then call this (called while holding it, it would
+ * wait for the node's thread, which may be waiting for that lock in `apply`).
  * `RWAL_ERR_ABANDONED` if the node began installing a leader's snapshot meanwhile (the
  * checkpoint would describe the log it replaces): nothing was kept, and the node goes on.
  *
  * # Safety
  * `node` is live; `state` has `len` readable bytes (NULL if 0).
  */
-rwal_status rwal_node_checkpoint(rwal_node *node, uint64_t lsn, const uint8_t *state, size_t len);
+rwal_status rwal_node_checkpoint(rwal_node *node,
+                                 uint64_t lsn,
+                                 const uint8_t *state,
+                                 size_t len);
 
 /**
  * Removes log segments that the latest checkpoint and the followers no longer need (node
@@ -1429,7 +1470,8 @@ rwal_status rwal_reader_next(rwal_reader *reader,
 
 /**
  * Like `rwal_reader_next`, but waits up to `timeout_us` microseconds for a record to become
- * durable; `RWAL_ERR_TIMEOUT` if none does. Blocks.
+ * durable; `RWAL_ERR_TIMEOUT` if none does. Never returns `RWAL_END`: at the end of what is
+ * durable it waits (a tailing reader). Blocks.
  *
  * # Safety
  * As `rwal_reader_next`.

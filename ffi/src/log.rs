@@ -183,8 +183,13 @@ pub unsafe extern "C" fn rwal_close(log: *mut rwal_log) -> rwal_status {
     })
 }
 
-/// Appends one record of `len` bytes and writes its LSN to `*lsn_out`. Does not wait for the
-/// disk: call `rwal_commit` for durability. `RWAL_ERR_INVALID_ARGUMENT` for a record larger
+/// Appends one record of `len` bytes and writes its LSN to `*lsn_out`. Does not sync it: call
+/// `rwal_commit` for durability. It copies the record and returns, except when the record
+/// starts a new segment that is not prepared yet (the background thread prepares the next one
+/// ahead; without it, at every roll): then it waits for that segment's preparation (its
+/// zero-fill or allocation, and syncs), and so do appenders behind it; and with
+/// `RWAL_BACKEND_STAGED` or `RWAL_BACKEND_IO_URING`, an appender past 16 MiB of staged bytes
+/// not yet written writes them back itself. `RWAL_ERR_INVALID_ARGUMENT` for a record larger
 /// than one segment holds (its size less 4 KiB of header and 32 bytes of record header; the
 /// segment size of this open's options, which may differ from the one the log was created
 /// with).

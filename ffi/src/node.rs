@@ -782,6 +782,39 @@ pub unsafe extern "C" fn rwal_node_open(
     })
 }
 
+/// Stops the node as `rwal_node_close` does (its thread, then its log's final sync and
+/// watermark; `RWAL_ERR_REPLICATION` if the node had failed) without freeing the handle, for an
+/// engine whose own threads may be blocked in the node when it stops: every call waiting on the
+/// node (`rwal_node_propose`, `rwal_node_propose_and_wait`, `rwal_node_wait_committed`,
+/// `rwal_node_read_barrier`, `rwal_node_transfer_leadership`, ...) returns `RWAL_ERR_CLOSED`
+/// (a waiter whose commit was published before the stop may still get `RWAL_OK`), and so does
+/// every such call made after it, whatever its entry. Its network stays until `rwal_node_close`
+/// (the listening port bound; frames from peers dropped). Join those threads, then free the
+/// handle with `rwal_node_close`, which then returns only the node's failure, if it had one.
+/// Calling it again, even from several threads at once, does nothing more; each call blocks
+/// until the node's thread has stopped and its log is closed.
+/// `RWAL_ERR_INVALID_ARGUMENT` on the node's own thread (from a callback), where it would wait
+/// for itself: nothing is stopped.
+///
+/// # Safety
+/// `node` is a live handle from `rwal_node_open`; other threads may be using it, and may go on
+/// until they are done with it: the handle stays valid until `rwal_node_close`.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_node_shutdown(node: *const rwal_node) -> rwal_status {
+    boundary(|| {
+        // SAFETY: forwarded caller contract.
+        let handle = unsafe { self::node(node)? };
+        if handle.node.on_its_thread() {
+            return Err(invalid(
+                "rwal_node_shutdown was called on the node's own thread (from a callback), \
+                 where it would wait for itself: the node goes on",
+            ));
+        }
+        handle.node.shut_down()?;
+        Ok(())
+    })
+}
+
 /// Stops the node's thread and network and closes its log (its final sync and watermark;
 /// `RWAL_ERR_REPLICATION` if the node had failed, with the failure in the message); frees the
 /// handle, which must not be used again (even when an error is returned), except after
@@ -1018,7 +1051,8 @@ pub unsafe extern "C" fn rwal_node_propose_and_wait(
 /// The leader this node knows of, or while this node hands its leadership over, the node it
 /// hands it to (the one its `RWAL_ERR_NOT_LEADER` names): where proposals go. Its id in
 /// `*leader_out` (0 if none) and, if it is this node or a peer, its peer address as "IP:PORT"
-/// with a NUL in `buf` (empty if unknown), its length without the NUL in `*len_out`.
+/// with a NUL in `buf` (empty if unknown: the address nodes dial each other at, not where your
+/// engine's clients connect; map the id to that yourself), its length without the NUL in `*len_out`.
 /// `RWAL_ERR_BUFFER_TOO_SMALL` if the address does not fit, with `*len_out` the bytes it needs,
 /// its NUL included, and `*leader_out` written too: `buf` NULL with `cap` 0 asks for the id and
 /// the size alone.
@@ -1306,7 +1340,13 @@ pub unsafe extern "C" fn rwal_node_transfer_leadership(
 }
 
 /// Writes a checkpoint at `lsn` (at most the applied LSN) holding the engine's state as of it
-/// (`len` bytes); a follower behind the compacted log is sent it. Blocks; thread-safe.
+/// (`len` bytes); a follower behind the compacted log is sent it. Blocks: the node's thread
+/// checks `lsn`, then the state is written and synced on the caller's thread; thread-safe. A node never checkpoints by itself: call it now and then
+/// (every N applied records, say), or the log grows without end and every open replays it all
+/// through `apply`; `rwal_node_compact` then removes what the checkpoint covers. `state` must
+/// be the state with exactly the records up to `lsn` applied: copy both under the lock your
+/// `apply` callback takes, release the lock, then call this (called while holding it, it would
+/// wait for the node's thread, which may be waiting for that lock in `apply`).
 /// `RWAL_ERR_ABANDONED` if the node began installing a leader's snapshot meanwhile (the
 /// checkpoint would describe the log it replaces): nothing was kept, and the node goes on.
 ///

@@ -17,7 +17,12 @@ pub struct rwal_options {
 /// The I/O backend: one of the `RWAL_BACKEND_*` values.
 #[allow(non_camel_case_types)]
 pub type rwal_backend = i32;
-/// Segment files written through a shared memory mapping (the default).
+/// Segment files written through a shared memory mapping (the default). Assumes a file system
+/// that overwrites in place (ext4, XFS): on a copy-on-write or compressing one (btrfs, ZFS, a
+/// compressed or deduplicated volume) a full disk ends the process with `SIGBUS` instead of
+/// `RWAL_ERR_NO_SPACE`, so use `RWAL_BACKEND_STAGED` or `RWAL_BACKEND_PWRITE` there
+/// (`docs/design.md` section 10; with every backend, readers read through a mapping, and a
+/// segment file cut short from outside the log `SIGBUS`es them).
 pub const RWAL_BACKEND_MMAP: rwal_backend = 0;
 /// Segment files written with `pwritev`.
 pub const RWAL_BACKEND_PWRITE: rwal_backend = 1;

@@ -85,7 +85,8 @@ pub unsafe extern "C" fn rwal_reader_next(
 }
 
 /// Like `rwal_reader_next`, but waits up to `timeout_us` microseconds for a record to become
-/// durable; `RWAL_ERR_TIMEOUT` if none does. Blocks.
+/// durable; `RWAL_ERR_TIMEOUT` if none does. Never returns `RWAL_END`: at the end of what is
+/// durable it waits (a tailing reader). Blocks.
 ///
 /// # Safety
 /// As `rwal_reader_next`.

@@ -651,7 +651,8 @@ impl Node {
     /// that LSN. Reads of this node's committed log up to it (the engine's state, or
     /// [`reader`](Node::reader)) then see every write acknowledged before the call. Works on
     /// followers too (the confirmation comes from the leader); [`Error::Timeout`] without one
-    /// in time, or if the node's thread, busy, did not take the request in time.
+    /// in time, or if the node's thread, busy, did not take the request in time; [`Error::Closed`]
+    /// if the node stops before the read point is applied.
     pub fn read_barrier(&self, timeout: Duration) -> Result<Lsn> {
         self.not_on_own_thread("read_barrier")?;
         let deadline = Instant::now() + timeout;
@@ -660,19 +661,22 @@ impl Node {
             deadline,
             "a leader to confirm the read point",
         )?;
-        let (status, applied) = self
+        let (status, _) = self
             .wait_status(deadline.saturating_duration_since(Instant::now()), |s| {
-                s.applied_lsn >= lsn
+                s.applied_lsn >= lsn || self.stopped()
             });
         if let Some(failure) = status.failure {
             return Err(Error::Raft(failure));
         }
-        if !applied {
-            return Err(Error::Timeout {
-                waiting_for: "the read point to be applied",
-            });
+        if status.applied_lsn >= lsn {
+            return Ok(lsn);
         }
-        Ok(lsn)
+        if self.stopped() {
+            return Err(Error::Closed);
+        }
+        Err(Error::Timeout {
+            waiting_for: "the read point to be applied",
+        })
     }
 
     /// Proposes a membership change on the leader; returns the LSN and epoch the change entry
@@ -694,7 +698,8 @@ impl Node {
     /// [`Error::InvalidArgument`] if `to` is this node or not a voter, or if there is no other
     /// voter; [`Error::Timeout`] if leadership did not
     /// move in time (raft abandons a transfer after an election timeout and this node leads
-    /// on), or if the node's thread, busy, did not take the request in time (it may still).
+    /// on), or if the node's thread, busy, did not take the request in time (it may still);
+    /// [`Error::Closed`] if the node stops before the leadership moved.
     pub fn transfer_leadership(&self, to: Option<NodeId>, timeout: Duration) -> Result<NodeId> {
         self.not_on_own_thread("transfer_leadership")?;
         let deadline = Instant::now() + timeout;
@@ -706,16 +711,18 @@ impl Node {
         )?;
         // Done once another node leads as this one sees it: `to`, or, if raft abandoned the
         // transfer and another election followed, whoever won it.
-        let (status, moved) =
-            self.wait_status(deadline.saturating_duration_since(Instant::now()), |s| {
-                s.failure.is_some()
-                    || (s.role != Role::Leader && s.leader.is_some_and(|l| l != self.id))
+        let moved =
+            |s: &NodeStatus| s.role != Role::Leader && s.leader.is_some_and(|l| l != self.id);
+        let (status, _) = self
+            .wait_status(deadline.saturating_duration_since(Instant::now()), |s| {
+                s.failure.is_some() || moved(s) || self.stopped()
             });
         if let Some(failure) = status.failure {
             return Err(Error::Raft(failure));
         }
         match status.leader {
-            Some(leader) if moved => Ok(leader),
+            Some(leader) if moved(&status) => Ok(leader),
+            _ if self.stopped() => Err(Error::Closed),
             _ => Err(Error::Timeout {
                 waiting_for: "the leadership to move",
             }),
@@ -856,18 +863,24 @@ impl Node {
         self.shared.queue_cond.notify_all();
         if let Err(e) = self.not_on_own_thread("close") {
             // Joined, the thread would wait for itself: it stops once the state machine's
-            // method that called this returns, and closes the log as it ends.
+            // method that called this returns, and closes the log as it ends. Not waited for
+            // if another thread holds the handle to join it: that one closes the log.
             self.shared.close_log_at_end.store(true, Ordering::Release);
-            drop(self.thread.lock().take());
+            if let Some(mut thread) = self.thread.try_lock() {
+                drop(thread.take());
+            }
             return Err(e);
         }
-        let thread = self.thread.lock().take();
-        let joined = match thread {
+        // Held until the log is closed: a second stop at the same time (`shut_down` from two
+        // threads) returns only once the thread has stopped, and closes no log under it.
+        let mut thread = self.thread.lock();
+        let joined = match thread.take() {
             Some(thread) => thread.join(),
             None => Ok(()),
         };
         let closed = self.wal.close_shared();
         self.shared.log_closed.store(true, Ordering::Release);
+        drop(thread);
         if joined.is_err() {
             return Err(Error::Raft("the node's thread panicked".into()));
         }
@@ -875,6 +888,12 @@ impl Node {
             return Err(Error::Raft(failure));
         }
         Ok(closed?)
+    }
+
+    /// Whether the node's thread has stopped. Set under the status lock, so that a
+    /// [`wait_status`](Node::wait_status) condition that reads it misses no wake-up.
+    fn stopped(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
     }
 
     /// Whether the caller runs on the node's own thread: in its [`StateMachine`]'s methods
@@ -1519,7 +1538,12 @@ fn run<M: StateMachine, T: Transport>(
         }
         shared.log_closed.store(true, Ordering::Release);
     }
-    shared.closed.store(true, Ordering::Release);
+    {
+        // Under the status lock: a `wait_status` condition that reads it has either seen it
+        // or is waiting for the notification below.
+        let _status = shared.status.lock();
+        shared.closed.store(true, Ordering::Release);
+    }
     shared.status_cond.notify_all();
     shared.waiters.stop();
     // Answer whatever is still queued.

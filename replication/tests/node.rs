@@ -2290,3 +2290,92 @@ fn a_removed_member_is_forgotten_by_the_transport_before_the_status_shows_it() {
     learner.close().unwrap();
     leader.close().unwrap();
 }
+
+/// `shut_down` from two threads at once (a C engine's threads both stopping the node): neither
+/// returns before the node's thread has stopped, and neither closes the log under it. The
+/// second used to find the thread already taken by the first, close the log at once while the
+/// thread was still in an `apply`, and return; the node then failed on its closed log.
+#[test]
+fn two_shut_downs_at_once_both_wait_for_the_nodes_thread() {
+    let dir = TempDir::new("repl-two-shutdowns");
+    let network = MemoryNetwork::new();
+    let engine = SlowEngine::default();
+    let options = NodeOptions::new(1, dir.join("node1"), Bootstrap::Voters(vec![1]));
+    let node = Node::open(options, engine.clone(), network.transport()).expect("node opens");
+    network.register(1, node.inbox());
+    let (status, led) = node.wait_status(WAIT, |s| s.role == Role::Leader);
+    assert!(led, "{status:?}");
+    let second_returned = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let slow = s.spawn(|| node.propose_and_wait(b"slow", WAIT));
+        engine.gate.wait_held();
+        let first = s.spawn(|| node.shut_down());
+        // The first has asked the thread to stop once requests are refused (a request it
+        // would take waits for the held thread: a short read barrier gives up instead).
+        let deadline = std::time::Instant::now() + WAIT;
+        while !matches!(
+            node.read_barrier(Duration::from_millis(1)),
+            Err(Error::Closed)
+        ) {
+            assert!(std::time::Instant::now() < deadline, "the stop never began");
+        }
+        let second = s.spawn(|| {
+            let outcome = node.shut_down();
+            second_returned.store(true, Ordering::Release);
+            outcome
+        });
+        // The thread is held in the apply: a second stop that does not wait returns now.
+        let until = std::time::Instant::now() + Duration::from_millis(300);
+        while std::time::Instant::now() < until {
+            assert!(
+                !second_returned.load(Ordering::Acquire),
+                "the second shut_down returned while the node's thread was still running"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        engine.gate.release();
+        first.join().unwrap().expect("the first shut_down");
+        second.join().unwrap().expect("the second shut_down");
+        // Applied before the stop, or refused by it; never a failure of a closed log.
+        match slow.join().unwrap() {
+            Ok(_) | Err(Error::Closed) => {}
+            other => panic!("the slow record: {other:?}"),
+        }
+    });
+    assert_eq!(node.status().failure, None);
+}
+
+/// A transfer of leadership waiting for the leadership to move is ended by the node's stop,
+/// with `Closed`: it used to wait out its timeout.
+#[test]
+fn a_shut_down_ends_a_transfer_of_leadership_in_progress() {
+    let mut cluster = Cluster::new("repl-transfer-shutdown", 3);
+    let leader = cluster.leader(&[1, 2, 3]);
+    cluster
+        .node(leader)
+        .propose_and_wait(b"both followers have it", WAIT)
+        .unwrap();
+    let followers: Vec<NodeId> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
+    for follower in &followers {
+        cluster.stop(*follower);
+    }
+    let node = cluster.node(leader);
+    // Its timeout far past the test's patience: the stop, not the timeout, must end it.
+    let patient = 3 * WAIT;
+    std::thread::scope(|s| {
+        let transfer = s.spawn(|| node.transfer_leadership(Some(followers[0]), patient));
+        let (status, handing) = node.wait_status(WAIT, |s| s.handing_over_to.is_some());
+        assert!(handing, "the transfer never began: {status:?}");
+        let stopping = std::time::Instant::now();
+        node.shut_down().expect("shut down");
+        match transfer.join().unwrap() {
+            Err(Error::Closed) => {}
+            other => panic!("expected Closed, got {other:?}"),
+        }
+        assert!(
+            stopping.elapsed() < WAIT,
+            "the transfer waited {:?} after the stop",
+            stopping.elapsed()
+        );
+    });
+}

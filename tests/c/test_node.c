@@ -38,7 +38,7 @@ struct engine {
     /* For the re-entry test: the node, and what its calls made from apply returned. */
     rwal_node *node;
     int reentered;
-    rwal_status reentry[4];
+    rwal_status reentry[5];
 };
 
 /* Where the apply of a record "slow" is held until the test releases it (at most WAIT_MS). */
@@ -86,11 +86,13 @@ static int on_apply(void *userdata, uint64_t lsn, uint64_t epoch, const uint8_t 
         rwal_status barrier = rwal_node_read_barrier(node, 1000, &out_lsn);
         rwal_status compacted = rwal_node_compact(node);
         rwal_status closed = rwal_node_close(node);
+        rwal_status shut_down = rwal_node_shutdown(node);
         pthread_mutex_lock(&e->lock);
         e->reentry[0] = proposed;
         e->reentry[1] = barrier;
         e->reentry[2] = compacted;
         e->reentry[3] = closed;
+        e->reentry[4] = shut_down;
         e->reentered = 1;
         pthread_mutex_unlock(&e->lock);
     }
@@ -727,9 +729,34 @@ static void test_engine_failure(const char *dir) {
     pthread_mutex_destroy(&e.lock);
 }
 
+/* A thread of the engine waiting for an LSN the node will not reach before it stops; says
+ * (under `lock`) when it is about to call. */
+struct waiter {
+    rwal_node *node;
+    uint64_t lsn;
+    uint64_t epoch;
+    pthread_mutex_t lock;
+    int calling;
+    rwal_status status;
+};
+
+static void *wait_far_ahead(void *arg) {
+    struct waiter *w = arg;
+    pthread_mutex_lock(&w->lock);
+    w->calling = 1;
+    pthread_mutex_unlock(&w->lock);
+    rwal_status st = rwal_node_wait_committed(w->node, w->lsn, w->epoch, WAIT_MS);
+    pthread_mutex_lock(&w->lock);
+    w->status = st;
+    pthread_mutex_unlock(&w->lock);
+    return NULL;
+}
+
 /* A callback that calls the functions waiting for its node's thread (propose, read barrier,
- * compact, close) gets RWAL_ERR_INVALID_ARGUMENT at once; the close there closes nothing, and the node
- * goes on. Before, the node waited for itself forever, and so did rwal_node_close. */
+ * compact, close, shutdown) gets RWAL_ERR_INVALID_ARGUMENT at once; the close there closes
+ * nothing, and the node goes on. Before, the node waited for itself forever, and so did
+ * rwal_node_close. Then the timeouts of propose-and-wait, and a shutdown under a waiting
+ * thread. */
 static void test_reentry(const char *dir) {
     char path[512];
     snprintf(path, sizeof path, "%s/reentrant", dir);
@@ -754,6 +781,7 @@ static void test_reentry(const char *dir) {
     CHECK_STATUS(e.reentry[1], RWAL_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(e.reentry[2], RWAL_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(e.reentry[3], RWAL_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(e.reentry[4], RWAL_ERR_INVALID_ARGUMENT);
     pthread_mutex_unlock(&e.lock);
     CHECK_STATUS(rwal_node_propose_and_wait(node, (const uint8_t *)"after", 5, WAIT_MS, &lsn,
                                             &epoch),
@@ -778,6 +806,29 @@ static void test_reentry(const char *dir) {
                                             &epoch),
                  RWAL_OK);
     CHECK(lsn == slow_lsn + 1);
+    /* An engine's thread waiting on the node when it is shut down gets RWAL_ERR_CLOSED, not
+     * its timeout (whether it was already waiting or called just after); the handle stays
+     * valid until it is closed. */
+    struct waiter w = {.node = node, .lsn = lsn + 1000, .epoch = epoch, .status = 12345};
+    pthread_mutex_init(&w.lock, NULL);
+    pthread_t thread;
+    CHECK(pthread_create(&thread, NULL, wait_far_ahead, &w) == 0);
+    /* Most likely waiting by the time the stop comes (either way it must get CLOSED). */
+    for (int waited = 0; waited < WAIT_MS; waited += 10) {
+        pthread_mutex_lock(&w.lock);
+        int calling = w.calling;
+        pthread_mutex_unlock(&w.lock);
+        if (calling) break;
+        sleep_ms(10);
+    }
+    sleep_ms(100);
+    CHECK_STATUS(rwal_node_shutdown(node), RWAL_OK);
+    CHECK(pthread_join(thread, NULL) == 0);
+    CHECK_STATUS(w.status, RWAL_ERR_CLOSED);
+    pthread_mutex_destroy(&w.lock);
+    CHECK_STATUS(rwal_node_propose(node, (const uint8_t *)"late", 4, &lsn, &epoch),
+                 RWAL_ERR_CLOSED);
+    CHECK_STATUS(rwal_node_shutdown(node), RWAL_OK);
     CHECK_STATUS(rwal_node_close(node), RWAL_OK);
     pthread_mutex_destroy(&e.lock);
 }

@@ -272,7 +272,12 @@ def open(  # noqa: A001 - rwal.open on purpose, like io.open
     backend: Optional[str] = None,
 ) -> "Log":
     """Opens (and with create, the default, creates) the log in directory `path` and recovers
-    it. `backend` is "mmap" (default), "pwrite", "staged" or "io_uring"."""
+    it; with create=False a directory without a log is refused. `segment_size` is the size of
+    new segment files in bytes (1 MiB to 2 GiB, a multiple of 4096; default 64 MiB).
+    `backend` is "mmap" (default), "pwrite", "staged" or "io_uring". "mmap" assumes a file
+    system that overwrites in place (ext4, XFS): on btrfs, ZFS or a compressed volume a full
+    disk ends the process with SIGBUS instead of raising NoSpaceError, so use "staged" or
+    "pwrite" there."""
     opts = ffi.gc(lib.rwal_options_new(), lib.rwal_options_free)
     _check(lib.rwal_options_set_create(opts, bool(create)))
     if segment_size is not None:

@@ -381,7 +381,8 @@ class Node(_Handle):
     def propose(self, data) -> Tuple[int, int]:
         """Proposes a record on the leader; returns the (lsn, epoch) it will have if it
         commits. rwal.NotLeaderError (naming the leader) on a follower; rwal.BusyError when
-        too much waits to be committed."""
+        too much waits to be committed. Blocks until the node's thread takes the record, with
+        no timeout, in one library call: Ctrl-C and close() wait for it."""
         buf = ffi.from_buffer(_stable(data))
         lsn = ffi.new("uint64_t *")
         epoch = ffi.new("uint64_t *")
@@ -421,9 +422,10 @@ class Node(_Handle):
         commits. A TimeoutError's `proposed` is the record's (lsn, epoch) if it was proposed:
         it may still commit, and wait_committed() waits on; None if the node had not taken it:
         it was not proposed and never will be. After any other error (ClosedError,
-        ReplicationError, ...) it may still commit, its LSN unknown: callers that must know use the two calls. One library call:
-        Ctrl-C waits for it to return, so keep its timeout short (or use the two calls, whose
-        wait_committed() sees Ctrl-C within a slice)."""
+        ReplicationError, ...) it may still commit, its LSN unknown: callers that must know
+        use the two calls. One library call: Ctrl-C and close() wait for it to return, so keep
+        its timeout short (or use the two calls, whose wait_committed() sees Ctrl-C within a
+        slice)."""
         buf = ffi.from_buffer(_stable(data))
         lsn = ffi.new("uint64_t *")
         epoch = ffi.new("uint64_t *")
@@ -467,6 +469,8 @@ class Node(_Handle):
             ids = ffi.new("uint64_t[]", cap) if cap else ffi.NULL
             try:
                 self._call(lib.rwal_node_members, ids, cap, count, voters)
+                if count[0] == 0:
+                    return [], []  # a joiner before its first membership (ids is NULL)
                 return list(ids[0:voters[0]]), list(ids[voters[0]:count[0]])
             except Error as e:
                 if e.code != lib.RWAL_ERR_BUFFER_TOO_SMALL:
@@ -545,7 +549,8 @@ class Node(_Handle):
     def transfer_leadership(self, to: Optional[int] = None, timeout: float = 10.0) -> int:
         """Hands leadership to voter `to` (None: the live voter with the most replicated
         log), e.g. before close(); returns the new leader's id once this node knows it.
-        rwal.NotLeaderError on a follower; rwal.TimeoutError if leadership did not move."""
+        rwal.NotLeaderError on a follower; rwal.TimeoutError if leadership did not move. One
+        library call: Ctrl-C and close() wait for it, up to its timeout."""
         leader = ffi.new("uint64_t *")
         to = 0 if to is None else _uint(to, "to")
         self._call(lib.rwal_node_transfer_leadership, to, _millis(timeout), leader)
@@ -553,10 +558,13 @@ class Node(_Handle):
 
     def checkpoint(self, lsn: int, state) -> None:
         """Writes a checkpoint at `lsn` (at most the applied LSN) with the engine's state.
-        `state` must be the state after exactly the records up to `lsn`: take both together,
+        The node never checkpoints to bound its log: call this now and then (then compact()),
+        or the log grows without end and every open replays it all through apply.
+        `state` must be the state after exactly the records up to `lsn`: copy both together,
         under the lock your apply callback holds, from an LSN apply records as it goes (not
         from status(), read apart from the state: records applied between the two would be
-        applied again after a restore from this checkpoint).
+        applied again after a restore from this checkpoint); then release the lock and call
+        this (it waits for the node's thread, which may be waiting for that lock in apply).
         rwal.AbandonedError if the node began installing a leader's snapshot meanwhile: nothing
         was kept, and the node goes on. A mutable buffer (a bytearray the apply callback
         changes) is copied first: its checksum and its bytes are read one after the other."""
@@ -572,7 +580,9 @@ class Node(_Handle):
 
     def close(self) -> None:
         """Stops the node and closes its log; waits for calls in progress on other threads
-        first, a wait_committed or propose_and_wait up to its timeout (give those short
+        first: wait_committed() and read_barrier() end within a slice (0.2 s) with
+        ClosedError; propose_and_wait() and transfer_leadership() are waited for up to their
+        timeouts, propose() until the node's thread takes its record (give those short
         timeouts where close must be prompt). Twice is fine. InvalidArgumentError from one of
         this node's own callbacks, where it would wait for itself: the node stays open."""
         if any(e is getattr(self, "_engine", None) for e in getattr(_callback_thread, "engines",
