@@ -605,7 +605,10 @@ rwal_status rwal_compact(rwal_log *log);
 
 /**
  * Starts a checkpoint at `lsn` whose snapshot of `len` bytes is written in chunks with
- * `rwal_checkpoint_writer_write`, then made durable by `rwal_checkpoint_writer_finish`.
+ * `rwal_checkpoint_writer_write`, then made durable by `rwal_checkpoint_writer_finish`. `lsn`
+ * as for `rwal_checkpoint` (at least 1, durable, not below the latest checkpoint:
+ * `RWAL_ERR_INVALID_ARGUMENT`). Until the writer is finished or freed it pins the log from
+ * `lsn`: `rwal_truncate_after` below it returns `RWAL_ERR_PINNED`.
  *
  * # Safety
  * `log` is a live handle; `writer_out` is writable.
@@ -790,6 +793,7 @@ rwal_status rwal_commit(rwal_log *log, uint64_t lsn);
 
 /**
  * Commits everything appended so far; writes the LSN now durable to `*lsn_out` (may be NULL).
+ * Blocks until it is durable, as `rwal_commit` does. Thread-safe.
  *
  * # Safety
  * `log` is a live handle; `lsn_out` is NULL or writable.
@@ -864,7 +868,8 @@ rwal_status rwal_recovery_report_get(const rwal_log *log, rwal_recovery_report *
 /**
  * Describes recovery decision `index` (below the report's `events`) as text in `buf`
  * (at most `cap - 1` bytes and a NUL); returns the text's full length, 0 for an index out of
- * range.
+ * range. The text is for people (a log line), not a stable format to parse: the report's
+ * counts are the stable part.
  *
  * # Safety
  * `log` is a live handle; `buf` is NULL or has `cap` writable bytes.

@@ -186,7 +186,10 @@ pub unsafe extern "C" fn rwal_compact(log: *mut rwal_log) -> rwal_status {
 }
 
 /// Starts a checkpoint at `lsn` whose snapshot of `len` bytes is written in chunks with
-/// `rwal_checkpoint_writer_write`, then made durable by `rwal_checkpoint_writer_finish`.
+/// `rwal_checkpoint_writer_write`, then made durable by `rwal_checkpoint_writer_finish`. `lsn`
+/// as for `rwal_checkpoint` (at least 1, durable, not below the latest checkpoint:
+/// `RWAL_ERR_INVALID_ARGUMENT`). Until the writer is finished or freed it pins the log from
+/// `lsn`: `rwal_truncate_after` below it returns `RWAL_ERR_PINNED`.
 ///
 /// # Safety
 /// `log` is a live handle; `writer_out` is writable.

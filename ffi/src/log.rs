@@ -275,6 +275,7 @@ pub unsafe extern "C" fn rwal_commit(log: *mut rwal_log, lsn: u64) -> rwal_statu
 }
 
 /// Commits everything appended so far; writes the LSN now durable to `*lsn_out` (may be NULL).
+/// Blocks until it is durable, as `rwal_commit` does. Thread-safe.
 ///
 /// # Safety
 /// `log` is a live handle; `lsn_out` is NULL or writable.
@@ -468,7 +469,8 @@ pub unsafe extern "C" fn rwal_recovery_report_get(
 
 /// Describes recovery decision `index` (below the report's `events`) as text in `buf`
 /// (at most `cap - 1` bytes and a NUL); returns the text's full length, 0 for an index out of
-/// range.
+/// range. The text is for people (a log line), not a stable format to parse: the report's
+/// counts are the stable part.
 ///
 /// # Safety
 /// `log` is a live handle; `buf` is NULL or has `cap` writable bytes.
