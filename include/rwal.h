@@ -1198,7 +1198,8 @@ rwal_status rwal_node_propose_and_wait(rwal_node *node,
  * hands it to (the one its `RWAL_ERR_NOT_LEADER` names): where proposals go. Its id in
  * `*leader_out` (0 if none) and, if it is this node or a peer, its peer address as "IP:PORT"
  * with a NUL in `buf` (empty if unknown: the address nodes dial each other at, not where your
- * engine's clients connect; map the id to that yourself), its length without the NUL in `*len_out`.
+ * engine's clients connect; map the id to that yourself), its length without the NUL in
+ * `*len_out`.
  * `RWAL_ERR_BUFFER_TOO_SMALL` if the address does not fit, with `*len_out` the bytes it needs,
  * its NUL included, and `*leader_out` written too: `buf` NULL with `cap` 0 asks for the id and
  * the size alone.
@@ -1251,13 +1252,12 @@ rwal_status rwal_node_members(const rwal_node *node,
 rwal_status rwal_node_read_barrier(rwal_node *node, uint32_t timeout_ms, uint64_t *lsn_out);
 
 /**
- * Proposes a membership change on the leader (one at a time); writes the LSN and epoch of the
- * change entry, which takes effect once committed. For an addition, `addr` ("IP:PORT", or NULL if this node
- * already knows the peer: `RWAL_ERR_INVALID_ARGUMENT` if it does not) is the node's peer
- * address, added to this node's peers (and taken back if the proposal fails); for a removal
- * it is ignored. Every node forgets a removed
- * member's address and connections once it applies the removal. Addresses are not
- * replicated: give an added member's to every other member too (`rwal_node_add_peer`). A
+ * Proposes a membership change on the leader (one at a time), which takes effect once
+ * committed. For an addition, `addr` ("IP:PORT", or NULL if this node already knows the peer:
+ * `RWAL_ERR_INVALID_ARGUMENT` if it does not) is the node's peer address, added to this node's
+ * peers (and taken back if the proposal fails); for a removal it is ignored. Every node
+ * forgets a removed member's address and connections once it applies the removal. Addresses
+ * are not replicated: give an added member's to every other member too (`rwal_node_add_peer`). A
  * change of nothing, or making a learner of a voter, is `RWAL_ERR_INVALID_ARGUMENT`. Writes
  * the LSN and epoch the change entry will have if it commits, as `rwal_node_propose` does:
  * `rwal_node_wait_committed` with them returns `RWAL_OK` once the change is made, and
@@ -1295,9 +1295,9 @@ rwal_status rwal_node_transfer_leadership(rwal_node *node,
 /**
  * Writes a checkpoint at `lsn` (at most the applied LSN) holding the engine's state as of it
  * (`len` bytes); a follower behind the compacted log is sent it. Blocks: the node's thread
- * checks `lsn`, then the state is written and synced on the caller's thread; thread-safe. A node never checkpoints by itself: call it now and then
- * (every N applied records, say), or the log grows without end and every open replays it all
- * through `apply`; `rwal_node_compact` then removes what the checkpoint covers. `state` must
+ * checks `lsn`, then the state is written and synced on the caller's thread; thread-safe. A
+ * node never checkpoints by itself: call it now and then (every N applied records, say), or
+ * the log grows without end and every open replays it all through `apply`; `rwal_node_compact` then removes what the checkpoint covers. `state` must
  * be the state with exactly the records up to `lsn` applied: copy both under the lock your
  * `apply` callback takes, release the lock, then call this (called while holding it, it would
  * wait for the node's thread, which may be waiting for that lock in `apply`).

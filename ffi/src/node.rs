@@ -782,6 +782,19 @@ pub unsafe extern "C" fn rwal_node_open(
     })
 }
 
+/// `RWAL_ERR_INVALID_ARGUMENT` for `call`, a stop of the node, on the node's own thread (from a
+/// callback): it would wait for itself. Checked before `Node::shut_down`, which on that thread
+/// would still ask the thread to stop.
+fn refuse_on_its_thread(handle: &rwal_node, call: &str) -> Result<(), Failure> {
+    if handle.node.on_its_thread() {
+        return Err(invalid(format!(
+            "{call} was called on the node's own thread (from a callback), where it would wait \
+             for itself: the node stays open and goes on"
+        )));
+    }
+    Ok(())
+}
+
 /// Stops the node as `rwal_node_close` does (its thread, then its log's final sync and
 /// watermark; `RWAL_ERR_REPLICATION` if the node had failed) without freeing the handle, for an
 /// engine whose own threads may be blocked in the node when it stops: every call waiting on the
@@ -804,12 +817,7 @@ pub unsafe extern "C" fn rwal_node_shutdown(node: *const rwal_node) -> rwal_stat
     boundary(|| {
         // SAFETY: forwarded caller contract.
         let handle = unsafe { self::node(node)? };
-        if handle.node.on_its_thread() {
-            return Err(invalid(
-                "rwal_node_shutdown was called on the node's own thread (from a callback), \
-                 where it would wait for itself: the node goes on",
-            ));
-        }
+        refuse_on_its_thread(handle, "rwal_node_shutdown")?;
         handle.node.shut_down()?;
         Ok(())
     })
@@ -834,15 +842,10 @@ pub unsafe extern "C" fn rwal_node_close(node: *mut rwal_node) -> rwal_status {
         if node.is_null() {
             return Ok(());
         }
+        // Closed there, the handle would be freed while the thread goes on calling the
+        // callbacks with `userdata` the caller may free once this returns.
         // SAFETY: from rwal_node_open, live until freed below.
-        if unsafe { &*node }.node.on_its_thread() {
-            // Closed there, the handle would be freed while the thread goes on calling the
-            // callbacks with `userdata` the caller may free once this returns.
-            return Err(invalid(
-                "rwal_node_close was called on the node's own thread (from a callback), where it \
-                 would wait for itself: the node stays open",
-            ));
-        }
+        refuse_on_its_thread(unsafe { &*node }, "rwal_node_close")?;
         // Stopped in place first: until its thread has stopped, the node's own callbacks may
         // still call functions on this handle (a status, the leader), so it is neither moved
         // nor freed before.
@@ -1052,7 +1055,8 @@ pub unsafe extern "C" fn rwal_node_propose_and_wait(
 /// hands it to (the one its `RWAL_ERR_NOT_LEADER` names): where proposals go. Its id in
 /// `*leader_out` (0 if none) and, if it is this node or a peer, its peer address as "IP:PORT"
 /// with a NUL in `buf` (empty if unknown: the address nodes dial each other at, not where your
-/// engine's clients connect; map the id to that yourself), its length without the NUL in `*len_out`.
+/// engine's clients connect; map the id to that yourself), its length without the NUL in
+/// `*len_out`.
 /// `RWAL_ERR_BUFFER_TOO_SMALL` if the address does not fit, with `*len_out` the bytes it needs,
 /// its NUL included, and `*leader_out` written too: `buf` NULL with `cap` 0 asks for the id and
 /// the size alone.
@@ -1198,13 +1202,12 @@ pub unsafe extern "C" fn rwal_node_read_barrier(
     })
 }
 
-/// Proposes a membership change on the leader (one at a time); writes the LSN and epoch of the
-/// change entry, which takes effect once committed. For an addition, `addr` ("IP:PORT", or NULL if this node
-/// already knows the peer: `RWAL_ERR_INVALID_ARGUMENT` if it does not) is the node's peer
-/// address, added to this node's peers (and taken back if the proposal fails); for a removal
-/// it is ignored. Every node forgets a removed
-/// member's address and connections once it applies the removal. Addresses are not
-/// replicated: give an added member's to every other member too (`rwal_node_add_peer`). A
+/// Proposes a membership change on the leader (one at a time), which takes effect once
+/// committed. For an addition, `addr` ("IP:PORT", or NULL if this node already knows the peer:
+/// `RWAL_ERR_INVALID_ARGUMENT` if it does not) is the node's peer address, added to this node's
+/// peers (and taken back if the proposal fails); for a removal it is ignored. Every node
+/// forgets a removed member's address and connections once it applies the removal. Addresses
+/// are not replicated: give an added member's to every other member too (`rwal_node_add_peer`). A
 /// change of nothing, or making a learner of a voter, is `RWAL_ERR_INVALID_ARGUMENT`. Writes
 /// the LSN and epoch the change entry will have if it commits, as `rwal_node_propose` does:
 /// `rwal_node_wait_committed` with them returns `RWAL_OK` once the change is made, and
@@ -1341,9 +1344,9 @@ pub unsafe extern "C" fn rwal_node_transfer_leadership(
 
 /// Writes a checkpoint at `lsn` (at most the applied LSN) holding the engine's state as of it
 /// (`len` bytes); a follower behind the compacted log is sent it. Blocks: the node's thread
-/// checks `lsn`, then the state is written and synced on the caller's thread; thread-safe. A node never checkpoints by itself: call it now and then
-/// (every N applied records, say), or the log grows without end and every open replays it all
-/// through `apply`; `rwal_node_compact` then removes what the checkpoint covers. `state` must
+/// checks `lsn`, then the state is written and synced on the caller's thread; thread-safe. A
+/// node never checkpoints by itself: call it now and then (every N applied records, say), or
+/// the log grows without end and every open replays it all through `apply`; `rwal_node_compact` then removes what the checkpoint covers. `state` must
 /// be the state with exactly the records up to `lsn` applied: copy both under the lock your
 /// `apply` callback takes, release the lock, then call this (called while holding it, it would
 /// wait for the node's thread, which may be waiting for that lock in `apply`).

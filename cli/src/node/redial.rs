@@ -92,9 +92,7 @@ impl Redial {
             .retain(|member, _| members.contains(member));
         self.members = Some(members);
     }
-}
 
-impl Redial {
     /// Whether this process saw `id` leave the membership (at one of its looks) and has not
     /// seen it come back.
     pub(super) fn saw_leave(&self, id: NodeId) -> bool {

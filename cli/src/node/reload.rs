@@ -219,15 +219,17 @@ pub(super) fn reload(server: &Server, sources: &[Source], redial: &Redial) {
             // The membership decides who is a member, not the file: the transport keeps it
             // until its removal is applied, and does not dial it again after.
             let dialled = match server.network.peer_addr(peer) {
-                Some(at) => format!("dialled on at {at}"),
-                None => format!("not dialled (its address was {at})"),
+                Some(at) => format!(
+                    "dialled on at {at} until it is removed (`rwal client remove {peer}`), not \
+                     after"
+                ),
+                None => format!("not dialled (the transport has no address for it; it had {at})"),
             };
             log(
                 id,
                 &format!(
-                    "warning: peer {peer} is no longer in {files} but is a member: {dialled} \
-                     until it is removed (`rwal client remove {peer}`), not after; NOT_LEADER \
-                     answers no longer name its client address"
+                    "warning: peer {peer} is no longer in {files} but is a member: {dialled}; \
+                     NOT_LEADER answers no longer name its client address"
                 ),
             );
             said.push(format!("peer {peer} unlisted"));
