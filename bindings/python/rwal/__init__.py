@@ -6,8 +6,11 @@
         log.commit(lsn)                      # durable once this returns
         for lsn, data in log.records():      # every durable record
             ...
+        with log.tail(log.durable_lsn + 1) as tail:
+            record = tail.next(timeout=1.0)  # the next record to become durable, or None
 
-A replicated log (raft over rwal, authenticated TCP between members) is rwal.Node; see
+rwal.open()'s options choose the I/O backend and what recovery does with damage;
+Log.recovery_report() says what it found. A replicated log (raft over rwal, authenticated TCP between members) is rwal.Node; see
 rwal.node's docs.
 
 Calls release the GIL while they run in the library (commit and reads may block). A Log may be
@@ -22,11 +25,13 @@ import builtins
 import io
 import operator
 import logging
+import math
 import os
 import threading
+import time
 import warnings
 from contextlib import contextmanager
-from typing import Iterator, Optional, Sequence, Tuple, Union
+from typing import Iterator, NamedTuple, Optional, Sequence, Tuple, Union
 
 try:
     from ._rwal_cffi import ffi, lib
@@ -41,7 +46,8 @@ except ModuleNotFoundError as e:  # pragma: no cover - depends on how Python was
     ) from e
 
 __all__ = [
-    "open", "Log", "Pin", "CheckpointWriter", "SnapshotReader", "Error", "InvalidArgumentError", "IoError", "CorruptedError", "PoisonedError",
+    "open", "Log", "RecoveryReport", "Tail", "Pin", "CheckpointWriter", "SnapshotReader",
+    "Error", "InvalidArgumentError", "IoError", "CorruptedError", "PoisonedError",
     "NoSpaceError", "LockedError", "CompactedError", "NotFoundError", "UnsupportedError",
     "TimeoutError", "PanicError", "NoLogError", "PinnedError", "ClosedError", "NotLeaderError",
     "SupersededError", "BusyError", "ReplicationError", "AbandonedError", "NotDurableError",
@@ -259,9 +265,49 @@ def _uint(value, name: str, bits: int = 64) -> int:
     return number
 
 
+def _seconds(timeout, name: str = "timeout") -> float:
+    """`timeout` as a float number of seconds (numpy's numbers, Decimal and Fraction too;
+    math.inf allowed); InvalidArgumentError for a negative or NaN one, or one that is not a
+    number."""
+    try:
+        if timeout is None or isinstance(timeout, (bool, str, bytes)):
+            raise TypeError
+        seconds = float(timeout)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(lib.RWAL_ERR_INVALID_ARGUMENT,
+                                   "%s must be a number of seconds, not %r" % (name, timeout))
+    if not seconds >= 0:  # NaN too
+        raise InvalidArgumentError(lib.RWAL_ERR_INVALID_ARGUMENT,
+                                   "%s must be 0 or more seconds, not %r" % (name, timeout))
+    return seconds
+
+
+# The longest a call that waits stays in the library at a time (Tail.next, Node's waits):
+# between slices Python runs, so Ctrl-C is raised and a close() on another thread (which waits
+# for calls in progress) goes ahead within one.
+_WAIT_SLICE_SECONDS = 0.2
+
+
 def _check(status: int) -> None:
     if status != lib.RWAL_OK:
         raise _error(status)
+
+
+_RECOVERY_MODES = {
+    "absolute_consistency": lib.RWAL_RECOVERY_ABSOLUTE_CONSISTENCY,
+    "tolerate_torn_tail": lib.RWAL_RECOVERY_TOLERATE_TORN_TAIL,
+    "point_in_time": lib.RWAL_RECOVERY_POINT_IN_TIME,
+    "skip_corrupted": lib.RWAL_RECOVERY_SKIP_CORRUPTED,
+}
+
+
+def _named(value, names: dict, what: str) -> int:
+    """The library's number for `value`, one of the keys of `names`; InvalidArgumentError
+    naming `what` and the choices otherwise."""
+    if isinstance(value, str) and value in names:
+        return names[value]
+    raise InvalidArgumentError(lib.RWAL_ERR_INVALID_ARGUMENT, "unknown %s %r (one of %s)"
+                               % (what, value, ", ".join(names)))
 
 
 def open(  # noqa: A001 - rwal.open on purpose, like io.open
@@ -270,23 +316,50 @@ def open(  # noqa: A001 - rwal.open on purpose, like io.open
     create: bool = True,
     segment_size: Optional[int] = None,
     backend: Optional[str] = None,
+    recovery: Optional[str] = None,
+    commit_delay_us: Optional[int] = None,
+    background_thread: bool = True,
 ) -> "Log":
     """Opens (and with create, the default, creates) the log in directory `path` and recovers
-    it; with create=False a directory without a log is refused. `segment_size` is the size of
-    new segment files in bytes (1 MiB to 2 GiB, a multiple of 4096; default 64 MiB).
-    `backend` is "mmap" (default), "pwrite", "staged" or "io_uring". "mmap" assumes a file
-    system that overwrites in place (ext4, XFS): on btrfs, ZFS or a compressed volume a full
-    disk ends the process with SIGBUS instead of raising NoSpaceError, so use "staged" or
-    "pwrite" there."""
+    it; with create=False a directory without a log is refused. Log.recovery_report() says
+    what recovery found.
+
+    - `segment_size`: the size of new segment files in bytes (1 MiB to 2 GiB, a multiple of
+      4096; default 64 MiB).
+    - `backend`: "mmap" (default), "pwrite", "staged" or "io_uring". "mmap" assumes a file
+      system that overwrites in place (ext4, XFS): on btrfs, ZFS or a compressed volume a full
+      disk ends the process with SIGBUS instead of raising NoSpaceError, so use "staged" or
+      "pwrite" there.
+    - `recovery`: what recovery does with damaged records (docs/design.md section 3):
+      "tolerate_torn_tail" (default) cuts an unfinished write past the durable watermark and
+      refuses the log (CorruptedError) for damage below it; "absolute_consistency" refuses
+      any damage, even an unfinished last write; "point_in_time" keeps the longest valid
+      prefix, cutting at the first damaged record; "skip_corrupted" keeps every valid record
+      and leaves the damaged stretches as holes in the LSNs, after which every later open must
+      use "skip_corrupted" too (the other modes refuse the log at the hole, or cut there).
+    - `commit_delay_us`: how long the committer that leads a sync waits for more records to
+      join it, in microseconds (default 0, at most 1 000 000): more records per sync for a
+      longer commit.
+    - `background_thread`: False runs no thread of the log's after open returns (recovery
+      still checks segments on helper threads it joins), for tests that must replay exactly:
+      an appender that needs the next segment then prepares it itself, and the durable
+      watermark reaches the control file only at a checkpoint, compaction, truncation or
+      close."""
+    if not isinstance(background_thread, bool):
+        raise TypeError("background_thread must be a bool")
     opts = ffi.gc(lib.rwal_options_new(), lib.rwal_options_free)
     _check(lib.rwal_options_set_create(opts, bool(create)))
     if segment_size is not None:
         _check(lib.rwal_options_set_segment_size(opts, _uint(segment_size, "segment_size")))
     if backend is not None:
-        if backend not in _BACKENDS:
-            raise InvalidArgumentError(lib.RWAL_ERR_INVALID_ARGUMENT,
-                                       "unknown backend %r (one of %s)" % (backend, ", ".join(_BACKENDS)))
-        _check(lib.rwal_options_set_backend(opts, _BACKENDS[backend]))
+        _check(lib.rwal_options_set_backend(opts, _named(backend, _BACKENDS, "backend")))
+    if recovery is not None:
+        _check(lib.rwal_options_set_recovery_mode(
+            opts, _named(recovery, _RECOVERY_MODES, "recovery mode")))
+    if commit_delay_us is not None:
+        _check(lib.rwal_options_set_commit_delay_us(
+            opts, _uint(commit_delay_us, "commit_delay_us")))
+    _check(lib.rwal_options_set_background_thread(opts, background_thread))
     handle = ffi.new("rwal_log **")
     log = Log.__new__(Log)
     try:
@@ -296,6 +369,31 @@ def open(  # noqa: A001 - rwal.open on purpose, like io.open
         _free_unadopted(log, handle, lib.rwal_close)
         raise
     return log
+
+
+class RecoveryReport(NamedTuple):
+    """What recovery found and decided when a log was opened (Log.recovery_report()). The
+    counts are the stable part; `events` describe each decision (a torn tail cut, a damaged
+    stretch skipped, a stray file removed) in words for people, not a format to parse."""
+
+    mode: str
+    """The recovery mode, as open() names it."""
+    segments_scanned: int
+    """Segment files read."""
+    records: int
+    """Valid records kept."""
+    first_lsn: int
+    """The oldest retained LSN."""
+    last_lsn: int
+    """The newest LSN kept."""
+    control_durable_lsn: int
+    """The durable watermark the control file held."""
+    proven_durable_lsn: int
+    """The watermark proven by the control file and the records' own claims."""
+    bytes_cut: int
+    """Bytes dropped (zero-filled tails, removed segment files)."""
+    events: Tuple[str, ...]
+    """Each decision recovery made, in words."""
 
 
 def _adopt(cls, open_native, out, free):
@@ -358,6 +456,8 @@ class _Handle:
         # close().
         self._deferred_free = None
         self._deferred_error = None
+        # The error `stop` returned (see _close_with), raised once the handle is freed.
+        self._stop_error = None
         # The thread of a close() that is freeing the handle: a close() on another thread
         # waits for it (it returned at once, with the handle still open). None otherwise.
         self._closing = None
@@ -403,7 +503,10 @@ class _Handle:
         next close(). (The library's names are bound now: this may run late in the
         interpreter's shutdown.)"""
         status = free(self._handle)
-        if status != _ok:
+        stop_error, self._stop_error = self._stop_error, None
+        if stop_error is not None:
+            self._deferred_error = stop_error
+        elif status != _ok:
             self._deferred_error = _error(status)
 
     @contextmanager
@@ -416,7 +519,7 @@ class _Handle:
             if entered:
                 self._exit()
 
-    def _close_with(self, free, _check=_check, stays_open_on=()) -> bool:
+    def _close_with(self, free, _check=_check, stays_open_on=(), stop=None) -> bool:
         """Marks the handle closed, waits for the calls in progress on other threads, then
         frees it with `free`. Twice is fine (a second close raises the error of a deferred
         free, once). Interrupted while it waits (KeyboardInterrupt), it closes nothing: the
@@ -432,33 +535,59 @@ class _Handle:
         says the library refused and kept the handle: it is open again, and a close() that
         waited for this one goes on to close it itself.
 
+        `stop`, if given, is called with the handle once it is marked closed and before the
+        wait for calls in progress, without the handle's lock (the node's `rwal_node_shutdown`,
+        which ends the waits of those calls, and waits for callbacks that may call in). It
+        returns None or an Error to raise once the handle is freed (it takes precedence over
+        the free's); an exception from it (a refusal, an interruption) leaves the handle open.
+        It is skipped on a thread that holds the handle's lock (a signal handler that
+        interrupted _enter or _exit): a callback calling in during the stop would wait for
+        that lock. Other close() calls wait for this one's stop, as for its free.
+
         Returns whether this call closed the handle (False: an earlier one had)."""
         me = threading.get_ident()
         owner = False
+        # Whether this call marked the handle closed and may still take that back: an
+        # interruption (or `stop`'s refusal) before the free leaves the handle open, for a
+        # later close(). (One step remains where an interruption leaves it marked and not
+        # freed: between the flag's reset and the free.)
+        marked = False
         try:
-            with self._idle:
-                while self._closing not in (None, me) and getattr(self._mine, "calls", 0) == 0:
-                    self._idle.wait()
-                if self._closed:
-                    error, self._deferred_error = self._deferred_error, None
-                    if error is not None:
-                        raise error
-                    return False
-                self._closed = True
-                try:
+            try:
+                with self._idle:
+                    while (self._closing not in (None, me)
+                           and getattr(self._mine, "calls", 0) == 0):
+                        self._idle.wait()
+                    if self._closed:
+                        error, self._deferred_error = self._deferred_error, None
+                        if error is not None:
+                            raise error
+                        return False
+                    # Each flag before what it undoes is done: interrupted in between, the
+                    # `except` and `finally` below reset what was not set yet, harmlessly.
+                    marked = True
+                    self._closed = True
+                    # Owner from here: a close() on another thread waits for this one's stop
+                    # and free (a `_closing` left set would hang it: the `finally` clears it).
+                    owner = True
+                    self._closing = me
+                if stop is not None and not self._lock._is_owned():
+                    self._stop_error = stop(self._handle)
+                with self._idle:
                     while self._calls - getattr(self._mine, "calls", 0) > 0:
                         self._idle.wait()
-                except BaseException:
-                    self._closed = False
-                    raise
-                if getattr(self._mine, "calls", 0) > 0:
-                    self._deferred_free = (me, free)
-                    return True
-                # Owner first: an interruption between the two lines leaves nothing set that
-                # the `finally` below does not clear (a `_closing` left set would hang every
-                # later close()).
-                owner = True
-                self._closing = me
+                    if getattr(self._mine, "calls", 0) > 0:
+                        self._deferred_free = (me, free)
+                        marked = False
+                        return True
+                marked = False
+            except BaseException:
+                if marked:
+                    with self._idle:
+                        self._closed = False
+                        self._deferred_free = None
+                        self._stop_error = None
+                raise
             try:
                 _check(free(self._handle))
             except stays_open_on:
@@ -466,7 +595,16 @@ class _Handle:
                 # take the handle for closed.
                 with self._idle:
                     self._closed = False
+                    self._stop_error = None
                 raise
+            except Error:
+                stop_error, self._stop_error = self._stop_error, None
+                if stop_error is not None:
+                    raise stop_error from None
+                raise
+            stop_error, self._stop_error = self._stop_error, None
+            if stop_error is not None:
+                raise stop_error
         finally:
             if owner:
                 with self._idle:
@@ -660,6 +798,30 @@ class Log(_Handle):
         finally:
             ffi.release(slot)
 
+    def tail(self, from_lsn: Optional[int] = None, *, verify_checksums: bool = True) -> "Tail":
+        """A reader that waits for records as they become durable (a shipper to a replica, a
+        change feed), from `from_lsn` (default: the first retained record; durable_lsn + 1
+        for only the records to come): see Tail. `verify_checksums` as for records()."""
+        if not isinstance(verify_checksums, bool):
+            raise TypeError("verify_checksums must be a bool")
+        if from_lsn is not None:
+            from_lsn = _uint(from_lsn, "from_lsn")
+        out = ffi.new("rwal_reader **")
+
+        def open_native():
+            for attempt in range(100):
+                start = self.first_lsn if from_lsn is None else from_lsn
+                with self._use() as handle:
+                    status = lib.rwal_reader_open(handle, start, out)
+                # Compacted between the read of the first LSN and the open: read it again.
+                if status != lib.RWAL_ERR_COMPACTED or from_lsn is not None or attempt == 99:
+                    _check(status)
+                    break
+            if not verify_checksums:
+                _check(lib.rwal_reader_set_verify_checksums(out[0], False))
+            return start, self
+        return _adopt(Tail, open_native, out, Tail._free)
+
     def truncate_after(self, lsn: int) -> None:
         """Durably removes every record after `lsn`."""
         lsn = _uint(lsn, "lsn")
@@ -796,6 +958,23 @@ class Log(_Handle):
         with self._use() as handle:
             _check(lib.rwal_compact(handle))
 
+    def recovery_report(self) -> RecoveryReport:
+        """What recovery found and decided when this log was opened (see RecoveryReport)."""
+        report = ffi.new("rwal_recovery_report *")
+        events = []
+        with self._use() as handle:
+            _check(lib.rwal_recovery_report_get(handle, report))
+            for index in range(report.events):
+                size = lib.rwal_recovery_event(handle, index, ffi.NULL, 0)
+                buf = ffi.new("char[]", size + 1)
+                lib.rwal_recovery_event(handle, index, buf, size + 1)
+                events.append(ffi.string(buf).decode("utf-8", "replace"))
+        modes = {number: name for name, number in _RECOVERY_MODES.items()}
+        return RecoveryReport(
+            modes.get(report.mode, str(report.mode)), report.segments_scanned, report.records,
+            report.first_lsn, report.last_lsn, report.control_durable_lsn,
+            report.proven_durable_lsn, report.bytes_cut, tuple(events))
+
     def stats(self) -> dict:
         """Group-commit counters: syncs, records_synced, bytes_synced, max_records_per_sync,
         commits."""
@@ -849,6 +1028,95 @@ class Pin(_Handle):
 
     def close(self) -> None:
         """Releases the pin; waits for calls in progress on other threads. Twice is fine."""
+        self._close_with(self._free)
+        self._log = None
+
+
+class Tail(_Handle):
+    """A reader that waits for records, from Log.tail(): next() returns the next durable
+    record, (lsn, payload), waiting for one to become durable; iterating over it does the same
+    and never ends by itself. Both raise ClosedError once the tail or its log is closed (the
+    log's close wakes a waiting tail at once; the tail's own close, from another thread,
+    within 0.2 s), and PoisonedError once the log failed. Waits are cut in slices of 0.2 s in
+    the library, so Ctrl-C is raised within one; a record the library handed over as the
+    interrupt came is not lost: the next call returns it.
+
+    It keeps its log open (as a Pin does). Like a records() iterator, once it has returned a
+    record it holds that record until its next call: a truncate_after() below it is refused,
+    and a closed log's directory stays locked until the tail is closed (or called again).
+    One thread reads at a time: a next() on another thread waits for the one in progress,
+    up to its own timeout."""
+
+    _what = "tail"
+    _free = staticmethod(_returning_ok(lib.rwal_reader_free))
+
+    def __init__(self, handle, from_lsn: int, log: "Log") -> None:
+        self._next_lsn = from_lsn
+        self._log = log
+        self._serial = threading.Lock()
+        # A record handed over by the library and not returned yet (an interrupt came
+        # between the two).
+        self._pending: Optional[Tuple[int, bytes]] = None
+        self._lsn = ffi.new("uint64_t *")
+        self._data = ffi.new("const uint8_t **")
+        self._size = ffi.new("size_t *")
+        self._open(handle)  # last: see _adopt
+
+    @property
+    def next_lsn(self) -> int:
+        """The LSN after the last record returned (or the first one asked for): where the
+        next record is waited for (past a hole that "skip_corrupted" recovery left, the next
+        record has a higher LSN)."""
+        return self._next_lsn
+
+    def next(self, timeout: Optional[float] = None) -> Optional[Tuple[int, bytes]]:
+        """The next durable record as (lsn, payload), waiting up to `timeout` seconds for one
+        to become durable (None: as long as it takes; 0: only what is durable now); None if
+        none did in time."""
+        deadline = None if timeout is None else time.monotonic() + _seconds(timeout)
+        if deadline is None:
+            self._serial.acquire()
+        elif not self._serial.acquire(timeout=min(threading.TIMEOUT_MAX,
+                                                  max(0.0, deadline - time.monotonic()))):
+            return None
+        try:
+            while self._pending is None:
+                left = _WAIT_SLICE_SECONDS
+                if deadline is not None:
+                    left = min(left, max(0.0, deadline - time.monotonic()))
+                with self._use() as handle:
+                    self._lsn[0] = 0
+                    try:
+                        status = lib.rwal_reader_next_timeout(
+                            handle, math.ceil(left * 1e6), self._lsn, self._data, self._size)
+                    finally:
+                        # Kept before anything else can run: Ctrl-C lands as the call
+                        # returns, and the reader has moved past the record by then. (LSNs
+                        # start at 1; the library writes them only with a record.)
+                        if self._lsn[0]:
+                            self._pending = (
+                                self._lsn[0], bytes(ffi.buffer(self._data[0], self._size[0])))
+                            self._lsn[0] = 0
+                    if status not in (lib.RWAL_OK, lib.RWAL_ERR_TIMEOUT):
+                        raise _error(status)
+                if (self._pending is None and deadline is not None
+                        and time.monotonic() >= deadline):
+                    return None
+            record, self._pending = self._pending, None
+            self._next_lsn = record[0] + 1
+            return record
+        finally:
+            self._serial.release()
+
+    def __iter__(self) -> "Tail":
+        return self
+
+    def __next__(self) -> Tuple[int, bytes]:
+        return self.next()
+
+    def close(self) -> None:
+        """Frees the reader (and lets go of its log); waits for a next() in progress on another
+        thread to end its slice. Twice is fine."""
         self._close_with(self._free)
         self._log = None
 

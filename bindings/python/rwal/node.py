@@ -43,8 +43,9 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from . import TimeoutError  # noqa: A004 - rwal.TimeoutError, a subclass of the builtin
 from . import (
-    _BACKENDS, CompactedError, Error, InvalidArgumentError, NotLeaderError, _c_path, _c_string, _check, _free_unadopted,
-    _Handle, _last_error, _owning_slot, _stable, _uint)
+    _BACKENDS, CompactedError, Error, InvalidArgumentError, NotLeaderError, _c_path,
+    _c_string, _check, _error, _free_unadopted, _named, _Handle, _last_error, _owning_slot,
+    _seconds, _stable, _uint, _WAIT_SLICE_SECONDS)
 from ._rwal_cffi import ffi, lib
 
 ApplyFn = Callable[[int, int, bytes], None]
@@ -193,6 +194,20 @@ class Node(_Handle):
     # globals cleared.
     _close_node = staticmethod(lib.rwal_node_close)
 
+    @staticmethod
+    def _stop_node(handle, _shutdown=lib.rwal_node_shutdown, _ok=lib.RWAL_OK,
+                   _refused=lib.RWAL_ERR_INVALID_ARGUMENT, _error=_error):
+        """close()'s first step (see _Handle._close_with): stops the node, which ends the waits
+        of other threads' calls in the library at once, so that close() does not wait for their
+        timeouts. Returns the error of the stop (the log's final sync, the node's failure) for
+        close() to raise once the node is freed: rwal_node_close reports only the node's
+        failure after it. A refusal (on the node's own thread) stops nothing: raised, it keeps
+        the node open."""
+        status = _shutdown(handle)
+        if status == _refused:
+            raise _error(status)
+        return None if status == _ok else _error(status)
+
     def __init__(
         self,
         node_id: int,
@@ -263,13 +278,9 @@ class Node(_Handle):
         if segment_size is not None or backend is not None:
             # These replace the node's log options whole, backend included, so they name the
             # node's default backend when none is given.
-            backend = "staged" if backend is None else backend
-            if backend not in _BACKENDS:
-                raise InvalidArgumentError(
-                    lib.RWAL_ERR_INVALID_ARGUMENT,
-                    "unknown backend %r (one of %s)" % (backend, ", ".join(_BACKENDS)))
+            backend = _named("staged" if backend is None else backend, _BACKENDS, "backend")
             log_opts = ffi.gc(lib.rwal_options_new(), lib.rwal_options_free)
-            _check(lib.rwal_options_set_backend(log_opts, _BACKENDS[backend]))
+            _check(lib.rwal_options_set_backend(log_opts, backend))
             if segment_size is not None:
                 _check(lib.rwal_options_set_segment_size(
                     log_opts, _uint(segment_size, "segment_size")))
@@ -382,7 +393,8 @@ class Node(_Handle):
         """Proposes a record on the leader; returns the (lsn, epoch) it will have if it
         commits. rwal.NotLeaderError (naming the leader) on a follower; rwal.BusyError when
         too much waits to be committed. Blocks until the node's thread takes the record, with
-        no timeout, in one library call: Ctrl-C and close() wait for it."""
+        no timeout, in one library call: Ctrl-C waits for it (a close() on another thread ends
+        it with ClosedError)."""
         buf = ffi.from_buffer(_stable(data))
         lsn = ffi.new("uint64_t *")
         epoch = ffi.new("uint64_t *")
@@ -392,7 +404,7 @@ class Node(_Handle):
     def wait_committed(self, lsn: int, epoch: int, timeout: float = 10.0) -> None:
         """Returns once the entry (lsn, epoch) is committed by a quorum; rwal.SupersededError
         once another entry is committed there; rwal.TimeoutError. Waits in slices (see
-        _wait_in_slices): Ctrl-C and close() are not held off for the whole timeout."""
+        _wait_in_slices): Ctrl-C is not held off for the whole timeout."""
         lsn, epoch = _uint(lsn, "lsn"), _uint(epoch, "epoch")
         self._wait_in_slices(
             timeout, "entry %d of epoch %d not committed" % (lsn, epoch),
@@ -402,8 +414,8 @@ class Node(_Handle):
         """Runs `wait(millis)`, a wait the library may repeat, in slices of at most
         _WAIT_SLICE_SECONDS until it returns or `timeout` has passed. The library waits
         without the GIL; between slices Python runs, so a KeyboardInterrupt is raised within
-        a slice, and a close() on another thread (which waits for calls in progress) within
-        one too: with math.inf it waited 49.7 days."""
+        a slice: with math.inf it waited 49.7 days. (A close() on another thread ends the
+        wait in the library at once.)"""
         _millis(timeout)  # checked as for any timeout
         deadline = time.monotonic() + float(timeout)
         while True:
@@ -423,9 +435,9 @@ class Node(_Handle):
         it may still commit, and wait_committed() waits on; None if the node had not taken it:
         it was not proposed and never will be. After any other error (ClosedError,
         ReplicationError, ...) it may still commit, its LSN unknown: callers that must know
-        use the two calls. One library call: Ctrl-C and close() wait for it to return, so keep
-        its timeout short (or use the two calls, whose wait_committed() sees Ctrl-C within a
-        slice)."""
+        use the two calls. One library call: Ctrl-C waits for it to return, so keep its timeout
+        short (or use the two calls, whose wait_committed() sees Ctrl-C within a slice); a
+        close() on another thread ends it with ClosedError."""
         buf = ffi.from_buffer(_stable(data))
         lsn = ffi.new("uint64_t *")
         epoch = ffi.new("uint64_t *")
@@ -550,7 +562,8 @@ class Node(_Handle):
         """Hands leadership to voter `to` (None: the live voter with the most replicated
         log), e.g. before close(); returns the new leader's id once this node knows it.
         rwal.NotLeaderError on a follower; rwal.TimeoutError if leadership did not move. One
-        library call: Ctrl-C and close() wait for it, up to its timeout."""
+        library call: Ctrl-C waits for it, up to its timeout (a close() on another thread ends
+        it with ClosedError)."""
         leader = ffi.new("uint64_t *")
         to = 0 if to is None else _uint(to, "to")
         self._call(lib.rwal_node_transfer_leadership, to, _millis(timeout), leader)
@@ -579,12 +592,12 @@ class Node(_Handle):
         self._call(lib.rwal_node_compact)
 
     def close(self) -> None:
-        """Stops the node and closes its log; waits for calls in progress on other threads
-        first: wait_committed() and read_barrier() end within a slice (0.2 s) with
-        ClosedError; propose_and_wait() and transfer_leadership() are waited for up to their
-        timeouts, propose() until the node's thread takes its record (give those short
-        timeouts where close must be prompt). Twice is fine. InvalidArgumentError from one of
-        this node's own callbacks, where it would wait for itself: the node stays open."""
+        """Stops the node and closes its log. Calls in progress on other threads that wait on
+        the node (propose(), propose_and_wait(), wait_committed(), read_barrier(),
+        transfer_leadership()) end at once with ClosedError (one whose record committed just
+        before the stop may still return it); close() waits for them to return, then frees
+        the node. Twice is fine. InvalidArgumentError from one of this node's own callbacks,
+        where it would wait for itself: the node stays open."""
         if any(e is getattr(self, "_engine", None) for e in getattr(_callback_thread, "engines",
                                                                     ())):
             raise InvalidArgumentError(
@@ -592,26 +605,14 @@ class Node(_Handle):
                 "callbacks, where it would wait for itself: the node stays open")
         # InvalidArgumentError: the library refused, called on the node's thread after all
         # (outside the callbacks seen above). The node stays open, and so does this handle.
-        self._close_with(self._close_node, stays_open_on=InvalidArgumentError)
-
-
-# The longest a waiting method stays in the library at a time (see Node._wait_in_slices).
-_WAIT_SLICE_SECONDS = 0.2
+        self._close_with(self._close_node, stays_open_on=InvalidArgumentError,
+                         stop=self._stop_node)
 
 
 def _millis(seconds: float) -> int:
     """A timeout in seconds as the library's milliseconds: rounded up (0.0004 s waits 1 ms,
     not none at all); math.inf, "as long as the library can", to its longest (49.7 days).
     Negative and NaN timeouts are refused."""
-    try:
-        if seconds is None or isinstance(seconds, (bool, str, bytes)):
-            raise TypeError
-        seconds = float(seconds)  # numpy's numbers, Decimal and Fraction too
-    except (TypeError, ValueError):
-        raise InvalidArgumentError(lib.RWAL_ERR_INVALID_ARGUMENT,
-                                   "timeout must be a number of seconds, not %r" % (seconds,))
-    if not seconds >= 0:  # NaN too
-        raise InvalidArgumentError(lib.RWAL_ERR_INVALID_ARGUMENT,
-                                   "timeout must be 0 or more seconds, not %r" % (seconds,))
+    seconds = _seconds(seconds)
     # Clamped before ceil(): math.inf is not an integer.
     return math.ceil(min(seconds, 0xFFFFFFFF / 1000) * 1000)

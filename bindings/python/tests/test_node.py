@@ -620,3 +620,79 @@ def test_timeouts_are_checked_and_rounded_up():
     for bad in (-1, -math.inf, math.nan, None, "1", True):
         with pytest.raises(rwal.InvalidArgumentError, match="timeout"):
             _millis(bad)
+
+
+def test_close_ends_a_propose_and_wait_in_progress_at_once(tmp_path):
+    """close() stops the node before it waits for other threads' calls: a propose_and_wait()
+    that cannot commit (its follower is gone) ends with ClosedError at once, instead of
+    holding the close for its whole timeout (one library call)."""
+    # Ticks of 300 ms: the leader, left alone, steps down (check quorum) only seconds after
+    # its follower is gone, long after the proposal below.
+    nodes = {}
+    try:
+        for i in (1, 2):
+            nodes[i] = rwal.Node(i, tmp_path / ("node%d" % i), cluster_id=3, secret=SECRET,
+                                 voters=[1, 2], tick_ms=300, segment_size=1 << 20)
+        nodes[1].add_peer(2, nodes[2].local_addr)
+        nodes[2].add_peer(1, nodes[1].local_addr)
+        leader = leader_of(nodes)
+        follower = 3 - leader
+        node = nodes[leader]
+        node.propose_and_wait(b"committed", timeout=30)
+        nodes[follower].close()
+        last = node.status()["last_lsn"]
+        outcome = {}
+
+        def propose():
+            try:
+                outcome["returned"] = node.propose_and_wait(b"never committed", timeout=60)
+            except rwal.Error as e:
+                outcome["error"] = type(e)
+
+        t = threading.Thread(target=propose)
+        t.start()
+        wait(lambda: node.status()["last_lsn"] > last or not t.is_alive())
+        started = time.monotonic()
+        node.close()
+        t.join(30)
+        assert not t.is_alive()
+        assert outcome == {"error": rwal.ClosedError}
+        assert time.monotonic() - started < 10
+    finally:
+        for node in nodes.values():
+            node.close()
+
+
+def test_a_second_close_waits_for_the_first_to_stop_the_node(tmp_path):
+    """A close() while another thread's close() stops the node returns once the node is
+    stopped and freed, not at once (the exit hook that closes nodes relies on it: after it,
+    no node thread may call into Python)."""
+    entered = threading.Event()
+    release = threading.Event()
+
+    def apply(lsn, epoch, data):
+        if data == b"slow":
+            entered.set()
+            release.wait(30)
+
+    node = rwal.Node(1, tmp_path / "alone", cluster_id=1, secret=SECRET, voters=[1],
+                     apply=apply, snapshot=lambda: b"", restore=lambda *_: None)
+    try:
+        propose_once_leading(node, b"slow", wait_for_commit=False)
+        assert entered.wait(30)
+        first = threading.Thread(target=node.close)
+        first.start()
+        wait(lambda: node.closed)
+        second_done = threading.Event()
+        second = threading.Thread(target=lambda: (node.close(), second_done.set()))
+        second.start()
+        # The first close() is held in its stop by the apply: the second waits for it.
+        time.sleep(0.3)
+        assert not second_done.is_set()
+        release.set()
+        first.join(30)
+        second.join(30)
+        assert second_done.is_set() and not first.is_alive()
+    finally:
+        release.set()
+        node.close()

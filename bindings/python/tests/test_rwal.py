@@ -865,3 +865,272 @@ def test_a_log_or_pin_collected_open_warns_and_is_closed(path):
         gc.collect()
     # Closed by the collection: the directory is free again.
     rwal.open(path).close()
+
+
+def test_open_takes_every_option_and_names_a_wrong_one(path):
+    with rwal.open(path, segment_size=1 << 20, recovery="absolute_consistency",
+                   commit_delay_us=200, background_thread=False) as log:
+        log.commit(log.append(b"x"))
+        assert log.recovery_report().mode == "absolute_consistency"
+    with pytest.raises(rwal.InvalidArgumentError, match="unknown recovery mode 'bogus'"):
+        rwal.open(path, recovery="bogus")
+    with pytest.raises(rwal.InvalidArgumentError, match="commit_delay_us"):
+        rwal.open(path, commit_delay_us=-1)
+    # Past the library's limit of one second: its own message, naming the option.
+    with pytest.raises(rwal.InvalidArgumentError, match="(?i)commit.delay"):
+        rwal.open(path, commit_delay_us=2_000_000)
+    with pytest.raises(TypeError, match="background_thread"):
+        rwal.open(path, background_thread=1)
+    with rwal.open(path) as log:
+        assert log.read(1) == b"x"
+
+
+def _damage_payload(path, payload):
+    """Flips the first byte of `payload` where it is stored in the log's segments."""
+    for name in sorted(os.listdir(path)):
+        if not name.endswith(".seg"):
+            continue
+        with open(os.path.join(path, name), "r+b") as segment:
+            data = segment.read()
+            at = data.find(payload)
+            if at >= 0:
+                segment.seek(at)
+                segment.write(bytes([data[at] ^ 0xFF]))
+                return
+    raise AssertionError("payload %r not found" % payload)
+
+
+def test_recovery_modes_and_the_report_of_what_recovery_did(path, tmp_path):
+    # Four records of 300 KiB in 1 MiB segments: the first three fill the first segment, the
+    # fourth starts the second.
+    records = [(b"record %d:" % n) + bytes([n]) * (300 << 10) for n in (1, 2, 3, 4)]
+    with rwal.open(path, segment_size=1 << 20) as log:
+        report = log.recovery_report()
+        assert report.mode == "tolerate_torn_tail"
+        assert (report.records, report.last_lsn, report.bytes_cut) == (0, 0, 0)
+        assert any("Created" in event for event in report.events), report.events
+        log.commit(log.append_batch(records))
+    with rwal.open(path) as log:
+        report = log.recovery_report()
+        assert (report.records, report.first_lsn, report.last_lsn) == (4, 1, 4)
+        assert report.proven_durable_lsn == 4 and report.segments_scanned >= 2
+        assert not any("Created" in event for event in report.events), report.events
+    # A committed record damaged: below the durable watermark, so the default mode and
+    # absolute consistency refuse the log, naming the LSN, and leave it as it is.
+    _damage_payload(path, b"record 2:")
+    for mode in (None, "tolerate_torn_tail", "absolute_consistency"):
+        with pytest.raises(rwal.CorruptedError, match="LSN 2"):
+            rwal.open(path, recovery=mode)
+    copy = tmp_path / "copy"
+    shutil.copytree(path, copy)
+    # Every valid record of other segments: the rest of the damaged segment is skipped (one
+    # checksum covers a record's header and payload, so the damaged record's length cannot
+    # be trusted to find the next one), and the log resumes at the next segment.
+    with rwal.open(path, recovery="skip_corrupted") as log:
+        assert [lsn for lsn, _ in log.records()] == [1, 4]
+        assert log.read(4) == records[3]
+        report = log.recovery_report()
+        assert (report.mode, report.records, report.last_lsn) == ("skip_corrupted", 2, 4)
+        assert [e for e in report.events if "CorruptionSkipped" in e], report.events
+    # The longest valid prefix: cut at the damage, and said so.
+    with rwal.open(copy, recovery="point_in_time") as log:
+        assert [lsn for lsn, _ in log.records()] == [1]
+        report = log.recovery_report()
+        assert (report.mode, report.records, report.last_lsn) == ("point_in_time", 1, 1)
+        assert report.bytes_cut > 0
+        assert [e for e in report.events if "CorruptionCut" in e], report.events
+    with rwal.open(copy) as log:
+        assert log.last_lsn == 1
+
+
+def test_a_torn_tail_is_reported_as_cut(path):
+    with rwal.open(path, segment_size=1 << 20) as log:
+        log.commit(log.append(b"12345678"))
+    _tear_tail_after_one_record(path, record_bytes=32 + 8)
+    with pytest.raises(rwal.CorruptedError):
+        rwal.open(path, recovery="absolute_consistency")
+    with rwal.open(path, segment_size=1 << 20) as log:
+        report = log.recovery_report()
+        assert report.last_lsn == 1 and report.bytes_cut > 0
+        assert [e for e in report.events if "TornTailCut" in e], report.events
+    with pytest.raises(rwal.ClosedError):
+        log.recovery_report()
+
+
+def test_a_tail_waits_for_records_as_they_become_durable(path):
+    with rwal.open(path, segment_size=1 << 20) as log:
+        log.commit(log.append(b"before"))
+        with log.tail() as tail:
+            assert tail.next_lsn == 1
+            assert tail.next(timeout=0) == (1, b"before")
+            assert tail.next_lsn == 2
+            # Nothing durable: a poll returns None at once, a wait at its timeout.
+            assert tail.next(timeout=0) is None
+            started = time.monotonic()
+            assert tail.next(timeout=0.3) is None
+            assert time.monotonic() - started >= 0.3
+            # Appended but not durable: not returned.
+            lsn = log.append(b"not yet durable")
+            assert tail.next(timeout=0.05) is None
+            got = []
+
+            def follow():
+                for record in tail:
+                    got.append(record)
+                    if len(got) == 3:
+                        return
+
+            t = threading.Thread(target=follow)
+            t.start()
+            # Committed while the tail waits, past the first slice of its wait.
+            time.sleep(0.3)
+            log.commit(lsn)
+            log.commit(log.append_batch([b"a", b"b"]))
+            t.join(30)
+            assert not t.is_alive()
+            assert got == [(2, b"not yet durable"), (3, b"a"), (4, b"b")]
+        with pytest.raises(rwal.ClosedError, match="tail"):
+            tail.next(timeout=0)
+        # From a later LSN, and only what is to come.
+        with log.tail(log.durable_lsn + 1, verify_checksums=False) as tail:
+            assert tail.next(timeout=0) is None
+            log.commit(log.append(b"new"))
+            assert tail.next(timeout=30) == (5, b"new")
+        with log.tail() as tail:
+            for bad in (-1, float("nan"), "1"):
+                with pytest.raises(rwal.InvalidArgumentError, match="timeout"):
+                    tail.next(timeout=bad)
+        with pytest.raises(rwal.NotFoundError):
+            log.tail(log.last_lsn + 2)
+
+
+def test_closing_the_log_ends_a_waiting_tail(path):
+    log = rwal.open(path, segment_size=1 << 20)
+    tail = log.tail()
+    outcome = {}
+    waiting = threading.Event()
+
+    def follow():
+        waiting.set()
+        try:
+            tail.next()  # no timeout: only the close ends it
+        except rwal.ClosedError as e:
+            outcome["message"] = str(e)
+
+    t = threading.Thread(target=follow)
+    t.start()
+    assert waiting.wait(30)
+    time.sleep(0.3)  # into the wait, past its first slice
+    log.close()
+    t.join(30)
+    assert not t.is_alive()
+    assert "closed" in outcome.get("message", ""), outcome
+    tail.close()
+    # A tail that returned a record holds it: the closed log's directory stays locked (the
+    # record is a slice of a segment file a log opened again could rewrite) until the tail
+    # is closed.
+    log = rwal.open(path, segment_size=1 << 20)
+    log.commit(log.append(b"held"))
+    tail = log.tail()
+    assert tail.next(timeout=30) == (1, b"held")
+    log.close()
+    with pytest.raises(rwal.LockedError):
+        rwal.open(path)
+    tail.close()
+    with rwal.open(path) as again:
+        assert again.read(1) == b"held"
+
+
+def test_closing_a_tail_from_another_thread_ends_its_wait(path):
+    with rwal.open(path, segment_size=1 << 20) as log:
+        tail = log.tail()
+        outcome = []
+        waiting = threading.Event()
+
+        def follow():
+            waiting.set()
+            try:
+                for record in tail:
+                    outcome.append(record)
+            except rwal.ClosedError:
+                outcome.append("closed")
+
+        t = threading.Thread(target=follow)
+        t.start()
+        assert waiting.wait(30)
+        time.sleep(0.3)
+        tail.close()
+        t.join(30)
+        assert not t.is_alive()
+        assert outcome == ["closed"]
+        # The log goes on.
+        log.commit(log.append(b"after"))
+
+
+def test_ctrl_c_ends_a_tails_wait(path):
+    import signal
+    with rwal.open(path, segment_size=1 << 20) as log, log.tail() as tail:
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+        try:
+            started = time.monotonic()
+            with pytest.raises(KeyboardInterrupt):
+                # Started inside the block: however late the signal comes, it lands here.
+                timer.start()
+                tail.next(timeout=60)
+            assert time.monotonic() - started < 5
+        finally:
+            timer.join()
+            signal.signal(signal.SIGINT, previous)
+        # The tail goes on after the interrupt.
+        log.commit(log.append(b"x"))
+        assert tail.next(timeout=30) == (1, b"x")
+
+
+def test_a_record_handed_over_as_ctrl_c_lands_is_returned_by_the_next_call(path, monkeypatch):
+    class InterruptedNext:
+        """The library, but a KeyboardInterrupt lands as its tailing read returns (where
+        Ctrl-C during the wait is raised)."""
+
+        def __init__(self, real):
+            self._real = real
+
+        def __getattr__(self, name):
+            return getattr(self._real, name)
+
+        def rwal_reader_next_timeout(self, *args):
+            self._real.rwal_reader_next_timeout(*args)
+            raise KeyboardInterrupt
+
+    with rwal.open(path, segment_size=1 << 20) as log, log.tail() as tail:
+        log.commit(log.append_batch([b"one", b"two"]))
+        monkeypatch.setattr(rwal, "lib", InterruptedNext(rwal.lib))
+        with pytest.raises(KeyboardInterrupt):
+            tail.next(timeout=30)
+        monkeypatch.undo()
+        assert tail.next_lsn == 1
+        assert tail.next(timeout=0) == (1, b"one")
+        assert tail.next(timeout=0) == (2, b"two")
+        assert tail.next(timeout=0) is None
+
+
+def test_a_tails_timeout_holds_while_another_thread_reads(path):
+    with rwal.open(path, segment_size=1 << 20) as log, log.tail() as tail:
+        waiting = threading.Event()
+        got = []
+
+        def follow():
+            waiting.set()
+            got.append(tail.next(timeout=30))
+
+        t = threading.Thread(target=follow)
+        t.start()
+        assert waiting.wait(30)
+        time.sleep(0.1)
+        # The other thread holds the tail in its wait: this one's timeout still ends its own.
+        started = time.monotonic()
+        assert tail.next(timeout=0.2) is None
+        assert time.monotonic() - started < 20
+        log.commit(log.append(b"x"))
+        t.join(30)
+        assert got == [(1, b"x")]
