@@ -1175,13 +1175,13 @@ rwal_status rwal_node_wait_committed(rwal_node *node,
  * `rwal_node_wait_committed`, with one wake-up of the calling thread instead of two (the
  * node's thread registers the caller for the commit of the LSN it assigns). Errors as theirs.
  * `RWAL_ERR_NOT_LEADER`, `RWAL_ERR_INVALID_ARGUMENT` and `RWAL_ERR_BUSY` mean the record was
- * not proposed, and `RWAL_ERR_SUPERSEDED` that it never commits. On `RWAL_ERR_TIMEOUT` the
- * outputs are written too: the record's LSN and epoch if it was proposed (it may still
- * commit: `rwal_node_wait_committed` waits on), or 0 and 0 if the node's thread had not
- * taken it: it was not proposed, and never will be. After any other error
- * (`RWAL_ERR_CLOSED`, `RWAL_ERR_REPLICATION`, an I/O error) the outputs are not written, and
- * the record may have been proposed and may still commit, on the other members too: a caller
- * that must know proposes and waits separately. Blocks; thread-safe.
+ * not proposed, and `RWAL_ERR_SUPERSEDED` that it never commits. The outputs are written
+ * whatever the status (unless one of them is NULL): the record's LSN and epoch if the node's
+ * thread proposed it, or 0 and 0 if it did not: it was not proposed, and never will be. A
+ * proposed record may still commit after `RWAL_ERR_TIMEOUT` (`rwal_node_wait_committed`
+ * waits on), and after `RWAL_ERR_CLOSED` (the node stopped while the caller waited),
+ * `RWAL_ERR_REPLICATION` or an I/O error, on the other members or at this node's next open:
+ * its LSN and epoch are how to find out. Blocks; thread-safe.
  *
  * # Safety
  * `node` is live; `data` has `len` readable bytes (NULL if 0); the outputs are writable.

@@ -1004,13 +1004,13 @@ pub unsafe extern "C" fn rwal_node_wait_committed(
 /// `rwal_node_wait_committed`, with one wake-up of the calling thread instead of two (the
 /// node's thread registers the caller for the commit of the LSN it assigns). Errors as theirs.
 /// `RWAL_ERR_NOT_LEADER`, `RWAL_ERR_INVALID_ARGUMENT` and `RWAL_ERR_BUSY` mean the record was
-/// not proposed, and `RWAL_ERR_SUPERSEDED` that it never commits. On `RWAL_ERR_TIMEOUT` the
-/// outputs are written too: the record's LSN and epoch if it was proposed (it may still
-/// commit: `rwal_node_wait_committed` waits on), or 0 and 0 if the node's thread had not
-/// taken it: it was not proposed, and never will be. After any other error
-/// (`RWAL_ERR_CLOSED`, `RWAL_ERR_REPLICATION`, an I/O error) the outputs are not written, and
-/// the record may have been proposed and may still commit, on the other members too: a caller
-/// that must know proposes and waits separately. Blocks; thread-safe.
+/// not proposed, and `RWAL_ERR_SUPERSEDED` that it never commits. The outputs are written
+/// whatever the status (unless one of them is NULL): the record's LSN and epoch if the node's
+/// thread proposed it, or 0 and 0 if it did not: it was not proposed, and never will be. A
+/// proposed record may still commit after `RWAL_ERR_TIMEOUT` (`rwal_node_wait_committed`
+/// waits on), and after `RWAL_ERR_CLOSED` (the node stopped while the caller waited),
+/// `RWAL_ERR_REPLICATION` or an I/O error, on the other members or at this node's next open:
+/// its LSN and epoch are how to find out. Blocks; thread-safe.
 ///
 /// # Safety
 /// `node` is live; `data` has `len` readable bytes (NULL if 0); the outputs are writable.
@@ -1026,27 +1026,26 @@ pub unsafe extern "C" fn rwal_node_propose_and_wait(
     boundary(|| {
         non_null(lsn_out, "lsn_out")?;
         non_null(epoch_out, "epoch_out")?;
+        // SAFETY: checked non-NULL. Zeros until the record is proposed: an argument refused
+        // below leaves them so.
+        unsafe {
+            put(lsn_out, 0);
+            put(epoch_out, 0);
+        }
         // SAFETY: forwarded caller contract.
         let data = unsafe { bytes(data, len, "data")? };
         // SAFETY: forwarded caller contract.
         let node = unsafe { self::node(node)? };
         let timeout = Duration::from_millis(u64::from(timeout_ms));
-        let outcome = node.node.propose_and_wait(data, timeout);
-        let written = match &outcome {
-            Ok(committed) => Some(*committed),
-            Err(Error::NotYetCommitted { lsn, epoch }) => Some((*lsn, *epoch)),
-            // Not taken in time, so never proposed: nothing to wait on.
-            Err(Error::Timeout { .. }) => Some((0, 0)),
-            Err(_) => None,
-        };
-        if let Some((lsn, epoch)) = written {
-            // SAFETY: checked non-NULL.
-            unsafe {
-                put(lsn_out, lsn);
-                put(epoch_out, epoch);
-            }
+        let tracked = node.node.propose_and_wait_tracked(data, timeout);
+        // Not proposed (refused, or not taken in time): nothing to wait on.
+        let (lsn, epoch) = tracked.proposed.unwrap_or((0, 0));
+        // SAFETY: checked non-NULL.
+        unsafe {
+            put(lsn_out, lsn);
+            put(epoch_out, epoch);
         }
-        outcome?;
+        tracked.outcome?;
         Ok(())
     })
 }

@@ -35,6 +35,7 @@ pub type NodeId = u64;
 pub use error::{Error, Result};
 pub use node::{
     Bounded, CommittedReader, CommittedRecord, Node, NodeLog, NodeOptions, NodeStatus, Severity,
+    TrackedProposal,
 };
 pub use raft::eraftpb::ConfState;
 pub use replica::{

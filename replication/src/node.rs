@@ -151,6 +151,16 @@ impl NodeOptions {
     }
 }
 
+/// What [`Node::propose_and_wait_tracked`] returns: the outcome, and where the record went.
+#[derive(Debug)]
+pub struct TrackedProposal {
+    /// The LSN and epoch the node's thread proposed the record at, whatever happened after;
+    /// `None` if it was not proposed (and never will be).
+    pub proposed: Option<(Lsn, u64)>,
+    /// The outcome, as [`Node::propose_and_wait`] returns it.
+    pub outcome: Result<(Lsn, u64)>,
+}
+
 /// What a node reports about itself.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeStatus {
@@ -546,18 +556,39 @@ impl Node {
     /// LSN it assigns instead of waking it to pass it on. [`Error::NotYetCommitted`], with the
     /// LSN and epoch to wait on, if the timeout passed after the record was proposed;
     /// [`Error::Timeout`] if the node's thread did not take the proposal in time: it was not
-    /// proposed, and never will be.
+    /// proposed, and never will be. After other errors ([`Error::Closed`], [`Error::Raft`])
+    /// the record may have been proposed, and may still commit: see
+    /// [`propose_and_wait_tracked`](Node::propose_and_wait_tracked).
     pub fn propose_and_wait(&self, data: &[u8], timeout: Duration) -> Result<(Lsn, u64)> {
-        self.not_on_own_thread("propose_and_wait")?;
+        self.propose_and_wait_tracked(data, timeout).outcome
+    }
+
+    /// [`propose_and_wait`](Node::propose_and_wait), which also says where the record went:
+    /// the LSN and epoch the node's thread proposed it at, whatever happened after, or `None`
+    /// if it was not proposed (and never will be). After an error such as [`Error::Closed`]
+    /// (the node stopped while the caller waited) or [`Error::Raft`], a proposed record may
+    /// still commit, on the other members or at this node's next open: its position is how
+    /// the caller finds out ([`wait_committed`](Node::wait_committed) on a member, or the
+    /// record's epoch at that LSN once the log has it).
+    pub fn propose_and_wait_tracked(&self, data: &[u8], timeout: Duration) -> TrackedProposal {
+        let not_proposed = |error| TrackedProposal {
+            proposed: None,
+            outcome: Err(error),
+        };
+        if let Err(refused) = self.not_on_own_thread("propose_and_wait") {
+            return not_proposed(refused);
+        }
         let deadline = Instant::now() + timeout;
         let proposal = Arc::new(Proposal {
             state: Mutex::new(ProposalState::default()),
             caller: std::thread::current(),
         });
-        self.enqueue_proposal(Request::ProposeAndWait(
+        if let Err(refused) = self.enqueue_proposal(Request::ProposeAndWait(
             data.to_vec(),
             ProposalReply::new(proposal.clone()),
-        ))?;
+        )) {
+            return not_proposed(refused);
+        }
         loop {
             let now = Instant::now();
             let outcome = {
@@ -569,18 +600,26 @@ impl Node {
                 outcome
             };
             if let Some(outcome) = outcome {
-                let (lsn, epoch) = outcome?;
+                let (lsn, epoch) = match outcome {
+                    Ok(proposed) => proposed,
+                    Err(refused) => return not_proposed(refused),
+                };
                 let left = deadline.saturating_duration_since(Instant::now());
-                return match self.wait_committed(lsn, epoch, left) {
+                let committed = match self.wait_committed(lsn, epoch, left) {
                     Ok(()) => Ok((lsn, epoch)),
                     Err(Error::Timeout { .. }) => Err(Error::NotYetCommitted { lsn, epoch }),
                     Err(e) => Err(e),
                 };
+                return TrackedProposal {
+                    proposed: Some((lsn, epoch)),
+                    outcome: committed,
+                };
             }
             if now >= deadline {
-                return Err(Error::Timeout {
+                let timeout = Error::Timeout {
                     waiting_for: "the node's thread to take the proposal (it was not proposed)",
-                });
+                };
+                return not_proposed(timeout);
             }
             std::thread::park_timeout(deadline - now);
         }

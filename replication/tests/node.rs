@@ -617,6 +617,41 @@ fn a_partitioned_leader_is_replaced_and_its_uncommitted_entry_superseded() {
 }
 
 #[test]
+fn a_propose_and_wait_ended_by_a_stop_says_where_its_record_was_proposed() {
+    // Slow to elect: the isolated leader goes on leading (check quorum) for seconds, long
+    // after the proposal below.
+    let cluster = Cluster::simulated_slow_to_elect("repl-tracked", 3, 16 << 10);
+    let leader = cluster.leader(&[1, 2, 3]);
+    let (committed, epoch) = cluster
+        .node(leader)
+        .propose_and_wait(b"before", WAIT)
+        .unwrap();
+    for other in [1, 2, 3].into_iter().filter(|id| *id != leader) {
+        cluster.network.cut(leader, other);
+        cluster.network.cut(other, leader);
+    }
+    let node = cluster.node(leader);
+    let tracked = std::thread::scope(|scope| {
+        let waiter = scope.spawn(|| node.propose_and_wait_tracked(b"stranded", WAIT));
+        let deadline = std::time::Instant::now() + WAIT;
+        while node.status().last_lsn <= committed && !waiter.is_finished() {
+            assert!(std::time::Instant::now() < deadline, "never proposed");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        node.shut_down().unwrap();
+        waiter.join().unwrap()
+    });
+    // Ended by the stop, not by its timeout; where the record went is known, and it is still
+    // in the stopped node's log, uncommitted.
+    assert!(matches!(tracked.outcome, Err(Error::Closed)), "{tracked:?}");
+    assert_eq!(tracked.proposed, Some((committed + 1, epoch)));
+    // Refused before it is proposed: nowhere.
+    let tracked = node.propose_and_wait_tracked(b"late", WAIT);
+    assert!(matches!(tracked.outcome, Err(Error::Closed)), "{tracked:?}");
+    assert_eq!(tracked.proposed, None);
+}
+
+#[test]
 fn a_learner_joins_by_snapshot_is_promoted_and_the_leader_removed() {
     let mut cluster = Cluster::new("repl-membership", 3);
     let first_leader = cluster.leader(&[1, 2, 3]);

@@ -828,6 +828,12 @@ static void test_reentry(const char *dir) {
     pthread_mutex_destroy(&w.lock);
     CHECK_STATUS(rwal_node_propose(node, (const uint8_t *)"late", 4, &lsn, &epoch),
                  RWAL_ERR_CLOSED);
+    /* Not proposed: the outputs say so, whatever the status. */
+    uint64_t late_lsn = 99, late_epoch = 99;
+    CHECK_STATUS(rwal_node_propose_and_wait(node, (const uint8_t *)"late", 4, 100, &late_lsn,
+                                            &late_epoch),
+                 RWAL_ERR_CLOSED);
+    CHECK(late_lsn == 0 && late_epoch == 0);
     CHECK_STATUS(rwal_node_shutdown(node), RWAL_OK);
     CHECK_STATUS(rwal_node_close(node), RWAL_OK);
     pthread_mutex_destroy(&e.lock);

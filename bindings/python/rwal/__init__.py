@@ -75,7 +75,14 @@ def _stable(data):
 
 
 class Error(Exception):
-    """A failed call: `code` is the rwal_status value, `status` its name."""
+    """A failed call: `code` is the rwal_status value, `status` its name. From
+    Node.propose_and_wait, `proposed` is the (lsn, epoch) the record was proposed as, whatever
+    the error: after a TimeoutError it may still commit (Node.wait_committed waits on), and
+    after a ClosedError (the node closed while the call waited) or a ReplicationError too, on
+    the other members or at the node's next open; None if the record was not proposed, and
+    never will be. None from every other call."""
+
+    proposed: Optional[Tuple[int, int]] = None
 
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
@@ -83,8 +90,9 @@ class Error(Exception):
         self.status = ffi.string(lib.rwal_status_str(code)).decode()
 
     def __reduce__(self):
-        # Pickled (e.g. back from a process pool) with the arguments its constructor takes.
-        return (self.__class__, (self.code, str(self)))
+        # Pickled (e.g. back from a process pool) with the arguments its constructor takes,
+        # and `proposed`.
+        return (self.__class__, (self.code, str(self)), {"proposed": self.proposed})
 
 
 class InvalidArgumentError(Error, ValueError):
@@ -132,15 +140,9 @@ class UnsupportedError(Error):
 
 
 class TimeoutError(Error, builtins.TimeoutError):  # noqa: A001 - rwal.TimeoutError on purpose
-    """A wait ran out of time. From Node.propose_and_wait, `proposed` is the (lsn, epoch) the
-    record was proposed as, which may still commit (Node.wait_committed waits on), or None if
-    the node had not taken the record: it was not proposed and never will be; None from every
-    other call."""
-
-    proposed: Optional[Tuple[int, int]] = None
-
-    def __reduce__(self):
-        return (self.__class__, (self.code, str(self)), {"proposed": self.proposed})
+    """A wait ran out of time. From Node.propose_and_wait, `proposed` (see Error) is the
+    (lsn, epoch) to wait on with Node.wait_committed, or None if the node had not taken the
+    record in time: it was not proposed and never will be."""
 
 
 class PanicError(Error):
@@ -171,7 +173,8 @@ class NotLeaderError(Error):
         self.leader_addr = leader_addr
 
     def __reduce__(self):
-        return (self.__class__, (self.code, str(self), self.leader_id, self.leader_addr))
+        return (self.__class__, (self.code, str(self), self.leader_id, self.leader_addr),
+                {"proposed": self.proposed})
 
 
 class SupersededError(Error):

@@ -430,12 +430,12 @@ class Node(_Handle):
     def propose_and_wait(self, data, timeout: float = 10.0) -> Tuple[int, int]:
         """propose() then wait_committed() in one call, with one wake-up instead of two;
         returns the committed record's (lsn, epoch). NotLeaderError, InvalidArgumentError and
-        BusyError mean it was not proposed, SupersededError that it never
-        commits. A TimeoutError's `proposed` is the record's (lsn, epoch) if it was proposed:
-        it may still commit, and wait_committed() waits on; None if the node had not taken it:
-        it was not proposed and never will be. After any other error (ClosedError,
-        ReplicationError, ...) it may still commit, its LSN unknown: callers that must know
-        use the two calls. One library call: Ctrl-C waits for it to return, so keep its timeout
+        BusyError mean it was not proposed, SupersededError that it never commits. Every
+        error's `proposed` is the record's (lsn, epoch) if it was proposed, None if the node
+        had not taken it: it was not proposed and never will be. A proposed record may still
+        commit after a TimeoutError (wait_committed() waits on), a ClosedError (the node
+        closed while this waited) or a ReplicationError: on the other members, or at the
+        node's next open. One library call: Ctrl-C waits for it to return, so keep its timeout
         short (or use the two calls, whose wait_committed() sees Ctrl-C within a slice); a
         close() on another thread ends it with ClosedError."""
         buf = ffi.from_buffer(_stable(data))
@@ -444,7 +444,7 @@ class Node(_Handle):
         try:
             self._call(lib.rwal_node_propose_and_wait, ffi.cast("const uint8_t *", buf),
                        len(buf), _millis(timeout), lsn, epoch)
-        except TimeoutError as e:
+        except Error as e:
             e.proposed = (lsn[0], epoch[0]) if lsn[0] else None
             raise
         return lsn[0], epoch[0]

@@ -638,7 +638,7 @@ def test_close_ends_a_propose_and_wait_in_progress_at_once(tmp_path):
         leader = leader_of(nodes)
         follower = 3 - leader
         node = nodes[leader]
-        node.propose_and_wait(b"committed", timeout=30)
+        _, epoch = node.propose_and_wait(b"committed", timeout=30)
         nodes[follower].close()
         last = node.status()["last_lsn"]
         outcome = {}
@@ -648,6 +648,7 @@ def test_close_ends_a_propose_and_wait_in_progress_at_once(tmp_path):
                 outcome["returned"] = node.propose_and_wait(b"never committed", timeout=60)
             except rwal.Error as e:
                 outcome["error"] = type(e)
+                outcome["proposed"] = e.proposed
 
         t = threading.Thread(target=propose)
         t.start()
@@ -656,8 +657,13 @@ def test_close_ends_a_propose_and_wait_in_progress_at_once(tmp_path):
         node.close()
         t.join(30)
         assert not t.is_alive()
-        assert outcome == {"error": rwal.ClosedError}
+        # Where the record was proposed, for the caller to find out whether it committed.
+        assert outcome == {"error": rwal.ClosedError, "proposed": (last + 1, epoch)}
         assert time.monotonic() - started < 10
+        # A record not proposed (the node is closed) is nowhere.
+        with pytest.raises(rwal.ClosedError) as raised:
+            node.propose_and_wait(b"late", timeout=1)
+        assert raised.value.proposed is None
     finally:
         for node in nodes.values():
             node.close()

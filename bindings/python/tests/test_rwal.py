@@ -479,6 +479,11 @@ def test_errors_pickle_with_their_code_and_leader():
     moved = rwal.NotLeaderError(rwal.lib.RWAL_ERR_NOT_LEADER, "not leader", 3, "10.0.0.3:7101")
     back = pickle.loads(pickle.dumps(moved))
     assert (back.leader_id, back.leader_addr, str(back)) == (3, "10.0.0.3:7101", "not leader")
+    assert back.proposed is None
+    # Where propose_and_wait's record went, whatever the error.
+    stopped = rwal.ClosedError(rwal.lib.RWAL_ERR_CLOSED, "node closed")
+    stopped.proposed = (12, 3)
+    assert pickle.loads(pickle.dumps(stopped)).proposed == (12, 3)
 
 
 def test_mutable_buffers_are_copied_and_read_only_ones_are_not(path):
