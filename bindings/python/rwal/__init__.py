@@ -10,8 +10,8 @@
             record = tail.next(timeout=1.0)  # the next record to become durable, or None
 
 rwal.open()'s options choose the I/O backend and what recovery does with damage;
-Log.recovery_report() says what it found. A replicated log (raft over rwal, authenticated TCP between members) is rwal.Node; see
-rwal.node's docs.
+Log.recovery_report() says what it found. A replicated log (raft over rwal, authenticated TCP
+between members) is rwal.Node; see rwal.node's docs.
 
 Calls release the GIL while they run in the library (commit and reads may block). A Log may be
 shared between threads; close() waits for calls in progress on other threads to finish, and
@@ -51,7 +51,7 @@ __all__ = [
     "NoSpaceError", "LockedError", "CompactedError", "NotFoundError", "UnsupportedError",
     "TimeoutError", "PanicError", "NoLogError", "PinnedError", "ClosedError", "NotLeaderError",
     "SupersededError", "BusyError", "ReplicationError", "AbandonedError", "NotDurableError",
-    "Node", "__version__",
+    "Node", "log_to", "__version__",
 ]
 
 __version__: str = ffi.string(lib.rwal_version()).decode()
@@ -164,7 +164,8 @@ class ClosedError(Error):
 
 class NotLeaderError(Error):
     """This node is not the leader; `leader_id` and `leader_addr` name the one it knows of
-    (None if unknown)."""
+    (None if unknown). `leader_addr` is its peer address, where the nodes reach each other,
+    not where your engine's clients connect: map `leader_id` to that yourself."""
 
     def __init__(self, code: int, message: str, leader_id: Optional[int] = None,
                  leader_addr: Optional[str] = None) -> None:
@@ -768,11 +769,20 @@ class Log(_Handle):
         memory corruption); without it, such damage reaches the caller in a payload, or in a
         length that still ends within the segment (the next read then most likely fails). A
         wrong LSN or a length past the segment raises `CorruptedError` either way, and the
-        segment being appended to is checked anyway with the mmap and io_uring backends."""
+        segment being appended to is checked anyway with the mmap and io_uring backends.
+
+        Arguments are checked at the call; the reader opens at the first record asked for
+        (CompactedError, NotFoundError there). While the iteration is part way, it holds the
+        record it last returned (truncate_after() below it raises PinnedError, and the
+        records from it on stay through compaction) until it ends, is closed or collected."""
         if not isinstance(verify_checksums, bool):
             raise TypeError("verify_checksums must be a bool")
         if from_lsn is not None:
             from_lsn = _uint(from_lsn, "from_lsn")
+        return self._records(from_lsn, verify_checksums)
+
+    def _records(self, from_lsn: Optional[int], verify_checksums: bool
+                 ) -> Iterator[Tuple[int, bytes]]:
         slot = _owning_slot("rwal_reader **", lib._rwal_py_free_reader_slot)
         for attempt in range(100):
             start = self.first_lsn if from_lsn is None else from_lsn
@@ -835,7 +845,9 @@ class Log(_Handle):
         """Declares the engine's state up to `lsn` safe elsewhere, with `snapshot` (its state
         image at `lsn`; None: the checkpoint has no snapshot, which is not the same as an empty
         one). Durable when it returns; `lsn` must be at least 1, durable, and not below the
-        latest checkpoint."""
+        latest checkpoint (InvalidArgumentError otherwise). The background thread then soon
+        removes the segments wholly below it: read() and records() there raise
+        CompactedError, unless a pin holds them."""
         lsn = _uint(lsn, "lsn")
         if snapshot is None:
             with self._use() as handle:
@@ -957,7 +969,10 @@ class Log(_Handle):
         return _adopt(Pin, open_native, out, Pin._free)
 
     def compact(self) -> None:
-        """Removes the segments the latest checkpoint (and every pin) no longer needs."""
+        """Removes the segments the latest checkpoint no longer needs and nothing holds: a
+        pin, a checkpoint being written, a records() iteration left part way or a Tail holds
+        the records from the one it last returned on. (The background thread compacts soon
+        after a checkpoint too.)"""
         with self._use() as handle:
             _check(lib.rwal_compact(handle))
 

@@ -11,10 +11,11 @@
 The engine's callbacks apply, snapshot and restore go together: give all three, or none for a
 node without an engine. They and on_leader run one at a time: during Node(...) on the calling
 thread (restoring the engine from the latest checkpoint and the records after it), then on the
-node's own thread. They must not call the node's blocking methods (propose, wait_committed,
-read_barrier, change_membership, transfer_leadership, checkpoint, compact, close) nor iterate
-records(): those wait for that thread or run in the middle of its round (all but records()
-raise InvalidArgumentError there instead).
+node's own thread. They must not call the node's blocking methods (propose, propose_and_wait,
+wait_committed, read_barrier, change_membership, transfer_leadership, checkpoint, compact,
+close): those would wait for that thread, and raise InvalidArgumentError there instead. Nor
+may they iterate records(): from restore it raises InvalidArgumentError, from the others it
+reads in the middle of the node's round.
 
 A node left open is closed when the interpreter exits (an atexit hook), or when it is garbage
 collected (with a ResourceWarning) unless that happens inside one of a node's callbacks, on a
@@ -403,25 +404,36 @@ class Node(_Handle):
 
     def wait_committed(self, lsn: int, epoch: int, timeout: float = 10.0) -> None:
         """Returns once the entry (lsn, epoch) is committed by a quorum; rwal.SupersededError
-        once another entry is committed there; rwal.TimeoutError. Waits in slices (see
-        _wait_in_slices): Ctrl-C is not held off for the whole timeout."""
+        once another entry is committed there (this one never will be); rwal.TimeoutError if
+        neither happened in time. ClosedError or ReplicationError if the node stopped first:
+        the entry's outcome is then unknown here (it may commit on the other members). A
+        commit seen before the stop is still reported as one. CompactedError if `lsn` is
+        committed but was compacted away before its epoch could be read: committed, but
+        whether it is this entry is unknown (not a failure of the write). Waits in slices
+        (see _wait_in_slices): Ctrl-C is not held off for the whole timeout."""
         lsn, epoch = _uint(lsn, "lsn"), _uint(epoch, "epoch")
         self._wait_in_slices(
             timeout, "entry %d of epoch %d not committed" % (lsn, epoch),
             lambda millis: self._call(lib.rwal_node_wait_committed, lsn, epoch, millis))
 
-    def _wait_in_slices(self, timeout: float, what: str, wait):
+    def _wait_in_slices(self, timeout: float, what: str, wait, growing: bool = False):
         """Runs `wait(millis)`, a wait the library may repeat, in slices of at most
         _WAIT_SLICE_SECONDS until it returns or `timeout` has passed. The library waits
         without the GIL; between slices Python runs, so a KeyboardInterrupt is raised within
         a slice: with math.inf it waited 49.7 days. (A close() on another thread ends the
-        wait in the library at once.)"""
+        wait in the library at once.) `growing`: each slice twice as long as the one before,
+        for a wait that starts over with each call (a read point asked for again), which
+        slices of one length could cut short every time."""
         _millis(timeout)  # checked as for any timeout
         deadline = time.monotonic() + float(timeout)
+        slice_seconds = _WAIT_SLICE_SECONDS
         while True:
             left = max(0.0, deadline - time.monotonic())
+            this_slice = min(left, slice_seconds)
+            if growing:
+                slice_seconds *= 2
             try:
-                return wait(_millis(min(left, _WAIT_SLICE_SECONDS)))
+                return wait(_millis(this_slice))
             except TimeoutError:
                 if time.monotonic() >= deadline:
                     raise TimeoutError(lib.RWAL_ERR_TIMEOUT,
@@ -491,19 +503,30 @@ class Node(_Handle):
 
     def read_barrier(self, timeout: float = 10.0) -> int:
         """A linearizable read point: once it returns, this node has applied every write
-        acknowledged before the call. Works on followers. Waits in slices, as
-        wait_committed() does (a later read point serves an earlier call too)."""
+        acknowledged before the call, and the LSN it returns is that point. Works on followers
+        (it asks the leader). rwal.TimeoutError if no point was confirmed and applied in time;
+        NotLeaderError on a node that knows no leader. Waits in slices, so that Ctrl-C is
+        raised within one; each slice asks for a new read point (a later one serves this call
+        too), so the slices grow, doubling from 0.2 s: a confirmation that takes longer than
+        one slice (a slow link to the leader, a follower whose apply lags) still succeeds
+        within the timeout."""
         lsn = ffi.new("uint64_t *")
         self._wait_in_slices(
             timeout, "no read point confirmed",
-            lambda millis: self._call(lib.rwal_node_read_barrier, millis, lsn))
+            lambda millis: self._call(lib.rwal_node_read_barrier, millis, lsn), growing=True)
         return lsn[0]
 
     def records(self, from_lsn: Optional[int] = None) -> Iterator[Tuple[int, int, int, bytes]]:
         """(lsn, epoch, kind, data) of committed records from `from_lsn` (default: the first
-        retained), up to the commit LSN; kind is rwal.node.USER or rwal.node.SYSTEM."""
+        retained), up to the commit LSN; kind is rwal.node.USER or rwal.node.SYSTEM. The
+        argument is checked at the call; the reader opens at the first record asked for
+        (CompactedError there if compaction removed `from_lsn`), and an iteration falls behind
+        compaction with CompactedError: it holds nothing back."""
         if from_lsn is not None:
             from_lsn = _uint(from_lsn, "from_lsn")
+        return self._records(from_lsn)
+
+    def _records(self, from_lsn: Optional[int]) -> Iterator[Tuple[int, int, int, bytes]]:
         slot = _owning_slot("rwal_node_reader **", lib._rwal_py_free_node_reader_slot)
         for attempt in range(100):
             start = self.status()["first_lsn"] if from_lsn is None else from_lsn

@@ -702,3 +702,24 @@ def test_a_second_close_waits_for_the_first_to_stop_the_node(tmp_path):
     finally:
         release.set()
         node.close()
+
+
+def test_read_barrier_slices_grow_so_a_slow_confirmation_still_succeeds():
+    """Each read_barrier slice asks for a new read point: with slices of one length, a
+    confirmation slower than a slice (a slow link to the leader) timed out every time."""
+    asked = []
+
+    def confirm(millis):
+        asked.append(millis)
+        if millis < 1500:  # a read point that takes 1.5 s to confirm and apply
+            raise rwal.TimeoutError(rwal.lib.RWAL_ERR_TIMEOUT, "not confirmed")
+        return "confirmed"
+
+    slicer = rwal.Node._wait_in_slices
+    assert slicer(None, 30, "no read point", confirm, growing=True) == "confirmed"
+    assert asked == [200, 400, 800, 1600]
+    # Other waits repeat the same slice (a wait for a commit loses nothing by starting over).
+    asked.clear()
+    with pytest.raises(rwal.TimeoutError, match="within 0.5 s"):
+        slicer(None, 0.5, "no read point", confirm)
+    assert asked and max(asked) <= 200

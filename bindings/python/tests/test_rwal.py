@@ -36,6 +36,18 @@ def test_empty_log_and_round_trip(path):
         assert [lsn for lsn, _ in log.records()] == [1, 2, 3, 4, 5, 6]
 
 
+def test_records_checks_its_arguments_at_the_call(path):
+    with rwal.open(path, segment_size=1 << 20) as log:
+        with pytest.raises(rwal.InvalidArgumentError, match="from_lsn"):
+            log.records(-1)
+        with pytest.raises(TypeError, match="verify_checksums"):
+            log.records(verify_checksums=1)
+        # The reader opens at the first record asked for.
+        records = log.records(5)
+        with pytest.raises(rwal.NotFoundError):
+            next(records)
+
+
 def test_records_verify_checksums_unless_told_not_to(path):
     """A payload damaged behind the open log's back stops a reader that checks checksums (the
     default); one told not to returns the bytes as found. (Staged: with mmap, the active
