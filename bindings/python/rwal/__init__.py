@@ -314,6 +314,27 @@ def _named(value, names: dict, what: str) -> int:
                                % (what, value, ", ".join(names)))
 
 
+def _log_options(segment_size: Optional[int], backend: Optional[str], recovery: Optional[str],
+                 commit_delay_us: Optional[int], background_thread: bool = True):
+    """The library's log options (collected with their object) for rwal.open's arguments of
+    the same names (None: the library's default), checked with errors that name them."""
+    if not isinstance(background_thread, bool):
+        raise TypeError("background_thread must be a bool")
+    opts = ffi.gc(lib.rwal_options_new(), lib.rwal_options_free)
+    if segment_size is not None:
+        _check(lib.rwal_options_set_segment_size(opts, _uint(segment_size, "segment_size")))
+    if backend is not None:
+        _check(lib.rwal_options_set_backend(opts, _named(backend, _BACKENDS, "backend")))
+    if recovery is not None:
+        _check(lib.rwal_options_set_recovery_mode(
+            opts, _named(recovery, _RECOVERY_MODES, "recovery mode")))
+    if commit_delay_us is not None:
+        _check(lib.rwal_options_set_commit_delay_us(
+            opts, _uint(commit_delay_us, "commit_delay_us")))
+    _check(lib.rwal_options_set_background_thread(opts, background_thread))
+    return opts
+
+
 def open(  # noqa: A001 - rwal.open on purpose, like io.open
     path: PathLike,
     *,
@@ -349,21 +370,8 @@ def open(  # noqa: A001 - rwal.open on purpose, like io.open
       an appender that needs the next segment then prepares it itself, and the durable
       watermark reaches the control file only at a checkpoint, compaction, truncation or
       close."""
-    if not isinstance(background_thread, bool):
-        raise TypeError("background_thread must be a bool")
-    opts = ffi.gc(lib.rwal_options_new(), lib.rwal_options_free)
+    opts = _log_options(segment_size, backend, recovery, commit_delay_us, background_thread)
     _check(lib.rwal_options_set_create(opts, bool(create)))
-    if segment_size is not None:
-        _check(lib.rwal_options_set_segment_size(opts, _uint(segment_size, "segment_size")))
-    if backend is not None:
-        _check(lib.rwal_options_set_backend(opts, _named(backend, _BACKENDS, "backend")))
-    if recovery is not None:
-        _check(lib.rwal_options_set_recovery_mode(
-            opts, _named(recovery, _RECOVERY_MODES, "recovery mode")))
-    if commit_delay_us is not None:
-        _check(lib.rwal_options_set_commit_delay_us(
-            opts, _uint(commit_delay_us, "commit_delay_us")))
-    _check(lib.rwal_options_set_background_thread(opts, background_thread))
     handle = ffi.new("rwal_log **")
     log = Log.__new__(Log)
     try:

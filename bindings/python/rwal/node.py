@@ -25,8 +25,11 @@ explicitly (or use them in a with block).
 An exception cannot cross the C boundary; it is printed, and then: in apply or restore it stops
 the node (the engine could not follow its log: waits and close() then raise ReplicationError
 naming the callback and the LSN, proposals and other requests ClosedError;
-the record stays committed, and the next open gives the engine the same records again); in snapshot it abandons
-that snapshot (the node asks again later); in on_leader it is ignored.
+the record stays committed, and the next open gives the engine the same records again); in
+snapshot it abandons that snapshot (the node asks again later); in on_leader it is ignored.
+
+Timeouts are in seconds (int or float, 10 s by default); None (or math.inf) waits as long as
+it takes. The constructor's settings named `..._ms` and `..._us` are in those units.
 """
 
 from __future__ import annotations
@@ -44,8 +47,8 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from . import TimeoutError  # noqa: A004 - rwal.TimeoutError, a subclass of the builtin
 from . import (
-    _BACKENDS, CompactedError, Error, InvalidArgumentError, NotLeaderError, _c_path,
-    _c_string, _check, _error, _free_unadopted, _named, _Handle, _last_error, _owning_slot,
+    CompactedError, Error, InvalidArgumentError, NotLeaderError, _c_path,
+    _c_string, _check, _error, _free_unadopted, _Handle, _log_options, _last_error, _owning_slot,
     _seconds, _stable, _uint, _WAIT_SLICE_SECONDS)
 from ._rwal_cffi import ffi, lib
 
@@ -224,6 +227,8 @@ class Node(_Handle):
         sync_stall_limit_ms: int = 1000,
         segment_size: Optional[int] = None,
         backend: Optional[str] = None,
+        recovery: Optional[str] = None,
+        commit_delay_us: Optional[int] = None,
         snapshot_bytes_max: Optional[int] = None,
         snapshot_timeout_ms: Optional[int] = None,
         apply: Optional[ApplyFn] = None,
@@ -240,8 +245,11 @@ class Node(_Handle):
         could elect a leader that lacks acknowledged writes. A leader whose log sync has not
         returned for `sync_stall_limit_ms` (never less than the longest election timeout, 20
         ticks; 0: never) hands its leadership to another voter: a leader whose disk hangs
-        commits nothing. `backend` is the log's, as for rwal.open, but "staged" by default: a
-        replica syncs at every round (docs/replication.md section 3.4). `snapshot_bytes_max`
+        commits nothing. `segment_size`, `backend`, `recovery` and `commit_delay_us` are the
+        log's, as for rwal.open, but the backend is "staged" by default (a replica syncs at
+        every round, docs/replication.md section 3.4), and the recovery modes that drop
+        records ("point_in_time", "skip_corrupted") are refused: a replica must not forget
+        what it acknowledged. `snapshot_bytes_max`
         (default 1 GiB) is the largest snapshot this node takes from a leader: it is assembled
         in memory, and a larger one is refused; a node that only a snapshot can catch up (a
         joining one, one the leader compacted past) then stays behind. `snapshot_timeout_ms`
@@ -276,15 +284,12 @@ class Node(_Handle):
         if snapshot_timeout_ms is not None:
             _check(lib.rwal_node_options_set_snapshot_timeout_ms(
                 opts, _uint(snapshot_timeout_ms, "snapshot_timeout_ms", 32)))
-        if segment_size is not None or backend is not None:
+        if any(option is not None for option in (segment_size, backend, recovery,
+                                                 commit_delay_us)):
             # These replace the node's log options whole, backend included, so they name the
             # node's default backend when none is given.
-            backend = _named("staged" if backend is None else backend, _BACKENDS, "backend")
-            log_opts = ffi.gc(lib.rwal_options_new(), lib.rwal_options_free)
-            _check(lib.rwal_options_set_backend(log_opts, backend))
-            if segment_size is not None:
-                _check(lib.rwal_options_set_segment_size(
-                    log_opts, _uint(segment_size, "segment_size")))
+            log_opts = _log_options(segment_size, "staged" if backend is None else backend,
+                                    recovery, commit_delay_us)
             _check(lib.rwal_node_options_set_log_options(opts, log_opts))
         self._engine = _Engine(apply, snapshot, restore, on_leader)
         self._engine_handle = ffi.new_handle(self._engine)
@@ -402,7 +407,7 @@ class Node(_Handle):
         self._call(lib.rwal_node_propose, ffi.cast("const uint8_t *", buf), len(buf), lsn, epoch)
         return lsn[0], epoch[0]
 
-    def wait_committed(self, lsn: int, epoch: int, timeout: float = 10.0) -> None:
+    def wait_committed(self, lsn: int, epoch: int, timeout: Optional[float] = 10.0) -> None:
         """Returns once the entry (lsn, epoch) is committed by a quorum; rwal.SupersededError
         once another entry is committed there (this one never will be); rwal.TimeoutError if
         neither happened in time. ClosedError or ReplicationError if the node stopped first:
@@ -416,7 +421,8 @@ class Node(_Handle):
             timeout, "entry %d of epoch %d not committed" % (lsn, epoch),
             lambda millis: self._call(lib.rwal_node_wait_committed, lsn, epoch, millis))
 
-    def _wait_in_slices(self, timeout: float, what: str, wait, growing: bool = False):
+    def _wait_in_slices(self, timeout: Optional[float], what: str, wait,
+                        growing: bool = False):
         """Runs `wait(millis)`, a wait the library may repeat, in slices of at most
         _WAIT_SLICE_SECONDS until it returns or `timeout` has passed. The library waits
         without the GIL; between slices Python runs, so a KeyboardInterrupt is raised within
@@ -425,7 +431,7 @@ class Node(_Handle):
         for a wait that starts over with each call (a read point asked for again), which
         slices of one length could cut short every time."""
         _millis(timeout)  # checked as for any timeout
-        deadline = time.monotonic() + float(timeout)
+        deadline = time.monotonic() + (math.inf if timeout is None else float(timeout))
         slice_seconds = _WAIT_SLICE_SECONDS
         while True:
             left = max(0.0, deadline - time.monotonic())
@@ -439,7 +445,7 @@ class Node(_Handle):
                     raise TimeoutError(lib.RWAL_ERR_TIMEOUT,
                                        "%s within %g s" % (what, timeout)) from None
 
-    def propose_and_wait(self, data, timeout: float = 10.0) -> Tuple[int, int]:
+    def propose_and_wait(self, data, timeout: Optional[float] = 10.0) -> Tuple[int, int]:
         """propose() then wait_committed() in one call, with one wake-up instead of two;
         returns the committed record's (lsn, epoch). NotLeaderError, InvalidArgumentError and
         BusyError mean it was not proposed, SupersededError that it never commits. Every
@@ -501,7 +507,7 @@ class Node(_Handle):
                     raise
                 cap = count[0]  # as many as the membership holds now
 
-    def read_barrier(self, timeout: float = 10.0) -> int:
+    def read_barrier(self, timeout: Optional[float] = 10.0) -> int:
         """A linearizable read point: once it returns, this node has applied every write
         acknowledged before the call, and the LSN it returns is that point. Works on followers
         (it asks the leader). rwal.TimeoutError if no point was confirmed and applied in time;
@@ -581,7 +587,8 @@ class Node(_Handle):
                    _c_string(addr, "peer address") if addr is not None else ffi.NULL, lsn, epoch)
         return lsn[0], epoch[0]
 
-    def transfer_leadership(self, to: Optional[int] = None, timeout: float = 10.0) -> int:
+    def transfer_leadership(self, to: Optional[int] = None,
+                            timeout: Optional[float] = 10.0) -> int:
         """Hands leadership to voter `to` (None: the live voter with the most replicated
         log), e.g. before close(); returns the new leader's id once this node knows it.
         rwal.NotLeaderError on a follower; rwal.TimeoutError if leadership did not move. One
@@ -632,10 +639,10 @@ class Node(_Handle):
                          stop=self._stop_node)
 
 
-def _millis(seconds: float) -> int:
+def _millis(seconds: Optional[float]) -> int:
     """A timeout in seconds as the library's milliseconds: rounded up (0.0004 s waits 1 ms,
-    not none at all); math.inf, "as long as the library can", to its longest (49.7 days).
-    Negative and NaN timeouts are refused."""
-    seconds = _seconds(seconds)
+    not none at all); None and math.inf, "as long as the library can", to its longest (49.7
+    days). Negative and NaN timeouts are refused."""
+    seconds = math.inf if seconds is None else _seconds(seconds)
     # Clamped before ceil(): math.inf is not an integer.
     return math.ceil(min(seconds, 0xFFFFFFFF / 1000) * 1000)

@@ -227,6 +227,16 @@ def test_bad_node_options_are_refused_with_the_reason(tmp_path):
                   snapshot_timeout_ms=0)
     with pytest.raises(rwal.InvalidArgumentError, match="unknown backend 'bogus'"):
         rwal.Node(1, tmp_path / "n", cluster_id=1, secret=SECRET, voters=[1], backend="bogus")
+    # A replica must not forget what it acknowledged: the modes that drop records are refused.
+    for mode in ("point_in_time", "skip_corrupted"):
+        with pytest.raises(rwal.InvalidArgumentError, match="(?i)recovery"):
+            rwal.Node(1, tmp_path / "n", cluster_id=1, secret=SECRET, voters=[1],
+                      recovery=mode)
+    with pytest.raises(rwal.InvalidArgumentError, match="unknown recovery mode"):
+        rwal.Node(1, tmp_path / "n", cluster_id=1, secret=SECRET, voters=[1], recovery="x")
+    with pytest.raises(rwal.InvalidArgumentError, match="(?i)commit.delay"):
+        rwal.Node(1, tmp_path / "n", cluster_id=1, secret=SECRET, voters=[1],
+                  commit_delay_us=2_000_000)
     # Out of the C type's range: named, not cffi's OverflowError.
     for bad, name in ((dict(node_id=-1), "node_id"), (dict(cluster_id=1 << 64), "cluster_id"),
                       (dict(voters=[1, -2]), "voter id"), (dict(tick_ms=1 << 32), "tick_ms"),
@@ -240,9 +250,10 @@ def test_bad_node_options_are_refused_with_the_reason(tmp_path):
     # default ("staged") writes the same files.
     node = rwal.Node(1, tmp_path / "alone", cluster_id=1, secret=SECRET, voters=[1],
                      sync_stall_limit_ms=0, backend="mmap", segment_size=1 << 20,
-                     snapshot_timeout_ms=60000)
+                     snapshot_timeout_ms=60000, recovery="absolute_consistency",
+                     commit_delay_us=100)
     wait(lambda: node.status()["role"] == "leader")
-    lsn, _ = node.propose_and_wait(b"written through the mapping")
+    lsn, _ = node.propose_and_wait(b"written through the mapping", timeout=None)
     node.close()
     # Reopened with its log, it needs no voters.
     node = rwal.Node(1, tmp_path / "alone", cluster_id=1, secret=SECRET)
@@ -615,9 +626,10 @@ def test_timeouts_are_checked_and_rounded_up():
     assert _millis(2) == 2000
     assert _millis(0) == 0
     assert _millis(math.inf) == 0xFFFFFFFF
+    assert _millis(None) == 0xFFFFFFFF  # as long as it takes
     from fractions import Fraction
     assert _millis(Fraction(1, 2)) == 500
-    for bad in (-1, -math.inf, math.nan, None, "1", True):
+    for bad in (-1, -math.inf, math.nan, "1", True):
         with pytest.raises(rwal.InvalidArgumentError, match="timeout"):
             _millis(bad)
 
