@@ -5,8 +5,8 @@
  *
  * Conventions: every fallible call returns rwal_status (0 is RWAL_OK); outputs are written
  * only on success (except *len_out, the size needed, with RWAL_ERR_BUFFER_TOO_SMALL,
- * rwal_node_leader's *leader_out, and rwal_node_propose_and_wait's outputs with
- * RWAL_ERR_TIMEOUT); every pointer is checked for NULL; rwal_last_error() gives
+ * rwal_node_leader's *leader_out, and rwal_node_propose_and_wait's outputs, written
+ * whatever the status); every pointer is checked for NULL; rwal_last_error() gives
  * this thread's message for the last failure. Handles are opaque; every _open/_new has its
  * _close/_free, and _free(NULL) is a no-op.
  */
@@ -1181,7 +1181,9 @@ rwal_status rwal_node_wait_committed(rwal_node *node,
  * proposed record may still commit after `RWAL_ERR_TIMEOUT` (`rwal_node_wait_committed`
  * waits on), and after `RWAL_ERR_CLOSED` (the node stopped while the caller waited),
  * `RWAL_ERR_REPLICATION` or an I/O error, on the other members or at this node's next open:
- * its LSN and epoch are how to find out. Blocks; thread-safe.
+ * its LSN and epoch are how to find out. After `RWAL_ERR_PANIC`, or an `RWAL_ERR_REPLICATION`
+ * whose message says the node's thread panicked while proposing, zeros mean "unknown", not
+ * "not proposed". Blocks; thread-safe.
  *
  * # Safety
  * `node` is live; `data` has `len` readable bytes (NULL if 0); the outputs are writable.

@@ -1010,7 +1010,9 @@ pub unsafe extern "C" fn rwal_node_wait_committed(
 /// proposed record may still commit after `RWAL_ERR_TIMEOUT` (`rwal_node_wait_committed`
 /// waits on), and after `RWAL_ERR_CLOSED` (the node stopped while the caller waited),
 /// `RWAL_ERR_REPLICATION` or an I/O error, on the other members or at this node's next open:
-/// its LSN and epoch are how to find out. Blocks; thread-safe.
+/// its LSN and epoch are how to find out. After `RWAL_ERR_PANIC`, or an `RWAL_ERR_REPLICATION`
+/// whose message says the node's thread panicked while proposing, zeros mean "unknown", not
+/// "not proposed". Blocks; thread-safe.
 ///
 /// # Safety
 /// `node` is live; `data` has `len` readable bytes (NULL if 0); the outputs are writable.

@@ -155,7 +155,8 @@ impl NodeOptions {
 #[derive(Debug)]
 pub struct TrackedProposal {
     /// The LSN and epoch the node's thread proposed the record at, whatever happened after;
-    /// `None` if it was not proposed (and never will be).
+    /// `None` if it was not proposed (and never will be), or with an [`Error::Raft`] that says
+    /// the node's thread panicked while proposing it, if that is unknown.
     pub proposed: Option<(Lsn, u64)>,
     /// The outcome, as [`Node::propose_and_wait`] returns it.
     pub outcome: Result<(Lsn, u64)>,
@@ -245,23 +246,27 @@ impl ProposalReply {
     /// Proposes with `propose` unless the caller gave up, and leaves the outcome for the
     /// caller. A proposal that got an LSN wakes its caller at commit (registered with
     /// `waiters`), any other outcome at once. The outcome is stored first: a caller woken
-    /// before it is there would park again.
+    /// before it is there would park again. The reply stays armed until then: should
+    /// `propose` panic, dropping it answers the caller (see `Drop`) instead of leaving it
+    /// parked to its deadline.
     fn propose_with(
         mut self,
         propose: impl FnOnce() -> Result<(Lsn, u64)>,
         waiters: &CommitWaiters,
     ) {
-        let Some(proposal) = self.0.take() else {
+        let Some(proposal) = self.0.clone() else {
             return;
         };
         let lsn = {
             let mut state = proposal.state.lock();
             if state.abandoned {
+                self.0 = None;
                 return;
             }
             let outcome = propose();
             let lsn = outcome.as_ref().ok().map(|(lsn, _)| *lsn);
             state.outcome = Some(outcome);
+            self.0 = None;
             lsn
         };
         match lsn {
@@ -274,7 +279,18 @@ impl ProposalReply {
 impl Drop for ProposalReply {
     fn drop(&mut self) {
         if let Some(proposal) = self.0.take() {
-            proposal.state.lock().outcome = Some(Err(Error::Closed));
+            // Unanswered: the node stopped before its thread took the proposal, or that thread
+            // panicked while proposing it, when whether raft took it is unknown.
+            let outcome = if std::thread::panicking() {
+                Error::Raft(
+                    "the node's thread panicked while proposing the record: whether it was \
+                     proposed is unknown"
+                        .to_string(),
+                )
+            } else {
+                Error::Closed
+            };
+            proposal.state.lock().outcome = Some(Err(outcome));
             proposal.caller.unpark();
         }
     }

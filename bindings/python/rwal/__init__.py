@@ -779,8 +779,9 @@ class Log(_Handle):
         wrong LSN or a length past the segment raises `CorruptedError` either way, and the
         segment being appended to is checked anyway with the mmap and io_uring backends.
 
-        Arguments are checked at the call; the reader opens at the first record asked for
-        (CompactedError, NotFoundError there). While the iteration is part way, it holds the
+        The arguments' types and ranges are checked at the call; the reader opens at the
+        first record asked for (CompactedError, NotFoundError, and InvalidArgumentError for
+        LSN 0, there). While the iteration is part way, it holds the
         record it last returned (truncate_after() below it raises PinnedError, and the
         records from it on stay through compaction) until it ends, is closed or collected."""
         if not isinstance(verify_checksums, bool):

@@ -429,7 +429,8 @@ class Node(_Handle):
         a slice: with math.inf it waited 49.7 days. (A close() on another thread ends the
         wait in the library at once.) `growing`: each slice twice as long as the one before,
         for a wait that starts over with each call (a read point asked for again), which
-        slices of one length could cut short every time."""
+        slices of one length could cut short every time (up to _GROWN_SLICE_SECONDS, so that
+        Ctrl-C is still seen within one)."""
         _millis(timeout)  # checked as for any timeout
         deadline = time.monotonic() + (math.inf if timeout is None else float(timeout))
         slice_seconds = _WAIT_SLICE_SECONDS
@@ -437,13 +438,13 @@ class Node(_Handle):
             left = max(0.0, deadline - time.monotonic())
             this_slice = min(left, slice_seconds)
             if growing:
-                slice_seconds *= 2
+                slice_seconds = min(slice_seconds * 2, _GROWN_SLICE_SECONDS)
             try:
                 return wait(_millis(this_slice))
             except TimeoutError:
                 if time.monotonic() >= deadline:
-                    raise TimeoutError(lib.RWAL_ERR_TIMEOUT,
-                                       "%s within %g s" % (what, timeout)) from None
+                    raise TimeoutError(lib.RWAL_ERR_TIMEOUT, "%s within %g s" % (
+                        what, math.inf if timeout is None else timeout)) from None
 
     def propose_and_wait(self, data, timeout: Optional[float] = 10.0) -> Tuple[int, int]:
         """propose() then wait_committed() in one call, with one wake-up instead of two;
@@ -510,12 +511,12 @@ class Node(_Handle):
     def read_barrier(self, timeout: Optional[float] = 10.0) -> int:
         """A linearizable read point: once it returns, this node has applied every write
         acknowledged before the call, and the LSN it returns is that point. Works on followers
-        (it asks the leader). rwal.TimeoutError if no point was confirmed and applied in time;
-        NotLeaderError on a node that knows no leader. Waits in slices, so that Ctrl-C is
-        raised within one; each slice asks for a new read point (a later one serves this call
-        too), so the slices grow, doubling from 0.2 s: a confirmation that takes longer than
-        one slice (a slow link to the leader, a follower whose apply lags) still succeeds
-        within the timeout."""
+        (it asks the leader). rwal.TimeoutError if no point was confirmed and applied in time,
+        also on a node that knows no leader (the node asks again while it waits). Waits in
+        slices, so that Ctrl-C is raised within one; each slice asks for a new read point (a
+        later one serves this call too), so the slices grow, doubling from 0.2 s up to 5 s: a
+        confirmation that takes longer than one slice (a slow link to the leader, a follower
+        whose apply lags) still succeeds within the timeout."""
         lsn = ffi.new("uint64_t *")
         self._wait_in_slices(
             timeout, "no read point confirmed",
@@ -637,6 +638,10 @@ class Node(_Handle):
         # (outside the callbacks seen above). The node stays open, and so does this handle.
         self._close_with(self._close_node, stays_open_on=InvalidArgumentError,
                          stop=self._stop_node)
+
+
+# The longest slice of a wait whose slices grow (see Node._wait_in_slices).
+_GROWN_SLICE_SECONDS = 5.0
 
 
 def _millis(seconds: Optional[float]) -> int:
