@@ -790,25 +790,31 @@ class Log(_Handle):
             from_lsn = _uint(from_lsn, "from_lsn")
         return self._records(from_lsn, verify_checksums)
 
-    def _records(self, from_lsn: Optional[int], verify_checksums: bool
-                 ) -> Iterator[Tuple[int, bytes]]:
-        slot = _owning_slot("rwal_reader **", lib._rwal_py_free_reader_slot)
+    def _open_reader(self, from_lsn: Optional[int], verify_checksums: bool, out) -> int:
+        """Opens a library reader into `out` at `from_lsn` (None: the first retained record)
+        and returns the LSN it opened at."""
         for attempt in range(100):
             start = self.first_lsn if from_lsn is None else from_lsn
             with self._use() as handle:
-                status = lib.rwal_reader_open(handle, start, slot)
+                status = lib.rwal_reader_open(handle, start, out)
             # The first LSN was read, then compacted away (the background thread compacts soon
             # after a checkpoint) before the reader opened: read it again.
             if status != lib.RWAL_ERR_COMPACTED or from_lsn is not None or attempt == 99:
                 _check(status)
                 break
+        if not verify_checksums:
+            _check(lib.rwal_reader_set_verify_checksums(out[0], False))
+        return start
+
+    def _records(self, from_lsn: Optional[int], verify_checksums: bool
+                 ) -> Iterator[Tuple[int, bytes]]:
+        slot = _owning_slot("rwal_reader **", lib._rwal_py_free_reader_slot)
+        self._open_reader(from_lsn, verify_checksums, slot)
         reader = slot[0]
         lsn = ffi.new("uint64_t *")
         data = ffi.new("const uint8_t **")
         size = ffi.new("size_t *")
         try:
-            if not verify_checksums:
-                _check(lib.rwal_reader_set_verify_checksums(reader, False))
             while True:
                 with self._use():
                     status = lib.rwal_reader_next(reader, lsn, data, size)
@@ -829,20 +835,8 @@ class Log(_Handle):
         if from_lsn is not None:
             from_lsn = _uint(from_lsn, "from_lsn")
         out = ffi.new("rwal_reader **")
-
-        def open_native():
-            for attempt in range(100):
-                start = self.first_lsn if from_lsn is None else from_lsn
-                with self._use() as handle:
-                    status = lib.rwal_reader_open(handle, start, out)
-                # Compacted between the read of the first LSN and the open: read it again.
-                if status != lib.RWAL_ERR_COMPACTED or from_lsn is not None or attempt == 99:
-                    _check(status)
-                    break
-            if not verify_checksums:
-                _check(lib.rwal_reader_set_verify_checksums(out[0], False))
-            return start, self
-        return _adopt(Tail, open_native, out, Tail._free)
+        return _adopt(Tail, lambda: (self._open_reader(from_lsn, verify_checksums, out), self),
+                      out, Tail._free)
 
     def truncate_after(self, lsn: int) -> None:
         """Durably removes every record after `lsn`."""

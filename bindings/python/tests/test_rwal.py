@@ -135,6 +135,24 @@ def test_an_interrupt_right_after_the_native_open_closes_the_log(path, monkeypat
     log.close()
 
 
+def _interrupted_after(name):
+    """The library as rwal.lib, but a KeyboardInterrupt lands as its function `name` returns
+    (where Python raises a signal that came during a native call)."""
+    real = rwal.lib
+
+    class Interrupted:
+        def __getattr__(self, attr):
+            return getattr(real, attr)
+
+    def call(*args):
+        result = getattr(real, name)(*args)
+        raise KeyboardInterrupt(result)
+
+    library = Interrupted()
+    setattr(library, name, call)
+    return library
+
+
 def test_an_interrupt_right_after_a_native_open_leaks_no_pin_writer_or_reader(path, monkeypatch):
     # A pin, a checkpoint writer and a reader each hold the log's records from truncation while
     # open: one leaked by an interrupt between its native open and its wrapping would hold them
@@ -154,18 +172,7 @@ def test_an_interrupt_right_after_a_native_open_leaks_no_pin_writer_or_reader(pa
             monkeypatch.undo()
         # A reader whose open is interrupted right after it returns frees it (and its pin)
         # with the iteration's frame.
-        class InterruptedOpen:
-            def __init__(self, real):
-                self._real = real
-
-            def __getattr__(self, name):
-                return getattr(self._real, name)
-
-            def rwal_reader_open(self, *args):
-                self._real.rwal_reader_open(*args)
-                raise KeyboardInterrupt
-
-        monkeypatch.setattr(rwal, "lib", InterruptedOpen(rwal.lib))
+        monkeypatch.setattr(rwal, "lib", _interrupted_after("rwal_reader_open"))
         with pytest.raises(KeyboardInterrupt):
             next(log.records(6))
         monkeypatch.undo()
@@ -1105,23 +1112,10 @@ def test_ctrl_c_ends_a_tails_wait(path):
 
 
 def test_a_record_handed_over_as_ctrl_c_lands_is_returned_by_the_next_call(path, monkeypatch):
-    class InterruptedNext:
-        """The library, but a KeyboardInterrupt lands as its tailing read returns (where
-        Ctrl-C during the wait is raised)."""
-
-        def __init__(self, real):
-            self._real = real
-
-        def __getattr__(self, name):
-            return getattr(self._real, name)
-
-        def rwal_reader_next_timeout(self, *args):
-            self._real.rwal_reader_next_timeout(*args)
-            raise KeyboardInterrupt
-
     with rwal.open(path, segment_size=1 << 20) as log, log.tail() as tail:
         log.commit(log.append_batch([b"one", b"two"]))
-        monkeypatch.setattr(rwal, "lib", InterruptedNext(rwal.lib))
+        # Where Ctrl-C during the tail's wait is raised: as the library's call returns.
+        monkeypatch.setattr(rwal, "lib", _interrupted_after("rwal_reader_next_timeout"))
         with pytest.raises(KeyboardInterrupt):
             tail.next(timeout=30)
         monkeypatch.undo()
