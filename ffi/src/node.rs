@@ -55,7 +55,10 @@ pub type rwal_snapshot_fn =
 
 /// Replaces the engine's state with a snapshot taken at `lsn` (at open, from the latest
 /// checkpoint, on the thread calling `rwal_node_open`; and on the node's thread when the leader
-/// sends one); `data` is valid during the call. A new cluster's log starts with a checkpoint of
+/// sends one); `data` is valid during the call only. It is a read-only view of the
+/// checkpoint's file, checked against its checksum, not a copy: a state of any size is given
+/// without being read into memory (its pages come from the page cache as they are read).
+/// A new cluster's log starts with a checkpoint of
 /// the founding membership at LSN 1, with empty engine state: the first open calls `restore`
 /// with `lsn` 1 and `len` 0.
 /// Returns 0 once restored; anything else stops the node as a failed apply does (at open:
@@ -593,8 +596,9 @@ pub unsafe extern "C" fn rwal_node_options_set_sync_stall_limit_ms(
 }
 
 /// The largest snapshot this node accepts from a leader, in bytes (default 1 GiB, above 0): the
-/// engine's state and the membership written with it. A snapshot being received is assembled
-/// in memory before it is installed, so this bounds that memory. A larger one is refused (an
+/// engine's state and the membership written with it. A snapshot being received is written to
+/// a file in the node's directory as it arrives (it never is whole in memory), so this bounds
+/// the disk that file takes beside the log. A larger one is refused (an
 /// `RWAL_LOG_WARN` line through the log callback for each stream), and a node that can
 /// only be caught up by a snapshot (a joining one, one the leader compacted past) stays behind:
 /// every member's limit must hold the engine's largest checkpoint.

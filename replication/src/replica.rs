@@ -22,8 +22,8 @@ use crate::checkpoint::{CheckpointsOut, PendingCheckpoint};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::outbox::Outbox;
-use crate::snapshot_stream::{Incoming, Outgoing};
-use crate::storage::{self, WalStorage};
+use crate::snapshot_stream::{Incoming, Outgoing, Received};
+use crate::storage::WalStorage;
 use crate::transport::{Envelope, SnapshotRoom};
 use crate::NodeId;
 
@@ -113,7 +113,8 @@ pub struct Config {
     /// the last, no answer) after which a snapshot stream is abandoned (raft then sends a new
     /// one).
     pub snapshot_timeout_ticks: u64,
-    /// Largest snapshot a follower accepts.
+    /// Largest snapshot a follower accepts. A snapshot is written to a file in the log's
+    /// directory as it arrives, never held whole in memory: this bounds that file.
     pub snapshot_bytes_max: u64,
     /// Applied entries between lazy writes of the commit index to the control file.
     pub commit_store_interval: u64,
@@ -313,6 +314,9 @@ pub struct Replica<M: StateMachine> {
     /// changed from one process to the next).
     outgoing: BTreeMap<NodeId, Outgoing>,
     incoming: Option<Incoming>,
+    /// A snapshot received whole whose message raft-rs took: what `install_snapshot` resets
+    /// the log to when raft hands it out.
+    received: Option<Received>,
     pins: HashMap<NodeId, Pin>,
     leader: Option<NodeId>,
     ticks: u64,
@@ -453,12 +457,8 @@ impl<M: StateMachine> Replica<M> {
         let mut replayed: Vec<(Lsn, ConfState)> = Vec::new();
         // Restore the engine: the checkpoint's snapshot, then the committed records after it.
         if let Some(checkpoint) = wal.latest_checkpoint() {
-            if let Some(blob) = storage::read_snapshot_blob(&wal)? {
-                let (conf, engine) = codec::decode_snapshot(&blob)?;
+            if let Some(conf) = restore_from_checkpoint(&wal, &mut machine, checkpoint.lsn)? {
                 replayed.push((checkpoint.lsn, conf));
-                machine
-                    .restore(checkpoint.lsn, checkpoint.epoch, engine)
-                    .map_err(|e| Error::engine("restore", checkpoint.lsn, e))?;
             }
             let (_, membership) = wal.replication_state();
             if let Some((at, _)) = codec::decode_membership(&membership)? {
@@ -520,6 +520,7 @@ impl<M: StateMachine> Replica<M> {
             removed_members: Vec::new(),
             outgoing: BTreeMap::new(),
             incoming: None,
+            received: None,
             pins: HashMap::new(),
             leader: None,
             ticks: 0,
@@ -703,8 +704,8 @@ impl<M: StateMachine> Replica<M> {
 
     /// Drops a snapshot received in part whose stream has sent nothing for twice as long as a
     /// sender waits before it gives a stream up: its leader gave it up (it failed over, or
-    /// caught this node up from its log instead), and the bytes, up to `snapshot_bytes_max`,
-    /// would stay in memory until another snapshot came.
+    /// caught this node up from its log instead), and its file, up to `snapshot_bytes_max`
+    /// bytes, would stay on the disk until another snapshot came.
     fn drop_silent_incoming(&mut self) {
         let silent = self.ticks.saturating_sub(self.incoming_heard);
         if silent > self.config.snapshot_timeout_ticks.saturating_mul(2) {
@@ -932,8 +933,8 @@ impl<M: StateMachine> Replica<M> {
         Ok((lsn, self.raw.raft.term))
     }
 
-    /// Takes a message from another node. Snapshot chunks are assembled; raft's snapshot
-    /// message is only passed on once its snapshot is complete and checked.
+    /// Takes a message from another node. Snapshot chunks are checked and written to a file
+    /// as they come; raft's snapshot message is only passed on once its snapshot is complete.
     pub fn step(&mut self, envelope: Envelope) {
         match envelope {
             Envelope::SnapshotChunk(chunk) => {
@@ -942,7 +943,13 @@ impl<M: StateMachine> Replica<M> {
                 }
                 self.incoming_heard = self.ticks;
                 let stream = (chunk.from, chunk.lsn, chunk.epoch);
-                match Incoming::accept(&mut self.incoming, chunk, self.config.snapshot_bytes_max) {
+                let accepted = Incoming::accept(
+                    &mut self.incoming,
+                    chunk,
+                    self.config.snapshot_bytes_max,
+                    &self.wal,
+                );
+                match accepted {
                     // A chunk taken: the next refusal is news again.
                     Ok(()) => self.chunk_refusal_noted = None,
                     // Once per run of refusals: after one lost chunk, every later chunk of a
@@ -957,7 +964,7 @@ impl<M: StateMachine> Replica<M> {
                     }
                 }
             }
-            Envelope::Raft(mut message) => {
+            Envelope::Raft(message) => {
                 if message.to != self.config.id {
                     return;
                 }
@@ -965,48 +972,71 @@ impl<M: StateMachine> Replica<M> {
                     self.heard.insert(message.from, self.ticks);
                 }
                 if message.get_msg_type() == MessageType::MsgSnapshot {
-                    let meta = message.get_snapshot().get_metadata().clone();
-                    match Incoming::take_if(&mut self.incoming, message.from, meta.index, meta.term)
-                    {
-                        Some(blob) => message.mut_snapshot().data = blob.into(),
-                        None => {
-                            self.note(format!(
-                                "snapshot {} from node {} arrived without its bytes; dropped",
-                                meta.index, message.from
-                            ));
-                            return;
-                        }
-                    }
-                }
-                if matches!(
-                    message.get_msg_type(),
-                    MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
-                ) && self.knows_no_membership()
-                {
-                    // An empty replica (a node joining, or a member restarted on an empty
-                    // directory after it lost its disk) knows nothing it acknowledged: raft-rs
-                    // would grant any candidate its vote, and the vote of a member that lost
-                    // its log could elect a leader lacking acknowledged writes. It votes once
-                    // a leader sent it the membership (a snapshot), as a member it then is.
-                    self.note(format!(
-                        "a vote request from node {} (term {}) ignored: this node has no \
-                         membership yet (it joins, or lost its log)",
-                        message.from, message.term
-                    ));
-                    return;
-                }
-                if message.get_msg_type() == MessageType::MsgTimeoutNow
-                    && !self.persist_before_campaign()
-                {
-                    return;
-                }
-                if self.finish_pending_round().is_err() {
-                    return;
-                }
-                if let Err(e) = self.raw.step(message) {
-                    self.note(format!("raft refused a message: {e}"));
+                    self.step_snapshot(message);
+                } else {
+                    self.step_raft(message);
                 }
             }
+        }
+    }
+
+    /// Passes raft's snapshot message on if the snapshot it describes was received whole, and
+    /// keeps that snapshot's file for the install if raft takes it (and only then: a snapshot
+    /// raft refuses, an older one, goes with its file).
+    fn step_snapshot(&mut self, message: Message) {
+        let (from, meta) = (message.from, message.get_snapshot().get_metadata().clone());
+        let Some(received) = Incoming::take_if(&mut self.incoming, from, meta.index, meta.term)
+        else {
+            self.note(format!(
+                "snapshot {} from node {from} arrived without its bytes; dropped",
+                meta.index
+            ));
+            return;
+        };
+        self.step_raft(message);
+        let taken = self
+            .raw
+            .raft
+            .raft_log
+            .unstable
+            .snapshot
+            .as_ref()
+            .is_some_and(|pending| {
+                let pending = pending.get_metadata();
+                (pending.index, pending.term) == (meta.index, meta.term)
+            });
+        if taken {
+            self.received = Some(received);
+        }
+    }
+
+    /// Steps a raft message (a snapshot's once its bytes are here).
+    fn step_raft(&mut self, message: Message) {
+        if matches!(
+            message.get_msg_type(),
+            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+        ) && self.knows_no_membership()
+        {
+            // An empty replica (a node joining, or a member restarted on an empty
+            // directory after it lost its disk) knows nothing it acknowledged: raft-rs
+            // would grant any candidate its vote, and the vote of a member that lost
+            // its log could elect a leader lacking acknowledged writes. It votes once
+            // a leader sent it the membership (a snapshot), as a member it then is.
+            self.note(format!(
+                "a vote request from node {} (term {}) ignored: this node has no \
+                 membership yet (it joins, or lost its log)",
+                message.from, message.term
+            ));
+            return;
+        }
+        if message.get_msg_type() == MessageType::MsgTimeoutNow && !self.persist_before_campaign() {
+            return;
+        }
+        if self.finish_pending_round().is_err() {
+            return;
+        }
+        if let Err(e) = self.raw.step(message) {
+            self.note(format!("raft refused a message: {e}"));
         }
     }
 
@@ -1619,7 +1649,17 @@ impl<M: StateMachine> Replica<M> {
 
     fn install_snapshot(&mut self, snapshot: &raft::eraftpb::Snapshot) -> Result<()> {
         let meta = snapshot.get_metadata();
-        let (conf, engine) = codec::decode_snapshot(&snapshot.data)?;
+        let received = self
+            .received
+            .take()
+            .filter(|r| (r.file.lsn(), r.file.epoch()) == (meta.index, meta.term))
+            .ok_or_else(|| Error::BadSnapshot {
+                reason: format!(
+                    "raft installs snapshot {} of epoch {}, whose bytes were not received",
+                    meta.index, meta.term
+                ),
+            })?;
+        let (conf, _) = codec::decode_snapshot(&received.head)?;
         if &conf != meta.get_conf_state() {
             return Err(Error::BadSnapshot {
                 reason: format!(
@@ -1637,12 +1677,8 @@ impl<M: StateMachine> Replica<M> {
         self.pins.clear();
         let gate = self.install_gate.clone();
         let _readers_out = gate.write();
-        self.raw
-            .mut_store()
-            .install_snapshot(meta, &snapshot.data)?;
-        self.machine
-            .restore(meta.index, meta.term, engine)
-            .map_err(|e| Error::engine("restore", meta.index, e))?;
+        self.raw.mut_store().install_snapshot(meta, received.file)?;
+        restore_from_checkpoint(&self.wal, &mut self.machine, meta.index)?;
         self.snapshots_installed += 1;
         self.applied = meta.index;
         self.note_removed_members(&conf);
@@ -1851,4 +1887,37 @@ fn conf_history(
         Some((_, last)) if same(last, &current) => replayed,
         _ => vec![(at, current)],
     }
+}
+
+/// Restores `machine` from the snapshot of the latest checkpoint, which must be at `lsn`, and
+/// returns the membership it holds (`None`: the checkpoint has no snapshot). The engine reads
+/// the state through a view of the file (`SnapshotReader::checked_bytes`, checksum checked):
+/// the state is never copied into this process's memory, whatever its size.
+fn restore_from_checkpoint<M: StateMachine>(
+    wal: &Wal,
+    machine: &mut M,
+    lsn: Lsn,
+) -> Result<Option<ConfState>> {
+    let Some((checkpoint, reader)) = wal.open_latest_checkpoint()? else {
+        return Ok(None);
+    };
+    if checkpoint.lsn != lsn {
+        return Err(Error::BadSnapshot {
+            reason: format!(
+                "the latest checkpoint is at {}, not at {lsn} as expected",
+                checkpoint.lsn
+            ),
+        });
+    }
+    let Some(reader) = reader else {
+        return Ok(None);
+    };
+    let bytes = reader.checked_bytes().map_err(|e| Error::BadSnapshot {
+        reason: format!("reading the latest snapshot: {e}"),
+    })?;
+    let (conf, engine) = codec::decode_snapshot(bytes)?;
+    machine
+        .restore(checkpoint.lsn, checkpoint.epoch, engine)
+        .map_err(|e| Error::engine("restore", checkpoint.lsn, e))?;
+    Ok(Some(conf))
 }

@@ -1,14 +1,14 @@
 //! Snapshots travel beside raft's messages: raft's snapshot message carries only a descriptor,
 //! and the checkpoint's snapshot file is streamed in chunks before it, a few per tick and no
 //! faster than the transport takes them (`Pace`), so that a large snapshot holds up log
-//! traffic by at most one chunk and is never sent faster than the link carries it. The receiver assembles and checks
-//! the chunks and only then lets raft see the snapshot message, with the whole blob in place of
-//! the descriptor.
+//! traffic by at most one chunk and is never sent faster than the link carries it. The receiver
+//! checks the chunks and writes them to a file of its log's directory as they come, and only
+//! lets raft see the snapshot message once the file holds the whole snapshot.
 
 use std::io::Read as _;
 
 use raft::eraftpb::Message;
-use rwal_wal::{Lsn, SnapshotReader};
+use rwal_wal::{Lsn, ReceivedSnapshot, SnapshotReader, Wal};
 
 use crate::outbox::Outbox;
 use crate::transport::{Envelope, SnapshotChunk, SnapshotRoom};
@@ -142,16 +142,28 @@ impl Pace {
     }
 }
 
-/// A snapshot being received from the leader.
+/// A snapshot being received from the leader: its bytes go to a file of the log's directory as
+/// they arrive ([`Wal::receive_snapshot`]), so that a snapshot of any size takes no more memory
+/// than a chunk and its first bytes.
 pub(crate) struct Incoming {
     from: NodeId,
-    lsn: Lsn,
-    epoch: u64,
-    total: u64,
-    blob: Vec<u8>,
-    crc: u32,
-    complete: bool,
+    file: ReceivedSnapshot,
+    /// The first bytes, up to [`HEAD_BYTES_MAX`]: what the membership is decoded from once
+    /// the snapshot is complete.
+    head: Vec<u8>,
 }
+
+/// A snapshot received whole and checked against its sender's running checksum.
+pub(crate) struct Received {
+    /// Its bytes, in their file: the log is reset to it when raft installs it.
+    pub(crate) file: ReceivedSnapshot,
+    /// Its first bytes, which hold the membership (`codec::decode_snapshot`).
+    pub(crate) head: Vec<u8>,
+}
+
+/// How many of a snapshot's first bytes are kept in memory for its membership: far more than
+/// the largest membership (`MEMBERSHIP_BYTES_MAX`).
+pub(crate) const HEAD_BYTES_MAX: u64 = 64 << 10;
 
 impl Incoming {
     /// Which snapshot this is and how much of it came: "snapshot 40 from node 1 (100 of 1000
@@ -159,22 +171,24 @@ impl Incoming {
     pub(crate) fn progress(&self) -> String {
         format!(
             "snapshot {} from node {} ({} of {} bytes)",
-            self.lsn,
+            self.file.lsn(),
             self.from,
-            self.blob.len(),
-            self.total
+            self.file.received(),
+            self.file.len()
         )
     }
 
-    /// Adds a chunk; returns an error naming what is wrong with a chunk that does not continue
-    /// the stream (it is dropped, and the leader will send again). Duplicated chunks, and a
-    /// stream the leader sends again from the start, only add the bytes not yet held: the
-    /// network may duplicate and reorder, and a restart of the same snapshot carries the same
-    /// bytes.
+    /// Adds a chunk, writing its new bytes to the stream's file in `wal`'s directory; returns
+    /// an error naming what is wrong with a chunk that does not continue the stream (it is
+    /// dropped, and the leader will send again), or what failed writing it (the stream is
+    /// dropped, its file removed). Duplicated chunks, and a stream the leader sends again from
+    /// the start, only add the bytes not yet held: the network may duplicate and reorder, and
+    /// a restart of the same snapshot carries the same bytes.
     pub(crate) fn accept(
         slot: &mut Option<Incoming>,
         chunk: SnapshotChunk,
         bytes_max: u64,
+        wal: &Wal,
     ) -> Result<(), String> {
         if chunk.total > bytes_max {
             *slot = None;
@@ -193,9 +207,9 @@ impl Incoming {
         };
         let same = slot.as_ref().is_some_and(|i| {
             i.from == chunk.from
-                && i.lsn == chunk.lsn
-                && i.epoch == chunk.epoch
-                && i.total == chunk.total
+                && i.file.lsn() == chunk.lsn
+                && i.file.epoch() == chunk.epoch
+                && i.file.len() == chunk.total
         });
         if !same {
             if chunk.offset != 0 {
@@ -204,18 +218,24 @@ impl Incoming {
                     chunk.offset, chunk.lsn, chunk.from
                 ));
             }
+            // The stream before it, if any, goes first, and its file with it.
+            *slot = None;
+            let file = wal
+                .receive_snapshot(chunk.lsn, chunk.epoch, chunk.total)
+                .map_err(|e| {
+                    format!(
+                        "cannot receive snapshot {} from node {}: {e}",
+                        chunk.lsn, chunk.from
+                    )
+                })?;
             *slot = Some(Incoming {
                 from: chunk.from,
-                lsn: chunk.lsn,
-                epoch: chunk.epoch,
-                total: chunk.total,
-                blob: Vec::new(),
-                crc: 0,
-                complete: chunk.total == 0,
+                file,
+                head: Vec::new(),
             });
         }
         let incoming = slot.as_mut().expect("set above");
-        let held = incoming.blob.len() as u64;
+        let held = incoming.file.received();
         if end <= held {
             return Ok(()); // a duplicate, or a resent chunk already held
         }
@@ -226,36 +246,45 @@ impl Incoming {
             ));
         }
         let new_bytes = &chunk.data[(held - chunk.offset) as usize..];
-        let crc = crc32c::crc32c_append(incoming.crc, new_bytes);
-        if crc != chunk.crc {
+        if crc32c::crc32c_append(incoming.file.crc(), new_bytes) != chunk.crc {
             *slot = None;
             return Err(format!(
                 "snapshot {} from node {}: checksum mismatch at {}",
                 chunk.lsn, chunk.from, chunk.offset
             ));
         }
-        if incoming.blob.capacity() == 0 {
-            incoming.blob.reserve_exact(chunk.total as usize);
+        let head_wanted = HEAD_BYTES_MAX
+            .saturating_sub(held)
+            .min(new_bytes.len() as u64);
+        incoming
+            .head
+            .extend_from_slice(&new_bytes[..head_wanted as usize]);
+        if let Err(e) = incoming.file.write(new_bytes) {
+            *slot = None;
+            return Err(format!(
+                "snapshot {} from node {}: writing it failed ({e}); dropped",
+                chunk.lsn, chunk.from
+            ));
         }
-        incoming.crc = crc;
-        incoming.blob.extend_from_slice(new_bytes);
-        incoming.complete = incoming.blob.len() as u64 == incoming.total;
         Ok(())
     }
 
-    /// The whole blob, if this stream is complete and is the snapshot `lsn` of `epoch` from
+    /// The snapshot, if this stream is complete and is the snapshot `lsn` of `epoch` from
     /// `from`.
     pub(crate) fn take_if(
         slot: &mut Option<Incoming>,
         from: NodeId,
         lsn: Lsn,
         epoch: u64,
-    ) -> Option<Vec<u8>> {
-        let matches = slot
-            .as_ref()
-            .is_some_and(|i| i.complete && i.from == from && i.lsn == lsn && i.epoch == epoch);
+    ) -> Option<Received> {
+        let matches = slot.as_ref().is_some_and(|i| {
+            i.file.is_complete() && i.from == from && i.file.lsn() == lsn && i.file.epoch() == epoch
+        });
         if matches {
-            slot.take().map(|i| i.blob)
+            slot.take().map(|i| Received {
+                file: i.file,
+                head: i.head,
+            })
         } else {
             None
         }
@@ -360,72 +389,165 @@ mod tests {
         }
     }
 
+    /// A log on a simulated disk for the receiver's files.
+    fn wal() -> Wal {
+        Wal::open(
+            "/receiver",
+            rwal_wal::Options::new()
+                .backend(rwal_wal::Backend::Simulated(rwal_wal::SimDisk::new()))
+                .background_threads(false),
+        )
+        .unwrap()
+    }
+
+    /// The bytes of a snapshot received whole, read back from the checkpoint the log is reset
+    /// to.
+    fn bytes_of(wal: &Wal, received: Received) -> Vec<u8> {
+        wal.reset_to_received(received.file).unwrap();
+        let reader = wal.open_snapshot().unwrap().unwrap();
+        reader.checked_bytes().unwrap().to_vec()
+    }
+
     #[test]
     fn duplicates_and_a_restarted_stream_assemble_the_same_bytes() {
+        let wal = wal();
         let blob = blob();
         let parts = chunks(&blob, 300);
         let mut slot = None;
-        Incoming::accept(&mut slot, parts[0].clone(), 1 << 20).unwrap();
-        Incoming::accept(&mut slot, parts[1].clone(), 1 << 20).unwrap();
+        let max = 1 << 20;
+        Incoming::accept(&mut slot, parts[0].clone(), max, &wal).unwrap();
+        Incoming::accept(&mut slot, parts[1].clone(), max, &wal).unwrap();
         // The leader restarts the stream; then a duplicate of chunk 1 arrives late.
-        Incoming::accept(&mut slot, parts[0].clone(), 1 << 20).unwrap();
-        Incoming::accept(&mut slot, parts[1].clone(), 1 << 20).unwrap();
-        Incoming::accept(&mut slot, parts[1].clone(), 1 << 20).unwrap();
+        Incoming::accept(&mut slot, parts[0].clone(), max, &wal).unwrap();
+        Incoming::accept(&mut slot, parts[1].clone(), max, &wal).unwrap();
+        Incoming::accept(&mut slot, parts[1].clone(), max, &wal).unwrap();
         assert!(
             Incoming::take_if(&mut slot, 1, 40, 3).is_none(),
             "not complete yet"
         );
-        Incoming::accept(&mut slot, parts[2].clone(), 1 << 20).unwrap();
-        Incoming::accept(&mut slot, parts[3].clone(), 1 << 20).unwrap();
+        Incoming::accept(&mut slot, parts[2].clone(), max, &wal).unwrap();
+        Incoming::accept(&mut slot, parts[3].clone(), max, &wal).unwrap();
         assert!(
             Incoming::take_if(&mut slot, 1, 40, 4).is_none(),
             "other epoch"
         );
-        assert_eq!(Incoming::take_if(&mut slot, 1, 40, 3), Some(blob));
+        let received = Incoming::take_if(&mut slot, 1, 40, 3).expect("complete");
+        assert_eq!(received.head, blob, "a short snapshot is all head");
         assert!(slot.is_none());
+        assert_eq!(bytes_of(&wal, received), blob);
     }
 
     #[test]
     fn overlapping_chunks_of_another_size_continue_the_stream() {
+        let wal = wal();
         let blob = blob();
         let mut slot = None;
-        Incoming::accept(&mut slot, chunks(&blob, 300)[0].clone(), 1 << 20).unwrap();
+        Incoming::accept(&mut slot, chunks(&blob, 300)[0].clone(), 1 << 20, &wal).unwrap();
         // Resent with 400-byte chunks: the second overlaps what is held.
         for part in chunks(&blob, 400) {
-            Incoming::accept(&mut slot, part, 1 << 20).unwrap();
+            Incoming::accept(&mut slot, part, 1 << 20, &wal).unwrap();
         }
-        assert_eq!(Incoming::take_if(&mut slot, 1, 40, 3), Some(blob));
+        let received = Incoming::take_if(&mut slot, 1, 40, 3).expect("complete");
+        assert_eq!(bytes_of(&wal, received), blob);
+    }
+
+    /// Only the first `HEAD_BYTES_MAX` bytes stay in memory, however the chunks fall.
+    #[test]
+    fn a_large_snapshot_keeps_only_its_head_in_memory() {
+        let wal = wal();
+        let blob: Vec<u8> = (0..(HEAD_BYTES_MAX as u32 * 3 + 17))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut slot = None;
+        for part in chunks(&blob, 50_000) {
+            Incoming::accept(&mut slot, part, 1 << 20, &wal).unwrap();
+        }
+        let received = Incoming::take_if(&mut slot, 1, 40, 3).expect("complete");
+        assert_eq!(received.head, &blob[..HEAD_BYTES_MAX as usize]);
+        assert_eq!(bytes_of(&wal, received), blob);
     }
 
     #[test]
     fn gaps_bad_checksums_and_oversized_snapshots_are_refused() {
+        let wal = wal();
         let blob = blob();
         let parts = chunks(&blob, 300);
         let mut slot = None;
-        let e = Incoming::accept(&mut slot, parts[1].clone(), 1 << 20).unwrap_err();
+        let max = 1 << 20;
+        let e = Incoming::accept(&mut slot, parts[1].clone(), max, &wal).unwrap_err();
         assert!(e.contains("without its start"), "{e}");
-        Incoming::accept(&mut slot, parts[0].clone(), 1 << 20).unwrap();
-        let e = Incoming::accept(&mut slot, parts[2].clone(), 1 << 20).unwrap_err();
+        Incoming::accept(&mut slot, parts[0].clone(), max, &wal).unwrap();
+        let e = Incoming::accept(&mut slot, parts[2].clone(), max, &wal).unwrap_err();
         assert!(e.contains("gap"), "{e}");
         // The gap dropped only that chunk: the stream goes on.
-        Incoming::accept(&mut slot, parts[1].clone(), 1 << 20).unwrap();
+        Incoming::accept(&mut slot, parts[1].clone(), max, &wal).unwrap();
         let mut bad = parts[2].clone();
         bad.data[5] ^= 1;
-        let e = Incoming::accept(&mut slot, bad, 1 << 20).unwrap_err();
+        let e = Incoming::accept(&mut slot, bad, max, &wal).unwrap_err();
         assert!(e.contains("checksum"), "{e}");
         assert!(slot.is_none(), "a damaged stream is dropped whole");
-        let e = Incoming::accept(&mut slot, parts[0].clone(), 999).unwrap_err();
+        let e = Incoming::accept(&mut slot, parts[0].clone(), 999, &wal).unwrap_err();
         assert!(e.contains("over the limit"), "{e}");
         let mut long = parts[3].clone();
         long.data.extend_from_slice(&[0; 200]);
-        Incoming::accept(&mut slot, parts[0].clone(), 1 << 20).unwrap();
-        let e = Incoming::accept(&mut slot, long, 1 << 20).unwrap_err();
+        Incoming::accept(&mut slot, parts[0].clone(), max, &wal).unwrap();
+        let e = Incoming::accept(&mut slot, long, max, &wal).unwrap_err();
         assert!(e.contains("past its length"), "{e}");
         // An offset near the end of the number range, from a peer: refused, not an overflow
         // (which panicked in a debug build; found by review on 2026-12-03).
         let mut wrapping = parts[1].clone();
         wrapping.offset = u64::MAX - 10;
-        let e = Incoming::accept(&mut slot, wrapping, 1 << 20).unwrap_err();
+        let e = Incoming::accept(&mut slot, wrapping, max, &wal).unwrap_err();
         assert!(e.contains("past its length"), "{e}");
+        // A snapshot at LSN 0, which no log can be reset to, is refused at its first chunk.
+        let mut at_zero = parts[0].clone();
+        at_zero.lsn = 0;
+        let e = Incoming::accept(&mut slot, at_zero, max, &wal).unwrap_err();
+        assert!(e.contains("cannot receive snapshot 0"), "{e}");
+        assert!(slot.is_none());
+    }
+
+    /// A stream replaced by another, or dropped, leaves no file behind in the log's directory.
+    #[test]
+    fn a_stream_dropped_or_replaced_removes_its_file() {
+        let disk = rwal_wal::SimDisk::new();
+        let wal = Wal::open(
+            "/receiver",
+            rwal_wal::Options::new()
+                .backend(rwal_wal::Backend::Simulated(disk.clone()))
+                .background_threads(false),
+        )
+        .unwrap();
+        let temporary = || {
+            disk.file_names()
+                .into_iter()
+                .filter(|name| name.starts_with("snapshot-") && name.ends_with(".tmp"))
+                .count()
+        };
+        let blob = blob();
+        let mut slot = None;
+        Incoming::accept(&mut slot, chunks(&blob, 300)[0].clone(), 1 << 20, &wal).unwrap();
+        assert_eq!(temporary(), 1);
+        let mut other = chunks(&blob, 300)[0].clone();
+        other.lsn = 41;
+        Incoming::accept(&mut slot, other, 1 << 20, &wal).unwrap();
+        assert_eq!(temporary(), 1, "the first stream's file went with it");
+        drop(slot.take());
+        assert_eq!(temporary(), 0);
+
+        // A chunk that cannot be written (a full disk) drops the stream and its file.
+        let parts = chunks(&blob, 300);
+        Incoming::accept(&mut slot, parts[0].clone(), 1 << 20, &wal).unwrap();
+        disk.fail_next_write(28); // ENOSPC
+        let e = Incoming::accept(&mut slot, parts[1].clone(), 1 << 20, &wal).unwrap_err();
+        assert!(e.contains("writing it failed"), "{e}");
+        assert!(slot.is_none());
+        assert_eq!(temporary(), 0);
+        // The leader's next attempt starts over and completes.
+        for part in parts {
+            Incoming::accept(&mut slot, part, 1 << 20, &wal).unwrap();
+        }
+        let received = Incoming::take_if(&mut slot, 1, 40, 3).expect("complete");
+        assert_eq!(bytes_of(&wal, received), blob);
     }
 }

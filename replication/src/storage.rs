@@ -278,7 +278,7 @@ impl WalStorage {
         let mut blob = Vec::new();
         reader
             .by_ref()
-            .take(SNAPSHOT_HEADER_READ_MAX)
+            .take(crate::snapshot_stream::HEAD_BYTES_MAX)
             .read_to_end(&mut blob)
             .map_err(|e| {
                 let damaged = e.kind() == std::io::ErrorKind::InvalidData;
@@ -313,10 +313,14 @@ impl WalStorage {
         self.hard_state = hard_state;
     }
 
-    /// Replaces the whole log with a snapshot from the leader (`blob` is this crate's snapshot
-    /// format) and stores its membership.
-    pub(crate) fn install_snapshot(&mut self, meta: &SnapshotMetadata, blob: &[u8]) -> Result<()> {
-        self.wal.reset_to_snapshot(meta.index, meta.term, blob)?;
+    /// Replaces the whole log with a snapshot received from the leader (in this crate's
+    /// snapshot format, its file renamed into place) and stores its membership.
+    pub(crate) fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMetadata,
+        received: rwal_wal::ReceivedSnapshot,
+    ) -> Result<()> {
+        self.wal.reset_to_received(received)?;
         self.damage_floor.set(0);
         self.applied.set(meta.index);
         self.runs.clear();
@@ -385,7 +389,9 @@ impl WalStorage {
     }
 }
 
-/// Reads the latest checkpoint's snapshot blob whole.
+/// Reads the latest checkpoint's snapshot blob whole (tests: the replica reads it through
+/// `SnapshotReader::checked_bytes`, without a copy).
+#[cfg(test)]
 pub(crate) fn read_snapshot_blob(wal: &Wal) -> Result<Option<Vec<u8>>> {
     let Some(mut reader) = wal.open_snapshot()? else {
         return Ok(None);
@@ -400,24 +406,21 @@ pub(crate) fn read_snapshot_blob(wal: &Wal) -> Result<Option<Vec<u8>>> {
 }
 
 /// The membership in the latest snapshot's header, read without the engine's bytes after it
-/// (its checksum, at the end, is checked when the snapshot is read whole).
+/// (its checksum, over the whole body, is checked when the engine is restored from it:
+/// `SnapshotReader::checked_bytes`).
 pub(crate) fn read_snapshot_membership(wal: &Wal) -> Result<Option<ConfState>> {
     let Some(reader) = wal.open_snapshot()? else {
         return Ok(None);
     };
     let mut header = Vec::new();
     reader
-        .take(SNAPSHOT_HEADER_READ_MAX)
+        .take(crate::snapshot_stream::HEAD_BYTES_MAX)
         .read_to_end(&mut header)
         .map_err(|e| Error::BadSnapshot {
             reason: format!("reading the latest snapshot's header: {e}"),
         })?;
     Ok(Some(codec::decode_snapshot(&header)?.0))
 }
-
-/// How much of a snapshot is read for its header: far more than the largest membership
-/// (`MEMBERSHIP_BYTES_MAX`).
-const SNAPSHOT_HEADER_READ_MAX: u64 = 64 << 10;
 
 /// Encodes what raft's snapshot message carries: which checkpoint, and how long it is.
 pub(crate) fn encode_descriptor(lsn: Lsn, epoch: u64, bytes: u64) -> Vec<u8> {

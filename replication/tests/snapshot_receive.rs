@@ -143,3 +143,110 @@ fn a_run_of_refused_chunks_is_noted_once() {
     let log = replica.take_log();
     assert_eq!(refusals(&log), 1, "{log:?}");
 }
+
+/// A snapshot stream delivered twice over, its raft message too, before the follower handles
+/// the first (a leader that resent it, a network that duplicated it): raft-rs takes the first
+/// message and refuses the second as the snapshot it already has, whose bytes the second
+/// stream wrote to a file again. The install finds the bytes of the snapshot raft-rs hands
+/// out, and no file of either stream is left behind.
+#[test]
+fn a_snapshot_delivered_twice_before_it_is_installed_is_installed_once() {
+    use raft::eraftpb::MessageType;
+    use rwal_replication::MembershipChange;
+
+    let mut config = Config::new(1);
+    // Its pin for node 2 would keep the log from LSN 1: released by the first compaction.
+    config.follower_pin_cap_bytes = Some(1);
+    let mut leader = Replica::open(
+        "/leader",
+        simulated(),
+        config,
+        Bootstrap::Voters(vec![1]),
+        Engine::default(),
+    )
+    .unwrap();
+    while leader.role() != Role::Leader {
+        leader.tick();
+        leader.process().unwrap();
+    }
+    leader
+        .change_membership(MembershipChange::AddLearner(2))
+        .unwrap();
+    for i in 0..40u8 {
+        leader.propose(&[i; 64 << 10]).unwrap();
+        leader.process().unwrap();
+    }
+    drop(leader.take_messages()); // node 2 is not listening yet
+    let lsn = leader.applied_lsn();
+    let state = common::encode(&leader.machine().0.lock());
+    leader.checkpoint(lsn, &state).unwrap();
+    leader.compact().unwrap();
+    leader.compact().unwrap();
+    assert!(leader.wal().first_lsn() > 2, "node 2 needs the snapshot");
+
+    let disk = SimDisk::new();
+    let mut follower = Replica::open(
+        "/follower",
+        Options::new()
+            .backend(Backend::Simulated(disk.clone()))
+            .background_threads(false)
+            .segment_bytes(1 << 20),
+        Config::new(2),
+        Bootstrap::Join,
+        Engine::default(),
+    )
+    .unwrap();
+    let is_snapshot_message = |envelope: &Envelope| matches!(envelope, Envelope::Raft(m) if m.get_msg_type() == MessageType::MsgSnapshot);
+    let mut stream = Vec::new();
+    let mut delivered_twice = false;
+    for _ in 0..1000 {
+        if follower.applied_lsn() >= lsn {
+            break;
+        }
+        leader.tick();
+        leader.process().unwrap();
+        for envelope in leader.take_messages() {
+            if delivered_twice {
+                follower.step(envelope);
+                continue;
+            }
+            if matches!(envelope, Envelope::SnapshotChunk(_)) || is_snapshot_message(&envelope) {
+                stream.push(envelope.clone());
+            }
+            let last = is_snapshot_message(&envelope);
+            follower.step(envelope);
+            if last {
+                for again in stream.drain(..) {
+                    follower.step(again);
+                }
+                delivered_twice = true;
+            }
+        }
+        follower.process().unwrap();
+        for envelope in follower.take_messages() {
+            leader.step(envelope);
+        }
+        follower.tick();
+    }
+    assert!(delivered_twice, "the stream was seen");
+    let log = follower.take_log();
+    assert_eq!(follower.snapshots_installed(), 1, "{log:?}");
+    assert!(follower.applied_lsn() >= lsn);
+    assert_eq!(
+        follower.machine().1.lock().as_slice(),
+        [lsn],
+        "restored once"
+    );
+    // The second message found the second stream's bytes complete, as the first did.
+    assert!(
+        !log.iter().any(|l| l.contains("without its bytes")),
+        "{log:?}"
+    );
+    assert_eq!(*follower.machine().0.lock(), *leader.machine().0.lock());
+    let left: Vec<String> = disk
+        .file_names()
+        .into_iter()
+        .filter(|name| name.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -1528,3 +1528,147 @@ fn a_snapshot_header_with_an_absurd_length_is_refused_not_a_panic() {
         Ok(_) => panic!("opened with a snapshot that claims {} bytes", u64::MAX),
     }
 }
+
+/// The names of the files in a target's log directory.
+fn file_names(t: &rwal_tests::Target) -> Vec<String> {
+    match &t.backend {
+        Backend::Simulated(disk) => disk.file_names(),
+        _ => std::fs::read_dir(&t.dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect(),
+    }
+}
+
+/// The temporary files of snapshots being written.
+fn temporary_snapshots(t: &rwal_tests::Target) -> Vec<String> {
+    let mut names = file_names(t);
+    names.retain(|name| name.starts_with("snapshot-") && name.ends_with(".tmp"));
+    names
+}
+
+/// A snapshot received in pieces while the log goes on becomes the checkpoint's snapshot at the
+/// reset, its file renamed into place, and reads back whole (streamed, and as one checked
+/// view) before and after a reopen.
+#[test]
+fn a_received_snapshot_becomes_the_checkpoint_it_was_sent_as() {
+    for t in targets("receive") {
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        fill(&wal, 3);
+        // Longer than one of the writer's 1 MiB steps, in pieces that do not align with them.
+        let body = payload(7, (3 << 20) + 12_345);
+        let mut received = wal.receive_snapshot(1000, 5, body.len() as u64).unwrap();
+        assert_eq!((received.lsn(), received.epoch()), (1000, 5));
+        for piece in body.chunks(700_001) {
+            received.write(piece).unwrap();
+            // The log goes on while the bytes arrive.
+            wal.append(b"meanwhile").unwrap();
+        }
+        assert!(received.is_complete(), "{}", t.name);
+        assert_eq!(received.crc(), crc32c::crc32c(&body), "{}", t.name);
+        assert_eq!(temporary_snapshots(&t).len(), 1, "{}", t.name);
+        wal.reset_to_received(received).unwrap();
+        assert_eq!(
+            (wal.first_lsn(), wal.last_lsn(), wal.durable_lsn()),
+            (1001, 1000, 1000),
+            "{}",
+            t.name
+        );
+        assert_eq!(wal.latest_checkpoint().unwrap().epoch, 5);
+        assert_eq!(
+            temporary_snapshots(&t),
+            Vec::<String>::new(),
+            "{}: renamed, not copied",
+            t.name
+        );
+        let reader = wal.open_snapshot().unwrap().unwrap();
+        assert!(reader.checked_bytes().unwrap() == &body[..], "{}", t.name);
+        drop(reader);
+        drop(wal);
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        assert_eq!(wal.first_lsn(), 1001, "{}", t.name);
+        assert!(read_snapshot(&wal).unwrap() == body, "{}", t.name);
+        let reader = wal.open_snapshot().unwrap().unwrap();
+        assert!(reader.checked_bytes().unwrap() == &body[..], "{}", t.name);
+    }
+}
+
+/// A snapshot not received whole, one that a pin refuses, one dropped, and one past its length
+/// change nothing and leave no file behind.
+#[test]
+fn a_received_snapshot_that_cannot_be_reset_to_leaves_nothing_behind() {
+    for t in targets("receive-refused") {
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        fill(&wal, 3);
+        let refused_lsn = wal.receive_snapshot(0, 1, 4).unwrap_err();
+        assert!(
+            matches!(refused_lsn, Error::InvalidArgument { name: "lsn", .. }),
+            "{}: {refused_lsn}",
+            t.name
+        );
+
+        let mut partial = wal.receive_snapshot(100, 2, 10).unwrap();
+        partial.write(b"12345").unwrap();
+        let too_long = partial.write(b"6789012").unwrap_err();
+        assert!(too_long.to_string().contains("announced"), "{too_long}");
+        let error = wal.reset_to_received(partial).unwrap_err();
+        assert!(
+            error.to_string().contains("5 of its 10 bytes received"),
+            "{}: {error}",
+            t.name
+        );
+
+        let mut whole = wal.receive_snapshot(100, 2, 4).unwrap();
+        whole.write(b"four").unwrap();
+        let reader = wal.reader(1).unwrap();
+        let error = wal.reset_to_received(whole).unwrap_err();
+        assert!(matches!(error, Error::Pinned { .. }), "{}: {error}", t.name);
+        drop(reader);
+
+        let mut dropped = wal.receive_snapshot(100, 2, 4).unwrap();
+        dropped.write(b"fo").unwrap();
+        assert_eq!(temporary_snapshots(&t).len(), 1, "{}", t.name);
+        drop(dropped);
+
+        assert_eq!(temporary_snapshots(&t), Vec::<String>::new(), "{}", t.name);
+        assert!(wal.latest_checkpoint().is_none(), "{}", t.name);
+        assert_eq!((wal.first_lsn(), wal.last_lsn()), (1, 3), "{}", t.name);
+        assert!(wal.read(2).unwrap() == payload(1, RECORD), "{}", t.name);
+    }
+}
+
+/// The checked view of a snapshot refuses one whose bytes changed on the disk, naming the file.
+#[test]
+fn the_checked_view_of_a_damaged_snapshot_is_refused() {
+    for t in targets("checked-view") {
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        fill(&wal, 3);
+        wal.checkpoint(2, Some(&payload(9, 100_000))).unwrap();
+        let name = file_names(&t)
+            .into_iter()
+            .find(|name| name.starts_with("snapshot-"))
+            .expect("the snapshot's file");
+        let at = rwal_wal::snapshot::BODY_OFFSET + 50_000;
+        match &t.backend {
+            Backend::Simulated(disk) => disk.flip_bit(&name, at, 3),
+            _ => {
+                use std::os::unix::fs::FileExt;
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(t.dir.join(&name))
+                    .unwrap();
+                let mut byte = [0u8];
+                file.read_exact_at(&mut byte, at).unwrap();
+                file.write_all_at(&[byte[0] ^ 8], at).unwrap();
+            }
+        }
+        let reader = wal.open_snapshot().unwrap().unwrap();
+        let error = reader.checked_bytes().unwrap_err();
+        assert!(
+            matches!(error, Error::Corrupted { .. }) && error.to_string().contains(&name),
+            "{}: {error}",
+            t.name
+        );
+    }
+}

@@ -115,6 +115,71 @@ impl CheckpointWriter {
     }
 }
 
+/// A snapshot that another copy of the log sends (a replica's leader), written to a file of
+/// its own as its bytes arrive, for [`Wal::reset_to_received`]: a snapshot of any size is
+/// received with no more memory than the caller's chunk. Nothing names the file until the
+/// reset; dropping this removes it (and the next open removes one a crash left behind). Made
+/// by [`Wal::receive_snapshot`].
+pub struct ReceivedSnapshot {
+    writer: SnapshotWriter,
+}
+
+impl std::fmt::Debug for ReceivedSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceivedSnapshot")
+            .field("lsn", &self.lsn())
+            .field("epoch", &self.epoch())
+            .field("received", &self.received())
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+impl ReceivedSnapshot {
+    /// Appends the next bytes. More than the announced length is refused
+    /// ([`Error::InvalidArgument`], nothing written). After any other error (a full disk) the
+    /// snapshot takes nothing more and cannot be reset to: drop it.
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.writer.write(data)
+    }
+
+    /// The LSN the snapshot's state is as of.
+    pub fn lsn(&self) -> Lsn {
+        self.writer.lsn()
+    }
+
+    /// The epoch of the record at [`lsn`](ReceivedSnapshot::lsn).
+    pub fn epoch(&self) -> u64 {
+        self.writer.epoch()
+    }
+
+    /// The announced length in bytes.
+    pub fn len(&self) -> u64 {
+        self.writer.body_bytes()
+    }
+
+    /// Whether the announced length is 0.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes written so far.
+    pub fn received(&self) -> u64 {
+        self.writer.written()
+    }
+
+    /// Whether every announced byte has been written.
+    pub fn is_complete(&self) -> bool {
+        self.received() == self.len()
+    }
+
+    /// CRC32C of the bytes written so far (what a sender's running checksum is compared
+    /// with).
+    pub fn crc(&self) -> u32 {
+        self.writer.crc()
+    }
+}
+
 impl Wal {
     /// Declares that the engine's state up to `lsn` is safe elsewhere, with an optional snapshot
     /// of that state. Durable when it returns: the snapshot is written, synced, renamed, the
@@ -245,9 +310,73 @@ impl Wal {
         self.inner.reset(
             lsn,
             epoch,
-            Some((snapshot.len() as u64, &mut &snapshot[..])),
+            ResetTo::Source(snapshot.len() as u64, &mut &snapshot[..]),
         )
     }
+
+    /// Starts receiving a snapshot of `len` bytes, the state as of `lsn` (written in
+    /// `epoch`), for a later [`reset_to_received`](Wal::reset_to_received). Refused with
+    /// [`Error::InvalidArgument`] for an `lsn` the reset would refuse (0, or at or past
+    /// [`segment::LSN_MAX`](crate::segment::LSN_MAX)); the log is not looked at otherwise, and
+    /// goes on as before while the bytes arrive.
+    pub fn receive_snapshot(&self, lsn: Lsn, epoch: u64, len: u64) -> Result<ReceivedSnapshot> {
+        check_reset_lsn(lsn)?;
+        self.inner.group.check()?;
+        let writer = SnapshotWriter::create(&self.inner.dir, lsn, epoch, true, len)?;
+        Ok(ReceivedSnapshot { writer })
+    }
+
+    /// [`reset_to_snapshot`](Wal::reset_to_snapshot) to a snapshot received whole: its file
+    /// becomes the checkpoint's snapshot (synced and renamed, not copied). Refused, with the
+    /// file removed, as `reset_to_snapshot` refuses, and with [`Error::InvalidArgument`] for
+    /// a snapshot not received whole.
+    pub fn reset_to_received(&self, snapshot: ReceivedSnapshot) -> Result<()> {
+        if !snapshot.is_complete() {
+            return Err(Error::invalid(
+                "snapshot",
+                format!(
+                    "{} of its {} bytes received: a reset needs them all",
+                    snapshot.received(),
+                    snapshot.len()
+                ),
+            ));
+        }
+        let (lsn, epoch) = (snapshot.lsn(), snapshot.epoch());
+        self.inner
+            .reset(lsn, epoch, ResetTo::Written(snapshot.writer))
+    }
+}
+
+/// What a reset replaces the log with.
+pub(crate) enum ResetTo<'a> {
+    /// The latest checkpoint, whose snapshot is in place (a reopen finishing a reset).
+    LatestCheckpoint,
+    /// A new snapshot of this many bytes, read from the source.
+    Source(u64, &'a mut dyn std::io::Read),
+    /// A new snapshot already written, to be finished (synced and named).
+    Written(SnapshotWriter),
+}
+
+/// Refuses an LSN a reset cannot move the log to.
+fn check_reset_lsn(lsn: Lsn) -> Result<()> {
+    if lsn == 0 {
+        // As for a checkpoint: the control file would read it back as none.
+        return Err(Error::invalid(
+            "lsn",
+            "a snapshot at LSN 0 covers no record (LSNs start at 1)",
+        ));
+    }
+    if lsn >= crate::segment::LSN_MAX {
+        return Err(Error::invalid(
+            "lsn",
+            format!(
+                "{lsn} is past the largest LSN a log takes ({}): its segments' headers \
+                 would not be read back",
+                crate::segment::LSN_MAX
+            ),
+        ));
+    }
+    Ok(())
 }
 
 impl Inner {
@@ -712,37 +841,18 @@ impl Inner {
         });
     }
 
-    /// The reset of [`reset_to_snapshot`](crate::Wal::reset_to_snapshot), with the snapshot
-    /// of `snapshot` (its length and its bytes) or, with `None`, that of the latest checkpoint,
-    /// which must be at `lsn` and `epoch` (recovery's reset to it: its file is in place and
-    /// durable, named by the control file).
-    pub(crate) fn reset(
-        &self,
-        lsn: Lsn,
-        epoch: u64,
-        snapshot: Option<(u64, &mut dyn std::io::Read)>,
-    ) -> Result<()> {
-        if lsn == 0 {
-            // As for a checkpoint: the control file would read it back as none.
-            return Err(Error::invalid(
-                "lsn",
-                "a snapshot at LSN 0 covers no record (LSNs start at 1)",
-            ));
-        }
-        if lsn >= crate::segment::LSN_MAX {
-            return Err(Error::invalid(
-                "lsn",
-                format!(
-                    "{lsn} is past the largest LSN a log takes ({}): its segments' headers \
-                     would not be read back",
-                    crate::segment::LSN_MAX
-                ),
-            ));
-        }
+    /// The reset of [`reset_to_snapshot`](crate::Wal::reset_to_snapshot) and
+    /// [`reset_to_received`](crate::Wal::reset_to_received), to the snapshot `snapshot` says:
+    /// one read from a source, one already written to its temporary file, or that of the
+    /// latest checkpoint, which must be at `lsn` and `epoch` (recovery's reset to it: its file
+    /// is in place and durable, named by the control file).
+    pub(crate) fn reset(&self, lsn: Lsn, epoch: u64, snapshot: ResetTo<'_>) -> Result<()> {
+        check_reset_lsn(lsn)?;
         let _serial = self.checkpoint_lock.lock();
         self.group.check()?;
         let latest = self.control.lock().state().checkpoint;
-        if snapshot.is_some() && latest.is_some_and(|(checkpoint, _)| checkpoint == lsn) {
+        let snapshot_written = !matches!(snapshot, ResetTo::LatestCheckpoint);
+        if snapshot_written && latest.is_some_and(|(checkpoint, _)| checkpoint == lsn) {
             // Step 1 would write the new snapshot over the one the control file names, before
             // step 2 names the new one: a crash between them would leave the old log with the
             // new state.
@@ -777,10 +887,16 @@ impl Inner {
         // file changes the old log stands whole: a failure here (a full disk, a short source)
         // refuses the reset and changes nothing, but for a failed directory sync after the
         // rename, or a failed sync of the records below, which poison like any failed sync.
-        let snapshot_written = snapshot.is_some();
-        if let Some((len, source)) = snapshot {
-            self.fill_snapshot(lsn, epoch, true, len, source)
-                .and_then(|writer| writer.finish(|e| self.group.poison(e)))?;
+        let writer = match snapshot {
+            ResetTo::LatestCheckpoint => None,
+            ResetTo::Source(len, source) => {
+                Some(self.fill_snapshot(lsn, epoch, true, len, source)?)
+            }
+            ResetTo::Written(writer) => Some(writer),
+        };
+        if let Some(writer) = writer {
+            debug_assert_eq!((writer.lsn(), writer.epoch()), (lsn, epoch));
+            writer.finish(|e| self.group.poison(e))?;
         }
         // The file written above, named by nothing while the log stays as it was.
         let unused_snapshot = || {

@@ -62,7 +62,7 @@ mod loom_tests;
 /// A log sequence number: dense, the first record is 1.
 pub type Lsn = u64;
 
-pub use checkpoint::{Checkpoint, CheckpointWriter, CompactionReport};
+pub use checkpoint::{Checkpoint, CheckpointWriter, CompactionReport, ReceivedSnapshot};
 pub use control::{ControlState, HardState, MEMBERSHIP_BYTES_MAX};
 pub use error::{Error, Result};
 pub use group_commit::CommitStats;

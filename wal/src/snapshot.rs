@@ -184,6 +184,31 @@ impl SnapshotWriter {
         })
     }
 
+    /// The checkpoint's LSN.
+    pub fn lsn(&self) -> Lsn {
+        self.header.lsn
+    }
+
+    /// The epoch of the record at the checkpoint's LSN.
+    pub fn epoch(&self) -> u64 {
+        self.header.epoch
+    }
+
+    /// The body's announced length.
+    pub fn body_bytes(&self) -> u64 {
+        self.header.body_bytes
+    }
+
+    /// Bytes of the body written so far.
+    pub fn written(&self) -> u64 {
+        self.at
+    }
+
+    /// CRC32C of the bytes of the body written so far.
+    pub fn crc(&self) -> u32 {
+        self.header.body_crc
+    }
+
     /// Refuses to go on after a failed write (see `failed`).
     fn check_not_failed(&self) -> Result<()> {
         match &self.failed {
@@ -357,6 +382,42 @@ impl SnapshotReader {
     /// Whether the snapshot is empty.
     pub fn is_empty(&self) -> bool {
         self.header.body_bytes == 0
+    }
+}
+
+impl SnapshotReader {
+    /// The whole snapshot, without copying: a view of the file's read-only mapping, whose
+    /// pages the page cache holds, not this process's memory (the simulated disk's are in
+    /// memory). Its checksum is checked over it first: `Corrupted` if it does not match.
+    /// Independent of the streaming position of [`Read`](std::io::Read).
+    ///
+    /// Like the log's segments, the view assumes that nothing else truncates the file while
+    /// it lives (see `docs/UNSAFE.md`).
+    pub fn checked_bytes(&self) -> Result<&[u8]> {
+        let len = usize::try_from(self.header.body_bytes).map_err(|_| {
+            Error::invalid(
+                "snapshot",
+                format!(
+                    "{} bytes do not fit this machine's address space",
+                    self.header.body_bytes
+                ),
+            )
+        })?;
+        let bytes = self.file.bytes(BODY_OFFSET, len);
+        let mut crc = 0;
+        for chunk in bytes.chunks(CHUNK_BYTES) {
+            crc = crc32c::crc32c_append(crc, chunk);
+        }
+        if crc != self.header.body_crc {
+            return Err(Error::Corrupted {
+                segment: self.path.clone(),
+                offset: BODY_OFFSET,
+                lsn: self.header.lsn,
+                expected_crc: self.header.body_crc,
+                found_crc: crc,
+            });
+        }
+        Ok(bytes)
     }
 }
 

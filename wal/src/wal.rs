@@ -256,7 +256,7 @@ impl Wal {
             options,
         });
         if let Some((lsn, epoch)) = reset_to {
-            inner.reset(lsn, epoch, None)?;
+            inner.reset(lsn, epoch, crate::checkpoint::ResetTo::LatestCheckpoint)?;
             // Written after the reset (the report is the open log's); nothing reads it before.
             let report = &mut Arc::get_mut(&mut inner)
                 .expect("no thread holds the log yet")

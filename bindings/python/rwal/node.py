@@ -15,7 +15,9 @@ node's own thread. They must not call the node's blocking methods (propose, prop
 wait_committed, read_barrier, change_membership, transfer_leadership, checkpoint, compact,
 close): those would wait for that thread, and raise InvalidArgumentError there instead. Nor
 may they iterate records(): from restore it raises InvalidArgumentError, from the others it
-reads in the middle of the node's round.
+reads in the middle of the node's round. restore(lsn, epoch, state) is given the state as
+bytes: a copy in this process's memory (the library hands over a view of the checkpoint's
+file, which a Python object could outlive).
 
 A node left open is closed when the interpreter exits (an atexit hook), or when it is garbage
 collected (with a ResourceWarning) unless that happens inside one of a node's callbacks, on a
@@ -250,8 +252,8 @@ class Node(_Handle):
         every round, docs/replication.md section 3.4), and the recovery modes that drop
         records ("point_in_time", "skip_corrupted") are refused: a replica must not forget
         what it acknowledged. `snapshot_bytes_max`
-        (default 1 GiB) is the largest snapshot this node takes from a leader: it is assembled
-        in memory, and a larger one is refused; a node that only a snapshot can catch up (a
+        (default 1 GiB) is the largest snapshot this node takes from a leader: it is written
+        to a file beside the log as it arrives, and a larger one is refused; a node that only a snapshot can catch up (a
         joining one, one the leader compacted past) then stays behind. `snapshot_timeout_ms`
         (default 50 ticks, above 0) is how long a snapshot stream to a follower may go without
         progress before the leader starts another: raise it, on every member, for links that

@@ -48,8 +48,9 @@ to start.
   --pin-cap-bytes N       log a lagging follower may hold back before it is sent a snapshot
                           instead (default 1 GiB)
   --snapshot-bytes-max N  the largest snapshot this node takes from a leader (default 1 GiB):
-                          it is assembled in memory; a larger one is refused, and a node
-                          that only a snapshot can catch up stays behind
+                          it is written to a file beside the log as it arrives; a larger one
+                          is refused, and a node that only a snapshot can catch up stays
+                          behind
   --snapshot-timeout-ms MS
                           a snapshot stream to a follower that makes no progress for MS is
                           started over (default 50 ticks); raise it on every member for

@@ -1,0 +1,227 @@
+//! A follower receives, installs and restores a snapshot much larger than its memory budget
+//! for one: the chunks go to a file as they arrive, and the engine reads the state through a
+//! view of that file (docs/replication.md section 4.1). Heap allocations are counted (this test
+//! binary's allocator), so the bound is exact, not a reading of the process's resident memory.
+//!
+//! One test in this binary: the allocator's counts are the whole process's.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rwal_replication::{
+    Bootstrap, Config, EngineResult, MembershipChange, Replica, Role, StateMachine,
+};
+use rwal_wal::{Backend, Lsn, Options};
+
+/// The system allocator, counting the bytes allocated and not yet freed, and their peak.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is passed to the system allocator unchanged; the counts are only read.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract is the system allocator's.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: as above.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: as above.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+            grew(new_size);
+        }
+        p
+    }
+}
+
+fn grew(bytes: usize) {
+    let live = LIVE.fetch_add(bytes, Ordering::Relaxed) + bytes;
+    PEAK.fetch_max(live, Ordering::Relaxed);
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// The heap's peak since the last call, above what was live at the last call.
+fn peak_growth_since_reset(baseline: &mut usize) -> usize {
+    let peak = PEAK.load(Ordering::Relaxed);
+    let growth = peak.saturating_sub(*baseline);
+    *baseline = LIVE.load(Ordering::Relaxed);
+    PEAK.store(*baseline, Ordering::Relaxed);
+    growth
+}
+
+/// What the engine was restored from: its LSN, length and checksum (the bytes are not kept).
+#[derive(Default)]
+struct Fingerprint(Option<(Lsn, usize, u32)>);
+
+impl StateMachine for Fingerprint {
+    fn apply(&mut self, _lsn: Lsn, _epoch: u64, _data: &[u8]) -> EngineResult {
+        Ok(())
+    }
+
+    fn restore(&mut self, lsn: Lsn, _epoch: u64, snapshot: &[u8]) -> EngineResult {
+        self.0 = Some((lsn, snapshot.len(), crc32c::crc32c(snapshot)));
+        Ok(())
+    }
+
+    fn snapshot(&mut self) -> EngineResult<Vec<u8>> {
+        Err("this test's checkpoints are taken by hand".into())
+    }
+}
+
+const STATE_BYTES: usize = 96 << 20;
+
+fn options() -> Options {
+    Options::new()
+        .backend(Backend::Pwrite)
+        .background_threads(false)
+        .segment_bytes(1 << 20)
+}
+
+#[test]
+fn a_snapshot_is_received_installed_and_restored_without_holding_it_in_memory() {
+    let temp = TempDir::new();
+    let temp = &temp.0;
+
+    // A leader alone, whose log is compacted past a 96 MiB checkpoint that names node 2.
+    let mut config = Config::new(1);
+    // Its pin for node 2 would keep the log from LSN 1: released by the first compaction.
+    config.follower_pin_cap_bytes = Some(1);
+    let mut leader = Replica::open(
+        temp.join("1"),
+        options(),
+        config,
+        Bootstrap::Voters(vec![1]),
+        Fingerprint::default(),
+    )
+    .unwrap();
+    while leader.role() != Role::Leader {
+        leader.tick();
+        leader.process().unwrap();
+    }
+    leader
+        .change_membership(MembershipChange::AddLearner(2))
+        .unwrap();
+    for i in 0..64u8 {
+        leader.propose(&[i; 64 << 10]).unwrap();
+        leader.process().unwrap();
+    }
+    drop(leader.take_messages()); // node 2 is not listening yet
+    let lsn = leader.applied_lsn();
+    let state: Vec<u8> = (0..STATE_BYTES).map(|i| (i % 251) as u8).collect();
+    let state_crc = crc32c::crc32c(&state);
+    leader.checkpoint(lsn, &state).unwrap();
+    drop(state);
+    leader.compact().unwrap();
+    leader.compact().unwrap();
+    assert!(
+        leader.wal().first_lsn() > 2,
+        "the log before the checkpoint is compacted: node 2 needs the snapshot"
+    );
+
+    let open_follower = || {
+        Replica::open(
+            temp.join("2"),
+            options(),
+            Config::new(2),
+            Bootstrap::Join,
+            Fingerprint::default(),
+        )
+        .unwrap()
+    };
+    let mut follower = open_follower();
+    let mut baseline = LIVE.load(Ordering::Relaxed);
+    peak_growth_since_reset(&mut baseline);
+    for _ in 0..10_000 {
+        if follower.snapshots_installed() > 0 && follower.applied_lsn() >= lsn {
+            break;
+        }
+        leader.tick();
+        leader.process().unwrap();
+        for envelope in leader.take_messages() {
+            follower.step(envelope);
+        }
+        follower.process().unwrap();
+        for envelope in follower.take_messages() {
+            leader.step(envelope);
+        }
+        follower.tick();
+    }
+    assert_eq!(
+        follower.snapshots_installed(),
+        1,
+        "{:?}",
+        follower.take_log()
+    );
+    let restored = follower.machine().0.expect("restored");
+    assert_eq!(restored.0, lsn);
+    // The engine's part of the checkpoint: the membership header comes before it.
+    assert_eq!((restored.1, restored.2), (STATE_BYTES, state_crc));
+    let streamed = peak_growth_since_reset(&mut baseline);
+    eprintln!("heap growth while streaming and installing: {streamed} bytes");
+    // The leader sends at most `snapshot_chunks_per_tick` chunks of 1 MiB a tick, and each is
+    // handed over at once; the follower keeps 64 KiB of head. Before the chunks went to a file
+    // the follower held all 96 MiB (and raft's message a second reference to them).
+    assert!(
+        streamed < 16 << 20,
+        "heap grew by {streamed} bytes while a {STATE_BYTES}-byte snapshot was streamed"
+    );
+
+    // A restart restores the engine from the same file.
+    drop(follower);
+    let follower = open_follower();
+    assert_eq!(
+        follower.machine().0,
+        Some((lsn, STATE_BYTES, state_crc)),
+        "restored at the reopen"
+    );
+    let reopened = peak_growth_since_reset(&mut baseline);
+    eprintln!("heap growth while reopening: {reopened} bytes");
+    assert!(
+        reopened < 16 << 20,
+        "heap grew by {reopened} bytes while a {STATE_BYTES}-byte snapshot was restored"
+    );
+    drop((leader, follower));
+}
+
+/// A directory removed when the test ends, passed or failed.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        let path =
+            std::env::temp_dir().join(format!("rwal-snapshot-memory-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
