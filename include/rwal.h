@@ -1361,6 +1361,26 @@ rwal_status rwal_node_reader_next(rwal_node_reader *reader,
                                   size_t *len_out);
 
 /**
+ * Like `rwal_node_reader_next`, but waits up to `timeout_ms` for the next record to commit:
+ * a tailing reader (a change feed, a log shipper), on any member. `RWAL_ERR_TIMEOUT` if none
+ * commits in time; never `RWAL_END`. The node's close (or `rwal_node_shutdown`) ends the
+ * wait at once with `RWAL_ERR_CLOSED`, records not read yet included; a node stopped by its
+ * failure and not yet closed still gives the records it committed, then
+ * `RWAL_ERR_REPLICATION`. `RWAL_ERR_INVALID_ARGUMENT` from one of the node's callbacks once
+ * there is something to wait for: the commit it waits for is that thread's to make. Blocks.
+ *
+ * # Safety
+ * As `rwal_node_reader_next`.
+ */
+rwal_status rwal_node_reader_next_timeout(rwal_node_reader *reader,
+                                          uint32_t timeout_ms,
+                                          uint64_t *lsn_out,
+                                          uint64_t *epoch_out,
+                                          uint32_t *kind_out,
+                                          const uint8_t **data_out,
+                                          size_t *len_out);
+
+/**
  * Frees a node reader. NULL is a no-op.
  *
  * # Safety

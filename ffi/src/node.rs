@@ -1436,6 +1436,56 @@ pub unsafe extern "C" fn rwal_node_reader_next(
     data_out: *mut *const u8,
     len_out: *mut usize,
 ) -> rwal_status {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        reader_next(
+            reader, None, lsn_out, epoch_out, kind_out, data_out, len_out,
+        )
+    }
+}
+
+/// Like `rwal_node_reader_next`, but waits up to `timeout_ms` for the next record to commit:
+/// a tailing reader (a change feed, a log shipper), on any member. `RWAL_ERR_TIMEOUT` if none
+/// commits in time; never `RWAL_END`. The node's close (or `rwal_node_shutdown`) ends the
+/// wait at once with `RWAL_ERR_CLOSED`, records not read yet included; a node stopped by its
+/// failure and not yet closed still gives the records it committed, then
+/// `RWAL_ERR_REPLICATION`. `RWAL_ERR_INVALID_ARGUMENT` from one of the node's callbacks once
+/// there is something to wait for: the commit it waits for is that thread's to make. Blocks.
+///
+/// # Safety
+/// As `rwal_node_reader_next`.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_node_reader_next_timeout(
+    reader: *mut rwal_node_reader,
+    timeout_ms: u32,
+    lsn_out: *mut u64,
+    epoch_out: *mut u64,
+    kind_out: *mut u32,
+    data_out: *mut *const u8,
+    len_out: *mut usize,
+) -> rwal_status {
+    let timeout = Some(Duration::from_millis(u64::from(timeout_ms)));
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        reader_next(
+            reader, timeout, lsn_out, epoch_out, kind_out, data_out, len_out,
+        )
+    }
+}
+
+/// `rwal_node_reader_next` (`timeout` `None`) and `rwal_node_reader_next_timeout`.
+///
+/// # Safety
+/// As `rwal_node_reader_next`.
+unsafe fn reader_next(
+    reader: *mut rwal_node_reader,
+    timeout: Option<Duration>,
+    lsn_out: *mut u64,
+    epoch_out: *mut u64,
+    kind_out: *mut u32,
+    data_out: *mut *const u8,
+    len_out: *mut usize,
+) -> rwal_status {
     let mut end = false;
     let status = boundary(|| {
         non_null(reader, "reader")?;
@@ -1450,7 +1500,10 @@ pub unsafe extern "C" fn rwal_node_reader_next(
         }
         // SAFETY: a live reader used by this thread (the caller's contract).
         let reader = unsafe { &mut *reader };
-        reader.current = reader.reader.next()?;
+        reader.current = match timeout {
+            Some(timeout) => Some(reader.reader.next_timeout(timeout)?),
+            None => reader.reader.next()?,
+        };
         let Some(record) = &reader.current else {
             end = true;
             return Ok(());

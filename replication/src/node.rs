@@ -1041,6 +1041,13 @@ pub struct CommittedRecord {
 
 /// Records one fill of a [`CommittedReader`] reads at most.
 const READER_BATCH_RECORDS: usize = 256;
+/// How long a tailing reader sleeps while its next record is committed but not yet durable
+/// here ([`CommittedReader::next_timeout`]).
+const COMMITTED_UNREADABLE_POLL: Duration = Duration::from_millis(1);
+
+/// How long a tailing reader without a deadline parks at a time before it looks again.
+const WAIT_SLICE_WITHOUT_DEADLINE: Duration = Duration::from_secs(3600);
+
 /// Bytes one fill reads at most (a record larger than this is read alone).
 const READER_BATCH_BYTES: usize = 1 << 20;
 
@@ -1098,6 +1105,69 @@ impl CommittedReader {
             }),
             Some(_) => self.buffered.pop_front().map(Bounded::Record),
         })
+    }
+
+    /// The next committed record, waiting up to `timeout` for it to commit: a tailing reader
+    /// (a change feed, a log shipper) on any member. [`Error::Timeout`] if none commits in
+    /// time. A close of the node ends the wait at once with [`Error::Closed`] (records not
+    /// read yet included, as [`next`](CommittedReader::next) answers after a close); a node
+    /// stopped by its failure, its log still open, still gives the records it committed, then
+    /// the failure ([`Error::Raft`]). Refused (`InvalidArgument`) on the node's own thread,
+    /// from a callback, once there is something to wait for: the commit it would wait for is
+    /// that thread's to make.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<CommittedRecord> {
+        // A timeout too large to add to the clock waits as long as it takes.
+        let deadline = Instant::now().checked_add(timeout);
+        loop {
+            match self.next() {
+                Ok(Some(record)) => return Ok(record),
+                Ok(None) => {}
+                // One answer for a close, whichever of the node's flags the reader saw first.
+                Err(Error::Wal(rwal_wal::Error::Closed)) => return Err(Error::Closed),
+                Err(e) => return Err(e),
+            }
+            if let Some(failure) = self.shared.status.lock().failure.clone() {
+                return Err(Error::Raft(failure));
+            }
+            if self.shared.closed.load(Ordering::Acquire) {
+                return Err(Error::Closed);
+            }
+            let now = Instant::now();
+            let until = match deadline {
+                Some(deadline) if deadline <= now => {
+                    return Err(Error::Timeout {
+                        waiting_for: "the next record to commit",
+                    })
+                }
+                Some(deadline) => deadline,
+                None => now + WAIT_SLICE_WITHOUT_DEADLINE,
+            };
+            if self.shared.thread.get() == Some(&std::thread::current().id()) {
+                return Err(Error::invalid(
+                    "thread",
+                    "a committed reader waited on the node's own thread (from a callback): \
+                     the commit it waits for is that thread's to make",
+                ));
+            }
+            let next_lsn = self.next_lsn();
+            if self.shared.waiters.published() < next_lsn {
+                self.shared.waiters.park_until_committed(next_lsn, until);
+                continue;
+            }
+            // Committed and not readable yet: the log gives records out once durable, and a
+            // follower may learn that an entry committed before its own sync of it ends. That
+            // sync is watched through the log's durable LSN (an atomic), not by reading again;
+            // at least one nap each time round, whatever it says.
+            loop {
+                std::thread::sleep(
+                    COMMITTED_UNREADABLE_POLL.min(until.saturating_duration_since(Instant::now())),
+                );
+                let stopped = self.shared.closed.load(Ordering::Acquire);
+                if stopped || self.wal.durable_lsn() >= next_lsn || Instant::now() >= until {
+                    break;
+                }
+            }
+        }
     }
 
     /// `Closed` once the node's log is closed. Checked on every call: a reader with records

@@ -351,6 +351,50 @@ fn readers_answer_closed_after_the_node_closes_even_from_their_buffer() {
     }
 }
 
+/// A tailing reader on a follower waits for the next record to commit and returns it, says
+/// `Timeout` when nothing commits in time, and, waiting when its node stops, is told `Closed`
+/// at once rather than left to its timeout.
+#[test]
+fn a_tailing_reader_waits_for_the_next_commit_and_ends_when_its_node_stops() {
+    let mut cluster = Cluster::new("repl-tail", 3);
+    let mut leader = cluster.leader(&[1, 2, 3]);
+    let first = cluster.propose_following(&mut leader, b"first");
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    cluster.wait_applied(follower, first);
+    let mut tail = cluster.node(follower).reader(first + 1).unwrap();
+    match tail.next_timeout(Duration::from_millis(50)) {
+        Err(Error::Timeout { .. }) => {}
+        other => panic!("nothing was proposed: {other:?}"),
+    }
+    let (proposed, waited) = std::thread::scope(|s| {
+        let waiting = s.spawn(|| tail.next_timeout(WAIT));
+        // Proposed while the reader waits (most likely: it is not asserted, and either order
+        // returns the record).
+        std::thread::sleep(Duration::from_millis(20));
+        let proposed = cluster.propose_following(&mut leader, b"second");
+        (proposed, waiting.join().unwrap())
+    });
+    let record = waited.expect("the record committed while the reader waited");
+    assert_eq!(
+        (record.lsn, record.data.as_slice()),
+        (proposed, &b"second"[..])
+    );
+
+    let started = std::time::Instant::now();
+    let outcome = std::thread::scope(|s| {
+        let waiting = s.spawn(|| tail.next_timeout(Duration::from_secs(600)));
+        std::thread::sleep(Duration::from_millis(50));
+        cluster.stop(follower);
+        waiting.join().unwrap()
+    });
+    assert!(matches!(outcome, Err(Error::Closed)), "{outcome:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the stop ended the wait, not its timeout: {:?}",
+        started.elapsed()
+    );
+}
+
 /// `maintain_log` runs the log's background pass on the caller's thread: after it, the
 /// segment the first append asked for is prepared (a benchmark calls it before timing), and a
 /// closed node refuses it.

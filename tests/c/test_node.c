@@ -376,10 +376,31 @@ static void test_cluster(const char *dir) {
     CHECK_STATUS(rwal_node_members(nodes[leader], members, NODES, &member_count, &voter_count),
                  RWAL_OK);
     CHECK(member_count == NODES && voter_count == NODES && members[0] == 1 && members[2] == 3);
+    /* A tailing reader on a follower, from past the leader's commit: nothing commits within
+     * 50 ms; then the next proposal does, and the reader waits for it. */
+    CHECK_STATUS(rwal_node_status_get(nodes[leader], &s), RWAL_OK);
+    rwal_node_reader *tail = NULL;
+    CHECK_STATUS(rwal_node_reader_open(nodes[follower], s.commit_lsn + 1, &tail), RWAL_OK);
+    uint64_t t_lsn = 0, t_epoch = 0;
+    uint32_t t_kind = 0;
+    const uint8_t *t_data = NULL;
+    size_t t_len = 0;
+    CHECK_STATUS(
+        rwal_node_reader_next_timeout(tail, 50, &t_lsn, &t_epoch, &t_kind, &t_data, &t_len),
+        RWAL_ERR_TIMEOUT);
+    CHECK_STATUS(rwal_node_reader_next_timeout(tail, 0, NULL, &t_epoch, &t_kind, &t_data,
+                                               &t_len),
+                 RWAL_ERR_INVALID_ARGUMENT);
     /* The cluster goes on committing. */
     CHECK_STATUS(rwal_node_propose_and_wait(nodes[leader], (const uint8_t *)"after", 5, WAIT_MS,
                                             &lsn, &epoch),
                  RWAL_OK);
+    CHECK_STATUS(
+        rwal_node_reader_next_timeout(tail, WAIT_MS, &t_lsn, &t_epoch, &t_kind, &t_data, &t_len),
+        RWAL_OK);
+    CHECK(t_lsn == lsn && t_epoch == epoch && t_kind == RWAL_RECORD_USER && t_len == 5 &&
+          memcmp(t_data, "after", 5) == 0);
+    rwal_node_reader_free(tail);
 
     /* Leadership handed to a chosen follower; the old leader then refuses and names it. */
     uint64_t moved = 0;
@@ -696,6 +717,10 @@ static void test_engine_failure(const char *dir) {
         read++;
     CHECK_STATUS(st_read, RWAL_END);
     CHECK(read == 2);
+    /* A tailing reader there is told the node's failure at once, not left to its timeout. */
+    CHECK_STATUS(rwal_node_reader_next_timeout(at_end, 60 * 1000, &r_lsn, &r_epoch, &kind, &data,
+                                               &r_len),
+                 RWAL_ERR_REPLICATION);
     CHECK_STATUS(rwal_node_close(node), RWAL_ERR_REPLICATION);
     rwal_set_log_callback(NULL, 0, NULL);
     CHECK(failure_reports == 1);

@@ -51,7 +51,7 @@ __all__ = [
     "NoSpaceError", "LockedError", "CompactedError", "NotFoundError", "UnsupportedError",
     "TimeoutError", "PanicError", "NoLogError", "PinnedError", "ClosedError", "NotLeaderError",
     "SupersededError", "BusyError", "ReplicationError", "AbandonedError", "NotDurableError",
-    "Node", "log_to", "__version__",
+    "Node", "NodeTail", "log_to", "__version__",
 ]
 
 __version__: str = ffi.string(lib.rwal_version()).decode()
@@ -1053,7 +1053,88 @@ class Pin(_Handle):
         self._log = None
 
 
-class Tail(_Handle):
+class _Tail(_Handle):
+    """What Tail and rwal.node.NodeTail share: next(timeout) waits for the next record in
+    slices of the library's waiting call, and keeps a record the library handed over as an
+    interrupt came. A subclass's __init__ calls _start, then _open last; it makes the library
+    call (_wait_in_library) and says what a record is made of (_record)."""
+
+    def _start(self, from_lsn: int) -> None:
+        self._next_lsn = from_lsn
+        self._serial = threading.Lock()
+        # A record handed over by the library and not returned yet (an interrupt came
+        # between the two).
+        self._pending: Optional[tuple] = None
+        # The library's outputs (a subclass adds its own).
+        self._lsn = ffi.new("uint64_t *")
+        self._data = ffi.new("const uint8_t **")
+        self._size = ffi.new("size_t *")
+
+    @property
+    def next_lsn(self) -> int:
+        """The LSN after the last record returned (or the first one asked for): where the
+        next record is waited for (past a hole that "skip_corrupted" recovery left, the next
+        record has a higher LSN)."""
+        return self._next_lsn
+
+    def _wait_in_library(self, handle, seconds: float) -> int:
+        """The library call that waits up to `seconds` for the next record and writes it to
+        the outputs; returns its status."""
+        raise NotImplementedError
+
+    def _record(self, data: bytes) -> tuple:
+        """The record the outputs hold, with `data` its bytes."""
+        raise NotImplementedError
+
+    def _next_in_slice(self, handle, seconds: float) -> int:
+        """_wait_in_library, keeping a record it returns in self._pending before anything
+        else can run: Ctrl-C lands as the call returns, and the library's reader has moved
+        past the record by then."""
+        self._lsn[0] = 0
+        try:
+            return self._wait_in_library(handle, seconds)
+        finally:
+            # (LSNs start at 1; the library writes them only with a record.)
+            if self._lsn[0]:
+                data = bytes(ffi.buffer(self._data[0], self._size[0])) if self._size[0] else b""
+                self._pending = self._record(data)
+                self._lsn[0] = 0
+
+    def next(self, timeout: Optional[float] = None) -> Optional[tuple]:
+        """The next record, waiting up to `timeout` seconds for it (None: as long as it takes;
+        0: only what is there now); None if none came in time."""
+        deadline = None if timeout is None else time.monotonic() + _seconds(timeout)
+        if deadline is None:
+            self._serial.acquire()
+        elif not self._serial.acquire(timeout=min(threading.TIMEOUT_MAX,
+                                                  max(0.0, deadline - time.monotonic()))):
+            return None
+        try:
+            while self._pending is None:
+                left = _WAIT_SLICE_SECONDS
+                if deadline is not None:
+                    left = min(left, max(0.0, deadline - time.monotonic()))
+                with self._use() as handle:
+                    status = self._next_in_slice(handle, left)
+                    if status not in (lib.RWAL_OK, lib.RWAL_ERR_TIMEOUT):
+                        raise _error(status)
+                if (self._pending is None and deadline is not None
+                        and time.monotonic() >= deadline):
+                    return None
+            record, self._pending = self._pending, None
+            self._next_lsn = record[0] + 1
+            return record
+        finally:
+            self._serial.release()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self.next()
+
+
+class Tail(_Tail):
     """A reader that waits for records, from Log.tail(): next() returns the next durable
     record, (lsn, payload), waiting for one to become durable; iterating over it does the same
     and never ends by itself. Both raise ClosedError once the tail or its log is closed (the
@@ -1072,62 +1153,22 @@ class Tail(_Handle):
     _free = staticmethod(_returning_ok(lib.rwal_reader_free))
 
     def __init__(self, handle, from_lsn: int, log: "Log") -> None:
-        self._next_lsn = from_lsn
+        self._start(from_lsn)
         self._log = log
-        self._serial = threading.Lock()
-        # A record handed over by the library and not returned yet (an interrupt came
-        # between the two).
-        self._pending: Optional[Tuple[int, bytes]] = None
-        self._lsn = ffi.new("uint64_t *")
-        self._data = ffi.new("const uint8_t **")
-        self._size = ffi.new("size_t *")
         self._open(handle)  # last: see _adopt
 
-    @property
-    def next_lsn(self) -> int:
-        """The LSN after the last record returned (or the first one asked for): where the
-        next record is waited for (past a hole that "skip_corrupted" recovery left, the next
-        record has a higher LSN)."""
-        return self._next_lsn
+    def _wait_in_library(self, handle, seconds: float) -> int:
+        return lib.rwal_reader_next_timeout(
+            handle, math.ceil(seconds * 1e6), self._lsn, self._data, self._size)
+
+    def _record(self, data: bytes) -> Tuple[int, bytes]:
+        return self._lsn[0], data
 
     def next(self, timeout: Optional[float] = None) -> Optional[Tuple[int, bytes]]:
         """The next durable record as (lsn, payload), waiting up to `timeout` seconds for one
         to become durable (None: as long as it takes; 0: only what is durable now); None if
         none did in time."""
-        deadline = None if timeout is None else time.monotonic() + _seconds(timeout)
-        if deadline is None:
-            self._serial.acquire()
-        elif not self._serial.acquire(timeout=min(threading.TIMEOUT_MAX,
-                                                  max(0.0, deadline - time.monotonic()))):
-            return None
-        try:
-            while self._pending is None:
-                left = _WAIT_SLICE_SECONDS
-                if deadline is not None:
-                    left = min(left, max(0.0, deadline - time.monotonic()))
-                with self._use() as handle:
-                    self._lsn[0] = 0
-                    try:
-                        status = lib.rwal_reader_next_timeout(
-                            handle, math.ceil(left * 1e6), self._lsn, self._data, self._size)
-                    finally:
-                        # Kept before anything else can run: Ctrl-C lands as the call
-                        # returns, and the reader has moved past the record by then. (LSNs
-                        # start at 1; the library writes them only with a record.)
-                        if self._lsn[0]:
-                            self._pending = (
-                                self._lsn[0], bytes(ffi.buffer(self._data[0], self._size[0])))
-                            self._lsn[0] = 0
-                    if status not in (lib.RWAL_OK, lib.RWAL_ERR_TIMEOUT):
-                        raise _error(status)
-                if (self._pending is None and deadline is not None
-                        and time.monotonic() >= deadline):
-                    return None
-            record, self._pending = self._pending, None
-            self._next_lsn = record[0] + 1
-            return record
-        finally:
-            self._serial.release()
+        return super().next(timeout)
 
     def __iter__(self) -> "Tail":
         return self
@@ -1372,4 +1413,4 @@ def _stop_logging_at_exit() -> None:
     lib.rwal_set_log_callback(ffi.NULL, 0, ffi.NULL)
 
 
-from .node import Node, _in_callback  # noqa: E402 - needs the errors above
+from .node import Node, NodeTail, _in_callback  # noqa: E402 - needs the errors above

@@ -50,8 +50,8 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 from . import TimeoutError  # noqa: A004 - rwal.TimeoutError, a subclass of the builtin
 from . import (
     CompactedError, Error, InvalidArgumentError, NotLeaderError, _c_path,
-    _c_string, _check, _error, _free_unadopted, _Handle, _log_options, _last_error, _owning_slot,
-    _seconds, _stable, _uint, _WAIT_SLICE_SECONDS)
+    _adopt, _c_string, _check, _error, _free_unadopted, _Handle, _log_options, _last_error,
+    _owning_slot, _returning_ok, _seconds, _stable, _Tail, _uint, _WAIT_SLICE_SECONDS)
 from ._rwal_cffi import ffi, lib
 
 ApplyFn = Callable[[int, int, bytes], None]
@@ -535,17 +535,33 @@ class Node(_Handle):
             from_lsn = _uint(from_lsn, "from_lsn")
         return self._records(from_lsn)
 
-    def _records(self, from_lsn: Optional[int]) -> Iterator[Tuple[int, int, int, bytes]]:
-        slot = _owning_slot("rwal_node_reader **", lib._rwal_py_free_node_reader_slot)
+    def tail(self, from_lsn: Optional[int] = None) -> "NodeTail":
+        """A reader that waits for committed records (a change feed, a shipper), on any
+        member, from `from_lsn` (default: the first retained; status()["commit_lsn"] + 1 for
+        only the records to come): see NodeTail."""
+        if from_lsn is not None:
+            from_lsn = _uint(from_lsn, "from_lsn")
+        out = ffi.new("rwal_node_reader **")
+        return _adopt(NodeTail, lambda: (self._open_reader(from_lsn, out), self), out,
+                      NodeTail._free)
+
+    def _open_reader(self, from_lsn: Optional[int], out) -> int:
+        """Opens a library reader into `out` at `from_lsn` (None: the first retained record)
+        and returns the LSN it opened at."""
         for attempt in range(100):
             start = self.status()["first_lsn"] if from_lsn is None else from_lsn
             try:
-                self._call(lib.rwal_node_reader_open, start, slot)
-                break
+                self._call(lib.rwal_node_reader_open, start, out)
+                return start
             except CompactedError:
                 # Compacted between the look at the first LSN and the open: look again.
                 if from_lsn is not None or attempt == 99:
                     raise
+        raise AssertionError("unreachable: the last attempt raises")
+
+    def _records(self, from_lsn: Optional[int]) -> Iterator[Tuple[int, int, int, bytes]]:
+        slot = _owning_slot("rwal_node_reader **", lib._rwal_py_free_node_reader_slot)
+        self._open_reader(from_lsn, slot)
         reader = slot[0]
         lsn = ffi.new("uint64_t *")
         epoch = ffi.new("uint64_t *")
@@ -644,6 +660,60 @@ class Node(_Handle):
 
 # The longest slice of a wait whose slices grow (see Node._wait_in_slices).
 _GROWN_SLICE_SECONDS = 5.0
+
+
+class NodeTail(_Tail):
+    """A reader that waits for committed records, from Node.tail(): next() returns the next
+    committed record, (lsn, epoch, kind, data) as records() gives them, waiting for it to
+    commit; iterating over it does the same and never ends by itself. The node's close()
+    ends a waiting tail at once with ClosedError (records not read yet included); a node
+    stopped by its failure and not yet closed still gives the records it committed, then
+    ReplicationError. ClosedError too once the tail itself is closed (from another thread:
+    within 0.2 s). Waits are cut in slices of 0.2 s in the library, so Ctrl-C is raised
+    within one, and a record the library handed over as the interrupt came is returned by
+    the next call. Called from one of the node's callbacks it returns what is committed, then
+    raises InvalidArgumentError rather than wait (a timeout of 0 returns None): the commit
+    it would wait for is that thread's to make.
+
+    It holds nothing in the log between calls (compaction may pass it: CompactedError), and
+    keeps its node from being collected. One thread reads at a time: a next() on another
+    thread waits for the one in progress, up to its own timeout."""
+
+    _what = "node tail"
+    _free = staticmethod(_returning_ok(lib.rwal_node_reader_free))
+
+    def __init__(self, handle, from_lsn: int, node: "Node") -> None:
+        self._start(from_lsn)
+        self._node = node
+        self._epoch = ffi.new("uint64_t *")
+        self._kind = ffi.new("uint32_t *")
+        self._open(handle)  # last: see _adopt
+
+    def _wait_in_library(self, handle, seconds: float) -> int:
+        return lib.rwal_node_reader_next_timeout(
+            handle, math.ceil(seconds * 1000), self._lsn, self._epoch, self._kind, self._data,
+            self._size)
+
+    def _record(self, data: bytes) -> Tuple[int, int, int, bytes]:
+        return self._lsn[0], self._epoch[0], self._kind[0], data
+
+    def next(self, timeout: Optional[float] = None) -> Optional[Tuple[int, int, int, bytes]]:
+        """The next committed record as (lsn, epoch, kind, data), waiting up to `timeout`
+        seconds for it to commit (None: as long as it takes; 0: only what is committed now);
+        None if none did in time."""
+        return super().next(timeout)
+
+    def __iter__(self) -> "NodeTail":
+        return self
+
+    def __next__(self) -> Tuple[int, int, int, bytes]:
+        return self.next()
+
+    def close(self) -> None:
+        """Frees the reader (and lets go of its node); waits for a next() in progress on
+        another thread to end its slice. Twice is fine."""
+        self._close_with(self._free)
+        self._node = None
 
 
 def _millis(seconds: Optional[float]) -> int:

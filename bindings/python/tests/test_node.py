@@ -737,3 +737,80 @@ def test_read_barrier_slices_grow_so_a_slow_confirmation_still_succeeds():
     with pytest.raises(rwal.TimeoutError, match="within 0.5 s"):
         slicer(None, 0.5, "no read point", confirm)
     assert asked and max(asked) <= 200
+
+
+def test_a_node_tail_on_a_follower_waits_for_the_next_commit(cluster):
+    nodes, _ = cluster
+    leader = leader_of(nodes)
+    follower = next(i for i in nodes if i != leader)
+    lsn, _ = nodes[leader].propose_and_wait(b"before", timeout=30)
+    wait(lambda: nodes[follower].status()["applied_lsn"] >= lsn)
+    tail = nodes[follower].tail(lsn + 1)
+    assert tail.next_lsn == lsn + 1
+    assert tail.next(timeout=0.05) is None  # nothing committed since
+    got = {}
+
+    def read():
+        got["record"] = tail.next(timeout=30)
+
+    t = threading.Thread(target=read)
+    t.start()
+    time.sleep(0.05)
+    proposed, epoch = nodes[leader].propose_and_wait(b"tailed", timeout=30)
+    t.join(30)
+    assert got["record"] == (proposed, epoch, rwal.node.USER, b"tailed")
+    assert tail.next_lsn == proposed + 1
+    # Iterating waits the same way.
+    again, epoch = nodes[leader].propose_and_wait(b"iterated", timeout=30)
+    assert next(iter(tail)) == (again, epoch, rwal.node.USER, b"iterated")
+    tail.close()
+    tail.close()
+    with pytest.raises(rwal.ClosedError):
+        tail.next(timeout=0)
+    with pytest.raises(TypeError):
+        nodes[follower].tail("1")
+
+
+def test_closing_a_node_ends_its_waiting_tail_and_a_callback_may_not_wait(tmp_path):
+    refused = {}
+    holder = {}
+
+    def apply(lsn, epoch, data):
+        if data == b"call back":
+            tail = holder["node"].tail(lsn + 1)
+            try:
+                tail.next(timeout=1)
+            except rwal.InvalidArgumentError as e:
+                refused["tail"] = str(e)
+            finally:
+                tail.close()
+
+    node = rwal.Node(1, tmp_path / "tailed", cluster_id=1, secret=SECRET, voters=[1],
+                     tick_ms=10, apply=apply, snapshot=lambda: b"", restore=lambda *_: None)
+    holder["node"] = node
+    try:
+        wait(lambda: node.status()["role"] == "leader")
+        node.propose_and_wait(b"call back", timeout=30)
+        assert "node's own thread" in refused["tail"], refused
+        tail = node.tail(node.status()["commit_lsn"] + 1)
+        outcome = {}
+
+        def read():
+            try:
+                outcome["returned"] = tail.next(timeout=60)
+            except rwal.Error as e:
+                outcome["error"] = type(e)
+
+        t = threading.Thread(target=read)
+        t.start()
+        time.sleep(0.1)
+        started = time.monotonic()
+        node.close()
+        t.join(30)
+        assert not t.is_alive()
+        assert outcome == {"error": rwal.ClosedError}, outcome
+        assert time.monotonic() - started < 10
+        tail.close()
+    finally:
+        holder.clear()
+        node.close()
