@@ -5,73 +5,14 @@
 //!
 //! One test in this binary: the allocator's counts are the whole process's.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use rwal_replication::{
     Bootstrap, Config, EngineResult, MembershipChange, Replica, Role, StateMachine,
 };
+use rwal_tests::{heap, TempDir};
 use rwal_wal::{Backend, Lsn, Options};
 
-/// The system allocator, counting the bytes allocated and not yet freed, and their peak.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call is passed to the system allocator unchanged; the counts are only read.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller's contract is the system allocator's.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            grew(layout.size());
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: as above.
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            grew(layout.size());
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: as above.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-            grew(new_size);
-        }
-        p
-    }
-}
-
-fn grew(bytes: usize) {
-    let live = LIVE.fetch_add(bytes, Ordering::Relaxed) + bytes;
-    PEAK.fetch_max(live, Ordering::Relaxed);
-}
-
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-/// The heap's peak since the last call, above what was live at the last call.
-fn peak_growth_since_reset(baseline: &mut usize) -> usize {
-    let peak = PEAK.load(Ordering::Relaxed);
-    let growth = peak.saturating_sub(*baseline);
-    *baseline = LIVE.load(Ordering::Relaxed);
-    PEAK.store(*baseline, Ordering::Relaxed);
-    growth
-}
+static HEAP: heap::Counting = heap::Counting;
 
 /// What the engine was restored from: its LSN, length and checksum (the bytes are not kept).
 #[derive(Default)]
@@ -103,8 +44,7 @@ fn options() -> Options {
 
 #[test]
 fn a_snapshot_is_received_installed_and_restored_without_holding_it_in_memory() {
-    let temp = TempDir::new();
-    let temp = &temp.0;
+    let temp = TempDir::new("snapshot-memory");
 
     // A leader alone, whose log is compacted past a 96 MiB checkpoint that names node 2.
     let mut config = Config::new(1);
@@ -153,8 +93,7 @@ fn a_snapshot_is_received_installed_and_restored_without_holding_it_in_memory() 
         .unwrap()
     };
     let mut follower = open_follower();
-    let mut baseline = LIVE.load(Ordering::Relaxed);
-    peak_growth_since_reset(&mut baseline);
+    let mark = heap::mark();
     for _ in 0..10_000 {
         if follower.snapshots_installed() > 0 && follower.applied_lsn() >= lsn {
             break;
@@ -180,7 +119,7 @@ fn a_snapshot_is_received_installed_and_restored_without_holding_it_in_memory() 
     assert_eq!(restored.0, lsn);
     // The engine's part of the checkpoint: the membership header comes before it.
     assert_eq!((restored.1, restored.2), (STATE_BYTES, state_crc));
-    let streamed = peak_growth_since_reset(&mut baseline);
+    let (streamed, mark) = heap::peak_growth_since(mark);
     eprintln!("heap growth while streaming and installing: {streamed} bytes");
     // The leader sends at most `snapshot_chunks_per_tick` chunks of 1 MiB a tick, and each is
     // handed over at once; the follower keeps 64 KiB of head. Before the chunks went to a file
@@ -198,30 +137,11 @@ fn a_snapshot_is_received_installed_and_restored_without_holding_it_in_memory() 
         Some((lsn, STATE_BYTES, state_crc)),
         "restored at the reopen"
     );
-    let reopened = peak_growth_since_reset(&mut baseline);
+    let (reopened, _) = heap::peak_growth_since(mark);
     eprintln!("heap growth while reopening: {reopened} bytes");
     assert!(
         reopened < 16 << 20,
         "heap grew by {reopened} bytes while a {STATE_BYTES}-byte snapshot was restored"
     );
     drop((leader, follower));
-}
-
-/// A directory removed when the test ends, passed or failed.
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let path =
-            std::env::temp_dir().join(format!("rwal-snapshot-memory-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

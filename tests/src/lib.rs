@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rwal_wal::{Backend, Options, SimDisk};
 
+pub mod heap;
+
 /// A directory removed when dropped.
 #[derive(Debug)]
 pub struct TempDir {

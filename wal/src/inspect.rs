@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::control::{self, ControlState};
 use crate::error::{Error, Result};
 use crate::io::fs::FsDir;
+use crate::io::Dir as _;
 use crate::options::{Options, RecoveryMode};
 use crate::record::{self, Invalid, RecordKind};
 use crate::recovery::{self, RecoveryReport};
@@ -266,11 +267,14 @@ fn inspect_once(dir: &Path) -> Result<Inspection> {
         })
         .collect();
     let mut segments = Vec::new();
+    // Segments are read through read-only mappings, not copied: a pass over a log of 2 GiB
+    // segments needs no more memory for them than the page cache's.
+    let read_only = FsDir::open_read_only(dir).map_err(|e| Error::io("open", dir, e))?;
     for (i, (sequence, name)) in names.iter().enumerate() {
         let path = dir.join(name);
         let metadata = std::fs::metadata(&path).map_err(|e| Error::io("stat", &path, e))?;
-        // Checked before the file is read whole: a FIFO would block the read, a device or a
-        // huge sparse file exhaust memory.
+        // Checked before the file is mapped: a FIFO or a device is no segment, and a file
+        // larger than any segment is not walked.
         let refusal = if !metadata.is_file() {
             Some("not a regular file".to_string())
         } else if metadata.len() > segment::SEGMENT_BYTES_MAX {
@@ -300,21 +304,34 @@ fn inspect_once(dir: &Path) -> Result<Inspection> {
             });
             continue;
         }
-        let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
+        // (A mapping of nothing is refused: an empty file is walked as an empty slice.)
+        let mapped = if metadata.len() == 0 {
+            None
+        } else {
+            Some(
+                read_only
+                    .open_plain(name)
+                    .map_err(|e| Error::io("map", &path, e))?,
+            )
+        };
+        let bytes = match &mapped {
+            Some(file) => file.bytes(0, file.len() as usize),
+            None => &[],
+        };
         if state.reset_pending {
-            let mut info = Walk::described_aside(*sequence, name, &bytes);
+            let mut info = Walk::described_aside(*sequence, name, bytes);
             info.discarded = true;
             segments.push(info);
             continue;
         }
         let next_start = starts[i + 1..].iter().flatten().next();
         if walk.records == 0 && next_start.is_some_and(|&first| first <= walk.expected) {
-            let mut info = Walk::described_aside(*sequence, name, &bytes);
+            let mut info = Walk::described_aside(*sequence, name, bytes);
             info.left_behind = true;
             segments.push(info);
             continue;
         }
-        segments.push(walk.segment(*sequence, name, &bytes));
+        segments.push(walk.segment(*sequence, name, bytes));
     }
     if let Some((lsn, _)) = state.checkpoint.filter(|_| !state.reset_pending) {
         check_snapshot_body(dir, lsn, &mut walk.problems)?;
