@@ -250,7 +250,11 @@ typedef int (*rwal_apply_fn)(void *userdata,
  * Asked for the engine's state as of the last applied record (for a checkpoint a lagging
  * follower can start from), on the node's thread: write it with `rwal_snapshot_sink_write`,
  * then return 0. Anything else (or a failed `rwal_snapshot_sink_write`) abandons this
- * snapshot: no checkpoint is written, the node logs why, and it asks again later.
+ * snapshot: no checkpoint is written, the node logs why, and it asks again later. The sink
+ * holds what is written in memory until the callback returns (a thread of the node's then
+ * writes it to the checkpoint's file: the node's thread does no disk write for it), so this
+ * takes memory for the whole state; `rwal_node_checkpoint`, called by the engine now and then,
+ * keeps the node from needing it (a follower is sent the latest checkpoint if it names it).
  */
 typedef int (*rwal_snapshot_fn)(void *userdata, rwal_snapshot_sink *sink);
 
@@ -259,7 +263,10 @@ typedef int (*rwal_snapshot_fn)(void *userdata, rwal_snapshot_sink *sink);
  * checkpoint, on the thread calling `rwal_node_open`; and on the node's thread when the leader
  * sends one); `data` is valid during the call only. It is a read-only view of the
  * checkpoint's file, checked against its checksum, not a copy: a state of any size is given
- * without being read into memory (its pages come from the page cache as they are read).
+ * without being read into memory (its pages come from the page cache as they are read; the
+ * check reads the whole file once first, at every open). Writing through it faults; it has
+ * no alignment (copy, or read unaligned, before casting to a struct); a disk that fails to
+ * read a page back, or another process truncating the file, is a SIGBUS while it is read.
  * A new cluster's log starts with a checkpoint of
  * the founding membership at LSN 1, with empty engine state: the first open calls `restore`
  * with `lsn` 1 and `len` 0.
@@ -1005,7 +1012,10 @@ rwal_status rwal_node_options_set_sync_stall_limit_ms(rwal_node_options *opts, u
  * The largest snapshot this node accepts from a leader, in bytes (default 1 GiB, above 0): the
  * engine's state and the membership written with it. A snapshot being received is written to
  * a file in the node's directory as it arrives (it never is whole in memory), so this bounds
- * the disk that file takes beside the log. A larger one is refused (an
+ * the disk that file takes beside the log, the latest checkpoint's and the segments, which go
+ * only once it is installed (a disk that fills up drops the stream, and the leader starts
+ * again later). A restart of either node starts the stream over; a file a crash left is
+ * removed at the next open. A larger one is refused (an
  * `RWAL_LOG_WARN` line through the log callback for each stream), and a node that can
  * only be caught up by a snapshot (a joining one, one the leader compacted past) stays behind:
  * every member's limit must hold the engine's largest checkpoint.
@@ -1300,7 +1310,8 @@ rwal_status rwal_node_transfer_leadership(rwal_node *node,
 
 /**
  * Writes a checkpoint at `lsn` (at most the applied LSN) holding the engine's state as of it
- * (`len` bytes); a follower behind the compacted log is sent it. Blocks: the node's thread
+ * (`len` bytes, which need not be in memory: a read-only mapping of a file the engine wrote
+ * will do); a follower behind the compacted log is sent it. Blocks: the node's thread
  * checks `lsn`, then the state is written and synced on the caller's thread; thread-safe. A
  * node never checkpoints by itself: call it now and then (every N applied records, say), or
  * the log grows without end and every open replays it all through `apply`; `rwal_node_compact` then removes what the checkpoint covers. `state` must
@@ -1362,12 +1373,17 @@ rwal_status rwal_node_reader_next(rwal_node_reader *reader,
 
 /**
  * Like `rwal_node_reader_next`, but waits up to `timeout_ms` for the next record to commit:
- * a tailing reader (a change feed, a log shipper), on any member. `RWAL_ERR_TIMEOUT` if none
- * commits in time; never `RWAL_END`. The node's close (or `rwal_node_shutdown`) ends the
- * wait at once with `RWAL_ERR_CLOSED`, records not read yet included; a node stopped by its
- * failure and not yet closed still gives the records it committed, then
- * `RWAL_ERR_REPLICATION`. `RWAL_ERR_INVALID_ARGUMENT` from one of the node's callbacks once
- * there is something to wait for: the commit it waits for is that thread's to make. Blocks.
+ * a tailing reader (a change feed, a log shipper), on any member. Milliseconds, as every
+ * node call's timeout (`rwal_reader_next_timeout`, the single log's, takes microseconds).
+ * `RWAL_ERR_TIMEOUT` if none commits in time, also while a snapshot install holds the log;
+ * never `RWAL_END`. The node's close (or `rwal_node_shutdown`) ends the wait with
+ * `RWAL_ERR_CLOSED` (a record read in the moment before may still come first; records not
+ * read yet are not returned); a node stopped by its engine's failure and not yet closed still
+ * gives the records it committed, then `RWAL_ERR_REPLICATION`; a log poisoned by a failed
+ * write or sync gives `RWAL_ERR_POISONED` at once. `RWAL_ERR_INVALID_ARGUMENT` from one of the
+ * node's callbacks once there is something to wait for (from `restore` at once): the commit it
+ * waits for is that thread's to make. Nothing interrupts it from another thread but the
+ * node's close: a consumer that must stop waits in short timeouts. Blocks.
  *
  * # Safety
  * As `rwal_node_reader_next`.

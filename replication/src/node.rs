@@ -884,7 +884,10 @@ impl Node {
     ///
     /// It holds nothing between calls: it does not hold back compaction or a snapshot install
     /// (which replaces the log). A reader that falls behind the first retained LSN gets
-    /// `Error::Wal(Compacted)`; start a new one from the engine's state.
+    /// `Error::Wal(Compacted)`; start a new one from the engine's state. `from` may be at most
+    /// this node's last LSN + 1 (`Error::Wal(NotFound)` past it): a change feed that resumes
+    /// from a position another member gave it waits on that member, or here once this node
+    /// has caught up.
     pub fn reader(&self, from: Lsn) -> Result<CommittedReader> {
         // Checks `from` now without a reader: its pin, however brief, could refuse the
         // node's thread a snapshot install or a cut of a divergent tail, and stop the node.
@@ -1078,9 +1081,15 @@ impl CommittedReader {
     /// The next committed record, or `None` at the commit LSN.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<CommittedRecord>> {
+        self.next_by(None)
+    }
+
+    /// [`next`](CommittedReader::next), giving up on a snapshot install in progress at
+    /// `deadline` (`None` if there is none) as if nothing were committed.
+    fn next_by(&mut self, deadline: Option<Instant>) -> Result<Option<CommittedRecord>> {
         self.check_open()?;
         if self.buffered.is_empty() {
-            self.fill(READER_BATCH_BYTES, usize::MAX)?;
+            self.fill(READER_BATCH_BYTES, usize::MAX, deadline)?;
         }
         Ok(self.buffered.pop_front())
     }
@@ -1093,7 +1102,8 @@ impl CommittedReader {
     pub fn next_at_most(&mut self, bytes_max: usize) -> Result<Option<Bounded>> {
         self.check_open()?;
         if self.buffered.is_empty() {
-            if let Some((lsn, bytes)) = self.fill(bytes_max.min(READER_BATCH_BYTES), bytes_max)? {
+            let cap = bytes_max.min(READER_BATCH_BYTES);
+            if let Some((lsn, bytes)) = self.fill(cap, bytes_max, None)? {
                 return Ok(Some(Bounded::Larger { lsn, bytes }));
             }
         }
@@ -1109,17 +1119,26 @@ impl CommittedReader {
 
     /// The next committed record, waiting up to `timeout` for it to commit: a tailing reader
     /// (a change feed, a log shipper) on any member. [`Error::Timeout`] if none commits in
-    /// time. A close of the node ends the wait at once with [`Error::Closed`] (records not
-    /// read yet included, as [`next`](CommittedReader::next) answers after a close); a node
-    /// stopped by its failure, its log still open, still gives the records it committed, then
-    /// the failure ([`Error::Raft`]). Refused (`InvalidArgument`) on the node's own thread,
-    /// from a callback, once there is something to wait for: the commit it would wait for is
-    /// that thread's to make.
+    /// time, also while a snapshot install holds the log (for as long as the engine's
+    /// `restore` takes). A close of the node ends the wait with [`Error::Closed`] (a record
+    /// read in the moment before may still come first; records not read yet are not
+    /// returned, as [`next`](CommittedReader::next) answers after a close); a node stopped by
+    /// its engine's failure, its log still open, still gives the records it committed, then the
+    /// failure ([`Error::Raft`]); a log poisoned by a failed write or sync gives
+    /// `Wal(Poisoned)` at once, records not read yet included. Refused (`InvalidArgument`) on
+    /// the node's own thread, from a callback, once there is something to wait for (a timeout
+    /// already passed gives `Timeout`): the commit it would wait for is that thread's to make;
+    /// from `restore` it is refused at once, as `next` is. It cannot be interrupted from
+    /// another thread: a consumer that must stop waits in short timeouts.
     pub fn next_timeout(&mut self, timeout: Duration) -> Result<CommittedRecord> {
         // A timeout too large to add to the clock waits as long as it takes.
         let deadline = Instant::now().checked_add(timeout);
         loop {
-            match self.next() {
+            // A snapshot install holds the log for as long as the engine's restore takes (a
+            // large state: minutes): the wait for it ends at the deadline too.
+            let until_gate =
+                deadline.unwrap_or_else(|| Instant::now() + WAIT_SLICE_WITHOUT_DEADLINE);
+            match self.next_by(Some(until_gate)) {
                 Ok(Some(record)) => return Ok(record),
                 Ok(None) => {}
                 // One answer for a close, whichever of the node's flags the reader saw first.
@@ -1182,8 +1201,14 @@ impl CommittedReader {
 
     /// Copies committed records into the buffer, at most `cap` bytes of payloads, except that
     /// an empty buffer takes one record larger than that if it is at most `alone_max` bytes.
-    /// Returns the LSN and size of a first record it left unread for being larger.
-    fn fill(&mut self, cap: usize, alone_max: usize) -> Result<Option<(Lsn, usize)>> {
+    /// Returns the LSN and size of a first record it left unread for being larger. With a
+    /// `gate_deadline`, a snapshot install still in progress then leaves the buffer empty.
+    fn fill(
+        &mut self,
+        cap: usize,
+        alone_max: usize,
+        gate_deadline: Option<Instant>,
+    ) -> Result<Option<(Lsn, usize)>> {
         // The gate is shared with other readers; a snapshot install waits until this read is
         // done. Only the node's thread installs, holding the gate while the state machine's
         // `restore` runs: a read from there would wait for itself, so there the gate is tried
@@ -1204,7 +1229,14 @@ impl CommittedReader {
         if self.next_lsn > commit {
             return Ok(None);
         }
-        let _gate = gate_of_its_thread.unwrap_or_else(|| self.install_gate.read());
+        let _gate = match (gate_of_its_thread, gate_deadline) {
+            (Some(gate), _) => gate,
+            (None, None) => self.install_gate.read(),
+            (None, Some(deadline)) => match self.install_gate.try_read_until(deadline) {
+                Some(gate) => gate,
+                None => return Ok(None),
+            },
+        };
         let mut reader = self.wal.reader(self.next_lsn)?;
         let mut bytes = 0;
         while reader.next_lsn() <= commit && self.buffered.len() < READER_BATCH_RECORDS {

@@ -48,14 +48,19 @@ pub trait StateMachine: Send + 'static {
 
     /// Replace the whole state with `snapshot`, the state as of `lsn` (written in `epoch`):
     /// called when the leader sends a snapshot, and at open with the latest checkpoint's. An
-    /// error stops the replica with [`Error::Engine`]. The install holds the log while this
+    /// error stops the replica with [`Error::Engine`]. `snapshot` is a read-only view of the
+    /// checkpoint's file, its checksum checked (the whole file read once first), not a copy: it
+    /// has no alignment, and a disk that fails to read a page back, or another process
+    /// truncating the file, is a SIGBUS while it is read. The install holds the log while this
     /// runs: a [`CommittedReader`](crate::CommittedReader) read from here gets
     /// `InvalidArgument` (it would wait for the install to end).
     fn restore(&mut self, lsn: Lsn, epoch: u64, snapshot: &[u8]) -> EngineResult;
 
     /// The state as of the last record applied: asked for when the leader must send a
     /// follower a snapshot that no checkpoint can give (none yet, or the follower joined after
-    /// it). The replica writes it as a checkpoint at the applied LSN. An error writes nothing
+    /// it). The replica writes it as a checkpoint at the applied LSN (a `Node` on a thread of
+    /// its own): the whole state in memory for a while, which the engine's own checkpoints
+    /// ([`Replica::checkpoint`], `Node::checkpoint`) spare it. An error writes nothing
     /// (the replica notes why, see [`Replica::take_log`]); raft asks again at its next attempt.
     fn snapshot(&mut self) -> EngineResult<Vec<u8>>;
 

@@ -191,7 +191,11 @@ impl Incoming {
         wal: &Wal,
     ) -> Result<(), String> {
         if chunk.total > bytes_max {
-            *slot = None;
+            // Its sender moved on to this snapshot: what it sent before goes. Another
+            // sender's stream (a stale leader's chunk) stays.
+            if slot.as_ref().is_some_and(|i| i.from == chunk.from) {
+                *slot = None;
+            }
             return Err(format!(
                 "snapshot of {} bytes from node {} is over the limit of {bytes_max}",
                 chunk.total, chunk.from
@@ -504,6 +508,33 @@ mod tests {
         at_zero.lsn = 0;
         let e = Incoming::accept(&mut slot, at_zero, max, &wal).unwrap_err();
         assert!(e.contains("cannot receive snapshot 0"), "{e}");
+        assert!(slot.is_none());
+    }
+
+    /// An oversized snapshot refused from another sender (a stale leader) leaves the stream in
+    /// progress alone; one from the same sender drops it (the sender moved on).
+    #[test]
+    fn an_oversized_snapshot_drops_only_its_own_senders_stream() {
+        let wal = wal();
+        let blob = blob();
+        let parts = chunks(&blob, 300);
+        let mut slot = None;
+        Incoming::accept(&mut slot, parts[0].clone(), 1 << 20, &wal).unwrap();
+        let mut stale = parts[0].clone();
+        stale.from = 3;
+        stale.total = 2 << 20;
+        let e = Incoming::accept(&mut slot, stale, 1 << 20, &wal).unwrap_err();
+        assert!(e.contains("over the limit"), "{e}");
+        for part in &parts[1..] {
+            Incoming::accept(&mut slot, part.clone(), 1 << 20, &wal).unwrap();
+        }
+        let received = Incoming::take_if(&mut slot, 1, 40, 3).expect("complete");
+        assert_eq!(bytes_of(&wal, received), blob);
+
+        Incoming::accept(&mut slot, parts[0].clone(), 1 << 20, &wal).unwrap();
+        let mut larger = parts[0].clone();
+        larger.total = 2 << 20;
+        Incoming::accept(&mut slot, larger, 1 << 20, &wal).unwrap_err();
         assert!(slot.is_none());
     }
 

@@ -1625,6 +1625,20 @@ fn a_received_snapshot_that_cannot_be_reset_to_leaves_nothing_behind() {
         assert!(matches!(error, Error::Pinned { .. }), "{}: {error}", t.name);
         drop(reader);
 
+        if !matches!(t.backend, Backend::Simulated(_)) {
+            // Received by another log: its file is in that log's directory, and a reset to it
+            // would leave this log's control file naming a snapshot it does not have.
+            let other = Wal::open(t.dir.with_file_name("other-log"), t.options()).unwrap();
+            let mut foreign = other.receive_snapshot(100, 2, 4).unwrap();
+            foreign.write(b"four").unwrap();
+            let error = wal.reset_to_received(foreign).unwrap_err();
+            assert!(
+                error.to_string().contains("another log"),
+                "{}: {error}",
+                t.name
+            );
+        }
+
         let mut dropped = wal.receive_snapshot(100, 2, 4).unwrap();
         dropped.write(b"fo").unwrap();
         assert_eq!(temporary_snapshots(&t).len(), 1, "{}", t.name);

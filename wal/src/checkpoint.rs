@@ -329,8 +329,14 @@ impl Wal {
     /// [`reset_to_snapshot`](Wal::reset_to_snapshot) to a snapshot received whole: its file
     /// becomes the checkpoint's snapshot (synced and renamed, not copied). Refused, with the
     /// file removed, as `reset_to_snapshot` refuses, and with [`Error::InvalidArgument`] for
-    /// a snapshot not received whole.
+    /// a snapshot not received whole or received by another log.
     pub fn reset_to_received(&self, snapshot: ReceivedSnapshot) -> Result<()> {
+        if !snapshot.writer.is_in(&self.inner.dir) {
+            return Err(Error::invalid(
+                "snapshot",
+                "it was received by another log (its file is in that log's directory)",
+            ));
+        }
         if !snapshot.is_complete() {
             return Err(Error::invalid(
                 "snapshot",

@@ -199,6 +199,12 @@ impl SnapshotWriter {
         self.header.body_bytes
     }
 
+    /// Whether the file is in `dir` (the same directory object, not another opened on the
+    /// same path).
+    pub fn is_in(&self, dir: &Arc<dyn Dir>) -> bool {
+        std::ptr::addr_eq(Arc::as_ptr(&self.dir), Arc::as_ptr(dir))
+    }
+
     /// Bytes of the body written so far.
     pub fn written(&self) -> u64 {
         self.at

@@ -666,17 +666,20 @@ class NodeTail(_Tail):
     """A reader that waits for committed records, from Node.tail(): next() returns the next
     committed record, (lsn, epoch, kind, data) as records() gives them, waiting for it to
     commit; iterating over it does the same and never ends by itself. The node's close()
-    ends a waiting tail at once with ClosedError (records not read yet included); a node
-    stopped by its failure and not yet closed still gives the records it committed, then
-    ReplicationError. ClosedError too once the tail itself is closed (from another thread:
-    within 0.2 s). Waits are cut in slices of 0.2 s in the library, so Ctrl-C is raised
-    within one, and a record the library handed over as the interrupt came is returned by
-    the next call. Called from one of the node's callbacks it returns what is committed, then
-    raises InvalidArgumentError rather than wait (a timeout of 0 returns None): the commit
-    it would wait for is that thread's to make.
+    ends a waiting tail with ClosedError (records not read yet included); a node stopped by
+    its engine's failure and not yet closed still gives the records it committed, then
+    ReplicationError; a log poisoned by a failed write or sync raises PoisonedError at once.
+    ClosedError too once the tail itself is closed (from another thread: within 0.2 s).
+    Waits are cut in slices of 0.2 s in the library, also while a snapshot install holds the
+    log, so Ctrl-C is raised within one, and a record the library handed over as the
+    interrupt came is returned by the next call. Called from one of the node's callbacks it
+    returns what is committed, then raises InvalidArgumentError rather than wait (a timeout
+    of 0 returns None; from restore it raises at once): the commit it would wait for is that
+    thread's to make.
 
-    It holds nothing in the log between calls (compaction may pass it: CompactedError), and
-    keeps its node from being collected. One thread reads at a time: a next() on another
+    It holds nothing in the log between calls: compaction, or a snapshot install on this
+    node, may pass it (CompactedError). It starts at most at the node's last LSN + 1
+    (NotFoundError past it). It keeps its node from being collected. One thread reads at a time: a next() on another
     thread waits for the one in progress, up to its own timeout."""
 
     _what = "node tail"
