@@ -1013,9 +1013,9 @@ rwal_status rwal_node_options_set_sync_stall_limit_ms(rwal_node_options *opts, u
  * engine's state and the membership written with it. A snapshot being received is written to
  * a file in the node's directory as it arrives (it never is whole in memory), so this bounds
  * the disk that file takes beside the log, the latest checkpoint's and the segments, which go
- * only once it is installed (a disk that fills up drops the stream, and the leader starts
- * again later). A restart of either node starts the stream over; a file a crash left is
- * removed at the next open. A larger one is refused (an
+ * only once it is installed (a snapshot larger than the file system's free space is refused
+ * at its first chunk, before anything is written; the leader tries again later). A restart of
+ * either node starts the stream over; a file a crash left is removed at the next open. A larger one is refused (an
  * `RWAL_LOG_WARN` line through the log callback for each stream), and a node that can
  * only be caught up by a snapshot (a joining one, one the leader compacted past) stays behind:
  * every member's limit must hold the engine's largest checkpoint.
@@ -1023,7 +1023,8 @@ rwal_status rwal_node_options_set_sync_stall_limit_ms(rwal_node_options *opts, u
  * # Safety
  * `opts` is live.
  */
-rwal_status rwal_node_options_set_snapshot_bytes_max(rwal_node_options *opts, uint64_t bytes);
+rwal_status rwal_node_options_set_snapshot_bytes_max(rwal_node_options *opts,
+                                                     uint64_t bytes);
 
 /**
  * How long, in milliseconds, a snapshot stream to a follower may go without progress before

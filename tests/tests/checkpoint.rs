@@ -1600,6 +1600,25 @@ fn a_received_snapshot_that_cannot_be_reset_to_leaves_nothing_behind() {
     for t in targets("receive-refused") {
         let wal = Wal::open(&t.dir, t.options()).unwrap();
         fill(&wal, 3);
+        // More than any disk holds: refused before anything is written (on a real file
+        // system by its free space, on the simulated disk by a space limit).
+        if let Backend::Simulated(disk) = &t.backend {
+            disk.set_space_limit(Some(64 << 20));
+        }
+        let too_large = wal.receive_snapshot(100, 2, 1 << 50).unwrap_err();
+        assert!(
+            matches!(too_large, Error::NoSpace { .. }),
+            "{}: {too_large}",
+            t.name
+        );
+        assert!(
+            too_large.to_string().contains("less space is free"),
+            "{too_large}"
+        );
+        assert_eq!(temporary_snapshots(&t), Vec::<String>::new(), "{}", t.name);
+        if let Backend::Simulated(disk) = &t.backend {
+            disk.set_space_limit(None);
+        }
         let refused_lsn = wal.receive_snapshot(0, 1, 4).unwrap_err();
         assert!(
             matches!(refused_lsn, Error::InvalidArgument { name: "lsn", .. }),

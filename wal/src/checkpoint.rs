@@ -317,11 +317,26 @@ impl Wal {
     /// Starts receiving a snapshot of `len` bytes, the state as of `lsn` (written in
     /// `epoch`), for a later [`reset_to_received`](Wal::reset_to_received). Refused with
     /// [`Error::InvalidArgument`] for an `lsn` the reset would refuse (0, or at or past
-    /// [`segment::LSN_MAX`](crate::segment::LSN_MAX)); the log is not looked at otherwise, and
-    /// goes on as before while the bytes arrive.
+    /// [`segment::LSN_MAX`](crate::segment::LSN_MAX)), and with [`Error::NoSpace`] when the
+    /// file system has less room than the snapshot takes (where the system says); the log is
+    /// not looked at otherwise, and goes on as before while the bytes arrive.
     pub fn receive_snapshot(&self, lsn: Lsn, epoch: u64, len: u64) -> Result<ReceivedSnapshot> {
         check_reset_lsn(lsn)?;
         self.inner.group.check()?;
+        // The file is sparse: without room for all of it, the disk would fill part-way
+        // through (and every other writer on it fail), the stream be dropped, and the sender
+        // start again, filling it again.
+        let path = self.inner.dir.path();
+        let available =
+            (self.inner.dir.available_bytes()).map_err(|e| Error::io("fstatvfs", path, e))?;
+        if available.is_some_and(|free| free < len.saturating_add(snapshot::BODY_OFFSET)) {
+            return Err(Error::NoSpace {
+                op: "receive a snapshot into",
+                path: path.to_path_buf(),
+                reason: "less space is free than the snapshot's length (checked before its \
+                         first byte is written)",
+            });
+        }
         let writer = SnapshotWriter::create(&self.inner.dir, lsn, epoch, true, len)?;
         Ok(ReceivedSnapshot { writer })
     }

@@ -537,6 +537,19 @@ impl Dir for FsDir {
     fn lock_holder(&self) -> Option<u32> {
         lock_holder(&self.path)
     }
+
+    fn available_bytes(&self) -> io::Result<Option<u64>> {
+        let mut stats = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+        // SAFETY: the descriptor belongs to `self.dir`, open for as long as `self` lives; the
+        // kernel writes one `statvfs` into the zeroed buffer, which lives through the call.
+        let done = unsafe { libc::fstatvfs(self.dir.as_raw_fd(), stats.as_mut_ptr()) };
+        if done != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: zeroed (a valid `statvfs`, all integers), then filled by the call above.
+        let stats = unsafe { stats.assume_init() };
+        Ok(Some(stats.f_bavail.saturating_mul(stats.f_frsize)))
+    }
 }
 
 struct FsLock {

@@ -153,6 +153,13 @@ pub(crate) trait Dir: Send + Sync {
     fn sync(&self) -> io::Result<()>;
     /// Takes the exclusive lock on the directory; `WouldBlock` if another holder has it.
     fn lock(&self) -> io::Result<Box<dyn DirLock>>;
+    /// Bytes that new data may still take on the directory's file system, where the system
+    /// says (`fstatvfs`: the blocks left to unprivileged users); `None` where it cannot tell.
+    /// A snapshot received from a leader is checked against it before its first byte is
+    /// written: the file is sparse, and would otherwise fill the disk part-way through.
+    fn available_bytes(&self) -> io::Result<Option<u64>> {
+        Ok(None)
+    }
     /// The process holding the lock, where the system says: named in `Locked`.
     fn lock_holder(&self) -> Option<u32> {
         None

@@ -489,6 +489,22 @@ impl Dir for SimDir {
         &self.path
     }
 
+    fn available_bytes(&self) -> io::Result<Option<u64>> {
+        let Some(limit) = *self.disk.inner.faults.space_limit_bytes.lock() else {
+            return Ok(None);
+        };
+        let used: u64 = self
+            .disk
+            .inner
+            .state
+            .lock()
+            .names
+            .values()
+            .map(|f| f.len())
+            .sum();
+        Ok(Some(limit.saturating_sub(used)))
+    }
+
     fn list(&self) -> io::Result<Vec<String>> {
         Ok(self.disk.file_names())
     }
