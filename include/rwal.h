@@ -1013,9 +1013,11 @@ rwal_status rwal_node_options_set_sync_stall_limit_ms(rwal_node_options *opts, u
  * engine's state and the membership written with it. A snapshot being received is written to
  * a file in the node's directory as it arrives (it never is whole in memory), so this bounds
  * the disk that file takes beside the log, the latest checkpoint's and the segments, which go
- * only once it is installed (a snapshot larger than the file system's free space is refused
- * at its first chunk, before anything is written; the leader tries again later). A restart of
- * either node starts the stream over; a file a crash left is removed at the next open. A larger one is refused (an
+ * only once it is installed. Where the file system says how full it is, a snapshot that does
+ * not fit its free space (with room for one more log segment) is refused at its first chunk,
+ * before anything is written, and the leader tries again later; a disk that fills up while
+ * the bytes arrive drops the stream, with the same outcome. A restart of either node starts
+ * the stream over; a file a crash left is removed at the next open. A snapshot over this limit is refused (an
  * `RWAL_LOG_WARN` line through the log callback for each stream), and a node that can
  * only be caught up by a snapshot (a joining one, one the leader compacted past) stays behind:
  * every member's limit must hold the engine's largest checkpoint.

@@ -228,8 +228,8 @@ impl Incoming {
                 .receive_snapshot(chunk.lsn, chunk.epoch, chunk.total)
                 .map_err(|e| {
                     format!(
-                        "cannot receive snapshot {} from node {}: {e}",
-                        chunk.lsn, chunk.from
+                        "cannot receive snapshot {} of {} bytes from node {}: {e}",
+                        chunk.lsn, chunk.total, chunk.from
                     )
                 })?;
             *slot = Some(Incoming {
@@ -507,7 +507,7 @@ mod tests {
         let mut at_zero = parts[0].clone();
         at_zero.lsn = 0;
         let e = Incoming::accept(&mut slot, at_zero, max, &wal).unwrap_err();
-        assert!(e.contains("cannot receive snapshot 0"), "{e}");
+        assert!(e.contains("cannot receive snapshot 0 of 1000 bytes"), "{e}");
         assert!(slot.is_none());
     }
 

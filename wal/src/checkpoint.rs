@@ -318,23 +318,29 @@ impl Wal {
     /// `epoch`), for a later [`reset_to_received`](Wal::reset_to_received). Refused with
     /// [`Error::InvalidArgument`] for an `lsn` the reset would refuse (0, or at or past
     /// [`segment::LSN_MAX`](crate::segment::LSN_MAX)), and with [`Error::NoSpace`] when the
-    /// file system has less room than the snapshot takes (where the system says); the log is
-    /// not looked at otherwise, and goes on as before while the bytes arrive.
+    /// file system has less room than the snapshot and one of the log's segments take (where
+    /// the system says: the check is skipped where it cannot tell); the log is not looked at
+    /// otherwise, and goes on as before while the bytes arrive. The check is a look at one
+    /// moment: other writers may still fill the disk while the bytes arrive.
     pub fn receive_snapshot(&self, lsn: Lsn, epoch: u64, len: u64) -> Result<ReceivedSnapshot> {
         check_reset_lsn(lsn)?;
         self.inner.group.check()?;
         // The file is sparse: without room for all of it, the disk would fill part-way
         // through (and every other writer on it fail), the stream be dropped, and the sender
-        // start again, filling it again.
+        // start again, filling it again. Room for the log's next segment is kept too. Only a
+        // file system that says how full it is is checked: one that cannot tell (or whose
+        // `fstatvfs` fails: a sandbox's filter) is written to as before.
         let path = self.inner.dir.path();
-        let available =
-            (self.inner.dir.available_bytes()).map_err(|e| Error::io("fstatvfs", path, e))?;
-        if available.is_some_and(|free| free < len.saturating_add(snapshot::BODY_OFFSET)) {
+        let available = self.inner.dir.available_bytes().ok().flatten();
+        let needed = len
+            .saturating_add(snapshot::BODY_OFFSET)
+            .saturating_add(self.inner.options.segment_bytes);
+        if available.is_some_and(|free| free < needed) {
             return Err(Error::NoSpace {
                 op: "receive a snapshot into",
                 path: path.to_path_buf(),
-                reason: "less space is free than the snapshot's length (checked before its \
-                         first byte is written)",
+                reason: "less space is free than the snapshot's length and one segment \
+                         (checked before its first byte is written)",
             });
         }
         let writer = SnapshotWriter::create(&self.inner.dir, lsn, epoch, true, len)?;

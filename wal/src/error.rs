@@ -30,10 +30,13 @@ pub enum Error {
     NoSpace {
         /// What the log was doing.
         op: &'static str,
-        /// The file concerned.
+        /// The file concerned (the log's directory for a snapshot refused before it is
+        /// received).
         path: PathBuf,
-        /// Which limit: `"no space left on device"` (`ENOSPC`) or `"disk quota exceeded"`
-        /// (`EDQUOT`).
+        /// Which limit: `"no space left on device"` (`ENOSPC`), `"disk quota exceeded"`
+        /// (`EDQUOT`), or, for a snapshot refused before it is received
+        /// ([`Wal::receive_snapshot`](crate::Wal::receive_snapshot)), that less space is free
+        /// than it takes.
         reason: &'static str,
     },
     /// Another open log (in this or another process) holds the directory, or a reader of a

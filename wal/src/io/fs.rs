@@ -538,6 +538,8 @@ impl Dir for FsDir {
         lock_holder(&self.path)
     }
 
+    // The fields are `u64` on 64-bit Linux, narrower on other targets.
+    #[allow(clippy::useless_conversion)]
     fn available_bytes(&self) -> io::Result<Option<u64>> {
         let mut stats = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
         // SAFETY: the descriptor belongs to `self.dir`, open for as long as `self` lives; the
@@ -548,7 +550,14 @@ impl Dir for FsDir {
         }
         // SAFETY: zeroed (a valid `statvfs`, all integers), then filled by the call above.
         let stats = unsafe { stats.assume_init() };
-        Ok(Some(stats.f_bavail.saturating_mul(stats.f_frsize)))
+        if stats.f_blocks == 0 {
+            // A file system that reports no sizes (ramfs, a FUSE file system without
+            // `statfs`): it cannot tell, which is not "full".
+            return Ok(None);
+        }
+        Ok(Some(
+            u64::from(stats.f_bavail).saturating_mul(u64::from(stats.f_frsize)),
+        ))
     }
 }
 

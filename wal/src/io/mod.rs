@@ -154,7 +154,9 @@ pub(crate) trait Dir: Send + Sync {
     /// Takes the exclusive lock on the directory; `WouldBlock` if another holder has it.
     fn lock(&self) -> io::Result<Box<dyn DirLock>>;
     /// Bytes that new data may still take on the directory's file system, where the system
-    /// says (`fstatvfs`: the blocks left to unprivileged users); `None` where it cannot tell.
+    /// says (`fstatvfs`: the blocks left to unprivileged users); `None` where it cannot tell
+    /// (a file system that reports no sizes). An error is the system's failure to say, which
+    /// the caller may treat as `None`.
     /// A snapshot received from a leader is checked against it before its first byte is
     /// written: the file is sparse, and would otherwise fill the disk part-way through.
     fn available_bytes(&self) -> io::Result<Option<u64>> {
