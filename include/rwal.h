@@ -248,13 +248,18 @@ typedef int (*rwal_apply_fn)(void *userdata,
 
 /**
  * Asked for the engine's state as of the last applied record (for a checkpoint a lagging
- * follower can start from), on the node's thread: write it with `rwal_snapshot_sink_write`,
- * then return 0. Anything else (or a failed `rwal_snapshot_sink_write`) abandons this
- * snapshot: no checkpoint is written, the node logs why, and it asks again later. The sink
- * holds what is written in memory until the callback returns (a thread of the node's then
- * writes it to the checkpoint's file: the node's thread does no disk write for it), so this
- * takes memory for the whole state; `rwal_node_checkpoint`, called by the engine now and then,
- * keeps the node from needing it (a follower is sent the latest checkpoint if it names it).
+ * follower can start from), on the node's thread: hand it to the sink, then return 0.
+ * Anything else (or a failed call on the sink) abandons this snapshot: no checkpoint is
+ * written, the node logs why, and it asks again later. Two ways to hand it over, one per
+ * snapshot:
+ * - `rwal_snapshot_sink_write`, once or in pieces: the sink holds a copy in memory until a
+ *   thread of the node's has written it to the checkpoint's file, so this takes memory for
+ *   the whole state;
+ * - `rwal_snapshot_sink_set_bytes`: the state stays where it is (a read-only mapping of a
+ *   file the engine wrote will do) until the node's thread for the checkpoint has read it,
+ *   then the node calls the release function given with it.
+ *
+ * Either way the node's own thread does no disk write for it.
  */
 typedef int (*rwal_snapshot_fn)(void *userdata, rwal_snapshot_sink *sink);
 
@@ -283,6 +288,16 @@ typedef int (*rwal_restore_fn)(void *userdata,
  * The node learned of a new leader (`leader` 0: none known) in `term`, on the node's thread.
  */
 typedef void (*rwal_leader_fn)(void *userdata, uint64_t leader, uint64_t term);
+
+/**
+ * Releases a state handed over with `rwal_snapshot_sink_set_bytes`, once the node no longer
+ * reads it; called exactly once, on one of the node's threads: its own (the snapshot was
+ * abandoned before it was read) or the thread that wrote the checkpoint, which the node's
+ * thread may be waiting for. So it must not call the node's functions that wait for the
+ * node's thread (propose and wait, checkpoint, close...), nor wait for a lock held across
+ * such a call: free or unmap, and return.
+ */
+typedef void (*rwal_release_fn)(void *release_userdata);
 
 /**
  * What a node reports about itself (see `rwal_node_status_get`).
@@ -1072,13 +1087,37 @@ rwal_status rwal_node_options_set_callbacks(rwal_node_options *opts,
                                             void *userdata);
 
 /**
- * Appends `len` bytes to the snapshot being taken. Only inside a snapshot callback, on the
- * callback's own thread, one call at a time (the sink is not shared between threads).
+ * Appends `len` bytes to the snapshot being taken (copied). Only inside a snapshot callback,
+ * on the callback's own thread, one call at a time (the sink is not shared between threads).
+ * `RWAL_ERR_INVALID_ARGUMENT` after `rwal_snapshot_sink_set_bytes` on the same sink.
  *
  * # Safety
  * `sink` is the callback's sink; `data` has `len` readable bytes.
  */
 rwal_status rwal_snapshot_sink_write(rwal_snapshot_sink *sink, const uint8_t *data, size_t len);
+
+/**
+ * Hands the snapshot being taken over as the `len` bytes at `data`, without a copy: they must
+ * stay readable and unchanged until the node calls `release(release_userdata)` (NULL: no
+ * call), which it does exactly once, on one of its threads (see `rwal_release_fn` for what it
+ * may do there), after a thread of its own has read them into the checkpoint's file, or when
+ * the snapshot is abandoned (the callback returns non-zero, or an install comes first; a
+ * close waits for a checkpoint already started to be written). A read-only mapping of a
+ * file the engine wrote and no longer changes will do, unmapped by `release`: a state of any
+ * size is then written without being held in memory. `release` is not called when this
+ * fails. Only inside a snapshot callback, on its thread, once, and not after
+ * `rwal_snapshot_sink_write` (`RWAL_ERR_INVALID_ARGUMENT`, and the snapshot is abandoned).
+ *
+ * # Safety
+ * `sink` is the callback's sink; `data` has `len` readable bytes until the release;
+ * `release`, if not NULL, may be called with `release_userdata` from any of the node's
+ * threads.
+ */
+rwal_status rwal_snapshot_sink_set_bytes(rwal_snapshot_sink *sink,
+                                         const uint8_t *data,
+                                         size_t len,
+                                         rwal_release_fn release,
+                                         void *release_userdata);
 
 /**
  * Opens the node: its log (restoring the engine through `restore` and `apply`), its network

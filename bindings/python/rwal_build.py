@@ -73,6 +73,7 @@ header = (root / "include" / "rwal.h").read_text()
 PYTHON_CALLBACKS = """
 extern "Python" int _rwal_py_apply(void *, uint64_t, uint64_t, const uint8_t *, size_t);
 extern "Python" int _rwal_py_snapshot(void *, rwal_snapshot_sink *);
+extern "Python" void _rwal_py_release(void *);
 extern "Python" int _rwal_py_restore(void *, uint64_t, uint64_t, const uint8_t *, size_t);
 extern "Python" void _rwal_py_leader(void *, uint64_t, uint64_t);
 extern "Python" void _rwal_py_log(rwal_log_level, const char *, void *);

@@ -28,8 +28,8 @@ impl StateMachine for Nothing {
         Ok(())
     }
 
-    fn snapshot(&mut self) -> EngineResult<Vec<u8>> {
-        Ok(Vec::new())
+    fn snapshot(&mut self) -> EngineResult<rwal_replication::EngineSnapshot> {
+        Ok(Vec::new().into())
     }
 
     fn restore(&mut self, _lsn: u64, _epoch: u64, _snapshot: &[u8]) -> EngineResult {

@@ -46,13 +46,18 @@ pub type rwal_apply_fn = Option<
 >;
 
 /// Asked for the engine's state as of the last applied record (for a checkpoint a lagging
-/// follower can start from), on the node's thread: write it with `rwal_snapshot_sink_write`,
-/// then return 0. Anything else (or a failed `rwal_snapshot_sink_write`) abandons this
-/// snapshot: no checkpoint is written, the node logs why, and it asks again later. The sink
-/// holds what is written in memory until the callback returns (a thread of the node's then
-/// writes it to the checkpoint's file: the node's thread does no disk write for it), so this
-/// takes memory for the whole state; `rwal_node_checkpoint`, called by the engine now and then,
-/// keeps the node from needing it (a follower is sent the latest checkpoint if it names it).
+/// follower can start from), on the node's thread: hand it to the sink, then return 0.
+/// Anything else (or a failed call on the sink) abandons this snapshot: no checkpoint is
+/// written, the node logs why, and it asks again later. Two ways to hand it over, one per
+/// snapshot:
+/// - `rwal_snapshot_sink_write`, once or in pieces: the sink holds a copy in memory until a
+///   thread of the node's has written it to the checkpoint's file, so this takes memory for
+///   the whole state;
+/// - `rwal_snapshot_sink_set_bytes`: the state stays where it is (a read-only mapping of a
+///   file the engine wrote will do) until the node's thread for the checkpoint has read it,
+///   then the node calls the release function given with it.
+///
+/// Either way the node's own thread does no disk write for it.
 #[allow(non_camel_case_types)]
 pub type rwal_snapshot_fn =
     Option<unsafe extern "C" fn(userdata: *mut c_void, sink: *mut rwal_snapshot_sink) -> c_int>;
@@ -86,13 +91,67 @@ pub type rwal_restore_fn = Option<
 pub type rwal_leader_fn =
     Option<unsafe extern "C" fn(userdata: *mut c_void, leader: u64, term: u64)>;
 
+/// Releases a state handed over with `rwal_snapshot_sink_set_bytes`, once the node no longer
+/// reads it; called exactly once, on one of the node's threads: its own (the snapshot was
+/// abandoned before it was read) or the thread that wrote the checkpoint, which the node's
+/// thread may be waiting for. So it must not call the node's functions that wait for the
+/// node's thread (propose and wait, checkpoint, close...), nor wait for a lock held across
+/// such a call: free or unmap, and return.
+#[allow(non_camel_case_types)]
+pub type rwal_release_fn = Option<unsafe extern "C" fn(release_userdata: *mut c_void)>;
+
 /// Where a snapshot callback writes the engine's state.
 #[allow(non_camel_case_types)]
 #[derive(Debug, Default)]
 pub struct rwal_snapshot_sink {
     bytes: Vec<u8>,
-    /// A write failed: the snapshot is abandoned whatever the callback returns.
+    /// `rwal_snapshot_sink_write` was called (even with nothing to write).
+    written: bool,
+    /// The state handed over in place (`rwal_snapshot_sink_set_bytes`), instead of `bytes`.
+    lent: Option<LentState>,
+    /// A call failed: the snapshot is abandoned whatever the callback returns.
     failed: bool,
+}
+
+/// The engine's state left where it is by `rwal_snapshot_sink_set_bytes`: read by the node's
+/// checkpoint thread, released when dropped (after the last read, or when the snapshot is
+/// abandoned).
+#[derive(Debug)]
+struct LentState {
+    data: *const u8,
+    len: usize,
+    /// Bytes read so far.
+    at: usize,
+    release: rwal_release_fn,
+    release_userdata: *mut c_void,
+}
+
+// SAFETY: the pointers are the embedder's, who hands them over to "one of the node's threads"
+// (the header's contract for `rwal_snapshot_sink_set_bytes`): the bytes stay readable and
+// unchanged, and `release` may be called, from any of them, until the release.
+unsafe impl Send for LentState {}
+
+impl std::io::Read for LentState {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.len - self.at);
+        if n > 0 {
+            // SAFETY: `data` has `len` readable bytes until the release (the contract), and
+            // `at + n <= len`.
+            let left = unsafe { std::slice::from_raw_parts(self.data.add(self.at), n) };
+            buf[..n].copy_from_slice(left);
+            self.at += n;
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for LentState {
+    fn drop(&mut self) {
+        if let Some(release) = self.release {
+            // SAFETY: the embedder's function with its userdata, called once (this drop).
+            unsafe { release(self.release_userdata) };
+        }
+    }
 }
 
 /// Options for `rwal_node_open`. Create with `rwal_node_options_new`, free with
@@ -164,17 +223,20 @@ impl StateMachine for Engine {
         returned(unsafe { apply(self.0.userdata, lsn, epoch, c_bytes(data), data.len()) })
     }
 
-    fn snapshot(&mut self) -> EngineResult<Vec<u8>> {
+    fn snapshot(&mut self) -> EngineResult<rwal_replication::EngineSnapshot> {
         let mut sink = rwal_snapshot_sink::default();
         let Some(snapshot) = self.0.snapshot else {
-            return Ok(sink.bytes);
+            return Ok(sink.bytes.into());
         };
         // SAFETY: the embedder's callback; the sink lives through the call.
         returned(unsafe { snapshot(self.0.userdata, &mut sink) })?;
         if sink.failed {
-            return Err("a write to its sink failed".into());
+            return Err("a call on its sink failed".into());
         }
-        Ok(sink.bytes)
+        Ok(match sink.lent {
+            Some(lent) => rwal_replication::EngineSnapshot::from_reader(lent.len as u64, lent),
+            None => sink.bytes.into(),
+        })
     }
 
     fn restore(&mut self, lsn: u64, epoch: u64, data: &[u8]) -> EngineResult {
@@ -713,8 +775,9 @@ pub unsafe extern "C" fn rwal_node_options_set_callbacks(
     })
 }
 
-/// Appends `len` bytes to the snapshot being taken. Only inside a snapshot callback, on the
-/// callback's own thread, one call at a time (the sink is not shared between threads).
+/// Appends `len` bytes to the snapshot being taken (copied). Only inside a snapshot callback,
+/// on the callback's own thread, one call at a time (the sink is not shared between threads).
+/// `RWAL_ERR_INVALID_ARGUMENT` after `rwal_snapshot_sink_set_bytes` on the same sink.
 ///
 /// # Safety
 /// `sink` is the callback's sink; `data` has `len` readable bytes.
@@ -728,17 +791,70 @@ pub unsafe extern "C" fn rwal_snapshot_sink_write(
         non_null(sink, "sink")?;
         // SAFETY: the sink of the running callback (the caller's contract).
         let sink = unsafe { &mut *sink };
-        // SAFETY: forwarded caller contract.
-        match unsafe { bytes(data, len, "data") } {
-            Ok(data) => {
-                sink.bytes.extend_from_slice(data);
-                Ok(())
-            }
-            Err(e) => {
-                sink.failed = true;
-                Err(e)
-            }
+        let written = if sink.lent.is_some() {
+            Err(invalid(
+                "sink: the state was handed over with rwal_snapshot_sink_set_bytes",
+            ))
+        } else {
+            sink.written = true;
+            // SAFETY: forwarded caller contract.
+            unsafe { bytes(data, len, "data") }.map(|data| sink.bytes.extend_from_slice(data))
+        };
+        if written.is_err() {
+            sink.failed = true;
         }
+        written
+    })
+}
+
+/// Hands the snapshot being taken over as the `len` bytes at `data`, without a copy: they must
+/// stay readable and unchanged until the node calls `release(release_userdata)` (NULL: no
+/// call), which it does exactly once, on one of its threads (see `rwal_release_fn` for what it
+/// may do there), after a thread of its own has read them into the checkpoint's file, or when
+/// the snapshot is abandoned (the callback returns non-zero, or an install comes first; a
+/// close waits for a checkpoint already started to be written). A read-only mapping of a
+/// file the engine wrote and no longer changes will do, unmapped by `release`: a state of any
+/// size is then written without being held in memory. `release` is not called when this
+/// fails. Only inside a snapshot callback, on its thread, once, and not after
+/// `rwal_snapshot_sink_write` (`RWAL_ERR_INVALID_ARGUMENT`, and the snapshot is abandoned).
+///
+/// # Safety
+/// `sink` is the callback's sink; `data` has `len` readable bytes until the release;
+/// `release`, if not NULL, may be called with `release_userdata` from any of the node's
+/// threads.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_snapshot_sink_set_bytes(
+    sink: *mut rwal_snapshot_sink,
+    data: *const u8,
+    len: usize,
+    release: rwal_release_fn,
+    release_userdata: *mut c_void,
+) -> rwal_status {
+    boundary(|| {
+        non_null(sink, "sink")?;
+        // SAFETY: the sink of the running callback (the caller's contract).
+        let sink = unsafe { &mut *sink };
+        let refused = if sink.lent.is_some() {
+            Some("the state was already handed over with rwal_snapshot_sink_set_bytes")
+        } else if sink.written {
+            Some("the state is being written with rwal_snapshot_sink_write")
+        } else if data.is_null() && len > 0 {
+            Some("data is NULL with len above 0")
+        } else {
+            None
+        };
+        if let Some(reason) = refused {
+            sink.failed = true;
+            return Err(invalid(format!("sink: {reason}")));
+        }
+        sink.lent = Some(LentState {
+            data,
+            len,
+            at: 0,
+            release,
+            release_userdata,
+        });
+        Ok(())
     })
 }
 

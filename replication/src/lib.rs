@@ -19,6 +19,7 @@
 mod checkpoint;
 mod codec;
 mod commit_waiters;
+mod engine_snapshot;
 mod error;
 pub mod net;
 mod node;
@@ -32,6 +33,7 @@ mod transport;
 /// A node's id in the cluster (raft's peer id; not 0).
 pub type NodeId = u64;
 
+pub use engine_snapshot::EngineSnapshot;
 pub use error::{Error, Result};
 pub use node::{
     Bounded, CommittedReader, CommittedRecord, Node, NodeLog, NodeOptions, NodeStatus, Severity,

@@ -4,6 +4,7 @@
 //! records to the engine.
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +18,7 @@ use rwal_wal::{Backend, Lsn, Options, RecordKind, Wal};
 
 use crate::checkpoint::PendingCheckpoint;
 use crate::commit_waiters::CommitWaiters;
+use crate::engine_snapshot::{self, EngineSnapshot};
 use crate::error::{Error, Result};
 use crate::persister::Persister;
 use crate::replica::{Bootstrap, Config, MembershipChange, Replica, Role, StateMachine};
@@ -800,6 +802,21 @@ impl Node {
         pending.finish()
     }
 
+    /// [`checkpoint`](Node::checkpoint) with an engine state of exactly `len` bytes read from
+    /// `source` in chunks of 1 MiB on the caller's thread, never held whole in memory: a
+    /// state larger than the memory the process may take (a database's files) can be
+    /// checkpointed. `source` must be the state as of `lsn`, frozen while it is read (the node
+    /// goes on applying records meanwhile). A source that ends sooner, gives more or fails is
+    /// `InvalidArgument` on `source`, and nothing is kept. An install abandons the checkpoint
+    /// as for `checkpoint`, and waits for the read in progress to end: `source` must not wait
+    /// for the node. After `len` bytes it is read once more and must report its end.
+    pub fn checkpoint_from(&self, lsn: Lsn, len: u64, source: &mut dyn Read) -> Result<()> {
+        self.not_on_own_thread("checkpoint_from")?;
+        let mut pending = self.request(|reply| Request::StartCheckpoint(lsn, len, reply))?;
+        engine_snapshot::copy_exactly(source, len, &mut pending)?;
+        pending.finish()
+    }
+
     /// Runs the log's maintenance pass now, on the caller's thread, after one in progress on the
     /// log's background thread: prepares the next segment (zero-filled and synced) if none is,
     /// writes staged records back, writes the durable watermark and compacts. A benchmark calls
@@ -1333,15 +1350,15 @@ fn publish<M: StateMachine>(shared: &Shared, replica: &Replica<M>) {
 /// start the thread too) is logged and abandons the checkpoint: raft asks for a snapshot again
 /// at its next attempt, and the replica starts another.
 fn write_own_checkpoint(
-    mut pending: PendingCheckpoint,
-    state: Vec<u8>,
+    pending: PendingCheckpoint,
+    state: EngineSnapshot,
     log: Option<NodeLog>,
 ) -> Option<JoinHandle<()>> {
     let theirs = log.clone();
     let spawned = std::thread::Builder::new()
         .name("rwal-checkpoint".into())
         .spawn(move || {
-            let written = pending.write(&state).and_then(|()| pending.finish());
+            let written = state.write_into(pending);
             if let (Err(e), Some(log)) = (written, theirs) {
                 log(
                     Severity::Warning,

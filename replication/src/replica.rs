@@ -7,6 +7,7 @@
 //! `docs/replication.md` ("The Ready protocol").
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ use rwal_wal::{Lsn, Options, Pin, RecoveryMode, Wal};
 
 use crate::checkpoint::{CheckpointsOut, PendingCheckpoint};
 use crate::codec;
+use crate::engine_snapshot::{self, EngineSnapshot};
 use crate::error::{Error, Result};
 use crate::outbox::Outbox;
 use crate::snapshot_stream::{Incoming, Outgoing, Received};
@@ -58,11 +60,14 @@ pub trait StateMachine: Send + 'static {
 
     /// The state as of the last record applied: asked for when the leader must send a
     /// follower a snapshot that no checkpoint can give (none yet, or the follower joined after
-    /// it). The replica writes it as a checkpoint at the applied LSN (a `Node` on a thread of
-    /// its own): the whole state in memory for a while, which the engine's own checkpoints
-    /// ([`Replica::checkpoint`], `Node::checkpoint`) spare it. An error writes nothing
-    /// (the replica notes why, see [`Replica::take_log`]); raft asks again at its next attempt.
-    fn snapshot(&mut self) -> EngineResult<Vec<u8>>;
+    /// it). The replica writes it as a checkpoint at the applied LSN. A `Vec<u8>` converts
+    /// (`Ok(state.into())`), which holds the whole state in memory until it is written; an
+    /// [`EngineSnapshot::from_reader`] over a frozen image (a file, a copy-on-write view) is
+    /// read in chunks of 1 MiB after this returns, a `Node` on a thread of its own while its
+    /// own thread goes on applying records (the source's rules are on [`EngineSnapshot`]). An
+    /// error, or a source that fails, writes nothing (a `Replica` notes why, see
+    /// [`Replica::take_log`]; a `Node` logs it); raft asks again at its next attempt.
+    fn snapshot(&mut self) -> EngineResult<EngineSnapshot>;
 
     /// The leader changed (`None`: no leader known) in `term`. On a [`Node`](crate::Node),
     /// called once the node's status shows the change (its `status`, `leader` and
@@ -354,7 +359,7 @@ pub struct Replica<M: StateMachine> {
     /// Whether a checkpoint raft wants (section 4.2 of docs/replication.md) is left in
     /// `own_checkpoint` for the driver to write on another thread, instead of written here.
     own_checkpoints_elsewhere: bool,
-    own_checkpoint: Option<(PendingCheckpoint, Vec<u8>)>,
+    own_checkpoint: Option<(PendingCheckpoint, EngineSnapshot)>,
     /// Leader changes not yet told to the engine, oldest first, when the driver tells them
     /// ([`Replica::tell_leader_changes_later`]); `None`: told as raft reports them.
     leader_news: Option<Vec<(Option<NodeId>, u64)>>,
@@ -1307,9 +1312,11 @@ impl<M: StateMachine> Replica<M> {
             // next round's append anyway.
             let written = match self.machine.snapshot() {
                 Ok(state) if self.own_checkpoints_elsewhere => self
-                    .start_checkpoint(applied, state.len() as u64)
+                    .start_checkpoint(applied, state.len())
                     .map(|pending| self.own_checkpoint = Some((pending, state))),
-                Ok(state) => self.checkpoint(applied, &state),
+                Ok(state) => self
+                    .start_checkpoint(applied, state.len())
+                    .and_then(|pending| state.write_into(pending)),
                 Err(e) => Err(Error::engine("snapshot", applied, e)),
             };
             if let Err(e) = written {
@@ -1453,6 +1460,15 @@ impl<M: StateMachine> Replica<M> {
         pending.finish()
     }
 
+    /// [`checkpoint`](Replica::checkpoint) with an engine state of exactly `len` bytes read
+    /// from `source` in chunks of 1 MiB, never held whole in memory. A source that ends sooner,
+    /// gives more or fails is `InvalidArgument` on `source`, and nothing is kept.
+    pub fn checkpoint_from(&mut self, lsn: Lsn, len: u64, source: &mut dyn Read) -> Result<()> {
+        let mut pending = self.start_checkpoint(lsn, len)?;
+        engine_snapshot::copy_exactly(source, len, &mut pending)?;
+        pending.finish()
+    }
+
     /// Starts a checkpoint at `lsn` whose engine state of `engine_bytes` bytes the caller writes
     /// and finishes, on any thread (see [`crate::checkpoint`]).
     pub(crate) fn start_checkpoint(
@@ -1534,7 +1550,7 @@ impl<M: StateMachine> Replica<M> {
     }
 
     /// The checkpoint raft wanted, started, with the engine's state to write into it.
-    pub(crate) fn take_own_checkpoint(&mut self) -> Option<(PendingCheckpoint, Vec<u8>)> {
+    pub(crate) fn take_own_checkpoint(&mut self) -> Option<(PendingCheckpoint, EngineSnapshot)> {
         self.own_checkpoint.take()
     }
 

@@ -16,8 +16,8 @@ impl StateMachine for Count {
         Ok(())
     }
 
-    fn snapshot(&mut self) -> rwal_replication::EngineResult<Vec<u8>> {
-        Ok(self.0.to_le_bytes().to_vec())
+    fn snapshot(&mut self) -> rwal_replication::EngineResult<rwal_replication::EngineSnapshot> {
+        Ok(self.0.to_le_bytes().to_vec().into())
     }
 
     fn restore(&mut self, _lsn: Lsn, _epoch: u64, _bytes: &[u8]) -> rwal_replication::EngineResult {

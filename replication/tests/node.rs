@@ -715,8 +715,13 @@ fn a_learner_joins_by_snapshot_is_promoted_and_the_leader_removed() {
     let leader = cluster.leader_with_no_transfer_pending(&[1, 2, 3]);
     // Compact the leader's log so the newcomer must start from a snapshot.
     let applied = cluster.node(leader).status().applied_lsn;
+    // Streamed from the engine's encoding, read in pieces of 1 MiB (a state over two
+    // segments).
     let state = common::encode(&cluster.nodes[&leader].1 .0.lock());
-    cluster.node(leader).checkpoint(applied, &state).unwrap();
+    cluster
+        .node(leader)
+        .checkpoint_from(applied, state.len() as u64, &mut &state[..])
+        .unwrap();
     // A follower that lags pins the leader's log from its match LSN: compact once both have
     // caught up (proposals wait for one follower only) and the leader has seen their acks.
     for id in [1, 2, 3] {
@@ -735,10 +740,12 @@ fn a_learner_joins_by_snapshot_is_promoted_and_the_leader_removed() {
         std::thread::sleep(Duration::from_millis(10));
     }
     // The checkpoint predates the learner: the leader asks its engine for a new snapshot, and
-    // the first two attempts fail. Nothing is written for them (an empty checkpoint would seed
-    // the learner with nothing: the state comparison below would fail); raft asks again.
+    // the first three attempts fail: two refused, one whose source ends a byte short. Nothing
+    // is written for them (an empty or cut checkpoint would seed the learner with less: the
+    // state comparison below would fail); raft asks again.
     let faults = cluster.nodes[&leader].1 .2.clone();
     faults.snapshots_to_refuse.store(2, Ordering::Relaxed);
+    faults.snapshot_sources_to_cut.store(1, Ordering::Relaxed);
     cluster.start(4, Bootstrap::Join);
     // An engine tails the newcomer's log from the start: the reader must not stop the
     // snapshot install that replaces that log.
@@ -766,6 +773,7 @@ fn a_learner_joins_by_snapshot_is_promoted_and_the_leader_removed() {
     assert!(cluster.node(4).status().membership.learners.contains(&4));
     assert_eq!(cluster.node(4).status().failure, None);
     assert_eq!(faults.snapshots_refused.load(Ordering::Relaxed), 2);
+    assert_eq!(faults.snapshot_sources_to_cut.load(Ordering::Relaxed), 0);
     let read_in_restore = std::mem::take(&mut *newcomer.read_in_restore.lock());
     assert!(!read_in_restore.is_empty(), "restore never ran");
     for read in read_in_restore {
@@ -1651,8 +1659,8 @@ impl rwal_replication::StateMachine for PanickingEngine {
         Ok(())
     }
 
-    fn snapshot(&mut self) -> rwal_replication::EngineResult<Vec<u8>> {
-        Ok(Vec::new())
+    fn snapshot(&mut self) -> rwal_replication::EngineResult<rwal_replication::EngineSnapshot> {
+        Ok(Vec::new().into())
     }
 
     fn restore(
@@ -2082,6 +2090,10 @@ impl rwal_replication::StateMachine for ReentrantEngine {
             ),
             ("checkpoint", node.checkpoint(lsn, b"state")),
             (
+                "checkpoint_from",
+                node.checkpoint_from(lsn, 5, &mut &b"state"[..]),
+            ),
+            (
                 "change_membership",
                 node.change_membership(MembershipChange::AddLearner(9))
                     .map(drop),
@@ -2092,8 +2104,8 @@ impl rwal_replication::StateMachine for ReentrantEngine {
         Ok(())
     }
 
-    fn snapshot(&mut self) -> rwal_replication::EngineResult<Vec<u8>> {
-        Ok(Vec::new())
+    fn snapshot(&mut self) -> rwal_replication::EngineResult<rwal_replication::EngineSnapshot> {
+        Ok(Vec::new().into())
     }
 
     fn restore(
@@ -2165,8 +2177,8 @@ impl rwal_replication::StateMachine for SlowEngine {
         Ok(())
     }
 
-    fn snapshot(&mut self) -> rwal_replication::EngineResult<Vec<u8>> {
-        Ok(Vec::new())
+    fn snapshot(&mut self) -> rwal_replication::EngineResult<rwal_replication::EngineSnapshot> {
+        Ok(Vec::new().into())
     }
 
     fn restore(
@@ -2286,7 +2298,7 @@ fn calls_that_wait_for_the_node_are_refused_on_its_own_thread() {
     })
     .expect("it commits and applies");
     let outcomes = std::mem::take(&mut *outcomes.lock());
-    assert_eq!(outcomes.len(), 8, "{outcomes:?}");
+    assert_eq!(outcomes.len(), 9, "{outcomes:?}");
     for (call, outcome) in outcomes {
         match outcome {
             Err(Error::InvalidArgument {
@@ -2457,4 +2469,32 @@ fn a_shut_down_ends_a_transfer_of_leadership_in_progress() {
             stopping.elapsed()
         );
     });
+}
+
+/// A checkpoint streamed from a source that does not give the length announced keeps nothing,
+/// says how far the source got, and leaves the latest checkpoint as it was.
+#[test]
+fn a_streamed_checkpoint_whose_source_ends_early_keeps_nothing() {
+    let mut cluster = Cluster::new("repl-checkpoint-from-short", 1);
+    let leader = cluster.leader(&[1]);
+    let node = cluster.node(leader);
+    let (first, _) = node.propose_and_wait(b"one", WAIT).unwrap();
+    node.checkpoint_from(first, 5, &mut &b"state"[..]).unwrap();
+    let (second, _) = node.propose_and_wait(b"two", WAIT).unwrap();
+    match node.checkpoint_from(second, 10, &mut &b"cut"[..]) {
+        Err(Error::InvalidArgument {
+            name: "source",
+            reason,
+        }) => assert!(reason.contains("ended after 3 of the 10 bytes"), "{reason}"),
+        other => panic!("expected the source to be blamed, got {other:?}"),
+    }
+    // The node goes on.
+    node.propose_and_wait(b"three", WAIT).unwrap();
+    cluster.stop(leader);
+    let wal = Wal::open(cluster.dir.join("node1"), NodeOptions::default_wal()).unwrap();
+    let latest = wal.latest_checkpoint().expect("the first checkpoint");
+    assert_eq!(latest.lsn, first, "the cut checkpoint replaced the first");
+    let mut snapshot = Vec::new();
+    std::io::Read::read_to_end(&mut wal.open_snapshot().unwrap().unwrap(), &mut snapshot).unwrap();
+    assert!(snapshot.ends_with(b"state"), "{snapshot:?}");
 }

@@ -5,11 +5,11 @@
 //!
 //! One test in this binary: the allocator's counts are the whole process's.
 
-use rwal_replication::{
-    Bootstrap, Config, EngineResult, MembershipChange, Replica, Role, StateMachine,
-};
+use rwal_replication::{Bootstrap, Config, EngineResult, MembershipChange, Replica, StateMachine};
 use rwal_tests::{heap, TempDir};
 use rwal_wal::{Backend, Lsn, Options};
+
+mod pair;
 
 #[global_allocator]
 static HEAP: heap::Counting = heap::Counting;
@@ -28,7 +28,7 @@ impl StateMachine for Fingerprint {
         Ok(())
     }
 
-    fn snapshot(&mut self) -> EngineResult<Vec<u8>> {
+    fn snapshot(&mut self) -> EngineResult<rwal_replication::EngineSnapshot> {
         Err("this test's checkpoints are taken by hand".into())
     }
 }
@@ -47,21 +47,7 @@ fn a_snapshot_is_received_installed_and_restored_without_holding_it_in_memory() 
     let temp = TempDir::new("snapshot-memory");
 
     // A leader alone, whose log is compacted past a 96 MiB checkpoint that names node 2.
-    let mut config = Config::new(1);
-    // Its pin for node 2 would keep the log from LSN 1: released by the first compaction.
-    config.follower_pin_cap_bytes = Some(1);
-    let mut leader = Replica::open(
-        temp.join("1"),
-        options(),
-        config,
-        Bootstrap::Voters(vec![1]),
-        Fingerprint::default(),
-    )
-    .unwrap();
-    while leader.role() != Role::Leader {
-        leader.tick();
-        leader.process().unwrap();
-    }
+    let mut leader = pair::lone_leader(temp.join("1"), options(), Fingerprint::default());
     leader
         .change_membership(MembershipChange::AddLearner(2))
         .unwrap();
@@ -94,21 +80,9 @@ fn a_snapshot_is_received_installed_and_restored_without_holding_it_in_memory() 
     };
     let mut follower = open_follower();
     let mark = heap::mark();
-    for _ in 0..10_000 {
-        if follower.snapshots_installed() > 0 && follower.applied_lsn() >= lsn {
-            break;
-        }
-        leader.tick();
-        leader.process().unwrap();
-        for envelope in leader.take_messages() {
-            follower.step(envelope);
-        }
-        follower.process().unwrap();
-        for envelope in follower.take_messages() {
-            leader.step(envelope);
-        }
-        follower.tick();
-    }
+    pair::step_until(&mut leader, &mut follower, |follower| {
+        follower.snapshots_installed() > 0 && follower.applied_lsn() >= lsn
+    });
     assert_eq!(
         follower.snapshots_installed(),
         1,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rwal_replication::net::{PeerConfig, PeerNetwork};
-use rwal_replication::{Bootstrap, Node, NodeId, NodeOptions, Role, StateMachine};
+use rwal_replication::{Bootstrap, Node, NodeId, NodeOptions, Role};
 use rwal_tests::TempDir;
 use rwal_wal::{Backend, Lsn, Options};
 
@@ -170,7 +170,7 @@ impl Cluster {
             let data = i.to_le_bytes().repeat(500);
             last = leader_node.propose_and_wait(&data, WAIT).unwrap().0;
         }
-        let state = self.members[&leader].engine.clone().snapshot().unwrap();
+        let state = common::encode(&self.members[&leader].engine.0.lock());
         let applied = leader_node.status().applied_lsn;
         assert_eq!(applied, last);
         leader_node.checkpoint(applied, &state).unwrap();

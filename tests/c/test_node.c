@@ -35,6 +35,11 @@ struct engine {
     uint64_t leader_disagreements;
     uint64_t restores;
     uint64_t snapshots;
+    /* Whether snapshots hand the state over in place (rwal_snapshot_sink_set_bytes) instead of
+     * writing a copy; how many were handed over, and how many of those the node released. */
+    int lend_state;
+    uint64_t lent;
+    uint64_t released;
     /* For the re-entry test: the node, and what its calls made from apply returned. */
     rwal_node *node;
     int reentered;
@@ -105,14 +110,55 @@ static int on_apply(void *userdata, uint64_t lsn, uint64_t epoch, const uint8_t 
     return 0;
 }
 
+/* A state handed over in place: on the heap, so that valgrind reports one the node never
+ * releases. */
+struct lent_state {
+    struct engine *engine;
+    uint64_t state[2];
+};
+
+/* The node's release of a lent state, on one of its threads. */
+static void release_lent(void *release_userdata) {
+    struct lent_state *lent = release_userdata;
+    struct engine *e = lent->engine;
+    pthread_mutex_lock(&e->lock);
+    e->released++;
+    pthread_mutex_unlock(&e->lock);
+    free(lent);
+}
+
 static int on_snapshot(void *userdata, rwal_snapshot_sink *sink) {
     struct engine *e = userdata;
     pthread_mutex_lock(&e->lock);
     uint64_t state[2] = {e->count, e->sum};
     e->snapshots++;
+    int lend = e->lend_state;
+    uint64_t lent_before = lend ? e->lent++ : 0;
     pthread_mutex_unlock(&e->lock);
-    return rwal_snapshot_sink_write(sink, (const uint8_t *)state, sizeof state) == RWAL_OK ? 0
-                                                                                           : -1;
+    if (!lend)
+        return rwal_snapshot_sink_write(sink, (const uint8_t *)state, sizeof state) == RWAL_OK
+                   ? 0
+                   : -1;
+    struct lent_state *lent = malloc(sizeof *lent);
+    CHECK(lent != NULL);
+    if (lent == NULL) return -1;
+    lent->engine = e;
+    memcpy(lent->state, state, sizeof state);
+    const uint8_t *bytes = (const uint8_t *)lent->state;
+    if (rwal_snapshot_sink_set_bytes(sink, bytes, sizeof lent->state, release_lent, lent) !=
+        RWAL_OK) {
+        free(lent);
+        return -1;
+    }
+    if (lent_before == 0) {
+        /* The first time, a second hand-over and a copy after it are refused: that snapshot
+         * is abandoned although this returns 0, and the node still releases the state. */
+        CHECK_STATUS(rwal_snapshot_sink_set_bytes(sink, bytes, sizeof lent->state, release_lent,
+                                                  lent),
+                     RWAL_ERR_INVALID_ARGUMENT);
+        CHECK_STATUS(rwal_snapshot_sink_write(sink, bytes, 1), RWAL_ERR_INVALID_ARGUMENT);
+    }
+    return 0;
 }
 
 static int on_restore(void *userdata, uint64_t lsn, uint64_t epoch, const uint8_t *data,
@@ -566,8 +612,9 @@ static uint64_t propose_leading(rwal_node *node, const uint8_t *data, size_t len
 }
 
 /* A learner added after the leader compacted its log is seeded by a snapshot: the leader's
- * snapshot callback writes its engine's state through the sink, the learner's restore callback
- * gets exactly that, and the records after it come by the log. */
+ * snapshot callback hands its engine's state over in place (the first hand-over is abandoned),
+ * the learner's restore callback gets exactly that, and the records after it come by the log.
+ * The node releases every state handed over. */
 static void test_learner_by_snapshot(const char *dir) {
     char path[512], joining[512];
     snprintf(path, sizeof path, "%s/seeding", dir);
@@ -575,6 +622,7 @@ static void test_learner_by_snapshot(const char *dir) {
     struct engine seeding = {0}, learner = {0};
     pthread_mutex_init(&seeding.lock, NULL);
     pthread_mutex_init(&learner.lock, NULL);
+    seeding.lend_state = 1;
     rwal_node *leader = open_node(path, 1, &seeding);
     if (leader == NULL) return;
     /* Over two segments of 1 MiB, so that compaction can drop the first. */
@@ -654,7 +702,7 @@ static void test_learner_by_snapshot(const char *dir) {
     CHECK(strstr(why, "not a member") != NULL);
     pthread_mutex_lock(&seeding.lock);
     pthread_mutex_lock(&learner.lock);
-    CHECK(seeding.snapshots >= 1);
+    CHECK(seeding.snapshots >= 2 && seeding.lent == seeding.snapshots);
     CHECK(learner.restores >= 1);
     CHECK(learner.count == seeding.count && learner.sum == seeding.sum);
     CHECK(learner.count == 25);
@@ -662,6 +710,7 @@ static void test_learner_by_snapshot(const char *dir) {
     pthread_mutex_unlock(&seeding.lock);
     CHECK_STATUS(rwal_node_close(newcomer), RWAL_OK);
     CHECK_STATUS(rwal_node_close(leader), RWAL_OK);
+    CHECK(seeding.released == seeding.lent);
     pthread_mutex_destroy(&seeding.lock);
     pthread_mutex_destroy(&learner.lock);
 }

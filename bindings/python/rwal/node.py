@@ -17,7 +17,12 @@ close): those would wait for that thread, and raise InvalidArgumentError there i
 may they iterate records(): from restore it raises InvalidArgumentError, from the others it
 reads in the middle of the node's round. restore(lsn, epoch, state) is given the state as
 bytes: a copy in this process's memory (the library hands over a view of the checkpoint's
-file, which a Python object could outlive).
+file, which a Python object could outlive). snapshot() returns the state as a bytes-like
+object, which a thread of the node's reads into a checkpoint after the callback returned:
+bytes and an mmap.mmap opened with access=mmap.ACCESS_READ are read in place and kept alive
+until then; anything else (a bytearray, a memoryview) is copied first, since the engine goes
+on applying records meanwhile and may change what it views. An mmap of a file the engine wrote gives a state of any size without
+holding it in memory.
 
 A node left open is closed when the interpreter exits (an atexit hook), or when it is garbage
 collected (with a ResourceWarning) unless that happens inside one of a node's callbacks, on a
@@ -37,7 +42,9 @@ it takes. The constructor's settings named `..._ms` and `..._us` are in those un
 from __future__ import annotations
 
 import atexit
+import itertools
 import math
+import mmap
 import sys
 import threading
 import time
@@ -164,15 +171,49 @@ def _rwal_py_apply(userdata, lsn, epoch, data, size):
     return 0
 
 
+# The states snapshot callbacks handed over in place, kept alive until the node releases them
+# (rwal_snapshot_sink_set_bytes): key -> (object, cffi buffer over it).
+_lent_states: Dict[int, tuple] = {}
+_lent_lock = threading.Lock()
+_lent_keys = itertools.count(1)
+
+
 @ffi.def_extern(error=-1, onerror=_print_callback_error)
 def _rwal_py_snapshot(userdata, sink):
     engine = ffi.from_handle(userdata)
     with _in_callback(engine):
         # A bytes-like object only: bytes(n) of an int would be n zero bytes, seeding
         # followers with them.
-        state = memoryview(engine.snapshot()).tobytes()
-        written = lib.rwal_snapshot_sink_write(sink, ffi.from_buffer(state), len(state))
-    return 0 if written == 0 else -1
+        state = engine.snapshot()
+        with memoryview(state) as view:
+            # Read in place: bytes, and a read-only mmap (a file's pages, which the node reads
+            # after this returns). Anything else is copied: the engine goes on applying records
+            # meanwhile, and a read-only view of a bytearray it changes (or a strided view,
+            # which cannot be handed over as it is) would seed a follower with a torn state.
+            in_place = type(state) is bytes or (
+                isinstance(state, mmap.mmap) and view.readonly and view.c_contiguous)
+            if not in_place:
+                state = view.tobytes()
+        buf = ffi.from_buffer(state)
+        key = next(_lent_keys)
+        with _lent_lock:
+            _lent_states[key] = (state, buf)
+        status = lib.rwal_snapshot_sink_set_bytes(sink, ffi.cast("const uint8_t *", buf),
+                                                  len(buf), lib._rwal_py_release,
+                                                  ffi.cast("void *", key))
+        if status != 0:
+            with _lent_lock:
+                del _lent_states[key]
+    return 0 if status == 0 else -1
+
+
+@ffi.def_extern(onerror=_print_callback_error)
+def _rwal_py_release(release_userdata):
+    """The node no longer reads a state handed over in place (on one of its threads)."""
+    with _lent_lock:
+        lent = _lent_states.pop(int(ffi.cast("uintptr_t", release_userdata)), None)
+    # Dropped outside the lock: a collected object may run code of its own.
+    del lent
 
 
 @ffi.def_extern(error=-1, onerror=_print_callback_error)

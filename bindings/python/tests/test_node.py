@@ -1,5 +1,6 @@
 """pytest tests of rwal.Node: three replicated nodes in this process on loopback TCP."""
 
+import mmap
 import pickle
 import threading
 import time
@@ -19,6 +20,10 @@ class Engine:
         self.records = {}
         self.leaders = []
         self.restored = []
+        # A directory: snapshot() writes the state to a file there and returns a read-only
+        # mapping of it (kept in `mapped`) instead of bytes.
+        self.map_snapshots_in = None
+        self.mapped = []
 
     def apply(self, lsn, epoch, data):
         with self.lock:
@@ -27,7 +32,15 @@ class Engine:
 
     def snapshot(self):
         with self.lock:
-            return repr(sorted(self.records.items())).encode()
+            state = repr(sorted(self.records.items())).encode()
+        if self.map_snapshots_in is None:
+            return state
+        path = self.map_snapshots_in / ("state-%d" % len(self.mapped))
+        path.write_bytes(state)
+        with open(path, "rb") as f:
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        self.mapped.append(mapped)
+        return mapped
 
     def checkpoint_state(self):
         """The last record applied and the state after it, read together (a checkpoint's LSN
@@ -151,9 +164,27 @@ def test_a_cluster_commits_on_every_node_and_followers_name_the_leader(cluster):
     assert lsn > max(acked)
 
 
-def test_a_learner_joins_from_a_snapshot_after_compaction(cluster, tmp_path):
+class LentStates(dict):
+    """rwal.node's table of lent states, which keeps every object lent (not the buffer over it,
+    which would keep an mmap from closing)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lent = []
+
+    def __setitem__(self, key, value):
+        self.lent.append(value[0])
+        super().__setitem__(key, value)
+
+
+def test_a_learner_joins_from_a_snapshot_after_compaction(cluster, tmp_path, monkeypatch):
     nodes, engines = cluster
     leader = leader_of(nodes)
+    # The leader's engine hands its state over as a read-only mapping of a file it wrote: read
+    # in place by the node after the callback returned, then released.
+    engines[leader].map_snapshots_in = tmp_path
+    lent = LentStates()
+    monkeypatch.setattr(rwal.node, "_lent_states", lent)
     # 40 records of 64 KiB fill more than two 1 MiB segments: compaction can remove one.
     for n in range(40):
         nodes[leader].propose_and_wait(b"before %d " % n + b"x" * (64 << 10), timeout=30)
@@ -192,6 +223,14 @@ def test_a_learner_joins_from_a_snapshot_after_compaction(cluster, tmp_path):
         assert max(engine.restored) >= checkpoint_lsn, engine.restored
         with engine.lock, engines[leader].lock:
             assert engine.records == engines[leader].records
+        # The checkpoint predates the learner: the leader asked its engine for its state, and
+        # released the mapping once it was written (a mapping with a buffer still exported
+        # cannot be closed).
+        assert engines[leader].mapped
+        assert all(any(m is state for state in lent.lent) for m in engines[leader].mapped)
+        wait(lambda: not lent)
+        for state in engines[leader].mapped:
+            state.close()
         assert joiner.status()["learners"] == 1
         # The ids, on the joiner and on the leader alike.
         assert joiner.members() == ([1, 2, 3], [4])

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
-use rwal_replication::{EngineResult, NodeId, StateMachine};
+use rwal_replication::{EngineResult, EngineSnapshot, NodeId, StateMachine};
 use rwal_wal::Lsn;
 
 use super::{log, proto};
@@ -140,8 +140,8 @@ impl StateMachine for Engine {
         Ok(())
     }
 
-    fn snapshot(&mut self) -> EngineResult<Vec<u8>> {
-        Ok(encode_state(&self.state.0.lock()))
+    fn snapshot(&mut self) -> EngineResult<EngineSnapshot> {
+        Ok(encode_state(&self.state.0.lock()).into())
     }
 
     fn restore(&mut self, lsn: Lsn, _epoch: u64, snapshot: &[u8]) -> EngineResult {
@@ -298,7 +298,9 @@ mod tests {
             assert_eq!(state.clients[&7], applied);
             assert_eq!(state.duplicates, BTreeSet::from([3, 5]));
         }
-        let bytes = engine.snapshot().unwrap();
+        let snapshot = engine.snapshot().unwrap();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut snapshot.into_reader(), &mut bytes).unwrap();
         let mut other = Engine {
             id: 2,
             state: Arc::new((Mutex::new(EngineState::default()), Condvar::new())),

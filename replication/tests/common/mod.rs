@@ -2,11 +2,12 @@
 //! snapshot is all of them.
 
 use std::collections::BTreeMap;
+use std::io::Read as _;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use rwal_replication::{CommittedReader, EngineResult, StateMachine};
+use rwal_replication::{CommittedReader, EngineResult, EngineSnapshot, StateMachine};
 use rwal_wal::Lsn;
 
 /// Every applied record by LSN, the LSNs of the snapshots it was restored from, and the
@@ -24,6 +25,9 @@ pub struct Faults {
     /// This many calls of `snapshot` fail (counted down), each counted in `snapshots_refused`.
     pub snapshots_to_refuse: AtomicU32,
     pub snapshots_refused: AtomicU32,
+    /// This many calls of `snapshot` (after the refused ones, counted down) give a source
+    /// that ends a byte short of the length it announces.
+    pub snapshot_sources_to_cut: AtomicU32,
     /// `apply` of a record with these bytes fails.
     pub refuse_to_apply: Mutex<Option<Vec<u8>>>,
     /// `snapshot` adds this many zero bytes, as a record at LSN 0 that `restore` drops: a large
@@ -44,7 +48,7 @@ impl StateMachine for Engine {
         Ok(())
     }
 
-    fn snapshot(&mut self) -> EngineResult<Vec<u8>> {
+    fn snapshot(&mut self) -> EngineResult<EngineSnapshot> {
         let refuse =
             self.2
                 .snapshots_to_refuse
@@ -56,16 +60,31 @@ impl StateMachine for Engine {
             return Err("this engine cannot take a snapshot now".into());
         }
         let state = encode(&self.0.lock());
+        let cut = self.2.snapshot_sources_to_cut.fetch_update(
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+            |left| left.checked_sub(1),
+        );
+        if cut.is_ok() {
+            let len = state.len() as u64 + 1;
+            return Ok(EngineSnapshot::from_reader(
+                len,
+                std::io::Cursor::new(state),
+            ));
+        }
         let padding = self.2.snapshot_padding.load(Ordering::Relaxed);
         if padding == 0 {
-            return Ok(state);
+            return Ok(state.into());
         }
-        // Zeroed by the allocator: no pass over the padding on the node's thread, which calls
-        // this. LSN 0 (no record has it) is zeros too; then the length, the padding, the state.
-        let mut out = vec![0u8; 12 + padding + state.len()];
-        out[8..12].copy_from_slice(&(padding as u32).to_le_bytes());
-        out[12 + padding..].copy_from_slice(&state);
-        Ok(out)
+        // Streamed, never in memory: LSN 0 (no record has it), the padding's length, the
+        // padding's zeros, then the state.
+        let mut head = vec![0u8; 12];
+        head[8..12].copy_from_slice(&(padding as u32).to_le_bytes());
+        let len = (head.len() + padding + state.len()) as u64;
+        let source = std::io::Cursor::new(head)
+            .chain(std::io::repeat(0).take(padding as u64))
+            .chain(std::io::Cursor::new(state));
+        Ok(EngineSnapshot::from_reader(len, source))
     }
 
     fn restore(&mut self, lsn: Lsn, _epoch: u64, snapshot: &[u8]) -> EngineResult {

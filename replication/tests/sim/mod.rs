@@ -112,8 +112,8 @@ impl StateMachine for Model {
         Ok(())
     }
 
-    fn snapshot(&mut self) -> rwal_replication::EngineResult<Vec<u8>> {
-        Ok(encode_state(&self.0.lock().records))
+    fn snapshot(&mut self) -> rwal_replication::EngineResult<rwal_replication::EngineSnapshot> {
+        Ok(encode_state(&self.0.lock().records).into())
     }
 
     fn restore(
