@@ -51,7 +51,7 @@ __all__ = [
     "NoSpaceError", "LockedError", "CompactedError", "NotFoundError", "UnsupportedError",
     "TimeoutError", "PanicError", "NoLogError", "PinnedError", "ClosedError", "NotLeaderError",
     "SupersededError", "BusyError", "ReplicationError", "AbandonedError", "NotDurableError",
-    "Node", "NodeTail", "log_to", "__version__",
+    "Node", "NodeTail", "StateReader", "log_to", "__version__",
 ]
 
 __version__: str = ffi.string(lib.rwal_version()).decode()
@@ -1413,4 +1413,4 @@ def _stop_logging_at_exit() -> None:
     lib.rwal_set_log_callback(ffi.NULL, 0, ffi.NULL)
 
 
-from .node import Node, NodeTail, _in_callback  # noqa: E402 - needs the errors above
+from .node import Node, NodeTail, StateReader, _in_callback  # noqa: E402 - needs the errors above

@@ -17,7 +17,10 @@ close): those would wait for that thread, and raise InvalidArgumentError there i
 may they iterate records(): from restore it raises InvalidArgumentError, from the others it
 reads in the middle of the node's round. restore(lsn, epoch, state) is given the state as
 bytes: a copy in this process's memory (the library hands over a view of the checkpoint's
-file, which a Python object could outlive). snapshot() returns the state as a bytes-like
+file, which a Python object could outlive). With restore_reader=True it is given a
+StateReader instead: a binary file over that view, closed when restore returns, which an
+engine reads in pieces (a state larger than the memory it may take, copied to a file of its
+own). snapshot() returns the state as a bytes-like
 object, which a thread of the node's reads into a checkpoint after the callback returned:
 bytes and an mmap.mmap opened with access=mmap.ACCESS_READ are read in place and kept alive
 until then; anything else (a bytearray, a memoryview) is copied first, since the engine goes
@@ -42,6 +45,7 @@ it takes. The constructor's settings named `..._ms` and `..._us` are in those un
 from __future__ import annotations
 
 import atexit
+import io
 import itertools
 import math
 import mmap
@@ -130,11 +134,13 @@ def _in_callback(engine=None):
 class _Engine:
     """The Python callbacks of one node, reached from C through a cffi handle."""
 
-    def __init__(self, apply, snapshot, restore, on_leader) -> None:
+    def __init__(self, apply, snapshot, restore, on_leader, restore_reader) -> None:
         self.apply = apply
         self.snapshot = snapshot
         self.restore = restore
         self.on_leader = on_leader
+        # restore is given a StateReader instead of bytes.
+        self.restore_reader = restore_reader
         # A KeyboardInterrupt or SystemExit raised in restore or apply: while the node opens
         # they run on the opening thread, where Ctrl-C lands, and Node() raises it again
         # instead of the library's "callback failed".
@@ -152,6 +158,62 @@ class _Engine:
 def _bytes(data, size):
     """A copy of the `size` bytes at `data` (which may be NULL when `size` is 0)."""
     return bytes(ffi.buffer(data, size)) if size else b""
+
+
+class StateReader(io.RawIOBase):
+    """The state a restore callback is given when its node was opened with
+    restore_reader=True: a read-only, seekable binary file over the engine's part of the
+    checkpoint, `length` bytes, read from the library's view of the checkpoint's file (no copy
+    of the whole state is made). Valid during the call only: closed when restore returns, after
+    which a read raises ValueError; copy what you need while it runs (shutil.copyfileobj to a
+    file of the engine's, say). As for a C engine's view, a disk that fails to read a page
+    back is a SIGBUS while it is read."""
+
+    def __init__(self, data, length: int) -> None:
+        super().__init__()
+        self._data = data
+        self.length = length
+        self._at = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ValueError("the state is readable during restore only: this reader is closed")
+
+    def readinto(self, b) -> int:
+        self._check_open()
+        with memoryview(b) as view:
+            out = view.cast("B")
+            n = max(0, min(len(out), self.length - self._at))
+            if n:
+                out[:n] = ffi.buffer(self._data + self._at, n)
+                self._at += n
+            out.release()
+        return n
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._check_open()
+        bases = {io.SEEK_SET: 0, io.SEEK_CUR: self._at, io.SEEK_END: self.length}
+        if whence not in bases:
+            raise ValueError("whence must be io.SEEK_SET, io.SEEK_CUR or io.SEEK_END")
+        at = bases[whence] + offset
+        if at < 0:
+            raise ValueError("negative seek position %d" % at)
+        self._at = at
+        return at
+
+    def tell(self) -> int:
+        self._check_open()
+        return self._at
+
+    def close(self) -> None:
+        self._data = None
+        super().close()
 
 
 def _print_callback_error(exc_type, exc_value, tb):
@@ -220,7 +282,12 @@ def _rwal_py_release(release_userdata):
 def _rwal_py_restore(userdata, lsn, epoch, data, size):
     engine = ffi.from_handle(userdata)
     with _in_callback(engine):
-        engine.run(engine.restore, lsn, epoch, _bytes(data, size))
+        if not engine.restore_reader:
+            engine.run(engine.restore, lsn, epoch, _bytes(data, size))
+            return 0
+        # Closed on the way out: `data` is the library's view, valid during this call only.
+        with StateReader(data, size) as state:
+            engine.run(engine.restore, lsn, epoch, state)
     return 0
 
 
@@ -278,6 +345,7 @@ class Node(_Handle):
         snapshot: Optional[SnapshotFn] = None,
         restore: Optional[RestoreFn] = None,
         on_leader: Optional[LeaderFn] = None,
+        restore_reader: bool = False,
     ) -> None:
         """Opens node `node_id` with its log in directory `path`. `peers` maps the other
         members' ids to their peer addresses ("IP:PORT"; more with add_peer); `voters` are the
@@ -299,7 +367,8 @@ class Node(_Handle):
         (default 50 ticks, above 0) is how long a snapshot stream to a follower may go without
         progress before the leader starts another: raise it, on every member, for links that
         carry less than about a third of a socket's send buffer in that time
-        (docs/replication.md section 4.1)."""
+        (docs/replication.md section 4.1). `restore_reader=True` gives restore a StateReader
+        (a binary file over the checkpoint's view, valid during the call) instead of bytes."""
         self._closed = True  # until opened: nothing for __del__ to close
         opts_out = ffi.new("rwal_node_options **")
         _check(lib.rwal_node_options_new(_uint(node_id, "node_id"), _c_path(path), opts_out))
@@ -334,7 +403,7 @@ class Node(_Handle):
             log_opts = _log_options(segment_size, "staged" if backend is None else backend,
                                     recovery, commit_delay_us)
             _check(lib.rwal_node_options_set_log_options(opts, log_opts))
-        self._engine = _Engine(apply, snapshot, restore, on_leader)
+        self._engine = _Engine(apply, snapshot, restore, on_leader, bool(restore_reader))
         self._engine_handle = ffi.new_handle(self._engine)
         # A callback not given is NULL: the library refuses an engine with only some of
         # apply, snapshot and restore, and naming the missing one.

@@ -1,5 +1,6 @@
 """pytest tests of rwal.Node: three replicated nodes in this process on loopback TCP."""
 
+import io
 import mmap
 import pickle
 import threading
@@ -853,3 +854,51 @@ def test_closing_a_node_ends_its_waiting_tail_and_a_callback_may_not_wait(tmp_pa
     finally:
         holder.clear()
         node.close()
+
+
+def test_restore_reader_reads_the_checkpoint_in_pieces_during_the_call_only(tmp_path):
+    state = bytes(i % 251 for i in range(3 << 20))
+    node = rwal.Node(1, tmp_path / "alone", cluster_id=9, secret=SECRET, voters=[1],
+                     tick_ms=10, apply=lambda *_: None, snapshot=lambda: b"",
+                     restore=lambda *_: None)
+    try:
+        wait(lambda: node.status()["role"] == "leader")
+        lsn, _ = node.propose_and_wait(b"record", timeout=30)
+        wait(lambda: node.status()["applied_lsn"] >= lsn)
+        node.checkpoint(lsn, state)
+    finally:
+        node.close()
+
+    read = {}
+
+    def restore(at, epoch, reader):
+        if at == 1:
+            return  # the founding checkpoint, before the record
+        assert isinstance(reader, rwal.StateReader) and reader.length == len(state)
+        pieces = []
+        while True:
+            piece = reader.read(1 << 20)
+            if not piece:
+                break
+            pieces.append(piece)
+        read["pieces"] = len(pieces)
+        read["state"] = b"".join(pieces)
+        reader.seek(-10, io.SEEK_END)
+        read["tail"] = reader.read()
+        reader.seek(5)
+        buf = bytearray(3)
+        read["into"] = (reader.readinto(buf), bytes(buf), reader.tell())
+        read["lsn"], read["reader"] = at, reader
+
+    node = rwal.Node(1, tmp_path / "alone", cluster_id=9, secret=SECRET, tick_ms=10,
+                     apply=lambda *_: None, snapshot=lambda: b"", restore=restore,
+                     restore_reader=True)
+    node.close()
+    assert read["lsn"] == lsn
+    assert read["pieces"] == 3
+    assert read["state"] == state, "the reader gave other bytes than the checkpoint's"
+    assert read["tail"] == state[-10:]
+    assert read["into"] == (3, state[5:8], 8)
+    # Kept past the call: closed, not a view of a mapping that is gone.
+    with pytest.raises(ValueError, match="during restore only"):
+        read["reader"].read(1)
