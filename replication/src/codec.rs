@@ -68,21 +68,31 @@ pub(crate) fn entry_size(entry: &Entry) -> u64 {
     (entry.data.len() + entry.context.len() + 24) as u64
 }
 
-/// First bytes of a snapshot blob written by this crate.
-const SNAPSHOT_MAGIC: &[u8; 8] = b"rwalsnp1";
+/// First bytes of a snapshot blob written by this crate: the engine's bytes start at a multiple
+/// of [`ENGINE_ALIGN`].
+const SNAPSHOT_MAGIC: &[u8; 8] = b"rwalsnp2";
+/// First bytes of a snapshot blob written before 2026-12-05: the engine's bytes right after the
+/// membership. Still read.
+const SNAPSHOT_MAGIC_UNALIGNED: &[u8; 8] = b"rwalsnp1";
 /// Magic, then the length of the encoded membership.
 const SNAPSHOT_HEADER_BYTES: usize = 12;
+/// Where the engine's bytes start in a blob, a multiple of this: the blob starts on a page of
+/// the snapshot file's mapping (`rwal_wal::snapshot::BODY_OFFSET`), so the engine's `restore`
+/// is given a page-aligned view.
+pub(crate) const ENGINE_ALIGN: usize = 4096;
 
-/// The blob stored as a checkpoint's snapshot: the membership as of the checkpoint, then the
-/// engine's state.
+/// The blob stored as a checkpoint's snapshot: the membership as of the checkpoint, zeros up
+/// to the next multiple of [`ENGINE_ALIGN`], then the engine's state.
 pub(crate) fn encode_snapshot(conf_state: &ConfState, engine: &[u8]) -> Vec<u8> {
     let conf = conf_state
         .write_to_bytes()
         .expect("encoding a conf state to memory cannot fail");
-    let mut blob = Vec::with_capacity(SNAPSHOT_HEADER_BYTES + conf.len() + engine.len());
+    let engine_at = (SNAPSHOT_HEADER_BYTES + conf.len()).next_multiple_of(ENGINE_ALIGN);
+    let mut blob = Vec::with_capacity(engine_at + engine.len());
     blob.extend_from_slice(SNAPSHOT_MAGIC);
     blob.extend_from_slice(&(conf.len() as u32).to_le_bytes());
     blob.extend_from_slice(&conf);
+    blob.resize(engine_at, 0);
     blob.extend_from_slice(engine);
     blob
 }
@@ -90,11 +100,14 @@ pub(crate) fn encode_snapshot(conf_state: &ConfState, engine: &[u8]) -> Vec<u8> 
 /// Splits a snapshot blob into the membership and the engine's bytes.
 pub(crate) fn decode_snapshot(blob: &[u8]) -> Result<(ConfState, &[u8])> {
     let bad = |reason: String| Error::BadSnapshot { reason };
-    if blob.len() < SNAPSHOT_HEADER_BYTES || &blob[..8] != SNAPSHOT_MAGIC {
+    let magic = blob.get(..8);
+    let aligned = magic == Some(SNAPSHOT_MAGIC);
+    if blob.len() < SNAPSHOT_HEADER_BYTES || !(aligned || magic == Some(SNAPSHOT_MAGIC_UNALIGNED)) {
         return Err(bad(format!(
-            "{} bytes that do not start with {:?}",
+            "{} bytes that do not start with {:?} (or {:?})",
             blob.len(),
-            std::str::from_utf8(SNAPSHOT_MAGIC).unwrap_or("")
+            std::str::from_utf8(SNAPSHOT_MAGIC).unwrap_or(""),
+            std::str::from_utf8(SNAPSHOT_MAGIC_UNALIGNED).unwrap_or("")
         )));
     }
     let conf_len = u32::from_le_bytes(blob[8..12].try_into().expect("4 bytes")) as usize;
@@ -109,7 +122,22 @@ pub(crate) fn decode_snapshot(blob: &[u8]) -> Result<(ConfState, &[u8])> {
         })?;
     let conf = ConfState::parse_from_bytes(&blob[SNAPSHOT_HEADER_BYTES..conf_end])
         .map_err(|e| bad(format!("membership does not decode: {e}")))?;
-    Ok((conf, &blob[conf_end..]))
+    if !aligned {
+        return Ok((conf, &blob[conf_end..]));
+    }
+    let engine_at = conf_end.next_multiple_of(ENGINE_ALIGN);
+    let padding = blob.get(conf_end..engine_at).ok_or_else(|| {
+        bad(format!(
+            "a blob of {} bytes ends before its engine's bytes, at {engine_at}",
+            blob.len()
+        ))
+    })?;
+    if padding.iter().any(|&b| b != 0) {
+        return Err(bad(format!(
+            "bytes other than zero between the membership and the engine's bytes, at {conf_end} to {engine_at}"
+        )));
+    }
+    Ok((conf, &blob[engine_at..]))
 }
 
 /// The membership blob kept in the control file: the LSN of the last membership change
@@ -208,6 +236,28 @@ mod tests {
         let (back, engine) = decode_snapshot(&blob).unwrap();
         assert_eq!(back, conf);
         assert_eq!(engine, b"engine state");
+        // The engine's bytes start at a multiple of the alignment, right after the membership.
+        let engine_at = engine.as_ptr() as usize - blob.as_ptr() as usize;
+        assert_eq!(engine_at, ENGINE_ALIGN);
+        // An empty state: the blob ends at the alignment, and a blob cut before it is damaged.
+        let empty = encode_snapshot(&conf, b"");
+        assert_eq!(empty.len(), ENGINE_ALIGN);
+        assert_eq!(decode_snapshot(&empty).unwrap(), (conf.clone(), &b""[..]));
+        assert!(decode_snapshot(&empty[..ENGINE_ALIGN - 1]).is_err());
+        let mut stray = blob.clone();
+        stray[ENGINE_ALIGN - 1] = 1;
+        let reason = decode_snapshot(&stray).unwrap_err().to_string();
+        assert!(reason.contains("other than zero"), "{reason}");
+        // A blob of before the alignment (no padding) is still read.
+        let conf_bytes = conf.write_to_bytes().unwrap();
+        let mut unaligned = b"rwalsnp1".to_vec();
+        unaligned.extend_from_slice(&(conf_bytes.len() as u32).to_le_bytes());
+        unaligned.extend_from_slice(&conf_bytes);
+        unaligned.extend_from_slice(b"older state");
+        assert_eq!(
+            decode_snapshot(&unaligned).unwrap(),
+            (conf.clone(), &b"older state"[..])
+        );
         assert!(decode_snapshot(&blob[..10]).is_err());
         let mut wrong = blob.clone();
         wrong[0] ^= 1;

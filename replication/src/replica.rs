@@ -51,9 +51,10 @@ pub trait StateMachine: Send + 'static {
     /// Replace the whole state with `snapshot`, the state as of `lsn` (written in `epoch`):
     /// called when the leader sends a snapshot, and at open with the latest checkpoint's. An
     /// error stops the replica with [`Error::Engine`]. `snapshot` is a read-only view of the
-    /// checkpoint's file, its checksum checked (the whole file read once first), not a copy: it
-    /// has no alignment, and a disk that fails to read a page back, or another process
-    /// truncating the file, is a SIGBUS while it is read. The install holds the log while this
+    /// checkpoint's file, its checksum checked (the whole file read once first), not a copy. It
+    /// starts on a page (4096 bytes; a checkpoint written before 2026-12-05 has no alignment).
+    /// A disk that fails to read a page back, or another process truncating the file, is a
+    /// SIGBUS while it is read. The install holds the log while this
     /// runs: a [`CommittedReader`](crate::CommittedReader) read from here gets
     /// `InvalidArgument` (it would wait for the install to end).
     fn restore(&mut self, lsn: Lsn, epoch: u64, snapshot: &[u8]) -> EngineResult;

@@ -24,6 +24,11 @@ impl StateMachine for Fingerprint {
     }
 
     fn restore(&mut self, lsn: Lsn, _epoch: u64, snapshot: &[u8]) -> EngineResult {
+        // The view starts on a page of the snapshot file's mapping: an engine may read its
+        // structures in place.
+        if snapshot.as_ptr() as usize % 4096 != 0 {
+            return Err(format!("a view at {:p}, not on a page", snapshot.as_ptr()).into());
+        }
         self.0 = Some((lsn, snapshot.len(), crc32c::crc32c(snapshot)));
         Ok(())
     }

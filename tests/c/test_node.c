@@ -165,6 +165,8 @@ static int on_restore(void *userdata, uint64_t lsn, uint64_t epoch, const uint8_
                       size_t len) {
     struct engine *e = userdata;
     (void)epoch;
+    /* The engine's bytes start on a page of the checkpoint's view. */
+    if (len > 0) CHECK((uintptr_t)data % 4096 == 0);
     pthread_mutex_lock(&e->lock);
     uint64_t state[2] = {0, 0};
     if (len == sizeof state) memcpy(state, data, sizeof state);
