@@ -271,8 +271,8 @@ typedef int (*rwal_snapshot_fn)(void *userdata, rwal_snapshot_sink *sink);
  * without being read into memory (its pages come from the page cache as they are read; the
  * check reads the whole file once first, at every open). Writing through it faults. It
  * starts on a page (4096 bytes), so the engine's structures may be read in place, except in
- * a checkpoint written before 2026-12-05, where it has no alignment (copy, or read
- * unaligned, before casting to a struct). A disk that fails to read a page back, or another
+ * a checkpoint in the older format (written before 2026-12-05, or by a node of before),
+ * where it has no alignment (copy, or read unaligned, before casting to a struct). A disk that fails to read a page back, or another
  * process truncating the file, is a SIGBUS while it is read.
  * A new cluster's log starts with a checkpoint of
  * the founding membership at LSN 1, with empty engine state: the first open calls `restore`

@@ -52,7 +52,8 @@ pub trait StateMachine: Send + 'static {
     /// called when the leader sends a snapshot, and at open with the latest checkpoint's. An
     /// error stops the replica with [`Error::Engine`]. `snapshot` is a read-only view of the
     /// checkpoint's file, its checksum checked (the whole file read once first), not a copy. It
-    /// starts on a page (4096 bytes; a checkpoint written before 2026-12-05 has no alignment).
+    /// starts on a page (4096 bytes) on the file backends (not on the simulated disk, nor in a
+    /// checkpoint in the older format, written before 2026-12-05 or by a node of before).
     /// A disk that fails to read a page back, or another process truncating the file, is a
     /// SIGBUS while it is read. The install holds the log while this
     /// runs: a [`CommittedReader`](crate::CommittedReader) read from here gets

@@ -2498,3 +2498,78 @@ fn a_streamed_checkpoint_whose_source_ends_early_keeps_nothing() {
     std::io::Read::read_to_end(&mut wal.open_snapshot().unwrap().unwrap(), &mut snapshot).unwrap();
     assert!(snapshot.ends_with(b"state"), "{snapshot:?}");
 }
+
+/// A tail waiting on a follower while a snapshot install holds its log ends at its deadline,
+/// not when the engine's `restore` returns (until 6bcc7ec, 2026-12-05, it waited on the
+/// install for as long as `restore` took: minutes for a large state).
+#[test]
+fn a_tail_waiting_through_a_snapshot_install_ends_at_its_deadline() {
+    let cluster = Cluster::new("repl-tail-through-install", 3);
+    let leader = cluster.leader_with_no_transfer_pending(&[1, 2, 3]);
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    let (first, _) = cluster
+        .node(leader)
+        .propose_and_wait(b"first", WAIT)
+        .unwrap();
+    cluster.wait_applied(follower, first);
+    // Not read yet, and committed on the follower: a read of it goes through the install gate.
+    let mut tail = cluster.node(follower).reader(first).unwrap();
+    // Cut off, the follower falls behind the leader's compacted log (its pin is capped at
+    // 256 KiB) and is caught up by a snapshot.
+    for other in [1, 2, 3].into_iter().filter(|id| *id != follower) {
+        cluster.network.cut(follower, other);
+        cluster.network.cut(other, follower);
+    }
+    let mut leader_at = leader;
+    for i in 0..900u32 {
+        cluster.propose_following(&mut leader_at, &[i as u8; 3000]);
+    }
+    let applied = cluster.node(leader_at).status().applied_lsn;
+    // Both nodes still connected compact past the follower: whichever leads when the link
+    // heals can only catch it up by a snapshot.
+    for id in [1, 2, 3].into_iter().filter(|id| *id != follower) {
+        cluster.wait_applied(id, applied);
+        let node = cluster.node(id);
+        let state = common::encode(&cluster.nodes[&id].1 .0.lock());
+        node.checkpoint(applied, &state).unwrap();
+        let deadline = std::time::Instant::now() + WAIT;
+        while node.compact().unwrap().first_lsn <= first + 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node {id} never compacted"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    // The follower's restore waits until the test lets it go.
+    let faults = cluster.nodes[&follower].1 .2.clone();
+    let (release, held) = std::sync::mpsc::channel();
+    *faults.hold_restore.lock() = Some(held);
+    cluster.network.heal();
+    let deadline = std::time::Instant::now() + WAIT;
+    while !faults.restore_held.load(Ordering::Acquire) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the install never started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    let started = std::time::Instant::now();
+    let waited = tail.next_timeout(Duration::from_millis(300));
+    let took = started.elapsed();
+    assert!(
+        matches!(waited, Err(Error::Timeout { .. })),
+        "a tail during the install: {waited:?}"
+    );
+    // The restore is held for a minute unless released: the tail did not wait for it.
+    assert!(took < Duration::from_secs(20), "the tail waited {took:?}");
+
+    release.send(()).unwrap();
+    cluster.wait_applied(follower, applied);
+    // The records it stood before were replaced by the snapshot: it says so.
+    match tail.next_timeout(WAIT) {
+        Err(Error::Wal(rwal_wal::Error::Compacted { .. })) => {}
+        other => panic!("expected Compacted after the install, got {other:?}"),
+    }
+}

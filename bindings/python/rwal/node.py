@@ -160,45 +160,75 @@ def _bytes(data, size):
     return bytes(ffi.buffer(data, size)) if size else b""
 
 
+class _StateView:
+    """The library's view a StateReader reads: one per restore call, shared by any copy of the
+    reader, cleared (under its lock) when the call returns."""
+
+    def __init__(self, data, length: int) -> None:
+        self.lock = threading.Lock()
+        self.data = data
+        self.length = length
+
+
 class StateReader(io.RawIOBase):
     """The state a restore callback is given when its node was opened with
     restore_reader=True: a read-only, seekable binary file over the engine's part of the
     checkpoint, `length` bytes, read from the library's view of the checkpoint's file (no copy
     of the whole state is made). Valid during the call only: closed when restore returns, after
-    which a read raises ValueError; copy what you need while it runs (shutil.copyfileobj to a
-    file of the engine's, say). As for a C engine's view, a disk that fails to read a page
-    back is a SIGBUS while it is read."""
+    which a read raises ValueError; it cannot be copied or pickled. Copy what you need while
+    it runs (shutil.copyfileobj to a file of the engine's, say). As for a C engine's view, a
+    disk that fails to read a page back is a SIGBUS while it is read."""
 
     def __init__(self, data, length: int) -> None:
         super().__init__()
-        self._data = data
-        self.length = length
+        self._view = _StateView(data, length)
         self._at = 0
 
+    @property
+    def length(self) -> int:
+        """The state's length in bytes."""
+        return self._view.length
+
     def readable(self) -> bool:
+        self._check_open()
         return True
 
     def seekable(self) -> bool:
+        self._check_open()
         return True
 
     def _check_open(self) -> None:
-        if self.closed:
+        if self.closed or self._view.data is None:
             raise ValueError("the state is readable during restore only: this reader is closed")
 
     def readinto(self, b) -> int:
-        self._check_open()
-        with memoryview(b) as view:
-            out = view.cast("B")
-            n = max(0, min(len(out), self.length - self._at))
-            if n:
-                out[:n] = ffi.buffer(self._data + self._at, n)
-                self._at += n
-            out.release()
+        with memoryview(b) as view, view.cast("B") as out:
+            # Held from the check to the copy: the call's return clears the view under it,
+            # and another thread reading meanwhile must not copy from a view that is gone.
+            with self._view.lock:
+                self._check_open()
+                n = max(0, min(len(out), self._view.length - self._at))
+                if n:
+                    out[:n] = ffi.buffer(self._view.data + self._at, n)
+                    self._at += n
         return n
+
+    def read(self, size: Optional[int] = -1) -> bytes:
+        """At most `size` bytes (all that is left if `size` is None or negative)."""
+        self._check_open()
+        left = max(0, self._view.length - self._at)
+        size = left if size is None or size < 0 else min(size, left)
+        buf = bytearray(size)
+        n = self.readinto(buf)
+        del buf[n:]
+        return bytes(buf)
+
+    def readall(self) -> bytes:
+        return self.read(-1)
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         self._check_open()
-        bases = {io.SEEK_SET: 0, io.SEEK_CUR: self._at, io.SEEK_END: self.length}
+        bases = {io.SEEK_SET: 0, io.SEEK_CUR: self._at, io.SEEK_END: self._view.length}
         if whence not in bases:
             raise ValueError("whence must be io.SEEK_SET, io.SEEK_CUR or io.SEEK_END")
         at = bases[whence] + offset
@@ -212,8 +242,12 @@ class StateReader(io.RawIOBase):
         return self._at
 
     def close(self) -> None:
-        self._data = None
+        with self._view.lock:
+            self._view.data = None
         super().close()
+
+    def __reduce_ex__(self, protocol):
+        raise TypeError("a StateReader views memory of the library's: it cannot be pickled")
 
 
 def _print_callback_error(exc_type, exc_value, tb):

@@ -1,5 +1,6 @@
 """pytest tests of rwal.Node: three replicated nodes in this process on loopback TCP."""
 
+import copy
 import io
 import mmap
 import pickle
@@ -888,6 +889,13 @@ def test_restore_reader_reads_the_checkpoint_in_pieces_during_the_call_only(tmp_
         reader.seek(5)
         buf = bytearray(3)
         read["into"] = (reader.readinto(buf), bytes(buf), reader.tell())
+        # What would let a read outlive the view is refused.
+        with pytest.raises(TypeError):
+            copy.copy(reader)
+        with pytest.raises(AttributeError):
+            reader.length = 1 << 40
+        reader.seek(len(state) - 4)
+        read["past"] = (reader.read(1 << 40), reader.read(), reader.read(1))
         read["lsn"], read["reader"] = at, reader
 
     node = rwal.Node(1, tmp_path / "alone", cluster_id=9, secret=SECRET, tick_ms=10,
@@ -899,6 +907,7 @@ def test_restore_reader_reads_the_checkpoint_in_pieces_during_the_call_only(tmp_
     assert read["state"] == state, "the reader gave other bytes than the checkpoint's"
     assert read["tail"] == state[-10:]
     assert read["into"] == (3, state[5:8], 8)
+    assert read["past"] == (state[-4:], b"", b"")
     # Kept past the call: closed, not a view of a mapping that is gone.
     with pytest.raises(ValueError, match="during restore only"):
         read["reader"].read(1)

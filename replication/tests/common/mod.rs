@@ -36,6 +36,10 @@ pub struct Faults {
     /// `restore` reads from this reader (an engine tailing its own log from there) and notes
     /// what it got in `read_in_restore`.
     pub reader_in_restore: Mutex<Option<CommittedReader>>,
+    /// The next `restore` waits (up to a minute) for a message on this channel, after setting
+    /// `restore_held`: a snapshot install held for as long as the test wants.
+    pub hold_restore: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    pub restore_held: std::sync::atomic::AtomicBool,
     pub read_in_restore: Mutex<Vec<Result<Option<Lsn>, rwal_replication::Error>>>,
 }
 
@@ -88,6 +92,11 @@ impl StateMachine for Engine {
     }
 
     fn restore(&mut self, lsn: Lsn, _epoch: u64, snapshot: &[u8]) -> EngineResult {
+        let hold = self.2.hold_restore.lock().take();
+        if let Some(hold) = hold {
+            self.2.restore_held.store(true, Ordering::Release);
+            let _ = hold.recv_timeout(std::time::Duration::from_secs(60));
+        }
         if let Some(reader) = self.2.reader_in_restore.lock().as_mut() {
             let read = reader.next().map(|record| record.map(|r| r.lsn));
             self.2.read_in_restore.lock().push(read);

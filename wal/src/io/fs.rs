@@ -550,15 +550,19 @@ impl Dir for FsDir {
         }
         // SAFETY: zeroed (a valid `statvfs`, all integers), then filled by the call above.
         let stats = unsafe { stats.assume_init() };
-        if stats.f_blocks == 0 {
-            // A file system that reports no sizes (ramfs, a FUSE file system without
-            // `statfs`): it cannot tell, which is not "full".
-            return Ok(None);
-        }
-        Ok(Some(
-            u64::from(stats.f_bavail).saturating_mul(u64::from(stats.f_frsize)),
+        Ok(free_bytes(
+            u64::from(stats.f_blocks),
+            u64::from(stats.f_bavail),
+            u64::from(stats.f_frsize),
         ))
     }
+}
+
+/// The bytes an unprivileged writer may still take on a file system of `blocks` blocks of
+/// `block_bytes`, `available` of them free to it; `None` when the file system reports no
+/// sizes (ramfs, a FUSE file system without `statfs`: it cannot tell, which is not "full").
+fn free_bytes(blocks: u64, available: u64, block_bytes: u64) -> Option<u64> {
+    (blocks != 0).then(|| available.saturating_mul(block_bytes))
 }
 
 struct FsLock {
@@ -1320,6 +1324,18 @@ mod tests {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
+    }
+
+    /// A file system that reports no blocks cannot tell how full it is: no figure, not 0 free
+    /// (which would refuse every received snapshot there); one that does gives its available
+    /// blocks' bytes, without overflowing.
+    #[test]
+    fn free_bytes_are_unknown_on_a_file_system_without_sizes() {
+        assert_eq!(free_bytes(0, 0, 4096), None);
+        assert_eq!(free_bytes(0, 7, 4096), None);
+        assert_eq!(free_bytes(1000, 0, 4096), Some(0));
+        assert_eq!(free_bytes(1000, 10, 4096), Some(40960));
+        assert_eq!(free_bytes(1, u64::MAX, 4096), Some(u64::MAX));
     }
 
     /// The holder of a lock is read from the line of the lock itself, not from a waiter's line,
