@@ -911,3 +911,36 @@ def test_restore_reader_reads_the_checkpoint_in_pieces_during_the_call_only(tmp_
     # Kept past the call: closed, not a view of a mapping that is gone.
     with pytest.raises(ValueError, match="during restore only"):
         read["reader"].read(1)
+
+
+def test_ctrl_c_ends_a_node_tails_wait(tmp_path):
+    """A node's tail waits in the library in slices (0.2 s), as a log's does: SIGINT raises
+    KeyboardInterrupt within one, and the tail goes on after it."""
+    import os
+    import signal
+
+    node = rwal.Node(1, tmp_path / "alone", cluster_id=1, secret=SECRET, voters=[1],
+                     tick_ms=10, apply=lambda *_: None, snapshot=lambda: b"",
+                     restore=lambda *_: None)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    try:
+        wait(lambda: node.status()["role"] == "leader")
+        tail = node.tail(node.status()["commit_lsn"] + 1)
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            # Started inside the block: however late the signal comes, it lands here.
+            timer.start()
+            tail.next(timeout=60)
+        assert time.monotonic() - started < 5
+        timer.join()
+        signal.signal(signal.SIGINT, previous)
+        lsn, epoch = node.propose_and_wait(b"after the interrupt", timeout=30)
+        assert tail.next(timeout=30) == (lsn, epoch, rwal.node.USER, b"after the interrupt")
+        tail.close()
+    finally:
+        timer.cancel()
+        if timer.is_alive():
+            timer.join()
+        signal.signal(signal.SIGINT, previous)
+        node.close()
