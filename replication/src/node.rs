@@ -1061,8 +1061,8 @@ pub struct CommittedRecord {
 
 /// Records one fill of a [`CommittedReader`] reads at most.
 const READER_BATCH_RECORDS: usize = 256;
-/// How long a tailing reader sleeps while its next record is committed but not yet durable
-/// here ([`CommittedReader::next_timeout`]).
+/// How long a tailing reader naps when its next record is committed and durable here, and the
+/// read found nothing all the same ([`CommittedReader::next_timeout`]).
 const COMMITTED_UNREADABLE_POLL: Duration = Duration::from_millis(1);
 
 /// How long a tailing reader without a deadline parks at a time before it looks again.
@@ -1191,17 +1191,21 @@ impl CommittedReader {
                 continue;
             }
             // Committed and not readable yet: the log gives records out once durable, and a
-            // follower may learn that an entry committed before its own sync of it ends. That
-            // sync is watched through the log's durable LSN (an atomic), not by reading again;
-            // at least one nap each time round, whatever it says.
-            loop {
+            // follower may learn that an entry committed before its own sync of it ends. The
+            // wait for that sync is the log's own (woken by the sync, a poisoning or the close
+            // that follows the node's).
+            if self.wal.durable_lsn() < next_lsn {
+                match self.wal.wait_durable(next_lsn, until) {
+                    Ok(()) | Err(rwal_wal::Error::Timeout { .. }) => {}
+                    Err(rwal_wal::Error::Closed) => return Err(Error::Closed),
+                    Err(e) => return Err(e.into()),
+                }
+            } else {
+                // Durable, and the read found nothing all the same (it raced a change of the
+                // log, an install's reset): a nap before reading again, not a spin.
                 std::thread::sleep(
                     COMMITTED_UNREADABLE_POLL.min(until.saturating_duration_since(Instant::now())),
                 );
-                let stopped = self.shared.closed.load(Ordering::Acquire);
-                if stopped || self.wal.durable_lsn() >= next_lsn || Instant::now() >= until {
-                    break;
-                }
             }
         }
     }

@@ -345,6 +345,12 @@ impl Wal {
         self.inner.group.durable_lsn()
     }
 
+    /// Waits until every record up to `lsn` is durable (made so by another thread: this
+    /// syncs nothing), `deadline` passes (`Timeout`), or the log is poisoned or closed.
+    pub fn wait_durable(&self, lsn: Lsn, deadline: std::time::Instant) -> Result<()> {
+        self.inner.group.wait_durable(lsn, deadline)
+    }
+
     /// The epoch new records are written in (the last record's after a reopen).
     pub fn epoch(&self) -> u64 {
         self.inner.epoch.load(Ordering::Acquire)
