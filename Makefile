@@ -2,7 +2,8 @@
 CARGO ?= cargo
 CC ?= gcc
 CXX ?= g++
-CFLAGS_STRICT = -std=c11 -Wall -Wextra -Wpedantic -Werror -Iinclude
+CFLAGS_WARN = -std=c11 -Wall -Wextra -Wpedantic -Werror
+CFLAGS_STRICT = $(CFLAGS_WARN) -Iinclude
 # What a static librwal.a needs besides libc (`cargo rustc -p rwal-ffi --crate-type staticlib
 # -- --print native-static-libs`).
 RWAL_NATIVE_LIBS = -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
@@ -10,9 +11,9 @@ VALGRIND = valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-ki
 LIBDIR = target/debug
 CTEST_DIR = target/c
 
-.PHONY: test fmt-check clippy cargo-test loom c-test kv-test python-test
+.PHONY: test fmt-check clippy cargo-test loom c-test kv-test install-test python-test install uninstall
 
-test: fmt-check clippy cargo-test loom c-test kv-test python-test
+test: fmt-check clippy cargo-test loom c-test kv-test install-test python-test
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -60,3 +61,66 @@ python-test:
 	rm -rf bindings/python/build
 	python3 -m pip install -q ./bindings/python
 	python3 -m pytest -q bindings/python/tests
+
+# Installation: the header, librwal.a, librwal.so under its SONAME, and a pkg-config file
+# (`pkg-config --cflags --libs rwal`; `--static` adds the native libraries librwal.a needs).
+#
+#   make install [PREFIX=/usr/local] [DESTDIR=staging-dir]
+#   make uninstall [PREFIX=/usr/local] [DESTDIR=staging-dir]
+#
+# The SONAME follows the version in Cargo.toml: librwal.so.MAJOR, or librwal.so.0.MINOR while
+# the major version is 0 (a 0.x minor version may break the ABI, as cargo's rules say). cargo
+# sets no SONAME, so the installed library is linked again with one (`cargo rustc`); the
+# library in target/ keeps none, so that in-tree builds link as docs/c-api.md shows.
+PREFIX ?= /usr/local
+DESTDIR ?=
+INSTALL_LIBDIR = $(DESTDIR)$(PREFIX)/lib
+INSTALL_INCLUDEDIR = $(DESTDIR)$(PREFIX)/include
+# Which build is installed: the release build by default; `install-test` installs the debug
+# build the C tests already made (INSTALL_CARGO_FLAGS= INSTALL_FROM=target/debug).
+INSTALL_CARGO_FLAGS ?= --release
+INSTALL_FROM ?= target/release
+RWAL_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+RWAL_MAJOR := $(word 1,$(subst ., ,$(RWAL_VERSION)))
+RWAL_MINOR := $(word 2,$(subst ., ,$(RWAL_VERSION)))
+RWAL_SONAME := librwal.so.$(if $(filter 0,$(RWAL_MAJOR)),0.$(RWAL_MINOR),$(RWAL_MAJOR))
+RWAL_REALNAME := librwal.so.$(RWAL_VERSION)
+
+install:
+	@test -n "$(RWAL_VERSION)" || { echo "install: no version in Cargo.toml" >&2; exit 1; }
+	$(CARGO) build $(INSTALL_CARGO_FLAGS) -p rwal-ffi
+	$(CARGO) rustc $(INSTALL_CARGO_FLAGS) -p rwal-ffi --lib --crate-type cdylib -- -C link-arg=-Wl,-soname,$(RWAL_SONAME)
+	install -d $(INSTALL_LIBDIR)/pkgconfig $(INSTALL_INCLUDEDIR)
+	install -m 644 include/rwal.h $(INSTALL_INCLUDEDIR)/rwal.h
+	install -m 644 $(INSTALL_FROM)/librwal.a $(INSTALL_LIBDIR)/librwal.a
+	install -m 755 $(INSTALL_FROM)/librwal.so $(INSTALL_LIBDIR)/$(RWAL_REALNAME)
+	ln -sfn $(RWAL_REALNAME) $(INSTALL_LIBDIR)/$(RWAL_SONAME)
+	ln -sfn $(RWAL_SONAME) $(INSTALL_LIBDIR)/librwal.so
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(RWAL_VERSION)|' \
+	    -e 's|@NATIVE_LIBS@|$(RWAL_NATIVE_LIBS)|' ffi/rwal.pc.in > $(INSTALL_LIBDIR)/pkgconfig/rwal.pc
+	# Linked again without the SONAME, so that target/ holds what in-tree builds expect.
+	$(CARGO) rustc $(INSTALL_CARGO_FLAGS) -p rwal-ffi --lib --crate-type cdylib
+
+uninstall:
+	rm -f $(INSTALL_INCLUDEDIR)/rwal.h $(INSTALL_LIBDIR)/librwal.a $(INSTALL_LIBDIR)/librwal.so \
+	    $(INSTALL_LIBDIR)/$(RWAL_SONAME) $(INSTALL_LIBDIR)/$(RWAL_REALNAME) $(INSTALL_LIBDIR)/pkgconfig/rwal.pc
+
+# Installs the debug build into a staging directory, builds the C test against it through
+# pkg-config, checks that the program asks for the library by its SONAME and runs it, then
+# uninstalls and checks that nothing is left.
+INSTALL_STAGE = $(CURDIR)/$(CTEST_DIR)/install-stage
+install-test:
+	rm -rf $(INSTALL_STAGE) $(CTEST_DIR)/scratch-installed
+	$(MAKE) --no-print-directory install INSTALL_CARGO_FLAGS= INSTALL_FROM=target/debug DESTDIR=$(INSTALL_STAGE) PREFIX=/opt/rwal
+	readelf -d $(INSTALL_STAGE)/opt/rwal/lib/$(RWAL_REALNAME) | grep -F 'Library soname: [$(RWAL_SONAME)]'
+	grep -q '^#define RWAL_VERSION_MAJOR $(RWAL_MAJOR)$$' $(INSTALL_STAGE)/opt/rwal/include/rwal.h
+	grep -q '^#define RWAL_VERSION_MINOR $(RWAL_MINOR)$$' $(INSTALL_STAGE)/opt/rwal/include/rwal.h
+	PKG_CONFIG_PATH=$(INSTALL_STAGE)/opt/rwal/lib/pkgconfig pkg-config --modversion rwal | grep -qx '$(RWAL_VERSION)'
+	$(CC) $(CFLAGS_WARN) tests/c/test_basic.c \
+	    $$(PKG_CONFIG_PATH=$(INSTALL_STAGE)/opt/rwal/lib/pkgconfig pkg-config --define-prefix --cflags --libs rwal) \
+	    -Wl,-rpath,$(INSTALL_STAGE)/opt/rwal/lib -o $(CTEST_DIR)/test_installed
+	readelf -d $(CTEST_DIR)/test_installed | grep -F 'Shared library: [$(RWAL_SONAME)]'
+	mkdir -p $(CTEST_DIR)/scratch-installed
+	$(CTEST_DIR)/test_installed $(CTEST_DIR)/scratch-installed
+	$(MAKE) --no-print-directory uninstall DESTDIR=$(INSTALL_STAGE) PREFIX=/opt/rwal
+	test -z "$$(find $(INSTALL_STAGE) -type f -o -type l)"
