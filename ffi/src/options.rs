@@ -18,11 +18,14 @@ pub struct rwal_options {
 #[allow(non_camel_case_types)]
 pub type rwal_backend = i32;
 /// Segment files written through a shared memory mapping (the default). Assumes a file system
-/// that overwrites in place (ext4, XFS): on a copy-on-write or compressing one (btrfs, ZFS, a
-/// compressed or deduplicated volume) a full disk ends the process with `SIGBUS` instead of
-/// `RWAL_ERR_NO_SPACE`, so use `RWAL_BACKEND_STAGED` or `RWAL_BACKEND_PWRITE` there
-/// (`docs/design.md` section 10; with every backend, readers read through a mapping, and a
-/// segment file cut short from outside the log `SIGBUS`es them).
+/// that overwrites in place (ext4, XFS): on a copy-on-write or compressing one a full disk
+/// would end the process with `SIGBUS` instead of `RWAL_ERR_NO_SPACE`. On btrfs, ZFS and
+/// bcachefs, which the library recognises, the default is `RWAL_BACKEND_STAGED` instead, and
+/// this value set with `rwal_options_set_backend` makes `rwal_open` fail with
+/// `RWAL_ERR_UNSUPPORTED`; on a compressed or deduplicated volume, which it cannot tell, use
+/// `RWAL_BACKEND_STAGED` or `RWAL_BACKEND_PWRITE` (`docs/design.md` section 10; with every
+/// backend, readers read through a mapping, and a segment file cut short from outside the log
+/// `SIGBUS`es them).
 pub const RWAL_BACKEND_MMAP: rwal_backend = 0;
 /// Segment files written with `pwritev`.
 pub const RWAL_BACKEND_PWRITE: rwal_backend = 1;

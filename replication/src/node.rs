@@ -1749,7 +1749,10 @@ mod tests {
         assert!(wal.contains("backend: Staged"), "{wal}");
         // Everything else is the log's default.
         assert_eq!(
-            wal.replace("backend: Staged", "backend: Mmap"),
+            wal.replace(
+                "backend: Staged, backend_chosen: true",
+                "backend: Mmap, backend_chosen: false"
+            ),
             format!("{:?}", Options::new())
         );
     }

@@ -14,7 +14,8 @@ use crate::segment;
 #[derive(Debug, Clone, Default)]
 pub enum Backend {
     /// Segment files mapped into memory and written through the mapping; `fdatasync` for
-    /// durability. The default.
+    /// durability. The default, except on a copy-on-write file system (btrfs, ZFS,
+    /// bcachefs), where it is refused ([`Options::backend`]).
     #[default]
     Mmap,
     /// Segment files written with `pwritev` (read through a read-only mapping); `fdatasync`.
@@ -61,6 +62,9 @@ pub struct Options {
     pub(crate) create_if_missing: bool,
     pub(crate) segment_bytes: u64,
     pub(crate) backend: Backend,
+    /// `backend` was chosen with [`Options::backend`], not left at the default: a chosen
+    /// `Mmap` is refused on a copy-on-write file system, the default gives way to `Staged`.
+    pub(crate) backend_chosen: bool,
     pub(crate) recovery_mode: RecoveryMode,
     pub(crate) commit_delay: Duration,
     pub(crate) background_threads: bool,
@@ -88,6 +92,7 @@ impl Default for Options {
             create_if_missing: true,
             segment_bytes: SEGMENT_BYTES_DEFAULT,
             backend: Backend::Mmap,
+            backend_chosen: false,
             recovery_mode: RecoveryMode::TolerateTornTail,
             commit_delay: Duration::ZERO,
             background_threads: true,
@@ -128,9 +133,15 @@ impl Options {
         self
     }
 
-    /// The I/O backend (default [`Backend::Mmap`]).
+    /// The I/O backend (default [`Backend::Mmap`], except on a copy-on-write file system,
+    /// btrfs, ZFS or bcachefs, where the default is [`Backend::Staged`]: overwriting a block
+    /// there takes a new one, and once the disk was full a store through `Mmap`'s mapping
+    /// would end the process with `SIGBUS`). `Mmap` chosen here is refused on those file
+    /// systems with [`Error::Unsupported`](crate::Error::Unsupported);
+    /// [`Wal::backend_name`](crate::Wal::backend_name) says which backend an open log uses.
     pub fn backend(mut self, backend: Backend) -> Options {
         self.backend = backend;
+        self.backend_chosen = true;
         self
     }
 

@@ -500,6 +500,14 @@ impl Wal {
         self.inner.segments.read().len()
     }
 
+    /// The backend this log writes with: "mmap", "pwrite", "staged", "io_uring" or
+    /// "simulated". Not always the one the options named: `Staged` stands in for io_uring
+    /// where it is unavailable and [`Options::io_uring_fallback`] asked for it, and for the
+    /// default `Mmap` on a copy-on-write file system ([`Options::backend`]).
+    pub fn backend_name(&self) -> &'static str {
+        self.inner.dir.backend_name()
+    }
+
     /// What recovery found and decided when the log was opened.
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.inner.report
@@ -624,8 +632,16 @@ fn open_dir(path: &Path, options: &Options) -> Result<Arc<dyn Dir>> {
             options.sync_recorder.clone(),
         )
     };
+    // Where the backend cannot work, `Staged` stands in: for io_uring if the options ask for
+    // it, for `Mmap` on a copy-on-write file system if the options left the backend at its
+    // default (`Options::backend`).
+    let stand_in = match mode {
+        WriteMode::Uring(_) => options.io_uring_fallback,
+        WriteMode::Map => !options.backend_chosen,
+        WriteMode::Pwrite | WriteMode::Staged => false,
+    };
     let dir = match open(mode) {
-        Err(e) if e.kind() == std::io::ErrorKind::Unsupported && options.io_uring_fallback => {
+        Err(e) if e.kind() == std::io::ErrorKind::Unsupported && stand_in => {
             open(WriteMode::Staged)
         }
         other => other,
@@ -636,7 +652,7 @@ fn open_dir(path: &Path, options: &Options) -> Result<Arc<dyn Dir>> {
             dir: path.to_path_buf(),
         }),
         Err(e) if e.kind() == std::io::ErrorKind::Unsupported => Err(Error::Unsupported {
-            reason: format!("io_uring backend for {}: {e}", path.display()),
+            reason: format!("{} backend for {}: {e}", mode.name(), path.display()),
         }),
         Err(e) => Err(Error::io("open directory", path, e)),
     }
@@ -1743,5 +1759,88 @@ mod tests {
         fn is<T: Send + Sync>() {}
         is::<Wal>();
         is::<Reader>();
+    }
+
+    /// The `f_type` a copy-on-write file system reports, set for this thread's opens while
+    /// the guard lives.
+    struct FakeFileSystem;
+
+    impl FakeFileSystem {
+        fn set(file_system_type: u32) -> FakeFileSystem {
+            crate::io::fs::FAKE_FILE_SYSTEM_TYPE.with(|f| f.set(Some(file_system_type)));
+            FakeFileSystem
+        }
+    }
+
+    impl Drop for FakeFileSystem {
+        fn drop(&mut self) {
+            crate::io::fs::FAKE_FILE_SYSTEM_TYPE.with(|f| f.set(None));
+        }
+    }
+
+    const BTRFS: u32 = 0x9123_683e;
+    const EXT4: u32 = 0xef53;
+
+    /// On a copy-on-write file system (btrfs here, faked: none is mounted where the tests run),
+    /// a log whose options left the backend at its default is written with `Staged`, not
+    /// through a mapping that a full disk would turn into a `SIGBUS`; on any other, the
+    /// default is `Mmap`. A backend the options name is used as named.
+    #[test]
+    fn the_default_backend_is_staged_on_a_copy_on_write_file_system() {
+        let dir = std::env::temp_dir().join(format!("rwal-cow-default-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let options = || Options::new().background_threads(false);
+        {
+            let _btrfs = FakeFileSystem::set(BTRFS);
+            let wal = Wal::open(&dir, options()).unwrap();
+            assert_eq!(wal.backend_name(), "staged");
+            wal.append_durable(b"on btrfs").unwrap();
+            wal.close().unwrap();
+            for (backend, name) in [(Backend::Staged, "staged"), (Backend::Pwrite, "pwrite")] {
+                let wal = Wal::open(&dir, options().backend(backend)).unwrap();
+                assert_eq!(wal.backend_name(), name);
+                wal.close().unwrap();
+            }
+        }
+        let _ext4 = FakeFileSystem::set(EXT4);
+        let wal = Wal::open(&dir, options()).unwrap();
+        assert_eq!(wal.backend_name(), "mmap");
+        assert_eq!(wal.read(1).unwrap(), b"on btrfs");
+        wal.close().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `Mmap` named in the options on a copy-on-write file system is refused with
+    /// `Unsupported`, naming the file system, the directory and what to use instead, before
+    /// the log is touched: it opens afterwards with every record.
+    #[test]
+    fn a_chosen_mmap_backend_is_refused_on_a_copy_on_write_file_system() {
+        let dir = std::env::temp_dir().join(format!("rwal-cow-refused-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let options = || Options::new().background_threads(false);
+        let wal = Wal::open(&dir, options().backend(Backend::Staged)).unwrap();
+        wal.append_durable(b"kept").unwrap();
+        wal.close().unwrap();
+        let refused = {
+            let _btrfs = FakeFileSystem::set(BTRFS);
+            Wal::open(&dir, options().backend(Backend::Mmap)).unwrap_err()
+        };
+        let Error::Unsupported { reason } = &refused else {
+            panic!("refused with {refused:?}, not Unsupported");
+        };
+        for part in [
+            "mmap backend",
+            "btrfs",
+            "SIGBUS",
+            "Staged",
+            &dir.display().to_string(),
+        ] {
+            assert!(reason.contains(part), "{reason:?} does not say {part:?}");
+        }
+        let wal = Wal::open(&dir, options()).unwrap();
+        assert_eq!(wal.recovery_report().last_lsn, 1);
+        assert_eq!(wal.read(1).unwrap(), b"kept");
+        wal.close().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -352,9 +352,10 @@ def open(  # noqa: A001 - rwal.open on purpose, like io.open
     - `segment_size`: the size of new segment files in bytes (1 MiB to 2 GiB, a multiple of
       4096; default 64 MiB).
     - `backend`: "mmap" (default), "pwrite", "staged" or "io_uring". "mmap" assumes a file
-      system that overwrites in place (ext4, XFS): on btrfs, ZFS or a compressed volume a full
-      disk ends the process with SIGBUS instead of raising NoSpaceError, so use "staged" or
-      "pwrite" there.
+      system that overwrites in place (ext4, XFS): on a copy-on-write one a full disk would end
+      the process with SIGBUS instead of raising NoSpaceError. On btrfs, ZFS and bcachefs the
+      default is "staged" instead, and "mmap" named here raises UnsupportedError; on a
+      compressed or deduplicated volume, which cannot be told, use "staged" or "pwrite".
     - `recovery`: what recovery does with damaged records (docs/design.md section 3):
       "tolerate_torn_tail" (default) cuts an unfinished write past the durable watermark and
       refuses the log (CorruptedError) for damage below it; "absolute_consistency" refuses

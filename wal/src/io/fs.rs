@@ -43,6 +43,18 @@ pub(crate) enum WriteMode {
     Uring(UringSync),
 }
 
+impl WriteMode {
+    /// The backend's name, as [`Wal::backend_name`](crate::Wal::backend_name) gives it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            WriteMode::Map => "mmap",
+            WriteMode::Pwrite => "pwrite",
+            WriteMode::Staged => "staged",
+            WriteMode::Uring(_) => "io_uring",
+        }
+    }
+}
+
 pub(crate) struct FsDir {
     path: PathBuf,
     dir: StdFile,
@@ -155,6 +167,20 @@ impl FsDir {
             .read(true)
             .custom_flags(libc::O_DIRECTORY)
             .open(path)?;
+        if mode == WriteMode::Map {
+            if let Some(name) = copy_on_write_file_system(&dir) {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!(
+                        "{} is on {name}, a copy-on-write file system: overwriting a block \
+                         there takes a new one, so once the disk is full a store through the \
+                         mapping would end the process with SIGBUS instead of failing; use \
+                         the Staged or Pwrite backend, which get ENOSPC as an error",
+                        path.display()
+                    ),
+                ));
+            }
+        }
         let ring = match mode {
             WriteMode::Uring(sync) => {
                 let ring = Arc::new(Ring::new(sync)?);
@@ -481,6 +507,10 @@ impl Dir for FsDir {
         self.map_with(file, path, false, WriteMode::Pwrite)
     }
 
+    fn backend_name(&self) -> &'static str {
+        self.mode.name()
+    }
+
     fn zero_fill_chunk(&self) -> usize {
         match self.mode {
             WriteMode::Map => MAPPED_FILL_CHUNK,
@@ -556,6 +586,52 @@ impl Dir for FsDir {
             u64::from(stats.f_frsize),
         ))
     }
+}
+
+/// File systems on which overwriting an allocated block may take a new one (copy on write),
+/// by `statfs`'s `f_type`. A store through a writable mapping there needs a free block, and
+/// once the disk is full the kernel answers the page fault with `SIGBUS`: the `Mmap` backend
+/// cannot write a log on them (`docs/design.md` section 10, item 7).
+const COPY_ON_WRITE_FILE_SYSTEMS: [(u32, &str); 3] = [
+    (0x9123_683e, "btrfs"),
+    (0x2fc1_2fc1, "ZFS"),
+    (0xca45_1a4e, "bcachefs"),
+];
+
+/// The name of the copy-on-write file system `dir` is on, if it is one of
+/// [`COPY_ON_WRITE_FILE_SYSTEMS`]; `None` for any other, or if `fstatfs` fails (it cannot
+/// tell, as the free-space check cannot).
+fn copy_on_write_file_system(dir: &StdFile) -> Option<&'static str> {
+    #[cfg(test)]
+    if let Some(fake) = FAKE_FILE_SYSTEM_TYPE.with(std::cell::Cell::get) {
+        return copy_on_write_name(fake);
+    }
+    let mut stats = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: the descriptor is `dir`'s, open through the call; the kernel writes one
+    // `statfs` into the zeroed buffer, which lives through the call.
+    let done = unsafe { libc::fstatfs(dir.as_raw_fd(), stats.as_mut_ptr()) };
+    if done != 0 {
+        return None;
+    }
+    // SAFETY: zeroed (a valid `statfs`, all integers), then filled by the call above.
+    let stats = unsafe { stats.assume_init() };
+    // The magic numbers are 32 bits; `f_type` is wider on 64-bit targets, and signed.
+    copy_on_write_name(stats.f_type as u32)
+}
+
+fn copy_on_write_name(file_system_type: u32) -> Option<&'static str> {
+    COPY_ON_WRITE_FILE_SYSTEMS
+        .iter()
+        .find(|(magic, _)| *magic == file_system_type)
+        .map(|(_, name)| *name)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// The `f_type` this thread's opens see instead of the real one: no copy-on-write file
+    /// system is mounted where the tests run.
+    pub(crate) static FAKE_FILE_SYSTEM_TYPE: std::cell::Cell<Option<u32>> =
+        const { std::cell::Cell::new(None) };
 }
 
 /// The bytes an unprivileged writer may still take on a file system of `blocks` blocks of
@@ -1336,6 +1412,18 @@ mod tests {
         assert_eq!(free_bytes(1000, 0, 4096), Some(0));
         assert_eq!(free_bytes(1000, 10, 4096), Some(40960));
         assert_eq!(free_bytes(1, u64::MAX, 4096), Some(u64::MAX));
+    }
+
+    /// The copy-on-write file systems are told by their magic numbers, and no other is taken
+    /// for one: ext4, XFS, tmpfs, overlayfs and NFS map as they always did.
+    #[test]
+    fn copy_on_write_file_systems_are_known_by_their_magic_numbers() {
+        assert_eq!(copy_on_write_name(0x9123_683e), Some("btrfs"));
+        assert_eq!(copy_on_write_name(0x2fc1_2fc1), Some("ZFS"));
+        assert_eq!(copy_on_write_name(0xca45_1a4e), Some("bcachefs"));
+        for other in [0xef53, 0x5846_5342, 0x0102_1994, 0x794c_7630, 0x6969] {
+            assert_eq!(copy_on_write_name(other), None, "{other:#x}");
+        }
     }
 
     /// The holder of a lock is read from the line of the lock itself, not from a waiter's line,

@@ -132,6 +132,9 @@ pub(crate) trait Dir: Send + Sync {
     fn create_plain(&self, name: &str, len: u64) -> io::Result<Arc<dyn File>> {
         self.create(name, len)
     }
+    /// The backend writing this directory's files: "mmap", "pwrite", "staged", "io_uring",
+    /// or "simulated".
+    fn backend_name(&self) -> &'static str;
     /// The size of the writes that zero a whole file (`create`, and recycling a segment):
     /// 16 KiB for `Mmap`, which must keep the file's page-cache folios small (`fs.rs`).
     fn zero_fill_chunk(&self) -> usize {

@@ -489,6 +489,10 @@ impl Dir for SimDir {
         &self.path
     }
 
+    fn backend_name(&self) -> &'static str {
+        "simulated"
+    }
+
     fn available_bytes(&self) -> io::Result<Option<u64>> {
         let Some(limit) = *self.disk.inner.faults.space_limit_bytes.lock() else {
             return Ok(None);
