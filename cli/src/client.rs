@@ -56,8 +56,14 @@ struct Client {
     stream: Option<(BufReader<TcpStream>, BufWriter<TcpStream>)>,
     timeout: Duration,
     /// Whether the request of the last `call_leader` began to be written on a connection, on
-    /// any attempt: only then may an append given up on be in the log.
+    /// any attempt since the last NOT_LEADER answer (which says the attempt it answers was not
+    /// made).
     request_written: bool,
+    /// Whether some attempt of the last `call_leader` wrote the request and got no answer
+    /// saying it was not made (a NOT_LEADER): only then may an append given up on be in the
+    /// log. Unlike `request_written`, a later NOT_LEADER does not clear it: it says nothing of
+    /// the attempts before it (a leader that took the request and went down before answering).
+    maybe_made: bool,
     /// The command failed after a request that changes the log reached a node: it may have
     /// been made (exit status 3).
     outcome_unknown: bool,
@@ -96,6 +102,7 @@ impl Client {
             stream: None,
             timeout,
             request_written: false,
+            maybe_made: false,
             outcome_unknown: false,
         }
     }
@@ -219,6 +226,7 @@ impl Client {
         };
         let deadline = Instant::now() + self.timeout;
         self.request_written = false;
+        self.maybe_made = false;
         let mut last = String::new();
         let mut redirects_in_a_row = 0;
         while Instant::now() < deadline {
@@ -231,7 +239,11 @@ impl Client {
                 deadline.min(Instant::now() + FOLLOWED_LEADER_PATIENCE)
             };
             let mut redirected = false;
-            match self.call(op, body, attempt_deadline) {
+            let outcome = self.call(op, body, attempt_deadline);
+            if self.request_written && !matches!(outcome, Ok((proto::NOT_LEADER, _))) {
+                self.maybe_made = true;
+            }
+            match outcome {
                 Ok((proto::OK, reply)) => return Ok(reply),
                 Ok((proto::NOT_LEADER, reply)) => {
                     // A definite "not made here": what follows (a leader that cannot be
@@ -569,8 +581,8 @@ fn append_one(
     let body = [&client_id.to_le_bytes()[..], &request.to_le_bytes(), bytes].concat();
     let reply = client.call_leader(proto::OP_APPEND, &body).map_err(|e| {
         // Given up on after it reached a node: it may be in the log.
-        client.outcome_unknown = client.request_written && e.starts_with(GAVE_UP);
-        retry_hint(e, client.request_written, client_id, request)
+        client.outcome_unknown = client.maybe_made && e.starts_with(GAVE_UP);
+        retry_hint(e, client.maybe_made, client_id, request)
     })?;
     print_lsn_epoch(&reply)
 }
@@ -769,6 +781,68 @@ mod tests {
         assert!(failure.starts_with(GAVE_UP), "{failure}");
         assert!(!failure.contains("may have been made"), "{failure}");
         assert!(!client.outcome_unknown, "exits 2, not 3");
+        done.store(true, std::sync::atomic::Ordering::Release);
+        drop(std::net::TcpStream::connect(addr).unwrap());
+        server.join().unwrap();
+    }
+
+    /// An append the leader took and then went down without answering, after which only a
+    /// follower answers (NOT_LEADER, naming the leader that is gone): given up on, it may be
+    /// in the log, and the client says so (exit status 3, the ids to retry it with). The
+    /// follower's NOT_LEADER used to erase what the leader's attempt left, and the client
+    /// said this run had not sent the append: a script would send it again under new ids.
+    #[test]
+    fn an_append_a_lost_leader_took_is_reported_as_maybe_made_after_a_not_leader() {
+        let leader = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let leader_addr = leader.local_addr().unwrap();
+        // Takes one request whole and goes down without answering: connections are refused
+        // from then on.
+        let leader = std::thread::spawn(move || {
+            let (stream, _) = leader.accept().unwrap();
+            let mut input = BufReader::new(stream);
+            let (op, _) = proto::read_message(&mut input, proto::REQUEST_BYTES_MAX)
+                .unwrap()
+                .unwrap();
+            assert_eq!(op, proto::OP_APPEND);
+        });
+        let follower = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = follower.local_addr().unwrap();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let server = {
+            let (done, answered) = (done.clone(), answered.clone());
+            std::thread::spawn(move || {
+                while let Ok((stream, _)) = follower.accept() {
+                    if done.load(std::sync::atomic::Ordering::Acquire) {
+                        return;
+                    }
+                    let mut input = BufReader::new(stream.try_clone().unwrap());
+                    let mut output = stream;
+                    while let Ok(Some(_)) =
+                        proto::read_message(&mut input, proto::REQUEST_BYTES_MAX)
+                    {
+                        let mut body = 2u64.to_le_bytes().to_vec();
+                        body.extend_from_slice(leader_addr.to_string().as_bytes());
+                        proto::write_message(&mut output, proto::NOT_LEADER, &body).unwrap();
+                        answered.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                    }
+                }
+            })
+        };
+        let mut client = Client::new(addr, Duration::from_millis(1500));
+        let failure = append_one(&mut client, 7, 9, b"debit 100").unwrap_err();
+        leader.join().unwrap();
+        assert!(
+            answered.load(std::sync::atomic::Ordering::Acquire) >= 2,
+            "the follower answered NOT_LEADER after the leader was gone"
+        );
+        assert!(failure.starts_with(GAVE_UP), "{failure}");
+        assert!(client.outcome_unknown, "exits 3, not 2: {failure}");
+        assert!(
+            failure.contains("may or may not be in the log")
+                && failure.contains("--client-id 7 --request-id 9"),
+            "{failure}"
+        );
         done.store(true, std::sync::atomic::Ordering::Release);
         drop(std::net::TcpStream::connect(addr).unwrap());
         server.join().unwrap();

@@ -293,8 +293,9 @@ impl Cluster {
             .args(["--client-listen", &self.client_addrs[&id].to_string()])
             .args(["--cluster-id", "77", "--checkpoint-every", "300"])
             // Small segments and pin cap, so that compaction happens and a lagging node needs a
-            // snapshot within a few hundred appends.
+            // snapshot within a few hundred appends; records as large as such segments hold.
             .args(["--segment-bytes", "1048576", "--pin-cap-bytes", "1048576"])
+            .args(["--max-record-bytes", "1044448"])
             // Twice the default: the flag reaches the node (a stalled stream still restarts
             // well within every wait below).
             .args(["--snapshot-timeout-ms", "1000"])

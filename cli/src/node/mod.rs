@@ -249,6 +249,7 @@ fn open_server(settings: Settings) -> Result<Server, String> {
     options.sync_stall_limit = settings.sync_stall_limit;
     options.config.follower_pin_cap_bytes = Some(settings.pin_cap_bytes);
     options.config.snapshot_bytes_max = settings.snapshot_bytes_max;
+    options.config.max_record_bytes = settings.max_record_bytes;
     options.snapshot_timeout = settings.snapshot_timeout;
     options.log = Some(Arc::new(move |severity: Severity, line: &str| {
         let prefix = match severity {

@@ -156,6 +156,9 @@ pub fn read_message_holding<H>(
         }
         return Ok(Some((message[0], Vec::new(), None)));
     }
+    // Room for exactly the rest: `read_to_end` grows a vector by doubling, and a request of
+    // 16 MiB and a byte took 32 MiB where `hold` had counted 16.
+    message.reserve_exact(len - message.len());
     let read = input.take((len - first) as u64).read_to_end(&mut message)?;
     if first + read < len {
         return Err(cut(format!(
@@ -231,6 +234,24 @@ pub fn decode_record(record: &[u8]) -> Option<(u64, u64, &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A message's body takes the memory its length says, which is what a server's budget
+    /// counts (`hold`), not up to twice that.
+    #[test]
+    fn a_message_held_takes_no_more_memory_than_its_length() {
+        for len in [READ_PIECE_BYTES + 1, (1 << 20) + 1, (16 << 20) + 1] {
+            let mut wire = Vec::new();
+            write_message(&mut wire, OP_APPEND, &vec![5; len - 1]).unwrap();
+            let held = read_message_holding(&mut &wire[..], 16 << 20, 4096, |n| {
+                assert_eq!(n, len);
+                Ok(Some(()))
+            })
+            .unwrap()
+            .unwrap();
+            assert_eq!(held.1.len(), len - 1);
+            assert!(held.1.capacity() <= len, "{} for {len}", held.1.capacity());
+        }
+    }
 
     #[test]
     fn messages_and_records_round_trip_and_bad_lengths_are_refused() {

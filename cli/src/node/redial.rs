@@ -21,6 +21,9 @@ pub(super) struct Redial {
     /// Ids this process saw leave the membership and not come back: a re-read config file
     /// (`reload.rs`) does not give them to the transport, this does once they are added back.
     left: HashSet<NodeId>,
+    /// Members this node has no `peer` line for, already warned about (once each, until the
+    /// member has an address or leaves).
+    unaddressed: HashSet<NodeId>,
 }
 
 /// A member the transport has had no address for this long is given one, even if no look saw
@@ -69,7 +72,20 @@ impl Redial {
                 continue;
             }
             let Some((addr, _)) = server.peers.read().get(&member).copied() else {
-                continue; // not in this node's `peer` lines (as last read): no address
+                // Not in this node's `peer` lines (as last read): no address. Silent before
+                // 2026-12-05, and the operator saw only the promotion refused, the learner
+                // never having been sent the log by this node once it led.
+                if self.unaddressed.insert(member) {
+                    log(
+                        id,
+                        &format!(
+                            "warning: node {member} is a member, and this node has no peer line \
+                             for it: it cannot send it the log while it leads; add the line to \
+                             the config file and send SIGHUP"
+                        ),
+                    );
+                }
+                continue;
             };
             match server.network.add_peer(member, addr) {
                 Ok(()) => {
@@ -90,6 +106,9 @@ impl Redial {
         }
         self.missing_since
             .retain(|member, _| members.contains(member));
+        self.unaddressed.retain(|member| {
+            members.contains(member) && server.network.peer_addr(*member).is_none()
+        });
         self.members = Some(members);
     }
 
@@ -103,4 +122,53 @@ impl Redial {
 /// Whether `id` is a voter or a learner of `membership`.
 pub(super) fn is_member(membership: &rwal_replication::ConfState, id: NodeId) -> bool {
     membership.voters.contains(&id) || membership.learners.contains(&id)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rwal_replication::MembershipChange;
+
+    use super::super::test_support::{close, single_node_server};
+    use super::*;
+
+    /// A member this node has no `peer` line for is noted once (with a warning), not skipped
+    /// without a word at every look; once it has an address it is forgotten.
+    #[test]
+    fn a_member_without_a_peer_line_is_warned_about_once() {
+        let (server, dir) = single_node_server("unaddressed");
+        let (lsn, epoch) = server
+            .node
+            .change_membership(MembershipChange::AddLearner(5))
+            .unwrap();
+        server
+            .node
+            .wait_committed(lsn, epoch, Duration::from_secs(20))
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !server.node.status().membership.learners.contains(&5) {
+            assert!(Instant::now() < deadline, "learner 5 never applied");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Looked at as the node's loop does, every 50 ms: a member without an address is
+        // looked for after `REDIAL_MISSING_FOR`.
+        let mut redial = Redial::default();
+        while redial.unaddressed.is_empty() {
+            assert!(Instant::now() < deadline, "never noted");
+            redial.members_added_again(&server);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        redial.members_added_again(&server);
+        assert!(redial.members.as_ref().unwrap().contains(&5));
+        assert_eq!(redial.unaddressed, HashSet::from([5]));
+        // Given an address (as a reload of the config file would), it is forgotten.
+        server
+            .network
+            .add_peer(5, "127.0.0.1:9".parse().unwrap())
+            .unwrap();
+        redial.members_added_again(&server);
+        assert!(redial.unaddressed.is_empty());
+        close(server, dir);
+    }
 }

@@ -92,6 +92,7 @@ pub(super) fn restart_only_changes(started: &Settings, now: &Settings) -> Vec<&'
         tick,
         sync_stall_limit,
         segment_bytes,
+        max_record_bytes,
         pin_cap_bytes,
         snapshot_bytes_max,
         snapshot_timeout,
@@ -112,6 +113,10 @@ pub(super) fn restart_only_changes(started: &Settings, now: &Settings) -> Vec<&'
             *sync_stall_limit != started.sync_stall_limit,
         ),
         ("segment-bytes", *segment_bytes != started.segment_bytes),
+        (
+            "max-record-bytes",
+            *max_record_bytes != started.max_record_bytes,
+        ),
         ("pin-cap-bytes", *pin_cap_bytes != started.pin_cap_bytes),
         (
             "snapshot-bytes-max",

@@ -35,6 +35,12 @@ pub(super) const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// would otherwise hold its share of the budget for the whole timeout, and a few such clients,
 /// renewed, would keep every large request answered RETRY at little cost.
 const BODY_PACE_SLACK_DIVISOR: usize = 16;
+/// How long past its deadline (or the moment its pace was due) a request's reads may still
+/// find bytes: what the client sent in time may wait in the socket while this thread did not
+/// run. Past it, the request is cut off whatever arrives: every look that found a byte used to
+/// allow another, so a client sending a byte a millisecond kept its share of the budget, and
+/// its connection, for hours.
+const LATE_LOOK: Duration = Duration::from_millis(100);
 /// A client that takes no bytes of its answer for this long is cut off: it would otherwise hold
 /// its thread, its connection slot and the answer, and keep a stop from finishing.
 const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -265,8 +271,11 @@ impl Read for RequestReader<'_> {
                 Some((_, due)) => due.min(self.deadline.get()),
                 None => self.deadline.get(),
             };
-            // Past it, one more look (bytes the client sent may wait in the socket while this
-            // thread did not run): a client is judged by what it sent, not by what was read.
+            // Past it, a last look (`LATE_LOOK`): a client is judged by what it sent, not by
+            // what this thread got round to reading.
+            if now >= until + LATE_LOOK {
+                return Err(cut_off());
+            }
             let left = until
                 .saturating_duration_since(now)
                 .max(Duration::from_millis(1));
@@ -1119,6 +1128,52 @@ mod tests {
             let silent = outcomes[0].as_ref().unwrap_err();
             assert_eq!(silent.kind(), std::io::ErrorKind::UnexpectedEof, "{silent}");
             drop(stalled);
+        });
+        assert_eq!(server.request_budget.held(), 0);
+        close(server, dir);
+    }
+
+    /// A large request that falls behind its pace and then trickles a byte at a time, each
+    /// within a millisecond of the last, is cut off all the same, soon after its pace was
+    /// due. Every read that found a byte used to allow one more, and such a client held its
+    /// share of the budget for as long as it kept trickling.
+    #[test]
+    fn a_request_trickling_behind_its_pace_is_cut_off() {
+        let (mut server, dir) = single_node_server("trickle");
+        server.request_timeout = Duration::from_secs(2);
+        server.request_budget = budget::RequestBudget::new(16 << 20);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::scope(|s| {
+            let server = &server;
+            let served = s.spawn(move || {
+                let (stream, _) = listener.accept().unwrap();
+                serve_one(server, stream)
+            });
+            let mut client = TcpStream::connect(addr).unwrap();
+            let _ = client.set_nodelay(true);
+            let mut bytes = (16u32 << 20).to_le_bytes().to_vec();
+            bytes.push(proto::OP_STATUS);
+            bytes.resize(4 + budget::UNBUDGETED_BYTES, 7);
+            std::io::Write::write_all(&mut client, &bytes).unwrap();
+            // Its next mebibyte is due about 0.13 s after its first 64 KiB. It sends one byte
+            // per write instead, back to back (a few hundred KB/s, far behind the 8 MB/s of
+            // its pace, and with no pause of a millisecond unless this thread is preempted),
+            // for up to 8 s, until the node closes the connection.
+            let started = Instant::now();
+            let cut = loop {
+                if started.elapsed() > Duration::from_secs(8) {
+                    break false;
+                }
+                if std::io::Write::write_all(&mut client, &[7]).is_err() {
+                    break true;
+                }
+            };
+            let outcome = served.join().unwrap();
+            assert!(cut, "still trickling after 8 s: {outcome:?}");
+            let error = outcome.unwrap_err();
+            assert_eq!(error.kind(), std::io::ErrorKind::TimedOut, "{error}");
+            assert!(error.to_string().contains("arrived too slowly"), "{error}");
         });
         assert_eq!(server.request_budget.held(), 0);
         close(server, dir);

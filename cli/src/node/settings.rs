@@ -44,7 +44,12 @@ to start.
                           a leader whose log sync has not returned for MS hands its
                           leadership to another voter (default 1000, never less than the
                           longest election timeout, 20 ticks; 0: never)
-  --segment-bytes N       size of new log segments (default: rwal-wal's)
+  --segment-bytes N       size of new log segments (default: rwal-wal's, 64 MiB); they must
+                          hold a record of --max-record-bytes (16 MiB + 8 KiB for 16 MiB)
+  --max-record-bytes N    the largest record this node takes as a leader (default and at
+                          most 16 MiB); give every member the same value and segments that
+                          hold it: a follower that cannot store a record the leader took
+                          stops
   --pin-cap-bytes N       log a lagging follower may hold back before it is sent a snapshot
                           instead (default 1 GiB)
   --snapshot-bytes-max N  the largest snapshot this node takes from a leader (default 1 GiB):
@@ -90,6 +95,8 @@ pub(super) struct Settings {
     /// `NodeOptions::sync_stall_limit`.
     pub(super) sync_stall_limit: Option<Duration>,
     pub(super) segment_bytes: Option<u64>,
+    /// `Config::max_record_bytes`: the largest record this node takes as a leader.
+    pub(super) max_record_bytes: u64,
     pub(super) pin_cap_bytes: u64,
     /// `Config::snapshot_bytes_max`.
     pub(super) snapshot_bytes_max: u64,
@@ -135,6 +142,13 @@ fn path(key: &str, value: &OsStr) -> Result<PathBuf, String> {
     Ok(PathBuf::from(value))
 }
 
+/// The largest `max-record-bytes`, and its default: the replication layer's default
+/// `Config::max_record_bytes`, and what one client request carries.
+const RECORD_BYTES_MAX: u64 = 16 << 20;
+/// What a segment holds besides one record: its header region and the record's header.
+const SEGMENT_OVERHEAD_BYTES: u64 =
+    rwal_wal::segment::HEADER_REGION_BYTES + rwal_wal::record::HEADER_BYTES as u64;
+
 pub(super) fn parse_settings(pairs: Vec<(String, OsString)>) -> Result<Settings, String> {
     let mut id = None;
     let mut dir = None;
@@ -147,6 +161,7 @@ pub(super) fn parse_settings(pairs: Vec<(String, OsString)>) -> Result<Settings,
     let mut tick_ms = 10;
     let mut sync_stall_limit_ms = 1000;
     let mut segment_bytes = None;
+    let mut max_record_bytes = RECORD_BYTES_MAX;
     let mut pin_cap_bytes = 1 << 30;
     let mut snapshot_bytes_max = Config::new(1).snapshot_bytes_max;
     let mut snapshot_timeout = None;
@@ -197,6 +212,14 @@ pub(super) fn parse_settings(pairs: Vec<(String, OsString)>) -> Result<Settings,
             }
             "sync-stall-limit-ms" => sync_stall_limit_ms = number(&key, value()?)?,
             "segment-bytes" => segment_bytes = Some(number(&key, value()?)?),
+            "max-record-bytes" => {
+                max_record_bytes = positive(&key, value()?)?;
+                if max_record_bytes > RECORD_BYTES_MAX {
+                    return Err(format!(
+                        "{key}: at most {RECORD_BYTES_MAX} (what one client request carries)"
+                    ));
+                }
+            }
             "pin-cap-bytes" => pin_cap_bytes = number(&key, value()?)?,
             "snapshot-bytes-max" => snapshot_bytes_max = positive(&key, value()?)?,
             "snapshot-timeout-ms" => {
@@ -230,6 +253,21 @@ pub(super) fn parse_settings(pairs: Vec<(String, OsString)>) -> Result<Settings,
     let listen = listen.ok_or_else(|| missing("listen"))?;
     let client_listen = client_listen.ok_or_else(|| missing("client-listen"))?;
     check_addresses_differ(listen, client_listen, &peers)?;
+    // Every member must hold any record a leader takes: a follower whose segments cannot fails
+    // the round that appends it and stops, at every restart, until the leader sends it a
+    // snapshot instead. Checked for this node's own pair (the log checks the rest of the
+    // segment size when it opens); the docs ask for the same values on every member.
+    let holds = segment_bytes
+        .unwrap_or(rwal_wal::SEGMENT_BYTES_DEFAULT)
+        .saturating_sub(SEGMENT_OVERHEAD_BYTES);
+    if holds < max_record_bytes {
+        return Err(format!(
+            "segment-bytes: {} holds records of at most {holds} bytes, below max-record-bytes \
+             ({max_record_bytes}): give at least {}, or a smaller max-record-bytes",
+            segment_bytes.unwrap_or(rwal_wal::SEGMENT_BYTES_DEFAULT),
+            (max_record_bytes + SEGMENT_OVERHEAD_BYTES).next_multiple_of(4096)
+        ));
+    }
     Ok(Settings {
         id,
         dir: dir.ok_or_else(|| missing("dir"))?,
@@ -245,6 +283,7 @@ pub(super) fn parse_settings(pairs: Vec<(String, OsString)>) -> Result<Settings,
         sync_stall_limit: Some(Duration::from_millis(sync_stall_limit_ms))
             .filter(|limit| !limit.is_zero()),
         segment_bytes,
+        max_record_bytes,
         pin_cap_bytes,
         snapshot_bytes_max,
         snapshot_timeout,
@@ -436,6 +475,44 @@ mod tests {
         assert_eq!(snapshots.snapshot_bytes_max, 4096);
         let e = parse_settings(pairs(&[("snapshot-bytes-max", "0")])).unwrap_err();
         assert_eq!(e, "snapshot-bytes-max: must be above 0");
+        // Segments too small for the largest record a leader takes are refused, naming both
+        // sizes and the smallest that would do; a smaller record limit lets them be.
+        assert_eq!(RECORD_BYTES_MAX, Config::new(1).max_record_bytes);
+        assert_eq!(s.max_record_bytes, RECORD_BYTES_MAX);
+        assert_eq!(
+            rwal_wal::segment::max_payload_bytes(1 << 20),
+            (1 << 20) - SEGMENT_OVERHEAD_BYTES
+        );
+        let e = parse_settings(pairs(&[("segment-bytes", "16777216")])).unwrap_err();
+        assert_eq!(
+            e,
+            "segment-bytes: 16777216 holds records of at most 16773088 bytes, below \
+             max-record-bytes (16777216): give at least 16785408, or a smaller max-record-bytes"
+        );
+        let e = parse_settings(pairs(&[("segment-bytes", "0")])).unwrap_err();
+        assert!(e.contains("at most 0 bytes"), "{e}");
+        let smallest = parse_settings(pairs(&[("segment-bytes", "16785408")])).unwrap();
+        assert_eq!(smallest.segment_bytes, Some(16785408));
+        let small = parse_settings(pairs(&[
+            ("segment-bytes", "1048576"),
+            ("max-record-bytes", "1044448"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (small.segment_bytes, small.max_record_bytes),
+            (Some(1 << 20), 1044448)
+        );
+        let e = parse_settings(pairs(&[
+            ("segment-bytes", "1048576"),
+            ("max-record-bytes", "1044449"),
+        ]))
+        .unwrap_err();
+        assert!(e.contains("give at least 1052672"), "{e}");
+        let e = parse_settings(pairs(&[("max-record-bytes", "16777217")])).unwrap_err();
+        assert_eq!(
+            e,
+            "max-record-bytes: at most 16777216 (what one client request carries)"
+        );
         assert_eq!(s.snapshot_timeout, None);
         let slow = parse_settings(pairs(&[("snapshot-timeout-ms", "30000")])).unwrap();
         assert_eq!(slow.snapshot_timeout, Some(Duration::from_secs(30)));

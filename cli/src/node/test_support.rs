@@ -44,6 +44,7 @@ pub(super) fn settings_for_tests() -> Settings {
         tick: Duration::from_millis(5),
         sync_stall_limit: Some(Duration::from_secs(1)),
         segment_bytes: None,
+        max_record_bytes: 16 << 20,
         pin_cap_bytes: 1 << 20,
         snapshot_bytes_max: 1 << 20,
         snapshot_timeout: None,
