@@ -27,8 +27,10 @@ import operator
 import logging
 import math
 import os
+import sys
 import threading
 import time
+import traceback
 import warnings
 from contextlib import contextmanager
 from typing import Iterator, NamedTuple, Optional, Sequence, Tuple, Union
@@ -80,9 +82,13 @@ class Error(Exception):
     the error: after a TimeoutError it may still commit (Node.wait_committed waits on), and
     after a ClosedError (the node closed while the call waited) or a ReplicationError too, on
     the other members or at the node's next open; None if the record was not proposed, and
-    never will be. None from every other call."""
+    never will be, unless `proposed_unknown` is True: after a PanicError, or a ReplicationError
+    saying that the node's thread panicked while proposing, the node cannot tell whether it
+    took the record, and None means unknown (look for the record before proposing it again).
+    None from every other call."""
 
     proposed: Optional[Tuple[int, int]] = None
+    proposed_unknown: bool = False
 
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
@@ -92,7 +98,10 @@ class Error(Exception):
     def __reduce__(self):
         # Pickled (e.g. back from a process pool) with the arguments its constructor takes,
         # and `proposed`.
-        return (self.__class__, (self.code, str(self)), {"proposed": self.proposed})
+        return (self.__class__, (self.code, str(self)), self._pickled_state())
+
+    def _pickled_state(self) -> dict:
+        return {"proposed": self.proposed, "proposed_unknown": self.proposed_unknown}
 
 
 class InvalidArgumentError(Error, ValueError):
@@ -175,7 +184,7 @@ class NotLeaderError(Error):
 
     def __reduce__(self):
         return (self.__class__, (self.code, str(self), self.leader_id, self.leader_addr),
-                {"proposed": self.proposed})
+                self._pickled_state())
 
 
 class SupersededError(Error):
@@ -375,12 +384,22 @@ def open(  # noqa: A001 - rwal.open on purpose, like io.open
     _check(lib.rwal_options_set_create(opts, bool(create)))
     handle = ffi.new("rwal_log **")
     log = Log.__new__(Log)
-    try:
-        _check(lib.rwal_open(_c_path(path), opts, handle))
-        log.__init__(handle[0])
-    except BaseException:
-        _free_unadopted(log, handle, lib.rwal_close)
-        raise
+    with _interruptible_open():
+        try:
+            _check(lib.rwal_open(_c_path(path), opts, handle))
+            log.__init__(handle[0])
+        except BaseException as failure:
+            _free_unadopted(log, handle, lib.rwal_close)
+            interrupted = _take_interrupt()
+            if interrupted is not None and failure is not interrupted:
+                raise interrupted from failure
+            raise
+        interrupted = _take_interrupt()
+    if interrupted is not None:
+        try:
+            log.close()
+        finally:
+            raise interrupted
     return log
 
 
@@ -469,8 +488,10 @@ class _Handle:
         # close().
         self._deferred_free = None
         self._deferred_error = None
-        # The error `stop` returned (see _close_with), raised once the handle is freed.
+        # The error `stop` returned (see _close_with), raised once the handle is freed, and
+        # whether `stop` ran: a close() interrupted after it keeps both for the next one.
         self._stop_error = None
+        self._stopped = False
         # The thread of a close() that is freeing the handle: a close() on another thread
         # waits for it (it returned at once, with the handle still open). None otherwise.
         self._closing = None
@@ -535,8 +556,9 @@ class _Handle:
     def _close_with(self, free, _check=_check, stays_open_on=(), stop=None) -> bool:
         """Marks the handle closed, waits for the calls in progress on other threads, then
         frees it with `free`. Twice is fine (a second close raises the error of a deferred
-        free, once). Interrupted while it waits (KeyboardInterrupt), it closes nothing: the
-        handle stays open, for a later close().
+        free, once). Interrupted while it waits (KeyboardInterrupt), it frees nothing: the
+        handle stays open, for a later close(), which does not run `stop` again if it ran, and
+        raises its error.
 
         Called with a call of this thread's in progress (from a signal handler, which runs on
         the thread whose call it interrupted, between two of its steps), it does not wait for
@@ -584,8 +606,9 @@ class _Handle:
                     # and free (a `_closing` left set would hang it: the `finally` clears it).
                     owner = True
                     self._closing = me
-                if stop is not None and not self._lock._is_owned():
+                if stop is not None and not self._stopped and not self._lock._is_owned():
                     self._stop_error = stop(self._handle)
+                    self._stopped = True
                 with self._idle:
                     while self._calls - getattr(self._mine, "calls", 0) > 0:
                         self._idle.wait()
@@ -599,7 +622,12 @@ class _Handle:
                     with self._idle:
                         self._closed = False
                         self._deferred_free = None
-                        self._stop_error = None
+                        # Interrupted after `stop` ran (in the wait for other threads'
+                        # calls): the next close() does not stop again (a second stop
+                        # returned OK, and a failed final sync went unreported), and raises
+                        # what this one's stop returned.
+                        if not self._stopped:
+                            self._stop_error = None
                 raise
             try:
                 _check(free(self._handle))
@@ -1395,16 +1423,64 @@ def log_to(logger: Union[str, logging.Logger, None] = "rwal", level: int = loggi
     lib.rwal_set_log_callback(lib._rwal_py_log, threshold, ffi.NULL)
 
 
-@ffi.def_extern()
+# Ctrl-C (or sys.exit) that cffi caught in a callback running on a thread that is opening a
+# log or a node. A signal that arrives while the library runs without the GIL (recovery, a
+# replay) is raised as soon as Python runs again on the main thread: at the entry of the next
+# callback there (a log message, a node's apply or restore), not in the caller, and cffi
+# catches it. Noted here and raised by the open once the library returns, after it closed what
+# it opened: the caller asked to stop.
+_opening = threading.local()
+
+
+@contextmanager
+def _interruptible_open() -> Iterator[None]:
+    """Marks this thread as opening a log or a node: an interrupt its callbacks catch is noted
+    (`_take_interrupt`) instead of printed."""
+    outer = getattr(_opening, "depth", 0), getattr(_opening, "interrupt", None)
+    _opening.depth, _opening.interrupt = outer[0] + 1, None
+    try:
+        yield
+    finally:
+        _opening.depth = outer[0]
+        if outer[0]:
+            _opening.interrupt = _opening.interrupt or outer[1]
+
+
+def _take_interrupt() -> Optional[BaseException]:
+    """The interrupt a callback caught on this thread during the open running here, if any."""
+    interrupt = getattr(_opening, "interrupt", None)
+    _opening.interrupt = None
+    return interrupt
+
+
+def _noted_interrupt(exc_type, exc_value) -> bool:
+    """Notes `exc_value` for the open running on this thread if it is an interrupt and an open
+    runs; whether it was noted."""
+    if not getattr(_opening, "depth", 0) or not issubclass(
+            exc_type, (KeyboardInterrupt, SystemExit)):
+        return False
+    if getattr(_opening, "interrupt", None) is None:
+        _opening.interrupt = exc_value
+    return True
+
+
+def _log_callback_error(exc_type, exc_value, tb) -> None:
+    """What the log handler raised: an interrupt during an open is raised by the open;
+    anything else is printed, as cffi does."""
+    if not _noted_interrupt(exc_type, exc_value):
+        sys.stderr.write("rwal: the log handler raised:\n")
+        traceback.print_exception(exc_type, exc_value, tb, file=sys.stderr)
+
+
+@ffi.def_extern(onerror=_log_callback_error)
 def _rwal_py_log(level, message, _userdata) -> None:
     logger = _log_target[0]
     if logger is not None:
         text = ffi.string(message).decode("utf-8", "replace")
-        # Marked as a callback: a node collected by a garbage collection in the handler is
-        # closed later, not here, where its threads' messages would wait for the logging lock
-        # this thread holds while the close waits for them.
-        with _in_callback():
-            logger.log(_LOG_LEVELS.get(level, logging.INFO), "%s", text)
+        # A node collected by a garbage collection in the handler is not closed here, where
+        # its threads' messages would wait for the library's logging lock this thread holds
+        # while the close waited for them: Node.__del__ closes it on a thread of its own.
+        logger.log(_LOG_LEVELS.get(level, logging.INFO), "%s", text)
 
 
 @atexit.register
@@ -1414,4 +1490,4 @@ def _stop_logging_at_exit() -> None:
     lib.rwal_set_log_callback(ffi.NULL, 0, ffi.NULL)
 
 
-from .node import Node, NodeTail, StateReader, _in_callback  # noqa: E402 - needs the errors above
+from .node import Node, NodeTail, StateReader  # noqa: E402 - needs the errors above

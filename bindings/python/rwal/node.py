@@ -60,9 +60,11 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from . import TimeoutError  # noqa: A004 - rwal.TimeoutError, a subclass of the builtin
 from . import (
-    CompactedError, Error, InvalidArgumentError, NotLeaderError, _c_path,
-    _adopt, _c_string, _check, _error, _free_unadopted, _Handle, _log_options, _last_error,
-    _owning_slot, _returning_ok, _seconds, _stable, _Tail, _uint, _WAIT_SLICE_SECONDS)
+    CompactedError, Error, InvalidArgumentError, NotLeaderError, PanicError, ReplicationError,
+    _c_path,
+    _adopt, _c_string, _check, _error, _free_unadopted, _Handle, _interruptible_open,
+    _log_options, _last_error, _noted_interrupt, _owning_slot, _returning_ok, _seconds, _stable,
+    _take_interrupt, _Tail, _uint, _WAIT_SLICE_SECONDS)
 from ._rwal_cffi import ffi, lib
 
 ApplyFn = Callable[[int, int, bytes], None]
@@ -86,7 +88,7 @@ _ROLES = {
 }
 
 
-# Set on a thread while it runs a node's callback (see Node.__del__).
+# On a thread while it runs nodes' callbacks: their engines (see _in_callback).
 _callback_thread = threading.local()
 # Every open node, and the ones garbage-collected inside a callback: closed at exit.
 _open_nodes: "weakref.WeakSet[Node]" = weakref.WeakSet()
@@ -95,12 +97,20 @@ _closed_at_exit: list = []
 
 @atexit.register
 def _close_nodes_at_exit() -> None:
-    """Closes the nodes still open while the interpreter can still run their callbacks."""
+    """Closes the nodes still open while the interpreter can still run their callbacks. What a
+    close raises is printed, as for a node collected open, and the others are closed all the
+    same (a Ctrl-C during one used to leave the rest open, their threads calling into a
+    finalizing interpreter; a failed final sync went unsaid)."""
     for node in list(_open_nodes) + _closed_at_exit:
         try:
             node.close()
-        except Exception:  # noqa: BLE001 - exiting: nothing to raise to
-            pass
+        except BaseException:  # noqa: BLE001 - exiting: nothing to raise to
+            try:
+                sys.stderr.write("rwal: closing rwal.Node %s at exit failed:\n"
+                                 % getattr(node, "_id", "?"))
+                traceback.print_exc(file=sys.stderr)
+            except BaseException:  # noqa: BLE001 - stderr may be gone this late
+                pass
 
 
 def _close_collected(node: "Node") -> None:
@@ -118,17 +128,16 @@ def _close_collected(node: "Node") -> None:
 
 
 @contextmanager
-def _in_callback(engine=None):
-    """Marks this thread as running a node's callback (of the node whose _Engine is `engine`:
-    its close() looks for it among the engines whose callbacks this thread is inside)."""
-    outer = getattr(_callback_thread, "active", False), getattr(_callback_thread, "engines", ())
-    _callback_thread.active = True
-    if engine is not None:
-        _callback_thread.engines = outer[1] + (engine,)
+def _in_callback(engine):
+    """Marks this thread as running a callback of the node whose _Engine is `engine`: its
+    close() looks for it among the engines whose callbacks this thread is inside, and a node
+    collected meanwhile is closed at exit (see Node.__del__)."""
+    outer = getattr(_callback_thread, "engines", ())
+    _callback_thread.engines = outer + (engine,)
     try:
         yield
     finally:
-        _callback_thread.active, _callback_thread.engines = outer
+        _callback_thread.engines = outer
 
 
 class _Engine:
@@ -250,11 +259,23 @@ class StateReader(io.RawIOBase):
         raise TypeError("a StateReader views memory of the library's: it cannot be pickled")
 
 
+def _proposal_unknown_after(error) -> bool:
+    """Whether zeros from a propose_and_wait that failed with `error` mean "unknown", not "not
+    proposed": after RWAL_ERR_PANIC, or a replication error whose message says the node's
+    thread panicked while proposing (include/rwal.h, rwal_node_propose_and_wait)."""
+    return isinstance(error, PanicError) or (
+        isinstance(error, ReplicationError) and "panicked while proposing" in str(error))
+
+
 def _print_callback_error(exc_type, exc_value, tb):
-    """Prints what a callback raised to stderr (it cannot cross the C boundary)."""
-    with _in_callback():
-        sys.stderr.write("rwal: a node callback raised:\n")
-        traceback.print_exception(exc_type, exc_value, tb, file=sys.stderr)
+    """Prints what a callback raised to stderr (it cannot cross the C boundary), except an
+    interrupt on a thread opening a node, which the open raises (`_noted_interrupt`): Ctrl-C
+    during a long replay lands at the entry of the next apply or restore, outside the engine's
+    code, and used to end the open with ReplicationError."""
+    if _noted_interrupt(exc_type, exc_value):
+        return
+    sys.stderr.write("rwal: a node callback raised:\n")
+    traceback.print_exception(exc_type, exc_value, tb, file=sys.stderr)
 
 
 # Each returns 0, or -1 when the callback raised: the node then stops (apply, restore) or
@@ -449,17 +470,26 @@ class Node(_Handle):
             lib._rwal_py_leader, self._engine_handle))
         self._id = node_id
         out = ffi.new("rwal_node **")
-        try:
-            _check(lib.rwal_node_open(opts, out))
-            self._open(out[0])
-        except BaseException as failure:
-            _free_unadopted(self, out, lib.rwal_node_close)
-            interrupted = self._engine.interrupted
-            if interrupted is not None and failure is not interrupted:
-                # Ctrl-C (or sys.exit) in restore or apply while the node opened: the caller
-                # asked to stop, not to be told that the engine failed.
-                raise interrupted from failure
-            raise
+        with _interruptible_open():
+            try:
+                _check(lib.rwal_node_open(opts, out))
+                self._open(out[0])
+            except BaseException as failure:
+                _free_unadopted(self, out, lib.rwal_node_close)
+                interrupted = self._engine.interrupted or _take_interrupt()
+                if interrupted is not None and failure is not interrupted:
+                    # Ctrl-C (or sys.exit) in restore or apply, or at their entry, while the
+                    # node opened: the caller asked to stop, not to be told that the engine
+                    # failed.
+                    raise interrupted from failure
+                raise
+            # Caught by a callback that did not fail the open (a log message's).
+            interrupted = _take_interrupt()
+        if interrupted is not None:
+            try:
+                self.close()
+            finally:
+                raise interrupted
         _open_nodes.add(self)
 
     def __del__(self) -> None:
@@ -468,7 +498,11 @@ class Node(_Handle):
         # A node's own threads are not Python's: collected there (inside a callback, or while
         # a callback's error is printed), closing would wait for that very thread. Kept
         # alive, and closed at exit.
-        on_a_node_thread = getattr(_callback_thread, "active", False) or isinstance(
+        # Inside a node's callback on any thread (the opening thread runs restore and apply),
+        # or on a thread that is not Python's. Not merely in the log handler on a Python
+        # thread (a garbage collection there): that node is closed on a closer thread, below,
+        # as anywhere else, not kept open until exit.
+        on_a_node_thread = bool(getattr(_callback_thread, "engines", ())) or isinstance(
             threading.current_thread(), threading._DummyThread)
         if on_a_node_thread:
             _closed_at_exit.append(self)
@@ -597,7 +631,9 @@ class Node(_Handle):
         returns the committed record's (lsn, epoch). NotLeaderError, InvalidArgumentError and
         BusyError mean it was not proposed, SupersededError that it never commits. Every
         error's `proposed` is the record's (lsn, epoch) if it was proposed, None if the node
-        had not taken it: it was not proposed and never will be. A proposed record may still
+        had not taken it: it was not proposed and never will be (unless `proposed_unknown` is
+        True: after a PanicError, or a ReplicationError saying the node's thread panicked
+        while proposing, whether it was taken is unknown). A proposed record may still
         commit after a TimeoutError (wait_committed() waits on), a ClosedError (the node
         closed while this waited) or a ReplicationError: on the other members, or at the
         node's next open. One library call: Ctrl-C waits for it to return, so keep its timeout
@@ -611,6 +647,7 @@ class Node(_Handle):
                        len(buf), _millis(timeout), lsn, epoch)
         except Error as e:
             e.proposed = (lsn[0], epoch[0]) if lsn[0] else None
+            e.proposed_unknown = e.proposed is None and _proposal_unknown_after(e)
             raise
         return lsn[0], epoch[0]
 

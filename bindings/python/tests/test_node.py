@@ -2,6 +2,7 @@
 
 import copy
 import io
+import logging
 import mmap
 import pickle
 import threading
@@ -380,6 +381,39 @@ def test_ctrl_c_in_restore_while_the_node_opens_is_raised_by_the_open(tmp_path):
     assert restored == [b"state"]
 
 
+def test_ctrl_c_caught_by_a_callback_while_the_node_opens_is_raised_by_the_open(tmp_path):
+    # Ctrl-C that arrives while the library replays without the GIL lands at the entry of the
+    # next callback on the opening thread: a log message's here (as in rwal.open), or an
+    # apply's, outside the engine's code. cffi caught it there: the open went on, or failed
+    # with ReplicationError.
+    class Interrupting(logging.Handler):
+        raised = 0
+
+        def emit(self, record):
+            if "opened" in record.getMessage() and not self.raised:
+                self.raised += 1
+                raise KeyboardInterrupt
+
+    handler = Interrupting()
+    logger = logging.getLogger("rwal.test.node-interrupt")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    rwal.log_to(logger, logging.INFO)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            rwal.Node(1, tmp_path / "alone", cluster_id=1, secret=SECRET, voters=[1],
+                      tick_ms=10, apply=lambda *_: None, snapshot=lambda: b"",
+                      restore=lambda *_: None)
+    finally:
+        rwal.log_to(None)
+        logger.removeHandler(handler)
+    assert handler.raised == 1
+    # Closed: the directory opens again.
+    node = rwal.Node(1, tmp_path / "alone", cluster_id=1, secret=SECRET, tick_ms=10,
+                     apply=lambda *_: None, snapshot=lambda: b"", restore=lambda *_: None)
+    node.close()
+
+
 def test_a_callback_that_asks_for_the_status_while_the_node_closes_does_not_fail_it(tmp_path):
     started = threading.Event()
     seen = []
@@ -522,6 +556,145 @@ def test_an_interrupt_right_after_the_native_open_closes_the_node(tmp_path, monk
                      tick_ms=10, apply=lambda *_: None, snapshot=lambda: b"",
                      restore=lambda *_: None)
     node.close()
+
+
+def test_a_node_collected_in_the_log_handler_is_closed_on_a_thread_of_its_own(tmp_path):
+    # The log handler marked its thread as in a node's callback, and a node collected there
+    # was kept open, its directory locked, until the interpreter exited.
+    import gc
+    import warnings
+
+    path = tmp_path / "cycle"
+    node = rwal.Node(1, path, cluster_id=1, secret=SECRET, voters=[1], tick_ms=10,
+                     apply=lambda *_: None, snapshot=lambda: b"", restore=lambda *_: None)
+    node.itself = node  # a cycle: only the cycle collector frees it
+
+    class Collecting(logging.Handler):
+        collections = 0
+
+        def emit(self, record):
+            if "opened" in record.getMessage() and not self.collections:
+                self.collections += 1
+                gc.collect()
+
+    handler = Collecting()
+    logger = logging.getLogger("rwal.test.collect")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    gc.disable()
+    try:
+        del node
+        rwal.log_to(logger, logging.INFO)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            # Its "opened" message runs the handler on this thread, a Python one.
+            with rwal.open(tmp_path / "other", segment_size=1 << 20):
+                pass
+    finally:
+        rwal.log_to(None)
+        logger.removeHandler(handler)
+        gc.enable()
+    assert handler.collections == 1
+
+    def reopened():
+        try:
+            again = rwal.Node(1, path, cluster_id=1, secret=SECRET, tick_ms=10,
+                              apply=lambda *_: None, snapshot=lambda: b"",
+                              restore=lambda *_: None)
+        except rwal.LockedError:
+            return False
+        again.close()
+        return True
+    wait(reopened)
+
+
+def test_a_close_interrupted_after_the_stop_raises_the_stops_error_at_the_next(tmp_path):
+    # Interrupted while it waited for another thread's call, after the node was stopped, close()
+    # forgot what the stop returned (a failed final sync): the next close() stopped the node
+    # again, which returned OK, and said nothing.
+    import signal
+
+    node = rwal.Node(1, tmp_path / "alone", cluster_id=1, secret=SECRET, voters=[1],
+                     tick_ms=10, apply=lambda *_: None, snapshot=lambda: b"",
+                     restore=lambda *_: None)
+    real_stop = node._stop_node
+    stops = []
+    failure = rwal.ReplicationError(rwal.lib.RWAL_ERR_REPLICATION,
+                                    "the final sync failed (simulated)")
+
+    def stop(handle):
+        stops.append(real_stop(handle))
+        if len(stops) == 1:
+            # Ctrl-C while close() waits for the call held below, sent to this (the main)
+            # thread: sent to the process, it may land on another thread, and the main
+            # thread's wait is not interrupted.
+            threading.Timer(0.2, signal.pthread_kill,
+                            (threading.main_thread().ident, signal.SIGINT)).start()
+        return failure
+
+    node._stop_node = stop
+    in_call = threading.Event()
+    release = threading.Event()
+
+    def hold_a_call():
+        with node._use():
+            in_call.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold_a_call)
+    holder.start()
+    try:
+        assert in_call.wait(30)
+        with pytest.raises(KeyboardInterrupt):
+            node.close()
+    finally:
+        release.set()
+        holder.join(30)
+    with pytest.raises(rwal.ReplicationError, match="simulated"):
+        node.close()
+    assert stops == [None], "stopped once"
+    assert node.closed
+    node.close()  # twice is fine
+
+
+def test_a_panic_leaves_whether_a_record_was_proposed_unknown():
+    from rwal.node import _proposal_unknown_after
+
+    lib = rwal.lib
+    panic = rwal.PanicError(lib.RWAL_ERR_PANIC, "a bug")
+    assert _proposal_unknown_after(panic)
+    assert _proposal_unknown_after(rwal.ReplicationError(
+        lib.RWAL_ERR_REPLICATION,
+        "the node's thread panicked while proposing the record: whether it was taken is unknown"))
+    assert not _proposal_unknown_after(rwal.ReplicationError(
+        lib.RWAL_ERR_REPLICATION, "the engine's apply failed"))
+    assert not _proposal_unknown_after(rwal.NotLeaderError(lib.RWAL_ERR_NOT_LEADER, "not me"))
+    assert rwal.Error(lib.RWAL_ERR_BUSY, "busy").proposed_unknown is False
+    panic.proposed_unknown = True
+    assert pickle.loads(pickle.dumps(panic)).proposed_unknown is True
+
+
+def test_the_nodes_closed_at_exit_are_all_closed_whatever_one_raises(monkeypatch, capsys):
+    closed = []
+
+    class Failing:
+        _id = 7
+
+        def close(self):
+            closed.append(self._id)
+            raise KeyboardInterrupt
+
+    class Fine:
+        _id = 8
+
+        def close(self):
+            closed.append(self._id)
+
+    monkeypatch.setattr(rwal.node, "_open_nodes", set())
+    monkeypatch.setattr(rwal.node, "_closed_at_exit", [Failing(), Fine()])
+    rwal.node._close_nodes_at_exit()
+    assert closed == [7, 8]
+    assert "closing rwal.Node 7 at exit failed" in capsys.readouterr().err
 
 
 def test_a_node_collected_inside_its_own_callback_is_closed_later_not_joined_there(tmp_path):

@@ -202,6 +202,43 @@ def _tear_tail_after_one_record(path, record_bytes):
         segment.write(b"\xa5" * 64)
 
 
+class _InterruptingHandler(logging.Handler):
+    """Raises KeyboardInterrupt at the first message that contains `at`: as Ctrl-C does when
+    it arrives while the library runs without the GIL, and Python first runs again at the
+    entry of the log callback."""
+
+    def __init__(self, at: str) -> None:
+        super().__init__()
+        self.at = at
+        self.raised = 0
+
+    def emit(self, record) -> None:
+        if self.at in record.getMessage() and not self.raised:
+            self.raised += 1
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_caught_by_the_log_callback_during_an_open_is_raised_by_the_open(path, capsys):
+    # cffi caught the interrupt in the callback, printed it, and the open returned a log: the
+    # Ctrl-C was lost.
+    handler = _InterruptingHandler("opened")
+    logger = logging.getLogger("rwal.test.interrupt")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    rwal.log_to(logger, logging.INFO)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            rwal.open(path, segment_size=1 << 20)
+    finally:
+        rwal.log_to(None)
+        logger.removeHandler(handler)
+    assert handler.raised == 1
+    assert "KeyboardInterrupt" not in capsys.readouterr().err
+    # The log was closed: its directory is not locked.
+    with rwal.open(path, segment_size=1 << 20) as log:
+        assert log.last_lsn == 0
+
+
 def test_the_librarys_messages_go_to_a_python_logger(path, caplog):
     rwal.log_to("rwal.test", logging.INFO)
     try:
