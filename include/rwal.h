@@ -1319,8 +1319,14 @@ rwal_status rwal_node_read_barrier(rwal_node *node, uint32_t timeout_ms, uint64_
  * committed. For an addition, `addr` ("IP:PORT", or NULL if this node already knows the peer:
  * `RWAL_ERR_INVALID_ARGUMENT` if it does not) is the node's peer address, added to this node's
  * peers (and taken back if the proposal fails); for a removal it is ignored. Every node
- * forgets a removed member's address and connections once it applies the removal. Addresses
- * are not replicated: give an added member's to every other member too (`rwal_node_add_peer`). A
+ * forgets a removed member's address and connections once it applies the removal. The
+ * change carries an added member's address (the one given, or the one this node knew): every
+ * member that applies it and has no address for that node dials it there, so whichever
+ * leads later reaches it. A member that has an address for it keeps its own, and one that
+ * catches up by a snapshot learns none of the addresses the snapshot covers: give those with
+ * `rwal_node_add_peer` (a joiner needs the members' anyway, and a node restarted re-learns
+ * only from the changes after its latest checkpoint). Before 2026-12-05 addresses were not
+ * replicated at all. Nodes of before then apply such a change and ignore the address. A
  * change of nothing, or making a learner of a voter, is `RWAL_ERR_INVALID_ARGUMENT`. Writes
  * the LSN and epoch the change entry will have if it commits, as `rwal_node_propose` does:
  * `rwal_node_wait_committed` with them returns `RWAL_OK` once the change is made, and

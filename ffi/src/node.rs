@@ -1341,8 +1341,14 @@ pub unsafe extern "C" fn rwal_node_read_barrier(
 /// committed. For an addition, `addr` ("IP:PORT", or NULL if this node already knows the peer:
 /// `RWAL_ERR_INVALID_ARGUMENT` if it does not) is the node's peer address, added to this node's
 /// peers (and taken back if the proposal fails); for a removal it is ignored. Every node
-/// forgets a removed member's address and connections once it applies the removal. Addresses
-/// are not replicated: give an added member's to every other member too (`rwal_node_add_peer`). A
+/// forgets a removed member's address and connections once it applies the removal. The
+/// change carries an added member's address (the one given, or the one this node knew): every
+/// member that applies it and has no address for that node dials it there, so whichever
+/// leads later reaches it. A member that has an address for it keeps its own, and one that
+/// catches up by a snapshot learns none of the addresses the snapshot covers: give those with
+/// `rwal_node_add_peer` (a joiner needs the members' anyway, and a node restarted re-learns
+/// only from the changes after its latest checkpoint). Before 2026-12-05 addresses were not
+/// replicated at all. Nodes of before then apply such a change and ignore the address. A
 /// change of nothing, or making a learner of a voter, is `RWAL_ERR_INVALID_ARGUMENT`. Writes
 /// the LSN and epoch the change entry will have if it commits, as `rwal_node_propose` does:
 /// `rwal_node_wait_committed` with them returns `RWAL_OK` once the change is made, and
@@ -1424,20 +1430,30 @@ pub unsafe extern "C" fn rwal_node_change_membership(
             let count = peer.map(|_| rwal_node::peer_changed(&mut changes, id));
             (known, adding, count)
         };
-        let (lsn, epoch) = handle.node.change_membership(change).inspect_err(|_| {
-            let changes = handle.peer_changes.lock();
-            if adding.is_none() || changes.get(&id).copied() != count {
-                return;
-            }
-            match known {
-                Some(before) => {
-                    let _ = handle.network.add_peer(id, before);
+        // The change carries the address this node will dial the new member at (the one given,
+        // or the one it knew): every member learns it as it applies the change.
+        let carried = if adds_a_peer {
+            peer.or(known).map(|at| at.to_string())
+        } else {
+            None
+        };
+        let (lsn, epoch) = handle
+            .node
+            .change_membership_at(change, carried.as_deref())
+            .inspect_err(|_| {
+                let changes = handle.peer_changes.lock();
+                if adding.is_none() || changes.get(&id).copied() != count {
+                    return;
                 }
-                None => {
-                    handle.network.remove_peer(id);
+                match known {
+                    Some(before) => {
+                        let _ = handle.network.add_peer(id, before);
+                    }
+                    None => {
+                        handle.network.remove_peer(id);
+                    }
                 }
-            }
-        })?;
+            })?;
         // SAFETY: checked non-NULL.
         unsafe {
             put(lsn_out, lsn);

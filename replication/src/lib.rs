@@ -41,8 +41,8 @@ pub use node::{
 };
 pub use raft::eraftpb::ConfState;
 pub use replica::{
-    Bootstrap, Config, EngineResult, MembershipChange, Replica, Role, StateMachine,
-    MESSAGE_PART_BYTES_MAX,
+    Bootstrap, Config, EngineResult, MembershipChange, PeerEvent, Replica, Role, StateMachine,
+    MEMBER_ADDRESS_BYTES_MAX, MESSAGE_PART_BYTES_MAX,
 };
 pub use transport::{
     Envelope, Inbox, MemoryNetwork, MemoryTransport, SnapshotChunk, SnapshotRoom, Transport,

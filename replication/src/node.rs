@@ -215,7 +215,7 @@ const READ_ASKED_AGAIN_AFTER: Duration = Duration::from_millis(100);
 enum Request {
     Propose(Vec<u8>, Reply<(Lsn, u64)>),
     ProposeAndWait(Vec<u8>, ProposalReply),
-    Membership(MembershipChange, Reply<(Lsn, u64)>),
+    Membership(MembershipChange, Option<String>, Reply<(Lsn, u64)>),
     TransferLeadership(Option<NodeId>, Reply<NodeId>),
     StartCheckpoint(Lsn, u64, Reply<PendingCheckpoint>),
     ReadIndex(Instant, Reply<Lsn>),
@@ -742,8 +742,24 @@ impl Node {
     /// nothing changed); it takes effect on a node once that node has applied it
     /// ([`NodeStatus::applied_lsn`]).
     pub fn change_membership(&self, change: MembershipChange) -> Result<(Lsn, u64)> {
+        self.change_membership_at(change, None)
+    }
+
+    /// [`change_membership`](Node::change_membership) carrying the address of the member it
+    /// adds, in the form the transport takes (`IP:PORT` for the TCP transport): every member
+    /// that applies the change and has no address for that node learns this one
+    /// ([`Replica::change_membership_at`](crate::Replica::change_membership_at)). The address
+    /// is not given to this node's own transport here: give it with the transport's own call
+    /// first if the new member is to be reached before the change commits (this node learns it
+    /// too once it applies the change).
+    pub fn change_membership_at(
+        &self,
+        change: MembershipChange,
+        address: Option<&str>,
+    ) -> Result<(Lsn, u64)> {
         self.not_on_own_thread("change_membership")?;
-        self.request(|reply| Request::Membership(change, reply))
+        let address = address.map(str::to_owned);
+        self.request(|reply| Request::Membership(change, address, reply))
     }
 
     /// Hands leadership to another voter, e.g. before this node stops: to `to`, or with `None`
@@ -1331,13 +1347,18 @@ fn status_of<M: StateMachine>(replica: &Replica<M>, failure: Option<String>) -> 
     }
 }
 
-/// Tells the transport which members the applied membership changes removed. Before the
-/// membership is published: a caller that saw a member removed and adds it back (a peer's
-/// address with `add_peer`, or the C ABI's membership call) must not have that undone by a
-/// `peer_removed` that comes after (found by review on 2026-12-03).
-fn forget_removed_members<M: StateMachine, T: Transport>(replica: &mut Replica<M>, transport: &T) {
-    for id in replica.take_removed_members() {
-        transport.peer_removed(id);
+/// Tells the transport which members the applied membership changes removed, and the
+/// addresses of those they added, in the order applied (a member removed and added back at a
+/// new address is dialled there). Before the membership is published: a caller that saw a
+/// member removed and adds it back (a peer's address with `add_peer`, or the C ABI's
+/// membership call) must not have that undone by a `peer_removed` that comes after (found by
+/// review on 2026-12-03).
+fn tell_transport_of_peers<M: StateMachine, T: Transport>(replica: &mut Replica<M>, transport: &T) {
+    for event in replica.take_peer_events() {
+        match event {
+            crate::PeerEvent::Removed(id) => transport.peer_removed(id),
+            crate::PeerEvent::Added { id, address } => transport.peer_added(id, &address),
+        }
     }
 }
 
@@ -1530,8 +1551,9 @@ fn run<M: StateMachine, T: Transport>(
                     Request::ProposeAndWait(data, reply) => {
                         reply.propose_with(|| replica.propose(&data), &shared.waiters);
                     }
-                    Request::Membership(change, reply) => {
-                        let _ = reply.send(replica.change_membership(change));
+                    Request::Membership(change, address, reply) => {
+                        let _ =
+                            reply.send(replica.change_membership_at(change, address.as_deref()));
                     }
                     Request::TransferLeadership(to, reply) => {
                         let _ = reply.send(replica.transfer_leadership(to));
@@ -1578,7 +1600,7 @@ fn run<M: StateMachine, T: Transport>(
                     // for the sync of the entries appended with them, nor for the writes below.
                     let messages = replica.take_messages();
                     if replica.commit_lsn() > shared.waiters.published() {
-                        forget_removed_members(&mut replica, &transport);
+                        tell_transport_of_peers(&mut replica, &transport);
                         publish(&shared, &replica);
                     }
                     // The leader's appends leave before its own sync: followers persist in
@@ -1656,7 +1678,7 @@ fn run<M: StateMachine, T: Transport>(
                     }
                 }
             }
-            forget_removed_members(&mut replica, &transport);
+            tell_transport_of_peers(&mut replica, &transport);
             publish(&shared, &replica);
             // After the status they change is published (the engine may ask who leads).
             replica.tell_leader_changes();
@@ -1730,7 +1752,7 @@ fn run<M: StateMachine, T: Transport>(
         match request {
             Request::Propose(_, reply) => drop(reply.send(Err(Error::Closed))),
             Request::ProposeAndWait(_, reply) => drop(reply), // answers Closed
-            Request::Membership(_, reply) => drop(reply.send(Err(Error::Closed))),
+            Request::Membership(_, _, reply) => drop(reply.send(Err(Error::Closed))),
             Request::TransferLeadership(_, reply) => drop(reply.send(Err(Error::Closed))),
             Request::StartCheckpoint(_, _, reply) => drop(reply.send(Err(Error::Closed))),
             Request::ReadIndex(_, reply) => drop(reply.send(Err(Error::Closed))),

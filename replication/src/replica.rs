@@ -232,6 +232,23 @@ pub enum Role {
     Leader,
 }
 
+/// The longest address a membership change carries ([`Replica::change_membership_at`]).
+pub const MEMBER_ADDRESS_BYTES_MAX: usize = 256;
+
+/// What an applied membership change did to a peer ([`Replica::take_peer_events`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// The member was removed: nothing is sent to it any more.
+    Removed(NodeId),
+    /// The member was added, and the change carried its address.
+    Added {
+        /// The member added.
+        id: NodeId,
+        /// Its address, as the change carried it.
+        address: String,
+    },
+}
+
 /// A membership change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MembershipChange {
@@ -350,9 +367,9 @@ pub struct Replica<M: StateMachine> {
     read_states: Vec<(Vec<u8>, Lsn)>,
     /// Followers whose snapshot stream failed, reported to raft-rs between rounds.
     failed_snapshots: Vec<NodeId>,
-    /// Members that applied membership changes (or an installed snapshot) removed, not yet
-    /// taken by [`Replica::take_removed_members`].
-    removed_members: Vec<NodeId>,
+    /// What applied membership changes (or an installed snapshot) did to the peers, in order,
+    /// not yet taken by [`Replica::take_peer_events`].
+    peer_events: Vec<PeerEvent>,
     /// Held exclusively while a snapshot replaces the log; readers outside the replica's
     /// thread hold it shared while they read (see `Node::reader`).
     install_gate: Arc<RwLock<()>>,
@@ -467,6 +484,9 @@ impl<M: StateMachine> Replica<M> {
         // The memberships from the latest checkpoint's on, each with the LSN it took effect
         // at: a checkpoint between two changes carries the one of its LSN.
         let mut replayed: Vec<(Lsn, ConfState)> = Vec::new();
+        // The address the latest change adding each node carried, if it carried one: a node
+        // that opens learns the addresses of the changes it replays, as one that applies them.
+        let mut carried: BTreeMap<NodeId, String> = BTreeMap::new();
         // Restore the engine: the checkpoint's snapshot, then the committed records after it.
         if let Some(checkpoint) = wal.latest_checkpoint() {
             if let Some(conf) = restore_from_checkpoint(&wal, &mut machine, checkpoint.lsn)? {
@@ -487,7 +507,11 @@ impl<M: StateMachine> Replica<M> {
                     let entry =
                         codec::entry_of(record.lsn, record.epoch, record.kind, record.data)?;
                     if entry.get_entry_type() == EntryType::EntryConfChange {
-                        let next = replay_conf_change(conf, &entry)?;
+                        let (next, cc) = replay_conf_change(conf, &entry)?;
+                        carried.remove(&cc.node_id);
+                        if let Some((id, address)) = address_carried(&cc) {
+                            carried.insert(id, address);
+                        }
                         replayed.push((record.lsn, next));
                     }
                 }
@@ -516,6 +540,15 @@ impl<M: StateMachine> Replica<M> {
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let raw = RawNode::new(&raft_config, storage, &logger)?;
         raw.store().set_applied(commit);
+        // Only members' addresses, and never this node's own.
+        let peer_events = carried
+            .into_iter()
+            .filter(|(id, _)| {
+                *id != config.id
+                    && (conf_state.voters.contains(id) || conf_state.learners.contains(id))
+            })
+            .map(|(id, address)| PeerEvent::Added { id, address })
+            .collect();
         let mut replica = Replica {
             raw,
             machine,
@@ -528,8 +561,8 @@ impl<M: StateMachine> Replica<M> {
             failed: None,
             applied: commit,
             stored,
+            peer_events,
             conf_history: conf_history(replayed, conf_at.min(commit), conf_state),
-            removed_members: Vec::new(),
             outgoing: BTreeMap::new(),
             incoming: None,
             received: None,
@@ -871,6 +904,36 @@ impl<M: StateMachine> Replica<M> {
     /// it): remove it first. Returns the LSN and epoch the change entry will have if it
     /// commits, as [`propose`](Replica::propose) does for a record.
     pub fn change_membership(&mut self, change: MembershipChange) -> Result<(Lsn, u64)> {
+        self.change_membership_at(change, None)
+    }
+
+    /// [`change_membership`](Replica::change_membership) with the address of the member it
+    /// adds (a string its transport understands, at most [`MEMBER_ADDRESS_BYTES_MAX`] bytes),
+    /// carried by the change's entry: every member that applies it and has no address for that
+    /// node gives this one to its transport ([`crate::Transport::peer_added`]), so that any of
+    /// them reaches the new member once it leads. Refused with a removal.
+    pub fn change_membership_at(
+        &mut self,
+        change: MembershipChange,
+        address: Option<&str>,
+    ) -> Result<(Lsn, u64)> {
+        if let Some(address) = address {
+            if matches!(change, MembershipChange::Remove(_)) {
+                return Err(Error::invalid(
+                    "address",
+                    "a removal takes no address: the members forget the removed one's",
+                ));
+            }
+            if address.is_empty() || address.len() > MEMBER_ADDRESS_BYTES_MAX {
+                return Err(Error::invalid(
+                    "address",
+                    format!(
+                        "{} bytes, where an address takes 1 to {MEMBER_ADDRESS_BYTES_MAX}",
+                        address.len()
+                    ),
+                ));
+            }
+        }
         self.finish_pending_round()?;
         self.refuse_unless_leading()?;
         let (change_type, id) = match change {
@@ -923,6 +986,11 @@ impl<M: StateMachine> Replica<M> {
         let mut cc = ConfChange::default();
         cc.set_change_type(change_type);
         cc.node_id = id;
+        // raft-rs carries the context without reading it; nodes of before 2026-12-05 ignore it.
+        cc.context = address
+            .map(|a| a.as_bytes().to_vec())
+            .unwrap_or_default()
+            .into();
         let before = self.raw.raft.raft_log.last_index();
         self.raw
             .propose_conf_change(Vec::new(), cc)
@@ -1745,6 +1813,7 @@ impl<M: StateMachine> Replica<M> {
                     }
                     self.raw.mut_store().set_conf_state(conf.clone());
                     self.note_removed_members(&conf);
+                    self.note_added_address(&cc);
                     self.conf_history.push((entry.index, conf.clone()));
                     self.applied = entry.index;
                     let (term, vote) = (self.raw.raft.term, self.raw.raft.vote);
@@ -1776,16 +1845,26 @@ impl<M: StateMachine> Replica<M> {
             .chain(&current.learners)
             .filter(|&&id| id != self.config.id && !kept(&id));
         for &id in removed {
-            if !self.removed_members.contains(&id) {
-                self.removed_members.push(id);
+            self.peer_events.push(PeerEvent::Removed(id));
+        }
+    }
+
+    /// Notes the address an applied change that adds a member carries, unless the member is
+    /// this node.
+    fn note_added_address(&mut self, cc: &ConfChange) {
+        if let Some((id, address)) = address_carried(cc) {
+            if id != self.config.id {
+                self.peer_events.push(PeerEvent::Added { id, address });
             }
         }
     }
 
-    /// The members that membership changes applied since the last call removed: a transport
-    /// may forget their addresses ([`crate::Transport::peer_removed`]).
-    pub fn take_removed_members(&mut self) -> Vec<NodeId> {
-        std::mem::take(&mut self.removed_members)
+    /// What the membership changes applied since the last call did to the peers, in the order
+    /// applied: a transport forgets the removed members' addresses
+    /// ([`crate::Transport::peer_removed`]) and learns those the changes carried
+    /// ([`crate::Transport::peer_added`]).
+    pub fn take_peer_events(&mut self) -> Vec<PeerEvent> {
+        std::mem::take(&mut self.peer_events)
     }
 
     fn store_hard_state(&mut self, term: u64, vote: u64, conf: Option<&ConfState>) -> Result<()> {
@@ -1869,10 +1948,24 @@ impl<M: StateMachine> Replica<M> {
     }
 }
 
+/// The member a change adds and the address it carries (its context), if it adds one and
+/// carries one. An address that is not UTF-8 (another program's entry) is passed over.
+fn address_carried(cc: &ConfChange) -> Option<(NodeId, String)> {
+    let adds = matches!(
+        cc.get_change_type(),
+        ConfChangeType::AddNode | ConfChangeType::AddLearnerNode
+    );
+    if !adds || cc.context.is_empty() {
+        return None;
+    }
+    let address = std::str::from_utf8(&cc.context).ok()?;
+    Some((cc.node_id, address.to_owned()))
+}
+
 /// The membership after `entry`, a simple membership change, applied to `conf` the way raft-rs
 /// applies it outside joint consensus (which this crate never proposes): a voter added leaves
 /// the learners, a learner added leaves the voters, a removed node leaves both.
-fn replay_conf_change(conf: &ConfState, entry: &Entry) -> Result<ConfState> {
+fn replay_conf_change(conf: &ConfState, entry: &Entry) -> Result<(ConfState, ConfChange)> {
     let cc = ConfChange::parse_from_bytes(&entry.data).map_err(|e| Error::BadSnapshot {
         reason: format!("membership change {} does not decode: {e}", entry.index),
     })?;
@@ -1885,7 +1978,7 @@ fn replay_conf_change(conf: &ConfState, entry: &Entry) -> Result<ConfState> {
         ConfChangeType::AddLearnerNode => next.learners.push(id),
         ConfChangeType::RemoveNode => {}
     }
-    Ok(next)
+    Ok((next, cc))
 }
 
 /// The membership history a replica opens with: the one `replayed` from the latest checkpoint

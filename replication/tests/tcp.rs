@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rwal_replication::net::{PeerConfig, PeerNetwork};
-use rwal_replication::{Bootstrap, Node, NodeId, NodeOptions, Role};
+use rwal_replication::{Bootstrap, MembershipChange, Node, NodeId, NodeOptions, Role};
 use rwal_tests::TempDir;
 use rwal_wal::{Backend, Lsn, Options};
 
@@ -52,6 +52,27 @@ const SLOW_TICK: Duration = Duration::from_millis(100);
 
 impl Cluster {
     fn start_member(&mut self, id: NodeId, listen: std::net::SocketAddr) {
+        self.start_member_with(id, listen, Bootstrap::Voters(vec![1, 2, 3]));
+    }
+
+    /// A new member: it knows the others' addresses (as a joiner is given them), and they know
+    /// nothing of it.
+    fn start_joiner(&mut self, id: NodeId) -> std::net::SocketAddr {
+        let listen = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        self.start_member_with(id, listen, Bootstrap::Join);
+        self.addrs.insert(id, listen);
+        listen
+    }
+
+    fn start_member_with(
+        &mut self,
+        id: NodeId,
+        listen: std::net::SocketAddr,
+        bootstrap: Bootstrap,
+    ) {
         let peers = self
             .addrs
             .iter()
@@ -66,11 +87,7 @@ impl Cluster {
             peers,
         };
         let network = PeerNetwork::start(config, Arc::new(|_: &str| {})).unwrap();
-        let mut options = NodeOptions::new(
-            id,
-            self.dir.join(&format!("node{id}")),
-            Bootstrap::Voters(vec![1, 2, 3]),
-        );
+        let mut options = NodeOptions::new(id, self.dir.join(&format!("node{id}")), bootstrap);
         options.wal = Options::new()
             .backend(Backend::Staged)
             .segment_bytes(1 << 20);
@@ -395,4 +412,84 @@ fn a_removed_member_is_forgotten_by_the_nodes_that_stay() {
         cluster.wait_applied(id, lsn);
     }
     assert!(cluster.members[&removed].node.status().applied_lsn < lsn);
+}
+
+/// A member added with its address is reached by every member, not only the leader that added
+/// it: the change carries the address, and a follower elected later sends the new member the
+/// log. Before, only the node the change was made on knew the address, and the new member
+/// stalled at the first change of leader.
+#[test]
+fn a_member_added_with_its_address_is_reached_by_a_later_leader() {
+    let mut cluster = Cluster::new();
+    let leader = cluster.leader();
+    let joiner = 4;
+    let joiner_addr = cluster.start_joiner(joiner);
+    let address = joiner_addr.to_string();
+    let leader_node = &cluster.members[&leader].node;
+    // What a change carries is checked: no address with a removal, none too long.
+    let refused = leader_node
+        .change_membership_at(MembershipChange::Remove(joiner), Some(&address))
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("a removal takes no address"),
+        "{refused}"
+    );
+    let long = "1".repeat(rwal_replication::MEMBER_ADDRESS_BYTES_MAX + 1);
+    let refused = leader_node
+        .change_membership_at(MembershipChange::AddLearner(joiner), Some(&long))
+        .unwrap_err();
+    assert!(refused.to_string().contains("257 bytes"), "{refused}");
+    // No member knows the joiner; the leader is not told its address either, but by the
+    // change.
+    for member in cluster.members.values().filter(|m| m.node.id() != joiner) {
+        assert_eq!(member.network.peer_addr(joiner), None);
+    }
+    let (change, epoch) = leader_node
+        .change_membership_at(MembershipChange::AddLearner(joiner), Some(&address))
+        .unwrap();
+    leader_node.wait_committed(change, epoch, WAIT).unwrap();
+    for id in 1..=3 {
+        cluster.wait_applied(id, change);
+        let network = &cluster.members[&id].network;
+        let deadline = Instant::now() + WAIT;
+        while network.peer_addr(joiner) != Some(joiner_addr) {
+            assert!(
+                Instant::now() < deadline,
+                "node {id} never learned the address"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    cluster.wait_applied(joiner, change);
+    // Leadership moves to a follower, which was never given the joiner's address.
+    let successor = (1..=3).find(|id| *id != leader).unwrap();
+    let now = leader_node
+        .transfer_leadership(Some(successor), WAIT)
+        .unwrap();
+    assert_eq!(now, successor);
+    assert_eq!(cluster.leader(), successor);
+    let (lsn, _) = cluster.members[&successor]
+        .node
+        .propose_and_wait(b"after the change of leader", WAIT)
+        .unwrap();
+    cluster.wait_applied(joiner, lsn);
+    // A member restarted without the joiner's address learns it again from its log: the
+    // change is after its latest checkpoint, and the open applies it again.
+    let third = (1..=3)
+        .find(|id| *id != leader && *id != successor)
+        .unwrap();
+    let Member { network, node, .. } = cluster.members.remove(&third).unwrap();
+    node.close().unwrap();
+    drop(network);
+    cluster.addrs.remove(&joiner);
+    cluster.start_member(third, cluster.addrs[&third]);
+    let network = &cluster.members[&third].network;
+    let deadline = Instant::now() + WAIT;
+    while network.peer_addr(joiner) != Some(joiner_addr) {
+        assert!(
+            Instant::now() < deadline,
+            "node {third} did not learn it again"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }

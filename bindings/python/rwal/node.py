@@ -775,9 +775,12 @@ class Node(_Handle):
         wait_committed(lsn, epoch) returns once the change is made, and raises
         rwal.SupersededError if a new leader's entry replaced it (nothing changed). A node has
         taken it once its status's applied_lsn reaches lsn. A change of nothing, or making a
-        learner of a voter, raises
-        InvalidArgumentError. Addresses are not replicated: give an added member's address to
-        every other member too (add_peer), or a later leader cannot reach it."""
+        learner of a voter, raises InvalidArgumentError. The change carries an added member's
+        address (the one given, or the one this node knew): every member that applies it and
+        has no address for that node dials it there, so whichever leads later reaches it. One
+        that catches up by a snapshot learns none of the addresses the snapshot covers, and a
+        restarted node only those of the changes after its latest checkpoint: give the members'
+        addresses at open (peers=) or with add_peer, as before."""
         if change not in _CHANGES:
             raise InvalidArgumentError(lib.RWAL_ERR_INVALID_ARGUMENT,
                                        "unknown change %r (one of %s)" % (change, ", ".join(_CHANGES)))

@@ -345,7 +345,17 @@ fn membership(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
         proto::MEMBERSHIP_REMOVE => MembershipChange::Remove(id),
         other => return error(format!("unknown membership change {other}")),
     };
-    let (lsn, epoch) = match server.node.change_membership(change) {
+    // An addition carries the new member's peer address from this node's `peer` lines, if it
+    // has one: a member without a line for it learns it as it applies the change.
+    let address = match change {
+        MembershipChange::Remove(_) => None,
+        MembershipChange::AddVoter(_) | MembershipChange::AddLearner(_) => server
+            .peers
+            .read()
+            .get(&id)
+            .map(|(peer, _)| peer.to_string()),
+    };
+    let (lsn, epoch) = match server.node.change_membership_at(change, address.as_deref()) {
         Ok(proposed) => proposed,
         Err(Error::NotLeader { leader }) => return not_leader(server, leader),
         Err(e @ Error::InvalidArgument { .. }) => return error(e.to_string()),

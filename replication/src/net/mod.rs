@@ -187,6 +187,80 @@ impl Shared {
         })
     }
 
+    /// Adds peer `id` at `addr`, or moves it there; with `only_if_unknown`, only if it is not a
+    /// peer yet. Returns whether it was added or moved. A peer added again at the address it
+    /// has keeps its connection and what is queued for it.
+    fn add_peer(
+        shared: &Arc<Shared>,
+        id: NodeId,
+        addr: SocketAddr,
+        only_if_unknown: bool,
+    ) -> Result<bool> {
+        if id == 0 || id == shared.identity.id {
+            return Err(Error::invalid("peer", format!("{id} cannot be a peer")));
+        }
+        let peers = shared.peers.read();
+        if let Some(known) = peers.get(&id) {
+            if known.addr == addr || only_if_unknown {
+                return Ok(false);
+            }
+        }
+        drop(peers);
+        let peer = Arc::new(Peer {
+            id,
+            addr,
+            queue: Mutex::new(PeerQueue::default()),
+            cond: Condvar::new(),
+            link: Mutex::new(None),
+            sender_needed: AtomicBool::new(false),
+            connected: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
+            socket: Mutex::new(None),
+            dialing: AtomicBool::new(false),
+            snapshot_bytes_carried: AtomicU64::new(0),
+        });
+        let replaced = {
+            let mut peers = shared.peers.write();
+            // Checked again where it counts: another call may have added it since the look.
+            if only_if_unknown && peers.contains_key(&id) {
+                return Ok(false);
+            }
+            peers.insert(id, peer.clone())
+        };
+        if let Some(old) = replaced {
+            old.retire();
+        }
+        let sending = shared.clone();
+        let sender = peer.clone();
+        let started = Shared::spawn(shared, &format!("send-{id}"), move || {
+            send_loop(sending, sender)
+        });
+        if started.is_err() {
+            // Not left in place without a sender: a retry at the same address would find it
+            // and do nothing.
+            let mut peers = shared.peers.write();
+            if peers
+                .get(&id)
+                .is_some_and(|known| Arc::ptr_eq(known, &peer))
+            {
+                peers.remove(&id);
+            }
+            peer.retire();
+        }
+        started.map(|()| true)
+    }
+
+    fn spawn(shared: &Arc<Shared>, what: &str, work: impl FnOnce() + Send + 'static) -> Result<()> {
+        let thread = std::thread::Builder::new()
+            .name(format!("rwal-net-{}-{what}", shared.identity.id))
+            .spawn(work)
+            .map_err(|e| Error::invalid("thread", format!("cannot start a thread: {e}")))?;
+        let mut threads = shared.threads.lock();
+        threads.retain(|t| !t.is_finished()); // retired senders
+        threads.push(thread);
+        Ok(())
+    }
+
     /// Forgets peer `id`: its sender stops, its queue goes, and its inbound connection is
     /// closed (a handshake from it is refused from now on). Returns whether it was a peer.
     fn remove_peer(&self, id: NodeId) -> bool {
@@ -361,47 +435,7 @@ impl PeerNetwork {
     /// again at the address it has keeps its connection and what is queued for it (a
     /// configuration reloaded with every peer in it must not cut a snapshot stream short).
     pub fn add_peer(&self, id: NodeId, addr: SocketAddr) -> Result<()> {
-        if id == 0 || id == self.shared.identity.id {
-            return Err(Error::invalid("peer", format!("{id} cannot be a peer")));
-        }
-        let peers = self.shared.peers.read();
-        if peers.get(&id).is_some_and(|known| known.addr == addr) {
-            return Ok(());
-        }
-        drop(peers);
-        let peer = Arc::new(Peer {
-            id,
-            addr,
-            queue: Mutex::new(PeerQueue::default()),
-            cond: Condvar::new(),
-            link: Mutex::new(None),
-            sender_needed: AtomicBool::new(false),
-            connected: AtomicBool::new(false),
-            retired: AtomicBool::new(false),
-            socket: Mutex::new(None),
-            dialing: AtomicBool::new(false),
-            snapshot_bytes_carried: AtomicU64::new(0),
-        });
-        let replaced = self.shared.peers.write().insert(id, peer.clone());
-        if let Some(old) = replaced {
-            old.retire();
-        }
-        let shared = self.shared.clone();
-        let sender = peer.clone();
-        let started = self.spawn(&format!("send-{id}"), move || send_loop(shared, sender));
-        if started.is_err() {
-            // Not left in place without a sender: a retry at the same address would find it
-            // and do nothing.
-            let mut peers = self.shared.peers.write();
-            if peers
-                .get(&id)
-                .is_some_and(|known| Arc::ptr_eq(known, &peer))
-            {
-                peers.remove(&id);
-            }
-            peer.retire();
-        }
-        started
+        Shared::add_peer(&self.shared, id, addr, false).map(drop)
     }
 
     /// Forgets peer `id` (a node removed from the cluster): this node stops dialling it and
@@ -450,14 +484,7 @@ impl PeerNetwork {
     }
 
     fn spawn(&self, what: &str, work: impl FnOnce() + Send + 'static) -> Result<()> {
-        let thread = std::thread::Builder::new()
-            .name(format!("rwal-net-{}-{what}", self.shared.identity.id))
-            .spawn(work)
-            .map_err(|e| Error::invalid("thread", format!("cannot start a thread: {e}")))?;
-        let mut threads = self.shared.threads.lock();
-        threads.retain(|t| !t.is_finished()); // retired senders
-        threads.push(thread);
-        Ok(())
+        Shared::spawn(&self.shared, what, work)
     }
 }
 
@@ -573,6 +600,33 @@ impl Transport for TcpTransport {
 
     fn peer_removed(&self, id: NodeId) {
         self.shared.remove_peer(id);
+    }
+
+    /// Dials a member a membership change added, at the address the change carried, unless
+    /// it is a peer already (at an address given here, which stands) or the network stops.
+    fn peer_added(&self, id: NodeId, address: &str) {
+        if self.shared.stop.load(Ordering::Acquire) {
+            return;
+        }
+        let addr = match address.parse::<SocketAddr>() {
+            Ok(addr) => addr,
+            Err(e) => {
+                self.shared.log(format!(
+                    "member {id} was added at {address:?}, which is not an address this \
+                     transport dials ({e}): give its address with add_peer"
+                ));
+                return;
+            }
+        };
+        match Shared::add_peer(&self.shared, id, addr, true) {
+            Ok(true) => self.shared.log(format!(
+                "member {id} was added at {addr}: dialling it there"
+            )),
+            Ok(false) => {}
+            Err(e) => self.shared.log(format!(
+                "member {id} was added at {addr}, and cannot be dialled: {e}"
+            )),
+        }
     }
 
     /// Room left in the peer's snapshot lane (none while it is not connected: chunks would be
