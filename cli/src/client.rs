@@ -132,26 +132,25 @@ impl Client {
             self.stream = Some((reader, BufWriter::new(stream)));
         }
         let (reader, writer) = self.stream.as_mut().expect("connected above");
-        // Each read and write may take what is left (a reply that trickles in may still end a
-        // little after the deadline: the timeout is per read).
-        let left = left();
+        // Every read and write waits at most until the deadline, whatever came before it: a
+        // timeout set once per call bounded each read, and a reply trickled in a byte at a
+        // time could take many times the timeout.
+        let mut reader = DeadlineReader { reader, deadline };
+        let mut writer = DeadlineWriter { writer, deadline };
         // Before the write: a write that fails may still have put the whole request out.
         self.request_written = true;
-        let written = reader
-            .get_ref()
-            .set_read_timeout(Some(left))
-            .and_then(|()| writer.get_ref().set_write_timeout(Some(left)))
-            .and_then(|()| proto::write_message(writer, op, body));
+        let written = proto::write_message(&mut writer, op, body);
         let outcome = match written {
-            Ok(()) => proto::read_message(reader, proto::RESPONSE_BYTES_MAX),
+            Ok(()) => proto::read_message(&mut reader, proto::RESPONSE_BYTES_MAX),
             // What answered may have refused the request before it took all of it, and closed
             // (a node's peer port answers with its magic): its answer, already here, says more
             // than the failed write, which alone would be retried as a lost connection.
-            Err(e) if is_closed(&e) => match proto::read_message(reader, proto::RESPONSE_BYTES_MAX)
-            {
-                Err(answer) if answer.kind() == std::io::ErrorKind::InvalidData => Err(answer),
-                _ => Err(e),
-            },
+            Err(e) if is_closed(&e) => {
+                match proto::read_message(&mut reader, proto::RESPONSE_BYTES_MAX) {
+                    Err(answer) if answer.kind() == std::io::ErrorKind::InvalidData => Err(answer),
+                    _ => Err(e),
+                }
+            }
             Err(e) => Err(e),
         };
         let addr = self.addr;
@@ -304,6 +303,61 @@ impl Client {
             self.addr = self.given;
             self.stream = None;
         }
+    }
+}
+
+/// The time left until `deadline`, or a `TimedOut` error once it has passed.
+fn time_left(deadline: Instant) -> std::io::Result<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the call's time ran out",
+        ));
+    }
+    Ok(left)
+}
+
+/// Reads a connection's buffered input, each read that reaches the socket waiting at most
+/// until the call's deadline.
+struct DeadlineReader<'a> {
+    reader: &'a mut BufReader<TcpStream>,
+    deadline: Instant,
+}
+
+impl std::io::Read for DeadlineReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.reader.buffer().is_empty() {
+            let left = time_left(self.deadline)?;
+            self.reader.get_ref().set_read_timeout(Some(left))?;
+        }
+        self.reader.read(buf)
+    }
+}
+
+/// Writes to a connection through its buffer, each write that reaches the socket waiting at
+/// most until the call's deadline.
+struct DeadlineWriter<'a> {
+    writer: &'a mut BufWriter<TcpStream>,
+    deadline: Instant,
+}
+
+impl DeadlineWriter<'_> {
+    fn bound(&self) -> std::io::Result<()> {
+        let left = time_left(self.deadline)?;
+        self.writer.get_ref().set_write_timeout(Some(left))
+    }
+}
+
+impl std::io::Write for DeadlineWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bound()?;
+        self.writer.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.bound()?;
+        self.writer.flush()
     }
 }
 
@@ -845,6 +899,46 @@ mod tests {
         );
         done.store(true, std::sync::atomic::Ordering::Release);
         drop(std::net::TcpStream::connect(addr).unwrap());
+        server.join().unwrap();
+    }
+
+    /// An answer trickled in a byte at a time ends the call at its timeout, not once the last
+    /// byte came: the timeout bounded each read, and each byte arrived within it.
+    #[test]
+    fn a_trickled_answer_ends_the_call_at_its_timeout() {
+        let node = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = node.local_addr().unwrap();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let server = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let (stream, _) = node.accept().unwrap();
+                let mut input = BufReader::new(stream.try_clone().unwrap());
+                let mut output = stream;
+                proto::read_message(&mut input, proto::REQUEST_BYTES_MAX)
+                    .unwrap()
+                    .unwrap();
+                let mut answer = Vec::new();
+                proto::write_message(&mut answer, proto::OK, b"{\"role\":\"leader\"}").unwrap();
+                // A byte every 200 ms: 4.6 s for the whole answer.
+                for byte in answer {
+                    if done.load(std::sync::atomic::Ordering::Acquire)
+                        || std::io::Write::write_all(&mut output, &[byte]).is_err()
+                    {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            })
+        };
+        let mut client = Client::new(addr, Duration::from_secs(1));
+        let started = Instant::now();
+        let outcome = client.call_once(proto::OP_STATUS, &[]);
+        let took = started.elapsed();
+        done.store(true, std::sync::atomic::Ordering::Release);
+        let failure = outcome.unwrap_err();
+        assert!(failure.contains("in time"), "{failure}");
+        assert!(took < Duration::from_secs(3), "took {took:?}");
         server.join().unwrap();
     }
 

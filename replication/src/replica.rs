@@ -508,8 +508,12 @@ impl<M: StateMachine> Replica<M> {
                         codec::entry_of(record.lsn, record.epoch, record.kind, record.data)?;
                     if entry.get_entry_type() == EntryType::EntryConfChange {
                         let (next, cc) = replay_conf_change(conf, &entry)?;
-                        carried.remove(&cc.node_id);
-                        if let Some((id, address)) = address_carried(&cc) {
+                        // As when applied: a removal forgets, an addition that carries an
+                        // address teaches it, one that carries none (a promotion made without
+                        // one) leaves what was learned.
+                        if cc.get_change_type() == ConfChangeType::RemoveNode {
+                            carried.remove(&cc.node_id);
+                        } else if let Some((id, address)) = address_carried(&cc) {
                             carried.insert(id, address);
                         }
                         replayed.push((record.lsn, next));
@@ -1864,7 +1868,7 @@ impl<M: StateMachine> Replica<M> {
     /// ([`crate::Transport::peer_removed`]) and learns those the changes carried
     /// ([`crate::Transport::peer_added`]).
     pub fn take_peer_events(&mut self) -> Vec<PeerEvent> {
-        std::mem::take(&mut self.peer_events)
+        without_undone_additions(std::mem::take(&mut self.peer_events))
     }
 
     fn store_hard_state(&mut self, term: u64, vote: u64, conf: Option<&ConfState>) -> Result<()> {
@@ -1946,6 +1950,25 @@ impl<M: StateMachine> Replica<M> {
             }
         }
     }
+}
+
+/// `events` without the additions that a later removal in them undoes: the transport would
+/// dial a node that is no member (a follower applying both in one round).
+fn without_undone_additions(events: Vec<PeerEvent>) -> Vec<PeerEvent> {
+    let removed_after = |at: usize, id: NodeId| events[at + 1..].contains(&PeerEvent::Removed(id));
+    let kept: Vec<bool> = events
+        .iter()
+        .enumerate()
+        .map(|(at, event)| match event {
+            PeerEvent::Added { id, .. } => !removed_after(at, *id),
+            PeerEvent::Removed(_) => true,
+        })
+        .collect();
+    events
+        .into_iter()
+        .zip(kept)
+        .filter_map(|(event, kept)| kept.then_some(event))
+        .collect()
 }
 
 /// The member a change adds and the address it carries (its context), if it adds one and
@@ -2036,4 +2059,66 @@ fn restore_from_checkpoint<M: StateMachine>(
         .restore(checkpoint.lsn, checkpoint.epoch, engine)
         .map_err(|e| Error::engine("restore", checkpoint.lsn, e))?;
     Ok(Some(conf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn added(id: NodeId, address: &str) -> PeerEvent {
+        PeerEvent::Added {
+            id,
+            address: address.to_owned(),
+        }
+    }
+
+    /// An addition a later removal undoes is dropped (the transport would dial a node that
+    /// is no member); one a removal comes before stays, and so does the order of the rest.
+    #[test]
+    fn an_addition_a_later_removal_undoes_is_not_passed_on() {
+        let events = vec![
+            added(4, "10.0.0.4:7001"),
+            PeerEvent::Removed(5),
+            added(5, "10.0.0.5:7001"),
+            PeerEvent::Removed(4),
+            added(6, "10.0.0.6:7001"),
+        ];
+        assert_eq!(
+            without_undone_additions(events),
+            vec![
+                PeerEvent::Removed(5),
+                added(5, "10.0.0.5:7001"),
+                PeerEvent::Removed(4),
+                added(6, "10.0.0.6:7001"),
+            ]
+        );
+        assert_eq!(without_undone_additions(Vec::new()), Vec::new());
+    }
+
+    /// An address is read from an addition's context only, as UTF-8.
+    #[test]
+    fn only_an_addition_carries_an_address() {
+        let change = |kind: ConfChangeType, context: &[u8]| {
+            let mut cc = ConfChange::default();
+            cc.set_change_type(kind);
+            cc.node_id = 4;
+            cc.context = context.to_vec().into();
+            cc
+        };
+        let at = b"10.0.0.4:7001";
+        assert_eq!(
+            address_carried(&change(ConfChangeType::AddLearnerNode, at)),
+            Some((4, "10.0.0.4:7001".to_owned()))
+        );
+        assert!(address_carried(&change(ConfChangeType::AddNode, at)).is_some());
+        assert_eq!(
+            address_carried(&change(ConfChangeType::RemoveNode, at)),
+            None
+        );
+        assert_eq!(address_carried(&change(ConfChangeType::AddNode, b"")), None);
+        assert_eq!(
+            address_carried(&change(ConfChangeType::AddNode, &[0xff, 0xfe])),
+            None
+        );
+    }
 }

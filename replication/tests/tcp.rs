@@ -473,11 +473,22 @@ fn a_member_added_with_its_address_is_reached_by_a_later_leader() {
         .propose_and_wait(b"after the change of leader", WAIT)
         .unwrap();
     cluster.wait_applied(joiner, lsn);
+    // Promoted by a change that carries no address (`change_membership`): what was learned
+    // stands, at every member and at a reopen.
+    let successor_node = &cluster.members[&successor].node;
+    let (promotion, epoch) = successor_node
+        .change_membership(MembershipChange::AddVoter(joiner))
+        .unwrap();
+    successor_node
+        .wait_committed(promotion, epoch, WAIT)
+        .unwrap();
     // A member restarted without the joiner's address learns it again from its log: the
-    // change is after its latest checkpoint, and the open applies it again.
+    // changes are after its latest checkpoint, and the open applies them again. (The
+    // promotion without an address used to erase what the addition taught.)
     let third = (1..=3)
         .find(|id| *id != leader && *id != successor)
         .unwrap();
+    cluster.wait_applied(third, promotion);
     let Member { network, node, .. } = cluster.members.remove(&third).unwrap();
     node.close().unwrap();
     drop(network);

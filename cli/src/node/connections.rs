@@ -7,8 +7,11 @@
 //! (or that has had none since it connected): it is closed before it has a request handled,
 //! where its client loses nothing (a request it was sending was never handled, and its retry is
 //! safe, appends keeping their request id). A connection whose request is being handled (an
-//! append waiting for its commit) or answered is never taken: a full table of those refuses
-//! the newcomer instead.
+//! append waiting for its commit) is never taken, nor one whose answer is being written and
+//! moves; one whose client has taken none of its answer for `ANSWER_STALL` is, after the idle
+//! ones (its client asked and stopped reading: a table of those kept every newcomer out for
+//! the 30 s of the write timeout, again and again). A full table of the rest refuses the
+//! newcomer instead.
 
 use std::collections::HashMap;
 use std::net::{Shutdown, TcpStream};
@@ -22,6 +25,10 @@ use parking_lot::Mutex;
 const BUSY: u64 = u64::MAX;
 /// `Connection::idle_since` once its slot went to a newcomer.
 const TAKEN: u64 = u64::MAX - 1;
+/// `Connection::answer_moved` while no answer is being written.
+const NOT_ANSWERING: u64 = u64::MAX;
+/// A connection whose answer has not moved for this long may be closed for a newcomer.
+pub const ANSWER_STALL: Duration = Duration::from_secs(5);
 
 /// One client connection being served.
 #[derive(Debug)]
@@ -31,6 +38,9 @@ pub struct Connection {
     /// Microseconds since `Connections::epoch` at which its last request was answered (or it
     /// connected), or `BUSY`, or `TAKEN`.
     idle_since: AtomicU64,
+    /// While its answer is being written, the microseconds since `Connections::epoch` at which
+    /// the socket last took bytes of it (or the write began); `NOT_ANSWERING` otherwise.
+    answer_moved: AtomicU64,
 }
 
 impl Connection {
@@ -66,6 +76,31 @@ impl Connection {
     }
 }
 
+/// The writing of one answer on a connection: [`Answering::moved`] as the socket takes its
+/// bytes; the connection is not answering any more once dropped.
+#[derive(Debug)]
+pub struct Answering<'a> {
+    connection: &'a Connection,
+    connections: &'a Connections,
+}
+
+impl Answering<'_> {
+    /// The socket took bytes of the answer.
+    pub fn moved(&self) {
+        self.connection
+            .answer_moved
+            .store(self.connections.now(), Ordering::Release);
+    }
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        self.connection
+            .answer_moved
+            .store(NOT_ANSWERING, Ordering::Release);
+    }
+}
+
 /// What [`Connections::admit`] did with a new connection.
 #[derive(Debug)]
 pub enum Admission {
@@ -83,8 +118,11 @@ pub enum Admission {
 pub struct Closed {
     /// Its client's address, if the socket still knew it.
     pub peer: Option<std::net::SocketAddr>,
-    /// How long since its last request was answered (or it connected).
+    /// How long since its last request was answered (or it connected), or, for one whose
+    /// answer stalled, since its client last took bytes of it.
     pub idle: Duration,
+    /// It was closed with its answer unwritten: its client had stopped reading it.
+    pub answer_stalled: bool,
 }
 
 /// The table of connections being served.
@@ -93,6 +131,8 @@ pub struct Connections {
     max: usize,
     epoch: Instant,
     table: Mutex<Table>,
+    /// `ANSWER_STALL`, shorter in tests.
+    answer_stall: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -104,11 +144,28 @@ struct Table {
 impl Connections {
     /// A table of at most `max` connections (at least one).
     pub fn new(max: usize) -> Connections {
+        Connections::with_answer_stall(max, ANSWER_STALL)
+    }
+
+    /// [`Connections::new`] where a connection whose answer has not moved for `answer_stall`
+    /// may be closed for a newcomer.
+    pub fn with_answer_stall(max: usize, answer_stall: Duration) -> Connections {
         Connections {
             max: max.max(1),
             epoch: Instant::now(),
             table: Mutex::new(Table::default()),
+            answer_stall,
         }
+    }
+
+    /// Marks `connection` writing its answer from now until the returned guard is dropped.
+    pub fn answering<'a>(&'a self, connection: &'a Connection) -> Answering<'a> {
+        let answering = Answering {
+            connection,
+            connections: self,
+        };
+        answering.moved();
+        answering
     }
 
     /// At most this many connections are served at once.
@@ -145,13 +202,40 @@ impl Connections {
             idle.sort_unstable_by_key(|(since, _)| *since);
             // Taken only if it is still waiting: its thread may have started handling a request
             // since (then the next one is tried).
-            let taken = idle.into_iter().find_map(|(since, c)| {
+            let mut taken = idle.into_iter().find_map(|(since, c)| {
                 c.idle_since
                     .compare_exchange(since, TAKEN, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
-                    .then(|| (Duration::from_micros(now.saturating_sub(since)), c.clone()))
+                    .then(|| {
+                        let idle = Duration::from_micros(now.saturating_sub(since));
+                        (idle, false, c.clone())
+                    })
             });
-            let Some((idle, connection)) = taken else {
+            if taken.is_none() {
+                // Then one whose client has taken none of its answer for a while, the one
+                // stalled longest: its answer is abandoned (an append's retry keeps its ids).
+                let stall = u64::try_from(self.answer_stall.as_micros()).unwrap_or(u64::MAX);
+                let mut stalled: Vec<(u64, &Arc<Connection>)> = table
+                    .served
+                    .values()
+                    .filter_map(|c| {
+                        let moved = c.answer_moved.load(Ordering::Acquire);
+                        (moved != NOT_ANSWERING && now.saturating_sub(moved) >= stall)
+                            .then_some((moved, c))
+                    })
+                    .collect();
+                stalled.sort_unstable_by_key(|(moved, _)| *moved);
+                taken = stalled.into_iter().find_map(|(moved, c)| {
+                    c.idle_since
+                        .compare_exchange(BUSY, TAKEN, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                        .then(|| {
+                            let idle = Duration::from_micros(now.saturating_sub(moved));
+                            (idle, true, c.clone())
+                        })
+                });
+            }
+            let Some((idle, answer_stalled, connection)) = taken else {
                 return (Admission::Full(stream), None);
             };
             // Its thread waits in a read, which ends; the descriptor closes when it returns.
@@ -160,6 +244,7 @@ impl Connections {
             closed = Some(Closed {
                 peer: connection.stream.peer_addr().ok(),
                 idle,
+                answer_stalled,
             });
         }
         let key = table.next_key;
@@ -168,6 +253,7 @@ impl Connections {
             stream,
             key,
             idle_since: AtomicU64::new(self.now()),
+            answer_moved: AtomicU64::new(NOT_ANSWERING),
         });
         table.served.insert(key, connection.clone());
         (Admission::Served(connection), closed)
@@ -301,6 +387,55 @@ mod tests {
             "the connection idle longest was not the one closed"
         );
         assert!(c.start_request());
+    }
+
+    /// A connection whose client stopped taking its answer is closed for a newcomer once the
+    /// answer has not moved for the stall time, and its write fails; one whose request is
+    /// being handled, or whose answer moves, is not. Before, a connection being answered was
+    /// never taken, and clients that asked and stopped reading kept newcomers out for the
+    /// whole write timeout.
+    #[test]
+    fn a_newcomer_takes_the_slot_of_a_connection_whose_answer_stalled() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let stopping = AtomicBool::new(false);
+        let stall = Duration::from_millis(100);
+        let connections = Connections::with_answer_stall(1, stall);
+        let (a, _a_client) = pair(&listener);
+        let a = served(connections.admit(a, &stopping).0);
+        assert!(a.start_request());
+        let refused = |connections: &Connections| {
+            let (newcomer, _client) = pair(&listener);
+            let (admission, closed) = connections.admit(newcomer, &stopping);
+            matches!(admission, Admission::Full(_)) && closed.is_none()
+        };
+        // Handled (an append waiting for its commit), however long: never taken.
+        std::thread::sleep(stall * 2);
+        assert!(
+            refused(&connections),
+            "a connection handling a request was taken"
+        );
+        let answering = connections.answering(&a);
+        assert!(refused(&connections), "an answer that just began was taken");
+        std::thread::sleep(stall * 2);
+        answering.moved(); // the socket took bytes of it
+        assert!(refused(&connections), "an answer that moves was taken");
+        std::thread::sleep(stall * 2);
+        let (newcomer, _client) = pair(&listener);
+        let (admission, closed) = connections.admit(newcomer, &stopping);
+        served(admission);
+        let closed = closed.expect("the connection whose answer stalled was not closed");
+        assert!(closed.answer_stalled);
+        assert!(closed.idle >= stall, "{closed:?}");
+        assert!(a.taken());
+        // Its write fails: the socket was shut down.
+        let written = std::io::Write::write_all(&mut a.stream(), &[0; 1 << 20]);
+        assert!(
+            written.is_err(),
+            "the stalled answer could still be written"
+        );
+        drop(answering);
+        connections.waiting(&a);
+        assert!(a.taken(), "its slot came back to it");
     }
 
     /// Once stopping, nothing is served, and the connections served see their reading end.

@@ -379,8 +379,13 @@ fn accept_clients(server: &Arc<Server>, listener: &TcpListener) {
                     let peer = closed
                         .peer
                         .map_or_else(|| "?".to_string(), |p| p.to_string());
+                    let what = if closed.answer_stalled {
+                        "its answer unread for"
+                    } else {
+                        "idle for"
+                    };
                     let line = format!(
-                        "closed the connection of client {peer}, idle for {:?}: all {} client \
+                        "closed the connection of client {peer}, {what} {:?}: all {} client \
                          connection slots were taken, and a new connection took its slot",
                         closed.idle,
                         server.connections.max()

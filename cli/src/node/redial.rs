@@ -49,15 +49,33 @@ impl Redial {
         self.left.retain(|id| !members.contains(id));
         for &gone in &self.left {
             // Given back by a re-read that ran between its removal and this look: the removal
-            // stands (docs/network.md section 2.1).
-            if server.network.peer_addr(gone).is_some() {
+            // stands (docs/network.md section 2.1). Only the address of its `peer` line: one
+            // the transport learned from a change that added it back (applied just before the
+            // membership this look read was replaced) is kept.
+            let line = server.peers.read().get(&gone).map(|(peer, _)| *peer);
+            if line.is_some() && server.network.peer_addr(gone) == line {
                 server.network.remove_peer(gone);
             }
         }
         let now = Instant::now();
         for &member in &members {
-            if server.network.peer_addr(member).is_some() {
+            if let Some(dialled) = server.network.peer_addr(member) {
                 self.missing_since.remove(&member);
+                // This node's `peer` line stands over an address a change carried (another
+                // member's line, older than this one's).
+                let line = server.peers.read().get(&member).map(|(peer, _)| *peer);
+                if let Some(line) = line.filter(|line| *line != dialled) {
+                    match server.network.add_peer(member, line) {
+                        Ok(()) => log(
+                            id,
+                            &format!(
+                                "node {member} is dialled at {line}, its peer line here, not \
+                                 at {dialled}"
+                            ),
+                        ),
+                        Err(e) => log(id, &format!("cannot dial node {member} at {line}: {e}")),
+                    }
+                }
                 continue;
             }
             let since = *self.missing_since.entry(member).or_insert(now);
@@ -132,6 +150,46 @@ mod tests {
 
     use super::super::test_support::{close, single_node_server};
     use super::*;
+
+    /// A member dialled at an address a change carried (another member's line) is dialled at
+    /// this node's own `peer` line instead, where the two differ.
+    #[test]
+    fn this_nodes_peer_line_stands_over_an_address_a_change_carried() {
+        let (server, dir) = single_node_server("line-stands");
+        let line: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let carried: std::net::SocketAddr = "127.0.0.1:7".parse().unwrap();
+        server
+            .peers
+            .write()
+            .insert(5, (line, "127.0.0.1:8".parse().unwrap()));
+        let (lsn, epoch) = server
+            .node
+            .change_membership_at(MembershipChange::AddLearner(5), Some(&carried.to_string()))
+            .unwrap();
+        server
+            .node
+            .wait_committed(lsn, epoch, Duration::from_secs(20))
+            .unwrap();
+        // The transport learned the carried address as the change was applied.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while server.network.peer_addr(5) != Some(carried) {
+            assert!(
+                Instant::now() < deadline,
+                "the carried address was not learned"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut redial = Redial::default();
+        while server.network.peer_addr(5) != Some(line) {
+            assert!(Instant::now() < deadline, "the peer line did not stand");
+            redial.members_added_again(&server);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // And stays: the next look changes nothing.
+        redial.members_added_again(&server);
+        assert_eq!(server.network.peer_addr(5), Some(line));
+        close(server, dir);
+    }
 
     /// A member this node has no `peer` line for is noted once (with a warning), not skipped
     /// without a word at every look; once it has an address it is forgotten.

@@ -87,7 +87,10 @@ pub(super) fn serve_client(
         // Handled: its bytes go back to the budget before the answer is written, which may
         // take as long as the client's reading.
         drop(request);
-        write_answer(stream, status, &reply)?;
+        {
+            let answering = server.connections.answering(connection);
+            write_answer(stream, status, &reply, &answering)?;
+        }
         server.connections.waiting(connection);
     }
     Ok(())
@@ -105,7 +108,12 @@ impl Read for SharedStream {
 /// Writes an answer, whole within `CLIENT_WRITE_TIMEOUT`: a client that takes a few bytes of it
 /// now and then cannot hold its thread, its slot and the answer's memory for longer. Header and
 /// body go out as they are, without a copy of the body.
-fn write_answer(stream: &TcpStream, status: u8, body: &[u8]) -> std::io::Result<()> {
+fn write_answer(
+    stream: &TcpStream,
+    status: u8,
+    body: &[u8],
+    answering: &connections::Answering<'_>,
+) -> std::io::Result<()> {
     let deadline = Instant::now() + CLIENT_WRITE_TIMEOUT;
     let header = proto::message_header(status, body.len());
     let mut parts = [IoSlice::new(&header), IoSlice::new(body)];
@@ -124,7 +132,11 @@ fn write_answer(stream: &TcpStream, status: u8, body: &[u8]) -> std::io::Result<
         stream.set_write_timeout(Some(left))?;
         match (&*stream).write_vectored(parts) {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut parts, n),
+            Ok(n) => {
+                // Moving: not to be closed for a newcomer (`connections::ANSWER_STALL`).
+                answering.moved();
+                IoSlice::advance_slices(&mut parts, n);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e)
                 if matches!(
@@ -345,15 +357,18 @@ fn membership(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
         proto::MEMBERSHIP_REMOVE => MembershipChange::Remove(id),
         other => return error(format!("unknown membership change {other}")),
     };
-    // An addition carries the new member's peer address from this node's `peer` lines, if it
-    // has one: a member without a line for it learns it as it applies the change.
+    // An addition carries the new member's peer address from this node's `peer` lines, or
+    // the one its transport dials (learned from an earlier change): a member without one
+    // learns it as it applies the change.
     let address = match change {
         MembershipChange::Remove(_) => None,
         MembershipChange::AddVoter(_) | MembershipChange::AddLearner(_) => server
             .peers
             .read()
             .get(&id)
-            .map(|(peer, _)| peer.to_string()),
+            .map(|(peer, _)| *peer)
+            .or_else(|| server.network.peer_addr(id))
+            .map(|peer| peer.to_string()),
     };
     let (lsn, epoch) = match server.node.change_membership_at(change, address.as_deref()) {
         Ok(proposed) => proposed,
