@@ -135,8 +135,15 @@ impl Client {
         // Every read and write waits at most until the deadline, whatever came before it: a
         // timeout set once per call bounded each read, and a reply trickled in a byte at a
         // time could take many times the timeout.
-        let mut reader = DeadlineReader { reader, deadline };
+        let mut reader = DeadlineReader {
+            reader,
+            deadline,
+            looked_late: false,
+        };
         let mut writer = DeadlineWriter { writer, deadline };
+        // A call whose time ran out before its first byte went sent nothing.
+        time_left(deadline)
+            .map_err(|_| CallFailure::Transient(format!("no answer from {} in time", self.addr)))?;
         // Before the write: a write that fails may still have put the whole request out.
         self.request_written = true;
         let written = proto::write_message(&mut writer, op, body);
@@ -319,16 +326,26 @@ fn time_left(deadline: Instant) -> std::io::Result<Duration> {
 }
 
 /// Reads a connection's buffered input, each read that reaches the socket waiting at most
-/// until the call's deadline.
+/// until the call's deadline; past it, one last look at what the socket holds already (an
+/// answer that arrived in time while this thread did not run is not thrown away).
 struct DeadlineReader<'a> {
     reader: &'a mut BufReader<TcpStream>,
     deadline: Instant,
+    /// The last look past the deadline was taken.
+    looked_late: bool,
 }
 
 impl std::io::Read for DeadlineReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.reader.buffer().is_empty() {
-            let left = time_left(self.deadline)?;
+            let left = match time_left(self.deadline) {
+                Ok(left) => left,
+                Err(late) if self.looked_late => return Err(late),
+                Err(_) => {
+                    self.looked_late = true;
+                    Duration::from_millis(1)
+                }
+            };
             self.reader.get_ref().set_read_timeout(Some(left))?;
         }
         self.reader.read(buf)

@@ -508,14 +508,7 @@ impl<M: StateMachine> Replica<M> {
                         codec::entry_of(record.lsn, record.epoch, record.kind, record.data)?;
                     if entry.get_entry_type() == EntryType::EntryConfChange {
                         let (next, cc) = replay_conf_change(conf, &entry)?;
-                        // As when applied: a removal forgets, an addition that carries an
-                        // address teaches it, one that carries none (a promotion made without
-                        // one) leaves what was learned.
-                        if cc.get_change_type() == ConfChangeType::RemoveNode {
-                            carried.remove(&cc.node_id);
-                        } else if let Some((id, address)) = address_carried(&cc) {
-                            carried.insert(id, address);
-                        }
+                        carry_address(&mut carried, &cc);
                         replayed.push((record.lsn, next));
                     }
                 }
@@ -1952,6 +1945,18 @@ impl<M: StateMachine> Replica<M> {
     }
 }
 
+/// What the replay at open learns from change `cc`, as a transport that applies it learns:
+/// a removal forgets the node's address, the first addition that carries one since teaches
+/// it, and a later addition keeps it (the transport keeps an address it has, whatever a later
+/// change carries, or none).
+fn carry_address(carried: &mut BTreeMap<NodeId, String>, cc: &ConfChange) {
+    if cc.get_change_type() == ConfChangeType::RemoveNode {
+        carried.remove(&cc.node_id);
+    } else if let Some((id, address)) = address_carried(cc) {
+        carried.entry(id).or_insert(address);
+    }
+}
+
 /// `events` without the additions that a later removal in them undoes: the transport would
 /// dial a node that is no member (a follower applying both in one round).
 fn without_undone_additions(events: Vec<PeerEvent>) -> Vec<PeerEvent> {
@@ -2093,6 +2098,32 @@ mod tests {
             ]
         );
         assert_eq!(without_undone_additions(Vec::new()), Vec::new());
+    }
+
+    /// The replay learns what the transport learns applying the same changes: the first
+    /// address since the last removal. A later addition with another address or none (a
+    /// promotion) keeps it; a removal forgets it; an addition after it teaches again.
+    #[test]
+    fn the_replay_learns_the_first_address_since_the_last_removal() {
+        let change = |kind: ConfChangeType, context: &str| {
+            let mut cc = ConfChange::default();
+            cc.set_change_type(kind);
+            cc.node_id = 4;
+            cc.context = context.as_bytes().to_vec().into();
+            cc
+        };
+        let mut carried = BTreeMap::new();
+        let learned = |carried: &BTreeMap<NodeId, String>| carried.get(&4).cloned();
+        carry_address(&mut carried, &change(ConfChangeType::AddLearnerNode, "a:1"));
+        assert_eq!(learned(&carried).as_deref(), Some("a:1"));
+        carry_address(&mut carried, &change(ConfChangeType::AddNode, ""));
+        assert_eq!(learned(&carried).as_deref(), Some("a:1"));
+        carry_address(&mut carried, &change(ConfChangeType::AddNode, "b:2"));
+        assert_eq!(learned(&carried).as_deref(), Some("a:1"));
+        carry_address(&mut carried, &change(ConfChangeType::RemoveNode, ""));
+        assert_eq!(learned(&carried), None);
+        carry_address(&mut carried, &change(ConfChangeType::AddLearnerNode, "c:3"));
+        assert_eq!(learned(&carried).as_deref(), Some("c:3"));
     }
 
     /// An address is read from an addition's context only, as UTF-8.

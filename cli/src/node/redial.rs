@@ -66,6 +66,11 @@ impl Redial {
                 let line = server.peers.read().get(&member).map(|(peer, _)| *peer);
                 if let Some(line) = line.filter(|line| *line != dialled) {
                     match server.network.add_peer(member, line) {
+                        Ok(()) if !is_member(&server.node.status().membership, member) => {
+                            // Removed since the look above: its removal forgot it before
+                            // this gave it back.
+                            server.network.remove_peer(member);
+                        }
                         Ok(()) => log(
                             id,
                             &format!(

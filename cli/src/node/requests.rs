@@ -41,6 +41,9 @@ const BODY_PACE_SLACK_DIVISOR: usize = 16;
 /// allow another, so a client sending a byte a millisecond kept its share of the budget, and
 /// its connection, for hours.
 const LATE_LOOK: Duration = Duration::from_millis(100);
+/// The longest an answer's write waits in one send: shorter than `connections::ANSWER_STALL`,
+/// so that an answer that moves is seen to move.
+const ANSWER_STEP: Duration = Duration::from_secs(1);
 /// A client that takes no bytes of its answer for this long is cut off: it would otherwise hold
 /// its thread, its connection slot and the answer, and keep a stop from finishing.
 const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -129,7 +132,10 @@ fn write_answer(
         if left.is_zero() {
             return Err(timed_out());
         }
-        stream.set_write_timeout(Some(left))?;
+        // A blocking send returns once all of it is in the socket's buffer, or at its timeout
+        // with what went: in steps of `ANSWER_STEP`, a large answer its client reads steadily
+        // over a slow link shows its progress, and is not taken for one that stalled.
+        stream.set_write_timeout(Some(left.min(ANSWER_STEP)))?;
         match (&*stream).write_vectored(parts) {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
             Ok(n) => {
@@ -138,14 +144,12 @@ fn write_answer(
                 IoSlice::advance_slices(&mut parts, n);
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            // Nothing went in this step: the next one, until the deadline.
             Err(e)
                 if matches!(
                     e.kind(),
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(timed_out())
-            }
+                ) => {}
             Err(e) => return Err(e),
         }
     }
@@ -1156,6 +1160,61 @@ mod tests {
         });
         assert_eq!(server.request_budget.held(), 0);
         close(server, dir);
+    }
+
+    /// A large answer its client reads steadily, but slowly, is seen to move while one send
+    /// waits on the socket, and its connection is not taken for a newcomer as one that
+    /// stalled. The whole answer went in one send that returned only when done (or at the
+    /// 30 s timeout), and such a connection looked stalled after 5 s.
+    #[test]
+    fn an_answer_read_slowly_is_not_taken_for_a_stalled_one() {
+        let stall = Duration::from_millis(2500);
+        let connections = connections::Connections::with_answer_stall(1, stall);
+        let stopping = std::sync::atomic::AtomicBool::new(false);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server_end, _) = listener.accept().unwrap();
+        let connection = match connections.admit(server_end, &stopping).0 {
+            connections::Admission::Served(c) => c,
+            other => panic!("not served: {other:?}"),
+        };
+        assert!(connection.start_request());
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let writer = s.spawn(|| {
+                let answering = connections.answering(&connection);
+                write_answer(
+                    connection.stream(),
+                    proto::OK,
+                    &vec![7; 32 << 20],
+                    &answering,
+                )
+            });
+            let reader = s.spawn(|| {
+                // About 320 KB a second, far slower than the answer could go.
+                let mut buf = vec![0; 64 << 10];
+                while !done.load(Ordering::Acquire) {
+                    if client.read(&mut buf).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            });
+            // Past the stall time, reading all along: not taken.
+            std::thread::sleep(stall * 2);
+            let _newcomer_client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (newcomer, _) = listener.accept().unwrap();
+            let (admission, closed) = connections.admit(newcomer, &stopping);
+            done.store(true, Ordering::Release);
+            assert!(
+                matches!(admission, connections::Admission::Full(_)),
+                "the connection whose answer moves was taken: {closed:?}"
+            );
+            assert!(!connection.taken());
+            let _ = connection.stream().shutdown(std::net::Shutdown::Both);
+            reader.join().unwrap();
+            assert!(writer.join().unwrap().is_err(), "32 MiB went out");
+        });
     }
 
     /// A large request that falls behind its pace and then trickles a byte at a time, each
