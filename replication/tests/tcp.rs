@@ -476,9 +476,19 @@ fn a_member_added_with_its_address_is_reached_by_a_later_leader() {
     // Promoted by a change that carries no address (`change_membership`): what was learned
     // stands, at every member and at a reopen.
     let successor_node = &cluster.members[&successor].node;
-    let (promotion, epoch) = successor_node
-        .change_membership(MembershipChange::AddVoter(joiner))
-        .unwrap();
+    // Refused until the leader has heard that the learner caught up (its acknowledgement of
+    // the last record may still be on its way): asked again, as a script does.
+    let deadline = Instant::now() + WAIT;
+    let (promotion, epoch) = loop {
+        match successor_node.change_membership(MembershipChange::AddVoter(joiner)) {
+            Ok(proposed) => break proposed,
+            Err(e) if e.to_string().contains("not yet to the commit LSN") => {
+                assert!(Instant::now() < deadline, "never promoted: {e}");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("the promotion was refused: {e}"),
+        }
+    };
     successor_node
         .wait_committed(promotion, epoch, WAIT)
         .unwrap();
