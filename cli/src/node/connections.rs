@@ -8,11 +8,12 @@
 //! where its client loses nothing (a request it was sending was never handled, and its retry is
 //! safe, appends keeping their request id). A connection whose request is being handled (an
 //! append waiting for its commit) is never taken, nor one whose answer is being written and
-//! moves; one whose client has taken none of its answer for `ANSWER_STALL` is, after the idle
-//! ones (its client asked and stopped reading: a table of those kept every newcomer out for
-//! the 30 s of the write timeout, again and again). A full table of the rest refuses the
-//! newcomer instead.
+//! moves; one whose client has taken less than `ANSWER_PACE_BYTES` of its answer in the last
+//! `ANSWER_STALL` is, after the idle ones (its client asked and stopped reading, or takes a few
+//! bytes now and then: a table of those kept every newcomer out for the 30 s of the write
+//! timeout, again and again). A full table of the rest refuses the newcomer instead.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,6 +30,10 @@ const TAKEN: u64 = u64::MAX - 1;
 const NOT_ANSWERING: u64 = u64::MAX;
 /// A connection whose answer has not moved for this long may be closed for a newcomer.
 pub const ANSWER_STALL: Duration = Duration::from_secs(5);
+/// What an answer's client must take for the answer to count as moving: at least this much
+/// per `ANSWER_STALL` (13 KB/s). Counting any byte as a move let a client that took a few bytes
+/// every few seconds hold its slot for the whole write timeout.
+pub const ANSWER_PACE_BYTES: usize = 64 << 10;
 
 /// One client connection being served.
 #[derive(Debug)]
@@ -39,7 +44,8 @@ pub struct Connection {
     /// connected), or `BUSY`, or `TAKEN`.
     idle_since: AtomicU64,
     /// While its answer is being written, the microseconds since `Connections::epoch` at which
-    /// the socket last took bytes of it (or the write began); `NOT_ANSWERING` otherwise.
+    /// the socket last completed `ANSWER_PACE_BYTES` of it (or the write began);
+    /// `NOT_ANSWERING` otherwise.
     answer_moved: AtomicU64,
 }
 
@@ -82,11 +88,24 @@ impl Connection {
 pub struct Answering<'a> {
     connection: &'a Connection,
     connections: &'a Connections,
+    /// Bytes the socket took since the answer last counted as moving.
+    since_move: Cell<usize>,
 }
 
 impl Answering<'_> {
-    /// The socket took bytes of the answer.
-    pub fn moved(&self) {
+    /// The socket took `bytes` more of the answer: it counts as moving once that makes
+    /// `ANSWER_PACE_BYTES` since it last did.
+    pub fn moved(&self, bytes: usize) {
+        let taken = self.since_move.get().saturating_add(bytes);
+        if taken >= ANSWER_PACE_BYTES {
+            self.mark_moving();
+            self.since_move.set(0);
+        } else {
+            self.since_move.set(taken);
+        }
+    }
+
+    fn mark_moving(&self) {
         self.connection
             .answer_moved
             .store(self.connections.now(), Ordering::Release);
@@ -119,9 +138,10 @@ pub struct Closed {
     /// Its client's address, if the socket still knew it.
     pub peer: Option<std::net::SocketAddr>,
     /// How long since its last request was answered (or it connected), or, for one whose
-    /// answer stalled, since its client last took bytes of it.
+    /// answer stalled, since its answer last counted as moving.
     pub idle: Duration,
-    /// It was closed with its answer unwritten: its client had stopped reading it.
+    /// It was closed with its answer unwritten: its client had stopped reading it, or read it
+    /// slower than `ANSWER_PACE_BYTES` per `ANSWER_STALL`.
     pub answer_stalled: bool,
 }
 
@@ -163,8 +183,9 @@ impl Connections {
         let answering = Answering {
             connection,
             connections: self,
+            since_move: Cell::new(0),
         };
-        answering.moved();
+        answering.mark_moving();
         answering
     }
 
@@ -212,7 +233,7 @@ impl Connections {
                     })
             });
             if taken.is_none() {
-                // Then one whose client has taken none of its answer for a while, the one
+                // Then one whose client has taken too little of its answer for a while, the one
                 // stalled longest: its answer is abandoned (an append's retry keeps its ids).
                 let stall = u64::try_from(self.answer_stall.as_micros()).unwrap_or(u64::MAX);
                 let mut stalled: Vec<(u64, &Arc<Connection>)> = table
@@ -389,11 +410,12 @@ mod tests {
         assert!(c.start_request());
     }
 
-    /// A connection whose client stopped taking its answer is closed for a newcomer once the
-    /// answer has not moved for the stall time, and its write fails; one whose request is
-    /// being handled, or whose answer moves, is not. Before, a connection being answered was
-    /// never taken, and clients that asked and stopped reading kept newcomers out for the
-    /// whole write timeout.
+    /// A connection whose client takes its answer a few bytes at a time is closed for a
+    /// newcomer once the answer has not moved (`ANSWER_PACE_BYTES`) for the stall time, and its
+    /// write fails; one whose request is being handled, or whose answer moves, is not. Before,
+    /// a connection being answered was never taken, and clients that asked and stopped reading
+    /// kept newcomers out for the whole write timeout; until the pace rule, any byte taken
+    /// counted as a move.
     #[test]
     fn a_newcomer_takes_the_slot_of_a_connection_whose_answer_stalled() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -417,9 +439,25 @@ mod tests {
         let answering = connections.answering(&a);
         assert!(refused(&connections), "an answer that just began was taken");
         std::thread::sleep(stall * 2);
-        answering.moved(); // the socket took bytes of it
+        answering.moved(ANSWER_PACE_BYTES); // the socket took enough of it
         assert!(refused(&connections), "an answer that moves was taken");
-        std::thread::sleep(stall * 2);
+        // Enough in two sends moves it too, at the second.
+        let marked = a.answer_moved.load(Ordering::Acquire);
+        std::thread::sleep(Duration::from_millis(2));
+        answering.moved(ANSWER_PACE_BYTES / 2);
+        assert_eq!(a.answer_moved.load(Ordering::Acquire), marked);
+        answering.moved(ANSWER_PACE_BYTES / 2);
+        assert!(
+            a.answer_moved.load(Ordering::Acquire) > marked,
+            "an answer taken in two halves did not move"
+        );
+        assert!(refused(&connections), "an answer that moves was taken");
+        // Then its client takes a few bytes now and then (or none): that does not keep the
+        // answer moving, however often it happens.
+        for _ in 0..4 {
+            std::thread::sleep(stall / 2);
+            answering.moved(ANSWER_PACE_BYTES / 8 - 1);
+        }
         let (newcomer, _client) = pair(&listener);
         let (admission, closed) = connections.admit(newcomer, &stopping);
         served(admission);

@@ -139,8 +139,9 @@ fn write_answer(
         match (&*stream).write_vectored(parts) {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
             Ok(n) => {
-                // Moving: not to be closed for a newcomer (`connections::ANSWER_STALL`).
-                answering.moved();
+                // Moving, at `connections::ANSWER_PACE_BYTES` per `ANSWER_STALL` or more: not
+                // to be closed for a newcomer.
+                answering.moved(n);
                 IoSlice::advance_slices(&mut parts, n);
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
