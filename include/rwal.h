@@ -1322,10 +1322,11 @@ rwal_status rwal_node_read_barrier(rwal_node *node, uint32_t timeout_ms, uint64_
  * forgets a removed member's address and connections once it applies the removal. The
  * change carries an added member's address (the one given, or the one this node knew): every
  * member that applies it and has no address for that node dials it there, so whichever
- * leads later reaches it. A member that has an address for it keeps its own, and one that
- * catches up by a snapshot learns none of the addresses the snapshot covers: give those with
- * `rwal_node_add_peer` (a joiner needs the members' anyway, and a node restarted re-learns
- * only from the changes after its latest checkpoint). Before 2026-12-05 addresses were not
+ * leads later reaches it. A member that has an address for it keeps its own. The checkpoints
+ * carry the addresses too: a node seeded by a snapshot, or restarted after a checkpoint past
+ * the change, learns them from it. A joiner still needs the members' addresses given (it
+ * reaches none before its first snapshot), and a member added without an address is known
+ * only where `rwal_node_add_peer` gives it. Before 2026-12-05 addresses were not
  * replicated at all. Nodes of before then apply such a change and ignore the address. A
  * change of nothing, or making a learner of a voter, is `RWAL_ERR_INVALID_ARGUMENT`. Writes
  * the LSN and epoch the change entry will have if it commits, as `rwal_node_propose` does:

@@ -235,16 +235,18 @@ pub enum Role {
 /// The longest address a membership change carries ([`Replica::change_membership_at`]).
 pub const MEMBER_ADDRESS_BYTES_MAX: usize = 256;
 
-/// What an applied membership change did to a peer ([`Replica::take_peer_events`]).
+/// What an applied membership change, or an installed snapshot, did to a peer
+/// ([`Replica::take_peer_events`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerEvent {
     /// The member was removed: nothing is sent to it any more.
     Removed(NodeId),
-    /// The member was added, and the change carried its address.
+    /// The member was added, and the change carried its address (or a snapshot holding the
+    /// membership did).
     Added {
         /// The member added.
         id: NodeId,
-        /// Its address, as the change carried it.
+        /// Its address, as the change (or the snapshot) carried it.
         address: String,
     },
 }
@@ -337,7 +339,7 @@ pub struct Replica<M: StateMachine> {
     /// The hard state last written to the control file.
     stored: rwal_wal::HardState,
     /// Membership as of each change applied since the oldest checkpoint still useful.
-    conf_history: Vec<(Lsn, ConfState)>,
+    conf_history: Vec<Membership>,
     /// Ordered by receiver: the chunks of streams to several receivers leave in the same
     /// order every run (a seeded simulation replays the same schedule; a `HashMap`'s order
     /// changed from one process to the next).
@@ -451,7 +453,7 @@ impl<M: StateMachine> Replica<M> {
                 // Refused before anything is written: a founding checkpoint stored with it
                 // would outlive the failed store.
                 let membership = codec::encode_membership_that_fits(1, &conf, "voters")?;
-                let blob = codec::encode_snapshot(&conf, &[]);
+                let (blob, _) = codec::encode_snapshot(&conf, &codec::Addresses::new(), &[]);
                 wal.reset_to_snapshot(1, 1, &blob)?;
                 let hard = rwal_wal::HardState {
                     term: 1,
@@ -483,14 +485,19 @@ impl<M: StateMachine> Replica<M> {
         let mut conf_at = wal.first_lsn() - 1;
         // The memberships from the latest checkpoint's on, each with the LSN it took effect
         // at: a checkpoint between two changes carries the one of its LSN.
-        let mut replayed: Vec<(Lsn, ConfState)> = Vec::new();
-        // The address the latest change adding each node carried, if it carried one: a node
-        // that opens learns the addresses of the changes it replays, as one that applies them.
-        let mut carried: BTreeMap<NodeId, String> = BTreeMap::new();
+        let mut replayed: Vec<Membership> = Vec::new();
+        // The members' addresses: those the checkpoint holds, then those the changes after it
+        // carried. A node that opens learns them, as one that applies the changes does.
+        let mut carried = codec::Addresses::new();
         // Restore the engine: the checkpoint's snapshot, then the committed records after it.
         if let Some(checkpoint) = wal.latest_checkpoint() {
-            if let Some(conf) = restore_from_checkpoint(&wal, &mut machine, checkpoint.lsn)? {
-                replayed.push((checkpoint.lsn, conf));
+            if let Some(head) = restore_from_checkpoint(&wal, &mut machine, checkpoint.lsn)? {
+                carried.clone_from(&head.addresses);
+                replayed.push(Membership {
+                    at: checkpoint.lsn,
+                    conf: head.conf,
+                    addresses: head.addresses,
+                });
             }
             let (_, membership) = wal.replication_state();
             if let Some((at, _)) = codec::decode_membership(&membership)? {
@@ -503,13 +510,17 @@ impl<M: StateMachine> Replica<M> {
                     machine
                         .apply(record.lsn, record.epoch, record.data)
                         .map_err(|e| Error::engine("apply", record.lsn, e))?;
-                } else if let Some((_, conf)) = replayed.last() {
+                } else if let Some(last) = replayed.last() {
                     let entry =
                         codec::entry_of(record.lsn, record.epoch, record.kind, record.data)?;
                     if entry.get_entry_type() == EntryType::EntryConfChange {
-                        let (next, cc) = replay_conf_change(conf, &entry)?;
+                        let (next, cc) = replay_conf_change(&last.conf, &entry)?;
                         carry_address(&mut carried, &cc);
-                        replayed.push((record.lsn, next));
+                        replayed.push(Membership {
+                            at: record.lsn,
+                            conf: next,
+                            addresses: carried.clone(),
+                        });
                     }
                 }
             }
@@ -537,15 +548,7 @@ impl<M: StateMachine> Replica<M> {
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let raw = RawNode::new(&raft_config, storage, &logger)?;
         raw.store().set_applied(commit);
-        // Only members' addresses, and never this node's own.
-        let peer_events = carried
-            .into_iter()
-            .filter(|(id, _)| {
-                *id != config.id
-                    && (conf_state.voters.contains(id) || conf_state.learners.contains(id))
-            })
-            .map(|(id, address)| PeerEvent::Added { id, address })
-            .collect();
+        let peer_events = peer_additions(&carried, &conf_state, config.id);
         let mut replica = Replica {
             raw,
             machine,
@@ -559,7 +562,7 @@ impl<M: StateMachine> Replica<M> {
             applied: commit,
             stored,
             peer_events,
-            conf_history: conf_history(replayed, conf_at.min(commit), conf_state),
+            conf_history: conf_history(replayed, conf_at.min(commit), conf_state, carried),
             outgoing: BTreeMap::new(),
             incoming: None,
             received: None,
@@ -1555,20 +1558,29 @@ impl<M: StateMachine> Replica<M> {
             let keep_from = self
                 .conf_history
                 .iter()
-                .rposition(|(at, _)| *at <= latest.lsn)
+                .rposition(|m| m.at <= latest.lsn)
                 .unwrap_or(0);
             self.conf_history.drain(..keep_from);
         }
-        let Some((_, conf)) = self.conf_history.iter().rev().find(|(at, _)| *at <= lsn) else {
+        let Some(as_of) = self.conf_history.iter().rev().find(|m| m.at <= lsn) else {
             return Err(Error::invalid(
                 "lsn",
                 format!(
                     "{lsn} is before the oldest membership known ({})",
-                    self.conf_history[0].0
+                    self.conf_history[0].at
                 ),
             ));
         };
-        let membership = codec::encode_snapshot(conf, &[]);
+        let (membership, left_out) = codec::encode_snapshot(&as_of.conf, &as_of.addresses, &[]);
+        if left_out > 0 {
+            self.note(format!(
+                "the checkpoint at {lsn} leaves out the addresses of {left_out} of its {} \
+                 members: they take more than {} bytes; a node seeded by it knows only those \
+                 its caller gives it",
+                as_of.addresses.len(),
+                codec::ADDRESS_TABLE_BYTES_MAX
+            ));
+        }
         let total = membership.len() as u64 + engine_bytes;
         let writer = self.wal.checkpoint_writer(lsn, total)?;
         if total > self.config.snapshot_bytes_max {
@@ -1747,7 +1759,7 @@ impl<M: StateMachine> Replica<M> {
                     meta.index, meta.term
                 ),
             })?;
-        let (conf, _) = codec::decode_snapshot(&received.head)?;
+        let (codec::SnapshotHead { conf, addresses }, _) = codec::decode_snapshot(&received.head)?;
         if &conf != meta.get_conf_state() {
             return Err(Error::BadSnapshot {
                 reason: format!(
@@ -1770,7 +1782,15 @@ impl<M: StateMachine> Replica<M> {
         self.snapshots_installed += 1;
         self.applied = meta.index;
         self.note_removed_members(&conf);
-        self.conf_history = vec![(meta.index, conf.clone())];
+        // The members' addresses it carries, as an open from it learns them: the transport
+        // dials those it knows no address for.
+        self.peer_events
+            .extend(peer_additions(&addresses, &conf, self.config.id));
+        self.conf_history = vec![Membership {
+            at: meta.index,
+            conf: conf.clone(),
+            addresses,
+        }];
         let term = self.raw.raft.term.max(meta.term);
         self.store_hard_state_at(term, self.raw.raft.vote, meta.index, Some(&conf))?;
         Ok(())
@@ -1811,7 +1831,17 @@ impl<M: StateMachine> Replica<M> {
                     self.raw.mut_store().set_conf_state(conf.clone());
                     self.note_removed_members(&conf);
                     self.note_added_address(&cc);
-                    self.conf_history.push((entry.index, conf.clone()));
+                    let mut addresses = self
+                        .conf_history
+                        .last()
+                        .map(|m| m.addresses.clone())
+                        .unwrap_or_default();
+                    carry_address(&mut addresses, &cc);
+                    self.conf_history.push(Membership {
+                        at: entry.index,
+                        conf: conf.clone(),
+                        addresses,
+                    });
                     self.applied = entry.index;
                     let (term, vote) = (self.raw.raft.term, self.raw.raft.vote);
                     self.store_hard_state_at(term, vote, entry.index, Some(&conf))?;
@@ -1832,7 +1862,7 @@ impl<M: StateMachine> Replica<M> {
     /// Notes the members of the current membership that `next` no longer has (other than this
     /// node), before `next` becomes current.
     fn note_removed_members(&mut self, next: &ConfState) {
-        let Some((_, current)) = self.conf_history.last() else {
+        let Some(Membership { conf: current, .. }) = self.conf_history.last() else {
             return;
         };
         let kept = |id: &NodeId| next.voters.contains(id) || next.learners.contains(id);
@@ -1856,10 +1886,10 @@ impl<M: StateMachine> Replica<M> {
         }
     }
 
-    /// What the membership changes applied since the last call did to the peers, in the order
-    /// applied: a transport forgets the removed members' addresses
-    /// ([`crate::Transport::peer_removed`]) and learns those the changes carried
-    /// ([`crate::Transport::peer_added`]).
+    /// What the membership changes applied (and the snapshots installed) since the last call
+    /// did to the peers, in the order applied: a transport forgets the removed members'
+    /// addresses ([`crate::Transport::peer_removed`]) and learns those the changes and the
+    /// snapshots carried ([`crate::Transport::peer_added`]).
     pub fn take_peer_events(&mut self) -> Vec<PeerEvent> {
         without_undone_additions(std::mem::take(&mut self.peer_events))
     }
@@ -1945,6 +1975,28 @@ impl<M: StateMachine> Replica<M> {
     }
 }
 
+/// The additions a transport is told of for `addresses`: members' only, never this node's own
+/// (`own`).
+fn peer_additions(addresses: &codec::Addresses, conf: &ConfState, own: NodeId) -> Vec<PeerEvent> {
+    addresses
+        .iter()
+        .filter(|(id, _)| **id != own && (conf.voters.contains(id) || conf.learners.contains(id)))
+        .map(|(id, address)| PeerEvent::Added {
+            id: *id,
+            address: address.clone(),
+        })
+        .collect()
+}
+
+/// A membership as of the LSN it took effect at, with the addresses the changes up to it
+/// carried: what a checkpoint at or past that LSN, and before the next change, holds.
+#[derive(Debug, Clone)]
+struct Membership {
+    at: Lsn,
+    conf: ConfState,
+    addresses: codec::Addresses,
+}
+
 /// What the replay at open learns from change `cc`, as a transport that applies it learns:
 /// a removal forgets the node's address, the first addition that carries one since teaches
 /// it, and a later addition keeps it (the transport keeps an address it has, whatever a later
@@ -1986,6 +2038,11 @@ fn address_carried(cc: &ConfChange) -> Option<(NodeId, String)> {
     if !adds || cc.context.is_empty() {
         return None;
     }
+    // What `change_membership_at` would not have proposed (another program's entry) is no
+    // address: a checkpoint could not hold it.
+    if cc.context.len() > MEMBER_ADDRESS_BYTES_MAX {
+        return None;
+    }
     let address = std::str::from_utf8(&cc.context).ok()?;
     Some((cc.node_id, address.to_owned()))
 }
@@ -2015,10 +2072,11 @@ fn replay_conf_change(conf: &ConfState, entry: &Entry) -> Result<(ConfState, Con
 /// snapshot blob, or a replay that disagrees), as before 2026-12-03, when a checkpoint below the
 /// latest change was then refused until the engine applied past it.
 fn conf_history(
-    replayed: Vec<(Lsn, ConfState)>,
+    replayed: Vec<Membership>,
     at: Lsn,
     current: ConfState,
-) -> Vec<(Lsn, ConfState)> {
+    addresses: codec::Addresses,
+) -> Vec<Membership> {
     let same = |a: &ConfState, b: &ConfState| {
         let ids = |v: &[NodeId]| {
             let mut v = v.to_vec();
@@ -2028,20 +2086,29 @@ fn conf_history(
         ids(&a.voters) == ids(&b.voters) && ids(&a.learners) == ids(&b.learners)
     };
     match replayed.last() {
-        Some((_, last)) if same(last, &current) => replayed,
-        _ => vec![(at, current)],
+        Some(last) if same(&last.conf, &current) => replayed,
+        _ => {
+            // The members' only: a replay that disagrees may not have seen a removal.
+            let member = |id: &NodeId| current.voters.contains(id) || current.learners.contains(id);
+            let addresses = addresses.into_iter().filter(|(id, _)| member(id)).collect();
+            vec![Membership {
+                at,
+                conf: current,
+                addresses,
+            }]
+        }
     }
 }
 
 /// Restores `machine` from the snapshot of the latest checkpoint, which must be at `lsn`, and
-/// returns the membership it holds (`None`: the checkpoint has no snapshot). The engine reads
+/// returns the membership and addresses it holds (`None`: the checkpoint has no snapshot). The engine reads
 /// the state through a view of the file (`SnapshotReader::checked_bytes`, checksum checked):
 /// the state is never copied into this process's memory, whatever its size.
 fn restore_from_checkpoint<M: StateMachine>(
     wal: &Wal,
     machine: &mut M,
     lsn: Lsn,
-) -> Result<Option<ConfState>> {
+) -> Result<Option<codec::SnapshotHead>> {
     let Some((checkpoint, reader)) = wal.open_latest_checkpoint()? else {
         return Ok(None);
     };
@@ -2059,11 +2126,11 @@ fn restore_from_checkpoint<M: StateMachine>(
     let bytes = reader.checked_bytes().map_err(|e| Error::BadSnapshot {
         reason: format!("reading the latest snapshot: {e}"),
     })?;
-    let (conf, engine) = codec::decode_snapshot(bytes)?;
+    let (head, engine) = codec::decode_snapshot(bytes)?;
     machine
         .restore(checkpoint.lsn, checkpoint.epoch, engine)
         .map_err(|e| Error::engine("restore", checkpoint.lsn, e))?;
-    Ok(Some(conf))
+    Ok(Some(head))
 }
 
 #[cfg(test)]

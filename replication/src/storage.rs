@@ -284,8 +284,10 @@ impl WalStorage {
                 let damaged = e.kind() == std::io::ErrorKind::InvalidData;
                 Some((format!("reading its header: {e}"), damaged))
             })?;
-        let (conf_state, _) =
-            codec::decode_snapshot(&blob).map_err(|e| Some((e.to_string(), true)))?;
+        let conf_state = codec::decode_snapshot(&blob)
+            .map_err(|e| Some((e.to_string(), true)))?
+            .0
+            .conf;
         let member = [
             &conf_state.voters,
             &conf_state.learners,
@@ -419,7 +421,7 @@ pub(crate) fn read_snapshot_membership(wal: &Wal) -> Result<Option<ConfState>> {
         .map_err(|e| Error::BadSnapshot {
             reason: format!("reading the latest snapshot's header: {e}"),
         })?;
-    Ok(Some(codec::decode_snapshot(&header)?.0))
+    Ok(Some(codec::decode_snapshot(&header)?.0.conf))
 }
 
 /// Encodes what raft's snapshot message carries: which checkpoint, and how long it is.

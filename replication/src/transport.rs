@@ -105,8 +105,9 @@ pub trait Transport: Send + 'static {
     fn peer_removed(&self, _id: NodeId) {}
 
     /// A membership change that added `id` and carried its `address` was applied here
-    /// ([`Replica::change_membership_at`](crate::Replica::change_membership_at)): a transport
-    /// that has no address for `id` may take this one, so that this node reaches the new
+    /// ([`Replica::change_membership_at`](crate::Replica::change_membership_at)), or a
+    /// checkpoint holding it was opened or installed as a snapshot: a transport that has no
+    /// address for `id` may take this one, so that this node reaches the new
     /// member once it leads (the default ignores it). One that has an address keeps it: it was
     /// given by the caller, or a change applied earlier, and an entry applied again at a
     /// restart may be older than it.

@@ -514,3 +514,78 @@ fn a_member_added_with_its_address_is_reached_by_a_later_leader() {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// The members' addresses ride the checkpoints: a member added after the change that carried
+/// another's address was compacted away is seeded by a snapshot, and learns that address from
+/// it; a member whose own latest checkpoint covers the change learns it again at a restart.
+/// Before, only the changes carried addresses, and both nodes knew none of the first member.
+#[test]
+fn addresses_ride_the_checkpoints_to_seeded_and_restarted_members() {
+    let mut cluster = Cluster::new();
+    let leader = cluster.leader();
+    let joiner = 4;
+    let joiner_addr = cluster.start_joiner(joiner);
+    let leader_node = &cluster.members[&leader].node;
+    let (change, epoch) = leader_node
+        .change_membership_at(
+            MembershipChange::AddLearner(joiner),
+            Some(&joiner_addr.to_string()),
+        )
+        .unwrap();
+    leader_node.wait_committed(change, epoch, WAIT).unwrap();
+    for id in [1, 2, 3, joiner] {
+        cluster.wait_applied(id, change);
+    }
+    // From here on, nobody started is given the joiner's address.
+    cluster.addrs.remove(&joiner);
+    // A follower is left behind while the leader checkpoints past the change and compacts it
+    // away.
+    let behind = (1..=3).find(|id| *id != leader).unwrap();
+    let (checkpointed, _) = cluster.leave_behind(leader, behind, 600);
+    let learns = |cluster: &Cluster, id: NodeId, what: &str| {
+        let network = &cluster.members[&id].network;
+        let deadline = Instant::now() + WAIT;
+        while network.peer_addr(joiner) != Some(joiner_addr) {
+            assert!(
+                Instant::now() < deadline,
+                "node {id} never learned the joiner's address {what}: {:?}",
+                network.peer_addr(joiner)
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    // A new member, seeded by the leader's snapshot: the change that carried the address is
+    // not in any log it can be sent.
+    let newcomer = 5;
+    let newcomer_addr = cluster.start_joiner(newcomer);
+    let leader_node = &cluster.members[&leader].node;
+    let (added, epoch) = leader_node
+        .change_membership_at(
+            MembershipChange::AddLearner(newcomer),
+            Some(&newcomer_addr.to_string()),
+        )
+        .unwrap();
+    leader_node.wait_committed(added, epoch, WAIT).unwrap();
+    cluster.wait_applied(newcomer, added);
+    let first = cluster.members[&newcomer].node.status().first_lsn;
+    assert!(
+        first > change,
+        "the newcomer holds the change at {change} (its log starts at {first}): not seeded by \
+         a snapshot"
+    );
+    learns(&cluster, newcomer, "from the snapshot it was seeded by");
+    // The follower left behind comes back through a snapshot too (installed over the log that
+    // held the change), then restarts: its latest checkpoint is that snapshot.
+    cluster.start_member(behind, cluster.addrs[&behind]);
+    cluster.wait_applied(behind, added);
+    let first = cluster.members[&behind].node.status().first_lsn;
+    assert!(
+        first > checkpointed,
+        "node {behind} was not brought back by a snapshot (its log starts at {first})"
+    );
+    let Member { network, node, .. } = cluster.members.remove(&behind).unwrap();
+    node.close().unwrap();
+    drop(network);
+    cluster.start_member(behind, cluster.addrs[&behind]);
+    learns(&cluster, behind, "at its restart, from its checkpoint");
+}

@@ -777,10 +777,11 @@ class Node(_Handle):
         taken it once its status's applied_lsn reaches lsn. A change of nothing, or making a
         learner of a voter, raises InvalidArgumentError. The change carries an added member's
         address (the one given, or the one this node knew): every member that applies it and
-        has no address for that node dials it there, so whichever leads later reaches it. One
-        that catches up by a snapshot learns none of the addresses the snapshot covers, and a
-        restarted node only those of the changes after its latest checkpoint: give the members'
-        addresses at open (peers=) or with add_peer, as before."""
+        has no address for that node dials it there, so whichever leads later reaches it. The
+        checkpoints carry the addresses too: a node seeded by a snapshot, or restarted after a
+        checkpoint past the change, learns them from it. A joiner still needs the members'
+        addresses at open (peers=), and a member added without an address is known only where
+        add_peer gives it."""
         if change not in _CHANGES:
             raise InvalidArgumentError(lib.RWAL_ERR_INVALID_ARGUMENT,
                                        "unknown change %r (one of %s)" % (change, ", ".join(_CHANGES)))
