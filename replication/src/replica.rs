@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::outbox::Outbox;
 use crate::snapshot_stream::{Incoming, Outgoing, Received};
 use crate::storage::WalStorage;
-use crate::transport::{Envelope, SnapshotRoom};
+use crate::transport::{Envelope, SnapshotChunk, SnapshotRoom};
 use crate::NodeId;
 
 /// Damaged records of its own log a replica remembers having noted, so that raft's attempts
@@ -344,6 +344,14 @@ pub struct Replica<M: StateMachine> {
     /// order every run (a seeded simulation replays the same schedule; a `HashMap`'s order
     /// changed from one process to the next).
     outgoing: BTreeMap<NodeId, Outgoing>,
+    /// By receiver, the snapshot whose stream resumed where the receiver reported holding its
+    /// bytes and then failed the check at the end: its streams start over unresumed until one
+    /// passes that check (one entry per member at most).
+    unresumable: BTreeMap<NodeId, Lsn>,
+    /// By receiver, the snapshot whose stream failed part way: the next stream of it waits
+    /// after its first chunk for the receiver's report of what it holds (one entry per member
+    /// at most).
+    restarting: BTreeMap<NodeId, Lsn>,
     incoming: Option<Incoming>,
     /// A snapshot received whole whose message raft-rs took: what `install_snapshot` resets
     /// the log to when raft hands it out.
@@ -564,6 +572,8 @@ impl<M: StateMachine> Replica<M> {
             peer_events,
             conf_history: conf_history(replayed, conf_at.min(commit), conf_state, carried),
             outgoing: BTreeMap::new(),
+            unresumable: BTreeMap::new(),
+            restarting: BTreeMap::new(),
             incoming: None,
             received: None,
             pins: HashMap::new(),
@@ -1021,8 +1031,15 @@ impl<M: StateMachine> Replica<M> {
                 if chunk.to != self.config.id {
                     return;
                 }
+                if chunk.data.is_empty() {
+                    // A receiver's report of what it holds (no chunk of a snapshot is empty:
+                    // a blob starts with a page of membership).
+                    self.resume_snapshot_stream(&chunk);
+                    return;
+                }
                 self.incoming_heard = self.ticks;
                 let stream = (chunk.from, chunk.lsn, chunk.epoch);
+                let start = (chunk.offset == 0).then_some((chunk.total, chunk.data.len() as u64));
                 let accepted = Incoming::accept(
                     &mut self.incoming,
                     chunk,
@@ -1031,7 +1048,12 @@ impl<M: StateMachine> Replica<M> {
                 );
                 match accepted {
                     // A chunk taken: the next refusal is news again.
-                    Ok(()) => self.chunk_refusal_noted = None,
+                    Ok(()) => {
+                        self.chunk_refusal_noted = None;
+                        if let Some((total, first_bytes)) = start {
+                            self.report_snapshot_held(stream, total, first_bytes);
+                        }
+                    }
                     // Once per run of refusals: after one lost chunk, every later chunk of a
                     // large snapshot is refused too, until the stream starts over.
                     Err(_) if self.chunk_refusal_noted == Some(stream) => {}
@@ -1057,6 +1079,51 @@ impl<M: StateMachine> Replica<M> {
                     self.step_raft(message);
                 }
             }
+        }
+    }
+
+    /// Tells the sender of a stream that started over (its first chunk, of `first_bytes`, just
+    /// taken) how much of the snapshot this node holds already, if more than that chunk: the
+    /// sender resumes there instead of sending it all again.
+    fn report_snapshot_held(
+        &mut self,
+        (from, lsn, epoch): (NodeId, Lsn, u64),
+        total: u64,
+        first_bytes: u64,
+    ) {
+        let Some((held, crc)) = Incoming::held(&self.incoming, from, lsn, epoch, total) else {
+            return;
+        };
+        if held > first_bytes {
+            self.outbox.push(Envelope::SnapshotChunk(SnapshotChunk {
+                from: self.config.id,
+                to: from,
+                lsn,
+                epoch,
+                offset: held,
+                total,
+                crc,
+                data: Vec::new(),
+            }));
+        }
+    }
+
+    /// Resumes the stream to the sender of `report` where it says it holds the snapshot's
+    /// bytes, if that stream is still being sent.
+    fn resume_snapshot_stream(&mut self, report: &SnapshotChunk) {
+        let Some(stream) = self.outgoing.get_mut(&report.from) else {
+            return;
+        };
+        match stream.resume_at(report, self.ticks) {
+            Ok(true) => self.note(format!(
+                "snapshot {} to node {}: resumed at {} of {} bytes, which node {} holds",
+                report.lsn, report.from, report.offset, report.total, report.from
+            )),
+            Ok(false) => {}
+            Err(e) => self.note(format!(
+                "snapshot {} to node {}: not resumed at {}: {e}",
+                report.lsn, report.from, report.offset
+            )),
         }
     }
 
@@ -1679,16 +1746,36 @@ impl<M: StateMachine> Replica<M> {
                 return;
             }
         };
+        // Only members' entries are kept.
+        let prs = self.raw.raft.prs();
+        self.unresumable.retain(|id, _| prs.get(*id).is_some());
+        self.restarting.retain(|id, _| prs.get(*id).is_some());
+        // A stream of this snapshot to `to` resumed and failed the check at its end: the
+        // receiver's checksum of what it held was wrong, or this file is damaged. This one
+        // reads it all.
+        let resumable = self.unresumable.get(&to) != Some(&lsn);
+        if resumable {
+            self.unresumable.remove(&to);
+        }
+        // A stream of it failed part way: `to` may hold a part, and says so once it has this
+        // stream's first chunk. Half the stall time: a first chunk that takes longer to cross
+        // the link than that does not hold the others up for long.
+        let hold_for_report = (self.restarting.remove(&to) == Some(lsn))
+            .then(|| (self.config.snapshot_timeout_ticks / 2).max(1));
         // The chunks go from the next tick on, paced by the transport's room (not known here:
         // a chunk sent now could meet a full queue, and the receiver refuses everything after a
         // missing first chunk).
-        self.outgoing
-            .insert(to, Outgoing::new(reader, message, self.ticks));
+        self.outgoing.insert(
+            to,
+            Outgoing::new(reader, message, self.ticks, resumable, hold_for_report),
+        );
     }
 
     fn pump_snapshots(&mut self, room: &dyn Fn(NodeId) -> SnapshotRoom) {
         let mut failed = Vec::new();
         let mut done = Vec::new();
+        // Streams that read their whole file and passed the check at its end.
+        let mut checked = Vec::new();
         let timeout = self.config.snapshot_timeout_ticks;
         for (to, stream) in self.outgoing.iter_mut() {
             let room = stream.pace.look(room(*to), self.ticks);
@@ -1706,7 +1793,9 @@ impl<M: StateMachine> Replica<M> {
             if !stream.finished {
                 // No room: the transport's queue for `to` is full, or `to` is not connected;
                 // wait while the queue drains.
-                let chunks = self.config.snapshot_chunks_per_tick.min(room);
+                let chunks = stream
+                    .chunks_now(self.config.snapshot_chunks_per_tick, self.ticks)
+                    .min(room);
                 if chunks > 0 {
                     if let Err(e) = stream.pump(
                         self.config.id,
@@ -1715,13 +1804,17 @@ impl<M: StateMachine> Replica<M> {
                         self.ticks,
                         &mut self.outbox,
                     ) {
-                        failed.push((*to, Some(e)));
+                        let resumed = stream.resumed().then(|| stream.lsn());
+                        failed.push((*to, Some((e, resumed)), stream.lsn()));
                         continue;
+                    }
+                    if stream.finished && !stream.resumed() {
+                        checked.push(*to);
                     }
                 }
             }
             if stream.pace.stalled(self.ticks, timeout) {
-                failed.push((*to, None));
+                failed.push((*to, None, stream.lsn()));
             }
         }
         if !done.is_empty() {
@@ -1729,18 +1822,39 @@ impl<M: StateMachine> Replica<M> {
         }
         for to in done {
             self.outgoing.remove(&to);
+            self.restarting.remove(&to);
         }
-        for (to, error) in failed {
-            if let Some(e) = error {
-                // Damage found at the end of a large snapshot (its checksum covers the whole
-                // body): a new checkpoint replaces it, as when the start is damaged.
-                if e.kind() == std::io::ErrorKind::InvalidData {
-                    self.raw.store().want_snapshot();
+        for to in checked {
+            self.unresumable.remove(&to);
+        }
+        for (to, error, lsn) in failed {
+            // Its next stream waits for `to`'s report after the first chunk: a stream that
+            // failed part way left `to` a part, and one that failed its end's check left it all
+            // but the last chunk.
+            self.restarting.insert(to, lsn);
+            match error {
+                // A stream that skipped what its receiver reported holding failed the check at
+                // the end: the receiver's checksum, or the file, is wrong. The next stream to
+                // it reads the whole file, and finds the damage if it is the file's.
+                Some((e, Some(lsn))) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    self.unresumable.insert(to, lsn);
+                    self.note(format!(
+                        "snapshot {lsn} to node {to}, resumed where node {to} reported holding \
+                         its bytes, failed the check at its end ({e}): sent again from the start"
+                    ));
                 }
-                self.note_snapshot_problem(
-                    e.to_string(),
-                    format!("reading the snapshot for node {to}: {e}"),
-                );
+                Some((e, _)) => {
+                    // Damage found at the end of a large snapshot (its checksum covers the
+                    // whole body): a new checkpoint replaces it, as when the start is damaged.
+                    if e.kind() == std::io::ErrorKind::InvalidData {
+                        self.raw.store().want_snapshot();
+                    }
+                    self.note_snapshot_problem(
+                        e.to_string(),
+                        format!("reading the snapshot for node {to}: {e}"),
+                    );
+                }
+                None => {}
             }
             self.outgoing.remove(&to);
             self.failed_snapshots.push(to);

@@ -24,10 +24,31 @@ pub(crate) struct Outgoing {
     pub(crate) pace: Pace,
     /// Everything, the raft message last, has been handed to the transport.
     pub(crate) finished: bool,
+    /// It may resume where its receiver reports holding the bytes ([`Outgoing::resume_at`]).
+    resumable: bool,
+    /// It resumed: the check at the end of the file covers the bytes it skipped through the
+    /// receiver's checksum of them alone.
+    resumed: bool,
+    /// Until this tick, it sends its first chunk only, and waits for the receiver's report of
+    /// what it holds (a stream of the same snapshot to it failed part way): chunks queued
+    /// meanwhile would all cross the link again, up to the whole transport queue on a slow
+    /// link.
+    hold_for_report_until: Option<u64>,
 }
 
 impl Outgoing {
-    pub(crate) fn new(reader: SnapshotReader, message: Message, tick: u64) -> Outgoing {
+    /// A stream of `reader`'s snapshot, raft's `message` after it; `resumable` unless a
+    /// stream of this snapshot to the same receiver resumed and failed its end's check. With
+    /// `hold_for_report` ticks, it sends its first chunk and waits up to that long for the
+    /// receiver's report before it sends more (a resumable stream of a snapshot the receiver
+    /// may hold a part of).
+    pub(crate) fn new(
+        reader: SnapshotReader,
+        message: Message,
+        tick: u64,
+        resumable: bool,
+        hold_for_report: Option<u64>,
+    ) -> Outgoing {
         Outgoing {
             reader,
             message,
@@ -35,11 +56,52 @@ impl Outgoing {
             crc: 0,
             pace: Pace::new(tick),
             finished: false,
+            resumable,
+            resumed: false,
+            hold_for_report_until: hold_for_report
+                .filter(|_| resumable)
+                .map(|ticks| tick + ticks),
+        }
+    }
+
+    /// How many of `chunks` it sends at `tick`: its first only while it waits for the
+    /// receiver's report.
+    pub(crate) fn chunks_now(&self, chunks: usize, tick: u64) -> usize {
+        match self.hold_for_report_until {
+            Some(until) if tick < until && !self.resumed => chunks.min(usize::from(self.sent == 0)),
+            _ => chunks,
         }
     }
 
     pub(crate) fn lsn(&self) -> Lsn {
         self.reader.lsn()
+    }
+
+    /// Whether it resumed where its receiver reported holding the bytes.
+    pub(crate) fn resumed(&self) -> bool {
+        self.resumed
+    }
+
+    /// Resumes the stream where its receiver reports holding the snapshot's bytes (`report`,
+    /// a chunk without data: `offset` bytes, `crc` their checksum), if the report is of this
+    /// snapshot and ahead of what was sent: the bytes between are neither read nor sent (the
+    /// end's check covers them through the receiver's checksum). Whether it resumed.
+    pub(crate) fn resume_at(&mut self, report: &SnapshotChunk, tick: u64) -> std::io::Result<bool> {
+        let ours = report.lsn == self.reader.lsn()
+            && report.epoch == self.reader.epoch()
+            && report.total == self.reader.len();
+        // A report answers this stream's first chunk: before it went, a report is an older
+        // stream's, and the receiver may have dropped the part it named since.
+        if !ours || !self.resumable || self.finished || self.sent == 0 || report.offset <= self.sent
+        {
+            return Ok(false);
+        }
+        self.reader.skip_to(report.offset, report.crc)?;
+        self.sent = report.offset;
+        self.crc = report.crc;
+        self.resumed = true;
+        self.pace.progressed(tick);
+        Ok(true)
     }
 
     /// Sends up to `chunks` chunks of `chunk_bytes`, and raft's message after the last one,
@@ -58,27 +120,34 @@ impl Outgoing {
             if self.finished {
                 break;
             }
-            let want = (total - self.sent).min(chunk_bytes as u64) as usize;
-            let mut data = vec![0u8; want];
-            self.reader.read_exact(&mut data)?;
-            if self.sent + want as u64 == total {
-                // Reading to the end checks the file's own checksum.
+            if self.sent < total {
+                let want = (total - self.sent).min(chunk_bytes as u64) as usize;
+                let mut data = vec![0u8; want];
+                self.reader.read_exact(&mut data)?;
+                if self.sent + want as u64 == total {
+                    // Reading to the end checks the file's own checksum.
+                    let mut rest = Vec::new();
+                    self.reader.read_to_end(&mut rest)?;
+                }
+                self.crc = crc32c::crc32c_append(self.crc, &data);
+                out.push(Envelope::SnapshotChunk(SnapshotChunk {
+                    from,
+                    to: self.message.to,
+                    lsn: self.reader.lsn(),
+                    epoch: self.reader.epoch(),
+                    offset: self.sent,
+                    total,
+                    crc: self.crc,
+                    data,
+                }));
+                self.sent += want as u64;
+                sent_now += 1;
+            } else {
+                // Resumed at the end (its receiver holds every byte): what is left is the
+                // check at the end of the file.
                 let mut rest = Vec::new();
                 self.reader.read_to_end(&mut rest)?;
             }
-            self.crc = crc32c::crc32c_append(self.crc, &data);
-            out.push(Envelope::SnapshotChunk(SnapshotChunk {
-                from,
-                to: self.message.to,
-                lsn: self.reader.lsn(),
-                epoch: self.reader.epoch(),
-                offset: self.sent,
-                total,
-                crc: self.crc,
-                data,
-            }));
-            self.sent += want as u64;
-            sent_now += 1;
             if self.sent == total {
                 out.push(Envelope::Raft(self.message.clone()));
                 self.finished = true;
@@ -126,6 +195,11 @@ impl Pace {
         self.room_left = room.chunks;
         self.bytes_carried = Some(room.bytes_carried);
         room.chunks
+    }
+
+    /// Notes progress made at `tick` other than by the transport (a resume).
+    pub(crate) fn progressed(&mut self, tick: u64) {
+        self.last_progress_tick = tick;
     }
 
     /// Notes `chunks` handed to the transport at `tick`.
@@ -271,6 +345,25 @@ impl Incoming {
             ));
         }
         Ok(())
+    }
+
+    /// How many bytes of snapshot `lsn` of `epoch`, `total` bytes long, from `from` the stream
+    /// in `slot` holds, with their running checksum, if it is that stream.
+    pub(crate) fn held(
+        slot: &Option<Incoming>,
+        from: NodeId,
+        lsn: Lsn,
+        epoch: u64,
+        total: u64,
+    ) -> Option<(u64, u32)> {
+        slot.as_ref()
+            .filter(|i| {
+                i.from == from
+                    && i.file.lsn() == lsn
+                    && i.file.epoch() == epoch
+                    && i.file.len() == total
+            })
+            .map(|i| (i.file.received(), i.file.crc()))
     }
 
     /// The snapshot, if this stream is complete and is the snapshot `lsn` of `epoch` from

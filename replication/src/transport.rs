@@ -11,9 +11,15 @@ use rwal_wal::Lsn;
 use crate::NodeId;
 
 /// One piece of a snapshot streamed beside raft's messages.
+///
+/// A chunk without data goes the other way: the receiver's report of the bytes it holds
+/// (`offset` of them, `crc` their checksum), sent to the stream's sender when a stream it
+/// holds a part of starts over, so that the sender resumes there instead of sending them
+/// again. A node of before 2026-12-05's second session drops such a report (a chunk without
+/// its start).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotChunk {
-    /// The sender (the leader).
+    /// The sender (the leader; the receiver, for a report).
     pub from: NodeId,
     /// The receiver.
     pub to: NodeId,

@@ -4,7 +4,7 @@
 mod common;
 
 use common::Engine;
-use rwal_replication::{Bootstrap, Config, Envelope, Replica, Role, SnapshotChunk};
+use rwal_replication::{Bootstrap, Config, Envelope, Replica, Role, SnapshotChunk, SnapshotRoom};
 use rwal_wal::{Backend, Options, SimDisk};
 
 fn simulated() -> Options {
@@ -250,4 +250,241 @@ fn a_snapshot_delivered_twice_before_it_is_installed_is_installed_once() {
         .filter(|name| name.ends_with(".tmp"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// A leader whose log node 2 (a learner) must be caught up by a snapshot of 40 records of
+/// 64 KiB, streamed in 64 KiB chunks; and the LSN of its checkpoint.
+fn leader_with_a_snapshot_for_node_2(disk: &SimDisk) -> (Replica<Engine>, u64) {
+    use rwal_replication::MembershipChange;
+
+    let mut config = Config::new(1);
+    // Its pin for node 2 would keep the log from LSN 1: released by the first compaction.
+    config.follower_pin_cap_bytes = Some(1);
+    config.snapshot_chunk_bytes = 64 << 10;
+    let mut leader = Replica::open(
+        "/leader",
+        Options::new()
+            .backend(Backend::Simulated(disk.clone()))
+            .background_threads(false)
+            .segment_bytes(1 << 20),
+        config,
+        Bootstrap::Voters(vec![1]),
+        Engine::default(),
+    )
+    .unwrap();
+    while leader.role() != Role::Leader {
+        leader.tick();
+        leader.process().unwrap();
+    }
+    leader
+        .change_membership(MembershipChange::AddLearner(2))
+        .unwrap();
+    for i in 0..40u8 {
+        leader.propose(&[i; 64 << 10]).unwrap();
+        leader.process().unwrap();
+    }
+    drop(leader.take_messages()); // node 2 is not listening yet
+    let lsn = leader.applied_lsn();
+    let state = common::encode(&leader.machine().0.lock());
+    leader.checkpoint(lsn, &state).unwrap();
+    leader.compact().unwrap();
+    leader.compact().unwrap();
+    assert!(leader.wal().first_lsn() > 2, "node 2 needs the snapshot");
+    (leader, lsn)
+}
+
+/// The bytes of snapshot chunks among `envelopes`, and the snapshot's length if one is there.
+fn chunk_bytes(envelopes: &[Envelope]) -> (u64, Option<u64>) {
+    let mut bytes = 0;
+    let mut total = None;
+    for envelope in envelopes {
+        if let Envelope::SnapshotChunk(c) = envelope {
+            bytes += c.data.len() as u64;
+            total = Some(c.total);
+        }
+    }
+    (bytes, total)
+}
+
+/// Steps `leader` and `follower` against each other until the follower applied `lsn`, with
+/// the link cut for `cut_ticks` ticks once over half of the snapshot crossed it (every
+/// message lost both ways, and the leader's transport has no room for chunks, as a TCP
+/// transport whose peer is not connected), and `report` applied to what the follower sends.
+/// Returns the bytes of chunks delivered before the cut and after it, and the snapshot's
+/// length.
+fn stream_with_a_cut(
+    leader: &mut Replica<Engine>,
+    follower: &mut Replica<Engine>,
+    lsn: u64,
+    cut_ticks: u64,
+    report: impl Fn(&mut Envelope),
+) -> (u64, u64, u64) {
+    let (mut before, mut after, mut total) = (0, 0, 0);
+    let mut cut_left = None;
+    for _ in 0..10_000 {
+        if follower.applied_lsn() >= lsn {
+            break;
+        }
+        if matches!(cut_left, Some(left) if left > 0) {
+            leader.tick_with_snapshot_room(&|_| SnapshotRoom {
+                chunks: 0,
+                bytes_carried: 0,
+            });
+        } else {
+            leader.tick();
+        }
+        leader.process().unwrap();
+        let messages = leader.take_messages();
+        let (bytes, length) = chunk_bytes(&messages);
+        total = length.unwrap_or(total);
+        let delivered = match &mut cut_left {
+            None => {
+                before += bytes;
+                if total > 0 && before > total / 2 {
+                    cut_left = Some(cut_ticks);
+                }
+                true
+            }
+            Some(0) => {
+                after += bytes;
+                true
+            }
+            Some(left) => {
+                *left -= 1;
+                false
+            }
+        };
+        if delivered {
+            for envelope in messages {
+                follower.step(envelope);
+            }
+        }
+        follower.process().unwrap();
+        for mut envelope in follower.take_messages() {
+            report(&mut envelope);
+            if delivered {
+                leader.step(envelope);
+            }
+        }
+        follower.tick();
+    }
+    assert!(cut_left == Some(0), "the cut never ended: {cut_left:?}");
+    (before, after, total)
+}
+
+/// A snapshot stream cut part way (its link down past the sender's timeout) starts over, and
+/// resumes where its receiver holds the bytes: the link carries the rest and a few chunks, not
+/// the whole snapshot again. Before, every new stream went from offset 0, and a link that
+/// dropped more often than a whole snapshot took to cross it never brought the follower back.
+#[test]
+fn a_stream_that_starts_over_resumes_where_its_receiver_holds_the_bytes() {
+    let (mut leader, lsn) = leader_with_a_snapshot_for_node_2(&SimDisk::new());
+    let timeout = Config::new(1).snapshot_timeout_ticks;
+    let mut follower = Replica::open(
+        "/follower",
+        simulated(),
+        Config::new(2),
+        Bootstrap::Join,
+        Engine::default(),
+    )
+    .unwrap();
+    // Long enough for the sender to give the stream up, short of the receiver's patience
+    // (twice that).
+    let (before, after, total) =
+        stream_with_a_cut(&mut leader, &mut follower, lsn, timeout + 20, |_| {});
+    let log = leader.take_log();
+    assert!(follower.applied_lsn() >= lsn, "{log:?}");
+    assert_eq!(follower.snapshots_installed(), 1);
+    assert_eq!(*follower.machine().0.lock(), *leader.machine().0.lock());
+    assert!(
+        log.iter()
+            .any(|l| l.contains("resumed at") && l.contains("which node 2 holds")),
+        "{log:?}"
+    );
+    // What the follower held before the cut did not cross the link again, but for the first
+    // chunk, after which the leader waited for the report (it would send four a tick).
+    let chunk = 64 << 10;
+    assert!(
+        after <= total - before + chunk,
+        "{after} bytes after the cut, for {} of {total} left",
+        total - before
+    );
+}
+
+/// A report whose checksum is wrong: the follower drops its part at the first chunk of the
+/// resumed stream (whose checksums follow from the report's, not from its bytes), the
+/// resumed stream fails the check at the end of the leader's file, and the next stream,
+/// sent whole, brings the follower back. The leader writes no new checkpoint: its file was
+/// not damaged.
+#[test]
+fn a_wrong_report_costs_a_stream_not_a_checkpoint() {
+    let (mut leader, lsn) = leader_with_a_snapshot_for_node_2(&SimDisk::new());
+    let timeout = Config::new(1).snapshot_timeout_ticks;
+    let mut follower = Replica::open(
+        "/follower",
+        simulated(),
+        Config::new(2),
+        Bootstrap::Join,
+        Engine::default(),
+    )
+    .unwrap();
+    let (_, after, total) =
+        stream_with_a_cut(&mut leader, &mut follower, lsn, timeout + 20, |envelope| {
+            if let Envelope::SnapshotChunk(report) = envelope {
+                if report.data.is_empty() {
+                    report.crc ^= 1;
+                }
+            }
+        });
+    let log = leader.take_log();
+    assert!(follower.applied_lsn() >= lsn, "{log:?}");
+    assert_eq!(*follower.machine().0.lock(), *leader.machine().0.lock());
+    assert!(
+        log.iter()
+            .any(|l| l.contains("failed the check at its end")),
+        "{log:?}"
+    );
+    assert!(after > total, "sent again whole: {after} of {total}");
+    assert_eq!(leader.wal().latest_checkpoint().unwrap().lsn, lsn);
+}
+
+/// A leader's snapshot file damaged in the part its follower already holds: the stream that
+/// resumes past the damage fails the check at its end, and is not resumed again; the next
+/// stream reads the whole file, finds the damage, and a new checkpoint replaces it, which
+/// brings the follower back. Resumed again and again, the damage would never be found.
+#[test]
+fn damage_skipped_by_a_resume_is_found_by_the_next_stream() {
+    let disk = SimDisk::new();
+    let (mut leader, lsn) = leader_with_a_snapshot_for_node_2(&disk);
+    let timeout = Config::new(1).snapshot_timeout_ticks;
+    let snapshot = disk
+        .file_names()
+        .into_iter()
+        .find(|name| name.ends_with(".snap"))
+        .expect("the leader's snapshot file");
+    // Past the membership's page (the body starts 4096 bytes into the file), in the
+    // first chunks.
+    disk.flip_bit(&snapshot, 4096 + 8192, 3);
+    let mut follower = Replica::open(
+        "/follower",
+        simulated(),
+        Config::new(2),
+        Bootstrap::Join,
+        Engine::default(),
+    )
+    .unwrap();
+    stream_with_a_cut(&mut leader, &mut follower, lsn, timeout + 20, |_| {});
+    let log = leader.take_log();
+    assert!(follower.applied_lsn() >= lsn, "{log:?}");
+    assert_eq!(*follower.machine().0.lock(), *leader.machine().0.lock());
+    let resumed_and_failed = log
+        .iter()
+        .position(|l| l.contains("failed the check at its end"))
+        .unwrap_or_else(|| panic!("{log:?}"));
+    assert!(
+        log[resumed_and_failed..]
+            .iter()
+            .any(|l| l.contains("reading the snapshot for node 2")),
+        "the damage was not found by a whole read: {log:?}"
+    );
 }

@@ -1705,3 +1705,54 @@ fn the_checked_view_of_a_damaged_snapshot_is_refused() {
         );
     }
 }
+
+/// A snapshot reader skipped ahead with the checksum of the bytes it skips reads the rest, and
+/// its check at the end covers the skipped bytes through that checksum: a wrong one fails it
+/// as damage does. It moves forward only, and not past the end.
+#[test]
+fn a_snapshot_reader_skips_ahead_with_the_checksum_of_what_it_skips() {
+    let wal = Wal::open(
+        "/skip",
+        Options::new()
+            .backend(Backend::Simulated(SimDisk::new()))
+            .background_threads(false)
+            .segment_bytes(1 << 20),
+    )
+    .unwrap();
+    wal.append_durable(b"x").unwrap();
+    let state: Vec<u8> = (0..10_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    wal.checkpoint(1, Some(&state)).unwrap();
+    let at = 4321;
+    let mut reader = wal.open_snapshot().unwrap().unwrap();
+    reader
+        .skip_to(at, crc32c::crc32c(&state[..at as usize]))
+        .unwrap();
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, &state[at as usize..]);
+    // A wrong checksum of the skipped bytes: the rest reads, and the end fails its check.
+    let mut reader = wal.open_snapshot().unwrap().unwrap();
+    reader
+        .skip_to(at, crc32c::crc32c(&state[..at as usize]) ^ 1)
+        .unwrap();
+    let mut rest = Vec::new();
+    let end = reader.read_to_end(&mut rest).unwrap_err();
+    assert_eq!(end.kind(), std::io::ErrorKind::InvalidData, "{end}");
+    // Backwards, or past the end: refused, and the position stays.
+    let mut reader = wal.open_snapshot().unwrap().unwrap();
+    let mut first = [0u8; 100];
+    reader.read_exact(&mut first).unwrap();
+    let back = reader.skip_to(50, 0).unwrap_err();
+    assert_eq!(back.kind(), std::io::ErrorKind::InvalidInput, "{back}");
+    let past = reader.skip_to(state.len() as u64 + 1, 0).unwrap_err();
+    assert_eq!(past.kind(), std::io::ErrorKind::InvalidInput, "{past}");
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, &state[100..]);
+    // Skipped to the very end: nothing left to read but the check.
+    let mut reader = wal.open_snapshot().unwrap().unwrap();
+    reader
+        .skip_to(state.len() as u64, crc32c::crc32c(&state))
+        .unwrap();
+    assert_eq!(reader.read(&mut first).unwrap(), 0);
+}

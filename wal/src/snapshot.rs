@@ -389,6 +389,27 @@ impl SnapshotReader {
     pub fn is_empty(&self) -> bool {
         self.header.body_bytes == 0
     }
+
+    /// Moves the streaming position of [`Read`](std::io::Read) forward to `offset`, leaving
+    /// the bytes before it unread: for a stream that resumes where its receiver already holds
+    /// them, `crc_before` being their running checksum (CRC32C from the start of the body).
+    /// The check at the end then covers the skipped bytes through `crc_before` alone: a wrong
+    /// one fails it (`InvalidData` at the end), as damage does. `InvalidInput` for an offset
+    /// behind the position or past the end.
+    pub fn skip_to(&mut self, offset: u64, crc_before: u32) -> std::io::Result<()> {
+        if offset < self.at || offset > self.header.body_bytes {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "cannot skip from {} to {offset} in a snapshot of {} bytes",
+                    self.at, self.header.body_bytes
+                ),
+            ));
+        }
+        self.at = offset;
+        self.crc = crc_before;
+        Ok(())
+    }
 }
 
 impl SnapshotReader {
