@@ -667,14 +667,17 @@ pub unsafe extern "C" fn rwal_node_options_set_sync_stall_limit_ms(
 }
 
 /// The largest snapshot this node accepts from a leader, in bytes (default 1 GiB, above 0): the
-/// engine's state and the membership written with it. A snapshot being received is written to
+/// engine's state, and the membership and members' addresses written before it (4 KiB for a
+/// small cluster, at most 36 KiB). A snapshot being received is written to
 /// a file in the node's directory as it arrives (it never is whole in memory), so this bounds
 /// the disk that file takes beside the log, the latest checkpoint's and the segments, which go
 /// only once it is installed. Where the file system says how full it is, a snapshot that does
 /// not fit its free space (with room for one more log segment) is refused at its first chunk,
 /// before anything is written, and the leader tries again later; a disk that fills up while
-/// the bytes arrive drops the stream, with the same outcome. A restart of either node starts
-/// the stream over; a file a crash left is removed at the next open. A snapshot over this limit is refused (an
+/// the bytes arrive drops the stream, with the same outcome. A stream that starts over resumes
+/// where this node holds the bytes, while it keeps them (the leader, restarted or not, sends
+/// the same snapshot again within twice its stall time); a restart of this node starts it from
+/// the beginning, and a file a crash left is removed at the next open. A snapshot over this limit is refused (an
 /// `RWAL_LOG_WARN` line through the log callback for each stream), and a node that can
 /// only be caught up by a snapshot (a joining one, one the leader compacted past) stays behind:
 /// every member's limit must hold the engine's largest checkpoint.

@@ -1039,7 +1039,7 @@ impl<M: StateMachine> Replica<M> {
                 }
                 self.incoming_heard = self.ticks;
                 let stream = (chunk.from, chunk.lsn, chunk.epoch);
-                let start = (chunk.offset == 0).then_some((chunk.total, chunk.data.len() as u64));
+                let start = (chunk.offset == 0).then_some(chunk.total);
                 let accepted = Incoming::accept(
                     &mut self.incoming,
                     chunk,
@@ -1050,8 +1050,8 @@ impl<M: StateMachine> Replica<M> {
                     // A chunk taken: the next refusal is news again.
                     Ok(()) => {
                         self.chunk_refusal_noted = None;
-                        if let Some((total, first_bytes)) = start {
-                            self.report_snapshot_held(stream, total, first_bytes);
+                        if let Some(total) = start {
+                            self.report_snapshot_held(stream, total);
                         }
                     }
                     // Once per run of refusals: after one lost chunk, every later chunk of a
@@ -1082,19 +1082,12 @@ impl<M: StateMachine> Replica<M> {
         }
     }
 
-    /// Tells the sender of a stream that started over (its first chunk, of `first_bytes`, just
-    /// taken) how much of the snapshot this node holds already, if more than that chunk: the
-    /// sender resumes there instead of sending it all again.
-    fn report_snapshot_held(
-        &mut self,
-        (from, lsn, epoch): (NodeId, Lsn, u64),
-        total: u64,
-        first_bytes: u64,
-    ) {
-        let Some((held, crc)) = Incoming::held(&self.incoming, from, lsn, epoch, total) else {
-            return;
-        };
-        if held > first_bytes {
+    /// Tells the sender of a stream (its first chunk just taken) how much of the snapshot this
+    /// node holds: the sender resumes there if that is more than the chunk, instead of
+    /// sending it all again, and sends on at once if it is not (it waits for this after a
+    /// stream of the same snapshot failed).
+    fn report_snapshot_held(&mut self, (from, lsn, epoch): (NodeId, Lsn, u64), total: u64) {
+        if let Some((held, crc)) = Incoming::held(&self.incoming, from, lsn, epoch, total) {
             self.outbox.push(Envelope::SnapshotChunk(SnapshotChunk {
                 from: self.config.id,
                 to: from,
@@ -1758,10 +1751,11 @@ impl<M: StateMachine> Replica<M> {
             self.unresumable.remove(&to);
         }
         // A stream of it failed part way: `to` may hold a part, and says so once it has this
-        // stream's first chunk. Half the stall time: a first chunk that takes longer to cross
-        // the link than that does not hold the others up for long.
+        // stream's first chunk (a node of before 2026-12-05 says nothing). Half the stall
+        // time, at most 100 ticks: a first chunk that takes longer to cross the link than that
+        // does not hold the others up for long.
         let hold_for_report = (self.restarting.remove(&to) == Some(lsn))
-            .then(|| (self.config.snapshot_timeout_ticks / 2).max(1));
+            .then(|| (self.config.snapshot_timeout_ticks / 2).clamp(1, 100));
         // The chunks go from the next tick on, paced by the transport's room (not known here:
         // a chunk sent now could meet a full queue, and the receiver refuses everything after a
         // missing first chunk).
@@ -1896,6 +1890,17 @@ impl<M: StateMachine> Replica<M> {
         self.snapshots_installed += 1;
         self.applied = meta.index;
         self.note_removed_members(&conf);
+        // A member the snapshot gives another address than this node learned was removed and
+        // added back at it in the changes the snapshot covers: the transport forgets the old
+        // one first, as applying those changes would have it do.
+        if let Some(learned) = self.conf_history.last().map(|m| &m.addresses) {
+            for (id, address) in &addresses {
+                let moved = learned.get(id).is_some_and(|old| old != address);
+                if moved && *id != self.config.id {
+                    self.peer_events.push(PeerEvent::Removed(*id));
+                }
+            }
+        }
         // The members' addresses it carries, as an open from it learns them: the transport
         // dials those it knows no address for.
         self.peer_events

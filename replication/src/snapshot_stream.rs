@@ -92,8 +92,12 @@ impl Outgoing {
             && report.total == self.reader.len();
         // A report answers this stream's first chunk: before it went, a report is an older
         // stream's, and the receiver may have dropped the part it named since.
-        if !ours || !self.resumable || self.finished || self.sent == 0 || report.offset <= self.sent
-        {
+        if !ours || !self.resumable || self.finished || self.sent == 0 {
+            return Ok(false);
+        }
+        // The receiver holds no more than was sent: nothing to wait for.
+        self.hold_for_report_until = None;
+        if report.offset <= self.sent {
             return Ok(false);
         }
         self.reader.skip_to(report.offset, report.crc)?;
@@ -225,6 +229,10 @@ pub(crate) struct Incoming {
     /// The first bytes, up to [`HEAD_BYTES_MAX`]: what the membership is decoded from once
     /// the snapshot is complete.
     head: Vec<u8>,
+    /// Where the first chunk taken ended, and the checksum it carried: a first chunk sent
+    /// again that ends there with another checksum is of another file of the same snapshot
+    /// (a checkpoint written again at the same LSN), and what is held goes.
+    first_chunk: Option<(u64, u32)>,
 }
 
 /// A snapshot received whole and checked against its sender's running checksum.
@@ -288,6 +296,13 @@ impl Incoming {
                 && i.file.lsn() == chunk.lsn
                 && i.file.epoch() == chunk.epoch
                 && i.file.len() == chunk.total
+                // The same first bytes, as far as a first chunk of the same length tells: a
+                // duplicate is skipped unchecked, and a resumed stream (`Outgoing::resume_at`)
+                // goes on from what is held.
+                && !(chunk.offset == 0
+                    && i.first_chunk.is_some_and(|(first_end, first_crc)| {
+                        first_end == end && first_crc != chunk.crc
+                    }))
         });
         if !same {
             if chunk.offset != 0 {
@@ -310,6 +325,7 @@ impl Incoming {
                 from: chunk.from,
                 file,
                 head: Vec::new(),
+                first_chunk: None,
             });
         }
         let incoming = slot.as_mut().expect("set above");
@@ -343,6 +359,9 @@ impl Incoming {
                 "snapshot {} from node {}: writing it failed ({e}); dropped",
                 chunk.lsn, chunk.from
             ));
+        }
+        if chunk.offset == 0 {
+            incoming.first_chunk.get_or_insert((end, chunk.crc));
         }
         Ok(())
     }
@@ -532,6 +551,39 @@ mod tests {
         assert_eq!(received.head, blob, "a short snapshot is all head");
         assert!(slot.is_none());
         assert_eq!(bytes_of(&wal, received), blob);
+    }
+
+    /// Another file of the same snapshot (a checkpoint written again at the same LSN, with
+    /// other bytes of the same length): its first chunk, which ends where the held one did
+    /// with another checksum, drops what is held and starts the stream afresh, so that
+    /// neither a duplicate skipped unchecked nor a report of the held part mixes the two.
+    #[test]
+    fn a_first_chunk_of_other_bytes_starts_the_stream_afresh() {
+        let wal = wal();
+        let blob = blob();
+        let mut other = blob.clone();
+        other[10] ^= 1;
+        let mut slot = None;
+        let max = 1 << 20;
+        for part in &chunks(&blob, 300)[..2] {
+            Incoming::accept(&mut slot, part.clone(), max, &wal).unwrap();
+        }
+        assert_eq!(Incoming::held(&slot, 1, 40, 3, 1000).unwrap().0, 600);
+        // The same first chunk again is a duplicate: what is held stays.
+        Incoming::accept(&mut slot, chunks(&blob, 300)[0].clone(), max, &wal).unwrap();
+        assert_eq!(Incoming::held(&slot, 1, 40, 3, 1000).unwrap().0, 600);
+        // The other file's first chunk: held from it alone.
+        let others = chunks(&other, 300);
+        Incoming::accept(&mut slot, others[0].clone(), max, &wal).unwrap();
+        assert_eq!(
+            Incoming::held(&slot, 1, 40, 3, 1000),
+            Some((300, crc32c::crc32c(&other[..300])))
+        );
+        for part in &others[1..] {
+            Incoming::accept(&mut slot, part.clone(), max, &wal).unwrap();
+        }
+        let received = Incoming::take_if(&mut slot, 1, 40, 3).expect("complete");
+        assert_eq!(bytes_of(&wal, received), other);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! have.
 
 mod common;
+mod pair;
 
 use common::Engine;
 use rwal_replication::{Bootstrap, Config, Envelope, Replica, Role, SnapshotChunk, SnapshotRoom};
@@ -310,17 +311,20 @@ fn chunk_bytes(envelopes: &[Envelope]) -> (u64, Option<u64>) {
 /// the link cut for `cut_ticks` ticks once over half of the snapshot crossed it (every
 /// message lost both ways, and the leader's transport has no room for chunks, as a TCP
 /// transport whose peer is not connected), and `report` applied to what the follower sends.
-/// Returns the bytes of chunks delivered before the cut and after it, and the snapshot's
-/// length.
+/// `at_cut` is done to the follower as the cut begins. Returns the bytes of chunks delivered
+/// before the cut and after it, the snapshot's length, and the rounds from the end of the cut
+/// until the follower applied `lsn`.
 fn stream_with_a_cut(
     leader: &mut Replica<Engine>,
     follower: &mut Replica<Engine>,
     lsn: u64,
     cut_ticks: u64,
     report: impl Fn(&mut Envelope),
-) -> (u64, u64, u64) {
+    mut at_cut: impl FnMut(&mut Replica<Engine>),
+) -> (u64, u64, u64, u64) {
     let (mut before, mut after, mut total) = (0, 0, 0);
     let mut cut_left = None;
+    let mut rounds_after = 0;
     for _ in 0..10_000 {
         if follower.applied_lsn() >= lsn {
             break;
@@ -342,11 +346,13 @@ fn stream_with_a_cut(
                 before += bytes;
                 if total > 0 && before > total / 2 {
                     cut_left = Some(cut_ticks);
+                    at_cut(follower);
                 }
                 true
             }
             Some(0) => {
                 after += bytes;
+                rounds_after += 1;
                 true
             }
             Some(left) => {
@@ -369,7 +375,7 @@ fn stream_with_a_cut(
         follower.tick();
     }
     assert!(cut_left == Some(0), "the cut never ended: {cut_left:?}");
-    (before, after, total)
+    (before, after, total, rounds_after)
 }
 
 /// A snapshot stream cut part way (its link down past the sender's timeout) starts over, and
@@ -390,8 +396,14 @@ fn a_stream_that_starts_over_resumes_where_its_receiver_holds_the_bytes() {
     .unwrap();
     // Long enough for the sender to give the stream up, short of the receiver's patience
     // (twice that).
-    let (before, after, total) =
-        stream_with_a_cut(&mut leader, &mut follower, lsn, timeout + 20, |_| {});
+    let (before, after, total, _) = stream_with_a_cut(
+        &mut leader,
+        &mut follower,
+        lsn,
+        timeout + 20,
+        |_| {},
+        |_| {},
+    );
     let log = leader.take_log();
     assert!(follower.applied_lsn() >= lsn, "{log:?}");
     assert_eq!(follower.snapshots_installed(), 1);
@@ -428,14 +440,20 @@ fn a_wrong_report_costs_a_stream_not_a_checkpoint() {
         Engine::default(),
     )
     .unwrap();
-    let (_, after, total) =
-        stream_with_a_cut(&mut leader, &mut follower, lsn, timeout + 20, |envelope| {
+    let (_, after, total, _) = stream_with_a_cut(
+        &mut leader,
+        &mut follower,
+        lsn,
+        timeout + 20,
+        |envelope| {
             if let Envelope::SnapshotChunk(report) = envelope {
                 if report.data.is_empty() {
                     report.crc ^= 1;
                 }
             }
-        });
+        },
+        |_| {},
+    );
     let log = leader.take_log();
     assert!(follower.applied_lsn() >= lsn, "{log:?}");
     assert_eq!(*follower.machine().0.lock(), *leader.machine().0.lock());
@@ -473,7 +491,14 @@ fn damage_skipped_by_a_resume_is_found_by_the_next_stream() {
         Engine::default(),
     )
     .unwrap();
-    stream_with_a_cut(&mut leader, &mut follower, lsn, timeout + 20, |_| {});
+    stream_with_a_cut(
+        &mut leader,
+        &mut follower,
+        lsn,
+        timeout + 20,
+        |_| {},
+        |_| {},
+    );
     let log = leader.take_log();
     assert!(follower.applied_lsn() >= lsn, "{log:?}");
     assert_eq!(*follower.machine().0.lock(), *leader.machine().0.lock());
@@ -486,5 +511,118 @@ fn damage_skipped_by_a_resume_is_found_by_the_next_stream() {
             .iter()
             .any(|l| l.contains("reading the snapshot for node 2")),
         "the damage was not found by a whole read: {log:?}"
+    );
+}
+
+/// A member removed and added back at another address in the changes a snapshot covers: the
+/// follower caught up by that snapshot tells its transport to forget the old address and
+/// take the new one, as one that applied the changes would. Before, it was told of the new
+/// address only, which a transport that has an address ignores: it went on dialling the old.
+#[test]
+fn a_member_moved_in_the_changes_a_snapshot_covers_is_moved_by_the_install() {
+    use rwal_replication::{MembershipChange, PeerEvent};
+
+    let mut leader = pair::lone_leader("/leader".into(), simulated(), Engine::default());
+    let mut follower = Replica::open(
+        "/follower",
+        simulated(),
+        Config::new(2),
+        Bootstrap::Join,
+        Engine::default(),
+    )
+    .unwrap();
+    // Node 3 (never started) is added at its first address, and the follower applies that.
+    let change = |leader: &mut Replica<Engine>, change, address: Option<&str>| {
+        leader.change_membership_at(change, address).unwrap();
+        leader.process().unwrap();
+        leader.applied_lsn()
+    };
+    change(&mut leader, MembershipChange::AddLearner(2), None);
+    let added = change(
+        &mut leader,
+        MembershipChange::AddLearner(3),
+        Some("10.0.0.3:1"),
+    );
+    pair::step_until(&mut leader, &mut follower, |f| f.applied_lsn() >= added);
+    assert!(follower.applied_lsn() >= added);
+    let events = follower.take_peer_events();
+    assert!(
+        events.contains(&PeerEvent::Added {
+            id: 3,
+            address: "10.0.0.3:1".into()
+        }),
+        "{events:?}"
+    );
+    // Away from the follower: node 3 moves (removed, added back elsewhere), and the log of it
+    // is compacted behind a checkpoint.
+    change(&mut leader, MembershipChange::Remove(3), None);
+    change(
+        &mut leader,
+        MembershipChange::AddLearner(3),
+        Some("10.0.0.3:2"),
+    );
+    for i in 0..20u8 {
+        leader.propose(&[i; 64 << 10]).unwrap();
+        leader.process().unwrap();
+    }
+    drop(leader.take_messages());
+    let lsn = leader.applied_lsn();
+    let state = common::encode(&leader.machine().0.lock());
+    leader.checkpoint(lsn, &state).unwrap();
+    leader.compact().unwrap();
+    leader.compact().unwrap();
+    assert!(leader.wal().first_lsn() > follower.applied_lsn() + 1);
+    let installed = follower.snapshots_installed();
+    pair::step_until(&mut leader, &mut follower, |f| f.applied_lsn() >= lsn);
+    assert_eq!(follower.snapshots_installed(), installed + 1);
+    let events = follower.take_peer_events();
+    let moved = [
+        PeerEvent::Removed(3),
+        PeerEvent::Added {
+            id: 3,
+            address: "10.0.0.3:2".into(),
+        },
+    ];
+    assert!(
+        events.windows(2).any(|w| w == moved),
+        "not moved: {events:?}"
+    );
+}
+
+/// A follower that holds nothing of a snapshot whose stream to it failed part way (it lost
+/// its disk during the cut) says so at the new stream's first chunk: the leader, which waits
+/// for that report after a failed stream, sends on at once instead of waiting half its stall
+/// time.
+#[test]
+fn a_report_of_nothing_held_ends_the_wait_for_it() {
+    let (mut leader, lsn) = leader_with_a_snapshot_for_node_2(&SimDisk::new());
+    let timeout = Config::new(1).snapshot_timeout_ticks;
+    let fresh = || {
+        Replica::open(
+            "/follower",
+            simulated(),
+            Config::new(2),
+            Bootstrap::Join,
+            Engine::default(),
+        )
+        .unwrap()
+    };
+    let mut follower = fresh();
+    let (_, after, total, rounds_after) = stream_with_a_cut(
+        &mut leader,
+        &mut follower,
+        lsn,
+        timeout + 20,
+        |_| {},
+        |follower| *follower = fresh(),
+    );
+    assert!(follower.applied_lsn() >= lsn);
+    assert!(after >= total, "sent whole: {after} of {total}");
+    // The whole snapshot at four chunks a tick, and a few rounds for raft to send it again
+    // (13 rounds here); waiting for the report would add half the stall time (25).
+    let chunks = total.div_ceil(64 << 10);
+    assert!(
+        rounds_after < chunks / 4 + timeout / 5,
+        "{rounds_after} rounds after the cut for {chunks} chunks"
     );
 }
