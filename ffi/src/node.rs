@@ -675,9 +675,9 @@ pub unsafe extern "C" fn rwal_node_options_set_sync_stall_limit_ms(
 /// not fit its free space (with room for one more log segment) is refused at its first chunk,
 /// before anything is written, and the leader tries again later; a disk that fills up while
 /// the bytes arrive drops the stream, with the same outcome. A stream that starts over resumes
-/// where this node holds the bytes, while it keeps them (the leader, restarted or not, sends
-/// the same snapshot again within twice its stall time); a restart of this node starts it from
-/// the beginning, and a file a crash left is removed at the next open. A snapshot over this limit is refused (an
+/// where this node holds the bytes, while it keeps them (a part is kept until no chunk has come
+/// for twice this node's snapshot timeout, `rwal_node_options_set_snapshot_timeout_ms`); a
+/// restart of this node starts it from the beginning, and a file a crash left is removed at the next open. A snapshot over this limit is refused (an
 /// `RWAL_LOG_WARN` line through the log callback for each stream), and a node that can
 /// only be caught up by a snapshot (a joining one, one the leader compacted past) stays behind:
 /// every member's limit must hold the engine's largest checkpoint.

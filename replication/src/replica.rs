@@ -239,7 +239,9 @@ pub const MEMBER_ADDRESS_BYTES_MAX: usize = 256;
 /// ([`Replica::take_peer_events`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerEvent {
-    /// The member was removed: nothing is sent to it any more.
+    /// The member was removed: nothing is sent to it any more. (A snapshot that names another
+    /// address for a member than the one learned gives this, then `Added` with the new
+    /// address: the member was removed and added back there.)
     Removed(NodeId),
     /// The member was added, and the change carried its address (or a snapshot holding the
     /// membership did).

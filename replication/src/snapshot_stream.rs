@@ -82,10 +82,11 @@ impl Outgoing {
         self.resumed
     }
 
-    /// Resumes the stream where its receiver reports holding the snapshot's bytes (`report`,
-    /// a chunk without data: `offset` bytes, `crc` their checksum), if the report is of this
-    /// snapshot and ahead of what was sent: the bytes between are neither read nor sent (the
-    /// end's check covers them through the receiver's checksum). Whether it resumed.
+    /// Takes its receiver's report of what it holds (`report`, a chunk without data: `offset`
+    /// bytes, `crc` their checksum), if the report is of this snapshot and answers this
+    /// stream's first chunk: the wait for it ends, and the stream resumes at `offset` if that
+    /// is ahead of what was sent (the bytes between are neither read nor sent; the end's check
+    /// covers them through the receiver's checksum). Whether it resumed.
     pub(crate) fn resume_at(&mut self, report: &SnapshotChunk, tick: u64) -> std::io::Result<bool> {
         let ours = report.lsn == self.reader.lsn()
             && report.epoch == self.reader.epoch()
@@ -342,6 +343,12 @@ impl Incoming {
         let new_bytes = &chunk.data[(held - chunk.offset) as usize..];
         if crc32c::crc32c_append(incoming.file.crc(), new_bytes) != chunk.crc {
             *slot = None;
+            if chunk.offset == 0 && held > 0 {
+                // A first chunk carries everything from the start: one whose checksum does not
+                // follow from what is held (another file of the same snapshot, in chunks of
+                // another size) starts the stream afresh, checked from nothing.
+                return Incoming::accept(slot, chunk, bytes_max, wal);
+            }
             return Err(format!(
                 "snapshot {} from node {}: checksum mismatch at {}",
                 chunk.lsn, chunk.from, chunk.offset
@@ -584,6 +591,31 @@ mod tests {
         }
         let received = Incoming::take_if(&mut slot, 1, 40, 3).expect("complete");
         assert_eq!(bytes_of(&wal, received), other);
+        // In chunks of another size, the other file's first chunk reaches past what is held
+        // and its checksum does not follow from it: the stream starts afresh from it, rather
+        // than being dropped with that chunk.
+        let wal = self::wal();
+        let mut slot = None;
+        Incoming::accept(&mut slot, chunks(&blob, 300)[0].clone(), max, &wal).unwrap();
+        let others = chunks(&other, 400);
+        Incoming::accept(&mut slot, others[0].clone(), max, &wal).unwrap();
+        assert_eq!(
+            Incoming::held(&slot, 1, 40, 3, 1000),
+            Some((400, crc32c::crc32c(&other[..400])))
+        );
+        for part in &others[1..] {
+            Incoming::accept(&mut slot, part.clone(), max, &wal).unwrap();
+        }
+        let received = Incoming::take_if(&mut slot, 1, 40, 3).expect("complete");
+        assert_eq!(bytes_of(&wal, received), other);
+        // A first chunk that does not check out from nothing either is refused, once.
+        let mut slot = None;
+        let mut bad = chunks(&blob, 300)[0].clone();
+        bad.crc ^= 1;
+        assert!(Incoming::accept(&mut slot, bad, max, &wal)
+            .unwrap_err()
+            .contains("checksum mismatch"));
+        assert!(slot.is_none());
     }
 
     #[test]

@@ -13,10 +13,10 @@ use crate::NodeId;
 /// One piece of a snapshot streamed beside raft's messages.
 ///
 /// A chunk without data goes the other way: the receiver's report of the bytes it holds
-/// (`offset` of them, `crc` their checksum), sent to the stream's sender when a stream it
-/// holds a part of starts over, so that the sender resumes there instead of sending them
-/// again. A node of before 2026-12-05's second session drops such a report (a chunk without
-/// its start).
+/// (`offset` of them, `crc` their checksum), sent to the stream's sender each time it takes a
+/// stream's first chunk, so that a stream that started over resumes there instead of sending
+/// them again. A node of before 2026-12-05's second session drops such a report (a chunk
+/// without its start).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotChunk {
     /// The sender (the leader; the receiver, for a report).
@@ -107,7 +107,9 @@ pub trait Transport: Send + 'static {
 
     /// A membership change that removed `id` was applied here: nothing is sent to it any more,
     /// so a transport may forget its address and close its connections (the default keeps
-    /// them).
+    /// them). Also when a snapshot installed here names another address for a member than the
+    /// one this node had learned: the member was removed and added back there, and
+    /// [`peer_added`](Transport::peer_added) with the new address follows.
     fn peer_removed(&self, _id: NodeId) {}
 
     /// A membership change that added `id` and carried its `address` was applied here
