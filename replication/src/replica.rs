@@ -1986,12 +1986,11 @@ impl<M: StateMachine> Replica<M> {
         let Some(Membership { conf: current, .. }) = self.conf_history.last() else {
             return;
         };
-        let kept = |id: &NodeId| next.voters.contains(id) || next.learners.contains(id);
         let removed = current
             .voters
             .iter()
             .chain(&current.learners)
-            .filter(|&&id| id != self.config.id && !kept(&id));
+            .filter(|&&id| id != self.config.id && !is_member(next, id));
         for &id in removed {
             self.peer_events.push(PeerEvent::Removed(id));
         }
@@ -2096,12 +2095,17 @@ impl<M: StateMachine> Replica<M> {
     }
 }
 
+/// Whether `id` is a voter or a learner of `conf`.
+fn is_member(conf: &ConfState, id: NodeId) -> bool {
+    conf.voters.contains(&id) || conf.learners.contains(&id)
+}
+
 /// The additions a transport is told of for `addresses`: members' only, never this node's own
 /// (`own`).
 fn peer_additions(addresses: &codec::Addresses, conf: &ConfState, own: NodeId) -> Vec<PeerEvent> {
     addresses
         .iter()
-        .filter(|(id, _)| **id != own && (conf.voters.contains(id) || conf.learners.contains(id)))
+        .filter(|(id, _)| **id != own && is_member(conf, **id))
         .map(|(id, address)| PeerEvent::Added {
             id: *id,
             address: address.clone(),
@@ -2210,8 +2214,10 @@ fn conf_history(
         Some(last) if same(&last.conf, &current) => replayed,
         _ => {
             // The members' only: a replay that disagrees may not have seen a removal.
-            let member = |id: &NodeId| current.voters.contains(id) || current.learners.contains(id);
-            let addresses = addresses.into_iter().filter(|(id, _)| member(id)).collect();
+            let addresses = addresses
+                .into_iter()
+                .filter(|(id, _)| is_member(&current, *id))
+                .collect();
             vec![Membership {
                 at,
                 conf: current,

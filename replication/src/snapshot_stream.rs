@@ -293,10 +293,7 @@ impl Incoming {
             ));
         };
         let same = slot.as_ref().is_some_and(|i| {
-            i.from == chunk.from
-                && i.file.lsn() == chunk.lsn
-                && i.file.epoch() == chunk.epoch
-                && i.file.len() == chunk.total
+            i.is_stream(chunk.from, chunk.lsn, chunk.epoch, chunk.total)
                 // The same first bytes, as far as a first chunk of the same length tells: a
                 // duplicate is skipped unchecked, and a resumed stream (`Outgoing::resume_at`)
                 // goes on from what is held.
@@ -383,13 +380,17 @@ impl Incoming {
         total: u64,
     ) -> Option<(u64, u32)> {
         slot.as_ref()
-            .filter(|i| {
-                i.from == from
-                    && i.file.lsn() == lsn
-                    && i.file.epoch() == epoch
-                    && i.file.len() == total
-            })
+            .filter(|i| i.is_stream(from, lsn, epoch, total))
             .map(|i| (i.file.received(), i.file.crc()))
+    }
+
+    /// Whether this is the stream of snapshot `lsn` of `epoch`, `total` bytes long, from
+    /// `from`.
+    fn is_stream(&self, from: NodeId, lsn: Lsn, epoch: u64, total: u64) -> bool {
+        self.from == from
+            && self.file.lsn() == lsn
+            && self.file.epoch() == epoch
+            && self.file.len() == total
     }
 
     /// The snapshot, if this stream is complete and is the snapshot `lsn` of `epoch` from
