@@ -250,12 +250,21 @@ impl Shared {
         started.map(|()| true)
     }
 
+    /// Starts a thread the network's drop joins, unless the network is stopping: the drop sets
+    /// `stop` before it takes the list of threads, so a thread started under the list's lock
+    /// after it looked would never be joined (a member added as the node closes).
     fn spawn(shared: &Arc<Shared>, what: &str, work: impl FnOnce() + Send + 'static) -> Result<()> {
+        let mut threads = shared.threads.lock();
+        if shared.stop.load(Ordering::Acquire) {
+            return Err(Error::invalid(
+                "thread",
+                format!("not starting {what}: the network is stopping"),
+            ));
+        }
         let thread = std::thread::Builder::new()
             .name(format!("rwal-net-{}-{what}", shared.identity.id))
             .spawn(work)
             .map_err(|e| Error::invalid("thread", format!("cannot start a thread: {e}")))?;
-        let mut threads = shared.threads.lock();
         threads.retain(|t| !t.is_finished()); // retired senders
         threads.push(thread);
         Ok(())
@@ -1422,6 +1431,22 @@ mod tests {
             ),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_peer_added_as_the_network_stops_starts_no_thread_and_is_not_kept() {
+        let h = harness();
+        h.network.shared.stop.store(true, Ordering::Release);
+        let threads_before = h.network.shared.threads.lock().len();
+        let refused = h.network.add_peer(3, "127.0.0.1:10".parse().unwrap());
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("stopping")),
+            "{refused:?}"
+        );
+        assert_eq!(h.network.shared.threads.lock().len(), threads_before);
+        assert!(!h.network.shared.peers.read().contains_key(&3));
     }
 
     #[test]
