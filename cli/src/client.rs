@@ -162,7 +162,7 @@ impl Client {
         };
         let addr = self.addr;
         match outcome {
-            Ok(Some((code, reply))) if code <= proto::RETRY => Ok((code, reply)),
+            Ok(Some((code, reply))) if code <= proto::NOT_MADE => Ok((code, reply)),
             Ok(Some((code, _))) => {
                 self.stream = None;
                 Err(CallFailure::NotRwal(format!(
@@ -208,7 +208,7 @@ impl Client {
         }
     }
 
-    /// Calls until a node answers other than NOT_LEADER or RETRY, following the leader a
+    /// Calls until a node answers other than NOT_LEADER, RETRY or NOT_MADE, following the leader a
     /// NOT_LEADER names, within the timeout: for appends (whose ids make a second copy
     /// harmless) and reads (which change nothing).
     fn call_leader(&mut self, op: u8, body: &[u8]) -> Result<Vec<u8>, String> {
@@ -216,9 +216,9 @@ impl Client {
     }
 
     /// [`call_leader`](Client::call_leader) for a request that is not safe to send twice (a
-    /// membership change, which carries no ids): it follows the leader, but once the request
-    /// began to be written, a RETRY or a lost connection ends the call, saying that the
-    /// outcome is unknown.
+    /// membership change, which carries no ids): it follows the leader and asks again after a
+    /// NOT_MADE, but once the request began to be written, a RETRY or a lost connection ends
+    /// the call, saying that the outcome is unknown.
     fn call_leader_once(&mut self, op: u8, body: &[u8]) -> Result<Vec<u8>, String> {
         self.call_leader_with(op, body, false)
     }
@@ -246,7 +246,9 @@ impl Client {
             };
             let mut redirected = false;
             let outcome = self.call(op, body, attempt_deadline);
-            if self.request_written && !matches!(outcome, Ok((proto::NOT_LEADER, _))) {
+            if self.request_written
+                && !matches!(outcome, Ok((proto::NOT_LEADER | proto::NOT_MADE, _)))
+            {
                 self.maybe_made = true;
             }
             match outcome {
@@ -275,6 +277,12 @@ impl Client {
                         // learns the next one.
                         _ => self.back_to_given(),
                     }
+                }
+                // Like NOT_LEADER, a definite "not made": asked again even where a request
+                // must not be sent twice.
+                Ok((proto::NOT_MADE, reply)) => {
+                    self.request_written = false;
+                    last = String::from_utf8_lossy(&reply).into_owned();
                 }
                 Ok((proto::RETRY, reply)) => {
                     last = String::from_utf8_lossy(&reply).into_owned();
@@ -984,6 +992,54 @@ mod tests {
         let reply = client.call_leader(proto::OP_READ, &[0; 13]).unwrap();
         assert_eq!(reply, 0u32.to_le_bytes());
         node.join().unwrap();
+    }
+
+    /// A membership change answered NOT_MADE (the node proposed nothing: busy, stopping) is
+    /// sent again, though a change is never sent twice after a RETRY; one answered NOT_MADE
+    /// until the timeout gives up saying it was not made (exit status 2, not 3). Before
+    /// NOT_MADE the node answered RETRY, and the call ended at once, "outcome unknown".
+    #[test]
+    fn a_membership_change_answered_not_made_is_sent_again() {
+        let node = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = node.local_addr().unwrap();
+        let node = std::thread::spawn(move || {
+            let (stream, _) = node.accept().unwrap();
+            let mut input = BufReader::new(stream.try_clone().unwrap());
+            let mut output = stream;
+            let mut answered = 0;
+            // The first call: two NOT_MADE, then made. The second: NOT_MADE until it ends.
+            while let Ok(Some((op, _))) = proto::read_message(&mut input, proto::REQUEST_BYTES_MAX)
+            {
+                assert_eq!(op, proto::OP_MEMBERSHIP);
+                answered += 1;
+                if answered == 3 {
+                    proto::write_message(&mut output, proto::OK, &42u64.to_le_bytes()).unwrap();
+                } else {
+                    proto::write_message(&mut output, proto::NOT_MADE, b"busy").unwrap();
+                }
+            }
+            answered
+        });
+        let mut client = Client::new(addr, Duration::from_secs(20));
+        let reply = client
+            .call_leader_once(proto::OP_MEMBERSHIP, &[0; 9])
+            .unwrap();
+        assert_eq!(reply, 42u64.to_le_bytes());
+        client.timeout = Duration::from_millis(400);
+        let failure = client
+            .call_leader_once(proto::OP_MEMBERSHIP, &[0; 9])
+            .unwrap_err();
+        assert!(
+            failure.starts_with(GAVE_UP) && failure.ends_with("busy"),
+            "{failure}"
+        );
+        assert!(!failure.contains("may have been made"), "{failure}");
+        assert!(!client.outcome_unknown, "exits 2, not 3");
+        drop(client);
+        assert!(
+            node.join().unwrap() > 4,
+            "the second call was not sent again"
+        );
     }
 
     #[test]

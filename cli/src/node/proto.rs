@@ -59,6 +59,12 @@ pub const OK: u8 = 0;
 pub const NOT_LEADER: u8 = 1;
 pub const ERROR: u8 = 2;
 pub const RETRY: u8 = 3;
+/// The node made nothing of the request (busy, stopping): the same request may be sent again,
+/// to this node or another. Only MEMBERSHIP is answered with it: a client must not send a
+/// change twice after a RETRY, whose outcome may be unknown. An APPEND in the same case is
+/// answered RETRY, as before this status existed: its ids make a second copy harmless, and a
+/// client of before takes any status above RETRY for another protocol.
+pub const NOT_MADE: u8 = 4;
 
 /// Read modes.
 pub const READ_STALE: u8 = 0;

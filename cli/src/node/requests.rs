@@ -379,8 +379,8 @@ fn membership(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
         Ok(proposed) => proposed,
         Err(Error::NotLeader { leader }) => return not_leader(server, leader),
         Err(e @ Error::InvalidArgument { .. }) => return error(e.to_string()),
-        // Nothing was proposed: sending it again is safe.
-        Err(e) => return (proto::RETRY, e.to_string().into_bytes()),
+        // Nothing was proposed: sending it again is safe, which RETRY would not say.
+        Err(e) => return not_made(e),
     };
     let retry = |message: String| (proto::RETRY, message.into_bytes());
     let deadline = Instant::now() + APPEND_TIMEOUT;
@@ -412,6 +412,14 @@ fn membership(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
             status.applied_lsn
         ))
     }
+}
+
+/// The answer to a MEMBERSHIP the node did not propose, failing with `e`.
+fn not_made(e: Error) -> (u8, Vec<u8>) {
+    (
+        proto::NOT_MADE,
+        format!("the change was not proposed ({e}): it may be sent again").into_bytes(),
+    )
 }
 
 fn error(message: impl Into<String>) -> (u8, Vec<u8>) {
