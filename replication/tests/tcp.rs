@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rwal_replication::net::{PeerConfig, PeerNetwork};
-use rwal_replication::{Bootstrap, MembershipChange, Node, NodeId, NodeOptions, Role};
+use rwal_replication::{Bootstrap, MembershipChange, Node, NodeId, NodeOptions, Role, Transport};
 use rwal_tests::TempDir;
 use rwal_wal::{Backend, Lsn, Options};
 
@@ -22,6 +22,8 @@ struct Member {
     network: PeerNetwork,
     node: Node,
     engine: Engine,
+    /// What the node logged.
+    notes: Arc<Mutex<Vec<String>>>,
 }
 
 struct Cluster {
@@ -32,6 +34,8 @@ struct Cluster {
     snapshot_chunks_per_tick: usize,
     /// Every member's `tick_interval`.
     tick: Duration,
+    /// The `snapshot_timeout` of the members started from now on.
+    snapshot_timeout: Option<Duration>,
 }
 
 /// Every member's tick (but a `Cluster::slow`'s), snapshot chunk and election timeout: 300 to
@@ -97,6 +101,12 @@ impl Cluster {
         options.config.snapshot_chunks_per_tick = self.snapshot_chunks_per_tick;
         options.config.election_ticks = ELECTION_TICKS;
         options.config.election_ticks_max = ELECTION_TICKS_MAX;
+        options.snapshot_timeout = self.snapshot_timeout;
+        let notes = Arc::new(Mutex::new(Vec::new()));
+        let noted = notes.clone();
+        options.log = Some(Arc::new(move |_, line: &str| {
+            noted.lock().push(line.to_string())
+        }));
         let engine = Engine::default();
         let node = Node::open(options, engine.clone(), network.transport()).unwrap();
         network.attach(node.inbox());
@@ -106,6 +116,7 @@ impl Cluster {
                 network,
                 node,
                 engine,
+                notes,
             },
         );
     }
@@ -113,7 +124,7 @@ impl Cluster {
     /// Small chunks and no per-tick cap worth the name: a snapshot of more chunks than the
     /// transport queues for a peer is paced by the transport's room alone.
     fn new() -> Cluster {
-        Cluster::build(1024, TICK)
+        Cluster::build(1024, TICK, None)
     }
 
     /// A cluster ticking every `SLOW_TICK`, sending a snapshot's receiver at most
@@ -121,10 +132,14 @@ impl Cluster {
     /// happened, where only a leader silent for seconds loses its followers. Its first
     /// election takes as long.
     fn slow(snapshot_chunks_per_tick: usize) -> Cluster {
-        Cluster::build(snapshot_chunks_per_tick, SLOW_TICK)
+        Cluster::build(snapshot_chunks_per_tick, SLOW_TICK, None)
     }
 
-    fn build(snapshot_chunks_per_tick: usize, tick: Duration) -> Cluster {
+    fn build(
+        snapshot_chunks_per_tick: usize,
+        tick: Duration,
+        snapshot_timeout: Option<Duration>,
+    ) -> Cluster {
         // Ports the OS chooses: bind each listener first, then tell everyone.
         let probes: Vec<std::net::TcpListener> = (0..3)
             .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
@@ -141,6 +156,7 @@ impl Cluster {
             members: BTreeMap::new(),
             snapshot_chunks_per_tick,
             tick,
+            snapshot_timeout,
         };
         for id in 1..=3 {
             cluster.start_member(id, addrs[&id]);
@@ -357,6 +373,89 @@ fn a_slow_snapshot_stream_does_not_hold_up_the_heartbeats_beside_it() {
     );
     let stats = cluster.members[&leader].network.stats();
     assert_eq!(stats.snapshot_chunks_dropped, 0, "{stats:?}");
+}
+
+/// A snapshot stream cut for longer than the leader waits for progress resumes where the
+/// follower holds the bytes: the link carries the part received before the cut once, not again.
+/// The link is cut in the leader's transport (the follower forgotten as a peer: its connections
+/// closed both ways, mid-frame as it happens, and its dials refused), and given back.
+///
+/// The leader gives a stalled stream up after 1 s (ten `SLOW_TICK`s); the follower keeps a
+/// part until its stream has been silent for twice its own timeout, 5 s here: the cut (2.5 s),
+/// the transport's redial (its backoff is at most 2 s) and the new stream's first chunk fit in
+/// that with room to spare on a loaded machine. Ticks are `SLOW_TICK`s, as in the test above,
+/// so that the leadership stays where it is.
+#[test]
+fn a_snapshot_stream_cut_past_its_stall_time_resumes_where_the_follower_holds_it() {
+    const CHUNKS_PER_TICK: usize = 2;
+    let mut cluster = Cluster::build(CHUNKS_PER_TICK, SLOW_TICK, Some(Duration::from_secs(1)));
+    let leader = cluster.leader();
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    // 700 records of 2 000 bytes: about 85 chunks, four seconds and more at two a tick.
+    let (checkpointed, state) = cluster.leave_behind(leader, follower, 700);
+    let total = state.len() as u64;
+    cluster.snapshot_timeout = Some(Duration::from_secs(5));
+    cluster.start_member(follower, cluster.addrs[&follower]);
+    let leader_member = &cluster.members[&leader];
+    let transport = leader_member.network.transport();
+    let carried = || transport.snapshot_room(follower).bytes_carried;
+    // Cut once the leader's transport carried more than 60% of the snapshot.
+    let deadline = Instant::now() + WAIT;
+    while carried() * 5 < total * 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the stream never got far: {}",
+            carried()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let carried_before_the_cut = carried();
+    assert!(leader_member.network.remove_peer(follower));
+    std::thread::sleep(Duration::from_millis(2500));
+    leader_member
+        .network
+        .add_peer(follower, cluster.addrs[&follower])
+        .unwrap();
+    cluster.wait_applied(follower, checkpointed);
+    assert!(
+        cluster.members[&follower]
+            .engine
+            .1
+            .lock()
+            .iter()
+            .any(|lsn| *lsn >= checkpointed),
+        "node {follower} was not seeded by the snapshot"
+    );
+    assert_eq!(
+        *cluster.members[&follower].engine.0.lock(),
+        *cluster.members[&leader].engine.0.lock()
+    );
+    let notes = cluster.members[&leader].notes.lock().clone();
+    let resumed = notes
+        .iter()
+        .find(|n| n.contains(&format!("to node {follower}: resumed at ")))
+        .unwrap_or_else(|| panic!("no resume: {notes:#?}"));
+    let offset: u64 = resumed
+        .split("resumed at ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{resumed}"));
+    assert!(
+        offset * 2 >= carried_before_the_cut,
+        "resumed at {offset}, with {carried_before_the_cut} bytes carried before the cut"
+    );
+    let after_the_cut = transport.snapshot_room(follower).bytes_carried;
+    eprintln!(
+        "{total} bytes: {carried_before_the_cut} carried before the cut, resumed at {offset}, \
+         {after_the_cut} carried after"
+    );
+    // What the new link carried: the rest, from where the follower held it, with its first
+    // chunk (sent before the report) again. Without the resume, the whole snapshot.
+    assert!(
+        after_the_cut < total - offset + 4 * SNAPSHOT_CHUNK_BYTES as u64,
+        "{after_the_cut} bytes carried after the cut, {total} in all, resumed at {offset}"
+    );
 }
 
 /// A member removed from the cluster is forgotten by every node that applies the removal: no
