@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rwal_wal::{Backend, Options, SimDisk};
 
+pub mod control_file;
 pub mod heap;
 
 /// A directory removed when dropped.

@@ -3,7 +3,7 @@
 
 use std::io::Read;
 
-use rwal_tests::{payload, segment_names, targets};
+use rwal_tests::{control_file, payload, segment_names, targets};
 use rwal_wal::{Backend, Error, Options, RecoveryEvent, RecoveryMode, SimDisk, Wal};
 
 const RECORD: usize = 200 << 10; // five records a 1 MiB segment
@@ -520,8 +520,8 @@ fn a_crash_after_any_step_of_a_checkpoint_keeps_a_durable_one() {
     );
 }
 
-/// A crash after each sync of a compaction (the control file's, the recycled segments', the
-/// directory's, and past the last one): the log opens with its checkpoint and every committed
+/// A crash after each sync of a compaction (the control file's, the directory's after each
+/// recycled segment's rename, the recycled segments', the directory's, and past the last one): the log opens with its checkpoint and every committed
 /// record after it, its first LSN where the compaction left it or where it was, never between,
 /// and the compaction done whenever `compact_now` returned `Ok`.
 #[test]
@@ -536,7 +536,7 @@ fn a_crash_after_any_step_of_a_compaction_keeps_every_record_after_the_checkpoin
     // Whether a compaction failed (the injected failure landed in it), and whether one ran to
     // its end untouched (the steps cover the whole protocol).
     let (mut failed, mut untouched) = (false, false);
-    for step in 0..10u64 {
+    for step in 0..12u64 {
         for seed in 0..8 {
             let disk = SimDisk::new();
             let wal = Wal::open("/sim", sim(&disk)).unwrap();
@@ -626,6 +626,65 @@ fn a_crash_after_any_step_of_a_compaction_keeps_every_record_after_the_checkpoin
         failed && untouched,
         "the failure landed in a compaction ({failed}) and past its last sync ({untouched})"
     );
+}
+
+/// A crash between the two control writes of a checkpoint keeps the older copy naming the
+/// checkpoint before, whose snapshot recovery removes: the next open writes the state again
+/// over that copy, so that damage to the newest copy later falls back to one naming the
+/// snapshot that is there. Until 2026-12-05 an idle log kept the stale copy until its next
+/// control write, and such damage then made the log refuse to open (found by review).
+#[test]
+fn a_crash_between_the_two_control_copies_of_a_checkpoint_is_mended_by_the_next_open() {
+    let mut mended = 0;
+    for step in 0..6u64 {
+        let disk = SimDisk::new();
+        let wal = Wal::open("/sim", sim(&disk)).unwrap();
+        fill(&wal, 20);
+        wal.checkpoint(5, Some(b"at five")).unwrap();
+        // The watermark written up to date: the open after the crash has nothing else to
+        // write.
+        wal.maintain().unwrap();
+        disk.fail_sync_after(step, libc::EIO);
+        let _ = wal.checkpoint(15, Some(b"at fifteen"));
+        // A crash that keeps the new checkpoint in one copy and the old in the other.
+        let stale = |crashed: &SimDisk| {
+            matches!(
+                control_file::copies(crashed),
+                [Some(newest), Some(older)]
+                    if newest.checkpoint_lsn == 15 && older.checkpoint_lsn == 5
+            )
+        };
+        let Some(crashed) = (0..200).map(|seed| disk.crash(seed)).find(stale) else {
+            continue;
+        };
+        drop(wal);
+        let wal = Wal::open("/sim", sim(&crashed)).unwrap();
+        assert_eq!(wal.latest_checkpoint().unwrap().lsn, 15, "step {step}");
+        assert!(
+            !crashed
+                .file_names()
+                .iter()
+                .any(|n| n == "snapshot-00000000000000000005.snap"),
+            "step {step}: the old snapshot is still there: {:?}",
+            crashed.file_names()
+        );
+        assert!(
+            !stale(&crashed),
+            "step {step}: {:?}",
+            control_file::copies(&crashed)
+        );
+        // Idle until a crash that damages the newest copy.
+        let damaged = crashed.crash(0);
+        drop(wal);
+        control_file::damage_newest_copy(&damaged);
+        let wal = Wal::open("/sim", sim(&damaged))
+            .unwrap_or_else(|e| panic!("step {step}: the fallback copy refused the log: {e}"));
+        assert_eq!(wal.latest_checkpoint().unwrap().lsn, 15, "step {step}");
+        assert_eq!(read_snapshot(&wal).unwrap(), b"at fifteen");
+        assert_eq!(wal.read(20).unwrap(), payload(19, RECORD));
+        mended += 1;
+    }
+    assert!(mended > 0, "no step left the copies naming two checkpoints");
 }
 
 /// A crash after each sync of a reset to a snapshot (snapshot file, directory, control,

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use rwal_tests::{payload, targets};
+use rwal_tests::{control_file, payload, targets};
 use rwal_wal::{Backend, Error, Options, RecoveryMode, SimDisk, Wal};
 
 #[test]
@@ -285,51 +285,13 @@ fn sim(disk: &SimDisk) -> Options {
 fn crash_and_damage_the_newest_control_copy(disk: &SimDisk, wal: Wal) -> Wal {
     let crashed = disk.crash(0);
     drop(wal);
-    damage_newest_control_copy(&crashed);
+    control_file::damage_newest_copy(&crashed);
     Wal::open("/sim", sim(&crashed)).unwrap()
-}
-
-/// Damages the newest of the control file's two copies, as a media error would: recovery
-/// then falls back to the other one.
-fn damage_newest_control_copy(disk: &SimDisk) {
-    let bytes = disk.read_file("control").unwrap();
-    let generation = |slot: usize| {
-        let at = slot * 4096 + 16;
-        u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap())
-    };
-    let newest = if generation(0) > generation(1) { 0 } else { 1 };
-    disk.flip_bit("control", newest * 4096 + 30, 3);
-}
-
-/// CRC32C, bit by bit: enough to tell a whole control copy from a torn one here.
-fn crc32c(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for byte in bytes {
-        crc ^= u32::from(*byte);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0x82F6_3B78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 /// Whether both control copies are whole and the older one declares a truncation in progress.
 fn older_copy_declares_a_cut(disk: &SimDisk) -> bool {
-    let bytes = disk.read_file("control").unwrap();
-    let slot = |n: usize| &bytes[n * 4096..(n + 1) * 4096];
-    let whole = |n: usize| {
-        let crc = u32::from_le_bytes(slot(n)[4092..].try_into().unwrap());
-        crc32c(&slot(n)[..4092]) == crc
-    };
-    let field = |n: usize, offset: usize| {
-        u64::from_le_bytes(slot(n)[offset..offset + 8].try_into().unwrap())
-    };
-    let older = if field(0, 16) > field(1, 16) { 1 } else { 0 };
-    whole(0) && whole(1) && field(older, 88) != u64::MAX
+    matches!(control_file::copies(disk), [Some(_), Some(older)] if older.declares_a_cut)
 }
 
 /// Regression: the control copy a truncation ends with was written once, so the other copy

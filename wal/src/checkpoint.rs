@@ -754,7 +754,11 @@ impl Inner {
 
     /// Renames a removed segment for reuse as the next prepared one and zero-fills it, so that
     /// none of its old bytes can be read as a record (its next use gets a new salt as well). A
-    /// crash half way leaves a `.tmp` file, which recovery removes, or a clean prepared segment.
+    /// crash half way leaves a `.tmp` file, which recovery removes, or a clean prepared segment:
+    /// the rename to the `.tmp` name is made durable before a byte is zeroed. Until 2026-12-05
+    /// it was not, and a crash during the zero-fill could lose the rename and keep zeroed pages:
+    /// the segment's name with its header zeroed over old records, which `SkipCorrupted` set
+    /// aside as damage and `AbsoluteConsistency` could refuse.
     ///
     /// The sequence number is taken only at the end, under the prepared-segment lock, and the
     /// segment is queued in the same critical section: recovery orders segments by sequence, so
@@ -771,6 +775,11 @@ impl Inner {
         if self.dir.rename(name, &temp).is_err() {
             return self.remove_segment_file(name).map(|()| false);
         }
+        self.dir
+            .sync()
+            .map_err(|e| Cleanup::Poisons(Error::io("fsync directory", self.dir.path(), e)))?;
+        #[cfg(test)]
+        crate::test_hooks::hook("recycle: zero-filling", self);
         let left_behind = |e| Cleanup::LeftBehind(temp.clone(), e);
         self.zero_for_reuse(&temp, len).map_err(left_behind)?;
         let mut prepared = self.prepared.lock();
@@ -1035,6 +1044,93 @@ impl Inner {
                 self.group.thaw_unchanged();
                 Err(poisoned)
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use crate::test_hooks::at;
+    use crate::{Backend, Options, RecoveryEvent, RecoveryMode, SimDisk, Wal};
+
+    /// A crash while a compacted segment is zero-filled for reuse leaves it under its `.tmp`
+    /// name, which recovery removes in every mode. The rename to that name used to become
+    /// durable only after the zero-fill: a crash in between could keep zeroed pages under the
+    /// segment's own name, a header gone over old records, which `SkipCorrupted` set aside as
+    /// damage (found by review on 2026-12-05). Here the first page is zeroed durably at the
+    /// start of the zero-fill, and the disk crashed there with eight seeds.
+    #[test]
+    fn a_segment_being_recycled_is_renamed_durably_before_it_is_zeroed() {
+        let disk = SimDisk::new();
+        let options = |mode| {
+            Options::new()
+                .backend(Backend::Simulated(disk.clone()))
+                .segment_bytes(1 << 20)
+                .background_threads(false)
+                .recovery_mode(mode)
+        };
+        let wal = Wal::open("/sim", options(RecoveryMode::TolerateTornTail)).unwrap();
+        // Three records a segment: the first segments end up wholly below the checkpoint.
+        for i in 0..10u8 {
+            wal.append(&vec![i + 1; 300 << 10]).unwrap();
+        }
+        wal.sync().unwrap();
+        wal.checkpoint(8, Some(b"state at 8")).unwrap();
+        let crashes = Rc::new(RefCell::new(Vec::new()));
+        {
+            let (disk, crashes) = (disk.clone(), crashes.clone());
+            at("recycle: zero-filling", move |_| {
+                assert_eq!(
+                    disk.unsynced_directory_operations(),
+                    0,
+                    "the rename to the .tmp name is not durable: {:?}",
+                    disk.file_names()
+                );
+                let temp = disk
+                    .file_names()
+                    .into_iter()
+                    .find(|n| n.ends_with(".recycled.tmp"))
+                    .expect("a segment being recycled");
+                disk.zero_range(&temp, 0, 4096);
+                crashes
+                    .borrow_mut()
+                    .extend((0..8).map(|seed| disk.crash(seed)));
+            });
+        }
+        let report = wal.compact_now().unwrap();
+        assert!(report.segments_removed >= 2, "{report:?}");
+        assert_eq!(crashes.borrow().len(), 8, "no segment was recycled");
+        drop(wal);
+        for (seed, crashed) in crashes.borrow().iter().enumerate() {
+            for mode in [
+                RecoveryMode::SkipCorrupted,
+                RecoveryMode::AbsoluteConsistency,
+            ] {
+                let options = Options::new()
+                    .backend(Backend::Simulated(crashed.clone()))
+                    .segment_bytes(1 << 20)
+                    .background_threads(false)
+                    .recovery_mode(mode);
+                let wal = Wal::open("/sim", options)
+                    .unwrap_or_else(|e| panic!("seed {seed}, {mode:?}: {e}"));
+                let events = &wal.recovery_report().events;
+                assert!(
+                    !events
+                        .iter()
+                        .any(|e| matches!(e, RecoveryEvent::SegmentSetAside { .. })),
+                    "seed {seed}, {mode:?}: {events:?}"
+                );
+                assert_eq!(wal.last_lsn(), 10, "seed {seed}, {mode:?}");
+                assert_eq!(wal.read(10).unwrap(), vec![10; 300 << 10]);
+            }
+            assert!(
+                !crashed.file_names().iter().any(|n| n.contains("damaged")),
+                "seed {seed}: {:?}",
+                crashed.file_names()
+            );
         }
     }
 }

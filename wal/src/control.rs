@@ -261,8 +261,8 @@ pub(crate) struct Control {
     file: Arc<dyn File>,
     generation: u64,
     state: ControlState,
-    /// See [`Control::older_copy_declares_an_operation`].
-    older_declares_an_operation: bool,
+    /// See [`Control::older_copy_is_stale`].
+    older_is_stale: bool,
 }
 
 impl Control {
@@ -296,7 +296,7 @@ impl Control {
             file,
             generation: 1,
             state,
-            older_declares_an_operation: false,
+            older_is_stale: false,
         })
     }
 
@@ -327,16 +327,19 @@ impl Control {
             (Some(a), None) | (None, Some(a)) => (a, None),
             (None, None) => return Err(Error::bad_file(&path, "both control copies are damaged")),
         };
-        // A crash between the two writes that end an operation (see `write`), or a log
-        // written before they were two, leaves the older copy declaring it.
-        let older_declares_an_operation = older.is_some_and(|(_, older)| {
-            older.declares_an_operation() && !newest.1.declares_an_operation()
+        // A crash between the two writes of a state that ends an operation or moves what the
+        // files hold (see `write`), or a log written before they were two, leaves the older
+        // copy declaring the operation, or naming the old checkpoint or first LSN.
+        let older_is_stale = older.is_some_and(|(_, older)| {
+            (older.declares_an_operation() && !newest.1.declares_an_operation())
+                || older.checkpoint != newest.1.checkpoint
+                || older.first_lsn != newest.1.first_lsn
         });
         Ok(Control {
             file,
             generation: newest.0,
             state: newest.1,
-            older_declares_an_operation,
+            older_is_stale,
         })
     }
 
@@ -362,9 +365,12 @@ impl Control {
     }
 
     /// Whether the older copy still declares a truncation or reset in progress that the newest
-    /// one has ended: recovery then writes the state again, over it.
-    pub fn older_copy_declares_an_operation(&self) -> bool {
-        self.older_declares_an_operation
+    /// one has ended, or names a checkpoint or first LSN that the newest has moved (whose
+    /// snapshot or segments recovery removes): recovery then writes the state again, over it.
+    /// Until 2026-12-05 only the first was written again, and on an idle log the older copy
+    /// kept naming removed files until the next write, for a fallback to refuse the log.
+    pub fn older_copy_is_stale(&self) -> bool {
+        self.older_is_stale
     }
 
     pub fn state(&self) -> &ControlState {
@@ -411,7 +417,7 @@ impl Control {
         }
         // The copy written over was the older one: now it holds this state or the one before,
         // which declared nothing the newest has ended.
-        self.older_declares_an_operation = false;
+        self.older_is_stale = false;
         self.state = state;
         Ok(())
     }

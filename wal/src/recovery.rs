@@ -1390,7 +1390,7 @@ impl Scan<'_> {
         state.durable_lsn = last_lsn;
         state.pending_cut = None;
         state.reset_pending = false;
-        if state != *control.state() || control.older_copy_declares_an_operation() {
+        if state != *control.state() || control.older_copy_is_stale() {
             control.write(state, &dir_path)?;
         }
         self.report.last_lsn = last_lsn;
