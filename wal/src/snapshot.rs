@@ -314,6 +314,12 @@ pub(crate) fn open(dir: &dyn Dir, lsn: Lsn) -> Result<(SnapshotHeader, Arc<dyn F
             &path,
             "the control file names this snapshot, but it is missing",
         ),
+        // A file that cannot be mapped as a snapshot: empty, or not a regular file. A damaged
+        // file, as one too short: until 2026-12-05 an I/O error, and `rwal verify` could not
+        // judge the log (exit 2) although it does not open.
+        std::io::ErrorKind::InvalidData | std::io::ErrorKind::IsADirectory => {
+            Error::bad_file(&path, format!("not a snapshot file: {e}"))
+        }
         _ => Error::io("open", &path, e),
     })?;
     if file.len() < BODY_OFFSET {
