@@ -11,7 +11,7 @@ VALGRIND = valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-ki
 LIBDIR = target/debug
 CTEST_DIR = target/c
 
-.PHONY: test fmt-check clippy cargo-test loom c-test kv-test install-test python-test install uninstall
+.PHONY: test fmt-check clippy cargo-test loom c-test kv-test install-test python-test lib install uninstall
 
 test: fmt-check clippy cargo-test loom c-test kv-test install-test python-test
 
@@ -64,14 +64,19 @@ python-test:
 
 # Installation: the header, librwal.a, librwal.so under its SONAME, and a pkg-config file
 # (`pkg-config --cflags --libs rwal`; `--static` adds the native libraries librwal.a needs).
+# Two steps, so that cargo runs as you and only the copy runs as root:
 #
-#   make install [PREFIX=/usr/local] [DESTDIR=staging-dir]
+#   make lib                                                 # builds what install copies
+#   make install [PREFIX=/usr/local] [DESTDIR=staging-dir]   # copies only; then ldconfig
 #   make uninstall [PREFIX=/usr/local] [DESTDIR=staging-dir]
 #
 # The SONAME follows the version in Cargo.toml: librwal.so.MAJOR, or librwal.so.0.MINOR while
 # the major version is 0 (a 0.x minor version may break the ABI, as cargo's rules say). cargo
-# sets no SONAME, so the installed library is linked again with one (`cargo rustc`); the
-# library in target/ keeps none, so that in-tree builds link as docs/c-api.md shows.
+# sets no SONAME, so `make lib` links the library again with one (`cargo rustc`) and keeps
+# that link as target/release/librwal.so.VERSION; librwal.so in target/ keeps none, so that
+# in-tree builds link as docs/c-api.md shows. `make install` builds nothing: it refuses if
+# `make lib` has not run since the last build of librwal.a (it would install a stale library),
+# and runs `ldconfig` when it installs as root without DESTDIR.
 PREFIX ?= /usr/local
 DESTDIR ?=
 INSTALL_LIBDIR = $(DESTDIR)$(PREFIX)/lib
@@ -86,20 +91,30 @@ RWAL_MINOR := $(word 2,$(subst ., ,$(RWAL_VERSION)))
 RWAL_SONAME := librwal.so.$(if $(filter 0,$(RWAL_MAJOR)),0.$(RWAL_MINOR),$(RWAL_MAJOR))
 RWAL_REALNAME := librwal.so.$(RWAL_VERSION)
 
-install:
-	@test -n "$(RWAL_VERSION)" || { echo "install: no version in Cargo.toml" >&2; exit 1; }
+lib:
+	@test -n "$(RWAL_VERSION)" || { echo "lib: no version in Cargo.toml" >&2; exit 1; }
 	$(CARGO) build $(INSTALL_CARGO_FLAGS) -p rwal-ffi
 	$(CARGO) rustc $(INSTALL_CARGO_FLAGS) -p rwal-ffi --lib --crate-type cdylib -- -C link-arg=-Wl,-soname,$(RWAL_SONAME)
+	cp $(INSTALL_FROM)/librwal.so $(INSTALL_FROM)/$(RWAL_REALNAME)
+	# Linked again without the SONAME, so that target/ holds what in-tree builds expect.
+	$(CARGO) rustc $(INSTALL_CARGO_FLAGS) -p rwal-ffi --lib --crate-type cdylib
+
+install:
+	@test -n "$(RWAL_VERSION)" || { echo "install: no version in Cargo.toml" >&2; exit 1; }
+	@test -f $(INSTALL_FROM)/$(RWAL_REALNAME) && test -f $(INSTALL_FROM)/librwal.a \
+	    && test ! $(INSTALL_FROM)/$(RWAL_REALNAME) -ot $(INSTALL_FROM)/librwal.a \
+	    || { echo "install: $(INSTALL_FROM)/$(RWAL_REALNAME) is missing or older than librwal.a: run 'make lib' first, as yourself (install builds nothing)" >&2; exit 1; }
 	install -d $(INSTALL_LIBDIR)/pkgconfig $(INSTALL_INCLUDEDIR)
 	install -m 644 include/rwal.h $(INSTALL_INCLUDEDIR)/rwal.h
 	install -m 644 $(INSTALL_FROM)/librwal.a $(INSTALL_LIBDIR)/librwal.a
-	install -m 755 $(INSTALL_FROM)/librwal.so $(INSTALL_LIBDIR)/$(RWAL_REALNAME)
+	install -m 755 $(INSTALL_FROM)/$(RWAL_REALNAME) $(INSTALL_LIBDIR)/$(RWAL_REALNAME)
 	ln -sfn $(RWAL_REALNAME) $(INSTALL_LIBDIR)/$(RWAL_SONAME)
 	ln -sfn $(RWAL_SONAME) $(INSTALL_LIBDIR)/librwal.so
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(RWAL_VERSION)|' \
 	    -e 's|@NATIVE_LIBS@|$(RWAL_NATIVE_LIBS)|' ffi/rwal.pc.in > $(INSTALL_LIBDIR)/pkgconfig/rwal.pc
-	# Linked again without the SONAME, so that target/ holds what in-tree builds expect.
-	$(CARGO) rustc $(INSTALL_CARGO_FLAGS) -p rwal-ffi --lib --crate-type cdylib
+	# The loader's cache, for an install into place (not into a staging directory).
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v ldconfig > /dev/null; then \
+	    echo ldconfig; ldconfig; fi
 
 uninstall:
 	rm -f $(INSTALL_INCLUDEDIR)/rwal.h $(INSTALL_LIBDIR)/librwal.a $(INSTALL_LIBDIR)/librwal.so \
@@ -110,8 +125,14 @@ uninstall:
 # uninstalls and checks that nothing is left.
 INSTALL_STAGE = $(CURDIR)/$(CTEST_DIR)/install-stage
 install-test:
-	rm -rf $(INSTALL_STAGE) $(CTEST_DIR)/scratch-installed
-	$(MAKE) --no-print-directory install INSTALL_CARGO_FLAGS= INSTALL_FROM=target/debug DESTDIR=$(INSTALL_STAGE) PREFIX=/opt/rwal
+	rm -rf $(INSTALL_STAGE) $(CTEST_DIR)/scratch-installed $(CTEST_DIR)/not-built
+	# install builds nothing: without `make lib` it refuses, saying so, and installs nothing.
+	mkdir -p $(CTEST_DIR)/not-built
+	! $(MAKE) --no-print-directory install INSTALL_FROM=$(CTEST_DIR)/not-built DESTDIR=$(INSTALL_STAGE) PREFIX=/opt/rwal 2> $(CTEST_DIR)/not-built/refusal
+	grep -q "run 'make lib' first" $(CTEST_DIR)/not-built/refusal
+	test ! -e $(INSTALL_STAGE)
+	$(MAKE) --no-print-directory lib INSTALL_CARGO_FLAGS= INSTALL_FROM=target/debug
+	$(MAKE) --no-print-directory install INSTALL_FROM=target/debug DESTDIR=$(INSTALL_STAGE) PREFIX=/opt/rwal
 	readelf -d $(INSTALL_STAGE)/opt/rwal/lib/$(RWAL_REALNAME) | grep -F 'Library soname: [$(RWAL_SONAME)]'
 	grep -q '^#define RWAL_VERSION_MAJOR $(RWAL_MAJOR)$$' $(INSTALL_STAGE)/opt/rwal/include/rwal.h
 	grep -q '^#define RWAL_VERSION_MINOR $(RWAL_MINOR)$$' $(INSTALL_STAGE)/opt/rwal/include/rwal.h
