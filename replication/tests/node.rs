@@ -906,6 +906,29 @@ impl SeedingLeader {
     }
 }
 
+/// A commit seen before the node's log failed is still answered after: the entry's epoch is
+/// read from the records made durable before the failure. `Wal::epoch_at` refused every LSN of
+/// a poisoned log, and the proposer of a committed write was told `Error::Wal(Poisoned)`, after
+/// which it would send the write again (found by review on 2026-12-05).
+#[test]
+fn a_commit_made_before_the_log_failed_is_still_answered() {
+    let seeding = SeedingLeader::start("commit-then-poison");
+    let leader = &seeding.leader;
+    let (lsn, epoch) = leader.propose_and_wait(b"committed", WAIT).unwrap();
+    seeding.disk.fail_next_sync(libc::EIO);
+    assert!(leader.propose_and_wait(b"never durable", WAIT).is_err());
+    let (status, failed) = leader.wait_status(WAIT, |s| s.failure.is_some());
+    assert!(failed, "{status:?}");
+    leader
+        .wait_committed(lsn, epoch, WAIT)
+        .unwrap_or_else(|e| panic!("the commit at {lsn} before the failure: {e}"));
+    let other = leader.wait_committed(lsn, epoch + 1, WAIT).unwrap_err();
+    assert!(matches!(other, Error::Superseded { .. }), "{other}");
+    // Past what was made durable: the failure.
+    let past = leader.wait_committed(lsn + 1, epoch, WAIT).unwrap_err();
+    assert!(matches!(past, Error::Raft(_)), "{past}");
+}
+
 /// Opens node `id` in `dir` on `network`, its log lines kept in `notes`.
 fn open_noting(
     (dir, network, notes): (&TempDir, &MemoryNetwork, &Arc<Mutex<Vec<String>>>),

@@ -34,6 +34,7 @@ fn a_failed_fsync_poisons_every_waiter_and_every_later_call() {
     let disk = SimDisk::new();
     let wal = Arc::new(Wal::open("/sim", sim(&disk)).unwrap());
     wal.append_durable(b"safe").unwrap();
+    let safe_epoch = wal.epoch_at(1).unwrap();
     let pin = wal.pin("backup", 1).unwrap();
     let lsns: Vec<u64> = (0..8)
         .map(|i| wal.append(&payload(i, 50)).unwrap())
@@ -57,12 +58,43 @@ fn a_failed_fsync_poisons_every_waiter_and_every_later_call() {
     is_poisoned_by(wal.pin("late", 1), "fdatasync");
     is_poisoned_by(pin.move_to(2), "fdatasync");
     drop(pin);
+    // The epoch of the record made durable before the failure is still read (a replicated
+    // commit's proposer is answered from it); of the others, not.
+    assert_eq!(wal.epoch_at(1).unwrap(), safe_epoch);
+    is_poisoned_by(wal.epoch_at(2), "fdatasync");
+    // A close fails, and so does every close after it: a second one used to return `Ok`.
+    let crashed = disk.crash(1);
+    is_poisoned_by(wal.close_shared(), "fdatasync");
+    is_poisoned_by(wal.close_shared(), "fdatasync");
+    // Closed, it answers for nothing: another process may own the files now.
+    is_poisoned_by(wal.epoch_at(1), "fdatasync");
     // Nothing retried the sync: after reopening, the acknowledged record is there and the
     // others may or may not be.
-    let crashed = disk.crash(1);
     drop(wal);
     let wal = Wal::open("/sim", sim(&crashed)).unwrap();
     assert_eq!(wal.read(1).unwrap(), b"safe");
+}
+
+/// A truncation that fails after it declared its cut poisons the log; the epochs of records
+/// it declared removed are not answered for, though they were durable, while those it keeps
+/// are.
+#[test]
+fn a_failed_cut_answers_no_epoch_past_the_cut() {
+    let disk = SimDisk::new();
+    let wal = Wal::open("/sim", sim(&disk)).unwrap();
+    for i in 0..20u64 {
+        wal.append(&payload(i, 100)).unwrap();
+    }
+    wal.sync().unwrap();
+    let kept = wal.epoch_at(5).unwrap();
+    // Syncs of a truncation within one segment: the control file's (declaring the cut), then
+    // the cut segment's, which fails.
+    disk.fail_sync_after(1, libc::EIO);
+    assert!(wal.truncate_after(10).is_err());
+    assert_eq!(wal.epoch_at(5).unwrap(), kept);
+    assert_eq!(wal.epoch_at(10).unwrap(), kept);
+    is_poisoned_by(wal.epoch_at(11), "fdatasync");
+    is_poisoned_by(wal.epoch_at(20), "fdatasync");
 }
 
 #[test]

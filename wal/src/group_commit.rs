@@ -264,6 +264,12 @@ impl GroupCommit {
         Error::Poisoned { cause }
     }
 
+    /// Whether the log was closed, poisoned or not ([`check`](GroupCommit::check) reports a
+    /// poisoned log's failure first).
+    pub fn is_closed(&self) -> bool {
+        self.state.lock().closed
+    }
+
     /// Marks the log closed and wakes every waiter; returns once a sync in progress ended (no
     /// sync starts after this: a committer checks for the close before it leads).
     pub fn close(&self) {

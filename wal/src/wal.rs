@@ -424,7 +424,8 @@ impl Wal {
     }
 
     /// The epoch of record `lsn`, for any LSN from `first_lsn() - 1` (kept in the control file
-    /// when its segment is gone; 0 for LSN 0) to `durable_lsn()`.
+    /// when its segment is gone; 0 for LSN 0) to `durable_lsn()`. A poisoned log still answers
+    /// for the records made durable before it failed; a closed one answers nothing.
     pub fn epoch_at(&self, lsn: Lsn) -> Result<u64> {
         let inner = &self.inner;
         // Checked and read under the cut gate and the control lock, in the order truncations
@@ -435,8 +436,24 @@ impl Wal {
         // snapshot), where the gate makes the reset wait for the read instead.
         let _gate = inner.cut_gate.read();
         let control = inner.control.lock();
-        inner.group.check()?;
         let state = control.state();
+        // The replication layer reads the epoch of an entry a quorum committed to answer its
+        // proposer: on a poisoned log an error would tell it that a committed write failed, and
+        // it would send it again (found by review on 2026-12-05). A record at or below the
+        // durable LSN was synced before the failure, and the failure leaves the segments mapped,
+        // unless the log is closed too (another process may own the files by now). A truncation
+        // or reset that failed half way declared its cut in the control file first: what it
+        // removes is not answered for either.
+        if let Err(refused) = inner.group.check() {
+            let answerable = matches!(refused, Error::Poisoned { .. })
+                && !inner.group.is_closed()
+                && !state.reset_pending
+                && lsn <= inner.group.durable_lsn()
+                && state.pending_cut.is_none_or(|cut| lsn <= cut);
+            if !answerable {
+                return Err(refused);
+            }
+        }
         if lsn > 0 && lsn.checked_add(1) != Some(state.first_lsn) {
             inner.check_readable(lsn)?;
         }
@@ -529,8 +546,9 @@ impl Wal {
     /// What [`Wal::close`] does, through a shared handle (one that others, such as readers
     /// holding an `Arc<Wal>`, may still hold): afterwards every call on the log, through any
     /// handle or reader, fails with [`Error::Closed`], and the directory is free to open again
-    /// (once readers holding records let go, as for [`Wal::close`]). A later close returns `Ok`
-    /// at once.
+    /// (once readers holding records let go, as for [`Wal::close`]). A later close returns at
+    /// once: `Ok`, or [`Error::Poisoned`] if the log failed (a close that failed is not made
+    /// good by a second one).
     pub fn close_shared(&self) -> Result<()> {
         self.shutdown()
     }
@@ -550,7 +568,13 @@ impl Wal {
         // log closed.
         let _maintenance = self.inner.maintenance.lock();
         if self.inner.lock.lock().is_none() {
-            return Ok(());
+            // Closed before. A log that failed stays failed: a later close said `Ok`, and a
+            // caller retrying a close that failed took its records for synced (found by review
+            // on 2026-12-05).
+            return match self.inner.group.check() {
+                Err(poisoned @ Error::Poisoned { .. }) => Err(poisoned),
+                _ => Ok(()),
+            };
         }
         let synced = self.sync().map(|_| ());
         let written = synced.and_then(|()| self.inner.update_control());
@@ -1356,9 +1380,14 @@ impl Inner {
                 // Segments are in LSN order: none after this one is sealed and written.
                 break;
             }
-            if segment.mapped() && Arc::strong_count(segment) == 1 && segment.file.release_memory()
-            {
-                segment.note_released();
+            if segment.mapped() && Arc::strong_count(segment) == 1 {
+                // `strong_count` loads with `Relaxed`: the fence orders the last reads through
+                // the clones dropped (each drop's decrement releases) before the memory goes
+                // (a review on 2026-12-05; x86 orders them anyway).
+                std::sync::atomic::fence(Ordering::Acquire);
+                if segment.file.release_memory() {
+                    segment.note_released();
+                }
             }
         }
     }
@@ -1840,6 +1869,35 @@ mod tests {
         let wal = Wal::open(&dir, options()).unwrap();
         assert_eq!(wal.recovery_report().last_lsn, 1);
         assert_eq!(wal.read(1).unwrap(), b"kept");
+        wal.close().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `IoUring` on a file system that checksums data (btrfs here, faked) is refused with
+    /// `Unsupported` saying why, before the ring is set up, and `io_uring_fallback` opens it
+    /// with `Staged`: its O_DIRECT writes hand the kernel a tail block other appenders may be
+    /// copying into, and a checksum taken over other bytes than those written makes the block
+    /// unreadable after a crash (found by review on 2026-12-05).
+    #[test]
+    fn io_uring_is_refused_on_a_file_system_that_checksums_data() {
+        let dir = std::env::temp_dir().join(format!("rwal-cow-uring-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let options = || {
+            Options::new()
+                .background_threads(false)
+                .backend(Backend::IoUring)
+        };
+        let _btrfs = FakeFileSystem::set(BTRFS);
+        let refused = Wal::open(&dir, options()).unwrap_err();
+        let Error::Unsupported { reason } = &refused else {
+            panic!("refused with {refused:?}, not Unsupported");
+        };
+        for part in ["io_uring backend", "btrfs", "checksums", "Staged"] {
+            assert!(reason.contains(part), "{reason:?} does not say {part:?}");
+        }
+        let wal = Wal::open(&dir, options().io_uring_fallback(true)).unwrap();
+        assert_eq!(wal.backend_name(), "staged");
+        wal.append_durable(b"on btrfs").unwrap();
         wal.close().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -181,10 +181,26 @@ impl FsDir {
                 ));
             }
         }
+        if let WriteMode::Uring(_) = mode {
+            if let Some(name) = copy_on_write_file_system(&dir) {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!(
+                        "{} is on {name}, which checksums the data it writes: an O_DIRECT \
+                         write hands the kernel the tail block from memory that other appenders \
+                         may still be copying records into, so the checksum could be taken over \
+                         other bytes than those written, and after a crash the block, with the \
+                         acknowledged records in it, would read back as an I/O error; use the \
+                         Staged backend",
+                        path.display()
+                    ),
+                ));
+            }
+        }
         let ring = match mode {
             WriteMode::Uring(sync) => {
                 let ring = Arc::new(Ring::new(sync)?);
-                probe_direct(path)?;
+                probe_direct(path, &ring)?;
                 Some(ring)
             }
             _ => None,
@@ -404,8 +420,12 @@ fn holder_in_proc_locks(locks: &str, file: &str) -> Option<u32> {
     })
 }
 
-/// Fails with `Unsupported` if files in `dir` cannot be opened with `O_DIRECT` (tmpfs).
-fn probe_direct(dir: &Path) -> io::Result<()> {
+/// Fails with `Unsupported` if files in `dir` cannot be opened with `O_DIRECT` (tmpfs), or one
+/// 4 KiB block cannot be written durably to one through `ring`: a file system whose `O_DIRECT`
+/// needs a larger alignment, or a sandbox that lets a ring be set up but not entered. Until
+/// 2026-12-05 only the open was probed, and those opened, then failed their first write,
+/// poisoning the log, instead of saying why at the open (found by review).
+fn probe_direct(dir: &Path, ring: &Ring) -> io::Result<()> {
     // Named for this process and call: it runs before the directory lock is taken, and two
     // openers probing under one name removed each other's file (a spurious `NotFound` in place
     // of `Locked`).
@@ -417,9 +437,40 @@ fn probe_direct(dir: &Path) -> io::Result<()> {
     ));
     // Created and opened in one call: the recovery of a process holding the log removes every
     // `.tmp`, ours too, and may do so at any moment.
-    let opened = uring::create_direct(&probe);
+    let written = uring::create_direct(&probe).and_then(|file| {
+        let block = Box::new(AlignedBlock([0; BLOCK_BYTES as usize]));
+        // SAFETY: the block lives until the call returns.
+        let written = unsafe { ring.write(&file, &[(0, block.0.as_ptr(), block.0.len())], true) };
+        written.or_else(|e| probe_write_refused(dir, e))
+    });
     let _ = std::fs::remove_file(&probe);
-    opened.map(drop)
+    written
+}
+
+/// One block, aligned as `O_DIRECT` needs it.
+#[repr(C, align(4096))]
+struct AlignedBlock([u8; BLOCK_BYTES as usize]);
+
+/// What the probe's write failing with `e` says of `dir`: refusals of the write itself are
+/// `Unsupported` (a misaligned `O_DIRECT` write is `EINVAL`; a sandbox that forbids
+/// `io_uring_enter` answers `EPERM` or `ENOSYS`); a full disk says nothing of the backend and
+/// lets the open go on (the log's own writes report it); any other error is the open's.
+fn probe_write_refused(dir: &Path, e: io::Error) -> io::Result<()> {
+    match e.kind() {
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => Ok(()),
+        io::ErrorKind::InvalidInput
+        | io::ErrorKind::PermissionDenied
+        | io::ErrorKind::Unsupported => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "a durable 4 KiB O_DIRECT write through io_uring to a file in {} failed \
+                     ({e}): the file system may need O_DIRECT writes aligned to more than 4 KiB, \
+                     or a sandbox (seccomp) may forbid io_uring_enter",
+                dir.display()
+            ),
+        )),
+        _ => Err(e),
+    }
 }
 
 /// `sync_file_range` of `[offset, offset + len)`: starts the write-back of its dirty pages, or
@@ -1400,6 +1451,28 @@ mod tests {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
+    }
+
+    /// The probe's write: refused writes say why as `Unsupported`, naming the directory; a full
+    /// disk lets the open go on; another error is the open's own.
+    #[test]
+    fn a_refused_probe_write_is_unsupported_and_a_full_disk_is_not() {
+        let dir = Path::new("/logs/here");
+        for errno in [libc::EINVAL, libc::EPERM, libc::ENOSYS] {
+            let refused =
+                probe_write_refused(dir, io::Error::from_raw_os_error(errno)).unwrap_err();
+            assert_eq!(refused.kind(), io::ErrorKind::Unsupported, "{errno}");
+            let said = refused.to_string();
+            assert!(
+                said.contains("/logs/here") && said.contains("seccomp"),
+                "{said}"
+            );
+        }
+        for errno in [libc::ENOSPC, libc::EDQUOT] {
+            assert!(probe_write_refused(dir, io::Error::from_raw_os_error(errno)).is_ok());
+        }
+        let failed = probe_write_refused(dir, io::Error::from_raw_os_error(libc::EIO)).unwrap_err();
+        assert_eq!(failed.raw_os_error(), Some(libc::EIO));
     }
 
     /// A file system that reports no blocks cannot tell how full it is: no figure, not 0 free
