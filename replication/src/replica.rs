@@ -759,10 +759,16 @@ impl<M: StateMachine> Replica<M> {
         self.drop_silent_incoming();
     }
 
-    /// Drops a snapshot received in part whose stream has sent nothing for twice as long as a
-    /// sender waits before it gives a stream up: its leader gave it up (it failed over, or
-    /// caught this node up from its log instead), and its file, up to `snapshot_bytes_max`
-    /// bytes, would stay on the disk until another snapshot came.
+    /// Drops a snapshot received in part whose stream has been silent for twice as long as a
+    /// sender waits before it gives a stream up: no chunk came, nor, while the snapshot is
+    /// ahead of this node's applied log, any message of its sender (it failed over, or caught
+    /// this node up from its log instead). Its file, up to `snapshot_bytes_max` bytes, would
+    /// stay on the disk until another snapshot came.
+    ///
+    /// A part behind the applied log is not dropped sooner: its stream must still complete,
+    /// since raft's message rides on it, and the leader learns from the answer to it where
+    /// this node stands (the deterministic simulation, seed 170, stalled a follower for good
+    /// when a first version dropped such a part at once).
     fn drop_silent_incoming(&mut self) {
         let silent = self.ticks.saturating_sub(self.incoming_heard);
         if silent > self.config.snapshot_timeout_ticks.saturating_mul(2) {
@@ -1075,6 +1081,20 @@ impl<M: StateMachine> Replica<M> {
                 if self.raw.raft.prs().get(message.from).is_some() {
                     self.heard.insert(message.from, self.ticks);
                 }
+                // The sender of the snapshot this node holds in part is heard from, and the
+                // snapshot is still ahead of this node's log: its stream is alive. On a link
+                // slower than a chunk per twice the timeout, chunks alone left silences between
+                // them, the part was dropped, every later chunk refused, and each stream
+                // started over the same way, for good (found by review on 2026-12-05); the
+                // sender's heartbeats cross between chunks.
+                let applied = self.applied_lsn();
+                if self
+                    .incoming
+                    .as_ref()
+                    .is_some_and(|i| i.from() == message.from && i.lsn() > applied)
+                {
+                    self.incoming_heard = self.ticks;
+                }
                 if message.get_msg_type() == MessageType::MsgSnapshot {
                     self.step_snapshot(message);
                 } else {
@@ -1279,7 +1299,17 @@ impl<M: StateMachine> Replica<M> {
             .hs()
             .is_some_and(|hs| hs.term != self.stored.term || hs.vote != self.stored.vote);
         if background {
-            debug_assert!(!term_or_vote_changed && ready.snapshot().is_empty());
+            // `needs_foreground_round` read the same state as this `Ready`, so this holds; were
+            // it broken, the round would send votes or acknowledgements before the term, vote or
+            // snapshot they depend on is durable. Checked in release builds too (a review on
+            // 2026-12-05): the replica fails rather than risk that.
+            if term_or_vote_changed || !ready.snapshot().is_empty() {
+                return Err(Error::Raft(
+                    "a background round carries a new term, vote or snapshot (a bug): stopped \
+                     before sending what depends on them"
+                        .into(),
+                ));
+            }
             if let Some(hs) = ready.hs() {
                 self.raw.mut_store().set_hard_state(hs.clone());
             }
@@ -1880,6 +1910,15 @@ impl<M: StateMachine> Replica<M> {
                 ),
             });
         }
+        // A membership the control file cannot hold would fail its store after the log was
+        // reset to the snapshot, and every store after a restart: refused before anything
+        // changes. An honest leader cannot send one (its proposals are checked the same way),
+        // but the head of a snapshot may hold ten times as much (a review on 2026-12-05).
+        codec::encode_membership_that_fits(meta.index, &conf, "snapshot membership").map_err(
+            |e| Error::BadSnapshot {
+                reason: format!("snapshot {}: {e}", meta.index),
+            },
+        )?;
         // The new log must not be pinned: checkpoints out on other threads are abandoned (they
         // would describe the log this replaces) and gone first.
         self.own_checkpoint = None;

@@ -251,6 +251,16 @@ pub(crate) const HEAD_BYTES_MAX: u64 = 64 << 10;
 impl Incoming {
     /// Which snapshot this is and how much of it came: "snapshot 40 from node 1 (100 of 1000
     /// bytes)".
+    /// The node sending the stream.
+    pub(crate) fn from(&self) -> NodeId {
+        self.from
+    }
+
+    /// The LSN of the snapshot being received.
+    pub(crate) fn lsn(&self) -> Lsn {
+        self.file.lsn()
+    }
+
     pub(crate) fn progress(&self) -> String {
         format!(
             "snapshot {} from node {} ({} of {} bytes)",

@@ -100,6 +100,69 @@ fn a_snapshot_received_in_part_is_dropped_once_its_stream_falls_silent() {
     );
 }
 
+/// A stream whose chunks take longer than twice the snapshot timeout to cross a slow link keeps
+/// its part while its sender is heard from between chunks (its heartbeats): the part was
+/// dropped between chunks, every later chunk refused as "without its start", and on such a
+/// link each stream started over the same way, for good (found by review on 2026-12-05). Once
+/// the sender falls silent, the part goes as before.
+#[test]
+fn a_part_is_kept_while_its_sender_is_heard_between_slow_chunks() {
+    let config = Config::new(2);
+    let timeout = config.snapshot_timeout_ticks;
+    let mut replica = Replica::open(
+        "/slow-link",
+        simulated(),
+        config,
+        Bootstrap::Join,
+        Engine::default(),
+    )
+    .expect("a joining replica opens");
+    let chunk = |offset: u64, data: Vec<u8>, crc: u32| {
+        Envelope::SnapshotChunk(SnapshotChunk {
+            from: 1,
+            to: 2,
+            lsn: 40,
+            epoch: 3,
+            offset,
+            total: 1000,
+            crc,
+            data,
+        })
+    };
+    let heartbeat = || {
+        let mut message = raft::eraftpb::Message::default();
+        message.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
+        (message.from, message.to, message.term) = (1, 2, 3);
+        Envelope::Raft(message)
+    };
+    let first = vec![7u8; 100];
+    let crc = crc32c::crc32c(&first);
+    replica.step(chunk(0, first, crc));
+    // Three times the drop's silence before the next chunk, the sender heard at every tick.
+    for _ in 0..3 * timeout {
+        replica.tick();
+        replica.step(heartbeat());
+    }
+    let second = vec![8u8; 100];
+    let crc = crc32c::crc32c_append(crc, &second);
+    replica.step(chunk(100, second, crc));
+    let log = replica.take_log();
+    assert!(
+        !log.iter()
+            .any(|l| l.contains("dropped") || l.contains("without its start")),
+        "{log:?}"
+    );
+    for _ in 0..=2 * timeout {
+        replica.tick();
+    }
+    let log = replica.take_log();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("dropped the part received of snapshot 40 from node 1 (200 of")),
+        "{log:?}"
+    );
+}
+
 /// After one lost chunk every later chunk of the stream is refused too: the refusal is noted
 /// once for the run, not once per chunk (a stream of a gigabyte in 1 MiB chunks logged a
 /// thousand warnings), and again once a chunk was taken in between.
