@@ -7,7 +7,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use rwal_wal::inspect::{inspect, Inspection, Severity};
+use rwal_wal::inspect::{inspect, Inspection, Problem, Severity};
 
 /// Runs `rwal inspect` or, if `verify`, `rwal verify` with `args` (those after the command).
 pub fn run(args: Vec<OsString>, verify: bool) -> Result<ExitCode, String> {
@@ -129,10 +129,9 @@ fn print_inspect(found: &Inspection) {
     );
     for p in &found.problems {
         out!(
-            "{:?}: {} offset {} (LSN {}): {}",
+            "{:?}: {} (LSN {}): {}",
             p.severity,
-            p.segment,
-            p.offset,
+            place(p),
             p.lsn,
             p.detail
         );
@@ -175,19 +174,22 @@ fn print_recovery(found: &Inspection) {
     }
 }
 
+/// Where a problem lies: its file and offset, or that no segment holds it.
+fn place(p: &Problem) -> String {
+    if p.segment.is_empty() {
+        "(in no segment)".to_string()
+    } else {
+        format!("{} offset {}", p.segment, p.offset)
+    }
+}
+
 fn print_verify(found: &Inspection) -> ExitCode {
     for p in &found.problems {
         let what = match p.severity {
             Severity::Corruption => "CORRUPTED",
             Severity::TornTail => "torn tail (an unfinished write; recovery cuts it)",
         };
-        out!(
-            "{what}: {} offset {} LSN {}: {}",
-            p.segment,
-            p.offset,
-            p.lsn,
-            p.detail
-        );
+        out!("{what}: {} LSN {}: {}", place(p), p.lsn, p.detail);
     }
     out!(
         "{} records checked in {} segments, last LSN {}",

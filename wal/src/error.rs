@@ -207,6 +207,21 @@ impl fmt::Display for Error {
                 f,
                 "record of {payload_bytes} bytes does not fit: a segment of {segment_bytes} bytes holds at most {max_payload_bytes} bytes of payload"
             ),
+            // Records below the durable watermark that no segment recovery kept holds (every
+            // segment removed, or only compaction's leftovers there): recovery names the
+            // directory. Said so, where the message read like damage to a record in a file
+            // named after the directory, at offset 4096, with checksums 0x00000000 (a review on
+            // 2026-12-05).
+            Error::Corrupted { segment, lsn, .. }
+                if segment.as_os_str().to_string_lossy().ends_with('/') =>
+            {
+                write!(
+                    f,
+                    "records from LSN {lsn} on are missing below the durable watermark: no \
+                     segment of the log in {} holds them",
+                    segment.display()
+                )
+            }
             Error::Corrupted { segment, offset, lsn, expected_crc, found_crc } => write!(
                 f,
                 "corrupted record at LSN {lsn} in {} at offset {offset}: checksum expected {expected_crc:#010x}, found {found_crc:#010x}",

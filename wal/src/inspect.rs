@@ -566,6 +566,19 @@ impl Walk {
     /// leaves), whatever this walk graded it; a place the walk found nothing at is added.
     fn refused_by_recovery(&mut self, refusal: &Error) {
         let (segment, offset, lsn) = match refusal {
+            // A loss no segment of the log holds is named with the directory (`dir.join("")`):
+            // it is the walk's problem at the same LSN, wherever the walk named it (no file, or
+            // a file recovery does not keep, such as compaction's leftovers).
+            Error::Corrupted { segment, lsn, .. }
+                if segment.as_os_str().to_string_lossy().ends_with('/') =>
+            {
+                let (segment, offset) = self
+                    .problems
+                    .iter()
+                    .find(|p| p.lsn == *lsn)
+                    .map_or((String::new(), 0), |p| (p.segment.clone(), p.offset));
+                (segment, offset, *lsn)
+            }
             Error::Corrupted {
                 segment,
                 offset,
@@ -1087,6 +1100,45 @@ mod tests {
                 .any(|p| p.segment == last && p.offset == HEADER_REGION_BYTES),
             "{:?}",
             found.problems
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Records the control file says are durable, in no segment file (every segment removed):
+    /// one problem, named with no segment, and a refusal that says the records are missing.
+    /// It was named after the directory, at offset 4096, with checksums 0x00000000 as for a
+    /// damaged record (found by review on 2026-12-05).
+    #[test]
+    fn records_no_segment_holds_are_one_problem_without_a_segment() {
+        let dir = temp("inspect-no-segments");
+        let wal = Wal::open(&dir, options()).unwrap();
+        for _ in 0..3 {
+            wal.append_durable(b"gone").unwrap();
+        }
+        wal.close().unwrap();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "seg") {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
+        let found = inspect(&dir).unwrap();
+        assert!(found.is_corrupted());
+        assert_eq!(found.problems.len(), 1, "{:?}", found.problems);
+        let problem = &found.problems[0];
+        assert_eq!(
+            (problem.segment.as_str(), problem.offset),
+            ("", 0),
+            "{problem:?}"
+        );
+        assert!(
+            problem.detail.contains("missing") && problem.detail.contains("recovery refuses"),
+            "{problem:?}"
+        );
+        let refusal = found.recovery.unwrap_err();
+        assert!(
+            refusal.contains("no segment of the log") && !refusal.contains("checksum"),
+            "{refusal}"
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
