@@ -1045,15 +1045,21 @@ impl<M: StateMachine> Replica<M> {
                     self.resume_snapshot_stream(&chunk);
                     return;
                 }
-                self.incoming_heard = self.ticks;
                 let stream = (chunk.from, chunk.lsn, chunk.epoch);
                 let start = (chunk.offset == 0).then_some(chunk.total);
-                let accepted = Incoming::accept(
-                    &mut self.incoming,
-                    chunk,
-                    self.config.snapshot_bytes_max,
-                    &self.wal,
-                );
+                // A refused stale chunk does not keep the part held alive.
+                let accepted = match self.stale_first_chunk(&chunk) {
+                    Some(refusal) => Err(refusal),
+                    None => {
+                        self.incoming_heard = self.ticks;
+                        Incoming::accept(
+                            &mut self.incoming,
+                            chunk,
+                            self.config.snapshot_bytes_max,
+                            &self.wal,
+                        )
+                    }
+                };
                 match accepted {
                     // A chunk taken: the next refusal is news again.
                     Ok(()) => {
@@ -1102,6 +1108,33 @@ impl<M: StateMachine> Replica<M> {
                 }
             }
         }
+    }
+
+    /// Why a first chunk must not replace the stream held, if it must not: it comes from a node
+    /// other than the leader whose stream is held (a deposed leader still streaming), or from
+    /// the same sender for an older snapshot (a delayed duplicate of an earlier stream's first
+    /// chunk: a node's checkpoints only move forward). Either wiped the part held, up to
+    /// `snapshot_bytes_max` bytes, and its stream started over (a review on 2026-12-05).
+    fn stale_first_chunk(&self, chunk: &SnapshotChunk) -> Option<String> {
+        let held = self.incoming.as_ref().filter(|_| chunk.offset == 0)?;
+        if held.from() != chunk.from && self.leader() == Some(held.from()) {
+            return Some(format!(
+                "first chunk of snapshot {} from node {}, which does not lead: the stream of \
+                 node {}, the leader, is kept",
+                chunk.lsn,
+                chunk.from,
+                held.from()
+            ));
+        }
+        (held.from() == chunk.from && chunk.lsn < held.lsn()).then(|| {
+            format!(
+                "first chunk of snapshot {} from node {}, older than its snapshot {} being \
+                 received: a late copy, dropped",
+                chunk.lsn,
+                chunk.from,
+                held.lsn()
+            )
+        })
     }
 
     /// Tells the sender of a stream (its first chunk just taken) how much of the snapshot this

@@ -163,6 +163,70 @@ fn a_part_is_kept_while_its_sender_is_heard_between_slow_chunks() {
     );
 }
 
+/// A first chunk that would replace the part held is refused when it comes from a node other
+/// than the leader whose stream is held (a deposed leader still streaming), or from the same
+/// sender for an older snapshot (a late copy of an earlier stream's first chunk): either wiped
+/// the part, and its stream started over (found by review on 2026-12-05). The leader's stream
+/// goes on; its newer snapshot still replaces the part.
+#[test]
+fn a_stale_first_chunk_does_not_wipe_the_leaders_stream() {
+    let mut replica = Replica::open(
+        "/stale-first",
+        simulated(),
+        Config::new(2),
+        Bootstrap::Join,
+        Engine::default(),
+    )
+    .expect("a joining replica opens");
+    let mut heartbeat = raft::eraftpb::Message::default();
+    heartbeat.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
+    (heartbeat.from, heartbeat.to, heartbeat.term) = (1, 2, 3);
+    replica.step(Envelope::Raft(heartbeat));
+    assert_eq!(replica.leader(), Some(1));
+    let chunk = |from: u64, lsn: u64, offset: u64, data: &[u8], crc: u32| {
+        Envelope::SnapshotChunk(SnapshotChunk {
+            from,
+            to: 2,
+            lsn,
+            epoch: 3,
+            offset,
+            total: 1000,
+            crc,
+            data: data.to_vec(),
+        })
+    };
+    let first = [7u8; 100];
+    let crc = crc32c::crc32c(&first);
+    replica.step(chunk(1, 40, 0, &first, crc));
+    replica.step(chunk(3, 41, 0, &[9; 100], crc32c::crc32c(&[9; 100])));
+    replica.step(chunk(1, 30, 0, &[5; 100], crc32c::crc32c(&[5; 100])));
+    let second = [8u8; 100];
+    let crc = crc32c::crc32c_append(crc, &second);
+    replica.step(chunk(1, 40, 100, &second, crc));
+    let log = replica.take_log();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("from node 3, which does not lead")),
+        "{log:?}"
+    );
+    assert!(
+        log.iter().any(|l| l.contains("older than its snapshot 40")),
+        "{log:?}"
+    );
+    assert!(
+        !log.iter().any(|l| l.contains("without its start")),
+        "the leader's part was wiped: {log:?}"
+    );
+    // The leader's newer snapshot replaces it: its next chunk follows that one.
+    let newer = [6u8; 100];
+    let crc = crc32c::crc32c(&newer);
+    replica.step(chunk(1, 50, 0, &newer, crc));
+    let more = [4u8; 100];
+    replica.step(chunk(1, 50, 100, &more, crc32c::crc32c_append(crc, &more)));
+    let log = replica.take_log();
+    assert!(log.is_empty(), "{log:?}");
+}
+
 /// After one lost chunk every later chunk of the stream is refused too: the refusal is noted
 /// once for the run, not once per chunk (a stream of a gigabyte in 1 MiB chunks logged a
 /// thousand warnings), and again once a chunk was taken in between.
