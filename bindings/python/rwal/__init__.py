@@ -474,6 +474,13 @@ class _Handle:
     _what = "handle"
 
     def _open(self, handle) -> None:
+        # Only the library makes handles. Called by hand (rwal.Log("dir"), a natural slip),
+        # the constructor used to keep a string as the handle, and the collection then raised
+        # a TypeError from deep in close(), printed as "Exception ignored".
+        if not isinstance(handle, ffi.CData):
+            raise TypeError(
+                "rwal.%s is not made by calling it with %s: the library makes it (rwal.open(path) "
+                "opens a Log; see the class's docs)" % (type(self).__name__, type(handle).__name__))
         self._handle = handle
         self._calls = 0
         # Calls in progress on each thread: close() does not wait for its own thread's (a

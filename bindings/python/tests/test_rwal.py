@@ -5,6 +5,7 @@ import io
 import logging
 import os
 import shutil
+import sys
 import threading
 import time
 
@@ -1182,3 +1183,15 @@ def test_a_tails_timeout_holds_while_another_thread_reads(path):
         log.commit(log.append(b"x"))
         t.join(30)
         assert got == [(1, b"x")]
+
+
+def test_a_log_made_by_calling_the_class_is_refused_with_the_call_to_use(path, monkeypatch):
+    # rwal.Log("dir") is a natural slip for rwal.open("dir"): it used to keep the string as
+    # the handle, and the collection then printed a TypeError from deep in close() as
+    # "Exception ignored".
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    with pytest.raises(TypeError, match=r"rwal\.open\(path\)"):
+        rwal.Log(path)
+    gc.collect()
+    assert unraisable == []
