@@ -1296,6 +1296,20 @@ impl<M: StateMachine> Replica<M> {
             self.persist_now_once()?;
         }
         let mut ready = self.raw.ready();
+        let term_or_vote_changed = ready
+            .hs()
+            .is_some_and(|hs| hs.term != self.stored.term || hs.vote != self.stored.vote);
+        // `needs_foreground_round` read the same state as this `Ready`, so this holds; were it
+        // broken, the round would send votes or acknowledgements before the term, vote or
+        // snapshot they depend on is durable. Checked in release builds too, before the round
+        // changes anything (a review on 2026-12-05): the replica fails rather than risk that.
+        if background && (term_or_vote_changed || !ready.snapshot().is_empty()) {
+            return Err(Error::Raft(
+                "a background round carries a new term, vote or snapshot (a bug): stopped \
+                 before it changed anything"
+                    .into(),
+            ));
+        }
         if let Some(ss) = ready.ss() {
             let leader = (ss.leader_id != 0).then_some(ss.leader_id);
             if leader != self.leader {
@@ -1328,21 +1342,7 @@ impl<M: StateMachine> Replica<M> {
         let committed = ready.take_committed_entries();
         self.apply_entries(committed)?;
         self.raw.mut_store().append(ready.entries())?;
-        let term_or_vote_changed = ready
-            .hs()
-            .is_some_and(|hs| hs.term != self.stored.term || hs.vote != self.stored.vote);
         if background {
-            // `needs_foreground_round` read the same state as this `Ready`, so this holds; were
-            // it broken, the round would send votes or acknowledgements before the term, vote or
-            // snapshot they depend on is durable. Checked in release builds too (a review on
-            // 2026-12-05): the replica fails rather than risk that.
-            if term_or_vote_changed || !ready.snapshot().is_empty() {
-                return Err(Error::Raft(
-                    "a background round carries a new term, vote or snapshot (a bug): stopped \
-                     before sending what depends on them"
-                        .into(),
-                ));
-            }
             if let Some(hs) = ready.hs() {
                 self.raw.mut_store().set_hard_state(hs.clone());
             }

@@ -249,8 +249,6 @@ pub(crate) struct Received {
 pub(crate) const HEAD_BYTES_MAX: u64 = 64 << 10;
 
 impl Incoming {
-    /// Which snapshot this is and how much of it came: "snapshot 40 from node 1 (100 of 1000
-    /// bytes)".
     /// The node sending the stream.
     pub(crate) fn from(&self) -> NodeId {
         self.from
@@ -261,6 +259,8 @@ impl Incoming {
         self.file.lsn()
     }
 
+    /// Which snapshot this is and how much of it came: "snapshot 40 from node 1 (100 of 1000
+    /// bytes)".
     pub(crate) fn progress(&self) -> String {
         format!(
             "snapshot {} from node {} ({} of {} bytes)",

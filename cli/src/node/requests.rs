@@ -69,8 +69,14 @@ pub(super) fn serve_client(
         // The budget's bytes a READ answer holds until it is written.
         let mut answer_share = server.request_budget.none();
         let (status, reply) = match (request.op, &request.held) {
+            // Read and dropped: nothing was made of it, which a MEMBERSHIP is told (NOT_MADE),
+            // since its client does not send a change again after a RETRY.
             (op, None) => (
-                proto::RETRY,
+                if op == proto::OP_MEMBERSHIP {
+                    proto::NOT_MADE
+                } else {
+                    proto::RETRY
+                },
                 format!(
                     "operation {op} not handled: the node's memory for requests stayed full for \
                      {:?}; try again later",
@@ -1062,8 +1068,8 @@ mod tests {
             let client = TcpStream::connect(addr).unwrap();
             let mut output = client.try_clone().unwrap();
             let mut input = BufReader::new(client);
-            let mut ask = |body: &[u8]| {
-                proto::write_message(&mut output, proto::OP_STATUS, body).unwrap();
+            let mut ask_with = |op: u8, body: &[u8]| {
+                proto::write_message(&mut output, op, body).unwrap();
                 proto::read_message(&mut input, proto::RESPONSE_BYTES_MAX)
                     .unwrap()
                     .unwrap()
@@ -1071,10 +1077,16 @@ mod tests {
             // A STATUS with a body larger than what goes uncounted: read and dropped when there
             // is no room.
             let large = vec![7; budget::UNBUDGETED_BYTES + 1];
-            let (status, body) = ask(&large);
+            let (status, body) = ask_with(proto::OP_STATUS, &large);
             let body = String::from_utf8_lossy(&body).into_owned();
             assert_eq!(status, proto::RETRY, "{body}");
             assert!(body.contains("memory for requests"), "{body}");
+            // A MEMBERSHIP dropped so is told that nothing was made of it: its client sends a
+            // change again after NOT_MADE, never after RETRY.
+            let (status, body) = ask_with(proto::OP_MEMBERSHIP, &large);
+            let body = String::from_utf8_lossy(&body).into_owned();
+            assert_eq!(status, proto::NOT_MADE, "{body}");
+            let mut ask = |body: &[u8]| ask_with(proto::OP_STATUS, body);
             // A small one is served all the same: a budget held by large requests (whose
             // bodies may trickle in) does not shut every client out.
             let (status, body) = ask(&[7; 500]);
