@@ -1096,3 +1096,55 @@ fn a_crafted_tail_cannot_make_the_search_for_proof_quadratic() {
     let wal = Wal::open(&path, options().recovery_mode(RecoveryMode::PointInTime)).unwrap();
     assert_eq!(wal.last_lsn(), 0);
 }
+
+/// A segment file grown by a few bytes (no longer a whole number of 4 KiB blocks, which every
+/// segment is) is a damaged segment on every real backend: refused with `BadFile` naming it in
+/// the default mode, set aside by `SkipCorrupted`, which keeps every record of the segments
+/// after it. `IoUring`, which cannot open such a file with `O_DIRECT`, failed the open with an
+/// I/O error in every mode (found by review on 2026-12-05).
+#[test]
+fn a_segment_grown_by_a_few_bytes_is_damage_on_every_backend() {
+    use std::io::Write as _;
+    for target in rwal_tests::targets("grown-segment")
+        .into_iter()
+        .filter(|t| t.name != "sim")
+    {
+        let wal = Wal::open(&target.dir, target.options()).unwrap();
+        // Five records a 1 MiB segment: three segments.
+        for i in 0..12u64 {
+            wal.append(&payload(i, 200 << 10)).unwrap();
+        }
+        wal.sync().unwrap();
+        wal.close().unwrap();
+        let first = target.dir.join("00000000000000000001.seg");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&first)
+            .unwrap()
+            .write_all(&[0u8; 100])
+            .unwrap();
+        let refused = Wal::open(&target.dir, target.options()).unwrap_err();
+        assert!(
+            matches!(&refused, Error::BadFile { path, .. } if *path == first),
+            "{}: {refused:?}",
+            target.name
+        );
+        let wal = Wal::open(
+            &target.dir,
+            target.options().recovery_mode(RecoveryMode::SkipCorrupted),
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", target.name));
+        let events = &wal.recovery_report().events;
+        assert!(
+            events.iter().any(|e| matches!(
+                e,
+                RecoveryEvent::SegmentSetAside { segment, .. } if segment == "00000000000000000001.seg"
+            )),
+            "{}: {events:?}",
+            target.name
+        );
+        assert_eq!(wal.last_lsn(), 12, "{}", target.name);
+        assert_eq!(wal.read(12).unwrap(), payload(11, 200 << 10));
+        wal.close().unwrap();
+    }
+}

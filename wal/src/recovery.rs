@@ -739,10 +739,12 @@ impl Scan<'_> {
     }
 
     /// The file at `index`, `None` if it is too short for a segment header (and so was not
-    /// opened); an error if opening it failed.
+    /// opened) or the backend could not open it as a segment (`not_a_segment_file`); an error
+    /// if opening it failed otherwise.
     fn opened_file(&self, index: usize, name: &str) -> Result<Option<Arc<dyn File>>> {
         match self.open_errors[index] {
             Some(NotOpened::TooShort(_)) => Ok(None),
+            _ if self.not_a_segment_file(index).is_some() => Ok(None),
             _ => self.file(index, name).map(Some),
         }
     }
@@ -757,12 +759,35 @@ impl Scan<'_> {
         if let Some(NotOpened::TooShort(len)) = self.open_errors[index] {
             return Ok(Err(HeaderError::Damaged(too_short_for_a_segment(len))));
         }
+        if let Some(reason) = self.not_a_segment_file(index) {
+            return Ok(Err(HeaderError::Damaged(reason)));
+        }
         Ok(read_header(self.file(index, name)?.as_ref(), sequence))
+    }
+
+    /// Why file `index` could not be opened as a segment, where the backend said so of the file
+    /// itself (`InvalidData`: with `IoUring`, a length that is not a whole number of 4 KiB
+    /// blocks, which no segment has): a damaged segment, decided as one is, as the other
+    /// backends decide it from its header's length. Until 2026-12-05 the open failed with an I/O
+    /// error in every mode, where the others recovered (found by review).
+    fn not_a_segment_file(&self, index: usize) -> Option<String> {
+        match &self.open_errors[index] {
+            Some(NotOpened::Failed(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                Some(format!("cannot be opened as a segment: {e}"))
+            }
+            _ => None,
+        }
     }
 
     /// File `index` of the scan's `files`, named `name`, as opened before the first pass; the
     /// error of that open if it failed (or why it was not opened).
     fn file(&self, index: usize, name: &str) -> Result<Arc<dyn File>> {
+        if let Some(reason) = self.not_a_segment_file(index) {
+            return Err(Error::BadFile {
+                path: self.dir.path().join(name),
+                reason,
+            });
+        }
         match (&self.opened[index].1, &self.open_errors[index]) {
             (Some(file), _) => Ok(Arc::clone(file)),
             (None, Some(NotOpened::TooLong(len))) => Err(Error::BadFile {
