@@ -583,6 +583,20 @@ mod tests {
         other[10] ^= 1;
         let mut slot = None;
         let max = 1 << 20;
+        // The other file's first chunk taken: held from it alone, and its rest completes it.
+        let completes_as_other = |slot: &mut Option<Incoming>, wal: &Wal, size: usize| {
+            let others = chunks(&other, size);
+            Incoming::accept(slot, others[0].clone(), max, wal).unwrap();
+            assert_eq!(
+                Incoming::held(slot, 1, 40, 3, 1000),
+                Some((size as u64, crc32c::crc32c(&other[..size])))
+            );
+            for part in &others[1..] {
+                Incoming::accept(slot, part.clone(), max, wal).unwrap();
+            }
+            let received = Incoming::take_if(slot, 1, 40, 3).expect("complete");
+            assert_eq!(bytes_of(wal, received), other);
+        };
         for part in &chunks(&blob, 300)[..2] {
             Incoming::accept(&mut slot, part.clone(), max, &wal).unwrap();
         }
@@ -591,34 +605,14 @@ mod tests {
         Incoming::accept(&mut slot, chunks(&blob, 300)[0].clone(), max, &wal).unwrap();
         assert_eq!(Incoming::held(&slot, 1, 40, 3, 1000).unwrap().0, 600);
         // The other file's first chunk: held from it alone.
-        let others = chunks(&other, 300);
-        Incoming::accept(&mut slot, others[0].clone(), max, &wal).unwrap();
-        assert_eq!(
-            Incoming::held(&slot, 1, 40, 3, 1000),
-            Some((300, crc32c::crc32c(&other[..300])))
-        );
-        for part in &others[1..] {
-            Incoming::accept(&mut slot, part.clone(), max, &wal).unwrap();
-        }
-        let received = Incoming::take_if(&mut slot, 1, 40, 3).expect("complete");
-        assert_eq!(bytes_of(&wal, received), other);
+        completes_as_other(&mut slot, &wal, 300);
         // In chunks of another size, the other file's first chunk reaches past what is held
         // and its checksum does not follow from it: the stream starts afresh from it, rather
         // than being dropped with that chunk.
         let wal = self::wal();
         let mut slot = None;
         Incoming::accept(&mut slot, chunks(&blob, 300)[0].clone(), max, &wal).unwrap();
-        let others = chunks(&other, 400);
-        Incoming::accept(&mut slot, others[0].clone(), max, &wal).unwrap();
-        assert_eq!(
-            Incoming::held(&slot, 1, 40, 3, 1000),
-            Some((400, crc32c::crc32c(&other[..400])))
-        );
-        for part in &others[1..] {
-            Incoming::accept(&mut slot, part.clone(), max, &wal).unwrap();
-        }
-        let received = Incoming::take_if(&mut slot, 1, 40, 3).expect("complete");
-        assert_eq!(bytes_of(&wal, received), other);
+        completes_as_other(&mut slot, &wal, 400);
         // A first chunk that does not check out from nothing either is refused, once.
         let mut slot = None;
         let mut bad = chunks(&blob, 300)[0].clone();

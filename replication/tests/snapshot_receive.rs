@@ -15,6 +15,19 @@ fn simulated() -> Options {
         .segment_bytes(1 << 20)
 }
 
+/// Node 2, joining (no membership yet), with the default configuration, in `dir` on a
+/// simulated disk of its own.
+fn joining(dir: &str) -> Replica<Engine> {
+    Replica::open(
+        dir,
+        simulated(),
+        Config::new(2),
+        Bootstrap::Join,
+        Engine::default(),
+    )
+    .expect("a joining replica opens")
+}
+
 /// A checkpoint larger than the node's own `snapshot_bytes_max` is written (the state is the
 /// engine's to keep), and said so: a member with the same limit would refuse it as a snapshot,
 /// and nothing else could catch it up once the log before the checkpoint is compacted.
@@ -61,16 +74,8 @@ fn a_checkpoint_over_the_snapshot_limit_is_noted() {
 /// snapshot came.
 #[test]
 fn a_snapshot_received_in_part_is_dropped_once_its_stream_falls_silent() {
-    let config = Config::new(2);
-    let timeout = config.snapshot_timeout_ticks;
-    let mut replica = Replica::open(
-        "/receive",
-        simulated(),
-        config,
-        Bootstrap::Join,
-        Engine::default(),
-    )
-    .expect("a joining replica opens");
+    let timeout = Config::new(2).snapshot_timeout_ticks;
+    let mut replica = joining("/receive");
     let data = vec![7u8; 100];
     replica.step(Envelope::SnapshotChunk(SnapshotChunk {
         from: 1,
@@ -107,16 +112,8 @@ fn a_snapshot_received_in_part_is_dropped_once_its_stream_falls_silent() {
 /// the sender falls silent, the part goes as before.
 #[test]
 fn a_part_is_kept_while_its_sender_is_heard_between_slow_chunks() {
-    let config = Config::new(2);
-    let timeout = config.snapshot_timeout_ticks;
-    let mut replica = Replica::open(
-        "/slow-link",
-        simulated(),
-        config,
-        Bootstrap::Join,
-        Engine::default(),
-    )
-    .expect("a joining replica opens");
+    let timeout = Config::new(2).snapshot_timeout_ticks;
+    let mut replica = joining("/slow-link");
     let chunk = |offset: u64, data: Vec<u8>, crc: u32| {
         Envelope::SnapshotChunk(SnapshotChunk {
             from: 1,
@@ -170,14 +167,7 @@ fn a_part_is_kept_while_its_sender_is_heard_between_slow_chunks() {
 /// goes on; its newer snapshot still replaces the part.
 #[test]
 fn a_stale_first_chunk_does_not_wipe_the_leaders_stream() {
-    let mut replica = Replica::open(
-        "/stale-first",
-        simulated(),
-        Config::new(2),
-        Bootstrap::Join,
-        Engine::default(),
-    )
-    .expect("a joining replica opens");
+    let mut replica = joining("/stale-first");
     let mut heartbeat = raft::eraftpb::Message::default();
     heartbeat.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
     (heartbeat.from, heartbeat.to, heartbeat.term) = (1, 2, 3);
@@ -232,14 +222,7 @@ fn a_stale_first_chunk_does_not_wipe_the_leaders_stream() {
 /// thousand warnings), and again once a chunk was taken in between.
 #[test]
 fn a_run_of_refused_chunks_is_noted_once() {
-    let mut replica = Replica::open(
-        "/refusals",
-        simulated(),
-        Config::new(2),
-        Bootstrap::Join,
-        Engine::default(),
-    )
-    .expect("a joining replica opens");
+    let mut replica = joining("/refusals");
     let blob: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
     let chunk = |offset: usize| {
         let crc = crc32c::crc32c(&blob[..offset + 100]);
@@ -281,37 +264,10 @@ fn a_run_of_refused_chunks_is_noted_once() {
 #[test]
 fn a_snapshot_delivered_twice_before_it_is_installed_is_installed_once() {
     use raft::eraftpb::MessageType;
-    use rwal_replication::MembershipChange;
 
-    let mut config = Config::new(1);
-    // Its pin for node 2 would keep the log from LSN 1: released by the first compaction.
-    config.follower_pin_cap_bytes = Some(1);
-    let mut leader = Replica::open(
-        "/leader",
-        simulated(),
-        config,
-        Bootstrap::Voters(vec![1]),
-        Engine::default(),
-    )
-    .unwrap();
-    while leader.role() != Role::Leader {
-        leader.tick();
-        leader.process().unwrap();
-    }
-    leader
-        .change_membership(MembershipChange::AddLearner(2))
-        .unwrap();
-    for i in 0..40u8 {
-        leader.propose(&[i; 64 << 10]).unwrap();
-        leader.process().unwrap();
-    }
-    drop(leader.take_messages()); // node 2 is not listening yet
-    let lsn = leader.applied_lsn();
-    let state = common::encode(&leader.machine().0.lock());
-    leader.checkpoint(lsn, &state).unwrap();
-    leader.compact().unwrap();
-    leader.compact().unwrap();
-    assert!(leader.wal().first_lsn() > 2, "node 2 needs the snapshot");
+    // In chunks of the default size.
+    let (mut leader, lsn) =
+        leader_with_a_snapshot_for_node_2(&SimDisk::new(), Config::new(1).snapshot_chunk_bytes);
 
     let disk = SimDisk::new();
     let mut follower = Replica::open(
@@ -380,15 +336,21 @@ fn a_snapshot_delivered_twice_before_it_is_installed_is_installed_once() {
     assert!(left.is_empty(), "{left:?}");
 }
 
+/// The chunk size of the streams of the resume tests: 40 chunks a snapshot.
+const STREAM_CHUNK_BYTES: usize = 64 << 10;
+
 /// A leader whose log node 2 (a learner) must be caught up by a snapshot of 40 records of
-/// 64 KiB, streamed in 64 KiB chunks; and the LSN of its checkpoint.
-fn leader_with_a_snapshot_for_node_2(disk: &SimDisk) -> (Replica<Engine>, u64) {
+/// 64 KiB, streamed in chunks of `snapshot_chunk_bytes`; and the LSN of its checkpoint.
+fn leader_with_a_snapshot_for_node_2(
+    disk: &SimDisk,
+    snapshot_chunk_bytes: usize,
+) -> (Replica<Engine>, u64) {
     use rwal_replication::MembershipChange;
 
     let mut config = Config::new(1);
     // Its pin for node 2 would keep the log from LSN 1: released by the first compaction.
     config.follower_pin_cap_bytes = Some(1);
-    config.snapshot_chunk_bytes = 64 << 10;
+    config.snapshot_chunk_bytes = snapshot_chunk_bytes;
     let mut leader = Replica::open(
         "/leader",
         Options::new()
@@ -511,16 +473,9 @@ fn stream_with_a_cut(
 /// dropped more often than a whole snapshot took to cross it never brought the follower back.
 #[test]
 fn a_stream_that_starts_over_resumes_where_its_receiver_holds_the_bytes() {
-    let (mut leader, lsn) = leader_with_a_snapshot_for_node_2(&SimDisk::new());
+    let (mut leader, lsn) = leader_with_a_snapshot_for_node_2(&SimDisk::new(), STREAM_CHUNK_BYTES);
     let timeout = Config::new(1).snapshot_timeout_ticks;
-    let mut follower = Replica::open(
-        "/follower",
-        simulated(),
-        Config::new(2),
-        Bootstrap::Join,
-        Engine::default(),
-    )
-    .unwrap();
+    let mut follower = joining("/follower");
     // Long enough for the sender to give the stream up, short of the receiver's patience
     // (twice that).
     let (before, after, total, _) = stream_with_a_cut(
@@ -542,7 +497,7 @@ fn a_stream_that_starts_over_resumes_where_its_receiver_holds_the_bytes() {
     );
     // What the follower held before the cut did not cross the link again, but for the first
     // chunk, after which the leader waited for the report (it would send four a tick).
-    let chunk = 64 << 10;
+    let chunk = STREAM_CHUNK_BYTES as u64;
     assert!(
         after <= total - before + chunk,
         "{after} bytes after the cut, for {} of {total} left",
@@ -557,16 +512,9 @@ fn a_stream_that_starts_over_resumes_where_its_receiver_holds_the_bytes() {
 /// not damaged.
 #[test]
 fn a_wrong_report_costs_a_stream_not_a_checkpoint() {
-    let (mut leader, lsn) = leader_with_a_snapshot_for_node_2(&SimDisk::new());
+    let (mut leader, lsn) = leader_with_a_snapshot_for_node_2(&SimDisk::new(), STREAM_CHUNK_BYTES);
     let timeout = Config::new(1).snapshot_timeout_ticks;
-    let mut follower = Replica::open(
-        "/follower",
-        simulated(),
-        Config::new(2),
-        Bootstrap::Join,
-        Engine::default(),
-    )
-    .unwrap();
+    let mut follower = joining("/follower");
     let (_, after, total, _) = stream_with_a_cut(
         &mut leader,
         &mut follower,
@@ -600,7 +548,7 @@ fn a_wrong_report_costs_a_stream_not_a_checkpoint() {
 #[test]
 fn damage_skipped_by_a_resume_is_found_by_the_next_stream() {
     let disk = SimDisk::new();
-    let (mut leader, lsn) = leader_with_a_snapshot_for_node_2(&disk);
+    let (mut leader, lsn) = leader_with_a_snapshot_for_node_2(&disk, STREAM_CHUNK_BYTES);
     let timeout = Config::new(1).snapshot_timeout_ticks;
     let snapshot = disk
         .file_names()
@@ -610,14 +558,7 @@ fn damage_skipped_by_a_resume_is_found_by_the_next_stream() {
     // Past the membership's page (the body starts 4096 bytes into the file), in the
     // first chunks.
     disk.flip_bit(&snapshot, 4096 + 8192, 3);
-    let mut follower = Replica::open(
-        "/follower",
-        simulated(),
-        Config::new(2),
-        Bootstrap::Join,
-        Engine::default(),
-    )
-    .unwrap();
+    let mut follower = joining("/follower");
     stream_with_a_cut(
         &mut leader,
         &mut follower,
@@ -650,14 +591,7 @@ fn a_member_moved_in_the_changes_a_snapshot_covers_is_moved_by_the_install() {
     use rwal_replication::{MembershipChange, PeerEvent};
 
     let mut leader = pair::lone_leader("/leader".into(), simulated(), Engine::default());
-    let mut follower = Replica::open(
-        "/follower",
-        simulated(),
-        Config::new(2),
-        Bootstrap::Join,
-        Engine::default(),
-    )
-    .unwrap();
+    let mut follower = joining("/follower");
     // Node 3 (never started) is added at its first address, and the follower applies that.
     let change = |leader: &mut Replica<Engine>, change, address: Option<&str>| {
         leader.change_membership_at(change, address).unwrap();
@@ -722,18 +656,9 @@ fn a_member_moved_in_the_changes_a_snapshot_covers_is_moved_by_the_install() {
 /// time.
 #[test]
 fn a_report_of_nothing_held_ends_the_wait_for_it() {
-    let (mut leader, lsn) = leader_with_a_snapshot_for_node_2(&SimDisk::new());
+    let (mut leader, lsn) = leader_with_a_snapshot_for_node_2(&SimDisk::new(), STREAM_CHUNK_BYTES);
     let timeout = Config::new(1).snapshot_timeout_ticks;
-    let fresh = || {
-        Replica::open(
-            "/follower",
-            simulated(),
-            Config::new(2),
-            Bootstrap::Join,
-            Engine::default(),
-        )
-        .unwrap()
-    };
+    let fresh = || joining("/follower");
     let mut follower = fresh();
     let (_, after, total, rounds_after) = stream_with_a_cut(
         &mut leader,
@@ -747,7 +672,7 @@ fn a_report_of_nothing_held_ends_the_wait_for_it() {
     assert!(after >= total, "sent whole: {after} of {total}");
     // The whole snapshot at four chunks a tick, and a few rounds for raft to send it again
     // (13 rounds here); waiting for the report would add half the stall time (25).
-    let chunks = total.div_ceil(64 << 10);
+    let chunks = total.div_ceil(STREAM_CHUNK_BYTES as u64);
     assert!(
         rounds_after < chunks / 4 + timeout / 5,
         "{rounds_after} rounds after the cut for {chunks} chunks"
