@@ -7,8 +7,8 @@ use rwal_wal::{CheckpointWriter, Pin, SnapshotReader};
 
 use crate::log::{bytes, rwal_log};
 use crate::status::{
-    boundary, invalid, non_null, rwal_status, Failure, RWAL_END, RWAL_ERR_BUFFER_TOO_SMALL,
-    RWAL_ERR_NOT_FOUND,
+    boundary, free_boxed, invalid, non_null, rwal_status, Failure, RWAL_END,
+    RWAL_ERR_BUFFER_TOO_SMALL, RWAL_ERR_NOT_FOUND,
 };
 
 /// A checkpoint whose snapshot is being written in chunks. Used by one thread at a time.
@@ -260,10 +260,8 @@ pub unsafe extern "C" fn rwal_checkpoint_writer_finish(
 /// `writer` is NULL or a writer not yet finished or freed.
 #[no_mangle]
 pub unsafe extern "C" fn rwal_checkpoint_writer_free(writer: *mut rwal_checkpoint_writer) {
-    if !writer.is_null() {
-        // SAFETY: from rwal_checkpoint_writer_open, freed only here.
-        drop(unsafe { Box::from_raw(writer) });
-    }
+    // SAFETY: the caller's contract: NULL, or from the matching open or new, not yet freed.
+    unsafe { free_boxed(writer) }
 }
 
 /// Opens the latest checkpoint's snapshot for reading in chunks: writes its LSN and length.
@@ -364,10 +362,8 @@ pub unsafe extern "C" fn rwal_snapshot_read(
 /// `reader` is NULL or a reader not yet freed.
 #[no_mangle]
 pub unsafe extern "C" fn rwal_snapshot_free(reader: *mut rwal_snapshot_reader) {
-    if !reader.is_null() {
-        // SAFETY: from rwal_snapshot_open, freed only here.
-        drop(unsafe { Box::from_raw(reader) });
-    }
+    // SAFETY: the caller's contract: NULL, or from the matching open or new, not yet freed.
+    unsafe { free_boxed(reader) }
 }
 
 /// Pins the log from `lsn` on under `name`: compaction keeps every record from `lsn`. With
@@ -427,8 +423,6 @@ pub unsafe extern "C" fn rwal_pin_move(pin: *mut rwal_pin, lsn: u64) -> rwal_sta
 /// `pin` is NULL or a pin not yet freed.
 #[no_mangle]
 pub unsafe extern "C" fn rwal_pin_free(pin: *mut rwal_pin) {
-    if !pin.is_null() {
-        // SAFETY: from rwal_pin_open, freed only here.
-        drop(unsafe { Box::from_raw(pin) });
-    }
+    // SAFETY: the caller's contract: NULL, or from the matching open or new, not yet freed.
+    unsafe { free_boxed(pin) }
 }

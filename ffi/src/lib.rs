@@ -69,3 +69,26 @@ pub unsafe extern "C" fn rwal_last_error(buf: *mut c_char, cap: usize) -> usize 
 pub fn panic_inside_boundary() -> rwal_status {
     status::boundary(|| panic!("forced by a test"))
 }
+
+/// Test hook (not part of the C ABI): frees, the way every `_free` function does, an object
+/// whose destructor panics, so that a test sees the call return with the panic kept as this
+/// thread's last error instead of aborting the process.
+#[doc(hidden)]
+pub fn panic_inside_free() {
+    struct PanicsWhenDropped;
+    impl Drop for PanicsWhenDropped {
+        fn drop(&mut self) {
+            panic!("forced by a test");
+        }
+    }
+    let object = Box::into_raw(Box::new(PanicsWhenDropped));
+    // SAFETY: from Box::into_raw just above, freed only here.
+    unsafe { status::free_boxed(object) }
+}
+
+/// Test hook (not part of the C ABI): a value-returning call whose body panics, run the way
+/// `rwal_recovery_event` runs; returns what the caller is given.
+#[doc(hidden)]
+pub fn panic_inside_guarded_call() -> usize {
+    status::guarded(0, || panic!("forced by a test"))
+}

@@ -8,7 +8,9 @@ use rwal_wal::{Options, Wal};
 
 use crate::logging;
 use crate::options::rwal_options;
-use crate::status::{boundary, invalid, non_null, rwal_status, Failure, RWAL_ERR_BUFFER_TOO_SMALL};
+use crate::status::{
+    boundary, guarded, invalid, non_null, rwal_status, Failure, RWAL_ERR_BUFFER_TOO_SMALL,
+};
 
 /// An open log. Every function taking it may be called from any thread at once, except
 /// `rwal_close`, which must be the last call on it.
@@ -484,19 +486,21 @@ pub unsafe extern "C" fn rwal_recovery_event(
     if log.is_null() {
         return 0;
     }
-    // SAFETY: a live handle.
-    let events = &unsafe { &(*log).wal }.recovery_report().events;
-    let Some(event) = usize::try_from(index).ok().and_then(|i| events.get(i)) else {
-        return 0;
-    };
-    let text = format!("{event:?}");
-    if !buf.is_null() && cap > 0 {
-        let n = text.len().min(cap - 1);
-        // SAFETY: `cap` writable bytes at `buf`; `n + 1 <= cap`.
-        unsafe {
-            std::ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), n);
-            *buf.add(n) = 0;
+    guarded(0, || {
+        // SAFETY: a live handle.
+        let events = &unsafe { &(*log).wal }.recovery_report().events;
+        let Some(event) = usize::try_from(index).ok().and_then(|i| events.get(i)) else {
+            return 0;
+        };
+        let text = format!("{event:?}");
+        if !buf.is_null() && cap > 0 {
+            let n = text.len().min(cap - 1);
+            // SAFETY: `cap` writable bytes at `buf`; `n + 1 <= cap`.
+            unsafe {
+                std::ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), n);
+                *buf.add(n) = 0;
+            }
         }
-    }
-    text.len()
+        text.len()
+    })
 }

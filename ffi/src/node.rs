@@ -20,7 +20,8 @@ use rwal_wal::{Options, RecordKind};
 use crate::log::{bytes, c_bytes, put, put_slice};
 use crate::options::rwal_options;
 use crate::status::{
-    boundary, invalid, non_null, rwal_status, Failure, RWAL_END, RWAL_ERR_BUFFER_TOO_SMALL,
+    boundary, free_boxed, invalid, non_null, rwal_status, Failure, RWAL_END,
+    RWAL_ERR_BUFFER_TOO_SMALL,
 };
 
 /// Called for every committed user record, in LSN order (during `rwal_node_open` on its caller's
@@ -472,10 +473,8 @@ pub unsafe extern "C" fn rwal_node_options_new(
 /// `opts` is NULL or options from `rwal_node_options_new`, not yet freed.
 #[no_mangle]
 pub unsafe extern "C" fn rwal_node_options_free(opts: *mut rwal_node_options) {
-    if !opts.is_null() {
-        // SAFETY: from rwal_node_options_new, freed only here.
-        drop(unsafe { Box::from_raw(opts) });
-    }
+    // SAFETY: the caller's contract: NULL, or from the matching open or new, not yet freed.
+    unsafe { free_boxed(opts) }
 }
 
 /// The cluster every member shares: its id and its secret (at least 16 bytes; peers prove they
@@ -1693,10 +1692,8 @@ unsafe fn reader_next(
 /// `reader` is NULL or from `rwal_node_reader_open`, not yet freed.
 #[no_mangle]
 pub unsafe extern "C" fn rwal_node_reader_free(reader: *mut rwal_node_reader) {
-    if !reader.is_null() {
-        // SAFETY: from rwal_node_reader_open, freed only here.
-        drop(unsafe { Box::from_raw(reader) });
-    }
+    // SAFETY: the caller's contract: NULL, or from the matching open or new, not yet freed.
+    unsafe { free_boxed(reader) }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use rwal_wal::{Backend, Options, RecoveryMode};
 
-use crate::status::{boundary, invalid, non_null, rwal_status, Failure};
+use crate::status::{boundary, free_boxed, invalid, non_null, rwal_status, Failure};
 
 /// Options for `rwal_open`. Create with `rwal_options_new`, free with `rwal_options_free`.
 /// Not thread-safe: do not set options from two threads at once.
@@ -64,10 +64,8 @@ pub extern "C" fn rwal_options_new() -> *mut rwal_options {
 /// `opts` is NULL or a pointer from `rwal_options_new` not yet freed.
 #[no_mangle]
 pub unsafe extern "C" fn rwal_options_free(opts: *mut rwal_options) {
-    if !opts.is_null() {
-        // SAFETY: the caller passes a pointer from rwal_options_new, freed only here.
-        drop(unsafe { Box::from_raw(opts) });
-    }
+    // SAFETY: the caller's contract: NULL, or from the matching open or new, not yet freed.
+    unsafe { free_boxed(opts) }
 }
 
 /// Applies `change` to a copy, validates it, and only then stores it.

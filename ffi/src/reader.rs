@@ -5,7 +5,7 @@ use std::time::Duration;
 use rwal_wal::{Error, Reader};
 
 use crate::log::rwal_log;
-use crate::status::{boundary, non_null, rwal_status, Failure, RWAL_END};
+use crate::status::{boundary, free_boxed, non_null, rwal_status, Failure, RWAL_END};
 
 /// A reader over durable records. One thread at a time; independent of other readers and of
 /// the log's other calls. Free it with `rwal_reader_free` (also after `rwal_close`).
@@ -155,8 +155,6 @@ unsafe fn next(
 /// `reader` is NULL or a reader from `rwal_reader_open` not yet freed and not in use.
 #[no_mangle]
 pub unsafe extern "C" fn rwal_reader_free(reader: *mut rwal_reader) {
-    if !reader.is_null() {
-        // SAFETY: a reader from rwal_reader_open, freed only here.
-        drop(unsafe { Box::from_raw(reader) });
-    }
+    // SAFETY: the caller's contract: NULL, or from the matching open or new, not yet freed.
+    unsafe { free_boxed(reader) }
 }

@@ -203,6 +203,40 @@ pub(crate) fn boundary(body: impl FnOnce() -> Result<(), Failure>) -> rwal_statu
     }
 }
 
+/// Frees what `Box::into_raw` gave C: the body of every `_free` function. NULL is a no-op.
+///
+/// Dropping a handle can do real work (a reader freed after `rwal_close` may drop the log's
+/// last reference, which unmaps and closes its files), so it runs inside the boundary too: a
+/// panic there (a bug) becomes this thread's last error instead of aborting the process at the
+/// `extern "C"` edge. The function returns nothing, so the last error is the only trace.
+///
+/// # Safety
+/// `pointer` is NULL or came from `Box::into_raw` of a `T` that is not freed yet and not in use.
+pub(crate) unsafe fn free_boxed<T>(pointer: *mut T) {
+    if pointer.is_null() {
+        return;
+    }
+    let _ = boundary(|| {
+        // SAFETY: the caller's contract: from `Box::into_raw`, freed only here.
+        drop(unsafe { Box::from_raw(pointer) });
+        Ok(())
+    });
+}
+
+/// Runs the body of an exported function that returns a value rather than a status: a panic
+/// (a bug) becomes this thread's last error, and the function returns `fallback`.
+pub(crate) fn guarded<R>(fallback: R, body: impl FnOnce() -> R) -> R {
+    let mut result = None;
+    let status = boundary(|| {
+        result = Some(body());
+        Ok(())
+    });
+    match result {
+        Some(value) if status == RWAL_OK => value,
+        _ => fallback,
+    }
+}
+
 /// Checks that a pointer argument is not NULL.
 pub(crate) fn non_null<T>(pointer: *const T, name: &str) -> Result<(), Failure> {
     if pointer.is_null() {

@@ -96,6 +96,29 @@ fn a_panic_comes_back_as_rwal_err_panic() {
 }
 
 #[test]
+fn a_panic_while_freeing_is_kept_as_the_last_error_instead_of_aborting() {
+    // Without the boundary the panic would unwind into an `extern "C"` function and abort
+    // the whole test process.
+    panic_inside_free();
+    assert!(
+        last_error().contains("panic inside rwal"),
+        "{}",
+        last_error()
+    );
+    let mut lsn = 0u64;
+    // SAFETY: a NULL handle, to put another message in the last error.
+    let status = unsafe { rwal_append(std::ptr::null_mut(), b"x".as_ptr(), 1, &mut lsn) };
+    assert_eq!(status, RWAL_ERR_INVALID_ARGUMENT);
+    assert!(!last_error().contains("panic"), "{}", last_error());
+    assert_eq!(panic_inside_guarded_call(), 0);
+    assert!(
+        last_error().contains("panic inside rwal"),
+        "{}",
+        last_error()
+    );
+}
+
+#[test]
 fn the_last_error_belongs_to_its_thread() {
     let mut lsn = 0u64;
     // SAFETY: a NULL handle is what is being tested.
