@@ -446,17 +446,41 @@ fn accept_clients(server: &Arc<Server>, listener: &TcpListener) {
     }
 }
 
-/// Turns a connection away: answers RETRY with `why` (without waiting: the answer fits in a new
-/// socket's buffer, and a client that does not read it is not waited for), closes it, and logs
-/// it within `lines`.
+/// How long a connection being turned away is given to show what its request is, so that a
+/// membership change is answered NOT_MADE (sent again by its client) rather than RETRY (given
+/// up as "outcome unknown"). A client writes its request right after connecting, so its first
+/// bytes are there at once or within a network crossing; the wait bounds what a flood of silent
+/// connections costs the acceptor (at most this long each, while it turns them away).
+const REFUSED_REQUEST_WAIT: Duration = Duration::from_millis(5);
+
+/// Turns a connection away: answers with `why`, closes it, and logs it within `lines`. The
+/// answer is NOT_MADE for a membership change (nothing of it was read, so nothing was
+/// proposed) and RETRY for anything else, or for a request whose first bytes did not come
+/// within [`REFUSED_REQUEST_WAIT`]. It is written without waiting: it fits in a new socket's
+/// buffer, and a client that does not read it is not waited for.
 fn refuse(id: NodeId, lines: &line_limit::LineLimit, stream: &TcpStream, why: &str) {
-    let answer = format!("{why}; try again later");
+    let status = match request_op(stream, REFUSED_REQUEST_WAIT) {
+        Some(proto::OP_MEMBERSHIP) => proto::NOT_MADE,
+        _ => proto::RETRY,
+    };
+    let answer = format!("{why}; nothing of the request was read: try again later");
     if stream.set_nonblocking(true).is_ok() {
-        let _ = proto::write_message(&mut &*stream, proto::RETRY, answer.as_bytes());
+        let _ = proto::write_message(&mut &*stream, status, answer.as_bytes());
     }
     let line = format!("refused a client connection: {why}");
     if let Some(line) = lines.admit(&line, Instant::now()) {
         log(id, &line);
+    }
+}
+
+/// The op of the request waiting on `stream`, if its first five bytes (length and op) arrive
+/// within `wait`; read with a peek, so nothing is taken from the socket.
+fn request_op(stream: &TcpStream, wait: Duration) -> Option<u8> {
+    stream.set_read_timeout(Some(wait)).ok()?;
+    let mut head = [0u8; 5];
+    match stream.peek(&mut head) {
+        Ok(n) if n == head.len() => Some(head[4]),
+        _ => None,
     }
 }
 
@@ -549,6 +573,37 @@ fn stop(server: Arc<Server>, client_addr: SocketAddr) -> Result<(), String> {
 mod tests {
     use super::test_support::{close, single_node_server};
     use super::*;
+
+    /// A connection turned away (every slot busy, or the node short of descriptors) had
+    /// nothing of its request read: a membership change on it is answered NOT_MADE, which its
+    /// client sends again, not RETRY, which it gives up as "outcome unknown". Anything else,
+    /// or a connection that sends nothing in time, is answered RETRY.
+    #[test]
+    fn a_membership_change_on_a_refused_connection_is_answered_not_made() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let lines = line_limit::LineLimit::new(100, Duration::from_secs(10));
+        let answer_to = |request: Option<(u8, &[u8])>| {
+            let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            if let Some((op, body)) = request {
+                proto::write_message(&mut client, op, body).unwrap();
+            }
+            let (stream, _) = listener.accept().unwrap();
+            refuse(1, &lines, &stream, "all slots taken");
+            drop(stream);
+            let (status, body) = proto::read_message(&mut client, 1 << 10).unwrap().unwrap();
+            (status, String::from_utf8(body).unwrap())
+        };
+        let (status, message) = answer_to(Some((
+            proto::OP_MEMBERSHIP,
+            &[proto::MEMBERSHIP_ADD_VOTER, 4, 0, 0, 0, 0, 0, 0, 0],
+        )));
+        assert_eq!(status, proto::NOT_MADE, "{message}");
+        assert!(message.contains("all slots taken"), "{message}");
+        let (status, message) = answer_to(Some((proto::OP_APPEND, &[0; 17])));
+        assert_eq!(status, proto::RETRY, "{message}");
+        let (status, message) = answer_to(None);
+        assert_eq!(status, proto::RETRY, "{message}");
+    }
 
     #[test]
     fn a_member_without_a_log_starts_only_with_init() {
