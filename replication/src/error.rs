@@ -47,7 +47,8 @@ pub enum Error {
         pending_max: usize,
     },
     /// The leader holds as many proposed but uncommitted bytes as it may
-    /// ([`Config::max_uncommitted_bytes`](crate::Config)): retry once some commit.
+    /// ([`Config::max_uncommitted_bytes`](crate::Config), where each entry also counts 128
+    /// bytes besides its data): retry once some commit.
     Backlogged {
         /// The limit that was reached.
         uncommitted_bytes_max: u64,
@@ -151,7 +152,8 @@ impl fmt::Display for Error {
                 uncommitted_bytes_max,
             } => write!(
                 f,
-                "the leader already holds {uncommitted_bytes_max} bytes of uncommitted proposals"
+                "the leader already holds {uncommitted_bytes_max} bytes of uncommitted proposals \
+                 (each counted with 128 bytes besides its data)"
             ),
             Error::Closed => write!(f, "the node is closed"),
             Error::InvalidArgument { name, reason } => write!(f, "invalid {name}: {reason}"),

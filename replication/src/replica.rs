@@ -33,6 +33,11 @@ use crate::NodeId;
 /// to send them note each once.
 const DAMAGE_NOTED_MAX: usize = 64;
 
+/// What an uncommitted entry costs the leader besides its data (raft-rs's entry, the copy kept
+/// until it is durable, its waiter), counted against `max_uncommitted_bytes` by
+/// `Replica::refuse_when_backlogged`: at the default limit, 524 288 entries at most.
+const UNCOMMITTED_ENTRY_COST_BYTES: u64 = 128;
+
 /// What an engine's callback returns. A failed `apply` or `restore` stops the node (the engine
 /// could not follow the log, and going on would make it diverge); a failed `snapshot` only
 /// abandons that snapshot.
@@ -812,6 +817,7 @@ impl<M: StateMachine> Replica<M> {
             ));
         }
         self.refuse_unless_leading()?;
+        self.refuse_when_backlogged()?;
         self.raw
             .propose(codec::USER_CONTEXT.to_vec(), data.to_vec())
             .map_err(|e| match e {
@@ -823,6 +829,22 @@ impl<M: StateMachine> Replica<M> {
                 other => other.into(),
             })?;
         Ok((self.raw.raft.raft_log.last_index(), self.raw.raft.term))
+    }
+
+    /// `Backlogged` once the uncommitted entries, each counted at
+    /// [`UNCOMMITTED_ENTRY_COST_BYTES`], fill `max_uncommitted_bytes`. raft-rs counts only
+    /// their data, and takes an empty entry whatever the count: with nothing committing (a hung
+    /// disk, a lost quorum) empty or tiny proposals would pile up in memory without end.
+    fn refuse_when_backlogged(&self) -> Result<()> {
+        let log = &self.raw.raft.raft_log;
+        let uncommitted = log.last_index().saturating_sub(log.committed);
+        let cost = (uncommitted + 1).saturating_mul(UNCOMMITTED_ENTRY_COST_BYTES);
+        if cost > self.config.max_uncommitted_bytes {
+            return Err(Error::Backlogged {
+                uncommitted_bytes_max: self.config.max_uncommitted_bytes,
+            });
+        }
+        Ok(())
     }
 
     /// `NotLeader` unless this node leads and is not handing leadership over; while it is, the

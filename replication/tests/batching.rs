@@ -3,7 +3,7 @@
 //! disks, stepped by hand so that every message can be counted.
 
 use raft::eraftpb::MessageType;
-use rwal_replication::{Bootstrap, Config, Envelope, NodeId, Replica, Role, StateMachine};
+use rwal_replication::{Bootstrap, Config, Envelope, Error, NodeId, Replica, Role, StateMachine};
 use rwal_wal::{Backend, Lsn, Options, SimDisk};
 
 /// Counts what it applies.
@@ -31,6 +31,11 @@ struct Cluster {
 
 impl Cluster {
     fn new(max_bytes_per_message: u64) -> Cluster {
+        Cluster::configured(|config| config.max_bytes_per_message = max_bytes_per_message)
+    }
+
+    /// Three replicas whose configuration `configure` changes from the tests' own.
+    fn configured(configure: impl Fn(&mut Config)) -> Cluster {
         let voters: Vec<NodeId> = vec![1, 2, 3];
         let replicas = voters
             .iter()
@@ -39,7 +44,7 @@ impl Cluster {
                 config.election_ticks = 10;
                 config.election_ticks_max = 11;
                 config.heartbeat_ticks = 2;
-                config.max_bytes_per_message = max_bytes_per_message;
+                configure(&mut config);
                 let options = Options::new()
                     .backend(Backend::Simulated(SimDisk::new()))
                     .background_threads(false)
@@ -174,4 +179,41 @@ fn a_merged_append_stays_within_the_message_limit() {
     for id in 1..=3 {
         assert_eq!(cluster.replica(id).applied_lsn(), before + 10, "node {id}");
     }
+}
+
+/// raft-rs counts only an entry's data against `max_uncommitted_bytes`, and takes an empty
+/// one whatever the count: with nothing committing (a hung disk, a lost quorum), empty
+/// proposals piled up without end. Each uncommitted entry now also counts a fixed cost.
+#[test]
+fn empty_proposals_are_refused_once_the_uncommitted_entries_fill_the_limit() {
+    let mut cluster = Cluster::configured(|config| {
+        config.max_uncommitted_bytes = 64 << 10;
+        config.max_bytes_per_message = 32 << 10;
+    });
+    cluster.elect_node_1();
+    let before = cluster.replica(1).applied_lsn();
+    // Nothing is delivered: nothing commits.
+    let mut taken = 0;
+    let refused = loop {
+        match cluster.replica(1).propose(b"") {
+            Ok(_) => taken += 1,
+            Err(e) => break e,
+        }
+        assert!(
+            taken <= 10_000,
+            "{taken} empty proposals taken, none committed"
+        );
+    };
+    assert!(matches!(refused, Error::Backlogged { .. }), "{refused:?}");
+    assert!(
+        (256..=512).contains(&taken),
+        "{taken} taken under a limit of 64 KiB"
+    );
+    // Once they commit there is room again.
+    cluster.settle();
+    assert_eq!(cluster.replica(1).applied_lsn(), before + taken);
+    cluster
+        .replica(1)
+        .propose(b"")
+        .expect("taken once the backlog committed");
 }
