@@ -1371,6 +1371,51 @@ fn publish<M: StateMachine>(shared: &Shared, replica: &Replica<M>) {
     shared.waiters.publish(commit_lsn);
 }
 
+/// Before a refusal with [`Error::NotLeader`] is answered, makes the published status say who
+/// leads as the refusal does. Its caller asks next where proposals go
+/// ([`Node::proposals_go_to`], the C ABI's `rwal_node_leader`, which is all a C or Python
+/// caller learns of the leader the refusal named), and the status published at the end of the
+/// round before could still name this node (found by review on 2026-12-05: a leader that
+/// stepped down, or began handing over, in this round). Only who leads is published here: the
+/// commit point is published once this round's entries are applied.
+fn publish_who_leads_for<M: StateMachine, T>(
+    outcome: &Result<T>,
+    shared: &Shared,
+    replica: &Replica<M>,
+) {
+    if !matches!(outcome, Err(Error::NotLeader { .. })) {
+        return;
+    }
+    let now = (
+        replica.role(),
+        replica.term(),
+        replica.leader(),
+        replica.handing_over_to(),
+    );
+    let mut status = shared.status.lock();
+    if (
+        status.role,
+        status.term,
+        status.leader,
+        status.handing_over_to,
+    ) == now
+    {
+        return;
+    }
+    (
+        status.role,
+        status.term,
+        status.leader,
+        status.handing_over_to,
+    ) = now;
+    if status.role != Role::Leader {
+        status.progress.clear();
+        status.pending_reads = 0;
+    }
+    drop(status);
+    shared.status_cond.notify_all();
+}
+
 /// Writes a checkpoint the replica started for raft on a thread of its own. A failure (to
 /// start the thread too) is logged and abandons the checkpoint: raft asks for a snapshot again
 /// at its next attempt, and the replica starts another.
@@ -1546,17 +1591,27 @@ fn run<M: StateMachine, T: Transport>(
             for request in requests {
                 match request {
                     Request::Propose(data, reply) => {
-                        let _ = reply.send(replica.propose(&data));
+                        let outcome = replica.propose(&data);
+                        publish_who_leads_for(&outcome, &shared, &replica);
+                        let _ = reply.send(outcome);
                     }
                     Request::ProposeAndWait(data, reply) => {
-                        reply.propose_with(|| replica.propose(&data), &shared.waiters);
+                        let propose = || {
+                            let outcome = replica.propose(&data);
+                            publish_who_leads_for(&outcome, &shared, &replica);
+                            outcome
+                        };
+                        reply.propose_with(propose, &shared.waiters);
                     }
                     Request::Membership(change, address, reply) => {
-                        let _ =
-                            reply.send(replica.change_membership_at(change, address.as_deref()));
+                        let outcome = replica.change_membership_at(change, address.as_deref());
+                        publish_who_leads_for(&outcome, &shared, &replica);
+                        let _ = reply.send(outcome);
                     }
                     Request::TransferLeadership(to, reply) => {
-                        let _ = reply.send(replica.transfer_leadership(to));
+                        let outcome = replica.transfer_leadership(to);
+                        publish_who_leads_for(&outcome, &shared, &replica);
+                        let _ = reply.send(outcome);
                     }
                     Request::StartCheckpoint(lsn, len, reply) => {
                         let _ = reply.send(replica.start_checkpoint(lsn, len));

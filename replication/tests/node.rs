@@ -1539,6 +1539,62 @@ fn recovery_modes_that_drop_records_are_refused() {
     ));
 }
 
+/// A leader that steps down in the round in which it refuses a proposal makes its status
+/// name the new leader before it answers. The caller's next question is where proposals go
+/// (`proposals_go_to`: all that the C ABI's `rwal_node_leader` and Python's `NotLeaderError`
+/// learn of the leader), and the status published at the end of the round before named the
+/// node itself (found by review on 2026-12-05). Here the refusal's round then waits on a held
+/// sync (of its new term) while the test looks.
+#[test]
+fn a_proposal_refused_by_a_leader_that_just_stepped_down_sees_the_new_one_published() {
+    let cluster = Cluster::simulated("repl-refusal-status", 3, 64 << 10);
+    let all = [1, 2, 3];
+    let old = cluster.leader(&all);
+    cluster
+        .node(old)
+        .propose_and_wait(b"settled", WAIT)
+        .unwrap();
+    let others: Vec<NodeId> = all.into_iter().filter(|id| *id != old).collect();
+    // Cut off, with nothing else to do, the leader syncs its next record on its own thread:
+    // held there, the thread stops in the middle of a round.
+    for id in &others {
+        cluster.network.cut(old, *id);
+        cluster.network.cut(*id, old);
+    }
+    let held = ReleasedOnDrop(cluster.disk(old).hold_next_sync());
+    cluster.node(old).propose(b"never committed").unwrap();
+    assert!(held.0.wait_reached(WAIT), "the leader never synced");
+    // The others elect one of them, whose messages queue for the old leader.
+    cluster.network.heal();
+    let new = cluster.leader(&others);
+    std::thread::scope(|scope| {
+        let (answer_tx, answer) = std::sync::mpsc::channel();
+        let old_node = cluster.node(old);
+        scope.spawn(move || {
+            let _ = answer_tx.send(old_node.propose(b"refused"));
+        });
+        // Time to queue the proposal behind the held round (it takes microseconds), so that
+        // the next round steps the new leader's messages and refuses it.
+        std::thread::sleep(Duration::from_millis(300));
+        let next = ReleasedOnDrop(cluster.disk(old).hold_next_sync());
+        drop(held);
+        let answer = answer
+            .recv_timeout(WAIT)
+            .expect("the proposal was not answered in the round after the held one");
+        match answer {
+            Err(Error::NotLeader { leader }) => assert_eq!(leader, Some(new)),
+            other => panic!("the old leader took a proposal: {other:?}"),
+        }
+        // The round that refused it syncs the new term next, held: nothing it publishes at
+        // its end can have been seen yet.
+        assert!(next.0.wait_reached(WAIT), "the old leader never synced");
+        let status = cluster.node(old).status();
+        assert_eq!(cluster.node(old).proposals_go_to(), Some(new), "{status:?}");
+        assert_ne!(status.role, Role::Leader, "{status:?}");
+        drop(next);
+    });
+}
+
 #[test]
 fn leadership_moves_to_the_chosen_voter_and_proposals_follow_it() {
     let cluster = Cluster::new("repl-transfer", 3);
