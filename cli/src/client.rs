@@ -46,7 +46,8 @@ A command takes only its own flags and words: anything else is refused.
 
 Exit status: 0 done; 3 the outcome is unknown (an append or a membership change was given up
 on after it reached a node, and may have been made: send the append again with the ids printed,
-look at `status` for the change); 2 any other failure (nothing was made, or a read failed).";
+look at `status` for the change); 2 any other failure (the request that failed was not made,
+or a read failed; a `load` stopped part way made the records it printed before).";
 
 struct Client {
     addr: SocketAddr,
@@ -245,6 +246,7 @@ impl Client {
                 deadline.min(Instant::now() + FOLLOWED_LEADER_PATIENCE)
             };
             let mut redirected = false;
+            let made_before = self.maybe_made;
             let outcome = self.call(op, body, attempt_deadline);
             if self.request_written
                 && !matches!(outcome, Ok((proto::NOT_LEADER | proto::NOT_MADE, _)))
@@ -292,7 +294,19 @@ impl Client {
                     }
                 }
                 Ok((_, reply)) => return Err(refusal(&reply)),
-                Err(CallFailure::NotRwal(message)) => return Err(message),
+                Err(CallFailure::NotRwal(message)) => {
+                    // What answers now is no node, and made nothing; it says nothing of an
+                    // earlier attempt that may have reached a leader (one that took the
+                    // request and went down).
+                    self.maybe_made = made_before;
+                    if made_before {
+                        self.outcome_unknown = true;
+                        if !resend {
+                            return Err(unknown(&message));
+                        }
+                    }
+                    return Err(message);
+                }
                 Err(CallFailure::Transient(message)) => {
                     if !resend && self.request_written {
                         self.outcome_unknown = true;
@@ -418,14 +432,20 @@ const RECORD_BYTES_MAX: u64 = (16 << 20) - 16;
 /// The longest `--timeout`: a day.
 const TIMEOUT_MAX_SECONDS: u64 = 24 * 60 * 60;
 
-/// For an append the client gave up on (as opposed to an ERROR answer): whether it may be in
-/// the log. One that some attempt `written` to a connection may be: the message names the ids
-/// that retry it without writing it twice. One that no attempt of this run wrote (none
-/// connected) was not sent by this run, and the message says so (it used to get the same hint,
-/// as if this run might have written it); an earlier run with the same ids may have, so the
-/// ids that retry it are named all the same.
-fn retry_hint(error: String, written: bool, client_id: u64, request_id: u64) -> String {
-    if !error.starts_with(GAVE_UP) {
+/// For an append the client gave up on, or whose outcome is `unknown` otherwise (as opposed
+/// to an ERROR answer): whether it may be in the log. One that some attempt `written` to a
+/// connection may be: the message names the ids that retry it without writing it twice. One
+/// that no attempt of this run wrote (none connected) was not sent by this run, and the
+/// message says so (it used to get the same hint, as if this run might have written it); an
+/// earlier run with the same ids may have, so the ids that retry it are named all the same.
+fn retry_hint(
+    error: String,
+    unknown: bool,
+    written: bool,
+    client_id: u64,
+    request_id: u64,
+) -> String {
+    if !error.starts_with(GAVE_UP) && !unknown {
         return error;
     }
     if !written {
@@ -659,9 +679,17 @@ fn append_one(
 ) -> Result<(), String> {
     let body = [&client_id.to_le_bytes()[..], &request.to_le_bytes(), bytes].concat();
     let reply = client.call_leader(proto::OP_APPEND, &body).map_err(|e| {
-        // Given up on after it reached a node: it may be in the log.
-        client.outcome_unknown = client.maybe_made && e.starts_with(GAVE_UP);
-        retry_hint(e, client.maybe_made, client_id, request)
+        // Given up on after it reached a node: it may be in the log. So may one that ended
+        // on something not speaking the protocol after an attempt that reached a node
+        // (`call_leader` says so).
+        client.outcome_unknown |= client.maybe_made && e.starts_with(GAVE_UP);
+        retry_hint(
+            e,
+            client.outcome_unknown,
+            client.maybe_made,
+            client_id,
+            request,
+        )
     })?;
     print_lsn_epoch(&reply)
 }
@@ -927,6 +955,60 @@ mod tests {
         server.join().unwrap();
     }
 
+    /// An append a leader took before it went down, after which the node given names a leader
+    /// at an address where something else answers (a wrong or stale `peer` line): the call
+    /// ends there, but the append may be in the log, and the client says so (exit status 3,
+    /// the ids to retry it with). It used to exit 2 without the ids, as if nothing was made.
+    #[test]
+    fn an_append_a_lost_leader_took_is_reported_as_maybe_made_after_a_stranger_answers() {
+        let leader = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let leader_addr = leader.local_addr().unwrap();
+        let leader = std::thread::spawn(move || {
+            let (stream, _) = leader.accept().unwrap();
+            let mut input = BufReader::new(stream);
+            let (op, _) = proto::read_message(&mut input, proto::REQUEST_BYTES_MAX)
+                .unwrap()
+                .unwrap();
+            assert_eq!(op, proto::OP_APPEND);
+        });
+        // Answers with a status the client protocol does not have.
+        let stranger = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stranger_addr = stranger.local_addr().unwrap();
+        let stranger = std::thread::spawn(move || {
+            let (stream, _) = stranger.accept().unwrap();
+            let mut input = BufReader::new(stream.try_clone().unwrap());
+            let _ = proto::read_message(&mut input, proto::REQUEST_BYTES_MAX);
+            proto::write_message(&mut &stream, 9, b"").unwrap();
+        });
+        // Names the leader, then (once it is gone) the stranger.
+        let given = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = given.local_addr().unwrap();
+        let given = std::thread::spawn(move || {
+            for named in [leader_addr, stranger_addr] {
+                let (stream, _) = given.accept().unwrap();
+                let mut input = BufReader::new(stream.try_clone().unwrap());
+                proto::read_message(&mut input, proto::REQUEST_BYTES_MAX)
+                    .unwrap()
+                    .unwrap();
+                let mut body = 2u64.to_le_bytes().to_vec();
+                body.extend_from_slice(named.to_string().as_bytes());
+                proto::write_message(&mut &stream, proto::NOT_LEADER, &body).unwrap();
+            }
+        });
+        let mut client = Client::new(addr, Duration::from_secs(10));
+        let failure = append_one(&mut client, 7, 9, b"debit 100").unwrap_err();
+        leader.join().unwrap();
+        stranger.join().unwrap();
+        given.join().unwrap();
+        assert!(failure.contains("does not have"), "{failure}");
+        assert!(client.outcome_unknown, "exits 3, not 2: {failure}");
+        assert!(
+            failure.contains("may or may not be in the log")
+                && failure.contains("--client-id 7 --request-id 9"),
+            "{failure}"
+        );
+    }
+
     /// An answer trickled in a byte at a time ends the call at its timeout, not once the last
     /// byte came: the timeout bounded each read, and each byte arrived within it.
     #[test]
@@ -1044,13 +1126,13 @@ mod tests {
 
     #[test]
     fn only_an_append_given_up_on_names_the_ids_that_retry_it() {
-        let gave_up = retry_hint(format!("{GAVE_UP} 30s: no leader"), true, 7, 9);
+        let gave_up = retry_hint(format!("{GAVE_UP} 30s: no leader"), false, true, 7, 9);
         assert!(
             gave_up.ends_with("--client-id 7 --request-id 9"),
             "{gave_up}"
         );
         let refused = "a request id must not be reused for other data".to_string();
-        assert_eq!(retry_hint(refused.clone(), true, 7, 9), refused);
+        assert_eq!(retry_hint(refused.clone(), false, true, 7, 9), refused);
     }
 
     /// An append that no attempt wrote to a connection was not sent by this run, and is said
@@ -1058,7 +1140,7 @@ mod tests {
     /// are named for the case where an earlier run did.
     #[test]
     fn an_append_never_written_is_said_not_sent_by_this_run() {
-        let never = retry_hint(format!("{GAVE_UP} 1s: cannot connect"), false, 7, 9);
+        let never = retry_hint(format!("{GAVE_UP} 1s: cannot connect"), false, false, 7, 9);
         assert!(
             never.contains("this run did not send the append"),
             "{never}"
