@@ -150,6 +150,12 @@ impl RequestBudget {
 }
 
 impl Held<'_> {
+    /// Whether this share holds bytes while another connection waits for room: an answer
+    /// holding them that its client does not take is then cut off.
+    pub fn wanted(&self) -> bool {
+        self.bytes > 0 && !self.budget.state.lock().waiting.is_empty()
+    }
+
     /// Takes `more` bytes too, if they are free now and no connection waits for room (it asked
     /// first); false, taking nothing, otherwise. Never waits.
     pub fn try_grow(&mut self, more: usize) -> bool {

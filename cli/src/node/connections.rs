@@ -105,6 +105,14 @@ impl Answering<'_> {
         }
     }
 
+    /// Whether the socket has taken less than `ANSWER_PACE_BYTES` of the answer in the last
+    /// `ANSWER_STALL` (since the write began, or since it last counted as moving).
+    pub fn stalled(&self) -> bool {
+        let moved = self.connection.answer_moved.load(Ordering::Acquire);
+        let stall = u64::try_from(self.connections.answer_stall.as_micros()).unwrap_or(u64::MAX);
+        moved != NOT_ANSWERING && self.connections.now().saturating_sub(moved) >= stall
+    }
+
     fn mark_moving(&self) {
         self.connection
             .answer_moved
