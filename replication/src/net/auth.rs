@@ -212,9 +212,11 @@ pub(crate) fn dial(
         &[LABEL_ACCEPTOR, &hello, their_nonce],
         &challenge[32..64],
     ) {
-        return Err(
-            "the peer's proof does not verify: it does not hold this cluster's secret".into(),
-        );
+        // Either side may be the one misconfigured: this node's log must not blame the peer.
+        return Err(format!(
+            "the peer's proof does not verify: this node and node {peer} hold different \
+             secrets (or it is not a member of this cluster)"
+        ));
     }
     let proof = hmac(&me.secret, &[LABEL_DIALER, &hello, their_nonce]);
     stream
@@ -277,7 +279,11 @@ pub(crate) fn accept(
         }
     }
     let mut proof = [0u8; PROOF_BYTES];
-    read_exactly(stream, &mut proof, "proof")?;
+    read_exactly(stream, &mut proof, "proof").map_err(|reason| {
+        // A dialer that finds this node's proof wrong hangs up here: name it, and say why
+        // it most likely did.
+        format!("node {from}: {reason} (the two nodes may hold different secrets)")
+    })?;
     if !verify(&me.secret, &[LABEL_DIALER, &hello, &nonce], &proof) {
         return Err(format!(
             "the dialer claiming to be node {from} does not hold this cluster's secret"
@@ -331,11 +337,15 @@ mod tests {
             2,
             identity(2, b"another secret!!"),
         );
+        // Neither side's line blames the other: either may hold the wrong secret.
         let d = d.unwrap_err();
-        assert!(d.contains("does not hold this cluster's secret"), "{d}");
-        // The dialer hung up instead of sending its proof.
+        assert!(d.contains("node 2 hold different secrets"), "{d}");
+        // The dialer hung up instead of sending its proof: named, with the likely reason.
         let a = a.unwrap_err();
-        assert!(a.contains("reading the proof"), "{a}");
+        assert!(
+            a.contains("node 1: reading the proof") && a.contains("different secrets"),
+            "{a}"
+        );
     }
 
     #[test]

@@ -47,10 +47,19 @@ pub(super) fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             ));
             continue;
         }
+        // Without a handle of its own the connection could not be closed by a removal of its
+        // peer or a newer connection from it, and the network's drop would wait for it.
+        let handle = match stream.try_clone() {
+            Ok(handle) => handle,
+            Err(e) => {
+                handshaking.fetch_sub(1, Ordering::AcqRel);
+                shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+                shared.log_refusal(format!("refused a connection from {remote}: {e}"));
+                continue;
+            }
+        };
         let number = shared.next_connection.fetch_add(1, Ordering::Relaxed);
-        if let Ok(handle) = stream.try_clone() {
-            shared.connections.lock().insert(number, handle);
-        }
+        shared.connections.lock().insert(number, handle);
         let receiving = shared.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("rwal-net-{}-recv", shared.identity.id))
@@ -122,7 +131,10 @@ fn receive(shared: &Shared, stream: TcpStream, remote: &str, number: u64, from_p
             Ok(frame) => frame,
             Err(FrameError::Io(e)) => {
                 if e.kind() != std::io::ErrorKind::UnexpectedEof {
-                    shared.log(format!("connection from peer {from} ({remote}) ended: {e}"));
+                    let why = ended_because(&e);
+                    shared.log(format!(
+                        "connection from peer {from} ({remote}) ended: {why}"
+                    ));
                 }
                 return;
             }
@@ -157,5 +169,32 @@ fn receive(shared: &Shared, stream: TcpStream, remote: &str, number: u64, from_p
                 shared.counters.delivered.fetch_add(n, Ordering::Relaxed);
             }
         }
+    }
+}
+
+/// Why a peer's connection ended, for its log line: the socket's read timeout is the peer's
+/// silence, which the bare error would call "Resource temporarily unavailable".
+fn ended_because(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => format!(
+            "nothing came from it for {RECEIVE_TIMEOUT:?}, not even a keepalive (a stopped \
+             process, or a lost link)"
+        ),
+        _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_silent_peer_is_said_to_be_silent() {
+        for kind in [std::io::ErrorKind::WouldBlock, std::io::ErrorKind::TimedOut] {
+            let why = ended_because(&kind.into());
+            assert!(why.contains("nothing came from it for 10s"), "{why}");
+        }
+        let reset = ended_because(&std::io::ErrorKind::ConnectionReset.into());
+        assert!(reset.contains("reset"), "{reset}");
     }
 }
