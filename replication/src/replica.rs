@@ -1935,7 +1935,16 @@ impl<M: StateMachine> Replica<M> {
                         format!("reading the snapshot for node {to}: {e}"),
                     );
                 }
-                None => {}
+                // Noted once until a stream completes: a follower that stays away makes every
+                // stream to it stall.
+                None => self.note_snapshot_problem(
+                    format!("stalled to node {to}"),
+                    format!(
+                        "snapshot {lsn} to node {to} made no progress for {} ticks: given \
+                         up; raft sends it again, resumed where node {to} reports holding it",
+                        self.config.snapshot_timeout_ticks
+                    ),
+                ),
             }
             self.outgoing.remove(&to);
             self.failed_snapshots.push(to);

@@ -380,9 +380,9 @@ fn a_slow_snapshot_stream_does_not_hold_up_the_heartbeats_beside_it() {
 /// The link is cut in the leader's transport (the follower forgotten as a peer: its connections
 /// closed both ways, mid-frame as it happens, and its dials refused), and given back.
 ///
-/// The leader gives a stalled stream up after 1 s (ten `SLOW_TICK`s); the follower keeps a
-/// part until its stream has been silent for twice its own timeout, 5 s here: the cut (2.5 s),
-/// the transport's redial (its backoff is at most 2 s) and the new stream's first chunk fit in
+/// The leader gives a stalled stream up after 1 s (ten `SLOW_TICK`s), and notes it; the
+/// follower keeps a part until its stream has been silent for twice its own timeout, 5 s here:
+/// the cut (until that note), the transport's redial and the new stream's first chunk fit in
 /// that with room to spare on a loaded machine. Ticks are `SLOW_TICK`s, as in the test above,
 /// so that the leadership stays where it is.
 #[test]
@@ -411,7 +411,23 @@ fn a_snapshot_stream_cut_past_its_stall_time_resumes_where_the_follower_holds_it
     }
     let carried_before_the_cut = carried();
     assert!(leader_member.network.remove_peer(follower));
-    std::thread::sleep(Duration::from_millis(2500));
+    // Until the leader gives the stream up (its stall time, 1 s), then at once: the follower
+    // keeps its part for 5 s after its last chunk, and the link's way back (a dial, a tick, a
+    // report) must fit in what is left of them.
+    let gave_up = format!("to node {follower} made no progress");
+    let deadline = Instant::now() + WAIT;
+    while !leader_member
+        .notes
+        .lock()
+        .iter()
+        .any(|n| n.contains(&gave_up))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the leader never gave the stream up"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     leader_member
         .network
         .add_peer(follower, cluster.addrs[&follower])
