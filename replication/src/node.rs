@@ -869,6 +869,13 @@ impl Node {
         self.wal.compact_now().map_err(Error::from)
     }
 
+    /// Requests (proposals, membership changes, reads, transfers) queued for the node's thread
+    /// and not taken by it yet: how far behind the callers it is. A test waits on it to know a
+    /// call it started is queued.
+    pub fn queued_requests(&self) -> usize {
+        self.shared.queue.lock().requests.len()
+    }
+
     /// The node's current status.
     pub fn status(&self) -> NodeStatus {
         self.shared.status.lock().clone()

@@ -1573,9 +1573,13 @@ fn a_proposal_refused_by_a_leader_that_just_stepped_down_sees_the_new_one_publis
         scope.spawn(move || {
             let _ = answer_tx.send(old_node.propose(b"refused"));
         });
-        // Time to queue the proposal behind the held round (it takes microseconds), so that
-        // the next round steps the new leader's messages and refuses it.
-        std::thread::sleep(Duration::from_millis(300));
+        // Queued behind the held round, so that the next round steps the new leader's
+        // messages and refuses it.
+        let deadline = std::time::Instant::now() + WAIT;
+        while old_node.queued_requests() == 0 {
+            assert!(std::time::Instant::now() < deadline, "never queued");
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let next = ReleasedOnDrop(cluster.disk(old).hold_next_sync());
         drop(held);
         let answer = answer

@@ -635,6 +635,10 @@ fn a_member_moved_in_the_changes_a_snapshot_covers_is_moved_by_the_install() {
     assert!(leader.wal().first_lsn() > follower.applied_lsn() + 1);
     let installed = follower.snapshots_installed();
     pair::step_until(&mut leader, &mut follower, |f| f.applied_lsn() >= lsn);
+    assert!(
+        follower.applied_lsn() >= lsn,
+        "the follower never caught up"
+    );
     assert_eq!(follower.snapshots_installed(), installed + 1);
     let events = follower.take_peer_events();
     let moved = [

@@ -298,7 +298,12 @@ mod tests {
         assert!(matches!(budget.take(1, &stopping, soon), Taken::Busy));
         std::thread::scope(|s| {
             let waiting = s.spawn(|| budget.take(1, &stopping, Instant::now() + LONG));
-            std::thread::sleep(Duration::from_millis(50));
+            // Waiting before the stop, so that the stop ends a wait rather than a first look.
+            let deadline = Instant::now() + LONG;
+            while budget.waiting() == 0 {
+                assert!(Instant::now() < deadline, "the take never waited");
+                std::thread::sleep(Duration::from_millis(1));
+            }
             stopping.store(true, Ordering::Release);
             let outcome = waiting.join().unwrap();
             assert!(matches!(outcome, Taken::Stopping), "{outcome:?}");

@@ -161,6 +161,10 @@ pub struct Connections {
     table: Mutex<Table>,
     /// `ANSWER_STALL`, shorter in tests.
     answer_stall: Duration,
+    /// Microseconds a test moved this table's clock on ([`Connections::skip`]): the stall
+    /// rule is tested without sleeps, which a loaded machine stretches past the stall time.
+    #[cfg(test)]
+    skipped: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -183,6 +187,8 @@ impl Connections {
             epoch: Instant::now(),
             table: Mutex::new(Table::default()),
             answer_stall,
+            #[cfg(test)]
+            skipped: AtomicU64::new(0),
         }
     }
 
@@ -334,7 +340,17 @@ impl Connections {
     }
 
     fn now(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(TAKEN - 1)
+        let now = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(TAKEN - 1);
+        #[cfg(test)]
+        let now = now.saturating_add(self.skipped.load(Ordering::Acquire));
+        now
+    }
+
+    /// Moves this table's clock on by `by`, as if that much time passed.
+    #[cfg(test)]
+    fn skip(&self, by: Duration) {
+        let by = u64::try_from(by.as_micros()).unwrap_or(u64::MAX);
+        self.skipped.fetch_add(by, Ordering::AcqRel);
     }
 }
 
@@ -428,7 +444,9 @@ mod tests {
     fn a_newcomer_takes_the_slot_of_a_connection_whose_answer_stalled() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let stopping = AtomicBool::new(false);
-        let stall = Duration::from_millis(100);
+        // Long, and passed by moving the table's clock on: the real time the test takes (a
+        // loaded machine's pauses too) stays far below it.
+        let stall = Duration::from_secs(60);
         let connections = Connections::with_answer_stall(1, stall);
         let (a, _a_client) = pair(&listener);
         let a = served(connections.admit(a, &stopping).0);
@@ -439,19 +457,19 @@ mod tests {
             matches!(admission, Admission::Full(_)) && closed.is_none()
         };
         // Handled (an append waiting for its commit), however long: never taken.
-        std::thread::sleep(stall * 2);
+        connections.skip(stall * 2);
         assert!(
             refused(&connections),
             "a connection handling a request was taken"
         );
         let answering = connections.answering(&a);
         assert!(refused(&connections), "an answer that just began was taken");
-        std::thread::sleep(stall * 2);
+        connections.skip(stall * 2);
         answering.moved(ANSWER_PACE_BYTES); // the socket took enough of it
         assert!(refused(&connections), "an answer that moves was taken");
         // Enough in two sends moves it too, at the second.
         let marked = a.answer_moved.load(Ordering::Acquire);
-        std::thread::sleep(Duration::from_millis(2));
+        connections.skip(Duration::from_millis(2));
         answering.moved(ANSWER_PACE_BYTES / 2);
         assert_eq!(a.answer_moved.load(Ordering::Acquire), marked);
         answering.moved(ANSWER_PACE_BYTES / 2);
@@ -463,7 +481,7 @@ mod tests {
         // Then its client takes a few bytes now and then (or none): that does not keep the
         // answer moving, however often it happens.
         for _ in 0..4 {
-            std::thread::sleep(stall / 2);
+            connections.skip(stall / 2);
             answering.moved(ANSWER_PACE_BYTES / 8 - 1);
         }
         let (newcomer, _client) = pair(&listener);

@@ -297,6 +297,7 @@ mod tests {
     #[test]
     fn damaged_foreign_replayed_and_oversized_frames_are_refused() {
         let bytes = frames(&[(Kind::Raft, b"payload")]);
+        let mut refused = 0;
         for at in [0usize, 4, 9, 16, 20, bytes.len() - 1] {
             let mut damaged = bytes.clone();
             damaged[at] ^= 0x10;
@@ -306,7 +307,10 @@ mod tests {
                 Ok(_) => panic!("a flip at byte {at} went unnoticed"),
             };
             assert!(!reason.is_empty());
+            refused += 1;
         }
+        // Only the flip in the length may run past the end; every other one is refused.
+        assert!(refused >= 5, "{refused} flips refused");
         assert!(bad(&bytes, [8; 32]).contains("does not authenticate"));
         // The second frame of a session replayed as the first.
         let two = frames(&[(Kind::Raft, b"a"), (Kind::Raft, b"b")]);
