@@ -298,6 +298,44 @@ fn twelve_records_in_three_segments() -> (SimDisk, Wal) {
     big_records(12)
 }
 
+/// Bytes after the last record of a sealed segment belong to no record when the next segment
+/// starts at the LSN that follows (the append rolled because that record did not fit); only
+/// damage puts anything there. Decided as a damaged record at that LSN, they made the default
+/// mode cut the intact segments after it (acknowledged records lost) or refuse the log, naming
+/// the wrong file (found by review on 2026-12-05). Every mode now opens the log whole, and
+/// reports the stray bytes.
+#[test]
+fn stray_bytes_after_a_sealed_segments_last_record_lose_nothing_in_any_mode() {
+    let first = "00000000000000000001.seg";
+    // Five records of 200 KiB, each with its 32-byte header, fill the first segment.
+    let end_of_records = 4096 + 5 * (32 + (200 << 10));
+    for mode in [
+        RecoveryMode::TolerateTornTail,
+        RecoveryMode::AbsoluteConsistency,
+        RecoveryMode::PointInTime,
+        RecoveryMode::SkipCorrupted,
+    ] {
+        let (disk, wal) = twelve_records_in_three_segments();
+        let crashed = disk.crash(7);
+        drop(wal);
+        crashed.flip_bit(first, end_of_records + 4, 0);
+        let wal =
+            Wal::open("/sim", options(&crashed, mode)).unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+        assert_eq!(wal.last_lsn(), 12, "{mode:?}");
+        assert_eq!(wal.read(6).unwrap(), payload(5, 200 << 10), "{mode:?}");
+        let events = &wal.recovery_report().events;
+        assert_eq!(
+            events,
+            &[RecoveryEvent::StrayBytesAfterRecords {
+                segment: first.into(),
+                offset: end_of_records,
+                next_lsn: 6,
+            }],
+            "{mode:?}"
+        );
+    }
+}
+
 /// Regression: a segment whose file the file system shortened was taken for a torn tail when
 /// its records were above the control file's watermark, and removed with every later segment,
 /// though a crash cannot leave one (segment files are allocated and synced before they are
@@ -379,13 +417,23 @@ fn a_segment_file_too_short_for_a_segment_is_damage_not_a_torn_tail() {
         disk.truncate_file(second, 8192);
     };
     type Damage<'a> = &'a dyn Fn(&SimDisk);
-    let damages: [(Damage, &str); 2] = [
+    // A damaged header in a file cut short was taken for a torn one, and the file cut with
+    // the intact segments after it (found by review on 2026-12-05).
+    let flipped_and_cut = |disk: &SimDisk| {
+        disk.truncate_file(second, 8192);
+        disk.flip_bit(second, 8, 0);
+    };
+    let damages: [(Damage, &str); 3] = [
         (
             &cut_to_32_bytes,
             "file of 32 bytes is too short for a segment",
         ),
         (
             &zeroed_and_cut,
+            "file of 8192 bytes is too short for a segment",
+        ),
+        (
+            &flipped_and_cut,
             "file of 8192 bytes is too short for a segment",
         ),
     ];

@@ -341,7 +341,7 @@ fn inspect_once(dir: &Path) -> Result<Inspection> {
             segments.push(info);
             continue;
         }
-        segments.push(walk.segment(*sequence, name, bytes));
+        segments.push(walk.segment(*sequence, name, bytes, next_start.copied()));
     }
     if let Some((lsn, _)) = state.checkpoint.filter(|_| !state.reset_pending) {
         check_snapshot_body(dir, lsn, &mut walk.problems)?;
@@ -558,7 +558,7 @@ impl Walk {
             problems: Vec::new(),
             chain_end: None,
         };
-        aside.segment(sequence, name, bytes)
+        aside.segment(sequence, name, bytes, None)
     }
 
     /// Recovery refuses the log with `refusal`: the problem at the place it names is
@@ -638,7 +638,16 @@ impl Walk {
         }
     }
 
-    fn segment(&mut self, sequence: u64, name: &str, bytes: &[u8]) -> SegmentInfo {
+    /// Walks one segment's records. `next_start` is where the next file with a readable
+    /// header starts: bytes after this segment's last record that belong to no record, because
+    /// the next segment starts at the LSN that would follow, are damage that loses nothing.
+    fn segment(
+        &mut self,
+        sequence: u64,
+        name: &str,
+        bytes: &[u8],
+        next_start: Option<Lsn>,
+    ) -> SegmentInfo {
         let mut info = SegmentInfo {
             name: name.to_string(),
             file_bytes: bytes.len() as u64,
@@ -673,6 +682,17 @@ impl Walk {
                     } else {
                         "grown"
                     }
+                )))
+            }
+            // As recovery decides (`read_header`): a file of a length no segment has is damage
+            // whatever its header holds, never a torn header.
+            Some(Err(HeaderError::Bad(_) | HeaderError::Prepared))
+                if (bytes.len() as u64) < segment::SEGMENT_BYTES_MIN || bytes.len() % 4096 != 0 =>
+            {
+                Err(HeaderError::Damaged(format!(
+                    "file of {} bytes is too short for a segment or not a whole number of 4 KiB \
+                     blocks, with a damaged header",
+                    bytes.len()
                 )))
             }
             Some(other) => other,
@@ -762,6 +782,23 @@ impl Walk {
                     lsn += 1;
                     offset += stored;
                     self.chain_end = Some((name.to_string(), offset as u64));
+                }
+                // Past this segment's records, as recovery decides (`scan_records`).
+                Ok(_)
+                | Err(
+                    Invalid::BadLength { .. } | Invalid::Checksum { .. } | Invalid::BadField { .. },
+                ) if lsn >= self.expected && next_start == Some(self.expected) => {
+                    self.problem_of(
+                        Severity::Corruption,
+                        name,
+                        offset as u64,
+                        format!(
+                            "bytes after the segment's last record that belong to no record \
+                             (the next segment starts at LSN {lsn}): damage to the file, no \
+                             record lost"
+                        ),
+                    );
+                    break;
                 }
                 Ok((h, _)) => {
                     self.problem(
@@ -881,6 +918,62 @@ mod tests {
         );
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_dir_all(&copy);
+    }
+
+    /// Bytes after the last record of a sealed segment, when the next segment starts at the
+    /// LSN that follows, belong to no record: `verify` names them as damage to the file and
+    /// walks on, and recovery opens the log whole. Both took them for a damaged record, the
+    /// walk for a torn tail that ended it before the intact segments after it (found by review
+    /// on 2026-12-05).
+    #[test]
+    fn stray_bytes_after_a_sealed_segments_records_are_named_and_lose_nothing() {
+        let dir = temp("inspect-stray");
+        let wal = Wal::open(&dir, options()).unwrap();
+        for i in 0..12u8 {
+            wal.append(&vec![i; 200 << 10]).unwrap();
+        }
+        wal.sync().unwrap();
+        wal.close().unwrap();
+        // Five records fill the first segment; the sixth starts the second.
+        let first = dir.join("00000000000000000001.seg");
+        let end = HEADER_REGION_BYTES as usize + 5 * record::stored_len(200 << 10);
+        let mut bytes = std::fs::read(&first).unwrap();
+        assert!(bytes[end..end + 32].iter().all(|b| *b == 0));
+        bytes[end + 4] ^= 0x01;
+        std::fs::write(&first, &bytes).unwrap();
+        let found = inspect(&dir).unwrap();
+        assert_eq!(found.problems.len(), 1, "{:?}", found.problems);
+        let problem = &found.problems[0];
+        assert_eq!(
+            (problem.segment.as_str(), problem.offset, problem.lsn),
+            ("00000000000000000001.seg", end as u64, 6),
+            "{problem:?}"
+        );
+        assert!(problem.detail.contains("no record lost"), "{problem:?}");
+        let report = found.recovery.expect("recovery opens the log");
+        assert!(
+            matches!(
+                report.events[..],
+                [crate::RecoveryEvent::StrayBytesAfterRecords { next_lsn: 6, .. }]
+            ),
+            "{report:?}"
+        );
+        let wal = Wal::open(&dir, options()).unwrap();
+        assert_eq!(wal.last_lsn(), 12);
+        assert_eq!(wal.read(6).unwrap(), vec![5u8; 200 << 10]);
+        assert!(
+            wal.recovery_report()
+                .events
+                .contains(&crate::RecoveryEvent::StrayBytesAfterRecords {
+                    segment: "00000000000000000001.seg".into(),
+                    offset: end as u64,
+                    next_lsn: 6,
+                }),
+            "{:?}",
+            wal.recovery_report().events
+        );
+        wal.close().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A segment compaction left behind (here put back after the compaction removed it),

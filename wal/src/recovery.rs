@@ -88,6 +88,18 @@ pub enum RecoveryEvent {
         /// Last LSN skipped.
         last_lsn: Lsn,
     },
+    /// Bytes after the last record of a sealed segment that belong to no record: the next
+    /// segment starts at the LSN that would have followed (the append rolled because that
+    /// record did not fit). Nothing writes there, so they are damage to the file; no record is
+    /// lost, and they are left as they are.
+    StrayBytesAfterRecords {
+        /// The segment file.
+        segment: String,
+        /// Where its records end and the stray bytes begin.
+        offset: u64,
+        /// The LSN the next segment starts at.
+        next_lsn: Lsn,
+    },
     /// A truncation interrupted by a crash was finished.
     TruncationFinished {
         /// Everything after this LSN was cut.
@@ -688,6 +700,25 @@ impl Scan<'_> {
                 }
                 Err(invalid) => invalid,
             };
+            // Past the records this segment holds, when the next one starts at `expected`: the
+            // append rolled because that record did not fit here, so what follows belongs to
+            // no record. Decided as a damaged record, it cut the intact segments after it, or
+            // refused a log that lost nothing (found by review on 2026-12-05).
+            if lsn >= self.expected && self.next_segment_starts_at(files, index + 1)? {
+                self.report
+                    .events
+                    .push(RecoveryEvent::StrayBytesAfterRecords {
+                        segment: segment.name(),
+                        offset,
+                        next_lsn: self.expected,
+                    });
+                return Ok(SegmentEnd {
+                    offset,
+                    cut: false,
+                    last_lsn: self.expected - 1,
+                    reached: true,
+                });
+            }
             let damage = Damage {
                 segment: segment.name(),
                 offset,
@@ -923,6 +954,13 @@ impl Scan<'_> {
         Ok(self
             .next_header(files, from_file, |_| true)?
             .is_some_and(|header| header.first_lsn <= lsn))
+    }
+
+    /// Whether the next file with a readable header starts at exactly the expected LSN.
+    fn next_segment_starts_at(&self, files: &[(u64, String)], from_file: usize) -> Result<bool> {
+        Ok(self
+            .next_header(files, from_file, |_| true)?
+            .is_some_and(|header| header.first_lsn == self.expected))
     }
 
     /// Where the next file with a readable header starts, if after the expected LSN.
@@ -1502,6 +1540,9 @@ pub(crate) fn read_header(file: &dyn File, sequence: u64) -> Result<SegmentHeade
     // Each of these is `Damaged`: a file is named only once allocated in full and synced, so a
     // named file cut short, or with a whole header of another file's, was not being written
     // when a crash came (a torn header fails its checksum instead: `Bad`).
+    // A file of a length no segment has is damage whatever its header holds: a damaged header
+    // in one was taken for a torn header, and the segment cut with the intact ones after it
+    // (found by review on 2026-12-05).
     if file.len() < segment::HEADER_BYTES as u64 {
         return Err(HeaderError::Damaged(too_short_for_a_segment(file.len())));
     }
@@ -1510,10 +1551,17 @@ pub(crate) fn read_header(file: &dyn File, sequence: u64) -> Result<SegmentHeade
         .try_into()
         .expect("header bytes");
     let header = match SegmentHeader::decode(bytes) {
-        // A prepared file too short to be a segment is not one either (damage, or a file
-        // outside the log's making).
-        Err(HeaderError::Prepared) if file.len() < segment::SEGMENT_BYTES_MIN => {
+        // A header that reads says more below (the length it gives).
+        Err(HeaderError::Bad(_) | HeaderError::Prepared)
+            if file.len() < segment::SEGMENT_BYTES_MIN =>
+        {
             return Err(HeaderError::Damaged(too_short_for_a_segment(file.len())))
+        }
+        Err(HeaderError::Bad(_) | HeaderError::Prepared) if file.len() % 4096 != 0 => {
+            return Err(HeaderError::Damaged(format!(
+                "file of {} bytes is not a whole number of 4 KiB blocks, as every segment is",
+                file.len()
+            )))
         }
         decoded => decoded?,
     };
