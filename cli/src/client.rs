@@ -299,7 +299,9 @@ impl Client {
                     // earlier attempt that may have reached a leader (one that took the
                     // request and went down).
                     self.maybe_made = made_before;
-                    if made_before {
+                    // Only a request that changes the log can have been made; a read's failure
+                    // is a failed read.
+                    if made_before && matches!(op, proto::OP_APPEND | proto::OP_MEMBERSHIP) {
                         self.outcome_unknown = true;
                         if !resend {
                             return Err(unknown(&message));
@@ -955,23 +957,19 @@ mod tests {
         server.join().unwrap();
     }
 
-    /// An append a leader took before it went down, after which the node given names a leader
-    /// at an address where something else answers (a wrong or stale `peer` line): the call
-    /// ends there, but the append may be in the log, and the client says so (exit status 3,
-    /// the ids to retry it with). It used to exit 2 without the ids, as if nothing was made.
-    #[test]
-    fn an_append_a_lost_leader_took_is_reported_as_maybe_made_after_a_stranger_answers() {
+    /// A node (the address returned) that names a leader which takes one request whole and
+    /// goes down without answering, then (asked again) names a stranger that answers with a
+    /// status the protocol does not have. The thread returned ends once all three were called.
+    fn names_a_lost_leader_then_a_stranger() -> (std::thread::JoinHandle<()>, SocketAddr) {
         let leader = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let leader_addr = leader.local_addr().unwrap();
         let leader = std::thread::spawn(move || {
             let (stream, _) = leader.accept().unwrap();
             let mut input = BufReader::new(stream);
-            let (op, _) = proto::read_message(&mut input, proto::REQUEST_BYTES_MAX)
+            proto::read_message(&mut input, proto::REQUEST_BYTES_MAX)
                 .unwrap()
                 .unwrap();
-            assert_eq!(op, proto::OP_APPEND);
         });
-        // Answers with a status the client protocol does not have.
         let stranger = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let stranger_addr = stranger.local_addr().unwrap();
         let stranger = std::thread::spawn(move || {
@@ -980,7 +978,6 @@ mod tests {
             let _ = proto::read_message(&mut input, proto::REQUEST_BYTES_MAX);
             proto::write_message(&mut &stream, 9, b"").unwrap();
         });
-        // Names the leader, then (once it is gone) the stranger.
         let given = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = given.local_addr().unwrap();
         let given = std::thread::spawn(move || {
@@ -994,11 +991,21 @@ mod tests {
                 body.extend_from_slice(named.to_string().as_bytes());
                 proto::write_message(&mut &stream, proto::NOT_LEADER, &body).unwrap();
             }
+            leader.join().unwrap();
+            stranger.join().unwrap();
         });
+        (given, addr)
+    }
+
+    /// An append a leader took before it went down, after which the node given names a leader
+    /// at an address where something else answers (a wrong or stale `peer` line): the call
+    /// ends there, but the append may be in the log, and the client says so (exit status 3,
+    /// the ids to retry it with). It used to exit 2 without the ids, as if nothing was made.
+    #[test]
+    fn an_append_a_lost_leader_took_is_reported_as_maybe_made_after_a_stranger_answers() {
+        let (given, addr) = names_a_lost_leader_then_a_stranger();
         let mut client = Client::new(addr, Duration::from_secs(10));
         let failure = append_one(&mut client, 7, 9, b"debit 100").unwrap_err();
-        leader.join().unwrap();
-        stranger.join().unwrap();
         given.join().unwrap();
         assert!(failure.contains("does not have"), "{failure}");
         assert!(client.outcome_unknown, "exits 3, not 2: {failure}");
@@ -1007,6 +1014,24 @@ mod tests {
                 && failure.contains("--client-id 7 --request-id 9"),
             "{failure}"
         );
+    }
+
+    /// The same path for a READ: a read that fails is a failed read (exit 2), never an
+    /// outcome unknown (exit 3, which says an append or a change may have been made).
+    #[test]
+    fn a_read_ended_by_a_stranger_after_a_lost_leader_is_a_failed_read() {
+        let (given, addr) = names_a_lost_leader_then_a_stranger();
+        let mut client = Client::new(addr, Duration::from_secs(10));
+        let body = [
+            &0u64.to_le_bytes()[..],
+            &1u32.to_le_bytes(),
+            &[proto::READ_STALE],
+        ]
+        .concat();
+        let failure = client.call_leader(proto::OP_READ, &body).unwrap_err();
+        given.join().unwrap();
+        assert!(failure.contains("does not have"), "{failure}");
+        assert!(!client.outcome_unknown, "exits 2, not 3: {failure}");
     }
 
     /// An answer trickled in a byte at a time ends the call at its timeout, not once the last

@@ -46,9 +46,9 @@ pub enum Error {
         /// The limit that was reached.
         pending_max: usize,
     },
-    /// The leader holds as many proposed but uncommitted bytes as it may
-    /// ([`Config::max_uncommitted_bytes`](crate::Config), where each entry also counts 128
-    /// bytes besides its data): retry once some commit.
+    /// The leader holds as many proposed but uncommitted bytes of data, or entries, as it may
+    /// ([`Config::max_uncommitted_bytes`](crate::Config), and that many bytes divided by 128
+    /// entries): retry once some commit.
     Backlogged {
         /// The limit that was reached.
         uncommitted_bytes_max: u64,
@@ -152,8 +152,9 @@ impl fmt::Display for Error {
                 uncommitted_bytes_max,
             } => write!(
                 f,
-                "the leader already holds {uncommitted_bytes_max} bytes of uncommitted proposals \
-                 (each counted with 128 bytes besides its data)"
+                "the leader already holds {uncommitted_bytes_max} bytes of uncommitted proposals, \
+                 or {} of them",
+                uncommitted_bytes_max / 128
             ),
             Error::Closed => write!(f, "the node is closed"),
             Error::InvalidArgument { name, reason } => write!(f, "invalid {name}: {reason}"),

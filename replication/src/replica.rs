@@ -117,7 +117,9 @@ pub struct Config {
     pub max_bytes_per_message: u64,
     /// Append messages in flight to one follower.
     pub max_inflight_messages: usize,
-    /// Proposed but uncommitted bytes the leader accepts before refusing proposals.
+    /// Proposed but uncommitted bytes of data the leader accepts before refusing proposals;
+    /// it also refuses them past this many bytes divided by 128 uncommitted entries, so that
+    /// empty or tiny proposals are bounded too.
     pub max_uncommitted_bytes: u64,
     /// Bytes of log a follower's retention pin may hold back before it is dropped (the follower
     /// then gets a snapshot); `None`: no cap.
@@ -372,6 +374,10 @@ pub struct Replica<M: StateMachine> {
     /// The snapshot problem noted last (`note_snapshot_problem`), not to note it at every one
     /// of raft's attempts.
     snapshot_problem_noted: Option<String>,
+    /// The followers whose snapshot stream was given up for stalling and noted since a stream
+    /// to them last ended: noted once each, however many streams to a follower that stays
+    /// away stall after it.
+    stalls_noted: BTreeSet<NodeId>,
     /// The LSNs of the damaged records noted (`report_damage`), the highest
     /// `DAMAGE_NOTED_MAX`.
     damage_noted: BTreeSet<Lsn>,
@@ -589,6 +595,7 @@ impl<M: StateMachine> Replica<M> {
             heard: HashMap::new(),
             ack_before_persist: false,
             snapshot_problem_noted: None,
+            stalls_noted: BTreeSet::new(),
             damage_noted: BTreeSet::new(),
             incoming_heard: 0,
             log: Vec::new(),
@@ -832,14 +839,16 @@ impl<M: StateMachine> Replica<M> {
     }
 
     /// `Backlogged` once the uncommitted entries, each counted at
-    /// [`UNCOMMITTED_ENTRY_COST_BYTES`], fill `max_uncommitted_bytes`. raft-rs counts only
-    /// their data, and takes an empty entry whatever the count: with nothing committing (a hung
-    /// disk, a lost quorum) empty or tiny proposals would pile up in memory without end.
+    /// [`UNCOMMITTED_ENTRY_COST_BYTES`], fill `max_uncommitted_bytes`: a limit on their number,
+    /// beside raft-rs's on their data. raft-rs counts only their data, and takes an empty entry
+    /// whatever the count: with nothing committing (a hung disk, a lost quorum) empty or tiny
+    /// proposals would pile up in memory without end. One entry is always taken, as raft-rs
+    /// does.
     fn refuse_when_backlogged(&self) -> Result<()> {
         let log = &self.raw.raft.raft_log;
         let uncommitted = log.last_index().saturating_sub(log.committed);
         let cost = (uncommitted + 1).saturating_mul(UNCOMMITTED_ENTRY_COST_BYTES);
-        if cost > self.config.max_uncommitted_bytes {
+        if uncommitted > 0 && cost > self.config.max_uncommitted_bytes {
             return Err(Error::Backlogged {
                 uncommitted_bytes_max: self.config.max_uncommitted_bytes,
             });
@@ -1904,6 +1913,7 @@ impl<M: StateMachine> Replica<M> {
         for to in done {
             self.outgoing.remove(&to);
             self.restarting.remove(&to);
+            self.stalls_noted.remove(&to);
         }
         for to in checked {
             self.unresumable.remove(&to);
@@ -1935,16 +1945,18 @@ impl<M: StateMachine> Replica<M> {
                         format!("reading the snapshot for node {to}: {e}"),
                     );
                 }
-                // Noted once until a stream completes: a follower that stays away makes every
-                // stream to it stall.
-                None => self.note_snapshot_problem(
-                    format!("stalled to node {to}"),
-                    format!(
-                        "snapshot {lsn} to node {to} made no progress for {} ticks: given \
-                         up; raft sends it again, resumed where node {to} reports holding it",
-                        self.config.snapshot_timeout_ticks
-                    ),
-                ),
+                // Noted once for each follower until a stream to it ends: one that stays away
+                // makes every stream to it stall.
+                None => {
+                    if self.stalls_noted.insert(to) {
+                        self.note(format!(
+                            "snapshot {lsn} to node {to} made no progress for {} ticks: given \
+                             up; raft sends it again, resumed where node {to} reports holding \
+                             it",
+                            self.config.snapshot_timeout_ticks
+                        ));
+                    }
+                }
             }
             self.outgoing.remove(&to);
             self.failed_snapshots.push(to);

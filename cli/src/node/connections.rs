@@ -113,6 +113,11 @@ impl Answering<'_> {
         moved != NOT_ANSWERING && self.connections.now().saturating_sub(moved) >= stall
     }
 
+    /// How long an answer may take less than `ANSWER_PACE_BYTES` before it counts as stalled.
+    pub fn stall(&self) -> Duration {
+        self.connections.answer_stall
+    }
+
     fn mark_moving(&self) {
         self.connection
             .answer_moved

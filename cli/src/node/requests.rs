@@ -173,7 +173,7 @@ fn write_answer(
                     "the client took less than {} KiB of its answer in {:?} while other \
                      requests waited for the memory the answer holds",
                     connections::ANSWER_PACE_BYTES >> 10,
-                    connections::ANSWER_STALL
+                    answering.stall()
                 ),
             ));
         }
