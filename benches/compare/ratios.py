@@ -92,15 +92,18 @@ def by_round(groups, key, metric):
 def round_ratio(groups, r, key, metric, ref, op, peers):
     """(median over rounds of rwal's value / the reference's in the same round, rounds): the
     reference and rwal then share a round's disk and load, which a ratio of medians taken apart
-    does not. The best peer is chosen per round."""
+    does not. The best peer is chosen per round, among every peer that ran this workload: a
+    round in which one of them has no result (its run failed) is left out, since the best might
+    be the missing one."""
     mine = by_round(groups, (r,) + key, metric)
     if ref == "peers":
         per_peer = [by_round(groups, (p,) + key, metric) for p in peers]
+        per_peer = [v for v in per_peer if v]
         pick = min if op == "<=" else max
         refs = {}
         for rnd in mine:
             vals = [v[rnd] for v in per_peer if rnd in v]
-            if vals:
+            if vals and len(vals) == len(per_peer):
                 refs[rnd] = pick(vals)
     elif ref[0] == "log":
         refs = by_round(groups, (ref[1],) + key, metric)

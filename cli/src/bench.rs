@@ -528,8 +528,9 @@ fn measure_replicated(config: &Config, base: &Path, nodes: usize) -> Result<Vec<
 }
 
 fn measure(config: &Config, base: &Path) -> Result<Vec<Outcome>, String> {
-    let per_backend = config.sizes.len() + config.threads.len() + 3;
-    let steps = (config.backends.len() * per_backend + 2) as u64;
+    // Each backend's rows begin with the two floors: see below.
+    let per_backend = 2 + config.sizes.len() + config.threads.len() + 3;
+    let steps = (config.backends.len() * per_backend) as u64;
     let progress = ProgressBar::new(steps);
     progress.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").map_err(|e| e.to_string())?,
@@ -540,16 +541,20 @@ fn measure(config: &Config, base: &Path) -> Result<Vec<Outcome>, String> {
         progress.set_message(message);
         progress.inc(1);
     };
-    step("baseline: pwrite + fdatasync".into());
-    results.push(baseline_fdatasync(base, seconds).map_err(|e| format!("baseline: {e}"))?);
-    step("baseline: O_DIRECT|O_DSYNC".into());
-    match baseline_odirect(base, seconds) {
-        Ok(outcome) => results.push(outcome),
-        // Not `progress.println`, which prints nothing while the bar is hidden (output not a
-        // terminal): the floor's ratio would be missing without a word.
-        Err(e) => progress.suspend(|| eprintln!("baseline O_DIRECT|O_DSYNC skipped: {e}")),
-    }
     for (name, options) in &config.backends {
+        // The floors are measured again right before each backend's durable commits, which
+        // are divided by them: with `--all-backends` the last backend's ran minutes after
+        // floors measured once at the start, on a disk whose speed may have moved meanwhile
+        // (found by review on 2026-12-05).
+        step(format!("{name}: baseline pwrite + fdatasync"));
+        results.push(baseline_fdatasync(base, seconds).map_err(|e| format!("baseline: {e}"))?);
+        step(format!("{name}: baseline O_DIRECT|O_DSYNC"));
+        match baseline_odirect(base, seconds) {
+            Ok(outcome) => results.push(outcome),
+            // Not `progress.println`, which prints nothing while the bar is hidden (output
+            // not a terminal): the floor's ratio would be missing without a word.
+            Err(e) => progress.suspend(|| eprintln!("baseline O_DIRECT|O_DSYNC skipped: {e}")),
+        }
         let options = options
             .clone()
             .segment_bytes(config.segment_bytes)
@@ -809,15 +814,22 @@ pub(crate) fn zero_filled(
     bytes: u64,
     custom_flags: i32,
 ) -> std::io::Result<std::fs::File> {
+    // A file for O_DIRECT writes is filled with O_DIRECT too: filled through the page cache,
+    // each O_DIRECT write of the floor would first drop the clean cached pages in its range, a
+    // cost no commit of rwal's pays (found by review on 2026-12-05).
+    let direct = custom_flags & libc::O_DIRECT;
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(true)
+        .custom_flags(direct)
         .open(path)?;
-    let zeros = vec![0u8; 1 << 20];
+    let buffer = vec![0u8; (1 << 20) + 4096];
+    let aligned = buffer.as_ptr().align_offset(4096);
+    let zeros = &buffer[aligned..aligned + (1 << 20)];
     for chunk in 0..bytes / zeros.len() as u64 {
-        file.write_all_at(&zeros, chunk * zeros.len() as u64)?;
+        file.write_all_at(zeros, chunk * zeros.len() as u64)?;
     }
     file.sync_all()?;
     drop(file);
@@ -971,12 +983,11 @@ fn print_ratios(results: &[Outcome]) {
         r.and_then(|r| r.latency.as_ref())
             .map(|h| h.value_at_quantile(q) as f64)
     };
-    let floor = find("baseline-odirect-dsync", "raw", 1, 4096);
-    let fdatasync = find("baseline-pwrite-fdatasync", "raw", 1, 128);
-    if floor.is_none() && fdatasync.is_none() {
+    let any_floor = results.iter().any(|r| r.workload.starts_with("baseline-"));
+    if !any_floor {
         return; // `--replicated` prints its own ratios
     }
-    out!("\nratios (this run):");
+    out!("\nratios (this run, each backend against the floors measured right before it):");
     let backends: Vec<&str> = results
         .iter()
         .filter(|r| r.backend != "raw")
@@ -989,6 +1000,19 @@ fn print_ratios(results: &[Outcome]) {
         });
     for backend in backends {
         let durable = find("durable-commit", backend, 1, 128);
+        // The floors measured last before this backend's rows.
+        let first_row = results
+            .iter()
+            .position(|r| r.backend == backend)
+            .unwrap_or(results.len());
+        let floor_before = |workload: &str| {
+            results[..first_row]
+                .iter()
+                .rev()
+                .find(|r| r.workload == workload && r.backend == "raw")
+        };
+        let floor = floor_before("baseline-odirect-dsync");
+        let fdatasync = floor_before("baseline-pwrite-fdatasync");
         if durable.is_none() {
             out!("  {backend}: the durable commit ratios were not measured: --size does not hold 128");
         } else if floor.is_none() {
@@ -1012,15 +1036,43 @@ fn print_ratios(results: &[Outcome]) {
                 two.ops_per_second() / one.ops_per_second()
             );
         }
-    }
-    // The two floors sync one block each and normally lie within 2x of each other; far apart,
-    // one of them ran while something else held the disk, and every ratio is suspect.
-    if let (Some(odirect), Some(plain)) = (p(floor, 0.5), p(fdatasync, 0.5)) {
-        // The histograms hold nanoseconds.
-        if let Some(note) = floors_disagree(odirect / 1e3, plain / 1e3) {
-            out!("  {note}");
+        // The two floors sync one block each and normally lie within 2x of each other; far
+        // apart, one of them ran while something else held the disk, and the ratios are
+        // suspect.
+        if let (Some(odirect), Some(plain)) = (p(floor, 0.5), p(fdatasync, 0.5)) {
+            // The histograms hold nanoseconds.
+            if let Some(note) = floors_disagree(odirect / 1e3, plain / 1e3) {
+                out!("  {backend}: {note}");
+            }
         }
     }
+    // Floors measured before each backend that moved far between backends: the disk's speed
+    // changed during the run, and ratios of different backends are not comparable.
+    let odirect_p50s: Vec<f64> = results
+        .iter()
+        .filter(|r| r.workload == "baseline-odirect-dsync")
+        .filter_map(|r| p(Some(r), 0.5))
+        .collect();
+    if let Some(note) = floors_drifted(&odirect_p50s) {
+        out!("  {note}");
+    }
+}
+
+/// A warning when the O_DIRECT|O_DSYNC floor's p50s measured before each backend (in
+/// nanoseconds) lie more than [`FLOORS_APART`] times apart.
+fn floors_drifted(p50s: &[f64]) -> Option<String> {
+    let low = p50s.iter().copied().fold(f64::INFINITY, f64::min);
+    let high = p50s.iter().copied().fold(0.0, f64::max);
+    let apart = high / low.max(1.0);
+    (p50s.len() > 1 && apart > FLOORS_APART).then(|| {
+        format!(
+            "note: the O_DIRECT|O_DSYNC floor's p50 moved {apart:.1}x between backends ({:.1} \
+             to {:.1} us): the disk's speed changed during the run, so backends' ratios are not \
+             comparable with each other",
+            low / 1e3,
+            high / 1e3
+        )
+    })
 }
 
 /// A warning when the two floors' p50s (`odirect`, `fdatasync`, in microseconds) are more
@@ -1043,6 +1095,17 @@ const FLOORS_APART: f64 = 3.0;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn floors_that_moved_between_backends_are_called_out() {
+        assert_eq!(floors_drifted(&[50_000.0]), None);
+        assert_eq!(floors_drifted(&[50_000.0, 70_000.0, 60_000.0]), None);
+        let note = floors_drifted(&[50_000.0, 400_000.0]).expect("8x apart");
+        assert!(
+            note.contains("8.0x") && note.contains("50.0 to 400.0 us"),
+            "{note}"
+        );
+    }
 
     #[test]
     fn floors_far_apart_are_called_suspect() {
