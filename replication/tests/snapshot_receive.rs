@@ -383,6 +383,50 @@ fn leader_with_a_snapshot_for_node_2(
     (leader, lsn)
 }
 
+/// A snapshot stream that makes no progress is given up after `snapshot_timeout_ticks` and
+/// noted, once for its follower however many streams to it stall after that (one that stays
+/// unreachable): the note went through the one slot of the last snapshot problem, and with
+/// two followers away at once it was noted at every stall (found by review on 2026-12-05).
+/// Once a stream reaches the follower, it installs the snapshot.
+#[test]
+fn a_follower_whose_snapshot_streams_keep_stalling_is_noted_once() {
+    let disk = SimDisk::new();
+    let (mut leader, lsn) = leader_with_a_snapshot_for_node_2(&disk, STREAM_CHUNK_BYTES);
+    let mut follower = joining("/stalling");
+    let timeout = Config::new(1).snapshot_timeout_ticks;
+    let no_room = |_| SnapshotRoom {
+        chunks: 0,
+        bytes_carried: 0,
+    };
+    let mut notes = Vec::new();
+    // Raft's messages cross; the transport takes no chunk, for four timeouts: raft starts a
+    // stream again after each is given up (three or more stalls; noted at each without the
+    // rule).
+    for _ in 0..timeout * 4 {
+        leader.tick_with_snapshot_room(&no_room);
+        leader.process().unwrap();
+        for envelope in leader.take_messages() {
+            follower.step(envelope);
+        }
+        follower.process().unwrap();
+        for envelope in follower.take_messages() {
+            leader.step(envelope);
+        }
+        follower.tick();
+        notes.extend(leader.take_log());
+    }
+    let stalled: Vec<&String> = notes
+        .iter()
+        .filter(|n| n.contains("to node 2 made no progress"))
+        .collect();
+    assert_eq!(stalled.len(), 1, "{notes:#?}");
+    pair::step_until(&mut leader, &mut follower, |f| f.applied_lsn() >= lsn);
+    assert!(
+        follower.applied_lsn() >= lsn,
+        "the follower never caught up"
+    );
+}
+
 /// The bytes of snapshot chunks among `envelopes`, and the snapshot's length if one is there.
 fn chunk_bytes(envelopes: &[Envelope]) -> (u64, Option<u64>) {
     let mut bytes = 0;
