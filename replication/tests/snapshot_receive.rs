@@ -403,16 +403,7 @@ fn a_follower_whose_snapshot_streams_keep_stalling_is_noted_once() {
     // stream again after each is given up (three or more stalls; noted at each without the
     // rule).
     for _ in 0..timeout * 4 {
-        leader.tick_with_snapshot_room(&no_room);
-        leader.process().unwrap();
-        for envelope in leader.take_messages() {
-            follower.step(envelope);
-        }
-        follower.process().unwrap();
-        for envelope in follower.take_messages() {
-            leader.step(envelope);
-        }
-        follower.tick();
+        pair::round(&mut leader, &mut follower, &no_room);
         notes.extend(leader.take_log());
     }
     let stalled: Vec<&String> = notes

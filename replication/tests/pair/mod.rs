@@ -1,6 +1,6 @@
 //! Two replicas stepped against each other on this thread, as a network between them would.
 
-use rwal_replication::{Replica, StateMachine};
+use rwal_replication::{NodeId, Replica, SnapshotRoom, StateMachine};
 
 /// Ticks and processes `leader` and `follower`, handing each the other's messages, until
 /// `done(follower)` holds (at most 10 000 rounds: the caller asserts what it waited for).
@@ -13,17 +13,28 @@ pub fn step_until<L: StateMachine, F: StateMachine>(
         if done(follower) {
             return;
         }
-        leader.tick();
-        leader.process().unwrap();
-        for envelope in leader.take_messages() {
-            follower.step(envelope);
-        }
-        follower.process().unwrap();
-        for envelope in follower.take_messages() {
-            leader.step(envelope);
-        }
-        follower.tick();
+        round(leader, follower, &|_| SnapshotRoom::UNBOUNDED);
     }
+}
+
+/// One tick of each, the leader's sending each receiver no more snapshot chunks than `room`
+/// says its transport takes, with each one's messages handed to the other.
+#[allow(dead_code)] // not every test binary that has this module calls it
+pub fn round<L: StateMachine, F: StateMachine>(
+    leader: &mut Replica<L>,
+    follower: &mut Replica<F>,
+    room: &dyn Fn(NodeId) -> SnapshotRoom,
+) {
+    leader.tick_with_snapshot_room(room);
+    leader.process().unwrap();
+    for envelope in leader.take_messages() {
+        follower.step(envelope);
+    }
+    follower.process().unwrap();
+    for envelope in follower.take_messages() {
+        leader.step(envelope);
+    }
+    follower.tick();
 }
 
 /// Opens node 1 in `dir`, founding a cluster of itself, and ticks it until it leads. Its pin
