@@ -46,7 +46,8 @@ A command takes only its own flags and words: anything else is refused.
 
 Exit status: 0 done; 3 the outcome is unknown (an append or a membership change was given up
 on after it reached a node, and may have been made: send the append again with the ids printed,
-look at `status` for the change); 2 any other failure (the request that failed was not made,
+look at `status` for the change), or it was made and its answer could not be printed (standard
+error says what was made); 2 any other failure (the request that failed was not made,
 or a read failed; a `load` stopped part way made the records it printed before).";
 
 struct Client {
@@ -693,7 +694,31 @@ fn append_one(
             request,
         )
     })?;
-    print_lsn_epoch(&reply)
+    let mut b = Body(&reply);
+    let (lsn, epoch) = (b.u64("lsn")?, b.u64("epoch")?);
+    print_made(
+        client,
+        &format!("{lsn} {epoch}"),
+        &format!(
+            "the append was made at LSN {lsn}, epoch {epoch} (sent again with --client-id \
+             {client_id} --request-id {request}, it is answered the same, not written twice)"
+        ),
+    )
+}
+
+/// Prints the answer to a request that changed the log. Unlike `out!`, a standard output that
+/// fails makes the command exit 3, not 1 or 141: the change was made, and a script that took
+/// any other failure for "not made" would send it again (an append under new ids: twice in the
+/// log). `made` says on standard error what was made.
+fn print_made(client: &mut Client, line: &str, made: &str) -> Result<(), String> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}")
+        .and_then(|()| stdout.flush())
+        .map_err(|e| {
+            client.outcome_unknown = true;
+            format!("{made}, but its answer could not be written to standard output: {e}")
+        })
 }
 
 /// `append DATA`: DATA's bytes as given, never made UTF-8 first (which put U+FFFD in the
@@ -757,19 +782,17 @@ fn membership(client: &mut Client, change: u8, a: &Arguments) -> Result<(), Stri
         .ok_or_else(|| format!("{word:?} is not a node id (1, 2, ...)"))?;
     let body = [&[change][..], &id.to_le_bytes()].concat();
     let reply = client.call_leader_once(proto::OP_MEMBERSHIP, &body)?;
-    out!("{}", Body(&reply).u64("lsn")?);
-    Ok(())
+    let lsn = Body(&reply).u64("lsn")?;
+    print_made(
+        client,
+        &lsn.to_string(),
+        &format!("the change was made at LSN {lsn}"),
+    )
 }
 
 fn status(client: &mut Client) -> Result<(), String> {
     let reply = client.call_once(proto::OP_STATUS, &[])?;
     out!("{}", String::from_utf8_lossy(&reply));
-    Ok(())
-}
-
-fn print_lsn_epoch(reply: &[u8]) -> Result<(), String> {
-    let mut b = Body(reply);
-    out!("{} {}", b.u64("lsn")?, b.u64("epoch")?);
     Ok(())
 }
 

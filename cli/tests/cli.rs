@@ -1054,6 +1054,61 @@ fn the_client_appends_the_bytes_it_is_given() {
     assert!(node.dir.join(log_name()).join("control").exists());
 }
 
+/// An append whose answer cannot be printed (standard output on a full device) was still
+/// made: the client exits 3 with the ids that send it again without writing it twice. It
+/// exited 1 (141 on a closed pipe), which a script could take for "not made" and send the
+/// record again under new ids.
+#[test]
+fn an_append_made_whose_answer_cannot_be_printed_exits_3_with_its_ids() {
+    let node = ServingNode::start("client-full-stdout");
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rwal"))
+        .args([
+            "client",
+            "--addr",
+            &node.addr,
+            "--timeout",
+            "20",
+            "append",
+            "once",
+        ])
+        .stdout(full)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(3), "{said}");
+    assert!(said.contains("the append was made at LSN"), "{said}");
+    let ids: Vec<&str> = said
+        .split_whitespace()
+        .skip_while(|w| *w != "--client-id")
+        .take(4)
+        .collect();
+    assert_eq!(ids.len(), 4, "{said}");
+    let again = node.client(&[
+        "append",
+        ids[0],
+        ids[1],
+        ids[2],
+        ids[3].trim_end_matches(|c: char| !c.is_ascii_digit()),
+        "once",
+    ]);
+    assert!(again.status.success(), "{}", text(&again));
+    let records = read_records(&node.addr);
+    assert_eq!(records.len(), 1, "written twice: {records:?}");
+    let printed = String::from_utf8(again.stdout).unwrap();
+    assert!(
+        said.contains(&format!("LSN {}, epoch", records[0].0)),
+        "{said} / {printed}"
+    );
+    assert!(
+        printed.starts_with(&format!("{} ", records[0].0)),
+        "{printed}"
+    );
+}
+
 /// `rwal client read` prints each record on one line, escaped: a record holding a newline
 /// forged a line of its own, and terminal escapes reached the terminal.
 #[test]
