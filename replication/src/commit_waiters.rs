@@ -107,8 +107,8 @@ impl CommitWaiters {
         }
     }
 
-    #[cfg(test)]
-    fn waiting(&self) -> usize {
+    /// Threads registered or parked, waiting for a commit.
+    pub(crate) fn waiting(&self) -> usize {
         self.waiting.lock().threads.len()
     }
 }

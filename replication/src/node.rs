@@ -876,6 +876,14 @@ impl Node {
         self.shared.queue.lock().requests.len()
     }
 
+    /// Threads waiting for an entry to commit: in [`wait_committed`](Node::wait_committed),
+    /// [`propose_and_wait`](Node::propose_and_wait) or a tailing reader's
+    /// [`next_timeout`](CommittedReader::next_timeout). A test waits on it to know a call it
+    /// started is waiting.
+    pub fn commit_waiters(&self) -> usize {
+        self.shared.waiters.waiting()
+    }
+
     /// The node's current status.
     pub fn status(&self) -> NodeStatus {
         self.shared.status.lock().clone()

@@ -368,9 +368,8 @@ fn a_tailing_reader_waits_for_the_next_commit_and_ends_when_its_node_stops() {
     }
     let (proposed, waited) = std::thread::scope(|s| {
         let waiting = s.spawn(|| tail.next_timeout(WAIT));
-        // Proposed while the reader waits (most likely: it is not asserted, and either order
-        // returns the record).
-        std::thread::sleep(Duration::from_millis(20));
+        // Proposed once the reader waits for the commit.
+        wait_for_commit_waiter(cluster.node(follower));
         let proposed = cluster.propose_following(&mut leader, b"second");
         (proposed, waiting.join().unwrap())
     });
@@ -383,7 +382,7 @@ fn a_tailing_reader_waits_for_the_next_commit_and_ends_when_its_node_stops() {
     let started = std::time::Instant::now();
     let outcome = std::thread::scope(|s| {
         let waiting = s.spawn(|| tail.next_timeout(Duration::from_secs(600)));
-        std::thread::sleep(Duration::from_millis(50));
+        wait_for_commit_waiter(cluster.node(follower));
         cluster.stop(follower);
         waiting.join().unwrap()
     });
@@ -393,6 +392,18 @@ fn a_tailing_reader_waits_for_the_next_commit_and_ends_when_its_node_stops() {
         "the stop ended the wait, not its timeout: {:?}",
         started.elapsed()
     );
+}
+
+/// Waits until a thread waits on `node` for a commit.
+fn wait_for_commit_waiter(node: &Node) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while node.commit_waiters() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reader never waited"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// `maintain_log` runs the log's background pass on the caller's thread: after it, the
