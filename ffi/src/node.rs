@@ -1115,7 +1115,8 @@ pub unsafe extern "C" fn rwal_node_propose(
 /// `RWAL_ERR_POISONED` says nothing about the entry either); `RWAL_ERR_COMPACTED` if `lsn` is
 /// committed but was compacted away before its epoch could be read (whether it is this entry
 /// is then unknown); `RWAL_ERR_INVALID_ARGUMENT` when called from one of the node's callbacks,
-/// where it would wait for itself. Blocks; thread-safe.
+/// where it would wait for itself. A `timeout_ms` of 0 looks once without waiting. Blocks;
+/// thread-safe.
 ///
 /// # Safety
 /// `node` is live.
@@ -1148,7 +1149,9 @@ pub unsafe extern "C" fn rwal_node_wait_committed(
 /// `RWAL_ERR_REPLICATION` or an I/O error, on the other members or at this node's next open:
 /// its LSN and epoch are how to find out. After `RWAL_ERR_PANIC`, or an `RWAL_ERR_REPLICATION`
 /// whose message says the node's thread panicked while proposing, zeros mean "unknown", not
-/// "not proposed". Blocks; thread-safe.
+/// "not proposed". A `timeout_ms` of 0 gives up unless the node's thread has taken the
+/// record by the time the caller looks (it almost never has: `RWAL_ERR_TIMEOUT` and zeros,
+/// not proposed); to propose without waiting, call `rwal_node_propose`. Blocks; thread-safe.
 ///
 /// # Safety
 /// `node` is live; `data` has `len` readable bytes (NULL if 0); the outputs are writable.
@@ -1316,7 +1319,8 @@ pub unsafe extern "C" fn rwal_node_members(
 /// A linearizable read point: waits (up to `timeout_ms`) until the leader has confirmed with
 /// a quorum that it still leads and this node has applied everything committed before the
 /// call; writes that LSN. Reads of the engine's state then see every write acknowledged before
-/// the call. Works on followers. Blocks; thread-safe.
+/// the call. Works on followers. It waits for a round trip to a quorum: a `timeout_ms` of 0
+/// gives `RWAL_ERR_TIMEOUT`. Blocks; thread-safe.
 ///
 /// # Safety
 /// `node` is live; `lsn_out` is writable.

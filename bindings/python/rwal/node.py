@@ -638,7 +638,9 @@ class Node(_Handle):
         closed while this waited) or a ReplicationError: on the other members, or at the
         node's next open. One library call: Ctrl-C waits for it to return, so keep its timeout
         short (or use the two calls, whose wait_committed() sees Ctrl-C within a slice); a
-        close() on another thread ends it with ClosedError."""
+        close() on another thread ends it with ClosedError. A timeout of 0 gives up unless the
+        node's thread has already taken the record (it almost never has: TimeoutError, not
+        proposed); to propose without waiting, call propose()."""
         buf = ffi.from_buffer(_stable(data))
         lsn = ffi.new("uint64_t *")
         epoch = ffi.new("uint64_t *")
