@@ -136,6 +136,53 @@ fn a_full_disk_at_a_roll_is_an_error_that_takes_no_lsn() {
     assert_eq!(wal.read(5).unwrap(), record);
 }
 
+/// A segment is prepared ahead of need only while one more would still fit after it, and at
+/// need only if it fits, checked before a byte is written. The zero-fill of a segment that does
+/// not fit filled the file system to its last block before it failed, every other writer on it
+/// failing meanwhile (this log's checkpoint among them, the one whose compaction frees space),
+/// and the background thread tried again at every pass.
+#[test]
+fn segments_are_prepared_only_where_the_free_space_leaves_room() {
+    let disk = SimDisk::new();
+    let wal = Wal::open("/sim", sim(&disk)).unwrap();
+    // The control file and one segment are written; a segment and a half more is free.
+    let used = (1 << 20) + 8192;
+    disk.set_space_limit(Some(used + (3 << 19)));
+    match wal.maintain() {
+        Err(Error::NoSpace { op, path, reason }) => {
+            assert_eq!(op, "create segment");
+            assert!(path.to_string_lossy().ends_with(".seg"), "{path:?}");
+            assert!(reason.contains("ahead of need and one more"), "{reason}");
+        }
+        other => panic!("expected NoSpace, got {other:?}"),
+    }
+    assert_eq!(segment_names(&disk).len(), 1, "prepared ahead of need");
+    // The append that needs the segment still gets it: it fits.
+    let record = payload(7, 300 << 10);
+    for lsn in 1..=4 {
+        assert_eq!(wal.append_durable(&record).unwrap(), lsn);
+    }
+    assert_eq!(segment_names(&disk).len(), 2);
+    // Now not even one more fits: refused at need, before anything is written.
+    disk.set_space_limit(Some(used + (3 << 19) + 8192));
+    for lsn in 5..=6 {
+        assert_eq!(wal.append_durable(&record).unwrap(), lsn);
+    }
+    match wal.append(&record) {
+        Err(Error::NoSpace { op, path, reason }) => {
+            assert_eq!(op, "create segment");
+            assert!(path.to_string_lossy().ends_with("3.seg"), "{path:?}");
+            assert!(reason.contains("than a segment takes"), "{reason}");
+        }
+        other => panic!("expected NoSpace, got {other:?}"),
+    }
+    assert_eq!(segment_names(&disk).len(), 2);
+    disk.set_space_limit(None);
+    assert_eq!(wal.append_durable(&record).unwrap(), 7);
+    wal.maintain().unwrap();
+    assert_eq!(segment_names(&disk).len(), 4, "the next one prepared again");
+}
+
 #[test]
 fn a_full_disk_at_open_is_an_error_and_creates_nothing_half() {
     let disk = SimDisk::new();

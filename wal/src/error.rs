@@ -35,8 +35,8 @@ pub enum Error {
         path: PathBuf,
         /// Which limit: `"no space left on device"` (`ENOSPC`), `"disk quota exceeded"`
         /// (`EDQUOT`), or, for a snapshot refused before it is received
-        /// ([`Wal::receive_snapshot`](crate::Wal::receive_snapshot)), that less space is free
-        /// than it takes.
+        /// ([`Wal::receive_snapshot`](crate::Wal::receive_snapshot)) and a segment refused
+        /// before it is zero-filled, that less space is free than it takes.
         reason: &'static str,
     },
     /// Another open log (in this or another process) holds the directory, or a reader of a

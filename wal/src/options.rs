@@ -162,7 +162,10 @@ impl Options {
     /// true). Without it no thread of the log's outlives [`Wal::open`](crate::Wal::open), and
     /// [`Wal::maintain`](crate::Wal::maintain) does that work when called: a simulation can then
     /// replay a seed exactly. (Recovery at open checks segments on up to 3 helper threads
-    /// beside the caller's, all joined before `open` returns.)
+    /// beside the caller's, all joined before `open` returns.) Call `maintain` then also to keep
+    /// memory bounded: it compacts, and gives back the staging memory the `Staged` and
+    /// `IoUring` backends keep for segments that were sealed (up to a whole segment each with
+    /// `IoUring`, 4 MiB with `Staged`) and the mappings of sealed segments no reader uses.
     pub fn background_threads(mut self, enabled: bool) -> Options {
         self.background_threads = enabled;
         self

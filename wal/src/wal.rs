@@ -885,6 +885,7 @@ impl Inner {
     fn prepare_segments(&self, count: usize, why: Preparation) -> Result<()> {
         let mut prepared = self.prepared.lock();
         while prepared.len() < count {
+            self.check_space_for_segment(why)?;
             let sequence = self.next_sequence.fetch_add(1, Ordering::Relaxed);
             let name = segment::file_name(sequence);
             let path = self.dir.path().join(&name);
@@ -921,6 +922,42 @@ impl Inner {
             prepared.push_back(PreparedSegment { sequence, file });
         }
         Ok(())
+    }
+
+    /// Refuses a segment's preparation that the free space would not leave room for, before
+    /// its first byte is written. The zero-fill of a segment that does not fit fills the file
+    /// system to its last block before it fails, and every other writer on it fails meanwhile
+    /// (this log's checkpoint among them, the one that would free space by compaction); ahead
+    /// of need the background thread would do that again at every pass. So a segment is
+    /// prepared ahead of need only while one more would still fit after it, and at need only
+    /// if it fits. A file system that cannot say how full it is is written to as before.
+    fn check_space_for_segment(&self, why: Preparation) -> Result<()> {
+        let Some(free) = self.dir.available_bytes().ok().flatten() else {
+            return Ok(());
+        };
+        let segment_bytes = self.options.segment_bytes;
+        let (needed, reason) = match why {
+            Preparation::Needed => (
+                segment_bytes,
+                "less space is free than a segment takes (checked before its first byte is \
+                 written)",
+            ),
+            Preparation::Ahead => (
+                segment_bytes.saturating_mul(2),
+                "less space is free than a segment prepared ahead of need and one more take \
+                 (checked before its first byte is written)",
+            ),
+        };
+        if free >= needed {
+            return Ok(());
+        }
+        // The segment it would have been (the caller holds `prepared`, so no other takes it).
+        let sequence = self.next_sequence.load(Ordering::Relaxed);
+        Err(Error::NoSpace {
+            op: "create segment",
+            path: self.dir.path().join(segment::file_name(sequence)),
+            reason,
+        })
     }
 
     pub(crate) fn commit(&self, lsn: Lsn) -> Result<()> {
