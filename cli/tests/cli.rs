@@ -16,6 +16,14 @@ fn temp(label: &str) -> PathBuf {
     dir
 }
 
+/// Writes a secret file as an operator must: readable by its owner only (a node refuses one
+/// every user may read).
+fn write_secret(path: &std::path::Path, contents: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, contents).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 fn rwal(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rwal"))
         .args(args)
@@ -547,7 +555,7 @@ fn a_node_whose_client_port_is_taken_founds_no_log() {
     let dir = temp("busy-client-port");
     std::fs::create_dir_all(&dir).unwrap();
     let secret = dir.join("secret");
-    std::fs::write(&secret, "0123456789abcdef0123\n").unwrap();
+    write_secret(&secret, "0123456789abcdef0123\n");
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy = taken.local_addr().unwrap().to_string();
     let log = dir.join("log");
@@ -751,7 +759,7 @@ fn a_restart_whose_peers_differ_from_the_logs_members_is_warned_about() {
     let dir = temp("peers-differ");
     std::fs::create_dir_all(&dir).unwrap();
     let secret = dir.join("secret");
-    std::fs::write(&secret, "0123456789abcdef0123\n").unwrap();
+    write_secret(&secret, "0123456789abcdef0123\n");
     let log = dir.join("log");
     let base = [
         "--id",
@@ -817,7 +825,7 @@ fn client_connections_leave_the_logs_file_descriptors_alone() {
     let dir = temp("descriptors");
     std::fs::create_dir_all(&dir).unwrap();
     let secret = dir.join("secret");
-    std::fs::write(&secret, "0123456789abcdef0123\n").unwrap();
+    write_secret(&secret, "0123456789abcdef0123\n");
     let log = dir.join("log");
     let command = format!(
         "ulimit -n 256 && exec '{}' node --init --id 1 --dir '{}' --listen 127.0.0.1:0 \
@@ -950,7 +958,7 @@ impl ServingNode {
         let dir = temp(label);
         std::fs::create_dir_all(&dir).unwrap();
         let secret = dir.join("secret");
-        std::fs::write(&secret, "0123456789abcdef0123\n").unwrap();
+        write_secret(&secret, "0123456789abcdef0123\n");
         let mut child = Command::new(env!("CARGO_BIN_EXE_rwal"))
             .args(["node", "--init", "--id", "1", "--cluster-id", "1"])
             .args(["--listen", "127.0.0.1:0", "--client-listen", "127.0.0.1:0"])
@@ -1242,7 +1250,7 @@ fn a_node_founds_no_log_beside_other_files() {
     std::fs::create_dir_all(&log).unwrap();
     std::fs::write(log.join("notes.txt"), "mine\n").unwrap();
     let secret = dir.join("secret");
-    std::fs::write(&secret, "0123456789abcdef0123\n").unwrap();
+    write_secret(&secret, "0123456789abcdef0123\n");
     let mut node = Command::new(env!("CARGO_BIN_EXE_rwal"))
         .args(["node", "--init", "--id", "1", "--cluster-id", "1"])
         .args(["--listen", "127.0.0.1:0", "--client-listen", "127.0.0.1:0"])

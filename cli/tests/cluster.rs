@@ -22,6 +22,14 @@ use std::time::{Duration, Instant};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
+/// Writes a secret file as an operator must: readable by its owner only (a node refuses one
+/// every user may read).
+fn write_secret(path: &std::path::Path, contents: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, contents).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 /// `n` distinct free loopback ports, held (bound) until the caller lets them go: chosen one at
 /// a time and let go at once, the kernel may hand a port out twice (to another pick, or to a
 /// proxy bound next), and a node refuses a configuration that names one address twice.
@@ -222,7 +230,7 @@ impl Cluster {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let secret = dir.join("secret");
-        std::fs::write(&secret, "the secret of the loopback cluster\n").unwrap();
+        write_secret(&secret, "the secret of the loopback cluster\n");
         let held = hold_free_ports(6);
         let addrs: Vec<SocketAddr> = held.iter().map(|l| l.local_addr().unwrap()).collect();
         let peer_addrs: BTreeMap<u64, SocketAddr> = (1..=3).zip(addrs[..3].to_vec()).collect();

@@ -57,7 +57,22 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
             }
             lexopt::Arg::Long(key) => {
                 let key = key.to_string();
-                let value = parser.value().map_err(|e| e.to_string())?;
+                let value = match parser.optional_value() {
+                    Some(attached) => attached, // --key=value
+                    None => {
+                        let value = parser.value().map_err(|e| e.to_string())?;
+                        // Every other option takes a value, and a mistyped flag (`--initt`)
+                        // took the next option as its own: the error then named an argument
+                        // further on.
+                        if let Some(next) = value.to_str().filter(|v| v.starts_with("--")) {
+                            return Err(format!(
+                                "--{key} is not an option of rwal node, or is given without its \
+                                 value ({next} follows it)\n\n{HELP}"
+                            ));
+                        }
+                        value
+                    }
+                };
                 sources.push(Source::Flag(key, value));
             }
             other => return Err(format!("{}\n\n{HELP}", other.unexpected())),
@@ -573,6 +588,24 @@ fn stop(server: Arc<Server>, client_addr: SocketAddr) -> Result<(), String> {
 mod tests {
     use super::test_support::{close, single_node_server};
     use super::*;
+
+    /// A mistyped flag (`--initt`) took the next option as its value, and the error named an
+    /// argument further on (`unexpected argument "1"`). It now names the flag; a value given
+    /// with `=` may start with `--` all the same.
+    #[test]
+    fn a_mistyped_flag_is_named_not_the_argument_after_it() {
+        let args = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>();
+        let e = run(args(&["--initt", "--id", "1", "--dir", "/nowhere"])).unwrap_err();
+        assert!(
+            e.starts_with(
+                "--initt is not an option of rwal node, or is given without its value (--id \
+                 follows it)"
+            ),
+            "{e}"
+        );
+        let e = run(args(&["--dir=--odd", "--speed", "fast"])).unwrap_err();
+        assert!(e.starts_with("unknown option \"speed\""), "{e}");
+    }
 
     /// A connection turned away (every slot busy, or the node short of descriptors) had
     /// nothing of its request read: a membership change on it is answered NOT_MADE, which its

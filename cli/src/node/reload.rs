@@ -316,7 +316,7 @@ mod tests {
         let (server, dir) = single_node_server("reload");
         let conf = dir.with_extension("conf");
         let secret = dir.with_extension("secret");
-        std::fs::write(&secret, &server.settings.secret).unwrap();
+        crate::node::test_support::write_secret(&secret, &server.settings.secret);
         // Addresses of listeners that never answer: the transport dials them and gets nowhere.
         let held: Vec<TcpListener> = (0..6)
             .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())

@@ -36,7 +36,8 @@ to start.
   --peer ID,PEER,CLIENT   another member: its id, peer address and client address (IP:PORT
                           each; repeat). Every address, this node's and the peers', differs
   --cluster-id C          the cluster's id (a number every member shares)
-  --secret-file FILE      the cluster's shared secret (at least 16 bytes, at most 64 KiB)
+  --secret-file FILE      the cluster's shared secret (at least 16 bytes, at most 64 KiB; a file
+                          every user may read is refused: chmod 600 it)
   --checkpoint-every N    checkpoint and compact after N applied LSNs (default 100000)
   --tick-ms MS            raft's tick (default 10, at most 60000; elections after 10 to 20
                           ticks without a leader)
@@ -245,8 +246,13 @@ pub(super) fn parse_settings(pairs: Vec<(String, OsString)>) -> Result<Settings,
         );
     }
     let id = id.ok_or_else(|| missing("id"))?;
-    if id == 0 || peers.contains_key(&id) || peers.contains_key(&0) {
-        return Err("node ids start at 1, and a node is not its own --peer".into());
+    if id == 0 || peers.contains_key(&0) {
+        return Err("node ids start at 1: 0 is given as --id or in a --peer".into());
+    }
+    if peers.contains_key(&id) {
+        return Err(format!(
+            "node {id} is given as --id and in a --peer: a node is not its own peer"
+        ));
     }
     let secret_file = secret_file.ok_or_else(|| missing("secret-file"))?;
     let secret = read_secret(&secret_file)?;
@@ -291,10 +297,30 @@ pub(super) fn parse_settings(pairs: Vec<(String, OsString)>) -> Result<Settings,
 }
 
 /// The cluster's secret from `file`: its bytes without the whitespace around them, at least
-/// `SECRET_BYTES_MIN` of them, from a file of at most `SECRET_FILE_BYTES_MAX` bytes. Warns if
-/// other users may read the file.
+/// `SECRET_BYTES_MIN` of them, from a file of at most `SECRET_FILE_BYTES_MAX` bytes. Refused
+/// if every user may read or write the file (whoever reads the secret is a member, and can
+/// forge a leader that cuts the followers' logs), as ssh refuses such a private key; a warning
+/// if its group may (a service's group can be meant to).
 fn read_secret(file: &Path) -> Result<Vec<u8>, String> {
     let cannot = |e: std::io::Error| format!("cannot read the secret file {}: {e}", file.display());
+    if let Ok(meta) = std::fs::metadata(file) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o007 != 0 {
+            return Err(format!(
+                "the secret file {} can be read or written by every user (mode {mode:o}): \
+                 whoever reads it can join the cluster; chmod 600 it",
+                file.display()
+            ));
+        }
+        if mode & 0o070 != 0 {
+            eprintln!(
+                "rwal node: warning: the secret file {} can be read or written by its group \
+                 (mode {mode:o}): every member of the group can join the cluster",
+                file.display()
+            );
+        }
+    }
     let mut secret = Vec::new();
     // One byte past the bound tells a file over it, without reading the rest.
     std::fs::File::open(file)
@@ -320,17 +346,6 @@ fn read_secret(file: &Path) -> Result<Vec<u8>, String> {
             SECRET_BYTES_MIN
         ));
     }
-    if let Ok(meta) = std::fs::metadata(file) {
-        use std::os::unix::fs::PermissionsExt;
-        if meta.permissions().mode() & 0o077 != 0 {
-            eprintln!(
-                "rwal node: warning: the secret file {} can be read by other users (mode {:o}): \
-                 chmod 600 it",
-                file.display(),
-                meta.permissions().mode() & 0o777
-            );
-        }
-    }
     Ok(secret)
 }
 
@@ -354,16 +369,36 @@ fn check_addresses_differ(
         named.push((format!("--peer {id}'s peer address"), peer));
         named.push((format!("--peer {id}'s client address"), client));
     }
-    let mut seen: HashMap<SocketAddr, String> = HashMap::new();
-    for (name, addr) in named.into_iter().filter(|(_, addr)| addr.port() != 0) {
-        if let Some(first) = seen.get(&addr) {
-            return Err(format!(
-                "{first} and {name} are both {addr}: each needs an address of its own"
-            ));
-        }
-        seen.insert(addr, name);
+    let named: Vec<(String, SocketAddr)> = named
+        .into_iter()
+        .filter(|(_, addr)| addr.port() != 0)
+        .collect();
+    for (i, (later, at)) in named.iter().enumerate() {
+        let Some((earlier, before)) = named[..i].iter().find(|(_, b)| same_place(*at, *b)) else {
+            continue;
+        };
+        return Err(if at == before {
+            format!("{earlier} and {later} are both {at}: each needs an address of its own")
+        } else {
+            format!(
+                "{earlier} ({before}) and {later} ({at}) are one address on this machine: each \
+                 needs an address of its own"
+            )
+        });
     }
     Ok(())
+}
+
+/// Whether two addresses reach the same socket on this machine, as far as can be told without
+/// listing its interfaces: the same port, and the same IP (an IPv4 address and its IPv6-mapped
+/// form are one), or one of them a wildcard (`0.0.0.0`, `::`: every address of this machine)
+/// and the other a wildcard or loopback. A peer at `127.0.0.1:7001` beside `--listen
+/// 0.0.0.0:7001` is this node.
+fn same_place(a: SocketAddr, b: SocketAddr) -> bool {
+    let (x, y) = (a.ip().to_canonical(), b.ip().to_canonical());
+    let here = |ip: std::net::IpAddr| ip.is_unspecified() || ip.is_loopback();
+    a.port() == b.port()
+        && (x == y || ((x.is_unspecified() || y.is_unspecified()) && here(x) && here(y)))
 }
 
 /// `line` of a config file without its comment: a `#` at the start of the line or after
@@ -425,7 +460,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rwal-node-settings-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let secret = dir.join("secret");
-        std::fs::write(&secret, "0123456789abcdef0123\n").unwrap();
+        crate::node::test_support::write_secret(&secret, "0123456789abcdef0123\n");
         let pairs = |extra: &[(&str, &str)]| {
             let mut p: Vec<(String, OsString)> = [
                 ("id", "1"),
@@ -451,7 +486,12 @@ mod tests {
         let e = parse_settings(pairs(&[("peer", "3,nowhere,127.0.0.1:1")])).unwrap_err();
         assert!(e.contains("\"nowhere\" is not an address"), "{e}");
         let e = parse_settings(pairs(&[("peer", "1,127.0.0.1:1,127.0.0.1:2")])).unwrap_err();
-        assert!(e.contains("not its own --peer"), "{e}");
+        assert_eq!(
+            e,
+            "node 1 is given as --id and in a --peer: a node is not its own peer"
+        );
+        let e = parse_settings(pairs(&[("peer", "0,127.0.0.1:1,127.0.0.1:2")])).unwrap_err();
+        assert_eq!(e, "node ids start at 1: 0 is given as --id or in a --peer");
         let e = parse_settings(pairs(&[("speed", "fast")])).unwrap_err();
         assert!(e.contains("unknown option \"speed\""), "{e}");
         let mut no_id = pairs(&[]);
@@ -538,7 +578,7 @@ mod tests {
         let e = stall("-1").unwrap_err();
         assert_eq!(e, "sync-stall-limit-ms: \"-1\" is not a number");
         let short = dir.join("short");
-        std::fs::write(&short, "  too short \n").unwrap();
+        crate::node::test_support::write_secret(&short, "  too short \n");
         let mut with_short = pairs(&[]);
         with_short.retain(|(k, _)| k != "secret-file");
         with_short.push(("secret-file".into(), short.into()));
@@ -559,7 +599,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rwal-node-refuse-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let secret = dir.join("secret");
-        std::fs::write(&secret, "0123456789abcdef0123\n").unwrap();
+        crate::node::test_support::write_secret(&secret, "0123456789abcdef0123\n");
         let pairs = |dir: OsString, peers: &[&str], secret: &Path| {
             let mut p: Vec<(String, OsString)> = [
                 ("id", "1"),
@@ -609,10 +649,58 @@ mod tests {
         );
         let e = shared(&["2,127.0.0.1:7002,127.0.0.1:7002"]).unwrap_err();
         assert!(e.contains("are both 127.0.0.1:7002"), "{e}");
+        // The same socket written two ways: an IPv4 address in its IPv6-mapped form, and a
+        // loopback address beside a wildcard one (this node listens on every address).
+        let e = shared(&["2,[::ffff:127.0.0.1]:7001,127.0.0.1:8002"]).unwrap_err();
+        assert_eq!(
+            e,
+            "--listen (127.0.0.1:7001) and --peer 2's peer address ([::ffff:127.0.0.1]:7001) \
+             are one address on this machine: each needs an address of its own"
+        );
+        let mut wildcard = pairs(
+            "/tmp/x".into(),
+            &["2,127.0.0.1:7001,127.0.0.1:8002"],
+            &secret,
+        );
+        for (key, value) in wildcard.iter_mut() {
+            if key == "listen" {
+                *value = "0.0.0.0:7001".into();
+            }
+        }
+        let e = parse_settings(wildcard.clone()).unwrap_err();
+        assert!(e.contains("are one address on this machine"), "{e}");
+        // Another port, or another machine's address, is another socket.
+        wildcard.retain(|(key, _)| key != "peer");
+        wildcard.push(("peer".into(), "2,10.0.0.2:7001,10.0.0.2:8002".into()));
+        parse_settings(wildcard).unwrap();
+        shared(&["2,[::1]:7002,[::1]:8002"]).unwrap();
+        // A secret file every user may read is refused (whoever reads it joins the cluster);
+        // one its group may read is taken, with a warning.
+        let open = dir.join("open");
+        crate::node::test_support::write_secret(&open, "0123456789abcdef0123\n");
+        let mode = |m| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&open, std::fs::Permissions::from_mode(m)).unwrap();
+        };
+        mode(0o644);
+        let e = parse_settings(pairs("/tmp/x".into(), &[peer_2], &open)).unwrap_err();
+        assert_eq!(
+            e,
+            format!(
+                "the secret file {} can be read or written by every user (mode 644): whoever \
+                 reads it can join the cluster; chmod 600 it",
+                open.display()
+            )
+        );
+        mode(0o602);
+        let e = parse_settings(pairs("/tmp/x".into(), &[peer_2], &open)).unwrap_err();
+        assert!(e.contains("(mode 602)"), "{e}");
+        mode(0o640);
+        parse_settings(pairs("/tmp/x".into(), &[peer_2], &open)).unwrap();
         // A secret file past 64 KiB is refused, whatever it holds, and a device without end
         // is read no further.
         let large = dir.join("large");
-        std::fs::write(&large, vec![b'x'; (64 << 10) + 1]).unwrap();
+        crate::node::test_support::write_secret(&large, vec![b'x'; (64 << 10) + 1]);
         let e = parse_settings(pairs("/tmp/x".into(), &[peer_2], &large)).unwrap_err();
         assert!(
             e.contains(&format!(
@@ -621,12 +709,14 @@ mod tests {
             )),
             "{e}"
         );
-        std::fs::write(&large, vec![b'x'; 64 << 10]).unwrap();
+        crate::node::test_support::write_secret(&large, vec![b'x'; 64 << 10]);
         parse_settings(pairs("/tmp/x".into(), &[peer_2], &large)).unwrap();
+        // A device every user may read (`/dev/zero`, without end) is refused before a byte
+        // of it is read.
         let zero = Path::new("/dev/zero");
         if zero.exists() {
             let e = parse_settings(pairs("/tmp/x".into(), &[peer_2], zero)).unwrap_err();
-            assert!(e.contains("holds more than 64 KiB"), "{e}");
+            assert!(e.contains("can be read or written by every user"), "{e}");
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -636,7 +726,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rwal-node-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let secret = dir.join("secret");
-        std::fs::write(&secret, "0123456789abcdef0123").unwrap();
+        crate::node::test_support::write_secret(&secret, "0123456789abcdef0123");
         let config = dir.join("node.conf");
         std::fs::write(
             &config,

@@ -95,3 +95,11 @@ pub(super) fn hold(server: &Server, bytes: usize) -> budget::Held<'_> {
         other => panic!("{other:?}"),
     }
 }
+
+/// Writes a secret file as an operator must: readable by its owner only (a node refuses one
+/// every user may read).
+pub(super) fn write_secret(path: &std::path::Path, contents: impl AsRef<[u8]>) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, contents).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
