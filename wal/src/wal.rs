@@ -42,6 +42,9 @@ pub struct Wal {
     pub(crate) inner: Arc<Inner>,
     /// Taken by the first close (`close_shared` may run through a shared handle).
     background: parking_lot::Mutex<Option<JoinHandle<()>>>,
+    /// The process that opened the log: a close in another (one forked from it without an
+    /// exec) leaves the log to it (`shutdown`).
+    opened_by: u32,
 }
 
 impl std::fmt::Debug for Wal {
@@ -281,6 +284,7 @@ impl Wal {
         Ok(Wal {
             inner,
             background: parking_lot::Mutex::new(background),
+            opened_by: std::process::id(),
         })
     }
 
@@ -554,6 +558,9 @@ impl Wal {
     }
 
     fn shutdown(&self) -> Result<()> {
+        if std::process::id() != self.opened_by {
+            return Err(self.forked_close());
+        }
         // Held to the end: a second close waits for the first, then finds the log closed.
         let mut background = self.background.lock();
         // A segment being prepared ahead (by the background thread or a user's `maintain`) is
@@ -602,6 +609,31 @@ impl Wal {
         let lock = self.inner.lock.lock().take();
         self.inner.record_holders.release_after_readers(lock);
         written
+    }
+}
+
+impl Wal {
+    /// A close in a process forked from the opener's without an exec (a pre-fork worker, a
+    /// Python `multiprocessing` child finalizing its copy of the handle): the files, the
+    /// background thread and the directory lock are the opener's, which goes on with them. A
+    /// close here joined a thread that does not exist in this process (a panic, or a hang on a
+    /// lock a thread held at the fork), synced this process's stale copies of staged records
+    /// and wrote its stale state over the opener's control file. It now changes nothing: no
+    /// lock is taken, the thread's handle is leaked, and the memory and descriptors go when
+    /// the handle is dropped (the lock's descriptor without an unlock: `DirLock`).
+    fn forked_close(&self) -> Error {
+        if let Some(mut background) = self.background.try_lock() {
+            std::mem::forget(background.take());
+        }
+        Error::invalid(
+            "log",
+            format!(
+                "closed in process {}, forked from process {} that opened it: the log is left \
+                 to that process, and nothing was synced or written here",
+                std::process::id(),
+                self.opened_by
+            ),
+        )
     }
 }
 

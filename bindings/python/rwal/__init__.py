@@ -502,8 +502,23 @@ class _Handle:
         # The thread of a close() that is freeing the handle: a close() on another thread
         # waits for it (it returned at once, with the handle still open). None otherwise.
         self._closing = None
+        # The process that opened it (see _left_to_the_opener).
+        self._pid = os.getpid()
         # Last: from here on the handle is this object's to free (see _free_unadopted).
         self._closed = False
+
+    def _left_to_the_opener(self) -> bool:
+        """Whether this is a process forked from the one that opened the handle (os.fork, a
+        multiprocessing child started by fork), where it is marked closed and never freed. The
+        native handle, its threads and its files are the opener's: a close here (the child's
+        exit, its collection of the copy) joined threads that do not exist in this process, a
+        panic or a hang, and for a log wrote the child's stale state over the opener's control
+        file. Its memory stays allocated in this process only. Checked before any lock is
+        taken: one a thread of the opener's held at the fork is never released here."""
+        if os.getpid() == getattr(self, "_pid", os.getpid()):
+            return False
+        self._closed = True
+        return True
 
     def _enter(self, entered: list):
         """Marks a call in progress; returns the handle. Appends to `entered` as soon as the
@@ -586,7 +601,10 @@ class _Handle:
         interrupted _enter or _exit): a callback calling in during the stop would wait for
         that lock. Other close() calls wait for this one's stop, as for its free.
 
-        Returns whether this call closed the handle (False: an earlier one had)."""
+        Returns whether this call closed the handle (False: an earlier one had). In a process
+        forked from the opener's it frees nothing (see _left_to_the_opener)."""
+        if self._left_to_the_opener():
+            return False
         me = threading.get_ident()
         owner = False
         # Whether this call marked the handle closed and may still take that back: an
@@ -677,7 +695,7 @@ class _Handle:
     _warn_unclosed = True
 
     def __del__(self) -> None:
-        if getattr(self, "_closed", True):
+        if getattr(self, "_closed", True) or self._left_to_the_opener():
             return
         if self._warn_unclosed:
             try:
@@ -1301,7 +1319,7 @@ class CheckpointWriter(_Handle):
             self.abandon()
 
     def __del__(self) -> None:
-        if not getattr(self, "_closed", True):
+        if not getattr(self, "_closed", True) and not self._left_to_the_opener():
             try:
                 warnings.warn("a checkpoint writer was collected unfinished: its checkpoint "
                               "was abandoned", ResourceWarning, stacklevel=2)

@@ -493,7 +493,7 @@ class Node(_Handle):
         _open_nodes.add(self)
 
     def __del__(self) -> None:
-        if getattr(self, "_closed", True):
+        if getattr(self, "_closed", True) or self._left_to_the_opener():
             return
         # A node's own threads are not Python's: collected there (inside a callback, or while
         # a callback's error is printed), closing would wait for that very thread. Kept

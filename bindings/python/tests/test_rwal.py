@@ -1195,3 +1195,55 @@ def test_a_log_made_by_calling_the_class_is_refused_with_the_call_to_use(path, m
         rwal.Log(path)
     gc.collect()
     assert unraisable == []
+
+
+def _wait_child(pid, seconds=30):
+    """The exit code of child `pid`; killed and failed if it runs past `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child did not end")
+        time.sleep(0.01)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_leaves_the_log_to_the_process_that_opened_it(path):
+    """A child forked while a log is open (os.fork, a multiprocessing pool) shares the
+    directory lock's open file and inherits the handle. The parent's close left the lock held
+    for as long as the child lived (its reopen failed with LockedError, naming itself), and the
+    child's close of its copy joined a thread it does not have and wrote its stale state over
+    the parent's control file. Now the parent reopens at once, and the child's close changes
+    nothing."""
+    log = rwal.open(path, segment_size=1 << 20)
+    log.commit(log.append(b"before"))
+    go_read, go_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: waits for the parent, then closes its copy
+        code = 3
+        try:
+            os.close(go_write)
+            os.read(go_read, 1)
+            log.close()
+            code = 0 if log.closed else 1
+        except BaseException:  # noqa: BLE001 - any error is the child's exit code
+            code = 2
+        finally:
+            os._exit(code)
+    os.close(go_read)
+    try:
+        log.close()
+        with rwal.open(path) as again:
+            again.commit(again.append(b"after"))
+        control = (path / "control").read_bytes()
+        os.write(go_write, b"x")
+        assert _wait_child(pid) == 0
+    finally:
+        os.close(go_write)
+    assert (path / "control").read_bytes() == control
+    with rwal.open(path) as log:
+        assert [data for _, data in log.records()] == [b"before", b"after"]

@@ -612,7 +612,10 @@ impl Dir for FsDir {
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(Box::new(FsLock { _file: file }))
+        Ok(Box::new(FsLock {
+            file,
+            locked_by: std::process::id(),
+        }))
     }
 
     fn lock_holder(&self) -> Option<u32> {
@@ -693,10 +696,27 @@ fn free_bytes(blocks: u64, available: u64, block_bytes: u64) -> Option<u64> {
 }
 
 struct FsLock {
-    _file: StdFile,
+    file: StdFile,
+    /// The process that took the lock.
+    locked_by: u32,
 }
 
 impl DirLock for FsLock {}
+
+impl Drop for FsLock {
+    /// Unlocks before the descriptor closes. A `flock` lock belongs to the open file
+    /// description, which a child forked without an exec shares: closing only this process's
+    /// descriptor left the directory locked for as long as the child lived, and the error of
+    /// the next open named this process as the holder. A forked child never unlocks: that
+    /// would release the opener's lock.
+    fn drop(&mut self) {
+        if std::process::id() == self.locked_by {
+            // SAFETY: flock on a descriptor this struct owns, open until it drops; no memory
+            // is passed.
+            unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_UN) };
+        }
+    }
+}
 
 pub(crate) struct FsFile {
     file: StdFile,

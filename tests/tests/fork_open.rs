@@ -1,0 +1,99 @@
+//! A process forked while a log is open (a pre-fork server, a Python `multiprocessing` pool)
+//! leaves the log to the process that opened it.
+//!
+//! Alone in its binary: the child runs code after the fork, which is better done with no other
+//! test's threads running (one may hold a lock the child would wait for forever).
+
+use std::time::{Duration, Instant};
+
+use rwal_tests::TempDir;
+use rwal_wal::{Error, Options, Wal};
+
+/// The exit status of child `pid`; killed and failed if it runs past `limit` (a child that
+/// joins a thread it does not have can hang).
+fn wait_child(pid: libc::pid_t, limit: Duration) -> i32 {
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut status = 0;
+        // SAFETY: waits for our own child without blocking; `status` is a valid out-pointer.
+        let waited = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        assert!(waited >= 0, "waitpid failed");
+        if waited == pid {
+            assert!(
+                libc::WIFEXITED(status),
+                "the child did not exit: {status:#x}"
+            );
+            return libc::WEXITSTATUS(status);
+        }
+        if Instant::now() > deadline {
+            // SAFETY: signals and reaps our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            panic!("the forked child did not end within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The child shares the open file of the directory's lock and inherits the handle. Before:
+/// the parent's close left the directory locked for as long as the child lived (the reopen
+/// failed with `Locked`, naming the parent itself), and the child's close joined a background
+/// thread it does not have and wrote its stale state over the parent's control file. Now the
+/// parent reopens at once, and the child's close is refused and changes nothing.
+#[test]
+fn a_forked_child_leaves_the_log_to_the_process_that_opened_it() {
+    let temp = TempDir::new("fork-open");
+    let dir = temp.join("log");
+    let options = || Options::new().segment_bytes(1 << 20);
+    let wal = Wal::open(&dir, options()).unwrap();
+    wal.append_durable(b"before").unwrap();
+    let mut go = [0; 2];
+    // SAFETY: `go` has room for the two descriptors pipe writes.
+    assert_eq!(unsafe { libc::pipe(go.as_mut_ptr()) }, 0);
+    // SAFETY: the child waits on the pipe, closes its copy of the handle and leaves with
+    // _exit; the test's other threads hold no lock it takes (this binary runs one test).
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let mut byte = 0u8;
+        // SAFETY: reads one byte into `byte` from the pipe's read end.
+        unsafe {
+            libc::close(go[1]);
+            libc::read(go[0], (&mut byte as *mut u8).cast(), 1);
+        }
+        let code = match wal.close() {
+            Err(Error::InvalidArgument { reason, .. }) if reason.contains("forked from") => 0,
+            Err(_) => 1,
+            Ok(()) => 2,
+        };
+        // SAFETY: _exit ends the child without running the test harness's exit.
+        unsafe { libc::_exit(code) };
+    }
+    // SAFETY: the parent's copy of the read end is not used.
+    unsafe { libc::close(go[0]) };
+    wal.close().unwrap();
+    let again = Wal::open(&dir, options()).expect("the child's copy holds no lock");
+    again.append_durable(b"after").unwrap();
+    again.close().unwrap();
+    let control = std::fs::read(dir.join("control")).unwrap();
+    // SAFETY: writes one byte from a live buffer, then closes the write end.
+    unsafe {
+        assert_eq!(libc::write(go[1], b"x".as_ptr().cast(), 1), 1);
+        libc::close(go[1]);
+    }
+    assert_eq!(
+        wait_child(pid, Duration::from_secs(30)),
+        0,
+        "the child's close was not refused as forked"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("control")).unwrap(),
+        control,
+        "the child wrote the control file"
+    );
+    let wal = Wal::open(&dir, options()).unwrap();
+    assert_eq!(wal.read(1).unwrap(), b"before");
+    assert_eq!(wal.read(2).unwrap(), b"after");
+}
