@@ -366,6 +366,9 @@ pub struct Replica<M: StateMachine> {
     /// the log to when raft hands it out.
     received: Option<Received>,
     pins: HashMap<NodeId, Pin>,
+    /// The LSN of the snapshot last sent to each follower, while it has not answered past
+    /// it: its pin stays there after a stream is given up (`update_pins`).
+    snapshots_sent: HashMap<NodeId, Lsn>,
     leader: Option<NodeId>,
     ticks: u64,
     /// The tick of the last message from each peer: who is alive, for a leadership transfer.
@@ -590,6 +593,7 @@ impl<M: StateMachine> Replica<M> {
             incoming: None,
             received: None,
             pins: HashMap::new(),
+            snapshots_sent: HashMap::new(),
             leader: None,
             ticks: 0,
             heard: HashMap::new(),
@@ -2156,11 +2160,13 @@ impl<M: StateMachine> Replica<M> {
     fn update_pins(&mut self) {
         if self.raw.raft.state != StateRole::Leader {
             self.pins.clear();
+            self.snapshots_sent.clear();
             return;
         }
         let commit = self.commit_lsn();
         let first = self.wal.first_lsn();
         let me = self.config.id;
+        let sent = &mut self.snapshots_sent;
         let wanted: Vec<(NodeId, Lsn)> = self
             .raw
             .raft
@@ -2170,18 +2176,41 @@ impl<M: StateMachine> Replica<M> {
             .map(|(id, pr)| {
                 // A follower being sent a snapshot needs the log after the snapshot's LSN
                 // once it has installed it: held while the stream runs, so that compaction
-                // does not send it back for another snapshot.
+                // does not send it back for another snapshot. Held on after the stream was
+                // given up (raft-rs then probes from the follower's old match) until the
+                // follower answers past it or is sent another: a stream is given up when it
+                // makes no progress, also while the follower installs what it received
+                // (a large state outlasts the snapshot timeout), and a checkpoint and
+                // compaction meanwhile sent it back for another snapshot.
                 let from = if pr.state == raft::ProgressState::Snapshot {
+                    sent.insert(*id, pr.pending_snapshot);
                     pr.pending_snapshot
                 } else {
-                    pr.matched
+                    match sent.get(id) {
+                        Some(&snapshot) if pr.matched < snapshot => snapshot,
+                        _ => {
+                            sent.remove(id);
+                            pr.matched
+                        }
+                    }
                 };
                 (*id, from.min(commit))
             })
             .collect();
         self.pins
             .retain(|id, _| wanted.iter().any(|(w, _)| w == id));
+        self.snapshots_sent
+            .retain(|id, _| wanted.iter().any(|(w, _)| w == id));
         for (id, lsn) in wanted {
+            // A pin keeps its own LSN too, and the follower needs only what follows `lsn`: one
+            // that needs the first retained LSN is pinned there (compared as it was made: a
+            // pin made at `first` for a follower at `first - 1` was released and made again
+            // every round, with no pin in between).
+            let lsn = if lsn + 1 >= first {
+                lsn.max(first)
+            } else {
+                lsn
+            };
             if let Some(pin) = self.pins.get(&id) {
                 if pin.is_invalidated() {
                     // Its cap was exceeded: the follower will get a snapshot instead.
@@ -2196,8 +2225,6 @@ impl<M: StateMachine> Replica<M> {
             if lsn + 1 < first {
                 continue; // it needs a snapshot
             }
-            // A pin keeps its own LSN too; the follower needs only what follows `lsn`.
-            let lsn = lsn.max(first);
             let name = format!("replica {id}");
             let pin = match self.config.follower_pin_cap_bytes {
                 Some(cap) => self.wal.pin_with_cap(&name, lsn, cap),

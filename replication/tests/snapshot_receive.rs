@@ -418,6 +418,54 @@ fn a_follower_whose_snapshot_streams_keep_stalling_is_noted_once() {
     );
 }
 
+/// A follower whose snapshot stream was given up stays pinned at the snapshot's LSN: a stream
+/// is given up when it makes no progress, also while the follower installs what it received
+/// (a large state outlasts the snapshot timeout), and raft-rs then probes from the follower's
+/// old match, below the log. The pin was released at once, and a checkpoint and compaction
+/// before the follower answered sent it back for another snapshot (found by review on
+/// 2026-12-05).
+#[test]
+fn a_follower_whose_snapshot_stream_was_given_up_stays_pinned_at_the_snapshot() {
+    let disk = SimDisk::new();
+    let (mut leader, lsn) = leader_with_a_snapshot_for_node_2(&disk, STREAM_CHUNK_BYTES);
+    let mut follower = joining("/pinned");
+    let timeout = Config::new(1).snapshot_timeout_ticks;
+    let no_room = |_| SnapshotRoom {
+        chunks: 0,
+        bytes_carried: 0,
+    };
+    let pinned_at = |leader: &Replica<Engine>| {
+        leader
+            .wal()
+            .pins()
+            .into_iter()
+            .find(|p| p.name == "replica 2")
+            .map(|p| p.lsn)
+    };
+    let mut given_up = 0;
+    for _ in 0..timeout * 4 {
+        pair::round(&mut leader, &mut follower, &no_room);
+        if leader
+            .take_log()
+            .iter()
+            .any(|n| n.contains("to node 2 made no progress"))
+        {
+            given_up += 1;
+            assert_eq!(
+                pinned_at(&leader),
+                Some(lsn),
+                "the pin went with the stream"
+            );
+        }
+    }
+    assert_eq!(given_up, 1, "the stalled stream is noted once");
+    pair::step_until(&mut leader, &mut follower, |f| f.applied_lsn() >= lsn);
+    assert!(
+        follower.applied_lsn() >= lsn,
+        "the follower never caught up"
+    );
+}
+
 /// The bytes of snapshot chunks among `envelopes`, and the snapshot's length if one is there.
 fn chunk_bytes(envelopes: &[Envelope]) -> (u64, Option<u64>) {
     let mut bytes = 0;
