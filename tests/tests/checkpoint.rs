@@ -1652,6 +1652,34 @@ fn a_received_snapshot_becomes_the_checkpoint_it_was_sent_as() {
     }
 }
 
+/// Two checkpoints written at once: the one at the lower LSN, finished last, is refused and
+/// leaves no file. Its snapshot was renamed into place before the check, and stayed there until
+/// the next checkpoint, compaction or open (found by review on 2026-12-05).
+#[test]
+fn a_checkpoint_older_than_the_latest_is_refused_and_leaves_no_file() {
+    for t in targets("stale-checkpoint") {
+        let wal = Wal::open(&t.dir, t.options()).unwrap();
+        fill(&wal, 3);
+        let mut older = wal.checkpoint_writer(1, 3).unwrap();
+        older.write(b"one").unwrap();
+        let mut newer = wal.checkpoint_writer(2, 3).unwrap();
+        newer.write(b"two").unwrap();
+        newer.finish().unwrap();
+        let e = older.finish().unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("a newer checkpoint was taken meanwhile"),
+            "{}: {e}",
+            t.name
+        );
+        let mut snapshots = file_names(&t);
+        snapshots.retain(|name| name.starts_with("snapshot-"));
+        assert_eq!(snapshots.len(), 1, "{}: {snapshots:?}", t.name);
+        assert_eq!(wal.latest_checkpoint().unwrap().lsn, 2, "{}", t.name);
+        assert!(read_snapshot(&wal).unwrap() == b"two", "{}", t.name);
+    }
+}
+
 /// A snapshot not received whole, one that a pin refuses, one dropped, and one past its length
 /// change nothing and leave no file behind.
 #[test]

@@ -537,15 +537,25 @@ impl Inner {
         // Checked under the lock that `close` takes to release the directory: a writer that
         // outlived its log must not touch a directory another process may own by now.
         self.group.check()?;
-        writer.finish(|e| self.group.poison(e))?;
-        let mut control = self.control.lock();
-        let mut state = control.state().clone();
-        if state.checkpoint.is_some_and(|(latest, _)| latest > lsn) {
+        // Checked before the snapshot is renamed into place (no other checkpoint or reset
+        // can move the latest meanwhile: they take `checkpoint_lock`): refused, the writer
+        // drops and removes its temporary file. Checked after, the stale snapshot stayed under
+        // its final name until the next checkpoint, compaction or open.
+        if self
+            .control
+            .lock()
+            .state()
+            .checkpoint
+            .is_some_and(|(latest, _)| latest > lsn)
+        {
             return Err(Error::invalid(
                 "lsn",
                 "a newer checkpoint was taken meanwhile",
             ));
         }
+        writer.finish(|e| self.group.poison(e))?;
+        let mut control = self.control.lock();
+        let mut state = control.state().clone();
         state.checkpoint = Some((lsn, epoch));
         state.durable_lsn = state.durable_lsn.max(self.group.durable_lsn());
         control
