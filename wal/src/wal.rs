@@ -111,6 +111,23 @@ pub(crate) struct Inner {
     pub(crate) record_holders: RecordHolders,
 }
 
+/// Poisons the log if dropped by a panic: held by an append under the tail lock, where LSNs
+/// are taken and segments roll. A panic there left LSNs taken that no copy would complete, and
+/// every later commit, truncation and close waited for them forever (the tail lock, from
+/// `parking_lot`, is not poisoned by the panic). Declared after the tail lock's guard, so that
+/// it drops first: the poison is seen before another append takes the lock.
+struct PoisonIfPanicking<'a>(&'a Inner);
+
+impl Drop for PoisonIfPanicking<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let path = self.0.dir.path().to_path_buf();
+            let cause = std::io::Error::other("an append panicked while taking its LSNs");
+            self.0.group.poison(Error::io("append", path, cause));
+        }
+    }
+}
+
 /// One append's entry in `Inner::copying`, left when the append returns (copied, failed or
 /// panicking).
 struct CopyInProgress<'a>(&'a AtomicU64);
@@ -755,6 +772,7 @@ impl Inner {
         let epoch;
         {
             let mut tail = self.tail.lock();
+            let _poison_if_panicking = PoisonIfPanicking(self);
             // Checked again under the tail lock: a truncation or reset that failed half way
             // poisoned the log while holding this lock, and may have left the tail on a segment
             // it had already removed from the segment map. No run may be placed there: its
@@ -889,6 +907,8 @@ impl Inner {
     /// Seals `old` at `last` and activates the next prepared segment, starting at `first`.
     /// Called under the tail lock after `prepare_segments` made sure one is ready.
     fn roll(&self, old: &Arc<Segment>, last: Lsn, first: Lsn) -> Arc<Segment> {
+        #[cfg(test)]
+        crate::test_hooks::hook("roll", self);
         let prepared = self
             .prepared
             .lock()
@@ -1535,6 +1555,39 @@ mod tests {
 
     use super::*;
     use crate::test_hooks::at;
+
+    /// A panic while an append takes its LSNs (here in the roll to the next segment, after the
+    /// batch's first record took LSN 4) poisons the log: later commits, and the close, fail
+    /// instead of waiting forever for LSNs that no copy will complete (found by review on
+    /// 2026-12-05; nothing there panics today but a bug would).
+    #[test]
+    fn a_panic_while_taking_lsns_poisons_instead_of_stalling_every_commit() {
+        let options = Options::new()
+            .backend(Backend::Simulated(crate::SimDisk::new()))
+            .background_threads(false)
+            .segment_bytes(1 << 20);
+        let wal = Arc::new(Wal::open("/sim", options).unwrap());
+        let record = vec![7u8; 300 << 10];
+        for _ in 0..3 {
+            wal.append(&record).unwrap();
+        }
+        at("roll", |_| panic!("a bug in the roll"));
+        let batch: [&[u8]; 2] = [b"fits", &record];
+        let panicked =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| wal.append_batch(&batch)));
+        assert!(panicked.is_err(), "the hook's panic reached the caller");
+        let (done, outcome) = std::sync::mpsc::channel();
+        let later = wal.clone();
+        std::thread::spawn(move || {
+            let _ = done.send(later.append(b"later").and_then(|lsn| later.commit(lsn)));
+        });
+        match outcome.recv_timeout(Duration::from_secs(20)) {
+            Ok(Err(Error::Poisoned { .. })) => {}
+            Ok(other) => panic!("expected Poisoned, got {other:?}"),
+            Err(_) => panic!("a later append's commit waited for the LSNs the panic took"),
+        }
+        assert!(matches!(wal.close_shared(), Err(Error::Poisoned { .. })));
+    }
 
     /// A `Wal::read` in progress while a truncation takes its first look at the pins: the cut
     /// waits for the read (the gate) and then succeeds. The read's pin refused it with
