@@ -1004,7 +1004,7 @@ impl<M: StateMachine> Replica<M> {
                 "membership change",
                 format!(
                     "the entry at LSN {} may still change the membership and is not applied \
-                     yet (a new leader's first entry counts): try again once it is",
+                     yet (a new leader's last inherited entry counts): try again once it is",
                     self.raw.raft.pending_conf_index
                 ),
             ));
