@@ -42,7 +42,7 @@ pub use node::{
 pub use raft::eraftpb::ConfState;
 pub use replica::{
     Bootstrap, Config, EngineResult, MembershipChange, PeerEvent, Replica, Role, StateMachine,
-    MEMBER_ADDRESS_BYTES_MAX, MESSAGE_PART_BYTES_MAX,
+    MEMBER_ADDRESS_BYTES_MAX, MESSAGE_PART_BYTES_MAX, UNPERSISTED_ROUNDS_MAX,
 };
 pub use transport::{
     Envelope, Inbox, MemoryNetwork, MemoryTransport, SnapshotChunk, SnapshotRoom, Transport,

@@ -969,12 +969,11 @@ impl Node {
         self.shared.queue_cond.notify_all();
         if let Err(e) = self.not_on_own_thread("close") {
             // Joined, the thread would wait for itself: it stops once the state machine's
-            // method that called this returns, and closes the log as it ends. Not waited for
-            // if another thread holds the handle to join it: that one closes the log.
+            // method that called this returns, and closes the log as it ends. Its handle stays
+            // for a later stop on another thread to join (dropped with the node, it detaches):
+            // dropped here, the owner's close returned while the thread was still applying,
+            // and closed the log under it (found by review on 2026-12-05).
             self.shared.close_log_at_end.store(true, Ordering::Release);
-            if let Some(mut thread) = self.thread.try_lock() {
-                drop(thread.take());
-            }
             return Err(e);
         }
         // Held until the log is closed: a second stop at the same time (`shut_down` from two
@@ -1782,11 +1781,7 @@ fn run<M: StateMachine, T: Transport>(
             failure
         }
         Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic without a message".into());
+            let what = crate::error::panic_message(panic.as_ref());
             let failure = format!("the node's thread panicked: {what}");
             // The last published status stays, with the failure added.
             shared.status.lock().failure = Some(failure.clone());

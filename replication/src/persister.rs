@@ -119,17 +119,28 @@ fn persist(shared: &Shared, wal: &Wal, on_durable: &dyn Fn()) {
                 shared.cond.wait(&mut state);
             }
         };
-        // `NotFound`: cut between the look at the log's end and the commit (as above).
-        let outcome = wal.commit(lsn);
+        // `NotFound`: cut between the look at the log's end and the commit (as above). A panic
+        // (a bug in the log) is a failure like an error: it ended this thread silently, the
+        // sync in progress for good, and the node ran on handing syncs to nobody (found by
+        // review on 2026-12-05; the log turns a panic in the sync itself into an error).
+        let outcome =
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| wal.commit(lsn))) {
+                Ok(Ok(()) | Err(rwal_wal::Error::NotFound { .. })) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(panic) => Err(format!(
+                    "the log's commit panicked: {}",
+                    crate::error::panic_message(panic.as_ref())
+                )),
+            };
         let mut state = shared.state.lock();
         state.syncing_since = None;
         match outcome {
-            Ok(()) | Err(rwal_wal::Error::NotFound { .. }) => {
+            Ok(()) => {
                 drop(state);
                 on_durable();
             }
-            Err(e) => {
-                state.failure = Some(e.to_string());
+            Err(failure) => {
+                state.failure = Some(failure);
                 drop(state);
                 on_durable();
                 return;

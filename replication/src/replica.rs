@@ -319,6 +319,10 @@ struct Pending {
     synced: bool,
 }
 
+/// Rounds that may wait for a sync at most, in the background persistence mode
+/// ([`Replica::persist_in_background`]): the next one is done in full, waiting for the sync.
+pub const UNPERSISTED_ROUNDS_MAX: usize = 1 << 16;
+
 /// A round handled in the background mode whose entries are not known durable yet.
 struct Unpersisted {
     /// raft-rs's number of the round's `Ready`.
@@ -1660,6 +1664,14 @@ impl<M: StateMachine> Replica<M> {
     /// Whether the next round must be done in full even in the background mode: it makes a
     /// term or vote durable, installs a snapshot, or cuts a divergent suffix of the log.
     fn needs_foreground_round(&self) -> bool {
+        // Rounds waiting for a sync that does not end (a hung disk) are bounded: a follower's
+        // every heartbeat made one more, holding its answer, without end (found by review on
+        // 2026-12-05). Past the bound the next round waits for the sync itself, and on a hung
+        // disk the node's thread stops there. Far above what a leader makes before its stall
+        // limit hands its leadership over (section 3.3).
+        if self.unpersisted.len() >= UNPERSISTED_ROUNDS_MAX {
+            return true;
+        }
         let raft = &self.raw.raft;
         let hs = raft.hard_state();
         let cuts = raft

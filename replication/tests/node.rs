@@ -2408,6 +2408,74 @@ fn calls_that_wait_for_the_node_are_refused_on_its_own_thread() {
     node.close().unwrap();
 }
 
+/// An engine that stops its own node from `apply` (on the node's thread), then takes a while
+/// to return.
+struct SelfStoppingEngine {
+    node: Arc<std::sync::OnceLock<std::sync::Weak<Node>>>,
+    stopped: std::sync::mpsc::Sender<Result<(), Error>>,
+    returned: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl rwal_replication::StateMachine for SelfStoppingEngine {
+    fn apply(&mut self, _lsn: Lsn, _epoch: u64, data: &[u8]) -> rwal_replication::EngineResult {
+        if data != b"stop" {
+            return Ok(());
+        }
+        let outcome = match self.node.get().and_then(std::sync::Weak::upgrade) {
+            Some(node) => node.shut_down(),
+            None => Ok(()),
+        };
+        let _ = self.stopped.send(outcome);
+        std::thread::sleep(Duration::from_millis(300));
+        self.returned.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn snapshot(&mut self) -> rwal_replication::EngineResult<rwal_replication::EngineSnapshot> {
+        Ok(Vec::new().into())
+    }
+
+    fn restore(&mut self, _: Lsn, _: u64, _: &[u8]) -> rwal_replication::EngineResult {
+        Ok(())
+    }
+}
+
+/// A stop from the node's own thread (refused: it would wait for itself) leaves the thread
+/// for a later close to wait for. It dropped the thread's handle, and the owner's close then
+/// returned while the thread was still applying, and closed the log under it (found by review
+/// on 2026-12-05).
+#[test]
+fn a_close_after_a_stop_from_the_nodes_own_thread_waits_for_that_thread() {
+    let dir = TempDir::new("repl-self-stop");
+    let network = MemoryNetwork::new();
+    let slot = Arc::new(std::sync::OnceLock::new());
+    let (stopped, stop_seen) = std::sync::mpsc::channel();
+    let returned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let engine = SelfStoppingEngine {
+        node: slot.clone(),
+        stopped,
+        returned: returned.clone(),
+    };
+    let options = NodeOptions::new(1, dir.join("node1"), Bootstrap::Voters(vec![1]));
+    let node = Arc::new(Node::open(options, engine, network.transport()).expect("node opens"));
+    network.register(1, node.inbox());
+    slot.set(Arc::downgrade(&node)).unwrap();
+    let (status, led) = node.wait_status(WAIT, |s| s.role == Role::Leader);
+    assert!(led, "a single voter leads: {status:?}");
+    node.propose(b"stop").unwrap();
+    match stop_seen.recv_timeout(WAIT) {
+        Ok(Err(Error::InvalidArgument { name: "thread", .. })) => {}
+        other => panic!("the stop on the node's thread: {other:?}"),
+    }
+    let node = Arc::into_inner(node).expect("the engine let go of its handle");
+    let closed = node.close();
+    assert!(
+        returned.load(Ordering::Acquire),
+        "the close returned while the node's thread was still applying"
+    );
+    closed.expect("a stop is not a failure");
+}
+
 /// Forwards to the in-memory network, records the ids the node's thread reports removed, and
 /// holds every batch it sends for 50 ms while `slow` is set.
 #[derive(Clone)]

@@ -4,9 +4,13 @@
 //! before the tick that may start the campaign (`persist_before_campaign`). Two replicas on
 //! simulated disks, stepped by hand: node 1 leads and removes itself, node 2 has entries after
 //! the removal appended but not synced when the removal commits. The last test leaves them
-//! unsynced the other way: in a round whose second half has not been called yet.
+//! unsynced the other way: in a round whose second half has not been called yet. And a
+//! follower whose sync never ends keeps a bounded record of the rounds waiting for it.
 
-use rwal_replication::{Bootstrap, Config, Envelope, MembershipChange, NodeId, Replica, Role};
+use raft::eraftpb::MessageType;
+use rwal_replication::{
+    Bootstrap, Config, Envelope, MembershipChange, NodeId, Replica, Role, UNPERSISTED_ROUNDS_MAX,
+};
 use rwal_wal::{Backend, Options, SimDisk};
 
 mod common;
@@ -342,4 +346,49 @@ fn a_leader_ticked_between_the_halves_of_a_round_steps_down_without_aborting() {
     let _ = round(&mut one);
     assert_eq!(one.wal().last_lsn(), lsn, "the proposal stays in the log");
     assert!(one.wal().durable_lsn() >= lsn, "and is durable");
+}
+
+/// A follower whose sync never ends (a hung disk: its node's persister stays in one) runs a
+/// round for each heartbeat, and each waited for that sync, holding its answer: without end,
+/// 50 a second at 10 ms ticks (found by review on 2026-12-05). Past `UNPERSISTED_ROUNDS_MAX`
+/// the next round waits for the sync itself (here it completes; on a hung disk the node's
+/// thread stops there).
+#[test]
+fn rounds_waiting_for_a_sync_that_never_ends_are_bounded() {
+    let mut one = open(1, SimDisk::new());
+    let mut two = open(2, SimDisk::new());
+    elect_node_one(&mut one, &mut two);
+    two.persist_in_background(true);
+    let (last, _) = one.propose(b"unsynced").expect("the leader takes it");
+    deliver(&mut two, round(&mut one));
+    assert!(round(&mut two).is_empty(), "nothing acknowledged unsynced");
+    assert_eq!(two.unpersisted_lsn(), Some(last));
+    let heartbeats = loop {
+        one.tick();
+        let beats: Vec<Envelope> = round(&mut one)
+            .into_iter()
+            .filter(
+                |e| matches!(e, Envelope::Raft(m) if m.get_msg_type() == MessageType::MsgHeartbeat),
+            )
+            .collect();
+        if !beats.is_empty() {
+            break beats;
+        }
+    };
+    // The caller never syncs (`persist_now`, `note_durable`): as a persister stuck in a sync.
+    let mut rounds = 0;
+    while two.unpersisted_lsn().is_some() {
+        assert!(
+            rounds <= UNPERSISTED_ROUNDS_MAX + 10,
+            "{rounds} rounds wait for one sync"
+        );
+        deliver(&mut two, heartbeats.clone());
+        let _ = round(&mut two);
+        rounds += 1;
+    }
+    assert!(
+        rounds >= UNPERSISTED_ROUNDS_MAX - 10,
+        "synced after {rounds} rounds: the bound, not something else, made the round wait"
+    );
+    assert!(two.wal().durable_lsn() >= last);
 }
