@@ -115,15 +115,29 @@ pub(crate) struct Inner {
 /// are taken and segments roll. A panic there left LSNs taken that no copy would complete, and
 /// every later commit, truncation and close waited for them forever (the tail lock, from
 /// `parking_lot`, is not poisoned by the panic). Declared after the tail lock's guard, so that
-/// it drops first: the poison is seen before another append takes the lock.
-struct PoisonIfPanicking<'a>(&'a Inner);
+/// it drops first: the poison is seen before another append takes the lock. A panic that was
+/// already unwinding when the append began (an append from a `Drop` during an unwind) is not
+/// the append's, as with std's `Mutex` poisoning.
+struct PoisonIfPanicking<'a> {
+    inner: &'a Inner,
+    was_panicking: bool,
+}
+
+impl<'a> PoisonIfPanicking<'a> {
+    fn new(inner: &'a Inner) -> PoisonIfPanicking<'a> {
+        PoisonIfPanicking {
+            inner,
+            was_panicking: std::thread::panicking(),
+        }
+    }
+}
 
 impl Drop for PoisonIfPanicking<'_> {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            let path = self.0.dir.path().to_path_buf();
+        if !self.was_panicking && std::thread::panicking() {
+            let path = self.inner.dir.path().to_path_buf();
             let cause = std::io::Error::other("an append panicked while taking its LSNs");
-            self.0.group.poison(Error::io("append", path, cause));
+            self.inner.group.poison(Error::io("append", path, cause));
         }
     }
 }
@@ -517,7 +531,9 @@ impl Wal {
     /// watermark to the control file. With background threads off, call it from time to time
     /// (appends still prepare segments themselves when they must). A close that starts
     /// meanwhile may stop the zero-fill of a segment being prepared: the pass then fails with
-    /// [`Error::Closed`].
+    /// [`Error::Closed`]. With less space free than two segments take, no segment is prepared
+    /// ahead of need, and the pass returns [`Error::NoSpace`] after doing the rest of its work
+    /// (compaction, which may free space, included).
     pub fn maintain(&self) -> Result<()> {
         self.inner.maintain(true)
     }
@@ -772,7 +788,7 @@ impl Inner {
         let epoch;
         {
             let mut tail = self.tail.lock();
-            let _poison_if_panicking = PoisonIfPanicking(self);
+            let _poison_if_panicking = PoisonIfPanicking::new(self);
             // Checked again under the tail lock: a truncation or reset that failed half way
             // poisoned the log while holding this lock, and may have left the tail on a segment
             // it had already removed from the segment map. No run may be placed there: its
@@ -1412,8 +1428,10 @@ impl Inner {
         };
         if self.closing.load(Ordering::Acquire) {
             // The close writes back, syncs and writes the watermark itself; a compaction now
-            // (whose recycling zero-fills a whole segment) would only delay it.
-            return prepared.and(Err(Error::Closed));
+            // (whose recycling zero-fills a whole segment) would only delay it. `Closed`
+            // whatever the preparation said: it may have been refused for space, or stopped.
+            drop(prepared);
+            return Err(Error::Closed);
         }
         self.write_back()?; // a failure poisons the log: nothing after it may run
         self.release_sealed_memory();
@@ -1587,6 +1605,34 @@ mod tests {
             Err(_) => panic!("a later append's commit waited for the LSNs the panic took"),
         }
         assert!(matches!(wal.close_shared(), Err(Error::Poisoned { .. })));
+    }
+
+    /// An append made from a `Drop` while another panic unwinds (a transaction guard logging
+    /// its abort) is not that panic's: it succeeds and poisons nothing. The guard above took
+    /// any unwind for its own, and poisoned the log after such an append had succeeded (found
+    /// by review on 2026-12-05).
+    #[test]
+    fn an_append_during_an_unrelated_unwind_poisons_nothing() {
+        struct AbortOnDrop<'a>(&'a Wal, &'a Mutex<Option<Result<Lsn>>>);
+        impl Drop for AbortOnDrop<'_> {
+            fn drop(&mut self) {
+                *self.1.lock() = Some(self.0.append(b"abort"));
+            }
+        }
+        let options = Options::new()
+            .backend(Backend::Simulated(crate::SimDisk::new()))
+            .background_threads(false);
+        let wal = Wal::open("/sim", options).unwrap();
+        let aborted = Mutex::new(None);
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _transaction = AbortOnDrop(&wal, &aborted);
+            panic!("a bug elsewhere");
+        }));
+        assert!(unwound.is_err());
+        assert_eq!(aborted.lock().take().unwrap().unwrap(), 1);
+        let lsn = wal.append(b"next").unwrap();
+        wal.commit(lsn).unwrap();
+        assert_eq!(wal.read(1).unwrap(), b"abort");
     }
 
     /// A `Wal::read` in progress while a truncation takes its first look at the pins: the cut
