@@ -37,7 +37,7 @@ to start.
                           each; repeat). Every address, this node's and the peers', differs
   --cluster-id C          the cluster's id (a number every member shares)
   --secret-file FILE      the cluster's shared secret (at least 16 bytes, at most 64 KiB; a file
-                          every user may read is refused: chmod 600 it)
+                          every user may write is refused: chmod 600 it)
   --checkpoint-every N    checkpoint and compact after N applied LSNs (default 100000)
   --tick-ms MS            raft's tick (default 10, at most 60000; elections after 10 to 20
                           ticks without a leader)
@@ -298,25 +298,27 @@ pub(super) fn parse_settings(pairs: Vec<(String, OsString)>) -> Result<Settings,
 
 /// The cluster's secret from `file`: its bytes without the whitespace around them, at least
 /// `SECRET_BYTES_MIN` of them, from a file of at most `SECRET_FILE_BYTES_MAX` bytes. Refused
-/// if every user may read or write the file (whoever reads the secret is a member, and can
-/// forge a leader that cuts the followers' logs), as ssh refuses such a private key; a warning
-/// if its group may (a service's group can be meant to).
+/// if every user may write it (any of them could put their own secret in, and be let in at the
+/// next start); a warning if other users may read it (whoever reads the secret is a member):
+/// not refused, since a container's secret mounts are often readable by all (Kubernetes'
+/// default mode 0644, Docker's 0444), with no other user in the container.
 fn read_secret(file: &Path) -> Result<Vec<u8>, String> {
     let cannot = |e: std::io::Error| format!("cannot read the secret file {}: {e}", file.display());
     if let Ok(meta) = std::fs::metadata(file) {
         use std::os::unix::fs::PermissionsExt;
         let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o007 != 0 {
+        if mode & 0o002 != 0 {
             return Err(format!(
-                "the secret file {} can be read or written by every user (mode {mode:o}): \
-                 whoever reads it can join the cluster; chmod 600 it",
+                "the secret file {} can be written by every user (mode {mode:o}): any of them \
+                 could put in a secret of their own; chmod 600 it",
                 file.display()
             ));
         }
-        if mode & 0o070 != 0 {
+        if mode & 0o077 != 0 {
             eprintln!(
-                "rwal node: warning: the secret file {} can be read or written by its group \
-                 (mode {mode:o}): every member of the group can join the cluster",
+                "rwal node: warning: the secret file {} can be read by other users (mode \
+                 {mode:o}): whoever reads it can join the cluster; chmod 600 it unless no other \
+                 user can reach it",
                 file.display()
             );
         }
@@ -391,14 +393,17 @@ fn check_addresses_differ(
 
 /// Whether two addresses reach the same socket on this machine, as far as can be told without
 /// listing its interfaces: the same port, and the same IP (an IPv4 address and its IPv6-mapped
-/// form are one), or one of them a wildcard (`0.0.0.0`, `::`: every address of this machine)
-/// and the other a wildcard or loopback. A peer at `127.0.0.1:7001` beside `--listen
-/// 0.0.0.0:7001` is this node.
+/// form are one), or one of them a wildcard and the other a wildcard or loopback address it
+/// covers (`0.0.0.0` covers IPv4's, `::` both families', as Linux binds it by default). A peer
+/// at `127.0.0.1:7001` beside `--listen 0.0.0.0:7001` is this node.
 fn same_place(a: SocketAddr, b: SocketAddr) -> bool {
     let (x, y) = (a.ip().to_canonical(), b.ip().to_canonical());
-    let here = |ip: std::net::IpAddr| ip.is_unspecified() || ip.is_loopback();
-    a.port() == b.port()
-        && (x == y || ((x.is_unspecified() || y.is_unspecified()) && here(x) && here(y)))
+    let covers = |wild: std::net::IpAddr, other: std::net::IpAddr| {
+        wild.is_unspecified()
+            && (other.is_unspecified() || other.is_loopback())
+            && (wild.is_ipv6() || other.is_ipv4())
+    };
+    a.port() == b.port() && (x == y || covers(x, y) || covers(y, x))
 }
 
 /// `line` of a config file without its comment: a `#` at the start of the line or after
@@ -672,31 +677,42 @@ mod tests {
         // Another port, or another machine's address, is another socket.
         wildcard.retain(|(key, _)| key != "peer");
         wildcard.push(("peer".into(), "2,10.0.0.2:7001,10.0.0.2:8002".into()));
-        parse_settings(wildcard).unwrap();
+        parse_settings(wildcard.clone()).unwrap();
         shared(&["2,[::1]:7002,[::1]:8002"]).unwrap();
-        // A secret file every user may read is refused (whoever reads it joins the cluster);
-        // one its group may read is taken, with a warning.
+        // IPv4's wildcard does not cover IPv6's loopback; IPv6's covers both.
+        let with = |listen: &str, peer: &str| {
+            let mut p = wildcard.clone();
+            p.retain(|(key, _)| key != "peer" && key != "listen");
+            p.push(("listen".into(), listen.into()));
+            p.push(("peer".into(), peer.into()));
+            parse_settings(p)
+        };
+        with("0.0.0.0:7001", "2,[::1]:7001,127.0.0.1:8002").unwrap();
+        with("[::]:7001", "2,127.0.0.1:7001,127.0.0.1:8002").unwrap_err();
+        with("[::]:7001", "2,[::1]:7001,127.0.0.1:8002").unwrap_err();
+        // A secret file every user may write is refused (any of them could put in a secret
+        // of their own); one others may read is taken, with a warning (a container's secret
+        // mount).
         let open = dir.join("open");
         crate::node::test_support::write_secret(&open, "0123456789abcdef0123\n");
         let mode = |m| {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&open, std::fs::Permissions::from_mode(m)).unwrap();
         };
-        mode(0o644);
+        mode(0o602);
         let e = parse_settings(pairs("/tmp/x".into(), &[peer_2], &open)).unwrap_err();
         assert_eq!(
             e,
             format!(
-                "the secret file {} can be read or written by every user (mode 644): whoever \
-                 reads it can join the cluster; chmod 600 it",
+                "the secret file {} can be written by every user (mode 602): any of them could \
+                 put in a secret of their own; chmod 600 it",
                 open.display()
             )
         );
-        mode(0o602);
-        let e = parse_settings(pairs("/tmp/x".into(), &[peer_2], &open)).unwrap_err();
-        assert!(e.contains("(mode 602)"), "{e}");
-        mode(0o640);
-        parse_settings(pairs("/tmp/x".into(), &[peer_2], &open)).unwrap();
+        for readable in [0o644, 0o444, 0o640] {
+            mode(readable);
+            parse_settings(pairs("/tmp/x".into(), &[peer_2], &open)).unwrap();
+        }
         // A secret file past 64 KiB is refused, whatever it holds, and a device without end
         // is read no further.
         let large = dir.join("large");
@@ -711,12 +727,13 @@ mod tests {
         );
         crate::node::test_support::write_secret(&large, vec![b'x'; 64 << 10]);
         parse_settings(pairs("/tmp/x".into(), &[peer_2], &large)).unwrap();
-        // A device every user may read (`/dev/zero`, without end) is refused before a byte
-        // of it is read.
+        // A device without end (`/dev/zero`, mode 666) is refused, and never read past the
+        // bound either (a file only its owner may write, without end, is refused by its
+        // size: the 64 KiB + 1 file above).
         let zero = Path::new("/dev/zero");
         if zero.exists() {
             let e = parse_settings(pairs("/tmp/x".into(), &[peer_2], zero)).unwrap_err();
-            assert!(e.contains("can be read or written by every user"), "{e}");
+            assert!(e.contains("can be written by every user"), "{e}");
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
