@@ -515,7 +515,8 @@ class _Handle:
         panic or a hang, and for a log wrote the child's stale state over the opener's control
         file. Its memory stays allocated in this process only. Checked before any lock is
         taken: one a thread of the opener's held at the fork is never released here."""
-        if os.getpid() == getattr(self, "_pid", os.getpid()):
+        pid = os.getpid()
+        if pid == getattr(self, "_pid", pid):
             return False
         self._closed = True
         return True
@@ -525,7 +526,10 @@ class _Handle:
         call is counted: the caller calls _exit() in a `finally` that covers this call, if and
         only if `entered` is not empty. (A KeyboardInterrupt may land as this returns, before
         the caller's `try`; a count left behind would keep a later close() from freeing the
-        handle, see _close_with.)"""
+        handle, see _close_with.) In a process forked from the opener's, the handle is
+        closed (_left_to_the_opener), and the call raises ClosedError: through its stale copy
+        of the log's state, an append there wrote over records the opener had acknowledged."""
+        self._left_to_the_opener()
         with self._lock:
             # Counted before the check: a signal handler that closes may run between any two
             # steps here (the lock is reentrant), and a call that goes on to the native call
@@ -537,6 +541,11 @@ class _Handle:
             entered.append(True)
             closed = self._closed
         if closed:
+            if os.getpid() != self._pid:
+                raise ClosedError(
+                    lib.RWAL_ERR_CLOSED, "%s was opened by process %d; this process (%d) was "
+                    "forked from it, and the %s is left to it" % (
+                        self._what, self._pid, os.getpid(), self._what))
             raise ClosedError(lib.RWAL_ERR_CLOSED, "%s is closed" % self._what)
         return self._handle
 

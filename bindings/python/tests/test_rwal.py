@@ -1217,19 +1217,25 @@ def test_a_forked_child_leaves_the_log_to_the_process_that_opened_it(path):
     directory lock's open file and inherits the handle. The parent's close left the lock held
     for as long as the child lived (its reopen failed with LockedError, naming itself), and the
     child's close of its copy joined a thread it does not have and wrote its stale state over
-    the parent's control file. Now the parent reopens at once, and the child's close changes
-    nothing."""
+    the parent's control file; an append there wrote over the parent's records. Now the parent
+    reopens at once, the child's calls are refused and its close changes nothing."""
     log = rwal.open(path, segment_size=1 << 20)
     log.commit(log.append(b"before"))
     go_read, go_write = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: waits for the parent, then closes its copy
+    if pid == 0:  # the child: refused its copy at once, then closes it once the parent says
         code = 3
         try:
+            try:
+                log.append(b"from the child")
+                code = 4
+            except rwal.ClosedError as e:
+                code = 0 if "forked from it" in str(e) else 5
             os.close(go_write)
             os.read(go_read, 1)
             log.close()
-            code = 0 if log.closed else 1
+            if code == 0 and not log.closed:
+                code = 1
         except BaseException:  # noqa: BLE001 - any error is the child's exit code
             code = 2
         finally:
