@@ -4,7 +4,8 @@
  * state is rebuilt from the latest checkpoint's snapshot plus the log after it; `checkpoint`
  * writes the whole state as a snapshot at the durable LSN and compacts the log.
  *
- * usage: kv DIR    then commands on standard input, one per line (at most 1022 bytes):
+ * usage: kv DIR [mmap|staged|pwrite|io_uring]   (the log's backend; mmap unless given)
+ * then commands on standard input, one per line (at most 1022 bytes, no NUL byte):
  *   put KEY VALUE   -> "ok KEY VALUE" once durable; KEY is 1 to 63 bytes without '=' or
  *                      spaces, VALUE at most 255 bytes ("error: ..." otherwise, nothing logged)
  *   get KEY         -> "value VALUE" or "missing"
@@ -77,10 +78,20 @@ static void load(rwal_log *log) {
     rwal_snapshot_reader *snapshot = NULL;
     rwal_status status = rwal_snapshot_open(log, &checkpoint, &snapshot_len, &snapshot);
     if (status == RWAL_OK) {
-        char *text = malloc(snapshot_len + 1);
+        char *text = snapshot_len < SIZE_MAX ? malloc((size_t)snapshot_len + 1) : NULL;
+        if (!text) {
+            fprintf(stderr, "kv: no memory for a snapshot of %llu bytes\n",
+                    (unsigned long long)snapshot_len);
+            exit(1);
+        }
         size_t got = 0, len = 0;
         uint8_t chunk[4096];
         while ((status = rwal_snapshot_read(snapshot, chunk, sizeof chunk, &len)) == RWAL_OK) {
+            if (len > snapshot_len - got) {
+                fprintf(stderr, "kv: the snapshot holds more than its %llu bytes\n",
+                        (unsigned long long)snapshot_len);
+                exit(1);
+            }
             memcpy(text + got, chunk, len);
             got += len;
         }
@@ -102,8 +113,15 @@ static void load(rwal_log *log) {
     if ((status = rwal_first_lsn(log, &first)) != RWAL_OK) {
         die("first LSN", status);
     }
+    if (first > checkpoint + 1) {
+        /* Records between the state and the log are gone (compacted with no checkpoint that
+         * covers them): replaying from `first` would silently skip them. */
+        fprintf(stderr, "kv: the log starts at %llu, after the checkpoint at %llu\n",
+                (unsigned long long)first, (unsigned long long)checkpoint);
+        exit(1);
+    }
     rwal_reader *reader = NULL;
-    status = rwal_reader_open(log, checkpoint + 1 > first ? checkpoint + 1 : first, &reader);
+    status = rwal_reader_open(log, checkpoint + 1, &reader);
     if (status != RWAL_OK) {
         die("open reader", status);
     }
@@ -135,6 +153,10 @@ static void checkpoint(rwal_log *log) {
         size += strlen(entries[i].key) + strlen(entries[i].value) + 2;
     }
     char *text = malloc(size + 1);
+    if (!text) {
+        fprintf(stderr, "kv: out of memory\n");
+        exit(1);
+    }
     size_t at = 0;
     for (size_t i = 0; i < entry_count; i++) {
         at += (size_t)sprintf(text + at, "%s=%s\n", entries[i].key, entries[i].value);
@@ -150,33 +172,68 @@ static void checkpoint(rwal_log *log) {
     printf("checkpointed %llu\n", (unsigned long long)lsn);
 }
 
+/* Reads one line of standard input into `buf`, without its '\n'. Returns its length; -1 at the
+ * end of input; -2 for a line longer than `cap - 1` bytes and -3 for one holding a NUL byte,
+ * both read to their end (their rest must not run as a command of its own). fgets could not
+ * tell a NUL from the line's end, and took the line for a long one. */
+static long read_line(char *buf, size_t cap) {
+    size_t n = 0;
+    int c, longer = 0, nul = 0;
+    while ((c = getchar()) != EOF && c != '\n') {
+        if (c == '\0') {
+            nul = 1;
+        }
+        if (n + 1 < cap) {
+            buf[n++] = (char)c;
+        } else {
+            longer = 1;
+        }
+    }
+    buf[n] = '\0';
+    if (c == EOF && n == 0 && !longer && !nul) {
+        return -1;
+    }
+    return longer ? -2 : nul ? -3 : (long)n;
+}
+
 int main(int argc, char **argv) {
-    if (argc != 2) {
-        fprintf(stderr, "usage: kv DIR < commands\n");
+    static const char *const backends[] = {"mmap", "pwrite", "io_uring", "staged"};
+    static const rwal_backend backend_values[] = {RWAL_BACKEND_MMAP, RWAL_BACKEND_PWRITE,
+                                                  RWAL_BACKEND_IO_URING, RWAL_BACKEND_STAGED};
+    int backend = 0;
+    if (argc == 3) {
+        for (backend = 0; backend < 4 && strcmp(argv[2], backends[backend]) != 0; backend++) {
+        }
+    }
+    if (argc < 2 || argc > 3 || backend == 4) {
+        fprintf(stderr, "usage: kv DIR [mmap|staged|pwrite|io_uring] < commands\n");
         return 2;
     }
     rwal_options *opts = rwal_options_new();
     rwal_options_set_segment_size(opts, 1 << 20);
+    rwal_status status = rwal_options_set_backend(opts, backend_values[backend]);
+    if (status != RWAL_OK) {
+        die("backend", status);
+    }
     rwal_log *log = NULL;
-    rwal_status status = rwal_open(argv[1], opts, &log);
+    status = rwal_open(argv[1], opts, &log);
     rwal_options_free(opts);
     if (status != RWAL_OK) {
         die("open", status);
     }
     load(log);
     char line[1024];
-    while (fgets(line, sizeof line, stdin)) {
-        size_t end = strcspn(line, "\n");
-        if (line[end] != '\n' && !feof(stdin)) {
-            /* Longer than the buffer: the rest must not run as a command of its own. */
-            int c;
-            while ((c = getchar()) != '\n' && c != EOF) {
+    long got;
+    while ((got = read_line(line, sizeof line)) != -1) {
+        if (got < 0) {
+            if (got == -2) {
+                printf("error: line longer than %zu bytes\n", sizeof line - 1);
+            } else {
+                printf("error: the line holds a NUL byte\n");
             }
-            printf("error: line longer than %zu bytes\n", sizeof line - 2);
             fflush(stdout);
             continue;
         }
-        line[end] = '\0';
         char *key = NULL, *value = NULL;
         if (strncmp(line, "put ", 4) == 0) {
             key = line + 4;

@@ -473,6 +473,7 @@ static void test_cluster(const char *dir) {
                                                     WAIT_MS, &lsn, &epoch);
         if (st == RWAL_OK) break;
         CHECK(st == RWAL_ERR_NOT_LEADER); /* not yet leading as this node sees it */
+        if (st != RWAL_ERR_NOT_LEADER) break; /* each try waits WAIT_MS: no more of them */
         sleep_ms(10);
     }
     CHECK(lsn > last);
@@ -732,6 +733,7 @@ static void test_engine_failure(const char *dir) {
                                                     &lsn, &epoch);
         if (st == RWAL_OK) break;
         CHECK(st == RWAL_ERR_NOT_LEADER); /* not leading yet */
+        if (st != RWAL_ERR_NOT_LEADER) break; /* each try waits WAIT_MS: no more of them */
         sleep_ms(10);
     }
     CHECK(lsn > 0);
