@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// Writes a secret file as an operator must: readable by its owner only (a node refuses one
-/// every user may read).
+/// Writes a secret file as an operator must: readable by its owner only (a node warns of one
+/// others may read).
 fn write_secret(path: &std::path::Path, contents: &str) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(path, contents).unwrap();

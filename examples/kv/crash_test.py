@@ -4,10 +4,11 @@ its state from the latest snapshot plus the log and dumps it. Every acknowledged
 there (or a later put of the same key that was sent, acknowledged or not), and every key
 recovered must hold a value that was sent for it.
 
-Run on two backends: `mmap` (kv's default) and `staged`. A SIGKILL leaves the page cache as it
-was, so with `mmap` a record appended and never committed survives the kill: a kv that answered
-"ok" before its commit, or never committed, passed there. With `staged` such a record is still in
-the process's memory when it dies, and is lost.
+Run on two backends: the library's default (`mmap`; `staged` on a copy-on-write file system)
+and `staged`. A SIGKILL leaves the page cache as it was, so with `mmap` a record appended and
+never committed survives the kill: a kv that answered "ok" before its commit, or never committed,
+passed there. With `staged` such a record is still in the process's memory when it dies, and is
+lost.
 
 usage: python3 crash_test.py KV_BINARY [ROUNDS]   (RWAL_KV_ROUNDS overrides the default 20,
                                                    per backend)
@@ -25,9 +26,14 @@ import threading
 import time
 
 
-def dump(kv, directory, backend="mmap"):
-    out = subprocess.run([kv, directory, backend], input="dump\n", capture_output=True, text=True,
-                         timeout=60, check=True)
+def kv_command(kv, directory, backend):
+    """kv's command line: with the backend named, or without (the library's default)."""
+    return [kv, directory] + ([backend] if backend else [])
+
+
+def dump(kv, directory, backend=None):
+    out = subprocess.run(kv_command(kv, directory, backend), input="dump\n", capture_output=True,
+                         text=True, timeout=60, check=True)
     state = {}
     for line in out.stdout.splitlines():
         if line == "end":
@@ -76,7 +82,7 @@ def main():
     kv = sys.argv[1]
     bad_inputs(kv)
     rounds = int(os.environ.get("RWAL_KV_ROUNDS", sys.argv[2] if len(sys.argv) > 2 else 20))
-    for backend in ("mmap", "staged"):
+    for backend in (None, "staged"):
         crash_rounds(kv, backend, rounds)
 
 
@@ -89,7 +95,7 @@ def crash_rounds(kv, backend, rounds):
     checkpoints = 0
     try:
         for round_ in range(rounds):
-            proc = subprocess.Popen([kv, directory, backend], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+            proc = subprocess.Popen(kv_command(kv, directory, backend), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
             lock = threading.Lock()
 
             # A generator of its own for the writer thread, so that a run replays.
@@ -164,20 +170,20 @@ def crash_rounds(kv, backend, rounds):
                 got = state.get(key)
                 assert got == value or got in sent_after.get(key, []), (
                     "%s, round %d: key %s acknowledged as %s, recovered as %s"
-                    % (backend, round_, key, value, got))
+                    % (backend or "default backend", round_, key, value, got))
             # Keys never acknowledged too: a value sent for the key, nothing else (a replay
             # that split a line, say, became the expected state for every later round).
             for key, value in state.items():
                 assert value == acked.get(key) or value in sent_after.get(key, []), (
                     "%s, round %d: key %r recovered as %r, which was never sent for it"
-                    % (backend, round_, key, value))
+                    % (backend or "default backend", round_, key, value))
             for key, value in state.items():
                 acked[key] = value
                 sent_after[key] = []
         assert acks > rounds, "puts were acknowledged before the kills"
         assert checkpoints > 0, "checkpoints happened"
         print("kv crash test, %s: %d rounds, %d acknowledged puts, %d checkpoints"
-              % (backend, rounds, acks, checkpoints))
+              % (backend or "default backend", rounds, acks, checkpoints))
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 

@@ -4,8 +4,9 @@
  * state is rebuilt from the latest checkpoint's snapshot plus the log after it; `checkpoint`
  * writes the whole state as a snapshot at the durable LSN and compacts the log.
  *
- * usage: kv DIR [mmap|staged|pwrite|io_uring]   (the log's backend; mmap unless given)
- * then commands on standard input, one per line (at most 1022 bytes, no NUL byte):
+ * usage: kv DIR [mmap|staged|pwrite|io_uring]   (the log's backend; the library's default,
+ * mmap or on a copy-on-write file system staged, unless given)
+ * then commands on standard input, one per line (at most 1023 bytes, no NUL byte):
  *   put KEY VALUE   -> "ok KEY VALUE" once durable; KEY is 1 to 63 bytes without '=' or
  *                      spaces, VALUE at most 255 bytes ("error: ..." otherwise, nothing logged)
  *   get KEY         -> "value VALUE" or "missing"
@@ -211,8 +212,10 @@ int main(int argc, char **argv) {
     }
     rwal_options *opts = rwal_options_new();
     rwal_options_set_segment_size(opts, 1 << 20);
-    rwal_status status = rwal_options_set_backend(opts, backend_values[backend]);
-    if (status != RWAL_OK) {
+    rwal_status status = RWAL_OK;
+    /* Set only when asked for: a backend set is a choice, and `mmap` chosen is refused on a
+     * copy-on-write file system, where the library's default is `staged`. */
+    if (argc == 3 && (status = rwal_options_set_backend(opts, backend_values[backend])) != RWAL_OK) {
         die("backend", status);
     }
     rwal_log *log = NULL;

@@ -1668,7 +1668,7 @@ impl<M: StateMachine> Replica<M> {
         // every heartbeat made one more, holding its answer, without end (found by review on
         // 2026-12-05). Past the bound the next round waits for the sync itself, and on a hung
         // disk the node's thread stops there. Far above what a leader makes before its stall
-        // limit hands its leadership over (section 3.3).
+        // limit (1 s by default) hands its leadership over (section 3.3).
         if self.unpersisted.len() >= UNPERSISTED_ROUNDS_MAX {
             return true;
         }

@@ -117,7 +117,9 @@ pub(crate) struct Inner {
 /// `parking_lot`, is not poisoned by the panic). Declared after the tail lock's guard, so that
 /// it drops first: the poison is seen before another append takes the lock. A panic that was
 /// already unwinding when the append began (an append from a `Drop` during an unwind) is not
-/// the append's, as with std's `Mutex` poisoning.
+/// the append's, as with std's `Mutex` poisoning. (So a panic of the append itself, nested in
+/// such an unwind and caught inside the `Drop`, is not seen: std says whether the thread
+/// unwinds, not how many panics deep.)
 struct PoisonIfPanicking<'a> {
     inner: &'a Inner,
     was_panicking: bool,
@@ -156,23 +158,30 @@ impl Drop for CopyInProgress<'_> {
 /// between (a bug) would leave syncs frozen for good, and every committer, later truncation
 /// and `close` waiting for the thaw. Dropped while unwinding, it poisons the log (the change
 /// may be half done on disk; recovery finishes or undoes it) and ends the freeze. Dropped
-/// otherwise, it does nothing: each way out thaws as it must.
+/// otherwise, it does nothing: each way out thaws as it must. A panic already unwinding when
+/// the freeze began (a truncation from a `Drop` during an unwind) is not the operation's, as
+/// for `PoisonIfPanicking`.
 pub(crate) struct FrozenSyncs<'a> {
     inner: &'a Inner,
     op: &'static str,
+    was_panicking: bool,
 }
 
 impl<'a> FrozenSyncs<'a> {
     /// Freezes the log's syncs for `op` (see `GroupCommit::freeze`).
     pub(crate) fn freeze(inner: &'a Inner, op: &'static str) -> Result<FrozenSyncs<'a>> {
         inner.group.freeze()?;
-        Ok(FrozenSyncs { inner, op })
+        Ok(FrozenSyncs {
+            inner,
+            op,
+            was_panicking: std::thread::panicking(),
+        })
     }
 }
 
 impl Drop for FrozenSyncs<'_> {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if !self.was_panicking && std::thread::panicking() {
             let cause = std::io::Error::other(format!("a {} panicked", self.op));
             let path = self.inner.dir.path().to_path_buf();
             self.inner.group.poison(Error::io(self.op, path, cause));
@@ -1633,6 +1642,35 @@ mod tests {
         let lsn = wal.append(b"next").unwrap();
         wal.commit(lsn).unwrap();
         assert_eq!(wal.read(1).unwrap(), b"abort");
+    }
+
+    /// The same for a truncation made from a `Drop` during an unrelated unwind (a transaction
+    /// rolled back): its freeze of syncs took the unwind for its own, and poisoned the log with
+    /// "a truncation panicked" after the truncation had succeeded (found by review on
+    /// 2026-12-05).
+    #[test]
+    fn a_truncation_during_an_unrelated_unwind_poisons_nothing() {
+        struct RollBackOnDrop<'a>(&'a Wal, &'a Mutex<Option<Result<()>>>);
+        impl Drop for RollBackOnDrop<'_> {
+            fn drop(&mut self) {
+                *self.1.lock() = Some(self.0.truncate_after(1));
+            }
+        }
+        let options = Options::new()
+            .backend(Backend::Simulated(crate::SimDisk::new()))
+            .background_threads(false);
+        let wal = Wal::open("/sim", options).unwrap();
+        wal.append_durable(b"kept").unwrap();
+        wal.append_durable(b"rolled back").unwrap();
+        let cut = Mutex::new(None);
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _transaction = RollBackOnDrop(&wal, &cut);
+            panic!("a bug elsewhere");
+        }));
+        assert!(unwound.is_err());
+        cut.lock().take().unwrap().unwrap();
+        assert_eq!(wal.append_durable(b"next").unwrap(), 2);
+        assert_eq!(wal.read(2).unwrap(), b"next");
     }
 
     /// A `Wal::read` in progress while a truncation takes its first look at the pins: the cut

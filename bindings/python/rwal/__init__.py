@@ -466,6 +466,12 @@ def _free_unadopted(owner, out, free) -> None:
         out[0] = ffi.NULL
 
 
+# This process's id, kept by a hook at each fork rather than asked of the system at each call
+# (`os.getpid` is a system call): `_Handle._enter` compares it with the opener's.
+_this_process = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _this_process.__setitem__(0, os.getpid()))
+
+
 class _Handle:
     """A library handle shared between threads: calls in progress are counted, so that close()
     waits for them instead of freeing the handle under them, and calls after it raise
@@ -507,15 +513,17 @@ class _Handle:
         # Last: from here on the handle is this object's to free (see _free_unadopted).
         self._closed = False
 
-    def _left_to_the_opener(self) -> bool:
+    def _left_to_the_opener(self, pid: Optional[int] = None) -> bool:
         """Whether this is a process forked from the one that opened the handle (os.fork, a
         multiprocessing child started by fork), where it is marked closed and never freed. The
         native handle, its threads and its files are the opener's: a close here (the child's
         exit, its collection of the copy) joined threads that do not exist in this process, a
         panic or a hang, and for a log wrote the child's stale state over the opener's control
         file. Its memory stays allocated in this process only. Checked before any lock is
-        taken: one a thread of the opener's held at the fork is never released here."""
-        pid = os.getpid()
+        taken: one a thread of the opener's held at the fork is never released here. `pid` is
+        this process's id, asked of the system unless given."""
+        if pid is None:
+            pid = os.getpid()
         if pid == getattr(self, "_pid", pid):
             return False
         self._closed = True
@@ -528,8 +536,14 @@ class _Handle:
         the caller's `try`; a count left behind would keep a later close() from freeing the
         handle, see _close_with.) In a process forked from the opener's, the handle is
         closed (_left_to_the_opener), and the call raises ClosedError: through its stale copy
-        of the log's state, an append there wrote over records the opener had acknowledged."""
-        self._left_to_the_opener()
+        of the log's state, an append there wrote over records the opener had acknowledged.
+        Raised before the handle's lock is taken: a thread of the opener's may have held it at
+        the fork, and it is never released here."""
+        if self._left_to_the_opener(_this_process[0]):
+            raise ClosedError(
+                lib.RWAL_ERR_CLOSED, "%s was opened by process %d; this process (%d) was forked "
+                "from it, and the %s is left to it" % (
+                    self._what, self._pid, _this_process[0], self._what))
         with self._lock:
             # Counted before the check: a signal handler that closes may run between any two
             # steps here (the lock is reentrant), and a call that goes on to the native call
@@ -541,11 +555,6 @@ class _Handle:
             entered.append(True)
             closed = self._closed
         if closed:
-            if os.getpid() != self._pid:
-                raise ClosedError(
-                    lib.RWAL_ERR_CLOSED, "%s was opened by process %d; this process (%d) was "
-                    "forked from it, and the %s is left to it" % (
-                        self._what, self._pid, os.getpid(), self._what))
             raise ClosedError(lib.RWAL_ERR_CLOSED, "%s is closed" % self._what)
         return self._handle
 

@@ -1222,7 +1222,22 @@ def test_a_forked_child_leaves_the_log_to_the_process_that_opened_it(path):
     log = rwal.open(path, segment_size=1 << 20)
     log.commit(log.append(b"before"))
     go_read, go_write = os.pipe()
+    # Another thread of the parent's holds the handle's lock at the fork: the child's call must
+    # not wait for it (it is never released there).
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_lock():
+        with log._lock:
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    assert held.wait(30)
     pid = os.fork()
+    if pid != 0:
+        release.set()
+        holder.join(30)
     if pid == 0:  # the child: refused its copy at once, then closes it once the parent says
         code = 3
         try:

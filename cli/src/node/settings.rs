@@ -37,7 +37,7 @@ to start.
                           each; repeat). Every address, this node's and the peers', differs
   --cluster-id C          the cluster's id (a number every member shares)
   --secret-file FILE      the cluster's shared secret (at least 16 bytes, at most 64 KiB; a file
-                          every user may write is refused: chmod 600 it)
+                          others may write is refused: chmod 600 it)
   --checkpoint-every N    checkpoint and compact after N applied LSNs (default 100000)
   --tick-ms MS            raft's tick (default 10, at most 60000; elections after 10 to 20
                           ticks without a leader)
@@ -298,23 +298,24 @@ pub(super) fn parse_settings(pairs: Vec<(String, OsString)>) -> Result<Settings,
 
 /// The cluster's secret from `file`: its bytes without the whitespace around them, at least
 /// `SECRET_BYTES_MIN` of them, from a file of at most `SECRET_FILE_BYTES_MAX` bytes. Refused
-/// if every user may write it (any of them could put their own secret in, and be let in at the
-/// next start); a warning if other users may read it (whoever reads the secret is a member):
-/// not refused, since a container's secret mounts are often readable by all (Kubernetes'
-/// default mode 0644, Docker's 0444), with no other user in the container.
+/// if users other than its owner may write it (its group or everyone: any of them could put
+/// their own secret in, and be let in at the next start); a warning if they may read it
+/// (whoever reads the secret is a member): not refused, since a container's secret mounts are
+/// often readable by all (Kubernetes' default mode 0644, Docker's 0444), with no other user in
+/// the container.
 fn read_secret(file: &Path) -> Result<Vec<u8>, String> {
     let cannot = |e: std::io::Error| format!("cannot read the secret file {}: {e}", file.display());
     if let Ok(meta) = std::fs::metadata(file) {
         use std::os::unix::fs::PermissionsExt;
         let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o002 != 0 {
+        if mode & 0o022 != 0 {
             return Err(format!(
-                "the secret file {} can be written by every user (mode {mode:o}): any of them \
+                "the secret file {} can be written by other users (mode {mode:o}): any of them \
                  could put in a secret of their own; chmod 600 it",
                 file.display()
             ));
         }
-        if mode & 0o077 != 0 {
+        if mode & 0o044 != 0 {
             eprintln!(
                 "rwal node: warning: the secret file {} can be read by other users (mode \
                  {mode:o}): whoever reads it can join the cluster; chmod 600 it unless no other \
@@ -704,11 +705,14 @@ mod tests {
         assert_eq!(
             e,
             format!(
-                "the secret file {} can be written by every user (mode 602): any of them could \
+                "the secret file {} can be written by other users (mode 602): any of them could \
                  put in a secret of their own; chmod 600 it",
                 open.display()
             )
         );
+        mode(0o620);
+        let e = parse_settings(pairs("/tmp/x".into(), &[peer_2], &open)).unwrap_err();
+        assert!(e.contains("(mode 620)"), "{e}");
         for readable in [0o644, 0o444, 0o640] {
             mode(readable);
             parse_settings(pairs("/tmp/x".into(), &[peer_2], &open)).unwrap();
@@ -733,7 +737,7 @@ mod tests {
         let zero = Path::new("/dev/zero");
         if zero.exists() {
             let e = parse_settings(pairs("/tmp/x".into(), &[peer_2], zero)).unwrap_err();
-            assert!(e.contains("can be written by every user"), "{e}");
+            assert!(e.contains("can be written by other users"), "{e}");
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }

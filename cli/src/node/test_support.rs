@@ -96,8 +96,8 @@ pub(super) fn hold(server: &Server, bytes: usize) -> budget::Held<'_> {
     }
 }
 
-/// Writes a secret file as an operator must: readable by its owner only (a node refuses one
-/// every user may read).
+/// Writes a secret file as an operator must: readable by its owner only (a node warns of one
+/// others may read).
 pub(super) fn write_secret(path: &std::path::Path, contents: impl AsRef<[u8]>) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(path, contents).unwrap();
