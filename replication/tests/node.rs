@@ -2366,6 +2366,23 @@ fn node_options_that_cannot_work_are_refused_at_open() {
     node.close().unwrap();
 }
 
+/// Node 1, the only voter, leading, with `engine`; `slot` gives the engine a weak handle on
+/// its node (to call it from its own thread).
+fn lone_leader_its_engine_reaches(
+    dir: &TempDir,
+    network: &MemoryNetwork,
+    engine: impl rwal_replication::StateMachine + 'static,
+    slot: &std::sync::OnceLock<std::sync::Weak<Node>>,
+) -> Arc<Node> {
+    let options = NodeOptions::new(1, dir.join("node1"), Bootstrap::Voters(vec![1]));
+    let node = Arc::new(Node::open(options, engine, network.transport()).expect("node opens"));
+    network.register(1, node.inbox());
+    slot.set(Arc::downgrade(&node)).unwrap();
+    let (status, led) = node.wait_status(WAIT, |s| s.role == Role::Leader);
+    assert!(led, "a single voter leads: {status:?}");
+    node
+}
+
 /// A state machine that calls the node's waiting methods from `apply` gets `InvalidArgument`
 /// naming the call, at once, instead of a node that waits for itself forever (a C engine's
 /// "hand leadership to the preferred node" from its leader callback hung its node, and then
@@ -2380,12 +2397,7 @@ fn calls_that_wait_for_the_node_are_refused_on_its_own_thread() {
         node: slot.clone(),
         outcomes: outcomes.clone(),
     };
-    let options = NodeOptions::new(1, dir.join("node1"), Bootstrap::Voters(vec![1]));
-    let node = Arc::new(Node::open(options, engine, network.transport()).expect("node opens"));
-    network.register(1, node.inbox());
-    slot.set(Arc::downgrade(&node)).unwrap();
-    let (status, led) = node.wait_status(WAIT, |s| s.role == Role::Leader);
-    assert!(led, "a single voter leads: {status:?}");
+    let node = lone_leader_its_engine_reaches(&dir, &network, engine, &slot);
     let n = node.clone();
     returns_in_time("the proposal whose apply calls back", move || {
         n.propose_and_wait(b"call back", WAIT)
@@ -2456,12 +2468,7 @@ fn a_close_after_a_stop_from_the_nodes_own_thread_waits_for_that_thread() {
         stopped,
         returned: returned.clone(),
     };
-    let options = NodeOptions::new(1, dir.join("node1"), Bootstrap::Voters(vec![1]));
-    let node = Arc::new(Node::open(options, engine, network.transport()).expect("node opens"));
-    network.register(1, node.inbox());
-    slot.set(Arc::downgrade(&node)).unwrap();
-    let (status, led) = node.wait_status(WAIT, |s| s.role == Role::Leader);
-    assert!(led, "a single voter leads: {status:?}");
+    let node = lone_leader_its_engine_reaches(&dir, &network, engine, &slot);
     node.propose(b"stop").unwrap();
     match stop_seen.recv_timeout(WAIT) {
         Ok(Err(Error::InvalidArgument { name: "thread", .. })) => {}
