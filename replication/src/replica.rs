@@ -2218,11 +2218,7 @@ impl<M: StateMachine> Replica<M> {
             // that needs the first retained LSN is pinned there (compared as it was made: a
             // pin made at `first` for a follower at `first - 1` was released and made again
             // every round, with no pin in between).
-            let lsn = if lsn + 1 >= first {
-                lsn.max(first)
-            } else {
-                lsn
-            };
+            let lsn = if lsn + 1 == first { first } else { lsn };
             if let Some(pin) = self.pins.get(&id) {
                 if pin.is_invalidated() {
                     // Its cap was exceeded: the follower will get a snapshot instead.

@@ -336,6 +336,14 @@ fn a_snapshot_delivered_twice_before_it_is_installed_is_installed_once() {
     assert!(left.is_empty(), "{left:?}");
 }
 
+/// A transport with no room for snapshot chunks to any node (a link that is down).
+fn no_room(_: rwal_replication::NodeId) -> SnapshotRoom {
+    SnapshotRoom {
+        chunks: 0,
+        bytes_carried: 0,
+    }
+}
+
 /// The chunk size of the streams of the resume tests: 40 chunks a snapshot.
 const STREAM_CHUNK_BYTES: usize = 64 << 10;
 
@@ -394,10 +402,6 @@ fn a_follower_whose_snapshot_streams_keep_stalling_is_noted_once() {
     let (mut leader, lsn) = leader_with_a_snapshot_for_node_2(&disk, STREAM_CHUNK_BYTES);
     let mut follower = joining("/stalling");
     let timeout = Config::new(1).snapshot_timeout_ticks;
-    let no_room = |_| SnapshotRoom {
-        chunks: 0,
-        bytes_carried: 0,
-    };
     let mut notes = Vec::new();
     // Raft's messages cross; the transport takes no chunk, for four timeouts: raft starts a
     // stream again after each is given up (three or more stalls; noted at each without the
@@ -430,10 +434,6 @@ fn a_follower_whose_snapshot_stream_was_given_up_stays_pinned_at_the_snapshot() 
     let (mut leader, lsn) = leader_with_a_snapshot_for_node_2(&disk, STREAM_CHUNK_BYTES);
     let mut follower = joining("/pinned");
     let timeout = Config::new(1).snapshot_timeout_ticks;
-    let no_room = |_| SnapshotRoom {
-        chunks: 0,
-        bytes_carried: 0,
-    };
     let pinned_at = |leader: &Replica<Engine>| {
         leader
             .wal()
@@ -502,10 +502,7 @@ fn stream_with_a_cut(
             break;
         }
         if matches!(cut_left, Some(left) if left > 0) {
-            leader.tick_with_snapshot_room(&|_| SnapshotRoom {
-                chunks: 0,
-                bytes_carried: 0,
-            });
+            leader.tick_with_snapshot_room(&no_room);
         } else {
             leader.tick();
         }

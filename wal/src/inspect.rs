@@ -664,9 +664,8 @@ impl Walk {
             .get(..segment::HEADER_BYTES)
             .and_then(|h| h.try_into().ok());
         let header = match header_bytes.map(SegmentHeader::decode) {
-            None => Err(HeaderError::Damaged(format!(
-                "file of {} bytes is too short for a segment",
-                bytes.len()
+            None => Err(HeaderError::Damaged(recovery::too_short_for_a_segment(
+                bytes.len() as u64,
             ))),
             Some(Ok(h)) if h.sequence != sequence => Err(HeaderError::Damaged(format!(
                 "header says sequence {}, file name says {sequence}",
@@ -686,15 +685,11 @@ impl Walk {
             }
             // As recovery decides (`read_header`): a file of a length no segment has is damage
             // whatever its header holds, never a torn header.
-            Some(Err(HeaderError::Bad(_) | HeaderError::Prepared))
-                if (bytes.len() as u64) < segment::SEGMENT_BYTES_MIN || bytes.len() % 4096 != 0 =>
-            {
-                Err(HeaderError::Damaged(format!(
-                    "file of {} bytes is too short for a segment or not a whole number of 4 KiB \
-                     blocks, with a damaged header",
-                    bytes.len()
-                )))
-            }
+            Some(Err(e @ (HeaderError::Bad(_) | HeaderError::Prepared))) => Err(
+                recovery::length_no_segment_has(bytes.len() as u64).map_or(e, |why| {
+                    HeaderError::Damaged(format!("{why}, with a damaged header"))
+                }),
+            ),
             Some(other) => other,
         };
         let header = match header {

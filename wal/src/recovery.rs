@@ -1531,8 +1531,20 @@ fn check_snapshots(
     Ok(left)
 }
 
-fn too_short_for_a_segment(len: u64) -> String {
+pub(crate) fn too_short_for_a_segment(len: u64) -> String {
     format!("file of {len} bytes is too short for a segment")
+}
+
+/// Why a file of `len` bytes cannot be a segment, if it cannot: shorter than the smallest, or
+/// not a whole number of 4 KiB blocks, as every segment is created. Recovery (`read_header`)
+/// and the inspection's walk decide by it alike.
+pub(crate) fn length_no_segment_has(len: u64) -> Option<String> {
+    if len < segment::SEGMENT_BYTES_MIN {
+        return Some(too_short_for_a_segment(len));
+    }
+    (len % 4096 != 0).then(|| {
+        format!("file of {len} bytes is not a whole number of 4 KiB blocks, as every segment is")
+    })
 }
 
 /// Reads and checks a segment header against the file it is in.
@@ -1552,16 +1564,8 @@ pub(crate) fn read_header(file: &dyn File, sequence: u64) -> Result<SegmentHeade
         .expect("header bytes");
     let header = match SegmentHeader::decode(bytes) {
         // A header that reads says more below (the length it gives).
-        Err(HeaderError::Bad(_) | HeaderError::Prepared)
-            if file.len() < segment::SEGMENT_BYTES_MIN =>
-        {
-            return Err(HeaderError::Damaged(too_short_for_a_segment(file.len())))
-        }
-        Err(HeaderError::Bad(_) | HeaderError::Prepared) if file.len() % 4096 != 0 => {
-            return Err(HeaderError::Damaged(format!(
-                "file of {} bytes is not a whole number of 4 KiB blocks, as every segment is",
-                file.len()
-            )))
+        Err(e @ (HeaderError::Bad(_) | HeaderError::Prepared)) => {
+            return Err(length_no_segment_has(file.len()).map_or(e, HeaderError::Damaged))
         }
         decoded => decoded?,
     };

@@ -111,32 +111,51 @@ pub(crate) struct Inner {
     pub(crate) record_holders: RecordHolders,
 }
 
+/// Whether a panic began after it was made. `std::thread::panicking` says whether the thread
+/// unwinds at all: an operation run from a `Drop` during an unrelated unwind (a transaction
+/// guard logging its abort, or rolling back) took that panic for its own, and poisoned a log it
+/// had changed correctly. As with std's `Mutex` poisoning, a panic already unwinding when it
+/// was made is not counted. (So a panic of the operation itself, nested in such an unwind and
+/// caught inside the `Drop`, is not seen: std says whether the thread unwinds, not how many
+/// panics deep.)
+struct PanicWatch {
+    was_panicking: bool,
+}
+
+impl PanicWatch {
+    fn start() -> PanicWatch {
+        PanicWatch {
+            was_panicking: std::thread::panicking(),
+        }
+    }
+
+    fn panicked(&self) -> bool {
+        !self.was_panicking && std::thread::panicking()
+    }
+}
+
 /// Poisons the log if dropped by a panic: held by an append under the tail lock, where LSNs
 /// are taken and segments roll. A panic there left LSNs taken that no copy would complete, and
 /// every later commit, truncation and close waited for them forever (the tail lock, from
 /// `parking_lot`, is not poisoned by the panic). Declared after the tail lock's guard, so that
-/// it drops first: the poison is seen before another append takes the lock. A panic that was
-/// already unwinding when the append began (an append from a `Drop` during an unwind) is not
-/// the append's, as with std's `Mutex` poisoning. (So a panic of the append itself, nested in
-/// such an unwind and caught inside the `Drop`, is not seen: std says whether the thread
-/// unwinds, not how many panics deep.)
+/// it drops first: the poison is seen before another append takes the lock.
 struct PoisonIfPanicking<'a> {
     inner: &'a Inner,
-    was_panicking: bool,
+    watch: PanicWatch,
 }
 
 impl<'a> PoisonIfPanicking<'a> {
     fn new(inner: &'a Inner) -> PoisonIfPanicking<'a> {
         PoisonIfPanicking {
             inner,
-            was_panicking: std::thread::panicking(),
+            watch: PanicWatch::start(),
         }
     }
 }
 
 impl Drop for PoisonIfPanicking<'_> {
     fn drop(&mut self) {
-        if !self.was_panicking && std::thread::panicking() {
+        if self.watch.panicked() {
             let path = self.inner.dir.path().to_path_buf();
             let cause = std::io::Error::other("an append panicked while taking its LSNs");
             self.inner.group.poison(Error::io("append", path, cause));
@@ -158,13 +177,12 @@ impl Drop for CopyInProgress<'_> {
 /// between (a bug) would leave syncs frozen for good, and every committer, later truncation
 /// and `close` waiting for the thaw. Dropped while unwinding, it poisons the log (the change
 /// may be half done on disk; recovery finishes or undoes it) and ends the freeze. Dropped
-/// otherwise, it does nothing: each way out thaws as it must. A panic already unwinding when
-/// the freeze began (a truncation from a `Drop` during an unwind) is not the operation's, as
-/// for `PoisonIfPanicking`.
+/// otherwise, it does nothing: each way out thaws as it must. Only a panic that began after
+/// the freeze counts (`PanicWatch`).
 pub(crate) struct FrozenSyncs<'a> {
     inner: &'a Inner,
     op: &'static str,
-    was_panicking: bool,
+    watch: PanicWatch,
 }
 
 impl<'a> FrozenSyncs<'a> {
@@ -174,14 +192,14 @@ impl<'a> FrozenSyncs<'a> {
         Ok(FrozenSyncs {
             inner,
             op,
-            was_panicking: std::thread::panicking(),
+            watch: PanicWatch::start(),
         })
     }
 }
 
 impl Drop for FrozenSyncs<'_> {
     fn drop(&mut self) {
-        if !self.was_panicking && std::thread::panicking() {
+        if self.watch.panicked() {
             let cause = std::io::Error::other(format!("a {} panicked", self.op));
             let path = self.inner.dir.path().to_path_buf();
             self.inner.group.poison(Error::io(self.op, path, cause));
@@ -652,9 +670,7 @@ impl Wal {
         self.inner.record_holders.release_after_readers(lock);
         written
     }
-}
 
-impl Wal {
     /// A close in a process forked from the opener's without an exec (a pre-fork worker, a
     /// Python `multiprocessing` child finalizing its copy of the handle): the files, the
     /// background thread and the directory lock are the opener's, which goes on with them. A
@@ -662,7 +678,7 @@ impl Wal {
     /// lock a thread held at the fork), synced this process's stale copies of staged records
     /// and wrote its stale state over the opener's control file. It now changes nothing: no
     /// lock is taken, the thread's handle is leaked, and the memory and descriptors go when
-    /// the handle is dropped (the lock's descriptor without an unlock: `DirLock`).
+    /// the handle is dropped (the lock's descriptor without an unlock: `FsLock`'s drop).
     fn forked_close(&self) -> Error {
         if let Some(mut background) = self.background.try_lock() {
             std::mem::forget(background.take());
@@ -1616,29 +1632,43 @@ mod tests {
         assert!(matches!(wal.close_shared(), Err(Error::Poisoned { .. })));
     }
 
+    /// Runs `during` from a `Drop` while an unrelated panic unwinds (caught here), as a
+    /// transaction guard does; what it returned.
+    fn during_an_unrelated_unwind<T>(during: impl FnOnce() -> T) -> T {
+        struct RunOnDrop<G: FnMut()>(G);
+        impl<G: FnMut()> Drop for RunOnDrop<G> {
+            fn drop(&mut self) {
+                (self.0)()
+            }
+        }
+        let mut during = Some(during);
+        let mut outcome = None;
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _transaction = RunOnDrop(|| outcome = during.take().map(|f| f()));
+            panic!("a bug elsewhere");
+        }));
+        assert!(unwound.is_err());
+        outcome.expect("the drop ran")
+    }
+
+    fn simulated_log() -> Wal {
+        let options = Options::new()
+            .backend(Backend::Simulated(crate::SimDisk::new()))
+            .background_threads(false);
+        Wal::open("/sim", options).unwrap()
+    }
+
     /// An append made from a `Drop` while another panic unwinds (a transaction guard logging
     /// its abort) is not that panic's: it succeeds and poisons nothing. The guard above took
     /// any unwind for its own, and poisoned the log after such an append had succeeded (found
     /// by review on 2026-12-05).
     #[test]
     fn an_append_during_an_unrelated_unwind_poisons_nothing() {
-        struct AbortOnDrop<'a>(&'a Wal, &'a Mutex<Option<Result<Lsn>>>);
-        impl Drop for AbortOnDrop<'_> {
-            fn drop(&mut self) {
-                *self.1.lock() = Some(self.0.append(b"abort"));
-            }
-        }
-        let options = Options::new()
-            .backend(Backend::Simulated(crate::SimDisk::new()))
-            .background_threads(false);
-        let wal = Wal::open("/sim", options).unwrap();
-        let aborted = Mutex::new(None);
-        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let _transaction = AbortOnDrop(&wal, &aborted);
-            panic!("a bug elsewhere");
-        }));
-        assert!(unwound.is_err());
-        assert_eq!(aborted.lock().take().unwrap().unwrap(), 1);
+        let wal = simulated_log();
+        assert_eq!(
+            during_an_unrelated_unwind(|| wal.append(b"abort")).unwrap(),
+            1
+        );
         let lsn = wal.append(b"next").unwrap();
         wal.commit(lsn).unwrap();
         assert_eq!(wal.read(1).unwrap(), b"abort");
@@ -1650,25 +1680,10 @@ mod tests {
     /// 2026-12-05).
     #[test]
     fn a_truncation_during_an_unrelated_unwind_poisons_nothing() {
-        struct RollBackOnDrop<'a>(&'a Wal, &'a Mutex<Option<Result<()>>>);
-        impl Drop for RollBackOnDrop<'_> {
-            fn drop(&mut self) {
-                *self.1.lock() = Some(self.0.truncate_after(1));
-            }
-        }
-        let options = Options::new()
-            .backend(Backend::Simulated(crate::SimDisk::new()))
-            .background_threads(false);
-        let wal = Wal::open("/sim", options).unwrap();
+        let wal = simulated_log();
         wal.append_durable(b"kept").unwrap();
         wal.append_durable(b"rolled back").unwrap();
-        let cut = Mutex::new(None);
-        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let _transaction = RollBackOnDrop(&wal, &cut);
-            panic!("a bug elsewhere");
-        }));
-        assert!(unwound.is_err());
-        cut.lock().take().unwrap().unwrap();
+        during_an_unrelated_unwind(|| wal.truncate_after(1)).unwrap();
         assert_eq!(wal.append_durable(b"next").unwrap(), 2);
         assert_eq!(wal.read(2).unwrap(), b"next");
     }

@@ -466,8 +466,9 @@ def _free_unadopted(owner, out, free) -> None:
         out[0] = ffi.NULL
 
 
-# This process's id, kept by a hook at each fork rather than asked of the system at each call
-# (`os.getpid` is a system call): `_Handle._enter` compares it with the opener's.
+# This process's id, kept by a hook at each fork (os.fork, multiprocessing's fork start)
+# rather than asked of the system at each call (`os.getpid` is a system call):
+# `_Handle._left_to_the_opener` compares it with the opener's.
 _this_process = [os.getpid()]
 os.register_at_fork(after_in_child=lambda: _this_process.__setitem__(0, os.getpid()))
 
@@ -509,21 +510,19 @@ class _Handle:
         # waits for it (it returned at once, with the handle still open). None otherwise.
         self._closing = None
         # The process that opened it (see _left_to_the_opener).
-        self._pid = os.getpid()
+        self._pid = _this_process[0]
         # Last: from here on the handle is this object's to free (see _free_unadopted).
         self._closed = False
 
-    def _left_to_the_opener(self, pid: Optional[int] = None) -> bool:
+    def _left_to_the_opener(self) -> bool:
         """Whether this is a process forked from the one that opened the handle (os.fork, a
         multiprocessing child started by fork), where it is marked closed and never freed. The
         native handle, its threads and its files are the opener's: a close here (the child's
         exit, its collection of the copy) joined threads that do not exist in this process, a
         panic or a hang, and for a log wrote the child's stale state over the opener's control
         file. Its memory stays allocated in this process only. Checked before any lock is
-        taken: one a thread of the opener's held at the fork is never released here. `pid` is
-        this process's id, asked of the system unless given."""
-        if pid is None:
-            pid = os.getpid()
+        taken: one a thread of the opener's held at the fork is never released here."""
+        pid = _this_process[0]
         if pid == getattr(self, "_pid", pid):
             return False
         self._closed = True
@@ -539,7 +538,7 @@ class _Handle:
         of the log's state, an append there wrote over records the opener had acknowledged.
         Raised before the handle's lock is taken: a thread of the opener's may have held it at
         the fork, and it is never released here."""
-        if self._left_to_the_opener(_this_process[0]):
+        if self._left_to_the_opener():
             raise ClosedError(
                 lib.RWAL_ERR_CLOSED, "%s was opened by process %d; this process (%d) was forked "
                 "from it, and the %s is left to it" % (
