@@ -551,6 +551,7 @@ impl Node {
     }
 
     fn enqueue_proposal(&self, request: Request) -> Result<()> {
+        self.wal.check_opener_process("propose")?;
         {
             let mut queue = self.shared.queue.lock();
             if self.shared.refuses(&queue) {
@@ -841,6 +842,7 @@ impl Node {
     /// machine: the node's thread would stop for the whole pass (no heartbeats meanwhile).
     /// `Closed` once the node is closing.
     pub fn maintain_log(&self) -> Result<()> {
+        self.wal.check_opener_process("maintain_log")?;
         if self.shared.refuses(&self.shared.queue.lock()) {
             return Err(Error::Closed);
         }
@@ -965,6 +967,15 @@ impl Node {
     }
 
     fn stop(&self) -> Result<()> {
+        if let Err(forked) = self.wal.check_opener_process("the node's close") {
+            // A child forked from the node's process: the threads, the queue's lock and the
+            // log are the opener's. Joined, the thread that does not exist here would hang the
+            // child; its handle is leaked instead, and the log's own close refuses as well.
+            if let Some(mut thread) = self.thread.try_lock() {
+                std::mem::forget(thread.take());
+            }
+            return Err(forked.into());
+        }
         self.shared.queue.lock().stop = true;
         self.shared.queue_cond.notify_all();
         if let Err(e) = self.not_on_own_thread("close") {
@@ -1011,6 +1022,9 @@ impl Node {
     /// `InvalidArgument` on the node's own thread (in a [`StateMachine`] method, or a callback
     /// it runs): `call` waits for that thread, which would wait for itself.
     fn not_on_own_thread(&self, call: &str) -> Result<()> {
+        // In a child forked from the node's process, the node's thread does not exist: a
+        // call waiting for it would wait forever.
+        self.wal.check_opener_process(call)?;
         if self.on_its_thread() {
             return Err(Error::invalid(
                 "thread",
@@ -1052,6 +1066,8 @@ impl Node {
         &self,
         make: impl FnOnce(Reply<T>) -> Request,
     ) -> Result<Receiver<Result<T>>> {
+        self.wal
+            .check_opener_process("a request to the node's thread")?;
         let (reply, answer) = sync_channel(1);
         {
             let mut queue = self.shared.queue.lock();

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use rwal_wal::{Backend, Options, SimDisk};
 
@@ -163,4 +164,32 @@ pub fn segment_names(disk: &SimDisk) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// The exit status of child `pid`, forked by a test; killed and failed if it runs past
+/// `limit` (a child that joins a thread it does not have can hang).
+pub fn wait_child(pid: libc::pid_t, limit: Duration) -> i32 {
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut status = 0;
+        // SAFETY: waits for our own child without blocking; `status` is a valid out-pointer.
+        let waited = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        assert!(waited >= 0, "waitpid failed");
+        if waited == pid {
+            assert!(
+                libc::WIFEXITED(status),
+                "the child did not exit: {status:#x}"
+            );
+            return libc::WEXITSTATUS(status);
+        }
+        if Instant::now() > deadline {
+            // SAFETY: signals and reaps our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            panic!("the forked child did not end within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }

@@ -4,44 +4,23 @@
 //! Alone in its binary: the child runs code after the fork, which is better done with no other
 //! test's threads running (one may hold a lock the child would wait for forever).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rwal_tests::TempDir;
+use rwal_tests::{wait_child, TempDir};
 use rwal_wal::{Error, Options, Wal};
 
-/// The exit status of child `pid`; killed and failed if it runs past `limit` (a child that
-/// joins a thread it does not have can hang).
-fn wait_child(pid: libc::pid_t, limit: Duration) -> i32 {
-    let deadline = Instant::now() + limit;
-    loop {
-        let mut status = 0;
-        // SAFETY: waits for our own child without blocking; `status` is a valid out-pointer.
-        let waited = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        assert!(waited >= 0, "waitpid failed");
-        if waited == pid {
-            assert!(
-                libc::WIFEXITED(status),
-                "the child did not exit: {status:#x}"
-            );
-            return libc::WEXITSTATUS(status);
-        }
-        if Instant::now() > deadline {
-            // SAFETY: signals and reaps our own child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut status, 0);
-            }
-            panic!("the forked child did not end within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+/// Whether `result` is the refusal of a call in a process forked from the log's opener.
+fn refused_as_forked<T>(result: Result<T, Error>) -> bool {
+    matches!(result, Err(Error::InvalidArgument { reason, .. }) if reason.contains("forked from"))
 }
 
 /// The child shares the open file of the directory's lock and inherits the handle. Before:
 /// the parent's close left the directory locked for as long as the child lived (the reopen
-/// failed with `Locked`, naming the parent itself), and the child's close joined a background
-/// thread it does not have and wrote its stale state over the parent's control file. Now the
-/// parent reopens at once, and the child's close is refused and changes nothing.
+/// failed with `Locked`, naming the parent itself), the child's append wrote a record over
+/// the one the parent had made durable at the same LSN since, and the child's close joined a
+/// background thread it does not have and wrote its stale state over the parent's control
+/// file. Now the parent reopens at once, and the child's calls are refused and change
+/// nothing.
 #[test]
 fn a_forked_child_leaves_the_log_to_the_process_that_opened_it() {
     let temp = TempDir::new("fork-open");
@@ -63,10 +42,22 @@ fn a_forked_child_leaves_the_log_to_the_process_that_opened_it() {
             libc::close(go[1]);
             libc::read(go[0], (&mut byte as *mut u8).cast(), 1);
         }
-        let code = match wal.close() {
-            Err(Error::InvalidArgument { reason, .. }) if reason.contains("forked from") => 0,
-            Err(_) => 1,
-            Ok(()) => 2,
+        let code = if !refused_as_forked(wal.append(b"child")) {
+            3
+        } else if !refused_as_forked(wal.commit(1)) {
+            4
+        } else if !refused_as_forked(wal.read(1)) {
+            5
+        } else if !refused_as_forked(wal.reader(1)) {
+            6
+        } else if !refused_as_forked(wal.checkpoint(1, None)) {
+            7
+        } else {
+            match wal.close() {
+                Err(Error::InvalidArgument { reason, .. }) if reason.contains("forked from") => 0,
+                Err(_) => 1,
+                Ok(()) => 2,
+            }
         };
         // SAFETY: _exit ends the child without running the test harness's exit.
         unsafe { libc::_exit(code) };
@@ -86,7 +77,8 @@ fn a_forked_child_leaves_the_log_to_the_process_that_opened_it() {
     assert_eq!(
         wait_child(pid, Duration::from_secs(30)),
         0,
-        "the child's close was not refused as forked"
+        "a call in the child was not refused as forked (1-2: its close; 3: append, 4: commit, \
+         5: read, 6: reader, 7: checkpoint)"
     );
     assert_eq!(
         std::fs::read(dir.join("control")).unwrap(),

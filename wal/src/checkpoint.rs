@@ -110,6 +110,7 @@ impl CheckpointWriter {
             epoch,
             pin,
         } = self;
+        pin.inner.opened_in.check("a checkpoint's finish")?;
         pin.inner.finish_checkpoint(writer, lsn, epoch)
         // The pin goes when `pin` does, after the control file names the checkpoint.
     }
@@ -186,6 +187,7 @@ impl Wal {
     /// directory synced, then the control file updated. `lsn` must be at least 1, durable, and
     /// not below the latest checkpoint (`InvalidArgument` otherwise).
     pub fn checkpoint(&self, lsn: Lsn, snapshot: Option<&[u8]>) -> Result<()> {
+        self.inner.opened_in.check("checkpoint")?;
         let bytes = snapshot.unwrap_or(&[]);
         self.inner
             .checkpoint(lsn, snapshot.is_some(), bytes.len() as u64, &mut &bytes[..])
@@ -199,6 +201,7 @@ impl Wal {
         len: u64,
         source: &mut dyn std::io::Read,
     ) -> Result<()> {
+        self.inner.opened_in.check("checkpoint_from")?;
         self.inner.checkpoint(lsn, true, len, source)
     }
 
@@ -207,6 +210,7 @@ impl Wal {
     /// Dropping the writer unfinished abandons it and removes its partial file (recovery
     /// removes one a crash left behind).
     pub fn checkpoint_writer(&self, lsn: Lsn, len: u64) -> Result<CheckpointWriter> {
+        self.inner.opened_in.check("checkpoint_writer")?;
         let (epoch, id) = self.inner.start_checkpoint(lsn)?;
         let pin = CheckpointPin {
             inner: self.inner.clone(),
@@ -249,6 +253,7 @@ impl Wal {
     /// between would pair one checkpoint's LSN with another's snapshot. `None` if there is no
     /// checkpoint yet.
     pub fn open_latest_checkpoint(&self) -> Result<Option<(Checkpoint, Option<SnapshotReader>)>> {
+        self.inner.opened_in.check("open_latest_checkpoint")?;
         // Held while the file is opened: a newer checkpoint removes this one's snapshot only
         // after the control file names the newer one, which takes this lock.
         let control = self.inner.control.lock();
@@ -290,6 +295,7 @@ impl Wal {
     /// snapshots of older checkpoints. Returns what it did and what held it back. Without a
     /// checkpoint nothing is ever removed.
     pub fn compact_now(&self) -> Result<CompactionReport> {
+        self.inner.opened_in.check("compact_now")?;
         self.inner.compact()
     }
 
@@ -307,6 +313,7 @@ impl Wal {
     /// needs its own bytes kept must not reset over them). A failure of that sync poisons the
     /// log, as any failed sync does.
     pub fn reset_to_snapshot(&self, lsn: Lsn, epoch: u64, snapshot: &[u8]) -> Result<()> {
+        self.inner.opened_in.check("reset_to_snapshot")?;
         self.inner.reset(
             lsn,
             epoch,
@@ -323,6 +330,7 @@ impl Wal {
     /// otherwise, and goes on as before while the bytes arrive. The check is a look at one
     /// moment: other writers may still fill the disk while the bytes arrive.
     pub fn receive_snapshot(&self, lsn: Lsn, epoch: u64, len: u64) -> Result<ReceivedSnapshot> {
+        self.inner.opened_in.check("receive_snapshot")?;
         check_reset_lsn(lsn)?;
         self.inner.group.check()?;
         // The file is sparse: without room for all of it, the disk would fill part-way
@@ -352,6 +360,7 @@ impl Wal {
     /// file removed, as `reset_to_snapshot` refuses, and with [`Error::InvalidArgument`] for
     /// a snapshot not received whole or received by another log.
     pub fn reset_to_received(&self, snapshot: ReceivedSnapshot) -> Result<()> {
+        self.inner.opened_in.check("reset_to_received")?;
         if !snapshot.writer.is_in(&self.inner.dir) {
             return Err(Error::invalid(
                 "snapshot",

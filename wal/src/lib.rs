@@ -35,6 +35,7 @@ mod checkpoint;
 mod control;
 mod error;
 mod first_pass;
+mod fork;
 mod group_commit;
 pub mod inspect;
 #[allow(unsafe_code)]

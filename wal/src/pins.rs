@@ -216,6 +216,7 @@ impl Pin {
         lsn: Lsn,
         cap_bytes: Option<u64>,
     ) -> Result<Pin> {
+        inner.opened_in.check("pin")?;
         if name.is_empty() {
             return Err(Error::invalid("name", "a pin needs a name"));
         }

@@ -54,6 +54,7 @@ impl std::fmt::Debug for Reader {
 
 impl Reader {
     pub(crate) fn new(inner: Arc<Inner>, from: Lsn) -> Result<Reader> {
+        inner.opened_in.check("reader")?;
         let (pin_id, pin) = {
             let _gate = inner.cut_gate.read();
             // Registered and checked under the control lock, which compaction holds from its
@@ -112,6 +113,7 @@ impl Reader {
     // Not `Iterator::next`: the record borrows the reader (see the type's docs).
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Record<'_>>> {
+        self.inner.opened_in.check("a reader's next")?;
         let found = self.advance();
         if !matches!(found, Ok(Some(_))) {
             self.let_go_of_record();
@@ -125,6 +127,7 @@ impl Reader {
     /// The next durable record, waiting up to `timeout` for one to become durable; a
     /// `Timeout` error if none does.
     pub fn next_timeout(&mut self, timeout: Duration) -> Result<Record<'_>> {
+        self.inner.opened_in.check("a reader's next_timeout")?;
         let found = self.wait_for_next(timeout);
         if found.is_err() {
             self.let_go_of_record();

@@ -42,9 +42,6 @@ pub struct Wal {
     pub(crate) inner: Arc<Inner>,
     /// Taken by the first close (`close_shared` may run through a shared handle).
     background: parking_lot::Mutex<Option<JoinHandle<()>>>,
-    /// The process that opened the log: a close in another (one forked from it without an
-    /// exec) leaves the log to it (`shutdown`).
-    opened_by: u32,
 }
 
 impl std::fmt::Debug for Wal {
@@ -61,6 +58,9 @@ impl std::fmt::Debug for Wal {
 /// Everything the log's handles, readers and background thread share.
 pub(crate) struct Inner {
     pub(crate) dir: Arc<dyn Dir>,
+    /// The process that opened the log: calls in a child forked from it are refused, and a
+    /// close there leaves the log to it (`shutdown`).
+    pub(crate) opened_in: crate::fork::OpenedIn,
     pub(crate) options: Options,
     pub(crate) tail: crate::sync::Mutex<Tail<Arc<Segment>>>,
     /// Mirror of the tail's next LSN, for lock-free `last_lsn`.
@@ -290,6 +290,7 @@ impl Wal {
             .max(recovered.control.state().first_epoch);
         let mut inner = Arc::new(Inner {
             dir,
+            opened_in: crate::fork::OpenedIn::this_process(),
             tail: crate::sync::Mutex::new(tail),
             next_lsn: AtomicU64::new(last_lsn + 1),
             prepared: Mutex::new(recovered.prepared.into_iter().collect()),
@@ -342,7 +343,6 @@ impl Wal {
         Ok(Wal {
             inner,
             background: parking_lot::Mutex::new(background),
-            opened_by: std::process::id(),
         })
     }
 
@@ -410,6 +410,7 @@ impl Wal {
     /// Waits until every record up to `lsn` is durable (made so by another thread: this
     /// syncs nothing), `deadline` passes (`Timeout`), or the log is poisoned or closed.
     pub fn wait_durable(&self, lsn: Lsn, deadline: std::time::Instant) -> Result<()> {
+        self.inner.opened_in.check("wait_durable")?;
         self.inner.group.wait_durable(lsn, deadline)
     }
 
@@ -420,12 +421,14 @@ impl Wal {
 
     /// Sets the epoch new records are written in; it never goes backwards.
     pub fn set_epoch(&self, epoch: u64) -> Result<()> {
+        self.inner.opened_in.check("set_epoch")?;
         self.inner.raise_epoch(epoch)
     }
 
     /// A copy of the payload of durable record `lsn`.
     pub fn read(&self, lsn: Lsn) -> Result<Vec<u8>> {
         let inner = &self.inner;
+        inner.opened_in.check("read")?;
         let _gate = inner.cut_gate.read();
         // Pinned for the copy, as a reader is (see `Reader::new`): compaction must not recycle
         // the segment between the checksum and the copy.
@@ -470,6 +473,7 @@ impl Wal {
     /// the log's failure), without starting a reader: a reader's pin would refuse a
     /// truncation or a reset meanwhile.
     pub fn check_read_start(&self, from: Lsn) -> Result<()> {
+        self.inner.opened_in.check("check_read_start")?;
         self.inner.check_readable_start(from)
     }
 
@@ -482,6 +486,7 @@ impl Wal {
     /// truncation then removes. Callers that truncate (consensus replacing an uncommitted
     /// suffix) order their own commits and truncations.
     pub fn truncate_after(&self, lsn: Lsn) -> Result<()> {
+        self.inner.opened_in.check("truncate_after")?;
         self.inner.truncate_after(lsn)
     }
 
@@ -490,6 +495,7 @@ impl Wal {
     /// for the records made durable before it failed; a closed one answers nothing.
     pub fn epoch_at(&self, lsn: Lsn) -> Result<u64> {
         let inner = &self.inner;
+        inner.opened_in.check("epoch_at")?;
         // Checked and read under the cut gate and the control lock, in the order truncations
         // and resets take them: a compaction removes segments from the map (and then recycles
         // their files) only after it took the control lock, so it either ran before (and the
@@ -538,6 +544,7 @@ impl Wal {
         hard_state: HardState,
         membership: Option<&[u8]>,
     ) -> Result<()> {
+        self.inner.opened_in.check("store_replication_state")?;
         let mut control = self.inner.control.lock();
         // Under the control lock, which `close` takes before it releases the directory.
         self.inner.group.check()?;
@@ -562,7 +569,17 @@ impl Wal {
     /// ahead of need, and the pass returns [`Error::NoSpace`] after doing the rest of its work
     /// (compaction, which may free space, included).
     pub fn maintain(&self) -> Result<()> {
+        self.inner.opened_in.check("maintain")?;
         self.inner.maintain(true)
+    }
+
+    /// `InvalidArgument`, naming `call`, in a process forked (without an exec) from the one
+    /// that opened the log: every call of the log that reads or writes it checks this first,
+    /// before it takes a lock, and a layer above the log whose threads and locks also stayed
+    /// with the opener (the replication node) does the same. One load of a counter that only a
+    /// fork changes.
+    pub fn check_opener_process(&self, call: &str) -> Result<()> {
+        self.inner.opened_in.check(call)
     }
 
     /// Group-commit counters.
@@ -618,7 +635,7 @@ impl Wal {
     }
 
     fn shutdown(&self) -> Result<()> {
-        if std::process::id() != self.opened_by {
+        if std::process::id() != self.inner.opened_in.pid() {
             return Err(self.forked_close());
         }
         // Held to the end: a second close waits for the first, then finds the log closed.
@@ -689,7 +706,7 @@ impl Wal {
                 "closed in process {}, forked from process {} that opened it: the log is left \
                  to that process, and nothing was synced or written here",
                 std::process::id(),
-                self.opened_by
+                self.inner.opened_in.pid()
             ),
         )
     }
@@ -792,6 +809,7 @@ impl Inner {
     /// Appends `payloads` as records of `kind`, in the epoch `asked` (raised to it), or else
     /// in the current one.
     fn append(&self, kind: RecordKind, asked: Option<u64>, payloads: &[&[u8]]) -> Result<Lsn> {
+        self.opened_in.check("append")?;
         if payloads.is_empty() {
             return Err(Error::invalid(
                 "records",
@@ -1054,6 +1072,7 @@ impl Inner {
     }
 
     pub(crate) fn commit(&self, lsn: Lsn) -> Result<()> {
+        self.opened_in.check("commit")?;
         // The truncation count before the end: a cut after this check (the end it read was
         // lowered before the count rose) makes the commit fail instead of waiting for `lsn`
         // to be written again.

@@ -382,6 +382,34 @@ const MAPPED_FILL_CHUNK: usize = 16 << 10;
 /// The file whose `flock` marks the log in its directory as open.
 pub(crate) const LOCK_FILE: &str = "LOCK";
 
+/// Forks this process descends through since the first call of [`forks_counted`] in its line
+/// of ancestors: a `pthread_atfork` hook increments it in every forked child (`crate::fork`).
+static FORKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static FORK_HOOK: std::sync::Once = std::sync::Once::new();
+
+/// Runs in the child of every `fork`, before `fork` returns there.
+extern "C" fn count_fork_in_child() {
+    FORKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The forks counted so far, registering the hook that counts them (once per process).
+pub(crate) fn forks_counted() -> u64 {
+    FORK_HOOK.call_once(|| {
+        // SAFETY: registers a function that lives as long as the process (the library is not
+        // unloaded: `docs/c-api.md`) and only increments an atomic, which a forked child may
+        // do. A failure (no memory) leaves forks uncounted: the close's process-id check still
+        // refuses a child's close.
+        unsafe { libc::pthread_atfork(None, None, Some(count_fork_in_child)) };
+    });
+    forks_seen()
+}
+
+/// The forks counted so far (one load: nothing writes the count outside a fork).
+#[inline]
+pub(crate) fn forks_seen() -> u64 {
+    FORKS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// The process holding the lock of the log in `dir` (the process that has it open), as Linux
 /// lists it in `/proc/locks`: `None` when nobody holds it, or when the system does not say
 /// (no `/proc`). Read only: taking the lock, even shared and for a moment, to find out would
