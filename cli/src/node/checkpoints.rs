@@ -3,6 +3,8 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use rwal_replication::Error;
+
 use super::engine::encode_state;
 use super::{log, Server};
 
@@ -32,6 +34,20 @@ pub(super) fn checkpoint_loop(server: &Server) {
                 }
             }
             Err(e) => {
+                let log_starts = server.node.status().first_lsn;
+                if let Some(installed) = superseded_by_install(&e, applied, log_starts) {
+                    // Not a failure: the install wrote the leader's checkpoint, which is this
+                    // node's latest now. Counted from it, without the wait of a failure.
+                    schedule.succeeded(installed);
+                    log(
+                        server.settings.id,
+                        &format!(
+                            "checkpoint at {applied} given up: a snapshot from the leader was \
+                             installed meanwhile (the log now starts at {log_starts})"
+                        ),
+                    );
+                    continue;
+                }
                 let (failures, wait) = schedule.failed(Instant::now());
                 log(
                     server.settings.id,
@@ -43,6 +59,17 @@ pub(super) fn checkpoint_loop(server: &Server) {
             }
         }
     }
+}
+
+/// Whether the checkpoint at `applied` failed because a snapshot from the leader was installed
+/// while it was taken (it is abandoned then, or refused as older than the installed one); the
+/// LSN of the snapshot installed, taken from the log's first LSN after the install. A follower
+/// that is sent a snapshot is behind the leader's log; reported as a failure, this pushed the
+/// next checkpoint back by the wait of a failure and wrote a log line that blamed the node.
+fn superseded_by_install(error: &Error, applied: u64, log_starts: u64) -> Option<u64> {
+    let installed = log_starts.checked_sub(1)?;
+    let abandoned = matches!(error, Error::CheckpointAbandoned { .. });
+    (abandoned || installed > applied).then_some(installed.max(applied))
 }
 
 /// The first wait after a failed checkpoint; each failure in a row doubles it.
@@ -100,6 +127,29 @@ impl CheckpointSchedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A checkpoint abandoned for a leader's snapshot, or refused because one was installed
+    /// past it, is no failure; other errors are, also on a follower whose log starts past
+    /// nothing it was asked for.
+    #[test]
+    fn a_checkpoint_overtaken_by_a_leaders_snapshot_is_no_failure() {
+        let abandoned = Error::CheckpointAbandoned { lsn: 500 };
+        assert_eq!(superseded_by_install(&abandoned, 500, 900), Some(899));
+        assert_eq!(
+            superseded_by_install(&abandoned, 500, 1),
+            Some(500),
+            "abandoned before the install reset the log"
+        );
+        let refused = Error::Closed;
+        assert_eq!(
+            superseded_by_install(&refused, 500, 901),
+            Some(900),
+            "the log starts past the checkpoint asked for"
+        );
+        assert_eq!(superseded_by_install(&refused, 500, 501), None);
+        assert_eq!(superseded_by_install(&refused, 500, 1), None);
+        assert_eq!(superseded_by_install(&refused, 500, 0), None);
+    }
 
     /// A checkpoint that keeps failing is tried again after waits that double, up to a
     /// minute, not every 200 ms; a success brings back the plain schedule.
