@@ -6,6 +6,7 @@
 #include "rwal.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <sys/socket.h>
@@ -211,6 +212,31 @@ static void sleep_ms(long ms) {
 static rwal_node *nodes[NODES];
 static struct engine engines[NODES];
 
+/* The entries of a /proc directory (this process's open descriptors or threads), -1 if it
+ * cannot be read. The descriptor opendir takes is counted every time alike. */
+static int count_entries(const char *path) {
+    DIR *dir = opendir(path);
+    if (dir == NULL) return -1;
+    int entries = 0;
+    for (struct dirent *e = readdir(dir); e != NULL; e = readdir(dir))
+        if (e->d_name[0] != '.') entries++;
+    closedir(dir);
+    return entries;
+}
+
+/* Waits until this process has at most `fds` descriptors and `threads` threads (a thread that
+ * a close let go may still be ending); whether it came down to them in WAIT_MS. */
+static int wait_back_to(int fds, int threads) {
+    for (int waited = 0; waited < WAIT_MS; waited += 20) {
+        if (count_entries("/proc/self/fd") <= fds && count_entries("/proc/self/task") <= threads)
+            return 1;
+        sleep_ms(20);
+    }
+    fprintf(stderr, "still %d descriptors (%d before) and %d threads (%d before)\n",
+            count_entries("/proc/self/fd"), fds, count_entries("/proc/self/task"), threads);
+    return 0;
+}
+
 /* Waits until every node names the same leader, which leads; returns its index, or -1. */
 static int wait_leader(void) {
     for (int waited = 0; waited < WAIT_MS; waited += 20) {
@@ -282,7 +308,12 @@ static void open_cluster(const char *dir) {
 }
 
 static void test_cluster(const char *dir) {
+    const int fds_before = count_entries("/proc/self/fd");
+    const int threads_before = count_entries("/proc/self/task");
+    CHECK(fds_before > 0 && threads_before > 0);
     open_cluster(dir);
+    CHECK(count_entries("/proc/self/fd") > fds_before + NODES);
+    CHECK(count_entries("/proc/self/task") > threads_before + NODES);
     int leader = wait_leader();
     CHECK(leader >= 0);
     if (leader < 0) return;
@@ -483,6 +514,8 @@ static void test_cluster(const char *dir) {
         pthread_mutex_destroy(&engines[i].lock);
     }
     CHECK_STATUS(rwal_node_close(NULL), RWAL_OK);
+    /* The nodes' files, sockets and threads went with them. */
+    CHECK(wait_back_to(fds_before, threads_before));
 }
 
 static void test_bad_options(const char *dir) {
