@@ -447,7 +447,7 @@ impl Interrupt {
                 // held until the exit, so that none starts after this look.
                 let slot = created.lock();
                 let Some(base) = slot.clone() else {
-                    eprintln!("\nrwal bench: interrupted");
+                    errln!("\nrwal bench: interrupted");
                     std::process::exit(status);
                 };
                 // The workloads may still create files (a segment, the control file's
@@ -464,11 +464,11 @@ impl Interrupt {
                     }
                 }
                 match outcome {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => eprintln!(
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => errln!(
                         "\nrwal bench: interrupted; could not remove {}: {e}",
                         base.display()
                     ),
-                    _ => eprintln!("\nrwal bench: interrupted; removed {}", base.display()),
+                    _ => errln!("\nrwal bench: interrupted; removed {}", base.display()),
                 }
                 std::process::exit(status);
             })
@@ -553,7 +553,7 @@ fn measure(config: &Config, base: &Path) -> Result<Vec<Outcome>, String> {
             Ok(outcome) => results.push(outcome),
             // Not `progress.println`, which prints nothing while the bar is hidden (output
             // not a terminal): the floor's ratio would be missing without a word.
-            Err(e) => progress.suspend(|| eprintln!("baseline O_DIRECT|O_DSYNC skipped: {e}")),
+            Err(e) => progress.suspend(|| errln!("baseline O_DIRECT|O_DSYNC skipped: {e}")),
         }
         let options = options
             .clone()

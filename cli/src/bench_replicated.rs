@@ -279,7 +279,7 @@ pub fn measure(
         let moves = leadership.take_moves();
         if moves > 0 {
             // On stderr: `--json` keeps stdout for the results.
-            eprintln!(
+            errln!(
                 "rwal bench: the leadership moved during the {n}-client quorum run ({moves} \
                  commits were sent again to the new leader); its latencies include the wait"
             );

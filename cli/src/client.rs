@@ -666,7 +666,7 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
     match outcome {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(message) if client.outcome_unknown => {
-            eprintln!("rwal: {message}");
+            errln!("rwal: {message}");
             Ok(ExitCode::from(3))
         }
         Err(message) => Err(message),

@@ -22,6 +22,18 @@ macro_rules! out {
     }};
 }
 
+/// `eprintln!` that never panics: a standard error that cannot be written (a full disk under
+/// the log file, a log reader that died, a closed terminal) loses the line, not the process.
+/// `eprintln!` panicked there, and in `rwal node` a panic in a log line on the node's thread
+/// failed the node, whose own report of it then panicked again before the node could stop
+/// (found by review on 2026-12-06).
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod bench;
 mod bench_replicated;
 mod client;
@@ -50,14 +62,14 @@ fn output_failed(error: std::io::Error) -> ! {
     if error.kind() == std::io::ErrorKind::BrokenPipe {
         std::process::exit(141);
     }
-    eprintln!("rwal: cannot write the output: {error}");
+    errln!("rwal: cannot write the output: {error}");
     std::process::exit(1);
 }
 
 fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
     let Some(command) = args.next() else {
-        eprintln!("{USAGE}");
+        errln!("{USAGE}");
         return ExitCode::from(2);
     };
     let rest: Vec<std::ffi::OsString> = args.collect();
@@ -72,14 +84,14 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         _ => {
-            eprintln!("rwal: unknown command {command:?}\n\n{USAGE}");
+            errln!("rwal: unknown command {command:?}\n\n{USAGE}");
             return ExitCode::from(2);
         }
     };
     match outcome {
         Ok(code) => code,
         Err(message) => {
-            eprintln!("rwal: {message}");
+            errln!("rwal: {message}");
             ExitCode::from(2)
         }
     }

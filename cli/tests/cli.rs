@@ -753,6 +753,84 @@ fn node_run(args: &[&str]) -> String {
     shown
 }
 
+/// A node whose standard error can no longer be written (its log reader died, the disk under
+/// its log file filled) goes on serving and stops cleanly: the lines are lost, not the
+/// process. Before, the first line after that panicked where it was written: SIGTERM's
+/// "stopping" line ended the node with status 101 before it closed its log.
+#[test]
+fn a_node_whose_standard_error_is_gone_serves_and_stops_cleanly() {
+    use std::io::{BufRead, BufReader};
+    use std::time::{Duration, Instant};
+    let dir = temp("stderr-gone");
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("secret");
+    write_secret(&secret, "0123456789abcdef0123\n");
+    let mut node = Command::new(env!("CARGO_BIN_EXE_rwal"))
+        .args(["node", "--init", "--id", "1", "--cluster-id", "1"])
+        .args(["--listen", "127.0.0.1:0", "--client-listen", "127.0.0.1:0"])
+        .arg("--dir")
+        .arg(dir.join("log"))
+        .arg("--secret-file")
+        .arg(&secret)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read until it serves and leads, then the pipe's read end is closed: the node's next line
+    // fails with EPIPE.
+    let stderr = node.stderr.take().unwrap();
+    let (sent, shown) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut shown = String::new();
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            shown.push_str(&line);
+            shown.push('\n');
+            if shown.contains("serving clients") && shown.contains("leader is node 1") {
+                break;
+            }
+        }
+        let _ = sent.send(shown);
+    });
+    let shown = shown
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| {
+            let _ = node.kill();
+            panic!("the node did not serve as leader in time");
+        });
+    assert!(shown.contains("leader is node 1"), "{shown}");
+    let addr = shown
+        .split("serving clients on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .trim_end_matches(',')
+        .to_string();
+    let out = rwal(&["client", "--addr", &addr, "--timeout", "20", "append", "x"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stopped = Command::new("kill")
+        .args(["-TERM", &node.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = node.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = node.kill();
+            panic!("the node did not stop within 30 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    // Its log was closed cleanly: it opens, and holds the append.
+    let out = rwal(&["verify", dir.join("log").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A member restarted with another --peer list runs with its log's membership, and says so.
 #[test]
 fn a_restart_whose_peers_differ_from_the_logs_members_is_warned_about() {
@@ -946,8 +1024,7 @@ struct ServingNode {
     /// Its peer port's address.
     peer_addr: String,
     dir: PathBuf,
-    /// Its stderr's lines, kept: with nobody reading the pipe, the node's next line would fail
-    /// (and `eprintln!` panic).
+    /// Its stderr's lines, kept: with nobody reading the pipe, the node's lines would be lost.
     lines: std::sync::mpsc::Receiver<String>,
 }
 

@@ -1491,6 +1491,15 @@ fn in_flight_bytes(config: &Config) -> usize {
     usize::try_from(total).unwrap_or(usize::MAX)
 }
 
+/// Runs a user's callback (the log, the engine's leader callback) once the node's loop has
+/// ended, where a panic must not end the thread: it has yet to report itself closed and answer
+/// every request still queued. Unwound from there, the thread left every caller of `propose`
+/// waiting forever (found by review on 2026-12-06: `rwal node`'s log line panicked when its
+/// standard error could not be written).
+fn without_unwinding(callback: impl FnOnce()) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback));
+}
+
 /// Whether a leader hands its leadership over because of a stalled sync of its log: the
 /// persister's sync in progress, started at `since`, has run for `limit`, and the last
 /// hand-over (`last`), if any, is as old (a transfer raft abandons is tried again).
@@ -1793,7 +1802,7 @@ fn run<M: StateMachine, T: Transport>(
             let failure = outcome.err().map(|e| e.to_string());
             *shared.status.lock() = status_of(&replica, failure.clone());
             // A leader change of the round that failed, told as the status shows it.
-            replica.tell_leader_changes();
+            without_unwinding(|| replica.tell_leader_changes());
             failure
         }
         Err(panic) => {
@@ -1807,15 +1816,17 @@ fn run<M: StateMachine, T: Transport>(
     // Said once, as it happens: an operator should not have to poll the status to learn that
     // the node stopped.
     if let (Some(failure), Some(log)) = (&failure, &log_at_end) {
-        log(
-            Severity::Error,
-            &format!("the node failed and stopped: {failure}"),
-        );
+        without_unwinding(|| {
+            log(
+                Severity::Error,
+                &format!("the node failed and stopped: {failure}"),
+            )
+        });
     }
     if shared.close_log_at_end.load(Ordering::Acquire) {
         // Closed from its own state machine: nobody else waits for the log to close.
         if let (Err(e), Some(log)) = (replica.wal().close_shared(), &log_at_end) {
-            log(Severity::Error, &format!("closing the log failed: {e}"));
+            without_unwinding(|| log(Severity::Error, &format!("closing the log failed: {e}")));
         }
         shared.log_closed.store(true, Ordering::Release);
     }

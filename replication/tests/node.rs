@@ -1835,6 +1835,43 @@ fn a_panicking_engine_stops_the_node_and_no_caller_waits_forever() {
     raft_error(node.close());
 }
 
+/// A log callback that panics when told the node failed (`rwal node`'s did when its standard
+/// error could not be written) does not keep the node from reporting itself closed: before,
+/// the panic ended the node's thread first, and a later `propose` waited forever for an
+/// answer.
+#[test]
+fn a_log_callback_that_panics_at_the_failure_leaves_no_caller_waiting() {
+    let dir = TempDir::new("repl-panicking-log");
+    let network = MemoryNetwork::new();
+    let mut options = NodeOptions::new(1, dir.join("node1"), Bootstrap::Voters(vec![1]));
+    options.tick_interval = Duration::from_millis(10);
+    let told = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = told.clone();
+    options.log = Some(Arc::new(move |severity, line: &str| {
+        if severity == Severity::Error && line.contains("failed and stopped") {
+            counted.fetch_add(1, Ordering::SeqCst);
+            panic!("the log cannot be written");
+        }
+    }));
+    let node = Arc::new(Node::open(options, PanickingEngine, network.transport()).unwrap());
+    network.register(1, node.inbox());
+    let (status, led) = node.wait_status(WAIT, |s| s.role == Role::Leader);
+    assert!(led, "a single voter leads: {status:?}");
+    node.propose(b"boom")
+        .expect("proposing succeeds; applying panics");
+    let n = node.clone();
+    let stopped = returns_in_time("the wait for the node to stop", move || {
+        n.wait_status(WAIT, |s| s.failure.is_some()).1
+    });
+    assert!(stopped);
+    let n = node.clone();
+    let proposed = returns_in_time("a propose after the failure", move || n.propose(b"after"));
+    assert!(matches!(proposed, Err(Error::Closed)), "{proposed:?}");
+    assert_eq!(told.load(Ordering::SeqCst), 1, "the failure was told once");
+    let node = Arc::into_inner(node).expect("no other handle is left");
+    assert!(returns_in_time("the close", move || node.close()).is_err());
+}
+
 /// An engine that reports it cannot apply a committed record stops its node (going on would
 /// leave it behind its log); the record stays committed in the log, the log closes under a live
 /// reader, and the node opens again only once the engine takes the record.

@@ -84,7 +84,7 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
 }
 
 fn log(id: NodeId, line: &str) {
-    eprintln!("rwal node {id}: {line}");
+    errln!("rwal node {id}: {line}");
 }
 
 /// Says what the recovery of the node's log decided: a torn tail cut or damage skipped is for

@@ -316,7 +316,7 @@ fn read_secret(file: &Path) -> Result<Vec<u8>, String> {
             ));
         }
         if mode & 0o044 != 0 {
-            eprintln!(
+            errln!(
                 "rwal node: warning: the secret file {} can be read by other users (mode \
                  {mode:o}): whoever reads it can join the cluster; chmod 600 it unless no other \
                  user can reach it",
