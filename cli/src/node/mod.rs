@@ -454,8 +454,17 @@ fn accept_clients(server: &Arc<Server>, listener: &TcpListener) {
                 }
                 server.connections.remove(&served);
             });
-        if spawned.is_err() {
-            log(id, "cannot start a client thread");
+        if let Err(e) = spawned {
+            // Out of threads (a cgroup's or RLIMIT_NPROC's task limit): answered RETRY, and
+            // logged as refusals are, at most once in 10 s. Before 2026-12-06 each such
+            // connection was closed unanswered, with a line of its own: a flood of connections
+            // wrote lines as fast as it connected.
+            refuse(
+                id,
+                &refusals,
+                connection.stream(),
+                &format!("the node cannot start a thread to serve it: {e}"),
+            );
             server.connections.remove(&connection);
         }
     }

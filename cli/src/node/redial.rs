@@ -24,6 +24,10 @@ pub(super) struct Redial {
     /// Members this node has no `peer` line for, already warned about (once each, until the
     /// member has an address or leaves).
     unaddressed: HashSet<NodeId>,
+    /// Members whose `peer` line the transport could not take (no thread for it), since when:
+    /// tried again, and logged again, only after `REDIAL_MISSING_FOR`, not at every look
+    /// (20 lines a second before 2026-12-06).
+    line_refused_at: HashMap<NodeId, Instant>,
 }
 
 /// A member the transport has had no address for this long is given one, even if no look saw
@@ -64,8 +68,18 @@ impl Redial {
                 // This node's `peer` line stands over an address a change carried (another
                 // member's line, older than this one's).
                 let line = server.peers.read().get(&member).map(|(peer, _)| *peer);
-                if let Some(line) = line.filter(|line| *line != dialled) {
-                    match server.network.add_peer(member, line) {
+                let refused_lately = self
+                    .line_refused_at
+                    .get(&member)
+                    .is_some_and(|at| now.duration_since(*at) < REDIAL_MISSING_FOR);
+                if let Some(line) = line.filter(|line| *line != dialled && !refused_lately) {
+                    let dialled_now = server.network.add_peer(member, line);
+                    if dialled_now.is_err() {
+                        self.line_refused_at.insert(member, now);
+                    } else {
+                        self.line_refused_at.remove(&member);
+                    }
+                    match dialled_now {
                         Ok(()) if !is_member(&server.node.status().membership, member) => {
                             // Removed since the look above: its removal forgot it before
                             // this gave it back.
@@ -128,6 +142,8 @@ impl Redial {
             self.missing_since.remove(&member);
         }
         self.missing_since
+            .retain(|member, _| members.contains(member));
+        self.line_refused_at
             .retain(|member, _| members.contains(member));
         self.unaddressed.retain(|member| {
             members.contains(member) && server.network.peer_addr(*member).is_none()
