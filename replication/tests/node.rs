@@ -577,7 +577,9 @@ fn many_threads_propose_and_every_node_holds_the_same_committed_log() {
 /// its deadline and fail with `Timeout` (found by review on 2026-12-04).
 #[test]
 fn a_read_whose_request_was_lost_with_the_leader_is_confirmed_by_the_next() {
-    let cluster = Cluster::new("repl-read-reasked", 3);
+    // Slow to elect: the read must be asked while the others still take the cut-off node for
+    // their leader, or it goes straight to the new one and the lost request is never re-asked.
+    let cluster = Cluster::simulated_slow_to_elect("repl-read-reasked", 3, 16 << 10);
     let old = cluster.leader(&[1, 2, 3]);
     let (before, _) = cluster.node(old).propose_and_wait(b"before", WAIT).unwrap();
     let others: Vec<NodeId> = [1, 2, 3].into_iter().filter(|id| *id != old).collect();
@@ -586,7 +588,12 @@ fn a_read_whose_request_was_lost_with_the_leader_is_confirmed_by_the_next() {
         cluster.network.cut(old, *other);
         cluster.network.cut(*other, old);
     }
-    // Asked before the others elect a leader (their election timeout is 300 to 600 ms).
+    // Asked before the others elect a leader (their election timeout is 3 to 6 s).
+    assert_eq!(
+        cluster.node(others[0]).status().leader,
+        Some(old),
+        "the read is asked of a follower of the cut-off leader"
+    );
     let read_point = cluster.node(others[0]).read_barrier(WAIT);
     let new = cluster.leader(&others);
     assert_ne!(new, old);
@@ -602,7 +609,10 @@ fn a_read_whose_request_was_lost_with_the_leader_is_confirmed_by_the_next() {
 
 #[test]
 fn a_partitioned_leader_is_replaced_and_its_uncommitted_entry_superseded() {
-    let cluster = Cluster::new("repl-failover", 3);
+    // Slow to elect, on simulated disks: the isolated leader must still lead through the
+    // proposals below, and a real disk's sync can hold its thread up past a short election
+    // timeout on a loaded machine (found by review on 2026-12-06).
+    let cluster = Cluster::simulated_slow_to_elect("repl-failover", 3, 16 << 10);
     let old = cluster.leader(&[1, 2, 3]);
     cluster.node(old).propose_and_wait(b"before", WAIT).unwrap();
     for other in [1, 2, 3].into_iter().filter(|id| *id != old) {
@@ -620,7 +630,7 @@ fn a_partitioned_leader_is_replaced_and_its_uncommitted_entry_superseded() {
     // A propose-and-wait there times out after proposing, and says what to wait for.
     match cluster
         .node(old)
-        .propose_and_wait(b"lost too", Duration::from_millis(100))
+        .propose_and_wait(b"lost too", Duration::from_secs(1))
     {
         Err(Error::NotYetCommitted { lsn: l, epoch: e }) => assert_eq!((l, e), (lsn + 2, epoch)),
         other => panic!("expected NotYetCommitted, got {other:?}"),
@@ -2457,11 +2467,13 @@ fn calls_that_wait_for_the_node_are_refused_on_its_own_thread() {
     node.close().unwrap();
 }
 
-/// An engine that stops its own node from `apply` (on the node's thread), then takes a while
-/// to return.
+/// An engine that stops its own node from `apply` (on the node's thread), then returns once the
+/// test lets it.
 struct SelfStoppingEngine {
     node: Arc<std::sync::OnceLock<std::sync::Weak<Node>>>,
     stopped: std::sync::mpsc::Sender<Result<(), Error>>,
+    /// The apply that stopped returns once this says so (or after `WAIT`).
+    release: Arc<std::sync::Mutex<std::sync::mpsc::Receiver<()>>>,
     returned: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -2475,7 +2487,7 @@ impl rwal_replication::StateMachine for SelfStoppingEngine {
             None => Ok(()),
         };
         let _ = self.stopped.send(outcome);
-        std::thread::sleep(Duration::from_millis(300));
+        let _ = self.release.lock().unwrap().recv_timeout(WAIT);
         self.returned.store(true, Ordering::Release);
         Ok(())
     }
@@ -2499,10 +2511,12 @@ fn a_close_after_a_stop_from_the_nodes_own_thread_waits_for_that_thread() {
     let network = MemoryNetwork::new();
     let slot = Arc::new(std::sync::OnceLock::new());
     let (stopped, stop_seen) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel();
     let returned = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let engine = SelfStoppingEngine {
         node: slot.clone(),
         stopped,
+        release: Arc::new(std::sync::Mutex::new(released)),
         returned: returned.clone(),
     };
     let node = lone_leader_its_engine_reaches(&dir, &network, engine, &slot);
@@ -2512,9 +2526,22 @@ fn a_close_after_a_stop_from_the_nodes_own_thread_waits_for_that_thread() {
         other => panic!("the stop on the node's thread: {other:?}"),
     }
     let node = Arc::into_inner(node).expect("the engine let go of its handle");
-    let closed = node.close();
+    // The apply is held until the close has had 2 s to return without waiting for it: a
+    // close that waits returns only once it is let go (a fixed sleep in the apply passed on
+    // the old code whenever this thread reached the close after the sleep had ended).
+    let seen_returned = returned.clone();
+    let closing = std::thread::spawn(move || {
+        let closed = node.close();
+        (closed, seen_returned.load(Ordering::Acquire))
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while !closing.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    release.send(()).unwrap();
+    let (closed, apply_had_returned) = closing.join().unwrap();
     assert!(
-        returned.load(Ordering::Acquire),
+        apply_had_returned,
         "the close returned while the node's thread was still applying"
     );
     closed.expect("a stop is not a failure");

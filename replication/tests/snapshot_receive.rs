@@ -18,10 +18,15 @@ fn simulated() -> Options {
 /// Node 2, joining (no membership yet), with the default configuration, in `dir` on a
 /// simulated disk of its own.
 fn joining(dir: &str) -> Replica<Engine> {
+    joining_as(2, dir)
+}
+
+/// [`joining`] as node `id`.
+fn joining_as(id: rwal_replication::NodeId, dir: &str) -> Replica<Engine> {
     Replica::open(
         dir,
         simulated(),
-        Config::new(2),
+        Config::new(id),
         Bootstrap::Join,
         Engine::default(),
     )
@@ -353,6 +358,15 @@ fn leader_with_a_snapshot_for_node_2(
     disk: &SimDisk,
     snapshot_chunk_bytes: usize,
 ) -> (Replica<Engine>, u64) {
+    leader_with_a_snapshot_for(&[2], disk, snapshot_chunk_bytes)
+}
+
+/// [`leader_with_a_snapshot_for_node_2`] with each of `learners` to be caught up by it.
+fn leader_with_a_snapshot_for(
+    learners: &[rwal_replication::NodeId],
+    disk: &SimDisk,
+    snapshot_chunk_bytes: usize,
+) -> (Replica<Engine>, u64) {
     use rwal_replication::MembershipChange;
 
     let mut config = Config::new(1);
@@ -374,20 +388,26 @@ fn leader_with_a_snapshot_for_node_2(
         leader.tick();
         leader.process().unwrap();
     }
-    leader
-        .change_membership(MembershipChange::AddLearner(2))
-        .unwrap();
+    for &learner in learners {
+        leader
+            .change_membership(MembershipChange::AddLearner(learner))
+            .unwrap();
+        leader.process().unwrap();
+    }
     for i in 0..40u8 {
         leader.propose(&[i; 64 << 10]).unwrap();
         leader.process().unwrap();
     }
-    drop(leader.take_messages()); // node 2 is not listening yet
+    drop(leader.take_messages()); // the learners are not listening yet
     let lsn = leader.applied_lsn();
     let state = common::encode(&leader.machine().0.lock());
     leader.checkpoint(lsn, &state).unwrap();
     leader.compact().unwrap();
     leader.compact().unwrap();
-    assert!(leader.wal().first_lsn() > 2, "node 2 needs the snapshot");
+    assert!(
+        leader.wal().first_lsn() > 2 + learners.len() as u64,
+        "the learners need the snapshot"
+    );
     (leader, lsn)
 }
 
@@ -395,26 +415,45 @@ fn leader_with_a_snapshot_for_node_2(
 /// noted, once for its follower however many streams to it stall after that (one that stays
 /// unreachable): the note went through the one slot of the last snapshot problem, and with
 /// two followers away at once it was noted at every stall (found by review on 2026-12-05).
-/// Once a stream reaches the follower, it installs the snapshot.
+/// Hence two learners here, both stalling, as the review that found the rule's first test
+/// passing on the old code pointed out (2026-12-06). Once a stream reaches a follower, it
+/// installs the snapshot.
 #[test]
-fn a_follower_whose_snapshot_streams_keep_stalling_is_noted_once() {
+fn followers_whose_snapshot_streams_keep_stalling_are_noted_once_each() {
     let disk = SimDisk::new();
-    let (mut leader, lsn) = leader_with_a_snapshot_for_node_2(&disk, STREAM_CHUNK_BYTES);
-    let mut follower = joining("/stalling");
+    let (mut leader, lsn) = leader_with_a_snapshot_for(&[2, 3], &disk, STREAM_CHUNK_BYTES);
+    let mut followers = [joining_as(2, "/stalling-2"), joining_as(3, "/stalling-3")];
     let timeout = Config::new(1).snapshot_timeout_ticks;
     let mut notes = Vec::new();
     // Raft's messages cross; the transport takes no chunk, for four timeouts: raft starts a
-    // stream again after each is given up (three or more stalls; noted at each without the
-    // rule).
+    // stream to each learner again after each is given up (three or more stalls each; noted
+    // at each without the rule).
     for _ in 0..timeout * 4 {
-        pair::round(&mut leader, &mut follower, &no_room);
+        leader.tick_with_snapshot_room(&no_room);
+        leader.process().unwrap();
+        for envelope in leader.take_messages() {
+            let to = envelope.to();
+            if let Some(follower) = followers.iter_mut().find(|f| f.id() == to) {
+                follower.step(envelope);
+            }
+        }
+        for follower in &mut followers {
+            follower.process().unwrap();
+            for envelope in follower.take_messages() {
+                leader.step(envelope);
+            }
+            follower.tick();
+        }
         notes.extend(leader.take_log());
     }
-    let stalled: Vec<&String> = notes
-        .iter()
-        .filter(|n| n.contains("to node 2 made no progress"))
-        .collect();
-    assert_eq!(stalled.len(), 1, "{notes:#?}");
+    for learner in [2, 3] {
+        let stalled = notes
+            .iter()
+            .filter(|n| n.contains(&format!("to node {learner} made no progress")))
+            .count();
+        assert_eq!(stalled, 1, "node {learner}: {notes:#?}");
+    }
+    let [mut follower, _] = followers;
     pair::step_until(&mut leader, &mut follower, |f| f.applied_lsn() >= lsn);
     assert!(
         follower.applied_lsn() >= lsn,

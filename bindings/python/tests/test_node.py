@@ -566,11 +566,13 @@ def test_a_node_collected_in_the_log_handler_is_closed_on_a_thread_of_its_own(tm
     # was kept open, its directory locked, until the interpreter exited.
     import gc
     import warnings
+    import weakref
 
     path = tmp_path / "cycle"
     node = rwal.Node(1, path, cluster_id=1, secret=SECRET, voters=[1], tick_ms=10,
                      apply=lambda *_: None, snapshot=lambda: b"", restore=lambda *_: None)
     node.itself = node  # a cycle: only the cycle collector frees it
+    collected = weakref.ref(node)
 
     class Collecting(logging.Handler):
         collections = 0
@@ -593,6 +595,8 @@ def test_a_node_collected_in_the_log_handler_is_closed_on_a_thread_of_its_own(tm
             # Its "opened" message runs the handler on this thread, a Python one.
             with rwal.open(tmp_path / "other", segment_size=1 << 20):
                 pass
+        # Collected there, in the handler, not by the collection that follows gc.enable().
+        assert collected() is None
     finally:
         rwal.log_to(None)
         logger.removeHandler(handler)
@@ -923,10 +927,15 @@ def test_a_second_close_waits_for_the_first_to_stop_the_node(tmp_path):
         first = threading.Thread(target=node.close)
         first.start()
         wait(lambda: node.closed)
+        second_started = threading.Event()
         second_done = threading.Event()
-        second = threading.Thread(target=lambda: (node.close(), second_done.set()))
+        second = threading.Thread(
+            target=lambda: (second_started.set(), node.close(), second_done.set()))
         second.start()
-        # The first close() is held in its stop by the apply: the second waits for it.
+        # The first close() is held in its stop by the apply: the second waits for it. (Its
+        # thread is seen to reach the call: a thread slower to start than the wait below
+        # made the check pass whatever close() did.)
+        assert second_started.wait(30)
         time.sleep(0.3)
         assert not second_done.is_set()
         release.set()
