@@ -554,6 +554,7 @@ fn stop(server: Arc<Server>, client_addr: SocketAddr) -> Result<(), String> {
     if status.role == Role::Leader && another_voter {
         log(id, &hand_leadership_over(&server.node));
     }
+    let stop_started = Instant::now();
     // The acceptor waits in `accept`: a connection of our own wakes it to see `stopping`.
     let _ = TcpStream::connect_timeout(&reachable(client_addr), Duration::from_secs(1));
     // Every thread serving a client, the acceptor and the checkpointer hold the server: it is
@@ -574,11 +575,14 @@ fn stop(server: Arc<Server>, client_addr: SocketAddr) -> Result<(), String> {
         server.connections.cut_all();
         alone(Instant::now() + Duration::from_secs(2));
     }
+    let holders = Arc::strong_count(&server) - 1;
     let Ok(server) = Arc::try_unwrap(server) else {
         return Err(format!(
-            "node {id}: requests still in progress after {:?}; exiting without closing the \
-             log (everything acknowledged is durable: the next start recovers it)",
-            APPEND_TIMEOUT
+            "node {id}: {} threads (serving clients, checkpointing, accepting connections) \
+             still running after {:?}; exiting without closing the log (everything \
+             acknowledged is durable: the next start recovers it)",
+            holders,
+            stop_started.elapsed()
         ));
     };
     let Server { node, network, .. } = server;
