@@ -1164,7 +1164,9 @@ rwal_status rwal_node_shutdown(const rwal_node *node);
  * `RWAL_ERR_REPLICATION` if the node had failed, with the failure in the message); frees the
  * handle, which must not be used again (even when an error is returned), except after
  * `RWAL_ERR_INVALID_ARGUMENT`: called from a callback, on the node's own thread, it closes
- * nothing and the handle stays. NULL is a no-op.
+ * nothing and the handle stays. In a child forked from the node's process it stops and
+ * closes nothing (the node is that process's), frees the child's copy of the handle and
+ * returns `RWAL_ERR_INVALID_ARGUMENT`. NULL is a no-op.
  * Blocks until the thread has stopped. Readers still open get `RWAL_ERR_CLOSED` and must
  * still be freed; the directory is released at once, even while they are.
  *

@@ -412,7 +412,12 @@ unsafe fn options_mut<'a>(
 unsafe fn node<'a>(node: *const rwal_node) -> Result<&'a rwal_node, Failure> {
     non_null(node, "node")?;
     // SAFETY: a live handle (the caller's contract).
-    Ok(unsafe { &*node })
+    let handle = unsafe { &*node };
+    // Before any lock of the handle's and any change of its network: in a child forked from
+    // the node's process they are that process's (found by review on 2026-12-06: an added
+    // peer there cut the parent's connections).
+    handle.node.check_opener_process("a call of the node")?;
+    Ok(handle)
 }
 
 /// New node options for node `id` (1, 2, ...) with its log in `dir`: listen on 127.0.0.1 on a
@@ -963,7 +968,9 @@ pub unsafe extern "C" fn rwal_node_shutdown(node: *const rwal_node) -> rwal_stat
 /// `RWAL_ERR_REPLICATION` if the node had failed, with the failure in the message); frees the
 /// handle, which must not be used again (even when an error is returned), except after
 /// `RWAL_ERR_INVALID_ARGUMENT`: called from a callback, on the node's own thread, it closes
-/// nothing and the handle stays. NULL is a no-op.
+/// nothing and the handle stays. In a child forked from the node's process it stops and
+/// closes nothing (the node is that process's), frees the child's copy of the handle and
+/// returns `RWAL_ERR_INVALID_ARGUMENT`. NULL is a no-op.
 /// Blocks until the thread has stopped. Readers still open get `RWAL_ERR_CLOSED` and must
 /// still be freed; the directory is released at once, even while they are.
 ///

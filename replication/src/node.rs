@@ -858,6 +858,7 @@ impl Node {
     /// `Compacted`. `Closed` once the node's thread stopped: the followers' pins went with it;
     /// `InvalidArgument` on the node's thread (from the state machine).
     pub fn compact(&self) -> Result<rwal_wal::CompactionReport> {
+        self.wal.check_opener_process("compact")?;
         if self.on_its_thread() {
             return Err(Error::invalid(
                 "thread",
@@ -1010,6 +1011,14 @@ impl Node {
     /// [`wait_status`](Node::wait_status) condition that reads it misses no wake-up.
     fn stopped(&self) -> bool {
         self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// `InvalidArgument`, naming `call`, in a process forked (without an exec) from the one
+    /// that opened the node: its threads do not exist there, and its log, sockets and locks
+    /// are that process's. Every call that waits for the node's thread checks it first;
+    /// bindings check it before calls of their own that take locks or change the network.
+    pub fn check_opener_process(&self, call: &str) -> Result<()> {
+        Ok(self.wal.check_opener_process(call)?)
     }
 
     /// Whether the caller runs on the node's own thread: in its [`StateMachine`]'s methods
@@ -1276,6 +1285,9 @@ impl CommittedReader {
         alone_max: usize,
         gate_deadline: Option<Instant>,
     ) -> Result<Option<(Lsn, usize)>> {
+        // Before any lock: in a child forked from the node's process, they may be held by
+        // threads the child does not have.
+        self.wal.check_opener_process("a committed reader's next")?;
         // The gate is shared with other readers; a snapshot install waits until this read is
         // done. Only the node's thread installs, holding the gate while the state machine's
         // `restore` runs: a read from there would wait for itself, so there the gate is tried

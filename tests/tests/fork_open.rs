@@ -28,10 +28,25 @@ fn a_forked_child_leaves_the_log_to_the_process_that_opened_it() {
     let options = || Options::new().segment_bytes(1 << 20);
     let wal = Wal::open(&dir, options()).unwrap();
     wal.append_durable(b"before").unwrap();
+    // A checkpoint being written and a pin, both of the parent's.
+    let mut writer = wal.checkpoint_writer(1, 3).unwrap();
+    let pin = wal.pin("parent", 1).unwrap();
+    let snapshots_being_written = || {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.unwrap().file_name().into_string().ok())
+            .filter(|name| name.starts_with("snapshot-") && name.ends_with(".tmp"))
+            .count()
+    };
+    assert_eq!(snapshots_being_written(), 1);
+    // `go`: the parent lets the child start, and, closed, end; `done`: the child's outcome.
     let mut go = [0; 2];
-    // SAFETY: `go` has room for the two descriptors pipe writes.
+    let mut done = [0; 2];
+    // SAFETY: each array has room for the two descriptors pipe writes.
     assert_eq!(unsafe { libc::pipe(go.as_mut_ptr()) }, 0);
-    // SAFETY: the child waits on the pipe, closes its copy of the handle and leaves with
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::pipe(done.as_mut_ptr()) }, 0);
+    // SAFETY: the child waits on the pipe, makes its calls on its copies and leaves with
     // _exit; the test's other threads hold no lock it takes (this binary runs one test).
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
@@ -40,9 +55,10 @@ fn a_forked_child_leaves_the_log_to_the_process_that_opened_it() {
         // SAFETY: reads one byte into `byte` from the pipe's read end.
         unsafe {
             libc::close(go[1]);
+            libc::close(done[0]);
             libc::read(go[0], (&mut byte as *mut u8).cast(), 1);
         }
-        let code = if !refused_as_forked(wal.append(b"child")) {
+        let code: u8 = if !refused_as_forked(wal.append(b"child")) {
             3
         } else if !refused_as_forked(wal.commit(1)) {
             4
@@ -52,6 +68,12 @@ fn a_forked_child_leaves_the_log_to_the_process_that_opened_it() {
             6
         } else if !refused_as_forked(wal.checkpoint(1, None)) {
             7
+        } else if !refused_as_forked(writer.write(b"abc")) {
+            8
+        } else if !refused_as_forked(writer.finish()) {
+            9
+        } else if !refused_as_forked(pin.move_to(1)) {
+            10
         } else {
             match wal.close() {
                 Err(Error::InvalidArgument { reason, .. }) if reason.contains("forked from") => 0,
@@ -59,32 +81,60 @@ fn a_forked_child_leaves_the_log_to_the_process_that_opened_it() {
                 Ok(()) => 2,
             }
         };
+        // SAFETY: writes the outcome from a live byte, then waits for the parent to close its
+        // end of `go` (it reopens the log meanwhile, with this process alive).
+        unsafe {
+            libc::write(done[1], (&code as *const u8).cast(), 1);
+            libc::read(go[0], (&mut byte as *mut u8).cast(), 1);
+        }
         // SAFETY: _exit ends the child without running the test harness's exit.
-        unsafe { libc::_exit(code) };
+        unsafe { libc::_exit(i32::from(code)) };
     }
-    // SAFETY: the parent's copy of the read end is not used.
-    unsafe { libc::close(go[0]) };
+    // SAFETY: the parent's copies of the read end of `go` and the write end of `done` are not
+    // used.
+    unsafe {
+        libc::close(go[0]);
+        libc::close(done[1]);
+    }
     wal.close().unwrap();
-    let again = Wal::open(&dir, options()).expect("the child's copy holds no lock");
-    again.append_durable(b"after").unwrap();
-    again.close().unwrap();
     let control = std::fs::read(dir.join("control")).unwrap();
-    // SAFETY: writes one byte from a live buffer, then closes the write end.
+    let mut code = 255u8;
+    // SAFETY: writes one byte from a live buffer; reads one into `code`.
     unsafe {
         assert_eq!(libc::write(go[1], b"x".as_ptr().cast(), 1), 1);
-        libc::close(go[1]);
+        libc::read(done[0], (&mut code as *mut u8).cast(), 1);
+        libc::close(done[0]);
     }
     assert_eq!(
-        wait_child(pid, Duration::from_secs(30)),
-        0,
+        code, 0,
         "a call in the child was not refused as forked (1-2: its close; 3: append, 4: commit, \
-         5: read, 6: reader, 7: checkpoint)"
+         5: read, 6: reader, 7: checkpoint, 8: a checkpoint's write, 9: its finish, 10: a \
+         pin's move; 255: the child ended first)"
     );
     assert_eq!(
         std::fs::read(dir.join("control")).unwrap(),
         control,
         "the child wrote the control file"
     );
+    assert_eq!(
+        snapshots_being_written(),
+        1,
+        "the child's refused finish removed the parent's snapshot being written"
+    );
+    // With the child alive, holding copies of every descriptor.
+    let again = Wal::open(&dir, options()).expect("the child's copy holds no lock");
+    assert_eq!(
+        snapshots_being_written(),
+        0,
+        "the open removes a snapshot its log was not writing"
+    );
+    again.append_durable(b"after").unwrap();
+    again.close().unwrap();
+    // SAFETY: closes the write end: the child's read returns, and it exits.
+    unsafe { libc::close(go[1]) };
+    assert_eq!(wait_child(pid, Duration::from_secs(30)), 0);
+    drop(writer);
+    drop(pin);
     let wal = Wal::open(&dir, options()).unwrap();
     assert_eq!(wal.read(1).unwrap(), b"before");
     assert_eq!(wal.read(2).unwrap(), b"after");

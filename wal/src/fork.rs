@@ -15,31 +15,40 @@
 use crate::io::fs::forks_counted;
 use crate::{Error, Result};
 
-/// The process a log was opened in.
-#[derive(Debug)]
-pub(crate) struct OpenedIn {
+/// The process something was opened in (a log, a snapshot being written, a layer above the
+/// log with threads of its own: the replication node, its network): its calls are refused in
+/// a child forked from that process, where its threads do not exist and its state is a stale
+/// copy.
+#[derive(Debug, Clone)]
+pub struct OpeningProcess {
     forks: u64,
     pid: u32,
 }
 
-impl OpenedIn {
-    /// This process, with the hook registered.
-    pub(crate) fn this_process() -> OpenedIn {
-        OpenedIn {
+impl OpeningProcess {
+    /// This process, with the hook that counts forks registered.
+    pub fn this_process() -> OpeningProcess {
+        OpeningProcess {
             forks: forks_counted(),
             pid: std::process::id(),
         }
     }
 
     /// The opener's process id.
-    pub(crate) fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// Whether this is the opener's process (not a child forked from it).
+    #[inline]
+    pub fn is_current(&self) -> bool {
+        crate::io::fs::forks_seen() == self.forks
     }
 
     /// `InvalidArgument` in a process forked from the opener, `what` naming the call refused.
     #[inline]
-    pub(crate) fn check(&self, what: &str) -> Result<()> {
-        if crate::io::fs::forks_seen() == self.forks {
+    pub fn check(&self, what: &str) -> Result<()> {
+        if self.is_current() {
             return Ok(());
         }
         Err(self.refusal(what))

@@ -66,6 +66,7 @@ pub type Lsn = u64;
 pub use checkpoint::{Checkpoint, CheckpointWriter, CompactionReport, ReceivedSnapshot};
 pub use control::{ControlState, HardState, MEMBERSHIP_BYTES_MAX};
 pub use error::{Error, Result};
+pub use fork::OpeningProcess;
 pub use group_commit::CommitStats;
 pub use io::recorder::SyncRecorder;
 pub use io::sim::{SimDisk, SimHold};

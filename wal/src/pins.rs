@@ -269,6 +269,7 @@ impl Pin {
     /// [`Error::Closed`] once the log is closed (nothing is left to hold back), and
     /// [`Error::Poisoned`] once it is poisoned, as for the log's other calls.
     pub fn move_to(&self, lsn: Lsn) -> Result<()> {
+        self.inner.opened_in.check("a pin's move_to")?;
         self.check_valid()?;
         // Under the cut gate, as a new pin is registered: a pin moved past a cut in progress
         // would keep nothing.

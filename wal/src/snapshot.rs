@@ -121,6 +121,9 @@ pub(crate) struct SnapshotWriter {
     pacer: WritebackPacer,
     /// Whether the temporary file got its final name; if not, dropping the writer removes it.
     renamed: bool,
+    /// The process that created it: in a child forked from it, writes and the finish are
+    /// refused, and a drop leaves the file to that process.
+    created_in: crate::fork::OpeningProcess,
     /// A write failed: what it reported. The writer takes nothing more and cannot finish. Its
     /// file may hold part of a chunk the checksum counts, and a failed wait for the write-back
     /// has taken the file's write-back error, which the final `fdatasync` would no longer
@@ -171,6 +174,7 @@ impl SnapshotWriter {
             body_crc: 0,
         };
         Ok(SnapshotWriter {
+            created_in: crate::fork::OpeningProcess::this_process(),
             dir: dir.clone(),
             file,
             name,
@@ -228,6 +232,7 @@ impl SnapshotWriter {
 
     /// Appends `data` to the body; more than the announced length is an error.
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.created_in.check("a snapshot write")?;
         self.check_not_failed()?;
         let written = self.write_body(data);
         if let Err(e) = &written {
@@ -267,6 +272,7 @@ impl SnapshotWriter {
     /// whether the rename (and anything else the directory holds unsynced) survives a crash is
     /// unknown, and no later sync may be trusted to say (the log's rule for every failed sync).
     pub fn finish(mut self, poison: impl FnOnce(Error) -> Error) -> Result<()> {
+        self.created_in.check("a snapshot's finish")?;
         self.check_not_failed()?;
         if self.at != self.header.body_bytes {
             return Err(Error::invalid(
@@ -299,7 +305,8 @@ impl Drop for SnapshotWriter {
     /// An abandoned or failed snapshot leaves no file behind: retries (a checkpoint loop on a
     /// full disk) would otherwise fill the directory until the next open's recovery.
     fn drop(&mut self) {
-        if !self.renamed {
+        // In a child forked from its creator, the file is the creator's, still being written.
+        if !self.renamed && self.created_in.is_current() {
             let _ = self.dir.remove(&self.temp);
         }
     }

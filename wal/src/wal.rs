@@ -60,7 +60,7 @@ pub(crate) struct Inner {
     pub(crate) dir: Arc<dyn Dir>,
     /// The process that opened the log: calls in a child forked from it are refused, and a
     /// close there leaves the log to it (`shutdown`).
-    pub(crate) opened_in: crate::fork::OpenedIn,
+    pub(crate) opened_in: crate::fork::OpeningProcess,
     pub(crate) options: Options,
     pub(crate) tail: crate::sync::Mutex<Tail<Arc<Segment>>>,
     /// Mirror of the tail's next LSN, for lock-free `last_lsn`.
@@ -290,7 +290,7 @@ impl Wal {
             .max(recovered.control.state().first_epoch);
         let mut inner = Arc::new(Inner {
             dir,
-            opened_in: crate::fork::OpenedIn::this_process(),
+            opened_in: crate::fork::OpeningProcess::this_process(),
             tail: crate::sync::Mutex::new(tail),
             next_lsn: AtomicU64::new(last_lsn + 1),
             prepared: Mutex::new(recovered.prepared.into_iter().collect()),

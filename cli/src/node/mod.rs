@@ -537,6 +537,7 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
 /// is still in progress after `APPEND_TIMEOUT`.
 fn stop(server: Arc<Server>, client_addr: SocketAddr) -> Result<(), String> {
     let id = server.settings.id;
+    let stop_started = Instant::now();
     // Their next read ends; the reply being prepared can still be written.
     let connected = server.connections.stop(&server.stopping);
     log(
@@ -554,7 +555,6 @@ fn stop(server: Arc<Server>, client_addr: SocketAddr) -> Result<(), String> {
     if status.role == Role::Leader && another_voter {
         log(id, &hand_leadership_over(&server.node));
     }
-    let stop_started = Instant::now();
     // The acceptor waits in `accept`: a connection of our own wakes it to see `stopping`.
     let _ = TcpStream::connect_timeout(&reachable(client_addr), Duration::from_secs(1));
     // Every thread serving a client, the acceptor and the checkpointer hold the server: it is

@@ -364,6 +364,10 @@ struct PeerQueue {
 pub struct PeerNetwork {
     shared: Arc<Shared>,
     local_addr: SocketAddr,
+    /// The process that started it: in a child forked from it (where none of its threads
+    /// exist, and its sockets are the opener's too), changes of its peers are refused, and
+    /// dropping it stops nothing (`Drop`).
+    started_in: rwal_wal::OpeningProcess,
 }
 
 impl std::fmt::Debug for PeerNetwork {
@@ -424,7 +428,11 @@ impl PeerNetwork {
             connections: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(0),
         });
-        let network = PeerNetwork { shared, local_addr };
+        let network = PeerNetwork {
+            shared,
+            local_addr,
+            started_in: rwal_wal::OpeningProcess::this_process(),
+        };
         // The peers first: a peer whose dial the listener's backlog took (it started first)
         // is known when its handshake is read, not refused as a stranger.
         for (id, addr) in config.peers {
@@ -444,14 +452,19 @@ impl PeerNetwork {
     /// again at the address it has keeps its connection and what is queued for it (a
     /// configuration reloaded with every peer in it must not cut a snapshot stream short).
     pub fn add_peer(&self, id: NodeId, addr: SocketAddr) -> Result<()> {
+        self.started_in.check("add_peer")?;
         Shared::add_peer(&self.shared, id, addr, false).map(drop)
     }
 
     /// Forgets peer `id` (a node removed from the cluster): this node stops dialling it and
     /// closes and refuses its connections. Returns whether it was a peer. A node does this
     /// itself when it applies the membership change that removed `id`
-    /// ([`Transport::peer_removed`]).
+    /// ([`Transport::peer_removed`]). In a process forked from the one that started the
+    /// network, nothing is removed (false).
     pub fn remove_peer(&self, id: NodeId) -> bool {
+        if !self.started_in.is_current() {
+            return false;
+        }
         self.shared.remove_peer(id)
     }
 
@@ -499,6 +512,21 @@ impl PeerNetwork {
 
 impl Drop for PeerNetwork {
     fn drop(&mut self) {
+        if !self.started_in.is_current() {
+            // A child forked from the process that started it: the threads are that
+            // process's, and joining them here would wait forever; the sockets are its too,
+            // and shutting them down would cut its links. The child's copies of the
+            // descriptors close as the structures drop (a close cuts nothing the other
+            // process holds); the threads' handles are left alone.
+            // Tried only: a lock a thread of that process held at the fork stays held here.
+            if let Some(mut threads) = self.shared.threads.try_lock() {
+                std::mem::forget(std::mem::take(&mut *threads));
+            }
+            if let Some(mut receivers) = self.shared.receivers.try_lock() {
+                std::mem::forget(std::mem::take(&mut *receivers));
+            }
+            return;
+        }
         self.shared.stop.store(true, Ordering::Release);
         for peer in self.shared.peers.read().values() {
             peer.retire(); // a sender waiting on a slow or stopped peer stops at once

@@ -385,22 +385,32 @@ pub(crate) const LOCK_FILE: &str = "LOCK";
 /// Forks this process descends through since the first call of [`forks_counted`] in its line
 /// of ancestors: a `pthread_atfork` hook increments it in every forked child (`crate::fork`).
 static FORKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-static FORK_HOOK: std::sync::Once = std::sync::Once::new();
+/// 0: the hook is not registered; 1: a thread is registering it; 2: registered. Not a `Once`:
+/// a fork while another thread ran its closure left the child's `Once` running for good, and
+/// the child's first open waited on it forever (found by review on 2026-12-06).
+static FORK_HOOK: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
 /// Runs in the child of every `fork`, before `fork` returns there.
 extern "C" fn count_fork_in_child() {
     FORKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// The forks counted so far, registering the hook that counts them (once per process).
+/// The forks counted so far, registering the hook that counts them (once per process). An
+/// open racing with the first registration does not wait for it: a fork in that moment may go
+/// uncounted for its log (the close's process-id check still refuses a child's close).
 pub(crate) fn forks_counted() -> u64 {
-    FORK_HOOK.call_once(|| {
+    use std::sync::atomic::Ordering;
+    if FORK_HOOK
+        .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+    {
         // SAFETY: registers a function that lives as long as the process (the library is not
         // unloaded: `docs/c-api.md`) and only increments an atomic, which a forked child may
         // do. A failure (no memory) leaves forks uncounted: the close's process-id check still
         // refuses a child's close.
         unsafe { libc::pthread_atfork(None, None, Some(count_fork_in_child)) };
-    });
+        FORK_HOOK.store(2, Ordering::Release);
+    }
     forks_seen()
 }
 
