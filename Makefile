@@ -8,7 +8,15 @@ CFLAGS_STRICT = $(CFLAGS_WARN) -Iinclude
 # -- --print native-static-libs`).
 RWAL_NATIVE_LIBS = -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 VALGRIND = valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect
-LIBDIR = target/debug
+# Where cargo builds: ./target unless CARGO_TARGET_DIR or a cargo config (`build.target-dir`)
+# says otherwise. Asked of cargo, as the Python package's build does: a fixed target/ linked and
+# installed an old library left there while cargo built elsewhere.
+TARGET_DIR := $(shell $(CARGO) metadata --format-version 1 --no-deps 2> /dev/null \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])' 2> /dev/null)
+ifeq ($(TARGET_DIR),)
+TARGET_DIR := $(CURDIR)/target
+endif
+LIBDIR = $(TARGET_DIR)/debug
 CTEST_DIR = target/c
 
 .PHONY: test fmt-check clippy cargo-test loom c-test kv-test install-test python-test lib install uninstall
@@ -34,9 +42,9 @@ loom:
 c-test:
 	$(CARGO) build -p rwal-ffi
 	mkdir -p $(CTEST_DIR)
-	$(CC) $(CFLAGS_STRICT) tests/c/test_basic.c -L$(LIBDIR) -lrwal -Wl,-rpath,$(CURDIR)/$(LIBDIR) -o $(CTEST_DIR)/test_dynamic
+	$(CC) $(CFLAGS_STRICT) tests/c/test_basic.c -L$(LIBDIR) -lrwal -Wl,-rpath,$(LIBDIR) -o $(CTEST_DIR)/test_dynamic
 	$(CC) $(CFLAGS_STRICT) tests/c/test_basic.c $(LIBDIR)/librwal.a $(RWAL_NATIVE_LIBS) -o $(CTEST_DIR)/test_static
-	$(CC) $(CFLAGS_STRICT) tests/c/test_node.c -L$(LIBDIR) -lrwal -Wl,-rpath,$(CURDIR)/$(LIBDIR) -lpthread -o $(CTEST_DIR)/test_node_dynamic
+	$(CC) $(CFLAGS_STRICT) tests/c/test_node.c -L$(LIBDIR) -lrwal -Wl,-rpath,$(LIBDIR) -lpthread -o $(CTEST_DIR)/test_node_dynamic
 	$(CC) $(CFLAGS_STRICT) tests/c/test_node.c $(LIBDIR)/librwal.a $(RWAL_NATIVE_LIBS) -o $(CTEST_DIR)/test_node_static
 	$(CXX) -std=c++17 -Wall -Wextra -Werror -fsyntax-only -x c++ include/rwal.h
 	rm -rf $(CTEST_DIR)/scratch-dynamic $(CTEST_DIR)/scratch-static $(CTEST_DIR)/scratch-node-dynamic $(CTEST_DIR)/scratch-node-static
@@ -50,7 +58,7 @@ c-test:
 kv-test:
 	$(CARGO) build -p rwal-ffi
 	mkdir -p $(CTEST_DIR)
-	$(CC) $(CFLAGS_STRICT) examples/kv/kv.c -L$(LIBDIR) -lrwal -Wl,-rpath,$(CURDIR)/$(LIBDIR) -o $(CTEST_DIR)/kv
+	$(CC) $(CFLAGS_STRICT) examples/kv/kv.c -L$(LIBDIR) -lrwal -Wl,-rpath,$(LIBDIR) -o $(CTEST_DIR)/kv
 	python3 examples/kv/crash_test.py $(CTEST_DIR)/kv
 
 # The Python package, built the way users install it, and its pytest suite (run from the
@@ -82,9 +90,9 @@ DESTDIR ?=
 INSTALL_LIBDIR = $(DESTDIR)$(PREFIX)/lib
 INSTALL_INCLUDEDIR = $(DESTDIR)$(PREFIX)/include
 # Which build is installed: the release build by default; `install-test` installs the debug
-# build the C tests already made (INSTALL_CARGO_FLAGS= INSTALL_FROM=target/debug).
+# build the C tests already made (INSTALL_CARGO_FLAGS= INSTALL_FROM=$(LIBDIR)).
 INSTALL_CARGO_FLAGS ?= --release
-INSTALL_FROM ?= target/release
+INSTALL_FROM ?= $(TARGET_DIR)/release
 RWAL_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 RWAL_MAJOR := $(word 1,$(subst ., ,$(RWAL_VERSION)))
 RWAL_MINOR := $(word 2,$(subst ., ,$(RWAL_VERSION)))
@@ -131,8 +139,8 @@ install-test:
 	! $(MAKE) --no-print-directory install INSTALL_FROM=$(CTEST_DIR)/not-built DESTDIR=$(INSTALL_STAGE) PREFIX=/opt/rwal 2> $(CTEST_DIR)/not-built/refusal
 	grep -q "run 'make lib' first" $(CTEST_DIR)/not-built/refusal
 	test ! -e $(INSTALL_STAGE)
-	$(MAKE) --no-print-directory lib INSTALL_CARGO_FLAGS= INSTALL_FROM=target/debug
-	$(MAKE) --no-print-directory install INSTALL_FROM=target/debug DESTDIR=$(INSTALL_STAGE) PREFIX=/opt/rwal
+	$(MAKE) --no-print-directory lib INSTALL_CARGO_FLAGS= INSTALL_FROM=$(LIBDIR)
+	$(MAKE) --no-print-directory install INSTALL_FROM=$(LIBDIR) DESTDIR=$(INSTALL_STAGE) PREFIX=/opt/rwal
 	readelf -d $(INSTALL_STAGE)/opt/rwal/lib/$(RWAL_REALNAME) | grep -F 'Library soname: [$(RWAL_SONAME)]'
 	grep -q '^#define RWAL_VERSION_MAJOR $(RWAL_MAJOR)$$' $(INSTALL_STAGE)/opt/rwal/include/rwal.h
 	grep -q '^#define RWAL_VERSION_MINOR $(RWAL_MINOR)$$' $(INSTALL_STAGE)/opt/rwal/include/rwal.h

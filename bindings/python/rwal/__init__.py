@@ -47,11 +47,14 @@ except ModuleNotFoundError as e:  # pragma: no cover - depends on how Python was
         name=e.name,
     ) from e
 
+# `open` and `TimeoutError` are left out: `from rwal import *` would shadow the built-ins of
+# those names (an `open("notes.txt")` creating a log). They are `rwal.open` and
+# `rwal.TimeoutError`.
 __all__ = [
-    "open", "Log", "RecoveryReport", "Tail", "Pin", "CheckpointWriter", "SnapshotReader",
+    "Log", "RecoveryReport", "Tail", "Pin", "CheckpointWriter", "SnapshotReader",
     "Error", "InvalidArgumentError", "IoError", "CorruptedError", "PoisonedError",
     "NoSpaceError", "LockedError", "CompactedError", "NotFoundError", "UnsupportedError",
-    "TimeoutError", "PanicError", "NoLogError", "PinnedError", "ClosedError", "NotLeaderError",
+    "PanicError", "NoLogError", "PinnedError", "ClosedError", "NotLeaderError",
     "SupersededError", "BusyError", "ReplicationError", "AbandonedError", "NotDurableError",
     "Node", "NodeTail", "StateReader", "log_to", "__version__",
 ]
@@ -1369,6 +1372,7 @@ class SnapshotReader(_Handle, io.RawIOBase):
         self._open(handle)  # last: see _adopt
 
     def readable(self) -> bool:
+        """True: a snapshot reader reads (it does not seek)."""
         return True
 
     def _read_into(self, handle, view) -> int:

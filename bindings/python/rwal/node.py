@@ -72,6 +72,8 @@ SnapshotFn = Callable[[], bytes]
 RestoreFn = Callable[[int, int, bytes], None]
 LeaderFn = Callable[[Optional[int], int], None]
 
+__all__ = ["Node", "NodeTail", "StateReader", "USER", "SYSTEM"]
+
 USER = lib.RWAL_RECORD_USER
 SYSTEM = lib.RWAL_RECORD_SYSTEM
 
@@ -199,10 +201,12 @@ class StateReader(io.RawIOBase):
         return self._view.length
 
     def readable(self) -> bool:
+        """True while the reader is open (`ValueError` once closed)."""
         self._check_open()
         return True
 
     def seekable(self) -> bool:
+        """True while the reader is open: it seeks anywhere in the state."""
         self._check_open()
         return True
 
@@ -211,6 +215,8 @@ class StateReader(io.RawIOBase):
             raise ValueError("the state is readable during restore only: this reader is closed")
 
     def readinto(self, b) -> int:
+        """Copies the next bytes into the writable buffer `b`; returns how many (0 at the
+        end)."""
         with memoryview(b) as view, view.cast("B") as out:
             # Held from the check to the copy: the call's return clears the view under it,
             # and another thread reading meanwhile must not copy from a view that is gone.
@@ -233,9 +239,12 @@ class StateReader(io.RawIOBase):
         return bytes(buf)
 
     def readall(self) -> bytes:
+        """Everything from the position to the end."""
         return self.read(-1)
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Moves to `offset` from the start, the position or the end (`whence`); returns the
+        new position. Past the end reads return nothing."""
         self._check_open()
         bases = {io.SEEK_SET: 0, io.SEEK_CUR: self._at, io.SEEK_END: self._view.length}
         if whence not in bases:
@@ -247,10 +256,12 @@ class StateReader(io.RawIOBase):
         return at
 
     def tell(self) -> int:
+        """The position, in bytes from the start of the state."""
         self._check_open()
         return self._at
 
     def close(self) -> None:
+        """Closes the reader; the state's memory is no longer reached through it."""
         with self._view.lock:
             self._view.data = None
         super().close()
