@@ -1209,14 +1209,25 @@ impl Staging {
                 .written_out_end
                 .load(std::sync::atomic::Ordering::Acquire)
         {
-            // A write below bytes waiting to be given back (a cut rewrites the tail): forget
-            // them, so that no page this write fills is given back. Taking the lock also waits
-            // for a release in progress. Appends above every pending range skip this.
+            // A write below bytes waiting to be given back. A cut rewriting the tail writes
+            // over them: those ranges are forgotten, so that no page this write fills is given
+            // back. An append that completes after later ones (reserved first, copied last)
+            // writes fresh bytes below them, which overlap none: they stay, to be given back.
+            // Forgetting them all, as until 2026-12-06, left their pages resident until the
+            // segment was compacted whenever several threads appended (found by review).
+            // Taking the lock also waits for a release in progress. Appends above every
+            // pending range skip this.
+            let end = offset + parts.iter().map(|p| p.len() as u64).sum::<u64>();
             let mut state = self.state.lock();
-            state.written_out.clear();
-            state.written_out_bytes = 0;
-            self.written_out_end
-                .store(0, std::sync::atomic::Ordering::Release);
+            state
+                .written_out
+                .retain(|&(lo, hi)| hi <= offset || end <= lo);
+            state.written_out_bytes = state.written_out.iter().map(|(lo, hi)| hi - lo).sum();
+            let pending_end = state.written_out.iter().map(|&(_, hi)| hi).max();
+            self.written_out_end.store(
+                pending_end.unwrap_or(0),
+                std::sync::atomic::Ordering::Release,
+            );
         }
         let mut at = offset as usize;
         for part in parts {
@@ -1330,8 +1341,9 @@ impl Staging {
             // SAFETY: whole pages inside the staging memory whose bytes all belong to completed
             // writes already in the file; nobody reads them again (reads go to the file
             // mapping). No write is filling them: a write into a range waiting here (a cut
-            // rewriting the tail) first clears this list under this same lock (see `write` and
-            // `written_out_end`), and a write elsewhere touches no page wholly inside a range.
+            // rewriting the tail) first removes the ranges it overlaps from this list under this
+            // same lock (see `write` and `written_out_end`), and a write elsewhere (an append
+            // completing out of order, below the range) touches no page wholly inside a range.
             // A later write into a given-back page finds it zeroed, which is harmless because
             // only the bytes it writes are written out.
             unsafe {
@@ -1842,6 +1854,70 @@ mod tests {
             resident <= STAGING_RELEASE_BYTES / PAGE_BYTES + 2,
             "{resident} of the {} pages written stay resident",
             (12 << 20) / PAGE_BYTES
+        );
+    }
+
+    /// Pages of the staging memory resident now (`mincore`).
+    fn resident_pages(staging: &Staging) -> u64 {
+        let len = staging.memory.len();
+        let mut resident = vec![0u8; len / PAGE_BYTES as usize];
+        // SAFETY: the staging memory is one page-aligned anonymous mapping of `len` bytes;
+        // `resident` has a byte for each of its pages.
+        let rc = unsafe {
+            libc::mincore(
+                staging.memory.as_mut_ptr().cast(),
+                len,
+                resident.as_mut_ptr(),
+            )
+        };
+        assert_eq!(rc, 0, "mincore: {}", io::Error::last_os_error());
+        resident.iter().filter(|&&b| b & 1 != 0).count() as u64
+    }
+
+    /// Appends from several threads complete out of order: a record reserved first may be
+    /// copied after later ones were synced and written out. Its write below those ranges
+    /// forgot them all, and their pages stayed resident until the segment was compacted (found
+    /// by review on 2026-12-06); only a cut, which writes over them, needs them forgotten.
+    #[test]
+    fn pages_written_out_before_an_earlier_record_completes_are_given_back() {
+        let staging = Staging::new(16 << 20, true).expect("staging");
+        let record = [7u8; 64 << 10];
+        let step = record.len() as u64;
+        let mut at = 0;
+        while at + 2 * step <= 12 << 20 {
+            // The later record completes and is synced first, then the earlier one.
+            staging.write(at + step, &[&record]);
+            staging.release(&staging.take_ranges(), false);
+            staging.write(at, &[&record]);
+            staging.release(&staging.take_ranges(), false);
+            at += 2 * step;
+        }
+        // The seal's release of what is left.
+        staging.release(&[], true);
+        let resident = resident_pages(&staging);
+        assert!(
+            resident <= 2,
+            "{resident} pages of 12 MiB written out stay resident"
+        );
+    }
+
+    /// A cut writes over ranges waiting to be given back: none of the pages it fills is given
+    /// back (a later read of staging, or its write-out, would find zeros).
+    #[test]
+    fn a_write_over_ranges_waiting_to_be_given_back_keeps_its_pages() {
+        let staging = Staging::new(16 << 20, true).expect("staging");
+        let old = [1u8; 64 << 10];
+        staging.write(0, &[&old]);
+        staging.write(old.len() as u64, &[&old]);
+        staging.release(&staging.take_ranges(), false);
+        // The cut rewrites from the middle of the first range on.
+        let new = [2u8; 96 << 10];
+        staging.write(32 << 10, &[&new]);
+        staging.release(&[], true);
+        assert_eq!(
+            staging.slice(32 << 10, (32 << 10) + new.len() as u64),
+            &new[..],
+            "the rewritten bytes stay in staging until written out"
         );
     }
 }
