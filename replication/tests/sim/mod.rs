@@ -179,6 +179,20 @@ struct SimNode {
     /// The committed entries of this incarnation's log checked against `Sim::committed` so
     /// far (up to this LSN).
     log_checked_to: Lsn,
+    /// What its log and control file held durably when it last crashed, checked once it
+    /// reopens: raft repairs a single node that lost synced records or its vote from the
+    /// others, so only this check sees such a loss before it hits a quorum.
+    durable_at_crash: Option<DurableAtCrash>,
+}
+
+/// What a crash must leave of a node: the record at its durable LSN (unless a checkpoint covers
+/// it), and its term and vote.
+struct DurableAtCrash {
+    /// The durable LSN, with the epoch and checksum of the record there (`None`: compacted).
+    record: Option<(Lsn, u64, u32)>,
+    durable_lsn: Lsn,
+    term: u64,
+    vote: u64,
 }
 
 /// A proposal the client made, and what became of it.
@@ -291,6 +305,7 @@ impl Sim {
                     incarnation: 0,
                     earlier_restores: Vec::new(),
                     log_checked_to: 0,
+                    durable_at_crash: None,
                 }
             })
             .collect();
@@ -342,6 +357,9 @@ impl Sim {
             node.model.clone(),
         )
         .map_err(|e| format!("node {} does not reopen: {e}", node.id))?;
+        if let Some(before) = node.durable_at_crash.take() {
+            check_survived(node.id, &replica, &before)?;
+        }
         replica.break_ack_before_persist(self.scenario.ack_before_persist);
         replica.persist_in_background(self.scenario.background_persist);
         node.last_commit = replica.commit_lsn();
@@ -354,6 +372,7 @@ impl Sim {
     fn crash(&mut self, i: usize) {
         let seed = self.rng.next_u64();
         let node = &mut self.nodes[i];
+        node.durable_at_crash = node.replica.as_ref().map(durable_now);
         // The image is taken first: dropping the replica afterwards syncs the old disk only.
         let survivor = node.disk.crash(seed);
         if let Some(replica) = node.replica.take() {
@@ -475,6 +494,12 @@ impl Sim {
             }
             let out = replica.take_messages();
             self.send(out);
+            // As `Node` publishes right after this half of the round: a client may be told
+            // its proposal committed, and a leader elected, before the crash below (until
+            // 2026-12-06 both were noted only at the end of the step, which such a crash
+            // skipped).
+            self.note_leader(i)?;
+            self.acknowledge();
             if crash_mid_round && self.rng.one_in(self.scenario.crash_mid_round_one_in) {
                 self.stats.crashes_mid_round += 1;
                 self.crash(i);
@@ -564,27 +589,37 @@ impl Sim {
         self.pending = still;
     }
 
+    /// Records node `i` as its term's leader if it leads; two leaders in one term fail.
+    fn note_leader(&mut self, i: usize) -> Result<(), String> {
+        let node = &self.nodes[i];
+        let Some(replica) = node.replica.as_ref().filter(|r| r.role() == Role::Leader) else {
+            return Ok(());
+        };
+        let leader = *self
+            .leaders_by_term
+            .entry(replica.term())
+            .or_insert_with(|| {
+                self.stats.leaders += 1;
+                node.id
+            });
+        if leader != node.id {
+            return Err(format!(
+                "two leaders in term {}: {leader} and {}",
+                replica.term(),
+                node.id
+            ));
+        }
+        Ok(())
+    }
+
     fn check_step(&mut self) -> Result<(), String> {
+        for i in 0..self.nodes.len() {
+            self.note_leader(i)?;
+        }
         for node in &mut self.nodes {
             let Some(replica) = node.replica.as_ref() else {
                 continue;
             };
-            if replica.role() == Role::Leader {
-                let leader = *self
-                    .leaders_by_term
-                    .entry(replica.term())
-                    .or_insert_with(|| {
-                        self.stats.leaders += 1;
-                        node.id
-                    });
-                if leader != node.id {
-                    return Err(format!(
-                        "two leaders in term {}: {leader} and {}",
-                        replica.term(),
-                        node.id
-                    ));
-                }
-            }
             let commit = replica.commit_lsn();
             if commit < node.last_commit {
                 return Err(format!(
@@ -943,17 +978,25 @@ fn check_committed(
     if from > commit {
         return Ok(());
     }
-    // A compaction or a snapshot's reset since the look at the first LSN: the next step reads
-    // on from the new start.
-    let Ok(mut reader) = wal.reader(from) else {
-        return Ok(());
-    };
+    // One thread, no background thread: nothing compacts between the look at the first LSN
+    // and this, so any error is an anomaly (until 2026-12-06 every one was skipped, at every
+    // step).
+    let mut reader = wal.reader(from).map_err(|e| {
+        format!(
+            "node {}: a reader of its committed log from {from}: {e}",
+            node.id
+        )
+    })?;
     while reader.next_lsn() <= commit {
         let Some(record) = reader
             .next()
             .map_err(|e| format!("node {}: {e}", node.id))?
         else {
-            break;
+            return Err(format!(
+                "node {}'s log ends at {} below its commit LSN {commit}",
+                node.id,
+                reader.next_lsn() - 1
+            ));
         };
         let entry = (record.epoch, record.kind, crc32c::crc32c(record.data));
         let lsn = record.lsn;
@@ -970,6 +1013,67 @@ fn check_committed(
             }
         }
         node.log_checked_to = lsn;
+    }
+    Ok(())
+}
+
+/// What must survive a crash of `replica` now.
+fn durable_now(replica: &Replica<Model>) -> DurableAtCrash {
+    let wal = replica.wal();
+    let durable_lsn = wal.durable_lsn();
+    let record = (durable_lsn >= wal.first_lsn())
+        .then(|| {
+            let data = wal.read(durable_lsn).ok()?;
+            let epoch = wal.epoch_at(durable_lsn).ok()?;
+            Some((durable_lsn, epoch, crc32c::crc32c(&data)))
+        })
+        .flatten();
+    let (hard, _) = wal.replication_state();
+    DurableAtCrash {
+        record,
+        durable_lsn,
+        term: hard.term,
+        vote: hard.vote,
+    }
+}
+
+/// Whether `replica`, reopened after a crash, holds what was durable before it: the record at
+/// the durable LSN as it was (or a checkpoint past it), its term, and its vote in that term.
+fn check_survived(
+    id: NodeId,
+    replica: &Replica<Model>,
+    before: &DurableAtCrash,
+) -> Result<(), String> {
+    let wal = replica.wal();
+    if wal.first_lsn() <= before.durable_lsn {
+        if wal.last_lsn() < before.durable_lsn {
+            return Err(format!(
+                "node {id} reopened with its log ending at {}, below the LSN {} that was durable \
+                 before its crash",
+                wal.last_lsn(),
+                before.durable_lsn
+            ));
+        }
+        if let Some((lsn, epoch, crc)) = before.record {
+            let now = wal
+                .read(lsn)
+                .and_then(|data| Ok((wal.epoch_at(lsn)?, crc32c::crc32c(&data))))
+                .map_err(|e| format!("node {id} reopened: durable LSN {lsn}: {e}"))?;
+            if now != (epoch, crc) {
+                return Err(format!(
+                    "node {id} reopened with LSN {lsn}, durable before its crash, changed: \
+                     {now:?}, {:?} before",
+                    (epoch, crc)
+                ));
+            }
+        }
+    }
+    let (hard, _) = wal.replication_state();
+    if hard.term < before.term || (hard.term == before.term && hard.vote != before.vote) {
+        return Err(format!(
+            "node {id} reopened at term {} with vote {}, after term {} with vote {} was stored",
+            hard.term, hard.vote, before.term, before.vote
+        ));
     }
     Ok(())
 }
