@@ -10,9 +10,15 @@ RWAL_NATIVE_LIBS = -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 VALGRIND = valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect
 # Where cargo builds: ./target unless CARGO_TARGET_DIR or a cargo config (`build.target-dir`)
 # says otherwise. Asked of cargo, as the Python package's build does: a fixed target/ linked and
-# installed an old library left there while cargo built elsewhere.
+# installed an old library left there while cargo built elsewhere. `install` and `uninstall`
+# run as root, which never runs cargo (and whose environment and cargo config are not the
+# builder's): they take the directory the last `make lib` noted in target/.cargo-target-dir.
+ifneq ($(filter install uninstall,$(MAKECMDGOALS)),)
+TARGET_DIR := $(shell cat $(CURDIR)/target/.cargo-target-dir 2> /dev/null)
+else
 TARGET_DIR := $(shell $(CARGO) metadata --format-version 1 --no-deps 2> /dev/null \
     | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])' 2> /dev/null)
+endif
 ifeq ($(TARGET_DIR),)
 TARGET_DIR := $(CURDIR)/target
 endif
@@ -106,6 +112,8 @@ lib:
 	cp $(INSTALL_FROM)/librwal.so $(INSTALL_FROM)/$(RWAL_REALNAME)
 	# Linked again without the SONAME, so that target/ holds what in-tree builds expect.
 	$(CARGO) rustc $(INSTALL_CARGO_FLAGS) -p rwal-ffi --lib --crate-type cdylib
+	# For `make install`, which runs no cargo to ask.
+	mkdir -p $(CURDIR)/target && echo '$(TARGET_DIR)' > $(CURDIR)/target/.cargo-target-dir
 
 install:
 	@test -n "$(RWAL_VERSION)" || { echo "install: no version in Cargo.toml" >&2; exit 1; }

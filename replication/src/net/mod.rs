@@ -516,8 +516,10 @@ impl Drop for PeerNetwork {
             // A child forked from the process that started it: the threads are that
             // process's, and joining them here would wait forever; the sockets are its too,
             // and shutting them down would cut its links. The child's copies of the
-            // descriptors close as the structures drop (a close cuts nothing the other
-            // process holds); the threads' handles are left alone.
+            // descriptors stay open for its life: what holds them (the threads' stacks, the
+            // state those threads share) is never dropped here. So the listener stays bound
+            // while a child lives, even once the opener has closed its network
+            // (`docs/c-api.md`). The threads' handles are left alone.
             // Tried only: a lock a thread of that process held at the fork stays held here.
             if let Some(mut threads) = self.shared.threads.try_lock() {
                 std::mem::forget(std::mem::take(&mut *threads));

@@ -385,10 +385,16 @@ pub(crate) const LOCK_FILE: &str = "LOCK";
 /// Forks this process descends through since the first call of [`forks_counted`] in its line
 /// of ancestors: a `pthread_atfork` hook increments it in every forked child (`crate::fork`).
 static FORKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-/// 0: the hook is not registered; 1: a thread is registering it; 2: registered. Not a `Once`:
-/// a fork while another thread ran its closure left the child's `Once` running for good, and
-/// the child's first open waited on it forever (found by review on 2026-12-06).
-static FORK_HOOK: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+/// Whether the hook is registered in this process (inherited by its forked children, as the
+/// registration is).
+static FORK_HOOK_DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// The process id of the process whose thread is registering the hook, or 0. Not a `Once`: a
+/// fork while another thread ran its closure left the child's `Once` running for good, and the
+/// child's first open waited on it forever (found by review on 2026-12-06). A child that finds
+/// another process's id here (it was forked in the middle of the registration) registers the
+/// hook itself: registered twice, it counts a fork twice, which changes nothing (a count is
+/// only compared with another).
+static FORK_HOOK_BY: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// Runs in the child of every `fork`, before `fork` returns there.
 extern "C" fn count_fork_in_child() {
@@ -396,20 +402,26 @@ extern "C" fn count_fork_in_child() {
 }
 
 /// The forks counted so far, registering the hook that counts them (once per process). An
-/// open racing with the first registration does not wait for it: a fork in that moment may go
-/// uncounted for its log (the close's process-id check still refuses a child's close).
+/// open racing with the first registration in this process does not wait for it: a fork in
+/// that moment may go uncounted for its log (the close's process-id check still refuses a
+/// child's close).
 pub(crate) fn forks_counted() -> u64 {
     use std::sync::atomic::Ordering;
-    if FORK_HOOK
-        .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
-        .is_ok()
-    {
-        // SAFETY: registers a function that lives as long as the process (the library is not
-        // unloaded: `docs/c-api.md`) and only increments an atomic, which a forked child may
-        // do. A failure (no memory) leaves forks uncounted: the close's process-id check still
-        // refuses a child's close.
-        unsafe { libc::pthread_atfork(None, None, Some(count_fork_in_child)) };
-        FORK_HOOK.store(2, Ordering::Release);
+    if !FORK_HOOK_DONE.load(Ordering::Acquire) {
+        let me = std::process::id();
+        let by = FORK_HOOK_BY.load(Ordering::Acquire);
+        if by != me
+            && FORK_HOOK_BY
+                .compare_exchange(by, me, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            // SAFETY: registers a function that lives as long as the process (the library is
+            // not unloaded: `docs/c-api.md`) and only increments an atomic, which a forked
+            // child may do. A failure (no memory) leaves forks uncounted: the close's
+            // process-id check still refuses a child's close.
+            unsafe { libc::pthread_atfork(None, None, Some(count_fork_in_child)) };
+            FORK_HOOK_DONE.store(true, Ordering::Release);
+        }
     }
     forks_seen()
 }
@@ -1188,6 +1200,8 @@ struct StagingState {
 /// Give staging pages back once this many bytes were written out: `madvise` costs a TLB
 /// shootdown, so it is batched.
 const STAGING_RELEASE_BYTES: u64 = 4 << 20;
+/// Past this many ranges waiting to be given back, they are merged (`Staging::release`).
+const WRITTEN_OUT_RANGES_MERGED_PAST: usize = 64;
 const PAGE_BYTES: u64 = 4096;
 
 impl Staging {
@@ -1324,6 +1338,13 @@ impl Staging {
         let mut state = self.state.lock();
         state.written_out.extend_from_slice(ranges);
         state.written_out_bytes += ranges.iter().map(|(lo, hi)| hi - lo).sum::<u64>();
+        // Kept short: an append completing below these ranges scans them under this lock
+        // (`write`), and small commits add a few at each sync until 4 MiB have accumulated.
+        // The gaps that out-of-order appends leave close once those are written out too.
+        if state.written_out.len() > WRITTEN_OUT_RANGES_MERGED_PAST {
+            let ranges = merged(std::mem::take(&mut state.written_out));
+            state.written_out = ranges;
+        }
         let end = ranges.iter().map(|&(_, hi)| hi).max().unwrap_or(0);
         self.written_out_end
             .fetch_max(end, std::sync::atomic::Ordering::AcqRel);
