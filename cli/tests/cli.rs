@@ -31,6 +31,25 @@ fn rwal(args: &[&str]) -> Output {
         .expect("run rwal")
 }
 
+/// The exit status of `child` once it ends, by `deadline`; killed, and the test failed with
+/// `late`, past it.
+fn exit_status_by(
+    child: &mut std::process::Child,
+    deadline: std::time::Instant,
+    late: &str,
+) -> std::process::ExitStatus {
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{late}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 fn text(output: &Output) -> String {
     format!(
         "{}{}",
@@ -628,16 +647,7 @@ fn an_interrupted_bench_removes_its_logs() {
         .status()
         .unwrap();
     assert!(killed.success());
-    let status = loop {
-        if let Some(status) = bench.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = bench.kill();
-            panic!("the bench did not stop after SIGINT");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = exit_status_by(&mut bench, deadline, "the bench did not stop after SIGINT");
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut bench.stderr.take().unwrap(), &mut stderr).unwrap();
     assert_eq!(status.code(), Some(130), "{stderr}");
@@ -814,16 +824,11 @@ fn a_node_whose_standard_error_is_gone_serves_and_stops_cleanly() {
         .unwrap();
     assert!(stopped.success());
     let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = node.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = node.kill();
-            panic!("the node did not stop within 30 s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = exit_status_by(
+        &mut node,
+        deadline,
+        "the node did not stop within 30 s of SIGTERM",
+    );
     assert!(status.success(), "{status:?}");
     // Its log was closed cleanly: it opens, and holds the append.
     let out = rwal(&["verify", dir.join("log").to_str().unwrap()]);

@@ -1857,19 +1857,7 @@ mod tests {
             staging.release(&ranges, false);
             at += 2000;
         }
-        let pages = len / PAGE_BYTES as usize;
-        let mut resident = vec![0u8; pages];
-        // SAFETY: the staging memory is one page-aligned anonymous mapping of `len` bytes;
-        // `resident` has a byte for each of its pages.
-        let rc = unsafe {
-            libc::mincore(
-                staging.memory.as_mut_ptr().cast(),
-                len,
-                resident.as_mut_ptr(),
-            )
-        };
-        assert_eq!(rc, 0, "mincore: {}", io::Error::last_os_error());
-        let resident = resident.iter().filter(|&&b| b & 1 != 0).count() as u64;
+        let resident = resident_pages(&staging);
         // What waits for the next release (under 4 MiB), and the partly written page at the end.
         assert!(
             resident <= STAGING_RELEASE_BYTES / PAGE_BYTES + 2,
