@@ -313,6 +313,9 @@ impl MembershipChange {
 /// A round between `handle_ready` and `finish_ready`.
 struct Pending {
     ready: Ready,
+    /// Messages taken from `ready` that wait for its sync (with the checker's mutants only:
+    /// `break_ack_before_persist_of`).
+    held_back: Vec<Message>,
     term_or_vote_changed: bool,
     /// `finish_sync` made its entries and hard state durable and queued the messages that
     /// waited for them; raft has not been told yet (`finish_ready`).
@@ -377,7 +380,9 @@ pub struct Replica<M: StateMachine> {
     ticks: u64,
     /// The tick of the last message from each peer: who is alive, for a leadership transfer.
     heard: HashMap<NodeId, u64>,
-    ack_before_persist: bool,
+    /// Testing only: which acknowledgements leave before what they depend on is durable
+    /// (appends', votes'): `break_ack_before_persist_of`.
+    ack_before_persist: (bool, bool),
     /// The snapshot problem noted last (`note_snapshot_problem`), not to note it at every one
     /// of raft's attempts.
     snapshot_problem_noted: Option<String>,
@@ -601,7 +606,7 @@ impl<M: StateMachine> Replica<M> {
             leader: None,
             ticks: 0,
             heard: HashMap::new(),
-            ack_before_persist: false,
+            ack_before_persist: (false, false),
             snapshot_problem_noted: None,
             stalls_noted: BTreeSet::new(),
             damage_noted: BTreeSet::new(),
@@ -1386,8 +1391,11 @@ impl<M: StateMachine> Replica<M> {
                 self.raw.mut_store().set_hard_state(hs.clone());
             }
             let mut messages = ready.take_persisted_messages();
-            if self.ack_before_persist {
-                self.queue_messages(std::mem::take(&mut messages));
+            if self.ack_before_persist != (false, false) {
+                // Deliberately wrong, for the test of the checker (`sent_early`).
+                let (early, later) = self.sent_early(messages);
+                self.queue_messages(early);
+                messages = later;
             }
             let number = ready.number();
             self.raw.advance_append_async(ready);
@@ -1400,14 +1408,17 @@ impl<M: StateMachine> Replica<M> {
             self.note_durable_once();
             return Ok(true);
         }
-        if self.ack_before_persist {
+        let mut held_back = Vec::new();
+        if self.ack_before_persist != (false, false) {
             // Deliberately wrong, for the test of the checker: acknowledgements leave before
-            // the entries and the vote they depend on are durable.
-            let persisted = ready.take_persisted_messages();
-            self.queue_messages(persisted);
+            // the entries or the vote they depend on are durable.
+            let (early, later) = self.sent_early(ready.take_persisted_messages());
+            self.queue_messages(early);
+            held_back = later;
         }
         self.pending = Some(Pending {
             ready,
+            held_back,
             term_or_vote_changed,
             synced: false,
         });
@@ -1443,7 +1454,8 @@ impl<M: StateMachine> Replica<M> {
         };
         let hs = pending.ready.hs().cloned();
         let term_or_vote_changed = pending.term_or_vote_changed;
-        let persisted = pending.ready.take_persisted_messages();
+        let mut persisted = std::mem::take(&mut pending.held_back);
+        persisted.extend(pending.ready.take_persisted_messages());
         pending.synced = true;
         self.raw.store().sync()?;
         self.raw.mut_store().forget_durable();
@@ -1822,7 +1834,25 @@ impl<M: StateMachine> Replica<M> {
     /// it exists so that the simulation can show its checker catches the loss it causes.
     #[doc(hidden)]
     pub fn break_ack_before_persist(&mut self, broken: bool) {
-        self.ack_before_persist = broken;
+        self.ack_before_persist = (broken, broken);
+    }
+
+    /// Testing only: [`break_ack_before_persist`](Replica::break_ack_before_persist) for the
+    /// acknowledgements of appends, of votes, or both, so that the simulation can show that
+    /// each kind of loss is caught by the check meant for it.
+    #[doc(hidden)]
+    pub fn break_ack_before_persist_of(&mut self, appends: bool, votes: bool) {
+        self.ack_before_persist = (appends, votes);
+    }
+
+    /// The persisted messages the checker's mutants send before the sync, and the rest.
+    fn sent_early(&self, messages: Vec<Message>) -> (Vec<Message>, Vec<Message>) {
+        let (appends, votes) = self.ack_before_persist;
+        messages.into_iter().partition(|m| match m.get_msg_type() {
+            MessageType::MsgAppendResponse => appends,
+            MessageType::MsgRequestVoteResponse | MessageType::MsgRequestPreVoteResponse => votes,
+            _ => appends && votes,
+        })
     }
 
     fn queue_messages(&mut self, messages: Vec<Message>) {

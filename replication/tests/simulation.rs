@@ -91,22 +91,50 @@ fn seeded_runs_keep_every_invariant() {
 /// leaders in a term, or diverging logs) in some seed.
 #[test]
 fn checker_catches_acknowledging_before_persisting() {
-    checker_catches_broken_replicas(false);
+    checker_catches_broken_replicas(false, (true, true), &SAFETY_FAILURES, 60, 3);
 }
 
 /// The same in the background persistence mode, where a round's acknowledgements wait for a
 /// sync that comes at some later step.
 #[test]
 fn checker_catches_acknowledging_before_persisting_in_the_background() {
-    checker_catches_broken_replicas(true);
+    checker_catches_broken_replicas(true, (true, true), &SAFETY_FAILURES, 60, 3);
 }
 
-fn checker_catches_broken_replicas(background_persist: bool) {
+/// Appends acknowledged before they are durable, votes kept right: caught by the checks of
+/// acknowledged proposals and committed entries, not by "two leaders in a term" (the one
+/// mutant above breaks both, and either check could carry it alone: found by review on
+/// 2026-12-06).
+#[test]
+fn checker_catches_appends_acknowledged_before_persisting() {
+    let by_the_log = SAFETY_FAILURES
+        .iter()
+        .copied()
+        .filter(|m| !m.starts_with("two leaders"))
+        .collect::<Vec<_>>();
+    // Caught less often than both together (2 of the first 60 seeds): more seeds.
+    checker_catches_broken_replicas(false, (true, false), &by_the_log, 200, 3);
+}
+
+/// Votes granted before they are durable, appends kept right: a voter that crashes and
+/// forgets its vote can vote again in the same term, and two leaders of one term are caught.
+#[test]
+fn checker_catches_votes_granted_before_persisting() {
+    checker_catches_broken_replicas(false, (false, true), &["two leaders in term"], 60, 2);
+}
+
+fn checker_catches_broken_replicas(
+    background_persist: bool,
+    broken: (bool, bool),
+    caught_by: &[&str],
+    seeds: u64,
+    at_least: usize,
+) {
     let mut caught = Vec::new();
-    for seed in 0..60 {
+    for seed in 0..seeds {
         let mut scenario = Scenario::from_seed(seed);
         scenario.background_persist = background_persist;
-        scenario.ack_before_persist = true;
+        scenario.ack_before_persist = broken;
         scenario.crashes = true;
         scenario.crash_mid_round_one_in = 4;
         scenario.voters = 3;
@@ -117,16 +145,16 @@ fn checker_catches_broken_replicas(background_persist: bool) {
     for e in &caught {
         eprintln!("{e}");
     }
-    // Caught by a safety check, not by a failure to converge, to reopen or to write (which
+    // Caught by the checks named, not by a failure to converge, to reopen or to write (which
     // broken replicas may also cause, and which would pass for a catch).
-    let by_safety: Vec<&String> = caught
+    let by_the_checks: Vec<&String> = caught
         .iter()
-        .filter(|e| SAFETY_FAILURES.iter().any(|m| e.contains(m)))
+        .filter(|e| caught_by.iter().any(|m| e.contains(m)))
         .collect();
     assert!(
-        by_safety.len() >= 3,
-        "safety checks caught the broken replicas in {} of 60 seeds: {caught:?}",
-        by_safety.len()
+        by_the_checks.len() >= at_least,
+        "the checks {caught_by:?} caught the broken replicas in {} of {seeds} seeds: {caught:?}",
+        by_the_checks.len()
     );
 }
 

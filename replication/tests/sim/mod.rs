@@ -31,8 +31,9 @@ pub struct Scenario {
     pub membership: bool,
     /// A crash between the halves of a raft round happens once in this many rounds.
     pub crash_mid_round_one_in: u64,
-    /// Deliberately broken replicas (acknowledge before persisting), for the checker's test.
-    pub ack_before_persist: bool,
+    /// Deliberately broken replicas, for the checker's tests: the acknowledgements of appends,
+    /// of votes, leave before what they stand for is durable.
+    pub ack_before_persist: (bool, bool),
     /// Replicas in the background persistence mode (what `Node` runs): rounds complete
     /// unsynced, and the simulator syncs each node's log at random later steps.
     pub background_persist: bool,
@@ -55,7 +56,7 @@ impl Scenario {
             compaction: !rng.one_in(3),
             membership: rng.one_in(2),
             crash_mid_round_one_in: 40,
-            ack_before_persist: false,
+            ack_before_persist: (false, false),
             background_persist: false,
         }
     }
@@ -360,7 +361,8 @@ impl Sim {
         if let Some(before) = node.durable_at_crash.take() {
             check_survived(node.id, &replica, &before)?;
         }
-        replica.break_ack_before_persist(self.scenario.ack_before_persist);
+        let (appends, votes) = self.scenario.ack_before_persist;
+        replica.break_ack_before_persist_of(appends, votes);
         replica.persist_in_background(self.scenario.background_persist);
         node.last_commit = replica.commit_lsn();
         node.replica = Some(replica);
