@@ -551,7 +551,6 @@ impl Node {
     }
 
     fn enqueue_proposal(&self, request: Request) -> Result<()> {
-        self.wal.check_opener_process("propose")?;
         {
             let mut queue = self.shared.queue.lock();
             if self.shared.refuses(&queue) {
@@ -1032,7 +1031,8 @@ impl Node {
     /// it runs): `call` waits for that thread, which would wait for itself.
     fn not_on_own_thread(&self, call: &str) -> Result<()> {
         // In a child forked from the node's process, the node's thread does not exist: a
-        // call waiting for it would wait forever.
+        // call waiting for it would wait forever. Every call that queues a request for the
+        // thread comes through here first, so the queueing itself does not check again.
         self.wal.check_opener_process(call)?;
         if self.on_its_thread() {
             return Err(Error::invalid(
@@ -1075,8 +1075,6 @@ impl Node {
         &self,
         make: impl FnOnce(Reply<T>) -> Request,
     ) -> Result<Receiver<Result<T>>> {
-        self.wal
-            .check_opener_process("a request to the node's thread")?;
         let (reply, answer) = sync_channel(1);
         {
             let mut queue = self.shared.queue.lock();
