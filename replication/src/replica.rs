@@ -747,7 +747,8 @@ impl<M: StateMachine> Replica<M> {
     /// (`snapshot_chunks_per_tick` to each receiver). A tick that may start a campaign first
     /// finishes a round still out (as [`finish_ready`](Replica::finish_ready) would: its
     /// messages are queued for [`take_messages`](Replica::take_messages)) and syncs what
-    /// background rounds left; if that fails, the replica fails as a round would.
+    /// background rounds left; if that fails, the replica fails as a round would. A replica that
+    /// failed, or whose log was poisoned (a failed write or sync anywhere), does nothing.
     pub fn tick(&mut self) {
         self.tick_with_snapshot_room(&|_| SnapshotRoom::UNBOUNDED);
     }
@@ -757,6 +758,11 @@ impl<M: StateMachine> Replica<M> {
     /// room, and whose queued chunks do not drain, for `snapshot_timeout_ticks` is abandoned
     /// like one that gets no answer.
     pub fn tick_with_snapshot_room(&mut self, room: &dyn Fn(NodeId) -> SnapshotRoom) {
+        // A failed replica's clock stops: it must be opened again.
+        self.fail_if_log_unusable();
+        if self.failed.is_some() {
+            return;
+        }
         self.ticks += 1;
         let raft = &self.raw.raft;
         if raft.state == StateRole::Leader {
@@ -1307,6 +1313,20 @@ impl<M: StateMachine> Replica<M> {
         }
     }
 
+    /// Fails the replica if its log was poisoned outside a round: a checkpoint's write or sync
+    /// (on this thread or the node's checkpoint thread), a compaction, a sync of the background
+    /// persister. raft-rs, stepped on, would read the log, get the poisoned log's error, and
+    /// panic on it (`unexpected error` in `raft_log.rs`); a round appending would have failed
+    /// cleanly, but a message or a proposal can come first (found by the simulation with disk
+    /// failures on 2026-12-06).
+    fn fail_if_log_unusable(&mut self) {
+        if self.failed.is_none() {
+            if let Err(e) = self.wal.check_usable() {
+                self.failed = Some(Error::Wal(e).to_string());
+            }
+        }
+    }
+
     /// Notes a round's failure (see `failed`).
     fn note_failure<T>(&mut self, outcome: Result<T>) -> Result<T> {
         if let Err(e) = &outcome {
@@ -1321,6 +1341,7 @@ impl<M: StateMachine> Replica<M> {
     /// [`finish_ready`](Replica::finish_ready) next.
     /// After an error the replica refuses every later round (it must be opened again).
     pub fn handle_ready(&mut self) -> Result<bool> {
+        self.fail_if_log_unusable();
         self.refuse_if_failed()?;
         let outcome = self.handle_ready_once();
         self.note_failure(outcome)
@@ -1638,6 +1659,7 @@ impl<M: StateMachine> Replica<M> {
     /// on its unstable log or in `advance`). The node's thread never calls in between; a
     /// caller driving a `Replica` by hand may. Refused if the replica failed, now or before.
     fn finish_pending_round(&mut self) -> Result<()> {
+        self.fail_if_log_unusable();
         self.refuse_if_failed()?;
         if self.pending.is_some() {
             let outcome = self

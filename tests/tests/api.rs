@@ -705,8 +705,10 @@ fn a_shared_log_closes_for_every_holder_and_frees_its_directory() {
     let mut reader = wal.reader(1).unwrap();
     let pin = wal.pin("backup", 1).unwrap();
     let other = wal.clone();
+    other.check_usable().unwrap();
 
     wal.close_shared().unwrap();
+    assert!(matches!(other.check_usable(), Err(Error::Closed)));
     assert!(matches!(other.append(b"three"), Err(Error::Closed)));
     assert!(matches!(reader.next(), Err(Error::Closed)));
     assert!(matches!(other.reader(1), Err(Error::Closed)));

@@ -531,8 +531,10 @@ fn records_whose_sync_failed_do_not_come_back_from_the_page_cache() {
         for i in 6..=8 {
             wal.append(&payload(i, 300)).unwrap();
         }
+        wal.check_usable().unwrap();
         disk.fail_next_sync_forgetting_writes(libc::EIO);
         is_poisoned_by(wal.commit(8), "fdatasync");
+        is_poisoned_by(wal.check_usable(), "fdatasync");
         drop(wal);
 
         let wal = Wal::open("/sim", sim(&disk)).unwrap();

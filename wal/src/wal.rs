@@ -582,6 +582,15 @@ impl Wal {
         self.inner.opened_in.check(call)
     }
 
+    /// `Ok` while the log takes appends and commits; otherwise the error they now get:
+    /// [`Error::Poisoned`] (naming the write or sync that failed) or [`Error::Closed`]. One load
+    /// while the log is usable. For a layer above the log that must stop before it acts on state
+    /// the log may no longer back (the replication node checks it before it steps raft, whose
+    /// next read of a poisoned log would fail).
+    pub fn check_usable(&self) -> Result<()> {
+        self.inner.group.check()
+    }
+
     /// Group-commit counters.
     pub fn stats(&self) -> CommitStats {
         self.inner.group.stats()

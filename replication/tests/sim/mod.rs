@@ -12,7 +12,7 @@ use rwal_replication::{
     Bootstrap, Config, Envelope, MembershipChange, NodeId, Replica, Role, StateMachine,
 };
 use rwal_wal::rng::Rng;
-use rwal_wal::{Backend, Lsn, Options, RecordKind, SimDisk};
+use rwal_wal::{Backend, Lsn, Options, RecordKind, RecoveryEvent, SimDisk};
 
 /// What one run exercises.
 #[derive(Debug, Clone)]
@@ -37,6 +37,16 @@ pub struct Scenario {
     /// Replicas in the background persistence mode (what `Node` runs): rounds complete
     /// unsynced, and the simulator syncs each node's log at random later steps.
     pub background_persist: bool,
+    /// Disks that fail a write or a sync now and then (EIO, ENOSPC, a sync that forgets what it
+    /// could not write): the node's log is poisoned, its process fails and restarts on the same
+    /// disk, page cache included.
+    pub disk_errors: bool,
+    /// With disk errors, a failure is armed on some node's disk once in this many steps.
+    pub disk_error_one_in: u64,
+    /// A broken page cache, for the checker's own test: what a failed sync forgot comes back
+    /// from the cache at the next open, as it would to a recovery that trusted the cache
+    /// (`SimDisk::keep_dropped_cached_pages`).
+    pub keep_dropped_cached_pages: bool,
 }
 
 impl Scenario {
@@ -58,6 +68,11 @@ impl Scenario {
             crash_mid_round_one_in: 40,
             ack_before_persist: (false, false),
             background_persist: false,
+            // From a generator of its own: the draws above, and so the scenarios and schedules
+            // of the seeds without disk errors, stay what they were before this fault existed.
+            disk_errors: Rng::new(seed ^ 0xd15c_e440).one_in(3),
+            disk_error_one_in: 250,
+            keep_dropped_cached_pages: false,
         }
     }
 }
@@ -184,6 +199,9 @@ struct SimNode {
     /// reopens: raft repairs a single node that lost synced records or its vote from the
     /// others, so only this check sees such a loss before it hits a quorum.
     durable_at_crash: Option<DurableAtCrash>,
+    /// A disk failure is armed on this incarnation's disk (it may have fired already): an
+    /// error from its replica is then the node's process failing, not a failed run.
+    disk_fault_armed: bool,
 }
 
 /// What a crash must leave of a node: the record at its durable LSN (unless a checkpoint covers
@@ -192,8 +210,15 @@ struct DurableAtCrash {
     /// The durable LSN, with the epoch and checksum of the record there (`None`: compacted).
     record: Option<(Lsn, u64, u32)>,
     durable_lsn: Lsn,
-    term: u64,
-    vote: u64,
+    /// Its stored term and vote; `None` after a disk error, where the control file's last write
+    /// may have failed and the durable copy is an older one.
+    hard_state: Option<(u64, u64)>,
+    /// After a disk error, the node's commit LSN: the failure may have come in the middle of a
+    /// truncation raft asked for (its intent stored, the sync after it failed), which the
+    /// reopen then finishes, cutting records that were durable. Raft only cuts entries that
+    /// are not committed, so never at or below this LSN. `None` after a crash, which comes
+    /// between calls, never inside one.
+    cut_finished_above: Option<Lsn>,
 }
 
 /// A proposal the client made, and what became of it.
@@ -229,6 +254,9 @@ pub struct Stats {
     pub final_commit: Lsn,
     /// Runs that ended with every node crashed at once, restarted and checked again.
     pub final_crashes: u64,
+    /// Disk failures armed, and node processes that failed on one and restarted.
+    pub disk_faults_armed: u64,
+    pub disk_failures: u64,
 }
 
 pub struct Sim {
@@ -307,6 +335,7 @@ impl Sim {
                     earlier_restores: Vec::new(),
                     log_checked_to: 0,
                     durable_at_crash: None,
+                    disk_fault_armed: false,
                 }
             })
             .collect();
@@ -350,6 +379,9 @@ impl Sim {
         // Its log is read again from its start: what survived the crash must be what was
         // committed.
         node.log_checked_to = 0;
+        if self.scenario.keep_dropped_cached_pages {
+            node.disk.keep_dropped_cached_pages();
+        }
         let mut replica = Replica::open(
             format!("/sim/{}", node.id),
             options(&node.disk),
@@ -377,12 +409,67 @@ impl Sim {
         node.durable_at_crash = node.replica.as_ref().map(durable_now);
         // The image is taken first: dropping the replica afterwards syncs the old disk only.
         let survivor = node.disk.crash(seed);
+        // The image's disk has no failure armed.
+        node.disk_fault_armed = false;
         if let Some(replica) = node.replica.take() {
             self.stats.snapshots_installed += replica.snapshots_installed();
         }
         node.disk = survivor;
         node.down_until = self.now + 20 + self.rng.below(300);
         self.stats.crashes += 1;
+    }
+
+    /// Node `i`'s replica returned `error`. With a disk failure armed on its disk, that is its
+    /// process failing, as `Node` fails on a poisoned log: it stops, and restarts later on the
+    /// same disk, without a crash (the page cache keeps what a failed sync left in it, clean
+    /// or dirty). Otherwise the run fails with `error`.
+    fn replica_failed(&mut self, i: usize, error: String) -> Result<(), String> {
+        let node = &mut self.nodes[i];
+        if !node.disk_fault_armed {
+            return Err(error);
+        }
+        node.durable_at_crash = node.replica.as_ref().map(|replica| DurableAtCrash {
+            hard_state: None,
+            cut_finished_above: Some(replica.commit_lsn()),
+            ..durable_now(replica)
+        });
+        if let Some(replica) = node.replica.take() {
+            self.stats.snapshots_installed += replica.snapshots_installed();
+        }
+        node.disk.clear_faults();
+        node.disk_fault_armed = false;
+        node.down_until = self.now + 20 + self.rng.below(300);
+        self.stats.disk_failures += 1;
+        Ok(())
+    }
+
+    /// Arms one failure on the disk of a random live node, unless one is armed there.
+    fn arm_disk_failure(&mut self) {
+        let i = self.rng.below(self.nodes.len() as u64) as usize;
+        let node = &mut self.nodes[i];
+        if node.replica.is_none() || node.disk_fault_armed {
+            return;
+        }
+        match self.rng.below(5) {
+            0 => node.disk.fail_next_sync_forgetting_writes(libc::EIO),
+            1 => node.disk.fail_next_sync(libc::EIO),
+            2 => node.disk.fail_next_write(libc::EIO),
+            3 => node.disk.fail_next_write(libc::ENOSPC),
+            _ => node.disk.fail_next_dir_sync(libc::EIO),
+        }
+        node.disk_fault_armed = true;
+        self.stats.disk_faults_armed += 1;
+    }
+
+    /// Restarts the nodes that are down and due.
+    fn restart_due(&mut self) -> Result<(), String> {
+        for i in 0..self.nodes.len() {
+            let node = &self.nodes[i];
+            if node.started && node.replica.is_none() && self.now >= node.down_until {
+                self.start(i)?;
+            }
+        }
+        Ok(())
     }
 
     fn send(&mut self, envelopes: Vec<Envelope>) {
@@ -461,19 +548,23 @@ impl Sim {
                     break;
                 };
                 let durable = replica.wal().durable_lsn();
-                if wanted > durable && self.rng.one_in(2) {
+                let synced = if wanted > durable && self.rng.one_in(2) {
                     // Only some of the rounds become durable (a sync that started before the
                     // later rounds were appended).
                     let lsn = durable + 1 + self.rng.below(wanted - durable);
-                    replica
-                        .wal()
-                        .commit(lsn)
-                        .map_err(|e| format!("node {id}: commit {lsn}: {e}"))?;
-                    replica.note_durable();
+                    let synced = replica.wal().commit(lsn);
+                    if synced.is_ok() {
+                        replica.note_durable();
+                    }
+                    synced.map_err(|e| format!("node {id}: commit {lsn}: {e}"))
                 } else {
                     replica
                         .persist_now()
-                        .map_err(|e| format!("node {id}: persist_now: {e}"))?;
+                        .map_err(|e| format!("node {id}: persist_now: {e}"))
+                };
+                if let Err(e) = synced {
+                    self.replica_failed(i, e)?;
+                    break;
                 }
                 self.stats.background_syncs += 1;
                 let out = replica.take_messages();
@@ -488,9 +579,10 @@ impl Sim {
     /// a round (in the background mode: before the round's entries are durable).
     fn rounds(&mut self, i: usize, id: NodeId, crash_mid_round: bool) -> Result<(), String> {
         while let Some(replica) = self.nodes[i].replica.as_mut() {
-            let worked = replica
-                .handle_ready()
-                .map_err(|e| format!("node {id}: handle_ready: {e}"))?;
+            let worked = match replica.handle_ready() {
+                Ok(worked) => worked,
+                Err(e) => return self.replica_failed(i, format!("node {id}: handle_ready: {e}")),
+            };
             if !worked {
                 break;
             }
@@ -508,10 +600,14 @@ impl Sim {
                 break;
             }
             let replica = self.nodes[i].replica.as_mut().expect("live");
-            replica
-                .finish_ready()
-                .map_err(|e| format!("node {id}: finish_ready: {e}"))?;
-            let out = replica.take_messages();
+            if let Err(e) = replica.finish_ready() {
+                return self.replica_failed(i, format!("node {id}: finish_ready: {e}"));
+            }
+            let out = self.nodes[i]
+                .replica
+                .as_mut()
+                .expect("live")
+                .take_messages();
             self.send(out);
         }
         Ok(())
@@ -664,12 +760,11 @@ impl Sim {
                 self.crash(i);
             }
         }
-        for i in 0..n {
-            let node = &self.nodes[i];
-            if node.started && node.replica.is_none() && self.now >= node.down_until {
-                self.start(i)?;
-            }
+        // Only drawn in a scenario with disk errors: the others keep their schedules.
+        if s.disk_errors && self.rng.one_in(s.disk_error_one_in) {
+            self.arm_disk_failure();
         }
+        self.restart_due()?;
         if s.pauses && self.rng.one_in(500) {
             if let Some(i) = self.leader_index() {
                 self.stats.pauses += 1;
@@ -690,14 +785,19 @@ impl Sim {
                 .filter(|r| r.applied_lsn() > 0)
             {
                 let applied = replica.applied_lsn();
-                replica
+                let compacted = replica
                     .checkpoint(applied, &state)
-                    .map_err(|e| format!("node {id}: checkpoint: {e}"))?;
-                self.stats.checkpoints += 1;
-                let report = replica
-                    .compact()
-                    .map_err(|e| format!("node {id}: compact: {e}"))?;
-                self.stats.segments_compacted += report.segments_removed as u64;
+                    .map_err(|e| format!("node {id}: checkpoint: {e}"))
+                    .and_then(|()| {
+                        self.stats.checkpoints += 1;
+                        replica
+                            .compact()
+                            .map_err(|e| format!("node {id}: compact: {e}"))
+                    });
+                match compacted {
+                    Ok(report) => self.stats.segments_compacted += report.segments_removed as u64,
+                    Err(e) => self.replica_failed(i, e)?,
+                }
             }
         }
         if s.membership && self.rng.one_in(200) {
@@ -761,8 +861,12 @@ impl Sim {
             if self.rng.one_in(2) {
                 self.propose();
             }
-        } else if self.now < self.heal_proposals_until && self.rng.one_in(8) {
-            self.propose();
+        } else {
+            // A node whose disk failed while the cluster heals comes back too.
+            self.restart_due()?;
+            if self.now < self.heal_proposals_until && self.rng.one_in(8) {
+                self.propose();
+            }
         }
         self.process(faults && self.scenario.crashes)?;
         self.acknowledge();
@@ -775,8 +879,12 @@ impl Sim {
         while self.now < self.scenario.fault_ms {
             self.step(true)?;
         }
-        // Heal: links restored, every node up and running, no more loss.
+        // Heal: links restored, every node up and running, no more loss, no more disk failures
+        // (one armed that has not fired is disarmed; one that fired is met by the next call).
         self.blocked.clear();
+        for node in &self.nodes {
+            node.disk.clear_faults();
+        }
         self.scenario.loss_per_mille = 0;
         self.scenario.duplicate_per_mille = 0;
         for i in 0..self.nodes.len() {
@@ -1034,8 +1142,8 @@ fn durable_now(replica: &Replica<Model>) -> DurableAtCrash {
     DurableAtCrash {
         record,
         durable_lsn,
-        term: hard.term,
-        vote: hard.vote,
+        hard_state: Some((hard.term, hard.vote)),
+        cut_finished_above: None,
     }
 }
 
@@ -1047,16 +1155,37 @@ fn check_survived(
     before: &DurableAtCrash,
 ) -> Result<(), String> {
     let wal = replica.wal();
-    if wal.first_lsn() <= before.durable_lsn {
-        if wal.last_lsn() < before.durable_lsn {
+    let mut durable_lsn = before.durable_lsn;
+    let mut record = before.record;
+    let cut = wal
+        .recovery_report()
+        .events
+        .iter()
+        .find_map(|event| match event {
+            RecoveryEvent::TruncationFinished { after_lsn } => Some(*after_lsn),
+            _ => None,
+        });
+    if let (Some(commit), Some(cut)) = (before.cut_finished_above, cut) {
+        if cut < commit {
             return Err(format!(
-                "node {id} reopened with its log ending at {}, below the LSN {} that was durable \
-                 before its crash",
-                wal.last_lsn(),
-                before.durable_lsn
+                "node {id} reopened after a disk error and finished a truncation after LSN \
+                 {cut}, below its commit LSN {commit}"
             ));
         }
-        if let Some((lsn, epoch, crc)) = before.record {
+        if cut < durable_lsn {
+            durable_lsn = cut;
+            record = record.filter(|(lsn, ..)| *lsn <= cut);
+        }
+    }
+    if wal.first_lsn() <= durable_lsn {
+        if wal.last_lsn() < durable_lsn {
+            return Err(format!(
+                "node {id} reopened with its log ending at {}, below the LSN {durable_lsn} that \
+                 was durable before its crash",
+                wal.last_lsn(),
+            ));
+        }
+        if let Some((lsn, epoch, crc)) = record {
             let now = wal
                 .read(lsn)
                 .and_then(|data| Ok((wal.epoch_at(lsn)?, crc32c::crc32c(&data))))
@@ -1071,11 +1200,14 @@ fn check_survived(
         }
     }
     let (hard, _) = wal.replication_state();
-    if hard.term < before.term || (hard.term == before.term && hard.vote != before.vote) {
-        return Err(format!(
-            "node {id} reopened at term {} with vote {}, after term {} with vote {} was stored",
-            hard.term, hard.vote, before.term, before.vote
-        ));
+    if let Some((term, vote)) = before.hard_state {
+        if hard.term < term || (hard.term == term && hard.vote != vote) {
+            return Err(format!(
+                "node {id} reopened at term {} with vote {}, after term {term} with vote {vote} \
+                 was stored",
+                hard.term, hard.vote
+            ));
+        }
     }
     Ok(())
 }

@@ -76,6 +76,8 @@ struct Faults {
     /// (name prefix, errno, forgetting): the first sync of the next file created with a name
     /// that starts with the prefix fails (`SimDisk::fail_first_sync_of_created`).
     fail_first_sync_of: Mutex<Option<(String, i32, bool)>>,
+    /// Dropping a file's clean cached pages keeps them (`SimDisk::keep_dropped_cached_pages`).
+    dropped_cached_pages_kept: std::sync::atomic::AtomicBool,
 }
 
 /// A write or sync of the simulated disk stopped until [`release`](SimHold::release)d (see
@@ -427,6 +429,18 @@ impl SimDisk {
     /// are cleared.
     pub fn fail_renames_of(&self, name: &str, errno: i32) {
         *self.inner.faults.fail_rename.lock() = Some((name.to_string(), errno));
+    }
+
+    /// A broken page cache, for the tests of the checks that must catch what it causes:
+    /// dropping a file's clean cached pages (what recovery does to read the bytes the disk holds
+    /// past the durable watermark) keeps them, so that the bytes a failed sync forgot come back
+    /// from the cache, as they would to a recovery that trusted it. For as long as this disk
+    /// lives: `clear_faults` leaves it, and a crash's image does not inherit it.
+    pub fn keep_dropped_cached_pages(&self) {
+        self.inner
+            .faults
+            .dropped_cached_pages_kept
+            .store(true, Ordering::Relaxed);
     }
 
     /// Disarms every armed failure (sync, directory sync, write, write-back, create, open,
@@ -806,6 +820,13 @@ impl File for SimFile {
     }
 
     fn forget_cached_pages(&self) {
+        if self
+            .faults
+            .dropped_cached_pages_kept
+            .load(Ordering::Relaxed)
+        {
+            return;
+        }
         // Clean sectors are read from the disk again: the same bytes, unless a failed sync
         // forgot them (`fail_next_sync_forgetting_writes`). Dirty ones stay.
         let durable = self.durable.lock();
