@@ -1817,7 +1817,15 @@ fn run<M: StateMachine, T: Transport>(
         }
         Err(panic) => {
             let what = crate::error::panic_message(panic.as_ref());
-            let failure = format!("the node's thread panicked: {what}");
+            // Another thread (a checkpoint's, a compaction's) may have poisoned the log between
+            // the replica's check of it and a read raft-rs made, which panics on the read's
+            // error: the disk's failure is what the operator must hear of.
+            let failure = match replica.wal().check_usable() {
+                Err(poisoned @ rwal_wal::Error::Poisoned { .. }) => {
+                    format!("log: {poisoned} (raft-rs panicked on reading it: {what})")
+                }
+                _ => format!("the node's thread panicked: {what}"),
+            };
             // The last published status stays, with the failure added.
             shared.status.lock().failure = Some(failure.clone());
             Some(failure)

@@ -1452,6 +1452,7 @@ impl<M: StateMachine> Replica<M> {
     /// to do if a tick finished the round already ([`tick`](Replica::tick)).
     /// After an error the replica refuses every later round (it must be opened again).
     pub fn finish_ready(&mut self) -> Result<()> {
+        self.fail_if_log_unusable();
         self.refuse_if_failed()?;
         let outcome = self
             .finish_sync_once()
@@ -1464,6 +1465,7 @@ impl<M: StateMachine> Replica<M> {
     /// round: makes the round's entries, then its term and vote, durable. `finish_ready` must
     /// follow.
     pub fn finish_sync(&mut self) -> Result<()> {
+        self.fail_if_log_unusable();
         self.refuse_if_failed()?;
         let outcome = self.finish_sync_once();
         self.note_failure(outcome)
@@ -1614,6 +1616,8 @@ impl<M: StateMachine> Replica<M> {
     /// Tells raft about the rounds the log's durable LSN now covers, and queues the messages
     /// that waited for them.
     pub fn note_durable(&mut self) {
+        // raft-rs, told of what is durable, may send a lagging follower entries it reads.
+        self.fail_if_log_unusable();
         if self.failed.is_none() && self.pending.is_none() {
             self.note_durable_once();
         }

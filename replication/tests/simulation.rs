@@ -68,6 +68,7 @@ fn seeded_runs_keep_every_invariant() {
                 total.final_crashes += stats.final_crashes;
                 total.disk_faults_armed += stats.disk_faults_armed;
                 total.disk_failures += stats.disk_failures;
+                total.disk_failures_survived += stats.disk_failures_survived;
             }
             Err(e) => {
                 eprintln!("{e}\n  replay: RWAL_REPL_SEED={seed} cargo test -p rwal-replication --test simulation");
@@ -137,7 +138,7 @@ fn checker_catches_votes_granted_before_persisting() {
 /// down must catch it (the checks of acknowledged proposals may too). Not a refusal to reopen
 /// (recovery finds the hole some of these losses leave), which would pass for a catch: the
 /// same 60 seeds with a sound page cache all pass (2026-12-06), and with this one the named
-/// checks caught 18 of them when the bar (5) was set.
+/// checks caught 16 of them when the bar (5) was set.
 #[test]
 fn checker_catches_a_recovery_that_trusts_the_page_cache() {
     let caught_by = [

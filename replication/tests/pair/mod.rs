@@ -4,6 +4,7 @@ use rwal_replication::{NodeId, Replica, SnapshotRoom, StateMachine};
 
 /// Ticks and processes `leader` and `follower`, handing each the other's messages, until
 /// `done(follower)` holds (at most 10 000 rounds: the caller asserts what it waited for).
+#[allow(dead_code)] // not every test binary that has this module calls it
 pub fn step_until<L: StateMachine, F: StateMachine>(
     leader: &mut Replica<L>,
     follower: &mut Replica<F>,

@@ -207,18 +207,21 @@ struct SimNode {
 /// What a crash must leave of a node: the record at its durable LSN (unless a checkpoint covers
 /// it), and its term and vote.
 struct DurableAtCrash {
-    /// The durable LSN, with the epoch and checksum of the record there (`None`: compacted).
-    record: Option<(Lsn, u64, u32)>,
+    /// The durable LSN, with the epoch and checksum of the record there (`None`: compacted;
+    /// no checksum after a disk error: a poisoned log refuses reads, and tells epochs).
+    record: Option<(Lsn, u64, Option<u32>)>,
     durable_lsn: Lsn,
-    /// Its stored term and vote; `None` after a disk error, where the control file's last write
-    /// may have failed and the durable copy is an older one.
-    hard_state: Option<(u64, u64)>,
-    /// After a disk error, the node's commit LSN: the failure may have come in the middle of a
-    /// truncation raft asked for (its intent stored, the sync after it failed), which the
-    /// reopen then finishes, cutting records that were durable. Raft only cuts entries that
-    /// are not committed, so never at or below this LSN. `None` after a crash, which comes
-    /// between calls, never inside one.
-    cut_finished_above: Option<Lsn>,
+    /// Its stored term and vote (the control file's state changes in memory only once its
+    /// write is durable).
+    term: u64,
+    vote: u64,
+    /// After a disk error, the node's commit LSN; `None` after a crash, which comes between
+    /// calls, never inside one. A disk error can come in the middle of a change whose intent
+    /// was stored and whose sync then failed, and which the reopen finishes: a truncation raft
+    /// asked for, cutting records that were durable (raft only cuts entries that are not
+    /// committed, so never below this LSN), or a term and vote the failed write left dirty
+    /// in the cache (never sent: a vote leaves once it is durable), newer than those stored.
+    after_disk_error_at_commit: Option<Lsn>,
 }
 
 /// A proposal the client made, and what became of it.
@@ -254,9 +257,11 @@ pub struct Stats {
     pub final_commit: Lsn,
     /// Runs that ended with every node crashed at once, restarted and checked again.
     pub final_crashes: u64,
-    /// Disk failures armed, and node processes that failed on one and restarted.
+    /// Disk failures armed; node processes that failed on one and restarted; checkpoints that
+    /// failed on one and left the node running.
     pub disk_faults_armed: u64,
     pub disk_failures: u64,
+    pub disk_failures_survived: u64,
 }
 
 pub struct Sim {
@@ -425,12 +430,18 @@ impl Sim {
     /// or dirty). Otherwise the run fails with `error`.
     fn replica_failed(&mut self, i: usize, error: String) -> Result<(), String> {
         let node = &mut self.nodes[i];
-        if !node.disk_fault_armed {
+        let poisoned = node
+            .replica
+            .as_ref()
+            .is_some_and(|r| r.wal().check_usable().is_err());
+        // The failure armed, met: the log poisoned, or the error naming the errno armed (a
+        // snapshot file's write that failed does not poison the log, and fails the round).
+        let from_the_disk = poisoned || names_an_armed_errno(&error);
+        if !node.disk_fault_armed || !from_the_disk {
             return Err(error);
         }
         node.durable_at_crash = node.replica.as_ref().map(|replica| DurableAtCrash {
-            hard_state: None,
-            cut_finished_above: Some(replica.commit_lsn()),
+            after_disk_error_at_commit: Some(replica.commit_lsn()),
             ..durable_now(replica)
         });
         if let Some(replica) = node.replica.take() {
@@ -441,6 +452,28 @@ impl Sim {
         node.down_until = self.now + 20 + self.rng.below(300);
         self.stats.disk_failures += 1;
         Ok(())
+    }
+
+    /// The simulator's own checkpoint or compaction of node `i` failed with `error`. With the
+    /// log poisoned, the node's process fails (`replica_failed`); a checkpoint that failed on
+    /// the disk failure armed without poisoning the log (its snapshot file's write) leaves the
+    /// node running, as `Node::checkpoint` does its caller's. Any other error fails the run.
+    fn checkpoint_failed(&mut self, i: usize, error: String) -> Result<(), String> {
+        let node = &mut self.nodes[i];
+        let usable = node
+            .replica
+            .as_ref()
+            .is_some_and(|r| r.wal().check_usable().is_ok());
+        if !usable {
+            return self.replica_failed(i, error);
+        }
+        if node.disk_fault_armed && names_an_armed_errno(&error) {
+            node.disk.clear_faults();
+            node.disk_fault_armed = false;
+            self.stats.disk_failures_survived += 1;
+            return Ok(());
+        }
+        Err(error)
     }
 
     /// Arms one failure on the disk of a random live node, unless one is armed there.
@@ -726,6 +759,15 @@ impl Sim {
                 ));
             }
             node.last_commit = commit;
+            // A failure met where it fails no call (the replica's own checkpoint, which a
+            // failed write abandons without poisoning the log): the node may be armed again,
+            // and a later error of its replica is not excused by it.
+            if node.disk_fault_armed
+                && !node.disk.has_armed_failure()
+                && replica.wal().check_usable().is_ok()
+            {
+                node.disk_fault_armed = false;
+            }
             let model = node.model.0.lock();
             if let Some(v) = model.violations.first() {
                 return Err(format!("node {}: {v}", node.id));
@@ -796,7 +838,7 @@ impl Sim {
                     });
                 match compacted {
                     Ok(report) => self.stats.segments_compacted += report.segments_removed as u64,
-                    Err(e) => self.replica_failed(i, e)?,
+                    Err(e) => self.checkpoint_failed(i, e)?,
                 }
             }
         }
@@ -882,8 +924,12 @@ impl Sim {
         // Heal: links restored, every node up and running, no more loss, no more disk failures
         // (one armed that has not fired is disarmed; one that fired is met by the next call).
         self.blocked.clear();
-        for node in &self.nodes {
+        for node in &mut self.nodes {
             node.disk.clear_faults();
+            node.disk_fault_armed = node
+                .replica
+                .as_ref()
+                .is_some_and(|r| r.wal().check_usable().is_err());
         }
         self.scenario.loss_per_mille = 0;
         self.scenario.duplicate_per_mille = 0;
@@ -1127,23 +1173,32 @@ fn check_committed(
     Ok(())
 }
 
+/// Whether a replica's error names one of the errnos the simulation arms on a disk (`EIO`,
+/// `ENOSPC`, which the log reports in words of its own).
+fn names_an_armed_errno(error: &str) -> bool {
+    ["(os error 5)", "(os error 28)", "no space left on device"]
+        .iter()
+        .any(|name| error.contains(name))
+}
+
 /// What must survive a crash of `replica` now.
 fn durable_now(replica: &Replica<Model>) -> DurableAtCrash {
     let wal = replica.wal();
     let durable_lsn = wal.durable_lsn();
     let record = (durable_lsn >= wal.first_lsn())
         .then(|| {
-            let data = wal.read(durable_lsn).ok()?;
             let epoch = wal.epoch_at(durable_lsn).ok()?;
-            Some((durable_lsn, epoch, crc32c::crc32c(&data)))
+            let crc = wal.read(durable_lsn).ok().map(|data| crc32c::crc32c(&data));
+            Some((durable_lsn, epoch, crc))
         })
         .flatten();
     let (hard, _) = wal.replication_state();
     DurableAtCrash {
         record,
         durable_lsn,
-        hard_state: Some((hard.term, hard.vote)),
-        cut_finished_above: None,
+        term: hard.term,
+        vote: hard.vote,
+        after_disk_error_at_commit: None,
     }
 }
 
@@ -1165,7 +1220,7 @@ fn check_survived(
             RecoveryEvent::TruncationFinished { after_lsn } => Some(*after_lsn),
             _ => None,
         });
-    if let (Some(commit), Some(cut)) = (before.cut_finished_above, cut) {
+    if let (Some(commit), Some(cut)) = (before.after_disk_error_at_commit, cut) {
         if cut < commit {
             return Err(format!(
                 "node {id} reopened after a disk error and finished a truncation after LSN \
@@ -1190,7 +1245,7 @@ fn check_survived(
                 .read(lsn)
                 .and_then(|data| Ok((wal.epoch_at(lsn)?, crc32c::crc32c(&data))))
                 .map_err(|e| format!("node {id} reopened: durable LSN {lsn}: {e}"))?;
-            if now != (epoch, crc) {
+            if now.0 != epoch || crc.is_some_and(|crc| crc != now.1) {
                 return Err(format!(
                     "node {id} reopened with LSN {lsn}, durable before its crash, changed: \
                      {now:?}, {:?} before",
@@ -1200,14 +1255,15 @@ fn check_survived(
         }
     }
     let (hard, _) = wal.replication_state();
-    if let Some((term, vote)) = before.hard_state {
-        if hard.term < term || (hard.term == term && hard.vote != vote) {
-            return Err(format!(
-                "node {id} reopened at term {} with vote {}, after term {term} with vote {vote} \
-                 was stored",
-                hard.term, hard.vote
-            ));
-        }
+    let (term, vote) = (before.term, before.vote);
+    // After a disk error, a vote in the same term may come where there was none (above).
+    let vote_may_come = before.after_disk_error_at_commit.is_some() && vote == 0;
+    if hard.term < term || (hard.term == term && hard.vote != vote && !vote_may_come) {
+        return Err(format!(
+            "node {id} reopened at term {} with vote {}, after term {term} with vote {vote} was \
+             stored",
+            hard.term, hard.vote
+        ));
     }
     Ok(())
 }

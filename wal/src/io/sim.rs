@@ -443,6 +443,16 @@ impl SimDisk {
             .store(true, Ordering::Relaxed);
     }
 
+    /// Whether a failure of the next sync, directory sync or write is still armed (not met
+    /// yet, not cleared).
+    pub fn has_armed_failure(&self) -> bool {
+        let faults = &self.inner.faults;
+        faults.fail_sync.lock().is_some()
+            || faults.fail_sync_forgetting.lock().is_some()
+            || faults.fail_dir_sync.lock().is_some()
+            || faults.fail_write.lock().is_some()
+    }
+
     /// Disarms every armed failure (sync, directory sync, write, write-back, create, open,
     /// remove, rename) and lifts the space limit. Holds and panics stay armed: release or meet
     /// them.
