@@ -1,11 +1,14 @@
 /* C tests of the rwal ABI: run from `make c-test`, linked dynamically and statically, under
  * valgrind. Usage: test_basic DIR (an empty scratch directory). */
+#define _POSIX_C_SOURCE 200809L /* fork, waitpid, _exit under -std=c11 */
 #include "check.h"
 #include "rwal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static int messages = 0;
 
@@ -369,6 +372,112 @@ static void test_no_log(const char *dir) {
     rwal_options_free(opts);
 }
 
+/* A child forked without an exec (a pre-fork server's worker) leaves the parent's log to the
+ * parent: every call on the inherited handles is refused before it touches anything, and the
+ * child's close frees its copy only. The parent then goes on with the log as if the child had
+ * not been (docs/c-api.md). The child reports through its exit status: 0 when every refusal
+ * held, 1 otherwise (valgrind, following the fork, makes it 1 on a memory error too). */
+/* In the child: counts a call that was not refused as forked, and says which. */
+#define REFUSED(call, bad)                                                           \
+    do {                                                                             \
+        rwal_status got_ = (call);                                                   \
+        if (got_ != RWAL_ERR_INVALID_ARGUMENT) {                                     \
+            fprintf(stderr, "%s:%d: in the forked child %s returned %s\n", __FILE__,  \
+                    __LINE__, #call, rwal_status_str(got_));                         \
+            (bad)++;                                                                 \
+        }                                                                            \
+    } while (0)
+
+static int child_refuses_inherited_handles(rwal_log *log, rwal_reader *reader, rwal_pin *pin,
+                                           rwal_checkpoint_writer *writer) {
+    int bad = 0;
+    uint64_t lsn = 0;
+    char msg[512];
+    REFUSED(rwal_append(log, (const uint8_t *)"child", 5, &lsn), bad);
+    rwal_last_error(msg, sizeof msg);
+    if (strstr(msg, "forked from process") == NULL) {
+        fprintf(stderr, "the forked child's refusal says: %s\n", msg);
+        bad++;
+    }
+    REFUSED(rwal_commit(log, 1), bad);
+    REFUSED(rwal_sync(log, &lsn), bad);
+    uint8_t buf[16];
+    size_t len = 0;
+    REFUSED(rwal_read(log, 1, buf, sizeof buf, &len), bad);
+    const uint8_t *data = NULL;
+    REFUSED(rwal_reader_next(reader, &lsn, &data, &len), bad);
+    REFUSED(rwal_pin_move(pin, 2), bad);
+    REFUSED(rwal_checkpoint_writer_write(writer, (const uint8_t *)"stat", 4), bad);
+    REFUSED(rwal_checkpoint(log, 1, (const uint8_t *)"s", 1), bad);
+    REFUSED(rwal_truncate_after(log, 0), bad);
+    /* Frees the child's copies, touching nothing of the parent's (the snapshot file the
+     * parent's writer is writing stays). */
+    rwal_checkpoint_writer_free(writer);
+    rwal_pin_free(pin);
+    rwal_reader_free(reader);
+    REFUSED(rwal_close(log), bad);
+    return bad == 0 ? 0 : 1;
+}
+
+static void test_fork_refusals(const char *scratch) {
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/forked", scratch);
+    /* No background thread: valgrind follows the child, and at its exit checks its heap for
+     * leaks; what only a thread of the parent's referenced (its stack, its thread-locals) would
+     * be reported lost in the child, which has no such thread. */
+    rwal_options *opts = rwal_options_new();
+    CHECK_STATUS(rwal_options_set_background_thread(opts, false), RWAL_OK);
+    rwal_log *log = NULL;
+    CHECK_STATUS(rwal_open(dir, opts, &log), RWAL_OK);
+    uint64_t lsn = 0;
+    CHECK_STATUS(rwal_append(log, (const uint8_t *)"parent", 6, &lsn), RWAL_OK);
+    CHECK_STATUS(rwal_commit(log, lsn), RWAL_OK);
+    rwal_reader *reader = NULL;
+    CHECK_STATUS(rwal_reader_open(log, 1, &reader), RWAL_OK);
+    rwal_pin *pin = NULL;
+    CHECK_STATUS(rwal_pin_open(log, "backup", 1, 0, &pin), RWAL_OK);
+    rwal_checkpoint_writer *writer = NULL;
+    CHECK_STATUS(rwal_checkpoint_writer_open(log, 1, 8, &writer), RWAL_OK);
+    CHECK_STATUS(rwal_checkpoint_writer_write(writer, (const uint8_t *)"sta", 3), RWAL_OK);
+
+    fflush(NULL);
+    pid_t child = fork();
+    CHECK(child >= 0);
+    if (child == 0) {
+        _exit(child_refuses_inherited_handles(log, reader, pin, writer));
+    }
+    int status = 0;
+    CHECK(waitpid(child, &status, 0) == child);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+    /* The parent's handles are as they were: its append takes the next LSN (the child's
+     * took none), its writer finishes the checkpoint the child could not touch. */
+    CHECK_STATUS(rwal_append(log, (const uint8_t *)"after", 5, &lsn), RWAL_OK);
+    CHECK(lsn == 2);
+    CHECK_STATUS(rwal_commit(log, lsn), RWAL_OK);
+    CHECK_STATUS(rwal_checkpoint_writer_write(writer, (const uint8_t *)"te-1", 4), RWAL_OK);
+    CHECK_STATUS(rwal_checkpoint_writer_write(writer, (const uint8_t *)"!", 1), RWAL_OK);
+    CHECK_STATUS(rwal_checkpoint_writer_finish(writer), RWAL_OK);
+    const uint8_t *data = NULL;
+    size_t len = 0;
+    CHECK_STATUS(rwal_reader_next(reader, &lsn, &data, &len), RWAL_OK);
+    CHECK(lsn == 1 && len == 6 && memcmp(data, "parent", 6) == 0);
+    CHECK_STATUS(rwal_pin_move(pin, 2), RWAL_OK);
+    rwal_pin_free(pin);
+    rwal_reader_free(reader);
+    CHECK_STATUS(rwal_close(log), RWAL_OK);
+
+    /* Reopened, the log holds the parent's two records and its checkpoint. */
+    CHECK_STATUS(rwal_open(dir, opts, &log), RWAL_OK);
+    rwal_options_free(opts);
+    CHECK_STATUS(rwal_last_lsn(log, &lsn), RWAL_OK);
+    CHECK(lsn == 2);
+    uint8_t buf[16];
+    CHECK_STATUS(rwal_read(log, 2, buf, sizeof buf, &len), RWAL_OK);
+    CHECK(len == 5 && memcmp(buf, "after", 5) == 0);
+    CHECK_STATUS(rwal_close(log), RWAL_OK);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s SCRATCH_DIR\n", argv[0]);
@@ -383,6 +492,7 @@ int main(int argc, char **argv) {
     test_reader_verify_checksums(argv[1]);
     test_no_log(argv[1]);
     test_log_callback_reentry(argv[1]);
+    test_fork_refusals(argv[1]);
     printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;
 }
