@@ -168,6 +168,9 @@ pub unsafe extern "C" fn rwal_open(
 /// record: its bytes are a slice of a segment file, which a log opened on the directory again
 /// could rewrite. The directory is then released when the last such reader is called again
 /// (`RWAL_ERR_CLOSED`) or freed; until then `rwal_open` of it fails with `RWAL_ERR_LOCKED`.
+/// In a child forked (without an exec) from the process that opened the log it syncs, writes
+/// and releases nothing, which are that process's to do: it frees the child's copy of the
+/// handle and returns `RWAL_ERR_INVALID_ARGUMENT`.
 ///
 /// # Safety
 /// `log` is NULL or a handle from `rwal_open`, not used by any other thread during or after

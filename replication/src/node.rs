@@ -1822,7 +1822,7 @@ fn run<M: StateMachine, T: Transport>(
             // error: the disk's failure is what the operator must hear of.
             let failure = match replica.wal().check_usable() {
                 Err(poisoned @ rwal_wal::Error::Poisoned { .. }) => {
-                    format!("log: {poisoned} (raft-rs panicked on reading it: {what})")
+                    format!("log: {poisoned} (then the node's thread panicked: {what})")
                 }
                 _ => format!("the node's thread panicked: {what}"),
             };

@@ -56,6 +56,16 @@ fn a_message_stepped_on_a_poisoned_log_fails_the_replica_with_the_logs_error() {
         }
     }
     assert!(!answers.is_empty(), "the learner answers a heartbeat");
+    // The learner's progress waits in probe (its first lost append unanswered): the answer
+    // makes raft-rs send from what the learner has. Were it replicating, raft-rs would have
+    // moved past the lost appends and would read nothing for it: the test would pass on a
+    // replica without the check (it panicked on c8dcd06's).
+    let (_, matched) = leader
+        .progress()
+        .into_iter()
+        .find(|(id, _)| *id == 2)
+        .expect("the learner's progress");
+    assert!(matched < leader.wal().last_lsn(), "the learner lags");
 
     // The checkpoint's caller is told; the leader is not in a round.
     disk.fail_next_dir_sync(libc::EIO);
