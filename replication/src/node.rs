@@ -1817,9 +1817,10 @@ fn run<M: StateMachine, T: Transport>(
         }
         Err(panic) => {
             let what = crate::error::panic_message(panic.as_ref());
-            // Another thread (a checkpoint's, a compaction's) may have poisoned the log between
-            // the replica's check of it and a read raft-rs made, which panics on the read's
-            // error: the disk's failure is what the operator must hear of.
+            // Another thread (the persister, the log's background thread, a checkpoint's, a
+            // compaction) may have poisoned the log between the replica's check of it and a
+            // read raft-rs made, which panics on the read's error: the disk's failure is what
+            // the operator must hear of.
             let failure = match replica.wal().check_usable() {
                 Err(poisoned @ rwal_wal::Error::Poisoned { .. }) => {
                     format!("log: {poisoned} (then the node's thread panicked: {what})")

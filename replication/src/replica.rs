@@ -759,8 +759,7 @@ impl<M: StateMachine> Replica<M> {
     /// like one that gets no answer.
     pub fn tick_with_snapshot_room(&mut self, room: &dyn Fn(NodeId) -> SnapshotRoom) {
         // A failed replica's clock stops: it must be opened again.
-        self.fail_if_log_unusable();
-        if self.failed.is_some() {
+        if self.refuse_if_failed().is_err() {
             return;
         }
         self.ticks += 1;
@@ -1302,9 +1301,11 @@ impl<M: StateMachine> Replica<M> {
         self.failed.is_none() && self.pending.is_none() && self.raw.has_ready()
     }
 
-    /// After a failed round (an engine callback's error, the log's), the replica is done: the
-    /// caller drops it and opens it again, which recovers from the log.
-    fn refuse_if_failed(&self) -> Result<()> {
+    /// After a failed round (an engine callback's error, the log's), or once its log is
+    /// poisoned (`fail_if_log_unusable`), the replica is done: the caller drops it and opens it
+    /// again, which recovers from the log.
+    fn refuse_if_failed(&mut self) -> Result<()> {
+        self.fail_if_log_unusable();
         match &self.failed {
             Some(reason) => Err(Error::Raft(format!(
                 "the replica stopped after an error and must be opened again: {reason}"
@@ -1341,7 +1342,6 @@ impl<M: StateMachine> Replica<M> {
     /// [`finish_ready`](Replica::finish_ready) next.
     /// After an error the replica refuses every later round (it must be opened again).
     pub fn handle_ready(&mut self) -> Result<bool> {
-        self.fail_if_log_unusable();
         self.refuse_if_failed()?;
         let outcome = self.handle_ready_once();
         self.note_failure(outcome)
@@ -1452,7 +1452,6 @@ impl<M: StateMachine> Replica<M> {
     /// to do if a tick finished the round already ([`tick`](Replica::tick)).
     /// After an error the replica refuses every later round (it must be opened again).
     pub fn finish_ready(&mut self) -> Result<()> {
-        self.fail_if_log_unusable();
         self.refuse_if_failed()?;
         let outcome = self
             .finish_sync_once()
@@ -1465,7 +1464,6 @@ impl<M: StateMachine> Replica<M> {
     /// round: makes the round's entries, then its term and vote, durable. `finish_ready` must
     /// follow.
     pub fn finish_sync(&mut self) -> Result<()> {
-        self.fail_if_log_unusable();
         self.refuse_if_failed()?;
         let outcome = self.finish_sync_once();
         self.note_failure(outcome)
@@ -1617,8 +1615,7 @@ impl<M: StateMachine> Replica<M> {
     /// that waited for them.
     pub fn note_durable(&mut self) {
         // raft-rs, told of what is durable, may send a lagging follower entries it reads.
-        self.fail_if_log_unusable();
-        if self.failed.is_none() && self.pending.is_none() {
+        if self.refuse_if_failed().is_ok() && self.pending.is_none() {
             self.note_durable_once();
         }
     }
@@ -1663,7 +1660,6 @@ impl<M: StateMachine> Replica<M> {
     /// on its unstable log or in `advance`). The node's thread never calls in between; a
     /// caller driving a `Replica` by hand may. Refused if the replica failed, now or before.
     fn finish_pending_round(&mut self) -> Result<()> {
-        self.fail_if_log_unusable();
         self.refuse_if_failed()?;
         if self.pending.is_some() {
             let outcome = self

@@ -204,6 +204,15 @@ struct SimNode {
     disk_fault_armed: bool,
 }
 
+impl SimNode {
+    /// Whether this node runs a replica whose log a failure poisoned.
+    fn log_poisoned(&self) -> bool {
+        self.replica
+            .as_ref()
+            .is_some_and(|r| r.wal().check_usable().is_err())
+    }
+}
+
 /// What a crash must leave of a node: the record at its durable LSN (unless a checkpoint covers
 /// it), and its term and vote.
 struct DurableAtCrash {
@@ -430,13 +439,9 @@ impl Sim {
     /// or dirty). Otherwise the run fails with `error`.
     fn replica_failed(&mut self, i: usize, error: String) -> Result<(), String> {
         let node = &mut self.nodes[i];
-        let poisoned = node
-            .replica
-            .as_ref()
-            .is_some_and(|r| r.wal().check_usable().is_err());
         // The failure armed, met: the log poisoned, or the error naming the errno armed (a
         // snapshot file's write that failed does not poison the log, and fails the round).
-        let from_the_disk = poisoned || names_an_armed_errno(&error);
+        let from_the_disk = node.log_poisoned() || names_an_armed_errno(&error);
         if !node.disk_fault_armed || !from_the_disk {
             return Err(error);
         }
@@ -460,11 +465,7 @@ impl Sim {
     /// node running, as `Node::checkpoint` does its caller's. Any other error fails the run.
     fn checkpoint_failed(&mut self, i: usize, error: String) -> Result<(), String> {
         let node = &mut self.nodes[i];
-        let usable = node
-            .replica
-            .as_ref()
-            .is_some_and(|r| r.wal().check_usable().is_ok());
-        if !usable {
+        if node.log_poisoned() {
             return self.replica_failed(i, error);
         }
         if node.disk_fault_armed && names_an_armed_errno(&error) {
@@ -926,10 +927,7 @@ impl Sim {
         self.blocked.clear();
         for node in &mut self.nodes {
             node.disk.clear_faults();
-            node.disk_fault_armed = node
-                .replica
-                .as_ref()
-                .is_some_and(|r| r.wal().check_usable().is_err());
+            node.disk_fault_armed = node.log_poisoned();
         }
         self.scenario.loss_per_mille = 0;
         self.scenario.duplicate_per_mille = 0;
