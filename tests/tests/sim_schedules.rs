@@ -1,7 +1,9 @@
 //! Thousands of seeded random schedules on the simulated disk: appends, batches, commits,
 //! truncations, reads, maintenance, checkpoints with snapshots, compactions, resets to a
 //! snapshot (what a replica that is sent one does), failed syncs and
-//! writes, full disks, crashes that keep an arbitrary subset of unsynced sectors, and bit flips.
+//! writes, full disks, crashes that keep an arbitrary subset of unsynced sectors, bit flips, and
+//! recoveries that fail part way (a failed write, sync or creation; then perhaps a crash) before
+//! one succeeds.
 //! After every recovery the log must hold every acknowledged record from its first retained LSN
 //! on, byte for byte, in order, and nothing that was never appended; the latest acknowledged
 //! checkpoint (or one whose outcome was unknown) with its snapshot's exact bytes; and no record
@@ -33,6 +35,11 @@ struct Schedule {
     /// follows leaves the old log or the reset one.
     reset_unsure: Option<(u64, Vec<u8>)>,
     crashes: u32,
+    /// Draws the failures of recoveries (`fail_recoveries`). A generator of its own: the
+    /// schedule's other draws stay what they were before recoveries failed.
+    recovery_rng: Rng,
+    /// Recoveries that failed on the failure armed for them.
+    failed_recoveries: u32,
 }
 
 fn options(disk: &SimDisk) -> Options {
@@ -58,6 +65,8 @@ impl Schedule {
             checkpoint_unsure: None,
             reset_unsure: None,
             crashes: 0,
+            recovery_rng: Rng::new(seed ^ 0x0bec_0e12),
+            failed_recoveries: 0,
         }
     }
 
@@ -390,7 +399,54 @@ impl Schedule {
         let crashed = self.disk.crash(self.rng.next_u64());
         drop(self.wal.take());
         self.disk = crashed;
+        self.fail_recoveries();
         self.reopen();
+    }
+
+    /// Now and then, opens that meet a failure armed for them before the one that succeeds:
+    /// a write or a sync (file or directory) that fails, perhaps forgetting what it could not
+    /// write, or a file that cannot be created. An open either succeeds (the failure came
+    /// where recovery needs no write, or not at all) or fails naming the failure, and either
+    /// way leaves the disk so that a later recovery, after a crash or not, finds every
+    /// acknowledged record (checked by `reopen`). What a failed open wrote and did not sync is
+    /// what a crash then keeps or loses.
+    fn fail_recoveries(&mut self) {
+        while self.recovery_rng.one_in(3) {
+            let rng = &mut self.recovery_rng;
+            let errno = if rng.one_in(3) {
+                libc::ENOSPC
+            } else {
+                libc::EIO
+            };
+            match rng.below(5) {
+                0 => self.disk.fail_sync_after(rng.below(4), libc::EIO),
+                1 => self.disk.fail_next_sync_forgetting_writes(libc::EIO),
+                2 => self.disk.fail_next_write(errno),
+                3 => self.disk.fail_next_dir_sync(libc::EIO),
+                _ => self.disk.fail_next_create(errno),
+            }
+            match Wal::open("/sim", options(&self.disk)) {
+                // Dropped: its close, which syncs, may meet the failure if the open did not.
+                Ok(wal) => drop(wal),
+                Err(e) => {
+                    let named = matches!(e, Error::NoSpace { .. })
+                        || ["(os error 5)", "(os error 28)"]
+                            .iter()
+                            .any(|code| e.to_string().contains(code));
+                    assert!(
+                        named,
+                        "seed {}: an open that met a failed write or sync failed with another \
+                         error: {e}",
+                        self.seed
+                    );
+                    self.failed_recoveries += 1;
+                }
+            }
+            self.disk.clear_faults();
+            if self.recovery_rng.one_in(2) {
+                self.disk = self.disk.crash(self.recovery_rng.next_u64());
+            }
+        }
     }
 
     fn reopen(&mut self) {
@@ -511,7 +567,8 @@ fn find_record(disk: &SimDisk, lsn: u64) -> Option<(String, u64, u64)> {
     None
 }
 
-fn run(seed: u64) -> u32 {
+/// What one schedule went through: crashes, and recoveries that failed.
+fn run(seed: u64) -> (u32, u32) {
     let mut schedule = Schedule::new(seed);
     for _ in 0..150 {
         schedule.step();
@@ -528,7 +585,7 @@ fn run(seed: u64) -> u32 {
         Err(e) if is_poison(&e) => schedule.crash(),
         Err(e) => panic!("seed {seed}: close: {e}"),
     }
-    schedule.crashes
+    (schedule.crashes, schedule.failed_recoveries)
 }
 
 #[test]
@@ -538,11 +595,14 @@ fn random_schedules_keep_every_acknowledged_record() {
         return;
     }
     let seeds = rounds("RWAL_SIM_SEEDS", 2000);
-    let mut crashes = 0;
+    let (mut crashes, mut failed_recoveries) = (0, 0);
     for seed in 0..seeds {
         let outcome = std::panic::catch_unwind(|| run(seed));
         match outcome {
-            Ok(n) => crashes += n,
+            Ok((n, failed)) => {
+                crashes += n;
+                failed_recoveries += failed;
+            }
             Err(panic) => {
                 eprintln!("failing seed: {seed} (replay with RWAL_SIM_SEED={seed})");
                 std::panic::resume_unwind(panic);
@@ -554,5 +614,10 @@ fn random_schedules_keep_every_acknowledged_record() {
         u64::from(crashes) > seeds * 3,
         "{crashes} crashes in {seeds} seeds"
     );
-    eprintln!("{seeds} schedules, {crashes} crashes");
+    // And recoveries failed on the failures armed for them, in about one crash in ten.
+    assert!(
+        u64::from(failed_recoveries) * 20 > u64::from(crashes),
+        "{failed_recoveries} failed recoveries in {crashes} crashes"
+    );
+    eprintln!("{seeds} schedules, {crashes} crashes, {failed_recoveries} failed recoveries");
 }
