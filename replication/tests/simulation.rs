@@ -1,6 +1,7 @@
 //! The deterministic simulation of the replicated log: many seeded runs of 3- and 5-node
 //! clusters under message loss, duplication, reordering, partitions, crashes that lose or tear
-//! unsynced writes, disks that fail a write or a sync, leader pauses, compaction and membership
+//! unsynced writes (between calls, or in the middle of one), disks that fail a write or a sync
+//! (while a node runs, or as it opens), leader pauses, compaction and membership
 //! changes, each checked for: no
 //! acknowledged proposal lost, committed logs prefixes of one another, commit LSNs monotonic,
 //! one leader per term, snapshots carrying the leader's state. Each run ends with every node
@@ -69,6 +70,12 @@ fn seeded_runs_keep_every_invariant() {
                 total.disk_faults_armed += stats.disk_faults_armed;
                 total.disk_failures += stats.disk_failures;
                 total.disk_failures_survived += stats.disk_failures_survived;
+                total.open_failures_armed += stats.open_failures_armed;
+                total.failed_opens += stats.failed_opens;
+                total.checked_against_a_record_seen_earlier +=
+                    stats.checked_against_a_record_seen_earlier;
+                total.crashes_inside_calls_armed += stats.crashes_inside_calls_armed;
+                total.crashes_inside_calls += stats.crashes_inside_calls;
             }
             Err(e) => {
                 eprintln!("{e}\n  replay: RWAL_REPL_SEED={seed} cargo test -p rwal-replication --test simulation");
@@ -90,6 +97,18 @@ fn seeded_runs_keep_every_invariant() {
         assert!(
             total.disk_failures > 0,
             "no node failed on its disk: {total:?}"
+        );
+        assert!(
+            total.failed_opens > 0,
+            "no restart failed on its disk: {total:?}"
+        );
+        assert!(
+            total.crashes_inside_calls > 0,
+            "no crash came inside a call: {total:?}"
+        );
+        assert!(
+            total.checked_against_a_record_seen_earlier > 0,
+            "no restart after a failure compared a durable record: {total:?}"
         );
     }
 }

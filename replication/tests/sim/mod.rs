@@ -1,7 +1,9 @@
 //! A deterministic simulation of a cluster of replicas: one thread, a simulated clock, an
 //! in-memory network that loses, duplicates, delays and reorders messages, partitions, crashes
-//! with rwal-wal's simulated disk (unsynced writes lost or torn), pauses, compaction racing slow
-//! followers, and membership changes. Everything random comes from the seed, so a failing seed
+//! between calls or inside one with rwal-wal's simulated disk (unsynced writes lost or torn),
+//! disks whose writes and syncs
+//! fail (while a node runs, and as it opens), pauses, compaction racing slow followers, and
+//! membership changes. Everything random comes from the seed, so a failing seed
 //! replays exactly (`RWAL_REPL_SEED=<seed>`).
 
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -43,6 +45,9 @@ pub struct Scenario {
     pub disk_errors: bool,
     /// With disk errors, a failure is armed on some node's disk once in this many steps.
     pub disk_error_one_in: u64,
+    /// With crashes, some crashes come inside a call: a live node's next write or sync stops
+    /// the call there (the disk's armed panic), and the node crashes with what its disk held.
+    pub crashes_inside_calls: bool,
     /// A broken page cache, for the checker's own test: what a failed sync forgot comes back
     /// from the cache at the next open, as it would to a recovery that trusted the cache
     /// (`SimDisk::keep_dropped_cached_pages`).
@@ -72,6 +77,7 @@ impl Scenario {
             // of the seeds without disk errors, stay what they were before this fault existed.
             disk_errors: Rng::new(seed ^ 0xd15c_e440).one_in(3),
             disk_error_one_in: 250,
+            crashes_inside_calls: Rng::new(seed ^ 0x57a1_1ca1).one_in(3),
             keep_dropped_cached_pages: false,
         }
     }
@@ -202,9 +208,21 @@ struct SimNode {
     /// A disk failure is armed on this incarnation's disk (it may have fired already): an
     /// error from its replica is then the node's process failing, not a failed run.
     disk_fault_armed: bool,
+    /// Its disk's next write or sync stops the call that makes it: the node crashes there.
+    crash_armed: bool,
+    /// The failure armed for its next open is a sync's (`arm_open_failure`).
+    open_failure_at_sync: bool,
+    /// The record at its durable LSN, with its epoch and checksum, as last seen while its log
+    /// was usable (`check_step`): what a poisoned log no longer reads back.
+    durable_seen: Option<(Lsn, u64, u32)>,
 }
 
 impl SimNode {
+    /// Whether the crash armed inside a call was met: the disk's panic is spent.
+    fn crash_met(&self) -> bool {
+        self.crash_armed && !self.disk.has_armed_panic()
+    }
+
     /// Whether this node runs a replica whose log a failure poisoned.
     fn log_poisoned(&self) -> bool {
         self.replica
@@ -224,13 +242,17 @@ struct DurableAtCrash {
     /// write is durable).
     term: u64,
     vote: u64,
-    /// After a disk error, the node's commit LSN; `None` after a crash, which comes between
-    /// calls, never inside one. A disk error can come in the middle of a change whose intent
-    /// was stored and whose sync then failed, and which the reopen finishes: a truncation raft
-    /// asked for, cutting records that were durable (raft only cuts entries that are not
-    /// committed, so never below this LSN), or a term and vote the failed write left dirty
-    /// in the cache (never sent: a vote leaves once it is durable), newer than those stored.
-    after_disk_error_at_commit: Option<Lsn>,
+    /// After a disk error, or a crash inside a call (`arm_crash_inside_a_call`), the node's
+    /// commit LSN; `None` after a crash between calls. Either can stop a change whose intent
+    /// was stored and whose sync did not follow, and which the reopen finishes: a truncation
+    /// raft asked for, cutting records that were durable (raft only cuts entries that are not
+    /// committed, so never below this LSN), or a term and vote written and not synced (never
+    /// sent: a vote leaves once it is durable), newer than those stored.
+    interrupted_at_commit: Option<Lsn>,
+    /// A record durable earlier, with its checksum (`SimNode::durable_seen`), checked as the
+    /// record above: after a disk error or a crash inside a call the log is poisoned, and
+    /// refuses the read that would give the checksum of the record at the durable LSN.
+    earlier: Option<(Lsn, u64, u32)>,
 }
 
 /// A proposal the client made, and what became of it.
@@ -271,6 +293,15 @@ pub struct Stats {
     pub disk_faults_armed: u64,
     pub disk_failures: u64,
     pub disk_failures_survived: u64,
+    /// Failures armed for an open; opens that failed on one (and were tried again later).
+    pub open_failures_armed: u64,
+    pub failed_opens: u64,
+    /// Crashes inside a call: armed, and met.
+    pub crashes_inside_calls_armed: u64,
+    pub crashes_inside_calls: u64,
+    /// Restarts after a disk error or a crash inside a call whose check compared, byte for
+    /// byte, a record seen durable earlier (the poisoned log read none at its durable LSN).
+    pub checked_against_a_record_seen_earlier: u64,
 }
 
 pub struct Sim {
@@ -322,6 +353,7 @@ fn options(disk: &SimDisk) -> Options {
 
 impl Sim {
     pub fn new(scenario: Scenario) -> Sim {
+        quiet_simulated_panics();
         let mut rng = Rng::new(scenario.seed);
         let voters: Vec<NodeId> = (1..=scenario.voters).collect();
         // One spare node joins when membership changes are on.
@@ -350,6 +382,9 @@ impl Sim {
                     log_checked_to: 0,
                     durable_at_crash: None,
                     disk_fault_armed: false,
+                    crash_armed: false,
+                    open_failure_at_sync: false,
+                    durable_seen: None,
                 }
             })
             .collect();
@@ -396,17 +431,50 @@ impl Sim {
         if self.scenario.keep_dropped_cached_pages {
             node.disk.keep_dropped_cached_pages();
         }
-        let mut replica = Replica::open(
+        let opened = Replica::open(
             format!("/sim/{}", node.id),
             options(&node.disk),
             config(node.id),
             node.bootstrap.clone(),
             node.model.clone(),
-        )
-        .map_err(|e| format!("node {} does not reopen: {e}", node.id))?;
+        );
+        let mut replica = match opened {
+            Ok(replica) => replica,
+            // The failure armed for this open (`arm_open_failure`), met: the process fails to
+            // start, and tries again later. Now and then the machine crashes first, losing what
+            // the failed open wrote and did not sync.
+            Err(e)
+                if node.disk_fault_armed
+                    && !node.disk.has_armed_failure()
+                    && names_an_armed_errno(&e.to_string()) =>
+            {
+                node.disk.clear_faults();
+                node.disk_fault_armed = false;
+                node.open_failure_at_sync = false;
+                if self.rng.one_in(2) {
+                    node.disk = node.disk.crash(self.rng.next_u64());
+                }
+                node.down_until = self.now + 20 + self.rng.below(300);
+                self.stats.failed_opens += 1;
+                return Ok(());
+            }
+            Err(e) => return Err(format!("node {} does not reopen: {e}", node.id)),
+        };
+        // A failed sync is never passed over: what it should have made durable may not be.
+        if node.open_failure_at_sync && !node.disk.has_armed_failure() {
+            return Err(format!(
+                "node {} met a failed sync as it opened, and opened",
+                node.id
+            ));
+        }
+        node.open_failure_at_sync = false;
         if let Some(before) = node.durable_at_crash.take() {
             check_survived(node.id, &replica, &before)?;
+            if before.earlier.is_some() && before.record.is_none_or(|(.., crc)| crc.is_none()) {
+                self.stats.checked_against_a_record_seen_earlier += 1;
+            }
         }
+        node.durable_seen = None;
         let (appends, votes) = self.scenario.ack_before_persist;
         replica.break_ack_before_persist_of(appends, votes);
         replica.persist_in_background(self.scenario.background_persist);
@@ -418,13 +486,27 @@ impl Sim {
     }
 
     fn crash(&mut self, i: usize) {
+        self.crash_at(i, false);
+    }
+
+    /// Crashes node `i`, between calls or (`inside_a_call`) in the middle of one.
+    fn crash_at(&mut self, i: usize, inside_a_call: bool) {
         let seed = self.rng.next_u64();
         let node = &mut self.nodes[i];
-        node.durable_at_crash = node.replica.as_ref().map(durable_now);
-        // The image is taken first: dropping the replica afterwards syncs the old disk only.
+        if let Some(replica) = node.replica.as_ref() {
+            node.durable_at_crash = Some(DurableAtCrash {
+                interrupted_at_commit: inside_a_call.then(|| replica.commit_lsn()),
+                earlier: still_in_the_log(node.durable_seen, replica),
+                ..durable_now(replica)
+            });
+        }
+        // The image is taken first: dropping the replica afterwards syncs the old disk only,
+        // which must not meet a failure or panic still armed there.
         let survivor = node.disk.crash(seed);
+        node.disk.clear_faults();
         // The image's disk has no failure armed.
         node.disk_fault_armed = false;
+        node.crash_armed = false;
         if let Some(replica) = node.replica.take() {
             self.stats.snapshots_installed += replica.snapshots_installed();
         }
@@ -438,6 +520,13 @@ impl Sim {
     /// same disk, without a crash (the page cache keeps what a failed sync left in it, clean
     /// or dirty). Otherwise the run fails with `error`.
     fn replica_failed(&mut self, i: usize, error: String) -> Result<(), String> {
+        // The crash armed inside a call, met in a sync that the log ran and failed when it
+        // panicked (it turns a sync's panic into a failure): the machine crashes there.
+        if self.nodes[i].crash_met() && error.contains(SIMULATED_PANIC) {
+            self.stats.crashes_inside_calls += 1;
+            self.crash_at(i, true);
+            return Ok(());
+        }
         let node = &mut self.nodes[i];
         // The failure armed, met: the log poisoned, or the error naming the errno armed (a
         // snapshot file's write that failed does not poison the log, and fails the round).
@@ -446,14 +535,17 @@ impl Sim {
             return Err(error);
         }
         node.durable_at_crash = node.replica.as_ref().map(|replica| DurableAtCrash {
-            after_disk_error_at_commit: Some(replica.commit_lsn()),
+            interrupted_at_commit: Some(replica.commit_lsn()),
+            earlier: still_in_the_log(node.durable_seen, replica),
             ..durable_now(replica)
         });
+        // Disarmed before the replica is dropped: its close must not meet what is armed.
+        node.disk.clear_faults();
         if let Some(replica) = node.replica.take() {
             self.stats.snapshots_installed += replica.snapshots_installed();
         }
-        node.disk.clear_faults();
         node.disk_fault_armed = false;
+        node.crash_armed = false;
         node.down_until = self.now + 20 + self.rng.below(300);
         self.stats.disk_failures += 1;
         Ok(())
@@ -465,7 +557,7 @@ impl Sim {
     /// node running, as `Node::checkpoint` does its caller's. Any other error fails the run.
     fn checkpoint_failed(&mut self, i: usize, error: String) -> Result<(), String> {
         let node = &mut self.nodes[i];
-        if node.log_poisoned() {
+        if node.log_poisoned() || node.crash_met() {
             return self.replica_failed(i, error);
         }
         if node.disk_fault_armed && names_an_armed_errno(&error) {
@@ -484,22 +576,83 @@ impl Sim {
         if node.replica.is_none() || node.disk_fault_armed {
             return;
         }
-        match self.rng.below(5) {
-            0 => node.disk.fail_next_sync_forgetting_writes(libc::EIO),
-            1 => node.disk.fail_next_sync(libc::EIO),
-            2 => node.disk.fail_next_write(libc::EIO),
-            3 => node.disk.fail_next_write(libc::ENOSPC),
-            _ => node.disk.fail_next_dir_sync(libc::EIO),
-        }
+        arm_one_failure(&node.disk, &mut self.rng, 0);
         node.disk_fault_armed = true;
         self.stats.disk_faults_armed += 1;
     }
 
-    /// Restarts the nodes that are down and due.
+    /// Arms one failure on the disk of node `i`, down, for its next open to meet: a failed
+    /// write, sync (one of the first four) or directory sync, in the middle of recovery or of
+    /// what the replica stores as it opens. The open must then fail naming it (`start`), and
+    /// a later one recover what was durable.
+    fn arm_open_failure(&mut self, i: usize) {
+        let passing = self.rng.below(4);
+        let node = &mut self.nodes[i];
+        node.open_failure_at_sync = arm_one_failure(&node.disk, &mut self.rng, passing);
+        node.disk_fault_armed = true;
+        self.stats.open_failures_armed += 1;
+    }
+
+    /// Arms a crash inside a call on a random live node: its disk's next write or next sync
+    /// panics, which stops the call there (a panic inside the log poisons it on the way
+    /// out), and the node crashes with what its disk then held (`crashed_inside_a_call`).
+    fn arm_crash_inside_a_call(&mut self) {
+        let i = self.rng.below(self.nodes.len() as u64) as usize;
+        let at_a_write = self.rng.one_in(2);
+        let node = &mut self.nodes[i];
+        if node.replica.is_none() || node.crash_armed {
+            return;
+        }
+        if at_a_write {
+            node.disk.panic_on_next_write();
+        } else {
+            node.disk.panic_on_next_sync();
+        }
+        node.crash_armed = true;
+        self.stats.crashes_inside_calls_armed += 1;
+    }
+
+    /// A panic stopped a step: if it is a crash armed inside a call, met, that node crashes
+    /// now, with what its disk held once the call unwound (which writes nothing, but may
+    /// remove an unfinished snapshot's temporary file, as a panicking process would); any
+    /// other panic goes on.
+    fn crashed_inside_a_call(&mut self, panic: Box<dyn std::any::Any + Send>) {
+        let Some(i) = self.nodes.iter().position(SimNode::crash_met) else {
+            std::panic::resume_unwind(panic);
+        };
+        if panic_text(panic.as_ref()) != Some(SIMULATED_PANIC_AT_WRITE)
+            && panic_text(panic.as_ref()) != Some(SIMULATED_PANIC_AT_SYNC)
+        {
+            std::panic::resume_unwind(panic);
+        }
+        self.stats.crashes_inside_calls += 1;
+        self.crash_at(i, true);
+    }
+
+    /// Restarts the nodes that are down and due. With disk errors, while faults last, one
+    /// restart in three after a crash between calls has a failure armed for its open.
+    ///
+    /// Not after a disk error or a crash inside a call: that may leave a truncation stored and
+    /// not finished, which the reopen finishes and reports (`check_survived` allows the cut
+    /// then). An open that finished it and then failed would leave the next open nothing to
+    /// report, and the checker could not tell the cut from a lost record. The log's own
+    /// simulation (`tests/tests/sim_schedules.rs`) fails recoveries after such failures too,
+    /// checking every record against its model.
     fn restart_due(&mut self) -> Result<(), String> {
         for i in 0..self.nodes.len() {
             let node = &self.nodes[i];
             if node.started && node.replica.is_none() && self.now >= node.down_until {
+                let after_a_crash_between_calls = node
+                    .durable_at_crash
+                    .as_ref()
+                    .is_some_and(|before| before.interrupted_at_commit.is_none());
+                if self.scenario.disk_errors
+                    && self.now < self.scenario.fault_ms
+                    && after_a_crash_between_calls
+                    && self.rng.one_in(3)
+                {
+                    self.arm_open_failure(i);
+                }
                 self.start(i)?;
             }
         }
@@ -769,6 +922,7 @@ impl Sim {
             {
                 node.disk_fault_armed = false;
             }
+            note_durable_record(node);
             let model = node.model.0.lock();
             if let Some(v) = model.violations.first() {
                 return Err(format!("node {}: {v}", node.id));
@@ -806,6 +960,10 @@ impl Sim {
         // Only drawn in a scenario with disk errors: the others keep their schedules.
         if s.disk_errors && self.rng.one_in(s.disk_error_one_in) {
             self.arm_disk_failure();
+        }
+        // Likewise.
+        if s.crashes && s.crashes_inside_calls && self.rng.one_in(200) {
+            self.arm_crash_inside_a_call();
         }
         self.restart_due()?;
         if s.pauses && self.rng.one_in(500) {
@@ -884,6 +1042,20 @@ impl Sim {
 
     fn step(&mut self, faults: bool) -> Result<(), String> {
         self.now += 1;
+        let stepped =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step_unguarded(faults)));
+        match stepped {
+            Ok(outcome) => outcome,
+            // The rest of the step is skipped (its messages are lost, its checks run at the
+            // next step).
+            Err(panic) => {
+                self.crashed_inside_a_call(panic);
+                Ok(())
+            }
+        }
+    }
+
+    fn step_unguarded(&mut self, faults: bool) -> Result<(), String> {
         self.deliver();
         for i in 0..self.nodes.len() {
             let now = self.now;
@@ -928,6 +1100,7 @@ impl Sim {
         for node in &mut self.nodes {
             node.disk.clear_faults();
             node.disk_fault_armed = node.log_poisoned();
+            node.crash_armed = false;
         }
         self.scenario.loss_per_mille = 0;
         self.scenario.duplicate_per_mille = 0;
@@ -1171,12 +1344,93 @@ fn check_committed(
     Ok(())
 }
 
+/// What the simulated disk's armed panics say (`SimDisk::panic_on_next_write`, `..._sync`);
+/// the log's error for a sync that panicked quotes it.
+const SIMULATED_PANIC_AT_WRITE: &str = "a simulated bug in the write path";
+const SIMULATED_PANIC_AT_SYNC: &str = "a simulated bug in the sync path";
+const SIMULATED_PANIC: &str = "a simulated bug in the";
+
+/// The text of a panic's payload, if it has one.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> Option<&str> {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+}
+
+/// Keeps the simulated disk's armed panics, which stop calls on purpose, out of the test's
+/// output; every other panic is printed as before.
+fn quiet_simulated_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let print = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !panic_text(info.payload()).is_some_and(|text| text.starts_with(SIMULATED_PANIC)) {
+                print(info);
+            }
+        }));
+    });
+}
+
+/// Arms one failure on `disk`, drawn from `rng`: a sync failing (after `passing` that
+/// succeed), perhaps forgetting what it could not write; a write failing with `EIO` or
+/// `ENOSPC`; or a directory sync failing. Whether it is a sync's.
+fn arm_one_failure(disk: &SimDisk, rng: &mut Rng, passing: u64) -> bool {
+    let kind = rng.below(5);
+    match kind {
+        0 => disk.fail_next_sync_forgetting_writes(libc::EIO),
+        1 => disk.fail_sync_after(passing, libc::EIO),
+        2 => disk.fail_next_write(libc::EIO),
+        3 => disk.fail_next_write(libc::ENOSPC),
+        _ => disk.fail_next_dir_sync(libc::EIO),
+    }
+    !matches!(kind, 2 | 3)
+}
+
 /// Whether a replica's error names one of the errnos the simulation arms on a disk (`EIO`,
 /// `ENOSPC`, which the log reports in words of its own).
 fn names_an_armed_errno(error: &str) -> bool {
     ["(os error 5)", "(os error 28)", "no space left on device"]
         .iter()
         .any(|name| error.contains(name))
+}
+
+/// Notes the record at `node`'s durable LSN with its checksum (`SimNode::durable_seen`), while
+/// its log can still read it back.
+fn note_durable_record(node: &mut SimNode) {
+    let Some(wal) = node.replica.as_ref().map(|replica| replica.wal()) else {
+        return;
+    };
+    let durable_lsn = wal.durable_lsn();
+    if durable_lsn < wal.first_lsn() || wal.check_usable().is_err() {
+        return;
+    }
+    let Ok(epoch) = wal.epoch_at(durable_lsn) else {
+        return;
+    };
+    // Read again once the record there is another: a truncation lowers the durable LSN, and
+    // new records bring it back to the same LSN in a later term.
+    if node
+        .durable_seen
+        .is_some_and(|(lsn, e, _)| (lsn, e) == (durable_lsn, epoch))
+    {
+        return;
+    }
+    if let Ok(data) = wal.read(durable_lsn) {
+        node.durable_seen = Some((durable_lsn, epoch, crc32c::crc32c(&data)));
+    }
+}
+
+/// `seen` if the log still holds that record: the same epoch at its LSN (raft never puts two
+/// entries of one term at one index), which a poisoned log still tells for durable records.
+/// A record seen before a truncation that happened since is not.
+fn still_in_the_log(
+    seen: Option<(Lsn, u64, u32)>,
+    replica: &Replica<Model>,
+) -> Option<(Lsn, u64, u32)> {
+    seen.filter(|&(lsn, epoch, _)| {
+        lsn <= replica.wal().durable_lsn() && replica.wal().epoch_at(lsn).ok() == Some(epoch)
+    })
 }
 
 /// What must survive a crash of `replica` now.
@@ -1196,7 +1450,8 @@ fn durable_now(replica: &Replica<Model>) -> DurableAtCrash {
         durable_lsn,
         term: hard.term,
         vote: hard.vote,
-        after_disk_error_at_commit: None,
+        interrupted_at_commit: None,
+        earlier: None,
     }
 }
 
@@ -1218,7 +1473,7 @@ fn check_survived(
             RecoveryEvent::TruncationFinished { after_lsn } => Some(*after_lsn),
             _ => None,
         });
-    if let (Some(commit), Some(cut)) = (before.after_disk_error_at_commit, cut) {
+    if let (Some(commit), Some(cut)) = (before.interrupted_at_commit, cut) {
         if cut < commit {
             return Err(format!(
                 "node {id} reopened after a disk error and finished a truncation after LSN \
@@ -1238,7 +1493,11 @@ fn check_survived(
                 wal.last_lsn(),
             ));
         }
-        if let Some((lsn, epoch, crc)) = record {
+        let earlier = before
+            .earlier
+            .filter(|(lsn, ..)| *lsn <= durable_lsn && *lsn >= wal.first_lsn())
+            .map(|(lsn, epoch, crc)| (lsn, epoch, Some(crc)));
+        for (lsn, epoch, crc) in [record, earlier].into_iter().flatten() {
             let now = wal
                 .read(lsn)
                 .and_then(|data| Ok((wal.epoch_at(lsn)?, crc32c::crc32c(&data))))
@@ -1255,7 +1514,7 @@ fn check_survived(
     let (hard, _) = wal.replication_state();
     let (term, vote) = (before.term, before.vote);
     // After a disk error, a vote in the same term may come where there was none (above).
-    let vote_may_come = before.after_disk_error_at_commit.is_some() && vote == 0;
+    let vote_may_come = before.interrupted_at_commit.is_some() && vote == 0;
     if hard.term < term || (hard.term == term && hard.vote != vote && !vote_may_come) {
         return Err(format!(
             "node {id} reopened at term {} with vote {}, after term {term} with vote {vote} was \

@@ -443,21 +443,32 @@ impl SimDisk {
             .store(true, Ordering::Relaxed);
     }
 
-    /// Whether a failure of the next sync, directory sync or write is still armed (not met
-    /// yet, not cleared).
+    /// Whether a failure of the next sync, directory sync, write or creation is still armed
+    /// (not met yet, not cleared).
     pub fn has_armed_failure(&self) -> bool {
         let faults = &self.inner.faults;
         faults.fail_sync.lock().is_some()
             || faults.fail_sync_forgetting.lock().is_some()
             || faults.fail_dir_sync.lock().is_some()
             || faults.fail_write.lock().is_some()
+            || faults.fail_create.lock().is_some()
+    }
+
+    /// Whether a panic of the next write or of the next sync (`panic_on_next_write`,
+    /// `panic_on_next_sync`) is still armed: a simulation that arms one to stop a call in its
+    /// middle tells by it which disk the panic it caught came from.
+    pub fn has_armed_panic(&self) -> bool {
+        let faults = &self.inner.faults;
+        faults.panic_write.load(Ordering::Relaxed) || faults.panic_sync.load(Ordering::Relaxed)
     }
 
     /// Disarms every armed failure (sync, directory sync, write, write-back, create, open,
-    /// remove, rename) and lifts the space limit. Holds and panics stay armed: release or meet
+    /// remove, rename) and panic, and lifts the space limit. Holds stay armed: release or meet
     /// them.
     pub fn clear_faults(&self) {
         let faults = &self.inner.faults;
+        faults.panic_write.store(false, Ordering::Relaxed);
+        faults.panic_sync.store(false, Ordering::Relaxed);
         *faults.fail_sync.lock() = None;
         *faults.fail_sync_forgetting.lock() = None;
         *faults.fail_dir_sync.lock() = None;
