@@ -223,7 +223,10 @@ pub unsafe extern "C" fn rwal_append(
 
 /// Appends `count` records with contiguous LSNs; writes the first to `*first_lsn_out`.
 /// Thread-safe. An empty batch (`count` 0) is `RWAL_ERR_INVALID_ARGUMENT`; `records` may then
-/// be NULL.
+/// be NULL. Not atomic across a crash: until `rwal_commit` returns for the last of them, a
+/// crash may leave a prefix of the batch in the log, as of any records not committed; so may
+/// a failure that poisons the log in the middle of the batch, though the call then returns
+/// the error.
 ///
 /// # Safety
 /// `log` is a live handle; `records` points to `count` slices, each with readable bytes;

@@ -50,14 +50,22 @@ struct Schedule {
     in_flight: Option<InFlight>,
     /// Crashes inside a call.
     crashes_inside_calls: u32,
+    /// Records of an append stopped half way, which the next recovery may find (a prefix).
+    maybe_appended: Vec<Vec<u8>>,
 }
 
 /// A change that a crash inside its call may leave done or not.
 enum InFlight {
+    /// Records being appended: a crash may keep a prefix of them (as of any records not
+    /// committed yet), though the call never returned their LSNs.
+    Append(Vec<Vec<u8>>),
     Truncation(u64),
     Checkpoint(u64, Vec<u8>),
     Reset(u64, Vec<u8>),
 }
+
+/// Recoveries that found records of an append stopped half way (for the test's summary).
+static STOPPED_APPENDS_FOUND: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// What the simulated disk's armed panics say (`SimDisk::panic_on_next_write`, `..._sync`).
 const SIMULATED_PANIC: &str = "a simulated bug in the";
@@ -91,6 +99,7 @@ impl Schedule {
             crash_armed: false,
             in_flight: None,
             crashes_inside_calls: 0,
+            maybe_appended: Vec::new(),
         }
     }
 
@@ -128,12 +137,14 @@ impl Schedule {
         self.in_flight = None;
     }
 
-    /// Arms a panic at the disk's next write or next sync.
+    /// Arms a panic at the disk's next write, its next sync, or a later write or sync (deeper
+    /// inside a call that writes and syncs several times: a checkpoint, a truncation, a
+    /// reset; or in a later call).
     fn arm_crash_inside_a_call(&mut self) {
-        if self.stop_rng.one_in(2) {
-            self.disk.panic_on_next_write();
-        } else {
-            self.disk.panic_on_next_sync();
+        match self.stop_rng.below(3) {
+            0 => self.disk.panic_on_next_write(),
+            1 => self.disk.panic_on_next_sync(),
+            _ => self.disk.panic_after(1 + self.stop_rng.below(6)),
         }
         self.crash_armed = true;
     }
@@ -165,7 +176,28 @@ impl Schedule {
                 self.checkpoint_unsure = Some((lsn, snapshot))
             }
             Some(InFlight::Reset(lsn, snapshot)) => self.reset_unsure = Some((lsn, snapshot)),
+            Some(InFlight::Append(records)) => self.maybe_appended = records,
             None => {}
+        }
+    }
+
+    /// What an append (`op`) of the records in flight returned: on success they join the
+    /// model; a full disk appends none; a poisoned log may have kept a prefix of them.
+    fn appended(&mut self, op: &str, appended: Result<u64, Error>) {
+        match appended {
+            Ok(first) => {
+                assert_eq!(first, self.model.len() as u64 + 1, "seed {}", self.seed);
+                let Some(InFlight::Append(records)) = self.in_flight.take() else {
+                    unreachable!()
+                };
+                self.model.extend(records);
+            }
+            Err(Error::NoSpace { .. }) => self.in_flight = None,
+            Err(e) if is_poison(&e) => {
+                self.interrupted();
+                self.crash();
+            }
+            Err(e) => panic!("seed {}: {op}: {e}", self.seed),
         }
     }
 
@@ -185,29 +217,23 @@ impl Schedule {
         match op {
             0..=34 => {
                 let data = self.payload();
-                match self.wal().append(&data) {
-                    Ok(lsn) => {
-                        assert_eq!(lsn, self.model.len() as u64 + 1, "seed {}", self.seed);
-                        self.model.push(data);
-                    }
-                    Err(Error::NoSpace { .. }) => {}
-                    Err(e) if is_poison(&e) => self.crash(),
-                    Err(e) => panic!("seed {}: append: {e}", self.seed),
-                }
+                self.in_flight = Some(InFlight::Append(vec![data]));
+                let Some(InFlight::Append(records)) = &self.in_flight else {
+                    unreachable!()
+                };
+                let appended = self.wal().append(&records[0]);
+                self.appended("append", appended);
             }
             35..=44 => {
                 let batch: Vec<Vec<u8>> =
                     (0..1 + self.rng.below(8)).map(|_| self.payload()).collect();
-                let slices: Vec<&[u8]> = batch.iter().map(|b| b.as_slice()).collect();
-                match self.wal().append_batch(&slices) {
-                    Ok(first) => {
-                        assert_eq!(first, self.model.len() as u64 + 1, "seed {}", self.seed);
-                        self.model.extend(batch);
-                    }
-                    Err(Error::NoSpace { .. }) => {}
-                    Err(e) if is_poison(&e) => self.crash(),
-                    Err(e) => panic!("seed {}: batch: {e}", self.seed),
-                }
+                self.in_flight = Some(InFlight::Append(batch));
+                let Some(InFlight::Append(records)) = &self.in_flight else {
+                    unreachable!()
+                };
+                let slices: Vec<&[u8]> = records.iter().map(|b| b.as_slice()).collect();
+                let appended = self.wal().append_batch(&slices);
+                self.appended("batch", appended);
             }
             45..=64 => {
                 let last = self.model.len() as u64;
@@ -565,6 +591,15 @@ impl Schedule {
             }
         }
         let last = wal.last_lsn();
+        // Records of an append stopped half way: the log may hold a prefix of them, which the
+        // reader below compares as any other.
+        let maybe = std::mem::take(&mut self.maybe_appended);
+        let known = self.model.len() as u64;
+        if last > known && last - known <= maybe.len() as u64 {
+            self.model
+                .extend(maybe.into_iter().take((last - known) as usize));
+            STOPPED_APPENDS_FOUND.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         assert!(
             last >= self.acked,
             "seed {}: acknowledged LSN {} lost, log ends at {last}",
@@ -761,8 +796,9 @@ fn random_schedules_keep_every_acknowledged_record() {
         u64::from(inside_calls) * 10 > seeds,
         "{inside_calls} crashes inside a call in {seeds} seeds"
     );
+    let found = STOPPED_APPENDS_FOUND.load(std::sync::atomic::Ordering::Relaxed);
     eprintln!(
-        "{seeds} schedules, {crashes} crashes ({inside_calls} inside a call), \
-         {failed_recoveries} failed recoveries"
+        "{seeds} schedules, {crashes} crashes ({inside_calls} inside a call; {found} recoveries \
+         found records of an append stopped half way), {failed_recoveries} failed recoveries"
     );
 }

@@ -353,6 +353,11 @@ impl Wal {
     }
 
     /// Appends several user records with contiguous LSNs; returns the first.
+    ///
+    /// Not atomic across a crash: until [`commit`](Wal::commit) returns for the last of them,
+    /// a crash may leave a prefix of the batch in the log, as of any records not committed.
+    /// So may a failure that poisons the log in the middle of the batch, though the call then
+    /// returns the error (docs/design.md section 5.6).
     pub fn append_batch(&self, payloads: &[&[u8]]) -> Result<Lsn> {
         self.inner.append(RecordKind::User, None, payloads)
     }

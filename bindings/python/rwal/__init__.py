@@ -771,7 +771,12 @@ class Log(_Handle):
         return lsn
 
     def append_batch(self, records: Sequence[BytesLike]) -> int:
-        """Appends records with contiguous LSNs; returns the first."""
+        """Appends records with contiguous LSNs; returns the first.
+
+        Not atomic across a crash: until `commit` returns for the last of them, a crash may
+        leave a prefix of the batch in the log, as of any records not committed; so may a
+        failure that poisons the log in the middle of the batch, though the call then raises.
+        """
         buffers = [ffi.from_buffer(_stable(r)) for r in records]
         slices = ffi.new("rwal_slice[]", len(buffers))
         for slot, buf in zip(slices, buffers):

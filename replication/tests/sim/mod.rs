@@ -598,15 +598,18 @@ impl Sim {
     /// out), and the node crashes with what its disk then held (`crashed_inside_a_call`).
     fn arm_crash_inside_a_call(&mut self) {
         let i = self.rng.below(self.nodes.len() as u64) as usize;
-        let at_a_write = self.rng.one_in(2);
+        let at = self.rng.below(3);
+        let passing = self.rng.below(6);
         let node = &mut self.nodes[i];
         if node.replica.is_none() || node.crash_armed {
             return;
         }
-        if at_a_write {
-            node.disk.panic_on_next_write();
-        } else {
-            node.disk.panic_on_next_sync();
+        match at {
+            0 => node.disk.panic_on_next_write(),
+            1 => node.disk.panic_on_next_sync(),
+            // Deeper inside a call that writes and syncs several times (a checkpoint, a
+            // truncation, a snapshot's install), or in a later call.
+            _ => node.disk.panic_after(1 + passing),
         }
         node.crash_armed = true;
         self.stats.crashes_inside_calls_armed += 1;

@@ -59,6 +59,8 @@ struct Faults {
     panic_write: std::sync::atomic::AtomicBool,
     /// The next sync of a file panics (likewise).
     panic_sync: std::sync::atomic::AtomicBool,
+    /// Writes and file syncs to let through before one panics (`SimDisk::panic_after`).
+    panic_after: Mutex<Option<u64>>,
     space_limit_bytes: Mutex<Option<u64>>,
     syncs: AtomicU64,
     /// (write-back calls to let through first, errno): then one (`File::write_back_range`)
@@ -133,6 +135,23 @@ impl Faults {
         match slot.lock().take() {
             Some(errno) => Err(io::Error::from_raw_os_error(errno)),
             None => Ok(()),
+        }
+    }
+
+    /// Counts a write or a file sync against the panic armed after some (`panic_after`):
+    /// whether this one must panic.
+    fn panics_now(&self) -> bool {
+        let mut armed = self.panic_after.lock();
+        match *armed {
+            Some(0) => {
+                *armed = None;
+                true
+            }
+            Some(ref mut pass) => {
+                *pass -= 1;
+                false
+            }
+            None => false,
         }
     }
 
@@ -384,6 +403,13 @@ impl SimDisk {
         self.inner.faults.panic_write.store(true, Ordering::Relaxed);
     }
 
+    /// Lets `passing` writes and file syncs through, then makes the next one panic (as
+    /// `panic_on_next_write` and `panic_on_next_sync` do): a simulation stops a call at any of
+    /// its steps this way, and crashes the machine there.
+    pub fn panic_after(&self, passing: u64) {
+        *self.inner.faults.panic_after.lock() = Some(passing);
+    }
+
     /// Makes the next sync of a file panic (after a hold, if one is armed), as a bug in the
     /// sync path would: tests check that the log then fails its committers instead of leaving
     /// them waiting for a sync that never ends.
@@ -459,7 +485,9 @@ impl SimDisk {
     /// middle tells by it which disk the panic it caught came from.
     pub fn has_armed_panic(&self) -> bool {
         let faults = &self.inner.faults;
-        faults.panic_write.load(Ordering::Relaxed) || faults.panic_sync.load(Ordering::Relaxed)
+        faults.panic_write.load(Ordering::Relaxed)
+            || faults.panic_sync.load(Ordering::Relaxed)
+            || faults.panic_after.lock().is_some()
     }
 
     /// Disarms every armed failure (sync, directory sync, write, write-back, create, open,
@@ -469,6 +497,7 @@ impl SimDisk {
         let faults = &self.inner.faults;
         faults.panic_write.store(false, Ordering::Relaxed);
         faults.panic_sync.store(false, Ordering::Relaxed);
+        *faults.panic_after.lock() = None;
         *faults.fail_sync.lock() = None;
         *faults.fail_sync_forgetting.lock() = None;
         *faults.fail_dir_sync.lock() = None;
@@ -771,7 +800,7 @@ impl File for SimFile {
             hold.stop_here();
         }
         Faults::take(&self.faults.fail_write)?;
-        if self.faults.panic_write.swap(false, Ordering::Relaxed) {
+        if self.faults.panic_write.swap(false, Ordering::Relaxed) || self.faults.panics_now() {
             panic!("a simulated bug in the write path");
         }
         let start = offset as usize;
@@ -802,6 +831,7 @@ impl File for SimFile {
         }
         if self.faults.panic_sync.swap(false, Ordering::Relaxed)
             || self.panic_own_sync.swap(false, Ordering::Relaxed)
+            || self.faults.panics_now()
         {
             panic!("a simulated bug in the sync path");
         }
