@@ -796,7 +796,12 @@ fn random_schedules_keep_every_acknowledged_record() {
         u64::from(inside_calls) * 10 > seeds,
         "{inside_calls} crashes inside a call in {seeds} seeds"
     );
+    // And some recovery found records of an append stopped half way (69 in 2 000 seeds in the
+    // run that set this): the model's acceptance of them was exercised.
     let found = STOPPED_APPENDS_FOUND.load(std::sync::atomic::Ordering::Relaxed);
+    if seeds >= 1000 {
+        assert!(found > 0, "no recovery found records of a stopped append");
+    }
     eprintln!(
         "{seeds} schedules, {crashes} crashes ({inside_calls} inside a call; {found} recoveries \
          found records of an append stopped half way), {failed_recoveries} failed recoveries"

@@ -904,6 +904,15 @@ impl Sim {
         for i in 0..self.nodes.len() {
             self.note_leader(i)?;
         }
+        // A crash armed inside a call, met in a sync that the log turned into a failure, in a
+        // call whose error the simulator passes over (a proposal's): the machine crashes now,
+        // before a later panic of another node's could be blamed on this one.
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].crash_met() {
+                self.stats.crashes_inside_calls += 1;
+                self.crash_at(i, true);
+            }
+        }
         for node in &mut self.nodes {
             let Some(replica) = node.replica.as_ref() else {
                 continue;
