@@ -105,6 +105,21 @@ pub fn payload(seed: u64, len: usize) -> Vec<u8> {
     bytes
 }
 
+/// Keeps the panics a simulated disk raises on purpose (`SimDisk::is_armed_panic`: a
+/// simulation stopping a call in its middle) out of the test's output; every other panic is
+/// printed as before. Installed once per process.
+pub fn quiet_armed_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let print = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !SimDisk::is_armed_panic(info.payload()) {
+                print(info);
+            }
+        }));
+    });
+}
+
 /// How many rounds a long-running test does: `default`, or the value of `var` if set (a value
 /// that is not a number fails the test).
 pub fn rounds(var: &str, default: u64) -> u64 {

@@ -67,9 +67,6 @@ enum InFlight {
 /// Recoveries that found records of an append stopped half way (for the test's summary).
 static STOPPED_APPENDS_FOUND: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
-/// What the simulated disk's armed panics say (`SimDisk::panic_on_next_write`, `..._sync`).
-const SIMULATED_PANIC: &str = "a simulated bug in the";
-
 fn options(disk: &SimDisk) -> Options {
     Options::new()
         .backend(Backend::Simulated(disk.clone()))
@@ -153,11 +150,7 @@ impl Schedule {
     /// machine crashes there, after what the call may have left half done is noted as
     /// unsure; any other panic goes on.
     fn crashed_inside_a_call(&mut self, panic: Box<dyn std::any::Any + Send>) {
-        let text = panic
-            .downcast_ref::<&str>()
-            .copied()
-            .or_else(|| panic.downcast_ref::<String>().map(String::as_str));
-        let ours = text.is_some_and(|t| t.starts_with(SIMULATED_PANIC));
+        let ours = SimDisk::is_armed_panic(panic.as_ref());
         if !(ours && self.crash_armed && !self.disk.has_armed_panic()) {
             std::panic::resume_unwind(panic);
         }
@@ -741,25 +734,9 @@ fn run(seed: u64) -> (u32, u32, u32) {
     )
 }
 
-/// Keeps the simulated disk's armed panics, which stop calls on purpose, out of the test's
-/// output; every other panic is printed as before.
-fn quiet_simulated_panics() {
-    let print = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let payload = info.payload();
-        let text = payload
-            .downcast_ref::<&str>()
-            .copied()
-            .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
-        if !text.is_some_and(|t| t.starts_with(SIMULATED_PANIC)) {
-            print(info);
-        }
-    }));
-}
-
 #[test]
 fn random_schedules_keep_every_acknowledged_record() {
-    quiet_simulated_panics();
+    rwal_tests::quiet_armed_panics();
     if let Ok(seed) = std::env::var("RWAL_SIM_SEED") {
         run(seed.parse().expect("RWAL_SIM_SEED is a number"));
         return;

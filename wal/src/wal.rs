@@ -209,7 +209,7 @@ impl Drop for FrozenSyncs<'_> {
 }
 
 /// The message a panic carried, if it was a string.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
     panic
         .downcast_ref::<&str>()
         .copied()

@@ -353,7 +353,7 @@ fn options(disk: &SimDisk) -> Options {
 
 impl Sim {
     pub fn new(scenario: Scenario) -> Sim {
-        quiet_simulated_panics();
+        rwal_tests::quiet_armed_panics();
         let mut rng = Rng::new(scenario.seed);
         let voters: Vec<NodeId> = (1..=scenario.voters).collect();
         // One spare node joins when membership changes are on.
@@ -522,7 +522,7 @@ impl Sim {
     fn replica_failed(&mut self, i: usize, error: String) -> Result<(), String> {
         // The crash armed inside a call, met in a sync that the log ran and failed when it
         // panicked (it turns a sync's panic into a failure): the machine crashes there.
-        if self.nodes[i].crash_met() && error.contains(SIMULATED_PANIC) {
+        if self.nodes[i].crash_met() && error.contains(SimDisk::ARMED_PANIC) {
             self.stats.crashes_inside_calls += 1;
             self.crash_at(i, true);
             return Ok(());
@@ -623,9 +623,7 @@ impl Sim {
         let Some(i) = self.nodes.iter().position(SimNode::crash_met) else {
             std::panic::resume_unwind(panic);
         };
-        if panic_text(panic.as_ref()) != Some(SIMULATED_PANIC_AT_WRITE)
-            && panic_text(panic.as_ref()) != Some(SIMULATED_PANIC_AT_SYNC)
-        {
+        if !SimDisk::is_armed_panic(panic.as_ref()) {
             std::panic::resume_unwind(panic);
         }
         self.stats.crashes_inside_calls += 1;
@@ -1354,34 +1352,6 @@ fn check_committed(
         node.log_checked_to = lsn;
     }
     Ok(())
-}
-
-/// What the simulated disk's armed panics say (`SimDisk::panic_on_next_write`, `..._sync`);
-/// the log's error for a sync that panicked quotes it.
-const SIMULATED_PANIC_AT_WRITE: &str = "a simulated bug in the write path";
-const SIMULATED_PANIC_AT_SYNC: &str = "a simulated bug in the sync path";
-const SIMULATED_PANIC: &str = "a simulated bug in the";
-
-/// The text of a panic's payload, if it has one.
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> Option<&str> {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-}
-
-/// Keeps the simulated disk's armed panics, which stop calls on purpose, out of the test's
-/// output; every other panic is printed as before.
-fn quiet_simulated_panics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let print = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !panic_text(info.payload()).is_some_and(|text| text.starts_with(SIMULATED_PANIC)) {
-                print(info);
-            }
-        }));
-    });
 }
 
 /// Arms one failure on `disk`, drawn from `rng`: a sync failing (after `passing` that

@@ -218,6 +218,16 @@ impl Default for SimDisk {
 }
 
 impl SimDisk {
+    /// How the message of every panic armed on a simulated disk begins (`panic_on_next_write`,
+    /// `panic_on_next_sync`, `panic_after`, ...); the log quotes it in the error of a sync
+    /// that panicked.
+    pub const ARMED_PANIC: &'static str = "a simulated bug in the";
+
+    /// Whether a caught panic's payload is one that a simulated disk raised on purpose.
+    pub fn is_armed_panic(payload: &(dyn std::any::Any + Send)) -> bool {
+        crate::wal::panic_message(payload).starts_with(SimDisk::ARMED_PANIC)
+    }
+
     /// An empty disk.
     pub fn new() -> SimDisk {
         SimDisk {
@@ -801,7 +811,7 @@ impl File for SimFile {
         }
         Faults::take(&self.faults.fail_write)?;
         if self.faults.panic_write.swap(false, Ordering::Relaxed) || self.faults.panics_now() {
-            panic!("a simulated bug in the write path");
+            panic!("{} write path", SimDisk::ARMED_PANIC);
         }
         let start = offset as usize;
         let mut at = start;
@@ -833,7 +843,7 @@ impl File for SimFile {
             || self.panic_own_sync.swap(false, Ordering::Relaxed)
             || self.faults.panics_now()
         {
-            panic!("a simulated bug in the sync path");
+            panic!("{} sync path", SimDisk::ARMED_PANIC);
         }
         self.faults.sync_attempt()?;
         let mut durable = self.durable.lock();
