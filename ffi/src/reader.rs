@@ -19,7 +19,11 @@ pub struct rwal_reader {
 /// it pins the record it last returned: `rwal_truncate_after` below it is refused.
 /// `RWAL_ERR_COMPACTED` below the first LSN, `RWAL_ERR_NOT_FOUND` past `rwal_last_lsn + 1`,
 /// `RWAL_ERR_INVALID_ARGUMENT` for LSN 0 (LSNs start at 1), `RWAL_ERR_POISONED` for a log that
-/// accepts nothing more (a handle freed by `rwal_close` must not be passed at all).
+/// accepts nothing more (a handle freed by `rwal_close` must not be passed at all). A
+/// poisoned log (a write or sync failed) still gives out the records made durable before the
+/// failure, and then `RWAL_ERR_POISONED` where a usable log would say `RWAL_END`: a reader
+/// from `rwal_durable_lsn + 1` or beyond is refused with it at once (so is everything after
+/// `rwal_close`).
 ///
 /// # Safety
 /// `log` is a live handle; `reader_out` is writable.
@@ -69,7 +73,8 @@ pub unsafe extern "C" fn rwal_reader_set_verify_checksums(
 
 /// Next record: writes its LSN, a pointer to its bytes and their length. The bytes stay valid
 /// until the next call on this reader or its free. `RWAL_END` when no further durable record
-/// exists (call again later for new ones).
+/// exists (call again later for new ones); on a poisoned log `RWAL_ERR_POISONED` there
+/// instead (see `rwal_reader_open`).
 ///
 /// # Safety
 /// `reader` is a live reader used by this thread only; the outputs are writable.
@@ -86,7 +91,8 @@ pub unsafe extern "C" fn rwal_reader_next(
 
 /// Like `rwal_reader_next`, but waits up to `timeout_us` microseconds for a record to become
 /// durable; `RWAL_ERR_TIMEOUT` if none does. Never returns `RWAL_END`: at the end of what is
-/// durable it waits (a tailing reader). Blocks.
+/// durable it waits (a tailing reader), until the log fails (`RWAL_ERR_POISONED`, after the
+/// records made durable before the failure) or closes. Blocks.
 ///
 /// # Safety
 /// As `rwal_reader_next`.

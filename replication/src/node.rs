@@ -1314,6 +1314,10 @@ impl CommittedReader {
                 None => return Ok(None),
             },
         };
+        // A poisoned log still gives out its durable records (for raft-rs, which may read them
+        // before the node's thread sees the failure), but the node has failed: its readers
+        // stop at once, as the docs say.
+        self.wal.check_usable()?;
         let mut reader = self.wal.reader(self.next_lsn)?;
         let mut bytes = 0;
         while reader.next_lsn() <= commit && self.buffered.len() < READER_BATCH_RECORDS {
@@ -1819,8 +1823,10 @@ fn run<M: StateMachine, T: Transport>(
             let what = crate::error::panic_message(panic.as_ref());
             // Another thread (the persister, the log's background thread, a checkpoint's, a
             // compaction) may have poisoned the log between the replica's check of it and a
-            // read raft-rs made, which panics on the read's error: the disk's failure is what
-            // the operator must hear of.
+            // read raft-rs made. A poisoned log still answers for its durable records, which
+            // is all raft-rs reads from it, so that should not end in a panic; should some
+            // read still fail and raft-rs panic on the error, the disk's failure is what the
+            // operator must hear of.
             let failure = match replica.wal().check_usable() {
                 Err(poisoned @ rwal_wal::Error::Poisoned { .. }) => {
                     format!("log: {poisoned} (then the node's thread panicked: {what})")

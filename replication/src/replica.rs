@@ -1316,10 +1316,14 @@ impl<M: StateMachine> Replica<M> {
 
     /// Fails the replica if its log was poisoned outside a round: a checkpoint's write or sync
     /// (on this thread or the node's checkpoint thread), a compaction, a sync of the background
-    /// persister. raft-rs, stepped on, would read the log, get the poisoned log's error, and
-    /// panic on it (`unexpected error` in `raft_log.rs`); a round appending would have failed
-    /// cleanly, but a message or a proposal can come first (found by the simulation with disk
-    /// failures on 2026-12-06).
+    /// persister. raft-rs, stepped on, would read the log and, when the poisoned log refused
+    /// every read, got its error and panicked on it (`unexpected error` in `raft_log.rs`); a
+    /// round appending would have failed cleanly, but a message or a proposal can come first
+    /// (found by the simulation with disk failures on 2026-12-06). The log now answers for its
+    /// durable records after a failure, which is what raft-rs reads; this check is what stops
+    /// the replica acting on a log that can no longer store anything, and names the failure. A
+    /// poisoning that lands after the check is met by the next call's check, or by the round's
+    /// own append or sync.
     fn fail_if_log_unusable(&mut self) {
         if self.failed.is_none() {
             if let Err(e) = self.wal.check_usable() {

@@ -551,3 +551,69 @@ impl raft::Storage for WalStorage {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use raft::{GetEntriesContext, Storage as _};
+    use rwal_wal::{Backend, Options, SimDisk};
+
+    use super::*;
+
+    fn user_entry(index: u64, term: u64) -> Entry {
+        codec::entry_of(
+            index,
+            term,
+            rwal_wal::RecordKind::User,
+            format!("entry {index}").as_bytes(),
+        )
+        .unwrap()
+    }
+
+    /// Another thread (the persister, a checkpoint's, a compaction) can poison the log between
+    /// the replica's check of it and a read raft-rs makes; raft-rs panics on any error there
+    /// but `Compacted` and `LogTemporarilyUnavailable`. What it reads is durable (or the copy
+    /// kept of what is not yet), so the read must still be answered. Until the log answered
+    /// for its durable records after a failure, `entries` and the reader under it returned
+    /// the poison.
+    #[test]
+    fn raft_still_reads_durable_entries_of_a_log_poisoned_behind_its_back() {
+        let disk = SimDisk::new();
+        let options = Options::new()
+            .backend(Backend::Simulated(disk.clone()))
+            .background_threads(false)
+            .segment_bytes(1 << 20);
+        let wal = Arc::new(Wal::open("/log", options).unwrap());
+        let mut storage = WalStorage::open(wal.clone()).unwrap();
+        let durable: Vec<Entry> = (1..=5).map(|i| user_entry(i, 2)).collect();
+        storage.append(&durable).unwrap();
+        storage.sync().unwrap();
+        storage.forget_durable();
+        storage.append(&[user_entry(6, 2)]).unwrap();
+
+        // A sync on another thread fails; the storage is not told.
+        disk.fail_next_sync(libc::EIO);
+        assert!(wal.sync().is_err());
+        assert!(matches!(
+            wal.check_usable(),
+            Err(rwal_wal::Error::Poisoned { .. })
+        ));
+        assert_eq!(wal.durable_lsn(), 5);
+
+        // What raft-rs asks for to send an append or to apply: from the log up to its durable
+        // LSN, then from the copy kept of entry 6.
+        let read = storage
+            .entries(2, 7, None, GetEntriesContext::empty(false))
+            .unwrap();
+        let mut expected = durable[1..].to_vec();
+        expected.push(user_entry(6, 2));
+        assert_eq!(read, expected);
+        assert_eq!(storage.term(5).unwrap(), 2);
+        assert_eq!(storage.term(0).unwrap(), 0);
+        // Past what was durable, the log itself answers nothing.
+        assert!(matches!(wal.read(6), Err(rwal_wal::Error::Poisoned { .. })));
+        assert!(matches!(
+            wal.reader(6),
+            Err(rwal_wal::Error::Poisoned { .. })
+        ));
+    }
+}

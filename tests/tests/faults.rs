@@ -52,15 +52,28 @@ fn a_failed_fsync_poisons_every_waiter_and_every_later_call() {
     }
     is_poisoned_by(wal.append(b"more"), "fdatasync");
     is_poisoned_by(wal.commit(1), "fdatasync");
-    is_poisoned_by(wal.read(1), "fdatasync");
     is_poisoned_by(wal.truncate_after(0), "fdatasync");
-    is_poisoned_by(wal.reader(1), "fdatasync");
     is_poisoned_by(wal.pin("late", 1), "fdatasync");
     is_poisoned_by(pin.move_to(2), "fdatasync");
     drop(pin);
-    // The epoch of the record made durable before the failure is still read (a replicated
-    // commit's proposer is answered from it); of the others, not.
+    // The record made durable before the failure is still read, and its epoch (a replicated
+    // commit's proposer is answered from it; raft-rs reads entries from threads that have not
+    // seen the failure yet); the others are not. A reader gives it, then the failure where a
+    // usable log would say it is at the end.
+    assert_eq!(wal.durable_lsn(), 1);
+    assert_eq!(wal.read(1).unwrap(), b"safe");
     assert_eq!(wal.epoch_at(1).unwrap(), safe_epoch);
+    let mut reader = wal.reader(1).unwrap();
+    let first = reader.next().unwrap().expect("record 1");
+    assert_eq!((first.lsn, first.data), (1, &b"safe"[..]));
+    is_poisoned_by(reader.next().map(|r| r.map(|r| r.lsn)), "fdatasync");
+    is_poisoned_by(
+        reader.next_timeout(Duration::from_secs(5)).map(|r| r.lsn),
+        "fdatasync",
+    );
+    drop(reader);
+    is_poisoned_by(wal.read(2), "fdatasync");
+    is_poisoned_by(wal.reader(2), "fdatasync");
     is_poisoned_by(wal.epoch_at(2), "fdatasync");
     // A close fails, and so does every close after it: a second one used to return `Ok`.
     let crashed = disk.crash(1);
@@ -68,6 +81,8 @@ fn a_failed_fsync_poisons_every_waiter_and_every_later_call() {
     is_poisoned_by(wal.close_shared(), "fdatasync");
     // Closed, it answers for nothing: another process may own the files now.
     is_poisoned_by(wal.epoch_at(1), "fdatasync");
+    is_poisoned_by(wal.read(1), "fdatasync");
+    is_poisoned_by(wal.reader(1), "fdatasync");
     // Nothing retried the sync: after reopening, the acknowledged record is there and the
     // others may or may not be.
     drop(wal);
@@ -95,6 +110,17 @@ fn a_failed_cut_answers_no_epoch_past_the_cut() {
     assert_eq!(wal.epoch_at(10).unwrap(), kept);
     is_poisoned_by(wal.epoch_at(11), "fdatasync");
     is_poisoned_by(wal.epoch_at(20), "fdatasync");
+    // The same records are read, and no others: a reader stops at the cut with the failure.
+    assert_eq!(wal.read(10).unwrap(), payload(9, 100));
+    is_poisoned_by(wal.read(11), "fdatasync");
+    is_poisoned_by(wal.reader(11), "fdatasync");
+    let mut reader = wal.reader(8).unwrap();
+    for lsn in 8..=10u64 {
+        let record = reader.next().unwrap().expect("a record kept by the cut");
+        assert_eq!(record.lsn, lsn);
+        assert_eq!(record.data, payload(lsn - 1, 100));
+    }
+    is_poisoned_by(reader.next().map(|r| r.map(|r| r.lsn)), "fdatasync");
 }
 
 #[test]

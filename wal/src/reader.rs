@@ -27,6 +27,8 @@ pub struct Record<'a> {
 
 /// Iterates over durable records from a starting LSN; never returns a record past the durable
 /// LSN. While it lives it pins the record it last returned, so `truncate_after` cannot cut it.
+/// On a poisoned log it still returns the records made durable before the failure, then the
+/// failure (see [`Wal::reader`](crate::Wal::reader)).
 ///
 /// Not an `Iterator`: each record borrows the reader, so that the zero-copy slice cannot
 /// outlive the pin that protects it.
@@ -61,8 +63,8 @@ impl Reader {
             // look at the pins until it has moved the first LSN: it either sees this pin, or
             // the check below sees the new first LSN. Never a reader standing in a segment
             // compaction removes (or recycles and overwrites).
-            let _control = inner.control.lock();
-            inner.check_readable_start(from)?;
+            let control = inner.control.lock();
+            inner.check_readable_start(from, control.state())?;
             let registered =
                 inner
                     .pins
@@ -191,13 +193,24 @@ impl Reader {
             ..
         } = self;
         let _gate = inner.cut_gate.read();
-        inner.group.check()?;
+        // A poisoned log still gives out what was durable before it failed
+        // (`Inner::check_answerable`), and its failure where a usable log would say `None`.
+        // The control lock only then: it is taken after the cut gate, as everywhere.
+        let poisoned = inner.group.check().is_err();
+        let answerable = |lsn: Lsn| inner.check_answerable(lsn, inner.control.lock().state());
+        if poisoned {
+            answerable(*next)?;
+        }
         if *next > inner.group.durable_lsn() {
             return Ok(None);
         }
         let Some((found, at)) = position(inner, segment.as_ref(), next, *offset)? else {
             return Ok(None);
         };
+        if poisoned {
+            // `position` may have moved past a hole left by `SkipCorrupted`.
+            answerable(*next)?;
+        }
         let header = inner.decode_checked_at(&found, at, *next, *verify)?;
         // Counted under the cut gate, which a close takes before it releases the directory: a
         // close either counts this reader (and leaves the directory locked to it), or ran

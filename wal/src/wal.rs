@@ -430,7 +430,8 @@ impl Wal {
         self.inner.raise_epoch(epoch)
     }
 
-    /// A copy of the payload of durable record `lsn`.
+    /// A copy of the payload of durable record `lsn`. A poisoned log still answers for the
+    /// records made durable before it failed (see [`Wal::reader`]).
     pub fn read(&self, lsn: Lsn) -> Result<Vec<u8>> {
         let inner = &self.inner;
         inner.opened_in.check("read")?;
@@ -438,8 +439,8 @@ impl Wal {
         // Pinned for the copy, as a reader is (see `Reader::new`): compaction must not recycle
         // the segment between the checksum and the copy.
         let _pin = {
-            let _control = inner.control.lock();
-            inner.group.check()?;
+            let control = inner.control.lock();
+            inner.check_answerable(lsn, control.state())?;
             inner.check_readable(lsn)?;
             let id = inner
                 .pins
@@ -458,6 +459,14 @@ impl Wal {
     }
 
     /// A reader from `from` (at least `first_lsn()`, at most `last_lsn() + 1`).
+    ///
+    /// A poisoned log (a write or sync failed) still gives out the records made durable before
+    /// the failure, and then [`Error::Poisoned`] where a usable log would answer `None`:
+    /// those records were synced before the failure, and the failure leaves the segments in
+    /// place. Not those a truncation or reset that failed half way declared removed, and
+    /// nothing once the log is closed (another process may own the files by then). Everything
+    /// else stays refused. So a reader from `durable_lsn() + 1` or beyond is refused on a
+    /// poisoned log, and [`Wal::epoch_at`] and [`Wal::read`] answer for the same records.
     pub fn reader(&self, from: Lsn) -> Result<Reader> {
         Reader::new(self.inner.clone(), from)
     }
@@ -479,7 +488,8 @@ impl Wal {
     /// truncation or a reset meanwhile.
     pub fn check_read_start(&self, from: Lsn) -> Result<()> {
         self.inner.opened_in.check("check_read_start")?;
-        self.inner.check_readable_start(from)
+        let control = self.inner.control.lock();
+        self.inner.check_readable_start(from, control.state())
     }
 
     /// Durably removes every record after `lsn`; the next append gets `lsn + 1` and, as after a
@@ -512,21 +522,8 @@ impl Wal {
         let state = control.state();
         // The replication layer reads the epoch of an entry a quorum committed to answer its
         // proposer: on a poisoned log an error would tell it that a committed write failed, and
-        // it would send it again (found by review on 2026-12-05). A record at or below the
-        // durable LSN was synced before the failure, and the failure leaves the segments mapped,
-        // unless the log is closed too (another process may own the files by now). A truncation
-        // or reset that failed half way declared its cut in the control file first: what it
-        // removes is not answered for either.
-        if let Err(refused) = inner.group.check() {
-            let answerable = matches!(refused, Error::Poisoned { .. })
-                && !inner.group.is_closed()
-                && !state.reset_pending
-                && lsn <= inner.group.durable_lsn()
-                && state.pending_cut.is_none_or(|cut| lsn <= cut);
-            if !answerable {
-                return Err(refused);
-            }
-        }
+        // it would send it again (found by review on 2026-12-05).
+        inner.check_answerable(lsn, state)?;
         if lsn > 0 && lsn.checked_add(1) != Some(state.first_lsn) {
             inner.check_readable(lsn)?;
         }
@@ -1162,9 +1159,37 @@ impl Inner {
         Ok(())
     }
 
-    /// Fails unless a reader may start at `from`.
-    pub(crate) fn check_readable_start(&self, from: Lsn) -> Result<()> {
-        self.group.check()?;
+    /// `Ok` if record `lsn` may be read now: the log is usable, or it is poisoned (not closed)
+    /// and the record was made durable before the failure and is not among those a truncation
+    /// or reset that failed half way declared removed. Otherwise the log's failure. `state` is
+    /// the control file's, read under the control lock.
+    ///
+    /// Why a poisoned log answers at all: layers above the log read it from threads that do not
+    /// see the failure happen (raft-rs reads entries to send or apply between the replication
+    /// layer's check of the log and the read, and panics on an error). A record at or below
+    /// the durable LSN was synced before the failure, and the failure leaves the segments
+    /// mapped, unless the log is closed too. A truncation or reset that failed half way
+    /// declared its cut in the control file first: what it removes is not answered for.
+    pub(crate) fn check_answerable(&self, lsn: Lsn, state: &ControlState) -> Result<()> {
+        let Err(refused) = self.group.check() else {
+            return Ok(());
+        };
+        let answerable = matches!(refused, Error::Poisoned { .. })
+            && !self.group.is_closed()
+            && !state.reset_pending
+            && lsn <= self.group.durable_lsn()
+            && state.pending_cut.is_none_or(|cut| lsn <= cut);
+        if answerable {
+            Ok(())
+        } else {
+            Err(refused)
+        }
+    }
+
+    /// Fails unless a reader may start at `from` (`state`: the control file's, read under the
+    /// control lock).
+    pub(crate) fn check_readable_start(&self, from: Lsn, state: &ControlState) -> Result<()> {
+        self.check_answerable(from, state)?;
         refuse_lsn_zero(from)?;
         let first = self.first_lsn.load(Ordering::Acquire);
         if from < first {

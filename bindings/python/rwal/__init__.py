@@ -829,7 +829,9 @@ class Log(_Handle):
         return self._lsn(lib.rwal_durable_lsn)
 
     def read(self, lsn: int) -> bytes:
-        """The payload of durable record `lsn`."""
+        """The payload of durable record `lsn`. On a poisoned log (PoisonedError: a write
+        or sync failed) the records made durable before the failure are still read, and any
+        other raises PoisonedError (every one once the log is closed)."""
         lsn = _uint(lsn, "lsn")
         size = ffi.new("size_t *")
         cap = 4096
@@ -862,7 +864,10 @@ class Log(_Handle):
         first record asked for (CompactedError, NotFoundError, and InvalidArgumentError for
         LSN 0, there). While the iteration is part way, it holds the
         record it last returned (truncate_after() below it raises PinnedError, and the
-        records from it on stay through compaction) until it ends, is closed or collected."""
+        records from it on stay through compaction) until it ends, is closed or collected.
+
+        On a poisoned log it still gives the records made durable before the failure, then
+        raises PoisonedError where it would have ended."""
         if not isinstance(verify_checksums, bool):
             raise TypeError("verify_checksums must be a bool")
         if from_lsn is not None:
@@ -1218,7 +1223,8 @@ class Tail(_Tail):
     record, (lsn, payload), waiting for one to become durable; iterating over it does the same
     and never ends by itself. Both raise ClosedError once the tail or its log is closed (the
     log's close wakes a waiting tail at once; the tail's own close, from another thread,
-    within 0.2 s), and PoisonedError once the log failed. Waits are cut in slices of 0.2 s in
+    within 0.2 s), and PoisonedError once the log failed (after the records made durable
+    before the failure, which it still gives). Waits are cut in slices of 0.2 s in
     the library, so Ctrl-C is raised within one; a record the library handed over as the
     interrupt came is not lost: the next call returns it.
 
