@@ -22,8 +22,7 @@ pub struct rwal_reader {
 /// accepts nothing more (a handle freed by `rwal_close` must not be passed at all). A
 /// poisoned log (a write or sync failed) still gives out the records made durable before the
 /// failure, and then `RWAL_ERR_POISONED` where a usable log would say `RWAL_END`: a reader
-/// from `rwal_durable_lsn + 1` or beyond is refused with it at once (so is everything after
-/// `rwal_close`).
+/// from `rwal_durable_lsn + 1` or beyond is refused with it at once.
 ///
 /// # Safety
 /// `log` is a live handle; `reader_out` is writable.

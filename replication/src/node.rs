@@ -182,7 +182,9 @@ pub struct NodeStatus {
     pub commit_lsn: Lsn,
     /// The highest LSN applied to the engine.
     pub applied_lsn: Lsn,
-    /// The oldest LSN its log retains (older ones are in a checkpoint).
+    /// The oldest LSN its log retains (older ones are in a checkpoint). Read from the log
+    /// when [`Node::status`] is called, as `last_lsn` is; the other fields are as the node's
+    /// thread last published them (at every round).
     pub first_lsn: Lsn,
     /// The newest LSN in its log.
     pub last_lsn: Lsn,
@@ -888,7 +890,15 @@ impl Node {
 
     /// The node's current status.
     pub fn status(&self) -> NodeStatus {
-        self.shared.status.lock().clone()
+        let mut status = self.shared.status.lock().clone();
+        // Read from the log now, the first LSN before the last (a snapshot install moves both
+        // up; the first never moves down): a compaction on another thread (a caller's, the
+        // checkpoint thread's) moves the first LSN between two publications of the node's
+        // thread, and a reader just told "compacted away" must find the status agreeing
+        // (noticed on 2026-12-06, when the cluster test's checker read the old first LSN).
+        status.first_lsn = self.wal.first_lsn();
+        status.last_lsn = self.wal.last_lsn();
+        status
     }
 
     /// The leader this node knows of.

@@ -73,8 +73,11 @@ fn seeded_runs_keep_every_invariant() {
                 total.open_failures_armed += stats.open_failures_armed;
                 total.failed_opens += stats.failed_opens;
                 total.compared_after_a_failure += stats.compared_after_a_failure;
+                total.read_from_a_poisoned_log += stats.read_from_a_poisoned_log;
                 total.crashes_inside_calls_armed += stats.crashes_inside_calls_armed;
                 total.crashes_inside_calls += stats.crashes_inside_calls;
+                total.crashes_inside_opens_armed += stats.crashes_inside_opens_armed;
+                total.crashes_inside_opens += stats.crashes_inside_opens;
             }
             Err(e) => {
                 eprintln!("{e}\n  replay: RWAL_REPL_SEED={seed} cargo test -p rwal-replication --test simulation");
@@ -106,8 +109,16 @@ fn seeded_runs_keep_every_invariant() {
             "no crash came inside a call: {total:?}"
         );
         assert!(
+            total.crashes_inside_opens > 0,
+            "no crash came inside an open: {total:?}"
+        );
+        assert!(
             total.compared_after_a_failure > 0,
             "no restart after a failure compared a durable record: {total:?}"
+        );
+        assert!(
+            total.read_from_a_poisoned_log > 0,
+            "no poisoned log read its durable record back: {total:?}"
         );
     }
 }

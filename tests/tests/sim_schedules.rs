@@ -67,6 +67,9 @@ enum InFlight {
 /// Recoveries that found records of an append stopped half way (for the test's summary).
 static STOPPED_APPENDS_FOUND: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
+/// Opens stopped by a crash in the middle of their recovery (`crash_inside_an_open`).
+static RECOVERIES_CRASHED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 fn options(disk: &SimDisk) -> Options {
     Options::new()
         .backend(Backend::Simulated(disk.clone()))
@@ -511,7 +514,8 @@ impl Schedule {
 
     /// Now and then, opens that meet a failure armed for them before the one that succeeds:
     /// a write or a sync (file or directory) that fails, perhaps forgetting what it could not
-    /// write, or a file that cannot be created. An open either succeeds (the failure came
+    /// write, a file that cannot be created, or a crash in the middle of the open
+    /// (`crash_inside_an_open`). An open either succeeds (the failure came
     /// where recovery needs no write, or not at all) or fails naming the failure, and either
     /// way leaves the disk so that a later recovery, after a crash or not, finds every
     /// acknowledged record (checked by `reopen`). What a failed open wrote and did not sync is
@@ -524,13 +528,19 @@ impl Schedule {
             } else {
                 libc::EIO
             };
-            let kind = rng.below(5);
+            let kind = rng.below(6);
             match kind {
                 0 => self.disk.fail_sync_after(rng.below(4), libc::EIO),
                 1 => self.disk.fail_next_sync_forgetting_writes(libc::EIO),
                 2 => self.disk.fail_next_write(errno),
                 3 => self.disk.fail_next_dir_sync(libc::EIO),
-                _ => self.disk.fail_next_create(errno),
+                4 => self.disk.fail_next_create(errno),
+                _ => {
+                    let passing = rng.below(6);
+                    if self.crash_inside_an_open(passing) {
+                        continue;
+                    }
+                }
             }
             match Wal::open("/sim", options(&self.disk)) {
                 // Dropped: its close, which syncs, may meet the failure if the open did not.
@@ -565,6 +575,53 @@ impl Schedule {
                 self.disk = self.disk.crash(self.recovery_rng.next_u64());
             }
         }
+    }
+
+    /// Lets `passing` writes and file syncs of an open through and makes the next one panic,
+    /// which stops the open there as a crash of the machine would stop its recovery; the
+    /// machine then crashes with what the disk held. Whatever the stopped recovery left
+    /// half done (a prepared segment, a control file written and not synced, a cut or a
+    /// reset being finished), the next recovery must start from it and keep every
+    /// acknowledged record (checked by the open that finally succeeds). `true` if the open
+    /// was stopped; `false` if it made fewer writes and syncs than that, and succeeded (its
+    /// log is closed then, as any other's in `fail_recoveries`).
+    ///
+    /// As in `crashed_inside_a_call`, the crash image is taken after the panic unwound: the
+    /// open's unwinding drops what it built, and writes and syncs nothing on the way out.
+    fn crash_inside_an_open(&mut self, passing: u64) -> bool {
+        self.disk.panic_after(passing);
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Wal::open("/sim", options(&self.disk))
+        }));
+        match opened {
+            Ok(Ok(wal)) => {
+                assert!(
+                    self.disk.has_armed_panic(),
+                    "seed {}: an open met the panic armed for it and succeeded",
+                    self.seed
+                );
+                // Disarmed first: its close is not the open, and must not meet it.
+                self.disk.clear_faults();
+                drop(wal);
+                return false;
+            }
+            // A sync that panicked, which the log turns into a failed sync.
+            Ok(Err(e)) => assert!(
+                e.to_string().contains(SimDisk::ARMED_PANIC) && !self.disk.has_armed_panic(),
+                "seed {}: an open with a panic armed failed with: {e}",
+                self.seed
+            ),
+            Err(panic) => {
+                if !SimDisk::is_armed_panic(panic.as_ref()) || self.disk.has_armed_panic() {
+                    std::panic::resume_unwind(panic);
+                }
+            }
+        }
+        RECOVERIES_CRASHED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.disk.clear_faults();
+        self.crashes += 1;
+        self.disk = self.disk.crash(self.recovery_rng.next_u64());
+        true
     }
 
     fn reopen(&mut self) {
@@ -779,8 +836,17 @@ fn random_schedules_keep_every_acknowledged_record() {
     if seeds >= 1000 {
         assert!(found > 0, "no recovery found records of a stopped append");
     }
+    // And crashes came in the middle of recoveries.
+    let recoveries_crashed = RECOVERIES_CRASHED.load(std::sync::atomic::Ordering::Relaxed);
+    if seeds >= 100 {
+        assert!(
+            recoveries_crashed > 0,
+            "no crash came in the middle of a recovery"
+        );
+    }
     eprintln!(
-        "{seeds} schedules, {crashes} crashes ({inside_calls} inside a call; {found} recoveries \
-         found records of an append stopped half way), {failed_recoveries} failed recoveries"
+        "{seeds} schedules, {crashes} crashes ({inside_calls} inside a call, {recoveries_crashed} \
+         inside a recovery; {found} recoveries found records of an append stopped half way), \
+         {failed_recoveries} failed recoveries"
     );
 }

@@ -201,11 +201,13 @@ impl Reader {
         if poisoned {
             answerable(*next)?;
         }
+        // Where a usable log says it is at the end, a poisoned one says it failed.
+        let end = || inner.group.check().map(|()| None);
         if *next > inner.group.durable_lsn() {
-            return Ok(None);
+            return end();
         }
         let Some((found, at)) = position(inner, segment.as_ref(), next, *offset)? else {
-            return Ok(None);
+            return end();
         };
         if poisoned {
             // `position` may have moved past a hole left by `SkipCorrupted`.

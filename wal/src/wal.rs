@@ -587,8 +587,9 @@ impl Wal {
     /// `Ok` while the log takes appends and commits; otherwise the error they now get:
     /// [`Error::Poisoned`] (naming the write or sync that failed) or [`Error::Closed`]. One load
     /// while the log is usable. For a layer above the log that must stop before it acts on state
-    /// the log may no longer back (the replication node checks it before it steps raft, whose
-    /// next read of a poisoned log would fail).
+    /// the log may no longer back (the replication node checks it before it steps raft: reads
+    /// of the records made durable before the failure still succeed, see [`Wal::reader`], but
+    /// nothing the node does next could be stored).
     pub fn check_usable(&self) -> Result<()> {
         self.inner.group.check()
     }
@@ -1789,6 +1790,36 @@ mod tests {
         drop(reader);
         wal.close_shared().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A reset that fails after it declared itself poisons the log; the records it declared
+    /// removed are not read any more, though they were durable (the rule of
+    /// `Inner::check_answerable`: a poisoned log answers for its durable records otherwise).
+    #[test]
+    fn a_reset_that_failed_half_way_answers_no_read() {
+        let disk = crate::SimDisk::new();
+        let options = Options::new()
+            .backend(Backend::Simulated(disk.clone()))
+            .background_threads(false)
+            .segment_bytes(1 << 20);
+        let wal = Wal::open("/sim", options).unwrap();
+        for i in 1..=5u8 {
+            wal.append(&[i; 100]).unwrap();
+        }
+        wal.sync().unwrap();
+        let failing = disk.clone();
+        at("reset_to_snapshot: declared", move |_| {
+            failing.fail_next_dir_sync(libc::EIO)
+        });
+        let failed = wal.reset_to_snapshot(12, 3, b"state at 12");
+        assert!(matches!(failed, Err(Error::Poisoned { .. })), "{failed:?}");
+        assert_eq!(wal.durable_lsn(), 5);
+        let refused = |result: Result<()>| {
+            assert!(matches!(result, Err(Error::Poisoned { .. })), "{result:?}")
+        };
+        refused(wal.read(1).map(drop));
+        refused(wal.epoch_at(1).map(drop));
+        refused(wal.reader(1).map(drop));
     }
 
     /// A reset syncs every record before it drops them, as a truncation does. A committer that

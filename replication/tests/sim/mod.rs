@@ -212,6 +212,9 @@ struct SimNode {
     crash_armed: bool,
     /// The failure armed for its next open is a sync's (`arm_open_failure`).
     open_failure_at_sync: bool,
+    /// Its disk's writes and syncs panic part way through its next open: the machine crashes
+    /// in the middle of the recovery (`arm_crash_inside_an_open`).
+    open_crash_armed: bool,
     /// The record at its durable LSN, with its epoch and checksum, as last seen while its log
     /// was usable (`check_step`): what a poisoned log no longer reads back.
     durable_seen: Option<(Lsn, u64, u32)>,
@@ -240,6 +243,8 @@ struct DurableAtCrash {
     /// made durable before it failed).
     record: Option<(Lsn, u64, Option<u32>)>,
     durable_lsn: Lsn,
+    /// Whether the log was poisoned when `record` was read.
+    poisoned: bool,
     /// Its stored term and vote (the control file's state changes in memory only once its
     /// write is durable).
     term: u64,
@@ -302,15 +307,24 @@ pub struct Stats {
     /// Crashes inside a call: armed, and met.
     pub crashes_inside_calls_armed: u64,
     pub crashes_inside_calls: u64,
+    /// Crashes in the middle of an open: armed, and met (`arm_crash_inside_an_open`).
+    pub crashes_inside_opens_armed: u64,
+    pub crashes_inside_opens: u64,
     /// Restarts after a disk error or a crash inside a call whose check compared, byte for
     /// byte, a durable record: the one at the durable LSN, read from the poisoned log, or one
     /// seen durable earlier.
     pub compared_after_a_failure: u64,
+    /// Restarts whose record at the durable LSN was read from the log poisoned before the
+    /// crash (a poisoned log refused every read until the later stop of 2026-12-06).
+    pub read_from_a_poisoned_log: u64,
 }
 
 pub struct Sim {
     scenario: Scenario,
     rng: Rng,
+    /// Draws the crashes inside opens (`arm_crash_inside_an_open`): a generator of its own,
+    /// so that a seed whose schedule meets none draws what it did before they came.
+    open_crash_rng: Rng,
     now: u64,
     nodes: Vec<SimNode>,
     network: BinaryHeap<InFlight>,
@@ -388,13 +402,16 @@ impl Sim {
                     disk_fault_armed: false,
                     crash_armed: false,
                     open_failure_at_sync: false,
+                    open_crash_armed: false,
                     durable_seen: None,
                 }
             })
             .collect();
+        let open_crash_rng = Rng::new(scenario.seed ^ 0x0bec_0e13);
         let mut sim = Sim {
             scenario,
             rng,
+            open_crash_rng,
             now: 0,
             nodes,
             network: BinaryHeap::new(),
@@ -435,13 +452,50 @@ impl Sim {
         if self.scenario.keep_dropped_cached_pages {
             node.disk.keep_dropped_cached_pages();
         }
-        let opened = Replica::open(
-            format!("/sim/{}", node.id),
-            options(&node.disk),
-            config(node.id),
-            node.bootstrap.clone(),
-            node.model.clone(),
-        );
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Replica::open(
+                format!("/sim/{}", node.id),
+                options(&node.disk),
+                config(node.id),
+                node.bootstrap.clone(),
+                node.model.clone(),
+            )
+        }));
+        // The crash armed for this open (`arm_crash_inside_an_open`), met: a panic of the
+        // disk, or a sync's panic that the log turned into a failed sync.
+        let crashed = node.open_crash_armed
+            && !node.disk.has_armed_panic()
+            && match &opened {
+                Err(panic) => SimDisk::is_armed_panic(panic.as_ref()),
+                Ok(Err(e)) => e.to_string().contains(SimDisk::ARMED_PANIC),
+                Ok(Ok(_)) => false,
+            };
+        if crashed {
+            drop(opened);
+            node.open_crash_armed = false;
+            node.disk.clear_faults();
+            node.disk = node.disk.crash(self.open_crash_rng.next_u64());
+            node.down_until = self.now + 20 + self.open_crash_rng.below(300);
+            self.stats.crashes_inside_opens += 1;
+            return Ok(());
+        }
+        let opened = opened.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        if node.open_crash_armed {
+            // The open made fewer writes and syncs than armed; the rest of the node's life
+            // must not meet the panic.
+            if !node.disk.has_armed_panic() {
+                return Err(format!(
+                    "node {} met the panic armed inside its open, and {}",
+                    node.id,
+                    match &opened {
+                        Ok(_) => "opened".to_string(),
+                        Err(e) => format!("failed with: {e}"),
+                    }
+                ));
+            }
+            node.disk.clear_faults();
+            node.open_crash_armed = false;
+        }
         let mut replica = match opened {
             Ok(replica) => replica,
             // The failure armed for this open (`arm_open_failure`), met: the process fails to
@@ -479,6 +533,9 @@ impl Sim {
                 && (read_at_the_failure || before.earlier.is_some())
             {
                 self.stats.compared_after_a_failure += 1;
+            }
+            if before.poisoned && read_at_the_failure {
+                self.stats.read_from_a_poisoned_log += 1;
             }
         }
         node.durable_seen = None;
@@ -600,6 +657,20 @@ impl Sim {
         self.stats.open_failures_armed += 1;
     }
 
+    /// Arms a crash in the middle of node `i`'s next open (the node is down): one of the
+    /// open's first six writes and file syncs panics, which stops the open there, in the
+    /// log's recovery or in what the replica stores or restores as it opens, and the machine
+    /// crashes with what the disk held (`start`). The open after it starts from what the
+    /// stopped one left, and is checked against what was durable before the first crash.
+    /// Only after a crash between calls, as failed opens (`restart_due` says why).
+    fn arm_crash_inside_an_open(&mut self, i: usize) {
+        let passing = self.open_crash_rng.below(6);
+        let node = &mut self.nodes[i];
+        node.disk.panic_after(passing);
+        node.open_crash_armed = true;
+        self.stats.crashes_inside_opens_armed += 1;
+    }
+
     /// Arms a crash inside a call on a random live node: its disk's next write or next sync
     /// panics, which stops the call there (a panic inside the log poisons it on the way
     /// out), and the node crashes with what its disk then held (`crashed_inside_a_call`).
@@ -638,7 +709,8 @@ impl Sim {
     }
 
     /// Restarts the nodes that are down and due. With disk errors, while faults last, one
-    /// restart in three after a crash between calls has a failure armed for its open.
+    /// restart in three after a crash between calls has a failure armed for its open; with
+    /// crashes inside calls, one in three of the others a crash in the middle of it.
     ///
     /// Not after a disk error or a crash inside a call: that may leave a truncation stored and
     /// not finished, which the reopen finishes and reports (`check_survived` allows the cut
@@ -660,6 +732,12 @@ impl Sim {
                     && self.rng.one_in(3)
                 {
                     self.arm_open_failure(i);
+                } else if self.scenario.crashes_inside_calls
+                    && self.now < self.scenario.fault_ms
+                    && after_a_crash_between_calls
+                    && self.open_crash_rng.one_in(3)
+                {
+                    self.arm_crash_inside_an_open(i);
                 }
                 self.start(i)?;
             }
@@ -1437,6 +1515,7 @@ fn durable_now(replica: &Replica<Model>) -> DurableAtCrash {
     DurableAtCrash {
         record,
         durable_lsn,
+        poisoned: wal.check_usable().is_err(),
         term: hard.term,
         vote: hard.vote,
         interrupted_at_commit: None,
