@@ -184,7 +184,8 @@ pub struct NodeStatus {
     pub applied_lsn: Lsn,
     /// The oldest LSN its log retains (older ones are in a checkpoint). Read from the log
     /// when [`Node::status`] is called, as `last_lsn` is; the other fields are as the node's
-    /// thread last published them (at every round).
+    /// thread last published them (at every round). So while a snapshot install runs, the
+    /// first LSN may already be past `commit_lsn + 1` and `applied_lsn + 1` for a moment.
     pub first_lsn: Lsn,
     /// The newest LSN in its log.
     pub last_lsn: Lsn,
@@ -890,12 +891,17 @@ impl Node {
 
     /// The node's current status.
     pub fn status(&self) -> NodeStatus {
-        let mut status = self.shared.status.lock().clone();
-        // Read from the log now, the first LSN before the last (a snapshot install moves both
-        // up; the first never moves down): a compaction on another thread (a caller's, the
-        // checkpoint thread's) moves the first LSN between two publications of the node's
-        // thread, and a reader just told "compacted away" must find the status agreeing
-        // (noticed on 2026-12-06, when the cluster test's checker read the old first LSN).
+        self.with_log_bounds_now(&self.shared.status.lock())
+    }
+
+    /// `published` with the log's first and last LSN read now: a compaction on another thread
+    /// (a caller's, the checkpoint thread's) moves the first LSN between two publications of
+    /// the node's thread, and a reader just told "compacted away" must find the status
+    /// agreeing (noticed on 2026-12-06, when the cluster test's checker read the old first
+    /// LSN). The first is read before the last: it never moves down, and whatever moves the
+    /// last (an append, a cut of a suffix, an install) leaves it at least the first minus one.
+    fn with_log_bounds_now(&self, published: &NodeStatus) -> NodeStatus {
+        let mut status = published.clone();
         status.first_lsn = self.wal.first_lsn();
         status.last_lsn = self.wal.last_lsn();
         status
@@ -921,19 +927,22 @@ impl Node {
         mut condition: impl FnMut(&NodeStatus) -> bool,
     ) -> (NodeStatus, bool) {
         let deadline = Instant::now() + timeout;
-        let mut status = self.shared.status.lock();
+        let mut published = self.shared.status.lock();
         loop {
+            // As `status` answers: with the log's bounds read now.
+            let status = self.with_log_bounds_now(&published);
             if condition(&status) {
-                return (status.clone(), true);
+                return (status, true);
             }
             if self
                 .shared
                 .status_cond
-                .wait_until(&mut status, deadline)
+                .wait_until(&mut published, deadline)
                 .timed_out()
             {
+                let status = self.with_log_bounds_now(&published);
                 let held = condition(&status);
-                return (status.clone(), held);
+                return (status, held);
             }
         }
     }

@@ -2775,6 +2775,12 @@ fn a_tail_waiting_through_a_snapshot_install_ends_at_its_deadline() {
                 status.first_lsn >= compacted && status.last_lsn + 1 >= status.first_lsn,
                 "node {id}: status {status:?} after compacting to {compacted}"
             );
+            // A wait on the status sees the same.
+            let (waited, held) = node.wait_status(Duration::ZERO, |s| s.first_lsn >= compacted);
+            assert!(
+                held,
+                "node {id}: {waited:?} after compacting to {compacted}"
+            );
             if compacted > first + 1 {
                 break;
             }

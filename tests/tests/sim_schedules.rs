@@ -537,9 +537,8 @@ impl Schedule {
                 4 => self.disk.fail_next_create(errno),
                 _ => {
                     let passing = rng.below(6);
-                    if self.crash_inside_an_open(passing) {
-                        continue;
-                    }
+                    self.crash_inside_an_open(passing);
+                    continue;
                 }
             }
             match Wal::open("/sim", options(&self.disk)) {
@@ -582,13 +581,13 @@ impl Schedule {
     /// machine then crashes with what the disk held. Whatever the stopped recovery left
     /// half done (a prepared segment, a control file written and not synced, a cut or a
     /// reset being finished), the next recovery must start from it and keep every
-    /// acknowledged record (checked by the open that finally succeeds). `true` if the open
-    /// was stopped; `false` if it made fewer writes and syncs than that, and succeeded (its
-    /// log is closed then, as any other's in `fail_recoveries`).
+    /// acknowledged record (checked by the open that finally succeeds). An open that made
+    /// fewer writes and syncs than that succeeds, and its log is closed.
     ///
-    /// As in `crashed_inside_a_call`, the crash image is taken after the panic unwound: the
-    /// open's unwinding drops what it built, and writes and syncs nothing on the way out.
-    fn crash_inside_an_open(&mut self, passing: u64) -> bool {
+    /// As in `crashed_inside_a_call`, the crash image is taken after the panic unwound. The
+    /// open's unwinding drops what it built and writes and syncs nothing on the way out: the
+    /// `Wal`, whose drop would close it (and sync), is built at the very end of the open.
+    fn crash_inside_an_open(&mut self, passing: u64) {
         self.disk.panic_after(passing);
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             Wal::open("/sim", options(&self.disk))
@@ -603,7 +602,7 @@ impl Schedule {
                 // Disarmed first: its close is not the open, and must not meet it.
                 self.disk.clear_faults();
                 drop(wal);
-                return false;
+                return;
             }
             // A sync that panicked, which the log turns into a failed sync.
             Ok(Err(e)) => assert!(
@@ -621,7 +620,6 @@ impl Schedule {
         self.disk.clear_faults();
         self.crashes += 1;
         self.disk = self.disk.crash(self.recovery_rng.next_u64());
-        true
     }
 
     fn reopen(&mut self) {

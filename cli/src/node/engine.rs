@@ -57,19 +57,20 @@ impl EngineState {
         }
     }
 
-    /// The answer to an append of `data` as `request` of `client` that the table already
-    /// decides: the LSN and epoch of its applied copy, or an error for a request id below the
-    /// client's last or reused for other data; `None` if the request is new.
+    /// The answer to an append of data whose [`data_digest`] is `digest` as `request` of
+    /// `client` that the table already decides: the LSN and epoch of its applied copy, or an
+    /// error for a request id below the client's last or reused for other data; `None` if the
+    /// request is new.
     pub(super) fn answer(
         &self,
         client: u64,
         request: u64,
-        data: &[u8],
+        digest: u64,
     ) -> Option<Result<(Lsn, u64), String>> {
         let last = *self.clients.get(&client)?;
         let (lsn, epoch) = (last.lsn, last.epoch);
         if request == last.request {
-            if last.digest.is_some_and(|d| d != data_digest(data)) {
+            if last.digest.is_some_and(|d| d != digest) {
                 // Answering with the first copy's LSN would acknowledge data that is not in
                 // the log.
                 return Some(Err(format!(
@@ -328,12 +329,15 @@ mod tests {
             .unwrap();
         let state = engine.state.0.lock();
         assert_eq!(state.duplicates, BTreeSet::from([3]));
-        assert_eq!(state.answer(7, 1, b"first"), Some(Ok((2, 1))));
-        let refused = state.answer(7, 1, b"other").unwrap().unwrap_err();
+        assert_eq!(state.answer(7, 1, data_digest(b"first")), Some(Ok((2, 1))));
+        let refused = state
+            .answer(7, 1, data_digest(b"other"))
+            .unwrap()
+            .unwrap_err();
         assert!(refused.contains("must not be reused"), "{refused}");
-        assert!(state.answer(7, 0, b"first").unwrap().is_err());
-        assert_eq!(state.answer(7, 2, b"next"), None);
-        assert_eq!(state.answer(8, 1, b"first"), None);
+        assert!(state.answer(7, 0, data_digest(b"first")).unwrap().is_err());
+        assert_eq!(state.answer(7, 2, data_digest(b"next")), None);
+        assert_eq!(state.answer(8, 1, data_digest(b"first")), None);
     }
 
     #[test]
@@ -347,7 +351,10 @@ mod tests {
         assert_eq!(state.clients[&7].digest, None);
         assert_eq!(state.duplicates, BTreeSet::from([3]));
         // Without a digest a retry is answered as before, whatever its data.
-        assert_eq!(state.answer(7, 1, b"anything"), Some(Ok((2, 1))));
+        assert_eq!(
+            state.answer(7, 1, data_digest(b"anything")),
+            Some(Ok((2, 1)))
+        );
         // Written again, it keeps "unknown" rather than inventing a digest.
         let again = decode_state(&encode_state(&state)).unwrap();
         assert_eq!(again.clients[&7].digest, None);

@@ -68,7 +68,10 @@ pub(super) fn serve_client(
         }
         // The budget's bytes a READ answer holds until it is written.
         let mut answer_share = server.request_budget.none();
-        let (status, reply) = match (request.op, &request.held) {
+        let Request { op, body, held } = request;
+        // Each arm keeps the request's share of the budget until its answer is built (an
+        // APPEND may give it back sooner), and the body with it.
+        let (status, reply) = match (op, held) {
             // Read and dropped: nothing was made of it, which a MEMBERSHIP is told (NOT_MADE),
             // since its client does not send a change again after a RETRY.
             (op, None) => (
@@ -84,18 +87,17 @@ pub(super) fn serve_client(
                 )
                 .into_bytes(),
             ),
-            (proto::OP_APPEND, Some(_)) => append(server, &request.body),
-            (proto::OP_READ, Some(_)) => read(server, &request.body, &mut answer_share),
-            (proto::OP_STATUS, Some(_)) => (proto::OK, status_json(server).into_bytes()),
-            (proto::OP_MEMBERSHIP, Some(_)) => membership(server, &request.body),
-            (other, Some(_)) => (
+            (proto::OP_APPEND, Some(held)) => append(server, body, held),
+            (proto::OP_READ, Some(_held)) => read(server, &body, &mut answer_share),
+            (proto::OP_STATUS, Some(_held)) => (proto::OK, status_json(server).into_bytes()),
+            (proto::OP_MEMBERSHIP, Some(_held)) => membership(server, &body),
+            (other, Some(_held)) => (
                 proto::ERROR,
                 format!("unknown operation {other}").into_bytes(),
             ),
         };
-        // Handled: its bytes go back to the budget before the answer is written, which may
+        // Handled: its bytes went back to the budget before the answer is written, which may
         // take as long as the client's reading.
-        drop(request);
         {
             let answering = server.connections.answering(connection);
             write_answer(stream, status, &reply, &answering, &answer_share)?;
@@ -461,9 +463,9 @@ fn applied_answer(
     server: &Server,
     client: u64,
     request: u64,
-    data: &[u8],
+    digest: u64,
 ) -> Option<Result<(Lsn, u64), String>> {
-    server.engine.state.0.lock().answer(client, request, data)
+    server.engine.state.0.lock().answer(client, request, digest)
 }
 
 /// An append being handled by this node, by (client, request), with the `data_digest` of
@@ -498,9 +500,8 @@ enum Reserved {
 
 /// Makes the check for a copy in flight and the claim to propose one step, so that copies of a
 /// request arriving at once (a client retrying on several connections) are proposed once.
-fn reserve(server: &Server, key: (u64, u64), data: &[u8]) -> Reserved {
+fn reserve(server: &Server, key: (u64, u64), digest: u64) -> Reserved {
     let deadline = Instant::now() + APPEND_TIMEOUT;
-    let digest = data_digest(data);
     let mut inflight = server.inflight.lock();
     loop {
         match inflight.get(&key) {
@@ -524,7 +525,7 @@ fn reserve(server: &Server, key: (u64, u64), data: &[u8]) -> Reserved {
             None => {
                 // Checked again under this lock: the copy that was in flight may have been
                 // applied (and its entry removed) since the caller's first look.
-                if let Some(answer) = applied_answer(server, key.0, key.1, data) {
+                if let Some(answer) = applied_answer(server, key.0, key.1, digest) {
                     return Reserved::Applied(answer);
                 }
                 let state = InflightState::Proposing;
@@ -535,14 +536,21 @@ fn reserve(server: &Server, key: (u64, u64), data: &[u8]) -> Reserved {
     }
 }
 
-fn append(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
-    let mut body = proto::Body(body);
-    let (client, request) = match (body.u64("client id"), body.u64("request id")) {
+/// Answers an APPEND. `held` is the request's share of the request budget: given back, with
+/// the body, once the copy no longer needs them (a copy that waits for another copy in flight
+/// waits without them: a client that gave up and retried, or left, held its retries' bytes
+/// for as long as the first copy's wait, up to `APPEND_TIMEOUT`, until 2026-12-06). A copy
+/// that proposes keeps its share until it is answered: the budget also bounds what the node
+/// takes in and has not committed yet.
+fn append(server: &Server, body: Vec<u8>, held: budget::Held<'_>) -> (u8, Vec<u8>) {
+    let mut fields = proto::Body(&body);
+    let (client, request) = match (fields.u64("client id"), fields.u64("request id")) {
         (Ok(c), Ok(r)) => (c, r),
         (Err(e), _) | (_, Err(e)) => return error(e),
     };
-    let data = body.rest();
-    if let Some(answer) = applied_answer(server, client, request, data) {
+    let data = fields.rest();
+    let digest = data_digest(data);
+    if let Some(answer) = applied_answer(server, client, request, digest) {
         return match answer {
             Ok((lsn, epoch)) => lsn_epoch(lsn, epoch),
             Err(e) => error(e),
@@ -550,8 +558,11 @@ fn append(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
     }
     let key = (client, request);
     // `proposer`: this copy proposed the record, and owns the entry of `inflight`.
-    let (found, proposer) = match reserve(server, key, data) {
-        Reserved::InFlight(found) => (found, false),
+    let (found, proposer) = match reserve(server, key, digest) {
+        Reserved::InFlight(found) => {
+            drop((body, held));
+            (found, false)
+        }
         Reserved::Applied(Ok((lsn, epoch))) => return lsn_epoch(lsn, epoch),
         Reserved::Applied(Err(e)) => return error(e),
         Reserved::TimedOut => {
@@ -594,7 +605,7 @@ fn append(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
         }
     };
     let outcome = server.node.wait_committed(found.0, found.1, APPEND_TIMEOUT);
-    let answer = answer_committed(server, (client, request, data), found, outcome);
+    let answer = answer_committed(server, (client, request, digest), found, outcome);
     if proposer {
         // Only the proposing copy removes the entry: a copy that waited on it could otherwise
         // remove the entry of a later copy. Removed once answered, which waits until the copy
@@ -609,7 +620,7 @@ fn append(server: &Server, body: &[u8]) -> (u8, Vec<u8>) {
 /// commit ended with `outcome`.
 fn answer_committed(
     server: &Server,
-    (client, request, data): (u64, u64, &[u8]),
+    (client, request, digest): (u64, u64, u64),
     (lsn, epoch): (Lsn, u64),
     outcome: Result<(), Error>,
 ) -> (u8, Vec<u8>) {
@@ -642,7 +653,7 @@ fn answer_committed(
         // forgotten).
         return lsn_epoch(lsn, epoch);
     }
-    match applied_answer(server, client, request, data) {
+    match applied_answer(server, client, request, digest) {
         Some(Ok((lsn, epoch))) => lsn_epoch(lsn, epoch),
         Some(Err(e)) => error(e),
         // Not known to be in the log: sending it again is what the client must do.
@@ -1524,17 +1535,61 @@ mod tests {
         };
         // This append was proposed at `lsn` too, on a leader that lost it; a snapshot then
         // took this node past `lsn`. The entry there is client 5's: not acknowledged.
-        let (status, reply) = answer_committed(&server, (9, 1, b"mine"), (lsn, epoch), compacted());
+        let (status, reply) = answer_committed(
+            &server,
+            (9, 1, data_digest(b"mine")),
+            (lsn, epoch),
+            compacted(),
+        );
         assert_eq!(status, proto::RETRY, "{}", String::from_utf8_lossy(&reply));
         assert!(String::from_utf8_lossy(&reply).contains("compacted away"));
         // Client 5's own append, in the same position, is found in the table.
         let own = answer_committed(
             &server,
-            (5, 1, b"someone else's"),
+            (5, 1, data_digest(b"someone else's")),
             (lsn, epoch),
             compacted(),
         );
         assert_eq!(own, lsn_epoch(lsn, epoch));
+        close(server, dir);
+    }
+
+    /// A retry that finds its first copy in flight here waits for that copy's commit without
+    /// its share of the request budget: its body is not needed any more. It held it for the
+    /// whole wait (up to `APPEND_TIMEOUT`) until 2026-12-06, and a client retrying a large
+    /// append now and then kept other large requests out meanwhile.
+    #[test]
+    fn a_retry_waiting_for_its_first_copy_gives_its_budget_back() {
+        let (server, dir) = single_node_server("retry-budget");
+        let data = vec![7u8; 1 << 20];
+        let status = server.node.status();
+        // The first copy of request (9, 1), proposed at the next LSN and not committed yet.
+        let next = (status.last_lsn + 1, status.term);
+        let inflight = Inflight {
+            digest: data_digest(&data),
+            state: InflightState::Proposed(next),
+        };
+        server.inflight.lock().insert((9, 1), inflight);
+        let body = proto::encode_record(9, 1, &data);
+        let held = hold(&server, body.len());
+        assert_eq!(server.request_budget.held(), body.len());
+        std::thread::scope(|scope| {
+            let retry = scope.spawn(|| append(&server, body, held));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while server.request_budget.held() != 0 {
+                assert!(
+                    Instant::now() < deadline,
+                    "the waiting retry kept its share of the budget"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            assert!(!retry.is_finished(), "the retry waits for the first copy");
+            // The record committed at that LSN ends its wait (here another client's: what
+            // the retry is answered with is not what this test is about).
+            someone_elses_record(&server);
+            let (status, reply) = retry.join().unwrap();
+            assert_ne!(status, proto::ERROR, "{}", String::from_utf8_lossy(&reply));
+        });
         close(server, dir);
     }
 
@@ -1549,7 +1604,11 @@ mod tests {
             state: InflightState::Proposed(found),
         };
         server.inflight.lock().insert((9, 1), inflight);
-        let (status, reply) = append(&server, &proto::encode_record(9, 1, b"B"));
+        let (status, reply) = append(
+            &server,
+            proto::encode_record(9, 1, b"B"),
+            server.request_budget.none(),
+        );
         let reply = String::from_utf8_lossy(&reply);
         assert_eq!(status, proto::ERROR, "{reply}");
         assert!(reply.contains("with other data"), "{reply}");

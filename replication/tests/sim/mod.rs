@@ -658,9 +658,12 @@ impl Sim {
     }
 
     /// Arms a crash in the middle of node `i`'s next open (the node is down): one of the
-    /// open's first six writes and file syncs panics, which stops the open there, in the
-    /// log's recovery or in what the replica stores or restores as it opens, and the machine
-    /// crashes with what the disk held (`start`). The open after it starts from what the
+    /// open's first six writes and file syncs panics, which stops the open there, and the
+    /// machine crashes with what the disk held (`start`). That is always in the log's
+    /// recovery: after it the replica's open only reads (it writes at open only when it
+    /// founds the log, which a restart does not), and that is also why the crash image is
+    /// sound: were the panic to come once the log is open, the unwinding would drop the log,
+    /// whose close syncs, and the image would keep more than a crash does. The open after it starts from what the
     /// stopped one left, and is checked against what was durable before the first crash.
     /// Only after a crash between calls, as failed opens (`restart_due` says why).
     fn arm_crash_inside_an_open(&mut self, i: usize) {
