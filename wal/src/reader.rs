@@ -64,7 +64,7 @@ impl Reader {
             // the check below sees the new first LSN. Never a reader standing in a segment
             // compaction removes (or recycles and overwrites).
             let control = inner.control.lock();
-            inner.check_readable_start(from, control.state())?;
+            inner.check_readable_start(from, Some(control.state()))?;
             let registered =
                 inner
                     .pins
@@ -194,12 +194,11 @@ impl Reader {
         } = self;
         let _gate = inner.cut_gate.read();
         // A poisoned log still gives out what was durable before it failed
-        // (`Inner::check_answerable`), and its failure where a usable log would say `None`.
-        // The control lock only then: it is taken after the cut gate, as everywhere.
+        // (`Inner::check_answerable`, which takes the control lock then, after the cut gate as
+        // everywhere), and its failure where a usable log would say `None`.
         let poisoned = inner.group.check().is_err();
-        let answerable = |lsn: Lsn| inner.check_answerable(lsn, inner.control.lock().state());
         if poisoned {
-            answerable(*next)?;
+            inner.check_answerable(*next, None)?;
         }
         // Where a usable log says it is at the end, a poisoned one says it failed.
         let end = || inner.group.check().map(|()| None);
@@ -211,7 +210,7 @@ impl Reader {
         };
         if poisoned {
             // `position` may have moved past a hole left by `SkipCorrupted`.
-            answerable(*next)?;
+            inner.check_answerable(*next, None)?;
         }
         let header = inner.decode_checked_at(&found, at, *next, *verify)?;
         // Counted under the cut gate, which a close takes before it releases the directory: a

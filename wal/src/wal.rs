@@ -440,7 +440,7 @@ impl Wal {
         // the segment between the checksum and the copy.
         let _pin = {
             let control = inner.control.lock();
-            inner.check_answerable(lsn, control.state())?;
+            inner.check_answerable(lsn, Some(control.state()))?;
             inner.check_readable(lsn)?;
             let id = inner
                 .pins
@@ -488,8 +488,7 @@ impl Wal {
     /// truncation or a reset meanwhile.
     pub fn check_read_start(&self, from: Lsn) -> Result<()> {
         self.inner.opened_in.check("check_read_start")?;
-        let control = self.inner.control.lock();
-        self.inner.check_readable_start(from, control.state())
+        self.inner.check_readable_start(from, None)
     }
 
     /// Durably removes every record after `lsn`; the next append gets `lsn + 1` and, as after a
@@ -523,7 +522,7 @@ impl Wal {
         // The replication layer reads the epoch of an entry a quorum committed to answer its
         // proposer: on a poisoned log an error would tell it that a committed write failed, and
         // it would send it again (found by review on 2026-12-05).
-        inner.check_answerable(lsn, state)?;
+        inner.check_answerable(lsn, Some(state))?;
         if lsn > 0 && lsn.checked_add(1) != Some(state.first_lsn) {
             inner.check_readable(lsn)?;
         }
@@ -1163,7 +1162,9 @@ impl Inner {
     /// `Ok` if record `lsn` may be read now: the log is usable, or it is poisoned (not closed)
     /// and the record was made durable before the failure and is not among those a truncation
     /// or reset that failed half way declared removed. Otherwise the log's failure. `state` is
-    /// the control file's, read under the control lock.
+    /// the control file's, for a caller that holds the control lock; with `None` the lock is
+    /// taken here, and only for a poisoned log (a usable one's answer does not depend on it,
+    /// and a check must not wait for a truncation or an install that holds it).
     ///
     /// Why a poisoned log answers at all: layers above the log read it from threads that do not
     /// see the failure happen (raft-rs reads entries to send or apply between the replication
@@ -1171,15 +1172,17 @@ impl Inner {
     /// the durable LSN was synced before the failure, and the failure leaves the segments
     /// mapped, unless the log is closed too. A truncation or reset that failed half way
     /// declared its cut in the control file first: what it removes is not answered for.
-    pub(crate) fn check_answerable(&self, lsn: Lsn, state: &ControlState) -> Result<()> {
+    pub(crate) fn check_answerable(&self, lsn: Lsn, state: Option<&ControlState>) -> Result<()> {
         let Err(refused) = self.group.check() else {
             return Ok(());
         };
+        let removed = |state: &ControlState| {
+            state.reset_pending || state.pending_cut.is_some_and(|cut| lsn > cut)
+        };
         let answerable = matches!(refused, Error::Poisoned { .. })
             && !self.group.is_closed()
-            && !state.reset_pending
             && lsn <= self.group.durable_lsn()
-            && state.pending_cut.is_none_or(|cut| lsn <= cut);
+            && !state.map_or_else(|| removed(self.control.lock().state()), removed);
         if answerable {
             Ok(())
         } else {
@@ -1187,9 +1190,12 @@ impl Inner {
         }
     }
 
-    /// Fails unless a reader may start at `from` (`state`: the control file's, read under the
-    /// control lock).
-    pub(crate) fn check_readable_start(&self, from: Lsn, state: &ControlState) -> Result<()> {
+    /// Fails unless a reader may start at `from` (`state` as for `check_answerable`).
+    pub(crate) fn check_readable_start(
+        &self,
+        from: Lsn,
+        state: Option<&ControlState>,
+    ) -> Result<()> {
         self.check_answerable(from, state)?;
         refuse_lsn_zero(from)?;
         let first = self.first_lsn.load(Ordering::Acquire);
