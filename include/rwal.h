@@ -866,8 +866,9 @@ rwal_status rwal_durable_lsn(const rwal_log *log, uint64_t *lsn_out);
  * `*len_out` is the length needed. `RWAL_ERR_NOT_FOUND` for an LSN not written,
  * `RWAL_ERR_NOT_DURABLE` for one not durable yet, `RWAL_ERR_COMPACTED` below the first
  * retained LSN, `RWAL_ERR_INVALID_ARGUMENT` for LSN 0 (LSNs start at 1). On a poisoned
- * log, the records made durable before the failure are still read, and any other is
- * `RWAL_ERR_POISONED`. Thread-safe.
+ * log, the records made durable before the failure are still read (but those a truncation
+ * or a reset that failed part way removes), and any other is `RWAL_ERR_POISONED`.
+ * Thread-safe.
  *
  * # Safety
  * `log` is a live handle; `buf` has `cap` writable bytes (NULL if `cap` is 0); `len_out` is
@@ -1550,7 +1551,8 @@ rwal_status rwal_options_set_background_thread(rwal_options *opts, bool enabled)
  * `RWAL_ERR_INVALID_ARGUMENT` for LSN 0 (LSNs start at 1), `RWAL_ERR_POISONED` for a log that
  * accepts nothing more (a handle freed by `rwal_close` must not be passed at all). A
  * poisoned log (a write or sync failed) still gives out the records made durable before the
- * failure, and then `RWAL_ERR_POISONED` where a usable log would say `RWAL_END`: a reader
+ * failure (but those a truncation or a reset that failed part way removes), and then
+ * `RWAL_ERR_POISONED` where a usable log would say `RWAL_END`: a reader
  * from `rwal_durable_lsn + 1` or beyond is refused with it at once.
  *
  * # Safety

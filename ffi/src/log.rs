@@ -347,8 +347,9 @@ pub unsafe extern "C" fn rwal_durable_lsn(log: *const rwal_log, lsn_out: *mut u6
 /// `*len_out` is the length needed. `RWAL_ERR_NOT_FOUND` for an LSN not written,
 /// `RWAL_ERR_NOT_DURABLE` for one not durable yet, `RWAL_ERR_COMPACTED` below the first
 /// retained LSN, `RWAL_ERR_INVALID_ARGUMENT` for LSN 0 (LSNs start at 1). On a poisoned
-/// log, the records made durable before the failure are still read, and any other is
-/// `RWAL_ERR_POISONED`. Thread-safe.
+/// log, the records made durable before the failure are still read (but those a truncation
+/// or a reset that failed part way removes), and any other is `RWAL_ERR_POISONED`.
+/// Thread-safe.
 ///
 /// # Safety
 /// `log` is a live handle; `buf` has `cap` writable bytes (NULL if `cap` is 0); `len_out` is

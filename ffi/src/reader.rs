@@ -21,7 +21,8 @@ pub struct rwal_reader {
 /// `RWAL_ERR_INVALID_ARGUMENT` for LSN 0 (LSNs start at 1), `RWAL_ERR_POISONED` for a log that
 /// accepts nothing more (a handle freed by `rwal_close` must not be passed at all). A
 /// poisoned log (a write or sync failed) still gives out the records made durable before the
-/// failure, and then `RWAL_ERR_POISONED` where a usable log would say `RWAL_END`: a reader
+/// failure (but those a truncation or a reset that failed part way removes), and then
+/// `RWAL_ERR_POISONED` where a usable log would say `RWAL_END`: a reader
 /// from `rwal_durable_lsn + 1` or beyond is refused with it at once.
 ///
 /// # Safety

@@ -123,6 +123,50 @@ fn a_failed_cut_answers_no_epoch_past_the_cut() {
     is_poisoned_by(reader.next().map(|r| r.map(|r| r.lsn)), "fdatasync");
 }
 
+/// A truncation whose declaration of the cut fails (its control file's sync) poisons the log,
+/// and reads past the cut are refused as after a later step's failure: the declaration may be
+/// on the disk, and a reopen then finishes the cut. Until 2026-12-06 the log kept only what it
+/// knew durable, no cut, and answered for records a reopen could lose.
+#[test]
+fn a_cut_whose_declaration_failed_answers_nothing_past_the_cut() {
+    let mut cut_by_a_reopen = 0;
+    for seed in 0..64 {
+        let disk = SimDisk::new();
+        let wal = Wal::open("/sim", sim(&disk)).unwrap();
+        for i in 0..20u64 {
+            wal.append(&payload(i, 100)).unwrap();
+        }
+        wal.sync().unwrap();
+        disk.fail_next_sync_of("control", libc::EIO, false);
+        is_poisoned_by(wal.truncate_after(10), "fdatasync");
+        assert_eq!(wal.durable_lsn(), 20);
+        assert_eq!(wal.read(10).unwrap(), payload(9, 100));
+        assert!(wal.epoch_at(10).is_ok());
+        is_poisoned_by(wal.read(11), "fdatasync");
+        is_poisoned_by(wal.epoch_at(11), "fdatasync");
+        is_poisoned_by(wal.reader(11), "fdatasync");
+        let mut reader = wal.reader(10).unwrap();
+        assert_eq!(reader.next().unwrap().map(|r| r.lsn), Some(10));
+        is_poisoned_by(reader.next().map(|r| r.map(|r| r.lsn)), "fdatasync");
+        drop(reader);
+        // Why: after a crash the declaration is on the disk or not, and the records past the
+        // cut with it.
+        let crashed = disk.crash(seed);
+        drop(wal);
+        let wal = Wal::open("/sim", sim(&crashed)).unwrap();
+        match wal.last_lsn() {
+            10 => cut_by_a_reopen += 1,
+            20 => assert_eq!(wal.read(20).unwrap(), payload(19, 100)),
+            other => panic!("seed {seed}: last LSN {other} after the reopen"),
+        }
+        assert_eq!(wal.read(10).unwrap(), payload(9, 100));
+    }
+    assert!(
+        (1..64).contains(&cut_by_a_reopen),
+        "{cut_by_a_reopen} of 64 reopens finished the cut: both outcomes expected"
+    );
+}
+
 #[test]
 fn a_failed_write_poisons() {
     let disk = SimDisk::new();

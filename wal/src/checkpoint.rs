@@ -563,7 +563,14 @@ impl Inner {
             ));
         }
         writer.finish(|e| self.group.poison(e))?;
+        #[cfg(test)]
+        crate::test_hooks::hook("finish_checkpoint: the control lock is taken next", self);
         let mut control = self.control.lock();
+        // Checked again under the lock, as `update_control` does: a poisoned log writes nothing
+        // more to the control file (a truncation may have failed since, declaring its cut in
+        // the slot this write would go to). The snapshot, named by nothing, goes at the next
+        // open.
+        self.group.check()?;
         let mut state = control.state().clone();
         state.checkpoint = Some((lsn, epoch));
         state.durable_lsn = state.durable_lsn.max(self.group.durable_lsn());
@@ -631,6 +638,8 @@ impl Inner {
         };
         self.remove_left_behind(&mut report);
         let mut control = self.control.lock();
+        // Again under the lock, as `update_control` does: a poisoned log writes nothing more.
+        self.group.check()?;
         let Some((checkpoint, _)) = control.state().checkpoint else {
             return Ok(report);
         };
@@ -986,7 +995,18 @@ impl Inner {
             unused_snapshot();
             return Err(refusal);
         }
+        #[cfg(test)]
+        crate::test_hooks::hook("reset: the control lock is taken next", self);
         let mut control = self.control.lock();
+        // Again under the control lock: another thread's failure since `freeze` checked the
+        // log poisons it, and a poisoned log writes nothing more.
+        if let Err(refused) = self.group.check() {
+            drop(control);
+            drop(gate);
+            self.group.thaw_unchanged();
+            unused_snapshot();
+            return Err(refused);
+        }
         if !snapshot_written {
             assert_eq!(
                 control.state().checkpoint,

@@ -263,6 +263,10 @@ pub(crate) struct Control {
     state: ControlState,
     /// See [`Control::older_copy_is_stale`].
     older_is_stale: bool,
+    /// A state declaring a truncation or a reset whose write failed: the disk may hold it (a
+    /// write whose sync failed, or the first of two copies), and a reopen would then finish
+    /// the operation. See [`Control::may_remove`].
+    failed_declaration: Option<ControlState>,
 }
 
 impl Control {
@@ -297,6 +301,7 @@ impl Control {
             generation: 1,
             state,
             older_is_stale: false,
+            failed_declaration: None,
         })
     }
 
@@ -340,6 +345,7 @@ impl Control {
             generation: newest.0,
             state: newest.1,
             older_is_stale,
+            failed_declaration: None,
         })
     }
 
@@ -377,6 +383,16 @@ impl Control {
         &self.state
     }
 
+    /// Whether record `lsn` is removed, now or by the next recovery, by a truncation or a reset
+    /// to a snapshot that was declared and not finished: by the state written, or by a write
+    /// of a declaration that failed (the log is poisoned then, and may still be read: a
+    /// record this says is removed must not be answered for, as a reopen may not have it).
+    pub fn may_remove(&self, lsn: Lsn) -> bool {
+        std::iter::once(&self.state)
+            .chain(&self.failed_declaration)
+            .any(|s| s.reset_pending || s.pending_cut.is_some_and(|cut| lsn > cut))
+    }
+
     /// Writes `state` durably into the slot not holding the newest copy.
     pub fn write(&mut self, state: ControlState, dir_path: &std::path::Path) -> Result<()> {
         if state.membership.len() > MEMBERSHIP_BYTES_MAX {
@@ -407,12 +423,25 @@ impl Control {
         let path = dir_path.join(FILE_NAME);
         for _ in 0..copies {
             let generation = self.generation + 1;
-            self.file
+            let written = self
+                .file
                 .write_at(slot_offset(generation), &[&state.encode(generation)])
-                .map_err(|e| Error::io("write", &path, e))?;
-            self.file
-                .sync()
-                .map_err(|e| Error::io(self.file.sync_calls(), &path, e))?;
+                .map_err(|e| Error::io("write", &path, e))
+                .and_then(|()| {
+                    self.file
+                        .sync()
+                        .map_err(|e| Error::io(self.file.sync_calls(), &path, e))
+                });
+            if let Err(e) = written {
+                // The state in memory stays the last one known durable; but the one that
+                // failed may be on disk too, and what it declares removed is not answered for
+                // (until 2026-12-06 a poisoned log still read past the cut of a truncation
+                // whose declaring write failed, records a reopen could cut).
+                if state.declares_an_operation() {
+                    self.failed_declaration = Some(state);
+                }
+                return Err(e);
+            }
             self.generation = generation;
         }
         // The copy written over was the older one: now it holds this state or the one before,
@@ -495,6 +524,54 @@ mod tests {
             control.write(later, dir.path()).unwrap();
             assert_eq!(control.generation, generation + 1);
         }
+    }
+
+    /// A declaration of a reset written into both slots whose second copy fails: the disk
+    /// holds it (a reopen finishes the reset), though the state in memory stays the last one
+    /// known durable. What it removes is not answered for: `may_remove` says so.
+    #[test]
+    fn a_declaration_whose_write_failed_may_remove_what_it_declared() {
+        let disk = crate::SimDisk::new();
+        let dir = disk.dir(std::path::Path::new("/sim"));
+        let mut control = Control::create(&dir, ControlState::empty()).unwrap();
+        let durable = ControlState {
+            durable_lsn: 10,
+            ..ControlState::empty()
+        };
+        control.write(durable.clone(), dir.path()).unwrap();
+        assert!(!control.may_remove(10));
+        // A reset moves the first LSN and the checkpoint: two copies, the second one fails.
+        let reset = ControlState {
+            first_lsn: 13,
+            checkpoint: Some((12, 3)),
+            reset_pending: true,
+            ..durable.clone()
+        };
+        disk.fail_sync_after(1, libc::EIO);
+        assert!(control.write(reset, dir.path()).is_err());
+        assert_eq!(control.state(), &durable);
+        assert!(control.may_remove(1));
+        assert!(Control::open(&dir).unwrap().state().reset_pending);
+        // A cut's declaration is one copy; its sync fails.
+        let mut control = Control::create(&dir, durable.clone()).unwrap();
+        let cut = ControlState {
+            pending_cut: Some(6),
+            ..durable.clone()
+        };
+        disk.fail_next_sync(libc::EIO);
+        assert!(control.write(cut, dir.path()).is_err());
+        assert_eq!(control.state(), &durable);
+        assert!(!control.may_remove(6));
+        assert!(control.may_remove(7));
+        // A failed write that declares nothing changes nothing.
+        let mut control = Control::create(&dir, durable.clone()).unwrap();
+        disk.fail_next_sync(libc::EIO);
+        let later = ControlState {
+            durable_lsn: 12,
+            ..durable
+        };
+        assert!(control.write(later, dir.path()).is_err());
+        assert!(!control.may_remove(12));
     }
 
     #[test]

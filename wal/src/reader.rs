@@ -64,7 +64,7 @@ impl Reader {
             // the check below sees the new first LSN. Never a reader standing in a segment
             // compaction removes (or recycles and overwrites).
             let control = inner.control.lock();
-            inner.check_readable_start(from, Some(control.state()))?;
+            inner.check_readable_start(from, Some(&control))?;
             let registered =
                 inner
                     .pins

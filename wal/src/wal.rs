@@ -440,7 +440,7 @@ impl Wal {
         // the segment between the checksum and the copy.
         let _pin = {
             let control = inner.control.lock();
-            inner.check_answerable(lsn, Some(control.state()))?;
+            inner.check_answerable(lsn, Some(&control))?;
             inner.check_readable(lsn)?;
             let id = inner
                 .pins
@@ -463,8 +463,9 @@ impl Wal {
     /// A poisoned log (a write or sync failed) still gives out the records made durable before
     /// the failure, and then [`Error::Poisoned`] where a usable log would answer `None`:
     /// those records were synced before the failure, and the failure leaves the segments in
-    /// place. Not those a truncation or reset that failed half way declared removed, and
-    /// nothing once the log is closed (another process may own the files by then). Everything
+    /// place. Not those a truncation or reset that failed half way declared removed (or tried
+    /// to: a reopen finishes it if the disk holds the declaration), and nothing once the log
+    /// is closed (another process may own the files by then). Everything
     /// else stays refused. So a reader from `durable_lsn() + 1` or beyond is refused on a
     /// poisoned log, and [`Wal::epoch_at`] and [`Wal::read`] answer for the same records.
     pub fn reader(&self, from: Lsn) -> Result<Reader> {
@@ -522,7 +523,7 @@ impl Wal {
         // The replication layer reads the epoch of an entry a quorum committed to answer its
         // proposer: on a poisoned log an error would tell it that a committed write failed, and
         // it would send it again (found by review on 2026-12-05).
-        inner.check_answerable(lsn, Some(state))?;
+        inner.check_answerable(lsn, Some(&control))?;
         if lsn > 0 && lsn.checked_add(1) != Some(state.first_lsn) {
             inner.check_readable(lsn)?;
         }
@@ -1161,28 +1162,30 @@ impl Inner {
 
     /// `Ok` if record `lsn` may be read now: the log is usable, or it is poisoned (not closed)
     /// and the record was made durable before the failure and is not among those a truncation
-    /// or reset that failed half way declared removed. Otherwise the log's failure. `state` is
-    /// the control file's, for a caller that holds the control lock; with `None` the lock is
-    /// taken here, and only for a poisoned log (a usable one's answer does not depend on it,
-    /// and a check must not wait for a truncation or an install that holds it).
+    /// or reset that failed half way declared removed. Otherwise the log's failure. `control`
+    /// is for a caller that holds the control lock; with `None` the lock is taken here, and
+    /// only for a poisoned log (a usable one's answer does not depend on it, and a check must
+    /// not wait for a truncation or an install that holds it).
     ///
     /// Why a poisoned log answers at all: layers above the log read it from threads that do not
     /// see the failure happen (raft-rs reads entries to send or apply between the replication
     /// layer's check of the log and the read, and panics on an error). A record at or below
     /// the durable LSN was synced before the failure, and the failure leaves the segments
     /// mapped, unless the log is closed too. A truncation or reset that failed half way
-    /// declared its cut in the control file first: what it removes is not answered for.
-    pub(crate) fn check_answerable(&self, lsn: Lsn, state: Option<&ControlState>) -> Result<()> {
+    /// declared its cut in the control file first, or tried to: what it removes is not
+    /// answered for (`Control::may_remove`), as a reopen finishes it if the disk holds the
+    /// declaration.
+    pub(crate) fn check_answerable(&self, lsn: Lsn, control: Option<&Control>) -> Result<()> {
         let Err(refused) = self.group.check() else {
             return Ok(());
-        };
-        let removed = |state: &ControlState| {
-            state.reset_pending || state.pending_cut.is_some_and(|cut| lsn > cut)
         };
         let answerable = matches!(refused, Error::Poisoned { .. })
             && !self.group.is_closed()
             && lsn <= self.group.durable_lsn()
-            && !state.map_or_else(|| removed(self.control.lock().state()), removed);
+            && !control.map_or_else(
+                || self.control.lock().may_remove(lsn),
+                |c| c.may_remove(lsn),
+            );
         if answerable {
             Ok(())
         } else {
@@ -1190,13 +1193,9 @@ impl Inner {
         }
     }
 
-    /// Fails unless a reader may start at `from` (`state` as for `check_answerable`).
-    pub(crate) fn check_readable_start(
-        &self,
-        from: Lsn,
-        state: Option<&ControlState>,
-    ) -> Result<()> {
-        self.check_answerable(from, state)?;
+    /// Fails unless a reader may start at `from` (`control` as for `check_answerable`).
+    pub(crate) fn check_readable_start(&self, from: Lsn, control: Option<&Control>) -> Result<()> {
+        self.check_answerable(from, control)?;
         refuse_lsn_zero(from)?;
         let first = self.first_lsn.load(Ordering::Acquire);
         if from < first {
@@ -1416,16 +1415,22 @@ impl Inner {
                 });
             }
         };
+        #[cfg(test)]
+        crate::test_hooks::hook("truncate_after: the control lock is taken next", self);
         let mut control = self.control.lock();
         // Again under the control lock: a checkpoint may have finished since the first look
-        // (its pin, checked under the gate, is gone once it has).
-        if let Some((checkpoint, _)) = control.state().checkpoint {
-            if lsn < checkpoint {
-                drop(control);
-                drop(gate);
-                self.group.thaw_unchanged();
-                return Err(checkpoint_covers(lsn, checkpoint));
-            }
+        // (its pin, checked under the gate, is gone once it has); another thread's failure
+        // (a control-file write, a directory sync) may have poisoned the log since `freeze`
+        // checked it, and a poisoned log writes nothing more.
+        let refused = match control.state().checkpoint {
+            Some((checkpoint, _)) if lsn < checkpoint => Err(checkpoint_covers(lsn, checkpoint)),
+            _ => self.group.check(),
+        };
+        if let Err(refused) = refused {
+            drop(control);
+            drop(gate);
+            self.group.thaw_unchanged();
+            return Err(refused);
         }
         match self.cut(&mut control, &mut tail, lsn, segment, offset) {
             Ok(()) => {
@@ -1591,7 +1596,13 @@ impl Inner {
 
     /// Writes the durable watermark to the control file if it moved. A failed write poisons.
     fn update_control(&self) -> Result<()> {
+        #[cfg(test)]
+        crate::test_hooks::hook("update_control: the control lock is taken next", self);
         let mut control = self.control.lock();
+        // Checked again under the lock: a truncation or a reset may have failed since the
+        // caller's check, and a poisoned log writes nothing more. Written, this state went into
+        // the slot a failed declaration may hold, and wrote over what a reopen was to finish.
+        self.group.check()?;
         // Read under the control lock: a truncation lowers the durable LSN only while holding
         // it, so a stale, higher watermark can never be written after a cut.
         let durable = self.group.durable_lsn();
@@ -1826,6 +1837,146 @@ mod tests {
         refused(wal.read(1).map(drop));
         refused(wal.epoch_at(1).map(drop));
         refused(wal.reader(1).map(drop));
+    }
+
+    /// The same for a reset whose declaration itself failed (its control file's first sync):
+    /// the disk may hold the declaration, and a reopen then finishes the reset. Until
+    /// 2026-12-06 the log answered reads of records such a reopen removes.
+    #[test]
+    fn a_reset_whose_declaration_failed_answers_no_read() {
+        let mut reset_by_a_reopen = 0;
+        for seed in 0..64 {
+            let disk = crate::SimDisk::new();
+            let options = Options::new()
+                .backend(Backend::Simulated(disk.clone()))
+                .background_threads(false)
+                .segment_bytes(1 << 20);
+            let wal = Wal::open("/sim", options.clone()).unwrap();
+            for i in 1..=5u8 {
+                wal.append(&[i; 100]).unwrap();
+            }
+            wal.sync().unwrap();
+            disk.fail_next_sync_of(crate::control::FILE_NAME, libc::EIO, false);
+            let failed = wal.reset_to_snapshot(12, 3, b"state at 12");
+            assert!(matches!(failed, Err(Error::Poisoned { .. })), "{failed:?}");
+            assert_eq!(wal.durable_lsn(), 5);
+            let refused = |result: Result<()>| {
+                assert!(matches!(result, Err(Error::Poisoned { .. })), "{result:?}")
+            };
+            refused(wal.read(1).map(drop));
+            refused(wal.epoch_at(5).map(drop));
+            refused(wal.reader(1).map(drop));
+            let crashed = disk.crash(seed);
+            drop(wal);
+            let wal = Wal::open("/sim", options.backend(Backend::Simulated(crashed))).unwrap();
+            match (wal.first_lsn(), wal.last_lsn()) {
+                (13, 12) => reset_by_a_reopen += 1,
+                (1, 5) => assert_eq!(wal.read(5).unwrap(), [5; 100]),
+                other => panic!("seed {seed}: (first, last) {other:?} after the reopen"),
+            }
+        }
+        assert!(
+            (1..64).contains(&reset_by_a_reopen),
+            "{reset_by_a_reopen} of 64 reopens finished the reset: both outcomes expected"
+        );
+    }
+
+    /// A truncation's declaration fails between the check of the log by `maintain` (which
+    /// writes the watermark) or by a checkpoint and their write of the control file (another
+    /// thread's truncation, in use). The poisoned log writes nothing more: the write went into
+    /// the slot the failed declaration had been written to, its sync succeeded, and what a
+    /// reopen was to finish was gone from the disk (found by review on 2026-12-06).
+    #[test]
+    fn a_watermark_or_checkpoint_is_not_written_over_a_failed_declaration() {
+        type Call = fn(&Wal) -> Result<()>;
+        let cases: [(&str, Call); 2] = [
+            ("update_control: the control lock is taken next", |wal| {
+                wal.maintain()
+            }),
+            ("finish_checkpoint: the control lock is taken next", |wal| {
+                wal.checkpoint(5, Some(b"state at 5"))
+            }),
+        ];
+        for (point, call) in cases {
+            let disk = crate::SimDisk::new();
+            let options = Options::new()
+                .backend(Backend::Simulated(disk.clone()))
+                .background_threads(false)
+                .segment_bytes(1 << 20);
+            let wal = Arc::new(Wal::open("/sim", options).unwrap());
+            for i in 1..=20u8 {
+                wal.append(&[i; 100]).unwrap();
+            }
+            wal.sync().unwrap();
+            let (failing, truncating) = (disk.clone(), wal.clone());
+            at(point, move |_| {
+                failing.fail_next_sync_of(crate::control::FILE_NAME, libc::EIO, false);
+                let failed = truncating.truncate_after(10);
+                assert!(matches!(failed, Err(Error::Poisoned { .. })), "{failed:?}");
+            });
+            let called = call(&wal);
+            assert!(
+                matches!(called, Err(Error::Poisoned { .. })),
+                "{point}: {called:?}"
+            );
+            let on_disk = Control::open(&disk.dir(Path::new("/sim"))).unwrap();
+            assert_eq!(
+                on_disk.state().pending_cut,
+                Some(10),
+                "{point}: the declaration the cut wrote is still the newest copy"
+            );
+        }
+    }
+
+    /// Another thread's control-file write fails (a replica storing its term and vote) after a
+    /// truncation or a reset checked the log and before it takes the control lock. It is
+    /// refused, and writes nothing: it used to declare itself into the slot the failed write
+    /// went to, finish, and return `Ok` on a poisoned log (found by review on 2026-12-06).
+    #[test]
+    fn a_cut_or_reset_after_another_threads_failure_writes_nothing() {
+        type Call = fn(&Wal) -> Result<()>;
+        let cases: [(&str, Call); 2] = [
+            ("truncate_after: the control lock is taken next", |wal| {
+                wal.truncate_after(10)
+            }),
+            ("reset: the control lock is taken next", |wal| {
+                wal.reset_to_snapshot(30, 3, b"state at 30")
+            }),
+        ];
+        for (point, call) in cases {
+            let disk = crate::SimDisk::new();
+            let options = Options::new()
+                .backend(Backend::Simulated(disk.clone()))
+                .background_threads(false)
+                .segment_bytes(1 << 20);
+            let wal = Arc::new(Wal::open("/sim", options.clone()).unwrap());
+            for i in 1..=20u8 {
+                wal.append(&[i; 100]).unwrap();
+            }
+            wal.sync().unwrap();
+            let (failing, storing) = (disk.clone(), wal.clone());
+            at(point, move |_| {
+                failing.fail_next_sync_of(crate::control::FILE_NAME, libc::EIO, true);
+                let vote = HardState {
+                    term: 2,
+                    vote: 1,
+                    commit: 0,
+                };
+                assert!(storing.store_replication_state(vote, None).is_err());
+            });
+            let called = call(&wal);
+            assert!(
+                matches!(called, Err(Error::Poisoned { .. })),
+                "{point}: {called:?}"
+            );
+            drop(wal);
+            let reopened = Wal::open("/sim", options).unwrap();
+            assert_eq!(
+                (reopened.first_lsn(), reopened.last_lsn()),
+                (1, 20),
+                "{point}: the log as it was"
+            );
+        }
     }
 
     /// A reset syncs every record before it drops them, as a truncation does. A committer that

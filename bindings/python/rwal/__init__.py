@@ -830,8 +830,9 @@ class Log(_Handle):
 
     def read(self, lsn: int) -> bytes:
         """The payload of durable record `lsn`. On a poisoned log (PoisonedError: a write
-        or sync failed) the records made durable before the failure are still read, and any
-        other raises PoisonedError (every one once the log is closed)."""
+        or sync failed) the records made durable before the failure are still read (but those
+        a truncation or a reset that failed part way removes), and any other raises
+        PoisonedError (every one once the log is closed)."""
         lsn = _uint(lsn, "lsn")
         size = ffi.new("size_t *")
         cap = 4096
@@ -866,8 +867,9 @@ class Log(_Handle):
         record it last returned (truncate_after() below it raises PinnedError, and the
         records from it on stay through compaction) until it ends, is closed or collected.
 
-        On a poisoned log it still gives the records made durable before the failure, then
-        raises PoisonedError where it would have ended."""
+        On a poisoned log it still gives the records made durable before the failure (but
+        those a truncation or a reset that failed part way removes), then raises
+        PoisonedError where it would have ended."""
         if not isinstance(verify_checksums, bool):
             raise TypeError("verify_checksums must be a bool")
         if from_lsn is not None:

@@ -239,7 +239,7 @@ impl SimNode {
 struct DurableAtCrash {
     /// The durable LSN, with the epoch and checksum of the record there (`None`: compacted;
     /// no checksum where the poisoned log declared the record removed: a truncation or reset
-    /// that failed half way. A poisoned log still reads and tells the epochs of the records
+    /// that failed half way, or whose declaration failed. A poisoned log still reads and tells the epochs of the records
     /// made durable before it failed).
     record: Option<(Lsn, u64, Option<u32>)>,
     durable_lsn: Lsn,
@@ -259,7 +259,7 @@ struct DurableAtCrash {
     /// A record durable earlier, with its checksum (`SimNode::durable_seen`), checked as the
     /// record above: after a disk error or a crash inside a call the log is poisoned, and
     /// refuses the read of the record at the durable LSN if a truncation that failed half way
-    /// declared it removed (until 2026-12-06 a poisoned log refused every read).
+    /// declared it removed, or tried to (until 2026-12-06 a poisoned log refused every read).
     earlier: Option<(Lsn, u64, u32)>,
 }
 
