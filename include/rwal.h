@@ -515,7 +515,7 @@ typedef int32_t rwal_recovery_mode;
 /**
  * The library panicked: a bug in rwal. The handle should not be used further, except to
  * close or free it (which releases its memory and its directory; a close or free that
- * returns this has released the handle already).
+ * returns this has released the handle already, but `rwal_node_close`: see there).
  */
 #define RWAL_ERR_PANIC (-12)
 
@@ -991,7 +991,8 @@ rwal_status rwal_node_options_add_peer(rwal_node_options *opts, uint64_t id, con
  * directory would found the cluster anew, and its vote could elect a leader that lacks
  * acknowledged writes. Such a member must be removed and added again as a new one. One
  * restarted with `join` opens empty, and votes for no candidate until a leader has sent it
- * the membership. At most 65 536 voters.
+ * the membership. At most 65 536 voters. `count` 0 with `join` zero clears both (the
+ * default).
  *
  * # Safety
  * `opts` is live; `ids` has `count` readable ids (NULL if `count` is 0).
@@ -1177,7 +1178,11 @@ rwal_status rwal_node_shutdown(const rwal_node *node);
  * closes nothing (the node is that process's), frees the child's copy of the handle and
  * returns `RWAL_ERR_INVALID_ARGUMENT`. NULL is a no-op.
  * Blocks until the thread has stopped. Readers still open get `RWAL_ERR_CLOSED` and must
- * still be freed; the directory is released at once, even while they are.
+ * still be freed; the directory is released at once, even while they are. A close that
+ * returns `RWAL_ERR_PANIC` (a bug in rwal) while it stops the node leaves the handle
+ * allocated, not to be used again: its thread may not have stopped, and may still call the
+ * callbacks with the handle, so the handle, the log and its directory stay held until the
+ * process ends.
  *
  * # Safety
  * `node` is NULL or a handle from `rwal_node_open`, used by no other thread during or after,
@@ -1279,7 +1284,8 @@ rwal_status rwal_node_propose_and_wait(rwal_node *node,
  * `*leader_out` (0 if none) and, if it is this node or a peer, its peer address as "IP:PORT"
  * with a NUL in `buf` (empty if unknown: the address nodes dial each other at, not where your
  * engine's clients connect; map the id to that yourself), its length without the NUL in
- * `*len_out`.
+ * `*len_out`. For this node itself it is the address it listens on, which is `0.0.0.0:PORT`
+ * (or `[::]:PORT`) if it was asked to listen on every interface: no address to dial.
  * `RWAL_ERR_BUFFER_TOO_SMALL` if the address does not fit, with `*len_out` the bytes it needs,
  * its NUL included, and `*leader_out` written too: `buf` NULL with `cap` 0 asks for the id and
  * the size alone.
@@ -1417,7 +1423,8 @@ rwal_status rwal_node_compact(rwal_node *node);
  * retained LSN, `rwal_node_status`'s `first_lsn`: 2 in a new cluster, whose LSN 1 is the
  * founding checkpoint; `RWAL_ERR_COMPACTED` below it). It holds nothing between calls: it
  * never holds back compaction or a snapshot install, and gets `RWAL_ERR_COMPACTED` if it falls
- * behind.
+ * behind. `RWAL_ERR_NOT_FOUND` past the log's last LSN + 1, `RWAL_ERR_INVALID_ARGUMENT` for
+ * LSN 0.
  *
  * # Safety
  * `node` is live; `reader_out` is writable.

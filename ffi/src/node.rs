@@ -567,7 +567,8 @@ pub unsafe extern "C" fn rwal_node_options_add_peer(
 /// directory would found the cluster anew, and its vote could elect a leader that lacks
 /// acknowledged writes. Such a member must be removed and added again as a new one. One
 /// restarted with `join` opens empty, and votes for no candidate until a leader has sent it
-/// the membership. At most 65 536 voters.
+/// the membership. At most 65 536 voters. `count` 0 with `join` zero clears both (the
+/// default).
 ///
 /// # Safety
 /// `opts` is live; `ids` has `count` readable ids (NULL if `count` is 0).
@@ -592,7 +593,9 @@ pub unsafe extern "C" fn rwal_node_options_set_voters(
             // SAFETY: `count` readable ids (the caller's contract), checked to be a sane size.
             unsafe { std::slice::from_raw_parts(ids, count) }.to_vec()
         };
-        if !join && (!ids.contains(&opts.id) || ids.contains(&0)) {
+        // No voters and no `join`: the options of a member restarted on its own log (options
+        // reused from a first start go back to that; it used to be refused).
+        if !join && !ids.is_empty() && (!ids.contains(&opts.id) || ids.contains(&0)) {
             return Err(invalid(format!(
                 "the voters {ids:?} must name this node ({}) and no 0",
                 opts.id
@@ -972,7 +975,11 @@ pub unsafe extern "C" fn rwal_node_shutdown(node: *const rwal_node) -> rwal_stat
 /// closes nothing (the node is that process's), frees the child's copy of the handle and
 /// returns `RWAL_ERR_INVALID_ARGUMENT`. NULL is a no-op.
 /// Blocks until the thread has stopped. Readers still open get `RWAL_ERR_CLOSED` and must
-/// still be freed; the directory is released at once, even while they are.
+/// still be freed; the directory is released at once, even while they are. A close that
+/// returns `RWAL_ERR_PANIC` (a bug in rwal) while it stops the node leaves the handle
+/// allocated, not to be used again: its thread may not have stopped, and may still call the
+/// callbacks with the handle, so the handle, the log and its directory stay held until the
+/// process ends.
 ///
 /// # Safety
 /// `node` is NULL or a handle from `rwal_node_open`, used by no other thread during or after,
@@ -1203,7 +1210,8 @@ pub unsafe extern "C" fn rwal_node_propose_and_wait(
 /// `*leader_out` (0 if none) and, if it is this node or a peer, its peer address as "IP:PORT"
 /// with a NUL in `buf` (empty if unknown: the address nodes dial each other at, not where your
 /// engine's clients connect; map the id to that yourself), its length without the NUL in
-/// `*len_out`.
+/// `*len_out`. For this node itself it is the address it listens on, which is `0.0.0.0:PORT`
+/// (or `[::]:PORT`) if it was asked to listen on every interface: no address to dial.
 /// `RWAL_ERR_BUFFER_TOO_SMALL` if the address does not fit, with `*len_out` the bytes it needs,
 /// its NUL included, and `*leader_out` written too: `buf` NULL with `cap` 0 asks for the id and
 /// the size alone.
@@ -1556,7 +1564,8 @@ pub unsafe extern "C" fn rwal_node_compact(node: *mut rwal_node) -> rwal_status 
 /// retained LSN, `rwal_node_status`'s `first_lsn`: 2 in a new cluster, whose LSN 1 is the
 /// founding checkpoint; `RWAL_ERR_COMPACTED` below it). It holds nothing between calls: it
 /// never holds back compaction or a snapshot install, and gets `RWAL_ERR_COMPACTED` if it falls
-/// behind.
+/// behind. `RWAL_ERR_NOT_FOUND` past the log's last LSN + 1, `RWAL_ERR_INVALID_ARGUMENT` for
+/// LSN 0.
 ///
 /// # Safety
 /// `node` is live; `reader_out` is writable.

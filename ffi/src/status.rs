@@ -43,7 +43,7 @@ pub const RWAL_ERR_UNSUPPORTED: rwal_status = -10;
 pub const RWAL_ERR_TIMEOUT: rwal_status = -11;
 /// The library panicked: a bug in rwal. The handle should not be used further, except to
 /// close or free it (which releases its memory and its directory; a close or free that
-/// returns this has released the handle already).
+/// returns this has released the handle already, but `rwal_node_close`: see there).
 pub const RWAL_ERR_PANIC: rwal_status = -12;
 /// The directory holds no log and the options did not ask to create one.
 pub const RWAL_ERR_NO_LOG: rwal_status = -13;

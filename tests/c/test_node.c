@@ -550,7 +550,10 @@ static void test_bad_options(const char *dir) {
     CHECK(strstr(msg, "recovery_mode") != NULL);
     rwal_options_free(log_opts);
     /* Founding is asked for: a directory without a log, and no voters given, is refused, and
-     * nothing is created in it. */
+     * nothing is created in it. Voters given and cleared again are none. */
+    const uint64_t founders[1] = {1};
+    CHECK_STATUS(rwal_node_options_set_voters(opts, founders, 1, false), RWAL_OK);
+    CHECK_STATUS(rwal_node_options_set_voters(opts, NULL, 0, false), RWAL_OK);
     log_opts = rwal_options_new();
     CHECK_STATUS(rwal_node_options_set_log_options(opts, log_opts), RWAL_OK);
     rwal_options_free(log_opts);
