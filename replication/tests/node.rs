@@ -950,6 +950,73 @@ fn a_commit_made_before_the_log_failed_is_still_answered() {
     assert!(matches!(past, Error::Raft(_)), "{past}");
 }
 
+/// A disk error on another thread than the node's (a checkpoint on a caller's thread, whose
+/// directory sync fails, or the persister's sync) while the node's thread steps rounds that
+/// read its log: entries to apply, entries for a learner, from proposals of several threads.
+/// The node fails naming the log's error, never a panic, and every caller gets its answer.
+/// Until d238d53 a read by raft-rs that came between the replica's check of its log and a
+/// failure behind it got the error, and raft-rs panicked on it. With that rule put back (a
+/// poisoned log refusing every read), five runs of this test failed at its rounds 0, 4, 10,
+/// 24 and 40 (a checkpoint's failure each time): hence 48 rounds (`RWAL_POISON_ROUNDS`).
+#[test]
+fn a_disk_error_beside_the_nodes_reads_fails_it_without_a_panic() {
+    let rounds = rwal_tests::rounds("RWAL_POISON_ROUNDS", 48);
+    for round in 0..rounds {
+        let seeding = SeedingLeader::start(&format!("poison-beside-reads-{round}"));
+        let learner = seeding.seed_learner();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let leader = Arc::new(seeding.leader);
+        let proposers: Vec<_> = (0..4)
+            .map(|t| {
+                let (leader, stop) = (leader.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut committed = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let data = format!("round {round} thread {t} record {committed}");
+                        match leader.propose_and_wait(data.as_bytes(), WAIT) {
+                            Ok(_) => committed += 1,
+                            Err(e) => return (committed, Some(e.to_string())),
+                        }
+                    }
+                    (committed, None)
+                })
+            })
+            .collect();
+        // Some rounds run first; how many varies the moment of the failure.
+        let (_, running) = leader.wait_status(WAIT, |s| s.applied_lsn >= 40 + 10 * round);
+        assert!(running, "round {round}: the proposals were not applied");
+        if round % 2 == 0 {
+            seeding.disk.fail_next_dir_sync(libc::EIO);
+            let applied = leader.status().applied_lsn;
+            let checkpoint = leader.checkpoint(applied, &common::encode(&Default::default()));
+            assert!(checkpoint.is_err(), "round {round}: {checkpoint:?}");
+        } else {
+            seeding.disk.fail_next_sync(libc::EIO);
+        }
+        let (status, failed) = leader.wait_status(WAIT, |s| s.failure.is_some());
+        assert!(failed, "round {round}: the node did not fail: {status:?}");
+        let failure = status.failure.unwrap();
+        assert!(
+            failure.contains("Input/output error") && !failure.contains("panicked"),
+            "round {round}: {failure}"
+        );
+        stop.store(true, Ordering::Relaxed);
+        let mut committed = 0;
+        for proposer in proposers {
+            let (theirs, error) = proposer.join().expect("a proposer's thread");
+            committed += theirs;
+            if let Some(error) = error {
+                assert!(!error.contains("panicked"), "round {round}: {error}");
+            }
+        }
+        assert!(committed > 0, "round {round}: nothing was committed");
+        drop(learner);
+        let leader = Arc::into_inner(leader).expect("the proposers are done");
+        let closed = leader.close().unwrap_err().to_string();
+        assert!(!closed.contains("panicked"), "round {round}: {closed}");
+    }
+}
+
 /// Opens node `id` in `dir` on `network`, its log lines kept in `notes`.
 fn open_noting(
     (dir, network, notes): (&TempDir, &MemoryNetwork, &Arc<Mutex<Vec<String>>>),

@@ -45,6 +45,8 @@ struct Schedule {
     /// A panic is armed at the disk's next write or sync: the call that meets it stops there,
     /// and the machine crashes.
     crash_armed: bool,
+    /// How many writes and syncs the panic armed lets through first.
+    crash_passing: u64,
     /// What the call in progress may have left half done if it stops inside: a truncation's
     /// cut, a checkpoint, a reset (`interrupted`).
     in_flight: Option<InFlight>,
@@ -66,6 +68,10 @@ enum InFlight {
 
 /// Recoveries that found records of an append stopped half way (for the test's summary).
 static STOPPED_APPENDS_FOUND: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Crashes inside a call met past the seventh write or sync after they were armed (none came
+/// there until 2026-12-06).
+static DEEP_CRASHES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// Opens stopped by a crash in the middle of their recovery (`crash_inside_an_open`).
 static RECOVERIES_CRASHED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -97,6 +103,7 @@ impl Schedule {
             failed_recoveries: 0,
             stop_rng: Rng::new(seed ^ 0x57a1_1ca1),
             crash_armed: false,
+            crash_passing: 0,
             in_flight: None,
             crashes_inside_calls: 0,
             maybe_appended: Vec::new(),
@@ -139,12 +146,19 @@ impl Schedule {
 
     /// Arms a panic at the disk's next write, its next sync, or a later write or sync (deeper
     /// inside a call that writes and syncs several times: a checkpoint, a truncation, a
-    /// reset; or in a later call).
+    /// reset; or in a later call). Most of the later ones among the next six, one in four
+    /// among the next 48: a checkpoint of a large snapshot writes and syncs more than six
+    /// times (until 2026-12-06 no crash came past the seventh step).
     fn arm_crash_inside_a_call(&mut self) {
+        self.crash_passing = 0;
         match self.stop_rng.below(3) {
             0 => self.disk.panic_on_next_write(),
             1 => self.disk.panic_on_next_sync(),
-            _ => self.disk.panic_after(1 + self.stop_rng.below(6)),
+            _ => {
+                let reach = if self.stop_rng.one_in(4) { 48 } else { 6 };
+                self.crash_passing = 1 + self.stop_rng.below(reach);
+                self.disk.panic_after(self.crash_passing)
+            }
         }
         self.crash_armed = true;
     }
@@ -159,6 +173,9 @@ impl Schedule {
         }
         self.interrupted();
         self.crashes_inside_calls += 1;
+        if self.crash_passing >= 7 {
+            DEEP_CRASHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         self.crash();
     }
 
@@ -842,9 +859,17 @@ fn random_schedules_keep_every_acknowledged_record() {
             "no crash came in the middle of a recovery"
         );
     }
+    // And some crashes inside a call came past its seventh step.
+    let deep = DEEP_CRASHES.load(std::sync::atomic::Ordering::Relaxed);
+    if seeds >= 1000 {
+        assert!(
+            deep > 0,
+            "no crash inside a call came past the seventh step"
+        );
+    }
     eprintln!(
-        "{seeds} schedules, {crashes} crashes ({inside_calls} inside a call, {recoveries_crashed} \
-         inside a recovery; {found} recoveries found records of an append stopped half way), \
+        "{seeds} schedules, {crashes} crashes ({inside_calls} inside a call, {deep} of them past \
+         its seventh step, {recoveries_crashed} inside a recovery; {found} recoveries found records of an append stopped half way), \
          {failed_recoveries} failed recoveries"
     );
 }

@@ -1881,6 +1881,21 @@ mod tests {
         );
     }
 
+    /// A log on `disk` holding 20 durable records of 100 bytes, and the options it was opened
+    /// with.
+    fn twenty_durable_records(disk: &crate::SimDisk) -> (Arc<Wal>, Options) {
+        let options = Options::new()
+            .backend(Backend::Simulated(disk.clone()))
+            .background_threads(false)
+            .segment_bytes(1 << 20);
+        let wal = Arc::new(Wal::open("/sim", options.clone()).unwrap());
+        for i in 1..=20u8 {
+            wal.append(&[i; 100]).unwrap();
+        }
+        wal.sync().unwrap();
+        (wal, options)
+    }
+
     /// A truncation's declaration fails between the check of the log by `maintain` (which
     /// writes the watermark) or by a checkpoint and their write of the control file (another
     /// thread's truncation, in use). The poisoned log writes nothing more: the write went into
@@ -1899,15 +1914,7 @@ mod tests {
         ];
         for (point, call) in cases {
             let disk = crate::SimDisk::new();
-            let options = Options::new()
-                .backend(Backend::Simulated(disk.clone()))
-                .background_threads(false)
-                .segment_bytes(1 << 20);
-            let wal = Arc::new(Wal::open("/sim", options).unwrap());
-            for i in 1..=20u8 {
-                wal.append(&[i; 100]).unwrap();
-            }
-            wal.sync().unwrap();
+            let (wal, _) = twenty_durable_records(&disk);
             let (failing, truncating) = (disk.clone(), wal.clone());
             at(point, move |_| {
                 failing.fail_next_sync_of(crate::control::FILE_NAME, libc::EIO, false);
@@ -1945,15 +1952,7 @@ mod tests {
         ];
         for (point, call) in cases {
             let disk = crate::SimDisk::new();
-            let options = Options::new()
-                .backend(Backend::Simulated(disk.clone()))
-                .background_threads(false)
-                .segment_bytes(1 << 20);
-            let wal = Arc::new(Wal::open("/sim", options.clone()).unwrap());
-            for i in 1..=20u8 {
-                wal.append(&[i; 100]).unwrap();
-            }
-            wal.sync().unwrap();
+            let (wal, options) = twenty_durable_records(&disk);
             let (failing, storing) = (disk.clone(), wal.clone());
             at(point, move |_| {
                 failing.fail_next_sync_of(crate::control::FILE_NAME, libc::EIO, true);
