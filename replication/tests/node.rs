@@ -951,7 +951,8 @@ fn a_commit_made_before_the_log_failed_is_still_answered() {
 }
 
 /// A disk error on another thread than the node's (a checkpoint on a caller's thread, whose
-/// directory sync fails, or the persister's sync) while the node's thread steps rounds that
+/// directory sync fails; in odd rounds the next sync, the persister's, or the node's thread's
+/// own when it syncs while idle, which is no race) while the node's thread steps rounds that
 /// read its log: entries to apply, entries for a learner, from proposals of several threads.
 /// The node fails naming the log's error, never a panic, and every caller gets its answer.
 /// Until d238d53 a read by raft-rs that came between the replica's check of its log and a

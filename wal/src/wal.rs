@@ -1422,10 +1422,15 @@ impl Inner {
         // (its pin, checked under the gate, is gone once it has); another thread's failure
         // (a control-file write, a directory sync) may have poisoned the log since `freeze`
         // checked it, and a poisoned log writes nothing more.
-        let refused = match control.state().checkpoint {
-            Some((checkpoint, _)) if lsn < checkpoint => Err(checkpoint_covers(lsn, checkpoint)),
-            _ => self.group.check(),
-        };
+        let refused = self
+            .group
+            .check()
+            .and_then(|()| match control.state().checkpoint {
+                Some((checkpoint, _)) if lsn < checkpoint => {
+                    Err(checkpoint_covers(lsn, checkpoint))
+                }
+                _ => Ok(()),
+            });
         if let Err(refused) = refused {
             drop(control);
             drop(gate);
