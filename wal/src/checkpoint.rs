@@ -637,6 +637,8 @@ impl Inner {
             ..Default::default()
         };
         self.remove_left_behind(&mut report);
+        #[cfg(test)]
+        crate::test_hooks::hook("compact: the control lock is taken next", self);
         let mut control = self.control.lock();
         // Again under the lock, as `update_control` does: a poisoned log writes nothing more.
         self.group.check()?;

@@ -267,6 +267,9 @@ pub(crate) struct Control {
     /// write whose sync failed, or the first of two copies), and a reopen would then finish
     /// the operation. See [`Control::may_remove`].
     failed_declaration: Option<ControlState>,
+    /// The failure of a write or sync of this file, after which it takes no more writes: the
+    /// slot that write went to may hold its state, and the next write would go to that slot.
+    failed_write: Option<Error>,
 }
 
 impl Control {
@@ -302,6 +305,7 @@ impl Control {
             state,
             older_is_stale: false,
             failed_declaration: None,
+            failed_write: None,
         })
     }
 
@@ -346,6 +350,7 @@ impl Control {
             state: newest.1,
             older_is_stale,
             failed_declaration: None,
+            failed_write: None,
         })
     }
 
@@ -393,8 +398,18 @@ impl Control {
             .any(|s| s.reset_pending || s.pending_cut.is_some_and(|cut| lsn > cut))
     }
 
-    /// Writes `state` durably into the slot not holding the newest copy.
+    /// Writes `state` durably into the slot not holding the newest copy. After a write or sync
+    /// that failed, refuses every write with [`Error::Poisoned`], naming that failure.
     pub fn write(&mut self, state: ControlState, dir_path: &std::path::Path) -> Result<()> {
+        // The log is poisoned by then, and every writer checks it under the control lock; this
+        // is the last line. A write after a failed one would go to the same slot (the generation
+        // did not move), over a declaration a reopen is to finish, and its success would make
+        // the file say what memory says, not what the failed write may have left.
+        if let Some(first) = &self.failed_write {
+            return Err(Error::Poisoned {
+                cause: Arc::new(first.clone()),
+            });
+        }
         if state.membership.len() > MEMBERSHIP_BYTES_MAX {
             return Err(Error::invalid(
                 "membership",
@@ -440,6 +455,7 @@ impl Control {
                 if state.declares_an_operation() {
                     self.failed_declaration = Some(state);
                 }
+                self.failed_write = Some(e.clone());
                 return Err(e);
             }
             self.generation = generation;
@@ -572,6 +588,40 @@ mod tests {
         };
         assert!(control.write(later, dir.path()).is_err());
         assert!(!control.may_remove(12));
+    }
+
+    /// After a failed write the file takes no more: the next write would go to the slot the
+    /// failed one went to, and a cut declared there, which a reopen is to finish, would be gone
+    /// from the disk. Until 2026-12-06 only the callers' checks of the log stood in the way.
+    #[test]
+    fn no_write_follows_a_failed_one() {
+        let disk = crate::SimDisk::new();
+        let dir = disk.dir(std::path::Path::new("/sim"));
+        let durable = ControlState {
+            durable_lsn: 10,
+            ..ControlState::empty()
+        };
+        let mut control = Control::create(&dir, durable.clone()).unwrap();
+        let cut = ControlState {
+            pending_cut: Some(6),
+            ..durable.clone()
+        };
+        disk.fail_next_sync(libc::EIO);
+        let failed = control.write(cut, dir.path()).unwrap_err();
+        let later = ControlState {
+            durable_lsn: 12,
+            ..durable.clone()
+        };
+        match control.write(later, dir.path()) {
+            Err(Error::Poisoned { cause }) => assert_eq!(cause.to_string(), failed.to_string()),
+            other => panic!("a write after a failed one: {other:?}"),
+        }
+        assert_eq!(control.state(), &durable);
+        assert_eq!(
+            Control::open(&dir).unwrap().state().pending_cut,
+            Some(6),
+            "the failed declaration is still the newest copy"
+        );
     }
 
     #[test]

@@ -1983,6 +1983,45 @@ mod tests {
         }
     }
 
+    /// Another thread's control-file write fails between a compaction's check of the log and
+    /// its control lock. The compaction is refused and removes no segment: the log reopens
+    /// whole. (Its check under the lock and the control file's refusal after a failed write
+    /// both stop it; without either it moved the first LSN on a poisoned log.)
+    #[test]
+    fn a_compaction_after_another_threads_failure_removes_nothing() {
+        let disk = crate::SimDisk::new();
+        let options = Options::new()
+            .backend(Backend::Simulated(disk.clone()))
+            .background_threads(false)
+            .segment_bytes(1 << 20);
+        let wal = Arc::new(Wal::open("/sim", options.clone()).unwrap());
+        let record = [7u8; 4000];
+        while wal.segment_count() < 3 {
+            wal.append(&record).unwrap();
+        }
+        wal.sync().unwrap();
+        let last = wal.last_lsn();
+        wal.checkpoint(last, Some(b"state")).unwrap();
+        let (failing, storing) = (disk.clone(), wal.clone());
+        at("compact: the control lock is taken next", move |_| {
+            failing.fail_next_sync_of(crate::control::FILE_NAME, libc::EIO, true);
+            let vote = HardState {
+                term: 2,
+                vote: 1,
+                commit: 0,
+            };
+            assert!(storing.store_replication_state(vote, None).is_err());
+        });
+        let compacted = wal.compact_now();
+        assert!(
+            matches!(compacted, Err(Error::Poisoned { .. })),
+            "{compacted:?}"
+        );
+        drop(wal);
+        let reopened = Wal::open("/sim", options).unwrap();
+        assert_eq!((reopened.first_lsn(), reopened.last_lsn()), (1, last));
+    }
+
     /// A reset syncs every record before it drops them, as a truncation does. A committer that
     /// read the truncation count before a reset and looks again only after a later truncation
     /// is told `Ok`: its record was durable once (`docs/design.md` section 7.4). Without the
