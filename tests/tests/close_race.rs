@@ -172,3 +172,49 @@ fn close_of_a_poisoned_log_waits_for_a_copy_in_progress() {
     drop(wal);
     Wal::open("/sim", options(&disk)).expect("the directory opens again");
 }
+
+/// `close` waits for every run of records an append placed to end: completed, or given up by
+/// an append whose copy failed or panicked. Those given up must count, or `close` waits for
+/// them forever. A batch spanning two segments places two runs; its first copy fails here.
+#[test]
+fn close_does_not_wait_for_appends_that_failed_or_panicked() {
+    for panics in [false, true] {
+        let disk = SimDisk::new();
+        let wal = Arc::new(Wal::open("/sim", options(&disk)).unwrap());
+        wal.append(b"before").unwrap();
+        let start = wal.segment_count();
+        // 2.4 MB in segments of 1 MiB: three runs.
+        let batch = vec![vec![5u8; 60_000]; 40];
+        if panics {
+            disk.panic_on_next_write();
+        } else {
+            disk.fail_next_write(libc::EIO);
+        }
+        let appender = {
+            let wal = wal.clone();
+            std::thread::spawn(move || {
+                let batch: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
+                wal.append_batch(&batch)
+            })
+        };
+        match appender.join() {
+            Ok(appended) => assert!(!panics && appended.is_err(), "{appended:?}"),
+            Err(_) => assert!(panics, "the append panicked"),
+        }
+        assert!(
+            wal.segment_count() > start,
+            "the batch placed a run in a new segment"
+        );
+        let released = Arc::new(AtomicBool::new(true));
+        let closer = start_close(&wal, &released);
+        let deadline = Instant::now() + WAIT;
+        while !closer.is_finished() {
+            assert!(
+                Instant::now() < deadline,
+                "close waits for the runs of a failed append (panics: {panics})"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(closer.join().unwrap().0.is_err(), "the log is poisoned");
+    }
+}

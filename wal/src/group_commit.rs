@@ -39,6 +39,9 @@ struct State {
     written_bytes: u64,
     /// Runs copied ahead of `written`, waiting for the gap before them to close.
     early: EarlyRuns,
+    /// Runs whose appender is done with them: completed, or abandoned by an append that failed
+    /// or panicked (see `Tail::runs_placed`).
+    runs_ended: u64,
     durable: Lsn,
     durable_bytes: u64,
     syncing: bool,
@@ -143,6 +146,7 @@ impl GroupCommit {
                 written: durable,
                 written_bytes: 0,
                 early: EarlyRuns::default(),
+                runs_ended: 0,
                 durable,
                 durable_bytes: 0,
                 syncing: false,
@@ -199,6 +203,8 @@ impl GroupCommit {
         debug_assert!(first <= last);
         let mut st = self.state.lock();
         debug_assert!(first > st.written, "run {first}..={last} completed twice");
+        // The copy is done: whatever is left here touches no file.
+        st.runs_ended += 1;
         while first != st.written + 1 {
             if first - st.written - 1 < EARLY_RUNS_MAX {
                 st.early.insert(first, last, bytes);
@@ -225,6 +231,17 @@ impl GroupCommit {
         if st.waiting_for_written > 0 {
             self.cond.notify_all();
         }
+    }
+
+    /// Records that an append is done with `runs` runs it placed and will never complete (its
+    /// copy failed or panicked, poisoning the log).
+    pub fn abandon(&self, runs: u64) {
+        self.state.lock().runs_ended += runs;
+    }
+
+    /// Runs completed or abandoned so far.
+    pub fn runs_ended(&self) -> u64 {
+        self.state.lock().runs_ended
     }
 
     /// Fails with the poisoning error, if any.

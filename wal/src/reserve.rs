@@ -21,6 +21,11 @@ pub(crate) struct Tail<S> {
     data_start: u64,
     /// Size of the segments that rolls will create.
     new_segment_bytes: u64,
+    /// Runs placed since open: with the runs group commit saw end, what tells `close` that no
+    /// appender still copies (counted here, under the lock appenders hold anyway: until
+    /// 2026-12-06 in a counter of their own, whose cache line every append moved between the
+    /// cores twice).
+    runs_placed: u64,
 }
 
 /// A run of consecutive records placed back to back in one segment, which `R` names (the
@@ -92,6 +97,7 @@ impl<S: Clone> Tail<S> {
             limit,
             data_start,
             new_segment_bytes,
+            runs_placed: 0,
         }
     }
 
@@ -99,13 +105,26 @@ impl<S: Clone> Tail<S> {
         self.next_lsn
     }
 
+    /// Runs placed since open, as counted by [`count_placed`](Tail::count_placed).
+    pub fn runs_placed(&self) -> u64 {
+        self.runs_placed
+    }
+
+    /// Counts `runs` more runs placed, once the appender that placed them is sure to end each
+    /// (a panic in `place` poisons the log, and its runs are never counted).
+    pub fn count_placed(&mut self, runs: u64) {
+        self.runs_placed += runs;
+    }
+
     #[cfg(all(test, not(loom)))]
     pub fn offset(&self) -> u64 {
         self.offset
     }
 
-    /// Points the tail at a new position (after a truncation or a reset).
+    /// Points the tail at a new position (after a truncation or a reset); the count of runs
+    /// placed goes on.
     pub fn reset(&mut self, next_lsn: Lsn, active: S, offset: u64, limit: u64) {
+        let runs_placed = self.runs_placed;
         *self = Tail::new(
             next_lsn,
             active,
@@ -114,6 +133,7 @@ impl<S: Clone> Tail<S> {
             self.data_start,
             self.new_segment_bytes,
         );
+        self.runs_placed = runs_placed;
     }
 
     /// How many segment rolls placing records of these stored sizes would take. Every size must

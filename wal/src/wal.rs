@@ -102,9 +102,6 @@ pub(crate) struct Inner {
     /// otherwise zero-fill 64 MiB beside its readers, on the cores they read with, and remove
     /// the file at close.
     being_written: std::sync::atomic::AtomicBool,
-    /// Appends that reserved LSNs and have not finished copying them: `close` waits for none
-    /// to be left, even on a poisoned log, whose written LSN may never advance again.
-    copying: AtomicU64,
     pub(crate) report: RecoveryReport,
     lock: Mutex<Option<Box<dyn DirLock>>>,
     /// Readers holding a record: a close leaves the directory locked until they let go.
@@ -163,13 +160,19 @@ impl Drop for PoisonIfPanicking<'_> {
     }
 }
 
-/// One append's entry in `Inner::copying`, left when the append returns (copied, failed or
-/// panicking).
-struct CopyInProgress<'a>(&'a AtomicU64);
+/// The runs an append placed and has not completed yet: when the append returns early (its
+/// copy failed) or unwinds, they are recorded as abandoned, so that `close`, which waits for
+/// every run placed to end, does not wait for them forever.
+struct RunsInProgress<'a> {
+    group: &'a GroupCommit,
+    left: u64,
+}
 
-impl Drop for CopyInProgress<'_> {
+impl Drop for RunsInProgress<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        if self.left > 0 {
+            self.group.abandon(self.left);
+        }
     }
 }
 
@@ -311,7 +314,6 @@ impl Wal {
             maintenance: Mutex::new(()),
             closing: std::sync::atomic::AtomicBool::new(false),
             being_written: std::sync::atomic::AtomicBool::new(active_half_full),
-            copying: AtomicU64::new(0),
             report: recovered.report,
             lock: Mutex::new(Some(lock)),
             record_holders: RecordHolders::default(),
@@ -684,10 +686,11 @@ impl Wal {
         // Appends reserve under the tail lock but copy outside it: one reserved before this
         // point may still be writing into a segment, which must end before another process
         // may own the files. Copies cannot fail; on a poisoned log this returns at once, and
-        // the count of copies in progress (no new one starts: the tail lock is held) is
-        // what tells when the last one ended.
+        // the runs ended (completed, or abandoned by an append that failed) against the runs
+        // placed (no new one is placed: the tail lock is held) tell when the last one ended.
         let _ = self.inner.group.wait_written(tail.next_lsn() - 1);
-        while self.inner.copying.load(Ordering::Acquire) > 0 {
+        let placed = tail.runs_placed();
+        while self.inner.group.runs_ended() < placed {
             std::thread::sleep(std::time::Duration::from_micros(100));
         }
         let _gate = self.inner.cut_gate.write();
@@ -870,10 +873,14 @@ impl Inner {
                 &mut runs,
             );
             self.next_lsn.store(tail.next_lsn(), Ordering::Release);
-            // Counted under the tail lock, which `close` takes before it waits for the count.
-            self.copying.fetch_add(1, Ordering::AcqRel);
+            // Counted under the tail lock, which `close` takes before it waits for every run
+            // placed to end.
+            tail.count_placed(runs.iter().count() as u64);
         }
-        let _copying = CopyInProgress(&self.copying);
+        let mut in_progress = RunsInProgress {
+            group: &self.group,
+            left: runs.iter().count() as u64,
+        };
         if !self.being_written.load(Ordering::Relaxed)
             && !self.being_written.swap(true, Ordering::AcqRel)
         {
@@ -902,6 +909,7 @@ impl Inner {
             };
             self.group
                 .complete(run.first_lsn, run.first_lsn + run.count as u64 - 1, bytes);
+            in_progress.left -= 1;
         }
         Ok(first)
     }
