@@ -175,7 +175,8 @@ fn close_of_a_poisoned_log_waits_for_a_copy_in_progress() {
 
 /// `close` waits for every run of records an append placed to end: completed, or given up by
 /// an append whose copy failed or panicked. Those given up must count, or `close` waits for
-/// them forever. A batch spanning two segments places two runs; its first copy fails here.
+/// them forever. A batch spanning three segments places three runs; its first copy fails
+/// here.
 #[test]
 fn close_does_not_wait_for_appends_that_failed_or_panicked() {
     for panics in [false, true] {

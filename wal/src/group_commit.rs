@@ -195,16 +195,21 @@ impl GroupCommit {
         self.state.lock().stats
     }
 
-    /// Records that the run `first..=last` (`bytes` as stored) is completely copied.
+    /// Records that the run `first..=last` (`bytes` as stored) is completely copied, and counts
+    /// it as ended once that is done (a panic before, a bug, leaves it to the appender's guard
+    /// to give up, so that it is counted once either way).
     ///
     /// A run more than [`EARLY_RUNS_MAX`] LSNs ahead of the written LSN waits here until the gap
     /// narrows: the appender that holds the gap open was preempted, and waiting gives it a CPU.
     pub fn complete(&self, first: Lsn, last: Lsn, bytes: u64) {
-        debug_assert!(first <= last);
         let mut st = self.state.lock();
-        debug_assert!(first > st.written, "run {first}..={last} completed twice");
-        // The copy is done: whatever is left here touches no file.
+        self.note_copied(&mut st, first, last, bytes);
         st.runs_ended += 1;
+    }
+
+    fn note_copied(&self, st: &mut MutexGuard<'_, State>, first: Lsn, last: Lsn, bytes: u64) {
+        debug_assert!(first <= last);
+        debug_assert!(first > st.written, "run {first}..={last} completed twice");
         while first != st.written + 1 {
             if first - st.written - 1 < EARLY_RUNS_MAX {
                 st.early.insert(first, last, bytes);
@@ -216,7 +221,7 @@ impl GroupCommit {
                 return;
             }
             st.waiting_for_written += 1;
-            self.cond.wait(&mut st);
+            self.cond.wait(st);
             st.waiting_for_written -= 1;
         }
         st.written = last;

@@ -685,9 +685,10 @@ impl Wal {
         let tail = self.inner.tail.lock();
         // Appends reserve under the tail lock but copy outside it: one reserved before this
         // point may still be writing into a segment, which must end before another process
-        // may own the files. Copies cannot fail; on a poisoned log this returns at once, and
-        // the runs ended (completed, or abandoned by an append that failed) against the runs
-        // placed (no new one is placed: the tail lock is held) tell when the last one ended.
+        // may own the files. On a poisoned log (a copy failed, or a sync) this returns at once,
+        // and the runs ended (completed, or given up by an append whose copy failed or
+        // panicked) against the runs placed (no new one is placed: the tail lock is held) tell
+        // when the last one ended.
         let _ = self.inner.group.wait_written(tail.next_lsn() - 1);
         let placed = tail.runs_placed();
         while self.inner.group.runs_ended() < placed {
