@@ -204,6 +204,8 @@ impl GroupCommit {
     pub fn complete(&self, first: Lsn, last: Lsn, bytes: u64) {
         let mut st = self.state.lock();
         self.note_copied(&mut st, first, last, bytes);
+        #[cfg(all(test, not(loom)))]
+        crate::test_hooks::hook_outside("complete: the run is noted");
         st.runs_ended += 1;
     }
 
