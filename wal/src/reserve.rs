@@ -70,6 +70,11 @@ impl<S> Runs<S> {
         }
     }
 
+    /// How many runs there are.
+    pub fn len(&self) -> u64 {
+        u64::from(self.first.is_some()) + self.more.len() as u64
+    }
+
     /// The runs in LSN order.
     pub fn iter(&self) -> impl Iterator<Item = &Run<S>> {
         self.first.iter().chain(self.more.iter())

@@ -876,11 +876,11 @@ impl Inner {
             self.next_lsn.store(tail.next_lsn(), Ordering::Release);
             // Counted under the tail lock, which `close` takes before it waits for every run
             // placed to end.
-            tail.count_placed(runs.iter().count() as u64);
+            tail.count_placed(runs.len());
         }
         let mut in_progress = RunsInProgress {
             group: &self.group,
-            left: runs.iter().count() as u64,
+            left: runs.len(),
         };
         if !self.being_written.load(Ordering::Relaxed)
             && !self.being_written.swap(true, Ordering::AcqRel)
@@ -1872,16 +1872,33 @@ mod tests {
     /// A log on `disk` holding `count` durable records of 100 bytes (record `i` all bytes
     /// `i`), and the options it was opened with.
     fn durable_records(disk: &crate::SimDisk, count: u8) -> (Arc<Wal>, Options) {
-        let options = Options::new()
-            .backend(Backend::Simulated(disk.clone()))
-            .background_threads(false)
-            .segment_bytes(1 << 20);
+        let options = simulated(disk);
         let wal = Arc::new(Wal::open("/sim", options.clone()).unwrap());
         for i in 1..=count {
             wal.append(&[i; 100]).unwrap();
         }
         wal.sync().unwrap();
         (wal, options)
+    }
+
+    /// Options of a log on `disk`: segments of 1 MiB, no background thread.
+    fn simulated(disk: &crate::SimDisk) -> Options {
+        Options::new()
+            .backend(Backend::Simulated(disk.clone()))
+            .background_threads(false)
+            .segment_bytes(1 << 20)
+    }
+
+    /// A replica's write of its term and vote to the control file, on `wal`, whose sync fails
+    /// on `disk`: the log is poisoned by another thread's failure.
+    fn store_a_vote_that_fails(disk: &crate::SimDisk, wal: &Wal) {
+        disk.fail_next_sync_of(crate::control::FILE_NAME, libc::EIO, true);
+        let vote = HardState {
+            term: 2,
+            vote: 1,
+            commit: 0,
+        };
+        assert!(wal.store_replication_state(vote, None).is_err());
     }
 
     /// Checks that a poisoned log answers no read of records 1 to 5: by LSN, for an epoch, or
@@ -1955,15 +1972,7 @@ mod tests {
             let disk = crate::SimDisk::new();
             let (wal, options) = durable_records(&disk, 20);
             let (failing, storing) = (disk.clone(), wal.clone());
-            at(point, move |_| {
-                failing.fail_next_sync_of(crate::control::FILE_NAME, libc::EIO, true);
-                let vote = HardState {
-                    term: 2,
-                    vote: 1,
-                    commit: 0,
-                };
-                assert!(storing.store_replication_state(vote, None).is_err());
-            });
+            at(point, move |_| store_a_vote_that_fails(&failing, &storing));
             let called = call(&wal);
             assert!(
                 matches!(called, Err(Error::Poisoned { .. })),
@@ -1986,10 +1995,7 @@ mod tests {
     #[test]
     fn a_compaction_after_another_threads_failure_removes_nothing() {
         let disk = crate::SimDisk::new();
-        let options = Options::new()
-            .backend(Backend::Simulated(disk.clone()))
-            .background_threads(false)
-            .segment_bytes(1 << 20);
+        let options = simulated(&disk);
         let wal = Arc::new(Wal::open("/sim", options.clone()).unwrap());
         let record = [7u8; 4000];
         while wal.segment_count() < 3 {
@@ -2000,13 +2006,7 @@ mod tests {
         wal.checkpoint(last, Some(b"state")).unwrap();
         let (failing, storing) = (disk.clone(), wal.clone());
         at("compact: the control lock is taken next", move |_| {
-            failing.fail_next_sync_of(crate::control::FILE_NAME, libc::EIO, true);
-            let vote = HardState {
-                term: 2,
-                vote: 1,
-                commit: 0,
-            };
-            assert!(storing.store_replication_state(vote, None).is_err());
+            store_a_vote_that_fails(&failing, &storing)
         });
         let compacted = wal.compact_now();
         assert!(
