@@ -553,6 +553,9 @@ impl Schedule {
                 3 => self.disk.fail_next_dir_sync(libc::EIO),
                 4 => self.disk.fail_next_create(errno),
                 _ => {
+                    // Every write and sync an open makes here: on 2026-12-06, armed as far
+                    // as the 48th in 2 000 seeds, no crash came past the sixth (the opens
+                    // armed further all succeeded).
                     let passing = rng.below(6);
                     self.crash_inside_an_open(passing);
                     continue;
