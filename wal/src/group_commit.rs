@@ -120,6 +120,35 @@ impl EarlyRuns {
     }
 }
 
+/// The runs an append placed and has not completed yet. When the append returns early (its copy
+/// failed) or unwinds, they are counted as ended all the same, so that `close`, which waits
+/// until as many runs ended as were placed (`Tail::runs_placed`), does not wait for them
+/// forever.
+pub(crate) struct RunsInProgress<'a> {
+    group: &'a GroupCommit,
+    left: u64,
+}
+
+impl RunsInProgress<'_> {
+    /// Reports the next run, `first..=last` (`bytes` as stored), completely copied
+    /// ([`GroupCommit::complete`]).
+    pub fn complete(&mut self, first: Lsn, last: Lsn, bytes: u64) {
+        debug_assert!(self.left > 0, "more runs completed than placed");
+        self.group.complete(first, last, bytes);
+        // Only once `complete` returned: a panic inside it (a bug) leaves the run to `drop`,
+        // and it is counted once either way.
+        self.left -= 1;
+    }
+}
+
+impl Drop for RunsInProgress<'_> {
+    fn drop(&mut self) {
+        if self.left > 0 {
+            self.group.abandon(self.left);
+        }
+    }
+}
+
 /// The group-commit state of one log.
 pub(crate) struct GroupCommit {
     state: Mutex<State>,
@@ -240,9 +269,18 @@ impl GroupCommit {
         }
     }
 
+    /// The guard of an append's `placed` runs, which it completes through it
+    /// ([`RunsInProgress::complete`]) or, returning early or unwinding, gives up.
+    pub fn runs_in_progress(&self, placed: u64) -> RunsInProgress<'_> {
+        RunsInProgress {
+            group: self,
+            left: placed,
+        }
+    }
+
     /// Records that an append is done with `runs` runs it placed and will never complete (its
     /// copy failed or panicked, poisoning the log).
-    pub fn abandon(&self, runs: u64) {
+    fn abandon(&self, runs: u64) {
         self.state.lock().runs_ended += runs;
     }
 

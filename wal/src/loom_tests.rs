@@ -1,4 +1,5 @@
-//! loom models of the two concurrent protocols at the heart of the write path, run on the
+//! loom models of the concurrent protocols at the heart of the write path (reservation, group
+//! commit, and the count of runs that tells `close` when the last copy ended), run on the
 //! production code through the `sync` shim:
 //!
 //! ```sh
@@ -13,7 +14,7 @@ use loom::thread;
 use crate::error::Error;
 use crate::group_commit::GroupCommit;
 use crate::reserve::{Runs, Tail};
-use crate::sync::Mutex;
+use crate::sync::{AtomicU64, Mutex, Ordering};
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
@@ -132,5 +133,61 @@ fn loom_a_failed_sync_poisons_every_committer() {
             );
         }
         assert_eq!(group.durable_lsn(), 0);
+    });
+}
+
+/// Two appenders place a run each under the tail lock and copy it outside, one completing it
+/// and the other failing, its guard giving the run up; meanwhile a close takes the tail lock
+/// and waits, as `Wal::close` does, until as many runs ended as were placed. The close never
+/// goes on while a copy it counted is in progress, it does not wait for the failed run forever
+/// (loom fails a model that spins without end), and every run is counted as ended once.
+#[test]
+fn loom_close_waits_for_every_run_placed_before_it() {
+    model(|| {
+        let tail = Arc::new(Mutex::new(Tail::new(1, 0u32, 10, 1000, 10, 1000)));
+        let group = Arc::new(GroupCommit::new(0));
+        // Appenders between placing their run and the end of its copy (the model's own).
+        let copying = Arc::new(AtomicU64::new(0));
+        let appenders: Vec<_> = [true, false]
+            .into_iter()
+            .map(|copy_succeeds| {
+                let (tail, group, copying) = (tail.clone(), group.clone(), copying.clone());
+                thread::spawn(move || {
+                    let mut runs = Runs::new();
+                    {
+                        let mut tail = tail.lock();
+                        tail.place([40u64].into_iter(), |s, _, _| s + 1, |s| *s, &mut runs);
+                        tail.count_placed(runs.len());
+                        copying.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let mut in_progress = group.runs_in_progress(runs.len());
+                    let run = runs.iter().next().expect("one run").clone();
+                    copying.fetch_sub(1, Ordering::Relaxed);
+                    if copy_succeeds {
+                        in_progress.complete(run.first_lsn, run.first_lsn, 40);
+                    }
+                    // A failed copy returns early, and the guard gives its run up.
+                })
+            })
+            .collect();
+        {
+            let tail = tail.lock();
+            let placed = tail.runs_placed();
+            while group.runs_ended() < placed {
+                thread::yield_now();
+            }
+            assert_eq!(
+                copying.load(Ordering::Relaxed),
+                0,
+                "the close went on while a copy it counted was in progress"
+            );
+        }
+        appenders.into_iter().for_each(|h| h.join().unwrap());
+        assert_eq!(tail.lock().runs_placed(), 2);
+        assert_eq!(
+            group.runs_ended(),
+            2,
+            "a run counted as ended twice, or never"
+        );
     });
 }

@@ -160,22 +160,6 @@ impl Drop for PoisonIfPanicking<'_> {
     }
 }
 
-/// The runs an append placed and has not completed yet: when the append returns early (its
-/// copy failed) or unwinds, they are recorded as abandoned, so that `close`, which waits for
-/// every run placed to end, does not wait for them forever.
-struct RunsInProgress<'a> {
-    group: &'a GroupCommit,
-    left: u64,
-}
-
-impl Drop for RunsInProgress<'_> {
-    fn drop(&mut self) {
-        if self.left > 0 {
-            self.group.abandon(self.left);
-        }
-    }
-}
-
 /// Held from the freeze of syncs that a truncation or a reset takes until it ends. A panic in
 /// between (a bug) would leave syncs frozen for good, and every committer, later truncation
 /// and `close` waiting for the thaw. Dropped while unwinding, it poisons the log (the change
@@ -878,10 +862,7 @@ impl Inner {
             // placed to end.
             tail.count_placed(runs.len());
         }
-        let mut in_progress = RunsInProgress {
-            group: &self.group,
-            left: runs.len(),
-        };
+        let mut in_progress = self.group.runs_in_progress(runs.len());
         if !self.being_written.load(Ordering::Relaxed)
             && !self.being_written.swap(true, Ordering::AcqRel)
         {
@@ -908,9 +889,7 @@ impl Inner {
                     std::panic::resume_unwind(panic);
                 }
             };
-            self.group
-                .complete(run.first_lsn, run.first_lsn + run.count as u64 - 1, bytes);
-            in_progress.left -= 1;
+            in_progress.complete(run.first_lsn, run.first_lsn + run.count as u64 - 1, bytes);
         }
         Ok(first)
     }
