@@ -45,8 +45,9 @@ struct Schedule {
     /// A panic is armed at the disk's next write or sync: the call that meets it stops there,
     /// and the machine crashes.
     crash_armed: bool,
-    /// How many writes and syncs the panic armed lets through first.
-    crash_passing: u64,
+    /// How many writes and syncs the panic armed still let through when the step in progress
+    /// began (`SimDisk::panic_after_left`): a crash in the step came that deep inside its call.
+    crash_left_at_step: Option<u64>,
     /// What the call in progress may have left half done if it stops inside: a truncation's
     /// cut, a checkpoint, a reset (`interrupted`).
     in_flight: Option<InFlight>,
@@ -69,8 +70,9 @@ enum InFlight {
 /// Recoveries that found records of an append stopped half way (for the test's summary).
 static STOPPED_APPENDS_FOUND: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
-/// Crashes inside a call met past the seventh write or sync after they were armed (none came
-/// there until 2026-12-06).
+/// Crashes inside a call met past the call's own seventh write or sync (until 2026-12-06 none
+/// was armed there; until the evening, past the seventh since it was armed, in that call or in
+/// earlier ones).
 static DEEP_CRASHES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// Opens stopped by a crash in the middle of their recovery (`crash_inside_an_open`).
@@ -103,7 +105,7 @@ impl Schedule {
             failed_recoveries: 0,
             stop_rng: Rng::new(seed ^ 0x57a1_1ca1),
             crash_armed: false,
-            crash_passing: 0,
+            crash_left_at_step: None,
             in_flight: None,
             crashes_inside_calls: 0,
             maybe_appended: Vec::new(),
@@ -136,6 +138,7 @@ impl Schedule {
         if !self.crash_armed && self.stop_rng.one_in(25) {
             self.arm_crash_inside_a_call();
         }
+        self.crash_left_at_step = self.disk.panic_after_left();
         let stepped =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step_unguarded()));
         if let Err(panic) = stepped {
@@ -150,14 +153,12 @@ impl Schedule {
     /// among the next 48: a checkpoint of a large snapshot writes and syncs more than six
     /// times (until 2026-12-06 no crash came past the seventh step).
     fn arm_crash_inside_a_call(&mut self) {
-        self.crash_passing = 0;
         match self.stop_rng.below(3) {
             0 => self.disk.panic_on_next_write(),
             1 => self.disk.panic_on_next_sync(),
             _ => {
                 let reach = if self.stop_rng.one_in(4) { 48 } else { 6 };
-                self.crash_passing = 1 + self.stop_rng.below(reach);
-                self.disk.panic_after(self.crash_passing)
+                self.disk.panic_after(1 + self.stop_rng.below(reach))
             }
         }
         self.crash_armed = true;
@@ -173,7 +174,7 @@ impl Schedule {
         }
         self.interrupted();
         self.crashes_inside_calls += 1;
-        if self.crash_passing >= 7 {
+        if self.crash_left_at_step.is_some_and(|left| left >= 7) {
             DEEP_CRASHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         self.crash();
@@ -553,9 +554,9 @@ impl Schedule {
                 3 => self.disk.fail_next_dir_sync(libc::EIO),
                 4 => self.disk.fail_next_create(errno),
                 _ => {
-                    // Every write and sync an open makes here: on 2026-12-06, armed as far
-                    // as the 48th in 2 000 seeds, no crash came past the sixth (the opens
-                    // armed further all succeeded).
+                    // Every write and sync an open was seen to make here: on 2026-12-06,
+                    // armed as far as the 48th in 2 000 seeds, no crash came past the sixth
+                    // (the opens armed further all succeeded).
                     let passing = rng.below(6);
                     self.crash_inside_an_open(passing);
                     continue;

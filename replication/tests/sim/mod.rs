@@ -210,8 +210,9 @@ struct SimNode {
     disk_fault_armed: bool,
     /// Its disk's next write or sync stops the call that makes it: the node crashes there.
     crash_armed: bool,
-    /// How many writes and syncs the armed crash lets through first.
-    crash_passing: u64,
+    /// How many writes and syncs the armed crash still let through when the step in progress
+    /// began (`SimDisk::panic_after_left`): a crash in the step came that deep inside it.
+    crash_left_at_step: Option<u64>,
     /// The failure armed for its next open is a sync's (`arm_open_failure`).
     open_failure_at_sync: bool,
     /// Its disk's writes and syncs panic part way through its next open: the machine crashes
@@ -309,7 +310,9 @@ pub struct Stats {
     /// Crashes inside a call: armed, and met.
     pub crashes_inside_calls_armed: u64,
     pub crashes_inside_calls: u64,
-    /// Of those, the ones past the call's seventh write or sync (none until 2026-12-06).
+    /// Of those, the ones past the seventh write or sync of the node in the step that met
+    /// them: in the middle of a round's calls (a checkpoint, a truncation, a snapshot's
+    /// install; none was armed there until 2026-12-06).
     pub crashes_inside_calls_deep: u64,
     /// Crashes in the middle of an open: armed, and met (`arm_crash_inside_an_open`).
     pub crashes_inside_opens_armed: u64,
@@ -405,7 +408,7 @@ impl Sim {
                     durable_at_crash: None,
                     disk_fault_armed: false,
                     crash_armed: false,
-                    crash_passing: 0,
+                    crash_left_at_step: None,
                     open_failure_at_sync: false,
                     open_crash_armed: false,
                     durable_seen: None,
@@ -663,7 +666,7 @@ impl Sim {
     }
 
     /// Arms a crash in the middle of node `i`'s next open (the node is down): one of the
-    /// open's first six writes and file syncs panics (an open here makes no more: on
+    /// open's first six writes and file syncs panics (no open was seen to make more: on
     /// 2026-12-06, armed as far as the 48th in 300 seeds, none came past the sixth), which
     /// stops the open there, and the
     /// machine crashes with what the disk held (`start`). That is always in the log's
@@ -682,13 +685,13 @@ impl Sim {
     }
 
     /// Arms a crash inside a call on a random live node: its disk's next write or next sync,
-    /// or one of the six after it (one time in four, of the 48 after it), panics, which stops
+    /// or one of the six after it (one time in two, of the 48 after it), panics, which stops
     /// the call there (a panic inside the log poisons it on the way
     /// out), and the node crashes with what its disk then held (`crashed_inside_a_call`).
     fn arm_crash_inside_a_call(&mut self) {
         let i = self.rng.below(self.nodes.len() as u64) as usize;
         let at = self.rng.below(3);
-        let reach = if self.rng.one_in(4) { 48 } else { 6 };
+        let reach = if self.rng.one_in(2) { 48 } else { 6 };
         let passing = self.rng.below(reach);
         let node = &mut self.nodes[i];
         if node.replica.is_none() || node.crash_armed {
@@ -702,14 +705,16 @@ impl Sim {
             _ => node.disk.panic_after(1 + passing),
         }
         node.crash_armed = true;
-        node.crash_passing = if at < 2 { 0 } else { 1 + passing };
         self.stats.crashes_inside_calls_armed += 1;
     }
 
     /// Counts the crash armed inside a call on node `i`, met.
     fn count_crash_inside_a_call(&mut self, i: usize) {
         self.stats.crashes_inside_calls += 1;
-        if self.nodes[i].crash_passing >= 7 {
+        if self.nodes[i]
+            .crash_left_at_step
+            .is_some_and(|left| left >= 7)
+        {
             self.stats.crashes_inside_calls_deep += 1;
         }
     }
@@ -1158,6 +1163,9 @@ impl Sim {
 
     fn step(&mut self, faults: bool) -> Result<(), String> {
         self.now += 1;
+        for node in &mut self.nodes {
+            node.crash_left_at_step = node.disk.panic_after_left();
+        }
         let stepped =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step_unguarded(faults)));
         match stepped {

@@ -420,6 +420,13 @@ impl SimDisk {
         *self.inner.faults.panic_after.lock() = Some(passing);
     }
 
+    /// How many more writes and file syncs the panic armed by `panic_after` lets through
+    /// (`None`: none is armed, or it fired): read before a call, it tells a simulation how deep
+    /// inside that call the panic came, if it did.
+    pub fn panic_after_left(&self) -> Option<u64> {
+        *self.inner.faults.panic_after.lock()
+    }
+
     /// Makes the next sync of a file panic (after a hold, if one is armed), as a bug in the
     /// sync path would: tests check that the log then fails its committers instead of leaving
     /// them waiting for a sync that never ends.
