@@ -211,7 +211,8 @@ struct SimNode {
     /// Its disk's next write or sync stops the call that makes it: the node crashes there.
     crash_armed: bool,
     /// How many writes and syncs the armed crash still let through when the step in progress
-    /// began (`SimDisk::panic_after_left`): a crash in the step came that deep inside it.
+    /// began (`SimDisk::panic_after_left`), or when it was armed, if that was in this step: a
+    /// crash in the step came that deep inside it.
     crash_left_at_step: Option<u64>,
     /// The failure armed for its next open is a sync's (`arm_open_failure`).
     open_failure_at_sync: bool,
@@ -705,6 +706,20 @@ impl Sim {
             _ => node.disk.panic_after(1 + passing),
         }
         node.crash_armed = true;
+        // Armed in the middle of a step: what the panic lets through counts from here.
+        node.crash_left_at_step = (at == 2).then_some(1 + passing);
+        self.stats.crashes_inside_calls_armed += 1;
+    }
+
+    /// Arms a crash in the checkpoint and compaction that node `i` is about to run: one of
+    /// their first 24 writes and syncs panics (crashes armed at random come so deep inside a
+    /// step only rarely: 3 in 200 seeds).
+    fn arm_crash_inside_a_checkpoint(&mut self, i: usize) {
+        let passing = self.rng.below(24);
+        let node = &mut self.nodes[i];
+        node.disk.panic_after(passing);
+        node.crash_armed = true;
+        node.crash_left_at_step = Some(passing);
         self.stats.crashes_inside_calls_armed += 1;
     }
 
@@ -1098,6 +1113,14 @@ impl Sim {
         if s.compaction && self.rng.one_in(150) {
             let i = self.rng.below(n as u64) as usize;
             let id = self.nodes[i].id;
+            let will_checkpoint = !self.nodes[i].crash_armed
+                && self.nodes[i]
+                    .replica
+                    .as_ref()
+                    .is_some_and(|r| r.applied_lsn() > 0);
+            if will_checkpoint && s.crashes && s.crashes_inside_calls && self.rng.one_in(4) {
+                self.arm_crash_inside_a_checkpoint(i);
+            }
             let state = encode_state(&self.nodes[i].model.0.lock().records);
             // A node that applied nothing yet (a spare) has nothing to checkpoint: LSN 0 is
             // refused.
