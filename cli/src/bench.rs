@@ -529,7 +529,7 @@ fn measure_replicated(config: &Config, base: &Path, nodes: usize) -> Result<Vec<
 
 fn measure(config: &Config, base: &Path) -> Result<Vec<Outcome>, String> {
     // Each backend's rows begin with the two floors: see below.
-    let per_backend = 2 + config.sizes.len() + config.threads.len() + 3;
+    let per_backend = 2 + config.sizes.len() + config.threads.len() + 4;
     let steps = (config.backends.len() * per_backend) as u64;
     let progress = ProgressBar::new(steps);
     progress.set_style(
@@ -575,8 +575,10 @@ fn measure(config: &Config, base: &Path) -> Result<Vec<Outcome>, String> {
         }
         for threads in [1, 2] {
             step(format!("{name}: append x{threads}"));
-            results.push(run.append(threads).map_err(|e| e.to_string())?);
+            results.push(run.append(threads, false).map_err(|e| e.to_string())?);
         }
+        step(format!("{name}: append x2, a log per thread"));
+        results.push(run.append(2, true).map_err(|e| e.to_string())?);
         step(format!(
             "{name}: recovery scan of {} MiB",
             config.recovery_mib
@@ -705,13 +707,27 @@ impl Run<'_> {
         })
     }
 
-    fn append(&self, threads: usize) -> rwal_wal::Result<Outcome> {
-        let (wal, dir) = self.fresh("append")?;
-        let wal = Arc::new(wal);
+    /// Non-durable appends of 128-byte records from `threads` threads: into one shared log,
+    /// or (`own_logs`) each thread into a log of its own. The second is this machine's floor
+    /// for the first's scaling: two threads that share nothing but the process, the page cache
+    /// and the disk.
+    fn append(&self, threads: usize, own_logs: bool) -> rwal_wal::Result<Outcome> {
+        let logs = if own_logs { threads } else { 1 };
+        let workload = if own_logs {
+            "append-own-logs"
+        } else {
+            "append"
+        };
+        let mut opened = Vec::with_capacity(logs);
+        for i in 0..logs {
+            let (wal, dir) = self.fresh(&format!("{workload}-{i}"))?;
+            opened.push((Arc::new(wal), dir));
+        }
         let barrier = Arc::new(Barrier::new(threads + 1));
         let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                let (wal, barrier, seconds) = (wal.clone(), barrier.clone(), self.seconds);
+            .map(|t| {
+                let wal = opened[t % logs].0.clone();
+                let (barrier, seconds) = (barrier.clone(), self.seconds);
                 std::thread::spawn(move || -> rwal_wal::Result<u64> {
                     let data = [0x77u8; 128];
                     let mut count = 0u64;
@@ -732,15 +748,26 @@ impl Run<'_> {
         barrier.wait();
         let started = Instant::now();
         let mut ops = 0;
+        let mut failed = None;
         for worker in workers {
-            ops += worker.join().expect("benchmark thread")?;
+            match worker.join().expect("benchmark thread") {
+                Ok(count) => ops += count,
+                Err(e) => failed = failed.or(Some(e)),
+            }
         }
         let elapsed = started.elapsed().as_secs_f64();
         let rss_anon_mib = rss_anon_bytes().map_or(f64::NAN, |b| b as f64 / (1 << 20) as f64);
-        let wal = Arc::try_unwrap(wal).expect("workers joined");
-        finish(wal, &dir)?;
+        // Every log closed and removed, even when an append failed.
+        for (wal, dir) in opened {
+            let wal = Arc::try_unwrap(wal).unwrap_or_else(|_| unreachable!("workers joined"));
+            let closed = finish(wal, &dir);
+            failed = failed.or(closed.err());
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
         Ok(Outcome {
-            workload: "append",
+            workload,
             backend: self.name,
             threads,
             size_bytes: 128,
@@ -1035,6 +1062,12 @@ fn print_ratios(results: &[Outcome]) {
                 "  {backend}: append scaling, 2 threads / 1 = {:.2} (target >= 1.6)",
                 two.ops_per_second() / one.ops_per_second()
             );
+            if let Some(own) = find("append-own-logs", backend, 2, 128) {
+                out!(
+                    "  {backend}: the machine's floor of that ratio (2 threads on a log each / 1) = {:.2}",
+                    own.ops_per_second() / one.ops_per_second()
+                );
+            }
         }
         // The two floors sync one block each and normally lie within 2x of each other; far
         // apart, one of them ran while something else held the disk, and the ratios are

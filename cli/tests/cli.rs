@@ -314,6 +314,7 @@ fn a_short_bench_reports_every_workload_as_json() {
         "durable-commit",
         "group-commit",
         "append",
+        "append-own-logs",
         "recovery-scan",
     ] {
         assert!(
