@@ -703,11 +703,21 @@ impl Sim {
             1 => node.disk.panic_on_next_sync(),
             // Deeper inside a call that writes and syncs several times (a checkpoint, a
             // truncation, a snapshot's install), or in a later call.
-            _ => node.disk.panic_after(1 + passing),
+            _ => return self.arm_panic_after(i, 1 + passing),
         }
         node.crash_armed = true;
-        // Armed in the middle of a step: what the panic lets through counts from here.
-        node.crash_left_at_step = (at == 2).then_some(1 + passing);
+        node.crash_left_at_step = None;
+        self.stats.crashes_inside_calls_armed += 1;
+    }
+
+    /// Arms node `i`'s disk to panic after `passing` more writes and syncs, as a crash inside
+    /// the call under way or a later one. Armed in the middle of a step: what the panic lets
+    /// through counts from here.
+    fn arm_panic_after(&mut self, i: usize, passing: u64) {
+        let node = &mut self.nodes[i];
+        node.disk.panic_after(passing);
+        node.crash_armed = true;
+        node.crash_left_at_step = Some(passing);
         self.stats.crashes_inside_calls_armed += 1;
     }
 
@@ -716,11 +726,7 @@ impl Sim {
     /// step only rarely: 3 in 200 seeds).
     fn arm_crash_inside_a_checkpoint(&mut self, i: usize) {
         let passing = self.rng.below(24);
-        let node = &mut self.nodes[i];
-        node.disk.panic_after(passing);
-        node.crash_armed = true;
-        node.crash_left_at_step = Some(passing);
-        self.stats.crashes_inside_calls_armed += 1;
+        self.arm_panic_after(i, passing);
     }
 
     /// Counts the crash armed inside a call on node `i`, met.
@@ -1113,23 +1119,22 @@ impl Sim {
         if s.compaction && self.rng.one_in(150) {
             let i = self.rng.below(n as u64) as usize;
             let id = self.nodes[i].id;
-            let will_checkpoint = !self.nodes[i].crash_armed
-                && self.nodes[i]
-                    .replica
-                    .as_ref()
-                    .is_some_and(|r| r.applied_lsn() > 0);
-            if will_checkpoint && s.crashes && s.crashes_inside_calls && self.rng.one_in(4) {
-                self.arm_crash_inside_a_checkpoint(i);
-            }
-            let state = encode_state(&self.nodes[i].model.0.lock().records);
+            let applied = self.nodes[i]
+                .replica
+                .as_ref()
+                .map_or(0, |replica| replica.applied_lsn());
             // A node that applied nothing yet (a spare) has nothing to checkpoint: LSN 0 is
             // refused.
-            if let Some(replica) = self.nodes[i]
-                .replica
-                .as_mut()
-                .filter(|r| r.applied_lsn() > 0)
-            {
-                let applied = replica.applied_lsn();
+            if applied > 0 {
+                if !self.nodes[i].crash_armed
+                    && s.crashes
+                    && s.crashes_inside_calls
+                    && self.rng.one_in(4)
+                {
+                    self.arm_crash_inside_a_checkpoint(i);
+                }
+                let state = encode_state(&self.nodes[i].model.0.lock().records);
+                let replica = self.nodes[i].replica.as_mut().expect("it applied records");
                 let compacted = replica
                     .checkpoint(applied, &state)
                     .map_err(|e| format!("node {id}: checkpoint: {e}"))
