@@ -79,6 +79,8 @@ fn seeded_runs_keep_every_invariant() {
                 total.crashes_inside_calls_deep += stats.crashes_inside_calls_deep;
                 total.crashes_inside_opens_armed += stats.crashes_inside_opens_armed;
                 total.crashes_inside_opens += stats.crashes_inside_opens;
+                total.crashes_inside_installs_armed += stats.crashes_inside_installs_armed;
+                total.crashes_inside_installs += stats.crashes_inside_installs;
             }
             Err(e) => {
                 eprintln!("{e}\n  replay: RWAL_REPL_SEED={seed} cargo test -p rwal-replication --test simulation");
@@ -124,6 +126,15 @@ fn seeded_runs_keep_every_invariant() {
             total.crashes_inside_opens > 0,
             "no crash came inside an open: {total:?}"
         );
+        if seeds.len() >= 1000 {
+            // Few snapshots complete while the faults last (most catch a node up once the
+            // cluster heals): seeds 0..1000 armed 23 crashes at a snapshot's last chunk on
+            // 2026-12-06 and met 8 in that step; 200 seeds may meet none.
+            assert!(
+                total.crashes_inside_installs > 0,
+                "no crash came in the step of a snapshot's last chunk: {total:?}"
+            );
+        }
         assert!(
             total.compared_after_a_failure > 0,
             "no restart after a failure compared a durable record: {total:?}"

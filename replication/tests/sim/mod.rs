@@ -214,6 +214,9 @@ struct SimNode {
     /// began (`SimDisk::panic_after_left`), or when it was armed, if that was in this step: a
     /// crash in the step came that deep inside it.
     crash_left_at_step: Option<u64>,
+    /// The step in which the armed crash was armed at the last chunk of a snapshot
+    /// (`arm_crash_inside_an_install`).
+    install_crash_armed_at: Option<u64>,
     /// The failure armed for its next open is a sync's (`arm_open_failure`).
     open_failure_at_sync: bool,
     /// Its disk's writes and syncs panic part way through its next open: the machine crashes
@@ -318,6 +321,11 @@ pub struct Stats {
     /// Crashes in the middle of an open: armed, and met (`arm_crash_inside_an_open`).
     pub crashes_inside_opens_armed: u64,
     pub crashes_inside_opens: u64,
+    /// Crashes armed as a snapshot's last chunk reached its node, and of those, the ones met
+    /// in that step: in the chunk's write, the snapshot's install or the rounds around it
+    /// (`arm_crash_inside_an_install`).
+    pub crashes_inside_installs_armed: u64,
+    pub crashes_inside_installs: u64,
     /// Restarts after a disk error or a crash inside a call whose check compared, byte for
     /// byte, a durable record: the one at the durable LSN, read from the poisoned log, or one
     /// seen durable earlier.
@@ -412,6 +420,7 @@ impl Sim {
                     crash_left_at_step: None,
                     open_failure_at_sync: false,
                     open_crash_armed: false,
+                    install_crash_armed_at: None,
                     durable_seen: None,
                 }
             })
@@ -707,6 +716,7 @@ impl Sim {
         }
         node.crash_armed = true;
         node.crash_left_at_step = None;
+        node.install_crash_armed_at = None;
         self.stats.crashes_inside_calls_armed += 1;
     }
 
@@ -718,7 +728,19 @@ impl Sim {
         node.disk.panic_after(passing);
         node.crash_armed = true;
         node.crash_left_at_step = Some(passing);
+        node.install_crash_armed_at = None;
         self.stats.crashes_inside_calls_armed += 1;
+    }
+
+    /// Arms a crash in the install of the snapshot whose last chunk reaches node `i` now: one
+    /// of the next 24 writes and syncs panics, in the chunk's write, in the install that
+    /// follows in this step's rounds, or later (crashes armed at random met an install's
+    /// writes only by chance).
+    fn arm_crash_inside_an_install(&mut self, i: usize) {
+        let passing = self.rng.below(24);
+        self.arm_panic_after(i, passing);
+        self.nodes[i].install_crash_armed_at = Some(self.now);
+        self.stats.crashes_inside_installs_armed += 1;
     }
 
     /// Arms a crash in the checkpoint and compaction that node `i` is about to run: one of
@@ -732,6 +754,9 @@ impl Sim {
     /// Counts the crash armed inside a call on node `i`, met.
     fn count_crash_inside_a_call(&mut self, i: usize) {
         self.stats.crashes_inside_calls += 1;
+        if self.nodes[i].install_crash_armed_at == Some(self.now) {
+            self.stats.crashes_inside_installs += 1;
+        }
         if self.nodes[i]
             .crash_left_at_step
             .is_some_and(|left| left >= 7)
@@ -820,7 +845,10 @@ impl Sim {
         self.nodes.iter().position(|n| n.id == id)
     }
 
-    fn deliver(&mut self) {
+    /// Delivers the messages due; with `faults`, may arm a crash inside the install of a
+    /// snapshot whose last chunk it delivers.
+    fn deliver(&mut self, faults: bool) {
+        let arm_installs = faults && self.scenario.crashes && self.scenario.crashes_inside_calls;
         let mut held = Vec::new();
         while let Some(top) = self.network.peek() {
             if top.at > self.now {
@@ -839,10 +867,22 @@ impl Sim {
                 held.push(flight);
                 continue;
             }
-            if let Some(replica) = node.replica.as_mut() {
-                replica.step(flight.envelope);
-                self.stats.delivered += 1;
+            if node.replica.is_none() {
+                continue;
             }
+            let last_chunk = matches!(
+                &flight.envelope,
+                Envelope::SnapshotChunk(c)
+                    if !c.data.is_empty() && c.offset + c.data.len() as u64 == c.total
+            );
+            // Every time: few snapshots are installed while faults run (most catch a node up
+            // once the cluster heals).
+            if last_chunk && arm_installs && !node.crash_armed {
+                self.arm_crash_inside_an_install(i);
+            }
+            let replica = self.nodes[i].replica.as_mut().expect("checked above");
+            replica.step(flight.envelope);
+            self.stats.delivered += 1;
         }
         for mut flight in held {
             flight.at = self.nodes[self.index_of(flight.envelope.to()).unwrap()].paused_until;
@@ -1208,7 +1248,7 @@ impl Sim {
     }
 
     fn step_unguarded(&mut self, faults: bool) -> Result<(), String> {
-        self.deliver();
+        self.deliver(faults);
         for i in 0..self.nodes.len() {
             let now = self.now;
             let node = &mut self.nodes[i];
