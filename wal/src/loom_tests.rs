@@ -137,10 +137,12 @@ fn loom_a_failed_sync_poisons_every_committer() {
 }
 
 /// Two appenders place a run each under the tail lock and copy it outside, one completing it
-/// and the other failing, its guard giving the run up; meanwhile a close takes the tail lock
-/// and waits, as `Wal::close` does, until as many runs ended as were placed. The close never
-/// goes on while a copy it counted is in progress, it does not wait for the failed run forever
-/// (loom fails a model that spins without end), and every run is counted as ended once.
+/// and the other failing: it poisons the log, as `copy_run` does, and its guard gives the run
+/// up. Meanwhile a close takes the tail lock and waits, as `Wal::close` does, for the written
+/// LSN to reach the last LSN placed (which the failed run never lets it: the poisoning must
+/// wake it), then until as many runs ended as were placed. The close never goes on while a
+/// copy it counted is in progress, it does not wait for the failed run forever (loom fails a
+/// model that blocks or spins without end), and every run is counted as ended once.
 #[test]
 fn loom_close_waits_for_every_run_placed_before_it() {
     model(|| {
@@ -165,13 +167,20 @@ fn loom_close_waits_for_every_run_placed_before_it() {
                     copying.fetch_sub(1, Ordering::Relaxed);
                     if copy_succeeds {
                         in_progress.complete(run.first_lsn, run.first_lsn, 40);
+                    } else {
+                        // A failed copy poisons the log and returns early; the guard gives
+                        // its run up.
+                        group.poison(Error::Unsupported {
+                            reason: "injected copy failure".into(),
+                        });
                     }
-                    // A failed copy returns early, and the guard gives its run up.
                 })
             })
             .collect();
         {
             let tail = tail.lock();
+            // Returns once the runs placed are written, or at once on a poisoned log.
+            let _ = group.wait_written(tail.next_lsn() - 1);
             let placed = tail.runs_placed();
             while group.runs_ended() < placed {
                 thread::yield_now();
@@ -188,6 +197,10 @@ fn loom_close_waits_for_every_run_placed_before_it() {
             group.runs_ended(),
             2,
             "a run counted as ended twice, or never"
+        );
+        assert!(
+            matches!(group.check(), Err(Error::Poisoned { .. })),
+            "the failed copy did not poison the log"
         );
     });
 }
