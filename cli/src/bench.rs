@@ -720,9 +720,21 @@ impl Run<'_> {
         };
         let mut opened = Vec::with_capacity(logs);
         for i in 0..logs {
-            let (wal, dir) = self.fresh(&format!("{workload}-{i}"))?;
-            opened.push((Arc::new(wal), dir));
+            match self.fresh(&format!("{workload}-{i}")) {
+                Ok(log) => opened.push(log),
+                Err(e) => {
+                    // The logs opened before are closed and removed too.
+                    for (wal, dir) in opened {
+                        let _ = finish(wal, &dir);
+                    }
+                    return Err(e);
+                }
+            }
         }
+        let opened: Vec<_> = opened
+            .into_iter()
+            .map(|(wal, dir)| (Arc::new(wal), dir))
+            .collect();
         let barrier = Arc::new(Barrier::new(threads + 1));
         let workers: Vec<_> = (0..threads)
             .map(|t| {
@@ -820,10 +832,12 @@ impl Run<'_> {
     }
 }
 
+/// Closes a run's log and removes its directory, also when the close fails (a log an append
+/// poisoned fails its close).
 fn finish(wal: Wal, dir: &Path) -> rwal_wal::Result<()> {
-    wal.close()?;
+    let closed = wal.close();
     let _ = std::fs::remove_dir_all(dir);
-    Ok(())
+    closed
 }
 
 /// `RssAnon` of this process, from `/proc/self/status`.

@@ -215,8 +215,8 @@ struct SimNode {
     /// crash in the step came that deep inside it.
     crash_left_at_step: Option<u64>,
     /// The step in which the armed crash was armed at the last chunk of a snapshot
-    /// (`arm_crash_inside_an_install`).
-    install_crash_armed_at: Option<u64>,
+    /// (`arm_crash_at_a_last_chunk`).
+    last_chunk_crash_armed_at: Option<u64>,
     /// The failure armed for its next open is a sync's (`arm_open_failure`).
     open_failure_at_sync: bool,
     /// Its disk's writes and syncs panic part way through its next open: the machine crashes
@@ -322,10 +322,12 @@ pub struct Stats {
     pub crashes_inside_opens_armed: u64,
     pub crashes_inside_opens: u64,
     /// Crashes armed as a snapshot's last chunk reached its node, and of those, the ones met
-    /// in that step: in the chunk's write, the snapshot's install or the rounds around it
-    /// (`arm_crash_inside_an_install`).
-    pub crashes_inside_installs_armed: u64,
-    pub crashes_inside_installs: u64,
+    /// in that step (`arm_crash_at_a_last_chunk`): in the chunk's write, or anywhere in the
+    /// node's calls of the rest of the step, which holds the install only when raft's snapshot
+    /// message came in the same step (the two travel with delays of their own). Not a count
+    /// of crashes inside installs: nothing here tells which call met the panic.
+    pub crashes_at_last_chunks_armed: u64,
+    pub crashes_at_last_chunks_met_in_step: u64,
     /// Restarts after a disk error or a crash inside a call whose check compared, byte for
     /// byte, a durable record: the one at the durable LSN, read from the poisoned log, or one
     /// seen durable earlier.
@@ -420,7 +422,7 @@ impl Sim {
                     crash_left_at_step: None,
                     open_failure_at_sync: false,
                     open_crash_armed: false,
-                    install_crash_armed_at: None,
+                    last_chunk_crash_armed_at: None,
                     durable_seen: None,
                 }
             })
@@ -716,7 +718,7 @@ impl Sim {
         }
         node.crash_armed = true;
         node.crash_left_at_step = None;
-        node.install_crash_armed_at = None;
+        node.last_chunk_crash_armed_at = None;
         self.stats.crashes_inside_calls_armed += 1;
     }
 
@@ -728,19 +730,21 @@ impl Sim {
         node.disk.panic_after(passing);
         node.crash_armed = true;
         node.crash_left_at_step = Some(passing);
-        node.install_crash_armed_at = None;
+        node.last_chunk_crash_armed_at = None;
         self.stats.crashes_inside_calls_armed += 1;
     }
 
-    /// Arms a crash in the install of the snapshot whose last chunk reaches node `i` now: one
-    /// of the next 24 writes and syncs panics, in the chunk's write, in the install that
-    /// follows in this step's rounds, or later (crashes armed at random met an install's
-    /// writes only by chance).
-    fn arm_crash_inside_an_install(&mut self, i: usize) {
+    /// Arms a crash as a snapshot's last chunk reaches node `i`, so that crashes come near a
+    /// snapshot's install (armed at random, they met an install's writes only by chance): one
+    /// of the next 24 writes and syncs panics, in the chunk's write, in the rest of the step
+    /// (the install, if raft's snapshot message is there too), or in a later call. Armed
+    /// also when the chunk will be refused (after a lost one) or was held already: the
+    /// simulator does not see the replica's streams.
+    fn arm_crash_at_a_last_chunk(&mut self, i: usize) {
         let passing = self.rng.below(24);
         self.arm_panic_after(i, passing);
-        self.nodes[i].install_crash_armed_at = Some(self.now);
-        self.stats.crashes_inside_installs_armed += 1;
+        self.nodes[i].last_chunk_crash_armed_at = Some(self.now);
+        self.stats.crashes_at_last_chunks_armed += 1;
     }
 
     /// Arms a crash in the checkpoint and compaction that node `i` is about to run: one of
@@ -754,8 +758,8 @@ impl Sim {
     /// Counts the crash armed inside a call on node `i`, met.
     fn count_crash_inside_a_call(&mut self, i: usize) {
         self.stats.crashes_inside_calls += 1;
-        if self.nodes[i].install_crash_armed_at == Some(self.now) {
-            self.stats.crashes_inside_installs += 1;
+        if self.nodes[i].last_chunk_crash_armed_at == Some(self.now) {
+            self.stats.crashes_at_last_chunks_met_in_step += 1;
         }
         if self.nodes[i]
             .crash_left_at_step
@@ -875,10 +879,10 @@ impl Sim {
                 Envelope::SnapshotChunk(c)
                     if !c.data.is_empty() && c.offset + c.data.len() as u64 == c.total
             );
-            // Every time: few snapshots are installed while faults run (most catch a node up
-            // once the cluster heals).
+            // Every time no crash is armed there yet: few snapshots are installed while faults
+            // run (most catch a node up once the cluster heals).
             if last_chunk && arm_installs && !node.crash_armed {
-                self.arm_crash_inside_an_install(i);
+                self.arm_crash_at_a_last_chunk(i);
             }
             let replica = self.nodes[i].replica.as_mut().expect("checked above");
             replica.step(flight.envelope);
