@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use raft::eraftpb::MessageType;
 use rwal_replication::{
     Bootstrap, Config, Envelope, MembershipChange, NodeId, Replica, Role, StateMachine,
 };
@@ -181,6 +182,15 @@ impl PartialOrd for InFlight {
     }
 }
 
+/// Which part of a snapshot's delivery a crash was armed at (`arm_crash_at_a_snapshot`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SnapshotPart {
+    /// The stream's last chunk.
+    LastChunk,
+    /// Raft's snapshot message, which installs the snapshot once every chunk is there.
+    RaftMessage,
+}
+
 struct SimNode {
     id: NodeId,
     disk: SimDisk,
@@ -214,9 +224,9 @@ struct SimNode {
     /// began (`SimDisk::panic_after_left`), or when it was armed, if that was in this step: a
     /// crash in the step came that deep inside it.
     crash_left_at_step: Option<u64>,
-    /// The step in which the armed crash was armed at the last chunk of a snapshot
-    /// (`arm_crash_at_a_last_chunk`).
-    last_chunk_crash_armed_at: Option<u64>,
+    /// The step in which the armed crash was armed at a snapshot's delivery, and at which
+    /// part of it (`arm_crash_at_a_snapshot`).
+    snapshot_crash_armed_at: Option<(u64, SnapshotPart)>,
     /// The failure armed for its next open is a sync's (`arm_open_failure`).
     open_failure_at_sync: bool,
     /// Its disk's writes and syncs panic part way through its next open: the machine crashes
@@ -328,6 +338,12 @@ pub struct Stats {
     /// of crashes inside installs: nothing here tells which call met the panic.
     pub crashes_at_last_chunks_armed: u64,
     pub crashes_at_last_chunks_met_in_step: u64,
+    /// Crashes armed as raft's snapshot message reached its node, and of those, the ones met
+    /// in that step (`arm_crash_at_a_snapshot`): the message installs the snapshot in that
+    /// step when every chunk is there, or is dropped when one is missing (a lost or late
+    /// chunk). Again not a count of crashes inside installs.
+    pub crashes_at_snapshot_messages_armed: u64,
+    pub crashes_at_snapshot_messages_met_in_step: u64,
     /// Restarts after a disk error or a crash inside a call whose check compared, byte for
     /// byte, a durable record: the one at the durable LSN, read from the poisoned log, or one
     /// seen durable earlier.
@@ -422,7 +438,7 @@ impl Sim {
                     crash_left_at_step: None,
                     open_failure_at_sync: false,
                     open_crash_armed: false,
-                    last_chunk_crash_armed_at: None,
+                    snapshot_crash_armed_at: None,
                     durable_seen: None,
                 }
             })
@@ -716,35 +732,48 @@ impl Sim {
             // truncation, a snapshot's install), or in a later call.
             _ => return self.arm_panic_after(i, 1 + passing),
         }
-        node.crash_armed = true;
-        node.crash_left_at_step = None;
-        node.last_chunk_crash_armed_at = None;
-        self.stats.crashes_inside_calls_armed += 1;
+        self.mark_crash_armed(i, None);
     }
 
     /// Arms node `i`'s disk to panic after `passing` more writes and syncs, as a crash inside
     /// the call under way or a later one. Armed in the middle of a step: what the panic lets
     /// through counts from here.
     fn arm_panic_after(&mut self, i: usize, passing: u64) {
+        self.nodes[i].disk.panic_after(passing);
+        self.mark_crash_armed(i, Some(passing));
+    }
+
+    /// Marks node `i`'s disk armed to panic inside a call and counts it; `left_at_step` is how
+    /// many writes and syncs the panic lets through, when it is armed in the middle of a step.
+    fn mark_crash_armed(&mut self, i: usize, left_at_step: Option<u64>) {
         let node = &mut self.nodes[i];
-        node.disk.panic_after(passing);
         node.crash_armed = true;
-        node.crash_left_at_step = Some(passing);
-        node.last_chunk_crash_armed_at = None;
+        node.crash_left_at_step = left_at_step;
+        node.snapshot_crash_armed_at = None;
         self.stats.crashes_inside_calls_armed += 1;
     }
 
-    /// Arms a crash as a snapshot's last chunk reaches node `i`, so that crashes come near a
-    /// snapshot's install (armed at random, they met an install's writes only by chance): one
-    /// of the next 24 writes and syncs panics, in the chunk's write, in the rest of the step
-    /// (the install, if raft's snapshot message is there too), or in a later call. Armed
-    /// also when the chunk will be refused (after a lost one) or was held already: the
-    /// simulator does not see the replica's streams.
-    fn arm_crash_at_a_last_chunk(&mut self, i: usize) {
-        let passing = self.rng.below(24);
+    /// Arms a crash as a snapshot's last chunk or raft's snapshot message reaches node `i`, so
+    /// that crashes come near a snapshot's install (armed at random, they met an install's
+    /// writes only by chance): one of the next writes and syncs panics, in the rest of the
+    /// step or in a later call. Raft's message installs the snapshot in its step when every
+    /// chunk is there, which took 14 writes and syncs here (2026-12-07): the panic comes at
+    /// one of the next 16. A chunk is held in memory until then: the panic armed at the last
+    /// one comes at one of the next 24, in the install if raft's message comes in the same
+    /// step, or in a later call. Armed also when the chunk or the message will be refused or
+    /// dropped (after a lost chunk) or was held already: the simulator does not see the
+    /// replica's streams.
+    fn arm_crash_at_a_snapshot(&mut self, i: usize, part: SnapshotPart) {
+        let passing = match part {
+            SnapshotPart::LastChunk => self.rng.below(24),
+            SnapshotPart::RaftMessage => self.rng.below(16),
+        };
         self.arm_panic_after(i, passing);
-        self.nodes[i].last_chunk_crash_armed_at = Some(self.now);
-        self.stats.crashes_at_last_chunks_armed += 1;
+        self.nodes[i].snapshot_crash_armed_at = Some((self.now, part));
+        match part {
+            SnapshotPart::LastChunk => self.stats.crashes_at_last_chunks_armed += 1,
+            SnapshotPart::RaftMessage => self.stats.crashes_at_snapshot_messages_armed += 1,
+        }
     }
 
     /// Arms a crash in the checkpoint and compaction that node `i` is about to run: one of
@@ -758,8 +787,14 @@ impl Sim {
     /// Counts the crash armed inside a call on node `i`, met.
     fn count_crash_inside_a_call(&mut self, i: usize) {
         self.stats.crashes_inside_calls += 1;
-        if self.nodes[i].last_chunk_crash_armed_at == Some(self.now) {
-            self.stats.crashes_at_last_chunks_met_in_step += 1;
+        match self.nodes[i].snapshot_crash_armed_at {
+            Some((at, SnapshotPart::LastChunk)) if at == self.now => {
+                self.stats.crashes_at_last_chunks_met_in_step += 1;
+            }
+            Some((at, SnapshotPart::RaftMessage)) if at == self.now => {
+                self.stats.crashes_at_snapshot_messages_met_in_step += 1;
+            }
+            _ => {}
         }
         if self.nodes[i]
             .crash_left_at_step
@@ -849,10 +884,11 @@ impl Sim {
         self.nodes.iter().position(|n| n.id == id)
     }
 
-    /// Delivers the messages due; with `faults`, may arm a crash inside the install of a
-    /// snapshot whose last chunk it delivers.
+    /// Delivers the messages due; with `faults`, may arm a crash at a snapshot's last chunk or
+    /// raft's snapshot message that it delivers (`arm_crash_at_a_snapshot`).
     fn deliver(&mut self, faults: bool) {
-        let arm_installs = faults && self.scenario.crashes && self.scenario.crashes_inside_calls;
+        let arm_at_snapshots =
+            faults && self.scenario.crashes && self.scenario.crashes_inside_calls;
         let mut held = Vec::new();
         while let Some(top) = self.network.peek() {
             if top.at > self.now {
@@ -874,15 +910,25 @@ impl Sim {
             if node.replica.is_none() {
                 continue;
             }
-            let last_chunk = matches!(
-                &flight.envelope,
+            let part = match &flight.envelope {
                 Envelope::SnapshotChunk(c)
-                    if !c.data.is_empty() && c.offset + c.data.len() as u64 == c.total
-            );
-            // Every time no crash is armed there yet: few snapshots are installed while faults
-            // run (most catch a node up once the cluster heals).
-            if last_chunk && arm_installs && !node.crash_armed {
-                self.arm_crash_at_a_last_chunk(i);
+                    if !c.data.is_empty() && c.offset + c.data.len() as u64 == c.total =>
+                {
+                    Some(SnapshotPart::LastChunk)
+                }
+                Envelope::Raft(m) if m.get_msg_type() == MessageType::MsgSnapshot => {
+                    Some(SnapshotPart::RaftMessage)
+                }
+                _ => None,
+            };
+            // Whenever no crash is armed there yet (few snapshots are installed while faults
+            // run: most catch a node up once the cluster heals); at a last chunk one time in
+            // four, so that raft's message, which comes after it when the install can start,
+            // mostly finds the node unarmed.
+            if let Some(part) = part.filter(|_| arm_at_snapshots && !node.crash_armed) {
+                if part == SnapshotPart::RaftMessage || self.rng.one_in(4) {
+                    self.arm_crash_at_a_snapshot(i, part);
+                }
             }
             let replica = self.nodes[i].replica.as_mut().expect("checked above");
             replica.step(flight.envelope);
