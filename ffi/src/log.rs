@@ -401,7 +401,11 @@ pub unsafe extern "C" fn rwal_stats_get(
     boundary(|| {
         non_null(stats_out, "stats_out")?;
         // SAFETY: forwarded caller contract.
-        let s = unsafe { self::log(log)? }.stats();
+        let log = unsafe { self::log(log)? };
+        // The counters are under the group-commit lock, which in a forked child may be held by
+        // a thread it does not have.
+        log.check_opener_process("rwal_stats_get")?;
+        let s = log.stats();
         let stats = rwal_stats {
             syncs: s.syncs,
             records_synced: s.records_synced,

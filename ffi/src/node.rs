@@ -930,7 +930,10 @@ pub unsafe extern "C" fn rwal_node_open(
 /// callback): it would wait for itself. Checked before `Node::shut_down`, which on that thread
 /// would still ask the thread to stop.
 fn refuse_on_its_thread(handle: &rwal_node, call: &str) -> Result<(), Failure> {
-    if handle.node.on_its_thread() {
+    // Not in a child forked from one of the node's callbacks, whose one thread inherited the
+    // node thread's identity: there the node's thread does not exist, and the call goes on to
+    // the refusal (or, for a close, the freeing) every forked child gets.
+    if handle.node.on_its_thread() && handle.node.check_opener_process(call).is_ok() {
         return Err(invalid(format!(
             "{call} was called on the node's own thread (from a callback), where it would wait \
              for itself: the node stays open and goes on"

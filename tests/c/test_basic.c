@@ -410,6 +410,9 @@ static int child_refuses_inherited_handles(rwal_log *log, rwal_reader *reader, r
     REFUSED(rwal_checkpoint_writer_write(writer, (const uint8_t *)"stat", 4), bad);
     REFUSED(rwal_checkpoint(log, 1, (const uint8_t *)"s", 1), bad);
     REFUSED(rwal_truncate_after(log, 0), bad);
+    /* Its counters are under a lock a thread of the parent's may have held at the fork. */
+    rwal_stats stats;
+    REFUSED(rwal_stats_get(log, &stats), bad);
     /* Frees the child's copies, touching nothing of the parent's (the snapshot file the
      * parent's writer is writing stays). */
     rwal_checkpoint_writer_free(writer);

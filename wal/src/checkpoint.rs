@@ -82,6 +82,10 @@ struct CheckpointPin {
 
 impl Drop for CheckpointPin {
     fn drop(&mut self) {
+        // Not in a child forked from the opener (as `Pin`'s drop).
+        if !self.inner.opened_in.is_current() {
+            return;
+        }
         self.inner.pins.release(self.id);
     }
 }

@@ -69,3 +69,71 @@ impl OpeningProcess {
         )
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use crate::{Options, Wal};
+
+    /// A child forked while a thread of the opener held the pin registry's lock (here the
+    /// forking thread itself, which the child's copy of the lock names as its holder) frees
+    /// its copies of a reader, a pin and a checkpoint writer without waiting for that lock:
+    /// their drops released their pins in the registry first, and the child hung there for
+    /// good (found by review on 2026-12-07).
+    #[test]
+    #[allow(unsafe_code)] // fork, _exit, waitpid, kill (docs/UNSAFE.md, site 26).
+    fn a_forked_child_frees_inherited_handles_without_the_openers_locks() {
+        let dir = std::env::temp_dir().join(format!("rwal-fork-free-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let wal = Wal::open(&dir, Options::new().background_threads(false)).unwrap();
+        wal.append_durable(b"record").unwrap();
+        let reader = wal.reader(1).unwrap();
+        let pin = wal.pin("backup", 1).unwrap();
+        let writer = wal.checkpoint_writer(1, 4).unwrap();
+        let held = wal.inner.pins.hold();
+        // SAFETY: the child only drops its copies of the three handles and leaves with
+        // `_exit`; what else it runs is the allocator's `free`, which glibc makes safe after a
+        // fork whatever other threads of the test binary were doing.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            drop(reader);
+            drop(pin);
+            drop(writer);
+            // SAFETY: ends the child at once, running nothing of the parent's.
+            unsafe { libc::_exit(0) };
+        }
+        drop(held);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut status = 0;
+        let exited = loop {
+            // SAFETY: waits for the child forked above, without blocking.
+            let waited = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if waited == pid {
+                break true;
+            }
+            if Instant::now() > deadline {
+                // SAFETY: kills and reaps the child forked above.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, &mut status, 0);
+                }
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(exited, "the forked child waited for the opener's lock");
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+        // The opener's handles are as they were.
+        let mut reader = reader;
+        assert_eq!(reader.next().unwrap().map(|r| r.lsn), Some(1));
+        pin.move_to(1).unwrap();
+        let mut writer = writer;
+        writer.write(b"snap").unwrap();
+        writer.finish().unwrap();
+        drop((reader, pin));
+        wal.close().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -125,6 +125,13 @@ impl Pins {
         self.inner.lock().entries.remove(&id);
     }
 
+    /// Holds the registry's lock, as a thread busy with a pin does (tests of a fork made
+    /// meanwhile).
+    #[cfg(all(test, not(loom)))]
+    pub fn hold(&self) -> parking_lot::MutexGuard<'_, impl Sized> {
+        self.inner.lock()
+    }
+
     /// The pin with the highest LSN above `lsn` that holds off cuts (not a read's copy), if
     /// any: its name and LSN.
     pub fn highest_above(&self, lsn: Lsn) -> Option<(String, Lsn)> {
@@ -314,6 +321,11 @@ impl Pin {
 
 impl Drop for Pin {
     fn drop(&mut self) {
+        // Not in a child forked from the opener: the registry is the opener's, and its lock
+        // may be held by a thread this process does not have.
+        if !self.inner.opened_in.is_current() {
+            return;
+        }
         self.inner.pins.release(self.registered.id);
     }
 }

@@ -263,6 +263,11 @@ fn position(
 
 impl Drop for Reader {
     fn drop(&mut self) {
+        if !self.inner.opened_in.is_current() {
+            // A child forked from the opener: the pin registry and the record holders are the
+            // opener's, and their locks may be held by threads this process does not have.
+            return;
+        }
         self.inner.pins.release(self.pin_id);
         self.let_go_of_record();
     }
