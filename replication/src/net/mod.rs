@@ -119,7 +119,8 @@ pub struct NetStats {
     /// Envelopes handed to the node.
     pub envelopes_delivered: u64,
     /// Envelopes dropped because a peer's queue was full, or it could not be reached (queued
-    /// for a connection that then failed, or for a dial that failed).
+    /// for a connection that then failed, or for a dial that failed, or in a frame whose write
+    /// failed or was left half written when the connection ended).
     pub envelopes_dropped: u64,
     /// Of those, snapshot chunks (none while the node paces snapshots by
     /// [`Transport::snapshot_room`] and the peer stays connected).
@@ -342,6 +343,9 @@ struct Link {
     frames: FrameWriter,
     /// The rest of a frame a direct write could not finish: written first by the sender.
     unfinished: Vec<u8>,
+    /// The raft messages in that frame: counted as dropped if the connection ends before the
+    /// sender finished it.
+    unfinished_envelopes: u64,
     /// Why a direct write failed: the sender ends the connection.
     broken: Option<String>,
     last_write: Instant,
@@ -623,7 +627,7 @@ impl Transport for TcpTransport {
         }
         drop(peers);
         for peer in woken {
-            if !write_directly(&peer) {
+            if !write_directly(&self.shared, &peer) {
                 let _queue = peer.queue.lock(); // a sender between its check and its wait
                 peer.cond.notify_one();
             }
@@ -967,6 +971,13 @@ mod tests {
 
     /// Node 1's network, with node 2 at a listener the test holds.
     fn network_with_peer_2_listening() -> (PeerNetwork, TcpListener) {
+        network_with_peer_2_listening_logged_to(Arc::default())
+    }
+
+    /// The same, its lines kept in `log`.
+    fn network_with_peer_2_listening_logged_to(
+        log: Arc<Mutex<Vec<String>>>,
+    ) -> (PeerNetwork, TcpListener) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let config = PeerConfig {
             id: 1,
@@ -975,7 +986,8 @@ mod tests {
             listen: "127.0.0.1:0".parse().unwrap(),
             peers: HashMap::from([(2, listener.local_addr().unwrap())]),
         };
-        let network = PeerNetwork::start(config, Arc::new(|_: &str| {})).unwrap();
+        let network =
+            PeerNetwork::start(config, Arc::new(move |l: &str| log.lock().push(l.into()))).unwrap();
         (network, listener)
     }
 
@@ -1058,6 +1070,63 @@ mod tests {
             (2..=26).collect::<Vec<u64>>()
         );
         assert_eq!(network.stats().envelopes_dropped, 0);
+    }
+
+    /// A peer that reads nothing: the sender's blocking write times out after `WRITE_TIMEOUT`,
+    /// and the line about the lost connection says so (it said "Resource temporarily
+    /// unavailable", the socket's error). Every message sent either reached the peer in a whole
+    /// frame or is counted as dropped: those of the frame a direct write left half written
+    /// and of the frame whose write failed were counted nowhere (both found by review on
+    /// 2026-12-07).
+    #[test]
+    fn a_write_to_a_peer_that_reads_nothing_times_out_and_drops_are_counted() {
+        let log = Arc::new(Mutex::new(Vec::<String>::new()));
+        let (network, listener) = network_with_peer_2_listening_logged_to(log.clone());
+        let (mut stream, mut frames) = accept_as_node_2(&network, &listener);
+        // The redial after the failure is refused at once: what is still queued then is
+        // dropped without waiting for a handshake's timeout.
+        drop(listener);
+        const SENT: u64 = 24;
+        network
+            .transport()
+            .send((1..=SENT).map(|i| append_of(i, 1 << 20)).collect());
+        let deadline = Instant::now() + WRITE_TIMEOUT + Duration::from_secs(20);
+        let lost = loop {
+            if let Some(line) = log.lock().iter().find(|l| l.contains("lost")) {
+                break line.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no line about the lost connection"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(
+            lost.contains(&format!("took no bytes for {} s", WRITE_TIMEOUT.as_secs())),
+            "{lost}"
+        );
+        // What reached node 2: the whole frames in its socket's buffer, up to the end of the
+        // stream (a frame cut short there was not delivered).
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut arrived = 0;
+        while let Ok((kind, payload)) = frames.read(&mut stream) {
+            if kind == Kind::Raft {
+                arrived += wire::decode_raft_batch(&payload, QUEUED_MESSAGES_MAX)
+                    .unwrap()
+                    .len() as u64;
+            }
+        }
+        while arrived + network.stats().envelopes_dropped < SENT {
+            assert!(
+                Instant::now() < deadline,
+                "{arrived} arrived and {} counted as dropped, of {SENT}",
+                network.stats().envelopes_dropped
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(arrived + network.stats().envelopes_dropped, SENT);
     }
 
     /// Waits (10 s at most) until `condition` holds of node 1's peer 2.

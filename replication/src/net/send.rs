@@ -17,7 +17,7 @@ use super::auth;
 use super::lines::{PeerLines, PEER_LINES_INTERVAL};
 use super::wire::{self, FrameWriter, Kind};
 use super::{
-    Deadline, Link, Peer, PeerQueue, Shared, BACKOFF_MAX, BACKOFF_MIN, BATCH_BYTES_MAX,
+    Counters, Deadline, Link, Peer, PeerQueue, Shared, BACKOFF_MAX, BACKOFF_MIN, BATCH_BYTES_MAX,
     CLOSED_CHECK_AFTER_IDLE, DIAL_CHECK_INTERVAL, HANDSHAKE_TIMEOUT, KEEPALIVE_INTERVAL,
     REDIAL_AFTER_UP, WRITE_TIMEOUT,
 };
@@ -31,7 +31,7 @@ const CARRIED_SLICE_BYTES: usize = 64 << 10;
 /// Writes the raft messages queued for `peer` from the calling thread if nobody else is
 /// writing and the socket takes them without waiting. Returns whether the sender thread has
 /// nothing to do (else the caller wakes it). Never blocks: the caller is a node's thread.
-pub(super) fn write_directly(peer: &Peer) -> bool {
+pub(super) fn write_directly(shared: &Shared, peer: &Peer) -> bool {
     let Some(mut link) = peer.link.try_lock() else {
         return false; // the sender is writing; it looks at the queue again after
     };
@@ -67,7 +67,8 @@ pub(super) fn write_directly(peer: &Peer) -> bool {
     let written = match written {
         Ok(written) => written,
         Err(e) => {
-            link.broken = Some(format!("write: {e}"));
+            count_dropped(&shared.counters, messages.len() as u64, 0);
+            link.broken = Some(write_failure(e));
             peer.sender_needed.store(true, Ordering::Release);
             return false;
         }
@@ -77,6 +78,7 @@ pub(super) fn write_directly(peer: &Peer) -> bool {
         // The socket's buffer is full (a slow or stopped peer): the sender finishes the frame
         // with its blocking, timed write.
         link.unfinished = frame.split_off(written);
+        link.unfinished_envelopes = messages.len() as u64;
         peer.sender_needed.store(true, Ordering::Release);
         return false;
     }
@@ -187,6 +189,7 @@ pub(super) fn send_loop(shared: Arc<Shared>, peer: Arc<Peer>) {
                             stream: writer,
                             frames: FrameWriter::new(key),
                             unfinished: Vec::new(),
+                            unfinished_envelopes: 0,
                             broken: None,
                             last_write: Instant::now(),
                         });
@@ -196,7 +199,10 @@ pub(super) fn send_loop(shared: Arc<Shared>, peer: Arc<Peer>) {
                     Err(e) => Err(format!("socket: {e}")),
                 };
                 peer.connected.store(false, Ordering::Release);
-                *peer.link.lock() = None;
+                if let Some(link) = peer.link.lock().take() {
+                    // A frame a direct write left half written goes with the connection.
+                    count_dropped(&shared.counters, link.unfinished_envelopes, 0);
+                }
                 *peer.socket.lock() = None;
                 peer.sender_needed.store(false, Ordering::Release);
                 let _ = stream.shutdown(Shutdown::Both);
@@ -255,14 +261,27 @@ pub(super) fn send_loop(shared: Arc<Shared>, peer: Arc<Peer>) {
 fn drop_queued(shared: &Shared, peer: &Peer) {
     let queued = std::mem::take(&mut *peer.queue.lock());
     let envelopes = queued.messages.len() + queued.snapshots.len();
+    count_dropped(&shared.counters, envelopes as u64, queued.chunks as u64);
+}
+
+/// Counts `envelopes` dropped, `chunks` of them snapshot chunks.
+fn count_dropped(counters: &Counters, envelopes: u64, chunks: u64) {
     if envelopes > 0 {
-        let counters = &shared.counters;
-        counters
-            .dropped
-            .fetch_add(envelopes as u64, Ordering::Relaxed);
-        counters
-            .chunks_dropped
-            .fetch_add(queued.chunks as u64, Ordering::Relaxed);
+        counters.dropped.fetch_add(envelopes, Ordering::Relaxed);
+        counters.chunks_dropped.fetch_add(chunks, Ordering::Relaxed);
+    }
+}
+
+/// What the log line says of a failed write: a write that timed out says so (the socket's
+/// error, "Resource temporarily unavailable", does not).
+fn write_failure(e: std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => format!(
+            "write: the peer took no bytes for {} s (a stopped or overloaded process, or a \
+             stalled network)",
+            WRITE_TIMEOUT.as_secs()
+        ),
+        _ => format!("write: {e}"),
     }
 }
 
@@ -354,8 +373,8 @@ fn pump(shared: &Shared, peer: &Arc<Peer>) -> std::result::Result<(), String> {
         if let Some(reason) = link.closed_while_idle() {
             return Err(reason); // before taking anything from the queue
         }
-        let io = |e: std::io::Error| format!("write: {e}");
         let mut out = std::mem::take(&mut link.unfinished);
+        let unfinished_envelopes = std::mem::take(&mut link.unfinished_envelopes);
         let (messages, snapshot_item) = {
             let mut queue = peer.queue.lock();
             let messages = take_batch(&mut queue);
@@ -367,13 +386,20 @@ fn pump(shared: &Shared, peer: &Arc<Peer>) -> std::result::Result<(), String> {
             }
             (messages, snapshot)
         };
+        let carries_chunk = matches!(snapshot_item, Some(Envelope::SnapshotChunk(_)));
+        // A failed write drops what this round took (the connection ends with it).
+        let taken =
+            unfinished_envelopes + messages.len() as u64 + u64::from(snapshot_item.is_some());
+        let io = |e: std::io::Error| {
+            count_dropped(&shared.counters, taken, u64::from(carries_chunk));
+            write_failure(e)
+        };
         if !messages.is_empty() {
             let payload = wire::encode_raft_batch(&messages);
             link.frames
                 .write(&mut out, Kind::Raft, &payload)
                 .map_err(io)?;
         }
-        let carries_chunk = matches!(snapshot_item, Some(Envelope::SnapshotChunk(_)));
         match snapshot_item {
             Some(Envelope::SnapshotChunk(chunk)) => link
                 .frames

@@ -113,19 +113,6 @@ impl FrameReader {
                 "frame of {len} bytes is over the limit of {FRAME_PAYLOAD_MAX}"
             )));
         }
-        let Some(kind) = Kind::from_code(header[4]) else {
-            return Err(FrameError::Bad(format!("unknown frame kind {}", header[4])));
-        };
-        if header[5..8] != [0, 0, 0] {
-            return Err(FrameError::Bad("reserved header bytes are not zero".into()));
-        }
-        let seq = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
-        if seq != self.seq {
-            return Err(FrameError::Bad(format!(
-                "frame sequence {seq} where {} was due (replayed, dropped or reordered)",
-                self.seq
-            )));
-        }
         // The length is not authenticated until the tag: memory grows with the bytes that
         // arrive, not with what the header claims.
         let mut payload = Vec::with_capacity(len.min(PAYLOAD_PREALLOCATED_MAX));
@@ -139,9 +126,27 @@ impl FrameReader {
         }
         let mut tag = [0u8; TAG_BYTES];
         input.read_exact(&mut tag).map_err(FrameError::Io)?;
+        // The tag first: a frame damaged on the way (any byte of its header included) is
+        // reported as damaged, not as a replay or an unknown kind, which would send an
+        // operator looking for an attack or a bug (found by review on 2026-12-07). What follows
+        // is checked on frames this session's peer sent.
         if !auth::verify(&self.key, &[&header, &payload], &tag) {
             return Err(FrameError::Bad(format!(
-                "frame {seq} does not authenticate (damaged, or not from this session)"
+                "frame {} does not authenticate (damaged, or not from this session)",
+                self.seq
+            )));
+        }
+        let Some(kind) = Kind::from_code(header[4]) else {
+            return Err(FrameError::Bad(format!("unknown frame kind {}", header[4])));
+        };
+        if header[5..8] != [0, 0, 0] {
+            return Err(FrameError::Bad("reserved header bytes are not zero".into()));
+        }
+        let seq = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+        if seq != self.seq {
+            return Err(FrameError::Bad(format!(
+                "frame sequence {seq} where {} was due (replayed, dropped or reordered)",
+                self.seq
             )));
         }
         self.seq += 1;
@@ -321,7 +326,24 @@ mod tests {
         assert!(bad(&huge, [9; 32]).contains("over the limit"));
         let mut kind = bytes.clone();
         kind[4] = 77;
-        assert!(bad(&kind, [9; 32]).contains("unknown frame kind 77"));
+        assert!(bad(&kind, [9; 32]).contains("does not authenticate"));
+        // Damage to the sequence number is reported as damage, not as a replay: the tag is
+        // checked first (before, this said "sequence 16777216 where 0 was due").
+        let mut seq = bytes.clone();
+        seq[11] ^= 1;
+        assert!(bad(&seq, [9; 32]).contains("frame 0 does not authenticate"));
+        // Authenticated frames of the session whose kind or reserved bytes are not this
+        // version's (a bug in the sender) are refused by what is wrong with them.
+        let signed = |header: [u8; HEADER_BYTES]| {
+            let tag = auth::hmac(&[9; 32], &[&header, b"payload"]);
+            [&header[..], b"payload", &tag[..TAG_BYTES]].concat()
+        };
+        let mut header = header(7, Kind::Raft, 0);
+        header[4] = 77;
+        assert!(bad(&signed(header), [9; 32]).contains("unknown frame kind 77"));
+        header[4] = Kind::Raft as u8;
+        header[6] = 1;
+        assert!(bad(&signed(header), [9; 32]).contains("reserved header bytes"));
     }
 
     /// Serves `bytes`, then the end of the stream; notes the largest buffer a read asked to fill.
