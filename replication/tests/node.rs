@@ -2737,6 +2737,28 @@ fn two_shut_downs_at_once_both_wait_for_the_nodes_thread() {
     assert_eq!(node.status().failure, None);
 }
 
+/// A wait for an entry the node saw committed, once the node has closed its log (here after
+/// `shut_down`; in `two_shut_downs_at_once_*`, between the commit's publication and the read of
+/// its epoch), is `Closed`: the entry at that LSN cannot be checked to be the caller's. It was
+/// the log's own `Wal(Closed)` (seen in `make test` on 2026-12-07).
+#[test]
+fn a_wait_for_a_commit_after_the_log_closed_is_closed() {
+    let dir = TempDir::new("repl-wait-after-close");
+    let network = MemoryNetwork::new();
+    let options = NodeOptions::new(1, dir.join("node1"), Bootstrap::Voters(vec![1]));
+    let node = Node::open(options, Engine::default(), network.transport()).expect("node opens");
+    network.register(1, node.inbox());
+    let (status, led) = node.wait_status(WAIT, |s| s.role == Role::Leader);
+    assert!(led, "{status:?}");
+    let (lsn, epoch) = node.propose_and_wait(b"committed", WAIT).unwrap();
+    node.shut_down().unwrap();
+    assert!(node.status().commit_lsn >= lsn);
+    match node.wait_committed(lsn, epoch, Duration::from_millis(100)) {
+        Err(Error::Closed) => {}
+        other => panic!("a wait after the close: {other:?}"),
+    }
+}
+
 /// A transfer of leadership waiting for the leadership to move is ended by the node's stop,
 /// with `Closed`: it used to wait out its timeout.
 #[test]
