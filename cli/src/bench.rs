@@ -724,9 +724,7 @@ impl Run<'_> {
                 Ok(log) => opened.push(log),
                 Err(e) => {
                     // The logs opened before are closed and removed too.
-                    for (wal, dir) in opened {
-                        let _ = finish(wal, &dir);
-                    }
+                    let _ = finish_all(opened);
                     return Err(e);
                 }
             }
@@ -770,12 +768,12 @@ impl Run<'_> {
         let elapsed = started.elapsed().as_secs_f64();
         let rss_anon_mib = rss_anon_bytes().map_or(f64::NAN, |b| b as f64 / (1 << 20) as f64);
         // Every log closed and removed, even when an append failed.
-        for (wal, dir) in opened {
-            let wal = Arc::try_unwrap(wal).unwrap_or_else(|_| unreachable!("workers joined"));
-            let closed = finish(wal, &dir);
-            failed = failed.or(closed.err());
-        }
-        if let Some(e) = failed {
+        let opened = opened.into_iter().map(|(wal, dir)| {
+            let wal = Arc::try_unwrap(wal).expect("workers joined");
+            (wal, dir)
+        });
+        let closed = finish_all(opened);
+        if let Some(e) = failed.or(closed.err()) {
             return Err(e);
         }
         Ok(Outcome {
@@ -838,6 +836,18 @@ fn finish(wal: Wal, dir: &Path) -> rwal_wal::Result<()> {
     let closed = wal.close();
     let _ = std::fs::remove_dir_all(dir);
     closed
+}
+
+/// [`finish`] for every log: each is closed and removed whatever the others' closes return; the
+/// first error is returned.
+fn finish_all(logs: impl IntoIterator<Item = (Wal, PathBuf)>) -> rwal_wal::Result<()> {
+    let mut first_error = None;
+    for (wal, dir) in logs {
+        if let Err(e) = finish(wal, &dir) {
+            first_error = first_error.or(Some(e));
+        }
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 /// `RssAnon` of this process, from `/proc/self/status`.
