@@ -639,6 +639,13 @@ impl<M: StateMachine> Replica<M> {
         self.config.id
     }
 
+    /// The first retained LSN and the runs of equal terms among the log's entries from it on
+    /// (`(first LSN, term)`, ascending), as raft's storage keeps them: the epoch of any entry
+    /// from the first LSN to the last, without reading the log.
+    pub(crate) fn epoch_runs(&self) -> (Lsn, Arc<Vec<(Lsn, u64)>>) {
+        self.raw.store().epoch_runs()
+    }
+
     /// The log under the replica (read it; do not append to it).
     pub fn wal(&self) -> &Arc<Wal> {
         &self.wal

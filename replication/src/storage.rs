@@ -21,8 +21,10 @@ pub(crate) const DESCRIPTOR_MAGIC: &[u8; 8] = b"rwaldsc1";
 pub(crate) struct WalStorage {
     wal: Arc<Wal>,
     /// `(first LSN, term)` of each run of equal terms among retained records, ascending: the
-    /// answer to `term(idx)` without reading a record header.
-    runs: Vec<(Lsn, u64)>,
+    /// answer to `term(idx)` without reading a record header. Shared (copied on change, which
+    /// is rare: a new term's first entry, a cut, a compaction, a snapshot) with the node's
+    /// waiters, which read their committed entries' epochs from it (`epoch_runs`).
+    runs: Arc<Vec<(Lsn, u64)>>,
     hard_state: HardState,
     conf_state: ConfState,
     /// Set when raft asked for a snapshot that no checkpoint can serve (there is none, or the
@@ -131,7 +133,7 @@ impl WalStorage {
         hard_state.commit = stored.commit.max(first - 1).max(checkpoint);
         Ok(WalStorage {
             wal,
-            runs,
+            runs: Arc::new(runs),
             hard_state,
             conf_state,
             snapshot_wanted: std::cell::Cell::new(false),
@@ -160,7 +162,7 @@ impl WalStorage {
                 // The damaged record is cut: what is written at its LSN now is new.
                 self.damage_floor.set(0);
             }
-            self.runs.retain(|run| run.0 < first.index);
+            Arc::make_mut(&mut self.runs).retain(|run| run.0 < first.index);
             self.recent.retain(|entry| entry.index < first.index);
         } else if first.index != last + 1 {
             return Err(Error::Raft(format!(
@@ -192,7 +194,7 @@ impl WalStorage {
                 )));
             }
             if self.runs.last().map(|r| r.1) != Some(term) {
-                self.runs.push((lsn, term));
+                Arc::make_mut(&mut self.runs).push((lsn, term));
             }
             at = end;
         }
@@ -325,7 +327,7 @@ impl WalStorage {
         self.wal.reset_to_received(received)?;
         self.damage_floor.set(0);
         self.applied.set(meta.index);
-        self.runs.clear();
+        Arc::make_mut(&mut self.runs).clear();
         self.recent.clear();
         self.conf_state = meta.get_conf_state().clone();
         self.hard_state.commit = meta.index;
@@ -340,7 +342,15 @@ impl WalStorage {
             .runs
             .partition_point(|run| run.0 <= first)
             .saturating_sub(1);
-        self.runs.drain(..keep_from);
+        if keep_from > 0 {
+            Arc::make_mut(&mut self.runs).drain(..keep_from);
+        }
+    }
+
+    /// The first retained LSN and the runs of equal terms from it on, for answering the epoch
+    /// of a committed entry off the node's thread (`Node::wait_committed`).
+    pub(crate) fn epoch_runs(&self) -> (Lsn, Arc<Vec<(Lsn, u64)>>) {
+        (self.wal.first_lsn(), self.runs.clone())
     }
 
     /// Reads entries `low..high` from the log (every one durable) into `entries`, stopping

@@ -2737,12 +2737,13 @@ fn two_shut_downs_at_once_both_wait_for_the_nodes_thread() {
     assert_eq!(node.status().failure, None);
 }
 
-/// A wait for an entry the node saw committed, once the node has closed its log (here after
-/// `shut_down`; in `two_shut_downs_at_once_*`, between the commit's publication and the read of
-/// its epoch), is `Closed`: the entry at that LSN cannot be checked to be the caller's. It was
-/// the log's own `Wal(Closed)` (seen in `make test` on 2026-12-07).
+/// A wait for an entry the node saw committed is answered after the node closed its log (here
+/// after `shut_down`; in `two_shut_downs_at_once_*`, between the commit's publication and the
+/// wait's look at the entry): from the epochs the node published with the commit, not from the
+/// log. It read the log, which was closed, and returned the log's own `Wal(Closed)` (seen in
+/// `make test` on 2026-12-07).
 #[test]
-fn a_wait_for_a_commit_after_the_log_closed_is_closed() {
+fn a_commit_seen_before_the_log_closed_is_answered_after() {
     let dir = TempDir::new("repl-wait-after-close");
     let network = MemoryNetwork::new();
     let options = NodeOptions::new(1, dir.join("node1"), Bootstrap::Voters(vec![1]));
@@ -2753,9 +2754,16 @@ fn a_wait_for_a_commit_after_the_log_closed_is_closed() {
     let (lsn, epoch) = node.propose_and_wait(b"committed", WAIT).unwrap();
     node.shut_down().unwrap();
     assert!(node.status().commit_lsn >= lsn);
-    match node.wait_committed(lsn, epoch, Duration::from_millis(100)) {
-        Err(Error::Closed) => {}
-        other => panic!("a wait after the close: {other:?}"),
+    node.wait_committed(lsn, epoch, Duration::from_millis(100))
+        .expect("a commit seen before the close");
+    // Another epoch at that LSN is still told apart.
+    match node.wait_committed(lsn, epoch + 1, Duration::from_millis(100)) {
+        Err(Error::Superseded {
+            lsn: at,
+            committed_epoch,
+            ..
+        }) => assert_eq!((at, committed_epoch), (lsn, epoch)),
+        other => panic!("a wait for another epoch: {other:?}"),
     }
 }
 
