@@ -10,12 +10,12 @@ use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
 use std::time::{Duration, Instant};
 
 use rwal::*;
+use rwal_tests::wait_child;
 
 /// The node, for the apply callback (set once `rwal_node_open` returned).
 static NODE: AtomicPtr<rwal_node> = AtomicPtr::new(std::ptr::null_mut());
-/// The forked child's exit status as the callback saw it: -1 until then, -2 if it did not exit
-/// in time.
-static CHILD_EXIT: AtomicI32 = AtomicI32::new(-1);
+/// The child the apply callback forked (-1 if the fork failed, 0 until then).
+static CHILD: AtomicI32 = AtomicI32::new(0);
 
 fn last_error() -> String {
     let mut buf = [0u8; 1024];
@@ -41,7 +41,7 @@ fn close_in_the_child() -> ! {
     unsafe { libc::_exit(if ok { 0 } else { 1 }) }
 }
 
-/// Forks on the record "fork", and waits (at most 20 s) for the child to end.
+/// Forks on the record "fork"; the test waits for the child.
 unsafe extern "C" fn apply(
     _userdata: *mut c_void,
     _lsn: u64,
@@ -58,31 +58,8 @@ unsafe extern "C" fn apply(
     if pid == 0 {
         close_in_the_child();
     }
-    assert!(pid > 0, "fork failed");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut status = 0;
-    loop {
-        // SAFETY: waits for the child forked above, without blocking.
-        if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
-            let code = if libc::WIFEXITED(status) {
-                libc::WEXITSTATUS(status)
-            } else {
-                128
-            };
-            CHILD_EXIT.store(code, Ordering::Release);
-            return 0;
-        }
-        if Instant::now() > deadline {
-            // SAFETY: kills and reaps the child forked above.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut status, 0);
-            }
-            CHILD_EXIT.store(-2, Ordering::Release);
-            return 0;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    CHILD.store(pid, Ordering::Release);
+    0
 }
 
 unsafe extern "C" fn snapshot(_userdata: *mut c_void, _sink: *mut rwal_snapshot_sink) -> c_int {
@@ -152,10 +129,12 @@ fn a_child_forked_in_a_callback_frees_its_copy_of_the_node() {
             break;
         }
     }
+    let child = CHILD.load(Ordering::Acquire);
+    assert!(child > 0, "the apply callback did not fork");
     assert_eq!(
-        CHILD_EXIT.load(Ordering::Acquire),
+        wait_child(child, Duration::from_secs(20)),
         0,
-        "the forked child's close (-2: it did not end in time)"
+        "the forked child's close"
     );
     // The parent's node goes on.
     // SAFETY: as above.

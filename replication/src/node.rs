@@ -394,11 +394,10 @@ impl CommittedEpochs {
 
     /// The epoch of the committed entry at `lsn`, if this snapshot answers for it.
     fn epoch_of(&self, lsn: Lsn) -> Option<u64> {
-        if lsn > self.commit_lsn || lsn < self.first_lsn {
+        if lsn > self.commit_lsn {
             return None;
         }
-        let at = self.runs.partition_point(|run| run.0 <= lsn);
-        (at > 0).then(|| self.runs[at - 1].1)
+        crate::storage::epoch_in_runs(&self.runs, self.first_lsn, lsn)
     }
 }
 

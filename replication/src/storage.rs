@@ -16,6 +16,14 @@ use crate::error::{Error, Result};
 /// separately, in chunks (see `snapshot_stream.rs`).
 pub(crate) const DESCRIPTOR_MAGIC: &[u8; 8] = b"rwaldsc1";
 
+/// The epoch of the retained entry at `lsn` from `runs` (`(first LSN, term)` of each run of
+/// equal terms, ascending, as `WalStorage` keeps them) and the first retained LSN, if they
+/// cover it (not below `first`, nor below the first run).
+pub(crate) fn epoch_in_runs(runs: &[(Lsn, u64)], first: Lsn, lsn: Lsn) -> Option<u64> {
+    let at = runs.partition_point(|run| run.0 <= lsn);
+    (lsn >= first && at > 0).then(|| runs[at - 1].1)
+}
+
 /// raft-rs's storage: the WAL plus the few facts raft asks for more often than the WAL could
 /// answer them cheaply.
 pub(crate) struct WalStorage {
@@ -348,7 +356,7 @@ impl WalStorage {
     }
 
     /// The first retained LSN and the runs of equal terms from it on, for answering the epoch
-    /// of a committed entry off the node's thread (`Node::wait_committed`).
+    /// of a committed entry off the node's thread (`Node::wait_committed`, `epoch_in_runs`).
     pub(crate) fn epoch_runs(&self) -> (Lsn, Arc<Vec<(Lsn, u64)>>) {
         (self.wal.first_lsn(), self.runs.clone())
     }
@@ -524,9 +532,8 @@ impl raft::Storage for WalStorage {
         if idx > self.wal.last_lsn() {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
-        let at = self.runs.partition_point(|run| run.0 <= idx);
-        if idx >= first && at > 0 {
-            return Ok(self.runs[at - 1].1);
+        if let Some(term) = epoch_in_runs(&self.runs, first, idx) {
+            return Ok(term);
         }
         self.wal.epoch_at(idx).map_err(Self::store_error)
     }

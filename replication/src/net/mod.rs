@@ -251,6 +251,11 @@ impl Shared {
         started.map(|()| true)
     }
 
+    /// The name of this network's thread doing `what`.
+    pub(super) fn thread_name(&self, what: &str) -> String {
+        format!("rwal-net-{}-{what}", self.identity.id)
+    }
+
     /// Starts a thread the network's drop joins, unless the network is stopping: the drop sets
     /// `stop` before it takes the list of threads, so a thread started under the list's lock
     /// after it looked would never be joined (a member added as the node closes).
@@ -263,7 +268,7 @@ impl Shared {
             ));
         }
         let thread = std::thread::Builder::new()
-            .name(format!("rwal-net-{}-{what}", shared.identity.id))
+            .name(shared.thread_name(what))
             .spawn(work)
             .map_err(|e| Error::invalid("thread", format!("cannot start a thread: {e}")))?;
         threads.retain(|t| !t.is_finished()); // retired senders
@@ -549,7 +554,7 @@ impl Drop for PeerNetwork {
         // The accept loop and the senders first: once the accept loop is gone no connection is
         // added, so shutting down those known ends every receiver.
         let threads = std::mem::take(&mut *self.shared.threads.lock());
-        let accept_loop = format!("rwal-net-{}-accept", self.shared.identity.id);
+        let accept_loop = self.shared.thread_name("accept");
         for thread in threads {
             if let (Err(e), Some(name)) = (&woken, thread.thread().name()) {
                 if name == accept_loop {

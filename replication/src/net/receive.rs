@@ -62,7 +62,7 @@ pub(super) fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         shared.connections.lock().insert(number, handle);
         let receiving = shared.clone();
         let spawned = std::thread::Builder::new()
-            .name(format!("rwal-net-{}-recv", shared.identity.id))
+            .name(shared.thread_name("recv"))
             .spawn(move || {
                 receive(&receiving, stream, &remote, number, from_peer_address);
                 receiving.connections.lock().remove(&number);

@@ -321,7 +321,7 @@ fn dial(shared: &Shared, peer: &Peer) -> std::result::Result<TcpStream, String> 
     let (done, connected) = std::sync::mpsc::sync_channel(1);
     let addr = peer.addr;
     std::thread::Builder::new()
-        .name(format!("rwal-net-{}-dial", shared.identity.id))
+        .name(shared.thread_name("dial"))
         .spawn(move || {
             let _ = done.send(TcpStream::connect_timeout(&addr, HANDSHAKE_TIMEOUT));
         })
