@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::transport::{Envelope, Inbox, SnapshotRoom, Transport};
 use crate::NodeId;
 use auth::Identity;
-use lines::LineLimit;
+use lines::{LineLimit, PeerLines, PEER_LINES_INTERVAL};
 use receive::accept_loop;
 use send::{send_loop, write_directly};
 use wire::FrameWriter;
@@ -150,6 +150,9 @@ struct Shared {
     /// The bound on lines about refused connections (`REFUSALS_LOGGED_MAX` per
     /// `REFUSALS_LOG_INTERVAL`).
     refusals_logged: Mutex<LineLimit>,
+    /// How long an authenticated inbound connection may stay silent (no frame, not even a
+    /// keepalive) before it is closed, in milliseconds: `RECEIVE_TIMEOUT` (tests shorten it).
+    receive_timeout_ms: AtomicU64,
     /// The current authenticated connection of each peer; a newer one replaces it.
     current: Mutex<HashMap<NodeId, u64>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -219,6 +222,7 @@ impl Shared {
             socket: Mutex::new(None),
             dialing: AtomicBool::new(false),
             snapshot_bytes_carried: AtomicU64::new(0),
+            inbound_lines: Mutex::new(PeerLines::new(PEER_LINES_INTERVAL)),
         });
         let replaced = {
             let mut peers = shared.peers.write();
@@ -324,6 +328,9 @@ struct Peer {
     dialing: AtomicBool,
     /// Bytes the sender has written while a snapshot chunk was in them (`SnapshotRoom`).
     snapshot_bytes_carried: AtomicU64,
+    /// The rate limit on lines about this peer's inbound connections ending (a peer whose
+    /// connections keep being reset would otherwise write a line each time).
+    inbound_lines: Mutex<PeerLines>,
 }
 
 impl Peer {
@@ -431,6 +438,7 @@ impl PeerNetwork {
             handshaking: AtomicUsize::new(0),
             handshaking_strangers: AtomicUsize::new(0),
             refusals_logged: Mutex::new(LineLimit::new(REFUSALS_LOG_INTERVAL, REFUSALS_LOGGED_MAX)),
+            receive_timeout_ms: AtomicU64::new(RECEIVE_TIMEOUT.as_millis() as u64),
             current: Mutex::new(HashMap::new()),
             threads: Mutex::new(Vec::new()),
             receivers: Mutex::new(Vec::new()),
@@ -1293,6 +1301,58 @@ mod tests {
         );
         lines.log(|l| logged.lock().push(l), "next".into());
         assert_eq!(logged.lock().last().unwrap(), "next");
+    }
+
+    #[test]
+    fn a_peer_whose_connections_keep_ending_does_not_flood_the_log() {
+        let h = harness();
+        // Each connection below goes silent and is closed after 20 ms: the end of a connection
+        // that failed (not a clean close), logged as "ended", like a reset one.
+        h.network
+            .shared
+            .receive_timeout_ms
+            .store(20, Ordering::Relaxed);
+        let ended = |log: &Mutex<Vec<String>>| {
+            log.lock()
+                .iter()
+                .filter(|l| l.contains("connection from peer 2") && l.contains("ended"))
+                .count()
+        };
+        let cycles = PEER_LINES_MAX + 10;
+        for cycle in 0..cycles {
+            let (mut stream, _frames) = h.dial_as_node_2();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            // Node 1 closes it once the silence passed its limit: the read sees the end.
+            let mut byte = [0u8; 1];
+            let closed = std::io::Read::read(&mut stream, &mut byte);
+            assert!(
+                matches!(closed, Ok(0)) || closed.is_err(),
+                "cycle {cycle}: node 1 sent {closed:?} on a silent connection"
+            );
+        }
+        // The line of the last connection's end may come just after our read saw it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ended(&h.log) < PEER_LINES_MAX as usize {
+            assert!(Instant::now() < deadline, "{:?}", h.log.lock());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            ended(&h.log),
+            PEER_LINES_MAX as usize,
+            "{cycles} connections ended, every line: {:?}",
+            h.log.lock()
+        );
+        assert!(
+            h.log
+                .lock()
+                .iter()
+                .any(|l| l.contains("nothing came from it for 20ms")),
+            "the line names the silence it waited: {:?}",
+            h.log.lock()
+        );
     }
 
     #[test]

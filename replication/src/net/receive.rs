@@ -11,9 +11,7 @@ use crate::NodeId;
 
 use super::auth;
 use super::wire::{self, FrameError, FrameReader, Kind};
-use super::{
-    Deadline, Shared, HANDSHAKES_MAX, HANDSHAKE_TIMEOUT, QUEUED_MESSAGES_MAX, RECEIVE_TIMEOUT,
-};
+use super::{Deadline, Shared, HANDSHAKES_MAX, HANDSHAKE_TIMEOUT, QUEUED_MESSAGES_MAX};
 
 /// Accepts peers' connections until the network stops, each served on a thread of its own
 /// (at most `HANDSHAKES_MAX` in their handshake at once from peers' addresses, and as many
@@ -103,7 +101,8 @@ fn receive(shared: &Shared, stream: TcpStream, remote: &str, number: u64, from_p
         Ok(done) => done,
         Err(reason) => return refuse(reason),
     };
-    if stream.set_read_timeout(Some(RECEIVE_TIMEOUT)).is_err() {
+    let silence = Duration::from_millis(shared.receive_timeout_ms.load(Ordering::Relaxed));
+    if stream.set_read_timeout(Some(silence)).is_err() {
         return;
     }
     // One connection per peer: a newer one (the peer reconnected) replaces the older.
@@ -131,10 +130,17 @@ fn receive(shared: &Shared, stream: TcpStream, remote: &str, number: u64, from_p
             Ok(frame) => frame,
             Err(FrameError::Io(e)) => {
                 if e.kind() != std::io::ErrorKind::UnexpectedEof {
-                    let why = ended_because(&e);
-                    shared.log(format!(
-                        "connection from peer {from} ({remote}) ended: {why}"
-                    ));
+                    let line = format!(
+                        "connection from peer {from} ({remote}) ended: {}",
+                        ended_because(&e, silence)
+                    );
+                    // Through the peer's own limit: a peer whose connections keep being reset
+                    // (or keep going silent) must not flood the log. A peer removed meanwhile
+                    // has no limit left, and its connection's end no longer matters.
+                    let peer = shared.peers.read().get(&from).cloned();
+                    if let Some(peer) = peer {
+                        peer.inbound_lines.lock().log(|l| shared.log(l), line);
+                    }
                 }
                 return;
             }
@@ -174,10 +180,10 @@ fn receive(shared: &Shared, stream: TcpStream, remote: &str, number: u64, from_p
 
 /// Why a peer's connection ended, for its log line: the socket's read timeout is the peer's
 /// silence, which the bare error would call "Resource temporarily unavailable".
-fn ended_because(e: &std::io::Error) -> String {
+fn ended_because(e: &std::io::Error, silence: Duration) -> String {
     match e.kind() {
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => format!(
-            "nothing came from it for {RECEIVE_TIMEOUT:?}, not even a keepalive (a stopped \
+            "nothing came from it for {silence:?}, not even a keepalive (a stopped \
              process, or a lost link)"
         ),
         _ => e.to_string(),
@@ -186,15 +192,16 @@ fn ended_because(e: &std::io::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::RECEIVE_TIMEOUT;
     use super::*;
 
     #[test]
     fn a_silent_peer_is_said_to_be_silent() {
         for kind in [std::io::ErrorKind::WouldBlock, std::io::ErrorKind::TimedOut] {
-            let why = ended_because(&kind.into());
+            let why = ended_because(&kind.into(), RECEIVE_TIMEOUT);
             assert!(why.contains("nothing came from it for 10s"), "{why}");
         }
-        let reset = ended_because(&std::io::ErrorKind::ConnectionReset.into());
+        let reset = ended_because(&std::io::ErrorKind::ConnectionReset.into(), RECEIVE_TIMEOUT);
         assert!(reset.contains("reset"), "{reset}");
     }
 }
