@@ -916,15 +916,18 @@ rwal_status rwal_recovery_report_get(const rwal_log *log, rwal_recovery_report *
 size_t rwal_recovery_event(const rwal_log *log, uint64_t index, char *buf, size_t cap);
 
 /**
- * Sends messages at `level` and more severe to `callback` (NULL: no messages, the default).
- * Replaces any earlier callback. Called from inside the callback (to remove or replace
- * itself), it takes effect when the callback returns.
+ * Sends messages at `level` and more severe to `callback` (NULL: no messages, the default;
+ * `level` is then ignored). Replaces any earlier callback. Called from inside the callback (to
+ * remove or replace itself), it takes effect when the callback returns. `RWAL_OK`, or
+ * `RWAL_ERR_INVALID_ARGUMENT` with a callback and a `level` that is not one of the
+ * `RWAL_LOG_*` values (the earlier callback then stays: a level of 0 would otherwise
+ * silence every message, and a level of 4 ask for some that do not exist).
  *
  * # Safety
  * `callback` is NULL or a function safe to call from any thread with `userdata` until it is
  * replaced.
  */
-void rwal_set_log_callback(rwal_log_fn callback, rwal_log_level level, void *userdata);
+rwal_status rwal_set_log_callback(rwal_log_fn callback, rwal_log_level level, void *userdata);
 
 /**
  * New node options for node `id` (1, 2, ...) with its log in `dir`: listen on 127.0.0.1 on a

@@ -9,6 +9,8 @@ use parking_lot::Mutex;
 
 use rwal_wal::{RecoveryEvent, RecoveryReport};
 
+use crate::status::{rwal_status, set_last_error, RWAL_ERR_INVALID_ARGUMENT, RWAL_OK};
+
 /// A message's level: one of the `RWAL_LOG_*` values.
 #[allow(non_camel_case_types)]
 pub type rwal_log_level = i32;
@@ -52,9 +54,12 @@ thread_local! {
     static REPLACEMENT: RefCell<Option<Option<Sink>>> = const { RefCell::new(None) };
 }
 
-/// Sends messages at `level` and more severe to `callback` (NULL: no messages, the default).
-/// Replaces any earlier callback. Called from inside the callback (to remove or replace
-/// itself), it takes effect when the callback returns.
+/// Sends messages at `level` and more severe to `callback` (NULL: no messages, the default;
+/// `level` is then ignored). Replaces any earlier callback. Called from inside the callback (to
+/// remove or replace itself), it takes effect when the callback returns. `RWAL_OK`, or
+/// `RWAL_ERR_INVALID_ARGUMENT` with a callback and a `level` that is not one of the
+/// `RWAL_LOG_*` values (the earlier callback then stays: a level of 0 would otherwise
+/// silence every message, and a level of 4 ask for some that do not exist).
 ///
 /// # Safety
 /// `callback` is NULL or a function safe to call from any thread with `userdata` until it is
@@ -64,7 +69,14 @@ pub unsafe extern "C" fn rwal_set_log_callback(
     callback: rwal_log_fn,
     level: rwal_log_level,
     userdata: *mut c_void,
-) {
+) -> rwal_status {
+    if callback.is_some() && !(RWAL_LOG_ERROR..=RWAL_LOG_INFO).contains(&level) {
+        set_last_error(format!(
+            "log level {level} is not one of RWAL_LOG_ERROR ({RWAL_LOG_ERROR}), RWAL_LOG_WARN \
+             ({RWAL_LOG_WARN}) or RWAL_LOG_INFO ({RWAL_LOG_INFO}); the earlier callback stays"
+        ));
+        return RWAL_ERR_INVALID_ARGUMENT;
+    }
     let sink = callback.map(|callback| Sink {
         callback,
         level,
@@ -75,6 +87,7 @@ pub unsafe extern "C" fn rwal_set_log_callback(
     } else {
         *SINK.lock() = sink;
     }
+    RWAL_OK
 }
 
 fn emit(level: rwal_log_level, message: &str) {

@@ -86,7 +86,17 @@ static void test_options(void) {
 }
 
 static void test_log(const char *dir) {
-    rwal_set_log_callback(on_log, RWAL_LOG_INFO, &messages);
+    CHECK_STATUS(rwal_set_log_callback(on_log, RWAL_LOG_INFO, &messages), RWAL_OK);
+    /* A level that is no RWAL_LOG_* value is refused and leaves the callback set above. */
+    CHECK_STATUS(rwal_set_log_callback(on_log, 0, NULL), RWAL_ERR_INVALID_ARGUMENT);
+    char why[256];
+    rwal_last_error(why, sizeof why);
+    CHECK(strstr(why, "log level 0") != NULL);
+    CHECK_STATUS(rwal_set_log_callback(on_log, RWAL_LOG_INFO + 1, NULL), RWAL_ERR_INVALID_ARGUMENT);
+    /* Without a callback the level does not matter. */
+    CHECK_STATUS(rwal_set_log_callback(NULL, 77, NULL), RWAL_OK);
+    CHECK_STATUS(rwal_set_log_callback(on_log, RWAL_LOG_INFO, &messages), RWAL_OK);
+    CHECK_STATUS(rwal_set_log_callback(on_log, -1, NULL), RWAL_ERR_INVALID_ARGUMENT);
     rwal_options *opts = rwal_options_new();
     CHECK_STATUS(rwal_options_set_segment_size(opts, 1 << 20), RWAL_OK);
     rwal_log *log = NULL;
