@@ -233,6 +233,25 @@ const GENERATION_MAX: u64 = u64::MAX / 4;
 
 /// Decodes both copies of a control file's bytes (for read-only inspection): each is its
 /// generation and state, or `None` if it does not verify.
+/// A control copy as decoded: its generation and what it says.
+type DecodedCopy<T> = (u64, T);
+
+/// The valid copy with the higher generation, and the other one if valid; `None` if neither
+/// is. Of two copies of one generation, which a log never writes (only a damaged or hand-made
+/// file holds them), the first slot's. Shared by the open and `inspect`, which must read the
+/// state the open will use.
+pub(crate) fn newest_first<T>(
+    first: Option<DecodedCopy<T>>,
+    second: Option<DecodedCopy<T>>,
+) -> Option<(DecodedCopy<T>, Option<DecodedCopy<T>>)> {
+    match (first, second) {
+        (Some(a), Some(b)) if a.0 >= b.0 => Some((a, Some(b))),
+        (Some(a), Some(b)) => Some((b, Some(a))),
+        (Some(a), None) | (None, Some(a)) => Some((a, None)),
+        (None, None) => None,
+    }
+}
+
 pub(crate) fn decode_copies(
     bytes: &[u8],
     path: &std::path::Path,
@@ -325,16 +344,8 @@ impl Control {
         let bytes = file.bytes(0, FILE_BYTES as usize);
         let first = ControlState::decode(&bytes[..SLOT_BYTES], &path_text)?;
         let second = ControlState::decode(&bytes[SLOT_BYTES..], &path_text)?;
-        let (newest, older) = match (first, second) {
-            (Some(a), Some(b)) => {
-                if a.0 >= b.0 {
-                    (a, Some(b))
-                } else {
-                    (b, Some(a))
-                }
-            }
-            (Some(a), None) | (None, Some(a)) => (a, None),
-            (None, None) => return Err(Error::bad_file(&path, "both control copies are damaged")),
+        let Some((newest, older)) = newest_first(first, second) else {
+            return Err(Error::bad_file(&path, "both control copies are damaged"));
         };
         // A crash between the two writes of a state that ends an operation or moves what the
         // files hold (see `write`), or a log written before they were two, leaves the older

@@ -212,11 +212,8 @@ fn inspect_once(dir: &Path) -> Result<Inspection> {
         },
         None => [None, None],
     };
-    let control = copies
-        .iter()
-        .flatten()
-        .max_by_key(|(generation, _)| *generation)
-        .cloned();
+    let [first, second] = copies.clone();
+    let control = control::newest_first(first, second).map(|(newest, _)| newest);
     if control_bytes.is_some() && control.is_none() && !control_refused {
         // Recovery refuses such a log: its durable watermark, checkpoint and first LSN are
         // lost, and the records below cannot be checked against them.
@@ -343,7 +340,9 @@ fn inspect_once(dir: &Path) -> Result<Inspection> {
         }
         segments.push(walk.segment(*sequence, name, bytes, next_start.copied()));
     }
-    if let Some((lsn, _)) = state.checkpoint.filter(|_| !state.reset_pending) {
+    // With a reset pending too: its snapshot, written and synced before the reset was
+    // declared, is then all the log holds below its first LSN.
+    if let Some((lsn, _)) = state.checkpoint {
         check_snapshot_body(dir, lsn, &mut walk.problems)?;
     }
     if walk.expected <= walk.watermark {
@@ -1043,6 +1042,37 @@ mod tests {
     }
 
     #[test]
+    fn two_control_copies_of_one_generation_are_read_as_the_open_reads_them() {
+        let dir = temp("inspect-control-tie");
+        let wal = Wal::open(&dir, options()).unwrap();
+        for i in 0..5u8 {
+            wal.append_durable(&[i; 64]).unwrap();
+        }
+        wal.close().unwrap();
+        // A file no log writes (a damaged or hand-made one): both copies of one generation,
+        // saying different things. The open takes the first slot's.
+        let path = dir.join(control::FILE_NAME);
+        let bytes = std::fs::read(&path).unwrap();
+        let [first, second] = control::decode_copies(&bytes, &path).unwrap();
+        let (generation, state) = first.into_iter().chain(second).max_by_key(|c| c.0).unwrap();
+        assert!(state.durable_lsn >= 5, "{state:?}");
+        let lower = ControlState {
+            durable_lsn: state.durable_lsn - 2,
+            ..state.clone()
+        };
+        let mut tied = Vec::new();
+        tied.extend_from_slice(&state.encode(generation));
+        tied.extend_from_slice(&lower.encode(generation));
+        std::fs::write(&path, &tied).unwrap();
+        let read_only = FsDir::open_read_only(&dir).unwrap();
+        let opened = control::Control::open(&read_only).unwrap().state().clone();
+        assert_eq!(opened, state);
+        let found = inspect(&dir).unwrap();
+        assert_eq!(found.control.as_ref().unwrap().1, opened);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_damaged_snapshot_body_is_corruption() {
         let dir = temp("inspect-snapshot-body");
         let wal = Wal::open(&dir, options()).unwrap();
@@ -1425,6 +1455,30 @@ mod tests {
         assert!(found.problems.is_empty(), "{:?}", found.problems);
         assert!(!found.is_corrupted());
         assert!(found.control.as_ref().unwrap().1.reset_pending);
+        // The same crash with the reset's snapshot damaged: all the log holds below its first
+        // LSN then, so verify must say so (it skipped the body with a reset pending).
+        let damaged = temp("inspect-reset-damaged");
+        std::fs::create_dir_all(&damaged).unwrap();
+        for entry in std::fs::read_dir(&crashed).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), damaged.join(entry.file_name())).unwrap();
+        }
+        let path = damaged.join(crate::snapshot::file_name(10));
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[crate::snapshot::BODY_OFFSET as usize + 3] ^= 0x01;
+        std::fs::write(&path, &bytes).unwrap();
+        let damage = inspect(&damaged).unwrap();
+        assert!(damage.is_corrupted(), "{:?}", damage.problems);
+        assert!(
+            damage
+                .problems
+                .iter()
+                .any(|p| p.segment == crate::snapshot::file_name(10)
+                    && p.detail.contains("snapshot body checksum")),
+            "{:?}",
+            damage.problems
+        );
+        let _ = std::fs::remove_dir_all(&damaged);
         let old: Vec<String> = found
             .segments
             .iter()
