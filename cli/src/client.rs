@@ -294,7 +294,23 @@ impl Client {
                         return Err(unknown(&last));
                     }
                 }
-                Ok((_, reply)) => return Err(refusal(&reply)),
+                Ok((_, reply)) => {
+                    // Refused here, so not made by this attempt; an earlier one that reached
+                    // a node (a leader that took the request and went down) may have been:
+                    // the refusal says nothing of it (this node may refuse what that one
+                    // took, a record over its smaller limit, say).
+                    self.maybe_made = made_before;
+                    let refused = refusal(&reply);
+                    if made_before && matches!(op, proto::OP_APPEND | proto::OP_MEMBERSHIP) {
+                        self.outcome_unknown = true;
+                        return Err(format!(
+                            "{refused} (from {}; an earlier attempt reached another node, \
+                             which may have made the request)",
+                            self.addr
+                        ));
+                    }
+                    return Err(refused);
+                }
                 Err(CallFailure::NotRwal(message)) => {
                     // What answers now is no node, and made nothing; it says nothing of an
                     // earlier attempt that may have reached a leader (one that took the
@@ -984,6 +1000,14 @@ mod tests {
     /// goes down without answering, then (asked again) names a stranger that answers with a
     /// status the protocol does not have. The thread returned ends once all three were called.
     fn names_a_lost_leader_then_a_stranger() -> (std::thread::JoinHandle<()>, SocketAddr) {
+        names_a_lost_leader_then_one_answering(9, b"")
+    }
+
+    /// The same with the second node answering `status` and `body`.
+    fn names_a_lost_leader_then_one_answering(
+        status: u8,
+        body: &'static [u8],
+    ) -> (std::thread::JoinHandle<()>, SocketAddr) {
         let leader = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let leader_addr = leader.local_addr().unwrap();
         let leader = std::thread::spawn(move || {
@@ -999,7 +1023,7 @@ mod tests {
             let (stream, _) = stranger.accept().unwrap();
             let mut input = BufReader::new(stream.try_clone().unwrap());
             let _ = proto::read_message(&mut input, proto::REQUEST_BYTES_MAX);
-            proto::write_message(&mut &stream, 9, b"").unwrap();
+            proto::write_message(&mut &stream, status, body).unwrap();
         });
         let given = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = given.local_addr().unwrap();
@@ -1037,6 +1061,46 @@ mod tests {
                 && failure.contains("--client-id 7 --request-id 9"),
             "{failure}"
         );
+    }
+
+    /// An append a leader took before it went down, after which the leader the node given
+    /// names next refuses it (ERROR: a smaller record limit there, say). The refusal says
+    /// nothing of the first attempt, which may be in the log: exit status 3 and the ids to
+    /// retry with. It exited 2, "not made", without them (found by review).
+    #[test]
+    fn an_append_a_lost_leader_took_is_reported_as_maybe_made_after_an_error() {
+        let (given, addr) =
+            names_a_lost_leader_then_one_answering(proto::ERROR, b"the record is too large");
+        let mut client = Client::new(addr, Duration::from_secs(10));
+        let failure = append_one(&mut client, 7, 9, b"debit 100").unwrap_err();
+        given.join().unwrap();
+        assert!(failure.contains("the record is too large"), "{failure}");
+        assert!(client.outcome_unknown, "exits 3, not 2: {failure}");
+        assert!(
+            failure.contains("may or may not be in the log")
+                && failure.contains("--client-id 7 --request-id 9"),
+            "{failure}"
+        );
+    }
+
+    /// An ERROR to the first attempt is a plain refusal: nothing was made (exit 2).
+    #[test]
+    fn an_append_refused_at_once_is_not_made() {
+        let node = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = node.local_addr().unwrap();
+        let node = std::thread::spawn(move || {
+            let (stream, _) = node.accept().unwrap();
+            let mut input = BufReader::new(stream.try_clone().unwrap());
+            proto::read_message(&mut input, proto::REQUEST_BYTES_MAX)
+                .unwrap()
+                .unwrap();
+            proto::write_message(&mut &stream, proto::ERROR, b"the record is too large").unwrap();
+        });
+        let mut client = Client::new(addr, Duration::from_secs(10));
+        let failure = append_one(&mut client, 7, 9, b"debit 100").unwrap_err();
+        node.join().unwrap();
+        assert!(failure.contains("the record is too large"), "{failure}");
+        assert!(!client.outcome_unknown, "exits 2, not 3: {failure}");
     }
 
     /// The same path for a READ: a read that fails is a failed read (exit 2), never an

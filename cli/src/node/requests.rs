@@ -357,7 +357,10 @@ pub(super) fn not_leader(server: &Server, leader: Option<NodeId>) -> (u8, Vec<u8
     let mut body = leader.unwrap_or(0).to_le_bytes().to_vec();
     let address = leader.and_then(|l| {
         if l == server.settings.id {
-            Some(server.settings.client_listen)
+            // Listening on every interface (`0.0.0.0`, `[::]`) names no address a client can
+            // use: followed from another machine, it reaches that machine's own port. Without
+            // one, the client asks the node it was given again.
+            Some(server.settings.client_listen).filter(|a| !a.ip().is_unspecified())
         } else {
             server.peers.read().get(&l).map(|p| p.1)
         }
@@ -881,6 +884,28 @@ mod tests {
     use crate::node::test_support::{
         close, hold, serve_one, single_node_server, someone_elses_record,
     };
+
+    /// A NOT_LEADER naming this node (a proposal superseded, the node leading again) gives its
+    /// client address only where a client can use it: not a wildcard (found by review).
+    #[test]
+    fn a_not_leader_naming_this_node_gives_no_wildcard_address() {
+        let (mut server, dir) = single_node_server("not-leader-wildcard");
+        let me = server.settings.id;
+        let answer = |server: &Server| {
+            let (code, body) = not_leader(server, Some(me));
+            assert_eq!(code, proto::NOT_LEADER);
+            let mut b = proto::Body(&body);
+            assert_eq!(b.u64("leader").unwrap(), me);
+            String::from_utf8(b.rest().to_vec()).unwrap()
+        };
+        server.settings.client_listen = "10.1.2.3:7101".parse().unwrap();
+        assert_eq!(answer(&server), "10.1.2.3:7101");
+        server.settings.client_listen = "0.0.0.0:7101".parse().unwrap();
+        assert_eq!(answer(&server), "");
+        server.settings.client_listen = "[::]:7101".parse().unwrap();
+        assert_eq!(answer(&server), "");
+        close(server, dir);
+    }
 
     /// Connections that sit idle, or send a request a byte at a time, cannot keep clients out:
     /// with every slot taken, a new connection closes the one whose last request was answered
