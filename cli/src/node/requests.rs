@@ -541,7 +541,8 @@ fn reserve(server: &Server, key: (u64, u64), digest: u64) -> Reserved {
 
 /// Answers an APPEND. `held` is the request's share of the request budget: given back, with
 /// the body, once the copy no longer needs them (a copy that waits for another copy in flight
-/// waits without them: a client that gave up and retried, or left, held its retries' bytes
+/// waits without them, though not while that copy is still being proposed, which it may have
+/// to replace if that proposal fails: a client that gave up and retried, or left, held its retries' bytes
 /// for as long as the first copy's wait, up to `APPEND_TIMEOUT`, until 2026-12-06). A copy
 /// that proposes keeps its share until it is answered: the budget also bounds what the node
 /// takes in and has not committed yet.
