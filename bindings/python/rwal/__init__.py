@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import atexit
 import builtins
+import errno
 import io
 import operator
 import logging
 import math
 import os
+import re
 import sys
 import threading
 import time
@@ -93,10 +95,26 @@ class Error(Exception):
     proposed: Optional[Tuple[int, int]] = None
     proposed_unknown: bool = False
 
+    # The errno an OSError among these carries when its message names none.
+    _default_errno: Optional[int] = None
+
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.status = ffi.string(lib.rwal_status_str(code)).decode()
+        if isinstance(self, OSError):
+            # What `except OSError as e: if e.errno == errno.ENOSPC` looks at: the system's
+            # error, which the library's message ends with as "(os error N)".
+            named = re.findall(r"\(os error (\d+)\)", message)
+            number = int(named[-1]) if named else self._default_errno
+            if number is not None:
+                self.errno = number
+                self.strerror = os.strerror(number)
+
+    def __str__(self) -> str:
+        # The library's message, which names what failed: OSError's own would be
+        # "[Errno 28] No space left on device" once errno is set.
+        return self.args[0] if self.args else ""
 
     def __reduce__(self):
         # Pickled (e.g. back from a process pool) with the arguments its constructor takes,
@@ -112,7 +130,8 @@ class InvalidArgumentError(Error, ValueError):
 
 
 class IoError(Error, OSError):
-    """An operating-system call failed."""
+    """An operating-system call failed; `errno` and `strerror` are the system's error where
+    the message names one (it ends with "(os error N)")."""
 
 
 class CorruptedError(Error):
@@ -125,7 +144,10 @@ class PoisonedError(Error):
 
 class NoSpaceError(Error, OSError):
     """The disk is full, or the disk quota is used up (the message says which). The log
-    stays usable, and appends work again once space is freed."""
+    stays usable, and appends work again once space is freed. `errno` is the system's (ENOSPC
+    or EDQUOT), ENOSPC when the library refused before writing (too little free space)."""
+
+    _default_errno = errno.ENOSPC
 
 
 class LockedError(Error):
@@ -289,6 +311,8 @@ def _seconds(timeout, name: str = "timeout") -> float:
         if timeout is None or isinstance(timeout, (bool, str, bytes)):
             raise TypeError
         seconds = float(timeout)
+    except OverflowError:  # an integer beyond any float: longer than any wait, or negative
+        seconds = math.inf if timeout > 0 else -math.inf
     except (TypeError, ValueError):
         raise InvalidArgumentError(lib.RWAL_ERR_INVALID_ARGUMENT,
                                    "%s must be a number of seconds, not %r" % (name, timeout))
@@ -992,6 +1016,15 @@ class Log(_Handle):
                 want = view[:min(left, len(chunk))]
                 if hasattr(source, "readinto"):
                     got = source.readinto(want)
+                    # A count outside 0..len(want) (more than fits, or negative: want[:-1])
+                    # would be cut to a piece of another length without a word, and the
+                    # snapshot would hold other bytes than the source's.
+                    if got is not None and (not isinstance(got, int) or isinstance(got, bool)
+                                            or not 0 <= got <= len(want)):
+                        raise InvalidArgumentError(
+                            lib.RWAL_ERR_INVALID_ARGUMENT,
+                            "the snapshot source's readinto returned %r for a buffer of %d "
+                            "bytes" % (got, len(want)))
                     # Read-only: nothing else changes this private buffer during the call, so
                     # the writer need not copy it (see _stable).
                     piece = None if got is None else want[:got].toreadonly()

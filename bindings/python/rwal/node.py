@@ -28,9 +28,9 @@ on applying records meanwhile and may change what it views. An mmap of a file th
 holding it in memory.
 
 A node left open is closed when the interpreter exits (an atexit hook), or when it is garbage
-collected (with a ResourceWarning) unless that happens inside one of a node's callbacks, on a
-node's own thread, where closing would wait for itself: it is then closed at exit. Close nodes
-explicitly (or use them in a with block).
+collected (with a ResourceWarning), on a thread of its own: the collecting thread may be the
+node's own (inside a callback), which closing would wait for. Close nodes explicitly (or use
+them in a with block).
 
 An exception cannot cross the C boundary; it is printed, and then: in apply or restore it stops
 the node (the engine could not follow its log: waits and close() then raise ReplicationError
@@ -92,7 +92,8 @@ _ROLES = {
 
 # On a thread while it runs nodes' callbacks: their engines (see _in_callback).
 _callback_thread = threading.local()
-# Every open node, and the ones garbage-collected inside a callback: closed at exit.
+# Every open node, and the ones garbage-collected whose closer thread has not finished: closed
+# at exit.
 _open_nodes: "weakref.WeakSet[Node]" = weakref.WeakSet()
 _closed_at_exit: list = []
 
@@ -133,7 +134,7 @@ def _close_collected(node: "Node") -> None:
 def _in_callback(engine):
     """Marks this thread as running a callback of the node whose _Engine is `engine`: its
     close() looks for it among the engines whose callbacks this thread is inside, and a node
-    collected meanwhile is closed at exit (see Node.__del__)."""
+    collected meanwhile is closed on a thread of its own (see Node.__del__)."""
     outer = getattr(_callback_thread, "engines", ())
     _callback_thread.engines = outer + (engine,)
     try:
@@ -506,32 +507,28 @@ class Node(_Handle):
     def __del__(self) -> None:
         if getattr(self, "_closed", True) or self._left_to_the_opener():
             return
-        # A node's own threads are not Python's: collected there (inside a callback, or while
-        # a callback's error is printed), closing would wait for that very thread. Kept
-        # alive, and closed at exit.
-        # Inside a node's callback on any thread (the opening thread runs restore and apply),
-        # or on a thread that is not Python's. Not merely in the log handler on a Python
-        # thread (a garbage collection there): that node is closed on a closer thread, below,
-        # as anywhere else, not kept open until exit.
-        on_a_node_thread = bool(getattr(_callback_thread, "engines", ())) or isinstance(
-            threading.current_thread(), threading._DummyThread)
-        if on_a_node_thread:
-            _closed_at_exit.append(self)
-            return
         try:
             warnings.warn(f"rwal.Node {self._id} was not closed", ResourceWarning,
                           stacklevel=1)
         except Exception:  # noqa: BLE001 - late in shutdown, warnings may be gone
             pass
-        # Nor on the thread that collects it: that thread may hold a lock the node's apply
-        # callback waits for (an engine's lock, the engine holding the node: a cycle collected
-        # there), and close() waits for the node's thread. Closed on a thread of its own, and
-        # at exit if that has not finished (close() is safe twice).
+        # Never closed on the thread that collects it. That may be a node's own thread (inside
+        # a callback, or while a callback's error is printed), and close() would wait for that
+        # very thread; or a thread that holds a lock the node's apply callback waits for (an
+        # engine's lock, the engine holding the node: a cycle collected there), which close()
+        # would wait for too. Closed on a thread of its own, which waits for the callback under
+        # way to return (until 2026-12-07 a node collected inside a callback was left running
+        # until the interpreter exited: a voting member holding its port and its directory),
+        # and at exit if that has not finished (close() is safe twice).
+        on_a_node_thread = bool(getattr(_callback_thread, "engines", ())) or isinstance(
+            threading.current_thread(), threading._DummyThread)
         _closed_at_exit.append(self)
         try:
             threading.Thread(target=_close_collected, args=(self,),
                              name="rwal-node-%d-closer" % self._id, daemon=True).start()
         except RuntimeError:  # the interpreter is shutting down: no new threads
+            if on_a_node_thread:
+                return  # closed at exit, where the thread is not the node's
             _closed_at_exit.remove(self)
             super().__del__()
 

@@ -708,8 +708,26 @@ def test_the_nodes_closed_at_exit_are_all_closed_whatever_one_raises(monkeypatch
     assert "closing rwal.Node 7 at exit failed" in capsys.readouterr().err
 
 
-def test_a_node_collected_inside_its_own_callback_is_closed_later_not_joined_there(tmp_path):
+def _reopens(path, cluster_id=1) -> bool:
+    """Whether a single-voter node opens at `path` now (closed at once): its directory is no
+    longer locked by a node left open there."""
+    try:
+        again = rwal.Node(1, path, cluster_id=cluster_id, secret=SECRET, voters=[1], tick_ms=10,
+                          apply=lambda *_: None, snapshot=lambda: b"",
+                          restore=lambda *_: None)
+    except rwal.LockedError:
+        return False
+    again.close()
+    return True
+
+
+def test_a_node_collected_inside_its_own_callback_is_closed_on_a_thread_of_its_own(tmp_path):
+    """Collected (a cycle) inside its own apply, on its own thread: the callback returns
+    (closing there would wait for that very thread), and the node is closed on a closer thread
+    once it has. Until 2026-12-07 it was left running until the interpreter exited, a voting
+    member holding its port and its directory (found by review)."""
     import gc
+    import warnings
     import weakref
 
     dropped = threading.Event()
@@ -723,7 +741,8 @@ def test_a_node_collected_inside_its_own_callback_is_closed_later_not_joined_the
             gc.collect()
             collected.set()
 
-    node = rwal.Node(1, tmp_path / "cyclic", cluster_id=1, secret=SECRET, voters=[1],
+    path = tmp_path / "cyclic"
+    node = rwal.Node(1, path, cluster_id=1, secret=SECRET, voters=[1],
                      tick_ms=10, apply=apply, snapshot=lambda: b"", restore=lambda *_: None)
     node.itself = node  # a cycle: only the cycle collector frees it
     wait(lambda: node.status()["role"] == "leader")
@@ -731,23 +750,52 @@ def test_a_node_collected_inside_its_own_callback_is_closed_later_not_joined_the
     # test (gc.collect() works while automatic collection is off).
     gc.disable()
     try:
-        deferred_before = len(rwal.node._closed_at_exit)
-        ref = weakref.ref(node)
-        del node
-        ref().propose(b"collect")
-        dropped.set()
-        assert collected.wait(30), "the callback never finished: closing joined itself?"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            ref = weakref.ref(node)
+            del node
+            ref().propose(b"collect")
+            dropped.set()
+            assert collected.wait(30), "the callback never finished: closing joined itself?"
     finally:
         gc.enable()
-    # Kept alive (its weak references are gone, as for any collected object) and still
-    # running, to be closed at exit or, here, by hand.
     assert ref() is None
-    assert len(rwal.node._closed_at_exit) == deferred_before + 1
-    node = rwal.node._closed_at_exit.pop()
-    assert not node.closed
-    node.propose_and_wait(b"still running", timeout=30)
-    node.close()
-    del node.itself
+    wait(lambda: _reopens(path))  # closed by its closer thread: the directory is free again
+
+
+def test_a_node_collected_inside_another_nodes_callback_is_closed(tmp_path):
+    """Node B's last reference dropped inside node A's apply (an engine that owned B): B is
+    closed on a closer thread, not left running until the interpreter exits."""
+    import gc
+    import warnings
+
+    held = {}
+    collected = threading.Event()
+
+    def apply_a(lsn, epoch, data):
+        if data == b"drop b":
+            held.clear()
+            gc.collect()
+            collected.set()
+
+    a = rwal.Node(1, tmp_path / "a", cluster_id=1, secret=SECRET, voters=[1], tick_ms=10,
+                  apply=apply_a, snapshot=lambda: b"", restore=lambda *_: None)
+    path_b = tmp_path / "b"
+    b = rwal.Node(1, path_b, cluster_id=2, secret=SECRET, voters=[1], tick_ms=10,
+                  apply=lambda *_: None, snapshot=lambda: b"", restore=lambda *_: None)
+    b.itself = b  # freed by the cycle collector only, in A's callback
+    held["b"] = b
+    del b
+    try:
+        wait(lambda: a.status()["role"] == "leader")
+        assert not _reopens(path_b, 2), "B holds its directory while open"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            a.propose_and_wait(b"drop b", timeout=30)
+            assert collected.wait(30)
+        wait(lambda: _reopens(path_b, 2))  # B closed by its closer thread
+    finally:
+        a.close()
 
 
 def test_a_node_collected_while_its_apply_waits_for_the_collectors_lock_is_closed_later(tmp_path):
@@ -796,16 +844,7 @@ def test_a_node_collected_while_its_apply_waits_for_the_collectors_lock_is_close
         gc.enable()
     assert ref() is None
 
-    def reopened():
-        try:
-            again = rwal.Node(1, path, cluster_id=1, secret=SECRET, voters=[1], tick_ms=10,
-                              apply=lambda *_: None, snapshot=lambda: b"",
-                              restore=lambda *_: None)
-        except rwal.LockedError:
-            return False
-        again.close()
-        return True
-    wait(reopened)  # closed by its closer thread: the directory is free again
+    wait(lambda: _reopens(path))  # closed by its closer thread: the directory is free again
     assert applied == [b"applied once the lock is free"]
 
 

@@ -19,6 +19,14 @@ def path(tmp_path):
     return tmp_path / "log"
 
 
+def wait_until(condition, timeout=30.0):
+    """Polls `condition` until it holds; fails the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.005)
+
+
 def test_empty_log_and_round_trip(path):
     with rwal.open(path, segment_size=1 << 20) as log:
         assert (log.first_lsn, log.last_lsn, log.durable_lsn) == (1, 0, 0)
@@ -712,6 +720,23 @@ def test_a_checkpoint_writer_refuses_wrong_lengths_and_abandons_cleanly(path):
 
         with pytest.raises(rwal.InvalidArgumentError, match="returned 6 bytes when asked for 5"):
             log.checkpoint_from(3, 5, ReadOnly(b"hello, and more", extra=1))
+
+        # A readinto() that reports a count the buffer cannot hold (more than it, negative, not
+        # an int) is refused, with no checkpoint: cut to the buffer (or want[:-1]) the snapshot
+        # held other bytes than the source's (found by review).
+        class Miscounting(io.RawIOBase):
+            def __init__(self, report):
+                self.report = report
+
+            def readinto(self, b):
+                b[:] = b"z" * len(b)
+                return self.report(len(b))
+
+        for report in (lambda n: n + 10, lambda n: -1, lambda n: True, lambda n: 2.0):
+            with pytest.raises(rwal.InvalidArgumentError, match="readinto returned"):
+                log.checkpoint_from(3, 5, Miscounting(report))
+            assert log.latest_checkpoint() == (2, b"kept")
+            assert not temp_files()
         log.checkpoint_from(3, 5, ReadOnly(b"hello, and more"))
         assert log.latest_checkpoint() == (3, b"hello")
         log.checkpoint_from(4, 0, ReadOnly(b""))
@@ -1059,11 +1084,40 @@ def test_a_tail_waits_for_records_as_they_become_durable(path):
             log.commit(log.append(b"new"))
             assert tail.next(timeout=30) == (5, b"new")
         with log.tail() as tail:
-            for bad in (-1, float("nan"), "1"):
+            for bad in (-1, float("nan"), "1", -10**400):
                 with pytest.raises(rwal.InvalidArgumentError, match="timeout"):
                     tail.next(timeout=bad)
+        # An integer beyond any float is a wait longer than any: it raised OverflowError.
+        with log.tail(log.durable_lsn + 1) as tail:
+            log.commit(log.append(b"later"))
+            assert tail.next(timeout=10**400)[1] == b"later"
         with pytest.raises(rwal.NotFoundError):
             log.tail(log.last_lsn + 2)
+
+
+def test_os_errors_carry_the_systems_errno(tmp_path):
+    """The rwal errors that are OSErrors carry errno and strerror, so that the usual
+    `except OSError as e: if e.errno == ...` works; the message stays the library's (they were
+    None, found by review)."""
+    import errno
+    import pickle
+
+    blocker = tmp_path / "a-file"
+    blocker.write_bytes(b"x")
+    with pytest.raises(OSError) as raised:
+        rwal.open(blocker / "log")
+    assert isinstance(raised.value, rwal.IoError)
+    assert raised.value.errno == errno.ENOTDIR, repr(raised.value)
+    assert raised.value.strerror == os.strerror(errno.ENOTDIR)
+    assert str(raised.value).startswith("open directory "), str(raised.value)
+    again = pickle.loads(pickle.dumps(raised.value))
+    assert (again.errno, str(again)) == (errno.ENOTDIR, str(raised.value))
+    # The library's own refusal for want of space names no system error: ENOSPC.
+    full = rwal.NoSpaceError(-5, "a segment needs 64 MiB and the disk has 1 MiB free")
+    assert full.errno == errno.ENOSPC
+    quota = rwal.NoSpaceError(-5, "write: Disk quota exceeded (os error %d)" % errno.EDQUOT)
+    assert quota.errno == errno.EDQUOT
+    assert rwal.ClosedError(-15, "closed").__str__() == "closed"
 
 
 def test_closing_the_log_ends_a_waiting_tail(path):
@@ -1082,7 +1136,8 @@ def test_closing_the_log_ends_a_waiting_tail(path):
     t = threading.Thread(target=follow)
     t.start()
     assert waiting.wait(30)
-    time.sleep(0.3)  # into the wait, past its first slice
+    wait_until(tail._serial.locked)  # the other thread is in next()
+    time.sleep(0.3)  # into the wait, past its first slice (not a condition: slices are inside)
     log.close()
     t.join(30)
     assert not t.is_alive()
@@ -1175,11 +1230,17 @@ def test_a_tails_timeout_holds_while_another_thread_reads(path):
         t = threading.Thread(target=follow)
         t.start()
         assert waiting.wait(30)
-        time.sleep(0.1)
-        # The other thread holds the tail in its wait: this one's timeout still ends its own.
-        started = time.monotonic()
-        assert tail.next(timeout=0.2) is None
-        assert time.monotonic() - started < 20
+        # The other thread holds the tail in its wait (a fixed sleep here let the test pass
+        # untested when that thread was late): this one's timeout still ends its own. On a
+        # thread of its own, so that a timeout not kept fails the test instead of hanging it.
+        wait_until(tail._serial.locked)
+        mine = []
+        timed = threading.Thread(target=lambda: mine.append(tail.next(timeout=0.2)),
+                                 daemon=True)
+        timed.start()
+        timed.join(20)
+        assert not timed.is_alive(), "the timeout did not end the call"
+        assert mine == [None]
         log.commit(log.append(b"x"))
         t.join(30)
         assert got == [(1, b"x")]
