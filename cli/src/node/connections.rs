@@ -22,10 +22,15 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-/// `Connection::idle_since` while a request is handled and answered.
-const BUSY: u64 = u64::MAX;
+/// `Connection::idle_since` from this value up (and below `TAKEN`) while a request is handled
+/// and answered: `BUSY_FIRST` plus the connection's count of requests, so that each request's
+/// busy state differs from the next one's. A newcomer that found an answer stalled takes the
+/// connection only if it is still on that request: with one busy value for all, the request's
+/// answer could end, the next request start, and the newcomer close a connection that was
+/// handling a new request (found by review, 2026-12-07).
+const BUSY_FIRST: u64 = 1 << 63;
 /// `Connection::idle_since` once its slot went to a newcomer.
-const TAKEN: u64 = u64::MAX - 1;
+const TAKEN: u64 = u64::MAX;
 /// `Connection::answer_moved` while no answer is being written.
 const NOT_ANSWERING: u64 = u64::MAX;
 /// A connection whose answer has not moved for this long may be closed for a newcomer.
@@ -41,8 +46,10 @@ pub struct Connection {
     stream: TcpStream,
     key: u64,
     /// Microseconds since `Connections::epoch` at which its last request was answered (or it
-    /// connected), or `BUSY`, or `TAKEN`.
+    /// connected), or a busy value (`BUSY_FIRST` and up), or `TAKEN`.
     idle_since: AtomicU64,
+    /// Requests it started: the busy value of the one under way.
+    requests: AtomicU64,
     /// While its answer is being written, the microseconds since `Connections::epoch` at which
     /// the socket last completed `ANSWER_PACE_BYTES` of it (or the write began);
     /// `NOT_ANSWERING` otherwise.
@@ -61,7 +68,7 @@ impl Connection {
         let _ = self
             .idle_since
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| {
-                (state != TAKEN).then_some(since_epoch.min(TAKEN - 1))
+                (state != TAKEN).then_some(since_epoch.min(BUSY_FIRST - 1))
             });
     }
 
@@ -69,9 +76,11 @@ impl Connection {
     /// went to a newcomer first (its socket is shut down, and the request is not to be
     /// handled).
     pub fn start_request(&self) -> bool {
+        let count = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        let busy = BUSY_FIRST | (count % (BUSY_FIRST - 1));
         self.idle_since
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| {
-                (state != TAKEN).then_some(BUSY)
+                (state != TAKEN).then_some(busy)
             })
             .is_ok()
     }
@@ -236,7 +245,7 @@ impl Connections {
                 .values()
                 .filter_map(|c| {
                     let since = c.idle_since.load(Ordering::Acquire);
-                    (since < TAKEN).then_some((since, c))
+                    (since < BUSY_FIRST).then_some((since, c))
                 })
                 .collect();
             idle.sort_unstable_by_key(|(since, _)| *since);
@@ -254,26 +263,7 @@ impl Connections {
             if taken.is_none() {
                 // Then one whose client has taken too little of its answer for a while, the one
                 // stalled longest: its answer is abandoned (an append's retry keeps its ids).
-                let stall = u64::try_from(self.answer_stall.as_micros()).unwrap_or(u64::MAX);
-                let mut stalled: Vec<(u64, &Arc<Connection>)> = table
-                    .served
-                    .values()
-                    .filter_map(|c| {
-                        let moved = c.answer_moved.load(Ordering::Acquire);
-                        (moved != NOT_ANSWERING && now.saturating_sub(moved) >= stall)
-                            .then_some((moved, c))
-                    })
-                    .collect();
-                stalled.sort_unstable_by_key(|(moved, _)| *moved);
-                taken = stalled.into_iter().find_map(|(moved, c)| {
-                    c.idle_since
-                        .compare_exchange(BUSY, TAKEN, Ordering::AcqRel, Ordering::Acquire)
-                        .is_ok()
-                        .then(|| {
-                            let idle = Duration::from_micros(now.saturating_sub(moved));
-                            (idle, true, c.clone())
-                        })
-                });
+                taken = self.take_stalled(self.stalled(&table.served, now), now);
             }
             let Some((idle, answer_stalled, connection)) = taken else {
                 return (Admission::Full(stream), None);
@@ -294,9 +284,53 @@ impl Connections {
             key,
             idle_since: AtomicU64::new(self.now()),
             answer_moved: AtomicU64::new(NOT_ANSWERING),
+            requests: AtomicU64::new(0),
         });
         table.served.insert(key, connection.clone());
         (Admission::Served(connection), closed)
+    }
+
+    /// The connections whose answer has stalled, the one stalled longest first, each with the
+    /// busy value of the request it was answering when looked at.
+    fn stalled(
+        &self,
+        served: &HashMap<u64, Arc<Connection>>,
+        now: u64,
+    ) -> Vec<(u64, u64, Arc<Connection>)> {
+        let stall = u64::try_from(self.answer_stall.as_micros()).unwrap_or(u64::MAX);
+        let mut stalled: Vec<(u64, u64, Arc<Connection>)> = served
+            .values()
+            .filter_map(|c| {
+                // The request first, then its answer's progress: an answer seen stalled is
+                // that request's or a later one's, never an earlier one's.
+                let busy = c.idle_since.load(Ordering::Acquire);
+                let moved = c.answer_moved.load(Ordering::Acquire);
+                ((BUSY_FIRST..TAKEN).contains(&busy)
+                    && moved != NOT_ANSWERING
+                    && now.saturating_sub(moved) >= stall)
+                    .then(|| (moved, busy, c.clone()))
+            })
+            .collect();
+        stalled.sort_unstable_by_key(|(moved, _, _)| *moved);
+        stalled
+    }
+
+    /// Takes the first of `stalled` still on the request it was seen answering: one that went
+    /// on to its next request since is being handled, and is left alone.
+    fn take_stalled(
+        &self,
+        stalled: Vec<(u64, u64, Arc<Connection>)>,
+        now: u64,
+    ) -> Option<(Duration, bool, Arc<Connection>)> {
+        stalled.into_iter().find_map(|(moved, busy, c)| {
+            c.idle_since
+                .compare_exchange(busy, TAKEN, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+                .then(|| {
+                    let idle = Duration::from_micros(now.saturating_sub(moved));
+                    (idle, true, c)
+                })
+        })
     }
 
     /// Marks `connection` waiting for its next request from now (its last one answered).
@@ -341,11 +375,11 @@ impl Connections {
         table
             .served
             .values()
-            .all(|c| c.idle_since.load(Ordering::Acquire) != BUSY)
+            .all(|c| !(BUSY_FIRST..TAKEN).contains(&c.idle_since.load(Ordering::Acquire)))
     }
 
     fn now(&self) -> u64 {
-        let now = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(TAKEN - 1);
+        let now = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(BUSY_FIRST - 1);
         #[cfg(test)]
         let now = now.saturating_add(self.skipped.load(Ordering::Acquire));
         now
@@ -505,6 +539,40 @@ mod tests {
         drop(answering);
         connections.waiting(&a);
         assert!(a.taken(), "its slot came back to it");
+    }
+
+    /// A newcomer that saw a connection's answer stalled, after which that answer ended and the
+    /// connection started its next request, leaves it alone: that request is being handled.
+    /// With one busy value for every request, the newcomer took it (found by review).
+    #[test]
+    fn a_stalled_answer_that_ended_before_the_take_leaves_the_next_request_alone() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let stopping = AtomicBool::new(false);
+        let stall = Duration::from_secs(60);
+        let connections = Connections::with_answer_stall(1, stall);
+        let (a, _a_client) = pair(&listener);
+        let a = served(connections.admit(a, &stopping).0);
+        assert!(a.start_request());
+        let answering = connections.answering(&a);
+        connections.skip(stall * 2);
+        // The newcomer's look: the answer stalled.
+        let now = connections.now();
+        let seen = connections.stalled(&connections.table.lock().served, now);
+        assert_eq!(seen.len(), 1, "the stalled answer was not seen");
+        // Meanwhile the answer ends and the connection reads and starts its next request.
+        drop(answering);
+        connections.waiting(&a);
+        assert!(a.start_request());
+        // The newcomer's take, on what it saw: refused.
+        assert!(connections.take_stalled(seen, now).is_none());
+        assert!(
+            !a.taken(),
+            "a connection handling its next request was taken"
+        );
+        // A look now sees nothing stalled (that request has no answer under way).
+        assert!(connections
+            .stalled(&connections.table.lock().served, connections.now())
+            .is_empty());
     }
 
     /// Once stopping, nothing is served, and the connections served see their reading end.
