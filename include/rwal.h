@@ -1158,7 +1158,9 @@ rwal_status rwal_node_open(const rwal_node_options *opts, rwal_node **node_out);
  * node (`rwal_node_propose`, `rwal_node_propose_and_wait`, `rwal_node_wait_committed`,
  * `rwal_node_read_barrier`, `rwal_node_transfer_leadership`, ...) returns `RWAL_ERR_CLOSED`
  * (a waiter whose commit was published before the stop may still get `RWAL_OK`), and so does
- * every such call made after it, whatever its entry. Its network stays until `rwal_node_close`
+ * every such call made after it, but `rwal_node_wait_committed` for an entry whose commit was
+ * published before the stop, which returns `RWAL_OK` (or `RWAL_ERR_SUPERSEDED`), and every
+ * call after the engine's failure, which returns `RWAL_ERR_REPLICATION`. Its network stays until `rwal_node_close`
  * (the listening port bound; frames from peers dropped). Join those threads, then free the
  * handle with `rwal_node_close`, which then returns only the node's failure, if it had one.
  * Calling it again, even from several threads at once, does nothing more; each call blocks
@@ -1360,7 +1362,12 @@ rwal_status rwal_node_read_barrier(rwal_node *node, uint32_t timeout_ms, uint64_
  * `rwal_node_wait_committed` with them returns `RWAL_OK` once the change is made, and
  * `RWAL_ERR_SUPERSEDED` if a new leader's entry replaced it (nothing changed; it may be asked
  * again). A node has taken it once its status's `applied_lsn` reaches the LSN;
- * `rwal_node_members` shows the members as of then or later. Blocks; thread-safe.
+ * `rwal_node_members` shows the members as of then or later. `RWAL_ERR_NOT_LEADER` on a node
+ * that does not lead (`rwal_node_leader` names the leader, 0 if none is known), before any
+ * address is set. Two refusals that a later call may not get are `RWAL_ERR_INVALID_ARGUMENT`
+ * too, the message saying which: another change proposed and not applied yet (one at a
+ * time), and `RWAL_MEMBERSHIP_ADD_VOTER` for a learner that has not caught up; ask again
+ * later. Blocks; thread-safe.
  *
  * # Safety
  * `node` is live; `addr` is NULL or NUL-terminated; the outputs are writable.
@@ -1379,7 +1386,10 @@ rwal_status rwal_node_change_membership(rwal_node *node,
  * `RWAL_ERR_NOT_LEADER` on a follower, `RWAL_ERR_INVALID_ARGUMENT` if `to` is this node or
  * not a voter, `RWAL_ERR_TIMEOUT` if leadership did not move in time (raft abandons a
  * transfer after an election timeout; this node then leads on; a transfer still pending may
- * also complete after the timeout). Blocks; thread-safe.
+ * also complete after the timeout). The refusals come from the node's thread: with a
+ * `timeout_ms` shorter than it takes to answer (0 in particular) the call returns
+ * `RWAL_ERR_TIMEOUT` instead, and on a leader the transfer asked for may still happen.
+ * Blocks; thread-safe.
  *
  * # Safety
  * `node` is live; `leader_out` is writable.
@@ -1463,7 +1473,8 @@ rwal_status rwal_node_reader_next(rwal_node_reader *reader,
  * read yet are not returned); a node stopped by its engine's failure and not yet closed still
  * gives the records it committed, then `RWAL_ERR_REPLICATION`; a log poisoned by a failed
  * write or sync gives `RWAL_ERR_POISONED` at once. `RWAL_ERR_INVALID_ARGUMENT` from one of the
- * node's callbacks once there is something to wait for (from `restore` at once): the commit it
+ * node's callbacks once there is something to wait for (from `restore` at once; with a
+ * `timeout_ms` of 0, `RWAL_ERR_TIMEOUT`, the deadline being looked at first): the commit it
  * waits for is that thread's to make. Nothing interrupts it from another thread but the
  * node's close: a consumer that must stop waits in short timeouts. Blocks.
  *

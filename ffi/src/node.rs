@@ -942,13 +942,20 @@ fn refuse_on_its_thread(handle: &rwal_node, call: &str) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `NotLeader` unless the published status says this node (`me`) leads.
+fn not_leading(leader: Option<NodeId>, me: NodeId) -> Option<rwal_replication::Error> {
+    (leader != Some(me)).then_some(rwal_replication::Error::NotLeader { leader })
+}
+
 /// Stops the node as `rwal_node_close` does (its thread, then its log's final sync and
 /// watermark; `RWAL_ERR_REPLICATION` if the node had failed) without freeing the handle, for an
 /// engine whose own threads may be blocked in the node when it stops: every call waiting on the
 /// node (`rwal_node_propose`, `rwal_node_propose_and_wait`, `rwal_node_wait_committed`,
 /// `rwal_node_read_barrier`, `rwal_node_transfer_leadership`, ...) returns `RWAL_ERR_CLOSED`
 /// (a waiter whose commit was published before the stop may still get `RWAL_OK`), and so does
-/// every such call made after it, whatever its entry. Its network stays until `rwal_node_close`
+/// every such call made after it, but `rwal_node_wait_committed` for an entry whose commit was
+/// published before the stop, which returns `RWAL_OK` (or `RWAL_ERR_SUPERSEDED`), and every
+/// call after the engine's failure, which returns `RWAL_ERR_REPLICATION`. Its network stays until `rwal_node_close`
 /// (the listening port bound; frames from peers dropped). Join those threads, then free the
 /// handle with `rwal_node_close`, which then returns only the node's failure, if it had one.
 /// Calling it again, even from several threads at once, does nothing more; each call blocks
@@ -1379,7 +1386,12 @@ pub unsafe extern "C" fn rwal_node_read_barrier(
 /// `rwal_node_wait_committed` with them returns `RWAL_OK` once the change is made, and
 /// `RWAL_ERR_SUPERSEDED` if a new leader's entry replaced it (nothing changed; it may be asked
 /// again). A node has taken it once its status's `applied_lsn` reaches the LSN;
-/// `rwal_node_members` shows the members as of then or later. Blocks; thread-safe.
+/// `rwal_node_members` shows the members as of then or later. `RWAL_ERR_NOT_LEADER` on a node
+/// that does not lead (`rwal_node_leader` names the leader, 0 if none is known), before any
+/// address is set. Two refusals that a later call may not get are `RWAL_ERR_INVALID_ARGUMENT`
+/// too, the message saying which: another change proposed and not applied yet (one at a
+/// time), and `RWAL_MEMBERSHIP_ADD_VOTER` for a learner that has not caught up; ask again
+/// later. Blocks; thread-safe.
 ///
 /// # Safety
 /// `node` is live; `addr` is NULL or NUL-terminated; the outputs are writable.
@@ -1419,16 +1431,15 @@ pub unsafe extern "C" fn rwal_node_change_membership(
             None
         };
         // Refusals the published status already shows are made before the network is touched
-        // (a changed address drops the peer's connection and what was queued for it): another
-        // node leads, or the membership does not allow the change. The node checks again when
-        // it proposes, with what only it sees (a change pending, a learner behind), and the
-        // address is then put back.
+        // (a changed address drops the peer's connection and what was queued for it): this
+        // node does not lead (another does, or none is known: a follower cut off from the
+        // others went on to change the address until 2026-12-07, found by review), or the
+        // membership does not allow the change. The node checks again when it proposes, with
+        // what only it sees (a change pending, a learner behind), and the address is then put
+        // back.
         let status = handle.node.status();
-        if let Some(leader) = status.leader.filter(|leader| *leader != handle.node.id()) {
-            return Err(rwal_replication::Error::NotLeader {
-                leader: Some(leader),
-            }
-            .into());
+        if let Some(refusal) = not_leading(status.leader, handle.node.id()) {
+            return Err(refusal.into());
         }
         if let Some(refusal) = change.refusal_in(&status.membership) {
             return Err(invalid(refusal));
@@ -1494,7 +1505,10 @@ pub unsafe extern "C" fn rwal_node_change_membership(
 /// `RWAL_ERR_NOT_LEADER` on a follower, `RWAL_ERR_INVALID_ARGUMENT` if `to` is this node or
 /// not a voter, `RWAL_ERR_TIMEOUT` if leadership did not move in time (raft abandons a
 /// transfer after an election timeout; this node then leads on; a transfer still pending may
-/// also complete after the timeout). Blocks; thread-safe.
+/// also complete after the timeout). The refusals come from the node's thread: with a
+/// `timeout_ms` shorter than it takes to answer (0 in particular) the call returns
+/// `RWAL_ERR_TIMEOUT` instead, and on a leader the transfer asked for may still happen.
+/// Blocks; thread-safe.
 ///
 /// # Safety
 /// `node` is live; `leader_out` is writable.
@@ -1626,7 +1640,8 @@ pub unsafe extern "C" fn rwal_node_reader_next(
 /// read yet are not returned); a node stopped by its engine's failure and not yet closed still
 /// gives the records it committed, then `RWAL_ERR_REPLICATION`; a log poisoned by a failed
 /// write or sync gives `RWAL_ERR_POISONED` at once. `RWAL_ERR_INVALID_ARGUMENT` from one of the
-/// node's callbacks once there is something to wait for (from `restore` at once): the commit it
+/// node's callbacks once there is something to wait for (from `restore` at once; with a
+/// `timeout_ms` of 0, `RWAL_ERR_TIMEOUT`, the deadline being looked at first): the commit it
 /// waits for is that thread's to make. Nothing interrupts it from another thread but the
 /// node's close: a consumer that must stop waits in short timeouts. Blocks.
 ///
@@ -1749,6 +1764,115 @@ mod tests {
             .wait_status(Duration::from_secs(30), |s| s.role == Role::Leader);
         assert!(leads, "{status:?}");
         node
+    }
+
+    /// A membership change is refused with `NotLeader` unless this node leads, whoever else
+    /// does or none: a follower that knows no leader changed the peer's address first (and
+    /// dropped its connection and queue) before the node refused.
+    #[test]
+    fn only_a_leading_node_goes_on_to_change_a_peers_address() {
+        assert!(not_leading(Some(1), 1).is_none());
+        for (leader, me) in [(Some(2), 1), (None, 1)] {
+            match not_leading(leader, me) {
+                Some(rwal_replication::Error::NotLeader { leader: named }) => {
+                    assert_eq!(named, leader)
+                }
+                other => panic!("{leader:?} leads, {me} asked: {other:?}"),
+            }
+        }
+    }
+
+    /// The same through the call: a node founded as one of three voters whose peers never
+    /// answer knows no leader; an addition there is refused before the peer's address is
+    /// touched, so the connection its sender made to the address known stays up. Before, the
+    /// address given replaced it (retiring that connection) and was then taken back.
+    #[test]
+    fn a_node_that_knows_no_leader_refuses_an_addition_before_touching_the_peer() {
+        use std::io::Read;
+        use std::net::TcpListener;
+
+        let dir = std::env::temp_dir().join(format!("rwal-ffi-leaderless-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = CString::new(dir.as_os_str().as_bytes()).unwrap();
+        let secret = [7u8; 32];
+        let (unreachable_2, unreachable_3) = (
+            CString::new("127.0.0.1:9").unwrap(),
+            CString::new("127.0.0.1:11").unwrap(),
+        );
+        let (mut opts, mut node) = (std::ptr::null_mut(), std::ptr::null_mut());
+        // SAFETY: valid C strings and buffers, options used before they are freed.
+        unsafe {
+            assert_eq!(rwal_node_options_new(1, path.as_ptr(), &mut opts), RWAL_OK);
+            assert_eq!(
+                rwal_node_options_set_cluster(opts, 5, secret.as_ptr(), secret.len()),
+                RWAL_OK
+            );
+            assert_eq!(
+                rwal_node_options_set_voters(opts, [1, 2, 3].as_ptr(), 3, false),
+                RWAL_OK
+            );
+            assert_eq!(
+                rwal_node_options_add_peer(opts, 2, unreachable_2.as_ptr()),
+                RWAL_OK
+            );
+            assert_eq!(
+                rwal_node_options_add_peer(opts, 3, unreachable_3.as_ptr()),
+                RWAL_OK
+            );
+            assert_eq!(rwal_node_open(opts, &mut node), RWAL_OK);
+            rwal_node_options_free(opts);
+        }
+        // SAFETY: the handle is live until the close at the end.
+        let handle = unsafe { &*node };
+        assert_eq!(handle.node.status().leader, None);
+        // Node 9 at an address the test listens on: its sender connects and waits there in
+        // its handshake (5 s), which the test never answers.
+        let known = TcpListener::bind("127.0.0.1:0").unwrap();
+        let known_addr = CString::new(known.local_addr().unwrap().to_string()).unwrap();
+        // SAFETY: live handle, NUL-terminated address.
+        let added = unsafe { rwal_node_add_peer(node, 9, known_addr.as_ptr()) };
+        assert_eq!(added, RWAL_OK);
+        let (mut link, _) = known.accept().unwrap();
+        let asked = CString::new("127.0.0.1:12").unwrap();
+        let (mut lsn, mut epoch) = (0, 0);
+        // SAFETY: live handle, NUL-terminated address, writable outputs.
+        let refused = unsafe {
+            rwal_node_change_membership(
+                node,
+                RWAL_MEMBERSHIP_ADD_LEARNER,
+                9,
+                asked.as_ptr(),
+                &mut lsn,
+                &mut epoch,
+            )
+        };
+        assert_eq!(refused, crate::status::RWAL_ERR_NOT_LEADER);
+        assert_eq!(
+            handle.network.peer_addr(9),
+            Some(known.local_addr().unwrap())
+        );
+        // The sender's connection is still the one it made: nothing closed it. (Its hello is
+        // read first; then the read waits, where a retired connection reads its end.)
+        link.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        let outcome = loop {
+            match link.read(&mut buf) {
+                Ok(0) => break Ok(0),
+                Ok(_) => continue,
+                Err(e) => break Err(e.kind()),
+            }
+        };
+        assert!(
+            matches!(
+                outcome,
+                Err(std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+            ),
+            "the peer's connection was closed: {outcome:?}"
+        );
+        // SAFETY: the handle, not used again.
+        unsafe { rwal_node_close(node) };
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A refused addition takes back the address it set: removed if the node knew none, the
