@@ -9,8 +9,13 @@ use rwal_replication::{Bootstrap, Config, Envelope, Replica, Role, SnapshotChunk
 use rwal_wal::{Backend, Options, SimDisk};
 
 fn simulated() -> Options {
+    simulated_on(&SimDisk::new())
+}
+
+/// [`simulated`] on `disk`.
+fn simulated_on(disk: &SimDisk) -> Options {
     Options::new()
-        .backend(Backend::Simulated(SimDisk::new()))
+        .backend(Backend::Simulated(disk.clone()))
         .background_threads(false)
         .segment_bytes(1 << 20)
 }
@@ -277,10 +282,7 @@ fn a_snapshot_delivered_twice_before_it_is_installed_is_installed_once() {
     let disk = SimDisk::new();
     let mut follower = Replica::open(
         "/follower",
-        Options::new()
-            .backend(Backend::Simulated(disk.clone()))
-            .background_threads(false)
-            .segment_bytes(1 << 20),
+        simulated_on(&disk),
         Config::new(2),
         Bootstrap::Join,
         Engine::default(),
@@ -375,10 +377,7 @@ fn leader_with_a_snapshot_for(
     config.snapshot_chunk_bytes = snapshot_chunk_bytes;
     let mut leader = Replica::open(
         "/leader",
-        Options::new()
-            .backend(Backend::Simulated(disk.clone()))
-            .background_threads(false)
-            .segment_bytes(1 << 20),
+        simulated_on(disk),
         config,
         Bootstrap::Voters(vec![1]),
         Engine::default(),
@@ -819,10 +818,7 @@ fn a_crash_at_any_step_of_a_snapshot_install_restarts_into_one_state_or_the_othe
     let open = |disk: &SimDisk| {
         Replica::open(
             "/follower",
-            Options::new()
-                .backend(Backend::Simulated(disk.clone()))
-                .background_threads(false)
-                .segment_bytes(1 << 20),
+            simulated_on(disk),
             Config::new(2),
             Bootstrap::Join,
             Engine::default(),

@@ -603,16 +603,7 @@ def test_a_node_collected_in_the_log_handler_is_closed_on_a_thread_of_its_own(tm
         gc.enable()
     assert handler.collections == 1
 
-    def reopened():
-        try:
-            again = rwal.Node(1, path, cluster_id=1, secret=SECRET, tick_ms=10,
-                              apply=lambda *_: None, snapshot=lambda: b"",
-                              restore=lambda *_: None)
-        except rwal.LockedError:
-            return False
-        again.close()
-        return True
-    wait(reopened)
+    wait(lambda: _reopens(path))
 
 
 def test_a_close_interrupted_after_the_stop_raises_the_stops_error_at_the_next(tmp_path):

@@ -1324,21 +1324,19 @@ mod tests {
             stream
                 .set_read_timeout(Some(Duration::from_secs(10)))
                 .unwrap();
-            // Node 1 closes it once the silence passed its limit: the read sees the end.
+            // Node 1 closes it once the silence passed its limit: the read sees the end. Its
+            // receiving thread logs (or holds back) the line before it lets the socket go, so
+            // every line of this connection is in the log once the read returns.
             let mut byte = [0u8; 1];
             let closed = std::io::Read::read(&mut stream, &mut byte);
             assert!(
-                matches!(closed, Ok(0)) || closed.is_err(),
-                "cycle {cycle}: node 1 sent {closed:?} on a silent connection"
+                matches!(&closed, Ok(0))
+                    || closed
+                        .as_ref()
+                        .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+                "cycle {cycle}: {closed:?} on a silent connection node 1 should have closed"
             );
         }
-        // The line of the last connection's end may come just after our read saw it.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while ended(&h.log) < PEER_LINES_MAX as usize {
-            assert!(Instant::now() < deadline, "{:?}", h.log.lock());
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        std::thread::sleep(Duration::from_millis(100));
         assert_eq!(
             ended(&h.log),
             PEER_LINES_MAX as usize,
