@@ -187,6 +187,13 @@ pub(crate) fn dial(
         return Err("the peer does not speak the rwal peer protocol (bad magic)".into());
     }
     let version = u16_at(&challenge, 8);
+    if challenge[12..16] != [0; 4] {
+        return Err(
+            "the peer's challenge has reserved bytes set (not zero): a protocol this node \
+             does not know"
+                .into(),
+        );
+    }
     match Verdict::from_code(u16_at(&challenge, 10)) {
         Some(Verdict::Accepted) => {}
         Some(Verdict::WrongVersion) => {
@@ -237,7 +244,10 @@ pub(crate) fn accept(
     let cluster = u64_at(&hello, 16);
     let from = u64_at(&hello, 24);
     let to = u64_at(&hello, 32);
-    let verdict = if version != PROTOCOL_VERSION {
+    // Reserved bytes set are a protocol this version does not know, even under its number:
+    // refused like another version, not read past (as frames' reserved bytes are).
+    let reserved_set = hello[10..16] != [0; 6];
+    let verdict = if version != PROTOCOL_VERSION || reserved_set {
         Verdict::WrongVersion
     } else if cluster != me.cluster_id {
         Verdict::WrongCluster
@@ -262,6 +272,12 @@ pub(crate) fn accept(
     let _ = stream.write_all(&challenge);
     match verdict {
         Verdict::Accepted => {}
+        Verdict::WrongVersion if version == PROTOCOL_VERSION => {
+            return Err(format!(
+                "node {from}'s hello has reserved bytes set (not zero): a protocol this \
+                 node's version {PROTOCOL_VERSION} does not know"
+            ))
+        }
         Verdict::WrongVersion => {
             return Err(format!(
                 "node {from} speaks protocol version {version}, this node {PROTOCOL_VERSION}"
@@ -405,6 +421,60 @@ mod tests {
         a.write_all(&[0x47; HELLO_BYTES]).unwrap();
         let e = accept(&mut b, &me, |_| true).unwrap_err();
         assert!(e.contains("bad magic"), "{e}");
+    }
+
+    /// Reserved bytes of the handshake must be zero (docs/network.md section 1.1), as they
+    /// must in frames: a hello or a challenge with one set is of a protocol this version does
+    /// not know, and is refused even under this version's number (it was read past).
+    #[test]
+    fn reserved_bytes_set_in_the_handshake_are_refused() {
+        let secret = b"0123456789abcdef";
+        for byte in 10..16 {
+            let me = identity(2, secret);
+            let (mut a, mut b) = UnixStream::pair().unwrap();
+            // Bounds on a hang, not measurements: a side that took the handshake would wait
+            // for the next step.
+            b.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .unwrap();
+            let mut later = hello(&identity(1, secret), 2, &[0; 16]);
+            later[byte] = 1;
+            a.write_all(&later).unwrap();
+            let e = accept(&mut b, &me, |_| true).unwrap_err();
+            assert!(e.contains("reserved bytes set"), "byte {byte}: {e}");
+            let mut challenge = [0u8; CHALLENGE_BYTES];
+            a.read_exact(&mut challenge).unwrap();
+            assert_eq!(
+                Verdict::from_code(u16_at(&challenge, 10)),
+                Some(Verdict::WrongVersion)
+            );
+        }
+        for byte in 12..16 {
+            let acceptor = identity(2, secret);
+            let (mut a, mut b) = UnixStream::pair().unwrap();
+            b.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .unwrap();
+            // An acceptor of a later protocol: an honest challenge, one reserved byte set.
+            let side = std::thread::spawn(move || {
+                let mut hello = [0u8; HELLO_BYTES];
+                b.read_exact(&mut hello).unwrap();
+                let nonce = [9u8; NONCE_BYTES];
+                let mut challenge = [0u8; CHALLENGE_BYTES];
+                challenge[..8].copy_from_slice(MAGIC);
+                challenge[8..10].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+                challenge[byte] = 1;
+                challenge[16..32].copy_from_slice(&nonce);
+                let proof = hmac(&acceptor.secret, &[LABEL_ACCEPTOR, &hello, &nonce]);
+                challenge[32..64].copy_from_slice(&proof);
+                b.write_all(&challenge).unwrap();
+                let mut rest = Vec::new();
+                let _ = b.read_to_end(&mut rest);
+                rest
+            });
+            let e = dial(&mut a, &identity(1, secret), 2).unwrap_err();
+            assert!(e.contains("reserved bytes set"), "byte {byte}: {e}");
+            drop(a);
+            assert!(side.join().unwrap().is_empty(), "the dialer proved itself");
+        }
     }
 
     /// A request of the client protocol (5 bytes, then a wait for the answer) at the peer

@@ -150,7 +150,13 @@ fn receive(shared: &Shared, stream: TcpStream, remote: &str, number: u64, from_p
         };
         shared.counters.frames.fetch_add(1, Ordering::Relaxed);
         let batch = match kind {
-            Kind::Keepalive => continue,
+            Kind::Keepalive if payload.is_empty() => continue,
+            Kind::Keepalive => {
+                return refuse(format!(
+                    "peer {from}: a keepalive carried {} bytes (keepalives are empty)",
+                    payload.len()
+                ))
+            }
             Kind::Raft => match wire::decode_raft_batch(&payload, QUEUED_MESSAGES_MAX) {
                 Ok(messages) => messages.into_iter().map(Envelope::Raft).collect(),
                 Err(reason) => return refuse(format!("peer {from}: {reason}")),
@@ -167,6 +173,12 @@ fn receive(shared: &Shared, stream: TcpStream, remote: &str, number: u64, from_p
                 e.from(),
                 e.to()
             ));
+        }
+        // A connection retired meanwhile (its peer removed, or replaced by the peer's newer
+        // connection) delivers nothing more: shutting its socket down does not take back the
+        // frames already in its buffer or queued in the kernel.
+        if shared.current.lock().get(&from) != Some(&number) {
+            return;
         }
         let inbox = shared.inbox.lock().as_ref().and_then(Weak::upgrade);
         if let Some(inbox) = inbox {
