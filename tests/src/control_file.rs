@@ -9,6 +9,8 @@ const GENERATION_OFFSET: usize = 16;
 const FIRST_LSN_OFFSET: usize = 32;
 const CHECKPOINT_LSN_OFFSET: usize = 40;
 const PENDING_CUT_OFFSET: usize = 88;
+const FLAGS_OFFSET: usize = 3100;
+const FLAG_RESET_PENDING: u32 = 1;
 /// What `PENDING_CUT_OFFSET` holds when no truncation is in progress.
 const NO_CUT: u64 = u64::MAX;
 
@@ -20,6 +22,8 @@ pub struct ControlCopy {
     /// 0 without a checkpoint.
     pub checkpoint_lsn: u64,
     pub declares_a_cut: bool,
+    /// A reset to a snapshot declared and not finished.
+    pub declares_a_reset: bool,
 }
 
 /// The two copies, newest first; `None` for a copy whose checksum fails (torn or damaged).
@@ -34,6 +38,10 @@ pub fn copies(disk: &SimDisk) -> [Option<ControlCopy>; 2] {
             first_lsn: field(n, FIRST_LSN_OFFSET),
             checkpoint_lsn: field(n, CHECKPOINT_LSN_OFFSET),
             declares_a_cut: field(n, PENDING_CUT_OFFSET) != NO_CUT,
+            declares_a_reset: u32::from_le_bytes(
+                slot(n)[FLAGS_OFFSET..FLAGS_OFFSET + 4].try_into().unwrap(),
+            ) & FLAG_RESET_PENDING
+                != 0,
         })
     };
     let (a, b) = (copy(0), copy(1));

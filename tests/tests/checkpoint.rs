@@ -1843,3 +1843,93 @@ fn a_snapshot_reader_skips_ahead_with_the_checksum_of_what_it_skips() {
         .unwrap();
     assert_eq!(reader.read(&mut first).unwrap(), 0);
 }
+
+/// A lossy open (`PointInTime`) whose recovery ends below the latest checkpoint resets the log
+/// to that checkpoint only if its snapshot's body is whole: with it damaged the open is
+/// refused, naming the snapshot, and every segment stays. The reset removed the segments on
+/// the strength of the snapshot's header alone, and the state then failed its checksum: neither
+/// the records nor the state were left (found by a review of recovery, 2026-12-07).
+#[test]
+fn a_lossy_open_below_a_checkpoint_with_a_damaged_snapshot_is_refused_and_keeps_the_log() {
+    let snapshot = "snapshot-00000000000000000015.snap";
+    let build = |damage_snapshot: bool| {
+        let disk = SimDisk::new();
+        let wal = Wal::open("/sim", sim(&disk)).unwrap();
+        fill(&wal, 20); // five records a segment
+        wal.checkpoint(15, Some(&[7u8; 10_000])).unwrap();
+        wal.close().unwrap();
+        let names = segment_names(&disk);
+        // A record of the second segment (LSNs 6 to 10) damaged: recovery keeps less than 15.
+        disk.flip_bit(&names[1], 600_000, 2);
+        if damage_snapshot {
+            let len = disk.read_file(snapshot).unwrap().len() as u64;
+            disk.flip_bit(snapshot, len - 100, 0);
+        }
+        (disk, names)
+    };
+    let lossy =
+        |disk: &SimDisk| Wal::open("/sim", sim(disk).recovery_mode(RecoveryMode::PointInTime));
+
+    // The snapshot whole: the log is reset to the checkpoint.
+    let (disk, _) = build(false);
+    let wal = lossy(&disk).unwrap();
+    assert_eq!((wal.first_lsn(), wal.last_lsn()), (16, 15));
+    assert_eq!(read_snapshot(&wal), Some(vec![7u8; 10_000]));
+    wal.close().unwrap();
+
+    // Damaged: refused, twice, and nothing removed.
+    let (disk, names) = build(true);
+    for attempt in 0..2 {
+        match lossy(&disk) {
+            Err(Error::Corrupted { segment, lsn, .. }) => {
+                assert!(segment.ends_with(snapshot), "{segment:?}");
+                assert_eq!(lsn, 15);
+            }
+            other => panic!("attempt {attempt}: {other:?}"),
+        }
+        assert_eq!(segment_names(&disk), names, "attempt {attempt}");
+    }
+}
+
+/// An open that finds a reset declared and not finished checks the snapshot it resets to
+/// before it removes the old log's segments: with the snapshot's body damaged (by the disk,
+/// after the crash) it is refused and the files stay as they were. The segments went first,
+/// then the snapshot's header was read, and its body never (found by a review of recovery,
+/// 2026-12-07).
+#[test]
+fn an_unfinished_reset_to_a_damaged_snapshot_is_refused_before_anything_is_removed() {
+    let snapshot = "snapshot-00000000000000000500.snap";
+    let mut reached = 0;
+    for step in 0..9u64 {
+        for seed in 0..8 {
+            let disk = SimDisk::new();
+            let wal = Wal::open("/sim", sim(&disk)).unwrap();
+            fill(&wal, 12);
+            disk.fail_sync_after(step, libc::EIO);
+            let _ = wal.reset_to_snapshot(500, 3, &[5u8; 3000]);
+            let crashed = disk.crash(seed);
+            drop(wal);
+            let declared = control_file::copies(&crashed)[0].is_some_and(|c| c.declares_a_reset);
+            let names = segment_names(&crashed);
+            if !declared || names.is_empty() {
+                // Not in the window: the old log, the reset finished, or its removals done.
+                continue;
+            }
+            reached += 1;
+            let len = crashed.read_file(snapshot).unwrap().len() as u64;
+            crashed.flip_bit(snapshot, len - 10, 1);
+            match Wal::open("/sim", sim(&crashed)) {
+                Err(Error::Corrupted { segment, lsn, .. }) => {
+                    assert!(segment.ends_with(snapshot), "{segment:?}");
+                    assert_eq!(lsn, 500);
+                }
+                other => panic!("step {step} seed {seed}: {other:?}"),
+            }
+            assert_eq!(segment_names(&crashed), names, "step {step} seed {seed}");
+        }
+    }
+    assert!(
+        reached > 0,
+        "no crash left the reset declared and unfinished"
+    );
+}

@@ -387,7 +387,12 @@ fn scan<'a>(dir: &'a dyn Dir, options: &Options, changes: Changes) -> Result<Dec
     let mut reset_events = Vec::new();
     if state.reset_pending {
         // A reset to a snapshot was declared but not finished: the old log goes entirely; the
-        // new one starts, empty, at first_lsn (created in `finish`).
+        // new one starts, empty, at first_lsn (created in `finish`). Not before the snapshot
+        // it resets to is known whole (a crash cannot damage it, the reset made it durable
+        // first; a disk can): a refused open then leaves the files as they were.
+        if let (Some((lsn, _)), Changes::Make) = (state.checkpoint, changes) {
+            crate::snapshot::check_body(dir, lsn)?;
+        }
         for (_, name) in &files {
             if changes == Changes::Make {
                 dir.remove(name)
@@ -479,6 +484,16 @@ fn scan<'a>(dir: &'a dyn Dir, options: &Options, changes: Changes) -> Result<Dec
     scan.refuse_newer_formats_past(&files, stop_index)?;
     scan.check_past_the_end()?;
     scan.check_watermark_reached()?;
+    // Ending below the latest checkpoint, the open resets the log to it (`Wal::open`) and
+    // removes every segment, the records kept here among them: only on a snapshot whose body
+    // is whole (`check_snapshots` read its header only). Judged before `finish` cuts or
+    // removes anything, so that a refusal leaves the log as it was for `rwal verify` and a
+    // repair. (A dry run reports instead: `verify` checks the body itself.)
+    if let Some((lsn, _)) = state.checkpoint {
+        if changes == Changes::Make && scan.expected - 1 < lsn {
+            crate::snapshot::check_body(dir, lsn)?;
+        }
+    }
     Ok((scan, files, stop_index, control))
 }
 

@@ -349,6 +349,17 @@ pub(crate) fn open(dir: &dyn Dir, lsn: Lsn) -> Result<(SnapshotHeader, Arc<dyn F
     Ok((header, file))
 }
 
+/// Checks the body of checkpoint `lsn`'s snapshot against its checksum (`Corrupted` if it
+/// does not match); a checkpoint without a snapshot has no body to check.
+pub(crate) fn check_body(dir: &dyn Dir, lsn: Lsn) -> Result<()> {
+    let (header, file) = open(dir, lsn)?;
+    if header.has_snapshot {
+        let path = dir.path().join(file_name(lsn));
+        SnapshotReader::new(header, file, path).checked_bytes()?;
+    }
+    Ok(())
+}
+
 /// A snapshot being read: streams the body in chunks and checks its checksum at the end. While
 /// it lives the file stays readable even if a newer checkpoint removes its name.
 pub struct SnapshotReader {

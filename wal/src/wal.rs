@@ -304,6 +304,9 @@ impl Wal {
             options,
         });
         if let Some((lsn, epoch)) = reset_to {
+            // Recovery checked the snapshot's body before it changed anything: the reset
+            // removes every segment, and a damaged snapshot would leave neither the records
+            // nor the state.
             inner.reset(lsn, epoch, crate::checkpoint::ResetTo::LatestCheckpoint)?;
             // Written after the reset (the report is the open log's); nothing reads it before.
             let report = &mut Arc::get_mut(&mut inner)
