@@ -2265,7 +2265,18 @@ impl<M: StateMachine> Replica<M> {
                         Some(&snapshot) if pr.matched < snapshot => snapshot,
                         _ => {
                             sent.remove(id);
-                            pr.matched
+                            // raft-rs sets every follower's `matched` to 0 at an election:
+                            // one that has not answered this leader yet (down, cut off) may
+                            // need anything still retained, and is pinned at the first
+                            // retained LSN until it answers (capped, as every pin). Left
+                            // unpinned, a checkpoint and compaction sent a follower back
+                            // for a snapshot that the log of its old leader had kept for it
+                            // (found by a review of compaction, 2026-12-07).
+                            if pr.matched == 0 {
+                                first.saturating_sub(1)
+                            } else {
+                                pr.matched
+                            }
                         }
                     }
                 };

@@ -8,8 +8,10 @@ use rwal_replication::{Bootstrap, Config, Envelope, MembershipChange, Replica, R
 use rwal_wal::{Backend, HardState, Options, SimDisk, Wal};
 
 mod common;
+mod trio;
 
 use common::Engine;
+use trio::{open_member, round};
 
 const DIR: &str = "/restart-term/1";
 
@@ -146,45 +148,6 @@ fn a_checkpoint_before_the_last_membership_change_is_taken_after_a_restart() {
     assert!(replica.membership().learners.contains(&2));
 }
 
-/// A member of three voters, on its own simulated disk.
-fn open_member(id: u64, disk: &SimDisk) -> rwal_replication::Result<Replica<Engine>> {
-    let mut config = Config::new(id);
-    config.election_ticks = 10;
-    config.election_ticks_max = 20;
-    Replica::open(
-        format!("/cut-and-raise/{id}"),
-        options(disk),
-        config,
-        Bootstrap::Voters(vec![1, 2, 3]),
-        Engine::default(),
-    )
-}
-
-/// One round of three members: those in `ticking` tick, each processes, and each message is
-/// delivered if `link(from, to)` allows it; the others are returned.
-fn round(
-    nodes: &mut [Replica<Engine>],
-    ticking: &[u64],
-    link: impl Fn(u64, u64) -> bool,
-) -> Vec<Envelope> {
-    for node in nodes.iter_mut() {
-        if ticking.contains(&node.id()) {
-            node.tick();
-        }
-        node.process().expect("a round");
-    }
-    let sent: Vec<Envelope> = nodes.iter_mut().flat_map(|n| n.take_messages()).collect();
-    let mut dropped = Vec::new();
-    for envelope in sent {
-        if link(envelope.from(), envelope.to()) {
-            nodes[envelope.to() as usize - 1].step(envelope);
-        } else {
-            dropped.push(envelope);
-        }
-    }
-    dropped
-}
-
 /// A crash at each write and sync of a round that both cuts the log and raises the term (a
 /// deposed leader's uncommitted entry replaced by the new leader's, docs/replication.md
 /// section 2.3) restarts the member into a state raft accepts: its committed entries and its
@@ -283,7 +246,7 @@ fn a_crash_at_any_step_of_a_round_that_cuts_and_raises_the_term_restarts_consist
         drop(outcome);
         drop(member);
         // What the crash left, read before the replica's open stores anything.
-        let wal = Wal::open("/cut-and-raise/1", options(&crashed_disk))
+        let wal = Wal::open("/trio/1", trio::options(&crashed_disk))
             .unwrap_or_else(|e| panic!("step {passing}: the log opens: {e}"));
         assert_eq!(wal.read(agreed).expect("read"), b"agreed", "step {passing}");
         let (stored, _) = wal.replication_state();

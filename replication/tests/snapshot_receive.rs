@@ -3,6 +3,7 @@
 
 mod common;
 mod pair;
+mod trio;
 
 use common::Engine;
 use rwal_replication::{Bootstrap, Config, Envelope, Replica, Role, SnapshotChunk, SnapshotRoom};
@@ -932,5 +933,108 @@ fn a_crash_at_any_step_of_a_snapshot_install_restarts_into_one_state_or_the_othe
     assert!(
         installed_after >= 1 && before_after >= 1,
         "{installed_after} {before_after}"
+    );
+}
+
+/// A leader newly elected pins the log for a follower it has not heard from yet (raft-rs
+/// knows nothing of its progress: `matched` is 0 after an election), so that a checkpoint
+/// and compaction do not send back for a snapshot a follower the old leader's log still
+/// served. Node 3 is cut off, node 2 (which compacted as a follower) takes over, checkpoints
+/// and compacts; node 3 comes back and catches up by log. Without the pin it was sent a
+/// snapshot (found by a review of compaction, 2026-12-07).
+#[test]
+fn a_follower_a_new_leader_has_not_heard_from_keeps_its_log() {
+    let disks: Vec<SimDisk> = (0..3).map(|_| SimDisk::new()).collect();
+    let mut nodes: Vec<Replica<Engine>> = (1..=3)
+        .map(|id| trio::open_member(id, &disks[id as usize - 1]).expect("opens"))
+        .collect();
+    let everyone = |_: u64, _: u64| true;
+    for _ in 0..100 {
+        if nodes[0].role() == Role::Leader {
+            break;
+        }
+        trio::round(&mut nodes, &[1], everyone);
+    }
+    assert_eq!(nodes[0].role(), Role::Leader);
+    let propose = |nodes: &mut Vec<Replica<Engine>>, leader: usize, count: u8| {
+        let mut last = 0;
+        for i in 0..count {
+            last = nodes[leader].propose(&[i; 100 << 10]).expect("proposal").0;
+            nodes[leader].process().expect("a round");
+        }
+        last
+    };
+    // Some 3 MiB of records everywhere; node 2 checkpoints and compacts as a follower.
+    let replicated = propose(&mut nodes, 0, 30);
+    assert!(trio::run_until(&mut nodes, 200, |n| n
+        .iter()
+        .all(|r| r.applied_lsn() >= replicated)));
+    let at = replicated - 5;
+    let state = common::encode(
+        &nodes[1]
+            .machine()
+            .0
+            .lock()
+            .range(..=at)
+            .map(|(k, v)| (*k, v.clone()))
+            .collect(),
+    );
+    nodes[1].checkpoint(at, &state).expect("checkpoint");
+    nodes[1].compact().expect("compaction");
+    let first = nodes[1].wal().first_lsn();
+    assert!(first > 1, "node 2 compacted");
+
+    // Node 3 cut off; node 2 takes over from node 1.
+    let without_3 = |from: u64, to: u64| from != 3 && to != 3;
+    nodes[0].transfer_leadership(Some(2)).expect("transfer");
+    for _ in 0..200 {
+        if nodes[1].role() == Role::Leader {
+            break;
+        }
+        trio::round(&mut nodes, &[1, 2], without_3);
+    }
+    assert_eq!(nodes[1].role(), Role::Leader);
+    trio::round(&mut nodes, &[], without_3);
+    let pins = nodes[1].wal().pins();
+    assert!(
+        pins.iter()
+            .any(|p| p.name == "replica 3" && p.lsn == nodes[1].wal().first_lsn()),
+        "{pins:?}"
+    );
+    // More records, a checkpoint past all node 3 holds, and a compaction the pin holds back.
+    let later = propose(&mut nodes, 1, 30);
+    for _ in 0..200 {
+        if nodes[0].applied_lsn() >= later && nodes[1].applied_lsn() >= later {
+            break;
+        }
+        trio::round(&mut nodes, &[], without_3);
+    }
+    assert!(nodes[1].applied_lsn() >= later);
+    let state = common::encode(&nodes[1].machine().0.lock());
+    nodes[1].checkpoint(later, &state).expect("checkpoint");
+    let report = nodes[1].compact().expect("compaction");
+    assert_eq!(
+        report
+            .held_back_by
+            .as_ref()
+            .map(|(name, _, _)| name.as_str()),
+        Some("replica 3"),
+        "{report:?}"
+    );
+    assert!(nodes[1].wal().first_lsn() <= replicated + 1);
+
+    // Node 3 back: the leader's heartbeats find it, and it catches up from the log.
+    for _ in 0..400 {
+        if nodes[2].applied_lsn() >= later {
+            break;
+        }
+        trio::round(&mut nodes, &[2], everyone);
+    }
+    assert!(nodes[2].applied_lsn() >= later, "node 3 caught up");
+    assert_eq!(nodes[2].snapshots_installed(), 0);
+    assert_eq!(
+        *nodes[2].machine().0.lock(),
+        *nodes[1].machine().0.lock(),
+        "node 3 holds what the leader holds"
     );
 }

@@ -51,8 +51,9 @@ to start.
                           most 16 MiB); give every member the same value and segments that
                           hold it: a follower that cannot store a record the leader took
                           stops
-  --pin-cap-bytes N       log a lagging follower may hold back before it is sent a snapshot
-                          instead (default 1 GiB)
+  --pin-cap-bytes N       log a lagging follower may hold back alone (up to the next
+                          follower's position, or the checkpoint) before it is sent a
+                          snapshot instead (default 1 GiB)
   --snapshot-bytes-max N  the largest snapshot this node takes from a leader (default 1 GiB):
                           it is written to a file beside the log as it arrives; a larger one
                           is refused, and a node that only a snapshot can catch up stays
