@@ -1933,3 +1933,30 @@ fn an_unfinished_reset_to_a_damaged_snapshot_is_refused_before_anything_is_remov
         "no crash left the reset declared and unfinished"
     );
 }
+
+/// A checkpoint whose snapshot source panics (the caller's `Read`) leaves no pin behind: the
+/// checkpoint's pin was released only when the source returned, and a panic left it at its
+/// LSN for good, holding every later compaction, reset and cut below it (found by a review of
+/// compaction, 2026-12-07).
+#[test]
+fn a_checkpoint_whose_source_panics_leaves_no_pin() {
+    struct Panicking;
+    impl Read for Panicking {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            panic!("a snapshot source that panics (on purpose, in a test)")
+        }
+    }
+    let disk = SimDisk::new();
+    let wal = Wal::open("/sim", sim(&disk)).unwrap();
+    fill(&wal, 20); // four segments
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wal.checkpoint_from(10, 100, &mut Panicking)
+    }));
+    assert!(outcome.is_err(), "the source's panic goes on to the caller");
+    assert_eq!(wal.pins(), Vec::new());
+    wal.checkpoint(15, Some(b"at 15")).unwrap();
+    let report = wal.compact_now().unwrap();
+    assert_eq!(report.held_back_by, None, "{report:?}");
+    assert!(wal.first_lsn() > 10, "{report:?}");
+    wal.close().unwrap();
+}

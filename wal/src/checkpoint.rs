@@ -448,12 +448,12 @@ impl Inner {
         source: &mut dyn std::io::Read,
     ) -> Result<()> {
         let (epoch, pin_id) = self.start_checkpoint(lsn)?;
+        // Released however this ends, a panic of the caller's `source` included: a pin left
+        // behind would hold every later compaction, reset and cut below it for good.
+        let _pin = crate::pins::Released(&self.pins, pin_id);
         // 1-2: the snapshot file, durable under its final name, before anything points at it.
-        let done = self
-            .fill_snapshot(lsn, epoch, has_snapshot, len, source)
-            .and_then(|writer| self.finish_checkpoint(writer, lsn, epoch));
-        self.pins.release(pin_id);
-        done
+        self.fill_snapshot(lsn, epoch, has_snapshot, len, source)
+            .and_then(|writer| self.finish_checkpoint(writer, lsn, epoch))
     }
 
     /// A snapshot file for checkpoint `lsn` holding `len` bytes read from `source`, not yet
