@@ -1,11 +1,13 @@
-//! `close` and an append that copies its record while the log closes.
+//! `close` and appends around it.
 //!
-//! Appends reserve their LSNs under the tail lock and copy outside it. `close` syncs first and
-//! only then takes the tail lock to release the directory; an append that reserves in between
-//! is still copying into a segment when `close` gets the lock. Unless `close` waits for it, the
-//! copy writes into files another process may already own. On the simulated disk, the test
-//! holds `close` inside its sync, lets an append reserve and start its copy, holds that copy,
-//! then lets `close` go on: it must not return before the copy ends.
+//! Appends reserve their LSNs under the tail lock and copy outside it. `close` syncs, then takes
+//! the tail lock to release the directory. An append that reserved before the close began may
+//! still be copying: the close's sync waits for its copy, and the close returns only after it,
+//! with the record synced; unless it waits, the copy writes into files another process may
+//! already own. An append that comes after the close began is refused (`Closed`): it used to
+//! reserve between the close's sync and its tail lock, and return `Ok` for a record the close
+//! never synced. On the simulated disk, the tests hold the close inside its sync, or an
+//! append's copy, and look at what happens meanwhile.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -49,26 +51,20 @@ fn options(disk: &SimDisk) -> Options {
 }
 
 #[test]
-fn close_waits_for_a_copy_that_started_after_its_sync() {
+fn close_waits_for_a_copy_in_flight_and_syncs_it() {
     let disk = SimDisk::new();
     let wal = Arc::new(Wal::open("/sim", options(&disk)).unwrap());
     let first = wal.append(b"committed before the close").unwrap();
     wal.commit(first).unwrap();
-    // Appended, not synced: `close` has something to sync, and its sync is held.
-    wal.append(b"synced by the close").unwrap();
-    let sync = disk.hold_next_sync();
-    let copy_released = Arc::new(AtomicBool::new(false));
-    let closer = start_close(&wal, &copy_released);
-    assert!(sync.wait_reached(WAIT), "close reached its sync");
-
-    // The append reserves now, after the close's sync began, and its copy is held.
+    // An append reserves before the close, and its copy is held.
     let copy = disk.hold_next_write();
     let appender = {
         let wal = wal.clone();
         std::thread::spawn(move || wal.append(b"copied while the log closes"))
     };
     assert!(copy.wait_reached(WAIT), "the append reached its copy");
-    sync.release();
+    let copy_released = Arc::new(AtomicBool::new(false));
+    let closer = start_close(&wal, &copy_released);
 
     assert_close_still_waits(&closer, "an append it let reserve was still copying");
     copy_released.store(true, Ordering::SeqCst);
@@ -81,22 +77,47 @@ fn close_waits_for_a_copy_that_started_after_its_sync() {
     closed.expect("close");
     assert!(after_the_copy, "close returned while the copy was held");
 
-    // Closed: later calls are refused, and the directory opens again with everything the
-    // close synced (the last record was never committed: it may or may not be there).
+    // Closed: later calls are refused, and the directory opens again with everything
+    // appended before the close, synced by it.
     assert!(wal.append(b"after the close").is_err());
     drop(wal);
     let reopened = Wal::open("/sim", options(&disk)).unwrap();
-    assert!(reopened.last_lsn() >= lsn - 1);
+    assert_eq!(reopened.last_lsn(), lsn);
     assert_eq!(reopened.read(first).unwrap(), b"committed before the close");
-    assert_eq!(reopened.read(lsn - 1).unwrap(), b"synced by the close");
+    assert_eq!(reopened.read(lsn).unwrap(), b"copied while the log closes");
 }
 
-/// A committer that leads a sync after `close` synced (and while it writes the control file) is
-/// still writing to the log's files when `close` takes its locks. `close` must wait for that
-/// sync to end before it releases the directory; the committer's record, acknowledged, is
-/// there after a reopen.
+/// An append that comes while the close syncs is refused: before, it reserved an LSN past the
+/// one the close's sync read and returned `Ok` for a record the close never synced (with
+/// `Staged`, never wrote) although the close says it syncs everything appended (found by a
+/// review of the commit path, 2026-12-07).
 #[test]
-fn close_waits_for_a_sync_that_started_after_its_own() {
+fn an_append_while_the_log_closes_is_refused() {
+    let disk = SimDisk::new();
+    let wal = Arc::new(Wal::open("/sim", options(&disk)).unwrap());
+    // Appended, not synced: `close` has something to sync, and its sync is held.
+    let lsn = wal.append(b"synced by the close").unwrap();
+    let sync = disk.hold_next_sync();
+    let released = Arc::new(AtomicBool::new(false));
+    let closer = start_close(&wal, &released);
+    assert!(sync.wait_reached(WAIT), "close reached its sync");
+    let late = wal.append(b"appended while the log closes");
+    assert!(matches!(late, Err(rwal_wal::Error::Closed)), "{late:?}");
+    released.store(true, Ordering::SeqCst);
+    sync.release();
+    let (closed, _) = closer.join().unwrap();
+    closed.expect("close");
+    drop(wal);
+    let reopened = Wal::open("/sim", options(&disk)).unwrap();
+    assert_eq!(reopened.last_lsn(), lsn);
+    assert_eq!(reopened.read(lsn).unwrap(), b"synced by the close");
+}
+
+/// A committer that comes while the close writes the control file (after the close's sync of
+/// the segments) is refused too. It used to append and lead a sync of its own, which the close
+/// then had to wait for before it released the directory (it did: the test was of that wait).
+#[test]
+fn a_commit_while_the_close_writes_the_control_file_is_refused() {
     let disk = SimDisk::new();
     let wal = Arc::new(Wal::open("/sim", options(&disk)).unwrap());
     let first = wal.append(b"committed before the close").unwrap();
@@ -109,36 +130,19 @@ fn close_waits_for_a_sync_that_started_after_its_own() {
         control_sync.wait_reached(WAIT),
         "close reached its control-file sync"
     );
-
-    // Another thread appends and commits now: it leads the sync of the segment, held.
-    let segment_sync = disk.hold_next_sync();
-    let committer = {
-        let wal = wal.clone();
-        std::thread::spawn(move || wal.append_durable(b"committed while the log closes"))
-    };
+    let late = wal.append_durable(b"committed while the log closes");
+    assert!(matches!(late, Err(rwal_wal::Error::Closed)), "{late:?}");
     assert!(
-        segment_sync.wait_reached(WAIT),
-        "the committer reached its sync"
+        wal.commit(first).is_ok(),
+        "a commit of a durable record still answers"
     );
-    control_sync.release();
-
-    assert_close_still_waits(&closer, "a committer's sync was still running");
     sync_released.store(true, Ordering::SeqCst);
-    segment_sync.release();
-    let lsn = committer
-        .join()
-        .unwrap()
-        .expect("the sync that started before the close completes");
-    let (closed, after_the_sync) = closer.join().unwrap();
+    control_sync.release();
+    let (closed, _) = closer.join().unwrap();
     closed.expect("close");
-    assert!(after_the_sync, "close returned while the sync was held");
-
     drop(wal);
     let reopened = Wal::open("/sim", options(&disk)).unwrap();
-    assert_eq!(
-        reopened.read(lsn).unwrap(),
-        b"committed while the log closes"
-    );
+    assert_eq!(reopened.last_lsn(), first);
 }
 
 /// On a poisoned log the written LSN no longer tells whether copies are still running (a

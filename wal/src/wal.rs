@@ -96,6 +96,10 @@ pub(crate) struct Inner {
     maintenance: Mutex<()>,
     /// Set by `close`: a segment being prepared ahead of need stops its zero-fill.
     closing: std::sync::atomic::AtomicBool,
+    /// Set by `close` under the tail lock before its sync, read by appends under it: an
+    /// append that reserved after the sync read its target would return `Ok` for a record
+    /// the close never syncs (with `Staged`, never even writes).
+    appends_closed: std::sync::atomic::AtomicBool,
     /// The log is being written: an append was made since open, or the active segment was at
     /// least half full at open. Only then does the background thread prepare segments ahead of
     /// need. A log opened to be read (a recovery scan, a replica catching up, a check) would
@@ -297,6 +301,7 @@ impl Wal {
             background_cond: Condvar::new(),
             maintenance: Mutex::new(()),
             closing: std::sync::atomic::AtomicBool::new(false),
+            appends_closed: std::sync::atomic::AtomicBool::new(false),
             being_written: std::sync::atomic::AtomicBool::new(active_half_full),
             report: recovered.report,
             lock: Mutex::new(Some(lock)),
@@ -661,6 +666,12 @@ impl Wal {
                 _ => Ok(()),
             };
         }
+        // "Syncs everything appended": no append takes an LSN past the one the sync below
+        // reads (those that did are copying, and the sync waits for their copies).
+        {
+            let _tail = self.inner.tail.lock();
+            self.inner.appends_closed.store(true, Ordering::Relaxed);
+        }
         let synced = self.sync().map(|_| ());
         let written = synced.and_then(|()| self.inner.update_control());
         // Under every lock that guards a change of the directory's files, in the order the
@@ -840,6 +851,9 @@ impl Inner {
             // it had already removed from the segment map. No run may be placed there: its
             // `SegmentRef` would outlive the segment once a roll drops the tail's handle.
             self.group.check()?;
+            if self.appends_closed.load(Ordering::Relaxed) {
+                return Err(Error::Closed);
+            }
             // Under the tail lock too, where LSNs are taken and a truncation or a reset sets
             // the epoch: read or raised before it, two appends could take their LSNs in the
             // other order, and epochs would go down along the log.
