@@ -765,7 +765,8 @@ rwal_status rwal_open(const char *dir, const rwal_options *opts, rwal_log **log_
 /**
  * Syncs everything appended, writes the durable watermark, releases the directory and frees
  * the handle, which must not be used again (even when an error is returned). NULL is a no-op.
- * Readers still open get `RWAL_ERR_CLOSED` and must still be freed; so must pins, checkpoint
+ * Readers still open get `RWAL_ERR_CLOSED` (`RWAL_ERR_POISONED` if the log had failed before
+ * it closed) and must still be freed; so must pins, checkpoint
  * writers and snapshot readers, each of which keeps the closed log's files and mappings open
  * until it is freed. The directory is released at once, unless a reader's last call returned a
  * record: its bytes are a slice of a segment file, which a log opened on the directory again
@@ -820,7 +821,7 @@ rwal_status rwal_append_batch(rwal_log *log,
 /**
  * Returns once every record up to `lsn` is durable; one sync serves every thread waiting at
  * the time. Blocks. Thread-safe. `RWAL_ERR_NOT_FOUND` for an LSN never appended; LSN 0 (nothing)
- * returns `RWAL_OK` at once.
+ * returns `RWAL_OK` at once, unless the log failed (`RWAL_ERR_POISONED`, as for any LSN).
  *
  * # Safety
  * `log` is a live handle.
@@ -1567,7 +1568,8 @@ rwal_status rwal_options_set_background_thread(rwal_options *opts, bool enabled)
 
 /**
  * Opens a reader at `from_lsn` (from `rwal_first_lsn` to `rwal_last_lsn + 1`). While it lives
- * it pins the record it last returned: `rwal_truncate_after` below it is refused.
+ * it pins the record it last returned (before its first, the record before `from_lsn`):
+ * `rwal_truncate_after` below it is refused.
  * `RWAL_ERR_COMPACTED` below the first LSN, `RWAL_ERR_NOT_FOUND` past `rwal_last_lsn + 1`,
  * `RWAL_ERR_INVALID_ARGUMENT` for LSN 0 (LSNs start at 1), `RWAL_ERR_POISONED` for a log that
  * accepts nothing more (a handle freed by `rwal_close` must not be passed at all). A

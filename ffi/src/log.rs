@@ -162,7 +162,8 @@ pub unsafe extern "C" fn rwal_open(
 
 /// Syncs everything appended, writes the durable watermark, releases the directory and frees
 /// the handle, which must not be used again (even when an error is returned). NULL is a no-op.
-/// Readers still open get `RWAL_ERR_CLOSED` and must still be freed; so must pins, checkpoint
+/// Readers still open get `RWAL_ERR_CLOSED` (`RWAL_ERR_POISONED` if the log had failed before
+/// it closed) and must still be freed; so must pins, checkpoint
 /// writers and snapshot readers, each of which keeps the closed log's files and mappings open
 /// until it is freed. The directory is released at once, unless a reader's last call returned a
 /// record: its bytes are a slice of a segment file, which a log opened on the directory again
@@ -272,7 +273,7 @@ pub unsafe extern "C" fn rwal_append_batch(
 
 /// Returns once every record up to `lsn` is durable; one sync serves every thread waiting at
 /// the time. Blocks. Thread-safe. `RWAL_ERR_NOT_FOUND` for an LSN never appended; LSN 0 (nothing)
-/// returns `RWAL_OK` at once.
+/// returns `RWAL_OK` at once, unless the log failed (`RWAL_ERR_POISONED`, as for any LSN).
 ///
 /// # Safety
 /// `log` is a live handle.

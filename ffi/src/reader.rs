@@ -16,7 +16,8 @@ pub struct rwal_reader {
 }
 
 /// Opens a reader at `from_lsn` (from `rwal_first_lsn` to `rwal_last_lsn + 1`). While it lives
-/// it pins the record it last returned: `rwal_truncate_after` below it is refused.
+/// it pins the record it last returned (before its first, the record before `from_lsn`):
+/// `rwal_truncate_after` below it is refused.
 /// `RWAL_ERR_COMPACTED` below the first LSN, `RWAL_ERR_NOT_FOUND` past `rwal_last_lsn + 1`,
 /// `RWAL_ERR_INVALID_ARGUMENT` for LSN 0 (LSNs start at 1), `RWAL_ERR_POISONED` for a log that
 /// accepts nothing more (a handle freed by `rwal_close` must not be passed at all). A
