@@ -487,14 +487,29 @@ fn probe_direct(dir: &Path, ring: &Ring) -> io::Result<()> {
     ));
     // Created and opened in one call: the recovery of a process holding the log removes every
     // `.tmp`, ours too, and may do so at any moment.
-    let written = uring::create_direct(&probe).and_then(|file| {
-        let block = Box::new(AlignedBlock([0; BLOCK_BYTES as usize]));
-        // SAFETY: the block lives until the call returns.
-        let written = unsafe { ring.write(&file, &[(0, block.0.as_ptr(), block.0.len())], true) };
-        written.or_else(|e| probe_write_refused(dir, e))
-    });
+    let written = match uring::create_direct(&probe) {
+        Ok(file) => {
+            let block = Box::new(AlignedBlock([0; BLOCK_BYTES as usize]));
+            // SAFETY: the block lives until the call returns.
+            let written =
+                unsafe { ring.write(&file, &[(0, block.0.as_ptr(), block.0.len())], true) };
+            written.or_else(|e| probe_write_refused(dir, e))
+        }
+        Err(e) => probe_create_refused(e),
+    };
     let _ = std::fs::remove_file(&probe);
     written
+}
+
+/// What the probe file's creation failing with `e` says: a full disk (no block, or no inode,
+/// for the probe) says nothing of the backend and lets the open go on, as a full disk does at
+/// the probe's write (an existing log opens on a full disk with every backend; until
+/// 2026-12-07 this one refused it, found by review); any other error is the open's.
+fn probe_create_refused(e: io::Error) -> io::Result<()> {
+    match e.kind() {
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => Ok(()),
+        _ => Err(e),
+    }
 }
 
 /// One block, aligned as `O_DIRECT` needs it.
@@ -1564,6 +1579,20 @@ mod tests {
         }
         let failed = probe_write_refused(dir, io::Error::from_raw_os_error(libc::EIO)).unwrap_err();
         assert_eq!(failed.raw_os_error(), Some(libc::EIO));
+    }
+
+    /// The probe file's creation: a full disk (no block or no inode for it) lets the open go
+    /// on, as at the probe's write; other errors are the open's (an `O_DIRECT` open refused on
+    /// tmpfs is judged by the caller, from `EINVAL`).
+    #[test]
+    fn a_full_disk_at_the_probes_creation_lets_the_open_go_on() {
+        for errno in [libc::ENOSPC, libc::EDQUOT] {
+            assert!(probe_create_refused(io::Error::from_raw_os_error(errno)).is_ok());
+        }
+        for errno in [libc::EIO, libc::EACCES, libc::EINVAL] {
+            let failed = probe_create_refused(io::Error::from_raw_os_error(errno)).unwrap_err();
+            assert_eq!(failed.raw_os_error(), Some(errno));
+        }
     }
 
     /// A file system that reports no blocks cannot tell how full it is: no figure, not 0 free
