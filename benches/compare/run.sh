@@ -39,6 +39,12 @@ MIB_W4=${MIB_W4:-256}
 W4_COLD=${W4_COLD:-0}
 PHYS_ONLY=${PHYS_ONLY:-odirect}
 DIR=${DIR:-/tmp/rwal-compare-data}
+# Wiped after a failed run: only a directory under /tmp is taken.
+case $DIR in
+  *..*) echo "DIR must be a directory under /tmp, not $DIR" >&2; exit 1 ;;
+  /tmp/?*) ;;
+  *) echo "DIR must be a directory under /tmp, not $DIR" >&2; exit 1 ;;
+esac
 EXTRA=${EXTRA:-}
 OUT=${1:-/tmp/rwal-compare-$(date -u +%Y%m%dT%H%M%SZ).txt}
 
@@ -56,7 +62,8 @@ run() {
   # shellcheck disable=SC2086
   "$BIN" "$@" $EXTRA --dir "$DIR" 2>&1
   local rc=$?
-  [ "$rc" -eq 0 ] || echo "FAILED rc=$rc $*"
+  # A run that fails (a panic skips its own clean-up) leaves no scratch data behind.
+  [ "$rc" -eq 0 ] || { echo "FAILED rc=$rc $*"; rm -rf "$DIR"; }
 }
 
 rev=$(git -C "$HERE" rev-parse --short HEAD 2>/dev/null || echo '?')
