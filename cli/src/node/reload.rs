@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use rwal_replication::NodeId;
 
 use super::redial::{is_member, Redial};
-use super::settings::{parse_settings, read_config, Settings};
+use super::settings::{check_addresses_differ, parse_settings, read_config, Settings};
 use super::{log, Server};
 
 /// A peer's two addresses: where members dial it, where its clients connect.
@@ -174,6 +174,21 @@ pub(super) fn reload(server: &Server, sources: &[Source], redial: &Redial) {
                 "warning: re-reading {files} refused, nothing changed: it is the config of node \
                  {}, this is node {id}",
                 now.id
+            ),
+        );
+        return;
+    }
+    // Against the addresses this node listens on now, not the file's (a new `listen` applies
+    // only at a restart): a peer there would be this node dialling itself, which a start
+    // refuses (found by review, 2026-12-07).
+    let listening = server.network.local_addr();
+    if let Err(e) = check_addresses_differ(listening, server.settings.client_listen, &now.peers) {
+        log(
+            id,
+            &format!(
+                "warning: re-reading {files} refused, nothing changed: {e} (this node listens at \
+                 {listening} and {} until a restart)",
+                server.settings.client_listen
             ),
         );
         return;
@@ -385,6 +400,10 @@ mod tests {
         write(1, &[line(2, 4, 3), "3,nowhere,127.0.0.1:1".into()]);
         reread(&mut redial);
         write(2, &[format!("1,{},{}", at(4), at(5))]);
+        reread(&mut redial);
+        // Nor one that puts a peer at the address this node listens at (the file's `listen`,
+        // port 0, is not where it listens: a re-read used to check against that).
+        write(1, &[format!("2,{},{}", server.network.local_addr(), at(3))]);
         reread(&mut redial);
         write(1, &[]);
         redial.members_added_again(&server);

@@ -116,9 +116,19 @@ fn parse_peer(value: &str) -> Result<(NodeId, SocketAddr, SocketAddr), String> {
     let id = id
         .parse()
         .map_err(|_| format!("--peer {value:?}: {id:?} is not a node id"))?;
+    // Addresses to dial and to hand to clients: a wildcard IP or port 0 names no member (port 0
+    // was dialled for ever; found by review, 2026-12-07).
     let address = |a: &str| {
-        a.parse::<SocketAddr>()
-            .map_err(|e| format!("--peer {value:?}: {a:?} is not an address: {e}"))
+        let addr = a
+            .parse::<SocketAddr>()
+            .map_err(|e| format!("--peer {value:?}: {a:?} is not an address: {e}"))?;
+        if addr.port() == 0 || addr.ip().is_unspecified() {
+            return Err(format!(
+                "--peer {value:?}: {addr} is no member's address (a wildcard IP or port 0 is for \
+                 listening, not for dialling): give the address the peer is reached at"
+            ));
+        }
+        Ok(addr)
     };
     Ok((id, address(peer)?, address(client)?))
 }
@@ -305,8 +315,24 @@ pub(super) fn parse_settings(pairs: Vec<(String, OsString)>) -> Result<Settings,
 /// often readable by all (Kubernetes' default mode 0644, Docker's 0444), with no other user in
 /// the container.
 fn read_secret(file: &Path) -> Result<Vec<u8>, String> {
+    use std::os::unix::fs::OpenOptionsExt;
     let cannot = |e: std::io::Error| format!("cannot read the secret file {}: {e}", file.display());
-    if let Ok(meta) = std::fs::metadata(file) {
+    // Opened without waiting, and judged by what was opened: a FIFO with no writer held the
+    // open, and with it the main thread (a reload's), which also watches for a stop, so the
+    // node no longer stopped on SIGTERM (found by review, 2026-12-07).
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(file)
+        .map_err(cannot)?;
+    let meta = opened.metadata().map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(format!(
+            "the secret file {} is not a regular file (a FIFO, a device or a directory): put              the secret in a file",
+            file.display()
+        ));
+    }
+    {
         use std::os::unix::fs::PermissionsExt;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o022 != 0 {
@@ -327,8 +353,9 @@ fn read_secret(file: &Path) -> Result<Vec<u8>, String> {
     }
     let mut secret = Vec::new();
     // One byte past the bound tells a file over it, without reading the rest.
-    std::fs::File::open(file)
-        .and_then(|f| f.take(SECRET_FILE_BYTES_MAX + 1).read_to_end(&mut secret))
+    opened
+        .take(SECRET_FILE_BYTES_MAX + 1)
+        .read_to_end(&mut secret)
         .map_err(cannot)?;
     if secret.len() as u64 > SECRET_FILE_BYTES_MAX {
         return Err(format!(
@@ -357,7 +384,7 @@ fn read_secret(file: &Path) -> Result<Vec<u8>, String> {
 /// at this node's own address would be this node talking to itself, and two members at one
 /// address are one member. Port 0 (any free port, this node's to bind) is never the same as
 /// another.
-fn check_addresses_differ(
+pub(super) fn check_addresses_differ(
     listen: SocketAddr,
     client_listen: SocketAddr,
     peers: &HashMap<NodeId, (SocketAddr, SocketAddr)>,
@@ -732,13 +759,43 @@ mod tests {
         );
         crate::node::test_support::write_secret(&large, vec![b'x'; 64 << 10]);
         parse_settings(pairs("/tmp/x".into(), &[peer_2], &large)).unwrap();
-        // A device without end (`/dev/zero`, mode 666) is refused, and never read past the
-        // bound either (a file only its owner may write, without end, is refused by its
-        // size: the 64 KiB + 1 file above).
+        // A device without end (`/dev/zero`) is refused, and never read past the bound either
+        // (a file without end is refused by its size: the 64 KiB + 1 file above).
         let zero = Path::new("/dev/zero");
         if zero.exists() {
             let e = parse_settings(pairs("/tmp/x".into(), &[peer_2], zero)).unwrap_err();
-            assert!(e.contains("can be written by other users"), "{e}");
+            assert!(e.contains("is not a regular file"), "{e}");
+        }
+        // A FIFO no one writes is refused at once: opening it waited for a writer, on the
+        // thread that also watches for a stop (a reload's). A directory is refused too.
+        let fifo = dir.join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .args(["-m", "600"])
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo runs");
+        assert!(made.success());
+        let (sent, answer) = std::sync::mpsc::channel();
+        let fifo_pairs = pairs("/tmp/x".into(), &[peer_2], &fifo);
+        std::thread::spawn(move || sent.send(parse_settings(fifo_pairs).err()));
+        // A bound on a hang, not a measurement.
+        let e = answer
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the FIFO was refused without waiting for a writer")
+            .expect("refused");
+        assert!(e.contains("is not a regular file"), "{e}");
+        let e = parse_settings(pairs("/tmp/x".into(), &[peer_2], &dir)).unwrap_err();
+        assert!(e.contains("is not a regular file"), "{e}");
+        // A peer at port 0 or at a wildcard IP names no member: it was dialled for ever.
+        for peer in [
+            "2,127.0.0.1:0,127.0.0.1:8002",
+            "2,127.0.0.1:7002,127.0.0.1:0",
+            "2,0.0.0.0:7002,127.0.0.1:8002",
+            "2,[::]:7002,127.0.0.1:8002",
+            "2,127.0.0.1:7002,0.0.0.0:8002",
+        ] {
+            let e = parse_settings(pairs("/tmp/x".into(), &[peer], &secret)).unwrap_err();
+            assert!(e.contains("is no member's address"), "{peer}: {e}");
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
