@@ -1337,7 +1337,9 @@ rwal_status rwal_node_members(const rwal_node *node,
  * a quorum that it still leads and this node has applied everything committed before the
  * call; writes that LSN. Reads of the engine's state then see every write acknowledged before
  * the call. Works on followers. It waits for a round trip to a quorum: a `timeout_ms` of 0
- * gives `RWAL_ERR_TIMEOUT`. Blocks; thread-safe.
+ * gives `RWAL_ERR_TIMEOUT`. `RWAL_ERR_BUSY` at once while as many requests other than
+ * proposals as the node's pending-proposal limit wait for its thread (a request that timed
+ * out stays queued until the thread takes it). Blocks; thread-safe.
  *
  * # Safety
  * `node` is live; `lsn_out` is writable.

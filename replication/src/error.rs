@@ -41,7 +41,9 @@ pub enum Error {
         /// The epoch it was proposed in.
         epoch: u64,
     },
-    /// Too many proposals are waiting for the consensus thread.
+    /// Too many proposals, or as many other requests (read barriers, leadership transfers,
+    /// membership changes, checkpoints), are waiting for the consensus thread
+    /// (`NodeOptions::pending_proposals_max`).
     Busy {
         /// The limit that was reached.
         pending_max: usize,
@@ -146,7 +148,8 @@ impl fmt::Display for Error {
             ),
             Error::Busy { pending_max } => write!(
                 f,
-                "{pending_max} proposals are already waiting for the consensus thread"
+                "{pending_max} proposals (or as many other requests) are already waiting for \
+                 the consensus thread"
             ),
             Error::Backlogged {
                 uncommitted_bytes_max,

@@ -41,7 +41,9 @@ pub struct NodeOptions {
     pub bootstrap: Bootstrap,
     /// Real time per raft tick (default 10 ms: an election after 100 ms of silence).
     pub tick_interval: Duration,
-    /// Proposals waiting for the node's thread before `propose` fails with [`Error::Busy`].
+    /// Proposals waiting for the node's thread before `propose` fails with [`Error::Busy`];
+    /// and as many other requests (read barriers, leadership transfers, membership changes,
+    /// checkpoints) before those fail with it too.
     pub pending_proposals_max: usize,
     /// Envelopes from other nodes waiting for the node's thread; more are dropped (raft
     /// resends).
@@ -636,7 +638,7 @@ impl Node {
         if let Err(refused) = self.not_on_own_thread("propose_and_wait") {
             return not_proposed(refused);
         }
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         let proposal = Arc::new(Proposal {
             state: Mutex::new(ProposalState::default()),
             caller: std::thread::current(),
@@ -696,7 +698,7 @@ impl Node {
     /// reading it if the log could not be read there.
     pub fn wait_committed(&self, lsn: Lsn, epoch: u64, timeout: Duration) -> Result<()> {
         self.not_on_own_thread("wait_committed")?;
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         loop {
             // A commit published before the node failed or closed stands (a quorum holds the
             // entry durably): the caller is told so rather than given the failure, after which
@@ -763,10 +765,12 @@ impl Node {
     /// [`reader`](Node::reader)) then see every write acknowledged before the call. Works on
     /// followers too (the confirmation comes from the leader); [`Error::Timeout`] without one
     /// in time, or if the node's thread, busy, did not take the request in time; [`Error::Closed`]
-    /// if the node stops before the read point is applied.
+    /// if the node stops before the read point is applied; [`Error::Busy`] at once if as many
+    /// requests other than proposals as `pending_proposals_max` are queued already (requests
+    /// that timed out stay queued until the node's thread takes them).
     pub fn read_barrier(&self, timeout: Duration) -> Result<Lsn> {
         self.not_on_own_thread("read_barrier")?;
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         let lsn = self.request_until(
             |reply| Request::ReadIndex(deadline, reply),
             deadline,
@@ -829,7 +833,7 @@ impl Node {
     /// [`Error::Closed`] if the node stops before the leadership moved.
     pub fn transfer_leadership(&self, to: Option<NodeId>, timeout: Duration) -> Result<NodeId> {
         self.not_on_own_thread("transfer_leadership")?;
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         // The successor is chosen on the node's thread; the wait below takes whoever leads.
         self.request_until(
             |reply| Request::TransferLeadership(to, reply),
@@ -977,7 +981,7 @@ impl Node {
         timeout: Duration,
         mut condition: impl FnMut(&NodeStatus) -> bool,
     ) -> (NodeStatus, bool) {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         let mut published = self.shared.status.lock();
         loop {
             // As `status` answers: with the log's bounds read now.
@@ -1151,6 +1155,16 @@ impl Node {
             if self.shared.refuses(&queue) {
                 return Err(Error::Closed);
             }
+            // Bounded as proposals are, by the same number: a read barrier or a transfer that
+            // timed out leaves its request queued until the node's thread takes it, and with
+            // that thread held (a long restore) they piled up without limit (found by review,
+            // 2026-12-07).
+            let others = queue.requests.len().saturating_sub(queue.proposals);
+            if others >= self.pending_proposals_max {
+                return Err(Error::Busy {
+                    pending_max: self.pending_proposals_max,
+                });
+            }
             queue.requests.push(make(reply));
         }
         self.shared.queue_cond.notify_one();
@@ -1166,6 +1180,15 @@ impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.stop();
     }
+}
+
+/// When a wait of `timeout` from now ends: a timeout too large to add to the clock
+/// (`Duration::MAX`) waits as long as it takes (a century), where the sum panicked on the
+/// caller's thread (found by review, 2026-12-07).
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 /// A committed record, copied out of the log.
