@@ -2922,36 +2922,6 @@ fn a_tail_waiting_through_a_snapshot_install_ends_at_its_deadline() {
     }
 }
 
-/// An engine whose `apply` of `hold` waits until the test lets it go (at most a minute),
-/// saying when it started waiting.
-struct HoldingEngine {
-    entered: std::sync::mpsc::Sender<()>,
-    release: std::sync::Arc<parking_lot::Mutex<std::sync::mpsc::Receiver<()>>>,
-}
-
-impl rwal_replication::StateMachine for HoldingEngine {
-    fn apply(&mut self, _lsn: Lsn, _epoch: u64, data: &[u8]) -> rwal_replication::EngineResult {
-        if data == b"hold" {
-            let _ = self.entered.send(());
-            let _ = self.release.lock().recv_timeout(Duration::from_secs(60));
-        }
-        Ok(())
-    }
-
-    fn snapshot(&mut self) -> rwal_replication::EngineResult<rwal_replication::EngineSnapshot> {
-        Ok(Vec::new().into())
-    }
-
-    fn restore(
-        &mut self,
-        _lsn: Lsn,
-        _epoch: u64,
-        _snapshot: &[u8],
-    ) -> rwal_replication::EngineResult {
-        Ok(())
-    }
-}
-
 /// With the node's thread held (an engine's long `apply`, or a restore), the requests of read
 /// barriers that time out stay queued: they are bounded as proposals are
 /// (`pending_proposals_max`), and one past the bound is refused with `Busy` at once. They were
@@ -2964,20 +2934,13 @@ fn requests_queued_for_a_held_node_thread_are_bounded() {
     let mut options = NodeOptions::new(1, dir.join("node1"), Bootstrap::Voters(vec![1]));
     options.tick_interval = Duration::from_millis(10);
     options.pending_proposals_max = 8;
-    let (entered, apply_entered) = std::sync::mpsc::channel();
-    let (release, released) = std::sync::mpsc::channel();
-    let engine = HoldingEngine {
-        entered,
-        release: std::sync::Arc::new(parking_lot::Mutex::new(released)),
-    };
-    let node = Node::open(options, engine, network.transport()).expect("node opens");
+    let engine = SlowEngine::default();
+    let node = Node::open(options, engine.clone(), network.transport()).expect("node opens");
     network.register(1, node.inbox());
     let (status, led) = node.wait_status(WAIT, |s| s.role == Role::Leader);
     assert!(led, "a single voter leads: {status:?}");
-    let (held, epoch) = node.propose(b"hold").expect("proposed");
-    apply_entered
-        .recv_timeout(WAIT)
-        .expect("the node's thread applies the held record");
+    let (held, epoch) = node.propose(b"slow").expect("proposed");
+    engine.gate.wait_held();
     for i in 0..8 {
         let read = node.read_barrier(Duration::from_millis(1));
         assert!(
@@ -2992,7 +2955,7 @@ fn requests_queued_for_a_held_node_thread_are_bounded() {
         "{read:?}"
     );
     assert_eq!(node.queued_requests(), 8);
-    release.send(()).unwrap();
+    engine.gate.release();
     node.wait_committed(held, epoch, Duration::MAX)
         .expect("committed, after a wait without a bound");
     // The record committed before its apply was held: the queue drains once the thread is
