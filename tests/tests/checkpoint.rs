@@ -1588,6 +1588,56 @@ fn a_snapshot_header_with_an_absurd_length_is_refused_not_a_panic() {
     }
 }
 
+/// A snapshot file whose header holds, at the checkpoint's LSN, but names another epoch than
+/// the control file does (a state of another history: a file copied in from elsewhere) is
+/// refused, naming the file and both epochs, by the open and by `inspect`; the log is left as
+/// it was. It was taken as the checkpoint's state until 2026-12-07.
+#[test]
+fn a_snapshot_of_another_epoch_is_refused() {
+    let temp = rwal_tests::TempDir::new("snapshot-other-epoch");
+    let options = Options::new().background_threads(false);
+    let wal = Wal::open(temp.path(), options.clone()).unwrap();
+    wal.append(b"one").unwrap();
+    wal.sync().unwrap();
+    wal.checkpoint(1, Some(b"state")).unwrap();
+    let epoch = wal.latest_checkpoint().unwrap().epoch;
+    wal.close().unwrap();
+    let name = rwal_wal::snapshot::file_name(1);
+    let path = temp.path().join(&name);
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert_eq!(
+        bytes[24..32],
+        epoch.to_le_bytes(),
+        "the header's epoch field"
+    );
+    bytes[24..32].copy_from_slice(&(epoch + 1).to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[..60]);
+    bytes[60..64].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let names_before = std::fs::read_dir(temp.path()).unwrap().count();
+    match Wal::open(temp.path(), options.clone()) {
+        Err(Error::BadFile { path, reason }) => {
+            assert!(path.ends_with(&name), "{path:?}");
+            assert!(
+                reason.contains(&format!("epoch {}", epoch + 1))
+                    && reason.contains(&format!("epoch {epoch}")),
+                "{reason}"
+            );
+        }
+        Err(other) => panic!("expected BadFile, got {other}"),
+        Ok(_) => panic!("opened with a snapshot of epoch {}", epoch + 1),
+    }
+    match rwal_wal::inspect::inspect(temp.path()) {
+        Ok(inspection) => assert!(inspection.is_corrupted(), "{:?}", inspection.problems),
+        Err(e) => assert!(e.to_string().contains(&name), "{e}"),
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "the snapshot is kept");
+    assert_eq!(
+        std::fs::read_dir(temp.path()).unwrap().count(),
+        names_before
+    );
+}
+
 /// The names of the files in a target's log directory.
 fn file_names(t: &rwal_tests::Target) -> Vec<String> {
     match &t.backend {

@@ -234,7 +234,7 @@ impl Wal {
         let control = self.inner.control.lock();
         let state = control.state();
         let (lsn, epoch) = state.checkpoint?;
-        let snapshot_bytes = self.inner.snapshot_bytes(lsn);
+        let snapshot_bytes = self.inner.snapshot_bytes((lsn, epoch));
         Some(Checkpoint {
             lsn,
             epoch,
@@ -264,7 +264,7 @@ impl Wal {
         let Some((lsn, epoch)) = control.state().checkpoint else {
             return Ok(None);
         };
-        let (header, file) = snapshot::open(self.inner.dir.as_ref(), lsn)?;
+        let (header, file) = snapshot::open(self.inner.dir.as_ref(), (lsn, epoch))?;
         drop(control);
         let snapshot = header.has_snapshot.then(|| {
             let path = self.inner.dir.path().join(snapshot::file_name(lsn));
@@ -420,8 +420,8 @@ fn check_reset_lsn(lsn: Lsn) -> Result<()> {
 }
 
 impl Inner {
-    fn snapshot_bytes(&self, lsn: Lsn) -> Option<u64> {
-        let (header, _) = snapshot::open(self.dir.as_ref(), lsn).ok()?;
+    fn snapshot_bytes(&self, checkpoint: (Lsn, u64)) -> Option<u64> {
+        let (header, _) = snapshot::open(self.dir.as_ref(), checkpoint).ok()?;
         header.has_snapshot.then_some(header.body_bytes)
     }
 

@@ -342,8 +342,8 @@ fn inspect_once(dir: &Path) -> Result<Inspection> {
     }
     // With a reset pending too: its snapshot, written and synced before the reset was
     // declared, is then all the log holds below its first LSN.
-    if let Some((lsn, _)) = state.checkpoint {
-        check_snapshot_body(dir, lsn, &mut walk.problems)?;
+    if let Some(checkpoint) = state.checkpoint {
+        check_snapshot_body(dir, checkpoint, &mut walk.problems)?;
     }
     if walk.expected <= walk.watermark {
         let (segment, offset) = walk
@@ -494,15 +494,20 @@ fn read_segment_header(path: &Path) -> Option<(SegmentHeaderRead, u64)> {
     Some((SegmentHeader::decode(&bytes), metadata.len()))
 }
 
-/// Checks the body of the snapshot of the checkpoint at `lsn` (recovery checks only its
+/// Checks the body of the snapshot of `checkpoint` (LSN, epoch; recovery checks only its
 /// header) by reading it through a `SnapshotReader`, which checks its checksum at the end: a
 /// mismatch is corruption, as the records it replaced may be compacted away. A file that
 /// `snapshot::open` refuses (missing, a bad header) is left to recovery's dry run, which
 /// refuses the log for it. Read whole at each pass (`rwal inspect` and `verify`): as long as
 /// reading the segments, for a snapshot of their size.
-fn check_snapshot_body(dir: &Path, lsn: Lsn, problems: &mut Vec<Problem>) -> Result<()> {
+fn check_snapshot_body(
+    dir: &Path,
+    checkpoint: (Lsn, u64),
+    problems: &mut Vec<Problem>,
+) -> Result<()> {
+    let lsn = checkpoint.0;
     let read_only = FsDir::open_read_only(dir).map_err(|e| Error::io("open", dir, e))?;
-    let Ok((header, file)) = crate::snapshot::open(&read_only, lsn) else {
+    let Ok((header, file)) = crate::snapshot::open(&read_only, checkpoint) else {
         return Ok(());
     };
     let name = crate::snapshot::file_name(lsn);

@@ -390,8 +390,8 @@ fn scan<'a>(dir: &'a dyn Dir, options: &Options, changes: Changes) -> Result<Dec
         // new one starts, empty, at first_lsn (created in `finish`). Not before the snapshot
         // it resets to is known whole (a crash cannot damage it, the reset made it durable
         // first; a disk can): a refused open then leaves the files as they were.
-        if let (Some((lsn, _)), Changes::Make) = (state.checkpoint, changes) {
-            crate::snapshot::check_body(dir, lsn)?;
+        if let (Some(checkpoint), Changes::Make) = (state.checkpoint, changes) {
+            crate::snapshot::check_body(dir, checkpoint)?;
         }
         for (_, name) in &files {
             if changes == Changes::Make {
@@ -489,9 +489,9 @@ fn scan<'a>(dir: &'a dyn Dir, options: &Options, changes: Changes) -> Result<Dec
     // is whole (`check_snapshots` read its header only). Judged before `finish` cuts or
     // removes anything, so that a refusal leaves the log as it was for `rwal verify` and a
     // repair. (A dry run reports instead: `verify` checks the body itself.)
-    if let Some((lsn, _)) = state.checkpoint {
+    if let Some(checkpoint @ (lsn, _)) = state.checkpoint {
         if changes == Changes::Make && scan.expected - 1 < lsn {
-            crate::snapshot::check_body(dir, lsn)?;
+            crate::snapshot::check_body(dir, checkpoint)?;
         }
     }
     Ok((scan, files, stop_index, control))
@@ -1520,8 +1520,8 @@ fn check_snapshots(
     changes: Changes,
 ) -> Result<Vec<RecoveryEvent>> {
     let keep = state.checkpoint.map(|(lsn, _)| lsn);
-    if let Some(lsn) = keep {
-        crate::snapshot::open(dir, lsn)?;
+    if let Some(checkpoint) = state.checkpoint {
+        crate::snapshot::open(dir, checkpoint)?;
     }
     if changes == Changes::None {
         return Ok(Vec::new());

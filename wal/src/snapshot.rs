@@ -312,8 +312,12 @@ impl Drop for SnapshotWriter {
     }
 }
 
-/// Reads the header of the snapshot file of checkpoint `lsn`, checking it names that checkpoint.
-pub(crate) fn open(dir: &dyn Dir, lsn: Lsn) -> Result<(SnapshotHeader, Arc<dyn File>)> {
+/// Reads the header of the snapshot file of the checkpoint at `lsn` written in `epoch` (as the
+/// control file names it), checking it names that checkpoint.
+pub(crate) fn open(
+    dir: &dyn Dir,
+    (lsn, epoch): (Lsn, u64),
+) -> Result<(SnapshotHeader, Arc<dyn File>)> {
     let name = file_name(lsn);
     let path = dir.path().join(&name);
     let file = dir.open_plain(&name).map_err(|e| match e.kind() {
@@ -346,13 +350,26 @@ pub(crate) fn open(dir: &dyn Dir, lsn: Lsn) -> Result<(SnapshotHeader, Arc<dyn F
             ),
         ));
     }
+    // A state of another history at the same LSN (a file restored from elsewhere, say): its
+    // records differ from the log's though its LSN matches.
+    if header.epoch != epoch {
+        return Err(Error::bad_file(
+            &path,
+            format!(
+                "header says epoch {}, the control file names the checkpoint at LSN {lsn} in \
+                 epoch {epoch}",
+                header.epoch
+            ),
+        ));
+    }
     Ok((header, file))
 }
 
-/// Checks the body of checkpoint `lsn`'s snapshot against its checksum (`Corrupted` if it
-/// does not match); a checkpoint without a snapshot has no body to check.
-pub(crate) fn check_body(dir: &dyn Dir, lsn: Lsn) -> Result<()> {
-    let (header, file) = open(dir, lsn)?;
+/// Checks the body of the snapshot of `checkpoint` (LSN, epoch) against its checksum
+/// (`Corrupted` if it does not match); a checkpoint without a snapshot has no body to check.
+pub(crate) fn check_body(dir: &dyn Dir, checkpoint: (Lsn, u64)) -> Result<()> {
+    let (header, file) = open(dir, checkpoint)?;
+    let lsn = checkpoint.0;
     if header.has_snapshot {
         let path = dir.path().join(file_name(lsn));
         SnapshotReader::new(header, file, path).checked_bytes()?;
