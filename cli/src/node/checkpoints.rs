@@ -10,7 +10,14 @@ use super::{log, Server};
 
 /// Checkpoints the engine's state and compacts every `checkpoint_every` applied records.
 pub(super) fn checkpoint_loop(server: &Server) {
-    let mut schedule = CheckpointSchedule::new(server.settings.checkpoint_every);
+    // Counted from where the log starts, which is past the last checkpoint this loop compacted
+    // to before a restart: counted from 0, every restart of a node with more than
+    // `checkpoint_every` records behind it checkpointed at once, whatever it had done before.
+    let log_starts = server.node.status().first_lsn;
+    let mut schedule = CheckpointSchedule::new(
+        server.settings.checkpoint_every,
+        log_starts.saturating_sub(1),
+    );
     while !server.stopping.load(Ordering::Acquire) {
         std::thread::sleep(Duration::from_millis(200));
         if let Some(failure) = server.node.status().failure {
@@ -77,9 +84,9 @@ const CHECKPOINT_RETRY_FIRST: Duration = Duration::from_secs(1);
 /// The longest wait between tries of a checkpoint that keeps failing.
 const CHECKPOINT_RETRY_MAX: Duration = Duration::from_secs(60);
 
-/// When the checkpoint loop checkpoints: every `every` applied LSNs, and after a failure (a full
-/// disk, say) not again before a wait that doubles with each failure in a row. Without the
-/// wait it tried every 200 ms, each try encoding the engine's whole state under the lock its
+/// When the checkpoint loop checkpoints: every `every` applied LSNs after the last checkpoint,
+/// and after a failure (a full disk, say) not again before a wait that doubles with each
+/// failure in a row. Without the wait it tried every 200 ms, each try encoding the engine's whole state under the lock its
 /// apply needs and writing a log line (found by review on 2026-12-03).
 struct CheckpointSchedule {
     every: u64,
@@ -89,10 +96,11 @@ struct CheckpointSchedule {
 }
 
 impl CheckpointSchedule {
-    fn new(every: u64) -> CheckpointSchedule {
+    /// A schedule that counts from a checkpoint at LSN `last` (0: none).
+    fn new(every: u64, last: u64) -> CheckpointSchedule {
         CheckpointSchedule {
             every,
-            last: 0,
+            last,
             failures: 0,
             not_before: None,
         }
@@ -156,7 +164,7 @@ mod tests {
     #[test]
     fn a_failing_checkpoint_is_tried_again_after_longer_and_longer_waits() {
         let start = Instant::now();
-        let mut schedule = CheckpointSchedule::new(100);
+        let mut schedule = CheckpointSchedule::new(100, 0);
         assert!(!schedule.due(0, start), "nothing applied");
         assert!(!schedule.due(99, start));
         assert!(schedule.due(100, start));
@@ -178,5 +186,15 @@ mod tests {
             CHECKPOINT_RETRY_FIRST,
             "counted afresh"
         );
+    }
+
+    /// A restarted node counts from the checkpoint its log starts after, not from 0.
+    #[test]
+    fn a_restarted_schedule_counts_from_its_last_checkpoint() {
+        let now = Instant::now();
+        let schedule = CheckpointSchedule::new(100, 1_000);
+        assert!(!schedule.due(1_050, now));
+        assert!(!schedule.due(1_099, now));
+        assert!(schedule.due(1_100, now));
     }
 }
