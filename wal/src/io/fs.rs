@@ -330,6 +330,9 @@ impl FsDir {
                 format!("file of {len} bytes"),
             ));
         }
+        if matches!(mode, WriteMode::Map) && !created {
+            allocate_holes(&file, len)?;
+        }
         let map = match mode {
             WriteMode::Map => MmapOptions::new().map_raw(&file)?,
             WriteMode::Pwrite | WriteMode::Staged | WriteMode::Uring(_) => {
@@ -822,6 +825,8 @@ impl FsFile {
         let mut flush = staging.flush.lock();
         flush.check()?;
         let ranges = staging.take_ranges();
+        #[cfg(test)]
+        crate::test_hooks::hook_outside("sync_staged: the ranges are taken, not yet released");
         let outcome = match (ranges.as_slice(), flush.written_unsynced) {
             ([], false) => Ok(()),
             ([(lo, hi)], false) => self.pwritev(*lo, &[staging.slice(*lo, *hi)], libc::RWF_DSYNC),
@@ -925,8 +930,9 @@ impl File for FsFile {
                 for part in parts {
                     // SAFETY: the range is inside the mapping (checked above); the mapping is
                     // writable and lives as long as `self`; the file was fully allocated before
-                    // it was mapped and is never shrunk, so the store cannot SIGBUS; concurrent
-                    // writers and readers touch disjoint ranges (the trait's discipline).
+                    // it was mapped (created: `preallocate`; opened: `allocate_holes`) and is
+                    // never shrunk, so the store cannot SIGBUS; concurrent writers and readers
+                    // touch disjoint ranges (the trait's discipline).
                     unsafe {
                         std::ptr::copy_nonoverlapping(
                             part.as_ptr(),
@@ -1020,15 +1026,19 @@ impl File for FsFile {
             (Some(staging), Some(direct)) => Some((staging, direct)),
             _ => None,
         };
-        // With `IoUring`, held so that no sync or write-back runs meanwhile. Whatever is
-        // staged must first be written to the file (by a write-back or a sync): only then does
-        // the disk hold it.
-        let _flush = match uring {
-            Some((staging, _)) => {
+        // Held so that no sync or write-back runs meanwhile. Whatever is staged must first be
+        // written to the file (by a write-back or a sync): only then does the disk hold it.
+        // With `Staged` too: a sync that has taken its ranges (nothing staged any more) but not
+        // yet filed them as written out would file them after the release below, under the
+        // 4 MiB that a release waits for, and they stayed resident (found by review on
+        // 2026-12-07).
+        let _flush = match &self.staging {
+            Some(staging) => {
                 let flush = staging.flush.lock();
-                // A failed write took its ranges without putting them in the file: the staging
-                // memory holds the only copy of those blocks.
-                if staging.staged_bytes() != 0 || flush.failed.is_some() {
+                // With `IoUring`, a failed write took its ranges without putting them in the
+                // file: the staging memory holds the only copy of those blocks.
+                let lost_write = uring.is_some() && flush.failed.is_some();
+                if staging.staged_bytes() != 0 || lost_write {
                     return false;
                 }
                 Some(flush)
@@ -1041,9 +1051,6 @@ impl File for FsFile {
             // again: up to 4 MiB per sealed segment, for as long as the log keeps it (found by
             // review on 2026-12-03). Given back now, once nothing is staged; bytes still staged
             // (no sync or write-back has run since the seal) leave the segment for a later call.
-            if staging.staged_bytes() != 0 {
-                return false;
-            }
             staging.release(&[], true);
         }
         let held = uring.map_or(0, |(_, direct)| direct.invalidate_all());
@@ -1546,6 +1553,27 @@ impl Direct {
     }
 }
 
+/// Gives blocks to the holes of a file this process did not create, before it is mapped
+/// writable: a store into a hole makes the page fault allocate a block, and on a full disk
+/// that is a SIGBUS, not an error. Files this process creates are allocated or zero-filled
+/// before they are mapped; one it opens may have holes if something outside rwal made them (a
+/// copy with `cp --sparse=always`, `rsync -S` or `tar -S`, `fallocate --dig-holes`). On a
+/// file whose blocks all exist it allocates nothing. Where the file system has no
+/// `fallocate` (`EOPNOTSUPP`), the file is mapped as it is.
+fn allocate_holes(file: &StdFile, len: u64) -> io::Result<()> {
+    let len_off = libc::off_t::try_from(len).map_err(io::Error::other)?;
+    // SAFETY: fallocate on a file descriptor we own; no memory is passed.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len_off) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EOPNOTSUPP) {
+        return Ok(());
+    }
+    Err(err)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1910,6 +1938,52 @@ mod tests {
         };
         assert_eq!(rc, 0, "mincore: {}", io::Error::last_os_error());
         resident.iter().filter(|&&b| b & 1 != 0).count() as u64
+    }
+
+    /// A sealed `Staged` segment's memory given back while a sync of it has taken its ranges
+    /// and not yet filed them as written out: the release waits for the sync, then gives back
+    /// what it wrote. Without the flush lock it returned at once, and the sync then filed its
+    /// ranges under the 4 MiB a release waits for: they stayed resident for as long as the log
+    /// kept the segment (found by review on 2026-12-07).
+    #[test]
+    fn memory_released_during_a_sync_is_given_back_after_it() {
+        let dir = scratch("release-during-sync");
+        let fs = FsDir::open(
+            &dir.0,
+            true,
+            WriteMode::Staged,
+            Preallocation::ZeroFill,
+            None,
+        )
+        .expect("the directory opens");
+        drop(fs.create("segment", 8 << 20).expect("created"));
+        let file = Arc::new(open_concrete(&fs, "segment", WriteMode::Staged));
+        file.write_at(0, &[&vec![3u8; 1 << 20]]).expect("written");
+        let releaser: Arc<parking_lot::Mutex<Option<std::thread::JoinHandle<bool>>>> =
+            Arc::default();
+        let (file_there, slot) = (file.clone(), releaser.clone());
+        crate::test_hooks::at_outside(
+            "sync_staged: the ranges are taken, not yet released",
+            move || {
+                let (started, wait) = std::sync::mpsc::channel();
+                *slot.lock() = Some(std::thread::spawn(move || {
+                    started.send(()).expect("sent");
+                    file_there.release_memory()
+                }));
+                wait.recv().expect("the releaser started");
+                // Long enough for a release that does not wait to finish meanwhile.
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            },
+        );
+        file.sync().expect("synced");
+        let thread = releaser.lock().take().expect("the hook ran");
+        assert!(thread.join().expect("no panic"), "released once synced");
+        let staging = file.staging.as_ref().expect("staged");
+        assert_eq!(
+            resident_pages(staging),
+            0,
+            "the synced megabyte stays resident"
+        );
     }
 
     /// Appends from several threads complete out of order: a record reserved first may be
