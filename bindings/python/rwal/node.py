@@ -24,8 +24,11 @@ own). snapshot() returns the state as a bytes-like
 object, which a thread of the node's reads into a checkpoint after the callback returned:
 bytes and an mmap.mmap opened with access=mmap.ACCESS_READ are read in place and kept alive
 until then; anything else (a bytearray, a memoryview) is copied first, since the engine goes
-on applying records meanwhile and may change what it views. An mmap of a file the engine wrote gives a state of any size without
-holding it in memory.
+on applying records meanwhile and may change what it views. An mmap of a file the engine wrote
+gives a state of any size without holding it in memory; the engine is not told when the node
+has read it, so that file must not be truncated or written over in place while the mapping
+lives (a shortened file kills the process with SIGBUS when the node reads past its end): write
+each state to a new file, or rename a new one over the old name.
 
 A node left open is closed when the interpreter exits (an atexit hook), or when it is garbage
 collected (with a ResourceWarning), on a thread of its own: the collecting thread may be the
@@ -92,6 +95,17 @@ _ROLES = {
 
 # On a thread while it runs nodes' callbacks: their engines (see _in_callback).
 _callback_thread = threading.local()
+# The engines, with the cffi handles their callbacks find them by, of nodes whose open or close
+# returned RWAL_ERR_PANIC (a bug in rwal): the node's thread may not have stopped and may still
+# call back with the handle (rwal.h, rwal_node_close), so they live until the process ends.
+# Freed with the Node object, a later callback read freed memory.
+_kept_after_panic: list = []
+
+
+def _keep_after_panic(node: "Node") -> None:
+    _kept_after_panic.append((node._engine, node._engine_handle))
+
+
 # Every open node, and the ones garbage-collected whose closer thread has not finished: closed
 # at exit.
 _open_nodes: "weakref.WeakSet[Node]" = weakref.WeakSet()
@@ -482,12 +496,18 @@ class Node(_Handle):
             lib._rwal_py_leader, self._engine_handle))
         self._id = node_id
         out = ffi.new("rwal_node **")
+        def close_unadopted(handle):
+            if lib.rwal_node_close(handle) == lib.RWAL_ERR_PANIC:
+                _keep_after_panic(self)
+
         with _interruptible_open():
             try:
                 _check(lib.rwal_node_open(opts, out))
                 self._open(out[0])
             except BaseException as failure:
-                _free_unadopted(self, out, lib.rwal_node_close)
+                if isinstance(failure, PanicError):
+                    _keep_after_panic(self)
+                _free_unadopted(self, out, close_unadopted)
                 interrupted = self._engine.interrupted or _take_interrupt()
                 if interrupted is not None and failure is not interrupted:
                     # Ctrl-C (or sys.exit) in restore or apply, or at their entry, while the
@@ -619,8 +639,11 @@ class Node(_Handle):
         for a wait that starts over with each call (a read point asked for again), which
         slices of one length could cut short every time (up to _GROWN_SLICE_SECONDS, so that
         Ctrl-C is still seen within one)."""
-        _millis(timeout)  # checked as for any timeout
-        deadline = time.monotonic() + (math.inf if timeout is None else float(timeout))
+        # Checked as for any timeout, and taken as _seconds takes it: float() of an integer
+        # beyond any float (10**400, "for ever") raised OverflowError here.
+        seconds = math.inf if timeout is None else _seconds(timeout)
+        _millis(seconds)
+        deadline = time.monotonic() + seconds
         slice_seconds = _WAIT_SLICE_SECONDS
         while True:
             left = max(0.0, deadline - time.monotonic())
@@ -849,8 +872,12 @@ class Node(_Handle):
                 "callbacks, where it would wait for itself: the node stays open")
         # InvalidArgumentError: the library refused, called on the node's thread after all
         # (outside the callbacks seen above). The node stays open, and so does this handle.
-        self._close_with(self._close_node, stays_open_on=InvalidArgumentError,
-                         stop=self._stop_node)
+        try:
+            self._close_with(self._close_node, stays_open_on=InvalidArgumentError,
+                             stop=self._stop_node)
+        except PanicError:
+            _keep_after_panic(self)
+            raise
 
 
 # The longest slice of a wait whose slices grow (see Node._wait_in_slices).

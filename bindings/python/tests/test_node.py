@@ -890,6 +890,46 @@ def test_timeouts_are_checked_and_rounded_up():
             _millis(bad)
 
 
+def test_a_wait_of_an_integer_beyond_any_float_waits(tmp_path):
+    # _seconds takes 10**400 as "for ever"; the waits' own deadline took float() of it and
+    # raised OverflowError.
+    from rwal.node import Node
+    assert Node._wait_in_slices(None, 10**400, "x", lambda millis: millis) == 200
+    with pytest.raises(rwal.InvalidArgumentError, match="timeout"):
+        Node._wait_in_slices(None, -10**400, "x", lambda millis: millis)
+
+
+def test_an_engine_outlives_a_close_that_panicked(tmp_path, monkeypatch):
+    # After RWAL_ERR_PANIC from rwal_node_close the node's thread may go on calling back with
+    # the engine's handle (rwal.h): the engine must outlive the Node object, or the callback
+    # reads freed memory. The close here really closes, then answers as a panic would.
+    import gc
+    import weakref
+
+    import rwal.node
+    real_close = rwal.Node._close_node
+
+    def panicked(handle):
+        assert real_close(handle) == rwal.lib.RWAL_OK
+        return rwal.lib.RWAL_ERR_PANIC
+
+    node = rwal.Node(1, tmp_path / "alone", cluster_id=1, secret=SECRET, voters=[1],
+                     tick_ms=10, apply=lambda *_: None, snapshot=lambda: b"",
+                     restore=lambda *_: None)
+    engine = weakref.ref(node._engine)
+    monkeypatch.setattr(rwal.Node, "_close_node", staticmethod(panicked))
+    try:
+        with pytest.raises(rwal.PanicError):
+            node.close()
+        del node
+        gc.collect()
+        assert engine() is not None, "the engine went with the node"
+        assert any(kept is engine() for kept, _ in rwal.node._kept_after_panic)
+    finally:
+        rwal.node._kept_after_panic[:] = [
+            pair for pair in rwal.node._kept_after_panic if pair[0] is not engine()]
+
+
 def test_close_ends_a_propose_and_wait_in_progress_at_once(tmp_path):
     """close() stops the node before it waits for other threads' calls: a propose_and_wait()
     that cannot commit (its follower is gone) ends with ClosedError at once, instead of
