@@ -93,8 +93,9 @@ pub type State = BTreeMap<Lsn, (u64, u32)>;
 pub struct ModelState {
     pub records: State,
     pub applied: Lsn,
-    /// Snapshots installed: the LSN and the state they carried.
-    pub restores: Vec<(Lsn, State)>,
+    /// Snapshots installed: the LSN, the epoch the node gave with it, and the state they
+    /// carried.
+    pub restores: Vec<(Lsn, u64, State)>,
     pub violations: Vec<String>,
 }
 
@@ -139,17 +140,21 @@ impl StateMachine for Model {
         Ok(encode_state(&self.0.lock().records).into())
     }
 
-    fn restore(
-        &mut self,
-        lsn: Lsn,
-        _epoch: u64,
-        snapshot: &[u8],
-    ) -> rwal_replication::EngineResult {
+    fn restore(&mut self, lsn: Lsn, epoch: u64, snapshot: &[u8]) -> rwal_replication::EngineResult {
         let mut state = self.0.lock();
+        // A snapshot installed takes the engine forward, never back: records applied past it
+        // would be applied a second time.
+        if lsn < state.applied {
+            let line = format!(
+                "restored a snapshot at {lsn} after applying {}",
+                state.applied
+            );
+            state.violations.push(line);
+        }
         let records = decode_state(snapshot);
         state.records = records.clone();
         state.applied = lsn;
-        state.restores.push((lsn, records));
+        state.restores.push((lsn, epoch, records));
         Ok(())
     }
 }
@@ -207,7 +212,7 @@ struct SimNode {
     incarnation: u64,
     /// The snapshots installed by the node's earlier incarnations (each restart starts a new
     /// engine model), checked at the end with those of the last.
-    earlier_restores: Vec<(Lsn, State)>,
+    earlier_restores: Vec<(Lsn, u64, State)>,
     /// The committed entries of this incarnation's log checked against `Sim::committed` so
     /// far (up to this LSN).
     log_checked_to: Lsn,
@@ -1509,10 +1514,11 @@ impl Sim {
                 ));
             }
         }
-        // 3. A snapshot installed anywhere carried the state as of its LSN.
+        // 3. A snapshot installed anywhere carried the state as of its LSN, and the epoch
+        // of the entry committed there.
         for node in &self.nodes {
             let model = node.model.0.lock();
-            for (lsn, records) in node.earlier_restores.iter().chain(&model.restores) {
+            for (lsn, epoch, records) in node.earlier_restores.iter().chain(&model.restores) {
                 let expected: BTreeMap<_, _> =
                     oracle.range(..=*lsn).map(|(k, v)| (*k, *v)).collect();
                 if *records != expected {
@@ -1520,6 +1526,23 @@ impl Sim {
                         "node {} restored a snapshot at {lsn} that is not the state as of it",
                         node.id
                     ));
+                }
+                // Every committed entry is seen at the step it commits, before a checkpoint
+                // can cover it: one missing here is a snapshot of an uncommitted LSN. Except
+                // the founding checkpoint's LSN 1, in term 1, which no log holds.
+                let committed_epoch = match *lsn {
+                    1 => Some(1),
+                    _ => self.committed.get(lsn).map(|&(epoch, _, _)| epoch),
+                };
+                match committed_epoch {
+                    Some(committed_epoch) if committed_epoch == *epoch => {}
+                    found => {
+                        return Err(format!(
+                            "node {} restored a snapshot at {lsn} in epoch {epoch}; the entry \
+                             committed there: {found:?}",
+                            node.id
+                        ))
+                    }
                 }
             }
         }
