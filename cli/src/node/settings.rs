@@ -328,7 +328,8 @@ fn read_secret(file: &Path) -> Result<Vec<u8>, String> {
     let meta = opened.metadata().map_err(cannot)?;
     if !meta.is_file() {
         return Err(format!(
-            "the secret file {} is not a regular file (a FIFO, a device or a directory): put              the secret in a file",
+            "the secret file {} is not a regular file (a FIFO, a device or a directory): put \
+             the secret in a file",
             file.display()
         ));
     }
@@ -784,6 +785,8 @@ mod tests {
             .expect("the FIFO was refused without waiting for a writer")
             .expect("refused");
         assert!(e.contains("is not a regular file"), "{e}");
+        // Said in one line of words (a missing `\\` once put a run of spaces in it).
+        assert!(e.ends_with("directory): put the secret in a file"), "{e}");
         let e = parse_settings(pairs("/tmp/x".into(), &[peer_2], &dir)).unwrap_err();
         assert!(e.contains("is not a regular file"), "{e}");
         // A peer at port 0 or at a wildcard IP names no member: it was dialled for ever.

@@ -301,8 +301,10 @@ pub(crate) fn accept(
         format!("node {from}: {reason} (the two nodes may hold different secrets)")
     })?;
     if !verify(&me.secret, &[LABEL_DIALER, &hello, &nonce], &proof) {
+        // Said as the dialer's side says it: which of the two holds the wrong secret cannot
+        // be told from here.
         return Err(format!(
-            "the dialer claiming to be node {from} does not hold this cluster's secret"
+            "node {from}: its proof does not verify (the two nodes may hold different secrets)"
         ));
     }
     Ok((from, hmac(&me.secret, &[LABEL_SESSION, &hello, &nonce])))
