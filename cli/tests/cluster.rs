@@ -371,9 +371,17 @@ impl Cluster {
     }
 
     fn kill(&mut self, id: u64) {
+        use std::os::unix::process::ExitStatusExt;
         let mut child = self.children.remove(&id).expect("running");
         child.kill().unwrap();
-        child.wait().unwrap();
+        let status = child.wait().unwrap();
+        // Killed by this SIGKILL: a node that had exited by itself (a crash) passed as killed.
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "node {id} was not running when it was killed: {status}; {}",
+            self.log(id)
+        );
     }
 
     /// Waits until node `id` exits by itself; its exit status.
@@ -919,7 +927,10 @@ impl Writer {
                 body.extend_from_slice(&data);
                 match call(addrs[target % addrs.len()], 1, &body) {
                     Ok((0, reply)) => {
-                        a.lock().unwrap().insert(u64_at(&reply, 0), data);
+                        let lsn = u64_at(&reply, 0);
+                        // Two acknowledgements at one LSN: one of them is not in the log.
+                        let earlier = a.lock().unwrap().insert(lsn, data);
+                        assert!(earlier.is_none(), "LSN {lsn} was acknowledged twice");
                         request += 1;
                     }
                     Ok((1, reply)) => {
@@ -948,6 +959,15 @@ impl Writer {
         self.acknowledged.lock().unwrap().len()
     }
 
+    /// The highest LSN acknowledged so far.
+    fn newest(&self) -> u64 {
+        let acknowledged = self.acknowledged.lock().unwrap();
+        *acknowledged
+            .keys()
+            .next_back()
+            .expect("appends were acknowledged")
+    }
+
     /// Waits until `more` further appends were acknowledged.
     fn wait_for(&self, more: usize) {
         let target = self.count() + more;
@@ -957,6 +977,11 @@ impl Writer {
                 Instant::now() < deadline,
                 "appends stalled at {}",
                 self.count()
+            );
+            // A writer that stopped on a failed check says why now, not as a stall.
+            assert!(
+                !self.thread.as_ref().is_some_and(|t| t.is_finished()),
+                "the writer stopped before it was asked to (its panic is printed above)"
             );
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -1103,6 +1128,21 @@ fn faults_on_real_processes_lose_no_acknowledged_append() {
             "a leader elected while node {leader} is cut off"
         );
         writer.wait_for(30);
+        // A linearizable read on the cut-off node cannot be answered: its log lacks what the
+        // others acknowledged meanwhile. No answer within the call's 3 s, NOT_LEADER or RETRY;
+        // any other answer is a stale read (the final check's reads run on a quiet cluster,
+        // where a stale read would pass).
+        let newest = writer.newest();
+        let mut body = newest.to_le_bytes().to_vec();
+        body.extend_from_slice(&1u32.to_le_bytes());
+        body.push(1);
+        if let Ok((code, reply)) = call(cluster.client_addrs[&leader], 2, &body) {
+            assert!(
+                code == 1 || code == 3,
+                "a linearizable read of {newest} on cut-off node {leader} answered {code}: {}",
+                String::from_utf8_lossy(&reply)
+            );
+        }
         for link in cluster.links.values() {
             link.heal();
         }

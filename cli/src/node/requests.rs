@@ -1580,6 +1580,29 @@ mod tests {
         close(server, dir);
     }
 
+    /// An append whose copy was superseded (a new leader committed another entry at its LSN:
+    /// here client 5's) is RETRY, never the LSN: the entry there is not this copy, and only a
+    /// retry can tell whether an earlier copy made it. The process tests reach this only when
+    /// a healed partition's answer comes within the client's own timeout.
+    #[test]
+    fn an_append_whose_copy_was_superseded_is_retry_not_acknowledged() {
+        let (server, dir) = single_node_server("superseded");
+        let (lsn, epoch) = someone_elses_record(&server);
+        let superseded = Err(Error::Superseded {
+            lsn,
+            epoch: epoch.saturating_sub(1),
+            committed_epoch: epoch,
+        });
+        let (status, reply) = answer_committed(
+            &server,
+            (9, 1, data_digest(b"mine")),
+            (lsn, epoch.saturating_sub(1)),
+            superseded,
+        );
+        assert_eq!(status, proto::RETRY, "{}", String::from_utf8_lossy(&reply));
+        close(server, dir);
+    }
+
     /// A retry that finds its first copy in flight here waits for that copy's commit without
     /// its share of the request budget: its body is not needed any more. It held it for the
     /// whole wait (up to `APPEND_TIMEOUT`) until 2026-12-06, and a client retrying a large
