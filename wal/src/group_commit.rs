@@ -289,6 +289,19 @@ impl GroupCommit {
         self.state.lock().runs_ended
     }
 
+    /// What `close` waits for, holding the tail lock (so that no run is placed meanwhile):
+    /// every run placed so far ended, its copy completed or given up. Waits for the LSNs placed
+    /// to be written first (at once on a poisoned log: its failed runs are never written),
+    /// then for the count of runs ended to reach the count placed. Shared with the loom model
+    /// of `close`, which ran a copy of it until 2026-12-07.
+    pub fn wait_for_runs_placed<S: Clone>(&self, tail: &crate::reserve::Tail<S>) {
+        let _ = self.wait_written(tail.next_lsn() - 1);
+        let placed = tail.runs_placed();
+        while self.runs_ended() < placed {
+            crate::sync::sleep(Duration::from_micros(100));
+        }
+    }
+
     /// Fails with the poisoning error, if any.
     pub fn check(&self) -> Result<()> {
         if !self.failed.load(Ordering::Acquire) {

@@ -110,15 +110,10 @@ impl<S: Clone> Tail<S> {
         self.next_lsn
     }
 
-    /// Runs placed since open, as counted by [`count_placed`](Tail::count_placed).
+    /// Runs placed since open ([`place`](Tail::place) counts them), which `close` waits to see
+    /// ended ([`GroupCommit::wait_for_runs_placed`](crate::group_commit::GroupCommit::wait_for_runs_placed)).
     pub fn runs_placed(&self) -> u64 {
         self.runs_placed
-    }
-
-    /// Counts `runs` more runs placed, once the appender that placed them is sure to end each
-    /// (a panic in `place` poisons the log, and its runs are never counted).
-    pub fn count_placed(&mut self, runs: u64) {
-        self.runs_placed += runs;
     }
 
     #[cfg(all(test, not(loom)))]
@@ -162,6 +157,12 @@ impl<S: Clone> Tail<S> {
     /// the next one, which starts at `first_lsn`. The caller made sure beforehand (with
     /// `rolls_needed`) that `roll` can succeed, so that no LSN is taken unless every record has
     /// a place. Returns the runs in LSN order, each naming its segment by `handle(segment)`.
+    ///
+    /// The runs are counted as placed ([`runs_placed`](Tail::runs_placed)) once all are placed,
+    /// under the same `&mut` (the tail lock, which `close` holds while it waits for them): the
+    /// caller must then end each (complete it, or give it up). A panic in `roll` counts none,
+    /// and poisons the log. Counted here rather than by the caller since 2026-12-07, so that
+    /// the loom model of `close` runs this very code (it counted in a copy of the append).
     pub fn place<R>(
         &mut self,
         sizes: impl Iterator<Item = u64>,
@@ -169,6 +170,7 @@ impl<S: Clone> Tail<S> {
         handle: impl Fn(&S) -> R,
         runs: &mut Runs<R>,
     ) {
+        let runs_before = runs.len();
         let mut opens_segment = false;
         for size in sizes {
             if self.offset + size > self.limit {
@@ -197,6 +199,7 @@ impl<S: Clone> Tail<S> {
             self.next_lsn += 1;
         }
         debug_assert!(self.offset <= self.limit);
+        self.runs_placed += runs.len() - runs_before;
     }
 }
 

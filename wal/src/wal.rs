@@ -687,11 +687,7 @@ impl Wal {
         // and the runs ended (completed, or given up by an append whose copy failed or
         // panicked) against the runs placed (no new one is placed: the tail lock is held) tell
         // when the last one ended.
-        let _ = self.inner.group.wait_written(tail.next_lsn() - 1);
-        let placed = tail.runs_placed();
-        while self.inner.group.runs_ended() < placed {
-            std::thread::sleep(std::time::Duration::from_micros(100));
-        }
+        self.inner.group.wait_for_runs_placed(&tail);
         let _gate = self.inner.cut_gate.write();
         let _control = self.inner.control.lock();
         // Also waits for a sync that a committer started after this close's own sync: it may
@@ -875,9 +871,6 @@ impl Inner {
                 &mut runs,
             );
             self.next_lsn.store(tail.next_lsn(), Ordering::Release);
-            // Counted under the tail lock, which `close` takes before it waits for every run
-            // placed to end.
-            tail.count_placed(runs.len());
         }
         let mut in_progress = self.group.runs_in_progress(runs.len());
         if !self.being_written.load(Ordering::Relaxed)
