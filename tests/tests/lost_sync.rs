@@ -6,8 +6,13 @@
 //! sectors written since — recovers from it with the real backend, and checks that every
 //! acknowledged record is there, byte for byte, and nothing else that was never appended.
 //!
-//! Removing any sync the log relies on makes this test fail (tried with the segment
-//! `fdatasync`, see `docs/design.md`, "Test layers").
+//! Removing any call of `File::sync` or `Dir::sync` the log relies on makes this test fail
+//! (tried with the segment's, see `docs/design.md`, "Test layers"). A backend's `sync` that
+//! lost its system call is not caught here: the recorder records the image when `sync`
+//! returns, whatever it did. The backends' unit test
+//! `a_sync_leaves_no_dirty_page_of_what_was_written` (wal/src/io/fs.rs) catches that for
+//! `Mmap`, `Pwrite` and `Staged`; nothing does for `IoUring` (its writes bypass the page
+//! cache) or for the directory's `fsync`.
 
 use rwal_tests::{rounds, seed_of, self_describing, TempDir};
 use rwal_wal::rng::Rng;

@@ -543,6 +543,14 @@ impl SimDisk {
         self.inner.state.lock().pending.len()
     }
 
+    /// Releases the directory's lock, as the kernel releases a dead process's: with the log
+    /// that held it leaked (`std::mem::forget`, a process killed: nothing more is synced or
+    /// closed, and what it wrote stays in the files, as in a page cache), the next open on
+    /// this disk goes ahead.
+    pub fn release_lock(&self) {
+        self.inner.state.lock().locked = false;
+    }
+
     /// How many file syncs succeeded on this disk.
     pub fn sync_count(&self) -> u64 {
         self.inner.faults.syncs.load(Ordering::Relaxed)
