@@ -99,10 +99,15 @@ static void test_log(const char *dir) {
     CHECK_STATUS(rwal_set_log_callback(on_log, -1, NULL), RWAL_ERR_INVALID_ARGUMENT);
     rwal_options *opts = rwal_options_new();
     CHECK_STATUS(rwal_options_set_segment_size(opts, 1 << 20), RWAL_OK);
+    /* A close gives back every thread and descriptor the log took (checked at the end). */
+    const int fds_before = count_entries("/proc/self/fd");
+    const int threads_before = count_entries("/proc/self/task");
     rwal_log *log = NULL;
     CHECK_STATUS(rwal_open(dir, opts, &log), RWAL_OK);
     CHECK(log != NULL);
     CHECK(messages > 0);
+    CHECK(count_entries("/proc/self/fd") > fds_before);
+    CHECK(count_entries("/proc/self/task") > threads_before);
     rwal_set_log_callback(NULL, 0, NULL);
 
     uint64_t lsn = 99;
@@ -165,7 +170,12 @@ static void test_log(const char *dir) {
     }
     CHECK(status == RWAL_END);
     CHECK(expect == 6);
-    CHECK_STATUS(rwal_reader_next_timeout(reader, 1000, &lsn, &data, &len), RWAL_ERR_TIMEOUT);
+    /* Microseconds: 20 ms here, not 20 s (milliseconds) nor 20 us (nanoseconds). The upper
+     * bound leaves valgrind's slowness plenty of room. */
+    double started = now_ms();
+    CHECK_STATUS(rwal_reader_next_timeout(reader, 20000, &lsn, &data, &len), RWAL_ERR_TIMEOUT);
+    double waited = now_ms() - started;
+    CHECK(waited >= 19.0 && waited < 5000.0);
     /* The reader is at LSN 5: cutting below it is refused. */
     CHECK_STATUS(rwal_truncate_after(log, 2), RWAL_ERR_PINNED);
     rwal_reader_free(reader);
@@ -197,6 +207,7 @@ static void test_log(const char *dir) {
     CHECK(lsn == 2);
     CHECK_STATUS(rwal_close(log), RWAL_OK);
     rwal_options_free(opts);
+    CHECK(wait_back_to(fds_before, threads_before, 60000));
 }
 
 /* A payload damaged behind the open log's back: a reader checking checksums (the default)

@@ -204,38 +204,11 @@ static void on_leader(void *userdata, uint64_t leader, uint64_t term) {
     pthread_mutex_unlock(&e->lock);
 }
 
-static void sleep_ms(long ms) {
-    struct timespec t = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&t, NULL);
-}
 
 static rwal_node *nodes[NODES];
 static struct engine engines[NODES];
-
-/* The entries of a /proc directory (this process's open descriptors or threads), -1 if it
- * cannot be read. The descriptor opendir takes is counted every time alike. */
-static int count_entries(const char *path) {
-    DIR *dir = opendir(path);
-    if (dir == NULL) return -1;
-    int entries = 0;
-    for (struct dirent *e = readdir(dir); e != NULL; e = readdir(dir))
-        if (e->d_name[0] != '.') entries++;
-    closedir(dir);
-    return entries;
-}
-
-/* Waits until this process has at most `fds` descriptors and `threads` threads (a thread that
- * a close let go may still be ending); whether it came down to them in WAIT_MS. */
-static int wait_back_to(int fds, int threads) {
-    for (int waited = 0; waited < WAIT_MS; waited += 20) {
-        if (count_entries("/proc/self/fd") <= fds && count_entries("/proc/self/task") <= threads)
-            return 1;
-        sleep_ms(20);
-    }
-    fprintf(stderr, "still %d descriptors (%d before) and %d threads (%d before)\n",
-            count_entries("/proc/self/fd"), fds, count_entries("/proc/self/task"), threads);
-    return 0;
-}
+/* The nodes' listening addresses, as open_cluster found them. */
+static char addrs[NODES][64];
 
 /* Waits until every node names the same leader, which leads; returns its index, or -1. */
 static int wait_leader(void) {
@@ -290,7 +263,6 @@ static void open_cluster(const char *dir) {
         pthread_mutex_unlock(&engines[i].lock);
     }
     /* The listeners' ports are known now: tell every node where the others are. */
-    char addrs[NODES][64];
     for (int i = 0; i < NODES; i++) {
         size_t len = 0;
         char tiny[4];
@@ -329,7 +301,7 @@ static void test_cluster(const char *dir) {
     size_t len = 0;
     CHECK_STATUS(rwal_node_leader(nodes[follower], &named, addr, sizeof addr, &len), RWAL_OK);
     CHECK(named == (uint64_t)leader + 1);
-    CHECK(len > 0 && strchr(addr, ':') != NULL);
+    CHECK(len == strlen(addrs[leader]) && strcmp(addr, addrs[leader]) == 0);
     /* The id and the length alone: no buffer. */
     uint64_t named_alone = 0;
     size_t len_alone = 0;
@@ -368,7 +340,11 @@ static void test_cluster(const char *dir) {
                  RWAL_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(rwal_node_propose(nodes[leader], NULL, 5, &lsn, &epoch),
                  RWAL_ERR_INVALID_ARGUMENT);
-    CHECK_STATUS(rwal_node_wait_committed(nodes[leader], last + 1000, 1, 10), RWAL_ERR_TIMEOUT);
+    /* Milliseconds: 100 ms here, not 100 s nor 100 us. */
+    double started = now_ms();
+    CHECK_STATUS(rwal_node_wait_committed(nodes[leader], last + 1000, 1, 100), RWAL_ERR_TIMEOUT);
+    double waited = now_ms() - started;
+    CHECK(waited >= 99.0 && waited < 10000.0);
 
     /* A linearizable read point on a follower covers every acknowledged write. */
     uint64_t point = 0;
@@ -515,7 +491,7 @@ static void test_cluster(const char *dir) {
     }
     CHECK_STATUS(rwal_node_close(NULL), RWAL_OK);
     /* The nodes' files, sockets and threads went with them. */
-    CHECK(wait_back_to(fds_before, threads_before));
+    CHECK(wait_back_to(fds_before, threads_before, WAIT_MS));
 }
 
 static void test_bad_options(const char *dir) {
