@@ -1557,10 +1557,18 @@ impl Direct {
 /// writable: a store into a hole makes the page fault allocate a block, and on a full disk
 /// that is a SIGBUS, not an error. Files this process creates are allocated or zero-filled
 /// before they are mapped; one it opens may have holes if something outside rwal made them (a
-/// copy with `cp --sparse=always`, `rsync -S` or `tar -S`, `fallocate --dig-holes`). On a
-/// file whose blocks all exist it allocates nothing. Where the file system has no
-/// `fallocate` (`EOPNOTSUPP`), the file is mapped as it is.
+/// copy with `cp --sparse=always`, `rsync -S` or `tar -S`, `fallocate --dig-holes`).
+///
+/// Only a file with fewer blocks than its length is given any: `fallocate` over blocks that
+/// all exist changes nothing, but XFS reserves room for the whole range before it looks, so
+/// on a full disk (or at a quota) it would refuse the open of a log rwal wrote whole (found by
+/// review on 2026-12-07). Where `fallocate` cannot be used (`EOPNOTSUPP`: the file system has
+/// none; `ENOSYS`, `EPERM`: a sandbox's filter), the file is mapped as it is, as before.
 fn allocate_holes(file: &StdFile, len: u64) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if file.metadata()?.blocks().saturating_mul(512) >= len {
+        return Ok(());
+    }
     let len_off = libc::off_t::try_from(len).map_err(io::Error::other)?;
     // SAFETY: fallocate on a file descriptor we own; no memory is passed.
     let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len_off) };
@@ -1568,10 +1576,10 @@ fn allocate_holes(file: &StdFile, len: u64) -> io::Result<()> {
         return Ok(());
     }
     let err = io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EOPNOTSUPP) {
-        return Ok(());
+    match err.raw_os_error() {
+        Some(libc::EOPNOTSUPP | libc::ENOSYS | libc::EPERM) => Ok(()),
+        _ => Err(err),
     }
-    Err(err)
 }
 
 #[cfg(test)]
