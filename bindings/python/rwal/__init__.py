@@ -555,6 +555,17 @@ class _Handle:
         self._closed = True
         return True
 
+    def _refuse_in_a_fork(self) -> None:
+        """ClosedError in a process forked from the opener's (see _left_to_the_opener). Called
+        before any lock of the handle's is taken (its `_lock`, a reader's or writer's
+        `_serial`): one a thread of the opener's held at the fork is never released here, and a
+        call that waited for it hung (or, with a timeout, returned None as if nothing came)."""
+        if self._left_to_the_opener():
+            raise ClosedError(
+                lib.RWAL_ERR_CLOSED, "%s was opened by process %d; this process (%d) was forked "
+                "from it, and the %s is left to it" % (
+                    self._what, self._pid, _this_process[0], self._what))
+
     def _enter(self, entered: list):
         """Marks a call in progress; returns the handle. Appends to `entered` as soon as the
         call is counted: the caller calls _exit() in a `finally` that covers this call, if and
@@ -565,11 +576,7 @@ class _Handle:
         of the log's state, an append there wrote over records the opener had acknowledged.
         Raised before the handle's lock is taken: a thread of the opener's may have held it at
         the fork, and it is never released here."""
-        if self._left_to_the_opener():
-            raise ClosedError(
-                lib.RWAL_ERR_CLOSED, "%s was opened by process %d; this process (%d) was forked "
-                "from it, and the %s is left to it" % (
-                    self._what, self._pid, _this_process[0], self._what))
+        self._refuse_in_a_fork()
         with self._lock:
             # Counted before the check: a signal handler that closes may run between any two
             # steps here (the lock is reentrant), and a call that goes on to the native call
@@ -1223,6 +1230,7 @@ class _Tail(_Handle):
         """The next record, waiting up to `timeout` seconds for it (None: as long as it takes;
         0: only what is there now); None if none came in time."""
         deadline = None if timeout is None else time.monotonic() + _seconds(timeout)
+        self._refuse_in_a_fork()
         if deadline is None:
             self._serial.acquire()
         elif not self._serial.acquire(timeout=min(threading.TIMEOUT_MAX,
@@ -1335,6 +1343,7 @@ class CheckpointWriter(_Handle):
         announced length (nothing written; the writer goes on). Any other failure abandons the
         checkpoint: what part of `data` reached the file is unknown."""
         buf = ffi.from_buffer(_stable(data))
+        self._refuse_in_a_fork()
         with self._serial:
             with self._use() as handle:
                 status = lib.rwal_checkpoint_writer_write(
@@ -1355,6 +1364,7 @@ class CheckpointWriter(_Handle):
         """Makes the checkpoint durable (exactly `length` bytes must have been written:
         InvalidArgumentError otherwise, and the checkpoint is abandoned). The writer is closed
         afterwards, whatever the outcome; ClosedError if it was already."""
+        self._refuse_in_a_fork()
         with self._serial:
             # Closed before, or by an abandon() on another thread meanwhile (not serialized
             # with this): either way nothing was finished here.
@@ -1435,6 +1445,7 @@ class SnapshotReader(_Handle, io.RawIOBase):
     def readinto(self, buffer) -> int:
         """Reads the next bytes into `buffer` (at most 1 MiB); 0 at the end."""
         view = memoryview(buffer).cast("B")
+        self._refuse_in_a_fork()
         with self._serial, self._use() as handle:
             if self._ended or not len(view):
                 return 0

@@ -870,14 +870,27 @@ class Node(_Handle):
             raise InvalidArgumentError(
                 lib.RWAL_ERR_INVALID_ARGUMENT, "close was called from one of this node's own "
                 "callbacks, where it would wait for itself: the node stays open")
+        # A panic of the stop or of the free keeps the engine (see _kept_after_panic), seen at
+        # the call: the error close() raises may be the other step's, and the free may be
+        # deferred to another thread's last call. Bound now, as _close_node is.
+        close_node, stop_node, keep, panicked = (
+            self._close_node, self._stop_node, _keep_after_panic, lib.RWAL_ERR_PANIC)
+
+        def free(handle):
+            status = close_node(handle)
+            if status == panicked:
+                keep(self)
+            return status
+
+        def stop(handle):
+            error = stop_node(handle)
+            if error is not None and error.code == panicked:
+                keep(self)
+            return error
+
         # InvalidArgumentError: the library refused, called on the node's thread after all
         # (outside the callbacks seen above). The node stays open, and so does this handle.
-        try:
-            self._close_with(self._close_node, stays_open_on=InvalidArgumentError,
-                             stop=self._stop_node)
-        except PanicError:
-            _keep_after_panic(self)
-            raise
+        self._close_with(free, stays_open_on=InvalidArgumentError, stop=stop)
 
 
 # The longest slice of a wait whose slices grow (see Node._wait_in_slices).

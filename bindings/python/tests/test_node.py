@@ -929,6 +929,26 @@ def test_an_engine_outlives_a_close_that_panicked(tmp_path, monkeypatch):
         rwal.node._kept_after_panic[:] = [
             pair for pair in rwal.node._kept_after_panic if pair[0] is not engine()]
 
+    # The same when the stop before it failed too (a node whose thread panicked reports its
+    # failure there): close() raises the stop's error, and the engine is kept all the same.
+    node = rwal.Node(1, tmp_path / "alone", cluster_id=1, secret=SECRET, voters=[1],
+                     tick_ms=10, apply=lambda *_: None, snapshot=lambda: b"",
+                     restore=lambda *_: None)
+    real_stop = node._stop_node
+    # Made at each call: an error kept here would keep the node alive through its traceback.
+    node._stop_node = lambda handle: real_stop(handle) or rwal.ReplicationError(
+        rwal.lib.RWAL_ERR_REPLICATION, "failed (simulated)")
+    engine = weakref.ref(node._engine)
+    try:
+        with pytest.raises(rwal.ReplicationError, match="simulated"):
+            node.close()
+        del node
+        gc.collect()
+        assert engine() is not None, "the engine went with the node"
+    finally:
+        rwal.node._kept_after_panic[:] = [
+            pair for pair in rwal.node._kept_after_panic if pair[0] is not engine()]
+
 
 def test_close_ends_a_propose_and_wait_in_progress_at_once(tmp_path):
     """close() stops the node before it waits for other threads' calls: a propose_and_wait()

@@ -1329,3 +1329,87 @@ def test_a_forked_child_leaves_the_log_to_the_process_that_opened_it(path):
     assert (path / "control").read_bytes() == control
     with rwal.open(path) as log:
         assert [data for _, data in log.records()] == [b"before", b"after"]
+
+
+def test_every_status_raises_the_exception_named_after_it():
+    # Each code's class by name: RWAL_ERR_NO_SPACE is rwal.NoSpaceError, and so on. (The test
+    # above checks only that each has some subclass of rwal.Error.)
+    from rwal import _ERRORS, lib
+    for name in dir(lib):
+        if not name.startswith("RWAL_ERR_") or name == "RWAL_ERR_BUFFER_TOO_SMALL":
+            continue
+        words = name[len("RWAL_ERR_"):].split("_")
+        expected = getattr(rwal, "".join(w.title() for w in words) + "Error")
+        assert _ERRORS[getattr(lib, name)] is expected, name
+
+
+def test_calls_the_library_refuses_raise_its_error_and_leave_the_log_usable(path):
+    with rwal.open(path, segment_size=1 << 20) as log:
+        first = log.append(b"one")
+        # Larger than a segment holds: the library's refusal, with its reason, and no LSN.
+        with pytest.raises(rwal.InvalidArgumentError, match="segment"):
+            log.append(b"x" * (2 << 20))
+        with pytest.raises(rwal.InvalidArgumentError, match="segment"):
+            log.append_batch([b"two", b"x" * (2 << 20)])
+        with pytest.raises(rwal.InvalidArgumentError):
+            log.append_batch([])
+        # Never appended: not durable, and not said to be.
+        with pytest.raises(rwal.NotFoundError):
+            log.commit(first + 10)
+        second = log.append(b"two")
+        assert second == first + 1, "the refused calls took no LSN"
+        log.commit(second)
+        assert [r[1] for r in log.records(first)] == [b"one", b"two"]
+
+
+def test_records_are_copies_that_outlive_the_reader_and_the_log(path):
+    log = rwal.open(path, segment_size=1 << 20)
+    for i in range(3):
+        log.append(bytes([i]) * 100)
+    log.sync()
+    kept = list(log.records(1))
+    tail = log.tail(1)
+    tailed = tail.next(timeout=5)
+    tail.close()
+    log.checkpoint(3, b"state")
+    log.compact()
+    log.close()
+    assert all(type(data) is bytes for _, data in kept)
+    assert [data for _, data in kept] == [bytes([i]) * 100 for i in range(3)]
+    assert type(tailed[1]) is bytes and tailed[1] == bytes([0]) * 100
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_childs_tail_is_refused_not_left_waiting(path):
+    # A tail's lock held by a thread of the parent at the fork (a `for r in tail:` waiting) is
+    # never released in the child: a next() there waited on it for ever, or with a timeout
+    # returned None as if no record had come. It raises ClosedError before taking it.
+    log = rwal.open(path, segment_size=1 << 20)
+    log.commit(log.append(b"one"))
+    tail = log.tail(2)
+    waiting = threading.Thread(target=lambda: tail.next(timeout=30))
+    waiting.start()
+    deadline = time.monotonic() + 30
+    while not tail._serial.locked():
+        assert time.monotonic() < deadline, "the thread never waited"
+        time.sleep(0.01)
+    pid = os.fork()
+    if pid == 0:
+        code = 3
+        try:
+            try:
+                tail.next(timeout=1)
+                code = 4  # returned (None) instead of raising
+            except rwal.ClosedError as e:
+                code = 0 if "forked from it" in str(e) else 5
+        except BaseException:  # noqa: BLE001 - any error is the child's exit code
+            code = 2
+        finally:
+            os._exit(code)
+    try:
+        assert _wait_child(pid) == 0
+    finally:
+        log.commit(log.append(b"two"))  # ends the parent's wait
+        waiting.join(30)
+        tail.close()
+        log.close()
