@@ -10,14 +10,12 @@ use super::{log, Server};
 
 /// Checkpoints the engine's state and compacts every `checkpoint_every` applied records.
 pub(super) fn checkpoint_loop(server: &Server) {
-    // Counted from where the log starts, which is past the last checkpoint this loop compacted
-    // to before a restart: counted from 0, every restart of a node with more than
-    // `checkpoint_every` records behind it checkpointed at once, whatever it had done before.
-    let log_starts = server.node.status().first_lsn;
-    let mut schedule = CheckpointSchedule::new(
-        server.settings.checkpoint_every,
-        log_starts.saturating_sub(1),
-    );
+    // Counted from the checkpoint the node restored at its open (its latest): counted from 0,
+    // every restart of a node with more than `checkpoint_every` records behind it checkpointed
+    // at once, whatever it had done before. (Not from where the log starts: compaction removes
+    // whole segments, and pins hold it back.)
+    let restored_from = server.engine.state.0.lock().restored_from;
+    let mut schedule = CheckpointSchedule::new(server.settings.checkpoint_every, restored_from);
     while !server.stopping.load(Ordering::Acquire) {
         std::thread::sleep(Duration::from_millis(200));
         if let Some(failure) = server.node.status().failure {

@@ -32,6 +32,9 @@ pub(super) struct EngineState {
     pub(super) duplicates: BTreeSet<Lsn>,
     /// `duplicates` holds every duplicate from this LSN on (older ones may be forgotten).
     pub(super) duplicates_complete_from: Lsn,
+    /// The LSN of the checkpoint last restored (at open: the latest), 0 if none. Not part of
+    /// the encoded state.
+    pub(super) restored_from: Lsn,
 }
 
 /// Clients remembered at most. The table is bounded, and what it forgets depends only on the
@@ -151,6 +154,7 @@ impl StateMachine for Engine {
             return Err(format!("the snapshot at {lsn} does not decode").into());
         };
         state.applied = lsn;
+        state.restored_from = lsn;
         *self.state.0.lock() = state;
         self.state.1.notify_all();
         Ok(())
@@ -311,6 +315,9 @@ mod tests {
         assert_eq!(state.clients[&7], applied);
         assert_eq!(state.duplicates, BTreeSet::from([3, 5]));
         assert_eq!(state.applied, 5);
+        // Where the checkpoint schedule counts from; the engine it was taken of restored none.
+        assert_eq!(state.restored_from, 5);
+        assert_eq!(engine.state.0.lock().restored_from, 0);
     }
 
     #[test]
