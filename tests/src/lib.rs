@@ -181,6 +181,17 @@ pub fn segment_names(disk: &SimDisk) -> Vec<String> {
     names
 }
 
+/// The segment files in the real directory `dir`, oldest first.
+pub fn segment_paths(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
+        .collect();
+    paths.sort();
+    paths
+}
+
 /// The exit status of child `pid`, forked by a test; killed and failed if it runs past
 /// `limit` (a child that joins a thread it does not have can hang).
 pub fn wait_child(pid: libc::pid_t, limit: Duration) -> i32 {

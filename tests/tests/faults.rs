@@ -533,6 +533,22 @@ fn a_full_disk_does_not_keep_maintenance_from_compacting() {
     assert_eq!(wal.append_durable(b"after").unwrap(), 11);
 }
 
+/// A power cut (crash image `seed`) of `disk` under the open `wal`: the log reopens from it
+/// with LSNs 1 to `last`, each `payload(lsn - 1, record_len)`.
+fn check_after_power_cut(disk: &SimDisk, wal: Wal, seed: u64, last: u64, record_len: usize) {
+    let crashed = disk.crash(seed);
+    drop(wal);
+    let wal = Wal::open("/sim", sim(&crashed)).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    assert_eq!(wal.last_lsn(), last, "seed {seed}");
+    for lsn in 1..=last {
+        assert_eq!(
+            wal.read(lsn).unwrap(),
+            payload(lsn - 1, record_len),
+            "seed {seed}"
+        );
+    }
+}
+
 /// A prepared segment whose final name was never made durable (its directory sync failed, which
 /// poisons, as a process that died before it would leave it), kept by the reopen the
 /// application does next as the segment of the next roll: records committed into it must
@@ -570,17 +586,7 @@ fn records_committed_into_a_prepared_segment_kept_at_open_survive_a_power_cut() 
             names,
             "the roll took the prepared segment"
         );
-        let crashed = disk.crash(seed);
-        drop(wal);
-        let wal = Wal::open("/sim", sim(&crashed)).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-        assert_eq!(wal.last_lsn(), 20, "seed {seed}");
-        for lsn in 1..=20 {
-            assert_eq!(
-                wal.read(lsn).unwrap(),
-                payload(lsn - 1, RECORD),
-                "seed {seed}"
-            );
-        }
+        check_after_power_cut(&disk, wal, seed, 20, RECORD);
     }
 }
 
@@ -617,17 +623,7 @@ fn records_a_killed_process_left_unsynced_survive_a_power_cut_after_the_reopen()
             2,
             "the commits went to a second segment"
         );
-        let crashed = disk.crash(seed);
-        drop(wal);
-        let wal = Wal::open("/sim", sim(&crashed)).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-        assert_eq!(wal.last_lsn(), 20, "seed {seed}");
-        for lsn in 1..=20 {
-            assert_eq!(
-                wal.read(lsn).unwrap(),
-                payload(lsn - 1, RECORD),
-                "seed {seed}"
-            );
-        }
+        check_after_power_cut(&disk, wal, seed, 20, RECORD);
     }
 }
 

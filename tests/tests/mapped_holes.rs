@@ -12,9 +12,9 @@
 
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use rwal_tests::{payload, TempDir};
+use rwal_tests::{payload, segment_paths, TempDir};
 use rwal_wal::{Backend, Options, Wal};
 
 const SEGMENT_BYTES: u64 = 4 << 20;
@@ -24,17 +24,6 @@ fn options() -> Options {
         .backend(Backend::Mmap)
         .background_threads(false)
         .segment_bytes(SEGMENT_BYTES)
-}
-
-/// The segment files in `dir`, in order.
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut names: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
-        .collect();
-    names.sort();
-    names
 }
 
 /// Bytes of `path` that have blocks on the disk.
@@ -52,7 +41,7 @@ fn a_reopened_segment_with_holes_is_allocated_before_it_is_mapped() {
     }
     wal.commit(last).unwrap();
     wal.close().unwrap();
-    let active = segments(temp.path()).pop().expect("a segment");
+    let active = segment_paths(temp.path()).pop().expect("a segment");
     let len = std::fs::metadata(&active).unwrap().len();
     assert_eq!(len, SEGMENT_BYTES);
     // The zeros past the records, as a sparse copy leaves them: a hole from 1 MiB on.

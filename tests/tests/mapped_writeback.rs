@@ -21,9 +21,9 @@
 //! cached pages before zeroing it again, so that the appends that reuse it find small folios.
 
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use rwal_tests::{payload, TempDir};
+use rwal_tests::{payload, segment_paths, TempDir};
 use rwal_wal::{Backend, Options, Wal};
 
 const COMMITS: u64 = 200;
@@ -83,17 +83,6 @@ fn fill(wal: &Wal, bytes: u64) {
     wal.commit(last).unwrap();
 }
 
-/// The segment files in `dir`, in order.
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut names: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
-        .collect();
-    names.sort();
-    names
-}
-
 /// Drops every cached page of the files in `dir` (they are clean: the log was closed).
 fn evict_from_page_cache(dir: &Path) {
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -126,7 +115,7 @@ fn mmap_commits_after_a_cold_reopen_dirty_small_folios_only() {
     wal.maintain().unwrap();
     drop(wal);
     assert_eq!(
-        segments(&dir).len(),
+        segment_paths(&dir).len(),
         2,
         "the active segment and a prepared one"
     );
@@ -137,7 +126,7 @@ fn mmap_commits_after_a_cold_reopen_dirty_small_folios_only() {
     // On into the prepared segment, which recovery read in from the disk too.
     fill(&wal, 20 << 20);
     assert_eq!(
-        segments(&dir).len(),
+        segment_paths(&dir).len(),
         2,
         "no segment was created after the reopen"
     );
@@ -171,7 +160,7 @@ fn only_the_active_segment_is_mapped_without_read_ahead() {
     let temp = temp_dir("mapped-writeback-advice");
     let dir = temp.join("log");
     let wal = Wal::open(&dir, options().segment_bytes(SEGMENT_BYTES)).unwrap();
-    let first = segments(&dir);
+    let first = segment_paths(&dir);
     assert_eq!(first.len(), 1, "one segment after open: {first:?}");
     assert!(
         !reads_ahead(&first[0]),
@@ -181,11 +170,11 @@ fn only_the_active_segment_is_mapped_without_read_ahead() {
     // Fill it and roll into a second; the first is sealed and, released by `maintain` once
     // nobody reads it, reads ahead again.
     let mut last = 0;
-    while segments(&dir).len() < 2 {
+    while segment_paths(&dir).len() < 2 {
         last = wal.append(&payload(last, 60_000)).unwrap();
     }
     wal.commit(last).unwrap();
-    let second = segments(&dir)[1].clone();
+    let second = segment_paths(&dir)[1].clone();
     assert!(
         !reads_ahead(&second),
         "the new active segment is mapped MADV_RANDOM"
@@ -221,13 +210,13 @@ fn a_recycled_segment_is_cached_afresh_before_appends_reuse_it() {
     let opts = || options().segment_bytes(SEGMENT_BYTES);
     let wal = Wal::open(&dir, opts()).unwrap();
     // Fill the first segment and roll into a second.
-    while segments(&dir).len() < 2 {
+    while segment_paths(&dir).len() < 2 {
         fill(&wal, 4 << 20);
     }
     drop(wal);
     // Another program reads the first segment from the disk with read(2): read-ahead caches
     // its later part in large folios (from about 24 MiB in, with this disk's read-ahead).
-    let first = segments(&dir)[0].clone();
+    let first = segment_paths(&dir)[0].clone();
     evict_from_page_cache(&dir);
     let read = std::fs::read(&first).unwrap();
     assert_eq!(read.len() as u64, SEGMENT_BYTES);
@@ -244,7 +233,11 @@ fn a_recycled_segment_is_cached_afresh_before_appends_reuse_it() {
     while wal.segment_count() < 2 {
         fill(&wal, 1 << 20);
     }
-    assert_eq!(segments(&dir).len(), 2, "the roll took the recycled file");
+    assert_eq!(
+        segment_paths(&dir).len(),
+        2,
+        "the roll took the recycled file"
+    );
     fill(&wal, 24 << 20);
     check_commits(
         &wal,
