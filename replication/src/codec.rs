@@ -184,6 +184,7 @@ pub(crate) fn decode_snapshot(blob: &[u8]) -> Result<(SnapshotHead, &[u8])> {
         })?;
     let conf = ConfState::parse_from_bytes(&blob[SNAPSHOT_HEADER_BYTES..conf_end])
         .map_err(|e| bad(format!("membership does not decode: {e}")))?;
+    check_membership(&conf).map_err(|e| bad(format!("membership {conf:?}: {e}")))?;
     if !aligned {
         let head = SnapshotHead {
             conf,
@@ -209,6 +210,32 @@ pub(crate) fn decode_snapshot(blob: &[u8]) -> Result<(SnapshotHead, &[u8])> {
         )));
     }
     Ok((SnapshotHead { conf, addresses }, &blob[engine_at..]))
+}
+
+/// What raft-rs takes for granted of a membership it restores: no node 0 (raft's "none"), no
+/// node twice in a list, none both a voter and a learner. Only a leader with a bug could send
+/// one that is not so (the install checks it equals the snapshot's metadata); restored, it
+/// would make raft-rs panic or count a vote twice.
+fn check_membership(conf: &ConfState) -> std::result::Result<(), String> {
+    let lists: [(&str, &[u64]); 4] = [
+        ("voters", &conf.voters),
+        ("learners", &conf.learners),
+        ("outgoing voters", &conf.voters_outgoing),
+        ("next learners", &conf.learners_next),
+    ];
+    for (name, ids) in lists {
+        if ids.contains(&0) {
+            return Err(format!("node 0 among the {name}"));
+        }
+        let distinct: std::collections::BTreeSet<_> = ids.iter().collect();
+        if distinct.len() != ids.len() {
+            return Err(format!("a node twice among the {name}"));
+        }
+    }
+    match conf.voters.iter().find(|id| conf.learners.contains(id)) {
+        Some(id) => Err(format!("node {id} is both a voter and a learner")),
+        None => Ok(()),
+    }
 }
 
 /// The table of addresses that starts at `at` in `blob`, and where it ends. Every entry is
@@ -436,6 +463,26 @@ mod tests {
         let mut long = blob.clone();
         long[8] = 0xff;
         assert!(decode_snapshot(&long).is_err());
+    }
+
+    /// A membership raft-rs could not restore (node 0, a node twice, a voter that is also a
+    /// learner) is refused as a bad snapshot, naming what is wrong; it was handed to raft-rs
+    /// until 2026-12-07 (found by review).
+    #[test]
+    fn a_snapshot_of_an_impossible_membership_is_refused() {
+        for (voters, learners, wrong) in [
+            (vec![0, 1], vec![], "node 0 among the voters"),
+            (vec![1, 1], vec![], "a node twice among the voters"),
+            (vec![1], vec![2, 2], "a node twice among the learners"),
+            (vec![1, 2], vec![2], "node 2 is both a voter and a learner"),
+        ] {
+            let mut conf = ConfState::default();
+            conf.voters = voters;
+            conf.learners = learners;
+            let (blob, _) = encode_snapshot(&conf, &Addresses::new(), b"state");
+            let reason = decode_snapshot(&blob).unwrap_err().to_string();
+            assert!(reason.contains(wrong), "{reason}");
+        }
     }
 
     /// Each kind of damage to the table of addresses is refused, naming it.

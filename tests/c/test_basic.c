@@ -108,6 +108,20 @@ static void test_log(const char *dir) {
     CHECK(messages > 0);
     CHECK(count_entries("/proc/self/fd") > fds_before);
     CHECK(count_entries("/proc/self/task") > threads_before);
+    /* A new log: recovery's one decision is its creation, described whole, or cut to the
+     * buffer with a NUL and the full length returned. */
+    rwal_recovery_report created;
+    CHECK_STATUS(rwal_recovery_report_get(log, &created), RWAL_OK);
+    CHECK(created.events == 1);
+    size_t described = rwal_recovery_event(log, 0, NULL, 0);
+    CHECK(described == strlen("Created"));
+    char text[16];
+    memset(text, 'x', sizeof text);
+    CHECK(rwal_recovery_event(log, 0, text, sizeof text) == described);
+    CHECK(strcmp(text, "Created") == 0 && text[described + 1] == 'x');
+    char cut[4];
+    CHECK(rwal_recovery_event(log, 0, cut, sizeof cut) == described);
+    CHECK(memcmp(cut, "Cre", 4) == 0);
     rwal_set_log_callback(NULL, 0, NULL);
 
     uint64_t lsn = 99;
