@@ -212,10 +212,12 @@ pub(crate) fn decode_snapshot(blob: &[u8]) -> Result<(SnapshotHead, &[u8])> {
     Ok((SnapshotHead { conf, addresses }, &blob[engine_at..]))
 }
 
-/// What raft-rs takes for granted of a membership it restores: no node 0 (raft's "none"), no
-/// node twice in a list, none both a voter and a learner. Only a leader with a bug could send
-/// one that is not so (the install checks it equals the snapshot's metadata); restored, it
-/// would make raft-rs panic or count a vote twice.
+/// What raft-rs takes for granted of a membership it restores: no node 0 (raft's "none"), none
+/// both a voter and a learner. Only a leader with a bug could send one that is not so (the
+/// install checks it equals the snapshot's metadata). A node twice in one list is let be:
+/// raft-rs takes the repeat as nothing, and a founding list with one (`Bootstrap::Voters`,
+/// `rwal_node_options_set_voters`, which do not remove them) is written into the founding
+/// snapshot, which every open of the directory reads again.
 fn check_membership(conf: &ConfState) -> std::result::Result<(), String> {
     let lists: [(&str, &[u64]); 4] = [
         ("voters", &conf.voters),
@@ -226,10 +228,6 @@ fn check_membership(conf: &ConfState) -> std::result::Result<(), String> {
     for (name, ids) in lists {
         if ids.contains(&0) {
             return Err(format!("node 0 among the {name}"));
-        }
-        let distinct: std::collections::BTreeSet<_> = ids.iter().collect();
-        if distinct.len() != ids.len() {
-            return Err(format!("a node twice among the {name}"));
         }
     }
     match conf.voters.iter().find(|id| conf.learners.contains(id)) {
@@ -465,15 +463,15 @@ mod tests {
         assert!(decode_snapshot(&long).is_err());
     }
 
-    /// A membership raft-rs could not restore (node 0, a node twice, a voter that is also a
-    /// learner) is refused as a bad snapshot, naming what is wrong; it was handed to raft-rs
-    /// until 2026-12-07 (found by review).
+    /// A membership raft-rs could not restore (node 0, a voter that is also a learner) is
+    /// refused as a bad snapshot, naming what is wrong; it was handed to raft-rs until
+    /// 2026-12-07 (found by review). A node twice in a list is read back: a founding list may
+    /// hold one, and its snapshot is read at every open.
     #[test]
     fn a_snapshot_of_an_impossible_membership_is_refused() {
         for (voters, learners, wrong) in [
             (vec![0, 1], vec![], "node 0 among the voters"),
-            (vec![1, 1], vec![], "a node twice among the voters"),
-            (vec![1], vec![2, 2], "a node twice among the learners"),
+            (vec![1], vec![0], "node 0 among the learners"),
             (vec![1, 2], vec![2], "node 2 is both a voter and a learner"),
         ] {
             let mut conf = ConfState::default();
@@ -483,6 +481,10 @@ mod tests {
             let reason = decode_snapshot(&blob).unwrap_err().to_string();
             assert!(reason.contains(wrong), "{reason}");
         }
+        let mut repeated = ConfState::default();
+        repeated.voters = vec![1, 1, 2];
+        let (blob, _) = encode_snapshot(&repeated, &Addresses::new(), b"state");
+        assert_eq!(decode_snapshot(&blob).unwrap().0.conf, repeated);
     }
 
     /// Each kind of damage to the table of addresses is refused, naming it.
