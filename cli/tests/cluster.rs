@@ -284,9 +284,47 @@ impl Cluster {
         }
     }
 
-    /// Starts node `id` again, from its log.
+    /// Starts node `id` again, from its log, and waits until it answers on its client port.
+    /// Its ports are fixed (the others dial them): while it was down, one of the many short
+    /// connections the writer and the observer open may have taken one as its local port, and
+    /// the node then exits with "Address already in use"; it is started again once that
+    /// connection has ended, a few times.
     fn start(&mut self, id: u64) {
-        self.start_with(id, &[]);
+        let mut attempt = 0;
+        loop {
+            self.start_with(id, &[]);
+            match self.wait_answering(id) {
+                Ok(()) => return,
+                Err(failure) if failure.contains("Address already in use") && attempt < 5 => {
+                    eprintln!("node {id}: a port was taken, started again: {failure}");
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(failure) => panic!("node {id} did not start again: {failure}"),
+            }
+        }
+    }
+
+    /// Waits until node `id` answers on its client port; its log if it exited instead.
+    fn wait_answering(&mut self, id: u64) -> Result<(), String> {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let child = self.children.get_mut(&id).expect("started");
+            if let Ok(Some(exit)) = child.try_wait() {
+                self.children.remove(&id);
+                return Err(format!("node {id} exited ({exit}): {}", self.log(id)));
+            }
+            if self.status(id).is_some() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "node {id} did not answer in time: {}",
+                    self.log(id)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn start_with(&mut self, id: u64, extra: &[&str]) {
@@ -1473,7 +1511,8 @@ fn a_member_whose_log_was_lost_is_removed_and_added_again() {
     }
     cluster.kill(lost);
     std::fs::remove_dir_all(cluster.dir.join(format!("node{lost}"))).unwrap();
-    cluster.start(lost);
+    // Started as a restart is, without waiting for it to answer: it must refuse to start.
+    cluster.start_with(lost, &[]);
     assert!(!cluster.wait_exit(lost).success());
     let refusal = cluster.log(lost);
     assert!(
