@@ -1482,15 +1482,16 @@ fn a_leader_that_cannot_read_a_record_it_has_not_applied_stops_and_the_others_go
 #[test]
 fn an_empty_directory_is_founded_only_with_voters() {
     let dir = TempDir::new("repl-founding");
-    let open = |voters: Vec<NodeId>| {
+    let open_in = |log: &str, voters: Vec<NodeId>| {
         Replica::open(
-            dir.join("log"),
+            dir.join(log),
             Options::new(),
             rwal_replication::Config::new(1),
             Bootstrap::Voters(voters),
             Engine::default(),
         )
     };
+    let open = |voters: Vec<NodeId>| open_in("log", voters);
     match open(vec![]) {
         Err(Error::InvalidArgument { name, reason }) => {
             assert_eq!(name, "voters");
@@ -1520,18 +1521,8 @@ fn an_empty_directory_is_founded_only_with_voters() {
     // A founding list with a node twice is written as given into the founding snapshot, which
     // every open reads again: it must be read back (a check of the membership in snapshots
     // refused it on 2026-12-07, and the directory opened no more, found by review).
-    let twice = TempDir::new("repl-founding-twice");
-    let open_twice = |voters: Vec<NodeId>| {
-        Replica::open(
-            twice.join("log"),
-            Options::new(),
-            rwal_replication::Config::new(1),
-            Bootstrap::Voters(voters),
-            Engine::default(),
-        )
-    };
-    drop(open_twice(vec![1, 1]).expect("founded with a node twice"));
-    open_twice(vec![]).expect("reopened");
+    drop(open_in("twice", vec![1, 1]).expect("founded with a node twice"));
+    open_in("twice", vec![]).expect("reopened");
 }
 
 #[test]

@@ -1559,25 +1559,40 @@ fn an_older_snapshot_that_cannot_be_removed_holds_up_nothing() {
     assert_eq!(read_snapshot(&wal).unwrap(), b"at 20");
 }
 
-/// A snapshot header whose checksum holds but whose body length is absurd (near `u64::MAX`):
-/// the open refuses the log naming the file. The length check used to add it to the body's
-/// offset unchecked, which panicked in a debug build (found by review on 2026-12-03).
-#[test]
-fn a_snapshot_header_with_an_absurd_length_is_refused_not_a_panic() {
-    let temp = rwal_tests::TempDir::new("snapshot-absurd-length");
+/// A closed log in a new directory, its one record checkpointed at LSN 1 with a snapshot: the
+/// directory, the options it was opened with, and the checkpoint's epoch.
+fn checkpointed_at_one(label: &str) -> (rwal_tests::TempDir, Options, u64) {
+    let temp = rwal_tests::TempDir::new(label);
     let options = Options::new().background_threads(false);
     let wal = Wal::open(temp.path(), options.clone()).unwrap();
     wal.append(b"one").unwrap();
     wal.sync().unwrap();
     wal.checkpoint(1, Some(b"state")).unwrap();
+    let epoch = wal.latest_checkpoint().unwrap().epoch;
     wal.close().unwrap();
-    let name = rwal_wal::snapshot::file_name(1);
-    let path = temp.path().join(&name);
-    let mut bytes = std::fs::read(&path).unwrap();
-    bytes[32..40].copy_from_slice(&u64::MAX.to_le_bytes());
+    (temp, options, epoch)
+}
+
+/// Writes `value` into the `u64` field at `offset` of the header of snapshot file `path`,
+/// and the header's checksum so that it holds (docs/design.md, section 15.1); the file's
+/// bytes after.
+fn set_snapshot_header_field(path: &std::path::Path, offset: usize, value: u64) -> Vec<u8> {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[offset..offset + 8].copy_from_slice(&value.to_le_bytes());
     let crc = crc32c::crc32c(&bytes[..60]);
     bytes[60..64].copy_from_slice(&crc.to_le_bytes());
-    std::fs::write(&path, &bytes).unwrap();
+    std::fs::write(path, &bytes).unwrap();
+    bytes
+}
+
+/// A snapshot header whose checksum holds but whose body length is absurd (near `u64::MAX`):
+/// the open refuses the log naming the file. The length check used to add it to the body's
+/// offset unchecked, which panicked in a debug build (found by review on 2026-12-03).
+#[test]
+fn a_snapshot_header_with_an_absurd_length_is_refused_not_a_panic() {
+    let (temp, options, _) = checkpointed_at_one("snapshot-absurd-length");
+    let name = rwal_wal::snapshot::file_name(1);
+    set_snapshot_header_field(&temp.path().join(&name), 32, u64::MAX);
     match Wal::open(temp.path(), options) {
         Err(Error::BadFile { path, reason }) => {
             assert!(path.ends_with(&name), "{path:?}");
@@ -1594,26 +1609,11 @@ fn a_snapshot_header_with_an_absurd_length_is_refused_not_a_panic() {
 /// it was. It was taken as the checkpoint's state until 2026-12-07.
 #[test]
 fn a_snapshot_of_another_epoch_is_refused() {
-    let temp = rwal_tests::TempDir::new("snapshot-other-epoch");
-    let options = Options::new().background_threads(false);
-    let wal = Wal::open(temp.path(), options.clone()).unwrap();
-    wal.append(b"one").unwrap();
-    wal.sync().unwrap();
-    wal.checkpoint(1, Some(b"state")).unwrap();
-    let epoch = wal.latest_checkpoint().unwrap().epoch;
-    wal.close().unwrap();
+    let (temp, options, epoch) = checkpointed_at_one("snapshot-other-epoch");
     let name = rwal_wal::snapshot::file_name(1);
     let path = temp.path().join(&name);
-    let mut bytes = std::fs::read(&path).unwrap();
-    assert_eq!(
-        bytes[24..32],
-        epoch.to_le_bytes(),
-        "the header's epoch field"
-    );
-    bytes[24..32].copy_from_slice(&(epoch + 1).to_le_bytes());
-    let crc = crc32c::crc32c(&bytes[..60]);
-    bytes[60..64].copy_from_slice(&crc.to_le_bytes());
-    std::fs::write(&path, &bytes).unwrap();
+    // Offset 24 is the epoch: the refusal below names both epochs.
+    let bytes = set_snapshot_header_field(&path, 24, epoch + 1);
     let names_before = std::fs::read_dir(temp.path()).unwrap().count();
     match Wal::open(temp.path(), options.clone()) {
         Err(Error::BadFile { path, reason }) => {

@@ -323,7 +323,8 @@ impl FsDir {
         created: bool,
         mode: WriteMode,
     ) -> io::Result<FsFile> {
-        let len = file.metadata()?.len();
+        let meta = file.metadata()?;
+        let len = meta.len();
         if len == 0 || usize::try_from(len).is_err() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -331,7 +332,8 @@ impl FsDir {
             ));
         }
         if matches!(mode, WriteMode::Map) && !created {
-            allocate_holes(&file, len)?;
+            use std::os::unix::fs::MetadataExt;
+            allocate_holes(&file, len, meta.blocks())?;
         }
         let map = match mode {
             WriteMode::Map => MmapOptions::new().map_raw(&file)?,
@@ -1559,14 +1561,13 @@ impl Direct {
 /// before they are mapped; one it opens may have holes if something outside rwal made them (a
 /// copy with `cp --sparse=always`, `rsync -S` or `tar -S`, `fallocate --dig-holes`).
 ///
-/// Only a file with fewer blocks than its length is given any: `fallocate` over blocks that
+/// Only a file with fewer `blocks` (of 512 bytes, `st_blocks`) than its length is given any: `fallocate` over blocks that
 /// all exist changes nothing, but XFS reserves room for the whole range before it looks, so
 /// on a full disk (or at a quota) it would refuse the open of a log rwal wrote whole (found by
 /// review on 2026-12-07). Where `fallocate` cannot be used (`EOPNOTSUPP`: the file system has
 /// none; `ENOSYS`, `EPERM`: a sandbox's filter), the file is mapped as it is, as before.
-fn allocate_holes(file: &StdFile, len: u64) -> io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    if file.metadata()?.blocks().saturating_mul(512) >= len {
+fn allocate_holes(file: &StdFile, len: u64, blocks: u64) -> io::Result<()> {
+    if blocks.saturating_mul(512) >= len {
         return Ok(());
     }
     let len_off = libc::off_t::try_from(len).map_err(io::Error::other)?;
