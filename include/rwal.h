@@ -545,7 +545,8 @@ typedef int32_t rwal_recovery_mode;
 #define RWAL_ERR_SUPERSEDED (-17)
 
 /**
- * Too many proposals wait to be committed: retry later.
+ * Not now, nothing done: too many proposals wait to be committed, or a membership change
+ * must wait for the one before it or for its learner to catch up. Retry later.
  */
 #define RWAL_ERR_BUSY (-18)
 
@@ -1367,10 +1368,11 @@ rwal_status rwal_node_read_barrier(rwal_node *node, uint32_t timeout_ms, uint64_
  * again). A node has taken it once its status's `applied_lsn` reaches the LSN;
  * `rwal_node_members` shows the members as of then or later. `RWAL_ERR_NOT_LEADER` on a node
  * that does not lead (`rwal_node_leader` names the leader, 0 if none is known), before any
- * address is set. Two refusals that a later call may not get are `RWAL_ERR_INVALID_ARGUMENT`
- * too, the message saying which: another change proposed and not applied yet (one at a
- * time), and `RWAL_MEMBERSHIP_ADD_VOTER` for a learner that has not caught up; ask again
- * later. Blocks; thread-safe.
+ * address is set. `RWAL_ERR_BUSY` for what a later call may be granted, nothing proposed,
+ * the message saying which: another change proposed and not applied yet (one at a time), or
+ * `RWAL_MEMBERSHIP_ADD_VOTER` for a learner that has not replicated up to the commit LSN yet;
+ * ask again later (until 2026-12-07 both were `RWAL_ERR_INVALID_ARGUMENT`, which now means
+ * only what asking again cannot change). Blocks; thread-safe.
  *
  * # Safety
  * `node` is live; `addr` is NULL or NUL-terminated; the outputs are writable.

@@ -38,7 +38,8 @@ usage: rwal client --addr HOST:PORT [--timeout SECONDS] COMMAND
                       leader (a change a new leader's entry replaced goes to it). Node ID is
                       started with --join on an empty directory, and reachable at the
                       address the members' `peer` lines give for it
-  add-voter ID        make learner ID a voter (refused until it has caught up)
+  add-voter ID        make learner ID a voter, once it has caught up (asked again until
+                      then, or until --timeout); prints as add-learner does
   remove ID           remove node ID from the cluster (a voter or a learner); its peers stop
                       talking to it. A member whose log was lost is removed, then added again
 

@@ -367,7 +367,7 @@ impl From<Error> for Failure {
             Error::NotLeader { .. } => RWAL_ERR_NOT_LEADER,
             Error::Superseded { .. } => RWAL_ERR_SUPERSEDED,
             Error::Timeout { .. } | Error::NotYetCommitted { .. } => RWAL_ERR_TIMEOUT,
-            Error::Busy { .. } | Error::Backlogged { .. } => RWAL_ERR_BUSY,
+            Error::Busy { .. } | Error::Backlogged { .. } | Error::NotYet { .. } => RWAL_ERR_BUSY,
             Error::Closed => RWAL_ERR_CLOSED,
             Error::InvalidArgument { .. } => RWAL_ERR_INVALID_ARGUMENT,
             Error::Wal(e) => code(e),
@@ -1390,10 +1390,11 @@ pub unsafe extern "C" fn rwal_node_read_barrier(
 /// again). A node has taken it once its status's `applied_lsn` reaches the LSN;
 /// `rwal_node_members` shows the members as of then or later. `RWAL_ERR_NOT_LEADER` on a node
 /// that does not lead (`rwal_node_leader` names the leader, 0 if none is known), before any
-/// address is set. Two refusals that a later call may not get are `RWAL_ERR_INVALID_ARGUMENT`
-/// too, the message saying which: another change proposed and not applied yet (one at a
-/// time), and `RWAL_MEMBERSHIP_ADD_VOTER` for a learner that has not caught up; ask again
-/// later. Blocks; thread-safe.
+/// address is set. `RWAL_ERR_BUSY` for what a later call may be granted, nothing proposed,
+/// the message saying which: another change proposed and not applied yet (one at a time), or
+/// `RWAL_MEMBERSHIP_ADD_VOTER` for a learner that has not replicated up to the commit LSN yet;
+/// ask again later (until 2026-12-07 both were `RWAL_ERR_INVALID_ARGUMENT`, which now means
+/// only what asking again cannot change). Blocks; thread-safe.
 ///
 /// # Safety
 /// `node` is live; `addr` is NULL or NUL-terminated; the outputs are writable.

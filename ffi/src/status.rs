@@ -55,7 +55,8 @@ pub const RWAL_ERR_CLOSED: rwal_status = -15;
 pub const RWAL_ERR_NOT_LEADER: rwal_status = -16;
 /// Another entry was committed at the proposal's LSN: the proposal never will be.
 pub const RWAL_ERR_SUPERSEDED: rwal_status = -17;
-/// Too many proposals wait to be committed: retry later.
+/// Not now, nothing done: too many proposals wait to be committed, or a membership change
+/// must wait for the one before it or for its learner to catch up. Retry later.
 pub const RWAL_ERR_BUSY: rwal_status = -18;
 /// The consensus layer failed (see `rwal_last_error`); the node stops.
 pub const RWAL_ERR_REPLICATION: rwal_status = -19;

@@ -55,6 +55,16 @@ pub enum Error {
         /// The limit that was reached.
         uncommitted_bytes_max: u64,
     },
+    /// A request that cannot be made now and may be later; nothing was proposed. For a
+    /// membership change: another change is proposed and not applied yet (one at a time), or
+    /// the learner to promote has not replicated up to the commit LSN yet. Ask again once the
+    /// reason is gone (unlike [`Error::InvalidArgument`], which asking again cannot change).
+    NotYet {
+        /// What was asked for.
+        what: &'static str,
+        /// Why it cannot be made now, and what to wait for.
+        reason: String,
+    },
     /// The node was closed (or its consensus thread stopped after an error).
     Closed,
     /// An argument or option is out of range.
@@ -159,6 +169,12 @@ impl fmt::Display for Error {
                  or {} of them",
                 uncommitted_bytes_max / 128
             ),
+            Error::NotYet { what, reason } => {
+                write!(
+                    f,
+                    "{what} not made yet (nothing proposed; ask again later): {reason}"
+                )
+            }
             Error::Closed => write!(f, "the node is closed"),
             Error::InvalidArgument { name, reason } => write!(f, "invalid {name}: {reason}"),
             Error::Wal(e) => write!(f, "log: {e}"),

@@ -1021,30 +1021,30 @@ impl<M: StateMachine> Replica<M> {
         // raft-rs does not refuse a change it will not make: it appends an empty entry in its
         // place. So what it would ignore is refused here, with the reason.
         if self.raw.raft.has_pending_conf() {
-            return Err(Error::invalid(
-                "membership change",
-                format!(
+            return Err(Error::NotYet {
+                what: "membership change",
+                reason: format!(
                     "the entry at LSN {} may still change the membership and is not applied \
                      yet (a new leader's last inherited entry counts): try again once it is",
                     self.raw.raft.pending_conf_index
                 ),
-            ));
+            });
         }
-        let refusal = change.refusal_in(&self.membership()).or_else(|| {
-            let MembershipChange::AddVoter(_) = change else {
-                return None;
-            };
+        if let Some(refusal) = change.refusal_in(&self.membership()) {
+            return Err(Error::invalid("node", refusal));
+        }
+        if let MembershipChange::AddVoter(_) = change {
             // A learner, by now: promoted once it has caught up.
             let matched = self.raw.raft.prs().get(id).map_or(0, |pr| pr.matched);
-            (matched < self.commit_lsn()).then(|| {
-                format!(
-                    "learner {id} has replicated to {matched}, not yet to the commit LSN {}",
-                    self.commit_lsn()
-                )
-            })
-        });
-        if let Some(refusal) = refusal {
-            return Err(Error::invalid("node", refusal));
+            if matched < self.commit_lsn() {
+                return Err(Error::NotYet {
+                    what: "membership change",
+                    reason: format!(
+                        "learner {id} has replicated to {matched}, not yet to the commit LSN {}",
+                        self.commit_lsn()
+                    ),
+                });
+            }
         }
         // And what every replica would fail to apply (a cluster without voters, a membership
         // too large for the control file), which would stop each of them at that entry, at
@@ -1079,10 +1079,10 @@ impl<M: StateMachine> Replica<M> {
         let lsn = self.raw.raft.raft_log.last_index();
         if lsn == before || self.raw.raft.pending_conf_index != lsn {
             // Checked above; raft-rs may have written an empty entry at `lsn` instead.
-            return Err(Error::invalid(
-                "membership change",
-                "refused by raft: another change is still pending",
-            ));
+            return Err(Error::NotYet {
+                what: "membership change",
+                reason: "refused by raft: another change is still pending".into(),
+            });
         }
         Ok((lsn, self.raw.raft.term))
     }

@@ -723,6 +723,17 @@ static void test_learner_by_snapshot(const char *dir) {
     CHECK(learner.count == 25);
     pthread_mutex_unlock(&learner.lock);
     pthread_mutex_unlock(&seeding.lock);
+    /* A learner that never answers never catches up: its promotion is RWAL_ERR_BUSY (ask
+     * again later), not RWAL_ERR_INVALID_ARGUMENT (asking again cannot help). */
+    CHECK_STATUS(rwal_node_change_membership(leader, RWAL_MEMBERSHIP_ADD_LEARNER, 3, "127.0.0.1:9",
+                                             &change, &change_epoch),
+                 RWAL_OK);
+    CHECK_STATUS(rwal_node_wait_committed(leader, change, change_epoch, WAIT_MS), RWAL_OK);
+    CHECK_STATUS(rwal_node_change_membership(leader, RWAL_MEMBERSHIP_ADD_VOTER, 3, NULL, &change,
+                                             &change_epoch),
+                 RWAL_ERR_BUSY);
+    rwal_last_error(why, sizeof why);
+    CHECK(strstr(why, "learner 3 has replicated to 0") != NULL);
     CHECK_STATUS(rwal_node_close(newcomer), RWAL_OK);
     CHECK_STATUS(rwal_node_close(leader), RWAL_OK);
     CHECK(seeding.released == seeding.lent);

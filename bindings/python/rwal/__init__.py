@@ -217,7 +217,8 @@ class SupersededError(Error):
 
 
 class BusyError(Error):
-    """Too many proposals wait to be committed: retry later."""
+    """Not now, nothing done: too many proposals wait to be committed, or a membership change
+    must wait for the one before it or for its learner to catch up. Retry later."""
 
 
 class ReplicationError(Error):

@@ -808,7 +808,9 @@ class Node(_Handle):
         wait_committed(lsn, epoch) returns once the change is made, and raises
         rwal.SupersededError if a new leader's entry replaced it (nothing changed). A node has
         taken it once its status's applied_lsn reaches lsn. A change of nothing, or making a
-        learner of a voter, raises InvalidArgumentError. The change carries an added member's
+        learner of a voter, raises InvalidArgumentError; rwal.BusyError (nothing proposed: ask
+        again later) while another change is not applied yet, or for "add_voter" while the
+        learner has not replicated up to the commit LSN. The change carries an added member's
         address (the one given, or the one this node knew): every member that applies it and
         has no address for that node dials it there, so whichever leads later reaches it. The
         checkpoints carry the addresses too: a node seeded by a snapshot, or restarted after a

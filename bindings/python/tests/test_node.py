@@ -250,6 +250,13 @@ def test_a_learner_joins_from_a_snapshot_after_compaction(cluster, tmp_path, mon
         assert nodes[leader].transfer_leadership(follower, timeout=30) == follower
         lsn, _ = nodes[follower].propose_and_wait(b"from the next leader", timeout=30)
         wait(lambda: joiner.status()["applied_lsn"] >= lsn)
+        # A learner that never answers never catches up: its promotion is BusyError (ask again
+        # later), not InvalidArgumentError (asking again cannot help).
+        change_lsn, change_epoch = nodes[follower].change_membership("add_learner", 9,
+                                                                     "127.0.0.1:9")
+        nodes[follower].wait_committed(change_lsn, change_epoch, timeout=30)
+        with pytest.raises(rwal.BusyError, match="learner 9 has replicated to 0"):
+            nodes[follower].change_membership("add_voter", 9)
     finally:
         joiner.close()
 

@@ -1397,6 +1397,29 @@ mod tests {
         close(server, dir);
     }
 
+    /// A change the node cannot make yet is NOT_MADE (its client asks again); one that asking
+    /// again cannot get past is ERROR.
+    #[test]
+    fn a_membership_change_that_must_wait_is_not_made_and_an_impossible_one_is_error() {
+        let (server, dir) = single_node_server("membership-not-yet");
+        let ask = |change: u8, id: u64| {
+            let mut body = vec![change];
+            body.extend_from_slice(&id.to_le_bytes());
+            let (status, reply) = membership(&server, &body);
+            (status, String::from_utf8_lossy(&reply).into_owned())
+        };
+        // Learner 5 never runs, so it never catches up.
+        let (status, reply) = ask(proto::MEMBERSHIP_ADD_LEARNER, 5);
+        assert_eq!(status, proto::OK, "{reply}");
+        let (status, reply) = ask(proto::MEMBERSHIP_ADD_VOTER, 5);
+        assert_eq!(status, proto::NOT_MADE, "{reply}");
+        assert!(reply.contains("not yet to the commit LSN"), "{reply}");
+        let (status, reply) = ask(proto::MEMBERSHIP_ADD_VOTER, 6);
+        assert_eq!(status, proto::ERROR, "{reply}");
+        assert!(reply.contains("not a learner"), "{reply}");
+        close(server, dir);
+    }
+
     /// What may pass is RETRY (a client asks again), what cannot is ERROR, and a node that
     /// knows the leader names it.
     #[test]
