@@ -219,7 +219,9 @@ typedef int32_t rwal_log_level;
  * checkpoint threads. (A failure of a log's background thread is not sent here: it is
  * returned by the calls that follow it.) Calls are serialized by one process-wide lock held
  * during the call, which `rwal_set_log_callback` also takes from other threads: a callback
- * that waits for a lock the application holds while calling rwal can deadlock. From inside
+ * that waits for a lock the application holds while calling rwal can deadlock. A child
+ * forked while another thread was in the callback (or replacing it) does not wait for that
+ * thread, which it does not have: it takes the lock over. From inside
  * the callback, `rwal_set_log_callback` takes effect when the callback returns, and messages
  * caused there are dropped. Other calls into rwal from the callback are not supported: it
  * runs on a node's threads too, and a call that waits for them (`rwal_node_close`) would

@@ -1,11 +1,13 @@
 //! The optional log callback: the library prints nothing; what an operator should see goes to
 //! the function the application registers.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, RefCell, UnsafeCell};
 use std::ffi::{c_char, c_void, CString};
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
-
-use parking_lot::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Once;
+use std::time::Duration;
 
 use rwal_wal::{RecoveryEvent, RecoveryReport};
 
@@ -27,7 +29,9 @@ pub const RWAL_LOG_INFO: rwal_log_level = 3;
 /// checkpoint threads. (A failure of a log's background thread is not sent here: it is
 /// returned by the calls that follow it.) Calls are serialized by one process-wide lock held
 /// during the call, which `rwal_set_log_callback` also takes from other threads: a callback
-/// that waits for a lock the application holds while calling rwal can deadlock. From inside
+/// that waits for a lock the application holds while calling rwal can deadlock. A child
+/// forked while another thread was in the callback (or replacing it) does not wait for that
+/// thread, which it does not have: it takes the lock over. From inside
 /// the callback, `rwal_set_log_callback` takes effect when the callback returns, and messages
 /// caused there are dropped. Other calls into rwal from the callback are not supported: it
 /// runs on a node's threads too, and a call that waits for them (`rwal_node_close`) would
@@ -44,7 +48,106 @@ struct Sink {
 }
 
 /// The one process-wide setting of the library, as the API asks for a process-wide callback.
-static SINK: Mutex<Option<Sink>> = Mutex::new(None);
+static SINK: SinkLock = SinkLock {
+    held_by: AtomicU32::new(0),
+    sink: UnsafeCell::new(None),
+};
+
+/// The callback's lock, held during each call and each replacement. Not a `Mutex`: a child
+/// forked while a thread of its parent held one (inside a slow callback, say) inherits it held
+/// by a thread the child does not have, and the child's first open, which reports itself
+/// through `emit`, would wait for ever (found by review on 2026-12-07). So the lock records
+/// which process's thread holds it, and a hold by another process's thread (one this process
+/// was forked from: no such thread runs here) is taken over.
+struct SinkLock {
+    /// 0 when free; otherwise the id of the process whose thread holds the lock.
+    held_by: AtomicU32,
+    sink: UnsafeCell<Option<Sink>>,
+}
+
+// SAFETY: `sink` is only reached through a `SinkGuard`, and a guard exists only on the one
+// thread that holds `held_by` (`lock`), which its `Acquire` and the guard's `Release` order.
+unsafe impl Sync for SinkLock {}
+
+/// Hands the forking thread's own hold over to the child (a fork from inside the callback: the
+/// child's one thread goes on in the callback and releases the lock when it returns), so that
+/// no thread the child starts meanwhile takes the lock over from it.
+extern "C" fn keep_own_hold_in_child() {
+    if IN_CALLBACK.get() {
+        SINK.held_by.store(std::process::id(), Ordering::Relaxed);
+    }
+}
+
+impl SinkLock {
+    fn lock(&self) -> SinkGuard<'_> {
+        static HOOK: Once = Once::new();
+        // SAFETY: registers a function that lives as long as the process (the library is not
+        // unloaded: docs/c-api.md) and only stores to an atomic, which a forked child may do.
+        // Registered before this process's first hold, so before any fork that could copy one.
+        // A failure (no memory) leaves the exotic case above unhandled, nothing else.
+        HOOK.call_once(|| unsafe {
+            libc::pthread_atfork(None, None, Some(keep_own_hold_in_child));
+        });
+        let me = std::process::id();
+        let mut waits = 0u32;
+        loop {
+            let holder = match self.held_by.compare_exchange_weak(
+                0,
+                me,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return SinkGuard { lock: self },
+                Err(holder) => holder,
+            };
+            if holder != 0
+                && holder != me
+                && self
+                    .held_by
+                    .compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return SinkGuard { lock: self };
+            }
+            // Held by a thread of this process, inside the callback (messages are rare, and a
+            // callback may take milliseconds): yield at first, then sleep up to 1 ms a time.
+            waits += 1;
+            if waits < 16 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(u64::from(waits.min(1000))));
+            }
+        }
+    }
+}
+
+/// The hold of [`SinkLock`]: the sink, until dropped.
+struct SinkGuard<'a> {
+    lock: &'a SinkLock,
+}
+
+impl Deref for SinkGuard<'_> {
+    type Target = Option<Sink>;
+
+    fn deref(&self) -> &Option<Sink> {
+        // SAFETY: this thread holds the lock (the guard's existence), so nothing else reaches
+        // the sink.
+        unsafe { &*self.lock.sink.get() }
+    }
+}
+
+impl DerefMut for SinkGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Option<Sink> {
+        // SAFETY: as in `deref`, and `&mut self` makes this the only reference.
+        unsafe { &mut *self.lock.sink.get() }
+    }
+}
+
+impl Drop for SinkGuard<'_> {
+    fn drop(&mut self) {
+        self.lock.held_by.store(0, Ordering::Release);
+    }
+}
 
 thread_local! {
     /// Whether this thread is inside the callback, holding `SINK`'s lock: taking the lock
