@@ -245,7 +245,7 @@ impl Client {
             let attempt_deadline = if self.addr == self.given {
                 deadline
             } else {
-                deadline.min(Instant::now() + FOLLOWED_LEADER_PATIENCE)
+                deadline.min(Instant::now() + followed_leader_patience(body.len()))
             };
             let mut redirected = false;
             let made_before = self.maybe_made;
@@ -421,9 +421,22 @@ impl std::io::Write for DeadlineWriter<'_> {
 }
 
 /// How long one attempt at a leader the client was sent to may take before the client asks the
-/// node given again. A retry is harmless (an append's ids make a second copy apply as
-/// nothing) and costs one reconnection; a leader that is down costs this long.
+/// node given again, besides the time its request takes to upload. A retry is harmless (an
+/// append's ids make a second copy apply as nothing) and costs one reconnection; a leader
+/// that is down costs this long.
 const FOLLOWED_LEADER_PATIENCE: Duration = Duration::from_secs(5);
+
+/// The slowest upload a followed leader's attempt allows for: 1 MiB/s.
+const UPLOAD_BYTES_PER_SECOND: u64 = 1 << 20;
+
+/// [`FOLLOWED_LEADER_PATIENCE`] plus the time a request of `body_bytes` takes to upload at
+/// [`UPLOAD_BYTES_PER_SECOND`]. Until 2026-12-07 the 5 s covered the upload too, so a record
+/// of 16 MiB sent through a follower over a link slower than about 3 MB/s was cut and sent
+/// again every 5 s, and never got through.
+fn followed_leader_patience(body_bytes: usize) -> Duration {
+    FOLLOWED_LEADER_PATIENCE
+        + Duration::from_millis(body_bytes as u64 * 1000 / UPLOAD_BYTES_PER_SECOND)
+}
 
 /// The text of an ERROR answer.
 fn refusal(reply: &[u8]) -> String {
@@ -527,7 +540,8 @@ fn command_flag(name: &str) -> Option<&'static str> {
 
 /// What `rwal client` was given.
 struct Arguments {
-    addr: Option<SocketAddr>,
+    /// Every address `--addr` resolved to (at least one).
+    addr: Option<Vec<SocketAddr>>,
     timeout: Duration,
     command: Option<String>,
     /// The words after the command: append's DATA, as given (not necessarily UTF-8).
@@ -603,15 +617,40 @@ fn parse(args: Vec<OsString>) -> Result<Option<Arguments>, String> {
     Ok(Some(a))
 }
 
-/// The value of `--addr`: a host name or IP address, and a port.
-fn address(parser: &mut lexopt::Parser) -> Result<SocketAddr, String> {
+/// The value of `--addr`: a host name or IP address, and a port; every address the name
+/// resolves to (`localhost` may give `::1` before `127.0.0.1`).
+fn address(parser: &mut lexopt::Parser) -> Result<Vec<SocketAddr>, String> {
     let value = parser.value().map_err(|e| e.to_string())?;
     let value = value.to_string_lossy().into_owned();
-    value
+    let addrs: Vec<SocketAddr> = value
         .to_socket_addrs()
         .map_err(|e| format!("--addr {value:?}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("--addr {value:?}: no address"))
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("--addr {value:?}: no address"));
+    }
+    Ok(addrs)
+}
+
+/// Of the addresses a name resolved to, the first that takes a connection (each given at most
+/// a second, within `timeout`), or the first if none does: a node listens on one IP address
+/// (`--client-listen`), and a name such as `localhost` may resolve to `::1` first while the
+/// node listens on `127.0.0.1`. Until 2026-12-07 only the first was tried, and the client
+/// knocked on it until its timeout.
+fn reachable(addrs: &[SocketAddr], timeout: Duration) -> SocketAddr {
+    if let [only] = addrs {
+        return *only;
+    }
+    let deadline = Instant::now() + timeout;
+    addrs
+        .iter()
+        .copied()
+        .find(|addr| {
+            let left = deadline.saturating_duration_since(Instant::now());
+            !left.is_zero()
+                && TcpStream::connect_timeout(addr, left.min(Duration::from_secs(1))).is_ok()
+        })
+        .unwrap_or(addrs[0])
 }
 
 /// Refuses what `command` does not use, naming it: a flag of another command, a word it does
@@ -667,10 +706,11 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
         .as_deref()
         .ok_or_else(|| format!("a command is required\n\n{HELP}"))?;
     check_arguments(command, &a.flags, &a.words)?;
-    let addr = a
+    let addrs = a
         .addr
+        .as_deref()
         .ok_or_else(|| format!("--addr is required\n\n{HELP}"))?;
-    let mut client = Client::new(addr, a.timeout);
+    let mut client = Client::new(reachable(addrs, a.timeout), a.timeout);
     let outcome = match command {
         "append" => append(&mut client, &a),
         "load" => load(&mut client, &a),
@@ -712,7 +752,20 @@ fn append_one(
         )
     })?;
     let mut b = Body(&reply);
-    let (lsn, epoch) = (b.u64("lsn")?, b.u64("epoch")?);
+    let (lsn, epoch) = match (b.u64("lsn"), b.u64("epoch")) {
+        (Ok(lsn), Ok(epoch)) => (lsn, epoch),
+        (Err(e), _) | (_, Err(e)) => {
+            return Err(made_but_unreadable(
+                client,
+                "the append",
+                &e,
+                &format!(
+                    "send it again with --client-id {client_id} --request-id {request} to learn \
+                     its LSN (it is answered the same, not written twice)"
+                ),
+            ))
+        }
+    };
     print_made(
         client,
         &format!("{lsn} {epoch}"),
@@ -720,6 +773,19 @@ fn append_one(
             "the append was made at LSN {lsn}, epoch {epoch} (sent again with --client-id \
              {client_id} --request-id {request}, it is answered the same, not written twice)"
         ),
+    )
+}
+
+/// The failure of a request answered OK (made) with a body that does not parse (a node of
+/// another version, a broken proxy): exit status 3, as for an answer that could not be
+/// printed, since a script that took 2 for "not made" would send it again (an append under new
+/// ids: twice in the log). Until 2026-12-07 it was 2, and the message named no node.
+fn made_but_unreadable(client: &mut Client, what: &str, error: &str, then: &str) -> String {
+    client.outcome_unknown = true;
+    format!(
+        "the node at {} answered that {what} was made, but its answer does not parse \
+         ({error}): {then}",
+        client.addr
     )
 }
 
@@ -799,7 +865,9 @@ fn membership(client: &mut Client, change: u8, a: &Arguments) -> Result<(), Stri
         .ok_or_else(|| format!("{word:?} is not a node id (1, 2, ...)"))?;
     let body = [&[change][..], &id.to_le_bytes()].concat();
     let reply = client.call_leader_once(proto::OP_MEMBERSHIP, &body)?;
-    let lsn = Body(&reply).u64("lsn")?;
+    let lsn = Body(&reply).u64("lsn").map_err(|e| {
+        made_but_unreadable(client, "the change", &e, "look at `status` for its LSN")
+    })?;
     print_made(
         client,
         &lsn.to_string(),
@@ -1230,6 +1298,76 @@ mod tests {
         assert!(
             node.join().unwrap() > 4,
             "the second call was not sent again"
+        );
+    }
+
+    /// An append or a change answered OK (made) with a body too short to parse exits 3, not 2
+    /// (which says "not made": a script would send the append again under new ids), and the
+    /// message names the node.
+    #[test]
+    fn an_ok_answer_that_does_not_parse_is_made_not_failed() {
+        let node = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = node.local_addr().unwrap();
+        let node = std::thread::spawn(move || {
+            let (stream, _) = node.accept().unwrap();
+            let mut input = BufReader::new(stream.try_clone().unwrap());
+            let mut output = stream;
+            // An APPEND's answer without its epoch, a MEMBERSHIP's with half its LSN.
+            while let Ok(Some((op, _))) = proto::read_message(&mut input, proto::REQUEST_BYTES_MAX)
+            {
+                let body = match op {
+                    proto::OP_APPEND => &5u64.to_le_bytes()[..],
+                    _ => &[1, 2, 3, 4][..],
+                };
+                proto::write_message(&mut output, proto::OK, body).unwrap();
+            }
+        });
+        let mut client = Client::new(addr, Duration::from_secs(20));
+        let failure = append_one(&mut client, 7, 9, b"data").unwrap_err();
+        assert!(client.outcome_unknown, "exits 3, not 2: {failure}");
+        assert!(
+            failure.contains(&addr.to_string()) && failure.contains("the append was made"),
+            "{failure}"
+        );
+        assert!(
+            failure.contains("--client-id 7 --request-id 9"),
+            "{failure}"
+        );
+        client.outcome_unknown = false;
+        let arguments = parse(["add-voter", "3"].map(OsString::from).to_vec())
+            .unwrap()
+            .unwrap();
+        let failure = membership(&mut client, proto::MEMBERSHIP_ADD_VOTER, &arguments).unwrap_err();
+        assert!(client.outcome_unknown, "exits 3, not 2: {failure}");
+        assert!(failure.contains("the change was made"), "{failure}");
+        drop(client);
+        node.join().unwrap();
+    }
+
+    /// A name that resolves to several addresses (`localhost`: `::1`, then `127.0.0.1`) is
+    /// served at the first that takes a connection, not at the first given.
+    #[test]
+    fn the_first_resolved_address_that_answers_is_taken() {
+        let closed = |_| {
+            let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            gone.local_addr().unwrap()
+        };
+        let [dead, also_dead] = [0, 1].map(closed);
+        let live = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let live = live.local_addr().unwrap();
+        let timeout = Duration::from_secs(10);
+        assert_eq!(reachable(&[dead, live], timeout), live);
+        assert_eq!(reachable(&[dead, also_dead], timeout), dead);
+        assert_eq!(reachable(&[also_dead], timeout), also_dead);
+    }
+
+    /// A followed leader's attempt allows for the upload of its request.
+    #[test]
+    fn a_followed_leader_gets_time_for_the_upload() {
+        assert_eq!(followed_leader_patience(0), FOLLOWED_LEADER_PATIENCE);
+        assert_eq!(
+            followed_leader_patience(16 << 20),
+            FOLLOWED_LEADER_PATIENCE + Duration::from_secs(16)
         );
     }
 
