@@ -1505,8 +1505,8 @@ rwal_status rwal_node_reader_next_timeout(rwal_node_reader *reader,
 void rwal_node_reader_free(rwal_node_reader *reader);
 
 /**
- * New options with the defaults: create if missing, 64 MiB segments, the mmap backend,
- * tolerate a torn tail, no commit delay, background thread on. Never NULL.
+ * New options with the defaults: create if missing, 64 MiB segments, the mmap backend (the
+ * staged one on btrfs, ZFS and bcachefs: `RWAL_BACKEND_MMAP`), tolerate a torn tail, no commit delay, background thread on. Never NULL.
  */
 rwal_options *rwal_options_new(void);
 
@@ -1527,7 +1527,9 @@ void rwal_options_free(rwal_options *opts);
 rwal_status rwal_options_set_segment_size(rwal_options *opts, uint64_t bytes);
 
 /**
- * The I/O backend, one of `RWAL_BACKEND_*` (default `RWAL_BACKEND_MMAP`).
+ * The I/O backend, one of `RWAL_BACKEND_*` (default `RWAL_BACKEND_MMAP`, or
+ * `RWAL_BACKEND_STAGED` on btrfs, ZFS and bcachefs, where the mmap backend set here makes
+ * `rwal_open` fail: see `RWAL_BACKEND_MMAP`).
  *
  * # Safety
  * `opts` is NULL (an error) or live options.

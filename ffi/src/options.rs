@@ -49,8 +49,8 @@ pub const RWAL_RECOVERY_POINT_IN_TIME: rwal_recovery_mode = 2;
 /// `RWAL_RECOVERY_POINT_IN_TIME` cut there, dropping every record after it).
 pub const RWAL_RECOVERY_SKIP_CORRUPTED: rwal_recovery_mode = 3;
 
-/// New options with the defaults: create if missing, 64 MiB segments, the mmap backend,
-/// tolerate a torn tail, no commit delay, background thread on. Never NULL.
+/// New options with the defaults: create if missing, 64 MiB segments, the mmap backend (the
+/// staged one on btrfs, ZFS and bcachefs: `RWAL_BACKEND_MMAP`), tolerate a torn tail, no commit delay, background thread on. Never NULL.
 #[no_mangle]
 pub extern "C" fn rwal_options_new() -> *mut rwal_options {
     Box::into_raw(Box::new(rwal_options {
@@ -97,7 +97,9 @@ pub unsafe extern "C" fn rwal_options_set_segment_size(
     unsafe { set(opts, |o| Ok(o.segment_bytes(bytes))) }
 }
 
-/// The I/O backend, one of `RWAL_BACKEND_*` (default `RWAL_BACKEND_MMAP`).
+/// The I/O backend, one of `RWAL_BACKEND_*` (default `RWAL_BACKEND_MMAP`, or
+/// `RWAL_BACKEND_STAGED` on btrfs, ZFS and bcachefs, where the mmap backend set here makes
+/// `rwal_open` fail: see `RWAL_BACKEND_MMAP`).
 ///
 /// # Safety
 /// `opts` is NULL (an error) or live options.

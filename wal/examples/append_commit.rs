@@ -21,7 +21,8 @@ struct Args {
     threads: usize,
     records: usize,
     size: usize,
-    backend: Backend,
+    /// `None`: the log's default (`Mmap`, or `Staged` where a mapping cannot be made durable).
+    backend: Option<Backend>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -30,7 +31,7 @@ fn parse() -> Result<Args, String> {
         threads: 4,
         records: 20_000,
         size: 128,
-        backend: Backend::Mmap,
+        backend: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -45,7 +46,7 @@ fn parse() -> Result<Args, String> {
             }
             "--size" => args.size = value()?.parse().map_err(|e| format!("--size: {e}"))?,
             "--backend" => {
-                args.backend = match value()?.as_str() {
+                args.backend = Some(match value()?.as_str() {
                     "mmap" => Backend::Mmap,
                     "pwrite" => Backend::Pwrite,
                     "staged" => Backend::Staged,
@@ -54,7 +55,7 @@ fn parse() -> Result<Args, String> {
                             "--backend: unknown backend {other} (mmap, pwrite or staged)"
                         ))
                     }
-                }
+                })
             }
             "--help" | "-h" => {
                 println!("{USAGE}");
@@ -63,8 +64,8 @@ fn parse() -> Result<Args, String> {
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
     }
-    if args.threads == 0 || args.records == 0 {
-        return Err("--threads and --records must be at least 1".into());
+    if args.threads == 0 || args.records < args.threads {
+        return Err("--threads must be at least 1, and --records at least --threads".into());
     }
     Ok(args)
 }
@@ -83,25 +84,31 @@ fn main() {
     };
     let temp = std::env::temp_dir().join(format!("rwal-append-commit-{}", std::process::id()));
     let dir = args.dir.clone().unwrap_or_else(|| temp.clone());
-    let wal = Arc::new(
-        Wal::open(&dir, Options::new().backend(args.backend.clone())).unwrap_or_else(|e| {
-            eprintln!("append_commit: {e}");
-            std::process::exit(1);
-        }),
-    );
+    let mut options = Options::new();
+    if let Some(backend) = &args.backend {
+        options = options.backend(backend.clone());
+    }
+    let wal = Arc::new(Wal::open(&dir, options).unwrap_or_else(|e| {
+        eprintln!("append_commit: {e}");
+        std::process::exit(1);
+    }));
+    // A directory given may hold records of an earlier run: only this run's are read back.
+    let first_of_this_run = wal.last_lsn() + 1;
     println!(
-        "log {} ({:?}), {} threads x {} records of {} bytes",
+        "log {} ({}), {} threads, {} records of {} bytes",
         dir.display(),
-        args.backend,
+        wal.backend_name(),
         args.threads,
-        args.records / args.threads,
+        args.records,
         args.size
     );
     let started = Instant::now();
     let workers: Vec<_> = (0..args.threads)
         .map(|t| {
             let wal = wal.clone();
-            let (count, size) = (args.records / args.threads, args.size);
+            // The remainder of the division goes to the first threads.
+            let count = args.records / args.threads + usize::from(t < args.records % args.threads);
+            let size = args.size;
             std::thread::spawn(move || {
                 let data = vec![t as u8; size];
                 let mut latencies = Vec::with_capacity(count);
@@ -142,7 +149,7 @@ fn main() {
         stats.max_records_per_sync
     );
     let read_started = Instant::now();
-    let mut reader = wal.reader(wal.first_lsn()).expect("reader");
+    let mut reader = wal.reader(first_of_this_run).expect("reader");
     let mut read = 0u64;
     while let Some(record) = reader.next().expect("read") {
         assert_eq!(record.data.len(), args.size);
