@@ -201,13 +201,29 @@ impl Client {
         }
     }
 
-    /// Calls once, within the timeout; any answer but OK is the error.
-    fn call_once(&mut self, op: u8, body: &[u8]) -> Result<Vec<u8>, String> {
+    /// Calls the node given until it answers other than RETRY, or the connection holds, within
+    /// the timeout; any answer but OK is the error. For a request that changes nothing and is
+    /// about this node (STATUS): a RETRY (the node at its connection or descriptor limit) and
+    /// a lost connection (one the node closed while idle) are asked again, every 50 ms. Until
+    /// 2026-12-07 it asked once, and either ended `status` with exit status 2.
+    fn call_here(&mut self, op: u8, body: &[u8]) -> Result<Vec<u8>, String> {
         let deadline = Instant::now() + self.timeout;
-        match self.call(op, body, deadline) {
-            Ok((proto::OK, reply)) => Ok(reply),
-            Ok((_, reply)) => Err(refusal(&reply)),
-            Err(failure) => Err(failure.message()),
+        loop {
+            let last = match self.call(op, body, deadline) {
+                Ok((proto::OK, reply)) => return Ok(reply),
+                Ok((proto::RETRY, reply)) => format!(
+                    "{} answered RETRY: {}",
+                    self.addr,
+                    String::from_utf8_lossy(&reply)
+                ),
+                Ok((_, reply)) => return Err(format!("{}: {}", self.addr, refusal(&reply))),
+                Err(CallFailure::Transient(message)) => message,
+                Err(failure @ CallFailure::NotRwal(_)) => return Err(failure.message()),
+            };
+            if Instant::now() + Duration::from_millis(50) >= deadline {
+                return Err(format!("{GAVE_UP} {:?}: {last}", self.timeout));
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -876,7 +892,7 @@ fn membership(client: &mut Client, change: u8, a: &Arguments) -> Result<(), Stri
 }
 
 fn status(client: &mut Client) -> Result<(), String> {
-    let reply = client.call_once(proto::OP_STATUS, &[])?;
+    let reply = client.call_here(proto::OP_STATUS, &[])?;
     out!("{}", String::from_utf8_lossy(&reply));
     Ok(())
 }
@@ -1217,13 +1233,56 @@ mod tests {
         };
         let mut client = Client::new(addr, Duration::from_secs(1));
         let started = Instant::now();
-        let outcome = client.call_once(proto::OP_STATUS, &[]);
+        let outcome = client.call_here(proto::OP_STATUS, &[]);
         let took = started.elapsed();
         done.store(true, std::sync::atomic::Ordering::Release);
         let failure = outcome.unwrap_err();
         assert!(failure.contains("in time"), "{failure}");
         assert!(took < Duration::from_secs(3), "took {took:?}");
         server.join().unwrap();
+    }
+
+    /// `status` asks the node again after a RETRY (its connection limit) and after a closed
+    /// connection, and ends at its timeout naming the last answer.
+    #[test]
+    fn status_is_asked_again_after_retry_or_a_closed_connection() {
+        let node = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = node.local_addr().unwrap();
+        let node = std::thread::spawn(move || {
+            // First connection: RETRY, then closed before the next answer. Second: OK. Then
+            // RETRY until the client stops asking.
+            let mut answers = 0;
+            for (stream, _) in node.incoming().map(|s| (s.unwrap(), ())) {
+                let mut input = BufReader::new(stream.try_clone().unwrap());
+                let mut output = stream;
+                while let Ok(Some((op, _))) =
+                    proto::read_message(&mut input, proto::REQUEST_BYTES_MAX)
+                {
+                    assert_eq!(op, proto::OP_STATUS);
+                    answers += 1;
+                    match answers {
+                        1 => proto::write_message(&mut output, proto::RETRY, b"full").unwrap(),
+                        2 => break,
+                        3 => proto::write_message(&mut output, proto::OK, b"{}").unwrap(),
+                        _ => proto::write_message(&mut output, proto::RETRY, b"full").unwrap(),
+                    }
+                }
+                if answers > 3 {
+                    return answers;
+                }
+            }
+            unreachable!("the listener ended")
+        });
+        let mut client = Client::new(addr, Duration::from_secs(20));
+        assert_eq!(client.call_here(proto::OP_STATUS, &[]).unwrap(), b"{}");
+        client.timeout = Duration::from_millis(300);
+        let failure = client.call_here(proto::OP_STATUS, &[]).unwrap_err();
+        assert!(
+            failure.starts_with(GAVE_UP) && failure.ends_with("answered RETRY: full"),
+            "{failure}"
+        );
+        drop(client);
+        assert!(node.join().unwrap() > 4, "not asked again after RETRY");
     }
 
     /// A RETRY answer is asked again (a read during an election, say), not the end.
