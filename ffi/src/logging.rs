@@ -1,12 +1,10 @@
 //! The optional log callback: the library prints nothing; what an operator should see goes to
 //! the function the application registers.
 
-use std::cell::{Cell, RefCell, UnsafeCell};
+use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_void, CString};
-use std::ops::{Deref, DerefMut};
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Once;
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::time::Duration;
 
 use rwal_wal::{RecoveryEvent, RecoveryReport};
@@ -47,70 +45,50 @@ struct Sink {
     userdata: usize,
 }
 
-/// The one process-wide setting of the library, as the API asks for a process-wide callback.
-static SINK: SinkLock = SinkLock {
-    held_by: AtomicU32::new(0),
-    sink: UnsafeCell::new(None),
-};
+/// The callback's lock, held during each call and each replacement: true while held. Not a
+/// `Mutex`: a child forked while a thread of its parent held one (inside a slow callback, say)
+/// inherited it held by a thread the child does not have, and the child's first open, which
+/// reports itself through `emit`, waited for ever (found by review on 2026-12-07). A
+/// `pthread_atfork` child hook resets it in every child instead (`reset_in_child`).
+static HELD: AtomicBool = AtomicBool::new(false);
 
-/// The callback's lock, held during each call and each replacement. Not a `Mutex`: a child
-/// forked while a thread of its parent held one (inside a slow callback, say) inherits it held
-/// by a thread the child does not have, and the child's first open, which reports itself
-/// through `emit`, would wait for ever (found by review on 2026-12-07). So the lock records
-/// which process's thread holds it, and a hold by another process's thread (one this process
-/// was forked from: no such thread runs here) is taken over.
-struct SinkLock {
-    /// 0 when free; otherwise the id of the process whose thread holds the lock.
-    held_by: AtomicU32,
-    sink: UnsafeCell<Option<Sink>>,
+/// The one process-wide setting of the library, as the API asks for a process-wide callback:
+/// NULL, or a `Box<Sink>` that is never changed, only replaced (under `HELD`). A pointer, so
+/// that a child forked in the middle of a replacement sees the old setting or the new one,
+/// never half of each.
+static CURRENT: AtomicPtr<Sink> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Whether `reset_in_child` is registered (or being registered).
+static HOOKED: AtomicBool = AtomicBool::new(false);
+
+/// Runs in the child of every `fork`, on its one thread: the lock is held there only if that
+/// thread forked from inside the callback (it goes on in the callback and releases the lock
+/// when the callback returns); any other hold was a thread the child does not have.
+extern "C" fn reset_in_child() {
+    HELD.store(IN_CALLBACK.get(), Ordering::Relaxed);
 }
 
-// SAFETY: `sink` is only reached through a `SinkGuard`, and a guard exists only on the one
-// thread that holds `held_by` (`lock`), which its `Acquire` and the guard's `Release` order.
-unsafe impl Sync for SinkLock {}
+/// The hold of the callback's lock, released when dropped.
+struct Hold;
 
-/// Hands the forking thread's own hold over to the child (a fork from inside the callback: the
-/// child's one thread goes on in the callback and releases the lock when it returns), so that
-/// no thread the child starts meanwhile takes the lock over from it.
-extern "C" fn keep_own_hold_in_child() {
-    if IN_CALLBACK.get() {
-        SINK.held_by.store(std::process::id(), Ordering::Relaxed);
-    }
-}
-
-impl SinkLock {
-    fn lock(&self) -> SinkGuard<'_> {
-        static HOOK: Once = Once::new();
-        // SAFETY: registers a function that lives as long as the process (the library is not
-        // unloaded: docs/c-api.md) and only stores to an atomic, which a forked child may do.
-        // Registered before this process's first hold, so before any fork that could copy one.
-        // A failure (no memory) leaves the exotic case above unhandled, nothing else.
-        HOOK.call_once(|| unsafe {
-            libc::pthread_atfork(None, None, Some(keep_own_hold_in_child));
-        });
-        let me = std::process::id();
+impl Hold {
+    fn take() -> Hold {
+        if !HOOKED.swap(true, Ordering::AcqRel) {
+            // SAFETY: registers a function that lives as long as the process (the library is
+            // not unloaded: docs/c-api.md) and only reads a thread-local and stores to an
+            // atomic, which a forked child may do. Before this process's first hold. (A flag,
+            // not a `Once`: a fork while another thread ran a `Once` would leave it running in
+            // the child, and the child's first message waiting for it.) A failure (no memory)
+            // leaves forks unhandled, as before the hook.
+            unsafe { libc::pthread_atfork(None, None, Some(reset_in_child)) };
+        }
         let mut waits = 0u32;
-        loop {
-            let holder = match self.held_by.compare_exchange_weak(
-                0,
-                me,
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return SinkGuard { lock: self },
-                Err(holder) => holder,
-            };
-            if holder != 0
-                && holder != me
-                && self
-                    .held_by
-                    .compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-            {
-                return SinkGuard { lock: self };
-            }
-            // Held by a thread of this process, inside the callback (messages are rare, and a
-            // callback may take milliseconds): yield at first, then sleep up to 1 ms a time.
+        while HELD
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            // Held by another thread, inside the callback (messages are rare, and a callback
+            // may take milliseconds): yield at first, then sleep up to 1 ms a time.
             waits += 1;
             if waits < 16 {
                 std::thread::yield_now();
@@ -118,34 +96,24 @@ impl SinkLock {
                 std::thread::sleep(Duration::from_micros(u64::from(waits.min(1000))));
             }
         }
+        Hold
+    }
+
+    /// Replaces the setting (the lock held, as `self` shows).
+    fn replace(&self, sink: Option<Sink>) {
+        let new = sink.map_or(std::ptr::null_mut(), |sink| Box::into_raw(Box::new(sink)));
+        let old = CURRENT.swap(new, Ordering::AcqRel);
+        if !old.is_null() {
+            // SAFETY: a pointer from `Box::into_raw` above, swapped out, so freed once; no
+            // other thread reads it, since reads hold the lock too.
+            drop(unsafe { Box::from_raw(old) });
+        }
     }
 }
 
-/// The hold of [`SinkLock`]: the sink, until dropped.
-struct SinkGuard<'a> {
-    lock: &'a SinkLock,
-}
-
-impl Deref for SinkGuard<'_> {
-    type Target = Option<Sink>;
-
-    fn deref(&self) -> &Option<Sink> {
-        // SAFETY: this thread holds the lock (the guard's existence), so nothing else reaches
-        // the sink.
-        unsafe { &*self.lock.sink.get() }
-    }
-}
-
-impl DerefMut for SinkGuard<'_> {
-    fn deref_mut(&mut self) -> &mut Option<Sink> {
-        // SAFETY: as in `deref`, and `&mut self` makes this the only reference.
-        unsafe { &mut *self.lock.sink.get() }
-    }
-}
-
-impl Drop for SinkGuard<'_> {
+impl Drop for Hold {
     fn drop(&mut self) {
-        self.lock.held_by.store(0, Ordering::Release);
+        HELD.store(false, Ordering::Release);
     }
 }
 
@@ -188,7 +156,7 @@ pub unsafe extern "C" fn rwal_set_log_callback(
     if IN_CALLBACK.get() {
         REPLACEMENT.set(Some(sink));
     } else {
-        *SINK.lock() = sink;
+        Hold::take().replace(sink);
     }
     RWAL_OK
 }
@@ -197,8 +165,11 @@ fn emit(level: rwal_log_level, message: &str) {
     if IN_CALLBACK.get() {
         return;
     }
-    let mut sink = SINK.lock();
-    let Some(current) = sink.as_ref().filter(|s| level <= s.level) else {
+    let hold = Hold::take();
+    let current = CURRENT.load(Ordering::Acquire);
+    // SAFETY: NULL or a `Box<Sink>` (`Hold::replace`), freed only by a replacement, which
+    // needs the lock this thread holds.
+    let Some(current) = (unsafe { current.as_ref() }).filter(|s| level <= s.level) else {
         return;
     };
     let text = CString::new(message.replace('\0', "\\0")).unwrap_or_default();
@@ -209,7 +180,7 @@ fn emit(level: rwal_log_level, message: &str) {
     unsafe { (current.callback)(level, text.as_ptr(), current.userdata as *mut c_void) };
     IN_CALLBACK.set(false);
     if let Some(replacement) = REPLACEMENT.take() {
-        *sink = replacement;
+        hold.replace(replacement);
     }
 }
 

@@ -12,19 +12,23 @@ use std::time::{Duration, Instant};
 use rwal::*;
 use rwal_tests::wait_child;
 
-/// Set by the callback while it sleeps inside the message of the first log's open.
+/// Set by the callback while it waits inside the message of the first log's open.
 static INSIDE: AtomicBool = AtomicBool::new(false);
+/// Keeps the callback waiting there until the test has seen the child's outcome.
+static HOLD_ON: AtomicBool = AtomicBool::new(true);
 /// Set by the callback in the child when it receives the second log's message.
 static CHILD_HEARD: AtomicBool = AtomicBool::new(false);
 
-/// Sleeps 1 s inside the first log's "opened" message, holding the library's lock of the
-/// callback all the while; notes the second log's.
+/// Waits inside the first log's "opened" message until the test lets it go, holding the
+/// library's lock of the callback all the while; notes the second log's.
 unsafe extern "C" fn on_log(_level: i32, message: *const c_char, _userdata: *mut c_void) {
     // SAFETY: the library passes a NUL-terminated text, valid for the call.
     let text = unsafe { CStr::from_ptr(message) }.to_string_lossy();
     if text.contains("log-a") && text.contains("opened") {
         INSIDE.store(true, Ordering::Release);
-        std::thread::sleep(Duration::from_secs(1));
+        while HOLD_ON.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         INSIDE.store(false, Ordering::Release);
     } else if text.contains("log-b") && text.contains("opened") {
         CHILD_HEARD.store(true, Ordering::Release);
@@ -77,17 +81,11 @@ fn a_child_forked_during_a_log_callback_opens_and_logs() {
         open_in_the_child(&b);
     }
     assert!(child > 0, "fork failed");
-    // The parent's thread was still inside the callback when the fork returned here: the
+    // The opener's thread waits inside the callback until the child's outcome is known: the
     // child inherited the lock held.
-    assert!(
-        INSIDE.load(Ordering::Acquire),
-        "the callback returned before the fork"
-    );
-    assert_eq!(
-        wait_child(child, Duration::from_secs(20)),
-        0,
-        "the forked child's open"
-    );
+    let outcome = wait_child(child, Duration::from_secs(20));
+    HOLD_ON.store(false, Ordering::Release);
+    assert_eq!(outcome, 0, "the forked child's open");
     let log = opener.join().unwrap() as *mut rwal_log;
     assert!(!log.is_null());
     // SAFETY: the log the thread opened, closed once; the callback removed after.
