@@ -56,6 +56,13 @@ struct Client {
     /// The address given (`--addr`): where a redirected call goes back to when the leader it
     /// was sent to stops answering (that node knows the next leader).
     given: SocketAddr,
+    /// Every address `--addr` resolved to, `given` among them: a connection refused at
+    /// `given` moves it to the next one for the next attempt. A node listens on one IP address
+    /// (`--client-listen`), and `localhost` may resolve to `::1` first while the node listens
+    /// on `127.0.0.1`; until 2026-12-07 only the first address was ever tried.
+    given_all: Vec<SocketAddr>,
+    /// Where `given` is in `given_all`.
+    given_at: usize,
     stream: Option<(BufReader<TcpStream>, BufWriter<TcpStream>)>,
     timeout: Duration,
     /// Whether the request of the last `call_leader` began to be written on a connection, on
@@ -98,10 +105,20 @@ fn is_closed(e: &std::io::Error) -> bool {
 
 impl Client {
     /// A client of the node at `addr`, not connected yet.
+    #[cfg(test)]
     fn new(addr: SocketAddr, timeout: Duration) -> Client {
+        Client::at_any(vec![addr], timeout)
+    }
+
+    /// A client of the node at one of `addrs` (at least one: the addresses a name resolved
+    /// to), the first tried first.
+    fn at_any(addrs: Vec<SocketAddr>, timeout: Duration) -> Client {
+        let addr = addrs[0];
         Client {
             addr,
             given: addr,
+            given_all: addrs,
+            given_at: 0,
             stream: None,
             timeout,
             request_written: false,
@@ -124,7 +141,10 @@ impl Client {
         };
         if self.stream.is_none() {
             let stream = TcpStream::connect_timeout(&self.addr, left()).map_err(|e| {
-                CallFailure::Transient(format!("cannot connect to {}: {e}", self.addr))
+                let failure =
+                    CallFailure::Transient(format!("cannot connect to {}: {e}", self.addr));
+                self.next_given_address();
+                failure
             })?;
             let _ = stream.set_nodelay(true);
             let reader = BufReader::new(
@@ -363,6 +383,17 @@ impl Client {
     }
 
     /// Talks to the node given on the command line again (from a leader it was sent to).
+    /// After a failed connection to the address given: the next of the addresses it resolved
+    /// to, for the next attempt (the callers retry, within their one deadline).
+    fn next_given_address(&mut self) {
+        if self.addr != self.given || self.given_all.len() < 2 {
+            return;
+        }
+        self.given_at = (self.given_at + 1) % self.given_all.len();
+        self.given = self.given_all[self.given_at];
+        self.addr = self.given;
+    }
+
     fn back_to_given(&mut self) {
         if self.addr != self.given {
             self.addr = self.given;
@@ -648,27 +679,6 @@ fn address(parser: &mut lexopt::Parser) -> Result<Vec<SocketAddr>, String> {
     Ok(addrs)
 }
 
-/// Of the addresses a name resolved to, the first that takes a connection (each given at most
-/// a second, within `timeout`), or the first if none does: a node listens on one IP address
-/// (`--client-listen`), and a name such as `localhost` may resolve to `::1` first while the
-/// node listens on `127.0.0.1`. Until 2026-12-07 only the first was tried, and the client
-/// knocked on it until its timeout.
-fn reachable(addrs: &[SocketAddr], timeout: Duration) -> SocketAddr {
-    if let [only] = addrs {
-        return *only;
-    }
-    let deadline = Instant::now() + timeout;
-    addrs
-        .iter()
-        .copied()
-        .find(|addr| {
-            let left = deadline.saturating_duration_since(Instant::now());
-            !left.is_zero()
-                && TcpStream::connect_timeout(addr, left.min(Duration::from_secs(1))).is_ok()
-        })
-        .unwrap_or(addrs[0])
-}
-
 /// Refuses what `command` does not use, naming it: a flag of another command, a word it does
 /// not take. Both used to be ignored (`read 3` read from the oldest record, not from LSN 3).
 fn check_arguments(command: &str, flags: &[&str], words: &[OsString]) -> Result<(), String> {
@@ -726,7 +736,7 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
         .addr
         .as_deref()
         .ok_or_else(|| format!("--addr is required\n\n{HELP}"))?;
-    let mut client = Client::new(reachable(addrs, a.timeout), a.timeout);
+    let mut client = Client::at_any(addrs.to_vec(), a.timeout);
     let outcome = match command {
         "append" => append(&mut client, &a),
         "load" => load(&mut client, &a),
@@ -1404,20 +1414,39 @@ mod tests {
     }
 
     /// A name that resolves to several addresses (`localhost`: `::1`, then `127.0.0.1`) is
-    /// served at the first that takes a connection, not at the first given.
+    /// served at the first that takes a connection, not at the first given only: a refused
+    /// connection moves on to the next, for a request that follows the leader and for
+    /// `status` alike.
     #[test]
-    fn the_first_resolved_address_that_answers_is_taken() {
-        let closed = |_| {
+    fn the_resolved_addresses_are_tried_in_turn() {
+        let dead = {
             let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             gone.local_addr().unwrap()
         };
-        let [dead, also_dead] = [0, 1].map(closed);
-        let live = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let live = live.local_addr().unwrap();
-        let timeout = Duration::from_secs(10);
-        assert_eq!(reachable(&[dead, live], timeout), live);
-        assert_eq!(reachable(&[dead, also_dead], timeout), dead);
-        assert_eq!(reachable(&[also_dead], timeout), also_dead);
+        let node = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let live = node.local_addr().unwrap();
+        let node = std::thread::spawn(move || {
+            for _ in 0..2 {
+                let (stream, _) = node.accept().unwrap();
+                let mut input = BufReader::new(stream.try_clone().unwrap());
+                let mut output = stream;
+                let (op, _) = proto::read_message(&mut input, proto::REQUEST_BYTES_MAX)
+                    .unwrap()
+                    .unwrap();
+                let body = if op == proto::OP_STATUS {
+                    &b"{}"[..]
+                } else {
+                    &[0; 4][..]
+                };
+                proto::write_message(&mut output, proto::OK, body).unwrap();
+            }
+        });
+        let mut client = Client::at_any(vec![dead, live], Duration::from_secs(20));
+        assert_eq!(client.call_here(proto::OP_STATUS, &[]).unwrap(), b"{}");
+        let mut client = Client::at_any(vec![dead, dead, live], Duration::from_secs(20));
+        let reply = client.call_leader(proto::OP_READ, &[0; 13]).unwrap();
+        assert_eq!(reply, [0; 4]);
+        node.join().unwrap();
     }
 
     /// A followed leader's attempt allows for the upload of its request.

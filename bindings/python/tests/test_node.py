@@ -255,6 +255,8 @@ def test_a_learner_joins_from_a_snapshot_after_compaction(cluster, tmp_path, mon
         change_lsn, change_epoch = nodes[follower].change_membership("add_learner", 9,
                                                                      "127.0.0.1:9")
         nodes[follower].wait_committed(change_lsn, change_epoch, timeout=30)
+        # Committed is not yet applied: until then the refusal is the one-change-at-a-time one.
+        wait(lambda: nodes[follower].status()["applied_lsn"] >= change_lsn)
         with pytest.raises(rwal.BusyError, match="learner 9 has replicated to 0"):
             nodes[follower].change_membership("add_voter", 9)
     finally:
