@@ -19,6 +19,7 @@ usage: python3 crash_test.py KV_BINARY [ROUNDS]   (RWAL_KV_ROUNDS overrides the 
                                                         put lost, on `staged`)
 """
 
+import ctypes
 import os
 import queue
 import random
@@ -83,12 +84,55 @@ def bad_inputs(kv):
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def librwal(kv):
+    """The librwal that `kv` is linked with, through ctypes (for records kv would not write)."""
+    out = subprocess.run(["ldd", kv], capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        name, _, rest = line.strip().partition(" => ")
+        if name.startswith("librwal.so"):
+            lib = ctypes.CDLL(rest.split(" (")[0])
+            lib.rwal_open.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)]
+            lib.rwal_append.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t,
+                                        ctypes.POINTER(ctypes.c_uint64)]
+            lib.rwal_commit.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
+            lib.rwal_close.argtypes = [ctypes.c_void_p]
+            return lib
+    raise AssertionError("%s is not linked with librwal.so: %s" % (kv, out))
+
+
+def foreign_records(kv):
+    """A record kv cannot read (another writer's: no '=', a key too long, a NUL byte) stops kv at
+    its start, naming the LSN, and stays in the log. kv used to skip it, and its next checkpoint
+    wrote a state without it and compacted it away."""
+    lib = librwal(kv)
+    for record in [b"nokey", b"k" * 64 + b"=v", b"a=b\0c"]:
+        directory = tempfile.mkdtemp(prefix="rwal-kv-foreign-")
+        try:
+            subprocess.run([kv, directory], input="put a 1\n", capture_output=True, text=True,
+                           timeout=60, check=True)
+            log, lsn = ctypes.c_void_p(), ctypes.c_uint64()
+            assert lib.rwal_open(directory.encode(), None, ctypes.byref(log)) == 0
+            assert lib.rwal_append(log, record, len(record), ctypes.byref(lsn)) == 0
+            assert lsn.value == 2
+            assert lib.rwal_commit(log, lsn) == 0
+            assert lib.rwal_close(log) == 0
+            for _ in range(2):
+                out = subprocess.run([kv, directory], input="dump\ncheckpoint\n",
+                                     capture_output=True, text=True, timeout=60)
+                assert out.returncode == 1, (record, out.returncode, out.stdout)
+                assert "the record at LSN 2 is not KEY=VALUE" in out.stderr, (record, out.stderr)
+                assert out.stdout == "", (record, out.stdout)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
 def main():
     if sys.argv[1] == "--expect-loss":
         expect_loss(sys.argv[2])
         return
     kv = sys.argv[1]
     bad_inputs(kv)
+    foreign_records(kv)
     rounds = int(os.environ.get("RWAL_KV_ROUNDS", sys.argv[2] if len(sys.argv) > 2 else 20))
     for backend in (None, "staged"):
         crash_rounds(kv, backend, rounds)
@@ -118,86 +162,103 @@ def crash_rounds(kv, backend, rounds):
     try:
         for round_ in range(rounds):
             proc = subprocess.Popen(kv_command(kv, directory, backend), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
-            lock = threading.Lock()
+            try:
+                lock = threading.Lock()
 
-            # A generator of its own for the writer thread, so that a run replays.
-            feed_rng = random.Random(round_)
-            # Odd rounds take no checkpoint: a checkpoint syncs the log, and with one every 40
-            # puts a kv that never commits had its puts synced by the checkpoint under way
-            # when the kill came (its sync is its slowest step), and passed.
-            checkpoint_every = 40 if round_ % 2 == 0 else 0
+                # A generator of its own for the writer thread, so that a run replays.
+                feed_rng = random.Random(round_)
+                # Odd rounds take no checkpoint: a checkpoint syncs the log, and with one every 40
+                # puts a kv that never commits had its puts synced by the checkpoint under way
+                # when the kill came (its sync is its slowest step), and passed.
+                checkpoint_every = 40 if round_ % 2 == 0 else 0
 
-            def feed():
-                try:
-                    for i in range(100000):
-                        key = "k%d" % feed_rng.randrange(300)
-                        # Long enough that the snapshot of 300 keys spans several of the
-                        # 4 KiB pieces kv reads it in (a line split across two).
-                        value = "v%d_%d_" % (round_, i) + "." * 48
+                def feed():
+                    try:
+                        for i in range(100000):
+                            key = "k%d" % feed_rng.randrange(300)
+                            # Long enough that the snapshot of 300 keys spans several of the
+                            # 4 KiB pieces kv reads it in (a line split across two).
+                            value = "v%d_%d_" % (round_, i) + "." * 48
+                            with lock:
+                                sent_after.setdefault(key, []).append(value)
+                            proc.stdin.write("put %s %s\n" % (key, value))
+                            if checkpoint_every and i % checkpoint_every == checkpoint_every - 1:
+                                proc.stdin.write("checkpoint\n")
+                            proc.stdin.flush()
+                    except (BrokenPipeError, ValueError, OSError):
+                        pass
+
+                writer = threading.Thread(target=feed, daemon=True)
+                writer.start()
+                # Lines through a queue: a kv that stopped writing must not hang the test in
+                # readline() past the deadline.
+                lines = queue.Queue()
+
+                def read_lines():
+                    for line in proc.stdout:
+                        lines.put(line)
+                    lines.put(None)
+
+                threading.Thread(target=read_lines, daemon=True).start()
+                def answered(line):
+                    nonlocal acks, checkpoints
+                    parts = line.split()
+                    if parts[:1] == ["ok"]:
+                        key, value = parts[1], parts[2]
                         with lock:
-                            sent_after.setdefault(key, []).append(value)
-                        proc.stdin.write("put %s %s\n" % (key, value))
-                        if checkpoint_every and i % checkpoint_every == checkpoint_every - 1:
-                            proc.stdin.write("checkpoint\n")
-                        proc.stdin.flush()
-                except (BrokenPipeError, ValueError, OSError):
-                    pass
-
-            writer = threading.Thread(target=feed, daemon=True)
-            writer.start()
-            # Lines through a queue: a kv that stopped writing must not hang the test in
-            # readline() past the deadline.
-            lines = queue.Queue()
-
-            def read_lines():
-                for line in proc.stdout:
-                    lines.put(line)
-                lines.put(None)
-
-            threading.Thread(target=read_lines, daemon=True).start()
-            def answered(line):
-                nonlocal acks, checkpoints
-                parts = line.split()
-                if parts[:1] == ["ok"]:
-                    key, value = parts[1], parts[2]
-                    with lock:
-                        later = sent_after.get(key, [])
-                        if value in later:
+                            later = sent_after.get(key, [])
+                            # Every value is sent once: one acknowledged that was not sent (or was
+                            # acknowledged before) is kv's mistake, which the checks below would
+                            # otherwise take as the value to find.
+                            assert value in later, (
+                                "round %d: kv acknowledged %s as %r, which was not sent for it "
+                                "since its last acknowledgement" % (round_, key, value))
                             sent_after[key] = later[later.index(value) + 1:]
-                        acked[key] = value
-                    acks += 1
-                elif parts[:1] == ["checkpointed"]:
-                    checkpoints += 1
-                else:
-                    raise AssertionError("round %d: kv answered %r" % (round_, line))
+                            acked[key] = value
+                        acks += 1
+                    elif parts[:1] == ["checkpointed"]:
+                        checkpoints += 1
+                    else:
+                        raise AssertionError("round %d: kv answered %r" % (round_, line))
 
-            # Counted from the round's first answer, not from the start: a kill during kv's
-            # recovery would make a round that tests no put.
-            acks_before = acks
-            kill_after = rng.uniform(0.05, 0.4)
-            deadline = None
-            while True:
-                left = 30.0 if deadline is None else deadline - time.monotonic()
-                if left <= 0:
-                    break
-                try:
-                    line = lines.get(timeout=left)
-                except queue.Empty:
-                    assert deadline is not None, "round %d: kv answered nothing in 30 s" % round_
-                    break
-                assert line is not None, "round %d: kv exited by itself (%s)" % (round_, proc.poll())
-                answered(line)
-                if deadline is None and acks > acks_before:
-                    deadline = time.monotonic() + kill_after
-            proc.kill()
-            assert proc.wait() == -signal.SIGKILL, "round %d: kv ended otherwise: %s" % (round_, proc.returncode)
-            writer.join(5)
-            # Answers kv wrote before the kill and not read yet were acknowledgements too.
-            while True:
-                line = lines.get(timeout=10)
-                if line is None:
-                    break
-                answered(line)
+                # Counted from the round's first answer, not from the start: a kill during kv's
+                # recovery would make a round that tests no put.
+                acks_before = acks
+                kill_after = rng.uniform(0.05, 0.4)
+                deadline = None
+                while True:
+                    left = 30.0 if deadline is None else deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    try:
+                        line = lines.get(timeout=left)
+                    except queue.Empty:
+                        assert deadline is not None, "round %d: kv answered nothing in 30 s" % round_
+                        break
+                    assert line is not None, "round %d: kv exited by itself (%s)" % (round_, proc.poll())
+                    answered(line)
+                    if deadline is None and acks > acks_before:
+                        deadline = time.monotonic() + kill_after
+                proc.kill()
+                assert proc.wait() == -signal.SIGKILL, "round %d: kv ended otherwise: %s" % (round_, proc.returncode)
+                writer.join(5)
+                # Answers kv wrote before the kill and not read yet were acknowledgements too.
+                while True:
+                    line = lines.get(timeout=10)
+                    if line is None:
+                        break
+                    answered(line)
+            finally:
+                # A failed check mid-round must not leave kv writing into the directory
+                # the finally below removes.
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                for pipe in (proc.stdin, proc.stdout):
+                    try:
+                        pipe.close()
+                    except OSError:
+                        pass
             state = dump(kv, directory, backend)
             for key, value in acked.items():
                 got = state.get(key)

@@ -44,15 +44,16 @@ static void die(const char *what, rwal_status status) {
     exit(1);
 }
 
-static void set(const char *key, size_t key_len, const char *value, size_t value_len) {
+/* Sets KEY to VALUE; 0 (nothing set) if either does not fit the table's fields. */
+static int set(const char *key, size_t key_len, const char *value, size_t value_len) {
     if (key_len == 0 || key_len >= KEY_MAX || value_len >= VALUE_MAX) {
-        return;
+        return 0;
     }
     for (size_t i = 0; i < entry_count; i++) {
         if (strlen(entries[i].key) == key_len && memcmp(entries[i].key, key, key_len) == 0) {
             memcpy(entries[i].value, value, value_len);
             entries[i].value[value_len] = '\0';
-            return;
+            return 1;
         }
     }
     if (entry_count == entry_cap) {
@@ -68,15 +69,30 @@ static void set(const char *key, size_t key_len, const char *value, size_t value
     memcpy(entries[entry_count].value, value, value_len);
     entries[entry_count].value[value_len] = '\0';
     entry_count++;
+    return 1;
 }
 
-/* Applies "KEY=VALUE" (a record, or a line of a snapshot). */
-static void apply(const uint8_t *data, size_t len) {
+/* Applies "KEY=VALUE" (a record, or a line of a snapshot). 0 for anything else (no '=', a NUL
+ * byte, a key or value that does not fit): the caller refuses to start rather than drop it,
+ * since the next checkpoint would write a state without it and compact it away for good. */
+static int apply(const uint8_t *data, size_t len) {
     const char *text = (const char *)data;
     const char *eq = memchr(text, '=', len);
-    if (eq) {
-        set(text, (size_t)(eq - text), eq + 1, len - (size_t)(eq - text) - 1);
+    if (!eq || memchr(text, '\0', len)) {
+        return 0;
     }
+    return set(text, (size_t)(eq - text), eq + 1, len - (size_t)(eq - text) - 1);
+}
+
+/* Ends the process over data this kv cannot read: another writer's, or a kv's with other
+ * limits. */
+static void unreadable(const char *where, unsigned long long at) {
+    fprintf(stderr,
+            "kv: the %s %llu is not KEY=VALUE with a key of 1 to %d bytes and a value of at "
+            "most %d, without NUL: not started (dropped, it would be lost at the next "
+            "checkpoint)\n",
+            where, at, KEY_MAX - 1, VALUE_MAX - 1);
+    exit(1);
 }
 
 static void load(rwal_log *log) {
@@ -105,11 +121,25 @@ static void load(rwal_log *log) {
             die("read snapshot", status);
         }
         rwal_snapshot_free(snapshot);
-        for (size_t start = 0, i = 0; i < got; i++) {
+        if (got != snapshot_len) {
+            fprintf(stderr, "kv: the snapshot holds %zu of its %llu bytes\n", got,
+                    (unsigned long long)snapshot_len);
+            exit(1);
+        }
+        size_t start = 0;
+        unsigned long long line = 1;
+        for (size_t i = 0; i < got; i++) {
             if (text[i] == '\n') {
-                apply((const uint8_t *)text + start, i - start);
+                if (!apply((const uint8_t *)text + start, i - start)) {
+                    unreadable("snapshot's line", line);
+                }
                 start = i + 1;
+                line++;
             }
+        }
+        if (start != got) {
+            /* kv ends every line with '\n': a last line without one is not kv's. */
+            unreadable("snapshot's line", line);
         }
         free(text);
     } else if (status != RWAL_ERR_NOT_FOUND) {
@@ -135,7 +165,9 @@ static void load(rwal_log *log) {
     const uint8_t *data;
     size_t len;
     while ((status = rwal_reader_next(reader, &lsn, &data, &len)) == RWAL_OK) {
-        apply(data, len);
+        if (!apply(data, len)) {
+            unreadable("record at LSN", (unsigned long long)lsn);
+        }
     }
     if (status != RWAL_END) {
         die("read log", status);
@@ -221,8 +253,10 @@ int main(int argc, char **argv) {
         return 2;
     }
     rwal_options *opts = rwal_options_new();
-    rwal_options_set_segment_size(opts, 1 << 20);
-    rwal_status status = RWAL_OK;
+    rwal_status status = rwal_options_set_segment_size(opts, 1 << 20);
+    if (status != RWAL_OK) {
+        die("segment size", status);
+    }
     /* Set only when asked for: a backend set is a choice, and `mmap` chosen is refused on a
      * copy-on-write file system, where the library's default is `staged`. */
     if (argc == 3 && (status = rwal_options_set_backend(opts, backend_values[backend])) != RWAL_OK) {
