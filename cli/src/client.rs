@@ -140,7 +140,15 @@ impl Client {
                 .max(Duration::from_millis(1))
         };
         if self.stream.is_none() {
-            let stream = TcpStream::connect_timeout(&self.addr, left()).map_err(|e| {
+            // One of several addresses a name resolved to gets a second at most, so that one
+            // that drops connections (an IPv6 address firewalled) does not take the whole
+            // timeout before the next is tried.
+            let patience = if self.given_all.len() > 1 && self.addr == self.given {
+                left().min(Duration::from_secs(1))
+            } else {
+                left()
+            };
+            let stream = TcpStream::connect_timeout(&self.addr, patience).map_err(|e| {
                 let failure =
                     CallFailure::Transient(format!("cannot connect to {}: {e}", self.addr));
                 self.next_given_address();
@@ -1426,7 +1434,7 @@ mod tests {
         let node = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let live = node.local_addr().unwrap();
         let node = std::thread::spawn(move || {
-            for _ in 0..2 {
+            for _ in 0..3 {
                 let (stream, _) = node.accept().unwrap();
                 let mut input = BufReader::new(stream.try_clone().unwrap());
                 let mut output = stream;
@@ -1443,6 +1451,28 @@ mod tests {
         });
         let mut client = Client::at_any(vec![dead, live], Duration::from_secs(20));
         assert_eq!(client.call_here(proto::OP_STATUS, &[]).unwrap(), b"{}");
+        // An address that drops connection attempts (a listener whose queue is full, as an
+        // address behind a firewall) is given up on after a second, not after the timeout.
+        let full = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut filling = Vec::new();
+        while let Ok(stream) =
+            TcpStream::connect_timeout(&full.local_addr().unwrap(), Duration::from_millis(200))
+        {
+            filling.push(stream);
+            assert!(filling.len() < 10_000, "the listener's queue never filled");
+        }
+        let mut client = Client::at_any(
+            vec![full.local_addr().unwrap(), live],
+            Duration::from_secs(20),
+        );
+        let started = Instant::now();
+        assert_eq!(client.call_here(proto::OP_STATUS, &[]).unwrap(), b"{}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        drop((filling, full));
         let mut client = Client::at_any(vec![dead, dead, live], Duration::from_secs(20));
         let reply = client.call_leader(proto::OP_READ, &[0; 13]).unwrap();
         assert_eq!(reply, [0; 4]);
