@@ -68,20 +68,39 @@ extern "C" fn reset_in_child() {
     HELD.store(IN_CALLBACK.get(), Ordering::Relaxed);
 }
 
+/// Registers `reset_in_child` once. (A flag, not a `Once`: a fork while another thread ran a
+/// `Once` would leave it running in the child, and the child's first message waiting for it.)
+fn hook_forks() {
+    if !HOOKED.swap(true, Ordering::AcqRel) {
+        // SAFETY: registers a function that lives as long as the process (the library is not
+        // unloaded: docs/c-api.md) and only reads a thread-local and stores to an atomic,
+        // which a forked child may do. A failure (no memory) leaves forks unhandled, as before
+        // the hook.
+        unsafe { libc::pthread_atfork(None, None, Some(reset_in_child)) };
+    }
+}
+
+/// Registers the hook as the library is loaded (the shared library, or a program linked with
+/// the static one that keeps this object), before any thread can hold the lock: registered
+/// at the first hold instead, a thread could take the lock between another's claim of the
+/// registration and its call, and a fork then would leave the child waiting for ever (found
+/// by review on 2026-12-07). `Hold::take` registers it too, for a static link that dropped
+/// this entry.
+#[used]
+#[link_section = ".init_array"]
+static HOOK_FORKS_AT_LOAD: extern "C" fn() = {
+    extern "C" fn at_load() {
+        hook_forks();
+    }
+    at_load
+};
+
 /// The hold of the callback's lock, released when dropped.
 struct Hold;
 
 impl Hold {
     fn take() -> Hold {
-        if !HOOKED.swap(true, Ordering::AcqRel) {
-            // SAFETY: registers a function that lives as long as the process (the library is
-            // not unloaded: docs/c-api.md) and only reads a thread-local and stores to an
-            // atomic, which a forked child may do. Before this process's first hold. (A flag,
-            // not a `Once`: a fork while another thread ran a `Once` would leave it running in
-            // the child, and the child's first message waiting for it.) A failure (no memory)
-            // leaves forks unhandled, as before the hook.
-            unsafe { libc::pthread_atfork(None, None, Some(reset_in_child)) };
-        }
+        hook_forks();
         let mut waits = 0u32;
         while HELD
             .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
