@@ -96,6 +96,8 @@ def librwal(kv):
                                         ctypes.POINTER(ctypes.c_uint64)]
             lib.rwal_commit.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
             lib.rwal_close.argtypes = [ctypes.c_void_p]
+            lib.rwal_checkpoint.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_char_p,
+                                            ctypes.c_size_t]
             return lib
     raise AssertionError("%s is not linked with librwal.so: %s" % (kv, out))
 
@@ -122,6 +124,24 @@ def foreign_records(kv):
                 assert out.returncode == 1, (record, out.returncode, out.stdout)
                 assert "the record at LSN 2 is not KEY=VALUE" in out.stderr, (record, out.stderr)
                 assert out.stdout == "", (record, out.stdout)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+    # The same of a snapshot's line (another writer's checkpoint), and of a snapshot whose last
+    # line lacks its newline (kv ends every line with one).
+    for snapshot, line in [(b"a=1\nnoeq\n", 2), (b"a=1\nb=2", 2)]:
+        directory = tempfile.mkdtemp(prefix="rwal-kv-foreign-")
+        try:
+            subprocess.run([kv, directory], input="put a 1\n", capture_output=True, text=True,
+                           timeout=60, check=True)
+            log = ctypes.c_void_p()
+            assert lib.rwal_open(directory.encode(), None, ctypes.byref(log)) == 0
+            assert lib.rwal_checkpoint(log, 1, snapshot, len(snapshot)) == 0
+            assert lib.rwal_close(log) == 0
+            out = subprocess.run([kv, directory], input="dump\n", capture_output=True, text=True,
+                                 timeout=60)
+            assert out.returncode == 1, (snapshot, out.returncode, out.stdout)
+            assert "the snapshot's line %d is not KEY=VALUE" % line in out.stderr, (snapshot,
+                                                                                   out.stderr)
         finally:
             shutil.rmtree(directory, ignore_errors=True)
 

@@ -285,6 +285,15 @@ class StateReader(io.RawIOBase):
         raise TypeError("a StateReader views memory of the library's: it cannot be pickled")
 
 
+def _note_proposed(interrupt: BaseException, lsn, epoch) -> None:
+    """Gives a KeyboardInterrupt raised as a proposing call returned (Python sees a pending
+    Ctrl-C after the library call, before its outputs are read) the call's outputs as
+    `proposed`: (lsn, epoch) if the node took the record or change, None if not, as the
+    errors of propose_and_wait() carry them. Before 2026-12-07 the LSN of a record the node
+    had taken was lost with the interrupt."""
+    interrupt.proposed = (lsn[0], epoch[0]) if lsn[0] else None
+
+
 def _proposal_unknown_after(error) -> bool:
     """Whether zeros from a propose_and_wait that failed with `error` mean "unknown", not "not
     proposed": after RWAL_ERR_PANIC, or a replication error whose message says the node's
@@ -608,11 +617,18 @@ class Node(_Handle):
         commits. rwal.NotLeaderError (naming the leader) on a follower; rwal.BusyError when
         too much waits to be committed. Blocks until the node's thread takes the record, with
         no timeout, in one library call: Ctrl-C waits for it (a close() on another thread ends
-        it with ClosedError)."""
+        it with ClosedError). A KeyboardInterrupt raised as the call returns carries
+        `proposed`: the (lsn, epoch) if the record was proposed (wait_committed() on them),
+        None if not."""
         buf = ffi.from_buffer(_stable(data))
         lsn = ffi.new("uint64_t *")
         epoch = ffi.new("uint64_t *")
-        self._call(lib.rwal_node_propose, ffi.cast("const uint8_t *", buf), len(buf), lsn, epoch)
+        try:
+            self._call(lib.rwal_node_propose, ffi.cast("const uint8_t *", buf), len(buf), lsn,
+                       epoch)
+        except KeyboardInterrupt as interrupt:
+            _note_proposed(interrupt, lsn, epoch)
+            raise
         return lsn[0], epoch[0]
 
     def wait_committed(self, lsn: int, epoch: int, timeout: Optional[float] = 10.0) -> None:
@@ -671,7 +687,8 @@ class Node(_Handle):
         short (or use the two calls, whose wait_committed() sees Ctrl-C within a slice); a
         close() on another thread ends it with ClosedError. A timeout of 0 gives up unless the
         node's thread has already taken the record (it almost never has: TimeoutError, not
-        proposed); to propose without waiting, call propose()."""
+        proposed); to propose without waiting, call propose(). A KeyboardInterrupt raised as
+        the call returns carries `proposed` too."""
         buf = ffi.from_buffer(_stable(data))
         lsn = ffi.new("uint64_t *")
         epoch = ffi.new("uint64_t *")
@@ -681,6 +698,9 @@ class Node(_Handle):
         except Error as e:
             e.proposed = (lsn[0], epoch[0]) if lsn[0] else None
             e.proposed_unknown = e.proposed is None and _proposal_unknown_after(e)
+            raise
+        except KeyboardInterrupt as interrupt:
+            _note_proposed(interrupt, lsn, epoch)
             raise
         return lsn[0], epoch[0]
 
@@ -810,7 +830,8 @@ class Node(_Handle):
         taken it once its status's applied_lsn reaches lsn. A change of nothing, or making a
         learner of a voter, raises InvalidArgumentError; rwal.BusyError (nothing proposed: ask
         again later) while another change is not applied yet, or for "add_voter" while the
-        learner has not replicated up to the commit LSN. The change carries an added member's
+        learner has not replicated up to the commit LSN. A KeyboardInterrupt raised as the
+        call returns carries `proposed`, as propose()'s does. The change carries an added member's
         address (the one given, or the one this node knew): every member that applies it and
         has no address for that node dials it there, so whichever leads later reaches it. The
         checkpoints carry the addresses too: a node seeded by a snapshot, or restarted after a
@@ -822,8 +843,13 @@ class Node(_Handle):
                                        "unknown change %r (one of %s)" % (change, ", ".join(_CHANGES)))
         lsn = ffi.new("uint64_t *")
         epoch = ffi.new("uint64_t *")
-        self._call(lib.rwal_node_change_membership, _CHANGES[change], _uint(peer, "peer"),
-                   _c_string(addr, "peer address") if addr is not None else ffi.NULL, lsn, epoch)
+        try:
+            self._call(lib.rwal_node_change_membership, _CHANGES[change], _uint(peer, "peer"),
+                       _c_string(addr, "peer address") if addr is not None else ffi.NULL, lsn,
+                       epoch)
+        except KeyboardInterrupt as interrupt:
+            _note_proposed(interrupt, lsn, epoch)
+            raise
         return lsn[0], epoch[0]
 
     def transfer_leadership(self, to: Optional[int] = None,

@@ -523,6 +523,49 @@ def test_a_propose_and_wait_that_times_out_says_what_to_wait_for(tmp_path):
         node.close()
 
 
+def test_ctrl_c_as_a_proposal_returns_carries_what_was_proposed(tmp_path, monkeypatch):
+    # Python raises a pending KeyboardInterrupt once the library call has returned, before
+    # the call's outputs are read: the record was taken, and its LSN was lost with the
+    # interrupt. Simulated by an interrupt raised right after the real call.
+    node = rwal.Node(1, tmp_path / "interrupted", cluster_id=1, secret=SECRET, voters=[1],
+                     tick_ms=10, apply=lambda *_: None, snapshot=lambda: b"",
+                     restore=lambda *_: None)
+    real_call = rwal.Node._call
+
+    def interrupted_after(self, function, *args):
+        real_call(self, function, *args)
+        raise KeyboardInterrupt
+
+    def interrupted_before(self, function, *args):
+        raise KeyboardInterrupt
+
+    try:
+        wait(lambda: node.status()["role"] == "leader")
+        first, epoch = node.propose_and_wait(b"first", timeout=30)
+        monkeypatch.setattr(rwal.Node, "_call", interrupted_after)
+        proposed = []
+        for propose in (lambda: node.propose(b"taken"),
+                        lambda: node.propose_and_wait(b"committed", timeout=30),
+                        lambda: node.change_membership("add_learner", 7, "127.0.0.1:9")):
+            with pytest.raises(KeyboardInterrupt) as raised:
+                propose()
+            proposed.append(raised.value.proposed)
+        # Each interrupt named the entry the node took, in order, and each commits.
+        assert proposed == [(first + 1, epoch), (first + 2, epoch), (first + 3, epoch)], proposed
+        monkeypatch.undo()
+        for lsn, proposed_epoch in proposed:
+            node.wait_committed(lsn, proposed_epoch, timeout=30)
+        assert [r[3] for r in node.records(first + 1)][:2] == [b"taken", b"committed"]
+        # Interrupted before the library call: nothing proposed, None.
+        monkeypatch.setattr(rwal.Node, "_call", interrupted_before)
+        with pytest.raises(KeyboardInterrupt) as raised:
+            node.propose(b"never")
+        assert raised.value.proposed is None
+    finally:
+        monkeypatch.undo()
+        node.close()
+
+
 def test_checkpoint_and_propose_copy_a_buffer_the_engine_may_change(tmp_path, monkeypatch):
     handed = []
     stable = rwal.node._stable
