@@ -462,7 +462,8 @@ typedef int32_t rwal_recovery_mode;
 #define RWAL_ERR_INVALID_ARGUMENT (-1)
 
 /**
- * An operating-system call failed.
+ * An operating-system call failed; the handle stays usable. (A failed write or sync of the
+ * log's records or control file poisons the log instead: `RWAL_ERR_POISONED`.)
  */
 #define RWAL_ERR_IO (-2)
 
@@ -477,8 +478,13 @@ typedef int32_t rwal_recovery_mode;
 #define RWAL_ERR_POISONED (-4)
 
 /**
- * The disk is full, or the disk quota is used up (the message says which); the log stays
- * usable, and appends work again once space is freed.
+ * The disk is full, or the disk quota is used up (the message says which), where the log can
+ * still refuse cleanly: creating a segment (an append that needs one, before it takes an
+ * LSN), writing a checkpoint's snapshot, receiving a node's snapshot. The log stays usable,
+ * and those calls work again once space is freed. A full disk met while records already
+ * appended are written back or synced (possible on a copy-on-write file system or under a
+ * quota, where the preallocated segment does not reserve its blocks) poisons the log
+ * instead: `RWAL_ERR_POISONED`.
  */
 #define RWAL_ERR_NO_SPACE (-5)
 
@@ -585,7 +591,9 @@ const char *rwal_status_str(rwal_status status);
 
 /**
  * Copies this thread's message for its last failed call into `buf` (at most `cap - 1` bytes
- * and a NUL; nothing if `buf` is NULL or `cap` is 0) and returns the message's full length. A
+ * and a NUL; nothing if `buf` is NULL or `cap` is 0) and returns the message's full length,
+ * without the NUL (a buffer of that length plus one holds it whole; the other text getters,
+ * which report `RWAL_ERR_BUFFER_TOO_SMALL`, count the NUL in the length they ask for). A
  * call that succeeds leaves the message as it was: the status code says whether a call failed.
  *
  * # Safety
@@ -871,8 +879,9 @@ rwal_status rwal_durable_lsn(const rwal_log *log, uint64_t *lsn_out);
  * `RWAL_ERR_NOT_DURABLE` for one not durable yet, `RWAL_ERR_COMPACTED` below the first
  * retained LSN, `RWAL_ERR_INVALID_ARGUMENT` for LSN 0 (LSNs start at 1). On a poisoned
  * log, the records made durable before the failure are still read (but those a truncation
- * or a reset that failed part way removes), and any other is `RWAL_ERR_POISONED`.
- * Thread-safe.
+ * or a reset that failed part way removes), and any other is `RWAL_ERR_POISONED`. The record
+ * is copied from a memory mapping, whatever the backend: a media error under it ends the
+ * process with `SIGBUS`, not an error. Thread-safe.
  *
  * # Safety
  * `log` is a live handle; `buf` has `cap` writable bytes (NULL if `cap` is 0); `len_out` is
@@ -1011,8 +1020,10 @@ rwal_status rwal_node_options_set_voters(rwal_node_options *opts,
 
 /**
  * The options of the log under the node (segment size, backend, ...), replacing the node's
- * default ones whole: options from `rwal_options_new` have `RWAL_BACKEND_MMAP` unless
- * `rwal_options_set_backend` changes it, where a node's default is `RWAL_BACKEND_STAGED`. The
+ * default ones, but for the backend when `rwal_options_set_backend` was not called on
+ * `log_opts`: the node's default, `RWAL_BACKEND_STAGED`, stays (until 2026-12-07 such options
+ * moved the node to the single log's default, `RWAL_BACKEND_MMAP`, as Python's binding
+ * never did). The
  * recovery modes that drop records (`RWAL_RECOVERY_POINT_IN_TIME`,
  * `RWAL_RECOVERY_SKIP_CORRUPTED`) make `rwal_node_open` fail: a replica must not forget what
  * it acknowledged.
@@ -1163,8 +1174,10 @@ rwal_status rwal_node_open(const rwal_node_options *opts, rwal_node **node_out);
  * `rwal_node_read_barrier`, `rwal_node_transfer_leadership`, ...) returns `RWAL_ERR_CLOSED`
  * (a waiter whose commit was published before the stop may still get `RWAL_OK`), and so does
  * every such call made after it, but `rwal_node_wait_committed` for an entry whose commit was
- * published before the stop, which returns `RWAL_OK` (or `RWAL_ERR_SUPERSEDED`), and every
- * call after the engine's failure, which returns `RWAL_ERR_REPLICATION`. Its network stays until `rwal_node_close`
+ * published before the stop, which returns `RWAL_OK` (or `RWAL_ERR_SUPERSEDED`), and the
+ * waits for a commit (`rwal_node_wait_committed`, `rwal_node_propose_and_wait`'s) after the
+ * engine's failure, which return `RWAL_ERR_REPLICATION` (proposals and other requests return
+ * `RWAL_ERR_CLOSED` there too: see `rwal_apply_fn`). Its network stays until `rwal_node_close`
  * (the listening port bound; frames from peers dropped). Join those threads, then free the
  * handle with `rwal_node_close`, which then returns only the node's failure, if it had one.
  * Calling it again, even from several threads at once, does nothing more; each call blocks
@@ -1506,7 +1519,8 @@ void rwal_node_reader_free(rwal_node_reader *reader);
 
 /**
  * New options with the defaults: create if missing, 64 MiB segments, the mmap backend (the
- * staged one on btrfs, ZFS and bcachefs: `RWAL_BACKEND_MMAP`), tolerate a torn tail, no commit delay, background thread on. Never NULL.
+ * staged one on btrfs, ZFS and bcachefs, as `RWAL_BACKEND_MMAP` says; a node's log,
+ * `RWAL_BACKEND_STAGED`, as `rwal_node_options_set_log_options` says), tolerate a torn tail, no commit delay, background thread on. Never NULL.
  */
 rwal_options *rwal_options_new(void);
 
@@ -1577,7 +1591,11 @@ rwal_status rwal_options_set_background_thread(rwal_options *opts, bool enabled)
 /**
  * Opens a reader at `from_lsn` (from `rwal_first_lsn` to `rwal_last_lsn + 1`). While it lives
  * it pins the record it last returned (before its first, the record before `from_lsn`):
- * `rwal_truncate_after` below it is refused.
+ * `rwal_truncate_after` below it is refused, and `rwal_compact` keeps the segments from it on,
+ * without a limit (a reader left behind lets the log grow until the disk is full: free it,
+ * or use a capped pin, `rwal_pin_open`, to hold records back). After `rwal_close`, a reader
+ * whose last call returned a record keeps the directory locked until it is called again or
+ * freed (`rwal_close`).
  * `RWAL_ERR_COMPACTED` below the first LSN, `RWAL_ERR_NOT_FOUND` past `rwal_last_lsn + 1`,
  * `RWAL_ERR_INVALID_ARGUMENT` for LSN 0 (LSNs start at 1), `RWAL_ERR_POISONED` for a log that
  * accepts nothing more (a handle freed by `rwal_close` must not be passed at all). A
@@ -1611,7 +1629,9 @@ rwal_status rwal_reader_set_verify_checksums(rwal_reader *reader, bool verify);
 
 /**
  * Next record: writes its LSN, a pointer to its bytes and their length. The bytes stay valid
- * until the next call on this reader or its free. `RWAL_END` when no further durable record
+ * until the next call on this reader or its free. They are read through a memory mapping,
+ * whatever the backend: a media error under them ends the process with `SIGBUS`, not an
+ * error, as for any mapped file. `RWAL_END` when no further durable record
  * exists (call again later for new ones); on a poisoned log `RWAL_ERR_POISONED` there
  * instead (see `rwal_reader_open`).
  *

@@ -53,7 +53,9 @@ pub extern "C" fn rwal_status_str(status: rwal_status) -> *const c_char {
 }
 
 /// Copies this thread's message for its last failed call into `buf` (at most `cap - 1` bytes
-/// and a NUL; nothing if `buf` is NULL or `cap` is 0) and returns the message's full length. A
+/// and a NUL; nothing if `buf` is NULL or `cap` is 0) and returns the message's full length,
+/// without the NUL (a buffer of that length plus one holds it whole; the other text getters,
+/// which report `RWAL_ERR_BUFFER_TOO_SMALL`, count the NUL in the length they ask for). A
 /// call that succeeds leaves the message as it was: the status code says whether a call failed.
 ///
 /// # Safety

@@ -349,8 +349,9 @@ pub unsafe extern "C" fn rwal_durable_lsn(log: *const rwal_log, lsn_out: *mut u6
 /// `RWAL_ERR_NOT_DURABLE` for one not durable yet, `RWAL_ERR_COMPACTED` below the first
 /// retained LSN, `RWAL_ERR_INVALID_ARGUMENT` for LSN 0 (LSNs start at 1). On a poisoned
 /// log, the records made durable before the failure are still read (but those a truncation
-/// or a reset that failed part way removes), and any other is `RWAL_ERR_POISONED`.
-/// Thread-safe.
+/// or a reset that failed part way removes), and any other is `RWAL_ERR_POISONED`. The record
+/// is copied from a memory mapping, whatever the backend: a media error under it ends the
+/// process with `SIGBUS`, not an error. Thread-safe.
 ///
 /// # Safety
 /// `log` is a live handle; `buf` has `cap` writable bytes (NULL if `cap` is 0); `len_out` is

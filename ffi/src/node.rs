@@ -608,8 +608,10 @@ pub unsafe extern "C" fn rwal_node_options_set_voters(
 }
 
 /// The options of the log under the node (segment size, backend, ...), replacing the node's
-/// default ones whole: options from `rwal_options_new` have `RWAL_BACKEND_MMAP` unless
-/// `rwal_options_set_backend` changes it, where a node's default is `RWAL_BACKEND_STAGED`. The
+/// default ones, but for the backend when `rwal_options_set_backend` was not called on
+/// `log_opts`: the node's default, `RWAL_BACKEND_STAGED`, stays (until 2026-12-07 such options
+/// moved the node to the single log's default, `RWAL_BACKEND_MMAP`, as Python's binding
+/// never did). The
 /// recovery modes that drop records (`RWAL_RECOVERY_POINT_IN_TIME`,
 /// `RWAL_RECOVERY_SKIP_CORRUPTED`) make `rwal_node_open` fail: a replica must not forget what
 /// it acknowledged.
@@ -624,7 +626,13 @@ pub unsafe extern "C" fn rwal_node_options_set_log_options(
     boundary(|| {
         non_null(log_opts, "log_opts")?;
         // SAFETY: live options (the caller's contract).
-        let wal = unsafe { &*log_opts }.options.clone();
+        let log_opts = unsafe { &*log_opts };
+        let mut wal = log_opts.options.clone();
+        if !log_opts.backend_set {
+            // Options made to change the segment size, say, keep the node's backend
+            // (`NodeOptions::default_wal`'s).
+            wal = wal.backend(rwal_wal::Backend::Staged);
+        }
         // SAFETY: forwarded caller contract.
         unsafe { options_mut(opts)? }.wal = wal;
         Ok(())
@@ -954,8 +962,10 @@ fn not_leading(leader: Option<NodeId>, me: NodeId) -> Option<rwal_replication::E
 /// `rwal_node_read_barrier`, `rwal_node_transfer_leadership`, ...) returns `RWAL_ERR_CLOSED`
 /// (a waiter whose commit was published before the stop may still get `RWAL_OK`), and so does
 /// every such call made after it, but `rwal_node_wait_committed` for an entry whose commit was
-/// published before the stop, which returns `RWAL_OK` (or `RWAL_ERR_SUPERSEDED`), and every
-/// call after the engine's failure, which returns `RWAL_ERR_REPLICATION`. Its network stays until `rwal_node_close`
+/// published before the stop, which returns `RWAL_OK` (or `RWAL_ERR_SUPERSEDED`), and the
+/// waits for a commit (`rwal_node_wait_committed`, `rwal_node_propose_and_wait`'s) after the
+/// engine's failure, which return `RWAL_ERR_REPLICATION` (proposals and other requests return
+/// `RWAL_ERR_CLOSED` there too: see `rwal_apply_fn`). Its network stays until `rwal_node_close`
 /// (the listening port bound; frames from peers dropped). Join those threads, then free the
 /// handle with `rwal_node_close`, which then returns only the node's failure, if it had one.
 /// Calling it again, even from several threads at once, does nothing more; each call blocks
@@ -1767,6 +1777,40 @@ mod tests {
             .wait_status(Duration::from_secs(30), |s| s.role == Role::Leader);
         assert!(leads, "{status:?}");
         node
+    }
+
+    /// Log options whose backend was not chosen leave a node on its default backend; one
+    /// chosen is taken.
+    #[test]
+    fn log_options_without_a_backend_keep_the_nodes() {
+        let dir = CString::new("/nonexistent/rwal-ffi-log-options").unwrap();
+        for (chosen, expected) in [
+            (None, "Staged"),
+            (Some(crate::options::RWAL_BACKEND_MMAP), "Mmap"),
+        ] {
+            let mut opts = std::ptr::null_mut();
+            let log_opts = crate::options::rwal_options_new();
+            // SAFETY: options made here, used before they are freed.
+            unsafe {
+                assert_eq!(rwal_node_options_new(1, dir.as_ptr(), &mut opts), RWAL_OK);
+                assert_eq!(
+                    crate::options::rwal_options_set_segment_size(log_opts, 1 << 20),
+                    RWAL_OK
+                );
+                if let Some(backend) = chosen {
+                    assert_eq!(
+                        crate::options::rwal_options_set_backend(log_opts, backend),
+                        RWAL_OK
+                    );
+                }
+                assert_eq!(rwal_node_options_set_log_options(opts, log_opts), RWAL_OK);
+                let wal = format!("{:?}", (*opts).wal);
+                assert!(wal.contains(&format!("backend: {expected}")), "{wal}");
+                assert!(wal.contains("segment_bytes: 1048576"), "{wal}");
+                crate::options::rwal_options_free(log_opts);
+                rwal_node_options_free(opts);
+            }
+        }
     }
 
     /// A membership change is refused with `NotLeader` unless this node leads, whoever else

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use rwal_wal::{Backend, Options, RecoveryMode};
 
-use crate::status::{boundary, free_boxed, invalid, non_null, rwal_status, Failure};
+use crate::status::{boundary, free_boxed, invalid, non_null, rwal_status, Failure, RWAL_OK};
 
 /// Options for `rwal_open`. Create with `rwal_options_new`, free with `rwal_options_free`.
 /// Not thread-safe: do not set options from two threads at once.
@@ -12,6 +12,9 @@ use crate::status::{boundary, free_boxed, invalid, non_null, rwal_status, Failur
 #[derive(Debug)]
 pub struct rwal_options {
     pub(crate) options: Options,
+    /// Whether `rwal_options_set_backend` chose the backend: options without a choice leave a
+    /// node on its own default (`rwal_node_options_set_log_options`).
+    pub(crate) backend_set: bool,
 }
 
 /// The I/O backend: one of the `RWAL_BACKEND_*` values.
@@ -50,11 +53,13 @@ pub const RWAL_RECOVERY_POINT_IN_TIME: rwal_recovery_mode = 2;
 pub const RWAL_RECOVERY_SKIP_CORRUPTED: rwal_recovery_mode = 3;
 
 /// New options with the defaults: create if missing, 64 MiB segments, the mmap backend (the
-/// staged one on btrfs, ZFS and bcachefs: `RWAL_BACKEND_MMAP`), tolerate a torn tail, no commit delay, background thread on. Never NULL.
+/// staged one on btrfs, ZFS and bcachefs, as `RWAL_BACKEND_MMAP` says; a node's log,
+/// `RWAL_BACKEND_STAGED`, as `rwal_node_options_set_log_options` says), tolerate a torn tail, no commit delay, background thread on. Never NULL.
 #[no_mangle]
 pub extern "C" fn rwal_options_new() -> *mut rwal_options {
     Box::into_raw(Box::new(rwal_options {
         options: Options::new(),
+        backend_set: false,
     }))
 }
 
@@ -122,7 +127,12 @@ pub unsafe extern "C" fn rwal_options_set_backend(
         }
     };
     // SAFETY: forwarded caller contract.
-    unsafe { set(opts, |o| Ok(o.backend(backend))) }
+    let status = unsafe { set(opts, |o| Ok(o.backend(backend))) };
+    if status == RWAL_OK {
+        // SAFETY: `set` succeeded, so `opts` is non-NULL and live (the caller's contract).
+        unsafe { (*opts).backend_set = true };
+    }
+    status
 }
 
 /// Create the log if the directory holds none (default true).

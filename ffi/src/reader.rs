@@ -17,7 +17,11 @@ pub struct rwal_reader {
 
 /// Opens a reader at `from_lsn` (from `rwal_first_lsn` to `rwal_last_lsn + 1`). While it lives
 /// it pins the record it last returned (before its first, the record before `from_lsn`):
-/// `rwal_truncate_after` below it is refused.
+/// `rwal_truncate_after` below it is refused, and `rwal_compact` keeps the segments from it on,
+/// without a limit (a reader left behind lets the log grow until the disk is full: free it,
+/// or use a capped pin, `rwal_pin_open`, to hold records back). After `rwal_close`, a reader
+/// whose last call returned a record keeps the directory locked until it is called again or
+/// freed (`rwal_close`).
 /// `RWAL_ERR_COMPACTED` below the first LSN, `RWAL_ERR_NOT_FOUND` past `rwal_last_lsn + 1`,
 /// `RWAL_ERR_INVALID_ARGUMENT` for LSN 0 (LSNs start at 1), `RWAL_ERR_POISONED` for a log that
 /// accepts nothing more (a handle freed by `rwal_close` must not be passed at all). A
@@ -73,7 +77,9 @@ pub unsafe extern "C" fn rwal_reader_set_verify_checksums(
 }
 
 /// Next record: writes its LSN, a pointer to its bytes and their length. The bytes stay valid
-/// until the next call on this reader or its free. `RWAL_END` when no further durable record
+/// until the next call on this reader or its free. They are read through a memory mapping,
+/// whatever the backend: a media error under them ends the process with `SIGBUS`, not an
+/// error, as for any mapped file. `RWAL_END` when no further durable record
 /// exists (call again later for new ones); on a poisoned log `RWAL_ERR_POISONED` there
 /// instead (see `rwal_reader_open`).
 ///

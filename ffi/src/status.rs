@@ -18,14 +18,20 @@ pub const RWAL_OK: rwal_status = 0;
 pub const RWAL_END: rwal_status = 1;
 /// An argument or option is out of range, or a required pointer is NULL.
 pub const RWAL_ERR_INVALID_ARGUMENT: rwal_status = -1;
-/// An operating-system call failed.
+/// An operating-system call failed; the handle stays usable. (A failed write or sync of the
+/// log's records or control file poisons the log instead: `RWAL_ERR_POISONED`.)
 pub const RWAL_ERR_IO: rwal_status = -2;
 /// Acknowledged data is damaged, or a file of the log is not what it should be.
 pub const RWAL_ERR_CORRUPTED: rwal_status = -3;
 /// An earlier write or sync failed; the log accepts nothing more (reopen it).
 pub const RWAL_ERR_POISONED: rwal_status = -4;
-/// The disk is full, or the disk quota is used up (the message says which); the log stays
-/// usable, and appends work again once space is freed.
+/// The disk is full, or the disk quota is used up (the message says which), where the log can
+/// still refuse cleanly: creating a segment (an append that needs one, before it takes an
+/// LSN), writing a checkpoint's snapshot, receiving a node's snapshot. The log stays usable,
+/// and those calls work again once space is freed. A full disk met while records already
+/// appended are written back or synced (possible on a copy-on-write file system or under a
+/// quota, where the preallocated segment does not reserve its blocks) poisons the log
+/// instead: `RWAL_ERR_POISONED`.
 pub const RWAL_ERR_NO_SPACE: rwal_status = -5;
 /// Another open log (in this or another process) holds the directory, or a reader of a closed
 /// one still holds a record (see `rwal_close`).
