@@ -35,10 +35,10 @@ import time
 import traceback
 import warnings
 from contextlib import contextmanager
-from typing import Iterator, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple, TypeVar, Union, cast
 
 try:
-    from ._rwal_cffi import ffi, lib
+    from ._rwal_cffi import ffi, lib  # type: ignore[import-not-found]  # built at install
 except ModuleNotFoundError as e:  # pragma: no cover - depends on how Python was started
     if e.name != __name__ + "._rwal_cffi":
         raise
@@ -108,8 +108,9 @@ class Error(Exception):
             named = re.findall(r"\(os error (\d+)\)", message)
             number = int(named[-1]) if named else self._default_errno
             if number is not None:
-                self.errno = number
-                self.strerror = os.strerror(number)
+                # Set as attributes of OSError's, which `Error` itself does not declare.
+                setattr(self, "errno", number)
+                setattr(self, "strerror", os.strerror(number))
 
     def __str__(self) -> str:
         # The library's message, which names what failed: OSError's own would be
@@ -415,7 +416,7 @@ def open(  # noqa: A001 - rwal.open on purpose, like io.open
     with _interruptible_open():
         try:
             _check(lib.rwal_open(_c_path(path), opts, handle))
-            log.__init__(handle[0])
+            log.__init__(handle[0])  # type: ignore[misc]  # a Log made by __new__ above
         except BaseException as failure:
             _free_unadopted(log, handle, lib.rwal_close)
             interrupted = _take_interrupt()
@@ -501,6 +502,9 @@ _this_process = [os.getpid()]
 os.register_at_fork(after_in_child=lambda: _this_process.__setitem__(0, os.getpid()))
 
 
+_H = TypeVar("_H", bound="_Handle")
+
+
 class _Handle:
     """A library handle shared between threads: calls in progress are counted, so that close()
     waits for them instead of freeing the handle under them, and calls after it raise
@@ -528,15 +532,15 @@ class _Handle:
         # The free that a close() on a thread with a call in progress left to that call, with
         # the thread's id (see _close_with), and the error that free returned, for the next
         # close().
-        self._deferred_free = None
-        self._deferred_error = None
+        self._deferred_free: Optional[Tuple[int, object]] = None
+        self._deferred_error: Optional[BaseException] = None
         # The error `stop` returned (see _close_with), raised once the handle is freed, and
         # whether `stop` ran: a close() interrupted after it keeps both for the next one.
-        self._stop_error = None
+        self._stop_error: Optional[BaseException] = None
         self._stopped = False
         # The thread of a close() that is freeing the handle: a close() on another thread
         # waits for it (it returned at once, with the handle still open). None otherwise.
-        self._closing = None
+        self._closing: Optional[int] = None
         # The process that opened it (see _left_to_the_opener).
         self._pid = _this_process[0]
         # Last: from here on the handle is this object's to free (see _free_unadopted).
@@ -620,7 +624,7 @@ class _Handle:
     @contextmanager
     def _use(self):
         """`_enter` and `_exit` around a block (for the calls that are not hot)."""
-        entered = []
+        entered: List[bool] = []
         try:
             yield self._enter(entered)
         finally:
@@ -683,7 +687,8 @@ class _Handle:
                     # and free (a `_closing` left set would hang it: the `finally` clears it).
                     owner = True
                     self._closing = me
-                if stop is not None and not self._stopped and not self._lock._is_owned():
+                if (stop is not None and not self._stopped
+                        and not self._lock._is_owned()):  # type: ignore[attr-defined]
                     self._stop_error = stop(self._handle)
                     self._stopped = True
                 with self._idle:
@@ -735,7 +740,11 @@ class _Handle:
         """Whether close() was called."""
         return self._closed
 
-    def __enter__(self):
+    def close(self) -> None:
+        """Frees the handle (each kind says how)."""
+        raise NotImplementedError
+
+    def __enter__(self: _H) -> _H:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -788,7 +797,7 @@ class Log(_Handle):
         # A fresh cell inside another call of this thread (a signal handler that appends,
         # run right after the interrupted append's native call, before it read the cell).
         out = ffi.new("uint64_t *") if getattr(self._mine, "calls", 0) else self._lsn_out()
-        entered = []
+        entered: List[bool] = []
         try:
             handle = self._enter(entered)
             status = lib.rwal_append(handle, buf, len(buf), out)
@@ -820,9 +829,13 @@ class Log(_Handle):
         return out[0]
 
     def commit(self, lsn: int) -> None:
-        """Returns once every record up to `lsn` is durable (group commit)."""
+        """Returns once every record up to `lsn` is durable (group commit). One library call
+        with no timeout: it waits for the sync (a disk that hangs holds it, Ctrl-C is seen
+        when it returns, and close() on another thread waits for it). NotFoundError for an LSN
+        never appended; PoisonedError once a write or sync of the log failed (reopen the
+        log); ClosedError after close()."""
         lsn = _uint(lsn, "lsn")
-        entered = []
+        entered: List[bool] = []
         try:
             handle = self._enter(entered)
             status = lib.rwal_commit(handle, lsn)
@@ -833,7 +846,8 @@ class Log(_Handle):
                 self._exit()
 
     def sync(self) -> int:
-        """Commits everything appended; returns the LSN now durable."""
+        """Commits everything appended; returns the LSN now durable. Blocks and fails as
+        commit() does."""
         out = ffi.new("uint64_t *")
         with self._use() as handle:
             _check(lib.rwal_sync(handle, out))
@@ -1134,7 +1148,9 @@ class Log(_Handle):
 
     def close(self) -> None:
         """Syncs, releases the directory and frees the handle; waits for calls in progress on
-        other threads. Closing twice is fine. From a signal handler, whose thread is inside a
+        other threads. Closing twice is fine. The log is closed whatever this raises (a final
+        sync that failed: IoError or PoisonedError): a second close() returns quietly, and
+        does not mean that the sync then succeeded. From a signal handler, whose thread is inside a
         call, it returns at once and that call frees the handle as it ends (see
         _Handle._close_with). A records() iterator left part way keeps the
         directory locked until it is closed or collected (the record it last read is a slice
@@ -1164,7 +1180,7 @@ class Pin(_Handle):
         self.name = name
         # Kept open while the pin is: a log collected (and so closed) under an open pin would
         # leave the pin holding nothing.
-        self._log = log
+        self._log: Optional[Log] = log
         self._open(handle)  # last: see _adopt
 
     def move(self, lsn: int) -> None:
@@ -1283,7 +1299,7 @@ class Tail(_Tail):
 
     def __init__(self, handle, from_lsn: int, log: "Log") -> None:
         self._start(from_lsn)
-        self._log = log
+        self._log: Optional[Log] = log
         self._open(handle)  # last: see _adopt
 
     def _wait_in_library(self, handle, seconds: float) -> int:
@@ -1303,7 +1319,8 @@ class Tail(_Tail):
         return self
 
     def __next__(self) -> Tuple[int, bytes]:
-        return self.next()
+        # Without a timeout next() waits for a record (or raises): never None here.
+        return cast(Tuple[int, bytes], self.next())
 
     def close(self) -> None:
         """Frees the reader (and lets go of its log); waits for a next() in progress on another
@@ -1336,7 +1353,7 @@ class CheckpointWriter(_Handle):
         self._serial = threading.Lock()
         # Kept open while the writer is: a log collected (and so closed) under it would make
         # every write fail.
-        self._log = log
+        self._log: Optional[Log] = log
         self._open(handle)  # last: see _adopt
 
     def write(self, data: BytesLike) -> int:
@@ -1463,7 +1480,7 @@ class SnapshotReader(_Handle, io.RawIOBase):
 
     def readall(self) -> bytes:
         """Everything left, read 1 MiB at a time."""
-        parts = []
+        parts: List[bytes] = []
         chunk = bytearray(_CHUNK_BYTES)
         while True:
             got = self.readinto(chunk)
@@ -1483,7 +1500,7 @@ class SnapshotReader(_Handle, io.RawIOBase):
         self._close_with(self._free)
         io.RawIOBase.close(self)
 
-    def __enter__(self):
+    def __enter__(self) -> "SnapshotReader":
         return self
 
     def __exit__(self, *exc) -> None:

@@ -59,7 +59,7 @@ import traceback
 import warnings
 import weakref
 from contextlib import contextmanager
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union, cast
 
 from . import TimeoutError  # noqa: A004 - rwal.TimeoutError, a subclass of the builtin
 from . import (
@@ -68,11 +68,13 @@ from . import (
     _adopt, _c_string, _check, _error, _free_unadopted, _Handle, _interruptible_open,
     _log_options, _last_error, _noted_interrupt, _owning_slot, _returning_ok, _seconds, _stable,
     _take_interrupt, _Tail, _uint, _WAIT_SLICE_SECONDS)
-from ._rwal_cffi import ffi, lib
+from ._rwal_cffi import ffi, lib  # type: ignore[import-not-found]  # built at install
 
 ApplyFn = Callable[[int, int, bytes], None]
-SnapshotFn = Callable[[], bytes]
-RestoreFn = Callable[[int, int, bytes], None]
+# A snapshot may be any buffer (bytes, bytearray, memoryview, mmap: see Node).
+SnapshotFn = Callable[[], Union[bytes, bytearray, memoryview, mmap.mmap]]
+# `restore` gets the state as bytes, or as a StateReader with restore_reader=True.
+RestoreFn = Callable[[int, int, Union[bytes, "StateReader"]], None]
 LeaderFn = Callable[[Optional[int], int], None]
 
 __all__ = ["Node", "NodeTail", "StateReader", "USER", "SYSTEM"]
@@ -291,7 +293,7 @@ def _note_proposed(interrupt: BaseException, lsn, epoch) -> None:
     `proposed`: (lsn, epoch) if the node took the record or change, None if not, as the
     errors of propose_and_wait() carry them. Before 2026-12-07 the LSN of a record the node
     had taken was lost with the interrupt."""
-    interrupt.proposed = (lsn[0], epoch[0]) if lsn[0] else None
+    setattr(interrupt, "proposed", (lsn[0], epoch[0]) if lsn[0] else None)
 
 
 def _proposal_unknown_after(error) -> bool:
@@ -578,7 +580,7 @@ class Node(_Handle):
         return self._handle
 
     def _call(self, function, *args) -> None:
-        entered = []
+        entered: List[bool] = []
         try:
             handle = self._enter(entered)
             status = function(handle, *args)
@@ -804,7 +806,7 @@ class Node(_Handle):
         size = ffi.new("size_t *")
         try:
             while True:
-                entered = []
+                entered: List[bool] = []
                 try:
                     self._enter(entered)
                     status = lib.rwal_node_reader_next(reader, lsn, epoch, kind, data, size)
@@ -950,7 +952,7 @@ class NodeTail(_Tail):
 
     def __init__(self, handle, from_lsn: int, node: "Node") -> None:
         self._start(from_lsn)
-        self._node = node
+        self._node: Optional[Node] = node
         self._epoch = ffi.new("uint64_t *")
         self._kind = ffi.new("uint32_t *")
         self._open(handle)  # last: see _adopt
@@ -973,7 +975,8 @@ class NodeTail(_Tail):
         return self
 
     def __next__(self) -> Tuple[int, int, int, bytes]:
-        return self.next()
+        # Without a timeout next() waits for a record (or raises): never None here.
+        return cast(Tuple[int, int, int, bytes], self.next())
 
     def close(self) -> None:
         """Frees the reader (and lets go of its node); waits for a next() in progress on
