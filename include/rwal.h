@@ -1659,6 +1659,18 @@ rwal_status rwal_reader_next_timeout(rwal_reader *reader,
                                      size_t *len_out);
 
 /**
+ * Lets go of the record the last `rwal_reader_next` or `rwal_reader_next_timeout` returned:
+ * its bytes must not be used after this. For a caller that copies each record (a binding):
+ * until its next call a reader holds the record it returned, and after `rwal_close` that
+ * hold keeps the directory locked. The reader's position, and what it pins against
+ * `rwal_truncate_after`, stay as they are. NULL is a no-op; so is a reader holding nothing.
+ *
+ * # Safety
+ * `reader` is NULL or a live reader used by this thread only.
+ */
+void rwal_reader_release(rwal_reader *reader);
+
+/**
  * Frees a reader. NULL is a no-op.
  *
  * # Safety

@@ -162,6 +162,27 @@ unsafe fn next(
     }
 }
 
+/// Lets go of the record the last `rwal_reader_next` or `rwal_reader_next_timeout` returned:
+/// its bytes must not be used after this. For a caller that copies each record (a binding):
+/// until its next call a reader holds the record it returned, and after `rwal_close` that
+/// hold keeps the directory locked. The reader's position, and what it pins against
+/// `rwal_truncate_after`, stay as they are. NULL is a no-op; so is a reader holding nothing.
+///
+/// # Safety
+/// `reader` is NULL or a live reader used by this thread only.
+#[no_mangle]
+pub unsafe extern "C" fn rwal_reader_release(reader: *mut rwal_reader) {
+    if reader.is_null() {
+        return;
+    }
+    // As the `_free` functions: a panic (a bug) becomes this thread's last error.
+    let _ = boundary(|| {
+        // SAFETY: a live reader used by this thread only (the caller's contract).
+        unsafe { &mut (*reader).reader }.release();
+        Ok(())
+    });
+}
+
 /// Frees a reader. NULL is a no-op.
 ///
 /// # Safety

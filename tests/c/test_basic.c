@@ -281,6 +281,37 @@ static void test_reader_verify_checksums(const char *scratch) {
     CHECK_STATUS(rwal_close(log), RWAL_OK);
 }
 
+/* A reader that let go of its record (rwal_reader_release, after copying it) does not keep a
+ * closed log's directory locked; one holding a record does, until it is freed. */
+static void test_reader_release(const char *scratch) {
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/release", scratch);
+    rwal_log *log = NULL, *again = NULL;
+    CHECK_STATUS(rwal_open(dir, NULL, &log), RWAL_OK);
+    uint64_t lsn = 0;
+    CHECK_STATUS(rwal_append(log, (const uint8_t *)"kept", 4, &lsn), RWAL_OK);
+    CHECK_STATUS(rwal_sync(log, &lsn), RWAL_OK);
+    rwal_reader *released = NULL, *holding = NULL;
+    const uint8_t *data = NULL;
+    size_t len = 0;
+    CHECK_STATUS(rwal_reader_open(log, 1, &released), RWAL_OK);
+    CHECK_STATUS(rwal_reader_open(log, 1, &holding), RWAL_OK);
+    CHECK_STATUS(rwal_reader_next(released, &lsn, &data, &len), RWAL_OK);
+    rwal_reader_release(released);
+    rwal_reader_release(released); /* twice: nothing more */
+    rwal_reader_release(NULL);
+    CHECK_STATUS(rwal_reader_next(holding, &lsn, &data, &len), RWAL_OK);
+    CHECK_STATUS(rwal_close(log), RWAL_OK);
+    CHECK_STATUS(rwal_open(dir, NULL, &again), RWAL_ERR_LOCKED);
+    rwal_reader_release(holding);
+    CHECK_STATUS(rwal_open(dir, NULL, &again), RWAL_OK);
+    /* A reader of the closed log reads nothing more. */
+    CHECK_STATUS(rwal_reader_next(released, &lsn, &data, &len), RWAL_ERR_CLOSED);
+    rwal_reader_free(released);
+    rwal_reader_free(holding);
+    CHECK_STATUS(rwal_close(again), RWAL_OK);
+}
+
 static void test_checkpoints(const char *dir) {
     char path[4096];
     snprintf(path, sizeof path, "%s/checkpoints", dir);
@@ -528,6 +559,7 @@ int main(int argc, char **argv) {
     test_log(dir);
     test_checkpoints(argv[1]);
     test_reader_verify_checksums(argv[1]);
+    test_reader_release(argv[1]);
     test_no_log(argv[1]);
     test_log_callback_reentry(argv[1]);
     test_fork_refusals(argv[1]);

@@ -161,6 +161,18 @@ impl Reader {
         }
     }
 
+    /// Lets go of the record the last call returned, for a caller that copied it (a binding):
+    /// until the next call the reader holds it, and a closed log's directory stays locked.
+    /// The position and the pin (what `truncate_after` respects) stay as they are. Taking
+    /// `&mut self`, it cannot run while a [`Record`] borrowed from this reader lives.
+    /// In a child forked from the opener it does nothing (as `drop` there: the record holders
+    /// are the opener's).
+    pub fn release(&mut self) {
+        if self.inner.opened_in.is_current() {
+            self.let_go_of_record();
+        }
+    }
+
     /// This reader holds no record any more (a call that returned none ended the borrow of the
     /// last one): which may release the directory of a closed log.
     fn let_go_of_record(&mut self) {
@@ -277,6 +289,29 @@ impl Drop for Reader {
 mod tests {
     use std::sync::Arc;
     use std::time::Duration;
+
+    /// A reader that let go of its record leaves a closed log's directory free, and reads on
+    /// from where it was.
+    #[test]
+    fn a_released_record_does_not_keep_a_closed_logs_directory() {
+        let dir = std::env::temp_dir().join(format!("rwal-reader-release-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let wal = Wal::open(&dir, Options::new()).unwrap();
+        for data in [b"one", b"two"] {
+            wal.append_durable(data).unwrap();
+        }
+        let mut reader = wal.reader(1).unwrap();
+        assert_eq!(reader.next().unwrap().unwrap().data, b"one");
+        reader.release();
+        reader.release(); // twice: nothing more
+        wal.close().unwrap();
+        // Free at once: without the release, `Locked` until the reader is called or dropped.
+        let again = Wal::open(&dir, Options::new()).unwrap();
+        assert_eq!(reader.next_lsn(), 2);
+        drop(reader);
+        again.close().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     use crate::test_hooks::at;
     use crate::{Backend, Error, Options, Wal};

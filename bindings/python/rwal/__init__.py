@@ -152,8 +152,7 @@ class NoSpaceError(Error, OSError):
 
 
 class LockedError(Error):
-    """Another handle or process has the directory open, or a record iterator of a closed
-    handle still holds a record (see Log.close)."""
+    """Another handle or process has the directory open."""
 
 
 class CompactedError(Error, LookupError):
@@ -954,6 +953,9 @@ class Log(_Handle):
                         return
                     _check(status)
                     payload = bytes(ffi.buffer(data[0], size[0]))
+                    # Copied: the reader need not hold the record (which would keep the
+                    # directory locked after close() while this iteration is part way).
+                    lib.rwal_reader_release(reader)
                 yield lsn[0], payload
         finally:
             ffi.release(slot)
@@ -1152,9 +1154,10 @@ class Log(_Handle):
         sync that failed: IoError or PoisonedError): a second close() returns quietly, and
         does not mean that the sync then succeeded. From a signal handler, whose thread is inside a
         call, it returns at once and that call frees the handle as it ends (see
-        _Handle._close_with). A records() iterator left part way keeps the
-        directory locked until it is closed or collected (the record it last read is a slice
-        of a segment file that a log opened again could rewrite)."""
+        _Handle._close_with). A records() iterator or a Tail left part way does not keep the
+        directory locked: each record is copied, and the library's reader let go of it (until
+        2026-12-07 it held the last one, a slice of a segment file, and the directory stayed
+        locked until the iterator was closed or collected)."""
         self._close_with(self._close_log)
 
 
@@ -1229,6 +1232,9 @@ class _Tail(_Handle):
         """The record the outputs hold, with `data` its bytes."""
         raise NotImplementedError
 
+    def _copied(self, handle) -> None:
+        """Called once the record the outputs point to is copied (see Tail)."""
+
     def _next_in_slice(self, handle, seconds: float) -> int:
         """_wait_in_library, keeping a record it returns in self._pending before anything
         else can run: Ctrl-C lands as the call returns, and the library's reader has moved
@@ -1242,6 +1248,7 @@ class _Tail(_Handle):
                 data = bytes(ffi.buffer(self._data[0], self._size[0])) if self._size[0] else b""
                 self._pending = self._record(data)
                 self._lsn[0] = 0
+                self._copied(handle)
 
     def next(self, timeout: Optional[float] = None) -> Optional[tuple]:
         """The next record, waiting up to `timeout` seconds for it (None: as long as it takes;
@@ -1289,8 +1296,8 @@ class Tail(_Tail):
     interrupt came is not lost: the next call returns it.
 
     It keeps its log open (as a Pin does). Like a records() iterator, once it has returned a
-    record it holds that record until its next call: a truncate_after() below it is refused,
-    and a closed log's directory stays locked until the tail is closed (or called again).
+    record it pins it until its next call: a truncate_after() below it is refused (the record
+    itself is a copy: a closed log's directory is not kept locked by it).
     One thread reads at a time: a next() on another thread waits for the one in progress,
     up to its own timeout."""
 
@@ -1308,6 +1315,11 @@ class Tail(_Tail):
 
     def _record(self, data: bytes) -> Tuple[int, bytes]:
         return self._lsn[0], data
+
+    def _copied(self, handle) -> None:
+        # The reader need not hold a record Python copied (held, it would keep the directory
+        # locked after the log's close() until this tail's next call or close).
+        lib.rwal_reader_release(handle)
 
     def next(self, timeout: Optional[float] = None) -> Optional[Tuple[int, bytes]]:
         """The next durable record as (lsn, payload), waiting up to `timeout` seconds for one

@@ -105,6 +105,32 @@ def test_errors_carry_codes(path):
     assert issubclass(rwal.TimeoutError, rwal.Error)
 
 
+def test_an_iteration_left_part_way_does_not_keep_a_closed_logs_directory(path):
+    # Each record is copied and let go of (rwal_reader_release): a records() iterator or a tail
+    # left part way used to hold its last record in the library, and the directory stayed
+    # locked after close() until the iterator was collected (LockedError on a reopen).
+    log = rwal.open(path, segment_size=1 << 20)
+    for data in (b"one", b"two", b"three"):
+        log.commit(log.append(data))
+    records = log.records(1)
+    assert next(records) == (1, b"one")
+    tail = log.tail(2)
+    assert tail.next(timeout=5) == (2, b"two")
+    log.close()
+    with rwal.open(path) as again:
+        assert [data for _, data in again.records(1)] == [b"one", b"two", b"three"]
+    # The pins stay until the iteration goes on: truncate_after below them is refused.
+    records.close()
+    tail.close()
+    log = rwal.open(path)
+    records = log.records(1)
+    assert next(records) == (1, b"one")
+    with pytest.raises(rwal.PinnedError):
+        log.truncate_after(0)
+    records.close()
+    log.close()
+
+
 def _crc32c(data: bytes) -> int:
     """CRC32C (Castagnoli), as the log's files carry it."""
     crc = 0xFFFFFFFF
