@@ -84,8 +84,9 @@ python-test:
 	rm -rf bindings/python/build
 	python3 -m pip install -q ./bindings/python
 	python3 -m pytest -q bindings/python/tests
-	# The package ships py.typed: its annotations are checked as its users' mypy reads them.
-	python3 -m mypy bindings/python/rwal
+	# The package ships py.typed: its annotations are checked as its users' mypy reads them,
+	# for the oldest Python it supports (3.9).
+	python3 -m mypy --python-version 3.9 bindings/python/rwal
 
 # Installation: the header, librwal.a, librwal.so under its SONAME, and a pkg-config file
 # (`pkg-config --cflags --libs rwal`; `--static` adds the native libraries librwal.a needs).

@@ -481,10 +481,11 @@ typedef int32_t rwal_recovery_mode;
  * The disk is full, or the disk quota is used up (the message says which), where the log can
  * still refuse cleanly: creating a segment (an append that needs one, before it takes an
  * LSN), writing a checkpoint's snapshot, receiving a node's snapshot. The log stays usable,
- * and those calls work again once space is freed. A full disk met while records already
- * appended are written back or synced (possible on a copy-on-write file system or under a
- * quota, where the preallocated segment does not reserve its blocks) poisons the log
- * instead: `RWAL_ERR_POISONED`.
+ * and those calls work again once space is freed (from `rwal_open`, nothing was opened). A
+ * full disk met while records already appended are written back or synced, or while the
+ * control file is written (after a checkpoint's snapshot, a truncation, a watermark update;
+ * possible on a copy-on-write file system or under a quota, where preallocated files do not
+ * reserve their blocks), poisons the log instead: `RWAL_ERR_POISONED`.
  */
 #define RWAL_ERR_NO_SPACE (-5)
 
@@ -1594,8 +1595,8 @@ rwal_status rwal_options_set_background_thread(rwal_options *opts, bool enabled)
  * `rwal_truncate_after` below it is refused, and `rwal_compact` keeps the segments from it on,
  * without a limit (a reader left behind lets the log grow until the disk is full: free it,
  * or use a capped pin, `rwal_pin_open`, to hold records back). After `rwal_close`, a reader
- * whose last call returned a record keeps the directory locked until it is called again or
- * freed (`rwal_close`).
+ * whose last call returned a record keeps the directory locked until it is called again,
+ * released (`rwal_reader_release`) or freed (`rwal_close`).
  * `RWAL_ERR_COMPACTED` below the first LSN, `RWAL_ERR_NOT_FOUND` past `rwal_last_lsn + 1`,
  * `RWAL_ERR_INVALID_ARGUMENT` for LSN 0 (LSNs start at 1), `RWAL_ERR_POISONED` for a log that
  * accepts nothing more (a handle freed by `rwal_close` must not be passed at all). A

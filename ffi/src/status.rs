@@ -28,10 +28,11 @@ pub const RWAL_ERR_POISONED: rwal_status = -4;
 /// The disk is full, or the disk quota is used up (the message says which), where the log can
 /// still refuse cleanly: creating a segment (an append that needs one, before it takes an
 /// LSN), writing a checkpoint's snapshot, receiving a node's snapshot. The log stays usable,
-/// and those calls work again once space is freed. A full disk met while records already
-/// appended are written back or synced (possible on a copy-on-write file system or under a
-/// quota, where the preallocated segment does not reserve its blocks) poisons the log
-/// instead: `RWAL_ERR_POISONED`.
+/// and those calls work again once space is freed (from `rwal_open`, nothing was opened). A
+/// full disk met while records already appended are written back or synced, or while the
+/// control file is written (after a checkpoint's snapshot, a truncation, a watermark update;
+/// possible on a copy-on-write file system or under a quota, where preallocated files do not
+/// reserve their blocks), poisons the log instead: `RWAL_ERR_POISONED`.
 pub const RWAL_ERR_NO_SPACE: rwal_status = -5;
 /// Another open log (in this or another process) holds the directory, or a reader of a closed
 /// one still holds a record (see `rwal_close`).

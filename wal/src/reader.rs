@@ -12,7 +12,8 @@ use crate::Lsn;
 
 /// A record as a reader returns it: the payload is a slice of the segment's mapping, valid until
 /// the reader's next call. Until then the reader holds it: a close of the log leaves the
-/// directory locked until the reader is called again or dropped.
+/// directory locked until the reader is called again, released ([`Reader::release`]) or
+/// dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Record<'a> {
     /// The record's LSN.

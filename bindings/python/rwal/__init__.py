@@ -144,9 +144,13 @@ class PoisonedError(Error):
 
 
 class NoSpaceError(Error, OSError):
-    """The disk is full, or the disk quota is used up (the message says which). The log
-    stays usable, and appends work again once space is freed. `errno` is the system's (ENOSPC
-    or EDQUOT), ENOSPC when the library refused before writing (too little free space)."""
+    """The disk is full, or the disk quota is used up (the message says which), where the log
+    can refuse cleanly (creating a segment, before an append takes its LSN; a checkpoint's
+    snapshot; a received snapshot): the log stays usable, and those calls work again once
+    space is freed. Met while appended records or the control file are written (a
+    copy-on-write file system, a quota), a full disk poisons the log instead (PoisonedError).
+    `errno` is the system's (ENOSPC or EDQUOT), ENOSPC when the library refused before
+    writing (too little free space)."""
 
     _default_errno = errno.ENOSPC
 
