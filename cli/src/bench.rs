@@ -35,15 +35,16 @@ options:
                        with --replicated, staged: a node's default)
   --all-backends       every backend, one after the other
   --seconds S          seconds per workload (default 1)
-  --threads LIST       group-commit thread counts (default 1,4,16,64)
-  --size LIST          record sizes for durable-commit latency (default 128,4096)
+  --threads LIST       group-commit thread counts, each 1 to 1024 (default 1,4,16,64)
+  --size LIST          record sizes in bytes for durable-commit latency, each 12 to 16777216
+                       (default 128,4096)
   --recovery-mib N     size of the log the recovery scan reads (default 256, at most 65536)
-  --segment-bytes N    segment size (default 64 MiB)
+  --segment-bytes N    segment size in bytes (default 67108864, 64 MiB)
   --fallocate          allocate segments with fallocate instead of writing zeros
   --dir DIR            where to put the temporary logs (default: the system temp directory)
   --json               print the results as JSON instead of a table
   --plot FILE.svg      also draw the latency percentile curves
-  --replicated N       instead: an N-node cluster on loopback TCP in this process; quorum
+  --replicated N       instead: an N-node cluster (1 to 9) on loopback TCP in this process; quorum
                        commit latency and throughput at 1, 16 and 64 clients (or --threads),
                        next to single-node durable and group commit of the same run, and
                        a bare quorum of pwrite+fdatasync copies on loopback (the floor);

@@ -51,7 +51,8 @@ usage: rwal <command> [options]
 commands:
   bench     measure commit latency, group-commit throughput, append throughput and recovery speed
   inspect   show a log directory: control file, segments, LSN ranges
-  verify    check every record's checksum without changing anything (exit 1 on corruption)
+  verify    check every record's checksum without changing anything (exit 1 on corruption,
+            2 when it cannot judge)
   node      run one node of a replicated cluster (TCP, authenticated peers, a client port)
   client    append to, read from, or ask the status of a running node
 
@@ -63,7 +64,9 @@ fn output_failed(error: std::io::Error) -> ! {
         std::process::exit(141);
     }
     errln!("rwal: cannot write the output: {error}");
-    std::process::exit(1);
+    // 2, not 1: `rwal verify` exits 1 for a corrupted log, and a full disk under its output
+    // must not read as one (until 2026-12-07 it did).
+    std::process::exit(2);
 }
 
 fn main() -> ExitCode {

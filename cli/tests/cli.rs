@@ -657,6 +657,29 @@ fn an_interrupted_bench_removes_its_logs() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `verify` whose output cannot be written (standard output on a full device) exits 2, not
+/// the 1 that says the log is corrupted (it did until 2026-12-07).
+#[test]
+fn verify_with_an_unwritable_output_exits_2_not_1() {
+    let dir = temp("verify-full-stdout");
+    ten_records(&dir);
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rwal"))
+        .args(["verify", dir.to_str().unwrap()])
+        .stdout(full)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(said.contains("cannot write the output"), "{said}");
+    // The same log verifies clean where its output can be written.
+    let out = rwal(&["verify", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
 /// A segment cut short (a copy that stopped half way) fails verify, which says so.
 #[test]
 fn verify_says_a_segment_was_cut_short() {
