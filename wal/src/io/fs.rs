@@ -454,8 +454,7 @@ pub(crate) fn lock_holder(dir: &Path) -> Option<u32> {
         libc::minor(lock.dev()),
         lock.ino()
     );
-    let locks = std::fs::read_to_string("/proc/locks").ok()?;
-    holder_in_proc_locks(&locks, &file)
+    holder_in_proc_locks(&read_in_one_call("/proc/locks")?, &file)
 }
 
 /// The process holding a `flock` on `file` ("MAJOR:MINOR:INODE") in the text of `/proc/locks`.
@@ -463,6 +462,30 @@ pub(crate) fn lock_holder(dir: &Path) -> Option<u32> {
 /// process waiting for it has `->` after the number, and is not the holder. The number is the
 /// process that took the lock (a child it forked may hold it on); 0 for one this process's PID
 /// namespace cannot see, which names nobody.
+/// A `/proc` file's text, read with one `read` call while it fits 1 MiB: the kernel lists
+/// `/proc/locks` under its lock within one call, but between calls the list may change and
+/// lines shift past the reader's position, so an entry can be skipped. `read_to_string`
+/// starts with a 32-byte probe and reads in growing chunks: with other logs being opened and
+/// closed meanwhile (parallel tests), the holder's line was missed once (2026-12-07).
+fn read_in_one_call(path: &str) -> Option<String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut text = vec![0u8; 1 << 20];
+    let mut len = 0;
+    loop {
+        let read = file.read(&mut text[len..]).ok()?;
+        if read == 0 {
+            break;
+        }
+        len += read;
+        if len == text.len() {
+            text.resize(len * 2, 0);
+        }
+    }
+    text.truncate(len);
+    String::from_utf8(text).ok()
+}
+
 fn holder_in_proc_locks(locks: &str, file: &str) -> Option<u32> {
     locks.lines().find_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
