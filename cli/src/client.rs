@@ -919,15 +919,18 @@ fn status(client: &mut Client) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    /// An address nothing listens on: a port the OS gave out, then closed.
+    fn closed_port() -> SocketAddr {
+        let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        gone.local_addr().unwrap()
+    }
+
     /// The leader a call was sent to stops answering: the call goes back to the node it was
     /// given, which names the next leader, instead of knocking on the dead one until its
     /// timeout.
     #[test]
     fn a_call_sent_to_a_leader_that_died_goes_back_to_the_node_given() {
-        let dead = {
-            let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            gone.local_addr().unwrap()
-        };
+        let dead = closed_port();
         let given = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = given.local_addr().unwrap();
         let node = std::thread::spawn(move || {
@@ -999,10 +1002,7 @@ mod tests {
     /// follower's written request left set).
     #[test]
     fn a_request_only_a_follower_refused_is_not_reported_as_maybe_made() {
-        let dead = {
-            let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            gone.local_addr().unwrap()
-        };
+        let dead = closed_port();
         let follower = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = follower.local_addr().unwrap();
         let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -1427,10 +1427,7 @@ mod tests {
     /// `status` alike.
     #[test]
     fn the_resolved_addresses_are_tried_in_turn() {
-        let dead = {
-            let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            gone.local_addr().unwrap()
-        };
+        let dead = closed_port();
         let node = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let live = node.local_addr().unwrap();
         let node = std::thread::spawn(move || {

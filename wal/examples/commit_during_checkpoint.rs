@@ -70,9 +70,8 @@ fn main() {
             std::thread::sleep(Duration::from_secs(1));
             // A checkpoint covers a durable record: on a slow disk the first commit may take
             // longer than the second waited (LSN 0 is refused).
-            while wal.durable_lsn() == 0 {
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            wal.wait_durable(1, Instant::now() + Duration::from_secs(60))
+                .expect("a first durable record");
             let lsn = wal.durable_lsn();
             let len = mib << 20;
             let mut source = std::io::repeat(0x5a).take(len);
