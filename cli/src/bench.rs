@@ -1,5 +1,5 @@
 //! `rwal bench`: the benchmarks a storage engineer asks for first, on a temporary directory
-//! that is removed afterwards, or on SIGINT or SIGTERM (`Interrupt`). Latencies go into HdrHistograms (3 significant digits).
+//! that is removed afterwards, or on SIGINT, SIGTERM or SIGHUP (`Interrupt`). Latencies go into HdrHistograms (3 significant digits).
 //!
 //! Workloads, for each backend chosen:
 //! - `durable-commit`: one thread, `append` + `commit` of one record at a time, per size;
@@ -320,13 +320,13 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
     // interrupt comes.
     let interrupt = Interrupt::watch()?;
     let parent = config.dir.clone().unwrap_or_else(std::env::temp_dir);
-    let base = interrupt.create_own_dir(&parent)?;
+    let base = RemovedAtEnd(interrupt.create_own_dir(&parent)?);
     let outcome = match config.replicated {
-        Some(nodes) => measure_replicated(&config, &base, nodes),
-        None => measure(&config, &base),
+        Some(nodes) => measure_replicated(&config, &base.0, nodes),
+        None => measure(&config, &base.0),
     };
     interrupt.measurements_ended();
-    let _ = std::fs::remove_dir_all(&base);
+    drop(base);
     let results = outcome?;
     // The plot before the printing: a reader of the output that goes away ends the command
     // (`out!`), and the plot asked for is written all the same. Should it fail after all (the
@@ -353,8 +353,20 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Refuses a `--plot` path whose directory does not exist, or that names a directory: found
-/// at the end of the run, it would have thrown the run's results away.
+/// The bench's own directory, removed when the run ends however it ends: also when a
+/// workload panics (a failed `expect`), which unwinds through `run` and used to leave the
+/// logs behind.
+struct RemovedAtEnd(PathBuf);
+
+impl Drop for RemovedAtEnd {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Refuses a `--plot` path whose directory does not exist, that names a directory, or that
+/// cannot be written: found at the end of the run, it would have thrown the run's results
+/// away.
 fn check_plot_path(path: &Path) -> Result<(), String> {
     let folder = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
@@ -370,7 +382,29 @@ fn check_plot_path(path: &Path) -> Result<(), String> {
     if path.is_dir() {
         return Err(format!("--plot {}: is a directory", path.display()));
     }
-    Ok(())
+    let writable = if path.exists() {
+        // Opened to append, which changes nothing in it: an earlier plot stays until the new
+        // one replaces it.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map(drop)
+    } else {
+        // A file of the bench's own beside it, removed at once: the plot's name stays free
+        // until the plot is written (an interrupted run leaves no empty file there).
+        let probe = folder.join(format!(".rwal-bench-plot-{}", std::process::id()));
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe);
+        match created {
+            Ok(_) => std::fs::remove_file(&probe),
+            // Someone's file of that name: it cannot tell, and does not refuse.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e),
+        }
+    };
+    writable.map_err(|e| format!("--plot {}: cannot be written: {e}", path.display()))
 }
 
 /// Creates the bench's own directory in `parent`: `rwal-bench-PID`, or `rwal-bench-PID-N`
@@ -406,8 +440,9 @@ fn create_own_dir(parent: &Path) -> Result<PathBuf, String> {
     ))
 }
 
-/// What happens on SIGINT or SIGTERM: the benchmark's directory `base` is removed and the
-/// command exits with 128 + the signal's number (130, 143: what a shell reports), instead of
+/// What happens on SIGINT, SIGTERM or SIGHUP (a closed terminal): the benchmark's directory
+/// `base` is removed and the command exits with 128 + the signal's number (130, 143, 129:
+/// what a shell reports), instead of
 /// leaving the logs of a run stopped half way behind (up to several 64 MiB segments each). A
 /// second signal exits at once. A watcher thread does the work: it polls a flag the signal
 /// handler sets (a handler may not remove files itself).
@@ -422,7 +457,11 @@ impl Interrupt {
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
         let interrupted = Arc::new(AtomicBool::new(false));
         let signal_seen = Arc::new(AtomicUsize::new(0));
-        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        for signal in [
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGHUP,
+        ] {
             // In this order: the second signal finds `interrupted` set and exits at once.
             signal_hook::flag::register_conditional_shutdown(
                 signal,

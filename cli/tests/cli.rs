@@ -426,6 +426,28 @@ fn bench_rejects_bad_arguments_with_a_clear_message() {
         "{}",
         text(&out)
     );
+    // A directory that takes no new file (sysfs refuses even root), found before the run too.
+    let out = rwal(&["bench", "--seconds", "60", "--plot", "/sys/rwal-plot.svg"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("--plot /sys/rwal-plot.svg: cannot be written"),
+        "{}",
+        text(&out)
+    );
+    // An existing file that cannot be written (a read-only sysfs attribute).
+    let out = rwal(&[
+        "bench",
+        "--seconds",
+        "60",
+        "--plot",
+        "/sys/kernel/uevent_seqnum",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("--plot /sys/kernel/uevent_seqnum: cannot be written"),
+        "{}",
+        text(&out)
+    );
 }
 
 /// A directory named as the bench's own (same PID: another container on the same volume, a
@@ -614,8 +636,19 @@ fn a_node_whose_client_port_is_taken_founds_no_log() {
 /// An interrupted bench (Ctrl-C) removes its logs and exits 130; they used to stay behind.
 #[test]
 fn an_interrupted_bench_removes_its_logs() {
+    interrupted_bench_removes_its_logs("INT", 130);
+}
+
+/// A bench whose terminal closes (SIGHUP) removes its logs and exits 129; until 2026-12-07
+/// SIGHUP's default action killed it and they stayed behind.
+#[test]
+fn a_bench_whose_terminal_closes_removes_its_logs() {
+    interrupted_bench_removes_its_logs("HUP", 129);
+}
+
+fn interrupted_bench_removes_its_logs(signal: &str, exit_code: i32) {
     use std::time::{Duration, Instant};
-    let dir = temp("bench-interrupted");
+    let dir = temp(&format!("bench-interrupted-{signal}"));
     std::fs::create_dir_all(&dir).unwrap();
     let mut bench = Command::new(env!("CARGO_BIN_EXE_rwal"))
         .args([
@@ -644,14 +677,18 @@ fn an_interrupted_bench_removes_its_logs() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let killed = Command::new("kill")
-        .args(["-INT", &bench.id().to_string()])
+        .args([&format!("-{signal}"), &bench.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
-    let status = exit_status_by(&mut bench, deadline, "the bench did not stop after SIGINT");
+    let status = exit_status_by(
+        &mut bench,
+        deadline,
+        &format!("the bench did not stop after SIG{signal}"),
+    );
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut bench.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert_eq!(status.code(), Some(exit_code), "{stderr}");
     assert!(stderr.contains("interrupted; removed"), "{stderr}");
     assert!(!logs.exists(), "the bench's logs are left: {stderr}");
     let _ = std::fs::remove_dir_all(&dir);
