@@ -404,6 +404,66 @@ fn a_segment_whose_length_changed_is_damage_not_a_torn_tail() {
     drop(wal);
 }
 
+/// A segment header whose checksum holds over a wrong magic or an impossible field cannot be
+/// a torn write (a torn header fails its checksum): it is damage, refused by default. It was
+/// taken for a torn header, and the default open cut the file and every later one, records
+/// synced before the crash included (found by review on 2026-12-07).
+#[test]
+fn a_header_with_a_valid_checksum_and_impossible_fields_is_damage_not_a_torn_tail() {
+    use rwal_wal::segment::{SegmentHeader, HEADER_BYTES};
+    let second = "00000000000000000002.seg";
+    let valid_crc = |mut bytes: [u8; HEADER_BYTES]| {
+        let crc = crc32c::crc32c(&bytes[..HEADER_BYTES - 4]);
+        bytes[HEADER_BYTES - 4..].copy_from_slice(&crc.to_le_bytes());
+        bytes
+    };
+    type Rewrite = fn(SegmentHeader) -> SegmentHeader;
+    let impossible: [(Rewrite, &str); 3] = [
+        (
+            |h| SegmentHeader {
+                segment_bytes: 3 << 30,
+                ..h
+            },
+            "impossible header fields",
+        ),
+        (
+            |h| SegmentHeader { first_lsn: 0, ..h },
+            "impossible header fields",
+        ),
+        (|h| h, "bad magic under a valid checksum"),
+    ];
+    for (rewrite, said) in impossible {
+        let (disk, wal) = twelve_records_in_three_segments();
+        let crashed = disk.crash(7);
+        drop(wal);
+        let bytes = crashed.read_file(second).unwrap();
+        let header = SegmentHeader::decode(bytes[..HEADER_BYTES].try_into().unwrap()).unwrap();
+        let mut rewritten = rewrite(header).encode();
+        if said.contains("magic") {
+            rewritten[0] ^= 0xff;
+        }
+        crashed.overwrite(second, 0, &valid_crc(rewritten));
+        match Wal::open("/sim", options(&crashed, RecoveryMode::TolerateTornTail)) {
+            Err(Error::BadFile { path, reason }) => {
+                assert!(path.ends_with(second), "{path:?}");
+                assert!(reason.contains(said), "{said}: {reason}");
+            }
+            Err(other) => panic!("{said}: expected BadFile, got {other}"),
+            Ok(wal) => panic!(
+                "{said}: opened at LSN {}: acknowledged records cut as a torn tail",
+                wal.last_lsn()
+            ),
+        }
+        assert!(
+            crashed.file_names().contains(&second.to_string()),
+            "{said}: the file was removed"
+        );
+        // SkipCorrupted sets the file aside and keeps the segment after it.
+        let skipped = Wal::open("/sim", options(&crashed, RecoveryMode::SkipCorrupted)).unwrap();
+        assert_eq!(skipped.last_lsn(), 12, "{said}");
+    }
+}
+
 /// A named segment file cut to less than a header, or to a few blocks with its header zeroed,
 /// is damage too, never an unfinished write (files are named only once allocated in full and
 /// synced): refused by default, not cut as a torn tail. Both used to be cut, with the

@@ -247,8 +247,17 @@ struct Scan<'a> {
     /// The index (in `files`) of the last segment kept: the active one.
     active_file: Option<usize>,
     tail_offset: u64,
+    /// The last answer of [`proof_behind_the_tail`](Scan::proof_behind_the_tail), with what
+    /// it depends on (active file, offset, bytes searched, the LSN expected next, the pending
+    /// cut): `SkipCorrupted` asks again at every damaged file it skips, all of them unchanged,
+    /// and the search may take the whole of its bound (many GiB of checksums for a crafted
+    /// tail) each time.
+    tail_proof: std::cell::Cell<Option<(TailSearched, Lsn)>>,
     report: RecoveryReport,
 }
+
+/// What a search behind the active segment's last record depends on (`Scan::tail_proof`).
+type TailSearched = (usize, u64, u64, Lsn, Option<Lsn>);
 
 /// Recovers the log in `dir` (creating it if allowed and absent).
 pub(crate) fn recover(dir: &dyn Dir, options: &Options) -> Result<Recovered> {
@@ -460,6 +469,7 @@ fn scan<'a>(dir: &'a dyn Dir, options: &Options, changes: Changes) -> Result<Dec
         kept: Vec::new(),
         active_file: None,
         tail_offset: HEADER_REGION_BYTES,
+        tail_proof: std::cell::Cell::new(None),
         report: RecoveryReport {
             mode: options.recovery_mode,
             segments_scanned: 0,
@@ -1222,9 +1232,25 @@ impl Scan<'_> {
     /// The records behind a lost header may be the only ones that say the log went on.
     fn proof_behind_the_tail(&self) -> Result<Lsn> {
         let garbage = self.tail_garbage();
-        match self.kept.last() {
-            Some(active) if garbage > 0 => {
-                self.proof_past_the_end(active, self.tail_offset, garbage)
+        match (self.kept.last(), self.active_file) {
+            (Some(active), Some(index)) if garbage > 0 => {
+                let tail = (
+                    index,
+                    self.tail_offset,
+                    garbage,
+                    self.expected,
+                    self.pending_cut,
+                );
+                if let Some((searched, proof)) = self.tail_proof.get() {
+                    if searched == tail {
+                        return Ok(proof);
+                    }
+                }
+                #[cfg(test)]
+                tests::TAIL_SEARCHES.with(|n| n.set(n.get() + 1));
+                let proof = self.proof_past_the_end(active, self.tail_offset, garbage)?;
+                self.tail_proof.set(Some((tail, proof)));
+                Ok(proof)
             }
             _ => Ok(0),
         }
@@ -1655,4 +1681,67 @@ pub(crate) fn activate(file: Arc<dyn File>, sequence: u64, first_lsn: Lsn) -> Ar
     };
     file.prepare_for_appends();
     Arc::new(Segment::new(header, file))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Wal;
+
+    thread_local! {
+        /// How many times this thread searched behind the active segment's tail.
+        pub(super) static TAIL_SEARCHES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+
+    /// `SkipCorrupted` searches the bytes behind the active segment's last record once, not
+    /// once for every damaged file after it: with a crafted tail each search may take its
+    /// whole bound (many GiB of checksums), and a thousand empty files named as segments made
+    /// that a thousand times (found by review on 2026-12-07).
+    #[test]
+    fn skipping_damaged_files_searches_behind_the_tail_once() {
+        use std::os::unix::fs::FileExt;
+        let dir = std::env::temp_dir().join(format!("rwal-tail-search-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let options = || {
+            Options::new()
+                .segment_bytes(1 << 20)
+                .background_threads(false)
+        };
+        let wal = Wal::open(&dir, options()).unwrap();
+        wal.append_durable(b"one").unwrap();
+        wal.close().unwrap();
+        // The first record's header zeroed, then headers claiming LSN 2 whose checksums fail:
+        // bytes behind an all-zero header, which recovery searches for proof.
+        let mut header = [0u8; 32];
+        header[4..8].copy_from_slice(&64u32.to_le_bytes());
+        header[8..16].copy_from_slice(&2u64.to_le_bytes());
+        header[28] = 1;
+        let mut crafted = vec![0u8; 32];
+        while crafted.len() < 64 << 10 {
+            crafted.extend_from_slice(&header);
+        }
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join(segment::file_name(1)))
+            .unwrap();
+        file.write_all_at(&crafted, 4096).unwrap();
+        drop(file);
+        // Empty files named as the next segments: each is damage, skipped.
+        for sequence in 2..=6 {
+            std::fs::File::create(dir.join(segment::file_name(sequence))).unwrap();
+        }
+        TAIL_SEARCHES.with(|n| n.set(0));
+        let opened = Wal::open(&dir, options().recovery_mode(RecoveryMode::SkipCorrupted));
+        let searches = TAIL_SEARCHES.with(std::cell::Cell::get);
+        let skipped = opened.map(|wal| {
+            let report = wal.recovery_report();
+            report
+                .events
+                .iter()
+                .filter(|e| matches!(e, RecoveryEvent::CorruptionSkipped { .. }))
+                .count()
+        });
+        assert_eq!(searches, 1, "opened: {skipped:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -75,13 +75,15 @@ pub struct SegmentHeader {
 pub enum HeaderError {
     /// All zero: a prepared segment that never held records.
     Prepared,
-    /// Damaged or not a segment; the text says what was found.
+    /// The checksum fails: damaged, a torn write, or not a segment; the text says what was
+    /// found.
     Bad(String),
     /// A named segment file in a state the log never leaves one in: a valid header in a file
     /// whose length is not the one it says, or another file's header (another sequence), or a
-    /// file too short for a segment. Segment files are allocated in full and synced under a
-    /// temporary name before they are named, so this is damage, never an unfinished write.
-    /// Recovery and inspection check this, not `decode`.
+    /// file too short for a segment (recovery and inspection check these), or a header whose
+    /// checksum holds over a wrong magic or impossible fields (`decode` does). Segment files
+    /// are allocated in full and synced under a temporary name before they are named, and a
+    /// torn header fails its checksum, so this is damage, never an unfinished write.
     Damaged(String),
     /// A format version this build does not read.
     Version(u32),
@@ -114,8 +116,14 @@ impl SegmentHeader {
                 "segment header checksum expected {stored:#010x}, found {computed:#010x}"
             )));
         }
+        // From here on the checksum holds, so the bytes are whole as written: no torn write
+        // leaves them. A wrong magic or an impossible field is damage (or another program's
+        // file), never an unfinished write; taken for a torn header until 2026-12-07, it made
+        // the default open cut the file and every later one, acknowledged records included.
         if b[MAGIC_OFFSET..VERSION_OFFSET] != MAGIC {
-            return Err(HeaderError::Bad("not an rwal segment (bad magic)".into()));
+            return Err(HeaderError::Damaged(
+                "not an rwal segment (bad magic under a valid checksum)".into(),
+            ));
         }
         let version = u32::from_le_bytes(b[VERSION_OFFSET..SALT_OFFSET].try_into().expect("4"));
         if version != FORMAT_VERSION {
@@ -137,8 +145,8 @@ impl SegmentHeader {
             || header.first_lsn > LSN_MAX
             || header.sequence > SEQUENCE_MAX
         {
-            return Err(HeaderError::Bad(format!(
-                "impossible header fields {header:?}"
+            return Err(HeaderError::Damaged(format!(
+                "impossible header fields {header:?} under a valid checksum"
             )));
         }
         Ok(header)
@@ -546,7 +554,7 @@ mod tests {
             assert!(
                 matches!(
                     SegmentHeader::decode(&header.encode()),
-                    Err(HeaderError::Bad(_))
+                    Err(HeaderError::Damaged(_))
                 ),
                 "{header:?}"
             );

@@ -300,6 +300,13 @@ impl SimDisk {
             .zero_range(byte_offset as usize, len as usize);
     }
 
+    /// Writes `bytes` over file `name` from `byte_offset`, durably: damage that reads as
+    /// something else (a misdirected write, a program outside the log). Panics if the file does
+    /// not exist or the range runs past its end.
+    pub fn overwrite(&self, name: &str, byte_offset: u64, bytes: &[u8]) {
+        self.existing(name).overwrite(byte_offset as usize, bytes);
+    }
+
     /// Cuts file `name` to `len` bytes, durably: a file system that lost the end of a file, or a
     /// program outside the log that truncated it. Panics if there is no such file or it is not
     /// longer than `len`.
@@ -802,10 +809,14 @@ impl SimFile {
     }
 
     fn zero_range(&self, offset: usize, len: usize) {
+        self.overwrite(offset, &vec![0; len]);
+    }
+
+    fn overwrite(&self, offset: usize, bytes: &[u8]) {
         let mut durable = self.durable.lock();
-        durable.image[offset..offset + len].fill(0);
-        for byte in &self.data[offset..offset + len] {
-            byte.store(0, Ordering::Relaxed);
+        durable.image[offset..offset + bytes.len()].copy_from_slice(bytes);
+        for (byte, &value) in self.data[offset..offset + bytes.len()].iter().zip(bytes) {
+            byte.store(value, Ordering::Relaxed);
         }
     }
 }
