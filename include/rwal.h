@@ -1036,9 +1036,9 @@ rwal_status rwal_node_options_set_log_options(rwal_node_options *opts,
                                               const rwal_options *log_opts);
 
 /**
- * Raft's tick in milliseconds (default 10): an election starts after 10 to 20 ticks without
- * a leader (drawn anew at each election, so that candidates do not keep splitting the vote),
- * heartbeats go every 2.
+ * Raft's tick in milliseconds (default 10, from 1 to 60000): an election starts after 10 to
+ * 20 ticks without a leader (drawn anew at each election, so that candidates do not keep
+ * splitting the vote), heartbeats go every 2. `RWAL_ERR_INVALID_ARGUMENT` outside that range.
  *
  * # Safety
  * `opts` is live.

@@ -639,9 +639,9 @@ pub unsafe extern "C" fn rwal_node_options_set_log_options(
     })
 }
 
-/// Raft's tick in milliseconds (default 10): an election starts after 10 to 20 ticks without
-/// a leader (drawn anew at each election, so that candidates do not keep splitting the vote),
-/// heartbeats go every 2.
+/// Raft's tick in milliseconds (default 10, from 1 to 60000): an election starts after 10 to
+/// 20 ticks without a leader (drawn anew at each election, so that candidates do not keep
+/// splitting the vote), heartbeats go every 2. `RWAL_ERR_INVALID_ARGUMENT` outside that range.
 ///
 /// # Safety
 /// `opts` is live.
@@ -651,11 +651,15 @@ pub unsafe extern "C" fn rwal_node_options_set_tick_ms(
     ms: u32,
 ) -> rwal_status {
     boundary(|| {
-        if ms == 0 {
-            return Err(invalid("the tick must be at least 1 ms"));
+        let tick = Duration::from_millis(u64::from(ms));
+        if ms == 0 || tick > rwal_replication::TICK_INTERVAL_MAX {
+            return Err(invalid(format!(
+                "the tick must be 1 to {} ms, not {ms}",
+                rwal_replication::TICK_INTERVAL_MAX.as_millis()
+            )));
         }
         // SAFETY: forwarded caller contract.
-        unsafe { options_mut(opts)? }.tick = Duration::from_millis(u64::from(ms));
+        unsafe { options_mut(opts)? }.tick = tick;
         Ok(())
     })
 }

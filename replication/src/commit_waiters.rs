@@ -50,11 +50,20 @@ impl CommitWaiters {
     }
 
     /// Registers `thread` to be unparked once the commit reaches `lsn` (at once if it has):
-    /// for a thread that parks on something of its own until then.
-    pub(crate) fn register(&self, lsn: Lsn, thread: Thread) {
-        if self.enter(lsn, thread.clone()).is_none() {
+    /// for a thread that parks on something of its own until then. The ticket to
+    /// [`forget`](CommitWaiters::forget) the registration with, if it was entered.
+    pub(crate) fn register(&self, lsn: Lsn, thread: Thread) -> Option<u64> {
+        let ticket = self.enter(lsn, thread.clone());
+        if ticket.is_none() {
             thread.unpark();
         }
+        ticket
+    }
+
+    /// Removes a registration (`register`'s ticket) whose thread no longer waits; nothing if
+    /// a commit woke it already.
+    pub(crate) fn forget(&self, lsn: Lsn, ticket: u64) {
+        self.waiting.lock().threads.remove(&(lsn, ticket));
     }
 
     /// Enters `thread` under `lsn` and returns its ticket, or `None` if the commit has reached

@@ -37,7 +37,7 @@ pub use engine_snapshot::EngineSnapshot;
 pub use error::{Error, Result};
 pub use node::{
     Bounded, CommittedReader, CommittedRecord, Node, NodeLog, NodeOptions, NodeStatus, Severity,
-    TrackedProposal,
+    TrackedProposal, TICK_INTERVAL_MAX,
 };
 pub use raft::eraftpb::ConfState;
 pub use replica::{

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 use rwal_wal::{Backend, Lsn, Options, RecordKind, Wal};
 
 use crate::checkpoint::PendingCheckpoint;
@@ -39,7 +39,8 @@ pub struct NodeOptions {
     pub config: Config,
     /// How to start if the log is new.
     pub bootstrap: Bootstrap,
-    /// Real time per raft tick (default 10 ms: an election after 100 ms of silence).
+    /// Real time per raft tick (default 10 ms: an election after 100 ms of silence); above 0,
+    /// at most [`TICK_INTERVAL_MAX`].
     pub tick_interval: Duration,
     /// Proposals waiting for the node's thread before `propose` fails with [`Error::Busy`];
     /// and as many other requests (read barriers, leadership transfers, membership changes,
@@ -239,6 +240,11 @@ struct ProposalState {
     /// proposed. Set and read under the same lock as the proposing, so that a caller told
     /// `Timeout` knows the record was not proposed.
     abandoned: bool,
+    /// Where the node's thread registered the caller to be woken at the entry's commit (LSN,
+    /// ticket), set with an `Ok` outcome under the same lock: a caller that returns before
+    /// that commit takes the registration back, which would otherwise stay until the commit
+    /// passed the LSN, perhaps never (an isolated leader's entry).
+    registered: Option<(Lsn, u64)>,
 }
 
 /// The node's side of a [`Proposal`]: answers [`Error::Closed`] if dropped unanswered (the
@@ -274,11 +280,17 @@ impl ProposalReply {
             let lsn = outcome.as_ref().ok().map(|(lsn, _)| *lsn);
             state.outcome = Some(outcome);
             self.0 = None;
+            // Registered under the lock, so that the caller finds the ticket with the
+            // outcome: the registry's lock is never held while this one is taken.
+            if let Some(lsn) = lsn {
+                state.registered = waiters
+                    .register(lsn, proposal.caller.clone())
+                    .map(|ticket| (lsn, ticket));
+            }
             lsn
         };
-        match lsn {
-            Some(lsn) => waiters.register(lsn, proposal.caller.clone()),
-            None => proposal.caller.unpark(),
+        if lsn.is_none() {
+            proposal.caller.unpark();
         }
     }
 }
@@ -474,6 +486,18 @@ impl Node {
                 "tick_interval and pending_proposals_max must be above 0",
             ));
         }
+        // A tick too long to add to the clock panicked the node's thread before it could
+        // report a failure, and left every caller waiting for it (found by review on
+        // 2026-12-07); one of a minute already puts elections 10 to 20 minutes apart.
+        if options.tick_interval > TICK_INTERVAL_MAX {
+            return Err(Error::invalid(
+                "tick_interval",
+                format!(
+                    "tick_interval {:?} is above the largest, {TICK_INTERVAL_MAX:?}",
+                    options.tick_interval
+                ),
+            ));
+        }
         if options
             .sync_stall_limit
             .is_some_and(|limit| limit.is_zero())
@@ -657,9 +681,9 @@ impl Node {
                 // Given up under the lock the node's thread proposes under: either it took
                 // the proposal (and the outcome is here) or it never will.
                 state.abandoned = outcome.is_none() && now >= deadline;
-                outcome
+                outcome.map(|outcome| (outcome, state.registered.take()))
             };
-            if let Some(outcome) = outcome {
+            if let Some((outcome, registered)) = outcome {
                 let (lsn, epoch) = match outcome {
                     Ok(proposed) => proposed,
                     Err(refused) => return not_proposed(refused),
@@ -670,6 +694,11 @@ impl Node {
                     Err(Error::Timeout { .. }) => Err(Error::NotYetCommitted { lsn, epoch }),
                     Err(e) => Err(e),
                 };
+                // Committed: the commit's publication removes the registration, if it has
+                // not yet. Otherwise nothing will soon.
+                if let (Err(_), Some((lsn, ticket))) = (&committed, registered) {
+                    self.shared.waiters.forget(lsn, ticket);
+                }
                 return TrackedProposal {
                     proposed: Some((lsn, epoch)),
                     outcome: committed,
@@ -975,7 +1004,8 @@ impl Node {
     }
 
     /// Waits until `condition` holds for the status (or the timeout passes); returns the last
-    /// status seen and whether the condition held.
+    /// status seen and whether the condition held. The condition runs on the calling thread
+    /// with no lock of the node's held: it may call the node (its `leader`, `status`).
     pub fn wait_status(
         &self,
         timeout: Duration,
@@ -984,10 +1014,21 @@ impl Node {
         let deadline = deadline_after(timeout);
         let mut published = self.shared.status.lock();
         loop {
-            // As `status` answers: with the log's bounds read now.
-            let status = self.with_log_bounds_now(&published);
-            if condition(&status) {
+            let seen = published.clone();
+            // Outside the lock: a condition that called the node deadlocked its caller, and a
+            // slow one held up the node's thread at its next status (found by review on
+            // 2026-12-07). As `status` answers: with the log's bounds read now.
+            let (status, held) = MutexGuard::unlocked(&mut published, || {
+                let status = self.with_log_bounds_now(&seen);
+                let held = condition(&status);
+                (status, held)
+            });
+            if held {
                 return (status, true);
+            }
+            // A status published while the condition ran was not waited for: looked at now.
+            if *published != seen && Instant::now() < deadline {
+                continue;
             }
             if self
                 .shared
@@ -995,7 +1036,9 @@ impl Node {
                 .wait_until(&mut published, deadline)
                 .timed_out()
             {
-                let status = self.with_log_bounds_now(&published);
+                let seen = published.clone();
+                drop(published);
+                let status = self.with_log_bounds_now(&seen);
                 let held = condition(&status);
                 return (status, held);
             }
@@ -1190,6 +1233,10 @@ fn deadline_after(timeout: Duration) -> Instant {
     now.checked_add(timeout)
         .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
+
+/// The longest [`NodeOptions::tick_interval`] a node opens with: a minute, which puts
+/// elections 10 to 20 minutes apart.
+pub const TICK_INTERVAL_MAX: Duration = Duration::from_secs(60);
 
 /// A committed record, copied out of the log.
 #[derive(Debug, Clone, PartialEq, Eq)]

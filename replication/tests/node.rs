@@ -635,6 +635,9 @@ fn a_partitioned_leader_is_replaced_and_its_uncommitted_entry_superseded() {
         Err(Error::NotYetCommitted { lsn: l, epoch: e }) => assert_eq!((l, e), (lsn + 2, epoch)),
         other => panic!("expected NotYetCommitted, got {other:?}"),
     }
+    // And leaves nothing registered behind: the entry may never commit, and its registration
+    // stayed until a commit passed it (found by review on 2026-12-07).
+    assert_eq!(cluster.node(old).commit_waiters(), 0);
     let new = cluster.leader(&others);
     assert_ne!(new, old);
     // The isolated leader cannot confirm that it still leads: no linearizable read there.
@@ -2465,6 +2468,37 @@ fn a_timed_out_propose_and_wait_says_whether_the_record_was_proposed() {
     node.close().unwrap();
 }
 
+/// A condition given to `wait_status` may call the node: it ran under the node's status lock,
+/// so a condition that asked the node's `leader()` waited for itself forever, and wedged the
+/// node's thread at its next status (found by review on 2026-12-07).
+#[test]
+fn a_status_condition_may_call_the_node() {
+    let dir = TempDir::new("repl-status-condition");
+    let network = MemoryNetwork::new();
+    let options = NodeOptions::new(1, dir.join("node1"), Bootstrap::Voters(vec![1]));
+    let node = Arc::new(Node::open(options, Engine::default(), network.transport()).unwrap());
+    network.register(1, node.inbox());
+    let (done, outcome) = std::sync::mpsc::channel();
+    let waiting = node.clone();
+    std::thread::spawn(move || {
+        let seen = waiting.wait_status(WAIT, |s| {
+            s.role == Role::Leader && waiting.leader() == Some(1) && waiting.status().id == 1
+        });
+        drop(waiting);
+        let _ = done.send(seen);
+    });
+    let (status, led) = outcome
+        .recv_timeout(WAIT + Duration::from_secs(10))
+        .expect("wait_status waited for itself");
+    assert!(led, "{status:?}");
+    node.propose_and_wait(b"the node's thread goes on", WAIT)
+        .unwrap();
+    Arc::try_unwrap(node)
+        .expect("the waiting thread let go of the node")
+        .close()
+        .unwrap();
+}
+
 /// Node options that could not work are refused at open, naming the option, before anything
 /// is written; a snapshot timeout given as a duration opens like any other node.
 #[test]
@@ -2474,12 +2508,21 @@ fn node_options_that_cannot_work_are_refused_at_open() {
     let options = || NodeOptions::new(1, dir.join("node1"), Bootstrap::Voters(vec![1]));
     let mut no_tick = options();
     no_tick.tick_interval = Duration::ZERO;
+    // Too long to add to the clock: it panicked the node's thread, whose callers then waited
+    // forever (found by review on 2026-12-07).
+    let mut endless_tick = options();
+    endless_tick.tick_interval = Duration::MAX;
+    let mut tick_past_the_largest = options();
+    tick_past_the_largest.tick_interval =
+        rwal_replication::TICK_INTERVAL_MAX + Duration::from_millis(1);
     let mut no_stall_limit = options();
     no_stall_limit.sync_stall_limit = Some(Duration::ZERO);
     let mut no_snapshot_timeout = options();
     no_snapshot_timeout.snapshot_timeout = Some(Duration::ZERO);
     for (bad, name) in [
         (no_tick, "tick_interval"),
+        (endless_tick, "tick_interval"),
+        (tick_past_the_largest, "tick_interval"),
         (no_stall_limit, "sync_stall_limit"),
         (no_snapshot_timeout, "snapshot_timeout"),
     ] {

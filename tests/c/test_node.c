@@ -505,6 +505,9 @@ static void test_bad_options(const char *dir) {
     CHECK_STATUS(rwal_node_options_set_voters(opts, others, 2, false), RWAL_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(rwal_node_options_add_peer(opts, 1, "127.0.0.1:9"), RWAL_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(rwal_node_options_set_tick_ms(opts, 0), RWAL_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(rwal_node_options_set_tick_ms(opts, 60001), RWAL_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(rwal_node_options_set_tick_ms(opts, 60000), RWAL_OK);
+    CHECK_STATUS(rwal_node_options_set_tick_ms(opts, 10), RWAL_OK);
     CHECK_STATUS(rwal_node_options_set_sync_stall_limit_ms(NULL, 500), RWAL_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(rwal_node_options_set_snapshot_bytes_max(opts, 0), RWAL_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(rwal_node_options_set_snapshot_bytes_max(opts, 1 << 20), RWAL_OK);

@@ -445,7 +445,8 @@ class Node(_Handle):
         starts empty, waiting to be added by the leader. A node whose directory holds no log,
         given neither, refuses to open (InvalidArgumentError): a member restarted with the
         founding voters after losing its directory would found the cluster anew, and its vote
-        could elect a leader that lacks acknowledged writes. A leader whose log sync has not
+        could elect a leader that lacks acknowledged writes. `tick_ms` is raft's tick (1 to
+        60000 ms: an election after 10 to 20 ticks without a leader). A leader whose log sync has not
         returned for `sync_stall_limit_ms` (never less than the longest election timeout, 20
         ticks; 0: never) hands its leadership to another voter: a leader whose disk hangs
         commits nothing. `segment_size`, `backend`, `recovery` and `commit_delay_us` are the

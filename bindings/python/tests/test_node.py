@@ -291,6 +291,9 @@ def test_bad_node_options_are_refused_with_the_reason(tmp_path):
     with pytest.raises(rwal.InvalidArgumentError, match="(?i)commit.delay"):
         rwal.Node(1, tmp_path / "n", cluster_id=1, secret=SECRET, voters=[1],
                   commit_delay_us=2_000_000)
+    # In the C type's range, past the library's largest tick.
+    with pytest.raises(rwal.InvalidArgumentError, match="1 to 60000 ms, not 60001"):
+        rwal.Node(1, tmp_path / "n", cluster_id=1, secret=SECRET, voters=[1], tick_ms=60001)
     # Out of the C type's range: named, not cffi's OverflowError.
     for bad, name in ((dict(node_id=-1), "node_id"), (dict(cluster_id=1 << 64), "cluster_id"),
                       (dict(voters=[1, -2]), "voter id"), (dict(tick_ms=1 << 32), "tick_ms"),

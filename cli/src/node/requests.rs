@@ -358,9 +358,11 @@ pub(super) fn not_leader(server: &Server, leader: Option<NodeId>) -> (u8, Vec<u8
     let address = leader.and_then(|l| {
         if l == server.settings.id {
             // Listening on every interface (`0.0.0.0`, `[::]`) names no address a client can
-            // use: followed from another machine, it reaches that machine's own port. Without
-            // one, the client asks the node it was given again.
-            Some(server.settings.client_listen).filter(|a| !a.ip().is_unspecified())
+            // use: followed from another machine, it reaches that machine's own port; nor does
+            // port 0 (the port the system chose is not in the settings). Without one, the
+            // client asks the node it was given again.
+            Some(server.settings.client_listen)
+                .filter(|a| !a.ip().is_unspecified() && a.port() != 0)
         } else {
             server.peers.read().get(&l).map(|p| p.1)
         }
@@ -887,7 +889,8 @@ mod tests {
     };
 
     /// A NOT_LEADER naming this node (a proposal superseded, the node leading again) gives its
-    /// client address only where a client can use it: not a wildcard (found by review).
+    /// client address only where a client can use it: not a wildcard (found by review), nor
+    /// port 0.
     #[test]
     fn a_not_leader_naming_this_node_gives_no_wildcard_address() {
         let (mut server, dir) = single_node_server("not-leader-wildcard");
@@ -904,6 +907,9 @@ mod tests {
         server.settings.client_listen = "0.0.0.0:7101".parse().unwrap();
         assert_eq!(answer(&server), "");
         server.settings.client_listen = "[::]:7101".parse().unwrap();
+        assert_eq!(answer(&server), "");
+        // Nor port 0 (found by review on 2026-12-07).
+        server.settings.client_listen = "127.0.0.1:0".parse().unwrap();
         assert_eq!(answer(&server), "");
         close(server, dir);
     }

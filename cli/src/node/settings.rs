@@ -75,8 +75,8 @@ member at a new address, a new member; peers given as flags stay as they are); t
 settings take a restart. A node started without --config logs that it has no file to read
 and runs on.";
 
-/// The longest raft tick `rwal node` takes, in milliseconds.
-const TICK_MS_MAX: u64 = 60_000;
+/// The longest raft tick `rwal node` takes, in milliseconds: the library's.
+const TICK_MS_MAX: u64 = rwal_replication::TICK_INTERVAL_MAX.as_millis() as u64;
 
 /// Everything `rwal node` is started with.
 #[derive(Debug, Clone)]
