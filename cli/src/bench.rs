@@ -440,7 +440,8 @@ fn create_own_dir(parent: &Path) -> Result<PathBuf, String> {
     ))
 }
 
-/// What happens on SIGINT, SIGTERM or SIGHUP (a closed terminal): the benchmark's directory
+/// What happens on SIGINT, SIGTERM or SIGHUP (a closed terminal; unless started ignoring it,
+/// as under `nohup`): the benchmark's directory
 /// `base` is removed and the command exits with 128 + the signal's number (130, 143, 129:
 /// what a shell reports), instead of
 /// leaving the logs of a run stopped half way behind (up to several 64 MiB segments each). A
@@ -457,11 +458,13 @@ impl Interrupt {
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
         let interrupted = Arc::new(AtomicBool::new(false));
         let signal_seen = Arc::new(AtomicUsize::new(0));
-        for signal in [
-            signal_hook::consts::SIGINT,
-            signal_hook::consts::SIGTERM,
-            signal_hook::consts::SIGHUP,
-        ] {
+        let mut watched = vec![signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM];
+        // Not a hang-up the bench was started to ignore (`nohup`): it runs on past the
+        // terminal, as it was asked to.
+        if !ignored_at_start(signal_hook::consts::SIGHUP) {
+            watched.push(signal_hook::consts::SIGHUP);
+        }
+        for signal in watched {
             // In this order: the second signal finds `interrupted` set and exits at once.
             signal_hook::flag::register_conditional_shutdown(
                 signal,
@@ -533,6 +536,20 @@ impl Interrupt {
             }
         }
     }
+}
+
+/// Whether `signal` was ignored when the process started (its `SigIgn` mask in
+/// `/proc/self/status`, inherited through `exec`): read before any handler is installed. Not
+/// known: taken as not ignored.
+fn ignored_at_start(signal: i32) -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigIgn:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| (1..=64).contains(&signal) && mask & (1 << (signal - 1)) != 0)
 }
 
 fn measure_replicated(config: &Config, base: &Path, nodes: usize) -> Result<Vec<Outcome>, String> {

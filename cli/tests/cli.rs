@@ -647,25 +647,63 @@ fn a_bench_whose_terminal_closes_removes_its_logs() {
 }
 
 fn interrupted_bench_removes_its_logs(signal: &str, exit_code: i32) {
+    interrupted_bench_removes_its_logs_after(signal, exit_code, "", |_| {});
+}
+
+/// A bench started ignoring SIGHUP (`nohup rwal bench ...`) runs on when its terminal closes:
+/// the handler that removes the logs at a hang-up must not replace what it was started with.
+/// SIGINT still stops it, logs removed.
+#[test]
+fn a_bench_started_under_nohup_runs_on_after_a_hang_up() {
+    interrupted_bench_removes_its_logs_after("INT", 130, "trap '' HUP; ", |bench| {
+        signal(bench, "HUP");
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        assert!(
+            bench.try_wait().unwrap().is_none(),
+            "the bench stopped at a hang-up it was started to ignore"
+        );
+    });
+}
+
+fn signal(process: &std::process::Child, signal: &str) {
+    let sent = Command::new("kill")
+        .args([&format!("-{signal}"), &process.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
+/// Starts a bench through `sh -c "{prelude}exec rwal bench ..."`, waits until it has written
+/// a log, runs `meanwhile`, sends `signal` and checks that the bench exits with `exit_code`
+/// and removes its logs.
+fn interrupted_bench_removes_its_logs_after(
+    signal_name: &str,
+    exit_code: i32,
+    prelude: &str,
+    meanwhile: impl FnOnce(&mut std::process::Child),
+) {
     use std::time::{Duration, Instant};
-    let dir = temp(&format!("bench-interrupted-{signal}"));
+    let label = if prelude.is_empty() {
+        "plain"
+    } else {
+        "prelude"
+    };
+    let dir = temp(&format!("bench-interrupted-{signal_name}-{label}"));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut bench = Command::new(env!("CARGO_BIN_EXE_rwal"))
-        .args([
-            "bench",
-            "--seconds",
-            "20",
-            "--threads",
-            "1",
-            "--segment-bytes",
-            "1048576",
-        ])
-        .arg("--dir")
+    let mut bench = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{prelude}exec '{}' bench --seconds 20 --threads 1 --segment-bytes 1048576 \
+             --dir \"$1\"",
+            env!("CARGO_BIN_EXE_rwal")
+        ))
+        .arg("sh")
         .arg(&dir)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // `exec` keeps the shell's process id.
     let logs = dir.join(format!("rwal-bench-{}", bench.id()));
     let deadline = Instant::now() + Duration::from_secs(30);
     // Running, with a log in its directory.
@@ -676,15 +714,12 @@ fn interrupted_bench_removes_its_logs(signal: &str, exit_code: i32) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let killed = Command::new("kill")
-        .args([&format!("-{signal}"), &bench.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    meanwhile(&mut bench);
+    signal(&bench, signal_name);
     let status = exit_status_by(
         &mut bench,
-        deadline,
-        &format!("the bench did not stop after SIG{signal}"),
+        deadline + Duration::from_secs(5),
+        &format!("the bench did not stop after SIG{signal_name}"),
     );
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut bench.stderr.take().unwrap(), &mut stderr).unwrap();

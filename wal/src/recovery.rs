@@ -1055,14 +1055,9 @@ impl Scan<'_> {
         if self.cut_recorded || self.mode == RecoveryMode::AbsoluteConsistency {
             return Ok(());
         }
-        let Some(active) = self.kept.last().cloned() else {
-            return Ok(());
-        };
-        let garbage = self.tail_garbage();
-        if garbage > 0 {
-            let proof = self.proof_past_the_end(&active, self.tail_offset, garbage)?;
-            self.watermark = self.watermark.max(proof);
-        }
+        // The search a skipped damaged file may have made already, not a second one.
+        let proof = self.proof_behind_the_tail()?;
+        self.watermark = self.watermark.max(proof);
         Ok(())
     }
 
@@ -1166,6 +1161,8 @@ impl Scan<'_> {
     /// default mode refuses the log (what the bytes prove cannot be known, and they are not
     /// what a crash leaves), and the lossy modes take the proof found so far.
     fn proof_past_the_end(&self, segment: &Segment, from: u64, len: u64) -> Result<Lsn> {
+        #[cfg(test)]
+        tests::SEARCHES_PAST_THE_END.with(|n| n.set(n.get() + 1));
         let cap = self.pending_cut.unwrap_or(Lsn::MAX);
         let mut proof = 0;
         let budget_bytes = PROOF_SEARCH_BUDGET_MIN.max(
@@ -1246,8 +1243,6 @@ impl Scan<'_> {
                         return Ok(proof);
                     }
                 }
-                #[cfg(test)]
-                tests::TAIL_SEARCHES.with(|n| n.set(n.get() + 1));
                 let proof = self.proof_past_the_end(active, self.tail_offset, garbage)?;
                 self.tail_proof.set(Some((tail, proof)));
                 Ok(proof)
@@ -1689,14 +1684,14 @@ mod tests {
     use crate::Wal;
 
     thread_local! {
-        /// How many times this thread searched behind the active segment's tail.
-        pub(super) static TAIL_SEARCHES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+        /// How many times this thread searched bytes past a segment's records for proof.
+        pub(super) static SEARCHES_PAST_THE_END: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
     }
 
     /// `SkipCorrupted` searches the bytes behind the active segment's last record once, not
-    /// once for every damaged file after it: with a crafted tail each search may take its
-    /// whole bound (many GiB of checksums), and a thousand empty files named as segments made
-    /// that a thousand times (found by review on 2026-12-07).
+    /// once for every damaged file after it and again at the end: with a crafted tail each
+    /// search may take its whole bound (many GiB of checksums), and a thousand empty files
+    /// named as segments made that a thousand times (found by review on 2026-12-07).
     #[test]
     fn skipping_damaged_files_searches_behind_the_tail_once() {
         use std::os::unix::fs::FileExt;
@@ -1730,9 +1725,9 @@ mod tests {
         for sequence in 2..=6 {
             std::fs::File::create(dir.join(segment::file_name(sequence))).unwrap();
         }
-        TAIL_SEARCHES.with(|n| n.set(0));
+        SEARCHES_PAST_THE_END.with(|n| n.set(0));
         let opened = Wal::open(&dir, options().recovery_mode(RecoveryMode::SkipCorrupted));
-        let searches = TAIL_SEARCHES.with(std::cell::Cell::get);
+        let searches = SEARCHES_PAST_THE_END.with(std::cell::Cell::get);
         let skipped = opened.map(|wal| {
             let report = wal.recovery_report();
             report
