@@ -582,9 +582,13 @@ impl Inner {
             .write(state, self.dir.path())
             .map_err(|e| self.group.poison(e))?;
         drop(control);
-        // The checkpoint is in place: older snapshots that cannot be removed now are left to
-        // the next compaction, which tries again and reports them.
-        self.remove_old_snapshots(lsn, &mut Vec::new())?;
+        // The checkpoint is in place, durably: older snapshots that cannot be removed now are
+        // left to the next compaction, which tries again and reports them. A directory sync
+        // that fails after the removals poisons the log (as every failed sync does), but does
+        // not undo the checkpoint: it is reported made, and the next call meets the poison.
+        // Until 2026-12-07 it returned the error, and a caller took a checkpoint that a
+        // reopen shows for one that failed (found by review).
+        let _poisoned_if_failed = self.remove_old_snapshots(lsn, &mut Vec::new());
         Ok(())
     }
 

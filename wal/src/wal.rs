@@ -1942,6 +1942,37 @@ mod tests {
         }
     }
 
+    /// A checkpoint whose control-file write succeeded is reported made even when the
+    /// directory sync after it removes the older snapshots fails: the log is poisoned (the
+    /// next call says so), and a reopen shows the checkpoint. It returned the sync's error,
+    /// for a checkpoint in place (found by review on 2026-12-07).
+    #[test]
+    fn a_checkpoint_in_place_is_made_though_the_cleanup_after_it_failed() {
+        let disk = crate::SimDisk::new();
+        let (wal, options) = durable_records(&disk, 20);
+        wal.checkpoint(5, Some(b"state at 5")).unwrap();
+        let failing = disk.clone();
+        at(
+            "finish_checkpoint: the control lock is taken next",
+            move |_| {
+                failing.fail_next_dir_sync(libc::EIO);
+            },
+        );
+        let made = wal.checkpoint(8, Some(b"state at 8"));
+        assert!(made.is_ok(), "{made:?}");
+        assert!(
+            !disk.has_armed_failure(),
+            "the directory sync was not reached"
+        );
+        let next = wal.append(b"after");
+        assert!(matches!(next, Err(Error::Poisoned { .. })), "{next:?}");
+        drop(wal);
+        let reopened = Wal::open("/sim", options).unwrap();
+        let latest = reopened.latest_checkpoint().unwrap();
+        assert_eq!(latest.lsn, 8);
+        assert_eq!(latest.snapshot_bytes, Some(10));
+    }
+
     /// Another thread's control-file write fails (a replica storing its term and vote) after a
     /// truncation or a reset checked the log and before it takes the control lock. It is
     /// refused, and writes nothing: it used to declare itself into the slot the failed write
