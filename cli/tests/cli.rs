@@ -647,7 +647,7 @@ fn a_bench_whose_terminal_closes_removes_its_logs() {
 }
 
 fn interrupted_bench_removes_its_logs(signal: &str, exit_code: i32) {
-    interrupted_bench_removes_its_logs_after(signal, exit_code, "", |_| {});
+    interrupted_bench_removes_its_logs_after(signal, exit_code, "--default-signal=HUP", |_| {});
 }
 
 /// A bench started ignoring SIGHUP (`nohup rwal bench ...`) runs on when its terminal closes:
@@ -655,7 +655,7 @@ fn interrupted_bench_removes_its_logs(signal: &str, exit_code: i32) {
 /// SIGINT still stops it, logs removed.
 #[test]
 fn a_bench_started_under_nohup_runs_on_after_a_hang_up() {
-    interrupted_bench_removes_its_logs_after("INT", 130, "trap '' HUP; ", |bench| {
+    interrupted_bench_removes_its_logs_after("INT", 130, "--ignore-signal=HUP", |bench| {
         signal(bench, "HUP");
         std::thread::sleep(std::time::Duration::from_secs(1));
         assert!(
@@ -673,37 +673,42 @@ fn signal(process: &std::process::Child, signal: &str) {
     assert!(sent.success());
 }
 
-/// Starts a bench through `sh -c "{prelude}exec rwal bench ..."`, waits until it has written
-/// a log, runs `meanwhile`, sends `signal` and checks that the bench exits with `exit_code`
-/// and removes its logs.
+/// Starts a bench through `env {hup} rwal bench ...` (`--default-signal=HUP` or
+/// `--ignore-signal=HUP`: the test's own disposition is whatever started it, `nohup`
+/// included), waits until it has written a log, runs `meanwhile`, sends `signal` and checks
+/// that the bench exits with `exit_code` and removes its logs.
 fn interrupted_bench_removes_its_logs_after(
     signal_name: &str,
     exit_code: i32,
-    prelude: &str,
+    hup: &str,
     meanwhile: impl FnOnce(&mut std::process::Child),
 ) {
     use std::time::{Duration, Instant};
-    let label = if prelude.is_empty() {
-        "plain"
-    } else {
-        "prelude"
-    };
+    let label = hup.trim_start_matches("--").trim_end_matches("-signal=HUP");
     let dir = temp(&format!("bench-interrupted-{signal_name}-{label}"));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut bench = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "{prelude}exec '{}' bench --seconds 20 --threads 1 --segment-bytes 1048576 \
-             --dir \"$1\"",
-            env!("CARGO_BIN_EXE_rwal")
-        ))
-        .arg("sh")
+    let mut bench = Command::new("env")
+        .arg(hup)
+        // SIGINT and SIGTERM as a terminal gives them, whatever this test was started with (a
+        // background job of a non-interactive shell ignores SIGINT).
+        .arg("--default-signal=INT,TERM")
+        .arg(env!("CARGO_BIN_EXE_rwal"))
+        .args([
+            "bench",
+            "--seconds",
+            "20",
+            "--threads",
+            "1",
+            "--segment-bytes",
+            "1048576",
+        ])
+        .arg("--dir")
         .arg(&dir)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // `exec` keeps the shell's process id.
+    // `env` execs the bench: the same process.
     let logs = dir.join(format!("rwal-bench-{}", bench.id()));
     let deadline = Instant::now() + Duration::from_secs(30);
     // Running, with a log in its directory.

@@ -1480,7 +1480,11 @@ pub unsafe extern "C" fn rwal_node_change_membership(
             if let Some(at) = adding {
                 handle.network.add_peer(id, at)?;
             }
-            let count = peer.map(|_| rwal_node::peer_changed(&mut changes, id));
+            // Counted for every addition, the address given or not: a second change adding
+            // the same node without one carries the address this call set, and relies on it
+            // as much (counted only with an address until 2026-12-07, a refusal of the first
+            // call took the address back from under the second, found by review).
+            let count = adds_a_peer.then(|| rwal_node::peer_changed(&mut changes, id));
             (known, adding, count)
         };
         // The change carries the address this node will dial the new member at (the one given,

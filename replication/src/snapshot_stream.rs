@@ -319,6 +319,15 @@ impl Incoming {
                     chunk.offset, chunk.lsn, chunk.from
                 ));
             }
+            // A first chunk carries its bytes from the start: one that fails its checksum is
+            // refused before it replaces anything (it dropped the part held, found by review
+            // on 2026-12-07).
+            if crc32c::crc32c(&chunk.data) != chunk.crc {
+                return Err(format!(
+                    "snapshot {} from node {}: checksum mismatch in its first chunk",
+                    chunk.lsn, chunk.from
+                ));
+            }
             // The stream before it, if any, goes first, and its file with it.
             *slot = None;
             let file = wal
@@ -667,6 +676,15 @@ mod tests {
         assert!(e.contains("gap"), "{e}");
         // The gap dropped only that chunk: the stream goes on.
         Incoming::accept(&mut slot, parts[1].clone(), max, &wal).unwrap();
+        // A damaged first chunk of another snapshot is refused before it replaces the part
+        // held (found by review on 2026-12-07).
+        let mut damaged_start = parts[0].clone();
+        damaged_start.lsn = 41;
+        damaged_start.data[5] ^= 1;
+        let e = Incoming::accept(&mut slot, damaged_start, max, &wal).unwrap_err();
+        assert!(e.contains("checksum mismatch in its first chunk"), "{e}");
+        let held = slot.as_ref().map(|incoming| incoming.file.received());
+        assert_eq!(held, Some(600), "the part held was dropped");
         let mut bad = parts[2].clone();
         bad.data[5] ^= 1;
         let e = Incoming::accept(&mut slot, bad, max, &wal).unwrap_err();
