@@ -1,5 +1,6 @@
 //! `rwal bench`: the benchmarks a storage engineer asks for first, on a temporary directory
-//! that is removed afterwards, or on SIGINT, SIGTERM or SIGHUP (`Interrupt`). Latencies go into HdrHistograms (3 significant digits).
+//! that is removed afterwards, or on SIGINT, SIGTERM or SIGHUP (unless ignored, as under
+//! `nohup`: `Interrupt`). Latencies go into HdrHistograms (3 significant digits).
 //!
 //! Workloads, for each backend chosen:
 //! - `durable-commit`: one thread, `append` + `commit` of one record at a time, per size;

@@ -358,13 +358,22 @@ impl Incoming {
         }
         let new_bytes = &chunk.data[(held - chunk.offset) as usize..];
         if crc32c::crc32c_append(incoming.file.crc(), new_bytes) != chunk.crc {
-            *slot = None;
             if chunk.offset == 0 && held > 0 {
                 // A first chunk carries everything from the start: one whose checksum does not
                 // follow from what is held (another file of the same snapshot, in chunks of
-                // another size) starts the stream afresh, checked from nothing.
+                // another size) starts the stream afresh, checked from nothing; one that
+                // fails its own checksum is refused, and the part held stays (it was dropped
+                // first until 2026-12-07, found by review).
+                if crc32c::crc32c(&chunk.data) != chunk.crc {
+                    return Err(format!(
+                        "snapshot {} from node {}: checksum mismatch in its first chunk",
+                        chunk.lsn, chunk.from
+                    ));
+                }
+                *slot = None;
                 return Incoming::accept(slot, chunk, bytes_max, wal);
             }
+            *slot = None;
             return Err(format!(
                 "snapshot {} from node {}: checksum mismatch at {}",
                 chunk.lsn, chunk.from, chunk.offset
@@ -682,6 +691,13 @@ mod tests {
         damaged_start.lsn = 41;
         damaged_start.data[5] ^= 1;
         let e = Incoming::accept(&mut slot, damaged_start, max, &wal).unwrap_err();
+        assert!(e.contains("checksum mismatch in its first chunk"), "{e}");
+        let held = slot.as_ref().map(|incoming| incoming.file.received());
+        assert_eq!(held, Some(600), "the part held was dropped");
+        // So is one of the same snapshot in chunks of another size (a resent stream).
+        let mut damaged_resend = chunks(&blob, 700)[0].clone();
+        damaged_resend.data[650] ^= 1;
+        let e = Incoming::accept(&mut slot, damaged_resend, max, &wal).unwrap_err();
         assert!(e.contains("checksum mismatch in its first chunk"), "{e}");
         let held = slot.as_ref().map(|incoming| incoming.file.received());
         assert_eq!(held, Some(600), "the part held was dropped");
