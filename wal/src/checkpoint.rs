@@ -691,6 +691,11 @@ impl Inner {
                 .sum()
         };
         let mut staying: Option<String> = None;
+        // Invalidated only once nothing can fail before the removal they make room for: a
+        // compaction that failed after releasing them (the epoch at the new first LSN
+        // unreadable) cost their holders their pins for nothing (found by review on
+        // 2026-12-07). The control lock, held throughout, keeps the pins where they were seen.
+        let mut doomed_pins = Vec::new();
         let pins = self.pins.below_highest_first(limit);
         if let Some((_, name, pinned, _)) = pins.iter().rev().find(|(_, _, _, cap)| cap.is_none()) {
             limit = *pinned;
@@ -702,7 +707,7 @@ impl Inner {
             }
             match cap {
                 Some(cap) if segment_bytes_between(pinned, limit) > cap => {
-                    self.pins.invalidate(id);
+                    doomed_pins.push(id);
                     report.pins_invalidated.push(name);
                 }
                 _ => {
@@ -718,7 +723,13 @@ impl Inner {
         let gone = removable(limit.min(checkpoint + 1));
         report.snapshots_removed =
             self.remove_old_snapshots(checkpoint, &mut report.files_left_behind)?;
+        let invalidate_doomed = || {
+            for id in &doomed_pins {
+                self.pins.invalidate(*id);
+            }
+        };
         let Some(last_gone) = gone.last() else {
+            invalidate_doomed();
             return Ok(report);
         };
         let new_first = last_gone.sealed_last_lsn().expect("sealed") + 1;
@@ -732,6 +743,7 @@ impl Inner {
             let (segment, offset) = self.locate(new_first - 1)?;
             self.decode_at(&segment, offset, new_first - 1)?.epoch
         };
+        invalidate_doomed();
         // The control file moves first: a crash after it leaves files wholly below the first
         // LSN, which recovery removes; a crash before it leaves the log as it was.
         let mut state = control.state().clone();

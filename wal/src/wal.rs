@@ -1942,6 +1942,32 @@ mod tests {
         }
     }
 
+    /// A compaction that fails before it removes anything (the record before its new first
+    /// LSN unreadable) leaves the capped pins it would have released in place: it released
+    /// them first, for nothing (found by review on 2026-12-07).
+    #[test]
+    fn a_compaction_that_fails_releases_no_pin() {
+        let disk = crate::SimDisk::new();
+        let wal = Wal::open("/sim", simulated(&disk)).unwrap();
+        // 200 KiB records, five a 1 MiB segment: 1..=5, 6..=10, 11..=15, then the active one.
+        for i in 0..18u8 {
+            wal.append(&[i; 200 << 10]).unwrap();
+        }
+        wal.sync().unwrap();
+        wal.checkpoint(15, None).unwrap();
+        let capped = wal.pin_with_cap("slow-replica", 3, 1).unwrap();
+        // Record 15, the last of the third segment, damaged under the open log.
+        let stored = 32 + (200 << 10);
+        disk.flip_bit(&crate::segment::file_name(3), 4096 + 4 * stored + 100, 0);
+        let failed = wal.compact_now();
+        assert!(matches!(failed, Err(Error::Corrupted { .. })), "{failed:?}");
+        assert!(
+            !capped.is_invalidated(),
+            "a failed compaction released the pin"
+        );
+        assert_eq!(wal.first_lsn(), 1, "nothing was removed");
+    }
+
     /// A checkpoint whose control-file write succeeded is reported made even when the
     /// directory sync after it removes the older snapshots fails: the log is poisoned (the
     /// next call says so), and a reopen shows the checkpoint. It returned the sync's error,
