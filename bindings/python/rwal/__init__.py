@@ -282,7 +282,14 @@ def _error(status: int) -> "Error":
 def _c_string(text: Union[str, bytes], what: str) -> bytes:
     """`text` for a C string: a NUL inside would end it there, silently (cffi passes the
     buffer as it is), so it is refused as Python's own open() refuses it."""
-    data = text.encode() if isinstance(text, str) else bytes(text)
+    if isinstance(text, str):
+        data = text.encode()
+    elif isinstance(text, (bytes, bytearray, memoryview)):
+        data = bytes(text)
+    else:
+        # Not bytes(text): an int would become that many zero bytes (an address of 7101 NULs,
+        # or of none for 0).
+        raise TypeError("%s must be a str or bytes, not %s" % (what, type(text).__name__))
     if b"\0" in data:
         raise ValueError("%s contains a NUL byte: %r" % (what, text))
     return data

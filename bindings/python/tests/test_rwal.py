@@ -575,6 +575,16 @@ def test_a_nul_in_a_path_or_an_address_is_refused(tmp_path):
     with pytest.raises(ValueError, match="NUL"):
         rwal.Node(1, tmp_path / "n", cluster_id=1, secret=b"s" * 32,
                   listen="127.0.0.1:0\0junk", voters=[1])
+    # An address given as a port number is a TypeError naming it: bytes(7101) made it 7101
+    # NUL bytes (a ValueError about NULs), and bytes(0) an empty address.
+    for port in (7101, 0):
+        with pytest.raises(TypeError, match="listen must be a str or bytes, not int"):
+            rwal.Node(1, tmp_path / "n", cluster_id=1, secret=b"s" * 32, listen=port,
+                      voters=[1])
+        with pytest.raises(TypeError, match="peer address must be a str or bytes, not int"):
+            rwal.Node(1, tmp_path / "n", cluster_id=1, secret=b"s" * 32, peers={2: port},
+                      voters=[1, 2])
+    assert not (tmp_path / "n").exists()
 
 
 def test_threads_append_and_commit_at_once(path):
