@@ -22,7 +22,9 @@ pub struct Checkpoint {
     pub lsn: Lsn,
     /// The epoch of the record at `lsn`.
     pub epoch: u64,
-    /// The snapshot's length, if the engine gave one.
+    /// The snapshot's length, if the engine gave one. `None` too if the snapshot file cannot
+    /// be read now (out of file descriptors, a header damaged since it was written):
+    /// [`open_latest_checkpoint`](crate::Wal::open_latest_checkpoint) says why.
     pub snapshot_bytes: Option<u64>,
 }
 
