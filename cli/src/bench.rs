@@ -1165,6 +1165,9 @@ fn print_ratios(results: &[Outcome]) {
                 out!("  {backend}: {note}");
             }
         }
+        if let Some(note) = p(fdatasync, 0.5).and_then(|plain| no_disk_under(plain / 1e3)) {
+            out!("  {backend}: {note}");
+        }
     }
     // Floors measured before each backend that moved far between backends: the disk's speed
     // changed during the run, and ratios of different backends are not comparable.
@@ -1204,6 +1207,25 @@ fn floors_disagree(odirect: f64, fdatasync: f64) -> Option<String> {
             "note: the two floors' p50s are {apart:.1}x apart (O_DIRECT|O_DSYNC 4K {odirect:.1} \
              us, pwrite+fdatasync {fdatasync:.1} us): the disk was busy with other work during \
              one of them, so the ratios above are not to be trusted; run again on a quiet machine"
+        )
+    })
+}
+
+/// A `pwrite`+`fdatasync` faster than this (microseconds, at the median) reached no device
+/// that keeps its writes: tmpfs, or a disk whose volatile write cache acknowledges the flush.
+/// The fastest NVMe flash with power-loss protection takes some tens of microseconds.
+const SYNC_FLOOR_OF_A_DISK_US: f64 = 10.0;
+
+/// A note for a run whose syncs took `fdatasync` microseconds at the median, if that is too
+/// fast for a disk: every ratio to the floors is then a ratio of memory copies (found missing
+/// by a review of the bench: the README's word on tmpfs was the only warning).
+fn no_disk_under(fdatasync: f64) -> Option<String> {
+    (fdatasync < SYNC_FLOOR_OF_A_DISK_US).then(|| {
+        format!(
+            "note: pwrite+fdatasync took {fdatasync:.1} us at the median: the directory is on \
+             no disk that keeps its writes (tmpfs, or a volatile write cache), so these \
+             figures say nothing about durable commits; give --dir a directory on the disk \
+             to measure"
         )
     })
 }
@@ -1279,6 +1301,16 @@ mod tests {
             None,
             "not mmap's"
         );
+    }
+
+    #[test]
+    fn a_sync_faster_than_any_disk_is_called_out() {
+        assert_eq!(no_disk_under(85.0), None);
+        assert_eq!(no_disk_under(12.0), None);
+        let note = no_disk_under(0.9).expect("tmpfs");
+        assert!(note.contains("took 0.9 us at the median"), "{note}");
+        assert!(note.contains("--dir"), "{note}");
+        assert!(!note.contains("  "), "{note}");
     }
 
     #[test]
