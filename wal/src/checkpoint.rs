@@ -696,7 +696,9 @@ impl Inner {
         // Invalidated only once nothing can fail before the removal they make room for: a
         // compaction that failed after releasing them (the epoch at the new first LSN
         // unreadable) cost their holders their pins for nothing (found by review on
-        // 2026-12-07). The control lock, held throughout, keeps the pins where they were seen.
+        // 2026-12-07). Pins are registered and moved back under the control lock, held
+        // throughout; one moved forward meanwhile (under the cut gate only) is released all
+        // the same, as it was when the release came first.
         let mut doomed_pins = Vec::new();
         let pins = self.pins.below_highest_first(limit);
         if let Some((_, name, pinned, _)) = pins.iter().rev().find(|(_, _, _, cap)| cap.is_none()) {
