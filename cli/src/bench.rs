@@ -1219,7 +1219,7 @@ const SYNC_FLOOR_OF_A_DISK_US: f64 = 10.0;
 /// A note for a run whose syncs took `fdatasync` microseconds at the median, if that is too
 /// fast for a disk: every ratio to the floors is then a ratio of memory copies (found missing
 /// by a review of the bench: the README's word on tmpfs was the only warning).
-fn no_disk_under(fdatasync: f64) -> Option<String> {
+pub(crate) fn no_disk_under(fdatasync: f64) -> Option<String> {
     (fdatasync < SYNC_FLOOR_OF_A_DISK_US).then(|| {
         format!(
             "note: pwrite+fdatasync took {fdatasync:.1} us at the median: the directory is on \

@@ -369,6 +369,12 @@ pub fn print_ratios(results: &[Outcome], nodes: usize) {
             );
         }
     }
+    // The bare single copy is a `pwrite`+`fdatasync` loop, as the single-node bench's floor.
+    if let Some(note) =
+        find("floor-alone", 1).and_then(|s| crate::bench::no_disk_under(p50(s) / 1e3))
+    {
+        out!("  {note}");
+    }
 }
 
 #[cfg(test)]
