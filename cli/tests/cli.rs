@@ -412,42 +412,27 @@ fn bench_rejects_bad_arguments_with_a_clear_message() {
             text(&out)
         );
     }
-    // Found before the run, not after it (which threw the run's results away).
-    let out = rwal(&[
-        "bench",
-        "--seconds",
-        "60",
-        "--plot",
-        "/nonexistent-dir/x.svg",
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out).contains("/nonexistent-dir is not a directory"),
-        "{}",
-        text(&out)
-    );
-    // A directory that takes no new file (sysfs refuses even root), found before the run too.
-    let out = rwal(&["bench", "--seconds", "60", "--plot", "/sys/rwal-plot.svg"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(
-        text(&out).contains("--plot /sys/rwal-plot.svg: cannot be written"),
-        "{}",
-        text(&out)
-    );
-    // An existing file that cannot be written (a read-only sysfs attribute).
-    let out = rwal(&[
-        "bench",
-        "--seconds",
-        "60",
-        "--plot",
-        "/sys/kernel/uevent_seqnum",
-    ]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(
-        text(&out).contains("--plot /sys/kernel/uevent_seqnum: cannot be written"),
-        "{}",
-        text(&out)
-    );
+    // Found before the run, not after it (which threw the run's results away): a directory
+    // that does not exist, one that takes no new file (sysfs refuses even root), an existing
+    // file that cannot be written (a read-only sysfs attribute).
+    for (plot, said) in [
+        (
+            "/nonexistent-dir/x.svg",
+            "/nonexistent-dir is not a directory",
+        ),
+        (
+            "/sys/rwal-plot.svg",
+            "--plot /sys/rwal-plot.svg: cannot be written",
+        ),
+        (
+            "/sys/kernel/uevent_seqnum",
+            "--plot /sys/kernel/uevent_seqnum: cannot be written",
+        ),
+    ] {
+        let out = rwal(&["bench", "--seconds", "60", "--plot", plot]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(text(&out).contains(said), "{}", text(&out));
+    }
 }
 
 /// A directory named as the bench's own (same PID: another container on the same volume, a

@@ -271,6 +271,19 @@ impl Incoming {
         )
     }
 
+    /// Refuses a first chunk (offset 0) whose bytes fail its own checksum: it carries every
+    /// byte from the start, so its running checksum is theirs alone. Checked before the chunk
+    /// replaces the part held.
+    fn check_first_chunk(chunk: &SnapshotChunk) -> Result<(), String> {
+        if crc32c::crc32c(&chunk.data) == chunk.crc {
+            return Ok(());
+        }
+        Err(format!(
+            "snapshot {} from node {}: checksum mismatch in its first chunk",
+            chunk.lsn, chunk.from
+        ))
+    }
+
     /// Adds a chunk, writing its new bytes to the stream's file in `wal`'s directory; returns
     /// an error naming what is wrong with a chunk that does not continue the stream (it is
     /// dropped, and the leader will send again), or what failed writing it (the stream is
@@ -319,15 +332,9 @@ impl Incoming {
                     chunk.offset, chunk.lsn, chunk.from
                 ));
             }
-            // A first chunk carries its bytes from the start: one that fails its checksum is
-            // refused before it replaces anything (it dropped the part held, found by review
-            // on 2026-12-07).
-            if crc32c::crc32c(&chunk.data) != chunk.crc {
-                return Err(format!(
-                    "snapshot {} from node {}: checksum mismatch in its first chunk",
-                    chunk.lsn, chunk.from
-                ));
-            }
+            // Before it replaces anything (it dropped the part held, found by review on
+            // 2026-12-07).
+            Self::check_first_chunk(&chunk)?;
             // The stream before it, if any, goes first, and its file with it.
             *slot = None;
             let file = wal
@@ -364,12 +371,7 @@ impl Incoming {
                 // another size) starts the stream afresh, checked from nothing; one that
                 // fails its own checksum is refused, and the part held stays (it was dropped
                 // first until 2026-12-07, found by review).
-                if crc32c::crc32c(&chunk.data) != chunk.crc {
-                    return Err(format!(
-                        "snapshot {} from node {}: checksum mismatch in its first chunk",
-                        chunk.lsn, chunk.from
-                    ));
-                }
+                Self::check_first_chunk(&chunk)?;
                 *slot = None;
                 return Incoming::accept(slot, chunk, bytes_max, wal);
             }

@@ -443,21 +443,7 @@ fn a_header_with_a_valid_checksum_and_impossible_fields_is_damage_not_a_torn_tai
             rewritten[0] ^= 0xff;
         }
         crashed.overwrite(second, 0, &valid_crc(rewritten));
-        match Wal::open("/sim", options(&crashed, RecoveryMode::TolerateTornTail)) {
-            Err(Error::BadFile { path, reason }) => {
-                assert!(path.ends_with(second), "{path:?}");
-                assert!(reason.contains(said), "{said}: {reason}");
-            }
-            Err(other) => panic!("{said}: expected BadFile, got {other}"),
-            Ok(wal) => panic!(
-                "{said}: opened at LSN {}: acknowledged records cut as a torn tail",
-                wal.last_lsn()
-            ),
-        }
-        assert!(
-            crashed.file_names().contains(&second.to_string()),
-            "{said}: the file was removed"
-        );
+        refused_naming_the_damaged_file(&crashed, second, said);
         // SkipCorrupted sets the file aside and keeps the segment after it.
         let skipped = Wal::open("/sim", options(&crashed, RecoveryMode::SkipCorrupted)).unwrap();
         assert_eq!(skipped.last_lsn(), 12, "{said}");
@@ -502,22 +488,28 @@ fn a_segment_file_too_short_for_a_segment_is_damage_not_a_torn_tail() {
         let crashed = disk.crash(7);
         drop(wal);
         damage(&crashed);
-        match Wal::open("/sim", options(&crashed, RecoveryMode::TolerateTornTail)) {
-            Err(Error::BadFile { path, reason }) => {
-                assert!(path.ends_with(second), "{path:?}");
-                assert!(reason.contains(said), "{reason}");
-            }
-            Err(other) => panic!("{said}: expected BadFile, got {other}"),
-            Ok(wal) => panic!(
-                "{said}: opened at LSN {}: acknowledged records cut",
-                wal.last_lsn()
-            ),
-        }
-        assert!(
-            crashed.file_names().contains(&second.to_string()),
-            "{said}: the file was removed"
-        );
+        refused_naming_the_damaged_file(&crashed, second, said);
     }
+}
+
+/// Opening `disk` in the default mode refuses with `BadFile` naming `file` for a reason that
+/// contains `said`, and removes nothing: the damage is not a torn tail to cut.
+fn refused_naming_the_damaged_file(disk: &SimDisk, file: &str, said: &str) {
+    match Wal::open("/sim", options(disk, RecoveryMode::TolerateTornTail)) {
+        Err(Error::BadFile { path, reason }) => {
+            assert!(path.ends_with(file), "{path:?}");
+            assert!(reason.contains(said), "{said}: {reason}");
+        }
+        Err(other) => panic!("{said}: expected BadFile, got {other}"),
+        Ok(wal) => panic!(
+            "{said}: opened at LSN {}: acknowledged records cut as a torn tail",
+            wal.last_lsn()
+        ),
+    }
+    assert!(
+        disk.file_names().contains(&file.to_string()),
+        "{said}: the file was removed"
+    );
 }
 
 /// `SkipCorrupted` keeps every valid record: a segment file a crash cannot leave (here cut to
