@@ -141,7 +141,11 @@ impl Reader {
 
     /// `next_timeout`'s wait: the offset and header of the next record.
     fn wait_for_next(&mut self, timeout: Duration) -> Result<(u64, record::RecordHeader)> {
-        let deadline = Instant::now() + timeout;
+        // A timeout too long for the clock (`Duration::MAX`, "wait forever") waits a century.
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
         loop {
             let durable = self.inner.group.durable_lsn();
             if durable < self.next {
