@@ -56,13 +56,46 @@ impl PeerLines {
         PeerLines(LineLimit::new(interval, PEER_LINES_MAX))
     }
 
-    pub(super) fn log(&mut self, log: impl FnOnce(String), line: String) {
+    /// Logs `line` unless the limit holds it back; whether it was logged.
+    pub(super) fn log(&mut self, log: impl FnOnce(String), line: String) -> bool {
         match self.0.admit() {
-            None => {}
+            None => return false,
             Some(0) => log(line),
             Some(n) => log(format!(
                 "{line} ({n} lines about this peer skipped before it)"
             )),
         }
+        true
+    }
+}
+
+/// A sender's failures to reach its peer, said once per kind: the dialling goes on, and the
+/// same reason at every attempt would say nothing new.
+#[derive(Default)]
+pub(super) struct DialFailures {
+    /// The failure said last; empty once a connection came up.
+    said: String,
+}
+
+impl DialFailures {
+    /// Logs `line` about `failure` unless that failure was said last. A line the limit held
+    /// back was not said: it comes at a later attempt, once the limit lets lines through
+    /// (else a peer restarted with a wrong secret after a spell of flapping would never be
+    /// named on this side).
+    pub(super) fn log(
+        &mut self,
+        lines: &mut PeerLines,
+        log: impl FnOnce(String),
+        failure: String,
+        line: String,
+    ) {
+        if failure != self.said && lines.log(log, line) {
+            self.said = failure;
+        }
+    }
+
+    /// A connection came up: the next failure is said whatever it is.
+    pub(super) fn connected(&mut self) {
+        self.said.clear();
     }
 }

@@ -767,7 +767,7 @@ impl std::io::Write for Deadline<'_> {
 mod tests {
     use std::io::Write;
 
-    use super::lines::{PeerLines, PEER_LINES_MAX};
+    use super::lines::{DialFailures, PeerLines, PEER_LINES_MAX};
     use super::send::write_nonblocking;
     use super::wire::{FrameReader, Kind};
     use super::*;
@@ -881,6 +881,79 @@ mod tests {
         let line = h.wait_log("sent a message from 3 to 1");
         assert!(line.contains("peer 2"), "{line}");
         assert!(h.inbox.0.lock().is_empty());
+    }
+
+    /// A dialer's side of a handshake that sends its first write (the hello) and holds back
+    /// the rest (the proof), for the test to send when it chooses.
+    struct ProofHeldBack<'a> {
+        stream: &'a mut TcpStream,
+        writes: usize,
+        held: Vec<u8>,
+    }
+
+    impl std::io::Read for ProofHeldBack<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            std::io::Read::read(self.stream, buf)
+        }
+    }
+
+    impl Write for ProofHeldBack<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.writes += 1;
+            if self.writes == 1 {
+                self.stream.write_all(buf)?;
+            } else {
+                self.held.extend_from_slice(buf);
+            }
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_older_connection_whose_handshake_ends_late_does_not_replace_the_newer() {
+        let h = harness();
+        // Node 2 dials, and its proof is late (a thread descheduled; or the dialer restarted
+        // and dialled again)...
+        let mut late = TcpStream::connect(h.network.local_addr()).unwrap();
+        let me = Identity {
+            id: 2,
+            cluster_id: 5,
+            secret: SECRET.to_vec(),
+        };
+        let mut held = ProofHeldBack {
+            stream: &mut late,
+            writes: 0,
+            held: Vec::new(),
+        };
+        auth::dial(&mut held, &me, 1).unwrap();
+        let proof = held.held;
+        // ...while a connection accepted after it comes up and delivers.
+        let (mut live, mut frames) = h.dial_as_node_2();
+        let batch = wire::encode_raft_batch(&[message(2, 1)]);
+        frames.write(&mut live, Kind::Raft, &batch).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while h.inbox.0.lock().is_empty() {
+            assert!(Instant::now() < deadline, "not delivered");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // The older connection's handshake ends: it is the one refused.
+        late.write_all(&proof).unwrap();
+        let line = h.wait_log("has a newer connection");
+        assert!(line.contains("peer 2"), "{line}");
+        frames.write(&mut live, Kind::Raft, &batch).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while h.inbox.0.lock().len() < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the live connection was closed: {:?}",
+                h.log.lock()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// An inbox whose first delivery waits until the test lets it go.
@@ -1376,6 +1449,35 @@ mod tests {
         );
         lines.log(|l| logged.lock().push(l), "next".into());
         assert_eq!(logged.lock().last().unwrap(), "next");
+    }
+
+    #[test]
+    fn a_dial_failure_the_limit_held_back_is_said_once_lines_are_let_through() {
+        let logged = Mutex::new(Vec::new());
+        let interval = Duration::from_secs(600);
+        let mut lines = PeerLines::new(interval);
+        let mut failures = DialFailures::default();
+        // A spell of flapping used up the peer's lines...
+        for i in 0..PEER_LINES_MAX {
+            lines.log(|l| logged.lock().push(l), format!("line {i}"));
+        }
+        // ...then the peer comes back with another secret: held back at first.
+        let refused = || "the peer holds a different secret".to_string();
+        failures.log(&mut lines, |l| logged.lock().push(l), refused(), refused());
+        assert_eq!(logged.lock().len(), PEER_LINES_MAX as usize);
+        lines.0.since -= interval;
+        failures.log(&mut lines, |l| logged.lock().push(l), refused(), refused());
+        assert!(
+            logged.lock().last().unwrap().starts_with(&refused()),
+            "{:?}",
+            logged.lock().last()
+        );
+        // Said once: not again at the next attempt, but again after a connection.
+        failures.log(&mut lines, |l| logged.lock().push(l), refused(), refused());
+        assert_eq!(logged.lock().len(), PEER_LINES_MAX as usize + 1);
+        failures.connected();
+        failures.log(&mut lines, |l| logged.lock().push(l), refused(), refused());
+        assert_eq!(logged.lock().len(), PEER_LINES_MAX as usize + 2);
     }
 
     #[test]

@@ -105,7 +105,10 @@ fn receive(shared: &Shared, stream: TcpStream, remote: &str, number: u64, from_p
     if stream.set_read_timeout(Some(silence)).is_err() {
         return;
     }
-    // One connection per peer: a newer one (the peer reconnected) replaces the older.
+    // One connection per peer: a newer one (the peer reconnected) replaces the older. Newer
+    // by when it was accepted, not by when its handshake ended: an older connection whose
+    // handshake ends late (its dialer has moved on: restarted, or timed out) must not close
+    // the live one.
     {
         let mut current = shared.current.lock();
         // Checked again under the lock `remove_peer` takes after forgetting the peer: a peer
@@ -114,6 +117,13 @@ fn receive(shared: &Shared, stream: TcpStream, remote: &str, number: u64, from_p
         if !shared.peers.read().contains_key(&from) {
             drop(current);
             return refuse(format!("peer {from} was removed during its handshake"));
+        }
+        if let Some(&newer) = current.get(&from).filter(|&&current| current > number) {
+            drop(current);
+            return refuse(format!(
+                "peer {from} has a newer connection (number {newer}, this is {number}), made \
+                 during this one's handshake"
+            ));
         }
         if let Some(older) = current.insert(from, number) {
             if let Some(old) = shared.connections.lock().get(&older) {

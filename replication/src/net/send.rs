@@ -14,7 +14,7 @@ use raft::eraftpb::Message;
 use crate::transport::Envelope;
 
 use super::auth;
-use super::lines::{PeerLines, PEER_LINES_INTERVAL};
+use super::lines::{DialFailures, PeerLines, PEER_LINES_INTERVAL};
 use super::wire::{self, FrameWriter, Kind};
 use super::{
     Counters, Deadline, Link, Peer, PeerQueue, Shared, BACKOFF_MAX, BACKOFF_MIN, BATCH_BYTES_MAX,
@@ -167,7 +167,7 @@ fn still_current(shared: &Shared, peer: &Peer) -> bool {
 /// Connects to one peer, again and again, and writes what is queued for it.
 pub(super) fn send_loop(shared: Arc<Shared>, peer: Arc<Peer>) {
     let mut backoff = BACKOFF_MIN;
-    let mut last_error = String::new();
+    let mut failures = DialFailures::default();
     let mut lines = PeerLines::new(PEER_LINES_INTERVAL);
     let log = |line: String| shared.log(line);
     let mut jitter = peer.id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ shared.identity.id;
@@ -181,7 +181,7 @@ pub(super) fn send_loop(shared: Arc<Shared>, peer: Arc<Peer>) {
                     log,
                     format!("connected to peer {} at {}", peer.id, peer.addr),
                 );
-                last_error.clear();
+                failures.connected();
                 let connected_at = Instant::now();
                 let outcome = match stream.try_clone() {
                     Ok(writer) => {
@@ -226,17 +226,14 @@ pub(super) fn send_loop(shared: Arc<Shared>, peer: Arc<Peer>) {
                 // is back.
                 *peer.socket.lock() = None;
                 drop_queued(&shared, &peer);
-                if e != last_error && still_current(&shared, &peer) {
-                    lines.log(
-                        log,
-                        // Said once per kind of failure; the dialling goes on (a peer not
-                        // started yet is the usual reason at a cluster's start).
-                        format!(
-                            "cannot reach peer {} at {}: {e} (trying again)",
-                            peer.id, peer.addr
-                        ),
+                if still_current(&shared, &peer) {
+                    // Said once per kind of failure; the dialling goes on (a peer not started
+                    // yet is the usual reason at a cluster's start).
+                    let line = format!(
+                        "cannot reach peer {} at {}: {e} (trying again)",
+                        peer.id, peer.addr
                     );
-                    last_error = e;
+                    failures.log(&mut lines, log, e, line);
                 }
             }
         }

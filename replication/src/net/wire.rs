@@ -106,7 +106,14 @@ impl FrameReader {
     /// The next frame's kind and payload.
     pub(crate) fn read(&mut self, input: &mut impl Read) -> Result<(Kind, Vec<u8>), FrameError> {
         let mut header = [0u8; HEADER_BYTES];
-        input.read_exact(&mut header).map_err(FrameError::Io)?;
+        // The connection's end before a frame's first byte is a close (`UnexpectedEof`, which
+        // the receiver does not log); after it, a frame cut short, which it does.
+        if read_some(input, &mut header[..1]).map_err(FrameError::Io)? == 0 {
+            return Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        input
+            .read_exact(&mut header[1..])
+            .map_err(|e| self.cut_short(e))?;
         let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
         if len > FRAME_PAYLOAD_MAX {
             return Err(FrameError::Bad(format!(
@@ -122,10 +129,10 @@ impl FrameReader {
             .read_to_end(&mut payload)
             .map_err(FrameError::Io)?;
         if payload.len() < len {
-            return Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            return Err(self.cut_short(std::io::ErrorKind::UnexpectedEof.into()));
         }
         let mut tag = [0u8; TAG_BYTES];
-        input.read_exact(&mut tag).map_err(FrameError::Io)?;
+        input.read_exact(&mut tag).map_err(|e| self.cut_short(e))?;
         // The tag first: a frame damaged on the way (any byte of its header included) is
         // reported as damaged, not as a replay or an unknown kind, which would send an
         // operator looking for an attack or a bug (found by review on 2026-12-07). What follows
@@ -151,6 +158,34 @@ impl FrameReader {
         }
         self.seq += 1;
         Ok((kind, payload))
+    }
+}
+
+impl FrameReader {
+    /// A read inside a frame that failed: the connection's end there is a frame cut short (a
+    /// peer that died or was cut off mid-write), said as such rather than as a clean close.
+    fn cut_short(&self, e: std::io::Error) -> FrameError {
+        if e.kind() != std::io::ErrorKind::UnexpectedEof {
+            return FrameError::Io(e);
+        }
+        FrameError::Io(std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            format!(
+                "the connection ended inside frame {}, which is lost (the peer stopped or \
+                 was cut off mid-write)",
+                self.seq
+            ),
+        ))
+    }
+}
+
+/// One read into `buf` (non-empty), retried if interrupted: 0 at the end of the input.
+fn read_some(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match input.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            outcome => return outcome,
+        }
     }
 }
 
@@ -292,6 +327,30 @@ mod tests {
         assert!(matches!(reader.read(&mut input), Err(FrameError::Io(_))));
     }
 
+    #[test]
+    fn the_end_between_frames_is_a_close_and_inside_one_is_said() {
+        let bytes = frames(&[(Kind::Raft, b"one"), (Kind::Raft, b"two")]);
+        let first = bytes.len() / 2;
+        for end in first..bytes.len() {
+            let mut reader = FrameReader::new([9; 32]);
+            let mut input = &bytes[..end];
+            assert_eq!(
+                reader.read(&mut input).unwrap(),
+                (Kind::Raft, b"one".to_vec())
+            );
+            match reader.read(&mut input) {
+                Err(FrameError::Io(e)) if end == first => {
+                    assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}")
+                }
+                Err(FrameError::Io(e)) => {
+                    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionAborted, "{e}");
+                    assert!(e.to_string().contains("inside frame 1"), "{e}");
+                }
+                other => panic!("cut at {end}: {other:?}"),
+            }
+        }
+    }
+
     fn bad(bytes: &[u8], key: SessionKey) -> String {
         match FrameReader::new(key).read(&mut &bytes[..]) {
             Err(FrameError::Bad(reason)) => reason,
@@ -369,7 +428,7 @@ mod tests {
         };
         let outcome = FrameReader::new([9; 32]).read(&mut input);
         assert!(
-            matches!(&outcome, Err(FrameError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof),
+            matches!(&outcome, Err(FrameError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionAborted),
             "{outcome:?}"
         );
         // A buffer of the claimed 128 MiB would have been handed to the first read.
