@@ -1280,6 +1280,13 @@ impl<M: StateMachine> Replica<M> {
             ));
             return;
         }
+        if let Some(what) = refused_from_a_peer(&message) {
+            self.note(format!(
+                "{what} from node {} dropped: no member sends one",
+                message.from
+            ));
+            return;
+        }
         if message.get_msg_type() == MessageType::MsgTimeoutNow && !self.persist_before_campaign() {
             return;
         }
@@ -2320,6 +2327,22 @@ impl<M: StateMachine> Replica<M> {
 }
 
 /// Whether `id` is a voter or a learner of `conf`.
+/// What a peer's message is, if raft-rs must not be handed it: a kind no member sends, or a
+/// malformed one raft-rs would stop the node on. Entries come into the log only through the
+/// leader's own calls (`propose` and the membership calls, which check size, backlog and the
+/// change, and refuse on a follower, so nothing is forwarded); raft-rs would append a peer's
+/// proposal unchecked, and stops the node on an empty one. A read request carries its one
+/// context entry, which raft-rs indexes without a check.
+fn refused_from_a_peer(message: &Message) -> Option<&'static str> {
+    match message.get_msg_type() {
+        MessageType::MsgPropose => Some("a proposal"),
+        MessageType::MsgReadIndex if message.entries.len() != 1 => {
+            Some("a read request without exactly one context entry")
+        }
+        _ => None,
+    }
+}
+
 fn is_member(conf: &ConfState, id: NodeId) -> bool {
     conf.voters.contains(&id) || conf.learners.contains(&id)
 }
