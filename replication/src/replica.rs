@@ -2326,7 +2326,6 @@ impl<M: StateMachine> Replica<M> {
     }
 }
 
-/// Whether `id` is a voter or a learner of `conf`.
 /// What a peer's message is, if raft-rs must not be handed it: a kind no member sends, or a
 /// malformed one raft-rs would stop the node on. Entries come into the log only through the
 /// leader's own calls (`propose` and the membership calls, which check size, backlog and the
@@ -2343,6 +2342,7 @@ fn refused_from_a_peer(message: &Message) -> Option<&'static str> {
     }
 }
 
+/// Whether `id` is a voter or a learner of `conf`.
 fn is_member(conf: &ConfState, id: NodeId) -> bool {
     conf.voters.contains(&id) || conf.learners.contains(&id)
 }

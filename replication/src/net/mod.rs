@@ -883,6 +883,31 @@ mod tests {
         assert!(h.inbox.0.lock().is_empty());
     }
 
+    #[test]
+    fn a_connection_this_node_closes_mid_frame_is_not_blamed_on_the_peer() {
+        let h = harness();
+        let (mut older, mut frames) = h.dial_as_node_2();
+        // Half a frame's header, the rest never sent...
+        let mut bytes = Vec::new();
+        frames.write(&mut bytes, Kind::Keepalive, b"").unwrap();
+        older.write_all(&bytes[..5]).unwrap();
+        // ...when the peer's newer connection replaces it: node 1 closes the older itself.
+        let (mut newer, mut frames) = h.dial_as_node_2();
+        let batch = wire::encode_raft_batch(&[message(2, 1)]);
+        frames.write(&mut newer, Kind::Raft, &batch).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // The older connection's thread is gone once its number is.
+        while h.inbox.0.lock().is_empty() || h.network.shared.connections.lock().len() > 1 {
+            assert!(Instant::now() < deadline, "{:?}", h.log.lock());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let log = h.log.lock();
+        assert!(
+            !log.iter().any(|l| l.contains("ended")),
+            "a close of node 1's own logged as the peer's: {log:?}"
+        );
+    }
+
     /// A dialer's side of a handshake that sends its first write (the hello) and holds back
     /// the rest (the proof), for the test to send when it chooses.
     struct ProofHeldBack<'a> {

@@ -139,7 +139,11 @@ fn receive(shared: &Shared, stream: TcpStream, remote: &str, number: u64, from_p
         let (kind, payload) = match frames.read(&mut reader) {
             Ok(frame) => frame,
             Err(FrameError::Io(e)) => {
-                if e.kind() != std::io::ErrorKind::UnexpectedEof {
+                // A connection this node ended itself (replaced by the peer's newer one, or the
+                // network stopping), mid-frame or not, is no news about the peer.
+                let ended_here = shared.stop.load(Ordering::Acquire)
+                    || shared.current.lock().get(&from) != Some(&number);
+                if e.kind() != std::io::ErrorKind::UnexpectedEof && !ended_here {
                     let line = format!(
                         "connection from peer {from} ({remote}) ended: {}",
                         ended_because(&e, silence)
