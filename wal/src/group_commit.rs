@@ -232,6 +232,8 @@ impl GroupCommit {
     /// narrows: the appender that holds the gap open was preempted, and waiting gives it a CPU.
     pub fn complete(&self, first: Lsn, last: Lsn, bytes: u64) {
         let mut st = self.state.lock();
+        #[cfg(all(test, not(loom)))]
+        crate::test_hooks::hook_outside("complete: before the run is noted");
         self.note_copied(&mut st, first, last, bytes);
         #[cfg(all(test, not(loom)))]
         crate::test_hooks::hook_outside("complete: the run is noted");

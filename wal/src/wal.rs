@@ -110,6 +110,9 @@ pub(crate) struct Inner {
     lock: Mutex<Option<Box<dyn DirLock>>>,
     /// Readers holding a record: a close leaves the directory locked until they let go.
     pub(crate) record_holders: RecordHolders,
+    /// Makes the next pass of the background thread's upkeep panic (as a bug would).
+    #[cfg(test)]
+    panic_in_upkeep: std::sync::atomic::AtomicBool,
 }
 
 /// Whether a panic began after it was made. `std::thread::panicking` says whether the thread
@@ -306,6 +309,8 @@ impl Wal {
             report: recovered.report,
             lock: Mutex::new(Some(lock)),
             record_holders: RecordHolders::default(),
+            #[cfg(test)]
+            panic_in_upkeep: std::sync::atomic::AtomicBool::new(false),
             options,
         });
         if let Some((lsn, epoch)) = reset_to {
@@ -328,7 +333,7 @@ impl Wal {
             let worker = inner.clone();
             let handle = std::thread::Builder::new()
                 .name("rwal-background".into())
-                .spawn(move || worker.background_loop())
+                .spawn(move || worker.run_background())
                 .map_err(|e| Error::io("spawn background thread", path, e))?;
             Some(handle)
         } else {
@@ -850,6 +855,20 @@ impl Inner {
             if self.appends_closed.load(Ordering::Relaxed) {
                 return Err(Error::Closed);
             }
+            // Past `LSN_MAX` a segment's header is refused at recovery (as impossible), and the
+            // records in it with it: refused here, before any LSN is taken or the epoch raised.
+            // Only a log reset to a snapshot near the limit gets there (found by review on
+            // 2026-12-07).
+            let last = tail.next_lsn() - 1 + payloads.len() as u64;
+            if last > segment::LSN_MAX {
+                return Err(Error::invalid(
+                    "records",
+                    format!(
+                        "the log is full: LSN {last} would be past the largest a log takes ({})",
+                        segment::LSN_MAX
+                    ),
+                ));
+            }
             // Under the tail lock too, where LSNs are taken and a truncation or a reset sets
             // the epoch: read or raised before it, two appends could take their LSNs in the
             // other order, and epochs would go down along the log.
@@ -885,21 +904,28 @@ impl Inner {
         for run in runs.iter() {
             let records = &payloads[index..index + run.count];
             index += run.count;
+            // The report that the run is complete is inside too: a panic there before it moved
+            // the written LSN (a bug in group commit) stalled every later commit, truncation
+            // and close the same way (found by review on 2026-12-07).
             let copied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.copy_run(run, records, kind, epoch, durable_hint)
+                let bytes = self.copy_run(run, records, kind, epoch, durable_hint)?;
+                let last = run.first_lsn + run.count as u64 - 1;
+                in_progress.complete(run.first_lsn, last, bytes);
+                Ok::<(), Error>(())
             }));
-            let bytes = match copied {
+            match copied {
                 Ok(copied) => copied?,
                 Err(panic) => {
                     // A bug: these LSNs will never be complete, and committers, truncations
                     // and close would wait for them forever. Poisoned, they fail instead.
                     let path = self.dir.path().to_path_buf();
-                    let cause = std::io::Error::other("an append panicked while copying");
+                    let cause = std::io::Error::other(
+                        "an append panicked while copying its records or reporting them copied",
+                    );
                     self.group.poison(Error::io("append", path, cause));
                     std::panic::resume_unwind(panic);
                 }
-            };
-            in_progress.complete(run.first_lsn, run.first_lsn + run.count as u64 - 1, bytes);
+            }
         }
         Ok(first)
     }
@@ -1518,6 +1544,10 @@ impl Inner {
     /// are prepared ahead of need only if `prepare_ahead`.
     fn maintain(&self, prepare_ahead: bool) -> Result<()> {
         let _maintenance = self.maintenance.lock();
+        #[cfg(test)]
+        if self.panic_in_upkeep.swap(false, Ordering::AcqRel) {
+            panic!("forced in the upkeep");
+        }
         self.group.check()?;
         let prepared = if prepare_ahead {
             self.prepare_segments(self.options.prepared_segments_max, Preparation::Ahead)
@@ -1624,6 +1654,23 @@ impl Inner {
     fn wake_background(&self) {
         self.background.lock().wake = true;
         self.background_cond.notify_all();
+    }
+
+    /// The background thread. A panic in its upkeep (a bug) would end it silently, and with
+    /// it compaction, the watermark and the segments prepared ahead, the disk filling unseen:
+    /// it poisons the log instead, which every later call (and the close) then reports.
+    fn run_background(&self) {
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.background_loop()));
+        if let Err(panic) = ran {
+            let cause = std::io::Error::other(format!(
+                "the background thread panicked ({}): compaction, the watermark and segments \
+                 prepared ahead stopped",
+                panic_message(&*panic)
+            ));
+            let path = self.dir.path().to_path_buf();
+            self.group
+                .poison(Error::io("background upkeep", path, cause));
+        }
     }
 
     fn background_loop(&self) {
@@ -2080,6 +2127,100 @@ mod tests {
         assert!(appended.is_err(), "the append panicked");
         let placed = wal.inner.tail.lock().runs_placed();
         assert_eq!(wal.inner.group.runs_ended(), placed);
+    }
+
+    /// Appends stop at `LSN_MAX` with an error and take no LSN: a log reset to a snapshot near
+    /// it wrote records into segments whose headers recovery refuses (found by review on
+    /// 2026-12-07).
+    #[test]
+    fn appends_stop_at_the_largest_lsn_a_log_takes() {
+        let disk = crate::SimDisk::new();
+        let wal = Wal::open("/sim", simulated(&disk)).unwrap();
+        wal.reset_to_snapshot(segment::LSN_MAX - 2, 1, b"state")
+            .unwrap();
+        let batch: [&[u8]; 3] = [b"a", b"b", b"c"];
+        assert!(matches!(
+            wal.append_batch(&batch),
+            Err(Error::InvalidArgument { .. })
+        ));
+        let first = wal.append_batch(&batch[..2]).unwrap();
+        assert_eq!(first, segment::LSN_MAX - 1);
+        wal.sync().unwrap();
+        let refused = wal.append(b"past");
+        match &refused {
+            Err(e @ Error::InvalidArgument { .. }) => {
+                assert!(e.to_string().contains("the log is full"), "{e}")
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        // Nor does a refused append raise the epoch it asked for.
+        let refused = wal.append_with(RecordKind::User, 7, &[b"past"]);
+        assert!(matches!(refused, Err(Error::InvalidArgument { .. })));
+        assert_eq!(wal.epoch(), 1);
+        assert_eq!(wal.last_lsn(), segment::LSN_MAX);
+        wal.close().unwrap();
+        let wal = Wal::open("/sim", simulated(&disk)).unwrap();
+        assert_eq!(wal.last_lsn(), segment::LSN_MAX);
+        assert_eq!(wal.read(segment::LSN_MAX).unwrap(), b"b");
+    }
+
+    /// A panic in the background thread's upkeep (a bug) poisons the log: until 2026-12-07 the
+    /// thread ended silently, compaction and the watermark with it, and the close said `Ok`
+    /// (found by review).
+    #[test]
+    fn a_panic_in_the_background_upkeep_poisons_the_log() {
+        let options = Options::new()
+            .backend(Backend::Simulated(crate::SimDisk::new()))
+            .control_interval(Duration::from_millis(10))
+            .segment_bytes(1 << 20);
+        let wal = Wal::open("/sim", options).unwrap();
+        wal.append_durable(b"before").unwrap();
+        wal.inner.panic_in_upkeep.store(true, Ordering::Release);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while wal.check_usable().is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "the log went on after its upkeep panicked"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let refused = wal.append(b"after");
+        match refused {
+            Err(Error::Poisoned { ref cause }) => {
+                assert!(
+                    cause.to_string().contains("forced in the upkeep"),
+                    "{cause}"
+                )
+            }
+            other => panic!("expected Poisoned, got {other:?}"),
+        }
+        assert!(matches!(wal.close(), Err(Error::Poisoned { .. })));
+    }
+
+    /// A panic in group commit's report that a run is complete, before it moved the written LSN
+    /// (a bug), poisons the log: until 2026-12-07 the report was outside the append's catch,
+    /// and every later commit and the close waited forever for the LSN (found by review).
+    #[test]
+    fn a_panic_before_a_run_is_noted_complete_poisons_instead_of_stalling() {
+        let disk = crate::SimDisk::new();
+        let (wal, _) = durable_records(&disk, 20);
+        crate::test_hooks::at_outside("complete: before the run is noted", || {
+            panic!("forced inside complete")
+        });
+        let appended =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| wal.append(b"panics")));
+        assert!(appended.is_err(), "the append panicked");
+        let (done, outcome) = std::sync::mpsc::channel();
+        let later = wal.clone();
+        std::thread::spawn(move || {
+            let _ = done.send(later.append(b"later").and_then(|lsn| later.commit(lsn)));
+        });
+        match outcome.recv_timeout(Duration::from_secs(20)) {
+            Ok(Err(Error::Poisoned { .. })) => {}
+            Ok(other) => panic!("expected Poisoned, got {other:?}"),
+            Err(_) => panic!("a later commit waited for the LSN the panic left incomplete"),
+        }
+        assert!(matches!(wal.close_shared(), Err(Error::Poisoned { .. })));
     }
 
     /// A reset syncs every record before it drops them, as a truncation does. A committer that

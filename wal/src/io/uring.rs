@@ -227,6 +227,15 @@ const SHORTAGE_PAUSE: Duration = Duration::from_millis(1);
 /// completion left in the ring would be taken for one of the next call's. Returns how many
 /// calls of `io_uring_enter` submitted entries (more than one: linked entries were split).
 fn reap(ring: &mut impl Completions, expected: &[i32]) -> Result<usize, Reaped> {
+    // Only completions of this call's operations count: one of no operation of ours (which
+    // nothing makes today, every call draining the ring) must not end the wait while one of
+    // ours is still in flight, its buffer still read by the kernel.
+    fn ours(taken: &[(u64, i32)], expected: &[i32]) -> usize {
+        taken
+            .iter()
+            .filter(|&&(user_data, _)| (user_data as usize) < expected.len())
+            .count()
+    }
     let mut first_error = None;
     let mut submitted = 0;
     let mut submitting_enters = 0;
@@ -261,7 +270,7 @@ fn reap(ring: &mut impl Completions, expected: &[i32]) -> Result<usize, Reaped> 
                     }
                     taken.clear();
                     ring.take(&mut taken);
-                    reaped += taken.len();
+                    reaped += ours(&taken, expected);
                 }
                 return Err(Reaped::RingFailed(io::Error::new(
                     e.kind(),
@@ -275,8 +284,8 @@ fn reap(ring: &mut impl Completions, expected: &[i32]) -> Result<usize, Reaped> 
         }
         taken.clear();
         ring.take(&mut taken);
+        reaped += ours(&taken, expected);
         for &(user_data, got) in &taken {
-            reaped += 1;
             let Some(&want) = expected.get(user_data as usize) else {
                 first_error.get_or_insert(io::Error::other(format!(
                     "io_uring completion for operation {user_data} of {}",
@@ -399,6 +408,9 @@ mod tests {
         enters: usize,
         /// The error every `wait` returns, if any.
         wait_answer: Option<i32>,
+        /// Completions of no operation of the caller's, each taken alone by a call of `take`
+        /// before anything in flight.
+        strays: VecDeque<(u64, i32)>,
         waits: usize,
     }
 
@@ -440,7 +452,9 @@ mod tests {
         }
 
         fn take(&mut self, into: &mut Vec<(u64, i32)>) {
-            if self.held_back_takes > 0 {
+            if let Some(stray) = self.strays.pop_front() {
+                into.push(stray);
+            } else if self.held_back_takes > 0 {
                 self.held_back_takes -= 1;
             } else {
                 into.append(&mut self.in_flight);
@@ -490,6 +504,25 @@ mod tests {
             }
             other => panic!("expected a short write, got {other:?}"),
         }
+    }
+
+    /// A completion of no operation of the caller's is reported, and does not count for one:
+    /// `reap` returned on it with the caller's write still in flight (found by review on
+    /// 2026-12-07; nothing posts such a completion today).
+    #[test]
+    fn a_stray_completion_does_not_end_the_wait_for_ours() {
+        let mut ring = Scripted::queue(&[4096]);
+        ring.strays.push_back((99, 0));
+        match reap(&mut ring, &[4096]) {
+            Err(Reaped::OperationFailed(e)) => {
+                assert!(e.to_string().contains("operation 99 of 1"), "{e}")
+            }
+            other => panic!("expected the stray reported, got {other:?}"),
+        }
+        assert!(
+            ring.queued.is_empty() && ring.in_flight.is_empty(),
+            "returned with a write in flight"
+        );
     }
 
     /// The kernel may still be reading the buffers of what an enter submitted before a later
