@@ -330,7 +330,11 @@ impl Client {
                 // must not be sent twice.
                 Ok((proto::NOT_MADE, reply)) => {
                     self.request_written = false;
-                    last = String::from_utf8_lossy(&reply).into_owned();
+                    last = format!(
+                        "{} answered NOT_MADE: {}",
+                        self.addr,
+                        String::from_utf8_lossy(&reply)
+                    );
                     // A node at its connection limit answers NOT_MADE as it turns the connection
                     // away, and closes it: the request sent again on that connection would fail
                     // as a lost connection after it was written, which reads as "may have been
@@ -339,7 +343,11 @@ impl Client {
                     self.stream = None;
                 }
                 Ok((proto::RETRY, reply)) => {
-                    last = String::from_utf8_lossy(&reply).into_owned();
+                    last = format!(
+                        "{} answered RETRY: {}",
+                        self.addr,
+                        String::from_utf8_lossy(&reply)
+                    );
                     if !resend {
                         self.outcome_unknown = true;
                         return Err(unknown(&last));
@@ -1394,6 +1402,12 @@ mod tests {
             "{failure}"
         );
         assert!(!failure.contains("may have been made"), "{failure}");
+        // The last answer names the node that gave it (until 2026-12-07 it did not).
+        assert!(
+            failure.contains(&format!("{addr} answered NOT_MADE: busy"))
+                || failure.ends_with("in time"),
+            "{failure}"
+        );
         assert!(!client.outcome_unknown, "exits 2, not 3");
         drop(client);
         // Ends the test's node (which may have ended already).

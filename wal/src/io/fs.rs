@@ -229,7 +229,7 @@ impl FsDir {
                 return Ok(());
             }
             let err = io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EOPNOTSUPP) {
+            if !fallocate_unavailable(&err) {
                 return Err(err);
             }
         }
@@ -1600,10 +1600,22 @@ fn allocate_holes(file: &StdFile, len: u64, blocks: u64) -> io::Result<()> {
         return Ok(());
     }
     let err = io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::EOPNOTSUPP | libc::ENOSYS | libc::EPERM) => Ok(()),
-        _ => Err(err),
+    if fallocate_unavailable(&err) {
+        return Ok(());
     }
+    Err(err)
+}
+
+/// Whether `fallocate` failed because it cannot be used here, rather than for want of room:
+/// `EOPNOTSUPP` (the file system has none), `ENOSYS` or `EPERM` (a sandbox's system-call
+/// filter, seccomp's usual answers). Segments are then zero-filled instead (until 2026-12-07
+/// only `EOPNOTSUPP` was, and under such a filter no segment could be created: found by
+/// review), and a reopened file is mapped as it is.
+fn fallocate_unavailable(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EOPNOTSUPP | libc::ENOSYS | libc::EPERM)
+    )
 }
 
 #[cfg(test)]
