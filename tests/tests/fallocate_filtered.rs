@@ -4,14 +4,16 @@
 //! Until 2026-12-07 only `EOPNOTSUPP` fell back, and under such a filter no segment could be
 //! created (found by review).
 //!
-//! The filter is installed on a thread of the test's own (a seccomp filter binds the thread
-//! that installs it and the threads it starts, here the log's background thread), and that
-//! thread ends with the test.
+//! The filter is installed on threads of the test's own (a seccomp filter binds the thread
+//! that installs it and the threads it starts, here the log's background thread), which end
+//! before the test does. Between a close and a reopen, the test punches a hole into the
+//! active segment outside the filter: the reopen's attempt to allocate it is refused too, and
+//! the file is mapped as it is.
 
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use rwal_tests::{payload, TempDir};
+use rwal_tests::{payload, segment_paths, TempDir};
 use rwal_wal::{Backend, Options, Preallocation, Wal};
 
 /// Makes `fallocate` fail with `errno` on this thread and the threads it starts.
@@ -60,43 +62,79 @@ fn refuse_fallocate(errno: u32) {
     }
 }
 
+/// Runs `work` on a thread of its own under a filter refusing `fallocate` with `errno`.
+fn filtered(errno: i32, work: impl FnOnce() + Send + 'static) {
+    std::thread::spawn(move || {
+        refuse_fallocate(errno as u32);
+        work()
+    })
+    .join()
+    .unwrap_or_else(|_| panic!("with fallocate refused with errno {errno}"));
+}
+
+const RECORDS: u64 = 2500;
+
+fn options() -> Options {
+    Options::new()
+        .backend(Backend::Mmap)
+        .preallocation(Preallocation::Fallocate)
+        .segment_bytes(1 << 20)
+}
+
 #[test]
 fn a_filtered_fallocate_falls_back_to_zero_fill() {
     for errno in [libc::EPERM, libc::ENOSYS] {
         let temp = TempDir::new_in(Path::new(env!("CARGO_TARGET_TMPDIR")), "fallocate-filtered");
         let dir = temp.path().to_path_buf();
-        std::thread::spawn(move || {
-            refuse_fallocate(errno as u32);
+        let log = dir.join("log");
+        let written = log.clone();
+        filtered(errno, move || {
             // The filter holds: fallocate itself is refused with `errno`.
             let probe = std::fs::File::create(dir.join("probe")).unwrap();
             // SAFETY: fallocate on a descriptor we own; no memory is passed.
             let rc = unsafe { libc::fallocate(probe.as_raw_fd(), 0, 0, 4096) };
             assert_eq!(rc, -1);
             assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(errno));
-            let options = || {
-                Options::new()
-                    .backend(Backend::Mmap)
-                    .preallocation(Preallocation::Fallocate)
-                    .segment_bytes(1 << 20)
-            };
-            let log = dir.join("log");
-            let wal = Wal::open(&log, options()).expect("the log opens under the filter");
-            // Three segments' worth: rolls create segments under the filter too.
+            let wal = Wal::open(&written, options()).expect("the log opens under the filter");
+            // Almost three segments' worth: rolls create segments under the filter too.
             let mut last = 0;
-            for n in 0..3000 {
+            for n in 0..RECORDS {
                 last = wal.append(&payload(n, 1000)).unwrap();
             }
             wal.commit(last).unwrap();
             wal.close().unwrap();
+        });
+        // Outside the filter: a hole past the records of the active segment (the last one;
+        // the close removed those prepared ahead), as a sparse copy leaves, so that the reopen
+        // meets a file with holes and tries to allocate them, under the filter.
+        let active = segment_paths(&log).pop().expect("a segment");
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&active)
+            .unwrap();
+        let (from, len) = (768 << 10, 256 << 10);
+        // SAFETY: fallocate on a descriptor we own; no memory is passed.
+        let rc = unsafe {
+            libc::fallocate(
+                file.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                from,
+                len,
+            )
+        };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        drop(file);
+        filtered(errno, move || {
             let wal = Wal::open(&log, options()).expect("the log reopens under the filter");
-            assert_eq!(wal.last_lsn(), 3000);
+            assert_eq!(wal.last_lsn(), RECORDS);
             let mut reader = wal.reader(1).unwrap();
-            for n in 0..3000u64 {
+            for n in 0..RECORDS {
                 let record = reader.next().unwrap().expect("every record");
                 assert_eq!(record.data, &payload(n, 1000)[..], "errno {errno}");
             }
-        })
-        .join()
-        .unwrap_or_else(|_| panic!("with fallocate refused with errno {errno}"));
+            // And it takes appends, into the file mapped with its hole.
+            let lsn = wal.append_durable(b"after the reopen").unwrap();
+            assert_eq!(lsn, RECORDS + 1);
+        });
     }
 }
