@@ -1745,6 +1745,15 @@ mod tests {
         let panicked =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| wal.append_batch(&batch)));
         assert!(panicked.is_err(), "the hook's panic reached the caller");
+        later_calls_are_poisoned(
+            &wal,
+            "a later append's commit waited for the LSNs the panic took",
+        );
+    }
+
+    /// After a panic that left LSNs no copy will complete: a later append and its commit (on
+    /// another thread, bounded) and the close fail `Poisoned` instead of waiting forever.
+    fn later_calls_are_poisoned(wal: &Arc<Wal>, hung: &'static str) {
         let (done, outcome) = std::sync::mpsc::channel();
         let later = wal.clone();
         std::thread::spawn(move || {
@@ -1753,7 +1762,7 @@ mod tests {
         match outcome.recv_timeout(Duration::from_secs(20)) {
             Ok(Err(Error::Poisoned { .. })) => {}
             Ok(other) => panic!("expected Poisoned, got {other:?}"),
-            Err(_) => panic!("a later append's commit waited for the LSNs the panic took"),
+            Err(_) => panic!("{hung}"),
         }
         assert!(matches!(wal.close_shared(), Err(Error::Poisoned { .. })));
     }
@@ -2210,17 +2219,10 @@ mod tests {
         let appended =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| wal.append(b"panics")));
         assert!(appended.is_err(), "the append panicked");
-        let (done, outcome) = std::sync::mpsc::channel();
-        let later = wal.clone();
-        std::thread::spawn(move || {
-            let _ = done.send(later.append(b"later").and_then(|lsn| later.commit(lsn)));
-        });
-        match outcome.recv_timeout(Duration::from_secs(20)) {
-            Ok(Err(Error::Poisoned { .. })) => {}
-            Ok(other) => panic!("expected Poisoned, got {other:?}"),
-            Err(_) => panic!("a later commit waited for the LSN the panic left incomplete"),
-        }
-        assert!(matches!(wal.close_shared(), Err(Error::Poisoned { .. })));
+        later_calls_are_poisoned(
+            &wal,
+            "a later commit waited for the LSN the panic left incomplete",
+        );
     }
 
     /// A reset syncs every record before it drops them, as a truncation does. A committer that
