@@ -51,8 +51,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// reconnecting needs (on one host, as in tests, every address is a peer's), and an
 /// authenticated peer never waits behind them (it holds one connection of its own).
 const HANDSHAKES_MAX: usize = 16;
-/// Refusals of strangers logged at most `REFUSALS_LOGGED_MAX` per this interval (the others are
-/// counted in the next line logged): a stranger looping on connect must not flood the log.
+/// Refusals logged at most `REFUSALS_LOGGED_MAX` per this interval (the others are counted in
+/// the next line logged): a stranger looping on connect must not flood the log. Counted apart
+/// for connections from peers' addresses and from all others, as the handshake slots are: a
+/// stranger elsewhere cannot hide why a member's connection is refused (a wrong secret after a
+/// restart, another version).
 const REFUSALS_LOG_INTERVAL: Duration = Duration::from_secs(1);
 const REFUSALS_LOGGED_MAX: u64 = 10;
 /// Idle time after which a sender sends a keepalive frame.
@@ -147,9 +150,10 @@ struct Shared {
     /// Inbound connections in their handshake: from peers' addresses, from any other.
     handshaking: AtomicUsize,
     handshaking_strangers: AtomicUsize,
-    /// The bound on lines about refused connections (`REFUSALS_LOGGED_MAX` per
-    /// `REFUSALS_LOG_INTERVAL`).
+    /// The bounds on lines about refused connections (`REFUSALS_LOGGED_MAX` per
+    /// `REFUSALS_LOG_INTERVAL`): from peers' addresses, from any other.
     refusals_logged: Mutex<LineLimit>,
+    refusals_of_strangers_logged: Mutex<LineLimit>,
     /// How long an authenticated inbound connection may stay silent (no frame, not even a
     /// keepalive) before it is closed, in milliseconds: `RECEIVE_TIMEOUT` (tests shorten it).
     receive_timeout_ms: AtomicU64,
@@ -169,13 +173,20 @@ impl Shared {
     }
 
     /// Logs a refused or failed inbound connection, at most `REFUSALS_LOGGED_MAX` of them per
-    /// `REFUSALS_LOG_INTERVAL`.
-    fn log_refusal(&self, line: String) {
-        let admitted = self.refusals_logged.lock().admit();
+    /// `REFUSALS_LOG_INTERVAL` from peers' addresses and as many from others.
+    fn log_refusal(&self, from_peer_address: bool, line: String) {
+        let (limit, whence) = if from_peer_address {
+            (&self.refusals_logged, "peers' addresses")
+        } else {
+            (&self.refusals_of_strangers_logged, "other addresses")
+        };
+        let admitted = limit.lock().admit();
         match admitted {
             None => {}
             Some(0) => self.log(line),
-            Some(n) => self.log(format!("{line} ({n} more refused since the last line)")),
+            Some(n) => self.log(format!(
+                "{line} ({n} more refused from {whence} since the last such line)"
+            )),
         }
     }
 
@@ -438,6 +449,10 @@ impl PeerNetwork {
             handshaking: AtomicUsize::new(0),
             handshaking_strangers: AtomicUsize::new(0),
             refusals_logged: Mutex::new(LineLimit::new(REFUSALS_LOG_INTERVAL, REFUSALS_LOGGED_MAX)),
+            refusals_of_strangers_logged: Mutex::new(LineLimit::new(
+                REFUSALS_LOG_INTERVAL,
+                REFUSALS_LOGGED_MAX,
+            )),
             receive_timeout_ms: AtomicU64::new(RECEIVE_TIMEOUT.as_millis() as u64),
             current: Mutex::new(HashMap::new()),
             threads: Mutex::new(Vec::new()),
@@ -791,6 +806,12 @@ mod tests {
     }
 
     fn harness() -> Harness {
+        harness_with_peer_2_at("127.0.0.1:9")
+    }
+
+    /// Node 1 listening on loopback, with node 2 a peer at `addr` (nothing listens there: its
+    /// sender just retries).
+    fn harness_with_peer_2_at(addr: &str) -> Harness {
         let log = Arc::new(Mutex::new(Vec::new()));
         let lines = log.clone();
         let config = PeerConfig {
@@ -798,8 +819,7 @@ mod tests {
             cluster_id: 5,
             secret: SECRET.to_vec(),
             listen: "127.0.0.1:0".parse().unwrap(),
-            // Node 2 is a peer (nothing listens there: its sender just retries).
-            peers: HashMap::from([(2, "127.0.0.1:9".parse().unwrap())]),
+            peers: HashMap::from([(2, addr.parse().unwrap())]),
         };
         let network =
             PeerNetwork::start(config, Arc::new(move |l: &str| lines.lock().push(l.into())))
@@ -1092,9 +1112,89 @@ mod tests {
         h.network.shared.refusals_logged.lock().since -= interval;
         let mut garbage = TcpStream::connect(addr).unwrap();
         garbage.write_all(&[0xAB; 56]).unwrap();
-        let line = h.wait_log("more refused since the last line");
+        let line = h.wait_log("more refused from peers' addresses since the last such line");
         assert!(line.contains("(5 more refused"), "{line}");
         assert_eq!(lines(), REFUSALS_LOGGED_MAX + 1, "{:?}", h.log.lock());
+    }
+
+    /// Sends `n` connections of garbage from this host and waits until the node has refused
+    /// `refused_before + n` connections in all.
+    fn refuse_garbage(h: &Harness, n: u64, refused_before: u64) {
+        use std::io::Read as _;
+        for _ in 0..n {
+            let mut garbage = TcpStream::connect(h.network.local_addr()).unwrap();
+            garbage.write_all(&[0xAB; 56]).unwrap();
+            let mut rest = Vec::new();
+            let _ = garbage.read_to_end(&mut rest); // closed by the node
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while h.network.stats().connections_refused < refused_before + n {
+            assert!(Instant::now() < deadline, "{:?}", h.network.stats());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Both limits on refusal lines made long enough that no preemption of the test ends them.
+    fn long_refusal_intervals(h: &Harness) {
+        let interval = Duration::from_secs(600);
+        *h.network.shared.refusals_logged.lock() = LineLimit::new(interval, REFUSALS_LOGGED_MAX);
+        *h.network.shared.refusals_of_strangers_logged.lock() =
+            LineLimit::new(interval, REFUSALS_LOGGED_MAX);
+    }
+
+    /// Strangers at other addresses using up their lines do not silence the refusal of a
+    /// connection from a peer's address (a member restarted with a wrong secret, say): the two
+    /// are limited apart, as their handshake slots are.
+    #[test]
+    fn strangers_elsewhere_do_not_silence_refusals_from_a_peers_address() {
+        // Node 2 at another address: connections from 127.0.0.1 are strangers'.
+        let h = harness_with_peer_2_at("127.0.0.2:9");
+        long_refusal_intervals(&h);
+        let strangers = REFUSALS_LOGGED_MAX + 5;
+        refuse_garbage(&h, strangers, 0);
+        let refusals = || {
+            h.log
+                .lock()
+                .iter()
+                .filter(|l| l.contains("bad magic"))
+                .count() as u64
+        };
+        assert_eq!(refusals(), REFUSALS_LOGGED_MAX, "{:?}", h.log.lock());
+        // Now a peer is configured at 127.0.0.1: its connections count apart.
+        h.network
+            .add_peer(3, "127.0.0.1:10".parse().unwrap())
+            .unwrap();
+        refuse_garbage(&h, 1, strangers);
+        assert_eq!(refusals(), REFUSALS_LOGGED_MAX + 1, "{:?}", h.log.lock());
+        let last = h
+            .log
+            .lock()
+            .iter()
+            .rfind(|l| l.contains("bad magic"))
+            .cloned();
+        assert!(
+            !last.unwrap().contains("more refused"),
+            "{:?}",
+            h.log.lock()
+        );
+    }
+
+    /// Once a connection is authenticated, what ends it is logged through its peer's own limit:
+    /// the refusals of unauthenticated connections from the same address, however many, do
+    /// not hide it.
+    #[test]
+    fn a_members_refusal_is_logged_through_its_own_limit() {
+        let h = harness();
+        long_refusal_intervals(&h);
+        refuse_garbage(&h, REFUSALS_LOGGED_MAX + 2, 0);
+        let (mut stream, mut frames) = h.dial_as_node_2();
+        frames.write(&mut stream, Kind::Keepalive, &[7]).unwrap();
+        let line = h.wait_log("a keepalive carried 1 bytes");
+        assert!(line.contains("peer 2"), "{line}");
+        assert_eq!(
+            h.network.stats().connections_refused,
+            REFUSALS_LOGGED_MAX + 3
+        );
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub(super) fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             Err(e) => {
                 // Out of descriptors, or the like: do not spin. Logged as refusals are (bounded):
                 // the connection, whoever made it, was not taken.
-                shared.log_refusal(format!("accepting a peer connection failed: {e}"));
+                shared.log_refusal(false, format!("accepting a peer connection failed: {e}"));
                 std::thread::sleep(Duration::from_millis(50));
                 continue;
             }
@@ -40,9 +40,12 @@ pub(super) fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         if handshaking.fetch_add(1, Ordering::AcqRel) >= HANDSHAKES_MAX {
             handshaking.fetch_sub(1, Ordering::AcqRel);
             shared.counters.refused.fetch_add(1, Ordering::Relaxed);
-            shared.log_refusal(format!(
-                "refused a connection from {remote}: {HANDSHAKES_MAX} handshakes are under way"
-            ));
+            shared.log_refusal(
+                from_peer_address,
+                format!(
+                    "refused a connection from {remote}: {HANDSHAKES_MAX} handshakes are under way"
+                ),
+            );
             continue;
         }
         // Without a handle of its own the connection could not be closed by a removal of its
@@ -52,7 +55,10 @@ pub(super) fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             Err(e) => {
                 handshaking.fetch_sub(1, Ordering::AcqRel);
                 shared.counters.refused.fetch_add(1, Ordering::Relaxed);
-                shared.log_refusal(format!("refused a connection from {remote}: {e}"));
+                shared.log_refusal(
+                    from_peer_address,
+                    format!("refused a connection from {remote}: {e}"),
+                );
                 continue;
             }
         };
@@ -85,7 +91,10 @@ pub(super) fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
 fn receive(shared: &Shared, stream: TcpStream, remote: &str, number: u64, from_peer_address: bool) {
     let refuse = |reason: String| {
         shared.counters.refused.fetch_add(1, Ordering::Relaxed);
-        shared.log_refusal(format!("closed the connection from {remote}: {reason}"));
+        shared.log_refusal(
+            from_peer_address,
+            format!("closed the connection from {remote}: {reason}"),
+        );
     };
     let _ = stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT));
     let known = |id: NodeId| shared.peers.read().contains_key(&id);
@@ -100,6 +109,20 @@ fn receive(shared: &Shared, stream: TcpStream, remote: &str, number: u64, from_p
     let (from, key) = match handshake {
         Ok(done) => done,
         Err(reason) => return refuse(reason),
+    };
+    // From here on the connection speaks for an authenticated member: what ends it is logged
+    // through that peer's own limit, whatever the address it came from (a peer may dial from
+    // an address it is not configured at), not through the limits strangers use up.
+    let refuse_member = |reason: String| {
+        shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+        let line = format!("closed the connection from {remote}: {reason}");
+        let peer = shared.peers.read().get(&from).cloned();
+        match peer {
+            Some(peer) => {
+                peer.inbound_lines.lock().log(|l| shared.log(l), line);
+            }
+            None => shared.log_refusal(from_peer_address, line),
+        }
     };
     let silence = Duration::from_millis(shared.receive_timeout_ms.load(Ordering::Relaxed));
     if stream.set_read_timeout(Some(silence)).is_err() {
@@ -116,11 +139,11 @@ fn receive(shared: &Shared, stream: TcpStream, remote: &str, number: u64, from_p
         // close.
         if !shared.peers.read().contains_key(&from) {
             drop(current);
-            return refuse(format!("peer {from} was removed during its handshake"));
+            return refuse_member(format!("peer {from} was removed during its handshake"));
         }
         if let Some(&newer) = current.get(&from).filter(|&&current| current > number) {
             drop(current);
-            return refuse(format!(
+            return refuse_member(format!(
                 "peer {from} has a newer connection (number {newer}, this is {number}), made \
                  during this one's handshake"
             ));
@@ -159,30 +182,30 @@ fn receive(shared: &Shared, stream: TcpStream, remote: &str, number: u64, from_p
                 return;
             }
             Err(FrameError::Bad(reason)) => {
-                return refuse(format!("peer {from}: {reason}"));
+                return refuse_member(format!("peer {from}: {reason}"));
             }
         };
         shared.counters.frames.fetch_add(1, Ordering::Relaxed);
         let batch = match kind {
             Kind::Keepalive if payload.is_empty() => continue,
             Kind::Keepalive => {
-                return refuse(format!(
+                return refuse_member(format!(
                     "peer {from}: a keepalive carried {} bytes (keepalives are empty)",
                     payload.len()
                 ))
             }
             Kind::Raft => match wire::decode_raft_batch(&payload, QUEUED_MESSAGES_MAX) {
                 Ok(messages) => messages.into_iter().map(Envelope::Raft).collect(),
-                Err(reason) => return refuse(format!("peer {from}: {reason}")),
+                Err(reason) => return refuse_member(format!("peer {from}: {reason}")),
             },
             Kind::Chunk => match wire::decode_chunk(&payload) {
                 Ok(chunk) => vec![Envelope::SnapshotChunk(chunk)],
-                Err(reason) => return refuse(format!("peer {from}: {reason}")),
+                Err(reason) => return refuse_member(format!("peer {from}: {reason}")),
             },
         };
         // An authenticated member may still not speak for another.
         if let Some(e) = batch.iter().find(|e| e.from() != from || e.to() != me) {
-            return refuse(format!(
+            return refuse_member(format!(
                 "peer {from} sent a message from {} to {}",
                 e.from(),
                 e.to()
