@@ -1596,7 +1596,7 @@ rwal_status rwal_options_set_background_thread(rwal_options *opts, bool enabled)
  * without a limit (a reader left behind lets the log grow until the disk is full: free it,
  * or use a capped pin, `rwal_pin_open`, to hold records back). After `rwal_close`, a reader
  * whose last call returned a record keeps the directory locked until it is called again,
- * released (`rwal_reader_release`) or freed (`rwal_close`).
+ * released (`rwal_reader_release`) or freed (`rwal_reader_free`).
  * `RWAL_ERR_COMPACTED` below the first LSN, `RWAL_ERR_NOT_FOUND` past `rwal_last_lsn + 1`,
  * `RWAL_ERR_INVALID_ARGUMENT` for LSN 0 (LSNs start at 1), `RWAL_ERR_POISONED` for a log that
  * accepts nothing more (a handle freed by `rwal_close` must not be passed at all). A

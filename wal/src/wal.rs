@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -42,6 +42,8 @@ pub struct Wal {
     pub(crate) inner: Arc<Inner>,
     /// Taken by the first close (`close_shared` may run through a shared handle).
     background: parking_lot::Mutex<Option<JoinHandle<()>>>,
+    /// Set when a close of this handle starts: its drop during an unwind does not close again.
+    close_began: AtomicBool,
 }
 
 impl std::fmt::Debug for Wal {
@@ -342,6 +344,7 @@ impl Wal {
         Ok(Wal {
             inner,
             background: parking_lot::Mutex::new(background),
+            close_began: AtomicBool::new(false),
         })
     }
 
@@ -649,6 +652,7 @@ impl Wal {
         if std::process::id() != self.inner.opened_in.pid() {
             return Err(self.forked_close());
         }
+        self.close_began.store(true, Ordering::Relaxed);
         // Held to the end: a second close waits for the first, then finds the log closed.
         let mut background = self.background.lock();
         // A segment being prepared ahead (by the background thread or a user's `maintain`) is
@@ -677,6 +681,8 @@ impl Wal {
             let _tail = self.inner.tail.lock();
             self.inner.appends_closed.store(true, Ordering::Relaxed);
         }
+        #[cfg(test)]
+        crate::test_hooks::hook("shutdown: syncing", &self.inner);
         let synced = self.sync().map(|_| ());
         let written = synced.and_then(|()| self.inner.update_control());
         // Under every lock that guards a change of the directory's files, in the order the
@@ -729,6 +735,13 @@ impl Wal {
 
 impl Drop for Wal {
     fn drop(&mut self) {
+        // A close that panicked (a bug) is unwinding through this drop (`close` consumed the
+        // handle): closing again would likely panic again, and a panic during an unwind aborts
+        // the process, where the caller (the C ABI's `rwal_close`, say) expected an error. What
+        // the close left undone stays undone; the directory's lock goes with the last handle.
+        if std::thread::panicking() && self.close_began.load(Ordering::Relaxed) {
+            return;
+        }
         let _ = self.shutdown();
     }
 }
@@ -2223,6 +2236,35 @@ mod tests {
             &wal,
             "a later commit waited for the LSN the panic left incomplete",
         );
+    }
+
+    /// A panic inside `close` (a bug) unwinds out of it as a panic: the drop of the handle it
+    /// consumed does not close again during the unwind, which would panic a second time and
+    /// abort the process (found by review on 2026-12-07: the C ABI's `rwal_close` promises
+    /// `RWAL_ERR_PANIC`). The directory is free afterwards.
+    #[test]
+    fn a_panic_inside_close_is_not_run_into_again_by_the_drop() {
+        let dir = std::env::temp_dir().join(format!("rwal-close-panic-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let wal = Wal::open(&dir, Options::new().background_threads(false)).unwrap();
+        wal.append(b"appended before the close").unwrap();
+        // Twice: the same bug would meet a second close too.
+        for _ in 0..2 {
+            at("shutdown: syncing", |_| panic!("a bug inside close"));
+        }
+        let closed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| wal.close()));
+        let panic = closed.expect_err("the close panicked");
+        assert_eq!(panic_message(panic.as_ref()), "a bug inside close");
+        // On another thread: the second hook, never reached, stays set on this one.
+        let path = dir.clone();
+        std::thread::spawn(move || {
+            let reopened = Wal::open(&path, Options::new().background_threads(false)).unwrap();
+            assert_eq!(reopened.last_lsn(), 1);
+            reopened.close().unwrap();
+        })
+        .join()
+        .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A reset syncs every record before it drops them, as a truncation does. A committer that
