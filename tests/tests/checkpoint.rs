@@ -239,6 +239,23 @@ fn readers_and_pins_hold_compaction_and_capped_pins_are_released() {
     let (holder, lsn, _) = report.held_back_by.clone().unwrap();
     assert_eq!((holder.as_str(), lsn), ("engine-reader", 90), "{report:?}");
     drop((engine, follower));
+
+    // The same above a capped pin that stays within its cap: the lower one keeps all the
+    // higher one would free, which stays (until 2026-12-07 it was released, for nothing).
+    fill(&wal, 30);
+    wal.checkpoint(145, None).unwrap();
+    let generous = wal.pin_with_cap("backup", 120, 1 << 30).unwrap();
+    let follower = wal.pin_with_cap("follower-4", 125, 1).unwrap();
+    let report = wal.compact_now().unwrap();
+    assert!(report.pins_invalidated.is_empty(), "{report:?}");
+    assert!(!follower.is_invalidated() && !generous.is_invalidated());
+    let (holder, lsn, _) = report.held_back_by.clone().unwrap();
+    assert_eq!((holder.as_str(), lsn), ("backup", 120), "{report:?}");
+    // Once the lower one lets go, the higher one alone is over its cap: released.
+    drop(generous);
+    let report = wal.compact_now().unwrap();
+    assert_eq!(report.pins_invalidated, ["follower-4"], "{report:?}");
+    assert!(follower.is_invalidated());
 }
 
 #[test]

@@ -680,7 +680,9 @@ impl Inner {
         // higher pin kept anyway; charging up to the next pin, whatever becomes of it, kept
         // two capped pins at one LSN forever (each charged nothing). An uncapped pin always
         // stays: the capped pins at or above the lowest one keep nothing it does not, and
-        // releasing them would gain nothing.
+        // releasing them would gain nothing. So with a capped pin that stays below: a pin
+        // released above the lowest one that stays is kept after all (found by review on
+        // 2026-12-07: its holder, a follower say, lost its pin and the log freed nothing).
         let mut limit = checkpoint + 1;
         let segment_bytes_between = |from: Lsn, to: Lsn| -> u64 {
             by_checkpoint
@@ -711,8 +713,7 @@ impl Inner {
             }
             match cap {
                 Some(cap) if segment_bytes_between(pinned, limit) > cap => {
-                    doomed_pins.push(id);
-                    report.pins_invalidated.push(name);
+                    doomed_pins.push((id, name, pinned));
                 }
                 _ => {
                     limit = pinned;
@@ -720,6 +721,11 @@ impl Inner {
                 }
             }
         }
+        doomed_pins.retain(|(_, _, pinned)| *pinned < limit);
+        report.pins_invalidated = doomed_pins
+            .iter()
+            .map(|(_, name, _)| name.clone())
+            .collect();
         if let Some(name) = staying {
             let held = segment_bytes_between(limit, checkpoint + 1);
             report.held_back_by = Some((name, limit, held));
@@ -728,7 +734,7 @@ impl Inner {
         report.snapshots_removed =
             self.remove_old_snapshots(checkpoint, &mut report.files_left_behind)?;
         let invalidate_doomed = || {
-            for id in &doomed_pins {
+            for (id, _, _) in &doomed_pins {
                 self.pins.invalidate(*id);
             }
         };
