@@ -180,7 +180,10 @@ class UnsupportedError(Error):
 class TimeoutError(Error, builtins.TimeoutError):  # noqa: A001 - rwal.TimeoutError on purpose
     """A wait ran out of time. From Node.propose_and_wait, `proposed` (see Error) is the
     (lsn, epoch) to wait on with Node.wait_committed, or None if the node had not taken the
-    record in time: it was not proposed and never will be."""
+    record in time: it was not proposed and never will be. An OSError with `errno` ETIMEDOUT,
+    as the built-in TimeoutError's subclasses raised by the system are."""
+
+    _default_errno = errno.ETIMEDOUT
 
 
 class PanicError(Error):
@@ -188,7 +191,10 @@ class PanicError(Error):
 
 
 class NoLogError(Error, FileNotFoundError):
-    """The directory holds no log and create=False."""
+    """The directory holds no log and create=False. `errno` is ENOENT, as for any
+    FileNotFoundError."""
+
+    _default_errno = errno.ENOENT
 
 
 class PinnedError(Error):
@@ -419,8 +425,11 @@ def open(  # noqa: A001 - rwal.open on purpose, like io.open
       an appender that needs the next segment then prepares it itself, and the durable
       watermark reaches the control file only at a checkpoint, compaction, truncation or
       close."""
+    if not isinstance(create, bool):
+        # Not bool(create): create="no" would create the log it meant to refuse to.
+        raise TypeError("create must be a bool, not %s" % type(create).__name__)
     opts = _log_options(segment_size, backend, recovery, commit_delay_us, background_thread)
-    _check(lib.rwal_options_set_create(opts, bool(create)))
+    _check(lib.rwal_options_set_create(opts, create))
     handle = ffi.new("rwal_log **")
     log = Log.__new__(Log)
     with _interruptible_open():
@@ -828,6 +837,11 @@ class Log(_Handle):
         leave a prefix of the batch in the log, as of any records not committed; so may a
         failure that poisons the log in the middle of the batch, though the call then raises.
         """
+        if isinstance(records, (bytes, bytearray, memoryview, str)):
+            # Iterating over it would give ints (or characters), refused one by one with a
+            # message that names neither the argument nor the slip.
+            raise TypeError("records must be a sequence of bytes-like records, not one %s "
+                            "(append() takes one record)" % type(records).__name__)
         buffers = [ffi.from_buffer(_stable(r)) for r in records]
         slices = ffi.new("rwal_slice[]", len(buffers))
         for slot, buf in zip(slices, buffers):
@@ -888,7 +902,7 @@ class Log(_Handle):
         """The payload of durable record `lsn`. On a poisoned log (PoisonedError: a write
         or sync failed) the records made durable before the failure are still read (but those
         a truncation or a reset that failed part way removes), and any other raises
-        PoisonedError (every one once the log is closed)."""
+        PoisonedError. After close(), every read raises ClosedError."""
         lsn = _uint(lsn, "lsn")
         size = ffi.new("size_t *")
         cap = 4096
@@ -1103,8 +1117,10 @@ class Log(_Handle):
         up): compact() removes no record from `lsn` on while the pin is open. With `cap_bytes`
         the compactor releases the pin once it alone holds back more than that many bytes of
         segments (then Pin.move raises PinnedError). CompactedError if `lsn` is gone already."""
+        if not isinstance(name, str):
+            raise TypeError("a pin's name must be a str, not %s" % type(name).__name__)
         try:
-            encoded = name.encode("utf-8") if isinstance(name, str) else b""
+            encoded = name.encode("utf-8")
         except UnicodeEncodeError:
             encoded = b""
         if not encoded or b"\0" in encoded:

@@ -476,10 +476,13 @@ class Node(_Handle):
         for peer, addr in peers.items():
             _check(lib.rwal_node_options_add_peer(opts, _uint(peer, "peer id"),
                                                   _c_string(addr, "peer address")))
+        if not isinstance(join, bool):
+            # Not bool(join): join="no" would join.
+            raise TypeError("join must be a bool, not %s" % type(join).__name__)
         if voters is not None or join:
             ids = sorted({_uint(voter, "voter id") for voter in voters or ()})
             id_array = ffi.new("uint64_t[]", ids)
-            _check(lib.rwal_node_options_set_voters(opts, id_array, len(ids), bool(join)))
+            _check(lib.rwal_node_options_set_voters(opts, id_array, len(ids), join))
         _check(lib.rwal_node_options_set_tick_ms(opts, _uint(tick_ms, "tick_ms", 32)))
         _check(lib.rwal_node_options_set_sync_stall_limit_ms(
             opts, _uint(sync_stall_limit_ms, "sync_stall_limit_ms", 32)))

@@ -1,6 +1,7 @@
 """pytest tests of rwal.Node: three replicated nodes in this process on loopback TCP."""
 
 import copy
+import errno
 import io
 import logging
 import mmap
@@ -153,8 +154,9 @@ def test_a_cluster_commits_on_every_node_and_followers_name_the_leader(cluster):
     users = {lsn: data for lsn, _, kind, data in records if kind == rwal.node.USER}
     assert users == acked
     assert any(kind == rwal.node.SYSTEM for _, _, kind, _ in records)
-    with pytest.raises(rwal.TimeoutError):
+    with pytest.raises(rwal.TimeoutError) as late:
         nodes[leader].wait_committed(max(acked) + 1000, 1, timeout=0.05)
+    assert late.value.errno == errno.ETIMEDOUT
     # Leadership handed to a chosen follower: the old leader then refuses and names it.
     with pytest.raises(rwal.NotLeaderError):
         nodes[follower].transfer_leadership()
@@ -291,6 +293,10 @@ def test_bad_node_options_are_refused_with_the_reason(tmp_path):
     with pytest.raises(rwal.InvalidArgumentError, match="(?i)commit.delay"):
         rwal.Node(1, tmp_path / "n", cluster_id=1, secret=SECRET, voters=[1],
                   commit_delay_us=2_000_000)
+    # Not bool(join): "no" would have joined a cluster through a directory it meant to found.
+    with pytest.raises(TypeError, match="join must be a bool"):
+        rwal.Node(1, tmp_path / "n", cluster_id=1, secret=SECRET, join="no")
+    assert not (tmp_path / "n").exists()
     # In the C type's range, past the library's largest tick.
     with pytest.raises(rwal.InvalidArgumentError, match="1 to 60000 ms, not 60001"):
         rwal.Node(1, tmp_path / "n", cluster_id=1, secret=SECRET, voters=[1], tick_ms=60001)

@@ -1,5 +1,6 @@
 """pytest tests of the Python package over the C ABI."""
 
+import errno
 import gc
 import io
 import logging
@@ -100,9 +101,26 @@ def test_errors_carry_codes(path):
             rwal.open(path.parent / "other", backend="floppy")
         with pytest.raises(rwal.InvalidArgumentError, match="LSN 0"):
             list(log.records(0))  # LSNs start at 1
-    with pytest.raises(rwal.NoLogError):
+    with pytest.raises(rwal.NoLogError) as missing:
         rwal.open(path.parent / "missing", create=False)
+    # What `except OSError as e: if e.errno == errno.ENOENT` looks at (None until 2026-12-07).
+    assert missing.value.errno == errno.ENOENT
+    assert "no log in" in str(missing.value)
     assert issubclass(rwal.TimeoutError, rwal.Error)
+    assert rwal.TimeoutError(rwal.lib.RWAL_ERR_TIMEOUT, "late").errno == errno.ETIMEDOUT
+    # Not bool(create): "no" would have created the log it meant to refuse.
+    with pytest.raises(TypeError, match="create must be a bool"):
+        rwal.open(path.parent / "not-created", create="no")
+    assert not (path.parent / "not-created").exists()
+
+
+def test_append_batch_refuses_one_record_given_as_the_batch(path):
+    with rwal.open(path) as log:
+        for one in (b"abc", bytearray(b"abc"), memoryview(b"abc"), "abc"):
+            with pytest.raises(TypeError, match="records must be a sequence"):
+                log.append_batch(one)
+        assert log.last_lsn == 0
+        assert log.append_batch([b"abc"]) == 1
 
 
 def test_an_iteration_left_part_way_does_not_keep_a_closed_logs_directory(path):
@@ -898,8 +916,11 @@ def test_pin_arguments_and_a_pin_after_its_log_closed(path):
     log = rwal.open(path, segment_size=1 << 20)
     log.append(b"one")
     log.sync()
-    for name in ("", "a\0b", "\ud800", b"bytes"):
+    for name in ("", "a\0b", "\ud800"):
         with pytest.raises(rwal.InvalidArgumentError):
+            log.pin(name, 1)
+    for name in (b"bytes", None, 7):
+        with pytest.raises(TypeError, match="a pin's name must be a str"):
             log.pin(name, 1)
     for cap in (0, -1, 1 << 64):
         with pytest.raises(rwal.InvalidArgumentError):
