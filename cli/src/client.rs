@@ -49,7 +49,8 @@ Exit status: 0 done; 3 the outcome is unknown (an append or a membership change 
 on after it reached a node, and may have been made: send the append again with the ids printed,
 look at `status` for the change), or it was made and its answer could not be printed (standard
 error says what was made); 2 any other failure (the request that failed was not made,
-or a read failed; a `load` stopped part way made the records it printed before).";
+or a read failed; a `load` stopped part way made the records it printed before); 141 a read's
+or status's output met a closed pipe (`rwal client read | head`).";
 
 struct Client {
     addr: SocketAddr,
@@ -884,16 +885,38 @@ fn read(client: &mut Client, a: &Arguments) -> Result<(), String> {
     // Asked again on RETRY (a linearizable read while no leader confirms it, a node busy or
     // stopping) until the timeout.
     let reply = client.call_leader(proto::OP_READ, &body)?;
-    let mut b = Body(&reply);
+    // Parsed whole before a line is printed: an answer that does not parse prints nothing
+    // of it, and the error names the node that sent it.
+    let records = read_answer(&reply).map_err(|e| {
+        format!(
+            "{} answered READ with a message that does not parse: {e}",
+            client.addr
+        )
+    })?;
+    for (lsn, epoch, data) in records {
+        out!("{lsn} {epoch} {}", record_line(data));
+    }
+    Ok(())
+}
+
+/// One record of a READ answer: LSN, epoch, data.
+type ReadRecord<'a> = (u64, u64, &'a [u8]);
+
+/// The records of a READ answer (docs/network.md section 3.2).
+fn read_answer(reply: &[u8]) -> Result<Vec<ReadRecord<'_>>, String> {
+    let mut b = Body(reply);
     let n = b.u32("count")?;
+    let mut records = Vec::new();
+    // Not `Vec::with_capacity(n)`: the count is the sender's word, the records are what it sent.
     for _ in 0..n {
         let lsn = b.u64("lsn")?;
         let epoch = b.u64("epoch")?;
         let len = b.u32("length")? as usize;
         let data = b.take(len, "data")?;
-        out!("{lsn} {epoch} {}", record_line(data));
+        records.push((lsn, epoch, data));
     }
-    Ok(())
+    b.end("the READ answer")?;
+    Ok(records)
 }
 
 /// A record's data as one line of `read`'s output: escaped (`<[u8]>::escape_ascii`), so that a
@@ -1489,6 +1512,54 @@ mod tests {
         let failure = membership(&mut client, proto::MEMBERSHIP_ADD_VOTER, &arguments).unwrap_err();
         assert!(client.outcome_unknown, "exits 3, not 2: {failure}");
         assert!(failure.contains("the change was made"), "{failure}");
+        drop(client);
+        node.join().unwrap();
+    }
+
+    /// A READ answer is parsed whole: records it does not hold, or bytes after the last one
+    /// (another version of the message), fail it, naming the node; nothing of it is printed.
+    #[test]
+    fn a_read_answer_that_does_not_parse_is_refused_whole_naming_the_node() {
+        let record = |lsn: u64, data: &[u8]| {
+            let mut r = [lsn.to_le_bytes(), 2u64.to_le_bytes()].concat();
+            r.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            r.extend_from_slice(data);
+            r
+        };
+        let two = [&2u32.to_le_bytes()[..], &record(7, b"a"), &record(8, b"bc")].concat();
+        let parsed = read_answer(&two).unwrap();
+        assert_eq!(parsed, [(7, 2, &b"a"[..]), (8, 2, &b"bc"[..])]);
+        let trailing = [&two[..], &[0]].concat();
+        let e = read_answer(&trailing).unwrap_err();
+        assert!(
+            e.contains("bytes left over after the fields of the READ answer: 1"),
+            "{e}"
+        );
+        let short = [&3u32.to_le_bytes()[..], &record(7, b"a"), &record(8, b"bc")].concat();
+        let e = read_answer(&short).unwrap_err();
+        assert!(e.contains("ends before its lsn"), "{e}");
+
+        let node = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = node.local_addr().unwrap();
+        let node = std::thread::spawn(move || {
+            let (stream, _) = node.accept().unwrap();
+            let mut input = BufReader::new(stream.try_clone().unwrap());
+            let mut output = stream;
+            if let Ok(Some(_)) = proto::read_message(&mut input, proto::REQUEST_BYTES_MAX) {
+                proto::write_message(&mut output, proto::OK, &trailing).unwrap();
+            }
+        });
+        let mut client = Client::new(addr, Duration::from_secs(20));
+        let arguments = parse(["read"].map(OsString::from).to_vec())
+            .unwrap()
+            .unwrap();
+        let e = read(&mut client, &arguments).unwrap_err();
+        assert!(
+            e.starts_with(&format!(
+                "{addr} answered READ with a message that does not parse"
+            )),
+            "{e}"
+        );
         drop(client);
         node.join().unwrap();
     }
