@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use rwal_replication::NodeId;
 
 use super::redial::{is_member, Redial};
-use super::settings::{check_addresses_differ, parse_settings, read_config, Settings};
+use super::settings::{check_addresses_differ, parse_settings, read_config_lines, Settings};
 use super::{log, Server};
 
 /// A peer's two addresses: where members dial it, where its clients connect.
@@ -25,13 +25,30 @@ pub(super) enum Source {
     File(PathBuf),
 }
 
-/// The settings' `key = value` pairs, the files read now.
+/// The settings' `key = value` pairs, the files read now. A key given twice (but `peer`) is
+/// refused naming both places: two files, or a file and a flag, are easy to lose track of.
 pub(super) fn read_sources(sources: &[Source]) -> Result<Vec<(String, OsString)>, String> {
     let mut pairs = Vec::new();
+    let mut given_at: HashMap<String, String> = HashMap::new();
+    let mut note = |key: &str, at: String| match given_at.get(key) {
+        Some(first) if key != "peer" => Err(format!("{key} is given twice: {first}, and {at}")),
+        _ => {
+            given_at.insert(key.to_string(), at);
+            Ok(())
+        }
+    };
     for source in sources {
         match source {
-            Source::Flag(key, value) => pairs.push((key.clone(), value.clone())),
-            Source::File(path) => pairs.extend(read_config(path)?),
+            Source::Flag(key, value) => {
+                note(key, format!("as --{key}"))?;
+                pairs.push((key.clone(), value.clone()));
+            }
+            Source::File(path) => {
+                for (key, value, line) in read_config_lines(path)? {
+                    note(&key, format!("at {}:{line}", path.display()))?;
+                    pairs.push((key, value));
+                }
+            }
         }
     }
     Ok(pairs)
@@ -324,6 +341,44 @@ mod tests {
         assert_eq!(changes.dial, vec![(2, addr(7102))]);
         assert!(changes.client_moved.is_empty());
         assert_eq!(changes.dropped, vec![3, 4, 5]);
+    }
+
+    /// A key given twice is refused naming both places: two files, or a file and a flag.
+    #[test]
+    fn a_key_given_twice_is_refused_naming_both_places() {
+        let dir = std::env::temp_dir().join(format!("rwal-node-twice-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a.conf"), dir.join("b.conf"));
+        std::fs::write(
+            &a,
+            "id = 1\ncluster-id = 4\npeer = 2,127.0.0.1:7002,127.0.0.1:8002\n",
+        )
+        .unwrap();
+        std::fs::write(
+            &b,
+            "# shared\ncluster-id = 5\npeer = 3,127.0.0.1:7003,127.0.0.1:8003\n",
+        )
+        .unwrap();
+        let e = read_sources(&[Source::File(a.clone()), Source::File(b.clone())]).unwrap_err();
+        assert_eq!(
+            e,
+            format!(
+                "cluster-id is given twice: at {}:2, and at {}:2",
+                a.display(),
+                b.display()
+            )
+        );
+        let flag = Source::Flag("id".into(), "1".into());
+        let e = read_sources(&[flag, Source::File(a.clone())]).unwrap_err();
+        assert_eq!(
+            e,
+            format!("id is given twice: as --id, and at {}:1", a.display())
+        );
+        // `peer` is the one key given many times.
+        std::fs::write(&b, "peer = 3,127.0.0.1:7003,127.0.0.1:8003\n").unwrap();
+        let pairs = read_sources(&[Source::File(a), Source::File(b)]).unwrap();
+        assert_eq!(pairs.iter().filter(|(key, _)| key == "peer").count(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -315,24 +315,8 @@ pub(super) fn parse_settings(pairs: Vec<(String, OsString)>) -> Result<Settings,
 /// often readable by all (Kubernetes' default mode 0644, Docker's 0444), with no other user in
 /// the container.
 fn read_secret(file: &Path) -> Result<Vec<u8>, String> {
-    use std::os::unix::fs::OpenOptionsExt;
     let cannot = |e: std::io::Error| format!("cannot read the secret file {}: {e}", file.display());
-    // Opened without waiting, and judged by what was opened: a FIFO with no writer held the
-    // open, and with it the main thread (a reload's), which also watches for a stop, so the
-    // node no longer stopped on SIGTERM (found by review, 2026-12-07).
-    let opened = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(file)
-        .map_err(cannot)?;
-    let meta = opened.metadata().map_err(cannot)?;
-    if !meta.is_file() {
-        return Err(format!(
-            "the secret file {} is not a regular file (a FIFO, a device or a directory): put \
-             the secret in a file",
-            file.display()
-        ));
-    }
+    let (opened, meta) = open_regular(file, "secret")?;
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = meta.permissions().mode() & 0o777;
@@ -450,10 +434,60 @@ fn without_comment(line: &str) -> &str {
     line
 }
 
+/// Opens the `what` file (`secret`, `config`) for reading without waiting, and refuses anything
+/// but a regular file. Judged by what was opened: a FIFO with no writer held the open, and
+/// with it the main thread (a reload's), which also watches for a stop, so the node no longer
+/// stopped on SIGTERM (found by review, 2026-12-07, for the secret file; later the same day for
+/// the config file, which a device such as `/dev/zero` also filled memory from).
+fn open_regular(file: &Path, what: &str) -> Result<(std::fs::File, std::fs::Metadata), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let cannot = |e: std::io::Error| format!("cannot read the {what} file {}: {e}", file.display());
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(file)
+        .map_err(cannot)?;
+    let meta = opened.metadata().map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(format!(
+            "the {what} file {} is not a regular file (a FIFO, a device or a directory): put \
+             the {what} in a file",
+            file.display()
+        ));
+    }
+    Ok((opened, meta))
+}
+
+/// The largest config file read: a few dozen lines are expected.
+const CONFIG_FILE_BYTES_MAX: u64 = 1 << 20;
+
+/// The `key = value` pairs of a config file (for tests: `read_config_lines` says where).
+#[cfg(test)]
 pub(super) fn read_config(path: &Path) -> Result<Vec<(String, OsString)>, String> {
+    Ok(read_config_lines(path)?
+        .into_iter()
+        .map(|(key, value, _)| (key, value))
+        .collect())
+}
+
+/// The `key = value` pairs of a config file, each with its line number (from 1).
+pub(super) fn read_config_lines(path: &Path) -> Result<Vec<(String, OsString, usize)>, String> {
     let shown = path.display();
-    let text = std::fs::read_to_string(path)
+    let (opened, _) = open_regular(path, "config")?;
+    let mut bytes = Vec::new();
+    opened
+        .take(CONFIG_FILE_BYTES_MAX + 1)
+        .read_to_end(&mut bytes)
         .map_err(|e| format!("cannot read the config file {shown}: {e}"))?;
+    if bytes.len() as u64 > CONFIG_FILE_BYTES_MAX {
+        return Err(format!(
+            "the config file {shown} holds more than {} MiB: a config is a few dozen lines (is \
+             it the right file?)",
+            CONFIG_FILE_BYTES_MAX >> 20
+        ));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|e| format!("cannot read the config file {shown}: it is not UTF-8 ({e})"))?;
     let mut pairs = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = without_comment(line).trim();
@@ -472,7 +506,7 @@ pub(super) fn read_config(path: &Path) -> Result<Vec<(String, OsString)>, String
         }
         if line == "init" || line == "join" {
             // The flags without a value: alone on a line, as on the command line.
-            pairs.push((line.to_string(), "true".into()));
+            pairs.push((line.to_string(), "true".into(), n + 1));
             continue;
         }
         let Some((key, value)) = line.split_once('=') else {
@@ -481,7 +515,18 @@ pub(super) fn read_config(path: &Path) -> Result<Vec<(String, OsString)>, String
                 n + 1
             ));
         };
-        pairs.push((key.trim().to_string(), value.trim().into()));
+        let value = value.trim();
+        // A value runs to the end of its line, spaces included: quotes around it, as other
+        // config formats want them, would be part of it (`dir = "/data/n1"` named a directory
+        // `"` in the working directory, and with `init` founded a log there).
+        if value.starts_with(['"', '\'']) || value.ends_with(['"', '\'']) {
+            return Err(format!(
+                "{shown}:{}: a value in quotes ({value}): the quotes would be part of it; write \
+                 it without them (a value runs to the end of its line, spaces included)",
+                n + 1
+            ));
+        }
+        pairs.push((key.trim().to_string(), value.into(), n + 1));
     }
     Ok(pairs)
 }
@@ -869,6 +914,69 @@ mod tests {
         assert!(error.contains(":2: a `#` inside a value"), "{error}");
         assert_eq!(without_comment("#x"), "");
         assert_eq!(without_comment("a=b#c # d"), "a=b#c ");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A value in quotes is refused, naming the line: the quotes were part of it, and
+    /// `dir = "/data/n1"` named a directory `"` in the working directory. Spaces inside a
+    /// value are its own.
+    #[test]
+    fn a_quoted_config_value_is_refused() {
+        let dir = std::env::temp_dir().join(format!("rwal-node-quoted-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("node.conf");
+        for quoted in ["\"/data/n1\"", "'/data/n1'", "\"/data/n1", "/data/n1'"] {
+            std::fs::write(&config, format!("id = 1\ndir = {quoted}\n")).unwrap();
+            let e = read_config(&config).unwrap_err();
+            assert!(e.contains(":2: a value in quotes"), "{e}");
+        }
+        std::fs::write(&config, "dir = /data/rwal node1\n").unwrap();
+        let pairs = read_config(&config).unwrap();
+        assert_eq!(
+            pairs,
+            [("dir".to_string(), OsString::from("/data/rwal node1"))]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The config file is read as the secret file is: a FIFO without a writer is refused at
+    /// once (a reload on SIGHUP waited for a writer, on the thread that watches for a stop),
+    /// a device is not read (`/dev/zero` filled memory), and a file past 1 MiB is refused.
+    #[test]
+    fn a_config_that_is_not_a_small_regular_file_is_refused() {
+        let dir = std::env::temp_dir().join(format!("rwal-node-conf-kind-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo.conf");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo runs");
+        assert!(made.success());
+        let (sent, answer) = std::sync::mpsc::channel();
+        let read = fifo.clone();
+        std::thread::spawn(move || sent.send(read_config(&read).err()));
+        // A bound on a hang, not a measurement.
+        let e = answer
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the FIFO was refused without waiting for a writer")
+            .expect("refused");
+        assert!(
+            e.contains("the config file") && e.contains("is not a regular file"),
+            "{e}"
+        );
+        let zero = Path::new("/dev/zero");
+        if zero.exists() {
+            let e = read_config(zero).unwrap_err();
+            assert!(e.contains("is not a regular file"), "{e}");
+        }
+        let large = dir.join("large.conf");
+        let line = "# a comment that fills the file\n";
+        std::fs::write(&large, line.repeat((1 << 20) / line.len() + 1)).unwrap();
+        let e = read_config(&large).unwrap_err();
+        assert!(e.contains("holds more than 1 MiB"), "{e}");
+        std::fs::write(&large, b"id = \xff\n").unwrap();
+        let e = read_config(&large).unwrap_err();
+        assert!(e.contains("is not UTF-8"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
