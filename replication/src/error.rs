@@ -43,10 +43,13 @@ pub enum Error {
     },
     /// Too many proposals, or as many other requests (read barriers, leadership transfers,
     /// membership changes, checkpoints), are waiting for the consensus thread
-    /// (`NodeOptions::pending_proposals_max`).
+    /// (`NodeOptions::pending_proposals_max`), or proposals holding too many bytes of data
+    /// (`Config::max_uncommitted_bytes`).
     Busy {
-        /// The limit that was reached.
+        /// The limit on their number.
         pending_max: usize,
+        /// The limit on the bytes of data of the proposals waiting.
+        pending_bytes_max: usize,
     },
     /// The leader holds as many proposed but uncommitted bytes of data, or entries, as it may
     /// ([`Config::max_uncommitted_bytes`](crate::Config), and that many bytes divided by 128
@@ -156,10 +159,13 @@ impl fmt::Display for Error {
                 "timed out waiting for the entry at LSN {lsn} of epoch {epoch} to commit (it \
                  may still: wait for it with its LSN and epoch)"
             ),
-            Error::Busy { pending_max } => write!(
+            Error::Busy {
+                pending_max,
+                pending_bytes_max,
+            } => write!(
                 f,
-                "{pending_max} proposals (or as many other requests) are already waiting for \
-                 the consensus thread"
+                "{pending_max} proposals (or as many other requests), or proposals of \
+                 {pending_bytes_max} bytes, are already waiting for the consensus thread"
             ),
             Error::Backlogged {
                 uncommitted_bytes_max,

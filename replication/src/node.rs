@@ -320,6 +320,8 @@ struct Queue {
     envelopes: Vec<Envelope>,
     requests: Vec<Request>,
     proposals: usize,
+    /// The data of the proposals in `requests`, in bytes.
+    proposal_bytes: usize,
     stop: bool,
     /// The persister finished a sync (or failed).
     synced: bool,
@@ -459,6 +461,9 @@ pub struct Node {
     install_gate: Arc<RwLock<()>>,
     id: NodeId,
     pending_proposals_max: usize,
+    /// The bytes of data proposals may hold in the queue (`Config::max_uncommitted_bytes`): a
+    /// proposal whose caller gave up stays queued until the node's thread takes it.
+    pending_proposal_bytes_max: usize,
     /// Taken by the first stop, behind a lock so that a stop can go through `&self`
     /// ([`Node::shut_down`]).
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -480,10 +485,16 @@ impl Node {
         machine: M,
         transport: T,
     ) -> Result<Node> {
-        if options.tick_interval.is_zero() || options.pending_proposals_max == 0 {
+        if options.tick_interval.is_zero() {
             return Err(Error::invalid(
                 "tick_interval",
-                "tick_interval and pending_proposals_max must be above 0",
+                "tick_interval must be above 0",
+            ));
+        }
+        if options.pending_proposals_max == 0 {
+            return Err(Error::invalid(
+                "pending_proposals_max",
+                "pending_proposals_max must be above 0",
             ));
         }
         // A tick too long to add to the clock panicked the node's thread before it could
@@ -579,6 +590,8 @@ impl Node {
             install_gate,
             id,
             pending_proposals_max: options.pending_proposals_max,
+            pending_proposal_bytes_max: usize::try_from(options.config.max_uncommitted_bytes)
+                .unwrap_or(usize::MAX),
             thread: Mutex::new(Some(thread)),
         })
     }
@@ -612,23 +625,34 @@ impl Node {
     pub fn propose(&self, data: &[u8]) -> Result<(Lsn, u64)> {
         self.not_on_own_thread("propose")?;
         let (reply, answer) = sync_channel(1);
-        self.enqueue_proposal(Request::Propose(data.to_vec(), reply))?;
+        self.enqueue_proposal(data.len(), || Request::Propose(data.to_vec(), reply))?;
         self.answer(answer)
     }
 
-    fn enqueue_proposal(&self, request: Request) -> Result<()> {
+    /// Queues the proposal `request` makes, of `bytes` of data, unless the queue holds
+    /// `pending_proposals_max` proposals already, or proposals whose data would pass
+    /// `pending_proposal_bytes_max` with it (a proposal alone is taken whatever its size: the
+    /// replica judges it). The bytes are bounded too since 2026-12-07: with the node's thread
+    /// held (a long restore), callers that gave up and proposed again piled up to 65 536 records
+    /// of up to 16 MiB each (found by review).
+    fn enqueue_proposal(&self, bytes: usize, request: impl FnOnce() -> Request) -> Result<()> {
         {
             let mut queue = self.shared.queue.lock();
             if self.shared.refuses(&queue) {
                 return Err(Error::Closed);
             }
-            if queue.proposals >= self.pending_proposals_max {
+            let bytes_after = queue.proposal_bytes.saturating_add(bytes);
+            if queue.proposals >= self.pending_proposals_max
+                || (queue.proposals > 0 && bytes_after > self.pending_proposal_bytes_max)
+            {
                 return Err(Error::Busy {
                     pending_max: self.pending_proposals_max,
+                    pending_bytes_max: self.pending_proposal_bytes_max,
                 });
             }
             queue.proposals += 1;
-            queue.requests.push(request);
+            queue.proposal_bytes = bytes_after;
+            queue.requests.push(request());
         }
         self.shared.queue_cond.notify_one();
         Ok(())
@@ -667,10 +691,9 @@ impl Node {
             state: Mutex::new(ProposalState::default()),
             caller: std::thread::current(),
         });
-        if let Err(refused) = self.enqueue_proposal(Request::ProposeAndWait(
-            data.to_vec(),
-            ProposalReply::new(proposal.clone()),
-        )) {
+        if let Err(refused) = self.enqueue_proposal(data.len(), || {
+            Request::ProposeAndWait(data.to_vec(), ProposalReply::new(proposal.clone()))
+        }) {
             return not_proposed(refused);
         }
         loop {
@@ -1005,16 +1028,26 @@ impl Node {
 
     /// Waits until `condition` holds for the status (or the timeout passes); returns the last
     /// status seen and whether the condition held. The condition runs on the calling thread
-    /// with no lock of the node's held: it may call the node (its `leader`, `status`).
+    /// with no lock of the node's held: it may call the node (its `leader`, `status`). Called
+    /// on the node's thread (from the state machine), it does not wait: the status cannot
+    /// change while that thread waits, and its heartbeats would stop for the whole timeout.
     pub fn wait_status(
         &self,
         timeout: Duration,
         mut condition: impl FnMut(&NodeStatus) -> bool,
     ) -> (NodeStatus, bool) {
+        if self.on_its_thread() {
+            let status = self.status();
+            let held = condition(&status);
+            return (status, held);
+        }
         let deadline = deadline_after(timeout);
         let mut published = self.shared.status.lock();
         loop {
             let seen = published.clone();
+            // Read under the status lock, where the node's thread sets it: a stop during the
+            // condition is then seen below even when it published no new status.
+            let stopped_before = self.stopped();
             // Outside the lock: a condition that called the node deadlocked its caller, and a
             // slow one held up the node's thread at its next status (found by review on
             // 2026-12-07). As `status` answers: with the log's bounds read now.
@@ -1026,8 +1059,12 @@ impl Node {
             if held {
                 return (status, true);
             }
-            // A status published while the condition ran was not waited for: looked at now.
-            if *published != seen && Instant::now() < deadline {
+            // A status published, or a stop, while the condition ran was not waited for:
+            // looked at now (until 2026-12-07 a stop that published an unchanged status was
+            // missed, and a condition reading `stopped` waited out its whole timeout: found
+            // by review).
+            if (*published != seen || self.stopped() != stopped_before) && Instant::now() < deadline
+            {
                 continue;
             }
             if self
@@ -1069,7 +1106,7 @@ impl Node {
     }
 
     /// Stops the node's thread and closes its log (its final sync and watermark; the error if
-    /// they fail), even while [`CommittedReader`]s are alive: they then get `Closed`, and the
+    /// they fail), even while [`CommittedReader`]s are alive: they then get [`Error::Closed`], and the
     /// directory is free to open again. The node's failure, if it had one, comes first.
     pub fn close(self) -> Result<()> {
         self.stop()
@@ -1123,8 +1160,9 @@ impl Node {
         Ok(closed?)
     }
 
-    /// Whether the node's thread has stopped. Set under the status lock, so that a
-    /// [`wait_status`](Node::wait_status) condition that reads it misses no wake-up.
+    /// Whether the node's thread has stopped. Set under the status lock, where
+    /// [`wait_status`](Node::wait_status) looks at it again after each run of its condition:
+    /// a condition that reads it misses no wake-up.
     fn stopped(&self) -> bool {
         self.shared.closed.load(Ordering::Acquire)
     }
@@ -1206,6 +1244,7 @@ impl Node {
             if others >= self.pending_proposals_max {
                 return Err(Error::Busy {
                     pending_max: self.pending_proposals_max,
+                    pending_bytes_max: self.pending_proposal_bytes_max,
                 });
             }
             queue.requests.push(make(reply));
@@ -1403,12 +1442,14 @@ impl CommittedReader {
         }
     }
 
-    /// `Closed` once the node's log is closed. Checked on every call: a reader with records
-    /// buffered, or at the commit LSN, would otherwise go on answering from its buffer or with
-    /// `None` after a close, as if the node were still running.
+    /// [`Error::Closed`] once the node's log is closed, as [`Node::close`] says and
+    /// `next_timeout` answered (`next` and `next_at_most` answered `Error::Wal(Closed)` until
+    /// 2026-12-07: found by review). Checked on every call: a reader with records buffered, or
+    /// at the commit LSN, would otherwise go on answering from its buffer or with `None` after
+    /// a close, as if the node were still running.
     fn check_open(&self) -> Result<()> {
         if self.shared.log_closed.load(Ordering::Acquire) {
-            return Err(rwal_wal::Error::Closed.into());
+            return Err(Error::Closed);
         }
         Ok(())
     }
@@ -1749,6 +1790,7 @@ fn run<M: StateMachine, T: Transport>(
                     return Ok(());
                 }
                 queue.proposals = 0;
+                queue.proposal_bytes = 0;
                 (
                     queue.take_envelopes(),
                     std::mem::take(&mut queue.requests),
@@ -2116,6 +2158,60 @@ mod tests {
             (10_000 + 10 * std::mem::size_of::<raft::eraftpb::Entry>()..20_000).contains(&held),
             "{held}"
         );
+    }
+
+    /// A wait whose condition reads `stopped` while the node stops (with no new status) is
+    /// not left waiting out its timeout: `wait_status` looks at the stop again under its lock.
+    #[test]
+    fn a_stop_during_a_wait_status_condition_ends_the_wait() {
+        struct Nothing;
+        impl StateMachine for Nothing {
+            fn apply(&mut self, _: Lsn, _: u64, _: &[u8]) -> crate::EngineResult {
+                Ok(())
+            }
+            fn restore(&mut self, _: Lsn, _: u64, _: &[u8]) -> crate::EngineResult {
+                Ok(())
+            }
+            fn snapshot(&mut self) -> crate::EngineResult<EngineSnapshot> {
+                Ok(Vec::new().into())
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("rwal-wait-stop-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut options = NodeOptions::new(1, dir.join("node1"), Bootstrap::Voters(vec![1]));
+        options.tick_interval = Duration::from_millis(10);
+        let network = crate::transport::MemoryNetwork::new();
+        let node = Arc::new(Node::open(options, Nothing, network.transport()).unwrap());
+        let (_, led) = node.wait_status(Duration::from_secs(30), |s| s.role == Role::Leader);
+        assert!(led);
+        let (ask, asked) = std::sync::mpsc::channel::<()>();
+        let (done, stopped) = std::sync::mpsc::channel::<()>();
+        let stopping = node.clone();
+        let stopper = std::thread::spawn(move || {
+            asked.recv().unwrap();
+            stopping.shut_down().unwrap();
+            done.send(()).unwrap();
+        });
+        let started = Instant::now();
+        let mut first = true;
+        let (_, held) = node.wait_status(Duration::from_secs(60), |_| {
+            let seen = node.stopped();
+            if std::mem::take(&mut first) {
+                // The node stops between this look and the return.
+                ask.send(()).unwrap();
+                stopped.recv_timeout(Duration::from_secs(30)).unwrap();
+            }
+            seen
+        });
+        assert!(held);
+        // A bound on a hang, not a measurement: the old code waited out the 60 s.
+        assert!(
+            started.elapsed() < Duration::from_secs(45),
+            "{:?}",
+            started.elapsed()
+        );
+        stopper.join().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

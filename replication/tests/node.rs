@@ -345,7 +345,7 @@ fn readers_answer_closed_after_the_node_closes_even_from_their_buffer() {
         ("bounded", bounded.next_at_most(1 << 10).map(|_| ())),
     ] {
         match answer {
-            Err(Error::Wal(rwal_wal::Error::Closed)) => {}
+            Err(Error::Closed) => {}
             other => panic!("{what}: expected Closed, got {other:?}"),
         }
     }
@@ -1999,7 +1999,7 @@ fn an_engine_that_cannot_apply_stops_the_node_and_its_record_stays_in_the_log() 
     }
     // The log is closed although the reader is alive: the reader says so.
     match reader.next() {
-        Err(Error::Wal(rwal_wal::Error::Closed)) => {}
+        Err(Error::Closed) => {}
         other => panic!("expected Closed, got {other:?}"),
     }
 
@@ -2295,6 +2295,8 @@ type CallOutcomes = Arc<Mutex<Vec<(&'static str, Result<(), Error>)>>>;
 struct ReentrantEngine {
     node: Arc<std::sync::OnceLock<std::sync::Weak<Node>>>,
     outcomes: CallOutcomes,
+    /// How long a `wait_status` from `apply` for a commit far ahead took, and its verdict.
+    waited: Arc<Mutex<Option<(Duration, bool)>>>,
 }
 
 impl rwal_replication::StateMachine for ReentrantEngine {
@@ -2331,6 +2333,9 @@ impl rwal_replication::StateMachine for ReentrantEngine {
             ("compact", node.compact().map(drop)),
         ];
         self.outcomes.lock().extend(outcomes);
+        let started = std::time::Instant::now();
+        let (_, held) = node.wait_status(Duration::from_secs(60), |s| s.commit_lsn > lsn + 1000);
+        *self.waited.lock() = Some((started.elapsed(), held));
         Ok(())
     }
 
@@ -2519,12 +2524,16 @@ fn node_options_that_cannot_work_are_refused_at_open() {
     no_stall_limit.sync_stall_limit = Some(Duration::ZERO);
     let mut no_snapshot_timeout = options();
     no_snapshot_timeout.snapshot_timeout = Some(Duration::ZERO);
+    // Named as itself: it was refused as `tick_interval` until 2026-12-07.
+    let mut no_proposals = options();
+    no_proposals.pending_proposals_max = 0;
     for (bad, name) in [
         (no_tick, "tick_interval"),
         (endless_tick, "tick_interval"),
         (tick_past_the_largest, "tick_interval"),
         (no_stall_limit, "sync_stall_limit"),
         (no_snapshot_timeout, "snapshot_timeout"),
+        (no_proposals, "pending_proposals_max"),
     ] {
         match Node::open(bad, Engine::default(), network.transport()) {
             Err(Error::InvalidArgument { name: n, .. }) => assert_eq!(n, name),
@@ -2569,9 +2578,11 @@ fn calls_that_wait_for_the_node_are_refused_on_its_own_thread() {
     let network = MemoryNetwork::new();
     let slot = Arc::new(std::sync::OnceLock::new());
     let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let waited = Arc::new(Mutex::new(None));
     let engine = ReentrantEngine {
         node: slot.clone(),
         outcomes: outcomes.clone(),
+        waited: waited.clone(),
     };
     let node = lone_leader_its_engine_reaches(&dir, &network, engine, &slot);
     let n = node.clone();
@@ -2590,6 +2601,11 @@ fn calls_that_wait_for_the_node_are_refused_on_its_own_thread() {
             other => panic!("{call} on the node's thread: {other:?}"),
         }
     }
+    // `wait_status` does not wait there (the status cannot change while the thread waits):
+    // it said so at once, where it waited out its 60 s until 2026-12-07 (a bound on a hang,
+    // not a measurement).
+    let (took, held) = waited.lock().expect("apply waited for a status");
+    assert!(!held && took < Duration::from_secs(30), "{took:?}");
     // The node goes on as before.
     node.propose_and_wait(b"after", WAIT).unwrap();
     let node = Arc::into_inner(node).expect("no other handle is left");
@@ -3012,7 +3028,7 @@ fn requests_queued_for_a_held_node_thread_are_bounded() {
     assert_eq!(node.queued_requests(), 8);
     let read = node.read_barrier(Duration::from_millis(1));
     assert!(
-        matches!(read, Err(Error::Busy { pending_max: 8 })),
+        matches!(read, Err(Error::Busy { pending_max: 8, .. })),
         "{read:?}"
     );
     assert_eq!(node.queued_requests(), 8);
@@ -3030,5 +3046,64 @@ fn requests_queued_for_a_held_node_thread_are_bounded() {
         std::thread::sleep(Duration::from_millis(1));
     }
     node.read_barrier(WAIT).expect("reads are served again");
+    node.close().expect("close");
+}
+
+/// The proposals of callers that gave up stay queued while the node's thread is held: bounded
+/// by their bytes too (`Config::max_uncommitted_bytes`), not only by their number (up to
+/// 65 536 records of up to 16 MiB each were held until 2026-12-07: found by review). A
+/// proposal into an empty queue is taken whatever its size.
+#[test]
+fn proposals_queued_for_a_held_node_thread_are_bounded_in_bytes() {
+    let dir = TempDir::new("repl-held-bytes");
+    let network = MemoryNetwork::new();
+    let mut options = NodeOptions::new(1, dir.join("node1"), Bootstrap::Voters(vec![1]));
+    options.tick_interval = Duration::from_millis(10);
+    options.config.max_uncommitted_bytes = 1 << 20;
+    let engine = SlowEngine::default();
+    let node = Node::open(options, engine.clone(), network.transport()).expect("node opens");
+    network.register(1, node.inbox());
+    let (status, led) = node.wait_status(WAIT, |s| s.role == Role::Leader);
+    assert!(led, "a single voter leads: {status:?}");
+    let (held, epoch) = node.propose(b"slow").expect("proposed");
+    engine.gate.wait_held();
+    let record = vec![7u8; 300 << 10];
+    for i in 0..3 {
+        let given_up = node.propose_and_wait(&record, Duration::from_millis(1));
+        assert!(
+            matches!(given_up, Err(Error::Timeout { .. })),
+            "proposal {i}: {given_up:?}"
+        );
+    }
+    assert_eq!(node.queued_requests(), 3);
+    let refused = node.propose_and_wait(&record, Duration::from_millis(1));
+    match &refused {
+        Err(
+            e @ Error::Busy {
+                pending_bytes_max, ..
+            },
+        ) => {
+            assert_eq!(*pending_bytes_max, 1 << 20);
+            assert!(e.to_string().contains("proposals of 1048576 bytes"), "{e}");
+        }
+        other => panic!("expected Busy, got {other:?}"),
+    }
+    // Small ones fit in what is left.
+    let small = node.propose_and_wait(&[1u8; 1000], Duration::from_millis(1));
+    assert!(matches!(small, Err(Error::Timeout { .. })), "{small:?}");
+    assert_eq!(node.queued_requests(), 4);
+    engine.gate.release();
+    node.wait_committed(held, epoch, WAIT).expect("committed");
+    let deadline = std::time::Instant::now() + WAIT;
+    while node.queued_requests() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the queue never drained"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Once taken, the queue holds nothing: a proposal as large as the bound goes through.
+    node.propose_and_wait(&vec![8u8; 1 << 20], WAIT)
+        .expect("alone in the queue");
     node.close().expect("close");
 }

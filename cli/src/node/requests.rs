@@ -1434,7 +1434,13 @@ mod tests {
         let status = |e: Error| read_failed(&server, e).0;
         let waiting_for = "a read point";
         assert_eq!(status(Error::Timeout { waiting_for }), proto::RETRY);
-        assert_eq!(status(Error::Busy { pending_max: 1 }), proto::RETRY);
+        assert_eq!(
+            status(Error::Busy {
+                pending_max: 1,
+                pending_bytes_max: 1,
+            }),
+            proto::RETRY
+        );
         assert_eq!(status(Error::Closed), proto::RETRY);
         assert_eq!(status(Error::Wal(rwal_wal::Error::Closed)), proto::RETRY);
         assert_eq!(status(Error::Raft("broken".into())), proto::ERROR);
