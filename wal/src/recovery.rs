@@ -1404,18 +1404,17 @@ impl Scan<'_> {
         let mut prepared = Vec::new();
         // The directory's names, once a file is set aside (`SkipCorrupted`).
         let mut taken: Option<Vec<String>> = None;
+        // Renamed only once the control file is written (below): the damaged file is what
+        // makes the stretch it held damage rather than a torn tail (it cannot be left by a
+        // crash), and until the watermark covers the records after it, a crash after its
+        // rename left a log whose next open cut them (found by review on 2026-12-07).
+        let mut set_aside = Vec::new();
         for (index, (sequence, name)) in files.iter().enumerate() {
             match self.fate(files, index, stop_index, options)? {
                 Fate::Kept => {}
                 Fate::SetAside => {
                     let aside = self.aside_name(name, &mut taken)?;
-                    self.dir
-                        .rename(name, &aside)
-                        .map_err(|e| Error::io("rename", dir_path.join(name), e))?;
-                    self.report.events.push(RecoveryEvent::SegmentSetAside {
-                        segment: name.clone(),
-                        renamed_to: aside,
-                    });
+                    set_aside.push((name.clone(), aside));
                 }
                 Fate::Prepared(file) => prepared.push(PreparedSegment {
                     sequence: *sequence,
@@ -1489,8 +1488,26 @@ impl Scan<'_> {
         state.durable_lsn = last_lsn;
         state.pending_cut = None;
         state.reset_pending = false;
+        #[cfg(test)]
+        crate::test_hooks::hook_outside("recovery: the control file is written next");
         if state != *control.state() || control.older_copy_is_stale() {
             control.write(state, &dir_path)?;
+        }
+        if !set_aside.is_empty() {
+            for (name, aside) in set_aside {
+                self.dir
+                    .rename(&name, &aside)
+                    .map_err(|e| Error::io("rename", dir_path.join(&name), e))?;
+                self.report.events.push(RecoveryEvent::SegmentSetAside {
+                    segment: name,
+                    renamed_to: aside,
+                });
+            }
+            // Not needed for the log (a crash that loses a rename leaves the file to be set
+            // aside again), but the report says the files were set aside.
+            self.dir
+                .sync()
+                .map_err(|e| Error::io("fsync directory", &dir_path, e))?;
         }
         self.report.last_lsn = last_lsn;
         self.report.proven_durable_lsn = self.watermark;
@@ -1738,5 +1755,47 @@ mod tests {
         });
         assert_eq!(searches, 1, "opened: {skipped:?}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A `SkipCorrupted` open that stops (a crash) before its control file is written leaves
+    /// the damaged file in place: the next open decides the same way, and keeps the
+    /// acknowledged records after the damage. Until 2026-12-07 the file was set aside first,
+    /// and the next open, finding a stretch missing above the old watermark and no damaged
+    /// file, took it for a torn tail and cut records 11 and 12 (found by review).
+    #[test]
+    fn a_skip_corrupted_open_stopped_before_its_control_write_is_decided_again_the_same() {
+        let options = |disk: &crate::SimDisk, mode| {
+            Options::new()
+                .backend(crate::Backend::Simulated(disk.clone()))
+                .segment_bytes(1 << 20)
+                .background_threads(false)
+                .recovery_mode(mode)
+        };
+        let record = |i: u64| vec![i as u8; 200 << 10];
+        let disk = crate::SimDisk::new();
+        let wal = Wal::open("/sim", options(&disk, RecoveryMode::TolerateTornTail)).unwrap();
+        for i in 1..=12 {
+            wal.append(&record(i)).unwrap();
+        }
+        assert_eq!(wal.sync().unwrap(), 12, "all acknowledged");
+        // A crash: what was synced stays, the watermark in the control file is older.
+        let crashed = disk.crash(7);
+        drop(wal);
+        // Five records a segment: the second (LSNs 6 to 10) cut to its first bytes, which
+        // no crash leaves.
+        crashed.truncate_file(&segment::file_name(2), 32);
+        crate::test_hooks::at_outside("recovery: the control file is written next", || {
+            panic!("the process dies here")
+        });
+        let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Wal::open("/sim", options(&crashed, RecoveryMode::SkipCorrupted)).map(drop)
+        }));
+        assert!(died.is_err(), "{died:?}");
+        for _ in 0..2 {
+            let wal = Wal::open("/sim", options(&crashed, RecoveryMode::SkipCorrupted)).unwrap();
+            let events = wal.recovery_report().events.clone();
+            assert_eq!(wal.last_lsn(), 12, "{events:?}");
+            assert_eq!(wal.read(12).unwrap(), record(12));
+        }
     }
 }
