@@ -1255,6 +1255,12 @@ class _Tail(_Handle):
         the outputs; returns its status."""
         raise NotImplementedError
 
+    def _waits_for_itself(self) -> bool:
+        """Whether a wait here would wait for this very thread (a node's tail read from one
+        of that node's callbacks): a next() in progress on another thread is not waited for
+        then."""
+        return False
+
     def _record(self, data: bytes) -> tuple:
         """The record the outputs hold, with `data` its bytes."""
         raise NotImplementedError
@@ -1282,7 +1288,15 @@ class _Tail(_Handle):
         0: only what is there now); None if none came in time."""
         deadline = None if timeout is None else time.monotonic() + _seconds(timeout)
         self._refuse_in_a_fork()
-        if deadline is None:
+        if self._waits_for_itself():
+            # Another thread's next() may be waiting for the very commit this thread is to
+            # make: waiting for it to end would hang both (until 2026-12-07, found by review).
+            if not self._serial.acquire(blocking=False):
+                raise InvalidArgumentError(
+                    lib.RWAL_ERR_INVALID_ARGUMENT,
+                    "next() on this tail was called from one of its node's callbacks while "
+                    "another thread's next() waits on it, for a commit this thread is to make")
+        elif deadline is None:
             self._serial.acquire()
         elif not self._serial.acquire(timeout=min(threading.TIMEOUT_MAX,
                                                   max(0.0, deadline - time.monotonic()))):

@@ -499,7 +499,17 @@ class Node(_Handle):
             log_opts = _log_options(segment_size, "staged" if backend is None else backend,
                                     recovery, commit_delay_us)
             _check(lib.rwal_node_options_set_log_options(opts, log_opts))
-        self._engine = _Engine(apply, snapshot, restore, on_leader, bool(restore_reader))
+        if not isinstance(restore_reader, bool):
+            # Not bool(restore_reader): "no" would hand restore a StateReader.
+            raise TypeError("restore_reader must be a bool, not %s"
+                            % type(restore_reader).__name__)
+        for name, callback in (("apply", apply), ("snapshot", snapshot), ("restore", restore),
+                               ("on_leader", on_leader)):
+            if callback is not None and not callable(callback):
+                # Else the node opened, and stopped at its first committed record.
+                raise TypeError("%s must be callable (or None), not %s"
+                                % (name, type(callback).__name__))
+        self._engine = _Engine(apply, snapshot, restore, on_leader, restore_reader)
         self._engine_handle = ffi.new_handle(self._engine)
         # A callback not given is NULL: the library refuses an engine with only some of
         # apply, snapshot and restore, and naming the missing one.
@@ -968,6 +978,10 @@ class NodeTail(_Tail):
 
     def _record(self, data: bytes) -> Tuple[int, int, int, bytes]:
         return self._lsn[0], self._epoch[0], self._kind[0], data
+
+    def _waits_for_itself(self) -> bool:
+        engine = getattr(self._node, "_engine", None)
+        return any(e is engine for e in getattr(_callback_thread, "engines", ()))
 
     def next(self, timeout: Optional[float] = None) -> Optional[Tuple[int, int, int, bytes]]:
         """The next committed record as (lsn, epoch, kind, data), waiting up to `timeout`

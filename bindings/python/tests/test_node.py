@@ -1197,6 +1197,53 @@ def test_closing_a_node_ends_its_waiting_tail_and_a_callback_may_not_wait(tmp_pa
         node.close()
 
 
+def test_a_callback_reading_a_tail_another_thread_waits_on_is_refused(tmp_path):
+    # Another thread's next() holds the tail while it waits for a commit that the callback's
+    # thread is to make: waiting for it hung both (with no timeout) until 2026-12-07.
+    outcome = {}
+    holder = {}
+
+    def apply(lsn, epoch, data):
+        if data == b"call back":
+            try:
+                outcome["callback"] = holder["tail"].next(timeout=1)
+            except rwal.InvalidArgumentError as e:
+                outcome["callback"] = str(e)
+
+    node = rwal.Node(1, tmp_path / "shared-tail", cluster_id=1, secret=SECRET, voters=[1],
+                     tick_ms=10, apply=apply, snapshot=lambda: b"", restore=lambda *_: None)
+    try:
+        wait(lambda: node.status()["role"] == "leader")
+        tail = node.tail(node.status()["commit_lsn"] + 1)
+        holder["tail"] = tail
+
+        def consume():
+            outcome["consumer"] = tail.next(timeout=30)
+
+        t = threading.Thread(target=consume)
+        t.start()
+        wait(lambda: tail._serial.locked())
+        lsn, _ = node.propose_and_wait(b"call back", timeout=30)
+        t.join(30)
+        assert not t.is_alive()
+        assert "another thread's next() waits on it" in outcome["callback"], outcome
+        assert outcome["consumer"][0] == lsn and outcome["consumer"][3] == b"call back"
+        tail.close()
+    finally:
+        holder.clear()
+        node.close()
+
+
+def test_callbacks_and_restore_reader_are_checked_at_open(tmp_path):
+    with pytest.raises(TypeError, match="restore_reader must be a bool"):
+        rwal.Node(1, tmp_path / "n", cluster_id=1, secret=SECRET, voters=[1],
+                  restore_reader="no")
+    with pytest.raises(TypeError, match="apply must be callable"):
+        rwal.Node(1, tmp_path / "n", cluster_id=1, secret=SECRET, voters=[1], apply=5,
+                  snapshot=lambda: b"", restore=lambda *_: None)
+    assert not (tmp_path / "n").exists()
+
+
 def test_restore_reader_reads_the_checkpoint_in_pieces_during_the_call_only(tmp_path):
     state = bytes(i % 251 for i in range(3 << 20))
     node = rwal.Node(1, tmp_path / "alone", cluster_id=9, secret=SECRET, voters=[1],
