@@ -1248,3 +1248,64 @@ fn a_segment_grown_by_a_few_bytes_is_damage_on_every_backend() {
         wal.close().unwrap();
     }
 }
+
+/// A segment whose header was zeroed over its records (records 11 and 12, acknowledged) is
+/// set aside by `SkipCorrupted`, refused by the default mode, and cut by `PointInTime` with
+/// its bytes counted; with the records past the watermark (a torn roll) it is cut as a torn
+/// tail. Until 2026-12-07 `SkipCorrupted` and `PointInTime` removed it, counting no bytes
+/// cut (found by review).
+#[test]
+fn a_zeroed_header_over_acknowledged_records_is_set_aside_or_refused() {
+    let third = "00000000000000000003.seg";
+    let zeroed = |acknowledged: bool| {
+        let (disk, wal) = twelve_records_in_three_segments();
+        let disk = if acknowledged {
+            wal.close().unwrap(); // the watermark covers 12
+            disk
+        } else {
+            let crashed = disk.crash(7);
+            drop(wal);
+            crashed
+        };
+        disk.zero_range(third, 0, 64);
+        disk
+    };
+    let disk = zeroed(true);
+    let wal = Wal::open("/sim", options(&disk, RecoveryMode::SkipCorrupted)).unwrap();
+    let report = wal.recovery_report().clone();
+    assert_eq!(wal.last_lsn(), 10, "{report:?}");
+    assert!(
+        report.events.iter().any(|e| matches!(
+            e,
+            RecoveryEvent::SegmentSetAside { segment, .. } if segment == third
+        )),
+        "{report:?}"
+    );
+    assert!(
+        disk.file_names()
+            .iter()
+            .any(|n| n.starts_with(third) && n.contains("damaged")),
+        "{:?}",
+        disk.file_names()
+    );
+    drop(wal);
+
+    let disk = zeroed(true);
+    assert!(Wal::open("/sim", options(&disk, RecoveryMode::TolerateTornTail)).is_err());
+    let wal = Wal::open("/sim", options(&disk, RecoveryMode::PointInTime)).unwrap();
+    let report = wal.recovery_report().clone();
+    assert_eq!(wal.last_lsn(), 10, "{report:?}");
+    assert!(report.bytes_cut >= 1 << 20, "its whole file: {report:?}");
+    drop(wal);
+
+    // Past the watermark: a roll torn by a crash, cut as any torn tail.
+    let disk = zeroed(false);
+    let wal = Wal::open("/sim", options(&disk, RecoveryMode::SkipCorrupted)).unwrap();
+    let report = wal.recovery_report().clone();
+    assert!(
+        !disk.file_names().iter().any(|n| n.contains("damaged")),
+        "{report:?} {:?}",
+        disk.file_names()
+    );
+    assert!(report.bytes_cut >= 1 << 20, "{report:?}");
+}

@@ -1278,10 +1278,24 @@ impl Scan<'_> {
         }
         let mut bytes_cut = 0;
         if let Some(file) = self.opened_file(index, name)? {
-            let never_used = matches!(
+            let zeroed_header = matches!(
                 read_header(file.as_ref(), *sequence),
                 Err(HeaderError::Prepared)
             );
+            // A header of zeros over bytes is not a prepared file: records written into a
+            // segment whose header was then lost. Past the watermark (a roll torn by a crash)
+            // it is cut like any torn tail; within it, the records it held were acknowledged,
+            // and `SkipCorrupted` sets it aside, as any file it finds damaged, rather than
+            // removing it (until 2026-12-07 it was removed, its bytes counted as no cut:
+            // found by review).
+            let never_used = zeroed_header && self.checks[index].nonzero_end == 0;
+            if zeroed_header
+                && !never_used
+                && self.mode == RecoveryMode::SkipCorrupted
+                && self.expected <= self.watermark
+            {
+                return Ok(Fate::SetAside);
+            }
             let after_the_log = self
                 .kept
                 .last()
