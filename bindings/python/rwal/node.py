@@ -173,13 +173,23 @@ class _Engine:
         # they run on the opening thread, where Ctrl-C lands, and Node() raises it again
         # instead of the library's "callback failed".
         self.interrupted = None
+        # While the node opens: the exception restore or apply raised there, which Node()
+        # chains to the library's "callback failed" (the caller sees why its engine failed).
+        # Not kept afterwards: its traceback holds the callback's frames.
+        self.opening = True
+        self.failed: Optional[BaseException] = None
 
     def run(self, callback, *args):
-        """Calls `callback`, noting an interrupt before it goes to cffi's error handler."""
+        """Calls `callback`, noting an interrupt (or, while the node opens, any exception)
+        before it goes to cffi's error handler."""
         try:
             callback(*args)
         except (KeyboardInterrupt, SystemExit) as interrupt:
             self.interrupted = interrupt
+            raise
+        except Exception as failure:
+            if self.opening:
+                self.failed = failure
             raise
 
 
@@ -539,7 +549,14 @@ class Node(_Handle):
                     # node opened: the caller asked to stop, not to be told that the engine
                     # failed.
                     raise interrupted from failure
+                engine_failed, self._engine.failed = self._engine.failed, None
+                if engine_failed is not None and failure.__cause__ is None:
+                    # The library says which callback failed; this is why.
+                    raise failure from engine_failed
                 raise
+            finally:
+                self._engine.opening = False
+                self._engine.failed = None
             # Caught by a callback that did not fail the open (a log message's).
             interrupted = _take_interrupt()
         if interrupted is not None:

@@ -1234,6 +1234,17 @@ def test_a_callback_reading_a_tail_another_thread_waits_on_is_refused(tmp_path):
         node.close()
 
 
+def test_an_engine_failing_while_the_node_opens_is_the_cause_of_the_error(tmp_path):
+    def restore(lsn, epoch, state):
+        raise ValueError("this engine cannot restore")
+
+    with pytest.raises(rwal.ReplicationError) as failed:
+        rwal.Node(1, tmp_path / "n", cluster_id=1, secret=SECRET, voters=[1],
+                  apply=lambda *_: None, snapshot=lambda: b"", restore=restore)
+    assert isinstance(failed.value.__cause__, ValueError), repr(failed.value)
+    assert "cannot restore" in str(failed.value.__cause__)
+
+
 def test_callbacks_and_restore_reader_are_checked_at_open(tmp_path):
     with pytest.raises(TypeError, match="restore_reader must be a bool"):
         rwal.Node(1, tmp_path / "n", cluster_id=1, secret=SECRET, voters=[1],
