@@ -1289,17 +1289,18 @@ impl Scan<'_> {
             // removing it (until 2026-12-07 it was removed, its bytes counted as no cut:
             // found by review).
             let never_used = zeroed_header && self.checks[index].nonzero_end == 0;
+            let after_the_log = self
+                .kept
+                .last()
+                .is_some_and(|last| last.sequence() < *sequence);
             if zeroed_header
                 && !never_used
+                && after_the_log
                 && self.mode == RecoveryMode::SkipCorrupted
                 && self.expected <= self.watermark
             {
                 return Ok(Fate::SetAside);
             }
-            let after_the_log = self
-                .kept
-                .last()
-                .is_some_and(|last| last.sequence() < *sequence);
             let fits = file.len() == options.segment_bytes;
             if never_used && after_the_log && fits && self.checks[index].nonzero_end == 0 {
                 // Prepared ahead of need and never written: kept for the next roll, so that
@@ -1369,15 +1370,23 @@ impl Scan<'_> {
             self.refuse_written_unused_files(files)?;
         }
         let mut taken: Option<Vec<String>> = None;
-        for (index, (_, name)) in files.iter().enumerate() {
+        // In the order `finish` reports them: files in the middle of the log set aside last.
+        let mut set_aside_later = Vec::new();
+        let last_kept = self.kept.last().map(|s| s.sequence());
+        for (index, (sequence, name)) in files.iter().enumerate() {
             match self.fate(files, index, stop_index, options)? {
                 Fate::Kept | Fate::Prepared(_) => {}
                 Fate::SetAside => {
                     let aside = self.aside_name(name, &mut taken)?;
-                    self.report.events.push(RecoveryEvent::SegmentSetAside {
+                    let event = RecoveryEvent::SegmentSetAside {
                         segment: name.clone(),
                         renamed_to: aside,
-                    });
+                    };
+                    if last_kept.is_some_and(|last| last > *sequence) {
+                        set_aside_later.push(event);
+                    } else {
+                        self.report.events.push(event);
+                    }
                 }
                 Fate::Removed { bytes_cut } => {
                     self.report.bytes_cut += bytes_cut;
@@ -1399,6 +1408,7 @@ impl Scan<'_> {
                 .events
                 .push(RecoveryEvent::TruncationFinished { after_lsn: cut });
         }
+        self.report.events.extend(set_aside_later);
         Ok(())
     }
 
@@ -1418,17 +1428,33 @@ impl Scan<'_> {
         let mut prepared = Vec::new();
         // The directory's names, once a file is set aside (`SkipCorrupted`).
         let mut taken: Option<Vec<String>> = None;
-        // Renamed only once the control file is written (below): the damaged file is what
-        // makes the stretch it held damage rather than a torn tail (it cannot be left by a
-        // crash), and until the watermark covers the records after it, a crash after its
-        // rename left a log whose next open cut them (found by review on 2026-12-07).
-        let mut set_aside = Vec::new();
+        // A damaged file in the middle of the log is renamed only once the control file is
+        // written (below): the file is what makes the stretch it held damage rather than a
+        // torn tail (no crash leaves it), and until the watermark covers the records after it,
+        // a crash after its rename left a log whose next open cut them (found by review on
+        // 2026-12-07). One after the log is renamed now, before the control file lowers the
+        // watermark to the records kept: a crash after that write with the file still there
+        // would let the next open take its acknowledged records for a torn tail and remove
+        // the file without a word; renamed first, the records it held are found missing below
+        // the watermark again, and reported lost again (found by the review of that change).
+        let mut set_aside_later = Vec::new();
+        let last_kept = self.kept.last().map(|s| s.sequence());
         for (index, (sequence, name)) in files.iter().enumerate() {
             match self.fate(files, index, stop_index, options)? {
                 Fate::Kept => {}
+                Fate::SetAside if last_kept.is_some_and(|last| last > *sequence) => {
+                    let aside = self.aside_name(name, &mut taken)?;
+                    set_aside_later.push((name.clone(), aside));
+                }
                 Fate::SetAside => {
                     let aside = self.aside_name(name, &mut taken)?;
-                    set_aside.push((name.clone(), aside));
+                    self.dir
+                        .rename(name, &aside)
+                        .map_err(|e| Error::io("rename", dir_path.join(name), e))?;
+                    self.report.events.push(RecoveryEvent::SegmentSetAside {
+                        segment: name.clone(),
+                        renamed_to: aside,
+                    });
                 }
                 Fate::Prepared(file) => prepared.push(PreparedSegment {
                     sequence: *sequence,
@@ -1507,8 +1533,10 @@ impl Scan<'_> {
         if state != *control.state() || control.older_copy_is_stale() {
             control.write(state, &dir_path)?;
         }
-        if !set_aside.is_empty() {
-            for (name, aside) in set_aside {
+        #[cfg(test)]
+        crate::test_hooks::hook_outside("recovery: the control file is written");
+        if !set_aside_later.is_empty() {
+            for (name, aside) in set_aside_later {
                 self.dir
                     .rename(&name, &aside)
                     .map_err(|e| Error::io("rename", dir_path.join(&name), e))?;
@@ -1517,8 +1545,8 @@ impl Scan<'_> {
                     renamed_to: aside,
                 });
             }
-            // Not needed for the log (a crash that loses a rename leaves the file to be set
-            // aside again), but the report says the files were set aside.
+            // Not needed for the log (a crash that loses the rename of a file in the middle
+            // leaves it to be set aside again), but the report says the files were set aside.
             self.dir
                 .sync()
                 .map_err(|e| Error::io("fsync directory", &dir_path, e))?;
@@ -1811,5 +1839,59 @@ mod tests {
             assert_eq!(wal.last_lsn(), 12, "{events:?}");
             assert_eq!(wal.read(12).unwrap(), record(12));
         }
+    }
+
+    /// A file after the log that `SkipCorrupted` sets aside (a header zeroed over acknowledged
+    /// records 11 and 12) is renamed before the control file lowers the watermark to the
+    /// records kept: a process that dies after that write leaves it set aside, and one that
+    /// dies before leaves the records missing below the watermark, reported lost again. With
+    /// the rename after the write, a death in between left the file where the next open
+    /// removed it as a torn tail, saying nothing (found by review on 2026-12-07).
+    #[test]
+    fn a_damaged_file_after_the_log_is_set_aside_before_the_watermark_drops() {
+        let options = |disk: &crate::SimDisk| {
+            Options::new()
+                .backend(crate::Backend::Simulated(disk.clone()))
+                .segment_bytes(1 << 20)
+                .background_threads(false)
+                .recovery_mode(RecoveryMode::SkipCorrupted)
+        };
+        let damaged = |dies_at: &'static str| {
+            let disk = crate::SimDisk::new();
+            let wal = Wal::open("/sim", options(&disk)).unwrap();
+            for i in 1..=12u8 {
+                wal.append(&[i; 200 << 10]).unwrap();
+            }
+            wal.close().unwrap(); // the watermark covers 12
+            disk.zero_range(&segment::file_name(3), 0, 64);
+            crate::test_hooks::at_outside(dies_at, || panic!("the process dies here"));
+            let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                Wal::open("/sim", options(&disk)).map(drop)
+            }));
+            assert!(died.is_err(), "{died:?}");
+            disk
+        };
+        let disk = damaged("recovery: the control file is written");
+        let wal = Wal::open("/sim", options(&disk)).unwrap();
+        assert_eq!(wal.last_lsn(), 10);
+        assert!(
+            disk.file_names().iter().any(|n| n.contains(".damaged")),
+            "{:?} {:?}",
+            disk.file_names(),
+            wal.recovery_report()
+        );
+        drop(wal);
+        let disk = damaged("recovery: the control file is written next");
+        let wal = Wal::open("/sim", options(&disk)).unwrap();
+        let events = wal.recovery_report().events.clone();
+        assert_eq!(wal.last_lsn(), 10);
+        assert!(
+            events.iter().any(|e| matches!(
+                e,
+                RecoveryEvent::CorruptionCut { lsn: 11, .. }
+                    | RecoveryEvent::CorruptionSkipped { first_lsn: 11, .. }
+            )),
+            "the loss is reported again: {events:?}"
+        );
     }
 }
