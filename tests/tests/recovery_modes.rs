@@ -1309,3 +1309,41 @@ fn a_zeroed_header_over_acknowledged_records_is_set_aside_or_refused() {
     );
     assert!(report.bytes_cut >= 1 << 20, "{report:?}");
 }
+
+/// With `SkipCorrupted`, the record before a compaction's new first LSN may be one recovery
+/// skipped as damaged (here the last of the oldest segment, and the whole next one): the
+/// compaction takes the epoch of the nearest readable record before it. It failed with
+/// `NotFound` until 2026-12-07, every time, so such a log could never be compacted again
+/// (found by review).
+#[test]
+fn a_log_with_skipped_damage_at_a_segment_end_is_compacted_past_it() {
+    let (disk, wal) = twelve_records_in_three_segments();
+    wal.close().unwrap();
+    let stored = 32 + (200u64 << 10);
+    // The last record of the first segment, and every record of the second.
+    disk.flip_bit("00000000000000000001.seg", 4096 + 4 * stored + 100, 0);
+    for k in 0..5 {
+        disk.flip_bit("00000000000000000002.seg", 4096 + k * stored + 100, 0);
+    }
+    let wal = Wal::open("/sim", options(&disk, RecoveryMode::SkipCorrupted)).unwrap();
+    let skipped = wal
+        .recovery_report()
+        .events
+        .iter()
+        .filter(|e| matches!(e, RecoveryEvent::CorruptionSkipped { .. }))
+        .count();
+    assert_eq!(skipped, 2, "{:?}", wal.recovery_report());
+    wal.append(&payload(12, 100)).unwrap();
+    wal.sync().unwrap();
+    wal.checkpoint(12, None).unwrap();
+    let report = wal.compact_now().unwrap();
+    // Both removed; the new first LSN follows the last record the second could have held
+    // (it holds none: records 6 to 10 read as missing, as before).
+    assert_eq!(report.segments_removed, 2, "{report:?}");
+    assert_eq!((report.first_lsn, wal.first_lsn()), (6, 6), "{report:?}");
+    assert_eq!(wal.read(12).unwrap(), payload(11, 200 << 10));
+    drop(wal);
+    let wal = Wal::open("/sim", options(&disk, RecoveryMode::SkipCorrupted)).unwrap();
+    assert_eq!(wal.last_lsn(), 13);
+    assert_eq!(wal.read(13).unwrap(), payload(12, 100));
+}

@@ -747,12 +747,7 @@ impl Inner {
         // before it): records at or below the checkpoint are never cut, so none can change.
         // The record before the new first one may lie in an earlier removed segment (the last
         // one removed may hold none), still in the map; or before the log's first LSN.
-        let first_epoch = if new_first - 1 < control.state().first_lsn {
-            control.state().first_epoch
-        } else {
-            let (segment, offset) = self.locate(new_first - 1)?;
-            self.decode_at(&segment, offset, new_first - 1)?.epoch
-        };
+        let first_epoch = self.epoch_before_first(new_first, control.state())?;
         invalidate_doomed();
         // The control file moves first: a crash after it leaves files wholly below the first
         // LSN, which recovery removes; a crash before it leaves the log as it was.
@@ -1122,6 +1117,35 @@ impl Inner {
                 Err(poisoned)
             }
         }
+    }
+}
+
+impl Inner {
+    /// The epoch of record `new_first - 1`, the one before a compaction's new first LSN. Where
+    /// `SkipCorrupted` recovery skipped it as damaged, the epoch of the nearest readable record
+    /// before it (epochs never decrease along the log: at most the skipped record's own), or
+    /// failing that the log's first epoch. Until 2026-12-07 such a record failed every
+    /// compaction past it with `NotFound` (found by review): with the damaged record the last
+    /// of the oldest segment, the log could never be compacted again.
+    fn epoch_before_first(
+        &self,
+        new_first: Lsn,
+        state: &crate::control::ControlState,
+    ) -> Result<u64> {
+        let mut lsn = new_first - 1;
+        while lsn >= state.first_lsn {
+            match self
+                .locate(lsn)
+                .and_then(|(segment, offset)| self.decode_at(&segment, offset, lsn))
+            {
+                Ok(header) => return Ok(header.epoch),
+                // Skipped by recovery: read as missing. (A record damaged under the open log
+                // is `Corrupted`, and fails the compaction: nothing is removed over it.)
+                Err(Error::NotFound { .. }) => lsn -= 1,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(state.first_epoch)
     }
 }
 
