@@ -33,7 +33,7 @@ static void on_log_reentrant(rwal_log_level level, const char *message, void *us
     rwal_log *inner = NULL;
     CHECK_STATUS(rwal_open(reentrant_dir, small_segments, &inner), RWAL_OK);
     CHECK_STATUS(rwal_close(inner), RWAL_OK);
-    rwal_set_log_callback(NULL, 0, NULL);
+    CHECK_STATUS(rwal_set_log_callback(NULL, 0, NULL), RWAL_OK);
 }
 
 static void test_log_callback_reentry(const char *scratch) {
@@ -43,7 +43,7 @@ static void test_log_callback_reentry(const char *scratch) {
     reentrant_dir = inner_dir;
     small_segments = rwal_options_new();
     CHECK_STATUS(rwal_options_set_segment_size(small_segments, 1 << 20), RWAL_OK);
-    rwal_set_log_callback(on_log_reentrant, RWAL_LOG_INFO, NULL);
+    CHECK_STATUS(rwal_set_log_callback(on_log_reentrant, RWAL_LOG_INFO, NULL), RWAL_OK);
     rwal_log *log = NULL;
     /* The open reports "created" and "opened": the callback ran for the first only. */
     CHECK_STATUS(rwal_open(outer_dir, small_segments, &log), RWAL_OK);
@@ -122,7 +122,7 @@ static void test_log(const char *dir) {
     char cut[4];
     CHECK(rwal_recovery_event(log, 0, cut, sizeof cut) == described);
     CHECK(memcmp(cut, "Cre", 4) == 0);
-    rwal_set_log_callback(NULL, 0, NULL);
+    CHECK_STATUS(rwal_set_log_callback(NULL, 0, NULL), RWAL_OK);
 
     uint64_t lsn = 99;
     CHECK_STATUS(rwal_first_lsn(log, &lsn), RWAL_OK);

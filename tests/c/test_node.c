@@ -774,7 +774,7 @@ static void test_engine_failure(const char *dir) {
     CHECK_STATUS(rwal_node_reader_open(node, lsn, &reader), RWAL_OK);
     /* Committed before the engine refused it: the proposer is told it committed. The failure
      * that follows is said at RWAL_LOG_ERROR when it happens. */
-    rwal_set_log_callback(on_log, RWAL_LOG_ERROR, NULL);
+    CHECK_STATUS(rwal_set_log_callback(on_log, RWAL_LOG_ERROR, NULL), RWAL_OK);
     uint64_t fine = lsn;
     CHECK_STATUS(rwal_node_propose_and_wait(node, (const uint8_t *)"refused", 7, WAIT_MS, &lsn,
                                             &epoch),
@@ -808,7 +808,7 @@ static void test_engine_failure(const char *dir) {
                                                &r_len),
                  RWAL_ERR_REPLICATION);
     CHECK_STATUS(rwal_node_close(node), RWAL_ERR_REPLICATION);
-    rwal_set_log_callback(NULL, 0, NULL);
+    CHECK_STATUS(rwal_set_log_callback(NULL, 0, NULL), RWAL_OK);
     CHECK(failure_reports == 1);
     char msg[256];
     rwal_last_error(msg, sizeof msg);
@@ -822,9 +822,9 @@ static void test_engine_failure(const char *dir) {
     /* The reader is still alive, and the directory opens again; the open reports what its
      * recovery found to the log callback, as rwal_open does. */
     opened_dir = path;
-    rwal_set_log_callback(on_log, RWAL_LOG_INFO, NULL);
+    CHECK_STATUS(rwal_set_log_callback(on_log, RWAL_LOG_INFO, NULL), RWAL_OK);
     node = open_alone(path, &e);
-    rwal_set_log_callback(NULL, 0, NULL);
+    CHECK_STATUS(rwal_set_log_callback(NULL, 0, NULL), RWAL_OK);
     CHECK(opened_reports == 1);
     rwal_node_reader_free(reader);
     if (node == NULL) return;

@@ -511,7 +511,7 @@ fn a_crash_after_any_step_of_a_checkpoint_keeps_a_durable_one() {
             fill(&wal, 12);
             wal.checkpoint(4, Some(b"old")).unwrap();
             disk.fail_sync_after(step, libc::EIO);
-            let _ = wal.checkpoint(9, Some(b"new"));
+            let made = wal.checkpoint(9, Some(b"new"));
             let crashed = disk.crash(seed);
             drop(wal);
             let wal = Wal::open("/sim", sim(&crashed))
@@ -519,6 +519,10 @@ fn a_crash_after_any_step_of_a_checkpoint_keeps_a_durable_one() {
             let latest = wal.latest_checkpoint().unwrap();
             let expected: &[u8] = if latest.lsn == 9 { b"new" } else { b"old" };
             assert!(latest.lsn == 4 || latest.lsn == 9, "step {step}");
+            // A checkpoint reported made survives the crash.
+            if made.is_ok() {
+                assert_eq!(latest.lsn, 9, "step {step} seed {seed}: made, then lost");
+            }
             seen[usize::from(latest.lsn == 9)] = true;
             assert_eq!(
                 read_snapshot(&wal).unwrap(),

@@ -1136,6 +1136,8 @@ def test_a_node_tail_on_a_follower_waits_for_the_next_commit(cluster):
 
     t = threading.Thread(target=read)
     t.start()
+    # Proposed while the tail waits.
+    wait(lambda: tail._serial.locked())
     time.sleep(0.05)
     proposed, epoch = nodes[leader].propose_and_wait(b"tailed", timeout=30)
     t.join(30)
@@ -1184,6 +1186,7 @@ def test_closing_a_node_ends_its_waiting_tail_and_a_callback_may_not_wait(tmp_pa
 
         t = threading.Thread(target=read)
         t.start()
+        wait(lambda: tail._serial.locked())
         time.sleep(0.1)
         started = time.monotonic()
         node.close()

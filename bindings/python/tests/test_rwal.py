@@ -1169,6 +1169,7 @@ def test_a_tail_waits_for_records_as_they_become_durable(path):
             t = threading.Thread(target=follow)
             t.start()
             # Committed while the tail waits, past the first slice of its wait.
+            wait_until(tail._serial.locked)
             time.sleep(0.3)
             log.commit(lsn)
             log.commit(log.append_batch([b"a", b"b"]))
@@ -1272,6 +1273,8 @@ def test_closing_a_tail_from_another_thread_ends_its_wait(path):
         t = threading.Thread(target=follow)
         t.start()
         assert waiting.wait(30)
+        # In its wait (it holds the tail while it waits), and past its first slice.
+        wait_until(tail._serial.locked)
         time.sleep(0.3)
         tail.close()
         t.join(30)
@@ -1369,7 +1372,6 @@ def _wait_child(pid, seconds=30):
         time.sleep(0.01)
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_leaves_the_log_to_the_process_that_opened_it(path):
     """A child forked while a log is open (os.fork, a multiprocessing pool) shares the
     directory lock's open file and inherits the handle. The parent's close left the lock held
@@ -1476,7 +1478,6 @@ def test_records_are_copies_that_outlive_the_reader_and_the_log(path):
     assert type(tailed[1]) is bytes and tailed[1] == bytes([0]) * 100
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_childs_tail_is_refused_not_left_waiting(path):
     # A tail's lock held by a thread of the parent at the fork (a `for r in tail:` waiting) is
     # never released in the child: a next() there waited on it for ever, or with a timeout
