@@ -1455,7 +1455,11 @@ pub unsafe extern "C" fn rwal_node_change_membership(
         // what only it sees (a change pending, a learner behind), and the address is then put
         // back.
         let status = handle.node.status();
-        if let Some(refusal) = not_leading(status.leader, handle.node.id()) {
+        // A leader handing its leadership over refuses naming its successor, as the node
+        // would after the address was changed (until 2026-12-07 the address was changed
+        // first, dropping the peer's connection for nothing: found by review).
+        let leads = status.handing_over_to.or(status.leader);
+        if let Some(refusal) = not_leading(leads, handle.node.id()) {
             return Err(refusal.into());
         }
         if let Some(refusal) = change.refusal_in(&status.membership) {
@@ -1629,7 +1633,11 @@ pub unsafe extern "C" fn rwal_node_reader_open(
 
 /// The next committed record: its LSN, epoch, kind (`RWAL_RECORD_USER` or
 /// `RWAL_RECORD_SYSTEM`), and a pointer to its bytes and their length, valid until the next
-/// call on this reader or its free. `RWAL_END` at the commit LSN (call again later).
+/// call on this reader or its free. `RWAL_END` at the commit LSN (call again later), and while
+/// a snapshot install holds the log: it does not wait for the install, whose restore callback
+/// may be waiting for a lock the calling thread holds (until 2026-12-07 it waited);
+/// `rwal_node_reader_next_timeout` waits for it, up to its timeout. After the install the next
+/// call says where the reader stands (`RWAL_ERR_COMPACTED` if the snapshot passed it).
 /// `RWAL_ERR_INVALID_ARGUMENT` from the restore callback, where the snapshot install holds the
 /// log until the callback returns.
 ///
