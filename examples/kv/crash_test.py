@@ -31,6 +31,9 @@ import tempfile
 import threading
 import time
 
+# The log's first segment file: gone once a checkpoint's compaction removed (or recycled) it.
+FIRST_SEGMENT = "00000000000000000001.seg"
+
 
 def kv_command(kv, directory, backend):
     """kv's command line: with the backend named, or without (the library's default)."""
@@ -179,6 +182,10 @@ def crash_rounds(kv, backend, rounds):
     sent_after = {}  # key -> values sent after the last acknowledgement
     acks = 0
     checkpoints = 0
+    # Bytes of records acknowledged (each "KEY=VALUE" with its 32-byte header), and whether a
+    # checkpoint's compaction was seen to remove the log's first segment.
+    logged = 0
+    compacted = False
     try:
         for round_ in range(rounds):
             proc = subprocess.Popen(kv_command(kv, directory, backend), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
@@ -197,8 +204,10 @@ def crash_rounds(kv, backend, rounds):
                         for i in range(100000):
                             key = "k%d" % feed_rng.randrange(300)
                             # Long enough that the snapshot of 300 keys spans several of the
-                            # 4 KiB pieces kv reads it in (a line split across two).
-                            value = "v%d_%d_" % (round_, i) + "." * 48
+                            # 4 KiB pieces kv reads it in (a line split across two), and that
+                            # the puts of a few rounds fill the log's 1 MiB segments, which the
+                            # checkpoints then compact away.
+                            value = "v%d_%d_" % (round_, i) + "." * 200
                             with lock:
                                 sent_after.setdefault(key, []).append(value)
                             proc.stdin.write("put %s %s\n" % (key, value))
@@ -221,10 +230,11 @@ def crash_rounds(kv, backend, rounds):
 
                 threading.Thread(target=read_lines, daemon=True).start()
                 def answered(line):
-                    nonlocal acks, checkpoints
+                    nonlocal acks, checkpoints, logged
                     parts = line.split()
                     if parts[:1] == ["ok"]:
                         key, value = parts[1], parts[2]
+                        logged += len(key) + 1 + len(value) + 32
                         with lock:
                             later = sent_after.get(key, [])
                             # Every value is sent once: one acknowledged that was not sent (or was
@@ -279,6 +289,7 @@ def crash_rounds(kv, backend, rounds):
                         pipe.close()
                     except OSError:
                         pass
+            compacted = compacted or FIRST_SEGMENT not in os.listdir(directory)
             state = dump(kv, directory, backend)
             for key, value in acked.items():
                 got = state.get(key)
@@ -298,8 +309,13 @@ def crash_rounds(kv, backend, rounds):
             sent_after.clear()
         assert acks > rounds, "puts were acknowledged before the kills"
         assert checkpoints > 0, "checkpoints happened"
-        print("kv crash test, %s: %d rounds, %d acknowledged puts, %d checkpoints"
-              % (backend or "default backend", rounds, acks, checkpoints))
+        # Past three segments' worth of records, restarts rebuilt the state from a snapshot
+        # with the start of the log gone: a compaction removed the first segment.
+        if logged > 3 << 20:
+            assert compacted, "%d bytes logged and the first segment never compacted" % logged
+        print("kv crash test, %s: %d rounds, %d acknowledged puts, %d checkpoints, %s"
+              % (backend or "default backend", rounds, acks, checkpoints,
+                 "the first segment compacted" if compacted else "no segment compacted"))
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 

@@ -13,8 +13,15 @@
  *   checkpoint      -> "checkpointed LSN" ("checkpointed 0": nothing to checkpoint yet;
  *                      "error: ..." on a full disk, nothing written, the log as it was)
  *   dump            -> "KEY=VALUE" lines, then "end"
- * A failed commit (the log is poisoned) ends the process; a full disk refuses the put or the
- * checkpoint, and the store goes on.
+ * "ok" means the put is synced: it survives a crash of the process, and a power cut if the
+ * disk honours its syncs. A put the process died in the middle of may or may not be there
+ * after a restart. A failed commit (the log is poisoned) ends the process. A full disk
+ * refuses the put or the checkpoint before anything is logged, and the store goes on; on a
+ * copy-on-write file system or under a quota the disk may fill while the log writes back or
+ * syncs instead, which poisons the log: the process then ends at its next commit, and no put
+ * it acknowledged is lost. Replaying the log after the checkpoint applies each put once; a put
+ * overwrites, so this example would not show a record applied twice (one that counted or
+ * appended would have to apply records after the checkpoint's LSN only, as load() does).
  *
  * Built with -DKV_TEST_NO_COMMIT, it acknowledges puts without committing them: a broken kv,
  * which `make kv-test` builds only to show that crash_test.py catches it. Do not copy that.
