@@ -1470,11 +1470,11 @@ rwal_status rwal_node_reader_open(rwal_node *node,
 /**
  * The next committed record: its LSN, epoch, kind (`RWAL_RECORD_USER` or
  * `RWAL_RECORD_SYSTEM`), and a pointer to its bytes and their length, valid until the next
- * call on this reader or its free. `RWAL_END` at the commit LSN (call again later), and while
- * a snapshot install holds the log: it does not wait for the install, whose restore callback
- * may be waiting for a lock the calling thread holds (until 2026-12-07 it waited);
- * `rwal_node_reader_next_timeout` waits for it, up to its timeout. After the install the next
- * call says where the reader stands (`RWAL_ERR_COMPACTED` if the snapshot passed it).
+ * call on this reader or its free. `RWAL_END` at the commit LSN (call again later). While a
+ * snapshot install holds the log it waits for the install to end, which runs the restore
+ * callback: do not call it holding a lock your restore callback takes, or both wait for good;
+ * `rwal_node_reader_next_timeout` bounds the wait. After the install the call says where the
+ * reader stands (`RWAL_ERR_COMPACTED` if the snapshot passed it).
  * `RWAL_ERR_INVALID_ARGUMENT` from the restore callback, where the snapshot install holds the
  * log until the callback returns.
  *

@@ -1327,16 +1327,16 @@ impl CommittedReader {
         self.buffered.front().map_or(self.next_lsn, |r| r.lsn)
     }
 
-    /// The next committed record, or `None` at the commit LSN, and while a snapshot install
-    /// holds the log: it does not wait for the install, which runs the engine's `restore`, and
-    /// an engine whose `restore` waits for a lock the caller holds would wait for the caller
-    /// for good (until 2026-12-07 it waited: found by review). The install replaces the log;
-    /// the next call after it says where the reader stands (`Wal(Compacted)` if the snapshot
-    /// passed it). [`next_timeout`](CommittedReader::next_timeout) waits for commits, and for
-    /// an install, up to its timeout.
+    /// The next committed record, or `None` at the commit LSN. While a snapshot install holds
+    /// the log it waits for the install to end, which runs the engine's `restore`: a caller
+    /// must not hold a lock that `restore` takes (an engine's own lock, say), or both wait for
+    /// good. [`next_timeout`](CommittedReader::next_timeout) bounds that wait. (It waits rather
+    /// than answer `None`: a reader told `None` takes itself to be at the commit LSN, and a
+    /// read of everything committed would end short without a word. After the install the
+    /// call says where the reader stands: `Wal(Compacted)` if the snapshot passed it.)
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<CommittedRecord>> {
-        self.next_by(Some(Instant::now()))
+        self.next_by(None)
     }
 
     /// [`next`](CommittedReader::next), giving up on a snapshot install in progress at
@@ -1353,14 +1353,13 @@ impl CommittedReader {
     /// most `bytes_max` bytes of payloads out of the log (what it reads ahead included): for a
     /// caller that counts the memory of what it reads. A larger next record is not read
     /// ([`Bounded::Larger`] says how large it is; a later call with a bound that admits it
-    /// returns it). `None` at the commit LSN, and while a snapshot install holds the log, as
-    /// [`next`](CommittedReader::next).
+    /// returns it). `None` at the commit LSN; it waits for a snapshot install in progress, as
+    /// [`next`](CommittedReader::next) does.
     pub fn next_at_most(&mut self, bytes_max: usize) -> Result<Option<Bounded>> {
         self.check_open()?;
         if self.buffered.is_empty() {
             let cap = bytes_max.min(READER_BATCH_BYTES);
-            // Not waiting for an install either, as `next`.
-            if let Some((lsn, bytes)) = self.fill(cap, bytes_max, Some(Instant::now()))? {
+            if let Some((lsn, bytes)) = self.fill(cap, bytes_max, None)? {
                 return Ok(Some(Bounded::Larger { lsn, bytes }));
             }
         }

@@ -797,8 +797,9 @@ class Node(_Handle):
         retained), up to the commit LSN; kind is rwal.node.USER or rwal.node.SYSTEM. The
         argument is checked at the call; the reader opens at the first record asked for
         (CompactedError there if compaction removed `from_lsn`), and an iteration falls behind
-        compaction with CompactedError: it holds nothing back. An iteration while a snapshot
-        install holds the log ends there (it does not wait for the install's restore)."""
+        compaction with CompactedError: it holds nothing back. While a snapshot install holds
+        the log it waits for the install (which runs restore): do not iterate holding a lock
+        your restore takes."""
         if from_lsn is not None:
             from_lsn = _uint(from_lsn, "from_lsn")
         return self._records(from_lsn)
