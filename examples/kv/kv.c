@@ -18,8 +18,8 @@
  * after a restart. A failed commit (the log is poisoned) ends the process. A full disk
  * refuses the put or the checkpoint before anything is logged, and the store goes on; on a
  * copy-on-write file system or under a quota the disk may fill while the log writes back or
- * syncs instead, which poisons the log: the process then ends at its next commit, and no put
- * it acknowledged is lost. Replaying the log after the checkpoint applies each put once; a put
+ * syncs, or while a checkpoint writes the control file, instead, which poisons the log: the
+ * process then ends at that checkpoint or at its next put, and no put it acknowledged is lost. Replaying the log after the checkpoint applies each put once; a put
  * overwrites, so this example would not show a record applied twice (one that counted or
  * appended would have to apply records after the checkpoint's LSN only, as load() does).
  *
