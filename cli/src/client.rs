@@ -956,6 +956,24 @@ fn status(client: &mut Client) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    /// A node of the test's on loopback: its address, and the thread that takes one
+    /// connection and runs `serve` with its requests (`input`) and its answers (`output`).
+    fn fake_node<T: Send + 'static>(
+        serve: impl FnOnce(&mut BufReader<std::net::TcpStream>, &mut std::net::TcpStream) -> T
+            + Send
+            + 'static,
+    ) -> (SocketAddr, std::thread::JoinHandle<T>) {
+        let node = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = node.local_addr().unwrap();
+        let thread = std::thread::spawn(move || {
+            let (stream, _) = node.accept().unwrap();
+            let mut input = BufReader::new(stream.try_clone().unwrap());
+            let mut output = stream;
+            serve(&mut input, &mut output)
+        });
+        (addr, thread)
+    }
+
     /// An address nothing listens on: a port the OS gave out, then closed.
     fn closed_port() -> SocketAddr {
         let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -1345,12 +1363,7 @@ mod tests {
     /// A RETRY answer is asked again (a read during an election, say), not the end.
     #[test]
     fn a_call_answered_retry_is_asked_again_until_answered() {
-        let node = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = node.local_addr().unwrap();
-        let node = std::thread::spawn(move || {
-            let (stream, _) = node.accept().unwrap();
-            let mut input = BufReader::new(stream.try_clone().unwrap());
-            let mut output = stream;
+        let (addr, node) = fake_node(move |mut input, mut output| {
             for answer in 0..3 {
                 let (op, _) = proto::read_message(&mut input, proto::REQUEST_BYTES_MAX)
                     .unwrap()
@@ -1478,12 +1491,7 @@ mod tests {
     /// message names the node.
     #[test]
     fn an_ok_answer_that_does_not_parse_is_made_not_failed() {
-        let node = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = node.local_addr().unwrap();
-        let node = std::thread::spawn(move || {
-            let (stream, _) = node.accept().unwrap();
-            let mut input = BufReader::new(stream.try_clone().unwrap());
-            let mut output = stream;
+        let (addr, node) = fake_node(move |mut input, mut output| {
             // An APPEND's answer without its epoch, a MEMBERSHIP's with half its LSN.
             while let Ok(Some((op, _))) = proto::read_message(&mut input, proto::REQUEST_BYTES_MAX)
             {
@@ -1539,12 +1547,7 @@ mod tests {
         let e = read_answer(&short).unwrap_err();
         assert!(e.contains("ends before its lsn"), "{e}");
 
-        let node = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = node.local_addr().unwrap();
-        let node = std::thread::spawn(move || {
-            let (stream, _) = node.accept().unwrap();
-            let mut input = BufReader::new(stream.try_clone().unwrap());
-            let mut output = stream;
+        let (addr, node) = fake_node(move |mut input, mut output| {
             if let Ok(Some(_)) = proto::read_message(&mut input, proto::REQUEST_BYTES_MAX) {
                 proto::write_message(&mut output, proto::OK, &trailing).unwrap();
             }

@@ -2999,6 +2999,52 @@ fn a_tail_waiting_through_a_snapshot_install_ends_at_its_deadline() {
     }
 }
 
+/// A sole voter leading, its thread held in the `apply` of a record "slow" (`slow`: its LSN
+/// and epoch) until the test releases `engine`'s gate.
+struct HeldNode {
+    _dir: TempDir,
+    _network: MemoryNetwork,
+    node: Node,
+    engine: SlowEngine,
+    slow: (Lsn, u64),
+}
+
+impl HeldNode {
+    fn open(name: &str, configure: impl FnOnce(&mut NodeOptions)) -> HeldNode {
+        let dir = TempDir::new(name);
+        let network = MemoryNetwork::new();
+        let mut options = NodeOptions::new(1, dir.join("node1"), Bootstrap::Voters(vec![1]));
+        options.tick_interval = Duration::from_millis(10);
+        configure(&mut options);
+        let engine = SlowEngine::default();
+        let node = Node::open(options, engine.clone(), network.transport()).expect("node opens");
+        network.register(1, node.inbox());
+        let (status, led) = node.wait_status(WAIT, |s| s.role == Role::Leader);
+        assert!(led, "a single voter leads: {status:?}");
+        let slow = node.propose(b"slow").expect("proposed");
+        engine.gate.wait_held();
+        HeldNode {
+            _dir: dir,
+            _network: network,
+            node,
+            engine,
+            slow,
+        }
+    }
+}
+
+/// Waits (at most `WAIT`) until the node's thread has taken every queued request.
+fn wait_until_the_queue_drains(node: &Node) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while node.queued_requests() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the queue never drained"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// With the node's thread held (an engine's long `apply`, or a restore), the requests of read
 /// barriers that time out stay queued: they are bounded as proposals are
 /// (`pending_proposals_max`), and one past the bound is refused with `Busy` at once. They were
@@ -3006,18 +3052,8 @@ fn a_tail_waiting_through_a_snapshot_install_ends_at_its_deadline() {
 /// waits, where adding it to the clock panicked on the caller's thread.
 #[test]
 fn requests_queued_for_a_held_node_thread_are_bounded() {
-    let dir = TempDir::new("repl-held");
-    let network = MemoryNetwork::new();
-    let mut options = NodeOptions::new(1, dir.join("node1"), Bootstrap::Voters(vec![1]));
-    options.tick_interval = Duration::from_millis(10);
-    options.pending_proposals_max = 8;
-    let engine = SlowEngine::default();
-    let node = Node::open(options, engine.clone(), network.transport()).expect("node opens");
-    network.register(1, node.inbox());
-    let (status, led) = node.wait_status(WAIT, |s| s.role == Role::Leader);
-    assert!(led, "a single voter leads: {status:?}");
-    let (held, epoch) = node.propose(b"slow").expect("proposed");
-    engine.gate.wait_held();
+    let h = HeldNode::open("repl-held", |options| options.pending_proposals_max = 8);
+    let (node, engine, (held, epoch)) = (&h.node, &h.engine, h.slow);
     for i in 0..8 {
         let read = node.read_barrier(Duration::from_millis(1));
         assert!(
@@ -3037,16 +3073,9 @@ fn requests_queued_for_a_held_node_thread_are_bounded() {
         .expect("committed, after a wait without a bound");
     // The record committed before its apply was held: the queue drains once the thread is
     // back from the apply.
-    let deadline = std::time::Instant::now() + WAIT;
-    while node.queued_requests() > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the queue never drained"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_until_the_queue_drains(node);
     node.read_barrier(WAIT).expect("reads are served again");
-    node.close().expect("close");
+    h.node.close().expect("close");
 }
 
 /// The proposals of callers that gave up stay queued while the node's thread is held: bounded
@@ -3055,18 +3084,10 @@ fn requests_queued_for_a_held_node_thread_are_bounded() {
 /// proposal into an empty queue is taken whatever its size.
 #[test]
 fn proposals_queued_for_a_held_node_thread_are_bounded_in_bytes() {
-    let dir = TempDir::new("repl-held-bytes");
-    let network = MemoryNetwork::new();
-    let mut options = NodeOptions::new(1, dir.join("node1"), Bootstrap::Voters(vec![1]));
-    options.tick_interval = Duration::from_millis(10);
-    options.config.max_uncommitted_bytes = 1 << 20;
-    let engine = SlowEngine::default();
-    let node = Node::open(options, engine.clone(), network.transport()).expect("node opens");
-    network.register(1, node.inbox());
-    let (status, led) = node.wait_status(WAIT, |s| s.role == Role::Leader);
-    assert!(led, "a single voter leads: {status:?}");
-    let (held, epoch) = node.propose(b"slow").expect("proposed");
-    engine.gate.wait_held();
+    let h = HeldNode::open("repl-held-bytes", |options| {
+        options.config.max_uncommitted_bytes = 1 << 20;
+    });
+    let (node, engine, (held, epoch)) = (&h.node, &h.engine, h.slow);
     let record = vec![7u8; 300 << 10];
     for i in 0..3 {
         let given_up = node.propose_and_wait(&record, Duration::from_millis(1));
@@ -3094,16 +3115,9 @@ fn proposals_queued_for_a_held_node_thread_are_bounded_in_bytes() {
     assert_eq!(node.queued_requests(), 4);
     engine.gate.release();
     node.wait_committed(held, epoch, WAIT).expect("committed");
-    let deadline = std::time::Instant::now() + WAIT;
-    while node.queued_requests() > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the queue never drained"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_until_the_queue_drains(node);
     // Once taken, the queue holds nothing: a proposal as large as the bound goes through.
     node.propose_and_wait(&vec![8u8; 1 << 20], WAIT)
         .expect("alone in the queue");
-    node.close().expect("close");
+    h.node.close().expect("close");
 }

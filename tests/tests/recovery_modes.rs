@@ -16,6 +16,15 @@ fn options(disk: &SimDisk, mode: RecoveryMode) -> Options {
         .recovery_mode(mode)
 }
 
+/// How many events of `wal`'s recovery report `kind` matches.
+fn events_counted(wal: &Wal, kind: impl Fn(&RecoveryEvent) -> bool) -> usize {
+    wal.recovery_report()
+        .events
+        .iter()
+        .filter(|e| kind(e))
+        .count()
+}
+
 fn offset_of(lsn: u64) -> u64 {
     4096 + (lsn - 1) * STORED
 }
@@ -278,16 +287,19 @@ fn a_missing_segment_below_the_watermark_is_corruption() {
 /// `count` records of 200 KiB (five to a 1 MiB segment), all acknowledged; the control file's
 /// watermark says 2, and the records' own claims are stale too (no sync between the appends
 /// after the second).
+/// The payload size of `big_records`'s records: five fill a 1 MiB segment.
+const BIG_RECORD: usize = 200 << 10;
+
 fn big_records(count: u64) -> (SimDisk, Wal) {
     let disk = SimDisk::new();
     let wal = Wal::open("/sim", options(&disk, RecoveryMode::TolerateTornTail)).unwrap();
     for i in 0..2 {
-        wal.append(&payload(i, 200 << 10)).unwrap();
+        wal.append(&payload(i, BIG_RECORD)).unwrap();
     }
     wal.sync().unwrap();
     wal.maintain().unwrap();
     for i in 2..count {
-        wal.append(&payload(i, 200 << 10)).unwrap();
+        wal.append(&payload(i, BIG_RECORD)).unwrap();
     }
     assert_eq!(wal.sync().unwrap(), count, "all acknowledged");
     (disk, wal)
@@ -844,12 +856,7 @@ fn a_zeroed_header_before_a_record_that_proves_it_is_corruption_not_the_end() {
     }
     let wal = Wal::open("/sim", options(&crashed, RecoveryMode::PointInTime)).unwrap();
     check_prefix(&wal, 8);
-    let cuts = wal
-        .recovery_report()
-        .events
-        .iter()
-        .filter(|e| matches!(e, RecoveryEvent::CorruptionCut { .. }))
-        .count();
+    let cuts = events_counted(&wal, |e| matches!(e, RecoveryEvent::CorruptionCut { .. }));
     assert_eq!(cuts, 1, "{:?}", wal.recovery_report());
 }
 
@@ -927,12 +934,8 @@ fn records_deep_in_a_later_segment_prove_a_damaged_one_acknowledged() {
 fn point_in_time_reports_a_cut_once() {
     let disk = flipped_log(5, 40);
     let wal = Wal::open("/sim", options(&disk, RecoveryMode::PointInTime)).unwrap();
-    let events = &wal.recovery_report().events;
-    let cuts = events
-        .iter()
-        .filter(|e| matches!(e, RecoveryEvent::CorruptionCut { .. }))
-        .count();
-    assert_eq!(cuts, 1, "{events:?}");
+    let cuts = events_counted(&wal, |e| matches!(e, RecoveryEvent::CorruptionCut { .. }));
+    assert_eq!(cuts, 1, "{:?}", wal.recovery_report());
 }
 
 /// Regression: when recovery kept no segment, a prepared file was kept for reuse with a lower
@@ -1244,7 +1247,7 @@ fn a_segment_grown_by_a_few_bytes_is_damage_on_every_backend() {
             target.name
         );
         assert_eq!(wal.last_lsn(), 12, "{}", target.name);
-        assert_eq!(wal.read(12).unwrap(), payload(11, 200 << 10));
+        assert_eq!(wal.read(12).unwrap(), payload(11, BIG_RECORD));
         wal.close().unwrap();
     }
 }
@@ -1319,19 +1322,16 @@ fn a_zeroed_header_over_acknowledged_records_is_set_aside_or_refused() {
 fn a_log_with_skipped_damage_at_a_segment_end_is_compacted_past_it() {
     let (disk, wal) = twelve_records_in_three_segments();
     wal.close().unwrap();
-    let stored = 32 + (200u64 << 10);
+    let stored = 32 + BIG_RECORD as u64;
     // The last record of the first segment, and every record of the second.
     disk.flip_bit("00000000000000000001.seg", 4096 + 4 * stored + 100, 0);
     for k in 0..5 {
         disk.flip_bit("00000000000000000002.seg", 4096 + k * stored + 100, 0);
     }
     let wal = Wal::open("/sim", options(&disk, RecoveryMode::SkipCorrupted)).unwrap();
-    let skipped = wal
-        .recovery_report()
-        .events
-        .iter()
-        .filter(|e| matches!(e, RecoveryEvent::CorruptionSkipped { .. }))
-        .count();
+    let skipped = events_counted(&wal, |e| {
+        matches!(e, RecoveryEvent::CorruptionSkipped { .. })
+    });
     assert_eq!(skipped, 2, "{:?}", wal.recovery_report());
     wal.append(&payload(12, 100)).unwrap();
     wal.sync().unwrap();
@@ -1341,7 +1341,7 @@ fn a_log_with_skipped_damage_at_a_segment_end_is_compacted_past_it() {
     // (it holds none: records 6 to 10 read as missing, as before).
     assert_eq!(report.segments_removed, 2, "{report:?}");
     assert_eq!((report.first_lsn, wal.first_lsn()), (6, 6), "{report:?}");
-    assert_eq!(wal.read(12).unwrap(), payload(11, 200 << 10));
+    assert_eq!(wal.read(12).unwrap(), payload(11, BIG_RECORD));
     drop(wal);
     let wal = Wal::open("/sim", options(&disk, RecoveryMode::SkipCorrupted)).unwrap();
     assert_eq!(wal.last_lsn(), 13);

@@ -1316,6 +1316,15 @@ impl Scan<'_> {
         Ok(Fate::Removed { bytes_cut })
     }
 
+    /// Whether the file of `sequence` lies in the middle of the log (before its last kept
+    /// segment): one set aside there is renamed after the control file is written, one after
+    /// the log before it (`finish`).
+    fn in_the_middle(&self, sequence: u64) -> bool {
+        self.kept
+            .last()
+            .is_some_and(|last| last.sequence() > sequence)
+    }
+
     /// The name a damaged segment `name` is set aside under: `<name>.damaged`, or with a
     /// number when an earlier damaged file of this sequence holds that (the sequence is used
     /// again once its file is set aside). `taken` is the directory's names, listed at the
@@ -1372,7 +1381,6 @@ impl Scan<'_> {
         let mut taken: Option<Vec<String>> = None;
         // In the order `finish` reports them: files in the middle of the log set aside last.
         let mut set_aside_later = Vec::new();
-        let last_kept = self.kept.last().map(|s| s.sequence());
         for (index, (sequence, name)) in files.iter().enumerate() {
             match self.fate(files, index, stop_index, options)? {
                 Fate::Kept | Fate::Prepared(_) => {}
@@ -1382,7 +1390,7 @@ impl Scan<'_> {
                         segment: name.clone(),
                         renamed_to: aside,
                     };
-                    if last_kept.is_some_and(|last| last > *sequence) {
+                    if self.in_the_middle(*sequence) {
                         set_aside_later.push(event);
                     } else {
                         self.report.events.push(event);
@@ -1438,11 +1446,10 @@ impl Scan<'_> {
         // the file without a word; renamed first, the records it held are found missing below
         // the watermark again, and reported lost again (found by the review of that change).
         let mut set_aside_later = Vec::new();
-        let last_kept = self.kept.last().map(|s| s.sequence());
         for (index, (sequence, name)) in files.iter().enumerate() {
             match self.fate(files, index, stop_index, options)? {
                 Fate::Kept => {}
-                Fate::SetAside if last_kept.is_some_and(|last| last > *sequence) => {
+                Fate::SetAside if self.in_the_middle(*sequence) => {
                     let aside = self.aside_name(name, &mut taken)?;
                     set_aside_later.push((name.clone(), aside));
                 }

@@ -1764,6 +1764,18 @@ mod tests {
         );
     }
 
+    /// A log of 20 durable records whose next append panicked at the hook `point` of group
+    /// commit (a bug, forced), and its disk.
+    fn an_append_panicking_at(point: &'static str) -> (Arc<Wal>, crate::SimDisk) {
+        let disk = crate::SimDisk::new();
+        let (wal, _) = durable_records(&disk, 20);
+        crate::test_hooks::at_outside(point, || panic!("forced inside complete"));
+        let appended =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| wal.append(b"panics")));
+        assert!(appended.is_err(), "the append panicked");
+        (wal, disk)
+    }
+
     /// After a panic that left LSNs no copy will complete: a later append and its commit (on
     /// another thread, bounded) and the close fail `Poisoned` instead of waiting forever.
     fn later_calls_are_poisoned(wal: &Arc<Wal>, hung: &'static str) {
@@ -2139,14 +2151,7 @@ mod tests {
     /// of 2026-12-06), a poisoned log's `close` could return while another run was copying.
     #[test]
     fn a_run_is_counted_as_ended_once_when_group_commit_panics() {
-        let disk = crate::SimDisk::new();
-        let (wal, _) = durable_records(&disk, 20);
-        crate::test_hooks::at_outside("complete: the run is noted", || {
-            panic!("forced inside complete")
-        });
-        let appended =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| wal.append(b"panics")));
-        assert!(appended.is_err(), "the append panicked");
+        let (wal, _disk) = an_append_panicking_at("complete: the run is noted");
         let placed = wal.inner.tail.lock().runs_placed();
         assert_eq!(wal.inner.group.runs_ended(), placed);
     }
@@ -2224,14 +2229,7 @@ mod tests {
     /// and every later commit and the close waited forever for the LSN (found by review).
     #[test]
     fn a_panic_before_a_run_is_noted_complete_poisons_instead_of_stalling() {
-        let disk = crate::SimDisk::new();
-        let (wal, _) = durable_records(&disk, 20);
-        crate::test_hooks::at_outside("complete: before the run is noted", || {
-            panic!("forced inside complete")
-        });
-        let appended =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| wal.append(b"panics")));
-        assert!(appended.is_err(), "the append panicked");
+        let (wal, _disk) = an_append_panicking_at("complete: before the run is noted");
         later_calls_are_poisoned(
             &wal,
             "a later commit waited for the LSN the panic left incomplete",

@@ -535,6 +535,27 @@ pub(super) fn read_config_lines(path: &Path) -> Result<Vec<(String, OsString, us
 mod tests {
     use super::*;
 
+    /// A FIFO at `path`, readable and writable by its owner only.
+    fn make_fifo(path: &Path) {
+        let made = std::process::Command::new("mkfifo")
+            .args(["-m", "600"])
+            .arg(path)
+            .status()
+            .expect("mkfifo runs");
+        assert!(made.success());
+    }
+
+    /// The refusal `read` gives (of a FIFO no one writes), on a thread of its own: it must come
+    /// without waiting for a writer (a bound on a hang, not a measurement).
+    fn refused_without_waiting(read: impl FnOnce() -> Option<String> + Send + 'static) -> String {
+        let (sent, answer) = std::sync::mpsc::channel();
+        std::thread::spawn(move || sent.send(read()));
+        answer
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the FIFO was refused without waiting for a writer")
+            .expect("refused")
+    }
+
     #[test]
     fn settings_name_what_is_wrong() {
         let dir = std::env::temp_dir().join(format!("rwal-node-settings-{}", std::process::id()));
@@ -815,20 +836,9 @@ mod tests {
         // A FIFO no one writes is refused at once: opening it waited for a writer, on the
         // thread that also watches for a stop (a reload's). A directory is refused too.
         let fifo = dir.join("fifo");
-        let made = std::process::Command::new("mkfifo")
-            .args(["-m", "600"])
-            .arg(&fifo)
-            .status()
-            .expect("mkfifo runs");
-        assert!(made.success());
-        let (sent, answer) = std::sync::mpsc::channel();
+        make_fifo(&fifo);
         let fifo_pairs = pairs("/tmp/x".into(), &[peer_2], &fifo);
-        std::thread::spawn(move || sent.send(parse_settings(fifo_pairs).err()));
-        // A bound on a hang, not a measurement.
-        let e = answer
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the FIFO was refused without waiting for a writer")
-            .expect("refused");
+        let e = refused_without_waiting(move || parse_settings(fifo_pairs).err());
         assert!(e.contains("is not a regular file"), "{e}");
         // Said in one line of words (a missing `\\` once put a run of spaces in it).
         assert!(e.ends_with("directory): put the secret in a file"), "{e}");
@@ -947,19 +957,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rwal-node-conf-kind-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let fifo = dir.join("fifo.conf");
-        let made = std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .expect("mkfifo runs");
-        assert!(made.success());
-        let (sent, answer) = std::sync::mpsc::channel();
+        make_fifo(&fifo);
         let read = fifo.clone();
-        std::thread::spawn(move || sent.send(read_config(&read).err()));
-        // A bound on a hang, not a measurement.
-        let e = answer
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the FIFO was refused without waiting for a writer")
-            .expect("refused");
+        let e = refused_without_waiting(move || read_config(&read).err());
         assert!(
             e.contains("the config file") && e.contains("is not a regular file"),
             "{e}"

@@ -190,6 +190,19 @@ impl Shared {
         }
     }
 
+    /// Logs `line` about peer `id`'s inbound connection through that peer's own limit; gives
+    /// the line back if `id` is no peer (removed meanwhile).
+    fn log_about_peer(&self, id: NodeId, line: String) -> std::result::Result<(), String> {
+        let peer = self.peers.read().get(&id).cloned();
+        match peer {
+            Some(peer) => {
+                peer.inbound_lines.lock().log(|l| self.log(l), line);
+                Ok(())
+            }
+            None => Err(line),
+        }
+    }
+
     /// Whether a peer is configured at `remote`'s address. Compared in canonical form: on a
     /// listener bound to `[::]`, an IPv4 peer arrives as `::ffff:a.b.c.d`.
     fn is_peer_address(&self, remote: Option<std::net::IpAddr>) -> bool {
@@ -835,6 +848,11 @@ mod tests {
     }
 
     impl Harness {
+        /// How many log lines contain `text`.
+        fn lines_with(&self, text: &str) -> u64 {
+            self.log.lock().iter().filter(|l| l.contains(text)).count() as u64
+        }
+
         /// Waits until a log line contains `text`.
         fn wait_log(&self, text: &str) -> String {
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -1080,41 +1098,20 @@ mod tests {
     /// lines per interval, the rest counted in the next line; every refusal is still counted.
     #[test]
     fn refusals_of_strangers_are_logged_at_a_bounded_rate() {
-        use std::io::Read as _;
         let h = harness();
-        // An interval no preemption of the test's thread reaches, so that every stranger
-        // below falls in it (nothing was refused before them: node 1 has only dialled); its
-        // end is made to pass by moving its start back, not by sleeping.
-        let interval = Duration::from_secs(600);
-        *h.network.shared.refusals_logged.lock() = LineLimit::new(interval, REFUSALS_LOGGED_MAX);
-        let addr = h.network.local_addr();
-        let strangers = REFUSALS_LOGGED_MAX + 5;
-        for _ in 0..strangers {
-            let mut garbage = TcpStream::connect(addr).unwrap();
-            garbage.write_all(&[0xAB; 56]).unwrap();
-            let mut rest = Vec::new();
-            let _ = garbage.read_to_end(&mut rest); // closed by the node
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while h.network.stats().connections_refused < strangers {
-            assert!(Instant::now() < deadline, "{:?}", h.network.stats());
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let lines = || {
-            h.log
-                .lock()
-                .iter()
-                .filter(|l| l.contains("bad magic"))
-                .count() as u64
-        };
-        assert_eq!(lines(), REFUSALS_LOGGED_MAX, "{:?}", h.log.lock());
+        // Nothing was refused before the strangers (node 1 has only dialled).
+        let strangers = refuse_past_the_limit(&h);
         // The next interval: its first line counts the refusals held back.
-        h.network.shared.refusals_logged.lock().since -= interval;
-        let mut garbage = TcpStream::connect(addr).unwrap();
-        garbage.write_all(&[0xAB; 56]).unwrap();
+        h.network.shared.refusals_logged.lock().since -= LONG_REFUSAL_INTERVAL;
+        refuse_garbage(&h, 1, strangers);
         let line = h.wait_log("more refused from peers' addresses since the last such line");
         assert!(line.contains("(5 more refused"), "{line}");
-        assert_eq!(lines(), REFUSALS_LOGGED_MAX + 1, "{:?}", h.log.lock());
+        assert_eq!(
+            h.lines_with("bad magic"),
+            REFUSALS_LOGGED_MAX + 1,
+            "{:?}",
+            h.log.lock()
+        );
     }
 
     /// Sends `n` connections of garbage from this host and waits until the node has refused
@@ -1134,12 +1131,34 @@ mod tests {
         }
     }
 
+    /// An interval no preemption of a test's thread reaches; its end is made to pass by moving
+    /// its start back, not by sleeping.
+    const LONG_REFUSAL_INTERVAL: Duration = Duration::from_secs(600);
+
+    /// With both limits long (`long_refusal_intervals`), refuses five connections of garbage
+    /// more than the limit logs, and checks that the limit's worth was logged; how many it
+    /// refused.
+    fn refuse_past_the_limit(h: &Harness) -> u64 {
+        long_refusal_intervals(h);
+        let strangers = REFUSALS_LOGGED_MAX + 5;
+        refuse_garbage(h, strangers, 0);
+        assert_eq!(
+            h.lines_with("bad magic"),
+            REFUSALS_LOGGED_MAX,
+            "{:?}",
+            h.log.lock()
+        );
+        strangers
+    }
+
     /// Both limits on refusal lines made long enough that no preemption of the test ends them.
     fn long_refusal_intervals(h: &Harness) {
-        let interval = Duration::from_secs(600);
-        *h.network.shared.refusals_logged.lock() = LineLimit::new(interval, REFUSALS_LOGGED_MAX);
-        *h.network.shared.refusals_of_strangers_logged.lock() =
-            LineLimit::new(interval, REFUSALS_LOGGED_MAX);
+        for limit in [
+            &h.network.shared.refusals_logged,
+            &h.network.shared.refusals_of_strangers_logged,
+        ] {
+            *limit.lock() = LineLimit::new(LONG_REFUSAL_INTERVAL, REFUSALS_LOGGED_MAX);
+        }
     }
 
     /// Strangers at other addresses using up their lines do not silence the refusal of a
@@ -1149,23 +1168,18 @@ mod tests {
     fn strangers_elsewhere_do_not_silence_refusals_from_a_peers_address() {
         // Node 2 at another address: connections from 127.0.0.1 are strangers'.
         let h = harness_with_peer_2_at("127.0.0.2:9");
-        long_refusal_intervals(&h);
-        let strangers = REFUSALS_LOGGED_MAX + 5;
-        refuse_garbage(&h, strangers, 0);
-        let refusals = || {
-            h.log
-                .lock()
-                .iter()
-                .filter(|l| l.contains("bad magic"))
-                .count() as u64
-        };
-        assert_eq!(refusals(), REFUSALS_LOGGED_MAX, "{:?}", h.log.lock());
+        let strangers = refuse_past_the_limit(&h);
         // Now a peer is configured at 127.0.0.1: its connections count apart.
         h.network
             .add_peer(3, "127.0.0.1:10".parse().unwrap())
             .unwrap();
         refuse_garbage(&h, 1, strangers);
-        assert_eq!(refusals(), REFUSALS_LOGGED_MAX + 1, "{:?}", h.log.lock());
+        assert_eq!(
+            h.lines_with("bad magic"),
+            REFUSALS_LOGGED_MAX + 1,
+            "{:?}",
+            h.log.lock()
+        );
         let last = h
             .log
             .lock()

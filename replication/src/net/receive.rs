@@ -116,12 +116,8 @@ fn receive(shared: &Shared, stream: TcpStream, remote: &str, number: u64, from_p
     let refuse_member = |reason: String| {
         shared.counters.refused.fetch_add(1, Ordering::Relaxed);
         let line = format!("closed the connection from {remote}: {reason}");
-        let peer = shared.peers.read().get(&from).cloned();
-        match peer {
-            Some(peer) => {
-                peer.inbound_lines.lock().log(|l| shared.log(l), line);
-            }
-            None => shared.log_refusal(from_peer_address, line),
+        if let Err(line) = shared.log_about_peer(from, line) {
+            shared.log_refusal(from_peer_address, line);
         }
     };
     let silence = Duration::from_millis(shared.receive_timeout_ms.load(Ordering::Relaxed));
@@ -174,10 +170,7 @@ fn receive(shared: &Shared, stream: TcpStream, remote: &str, number: u64, from_p
                     // Through the peer's own limit: a peer whose connections keep being reset
                     // (or keep going silent) must not flood the log. A peer removed meanwhile
                     // has no limit left, and its connection's end no longer matters.
-                    let peer = shared.peers.read().get(&from).cloned();
-                    if let Some(peer) = peer {
-                        peer.inbound_lines.lock().log(|l| shared.log(l), line);
-                    }
+                    let _ = shared.log_about_peer(from, line);
                 }
                 return;
             }
