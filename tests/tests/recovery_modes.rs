@@ -1080,27 +1080,31 @@ fn a_newer_format_segment_past_a_torn_tail_is_refused_not_removed() {
     // format version 3.
     let stored = (32 + payload_bytes as u64).next_multiple_of(8);
     let lsn_10 = 4096 + 4 * stored;
-    let crashed = disk.crash(7);
-    crashed.flip_bit(second, lsn_10 + 100, 0);
-    set_segment_version(&crashed, third, 3);
-    let names_before = crashed.file_names();
-    match Wal::open("/sim", options(&crashed, RecoveryMode::TolerateTornTail)) {
-        Err(Error::UnsupportedVersion {
-            path,
-            found,
-            supported,
-        }) => {
-            assert!(path.ends_with(third), "{path:?}");
-            assert_eq!((found, supported), (3, 1));
+    // A newer build changes both places that carry the version; either alone is refused too
+    // (the magic's byte alone was taken for damage until 2026-12-08, found by review).
+    for field_too in [true, false] {
+        let crashed = disk.crash(7);
+        crashed.flip_bit(second, lsn_10 + 100, 0);
+        set_segment_version(&crashed, third, 3, field_too);
+        let names_before = crashed.file_names();
+        match Wal::open("/sim", options(&crashed, RecoveryMode::TolerateTornTail)) {
+            Err(Error::UnsupportedVersion {
+                path,
+                found,
+                supported,
+            }) => {
+                assert!(path.ends_with(third), "{path:?}");
+                assert_eq!((found, supported), (3, 1));
+            }
+            Err(other) => panic!("expected UnsupportedVersion, got {other}"),
+            Ok(wal) => panic!(
+                "opened at LSN {}, the newer segment removed: {:?}",
+                wal.last_lsn(),
+                crashed.file_names()
+            ),
         }
-        Err(other) => panic!("expected UnsupportedVersion, got {other}"),
-        Ok(wal) => panic!(
-            "opened at LSN {}, the newer segment removed: {:?}",
-            wal.last_lsn(),
-            crashed.file_names()
-        ),
+        assert_eq!(crashed.file_names(), names_before, "nothing was removed");
     }
-    assert_eq!(crashed.file_names(), names_before, "nothing was removed");
     // The same log with the third segment's version intact opens, cut at the torn tail: the
     // refusal above is the version's doing.
     let crashed = disk.crash(7);
@@ -1111,15 +1115,19 @@ fn a_newer_format_segment_past_a_torn_tail_is_refused_not_removed() {
     drop(wal);
 }
 
-/// Rewrites the format version in segment `name`'s header, with the header's checksum to match:
-/// the header a build of another format would have written (the simulated disk changes files
-/// bit by bit).
-fn set_segment_version(disk: &SimDisk, name: &str, version: u32) {
+/// Rewrites the format version in segment `name`'s header (the magic's last byte, and the
+/// field if `field_too`), with the header's checksum to match: the header a build of another
+/// format would have written (the simulated disk changes files bit by bit).
+fn set_segment_version(disk: &SimDisk, name: &str, version: u32, field_too: bool) {
+    const MAGIC_VERSION_AT: usize = 7;
     const VERSION_AT: usize = 8;
     const CRC_AT: usize = 60;
     let old = disk.read_file(name).unwrap();
     let mut header = old[..64].to_vec();
-    header[VERSION_AT..VERSION_AT + 4].copy_from_slice(&version.to_le_bytes());
+    header[MAGIC_VERSION_AT] = u8::try_from(version).expect("a version of one byte");
+    if field_too {
+        header[VERSION_AT..VERSION_AT + 4].copy_from_slice(&version.to_le_bytes());
+    }
     let crc = crc32c::crc32c(&header[..CRC_AT]);
     header[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
     for (at, (was, now)) in old.iter().zip(&header).enumerate() {

@@ -153,16 +153,19 @@ impl ControlState {
     /// this build cannot read.
     fn decode(b: &[u8], path: &str) -> Result<Option<(u64, ControlState)>> {
         let stored = u32::from_le_bytes(b[CRC_OFFSET..SLOT_BYTES].try_into().expect("4 bytes"));
-        if crc32c::crc32c(&b[..CRC_OFFSET]) != stored || b[..8] != MAGIC {
+        // The magic's last byte is its version: a newer build's slot shares the first seven,
+        // and is a version this build cannot read, not a torn slot to fall back from (which
+        // would bring back an older term, vote and watermark).
+        if crc32c::crc32c(&b[..CRC_OFFSET]) != stored || b[..7] != MAGIC[..7] {
             return Ok(None);
         }
         let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
         let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
         let version = u32_at(VERSION_OFFSET);
-        if version != FORMAT_VERSION {
+        if let Some(found) = segment::other_version(b[7], version, FORMAT_VERSION) {
             return Err(Error::UnsupportedVersion {
                 path: path.into(),
-                found: version,
+                found,
                 supported: FORMAT_VERSION,
             });
         }
@@ -482,6 +485,47 @@ impl Control {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A slot a newer build wrote (its magic's last byte is its version) is a version this
+    /// build cannot read. Taken for a torn slot, the open fell back to the older copy: an older
+    /// term, vote and watermark (found by review on 2026-12-08).
+    #[test]
+    fn a_slot_of_a_newer_build_is_refused_not_taken_for_torn() {
+        for (magic_last, field) in [(2u8, 1u32), (2, 2)] {
+            let disk = crate::SimDisk::new();
+            let dir = disk.dir(std::path::Path::new("/sim"));
+            let mut control = Control::create(&dir, ControlState::empty()).unwrap();
+            let durable = ControlState {
+                durable_lsn: 5,
+                ..ControlState::empty()
+            };
+            control.write(durable, dir.path()).unwrap();
+            let generation = control.generation;
+            // The next generation, in the slot the next write would use, as a newer build
+            // writes it.
+            let newer = ControlState {
+                durable_lsn: 9,
+                ..ControlState::empty()
+            };
+            let mut slot = newer.encode(generation + 1);
+            slot[7] = magic_last;
+            slot[VERSION_OFFSET..VERSION_OFFSET + 4].copy_from_slice(&field.to_le_bytes());
+            let crc = crc32c::crc32c(&slot[..CRC_OFFSET]);
+            slot[CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
+            let at = ((generation + 1) % 2) * SLOT_BYTES as u64;
+            disk.overwrite(FILE_NAME, at, &slot);
+            match Control::open(&dir) {
+                Err(Error::UnsupportedVersion {
+                    found, supported, ..
+                }) => assert_eq!((found, supported), (2, 1)),
+                Err(other) => panic!("expected UnsupportedVersion, got {other}"),
+                Ok(opened) => panic!(
+                    "opened the older copy, durable LSN {}",
+                    opened.state().durable_lsn
+                ),
+            }
+        }
+    }
 
     /// Regression: the first write after creation used to overwrite the only valid copy.
     #[test]

@@ -222,6 +222,19 @@ impl fmt::Display for Error {
                     segment.display()
                 )
             }
+            // Equal checksums name no mismatch: the place holds no record of that LSN at all
+            // (records missing from there on, a header of another LSN or malformed, bytes past
+            // the last record that are not the log's). Said so, where the message gave two
+            // equal checksums, often 0x00000000, as if they disagreed (a review, 2026-12-07).
+            Error::Corrupted { segment, offset, lsn, expected_crc, found_crc }
+                if expected_crc == found_crc =>
+            {
+                write!(
+                    f,
+                    "corrupted log at LSN {lsn}: {} at offset {offset} holds no valid record of that LSN (records missing from there, a malformed header or one of another LSN, or bytes that are not the log's)",
+                    segment.display()
+                )
+            }
             Error::Corrupted { segment, offset, lsn, expected_crc, found_crc } => write!(
                 f,
                 "corrupted record at LSN {lsn} in {} at offset {offset}: checksum expected {expected_crc:#010x}, found {found_crc:#010x}",
@@ -265,6 +278,31 @@ impl std::error::Error for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Damage with no checksum mismatch (records missing, a header of another LSN) is not
+    /// described as one: the message gave two equal checksums as if they disagreed.
+    #[test]
+    fn corruption_without_a_checksum_mismatch_says_what_is_wrong() {
+        let corrupted = |expected_crc, found_crc| Error::Corrupted {
+            segment: PathBuf::from("/l/00000000000000000002.seg"),
+            offset: 4096,
+            lsn: 6,
+            expected_crc,
+            found_crc,
+        };
+        let missing = corrupted(0, 0).to_string();
+        assert!(
+            missing.contains("holds no valid record of that LSN")
+                && missing.contains("00000000000000000002.seg at offset 4096")
+                && !missing.contains("checksum"),
+            "{missing}"
+        );
+        let mismatch = corrupted(0x1234, 0x5678).to_string();
+        assert!(
+            mismatch.contains("checksum expected 0x00001234, found 0x00005678"),
+            "{mismatch}"
+        );
+    }
 
     /// A used-up quota is a full disk to the caller (`NoSpace`, not a poisoning I/O error),
     /// named as what it is.

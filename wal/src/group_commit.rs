@@ -55,7 +55,8 @@ struct State {
     frozen: bool,
     /// Bumped by each truncation, so that a committer whose record was cut learns it.
     truncations: u64,
-    truncated_to: Lsn,
+    /// Where the truncations cut, as far as committers still need it (`Cuts::lowest_since`).
+    cuts: Cuts,
     poisoned: Option<Arc<Error>>,
     closed: bool,
     /// Threads waiting for `written` to advance (so `complete` only notifies when needed),
@@ -68,6 +69,56 @@ struct State {
     served_last: u64,
     arrivals_at_end: u64,
     stats: CommitStats,
+}
+
+/// The truncations (and resets) that ended, by their count (`State::truncations` after each)
+/// and the LSN each cut to: what a committer that saw `seen` of them needs is the lowest LSN a
+/// later one cut to, below which its record survived them all.
+#[derive(Default)]
+struct Cuts {
+    /// Counts and LSNs both increasing: a truncation to an LSN at or below earlier ones' makes
+    /// those redundant (a committer that saw fewer than they did sees it too), and they go.
+    kept: std::collections::VecDeque<(u64, Lsn)>,
+    /// Truncations let go for room (past `CUTS_KEPT_MAX`): the highest count and the lowest LSN
+    /// among them.
+    forgotten: Option<(u64, Lsn)>,
+}
+
+/// The truncations [`Cuts`] keeps apart. One kept longer is forgotten: a committer that saw
+/// this many more truncations end while it waited then finds its record cut at the lowest LSN
+/// any forgotten one cut to, which may be lower than what those after its count cut to (it is
+/// told `NotFound` of a record that may be there); no log truncates that often under a commit.
+const CUTS_KEPT_MAX: usize = 64;
+
+impl Cuts {
+    fn note(&mut self, count: u64, lsn: Lsn) {
+        while self.kept.back().is_some_and(|&(_, cut)| cut >= lsn) {
+            self.kept.pop_back();
+        }
+        self.kept.push_back((count, lsn));
+        if self.kept.len() > CUTS_KEPT_MAX {
+            if let Some((count, cut)) = self.kept.pop_front() {
+                let lowest = self
+                    .forgotten
+                    .map_or(cut, |(_, forgotten)| forgotten.min(cut));
+                self.forgotten = Some((count, lowest));
+            }
+        }
+    }
+
+    /// The lowest LSN a truncation after the `seen`th cut to (`Lsn::MAX`: none).
+    fn lowest_since(&self, seen: u64) -> Lsn {
+        // The first kept after `seen` cut lowest of the kept after it (LSNs increase).
+        let kept = self
+            .kept
+            .iter()
+            .find(|&&(count, _)| count > seen)
+            .map_or(Lsn::MAX, |&(_, cut)| cut);
+        match self.forgotten {
+            Some((count, cut)) if count > seen => kept.min(cut),
+            _ => kept,
+        }
+    }
 }
 
 /// The longest a leader gathers committers before its sync, whatever the last sync took.
@@ -183,7 +234,7 @@ impl GroupCommit {
                 riders: Vec::new(),
                 frozen: false,
                 truncations: 0,
-                truncated_to: 0,
+                cuts: Cuts::default(),
                 poisoned: None,
                 closed: false,
                 waiting_for_written: 0,
@@ -414,7 +465,16 @@ impl GroupCommit {
         // outcome is the answer, whatever happened to the log since (the leader's is, too).
         let mut covered = false;
         loop {
-            let cut = st.truncations != truncations && lsn > st.truncated_to;
+            // Against every truncation since the caller's count, not only the last: cut back
+            // below `lsn` and then written past it again, the log ends above `lsn` after a
+            // second truncation, and the record there is not the caller's (found by review
+            // on 2026-12-08).
+            let cut_to = if st.truncations == truncations {
+                Lsn::MAX
+            } else {
+                st.cuts.lowest_since(truncations)
+            };
+            let cut = lsn > cut_to;
             if covered && !cut && st.durable >= lsn {
                 return Ok(());
             }
@@ -434,7 +494,7 @@ impl GroupCommit {
             if cut {
                 return Err(Error::NotFound {
                     lsn,
-                    last_lsn: st.truncated_to,
+                    last_lsn: st.written,
                 });
             }
             if st.durable >= lsn {
@@ -660,7 +720,8 @@ impl GroupCommit {
         st.truncations += 1;
         self.truncations.store(st.truncations, Ordering::Release);
         self.durable.store(st.durable, Ordering::Release);
-        st.truncated_to = lsn;
+        let count = st.truncations;
+        st.cuts.note(count, lsn);
         self.cond.notify_all();
     }
 
@@ -675,7 +736,8 @@ impl GroupCommit {
         st.truncations += 1;
         self.truncations.store(st.truncations, Ordering::Release);
         self.durable.store(lsn, Ordering::Release);
-        st.truncated_to = lsn;
+        let count = st.truncations;
+        st.cuts.note(count, lsn);
         self.cond.notify_all();
     }
 
@@ -1085,6 +1147,57 @@ mod tests {
                 last_lsn: 1
             })
         ));
+    }
+
+    /// Two truncations between a caller's check and its commit, the first cutting its record
+    /// and the second after the log grew past it again: the commit looked at the last cut only,
+    /// and reported the record there, another one, durable (found by review on 2026-12-08).
+    #[test]
+    fn a_record_cut_and_written_over_before_a_second_cut_is_not_reported_durable() {
+        let gc = GroupCommit::new(0);
+        gc.complete(1, 5, 200);
+        let seen = gc.truncations();
+        gc.freeze().unwrap();
+        gc.thaw(2);
+        gc.complete(3, 6, 160);
+        gc.freeze().unwrap();
+        gc.thaw(5);
+        assert!(matches!(
+            gc.commit_after(4, seen, Duration::ZERO, |_, _| Ok(())),
+            Err(Error::NotFound {
+                lsn: 4,
+                last_lsn: 5
+            })
+        ));
+        // Below both cuts the record is the caller's.
+        gc.commit_after(2, seen, Duration::ZERO, |_, _| Ok(()))
+            .unwrap();
+        // A caller that saw the first truncation end finds LSN 4 spared by the second.
+        gc.commit_after(4, seen + 1, Duration::ZERO, |_, _| Ok(()))
+            .unwrap();
+    }
+
+    #[test]
+    fn cuts_answer_the_lowest_cut_after_a_count_within_their_room() {
+        let mut cuts = Cuts::default();
+        assert_eq!(cuts.lowest_since(0), Lsn::MAX);
+        cuts.note(1, 10);
+        cuts.note(2, 20);
+        cuts.note(3, 15);
+        assert_eq!(cuts.lowest_since(0), 10);
+        assert_eq!(cuts.lowest_since(1), 15);
+        assert_eq!(cuts.lowest_since(2), 15);
+        assert_eq!(cuts.lowest_since(3), Lsn::MAX);
+        // Truncations at increasing LSNs fill the room; the oldest are forgotten, and stand
+        // for all before the last forgotten count.
+        for count in 4..4 + CUTS_KEPT_MAX as u64 {
+            cuts.note(count, 100 + count);
+        }
+        assert!(cuts.kept.len() <= CUTS_KEPT_MAX);
+        assert_eq!(cuts.lowest_since(0), 10);
+        let last = 3 + CUTS_KEPT_MAX as u64;
+        assert_eq!(cuts.lowest_since(last - 1), 100 + last);
+        assert_eq!(cuts.lowest_since(last), Lsn::MAX);
     }
 
     #[test]

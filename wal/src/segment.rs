@@ -120,14 +120,15 @@ impl SegmentHeader {
         // leaves them. A wrong magic or an impossible field is damage (or another program's
         // file), never an unfinished write; taken for a torn header until 2026-12-07, it made
         // the default open cut the file and every later one, acknowledged records included.
-        if b[MAGIC_OFFSET..VERSION_OFFSET] != MAGIC {
+        // The magic's last byte is its version: another build's segment shares the first seven.
+        if b[MAGIC_OFFSET..MAGIC_OFFSET + 7] != MAGIC[..7] {
             return Err(HeaderError::Damaged(
                 "not an rwal segment (bad magic under a valid checksum)".into(),
             ));
         }
         let version = u32::from_le_bytes(b[VERSION_OFFSET..SALT_OFFSET].try_into().expect("4"));
-        if version != FORMAT_VERSION {
-            return Err(HeaderError::Version(version));
+        if let Some(found) = other_version(b[MAGIC_OFFSET + 7], version, FORMAT_VERSION) {
+            return Err(HeaderError::Version(found));
         }
         let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
         let header = SegmentHeader {
@@ -435,9 +436,57 @@ pub(crate) fn last_nonzero_byte(bytes: &[u8]) -> Option<usize> {
     Some(start + i)
 }
 
+/// The version of a file whose checksum passed and whose magic names its kind (its first seven
+/// bytes), when it is not `ours`: its `format_version` field, or the magic's last byte where
+/// only that differs. Both carry the version (`docs/design.md` 2.5); a newer build's file
+/// was taken for damage (or a torn control slot) where only the magic's byte had changed until
+/// 2026-12-08 (found by review).
+pub(crate) fn other_version(magic_last: u8, field: u32, ours: u32) -> Option<u32> {
+    if field != ours {
+        Some(field)
+    } else if u32::from(magic_last) != ours {
+        Some(u32::from(magic_last))
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A newer build's header, with the version in the magic's last byte, the field, or both,
+    /// is a version this build does not read, not damage.
+    #[test]
+    fn a_newer_header_is_another_version_not_damage() {
+        let header = SegmentHeader {
+            salt: 7,
+            sequence: 2,
+            first_lsn: 6,
+            segment_bytes: 1 << 20,
+        };
+        for (magic_last, field) in [(2u8, 1u32), (1, 2), (2, 2)] {
+            let mut b = header.encode();
+            b[MAGIC_OFFSET + 7] = magic_last;
+            b[VERSION_OFFSET..SALT_OFFSET].copy_from_slice(&field.to_le_bytes());
+            let crc = crc32c::crc32c(&b[..CRC_OFFSET]);
+            b[CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
+            assert_eq!(
+                SegmentHeader::decode(&b),
+                Err(HeaderError::Version(2)),
+                "magic byte {magic_last}, field {field}"
+            );
+        }
+        // Another magic altogether is not an rwal segment.
+        let mut b = header.encode();
+        b[MAGIC_OFFSET + 3] = b'X';
+        let crc = crc32c::crc32c(&b[..CRC_OFFSET]);
+        b[CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(
+            SegmentHeader::decode(&b),
+            Err(HeaderError::Damaged(_))
+        ));
+    }
 
     #[test]
     fn header_round_trip_and_damage() {

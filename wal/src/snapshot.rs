@@ -70,17 +70,23 @@ impl SnapshotHeader {
         let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
         let stored = u32_at(CRC_OFFSET);
         let computed = crc32c::crc32c(&b[..CRC_OFFSET]);
-        if stored != computed || b[..8] != MAGIC {
+        if stored != computed {
             return Err(Error::bad_file(
                 path,
                 format!("snapshot header checksum expected {stored:#010x}, found {computed:#010x}"),
             ));
         }
-        let version = u32_at(8);
-        if version != FORMAT_VERSION {
+        // The magic's last byte is its version: a newer build's snapshot shares the first seven.
+        if b[..7] != MAGIC[..7] {
+            return Err(Error::bad_file(
+                path,
+                "not an rwal snapshot (bad magic under a valid checksum)",
+            ));
+        }
+        if let Some(found) = crate::segment::other_version(b[7], u32_at(8), FORMAT_VERSION) {
             return Err(Error::UnsupportedVersion {
                 path: path.into(),
-                found: version,
+                found,
                 supported: FORMAT_VERSION,
             });
         }
@@ -513,5 +519,43 @@ impl std::io::Read for SnapshotReader {
         self.crc = crc32c::crc32c_append(self.crc, bytes);
         self.at += n as u64;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A newer build's snapshot (its magic's last byte is its version) is a version this build
+    /// cannot read, not a damaged file.
+    #[test]
+    fn a_newer_snapshot_header_is_another_version() {
+        let header = SnapshotHeader {
+            lsn: 30,
+            epoch: 2,
+            has_snapshot: true,
+            body_bytes: 15,
+            body_crc: 0x1234,
+        };
+        let path = std::path::Path::new("/l/checkpoint.snap");
+        assert_eq!(
+            SnapshotHeader::decode(&header.encode(), path).unwrap(),
+            header
+        );
+        let mut b = header.encode();
+        b[7] = 2;
+        let crc = crc32c::crc32c(&b[..CRC_OFFSET]);
+        b[CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
+        match SnapshotHeader::decode(&b, path) {
+            Err(Error::UnsupportedVersion { found, .. }) => assert_eq!(found, 2),
+            other => panic!("expected UnsupportedVersion, got {other:?}"),
+        }
+        b[3] = b'X';
+        let crc = crc32c::crc32c(&b[..CRC_OFFSET]);
+        b[CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
+        match SnapshotHeader::decode(&b, path) {
+            Err(Error::BadFile { reason, .. }) => assert!(reason.contains("not an rwal snapshot")),
+            other => panic!("expected BadFile, got {other:?}"),
+        }
     }
 }

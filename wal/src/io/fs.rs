@@ -1076,7 +1076,11 @@ impl File for FsFile {
             // again: up to 4 MiB per sealed segment, for as long as the log keeps it (found by
             // review on 2026-12-03). Given back now, once nothing is staged; bytes still staged
             // (no sync or write-back has run since the seal) leave the segment for a later call.
-            staging.release(&[], true);
+            // All of it, not only the whole pages of the ranges waiting: a page straddling two
+            // of `release`'s batches is whole in neither, and one such page per 4 MiB written
+            // stayed resident while the log kept the segment, 1/1024 of the retained log (found
+            // by review on 2026-12-08).
+            staging.forget_all();
         }
         let held = uring.map_or(0, |(_, direct)| direct.invalidate_all());
         // Drop every page of the mapping this process has mapped: they stay in the page cache
@@ -1363,8 +1367,9 @@ impl Staging {
         // SAFETY: exactly the staging memory; the caller (`FsFile::release_memory`) holds the
         // flush lock, found nothing staged (every byte is in the file), and has the log's word
         // that no write is in progress or will start and no slice of it is alive, so no byte
-        // here is needed again: a later write into the file loads its blocks from the file
-        // first (they are no longer marked valid).
+        // here is needed again. A later write into a given-back page finds it zeroed: with
+        // `IoUring` it loads its blocks from the file first (they are no longer marked valid);
+        // with `Staged` only the bytes a write wrote are written out, as in `release`.
         unsafe {
             libc::madvise(
                 self.memory.as_mut_ptr().cast(),
@@ -1584,13 +1589,13 @@ impl Direct {
 /// before they are mapped; one it opens may have holes if something outside rwal made them (a
 /// copy with `cp --sparse=always`, `rsync -S` or `tar -S`, `fallocate --dig-holes`).
 ///
-/// Only a file with fewer `blocks` (of 512 bytes, `st_blocks`) than its length is given any: `fallocate` over blocks that
-/// all exist changes nothing, but XFS reserves room for the whole range before it looks, so
-/// on a full disk (or at a quota) it would refuse the open of a log rwal wrote whole (found by
-/// review on 2026-12-07). Where `fallocate` cannot be used (`EOPNOTSUPP`: the file system has
-/// none; `ENOSYS`, `EPERM`: a sandbox's filter), the file is mapped as it is, as before.
+/// Only a file that may have holes is given any (`may_have_holes`): `fallocate` over blocks
+/// that all exist changes nothing, but XFS reserves room for the whole range before it looks,
+/// so on a full disk (or at a quota) it would refuse the open of a log rwal wrote whole (found
+/// by review on 2026-12-07). Where `fallocate` cannot be used (`EOPNOTSUPP`: the file system
+/// has none; `ENOSYS`, `EPERM`: a sandbox's filter), the file is mapped as it is, as before.
 fn allocate_holes(file: &StdFile, len: u64, blocks: u64) -> io::Result<()> {
-    if blocks.saturating_mul(512) >= len {
+    if !may_have_holes(file, len, blocks) {
         return Ok(());
     }
     let len_off = libc::off_t::try_from(len).map_err(io::Error::other)?;
@@ -1604,6 +1609,103 @@ fn allocate_holes(file: &StdFile, len: u64, blocks: u64) -> io::Result<()> {
         return Ok(());
     }
     Err(err)
+}
+
+/// Whether a file of `len` bytes and `blocks` (of 512 bytes, `st_blocks`) may have holes: fewer
+/// blocks than its length, or a hole in its extent map. The blocks alone are not enough: they
+/// count the file system's own blocks for the file too (an external extended attribute block,
+/// ext4's indirect blocks without extents, XFS's extent maps), which can make up for a hole of
+/// a few pages (found by review on 2026-12-08). Where `lseek(SEEK_HOLE)` sees a hole, the
+/// extent map decides (`holes_in_extent_map`): `SEEK_HOLE` also reports the unwritten extents
+/// that `fallocate` leaves (`Preallocation::Fallocate`) as holes, and giving them blocks again
+/// is what XFS refuses on a full disk. Without an extent map the blocks' answer stands.
+fn may_have_holes(file: &StdFile, len: u64, blocks: u64) -> bool {
+    if blocks.saturating_mul(512) < len {
+        return true;
+    }
+    // SAFETY: lseek on a file descriptor we own; the descriptor's offset it moves is not used
+    // (every read and write of the file names its offset).
+    let hole = unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_HOLE) };
+    // An error (a file system that refuses `SEEK_HOLE`), a file system without it (which
+    // reports the whole file as data), or one without extent maps: the blocks' answer. Taking
+    // `SEEK_HOLE`'s word there would give every `Preallocation::Fallocate` file blocks again.
+    match u64::try_from(hole) {
+        Ok(hole) if hole < len => holes_in_extent_map(file, len).unwrap_or(false),
+        _ => false,
+    }
+}
+
+/// Whether the file's extent map (`FS_IOC_FIEMAP`) leaves some of its first `len` bytes without
+/// blocks; `None` where the file system has no map to give. Unwritten extents are blocks.
+fn holes_in_extent_map(file: &StdFile, len: u64) -> Option<bool> {
+    /// `struct fiemap_extent` of `linux/fiemap.h`.
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Extent {
+        logical: u64,
+        physical: u64,
+        length: u64,
+        reserved64: [u64; 2],
+        flags: u32,
+        reserved: [u32; 3],
+    }
+    /// `struct fiemap`, with room for `EXTENTS` extents after it.
+    #[repr(C)]
+    struct Map {
+        start: u64,
+        length: u64,
+        flags: u32,
+        mapped_extents: u32,
+        extent_count: u32,
+        reserved: u32,
+        extents: [Extent; EXTENTS],
+    }
+    const EXTENTS: usize = 32;
+    /// `_IOWR('f', 11, struct fiemap)`: the same number on every Linux architecture (those
+    /// with a three-bit direction field encode read-write as the same two top bits).
+    const FS_IOC_FIEMAP: u32 = 0xC020_660B;
+    const EXTENT_LAST: u32 = 1;
+    let mut covered = 0u64;
+    loop {
+        let mut map = Map {
+            start: covered,
+            length: len - covered,
+            flags: 0,
+            mapped_extents: 0,
+            extent_count: EXTENTS as u32,
+            reserved: 0,
+            extents: [Extent::default(); EXTENTS],
+        };
+        // SAFETY: FS_IOC_FIEMAP reads the header of `map` and writes at most `extent_count`
+        // extents into the room after it, which `map` has; nothing else is touched.
+        let rc = unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_FIEMAP as _, &mut map) };
+        if rc != 0 {
+            return None;
+        }
+        let mapped = (map.mapped_extents as usize).min(EXTENTS);
+        if mapped == 0 {
+            // Nothing from `covered` on has blocks.
+            return Some(true);
+        }
+        let before = covered;
+        for extent in &map.extents[..mapped] {
+            if extent.logical > covered {
+                return Some(true);
+            }
+            covered = covered.max(extent.logical.saturating_add(extent.length));
+            if covered >= len {
+                return Some(false);
+            }
+            if extent.flags & EXTENT_LAST != 0 {
+                // The last extent ends before `len`.
+                return Some(true);
+            }
+        }
+        if covered == before {
+            // A map that does not move on: not one to trust.
+            return None;
+        }
+    }
 }
 
 /// Whether `fallocate` failed because it cannot be used here, rather than for want of room:
@@ -2067,6 +2169,143 @@ mod tests {
             resident_pages(staging),
             0,
             "the synced megabyte stays resident"
+        );
+    }
+
+    /// A hole that the file system's own blocks make up for in `st_blocks` (an extended
+    /// attribute block, indirect blocks) was taken for none, and mapped writable: a store into
+    /// it on a full disk is a SIGBUS (found by review on 2026-12-08). Given the blocks such a
+    /// file reports, the hole is found and given blocks.
+    #[test]
+    fn a_hole_hidden_from_the_block_count_is_given_blocks() {
+        let dir = scratch("hidden-hole");
+        std::fs::create_dir_all(&dir.0).expect("scratch directory");
+        let path = dir.0.join("segment");
+        let len = 64u64 << 10;
+        std::fs::write(&path, vec![1u8; len as usize]).expect("written");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("opens");
+        let fd = file.as_raw_fd();
+        let first_hole = || {
+            // SAFETY: lseek on a descriptor this test owns.
+            let at = unsafe { libc::lseek(fd, 0, libc::SEEK_HOLE) };
+            u64::try_from(at).expect("SEEK_HOLE works here")
+        };
+        // SAFETY: fallocate on a descriptor this test owns; no memory is passed.
+        let punched = unsafe {
+            libc::fallocate(
+                fd,
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                8192,
+                4096,
+            )
+        };
+        assert_eq!(punched, 0, "punch: {}", io::Error::last_os_error());
+        assert_eq!(first_hole(), 8192, "the hole is there");
+        assert_eq!(
+            holes_in_extent_map(&file, len),
+            Some(true),
+            "the scratch directory's file system ({}) gives extent maps",
+            dir.0.display()
+        );
+        // As many blocks as the length: what a metadata block beside the hole reports.
+        allocate_holes(&file, len, len / 512).expect("allocated");
+        // Allocated, perhaps as an unwritten extent (which `SEEK_HOLE` may call a hole).
+        assert_eq!(
+            holes_in_extent_map(&file, len),
+            Some(false),
+            "the hole stays under the mapping"
+        );
+        assert_eq!(
+            std::fs::read(&path).expect("read")[8192..12288],
+            [0u8; 4096],
+            "the hole reads as zeros once allocated"
+        );
+    }
+
+    /// The unwritten extents `fallocate` leaves read as holes to `SEEK_HOLE`, but are blocks:
+    /// a file preallocated so is not given blocks again at open (which XFS refuses on a full
+    /// disk), and one with a real hole is.
+    #[test]
+    fn unwritten_extents_are_not_holes_and_punched_ones_are() {
+        let dir = scratch("unwritten-extents");
+        std::fs::create_dir_all(&dir.0).expect("scratch directory");
+        let path = dir.0.join("segment");
+        let len = 64u64 << 10;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .expect("opens");
+        let fd = file.as_raw_fd();
+        // SAFETY: fallocate on a descriptor this test owns; no memory is passed.
+        let allocated = unsafe { libc::fallocate(fd, 0, 0, len as libc::off_t) };
+        assert_eq!(allocated, 0, "fallocate: {}", io::Error::last_os_error());
+        // SAFETY: lseek on a descriptor this test owns.
+        let seen_hole = unsafe { libc::lseek(fd, 0, libc::SEEK_HOLE) };
+        assert!(
+            u64::try_from(seen_hole).is_ok_and(|at| at < len),
+            "unwritten extents are holes to SEEK_HOLE here ({seen_hole})"
+        );
+        assert_eq!(
+            holes_in_extent_map(&file, len),
+            Some(false),
+            "the scratch directory's file system gives extent maps"
+        );
+        assert!(!may_have_holes(&file, len, len / 512));
+        // SAFETY: as above.
+        let punched = unsafe {
+            libc::fallocate(
+                fd,
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                (len - 4096) as libc::off_t,
+                4096,
+            )
+        };
+        assert_eq!(punched, 0, "punch: {}", io::Error::last_os_error());
+        assert_eq!(holes_in_extent_map(&file, len), Some(true));
+        assert!(may_have_holes(&file, len, len / 512));
+    }
+
+    /// A page straddling two of `Staging::release`'s batches is whole in neither: the seal's
+    /// release gave back only the ranges still waiting, so one page per 4 MiB written stayed
+    /// resident while the log kept the segment (found by review on 2026-12-08).
+    #[test]
+    fn a_sealed_staged_segment_gives_back_the_pages_between_release_batches() {
+        let dir = scratch("straddling-pages");
+        let fs = FsDir::open(
+            &dir.0,
+            true,
+            WriteMode::Staged,
+            Preallocation::ZeroFill,
+            None,
+        )
+        .expect("the directory opens");
+        drop(fs.create("segment", 16 << 20).expect("created"));
+        let file = open_concrete(&fs, "segment", WriteMode::Staged);
+        // Two syncs of just over 4 MiB each: each release gives back the whole pages of its
+        // batch, and the page at 4 MiB holds the end of the first and the start of the second.
+        let batch = (4 << 20) + 1000;
+        for at in [0, batch] {
+            file.write_at(at, &[&vec![5u8; batch as usize]])
+                .expect("written");
+            file.sync().expect("synced");
+        }
+        let staging = file.staging.as_ref().expect("staged");
+        assert!(
+            resident_pages(staging) > 0,
+            "the straddling pages are resident before the seal's release"
+        );
+        assert!(file.release_memory(), "nothing staged: released");
+        assert_eq!(
+            resident_pages(staging),
+            0,
+            "pages between release batches stay resident after the seal"
         );
     }
 

@@ -50,19 +50,43 @@ struct RingState {
     broken: Option<String>,
 }
 
+/// Why `io_uring_setup` failed, as the caller must take it: a shortage (memory, counted
+/// against `RLIMIT_MEMLOCK` before Linux 5.12; descriptors) is an error of this open, not
+/// `Unsupported`, which a caller that falls back to another backend on `Unsupported`
+/// (`io_uring_fallback`) would take for "this machine has no io_uring" and hide (found by
+/// review on 2026-12-08). Anything else (`ENOSYS`, `EPERM` from a sandbox, `EINVAL`) is.
+fn setup_failure(e: io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(libc::ENOMEM) => io::Error::new(
+            io::ErrorKind::OutOfMemory,
+            format!(
+                "io_uring_setup failed: {e} (before Linux 5.12 a ring's memory counts against \
+                 the locked-memory limit, `ulimit -l`, shared by the user's processes)"
+            ),
+        ),
+        Some(libc::EMFILE | libc::ENFILE) => {
+            io::Error::new(e.kind(), format!("io_uring_setup failed: {e}"))
+        }
+        _ => io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("io_uring_setup failed: {e}"),
+        ),
+    }
+}
+
 impl Ring {
     /// Sets up a ring, or says why this machine cannot: io_uring missing or forbidden, or a
     /// kernel whose io_uring lacks the operations the log uses (a ring sets up from Linux 5.1,
     /// but writes arrived in 5.6: before, every write would fail with `EINVAL`).
     pub fn new(mode: UringSync) -> io::Result<Ring> {
         let unsupported = |why: String| io::Error::new(io::ErrorKind::Unsupported, why);
-        let ring = IoUring::new(RING_ENTRIES)
-            .map_err(|e| unsupported(format!("io_uring_setup failed: {e}")))?;
+        let ring = IoUring::new(RING_ENTRIES).map_err(setup_failure)?;
         let mut probe = Probe::new();
         ring.submitter().register_probe(&mut probe).map_err(|e| {
             unsupported(format!(
                 "this kernel's io_uring cannot list its operations (IORING_REGISTER_PROBE, \
-                 Linux 5.6 and later), so its writes cannot be relied on: {e}"
+                 Linux 5.6 and later; or a sandbox forbids it), so its writes cannot be relied \
+                 on: {e}"
             ))
         })?;
         for (code, name) in [
@@ -393,6 +417,24 @@ mod tests {
     use std::collections::VecDeque;
 
     use super::*;
+
+    /// A shortage at setup is an error of the open, not `Unsupported`, which
+    /// `io_uring_fallback` takes for "no io_uring here" and hides behind another backend
+    /// (found by review on 2026-12-08).
+    #[test]
+    fn a_shortage_at_setup_is_not_unsupported() {
+        let memory = setup_failure(io::Error::from_raw_os_error(libc::ENOMEM));
+        assert_eq!(memory.kind(), io::ErrorKind::OutOfMemory);
+        assert!(memory.to_string().contains("ulimit -l"), "{memory}");
+        for errno in [libc::EMFILE, libc::ENFILE] {
+            let descriptors = setup_failure(io::Error::from_raw_os_error(errno));
+            assert_ne!(descriptors.kind(), io::ErrorKind::Unsupported, "{errno}");
+        }
+        for errno in [libc::ENOSYS, libc::EPERM, libc::EINVAL] {
+            let missing = setup_failure(io::Error::from_raw_os_error(errno));
+            assert_eq!(missing.kind(), io::ErrorKind::Unsupported, "{errno}");
+        }
+    }
 
     /// A ring whose `io_uring_enter` answers from a script: its queued entries move to "in
     /// flight" when a call submits them and complete when `take` is called, unless completions
