@@ -1406,9 +1406,12 @@ pub unsafe extern "C" fn rwal_node_read_barrier(
 /// that does not lead (`rwal_node_leader` names the leader, 0 if none is known), before any
 /// address is set. `RWAL_ERR_BUSY` for what a later call may be granted, nothing proposed,
 /// the message saying which: another change proposed and not applied yet (one at a time), or
-/// `RWAL_MEMBERSHIP_ADD_VOTER` for a learner that has not replicated up to the commit LSN yet;
-/// ask again later (until 2026-12-07 both were `RWAL_ERR_INVALID_ARGUMENT`, which now means
-/// only what asking again cannot change). Blocks; thread-safe.
+/// `RWAL_MEMBERSHIP_ADD_VOTER` for a learner that has not replicated up to the commit LSN yet,
+/// or a promotion or removal that would leave voters of which no majority was heard from
+/// within the last election timeout (the cluster could commit nothing until they answer);
+/// ask again later (until 2026-12-07 the first two were `RWAL_ERR_INVALID_ARGUMENT`, which now
+/// means only what asking again cannot change: also an `addr` that is not an IP address and a
+/// port). Blocks; thread-safe.
 ///
 /// # Safety
 /// `node` is live; `addr` is NULL or NUL-terminated; the outputs are writable.

@@ -861,7 +861,9 @@ impl Node {
     /// ([`Replica::change_membership_at`](crate::Replica::change_membership_at)). The address
     /// is not given to this node's own transport here: give it with the transport's own call
     /// first if the new member is to be reached before the change commits (this node learns it
-    /// too once it applies the change).
+    /// too once it applies the change). An address the transport could not dial
+    /// ([`Transport::check_address`](crate::Transport::check_address)) is refused with
+    /// [`Error::InvalidArgument`] before anything is proposed.
     pub fn change_membership_at(
         &self,
         change: MembershipChange,
@@ -1848,7 +1850,26 @@ fn run<M: StateMachine, T: Transport>(
                         reply.propose_with(propose, &shared.waiters);
                     }
                     Request::Membership(change, address, reply) => {
-                        let outcome = replica.change_membership_at(change, address.as_deref());
+                        // An address no member could dial would be committed, and kept by
+                        // every checkpoint since (the first address a node is added with
+                        // stays): refused before it is proposed (found by review on
+                        // 2026-12-08).
+                        // (A removal's address, or one of a length no address has, is
+                        // refused by the replica, naming that.)
+                        let checked = match (&change, address.as_deref()) {
+                            (MembershipChange::Remove(_), _) | (_, None) => Ok(()),
+                            (_, Some(a))
+                                if a.is_empty() || a.len() > crate::MEMBER_ADDRESS_BYTES_MAX =>
+                            {
+                                Ok(())
+                            }
+                            (_, Some(a)) => transport
+                                .check_address(a)
+                                .map_err(|reason| Error::invalid("address", reason)),
+                        };
+                        let outcome = checked.and_then(|()| {
+                            replica.change_membership_at(change, address.as_deref())
+                        });
                         publish_who_leads_for(&outcome, &shared, &replica);
                         let _ = reply.send(outcome);
                     }

@@ -217,6 +217,17 @@ impl Config {
                 ));
             }
         }
+        if self.max_uncommitted_bytes < self.max_bytes_per_message {
+            // raft-rs refuses it with a message that names neither setting.
+            return Err(Error::invalid(
+                "max_uncommitted_bytes",
+                format!(
+                    "{} is below max_bytes_per_message ({}): one append of entries must fit \
+                     the uncommitted entries' room",
+                    self.max_uncommitted_bytes, self.max_bytes_per_message
+                ),
+            ));
+        }
         Ok(())
     }
 }
@@ -869,9 +880,15 @@ impl<M: StateMachine> Replica<M> {
     /// whatever the count: with nothing committing (a hung disk, a lost quorum) empty or tiny
     /// proposals would pile up in memory without end. One entry is always taken, as raft-rs
     /// does.
+    ///
+    /// Counted from [`commit_lsn`](Replica::commit_lsn), what this node can apply, not from
+    /// raft's commit index: on a leader whose own disk hangs the followers' copies still move
+    /// raft's index, while every entry past the leader's durable LSN stays in memory
+    /// (`WalStorage`'s recent entries). Counted from raft's index, such a leader took empty
+    /// proposals without a bound (found by review on 2026-12-08).
     fn refuse_when_backlogged(&self) -> Result<()> {
         let log = &self.raw.raft.raft_log;
-        let uncommitted = log.last_index().saturating_sub(log.committed);
+        let uncommitted = log.last_index().saturating_sub(self.commit_lsn());
         let cost = (uncommitted + 1).saturating_mul(UNCOMMITTED_ENTRY_COST_BYTES);
         if uncommitted > 0 && cost > self.config.max_uncommitted_bytes {
             return Err(Error::Backlogged {
@@ -895,6 +912,47 @@ impl<M: StateMachine> Replica<M> {
             });
         }
         Ok(())
+    }
+
+    /// `NotYet` unless a majority of `voters`, the voters a change of them would leave, was
+    /// heard from within the last election timeout (this node counts): a change that commits
+    /// into a membership without a live majority (a learner promoted while it is down, the
+    /// removal of a live voter while another is down) stops the cluster until the silent
+    /// voters come back, since nothing commits and no election can be won. The change entry
+    /// itself commits under the old membership, so nothing stops it later (found by review
+    /// on 2026-12-08; etcd's strict reconfiguration check refuses the same). A change that
+    /// leaves the voters as they are (adding or removing a learner) is not looked at.
+    fn refuse_voters_without_a_live_quorum(
+        &self,
+        change: MembershipChange,
+        voters: &[NodeId],
+    ) -> Result<()> {
+        let voters_stay = voters.len() == self.membership().voters.len()
+            && !matches!(change, MembershipChange::AddVoter(_));
+        if matches!(change, MembershipChange::AddLearner(_)) || voters_stay {
+            return Ok(());
+        }
+        let me = self.config.id;
+        let heard_lately = |id: &NodeId| {
+            *id == me
+                || self.heard.get(id).is_some_and(|tick| {
+                    self.ticks.saturating_sub(*tick) <= self.config.election_ticks as u64
+                })
+        };
+        let (live, silent): (Vec<NodeId>, Vec<NodeId>) =
+            voters.iter().partition(|id| heard_lately(id));
+        let needed = voters.len() / 2 + 1;
+        if live.len() >= needed {
+            return Ok(());
+        }
+        Err(Error::NotYet {
+            what: "membership change",
+            reason: format!(
+                "the voters it would leave, {voters:?}, need {needed} of them to commit, and \
+                 {silent:?} were not heard from within the last election timeout: the \
+                 cluster would stop until they answer"
+            ),
+        })
     }
 
     /// Hands leadership to the voter `to`, or with `None` to the other voter with the most
@@ -1057,6 +1115,7 @@ impl<M: StateMachine> Replica<M> {
             Err(e) => return Err(Error::invalid("membership change", e.to_string())),
         };
         codec::encode_membership_that_fits(0, &after, "membership change")?;
+        self.refuse_voters_without_a_live_quorum(change, &after.voters)?;
         let mut cc = ConfChange::default();
         cc.set_change_type(change_type);
         cc.node_id = id;

@@ -120,6 +120,13 @@ pub trait Transport: Send + 'static {
     /// given by the caller, or a change applied earlier, and an entry applied again at a
     /// restart may be older than it.
     fn peer_added(&self, _id: NodeId, _address: &str) {}
+
+    /// Why `address` is not one this transport could dial, if it is not: a membership change
+    /// that carries it is refused before it is proposed ([`crate::Node::change_membership_at`]),
+    /// instead of being committed with an address no member can use (the default takes any).
+    fn check_address(&self, _address: &str) -> std::result::Result<(), String> {
+        Ok(())
+    }
 }
 
 /// What a transport says of its snapshot lane to one receiver ([`Transport::snapshot_room`]).

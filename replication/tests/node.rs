@@ -32,6 +32,8 @@ struct Cluster {
     notes: Arc<Mutex<Vec<(NodeId, String)>>>,
     /// The nodes' `election_ticks` and `election_ticks_max`.
     election_ticks: (usize, usize),
+    /// A test's changes to every node's options, made last.
+    configure: fn(&mut NodeOptions),
 }
 
 /// Every cluster's election timeout but a `Cluster::simulated_slow_to_elect`'s: 300 to 600 ms
@@ -60,14 +62,24 @@ impl Cluster {
 
     fn with_snapshot_chunks(label: &str, voters: u64, snapshot_chunk_bytes: usize) -> Cluster {
         let ticks = (ELECTION_TICKS, ELECTION_TICKS_MAX);
-        Cluster::build(label, voters, snapshot_chunk_bytes, false, ticks)
+        Cluster::build(label, voters, snapshot_chunk_bytes, false, ticks, |_| {})
     }
 
     /// A cluster whose nodes keep their logs on simulated disks of their own, out of reach of
     /// the real disk's stalls (`Cluster::disk`).
     fn simulated(label: &str, voters: u64, snapshot_chunk_bytes: usize) -> Cluster {
+        Cluster::simulated_with(label, voters, snapshot_chunk_bytes, |_| {})
+    }
+
+    /// A `Cluster::simulated` whose nodes' options are changed by `configure`.
+    fn simulated_with(
+        label: &str,
+        voters: u64,
+        snapshot_chunk_bytes: usize,
+        configure: fn(&mut NodeOptions),
+    ) -> Cluster {
         let ticks = (ELECTION_TICKS, ELECTION_TICKS_MAX);
-        Cluster::build(label, voters, snapshot_chunk_bytes, true, ticks)
+        Cluster::build(label, voters, snapshot_chunk_bytes, true, ticks, configure)
     }
 
     /// A `Cluster::simulated` whose nodes campaign only after 3 to 6 s without a leader
@@ -75,7 +87,7 @@ impl Cluster {
     /// leader silent for seconds loses its leadership. Its first election takes as long.
     fn simulated_slow_to_elect(label: &str, voters: u64, snapshot_chunk_bytes: usize) -> Cluster {
         let ticks = (LONG_ELECTION_TICKS, LONG_ELECTION_TICKS_MAX);
-        Cluster::build(label, voters, snapshot_chunk_bytes, true, ticks)
+        Cluster::build(label, voters, snapshot_chunk_bytes, true, ticks, |_| {})
     }
 
     fn build(
@@ -84,6 +96,7 @@ impl Cluster {
         snapshot_chunk_bytes: usize,
         simulated: bool,
         election_ticks: (usize, usize),
+        configure: fn(&mut NodeOptions),
     ) -> Cluster {
         let mut cluster = Cluster {
             dir: TempDir::new(label),
@@ -94,6 +107,7 @@ impl Cluster {
             disks: simulated.then(BTreeMap::new),
             notes: Arc::default(),
             election_ticks,
+            configure,
         };
         for id in 1..=voters {
             cluster.start(id, Bootstrap::Voters(cluster.voters.clone()));
@@ -132,6 +146,7 @@ impl Cluster {
         }
         options.config.follower_pin_cap_bytes = Some(256 << 10);
         options.config.snapshot_chunk_bytes = self.snapshot_chunk_bytes;
+        (self.configure)(&mut options);
         options
     }
 
@@ -1254,6 +1269,69 @@ fn a_leader_whose_disk_hangs_under_load_hands_its_leadership_over() {
     }
 }
 
+/// A leader whose own disk hangs while its followers' copies commit (raft's commit index
+/// moves, the leader's durable LSN does not) keeps every entry past its durable LSN in memory.
+/// It counted its backlog from raft's index, and took empty proposals without a bound: with
+/// no stall limit for good, with one until the hand-over (found by review on 2026-12-08).
+#[test]
+fn a_leader_whose_disk_hangs_refuses_proposals_once_its_backlog_fills() {
+    let cluster = Cluster::simulated_with("repl-hung-backlog", 3, 16 << 10, |options| {
+        options.sync_stall_limit = None;
+        // 512 entries at `UNCOMMITTED_ENTRY_COST_BYTES`.
+        options.config.max_uncommitted_bytes = 64 << 10;
+        options.config.max_bytes_per_message = 32 << 10;
+    });
+    let leader = cluster.leader(&[1, 2, 3]);
+    cluster
+        .node(leader)
+        .propose_and_wait(b"before the stall", WAIT)
+        .unwrap();
+    let followers: Vec<NodeId> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
+    // As in `a_leader_whose_disk_hangs_under_load_hands_its_leadership_over`: the followers'
+    // syncs wait a moment, so that the leader syncs its second round on its persister thread,
+    // where the sync is held, while its node's thread goes on.
+    let follower_holds: Vec<ReleasedOnDrop> = followers
+        .iter()
+        .map(|id| ReleasedOnDrop(cluster.disk(*id).hold_next_sync()))
+        .collect();
+    let (first, _) = cluster.node(leader).propose(b"first").unwrap();
+    let (status, durable) = cluster.node(leader).wait_status(WAIT, |s| {
+        s.progress
+            .iter()
+            .any(|(id, m)| *id == leader && *m >= first)
+    });
+    assert!(durable, "the leader never made {first} durable: {status:?}");
+    let hold = ReleasedOnDrop(cluster.disk(leader).hold_next_sync());
+    let (second, _) = cluster.node(leader).propose(b"second").unwrap();
+    assert!(hold.0.wait_reached(WAIT), "the leader never synced");
+    drop(follower_holds);
+    // The fault: the followers' copies commit the second entry, the leader's do not.
+    for id in &followers {
+        cluster.wait_applied(*id, second);
+    }
+    assert!(cluster.node(leader).status().applied_lsn < second);
+    let mut taken = 0u64;
+    let refused = loop {
+        match cluster.node(leader).propose(b"") {
+            Ok(_) => taken += 1,
+            Err(e) => break e,
+        }
+        assert!(
+            taken <= 10_000,
+            "{taken} empty proposals taken past a hung disk"
+        );
+    };
+    assert!(matches!(refused, Error::Backlogged { .. }), "{refused:?}");
+    assert!(taken <= 512, "{taken} taken under a limit of 512 entries");
+    // Once the disk answers, what was taken commits and there is room again.
+    drop(hold);
+    cluster.wait_applied(leader, second + taken);
+    cluster
+        .node(leader)
+        .propose_and_wait(b"after the stall", WAIT)
+        .expect("taken once the backlog committed");
+}
+
 #[test]
 fn a_restarted_follower_catches_up_by_log_and_keeps_its_state() {
     let mut cluster = Cluster::new("repl-restart", 3);
@@ -1587,6 +1665,28 @@ fn recovery_modes_that_drop_records_are_refused() {
             ..
         })
     ));
+    // Room for fewer uncommitted bytes than one append carries: refused by name (raft-rs's
+    // own refusal named neither setting).
+    let mut cramped = rwal_replication::Config::new(1);
+    cramped.max_uncommitted_bytes = cramped.max_bytes_per_message - 1;
+    let refused = Replica::open(
+        dir.join("log"),
+        Options::new(),
+        cramped,
+        Bootstrap::Voters(vec![1]),
+        Engine::default(),
+    );
+    assert!(
+        matches!(
+            &refused,
+            Err(Error::InvalidArgument {
+                name: "max_uncommitted_bytes",
+                reason,
+            }) if reason.contains("max_bytes_per_message")
+        ),
+        "{:?}",
+        refused.err()
+    );
     // A receiver that would drop every snapshot stream longer than a tick: refused.
     let mut hasty = rwal_replication::Config::new(1);
     hasty.snapshot_timeout_ticks = 0;
@@ -2123,6 +2223,75 @@ fn a_replica_refuses_every_round_after_one_failed() {
         engine.0.lock().get(&lsn).map(Vec::as_slice),
         Some(&b"refused"[..])
     );
+}
+
+/// A change that commits into voters without a live majority stops the cluster until the
+/// silent voters come back: a learner promoted while it is down, a live voter removed while
+/// another is down. Both committed under the old membership and left the cluster without a
+/// leader (found by review on 2026-12-08); they are refused for now, and the removal of the
+/// voter that is down goes through.
+#[test]
+fn membership_changes_that_would_leave_no_live_majority_are_refused() {
+    let mut cluster = Cluster::new("repl-membership-live", 3);
+    let leader = cluster.leader(&[1, 2, 3]);
+    cluster
+        .node(leader)
+        .propose_and_wait(b"settled", WAIT)
+        .unwrap();
+    cluster.start(4, Bootstrap::Join);
+    let (lsn, epoch) = cluster
+        .node(leader)
+        .change_membership(MembershipChange::AddLearner(4))
+        .unwrap();
+    cluster
+        .node(leader)
+        .wait_committed(lsn, epoch, WAIT)
+        .unwrap();
+    cluster.wait_applied(4, lsn);
+    let followers: Vec<NodeId> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
+    let (alive, down) = (followers[0], followers[1]);
+    cluster.stop(4);
+    cluster.stop(down);
+    // The leader last heard from them more than an election timeout ago (it waits for time
+    // to pass: what is measured is silence).
+    std::thread::sleep(ELECTION_TIMEOUT_MAX + Duration::from_millis(200));
+    let not_yet = |change: MembershipChange| match cluster.node(leader).change_membership(change) {
+        Err(Error::NotYet { reason, .. }) => reason,
+        other => panic!("{change:?} was not refused for now: {other:?}"),
+    };
+    // Voters {leader, alive, down, 4} need 3: two are silent.
+    let reason = not_yet(MembershipChange::AddVoter(4));
+    assert!(
+        reason.contains("need 3") && reason.contains(&format!("{down}")),
+        "{reason}"
+    );
+    // Voters {leader, down} need 2: `down` is silent.
+    let reason = not_yet(MembershipChange::Remove(alive));
+    assert!(reason.contains("need 2"), "{reason}");
+    // So is the leader's own removal: {alive, down}.
+    let reason = not_yet(MembershipChange::Remove(leader));
+    assert!(reason.contains("need 2"), "{reason}");
+    assert_eq!(cluster.node(leader).status().membership.voters.len(), 3);
+    // Removing the voter that is down leaves {leader, alive}, both live.
+    let (lsn, epoch) = cluster
+        .node(leader)
+        .change_membership(MembershipChange::Remove(down))
+        .unwrap();
+    cluster
+        .node(leader)
+        .wait_committed(lsn, epoch, WAIT)
+        .unwrap();
+    cluster.wait_applied(leader, lsn);
+    let mut voters = cluster.node(leader).status().membership.voters;
+    voters.sort_unstable();
+    let mut expected = vec![leader, alive];
+    expected.sort_unstable();
+    assert_eq!(voters, expected);
+    // And the cluster goes on committing.
+    cluster
+        .node(leader)
+        .propose_and_wait(b"after the removal", WAIT)
+        .unwrap();
 }
 
 /// raft-rs does not refuse a membership change it will not make (it appends an empty entry in

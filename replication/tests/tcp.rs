@@ -554,6 +554,26 @@ fn a_member_added_with_its_address_is_reached_by_a_later_leader() {
         .change_membership_at(MembershipChange::AddLearner(joiner), Some(&long))
         .unwrap_err();
     assert!(refused.to_string().contains("257 bytes"), "{refused}");
+    // An address the TCP transport would not dial (a host name) would be committed, and
+    // kept by every checkpoint since: refused before it is proposed.
+    let refused = leader_node
+        .change_membership_at(
+            MembershipChange::AddLearner(joiner),
+            Some("node4.example:7000"),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            rwal_replication::Error::InvalidArgument {
+                name: "address",
+                ..
+            }
+        ) && refused
+            .to_string()
+            .contains("not an address this transport dials"),
+        "{refused}"
+    );
     // No member knows the joiner; the leader is not told its address either, but by the
     // change.
     for member in cluster.members.values().filter(|m| m.node.id() != joiner) {

@@ -864,8 +864,11 @@ class Node(_Handle):
         rwal.SupersededError if a new leader's entry replaced it (nothing changed). A node has
         taken it once its status's applied_lsn reaches lsn. A change of nothing, or making a
         learner of a voter, raises InvalidArgumentError; rwal.BusyError (nothing proposed: ask
-        again later) while another change is not applied yet, or for "add_voter" while the
-        learner has not replicated up to the commit LSN. A KeyboardInterrupt raised as the
+        again later) while another change is not applied yet, for "add_voter" while the
+        learner has not replicated up to the commit LSN, or for a promotion or removal that
+        would leave voters of which no majority was heard from within the last election
+        timeout (the cluster could commit nothing until they answer). An addr that is not an
+        IP address and a port raises InvalidArgumentError. A KeyboardInterrupt raised as the
         call returns carries `proposed`, as propose()'s does. The change carries an added member's
         address (the one given, or the one this node knew): every member that applies it and
         has no address for that node dials it there, so whichever leads later reaches it. The

@@ -729,6 +729,17 @@ impl Transport for TcpTransport {
         }
     }
 
+    /// An address this transport dials is an IP address and a port (`192.0.2.7:7000`,
+    /// `[2001:db8::7]:7000`): a host name is not resolved here.
+    fn check_address(&self, address: &str) -> std::result::Result<(), String> {
+        address.parse::<SocketAddr>().map(drop).map_err(|e| {
+            format!(
+                "{address:?} is not an address this transport dials ({e}): give an IP \
+                 address and a port, such as 192.0.2.7:7000"
+            )
+        })
+    }
+
     /// Room left in the peer's snapshot lane (none while it is not connected: chunks would be
     /// dropped), and the bytes its sender wrote with chunks in them.
     fn snapshot_room(&self, to: NodeId) -> SnapshotRoom {

@@ -65,6 +65,7 @@ pub(super) fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         let number = shared.next_connection.fetch_add(1, Ordering::Relaxed);
         shared.connections.lock().insert(number, handle);
         let receiving = shared.clone();
+        let remote_named = remote.clone();
         let spawned = std::thread::Builder::new()
             .name(shared.thread_name("recv"))
             .spawn(move || {
@@ -77,11 +78,20 @@ pub(super) fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                 receivers.retain(|t| !t.is_finished());
                 receivers.push(thread);
             }
-            Err(_) => {
+            Err(e) => {
+                // Out of threads (RLIMIT_NPROC, memory for stacks): said so, or every
+                // connection closes without a word here, and the peers blame the wrong side.
                 shared.connections.lock().remove(&number);
                 shared
                     .handshakes(from_peer_address)
                     .fetch_sub(1, Ordering::AcqRel);
+                shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+                shared.log_refusal(
+                    from_peer_address,
+                    format!(
+                        "refused a connection from {remote_named}: no thread to receive it: {e}"
+                    ),
+                );
             }
         }
     }
