@@ -146,6 +146,9 @@ impl Client {
             // timeout before the next is tried.
             let patience = if self.given_all.len() > 1 && self.addr == self.given {
                 left().min(Duration::from_secs(1))
+            } else if self.addr != self.given {
+                // A leader it was sent to that is down: the node given names the next one.
+                left().min(FOLLOWED_LEADER_PATIENCE)
             } else {
                 left()
             };
@@ -287,11 +290,21 @@ impl Client {
             // A leader it was sent to may have lost power or been cut off without closing
             // anything: its kernel may still accept the connection, and nothing answers. The
             // node given names the next leader, so a followed leader gets a bounded attempt.
-            let attempt_deadline = if self.addr == self.given {
+            // Not a request sent once only: past that bound it could not be sent again, and
+            // the command gave up as "may have been made" after 5 s whatever its `--timeout`
+            // (found by review on 2026-12-08); its connection is bounded instead (`call`).
+            let attempt_deadline = if self.addr == self.given || !resend {
                 deadline
             } else {
                 deadline.min(Instant::now() + followed_leader_patience(body.len()))
             };
+            if !resend {
+                // On a fresh connection each time: one kept from an earlier answer (NOT_LEADER
+                // from a node that then stopped, or closed it for a newcomer) fails the
+                // request after it was written, which reads as "may have been made" of a
+                // request no node read (found by review on 2026-12-08).
+                self.stream = None;
+            }
             let mut redirected = false;
             let made_before = self.maybe_made;
             let outcome = self.call(op, body, attempt_deadline);
@@ -1486,20 +1499,94 @@ mod tests {
         node.join().unwrap();
     }
 
+    /// A membership change answered NOT_LEADER with no leader known (an election, a leader
+    /// stopping), by a node that then closes the connection: the change goes again on a new
+    /// one. Sent again on the old one (found by review on 2026-12-08), it failed after it was
+    /// written, and the call ended "may have been made" (exit 3) for a change no node read.
+    #[test]
+    fn a_membership_change_after_a_not_leader_goes_on_a_new_connection() {
+        let node = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = node.local_addr().unwrap();
+        let node = std::thread::spawn(move || {
+            for connection in 1..=2 {
+                let (stream, _) = node.accept().unwrap();
+                let mut input = BufReader::new(stream.try_clone().unwrap());
+                let mut output = stream;
+                let (op, _) = proto::read_message(&mut input, proto::REQUEST_BYTES_MAX)
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(op, proto::OP_MEMBERSHIP);
+                if connection == 1 {
+                    // No leader known: leader 0, no address.
+                    proto::write_message(&mut output, proto::NOT_LEADER, &0u64.to_le_bytes())
+                        .unwrap();
+                } else {
+                    proto::write_message(&mut output, proto::OK, &7u64.to_le_bytes()).unwrap();
+                }
+                // Closed: each connection answers once.
+            }
+        });
+        let mut client = Client::new(addr, Duration::from_secs(20));
+        let reply = client.call_leader_once(proto::OP_MEMBERSHIP, &[0; 9]);
+        assert_eq!(reply, Ok(7u64.to_le_bytes().to_vec()));
+        assert!(!client.outcome_unknown);
+        node.join().unwrap();
+    }
+
+    /// A membership change sent through a follower to a leader that takes longer than the 5 s
+    /// a followed leader's attempt gets: the change is sent once only, so the client waits for
+    /// its answer until its own timeout. It gave up as "may have been made" at 5 s (found by
+    /// review on 2026-12-08).
+    #[test]
+    fn a_membership_change_waits_for_a_slow_leader_until_its_timeout() {
+        let (leader_addr, leader) = fake_node(move |input, output| {
+            let (op, _) = proto::read_message(input, proto::REQUEST_BYTES_MAX)
+                .unwrap()
+                .unwrap();
+            assert_eq!(op, proto::OP_MEMBERSHIP);
+            std::thread::sleep(FOLLOWED_LEADER_PATIENCE + Duration::from_secs(1));
+            proto::write_message(output, proto::OK, &9u64.to_le_bytes()).unwrap();
+        });
+        let (follower_addr, follower) = fake_node(move |input, output| {
+            let (op, _) = proto::read_message(input, proto::REQUEST_BYTES_MAX)
+                .unwrap()
+                .unwrap();
+            assert_eq!(op, proto::OP_MEMBERSHIP);
+            let mut body = 2u64.to_le_bytes().to_vec();
+            body.extend_from_slice(leader_addr.to_string().as_bytes());
+            proto::write_message(output, proto::NOT_LEADER, &body).unwrap();
+        });
+        let mut client = Client::new(follower_addr, Duration::from_secs(30));
+        let reply = client.call_leader_once(proto::OP_MEMBERSHIP, &[0; 9]);
+        assert_eq!(reply, Ok(9u64.to_le_bytes().to_vec()));
+        assert!(!client.outcome_unknown);
+        follower.join().unwrap();
+        leader.join().unwrap();
+    }
+
     /// An append or a change answered OK (made) with a body too short to parse exits 3, not 2
     /// (which says "not made": a script would send the append again under new ids), and the
     /// message names the node.
     #[test]
     fn an_ok_answer_that_does_not_parse_is_made_not_failed() {
-        let (addr, node) = fake_node(move |mut input, mut output| {
-            // An APPEND's answer without its epoch, a MEMBERSHIP's with half its LSN.
-            while let Ok(Some((op, _))) = proto::read_message(&mut input, proto::REQUEST_BYTES_MAX)
-            {
-                let body = match op {
-                    proto::OP_APPEND => &5u64.to_le_bytes()[..],
-                    _ => &[1, 2, 3, 4][..],
-                };
-                proto::write_message(&mut output, proto::OK, body).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Two connections: a membership change goes on a new one.
+        let node = std::thread::spawn(move || {
+            for _ in 0..2 {
+                let (stream, _) = listener.accept().unwrap();
+                let mut input = BufReader::new(stream.try_clone().unwrap());
+                let mut output = stream;
+                // An APPEND's answer without its epoch, a MEMBERSHIP's with half its LSN.
+                while let Ok(Some((op, _))) =
+                    proto::read_message(&mut input, proto::REQUEST_BYTES_MAX)
+                {
+                    let body = match op {
+                        proto::OP_APPEND => &5u64.to_le_bytes()[..],
+                        _ => &[1, 2, 3, 4][..],
+                    };
+                    proto::write_message(&mut output, proto::OK, body).unwrap();
+                }
             }
         });
         let mut client = Client::new(addr, Duration::from_secs(20));
