@@ -6,6 +6,7 @@ mod checkpoints;
 mod connections;
 mod descriptors;
 mod engine;
+mod identity;
 mod line_limit;
 pub mod proto;
 mod redial;
@@ -226,7 +227,15 @@ fn open_server(settings: Settings) -> Result<Server, String> {
             settings.dir.display()
         ));
     }
-    if !holds_log {
+    let identity = identity::Identity {
+        cluster_id: settings.cluster_id,
+        id,
+    };
+    if holds_log {
+        // Before any peer is dialled or the log is opened: another node's log would answer
+        // with its own term and entries.
+        identity::check(&settings.dir, identity)?;
+    } else {
         check_empty_for_founding(&settings.dir)?;
     }
     let peers = settings
@@ -280,6 +289,24 @@ fn open_server(settings: Settings) -> Result<Server, String> {
     let node = Node::open(options, engine.clone(), network.transport())
         .map_err(|e| format!("cannot open node {id} in {}: {e}", settings.dir.display()))?;
     report_recovery(id, node.recovery_report());
+    // With the log open and locked: no other process started on this directory records its
+    // own identity meanwhile.
+    match identity::record(&settings.dir, identity) {
+        Ok(true) if holds_log => log(
+            id,
+            &format!(
+                "recorded this log as node {id}'s of cluster {} in {} (a log from before \
+                 identities were recorded, or a first start stopped before it recorded one)",
+                settings.cluster_id,
+                settings.dir.join(identity::FILE_NAME).display()
+            ),
+        ),
+        Ok(_) => {}
+        Err(e) => {
+            let _ = node.close();
+            return Err(e);
+        }
+    }
     network.attach(node.inbox());
     let mut stored = node.status().membership.voters;
     stored.sort_unstable();
@@ -649,6 +676,56 @@ mod tests {
         assert_eq!(status, proto::RETRY, "{message}");
         let (status, message) = answer_to(None);
         assert_eq!(status, proto::RETRY, "{message}");
+    }
+
+    /// A node's directory records whose log it holds: started as another node, or in
+    /// another cluster, on that log, the node refuses before it dials a peer or opens the log
+    /// (found by review on 2026-12-08: it opened another cluster's log without a word, and a
+    /// higher term there could win an election and replace that cluster's writes).
+    #[test]
+    fn a_node_refuses_a_log_recorded_as_another_nodes() {
+        let (server, dir) = single_node_server("identity");
+        let settings = Settings {
+            init: false,
+            ..server.settings.clone()
+        };
+        let Server { node, network, .. } = server;
+        node.close().unwrap();
+        drop(network);
+        let own = identity::Identity {
+            cluster_id: settings.cluster_id,
+            id: settings.id,
+        };
+        assert_eq!(identity::recorded(&dir).unwrap(), Some(own));
+        for (cluster_id, id) in [(own.cluster_id + 1, own.id), (own.cluster_id, own.id + 1)] {
+            let refused = open_server(Settings {
+                cluster_id,
+                id,
+                ..settings.clone()
+            })
+            .err()
+            .expect("refused");
+            assert!(
+                refused.contains(&format!(
+                    "holds the log of node {} of cluster {}",
+                    own.id, own.cluster_id
+                )) && refused.contains(&format!("started as node {id} of cluster {cluster_id}")),
+                "{refused}"
+            );
+        }
+        // A damaged record is refused, naming the file, not taken for none.
+        let path = dir.join(identity::FILE_NAME);
+        std::fs::write(&path, "id = 1\n").unwrap();
+        let refused = open_server(settings.clone()).err().expect("refused");
+        assert!(
+            refused.contains(&path.display().to_string()) && refused.contains("lacks"),
+            "{refused}"
+        );
+        // A log from before identities were recorded is taken as this node's, and recorded.
+        std::fs::remove_file(&path).unwrap();
+        let server = open_server(settings).unwrap();
+        assert_eq!(identity::recorded(&dir).unwrap(), Some(own));
+        close(server, dir);
     }
 
     #[test]
