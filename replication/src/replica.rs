@@ -2509,9 +2509,14 @@ fn conf_history(
     addresses: codec::Addresses,
 ) -> Vec<Membership> {
     let same = |a: &ConfState, b: &ConfState| {
+        // As sets: a founding list may name a node twice (kept as given in the founding
+        // snapshot, and so in a replay from it), where raft-rs's membership, stored in the
+        // control file, names it once; compared with the repeat, the two disagreed and the
+        // history was lost (found by review on 2026-12-08).
         let ids = |v: &[NodeId]| {
             let mut v = v.to_vec();
             v.sort_unstable();
+            v.dedup();
             v
         };
         ids(&a.voters) == ids(&b.voters) && ids(&a.learners) == ids(&b.learners)
