@@ -664,6 +664,7 @@ rwal_status rwal_checkpoint_writer_open(rwal_log *log,
  * Writes the next `len` bytes of the snapshot. One thread at a time. After a failed write
  * (any status but `RWAL_ERR_INVALID_ARGUMENT`, which writes nothing) the writer takes nothing
  * more and cannot finish: free it (the previous checkpoint stays the latest) and start again.
+ * `RWAL_ERR_CLOSED` once its log was closed (`RWAL_ERR_POISONED` once it failed).
  *
  * # Safety
  * `writer` is a live writer used by no other thread during the call; `data` has `len` readable

@@ -213,6 +213,7 @@ pub unsafe extern "C" fn rwal_checkpoint_writer_open(
 /// Writes the next `len` bytes of the snapshot. One thread at a time. After a failed write
 /// (any status but `RWAL_ERR_INVALID_ARGUMENT`, which writes nothing) the writer takes nothing
 /// more and cannot finish: free it (the previous checkpoint stays the latest) and start again.
+/// `RWAL_ERR_CLOSED` once its log was closed (`RWAL_ERR_POISONED` once it failed).
 ///
 /// # Safety
 /// `writer` is a live writer used by no other thread during the call; `data` has `len` readable

@@ -283,17 +283,20 @@ fn a_large_snapshot_is_streamed_in_and_out() {
     assert_eq!(total, len);
 }
 
-/// A checkpoint writer that outlives its log finishes nothing: the directory may belong to
-/// another process by then. The log opened again has no checkpoint, and its own works.
+/// A checkpoint writer that outlives its log writes and finishes nothing: the directory may
+/// belong to another process by then, whose recovery removes the writer's file (writes went
+/// on into the removed file until 2026-12-08, found by review). The log opened again has no
+/// checkpoint, and its own works.
 #[test]
 fn a_checkpoint_writer_finished_after_close_is_refused_and_changes_nothing() {
     let temp = rwal_tests::TempDir::new("late-checkpoint");
     let options = Options::new().segment_bytes(1 << 20);
     let wal = Wal::open(temp.join("log"), options.clone()).unwrap();
     let lsn = wal.append_durable(b"x").unwrap();
-    let mut writer = wal.checkpoint_writer(lsn, 4).unwrap();
+    let mut writer = wal.checkpoint_writer(lsn, 8).unwrap();
     writer.write(b"late").unwrap();
     wal.close().unwrap();
+    assert!(matches!(writer.write(b"late"), Err(Error::Closed)));
     assert!(matches!(writer.finish(), Err(Error::Closed)));
 
     let wal = Wal::open(temp.join("log"), options).unwrap();

@@ -104,7 +104,13 @@ impl CheckpointWriter {
     /// Appends the next bytes of the snapshot. After a failed write (any error but
     /// [`Error::InvalidArgument`], which writes nothing) the writer takes nothing more and
     /// cannot finish: drop it (the checkpoint before it stays the latest) and start again.
+    /// [`Error::Closed`] once its log is closed (or the log's failure, once poisoned).
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        // A closed log's directory may be opened again, here or in another process, whose
+        // recovery removes this writer's file as a leftover: writes after the close went into
+        // a removed file, filling the disk unseen, and only `finish` said `Closed` (found by
+        // review on 2026-12-08).
+        self.pin.inner.group.check()?;
         self.writer.write(data)
     }
 
