@@ -1456,6 +1456,56 @@ mod tests {
         assert_eq!(arrived + network.stats().envelopes_dropped, SENT);
     }
 
+    /// A peer removed while its connection, up for a while, is stuck in a write: what is
+    /// still queued for it is counted as dropped with the rest. It went uncounted, the sender
+    /// leaving by the way of a redial (found by review on 2026-12-08).
+    #[test]
+    fn what_is_queued_for_a_removed_peer_is_counted_as_dropped() {
+        let log = Arc::new(Mutex::new(Vec::<String>::new()));
+        let (network, listener) = network_with_peer_2_listening_logged_to(log);
+        let (mut stream, mut frames) = accept_as_node_2(&network, &listener);
+        drop(listener);
+        // More than the socket's buffers take: the sender's write blocks.
+        const BLOCKING: u64 = 24;
+        network
+            .transport()
+            .send((1..=BLOCKING).map(|i| append_of(i, 1 << 20)).collect());
+        // Up longer than a connection that would back off, then more, queued behind it.
+        std::thread::sleep(REDIAL_AFTER_UP + Duration::from_millis(100));
+        const QUEUED: u64 = 10;
+        network.transport().send(
+            (BLOCKING + 1..=BLOCKING + QUEUED)
+                .map(|i| append_of(i, 1 << 10))
+                .collect(),
+        );
+        assert!(network.remove_peer(2));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut arrived = 0;
+        while let Ok((kind, payload)) = frames.read(&mut stream) {
+            if kind == Kind::Raft {
+                arrived += wire::decode_raft_batch(&payload, QUEUED_MESSAGES_MAX)
+                    .unwrap()
+                    .len() as u64;
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while arrived + network.stats().envelopes_dropped < BLOCKING + QUEUED {
+            assert!(
+                Instant::now() < deadline,
+                "{arrived} arrived and {} counted as dropped, of {}",
+                network.stats().envelopes_dropped,
+                BLOCKING + QUEUED
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            arrived + network.stats().envelopes_dropped,
+            BLOCKING + QUEUED
+        );
+    }
+
     /// A network whose listener cannot be reached from the node itself (here, as if its
     /// address had gone: the wake-up dials a port nothing listens on) still drops at once,
     /// saying why its listener lingers; it used to wait for good in the accept loop's `join`.

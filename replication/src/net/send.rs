@@ -251,6 +251,10 @@ pub(super) fn send_loop(shared: Arc<Shared>, peer: Arc<Peer>) {
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
+    // Retired (the peer removed, moved to another address, the network stopped): what is
+    // still queued goes with this sender, counted. A connection that had been up went round
+    // the loop to redial at once and left it uncounted (found by review on 2026-12-08).
+    drop_queued(&shared, &peer);
 }
 
 /// Drops what is queued for a peer that cannot be reached, counted in the stats as the
