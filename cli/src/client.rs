@@ -987,6 +987,28 @@ mod tests {
         (addr, thread)
     }
 
+    /// A node that takes one membership change per connection and answers it with the next of
+    /// `answers`, then closes that connection.
+    fn node_answering_each_connection_once(
+        answers: Vec<(u8, Vec<u8>)>,
+    ) -> (SocketAddr, std::thread::JoinHandle<()>) {
+        let node = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = node.local_addr().unwrap();
+        let thread = std::thread::spawn(move || {
+            for (status, body) in answers {
+                let (stream, _) = node.accept().unwrap();
+                let mut input = BufReader::new(stream.try_clone().unwrap());
+                let mut output = stream;
+                let (op, _) = proto::read_message(&mut input, proto::REQUEST_BYTES_MAX)
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(op, proto::OP_MEMBERSHIP);
+                proto::write_message(&mut output, status, &body).unwrap();
+            }
+        });
+        (addr, thread)
+    }
+
     /// An address nothing listens on: a port the OS gave out, then closed.
     fn closed_port() -> SocketAddr {
         let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -1473,25 +1495,11 @@ mod tests {
     /// have been made" (exit 3) for a change never made.
     #[test]
     fn a_membership_change_turned_away_is_sent_again_on_a_new_connection() {
-        let node = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = node.local_addr().unwrap();
-        let node = std::thread::spawn(move || {
-            for connection in 1..=3 {
-                let (stream, _) = node.accept().unwrap();
-                let mut input = BufReader::new(stream.try_clone().unwrap());
-                let mut output = stream;
-                let (op, _) = proto::read_message(&mut input, proto::REQUEST_BYTES_MAX)
-                    .unwrap()
-                    .unwrap();
-                assert_eq!(op, proto::OP_MEMBERSHIP);
-                if connection == 3 {
-                    proto::write_message(&mut output, proto::OK, &42u64.to_le_bytes()).unwrap();
-                } else {
-                    proto::write_message(&mut output, proto::NOT_MADE, b"at capacity").unwrap();
-                }
-                // Closed: each connection answers once.
-            }
-        });
+        let (addr, node) = node_answering_each_connection_once(vec![
+            (proto::NOT_MADE, b"at capacity".to_vec()),
+            (proto::NOT_MADE, b"at capacity".to_vec()),
+            (proto::OK, 42u64.to_le_bytes().to_vec()),
+        ]);
         let mut client = Client::new(addr, Duration::from_secs(20));
         let reply = client.call_leader_once(proto::OP_MEMBERSHIP, &[0; 9]);
         assert_eq!(reply, Ok(42u64.to_le_bytes().to_vec()));
@@ -1505,27 +1513,11 @@ mod tests {
     /// written, and the call ended "may have been made" (exit 3) for a change no node read.
     #[test]
     fn a_membership_change_after_a_not_leader_goes_on_a_new_connection() {
-        let node = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = node.local_addr().unwrap();
-        let node = std::thread::spawn(move || {
-            for connection in 1..=2 {
-                let (stream, _) = node.accept().unwrap();
-                let mut input = BufReader::new(stream.try_clone().unwrap());
-                let mut output = stream;
-                let (op, _) = proto::read_message(&mut input, proto::REQUEST_BYTES_MAX)
-                    .unwrap()
-                    .unwrap();
-                assert_eq!(op, proto::OP_MEMBERSHIP);
-                if connection == 1 {
-                    // No leader known: leader 0, no address.
-                    proto::write_message(&mut output, proto::NOT_LEADER, &0u64.to_le_bytes())
-                        .unwrap();
-                } else {
-                    proto::write_message(&mut output, proto::OK, &7u64.to_le_bytes()).unwrap();
-                }
-                // Closed: each connection answers once.
-            }
-        });
+        let (addr, node) = node_answering_each_connection_once(vec![
+            // No leader known: leader 0, no address.
+            (proto::NOT_LEADER, 0u64.to_le_bytes().to_vec()),
+            (proto::OK, 7u64.to_le_bytes().to_vec()),
+        ]);
         let mut client = Client::new(addr, Duration::from_secs(20));
         let reply = client.call_leader_once(proto::OP_MEMBERSHIP, &[0; 9]);
         assert_eq!(reply, Ok(7u64.to_le_bytes().to_vec()));

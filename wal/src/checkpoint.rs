@@ -1079,8 +1079,8 @@ impl Inner {
                 .map_err(|e| Error::io("fsync directory", self.dir.path(), e))?;
             // Closed before the new segment is zero-filled: a removed file's blocks are freed
             // only with its last descriptor and mapping, and on a nearly full disk the new
-            // segment needs the prepared one's (the active segment's stay held by the tail,
-            // and a reader's by the reader).
+            // segment needs the prepared one's (the active segment's stay held by the tail; no
+            // reader holds one, since readers' pins refuse a reset).
             drop(prepared);
             drop(old);
             let sequence = self.next_sequence.fetch_add(1, Ordering::Relaxed);

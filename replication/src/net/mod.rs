@@ -1434,26 +1434,43 @@ mod tests {
         );
         // What reached node 2: the whole frames in its socket's buffer, up to the end of the
         // stream (a frame cut short there was not delivered).
+        let arrived = raft_messages_arriving(&mut stream, &mut frames);
+        assert_every_message_arrived_or_was_dropped(&network, arrived, SENT, deadline);
+    }
+
+    /// The raft messages in the whole frames `stream` holds, up to its end.
+    fn raft_messages_arriving(stream: &mut TcpStream, frames: &mut FrameReader) -> u64 {
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
         let mut arrived = 0;
-        while let Ok((kind, payload)) = frames.read(&mut stream) {
+        while let Ok((kind, payload)) = frames.read(stream) {
             if kind == Kind::Raft {
                 arrived += wire::decode_raft_batch(&payload, QUEUED_MESSAGES_MAX)
                     .unwrap()
                     .len() as u64;
             }
         }
-        while arrived + network.stats().envelopes_dropped < SENT {
+        arrived
+    }
+
+    /// Waits until `arrived` and the messages `network` counted as dropped make `sent`, and
+    /// no more.
+    fn assert_every_message_arrived_or_was_dropped(
+        network: &PeerNetwork,
+        arrived: u64,
+        sent: u64,
+        deadline: Instant,
+    ) {
+        while arrived + network.stats().envelopes_dropped < sent {
             assert!(
                 Instant::now() < deadline,
-                "{arrived} arrived and {} counted as dropped, of {SENT}",
+                "{arrived} arrived and {} counted as dropped, of {sent}",
                 network.stats().envelopes_dropped
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert_eq!(arrived + network.stats().envelopes_dropped, SENT);
+        assert_eq!(arrived + network.stats().envelopes_dropped, sent);
     }
 
     /// A peer removed while its connection, up for a while, is stuck in a write: what is
@@ -1479,31 +1496,9 @@ mod tests {
                 .collect(),
         );
         assert!(network.remove_peer(2));
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let mut arrived = 0;
-        while let Ok((kind, payload)) = frames.read(&mut stream) {
-            if kind == Kind::Raft {
-                arrived += wire::decode_raft_batch(&payload, QUEUED_MESSAGES_MAX)
-                    .unwrap()
-                    .len() as u64;
-            }
-        }
+        let arrived = raft_messages_arriving(&mut stream, &mut frames);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while arrived + network.stats().envelopes_dropped < BLOCKING + QUEUED {
-            assert!(
-                Instant::now() < deadline,
-                "{arrived} arrived and {} counted as dropped, of {}",
-                network.stats().envelopes_dropped,
-                BLOCKING + QUEUED
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert_eq!(
-            arrived + network.stats().envelopes_dropped,
-            BLOCKING + QUEUED
-        );
+        assert_every_message_arrived_or_was_dropped(&network, arrived, BLOCKING + QUEUED, deadline);
     }
 
     /// A network whose listener cannot be reached from the node itself (here, as if its

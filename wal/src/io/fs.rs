@@ -1563,6 +1563,13 @@ impl Direct {
             .map(|(lo, hi)| (lo, staging.range_ptr(lo, hi), (hi - lo) as usize))
             .collect();
         let sync_all = durable && flush.written_unsynced;
+        if writes.is_empty() && !sync_all {
+            // Nothing staged, and every write so far durable (or none asked to be): a ring's
+            // empty durable write is still an `fdatasync`, which may flush the disk's cache,
+            // at every such sync (found by review on 2026-12-08). `Staged` makes no call
+            // either.
+            return Ok(());
+        }
         if !durable {
             // Before the writes: those that succeed before one fails are not synced.
             flush.written_unsynced = true;
@@ -1937,6 +1944,37 @@ mod tests {
         assert_eq!(replaced, fd, "{}", io::Error::last_os_error());
     }
 
+    /// A sync with nothing staged and every write already durable makes no system call:
+    /// `IoUring` ran an `fdatasync` at each (found by review on 2026-12-08). Checked by
+    /// putting a pipe in the file's place, on which any sync fails.
+    #[test]
+    fn a_sync_with_nothing_to_write_calls_nothing() {
+        for mode in staging_modes() {
+            let dir = scratch("idle-sync");
+            let fs = FsDir::open(&dir.0, true, mode, Preallocation::ZeroFill, None)
+                .expect("the directory opens");
+            drop(fs.create("segment", 1 << 20).expect("created"));
+            let file = open_concrete(&fs, "segment", mode);
+            file.write_at(8192, &[&[7u8; 100]]).expect("staged");
+            file.sync().expect("synced");
+            let fd = match &file.direct {
+                Some(direct) => direct.fd.as_raw_fd(),
+                None => file.file.as_raw_fd(),
+            };
+            let mut pipe = [0; 2];
+            // SAFETY: `pipe` has room for the two descriptors.
+            assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
+            // SAFETY: all three descriptors are open; `fd` is replaced in place and stays
+            // owned by its file; the pipe's own two are closed once copied.
+            unsafe {
+                assert_eq!(libc::dup2(pipe[1], fd), fd);
+                libc::close(pipe[0]);
+                libc::close(pipe[1]);
+            }
+            file.sync().expect("nothing to write: nothing called");
+        }
+    }
+
     /// A write-back that fails has taken its ranges out of the staging memory; a sync after it
     /// finds nothing staged, and used to report the file durable (a commit waiting on the
     /// flush lock behind the write-back was then acknowledged, its records never written).
@@ -2172,6 +2210,28 @@ mod tests {
         );
     }
 
+    /// Gives back the blocks of `len` bytes of `file` from `offset` (a hole, as a sparse copy
+    /// leaves).
+    fn punch_hole(file: &StdFile, offset: u64, len: u64) {
+        // SAFETY: fallocate on a descriptor the caller owns; no memory is passed.
+        let punched = unsafe {
+            libc::fallocate(
+                file.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                offset as libc::off_t,
+                len as libc::off_t,
+            )
+        };
+        assert_eq!(punched, 0, "punch: {}", io::Error::last_os_error());
+    }
+
+    /// Where `SEEK_HOLE` finds `file`'s first hole (its length if none).
+    fn first_hole(file: &StdFile) -> u64 {
+        // SAFETY: lseek on a descriptor the caller owns.
+        let at = unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_HOLE) };
+        u64::try_from(at).expect("SEEK_HOLE works here")
+    }
+
     /// A hole that the file system's own blocks make up for in `st_blocks` (an extended
     /// attribute block, indirect blocks) was taken for none, and mapped writable: a store into
     /// it on a full disk is a SIGBUS (found by review on 2026-12-08). Given the blocks such a
@@ -2188,23 +2248,8 @@ mod tests {
             .write(true)
             .open(&path)
             .expect("opens");
-        let fd = file.as_raw_fd();
-        let first_hole = || {
-            // SAFETY: lseek on a descriptor this test owns.
-            let at = unsafe { libc::lseek(fd, 0, libc::SEEK_HOLE) };
-            u64::try_from(at).expect("SEEK_HOLE works here")
-        };
-        // SAFETY: fallocate on a descriptor this test owns; no memory is passed.
-        let punched = unsafe {
-            libc::fallocate(
-                fd,
-                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                8192,
-                4096,
-            )
-        };
-        assert_eq!(punched, 0, "punch: {}", io::Error::last_os_error());
-        assert_eq!(first_hole(), 8192, "the hole is there");
+        punch_hole(&file, 8192, 4096);
+        assert_eq!(first_hole(&file), 8192, "the hole is there");
         assert_eq!(
             holes_in_extent_map(&file, len),
             Some(true),
@@ -2242,14 +2287,12 @@ mod tests {
             .truncate(true)
             .open(&path)
             .expect("opens");
-        let fd = file.as_raw_fd();
         // SAFETY: fallocate on a descriptor this test owns; no memory is passed.
-        let allocated = unsafe { libc::fallocate(fd, 0, 0, len as libc::off_t) };
+        let allocated = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len as libc::off_t) };
         assert_eq!(allocated, 0, "fallocate: {}", io::Error::last_os_error());
-        // SAFETY: lseek on a descriptor this test owns.
-        let seen_hole = unsafe { libc::lseek(fd, 0, libc::SEEK_HOLE) };
+        let seen_hole = first_hole(&file);
         assert!(
-            u64::try_from(seen_hole).is_ok_and(|at| at < len),
+            seen_hole < len,
             "unwritten extents are holes to SEEK_HOLE here ({seen_hole})"
         );
         assert_eq!(
@@ -2258,16 +2301,7 @@ mod tests {
             "the scratch directory's file system gives extent maps"
         );
         assert!(!may_have_holes(&file, len, len / 512));
-        // SAFETY: as above.
-        let punched = unsafe {
-            libc::fallocate(
-                fd,
-                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                (len - 4096) as libc::off_t,
-                4096,
-            )
-        };
-        assert_eq!(punched, 0, "punch: {}", io::Error::last_os_error());
+        punch_hole(&file, len - 4096, 4096);
         assert_eq!(holes_in_extent_map(&file, len), Some(true));
         assert!(may_have_holes(&file, len, len / 512));
     }
