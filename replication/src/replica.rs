@@ -232,6 +232,13 @@ impl Config {
     }
 }
 
+/// How many of its longest election timeouts a node's own disk may make nothing durable, with
+/// entries waiting, before the node stops counting itself as a live voter for a membership
+/// change (`Replica::change_membership`): 1 s at the defaults, as `NodeOptions::sync_stall_limit`,
+/// so that a slow sync (a throttled volume, a segment zero-filled in the foreground) is not
+/// taken for a hung disk.
+const OWN_DISK_STALLED_ELECTIONS: u64 = 5;
+
 /// The most [`Config::max_bytes_per_message`] and [`Config::snapshot_chunk_bytes`] may be. An
 /// append carries up to `max_bytes_per_message` of entries and one more entry of up to
 /// `max_record_bytes` (64 MiB at most), a snapshot message one chunk; the TCP transport's frames
@@ -407,6 +414,10 @@ pub struct Replica<M: StateMachine> {
     /// The tick of the last snapshot chunk addressed to this node: a snapshot received in part
     /// is dropped once its stream has been silent for long (`drop_silent_incoming`).
     incoming_heard: u64,
+    /// This log's persisted LSN as last seen by `tick`, and the last tick it was seen to move
+    /// or to have nothing waiting: whether this node's own disk keeps up
+    /// (`refuse_voters_without_a_live_quorum`).
+    persisted_seen: (Lsn, u64),
     log: Vec<String>,
     snapshots_installed: u64,
     /// Read points raft-rs confirmed: (request context, LSN).
@@ -622,6 +633,7 @@ impl<M: StateMachine> Replica<M> {
             stalls_noted: BTreeSet::new(),
             damage_noted: BTreeSet::new(),
             incoming_heard: 0,
+            persisted_seen: (0, 0),
             log: Vec::new(),
             snapshots_installed: 0,
             failed_snapshots: Vec::new(),
@@ -781,6 +793,11 @@ impl<M: StateMachine> Replica<M> {
             return;
         }
         self.ticks += 1;
+        let log = &self.raw.raft.raft_log;
+        // Moved, or nothing waiting: the disk keeps up as of this tick.
+        if log.persisted != self.persisted_seen.0 || log.persisted >= log.last_index() {
+            self.persisted_seen = (log.persisted, self.ticks);
+        }
         let raft = &self.raw.raft;
         if raft.state == StateRole::Leader {
             // This tick may check the quorum and step down. raft-rs aborts if a round still out
@@ -915,7 +932,8 @@ impl<M: StateMachine> Replica<M> {
     }
 
     /// `NotYet` unless a majority of `voters`, the voters a change of them would leave, was
-    /// heard from within the last election timeout (this node counts): a change that commits
+    /// heard from within the last election timeout (this node counts, unless its own disk has
+    /// made nothing durable for as long with entries waiting): a change that commits
     /// into a membership without a live majority (a learner promoted while it is down, the
     /// removal of a live voter while another is down) stops the cluster until the silent
     /// voters come back, since nothing commits and no election can be won. The change entry
@@ -933,8 +951,18 @@ impl<M: StateMachine> Replica<M> {
             return Ok(());
         }
         let me = self.config.id;
+        // This node counts as live unless its own log has entries it has not made durable
+        // and has made nothing durable for `OWN_DISK_STALLED_ELECTIONS` election timeouts (a
+        // hung disk, not a slow one): a leader that cannot persist cannot record the vote its
+        // successor would need (the diff review on 2026-12-08). A hang that begins while
+        // nothing waits is not seen here.
+        let log = &self.raw.raft.raft_log;
+        let stalled_after =
+            (self.config.election_ticks_max as u64).saturating_mul(OWN_DISK_STALLED_ELECTIONS);
+        let own_log_stalled = log.persisted < log.last_index()
+            && self.ticks.saturating_sub(self.persisted_seen.1) > stalled_after;
         let heard_lately = |id: &NodeId| {
-            *id == me
+            (*id == me && !own_log_stalled)
                 || self.heard.get(id).is_some_and(|tick| {
                     self.ticks.saturating_sub(*tick) <= self.config.election_ticks as u64
                 })

@@ -1332,6 +1332,76 @@ fn a_leader_whose_disk_hangs_refuses_proposals_once_its_backlog_fills() {
         .expect("taken once the backlog committed");
 }
 
+/// A leader whose own disk hangs is no live voter for a membership change: removing a
+/// follower would leave voters whose election needs this leader's vote, which it cannot
+/// record (the diff review on 2026-12-08). Refused while the disk hangs, made once it answers.
+#[test]
+fn a_leader_whose_disk_hangs_does_not_count_itself_live_for_a_membership_change() {
+    let cluster = Cluster::simulated_with("repl-hung-membership", 3, 16 << 10, |options| {
+        options.sync_stall_limit = None;
+    });
+    let leader = cluster.leader(&[1, 2, 3]);
+    cluster
+        .node(leader)
+        .propose_and_wait(b"before the stall", WAIT)
+        .unwrap();
+    let followers: Vec<NodeId> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
+    // As in `a_leader_whose_disk_hangs_refuses_proposals_once_its_backlog_fills`: the
+    // leader's second round is synced on its persister thread, where the sync is held.
+    let follower_holds: Vec<ReleasedOnDrop> = followers
+        .iter()
+        .map(|id| ReleasedOnDrop(cluster.disk(*id).hold_next_sync()))
+        .collect();
+    let (first, _) = cluster.node(leader).propose(b"first").unwrap();
+    let (status, durable) = cluster.node(leader).wait_status(WAIT, |s| {
+        s.progress
+            .iter()
+            .any(|(id, m)| *id == leader && *m >= first)
+    });
+    assert!(durable, "the leader never made {first} durable: {status:?}");
+    let hold = ReleasedOnDrop(cluster.disk(leader).hold_next_sync());
+    let (second, _) = cluster.node(leader).propose(b"second").unwrap();
+    assert!(hold.0.wait_reached(WAIT), "the leader never synced");
+    drop(follower_holds);
+    for id in &followers {
+        cluster.wait_applied(*id, second);
+    }
+    // The leader's disk has made nothing durable for longer than five of its longest election
+    // timeouts (a slow disk is not a hung one), with room for ticks a loaded machine delays.
+    std::thread::sleep(5 * ELECTION_TIMEOUT_MAX + Duration::from_secs(2));
+    let removed = followers[0];
+    match cluster
+        .node(leader)
+        .change_membership(MembershipChange::Remove(removed))
+    {
+        Err(Error::NotYet { reason, .. }) => assert!(
+            reason.contains(&format!("and [{leader}] were not heard")),
+            "{reason}"
+        ),
+        other => panic!("the removal was not refused for now: {other:?}"),
+    }
+    // Once the disk answers, the same change is made.
+    drop(hold);
+    cluster.wait_applied(leader, second);
+    let deadline = std::time::Instant::now() + WAIT;
+    let (lsn, epoch) = loop {
+        match cluster
+            .node(leader)
+            .change_membership(MembershipChange::Remove(removed))
+        {
+            Ok(made) => break made,
+            Err(Error::NotYet { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            other => panic!("the removal was refused: {other:?}"),
+        }
+    };
+    cluster
+        .node(leader)
+        .wait_committed(lsn, epoch, WAIT)
+        .unwrap();
+}
+
 #[test]
 fn a_restarted_follower_catches_up_by_log_and_keeps_its_state() {
     let mut cluster = Cluster::new("repl-restart", 3);
