@@ -987,11 +987,11 @@ mod tests {
         (addr, thread)
     }
 
-    /// A node that takes one membership change per connection and answers it with the next of
-    /// `answers`, then closes that connection.
-    fn node_answering_each_connection_once(
-        answers: Vec<(u8, Vec<u8>)>,
-    ) -> (SocketAddr, std::thread::JoinHandle<()>) {
+    /// Sends a membership change to a node that takes one request per connection, answers it
+    /// with the next of `answers` and closes that connection; the change's answer must be the
+    /// last one, OK, with no doubt left about its outcome.
+    fn membership_change_made_at_last(answers: Vec<(u8, Vec<u8>)>) {
+        let made = answers.last().expect("an answer").1.clone();
         let node = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = node.local_addr().unwrap();
         let thread = std::thread::spawn(move || {
@@ -1006,7 +1006,11 @@ mod tests {
                 proto::write_message(&mut output, status, &body).unwrap();
             }
         });
-        (addr, thread)
+        let mut client = Client::new(addr, Duration::from_secs(20));
+        let reply = client.call_leader_once(proto::OP_MEMBERSHIP, &[0; 9]);
+        assert_eq!(reply, Ok(made));
+        assert!(!client.outcome_unknown);
+        thread.join().unwrap();
     }
 
     /// An address nothing listens on: a port the OS gave out, then closed.
@@ -1495,16 +1499,11 @@ mod tests {
     /// have been made" (exit 3) for a change never made.
     #[test]
     fn a_membership_change_turned_away_is_sent_again_on_a_new_connection() {
-        let (addr, node) = node_answering_each_connection_once(vec![
+        membership_change_made_at_last(vec![
             (proto::NOT_MADE, b"at capacity".to_vec()),
             (proto::NOT_MADE, b"at capacity".to_vec()),
             (proto::OK, 42u64.to_le_bytes().to_vec()),
         ]);
-        let mut client = Client::new(addr, Duration::from_secs(20));
-        let reply = client.call_leader_once(proto::OP_MEMBERSHIP, &[0; 9]);
-        assert_eq!(reply, Ok(42u64.to_le_bytes().to_vec()));
-        assert!(!client.outcome_unknown);
-        node.join().unwrap();
     }
 
     /// A membership change answered NOT_LEADER with no leader known (an election, a leader
@@ -1513,16 +1512,11 @@ mod tests {
     /// written, and the call ended "may have been made" (exit 3) for a change no node read.
     #[test]
     fn a_membership_change_after_a_not_leader_goes_on_a_new_connection() {
-        let (addr, node) = node_answering_each_connection_once(vec![
+        membership_change_made_at_last(vec![
             // No leader known: leader 0, no address.
             (proto::NOT_LEADER, 0u64.to_le_bytes().to_vec()),
             (proto::OK, 7u64.to_le_bytes().to_vec()),
         ]);
-        let mut client = Client::new(addr, Duration::from_secs(20));
-        let reply = client.call_leader_once(proto::OP_MEMBERSHIP, &[0; 9]);
-        assert_eq!(reply, Ok(7u64.to_le_bytes().to_vec()));
-        assert!(!client.outcome_unknown);
-        node.join().unwrap();
     }
 
     /// A membership change sent through a follower to a leader that takes longer than the 5 s

@@ -257,6 +257,47 @@ impl Cluster {
         let (status, held) = self.node(id).wait_status(WAIT, |s| s.applied_lsn >= lsn);
         assert!(held, "node {id} did not apply {lsn}: {status:?}");
     }
+
+    /// Hangs `leader`'s disk (in a `Cluster::simulated`) while its node's thread goes on: the
+    /// followers' syncs wait a moment, so that the leader's first round ("first") is still
+    /// waiting for its commit when the second ("second") comes, which the leader then syncs
+    /// on its persister thread, where that sync is held until the hold is dropped. (A sync on
+    /// the node's thread would stop its heartbeats instead.) The followers' holds are released
+    /// before it returns.
+    fn hang_leaders_disk_on_its_persister(&self, leader: NodeId) -> HungDisk {
+        let follower_holds: Vec<ReleasedOnDrop> = [1, 2, 3]
+            .into_iter()
+            .filter(|id| *id != leader)
+            .map(|id| ReleasedOnDrop(self.disk(id).hold_next_sync()))
+            .collect();
+        let (first, _) = self.node(leader).propose(b"first").unwrap();
+        let (status, durable) = self.node(leader).wait_status(WAIT, |s| {
+            s.progress
+                .iter()
+                .any(|(id, m)| *id == leader && *m >= first)
+        });
+        assert!(durable, "the leader never made {first} durable: {status:?}");
+        let hold = ReleasedOnDrop(self.disk(leader).hold_next_sync());
+        // Before the proposal: the held sync starts after this.
+        let held_at = std::time::Instant::now();
+        let (second, _) = self.node(leader).propose(b"second").unwrap();
+        assert!(hold.0.wait_reached(WAIT), "the leader never synced");
+        drop(follower_holds);
+        HungDisk {
+            hold,
+            held_at,
+            first,
+            second,
+        }
+    }
+}
+
+/// A leader's disk hung by `Cluster::hang_leaders_disk_on_its_persister`.
+struct HungDisk {
+    hold: ReleasedOnDrop,
+    held_at: std::time::Instant,
+    first: Lsn,
+    second: Lsn,
 }
 
 /// Releases a hold of a simulated disk when dropped: a failed assertion must not leave a
@@ -1202,28 +1243,13 @@ fn a_leader_whose_disk_hangs_under_load_hands_its_leadership_over() {
         .propose_and_wait(b"before the stall", WAIT)
         .unwrap();
     let followers: Vec<NodeId> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
-    let own_durable = |lsn: Lsn| {
-        let (status, durable) = cluster.node(leader).wait_status(WAIT, |s| {
-            s.progress.iter().any(|(id, m)| *id == leader && *m >= lsn)
-        });
-        assert!(durable, "the leader never made {lsn} durable: {status:?}");
-    };
-    // The followers' syncs wait a moment, so that the leader's first round is still waiting
-    // for its commit when the second comes: the leader then syncs the second on its persister
-    // thread, where its own sync is held for good.
-    let follower_holds: Vec<ReleasedOnDrop> = followers
-        .iter()
-        .map(|id| ReleasedOnDrop(cluster.disk(*id).hold_next_sync()))
-        .collect();
-    let (first, _) = cluster.node(leader).propose(b"first").unwrap();
-    own_durable(first);
-    let hold = ReleasedOnDrop(cluster.disk(leader).hold_next_sync());
-    // Before the proposal: the held sync starts after this, and the hand-over cannot come
-    // sooner than the limit after it.
-    let held_at = std::time::Instant::now();
-    let (second, _) = cluster.node(leader).propose(b"second").unwrap();
-    assert!(hold.0.wait_reached(WAIT), "the leader never synced");
-    drop(follower_holds);
+    // The hand-over cannot come sooner than the limit after `held_at`.
+    let HungDisk {
+        hold,
+        held_at,
+        first,
+        second,
+    } = cluster.hang_leaders_disk_on_its_persister(leader);
     // The followers apply the first record (the second, durable in their logs, commits
     // without the leader's copy; the leader cannot apply it).
     for id in &followers {
@@ -1287,24 +1313,7 @@ fn a_leader_whose_disk_hangs_refuses_proposals_once_its_backlog_fills() {
         .propose_and_wait(b"before the stall", WAIT)
         .unwrap();
     let followers: Vec<NodeId> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
-    // As in `a_leader_whose_disk_hangs_under_load_hands_its_leadership_over`: the followers'
-    // syncs wait a moment, so that the leader syncs its second round on its persister thread,
-    // where the sync is held, while its node's thread goes on.
-    let follower_holds: Vec<ReleasedOnDrop> = followers
-        .iter()
-        .map(|id| ReleasedOnDrop(cluster.disk(*id).hold_next_sync()))
-        .collect();
-    let (first, _) = cluster.node(leader).propose(b"first").unwrap();
-    let (status, durable) = cluster.node(leader).wait_status(WAIT, |s| {
-        s.progress
-            .iter()
-            .any(|(id, m)| *id == leader && *m >= first)
-    });
-    assert!(durable, "the leader never made {first} durable: {status:?}");
-    let hold = ReleasedOnDrop(cluster.disk(leader).hold_next_sync());
-    let (second, _) = cluster.node(leader).propose(b"second").unwrap();
-    assert!(hold.0.wait_reached(WAIT), "the leader never synced");
-    drop(follower_holds);
+    let HungDisk { hold, second, .. } = cluster.hang_leaders_disk_on_its_persister(leader);
     // The fault: the followers' copies commit the second entry, the leader's do not.
     for id in &followers {
         cluster.wait_applied(*id, second);
@@ -1346,23 +1355,7 @@ fn a_leader_whose_disk_hangs_does_not_count_itself_live_for_a_membership_change(
         .propose_and_wait(b"before the stall", WAIT)
         .unwrap();
     let followers: Vec<NodeId> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
-    // As in `a_leader_whose_disk_hangs_refuses_proposals_once_its_backlog_fills`: the
-    // leader's second round is synced on its persister thread, where the sync is held.
-    let follower_holds: Vec<ReleasedOnDrop> = followers
-        .iter()
-        .map(|id| ReleasedOnDrop(cluster.disk(*id).hold_next_sync()))
-        .collect();
-    let (first, _) = cluster.node(leader).propose(b"first").unwrap();
-    let (status, durable) = cluster.node(leader).wait_status(WAIT, |s| {
-        s.progress
-            .iter()
-            .any(|(id, m)| *id == leader && *m >= first)
-    });
-    assert!(durable, "the leader never made {first} durable: {status:?}");
-    let hold = ReleasedOnDrop(cluster.disk(leader).hold_next_sync());
-    let (second, _) = cluster.node(leader).propose(b"second").unwrap();
-    assert!(hold.0.wait_reached(WAIT), "the leader never synced");
-    drop(follower_holds);
+    let HungDisk { hold, second, .. } = cluster.hang_leaders_disk_on_its_persister(leader);
     for id in &followers {
         cluster.wait_applied(*id, second);
     }

@@ -1923,6 +1923,23 @@ mod tests {
         ]
     }
 
+    /// A scratch directory in `mode` with a file "segment" of 1 MiB, created (zero-filled).
+    fn dir_with_a_segment(label: &str, mode: WriteMode) -> (Scratch, FsDir) {
+        let dir = scratch(label);
+        let fs = FsDir::open(&dir.0, true, mode, Preallocation::ZeroFill, None)
+            .expect("the directory opens");
+        drop(fs.create("segment", 1 << 20).expect("created"));
+        (dir, fs)
+    }
+
+    /// The descriptor `file`'s bytes are written through (the `O_DIRECT` one with `IoUring`).
+    fn written_fd(file: &FsFile) -> std::os::fd::RawFd {
+        match &file.direct {
+            Some(direct) => direct.fd.as_raw_fd(),
+            None => file.file.as_raw_fd(),
+        }
+    }
+
     /// `name` in `fs`, opened (not created) by this process, as the concrete file type.
     fn open_concrete(fs: &FsDir, name: &str, mode: WriteMode) -> FsFile {
         let path = fs.file_path(name);
@@ -1950,17 +1967,11 @@ mod tests {
     #[test]
     fn a_sync_with_nothing_to_write_calls_nothing() {
         for mode in staging_modes() {
-            let dir = scratch("idle-sync");
-            let fs = FsDir::open(&dir.0, true, mode, Preallocation::ZeroFill, None)
-                .expect("the directory opens");
-            drop(fs.create("segment", 1 << 20).expect("created"));
+            let (_dir, fs) = dir_with_a_segment("idle-sync", mode);
             let file = open_concrete(&fs, "segment", mode);
             file.write_at(8192, &[&[7u8; 100]]).expect("staged");
             file.sync().expect("synced");
-            let fd = match &file.direct {
-                Some(direct) => direct.fd.as_raw_fd(),
-                None => file.file.as_raw_fd(),
-            };
+            let fd = written_fd(&file);
             let mut pipe = [0; 2];
             // SAFETY: `pipe` has room for the two descriptors.
             assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
@@ -1982,17 +1993,11 @@ mod tests {
     #[test]
     fn after_a_failed_write_back_no_sync_succeeds() {
         for mode in staging_modes() {
-            let dir = scratch("failed-write-back");
-            let fs = FsDir::open(&dir.0, true, mode, Preallocation::ZeroFill, None)
-                .expect("the directory opens");
-            drop(fs.create("segment", 1 << 20).expect("created"));
+            let (_dir, fs) = dir_with_a_segment("failed-write-back", mode);
             let file = open_concrete(&fs, "segment", mode);
             file.sync().expect("the first sync succeeds");
             file.write_at(8192, &[&[7u8; 100]]).expect("staged");
-            let fd = match &file.direct {
-                Some(direct) => direct.fd.as_raw_fd(),
-                None => file.file.as_raw_fd(),
-            };
+            let fd = written_fd(&file);
             refuse_writes(fd, &fs.file_path("segment"));
             let failed = file.write_back(0).expect_err("the write-back fails");
             assert_eq!(
@@ -2106,10 +2111,7 @@ mod tests {
     #[test]
     fn the_first_sync_of_a_file_opened_here_syncs_all_of_it() {
         for mode in staging_modes() {
-            let dir = scratch("opened-unsynced");
-            let fs = FsDir::open(&dir.0, true, mode, Preallocation::ZeroFill, None)
-                .expect("the directory opens");
-            drop(fs.create("segment", 1 << 20).expect("created"));
+            let (_dir, fs) = dir_with_a_segment("opened-unsynced", mode);
             // Another process's write, left in the page cache.
             let path = fs.file_path("segment");
             let other = OpenOptions::new().write(true).open(&path).expect("opened");
